@@ -1,0 +1,95 @@
+package api
+
+import (
+	"encoding/json"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+)
+
+// TopicInputRoomEvent is the topic writers submit room events to.
+//
+// Producer: writers (clientapi, federationapi), through Input in this package.
+// Key: room ID; partition eventlog.PartitionFor(room ID, P), so one room is one partition.
+// Ordering: per room, the roomserver applies messages strictly in log order.
+// Payload: InputRoomEvents, version 1. The roomserver applies every event of one message in
+// one database transaction and reports a Result per event to whoever waits on the position.
+const TopicInputRoomEvent = "InputRoomEvent"
+
+// Kind says how the roomserver must treat an input event.
+type Kind string
+
+const (
+	// KindNew is a local event: either a ProtoEvent that the roomserver completes (prev_events,
+	// auth_events, depth, hashes, signature) while it holds the room's order, or a complete
+	// event built by the writer (only the create event of a new room).
+	KindNew Kind = "new"
+	// KindOutlier is a complete event stored without being placed in the room's timeline.
+	KindOutlier Kind = "outlier"
+)
+
+// ProtoEvent is a local event before the roomserver places it in the room.
+type ProtoEvent struct {
+	Sender   string          `json:"sender"`
+	Type     string          `json:"type"`
+	StateKey *string         `json:"state_key,omitempty"`
+	Content  json.RawMessage `json:"content"`
+	Redacts  string          `json:"redacts,omitempty"`
+}
+
+// TransactionID identifies a client's send so that a repeated PUT returns the same event.
+type TransactionID struct {
+	UserID        string `json:"user_id"`
+	DeviceID      string `json:"device_id"`
+	TransactionID string `json:"txn_id"`
+}
+
+// InputRoomEvent is one event to apply.
+type InputRoomEvent struct {
+	Kind Kind `json:"kind"`
+	// Proto is set for local events the roomserver completes.
+	Proto *ProtoEvent `json:"proto,omitempty"`
+	// Event is set for complete events.
+	Event *Event `json:"event,omitempty"`
+	// TxnID, if set, makes the send idempotent: a second event with the same TxnID gets the
+	// first one's event ID and is not applied again.
+	TxnID *TransactionID `json:"txn_id,omitempty"`
+}
+
+// InputRoomEvents is the InputRoomEvent payload: events for one room, applied in order.
+type InputRoomEvents struct {
+	RoomID string `json:"room_id"`
+	// RoomVersion is required when the batch creates the room.
+	RoomVersion string `json:"room_version,omitempty"`
+	// Atomic means all events are applied or none is (createRoom).
+	Atomic bool             `json:"atomic,omitempty"`
+	Events []InputRoomEvent `json:"events"`
+}
+
+// Result is the outcome of one input event.
+type Result struct {
+	EventID string `json:"event_id,omitempty"`
+	// Err is set if the event was rejected; nothing of it was stored.
+	Err *matrixerr.Error `json:"error,omitempty"`
+}
+
+// InputRoomEventsRequest is what a writer submits.
+type InputRoomEventsRequest struct {
+	Input InputRoomEvents `json:"input"`
+}
+
+// InputRoomEventsResponse holds one Result per input event, in order.
+type InputRoomEventsResponse struct {
+	Results []Result `json:"results"`
+}
+
+// QueryInputResultRequest asks the shard that owns a partition for the outcome of the
+// message at Offset, waiting until it has been processed.
+type QueryInputResultRequest struct {
+	Partition int32 `json:"partition"`
+	Offset    int64 `json:"offset"`
+}
+
+// QueryInputResultResponse is the outcome of one InputRoomEvents message.
+type QueryInputResultResponse struct {
+	Results []Result `json:"results"`
+}

@@ -1,0 +1,45 @@
+package api
+
+// TopicOutputRoomEvent is the topic the roomserver writes every accepted room event to.
+//
+// Producer: roomserver (the shard owning the room), after the event is durably stored.
+// Key: room ID. Ordering: per room, the order in which the roomserver applied the events,
+// which is a valid topological order.
+// Payload: OutputRoomEvent, version 1. Delivery is at least once (the roomserver re-sends
+// what it stored but had not yet produced after a crash): consumers dedupe by event ID.
+// Consumers must skip unknown types.
+const TopicOutputRoomEvent = "OutputRoomEvent"
+
+// OutputType says which body of OutputRoomEvent is set.
+type OutputType string
+
+const (
+	// OutputTypeNewRoomEvent carries NewRoomEvent.
+	OutputTypeNewRoomEvent OutputType = "new_room_event"
+)
+
+// OutputRoomEvent is the envelope of the OutputRoomEvent topic.
+type OutputRoomEvent struct {
+	Type         OutputType          `json:"type"`
+	NewRoomEvent *OutputNewRoomEvent `json:"new_room_event,omitempty"`
+}
+
+// OutputNewRoomEvent is an event newly placed in a room, with the change it made to the
+// room's current state. It never carries the full room state.
+type OutputNewRoomEvent struct {
+	Event Event `json:"event"`
+	// AddsStateEventIDs and RemovesStateEventIDs are the change to current state. They
+	// include Event's own ID when it is a state event that became current. Added events
+	// other than Event itself are in AddsStateEvents when the roomserver had them at hand;
+	// readers fetch any others with QueryEventsByID.
+	AddsStateEventIDs    []string `json:"adds_state_event_ids,omitempty"`
+	RemovesStateEventIDs []string `json:"removes_state_event_ids,omitempty"`
+	AddsStateEvents      []Event  `json:"adds_state_events,omitempty"`
+	// HistoryVisibility is the room's history visibility in the state before Event.
+	HistoryVisibility string `json:"history_visibility"`
+	// TxnID is the sender's transaction for local events sent with one.
+	TxnID *TransactionID `json:"txn_id,omitempty"`
+	// RedactsEventID is set when Event is a redaction the roomserver applied: readers
+	// redact their copy of that event.
+	RedactsEventID string `json:"redacts_event_id,omitempty"`
+}

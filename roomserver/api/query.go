@@ -1,0 +1,117 @@
+package api
+
+import "context"
+
+// StateKeyTuple names one piece of room state.
+type StateKeyTuple struct {
+	EventType string `json:"type"`
+	StateKey  string `json:"state_key"`
+}
+
+// QueryRoomInfoRequest asks whether the server knows a room.
+type QueryRoomInfoRequest struct {
+	RoomID string `json:"room_id"`
+}
+
+// QueryRoomInfoResponse describes a known room.
+type QueryRoomInfoResponse struct {
+	Exists      bool   `json:"exists"`
+	RoomVersion string `json:"room_version,omitempty"`
+}
+
+// QueryCurrentStateRequest asks for the room's current state, all of it when Tuples is empty.
+type QueryCurrentStateRequest struct {
+	RoomID string          `json:"room_id"`
+	Tuples []StateKeyTuple `json:"tuples,omitempty"`
+}
+
+// QueryCurrentStateResponse holds the state events found.
+type QueryCurrentStateResponse struct {
+	RoomExists  bool    `json:"room_exists"`
+	RoomVersion string  `json:"room_version,omitempty"`
+	StateEvents []Event `json:"state_events"`
+}
+
+// QueryMembershipForUserRequest asks for a user's membership in a room.
+type QueryMembershipForUserRequest struct {
+	RoomID string `json:"room_id"`
+	UserID string `json:"user_id"`
+}
+
+// QueryMembershipForUserResponse is the user's current membership.
+type QueryMembershipForUserResponse struct {
+	RoomExists bool `json:"room_exists"`
+	// Membership is "" when the user never had a membership event in the room.
+	Membership string `json:"membership,omitempty"`
+	// EventID of the current membership event.
+	EventID string `json:"event_id,omitempty"`
+}
+
+// QueryRoomsForUserRequest asks for the rooms where a user has a given membership.
+type QueryRoomsForUserRequest struct {
+	UserID     string `json:"user_id"`
+	Membership string `json:"membership"`
+}
+
+// QueryRoomsForUserResponse lists room IDs.
+type QueryRoomsForUserResponse struct {
+	RoomIDs []string `json:"room_ids"`
+}
+
+// QueryEventsByIDRequest asks for events by ID.
+type QueryEventsByIDRequest struct {
+	RoomID   string   `json:"room_id"`
+	EventIDs []string `json:"event_ids"`
+}
+
+// QueryEventsByIDResponse holds the events found; unknown IDs are left out.
+type QueryEventsByIDResponse struct {
+	Events []Event `json:"events"`
+}
+
+// QueryStateAtEventRequest asks for the room state before or after an event, restricted to
+// Tuples when given.
+type QueryStateAtEventRequest struct {
+	RoomID  string          `json:"room_id"`
+	EventID string          `json:"event_id"`
+	After   bool            `json:"after"`
+	Tuples  []StateKeyTuple `json:"tuples,omitempty"`
+}
+
+// QueryStateAtEventResponse holds the state events.
+type QueryStateAtEventResponse struct {
+	EventKnown  bool    `json:"event_known"`
+	StateEvents []Event `json:"state_events"`
+}
+
+// QueryAPI is the read side every component may use.
+type QueryAPI interface {
+	QueryRoomInfo(ctx context.Context, req *QueryRoomInfoRequest) (*QueryRoomInfoResponse, error)
+	QueryCurrentState(ctx context.Context, req *QueryCurrentStateRequest) (*QueryCurrentStateResponse, error)
+	QueryMembershipForUser(ctx context.Context, req *QueryMembershipForUserRequest) (*QueryMembershipForUserResponse, error)
+	QueryRoomsForUser(ctx context.Context, req *QueryRoomsForUserRequest) (*QueryRoomsForUserResponse, error)
+	QueryEventsByID(ctx context.Context, req *QueryEventsByIDRequest) (*QueryEventsByIDResponse, error)
+	QueryStateAtEvent(ctx context.Context, req *QueryStateAtEventRequest) (*QueryStateAtEventResponse, error)
+}
+
+// InputAPI is how writers submit events and learn their fate.
+type InputAPI interface {
+	InputRoomEvents(ctx context.Context, req *InputRoomEventsRequest) (*InputRoomEventsResponse, error)
+}
+
+// WaitAPI is served by the shard that owns a partition: it blocks until the message at the
+// given position has been applied and returns its results.
+type WaitAPI interface {
+	QueryInputResult(ctx context.Context, req *QueryInputResultRequest) (*QueryInputResultResponse, error)
+}
+
+// ClientRoomserverAPI is what clientapi uses.
+type ClientRoomserverAPI interface {
+	QueryAPI
+	InputAPI
+}
+
+// SyncRoomserverAPI is what syncapi uses.
+type SyncRoomserverAPI interface {
+	QueryAPI
+}
