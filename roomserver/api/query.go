@@ -115,3 +115,9 @@ type ClientRoomserverAPI interface {
 type SyncRoomserverAPI interface {
 	QueryAPI
 }
+
+// ServerAPI is everything a roomserver shard serves.
+type ServerAPI interface {
+	QueryAPI
+	WaitAPI
+}

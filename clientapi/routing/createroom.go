@@ -1,0 +1,294 @@
+package routing
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// DefaultRoomVersion is the version of rooms created without one.
+const DefaultRoomVersion = gomatrixserverlib.RoomVersionV10
+
+// Room presets.
+const (
+	presetPrivateChat        = "private_chat"
+	presetTrustedPrivateChat = "trusted_private_chat"
+	presetPublicChat         = "public_chat"
+)
+
+type createRoomRequest struct {
+	Visibility                string            `json:"visibility"`
+	RoomAliasName             string            `json:"room_alias_name"`
+	Name                      *string           `json:"name"`
+	Topic                     *string           `json:"topic"`
+	Invite                    []string          `json:"invite"`
+	RoomVersion               string            `json:"room_version"`
+	CreationContent           json.RawMessage   `json:"creation_content"`
+	InitialState              []initialState    `json:"initial_state"`
+	Preset                    string            `json:"preset"`
+	IsDirect                  bool              `json:"is_direct"`
+	PowerLevelContentOverride json.RawMessage   `json:"power_level_content_override"`
+	Invite3PID                []json.RawMessage `json:"invite_3pid"`
+}
+
+type initialState struct {
+	Type     string          `json:"type"`
+	StateKey string          `json:"state_key"`
+	Content  json.RawMessage `json:"content"`
+}
+
+// validate checks the request and fills defaults.
+func (req *createRoomRequest) validate() error {
+	if req.RoomVersion == "" {
+		req.RoomVersion = string(DefaultRoomVersion)
+	}
+	if !gomatrixserverlib.StableRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)) {
+		return matrixerr.UnsupportedRoomVersion("room version " + req.RoomVersion + " is not supported")
+	}
+	switch req.Visibility {
+	case "", "private", "public":
+	default:
+		return matrixerr.BadJSON("visibility must be public or private")
+	}
+	if req.Preset == "" {
+		req.Preset = presetPrivateChat
+		if req.Visibility == "public" {
+			req.Preset = presetPublicChat
+		}
+	}
+	switch req.Preset {
+	case presetPrivateChat, presetTrustedPrivateChat, presetPublicChat:
+	default:
+		return matrixerr.BadJSON("unknown preset " + req.Preset)
+	}
+	for _, u := range req.Invite {
+		if _, err := spec.NewUserID(u, true); err != nil {
+			return matrixerr.InvalidParam("invalid user ID to invite: " + u)
+		}
+	}
+	for _, c := range [][]byte{req.CreationContent, req.PowerLevelContentOverride} {
+		if len(c) > 0 && string(c) != "null" && !isObject(c) {
+			return matrixerr.BadJSON("creation_content and power_level_content_override must be objects")
+		}
+	}
+	for _, s := range req.InitialState {
+		if s.Type == "" || !isObject(s.Content) {
+			return matrixerr.BadJSON("initial_state events need a type and an object content")
+		}
+	}
+	return nil
+}
+
+func isObject(raw json.RawMessage) bool {
+	var m map[string]json.RawMessage
+	return json.Unmarshal(raw, &m) == nil && m != nil
+}
+
+// CreateRoom is POST /createRoom. The create event is built and signed here, because the
+// room ID of v12 rooms is derived from it; every other initial event is completed by the
+// roomserver. All of them go in one atomic input message: the room is made whole or not
+// at all.
+func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var req createRoomRequest
+	if err := httputil.DecodeJSON(r, &req); err != nil {
+		return httputil.Response{}, err
+	}
+	if err := req.validate(); err != nil {
+		return httputil.Response{}, err
+	}
+	if len(req.Invite3PID) > 0 {
+		return httputil.Response{}, matrixerr.Unrecognized("third-party invites are not supported")
+	}
+	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion))
+	create, roomID, err := rm.buildCreate(dev.UserID, verImpl, req.CreationContent)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	protos, err := rm.initialEvents(r.Context(), dev.UserID, &req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	input := rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: req.RoomVersion, Atomic: true,
+		Events: []rsapi.InputRoomEvent{{Kind: rsapi.KindNew, Event: &rsapi.Event{PDU: create}}}}
+	for i := range protos {
+		input.Events = append(input.Events, rsapi.InputRoomEvent{Kind: rsapi.KindNew, Proto: &protos[i]})
+	}
+	if _, err = rm.submit(r.Context(), input); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"room_id": roomID}), nil
+}
+
+// buildCreate builds and signs the room's create event and returns the room ID.
+func (rm *Rooms) buildCreate(sender string, verImpl gomatrixserverlib.IRoomVersion, extra json.RawMessage) (gomatrixserverlib.PDU, string, error) {
+	content := map[string]any{}
+	if len(extra) > 0 && string(extra) != "null" {
+		if err := json.Unmarshal(extra, &content); err != nil {
+			return nil, "", matrixerr.BadJSON("creation_content must be an object")
+		}
+	}
+	content["room_version"] = string(verImpl.Version())
+	if !creatorImplicit(verImpl.Version()) {
+		content["creator"] = sender
+	}
+	roomID := ""
+	if !verImpl.DomainlessRoomIDs() {
+		local, err := randomLocalpart()
+		if err != nil {
+			return nil, "", err
+		}
+		roomID = fmt.Sprintf("!%s:%s", local, rm.ServerName)
+	}
+	empty := ""
+	proto := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomCreate, StateKey: &empty, Depth: 1, Version: verImpl}
+	if err := proto.SetContent(content); err != nil {
+		return nil, "", matrixerr.BadJSON(err.Error())
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), rm.ServerName, rm.KeyID, rm.PrivateKey)
+	if err != nil {
+		return nil, "", matrixerr.BadJSON(err.Error())
+	}
+	return ev, ev.RoomID().String(), nil
+}
+
+// creatorImplicit reports whether the version takes the creator from the sender (v11+).
+func creatorImplicit(v gomatrixserverlib.RoomVersion) bool {
+	return redactsInContent(string(v))
+}
+
+func randomLocalpart() (string, error) {
+	const letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, 18)
+	for i := range b {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(letters))))
+		if err != nil {
+			return "", err
+		}
+		b[i] = letters[n.Int64()]
+	}
+	return string(b), nil
+}
+
+// initialEvents are the events after the create event, in the order the spec gives.
+func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRoomRequest) ([]rsapi.ProtoEvent, error) {
+	var out []rsapi.ProtoEvent
+	add := func(evType, stateKey string, content any) error {
+		raw, ok := content.(json.RawMessage)
+		if !ok {
+			var err error
+			if raw, err = json.Marshal(content); err != nil {
+				return err
+			}
+		}
+		sk := stateKey
+		out = append(out, rsapi.ProtoEvent{Sender: sender, Type: evType, StateKey: &sk, Content: raw})
+		return nil
+	}
+	join := memberContent{Membership: spec.Join}
+	if err := rm.profileContent(ctx, sender, &join); err != nil {
+		return nil, err
+	}
+	if err := add(spec.MRoomMember, sender, join); err != nil {
+		return nil, err
+	}
+	pl, err := powerLevels(sender, req)
+	if err != nil {
+		return nil, err
+	}
+	if err = add(spec.MRoomPowerLevels, "", pl); err != nil {
+		return nil, err
+	}
+	joinRule, guestAccess := spec.Invite, "can_join"
+	if req.Preset == presetPublicChat {
+		joinRule, guestAccess = spec.Public, "forbidden"
+	}
+	initial := map[string]bool{}
+	for _, s := range req.InitialState {
+		initial[s.Type+"\x00"+s.StateKey] = true
+	}
+	defaults := []struct {
+		evType  string
+		content any
+	}{
+		{spec.MRoomJoinRules, map[string]string{"join_rule": joinRule}},
+		{spec.MRoomHistoryVisibility, map[string]string{"history_visibility": "shared"}},
+		{"m.room.guest_access", map[string]string{"guest_access": guestAccess}},
+	}
+	for _, d := range defaults {
+		if initial[d.evType+"\x00"] {
+			continue
+		}
+		if err = add(d.evType, "", d.content); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range req.InitialState {
+		if err = add(s.Type, s.StateKey, s.Content); err != nil {
+			return nil, err
+		}
+	}
+	if req.Name != nil {
+		if err = add(spec.MRoomName, "", map[string]string{"name": *req.Name}); err != nil {
+			return nil, err
+		}
+	}
+	if req.Topic != nil {
+		if err = add(spec.MRoomTopic, "", map[string]string{"topic": *req.Topic}); err != nil {
+			return nil, err
+		}
+	}
+	for _, invitee := range req.Invite {
+		inv := memberContent{Membership: spec.Invite, IsDirect: req.IsDirect}
+		if err = rm.profileContent(ctx, invitee, &inv); err != nil {
+			return nil, err
+		}
+		if err = add(spec.MRoomMember, invitee, inv); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// powerLevels is the initial power levels content: the spec's defaults, the creator at
+// 100 (and invitees of a trusted private chat), then the client's override on top.
+func powerLevels(sender string, req *createRoomRequest) (json.RawMessage, error) {
+	users := map[string]int64{sender: 100}
+	if req.Preset == presetTrustedPrivateChat {
+		for _, u := range req.Invite {
+			users[u] = 100
+		}
+	}
+	pl := map[string]any{
+		"users": users, "users_default": 0,
+		"events": map[string]int64{
+			spec.MRoomName: 50, spec.MRoomPowerLevels: 100, spec.MRoomHistoryVisibility: 100,
+			"m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+			"m.room.server_acl": 100, "m.room.encryption": 100,
+		},
+		"events_default": 0, "state_default": 50,
+		"ban": 50, "kick": 50, "redact": 50, "invite": 0,
+		"notifications": map[string]int64{"room": 50},
+	}
+	if len(req.PowerLevelContentOverride) > 0 && string(req.PowerLevelContentOverride) != "null" {
+		var override map[string]json.RawMessage
+		if err := json.Unmarshal(req.PowerLevelContentOverride, &override); err != nil {
+			return nil, matrixerr.BadJSON("power_level_content_override must be an object")
+		}
+		for k, v := range override {
+			pl[k] = v
+		}
+	}
+	return json.Marshal(pl)
+}

@@ -1,0 +1,231 @@
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// memberContent is the content of an m.room.member event this server writes.
+type memberContent struct {
+	Membership  string `json:"membership"`
+	DisplayName string `json:"displayname,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+	Reason      string `json:"reason,omitempty"`
+	IsDirect    bool   `json:"is_direct,omitempty"`
+}
+
+// targetBody is the body of invite, kick, ban and unban.
+type targetBody struct {
+	UserID string `json:"user_id"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// profileContent fills display name and avatar of a local user into a member event.
+func (rm *Rooms) profileContent(ctx context.Context, userID string, c *memberContent) error {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() != rm.ServerName {
+		return nil
+	}
+	p, err := rm.UserAPI.QueryProfile(ctx, &uapi.QueryProfileRequest{UserID: userID})
+	if err != nil {
+		var merr *matrixerr.Error
+		if isNotFound(err, &merr) {
+			return nil
+		}
+		return err
+	}
+	c.DisplayName, c.AvatarURL = p.DisplayName, p.AvatarURL
+	return nil
+}
+
+func isNotFound(err error, merr **matrixerr.Error) bool {
+	return asMatrixErr(err, merr) && (*merr).Code == "M_NOT_FOUND"
+}
+
+// setMembership sends sender's m.room.member event about target.
+func (rm *Rooms) setMembership(ctx context.Context, roomID, sender, target string, c memberContent) (string, error) {
+	if c.Membership == spec.Join || c.Membership == spec.Invite {
+		if err := rm.profileContent(ctx, target, &c); err != nil {
+			return "", err
+		}
+	}
+	content, err := json.Marshal(c)
+	if err != nil {
+		return "", err
+	}
+	return rm.sendProto(ctx, roomID, &rsapi.ProtoEvent{Sender: sender, Type: spec.MRoomMember, StateKey: &target, Content: content}, nil)
+}
+
+// decodeOptional reads an optional JSON object body (empty is allowed).
+func decodeOptional(r *http.Request, v any) error {
+	if r.ContentLength == 0 {
+		return nil
+	}
+	return httputil.DecodeJSON(r, v)
+}
+
+// Join is POST /join/{roomIdOrAlias} and POST /rooms/{roomId}/join.
+func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	vars := httputil.Vars(r)
+	roomID := vars["roomID"]
+	if roomID == "" {
+		roomID = vars["roomIDOrAlias"]
+	}
+	if strings.HasPrefix(roomID, "#") {
+		return httputil.Response{}, matrixerr.NotFound("room alias not found: " + roomID)
+	}
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID or alias")
+	}
+	var body struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	m, err := rm.membership(r.Context(), roomID, dev.UserID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if m.Membership == spec.Join {
+		return httputil.OK(map[string]string{"room_id": roomID}), nil
+	}
+	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason}); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"room_id": roomID}), nil
+}
+
+// Leave is POST /rooms/{roomId}/leave.
+func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	var body struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	if err = decodeOptional(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	m, err := rm.membership(r.Context(), roomID, dev.UserID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	switch m.Membership {
+	case spec.Leave:
+		return httputil.OK(struct{}{}), nil
+	case spec.Join, spec.Invite, spec.Knock:
+	default:
+		return httputil.Response{}, matrixerr.Forbidden("you are not a member of this room")
+	}
+	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Leave, Reason: body.Reason}); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// Forget is POST /rooms/{roomId}/forget. The room must have been left.
+func (rm *Rooms) Forget(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	m, err := rm.membership(r.Context(), roomID, dev.UserID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if m.Membership == spec.Join || m.Membership == spec.Invite {
+		return httputil.Response{}, matrixerr.Unknown("you must leave the room before forgetting it")
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// targetAction sends a membership event about another user.
+func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership string) (httputil.Response, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	var body targetBody
+	if err = httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	if _, err = spec.NewUserID(body.UserID, true); err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("user_id must be a valid user ID")
+	}
+	if err = rm.requireJoined(r.Context(), roomID, dev.UserID); err != nil {
+		return httputil.Response{}, err
+	}
+	target, err := rm.membership(r.Context(), roomID, body.UserID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	switch membership {
+	case spec.Invite:
+		if target.Membership == spec.Join {
+			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is already in the room")
+		}
+		if target.Membership == spec.Ban {
+			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is banned from the room")
+		}
+	case "kick":
+		if target.Membership != spec.Join && target.Membership != spec.Invite {
+			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is not in the room")
+		}
+		membership = spec.Leave
+	case "unban":
+		if target.Membership != spec.Ban {
+			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is not banned")
+		}
+		membership = spec.Leave
+	}
+	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: membership, Reason: body.Reason}); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// Invite is POST /rooms/{roomId}/invite.
+func (rm *Rooms) Invite(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	return rm.targetAction(r, dev, spec.Invite)
+}
+
+// Kick is POST /rooms/{roomId}/kick.
+func (rm *Rooms) Kick(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	return rm.targetAction(r, dev, "kick")
+}
+
+// Ban is POST /rooms/{roomId}/ban.
+func (rm *Rooms) Ban(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	return rm.targetAction(r, dev, spec.Ban)
+}
+
+// Unban is POST /rooms/{roomId}/unban.
+func (rm *Rooms) Unban(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	return rm.targetAction(r, dev, "unban")
+}
+
+// ReflectProfile sends a new member event into every room the user is joined to, carrying
+// their current display name and avatar. It is the userapi's ProfileChanged hook.
+func (rm *Rooms) ReflectProfile(ctx context.Context, userID string) error {
+	res, err := rm.RSAPI.QueryRoomsForUser(ctx, &rsapi.QueryRoomsForUserRequest{UserID: userID, Membership: spec.Join})
+	if err != nil {
+		return err
+	}
+	for _, roomID := range res.RoomIDs {
+		if _, err := rm.setMembership(ctx, roomID, userID, userID, memberContent{Membership: spec.Join}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+// Command dendrite runs the monolith: every component in one process, on SQLite and the
+// embedded log by default. On a fresh checkout `go run ./cmd/dendrite` creates ./data with
+// a development config, a signing key and the databases, and serves the client API on :8008.
+//
+//	dendrite [--config FILE] [--data DIR] [--http-bind-address ADDR]
+//	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/setup"
+)
+
+func main() {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "create-account" {
+		err = createAccount(os.Args[2:], os.Stdin, os.Stdout)
+	} else {
+		err = serve(os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dendrite:", err)
+		os.Exit(1)
+	}
+}
+
+// commonFlags are the flags every subcommand takes.
+type commonFlags struct {
+	config string
+	data   string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "", "config file (default: <data>/dendrite.yaml, created on first start)")
+	fs.StringVar(&c.data, "data", "", "data directory for the generated config, key, databases and log (default ./data)")
+}
+
+// load reads the config file, generating a development config in the data directory
+// when no file was named and none exists yet.
+func (c *commonFlags) load() (*config.Dendrite, error) {
+	path := c.config
+	if path == "" {
+		dataDir := c.data
+		if dataDir == "" {
+			dataDir = "data"
+		}
+		path = filepath.Join(dataDir, "dendrite.yaml")
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			if err := os.MkdirAll(dataDir, 0o700); err != nil {
+				return nil, err
+			}
+			if err := os.WriteFile(path, config.DevConfig(dataDir), 0o600); err != nil {
+				return nil, fmt.Errorf("write generated config: %w", err)
+			}
+		}
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if c.data != "" && c.config != "" {
+		cfg.Global.DataDir = c.data
+	}
+	return cfg, nil
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("dendrite", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	bind := fs.String("http-bind-address", "", "address for the client API over plain HTTP (default from config, :8008)")
+	if err := fs.Parse(normaliseFlags(args)); err != nil {
+		return err
+	}
+	cfg, err := common.load()
+	if err != nil {
+		return err
+	}
+	if *bind != "" {
+		cfg.Global.HTTPBindAddress = *bind
+	}
+	logger := logrus.New()
+	if err = cfg.Global.Logging.Apply(logger); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	m, err := setup.NewMonolith(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	l, err := net.Listen("tcp", cfg.Global.HTTPBindAddress)
+	if err != nil {
+		return err
+	}
+	logger.WithFields(logrus.Fields{"server_name": cfg.Global.ServerName, "address": l.Addr().String()}).Info("dendrite monolith listening")
+	return m.Run(ctx, l)
+}
+
+// normaliseFlags accepts --flag=value as well as -flag value (the flag package takes both
+// already; this keeps "--flag value" after positional arguments working too).
+func normaliseFlags(args []string) []string {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		if strings.HasPrefix(a, "--") {
+			a = a[1:]
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func createAccount(args []string, stdin io.Reader, stdout io.Writer) error {
+	fs := flag.NewFlagSet("create-account", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	username := fs.String("username", "", "localpart of the new account")
+	password := fs.String("password", "", "password (read from standard input when empty)")
+	if err := fs.Parse(normaliseFlags(args)); err != nil {
+		return err
+	}
+	if *username == "" {
+		return errors.New("--username is required")
+	}
+	cfg, err := common.load()
+	if err != nil {
+		return err
+	}
+	pw := *password
+	if pw == "" {
+		b, err := io.ReadAll(io.LimitReader(stdin, 1024))
+		if err != nil {
+			return err
+		}
+		pw = strings.TrimRight(string(b), "\r\n")
+	}
+	userID, err := setup.CreateAccount(context.Background(), cfg, *username, pw)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "created", userID)
+	return nil
+}

@@ -1,0 +1,302 @@
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/roomserver/api"
+	"github.com/matrix-org/dendrite/roomserver/storage"
+	"github.com/matrix-org/dendrite/roomserver/types"
+)
+
+// pendingRoom is a room as it will be once the events accepted so far in the current batch
+// are committed. Auth decisions for later events in the batch are made against it.
+type pendingRoom struct {
+	head    *roomHead // nil for a room created in this batch
+	roomID  string
+	version gomatrixserverlib.IRoomVersion
+	exists  bool
+	// overlay holds state changed by accepted events of this batch.
+	overlay   map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU
+	latestIDs []string
+	depth     int64
+	// txns are the transactions of events accepted in this batch.
+	txns map[api.TransactionID]string
+	// accepted are the events of this batch, by ID, for redactions of fresh events.
+	accepted map[string]gomatrixserverlib.PDU
+}
+
+func (p *pendingRoom) clone() *pendingRoom {
+	c := *p
+	c.overlay = make(map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU, len(p.overlay))
+	for k, v := range p.overlay {
+		c.overlay[k] = v
+	}
+	c.latestIDs = append([]string(nil), p.latestIDs...)
+	c.txns = make(map[api.TransactionID]string, len(p.txns))
+	for k, v := range p.txns {
+		c.txns[k] = v
+	}
+	c.accepted = make(map[string]gomatrixserverlib.PDU, len(p.accepted))
+	for k, v := range p.accepted {
+		c.accepted[k] = v
+	}
+	return &c
+}
+
+// accepted is an event that passed its checks, with what writing it needs.
+type acceptedEvent struct {
+	room  *pendingRoom
+	pdu   gomatrixserverlib.PDU
+	txnID *api.TransactionID
+	// replaced is the state event this one replaces in current state, if any.
+	replaced          gomatrixserverlib.PDU
+	historyVisibility string
+	// redacts is the event this redaction applies to, when known and allowed.
+	redacts gomatrixserverlib.PDU
+	result  *api.Result
+}
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// lookup returns the state event for a tuple in the pending room, or nil.
+func (in *Inputer) lookup(ctx context.Context, p *pendingRoom, t gomatrixserverlib.StateKeyTuple) (gomatrixserverlib.PDU, error) {
+	if ev, ok := p.overlay[t]; ok {
+		return ev, nil
+	}
+	if p.head == nil {
+		return nil, nil
+	}
+	nt, err := in.cache.tuples(ctx, []gomatrixserverlib.StateKeyTuple{t})
+	if err != nil {
+		return nil, err
+	}
+	nid := p.head.state.Lookup(nt[0])
+	if nid == 0 {
+		return nil, nil
+	}
+	evs, err := in.cache.eventsByNID(ctx, p.head.room.RoomVersion, []types.EventNID{nid})
+	if err != nil {
+		return nil, err
+	}
+	return evs[0], nil
+}
+
+func (in *Inputer) authProvider(ctx context.Context, p *pendingRoom, needed gomatrixserverlib.StateNeeded) (*gomatrixserverlib.AuthEvents, error) {
+	var pdus []gomatrixserverlib.PDU
+	for _, t := range needed.Tuples() {
+		ev, err := in.lookup(ctx, p, t)
+		if err != nil {
+			return nil, err
+		}
+		if ev != nil {
+			pdus = append(pdus, ev)
+		}
+	}
+	return gomatrixserverlib.NewAuthEvents(pdus)
+}
+
+// checkCreate accepts the complete create event of a new room.
+func (in *Inputer) checkCreate(p *pendingRoom, ev gomatrixserverlib.PDU) error {
+	if p.exists {
+		return matrixerr.RoomInUse("room already exists")
+	}
+	if ev.Type() != spec.MRoomCreate || !ev.StateKeyEquals("") {
+		return matrixerr.BadJSON("the first event of a room must be its create event")
+	}
+	if ev.RoomID().String() != p.roomID {
+		return matrixerr.BadJSON("create event is for another room")
+	}
+	empty, _ := gomatrixserverlib.NewAuthEvents(nil)
+	if err := gomatrixserverlib.Allowed(ev, empty, userIDForSender); err != nil {
+		return matrixerr.Forbidden(err.Error())
+	}
+	return nil
+}
+
+// build completes a local proto event against the pending room and checks it.
+func (in *Inputer) build(ctx context.Context, p *pendingRoom, pe *api.ProtoEvent) (gomatrixserverlib.PDU, *gomatrixserverlib.AuthEvents, error) {
+	if !p.exists {
+		return nil, nil, matrixerr.Forbidden("unknown room")
+	}
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID:   pe.Sender,
+		RoomID:     p.roomID,
+		Type:       pe.Type,
+		StateKey:   pe.StateKey,
+		Content:    spec.RawJSON(pe.Content),
+		Redacts:    pe.Redacts,
+		PrevEvents: p.latestIDs,
+		Depth:      p.depth + 1,
+		Version:    p.version,
+	}
+	if len(proto.Content) == 0 {
+		proto.Content = spec.RawJSON("{}")
+	}
+	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&proto)
+	if err != nil {
+		return nil, nil, matrixerr.BadJSON(err.Error())
+	}
+	provider, err := in.authProvider(ctx, p, needed)
+	if err != nil {
+		return nil, nil, err
+	}
+	eb := p.version.NewEventBuilderFromProtoEvent(&proto)
+	if err = eb.AddAuthEvents(provider); err != nil {
+		return nil, nil, matrixerr.Forbidden(err.Error())
+	}
+	ev, err := eb.Build(time.Now(), in.serverName, in.keyID, in.key)
+	var verr gomatrixserverlib.EventValidationError
+	if errors.As(err, &verr) && verr.Code == gomatrixserverlib.EventValidationTooLarge {
+		return nil, nil, matrixerr.TooLarge(verr.Message)
+	}
+	if err != nil {
+		return nil, nil, matrixerr.BadJSON(err.Error())
+	}
+	if err = gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
+		return nil, nil, matrixerr.Forbidden(err.Error())
+	}
+	return ev, provider, nil
+}
+
+// redactionTarget returns the event a redaction applies to, checking that the sender may
+// redact it: its own event, or one it has the power to redact.
+func (in *Inputer) redactionTarget(ctx context.Context, p *pendingRoom, ev gomatrixserverlib.PDU, provider *gomatrixserverlib.AuthEvents) (gomatrixserverlib.PDU, error) {
+	targetID := ev.Redacts()
+	target := p.accepted[targetID]
+	if target == nil {
+		rows, err := in.db.EventsByID(ctx, []string{targetID})
+		if err != nil {
+			return nil, err
+		}
+		if len(rows) == 0 || p.head == nil || rows[0].RoomNID != p.head.room.NID {
+			return nil, nil
+		}
+		evs, err := in.cache.eventsByNID(ctx, p.head.room.RoomVersion, []types.EventNID{rows[0].NID})
+		if err != nil {
+			return nil, err
+		}
+		target = evs[0]
+	}
+	if target.SenderID() == ev.SenderID() {
+		return target, nil
+	}
+	plEvent, err := provider.PowerLevels()
+	if err != nil {
+		return nil, err
+	}
+	var pl gomatrixserverlib.PowerLevelContent
+	if plEvent != nil {
+		if pl, err = gomatrixserverlib.NewPowerLevelContentFromEvent(plEvent); err != nil {
+			return nil, err
+		}
+	} else {
+		pl.Defaults()
+	}
+	if pl.UserLevel(ev.SenderID()) < pl.Redact {
+		return nil, matrixerr.Forbidden("insufficient power level to redact this event")
+	}
+	return target, nil
+}
+
+// historyVisibility is the pending room's history visibility.
+func (in *Inputer) historyVisibility(ctx context.Context, p *pendingRoom) (string, error) {
+	ev, err := in.lookup(ctx, p, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomHistoryVisibility})
+	if err != nil || ev == nil {
+		return string(gomatrixserverlib.HistoryVisibilityShared), err
+	}
+	hv, err := ev.HistoryVisibility()
+	if err != nil {
+		return string(gomatrixserverlib.HistoryVisibilityShared), nil
+	}
+	return string(hv), nil
+}
+
+// checkEvent decides one input event. A rejection is returned as a *matrixerr.Error; any
+// other error is an internal failure that makes the whole batch retry.
+func (in *Inputer) checkEvent(ctx context.Context, p *pendingRoom, ie *api.InputRoomEvent) (*acceptedEvent, error) {
+	if ie.TxnID != nil {
+		if id, ok := p.txns[*ie.TxnID]; ok {
+			return &acceptedEvent{result: &api.Result{EventID: id}}, nil
+		}
+		id, err := in.db.Transaction(ctx, ie.TxnID.UserID, ie.TxnID.DeviceID, ie.TxnID.TransactionID)
+		if err == nil {
+			return &acceptedEvent{result: &api.Result{EventID: id}}, nil
+		}
+		if !errors.Is(err, storage.ErrNotFound) {
+			return nil, err
+		}
+	}
+	var ev gomatrixserverlib.PDU
+	var provider *gomatrixserverlib.AuthEvents
+	switch {
+	case ie.Kind == api.KindNew && ie.Event != nil && ie.Event.PDU != nil:
+		ev = ie.Event.PDU
+		if err := in.checkCreate(p, ev); err != nil {
+			return nil, err
+		}
+	case ie.Kind == api.KindNew && ie.Proto != nil:
+		var err error
+		if ev, provider, err = in.build(ctx, p, ie.Proto); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, matrixerr.BadJSON(fmt.Sprintf("unsupported input kind %q", ie.Kind))
+	}
+	acc := &acceptedEvent{room: p, pdu: ev, txnID: ie.TxnID, result: &api.Result{EventID: ev.EventID()}}
+	hv, err := in.historyVisibility(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	acc.historyVisibility = hv
+	if ev.Type() == spec.MRoomRedaction && ev.Redacts() != "" {
+		if acc.redacts, err = in.redactionTarget(ctx, p, ev, provider); err != nil {
+			return nil, err
+		}
+	}
+	if sk := ev.StateKey(); sk != nil {
+		t := gomatrixserverlib.StateKeyTuple{EventType: ev.Type(), StateKey: *sk}
+		if acc.replaced, err = in.lookup(ctx, p, t); err != nil {
+			return nil, err
+		}
+		p.overlay[t] = ev
+	}
+	if ev.Type() == spec.MRoomCreate {
+		p.exists = true
+	}
+	p.latestIDs = []string{ev.EventID()}
+	p.depth = ev.Depth()
+	p.accepted[ev.EventID()] = ev
+	if ie.TxnID != nil {
+		p.txns[*ie.TxnID] = ev.EventID()
+	}
+	return acc, nil
+}
+
+// encodeOutput is the OutputRoomEvent payload for an accepted event.
+func encodeOutput(acc *acceptedEvent) ([]byte, error) {
+	out := api.OutputNewRoomEvent{
+		Event:             api.Event{PDU: acc.pdu},
+		HistoryVisibility: acc.historyVisibility,
+		TxnID:             acc.txnID,
+	}
+	if acc.pdu.StateKey() != nil {
+		out.AddsStateEventIDs = []string{acc.pdu.EventID()}
+		if acc.replaced != nil {
+			out.RemovesStateEventIDs = []string{acc.replaced.EventID()}
+		}
+	}
+	if acc.redacts != nil {
+		out.RedactsEventID = acc.redacts.EventID()
+	}
+	return json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+}

@@ -1,0 +1,451 @@
+// Package internal is the roomserver's implementation: the input path that places events
+// in rooms, and the query API.
+package internal
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/roomserver/api"
+	"github.com/matrix-org/dendrite/roomserver/storage"
+	"github.com/matrix-org/dendrite/roomserver/types"
+)
+
+// Inputer consumes the roomserver's partitions of InputRoomEvent. Each partition is one
+// goroutine, so a room's events are applied strictly in log order while rooms in other
+// partitions proceed in parallel. A batch of records is applied in one transaction that
+// also stores the partition's next offset and the outbox of OutputRoomEvents; the outputs
+// are produced after the commit and only then are the writers told the results.
+type Inputer struct {
+	DB          storage.Database
+	Log         eventlog.Log
+	Offsets     *eventlog.OffsetStore
+	InputTopic  string
+	OutputTopic string
+	Partitions  []int32
+	ServerName  spec.ServerName
+	KeyID       gomatrixserverlib.KeyID
+	Key         ed25519.PrivateKey
+	Logger      *logrus.Entry
+	Metrics     *Metrics
+
+	db         storage.Database
+	cache      *cache
+	results    *results
+	serverName spec.ServerName
+	keyID      gomatrixserverlib.KeyID
+	key        ed25519.PrivateKey
+}
+
+// NewInputer prepares an Inputer; Run starts it.
+func NewInputer(in Inputer) *Inputer {
+	in.db = in.DB
+	in.cache = newCache(in.DB)
+	in.results = newResults(in.Partitions)
+	in.serverName, in.keyID, in.key = in.ServerName, in.KeyID, in.Key
+	return &in
+}
+
+// Run flushes what an earlier run stored but did not produce, then consumes every owned
+// partition until ctx ends.
+func (in *Inputer) Run(ctx context.Context) error {
+	pending, err := in.db.Outbox(ctx)
+	if err != nil {
+		return fmt.Errorf("load roomserver outbox: %w", err)
+	}
+	if err = in.flush(ctx, pending); err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for _, p := range in.Partitions {
+		g.Go(func() error { return in.consume(ctx, p) })
+	}
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (in *Inputer) consume(ctx context.Context, partition int32) error {
+	next, err := in.Offsets.Next(ctx, in.InputTopic, partition)
+	if err != nil {
+		return fmt.Errorf("load input offset of partition %d: %w", partition, err)
+	}
+	in.results.start(partition, next)
+	return in.Log.Consume(ctx, in.InputTopic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
+		for len(recs) > 0 && recs[0].Offset < next {
+			recs = recs[1:]
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		if err := in.processBatch(ctx, partition, recs); err != nil {
+			in.Metrics.failure()
+			in.Logger.WithError(err).WithField("partition", partition).Error("roomserver input batch failed; retrying")
+			return err
+		}
+		next = recs[len(recs)-1].Offset + 1
+		return nil
+	})
+}
+
+// processBatch applies records of one partition.
+func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eventlog.Record) error {
+	start := time.Now()
+	rooms := map[string]*pendingRoom{}
+	offsets := make([]int64, len(recs))
+	results := make([][]api.Result, len(recs))
+	var accepted []*acceptedEvent
+	for i, rec := range recs {
+		offsets[i] = rec.Offset
+		res, acc, err := in.processMessage(ctx, rooms, rec)
+		if err != nil {
+			return err
+		}
+		results[i] = res
+		accepted = append(accepted, acc...)
+	}
+	outbound, heads, err := in.write(ctx, partition, recs[len(recs)-1].Offset+1, rooms, accepted)
+	if err != nil {
+		return err
+	}
+	for _, h := range heads {
+		in.cache.setHead(h)
+	}
+	if err = in.flush(ctx, outbound); err != nil {
+		return err
+	}
+	in.results.publish(partition, offsets, results, recs[len(recs)-1].Offset+1)
+	in.Metrics.observeBatch(len(recs), len(accepted), time.Since(start))
+	return nil
+}
+
+// processMessage decides every event of one InputRoomEvents message against the pending
+// rooms. It returns the results to report and the events to write.
+func (in *Inputer) processMessage(ctx context.Context, rooms map[string]*pendingRoom, rec eventlog.Record) ([]api.Result, []*acceptedEvent, error) {
+	var msg api.InputRoomEvents
+	if err := json.Unmarshal(rec.Value, &msg); err != nil {
+		in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
+		return []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}, nil, nil
+	}
+	p, err := in.pending(ctx, rooms, &msg)
+	if err != nil {
+		var merr *matrixerr.Error
+		if errors.As(err, &merr) {
+			return failAll(len(msg.Events), merr), nil, nil
+		}
+		return nil, nil, err
+	}
+	work := p.clone()
+	res := make([]api.Result, len(msg.Events))
+	var accepted []*acceptedEvent
+	for i := range msg.Events {
+		acc, err := in.checkEvent(ctx, work, &msg.Events[i])
+		var merr *matrixerr.Error
+		switch {
+		case errors.As(err, &merr):
+			if msg.Atomic {
+				return failAll(len(msg.Events), merr), nil, nil
+			}
+			res[i] = api.Result{Err: merr}
+		case err != nil:
+			return nil, nil, err
+		default:
+			res[i] = *acc.result
+			if acc.pdu != nil {
+				accepted = append(accepted, acc)
+			}
+		}
+	}
+	for _, acc := range accepted {
+		acc.room = work
+	}
+	rooms[msg.RoomID] = work
+	return res, accepted, nil
+}
+
+func failAll(n int, err *matrixerr.Error) []api.Result {
+	res := make([]api.Result, n)
+	for i := range res {
+		res[i] = api.Result{Err: err}
+	}
+	return res
+}
+
+// pending returns the batch's working copy of the message's room.
+func (in *Inputer) pending(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents) (*pendingRoom, error) {
+	if p, ok := rooms[msg.RoomID]; ok {
+		return p, nil
+	}
+	head, err := in.cache.head(ctx, msg.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	p := &pendingRoom{
+		head:     head,
+		roomID:   msg.RoomID,
+		overlay:  map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU{},
+		txns:     map[api.TransactionID]string{},
+		accepted: map[string]gomatrixserverlib.PDU{},
+	}
+	version := msg.RoomVersion
+	if head != nil {
+		p.exists = true
+		version = head.room.RoomVersion
+		p.latestIDs = head.latestIDs
+		p.depth = head.room.Depth
+	}
+	if p.version, err = gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version)); err != nil {
+		return nil, matrixerr.UnsupportedRoomVersion(err.Error())
+	}
+	return p, nil
+}
+
+// flush produces outbound OutputRoomEvents and removes them from the outbox. It retries
+// until it succeeds or ctx ends: the events are committed, so they must go out.
+func (in *Inputer) flush(ctx context.Context, outbound []storage.Outbound) error {
+	if len(outbound) == 0 {
+		return nil
+	}
+	msgs := make([]eventlog.Message, len(outbound))
+	seqs := make([]int64, len(outbound))
+	for i, o := range outbound {
+		msgs[i] = eventlog.Message{Key: []byte(o.RoomID), Value: o.Payload}
+		seqs[i] = o.Seq
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		_, err := in.Log.Produce(ctx, in.OutputTopic, msgs...)
+		if err == nil {
+			break
+		}
+		in.Logger.WithError(err).Warn("producing room output failed; retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	if err := in.db.DeleteOutbox(ctx, seqs); err != nil {
+		// The outputs went out; leaving them in the outbox only means they are produced
+		// again after a restart, which consumers dedupe.
+		in.Logger.WithError(err).Warn("clearing roomserver outbox failed")
+	}
+	return nil
+}
+
+// write stores the accepted events of a batch, with the new room heads, the outbox and the
+// partition's next offset, in one transaction.
+func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms map[string]*pendingRoom, accepted []*acceptedEvent) ([]storage.Outbound, []*roomHead, error) {
+	if err := in.assignNIDs(ctx, accepted); err != nil {
+		return nil, nil, err
+	}
+	var outbound []storage.Outbound
+	heads := map[*pendingRoom]*roomHead{}
+	var cached []cachedEvent
+	var redacted []types.EventNID
+	inserted := map[string]types.EventNID{}
+	err := in.db.Write(ctx, func(w storage.Writer) error {
+		outbound, cached, redacted = nil, nil, nil
+		clear(heads)
+		clear(inserted)
+		for _, acc := range accepted {
+			h := heads[acc.room]
+			if h == nil {
+				h = startHead(acc.room)
+				heads[acc.room] = h
+			}
+			nid, err := in.writeEvent(ctx, w, h, acc)
+			if err != nil {
+				return fmt.Errorf("store event %s: %w", acc.pdu.EventID(), err)
+			}
+			inserted[acc.pdu.EventID()] = nid
+			if acc.redacts != nil {
+				target, err := in.redact(ctx, w, h, acc.redacts, inserted)
+				if err != nil {
+					return fmt.Errorf("redact %s: %w", acc.redacts.EventID(), err)
+				}
+				redacted = append(redacted, target)
+			}
+			cached = append(cached, cachedEvent{nid, acc.pdu})
+			payload, err := encodeOutput(acc)
+			if err != nil {
+				return err
+			}
+			seq, err := w.InsertOutbox(acc.room.roomID, payload)
+			if err != nil {
+				return fmt.Errorf("store output: %w", err)
+			}
+			outbound = append(outbound, storage.Outbound{Seq: seq, RoomID: acc.room.roomID, Payload: payload})
+		}
+		for _, h := range heads {
+			if err := w.UpdateRoom(&h.room); err != nil {
+				return fmt.Errorf("update room %s: %w", h.room.RoomID, err)
+			}
+		}
+		return w.SaveOffset(in.InputTopic, partition, next)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, c := range cached {
+		in.cache.putEvent(c.nid, c.pdu)
+	}
+	in.cache.dropEvents(redacted)
+	out := make([]*roomHead, 0, len(heads))
+	for _, h := range heads {
+		out = append(out, h)
+	}
+	return outbound, out, nil
+}
+
+type cachedEvent struct {
+	nid types.EventNID
+	pdu gomatrixserverlib.PDU
+}
+
+// startHead is a mutable copy of a room's committed head for the write transaction.
+func startHead(p *pendingRoom) *roomHead {
+	if p.head == nil {
+		return &roomHead{room: storage.Room{RoomID: p.roomID, RoomVersion: string(p.version.Version())}, state: &types.State{}}
+	}
+	h := *p.head
+	h.room.Latest = append([]types.EventNID(nil), p.head.room.Latest...)
+	return &h
+}
+
+// assignNIDs makes sure every type and state key of the accepted events has a NID.
+func (in *Inputer) assignNIDs(ctx context.Context, accepted []*acceptedEvent) error {
+	var typeNames, keys []string
+	for _, acc := range accepted {
+		typeNames = append(typeNames, acc.pdu.Type())
+		if sk := acc.pdu.StateKey(); sk != nil {
+			keys = append(keys, *sk)
+		}
+	}
+	if _, err := in.cache.typeNIDs(ctx, typeNames...); err != nil {
+		return fmt.Errorf("assign type NIDs: %w", err)
+	}
+	if _, err := in.cache.keyNIDs(ctx, keys...); err != nil {
+		return fmt.Errorf("assign state key NIDs: %w", err)
+	}
+	return nil
+}
+
+// writeEvent stores one event and advances the head past it.
+func (in *Inputer) writeEvent(ctx context.Context, w storage.Writer, h *roomHead, acc *acceptedEvent) (types.EventNID, error) {
+	ev := acc.pdu
+	if h.room.NID == 0 {
+		nid, err := w.InsertRoom(h.room.RoomID, h.room.RoomVersion)
+		if err != nil {
+			return 0, err
+		}
+		h.room.NID = nid
+	}
+	tn, err := in.cache.typeNIDs(ctx, ev.Type())
+	if err != nil {
+		return 0, err
+	}
+	row := &storage.Event{RoomNID: h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: h.room.Snapshot, JSON: ev.JSON()}
+	var tuple types.StateTuple
+	if sk := ev.StateKey(); sk != nil {
+		kn, err := in.cache.keyNIDs(ctx, *sk)
+		if err != nil {
+			return 0, err
+		}
+		row.IsState, row.StateKey = true, kn[*sk]
+		tuple = types.StateTuple{Type: row.Type, Key: row.StateKey}
+	}
+	nid, err := w.InsertEvent(row)
+	if err != nil {
+		return 0, err
+	}
+	if row.IsState {
+		if err = in.advanceState(w, h, tuple, nid); err != nil {
+			return 0, err
+		}
+		if ev.Type() == spec.MRoomMember {
+			membership, _ := ev.Membership()
+			if err = w.SetMembership(h.room.NID, storage.Membership{UserID: *ev.StateKey(), Membership: membership, EventID: ev.EventID()}); err != nil {
+				return 0, err
+			}
+		}
+	}
+	if acc.txnID != nil {
+		if err = w.InsertTransaction(acc.txnID.UserID, acc.txnID.DeviceID, acc.txnID.TransactionID, ev.EventID()); err != nil {
+			return 0, err
+		}
+	}
+	h.room.Latest = []types.EventNID{nid}
+	h.latestIDs = []string{ev.EventID()}
+	h.room.Depth = ev.Depth()
+	return nid, nil
+}
+
+// advanceState makes the event current state: the changed block and a new snapshot are
+// stored, every other block is shared with the previous snapshot.
+func (in *Inputer) advanceState(w storage.Writer, h *roomHead, t types.StateTuple, nid types.EventNID) error {
+	next := h.state.With(t, nid)
+	var blockNIDs [types.Buckets]types.BlockNID
+	for i, b := range next.Blocks {
+		if b == nil {
+			continue
+		}
+		if b.NID == 0 {
+			bn, err := w.InsertBlock(b.Entries)
+			if err != nil {
+				return err
+			}
+			b.NID = bn
+		}
+		blockNIDs[i] = b.NID
+	}
+	snap, err := w.InsertSnapshot(h.room.NID, blockNIDs)
+	if err != nil {
+		return err
+	}
+	h.state = next
+	h.room.Snapshot = snap
+	return nil
+}
+
+// redact replaces the stored target by its redacted form and returns its NID.
+func (in *Inputer) redact(ctx context.Context, w storage.Writer, h *roomHead, target gomatrixserverlib.PDU, inserted map[string]types.EventNID) (types.EventNID, error) {
+	nid, ok := inserted[target.EventID()]
+	if !ok {
+		rows, err := in.db.EventsByID(ctx, []string{target.EventID()})
+		if err != nil {
+			return 0, err
+		}
+		if len(rows) == 0 {
+			return 0, fmt.Errorf("redaction target %s vanished", target.EventID())
+		}
+		nid = rows[0].NID
+	}
+	redacted, err := h.redactedJSON(target)
+	if err != nil {
+		return 0, err
+	}
+	return nid, w.RedactEvent(nid, redacted)
+}
+
+func (h *roomHead) redactedJSON(target gomatrixserverlib.PDU) ([]byte, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(h.room.RoomVersion))
+	if err != nil {
+		return nil, err
+	}
+	return verImpl.RedactEventJSON(target.JSON())
+}

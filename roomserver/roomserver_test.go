@@ -1,0 +1,289 @@
+package roomserver_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/roomserver"
+	"github.com/matrix-org/dendrite/roomserver/api"
+)
+
+const serverName = "test.local"
+
+// harness is a running roomserver on one database with the embedded log.
+type harness struct {
+	t      testing.TB
+	rs     *roomserver.RoomServer
+	input  *api.Input
+	key    ed25519.PrivateKey
+	output string
+	log    eventlog.Log
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func start(t testing.TB, db *sqlutil.DB, key ed25519.PrivateKey) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(logrus.WarnLevel)
+	rs, err := roomserver.New(ctx, roomserver.Deps{
+		Cfg: &config.RoomServer{Shards: 1}, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: key,
+		DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logger),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, rs: rs, key: key, output: "out", log: log, cancel: cancel, done: make(chan error, 1),
+		input: &api.Input{Log: log, Topic: "in", Wait: rs.API()}}
+	go func() { h.done <- rs.Run(ctx) }()
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	if err := <-h.done; err != nil {
+		h.t.Fatalf("roomserver run: %v", err)
+	}
+	if err := h.log.Close(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func newKey(t testing.TB) ed25519.PrivateKey {
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
+// createEvent builds a signed create event for a new room of the given version.
+func createEvent(t testing.TB, key ed25519.PrivateKey, version gomatrixserverlib.RoomVersion, sender, roomID string) gomatrixserverlib.PDU {
+	t.Helper()
+	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
+	empty := ""
+	pe := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomCreate, StateKey: &empty, Depth: 1, Version: verImpl}
+	content := map[string]any{"room_version": string(version)}
+	if version == gomatrixserverlib.RoomVersionV10 {
+		content["creator"] = sender
+	}
+	if err := pe.SetContent(content); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), serverName, "ed25519:test", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func proto(sender, evType string, stateKey *string, content any) api.InputRoomEvent {
+	raw, _ := json.Marshal(content) // test content is always marshallable
+	return api.InputRoomEvent{Kind: api.KindNew, Proto: &api.ProtoEvent{Sender: sender, Type: evType, StateKey: stateKey, Content: raw}}
+}
+
+func sk(s string) *string { return &s }
+
+func (h *harness) submit(in api.InputRoomEvents) []api.Result {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := h.input.InputRoomEvents(ctx, &api.InputRoomEventsRequest{Input: in})
+	if err != nil {
+		h.t.Fatalf("input: %v", err)
+	}
+	return res.Results
+}
+
+// newRoom creates a room with alice joined and a public join rule; returns its ID.
+func (h *harness) newRoom(version gomatrixserverlib.RoomVersion, alice string) string {
+	h.t.Helper()
+	roomID := ""
+	if version != gomatrixserverlib.RoomVersionV12 {
+		roomID = fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), serverName)
+	}
+	create := createEvent(h.t, h.key, version, alice, roomID)
+	roomID = create.RoomID().String()
+	res := h.submit(api.InputRoomEvents{RoomID: roomID, RoomVersion: string(version), Atomic: true, Events: []api.InputRoomEvent{
+		{Kind: api.KindNew, Event: &api.Event{PDU: create}},
+		proto(alice, spec.MRoomMember, sk(alice), map[string]string{"membership": "join"}),
+		proto(alice, spec.MRoomPowerLevels, sk(""), map[string]any{"users": map[string]int{alice: 100}}),
+		proto(alice, spec.MRoomJoinRules, sk(""), map[string]string{"join_rule": "public"}),
+	}})
+	for i, r := range res {
+		if r.Err != nil {
+			h.t.Fatalf("create event %d rejected: %v", i, r.Err)
+		}
+	}
+	return roomID
+}
+
+func TestRoomLifecycle(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		for _, version := range []gomatrixserverlib.RoomVersion{gomatrixserverlib.RoomVersionV10, gomatrixserverlib.RoomVersionV11, gomatrixserverlib.RoomVersionV12} {
+			t.Run("v"+string(version), func(t *testing.T) {
+				h := start(t, db, newKey(t))
+				defer h.stop()
+				alice, bob := "@alice:"+serverName, "@bob:"+serverName
+				roomID := h.newRoom(version, alice)
+				ctx := context.Background()
+
+				// A stranger cannot send.
+				res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})}})
+				if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+					t.Fatalf("stranger's message: want M_FORBIDDEN, got %+v", res[0])
+				}
+				// Bob joins and sends; the send is idempotent per transaction.
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, spec.MRoomMember, sk(bob), map[string]string{"membership": "join"})}})
+				if res[0].Err != nil {
+					t.Fatalf("join: %v", res[0].Err)
+				}
+				msg := proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})
+				msg.TxnID = &api.TransactionID{UserID: bob, DeviceID: "D", TransactionID: "t1"}
+				first := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{msg}})
+				again := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{msg}})
+				if first[0].Err != nil || first[0].EventID == "" || again[0].EventID != first[0].EventID {
+					t.Fatalf("txn replay: first %+v again %+v", first[0], again[0])
+				}
+				m, err := h.rs.API().QueryMembershipForUser(ctx, &api.QueryMembershipForUserRequest{RoomID: roomID, UserID: bob})
+				if err != nil || m.Membership != spec.Join {
+					t.Fatalf("bob membership: %+v %v", m, err)
+				}
+				// Bob may not change the power levels.
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, spec.MRoomPowerLevels, sk(""), map[string]any{"users": map[string]int{bob: 100}})}})
+				if res[0].Err == nil {
+					t.Fatal("bob changed the power levels")
+				}
+				// Alice renames the room; current state and state at events follow.
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "one"})}})
+				nameID := res[0].EventID
+				cur, err := h.rs.API().QueryCurrentState(ctx, &api.QueryCurrentStateRequest{RoomID: roomID, Tuples: []api.StateKeyTuple{{EventType: spec.MRoomName}}})
+				if err != nil || len(cur.StateEvents) != 1 || cur.StateEvents[0].EventID() != nameID {
+					t.Fatalf("current name: %+v %v", cur, err)
+				}
+				before, err := h.rs.API().QueryStateAtEvent(ctx, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: nameID})
+				if err != nil || !before.EventKnown {
+					t.Fatal(err)
+				}
+				for _, e := range before.StateEvents {
+					if e.Type() == spec.MRoomName {
+						t.Fatal("state before the name event has a name")
+					}
+				}
+				all, _ := h.rs.API().QueryCurrentState(ctx, &api.QueryCurrentStateRequest{RoomID: roomID})
+				if len(all.StateEvents) != 6 {
+					t.Fatalf("want 6 state events, got %d", len(all.StateEvents))
+				}
+				// Bob redacts his own message; the stored copy is redacted.
+				redaction := proto(bob, spec.MRoomRedaction, nil, map[string]string{"redacts": first[0].EventID})
+				redaction.Proto.Redacts = first[0].EventID
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{redaction}})
+				if res[0].Err != nil {
+					t.Fatalf("redaction: %v", res[0].Err)
+				}
+				evs, _ := h.rs.API().QueryEventsByID(ctx, &api.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{first[0].EventID}})
+				if len(evs.Events) != 1 || string(evs.Events[0].Content()) != "{}" {
+					t.Fatalf("message not redacted: %s", evs.Events[0].Content())
+				}
+				rooms, _ := h.rs.API().QueryRoomsForUser(ctx, &api.QueryRoomsForUserRequest{UserID: bob, Membership: spec.Join})
+				if len(rooms.RoomIDs) != 1 || rooms.RoomIDs[0] != roomID {
+					t.Fatalf("rooms for bob: %v", rooms.RoomIDs)
+				}
+			})
+		}
+	})
+}
+
+func TestAtomicCreateRejectsWhole(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, newKey(t))
+		defer h.stop()
+		alice := "@alice:" + serverName
+		roomID := "!atomic:" + serverName
+		create := createEvent(t, h.key, gomatrixserverlib.RoomVersionV10, alice, roomID)
+		res := h.submit(api.InputRoomEvents{RoomID: roomID, RoomVersion: "10", Atomic: true, Events: []api.InputRoomEvent{
+			{Kind: api.KindNew, Event: &api.Event{PDU: create}},
+			proto("@mallory:"+serverName, spec.MRoomMember, sk("@mallory:"+serverName), map[string]string{"membership": "join"}),
+		}})
+		if res[0].Err == nil || res[1].Err == nil {
+			t.Fatalf("atomic batch partly accepted: %+v", res)
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: roomID})
+		if err != nil || info.Exists {
+			t.Fatalf("room exists after rejected creation: %+v %v", info, err)
+		}
+	})
+}
+
+func TestRestartKeepsRoomsAndOutputs(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		key := newKey(t)
+		alice := "@alice:" + serverName
+		h := start(t, db, key)
+		roomID := h.newRoom(gomatrixserverlib.RoomVersionV10, alice)
+		h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "before"})}})
+		h.stop()
+
+		h = start(t, db, key)
+		defer h.stop()
+		res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "after"})}})
+		if res[0].Err != nil {
+			t.Fatalf("send after restart: %v", res[0].Err)
+		}
+		// Every accepted event reached the output log exactly once, in order.
+		ctx := context.Background()
+		seen := map[string]int{}
+		var order []string
+		var total int64
+		for p := int32(0); p < h.log.Partitions("out"); p++ {
+			end, err := h.log.EndOffset(ctx, "out", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += end
+			if end == 0 {
+				continue
+			}
+			cctx, cancel := context.WithCancel(ctx)
+			_ = h.log.Consume(cctx, "out", p, 0, func(_ context.Context, recs []eventlog.Record) error { // returns ctx.Err() once cancelled below
+				for _, r := range recs {
+					var out api.OutputRoomEvent
+					if err := json.Unmarshal(r.Value, &out); err != nil {
+						t.Fatal(err)
+					}
+					id := out.NewRoomEvent.Event.EventID()
+					seen[id]++
+					order = append(order, out.NewRoomEvent.Event.Type())
+					if r.Offset == end-1 {
+						cancel()
+					}
+				}
+				return nil
+			})
+		}
+		if total != 6 || len(seen) != 6 {
+			t.Fatalf("want 6 outputs for 6 events, got %d records, %d distinct: %v", total, len(seen), order)
+		}
+		if order[0] != spec.MRoomCreate {
+			t.Fatalf("first output is %s", order[0])
+		}
+	})
+}

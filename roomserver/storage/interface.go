@@ -1,0 +1,92 @@
+// Package storage is the roomserver's database: rooms, events, state snapshots and blocks,
+// memberships, client transactions and the output outbox. The SQL in storage/sql runs on
+// SQLite and PostgreSQL alike.
+package storage
+
+import (
+	"context"
+	"errors"
+
+	"github.com/matrix-org/dendrite/roomserver/types"
+)
+
+// ErrNotFound is returned when a looked-up row does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Room is a stored room.
+type Room struct {
+	NID         types.RoomNID
+	RoomID      string
+	RoomVersion string
+	// Snapshot is the current state; 0 before the create event is stored.
+	Snapshot types.SnapshotNID
+	// Latest are the forward extremities.
+	Latest []types.EventNID
+	Depth  int64
+}
+
+// Event is a stored event.
+type Event struct {
+	NID      types.EventNID
+	RoomNID  types.RoomNID
+	EventID  string
+	Type     types.TypeNID
+	StateKey types.StateKeyNID // 0 for a message event
+	IsState  bool
+	Depth    int64
+	// Before is the state before the event.
+	Before   types.SnapshotNID
+	Redacted bool
+	JSON     []byte
+}
+
+// Membership is a user's current membership in a room.
+type Membership struct {
+	RoomID     string
+	UserID     string
+	Membership string
+	EventID    string
+}
+
+// Outbound is an OutputRoomEvent stored with the event and produced after commit.
+type Outbound struct {
+	Seq     int64
+	RoomID  string
+	Payload []byte
+}
+
+// Database is what the roomserver stores.
+type Database interface {
+	// TypeNIDs and StateKeyNIDs return numeric IDs, assigning new ones in their own
+	// committed transaction (so they stay valid whatever happens to the caller's).
+	TypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error)
+	StateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error)
+	Room(ctx context.Context, roomID string) (*Room, error)
+	RoomByNID(ctx context.Context, nid types.RoomNID) (*Room, error)
+	EventsByNID(ctx context.Context, nids []types.EventNID) ([]Event, error)
+	EventsByID(ctx context.Context, ids []string) ([]Event, error)
+	Snapshot(ctx context.Context, nid types.SnapshotNID) ([types.Buckets]types.BlockNID, error)
+	Blocks(ctx context.Context, nids []types.BlockNID) (map[types.BlockNID][]types.StateEntry, error)
+	Transaction(ctx context.Context, userID, deviceID, txnID string) (string, error)
+	Membership(ctx context.Context, roomNID types.RoomNID, userID string) (*Membership, error)
+	RoomsForUser(ctx context.Context, userID, membership string) ([]string, error)
+	Outbox(ctx context.Context) ([]Outbound, error)
+	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// Write runs fn in one transaction.
+	Write(ctx context.Context, fn func(w Writer) error) error
+}
+
+// Writer makes changes inside one transaction.
+type Writer interface {
+	InsertRoom(roomID, roomVersion string) (types.RoomNID, error)
+	UpdateRoom(r *Room) error
+	InsertEvent(e *Event) (types.EventNID, error)
+	InsertBlock(entries []types.StateEntry) (types.BlockNID, error)
+	InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]types.BlockNID) (types.SnapshotNID, error)
+	RedactEvent(nid types.EventNID, redactedJSON []byte) error
+	InsertTransaction(userID, deviceID, txnID, eventID string) error
+	SetMembership(roomNID types.RoomNID, m Membership) error
+	InsertOutbox(roomID string, payload []byte) (int64, error)
+	// SaveOffset records the input log position in the same transaction.
+	SaveOffset(topic string, partition int32, next int64) error
+}

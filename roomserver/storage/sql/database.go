@@ -1,0 +1,289 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/roomserver/storage"
+	"github.com/matrix-org/dendrite/roomserver/types"
+)
+
+// Database is the SQL roomserver store.
+type Database struct {
+	db      *sqlutil.DB
+	offsets *eventlog.OffsetStore
+}
+
+// Open migrates the schema and returns the store. offsets keeps the roomserver's input
+// positions in the same database, so they commit with the events.
+func Open(ctx context.Context, db *sqlutil.DB, offsets *eventlog.OffsetStore) (*Database, error) {
+	if err := sqlutil.Migrate(ctx, db, "roomserver", migrations); err != nil {
+		return nil, fmt.Errorf("migrate roomserver schema: %w", err)
+	}
+	return &Database{db: db, offsets: offsets}, nil
+}
+
+// TypeNIDs implements storage.Database.
+func (d *Database) TypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error) {
+	m, err := d.assignNIDs(ctx, "roomserver_event_types", "type_nid", "event_type", names)
+	out := make(map[string]types.TypeNID, len(m))
+	for k, v := range m {
+		out[k] = types.TypeNID(v)
+	}
+	return out, err
+}
+
+// StateKeyNIDs implements storage.Database.
+func (d *Database) StateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error) {
+	m, err := d.assignNIDs(ctx, "roomserver_state_keys", "state_key_nid", "state_key", keys)
+	out := make(map[string]types.StateKeyNID, len(m))
+	for k, v := range m {
+		out[k] = types.StateKeyNID(v)
+	}
+	return out, err
+}
+
+func (d *Database) assignNIDs(ctx context.Context, table, nidCol, nameCol string, names []string) (map[string]int64, error) {
+	out := make(map[string]int64, len(names))
+	if len(names) == 0 {
+		return out, nil
+	}
+	sel := "SELECT " + nidCol + ", " + nameCol + " FROM " + table + " WHERE " + nameCol + " IN ({names})"
+	load := func(q sqlutil.Querier) error {
+		query, args := d.db.Dialect.InList(sel, "{names}", nil, names)
+		rows, err := q.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var nid int64
+			var name string
+			if err := rows.Scan(&nid, &name); err != nil {
+				return err
+			}
+			out[name] = nid
+		}
+		return rows.Err()
+	}
+	if err := load(d.db); err != nil {
+		return nil, fmt.Errorf("select %s: %w", table, err)
+	}
+	if len(out) == len(names) {
+		return out, nil
+	}
+	ins := "INSERT INTO " + table + " (" + nameCol + ") VALUES ($1) ON CONFLICT (" + nameCol + ") DO NOTHING"
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		for _, n := range names {
+			if _, ok := out[n]; ok {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, ins, n); err != nil {
+				return err
+			}
+		}
+		return load(tx)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("assign %s: %w", table, err)
+	}
+	return out, nil
+}
+
+const roomColumns = "room_nid, room_id, room_version, snapshot_nid, latest_event_nids, depth"
+
+func scanRoom(row *sql.Row) (*storage.Room, error) {
+	var r storage.Room
+	var latest string
+	if err := row.Scan(&r.NID, &r.RoomID, &r.RoomVersion, &r.Snapshot, &latest, &r.Depth); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, storage.ErrNotFound
+		}
+		return nil, err
+	}
+	for _, s := range strings.Split(latest, ",") {
+		if s == "" {
+			continue
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("corrupt latest events of %s: %w", r.RoomID, err)
+		}
+		r.Latest = append(r.Latest, types.EventNID(n))
+	}
+	return &r, nil
+}
+
+// Room implements storage.Database.
+func (d *Database) Room(ctx context.Context, roomID string) (*storage.Room, error) {
+	return scanRoom(d.db.QueryRowContext(ctx, "SELECT "+roomColumns+" FROM roomserver_rooms WHERE room_id = $1", roomID))
+}
+
+// RoomByNID implements storage.Database.
+func (d *Database) RoomByNID(ctx context.Context, nid types.RoomNID) (*storage.Room, error) {
+	return scanRoom(d.db.QueryRowContext(ctx, "SELECT "+roomColumns+" FROM roomserver_rooms WHERE room_nid = $1", nid))
+}
+
+const eventColumns = "event_nid, room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, event_json"
+
+func (d *Database) selectEvents(ctx context.Context, where string, list any) ([]storage.Event, error) {
+	query, args := d.db.Dialect.InList("SELECT "+eventColumns+" FROM roomserver_events WHERE "+where, "{list}", nil, list)
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select events: %w", err)
+	}
+	defer rows.Close()
+	var out []storage.Event
+	for rows.Next() {
+		var e storage.Event
+		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &e.StateKey, &e.IsState, &e.Depth, &e.Before, &e.Redacted, &e.JSON); err != nil {
+			return nil, fmt.Errorf("scan event: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// EventsByNID implements storage.Database.
+func (d *Database) EventsByNID(ctx context.Context, nids []types.EventNID) ([]storage.Event, error) {
+	if len(nids) == 0 {
+		return nil, nil
+	}
+	return d.selectEvents(ctx, "event_nid IN ({list})", nids)
+}
+
+// EventsByID implements storage.Database.
+func (d *Database) EventsByID(ctx context.Context, ids []string) ([]storage.Event, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	return d.selectEvents(ctx, "event_id IN ({list})", ids)
+}
+
+// Snapshot implements storage.Database.
+func (d *Database) Snapshot(ctx context.Context, nid types.SnapshotNID) ([types.Buckets]types.BlockNID, error) {
+	var raw []byte
+	err := d.db.QueryRowContext(ctx, "SELECT block_nids FROM roomserver_state_snapshots WHERE snapshot_nid = $1", nid).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return [types.Buckets]types.BlockNID{}, storage.ErrNotFound
+	}
+	if err != nil {
+		return [types.Buckets]types.BlockNID{}, fmt.Errorf("select snapshot %d: %w", nid, err)
+	}
+	return types.DecodeBlockNIDs(raw)
+}
+
+// Blocks implements storage.Database.
+func (d *Database) Blocks(ctx context.Context, nids []types.BlockNID) (map[types.BlockNID][]types.StateEntry, error) {
+	out := make(map[types.BlockNID][]types.StateEntry, len(nids))
+	if len(nids) == 0 {
+		return out, nil
+	}
+	query, args := d.db.Dialect.InList("SELECT block_nid, entries FROM roomserver_state_blocks WHERE block_nid IN ({list})", "{list}", nil, nids)
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select state blocks: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var nid types.BlockNID
+		var raw []byte
+		if err := rows.Scan(&nid, &raw); err != nil {
+			return nil, err
+		}
+		entries, err := types.DecodeEntries(raw)
+		if err != nil {
+			return nil, fmt.Errorf("block %d: %w", nid, err)
+		}
+		out[nid] = entries
+	}
+	return out, rows.Err()
+}
+
+// Transaction implements storage.Database.
+func (d *Database) Transaction(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+	var eventID string
+	err := d.db.QueryRowContext(ctx, "SELECT event_id FROM roomserver_transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+		userID, deviceID, txnID).Scan(&eventID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", storage.ErrNotFound
+	}
+	return eventID, err
+}
+
+// Membership implements storage.Database.
+func (d *Database) Membership(ctx context.Context, roomNID types.RoomNID, userID string) (*storage.Membership, error) {
+	m := storage.Membership{UserID: userID}
+	err := d.db.QueryRowContext(ctx, "SELECT membership, event_id FROM roomserver_memberships WHERE room_nid = $1 AND user_id = $2",
+		roomNID, userID).Scan(&m.Membership, &m.EventID)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, storage.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select membership: %w", err)
+	}
+	return &m, nil
+}
+
+// RoomsForUser implements storage.Database.
+func (d *Database) RoomsForUser(ctx context.Context, userID, membership string) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT r.room_id FROM roomserver_memberships m
+		JOIN roomserver_rooms r ON r.room_nid = m.room_nid WHERE m.user_id = $1 AND m.membership = $2 ORDER BY r.room_nid`,
+		userID, membership)
+	if err != nil {
+		return nil, fmt.Errorf("select rooms for user: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// Outbox implements storage.Database.
+func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT seq, room_id, payload FROM roomserver_outbox ORDER BY seq")
+	if err != nil {
+		return nil, fmt.Errorf("select outbox: %w", err)
+	}
+	defer rows.Close()
+	var out []storage.Outbound
+	for rows.Next() {
+		var o storage.Outbound
+		if err := rows.Scan(&o.Seq, &o.RoomID, &o.Payload); err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, rows.Err()
+}
+
+// DeleteOutbox implements storage.Database.
+func (d *Database) DeleteOutbox(ctx context.Context, seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	query, args := d.db.Dialect.InList("DELETE FROM roomserver_outbox WHERE seq IN ({list})", "{list}", nil, seqs)
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
+}
+
+// Write implements storage.Database.
+func (d *Database) Write(ctx context.Context, fn func(w storage.Writer) error) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		return fn(&writer{ctx: ctx, tx: tx, offsets: d.offsets})
+	})
+}

@@ -1,0 +1,65 @@
+// Package sql implements the roomserver storage.Database with one SQL text for SQLite and
+// PostgreSQL.
+package sql
+
+import "github.com/matrix-org/dendrite/internal/sqlutil"
+
+var migrations = []sqlutil.Migration{{Version: 1, SQL: `
+CREATE TABLE IF NOT EXISTS roomserver_rooms (
+	room_nid {serial},
+	room_id TEXT NOT NULL UNIQUE,
+	room_version TEXT NOT NULL,
+	snapshot_nid {bigint} NOT NULL DEFAULT 0,
+	latest_event_nids TEXT NOT NULL DEFAULT '',
+	depth {bigint} NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS roomserver_event_types (
+	type_nid {serial},
+	event_type TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS roomserver_state_keys (
+	state_key_nid {serial},
+	state_key TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS roomserver_events (
+	event_nid {serial},
+	room_nid {bigint} NOT NULL,
+	event_id TEXT NOT NULL UNIQUE,
+	type_nid {bigint} NOT NULL,
+	state_key_nid {bigint} NOT NULL,
+	is_state BOOLEAN NOT NULL,
+	depth {bigint} NOT NULL,
+	before_snapshot_nid {bigint} NOT NULL,
+	redacted BOOLEAN NOT NULL DEFAULT FALSE,
+	event_json {bytes} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roomserver_state_blocks (
+	block_nid {serial},
+	entries {bytes} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roomserver_state_snapshots (
+	snapshot_nid {serial},
+	room_nid {bigint} NOT NULL,
+	block_nids {bytes} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS roomserver_transactions (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	txn_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	PRIMARY KEY (user_id, device_id, txn_id)
+);
+CREATE TABLE IF NOT EXISTS roomserver_memberships (
+	room_nid {bigint} NOT NULL,
+	user_id TEXT NOT NULL,
+	membership TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	PRIMARY KEY (room_nid, user_id)
+);
+CREATE INDEX IF NOT EXISTS roomserver_memberships_user ON roomserver_memberships (user_id, membership);
+CREATE TABLE IF NOT EXISTS roomserver_outbox (
+	seq {serial},
+	room_id TEXT NOT NULL,
+	payload {bytes} NOT NULL
+);
+`}}
