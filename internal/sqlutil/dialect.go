@@ -1,0 +1,44 @@
+package sqlutil
+
+import (
+	"reflect"
+	"strconv"
+	"strings"
+)
+
+// Dialect rewrites engine-neutral SQL for one engine.
+type Dialect struct {
+	Engine Engine
+}
+
+// InList expands marker in query (as in "WHERE id IN ({ids})") into placeholders numbered
+// after args, and appends the list's elements to args. An empty list matches nothing.
+func (d Dialect) InList(query, marker string, args []any, list any) (string, []any) {
+	v := reflect.ValueOf(list)
+	n := v.Len()
+	if n == 0 {
+		return strings.Replace(query, marker, "NULL", 1), args
+	}
+	var b strings.Builder
+	out := make([]any, len(args), len(args)+n)
+	copy(out, args)
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(len(out) + 1))
+		out = append(out, v.Index(i).Interface())
+	}
+	return strings.Replace(query, marker, b.String(), 1), out
+}
+
+// Schema rewrites engine-neutral DDL: {serial} is an auto-increment primary key, {bytes} a
+// binary column and {bigint} a 64-bit integer.
+func (d Dialect) Schema(ddl string) string {
+	r := strings.NewReplacer("{serial}", "BIGSERIAL PRIMARY KEY", "{bytes}", "BYTEA", "{bigint}", "BIGINT")
+	if d.Engine == SQLite {
+		r = strings.NewReplacer("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{bytes}", "BLOB", "{bigint}", "INTEGER")
+	}
+	return r.Replace(ddl)
+}

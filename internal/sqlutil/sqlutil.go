@@ -1,0 +1,135 @@
+// Package sqlutil opens SQLite and PostgreSQL databases behind one type and hides the few
+// differences between the engines (list parameters, auto-increment keys, column types,
+// write serialisation) so that every table's SQL is written once.
+package sqlutil
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/lib/pq"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// Engine is a database engine.
+type Engine int
+
+const (
+	// SQLite is modernc.org/sqlite, pure Go.
+	SQLite Engine = iota
+	// Postgres is PostgreSQL through lib/pq.
+	Postgres
+)
+
+// DB is an open database with its engine's dialect. On SQLite, writes are serialised by
+// WithTx: SQLite has one writer at a time, and waiting on our own lock is cheaper and
+// fairer than retrying on SQLITE_BUSY.
+type DB struct {
+	*sql.DB
+	Dialect Dialect
+	writeMu sync.Mutex
+}
+
+// Querier is what *sql.DB and *sql.Tx have in common.
+type Querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Conn returns tx when it is set, else the database.
+func Conn(db *DB, tx *sql.Tx) Querier {
+	if tx != nil {
+		return tx
+	}
+	return db.DB
+}
+
+// Open opens a database: "postgres://..." or "postgresql://..." is PostgreSQL; "file:PATH",
+// "sqlite:PATH" or a plain path is SQLite in WAL mode (its directory is created).
+func Open(dsn string) (*DB, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		db, err := sql.Open("postgres", dsn)
+		if err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(40)
+		db.SetMaxIdleConns(10)
+		if err = db.Ping(); err != nil {
+			_ = db.Close() // the ping error is the one to report
+			return nil, fmt.Errorf("connect to postgres: %w", err)
+		}
+		return &DB{DB: db, Dialect: Dialect{Engine: Postgres}}, nil
+	}
+	path := strings.TrimPrefix(strings.TrimPrefix(dsn, "sqlite:"), "file:")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+	q := url.Values{}
+	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-16000)"} {
+		q.Add("_pragma", p)
+	}
+	q.Set("_txlock", "immediate")
+	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	if err = db.Ping(); err != nil {
+		_ = db.Close() // the ping error is the one to report
+		return nil, fmt.Errorf("open sqlite %s: %w", path, err)
+	}
+	return &DB{DB: db, Dialect: Dialect{Engine: SQLite}}, nil
+}
+
+// Engine is the database's engine.
+func (db *DB) Engine() Engine {
+	return db.Dialect.Engine
+}
+
+// WithTx runs fn in a transaction: committed if fn returns nil, rolled back otherwise.
+func (db *DB) WithTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if db.Dialect.Engine == SQLite {
+		db.writeMu.Lock()
+		defer db.writeMu.Unlock()
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	if err = fn(tx); err != nil {
+		if rerr := tx.Rollback(); rerr != nil && !errors.Is(rerr, sql.ErrTxDone) {
+			return fmt.Errorf("%w (rollback failed too: %v)", err, rerr)
+		}
+		return err
+	}
+	if err = tx.Commit(); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	return nil
+}
+
+// IsUniqueViolation reports whether err is a unique-constraint failure on either engine.
+func IsUniqueViolation(err error) bool {
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return pqErr.Code == "23505"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		return liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	}
+	return false
+}

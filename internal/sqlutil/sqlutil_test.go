@@ -1,0 +1,72 @@
+package sqlutil_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"testing"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+)
+
+var migrations = []sqlutil.Migration{
+	{Version: 1, SQL: "CREATE TABLE t_items (id {serial}, name TEXT NOT NULL UNIQUE, data {bytes}); CREATE INDEX t_items_name ON t_items (name)"},
+	{Version: 2, SQL: "ALTER TABLE t_items ADD COLUMN n {bigint} NOT NULL DEFAULT 0"},
+}
+
+func TestSQLOnBothEngines(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		for i := 0; i < 2; i++ { // migrating twice is a no-op
+			if err := sqlutil.Migrate(ctx, db, "t", migrations); err != nil {
+				t.Fatalf("migrate (run %d): %v", i, err)
+			}
+		}
+		var ids []int64
+		err := db.WithTx(ctx, func(tx *sql.Tx) error {
+			for _, name := range []string{"a", "b", "c"} {
+				var id int64
+				if err := tx.QueryRowContext(ctx, "INSERT INTO t_items (name, data, n) VALUES ($1, $2, $3) RETURNING id", name, []byte{0, 1}, 1<<40).Scan(&id); err != nil {
+					return err
+				}
+				ids = append(ids, id)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.ExecContext(ctx, "INSERT INTO t_items (name) VALUES ($1)", "a")
+		if !sqlutil.IsUniqueViolation(err) {
+			t.Fatalf("duplicate insert: want unique violation, got %v", err)
+		}
+		boom := errors.New("boom")
+		err = db.WithTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO t_items (name) VALUES ($1)", "rolled-back"); err != nil {
+				return err
+			}
+			return boom
+		})
+		if !errors.Is(err, boom) {
+			t.Fatalf("want the callback's error, got %v", err)
+		}
+		for _, tc := range []struct {
+			list []int64
+			want int
+		}{{ids[:2], 2}, {ids, 3}, {nil, 0}, {[]int64{-1}, 0}} {
+			q, args := db.Dialect.InList("SELECT COUNT(*) FROM t_items WHERE n = $1 AND id IN ({ids})", "{ids}", []any{int64(1 << 40)}, tc.list)
+			var n int
+			if err := db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			if n != tc.want {
+				t.Fatalf("list %v: want %d rows, got %d", tc.list, tc.want, n)
+			}
+		}
+		var rolledBack int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM t_items WHERE name = 'rolled-back'").Scan(&rolledBack); err != nil || rolledBack != 0 {
+			t.Fatalf("rolled back row is visible: %d %v", rolledBack, err)
+		}
+	})
+}
