@@ -1,0 +1,344 @@
+package eventlog
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+)
+
+var embeddedMigrations = []sqlutil.Migration{{Version: 1, SQL: `
+CREATE TABLE IF NOT EXISTS eventlog_records (
+	topic TEXT NOT NULL,
+	partition_id INTEGER NOT NULL,
+	record_offset {bigint} NOT NULL,
+	record_key {bytes},
+	record_value {bytes},
+	created_ms {bigint} NOT NULL,
+	PRIMARY KEY (topic, partition_id, record_offset)
+);
+CREATE TABLE IF NOT EXISTS eventlog_ends (
+	topic TEXT NOT NULL,
+	partition_id INTEGER NOT NULL,
+	next_offset {bigint} NOT NULL,
+	PRIMARY KEY (topic, partition_id)
+)`}}
+
+// Embedded is the durable log in a SQL database. Concurrent Produce calls are
+// group-committed by one writer goroutine: whatever is queued when a commit starts goes in
+// that commit. Consumers are woken in memory on append.
+type Embedded struct {
+	db  *sqlutil.DB
+	cfg Config
+
+	queue  chan *produceReq
+	closed chan struct{}
+	done   chan struct{}
+	once   sync.Once
+
+	mu    sync.Mutex
+	ends  map[partKey]int64
+	wakes map[partKey]chan struct{}
+}
+
+type partKey struct {
+	topic     string
+	partition int32
+}
+
+type produceReq struct {
+	topic string
+	msgs  []Message
+	pos   []Position
+	err   chan error
+}
+
+// NewEmbedded opens the log in db.
+func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, error) {
+	if err := sqlutil.Migrate(ctx, db, "eventlog", embeddedMigrations); err != nil {
+		return nil, err
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 7 * 24 * time.Hour
+	}
+	e := &Embedded{
+		db: db, cfg: cfg,
+		queue:  make(chan *produceReq, 4096),
+		closed: make(chan struct{}),
+		done:   make(chan struct{}),
+		ends:   map[partKey]int64{},
+		wakes:  map[partKey]chan struct{}{},
+	}
+	rows, err := db.QueryContext(ctx, "SELECT topic, partition_id, next_offset FROM eventlog_ends")
+	if err != nil {
+		return nil, fmt.Errorf("load log ends: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k partKey
+		var next int64
+		if err := rows.Scan(&k.topic, &k.partition, &next); err != nil {
+			return nil, err
+		}
+		e.ends[k] = next
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	go e.write()
+	return e, nil
+}
+
+// Partitions implements Log.
+func (e *Embedded) Partitions(topic string) int32 {
+	return e.cfg.partitions(topic)
+}
+
+// Produce implements Log.
+func (e *Embedded) Produce(ctx context.Context, topic string, msgs ...Message) ([]Position, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	start := time.Now()
+	req := &produceReq{topic: topic, msgs: msgs, err: make(chan error, 1)}
+	select {
+	case e.queue <- req:
+	case <-e.closed:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	// Once queued the request is committed or failed by the writer; wait for the answer
+	// even if ctx ends, so the caller never mistakes a stored record for a lost one.
+	err := <-req.err
+	e.cfg.Metrics.produced(topic, time.Since(start))
+	return req.pos, err
+}
+
+// write is the single writer: it commits every queued request in one transaction.
+func (e *Embedded) write() {
+	defer close(e.done)
+	retention := time.NewTicker(time.Minute)
+	defer retention.Stop()
+	for {
+		var batch []*produceReq
+		select {
+		case req := <-e.queue:
+			batch = append(batch, req)
+		case <-retention.C:
+			e.trim()
+			continue
+		case <-e.closed:
+			e.failQueued()
+			return
+		}
+	drain:
+		for len(batch) < 1024 {
+			select {
+			case req := <-e.queue:
+				batch = append(batch, req)
+			default:
+				break drain
+			}
+		}
+		e.commit(batch)
+	}
+}
+
+func (e *Embedded) failQueued() {
+	for {
+		select {
+		case req := <-e.queue:
+			req.err <- ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+// commit stores a batch of requests and wakes consumers of the partitions it touched.
+func (e *Embedded) commit(batch []*produceReq) {
+	e.mu.Lock()
+	ends := make(map[partKey]int64)
+	for _, req := range batch {
+		n := e.cfg.partitions(req.topic)
+		req.pos = make([]Position, len(req.msgs))
+		for i, m := range req.msgs {
+			k := partKey{req.topic, PartitionFor(m.Key, n)}
+			next, ok := ends[k]
+			if !ok {
+				next = e.ends[k]
+			}
+			req.pos[i] = Position{Partition: k.partition, Offset: next}
+			ends[k] = next + 1
+		}
+	}
+	e.mu.Unlock()
+	now := time.Now().UnixMilli()
+	err := e.db.WithTx(context.Background(), func(tx *sql.Tx) error {
+		stmt, err := tx.Prepare("INSERT INTO eventlog_records (topic, partition_id, record_offset, record_key, record_value, created_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+		if err != nil {
+			return err
+		}
+		defer stmt.Close() // nolint: errcheck // closing a prepared statement in a finished tx cannot lose data
+		for _, req := range batch {
+			for i, m := range req.msgs {
+				if _, err := stmt.Exec(req.topic, req.pos[i].Partition, req.pos[i].Offset, m.Key, m.Value, now); err != nil {
+					return err
+				}
+			}
+		}
+		for k, next := range ends {
+			if _, err := tx.Exec(`INSERT INTO eventlog_ends (topic, partition_id, next_offset) VALUES ($1, $2, $3)
+				ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = $3`, k.topic, k.partition, next); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		e.mu.Lock()
+		for k, next := range ends {
+			e.ends[k] = next
+			if ch, ok := e.wakes[k]; ok {
+				close(ch)
+				delete(e.wakes, k)
+			}
+		}
+		e.mu.Unlock()
+	} else {
+		err = fmt.Errorf("append to event log: %w", err)
+	}
+	for _, req := range batch {
+		if err != nil {
+			req.pos = nil
+		}
+		req.err <- err
+	}
+}
+
+// trim deletes records older than the retention period.
+func (e *Embedded) trim() {
+	if e.cfg.Retention < 0 {
+		return
+	}
+	cutoff := time.Now().Add(-e.cfg.Retention).UnixMilli()
+	err := e.db.WithTx(context.Background(), func(tx *sql.Tx) error {
+		_, err := tx.Exec("DELETE FROM eventlog_records WHERE created_ms < $1", cutoff)
+		return err
+	})
+	if err != nil {
+		e.cfg.Metrics.trimFailed()
+	}
+}
+
+// EndOffset implements Log.
+func (e *Embedded) EndOffset(_ context.Context, topic string, partition int32) (int64, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ends[partKey{topic, partition}], nil
+}
+
+// wait returns a channel closed when the partition's end moves past from.
+func (e *Embedded) wait(k partKey, from int64) (chan struct{}, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ends[k] > from {
+		return nil, true
+	}
+	ch, ok := e.wakes[k]
+	if !ok {
+		ch = make(chan struct{})
+		e.wakes[k] = ch
+	}
+	return ch, false
+}
+
+// Consume implements Log.
+func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error {
+	k := partKey{topic, partition}
+	backoff := 100 * time.Millisecond
+	for {
+		ch, ready := e.wait(k, from)
+		if !ready {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-e.closed:
+				return ErrClosed
+			}
+			continue
+		}
+		recs, err := e.read(ctx, k, from)
+		if err == nil && len(recs) == 0 {
+			// Everything before the end was trimmed by retention: start at the oldest kept.
+			from, err = e.oldest(ctx, k, from)
+			continue
+		}
+		if err == nil {
+			err = handle(ctx, recs)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			backoff = min(backoff*2, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		from = recs[len(recs)-1].Offset + 1
+	}
+}
+
+const batchSize = 256
+
+func (e *Embedded) read(ctx context.Context, k partKey, from int64) ([]Record, error) {
+	rows, err := e.db.QueryContext(ctx, `SELECT record_offset, record_key, record_value, created_ms FROM eventlog_records
+		WHERE topic = $1 AND partition_id = $2 AND record_offset >= $3 ORDER BY record_offset LIMIT $4`, k.topic, k.partition, from, batchSize)
+	if err != nil {
+		return nil, fmt.Errorf("read log: %w", err)
+	}
+	defer rows.Close()
+	var recs []Record
+	for rows.Next() {
+		r := Record{Topic: k.topic, Partition: k.partition}
+		var ms int64
+		if err := rows.Scan(&r.Offset, &r.Key, &r.Value, &ms); err != nil {
+			return nil, err
+		}
+		r.Timestamp = time.UnixMilli(ms)
+		recs = append(recs, r)
+	}
+	return recs, rows.Err()
+}
+
+// oldest is the first kept offset at or after from, or the end if none is kept.
+func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, error) {
+	var next sql.NullInt64
+	err := e.db.QueryRowContext(ctx, "SELECT MIN(record_offset) FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset >= $3",
+		k.topic, k.partition, from).Scan(&next)
+	if err != nil {
+		return from, err
+	}
+	if next.Valid {
+		return next.Int64, nil
+	}
+	end, err := e.EndOffset(ctx, k.topic, k.partition)
+	return end, err
+}
+
+// Close stops the writer; queued produces fail with ErrClosed.
+func (e *Embedded) Close() error {
+	e.once.Do(func() { close(e.closed) })
+	<-e.done
+	return nil
+}

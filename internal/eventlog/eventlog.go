@@ -1,0 +1,98 @@
+// Package eventlog is the log abstraction every topic goes through, with Kafka's semantics:
+// keyed partitioning, per-partition order, dense offsets, at-least-once delivery and
+// consumer-managed offsets. Embedded is the durable SQL-backed implementation the monolith
+// runs on; OffsetStore and Consumer give consumers exactly-once application by saving their
+// offsets in the transaction that applies the records.
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"hash/fnv"
+	"time"
+)
+
+// Message is one record to append.
+type Message struct {
+	Key   []byte
+	Value []byte
+}
+
+// Position is where a record landed.
+type Position struct {
+	Partition int32
+	Offset    int64
+}
+
+// Record is a stored record as delivered to consumers.
+type Record struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Key       []byte
+	Value     []byte
+	Timestamp time.Time
+}
+
+// Log is implemented by the embedded log and by Kafka.
+type Log interface {
+	// Produce durably appends msgs to topic, each to partition PartitionFor(key); it returns
+	// their positions in order. Messages of one call to one partition keep their order.
+	Produce(ctx context.Context, topic string, msgs ...Message) ([]Position, error)
+	// Partitions is the topic's partition count.
+	Partitions(topic string) int32
+	// Consume hands the partition's records from offset from on, in order and in batches,
+	// to handle, as soon as they exist. A batch whose handle fails is offered again after a
+	// backoff. It returns ctx.Err() when ctx ends.
+	Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error
+	// EndOffset is the offset the next record appended to the partition will get.
+	EndOffset(ctx context.Context, topic string, partition int32) (int64, error)
+	Close() error
+}
+
+// PartitionFor is the one partitioner every process uses: FNV-1a 32-bit of key, mod n.
+func PartitionFor(key []byte, n int32) int32 {
+	h := fnv.New32a()
+	_, _ = h.Write(key) // hash writes never fail
+	return int32(h.Sum32() % uint32(n))
+}
+
+// Config configures topics. Topic names are full names: callers add the prefix.
+type Config struct {
+	// DefaultPartitions is the partition count of topics not in Partitions (default 16).
+	DefaultPartitions int32
+	Partitions        map[string]int32
+	// Retention is how long records are kept (default 7 days; negative keeps forever).
+	Retention time.Duration
+	Metrics   *Metrics
+}
+
+func (c *Config) partitions(topic string) int32 {
+	if n, ok := c.Partitions[topic]; ok && n > 0 {
+		return n
+	}
+	if c.DefaultPartitions > 0 {
+		return c.DefaultPartitions
+	}
+	return 16
+}
+
+// ErrClosed is returned by a closed log.
+var ErrClosed = errors.New("event log closed")
+
+// retryable marks a transient error.
+type retryable struct{ err error }
+
+func (r retryable) Error() string { return r.err.Error() }
+func (r retryable) Unwrap() error { return r.err }
+
+// Retry marks err as transient: a Consumer retries it forever instead of dead-lettering.
+func Retry(err error) error {
+	return retryable{err}
+}
+
+// IsRetry reports whether err was marked with Retry.
+func IsRetry(err error) bool {
+	var r retryable
+	return errors.As(err, &r)
+}

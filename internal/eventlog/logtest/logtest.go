@@ -1,0 +1,142 @@
+// Package logtest is the contract every eventlog.Log implementation must pass: the embedded
+// log runs it now, the Kafka implementation will run the same suite.
+package logtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+)
+
+// collect consumes a partition from offset from until it has n records or the deadline.
+func collect(t *testing.T, l eventlog.Log, topic string, p int32, from int64, n int) []eventlog.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []eventlog.Record
+	err := l.Consume(ctx, topic, p, from, func(_ context.Context, recs []eventlog.Record) error {
+		got = append(got, recs...)
+		if len(got) >= n {
+			cancel()
+		}
+		return nil
+	})
+	if len(got) < n {
+		t.Fatalf("partition %d: got %d of %d records (%v)", p, len(got), n, err)
+	}
+	return got
+}
+
+// RunLogContract runs the contract against logs made by newLog.
+func RunLogContract(t *testing.T, newLog func(t *testing.T) eventlog.Log) {
+	t.Run("ordered dense offsets per key", func(t *testing.T) {
+		l := newLog(t)
+		ctx := context.Background()
+		var pos []eventlog.Position
+		for i := 0; i < 20; i++ {
+			p, err := l.Produce(ctx, "order", eventlog.Message{Key: []byte("room-a"), Value: []byte(fmt.Sprint(i))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pos = append(pos, p[0])
+		}
+		want := eventlog.PartitionFor([]byte("room-a"), l.Partitions("order"))
+		for i, p := range pos {
+			if p.Partition != want || p.Offset != int64(i) {
+				t.Fatalf("record %d at %+v, want partition %d offset %d", i, p, want, i)
+			}
+		}
+		end, err := l.EndOffset(ctx, "order", want)
+		if err != nil || end != 20 {
+			t.Fatalf("end offset %d (%v), want 20", end, err)
+		}
+		recs := collect(t, l, "order", want, 5, 15)
+		for i, r := range recs {
+			if string(r.Value) != fmt.Sprint(i+5) || r.Offset != int64(i+5) {
+				t.Fatalf("record %d is %q at %d", i, r.Value, r.Offset)
+			}
+		}
+	})
+	t.Run("wakes a waiting consumer", func(t *testing.T) {
+		l := newLog(t)
+		p := eventlog.PartitionFor([]byte("k"), l.Partitions("wake"))
+		got := make(chan time.Time, 1)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			_ = l.Consume(ctx, "wake", p, 0, func(context.Context, []eventlog.Record) error { // ends with ctx
+				got <- time.Now()
+				return nil
+			})
+		}()
+		time.Sleep(50 * time.Millisecond) // let the consumer block; correctness does not depend on it
+		sent := time.Now()
+		if _, err := l.Produce(ctx, "wake", eventlog.Message{Key: []byte("k"), Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case at := <-got:
+			if d := at.Sub(sent); d > 500*time.Millisecond {
+				t.Fatalf("consumer woke after %v", d)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("consumer never woke")
+		}
+	})
+	t.Run("concurrent producers lose and duplicate nothing", func(t *testing.T) {
+		l := newLog(t)
+		var wg sync.WaitGroup
+		const producers, each = 20, 25
+		for i := 0; i < producers; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				for j := 0; j < each; j++ {
+					if _, err := l.Produce(context.Background(), "many", eventlog.Message{Key: []byte("same"), Value: []byte(fmt.Sprintf("%d-%d", i, j))}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}(i)
+		}
+		wg.Wait()
+		p := eventlog.PartitionFor([]byte("same"), l.Partitions("many"))
+		recs := collect(t, l, "many", p, 0, producers*each)
+		seen := map[string]bool{}
+		for _, r := range recs {
+			if seen[string(r.Value)] {
+				t.Fatalf("duplicate %s", r.Value)
+			}
+			seen[string(r.Value)] = true
+		}
+		if len(seen) != producers*each {
+			t.Fatalf("got %d distinct records, want %d", len(seen), producers*each)
+		}
+	})
+	t.Run("failed batch is redelivered", func(t *testing.T) {
+		l := newLog(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		pos, err := l.Produce(ctx, "redeliver", eventlog.Message{Key: []byte("k"), Value: []byte("x")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		calls := 0
+		err = l.Consume(ctx, "redeliver", pos[0].Partition, 0, func(context.Context, []eventlog.Record) error {
+			calls++
+			if calls == 1 {
+				return errors.New("transient")
+			}
+			cancel()
+			return nil
+		})
+		if calls != 2 || !errors.Is(err, context.Canceled) {
+			t.Fatalf("handler called %d times, Consume returned %v", calls, err)
+		}
+	})
+}

@@ -1,0 +1,62 @@
+package eventlog
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the log's instruments; a nil *Metrics records nothing.
+type Metrics struct {
+	consumedTotal *prometheus.CounterVec
+	failures      *prometheus.CounterVec
+	deadLetters   *prometheus.CounterVec
+	produce       *prometheus.HistogramVec
+	trimFailures  prometheus.Counter
+}
+
+// NewMetrics registers the log metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		consumedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_consumed_total", Help: "Records applied by consumers."}, []string{"topic"}),
+		failures:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_consumer_failures_total", Help: "Failed attempts to apply records."}, []string{"topic"}),
+		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_dead_letters_total", Help: "Records given up on and dead-lettered."}, []string{"topic"}),
+		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dendrite_eventlog_produce_seconds", Help: "Time to durably append.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"topic"}),
+		trimFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_eventlog_retention_failures_total", Help: "Failed retention runs."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures)
+	}
+	return m
+}
+
+func (m *Metrics) consumed(topic string, n int) {
+	if m != nil {
+		m.consumedTotal.WithLabelValues(topic).Add(float64(n))
+	}
+}
+
+func (m *Metrics) failed(topic string) {
+	if m != nil {
+		m.failures.WithLabelValues(topic).Inc()
+	}
+}
+
+func (m *Metrics) deadLettered(topic string) {
+	if m != nil {
+		m.deadLetters.WithLabelValues(topic).Inc()
+	}
+}
+
+func (m *Metrics) produced(topic string, d time.Duration) {
+	if m != nil {
+		m.produce.WithLabelValues(topic).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) trimFailed() {
+	if m != nil {
+		m.trimFailures.Inc()
+	}
+}
