@@ -1,0 +1,252 @@
+// Package config is Dendrite's configuration: one YAML file with a global section and a
+// section per component, a default for every key, environment overrides
+// (DENDRITE_<YAML_PATH_UPPER>) and a Verify that reports every problem with its YAML path.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Version is the config format this code reads.
+const Version = 1
+
+// Dendrite is the whole configuration.
+type Dendrite struct {
+	Version    int        `yaml:"version"`
+	Global     Global     `yaml:"global"`
+	ClientAPI  ClientAPI  `yaml:"client_api"`
+	RoomServer RoomServer `yaml:"room_server"`
+	SyncAPI    SyncAPI    `yaml:"sync_api"`
+	UserAPI    UserAPI    `yaml:"user_api"`
+}
+
+// Global holds settings shared by every component.
+type Global struct {
+	// ServerName is the Matrix server name.
+	ServerName string `yaml:"server_name"`
+	// DataDir holds the signing key, SQLite databases and the embedded log by default.
+	DataDir string `yaml:"data_dir"`
+	// PrivateKeyPath is the ed25519 signing key (default <data_dir>/matrix_key.pem).
+	PrivateKeyPath string `yaml:"private_key"`
+	// HTTPBindAddress is where the client API is served over plain HTTP.
+	HTTPBindAddress string `yaml:"http_bind_address"`
+	// Database, when its connection string is set, is used by every component without its own.
+	Database DatabaseOptions `yaml:"database"`
+	Log      LogOptions      `yaml:"log"`
+	Logging  LoggingOptions  `yaml:"logging"`
+	Metrics  MetricsOptions  `yaml:"metrics"`
+}
+
+// DatabaseOptions names a database.
+type DatabaseOptions struct {
+	// ConnectionString is "postgres://..." or "file:PATH" (SQLite); empty means the default.
+	ConnectionString string `yaml:"connection_string"`
+}
+
+// LogOptions configures the event log.
+type LogOptions struct {
+	// Kind is "embedded" (SQL-backed, in process); "kafka" comes with the polylith.
+	Kind string `yaml:"kind"`
+	// TopicPrefix is prepended to every topic name.
+	TopicPrefix string `yaml:"topic_prefix"`
+	// Partitions is the partition count of every topic.
+	Partitions int32 `yaml:"partitions"`
+	// EmbeddedDatabase holds the embedded log (default <data_dir>/eventlog.db).
+	EmbeddedDatabase DatabaseOptions `yaml:"embedded_database"`
+	// Retention is how long records are kept.
+	Retention Duration `yaml:"retention"`
+}
+
+// LoggingOptions configures the process log.
+type LoggingOptions struct {
+	// Level is a logrus level: debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is "text" or "json".
+	Format string `yaml:"format"`
+}
+
+// MetricsOptions configures Prometheus metrics on /metrics.
+type MetricsOptions struct {
+	Enabled bool `yaml:"enabled"`
+}
+
+// ClientAPI configures clientapi.
+type ClientAPI struct {
+	// RegistrationDisabled closes open registration (m.login.dummy, no captcha).
+	RegistrationDisabled bool `yaml:"registration_disabled"`
+	// RegistrationSharedSecret enables /_synapse/admin/v1/register when set.
+	RegistrationSharedSecret string       `yaml:"registration_shared_secret"`
+	GuestsDisabled           bool         `yaml:"guests_disabled"`
+	RateLimiting             RateLimiting `yaml:"rate_limiting"`
+	// MaxBodyBytes bounds request bodies.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+}
+
+// RateLimiting configures per-user and per-IP token buckets.
+type RateLimiting struct {
+	Enabled       bool     `yaml:"enabled"`
+	PerSecond     float64  `yaml:"per_second"`
+	Burst         int      `yaml:"burst"`
+	ExemptUserIDs []string `yaml:"exempt_user_ids"`
+}
+
+// RoomServer configures the roomserver.
+type RoomServer struct {
+	Database DatabaseOptions `yaml:"database"`
+	// Shards is how many roomserver shards split the input partitions.
+	Shards int `yaml:"shards"`
+	// InputWaitTimeout bounds how long a writer waits for the roomserver's verdict.
+	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
+}
+
+// SyncAPI configures the sync API.
+type SyncAPI struct {
+	Database DatabaseOptions `yaml:"database"`
+}
+
+// UserAPI configures accounts and devices.
+type UserAPI struct {
+	Database DatabaseOptions `yaml:"database"`
+	// BCryptCost is the password hashing cost.
+	BCryptCost int `yaml:"bcrypt_cost"`
+}
+
+// Duration is a time.Duration written as "30s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML parses "30s".
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes "30s".
+func (d Duration) MarshalYAML() (any, error) {
+	return time.Duration(d).String(), nil
+}
+
+// Defaults is the configuration with every default filled in.
+func Defaults() *Dendrite {
+	return &Dendrite{
+		Version: Version,
+		Global: Global{
+			ServerName: "localhost", DataDir: "./data", HTTPBindAddress: ":8008",
+			Log:     LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour)},
+			Logging: LoggingOptions{Level: "info", Format: "text"},
+			Metrics: MetricsOptions{Enabled: true},
+		},
+		ClientAPI: ClientAPI{
+			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
+			RateLimiting: RateLimiting{Enabled: true, PerSecond: 5, Burst: 20},
+		},
+		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second)},
+		UserAPI:    UserAPI{BCryptCost: 10},
+	}
+}
+
+// Load reads a config file over the defaults, applies environment overrides and verifies it.
+func Load(path string) (*Dendrite, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return LoadBytes(b, os.Environ())
+}
+
+// LoadBytes is Load on the file's bytes and an environment.
+func LoadBytes(b []byte, env []string) (*Dendrite, error) {
+	c := Defaults()
+	if err := yaml.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	if err := applyEnv(c, env); err != nil {
+		return nil, err
+	}
+	if c.Global.PrivateKeyPath == "" {
+		c.Global.PrivateKeyPath = filepath.Join(c.Global.DataDir, "matrix_key.pem")
+	}
+	if err := c.Verify(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ConfigErrors is every problem found, each "yaml.path: problem".
+type ConfigErrors []string
+
+// Error lists the problems.
+func (e ConfigErrors) Error() string {
+	return "invalid config:\n  " + strings.Join(e, "\n  ")
+}
+
+// Verify reports every problem at once.
+func (c *Dendrite) Verify() error {
+	var errs ConfigErrors
+	bad := func(path, problem string) { errs = append(errs, path+": "+problem) }
+	if c.Version != Version {
+		bad("version", fmt.Sprintf("must be %d", Version))
+	}
+	if c.Global.ServerName == "" {
+		bad("global.server_name", "must not be empty")
+	}
+	if c.Global.DataDir == "" {
+		bad("global.data_dir", "must not be empty")
+	}
+	if c.Global.Log.Kind != "embedded" {
+		bad("global.log.kind", "must be embedded (kafka comes with the polylith)")
+	}
+	if c.Global.Log.Partitions < 1 || c.Global.Log.Partitions > 1024 {
+		bad("global.log.partitions", "must be between 1 and 1024")
+	}
+	if _, err := parseLevel(c.Global.Logging.Level); err != nil {
+		bad("global.logging.level", err.Error())
+	}
+	if f := c.Global.Logging.Format; f != "text" && f != "json" {
+		bad("global.logging.format", "must be text or json")
+	}
+	if rl := c.ClientAPI.RateLimiting; rl.Enabled && (rl.PerSecond <= 0 || rl.Burst < 1) {
+		bad("client_api.rate_limiting", "per_second must be positive and burst at least 1")
+	}
+	if c.ClientAPI.MaxBodyBytes < 65536 {
+		bad("client_api.max_body_bytes", "must be at least 65536 (one event)")
+	}
+	if c.RoomServer.Shards < 1 || int32(c.RoomServer.Shards) > c.Global.Log.Partitions {
+		bad("room_server.shards", "must be between 1 and global.log.partitions")
+	}
+	if c.RoomServer.InputWaitTimeout <= 0 {
+		bad("room_server.input_wait_timeout", "must be positive")
+	}
+	if c.UserAPI.BCryptCost < 4 || c.UserAPI.BCryptCost > 31 {
+		bad("user_api.bcrypt_cost", "must be between 4 and 31")
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errs
+}
+
+// DatabaseFor is a component's effective DSN: its own, else the global one, else a SQLite
+// file in the data directory.
+func (c *Dendrite) DatabaseFor(component string, own DatabaseOptions) string {
+	if own.ConnectionString != "" {
+		return own.ConnectionString
+	}
+	if c.Global.Database.ConnectionString != "" && component != "eventlog" {
+		return c.Global.Database.ConnectionString
+	}
+	return "file:" + filepath.Join(c.Global.DataDir, component+".db")
+}
+
+// errNoField is returned for an environment override naming no key.
+var errNoField = errors.New("no such config key")

@@ -1,0 +1,80 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestSampleIsCommittedAndValid(t *testing.T) {
+	committed, err := os.ReadFile("../../dendrite-config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(committed, Sample()) {
+		t.Fatal("dendrite-config.yaml differs from config.Sample(): regenerate it with `go run ./cmd/dendrite sample-config > dendrite-config.yaml`")
+	}
+	if _, err := LoadBytes(committed, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadBytes(DevConfig(t.TempDir()), nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestContractKeysAndEnvironment(t *testing.T) {
+	c, err := LoadBytes([]byte("global:\n  server_name: example.org\n  data_dir: /tmp/x\nclient_api:\n  registration_disabled: false\n"),
+		[]string{"DENDRITE_CLIENT_API_REGISTRATION_SHARED_SECRET=s3", "DENDRITE_ROOM_SERVER_INPUT_WAIT_TIMEOUT=5s",
+			"DENDRITE_GLOBAL_LOG_PARTITIONS=8", "DENDRITE_CLIENT_API_RATE_LIMITING_EXEMPT_USER_IDS=@a:b, @c:d", "UNRELATED=1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case c.Global.ServerName != "example.org", c.ClientAPI.RegistrationDisabled, c.ClientAPI.RegistrationSharedSecret != "s3",
+		time.Duration(c.RoomServer.InputWaitTimeout) != 5*time.Second, c.Global.Log.Partitions != 8,
+		len(c.ClientAPI.RateLimiting.ExemptUserIDs) != 2, c.Global.PrivateKeyPath != "/tmp/x/matrix_key.pem":
+		t.Fatalf("unexpected config %+v", c)
+	}
+	if got := c.DatabaseFor("roomserver", c.RoomServer.Database); got != "file:/tmp/x/roomserver.db" {
+		t.Fatalf("DatabaseFor: %s", got)
+	}
+	c.Global.Database.ConnectionString = "postgres://db"
+	if got := c.DatabaseFor("syncapi", c.SyncAPI.Database); got != "postgres://db" {
+		t.Fatalf("DatabaseFor with global postgres: %s", got)
+	}
+	if _, err = LoadBytes(nil, []string{"DENDRITE_CLIENT_API_REGISTRATION_DISABLED=maybe"}); err == nil {
+		t.Fatal("a bad boolean override was accepted")
+	}
+}
+
+func TestVerifyReportsEveryProblem(t *testing.T) {
+	_, err := LoadBytes([]byte("global:\n  server_name: \"\"\n  log:\n    partitions: 0\nroom_server:\n  shards: 0\nuser_api:\n  bcrypt_cost: 99\n"), nil)
+	var errs ConfigErrors
+	if !errors.As(err, &errs) {
+		t.Fatalf("want ConfigErrors, got %v", err)
+	}
+	for _, path := range []string{"global.server_name", "global.log.partitions", "room_server.shards", "user_api.bcrypt_cost"} {
+		if !strings.Contains(err.Error(), path+":") {
+			t.Errorf("missing error for %s in %v", path, err)
+		}
+	}
+}
+
+func TestKeyIsGeneratedThenReloaded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k", "matrix_key.pem")
+	id1, k1, err := LoadOrGenerateKey(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id2, k2, err := LoadOrGenerateKey(path)
+	if err != nil || id1 != id2 || !k1.Equal(k2) || !strings.HasPrefix(string(id1), "ed25519:") {
+		t.Fatalf("reloaded key differs: %s %s %v", id1, id2, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", fi.Mode())
+	}
+}

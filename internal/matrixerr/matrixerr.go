@@ -1,0 +1,60 @@
+// Package matrixerr is the client-visible Matrix error: a code, an HTTP status and a
+// message, made only by the constructors below so that codes and statuses stay in one
+// place (the spec's "Standard error response").
+package matrixerr
+
+import (
+	"net/http"
+	"time"
+)
+
+// Error is {"errcode": Code, "error": Message} with optional extra fields.
+type Error struct {
+	Code         string `json:"errcode"`
+	Message      string `json:"error"`
+	Status       int    `json:"-"`
+	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
+	RoomVersion  string `json:"room_version,omitempty"`
+}
+
+// Error implements error.
+func (e *Error) Error() string {
+	return e.Code + ": " + e.Message
+}
+
+func mk(code string, status int) func(string) *Error {
+	return func(msg string) *Error { return &Error{Code: code, Message: msg, Status: status} }
+}
+
+// The constructors, one per error code the server sends.
+var (
+	Forbidden              = mk("M_FORBIDDEN", http.StatusForbidden)
+	NotFound               = mk("M_NOT_FOUND", http.StatusNotFound)
+	Unrecognized           = mk("M_UNRECOGNIZED", http.StatusNotFound)
+	BadJSON                = mk("M_BAD_JSON", http.StatusBadRequest)
+	NotJSON                = mk("M_NOT_JSON", http.StatusBadRequest)
+	MissingToken           = mk("M_MISSING_TOKEN", http.StatusUnauthorized)
+	UnknownToken           = mk("M_UNKNOWN_TOKEN", http.StatusUnauthorized)
+	MissingParam           = mk("M_MISSING_PARAM", http.StatusBadRequest)
+	InvalidParam           = mk("M_INVALID_PARAM", http.StatusBadRequest)
+	UserInUse              = mk("M_USER_IN_USE", http.StatusBadRequest)
+	InvalidUsername        = mk("M_INVALID_USERNAME", http.StatusBadRequest)
+	Exclusive              = mk("M_EXCLUSIVE", http.StatusBadRequest)
+	TooLarge               = mk("M_TOO_LARGE", http.StatusRequestEntityTooLarge)
+	UnsupportedRoomVersion = mk("M_UNSUPPORTED_ROOM_VERSION", http.StatusBadRequest)
+	BadState               = mk("M_BAD_STATE", http.StatusBadRequest)
+	GuestAccessForbidden   = mk("M_GUEST_ACCESS_FORBIDDEN", http.StatusForbidden)
+	RoomInUse              = mk("M_ROOM_IN_USE", http.StatusBadRequest)
+	InvalidRoomState       = mk("M_INVALID_ROOM_STATE", http.StatusBadRequest)
+	WeakPassword           = mk("M_WEAK_PASSWORD", http.StatusBadRequest)
+	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
+	// Unknown is an internal failure; its message must be generic.
+	Unknown = mk("M_UNKNOWN", http.StatusInternalServerError)
+	// BadRequest is M_UNKNOWN with status 400, for client errors with no specific code.
+	BadRequest = mk("M_UNKNOWN", http.StatusBadRequest)
+)
+
+// LimitExceeded is 429 M_LIMIT_EXCEEDED with the time to wait.
+func LimitExceeded(retryAfter time.Duration) *Error {
+	return &Error{Code: "M_LIMIT_EXCEEDED", Message: "too many requests", Status: http.StatusTooManyRequests, RetryAfterMS: retryAfter.Milliseconds()}
+}
