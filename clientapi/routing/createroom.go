@@ -262,9 +262,13 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 }
 
 // powerLevels is the initial power levels content: the spec's defaults, the creator at
-// 100 (and invitees of a trusted private chat), then the client's override on top.
+// 100 (before v12) (and invitees of a trusted private chat), then the client's override on top.
 func powerLevels(sender string, req *createRoomRequest) (json.RawMessage, error) {
-	users := map[string]int64{sender: 100}
+	users := map[string]int64{}
+	if !gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)).PrivilegedCreators() {
+		// From v12 the creator outranks every power level and must not be listed.
+		users[sender] = 100
+	}
 	if req.Preset == presetTrustedPrivateChat {
 		for _, u := range req.Invite {
 			users[u] = 100

@@ -228,12 +228,14 @@ func (in *Inputer) checkEvent(ctx context.Context, p *pendingRoom, ie *api.Input
 		if id, ok := p.txns[*ie.TxnID]; ok {
 			return &acceptedEvent{result: &api.Result{EventID: id}}, nil
 		}
-		id, err := in.db.Transaction(ctx, ie.TxnID.UserID, ie.TxnID.DeviceID, ie.TxnID.TransactionID)
-		if err == nil {
-			return &acceptedEvent{result: &api.Result{EventID: id}}, nil
-		}
-		if !errors.Is(err, storage.ErrNotFound) {
-			return nil, err
+		if p.head != nil {
+			id, err := in.db.Transaction(ctx, p.head.room.NID, ie.TxnID.UserID, ie.TxnID.DeviceID, ie.TxnID.TransactionID)
+			if err == nil {
+				return &acceptedEvent{result: &api.Result{EventID: id}}, nil
+			}
+			if !errors.Is(err, storage.ErrNotFound) {
+				return nil, err
+			}
 		}
 	}
 	var ev gomatrixserverlib.PDU

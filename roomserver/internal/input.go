@@ -385,7 +385,7 @@ func (in *Inputer) writeEvent(ctx context.Context, w storage.Writer, h *roomHead
 		}
 	}
 	if acc.txnID != nil {
-		if err = w.InsertTransaction(acc.txnID.UserID, acc.txnID.DeviceID, acc.txnID.TransactionID, ev.EventID()); err != nil {
+		if err = w.InsertTransaction(h.room.NID, acc.txnID.UserID, acc.txnID.DeviceID, acc.txnID.TransactionID, ev.EventID()); err != nil {
 			return 0, err
 		}
 	}

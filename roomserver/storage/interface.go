@@ -67,7 +67,7 @@ type Database interface {
 	EventsByID(ctx context.Context, ids []string) ([]Event, error)
 	Snapshot(ctx context.Context, nid types.SnapshotNID) ([types.Buckets]types.BlockNID, error)
 	Blocks(ctx context.Context, nids []types.BlockNID) (map[types.BlockNID][]types.StateEntry, error)
-	Transaction(ctx context.Context, userID, deviceID, txnID string) (string, error)
+	Transaction(ctx context.Context, roomNID types.RoomNID, userID, deviceID, txnID string) (string, error)
 	Membership(ctx context.Context, roomNID types.RoomNID, userID string) (*Membership, error)
 	RoomsForUser(ctx context.Context, userID, membership string) ([]string, error)
 	Outbox(ctx context.Context) ([]Outbound, error)
@@ -84,7 +84,7 @@ type Writer interface {
 	InsertBlock(entries []types.StateEntry) (types.BlockNID, error)
 	InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]types.BlockNID) (types.SnapshotNID, error)
 	RedactEvent(nid types.EventNID, redactedJSON []byte) error
-	InsertTransaction(userID, deviceID, txnID, eventID string) error
+	InsertTransaction(roomNID types.RoomNID, userID, deviceID, txnID, eventID string) error
 	SetMembership(roomNID types.RoomNID, m Membership) error
 	InsertOutbox(roomID string, payload []byte) (int64, error)
 	// SaveOffset records the input log position in the same transaction.

@@ -207,10 +207,10 @@ func (d *Database) Blocks(ctx context.Context, nids []types.BlockNID) (map[types
 }
 
 // Transaction implements storage.Database.
-func (d *Database) Transaction(ctx context.Context, userID, deviceID, txnID string) (string, error) {
+func (d *Database) Transaction(ctx context.Context, roomNID types.RoomNID, userID, deviceID, txnID string) (string, error) {
 	var eventID string
-	err := d.db.QueryRowContext(ctx, "SELECT event_id FROM roomserver_transactions WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
-		userID, deviceID, txnID).Scan(&eventID)
+	err := d.db.QueryRowContext(ctx, "SELECT event_id FROM roomserver_transactions WHERE room_nid = $1 AND user_id = $2 AND device_id = $3 AND txn_id = $4",
+		roomNID, userID, deviceID, txnID).Scan(&eventID)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", storage.ErrNotFound
 	}

@@ -43,11 +43,12 @@ CREATE TABLE IF NOT EXISTS roomserver_state_snapshots (
 	block_nids {bytes} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS roomserver_transactions (
+	room_nid {bigint} NOT NULL,
 	user_id TEXT NOT NULL,
 	device_id TEXT NOT NULL,
 	txn_id TEXT NOT NULL,
 	event_id TEXT NOT NULL,
-	PRIMARY KEY (user_id, device_id, txn_id)
+	PRIMARY KEY (room_nid, user_id, device_id, txn_id)
 );
 CREATE TABLE IF NOT EXISTS roomserver_memberships (
 	room_nid {bigint} NOT NULL,

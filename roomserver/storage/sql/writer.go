@@ -64,9 +64,9 @@ func (w *writer) RedactEvent(nid types.EventNID, redactedJSON []byte) error {
 	return err
 }
 
-func (w *writer) InsertTransaction(userID, deviceID, txnID, eventID string) error {
-	_, err := w.tx.ExecContext(w.ctx, `INSERT INTO roomserver_transactions (user_id, device_id, txn_id, event_id)
-		VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id, txn_id) DO NOTHING`, userID, deviceID, txnID, eventID)
+func (w *writer) InsertTransaction(roomNID types.RoomNID, userID, deviceID, txnID, eventID string) error {
+	_, err := w.tx.ExecContext(w.ctx, `INSERT INTO roomserver_transactions (room_nid, user_id, device_id, txn_id, event_id)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_nid, user_id, device_id, txn_id) DO NOTHING`, roomNID, userID, deviceID, txnID, eventID)
 	return err
 }
 
