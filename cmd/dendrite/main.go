@@ -4,6 +4,7 @@
 //
 //	dendrite [--config FILE] [--data DIR] [--http-bind-address ADDR]
 //	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
+//	dendrite sample-config > dendrite-config.yaml
 package main
 
 import (
@@ -27,9 +28,12 @@ import (
 
 func main() {
 	var err error
-	if len(os.Args) > 1 && os.Args[1] == "create-account" {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == "create-account":
 		err = createAccount(os.Args[2:], os.Stdin, os.Stdout)
-	} else {
+	case len(os.Args) > 1 && os.Args[1] == "sample-config":
+		_, err = os.Stdout.Write(config.Sample())
+	default:
 		err = serve(os.Args[1:])
 	}
 	if err != nil {

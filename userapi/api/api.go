@@ -1,0 +1,218 @@
+// Package api is the userapi's contract: accounts, devices and access tokens, profiles,
+// account data, filters, and the OutputClientData topic.
+package api
+
+import (
+	"context"
+	"encoding/json"
+)
+
+// AccountType distinguishes user, guest and admin accounts.
+type AccountType int
+
+const (
+	// AccountTypeUser is an ordinary account.
+	AccountTypeUser AccountType = 1
+	// AccountTypeGuest is a guest account.
+	AccountTypeGuest AccountType = 2
+	// AccountTypeAdmin is a server administrator.
+	AccountTypeAdmin AccountType = 3
+)
+
+// Device is a logged-in session: what an access token stands for.
+type Device struct {
+	UserID      string `json:"user_id"`
+	DeviceID    string `json:"device_id"`
+	DisplayName string `json:"display_name"`
+	LastSeenTS  int64  `json:"last_seen_ts"`
+	LastSeenIP  string `json:"last_seen_ip"`
+}
+
+// String is the device's user ID: rate limits are charged per user.
+func (d *Device) String() string {
+	return d.UserID
+}
+
+// Account is a local account.
+type Account struct {
+	UserID      string      `json:"user_id"`
+	Localpart   string      `json:"localpart"`
+	ServerName  string      `json:"server_name"`
+	AccountType AccountType `json:"account_type"`
+}
+
+// QueryAccessTokenRequest looks up a token.
+type QueryAccessTokenRequest struct {
+	AccessToken string `json:"access_token"`
+}
+
+// QueryAccessTokenResponse is the token's device.
+type QueryAccessTokenResponse struct {
+	Device *Device `json:"device"`
+}
+
+// PerformAccountCreationRequest creates an account.
+type PerformAccountCreationRequest struct {
+	Localpart   string      `json:"localpart"`
+	Password    string      `json:"password"`
+	AccountType AccountType `json:"account_type"`
+}
+
+// PerformAccountCreationResponse is the new account.
+type PerformAccountCreationResponse struct {
+	Account *Account `json:"account"`
+}
+
+// QueryLocalpartAvailableRequest asks whether a localpart is free.
+type QueryLocalpartAvailableRequest struct {
+	Localpart string `json:"localpart"`
+}
+
+// QueryLocalpartAvailableResponse answers it.
+type QueryLocalpartAvailableResponse struct {
+	Available bool `json:"available"`
+}
+
+// QueryAccountByPasswordRequest checks a password.
+type QueryAccountByPasswordRequest struct {
+	Localpart string `json:"localpart"`
+	Password  string `json:"password"`
+}
+
+// QueryAccountByPasswordResponse is the account whose password matched.
+type QueryAccountByPasswordResponse struct {
+	Account *Account `json:"account"`
+}
+
+// PerformDeviceCreationRequest logs a device in.
+type PerformDeviceCreationRequest struct {
+	Localpart   string  `json:"localpart"`
+	DeviceID    *string `json:"device_id,omitempty"`
+	DisplayName *string `json:"display_name,omitempty"`
+	IP          string  `json:"ip"`
+	UserAgent   string  `json:"user_agent"`
+}
+
+// PerformDeviceCreationResponse is the device and its new token.
+type PerformDeviceCreationResponse struct {
+	Device      *Device `json:"device"`
+	AccessToken string  `json:"access_token"`
+}
+
+// PerformDeviceDeletionRequest logs devices out: DeviceIDs, or all but ExceptDeviceID
+// when DeviceIDs is nil.
+type PerformDeviceDeletionRequest struct {
+	UserID         string   `json:"user_id"`
+	DeviceIDs      []string `json:"device_ids,omitempty"`
+	ExceptDeviceID string   `json:"except_device_id,omitempty"`
+}
+
+// PerformDeviceDeletionResponse is empty.
+type PerformDeviceDeletionResponse struct{}
+
+// QueryDevicesRequest lists a user's devices.
+type QueryDevicesRequest struct {
+	UserID string `json:"user_id"`
+}
+
+// QueryDevicesResponse lists devices.
+type QueryDevicesResponse struct {
+	Devices []Device `json:"devices"`
+}
+
+// PerformDeviceUpdateRequest renames a device.
+type PerformDeviceUpdateRequest struct {
+	UserID      string  `json:"user_id"`
+	DeviceID    string  `json:"device_id"`
+	DisplayName *string `json:"display_name"`
+}
+
+// PerformDeviceUpdateResponse is empty.
+type PerformDeviceUpdateResponse struct{}
+
+// QueryProfileRequest asks for a local user's profile.
+type QueryProfileRequest struct {
+	UserID string `json:"user_id"`
+}
+
+// QueryProfileResponse is the profile.
+type QueryProfileResponse struct {
+	DisplayName string `json:"displayname,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+}
+
+// PerformSetProfileRequest sets one profile field.
+type PerformSetProfileRequest struct {
+	Localpart string `json:"localpart"`
+	Value     string `json:"value"`
+}
+
+// PerformSetProfileResponse says whether anything changed.
+type PerformSetProfileResponse struct {
+	Changed bool `json:"changed"`
+}
+
+// PerformAccountDataRequest stores account data; RoomID "" is global.
+type PerformAccountDataRequest struct {
+	UserID   string          `json:"user_id"`
+	RoomID   string          `json:"room_id,omitempty"`
+	DataType string          `json:"data_type"`
+	Data     json.RawMessage `json:"data"`
+}
+
+// PerformAccountDataResponse is empty.
+type PerformAccountDataResponse struct{}
+
+// QueryAccountDataRequest reads account data; DataType "" means every type.
+type QueryAccountDataRequest struct {
+	UserID   string `json:"user_id"`
+	RoomID   string `json:"room_id,omitempty"`
+	DataType string `json:"data_type,omitempty"`
+}
+
+// QueryAccountDataResponse holds global and per-room account data by type.
+type QueryAccountDataResponse struct {
+	Global map[string]json.RawMessage            `json:"global"`
+	Rooms  map[string]map[string]json.RawMessage `json:"rooms"`
+}
+
+// PerformPutFilterRequest stores a filter.
+type PerformPutFilterRequest struct {
+	Localpart string          `json:"localpart"`
+	Filter    json.RawMessage `json:"filter"`
+}
+
+// PerformPutFilterResponse is the filter's ID.
+type PerformPutFilterResponse struct {
+	FilterID string `json:"filter_id"`
+}
+
+// QueryFilterRequest reads a filter.
+type QueryFilterRequest struct {
+	Localpart string `json:"localpart"`
+	FilterID  string `json:"filter_id"`
+}
+
+// QueryFilterResponse is the filter.
+type QueryFilterResponse struct {
+	Filter json.RawMessage `json:"filter"`
+}
+
+// ClientUserAPI is what clientapi uses.
+type ClientUserAPI interface {
+	QueryAccessToken(ctx context.Context, req *QueryAccessTokenRequest) (*QueryAccessTokenResponse, error)
+	PerformAccountCreation(ctx context.Context, req *PerformAccountCreationRequest) (*PerformAccountCreationResponse, error)
+	QueryLocalpartAvailable(ctx context.Context, req *QueryLocalpartAvailableRequest) (*QueryLocalpartAvailableResponse, error)
+	QueryAccountByPassword(ctx context.Context, req *QueryAccountByPasswordRequest) (*QueryAccountByPasswordResponse, error)
+	PerformDeviceCreation(ctx context.Context, req *PerformDeviceCreationRequest) (*PerformDeviceCreationResponse, error)
+	PerformDeviceDeletion(ctx context.Context, req *PerformDeviceDeletionRequest) (*PerformDeviceDeletionResponse, error)
+	QueryDevices(ctx context.Context, req *QueryDevicesRequest) (*QueryDevicesResponse, error)
+	PerformDeviceUpdate(ctx context.Context, req *PerformDeviceUpdateRequest) (*PerformDeviceUpdateResponse, error)
+	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
+	PerformSetDisplayName(ctx context.Context, req *PerformSetProfileRequest) (*PerformSetProfileResponse, error)
+	PerformSetAvatarURL(ctx context.Context, req *PerformSetProfileRequest) (*PerformSetProfileResponse, error)
+	PerformAccountData(ctx context.Context, req *PerformAccountDataRequest) (*PerformAccountDataResponse, error)
+	QueryAccountData(ctx context.Context, req *QueryAccountDataRequest) (*QueryAccountDataResponse, error)
+	PerformPutFilter(ctx context.Context, req *PerformPutFilterRequest) (*PerformPutFilterResponse, error)
+	QueryFilter(ctx context.Context, req *QueryFilterRequest) (*QueryFilterResponse, error)
+}
