@@ -148,7 +148,7 @@ func Defaults() *Dendrite {
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
-			RateLimiting: RateLimiting{Enabled: true, PerSecond: 5, Burst: 20},
+			RateLimiting: RateLimiting{Enabled: true, PerSecond: 20, Burst: 100},
 		},
 		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second)},
 		UserAPI:    UserAPI{BCryptCost: 10},
@@ -172,9 +172,6 @@ func LoadBytes(b []byte, env []string) (*Dendrite, error) {
 	}
 	if err := applyEnv(c, env); err != nil {
 		return nil, err
-	}
-	if c.Global.PrivateKeyPath == "" {
-		c.Global.PrivateKeyPath = filepath.Join(c.Global.DataDir, "matrix_key.pem")
 	}
 	if err := c.Verify(); err != nil {
 		return nil, err
@@ -246,6 +243,15 @@ func (c *Dendrite) DatabaseFor(component string, own DatabaseOptions) string {
 		return c.Global.Database.ConnectionString
 	}
 	return "file:" + filepath.Join(c.Global.DataDir, component+".db")
+}
+
+// SigningKeyPath is the ed25519 signing key's file: the configured one, else
+// matrix_key.pem in the data directory.
+func (c *Dendrite) SigningKeyPath() string {
+	if c.Global.PrivateKeyPath != "" {
+		return c.Global.PrivateKeyPath
+	}
+	return filepath.Join(c.Global.DataDir, "matrix_key.pem")
 }
 
 // errNoField is returned for an environment override naming no key.

@@ -36,7 +36,7 @@ func TestContractKeysAndEnvironment(t *testing.T) {
 	switch {
 	case c.Global.ServerName != "example.org", c.ClientAPI.RegistrationDisabled, c.ClientAPI.RegistrationSharedSecret != "s3",
 		time.Duration(c.RoomServer.InputWaitTimeout) != 5*time.Second, c.Global.Log.Partitions != 8,
-		len(c.ClientAPI.RateLimiting.ExemptUserIDs) != 2, c.Global.PrivateKeyPath != "/tmp/x/matrix_key.pem":
+		len(c.ClientAPI.RateLimiting.ExemptUserIDs) != 2, c.SigningKeyPath() != "/tmp/x/matrix_key.pem":
 		t.Fatalf("unexpected config %+v", c)
 	}
 	if got := c.DatabaseFor("roomserver", c.RoomServer.Database); got != "file:/tmp/x/roomserver.db" {

@@ -82,10 +82,16 @@ const (
 	rateKey
 )
 
-// Register adds routes to router, plus a CORS preflight answer for every path.
+// Register adds routes to router, plus a CORS preflight answer for every path. Requests
+// that change something are rate limited; reads (GET: /sync long-polls, history, state) are
+// not, so that a busy client following a fast room is never throttled for keeping up.
 func (s *Server) Register(router *mux.Router, routes []Route) {
 	for _, rt := range routes {
-		router.Handle(rt.Path, s.Wrap(rt.Name, rt.Handler)).Methods(rt.Method)
+		h := rt.Handler
+		if s.RateLimiter != nil && rt.Method != http.MethodGet {
+			h = s.RateLimited(h)
+		}
+		router.Handle(rt.Path, s.Wrap(rt.Name, h)).Methods(rt.Method)
 		router.Handle(rt.Path, http.HandlerFunc(preflight)).Methods(http.MethodOptions)
 	}
 }
@@ -103,9 +109,6 @@ func preflight(w http.ResponseWriter, _ *http.Request) {
 
 // Wrap turns a HandlerFunc into an http.Handler.
 func (s *Server) Wrap(name string, h HandlerFunc) http.Handler {
-	if s.RateLimiter != nil {
-		h = s.RateLimited(h)
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		reqID := r.Header.Get("X-Request-Id")

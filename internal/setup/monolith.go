@@ -58,7 +58,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 	}()
 	m.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	keyID, key, err := config.LoadOrGenerateKey(cfg.Global.PrivateKeyPath)
+	keyID, key, err := config.LoadOrGenerateKey(cfg.SigningKeyPath())
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
