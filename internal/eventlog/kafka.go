@@ -1,0 +1,453 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/sirupsen/logrus"
+)
+
+// KafkaConfig configures the Kafka log. It is plain data: internal/setup fills it from the
+// YAML config. Topic names are full names: callers add the prefix.
+type KafkaConfig struct {
+	// Config gives partition counts, retention and metrics with the embedded log's meaning.
+	// Partition counts must match existing topics: PartitionFor depends on them.
+	Config
+	// Brokers are the bootstrap addresses, host:port.
+	Brokers []string
+	// ClientID names this process to the brokers (default "dendrite").
+	ClientID string
+	// Topics are created if missing, or checked, at start-up. Other topics are created or
+	// checked on first use.
+	Topics []string
+	// MaxMessageBytes is the largest record the producer sends and the max.message.bytes
+	// of the topics it creates (default 1 MB, Kafka's own default).
+	MaxMessageBytes int
+	// ReplicationFactor of the topics it creates (default 1).
+	ReplicationFactor int16
+	// Version is the Kafka protocol version to speak, at most the brokers' (default "3.6.0").
+	Version string
+	// Logger receives warnings about unreachable brokers and skipped offsets (default: a
+	// new logrus logger on stderr).
+	Logger *logrus.Entry
+}
+
+// ErrMessageTooLarge is returned by Produce for a record over the size limit; nothing of
+// that record was stored.
+var ErrMessageTooLarge = errors.New("event log record too large")
+
+// ErrPartitionMismatch is returned when an existing topic has another partition count
+// than the configured one: records would go to partitions no reader expects.
+var ErrPartitionMismatch = errors.New("topic partition count differs from the configured one")
+
+// Kafka is the log on Apache Kafka, through sarama. Producing is idempotent (acks=all, one
+// request in flight per broker, retries); concurrent Produce calls share the producer's
+// batches and round-trips. Partitions are chosen by PartitionFor with sarama's manual
+// partitioner, never by sarama's hash. Consumers read single partitions from explicit
+// offsets: consumer groups are not used, offsets live in the consumers' databases.
+type Kafka struct {
+	cfg      KafkaConfig
+	log      *logrus.Entry
+	client   sarama.Client
+	admin    sarama.ClusterAdmin
+	producer sarama.SyncProducer
+	consumer sarama.Consumer
+
+	// closing is cancelled by Close; running counts the calls Close waits for.
+	closing context.Context
+	close   context.CancelFunc
+	mu      sync.Mutex
+	closed  bool
+	running sync.WaitGroup
+
+	topicMu sync.Mutex
+	topics  map[string]int32 // topics known to exist with the configured partition count
+
+	readyMu  sync.Mutex
+	readyRun chan struct{} // closed when the readiness check in flight ends
+	readyErr error
+}
+
+// NewKafka connects to the brokers and creates or checks cfg.Topics. While no broker
+// answers it retries with backoff, logging, until ctx ends; a topic with another partition
+// count than configured is an error at once.
+func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
+	sc, err := saramaConfig(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}}
+	k.closing, k.close = context.WithCancel(context.Background())
+	b := newBackoff()
+	for {
+		err = k.connect(ctx, sc)
+		if err == nil {
+			err = k.ensureTopics(ctx, cfg.Topics)
+		}
+		if err == nil || errors.Is(err, ErrPartitionMismatch) {
+			break
+		}
+		k.log.WithError(err).WithField("brokers", cfg.Brokers).Warn("kafka not ready; retrying")
+		if werr := b.wait(ctx); werr != nil {
+			err = fmt.Errorf("connect to kafka: %w (last error: %v)", werr, err)
+			break
+		}
+	}
+	if err != nil {
+		k.close()
+		k.closeClients()
+		return nil, err
+	}
+	return k, nil
+}
+
+func saramaConfig(cfg *KafkaConfig) (*sarama.Config, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("kafka: no brokers configured")
+	}
+	if cfg.ClientID == "" {
+		cfg.ClientID = "dendrite"
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = 1 << 20
+	}
+	if cfg.ReplicationFactor <= 0 {
+		cfg.ReplicationFactor = 1
+	}
+	if cfg.Version == "" {
+		cfg.Version = "3.6.0"
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 7 * 24 * time.Hour
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.NewEntry(logrus.New())
+	}
+	version, err := sarama.ParseKafkaVersion(cfg.Version)
+	if err != nil {
+		return nil, fmt.Errorf("kafka version: %w", err)
+	}
+	sc := sarama.NewConfig()
+	sc.ClientID = cfg.ClientID
+	sc.Version = version
+	sc.Net.DialTimeout = 5 * time.Second
+	sc.Net.MaxOpenRequests = 1 // the idempotent producer's ordering needs it
+	sc.Metadata.Full = false   // only the topics this process uses
+	sc.Metadata.AllowAutoTopicCreation = false
+	sc.Metadata.Retry.Max = 2
+	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Retry.Max = 10
+	sc.Producer.Retry.BackoffFunc = func(retries, _ int) time.Duration {
+		return min(50*time.Millisecond<<min(retries, 6), 2*time.Second)
+	}
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
+	sc.Producer.Partitioner = sarama.NewManualPartitioner
+	sc.Consumer.Return.Errors = true
+	sc.Consumer.MaxWaitTime = 250 * time.Millisecond
+	sc.Consumer.Retry.BackoffFunc = func(retries int) time.Duration {
+		return min(100*time.Millisecond<<min(retries, 6), 5*time.Second)
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka config: %w", err)
+	}
+	return sc, nil
+}
+
+// connect makes the sarama clients; sarama's calls ignore ctx, so a connection attempt
+// outliving ctx is abandoned and closed when it ends.
+func (k *Kafka) connect(ctx context.Context, sc *sarama.Config) error {
+	type result struct {
+		client sarama.Client
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := sarama.NewClient(k.cfg.Brokers, sc)
+		if err == nil {
+			if err = c.RefreshMetadata(); err != nil {
+				_ = c.Close() // the client never served anything
+			}
+		}
+		done <- result{c, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; r.err == nil {
+				_ = r.client.Close() // abandoned attempt
+			}
+		}()
+		return ctx.Err()
+	}
+	if r.err != nil {
+		return r.err
+	}
+	k.client = r.client
+	var err error
+	if k.admin, err = sarama.NewClusterAdminFromClient(k.client); err == nil {
+		if k.producer, err = sarama.NewSyncProducerFromClient(k.client); err == nil {
+			k.consumer, err = sarama.NewConsumerFromClient(k.client)
+		}
+	}
+	if err != nil {
+		k.closeClients()
+		return err
+	}
+	return nil
+}
+
+func (k *Kafka) closeClients() {
+	// Errors closing are not actionable: the connections are gone either way.
+	if k.consumer != nil {
+		_ = k.consumer.Close()
+	}
+	if k.producer != nil {
+		_ = k.producer.Close()
+	}
+	if k.client != nil && !k.client.Closed() {
+		_ = k.client.Close() // also what the admin would close
+	}
+	k.consumer, k.producer, k.admin, k.client = nil, nil, nil, nil
+}
+
+// enter registers a call that Close waits for; false after Close.
+func (k *Kafka) enter() bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed {
+		return false
+	}
+	k.running.Add(1)
+	return true
+}
+
+// Partitions implements Log.
+func (k *Kafka) Partitions(topic string) int32 {
+	return k.cfg.partitions(topic)
+}
+
+func (k *Kafka) ensureTopics(ctx context.Context, topics []string) error {
+	for _, t := range topics {
+		if _, err := k.ensureTopic(ctx, t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureTopic creates topic with the configured partition count, or checks an existing
+// one's, and returns the count.
+func (k *Kafka) ensureTopic(ctx context.Context, topic string) (int32, error) {
+	k.topicMu.Lock()
+	defer k.topicMu.Unlock()
+	if n, ok := k.topics[topic]; ok {
+		return n, nil
+	}
+	n := k.cfg.partitions(topic)
+	retention := int64(-1)
+	if k.cfg.Retention > 0 {
+		retention = k.cfg.Retention.Milliseconds()
+	}
+	maxBytes := strconv.Itoa(k.cfg.MaxMessageBytes)
+	retentionMS := strconv.FormatInt(retention, 10)
+	err := k.admin.CreateTopic(topic, &sarama.TopicDetail{
+		NumPartitions:     n,
+		ReplicationFactor: k.cfg.ReplicationFactor,
+		ConfigEntries:     map[string]*string{"max.message.bytes": &maxBytes, "retention.ms": &retentionMS},
+	}, false)
+	created := err == nil
+	if err != nil && !errors.Is(err, sarama.ErrTopicAlreadyExists) {
+		return 0, fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	// A created topic's metadata can lag behind the creation: poll until it shows.
+	b := newBackoff()
+	for {
+		err = k.client.RefreshMetadata(topic)
+		var parts []int32
+		if err == nil {
+			parts, err = k.client.Partitions(topic)
+		}
+		if err == nil && len(parts) > 0 {
+			if int32(len(parts)) != n {
+				return 0, fmt.Errorf("topic %s has %d partitions, configured %d: %w", topic, len(parts), n, ErrPartitionMismatch)
+			}
+			break
+		}
+		if !created {
+			return 0, fmt.Errorf("topic %s metadata: %w", topic, err)
+		}
+		if werr := b.wait(ctx); werr != nil {
+			return 0, fmt.Errorf("topic %s metadata: %w", topic, werr)
+		}
+	}
+	if created {
+		k.log.WithFields(logrus.Fields{"topic": topic, "partitions": n}).Info("kafka topic created")
+	}
+	k.topics[topic] = n
+	return n, nil
+}
+
+// Produce implements Log. Once the records are handed to the producer it waits for the
+// brokers' answer even if ctx ends, so a stored record is never reported lost. On error
+// some records may be stored anyway (for example those for another partition): callers
+// retry, and consumers are idempotent.
+func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]Position, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	if !k.enter() {
+		return nil, ErrClosed
+	}
+	defer k.running.Done()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	n, err := k.ensureTopic(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	pms := make([]*sarama.ProducerMessage, len(msgs))
+	for i, m := range msgs {
+		pm := &sarama.ProducerMessage{Topic: topic, Partition: PartitionFor(m.Key, n)}
+		if m.Key != nil {
+			pm.Key = sarama.ByteEncoder(m.Key)
+		}
+		if m.Value != nil {
+			pm.Value = sarama.ByteEncoder(m.Value)
+		}
+		// Refuse the whole call before sending anything (version 2 is the record batch
+		// format that Kafka ≥ 0.11 uses: the size sarama checks).
+		if size := pm.ByteSize(2); size > k.cfg.MaxMessageBytes {
+			return nil, fmt.Errorf("produce to %s: record %d is %d bytes, limit %d: %w", topic, i, size, k.cfg.MaxMessageBytes, ErrMessageTooLarge)
+		}
+		pms[i] = pm
+	}
+	err = k.producer.SendMessages(pms)
+	k.cfg.Metrics.produced(topic, time.Since(start))
+	if err != nil {
+		return nil, produceError(topic, err)
+	}
+	pos := make([]Position, len(pms))
+	for i, pm := range pms {
+		pos[i] = Position{Partition: pm.Partition, Offset: pm.Offset}
+	}
+	return pos, nil
+}
+
+func produceError(topic string, err error) error {
+	var perrs sarama.ProducerErrors
+	if errors.As(err, &perrs) && len(perrs) > 0 {
+		err = perrs[0].Err
+		if errors.Is(err, sarama.ErrMessageSizeTooLarge) {
+			return fmt.Errorf("produce to %s: %w: %w", topic, ErrMessageTooLarge, err)
+		}
+		return fmt.Errorf("produce to %s (%d of the records failed): %w", topic, len(perrs), err)
+	}
+	return fmt.Errorf("produce to %s: %w", topic, err)
+}
+
+// EndOffset implements Log.
+func (k *Kafka) EndOffset(ctx context.Context, topic string, partition int32) (int64, error) {
+	if !k.enter() {
+		return 0, ErrClosed
+	}
+	defer k.running.Done()
+	if _, err := k.ensureTopic(ctx, topic); err != nil {
+		return 0, err
+	}
+	end, err := k.client.GetOffset(topic, partition, sarama.OffsetNewest)
+	if err != nil {
+		return 0, fmt.Errorf("end offset of %s/%d: %w", topic, partition, err)
+	}
+	return end, nil
+}
+
+// Ready reports whether the brokers answer a metadata request. Concurrent calls share one
+// request; a call returns early with ctx's error when ctx ends first.
+func (k *Kafka) Ready(ctx context.Context) error {
+	if !k.enter() {
+		return ErrClosed
+	}
+	defer k.running.Done()
+	k.readyMu.Lock()
+	run := k.readyRun
+	if run == nil {
+		run = make(chan struct{})
+		k.readyRun = run
+		k.topicMu.Lock()
+		topics := make([]string, 0, len(k.topics))
+		for t := range k.topics {
+			topics = append(topics, t)
+		}
+		k.topicMu.Unlock()
+		k.running.Add(1)
+		go func() {
+			defer k.running.Done()
+			err := k.client.RefreshMetadata(topics...)
+			k.readyMu.Lock()
+			k.readyErr, k.readyRun = err, nil
+			k.readyMu.Unlock()
+			close(run)
+		}()
+	}
+	k.readyMu.Unlock()
+	select {
+	case <-run:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	k.readyMu.Lock()
+	defer k.readyMu.Unlock()
+	if k.readyErr != nil {
+		return fmt.Errorf("kafka brokers: %w", k.readyErr)
+	}
+	return nil
+}
+
+// Close ends every Consume (with ErrClosed), waits for calls in flight and closes the
+// connections. Produce calls in flight finish first.
+func (k *Kafka) Close() error {
+	k.mu.Lock()
+	if k.closed {
+		k.mu.Unlock()
+		return nil
+	}
+	k.closed = true
+	k.mu.Unlock()
+	k.close()
+	k.running.Wait()
+	k.closeClients()
+	return nil
+}
+
+// backoff doubles from 100ms to 5s.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.d = 100 * time.Millisecond }
+
+// wait sleeps for the current delay, then doubles it; it returns ctx.Err() if ctx ends first.
+func (b *backoff) wait(ctx context.Context) error {
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	b.d = min(b.d*2, 5*time.Second)
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

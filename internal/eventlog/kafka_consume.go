@@ -1,0 +1,207 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/IBM/sarama"
+	"github.com/sirupsen/logrus"
+)
+
+// Consume implements Log. It reads the partition with a sarama partition consumer from
+// from, hands handle what is immediately available (up to batchSize records) and offers a
+// failed batch again after a backoff. Broker outages are retried with backoff. If from is
+// before the oldest kept record (retention), it starts at the oldest and logs a warning;
+// if it is past the end (the topic was recreated, or the brokers lost records), it logs an
+// error and, like the embedded log, delivers only records from from on. It returns
+// ctx.Err() when ctx ends and ErrClosed once the log is closed.
+func (k *Kafka) Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error {
+	if !k.enter() {
+		return ErrClosed
+	}
+	defer k.running.Done()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(k.closing, cancel)
+	defer stop()
+	err := k.consume(ctx, topic, partition, from, handle)
+	if k.closing.Err() != nil {
+		return ErrClosed
+	}
+	return err
+}
+
+func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next int64, handle func(ctx context.Context, recs []Record) error) error {
+	log := k.log.WithFields(logrus.Fields{"topic": topic, "partition": partition})
+	b := newBackoff()
+	for {
+		pc, closeConsumer, err := k.openPartition(ctx, log, topic, partition, next)
+		if err != nil {
+			return err
+		}
+		var errs = make(chan struct{})
+		go func() {
+			defer close(errs)
+			for cerr := range pc.Errors() {
+				log.WithError(cerr.Err).Warn("kafka partition consumer error")
+			}
+		}()
+		next, err = k.deliver(ctx, pc, next, handle)
+		release := func() {
+			pc.AsyncClose()
+			for range pc.Messages() { // drain so the partition consumer can finish
+			}
+			<-errs
+			closeConsumer()
+		}
+		if err != nil {
+			// Do not make the caller wait for the fetch in flight; Close waits for it.
+			k.running.Add(1)
+			go func() {
+				defer k.running.Done()
+				release()
+			}()
+			return err
+		}
+		release()
+		// The partition consumer gave up (offset out of range, retries exhausted): reopen.
+		log.WithField("offset", next).Warn("kafka partition consumer stopped; reopening")
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
+// openPartition starts a partition consumer at next (or the oldest kept record if next
+// was trimmed), retrying transient failures until ctx ends. A partition is normally read
+// through the shared sarama consumer; a second concurrent reader of the same partition
+// gets a consumer of its own, which closeConsumer closes.
+func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic string, partition int32, next int64) (sarama.PartitionConsumer, func(), error) {
+	b := newBackoff()
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
+		n, err := k.ensureTopic(ctx, topic)
+		if err == nil && (partition < 0 || partition >= n) {
+			return nil, nil, fmt.Errorf("consume %s/%d: topic has %d partitions", topic, partition, n)
+		}
+		var start int64
+		if err == nil {
+			start, err = k.startOffset(log, topic, partition, next)
+		}
+		if err == nil {
+			var pc sarama.PartitionConsumer
+			pc, err = k.consumer.ConsumePartition(topic, partition, start)
+			if err == nil {
+				return pc, func() {}, nil
+			}
+			var cerr sarama.ConfigurationError
+			if errors.As(err, &cerr) {
+				pc, closeConsumer, perr := k.ownConsumer(topic, partition, start)
+				if perr == nil {
+					return pc, closeConsumer, nil
+				}
+				err = perr
+			}
+		}
+		if errors.Is(err, ErrPartitionMismatch) {
+			return nil, nil, err
+		}
+		log.WithError(err).Warn("kafka partition consumer not started; retrying")
+		if err := b.wait(ctx); err != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// startOffset is where to start reading to deliver records from next on.
+func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, next int64) (int64, error) {
+	oldest, err := k.client.GetOffset(topic, partition, sarama.OffsetOldest)
+	if err != nil {
+		return 0, err
+	}
+	end, err := k.client.GetOffset(topic, partition, sarama.OffsetNewest)
+	if err != nil {
+		return 0, err
+	}
+	switch {
+	case next < oldest:
+		log.WithFields(logrus.Fields{"offset": next, "oldest": oldest}).Warn("kafka records before the oldest kept one were deleted; starting at the oldest")
+		return oldest, nil
+	case next > end:
+		log.WithFields(logrus.Fields{"offset": next, "end": end}).Error("kafka partition ends before the offset to consume: topic recreated or records lost; waiting for the offset")
+		return end, nil
+	}
+	return next, nil
+}
+
+func (k *Kafka) ownConsumer(topic string, partition int32, start int64) (sarama.PartitionConsumer, func(), error) {
+	c, err := sarama.NewConsumerFromClient(k.client)
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := c.ConsumePartition(topic, partition, start)
+	if err != nil {
+		_ = c.Close() // it consumes nothing
+		return nil, nil, err
+	}
+	return pc, func() { _ = c.Close() }, nil // its only partition consumer is closed already
+}
+
+// deliver hands the partition consumer's records at or after next to handle until ctx ends
+// (returning its error) or the partition consumer stops (returning nil). It returns the
+// offset after the last handled record.
+func (k *Kafka) deliver(ctx context.Context, pc sarama.PartitionConsumer, next int64, handle func(ctx context.Context, recs []Record) error) (int64, error) {
+	b := newBackoff()
+	for {
+		var batch []Record
+		select {
+		case m, ok := <-pc.Messages():
+			if !ok {
+				return next, nil
+			}
+			batch = appendRecord(batch, m, next)
+		case <-ctx.Done():
+			return next, ctx.Err()
+		}
+	gather:
+		for len(batch) < batchSize {
+			select {
+			case m, ok := <-pc.Messages():
+				if !ok {
+					break gather
+				}
+				batch = appendRecord(batch, m, next)
+			default:
+				break gather
+			}
+		}
+		if len(batch) == 0 {
+			continue
+		}
+		for {
+			err := handle(ctx, batch)
+			if err == nil {
+				break
+			}
+			if err := b.wait(ctx); err != nil {
+				return next, err
+			}
+		}
+		b.reset()
+		next = batch[len(batch)-1].Offset + 1
+	}
+}
+
+// appendRecord appends m unless it is before next.
+func appendRecord(batch []Record, m *sarama.ConsumerMessage, next int64) []Record {
+	if m.Offset < next {
+		return batch
+	}
+	return append(batch, Record{
+		Topic: m.Topic, Partition: m.Partition, Offset: m.Offset,
+		Key: m.Key, Value: m.Value, Timestamp: m.Timestamp,
+	})
+}

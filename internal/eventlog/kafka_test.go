@@ -1,0 +1,339 @@
+package eventlog_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/eventlog/logtest"
+)
+
+// newCluster starts an in-process Kafka-protocol cluster with one broker.
+func newCluster(t *testing.T, opts ...kfake.Opt) *kfake.Cluster {
+	t.Helper()
+	c, err := kfake.NewCluster(append([]kfake.Opt{kfake.NumBrokers(1)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func quietLogger() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func kafkaConfig(addrs []string, partitions int32) eventlog.KafkaConfig {
+	return eventlog.KafkaConfig{
+		Config:  eventlog.Config{DefaultPartitions: partitions},
+		Brokers: addrs, ClientID: "test", Logger: quietLogger(),
+	}
+}
+
+func newKafka(t *testing.T, cfg eventlog.KafkaConfig) *eventlog.Kafka {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	k, err := eventlog.NewKafka(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k.Close() }) // Close never fails
+	return k
+}
+
+func TestKafkaContract(t *testing.T) {
+	c := newCluster(t)
+	logtest.RunLogContract(t, func(t *testing.T) eventlog.Log {
+		// Each subtest uses its own topics, so sharing the cluster is safe.
+		return newKafka(t, kafkaConfig(c.ListenAddrs(), 4))
+	})
+}
+
+// consumeUntil collects a partition's records from from until one at offset last or later.
+func consumeUntil(t *testing.T, l eventlog.Log, topic string, p int32, from, last int64) []eventlog.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []eventlog.Record
+	err := l.Consume(ctx, topic, p, from, func(_ context.Context, recs []eventlog.Record) error {
+		got = append(got, recs...)
+		if recs[len(recs)-1].Offset >= last {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("consume %s/%d: %v (got %d records)", topic, p, err, len(got))
+	}
+	return got
+}
+
+func TestKafkaPartitioner(t *testing.T) {
+	c := newCluster(t)
+	k := newKafka(t, kafkaConfig(c.ListenAddrs(), 7))
+	ctx := context.Background()
+	var msgs []eventlog.Message
+	for i := 0; i < 50; i++ {
+		msgs = append(msgs, eventlog.Message{Key: []byte(fmt.Sprintf("!room%d:example.org", i)), Value: []byte(fmt.Sprint(i))})
+	}
+	pos, err := k.Produce(ctx, "keys", msgs...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := map[int32]int64{}
+	for i, p := range pos {
+		if want := eventlog.PartitionFor(msgs[i].Key, 7); p.Partition != want {
+			t.Fatalf("key %s went to partition %d, PartitionFor says %d", msgs[i].Key, p.Partition, want)
+		}
+		last[p.Partition] = p.Offset
+	}
+	// The brokers agree: every partition holds exactly the keys PartitionFor gives it.
+	t.Run("consume", func(t *testing.T) {
+		for p, off := range last {
+			t.Run(fmt.Sprint(p), func(t *testing.T) {
+				t.Parallel()
+				for _, r := range consumeUntil(t, k, "keys", p, 0, off) {
+					if r.Partition != p || eventlog.PartitionFor(r.Key, 7) != p {
+						t.Fatalf("record %s found in partition %d", r.Key, r.Partition)
+					}
+				}
+			})
+		}
+	})
+}
+
+func TestKafkaMaxMessageBytes(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	cfg := kafkaConfig(c.ListenAddrs(), 2)
+	cfg.MaxMessageBytes = 10_000
+	small := newKafka(t, cfg)
+	big := eventlog.Message{Key: []byte("k"), Value: bytes.Repeat([]byte("x"), 20_000)}
+	if _, err := small.Produce(ctx, "sized", big); !errors.Is(err, eventlog.ErrMessageTooLarge) {
+		t.Fatalf("oversized record: %v, want ErrMessageTooLarge", err)
+	}
+	if _, err := small.Produce(ctx, "sized", eventlog.Message{Key: []byte("k"), Value: []byte("fits")}); err != nil {
+		t.Fatal(err)
+	}
+	// The topic was created with max.message.bytes too: a producer with a larger limit is
+	// refused by the broker.
+	cfg.MaxMessageBytes = 100_000
+	large := newKafka(t, cfg)
+	if _, err := large.Produce(ctx, "sized", big); !errors.Is(err, eventlog.ErrMessageTooLarge) {
+		t.Fatalf("oversized record against the topic limit: %v, want ErrMessageTooLarge", err)
+	}
+	p := eventlog.PartitionFor([]byte("k"), 2)
+	if end, err := small.EndOffset(ctx, "sized", p); err != nil || end != 1 {
+		t.Fatalf("end offset %d (%v), want 1: only the small record is stored", end, err)
+	}
+}
+
+func TestKafkaPartitionMismatch(t *testing.T) {
+	c := newCluster(t, kfake.SeedTopics(3, "seeded"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cfg := kafkaConfig(c.ListenAddrs(), 4)
+	cfg.Topics = []string{"seeded"}
+	if _, err := eventlog.NewKafka(ctx, cfg); !errors.Is(err, eventlog.ErrPartitionMismatch) {
+		t.Fatalf("NewKafka with a topic of another partition count: %v", err)
+	}
+	cfg.Topics = nil
+	k := newKafka(t, cfg)
+	if _, err := k.Produce(ctx, "seeded", eventlog.Message{Key: []byte("k")}); !errors.Is(err, eventlog.ErrPartitionMismatch) {
+		t.Fatalf("Produce to a topic of another partition count: %v", err)
+	}
+	cfg.Partitions = map[string]int32{"seeded": 3}
+	k = newKafka(t, cfg)
+	if _, err := k.Produce(ctx, "seeded", eventlog.Message{Key: []byte("k")}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKafkaResume checks that a new client consuming from the offset a previous one
+// stopped at gets every later record once.
+func TestKafkaResume(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	cfg := kafkaConfig(c.ListenAddrs(), 1)
+	produce := func(l eventlog.Log, from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := l.Produce(ctx, "resume", eventlog.Message{Value: []byte(fmt.Sprint(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	k, err := eventlog.NewKafka(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	produce(k, 0, 10)
+	// Apply records one at a time up to offset 4, as a consumer saving offsets would.
+	var next int64
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = k.Consume(cctx, "resume", 0, 0, func(_ context.Context, recs []eventlog.Record) error {
+		for _, r := range recs {
+			if r.Offset != next {
+				t.Errorf("got offset %d, want %d", r.Offset, next)
+			}
+			next = r.Offset + 1
+			if next == 5 {
+				cancel()
+				break
+			}
+		}
+		return nil
+	})
+	cancel()
+	if !errors.Is(err, context.Canceled) || next != 5 {
+		t.Fatalf("first run stopped at %d: %v", next, err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Produce(ctx, "resume", eventlog.Message{}); !errors.Is(err, eventlog.ErrClosed) {
+		t.Fatalf("Produce after Close: %v", err)
+	}
+	k = newKafka(t, cfg)
+	produce(k, 10, 15)
+	recs := consumeUntil(t, k, "resume", 0, next, 14)
+	for i, r := range recs {
+		if want := int64(i) + 5; r.Offset != want || string(r.Value) != fmt.Sprint(want) {
+			t.Fatalf("record %d: %q at offset %d, want offset %d", i, r.Value, r.Offset, want)
+		}
+	}
+	if len(recs) != 10 {
+		t.Fatalf("got %d records after restart, want 10", len(recs))
+	}
+}
+
+func TestKafkaCloseEndsConsume(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	k, err := eventlog.NewKafka(ctx, kafkaConfig(c.ListenAddrs(), 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- k.Consume(ctx, "closing", 0, 0, func(context.Context, []eventlog.Record) error { return nil })
+	}()
+	if _, err := k.Produce(ctx, "closing", eventlog.Message{Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, eventlog.ErrClosed) {
+			t.Fatalf("Consume after Close returned %v, want ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Consume did not end on Close")
+	}
+}
+
+// freePort returns a loopback port nothing listens on (for a while).
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	_ = ln.Close() // only the port number was wanted
+	return port
+}
+
+func TestKafkaUnreachableAtStart(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	k, err := eventlog.NewKafka(ctx, kafkaConfig([]string{addr}, 1))
+	if err == nil {
+		_ = k.Close()
+		t.Fatal("NewKafka succeeded with no broker")
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("NewKafka without a broker: %v, want the context's deadline", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("NewKafka took %v past its context", d)
+	}
+}
+
+// TestKafkaBrokerRestart stops the broker mid-run: Ready reports it, a running consumer
+// waits, and both recover when the broker is back.
+func TestKafkaBrokerRestart(t *testing.T) {
+	port, dir := freePort(t), t.TempDir()
+	start := func() *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port), kfake.DataDir(dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	defer func() { c.Close() }()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := kafkaConfig(c.ListenAddrs(), 1)
+	cfg.Topics = []string{"restart"}
+	k := newKafka(t, cfg)
+	if err := k.Ready(ctx); err != nil {
+		t.Fatalf("Ready with the broker up: %v", err)
+	}
+	if _, err := k.Produce(ctx, "restart", eventlog.Message{Value: []byte("0")}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	go func() {
+		_ = k.Consume(ctx, "restart", 0, 0, func(_ context.Context, recs []eventlog.Record) error { // ends with ctx
+			for _, r := range recs {
+				got <- string(r.Value)
+			}
+			return nil
+		})
+	}()
+	if v := <-got; v != "0" {
+		t.Fatalf("got %q", v)
+	}
+	c.Close()
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	err := k.Ready(rctx)
+	rcancel()
+	if err == nil {
+		t.Fatal("Ready with the broker down reported ready")
+	}
+	c = start()
+	for k.Ready(ctx) != nil {
+		if ctx.Err() != nil {
+			t.Fatal("never ready again")
+		}
+		time.Sleep(50 * time.Millisecond) // polling with the test's deadline
+	}
+	if _, err := k.Produce(ctx, "restart", eventlog.Message{Value: []byte("1")}); err != nil {
+		t.Fatalf("Produce after the broker came back: %v", err)
+	}
+	select {
+	case v := <-got:
+		if v != "1" {
+			t.Fatalf("after restart got %q, want 1", v)
+		}
+	case <-ctx.Done():
+		t.Fatal("consumer did not recover")
+	}
+}
