@@ -65,8 +65,9 @@ type Kafka struct {
 	closed  bool
 	running sync.WaitGroup
 
-	topicMu sync.Mutex
-	topics  map[string]int32 // topics known to exist with the configured partition count
+	createMu sync.Mutex // serializes creating and checking topics
+	topicMu  sync.Mutex
+	topics   map[string]int32 // topics known to exist with the configured partition count
 
 	readyMu  sync.Mutex
 	readyRun chan struct{} // closed when the readiness check in flight ends
@@ -249,9 +250,12 @@ func (k *Kafka) ensureTopics(ctx context.Context, topics []string) error {
 // ensureTopic creates topic with the configured partition count, or checks an existing
 // one's, and returns the count.
 func (k *Kafka) ensureTopic(ctx context.Context, topic string) (int32, error) {
-	k.topicMu.Lock()
-	defer k.topicMu.Unlock()
-	if n, ok := k.topics[topic]; ok {
+	if n, ok := k.knownTopic(topic); ok {
+		return n, nil
+	}
+	k.createMu.Lock()
+	defer k.createMu.Unlock()
+	if n, ok := k.knownTopic(topic); ok {
 		return n, nil
 	}
 	n := k.cfg.partitions(topic)
@@ -294,8 +298,17 @@ func (k *Kafka) ensureTopic(ctx context.Context, topic string) (int32, error) {
 	if created {
 		k.log.WithFields(logrus.Fields{"topic": topic, "partitions": n}).Info("kafka topic created")
 	}
+	k.topicMu.Lock()
 	k.topics[topic] = n
+	k.topicMu.Unlock()
 	return n, nil
+}
+
+func (k *Kafka) knownTopic(topic string) (int32, bool) {
+	k.topicMu.Lock()
+	defer k.topicMu.Unlock()
+	n, ok := k.topics[topic]
+	return n, ok
 }
 
 // Produce implements Log. Once the records are handed to the producer it waits for the

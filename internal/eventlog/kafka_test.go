@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/IBM/sarama"
 	"github.com/sirupsen/logrus"
+	logtesthook "github.com/sirupsen/logrus/hooks/test"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -336,4 +338,98 @@ func TestKafkaBrokerRestart(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("consumer did not recover")
 	}
+}
+
+// TestKafkaBrokerLate starts the log before its broker: NewKafka retries, warning, and
+// succeeds once the broker listens.
+func TestKafkaBrokerLate(t *testing.T) {
+	port := freePort(t)
+	logger, hook := logtesthook.NewNullLogger()
+	cfg := kafkaConfig([]string{fmt.Sprintf("127.0.0.1:%d", port)}, 1)
+	cfg.Logger = logrus.NewEntry(logger)
+	cfg.Topics = []string{"late"}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	type result struct {
+		k   *eventlog.Kafka
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		k, err := eventlog.NewKafka(ctx, cfg)
+		done <- result{k, err}
+	}()
+	for len(hook.AllEntries()) == 0 {
+		if ctx.Err() != nil {
+			t.Fatal("no warning while the broker is missing")
+		}
+		time.Sleep(20 * time.Millisecond) // polling with the test's deadline
+	}
+	newCluster(t, kfake.Ports(port))
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("NewKafka once the broker is up: %v", r.err)
+	}
+	defer r.k.Close()
+	if err := r.k.Ready(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e := hook.AllEntries()[0]; e.Level != logrus.WarnLevel {
+		t.Fatalf("logged %q at %v, want a warning", e.Message, e.Level)
+	}
+}
+
+// TestKafkaTrimmedOffset consumes from an offset whose records were deleted: delivery
+// starts at the oldest kept record.
+func TestKafkaTrimmedOffset(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	k := newKafka(t, kafkaConfig(c.ListenAddrs(), 1))
+	for i := 0; i < 10; i++ {
+		if _, err := k.Produce(ctx, "trimmed", eventlog.Message{Value: []byte(fmt.Sprint(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V3_6_0_0
+	admin, err := sarama.NewClusterAdmin(c.ListenAddrs(), sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	if err := admin.DeleteRecords("trimmed", map[int32]int64{0: 6}); err != nil {
+		t.Fatal(err)
+	}
+	recs := consumeUntil(t, k, "trimmed", 0, 2, 9)
+	if len(recs) != 4 || recs[0].Offset != 6 || string(recs[0].Value) != "6" {
+		t.Fatalf("got %d records from offset %d, want 4 from 6", len(recs), recs[0].Offset)
+	}
+}
+
+// BenchmarkKafkaProduce measures 25 concurrent producers sharing the idempotent producer.
+func BenchmarkKafkaProduce(b *testing.B) {
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	k, err := eventlog.NewKafka(context.Background(), kafkaConfig(c.ListenAddrs(), 16))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer k.Close()
+	value := make([]byte, 512)
+	b.SetParallelism(25)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			i++
+			if _, err := k.Produce(context.Background(), "bench", eventlog.Message{Key: []byte(fmt.Sprint(i % 64)), Value: value}); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }

@@ -118,6 +118,40 @@ func RunLogContract(t *testing.T, newLog func(t *testing.T) eventlog.Log) {
 			t.Fatalf("got %d distinct records, want %d", len(seen), producers*each)
 		}
 	})
+	t.Run("offset past the end waits for it", func(t *testing.T) {
+		l := newLog(t)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		produce := func(from, to int) {
+			for i := from; i < to; i++ {
+				if _, err := l.Produce(ctx, "ahead", eventlog.Message{Key: []byte("k"), Value: []byte(fmt.Sprint(i))}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		produce(0, 2)
+		p := eventlog.PartitionFor([]byte("k"), l.Partitions("ahead"))
+		got := make(chan []eventlog.Record, 10)
+		go func() {
+			_ = l.Consume(ctx, "ahead", p, 4, func(_ context.Context, recs []eventlog.Record) error { // ends with ctx
+				got <- recs
+				return nil
+			})
+		}()
+		produce(2, 6)
+		var recs []eventlog.Record
+		for len(recs) < 2 {
+			select {
+			case rs := <-got:
+				recs = append(recs, rs...)
+			case <-ctx.Done():
+				t.Fatalf("got %d records", len(recs))
+			}
+		}
+		if len(recs) != 2 || recs[0].Offset != 4 || string(recs[1].Value) != "5" {
+			t.Fatalf("got %+v, want offsets 4 and 5 only", recs)
+		}
+	})
 	t.Run("failed batch is redelivered", func(t *testing.T) {
 		l := newLog(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
