@@ -1,7 +1,7 @@
 // Package eventlog is the log abstraction every topic goes through, with Kafka's semantics:
 // keyed partitioning, per-partition order, dense offsets, at-least-once delivery and
 // consumer-managed offsets. Embedded is the durable SQL-backed implementation the monolith
-// runs on; OffsetStore and Consumer give consumers exactly-once application by saving their
+// runs on, Kafka the one on Apache Kafka for polylith deployments; OffsetStore and Consumer give consumers exactly-once application by saving their
 // offsets in the transaction that applies the records.
 package eventlog
 

@@ -1,5 +1,5 @@
 // Package logtest is the contract every eventlog.Log implementation must pass: the embedded
-// log runs it now, the Kafka implementation will run the same suite.
+// log runs it on each database engine, the Kafka log on an in-process kfake cluster.
 package logtest
 
 import (
