@@ -33,7 +33,7 @@ const (
 
 // env is a client API with the account routes and a real userapi, over loopback HTTP.
 type env struct {
-	t   *testing.T
+	t   testing.TB
 	url string
 	db  *sqlutil.DB
 
@@ -41,7 +41,7 @@ type env struct {
 	changed []string
 }
 
-func newEnv(t *testing.T, db *sqlutil.DB, cfg config.ClientAPI) *env {
+func newEnv(t testing.TB, db *sqlutil.DB, cfg config.ClientAPI) *env {
 	t.Helper()
 	ua, err := userapi.New(context.Background(), userapi.Deps{Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db})
 	if err != nil {
