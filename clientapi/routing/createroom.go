@@ -54,7 +54,7 @@ func (req *createRoomRequest) validate() error {
 	if req.RoomVersion == "" {
 		req.RoomVersion = string(DefaultRoomVersion)
 	}
-	if !gomatrixserverlib.StableRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)) {
+	if !supportedRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion)) {
 		return matrixerr.UnsupportedRoomVersion("room version " + req.RoomVersion + " is not supported")
 	}
 	switch req.Visibility {
@@ -89,6 +89,12 @@ func (req *createRoomRequest) validate() error {
 		}
 	}
 	return nil
+}
+
+// supportedRoomVersion reports whether rooms of version v can be created here; the
+// capabilities endpoint advertises exactly these versions.
+func supportedRoomVersion(v gomatrixserverlib.RoomVersion) bool {
+	return gomatrixserverlib.StableRoomVersion(v)
 }
 
 func isObject(raw json.RawMessage) bool {

@@ -58,3 +58,7 @@ var (
 func LimitExceeded(retryAfter time.Duration) *Error {
 	return &Error{Code: "M_LIMIT_EXCEEDED", Message: "too many requests", Status: http.StatusTooManyRequests, RetryAfterMS: retryAfter.Milliseconds()}
 }
+
+// ServerManaged is 405 M_BAD_JSON: the client tried to set account data of a type the
+// server manages (m.fully_read, m.push_rules).
+var ServerManaged = mk("M_BAD_JSON", http.StatusMethodNotAllowed)

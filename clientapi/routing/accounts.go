@@ -1,0 +1,154 @@
+package routing
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// Per-account password attempts (successful or not), on top of the per-IP limit that
+// httputil.Server applies to every unauthenticated request: guessing one account's
+// password from many addresses stays slow.
+const (
+	loginAttemptsPerSecond = 0.2
+	loginAttemptsBurst     = 10
+)
+
+// Accounts serves registration, login and logout, profiles, devices, account data,
+// filters, push rules, capabilities and the versions list. Accounts live in the userapi;
+// these handlers only validate and translate.
+type Accounts struct {
+	Cfg        *config.ClientAPI
+	ServerName string
+	UserAPI    uapi.ClientUserAPI
+	// ProfileChanged, when set, is called after a user's display name or avatar changed,
+	// so that their member events follow.
+	ProfileChanged func(ctx context.Context, userID string) error
+
+	once          sync.Once
+	nonces        *nonceStore
+	loginAttempts *httputil.RateLimiter
+}
+
+// DeviceLookup resolves access tokens through the userapi: M_UNKNOWN_TOKEN for a token
+// that names no device.
+func DeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) (*uapi.Device, error) {
+	return func(ctx context.Context, token string) (*uapi.Device, error) {
+		res, err := u.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: token})
+		if err != nil {
+			return nil, err
+		}
+		if res.Device == nil {
+			return nil, matrixerr.UnknownToken("unknown access token")
+		}
+		return res.Device, nil
+	}
+}
+
+// Routes lists the account endpoints with their absolute paths.
+func (a *Accounts) Routes() []httputil.Route {
+	a.once.Do(func() {
+		a.nonces = newNonceStore()
+		a.loginAttempts = httputil.NewRateLimiter(loginAttemptsPerSecond, loginAttemptsBurst, nil)
+	})
+	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+		return httputil.Authenticated(DeviceLookup(a.UserAPI), h)
+	}
+	get, put, post := http.MethodGet, http.MethodPut, http.MethodPost
+	routes := []httputil.Route{
+		{Name: "register", Method: post, Path: "/register", Handler: a.Register},
+		{Name: "registerAvailable", Method: get, Path: "/register/available", Handler: a.RegisterAvailable},
+		{Name: "loginFlows", Method: get, Path: "/login", Handler: a.LoginFlows},
+		{Name: "login", Method: post, Path: "/login", Handler: a.Login},
+		{Name: "logout", Method: post, Path: "/logout", Handler: auth(a.Logout)},
+		{Name: "logoutAll", Method: post, Path: "/logout/all", Handler: auth(a.LogoutAll)},
+		{Name: "whoami", Method: get, Path: "/account/whoami", Handler: auth(a.WhoAmI)},
+		{Name: "capabilities", Method: get, Path: "/capabilities", Handler: auth(a.Capabilities)},
+		{Name: "profile", Method: get, Path: "/profile/{userID}", Handler: a.GetProfile},
+		{Name: "getDisplayName", Method: get, Path: "/profile/{userID}/displayname", Handler: a.GetDisplayName},
+		{Name: "setDisplayName", Method: put, Path: "/profile/{userID}/displayname", Handler: auth(a.SetDisplayName)},
+		{Name: "getAvatarURL", Method: get, Path: "/profile/{userID}/avatar_url", Handler: a.GetAvatarURL},
+		{Name: "setAvatarURL", Method: put, Path: "/profile/{userID}/avatar_url", Handler: auth(a.SetAvatarURL)},
+		{Name: "putFilter", Method: post, Path: "/user/{userID}/filter", Handler: auth(a.PutFilter)},
+		{Name: "getFilter", Method: get, Path: "/user/{userID}/filter/{filterID}", Handler: auth(a.GetFilter)},
+		{Name: "getAccountData", Method: get, Path: "/user/{userID}/account_data/{type}", Handler: auth(a.GetAccountData)},
+		{Name: "putAccountData", Method: put, Path: "/user/{userID}/account_data/{type}", Handler: auth(a.PutAccountData)},
+		{Name: "getRoomAccountData", Method: get, Path: "/user/{userID}/rooms/{roomID}/account_data/{type}", Handler: auth(a.GetAccountData)},
+		{Name: "putRoomAccountData", Method: put, Path: "/user/{userID}/rooms/{roomID}/account_data/{type}", Handler: auth(a.PutAccountData)},
+		{Name: "pushRules", Method: get, Path: "/pushrules/", Handler: auth(a.PushRules)},
+		{Name: "pushRulesGlobal", Method: get, Path: "/pushrules/global/", Handler: auth(a.PushRulesGlobal)},
+		{Name: "devices", Method: get, Path: "/devices", Handler: auth(a.Devices)},
+		{Name: "device", Method: get, Path: "/devices/{deviceID}", Handler: auth(a.Device)},
+		{Name: "updateDevice", Method: put, Path: "/devices/{deviceID}", Handler: auth(a.UpdateDevice)},
+	}
+	out := clientPaths(routes)
+	return append(out,
+		httputil.Route{Name: "versions", Method: get, Path: "/_matrix/client/versions", Handler: a.Versions},
+		httputil.Route{Name: "sharedSecretNonce", Method: get, Path: "/_synapse/admin/v1/register", Handler: a.SharedSecretNonce},
+		httputil.Route{Name: "sharedSecretRegister", Method: post, Path: "/_synapse/admin/v1/register", Handler: a.SharedSecretRegister},
+	)
+}
+
+// specVersions are the client-server API versions whose endpoints clients rely on here.
+var specVersions = []string{
+	"r0.0.1", "r0.1.0", "r0.2.0", "r0.3.0", "r0.4.0", "r0.5.0", "r0.6.0", "r0.6.1",
+	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
+}
+
+// Versions is GET /_matrix/client/versions.
+func (a *Accounts) Versions(*http.Request) (httputil.Response, error) {
+	return httputil.OK(map[string]any{"versions": specVersions, "unstable_features": map[string]bool{}}), nil
+}
+
+// Capabilities is GET /capabilities. The room versions offered are exactly those that
+// createRoom accepts.
+func (a *Accounts) Capabilities(*http.Request, *uapi.Device) (httputil.Response, error) {
+	available := map[string]string{}
+	for v := range gomatrixserverlib.RoomVersions() {
+		if supportedRoomVersion(v) {
+			available[string(v)] = "stable"
+		}
+	}
+	enabled := func(b bool) map[string]bool { return map[string]bool{"enabled": b} }
+	return httputil.OK(map[string]any{"capabilities": map[string]any{
+		"m.change_password": enabled(false),
+		"m.set_displayname": enabled(true),
+		"m.set_avatar_url":  enabled(true),
+		"m.3pid_changes":    enabled(false),
+		"m.room_versions":   map[string]any{"default": string(DefaultRoomVersion), "available": available},
+	}}), nil
+}
+
+// userIDVar returns the {userID} path variable, which must be the caller's own for
+// anything that reads or changes private data.
+func userIDVar(r *http.Request, dev *uapi.Device) (string, error) {
+	userID := httputil.Vars(r)["userID"]
+	if userID != dev.UserID {
+		return "", matrixerr.Forbidden("you can only access your own data")
+	}
+	return userID, nil
+}
+
+// localpartOf is the localpart of a user ID this server issued.
+func localpartOf(userID string) string {
+	local, _, _ := strings.Cut(strings.TrimPrefix(userID, "@"), ":")
+	return local
+}
+
+// clientIP is the request's peer address without the port.
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}

@@ -1,0 +1,324 @@
+package routing_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/gorilla/mux"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/clientapi/routing"
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/userapi"
+)
+
+const (
+	serverName = "test.local"
+	secret     = "s3cret"
+	v3         = "/_matrix/client/v3"
+)
+
+// env is a client API with the account routes and a real userapi, over loopback HTTP.
+type env struct {
+	t   testing.TB
+	url string
+	db  *sqlutil.DB
+
+	mu      sync.Mutex
+	changed []string
+}
+
+func newEnv(t testing.TB, db *sqlutil.DB, cfg config.ClientAPI) *env {
+	t.Helper()
+	ua, err := userapi.New(context.Background(), userapi.Deps{Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, db: db}
+	acc := &routing.Accounts{Cfg: &cfg, ServerName: serverName, UserAPI: ua.API(), ProfileChanged: func(_ context.Context, userID string) error {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.changed = append(e.changed, userID)
+		return nil
+	}}
+	logger := logrus.New()
+	logger.SetOutput(io.Discard)
+	router := mux.NewRouter().UseEncodedPath()
+	srv := &httputil.Server{Component: "test", Logger: logrus.NewEntry(logger), MaxBodyBytes: 1 << 20}
+	srv.Register(router, acc.Routes())
+	hs := httptest.NewServer(router)
+	t.Cleanup(hs.Close)
+	e.url = hs.URL
+	return e
+}
+
+func openCfg() config.ClientAPI {
+	return config.ClientAPI{RegistrationSharedSecret: secret, GuestsDisabled: true}
+}
+
+// do sends body (a string is sent as is, anything else as JSON) and decodes the answer.
+func (e *env) do(method, path, token string, body any) (int, map[string]any) {
+	e.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		rd = bytes.NewReader(raw)
+	}
+	req, err := http.NewRequest(method, e.url+path, rd)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close() // nolint: errcheck // the body was read
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[string]any{}
+	if len(raw) > 0 && raw[0] == '{' {
+		if err := json.Unmarshal(raw, &out); err != nil {
+			e.t.Fatalf("%s %s: bad JSON %s", method, path, raw)
+		}
+	}
+	return resp.StatusCode, out
+}
+
+// want checks status and, when code is set, the errcode.
+func (e *env) want(method, path, token string, body any, status int, code string) map[string]any {
+	e.t.Helper()
+	got, res := e.do(method, path, token, body)
+	if got != status || (code != "" && res["errcode"] != code) {
+		e.t.Fatalf("%s %s: want %d %s, got %d %v", method, path, status, code, got, res)
+	}
+	return res
+}
+
+// register registers with the dummy flow and returns user ID and token.
+func (e *env) register(username, password string) (string, string) {
+	e.t.Helper()
+	res := e.want("POST", v3+"/register", "", map[string]any{"username": username, "password": password}, 401, "")
+	res = e.want("POST", v3+"/register", "", map[string]any{"username": username, "password": password,
+		"auth": map[string]any{"type": "m.login.dummy", "session": res["session"]}}, 200, "")
+	return res["user_id"].(string), res["access_token"].(string)
+}
+
+func (e *env) accountCount() int {
+	e.t.Helper()
+	var n int
+	if err := e.db.QueryRow("SELECT COUNT(*) FROM userapi_accounts").Scan(&n); err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+func TestRegister(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		res := e.want("POST", v3+"/register", "", map[string]any{"username": "alice", "password": "pw"}, 401, "")
+		flows, _ := json.Marshal(res["flows"])
+		if string(flows) != `[{"stages":["m.login.dummy"]}]` || res["session"] == "" || res["params"] == nil {
+			t.Fatalf("UIA answer %v", res)
+		}
+		userID, token := e.register("alice", "pw")
+		if userID != "@alice:"+serverName || !strings.HasPrefix(token, "syt_") {
+			t.Fatalf("registered %s %s", userID, token)
+		}
+		who := e.want("GET", "/_matrix/client/r0/account/whoami", token, nil, 200, "")
+		if who["user_id"] != userID || who["device_id"] == "" || who["is_guest"] != false {
+			t.Fatalf("whoami %v", who)
+		}
+		dummy := map[string]any{"type": "m.login.dummy"}
+		res = e.want("POST", v3+"/register", "", map[string]any{"username": "bob", "password": "pw", "inhibit_login": true, "auth": dummy}, 200, "")
+		if res["user_id"] != "@bob:"+serverName || res["access_token"] != nil || res["device_id"] != nil {
+			t.Fatalf("inhibit_login answer %v", res)
+		}
+		res = e.want("POST", v3+"/register", "", map[string]any{"password": "pw", "auth": dummy}, 200, "")
+		if !strings.HasSuffix(res["user_id"].(string), ":"+serverName) {
+			t.Fatalf("generated user %v", res)
+		}
+		before := e.accountCount()
+		e.want("POST", v3+"/register", "", map[string]any{"username": "alice", "password": "pw", "auth": dummy}, 400, "M_USER_IN_USE")
+		e.want("POST", v3+"/register", "", map[string]any{"username": "Not Valid!", "password": "pw", "auth": dummy}, 400, "M_INVALID_USERNAME")
+		e.want("POST", v3+"/register", "", map[string]any{"username": "carol", "auth": dummy}, 400, "M_MISSING_PARAM")
+		e.want("POST", v3+"/register", "", map[string]any{"username": "carol", "password": strings.Repeat("x", 513), "auth": dummy}, 400, "M_INVALID_PARAM")
+		e.want("POST", v3+"/register", "", map[string]any{"username": "carol", "password": "pw", "auth": map[string]any{"type": "m.login.bogus"}}, 400, "M_UNKNOWN")
+		e.want("POST", v3+"/register", "", map[string]any{"username": "carol", "password": "pw", "device_id": strings.Repeat("D", 300), "auth": dummy}, 400, "M_INVALID_PARAM")
+		e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 403, "M_GUEST_ACCESS_FORBIDDEN")
+		e.want("POST", v3+"/register", "", "{not json", 400, "M_NOT_JSON")
+		e.want("POST", v3+"/register", "", `{"username": 5}`, 400, "M_BAD_JSON")
+		e.want("POST", v3+"/register", "", `{"username": "carol", "password": "pw", "auth": "dummy"}`, 400, "M_BAD_JSON")
+		if after := e.accountCount(); after != before {
+			t.Fatalf("failed registrations stored accounts: %d -> %d", before, after)
+		}
+
+		e.want("GET", v3+"/register/available?username=alice", "", nil, 400, "M_USER_IN_USE")
+		e.want("GET", v3+"/register/available?username=Bad%20Name", "", nil, 400, "M_INVALID_USERNAME")
+		e.want("GET", v3+"/register/available", "", nil, 400, "M_MISSING_PARAM")
+		if res = e.want("GET", v3+"/register/available?username=dave", "", nil, 200, ""); res["available"] != true {
+			t.Fatalf("available %v", res)
+		}
+	})
+}
+
+func TestRegistrationDisabled(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		cfg := openCfg()
+		cfg.RegistrationDisabled = true
+		e := newEnv(t, db, cfg)
+		e.want("POST", v3+"/register", "", map[string]any{"username": "alice", "password": "pw"}, 403, "M_FORBIDDEN")
+		e.want("POST", v3+"/register", "", map[string]any{"username": "alice", "password": "pw", "auth": map[string]any{"type": "m.login.dummy"}}, 403, "M_FORBIDDEN")
+		if n := e.accountCount(); n != 0 {
+			t.Fatalf("%d accounts exist", n)
+		}
+		// Shared-secret registration still works.
+		e.sharedSecret("admin1", "pw", true, secret, 200, "")
+	})
+}
+
+// sharedSecret registers through /_synapse/admin/v1/register with a MAC made from key.
+func (e *env) sharedSecret(username, password string, admin bool, key string, status int, code string) map[string]any {
+	e.t.Helper()
+	nonce := e.want("GET", "/_synapse/admin/v1/register", "", nil, 200, "")["nonce"].(string)
+	return e.want("POST", "/_synapse/admin/v1/register", "", sharedSecretBody(nonce, username, password, admin, key), status, code)
+}
+
+func sharedSecretBody(nonce, username, password string, admin bool, key string) map[string]any {
+	m := hmac.New(sha1.New, []byte(key))
+	adm := "notadmin"
+	if admin {
+		adm = "admin"
+	}
+	m.Write([]byte(nonce + "\x00" + username + "\x00" + password + "\x00" + adm))
+	return map[string]any{"nonce": nonce, "username": username, "password": password, "admin": admin, "mac": hex.EncodeToString(m.Sum(nil))}
+}
+
+func TestSharedSecretRegistration(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		res := e.sharedSecret("alice", "pw", false, secret, 200, "")
+		if res["user_id"] != "@alice:"+serverName || res["home_server"] != serverName || res["device_id"] == "" {
+			t.Fatalf("shared-secret answer %v", res)
+		}
+		e.want("GET", v3+"/account/whoami", res["access_token"].(string), nil, 200, "")
+		e.sharedSecret("bob", "pw", false, "wrong secret", 403, "M_FORBIDDEN")
+
+		nonce := e.want("GET", "/_synapse/admin/v1/register", "", nil, 200, "")["nonce"].(string)
+		body := sharedSecretBody(nonce, "carol", "pw", true, secret)
+		body["admin"] = false // the MAC covered admin=true
+		e.want("POST", "/_synapse/admin/v1/register", "", body, 403, "M_FORBIDDEN")
+		// The nonce was spent by the failed attempt.
+		e.want("POST", "/_synapse/admin/v1/register", "", sharedSecretBody(nonce, "carol", "pw", true, secret), 400, "M_UNKNOWN")
+
+		nonce = e.want("GET", "/_synapse/admin/v1/register", "", nil, 200, "")["nonce"].(string)
+		e.want("POST", "/_synapse/admin/v1/register", "", sharedSecretBody(nonce, "dave", "pw", false, secret), 200, "")
+		e.want("POST", "/_synapse/admin/v1/register", "", sharedSecretBody(nonce, "erin", "pw", false, secret), 400, "M_UNKNOWN")
+		e.want("POST", "/_synapse/admin/v1/register", "", sharedSecretBody("made-up", "erin", "pw", false, secret), 400, "M_UNKNOWN")
+		e.sharedSecret("alice", "pw", false, secret, 400, "M_USER_IN_USE")
+		if n := e.accountCount(); n != 2 {
+			t.Fatalf("want 2 accounts, have %d", n)
+		}
+
+		off := newEnv(t, db, config.ClientAPI{})
+		off.want("GET", "/_synapse/admin/v1/register", "", nil, 403, "M_FORBIDDEN")
+		off.want("POST", "/_synapse/admin/v1/register", "", sharedSecretBody(nonce, "x", "pw", false, ""), 403, "M_FORBIDDEN")
+	})
+}
+
+func TestLoginLogout(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		userID, first := e.register("alice", "pw")
+		flows := e.want("GET", v3+"/login", "", nil, 200, "")
+		if b, _ := json.Marshal(flows["flows"]); string(b) != `[{"type":"m.login.password"}]` {
+			t.Fatalf("flows %s", b)
+		}
+		login := func(body map[string]any, status int, code string) map[string]any {
+			t.Helper()
+			return e.want("POST", v3+"/login", "", body, status, code)
+		}
+		ident := func(user string) map[string]any { return map[string]any{"type": "m.id.user", "user": user} }
+		res := login(map[string]any{"type": "m.login.password", "identifier": ident("alice"), "password": "pw", "device_id": "DEV1", "initial_device_display_name": "laptop"}, 200, "")
+		if res["user_id"] != userID || res["device_id"] != "DEV1" || res["home_server"] != serverName {
+			t.Fatalf("login answer %v", res)
+		}
+		second := res["access_token"].(string)
+		third := login(map[string]any{"type": "m.login.password", "identifier": ident(userID), "password": "pw"}, 200, "")["access_token"].(string)
+		fourth := login(map[string]any{"type": "m.login.password", "user": "alice", "password": "pw"}, 200, "")["access_token"].(string)
+		login(map[string]any{"type": "m.login.password", "identifier": ident("alice"), "password": "wrong"}, 403, "M_FORBIDDEN")
+		login(map[string]any{"type": "m.login.password", "identifier": ident("nobody"), "password": "pw"}, 403, "M_FORBIDDEN")
+		login(map[string]any{"type": "m.login.password", "identifier": ident("@alice:elsewhere"), "password": "pw"}, 403, "M_FORBIDDEN")
+		login(map[string]any{"type": "m.login.token", "token": "x"}, 400, "M_UNKNOWN")
+		login(map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.phone"}, "password": "pw"}, 400, "M_UNKNOWN")
+		e.want("POST", v3+"/login", "", "[]", 400, "M_BAD_JSON")
+		e.want("POST", v3+"/login", "", "", 400, "M_NOT_JSON")
+
+		devs := e.want("GET", v3+"/devices", second, nil, 200, "")["devices"].([]any)
+		if len(devs) != 4 {
+			t.Fatalf("devices %v", devs)
+		}
+		dev := e.want("GET", v3+"/devices/DEV1", second, nil, 200, "")
+		if dev["display_name"] != "laptop" || dev["last_seen_ip"] != "127.0.0.1" {
+			t.Fatalf("device %v", dev)
+		}
+		e.want("PUT", v3+"/devices/DEV1", second, map[string]any{"display_name": "desk"}, 200, "")
+		if dev = e.want("GET", v3+"/devices/DEV1", second, nil, 200, ""); dev["display_name"] != "desk" {
+			t.Fatalf("renamed device %v", dev)
+		}
+		e.want("GET", v3+"/devices/NOPE", second, nil, 404, "M_NOT_FOUND")
+		e.want("PUT", v3+"/devices/NOPE", second, map[string]any{"display_name": "x"}, 404, "M_NOT_FOUND")
+
+		e.want("POST", v3+"/logout", second, map[string]any{}, 200, "")
+		e.want("GET", v3+"/account/whoami", second, nil, 401, "M_UNKNOWN_TOKEN")
+		e.want("GET", v3+"/account/whoami", first, nil, 200, "")
+		e.want("POST", v3+"/logout/all", third, map[string]any{}, 200, "")
+		for _, tok := range []string{first, third, fourth} {
+			e.want("GET", v3+"/account/whoami", tok, nil, 401, "M_UNKNOWN_TOKEN")
+		}
+		e.want("GET", v3+"/account/whoami", "", nil, 401, "M_MISSING_TOKEN")
+		e.want("GET", v3+"/account/whoami", "syt_made_up", nil, 401, "M_UNKNOWN_TOKEN")
+	})
+}
+
+func TestLoginAttemptsLimitedPerAccount(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		e.register("alice", "pw")
+		body := map[string]any{"type": "m.login.password", "user": "alice", "password": "guess"}
+		limited := false
+		for i := 0; i < 30 && !limited; i++ {
+			code, _ := e.do("POST", v3+"/login", "", body)
+			limited = code == http.StatusTooManyRequests
+		}
+		if !limited {
+			t.Fatal("30 wrong passwords in a row were never limited")
+		}
+		body["password"] = "pw"
+		e.want("POST", v3+"/login", "", body, 429, "M_LIMIT_EXCEEDED")
+	})
+}

@@ -1,0 +1,64 @@
+package routing
+
+import (
+	"net/http"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// deviceJSON is the spec's Device object.
+type deviceJSON struct {
+	DeviceID    string `json:"device_id"`
+	DisplayName string `json:"display_name,omitempty"`
+	LastSeenIP  string `json:"last_seen_ip,omitempty"`
+	LastSeenTS  int64  `json:"last_seen_ts,omitempty"`
+}
+
+func toDeviceJSON(d *uapi.Device) deviceJSON {
+	return deviceJSON{DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenIP: d.LastSeenIP, LastSeenTS: d.LastSeenTS}
+}
+
+// Devices is GET /devices.
+func (a *Accounts) Devices(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	res, err := a.UserAPI.QueryDevices(r.Context(), &uapi.QueryDevicesRequest{UserID: dev.UserID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	out := make([]deviceJSON, len(res.Devices))
+	for i := range res.Devices {
+		out[i] = toDeviceJSON(&res.Devices[i])
+	}
+	return httputil.OK(map[string]any{"devices": out}), nil
+}
+
+// Device is GET /devices/{deviceId}.
+func (a *Accounts) Device(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	res, err := a.UserAPI.QueryDevices(r.Context(), &uapi.QueryDevicesRequest{UserID: dev.UserID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	want := httputil.Vars(r)["deviceID"]
+	for i := range res.Devices {
+		if res.Devices[i].DeviceID == want {
+			return httputil.OK(toDeviceJSON(&res.Devices[i])), nil
+		}
+	}
+	return httputil.Response{}, matrixerr.NotFound("no such device")
+}
+
+// UpdateDevice is PUT /devices/{deviceId}.
+func (a *Accounts) UpdateDevice(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var body struct {
+		DisplayName *string `json:"display_name"`
+	}
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	_, err := a.UserAPI.PerformDeviceUpdate(r.Context(), &uapi.PerformDeviceUpdateRequest{UserID: dev.UserID, DeviceID: httputil.Vars(r)["deviceID"], DisplayName: body.DisplayName})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}

@@ -1,0 +1,146 @@
+package routing
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// filterShape is the part of a filter whose types are checked before it is stored;
+// unknown fields are kept as sent.
+type filterShape struct {
+	EventFields []string         `json:"event_fields"`
+	EventFormat string           `json:"event_format"`
+	Presence    *eventFilter     `json:"presence"`
+	AccountData *eventFilter     `json:"account_data"`
+	Room        *roomFilterShape `json:"room"`
+}
+
+type eventFilter struct {
+	Limit      *int64   `json:"limit"`
+	NotSenders []string `json:"not_senders"`
+	NotTypes   []string `json:"not_types"`
+	Senders    []string `json:"senders"`
+	Types      []string `json:"types"`
+}
+
+type roomEventFilter struct {
+	eventFilter
+	NotRooms                []string `json:"not_rooms"`
+	Rooms                   []string `json:"rooms"`
+	ContainsURL             *bool    `json:"contains_url"`
+	IncludeRedundantMembers *bool    `json:"include_redundant_members"`
+	LazyLoadMembers         *bool    `json:"lazy_load_members"`
+	UnreadThreadNotifs      *bool    `json:"unread_thread_notifications"`
+}
+
+type roomFilterShape struct {
+	AccountData  *roomEventFilter `json:"account_data"`
+	Ephemeral    *roomEventFilter `json:"ephemeral"`
+	IncludeLeave *bool            `json:"include_leave"`
+	NotRooms     []string         `json:"not_rooms"`
+	Rooms        []string         `json:"rooms"`
+	State        *roomEventFilter `json:"state"`
+	Timeline     *roomEventFilter `json:"timeline"`
+}
+
+// PutFilter is POST /user/{userId}/filter.
+func (a *Accounts) PutFilter(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	userID, err := userIDVar(r, dev)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	var raw json.RawMessage
+	if err = httputil.DecodeJSON(r, &raw); err != nil {
+		return httputil.Response{}, err
+	}
+	var shape *filterShape
+	if err = json.Unmarshal(raw, &shape); err != nil || shape == nil {
+		return httputil.Response{}, matrixerr.BadJSON("the filter does not have the filter's shape")
+	}
+	switch shape.EventFormat {
+	case "", "client", "federation":
+	default:
+		return httputil.Response{}, matrixerr.BadJSON("event_format must be client or federation")
+	}
+	res, err := a.UserAPI.PerformPutFilter(r.Context(), &uapi.PerformPutFilterRequest{Localpart: localpartOf(userID), Filter: raw})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"filter_id": res.FilterID}), nil
+}
+
+// GetFilter is GET /user/{userId}/filter/{filterId}.
+func (a *Accounts) GetFilter(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	userID, err := userIDVar(r, dev)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := a.UserAPI.QueryFilter(r.Context(), &uapi.QueryFilterRequest{Localpart: localpartOf(userID), FilterID: httputil.Vars(r)["filterID"]})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res.Filter), nil
+}
+
+// serverManagedTypes are account data types clients may read but not set.
+var serverManagedTypes = map[string]bool{"m.fully_read": true, "m.push_rules": true}
+
+// accountDataTarget returns the user, room ("" for global) and type of an account data
+// path.
+func accountDataTarget(r *http.Request, dev *uapi.Device) (userID, roomID, dataType string, err error) {
+	if userID, err = userIDVar(r, dev); err != nil {
+		return "", "", "", err
+	}
+	if _, ok := httputil.Vars(r)["roomID"]; ok {
+		if roomID, err = roomIDVar(r); err != nil {
+			return "", "", "", err
+		}
+	}
+	return userID, roomID, httputil.Vars(r)["type"], nil
+}
+
+// PutAccountData is PUT /user/{userId}/account_data/{type} and
+// PUT /user/{userId}/rooms/{roomId}/account_data/{type}.
+func (a *Accounts) PutAccountData(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	userID, roomID, dataType, err := accountDataTarget(r, dev)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if serverManagedTypes[dataType] {
+		return httputil.Response{}, matrixerr.ServerManaged("the server manages " + dataType)
+	}
+	content, err := decodeObject(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	_, err = a.UserAPI.PerformAccountData(r.Context(), &uapi.PerformAccountDataRequest{UserID: userID, RoomID: roomID, DataType: dataType, Data: content})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// GetAccountData is GET /user/{userId}/account_data/{type} and
+// GET /user/{userId}/rooms/{roomId}/account_data/{type}.
+func (a *Accounts) GetAccountData(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	userID, roomID, dataType, err := accountDataTarget(r, dev)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := a.UserAPI.QueryAccountData(r.Context(), &uapi.QueryAccountDataRequest{UserID: userID, RoomID: roomID, DataType: dataType})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	content, ok := res.Global[dataType]
+	if roomID != "" {
+		content, ok = res.Rooms[roomID][dataType]
+	}
+	if !ok {
+		return httputil.Response{}, matrixerr.NotFound("no account data of this type")
+	}
+	return httputil.OK(content), nil
+}

@@ -1,0 +1,121 @@
+package internal
+
+import (
+	"context"
+	"errors"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/storage"
+)
+
+// PerformAccountCreation creates an account whose display name is its localpart. Guest
+// accounts have no password; every other account needs one.
+func (u *UserAPI) PerformAccountCreation(ctx context.Context, req *api.PerformAccountCreationRequest) (*api.PerformAccountCreationResponse, error) {
+	if err := ValidateLocalpart(req.Localpart, u.ServerName); err != nil {
+		return nil, err
+	}
+	accType := req.AccountType
+	switch accType {
+	case 0:
+		accType = api.AccountTypeUser
+	case api.AccountTypeUser, api.AccountTypeGuest, api.AccountTypeAdmin:
+	default:
+		return nil, matrixerr.InvalidParam("unknown account type")
+	}
+	hash := ""
+	if accType != api.AccountTypeGuest || req.Password != "" {
+		if req.Password == "" {
+			return nil, matrixerr.MissingParam("a password is required")
+		}
+		h, err := bcrypt.GenerateFromPassword(bcryptInput(req.Password), u.BCryptCost)
+		if err != nil {
+			return nil, err
+		}
+		hash = string(h)
+	}
+	acc := &storage.Account{Localpart: req.Localpart, PasswordHash: hash, AccountType: int(accType), CreatedTS: nowMS()}
+	err := u.DB.CreateAccount(ctx, acc, req.Localpart)
+	if errors.Is(err, storage.ErrExists) {
+		return nil, matrixerr.UserInUse("this username is taken")
+	}
+	if err != nil {
+		return nil, err
+	}
+	u.Metrics.accountsCreated.Inc()
+	return &api.PerformAccountCreationResponse{Account: u.account(acc)}, nil
+}
+
+func (u *UserAPI) account(acc *storage.Account) *api.Account {
+	return &api.Account{UserID: u.userID(acc.Localpart), Localpart: acc.Localpart, ServerName: u.ServerName, AccountType: api.AccountType(acc.AccountType)}
+}
+
+// QueryLocalpartAvailable answers false for a taken localpart and M_INVALID_USERNAME for
+// one that could never be registered.
+func (u *UserAPI) QueryLocalpartAvailable(ctx context.Context, req *api.QueryLocalpartAvailableRequest) (*api.QueryLocalpartAvailableResponse, error) {
+	if err := ValidateLocalpart(req.Localpart, u.ServerName); err != nil {
+		return nil, err
+	}
+	_, err := u.DB.Account(ctx, req.Localpart)
+	if errors.Is(err, storage.ErrNotFound) {
+		return &api.QueryLocalpartAvailableResponse{Available: true}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryLocalpartAvailableResponse{Available: false}, nil
+}
+
+// QueryAccountByPassword returns the account if the password matches, else M_FORBIDDEN.
+// An unknown account costs the same bcrypt comparison and gets the same answer as a wrong
+// password, so neither timing nor errors reveal which accounts exist.
+func (u *UserAPI) QueryAccountByPassword(ctx context.Context, req *api.QueryAccountByPasswordRequest) (*api.QueryAccountByPasswordResponse, error) {
+	acc, err := u.DB.Account(ctx, req.Localpart)
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
+	hash := u.dummyHash
+	if acc != nil && acc.PasswordHash != "" {
+		hash = []byte(acc.PasswordHash)
+	}
+	match := bcrypt.CompareHashAndPassword(hash, bcryptInput(req.Password)) == nil
+	if acc == nil || acc.PasswordHash == "" || !match {
+		u.Metrics.passwordChecks.WithLabelValues("rejected").Inc()
+		return nil, matrixerr.Forbidden("invalid username or password")
+	}
+	u.Metrics.passwordChecks.WithLabelValues("accepted").Inc()
+	return &api.QueryAccountByPasswordResponse{Account: u.account(acc)}, nil
+}
+
+// QueryProfile returns a local user's profile, M_NOT_FOUND for unknown and remote users.
+func (u *UserAPI) QueryProfile(ctx context.Context, req *api.QueryProfileRequest) (*api.QueryProfileResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, matrixerr.NotFound("profile not found")
+	}
+	p, err := u.DB.Profile(ctx, local)
+	if err != nil {
+		return nil, notFound(err, "profile not found")
+	}
+	return &api.QueryProfileResponse{DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}, nil
+}
+
+// PerformSetDisplayName sets the display name; idempotent.
+func (u *UserAPI) PerformSetDisplayName(ctx context.Context, req *api.PerformSetProfileRequest) (*api.PerformSetProfileResponse, error) {
+	changed, err := u.DB.SetDisplayName(ctx, req.Localpart, req.Value)
+	if err != nil {
+		return nil, notFound(err, "profile not found")
+	}
+	return &api.PerformSetProfileResponse{Changed: changed}, nil
+}
+
+// PerformSetAvatarURL sets the avatar URL; idempotent.
+func (u *UserAPI) PerformSetAvatarURL(ctx context.Context, req *api.PerformSetProfileRequest) (*api.PerformSetProfileResponse, error) {
+	changed, err := u.DB.SetAvatarURL(ctx, req.Localpart, req.Value)
+	if err != nil {
+		return nil, notFound(err, "profile not found")
+	}
+	return &api.PerformSetProfileResponse{Changed: changed}, nil
+}

@@ -1,0 +1,126 @@
+package internal
+
+import (
+	"context"
+	"errors"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/storage"
+)
+
+// PerformDeviceCreation logs a device in with a new access token. A known device ID
+// gets a new token and its old one stops working; without an ID a random one is chosen.
+func (u *UserAPI) PerformDeviceCreation(ctx context.Context, req *api.PerformDeviceCreationRequest) (*api.PerformDeviceCreationResponse, error) {
+	deviceID := ""
+	if req.DeviceID != nil {
+		deviceID = *req.DeviceID
+	}
+	if len(deviceID) > maxDeviceIDBytes {
+		return nil, matrixerr.InvalidParam("device_id is too long")
+	}
+	if deviceID == "" {
+		var err error
+		if deviceID, err = newDeviceID(); err != nil {
+			return nil, err
+		}
+	}
+	token, err := newAccessToken()
+	if err != nil {
+		return nil, err
+	}
+	now := nowMS()
+	dev := &storage.Device{Localpart: req.Localpart, DeviceID: deviceID, CreatedTS: now, LastSeenTS: now, LastSeenIP: req.IP, UserAgent: req.UserAgent}
+	if req.DisplayName != nil {
+		dev.DisplayName = *req.DisplayName
+	}
+	if err = u.DB.PutDevice(ctx, dev, hashToken(token)); err != nil {
+		return nil, notFound(err, "no such account")
+	}
+	return &api.PerformDeviceCreationResponse{Device: u.device(dev), AccessToken: token}, nil
+}
+
+func (u *UserAPI) device(d *storage.Device) *api.Device {
+	return &api.Device{UserID: u.userID(d.Localpart), DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenTS: d.LastSeenTS, LastSeenIP: d.LastSeenIP}
+}
+
+// QueryAccessToken returns the token's device, or a nil Device for an unknown token. As
+// bookkeeping it refreshes the device's last-seen time when that is older than
+// lastSeenGranularity; a failure to do so is logged, not returned.
+func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessTokenRequest) (*api.QueryAccessTokenResponse, error) {
+	dev, err := u.DB.DeviceByTokenHash(ctx, hashToken(req.AccessToken))
+	if errors.Is(err, storage.ErrNotFound) {
+		return &api.QueryAccessTokenResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if now := nowMS(); now-dev.LastSeenTS > lastSeenGranularity.Milliseconds() {
+		if err := u.DB.TouchDevice(ctx, dev.Localpart, dev.DeviceID, now); err != nil {
+			u.Logger.WithError(err).Warn("recording device last-seen time failed")
+		} else {
+			dev.LastSeenTS = now
+		}
+	}
+	return &api.QueryAccessTokenResponse{Device: u.device(dev)}, nil
+}
+
+// PerformDeviceDeletion logs devices out: the listed ones, or when DeviceIDs is nil every
+// device except ExceptDeviceID. Idempotent.
+func (u *UserAPI) PerformDeviceDeletion(ctx context.Context, req *api.PerformDeviceDeletionRequest) (*api.PerformDeviceDeletionResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if req.DeviceIDs != nil {
+		err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs)
+	} else {
+		err = u.DB.DeleteDevicesExcept(ctx, local, req.ExceptDeviceID)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.PerformDeviceDeletionResponse{}, nil
+}
+
+// QueryDevices lists a local user's devices.
+func (u *UserAPI) QueryDevices(ctx context.Context, req *api.QueryDevicesRequest) (*api.QueryDevicesResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	devs, err := u.DB.Devices(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Device, len(devs))
+	for i := range devs {
+		out[i] = *u.device(&devs[i])
+	}
+	return &api.QueryDevicesResponse{Devices: out}, nil
+}
+
+// PerformDeviceUpdate renames a device; M_NOT_FOUND if the user has no such device. A
+// nil DisplayName changes nothing.
+func (u *UserAPI) PerformDeviceUpdate(ctx context.Context, req *api.PerformDeviceUpdateRequest) (*api.PerformDeviceUpdateResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if req.DisplayName == nil {
+		devs, err := u.DB.Devices(ctx, local)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range devs {
+			if d.DeviceID == req.DeviceID {
+				return &api.PerformDeviceUpdateResponse{}, nil
+			}
+		}
+		return nil, matrixerr.NotFound("no such device")
+	}
+	if err = u.DB.SetDeviceDisplayName(ctx, local, req.DeviceID, *req.DisplayName); err != nil {
+		return nil, notFound(err, "no such device")
+	}
+	return &api.PerformDeviceUpdateResponse{}, nil
+}

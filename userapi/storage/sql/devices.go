@@ -1,0 +1,127 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/matrix-org/dendrite/userapi/storage"
+)
+
+const deviceColumns = "localpart, device_id, display_name, created_ts, last_seen_ts, last_seen_ip, user_agent"
+
+// A re-login with a known device ID keeps the device's name (the spec ignores
+// initial_device_display_name for a known device) and replaces its token.
+const upsertDeviceSQL = "INSERT INTO userapi_devices (" + deviceColumns + ", token_hash)" +
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8)" +
+	" ON CONFLICT (localpart, device_id) DO UPDATE SET token_hash = excluded.token_hash," +
+	" last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip, user_agent = excluded.user_agent"
+
+// PutDevice implements storage.Database.
+func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash []byte) error {
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		var one int
+		err := tx.QueryRowContext(ctx, "SELECT 1 FROM userapi_accounts WHERE localpart = $1", dev.Localpart).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return storage.ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, upsertDeviceSQL, dev.Localpart, dev.DeviceID, dev.DisplayName,
+			dev.CreatedTS, dev.LastSeenTS, dev.LastSeenIP, dev.UserAgent, tokenHash)
+		return err
+	})
+	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+		return fmt.Errorf("upsert device: %w", err)
+	}
+	return err
+}
+
+func scanDevice(row interface{ Scan(...any) error }) (*storage.Device, error) {
+	var dev storage.Device
+	err := row.Scan(&dev.Localpart, &dev.DeviceID, &dev.DisplayName, &dev.CreatedTS, &dev.LastSeenTS, &dev.LastSeenIP, &dev.UserAgent)
+	return &dev, err
+}
+
+// DeviceByTokenHash implements storage.Database.
+func (d *Database) DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*storage.Device, error) {
+	dev, err := scanDevice(d.db.QueryRowContext(ctx, "SELECT "+deviceColumns+" FROM userapi_devices WHERE token_hash = $1", tokenHash))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, storage.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select device by token: %w", err)
+	}
+	return dev, nil
+}
+
+// Devices implements storage.Database.
+func (d *Database) Devices(ctx context.Context, localpart string) ([]storage.Device, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT "+deviceColumns+" FROM userapi_devices WHERE localpart = $1 ORDER BY device_id", localpart)
+	if err != nil {
+		return nil, fmt.Errorf("select devices: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // rows.Err reports what matters
+	var out []storage.Device
+	for rows.Next() {
+		dev, err := scanDevice(rows)
+		if err != nil {
+			return nil, fmt.Errorf("scan device: %w", err)
+		}
+		out = append(out, *dev)
+	}
+	return out, rows.Err()
+}
+
+// DeleteDevices implements storage.Database.
+func (d *Database) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error {
+	if len(deviceIDs) == 0 {
+		return nil
+	}
+	query, args := d.db.Dialect.InList("DELETE FROM userapi_devices WHERE localpart = $1 AND device_id IN ({ids})", "{ids}", []any{localpart}, deviceIDs)
+	return d.exec(ctx, "delete devices", query, args...)
+}
+
+// DeleteDevicesExcept implements storage.Database.
+func (d *Database) DeleteDevicesExcept(ctx context.Context, localpart, except string) error {
+	return d.exec(ctx, "delete devices", "DELETE FROM userapi_devices WHERE localpart = $1 AND device_id <> $2", localpart, except)
+}
+
+// SetDeviceDisplayName implements storage.Database.
+func (d *Database) SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) error {
+	var n int64
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE userapi_devices SET display_name = $1 WHERE localpart = $2 AND device_id = $3", name, localpart, deviceID)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("rename device: %w", err)
+	}
+	if n == 0 {
+		return storage.ErrNotFound
+	}
+	return nil
+}
+
+// TouchDevice implements storage.Database.
+func (d *Database) TouchDevice(ctx context.Context, localpart, deviceID string, ts int64) error {
+	return d.exec(ctx, "touch device", "UPDATE userapi_devices SET last_seen_ts = $1 WHERE localpart = $2 AND device_id = $3", ts, localpart, deviceID)
+}
+
+// exec runs one write statement in a transaction (SQLite writers are serialised there).
+func (d *Database) exec(ctx context.Context, what, query string, args ...any) error {
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, query, args...)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}

@@ -1,0 +1,44 @@
+// Package sql implements the userapi storage.Database with one SQL text for SQLite and
+// PostgreSQL.
+package sql
+
+import "github.com/matrix-org/dendrite/internal/sqlutil"
+
+// migrations are the userapi schema steps, in order; never edit a released one.
+var migrations = []sqlutil.Migration{{Version: 1, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_accounts (
+	localpart TEXT NOT NULL PRIMARY KEY,
+	password_hash TEXT NOT NULL,
+	account_type INTEGER NOT NULL,
+	created_ts {bigint} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS userapi_profiles (
+	localpart TEXT NOT NULL PRIMARY KEY,
+	display_name TEXT NOT NULL DEFAULT '',
+	avatar_url TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS userapi_devices (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	token_hash {bytes} NOT NULL UNIQUE,
+	display_name TEXT NOT NULL DEFAULT '',
+	created_ts {bigint} NOT NULL,
+	last_seen_ts {bigint} NOT NULL,
+	last_seen_ip TEXT NOT NULL DEFAULT '',
+	user_agent TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (localpart, device_id)
+);
+CREATE TABLE IF NOT EXISTS userapi_account_data (
+	localpart TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	data_type TEXT NOT NULL,
+	content TEXT NOT NULL,
+	PRIMARY KEY (localpart, room_id, data_type)
+);
+CREATE TABLE IF NOT EXISTS userapi_filters (
+	filter_id {serial},
+	localpart TEXT NOT NULL,
+	filter TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS userapi_filters_localpart ON userapi_filters (localpart);
+`}}

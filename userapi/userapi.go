@@ -1,0 +1,61 @@
+// Package userapi is the component that owns local accounts: passwords, devices and
+// access tokens, profiles, account data (announced on OutputClientData) and filters. See
+// api/ for its contract.
+package userapi
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/internal"
+	"github.com/matrix-org/dendrite/userapi/storage/sql"
+)
+
+// Deps is what the userapi is built from. Log and Registerer may be nil: without a Log
+// account data changes are stored but not announced (the create-account command).
+type Deps struct {
+	Cfg             *config.UserAPI
+	ServerName      string
+	DB              *sqlutil.DB
+	Log             eventlog.Log
+	ClientDataTopic string
+	Logger          *logrus.Entry
+	Registerer      prometheus.Registerer
+}
+
+// UserAPI is the userapi component.
+type UserAPI struct {
+	api *internal.UserAPI
+}
+
+// New migrates the userapi's storage and builds its API.
+func New(ctx context.Context, d Deps) (*UserAPI, error) {
+	db, err := sql.Open(ctx, d.DB)
+	if err != nil {
+		return nil, err
+	}
+	logger := d.Logger
+	if logger == nil {
+		logger = logrus.NewEntry(logrus.StandardLogger())
+	}
+	impl, err := internal.New(internal.UserAPI{
+		DB: db, ServerName: d.ServerName, BCryptCost: d.Cfg.BCryptCost,
+		Log: d.Log, ClientDataTopic: d.ClientDataTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start userapi: %w", err)
+	}
+	return &UserAPI{api: impl}, nil
+}
+
+// API is the userapi's client-facing API.
+func (u *UserAPI) API() api.ClientUserAPI {
+	return u.api
+}

@@ -1,0 +1,305 @@
+package userapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/userapi"
+	"github.com/matrix-org/dendrite/userapi/api"
+)
+
+const serverName = "test.local"
+
+const topic = "TestOutputClientData"
+
+func newAPI(t *testing.T, db *sqlutil.DB, log eventlog.Log) api.ClientUserAPI {
+	t.Helper()
+	ua, err := userapi.New(context.Background(), userapi.Deps{
+		Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: topic,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ua.API()
+}
+
+func wantCode(t *testing.T, err error, code string) {
+	t.Helper()
+	var merr *matrixerr.Error
+	if !errors.As(err, &merr) || merr.Code != code {
+		t.Fatalf("want %s, got %v", code, err)
+	}
+}
+
+func create(t *testing.T, u api.ClientUserAPI, localpart, password string) *api.Account {
+	t.Helper()
+	res, err := u.PerformAccountCreation(context.Background(), &api.PerformAccountCreationRequest{Localpart: localpart, Password: password, AccountType: api.AccountTypeUser})
+	if err != nil {
+		t.Fatalf("create %s: %v", localpart, err)
+	}
+	return res.Account
+}
+
+func login(t *testing.T, u api.ClientUserAPI, localpart string, deviceID *string) *api.PerformDeviceCreationResponse {
+	t.Helper()
+	name := "phone"
+	res, err := u.PerformDeviceCreation(context.Background(), &api.PerformDeviceCreationRequest{Localpart: localpart, DeviceID: deviceID, DisplayName: &name, IP: "127.0.0.1"})
+	if err != nil {
+		t.Fatalf("create device: %v", err)
+	}
+	return res
+}
+
+func TestAccounts(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newAPI(t, db, nil)
+		acc := create(t, u, "alice", "correct horse")
+		if acc.UserID != "@alice:"+serverName || acc.AccountType != api.AccountTypeUser {
+			t.Fatalf("account %+v", acc)
+		}
+		_, err := u.PerformAccountCreation(ctx, &api.PerformAccountCreationRequest{Localpart: "alice", Password: "x"})
+		wantCode(t, err, "M_USER_IN_USE")
+		for _, bad := range []string{"", "Alice", "al ice", "ali:ce", "é", strings.Repeat("a", 250)} {
+			_, err = u.PerformAccountCreation(ctx, &api.PerformAccountCreationRequest{Localpart: bad, Password: "x"})
+			wantCode(t, err, "M_INVALID_USERNAME")
+			_, err = u.QueryLocalpartAvailable(ctx, &api.QueryLocalpartAvailableRequest{Localpart: bad})
+			wantCode(t, err, "M_INVALID_USERNAME")
+		}
+		create(t, u, "a-z0.9_=/+", "pw")
+		_, err = u.PerformAccountCreation(ctx, &api.PerformAccountCreationRequest{Localpart: "nopass"})
+		wantCode(t, err, "M_MISSING_PARAM")
+
+		for name, want := range map[string]bool{"alice": false, "bob": true} {
+			res, err := u.QueryLocalpartAvailable(ctx, &api.QueryLocalpartAvailableRequest{Localpart: name})
+			if err != nil || res.Available != want {
+				t.Fatalf("available(%s) = %+v, %v", name, res, err)
+			}
+		}
+
+		res, err := u.QueryAccountByPassword(ctx, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "correct horse"})
+		if err != nil || res.Account.UserID != acc.UserID {
+			t.Fatalf("good password: %+v %v", res, err)
+		}
+		_, err = u.QueryAccountByPassword(ctx, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "wrong"})
+		wantCode(t, err, "M_FORBIDDEN")
+		_, err = u.QueryAccountByPassword(ctx, &api.QueryAccountByPasswordRequest{Localpart: "nobody", Password: "correct horse"})
+		wantCode(t, err, "M_FORBIDDEN")
+
+		// bcrypt reads 72 bytes; passwords differing after that must still differ.
+		long := strings.Repeat("p", 100)
+		create(t, u, "long", long+"1")
+		if _, err = u.QueryAccountByPassword(ctx, &api.QueryAccountByPasswordRequest{Localpart: "long", Password: long + "1"}); err != nil {
+			t.Fatalf("long password: %v", err)
+		}
+		_, err = u.QueryAccountByPassword(ctx, &api.QueryAccountByPasswordRequest{Localpart: "long", Password: long + "2"})
+		wantCode(t, err, "M_FORBIDDEN")
+	})
+}
+
+func TestDevicesAndTokens(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newAPI(t, db, nil)
+		create(t, u, "alice", "pw")
+		create(t, u, "bob", "pw")
+		first := login(t, u, "alice", nil)
+		if len(first.Device.DeviceID) != 10 || strings.ToUpper(first.Device.DeviceID) != first.Device.DeviceID {
+			t.Fatalf("generated device ID %q", first.Device.DeviceID)
+		}
+		if !strings.HasPrefix(first.AccessToken, "syt_") || first.Device.UserID != "@alice:"+serverName {
+			t.Fatalf("device %+v token %q", first.Device, first.AccessToken)
+		}
+		q, err := u.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: first.AccessToken})
+		if err != nil || q.Device == nil || q.Device.DeviceID != first.Device.DeviceID || q.Device.DisplayName != "phone" {
+			t.Fatalf("lookup: %+v %v", q, err)
+		}
+		if q, err = u.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: "syt_unknown"}); err != nil || q.Device != nil {
+			t.Fatalf("unknown token: %+v %v", q, err)
+		}
+		var stored int
+		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM userapi_devices WHERE token_hash = $1", []byte(first.AccessToken)).Scan(&stored); err != nil || stored != 0 {
+			t.Fatalf("the token itself is stored: %d %v", stored, err)
+		}
+
+		// A re-login with the same device ID replaces the token and keeps the name.
+		again := login(t, u, "alice", &first.Device.DeviceID)
+		if q, _ = u.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: first.AccessToken}); q.Device != nil {
+			t.Fatal("old token of a re-logged-in device still works")
+		}
+		if q, _ = u.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: again.AccessToken}); q.Device == nil {
+			t.Fatal("new token does not work")
+		}
+		custom := "MYDEVICE"
+		login(t, u, "alice", &custom)
+		third := login(t, u, "alice", nil)
+		bobDev := login(t, u, "bob", &custom)
+		_, err = u.PerformDeviceCreation(ctx, &api.PerformDeviceCreationRequest{Localpart: "nobody"})
+		wantCode(t, err, "M_NOT_FOUND")
+
+		devs, err := u.QueryDevices(ctx, &api.QueryDevicesRequest{UserID: "@alice:" + serverName})
+		if err != nil || len(devs.Devices) != 3 {
+			t.Fatalf("devices: %+v %v", devs, err)
+		}
+		name := "laptop"
+		if _, err = u.PerformDeviceUpdate(ctx, &api.PerformDeviceUpdateRequest{UserID: "@alice:" + serverName, DeviceID: custom, DisplayName: &name}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = u.PerformDeviceUpdate(ctx, &api.PerformDeviceUpdateRequest{UserID: "@alice:" + serverName, DeviceID: "NOPE", DisplayName: &name})
+		wantCode(t, err, "M_NOT_FOUND")
+
+		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: "@alice:" + serverName, DeviceIDs: []string{custom}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: "@alice:" + serverName, ExceptDeviceID: third.Device.DeviceID}); err != nil {
+			t.Fatal(err)
+		}
+		devs, _ = u.QueryDevices(ctx, &api.QueryDevicesRequest{UserID: "@alice:" + serverName})
+		if len(devs.Devices) != 1 || devs.Devices[0].DeviceID != third.Device.DeviceID {
+			t.Fatalf("after deletions: %+v", devs.Devices)
+		}
+		// Bob's device with the same ID as Alice's deleted one is untouched.
+		if q, _ = u.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: bobDev.AccessToken}); q.Device == nil {
+			t.Fatal("another user's device was deleted")
+		}
+	})
+}
+
+func TestProfiles(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newAPI(t, db, nil)
+		create(t, u, "alice", "pw")
+		p, err := u.QueryProfile(ctx, &api.QueryProfileRequest{UserID: "@alice:" + serverName})
+		if err != nil || p.DisplayName != "alice" || p.AvatarURL != "" {
+			t.Fatalf("initial profile %+v %v", p, err)
+		}
+		for _, unknown := range []string{"@bob:" + serverName, "@alice:elsewhere", "garbage"} {
+			_, err = u.QueryProfile(ctx, &api.QueryProfileRequest{UserID: unknown})
+			wantCode(t, err, "M_NOT_FOUND")
+		}
+		set, err := u.PerformSetDisplayName(ctx, &api.PerformSetProfileRequest{Localpart: "alice", Value: "Alice"})
+		if err != nil || !set.Changed {
+			t.Fatalf("set name: %+v %v", set, err)
+		}
+		if set, _ = u.PerformSetDisplayName(ctx, &api.PerformSetProfileRequest{Localpart: "alice", Value: "Alice"}); set.Changed {
+			t.Fatal("setting the same name reports a change")
+		}
+		if set, err = u.PerformSetAvatarURL(ctx, &api.PerformSetProfileRequest{Localpart: "alice", Value: "mxc://a/b"}); err != nil || !set.Changed {
+			t.Fatalf("set avatar: %+v %v", set, err)
+		}
+		_, err = u.PerformSetAvatarURL(ctx, &api.PerformSetProfileRequest{Localpart: "bob", Value: "mxc://a/b"})
+		wantCode(t, err, "M_NOT_FOUND")
+		p, _ = u.QueryProfile(ctx, &api.QueryProfileRequest{UserID: "@alice:" + serverName})
+		if p.DisplayName != "Alice" || p.AvatarURL != "mxc://a/b" {
+			t.Fatalf("profile %+v", p)
+		}
+	})
+}
+
+func TestAccountDataAndFilters(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = log.Close() }) // nothing to do about a failed close in cleanup
+		u := newAPI(t, db, log)
+		alice := create(t, u, "alice", "pw").UserID
+		put := func(roomID, typ, content string) {
+			t.Helper()
+			if _, err := u.PerformAccountData(ctx, &api.PerformAccountDataRequest{UserID: alice, RoomID: roomID, DataType: typ, Data: json.RawMessage(content)}); err != nil {
+				t.Fatalf("put %s %s: %v", roomID, typ, err)
+			}
+		}
+		put("", "m.direct", `{"a":1}`)
+		put("", "m.direct", `{"a":2}`)
+		put("!r:x", "m.tag", `{"tags":{}}`)
+		_, err = u.PerformAccountData(ctx, &api.PerformAccountDataRequest{UserID: alice, DataType: "x", Data: json.RawMessage(`[1]`)})
+		wantCode(t, err, "M_BAD_JSON")
+
+		all, err := u.QueryAccountData(ctx, &api.QueryAccountDataRequest{UserID: alice})
+		if err != nil || string(all.Global["m.direct"]) != `{"a":2}` || string(all.Rooms["!r:x"]["m.tag"]) != `{"tags":{}}` {
+			t.Fatalf("all account data: %+v %v", all, err)
+		}
+		one, _ := u.QueryAccountData(ctx, &api.QueryAccountDataRequest{UserID: alice, RoomID: "!r:x", DataType: "m.tag"})
+		if len(one.Global) != 0 || len(one.Rooms["!r:x"]) != 1 {
+			t.Fatalf("room account data: %+v", one)
+		}
+		none, _ := u.QueryAccountData(ctx, &api.QueryAccountDataRequest{UserID: alice, DataType: "m.nothing"})
+		if len(none.Global)+len(none.Rooms) != 0 {
+			t.Fatalf("missing type: %+v", none)
+		}
+
+		recs := collect(t, log, 3)
+		var last api.OutputClientData
+		if err = json.Unmarshal(recs[2].Value, &last); err != nil {
+			t.Fatal(err)
+		}
+		if string(recs[2].Key) != alice || last.Type != api.OutputClientDataTypeAccountData ||
+			last.AccountData.RoomID != "!r:x" || last.AccountData.Type != "m.tag" || string(last.AccountData.Content) != `{"tags":{}}` {
+			t.Fatalf("last message %s %+v", recs[2].Key, last.AccountData)
+		}
+
+		f1, err := u.PerformPutFilter(ctx, &api.PerformPutFilterRequest{Localpart: "alice", Filter: json.RawMessage(`{"room":{}}`)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f2, _ := u.PerformPutFilter(ctx, &api.PerformPutFilterRequest{Localpart: "alice", Filter: json.RawMessage(`{"presence":{}}`)})
+		f3, _ := u.PerformPutFilter(ctx, &api.PerformPutFilterRequest{Localpart: "alice", Filter: json.RawMessage(`{"room":{}}`)})
+		if f1.FilterID == f2.FilterID || f1.FilterID != f3.FilterID || strings.Trim(f1.FilterID, "0123456789") != "" {
+			t.Fatalf("filter IDs %s %s %s", f1.FilterID, f2.FilterID, f3.FilterID)
+		}
+		got, err := u.QueryFilter(ctx, &api.QueryFilterRequest{Localpart: "alice", FilterID: f2.FilterID})
+		if err != nil || string(got.Filter) != `{"presence":{}}` {
+			t.Fatalf("filter %s %v", got.Filter, err)
+		}
+		for _, id := range []string{"999", "x", ""} {
+			_, err = u.QueryFilter(ctx, &api.QueryFilterRequest{Localpart: "alice", FilterID: id})
+			wantCode(t, err, "M_NOT_FOUND")
+		}
+		_, err = u.QueryFilter(ctx, &api.QueryFilterRequest{Localpart: "bob", FilterID: f1.FilterID})
+		wantCode(t, err, "M_NOT_FOUND")
+	})
+}
+
+// collect reads n records from partition 0 of the topic, failing after a deadline.
+func collect(t *testing.T, log eventlog.Log, n int) []eventlog.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out []eventlog.Record
+	err := log.Consume(ctx, topic, 0, 0, func(_ context.Context, recs []eventlog.Record) error {
+		out = append(out, recs...)
+		if len(out) >= n {
+			cancel()
+		}
+		return nil
+	})
+	if len(out) < n {
+		t.Fatalf("got %d of %d records: %v", len(out), n, err)
+	}
+	return out
+}
+
+func TestMigrateTwice(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		u := newAPI(t, db, nil)
+		create(t, u, "alice", "pw")
+		// Starting again on the same database keeps the data.
+		u = newAPI(t, db, nil)
+		if _, err := u.QueryAccountByPassword(context.Background(), &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "pw"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
