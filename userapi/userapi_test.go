@@ -160,7 +160,7 @@ func TestDevicesAndTokens(t *testing.T) {
 		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: "@alice:" + serverName, DeviceIDs: []string{custom}}); err != nil {
 			t.Fatal(err)
 		}
-		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: "@alice:" + serverName, ExceptDeviceID: third.Device.DeviceID}); err != nil {
+		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: "@alice:" + serverName, All: true, ExceptDeviceID: third.Device.DeviceID}); err != nil {
 			t.Fatal(err)
 		}
 		devs, _ = u.QueryDevices(ctx, &api.QueryDevicesRequest{UserID: "@alice:" + serverName})

@@ -96,7 +96,7 @@ func (a *Accounts) Logout(r *http.Request, dev *uapi.Device) (httputil.Response,
 
 // LogoutAll is POST /logout/all: every device of the caller is deleted.
 func (a *Accounts) LogoutAll(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
-	_, err := a.UserAPI.PerformDeviceDeletion(r.Context(), &uapi.PerformDeviceDeletionRequest{UserID: dev.UserID})
+	_, err := a.UserAPI.PerformDeviceDeletion(r.Context(), &uapi.PerformDeviceDeletionRequest{UserID: dev.UserID, All: true})
 	if err != nil {
 		return httputil.Response{}, err
 	}

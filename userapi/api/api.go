@@ -99,11 +99,13 @@ type PerformDeviceCreationResponse struct {
 	AccessToken string  `json:"access_token"`
 }
 
-// PerformDeviceDeletionRequest logs devices out: DeviceIDs, or all but ExceptDeviceID
-// when DeviceIDs is nil.
+// PerformDeviceDeletionRequest logs devices out: the listed DeviceIDs, or with All every
+// device but ExceptDeviceID. All is explicit so that an empty list, which JSON may turn
+// into a missing one, never means "every device".
 type PerformDeviceDeletionRequest struct {
 	UserID         string   `json:"user_id"`
 	DeviceIDs      []string `json:"device_ids,omitempty"`
+	All            bool     `json:"all,omitempty"`
 	ExceptDeviceID string   `json:"except_device_id,omitempty"`
 }
 

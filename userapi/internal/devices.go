@@ -65,17 +65,18 @@ func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessToke
 	return &api.QueryAccessTokenResponse{Device: u.device(dev)}, nil
 }
 
-// PerformDeviceDeletion logs devices out: the listed ones, or when DeviceIDs is nil every
-// device except ExceptDeviceID. Idempotent.
+// PerformDeviceDeletion logs devices out: the listed ones, or with All every device except
+// ExceptDeviceID. Idempotent.
 func (u *UserAPI) PerformDeviceDeletion(ctx context.Context, req *api.PerformDeviceDeletionRequest) (*api.PerformDeviceDeletionResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
 		return nil, err
 	}
-	if req.DeviceIDs != nil {
-		err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs)
-	} else {
+	switch {
+	case req.All:
 		err = u.DB.DeleteDevicesExcept(ctx, local, req.ExceptDeviceID)
+	case len(req.DeviceIDs) > 0:
+		err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs)
 	}
 	if err != nil {
 		return nil, err
