@@ -2,6 +2,7 @@ package syncapi_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -261,6 +262,37 @@ func TestBadParams(t *testing.T) {
 		}
 		if got := h.get("bad-token", "/_matrix/client/v3/sync", nil, nil); got != http.StatusUnauthorized {
 			t.Errorf("unknown token: status %d", got)
+		}
+	})
+}
+
+// TestStateAtTimelineStart checks that a limited timeline's state is the state before its
+// first event, rolled back from the current state, not the current state.
+func TestStateAtTimelineStart(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		roomID := h.newRoom(alice)
+		oneID := h.submit(roomID, proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "one"}))[0]
+		for i := 0; i < 3; i++ {
+			h.send(roomID, alice, fmt.Sprint("x", i))
+		}
+		twoID := h.submit(roomID, proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "two"}))[0]
+		h.send(roomID, alice, "y")
+		h.waitConsumed()
+		res := h.sync(alice, "filter", `{"room":{"timeline":{"limit":2}}}`)
+		jr := res.Rooms.Join[roomID]
+		if !slices.Equal(eventIDs(jr.Timeline.Events)[:1], []string{twoID}) {
+			t.Fatalf("timeline: %v", eventIDs(jr.Timeline.Events))
+		}
+		var names []string
+		for _, e := range jr.State.Events {
+			if e.Type == spec.MRoomName {
+				names = append(names, e.EventID)
+			}
+		}
+		if !slices.Equal(names, []string{oneID}) {
+			t.Fatalf("state names %v, want the earlier name %s", names, oneID)
 		}
 	})
 }
