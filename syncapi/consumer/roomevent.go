@@ -1,0 +1,96 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	"github.com/matrix-org/dendrite/syncapi/notifier"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+)
+
+// RoomEvents consumes OutputRoomEvent: it stores each new event with its state delta.
+// Added state events the roomserver did not carry inline are fetched with QueryEventsByID
+// before the write transaction opens, so no query to another component holds it open.
+type RoomEvents struct {
+	p     partitions
+	rsAPI rsapi.SyncRoomserverAPI
+}
+
+// NewRoomEvents builds the consumer of topic.
+func NewRoomEvents(log eventlog.Log, topic string, db storage.Database, rs rsapi.SyncRoomserverAPI, n *notifier.Notifier, logger *logrus.Entry, m *Metrics) *RoomEvents {
+	return &RoomEvents{p: partitions{log: log, topic: topic, db: db, notifier: n, logger: logger, metrics: m}, rsAPI: rs}
+}
+
+// Run consumes every partition until ctx ends.
+func (c *RoomEvents) Run(ctx context.Context) error {
+	return c.p.run(ctx, c.apply)
+}
+
+func (c *RoomEvents) apply(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	var events []storage.NewRoomEvent
+	var dead []storage.DeadLetter
+	for _, rec := range recs {
+		var out rsapi.OutputRoomEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			dead = append(dead, c.p.deadLetter(rec, fmt.Errorf("decode output room event: %w", err)))
+			continue
+		}
+		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
+			c.p.logger.WithFields(logrus.Fields{"topic": c.p.topic, "type": out.Type}).Debug("skipping output of unknown type")
+			continue
+		}
+		ev, err := c.prepare(ctx, out.NewRoomEvent)
+		if err != nil {
+			return nil, err
+		}
+		events = append(events, ev)
+	}
+	return c.p.db.WriteRoomEvents(ctx, events, dead, offset)
+}
+
+// prepare resolves every added state event, fetching those not carried inline.
+func (c *RoomEvents) prepare(ctx context.Context, out *rsapi.OutputNewRoomEvent) (storage.NewRoomEvent, error) {
+	ev := storage.NewRoomEvent{
+		Event: out.Event.PDU, RemovesStateEventIDs: out.RemovesStateEventIDs,
+		HistoryVisibility: out.HistoryVisibility, RedactsEventID: out.RedactsEventID,
+	}
+	if out.TxnID != nil {
+		ev.Txn = &storage.Txn{UserID: out.TxnID.UserID, DeviceID: out.TxnID.DeviceID, TxnID: out.TxnID.TransactionID}
+	}
+	have := map[string]gomatrixserverlib.PDU{out.Event.EventID(): out.Event.PDU}
+	for _, e := range out.AddsStateEvents {
+		if e.PDU != nil {
+			have[e.EventID()] = e.PDU
+		}
+	}
+	var missing []string
+	for _, id := range out.AddsStateEventIDs {
+		if have[id] == nil {
+			missing = append(missing, id)
+		}
+	}
+	roomID := out.Event.RoomID().String()
+	if len(missing) > 0 {
+		res, err := c.rsAPI.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: missing})
+		if err != nil {
+			return ev, fmt.Errorf("fetch added state of %s: %w", roomID, err)
+		}
+		for _, e := range res.Events {
+			have[e.EventID()] = e.PDU
+		}
+	}
+	for _, id := range out.AddsStateEventIDs {
+		if have[id] == nil {
+			c.p.logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+			continue
+		}
+		ev.AddsState = append(ev.AddsState, have[id])
+	}
+	return ev, nil
+}

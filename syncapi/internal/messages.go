@@ -1,0 +1,119 @@
+package internal
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+	"github.com/matrix-org/dendrite/syncapi/types"
+)
+
+// MessagesRequest is a parsed GET /rooms/{roomId}/messages.
+type MessagesRequest struct {
+	UserID   string
+	DeviceID string
+	RoomID   string
+	// From and To are optional; From defaults to the end for a backward walk and to the
+	// start for a forward one.
+	From     *types.StreamToken
+	To       *types.StreamToken
+	Backward bool
+	Limit    int
+	Filter   *types.RoomEventFilter
+}
+
+// roomViewer loads the user's membership history in a room. A user who was never in the
+// room may read nothing: 403.
+func (s *Syncer) roomViewer(ctx context.Context, userID, deviceID, roomID string) (*viewer, int64, error) {
+	to, err := s.db.MaxPosition(ctx)
+	if err != nil {
+		return nil, 0, fmt.Errorf("read stream position: %w", err)
+	}
+	changes, err := s.db.MembershipHistory(ctx, userID, to)
+	if err != nil {
+		return nil, 0, fmt.Errorf("load memberships: %w", err)
+	}
+	h := byRoom(changes)[roomID]
+	if len(h) == 0 {
+		return nil, 0, matrixerr.Forbidden("you are not a member of this room")
+	}
+	return &viewer{userID: userID, deviceID: deviceID, history: h, current: h.latest().Membership}, to, nil
+}
+
+// Messages pages through a room's events by stream position. Tokens are exact cursors, so
+// consecutive pages neither repeat nor skip events, whatever their DAG depths.
+func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.MessagesResponse, error) {
+	v, max, err := s.roomViewer(ctx, req.UserID, req.DeviceID, req.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	// Past a user's departure nothing is visible to them (their own leave aside): stop there
+	// instead of walking the events that follow.
+	limitPos := max
+	if v.current != spec.Join && v.current != spec.Invite {
+		limitPos = v.history.latest().Position
+	}
+	from, bound := int64(0), limitPos
+	if req.Backward {
+		from, bound = limitPos, 0
+	}
+	if req.From != nil {
+		from = req.From.Position
+	}
+	if req.To != nil {
+		bound = req.To.Position
+	}
+	if req.Backward {
+		from = min(from, limitPos)
+	} else {
+		bound = min(bound, limitPos)
+	}
+	pg, err := walk(ctx, s.db, req.RoomID, v, &req.Filter.EventFilter, req.Backward, from, bound, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	chunk, err := clientEvents(pg.events, v)
+	if err != nil {
+		return nil, err
+	}
+	res := &types.MessagesResponse{Start: types.StreamToken{Position: from}.String(), Chunk: chunk}
+	if pg.more {
+		res.End = types.StreamToken{Position: pg.next}.String()
+	}
+	if req.Filter.LazyLoadMembers && len(pg.events) > 0 {
+		if res.State, err = s.lazyMembers(ctx, req.RoomID, pg.events, max); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// lazyMembers is the membership, at position pos, of the senders of evs.
+func (s *Syncer) lazyMembers(ctx context.Context, roomID string, evs []storage.Event, pos int64) ([]types.ClientEvent, error) {
+	current, err := s.db.CurrentState(ctx, []string{roomID})
+	if err != nil {
+		return nil, fmt.Errorf("load state of %s: %w", roomID, err)
+	}
+	st, err := stateAt(ctx, s.db, roomID, current[roomID], pos)
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	out := []types.ClientEvent{}
+	for _, e := range evs {
+		m, ok := st[stateKey{spec.MRoomMember, e.Sender}]
+		if !ok || seen[e.Sender] {
+			continue
+		}
+		seen[e.Sender] = true
+		c, err := types.NewClientEvent(m.eventID, m.json)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}

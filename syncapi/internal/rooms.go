@@ -1,0 +1,144 @@
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/syncapi/storage"
+	"github.com/matrix-org/dendrite/syncapi/types"
+)
+
+// strippedTypes are the state types an invite carries (spec "stripped state").
+var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", "m.room.canonical_alias", "m.room.encryption"}
+
+// writeRoom adds one planned room to res.
+func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, current []storage.StateEvent, res *types.SyncResponse) error {
+	if p.kind == spec.Invite {
+		res.Rooms.Invite[p.roomID] = invitedRoom(req.UserID, current)
+		return nil
+	}
+	evs := reversed(p.page.events)
+	tl, err := clientEvents(evs, p.viewer)
+	if err != nil {
+		return err
+	}
+	timeline := types.Timeline{Events: tl, Limited: p.limited, PrevBatch: types.StreamToken{Position: p.page.next}.String()}
+	start := p.upTo
+	if len(evs) > 0 {
+		start = evs[0].Position - 1
+		timeline.PrevBatch = types.StreamToken{Position: start}.String()
+	}
+	state := []types.ClientEvent{}
+	if current != nil {
+		st, err := stateAt(ctx, s.db, p.roomID, current, start)
+		if err != nil {
+			return err
+		}
+		if state, err = s.selectState(req, p, st, evs); err != nil {
+			return err
+		}
+	}
+	if p.kind == spec.Leave {
+		res.Rooms.Leave[p.roomID] = &types.LeftRoom{Timeline: timeline, State: types.StateEvents{Events: state},
+			AccountData: types.AccountData{Events: []types.BasicEvent{}}}
+		return nil
+	}
+	res.Rooms.Join[p.roomID] = &types.JoinedRoom{Timeline: timeline, State: types.StateEvents{Events: state},
+		AccountData: types.AccountData{Events: []types.BasicEvent{}}, Ephemeral: types.EphemeralEvents{Events: []json.RawMessage{}}}
+	return nil
+}
+
+// selectState picks from the state at the timeline's start what the response carries: all
+// of it for a full sync, what changed since the last sync for a limited one, and with lazy
+// loading only the members who sent timeline events (and the user, in a full sync). Events
+// in the timeline are not repeated.
+func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeline []storage.Event) ([]types.ClientEvent, error) {
+	lazy := req.Filter.Room.Timeline.LazyLoadMembers || req.Filter.Room.State.LazyLoadMembers
+	inTimeline := make(map[string]bool, len(timeline))
+	senders := map[string]bool{}
+	for _, e := range timeline {
+		inTimeline[e.EventID] = true
+		senders[e.Sender] = true
+	}
+	if p.full {
+		senders[req.UserID] = true
+	}
+	var picked []stateEntry
+	for k, e := range st {
+		include := p.full || p.limited && e.position > p.after
+		if lazy && k.evType == spec.MRoomMember {
+			include = senders[k.stateKey]
+		}
+		if include && !inTimeline[e.eventID] {
+			picked = append(picked, e)
+		}
+	}
+	sort.Slice(picked, func(i, j int) bool { return picked[i].position < picked[j].position })
+	sf := &req.Filter.Room.State
+	if !sf.AllowsRoom(p.roomID) {
+		return []types.ClientEvent{}, nil
+	}
+	out := make([]types.ClientEvent, 0, len(picked))
+	for _, e := range picked {
+		c, err := types.NewClientEvent(e.eventID, e.json)
+		if err != nil {
+			return nil, err
+		}
+		if sf.Allows(c.Type, c.Sender) {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// invitedRoom is an invite with its stripped state and the invite event itself.
+func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom {
+	r := &types.InvitedRoom{InviteState: types.InviteState{Events: []types.StrippedEvent{}}}
+	for _, st := range current {
+		isInvite := st.Type == spec.MRoomMember && st.StateKey == userID
+		if !isInvite && (st.StateKey != "" || !slices.Contains(strippedTypes, st.Type)) {
+			continue
+		}
+		c, err := types.NewClientEvent(st.EventID, st.JSON)
+		if err != nil {
+			continue // stored events were valid JSON when written; a broken one is left out
+		}
+		r.InviteState.Events = append(r.InviteState.Events, c.Stripped())
+	}
+	return r
+}
+
+// addAccountData adds the account data changed in (since, to]: global data to the top level,
+// room data to joined rooms (adding a room entry when only its account data changed).
+func (s *Syncer) addAccountData(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, since, to int64, res *types.SyncResponse) error {
+	ads, err := s.db.AccountData(ctx, req.UserID, since, to)
+	if err != nil {
+		return fmt.Errorf("load account data: %w", err)
+	}
+	for _, ad := range ads {
+		ev := types.BasicEvent{Type: ad.Type, Content: ad.Content}
+		if ad.RoomID == "" {
+			if req.Filter.AccountData.Allows(ad.Type, req.UserID) {
+				res.AccountData.Events = append(res.AccountData.Events, ev)
+			}
+			continue
+		}
+		if rooms[ad.RoomID].latest().Membership != spec.Join || !req.Filter.Room.AllowsRoom(ad.RoomID) ||
+			!req.Filter.Room.AccountData.Allows(ad.Type, req.UserID) {
+			continue
+		}
+		jr := res.Rooms.Join[ad.RoomID]
+		if jr == nil {
+			jr = &types.JoinedRoom{Timeline: types.Timeline{Events: []types.ClientEvent{}}, State: types.StateEvents{Events: []types.ClientEvent{}},
+				Ephemeral: types.EphemeralEvents{Events: []json.RawMessage{}}, AccountData: types.AccountData{Events: []types.BasicEvent{}}}
+			res.Rooms.Join[ad.RoomID] = jr
+		}
+		jr.AccountData.Events = append(jr.AccountData.Events, ev)
+	}
+	return nil
+}

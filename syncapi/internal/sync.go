@@ -1,0 +1,188 @@
+// Package internal is the sync API's request logic: /sync (initial, incremental and
+// long-polling), /messages and /context, over the sync API's own storage.
+package internal
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/syncapi/notifier"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+	"github.com/matrix-org/dendrite/syncapi/types"
+)
+
+// DefaultTimelineLimit is the timeline length when the filter sets none.
+const DefaultTimelineLimit = 20
+
+// Syncer answers sync API requests.
+type Syncer struct {
+	db       storage.Database
+	notifier *notifier.Notifier
+}
+
+// NewSyncer builds a Syncer.
+func NewSyncer(db storage.Database, n *notifier.Notifier) *Syncer {
+	return &Syncer{db: db, notifier: n}
+}
+
+// SyncRequest is a parsed GET /sync.
+type SyncRequest struct {
+	UserID    string
+	DeviceID  string
+	Since     *types.StreamToken
+	Timeout   time.Duration
+	Filter    *types.Filter
+	FullState bool
+}
+
+// Sync answers a /sync. An incremental sync with nothing new waits, up to Timeout, for the
+// notifier to report something for the user past the position it last looked at.
+func (s *Syncer) Sync(ctx context.Context, req *SyncRequest) (*types.SyncResponse, error) {
+	deadline := time.Now().Add(req.Timeout)
+	for {
+		to, err := s.db.MaxPosition(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read stream position: %w", err)
+		}
+		res, err := s.build(ctx, req, to)
+		if err != nil {
+			return nil, err
+		}
+		if req.Since == nil || req.FullState || !res.IsEmpty() {
+			return res, nil
+		}
+		remaining := time.Until(deadline)
+		if remaining <= 0 || !s.notifier.Wait(ctx, req.UserID, to, remaining) {
+			return res, ctx.Err()
+		}
+	}
+}
+
+// roomPlan is what one room contributes to a sync.
+type roomPlan struct {
+	roomID string
+	kind   string // spec.Join, spec.Invite or spec.Leave
+	after  int64
+	upTo   int64
+	// full asks for the complete state at the timeline's start, not changes since after.
+	full   bool
+	viewer *viewer
+	// filled in by timelines
+	page    page
+	invite  storage.MemberChange
+	limited bool
+}
+
+func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.SyncResponse, error) {
+	res := types.NewSyncResponse()
+	res.NextBatch = types.StreamToken{Position: to}.String()
+	since := int64(0)
+	if req.Since != nil {
+		since = req.Since.Position
+		if since >= to && !req.FullState {
+			return res, nil
+		}
+	}
+	changes, err := s.db.MembershipHistory(ctx, req.UserID, to)
+	if err != nil {
+		return nil, fmt.Errorf("load memberships: %w", err)
+	}
+	rooms := byRoom(changes)
+	plans, err := s.plan(ctx, req, rooms, since, to)
+	if err != nil {
+		return nil, err
+	}
+	if err = s.fill(ctx, req, plans, res); err != nil {
+		return nil, err
+	}
+	return res, s.addAccountData(ctx, req, rooms, since, to, res)
+}
+
+// plan decides which rooms appear and how.
+func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, since, to int64) ([]*roomPlan, error) {
+	initial := req.Since == nil
+	var plans []*roomPlan
+	var steady []string
+	for roomID, h := range rooms {
+		if !req.Filter.Room.AllowsRoom(roomID) {
+			continue
+		}
+		now := h.latest()
+		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: now.Membership}
+		p := &roomPlan{roomID: roomID, after: since, upTo: to, viewer: v, invite: now}
+		switch now.Membership {
+		case spec.Join:
+			p.kind = spec.Join
+			p.full = initial || req.FullState || h.at(since) != spec.Join
+			if !p.full {
+				steady = append(steady, roomID)
+				continue
+			}
+		case spec.Invite:
+			if !initial && now.Position <= since {
+				continue
+			}
+			p.kind = spec.Invite
+		case spec.Leave, spec.Ban:
+			if initial && !req.Filter.Room.IncludeLeave || !initial && now.Position <= since {
+				continue
+			}
+			p.kind, p.upTo, p.full = spec.Leave, now.Position, initial
+		default:
+			continue
+		}
+		plans = append(plans, p)
+	}
+	if len(steady) == 0 {
+		return plans, nil
+	}
+	active, err := s.db.RoomsWithEvents(ctx, steady, since, to)
+	if err != nil {
+		return nil, fmt.Errorf("find active rooms: %w", err)
+	}
+	for _, roomID := range active {
+		h := rooms[roomID]
+		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: spec.Join}
+		plans = append(plans, &roomPlan{roomID: roomID, kind: spec.Join, after: since, upTo: to, viewer: v})
+	}
+	return plans, nil
+}
+
+// fill reads every planned room's timeline, then the state of the rooms that need it in one
+// batched query, and writes the rooms into res.
+func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, res *types.SyncResponse) error {
+	tf := &req.Filter.Room.Timeline
+	limit := tf.Limit
+	if limit <= 0 {
+		limit = DefaultTimelineLimit
+	}
+	var needState []string
+	for _, p := range plans {
+		if p.kind != spec.Invite {
+			if !tf.AllowsRoom(p.roomID) {
+				continue
+			}
+			pg, err := walk(ctx, s.db, p.roomID, p.viewer, &tf.EventFilter, true, p.upTo, p.after, limit)
+			if err != nil {
+				return err
+			}
+			p.page, p.limited = pg, pg.more
+		}
+		if p.kind == spec.Invite || p.full || p.limited || tf.LazyLoadMembers {
+			needState = append(needState, p.roomID)
+		}
+	}
+	current, err := s.db.CurrentState(ctx, needState)
+	if err != nil {
+		return fmt.Errorf("load current state: %w", err)
+	}
+	for _, p := range plans {
+		if err := s.writeRoom(ctx, req, p, current[p.roomID], res); err != nil {
+			return err
+		}
+	}
+	return nil
+}

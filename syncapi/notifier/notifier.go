@@ -1,0 +1,173 @@
+// Package notifier wakes long-polling /sync requests. It keeps, in memory, which local users
+// are joined to or invited to each room, and per user the highest position that concerns
+// them, so that a committed write wakes exactly the affected users with no polling delay and
+// in time proportional to the room's local members.
+package notifier
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/matrix-org/dendrite/syncapi/storage"
+)
+
+// Notifier is safe for concurrent use.
+type Notifier struct {
+	serverSuffix string
+	waiting      prometheus.Gauge
+
+	mu    sync.Mutex
+	rooms map[string]map[string]struct{}
+	users map[string]*userStream
+}
+
+// userStream is a user's highest notified position and the channel closed to wake them.
+type userStream struct {
+	pos  int64
+	wake chan struct{}
+}
+
+// New makes a notifier for the local users of serverName. waiting, if not nil, counts
+// requests currently waiting.
+func New(serverName string, waiting prometheus.Gauge) *Notifier {
+	return &Notifier{
+		serverSuffix: ":" + serverName, waiting: waiting,
+		rooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
+	}
+}
+
+// Load fills the room membership map from storage; call it before consumers start.
+func (n *Notifier) Load(ctx context.Context, db storage.Database) error {
+	members, err := db.JoinedOrInvited(ctx)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for roomID, users := range members {
+		for _, u := range users {
+			n.setMember(roomID, u, spec.Join)
+		}
+	}
+	return nil
+}
+
+func (n *Notifier) setMember(roomID, userID, membership string) {
+	if !strings.HasSuffix(userID, n.serverSuffix) {
+		return
+	}
+	set := n.rooms[roomID]
+	if membership == spec.Join || membership == spec.Invite {
+		if set == nil {
+			set = map[string]struct{}{}
+			n.rooms[roomID] = set
+		}
+		set[userID] = struct{}{}
+		return
+	}
+	delete(set, userID)
+	if len(set) == 0 {
+		delete(n.rooms, roomID)
+	}
+}
+
+// stream returns the user's stream, creating it; n.mu must be held.
+func (n *Notifier) stream(userID string) *userStream {
+	s := n.users[userID]
+	if s == nil {
+		s = &userStream{wake: make(chan struct{})}
+		n.users[userID] = s
+	}
+	return s
+}
+
+// wakeUser records pos for the user and wakes their waiting requests; n.mu must be held.
+func (n *Notifier) wakeUser(userID string, pos int64) {
+	s := n.users[userID]
+	if s == nil {
+		return // nobody waits: a later request reads the database first
+	}
+	if pos > s.pos {
+		s.pos = pos
+	}
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+// Notify wakes everyone a committed write concerns: the members of rooms with new events
+// (before and after membership changes) and the subjects of membership changes, and the
+// owners of changed account data.
+func (n *Notifier) Notify(a *storage.Applied) {
+	if a == nil || a.Position == 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	woken := map[string]bool{}
+	wake := func(u string) {
+		if !woken[u] {
+			woken[u] = true
+			n.wakeUser(u, a.Position)
+		}
+	}
+	for _, roomID := range a.Rooms {
+		for u := range n.rooms[roomID] {
+			wake(u)
+		}
+	}
+	for _, m := range a.Members {
+		n.setMember(m.RoomID, m.UserID, m.Membership)
+		wake(m.UserID)
+	}
+	for _, roomID := range a.Rooms {
+		for u := range n.rooms[roomID] {
+			wake(u)
+		}
+	}
+	for _, u := range a.Users {
+		wake(u)
+	}
+}
+
+// Wait blocks until something for userID is committed past position since, ctx ends or
+// timeout passes. It reports whether it was woken.
+func (n *Notifier) Wait(ctx context.Context, userID string, since int64, timeout time.Duration) bool {
+	n.mu.Lock()
+	s := n.stream(userID)
+	if s.pos > since {
+		n.mu.Unlock()
+		return true
+	}
+	wake := s.wake
+	n.mu.Unlock()
+	if n.waiting != nil {
+		n.waiting.Inc()
+		defer n.waiting.Dec()
+	}
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-wake:
+		return true
+	case <-timer.C:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// Members returns the local users joined to or invited to roomID.
+func (n *Notifier) Members(roomID string) []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]string, 0, len(n.rooms[roomID]))
+	for u := range n.rooms[roomID] {
+		out = append(out, u)
+	}
+	return out
+}

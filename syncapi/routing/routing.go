@@ -1,0 +1,200 @@
+// Package routing is the sync API's client-server endpoints: GET /sync,
+// /rooms/{roomId}/messages and /rooms/{roomId}/context/{eventId}, under both the v3 and r0
+// prefixes. Handlers only parse and validate parameters; the logic is in syncapi/internal.
+package routing
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/syncapi/internal"
+	"github.com/matrix-org/dendrite/syncapi/types"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// MaxSyncTimeout caps a long-poll's wait.
+const MaxSyncTimeout = 5 * time.Minute
+
+// Limits of /messages and /context.
+const (
+	defaultMessagesLimit = 10
+	maxMessagesLimit     = 1000
+	defaultContextLimit  = 10
+	maxContextLimit      = 100
+)
+
+// Handlers serves the endpoints.
+type Handlers struct {
+	Syncer       *internal.Syncer
+	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
+}
+
+// Routes is the route table, with absolute paths.
+func (h *Handlers) Routes() []httputil.Route {
+	var routes []httputil.Route
+	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
+		routes = append(routes,
+			httputil.Route{Name: "sync", Method: http.MethodGet, Path: prefix + "/sync", Handler: httputil.Authenticated(h.DeviceLookup, h.sync)},
+			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: httputil.Authenticated(h.DeviceLookup, h.messages)},
+			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: httputil.Authenticated(h.DeviceLookup, h.context)},
+		)
+	}
+	return routes
+}
+
+func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	req, err := h.parseSync(r, dev)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := h.Syncer.Sync(r.Context(), req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res), nil
+}
+
+// parseSync validates /sync's query parameters.
+func (h *Handlers) parseSync(r *http.Request, dev *uapi.Device) (*internal.SyncRequest, error) {
+	q := r.URL.Query()
+	req := &internal.SyncRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, Filter: &types.Filter{}}
+	if s := q.Get("since"); s != "" {
+		tok, err := types.ParseStreamToken("since", s)
+		if err != nil {
+			return nil, err
+		}
+		req.Since = &tok
+	}
+	if s := q.Get("timeout"); s != "" {
+		ms, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || ms < 0 {
+			return nil, matrixerr.InvalidParam("timeout must be a non-negative number of milliseconds")
+		}
+		req.Timeout = min(time.Duration(min(ms, int64(MaxSyncTimeout/time.Millisecond)))*time.Millisecond, MaxSyncTimeout)
+	}
+	switch q.Get("full_state") {
+	case "", "false":
+	case "true":
+		req.FullState = true
+	default:
+		return nil, matrixerr.InvalidParam("full_state must be true or false")
+	}
+	if f := q.Get("filter"); f != "" {
+		filter, err := h.resolveFilter(r.Context(), dev.UserID, f)
+		if err != nil {
+			return nil, err
+		}
+		req.Filter = filter
+	}
+	return req, nil
+}
+
+// resolveFilter parses an inline filter, or loads a stored one by ID.
+func (h *Handlers) resolveFilter(ctx context.Context, userID, f string) (*types.Filter, error) {
+	if strings.HasPrefix(f, "{") {
+		return types.ParseFilter([]byte(f))
+	}
+	localpart := strings.TrimPrefix(userID, "@")
+	if i := strings.IndexByte(localpart, ':'); i >= 0 {
+		localpart = localpart[:i]
+	}
+	b, err := h.FilterLookup(ctx, localpart, f)
+	var merr *matrixerr.Error
+	if errors.As(err, &merr) && merr.Status == http.StatusNotFound {
+		return nil, matrixerr.InvalidParam("no filter with this ID")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		return nil, matrixerr.InvalidParam("no filter with this ID")
+	}
+	return types.ParseFilter(b)
+}
+
+// roomEventFilter parses the optional filter parameter of /messages and /context.
+func roomEventFilter(q url.Values) (*types.RoomEventFilter, error) {
+	f := q.Get("filter")
+	if f == "" {
+		return &types.RoomEventFilter{}, nil
+	}
+	return types.ParseRoomEventFilter([]byte(f))
+}
+
+// limitParam parses a positive limit, with a default and a cap.
+func limitParam(q url.Values, def, maxLimit int) (int, error) {
+	s := q.Get("limit")
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, matrixerr.InvalidParam("limit must be a non-negative integer")
+	}
+	if n == 0 {
+		return def, nil
+	}
+	return min(n, maxLimit), nil
+}
+
+func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	q := r.URL.Query()
+	req := &internal.MessagesRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: httputil.Vars(r)["roomId"]}
+	switch q.Get("dir") {
+	case "b":
+		req.Backward = true
+	case "f":
+	default:
+		return httputil.Response{}, matrixerr.InvalidParam("dir must be b or f")
+	}
+	for _, t := range []struct {
+		name string
+		dst  **types.StreamToken
+	}{{"from", &req.From}, {"to", &req.To}} {
+		if s := q.Get(t.name); s != "" {
+			tok, err := types.ParseStreamToken(t.name, s)
+			if err != nil {
+				return httputil.Response{}, err
+			}
+			*t.dst = &tok
+		}
+	}
+	var err error
+	if req.Limit, err = limitParam(q, defaultMessagesLimit, maxMessagesLimit); err != nil {
+		return httputil.Response{}, err
+	}
+	if req.Filter, err = roomEventFilter(q); err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := h.Syncer.Messages(r.Context(), req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res), nil
+}
+
+func (h *Handlers) context(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	q := r.URL.Query()
+	vars := httputil.Vars(r)
+	req := &internal.ContextRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: vars["roomId"], EventID: vars["eventId"]}
+	var err error
+	if req.Limit, err = limitParam(q, defaultContextLimit, maxContextLimit); err != nil {
+		return httputil.Response{}, err
+	}
+	if req.Filter, err = roomEventFilter(q); err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := h.Syncer.Context(r.Context(), req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res), nil
+}

@@ -1,0 +1,63 @@
+// Package sql implements the sync API's storage.Database with one SQL text for SQLite and
+// PostgreSQL.
+package sql
+
+import "github.com/matrix-org/dendrite/internal/sqlutil"
+
+// The one-row syncapi_stream_position table is the sequence every stream position comes
+// from. Taking a position locks the row until the writing transaction commits, so positions
+// become visible in order: a reader that sees position N sees everything below N.
+var migrations = []sqlutil.Migration{{Version: 1, SQL: `
+CREATE TABLE IF NOT EXISTS syncapi_stream_position (
+	id INTEGER PRIMARY KEY,
+	position {bigint} NOT NULL
+);
+INSERT INTO syncapi_stream_position (id, position) VALUES (1, 0) ON CONFLICT (id) DO NOTHING;
+CREATE TABLE IF NOT EXISTS syncapi_events (
+	position {bigint} PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	event_id TEXT NOT NULL UNIQUE,
+	type TEXT NOT NULL,
+	sender TEXT NOT NULL,
+	state_key TEXT,
+	event_json TEXT NOT NULL,
+	room_version TEXT NOT NULL,
+	history_visibility TEXT NOT NULL,
+	replaces_event_id TEXT NOT NULL DEFAULT '',
+	txn_user_id TEXT NOT NULL DEFAULT '',
+	txn_device_id TEXT NOT NULL DEFAULT '',
+	txn_id TEXT NOT NULL DEFAULT '',
+	redacted BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS syncapi_events_room_position ON syncapi_events (room_id, position);
+CREATE TABLE IF NOT EXISTS syncapi_current_state (
+	room_id TEXT NOT NULL,
+	type TEXT NOT NULL,
+	state_key TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	position {bigint} NOT NULL,
+	membership TEXT NOT NULL DEFAULT '',
+	event_json TEXT NOT NULL,
+	PRIMARY KEY (room_id, type, state_key)
+);
+CREATE INDEX IF NOT EXISTS syncapi_current_state_user ON syncapi_current_state (state_key, type);
+CREATE INDEX IF NOT EXISTS syncapi_current_state_event ON syncapi_current_state (event_id);
+CREATE TABLE IF NOT EXISTS syncapi_memberships (
+	room_id TEXT NOT NULL,
+	user_id TEXT NOT NULL,
+	membership TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (room_id, user_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS syncapi_memberships_user ON syncapi_memberships (user_id, position);
+CREATE TABLE IF NOT EXISTS syncapi_account_data (
+	user_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	type TEXT NOT NULL,
+	content TEXT NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (user_id, room_id, type)
+);
+CREATE INDEX IF NOT EXISTS syncapi_account_data_user ON syncapi_account_data (user_id, position);
+`}}

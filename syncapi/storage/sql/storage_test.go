@@ -1,0 +1,60 @@
+package sql_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+	"github.com/matrix-org/dendrite/syncapi/storage/sql"
+)
+
+func TestAccountDataPositionsAndOffsets(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = sql.Open(ctx, db, offsets); err != nil { // migrating twice is a no-op
+			t.Fatal(err)
+		}
+		change := storage.AccountDataChange{UserID: "@a:x", Type: "m.t", Content: []byte(`{"a":1}`)}
+		off := storage.Offset{Topic: "cd", Partition: 2, Next: 1}
+		applied, err := d.WriteAccountData(ctx, []storage.AccountDataChange{change}, nil, off)
+		if err != nil || applied.Position != 1 || len(applied.Users) != 1 {
+			t.Fatalf("first write: %+v %v", applied, err)
+		}
+		// Redelivery of the same content takes no position and reports nothing.
+		off.Next = 2
+		applied, err = d.WriteAccountData(ctx, []storage.AccountDataChange{change}, []storage.DeadLetter{{Offset: 1, Err: "bad"}}, off)
+		if err != nil || applied.Position != 0 || len(applied.Users) != 0 {
+			t.Fatalf("replay: %+v %v", applied, err)
+		}
+		change.RoomID, change.Content = "!r:x", []byte(`{"b":2}`)
+		off.Next = 3
+		if applied, err = d.WriteAccountData(ctx, []storage.AccountDataChange{change}, nil, off); err != nil || applied.Position != 2 {
+			t.Fatalf("second change: %+v %v", applied, err)
+		}
+		if next, err := d.NextOffset(ctx, "cd", 2); err != nil || next != 3 {
+			t.Fatalf("offset %d %v", next, err)
+		}
+		if max, err := d.MaxPosition(ctx); err != nil || max != 2 {
+			t.Fatalf("max position %d %v", max, err)
+		}
+		ads, err := d.AccountData(ctx, "@a:x", 1, 2)
+		if err != nil || len(ads) != 1 || ads[0].RoomID != "!r:x" || string(ads[0].Content) != `{"b":2}` {
+			t.Fatalf("account data after 1: %+v %v", ads, err)
+		}
+		var dead int
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_dead_letters").Scan(&dead); err != nil || dead != 1 {
+			t.Fatalf("dead letters %d %v", dead, err)
+		}
+	})
+}

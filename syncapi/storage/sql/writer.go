@@ -1,0 +1,201 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/syncapi/storage"
+)
+
+// WriteRoomEvents implements storage.Database.
+func (d *Database) WriteRoomEvents(ctx context.Context, events []storage.NewRoomEvent, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{}
+		for i := range events {
+			if err := d.writeRoomEvent(ctx, tx, &events[i], &applied); err != nil {
+				return fmt.Errorf("store event %s: %w", events[i].Event.EventID(), err)
+			}
+		}
+		return finish(ctx, tx, d, dead, offset)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied, nil
+}
+
+func nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
+	var pos int64
+	err := tx.QueryRowContext(ctx, "UPDATE syncapi_stream_position SET position = position + 1 WHERE id = 1 RETURNING position").Scan(&pos)
+	if err != nil {
+		return 0, fmt.Errorf("take stream position: %w", err)
+	}
+	return pos, nil
+}
+
+const insertEventSQL = `INSERT INTO syncapi_events (position, room_id, event_id, type, sender, state_key, event_json,
+	room_version, history_visibility, replaces_event_id, txn_user_id, txn_device_id, txn_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+
+// writeRoomEvent stores one event and applies its state delta. An event already stored was
+// applied in full by an earlier delivery, so it is skipped whole.
+func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.NewRoomEvent, applied *storage.Applied) error {
+	e := ev.Event
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_events WHERE event_id = $1", e.EventID()).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		return nil
+	}
+	pos, err := nextPosition(ctx, tx)
+	if err != nil {
+		return err
+	}
+	roomID := e.RoomID().String()
+	replaces := ""
+	if sk := e.StateKey(); sk != nil {
+		err = tx.QueryRowContext(ctx, "SELECT event_id FROM syncapi_current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+			roomID, e.Type(), *sk).Scan(&replaces)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+	}
+	txn := storage.Txn{}
+	if ev.Txn != nil {
+		txn = *ev.Txn
+	}
+	_, err = tx.ExecContext(ctx, insertEventSQL, pos, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
+		string(e.Version()), ev.HistoryVisibility, replaces, txn.UserID, txn.DeviceID, txn.TxnID)
+	if err != nil {
+		return err
+	}
+	if err = d.applyStateDelta(ctx, tx, roomID, pos, ev, applied); err != nil {
+		return err
+	}
+	if ev.RedactsEventID != "" {
+		if err = redact(ctx, tx, ev.RedactsEventID); err != nil {
+			return fmt.Errorf("redact %s: %w", ev.RedactsEventID, err)
+		}
+	}
+	applied.Rooms = append(applied.Rooms, roomID)
+	applied.Position = pos
+	return nil
+}
+
+const upsertStateSQL = `INSERT INTO syncapi_current_state (room_id, type, state_key, event_id, position, membership, event_json)
+	VALUES ($1, $2, $3, $4, $5, $6, $7)
+	ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, position = $5, membership = $6, event_json = $7`
+
+func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID string, pos int64, ev *storage.NewRoomEvent, applied *storage.Applied) error {
+	if len(ev.RemovesStateEventIDs) > 0 {
+		q, args := d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, ev.RemovesStateEventIDs)
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("remove state: %w", err)
+		}
+	}
+	for _, s := range ev.AddsState {
+		sk := s.StateKey()
+		if sk == nil {
+			continue
+		}
+		membership := ""
+		if s.Type() == spec.MRoomMember {
+			membership, _ = s.Membership() // the roomserver accepted it, so the content is valid
+		}
+		if _, err := tx.ExecContext(ctx, upsertStateSQL, roomID, s.Type(), *sk, s.EventID(), pos, membership, string(s.JSON())); err != nil {
+			return fmt.Errorf("add state: %w", err)
+		}
+		if membership == "" {
+			continue
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_memberships (room_id, user_id, membership, event_id, position)
+			VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_id, user_id, event_id) DO NOTHING`, roomID, *sk, membership, s.EventID(), pos)
+		if err != nil {
+			return fmt.Errorf("record membership: %w", err)
+		}
+		applied.Members = append(applied.Members, storage.MemberChange{RoomID: roomID, UserID: *sk, Membership: membership, EventID: s.EventID(), Position: pos})
+	}
+	return nil
+}
+
+// redact replaces the stored target, and its current-state copy, by its redacted form.
+// An unknown target (never delivered to this server's sync API) is left alone.
+func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
+	var version, eventJSON string
+	err := tx.QueryRowContext(ctx, "SELECT room_version, event_json FROM syncapi_events WHERE event_id = $1", eventID).Scan(&version, &eventJSON)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
+	if err != nil {
+		return err
+	}
+	redacted, err := verImpl.RedactEventJSON([]byte(eventJSON))
+	if err != nil {
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, "UPDATE syncapi_events SET event_json = $1, redacted = TRUE WHERE event_id = $2", string(redacted), eventID); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, "UPDATE syncapi_current_state SET event_json = $1 WHERE event_id = $2", string(redacted), eventID)
+	return err
+}
+
+// WriteAccountData implements storage.Database.
+func (d *Database) WriteAccountData(ctx context.Context, changes []storage.AccountDataChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{}
+		for _, c := range changes {
+			var old string
+			err := tx.QueryRowContext(ctx, "SELECT content FROM syncapi_account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+				c.UserID, c.RoomID, c.Type).Scan(&old)
+			if err == nil && old == string(c.Content) {
+				continue
+			}
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			pos, err := nextPosition(ctx, tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_account_data (user_id, room_id, type, content, position) VALUES ($1, $2, $3, $4, $5)
+				ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = $4, position = $5`, c.UserID, c.RoomID, c.Type, string(c.Content), pos)
+			if err != nil {
+				return fmt.Errorf("store account data: %w", err)
+			}
+			applied.Users = append(applied.Users, c.UserID)
+			applied.Position = pos
+		}
+		return finish(ctx, tx, d, dead, offset)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied, nil
+}
+
+// finish records dead letters in the table eventlog.OffsetStore made for this component and
+// saves the consumer's next offset.
+func finish(ctx context.Context, tx *sql.Tx, d *Database, dead []storage.DeadLetter, offset storage.Offset) error {
+	for _, dl := range dead {
+		_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_dead_letters (topic, partition_id, record_offset, error, failed_ms)
+			VALUES ($1, $2, $3, $4, $5)`, offset.Topic, offset.Partition, dl.Offset, dl.Err, time.Now().UnixMilli())
+		if err != nil {
+			return fmt.Errorf("record dead letter: %w", err)
+		}
+	}
+	return d.offsets.Save(ctx, tx, offset.Topic, offset.Partition, offset.Next)
+}

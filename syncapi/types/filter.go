@@ -1,0 +1,125 @@
+package types
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+)
+
+// Filter is the spec's Filter object (POST /user/{userId}/filter and /sync?filter=).
+type Filter struct {
+	EventFields []string    `json:"event_fields,omitempty"`
+	EventFormat string      `json:"event_format,omitempty"`
+	AccountData EventFilter `json:"account_data"`
+	Presence    EventFilter `json:"presence"`
+	Room        RoomFilter  `json:"room"`
+}
+
+// EventFilter selects events by type and sender. A nil Types or Senders allows all; a '*'
+// in a type matches any sequence of characters.
+type EventFilter struct {
+	Limit      int       `json:"limit,omitempty"`
+	Types      *[]string `json:"types,omitempty"`
+	NotTypes   []string  `json:"not_types,omitempty"`
+	Senders    *[]string `json:"senders,omitempty"`
+	NotSenders []string  `json:"not_senders,omitempty"`
+}
+
+// RoomEventFilter is an EventFilter for room events, with room selection and lazy-loading.
+type RoomEventFilter struct {
+	EventFilter
+	Rooms                   *[]string `json:"rooms,omitempty"`
+	NotRooms                []string  `json:"not_rooms,omitempty"`
+	LazyLoadMembers         bool      `json:"lazy_load_members,omitempty"`
+	IncludeRedundantMembers bool      `json:"include_redundant_members,omitempty"`
+	ContainsURL             *bool     `json:"contains_url,omitempty"`
+}
+
+// RoomFilter is the "room" part of a Filter.
+type RoomFilter struct {
+	Rooms        *[]string       `json:"rooms,omitempty"`
+	NotRooms     []string        `json:"not_rooms,omitempty"`
+	IncludeLeave bool            `json:"include_leave,omitempty"`
+	Timeline     RoomEventFilter `json:"timeline"`
+	State        RoomEventFilter `json:"state"`
+	AccountData  RoomEventFilter `json:"account_data"`
+	Ephemeral    RoomEventFilter `json:"ephemeral"`
+}
+
+// ParseFilter decodes a Filter; malformed JSON or negative limits are 400 M_INVALID_PARAM.
+func ParseFilter(b []byte) (*Filter, error) {
+	var f Filter
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, matrixerr.InvalidParam("filter is not a valid filter: " + err.Error())
+	}
+	if f.Room.Timeline.Limit < 0 || f.Room.State.Limit < 0 || f.AccountData.Limit < 0 {
+		return nil, matrixerr.InvalidParam("filter limits must not be negative")
+	}
+	return &f, nil
+}
+
+// ParseRoomEventFilter decodes a RoomEventFilter (the /messages and /context filter).
+func ParseRoomEventFilter(b []byte) (*RoomEventFilter, error) {
+	var f RoomEventFilter
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, matrixerr.InvalidParam("filter is not a valid filter: " + err.Error())
+	}
+	if f.Limit < 0 {
+		return nil, matrixerr.InvalidParam("filter limits must not be negative")
+	}
+	return &f, nil
+}
+
+// Allows reports whether an event of evType sent by sender passes the filter.
+func (f *EventFilter) Allows(evType, sender string) bool {
+	if f.Types != nil && !slices.ContainsFunc(*f.Types, func(p string) bool { return globMatch(p, evType) }) {
+		return false
+	}
+	if slices.ContainsFunc(f.NotTypes, func(p string) bool { return globMatch(p, evType) }) {
+		return false
+	}
+	if f.Senders != nil && !slices.Contains(*f.Senders, sender) {
+		return false
+	}
+	return !slices.Contains(f.NotSenders, sender)
+}
+
+// AllowsRoom reports whether roomID passes the filter's room lists.
+func (f *RoomEventFilter) AllowsRoom(roomID string) bool {
+	return allowsRoom(f.Rooms, f.NotRooms, roomID)
+}
+
+// AllowsRoom reports whether roomID passes the filter's room lists.
+func (f *RoomFilter) AllowsRoom(roomID string) bool {
+	return allowsRoom(f.Rooms, f.NotRooms, roomID)
+}
+
+func allowsRoom(rooms *[]string, notRooms []string, roomID string) bool {
+	if rooms != nil && !slices.Contains(*rooms, roomID) {
+		return false
+	}
+	return !slices.Contains(notRooms, roomID)
+}
+
+// globMatch matches s against pattern, where '*' stands for any sequence of characters.
+func globMatch(pattern, s string) bool {
+	parts := strings.Split(pattern, "*")
+	if len(parts) == 1 {
+		return pattern == s
+	}
+	if !strings.HasPrefix(s, parts[0]) {
+		return false
+	}
+	s = s[len(parts[0]):]
+	last := parts[len(parts)-1]
+	for _, p := range parts[1 : len(parts)-1] {
+		i := strings.Index(s, p)
+		if i < 0 {
+			return false
+		}
+		s = s[i+len(p):]
+	}
+	return strings.HasSuffix(s, last)
+}

@@ -1,0 +1,101 @@
+package types
+
+import "encoding/json"
+
+// BasicEvent is an account data event.
+type BasicEvent struct {
+	Type    string          `json:"type"`
+	Content json.RawMessage `json:"content"`
+}
+
+// SyncResponse is the body of GET /sync.
+type SyncResponse struct {
+	NextBatch   string      `json:"next_batch"`
+	AccountData AccountData `json:"account_data"`
+	Rooms       Rooms       `json:"rooms"`
+}
+
+// AccountData is a list of account data events.
+type AccountData struct {
+	Events []BasicEvent `json:"events"`
+}
+
+// Rooms groups the rooms of a sync by the user's membership.
+type Rooms struct {
+	Join   map[string]*JoinedRoom  `json:"join"`
+	Invite map[string]*InvitedRoom `json:"invite"`
+	Leave  map[string]*LeftRoom    `json:"leave"`
+}
+
+// NewSyncResponse is an empty response with every map allocated.
+func NewSyncResponse() *SyncResponse {
+	return &SyncResponse{
+		AccountData: AccountData{Events: []BasicEvent{}},
+		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Leave: map[string]*LeftRoom{}},
+	}
+}
+
+// IsEmpty reports whether the response carries nothing for the client.
+func (r *SyncResponse) IsEmpty() bool {
+	return len(r.AccountData.Events) == 0 && len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0
+}
+
+// Timeline is a room's timeline section.
+type Timeline struct {
+	Events    []ClientEvent `json:"events"`
+	Limited   bool          `json:"limited"`
+	PrevBatch string        `json:"prev_batch,omitempty"`
+}
+
+// StateEvents is a room's state section.
+type StateEvents struct {
+	Events []ClientEvent `json:"events"`
+}
+
+// EphemeralEvents is a room's ephemeral section (typing, receipts: not produced yet).
+type EphemeralEvents struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// JoinedRoom is a room in rooms.join.
+type JoinedRoom struct {
+	Timeline    Timeline        `json:"timeline"`
+	State       StateEvents     `json:"state"`
+	AccountData AccountData     `json:"account_data"`
+	Ephemeral   EphemeralEvents `json:"ephemeral"`
+}
+
+// InviteState is an invited room's stripped state.
+type InviteState struct {
+	Events []StrippedEvent `json:"events"`
+}
+
+// InvitedRoom is a room in rooms.invite.
+type InvitedRoom struct {
+	InviteState InviteState `json:"invite_state"`
+}
+
+// LeftRoom is a room in rooms.leave.
+type LeftRoom struct {
+	Timeline    Timeline    `json:"timeline"`
+	State       StateEvents `json:"state"`
+	AccountData AccountData `json:"account_data"`
+}
+
+// MessagesResponse is the body of GET /rooms/{roomId}/messages.
+type MessagesResponse struct {
+	Start string        `json:"start"`
+	End   string        `json:"end,omitempty"`
+	Chunk []ClientEvent `json:"chunk"`
+	State []ClientEvent `json:"state,omitempty"`
+}
+
+// ContextResponse is the body of GET /rooms/{roomId}/context/{eventId}.
+type ContextResponse struct {
+	Start        string        `json:"start"`
+	End          string        `json:"end"`
+	EventsBefore []ClientEvent `json:"events_before"`
+	Event        ClientEvent   `json:"event"`
+	EventsAfter  []ClientEvent `json:"events_after"`
+	State        []ClientEvent `json:"state"`
+}
