@@ -70,11 +70,13 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if logger == nil {
 		logger = logrus.NewEntry(logrus.New())
 	}
-	m := consumer.NewMetrics(d.Registerer)
+	progress := consumer.NewProgress(d.Log, d.OutputRoomEventTopic, d.ClientDataTopic)
+	shared := consumer.Shared{Log: d.Log, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer)}
 	return &SyncAPI{
-		roomEvents: consumer.NewRoomEvents(d.Log, d.OutputRoomEventTopic, db, d.RoomserverAPI, n, logger, m),
-		clientData: consumer.NewClientData(d.Log, d.ClientDataTopic, db, n, logger, m),
-		handlers:   &routing.Handlers{Syncer: internal.NewSyncer(db, n), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup},
+		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
+		clientData: consumer.NewClientData(shared, d.ClientDataTopic),
+		handlers: &routing.Handlers{Syncer: internal.NewSyncer(db, n), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+			CatchUp: progress.CatchUp},
 	}, nil
 }
 

@@ -9,7 +9,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
-	"github.com/matrix-org/dendrite/syncapi/notifier"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -20,8 +19,8 @@ type ClientData struct {
 }
 
 // NewClientData builds the consumer of topic.
-func NewClientData(log eventlog.Log, topic string, db storage.Database, n *notifier.Notifier, logger *logrus.Entry, m *Metrics) *ClientData {
-	return &ClientData{p: partitions{log: log, topic: topic, db: db, notifier: n, logger: logger, metrics: m}}
+func NewClientData(s Shared, topic string) *ClientData {
+	return &ClientData{p: newPartitions(s, topic)}
 }
 
 // Run consumes every partition until ctx ends.

@@ -42,14 +42,29 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // again with the same records if it fails.
 type batchFunc func(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error)
 
+// Shared is what both consumers are built from.
+type Shared struct {
+	Log      eventlog.Log
+	DB       storage.Database
+	Notifier *notifier.Notifier
+	Progress *Progress
+	Logger   *logrus.Entry
+	Metrics  *Metrics
+}
+
 // partitions consumes every partition of a topic with one batchFunc.
 type partitions struct {
 	log      eventlog.Log
 	topic    string
 	db       storage.Database
 	notifier *notifier.Notifier
+	progress *Progress
 	logger   *logrus.Entry
 	metrics  *Metrics
+}
+
+func newPartitions(s Shared, topic string) partitions {
+	return partitions{log: s.Log, topic: topic, db: s.DB, notifier: s.Notifier, progress: s.Progress, logger: s.Logger, metrics: s.Metrics}
 }
 
 func (p *partitions) run(ctx context.Context, apply batchFunc) error {
@@ -69,11 +84,13 @@ func (p *partitions) runPartition(ctx context.Context, partition int32, apply ba
 	if err != nil {
 		return fmt.Errorf("load offset of %s/%d: %w", p.topic, partition, err)
 	}
+	p.progress.set(p.topic, partition, next)
 	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
 			recs = recs[1:]
 		}
 		if len(recs) == 0 {
+			p.progress.set(p.topic, partition, next)
 			return nil
 		}
 		end := recs[len(recs)-1].Offset + 1
@@ -87,6 +104,7 @@ func (p *partitions) runPartition(ctx context.Context, partition int32, apply ba
 			p.metrics.records.WithLabelValues(p.topic).Add(float64(len(recs)))
 		}
 		p.notifier.Notify(applied)
+		p.progress.set(p.topic, partition, end)
 		return nil
 	})
 }

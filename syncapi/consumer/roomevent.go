@@ -10,7 +10,6 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
-	"github.com/matrix-org/dendrite/syncapi/notifier"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -23,8 +22,8 @@ type RoomEvents struct {
 }
 
 // NewRoomEvents builds the consumer of topic.
-func NewRoomEvents(log eventlog.Log, topic string, db storage.Database, rs rsapi.SyncRoomserverAPI, n *notifier.Notifier, logger *logrus.Entry, m *Metrics) *RoomEvents {
-	return &RoomEvents{p: partitions{log: log, topic: topic, db: db, notifier: n, logger: logger, metrics: m}, rsAPI: rs}
+func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI) *RoomEvents {
+	return &RoomEvents{p: newPartitions(s, topic), rsAPI: rs}
 }
 
 // Run consumes every partition until ctx ends.

@@ -35,6 +35,23 @@ type Handlers struct {
 	Syncer       *internal.Syncer
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	// CatchUp waits until the consumers have applied everything in the log when the request
+	// arrived (read-your-writes; see consumer.Progress).
+	CatchUp func(ctx context.Context, maxWait time.Duration) error
+}
+
+// catchUpWait bounds the read-your-writes wait: past it the request is answered from what
+// is applied, which is still consistent, only older.
+const catchUpWait = 5 * time.Second
+
+// authenticated wraps a handler with the token check and the read-your-writes wait.
+func (h *Handlers) authenticated(fn func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+	return httputil.Authenticated(h.DeviceLookup, func(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+		if err := h.CatchUp(r.Context(), catchUpWait); err != nil {
+			httputil.Logger(r).WithError(err).Warn("answering from a sync API that is behind the log")
+		}
+		return fn(r, dev)
+	})
 }
 
 // Routes is the route table, with absolute paths.
@@ -42,9 +59,9 @@ func (h *Handlers) Routes() []httputil.Route {
 	var routes []httputil.Route
 	for _, prefix := range []string{"/_matrix/client/v3", "/_matrix/client/r0"} {
 		routes = append(routes,
-			httputil.Route{Name: "sync", Method: http.MethodGet, Path: prefix + "/sync", Handler: httputil.Authenticated(h.DeviceLookup, h.sync)},
-			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: httputil.Authenticated(h.DeviceLookup, h.messages)},
-			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: httputil.Authenticated(h.DeviceLookup, h.context)},
+			httputil.Route{Name: "sync", Method: http.MethodGet, Path: prefix + "/sync", Handler: h.authenticated(h.sync)},
+			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: h.authenticated(h.messages)},
+			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
 		)
 	}
 	return routes

@@ -1,0 +1,86 @@
+package consumer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+)
+
+// Progress is how far the consumers have applied each partition. Request handlers use it
+// for read-your-writes: a writer answers its client only after its record is in the log, so
+// a handler that waits until every partition is applied up to the log's end as it was when
+// the request arrived sees everything the client was told had happened.
+type Progress struct {
+	log eventlog.Log
+
+	mu      sync.Mutex
+	applied map[partitionKey]int64
+	changed chan struct{} // closed and replaced whenever applied moves
+	topics  []string
+}
+
+type partitionKey struct {
+	topic     string
+	partition int32
+}
+
+// NewProgress tracks the partitions of topics on log.
+func NewProgress(log eventlog.Log, topics ...string) *Progress {
+	return &Progress{log: log, applied: map[partitionKey]int64{}, changed: make(chan struct{}), topics: topics}
+}
+
+// set records that the partition is applied up to (not including) next.
+func (p *Progress) set(topic string, partition int32, next int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	k := partitionKey{topic, partition}
+	if next <= p.applied[k] {
+		return
+	}
+	p.applied[k] = next
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+// CatchUp waits, at most maxWait, until every tracked partition is applied up to the end
+// the log reports now.
+func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {
+	var want []partitionKey
+	var ends []int64
+	for _, topic := range p.topics {
+		for part := int32(0); part < p.log.Partitions(topic); part++ {
+			end, err := p.log.EndOffset(ctx, topic, part)
+			if err != nil {
+				return fmt.Errorf("read end of %s/%d: %w", topic, part, err)
+			}
+			want, ends = append(want, partitionKey{topic, part}), append(ends, end)
+		}
+	}
+	timer := time.NewTimer(maxWait)
+	defer timer.Stop()
+	for {
+		p.mu.Lock()
+		behind := false
+		for i, k := range want {
+			if p.applied[k] < ends[i] {
+				behind = true
+				break
+			}
+		}
+		changed := p.changed
+		p.mu.Unlock()
+		if !behind {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return fmt.Errorf("sync API still behind the log after %s", maxWait)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
