@@ -299,3 +299,48 @@ func powerLevels(version gomatrixserverlib.RoomVersion, creator string) map[stri
 	}
 	return map[string]any{"users": map[string]int{creator: 100}}
 }
+
+// TestConcurrentJoinsThenSends joins many users at once (so their joins share input
+// batches) and then has each of them send: every join must be part of the room's state.
+func TestConcurrentJoinsThenSends(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, newKey(t))
+		defer h.stop()
+		alice := "@alice:" + serverName
+		roomID := h.newRoom(gomatrixserverlib.RoomVersionV10, alice)
+		const users = 20
+		errs := make(chan error, users)
+		for i := 0; i < users; i++ {
+			go func(i int) {
+				u := fmt.Sprintf("@u%d:%s", i, serverName)
+				res, err := h.input.InputRoomEvents(context.Background(), &api.InputRoomEventsRequest{Input: api.InputRoomEvents{
+					RoomID: roomID, Events: []api.InputRoomEvent{proto(u, spec.MRoomMember, sk(u), map[string]string{"membership": "join"})}}})
+				if err == nil && res.Results[0].Err != nil {
+					err = res.Results[0].Err
+				}
+				errs <- err
+			}(i)
+		}
+		for i := 0; i < users; i++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("join: %v", err)
+			}
+		}
+		for i := 0; i < users; i++ {
+			go func(i int) {
+				u := fmt.Sprintf("@u%d:%s", i, serverName)
+				res, err := h.input.InputRoomEvents(context.Background(), &api.InputRoomEventsRequest{Input: api.InputRoomEvents{
+					RoomID: roomID, Events: []api.InputRoomEvent{proto(u, "m.room.message", nil, map[string]string{"body": "hi"})}}})
+				if err == nil && res.Results[0].Err != nil {
+					err = fmt.Errorf("%s: %w", u, res.Results[0].Err)
+				}
+				errs <- err
+			}(i)
+		}
+		for i := 0; i < users; i++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("send: %v", err)
+			}
+		}
+	})
+}

@@ -254,7 +254,10 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 		return nil, nil, err
 	}
 	var outbound []storage.Outbound
-	heads := map[*pendingRoom]*roomHead{}
+	// One head per room, advanced by every accepted event of the batch in order: the
+	// messages of a batch each work on their own clone of the room, but all of them start
+	// from the committed head and follow one another.
+	heads := map[string]*roomHead{}
 	var cached []cachedEvent
 	var redacted []types.EventNID
 	inserted := map[string]types.EventNID{}
@@ -263,10 +266,10 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 		clear(heads)
 		clear(inserted)
 		for _, acc := range accepted {
-			h := heads[acc.room]
+			h := heads[acc.room.roomID]
 			if h == nil {
 				h = startHead(acc.room)
-				heads[acc.room] = h
+				heads[acc.room.roomID] = h
 			}
 			nid, err := in.writeEvent(ctx, w, h, acc)
 			if err != nil {
