@@ -148,7 +148,7 @@ func Defaults() *Dendrite {
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
-			RateLimiting: RateLimiting{Enabled: true, PerSecond: 20, Burst: 100},
+			RateLimiting: RateLimiting{Enabled: true, PerSecond: 100, Burst: 500},
 		},
 		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second)},
 		UserAPI:    UserAPI{BCryptCost: 10},
