@@ -108,6 +108,9 @@ func call[Res any](ctx context.Context, c *Client, method string, req any) (*Res
 	hreq.Header.Set(HeaderTimeout, strconv.FormatInt(max(ms, 1), 10))
 	hres, err := c.http.Do(hreq)
 	if err != nil {
+		if ctx.Err() != nil {
+			return fail(outcomeTimeout, err)
+		}
 		return fail(outcomeNetwork, err)
 	}
 	defer hres.Body.Close() //nolint:errcheck // read-only body; nothing to do about a failed close

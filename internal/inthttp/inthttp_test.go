@@ -444,3 +444,29 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The wire form is a contract between processes of different versions: keep it stable.
+func TestWireFormat(t *testing.T) {
+	p := newPair(t, inthttp.ServerOptions{}, inthttp.ClientOptions{})
+	for _, tc := range []struct {
+		kind, header, body string
+		status             int
+	}{
+		{"forbidden", "matrix", `{"errcode":"M_FORBIDDEN","error":"not a member of this room","status":403}`, 403},
+		{"limit", "matrix", `{"errcode":"M_LIMIT_EXCEEDED","error":"too many requests","status":429,"retry_after_ms":1500}`, 429},
+		{"version", "matrix", `{"errcode":"M_INCOMPATIBLE_ROOM_VERSION","error":"join a v12 room","status":400,"room_version":"12"}`, 400},
+		{"internal", "internal", `{"errcode":"M_UNKNOWN","error":"internal error","status":500}`, 500},
+	} {
+		t.Run(tc.kind, func(t *testing.T) {
+			res, err := http.Post(p.url+"/_internal/test/Fail", "application/json", strings.NewReader(`{"kind":"`+tc.kind+`"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close() //nolint:errcheck // test
+			b, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tc.status || res.Header.Get(inthttp.HeaderError) != tc.header || string(b) != tc.body {
+				t.Fatalf("got %d %q %s", res.StatusCode, res.Header.Get(inthttp.HeaderError), b)
+			}
+		})
+	}
+}
