@@ -68,8 +68,38 @@ type InputRoomEvents struct {
 // Result is the outcome of one input event.
 type Result struct {
 	EventID string `json:"event_id,omitempty"`
-	// Err is set if the event was rejected; nothing of it was stored.
+	// Err is set if the event was rejected; nothing of it was stored. On the wire its HTTP
+	// status travels as error_status (a Matrix error body has none), so that a writer in
+	// another process answers the client with the same status as in the monolith.
 	Err *matrixerr.Error `json:"error,omitempty"`
+}
+
+type resultWire struct {
+	EventID   string           `json:"event_id,omitempty"`
+	Err       *matrixerr.Error `json:"error,omitempty"`
+	ErrStatus int              `json:"error_status,omitempty"`
+}
+
+// MarshalJSON writes the result with its error's status.
+func (r Result) MarshalJSON() ([]byte, error) {
+	w := resultWire{EventID: r.EventID, Err: r.Err}
+	if r.Err != nil {
+		w.ErrStatus = r.Err.Status
+	}
+	return json.Marshal(w)
+}
+
+// UnmarshalJSON reads a result written by MarshalJSON.
+func (r *Result) UnmarshalJSON(b []byte) error {
+	var w resultWire
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	r.EventID, r.Err = w.EventID, w.Err
+	if r.Err != nil {
+		r.Err.Status = w.ErrStatus
+	}
+	return nil
 }
 
 // InputRoomEventsRequest is what a writer submits.

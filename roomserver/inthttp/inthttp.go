@@ -1,0 +1,80 @@
+// Package inthttp carries the roomserver's api.ServerAPI (queries and the read-your-writes
+// wait) over internal HTTP for the polylith deployment. It has no logic: each method is one
+// line on the generic layer in internal/inthttp, which derives the route
+// (/_internal/roomserver/<Method>) from the method name.
+package inthttp
+
+import (
+	"context"
+
+	"github.com/gorilla/mux"
+
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// Component is the roomserver's name in internal API paths.
+const Component = "roomserver"
+
+// Register serves every method of a on router. The returned server lists what it serves, for
+// the test that no method of api.ServerAPI is left out.
+func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ihttp.Server {
+	s := ihttp.NewServer(router, Component, opts)
+	ihttp.Serve(s, a.QueryRoomInfo)
+	ihttp.Serve(s, a.QueryCurrentState)
+	ihttp.Serve(s, a.QueryMembershipForUser)
+	ihttp.Serve(s, a.QueryRoomsForUser)
+	ihttp.Serve(s, a.QueryEventsByID)
+	ihttp.Serve(s, a.QueryStateAtEvent)
+	ihttp.Serve(s, a.QueryInputResult)
+	return s
+}
+
+// Client calls one roomserver shard. It implements api.ServerAPI, so it serves both as a
+// reader's api.QueryAPI and as the Wait of a writer's api.Input. With several shards, the
+// caller routes each room (and each input partition) to the shard that owns it (DESIGN.md 5).
+type Client struct {
+	c *ihttp.Client
+}
+
+var _ api.ServerAPI = (*Client)(nil)
+
+// NewClient calls the roomserver shard at baseURL.
+func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
+	return &Client{c: ihttp.NewClient(baseURL, Component, opts)}
+}
+
+// QueryRoomInfo implements api.QueryAPI.
+func (c *Client) QueryRoomInfo(ctx context.Context, req *api.QueryRoomInfoRequest) (*api.QueryRoomInfoResponse, error) {
+	return ihttp.Call[api.QueryRoomInfoResponse](ctx, c.c, req)
+}
+
+// QueryCurrentState implements api.QueryAPI.
+func (c *Client) QueryCurrentState(ctx context.Context, req *api.QueryCurrentStateRequest) (*api.QueryCurrentStateResponse, error) {
+	return ihttp.Call[api.QueryCurrentStateResponse](ctx, c.c, req)
+}
+
+// QueryMembershipForUser implements api.QueryAPI.
+func (c *Client) QueryMembershipForUser(ctx context.Context, req *api.QueryMembershipForUserRequest) (*api.QueryMembershipForUserResponse, error) {
+	return ihttp.Call[api.QueryMembershipForUserResponse](ctx, c.c, req)
+}
+
+// QueryRoomsForUser implements api.QueryAPI.
+func (c *Client) QueryRoomsForUser(ctx context.Context, req *api.QueryRoomsForUserRequest) (*api.QueryRoomsForUserResponse, error) {
+	return ihttp.Call[api.QueryRoomsForUserResponse](ctx, c.c, req)
+}
+
+// QueryEventsByID implements api.QueryAPI.
+func (c *Client) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDRequest) (*api.QueryEventsByIDResponse, error) {
+	return ihttp.Call[api.QueryEventsByIDResponse](ctx, c.c, req)
+}
+
+// QueryStateAtEvent implements api.QueryAPI.
+func (c *Client) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEventRequest) (*api.QueryStateAtEventResponse, error) {
+	return ihttp.Call[api.QueryStateAtEventResponse](ctx, c.c, req)
+}
+
+// QueryInputResult implements api.WaitAPI.
+func (c *Client) QueryInputResult(ctx context.Context, req *api.QueryInputResultRequest) (*api.QueryInputResultResponse, error) {
+	return ihttp.Call[api.QueryInputResultResponse](ctx, c.c, req)
+}

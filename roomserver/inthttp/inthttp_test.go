@@ -1,0 +1,352 @@
+package inthttp_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/roomserver"
+	"github.com/matrix-org/dendrite/roomserver/api"
+	"github.com/matrix-org/dendrite/roomserver/inthttp"
+)
+
+const (
+	serverName = "test.local"
+	inTopic    = "in"
+)
+
+// env is a real roomserver shard on the embedded log, served over loopback HTTP.
+type env struct {
+	log    eventlog.Log
+	direct api.ServerAPI
+	remote *inthttp.Client
+	server *ihttp.Server
+	// input writes through the log and waits over HTTP, as a polylith writer does.
+	input *api.Input
+	key   ed25519.PrivateKey
+}
+
+func start(t *testing.T, db *sqlutil.DB) *env {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(logrus.WarnLevel)
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := roomserver.New(ctx, roomserver.Deps{
+		Cfg: &config.RoomServer{Shards: 1}, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: key,
+		DB: db, Log: log, InputTopic: inTopic, OutputTopic: "out", Logger: logrus.NewEntry(logger),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := mux.NewRouter()
+	srv := inthttp.Register(router, rs.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logger)})
+	hs := httptest.NewServer(router)
+	remote := inthttp.NewClient(hs.URL, ihttp.ClientOptions{})
+	done := make(chan error, 1)
+	go func() { done <- rs.Run(ctx) }()
+	t.Cleanup(func() {
+		hs.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("roomserver run: %v", err)
+		}
+		if err := log.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &env{log: log, direct: rs.API(), remote: remote, server: srv, key: key,
+		input: &api.Input{Log: log, Topic: inTopic, Wait: remote}}
+}
+
+func createEvent(t *testing.T, key ed25519.PrivateKey, version gomatrixserverlib.RoomVersion, sender, roomID string) gomatrixserverlib.PDU {
+	t.Helper()
+	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
+	empty := ""
+	pe := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomCreate, StateKey: &empty, Depth: 1, Version: verImpl}
+	content := map[string]any{"room_version": string(version)}
+	if !verImpl.PrivilegedCreators() {
+		content["creator"] = sender
+	}
+	if err := pe.SetContent(content); err != nil {
+		t.Fatal(err)
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), serverName, "ed25519:test", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+func proto(sender, evType string, stateKey *string, content any) api.InputRoomEvent {
+	raw, _ := json.Marshal(content) // test content is always marshallable
+	return api.InputRoomEvent{Kind: api.KindNew, Proto: &api.ProtoEvent{Sender: sender, Type: evType, StateKey: stateKey, Content: raw}}
+}
+
+func sk(s string) *string { return &s }
+
+// submit goes through api.Input, so its wait (QueryInputResult) crosses HTTP.
+func (e *env) submit(t *testing.T, in api.InputRoomEvents) []api.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := e.input.InputRoomEvents(ctx, &api.InputRoomEventsRequest{Input: in})
+	if err != nil {
+		t.Fatalf("input: %v", err)
+	}
+	return res.Results
+}
+
+// produce appends a message without waiting, to compare the two waits at its position.
+func (e *env) produce(t *testing.T, in api.InputRoomEvents) *api.QueryInputResultRequest {
+	t.Helper()
+	b, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos, err := e.log.Produce(context.Background(), inTopic, eventlog.Message{Key: []byte(in.RoomID), Value: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &api.QueryInputResultRequest{Partition: pos[0].Partition, Offset: pos[0].Offset}
+}
+
+// checker compares each method's direct and HTTP answers and records which methods it saw.
+type checker struct {
+	t    *testing.T
+	seen map[string]bool
+}
+
+// same calls the method both ways and fails unless answers and errors are equal.
+func same[Res, Req any](c *checker, name string, direct, remote func(context.Context, *Req) (*Res, error), req *Req) *Res {
+	c.t.Helper()
+	method, err := ihttp.MethodName[Req]()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.seen[method] = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dres, derr := direct(ctx, req)
+	rres, rerr := remote(ctx, req)
+	if (derr == nil) != (rerr == nil) {
+		c.t.Fatalf("%s %s: direct error %v, remote error %v", method, name, derr, rerr)
+	}
+	if derr != nil {
+		var dm, rm *matrixerr.Error
+		if errors.As(derr, &dm) && (!errors.As(rerr, &rm) || *dm != *rm) {
+			c.t.Fatalf("%s %s: direct error %#v, remote error %#v", method, name, derr, rerr)
+		}
+		return nil
+	}
+	if why := diff(reflect.ValueOf(dres), reflect.ValueOf(rres), method); why != "" {
+		dj, _ := json.Marshal(dres) // for the failure message only
+		rj, _ := json.Marshal(rres)
+		c.t.Fatalf("%s %s: %s\ndirect: %s\nremote: %s", method, name, why, dj, rj)
+	}
+	return rres
+}
+
+var eventType = reflect.TypeFor[api.Event]()
+
+// diff compares deeply, events by what they are (ID, version, redaction, JSON), and nil and
+// empty slices as equal (JSON cannot tell them apart). It returns "" when a and b are equal.
+func diff(a, b reflect.Value, path string) string {
+	if a.Type() == eventType {
+		ea, eb := a.Interface().(api.Event), b.Interface().(api.Event)
+		if (ea.PDU == nil) != (eb.PDU == nil) {
+			return path + ": one event is nil"
+		}
+		if ea.PDU != nil && (ea.EventID() != eb.EventID() || ea.Version() != eb.Version() ||
+			ea.Redacted() != eb.Redacted() || string(ea.JSON()) != string(eb.JSON())) {
+			return path + ": events differ"
+		}
+		return ""
+	}
+	switch a.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			if a.IsNil() != b.IsNil() {
+				return path + ": one is nil"
+			}
+			return ""
+		}
+		return diff(a.Elem(), b.Elem(), path)
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if why := diff(a.Field(i), b.Field(i), path+"."+a.Type().Field(i).Name); why != "" {
+				return why
+			}
+		}
+		return ""
+	case reflect.Slice:
+		if a.Len() != b.Len() {
+			return fmt.Sprintf("%s: length %d != %d", path, a.Len(), b.Len())
+		}
+		for i := range a.Len() {
+			if why := diff(a.Index(i), b.Index(i), fmt.Sprintf("%s[%d]", path, i)); why != "" {
+				return why
+			}
+		}
+		return ""
+	case reflect.Map:
+		if a.Len() != b.Len() {
+			return path + ": map sizes differ"
+		}
+		for _, k := range a.MapKeys() {
+			if !b.MapIndex(k).IsValid() {
+				return fmt.Sprintf("%s[%v]: missing", path, k)
+			}
+			if why := diff(a.MapIndex(k), b.MapIndex(k), fmt.Sprintf("%s[%v]", path, k)); why != "" {
+				return why
+			}
+		}
+		return ""
+	default:
+		if !a.Equal(b) {
+			return fmt.Sprintf("%s: %v != %v", path, a, b)
+		}
+		return ""
+	}
+}
+
+func TestEveryMethodOverHTTP(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		for _, version := range []gomatrixserverlib.RoomVersion{gomatrixserverlib.RoomVersionV10, gomatrixserverlib.RoomVersionV12} {
+			t.Run("v"+string(version), func(t *testing.T) {
+				e := start(t, db)
+				c := &checker{t: t, seen: map[string]bool{}}
+				everyMethod(t, e, c, version)
+				want, err := ihttp.Methods(reflect.TypeFor[api.ServerAPI]())
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, m := range want {
+					if !c.seen[m] {
+						t.Errorf("api.ServerAPI.%s is not round-tripped by this test", m)
+					}
+				}
+			})
+		}
+	})
+}
+
+func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.RoomVersion) {
+	alice, bob := "@alice:"+serverName, "@bob:"+serverName
+	roomID := ""
+	if version != gomatrixserverlib.RoomVersionV12 {
+		roomID = fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), serverName)
+	}
+	create := createEvent(t, e.key, version, alice, roomID)
+	roomID = create.RoomID().String()
+	pl := map[string]any{}
+	if !gomatrixserverlib.MustGetRoomVersion(version).PrivilegedCreators() {
+		pl["users"] = map[string]int{alice: 100}
+	}
+	res := e.submit(t, api.InputRoomEvents{RoomID: roomID, RoomVersion: string(version), Atomic: true, Events: []api.InputRoomEvent{
+		{Kind: api.KindNew, Event: &api.Event{PDU: create}},
+		proto(alice, spec.MRoomMember, sk(alice), map[string]string{"membership": "join"}),
+		proto(alice, spec.MRoomPowerLevels, sk(""), pl),
+		proto(alice, spec.MRoomJoinRules, sk(""), map[string]string{"join_rule": "invite"}),
+	}})
+	for i, r := range res {
+		if r.Err != nil {
+			t.Fatalf("create event %d rejected: %v", i, r.Err)
+		}
+	}
+	// A rejection reached over HTTP keeps its status: clientapi answers the user with it.
+	res = e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, spec.MRoomMember, sk(bob), map[string]string{"membership": "join"})}})
+	if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" || res[0].Err.Status != 403 {
+		t.Fatalf("bob joined an invite-only room, or the rejection lost its status: %+v", res[0].Err)
+	}
+	res = e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "one"})}})
+	nameID := res[0].EventID
+	accepted := e.produce(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "hi"})}})
+	rejected := e.produce(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})}})
+
+	d, r := e.direct, e.remote
+	// QueryInputResult first: it also waits for both messages to be applied.
+	msg := same(c, "accepted", d.QueryInputResult, r.QueryInputResult, accepted)
+	same(c, "rejected", d.QueryInputResult, r.QueryInputResult, rejected)
+	same(c, "unserved partition", d.QueryInputResult, r.QueryInputResult, &api.QueryInputResultRequest{Partition: 99, Offset: 0})
+	msgID := msg.Results[0].EventID
+
+	same(c, "room", d.QueryRoomInfo, r.QueryRoomInfo, &api.QueryRoomInfoRequest{RoomID: roomID})
+	same(c, "unknown room", d.QueryRoomInfo, r.QueryRoomInfo, &api.QueryRoomInfoRequest{RoomID: "!nope:" + serverName})
+
+	all := same(c, "all", d.QueryCurrentState, r.QueryCurrentState, &api.QueryCurrentStateRequest{RoomID: roomID})
+	if len(all.StateEvents) != 5 {
+		t.Fatalf("want 5 state events, got %d", len(all.StateEvents))
+	}
+	same(c, "tuples", d.QueryCurrentState, r.QueryCurrentState, &api.QueryCurrentStateRequest{RoomID: roomID, Tuples: []api.StateKeyTuple{
+		{EventType: spec.MRoomName}, {EventType: spec.MRoomMember, StateKey: alice}, {EventType: spec.MRoomMember, StateKey: bob},
+	}})
+	same(c, "unknown room", d.QueryCurrentState, r.QueryCurrentState, &api.QueryCurrentStateRequest{RoomID: "!nope:" + serverName})
+
+	m := same(c, "alice", d.QueryMembershipForUser, r.QueryMembershipForUser, &api.QueryMembershipForUserRequest{RoomID: roomID, UserID: alice})
+	if m.Membership != spec.Join {
+		t.Fatalf("alice: %+v", m)
+	}
+	same(c, "bob", d.QueryMembershipForUser, r.QueryMembershipForUser, &api.QueryMembershipForUserRequest{RoomID: roomID, UserID: bob})
+	same(c, "unknown room", d.QueryMembershipForUser, r.QueryMembershipForUser, &api.QueryMembershipForUserRequest{RoomID: "!nope:" + serverName, UserID: alice})
+
+	rooms := same(c, "alice", d.QueryRoomsForUser, r.QueryRoomsForUser, &api.QueryRoomsForUserRequest{UserID: alice, Membership: spec.Join})
+	if !slices.Contains(rooms.RoomIDs, roomID) {
+		t.Fatalf("rooms for alice: %v", rooms.RoomIDs)
+	}
+	same(c, "bob", d.QueryRoomsForUser, r.QueryRoomsForUser, &api.QueryRoomsForUserRequest{UserID: bob, Membership: spec.Join})
+
+	ids := []string{msgID, "$unknown"} // the name event is among the state events
+	for _, ev := range all.StateEvents {
+		ids = append(ids, ev.EventID())
+	}
+	evs := same(c, "known and unknown", d.QueryEventsByID, r.QueryEventsByID, &api.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
+	if len(evs.Events) != 6 {
+		t.Fatalf("want 6 events, got %d", len(evs.Events))
+	}
+	same(c, "none", d.QueryEventsByID, r.QueryEventsByID, &api.QueryEventsByIDRequest{RoomID: roomID})
+
+	same(c, "before", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: nameID})
+	same(c, "after", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: nameID, After: true})
+	same(c, "tuples", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: msgID, After: true,
+		Tuples: []api.StateKeyTuple{{EventType: spec.MRoomName}, {EventType: spec.MRoomJoinRules}}})
+	same(c, "unknown event", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: "$unknown"})
+}
+
+// TestEveryMethodServed fails when a method is added to api.ServerAPI and not to Register.
+func TestEveryMethodServed(t *testing.T) {
+	srv := inthttp.Register(mux.NewRouter(), (*inthttp.Client)(nil), ihttp.ServerOptions{})
+	want, err := ihttp.Methods(reflect.TypeFor[api.ServerAPI]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Methods(); !slices.Equal(got, want) {
+		t.Fatalf("served %v, api.ServerAPI has %v", got, want)
+	}
+}
