@@ -20,6 +20,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -287,7 +288,7 @@ func (h *harness) waitConsumed() {
 	h.t.Fatal("sync API did not catch up")
 }
 
-func eventIDs(evs []types.ClientEvent) []string {
+func eventIDs(evs []clientevent.Event) []string {
 	out := make([]string, len(evs))
 	for i, e := range evs {
 		out[i] = e.EventID

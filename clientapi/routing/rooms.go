@@ -10,6 +10,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -293,7 +294,7 @@ func (rm *Rooms) GetStateEvent(r *http.Request, dev *uapi.Device) (httputil.Resp
 		return httputil.Response{}, matrixerr.NotFound("no such state event")
 	}
 	if r.URL.Query().Get("format") == "event" {
-		return httputil.OK(ClientEvent(evs[0].PDU)), nil
+		return clientEventResponse(evs[0].PDU)
 	}
 	return httputil.OK(json.RawMessage(evs[0].Content())), nil
 }
@@ -308,9 +309,9 @@ func (rm *Rooms) GetState(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	out := make([]clientEvent, len(evs))
-	for i, e := range evs {
-		out[i] = ClientEvent(e.PDU)
+	out, err := clientEvents(evs)
+	if err != nil {
+		return httputil.Response{}, err
 	}
 	return httputil.OK(out), nil
 }
@@ -336,7 +337,7 @@ func (rm *Rooms) GetEvent(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if !visible {
 		return httputil.Response{}, matrixerr.NotFound("event not found")
 	}
-	return httputil.OK(ClientEvent(res.Events[0].PDU)), nil
+	return clientEventResponse(res.Events[0].PDU)
 }
 
 // canSee applies the history visibility rules to one event for one user.
@@ -386,7 +387,7 @@ func (rm *Rooms) Members(r *http.Request, dev *uapi.Device) (httputil.Response, 
 		return httputil.Response{}, err
 	}
 	q := r.URL.Query()
-	chunk := []clientEvent{}
+	chunk := []clientevent.Event{}
 	for _, e := range evs {
 		if e.Type() != spec.MRoomMember {
 			continue
@@ -398,7 +399,11 @@ func (rm *Rooms) Members(r *http.Request, dev *uapi.Device) (httputil.Response, 
 		if not := q.Get("not_membership"); not != "" && m == not {
 			continue
 		}
-		chunk = append(chunk, ClientEvent(e.PDU))
+		c, err := clientevent.FromPDU(e.PDU)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		chunk = append(chunk, c)
 	}
 	return httputil.OK(map[string]any{"chunk": chunk}), nil
 }
@@ -445,6 +450,28 @@ func (rm *Rooms) JoinedRooms(r *http.Request, dev *uapi.Device) (httputil.Respon
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]any{"joined_rooms": res.RoomIDs}), nil
+}
+
+// clientEventResponse answers with one event in the client format.
+func clientEventResponse(pdu gomatrixserverlib.PDU) (httputil.Response, error) {
+	c, err := clientevent.FromPDU(pdu)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(c), nil
+}
+
+// clientEvents converts events to the client format.
+func clientEvents(evs []rsapi.Event) ([]clientevent.Event, error) {
+	out := make([]clientevent.Event, len(evs))
+	for i, e := range evs {
+		c, err := clientevent.FromPDU(e.PDU)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = c
+	}
+	return out, nil
 }
 
 func asMatrixErr(err error, target **matrixerr.Error) bool {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
@@ -76,9 +77,9 @@ func (s *Syncer) Context(ctx context.Context, req *ContextRequest) (*types.Conte
 		entries = append(entries, e)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].position < entries[j].position })
-	res.State = make([]types.ClientEvent, 0, len(entries))
+	res.State = make([]clientevent.Event, 0, len(entries))
 	for _, e := range entries {
-		c, err := types.NewClientEvent(e.eventID, e.json)
+		c, err := clientevent.New(e.eventID, e.json)
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
@@ -92,7 +93,7 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 }
 
 // lazyMembers is the membership, at position pos, of the senders of evs.
-func (s *Syncer) lazyMembers(ctx context.Context, roomID string, evs []storage.Event, pos int64) ([]types.ClientEvent, error) {
+func (s *Syncer) lazyMembers(ctx context.Context, roomID string, evs []storage.Event, pos int64) ([]clientevent.Event, error) {
 	current, err := s.db.CurrentState(ctx, []string{roomID})
 	if err != nil {
 		return nil, fmt.Errorf("load state of %s: %w", roomID, err)
@@ -102,14 +103,14 @@ func (s *Syncer) lazyMembers(ctx context.Context, roomID string, evs []storage.E
 		return nil, err
 	}
 	seen := map[string]bool{}
-	out := []types.ClientEvent{}
+	out := []clientevent.Event{}
 	for _, e := range evs {
 		m, ok := st[stateKey{spec.MRoomMember, e.Sender}]
 		if !ok || seen[e.Sender] {
 			continue
 		}
 		seen[e.Sender] = true
-		c, err := types.NewClientEvent(m.eventID, m.json)
+		c, err := clientevent.New(m.eventID, m.json)
 		if err != nil {
 			return nil, err
 		}

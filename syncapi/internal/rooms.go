@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
@@ -33,7 +34,7 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 		start = evs[0].Position - 1
 		timeline.PrevBatch = types.StreamToken{Position: start}.String()
 	}
-	state := []types.ClientEvent{}
+	state := []clientevent.Event{}
 	if current != nil {
 		st, err := stateAt(ctx, s.db, p.roomID, current, start)
 		if err != nil {
@@ -57,7 +58,7 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 // of it for a full sync, what changed since the last sync for a limited one, and with lazy
 // loading only the members who sent timeline events (and the user, in a full sync). Events
 // in the timeline are not repeated.
-func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeline []storage.Event) ([]types.ClientEvent, error) {
+func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeline []storage.Event) ([]clientevent.Event, error) {
 	lazy := req.Filter.Room.Timeline.LazyLoadMembers || req.Filter.Room.State.LazyLoadMembers
 	inTimeline := make(map[string]bool, len(timeline))
 	senders := map[string]bool{}
@@ -81,11 +82,11 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 	sort.Slice(picked, func(i, j int) bool { return picked[i].position < picked[j].position })
 	sf := &req.Filter.Room.State
 	if !sf.AllowsRoom(p.roomID) {
-		return []types.ClientEvent{}, nil
+		return []clientevent.Event{}, nil
 	}
-	out := make([]types.ClientEvent, 0, len(picked))
+	out := make([]clientevent.Event, 0, len(picked))
 	for _, e := range picked {
-		c, err := types.NewClientEvent(e.eventID, e.json)
+		c, err := clientevent.New(e.eventID, e.json)
 		if err != nil {
 			return nil, err
 		}
@@ -98,13 +99,13 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 
 // invitedRoom is an invite with its stripped state and the invite event itself.
 func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom {
-	r := &types.InvitedRoom{InviteState: types.InviteState{Events: []types.StrippedEvent{}}}
+	r := &types.InvitedRoom{InviteState: types.InviteState{Events: []clientevent.StrippedEvent{}}}
 	for _, st := range current {
 		isInvite := st.Type == spec.MRoomMember && st.StateKey == userID
 		if !isInvite && (st.StateKey != "" || !slices.Contains(strippedTypes, st.Type)) {
 			continue
 		}
-		c, err := types.NewClientEvent(st.EventID, st.JSON)
+		c, err := clientevent.New(st.EventID, st.JSON)
 		if err != nil {
 			continue // stored events were valid JSON when written; a broken one is left out
 		}
@@ -134,7 +135,7 @@ func (s *Syncer) addAccountData(ctx context.Context, req *SyncRequest, rooms map
 		}
 		jr := res.Rooms.Join[ad.RoomID]
 		if jr == nil {
-			jr = &types.JoinedRoom{Timeline: types.Timeline{Events: []types.ClientEvent{}}, State: types.StateEvents{Events: []types.ClientEvent{}},
+			jr = &types.JoinedRoom{Timeline: types.Timeline{Events: []clientevent.Event{}}, State: types.StateEvents{Events: []clientevent.Event{}},
 				Ephemeral: types.EphemeralEvents{Events: []json.RawMessage{}}, AccountData: types.AccountData{Events: []types.BasicEvent{}}}
 			res.Rooms.Join[ad.RoomID] = jr
 		}

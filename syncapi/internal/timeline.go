@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
@@ -69,10 +70,10 @@ func walk(ctx context.Context, db storage.Database, roomID string, v *viewer, fi
 
 // clientEvents converts events to the client format, adding the transaction ID for the
 // device that sent them.
-func clientEvents(evs []storage.Event, v *viewer) ([]types.ClientEvent, error) {
-	out := make([]types.ClientEvent, 0, len(evs))
+func clientEvents(evs []storage.Event, v *viewer) ([]clientevent.Event, error) {
+	out := make([]clientevent.Event, 0, len(evs))
 	for i := range evs {
-		c, err := types.NewClientEvent(evs[i].EventID, evs[i].JSON)
+		c, err := clientevent.New(evs[i].EventID, evs[i].JSON)
 		if err != nil {
 			return nil, err
 		}

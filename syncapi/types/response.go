@@ -1,6 +1,10 @@
 package types
 
-import "encoding/json"
+import (
+	"encoding/json"
+
+	"github.com/matrix-org/dendrite/internal/clientevent"
+)
 
 // BasicEvent is an account data event.
 type BasicEvent struct {
@@ -42,14 +46,14 @@ func (r *SyncResponse) IsEmpty() bool {
 
 // Timeline is a room's timeline section.
 type Timeline struct {
-	Events    []ClientEvent `json:"events"`
-	Limited   bool          `json:"limited"`
-	PrevBatch string        `json:"prev_batch,omitempty"`
+	Events    []clientevent.Event `json:"events"`
+	Limited   bool                `json:"limited"`
+	PrevBatch string              `json:"prev_batch,omitempty"`
 }
 
 // StateEvents is a room's state section.
 type StateEvents struct {
-	Events []ClientEvent `json:"events"`
+	Events []clientevent.Event `json:"events"`
 }
 
 // EphemeralEvents is a room's ephemeral section (typing, receipts: not produced yet).
@@ -67,7 +71,7 @@ type JoinedRoom struct {
 
 // InviteState is an invited room's stripped state.
 type InviteState struct {
-	Events []StrippedEvent `json:"events"`
+	Events []clientevent.StrippedEvent `json:"events"`
 }
 
 // InvitedRoom is a room in rooms.invite.
@@ -84,18 +88,18 @@ type LeftRoom struct {
 
 // MessagesResponse is the body of GET /rooms/{roomId}/messages.
 type MessagesResponse struct {
-	Start string        `json:"start"`
-	End   string        `json:"end,omitempty"`
-	Chunk []ClientEvent `json:"chunk"`
-	State []ClientEvent `json:"state,omitempty"`
+	Start string              `json:"start"`
+	End   string              `json:"end,omitempty"`
+	Chunk []clientevent.Event `json:"chunk"`
+	State []clientevent.Event `json:"state,omitempty"`
 }
 
 // ContextResponse is the body of GET /rooms/{roomId}/context/{eventId}.
 type ContextResponse struct {
-	Start        string        `json:"start"`
-	End          string        `json:"end"`
-	EventsBefore []ClientEvent `json:"events_before"`
-	Event        ClientEvent   `json:"event"`
-	EventsAfter  []ClientEvent `json:"events_after"`
-	State        []ClientEvent `json:"state"`
+	Start        string              `json:"start"`
+	End          string              `json:"end"`
+	EventsBefore []clientevent.Event `json:"events_before"`
+	Event        clientevent.Event   `json:"event"`
+	EventsAfter  []clientevent.Event `json:"events_after"`
+	State        []clientevent.Event `json:"state"`
 }

@@ -1,12 +1,16 @@
-package types
+// Package clientevent is the client-server format of room events ("ClientEvent" and
+// "StrippedStateEvent" in the spec), shared by every component that answers clients.
+package clientevent
 
 import (
 	"encoding/json"
 	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
 )
 
-// ClientEvent is a room event in the client-server format (spec "ClientEvent").
-type ClientEvent struct {
+// Event is a room event in the client-server format (spec "ClientEvent").
+type Event struct {
 	Content        json.RawMessage `json:"content"`
 	EventID        string          `json:"event_id"`
 	OriginServerTS int64           `json:"origin_server_ts"`
@@ -30,16 +34,16 @@ type pduFields struct {
 	Unsigned       json.RawMessage `json:"unsigned"`
 }
 
-// NewClientEvent converts a stored PDU's JSON to the client format without a full PDU parse
+// New converts a stored PDU's JSON to the client format without a full PDU parse
 // (it is on the hot path of every sync). The event ID comes from storage because room
 // versions 3 and later do not carry it in the JSON. Since room version 11, redacts lives in
 // the content; the client format has it in both places.
-func NewClientEvent(eventID string, pduJSON []byte) (ClientEvent, error) {
+func New(eventID string, pduJSON []byte) (Event, error) {
 	var p pduFields
 	if err := json.Unmarshal(pduJSON, &p); err != nil {
-		return ClientEvent{}, fmt.Errorf("decode event %s: %w", eventID, err)
+		return Event{}, fmt.Errorf("decode event %s: %w", eventID, err)
 	}
-	c := ClientEvent{
+	c := Event{
 		Content: p.Content, EventID: eventID, OriginServerTS: p.OriginServerTS, RoomID: p.RoomID,
 		Sender: p.Sender, StateKey: p.StateKey, Type: p.Type, Redacts: p.Redacts, Unsigned: p.Unsigned,
 	}
@@ -58,7 +62,7 @@ func NewClientEvent(eventID string, pduJSON []byte) (ClientEvent, error) {
 }
 
 // SetTransactionID adds unsigned.transaction_id, which only the sending device may see.
-func (c *ClientEvent) SetTransactionID(txnID string) {
+func (c *Event) SetTransactionID(txnID string) {
 	unsigned := map[string]json.RawMessage{}
 	if len(c.Unsigned) > 0 {
 		if err := json.Unmarshal(c.Unsigned, &unsigned); err != nil {
@@ -79,10 +83,15 @@ type StrippedEvent struct {
 }
 
 // Stripped reduces a client event to its stripped form.
-func (c *ClientEvent) Stripped() StrippedEvent {
+func (c *Event) Stripped() StrippedEvent {
 	sk := ""
 	if c.StateKey != nil {
 		sk = *c.StateKey
 	}
 	return StrippedEvent{Content: c.Content, Sender: c.Sender, StateKey: sk, Type: c.Type}
+}
+
+// FromPDU converts a parsed event.
+func FromPDU(pdu gomatrixserverlib.PDU) (Event, error) {
+	return New(pdu.EventID(), pdu.JSON())
 }
