@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -52,7 +53,7 @@ type DatabaseOptions struct {
 
 // LogOptions configures the event log.
 type LogOptions struct {
-	// Kind is "embedded" (SQL-backed, in process); "kafka" comes with the polylith.
+	// Kind is "embedded" (SQL-backed, in process: the monolith) or "kafka" (the polylith).
 	Kind string `yaml:"kind"`
 	// TopicPrefix is prepended to every topic name.
 	TopicPrefix string `yaml:"topic_prefix"`
@@ -61,7 +62,25 @@ type LogOptions struct {
 	// EmbeddedDatabase holds the embedded log (default <data_dir>/eventlog.db).
 	EmbeddedDatabase DatabaseOptions `yaml:"embedded_database"`
 	// Retention is how long records are kept.
-	Retention Duration `yaml:"retention"`
+	Retention Duration     `yaml:"retention"`
+	Kafka     KafkaOptions `yaml:"kafka"`
+}
+
+// KafkaOptions configures the Kafka log (global.log.kind: kafka).
+type KafkaOptions struct {
+	// Brokers are the bootstrap addresses, host:port.
+	Brokers []string `yaml:"brokers"`
+	// MaxMessageBytes bounds every record and is each topic's max.message.bytes.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// ReplicationFactor of the topics Dendrite creates.
+	ReplicationFactor int `yaml:"replication_factor"`
+}
+
+// InternalAPI is where a component of the polylith serves its internal HTTP API, health
+// and metrics (Listen), and where its peers reach it (Connect). The monolith ignores both.
+type InternalAPI struct {
+	Listen  string `yaml:"listen"`
+	Connect string `yaml:"connect"`
 }
 
 // LoggingOptions configures the process log.
@@ -87,6 +106,9 @@ type ClientAPI struct {
 	RateLimiting             RateLimiting `yaml:"rate_limiting"`
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// Listen is where the polylith's clientapi process serves the client API.
+	Listen      string      `yaml:"listen"`
+	InternalAPI InternalAPI `yaml:"internal_api"`
 }
 
 // RateLimiting configures per-user and per-IP token buckets.
@@ -104,18 +126,27 @@ type RoomServer struct {
 	Shards int `yaml:"shards"`
 	// InputWaitTimeout bounds how long a writer waits for the roomserver's verdict.
 	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
+	// InternalAPI.Connect may hold "{shard}", replaced by the shard's index
+	// (http://roomserver-{shard}.roomserver:7770 for a Kubernetes StatefulSet).
+	InternalAPI InternalAPI `yaml:"internal_api"`
+	// ShardConnect, when set, lists every shard's URL in shard order instead.
+	ShardConnect []string `yaml:"shard_connect"`
 }
 
 // SyncAPI configures the sync API.
 type SyncAPI struct {
 	Database DatabaseOptions `yaml:"database"`
+	// Listen is where the polylith's syncapi process serves its client endpoints.
+	Listen      string      `yaml:"listen"`
+	InternalAPI InternalAPI `yaml:"internal_api"`
 }
 
 // UserAPI configures accounts and devices.
 type UserAPI struct {
 	Database DatabaseOptions `yaml:"database"`
 	// BCryptCost is the password hashing cost.
-	BCryptCost int `yaml:"bcrypt_cost"`
+	BCryptCost  int         `yaml:"bcrypt_cost"`
+	InternalAPI InternalAPI `yaml:"internal_api"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML.
@@ -142,16 +173,20 @@ func Defaults() *Dendrite {
 		Version: Version,
 		Global: Global{
 			ServerName: "localhost", DataDir: "./data", HTTPBindAddress: ":8008",
-			Log:     LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour)},
+			Log: LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour),
+				Kafka: KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
 			Logging: LoggingOptions{Level: "info", Format: "text"},
 			Metrics: MetricsOptions{Enabled: true},
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
 			RateLimiting: RateLimiting{Enabled: true, PerSecond: 100, Burst: 500},
+			Listen:       ":8071", InternalAPI: InternalAPI{Listen: ":7771", Connect: "http://clientapi:7771"},
 		},
-		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second)},
-		UserAPI:    UserAPI{BCryptCost: 10},
+		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second),
+			InternalAPI: InternalAPI{Listen: ":7770", Connect: "http://roomserver-{shard}:7770"}},
+		SyncAPI: SyncAPI{Listen: ":8073", InternalAPI: InternalAPI{Listen: ":7773", Connect: "http://syncapi:7773"}},
+		UserAPI: UserAPI{BCryptCost: 10, InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
 	}
 }
 
@@ -200,8 +235,23 @@ func (c *Dendrite) Verify() error {
 	if c.Global.DataDir == "" {
 		bad("global.data_dir", "must not be empty")
 	}
-	if c.Global.Log.Kind != "embedded" {
-		bad("global.log.kind", "must be embedded (kafka comes with the polylith)")
+	switch c.Global.Log.Kind {
+	case "embedded":
+	case "kafka":
+		if len(c.Global.Log.Kafka.Brokers) == 0 {
+			bad("global.log.kafka.brokers", "must name at least one broker when global.log.kind is kafka")
+		}
+	default:
+		bad("global.log.kind", "must be embedded or kafka")
+	}
+	if c.Global.Log.Kafka.MaxMessageBytes < 65536 {
+		bad("global.log.kafka.max_message_bytes", "must be at least 65536")
+	}
+	if c.Global.Log.Kafka.ReplicationFactor < 1 {
+		bad("global.log.kafka.replication_factor", "must be at least 1")
+	}
+	if n := len(c.RoomServer.ShardConnect); n != 0 && n != c.RoomServer.Shards {
+		bad("room_server.shard_connect", "must list one URL per shard (room_server.shards)")
 	}
 	if c.Global.Log.Partitions < 1 || c.Global.Log.Partitions > 1024 {
 		bad("global.log.partitions", "must be between 1 and 1024")
@@ -252,6 +302,18 @@ func (c *Dendrite) SigningKeyPath() string {
 		return c.Global.PrivateKeyPath
 	}
 	return filepath.Join(c.Global.DataDir, "matrix_key.pem")
+}
+
+// Components are the components that run as processes of their own in the polylith, each
+// with its config section's internal_api.
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi"}
+
+// ShardURL is where roomserver shard i serves its internal API.
+func (r *RoomServer) ShardURL(i int) string {
+	if len(r.ShardConnect) > 0 {
+		return r.ShardConnect[i]
+	}
+	return strings.ReplaceAll(r.InternalAPI.Connect, "{shard}", strconv.Itoa(i))
 }
 
 // errNoField is returned for an environment override naming no key.

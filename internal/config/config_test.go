@@ -78,3 +78,27 @@ func TestKeyIsGeneratedThenReloaded(t *testing.T) {
 		t.Fatalf("key file mode %v", fi.Mode())
 	}
 }
+
+func TestPolylithKeys(t *testing.T) {
+	_, err := LoadBytes([]byte("global:\n  log:\n    kind: kafka\n"), nil)
+	var errs ConfigErrors
+	if !errors.As(err, &errs) || !strings.Contains(err.Error(), "global.log.kafka.brokers") {
+		t.Fatalf("kafka without brokers: %v", err)
+	}
+	c, err := LoadBytes([]byte("global:\n  log:\n    kind: kafka\nroom_server:\n  shards: 2\n"),
+		[]string{"DENDRITE_GLOBAL_LOG_KAFKA_BROKERS=k1:9092,k2:9092"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Global.Log.Kafka.Brokers) != 2 || c.RoomServer.ShardURL(1) != "http://roomserver-1:7770" {
+		t.Fatalf("brokers %v, shard 1 at %s", c.Global.Log.Kafka.Brokers, c.RoomServer.ShardURL(1))
+	}
+	c.RoomServer.ShardConnect = []string{"http://a", "http://b"}
+	if c.RoomServer.ShardURL(1) != "http://b" {
+		t.Fatalf("shard_connect ignored: %s", c.RoomServer.ShardURL(1))
+	}
+	_, err = LoadBytes([]byte("room_server:\n  shards: 2\n  shard_connect: [\"http://a\"]\n"), nil)
+	if err == nil || !strings.Contains(err.Error(), "room_server.shard_connect") {
+		t.Fatalf("short shard_connect: %v", err)
+	}
+}
