@@ -77,6 +77,7 @@ func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID 
 // acknowledged is then seen exactly once by every member, all in the same order, and each
 // sender's messages in the order sent.
 func TestPolylithShardCrash(t *testing.T) {
+	t.Parallel()
 	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()

@@ -166,6 +166,14 @@ func (d *devcluster) stop() {
 // every component in its own process, the roomserver as two shards on Kafka and PostgreSQL,
 // with every component restarted in the middle.
 func TestPolylithStory(t *testing.T) {
+	t.Parallel()
 	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
 	e2e.Story(t, d)
+}
+
+// TestPolylithBadInput checks the spec's errors for bad requests through the polylith: Matrix
+// errors raised behind internal HTTP reach the client with their code and status.
+func TestPolylithBadInput(t *testing.T) {
+	t.Parallel()
+	e2e.BadInput(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
 }
