@@ -41,6 +41,20 @@ func main() {
 	}
 }
 
+// stopWithParent asks the kernel for SIGTERM when devcluster's parent exits. `go run` exits
+// on SIGTERM without passing it on; devcluster then stops everything as if it had been sent
+// the signal itself, instead of living on with its processes.
+func stopWithParent() error {
+	ppid := os.Getppid()
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0); errno != 0 {
+		return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", errno)
+	}
+	if os.Getppid() != ppid {
+		return errors.New("parent exited during start-up")
+	}
+	return nil
+}
+
 // options are devcluster's command line.
 type options struct {
 	config   string
@@ -88,6 +102,9 @@ func run(args []string) error {
 	logger := logrus.New()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if err = stopWithParent(); err != nil {
+		return err
+	}
 	c, err := start(ctx, o, logger)
 	if err != nil {
 		return err
