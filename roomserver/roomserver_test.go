@@ -344,3 +344,97 @@ func TestConcurrentJoinsThenSends(t *testing.T) {
 		}
 	})
 }
+
+// TestShardFlushesOnlyItsOutbox: shards may share a database; at start a shard produces the
+// pending outputs of its own rooms and leaves the others' to their shard.
+func TestShardFlushesOnlyItsOutbox(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		const partitions = 4
+		log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: partitions})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer log.Close() // nolint: errcheck // nothing to do about a failed close in a test
+		logger := logrus.New()
+		logger.SetLevel(logrus.WarnLevel)
+		rs, err := roomserver.New(ctx, roomserver.Deps{
+			Cfg: &config.RoomServer{Shards: 2}, Shard: 0, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: newKey(t),
+			DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logger),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine, theirs []string
+		for i := range 12 {
+			roomID := fmt.Sprintf("!r%d:%s", i, serverName)
+			if _, err := db.ExecContext(ctx, "INSERT INTO roomserver_outbox (room_id, payload) VALUES ($1, $2)", roomID, []byte(roomID)); err != nil {
+				t.Fatal(err)
+			}
+			if eventlog.PartitionFor([]byte(roomID), partitions)%2 == 0 {
+				mine = append(mine, roomID)
+			} else {
+				theirs = append(theirs, roomID)
+			}
+		}
+		done := make(chan error, 1)
+		go func() { done <- rs.Run(ctx) }()
+		left := func() []string {
+			rows, err := db.QueryContext(ctx, "SELECT room_id FROM roomserver_outbox ORDER BY seq")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close() // nolint: errcheck // read-only
+			var ids []string
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					t.Fatal(err)
+				}
+				ids = append(ids, id)
+			}
+			return ids
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for !slices.Equal(left(), theirs) {
+			if time.Now().After(deadline) {
+				t.Fatalf("outbox holds %v, want the other shard's %v", left(), theirs)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		var produced []string
+		for p := int32(0); p < partitions; p++ {
+			end, err := log.EndOffset(ctx, "out", p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end == 0 {
+				continue
+			}
+			if p%2 != 0 {
+				t.Fatalf("output produced to partition %d of the other shard", p)
+			}
+			cctx, ccancel := context.WithCancel(ctx)
+			_ = log.Consume(cctx, "out", p, 0, func(_ context.Context, recs []eventlog.Record) error { // ends when cancelled
+				for _, r := range recs {
+					produced = append(produced, string(r.Key))
+				}
+				if recs[len(recs)-1].Offset+1 >= end {
+					ccancel()
+				}
+				return nil
+			})
+			ccancel()
+		}
+		slices.Sort(produced)
+		slices.Sort(mine)
+		if !slices.Equal(produced, mine) {
+			t.Fatalf("produced %v, want %v", produced, mine)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}

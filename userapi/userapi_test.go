@@ -187,17 +187,17 @@ func TestProfiles(t *testing.T) {
 			_, err = u.QueryProfile(ctx, &api.QueryProfileRequest{UserID: unknown})
 			wantCode(t, err, "M_NOT_FOUND")
 		}
-		set, err := u.PerformSetDisplayName(ctx, &api.PerformSetProfileRequest{Localpart: "alice", Value: "Alice"})
+		set, err := u.PerformSetDisplayName(ctx, &api.PerformSetDisplayNameRequest{Localpart: "alice", DisplayName: "Alice"})
 		if err != nil || !set.Changed {
 			t.Fatalf("set name: %+v %v", set, err)
 		}
-		if set, _ = u.PerformSetDisplayName(ctx, &api.PerformSetProfileRequest{Localpart: "alice", Value: "Alice"}); set.Changed {
+		if set, _ = u.PerformSetDisplayName(ctx, &api.PerformSetDisplayNameRequest{Localpart: "alice", DisplayName: "Alice"}); set.Changed {
 			t.Fatal("setting the same name reports a change")
 		}
-		if set, err = u.PerformSetAvatarURL(ctx, &api.PerformSetProfileRequest{Localpart: "alice", Value: "mxc://a/b"}); err != nil || !set.Changed {
-			t.Fatalf("set avatar: %+v %v", set, err)
+		if av, err := u.PerformSetAvatarURL(ctx, &api.PerformSetAvatarURLRequest{Localpart: "alice", AvatarURL: "mxc://a/b"}); err != nil || !av.Changed {
+			t.Fatalf("set avatar: %+v %v", av, err)
 		}
-		_, err = u.PerformSetAvatarURL(ctx, &api.PerformSetProfileRequest{Localpart: "bob", Value: "mxc://a/b"})
+		_, err = u.PerformSetAvatarURL(ctx, &api.PerformSetAvatarURLRequest{Localpart: "bob", AvatarURL: "mxc://a/b"})
 		wantCode(t, err, "M_NOT_FOUND")
 		p, _ = u.QueryProfile(ctx, &api.QueryProfileRequest{UserID: "@alice:" + serverName})
 		if p.DisplayName != "Alice" || p.AvatarURL != "mxc://a/b" {

@@ -57,7 +57,14 @@ func (a *Accounts) SetDisplayName(r *http.Request, dev *uapi.Device) (httputil.R
 	var body struct {
 		DisplayName *string `json:"displayname"`
 	}
-	return a.setProfileField(r, dev, &body, &body.DisplayName, a.UserAPI.PerformSetDisplayName, func(v string) error {
+	set := func(ctx context.Context, localpart, v string) (bool, error) {
+		res, err := a.UserAPI.PerformSetDisplayName(ctx, &uapi.PerformSetDisplayNameRequest{Localpart: localpart, DisplayName: v})
+		if err != nil {
+			return false, err
+		}
+		return res.Changed, nil
+	}
+	return a.setProfileField(r, dev, &body, &body.DisplayName, set, func(v string) error {
 		if utf8.RuneCountInString(v) > maxDisplayNameRunes {
 			return matrixerr.InvalidParam("the display name is too long")
 		}
@@ -70,7 +77,14 @@ func (a *Accounts) SetAvatarURL(r *http.Request, dev *uapi.Device) (httputil.Res
 	var body struct {
 		AvatarURL *string `json:"avatar_url"`
 	}
-	return a.setProfileField(r, dev, &body, &body.AvatarURL, a.UserAPI.PerformSetAvatarURL, func(v string) error {
+	set := func(ctx context.Context, localpart, v string) (bool, error) {
+		res, err := a.UserAPI.PerformSetAvatarURL(ctx, &uapi.PerformSetAvatarURLRequest{Localpart: localpart, AvatarURL: v})
+		if err != nil {
+			return false, err
+		}
+		return res.Changed, nil
+	}
+	return a.setProfileField(r, dev, &body, &body.AvatarURL, set, func(v string) error {
 		if len(v) > maxAvatarURLBytes {
 			return matrixerr.InvalidParam("the avatar URL is too long")
 		}
@@ -78,7 +92,8 @@ func (a *Accounts) SetAvatarURL(r *http.Request, dev *uapi.Device) (httputil.Res
 	})
 }
 
-type setProfileFunc func(ctx context.Context, req *uapi.PerformSetProfileRequest) (*uapi.PerformSetProfileResponse, error)
+// setProfileFunc stores one profile field of a local user and says whether it changed.
+type setProfileFunc func(ctx context.Context, localpart, value string) (bool, error)
 
 // setProfileField decodes body, whose field value points into it, checks the value and
 // stores it; when it changed, ProfileChanged carries it into the user's rooms.
@@ -96,11 +111,11 @@ func (a *Accounts) setProfileField(r *http.Request, dev *uapi.Device, body any, 
 	if err = check(**value); err != nil {
 		return httputil.Response{}, err
 	}
-	res, err := set(r.Context(), &uapi.PerformSetProfileRequest{Localpart: localpartOf(userID), Value: **value})
+	changed, err := set(r.Context(), localpartOf(userID), **value)
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	if res.Changed && a.ProfileChanged != nil {
+	if changed && a.ProfileChanged != nil {
 		if err = a.ProfileChanged(r.Context(), userID); err != nil {
 			return httputil.Response{}, err
 		}

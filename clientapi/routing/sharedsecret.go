@@ -144,7 +144,7 @@ func (a *Accounts) SharedSecretRegister(r *http.Request) (httputil.Response, err
 		return httputil.Response{}, err
 	}
 	if req.DisplayName != "" {
-		if _, err = a.UserAPI.PerformSetDisplayName(r.Context(), &uapi.PerformSetProfileRequest{Localpart: acc.Localpart, Value: req.DisplayName}); err != nil {
+		if _, err = a.UserAPI.PerformSetDisplayName(r.Context(), &uapi.PerformSetDisplayNameRequest{Localpart: acc.Localpart, DisplayName: req.DisplayName}); err != nil {
 			return httputil.Response{}, err
 		}
 	}

@@ -1,8 +1,11 @@
 // Command dendrite runs the monolith: every component in one process, on SQLite and the
 // embedded log by default. On a fresh checkout `go run ./cmd/dendrite` creates ./data with
 // a development config, a signing key and the databases, and serves the client API on :8008.
+// The same binary runs one component of the polylith with the component subcommand.
 //
 //	dendrite [--config FILE] [--data DIR] [--http-bind-address ADDR]
+//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi [--shard I]
+//	    [--internal-listen ADDR] [--public-listen ADDR]
 //	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
 //	dendrite sample-config > dendrite-config.yaml
 package main
@@ -31,6 +34,8 @@ func main() {
 	switch {
 	case len(os.Args) > 1 && os.Args[1] == "create-account":
 		err = createAccount(os.Args[2:], os.Stdin, os.Stdout)
+	case len(os.Args) > 1 && os.Args[1] == "component":
+		err = component(os.Args[2:])
 	case len(os.Args) > 1 && os.Args[1] == "sample-config":
 		_, err = os.Stdout.Write(config.Sample())
 	default:
@@ -113,6 +118,35 @@ func serve(args []string) error {
 	}
 	logger.WithFields(logrus.Fields{"server_name": cfg.Global.ServerName, "address": l.Addr().String()}).Info("dendrite monolith listening")
 	return m.Run(ctx, l)
+}
+
+// component runs one component of the polylith (global.log.kind: kafka).
+func component(args []string) error {
+	fs := flag.NewFlagSet("component", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	var opts setup.ComponentOptions
+	fs.StringVar(&opts.Name, "name", "", "component to run: "+strings.Join(config.Components, ", "))
+	fs.IntVar(&opts.Shard, "shard", 0, "roomserver shard index, 0 to room_server.shards-1")
+	fs.StringVar(&opts.InternalListen, "internal-listen", "", "address for the internal API, /health, /ready and /metrics (default: the component's internal_api.listen)")
+	fs.StringVar(&opts.PublicListen, "public-listen", "", "address for the public client routes of clientapi and syncapi (default: their listen)")
+	if err := fs.Parse(normaliseFlags(args)); err != nil {
+		return err
+	}
+	if opts.Name == "" {
+		return errors.New("--name is required")
+	}
+	cfg, err := common.load()
+	if err != nil {
+		return err
+	}
+	logger := logrus.New()
+	if err = cfg.Global.Logging.Apply(logger); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return setup.RunComponent(ctx, cfg, logger, opts)
 }
 
 // normaliseFlags accepts --flag=value as well as -flag value (the flag package takes both

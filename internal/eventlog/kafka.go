@@ -57,6 +57,11 @@ type Kafka struct {
 	admin    sarama.ClusterAdmin
 	producer sarama.SyncProducer
 	consumer sarama.Consumer
+	// fetchClient carries the consumers' fetches on connections of their own: a fetch
+	// long-polls for up to Consumer.MaxWaitTime, and on a connection shared with the producer
+	// (one request in flight, for the idempotent producer's order) every Produce would wait
+	// behind it.
+	fetchClient sarama.Client
 
 	// closing is cancelled by Close; running counts the calls Close waits for.
 	closing context.Context
@@ -198,7 +203,9 @@ func (k *Kafka) connect(ctx context.Context, sc *sarama.Config) error {
 	var err error
 	if k.admin, err = sarama.NewClusterAdminFromClient(k.client); err == nil {
 		if k.producer, err = sarama.NewSyncProducerFromClient(k.client); err == nil {
-			k.consumer, err = sarama.NewConsumerFromClient(k.client)
+			if k.fetchClient, err = sarama.NewClient(k.cfg.Brokers, sc); err == nil {
+				k.consumer, err = sarama.NewConsumerFromClient(k.fetchClient)
+			}
 		}
 	}
 	if err != nil {
@@ -219,7 +226,10 @@ func (k *Kafka) closeClients() {
 	if k.client != nil && !k.client.Closed() {
 		_ = k.client.Close() // also what the admin would close
 	}
-	k.consumer, k.producer, k.admin, k.client = nil, nil, nil, nil
+	if k.fetchClient != nil && !k.fetchClient.Closed() {
+		_ = k.fetchClient.Close()
+	}
+	k.consumer, k.producer, k.admin, k.client, k.fetchClient = nil, nil, nil, nil, nil
 }
 
 // enter registers a call that Close waits for; false after Close.

@@ -138,7 +138,7 @@ func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, ne
 }
 
 func (k *Kafka) ownConsumer(topic string, partition int32, start int64) (sarama.PartitionConsumer, func(), error) {
-	c, err := sarama.NewConsumerFromClient(k.client)
+	c, err := sarama.NewConsumerFromClient(k.fetchClient)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -432,4 +433,46 @@ func BenchmarkKafkaProduce(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// TestKafkaProduceWhileConsuming: a process that consumes (the roomserver) produces at once,
+// not behind its consumer's long-polling fetch (Consumer.MaxWaitTime, 250 ms).
+func TestKafkaProduceWhileConsuming(t *testing.T) {
+	c := newCluster(t)
+	k := newKafka(t, kafkaConfig(c.ListenAddrs(), 2))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan struct{}, 2)
+	for p := int32(0); p < 2; p++ {
+		go func() {
+			_ = k.Consume(ctx, "idle", p, 0, func(context.Context, []eventlog.Record) error { // ends with ctx
+				got <- struct{}{}
+				return nil
+			})
+		}()
+	}
+	// Once a record came through, the consumers' fetches run, waiting on the idle topic.
+	if _, err := k.Produce(ctx, "idle", eventlog.Message{Key: []byte("a"), Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the record did not arrive")
+	}
+	if _, err := k.Produce(ctx, "busy", eventlog.Message{Key: []byte("warm-up"), Value: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	var took []time.Duration
+	for i := range 7 {
+		start := time.Now()
+		if _, err := k.Produce(ctx, "busy", eventlog.Message{Key: []byte{byte(i)}, Value: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+	}
+	slices.Sort(took)
+	if median := took[len(took)/2]; median > 100*time.Millisecond {
+		t.Fatalf("produce while consuming takes %v (median of %v)", median, took)
+	}
 }

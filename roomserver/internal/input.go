@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -64,7 +65,7 @@ func (in *Inputer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load roomserver outbox: %w", err)
 	}
-	if err = in.flush(ctx, pending); err != nil {
+	if err = in.flush(ctx, in.owned(pending)); err != nil {
 		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
@@ -76,6 +77,19 @@ func (in *Inputer) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
+}
+
+// owned keeps the outbox entries of rooms in this shard's partitions. Shards may share one
+// database: another shard's entries are its own to produce, in its rooms' order.
+func (in *Inputer) owned(outbox []storage.Outbound) []storage.Outbound {
+	n := in.Log.Partitions(in.InputTopic)
+	var out []storage.Outbound
+	for _, o := range outbox {
+		if slices.Contains(in.Partitions, eventlog.PartitionFor([]byte(o.RoomID), n)) {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 func (in *Inputer) consume(ctx context.Context, partition int32) error {

@@ -143,14 +143,25 @@ type QueryProfileResponse struct {
 	AvatarURL   string `json:"avatar_url,omitempty"`
 }
 
-// PerformSetProfileRequest sets one profile field.
-type PerformSetProfileRequest struct {
-	Localpart string `json:"localpart"`
-	Value     string `json:"value"`
+// PerformSetDisplayNameRequest sets a local user's display name.
+type PerformSetDisplayNameRequest struct {
+	Localpart   string `json:"localpart"`
+	DisplayName string `json:"displayname"`
 }
 
-// PerformSetProfileResponse says whether anything changed.
-type PerformSetProfileResponse struct {
+// PerformSetDisplayNameResponse says whether anything changed.
+type PerformSetDisplayNameResponse struct {
+	Changed bool `json:"changed"`
+}
+
+// PerformSetAvatarURLRequest sets a local user's avatar URL.
+type PerformSetAvatarURLRequest struct {
+	Localpart string `json:"localpart"`
+	AvatarURL string `json:"avatar_url"`
+}
+
+// PerformSetAvatarURLResponse says whether anything changed.
+type PerformSetAvatarURLResponse struct {
 	Changed bool `json:"changed"`
 }
 
@@ -211,8 +222,8 @@ type ClientUserAPI interface {
 	QueryDevices(ctx context.Context, req *QueryDevicesRequest) (*QueryDevicesResponse, error)
 	PerformDeviceUpdate(ctx context.Context, req *PerformDeviceUpdateRequest) (*PerformDeviceUpdateResponse, error)
 	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
-	PerformSetDisplayName(ctx context.Context, req *PerformSetProfileRequest) (*PerformSetProfileResponse, error)
-	PerformSetAvatarURL(ctx context.Context, req *PerformSetProfileRequest) (*PerformSetProfileResponse, error)
+	PerformSetDisplayName(ctx context.Context, req *PerformSetDisplayNameRequest) (*PerformSetDisplayNameResponse, error)
+	PerformSetAvatarURL(ctx context.Context, req *PerformSetAvatarURLRequest) (*PerformSetAvatarURLResponse, error)
 	PerformAccountData(ctx context.Context, req *PerformAccountDataRequest) (*PerformAccountDataResponse, error)
 	QueryAccountData(ctx context.Context, req *QueryAccountDataRequest) (*QueryAccountDataResponse, error)
 	PerformPutFilter(ctx context.Context, req *PerformPutFilterRequest) (*PerformPutFilterResponse, error)

@@ -103,19 +103,19 @@ func (u *UserAPI) QueryProfile(ctx context.Context, req *api.QueryProfileRequest
 }
 
 // PerformSetDisplayName sets the display name; idempotent.
-func (u *UserAPI) PerformSetDisplayName(ctx context.Context, req *api.PerformSetProfileRequest) (*api.PerformSetProfileResponse, error) {
-	changed, err := u.DB.SetDisplayName(ctx, req.Localpart, req.Value)
+func (u *UserAPI) PerformSetDisplayName(ctx context.Context, req *api.PerformSetDisplayNameRequest) (*api.PerformSetDisplayNameResponse, error) {
+	changed, err := u.DB.SetDisplayName(ctx, req.Localpart, req.DisplayName)
 	if err != nil {
 		return nil, notFound(err, "profile not found")
 	}
-	return &api.PerformSetProfileResponse{Changed: changed}, nil
+	return &api.PerformSetDisplayNameResponse{Changed: changed}, nil
 }
 
 // PerformSetAvatarURL sets the avatar URL; idempotent.
-func (u *UserAPI) PerformSetAvatarURL(ctx context.Context, req *api.PerformSetProfileRequest) (*api.PerformSetProfileResponse, error) {
-	changed, err := u.DB.SetAvatarURL(ctx, req.Localpart, req.Value)
+func (u *UserAPI) PerformSetAvatarURL(ctx context.Context, req *api.PerformSetAvatarURLRequest) (*api.PerformSetAvatarURLResponse, error) {
+	changed, err := u.DB.SetAvatarURL(ctx, req.Localpart, req.AvatarURL)
 	if err != nil {
 		return nil, notFound(err, "profile not found")
 	}
-	return &api.PerformSetProfileResponse{Changed: changed}, nil
+	return &api.PerformSetAvatarURLResponse{Changed: changed}, nil
 }

@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/test/e2e"
+)
+
+// sentMessage is a message whose send the server acknowledged.
+type sentMessage struct {
+	body    string
+	eventID id.EventID
+}
+
+// sendRetrying sends body with one transaction ID until the server acknowledges it: a send
+// that failed while a shard was down may or may not have been applied, and retrying the same
+// transaction is what makes it exactly once.
+func sendRetrying(ctx context.Context, c *mautrix.Client, roomID id.RoomID, body string) (id.EventID, int, error) {
+	txn := "txn-" + body
+	for failures := 0; ; failures++ {
+		res, err := c.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": body}, mautrix.ReqSendEvent{TransactionID: txn})
+		if err == nil {
+			return res.EventID, failures, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", failures, fmt.Errorf("send %s: %w (last error: %v)", body, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// timelineOf is the room's message events as the member sees them by incremental sync from
+// since, with a filter that never limits the timeline.
+func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID id.RoomID, want int) []*event.Event {
+	t.Helper()
+	var msgs []*event.Event
+	deadline := time.Now().Add(30 * time.Second)
+	for len(msgs) < want {
+		res, err := c.SyncRequest(context.Background(), 1000, since, filterID, false, "")
+		if err != nil {
+			t.Fatalf("%s syncs: %v", c.UserID, err)
+		}
+		since = res.NextBatch
+		if room := res.Rooms.Join[roomID]; room != nil {
+			if room.Timeline.Limited {
+				t.Fatalf("%s's timeline was limited", c.UserID)
+			}
+			for _, e := range room.Timeline.Events {
+				if e.Type == event.EventMessage {
+					msgs = append(msgs, e)
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s sees %d of %d messages", c.UserID, len(msgs), want)
+		}
+	}
+	return msgs
+}
+
+// TestPolylithShardCrash kills the roomserver shard that owns a room with SIGKILL while three
+// members send to it; devcluster starts the shard again. Every message whose send was
+// acknowledged is then seen exactly once by every member, all in the same order, and each
+// sender's messages in the order sent.
+func TestPolylithShardCrash(t *testing.T) {
+	t.Parallel()
+	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	names := []string{"alice", "bob", "carol"}
+	var members []*mautrix.Client
+	for _, n := range names {
+		members = append(members, e2e.Register(t, d.URL(), n))
+	}
+	created, err := members[0].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	filter := &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1000}}}
+	filterIDs, since := make([]string, len(members)), make([]string, len(members))
+	for i, m := range members {
+		if i > 0 {
+			if _, err = m.JoinRoomByID(ctx, roomID); err != nil {
+				t.Fatalf("%s joins: %v", names[i], err)
+			}
+		}
+		f, err := m.CreateFilter(ctx, filter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		filterIDs[i] = f.FilterID
+	}
+	for i, m := range members {
+		res, err := m.SyncRequest(ctx, 0, "", filterIDs[i], false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		since[i] = res.NextBatch
+	}
+
+	st, _ := d.status()
+	owner := int(eventlog.PartitionFor([]byte(roomID), st.Partitions)) % st.Shards
+	var victim procStatus
+	for _, p := range st.Processes {
+		if p.Component == "roomserver" && p.Shard == owner {
+			victim = p
+		}
+	}
+	if victim.PID == 0 {
+		t.Fatalf("no running shard %d in %+v", owner, st)
+	}
+
+	const perSender = 15
+	var acked atomic.Int32
+	sent := make([][]sentMessage, len(members))
+	failures := make([]int, len(members))
+	errs := make([]error, len(members))
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range perSender {
+				body := fmt.Sprintf("%s-%02d", names[i], n)
+				eventID, fails, err := sendRetrying(ctx, m, roomID, body)
+				failures[i] += fails
+				if err != nil {
+					errs[i] = err
+					return
+				}
+				sent[i] = append(sent[i], sentMessage{body: body, eventID: eventID})
+				acked.Add(1)
+			}
+		}()
+	}
+	// Kill the owner mid-stream, once some sends went through.
+	for acked.Load() < 8 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill %s: %v", victim.Name, err)
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("%s: %v", names[i], err)
+		}
+	}
+	after := d.waitReady(t, func(st clusterStatus) bool { return true })
+	for _, p := range after.Processes {
+		if p.Name == victim.Name && p.Starts <= victim.Starts {
+			t.Fatalf("%s was not restarted: %+v", victim.Name, p)
+		}
+	}
+	t.Logf("killed %s after %d acknowledged sends; retried sends per member: %v", victim.Name, 8, failures)
+
+	total := len(members) * perSender
+	var reference []string
+	for i, m := range members {
+		msgs := timelineOf(t, m, filterIDs[i], since[i], roomID, total)
+		var order []string
+		seen := map[string]id.EventID{}
+		for _, e := range msgs {
+			body, _ := e.Content.Raw["body"].(string)
+			if _, dup := seen[body]; dup {
+				t.Fatalf("%s sees %s twice", names[i], body)
+			}
+			seen[body] = e.ID
+			order = append(order, body)
+		}
+		for j, ms := range sent {
+			for _, s := range ms {
+				if seen[s.body] != s.eventID {
+					t.Fatalf("%s sees %s (acknowledged to %s as %s) as %q", names[i], s.body, names[j], s.eventID, seen[s.body])
+				}
+			}
+		}
+		if len(order) != total {
+			t.Fatalf("%s sees %d messages, %d were acknowledged", names[i], len(order), total)
+		}
+		for _, n := range names {
+			var own []string
+			for _, b := range order {
+				if strings.HasPrefix(b, n+"-") {
+					own = append(own, b)
+				}
+			}
+			if !slices.IsSorted(own) {
+				t.Fatalf("%s sees %s's messages out of order: %v", names[i], n, own)
+			}
+		}
+		if reference == nil {
+			reference = order
+		} else if !slices.Equal(order, reference) {
+			t.Fatalf("%s sees\n%v\n%s sees\n%v", names[0], reference, names[i], order)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+// Command devcluster runs the polylith on one machine for development and end-to-end tests:
+// a Kafka-protocol broker (franz-go's kfake, as its own process), a throwaway PostgreSQL
+// cluster, every component as its own OS process in its own process group (the dendrite
+// binary's component subcommand, roomserver as N shards), and a front proxy that routes the
+// client API to clientapi and syncapi. It stays in the foreground; on SIGTERM or SIGINT it
+// stops everything it started and removes its temporary directories.
+//
+//	devcluster --config FILE --http-bind-address 127.0.0.1:PORT [--roomserver-shards N]
+//	    [--dendrite BINARY]
+//	devcluster broker --addr 127.0.0.1:PORT
+//
+// The config is the same file the monolith takes (global.server_name, global.data_dir,
+// client_api.registration_disabled, client_api.registration_shared_secret...); devcluster
+// overrides the log kind and brokers, the database and every listen/connect address for the
+// processes it starts. docs/polylith.md documents the proxy's routing table.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+)
+
+func main() {
+	var err error
+	if len(os.Args) > 1 && os.Args[1] == "broker" {
+		err = broker(os.Args[2:])
+	} else {
+		err = run(os.Args[1:])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "devcluster:", err)
+		os.Exit(1)
+	}
+}
+
+// stopWithParent asks the kernel for SIGTERM when devcluster's parent exits. `go run` exits
+// on SIGTERM without passing it on; devcluster then stops everything as if it had been sent
+// the signal itself, instead of living on with its processes.
+func stopWithParent() error {
+	ppid := os.Getppid()
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_PDEATHSIG, uintptr(syscall.SIGTERM), 0); errno != 0 {
+		return fmt.Errorf("prctl(PR_SET_PDEATHSIG): %w", errno)
+	}
+	if os.Getppid() != ppid {
+		return errors.New("parent exited during start-up")
+	}
+	return nil
+}
+
+// options are devcluster's command line.
+type options struct {
+	config   string
+	bind     string
+	shards   int
+	dendrite string
+}
+
+func parse(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("devcluster", flag.ContinueOnError)
+	fs.StringVar(&o.config, "config", "", "dendrite config file (the monolith's keys work); default: a development config in a temporary directory")
+	fs.StringVar(&o.bind, "http-bind-address", "127.0.0.1:8008", "address of the front proxy serving the client API")
+	fs.IntVar(&o.shards, "roomserver-shards", 1, "number of roomserver shards (processes)")
+	fs.StringVar(&o.dendrite, "dendrite", "", "prebuilt dendrite binary (default: go build ./cmd/dendrite into a temporary directory)")
+	if err := fs.Parse(normaliseFlags(args)); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %v", fs.Args())
+	}
+	if o.shards < 1 {
+		return o, errors.New("--roomserver-shards must be at least 1")
+	}
+	return o, nil
+}
+
+// normaliseFlags accepts --flag as well as -flag.
+func normaliseFlags(args []string) []string {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		if strings.HasPrefix(a, "--") {
+			a = a[1:]
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func run(args []string) error {
+	o, err := parse(args)
+	if err != nil {
+		return err
+	}
+	logger := logrus.New()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err = stopWithParent(); err != nil {
+		return err
+	}
+	c, err := start(ctx, o, logger)
+	if err != nil {
+		return err
+	}
+	return c.serve(ctx)
+}

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/test/e2e"
+)
+
+// devclusterBinary is devcluster built once for the package's tests.
+var devclusterBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "devcluster-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	devclusterBinary = filepath.Join(dir, "devcluster")
+	if out, err := exec.Command("go", "build", "-o", devclusterBinary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build devcluster: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir) // best effort: the directory holds only the binary
+	os.Exit(code)
+}
+
+// lockedBuffer collects a process's output while tests read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// devcluster is a running `devcluster` process: the polylith as e2e.Homeserver.
+type devcluster struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	url  string
+	logs *lockedBuffer
+	done chan error
+}
+
+var _ e2e.Homeserver = (*devcluster)(nil)
+
+// startCluster runs devcluster with exactly the command line outside harnesses use.
+func startCluster(t *testing.T, config string, shards int) *devcluster {
+	t.Helper()
+	addr := e2e.FreeAddr(t)
+	d := &devcluster{t: t, url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan error, 1)}
+	d.cmd = exec.Command(devclusterBinary, "--config", config, "--http-bind-address", addr, "--roomserver-shards", strconv.Itoa(shards))
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(d.stop)
+	d.waitReady(t, func(st clusterStatus) bool { return true })
+	return d
+}
+
+// status is /_devcluster/status; ok is false while devcluster does not answer.
+func (d *devcluster) status() (st clusterStatus, ok bool) {
+	res, err := http.Get(d.url + "/_devcluster/status")
+	if err != nil {
+		return st, false
+	}
+	defer res.Body.Close() // nolint: errcheck // read-only body
+	return st, json.NewDecoder(res.Body).Decode(&st) == nil
+}
+
+// waitReady waits until every process is ready and cond holds.
+func (d *devcluster) waitReady(t *testing.T, cond func(clusterStatus) bool) clusterStatus {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		st, ok := d.status()
+		if ok && st.Ready && cond(st) {
+			return st
+		}
+		select {
+		case err := <-d.done:
+			d.done <- err
+			t.Fatalf("devcluster exited: %v\n%s", err, d.logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("devcluster not ready: %+v\n%s", st, d.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// URL implements e2e.Homeserver.
+func (d *devcluster) URL() string { return d.url }
+
+// Restart implements e2e.Homeserver: every component process gets SIGTERM and devcluster's
+// supervisor starts it again; broker and database keep running, as in a rolling restart.
+func (d *devcluster) Restart(t *testing.T) {
+	t.Helper()
+	before, _ := d.status()
+	starts := map[string]int{}
+	for _, p := range before.Processes {
+		starts[p.Name] = p.Starts
+		if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil {
+			t.Fatalf("stop %s: %v", p.Name, err)
+		}
+	}
+	d.waitReady(t, func(st clusterStatus) bool {
+		for _, p := range st.Processes {
+			if p.Starts <= starts[p.Name] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// stop sends SIGTERM to devcluster and checks that it exits cleanly with nothing left.
+func (d *devcluster) stop() {
+	st, _ := d.status()
+	if err := d.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		d.t.Errorf("signal devcluster: %v", err)
+	}
+	select {
+	case err := <-d.done:
+		d.done <- err
+		if err != nil {
+			d.t.Errorf("devcluster exited with %v\n%s", err, d.logs)
+		}
+	case <-time.After(40 * time.Second):
+		_ = d.cmd.Process.Kill() // it ignored SIGTERM; the test already failed
+		d.t.Errorf("devcluster did not stop on SIGTERM\n%s", d.logs)
+	}
+	for _, p := range st.Processes {
+		if p.PID != 0 && syscall.Kill(p.PID, 0) == nil {
+			d.t.Errorf("%s (pid %d) still runs after devcluster stopped", p.Name, p.PID)
+		}
+	}
+}
+
+// TestPolylithStory runs the monolith's story through devcluster's front proxy against
+// every component in its own process, the roomserver as two shards on Kafka and PostgreSQL,
+// with every component restarted in the middle.
+func TestPolylithStory(t *testing.T) {
+	t.Parallel()
+	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
+	e2e.Story(t, d)
+}
+
+// TestPolylithBadInput checks the spec's errors for bad requests through the polylith: Matrix
+// errors raised behind internal HTTP reach the client with their code and status.
+func TestPolylithBadInput(t *testing.T) {
+	t.Parallel()
+	e2e.BadInput(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
+}

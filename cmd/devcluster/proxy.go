@@ -1,0 +1,128 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+)
+
+// Processes the front proxy routes to.
+const (
+	toClientAPI = "clientapi"
+	toSyncAPI   = "syncapi"
+)
+
+// route is the routing table of the front proxy (docs/polylith.md): which process serves a
+// request, by its escaped path; "" for none.
+//
+//	/_matrix/client/{version}/sync                                 syncapi
+//	/_matrix/client/{version}/rooms/{roomId}/messages              syncapi
+//	/_matrix/client/{version}/rooms/{roomId}/context/{eventId}     syncapi
+//	every other /_matrix/client/...                                clientapi
+//	/_synapse/...                                                  clientapi
+func route(escapedPath string) string {
+	if rest, ok := strings.CutPrefix(escapedPath, "/_matrix/client/"); ok {
+		parts := strings.Split(rest, "/") // parts[0] is the version: v3, r0, unstable...
+		switch {
+		case len(parts) == 2 && parts[1] == "sync":
+			return toSyncAPI
+		case len(parts) == 4 && parts[1] == "rooms" && parts[3] == "messages":
+			return toSyncAPI
+		case len(parts) == 5 && parts[1] == "rooms" && parts[3] == "context":
+			return toSyncAPI
+		}
+		return toClientAPI
+	}
+	if strings.HasPrefix(escapedPath, "/_synapse/") {
+		return toClientAPI
+	}
+	return ""
+}
+
+// proxy is the front proxy, plus devcluster's own endpoints: /health, /ready (every
+// component ready) and /_devcluster/status (processes, PIDs, readiness) for tests.
+type proxy struct {
+	c       *cluster
+	targets map[string]*httputil.ReverseProxy
+}
+
+func newProxy(c *cluster) *proxy {
+	p := &proxy{c: c, targets: map[string]*httputil.ReverseProxy{}}
+	for name, addr := range map[string]string{toClientAPI: c.cfg.ClientAPI.Listen, toSyncAPI: c.cfg.SyncAPI.Listen} {
+		target := &url.URL{Scheme: "http", Host: addr}
+		p.targets[name] = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+			r.SetURL(target)
+			r.SetXForwarded()
+		}}
+	}
+	return p
+}
+
+func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/health":
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		return
+	case "/ready", "/_devcluster/status":
+		st := p.status(r)
+		code := http.StatusOK
+		if !st.Ready {
+			code = http.StatusServiceUnavailable
+		}
+		writeJSON(w, code, st)
+		return
+	}
+	target := p.targets[route(r.URL.EscapedPath())]
+	if target == nil {
+		writeJSON(w, http.StatusNotFound, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unrecognized request"})
+		return
+	}
+	target.ServeHTTP(w, r)
+}
+
+// clusterStatus is /_devcluster/status.
+type clusterStatus struct {
+	Ready      bool         `json:"ready"`
+	Partitions int32        `json:"partitions"`
+	Shards     int          `json:"shards"`
+	Processes  []procStatus `json:"processes"`
+}
+
+type procStatus struct {
+	Name      string `json:"name"`
+	Component string `json:"component"`
+	Shard     int    `json:"shard"`
+	PID       int    `json:"pid"`
+	// Starts counts how often the process was started (restarts after crashes included).
+	Starts int  `json:"starts"`
+	Ready  bool `json:"ready"`
+}
+
+func (p *proxy) status(r *http.Request) clusterStatus {
+	st := clusterStatus{Ready: true, Partitions: p.c.cfg.Global.Log.Partitions, Shards: p.c.o.shards, Processes: make([]procStatus, len(p.c.procs))}
+	var wg sync.WaitGroup
+	for i, pr := range p.c.procs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pid, starts := pr.pid()
+			st.Processes[i] = procStatus{Name: pr.name, Component: pr.component, Shard: pr.shard, PID: pid, Starts: starts,
+				Ready: pid != 0 && pr.ready(r.Context(), p.c.client)}
+		}()
+	}
+	wg.Wait()
+	for _, ps := range st.Processes {
+		st.Ready = st.Ready && ps.Ready
+	}
+	return st
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v) // plain data always encodes
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(b) // the caller may have gone
+}

@@ -1,0 +1,298 @@
+package setup
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/httputil"
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+	uinthttp "github.com/matrix-org/dendrite/userapi/inthttp"
+)
+
+// ComponentOptions selects what one polylith process runs.
+type ComponentOptions struct {
+	// Name is a row of the wiring table: one of config.Components.
+	Name string
+	// Shard is the roomserver shard this process runs, 0 <= Shard < room_server.shards.
+	Shard int
+	// InternalListen and PublicListen, when set, replace the component's internal_api.listen
+	// and its public listen (clientapi and syncapi) from the config.
+	InternalListen, PublicListen string
+}
+
+// RunComponent runs one component as a polylith process until ctx ends. It listens at once:
+// /health answers while the process lives, /ready only once the event log (Kafka) and the
+// databases are reached and the component is built. Until then it retries with backoff,
+// logging, rather than exiting, so a broker or database that starts later never makes the
+// process crash-loop. The internal API (and for clientapi and syncapi the public client
+// routes) answer 503 until the component is ready. Peers are reached through inthttp clients
+// at their internal_api.connect URLs; roomserver shards through one sharded client.
+func RunComponent(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logger, opts ComponentOptions) error {
+	c, ok := lookup(opts.Name)
+	if !ok {
+		return fmt.Errorf("unknown component %q (want one of %v)", opts.Name, config.Components)
+	}
+	if cfg.Global.Log.Kind != "kafka" {
+		return errors.New("a polylith component needs global.log.kind: kafka (the embedded log lives inside one process)")
+	}
+	if opts.Shard < 0 || (c.name == "roomserver" && opts.Shard >= cfg.RoomServer.Shards) || (c.name != "roomserver" && opts.Shard != 0) {
+		return fmt.Errorf("shard %d: only the roomserver has shards, 0 to room_server.shards-1 (%d)", opts.Shard, cfg.RoomServer.Shards-1)
+	}
+	p, err := newProcess(cfg, logger, c, opts)
+	if err != nil {
+		return err
+	}
+	return p.run(ctx)
+}
+
+// process is one polylith process: its listeners, its single component and their state.
+type process struct {
+	c      component
+	e      *env
+	opts   ComponentOptions
+	log    *logrus.Entry
+	server ihttp.ServerOptions
+
+	internalL, publicL net.Listener
+	// waiting says what the process still waits for; "" once the component runs.
+	waiting atomic.Pointer[string]
+	// internalAPI and public are installed once the component is built.
+	internalAPI, public atomic.Pointer[http.Handler]
+
+	// base holds the process's own metrics; current those of the component's latest build
+	// attempt (a failed attempt's metrics are dropped with its registry).
+	base    *prometheus.Registry
+	current atomic.Pointer[prometheus.Registry]
+
+	mu    sync.Mutex
+	kafka *eventlog.Kafka
+}
+
+func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts ComponentOptions) (*process, error) {
+	e, err := newEnv(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	e.shard = opts.Shard
+	p := &process{c: c, e: e, opts: opts, log: e.component(c.name), base: prometheus.NewRegistry()}
+	if c.name == "roomserver" {
+		p.log = p.log.WithField("shard", opts.Shard)
+	}
+	p.base.MustRegister(processCollectors()...)
+	metrics := ihttp.NewMetrics(p.base)
+	p.server = ihttp.ServerOptions{Logger: p.log, Metrics: metrics}
+	clientOpts := ihttp.ClientOptions{Metrics: metrics}
+	var urls []string
+	for i := range cfg.RoomServer.Shards {
+		urls = append(urls, cfg.RoomServer.ShardURL(i))
+	}
+	if e.roomserver, err = rsinthttp.NewShardedClient(urls, cfg.Global.Log.Partitions, clientOpts); err != nil {
+		return nil, err
+	}
+	e.users = uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts)
+	p.setWaiting("starting")
+	internal, public := c.listen(cfg)
+	if opts.InternalListen != "" {
+		internal = opts.InternalListen
+	}
+	if opts.PublicListen != "" {
+		public = opts.PublicListen
+	}
+	if p.internalL, err = net.Listen("tcp", internal); err != nil {
+		return nil, fmt.Errorf("internal API listener: %w", err)
+	}
+	if public != "" {
+		if p.publicL, err = net.Listen("tcp", public); err != nil {
+			_ = p.internalL.Close() // the process does not start
+			return nil, fmt.Errorf("public listener: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func (p *process) setWaiting(what string) {
+	p.waiting.Store(&what)
+}
+
+// ready is /ready: the component is built and its event log and databases answer.
+func (p *process) ready(ctx context.Context) error {
+	if w := *p.waiting.Load(); w != "" {
+		return errors.New(w)
+	}
+	p.mu.Lock()
+	k := p.kafka
+	p.mu.Unlock()
+	if err := k.Ready(ctx); err != nil {
+		return err
+	}
+	return p.e.ready(ctx)
+}
+
+// internalRouter serves /health, /ready and /metrics at once, and the internal API once
+// installed.
+func (p *process) internalRouter() http.Handler {
+	router := mux.NewRouter()
+	httputil.Health(router, p.ready)
+	router.Handle("/metrics", httputil.MetricsHandler(prometheus.GathererFunc(p.gather)))
+	router.PathPrefix(ihttp.PathPrefix).Handler(installed(&p.internalAPI))
+	return router
+}
+
+// gather collects the process's metrics and the component's.
+func (p *process) gather() ([]*dto.MetricFamily, error) {
+	gs := prometheus.Gatherers{p.base}
+	if r := p.current.Load(); r != nil {
+		gs = append(gs, r)
+	}
+	return gs.Gather()
+}
+
+// installed serves with the handler h points to, or 503 until there is one.
+func installed(h *atomic.Pointer[http.Handler]) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hp := h.Load(); hp != nil {
+			(*hp).ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte(`{"errcode":"M_UNKNOWN","error":"starting"}`)) // the caller may have gone
+	})
+}
+
+func (p *process) run(ctx context.Context) error {
+	defer p.e.closeDBs()
+	fields := logrus.Fields{"internal_address": p.internalL.Addr().String()}
+	servers := []*http.Server{{Handler: p.internalRouter(), ReadHeaderTimeout: 10 * time.Second}}
+	listeners := []net.Listener{p.internalL}
+	if p.publicL != nil {
+		servers = append(servers, &http.Server{Handler: installed(&p.public), ReadHeaderTimeout: 10 * time.Second})
+		listeners = append(listeners, p.publicL)
+		fields["public_address"] = p.publicL.Addr().String()
+	}
+	p.log.WithFields(fields).Info("dendrite component listening")
+	g, gctx := errgroup.WithContext(ctx)
+	for i, srv := range servers {
+		g.Go(func() error {
+			if err := srv.Serve(listeners[i]); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	compCtx, stopComponent := context.WithCancel(context.Background())
+	defer stopComponent()
+	g.Go(func() error {
+		b, err := p.start(gctx)
+		if err != nil || b.run == nil {
+			return err
+		}
+		return b.run(compCtx)
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var errs []error
+		for _, srv := range servers {
+			errs = append(errs, srv.Shutdown(shutdownCtx))
+		}
+		stopComponent()
+		return errors.Join(errs...)
+	})
+	err := g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil // stopped while still starting
+	}
+	p.mu.Lock()
+	k := p.kafka
+	p.mu.Unlock()
+	if k != nil {
+		if cerr := k.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	p.log.Info("dendrite component stopped")
+	return err
+}
+
+// start connects to Kafka and builds the component, retrying until ctx ends; then it
+// installs the component's handlers and reports ready.
+func (p *process) start(ctx context.Context) (*built, error) {
+	p.setWaiting("connecting to the event log (kafka)")
+	cfg := p.e.cfg
+	clientID := "dendrite-" + p.c.name
+	if p.c.name == "roomserver" {
+		clientID += "-" + strconv.Itoa(p.opts.Shard)
+	}
+	k, err := eventlog.NewKafka(ctx, eventlog.KafkaConfig{
+		Config: eventlog.Config{
+			DefaultPartitions: cfg.Global.Log.Partitions, Retention: time.Duration(cfg.Global.Log.Retention),
+			Metrics: eventlog.NewMetrics(p.base),
+		},
+		Brokers: cfg.Global.Log.Kafka.Brokers, ClientID: clientID,
+		Topics:          []string{p.e.topic(rsapi.TopicInputRoomEvent), p.e.topic(rsapi.TopicOutputRoomEvent), p.e.topic(uapi.TopicOutputClientData)},
+		MaxMessageBytes: cfg.Global.Log.Kafka.MaxMessageBytes, ReplicationFactor: int16(cfg.Global.Log.Kafka.ReplicationFactor),
+		Logger: p.log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.kafka = k
+	p.mu.Unlock()
+	p.e.log = k
+	p.log.Info("event log connected")
+
+	delay := 100 * time.Millisecond
+	var b *built
+	for {
+		p.setWaiting("building " + p.c.name)
+		p.e.registry = prometheus.NewRegistry()
+		p.current.Store(p.e.registry)
+		if b, err = p.c.build(ctx, p.e); err == nil {
+			break
+		}
+		p.e.closeDBs()
+		p.log.WithError(err).Warn("component not built; retrying")
+		p.setWaiting(fmt.Sprintf("building %s: %v", p.c.name, err))
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+	if b.serve != nil {
+		router := mux.NewRouter()
+		b.serve(router, p.server)
+		var h http.Handler = router
+		p.internalAPI.Store(&h)
+	}
+	if p.publicL != nil {
+		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, p.ready, false)
+		p.public.Store(&h)
+	}
+	p.setWaiting("")
+	p.log.Info("dendrite component ready")
+	return b, nil
+}

@@ -1,0 +1,245 @@
+package setup
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+
+	"github.com/gorilla/mux"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/clientapi"
+	"github.com/matrix-org/dendrite/clientapi/routing"
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/httputil"
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/roomserver"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
+	"github.com/matrix-org/dendrite/syncapi"
+	"github.com/matrix-org/dendrite/userapi"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+	uinthttp "github.com/matrix-org/dendrite/userapi/inthttp"
+)
+
+// component is one row of the wiring table that drives both deployments. The monolith
+// builds every row in table order in one env, each row's provided API becoming the next
+// rows' peer; a polylith process builds one row, its peers being inthttp clients.
+type component struct {
+	name string
+	// build constructs the component from env (the same constructor in both modes).
+	build func(ctx context.Context, e *env) (*built, error)
+	// listen is where a polylith process of this component serves its internal API, health
+	// and metrics, and its public client routes ("" for none).
+	listen func(c *config.Dendrite) (internal, public string)
+}
+
+// components is the wiring table, in dependency order.
+var components = []component{
+	{name: "roomserver", build: buildRoomserver, listen: func(c *config.Dendrite) (string, string) {
+		return c.RoomServer.InternalAPI.Listen, ""
+	}},
+	{name: "userapi", build: buildUserAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.UserAPI.InternalAPI.Listen, ""
+	}},
+	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
+	}},
+	{name: "clientapi", build: buildClientAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.ClientAPI.InternalAPI.Listen, c.ClientAPI.Listen
+	}},
+}
+
+func lookup(name string) (component, bool) {
+	for _, c := range components {
+		if c.name == name {
+			return c, true
+		}
+	}
+	return component{}, false
+}
+
+// built is a constructed component: what its process serves and runs, and the API it
+// provides to the components after it in the monolith.
+type built struct {
+	// routes are public client API routes.
+	routes []httputil.Route
+	// serve registers the internal API on a router (polylith); nil when there is none.
+	serve func(router *mux.Router, opts ihttp.ServerOptions)
+	// run consumes until ctx ends; nil when there is nothing to run.
+	run func(ctx context.Context) error
+	// provides are the peer APIs this component implements.
+	roomserver rsapi.ServerAPI
+	users      uapi.ClientUserAPI
+}
+
+// env is what components are built from: the config, the process's shared resources and
+// the peers' APIs (direct implementations in the monolith, inthttp clients in the polylith).
+type env struct {
+	cfg    *config.Dendrite
+	logger *logrus.Logger
+	// registry is where components register their metrics.
+	registry   *prometheus.Registry
+	log        eventlog.Log
+	keyID      gomatrixserverlib.KeyID
+	key        ed25519.PrivateKey
+	serverName spec.ServerName
+	// shard is the roomserver shard this process runs (polylith).
+	shard int
+	// dbs are every database opened, closed by whoever owns env.
+	dbs []*sqlutil.DB
+
+	roomserver rsapi.ServerAPI
+	users      uapi.ClientUserAPI
+}
+
+func newEnv(cfg *config.Dendrite, logger *logrus.Logger) (*env, error) {
+	keyID, key, err := config.LoadOrGenerateKey(cfg.SigningKeyPath())
+	if err != nil {
+		return nil, fmt.Errorf("load signing key: %w", err)
+	}
+	return &env{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), keyID: keyID, key: key, serverName: spec.ServerName(cfg.Global.ServerName)}, nil
+}
+
+// open opens a component's database (its own, else the global one, else SQLite in the data
+// directory) and keeps it for closeDBs.
+func (e *env) open(component string, own config.DatabaseOptions) (*sqlutil.DB, error) {
+	db, err := sqlutil.Open(e.cfg.DatabaseFor(component, own))
+	if err != nil {
+		return nil, fmt.Errorf("open %s database: %w", component, err)
+	}
+	e.dbs = append(e.dbs, db)
+	return db, nil
+}
+
+func (e *env) topic(name string) string {
+	return e.cfg.Global.Log.TopicPrefix + name
+}
+
+func (e *env) component(name string) *logrus.Entry {
+	return e.logger.WithField("component", name)
+}
+
+// ready reports whether the databases answer.
+func (e *env) ready(ctx context.Context) error {
+	for _, db := range e.dbs {
+		if err := db.PingContext(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *env) closeDBs() {
+	for _, db := range e.dbs {
+		if err := db.Close(); err != nil {
+			e.logger.WithError(err).Warn("closing database failed")
+		}
+	}
+	e.dbs = nil
+}
+
+func buildRoomserver(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("roomserver", e.cfg.RoomServer.Database)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := roomserver.New(ctx, roomserver.Deps{
+		Cfg: &e.cfg.RoomServer, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db, Log: e.log,
+		InputTopic: e.topic(rsapi.TopicInputRoomEvent), OutputTopic: e.topic(rsapi.TopicOutputRoomEvent), Shard: e.shard,
+		Logger: e.component("roomserver").WithField("shard", e.shard), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{
+		serve:      func(r *mux.Router, opts ihttp.ServerOptions) { rsinthttp.Register(r, rs.API(), opts) },
+		run:        rs.Run,
+		roomserver: rs.API(),
+	}, nil
+}
+
+func buildUserAPI(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("userapi", e.cfg.UserAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	ua, err := userapi.New(ctx, userapi.Deps{
+		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
+		Logger: e.component("userapi"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { uinthttp.Register(r, ua.API(), opts) },
+		users: ua.API(),
+	}, nil
+}
+
+func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("syncapi", e.cfg.SyncAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := syncapi.New(ctx, syncapi.Deps{
+		Cfg: &e.cfg.SyncAPI, ServerName: string(e.serverName), DB: db, Log: e.log,
+		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
+		RoomserverAPI: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		Logger: e.component("syncapi"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{routes: s.Routes(), run: s.Run}, nil
+}
+
+// clientRoomserver is the clientapi's view of the roomserver: queries, and input through
+// the log with the wait answered by the shard that owns the partition.
+type clientRoomserver struct {
+	rsapi.QueryAPI
+	rsapi.InputAPI
+}
+
+func buildClientAPI(_ context.Context, e *env) (*built, error) {
+	rs := clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
+	c := clientapi.New(clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users})
+	return &built{routes: c.Routes()}, nil
+}
+
+// filterLookup lets syncapi resolve stored filter IDs through the userapi.
+func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, filterID string) ([]byte, error) {
+	return func(ctx context.Context, localpart, filterID string) ([]byte, error) {
+		res, err := u.QueryFilter(ctx, &uapi.QueryFilterRequest{Localpart: localpart, FilterID: filterID})
+		if err != nil {
+			return nil, err
+		}
+		return res.Filter, nil
+	}
+}
+
+// publicRouter serves client routes with the client API's limits, plus /health and /ready,
+// and /metrics when registry is not nil.
+func publicRouter(e *env, name string, routes []httputil.Route, ready func(context.Context) error, metrics bool) *mux.Router {
+	router := mux.NewRouter().UseEncodedPath()
+	var limiter *httputil.RateLimiter
+	rl := e.cfg.ClientAPI.RateLimiting
+	if rl.Enabled {
+		limiter = httputil.NewRateLimiter(rl.PerSecond, rl.Burst, rl.ExemptUserIDs)
+	}
+	srv := &httputil.Server{
+		Component: name, Logger: e.component("http"),
+		Metrics: httputil.NewMetrics(e.registry), MaxBodyBytes: e.cfg.ClientAPI.MaxBodyBytes, RateLimiter: limiter,
+	}
+	srv.Register(router, routes)
+	httputil.Health(router, ready)
+	if metrics {
+		router.Handle("/metrics", httputil.MetricsHandler(e.registry))
+	}
+	return router
+}

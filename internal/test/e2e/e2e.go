@@ -1,0 +1,132 @@
+// Package e2e holds the end-to-end stories that every deployment must pass, driven with a
+// real Matrix client (mautrix-go) over loopback HTTP: the monolith (cmd/dendrite) and the
+// polylith (cmd/devcluster) run the same stories against their own processes.
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Homeserver is a deployment under test.
+type Homeserver interface {
+	// URL is the client API's base URL.
+	URL() string
+	// Restart stops the server's processes and starts them again on the same storage;
+	// clients keep their tokens and sync positions. URL may change.
+	Restart(t *testing.T)
+}
+
+// FreeAddr is a free loopback address.
+func FreeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return addr
+}
+
+// WriteConfig writes a config with only the keys of the deployment contract (server name,
+// data directory, open and shared-secret registration) and returns its path.
+func WriteConfig(t *testing.T, dataDir string) string {
+	t.Helper()
+	path := filepath.Join(dataDir, "test.yaml")
+	cfg := fmt.Sprintf("global:\n  server_name: e2e.test\n  data_dir: %s\nclient_api:\n  registration_disabled: false\n  registration_shared_secret: s3cret\n  rate_limiting:\n    enabled: false\n", dataDir)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Client is a client without an account on the server at baseURL.
+func Client(t *testing.T, baseURL string) *mautrix.Client {
+	t.Helper()
+	c, err := mautrix.NewClient(baseURL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// Register creates an account with open registration and returns its logged-in client.
+func Register(t *testing.T, baseURL, name string) *mautrix.Client {
+	t.Helper()
+	c := Client(t, baseURL)
+	res, err := c.RegisterDummy(context.Background(), &mautrix.ReqRegister[any]{Username: name, Password: "password-" + name})
+	if err != nil {
+		t.Fatalf("register %s: %v", name, err)
+	}
+	c.UserID, c.AccessToken, c.DeviceID = res.UserID, res.AccessToken, res.DeviceID
+	return c
+}
+
+// Timeline collects the events a client sees in one room via /sync.
+type Timeline struct {
+	Since  string
+	Events []*event.Event
+}
+
+// Sync syncs once from the last position and collects the room's timeline events.
+func (tl *Timeline) Sync(t *testing.T, c *mautrix.Client, roomID id.RoomID) *mautrix.RespSync {
+	t.Helper()
+	res, err := c.SyncRequest(context.Background(), 0, tl.Since, "", false, "")
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	tl.Since = res.NextBatch
+	if room := res.Rooms.Join[roomID]; room != nil {
+		tl.Events = append(tl.Events, room.Timeline.Events...)
+	}
+	if room := res.Rooms.Leave[roomID]; room != nil {
+		tl.Events = append(tl.Events, room.Timeline.Events...)
+	}
+	return res
+}
+
+// Bodies are the bodies of the collected m.room.message events, in order.
+func (tl *Timeline) Bodies() []string {
+	var out []string
+	for _, e := range tl.Events {
+		if e.Type == event.EventMessage {
+			out = append(out, e.Content.Raw["body"].(string))
+		}
+	}
+	return out
+}
+
+// WantErrCode fails unless err is a Matrix error answer with the HTTP status and code.
+func WantErrCode(t *testing.T, err error, status int, code string) {
+	t.Helper()
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil {
+		t.Fatalf("want HTTP %d %s, got %v", status, code, err)
+	}
+	if httpErr.Response.StatusCode != status || httpErr.RespError == nil || httpErr.RespError.ErrCode != code {
+		t.Fatalf("want HTTP %d %s, got %d %+v", status, code, httpErr.Response.StatusCode, httpErr.RespError)
+	}
+}
+
+// MustParse parses a URL.
+func MustParse(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}

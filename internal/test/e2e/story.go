@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Story drives two users through a room's life with a real Matrix client, with a restart
+// of the server in the middle: nothing is lost or repeated.
+func Story(t *testing.T, hs Homeserver) {
+	ctx := context.Background()
+	alice, bob := Register(t, hs.URL(), "alice"), Register(t, hs.URL(), "bob")
+
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "Story", Topic: "first", Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	roomID := created.RoomID
+	var bobTL, aliceTL Timeline
+	res := bobTL.Sync(t, bob, roomID)
+	if res.Rooms.Invite[roomID] == nil {
+		t.Fatalf("bob's sync has no invite for %s", roomID)
+	}
+	if _, err = bob.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	aliceTL.Sync(t, alice, roomID)
+	for i := 0; i < 3; i++ {
+		if _, err = alice.SendText(ctx, roomID, fmt.Sprintf("a%d", i)); err != nil {
+			t.Fatalf("send: %v", err)
+		}
+	}
+	if _, err = alice.SendStateEvent(ctx, roomID, event.StateTopic, "", map[string]string{"topic": "second"}); err != nil {
+		t.Fatalf("topic: %v", err)
+	}
+	bobTL.Sync(t, bob, roomID)
+	if got := strings.Join(bobTL.Bodies(), ","); got != "a0,a1,a2" {
+		t.Fatalf("bob sees %q", got)
+	}
+	var topic event.TopicEventContent
+	if err = bob.StateEvent(ctx, roomID, event.StateTopic, "", &topic); err != nil || topic.Topic != "second" {
+		t.Fatalf("topic is %q (%v)", topic.Topic, err)
+	}
+
+	// Restart in the middle: the same clients keep their tokens and sync positions.
+	hs.Restart(t)
+	alice.HomeserverURL, bob.HomeserverURL = MustParse(t, hs.URL()), MustParse(t, hs.URL())
+
+	if _, err = bob.SendText(ctx, roomID, "b0"); err != nil {
+		t.Fatalf("send after restart: %v", err)
+	}
+	aliceTL.Sync(t, alice, roomID)
+	if got := strings.Join(aliceTL.Bodies(), ","); got != "a0,a1,a2,b0" {
+		t.Fatalf("alice sees %q", got)
+	}
+	members, err := alice.JoinedMembers(ctx, roomID)
+	if err != nil || len(members.Joined) != 2 {
+		t.Fatalf("joined members: %+v %v", members, err)
+	}
+	// History, backwards, holds every message exactly once.
+	msgs, err := bob.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 100)
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	var back []string
+	for _, e := range msgs.Chunk {
+		if e.Type == event.EventMessage {
+			back = append([]string{e.Content.Raw["body"].(string)}, back...)
+		}
+	}
+	if got := strings.Join(back, ","); got != "a0,a1,a2,b0" {
+		t.Fatalf("/messages holds %q", got)
+	}
+
+	// Bob leaves: he can no longer send, and alice sees the leave.
+	if _, err = bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	_, err = bob.SendText(ctx, roomID, "ghost")
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	aliceTL.Sync(t, alice, roomID)
+	left := false
+	for _, e := range aliceTL.Events {
+		if e.Type == event.StateMember && e.GetStateKey() == bob.UserID.String() && e.Content.Raw["membership"] == string(event.MembershipLeave) {
+			left = true
+		}
+	}
+	if !left {
+		t.Fatal("alice did not see bob leave")
+	}
+	// Alice bans and unbans bob.
+	if _, err = alice.BanUser(ctx, roomID, &mautrix.ReqBanUser{UserID: bob.UserID, Reason: "test"}); err != nil {
+		t.Fatalf("ban: %v", err)
+	}
+	_, err = bob.JoinRoomByID(ctx, roomID)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	if _, err = alice.UnbanUser(ctx, roomID, &mautrix.ReqUnbanUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("unban: %v", err)
+	}
+}
+
+// BadInput checks the spec's errors for bad requests. The server must be fresh (it
+// registers alice and bob).
+func BadInput(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice := Register(t, baseURL, "alice")
+	stranger := Client(t, baseURL)
+	stranger.AccessToken = "not-a-token"
+	_, err := stranger.JoinedRooms(ctx)
+	WantErrCode(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	stranger.AccessToken = ""
+	_, err = stranger.JoinedRooms(ctx)
+	WantErrCode(t, err, http.StatusUnauthorized, "M_MISSING_TOKEN")
+
+	_, err = alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{RoomVersion: "999"})
+	WantErrCode(t, err, http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.SendMessageEvent(ctx, created.RoomID, event.EventMessage, map[string]string{"body": strings.Repeat("x", 70000)})
+	WantErrCode(t, err, http.StatusRequestEntityTooLarge, "M_TOO_LARGE")
+	_, err = alice.SendText(ctx, "!unknown:e2e.test", "hi")
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	bob := Register(t, baseURL, "bob")
+	_, err = bob.SendText(ctx, created.RoomID, "not a member")
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	for _, tc := range []struct {
+		body, code string
+	}{{"{not json", "M_NOT_JSON"}, {`["an","array"]`, "M_BAD_JSON"}} {
+		req, _ := http.NewRequest(http.MethodPost, baseURL+"/_matrix/client/v3/createRoom", strings.NewReader(tc.body))
+		req.Header.Set("Authorization", "Bearer "+alice.AccessToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = resp.Body.Close() // status is what is checked
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("body %q: status %d", tc.body, resp.StatusCode)
+		}
+	}
+	_, err = Client(t, baseURL).Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"}, Password: "wrong"})
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = Client(t, baseURL).RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "alice", Password: "whatever"})
+	WantErrCode(t, err, http.StatusBadRequest, "M_USER_IN_USE")
+	_, err = Client(t, baseURL).RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "Not Valid!", Password: "whatever"})
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_USERNAME")
+}

@@ -1,0 +1,302 @@
+package inthttp_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/userapi"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/inthttp"
+)
+
+const serverName = "test.local"
+
+// env is a real userapi on one database, called directly and over loopback HTTP.
+type env struct {
+	direct api.ClientUserAPI
+	remote *inthttp.Client
+	url    string
+}
+
+func start(t *testing.T, db *sqlutil.DB) *env {
+	t.Helper()
+	ctx := context.Background()
+	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := logrus.New()
+	logger.SetLevel(logrus.WarnLevel)
+	ua, err := userapi.New(ctx, userapi.Deps{
+		Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: "clientdata",
+		Logger: logrus.NewEntry(logger),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router := mux.NewRouter()
+	inthttp.Register(router, ua.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logger)})
+	hs := httptest.NewServer(router)
+	t.Cleanup(func() {
+		hs.Close()
+		if err := log.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &env{direct: ua.API(), remote: inthttp.NewClient(hs.URL, ihttp.ClientOptions{}), url: hs.URL}
+}
+
+// checker records which methods the test called over HTTP.
+type checker struct {
+	t    *testing.T
+	seen map[string]bool
+}
+
+func (c *checker) mark(method string) {
+	c.seen[method] = true
+}
+
+func methodOf[Req any](t *testing.T) string {
+	t.Helper()
+	m, err := ihttp.MethodName[Req]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// same calls a side-effect-free method (or one failing without effect) directly and over
+// HTTP and fails unless answers and errors are equal, Matrix errors with their status.
+func same[Res, Req any](c *checker, name string, direct, remote func(context.Context, *Req) (*Res, error), req *Req) *Res {
+	c.t.Helper()
+	method := methodOf[Req](c.t)
+	c.mark(method)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dres, derr := direct(ctx, req)
+	rres, rerr := remote(ctx, req)
+	sameErr(c.t, method+" "+name, derr, rerr)
+	if derr != nil {
+		return nil
+	}
+	dj, _ := json.Marshal(dres) // responses are plain data
+	rj, _ := json.Marshal(rres)
+	if string(dj) != string(rj) {
+		c.t.Fatalf("%s %s: answers differ\ndirect: %s\nremote: %s", method, name, dj, rj)
+	}
+	return rres
+}
+
+func sameErr(t *testing.T, what string, derr, rerr error) {
+	t.Helper()
+	if (derr == nil) != (rerr == nil) {
+		t.Fatalf("%s: direct error %v, remote error %v", what, derr, rerr)
+	}
+	if derr == nil {
+		return
+	}
+	var dm, rm *matrixerr.Error
+	if !errors.As(derr, &dm) {
+		t.Fatalf("%s: direct error is not a Matrix error: %v", what, derr)
+	}
+	if !errors.As(rerr, &rm) || *dm != *rm {
+		t.Fatalf("%s: direct error %#v, remote error %#v", what, dm, rerr)
+	}
+}
+
+// over calls a method with side effects over HTTP only.
+func over[Res, Req any](c *checker, remote func(context.Context, *Req) (*Res, error), req *Req) (*Res, error) {
+	c.t.Helper()
+	c.mark(methodOf[Req](c.t))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return remote(ctx, req)
+}
+
+// ok is over for a call that must succeed.
+func ok[Res, Req any](c *checker, remote func(context.Context, *Req) (*Res, error), req *Req) *Res {
+	c.t.Helper()
+	res, err := over(c, remote, req)
+	if err != nil {
+		c.t.Fatalf("%s: %v", methodOf[Req](c.t), err)
+	}
+	return res
+}
+
+func TestEveryMethodOverHTTP(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := start(t, db)
+		c := &checker{t: t, seen: map[string]bool{}}
+		everyMethod(t, e, c)
+		want, err := ihttp.Methods(reflect.TypeFor[api.ClientUserAPI]())
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range want {
+			if !c.seen[m] {
+				t.Errorf("api.ClientUserAPI.%s is not round-tripped by this test", m)
+			}
+		}
+	})
+}
+
+func everyMethod(t *testing.T, e *env, c *checker) {
+	d, r := e.direct, e.remote
+	alice := "@alice:" + serverName
+
+	acc := ok(c, r.PerformAccountCreation, &api.PerformAccountCreationRequest{Localpart: "alice", Password: "pw", AccountType: api.AccountTypeUser})
+	if acc.Account.UserID != alice || acc.Account.AccountType != api.AccountTypeUser {
+		t.Fatalf("account %+v", acc.Account)
+	}
+	same(c, "taken", d.PerformAccountCreation, r.PerformAccountCreation, &api.PerformAccountCreationRequest{Localpart: "alice", Password: "x"})
+	same(c, "invalid", d.PerformAccountCreation, r.PerformAccountCreation, &api.PerformAccountCreationRequest{Localpart: "Not Valid", Password: "x"})
+
+	same(c, "taken", d.QueryLocalpartAvailable, r.QueryLocalpartAvailable, &api.QueryLocalpartAvailableRequest{Localpart: "alice"})
+	same(c, "free", d.QueryLocalpartAvailable, r.QueryLocalpartAvailable, &api.QueryLocalpartAvailableRequest{Localpart: "bob"})
+	same(c, "invalid", d.QueryLocalpartAvailable, r.QueryLocalpartAvailable, &api.QueryLocalpartAvailableRequest{Localpart: "é"})
+
+	same(c, "good", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "pw"})
+	same(c, "wrong", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "no"})
+
+	name, devID := "phone", "PHONE"
+	dev := ok(c, r.PerformDeviceCreation, &api.PerformDeviceCreationRequest{Localpart: "alice", DeviceID: &devID, DisplayName: &name, IP: "127.0.0.1"})
+	if dev.Device.DeviceID != devID || !strings.HasPrefix(dev.AccessToken, "syt_") {
+		t.Fatalf("device %+v token %q", dev.Device, dev.AccessToken)
+	}
+	other := ok(c, r.PerformDeviceCreation, &api.PerformDeviceCreationRequest{Localpart: "alice"})
+	same(c, "unknown user", d.PerformDeviceCreation, r.PerformDeviceCreation, &api.PerformDeviceCreationRequest{Localpart: "nobody"})
+
+	q := same(c, "known", d.QueryAccessToken, r.QueryAccessToken, &api.QueryAccessTokenRequest{AccessToken: dev.AccessToken})
+	if q.Device == nil || q.Device.DeviceID != devID {
+		t.Fatalf("token lookup %+v", q.Device)
+	}
+	same(c, "unknown", d.QueryAccessToken, r.QueryAccessToken, &api.QueryAccessTokenRequest{AccessToken: "syt_unknown"})
+
+	laptop := "laptop"
+	ok(c, r.PerformDeviceUpdate, &api.PerformDeviceUpdateRequest{UserID: alice, DeviceID: devID, DisplayName: &laptop})
+	same(c, "unknown device", d.PerformDeviceUpdate, r.PerformDeviceUpdate, &api.PerformDeviceUpdateRequest{UserID: alice, DeviceID: "NOPE", DisplayName: &laptop})
+	devs := same(c, "two", d.QueryDevices, r.QueryDevices, &api.QueryDevicesRequest{UserID: alice})
+	if len(devs.Devices) != 2 {
+		t.Fatalf("devices %+v", devs.Devices)
+	}
+	ok(c, r.PerformDeviceDeletion, &api.PerformDeviceDeletionRequest{UserID: alice, DeviceIDs: []string{other.Device.DeviceID}})
+	// Idempotent: deleting again changes nothing and succeeds both ways.
+	same(c, "again", d.PerformDeviceDeletion, r.PerformDeviceDeletion, &api.PerformDeviceDeletionRequest{UserID: alice, DeviceIDs: []string{other.Device.DeviceID}})
+	devs = same(c, "one", d.QueryDevices, r.QueryDevices, &api.QueryDevicesRequest{UserID: alice})
+	if len(devs.Devices) != 1 || devs.Devices[0].DisplayName != laptop {
+		t.Fatalf("devices after deletion %+v", devs.Devices)
+	}
+	same(c, "none", d.QueryDevices, r.QueryDevices, &api.QueryDevicesRequest{UserID: "@nobody:" + serverName})
+
+	same(c, "initial", d.QueryProfile, r.QueryProfile, &api.QueryProfileRequest{UserID: alice})
+	same(c, "unknown", d.QueryProfile, r.QueryProfile, &api.QueryProfileRequest{UserID: "@bob:" + serverName})
+	if set := ok(c, r.PerformSetDisplayName, &api.PerformSetDisplayNameRequest{Localpart: "alice", DisplayName: "Alice"}); !set.Changed {
+		t.Fatal("display name not changed")
+	}
+	same(c, "unchanged", d.PerformSetDisplayName, r.PerformSetDisplayName, &api.PerformSetDisplayNameRequest{Localpart: "alice", DisplayName: "Alice"})
+	same(c, "unknown", d.PerformSetDisplayName, r.PerformSetDisplayName, &api.PerformSetDisplayNameRequest{Localpart: "bob", DisplayName: "Bob"})
+	if set := ok(c, r.PerformSetAvatarURL, &api.PerformSetAvatarURLRequest{Localpart: "alice", AvatarURL: "mxc://a/b"}); !set.Changed {
+		t.Fatal("avatar not changed")
+	}
+	same(c, "unknown", d.PerformSetAvatarURL, r.PerformSetAvatarURL, &api.PerformSetAvatarURLRequest{Localpart: "bob", AvatarURL: "mxc://a/b"})
+	p := same(c, "set", d.QueryProfile, r.QueryProfile, &api.QueryProfileRequest{UserID: alice})
+	if p.DisplayName != "Alice" || p.AvatarURL != "mxc://a/b" {
+		t.Fatalf("profile %+v", p)
+	}
+
+	ok(c, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, DataType: "m.direct", Data: json.RawMessage(`{"a":1}`)})
+	ok(c, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, RoomID: "!r:x", DataType: "m.tag", Data: json.RawMessage(`{"tags":{}}`)})
+	same(c, "not an object", d.PerformAccountData, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, DataType: "x", Data: json.RawMessage(`[1]`)})
+	all := same(c, "all", d.QueryAccountData, r.QueryAccountData, &api.QueryAccountDataRequest{UserID: alice})
+	if string(all.Global["m.direct"]) != `{"a":1}` || string(all.Rooms["!r:x"]["m.tag"]) != `{"tags":{}}` {
+		t.Fatalf("account data %+v", all)
+	}
+	same(c, "one room type", d.QueryAccountData, r.QueryAccountData, &api.QueryAccountDataRequest{UserID: alice, RoomID: "!r:x", DataType: "m.tag"})
+	same(c, "missing type", d.QueryAccountData, r.QueryAccountData, &api.QueryAccountDataRequest{UserID: alice, DataType: "m.nothing"})
+
+	f := ok(c, r.PerformPutFilter, &api.PerformPutFilterRequest{Localpart: "alice", Filter: json.RawMessage(`{"room":{}}`)})
+	// Idempotent: the same filter gets the same ID.
+	same(c, "again", d.PerformPutFilter, r.PerformPutFilter, &api.PerformPutFilterRequest{Localpart: "alice", Filter: json.RawMessage(`{"room":{}}`)})
+	got := same(c, "known", d.QueryFilter, r.QueryFilter, &api.QueryFilterRequest{Localpart: "alice", FilterID: f.FilterID})
+	if string(got.Filter) != `{"room":{}}` {
+		t.Fatalf("filter %s", got.Filter)
+	}
+	same(c, "unknown", d.QueryFilter, r.QueryFilter, &api.QueryFilterRequest{Localpart: "alice", FilterID: "999"})
+}
+
+// TestMatrixErrorsOnTheWire checks that typed errors answer with their own HTTP status on the
+// wire, and come back as the same *matrixerr.Error to the caller.
+func TestMatrixErrorsOnTheWire(t *testing.T) {
+	e := start(t, sqliteDB(t))
+	ctx := context.Background()
+	if _, err := e.remote.PerformAccountCreation(ctx, &api.PerformAccountCreationRequest{Localpart: "alice", Password: "pw"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		method, body, code string
+		status             int
+	}{
+		{"PerformAccountCreation", `{"localpart":"alice","password":"x"}`, "M_USER_IN_USE", http.StatusBadRequest},
+		{"QueryAccountByPassword", `{"localpart":"alice","password":"wrong"}`, "M_FORBIDDEN", http.StatusForbidden},
+		{"QueryProfile", `{"user_id":"@bob:test.local"}`, "M_NOT_FOUND", http.StatusNotFound},
+	} {
+		t.Run(tc.code, func(t *testing.T) {
+			res, err := http.Post(e.url+ihttp.Path(inthttp.Component, tc.method), "application/json", strings.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var body struct {
+				Code string `json:"errcode"`
+			}
+			err = json.NewDecoder(res.Body).Decode(&body)
+			_ = res.Body.Close() // read-only body
+			if err != nil || res.StatusCode != tc.status || body.Code != tc.code || res.Header.Get(ihttp.HeaderError) != ihttp.ErrorMatrix {
+				t.Fatalf("HTTP %d %+v (%v), want %d %s", res.StatusCode, body, err, tc.status, tc.code)
+			}
+		})
+	}
+	_, err := e.remote.QueryProfile(ctx, &api.QueryProfileRequest{UserID: "@bob:" + serverName})
+	var merr *matrixerr.Error
+	if !errors.As(err, &merr) || merr.Code != "M_NOT_FOUND" || merr.Status != http.StatusNotFound {
+		t.Fatalf("caller got %#v", err)
+	}
+}
+
+func sqliteDB(t *testing.T) *sqlutil.DB {
+	t.Helper()
+	db, err := sqlutil.Open("file:" + t.TempDir() + "/test.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() }) // nothing to do about a failed close in cleanup
+	return db
+}
+
+// TestEveryMethodServed fails when a method is added to api.ClientUserAPI and not to Register.
+func TestEveryMethodServed(t *testing.T) {
+	srv := inthttp.Register(mux.NewRouter(), (*inthttp.Client)(nil), ihttp.ServerOptions{})
+	want, err := ihttp.Methods(reflect.TypeFor[api.ClientUserAPI]())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Methods(); !slices.Equal(got, want) {
+		t.Fatalf("served %v, api.ClientUserAPI has %v", got, want)
+	}
+}
