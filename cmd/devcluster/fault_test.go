@@ -72,16 +72,19 @@ func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID 
 	return msgs
 }
 
-// TestPolylithShardCrash kills the roomserver shard that owns a room with SIGKILL while three
-// members send to it; devcluster starts the shard again. Every message whose send was
-// acknowledged is then seen exactly once by every member, all in the same order, and each
-// sender's messages in the order sent.
+// TestPolylithShardCrash kills, with SIGKILL, first the roomserver shard that owns a room
+// and then the syncapi while ten members send 2,000 messages to it; devcluster starts each
+// again. Every message whose send was acknowledged is then seen exactly once by every
+// member, all in the same order, and each sender's messages in the order sent.
 func TestPolylithShardCrash(t *testing.T) {
 	t.Parallel()
 	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	names := []string{"alice", "bob", "carol"}
+	var names []string
+	for i := range 10 {
+		names = append(names, fmt.Sprintf("member%d", i))
+	}
 	var members []*mautrix.Client
 	for _, n := range names {
 		members = append(members, e2e.Register(t, d.URL(), n))
@@ -91,7 +94,7 @@ func TestPolylithShardCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	roomID := created.RoomID
-	filter := &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1000}}}
+	filter := &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 5000}}}
 	filterIDs, since := make([]string, len(members)), make([]string, len(members))
 	for i, m := range members {
 		if i > 0 {
@@ -125,7 +128,7 @@ func TestPolylithShardCrash(t *testing.T) {
 		t.Fatalf("no running shard %d in %+v", owner, st)
 	}
 
-	const perSender = 15
+	const perSender = 200
 	var acked atomic.Int32
 	sent := make([][]sentMessage, len(members))
 	failures := make([]int, len(members))
@@ -136,7 +139,7 @@ func TestPolylithShardCrash(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for n := range perSender {
-				body := fmt.Sprintf("%s-%02d", names[i], n)
+				body := fmt.Sprintf("%s-%03d", names[i], n)
 				eventID, fails, err := sendRetrying(ctx, m, roomID, body)
 				failures[i] += fails
 				if err != nil {
@@ -148,12 +151,19 @@ func TestPolylithShardCrash(t *testing.T) {
 			}
 		}()
 	}
-	// Kill the owner mid-stream, once some sends went through.
-	for acked.Load() < 8 && ctx.Err() == nil {
+	// Kill the owner mid-stream, once some sends went through, then the syncapi.
+	for acked.Load() < 300 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill %s: %v", victim.Name, err)
+	}
+	for acked.Load() < 1000 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	syncProc := d.process(t, "syncapi")
+	if err := syscall.Kill(syncProc.PID, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill syncapi: %v", err)
 	}
 	wg.Wait()
 	for i, err := range errs {
@@ -163,11 +173,11 @@ func TestPolylithShardCrash(t *testing.T) {
 	}
 	after := d.waitReady(t, func(st clusterStatus) bool { return true })
 	for _, p := range after.Processes {
-		if p.Name == victim.Name && p.Starts <= victim.Starts {
-			t.Fatalf("%s was not restarted: %+v", victim.Name, p)
+		if (p.Name == victim.Name && p.Starts <= victim.Starts) || (p.Name == syncProc.Name && p.Starts <= syncProc.Starts) {
+			t.Fatalf("%s was not restarted: %+v", p.Name, p)
 		}
 	}
-	t.Logf("killed %s after %d acknowledged sends; retried sends per member: %v", victim.Name, 8, failures)
+	t.Logf("killed %s and syncapi; retried sends per member: %v", victim.Name, failures)
 
 	total := len(members) * perSender
 	var reference []string

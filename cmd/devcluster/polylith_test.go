@@ -177,3 +177,19 @@ func TestPolylithBadInput(t *testing.T) {
 	t.Parallel()
 	e2e.BadInput(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
 }
+
+// process is the running process with the given name.
+func (d *devcluster) process(t *testing.T, name string) procStatus {
+	t.Helper()
+	st, ok := d.status()
+	if !ok {
+		t.Fatal("devcluster does not answer")
+	}
+	for _, p := range st.Processes {
+		if p.Name == name && p.PID != 0 {
+			return p
+		}
+	}
+	t.Fatalf("no running %s in %+v", name, st)
+	return procStatus{}
+}
