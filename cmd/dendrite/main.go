@@ -92,7 +92,7 @@ func serve(args []string) error {
 	var common commonFlags
 	common.register(fs)
 	bind := fs.String("http-bind-address", "", "address for the client API over plain HTTP (default from config, :8008)")
-	if err := fs.Parse(normaliseFlags(args)); err != nil {
+	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return err
 	}
 	cfg, err := common.load()
@@ -130,7 +130,7 @@ func component(args []string) error {
 	fs.IntVar(&opts.Shard, "shard", 0, "roomserver shard index, 0 to room_server.shards-1")
 	fs.StringVar(&opts.InternalListen, "internal-listen", "", "address for the internal API, /health, /ready and /metrics (default: the component's internal_api.listen)")
 	fs.StringVar(&opts.PublicListen, "public-listen", "", "address for the public client routes of clientapi and syncapi (default: their listen)")
-	if err := fs.Parse(normaliseFlags(args)); err != nil {
+	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return err
 	}
 	if opts.Name == "" {
@@ -149,26 +149,13 @@ func component(args []string) error {
 	return setup.RunComponent(ctx, cfg, logger, opts)
 }
 
-// normaliseFlags accepts --flag=value as well as -flag value (the flag package takes both
-// already; this keeps "--flag value" after positional arguments working too).
-func normaliseFlags(args []string) []string {
-	out := make([]string, 0, len(args))
-	for _, a := range args {
-		if strings.HasPrefix(a, "--") {
-			a = a[1:]
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
 func createAccount(args []string, stdin io.Reader, stdout io.Writer) error {
 	fs := flag.NewFlagSet("create-account", flag.ContinueOnError)
 	var common commonFlags
 	common.register(fs)
 	username := fs.String("username", "", "localpart of the new account")
 	password := fs.String("password", "", "password (read from standard input when empty)")
-	if err := fs.Parse(normaliseFlags(args)); err != nil {
+	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return err
 	}
 	if *username == "" {

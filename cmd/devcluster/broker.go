@@ -11,6 +11,8 @@ import (
 	"syscall"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/matrix-org/dendrite/internal/setup"
 )
 
 // broker runs a one-broker Kafka-protocol cluster (franz-go's kfake) on a loopback port
@@ -19,7 +21,7 @@ func broker(args []string) error {
 	fs := flag.NewFlagSet("broker", flag.ContinueOnError)
 	addr := fs.String("addr", "127.0.0.1:9092", "loopback address to listen on")
 	dataDir := fs.String("data", "", "directory to persist the log in (default: memory only)")
-	if err := fs.Parse(normaliseFlags(args)); err != nil {
+	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return err
 	}
 	host, portStr, err := net.SplitHostPort(*addr)

@@ -22,10 +22,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/setup"
 )
 
 func main() {
@@ -70,7 +71,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.bind, "http-bind-address", "127.0.0.1:8008", "address of the front proxy serving the client API")
 	fs.IntVar(&o.shards, "roomserver-shards", 1, "number of roomserver shards (processes)")
 	fs.StringVar(&o.dendrite, "dendrite", "", "prebuilt dendrite binary (default: go build ./cmd/dendrite into a temporary directory)")
-	if err := fs.Parse(normaliseFlags(args)); err != nil {
+	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
@@ -80,18 +81,6 @@ func parse(args []string) (options, error) {
 		return o, errors.New("--roomserver-shards must be at least 1")
 	}
 	return o, nil
-}
-
-// normaliseFlags accepts --flag as well as -flag.
-func normaliseFlags(args []string) []string {
-	out := make([]string, 0, len(args))
-	for _, a := range args {
-		if strings.HasPrefix(a, "--") {
-			a = a[1:]
-		}
-		out = append(out, a)
-	}
-	return out
 }
 
 func run(args []string) error {
