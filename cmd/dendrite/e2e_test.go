@@ -2,14 +2,18 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
@@ -40,14 +44,16 @@ type server struct {
 	cmd    *exec.Cmd
 	url    string
 	config string
-	logs   *bytes.Buffer
+	// env is added to the process's environment (config overrides).
+	env  []string
+	logs *bytes.Buffer
 }
 
 var _ e2e.Homeserver = (*server)(nil)
 
-func startServer(t *testing.T, config string) *server {
+func startServer(t *testing.T, config string, env ...string) *server {
 	t.Helper()
-	s := &server{t: t, config: config}
+	s := &server{t: t, config: config, env: env}
 	s.start(t)
 	t.Cleanup(s.stop)
 	return s
@@ -59,6 +65,7 @@ func (s *server) start(t *testing.T) {
 	s.url, s.logs = "http://"+addr, &bytes.Buffer{}
 	s.cmd = exec.Command(binary, "--config", s.config, "--http-bind-address", addr)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
+	s.cmd.Env = append(os.Environ(), s.env...)
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -117,4 +124,20 @@ func TestMonolithStory(t *testing.T) {
 // TestMonolithBadInput checks the spec's errors for bad requests.
 func TestMonolithBadInput(t *testing.T) {
 	e2e.BadInput(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
+}
+
+// TestMonolithOnKafkaStory runs the story with the monolith's log on a Kafka-protocol broker
+// (global.log.kind: kafka, set through the environment), which outlives the server's restart.
+func TestMonolithOnKafkaStory(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	dataDir := t.TempDir()
+	e2e.Story(t, startServer(t, e2e.WriteConfig(t, dataDir),
+		"DENDRITE_GLOBAL_LOG_KIND=kafka", "DENDRITE_GLOBAL_LOG_KAFKA_BROKERS="+strings.Join(cluster.ListenAddrs(), ",")))
+	if _, err := os.Stat(filepath.Join(dataDir, "eventlog.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the embedded log was opened although the log is Kafka: %v", err)
+	}
 }

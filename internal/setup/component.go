@@ -235,25 +235,29 @@ func (p *process) run(ctx context.Context) error {
 	return err
 }
 
+// kafkaConfig is the Kafka log's configuration for a process named clientID.
+func (e *env) kafkaConfig(clientID string, metrics *eventlog.Metrics, logger *logrus.Entry) eventlog.KafkaConfig {
+	lc := e.cfg.Global.Log
+	return eventlog.KafkaConfig{
+		Config: eventlog.Config{
+			DefaultPartitions: lc.Partitions, Retention: time.Duration(lc.Retention), Metrics: metrics,
+		},
+		Brokers: lc.Kafka.Brokers, ClientID: clientID,
+		Topics:          []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData)},
+		MaxMessageBytes: lc.Kafka.MaxMessageBytes, ReplicationFactor: int16(lc.Kafka.ReplicationFactor),
+		Logger: logger,
+	}
+}
+
 // start connects to Kafka and builds the component, retrying until ctx ends; then it
 // installs the component's handlers and reports ready.
 func (p *process) start(ctx context.Context) (*built, error) {
 	p.setWaiting("connecting to the event log (kafka)")
-	cfg := p.e.cfg
 	clientID := "dendrite-" + p.c.name
 	if p.c.name == "roomserver" {
 		clientID += "-" + strconv.Itoa(p.opts.Shard)
 	}
-	k, err := eventlog.NewKafka(ctx, eventlog.KafkaConfig{
-		Config: eventlog.Config{
-			DefaultPartitions: cfg.Global.Log.Partitions, Retention: time.Duration(cfg.Global.Log.Retention),
-			Metrics: eventlog.NewMetrics(p.base),
-		},
-		Brokers: cfg.Global.Log.Kafka.Brokers, ClientID: clientID,
-		Topics:          []string{p.e.topic(rsapi.TopicInputRoomEvent), p.e.topic(rsapi.TopicOutputRoomEvent), p.e.topic(uapi.TopicOutputClientData)},
-		MaxMessageBytes: cfg.Global.Log.Kafka.MaxMessageBytes, ReplicationFactor: int16(cfg.Global.Log.Kafka.ReplicationFactor),
-		Logger: p.log,
-	})
+	k, err := eventlog.NewKafka(ctx, p.e.kafkaConfig(clientID, eventlog.NewMetrics(p.base), p.log))
 	if err != nil {
 		return nil, err
 	}

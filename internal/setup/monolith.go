@@ -24,11 +24,34 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 )
 
-// Monolith is every component in one process over the embedded log.
+// Monolith is every component in one process, over the embedded log or, when configured,
+// Kafka.
 type Monolith struct {
 	env    *env
 	runs   []func(context.Context) error
 	router *mux.Router
+}
+
+// openMonolithLog opens the log global.log.kind names: the embedded one in its own database,
+// or Kafka (waiting for the brokers until ctx ends).
+func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventlog.Log, error) {
+	metrics := eventlog.NewMetrics(e.registry)
+	if e.cfg.Global.Log.Kind == "kafka" {
+		k, err := eventlog.NewKafka(ctx, e.kafkaConfig("dendrite-monolith", metrics, logger.WithField("component", "eventlog")))
+		if err != nil {
+			return nil, fmt.Errorf("connect to kafka: %w", err)
+		}
+		return k, nil
+	}
+	logDB, err := e.open("eventlog", e.cfg.Global.Log.EmbeddedDatabase)
+	if err != nil {
+		return nil, err
+	}
+	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions, Metrics: metrics})
+	if err != nil {
+		return nil, fmt.Errorf("open embedded log: %w", err)
+	}
+	return l, nil
 }
 
 // NewMonolith opens every database and builds every component.
@@ -43,13 +66,8 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 	}()
 	e.registry.MustRegister(processCollectors()...)
-	logDB, err := e.open("eventlog", cfg.Global.Log.EmbeddedDatabase)
-	if err != nil {
+	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
 		return nil, err
-	}
-	logMetrics := eventlog.NewMetrics(e.registry)
-	if e.log, err = eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: cfg.Global.Log.Partitions, Metrics: logMetrics}); err != nil {
-		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
 	m = &Monolith{env: e}
 	var routes []httputil.Route
