@@ -269,11 +269,11 @@ func (h *harness) waitConsumed() {
 	for time.Now().Before(deadline) {
 		var want, got int64
 		for _, topic := range []string{outTopic, clientTopic} {
-			for p := int32(0); p < h.log.Partitions(topic); p++ {
-				end, err := h.log.EndOffset(ctx, topic, p)
-				if err != nil {
-					h.t.Fatal(err)
-				}
+			ends, err := h.log.EndOffsets(ctx, topic)
+			if err != nil {
+				h.t.Fatal(err)
+			}
+			for _, end := range ends {
 				want += end
 			}
 		}

@@ -235,11 +235,15 @@ func (e *Embedded) trim() {
 	}
 }
 
-// EndOffset implements Log.
-func (e *Embedded) EndOffset(_ context.Context, topic string, partition int32) (int64, error) {
+// EndOffsets implements Log.
+func (e *Embedded) EndOffsets(_ context.Context, topic string) ([]int64, error) {
+	ends := make([]int64, e.Partitions(topic))
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.ends[partKey{topic, partition}], nil
+	for p := range ends {
+		ends[p] = e.ends[partKey{topic, int32(p)}]
+	}
+	return ends, nil
 }
 
 // wait returns a channel closed when the partition's end moves past from.
@@ -332,8 +336,9 @@ func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, er
 	if next.Valid {
 		return next.Int64, nil
 	}
-	end, err := e.EndOffset(ctx, k.topic, k.partition)
-	return end, err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ends[k], nil
 }
 
 // Close stops the writer; queued produces fail with ErrClosed.

@@ -45,8 +45,10 @@ type Log interface {
 	// to handle, as soon as they exist. A batch whose handle fails is offered again after a
 	// backoff. It returns ctx.Err() when ctx ends.
 	Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error
-	// EndOffset is the offset the next record appended to the partition will get.
-	EndOffset(ctx context.Context, topic string, partition int32) (int64, error)
+	// EndOffsets are, per partition of topic in partition order, the offset the next record
+	// appended will get. One call answers for every partition (one broker round trip on
+	// Kafka): readers ask it on every request to wait for their own consumers.
+	EndOffsets(ctx context.Context, topic string) ([]int64, error)
 	Close() error
 }
 

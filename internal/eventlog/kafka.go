@@ -381,20 +381,42 @@ func produceError(topic string, err error) error {
 	return fmt.Errorf("produce to %s: %w", topic, err)
 }
 
-// EndOffset implements Log.
-func (k *Kafka) EndOffset(ctx context.Context, topic string, partition int32) (int64, error) {
+// EndOffsets implements Log with one ListOffsets request per partition leader.
+func (k *Kafka) EndOffsets(ctx context.Context, topic string) ([]int64, error) {
 	if !k.enter() {
-		return 0, ErrClosed
+		return nil, ErrClosed
 	}
 	defer k.running.Done()
-	if _, err := k.ensureTopic(ctx, topic); err != nil {
-		return 0, err
-	}
-	end, err := k.client.GetOffset(topic, partition, sarama.OffsetNewest)
+	n, err := k.ensureTopic(ctx, topic)
 	if err != nil {
-		return 0, fmt.Errorf("end offset of %s/%d: %w", topic, partition, err)
+		return nil, err
 	}
-	return end, nil
+	requests := map[*sarama.Broker]*sarama.OffsetRequest{}
+	for p := int32(0); p < n; p++ {
+		leader, err := k.client.Leader(topic, p)
+		if err != nil {
+			return nil, fmt.Errorf("leader of %s/%d: %w", topic, p, err)
+		}
+		if requests[leader] == nil {
+			requests[leader] = &sarama.OffsetRequest{Version: 1}
+		}
+		requests[leader].AddBlock(topic, p, sarama.OffsetNewest, 1)
+	}
+	ends := make([]int64, n)
+	for broker, req := range requests {
+		res, err := broker.GetAvailableOffsets(req)
+		if err != nil {
+			return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+		}
+		for p := range res.Blocks[topic] {
+			block := res.GetBlock(topic, p)
+			if block.Err != sarama.ErrNoError {
+				return nil, fmt.Errorf("end offset of %s/%d: %w", topic, p, block.Err)
+			}
+			ends[p] = block.Offset
+		}
+	}
+	return ends, nil
 }
 
 // Ready reports whether the brokers answer a metadata request. Concurrent calls share one

@@ -138,8 +138,8 @@ func TestKafkaMaxMessageBytes(t *testing.T) {
 		t.Fatalf("oversized record against the topic limit: %v, want ErrMessageTooLarge", err)
 	}
 	p := eventlog.PartitionFor([]byte("k"), 2)
-	if end, err := small.EndOffset(ctx, "sized", p); err != nil || end != 1 {
-		t.Fatalf("end offset %d (%v), want 1: only the small record is stored", end, err)
+	if ends, err := small.EndOffsets(ctx, "sized"); err != nil || ends[p] != 1 {
+		t.Fatalf("end offsets %v (%v), want 1 in partition %d: only the small record is stored", ends, err, p)
 	}
 }
 

@@ -51,12 +51,12 @@ func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {
 	var want []partitionKey
 	var ends []int64
 	for _, topic := range p.topics {
-		for part := int32(0); part < p.log.Partitions(topic); part++ {
-			end, err := p.log.EndOffset(ctx, topic, part)
-			if err != nil {
-				return fmt.Errorf("read end of %s/%d: %w", topic, part, err)
-			}
-			want, ends = append(want, partitionKey{topic, part}), append(ends, end)
+		topicEnds, err := p.log.EndOffsets(ctx, topic)
+		if err != nil {
+			return fmt.Errorf("read the end of %s: %w", topic, err)
+		}
+		for part, end := range topicEnds {
+			want, ends = append(want, partitionKey{topic, int32(part)}), append(ends, end)
 		}
 	}
 	timer := time.NewTimer(maxWait)

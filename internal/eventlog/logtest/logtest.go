@@ -51,9 +51,14 @@ func RunLogContract(t *testing.T, newLog func(t *testing.T) eventlog.Log) {
 				t.Fatalf("record %d at %+v, want partition %d offset %d", i, p, want, i)
 			}
 		}
-		end, err := l.EndOffset(ctx, "order", want)
-		if err != nil || end != 20 {
-			t.Fatalf("end offset %d (%v), want 20", end, err)
+		ends, err := l.EndOffsets(ctx, "order")
+		if err != nil || int32(len(ends)) != l.Partitions("order") {
+			t.Fatalf("end offsets %v (%v), want one per partition", ends, err)
+		}
+		for p, end := range ends {
+			if wantEnd := map[bool]int64{true: 20}[int32(p) == want]; end != wantEnd {
+				t.Fatalf("end offset of partition %d is %d, want %d", p, end, wantEnd)
+			}
 		}
 		recs := collect(t, l, "order", want, 5, 15)
 		for i, r := range recs {
