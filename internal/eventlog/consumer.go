@@ -61,9 +61,11 @@ func (s *OffsetStore) Save(ctx context.Context, tx *sql.Tx, topic string, partit
 	return err
 }
 
-func (s *OffsetStore) deadLetter(ctx context.Context, tx *sql.Tx, rec Record, cause error) error {
+// DeadLetter records, inside the caller's transaction, that the record at offset can never
+// be applied and why.
+func (s *OffsetStore) DeadLetter(ctx context.Context, tx *sql.Tx, topic string, partition int32, offset int64, cause string) error {
 	_, err := tx.ExecContext(ctx, "INSERT INTO "+s.deadLetrs+" (topic, partition_id, record_offset, error, failed_ms) VALUES ($1, $2, $3, $4, $5)",
-		rec.Topic, rec.Partition, rec.Offset, cause.Error(), time.Now().UnixMilli())
+		topic, partition, offset, cause, time.Now().UnixMilli())
 	return err
 }
 
@@ -176,7 +178,7 @@ func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, atte
 	c.Logger.WithError(err).WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": r.Offset}).Error("record dead-lettered")
 	delete(attempts, r.Offset)
 	derr := c.DB.WithTx(ctx, func(tx *sql.Tx) error {
-		if err := c.Offsets.deadLetter(ctx, tx, r, err); err != nil {
+		if err := c.Offsets.DeadLetter(ctx, tx, r.Topic, r.Partition, r.Offset, err.Error()); err != nil {
 			return err
 		}
 		return c.Offsets.Save(ctx, tx, c.Topic, partition, r.Offset+1)

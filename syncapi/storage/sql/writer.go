@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -187,13 +186,10 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 	return &applied, nil
 }
 
-// finish records dead letters in the table eventlog.OffsetStore made for this component and
-// saves the consumer's next offset.
+// finish records dead letters and saves the consumer's next offset.
 func finish(ctx context.Context, tx *sql.Tx, d *Database, dead []storage.DeadLetter, offset storage.Offset) error {
 	for _, dl := range dead {
-		_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_dead_letters (topic, partition_id, record_offset, error, failed_ms)
-			VALUES ($1, $2, $3, $4, $5)`, offset.Topic, offset.Partition, dl.Offset, dl.Err, time.Now().UnixMilli())
-		if err != nil {
+		if err := d.offsets.DeadLetter(ctx, tx, offset.Topic, offset.Partition, dl.Offset, dl.Err); err != nil {
 			return fmt.Errorf("record dead letter: %w", err)
 		}
 	}
