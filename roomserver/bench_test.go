@@ -9,6 +9,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/roomserver/api"
 )
 
@@ -22,7 +23,7 @@ func BenchmarkInput(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer db.Close()
-			h := start(b, db, newKey(b))
+			h := start(b, db, roomtest.NewKey(b))
 			defer h.stop()
 			alice := "@alice:" + serverName
 			ids := make([]string, rooms)
@@ -40,7 +41,7 @@ func BenchmarkInput(b *testing.B) {
 					for i := 0; i < per; i++ {
 						roomID := ids[(s+i)%rooms]
 						res, err := h.input.InputRoomEvents(context.Background(), &api.InputRoomEventsRequest{Input: api.InputRoomEvents{
-							RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]any{"body": "x", "n": i})}}})
+							RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, "m.room.message", nil, map[string]any{"body": "x", "n": i})}}})
 						if err != nil || res.Results[0].Err != nil {
 							b.Errorf("send: %v %+v", err, res)
 							return

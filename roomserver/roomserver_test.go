@@ -3,7 +3,6 @@ package roomserver_test
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -18,6 +17,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/roomserver"
 	"github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -68,41 +68,6 @@ func (h *harness) stop() {
 	}
 }
 
-func newKey(t testing.TB) ed25519.PrivateKey {
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key
-}
-
-// createEvent builds a signed create event for a new room of the given version.
-func createEvent(t testing.TB, key ed25519.PrivateKey, version gomatrixserverlib.RoomVersion, sender, roomID string) gomatrixserverlib.PDU {
-	t.Helper()
-	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
-	empty := ""
-	pe := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomCreate, StateKey: &empty, Depth: 1, Version: verImpl}
-	content := map[string]any{"room_version": string(version)}
-	if version == gomatrixserverlib.RoomVersionV10 {
-		content["creator"] = sender
-	}
-	if err := pe.SetContent(content); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), serverName, "ed25519:test", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ev
-}
-
-func proto(sender, evType string, stateKey *string, content any) api.InputRoomEvent {
-	raw, _ := json.Marshal(content) // test content is always marshallable
-	return api.InputRoomEvent{Kind: api.KindNew, Proto: &api.ProtoEvent{Sender: sender, Type: evType, StateKey: stateKey, Content: raw}}
-}
-
-func sk(s string) *string { return &s }
-
 func (h *harness) submit(in api.InputRoomEvents) []api.Result {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -121,13 +86,13 @@ func (h *harness) newRoom(version gomatrixserverlib.RoomVersion, alice string) s
 	if version != gomatrixserverlib.RoomVersionV12 {
 		roomID = fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), serverName)
 	}
-	create := createEvent(h.t, h.key, version, alice, roomID)
+	create := roomtest.CreateEvent(h.t, h.key, serverName, version, alice, roomID)
 	roomID = create.RoomID().String()
 	res := h.submit(api.InputRoomEvents{RoomID: roomID, RoomVersion: string(version), Atomic: true, Events: []api.InputRoomEvent{
 		{Kind: api.KindNew, Event: &api.Event{PDU: create}},
-		proto(alice, spec.MRoomMember, sk(alice), map[string]string{"membership": "join"}),
-		proto(alice, spec.MRoomPowerLevels, sk(""), powerLevels(version, alice)),
-		proto(alice, spec.MRoomJoinRules, sk(""), map[string]string{"join_rule": "public"}),
+		roomtest.Proto(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}),
+		roomtest.Proto(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), powerLevels(version, alice)),
+		roomtest.Proto(alice, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "public"}),
 	}})
 	for i, r := range res {
 		if r.Err != nil {
@@ -141,23 +106,23 @@ func TestRoomLifecycle(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		for _, version := range []gomatrixserverlib.RoomVersion{gomatrixserverlib.RoomVersionV10, gomatrixserverlib.RoomVersionV11, gomatrixserverlib.RoomVersionV12} {
 			t.Run("v"+string(version), func(t *testing.T) {
-				h := start(t, db, newKey(t))
+				h := start(t, db, roomtest.NewKey(t))
 				defer h.stop()
 				alice, bob := "@alice:"+serverName, "@bob:"+serverName
 				roomID := h.newRoom(version, alice)
 				ctx := context.Background()
 
 				// A stranger cannot send.
-				res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})}})
+				res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})}})
 				if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
 					t.Fatalf("stranger's message: want M_FORBIDDEN, got %+v", res[0])
 				}
 				// Bob joins and sends; the send is idempotent per transaction.
-				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, spec.MRoomMember, sk(bob), map[string]string{"membership": "join"})}})
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"})}})
 				if res[0].Err != nil {
 					t.Fatalf("join: %v", res[0].Err)
 				}
-				msg := proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})
+				msg := roomtest.Proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})
 				msg.TxnID = &api.TransactionID{UserID: bob, DeviceID: "D", TransactionID: "t1"}
 				first := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{msg}})
 				again := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{msg}})
@@ -169,12 +134,12 @@ func TestRoomLifecycle(t *testing.T) {
 					t.Fatalf("bob membership: %+v %v", m, err)
 				}
 				// Bob may not change the power levels.
-				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, spec.MRoomPowerLevels, sk(""), map[string]any{"users": map[string]int{bob: 100}})}})
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(bob, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{bob: 100}})}})
 				if res[0].Err == nil {
 					t.Fatal("bob changed the power levels")
 				}
 				// Alice renames the room; current state and state at events follow.
-				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "one"})}})
+				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "one"})}})
 				nameID := res[0].EventID
 				cur, err := h.rs.API().QueryCurrentState(ctx, &api.QueryCurrentStateRequest{RoomID: roomID, Tuples: []api.StateKeyTuple{{EventType: spec.MRoomName}}})
 				if err != nil || len(cur.StateEvents) != 1 || cur.StateEvents[0].EventID() != nameID {
@@ -194,7 +159,7 @@ func TestRoomLifecycle(t *testing.T) {
 					t.Fatalf("want 6 state events, got %d", len(all.StateEvents))
 				}
 				// Bob redacts his own message; the stored copy is redacted.
-				redaction := proto(bob, spec.MRoomRedaction, nil, map[string]string{"redacts": first[0].EventID})
+				redaction := roomtest.Proto(bob, spec.MRoomRedaction, nil, map[string]string{"redacts": first[0].EventID})
 				redaction.Proto.Redacts = first[0].EventID
 				res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{redaction}})
 				if res[0].Err != nil {
@@ -218,14 +183,14 @@ func TestRoomLifecycle(t *testing.T) {
 
 func TestAtomicCreateRejectsWhole(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
-		h := start(t, db, newKey(t))
+		h := start(t, db, roomtest.NewKey(t))
 		defer h.stop()
 		alice := "@alice:" + serverName
 		roomID := "!atomic:" + serverName
-		create := createEvent(t, h.key, gomatrixserverlib.RoomVersionV10, alice, roomID)
+		create := roomtest.CreateEvent(t, h.key, serverName, gomatrixserverlib.RoomVersionV10, alice, roomID)
 		res := h.submit(api.InputRoomEvents{RoomID: roomID, RoomVersion: "10", Atomic: true, Events: []api.InputRoomEvent{
 			{Kind: api.KindNew, Event: &api.Event{PDU: create}},
-			proto("@mallory:"+serverName, spec.MRoomMember, sk("@mallory:"+serverName), map[string]string{"membership": "join"}),
+			roomtest.Proto("@mallory:"+serverName, spec.MRoomMember, roomtest.StateKey("@mallory:"+serverName), map[string]string{"membership": "join"}),
 		}})
 		if res[0].Err == nil || res[1].Err == nil {
 			t.Fatalf("atomic batch partly accepted: %+v", res)
@@ -239,16 +204,16 @@ func TestAtomicCreateRejectsWhole(t *testing.T) {
 
 func TestRestartKeepsRoomsAndOutputs(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
-		key := newKey(t)
+		key := roomtest.NewKey(t)
 		alice := "@alice:" + serverName
 		h := start(t, db, key)
 		roomID := h.newRoom(gomatrixserverlib.RoomVersionV10, alice)
-		h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "before"})}})
+		h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, "m.room.message", nil, map[string]string{"body": "before"})}})
 		h.stop()
 
 		h = start(t, db, key)
 		defer h.stop()
-		res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "after"})}})
+		res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, "m.room.message", nil, map[string]string{"body": "after"})}})
 		if res[0].Err != nil {
 			t.Fatalf("send after restart: %v", res[0].Err)
 		}
@@ -304,7 +269,7 @@ func powerLevels(version gomatrixserverlib.RoomVersion, creator string) map[stri
 // batches) and then has each of them send: every join must be part of the room's state.
 func TestConcurrentJoinsThenSends(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
-		h := start(t, db, newKey(t))
+		h := start(t, db, roomtest.NewKey(t))
 		defer h.stop()
 		alice := "@alice:" + serverName
 		roomID := h.newRoom(gomatrixserverlib.RoomVersionV10, alice)
@@ -314,7 +279,7 @@ func TestConcurrentJoinsThenSends(t *testing.T) {
 			go func(i int) {
 				u := fmt.Sprintf("@u%d:%s", i, serverName)
 				res, err := h.input.InputRoomEvents(context.Background(), &api.InputRoomEventsRequest{Input: api.InputRoomEvents{
-					RoomID: roomID, Events: []api.InputRoomEvent{proto(u, spec.MRoomMember, sk(u), map[string]string{"membership": "join"})}}})
+					RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(u, spec.MRoomMember, roomtest.StateKey(u), map[string]string{"membership": "join"})}}})
 				if err == nil && res.Results[0].Err != nil {
 					err = res.Results[0].Err
 				}
@@ -330,7 +295,7 @@ func TestConcurrentJoinsThenSends(t *testing.T) {
 			go func(i int) {
 				u := fmt.Sprintf("@u%d:%s", i, serverName)
 				res, err := h.input.InputRoomEvents(context.Background(), &api.InputRoomEventsRequest{Input: api.InputRoomEvents{
-					RoomID: roomID, Events: []api.InputRoomEvent{proto(u, "m.room.message", nil, map[string]string{"body": "hi"})}}})
+					RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(u, "m.room.message", nil, map[string]string{"body": "hi"})}}})
 				if err == nil && res.Results[0].Err != nil {
 					err = fmt.Errorf("%s: %w", u, res.Results[0].Err)
 				}
@@ -360,7 +325,7 @@ func TestShardFlushesOnlyItsOutbox(t *testing.T) {
 		logger := logrus.New()
 		logger.SetLevel(logrus.WarnLevel)
 		rs, err := roomserver.New(ctx, roomserver.Deps{
-			Cfg: &config.RoomServer{Shards: 2}, Shard: 0, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: newKey(t),
+			Cfg: &config.RoomServer{Shards: 2}, Shard: 0, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: roomtest.NewKey(t),
 			DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logger),
 		})
 		if err != nil {

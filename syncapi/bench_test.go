@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
@@ -31,8 +32,8 @@ func BenchmarkInitialSync200Rooms(b *testing.B) {
 	alice := h.user("alice")
 	for i := 0; i < 200; i++ {
 		h.newRoom(alice,
-			proto(alice, spec.MRoomName, sk(""), map[string]string{"name": fmt.Sprint("room ", i)}),
-			proto(alice, spec.MRoomTopic, sk(""), map[string]string{"topic": "topic"}))
+			roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": fmt.Sprint("room ", i)}),
+			roomtest.Proto(alice, spec.MRoomTopic, roomtest.StateKey(""), map[string]string{"topic": "topic"}))
 	}
 	h.waitConsumed()
 	b.ResetTimer()

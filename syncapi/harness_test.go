@@ -26,6 +26,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi"
@@ -127,13 +128,6 @@ func (h *harness) user(name string) string {
 	return id
 }
 
-func sk(s string) *string { return &s }
-
-func proto(sender, evType string, stateKey *string, content any) rsapi.InputRoomEvent {
-	raw, _ := json.Marshal(content) // test content always encodes
-	return rsapi.InputRoomEvent{Kind: rsapi.KindNew, Proto: &rsapi.ProtoEvent{Sender: sender, Type: evType, StateKey: stateKey, Content: raw}}
-}
-
 func (h *harness) submit(roomID string, evs ...rsapi.InputRoomEvent) []string {
 	h.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -155,14 +149,14 @@ func (h *harness) submit(roomID string, evs ...rsapi.InputRoomEvent) []string {
 // send submits a message from sender with a transaction ID and returns its event ID.
 func (h *harness) send(roomID, sender, body string) string {
 	h.t.Helper()
-	ev := proto(sender, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": body})
+	ev := roomtest.Proto(sender, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": body})
 	ev.TxnID = &rsapi.TransactionID{UserID: sender, DeviceID: "DEV" + sender[1:len(sender)-len(serverName)-1], TransactionID: "txn-" + body}
 	return h.submit(roomID, ev)[0]
 }
 
 func (h *harness) member(roomID, sender, target, membership string) string {
 	h.t.Helper()
-	return h.submit(roomID, proto(sender, spec.MRoomMember, sk(target), map[string]string{"membership": membership}))[0]
+	return h.submit(roomID, roomtest.Proto(sender, spec.MRoomMember, roomtest.StateKey(target), map[string]string{"membership": membership}))[0]
 }
 
 // newRoom creates a v10 room owned by creator with a public join rule and extra state.
@@ -170,7 +164,7 @@ func (h *harness) newRoom(creator string, extra ...rsapi.InputRoomEvent) string 
 	h.t.Helper()
 	roomID := fmt.Sprintf("!r%d-%d:%s", time.Now().UnixNano(), roomCounter.Add(1), serverName)
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV10)
-	pe := gomatrixserverlib.ProtoEvent{SenderID: creator, RoomID: roomID, Type: spec.MRoomCreate, StateKey: sk(""), Depth: 1, Version: verImpl}
+	pe := gomatrixserverlib.ProtoEvent{SenderID: creator, RoomID: roomID, Type: spec.MRoomCreate, StateKey: roomtest.StateKey(""), Depth: 1, Version: verImpl}
 	if err := pe.SetContent(map[string]any{"room_version": "10", "creator": creator}); err != nil {
 		h.t.Fatal(err)
 	}
@@ -180,9 +174,9 @@ func (h *harness) newRoom(creator string, extra ...rsapi.InputRoomEvent) string 
 	}
 	evs := []rsapi.InputRoomEvent{
 		{Kind: rsapi.KindNew, Event: &rsapi.Event{PDU: create}},
-		proto(creator, spec.MRoomMember, sk(creator), map[string]string{"membership": "join"}),
-		proto(creator, spec.MRoomPowerLevels, sk(""), map[string]any{"users": map[string]int{creator: 100}}),
-		proto(creator, spec.MRoomJoinRules, sk(""), map[string]string{"join_rule": "public"}),
+		roomtest.Proto(creator, spec.MRoomMember, roomtest.StateKey(creator), map[string]string{"membership": "join"}),
+		roomtest.Proto(creator, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{creator: 100}}),
+		roomtest.Proto(creator, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "public"}),
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

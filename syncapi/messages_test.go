@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
@@ -96,7 +97,7 @@ func TestHistoryVisibility(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		h := start(t, db)
 		alice, bob := h.user("alice"), h.user("bob")
-		roomID := h.newRoom(alice, proto(alice, spec.MRoomHistoryVisibility, sk(""), map[string]string{"history_visibility": "joined"}))
+		roomID := h.newRoom(alice, roomtest.Proto(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "joined"}))
 		before := h.send(roomID, alice, "before-bob")
 		h.member(roomID, bob, bob, spec.Join)
 		during := h.send(roomID, alice, "while-bob")
@@ -166,7 +167,7 @@ func TestReplayChangesNothing(t *testing.T) {
 		alice := h.user("alice")
 		roomID := h.newRoom(alice)
 		redacted := h.send(roomID, alice, "secret")
-		red := proto(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": redacted})
+		red := roomtest.Proto(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": redacted})
 		red.Proto.Redacts = redacted
 		h.submit(roomID, red)
 		h.send(roomID, alice, "m2")

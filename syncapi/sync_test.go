@@ -13,6 +13,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
@@ -20,7 +21,7 @@ func TestSyncLifecycle(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		h := start(t, db)
 		alice, bob := h.user("alice"), h.user("bob")
-		roomID := h.newRoom(alice, proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "Room"}))
+		roomID := h.newRoom(alice, roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "Room"}))
 
 		first := h.sync(bob)
 		if len(first.Rooms.Join)+len(first.Rooms.Invite) != 0 || first.NextBatch == "" {
@@ -152,7 +153,7 @@ func TestSyncFilters(t *testing.T) {
 		roomID := h.newRoom(alice)
 		h.member(roomID, bob, bob, spec.Join)
 		h.member(roomID, carol, carol, spec.Join)
-		h.submit(roomID, proto(alice, spec.MRoomTopic, sk(""), map[string]string{"topic": "t"}))
+		h.submit(roomID, roomtest.Proto(alice, spec.MRoomTopic, roomtest.StateKey(""), map[string]string{"topic": "t"}))
 		for i := 0; i < 5; i++ {
 			h.send(roomID, bob, "b"+string(rune('0'+i)))
 		}
@@ -273,11 +274,11 @@ func TestStateAtTimelineStart(t *testing.T) {
 		h := start(t, db)
 		alice := h.user("alice")
 		roomID := h.newRoom(alice)
-		oneID := h.submit(roomID, proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "one"}))[0]
+		oneID := h.submit(roomID, roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "one"}))[0]
 		for i := 0; i < 3; i++ {
 			h.send(roomID, alice, fmt.Sprint("x", i))
 		}
-		twoID := h.submit(roomID, proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "two"}))[0]
+		twoID := h.submit(roomID, roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "two"}))[0]
 		h.send(roomID, alice, "y")
 		h.waitConsumed()
 		res := h.sync(alice, "filter", `{"room":{"timeline":{"limit":2}}}`)

@@ -24,6 +24,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/roomserver"
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/inthttp"
@@ -84,32 +85,6 @@ func start(t *testing.T, db *sqlutil.DB) *env {
 	return &env{log: log, direct: rs.API(), remote: remote, server: srv, key: key,
 		input: &api.Input{Log: log, Topic: inTopic, Wait: remote}}
 }
-
-func createEvent(t *testing.T, key ed25519.PrivateKey, version gomatrixserverlib.RoomVersion, sender, roomID string) gomatrixserverlib.PDU {
-	t.Helper()
-	verImpl := gomatrixserverlib.MustGetRoomVersion(version)
-	empty := ""
-	pe := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomCreate, StateKey: &empty, Depth: 1, Version: verImpl}
-	content := map[string]any{"room_version": string(version)}
-	if !verImpl.PrivilegedCreators() {
-		content["creator"] = sender
-	}
-	if err := pe.SetContent(content); err != nil {
-		t.Fatal(err)
-	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), serverName, "ed25519:test", key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ev
-}
-
-func proto(sender, evType string, stateKey *string, content any) api.InputRoomEvent {
-	raw, _ := json.Marshal(content) // test content is always marshallable
-	return api.InputRoomEvent{Kind: api.KindNew, Proto: &api.ProtoEvent{Sender: sender, Type: evType, StateKey: stateKey, Content: raw}}
-}
-
-func sk(s string) *string { return &s }
 
 // submit goes through api.Input, so its wait (QueryInputResult) crosses HTTP.
 func (e *env) submit(t *testing.T, in api.InputRoomEvents) []api.Result {
@@ -263,7 +238,7 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 	if version != gomatrixserverlib.RoomVersionV12 {
 		roomID = fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), serverName)
 	}
-	create := createEvent(t, e.key, version, alice, roomID)
+	create := roomtest.CreateEvent(t, e.key, serverName, version, alice, roomID)
 	roomID = create.RoomID().String()
 	pl := map[string]any{}
 	if !gomatrixserverlib.MustGetRoomVersion(version).PrivilegedCreators() {
@@ -271,9 +246,9 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 	}
 	res := e.submit(t, api.InputRoomEvents{RoomID: roomID, RoomVersion: string(version), Atomic: true, Events: []api.InputRoomEvent{
 		{Kind: api.KindNew, Event: &api.Event{PDU: create}},
-		proto(alice, spec.MRoomMember, sk(alice), map[string]string{"membership": "join"}),
-		proto(alice, spec.MRoomPowerLevels, sk(""), pl),
-		proto(alice, spec.MRoomJoinRules, sk(""), map[string]string{"join_rule": "invite"}),
+		roomtest.Proto(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}),
+		roomtest.Proto(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), pl),
+		roomtest.Proto(alice, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "invite"}),
 	}})
 	for i, r := range res {
 		if r.Err != nil {
@@ -281,14 +256,14 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 		}
 	}
 	// A rejection reached over HTTP keeps its status: clientapi answers the user with it.
-	res = e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, spec.MRoomMember, sk(bob), map[string]string{"membership": "join"})}})
+	res = e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"})}})
 	if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" || res[0].Err.Status != 403 {
 		t.Fatalf("bob joined an invite-only room, or the rejection lost its status: %+v", res[0].Err)
 	}
-	res = e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, spec.MRoomName, sk(""), map[string]string{"name": "one"})}})
+	res = e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "one"})}})
 	nameID := res[0].EventID
-	accepted := e.produce(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "hi"})}})
-	rejected := e.produce(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})}})
+	accepted := e.produce(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, "m.room.message", nil, map[string]string{"body": "hi"})}})
+	rejected := e.produce(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(bob, "m.room.message", nil, map[string]string{"body": "hi"})}})
 
 	d, r := e.direct, e.remote
 	// QueryInputResult first: it also waits for both messages to be applied.

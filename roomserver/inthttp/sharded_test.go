@@ -25,6 +25,7 @@ import (
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/roomserver"
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/inthttp"
@@ -155,12 +156,12 @@ func shardedStory(t *testing.T, open func(t *testing.T) *sqlutil.DB) {
 			continue
 		}
 		owned[owner] = append(owned[owner], roomID)
-		create := createEvent(t, testKey, gomatrixserverlib.RoomVersionV10, alice, roomID)
+		create := roomtest.CreateEvent(t, testKey, serverName, gomatrixserverlib.RoomVersionV10, alice, roomID)
 		res, err := input.InputRoomEvents(ctx, &api.InputRoomEventsRequest{Input: api.InputRoomEvents{
 			RoomID: roomID, RoomVersion: string(gomatrixserverlib.RoomVersionV10), Atomic: true, Events: []api.InputRoomEvent{
 				{Kind: api.KindNew, Event: &api.Event{PDU: create}},
-				proto(alice, spec.MRoomMember, sk(alice), map[string]string{"membership": "join"}),
-				proto(alice, spec.MRoomName, sk(""), map[string]string{"name": roomID}),
+				roomtest.Proto(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}),
+				roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": roomID}),
 			}}})
 		if err != nil {
 			t.Fatalf("create %s: %v", roomID, err)
@@ -221,7 +222,7 @@ func shardedStory(t *testing.T, open func(t *testing.T) *sqlutil.DB) {
 		for i := 0; roomID == "" || eventlog.PartitionFor([]byte(roomID), shardedPartitions) != p; i++ {
 			roomID = fmt.Sprintf("!p%d-%d:%s", p, i, serverName)
 		}
-		b, _ := json.Marshal(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{proto(alice, "m.room.message", nil, map[string]string{"body": "hi"})}}) // plain data
+		b, _ := json.Marshal(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{roomtest.Proto(alice, "m.room.message", nil, map[string]string{"body": "hi"})}}) // plain data
 		pos, err := log.Produce(ctx, inTopic, eventlog.Message{Key: []byte(roomID), Value: b})
 		if err != nil {
 			t.Fatal(err)
