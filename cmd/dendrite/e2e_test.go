@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"maunium.net/go/mautrix"
 
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
@@ -139,5 +141,30 @@ func TestMonolithOnKafkaStory(t *testing.T) {
 		"DENDRITE_GLOBAL_LOG_KIND=kafka", "DENDRITE_GLOBAL_LOG_KAFKA_BROKERS="+strings.Join(cluster.ListenAddrs(), ",")))
 	if _, err := os.Stat(filepath.Join(dataDir, "eventlog.db")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the embedded log was opened although the log is Kafka: %v", err)
+	}
+}
+
+// TestMonolithRoomFeatures checks createRoom's options, redaction, profiles in member
+// events, kicks and forgetting.
+func TestMonolithRoomFeatures(t *testing.T) {
+	e2e.RoomFeatures(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
+}
+
+// TestCreateAccountCommand creates an account with the create-account command (password on
+// standard input) before the server starts; the account then logs in.
+func TestCreateAccountCommand(t *testing.T) {
+	config := e2e.WriteConfig(t, t.TempDir())
+	cmd := exec.Command(binary, "create-account", "--config", config, "--username", "carol")
+	cmd.Stdin = strings.NewReader("carols-password\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "@carol:e2e.test") {
+		t.Fatalf("create-account: %v\n%s", err, out)
+	}
+	s := startServer(t, config)
+	c := e2e.Client(t, s.URL())
+	_, err = c.Login(context.Background(), &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "carol"}, Password: "carols-password"})
+	if err != nil {
+		t.Fatalf("login with the created account: %v", err)
 	}
 }
