@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
@@ -22,19 +20,7 @@ import (
 var devclusterBinary string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "devcluster-test")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	devclusterBinary = filepath.Join(dir, "devcluster")
-	if out, err := exec.Command("go", "build", "-o", devclusterBinary, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build devcluster: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	_ = os.RemoveAll(dir) // best effort: the directory holds only the binary
-	os.Exit(code)
+	e2e.RunWithBinary(m, "devcluster", &devclusterBinary)
 }
 
 // lockedBuffer collects a process's output while tests read it.

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
@@ -129,4 +130,22 @@ func MustParse(t *testing.T, s string) *url.URL {
 		t.Fatal(err)
 	}
 	return u
+}
+
+// RunWithBinary is a TestMain body: it builds the package in the working directory into a
+// temporary binary named name, runs the tests with its path, removes it and exits.
+func RunWithBinary(m *testing.M, name string, path *string) {
+	dir, err := os.MkdirTemp("", name+"-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	*path = filepath.Join(dir, name)
+	if out, err := exec.Command("go", "build", "-o", *path, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir) // best effort: the directory holds only the binary
+	os.Exit(code)
 }
