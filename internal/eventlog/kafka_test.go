@@ -419,20 +419,7 @@ func BenchmarkKafkaProduce(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer k.Close()
-	value := make([]byte, 512)
-	b.SetParallelism(25)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			i++
-			if _, err := k.Produce(context.Background(), "bench", eventlog.Message{Key: []byte(fmt.Sprint(i % 64)), Value: value}); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+	logtest.BenchmarkProduce(b, k)
 }
 
 // TestKafkaProduceWhileConsuming: a process that consumes (the roomserver) produces at once,
