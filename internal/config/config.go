@@ -26,6 +26,11 @@ type Dendrite struct {
 	RoomServer RoomServer `yaml:"room_server"`
 	SyncAPI    SyncAPI    `yaml:"sync_api"`
 	UserAPI    UserAPI    `yaml:"user_api"`
+	// EDUServer, ReceiptServer and PresenceServer run the ephemeral data: typing and
+	// send-to-device, receipts, presence.
+	EDUServer      EDUServer      `yaml:"edu_server"`
+	ReceiptServer  ReceiptServer  `yaml:"receipt_server"`
+	PresenceServer PresenceServer `yaml:"presence_server"`
 }
 
 // Global holds settings shared by every component.
@@ -149,6 +154,34 @@ type UserAPI struct {
 	InternalAPI InternalAPI `yaml:"internal_api"`
 }
 
+// EDUServer configures the eduserver (typing and send-to-device).
+type EDUServer struct {
+	Database DatabaseOptions `yaml:"database"`
+	// MaxTypingTimeout caps the timeout a client asks for with PUT /typing.
+	MaxTypingTimeout Duration    `yaml:"max_typing_timeout"`
+	InternalAPI      InternalAPI `yaml:"internal_api"`
+}
+
+// ReceiptServer configures the receiptserver.
+type ReceiptServer struct {
+	Database    DatabaseOptions `yaml:"database"`
+	InternalAPI InternalAPI     `yaml:"internal_api"`
+}
+
+// PresenceServer configures the presenceserver.
+type PresenceServer struct {
+	Database DatabaseOptions `yaml:"database"`
+	// Enabled turns presence on; when off, presence is neither stored nor sent and every
+	// user reads as offline.
+	Enabled bool `yaml:"enabled"`
+	// IdleTimeout turns an online user unavailable after this long without activity.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// OfflineTimeout turns a user offline after this long with no /sync and no activity.
+	// It must exceed the longest /sync long-poll clients use.
+	OfflineTimeout Duration    `yaml:"offline_timeout"`
+	InternalAPI    InternalAPI `yaml:"internal_api"`
+}
+
 // Duration is a time.Duration written as "30s" in YAML.
 type Duration time.Duration
 
@@ -187,6 +220,11 @@ func Defaults() *Dendrite {
 			InternalAPI: InternalAPI{Listen: ":7770", Connect: "http://roomserver-{shard}:7770"}},
 		SyncAPI: SyncAPI{Listen: ":8073", InternalAPI: InternalAPI{Listen: ":7773", Connect: "http://syncapi:7773"}},
 		UserAPI: UserAPI{BCryptCost: 10, InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
+		EDUServer: EDUServer{MaxTypingTimeout: Duration(2 * time.Minute),
+			InternalAPI: InternalAPI{Listen: ":7774", Connect: "http://eduserver:7774"}},
+		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
+		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
+			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
 	}
 }
 
@@ -277,6 +315,15 @@ func (c *Dendrite) Verify() error {
 	if c.UserAPI.BCryptCost < 4 || c.UserAPI.BCryptCost > 31 {
 		bad("user_api.bcrypt_cost", "must be between 4 and 31")
 	}
+	if c.EDUServer.MaxTypingTimeout <= 0 {
+		bad("edu_server.max_typing_timeout", "must be positive")
+	}
+	if c.PresenceServer.IdleTimeout <= 0 {
+		bad("presence_server.idle_timeout", "must be positive")
+	}
+	if c.PresenceServer.OfflineTimeout < Duration(30*time.Second) {
+		bad("presence_server.offline_timeout", "must be at least 30s (a /sync long-poll)")
+	}
 	if len(errs) == 0 {
 		return nil
 	}
@@ -306,7 +353,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver"}
 
 // ShardURL is where roomserver shard i serves its internal API.
 func (r *RoomServer) ShardURL(i int) string {

@@ -7,7 +7,9 @@ package eventlog
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"hash/fnv"
 	"time"
 )
@@ -97,4 +99,26 @@ func Retry(err error) error {
 func IsRetry(err error) bool {
 	var r retryable
 	return errors.As(err, &r)
+}
+
+// ProduceJSON appends v, encoded as JSON, to topic under key.
+func ProduceJSON(ctx context.Context, log Log, topic, key string, v any) error {
+	value, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode record for %s: %w", topic, err)
+	}
+	if _, err = log.Produce(ctx, topic, Message{Key: []byte(key), Value: value}); err != nil {
+		return fmt.Errorf("produce to %s: %w", topic, err)
+	}
+	return nil
+}
+
+// AllPartitions lists every partition of topic, for a Consumer that reads them all.
+func AllPartitions(log Log, topic string) []int32 {
+	n := log.Partitions(topic)
+	out := make([]int32, n)
+	for p := range n {
+		out[p] = p
+	}
+	return out
 }

@@ -1,0 +1,110 @@
+// Package api is the eduserver's contract: the typing and send-to-device topics it reads
+// and writes, their payloads, and the producer writers use to submit input.
+package api
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+)
+
+// TopicInputTyping is where writers report that a user started or stopped typing.
+//
+// Producer: clientapi (and federationapi), through Producer. Key: room ID.
+// Ordering: per room, applied in log order. Payload: InputTypingEvent, version 1.
+// The eduserver keeps typing state in memory only and reads this topic from its end when it
+// starts: typing is ephemeral, and clients repeat it while the user types.
+const TopicInputTyping = "InputTyping"
+
+// TopicOutputTypingEvent carries a room's complete set of typing users after each change.
+//
+// Producer: eduserver, after a user starts or stops typing or a timeout expires. Key: room
+// ID. Ordering: per room, in the order the eduserver changed the set. Payload:
+// OutputTypingEvent, version 1. Readers replace their copy of the room's set with the newest
+// one; since every message is a complete set, redelivery changes nothing.
+const TopicOutputTypingEvent = "OutputTypingEvent"
+
+// TopicInputSendToDevice carries client send-to-device requests.
+//
+// Producer: clientapi (and federationapi), through Producer. Key: the sender's user ID.
+// Ordering: per sender. Payload: InputSendToDeviceEvent, version 1. The eduserver applies
+// each (sender, device, transaction ID) once, expands "*" to the target's devices and writes
+// one OutputSendToDeviceEvent per target device.
+const TopicInputSendToDevice = "InputSendToDevice"
+
+// TopicOutputSendToDeviceEvent carries one message for one device.
+//
+// Producer: eduserver. Key: the target user ID. Ordering: per target user, in the order the
+// eduserver expanded the requests. Payload: OutputSendToDeviceEvent, version 1. Delivery is
+// at least once: readers dedupe by MessageID.
+const TopicOutputSendToDeviceEvent = "OutputSendToDeviceEvent"
+
+// InputTypingEvent says that UserID started (Typing, for TimeoutMS) or stopped typing in
+// RoomID.
+type InputTypingEvent struct {
+	RoomID    string `json:"room_id"`
+	UserID    string `json:"user_id"`
+	Typing    bool   `json:"typing"`
+	TimeoutMS int64  `json:"timeout_ms,omitempty"`
+	// OriginTS is when the writer received it, in Unix milliseconds; the timeout runs from
+	// there.
+	OriginTS int64 `json:"origin_ts"`
+}
+
+// TypingUser is a user typing until ExpiresTS (Unix milliseconds).
+type TypingUser struct {
+	UserID    string `json:"user_id"`
+	ExpiresTS int64  `json:"expires_ts"`
+}
+
+// OutputTypingEvent is the complete set of users typing in RoomID.
+type OutputTypingEvent struct {
+	RoomID string       `json:"room_id"`
+	Users  []TypingUser `json:"users"`
+}
+
+// InputSendToDeviceEvent is one PUT /sendToDevice/{type}/{txnId}: Messages maps a target
+// user ID to device IDs (or "*" for all of them) to the content for that device.
+type InputSendToDeviceEvent struct {
+	Sender       string                                `json:"sender"`
+	SenderDevice string                                `json:"sender_device"`
+	TxnID        string                                `json:"txn_id"`
+	Type         string                                `json:"type"`
+	Messages     map[string]map[string]json.RawMessage `json:"messages"`
+}
+
+// OutputSendToDeviceEvent is one message for one device.
+type OutputSendToDeviceEvent struct {
+	// MessageID is unique per (sender, sender device, transaction, target user, target
+	// device): the same request always yields the same IDs.
+	MessageID string          `json:"message_id"`
+	Sender    string          `json:"sender"`
+	Type      string          `json:"type"`
+	UserID    string          `json:"user_id"`
+	DeviceID  string          `json:"device_id"`
+	Content   json.RawMessage `json:"content"`
+}
+
+// InputAPI is what writers use to submit typing and send-to-device input.
+type InputAPI interface {
+	InputTyping(ctx context.Context, ev *InputTypingEvent) error
+	InputSendToDevice(ctx context.Context, ev *InputSendToDeviceEvent) error
+}
+
+// Producer implements InputAPI by appending to the eduserver's input topics.
+type Producer struct {
+	Log           eventlog.Log
+	TypingTopic   string // full topic names, with the configured prefix
+	ToDeviceTopic string
+}
+
+// InputTyping appends ev to the typing topic.
+func (p *Producer) InputTyping(ctx context.Context, ev *InputTypingEvent) error {
+	return eventlog.ProduceJSON(ctx, p.Log, p.TypingTopic, ev.RoomID, ev)
+}
+
+// InputSendToDevice appends ev to the send-to-device topic.
+func (p *Producer) InputSendToDevice(ctx context.Context, ev *InputSendToDeviceEvent) error {
+	return eventlog.ProduceJSON(ctx, p.Log, p.ToDeviceTopic, ev.Sender, ev)
+}

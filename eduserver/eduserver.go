@@ -1,0 +1,94 @@
+// Package eduserver is the server for typing notifications and send-to-device messages. It
+// reads InputTyping and InputSendToDevice, which writers produce, and writes
+// OutputTypingEvent and OutputSendToDeviceEvent, which the sync API (and the federation
+// sender) read. See api/ for the topics.
+package eduserver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/eduserver/internal"
+	"github.com/matrix-org/dendrite/eduserver/storage/sql"
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+)
+
+// Topics are the full names (with the configured prefix) of the eduserver's topics.
+type Topics struct {
+	InputTyping, OutputTyping, InputSendToDevice, OutputSendToDevice string
+}
+
+// TopicsWithPrefix names the eduserver's topics under prefix.
+func TopicsWithPrefix(prefix string) Topics {
+	return Topics{InputTyping: prefix + api.TopicInputTyping, OutputTyping: prefix + api.TopicOutputTypingEvent,
+		InputSendToDevice: prefix + api.TopicInputSendToDevice, OutputSendToDevice: prefix + api.TopicOutputSendToDeviceEvent}
+}
+
+// Deps is what the eduserver is built from.
+type Deps struct {
+	Cfg        *config.EDUServer
+	ServerName string
+	DB         *sqlutil.DB
+	Log        eventlog.Log
+	LogMetrics *eventlog.Metrics
+	Topics     Topics
+	Devices    internal.DeviceLister
+	Logger     *logrus.Entry
+}
+
+// EDUServer is a running eduserver.
+type EDUServer struct {
+	typing   *internal.Typing
+	toDevice *eventlog.Consumer
+	db       *sql.Database
+	logger   *logrus.Entry
+}
+
+// New opens the storage. Run starts consuming.
+func New(ctx context.Context, d Deps) (*EDUServer, error) {
+	db, err := sql.Open(ctx, d.DB)
+	if err != nil {
+		return nil, err
+	}
+	offsets, err := eventlog.NewOffsetStore(ctx, d.DB, "eduserver")
+	if err != nil {
+		return nil, fmt.Errorf("open eduserver offsets: %w", err)
+	}
+	td := &internal.ToDevice{DB: db, Devices: d.Devices, ServerName: d.ServerName, OutputTopic: d.Topics.OutputSendToDevice, Log: d.Log}
+	return &EDUServer{
+		typing: &internal.Typing{Log: d.Log, InputTopic: d.Topics.InputTyping, OutputTopic: d.Topics.OutputTyping,
+			MaxTimeout: time.Duration(d.Cfg.MaxTypingTimeout), Logger: d.Logger},
+		toDevice: &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: offsets, Topic: d.Topics.InputSendToDevice, Partitions: eventlog.AllPartitions(d.Log, d.Topics.InputSendToDevice),
+			Name: "eduserver", Handle: td.Handle, Logger: d.Logger, Metrics: d.LogMetrics},
+		db: db, logger: d.Logger,
+	}, nil
+}
+
+// Run consumes both input topics and prunes old transaction IDs until ctx ends.
+func (s *EDUServer) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.typing.Run(ctx) })
+	g.Go(func() error { return s.toDevice.Run(ctx) })
+	g.Go(func() error {
+		tick := time.NewTicker(time.Hour)
+		defer tick.Stop()
+		for {
+			if _, err := s.db.PruneTransactions(ctx, time.Now().Add(-internal.TxnRetention).UnixMilli()); err != nil && ctx.Err() == nil {
+				s.logger.WithError(err).Warn("pruning send-to-device transactions failed")
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
+	return g.Wait()
+}

@@ -1,0 +1,123 @@
+package internal
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/eduserver/storage"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// TxnRetention is how long a send-to-device transaction ID is remembered.
+const TxnRetention = 24 * time.Hour
+
+// DeviceLister lists a local user's devices.
+type DeviceLister interface {
+	QueryDevices(ctx context.Context, req *uapi.QueryDevicesRequest) (*uapi.QueryDevicesResponse, error)
+}
+
+// ToDevice expands send-to-device requests into one output message per target device. It
+// is the Handle of an eventlog.Consumer: the transaction record commits with the offset, and
+// outputs are written before the commit, so a crash in between writes them again with the
+// same message IDs, which readers dedupe.
+type ToDevice struct {
+	DB          storage.Database
+	Devices     DeviceLister
+	ServerName  string
+	OutputTopic string
+	Log         eventlog.Log
+}
+
+// Handle implements eventlog.Consumer.Handle.
+func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	var msgs []eventlog.Message
+	for _, rec := range recs {
+		var in api.InputSendToDeviceEvent
+		if err := json.Unmarshal(rec.Value, &in); err != nil {
+			return fmt.Errorf("decode send-to-device input: %w", err)
+		}
+		if in.Sender == "" || in.TxnID == "" || in.Type == "" {
+			return errors.New("send-to-device input without sender, transaction or type")
+		}
+		fresh, err := t.DB.RecordTransaction(ctx, tx, in.Sender, in.SenderDevice, in.TxnID, rec.Timestamp.UnixMilli())
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		if !fresh {
+			continue
+		}
+		out, err := t.expand(ctx, &in)
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		msgs = append(msgs, out...)
+	}
+	if len(msgs) == 0 {
+		return nil
+	}
+	if _, err := t.Log.Produce(ctx, t.OutputTopic, msgs...); err != nil {
+		return eventlog.Retry(err)
+	}
+	return nil
+}
+
+// expand turns one request into its per-device messages, in a stable order.
+func (t *ToDevice) expand(ctx context.Context, in *api.InputSendToDeviceEvent) ([]eventlog.Message, error) {
+	users := make([]string, 0, len(in.Messages))
+	for u := range in.Messages {
+		users = append(users, u)
+	}
+	sort.Strings(users)
+	var msgs []eventlog.Message
+	for _, userID := range users {
+		byDevice := in.Messages[userID]
+		targets := make([]string, 0, len(byDevice))
+		for d := range byDevice {
+			targets = append(targets, d)
+		}
+		sort.Strings(targets)
+		for _, d := range targets {
+			devices := []string{d}
+			if d == "*" && strings.HasSuffix(userID, ":"+t.ServerName) {
+				res, err := t.Devices.QueryDevices(ctx, &uapi.QueryDevicesRequest{UserID: userID})
+				if err != nil {
+					return nil, fmt.Errorf("list devices of %s: %w", userID, err)
+				}
+				devices = devices[:0]
+				for _, dev := range res.Devices {
+					devices = append(devices, dev.DeviceID)
+				}
+			}
+			for _, deviceID := range devices {
+				out := api.OutputSendToDeviceEvent{MessageID: messageID(in, userID, deviceID), Sender: in.Sender, Type: in.Type,
+					UserID: userID, DeviceID: deviceID, Content: byDevice[d]}
+				value, err := json.Marshal(out)
+				if err != nil {
+					return nil, err
+				}
+				msgs = append(msgs, eventlog.Message{Key: []byte(userID), Value: value})
+			}
+		}
+	}
+	return msgs, nil
+}
+
+// messageID is the same for the same request and target, whichever delivery produced it.
+func messageID(in *api.InputSendToDeviceEvent, userID, deviceID string) string {
+	h := sha256.New()
+	for _, part := range []string{in.Sender, in.SenderDevice, in.TxnID, userID, deviceID} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:18])
+}

@@ -1,0 +1,179 @@
+// Package internal is the eduserver's logic: typing state with timeouts that expire by
+// themselves, and the expansion of send-to-device requests into per-device messages.
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+)
+
+// DefaultTypingTimeout is a typing notification's lifetime when the client gives none.
+const DefaultTypingTimeout = 30 * time.Second
+
+// Typing keeps, in memory, who is typing in each room until when, and writes the room's
+// complete set to the output topic after every change, including each expiry.
+type Typing struct {
+	Log         eventlog.Log
+	InputTopic  string
+	OutputTopic string
+	MaxTimeout  time.Duration
+	Logger      *logrus.Entry
+
+	mu    sync.Mutex
+	rooms map[string]map[string]int64 // room ID -> user ID -> expiry (Unix ms)
+	// wake tells the expiry loop that an earlier expiry may exist.
+	wake chan struct{}
+}
+
+// Run consumes the input topic from its end (typing from before the start has expired or
+// will be repeated by clients) and expires typing users, until ctx ends.
+func (t *Typing) Run(ctx context.Context) error {
+	t.rooms = map[string]map[string]int64{}
+	t.wake = make(chan struct{}, 1)
+	ends, err := t.Log.EndOffsets(ctx, t.InputTopic)
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	for p, end := range ends {
+		g.Go(func() error { return t.Log.Consume(ctx, t.InputTopic, int32(p), end, t.handle) })
+	}
+	g.Go(func() error { return t.expireLoop(ctx) })
+	err = g.Wait()
+	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// handle applies a batch and publishes every room it touched. Publishing complete sets makes
+// a retried batch harmless.
+func (t *Typing) handle(ctx context.Context, recs []eventlog.Record) error {
+	var touched []string
+	now := time.Now().UnixMilli()
+	t.mu.Lock()
+	for _, rec := range recs {
+		var in api.InputTypingEvent
+		if err := json.Unmarshal(rec.Value, &in); err != nil || in.RoomID == "" || in.UserID == "" {
+			t.Logger.WithFields(logrus.Fields{"partition": rec.Partition, "offset": rec.Offset}).Warn("skipping undecodable typing input")
+			continue
+		}
+		t.apply(&in, now)
+		if !slices.Contains(touched, in.RoomID) {
+			touched = append(touched, in.RoomID)
+		}
+	}
+	t.mu.Unlock()
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+	return t.publish(ctx, touched)
+}
+
+// apply changes the room's set; t.mu must be held.
+func (t *Typing) apply(in *api.InputTypingEvent, now int64) {
+	users := t.rooms[in.RoomID]
+	if !in.Typing {
+		delete(users, in.UserID)
+		if len(users) == 0 {
+			delete(t.rooms, in.RoomID)
+		}
+		return
+	}
+	timeout := time.Duration(in.TimeoutMS) * time.Millisecond
+	if timeout <= 0 {
+		timeout = DefaultTypingTimeout
+	}
+	timeout = min(timeout, t.MaxTimeout)
+	expires := in.OriginTS + timeout.Milliseconds()
+	if expires <= now {
+		return
+	}
+	if users == nil {
+		users = map[string]int64{}
+		t.rooms[in.RoomID] = users
+	}
+	users[in.UserID] = expires
+}
+
+// publish writes the current set of each room.
+func (t *Typing) publish(ctx context.Context, roomIDs []string) error {
+	if len(roomIDs) == 0 {
+		return nil
+	}
+	msgs := make([]eventlog.Message, 0, len(roomIDs))
+	t.mu.Lock()
+	for _, roomID := range roomIDs {
+		out := api.OutputTypingEvent{RoomID: roomID, Users: []api.TypingUser{}}
+		for u, exp := range t.rooms[roomID] {
+			out.Users = append(out.Users, api.TypingUser{UserID: u, ExpiresTS: exp})
+		}
+		slices.SortFunc(out.Users, func(a, b api.TypingUser) int { return strings.Compare(a.UserID, b.UserID) })
+		value, err := json.Marshal(out)
+		if err != nil {
+			t.mu.Unlock()
+			return err
+		}
+		msgs = append(msgs, eventlog.Message{Key: []byte(roomID), Value: value})
+	}
+	t.mu.Unlock()
+	_, err := t.Log.Produce(ctx, t.OutputTopic, msgs...)
+	return err
+}
+
+// expireLoop removes users whose timeout passed, at the earliest expiry, and publishes the
+// rooms it changed. A failed publication is retried.
+func (t *Typing) expireLoop(ctx context.Context) error {
+	var pending []string
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now().UnixMilli()
+		next := now + time.Hour.Milliseconds()
+		t.mu.Lock()
+		for roomID, users := range t.rooms {
+			for u, exp := range users {
+				if exp <= now {
+					delete(users, u)
+					if !slices.Contains(pending, roomID) {
+						pending = append(pending, roomID)
+					}
+				} else {
+					next = min(next, exp)
+				}
+			}
+			if len(users) == 0 {
+				delete(t.rooms, roomID)
+			}
+		}
+		t.mu.Unlock()
+		if err := t.publish(ctx, pending); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			t.Logger.WithError(err).Warn("publishing expired typing failed; retrying")
+			next = min(next, now+time.Second.Milliseconds())
+		} else {
+			pending = pending[:0]
+		}
+		timer.Reset(time.Duration(next-now) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.wake:
+		case <-timer.C:
+		}
+	}
+}

@@ -1,0 +1,104 @@
+// Package api is the presenceserver's contract: the presence topics it reads and writes,
+// their payloads, the producer writers use, and its query API.
+package api
+
+import (
+	"context"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+)
+
+// TopicInputPresence carries what users do that bears on their presence.
+//
+// Producer: clientapi (PUT /presence) and syncapi (a /sync with set_presence), and
+// federationapi, through Producer. Key: user ID. Ordering: per user, applied in log order.
+// Payload: InputPresenceEvent, version 1.
+const TopicInputPresence = "InputPresence"
+
+// TopicOutputPresenceEvent carries every change of a user's presence.
+//
+// Producer: presenceserver, after it stored the change (also when an idle or offline timer
+// changes it). Key: user ID. Ordering: per user. Payload: OutputPresenceEvent, version 1.
+// Every message is the user's complete presence: readers replace their copy, so redelivery
+// changes nothing.
+const TopicOutputPresenceEvent = "OutputPresenceEvent"
+
+// Presence states.
+const (
+	Online      = "online"
+	Unavailable = "unavailable"
+	Offline     = "offline"
+)
+
+// Input kinds.
+const (
+	// InputKindSet is an explicit PUT /presence/{userId}/status.
+	InputKindSet = "set"
+	// InputKindSync is a /sync with set_presence: the client is connected.
+	InputKindSync = "sync"
+	// InputKindTimeout asks the presenceserver to apply its idle and offline timeouts to
+	// the user. The presenceserver writes it itself, so that every change of a user's
+	// presence goes through the user's partition, in order.
+	InputKindTimeout = "timeout"
+)
+
+// InputPresenceEvent is a presence the user set, or activity seen from the user.
+type InputPresenceEvent struct {
+	UserID   string `json:"user_id"`
+	Kind     string `json:"kind"`
+	Presence string `json:"presence"`
+	// StatusMsg is set only by InputKindSet; nil clears it.
+	StatusMsg *string `json:"status_msg,omitempty"`
+	// TS is when it happened, in Unix milliseconds.
+	TS int64 `json:"ts"`
+}
+
+// Presence is a user's presence.
+type Presence struct {
+	UserID       string  `json:"user_id"`
+	Presence     string  `json:"presence"`
+	StatusMsg    *string `json:"status_msg,omitempty"`
+	LastActiveTS int64   `json:"last_active_ts"`
+	// CurrentlyActive is true while the user is online and was active within the last
+	// minute.
+	CurrentlyActive bool `json:"currently_active"`
+}
+
+// OutputPresenceEvent is a user's presence after a change.
+type OutputPresenceEvent struct {
+	Presence
+	// Changed is when the presence changed, in Unix milliseconds.
+	Changed int64 `json:"changed"`
+}
+
+// QueryPresenceRequest asks for a user's presence.
+type QueryPresenceRequest struct {
+	UserID string `json:"user_id"`
+}
+
+// QueryPresenceResponse is the user's presence; Presence.Presence is Offline for a user
+// never seen.
+type QueryPresenceResponse struct {
+	Presence Presence `json:"presence"`
+}
+
+// QueryAPI is the presenceserver's query API (clientapi: GET /presence).
+type QueryAPI interface {
+	QueryPresence(ctx context.Context, req *QueryPresenceRequest) (*QueryPresenceResponse, error)
+}
+
+// InputAPI is what writers use to submit presence input.
+type InputAPI interface {
+	InputPresence(ctx context.Context, ev *InputPresenceEvent) error
+}
+
+// Producer implements InputAPI by appending to the presenceserver's input topic.
+type Producer struct {
+	Log   eventlog.Log
+	Topic string // full topic name, with the configured prefix
+}
+
+// InputPresence appends ev to the input topic.
+func (p *Producer) InputPresence(ctx context.Context, ev *InputPresenceEvent) error {
+	return eventlog.ProduceJSON(ctx, p.Log, p.Topic, ev.UserID, ev)
+}

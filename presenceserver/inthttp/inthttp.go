@@ -1,0 +1,39 @@
+// Package inthttp carries the presenceserver's api.QueryAPI over internal HTTP for the
+// polylith deployment; it has no logic (see internal/inthttp).
+package inthttp
+
+import (
+	"context"
+
+	"github.com/gorilla/mux"
+
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/presenceserver/api"
+)
+
+// Component is the presenceserver's name in internal API paths.
+const Component = "presenceserver"
+
+// Register serves every method of a on router.
+func Register(router *mux.Router, a api.QueryAPI, opts ihttp.ServerOptions) *ihttp.Server {
+	s := ihttp.NewServer(router, Component, opts)
+	ihttp.Serve(s, a.QueryPresence)
+	return s
+}
+
+// Client calls the presenceserver at one base URL. It implements api.QueryAPI.
+type Client struct {
+	c *ihttp.Client
+}
+
+var _ api.QueryAPI = (*Client)(nil)
+
+// NewClient calls the presenceserver at baseURL.
+func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
+	return &Client{c: ihttp.NewClient(baseURL, Component, opts)}
+}
+
+// QueryPresence implements api.QueryAPI.
+func (c *Client) QueryPresence(ctx context.Context, req *api.QueryPresenceRequest) (*api.QueryPresenceResponse, error) {
+	return ihttp.Call[api.QueryPresenceResponse](ctx, c.c, req)
+}

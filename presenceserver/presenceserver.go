@@ -1,0 +1,72 @@
+// Package presenceserver is the server for presence. It reads InputPresence, which writers
+// produce (explicit presence from clientapi, syncing from syncapi), applies idle and offline
+// timeouts, and writes every change to OutputPresenceEvent, which the sync API (and the
+// federation sender) read. Its query API answers GET /presence. See api/.
+package presenceserver
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/presenceserver/api"
+	"github.com/matrix-org/dendrite/presenceserver/internal"
+	"github.com/matrix-org/dendrite/presenceserver/storage/sql"
+)
+
+// Deps is what the presenceserver is built from. Topics are full names, with the prefix.
+type Deps struct {
+	Cfg         *config.PresenceServer
+	DB          *sqlutil.DB
+	Log         eventlog.Log
+	LogMetrics  *eventlog.Metrics
+	InputTopic  string
+	OutputTopic string
+	Logger      *logrus.Entry
+}
+
+// PresenceServer is a running presenceserver.
+type PresenceServer struct {
+	presence *internal.Presence
+	consumer *eventlog.Consumer
+	sweep    time.Duration
+}
+
+// New opens the storage. Run starts consuming.
+func New(ctx context.Context, d Deps) (*PresenceServer, error) {
+	db, err := sql.Open(ctx, d.DB)
+	if err != nil {
+		return nil, err
+	}
+	offsets, err := eventlog.NewOffsetStore(ctx, d.DB, "presenceserver")
+	if err != nil {
+		return nil, fmt.Errorf("open presenceserver offsets: %w", err)
+	}
+	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, OutputTopic: d.OutputTopic,
+		IdleTimeout: time.Duration(d.Cfg.IdleTimeout), OfflineTimeout: time.Duration(d.Cfg.OfflineTimeout), Logger: d.Logger}
+	return &PresenceServer{
+		presence: p,
+		consumer: &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: offsets, Topic: d.InputTopic, Partitions: eventlog.AllPartitions(d.Log, d.InputTopic),
+			Name: "presenceserver", Handle: p.Handle, Logger: d.Logger, Metrics: d.LogMetrics},
+		sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second),
+	}, nil
+}
+
+// API is the presenceserver's query API.
+func (s *PresenceServer) API() api.QueryAPI {
+	return s.presence
+}
+
+// Run consumes the input topic and sweeps for timeouts until ctx ends.
+func (s *PresenceServer) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.consumer.Run(ctx) })
+	g.Go(func() error { return s.presence.Sweep(ctx, s.sweep) })
+	return g.Wait()
+}
