@@ -1,17 +1,22 @@
-// Package clientapi is the writer behind /_matrix/client: accounts and rooms. Room events
-// go to the roomserver's input log through roomserver/api; accounts, profiles and account
-// data go to the userapi.
+// Package clientapi is the writer behind /_matrix/client: accounts, rooms and ephemeral
+// data. Room events go to the roomserver's input log through roomserver/api; typing,
+// send-to-device, receipts and presence to the EDU servers' input logs; accounts, profiles
+// and account data to the userapi.
 package clientapi
 
 import (
 	"crypto/ed25519"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/clientapi/routing"
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -24,22 +29,29 @@ type Deps struct {
 	PrivateKey ed25519.PrivateKey
 	RSAPI      rsapi.ClientRoomserverAPI
 	UserAPI    uapi.ClientUserAPI
+	EDU        eduapi.InputAPI
+	Receipts   receiptapi.InputAPI
+	// Presence and PresenceQuery are nil when presence is off.
+	Presence      presenceapi.InputAPI
+	PresenceQuery presenceapi.QueryAPI
 }
 
 // ClientAPI is the client API's route table.
 type ClientAPI struct {
-	accounts *routing.Accounts
-	rooms    *routing.Rooms
+	accounts  *routing.Accounts
+	rooms     *routing.Rooms
+	ephemeral *routing.Ephemeral
 }
 
 // New builds the client API.
 func New(d Deps) *ClientAPI {
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile}
-	return &ClientAPI{accounts: accounts, rooms: rooms}
+	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
+	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral}
 }
 
 // Routes lists every client API endpoint with its absolute path.
 func (c *ClientAPI) Routes() []httputil.Route {
-	return append(c.accounts.Routes(), c.rooms.Routes()...)
+	return slices.Concat(c.accounts.Routes(), c.rooms.Routes(), c.ephemeral.Routes())
 }

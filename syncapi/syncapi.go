@@ -7,6 +7,7 @@ package syncapi
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -16,11 +17,13 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi/consumer"
 	"github.com/matrix-org/dendrite/syncapi/internal"
 	"github.com/matrix-org/dendrite/syncapi/notifier"
 	"github.com/matrix-org/dendrite/syncapi/routing"
+	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/storage/sql"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -33,10 +36,13 @@ type Deps struct {
 	Log                  eventlog.Log
 	OutputRoomEventTopic string
 	ClientDataTopic      string
-	RoomserverAPI        rsapi.SyncRoomserverAPI
-	DeviceLookup         func(ctx context.Context, token string) (*uapi.Device, error)
-	FilterLookup         func(ctx context.Context, localpart, filterID string) ([]byte, error)
-	Logger               *logrus.Entry
+	EphemeralTopics      consumer.EphemeralTopics
+	// Presence, when set, is told of syncing users; nil when presence is off.
+	Presence      presenceapi.InputAPI
+	RoomserverAPI rsapi.SyncRoomserverAPI
+	DeviceLookup  func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup  func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	Logger        *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
 }
@@ -45,7 +51,10 @@ type Deps struct {
 type SyncAPI struct {
 	roomEvents *consumer.RoomEvents
 	clientData *consumer.ClientData
+	ephemeral  *consumer.Ephemeral
 	handlers   *routing.Handlers
+	db         storage.Database
+	logger     *logrus.Entry
 }
 
 // New opens the storage and loads room memberships into the notifier. Run starts consuming.
@@ -72,11 +81,16 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	progress := consumer.NewProgress(d.Log, d.OutputRoomEventTopic, d.ClientDataTopic)
 	shared := consumer.Shared{Log: d.Log, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer)}
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+		CatchUp: progress.CatchUp}
+	if d.Presence != nil {
+		handlers.Presence = &internal.SyncPresence{Input: d.Presence}
+	}
 	return &SyncAPI{
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic),
-		handlers: &routing.Handlers{Syncer: internal.NewSyncer(db, n), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
-			CatchUp: progress.CatchUp},
+		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
+		handlers:   handlers, db: db, logger: logger,
 	}, nil
 }
 
@@ -86,10 +100,30 @@ func (s *SyncAPI) Routes() []httputil.Route {
 	return s.handlers.Routes()
 }
 
-// Run consumes both topics until ctx ends.
+// Run consumes every topic, and forgets delivered send-to-device messages after a day,
+// until ctx ends.
 func (s *SyncAPI) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.roomEvents.Run(ctx) })
 	g.Go(func() error { return s.clientData.Run(ctx) })
+	g.Go(func() error { return s.ephemeral.Run(ctx) })
+	g.Go(func() error {
+		tick := time.NewTicker(time.Hour)
+		defer tick.Stop()
+		for {
+			if err := s.db.PruneToDevice(ctx, time.Now().Add(-ToDeviceRetention).UnixMilli()); err != nil && ctx.Err() == nil {
+				s.logger.WithError(err).Warn("pruning delivered to-device messages failed")
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-tick.C:
+			}
+		}
+	})
 	return g.Wait()
 }
+
+// ToDeviceRetention is how long the IDs of delivered to-device messages are kept, so that a
+// late redelivery is recognised.
+const ToDeviceRetention = 24 * time.Hour

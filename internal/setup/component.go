@@ -17,10 +17,14 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
@@ -108,6 +112,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 		return nil, err
 	}
 	e.users = uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts)
+	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {
@@ -243,7 +248,10 @@ func (e *env) kafkaConfig(clientID string, metrics *eventlog.Metrics, logger *lo
 			DefaultPartitions: lc.Partitions, Retention: time.Duration(lc.Retention), Metrics: metrics,
 		},
 		Brokers: lc.Kafka.Brokers, ClientID: clientID,
-		Topics:          []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData)},
+		Topics: []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData),
+			e.topic(eduapi.TopicInputTyping), e.topic(eduapi.TopicOutputTypingEvent), e.topic(eduapi.TopicInputSendToDevice),
+			e.topic(eduapi.TopicOutputSendToDeviceEvent), e.topic(receiptapi.TopicInputReceipt), e.topic(receiptapi.TopicOutputReceiptEvent),
+			e.topic(presenceapi.TopicInputPresence), e.topic(presenceapi.TopicOutputPresenceEvent)},
 		MaxMessageBytes: lc.Kafka.MaxMessageBytes, ReplicationFactor: int16(lc.Kafka.ReplicationFactor),
 		Logger: logger,
 	}
@@ -257,7 +265,8 @@ func (p *process) start(ctx context.Context) (*built, error) {
 	if p.c.name == "roomserver" {
 		clientID += "-" + strconv.Itoa(p.opts.Shard)
 	}
-	k, err := eventlog.NewKafka(ctx, p.e.kafkaConfig(clientID, eventlog.NewMetrics(p.base), p.log))
+	p.e.logMetrics = eventlog.NewMetrics(p.base)
+	k, err := eventlog.NewKafka(ctx, p.e.kafkaConfig(clientID, p.e.logMetrics, p.log))
 	if err != nil {
 		return nil, err
 	}

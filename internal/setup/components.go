@@ -13,15 +13,23 @@ import (
 
 	"github.com/matrix-org/dendrite/clientapi"
 	"github.com/matrix-org/dendrite/clientapi/routing"
+	"github.com/matrix-org/dendrite/eduserver"
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/presenceserver"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
+	"github.com/matrix-org/dendrite/receiptserver"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
 	"github.com/matrix-org/dendrite/syncapi"
+	synccons "github.com/matrix-org/dendrite/syncapi/consumer"
 	"github.com/matrix-org/dendrite/userapi"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 	uinthttp "github.com/matrix-org/dendrite/userapi/inthttp"
@@ -46,6 +54,15 @@ var components = []component{
 	}},
 	{name: "userapi", build: buildUserAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.UserAPI.InternalAPI.Listen, ""
+	}},
+	{name: "eduserver", build: buildEDUServer, listen: func(c *config.Dendrite) (string, string) {
+		return c.EDUServer.InternalAPI.Listen, ""
+	}},
+	{name: "receiptserver", build: buildReceiptServer, listen: func(c *config.Dendrite) (string, string) {
+		return c.ReceiptServer.InternalAPI.Listen, ""
+	}},
+	{name: "presenceserver", build: buildPresenceServer, listen: func(c *config.Dendrite) (string, string) {
+		return c.PresenceServer.InternalAPI.Listen, ""
 	}},
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
@@ -76,6 +93,7 @@ type built struct {
 	// provides are the peer APIs this component implements.
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
+	presence   presenceapi.QueryAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -84,8 +102,10 @@ type env struct {
 	cfg    *config.Dendrite
 	logger *logrus.Logger
 	// registry is where components register their metrics.
-	registry   *prometheus.Registry
-	log        eventlog.Log
+	registry *prometheus.Registry
+	log      eventlog.Log
+	// logMetrics are the event log's metrics, shared by the consumers built on it.
+	logMetrics *eventlog.Metrics
 	keyID      gomatrixserverlib.KeyID
 	key        ed25519.PrivateKey
 	serverName spec.ServerName
@@ -96,6 +116,7 @@ type env struct {
 
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
+	presence   presenceapi.QueryAPI
 }
 
 func newEnv(cfg *config.Dendrite, logger *logrus.Logger) (*env, error) {
@@ -187,9 +208,16 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
+	var presence presenceapi.InputAPI
+	if e.cfg.PresenceServer.Enabled {
+		presence = &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence)}
+	}
 	s, err := syncapi.New(ctx, syncapi.Deps{
 		Cfg: &e.cfg.SyncAPI, ServerName: string(e.serverName), DB: db, Log: e.log,
 		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
+		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
+			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
+		Presence:      presence,
 		RoomserverAPI: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
 	})
@@ -208,8 +236,60 @@ type clientRoomserver struct {
 
 func buildClientAPI(_ context.Context, e *env) (*built, error) {
 	rs := clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
-	c := clientapi.New(clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users})
-	return &built{routes: c.Routes()}, nil
+	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users,
+		EDU:      &eduapi.Producer{Log: e.log, TypingTopic: e.topic(eduapi.TopicInputTyping), ToDeviceTopic: e.topic(eduapi.TopicInputSendToDevice)},
+		Receipts: &receiptapi.Producer{Log: e.log, Topic: e.topic(receiptapi.TopicInputReceipt)}}
+	if e.cfg.PresenceServer.Enabled {
+		d.Presence = &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence)}
+		d.PresenceQuery = e.presence
+	}
+	return &built{routes: clientapi.New(d).Routes()}, nil
+}
+
+func buildEDUServer(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("eduserver", e.cfg.EDUServer.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := eduserver.New(ctx, eduserver.Deps{Cfg: &e.cfg.EDUServer, ServerName: string(e.serverName), DB: db, Log: e.log,
+		LogMetrics: e.logMetrics, Topics: eduserver.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Devices: e.users,
+		Logger: e.component("eduserver")})
+	if err != nil {
+		return nil, err
+	}
+	return &built{run: s.Run}, nil
+}
+
+func buildReceiptServer(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("receiptserver", e.cfg.ReceiptServer.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := receiptserver.New(ctx, receiptserver.Deps{DB: db, Log: e.log, LogMetrics: e.logMetrics,
+		InputTopic: e.topic(receiptapi.TopicInputReceipt), OutputTopic: e.topic(receiptapi.TopicOutputReceiptEvent),
+		Logger: e.component("receiptserver")})
+	if err != nil {
+		return nil, err
+	}
+	return &built{run: s.Run}, nil
+}
+
+func buildPresenceServer(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("presenceserver", e.cfg.PresenceServer.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := presenceserver.New(ctx, presenceserver.Deps{Cfg: &e.cfg.PresenceServer, DB: db, Log: e.log, LogMetrics: e.logMetrics,
+		InputTopic: e.topic(presenceapi.TopicInputPresence), OutputTopic: e.topic(presenceapi.TopicOutputPresenceEvent),
+		Logger: e.component("presenceserver")})
+	if err != nil {
+		return nil, err
+	}
+	return &built{
+		run:      s.Run,
+		serve:    func(r *mux.Router, opts ihttp.ServerOptions) { presenceinthttp.Register(r, s.API(), opts) },
+		presence: s.API(),
+	}, nil
 }
 
 // filterLookup lets syncapi resolve stored filter IDs through the userapi.

@@ -36,6 +36,7 @@ type Monolith struct {
 // or Kafka (waiting for the brokers until ctx ends).
 func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventlog.Log, error) {
 	metrics := eventlog.NewMetrics(e.registry)
+	e.logMetrics = metrics
 	if e.cfg.Global.Log.Kind == "kafka" {
 		k, err := eventlog.NewKafka(ctx, e.kafkaConfig("dendrite-monolith", metrics, logger.WithField("component", "eventlog")))
 		if err != nil {
@@ -85,6 +86,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 		if b.users != nil {
 			e.users = b.users
+		}
+		if b.presence != nil {
+			e.presence = b.presence
 		}
 	}
 	m.router = publicRouter(e, "monolith", routes, e.ready, true)

@@ -2,7 +2,6 @@ package internal
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -49,8 +48,8 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 			AccountData: types.AccountData{Events: []types.BasicEvent{}}}
 		return nil
 	}
-	res.Rooms.Join[p.roomID] = &types.JoinedRoom{Timeline: timeline, State: types.StateEvents{Events: state},
-		AccountData: types.AccountData{Events: []types.BasicEvent{}}, Ephemeral: types.EphemeralEvents{Events: []json.RawMessage{}}}
+	jr := joinedRoom(res, p.roomID)
+	jr.Timeline, jr.State = timeline, types.StateEvents{Events: state}
 	return nil
 }
 
@@ -133,13 +132,18 @@ func (s *Syncer) addAccountData(ctx context.Context, req *SyncRequest, rooms map
 			!req.Filter.Room.AccountData.Allows(ad.Type, req.UserID) {
 			continue
 		}
-		jr := res.Rooms.Join[ad.RoomID]
-		if jr == nil {
-			jr = &types.JoinedRoom{Timeline: types.Timeline{Events: []clientevent.Event{}}, State: types.StateEvents{Events: []clientevent.Event{}},
-				Ephemeral: types.EphemeralEvents{Events: []json.RawMessage{}}, AccountData: types.AccountData{Events: []types.BasicEvent{}}}
-			res.Rooms.Join[ad.RoomID] = jr
-		}
+		jr := joinedRoom(res, ad.RoomID)
 		jr.AccountData.Events = append(jr.AccountData.Events, ev)
 	}
 	return nil
+}
+
+// joinedRoom is the room's entry in rooms.join, added if missing.
+func joinedRoom(res *types.SyncResponse, roomID string) *types.JoinedRoom {
+	jr := res.Rooms.Join[roomID]
+	if jr == nil {
+		jr = types.NewJoinedRoom()
+		res.Rooms.Join[roomID] = jr
+	}
+	return jr
 }

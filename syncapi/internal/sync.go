@@ -42,6 +42,12 @@ type SyncRequest struct {
 // notifier to report something for the user past the position it last looked at.
 func (s *Syncer) Sync(ctx context.Context, req *SyncRequest) (*types.SyncResponse, error) {
 	deadline := time.Now().Add(req.Timeout)
+	if req.Since != nil {
+		// The device has the response that ended at since, so it has the messages up to it.
+		if err := s.db.AckToDevice(ctx, req.UserID, req.DeviceID, req.Since.Position); err != nil {
+			return nil, fmt.Errorf("acknowledge to-device messages: %w", err)
+		}
+	}
 	for {
 		to, err := s.db.MaxPosition(ctx)
 		if err != nil {
@@ -98,7 +104,19 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 	if err = s.fill(ctx, req, plans, res); err != nil {
 		return nil, err
 	}
-	return res, s.addAccountData(ctx, req, rooms, since, to, res)
+	if err = s.addAccountData(ctx, req, rooms, since, to, res); err != nil {
+		return nil, err
+	}
+	if err = s.addEphemeral(ctx, req, joinedRoomIDs(req, rooms), since, to, res); err != nil {
+		return nil, err
+	}
+	if err = s.addPresence(ctx, req, since, to, res); err != nil {
+		return nil, err
+	}
+	if err = s.addToDevice(ctx, req, to, res); err != nil {
+		return nil, err
+	}
+	return res, s.addUnread(ctx, req, rooms, to, res)
 }
 
 // plan decides which rooms appear and how.

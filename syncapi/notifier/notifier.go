@@ -23,7 +23,9 @@ type Notifier struct {
 
 	mu    sync.Mutex
 	rooms map[string]map[string]struct{}
-	users map[string]*userStream
+	// userRooms is rooms inverted: the rooms each local user is joined to or invited to.
+	userRooms map[string]map[string]struct{}
+	users     map[string]*userStream
 }
 
 // userStream is a user's highest notified position and the channel closed to wake them.
@@ -37,7 +39,7 @@ type userStream struct {
 func New(serverName string, waiting prometheus.Gauge) *Notifier {
 	return &Notifier{
 		serverSuffix: ":" + serverName, waiting: waiting,
-		rooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
+		rooms: map[string]map[string]struct{}{}, userRooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
 	}
 }
 
@@ -61,18 +63,28 @@ func (n *Notifier) setMember(roomID, userID, membership string) {
 	if !strings.HasSuffix(userID, n.serverSuffix) {
 		return
 	}
-	set := n.rooms[roomID]
 	if membership == spec.Join || membership == spec.Invite {
-		if set == nil {
-			set = map[string]struct{}{}
-			n.rooms[roomID] = set
-		}
-		set[userID] = struct{}{}
+		addTo(n.rooms, roomID, userID)
+		addTo(n.userRooms, userID, roomID)
 		return
 	}
-	delete(set, userID)
-	if len(set) == 0 {
-		delete(n.rooms, roomID)
+	removeFrom(n.rooms, roomID, userID)
+	removeFrom(n.userRooms, userID, roomID)
+}
+
+func addTo(m map[string]map[string]struct{}, key, v string) {
+	set := m[key]
+	if set == nil {
+		set = map[string]struct{}{}
+		m[key] = set
+	}
+	set[v] = struct{}{}
+}
+
+func removeFrom(m map[string]map[string]struct{}, key, v string) {
+	delete(m[key], v)
+	if len(m[key]) == 0 {
+		delete(m, key)
 	}
 }
 
@@ -100,8 +112,9 @@ func (n *Notifier) wakeUser(userID string, pos int64) {
 }
 
 // Notify wakes everyone a committed write concerns: the members of rooms with new events
-// (before and after membership changes) and the subjects of membership changes, and the
-// owners of changed account data.
+// (before and after membership changes) or new typing and receipts, the subjects of
+// membership changes, the users named in a.Users, and everyone sharing a room with a user
+// whose presence changed.
 func (n *Notifier) Notify(a *storage.Applied) {
 	if a == nil || a.Position == 0 {
 		return
@@ -131,6 +144,19 @@ func (n *Notifier) Notify(a *storage.Applied) {
 	}
 	for _, u := range a.Users {
 		wake(u)
+	}
+	for _, roomID := range a.EphemeralRooms {
+		for u := range n.rooms[roomID] {
+			wake(u)
+		}
+	}
+	for _, subject := range a.PresenceUsers {
+		wake(subject)
+		for roomID := range n.userRooms[subject] {
+			for u := range n.rooms[roomID] {
+				wake(u)
+			}
+		}
 	}
 }
 

@@ -38,6 +38,8 @@ type Handlers struct {
 	// CatchUp waits until the consumers have applied everything in the log when the request
 	// arrived (read-your-writes; see consumer.Progress).
 	CatchUp func(ctx context.Context, maxWait time.Duration) error
+	// Presence, when set, hears of syncing users (set_presence).
+	Presence *internal.SyncPresence
 }
 
 // catchUpWait bounds the read-your-writes wait: past it the request is answered from what
@@ -71,6 +73,19 @@ func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, e
 	req, err := h.parseSync(r, dev)
 	if err != nil {
 		return httputil.Response{}, err
+	}
+	setPresence := r.URL.Query().Get("set_presence")
+	switch setPresence {
+	case "":
+		setPresence = "online"
+	case "online", "unavailable", "offline":
+	default:
+		return httputil.Response{}, matrixerr.InvalidParam("set_presence must be online, unavailable or offline")
+	}
+	if h.Presence != nil && setPresence != "offline" {
+		if _, err := h.Presence.Report(r.Context(), dev.UserID, setPresence); err != nil {
+			httputil.Logger(r).WithError(err).Warn("reporting presence from /sync failed")
+		}
 	}
 	res, err := h.Syncer.Sync(r.Context(), req)
 	if err != nil {

@@ -69,8 +69,12 @@ type Applied struct {
 	Rooms []string
 	// Members are the membership changes.
 	Members []MemberChange
-	// Users got new account data.
+	// Users got new account data, a private receipt or a to-device message.
 	Users []string
+	// EphemeralRooms got new typing or receipts: their members are woken.
+	EphemeralRooms []string
+	// PresenceUsers changed presence: everyone sharing a room with them is woken.
+	PresenceUsers []string
 	// Position is the highest position assigned.
 	Position int64
 }
@@ -118,6 +122,58 @@ type Range struct {
 	Limit    int
 }
 
+// TypingUser is a user typing in a room until ExpiresTS (Unix ms).
+type TypingUser struct {
+	UserID    string `json:"user_id"`
+	ExpiresTS int64  `json:"expires_ts"`
+}
+
+// Typing is a room's complete set of typing users.
+type Typing struct {
+	RoomID string
+	Users  []TypingUser
+}
+
+// Receipt is a user's receipt in a room.
+type Receipt struct {
+	RoomID   string
+	UserID   string
+	Type     string
+	EventID  string
+	ThreadID string
+	TS       int64
+}
+
+// ToDeviceMessage is a message for one device, at Position.
+type ToDeviceMessage struct {
+	MessageID string
+	UserID    string
+	DeviceID  string
+	Sender    string
+	Type      string
+	Content   []byte
+	Position  int64
+}
+
+// Presence is a user's presence, announced at Position.
+type Presence struct {
+	UserID          string
+	Presence        string
+	StatusMsg       *string
+	LastActiveTS    int64
+	CurrentlyActive bool
+	Position        int64
+}
+
+// Unread is a room's notification counts for one user.
+type Unread struct {
+	Notifications int
+	Highlights    int
+}
+
+// MaxUnread caps the counted unread notifications per room.
+const MaxUnread = 1000
+
 // Database is what the sync API needs from its store.
 type Database interface {
 	// WriteRoomEvents stores events in order, skipping any already stored (at-least-once
@@ -126,6 +182,16 @@ type Database interface {
 	// WriteAccountData upserts account data (unchanged content keeps its position) like
 	// WriteRoomEvents.
 	WriteAccountData(ctx context.Context, changes []AccountDataChange, dead []DeadLetter, offset Offset) (*Applied, error)
+	// WriteTyping replaces rooms' typing sets like WriteRoomEvents.
+	WriteTyping(ctx context.Context, typing []Typing, dead []DeadLetter, offset Offset) (*Applied, error)
+	// WriteReceipts upserts receipts (an unchanged receipt keeps its position) like
+	// WriteRoomEvents.
+	WriteReceipts(ctx context.Context, receipts []Receipt, dead []DeadLetter, offset Offset) (*Applied, error)
+	// WriteToDevice stores messages for local devices, skipping message IDs already
+	// stored, like WriteRoomEvents.
+	WriteToDevice(ctx context.Context, msgs []ToDeviceMessage, dead []DeadLetter, offset Offset) (*Applied, error)
+	// WritePresence replaces users' presence like WriteRoomEvents.
+	WritePresence(ctx context.Context, presence []Presence, dead []DeadLetter, offset Offset) (*Applied, error)
 	// NextOffset is where a consumer resumes.
 	NextOffset(ctx context.Context, topic string, partition int32) (int64, error)
 
@@ -147,6 +213,27 @@ type Database interface {
 	StateEventsAfter(ctx context.Context, roomID string, after int64) ([]Event, error)
 	// EventsByID returns the stored events among ids.
 	EventsByID(ctx context.Context, ids []string) ([]Event, error)
+	// Typing returns the typing sets of those of roomIDs changed in (after, upTo].
+	Typing(ctx context.Context, roomIDs []string, after, upTo int64) ([]Typing, error)
+	// Receipts returns the receipts in roomIDs changed in (after, upTo], private ones only
+	// of userID.
+	Receipts(ctx context.Context, userID string, roomIDs []string, after, upTo int64) ([]Receipt, error)
+	// ToDevice returns the device's messages not yet acknowledged, up to upTo, oldest first.
+	ToDevice(ctx context.Context, userID, deviceID string, upTo int64) ([]ToDeviceMessage, error)
+	// AckToDevice marks the device's messages up to upTo delivered: their content is
+	// deleted; their IDs are kept until PruneToDevice, so a redelivery is not stored again.
+	AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error
+	// PruneToDevice forgets delivered messages acknowledged before before (Unix ms).
+	PruneToDevice(ctx context.Context, before int64) error
+	// Presence returns the presence changed in (after, upTo] of userID and every user
+	// who shares a joined room with userID.
+	Presence(ctx context.Context, userID string, after, upTo int64) ([]Presence, error)
+	// Unread counts, per room, the notifying events from others in (from[room], upTo], up
+	// to MaxUnread, and those among them that mention userID.
+	Unread(ctx context.Context, userID string, from map[string]int64, upTo int64) (map[string]Unread, error)
+	// ReadUpTo is, per room among roomIDs, the position of the event the user's latest
+	// unthreaded or main-timeline read receipt (public or private) points at.
+	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
 }

@@ -74,16 +74,21 @@ func ParseRoomEventFilter(b []byte) (*RoomEventFilter, error) {
 
 // Allows reports whether an event of evType sent by sender passes the filter.
 func (f *EventFilter) Allows(evType, sender string) bool {
-	if f.Types != nil && !slices.ContainsFunc(*f.Types, func(p string) bool { return globMatch(p, evType) }) {
-		return false
-	}
-	if slices.ContainsFunc(f.NotTypes, func(p string) bool { return globMatch(p, evType) }) {
+	if !f.AllowsType(evType) {
 		return false
 	}
 	if f.Senders != nil && !slices.Contains(*f.Senders, sender) {
 		return false
 	}
 	return !slices.Contains(f.NotSenders, sender)
+}
+
+// AllowsType reports whether events of evType pass the filter's type lists.
+func (f *EventFilter) AllowsType(evType string) bool {
+	if f.Types != nil && !slices.ContainsFunc(*f.Types, func(p string) bool { return globMatch(p, evType) }) {
+		return false
+	}
+	return !slices.ContainsFunc(f.NotTypes, func(p string) bool { return globMatch(p, evType) })
 }
 
 // AllowsRoom reports whether roomID passes the filter's room lists.

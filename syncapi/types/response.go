@@ -16,7 +16,41 @@ type BasicEvent struct {
 type SyncResponse struct {
 	NextBatch   string      `json:"next_batch"`
 	AccountData AccountData `json:"account_data"`
+	Presence    Presence    `json:"presence"`
+	ToDevice    ToDevice    `json:"to_device"`
 	Rooms       Rooms       `json:"rooms"`
+}
+
+// Presence is the presence of users sharing a room with the user.
+type Presence struct {
+	Events []PresenceEvent `json:"events"`
+}
+
+// PresenceEvent is an m.presence event.
+type PresenceEvent struct {
+	Type    string          `json:"type"`
+	Sender  string          `json:"sender"`
+	Content PresenceContent `json:"content"`
+}
+
+// PresenceContent is an m.presence event's content.
+type PresenceContent struct {
+	Presence        string  `json:"presence"`
+	LastActiveAgo   int64   `json:"last_active_ago,omitempty"`
+	CurrentlyActive bool    `json:"currently_active"`
+	StatusMsg       *string `json:"status_msg,omitempty"`
+}
+
+// ToDevice lists the device's send-to-device messages.
+type ToDevice struct {
+	Events []ToDeviceEvent `json:"events"`
+}
+
+// ToDeviceEvent is a send-to-device message.
+type ToDeviceEvent struct {
+	Type    string          `json:"type"`
+	Sender  string          `json:"sender"`
+	Content json.RawMessage `json:"content"`
 }
 
 // AccountData is a list of account data events.
@@ -35,13 +69,15 @@ type Rooms struct {
 func NewSyncResponse() *SyncResponse {
 	return &SyncResponse{
 		AccountData: AccountData{Events: []BasicEvent{}},
+		Presence:    Presence{Events: []PresenceEvent{}},
+		ToDevice:    ToDevice{Events: []ToDeviceEvent{}},
 		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Leave: map[string]*LeftRoom{}},
 	}
 }
 
 // IsEmpty reports whether the response carries nothing for the client.
 func (r *SyncResponse) IsEmpty() bool {
-	return len(r.AccountData.Events) == 0 && len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0
+	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0
 }
 
 // Timeline is a room's timeline section.
@@ -56,7 +92,7 @@ type StateEvents struct {
 	Events []clientevent.Event `json:"events"`
 }
 
-// EphemeralEvents is a room's ephemeral section (typing, receipts: not produced yet).
+// EphemeralEvents is a room's ephemeral section: m.typing and m.receipt.
 type EphemeralEvents struct {
 	Events []json.RawMessage `json:"events"`
 }
@@ -67,6 +103,20 @@ type JoinedRoom struct {
 	State       StateEvents     `json:"state"`
 	AccountData AccountData     `json:"account_data"`
 	Ephemeral   EphemeralEvents `json:"ephemeral"`
+	// UnreadNotifications counts the notifying events after the user's read receipt.
+	UnreadNotifications UnreadNotifications `json:"unread_notifications"`
+}
+
+// UnreadNotifications are a joined room's notification counts.
+type UnreadNotifications struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
+}
+
+// NewJoinedRoom is a joined room with every list allocated.
+func NewJoinedRoom() *JoinedRoom {
+	return &JoinedRoom{Timeline: Timeline{Events: []clientevent.Event{}}, State: StateEvents{Events: []clientevent.Event{}},
+		Ephemeral: EphemeralEvents{Events: []json.RawMessage{}}, AccountData: AccountData{Events: []BasicEvent{}}}
 }
 
 // InviteState is an invited room's stripped state.

@@ -60,4 +60,46 @@ CREATE TABLE IF NOT EXISTS syncapi_account_data (
 	PRIMARY KEY (user_id, room_id, type)
 );
 CREATE INDEX IF NOT EXISTS syncapi_account_data_user ON syncapi_account_data (user_id, position);
+`}, {Version: 2, SQL: `
+ALTER TABLE syncapi_events ADD COLUMN notify BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE syncapi_events ADD COLUMN mentions TEXT NOT NULL DEFAULT '';
+CREATE TABLE IF NOT EXISTS syncapi_typing (
+	room_id TEXT PRIMARY KEY,
+	users TEXT NOT NULL,
+	position {bigint} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS syncapi_typing_position ON syncapi_typing (position);
+CREATE TABLE IF NOT EXISTS syncapi_receipts (
+	room_id TEXT NOT NULL,
+	user_id TEXT NOT NULL,
+	receipt_type TEXT NOT NULL,
+	thread_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	event_position {bigint} NOT NULL,
+	ts {bigint} NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (room_id, user_id, receipt_type, thread_id)
+);
+CREATE INDEX IF NOT EXISTS syncapi_receipts_room_position ON syncapi_receipts (room_id, position);
+CREATE INDEX IF NOT EXISTS syncapi_receipts_user ON syncapi_receipts (user_id, room_id);
+CREATE TABLE IF NOT EXISTS syncapi_send_to_device (
+	position {bigint} PRIMARY KEY,
+	message_id TEXT NOT NULL UNIQUE,
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	sender TEXT NOT NULL,
+	type TEXT NOT NULL,
+	content TEXT NOT NULL,
+	delivered_ms {bigint} NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS syncapi_send_to_device_device ON syncapi_send_to_device (user_id, device_id, position);
+CREATE TABLE IF NOT EXISTS syncapi_presence (
+	user_id TEXT PRIMARY KEY,
+	presence TEXT NOT NULL,
+	status_msg TEXT,
+	last_active_ts {bigint} NOT NULL,
+	currently_active BOOLEAN NOT NULL,
+	position {bigint} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS syncapi_presence_position ON syncapi_presence (position);
 `}}

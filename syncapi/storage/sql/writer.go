@@ -40,8 +40,8 @@ func nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
 }
 
 const insertEventSQL = `INSERT INTO syncapi_events (position, room_id, event_id, type, sender, state_key, event_json,
-	room_version, history_visibility, replaces_event_id, txn_user_id, txn_device_id, txn_id)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
+	room_version, history_visibility, replaces_event_id, txn_user_id, txn_device_id, txn_id, notify, mentions)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
 
 // writeRoomEvent stores one event and applies its state delta. An event already stored was
 // applied in full by an earlier delivery, so it is skipped whole.
@@ -71,8 +71,12 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if ev.Txn != nil {
 		txn = *ev.Txn
 	}
+	notify, mentions := false, ""
+	if e.StateKey() == nil {
+		notify, mentions = notifyAndMentions(e.Type(), e.Content())
+	}
 	_, err = tx.ExecContext(ctx, insertEventSQL, pos, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
-		string(e.Version()), ev.HistoryVisibility, replaces, txn.UserID, txn.DeviceID, txn.TxnID)
+		string(e.Version()), ev.HistoryVisibility, replaces, txn.UserID, txn.DeviceID, txn.TxnID, notify, mentions)
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,132 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+)
+
+// Ephemeral consumes the EDU servers' outputs: typing, receipts, send-to-device and
+// presence. Each topic's records are decoded (undecodable ones dead-lettered) and written in
+// one transaction with the offset; the writes dedupe, so redelivery changes nothing.
+type Ephemeral struct {
+	typing, receipts, toDevice, presence partitions
+	serverSuffix                         string
+}
+
+// EphemeralTopics are the full names of the topics Ephemeral reads.
+type EphemeralTopics struct {
+	Typing, Receipts, ToDevice, Presence string
+}
+
+// NewEphemeral builds the consumers; only to-device messages for serverName's users are
+// stored.
+func NewEphemeral(s Shared, topics EphemeralTopics, serverName string) *Ephemeral {
+	return &Ephemeral{typing: newPartitions(s, topics.Typing), receipts: newPartitions(s, topics.Receipts),
+		toDevice: newPartitions(s, topics.ToDevice), presence: newPartitions(s, topics.Presence), serverSuffix: ":" + serverName}
+}
+
+// Run consumes every partition of the four topics until ctx ends.
+func (e *Ephemeral) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return e.typing.run(ctx, e.applyTyping) })
+	g.Go(func() error { return e.receipts.run(ctx, e.applyReceipts) })
+	g.Go(func() error { return e.toDevice.run(ctx, e.applyToDevice) })
+	g.Go(func() error { return e.presence.run(ctx, e.applyPresence) })
+	return g.Wait()
+}
+
+// decodeAll decodes every record into T, dead-lettering those that fail to decode or that
+// valid rejects.
+func decodeAll[T any](p *partitions, recs []eventlog.Record, valid func(*T) error) ([]T, []storage.DeadLetter) {
+	var out []T
+	var dead []storage.DeadLetter
+	for _, rec := range recs {
+		var v T
+		err := json.Unmarshal(rec.Value, &v)
+		if err == nil {
+			err = valid(&v)
+		}
+		if err != nil {
+			dead = append(dead, p.deadLetter(rec, fmt.Errorf("decode %s: %w", p.topic, err)))
+			continue
+		}
+		out = append(out, v)
+	}
+	return out, dead
+}
+
+func (e *Ephemeral) applyTyping(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	outs, dead := decodeAll(&e.typing, recs, func(o *eduapi.OutputTypingEvent) error {
+		if o.RoomID == "" {
+			return errors.New("no room")
+		}
+		return nil
+	})
+	typing := make([]storage.Typing, 0, len(outs))
+	for _, o := range outs {
+		t := storage.Typing{RoomID: o.RoomID, Users: make([]storage.TypingUser, 0, len(o.Users))}
+		for _, u := range o.Users {
+			t.Users = append(t.Users, storage.TypingUser{UserID: u.UserID, ExpiresTS: u.ExpiresTS})
+		}
+		typing = append(typing, t)
+	}
+	return e.typing.db.WriteTyping(ctx, typing, dead, offset)
+}
+
+func (e *Ephemeral) applyReceipts(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	outs, dead := decodeAll(&e.receipts, recs, func(o *receiptapi.OutputReceiptEvent) error {
+		if o.RoomID == "" || o.UserID == "" || o.EventID == "" || o.Type == "" {
+			return errors.New("receipt without room, user, event or type")
+		}
+		return nil
+	})
+	receipts := make([]storage.Receipt, 0, len(outs))
+	for _, o := range outs {
+		receipts = append(receipts, storage.Receipt{RoomID: o.RoomID, UserID: o.UserID, Type: o.Type, EventID: o.EventID, ThreadID: o.ThreadID, TS: o.TS})
+	}
+	return e.receipts.db.WriteReceipts(ctx, receipts, dead, offset)
+}
+
+func (e *Ephemeral) applyToDevice(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	outs, dead := decodeAll(&e.toDevice, recs, func(o *eduapi.OutputSendToDeviceEvent) error {
+		if o.MessageID == "" || o.UserID == "" || o.DeviceID == "" || !json.Valid(o.Content) {
+			return errors.New("to-device message without ID, target or valid content")
+		}
+		return nil
+	})
+	msgs := make([]storage.ToDeviceMessage, 0, len(outs))
+	for _, o := range outs {
+		if !strings.HasSuffix(o.UserID, e.serverSuffix) {
+			continue // for a remote user: the federation sender's business
+		}
+		msgs = append(msgs, storage.ToDeviceMessage{MessageID: o.MessageID, UserID: o.UserID, DeviceID: o.DeviceID,
+			Sender: o.Sender, Type: o.Type, Content: o.Content})
+	}
+	return e.toDevice.db.WriteToDevice(ctx, msgs, dead, offset)
+}
+
+func (e *Ephemeral) applyPresence(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	outs, dead := decodeAll(&e.presence, recs, func(o *presenceapi.OutputPresenceEvent) error {
+		if o.UserID == "" || o.Presence.Presence == "" {
+			return errors.New("presence without user or state")
+		}
+		return nil
+	})
+	presence := make([]storage.Presence, 0, len(outs))
+	for _, o := range outs {
+		presence = append(presence, storage.Presence{UserID: o.UserID, Presence: o.Presence.Presence, StatusMsg: o.StatusMsg,
+			LastActiveTS: o.LastActiveTS, CurrentlyActive: o.CurrentlyActive})
+	}
+	return e.presence.db.WritePresence(ctx, presence, dead, offset)
+}

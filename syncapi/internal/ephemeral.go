@@ -1,0 +1,193 @@
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/syncapi/types"
+)
+
+// joinedRoomIDs are the rooms the user is joined to now that the filter lets through.
+func joinedRoomIDs(req *SyncRequest, rooms map[string]memberHistory) []string {
+	var out []string
+	for roomID, h := range rooms {
+		if h.latest().Membership == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
+			out = append(out, roomID)
+		}
+	}
+	return out
+}
+
+// addEphemeral adds typing and receipts changed in (since, to] to joined rooms (adding a
+// room entry when only those changed). An initial sync gets every room's current typing set
+// and receipts; an incremental one also gets emptied typing sets, so clients clear them.
+func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []string, since, to int64, res *types.SyncResponse) error {
+	ef := &req.Filter.Room.Ephemeral
+	var roomIDs []string
+	for _, roomID := range joined {
+		if ef.AllowsRoom(roomID) {
+			roomIDs = append(roomIDs, roomID)
+		}
+	}
+	if len(roomIDs) == 0 {
+		return nil
+	}
+	counts := map[string]int{}
+	add := func(roomID string, ev any) error {
+		if ef.Limit > 0 && counts[roomID] >= ef.Limit {
+			return nil
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		counts[roomID]++
+		jr := joinedRoom(res, roomID)
+		jr.Ephemeral.Events = append(jr.Ephemeral.Events, b)
+		return nil
+	}
+	if ef.AllowsType("m.typing") {
+		typing, err := s.db.Typing(ctx, roomIDs, since, to)
+		if err != nil {
+			return fmt.Errorf("load typing: %w", err)
+		}
+		now := time.Now().UnixMilli()
+		for _, t := range typing {
+			users := []string{}
+			for _, u := range t.Users {
+				if u.ExpiresTS > now {
+					users = append(users, u.UserID)
+				}
+			}
+			if len(users) == 0 && since == 0 {
+				continue
+			}
+			if err := add(t.RoomID, typingEvent{Type: "m.typing", Content: typingContent{UserIDs: users}}); err != nil {
+				return err
+			}
+		}
+	}
+	if ef.AllowsType("m.receipt") {
+		receipts, err := s.db.Receipts(ctx, req.UserID, roomIDs, since, to)
+		if err != nil {
+			return fmt.Errorf("load receipts: %w", err)
+		}
+		byRoom := map[string]receiptContent{}
+		var order []string
+		for _, r := range receipts {
+			c := byRoom[r.RoomID]
+			if c == nil {
+				c = receiptContent{}
+				byRoom[r.RoomID] = c
+				order = append(order, r.RoomID)
+			}
+			if c[r.EventID] == nil {
+				c[r.EventID] = map[string]map[string]receiptInfo{}
+			}
+			if c[r.EventID][r.Type] == nil {
+				c[r.EventID][r.Type] = map[string]receiptInfo{}
+			}
+			c[r.EventID][r.Type][r.UserID] = receiptInfo{TS: r.TS, ThreadID: r.ThreadID}
+		}
+		for _, roomID := range order {
+			if err := add(roomID, receiptEvent{Type: "m.receipt", Content: byRoom[roomID]}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+type typingEvent struct {
+	Type    string        `json:"type"`
+	Content typingContent `json:"content"`
+}
+
+type typingContent struct {
+	UserIDs []string `json:"user_ids"`
+}
+
+type receiptEvent struct {
+	Type    string         `json:"type"`
+	Content receiptContent `json:"content"`
+}
+
+// receiptContent maps event ID -> receipt type -> user ID -> receipt.
+type receiptContent map[string]map[string]map[string]receiptInfo
+
+type receiptInfo struct {
+	TS       int64  `json:"ts"`
+	ThreadID string `json:"thread_id,omitempty"`
+}
+
+// addUnread sets the notification counts of every joined room in the response: notifying
+// events from others after the later of the user's read receipt and their join.
+func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, to int64, res *types.SyncResponse) error {
+	if len(res.Rooms.Join) == 0 {
+		return nil
+	}
+	roomIDs := make([]string, 0, len(res.Rooms.Join))
+	for roomID := range res.Rooms.Join {
+		roomIDs = append(roomIDs, roomID)
+	}
+	read, err := s.db.ReadUpTo(ctx, req.UserID, roomIDs)
+	if err != nil {
+		return fmt.Errorf("load read receipts: %w", err)
+	}
+	from := make(map[string]int64, len(roomIDs))
+	for _, roomID := range roomIDs {
+		from[roomID] = max(read[roomID], rooms[roomID].latest().Position)
+	}
+	unread, err := s.db.Unread(ctx, req.UserID, from, to)
+	if err != nil {
+		return err
+	}
+	for roomID, u := range unread {
+		res.Rooms.Join[roomID].UnreadNotifications = types.UnreadNotifications{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
+	}
+	return nil
+}
+
+// addPresence adds the presence changed in (since, to] of the user and of everyone who
+// shares a joined room with them.
+func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to int64, res *types.SyncResponse) error {
+	pf := &req.Filter.Presence
+	if !pf.AllowsType("m.presence") {
+		return nil
+	}
+	presence, err := s.db.Presence(ctx, req.UserID, since, to)
+	if err != nil {
+		return fmt.Errorf("load presence: %w", err)
+	}
+	now := time.Now().UnixMilli()
+	for _, p := range presence {
+		if !pf.Allows("m.presence", p.UserID) {
+			continue
+		}
+		if pf.Limit > 0 && len(res.Presence.Events) >= pf.Limit {
+			break
+		}
+		c := types.PresenceContent{Presence: p.Presence, CurrentlyActive: p.CurrentlyActive, StatusMsg: p.StatusMsg}
+		if p.LastActiveTS > 0 {
+			c.LastActiveAgo = max(now-p.LastActiveTS, 0)
+		}
+		res.Presence.Events = append(res.Presence.Events, types.PresenceEvent{Type: "m.presence", Sender: p.UserID, Content: c})
+	}
+	return nil
+}
+
+// addToDevice adds the device's unacknowledged send-to-device messages up to to.
+func (s *Syncer) addToDevice(ctx context.Context, req *SyncRequest, to int64, res *types.SyncResponse) error {
+	msgs, err := s.db.ToDevice(ctx, req.UserID, req.DeviceID, to)
+	if err != nil {
+		return fmt.Errorf("load to-device messages: %w", err)
+	}
+	for _, m := range msgs {
+		res.ToDevice.Events = append(res.ToDevice.Events, types.ToDeviceEvent{Type: m.Type, Sender: m.Sender, Content: m.Content})
+	}
+	return nil
+}

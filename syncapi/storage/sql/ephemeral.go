@@ -1,0 +1,375 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/syncapi/storage"
+)
+
+// WriteTyping implements storage.Database.
+func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{}
+		for _, t := range typing {
+			users, err := json.Marshal(t.Users)
+			if err != nil {
+				return err
+			}
+			var old string
+			err = tx.QueryRowContext(ctx, "SELECT users FROM syncapi_typing WHERE room_id = $1", t.RoomID).Scan(&old)
+			if err == nil && old == string(users) {
+				continue
+			}
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			pos, err := nextPosition(ctx, tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_typing (room_id, users, position) VALUES ($1, $2, $3)
+				ON CONFLICT (room_id) DO UPDATE SET users = $2, position = $3`, t.RoomID, string(users), pos)
+			if err != nil {
+				return fmt.Errorf("store typing: %w", err)
+			}
+			applied.EphemeralRooms = append(applied.EphemeralRooms, t.RoomID)
+			applied.Position = pos
+		}
+		return finish(ctx, tx, d, dead, offset)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied, nil
+}
+
+// WriteReceipts implements storage.Database.
+func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{}
+		for _, r := range receipts {
+			var old string
+			err := tx.QueryRowContext(ctx, "SELECT event_id FROM syncapi_receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
+				r.RoomID, r.UserID, r.Type, r.ThreadID).Scan(&old)
+			if err == nil && old == r.EventID {
+				continue
+			}
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			var eventPos int64
+			err = tx.QueryRowContext(ctx, "SELECT position FROM syncapi_events WHERE event_id = $1", r.EventID).Scan(&eventPos)
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			pos, err := nextPosition(ctx, tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_receipts (room_id, user_id, receipt_type, thread_id, event_id, event_position, ts, position)
+				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (room_id, user_id, receipt_type, thread_id)
+				DO UPDATE SET event_id = $5, event_position = $6, ts = $7, position = $8`,
+				r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, eventPos, r.TS, pos)
+			if err != nil {
+				return fmt.Errorf("store receipt: %w", err)
+			}
+			if r.Type == "m.read.private" {
+				applied.Users = append(applied.Users, r.UserID)
+			} else {
+				applied.EphemeralRooms = append(applied.EphemeralRooms, r.RoomID)
+			}
+			applied.Position = pos
+		}
+		return finish(ctx, tx, d, dead, offset)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied, nil
+}
+
+// WriteToDevice implements storage.Database.
+func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMessage, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{}
+		for _, m := range msgs {
+			var n int
+			if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_send_to_device WHERE message_id = $1", m.MessageID).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				continue
+			}
+			pos, err := nextPosition(ctx, tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_send_to_device (position, message_id, user_id, device_id, sender, type, content)
+				VALUES ($1, $2, $3, $4, $5, $6, $7)`, pos, m.MessageID, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content))
+			if err != nil {
+				return fmt.Errorf("store to-device message: %w", err)
+			}
+			applied.Users = append(applied.Users, m.UserID)
+			applied.Position = pos
+		}
+		return finish(ctx, tx, d, dead, offset)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied, nil
+}
+
+// WritePresence implements storage.Database.
+func (d *Database) WritePresence(ctx context.Context, presence []storage.Presence, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{}
+		for _, p := range presence {
+			var old storage.Presence
+			var status sql.NullString
+			err := tx.QueryRowContext(ctx, "SELECT presence, status_msg, last_active_ts, currently_active FROM syncapi_presence WHERE user_id = $1",
+				p.UserID).Scan(&old.Presence, &status, &old.LastActiveTS, &old.CurrentlyActive)
+			if err == nil && old.Presence == p.Presence && old.LastActiveTS == p.LastActiveTS && old.CurrentlyActive == p.CurrentlyActive &&
+				status.Valid == (p.StatusMsg != nil) && (p.StatusMsg == nil || status.String == *p.StatusMsg) {
+				continue
+			}
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			pos, err := nextPosition(ctx, tx)
+			if err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_presence (user_id, presence, status_msg, last_active_ts, currently_active, position)
+				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id)
+				DO UPDATE SET presence = $2, status_msg = $3, last_active_ts = $4, currently_active = $5, position = $6`,
+				p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.CurrentlyActive, pos)
+			if err != nil {
+				return fmt.Errorf("store presence: %w", err)
+			}
+			applied.PresenceUsers = append(applied.PresenceUsers, p.UserID)
+			applied.Position = pos
+		}
+		return finish(ctx, tx, d, dead, offset)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &applied, nil
+}
+
+// Typing implements storage.Database.
+func (d *Database) Typing(ctx context.Context, roomIDs []string, after, upTo int64) ([]storage.Typing, error) {
+	if len(roomIDs) == 0 {
+		return nil, nil
+	}
+	q, args := d.db.Dialect.InList("SELECT room_id, users FROM syncapi_typing WHERE position > $1 AND position <= $2 AND room_id IN ({ids})",
+		"{ids}", []any{after, upTo}, roomIDs)
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []storage.Typing
+	for rows.Next() {
+		var t storage.Typing
+		var users string
+		if err := rows.Scan(&t.RoomID, &users); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(users), &t.Users); err != nil {
+			return nil, fmt.Errorf("decode typing of %s: %w", t.RoomID, err)
+		}
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// Receipts implements storage.Database.
+func (d *Database) Receipts(ctx context.Context, userID string, roomIDs []string, after, upTo int64) ([]storage.Receipt, error) {
+	if len(roomIDs) == 0 {
+		return nil, nil
+	}
+	q, args := d.db.Dialect.InList(`SELECT room_id, user_id, receipt_type, event_id, thread_id, ts FROM syncapi_receipts
+		WHERE position > $1 AND position <= $2 AND (receipt_type <> 'm.read.private' OR user_id = $3) AND room_id IN ({ids})
+		ORDER BY position`, "{ids}", []any{after, upTo, userID}, roomIDs)
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []storage.Receipt
+	for rows.Next() {
+		var r storage.Receipt
+		if err := rows.Scan(&r.RoomID, &r.UserID, &r.Type, &r.EventID, &r.ThreadID, &r.TS); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ToDevice implements storage.Database.
+func (d *Database) ToDevice(ctx context.Context, userID, deviceID string, upTo int64) ([]storage.ToDeviceMessage, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT position, message_id, sender, type, content FROM syncapi_send_to_device
+		WHERE user_id = $1 AND device_id = $2 AND position <= $3 AND delivered_ms = 0 ORDER BY position`, userID, deviceID, upTo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []storage.ToDeviceMessage
+	for rows.Next() {
+		m := storage.ToDeviceMessage{UserID: userID, DeviceID: deviceID}
+		var content string
+		if err := rows.Scan(&m.Position, &m.MessageID, &m.Sender, &m.Type, &content); err != nil {
+			return nil, err
+		}
+		m.Content = []byte(content)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// AckToDevice implements storage.Database.
+func (d *Database) AckToDevice(ctx context.Context, userID, deviceID string, upTo int64) error {
+	_, err := d.db.ExecContext(ctx, `UPDATE syncapi_send_to_device SET content = '', delivered_ms = $4
+		WHERE user_id = $1 AND device_id = $2 AND position <= $3 AND delivered_ms = 0`, userID, deviceID, upTo, time.Now().UnixMilli())
+	return err
+}
+
+// PruneToDevice implements storage.Database.
+func (d *Database) PruneToDevice(ctx context.Context, before int64) error {
+	_, err := d.db.ExecContext(ctx, "DELETE FROM syncapi_send_to_device WHERE delivered_ms > 0 AND delivered_ms < $1", before)
+	return err
+}
+
+// Presence implements storage.Database.
+func (d *Database) Presence(ctx context.Context, userID string, after, upTo int64) ([]storage.Presence, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT user_id, presence, status_msg, last_active_ts, currently_active, position FROM syncapi_presence
+		WHERE position > $1 AND position <= $2 AND (user_id = $3 OR user_id IN (
+			SELECT o.state_key FROM syncapi_current_state o JOIN syncapi_current_state m ON o.room_id = m.room_id
+			WHERE m.type = 'm.room.member' AND m.state_key = $3 AND m.membership = 'join'
+			AND o.type = 'm.room.member' AND o.membership = 'join'))
+		ORDER BY position`, after, upTo, userID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []storage.Presence
+	for rows.Next() {
+		var p storage.Presence
+		var status sql.NullString
+		if err := rows.Scan(&p.UserID, &p.Presence, &status, &p.LastActiveTS, &p.CurrentlyActive, &p.Position); err != nil {
+			return nil, err
+		}
+		if status.Valid {
+			p.StatusMsg = &status.String
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// ReadUpTo implements storage.Database.
+func (d *Database) ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error) {
+	out := map[string]int64{}
+	if len(roomIDs) == 0 {
+		return out, nil
+	}
+	q, args := d.db.Dialect.InList(`SELECT room_id, MAX(event_position) FROM syncapi_receipts
+		WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main') AND room_id IN ({ids})
+		GROUP BY room_id`, "{ids}", []any{userID}, roomIDs)
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	for rows.Next() {
+		var roomID string
+		var pos int64
+		if err := rows.Scan(&roomID, &pos); err != nil {
+			return nil, err
+		}
+		out[roomID] = pos
+	}
+	return out, rows.Err()
+}
+
+// Unread implements storage.Database.
+func (d *Database) Unread(ctx context.Context, userID string, from map[string]int64, upTo int64) (map[string]storage.Unread, error) {
+	out := make(map[string]storage.Unread, len(from))
+	pattern := "%" + likeEscaper.Replace(mentionToken(userID)) + "%"
+	for roomID, after := range from {
+		var u storage.Unread
+		var highlights sql.NullInt64
+		err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(CASE WHEN mentions LIKE $5 ESCAPE '\' OR mentions LIKE $6 THEN 1 ELSE 0 END) FROM (
+			SELECT mentions FROM syncapi_events WHERE room_id = $1 AND position > $2 AND position <= $3 AND sender <> $4 AND notify
+			ORDER BY position LIMIT $7) AS unread`,
+			roomID, after, upTo, userID, pattern, "%"+mentionToken(roomMention)+"%", storage.MaxUnread).Scan(&u.Notifications, &highlights)
+		if err != nil {
+			return nil, fmt.Errorf("count unread in %s: %w", roomID, err)
+		}
+		u.Highlights = int(highlights.Int64)
+		out[roomID] = u
+	}
+	return out, nil
+}
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`)
+
+// roomMention stands for an @room mention in the mentions column.
+const roomMention = "@room"
+
+// mentionToken is how a mention is written in the mentions column: "\n<user ID>\n".
+func mentionToken(s string) string {
+	return "\n" + s + "\n"
+}
+
+// notifyAndMentions reports whether an event counts as a notification for the room's other
+// members (the default push rules' messages, encrypted events and stickers, notices
+// excepted), and whom it mentions (its m.mentions), as stored in the mentions column.
+func notifyAndMentions(evType string, content []byte) (bool, string) {
+	switch evType {
+	case "m.room.message", "m.room.encrypted", "m.sticker":
+	default:
+		return false, ""
+	}
+	var c struct {
+		MsgType  string `json:"msgtype"`
+		Mentions *struct {
+			UserIDs []string `json:"user_ids"`
+			Room    bool     `json:"room"`
+		} `json:"m.mentions"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return true, ""
+	}
+	if c.MsgType == "m.notice" {
+		return false, ""
+	}
+	if c.Mentions == nil {
+		return true, ""
+	}
+	var b strings.Builder
+	for _, u := range c.Mentions.UserIDs {
+		if _, err := spec.NewUserID(u, true); err == nil {
+			b.WriteString(mentionToken(u))
+		}
+	}
+	if c.Mentions.Room {
+		b.WriteString(mentionToken(roomMention))
+	}
+	return true, b.String()
+}
