@@ -128,15 +128,11 @@ func listenPort(addr string) int {
 
 // internalAPI is a component's internal_api section.
 func internalAPI(cfg *config.Dendrite, component string) config.InternalAPI {
-	switch component {
-	case "clientapi":
-		return cfg.ClientAPI.InternalAPI
-	case "roomserver":
+	if component == "roomserver" {
 		return cfg.RoomServer.InternalAPI
-	case "syncapi":
-		return cfg.SyncAPI.InternalAPI
-	case "userapi":
-		return cfg.UserAPI.InternalAPI
+	}
+	if ia := cfg.InternalAPIOf(component); ia != nil {
+		return *ia
 	}
 	panic("unknown component " + component)
 }

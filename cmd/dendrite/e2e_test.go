@@ -110,6 +110,11 @@ func TestMonolithStory(t *testing.T) {
 }
 
 // TestMonolithBadInput checks the spec's errors for bad requests.
+// TestMonolithEDUs covers typing, receipts, presence and send-to-device (issue 5).
+func TestMonolithEDUs(t *testing.T) {
+	e2e.EDUs(t, startServer(t, e2e.WriteConfig(t, t.TempDir())))
+}
+
 func TestMonolithBadInput(t *testing.T) {
 	e2e.BadInput(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
 }

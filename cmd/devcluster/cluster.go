@@ -36,8 +36,8 @@ type cluster struct {
 
 // start brings the whole polylith up and waits until every component is ready. On error
 // it has stopped whatever it started.
-func start(ctx context.Context, o options, logger *logrus.Logger) (c *cluster, err error) {
-	c = &cluster{o: o, log: logger, client: &http.Client{Timeout: 5 * time.Second}}
+func start(ctx context.Context, o options, logger *logrus.Logger) (_ *cluster, err error) {
+	c := &cluster{o: o, log: logger, client: &http.Client{Timeout: 5 * time.Second}}
 	defer func() {
 		if err != nil {
 			c.stop()
@@ -156,8 +156,15 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	cfg := c.cfg
 	cfg.Global.Log.Kind = "kafka"
 	cfg.Global.Database.ConnectionString = dsn
-	cfg.RoomServer.Database, cfg.SyncAPI.Database, cfg.UserAPI.Database = config.DatabaseOptions{}, config.DatabaseOptions{}, config.DatabaseOptions{}
-	for _, ia := range []*config.InternalAPI{&cfg.ClientAPI.InternalAPI, &cfg.SyncAPI.InternalAPI, &cfg.UserAPI.InternalAPI} {
+	for _, db := range []*config.DatabaseOptions{&cfg.RoomServer.Database, &cfg.SyncAPI.Database, &cfg.UserAPI.Database,
+		&cfg.EDUServer.Database, &cfg.ReceiptServer.Database, &cfg.PresenceServer.Database} {
+		*db = config.DatabaseOptions{}
+	}
+	for _, name := range config.Components {
+		ia := cfg.InternalAPIOf(name)
+		if ia == nil {
+			continue // the roomserver shards get their addresses below
+		}
 		addr, err := freeAddr()
 		if err != nil {
 			return "", err
@@ -208,13 +215,16 @@ func (c *cluster) startComponents(binary, cfgPath string, out *lockedWriter) {
 		c.procs = append(c.procs, p)
 	}
 	cfg := c.cfg
-	add("userapi", "userapi", 0, cfg.UserAPI.InternalAPI.Listen)
-	for i, u := range cfg.RoomServer.ShardConnect {
-		internal := u[len("http://"):]
-		add("roomserver-"+strconv.Itoa(i), "roomserver", i, internal, "--shard", strconv.Itoa(i), "--internal-listen", internal)
+	for _, name := range config.Components {
+		if ia := cfg.InternalAPIOf(name); ia != nil {
+			add(name, name, 0, ia.Listen)
+			continue
+		}
+		for i, u := range cfg.RoomServer.ShardConnect {
+			internal := u[len("http://"):]
+			add("roomserver-"+strconv.Itoa(i), "roomserver", i, internal, "--shard", strconv.Itoa(i), "--internal-listen", internal)
+		}
 	}
-	add("syncapi", "syncapi", 0, cfg.SyncAPI.InternalAPI.Listen)
-	add("clientapi", "clientapi", 0, cfg.ClientAPI.InternalAPI.Listen)
 	for _, p := range c.procs {
 		go p.supervise()
 	}

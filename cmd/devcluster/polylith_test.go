@@ -157,6 +157,14 @@ func TestPolylithStory(t *testing.T) {
 	e2e.Story(t, d)
 }
 
+// TestPolylithEDUs covers typing, receipts, presence and send-to-device through the
+// eduserver, receiptserver and presenceserver processes, with every process restarted
+// between a to-device send and its delivery.
+func TestPolylithEDUs(t *testing.T) {
+	t.Parallel()
+	e2e.EDUs(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2))
+}
+
 // TestPolylithBadInput checks the spec's errors for bad requests through the polylith: Matrix
 // errors raised behind internal HTTP reach the client with their code and status.
 func TestPolylithBadInput(t *testing.T) {

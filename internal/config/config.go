@@ -355,6 +355,15 @@ func (c *Dendrite) SigningKeyPath() string {
 // with its config section's internal_api.
 var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver"}
 
+// InternalAPIOf is the internal API section of a component other than the roomserver (whose
+// shards each have their own URL; see ShardURL), nil for an unknown name.
+func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
+	return map[string]*InternalAPI{
+		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
+		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
+	}[component]
+}
+
 // ShardURL is where roomserver shard i serves its internal API.
 func (r *RoomServer) ShardURL(i int) string {
 	if len(r.ShardConnect) > 0 {

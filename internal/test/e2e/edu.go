@@ -1,0 +1,256 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Poller follows one client's sync stream.
+type Poller struct {
+	C     *mautrix.Client
+	Since string
+}
+
+// Until long-polls until cond holds for a response, failing after timeout. Every response
+// is passed to cond, in order.
+func (p *Poller) Until(t *testing.T, timeout time.Duration, what string, cond func(*mautrix.RespSync) bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		res, err := p.C.SyncRequest(context.Background(), 500, p.Since, "", false, "")
+		if err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		p.Since = res.NextBatch
+		if cond(res) {
+			return
+		}
+	}
+	t.Fatalf("%s: not seen within %s", what, timeout)
+}
+
+// Drain syncs once without waiting and passes the response to fn.
+func (p *Poller) Drain(t *testing.T, fn func(*mautrix.RespSync)) {
+	t.Helper()
+	res, err := p.C.SyncRequest(context.Background(), 0, p.Since, "", false, "")
+	if err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	p.Since = res.NextBatch
+	fn(res)
+}
+
+// typingIn returns the user IDs of the room's m.typing event in res, and whether there was one.
+func typingIn(res *mautrix.RespSync, roomID id.RoomID) ([]string, bool) {
+	room := res.Rooms.Join[roomID]
+	if room == nil {
+		return nil, false
+	}
+	for _, e := range room.Ephemeral.Events {
+		if e.Type.Type == "m.typing" {
+			var c struct {
+				UserIDs []string `json:"user_ids"`
+			}
+			_ = json.Unmarshal(e.Content.VeryRaw, &c) // a malformed event reads as nobody typing
+			return c.UserIDs, true
+		}
+	}
+	return nil, false
+}
+
+// receiptsIn lists (event ID, receipt type, user) of the room's m.receipt events in res.
+func receiptsIn(res *mautrix.RespSync, roomID id.RoomID) [][3]string {
+	room := res.Rooms.Join[roomID]
+	if room == nil {
+		return nil
+	}
+	var out [][3]string
+	for _, e := range room.Ephemeral.Events {
+		if e.Type.Type != "m.receipt" {
+			continue
+		}
+		var c map[string]map[string]map[string]json.RawMessage
+		_ = json.Unmarshal(e.Content.VeryRaw, &c) // a malformed event reads as no receipts
+		for eventID, byType := range c {
+			for rt, byUser := range byType {
+				for u := range byUser {
+					out = append(out, [3]string{eventID, rt, u})
+				}
+			}
+		}
+	}
+	return out
+}
+
+func presenceOf(res *mautrix.RespSync, userID id.UserID) map[string]any {
+	var last map[string]any
+	for _, e := range res.Presence.Events {
+		if e.Sender == userID {
+			last = e.Content.Raw
+		}
+	}
+	return last
+}
+
+// EDUs drives typing, receipts, presence and send-to-device between two users with a real
+// Matrix client, with a restart between a to-device send and its delivery, and checks the
+// spec's errors for bad ephemeral input.
+func EDUs(t *testing.T, hs Homeserver) {
+	ctx := context.Background()
+	alice, bob, carol := Register(t, hs.URL(), "edu-alice"), Register(t, hs.URL(), "edu-bob"), Register(t, hs.URL(), "edu-carol")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	roomID := created.RoomID
+	if _, err = bob.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	bp, ap, cp := &Poller{C: bob}, &Poller{C: alice}, &Poller{C: carol}
+	bp.Drain(t, func(*mautrix.RespSync) {})
+	ap.Drain(t, func(*mautrix.RespSync) {})
+	cp.Drain(t, func(*mautrix.RespSync) {})
+
+	// Typing appears for bob, then expires by itself.
+	if _, err = alice.UserTyping(ctx, roomID, true, 1500*time.Millisecond); err != nil {
+		t.Fatalf("typing: %v", err)
+	}
+	bp.Until(t, 10*time.Second, "alice typing", func(res *mautrix.RespSync) bool {
+		users, ok := typingIn(res, roomID)
+		return ok && len(users) == 1 && users[0] == alice.UserID.String()
+	})
+	bp.Until(t, 10*time.Second, "alice's typing expiring", func(res *mautrix.RespSync) bool {
+		users, ok := typingIn(res, roomID)
+		return ok && len(users) == 0
+	})
+
+	// Unread counts rise with alice's messages and drop when bob's receipt moves; receipts
+	// never move back.
+	var msgs []id.EventID
+	for _, body := range []string{"m1", "m2", "m3"} {
+		res, err := alice.SendText(ctx, roomID, body)
+		if err != nil {
+			t.Fatalf("send: %v", err)
+		}
+		msgs = append(msgs, res.EventID)
+	}
+	bp.Until(t, 10*time.Second, "3 unread notifications", func(res *mautrix.RespSync) bool {
+		room := res.Rooms.Join[roomID]
+		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 3
+	})
+	if err = bob.SendReceipt(ctx, roomID, msgs[1], event.ReceiptTypeRead, nil); err != nil {
+		t.Fatalf("receipt: %v", err)
+	}
+	bp.Until(t, 10*time.Second, "1 unread notification after the receipt", func(res *mautrix.RespSync) bool {
+		room := res.Rooms.Join[roomID]
+		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 1
+	})
+	if err = bob.SendReceipt(ctx, roomID, msgs[0], event.ReceiptTypeRead, nil); err != nil {
+		t.Fatalf("backward receipt: %v", err)
+	}
+	if err = bob.SendReceipt(ctx, roomID, msgs[2], event.ReceiptTypeReadPrivate, nil); err != nil {
+		t.Fatalf("private receipt: %v", err)
+	}
+	if err = bob.SendReceipt(ctx, roomID, msgs[2], event.ReceiptTypeRead, map[string]string{"thread_id": "main"}); err != nil {
+		t.Fatalf("threaded receipt: %v", err)
+	}
+	var seen [][3]string
+	ap.Until(t, 10*time.Second, "bob's receipt on m3", func(res *mautrix.RespSync) bool {
+		for _, r := range receiptsIn(res, roomID) {
+			if r[2] == bob.UserID.String() {
+				seen = append(seen, r)
+			}
+		}
+		return slices.Contains(seen, [3]string{msgs[2].String(), "m.read", bob.UserID.String()})
+	})
+	for _, r := range seen {
+		if r[0] == msgs[0].String() || r[1] == "m.read.private" {
+			t.Fatalf("alice saw bob's receipt %v: receipts must not move back, private ones must not leave bob", r)
+		}
+	}
+	_, err = bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "rooms", roomID, "receipt", "m.read", "$nope:localhost"), struct{}{}, nil)
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	_, err = bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "rooms", roomID, "receipt", "m.unknown", msgs[0]), struct{}{}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	_, err = bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "rooms", roomID, "receipt", "m.read", msgs[0]), map[string]string{"thread_id": ""}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	_, err = alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "rooms", roomID, "typing", bob.UserID), map[string]any{"typing": true}, nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = carol.UserTyping(ctx, roomID, true, time.Second)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	// Presence reaches the room-mate, not the stranger.
+	if err = alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "lunch"}); err != nil {
+		t.Fatalf("set presence: %v", err)
+	}
+	bp.Until(t, 10*time.Second, "alice's presence", func(res *mautrix.RespSync) bool {
+		p := presenceOf(res, alice.UserID)
+		return p != nil && p["presence"] == "unavailable" && p["status_msg"] == "lunch"
+	})
+	cp.Drain(t, func(res *mautrix.RespSync) {
+		if presenceOf(res, alice.UserID) != nil {
+			t.Fatal("carol, who shares no room with alice, saw her presence")
+		}
+	})
+	got, err := bob.GetPresence(ctx, alice.UserID)
+	if err != nil || got.Presence != event.PresenceUnavailable || got.StatusMsg != "lunch" {
+		t.Fatalf("bob reads alice's presence: %+v %v", got, err)
+	}
+	_, err = carol.GetPresence(ctx, alice.UserID)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	err = alice.SetPresence(ctx, mautrix.ReqPresence{Presence: "sleeping"})
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+
+	// Send-to-device: a retried transaction arrives once; a message sent before a restart
+	// arrives after it, once.
+	toBob := func(txnID, body string) error {
+		req := map[string]any{"messages": map[string]any{bob.UserID.String(): map[string]any{bob.DeviceID.String(): map[string]string{"body": body}}}}
+		_, err := alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "sendToDevice", "m.test", txnID), req, nil)
+		return err
+	}
+	for range 2 {
+		if err = toBob("txn1", "first"); err != nil {
+			t.Fatalf("sendToDevice: %v", err)
+		}
+	}
+	var bodies []string
+	collect := func(res *mautrix.RespSync) {
+		for _, e := range res.ToDevice.Events {
+			if e.Sender == alice.UserID && e.Type.Type == "m.test" {
+				bodies = append(bodies, e.Content.Raw["body"].(string))
+			}
+		}
+	}
+	bp.Until(t, 10*time.Second, "the first to-device message", func(res *mautrix.RespSync) bool {
+		collect(res)
+		return len(bodies) > 0
+	})
+	if err = toBob("txn2", "second"); err != nil {
+		t.Fatalf("sendToDevice: %v", err)
+	}
+	hs.Restart(t)
+	for _, c := range []*mautrix.Client{alice, bob, carol} {
+		c.HomeserverURL = MustParse(t, hs.URL())
+	}
+	bp.Until(t, 20*time.Second, "the second to-device message", func(res *mautrix.RespSync) bool {
+		collect(res)
+		return len(bodies) > 1
+	})
+	bp.Drain(t, collect)
+	if len(bodies) != 2 || bodies[0] != "first" || bodies[1] != "second" {
+		t.Fatalf("bob's to-device messages: %q, want each exactly once", bodies)
+	}
+	bad := map[string]any{"messages": map[string]any{bob.UserID.String(): map[string]any{bob.DeviceID.String(): "not an object"}}}
+	_, err = alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "sendToDevice", "m.test", "txn3"), bad, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
+	_, err = alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "sendToDevice", "m.test", "txn4"), map[string]any{"messages": []int{1}}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
+}
