@@ -1,0 +1,132 @@
+package eduserver_test
+
+import (
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/eduserver"
+	"github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/userapi"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+func start(t *testing.T, db *sqlutil.DB) (context.Context, *test.Follow, *test.Follow, *api.Producer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	log := test.EmbeddedLog(t, 4)
+	topics := eduserver.TopicsWithPrefix("T")
+	typing, toDevice := test.FollowTopic(t, log, topics.OutputTyping), test.FollowTopic(t, log, topics.OutputSendToDevice)
+	udb, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "userapi.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = udb.Close() }) // nothing to do about a failed close in cleanup
+	users, err := userapi.New(ctx, userapi.Deps{Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: "x", DB: udb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = users.API().PerformAccountCreation(ctx, &uapi.PerformAccountCreationRequest{Localpart: "b", Password: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"D1", "D2"} {
+		if _, err = users.API().PerformDeviceCreation(ctx, &uapi.PerformDeviceCreationRequest{Localpart: "b", DeviceID: &id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := eduserver.New(ctx, eduserver.Deps{Cfg: &config.EDUServer{MaxTypingTimeout: config.Duration(time.Minute)}, ServerName: "x",
+		DB: db, Log: log, Topics: topics, Devices: users.API(), Logger: logrus.NewEntry(logrus.New())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = s.Run(ctx) }() // ends with ctx
+	in := &api.Producer{Log: log, TypingTopic: topics.InputTyping, ToDeviceTopic: topics.InputSendToDevice}
+	// The typing consumer starts from the topic's end: wait until it is there.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		must(t, in.InputTyping(ctx, &api.InputTypingEvent{RoomID: "!warm:x", UserID: "@w:x", Typing: false, OriginTS: time.Now().UnixMilli()}))
+		if len(typing.Wait(t, 0, time.Second)) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the typing consumer never started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return ctx, typing, toDevice, in
+}
+
+// TestTypingExpires: a user typing is announced with the room's set, and removed again by
+// the timeout alone.
+func TestTypingExpires(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, typing, _, in := start(t, db)
+		must(t, in.InputTyping(ctx, &api.InputTypingEvent{RoomID: "!r:x", UserID: "@a:x", Typing: true, TimeoutMS: 300, OriginTS: time.Now().UnixMilli()}))
+		var sets [][]api.TypingUser
+		for deadline := time.Now().Add(5 * time.Second); len(sets) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			sets = nil
+			for _, rec := range typing.Wait(t, 0, time.Second) {
+				var o api.OutputTypingEvent
+				must(t, json.Unmarshal(rec.Value, &o))
+				if o.RoomID == "!r:x" {
+					sets = append(sets, o.Users)
+				}
+			}
+		}
+		if len(sets) != 2 || len(sets[0]) != 1 || sets[0][0].UserID != "@a:x" || len(sets[1]) != 0 {
+			t.Fatalf("typing sets %+v, want @a:x then nobody", sets)
+		}
+	})
+}
+
+// TestSendToDeviceOnceAndExpanded: a repeated transaction sends nothing again, and "*"
+// reaches every device of a local user.
+func TestSendToDeviceOnceAndExpanded(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, _, toDevice, in := start(t, db)
+		req := &api.InputSendToDeviceEvent{Sender: "@a:x", SenderDevice: "A", TxnID: "t1", Type: "m.test",
+			Messages: map[string]map[string]json.RawMessage{"@b:x": {"*": json.RawMessage(`{"n":1}`)}, "@c:remote": {"R": json.RawMessage(`{"n":2}`)}}}
+		must(t, in.InputSendToDevice(ctx, req))
+		must(t, in.InputSendToDevice(ctx, req))
+		req.TxnID = "t2"
+		req.Messages = map[string]map[string]json.RawMessage{"@b:x": {"D1": json.RawMessage(`{"n":3}`)}}
+		must(t, in.InputSendToDevice(ctx, req))
+		toDevice.Wait(t, 4, 5*time.Second)
+		time.Sleep(300 * time.Millisecond) // a duplicate would arrive by now
+		recs := toDevice.Wait(t, 4, time.Second)
+		var got []string
+		ids := map[string]bool{}
+		for _, rec := range recs {
+			var o api.OutputSendToDeviceEvent
+			must(t, json.Unmarshal(rec.Value, &o))
+			got = append(got, o.UserID+"/"+o.DeviceID+"="+string(o.Content))
+			ids[o.MessageID] = true
+		}
+		sort.Strings(got)
+		want := []string{`@b:x/D1={"n":1}`, `@b:x/D1={"n":3}`, `@b:x/D2={"n":1}`, `@c:remote/R={"n":2}`}
+		if len(got) != len(want) || len(ids) != len(want) {
+			t.Fatalf("messages %v, want %v with distinct IDs", got, want)
+		}
+		for i := range want {
+			if got[i] != want[i] {
+				t.Fatalf("messages %v, want %v", got, want)
+			}
+		}
+	})
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
