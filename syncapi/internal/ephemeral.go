@@ -8,6 +8,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
@@ -50,7 +51,7 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []st
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, b)
 		return nil
 	}
-	if ef.AllowsType("m.typing") {
+	if ef.AllowsType("m.typing") && s.notifier.Changed(storage.StreamTyping, since) {
 		typing, err := s.db.Typing(ctx, roomIDs, since, to)
 		if err != nil {
 			return fmt.Errorf("load typing: %w", err)
@@ -71,7 +72,7 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []st
 			}
 		}
 	}
-	if ef.AllowsType("m.receipt") {
+	if ef.AllowsType("m.receipt") && s.notifier.Changed(storage.StreamReceipts, since) {
 		receipts, err := s.db.Receipts(ctx, req.UserID, roomIDs, since, to)
 		if err != nil {
 			return fmt.Errorf("load receipts: %w", err)

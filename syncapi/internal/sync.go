@@ -104,17 +104,23 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 	if err = s.fill(ctx, req, plans, res); err != nil {
 		return nil, err
 	}
-	if err = s.addAccountData(ctx, req, rooms, since, to, res); err != nil {
-		return nil, err
+	if s.notifier.Changed(storage.StreamAccountData, since) {
+		if err = s.addAccountData(ctx, req, rooms, since, to, res); err != nil {
+			return nil, err
+		}
 	}
 	if err = s.addEphemeral(ctx, req, joinedRoomIDs(req, rooms), since, to, res); err != nil {
 		return nil, err
 	}
-	if err = s.addPresence(ctx, req, since, to, res); err != nil {
-		return nil, err
+	if s.notifier.Changed(storage.StreamPresence, since) {
+		if err = s.addPresence(ctx, req, since, to, res); err != nil {
+			return nil, err
+		}
 	}
-	if err = s.addToDevice(ctx, req, to, res); err != nil {
-		return nil, err
+	if s.notifier.Changed(storage.StreamToDevice, since) {
+		if err = s.addToDevice(ctx, req, to, res); err != nil {
+			return nil, err
+		}
 	}
 	return res, s.addUnread(ctx, req, rooms, to, res)
 }

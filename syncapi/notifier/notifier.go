@@ -26,6 +26,10 @@ type Notifier struct {
 	// userRooms is rooms inverted: the rooms each local user is joined to or invited to.
 	userRooms map[string]map[string]struct{}
 	users     map[string]*userStream
+	// streams is the highest position each kind of change reached since Load, and floor
+	// the position at Load: a kind may have changed anywhere up to floor.
+	streams map[string]int64
+	floor   int64
 }
 
 // userStream is a user's highest notified position and the channel closed to wake them.
@@ -40,17 +44,23 @@ func New(serverName string, waiting prometheus.Gauge) *Notifier {
 	return &Notifier{
 		serverSuffix: ":" + serverName, waiting: waiting,
 		rooms: map[string]map[string]struct{}{}, userRooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
+		streams: map[string]int64{},
 	}
 }
 
 // Load fills the room membership map from storage; call it before consumers start.
 func (n *Notifier) Load(ctx context.Context, db storage.Database) error {
+	floor, err := db.MaxPosition(ctx)
+	if err != nil {
+		return err
+	}
 	members, err := db.JoinedOrInvited(ctx)
 	if err != nil {
 		return err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.floor = floor
 	for roomID, users := range members {
 		for _, u := range users {
 			n.setMember(roomID, u, spec.Join)
@@ -121,6 +131,7 @@ func (n *Notifier) Notify(a *storage.Applied) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.streams[a.Stream] = max(n.streams[a.Stream], a.Position)
 	woken := map[string]bool{}
 	wake := func(u string) {
 		if !woken[u] {
@@ -185,6 +196,14 @@ func (n *Notifier) Wait(ctx context.Context, userID string, since int64, timeout
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// Changed reports whether changes of the kind stream (storage.Stream*) may exist after
+// position since, so that a sync can skip looking for those that cannot.
+func (n *Notifier) Changed(stream string, since int64) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return max(n.streams[stream], n.floor) > since
 }
 
 // Members returns the local users joined to or invited to roomID.

@@ -63,8 +63,20 @@ type MemberChange struct {
 	Position   int64
 }
 
+// The kinds of change that share the one sequence of positions.
+const (
+	StreamRoomEvents  = "room_events"
+	StreamAccountData = "account_data"
+	StreamTyping      = "typing"
+	StreamReceipts    = "receipts"
+	StreamToDevice    = "to_device"
+	StreamPresence    = "presence"
+)
+
 // Applied reports what a write changed, for waking clients after it committed.
 type Applied struct {
+	// Stream is the kind of change the write made.
+	Stream string
 	// Rooms are the rooms that got a new event.
 	Rooms []string
 	// Members are the membership changes.

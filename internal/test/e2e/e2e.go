@@ -55,7 +55,7 @@ func WriteConfig(t *testing.T, dataDir string) string {
 }
 
 // Client is a client without an account on the server at baseURL.
-func Client(t *testing.T, baseURL string) *mautrix.Client {
+func Client(t testing.TB, baseURL string) *mautrix.Client {
 	t.Helper()
 	c, err := mautrix.NewClient(baseURL, "", "")
 	if err != nil {
@@ -65,7 +65,7 @@ func Client(t *testing.T, baseURL string) *mautrix.Client {
 }
 
 // Register creates an account with open registration and returns its logged-in client.
-func Register(t *testing.T, baseURL, name string) *mautrix.Client {
+func Register(t testing.TB, baseURL, name string) *mautrix.Client {
 	t.Helper()
 	c := Client(t, baseURL)
 	res, err := c.RegisterDummy(context.Background(), &mautrix.ReqRegister[any]{Username: name, Password: "password-" + name})

@@ -18,7 +18,7 @@ import (
 func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{}
+		applied = storage.Applied{Stream: storage.StreamTyping}
 		for _, t := range typing {
 			users, err := json.Marshal(t.Users)
 			if err != nil {
@@ -56,7 +56,7 @@ func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dea
 func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{}
+		applied = storage.Applied{Stream: storage.StreamReceipts}
 		for _, r := range receipts {
 			var old string
 			err := tx.QueryRowContext(ctx, "SELECT event_id FROM syncapi_receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
@@ -102,7 +102,7 @@ func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt
 func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMessage, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{}
+		applied = storage.Applied{Stream: storage.StreamToDevice}
 		for _, m := range msgs {
 			var n int
 			if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_send_to_device WHERE message_id = $1", m.MessageID).Scan(&n); err != nil {
@@ -135,7 +135,7 @@ func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMes
 func (d *Database) WritePresence(ctx context.Context, presence []storage.Presence, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{}
+		applied = storage.Applied{Stream: storage.StreamPresence}
 		for _, p := range presence {
 			var old storage.Presence
 			var status sql.NullString

@@ -16,7 +16,7 @@ import (
 func (d *Database) WriteRoomEvents(ctx context.Context, events []storage.NewRoomEvent, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{}
+		applied = storage.Applied{Stream: storage.StreamRoomEvents}
 		for i := range events {
 			if err := d.writeRoomEvent(ctx, tx, &events[i], &applied); err != nil {
 				return fmt.Errorf("store event %s: %w", events[i].Event.EventID(), err)
@@ -159,7 +159,7 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
 func (d *Database) WriteAccountData(ctx context.Context, changes []storage.AccountDataChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{}
+		applied = storage.Applied{Stream: storage.StreamAccountData}
 		for _, c := range changes {
 			var old string
 			err := tx.QueryRowContext(ctx, "SELECT content FROM syncapi_account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
