@@ -30,7 +30,17 @@ type Notifier struct {
 	// the position at Load: a kind may have changed anywhere up to floor.
 	streams map[string]int64
 	floor   int64
+	// pending are users to wake for presence changes, at the highest position concerning
+	// them, once presenceDelay has passed (flushing is set meanwhile).
+	pending  map[string]int64
+	flushing bool
 }
+
+// PresenceDelay is how long wake-ups for presence changes are gathered before they are
+// sent: presence is not urgent, and a busy server changes it many times a second, each
+// change concerning everyone who shares a room with the user. Wake-ups for anything else
+// are immediate and carry pending presence along.
+const PresenceDelay = 500 * time.Millisecond
 
 // userStream is a user's highest notified position and the channel closed to wake them.
 type userStream struct {
@@ -44,7 +54,7 @@ func New(serverName string, waiting prometheus.Gauge) *Notifier {
 	return &Notifier{
 		serverSuffix: ":" + serverName, waiting: waiting,
 		rooms: map[string]map[string]struct{}{}, userRooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
-		streams: map[string]int64{},
+		streams: map[string]int64{}, pending: map[string]int64{},
 	}
 }
 
@@ -162,13 +172,28 @@ func (n *Notifier) Notify(a *storage.Applied) {
 		}
 	}
 	for _, subject := range a.PresenceUsers {
-		wake(subject)
+		n.pending[subject] = a.Position
 		for roomID := range n.userRooms[subject] {
 			for u := range n.rooms[roomID] {
-				wake(u)
+				n.pending[u] = a.Position
 			}
 		}
 	}
+	if len(n.pending) > 0 && !n.flushing {
+		n.flushing = true
+		time.AfterFunc(PresenceDelay, n.flush)
+	}
+}
+
+// flush wakes the users gathered for presence changes.
+func (n *Notifier) flush() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for u, pos := range n.pending {
+		n.wakeUser(u, pos)
+	}
+	clear(n.pending)
+	n.flushing = false
 }
 
 // Wait blocks until something for userID is committed past position since, ctx ends or

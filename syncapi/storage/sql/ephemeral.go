@@ -255,14 +255,58 @@ func (d *Database) PruneToDevice(ctx context.Context, before int64) error {
 	return err
 }
 
-// Presence implements storage.Database.
+// Presence implements storage.Database. An initial sync (after 0) joins the presence table
+// with the user's rooms; an incremental one reads the few changes in its range first and
+// then checks only those users against the user's rooms, which stays cheap in rooms with
+// many members.
 func (d *Database) Presence(ctx context.Context, userID string, after, upTo int64) ([]storage.Presence, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT user_id, presence, status_msg, last_active_ts, currently_active, position FROM syncapi_presence
-		WHERE position > $1 AND position <= $2 AND (user_id = $3 OR user_id IN (
-			SELECT o.state_key FROM syncapi_current_state o JOIN syncapi_current_state m ON o.room_id = m.room_id
-			WHERE m.type = 'm.room.member' AND m.state_key = $3 AND m.membership = 'join'
-			AND o.type = 'm.room.member' AND o.membership = 'join'))
-		ORDER BY position`, after, upTo, userID)
+	const columns = "SELECT user_id, presence, status_msg, last_active_ts, currently_active, position FROM syncapi_presence"
+	const roomMates = `SELECT o.state_key FROM syncapi_current_state o JOIN syncapi_current_state m ON o.room_id = m.room_id
+		WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join' AND o.type = 'm.room.member' AND o.membership = 'join'`
+	if after == 0 {
+		return d.queryPresence(ctx, columns+` WHERE position > $2 AND position <= $3 AND (user_id = $1 OR user_id IN (`+roomMates+`))
+			ORDER BY position`, userID, after, upTo)
+	}
+	changed, err := d.queryPresence(ctx, columns+" WHERE position > $1 AND position <= $2 ORDER BY position", after, upTo)
+	if err != nil || len(changed) == 0 {
+		return nil, err
+	}
+	ids := make([]string, 0, len(changed))
+	for _, p := range changed {
+		if p.UserID != userID {
+			ids = append(ids, p.UserID)
+		}
+	}
+	visible := map[string]bool{userID: true}
+	if len(ids) > 0 {
+		q, args := d.db.Dialect.InList(roomMates+" AND o.state_key IN ({ids})", "{ids}", []any{userID}, ids)
+		rows, err := d.db.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		defer rows.Close() // nolint: errcheck // read-only
+		for rows.Next() {
+			var u string
+			if err := rows.Scan(&u); err != nil {
+				return nil, err
+			}
+			visible[u] = true
+		}
+		if err = rows.Err(); err != nil {
+			return nil, err
+		}
+	}
+	out := changed[:0]
+	for _, p := range changed {
+		if visible[p.UserID] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+func (d *Database) queryPresence(ctx context.Context, query string, args ...any) ([]storage.Presence, error) {
+	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -99,5 +99,12 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 		if ps, err := d.Presence(ctx, "@b:x", 0, 5); err != nil || len(ps) != 0 {
 			t.Fatalf("a stranger's presence: %+v %v", ps, err)
 		}
+		// Incremental syncs take the other path, with the same answers.
+		if ps, err := d.Presence(ctx, "@a:x", 4, 5); err != nil || len(ps) != 1 {
+			t.Fatalf("own presence, incremental: %+v %v", ps, err)
+		}
+		if ps, err := d.Presence(ctx, "@b:x", 4, 5); err != nil || len(ps) != 0 {
+			t.Fatalf("a stranger's presence, incremental: %+v %v", ps, err)
+		}
 	})
 }
