@@ -26,6 +26,9 @@ type Dendrite struct {
 	RoomServer RoomServer `yaml:"room_server"`
 	SyncAPI    SyncAPI    `yaml:"sync_api"`
 	UserAPI    UserAPI    `yaml:"user_api"`
+
+	// FederationAPI is the federation_api section (federationapi.go).
+	FederationAPI FederationAPI `yaml:"federation_api"`
 }
 
 // Global holds settings shared by every component.
@@ -187,6 +190,8 @@ func Defaults() *Dendrite {
 			InternalAPI: InternalAPI{Listen: ":7770", Connect: "http://roomserver-{shard}:7770"}},
 		SyncAPI: SyncAPI{Listen: ":8073", InternalAPI: InternalAPI{Listen: ":7773", Connect: "http://syncapi:7773"}},
 		UserAPI: UserAPI{BCryptCost: 10, InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
+
+		FederationAPI: defaultFederationAPI(),
 	}
 }
 
@@ -277,6 +282,7 @@ func (c *Dendrite) Verify() error {
 	if c.UserAPI.BCryptCost < 4 || c.UserAPI.BCryptCost > 31 {
 		bad("user_api.bcrypt_cost", "must be between 4 and 31")
 	}
+	c.FederationAPI.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
