@@ -157,7 +157,8 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	cfg.Global.Log.Kind = "kafka"
 	cfg.Global.Database.ConnectionString = dsn
 	cfg.RoomServer.Database, cfg.SyncAPI.Database, cfg.UserAPI.Database = config.DatabaseOptions{}, config.DatabaseOptions{}, config.DatabaseOptions{}
-	for _, ia := range []*config.InternalAPI{&cfg.ClientAPI.InternalAPI, &cfg.SyncAPI.InternalAPI, &cfg.UserAPI.InternalAPI} {
+	cfg.FederationAPI.Database = config.DatabaseOptions{}
+	for _, ia := range []*config.InternalAPI{&cfg.ClientAPI.InternalAPI, &cfg.SyncAPI.InternalAPI, &cfg.UserAPI.InternalAPI, &cfg.FederationAPI.InternalAPI} {
 		addr, err := freeAddr()
 		if err != nil {
 			return "", err
@@ -169,6 +170,9 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 		return "", err
 	}
 	if cfg.SyncAPI.Listen, err = freeAddr(); err != nil {
+		return "", err
+	}
+	if cfg.FederationAPI.Listen, err = freeAddr(); err != nil {
 		return "", err
 	}
 	cfg.RoomServer.Shards = c.o.shards
@@ -213,6 +217,7 @@ func (c *cluster) startComponents(binary, cfgPath string, out *lockedWriter) {
 		internal := u[len("http://"):]
 		add("roomserver-"+strconv.Itoa(i), "roomserver", i, internal, "--shard", strconv.Itoa(i), "--internal-listen", internal)
 	}
+	add("federationapi", "federationapi", 0, cfg.FederationAPI.InternalAPI.Listen)
 	add("syncapi", "syncapi", 0, cfg.SyncAPI.InternalAPI.Listen)
 	add("clientapi", "clientapi", 0, cfg.ClientAPI.InternalAPI.Listen)
 	for _, p := range c.procs {
@@ -281,7 +286,7 @@ func (c *cluster) stop() {
 	}
 	var front, back []*proc
 	for _, p := range c.procs {
-		if p.component == "clientapi" || p.component == "syncapi" {
+		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" {
 			front = append(front, p)
 		} else {
 			back = append(back, p)

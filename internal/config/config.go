@@ -312,7 +312,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "federationapi"}
 
 // ShardURL is where roomserver shard i serves its internal API.
 func (r *RoomServer) ShardURL(i int) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -108,6 +109,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 		return nil, err
 	}
 	e.users = uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts)
+	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {
@@ -293,7 +295,7 @@ func (p *process) start(ctx context.Context) (*built, error) {
 		p.internalAPI.Store(&h)
 	}
 	if p.publicL != nil {
-		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, p.ready, false)
+		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, p.ready, false)
 		p.public.Store(&h)
 	}
 	p.setWaiting("")
