@@ -171,6 +171,7 @@ func (n *node) lookup(server *node) (gomatrixserverlib.PublicKeyLookupResult, bo
 // forEngine runs fn on SQLite and PostgreSQL; newDSN makes a new empty database each call.
 func forEngine(t *testing.T, fn func(t *testing.T, newDSN func() string)) {
 	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
 		i := 0
 		fn(t, func() string {
 			i++
@@ -178,6 +179,7 @@ func forEngine(t *testing.T, fn func(t *testing.T, newDSN func() string)) {
 		})
 	})
 	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
 		fn(t, func() string { return test.PostgresDSN(t) })
 	})
 }
@@ -185,6 +187,7 @@ func forEngine(t *testing.T, fn func(t *testing.T, newDSN func() string)) {
 // TestKeysDirectAndThroughNotary: A fetches B's keys from B; C, which trusts A as a notary,
 // gets B's keys through A while B is down (A serves its cached copy, signed by B and A).
 func TestKeysDirectAndThroughNotary(t *testing.T) {
+	t.Parallel()
 	forEngine(t, func(t *testing.T, newDSN func() string) {
 		clk := &clock{}
 		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
@@ -261,6 +264,7 @@ func notaryQuery(t *testing.T, from, notary, target *node) []gomatrixserverlib.S
 // TestKeyServer checks our published keys: signed, valid for the configured period, with
 // the configured old keys.
 func TestKeyServer(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	dsn := "file:" + filepath.Join(t.TempDir(), "fed.db")
 	a := newNode(t, dsn, clk, nodeOpts{})
@@ -292,6 +296,7 @@ func TestKeyServer(t *testing.T) {
 // TestRequestAuthentication: a request B signs reaches A's profile endpoint; unsigned,
 // wrongly signed, wrongly addressed and unverifiable requests get 401 M_UNAUTHORIZED.
 func TestRequestAuthentication(t *testing.T) {
+	t.Parallel()
 	forEngine(t, func(t *testing.T, newDSN func() string) {
 		clk := &clock{}
 		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
@@ -396,6 +401,7 @@ func wantHTTP(t *testing.T, err error, status int, code string) {
 // requests with the key it cached, without asking B; once the key's valid_until_ts has
 // passed, A fetches it again.
 func TestKeyCacheSurvivesRestartAndExpiredKeysAreRefetched(t *testing.T) {
+	t.Parallel()
 	forEngine(t, func(t *testing.T, newDSN func() string) {
 		clk := &clock{}
 		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{validity: time.Hour})
@@ -430,6 +436,7 @@ func TestKeyCacheSurvivesRestartAndExpiredKeysAreRefetched(t *testing.T) {
 
 // TestNotaryRejectsBadServerNames: 400 M_INVALID_PARAM, no fetch.
 func TestNotaryRejectsBadServerNames(t *testing.T) {
+	t.Parallel()
 	clk := &clock{}
 	a := newNode(t, "file:"+filepath.Join(t.TempDir(), "fed.db"), clk, nodeOpts{})
 	res, err := a.srv.Client().Get(a.srv.URL + "/_matrix/key/v2/query/" + "bad%20name!")
