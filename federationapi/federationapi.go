@@ -74,8 +74,7 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		Logger: logger, Metrics: metrics, Now: d.Now,
 	}
 	rt := &routing.Routing{
-		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics,
-		MaxBodyBytes: d.Cfg.MaxBodyBytes, Logger: logger, Now: d.Now,
+		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
 	}
 	return &FederationAPI{keys: keys, routing: rt}, nil
 }

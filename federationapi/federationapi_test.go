@@ -51,7 +51,7 @@ func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 // behind its own TLS listener on 127.0.0.1 with a self-signed certificate; its server name
 // is "127.0.0.1:<port>". Its outbound client skips certificate checks.
 type node struct {
-	t      *testing.T
+	t      testing.TB
 	name   spec.ServerName
 	keyID  gomatrixserverlib.KeyID
 	key    ed25519.PrivateKey
@@ -75,7 +75,7 @@ type nodeOpts struct {
 	notaries []*node
 }
 
-func newNode(t *testing.T, dsn string, clk *clock, o nodeOpts) *node {
+func newNode(t testing.TB, dsn string, clk *clock, o nodeOpts) *node {
 	t.Helper()
 	n := &node{t: t, dsn: dsn, clk: clk, hits: map[string]int{}, keyID: "ed25519:" + gomatrixserverlib.KeyID(fmt.Sprint(time.Now().UnixNano()%100000))}
 	_, n.key, _ = ed25519.GenerateKey(nil)

@@ -9,7 +9,6 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
-	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -27,9 +26,6 @@ type Routing struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	Users    uapi.FederationUserAPI
 	Metrics  *internal.Metrics
-	// MaxBodyBytes bounds request bodies (the httputil.Server limits them too).
-	MaxBodyBytes int64
-	Logger       *logrus.Entry
 	// Now is the clock requests are verified at (time.Now when nil).
 	Now func() time.Time
 }
