@@ -269,7 +269,9 @@ func (k *Keys) notaryKeys(ctx context.Context, server spec.ServerName, minValid 
 		return nil, err
 	}
 	now := spec.AsTimestamp(k.now())
-	if cached != nil && cached.ValidUntilTS >= minValid && now < cached.FetchedTS+(cached.ValidUntilTS-cached.FetchedTS)/2 {
+	// Fresh: valid long enough, and in the first half of its lifetime (keys_server.yaml).
+	if cached != nil && cached.ValidUntilTS >= minValid && cached.ValidUntilTS > cached.FetchedTS &&
+		now < cached.FetchedTS+(cached.ValidUntilTS-cached.FetchedTS)/2 {
 		return cached.Raw, nil
 	}
 	keys, err := k.fetchDirect(ctx, server)
