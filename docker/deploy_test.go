@@ -677,7 +677,10 @@ var routes = map[string]string{
 	"/_matrix/client/v3/sync/extra":                                    "clientapi",
 	"/_matrix/client/v3/syncx":                                         "clientapi",
 	"/_synapse/admin/v1/register":                                      "clientapi",
-	"/_matrix/federation/v1/version":                                   "",
+	"/_matrix/federation/v1/version":                                   "federationapi",
+	"/_matrix/federation/v1/send/1":                                    "federationapi",
+	"/_matrix/key/v2/server":                                           "federationapi",
+	"/_matrix/key/v2/query/example.org":                                "federationapi",
 	"/":                                                                "",
 }
 
@@ -698,7 +701,7 @@ func checkNginx(src string, cfg *config.Dendrite) []string {
 			p = append(p, fmt.Sprintf("nginx.conf: %s goes to %q, want %q", path, got, want))
 		}
 	}
-	for name, listen := range map[string]string{"clientapi": cfg.ClientAPI.Listen, "syncapi": cfg.SyncAPI.Listen} {
+	for name, listen := range map[string]string{"clientapi": cfg.ClientAPI.Listen, "syncapi": cfg.SyncAPI.Listen, "federationapi": cfg.FederationAPI.Listen} {
 		if want := fmt.Sprintf("%s:%d", name, listenPort(listen)); !slices.Equal(r.upstreams[name], []string{want}) {
 			p = append(p, fmt.Sprintf("nginx.conf: upstream %s is %v, want [%s]", name, r.upstreams[name], want))
 		}
@@ -783,7 +786,10 @@ func TestNginxCheckCanFail(t *testing.T) {
 		},
 		"messages unrouted": func(s string) string { return strings.Replace(s, "/messages$", "/mesages$", 1) },
 		"no _synapse":       func(s string) string { return strings.Replace(s, "location /_synapse/", "location /_synapsex/", 1) },
-		"wrong port":        func(s string) string { return strings.Replace(s, "server syncapi:8073;", "server syncapi:7773;", 1) },
+		"no federation": func(s string) string {
+			return strings.Replace(s, "location /_matrix/federation/", "location /_matrix/federationx/", 1)
+		},
+		"wrong port": func(s string) string { return strings.Replace(s, "server syncapi:8073;", "server syncapi:7773;", 1) },
 		"small bodies": func(s string) string {
 			return strings.Replace(s, "client_max_body_size 10m;", "client_max_body_size 1m;", 1)
 		},
@@ -1050,6 +1056,8 @@ func checkK8s(objs []*k8sObject, nginxConf string) []string {
 				want = append(want, listenPort(cfg.ClientAPI.Listen))
 			case "syncapi":
 				want = append(want, listenPort(cfg.SyncAPI.Listen))
+			case "federationapi":
+				want = append(want, listenPort(cfg.FederationAPI.Listen))
 			}
 			for _, port := range want {
 				if !ports[port] {

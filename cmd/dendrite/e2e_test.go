@@ -33,7 +33,9 @@ type server struct {
 	url    string
 	config string
 	// env is added to the process's environment (config overrides).
-	env  []string
+	env []string
+	// args are added to the command line.
+	args []string
 	logs *bytes.Buffer
 }
 
@@ -51,7 +53,7 @@ func (s *server) start(t *testing.T) {
 	t.Helper()
 	addr := e2e.FreeAddr(t)
 	s.url, s.logs = "http://"+addr, &bytes.Buffer{}
-	s.cmd = exec.Command(binary, "--config", s.config, "--http-bind-address", addr)
+	s.cmd = exec.Command(binary, append([]string{"--config", s.config, "--http-bind-address", addr}, s.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	s.cmd.Env = append(os.Environ(), s.env...)
 	if err := s.cmd.Start(); err != nil {

@@ -4,7 +4,8 @@
 // The same binary runs one component of the polylith with the component subcommand.
 //
 //	dendrite [--config FILE] [--data DIR] [--http-bind-address ADDR]
-//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi [--shard I]
+//	    [--https-bind-address ADDR --tls-cert FILE --tls-key FILE]
+//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi|federationapi [--shard I]
 //	    [--internal-listen ADDR] [--public-listen ADDR]
 //	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
 //	dendrite sample-config > dendrite-config.yaml
@@ -12,6 +13,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -91,7 +93,10 @@ func serve(args []string) error {
 	fs := flag.NewFlagSet("dendrite", flag.ContinueOnError)
 	var common commonFlags
 	common.register(fs)
-	bind := fs.String("http-bind-address", "", "address for the client API over plain HTTP (default from config, :8008)")
+	bind := fs.String("http-bind-address", "", "address for the client, federation and key APIs over plain HTTP (default from config, :8008)")
+	httpsBind := fs.String("https-bind-address", "", "address for the same APIs over TLS: the federation listener (default from config: federation_api.https_bind_address, none)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate (chain) for --https-bind-address")
+	tlsKey := fs.String("tls-key", "", "PEM private key for --https-bind-address")
 	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return err
 	}
@@ -102,9 +107,31 @@ func serve(args []string) error {
 	if *bind != "" {
 		cfg.Global.HTTPBindAddress = *bind
 	}
+	fc := &cfg.FederationAPI
+	for _, f := range []struct{ flag, key *string }{{httpsBind, &fc.HTTPSBindAddress}, {tlsCert, &fc.TLSCert}, {tlsKey, &fc.TLSKey}} {
+		if *f.flag != "" {
+			*f.key = *f.flag
+		}
+	}
+	if fc.HTTPSBindAddress != "" && (fc.TLSCert == "" || fc.TLSKey == "") {
+		return errors.New("--https-bind-address needs --tls-cert and --tls-key")
+	}
 	logger := logrus.New()
 	if err = cfg.Global.Logging.Apply(logger); err != nil {
 		return err
+	}
+	var tlsListeners []setup.TLSListener
+	if fc.HTTPSBindAddress != "" {
+		// Load the pair now so that a bad certificate stops the start, not the first request.
+		if _, err = tls.LoadX509KeyPair(fc.TLSCert, fc.TLSKey); err != nil {
+			return fmt.Errorf("load TLS certificate: %w", err)
+		}
+		tl, err := net.Listen("tcp", fc.HTTPSBindAddress)
+		if err != nil {
+			return err
+		}
+		tlsListeners = append(tlsListeners, setup.TLSListener{Listener: tl, CertFile: fc.TLSCert, KeyFile: fc.TLSKey})
+		logger.WithField("address", tl.Addr().String()).Info("dendrite monolith listening over TLS (federation)")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -117,7 +144,7 @@ func serve(args []string) error {
 		return err
 	}
 	logger.WithFields(logrus.Fields{"server_name": cfg.Global.ServerName, "address": l.Addr().String()}).Info("dendrite monolith listening")
-	return m.Run(ctx, l)
+	return m.Run(ctx, l, tlsListeners...)
 }
 
 // component runs one component of the polylith (global.log.kind: kafka).
@@ -129,7 +156,7 @@ func component(args []string) error {
 	fs.StringVar(&opts.Name, "name", "", "component to run: "+strings.Join(config.Components, ", "))
 	fs.IntVar(&opts.Shard, "shard", 0, "roomserver shard index, 0 to room_server.shards-1")
 	fs.StringVar(&opts.InternalListen, "internal-listen", "", "address for the internal API, /health, /ready and /metrics (default: the component's internal_api.listen)")
-	fs.StringVar(&opts.PublicListen, "public-listen", "", "address for the public client routes of clientapi and syncapi (default: their listen)")
+	fs.StringVar(&opts.PublicListen, "public-listen", "", "address for the public routes of clientapi, syncapi and federationapi (default: their listen)")
 	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return err
 	}

@@ -157,7 +157,7 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	cfg.Global.Log.Kind = "kafka"
 	cfg.Global.Database.ConnectionString = dsn
 	for _, db := range []*config.DatabaseOptions{&cfg.RoomServer.Database, &cfg.SyncAPI.Database, &cfg.UserAPI.Database,
-		&cfg.EDUServer.Database, &cfg.ReceiptServer.Database, &cfg.PresenceServer.Database} {
+		&cfg.EDUServer.Database, &cfg.ReceiptServer.Database, &cfg.PresenceServer.Database, &cfg.FederationAPI.Database} {
 		*db = config.DatabaseOptions{}
 	}
 	for _, name := range config.Components {
@@ -176,6 +176,9 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 		return "", err
 	}
 	if cfg.SyncAPI.Listen, err = freeAddr(); err != nil {
+		return "", err
+	}
+	if cfg.FederationAPI.Listen, err = freeAddr(); err != nil {
 		return "", err
 	}
 	cfg.RoomServer.Shards = c.o.shards
@@ -291,7 +294,7 @@ func (c *cluster) stop() {
 	}
 	var front, back []*proc
 	for _, p := range c.procs {
-		if p.component == "clientapi" || p.component == "syncapi" {
+		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" {
 			front = append(front, p)
 		} else {
 			back = append(back, p)

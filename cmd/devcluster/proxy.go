@@ -11,8 +11,9 @@ import (
 
 // Processes the front proxy routes to.
 const (
-	toClientAPI = "clientapi"
-	toSyncAPI   = "syncapi"
+	toClientAPI     = "clientapi"
+	toSyncAPI       = "syncapi"
+	toFederationAPI = "federationapi"
 )
 
 // route is the routing table of the front proxy (docs/polylith.md): which process serves a
@@ -23,7 +24,11 @@ const (
 //	/_matrix/client/{version}/rooms/{roomId}/context/{eventId}     syncapi
 //	every other /_matrix/client/...                                clientapi
 //	/_synapse/...                                                  clientapi
+//	/_matrix/federation/... and /_matrix/key/...                   federationapi
 func route(escapedPath string) string {
+	if strings.HasPrefix(escapedPath, "/_matrix/federation/") || strings.HasPrefix(escapedPath, "/_matrix/key/") {
+		return toFederationAPI
+	}
 	if rest, ok := strings.CutPrefix(escapedPath, "/_matrix/client/"); ok {
 		parts := strings.Split(rest, "/") // parts[0] is the version: v3, r0, unstable...
 		switch {
@@ -51,7 +56,7 @@ type proxy struct {
 
 func newProxy(c *cluster) *proxy {
 	p := &proxy{c: c, targets: map[string]*httputil.ReverseProxy{}}
-	for name, addr := range map[string]string{toClientAPI: c.cfg.ClientAPI.Listen, toSyncAPI: c.cfg.SyncAPI.Listen} {
+	for name, addr := range map[string]string{toClientAPI: c.cfg.ClientAPI.Listen, toSyncAPI: c.cfg.SyncAPI.Listen, toFederationAPI: c.cfg.FederationAPI.Listen} {
 		target := &url.URL{Scheme: "http", Host: addr}
 		p.targets[name] = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)

@@ -17,7 +17,8 @@ func TestRoute(t *testing.T) {
 		"/_matrix/client/v3/rooms/!a%3Ab/messages/extra":        toClientAPI,
 		"/_matrix/client/v3/user/@a%3Ab/filter":                 toClientAPI,
 		"/_synapse/admin/v1/register":                           toClientAPI,
-		"/_matrix/federation/v1/version":                        "",
+		"/_matrix/federation/v1/version":                        toFederationAPI,
+		"/_matrix/key/v2/server":                                toFederationAPI,
 		"/metrics":                                              "",
 	} {
 		if got := route(path); got != want {

@@ -31,6 +31,8 @@ type Dendrite struct {
 	EDUServer      EDUServer      `yaml:"edu_server"`
 	ReceiptServer  ReceiptServer  `yaml:"receipt_server"`
 	PresenceServer PresenceServer `yaml:"presence_server"`
+	// FederationAPI is the federation_api section (federationapi.go).
+	FederationAPI FederationAPI `yaml:"federation_api"`
 }
 
 // Global holds settings shared by every component.
@@ -225,6 +227,7 @@ func Defaults() *Dendrite {
 		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
+		FederationAPI: defaultFederationAPI(),
 	}
 }
 
@@ -324,6 +327,7 @@ func (c *Dendrite) Verify() error {
 	if c.PresenceServer.OfflineTimeout < Duration(30*time.Second) {
 		bad("presence_server.offline_timeout", "must be at least 30s (a /sync long-poll)")
 	}
+	c.FederationAPI.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -353,7 +357,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -361,6 +365,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 	return map[string]*InternalAPI{
 		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
+		"federationapi": &c.FederationAPI.InternalAPI,
 	}[component]
 }
 

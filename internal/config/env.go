@@ -87,6 +87,9 @@ func setValue(v reflect.Value, s string) error {
 		}
 		v.SetFloat(f)
 	case reflect.Slice:
+		if v.Type().Elem().Kind() != reflect.String {
+			return errNoField
+		}
 		var parts []string
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {

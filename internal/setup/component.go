@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -113,6 +114,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	}
 	e.users = uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts)
 	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
+	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {
@@ -302,7 +304,7 @@ func (p *process) start(ctx context.Context) (*built, error) {
 		p.internalAPI.Store(&h)
 	}
 	if p.publicL != nil {
-		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, p.ready, false)
+		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, p.ready, false)
 		p.public.Store(&h)
 	}
 	p.setWaiting("")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"time"
 
 	"github.com/gorilla/mux"
 	"github.com/matrix-org/gomatrixserverlib"
@@ -15,8 +16,12 @@ import (
 	"github.com/matrix-org/dendrite/clientapi/routing"
 	"github.com/matrix-org/dendrite/eduserver"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/federationapi"
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
+	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -64,6 +69,9 @@ var components = []component{
 	{name: "presenceserver", build: buildPresenceServer, listen: func(c *config.Dendrite) (string, string) {
 		return c.PresenceServer.InternalAPI.Listen, ""
 	}},
+	{name: "federationapi", build: buildFederationAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.FederationAPI.InternalAPI.Listen, c.FederationAPI.Listen
+	}},
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
 	}},
@@ -86,6 +94,9 @@ func lookup(name string) (component, bool) {
 type built struct {
 	// routes are public client API routes.
 	routes []httputil.Route
+	// fedRoutes are public federation and key routes (no client rate limits, their own
+	// body limit).
+	fedRoutes []httputil.Route
 	// serve registers the internal API on a router (polylith); nil when there is none.
 	serve func(router *mux.Router, opts ihttp.ServerOptions)
 	// run consumes until ctx ends; nil when there is nothing to run.
@@ -94,6 +105,7 @@ type built struct {
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
+	keys       fapi.KeyAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -117,6 +129,10 @@ type env struct {
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
+	// keys is the federationapi's key ring (for components that verify signatures).
+	keys fapi.KeyAPI
+	// fedClient is the process's outbound federation client, made on first use.
+	fedClient *fedclient.Client
 }
 
 func newEnv(cfg *config.Dendrite, logger *logrus.Logger) (*env, error) {
@@ -227,6 +243,38 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 	return &built{routes: s.Routes(), run: s.Run}, nil
 }
 
+// federationClient is the process's outbound federation client, shared by the components
+// that talk to other servers. Making it logs the warning for disable_tls_validation.
+func (e *env) federationClient() *fedclient.Client {
+	if e.fedClient == nil {
+		fc := e.cfg.FederationAPI
+		e.fedClient = fedclient.New(fedclient.Options{
+			ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, SkipVerify: fc.DisableTLSValidation,
+			Timeout: time.Duration(fc.RequestTimeout), Logger: e.component("federation"),
+		})
+	}
+	return e.fedClient
+}
+
+func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("federationapi", e.cfg.FederationAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	f, err := federationapi.New(ctx, federationapi.Deps{
+		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
+		Client: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{
+		fedRoutes: f.Routes(),
+		serve:     func(r *mux.Router, opts ihttp.ServerOptions) { finthttp.Register(r, f.API(), opts) },
+		keys:      f.API(),
+	}, nil
+}
+
 // clientRoomserver is the clientapi's view of the roomserver: queries, and input through
 // the log with the wait answered by the shard that owns the partition.
 type clientRoomserver struct {
@@ -303,9 +351,9 @@ func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, fil
 	}
 }
 
-// publicRouter serves client routes with the client API's limits, plus /health and /ready,
-// and /metrics when registry is not nil.
-func publicRouter(e *env, name string, routes []httputil.Route, ready func(context.Context) error, metrics bool) *mux.Router {
+// publicRouter serves client routes with the client API's limits, federation routes with
+// the federation API's, plus /health and /ready, and /metrics when registry is not nil.
+func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error, metrics bool) *mux.Router {
 	router := mux.NewRouter().UseEncodedPath()
 	var limiter *httputil.RateLimiter
 	rl := e.cfg.ClientAPI.RateLimiting
@@ -317,6 +365,10 @@ func publicRouter(e *env, name string, routes []httputil.Route, ready func(conte
 		Metrics: httputil.NewMetrics(e.registry), MaxBodyBytes: e.cfg.ClientAPI.MaxBodyBytes, RateLimiter: limiter,
 	}
 	srv.Register(router, routes)
+	fed := &httputil.Server{
+		Component: name, Logger: e.component("http"), Metrics: srv.Metrics, MaxBodyBytes: e.cfg.FederationAPI.MaxBodyBytes,
+	}
+	fed.Register(router, fedRoutes)
 	httputil.Health(router, ready)
 	if metrics {
 		router.Handle("/metrics", httputil.MetricsHandler(e.registry))

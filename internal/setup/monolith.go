@@ -71,13 +71,14 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		return nil, err
 	}
 	m = &Monolith{env: e}
-	var routes []httputil.Route
+	var routes, fedRoutes []httputil.Route
 	for _, c := range components {
 		b, err := c.build(ctx, e)
 		if err != nil {
 			return nil, fmt.Errorf("build %s: %w", c.name, err)
 		}
 		routes = append(routes, b.routes...)
+		fedRoutes = append(fedRoutes, b.fedRoutes...)
 		if b.run != nil {
 			m.runs = append(m.runs, b.run)
 		}
@@ -90,8 +91,11 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.presence != nil {
 			e.presence = b.presence
 		}
+		if b.keys != nil {
+			e.keys = b.keys
+		}
 	}
-	m.router = publicRouter(e, "monolith", routes, e.ready, true)
+	m.router = publicRouter(e, "monolith", routes, fedRoutes, e.ready, true)
 	return m, nil
 }
 
@@ -99,36 +103,57 @@ func processCollectors() []prometheus.Collector {
 	return []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 }
 
-// Handler is the monolith's HTTP handler (client API, health, metrics).
+// Handler is the monolith's HTTP handler (client, federation and key APIs, health, metrics).
 func (m *Monolith) Handler() http.Handler {
 	return m.router
 }
 
-// Run serves on the listener and runs every component until ctx ends, then shuts down in
-// order: listener, consumers, log, databases.
-func (m *Monolith) Run(ctx context.Context, l net.Listener) error {
+// TLSListener is a listener the monolith serves over TLS with a certificate and key (PEM
+// files): the federation listener (--https-bind-address).
+type TLSListener struct {
+	Listener          net.Listener
+	CertFile, KeyFile string
+}
+
+// Run serves on the listener (plain HTTP) and the TLS listeners, all with the same routes
+// (client, federation and key APIs), and runs every component until ctx ends; then it shuts
+// down in order: listeners, consumers, log, databases.
+func (m *Monolith) Run(ctx context.Context, l net.Listener, tlsListeners ...TLSListener) error {
 	defer m.env.closeDBs()
-	srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
+	if m.env.fedClient != nil {
+		defer m.env.fedClient.CloseIdleConnections()
+	}
+	servers := []*http.Server{{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}}
+	serve := []func() error{func() error { return servers[0].Serve(l) }}
+	for _, tl := range tlsListeners {
+		srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, srv)
+		serve = append(serve, func() error { return srv.ServeTLS(tl.Listener, tl.CertFile, tl.KeyFile) })
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	compCtx, stopComponents := context.WithCancel(context.Background())
 	defer stopComponents()
 	for _, run := range m.runs {
 		g.Go(func() error { return run(compCtx) })
 	}
-	g.Go(func() error {
-		err := srv.Serve(l)
-		if errors.Is(err, http.ErrServerClosed) {
+	for _, s := range serve {
+		g.Go(func() error {
+			if err := s(); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
 			return nil
-		}
-		return err
-	})
+		})
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		err := srv.Shutdown(shutdownCtx)
+		var errs []error
+		for _, srv := range servers {
+			errs = append(errs, srv.Shutdown(shutdownCtx))
+		}
 		stopComponents()
-		return err
+		return errors.Join(errs...)
 	})
 	err := g.Wait()
 	if cerr := m.env.log.Close(); cerr != nil && err == nil {

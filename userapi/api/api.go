@@ -229,3 +229,8 @@ type ClientUserAPI interface {
 	PerformPutFilter(ctx context.Context, req *PerformPutFilterRequest) (*PerformPutFilterResponse, error)
 	QueryFilter(ctx context.Context, req *QueryFilterRequest) (*QueryFilterResponse, error)
 }
+
+// FederationUserAPI is what the federationapi uses: profiles for /query/profile.
+type FederationUserAPI interface {
+	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
+}

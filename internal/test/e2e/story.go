@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -153,4 +154,30 @@ func BadInput(t *testing.T, baseURL string) {
 	WantErrCode(t, err, http.StatusBadRequest, "M_USER_IN_USE")
 	_, err = Client(t, baseURL).RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "Not Valid!", Password: "whatever"})
 	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_USERNAME")
+	federationBadInput(t, baseURL)
+}
+
+// federationBadInput checks the federation and key routes behind baseURL's plain HTTP
+// listener (or proxy): the signed key document names the server, /version answers
+// unsigned, and a federation request without an X-Matrix signature gets 401.
+func federationBadInput(t *testing.T, baseURL string) {
+	for _, tc := range []struct {
+		path   string
+		status int
+		want   string
+	}{
+		{"/_matrix/key/v2/server", http.StatusOK, `"server_name":"e2e.test"`},
+		{"/_matrix/federation/v1/version", http.StatusOK, `"name":"Dendrite"`},
+		{"/_matrix/federation/v1/query/profile?user_id=@alice:e2e.test", http.StatusUnauthorized, `"M_UNAUTHORIZED"`},
+	} {
+		resp, err := http.Get(baseURL + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close() // read-only
+		if resp.StatusCode != tc.status || !strings.Contains(string(body), tc.want) {
+			t.Fatalf("%s: %d %s, want %d with %s", tc.path, resp.StatusCode, body, tc.status, tc.want)
+		}
+	}
 }

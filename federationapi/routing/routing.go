@@ -1,0 +1,57 @@
+// Package routing holds the federationapi's public endpoints: the key server and notary
+// under /_matrix/key/v2 (unauthenticated, as the spec says) and /_matrix/federation, every
+// endpoint of which but /version requires X-Matrix request authentication (auth.go).
+package routing
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/federationapi/internal"
+	"github.com/matrix-org/dendrite/internal/httputil"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// ServerVersion is what /_matrix/federation/v1/version reports.
+const ServerVersion = "0.1.0"
+
+// Routing serves the federation and key endpoints.
+type Routing struct {
+	ServerName spec.ServerName
+	Keys       *internal.Keys
+	// Verifier checks X-Matrix signatures (the key ring).
+	Verifier gomatrixserverlib.JSONVerifier
+	Users    uapi.FederationUserAPI
+	Metrics  *internal.Metrics
+	// Now is the clock requests are verified at (time.Now when nil).
+	Now func() time.Time
+}
+
+// Routes are every federation and key endpoint.
+func (rt *Routing) Routes() []httputil.Route {
+	return []httputil.Route{
+		{Name: "key_server", Method: http.MethodGet, Path: "/_matrix/key/v2/server", Handler: rt.KeyServer},
+		// Deprecated form with a key ID, which the answer ignores.
+		{Name: "key_server", Method: http.MethodGet, Path: "/_matrix/key/v2/server/{keyID}", Handler: rt.KeyServer},
+		{Name: "key_query", Method: http.MethodPost, Path: "/_matrix/key/v2/query", Handler: rt.KeyQuery},
+		{Name: "key_query_server", Method: http.MethodGet, Path: "/_matrix/key/v2/query/{serverName}", Handler: rt.KeyQueryServer},
+		{Name: "key_query_server", Method: http.MethodGet, Path: "/_matrix/key/v2/query/{serverName}/{keyID}", Handler: rt.KeyQueryServer},
+		{Name: "federation_version", Method: http.MethodGet, Path: "/_matrix/federation/v1/version", Handler: rt.Version},
+		{Name: "federation_query_profile", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/profile", Handler: rt.Authenticated(rt.QueryProfile)},
+	}
+}
+
+// Version is GET /_matrix/federation/v1/version. The spec does not require signing it, so
+// anyone (federation testers too) may ask.
+func (rt *Routing) Version(*http.Request) (httputil.Response, error) {
+	type server struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+	}
+	return httputil.OK(struct {
+		Server server `json:"server"`
+	}{server{Name: "Dendrite", Version: ServerVersion}}), nil
+}

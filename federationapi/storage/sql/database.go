@@ -1,0 +1,113 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/federationapi/storage"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+)
+
+// Database is the SQL federationapi store.
+type Database struct {
+	db *sqlutil.DB
+}
+
+var _ storage.Database = (*Database)(nil)
+
+// Open migrates the schema and returns the store.
+func Open(ctx context.Context, db *sqlutil.DB) (*Database, error) {
+	if err := sqlutil.Migrate(ctx, db, "federationapi", migrations); err != nil {
+		return nil, fmt.Errorf("migrate federationapi schema: %w", err)
+	}
+	return &Database{db: db}, nil
+}
+
+// FetcherName implements gomatrixserverlib.KeyFetcher.
+func (d *Database) FetcherName() string {
+	return "federationapi key cache"
+}
+
+const selectKeySQL = "SELECT public_key, valid_until_ts, expired_ts FROM federationapi_server_keys WHERE server_name = $1 AND key_id = $2"
+
+// FetchKeys implements gomatrixserverlib.KeyFetcher: the stored keys among those requested.
+func (d *Database) FetchKeys(ctx context.Context, requests map[gomatrixserverlib.PublicKeyLookupRequest]spec.Timestamp) (map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, error) {
+	out := make(map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult, len(requests))
+	for req := range requests {
+		var key string
+		var res gomatrixserverlib.PublicKeyLookupResult
+		err := d.db.QueryRowContext(ctx, selectKeySQL, string(req.ServerName), string(req.KeyID)).Scan(&key, &res.ValidUntilTS, &res.ExpiredTS)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("select key %s of %s: %w", req.KeyID, req.ServerName, err)
+		}
+		if err = res.Key.Decode(key); err != nil {
+			return nil, fmt.Errorf("stored key %s of %s: %w", req.KeyID, req.ServerName, err)
+		}
+		out[req] = res
+	}
+	return out, nil
+}
+
+// upsertKeySQL keeps the longest validity seen and never clears an expiry.
+const upsertKeySQL = `INSERT INTO federationapi_server_keys (server_name, key_id, public_key, valid_until_ts, expired_ts)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (server_name, key_id) DO UPDATE SET
+	public_key = excluded.public_key,
+	valid_until_ts = CASE WHEN excluded.valid_until_ts > federationapi_server_keys.valid_until_ts
+		THEN excluded.valid_until_ts ELSE federationapi_server_keys.valid_until_ts END,
+	expired_ts = CASE WHEN excluded.expired_ts <> 0 THEN excluded.expired_ts ELSE federationapi_server_keys.expired_ts END`
+
+// StoreKeys implements gomatrixserverlib.KeyDatabase.
+func (d *Database) StoreKeys(ctx context.Context, results map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult) error {
+	if len(results) == 0 {
+		return nil
+	}
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		for req, res := range results {
+			if _, err := tx.ExecContext(ctx, upsertKeySQL, string(req.ServerName), string(req.KeyID), res.Key.Encode(),
+				int64(res.ValidUntilTS), int64(res.ExpiredTS)); err != nil {
+				return fmt.Errorf("store key %s of %s: %w", req.KeyID, req.ServerName, err)
+			}
+		}
+		return nil
+	})
+}
+
+// StoreKeyResponse implements storage.Database.
+func (d *Database) StoreKeyResponse(ctx context.Context, r *storage.KeyResponse) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO federationapi_key_responses (server_name, response, valid_until_ts, fetched_ts)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (server_name) DO UPDATE SET response = excluded.response, valid_until_ts = excluded.valid_until_ts, fetched_ts = excluded.fetched_ts
+WHERE excluded.fetched_ts >= federationapi_key_responses.fetched_ts`,
+			string(r.ServerName), string(r.Raw), int64(r.ValidUntilTS), int64(r.FetchedTS))
+		if err != nil {
+			return fmt.Errorf("store key response of %s: %w", r.ServerName, err)
+		}
+		return nil
+	})
+}
+
+// KeyResponse implements storage.Database.
+func (d *Database) KeyResponse(ctx context.Context, serverName spec.ServerName) (*storage.KeyResponse, error) {
+	r := storage.KeyResponse{ServerName: serverName}
+	var raw string
+	err := d.db.QueryRowContext(ctx, "SELECT response, valid_until_ts, fetched_ts FROM federationapi_key_responses WHERE server_name = $1",
+		string(serverName)).Scan(&raw, &r.ValidUntilTS, &r.FetchedTS)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, storage.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select key response of %s: %w", serverName, err)
+	}
+	r.Raw = []byte(raw)
+	return &r, nil
+}

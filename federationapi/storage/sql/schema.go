@@ -1,0 +1,23 @@
+// Package sql implements the federationapi storage.Database with one SQL text for SQLite and
+// PostgreSQL.
+package sql
+
+import "github.com/matrix-org/dendrite/internal/sqlutil"
+
+// migrations are the federationapi schema steps, in order; never edit a released one.
+var migrations = []sqlutil.Migration{{Version: 1, SQL: `
+CREATE TABLE IF NOT EXISTS federationapi_server_keys (
+	server_name TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	public_key TEXT NOT NULL,
+	valid_until_ts {bigint} NOT NULL,
+	expired_ts {bigint} NOT NULL,
+	PRIMARY KEY (server_name, key_id)
+);
+CREATE TABLE IF NOT EXISTS federationapi_key_responses (
+	server_name TEXT NOT NULL PRIMARY KEY,
+	response TEXT NOT NULL,
+	valid_until_ts {bigint} NOT NULL,
+	fetched_ts {bigint} NOT NULL
+);
+`}}
