@@ -6,7 +6,6 @@ package eduserver
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -57,17 +56,15 @@ func New(ctx context.Context, d Deps) (*EDUServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	offsets, err := eventlog.NewOffsetStore(ctx, d.DB, "eduserver")
-	if err != nil {
-		return nil, fmt.Errorf("open eduserver offsets: %w", err)
-	}
 	td := &internal.ToDevice{DB: db, Devices: d.Devices, ServerName: d.ServerName, OutputTopic: d.Topics.OutputSendToDevice, Log: d.Log}
+	toDevice, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "eduserver", d.Topics.InputSendToDevice, td.Handle, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
 	return &EDUServer{
 		typing: &internal.Typing{Log: d.Log, InputTopic: d.Topics.InputTyping, OutputTopic: d.Topics.OutputTyping,
 			MaxTimeout: time.Duration(d.Cfg.MaxTypingTimeout), Logger: d.Logger},
-		toDevice: &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: offsets, Topic: d.Topics.InputSendToDevice, Partitions: eventlog.AllPartitions(d.Log, d.Topics.InputSendToDevice),
-			Name: "eduserver", Handle: td.Handle, Logger: d.Logger, Metrics: d.LogMetrics},
-		db: db, logger: d.Logger,
+		toDevice: toDevice, db: db, logger: d.Logger,
 	}, nil
 }
 

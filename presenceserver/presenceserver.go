@@ -6,7 +6,6 @@ package presenceserver
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -44,18 +43,13 @@ func New(ctx context.Context, d Deps) (*PresenceServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	offsets, err := eventlog.NewOffsetStore(ctx, d.DB, "presenceserver")
-	if err != nil {
-		return nil, fmt.Errorf("open presenceserver offsets: %w", err)
-	}
 	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, OutputTopic: d.OutputTopic,
 		IdleTimeout: time.Duration(d.Cfg.IdleTimeout), OfflineTimeout: time.Duration(d.Cfg.OfflineTimeout), Logger: d.Logger}
-	return &PresenceServer{
-		presence: p,
-		consumer: &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: offsets, Topic: d.InputTopic, Partitions: eventlog.AllPartitions(d.Log, d.InputTopic),
-			Name: "presenceserver", Handle: p.Handle, Logger: d.Logger, Metrics: d.LogMetrics},
-		sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second),
-	}, nil
+	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "presenceserver", d.InputTopic, p.Handle, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
+	return &PresenceServer{presence: p, consumer: c, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
 }
 
 // API is the presenceserver's query API.

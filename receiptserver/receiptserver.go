@@ -5,7 +5,6 @@ package receiptserver
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/sirupsen/logrus"
 
@@ -36,13 +35,12 @@ func New(ctx context.Context, d Deps) (*ReceiptServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	offsets, err := eventlog.NewOffsetStore(ctx, d.DB, "receiptserver")
-	if err != nil {
-		return nil, fmt.Errorf("open receiptserver offsets: %w", err)
-	}
 	h := &internal.Receipts{DB: db, Log: d.Log, OutputTopic: d.OutputTopic}
-	return &ReceiptServer{consumer: &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: offsets, Topic: d.InputTopic, Partitions: eventlog.AllPartitions(d.Log, d.InputTopic),
-		Name: "receiptserver", Handle: h.Handle, Logger: d.Logger, Metrics: d.LogMetrics}}, nil
+	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "receiptserver", d.InputTopic, h.Handle, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
+	return &ReceiptServer{consumer: c}, nil
 }
 
 // Run consumes the input topic until ctx ends.

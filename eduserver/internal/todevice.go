@@ -62,13 +62,7 @@ func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		msgs = append(msgs, out...)
 	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if _, err := t.Log.Produce(ctx, t.OutputTopic, msgs...); err != nil {
-		return eventlog.Retry(err)
-	}
-	return nil
+	return eventlog.ProduceFromHandler(ctx, t.Log, t.OutputTopic, msgs)
 }
 
 // expand turns one request into its per-device messages, in a stable order.

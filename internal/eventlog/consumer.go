@@ -192,3 +192,27 @@ func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, atte
 	}
 	return nil
 }
+
+// NewComponentConsumer is a Consumer of every partition of topic whose offsets and dead
+// letters live in the component's own database db (see NewOffsetStore).
+func NewComponentConsumer(ctx context.Context, log Log, db *sqlutil.DB, component, topic string,
+	handle func(ctx context.Context, tx *sql.Tx, recs []Record) error, logger *logrus.Entry, metrics *Metrics) (*Consumer, error) {
+	offsets, err := NewOffsetStore(ctx, db, component)
+	if err != nil {
+		return nil, fmt.Errorf("open %s offsets: %w", component, err)
+	}
+	return &Consumer{Log: log, DB: db, Offsets: offsets, Topic: topic, Partitions: AllPartitions(log, topic), Name: component,
+		Handle: handle, Logger: logger, Metrics: metrics}, nil
+}
+
+// ProduceFromHandler appends msgs, if any, from inside a Consumer's Handle: a failure is
+// marked transient (Retry), so the batch is retried rather than dead-lettered.
+func ProduceFromHandler(ctx context.Context, log Log, topic string, msgs []Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if _, err := log.Produce(ctx, topic, msgs...); err != nil {
+		return Retry(err)
+	}
+	return nil
+}

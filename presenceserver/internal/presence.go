@@ -69,13 +69,7 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		msgs = append(msgs, eventlog.Message{Key: []byte(in.UserID), Value: value})
 	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if _, err := p.Log.Produce(ctx, p.OutputTopic, msgs...); err != nil {
-		return eventlog.Retry(err)
-	}
-	return nil
+	return eventlog.ProduceFromHandler(ctx, p.Log, p.OutputTopic, msgs)
 }
 
 // apply is the presence after in; ok is false for input it does not understand.

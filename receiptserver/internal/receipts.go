@@ -49,11 +49,5 @@ func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		msgs = append(msgs, eventlog.Message{Key: []byte(in.RoomID), Value: value})
 	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	if _, err := r.Log.Produce(ctx, r.OutputTopic, msgs...); err != nil {
-		return eventlog.Retry(err)
-	}
-	return nil
+	return eventlog.ProduceFromHandler(ctx, r.Log, r.OutputTopic, msgs)
 }

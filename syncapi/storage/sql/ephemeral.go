@@ -16,9 +16,7 @@ import (
 
 // WriteTyping implements storage.Database.
 func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	var applied storage.Applied
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{Stream: storage.StreamTyping}
+	return d.write(ctx, storage.StreamTyping, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, t := range typing {
 			users, err := json.Marshal(t.Users)
 			if err != nil {
@@ -44,19 +42,13 @@ func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dea
 			applied.EphemeralRooms = append(applied.EphemeralRooms, t.RoomID)
 			applied.Position = pos
 		}
-		return finish(ctx, tx, d, dead, offset)
+		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &applied, nil
 }
 
 // WriteReceipts implements storage.Database.
 func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	var applied storage.Applied
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{Stream: storage.StreamReceipts}
+	return d.write(ctx, storage.StreamReceipts, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, r := range receipts {
 			var old string
 			err := tx.QueryRowContext(ctx, "SELECT event_id FROM syncapi_receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
@@ -90,19 +82,13 @@ func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt
 			}
 			applied.Position = pos
 		}
-		return finish(ctx, tx, d, dead, offset)
+		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &applied, nil
 }
 
 // WriteToDevice implements storage.Database.
 func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMessage, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	var applied storage.Applied
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{Stream: storage.StreamToDevice}
+	return d.write(ctx, storage.StreamToDevice, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, m := range msgs {
 			var n int
 			if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_send_to_device WHERE message_id = $1", m.MessageID).Scan(&n); err != nil {
@@ -123,19 +109,13 @@ func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMes
 			applied.Users = append(applied.Users, m.UserID)
 			applied.Position = pos
 		}
-		return finish(ctx, tx, d, dead, offset)
+		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &applied, nil
 }
 
 // WritePresence implements storage.Database.
 func (d *Database) WritePresence(ctx context.Context, presence []storage.Presence, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	var applied storage.Applied
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{Stream: storage.StreamPresence}
+	return d.write(ctx, storage.StreamPresence, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, p := range presence {
 			var old storage.Presence
 			var status sql.NullString
@@ -162,12 +142,8 @@ func (d *Database) WritePresence(ctx context.Context, presence []storage.Presenc
 			applied.PresenceUsers = append(applied.PresenceUsers, p.UserID)
 			applied.Position = pos
 		}
-		return finish(ctx, tx, d, dead, offset)
+		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &applied, nil
 }
 
 // Typing implements storage.Database.

@@ -14,20 +14,14 @@ import (
 
 // WriteRoomEvents implements storage.Database.
 func (d *Database) WriteRoomEvents(ctx context.Context, events []storage.NewRoomEvent, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	var applied storage.Applied
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{Stream: storage.StreamRoomEvents}
+	return d.write(ctx, storage.StreamRoomEvents, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for i := range events {
-			if err := d.writeRoomEvent(ctx, tx, &events[i], &applied); err != nil {
+			if err := d.writeRoomEvent(ctx, tx, &events[i], applied); err != nil {
 				return fmt.Errorf("store event %s: %w", events[i].Event.EventID(), err)
 			}
 		}
-		return finish(ctx, tx, d, dead, offset)
+		return nil
 	})
-	if err != nil {
-		return nil, err
-	}
-	return &applied, nil
 }
 
 func nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
@@ -157,9 +151,7 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
 
 // WriteAccountData implements storage.Database.
 func (d *Database) WriteAccountData(ctx context.Context, changes []storage.AccountDataChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	var applied storage.Applied
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		applied = storage.Applied{Stream: storage.StreamAccountData}
+	return d.write(ctx, storage.StreamAccountData, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range changes {
 			var old string
 			err := tx.QueryRowContext(ctx, "SELECT content FROM syncapi_account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
@@ -181,6 +173,20 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 			}
 			applied.Users = append(applied.Users, c.UserID)
 			applied.Position = pos
+		}
+		return nil
+	})
+}
+
+// write runs fn in a transaction that then records dead letters and saves the consumer's
+// next offset, and returns what fn applied.
+func (d *Database) write(ctx context.Context, stream string, dead []storage.DeadLetter, offset storage.Offset,
+	fn func(tx *sql.Tx, applied *storage.Applied) error) (*storage.Applied, error) {
+	var applied storage.Applied
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		applied = storage.Applied{Stream: stream}
+		if err := fn(tx, &applied); err != nil {
+			return err
 		}
 		return finish(ctx, tx, d, dead, offset)
 	})
