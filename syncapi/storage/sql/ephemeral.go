@@ -30,17 +30,12 @@ func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dea
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			pos, err := nextPosition(ctx, tx)
+			err = storeAtNextPosition(ctx, tx, applied, "typing", `INSERT INTO syncapi_typing (room_id, users, position) VALUES ($1, $2, $3)
+				ON CONFLICT (room_id) DO UPDATE SET users = $2, position = $3`, t.RoomID, string(users))
 			if err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_typing (room_id, users, position) VALUES ($1, $2, $3)
-				ON CONFLICT (room_id) DO UPDATE SET users = $2, position = $3`, t.RoomID, string(users), pos)
-			if err != nil {
-				return fmt.Errorf("store typing: %w", err)
-			}
 			applied.EphemeralRooms = append(applied.EphemeralRooms, t.RoomID)
-			applied.Position = pos
 		}
 		return nil
 	})
@@ -64,23 +59,18 @@ func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			pos, err := nextPosition(ctx, tx)
-			if err != nil {
-				return err
-			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_receipts (room_id, user_id, receipt_type, thread_id, event_id, event_position, ts, position)
+			err = storeAtNextPosition(ctx, tx, applied, "receipt", `INSERT INTO syncapi_receipts (room_id, user_id, receipt_type, thread_id, event_id, event_position, ts, position)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (room_id, user_id, receipt_type, thread_id)
 				DO UPDATE SET event_id = $5, event_position = $6, ts = $7, position = $8`,
-				r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, eventPos, r.TS, pos)
+				r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, eventPos, r.TS)
 			if err != nil {
-				return fmt.Errorf("store receipt: %w", err)
+				return err
 			}
 			if r.Type == "m.read.private" {
 				applied.Users = append(applied.Users, r.UserID)
 			} else {
 				applied.EphemeralRooms = append(applied.EphemeralRooms, r.RoomID)
 			}
-			applied.Position = pos
 		}
 		return nil
 	})
@@ -97,17 +87,13 @@ func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMes
 			if n > 0 {
 				continue
 			}
-			pos, err := nextPosition(ctx, tx)
+			err := storeAtNextPosition(ctx, tx, applied, "to-device message", `INSERT INTO syncapi_send_to_device
+				(message_id, user_id, device_id, sender, type, content, position) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+				m.MessageID, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content))
 			if err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_send_to_device (position, message_id, user_id, device_id, sender, type, content)
-				VALUES ($1, $2, $3, $4, $5, $6, $7)`, pos, m.MessageID, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content))
-			if err != nil {
-				return fmt.Errorf("store to-device message: %w", err)
-			}
 			applied.Users = append(applied.Users, m.UserID)
-			applied.Position = pos
 		}
 		return nil
 	})
@@ -128,19 +114,14 @@ func (d *Database) WritePresence(ctx context.Context, presence []storage.Presenc
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			pos, err := nextPosition(ctx, tx)
+			err = storeAtNextPosition(ctx, tx, applied, "presence", `INSERT INTO syncapi_presence (user_id, presence, status_msg, last_active_ts, currently_active, position)
+				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id)
+				DO UPDATE SET presence = $2, status_msg = $3, last_active_ts = $4, currently_active = $5, position = $6`,
+				p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.CurrentlyActive)
 			if err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_presence (user_id, presence, status_msg, last_active_ts, currently_active, position)
-				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id)
-				DO UPDATE SET presence = $2, status_msg = $3, last_active_ts = $4, currently_active = $5, position = $6`,
-				p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.CurrentlyActive, pos)
-			if err != nil {
-				return fmt.Errorf("store presence: %w", err)
-			}
 			applied.PresenceUsers = append(applied.PresenceUsers, p.UserID)
-			applied.Position = pos
 		}
 		return nil
 	})

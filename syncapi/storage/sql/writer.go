@@ -33,6 +33,20 @@ func nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
 	return pos, nil
 }
 
+// storeAtNextPosition takes the next stream position, runs query with args and the position
+// as its last parameter, and records the position in applied.
+func storeAtNextPosition(ctx context.Context, tx *sql.Tx, applied *storage.Applied, what, query string, args ...any) error {
+	pos, err := nextPosition(ctx, tx)
+	if err != nil {
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, query, append(args, pos)...); err != nil {
+		return fmt.Errorf("store %s: %w", what, err)
+	}
+	applied.Position = pos
+	return nil
+}
+
 const insertEventSQL = `INSERT INTO syncapi_events (position, room_id, event_id, type, sender, state_key, event_json,
 	room_version, history_visibility, replaces_event_id, txn_user_id, txn_device_id, txn_id, notify, mentions)
 	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
@@ -162,17 +176,13 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			pos, err := nextPosition(ctx, tx)
+			err = storeAtNextPosition(ctx, tx, applied, "account data", `INSERT INTO syncapi_account_data (user_id, room_id, type, content, position)
+				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = $4, position = $5`,
+				c.UserID, c.RoomID, c.Type, string(c.Content))
 			if err != nil {
 				return err
 			}
-			_, err = tx.ExecContext(ctx, `INSERT INTO syncapi_account_data (user_id, room_id, type, content, position) VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = $4, position = $5`, c.UserID, c.RoomID, c.Type, string(c.Content), pos)
-			if err != nil {
-				return fmt.Errorf("store account data: %w", err)
-			}
 			applied.Users = append(applied.Users, c.UserID)
-			applied.Position = pos
 		}
 		return nil
 	})
