@@ -108,7 +108,9 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	if e.roomserver, err = rsinthttp.NewShardedClient(urls, cfg.Global.Log.Partitions, clientOpts); err != nil {
 		return nil, err
 	}
-	e.users = uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts)
+	// Tokens are looked up on every request: remember them briefly (the revocation bound is
+	// in api.DeviceCache).
+	e.users = uapi.NewDeviceCache(uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts), uapi.DeviceCacheTTL)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {
