@@ -58,7 +58,7 @@ func Conn(db *DB, tx *sql.Tx) Querier {
 // "sqlite:PATH" or a plain path is SQLite in WAL mode (its directory is created).
 func Open(dsn string) (*DB, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		db, err := sql.Open("postgres", dsn)
+		db, err := sql.Open("postgres", withBinaryParameters(dsn))
 		if err != nil {
 			return nil, err
 		}
@@ -103,6 +103,24 @@ func Open(dsn string) (*DB, error) {
 // Engine is the database's engine.
 func (db *DB) Engine() Engine {
 	return db.Dialect.Engine
+}
+
+// withBinaryParameters turns on lib/pq's binary_parameters unless the DSN sets it: a query
+// with parameters is then one round trip (Parse, Bind, Execute in one message) instead of
+// two (Parse and Describe first, to learn the parameter types), and []byte parameters go
+// as binary, not hex text.
+func withBinaryParameters(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // sql.Open reports it
+	}
+	q := u.Query()
+	if q.Has("binary_parameters") {
+		return dsn
+	}
+	q.Set("binary_parameters", "yes")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // WithTx runs fn in a transaction: committed if fn returns nil, rolled back otherwise.
