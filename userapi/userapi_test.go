@@ -303,3 +303,100 @@ func TestMigrateTwice(t *testing.T) {
 		}
 	})
 }
+
+// countingTokens counts the token lookups that reach the userapi.
+type countingTokens struct {
+	api.ClientUserAPI
+	lookups int
+}
+
+func (c *countingTokens) QueryAccessToken(ctx context.Context, req *api.QueryAccessTokenRequest) (*api.QueryAccessTokenResponse, error) {
+	c.lookups++
+	return c.ClientUserAPI.QueryAccessToken(ctx, req)
+}
+
+func TestDeviceCache(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newAPI(t, db, nil)
+		counted := &countingTokens{ClientUserAPI: u}
+		c := api.NewDeviceCache(counted, time.Hour)
+		create(t, u, "alice", "pw")
+		lookup := func(token string) *api.Device {
+			t.Helper()
+			res, err := c.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res.Device
+		}
+		phone := login(t, u, "alice", nil)
+		laptop := login(t, u, "alice", nil)
+		for range 3 {
+			if d := lookup(phone.AccessToken); d == nil || d.DeviceID != phone.Device.DeviceID {
+				t.Fatalf("lookup: %+v", d)
+			}
+		}
+		if counted.lookups != 1 {
+			t.Fatalf("%d lookups reached the userapi, want 1", counted.lookups)
+		}
+		// Unknown tokens are not remembered: asked every time.
+		lookup("syt_unknown")
+		lookup("syt_unknown")
+		if counted.lookups != 3 {
+			t.Fatalf("%d lookups, want 3", counted.lookups)
+		}
+
+		// A logout through the cache is seen at once, and only for that device.
+		lookup(laptop.AccessToken)
+		if _, err := c.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: phone.Device.UserID, DeviceIDs: []string{phone.Device.DeviceID}}); err != nil {
+			t.Fatal(err)
+		}
+		if lookup(phone.AccessToken) != nil {
+			t.Fatal("logged-out token still works through the cache")
+		}
+		before := counted.lookups
+		if lookup(laptop.AccessToken) == nil || counted.lookups != before {
+			t.Fatal("another device's cached token was dropped")
+		}
+		// A re-login with the same device ID through the cache ends the old token.
+		again, err := c.PerformDeviceCreation(ctx, &api.PerformDeviceCreationRequest{Localpart: "alice", DeviceID: &laptop.Device.DeviceID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lookup(laptop.AccessToken) != nil || lookup(again.AccessToken) == nil {
+			t.Fatal("re-login through the cache: old token works or new one does not")
+		}
+		// Logout of every device.
+		if _, err = c.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: phone.Device.UserID, All: true}); err != nil {
+			t.Fatal(err)
+		}
+		if lookup(again.AccessToken) != nil {
+			t.Fatal("token works after logout/all")
+		}
+
+		// A logout that bypasses the cache (another process) is seen once the entry expires.
+		short := api.NewDeviceCache(u, 50*time.Millisecond)
+		tablet := login(t, u, "alice", nil)
+		if res, _ := short.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: tablet.AccessToken}); res.Device == nil {
+			t.Fatal("new token unknown")
+		}
+		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: tablet.Device.UserID, All: true}); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			res, err := short.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: tablet.AccessToken})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Device == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("revoked token still cached after the TTL")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	})
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -31,6 +32,9 @@ type Rooms struct {
 	PrivateKey ed25519.PrivateKey
 	RSAPI      rsapi.ClientRoomserverAPI
 	UserAPI    uapi.ClientUserAPI
+
+	joinedOnce sync.Once
+	joined     *joinedCache
 }
 
 // Routes lists the room endpoints.
@@ -91,8 +95,14 @@ func (rm *Rooms) submit(ctx context.Context, in rsapi.InputRoomEvents) ([]rsapi.
 	return res.Results, nil
 }
 
-// sendProto submits one local event and returns its ID.
+// sendProto submits one local event and returns its ID. A membership event drops its
+// target's entry in the joined cache, before and after, so no answer from before it stays.
 func (rm *Rooms) sendProto(ctx context.Context, roomID string, pe *rsapi.ProtoEvent, txn *rsapi.TransactionID) (string, error) {
+	if pe.Type == spec.MRoomMember && pe.StateKey != nil {
+		c, target := rm.joinedCache(), *pe.StateKey
+		c.forget(roomID, target)
+		defer c.forget(roomID, target)
+	}
 	res, err := rm.submit(ctx, rsapi.InputRoomEvents{
 		RoomID: roomID,
 		Events: []rsapi.InputRoomEvent{{Kind: rsapi.KindNew, Proto: pe, TxnID: txn}},
@@ -166,7 +176,7 @@ func (rm *Rooms) Send(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	if err = rm.requireJoined(r.Context(), roomID, dev.UserID); err != nil {
+	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
 	txn := &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: vars["txnID"]}
@@ -190,7 +200,7 @@ func (rm *Rooms) Redact(r *http.Request, dev *uapi.Device) (httputil.Response, e
 	if err = httputil.DecodeJSON(r, &body); err != nil {
 		return httputil.Response{}, err
 	}
-	if err = rm.requireJoined(r.Context(), roomID, dev.UserID); err != nil {
+	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
 	info, err := rm.RSAPI.QueryRoomInfo(r.Context(), &rsapi.QueryRoomInfoRequest{RoomID: roomID})
@@ -245,7 +255,7 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if eventType == spec.MRoomMember {
 		return httputil.Response{}, matrixerr.Forbidden("membership changes go through the membership endpoints")
 	}
-	if err = rm.requireJoined(r.Context(), roomID, dev.UserID); err != nil {
+	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
 	eventID, err := rm.sendProto(r.Context(), roomID, &rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content}, nil)

@@ -2,11 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Processes the front proxy routes to.
@@ -56,9 +58,18 @@ type proxy struct {
 
 func newProxy(c *cluster) *proxy {
 	p := &proxy{c: c, targets: map[string]*httputil.ReverseProxy{}}
+	// http.DefaultTransport keeps 2 idle connections per host: with more concurrent
+	// clients than that, most requests would dial a new connection to the component and
+	// close it afterwards. Keep one per client instead.
+	transport := &http.Transport{
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        1000,
+		MaxIdleConnsPerHost: 500,
+		IdleConnTimeout:     90 * time.Second,
+	}
 	for name, addr := range map[string]string{toClientAPI: c.cfg.ClientAPI.Listen, toSyncAPI: c.cfg.SyncAPI.Listen, toFederationAPI: c.cfg.FederationAPI.Listen} {
 		target := &url.URL{Scheme: "http", Host: addr}
-		p.targets[name] = &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		p.targets[name] = &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
 			r.SetXForwarded()
 		}}

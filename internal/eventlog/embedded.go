@@ -246,6 +246,19 @@ func (e *Embedded) EndOffsets(_ context.Context, topic string) ([]int64, error) 
 	return ends, nil
 }
 
+// EndOffsetsOf implements Log.
+func (e *Embedded) EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, error) {
+	out := make([][]int64, len(topics))
+	for i, t := range topics {
+		ends, err := e.EndOffsets(ctx, t)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = ends
+	}
+	return out, nil
+}
+
 // wait returns a channel closed when the partition's end moves past from.
 func (e *Embedded) wait(k partKey, from int64) (chan struct{}, bool) {
 	e.mu.Lock()

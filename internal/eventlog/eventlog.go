@@ -51,6 +51,9 @@ type Log interface {
 	// appended will get. One call answers for every partition (one broker round trip on
 	// Kafka): readers ask it on every request to wait for their own consumers.
 	EndOffsets(ctx context.Context, topic string) ([]int64, error)
+	// EndOffsetsOf is EndOffsets for several topics at once (one broker round trip on
+	// Kafka), in the order of topics.
+	EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, error)
 	Close() error
 }
 

@@ -74,6 +74,12 @@ type Kafka struct {
 	topicMu  sync.Mutex
 	topics   map[string]int32 // topics known to exist with the configured partition count
 
+	// endsMu guards the shared end-offset requests: endsBusy while one runs, endsNext the
+	// one gathering callers for after it.
+	endsMu   sync.Mutex
+	endsBusy bool
+	endsNext *endsBatch
+
 	readyMu  sync.Mutex
 	readyRun chan struct{} // closed when the readiness check in flight ends
 	readyErr error
@@ -381,39 +387,114 @@ func produceError(topic string, err error) error {
 	return fmt.Errorf("produce to %s: %w", topic, err)
 }
 
-// EndOffsets implements Log with one ListOffsets request per partition leader.
+// EndOffsets implements Log.
 func (k *Kafka) EndOffsets(ctx context.Context, topic string) ([]int64, error) {
+	ends, err := k.EndOffsetsOf(ctx, []string{topic})
+	if err != nil {
+		return nil, err
+	}
+	return ends[0], nil
+}
+
+// endsBatch is one ListOffsets round trip shared by the EndOffsetsOf calls that arrived
+// before it started.
+type endsBatch struct {
+	topics map[string]bool
+	done   chan struct{}
+	ends   map[string][]int64
+	err    error
+}
+
+// EndOffsetsOf implements Log with one ListOffsets request per partition leader for all
+// topics. Concurrent calls share requests: a call joins the next request to start (never
+// one already in flight, which could predate the call), so every answer is at least as
+// new as the call. Readers call it on every request, often many at once.
+func (k *Kafka) EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, error) {
 	if !k.enter() {
 		return nil, ErrClosed
 	}
 	defer k.running.Done()
-	n, err := k.ensureTopic(ctx, topic)
-	if err != nil {
-		return nil, err
+	for _, t := range topics {
+		if _, err := k.ensureTopic(ctx, t); err != nil {
+			return nil, err
+		}
 	}
+	k.endsMu.Lock()
+	b := k.endsNext
+	if b == nil {
+		b = &endsBatch{topics: map[string]bool{}, done: make(chan struct{})}
+		k.endsNext = b
+	}
+	for _, t := range topics {
+		b.topics[t] = true
+	}
+	if !k.endsBusy {
+		k.endsBusy, k.endsNext = true, nil
+		k.running.Add(1)
+		go k.runEnds(b)
+	}
+	k.endsMu.Unlock()
+	select {
+	case <-b.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if b.err != nil {
+		return nil, b.err
+	}
+	out := make([][]int64, len(topics))
+	for i, t := range topics {
+		out[i] = b.ends[t]
+	}
+	return out, nil
+}
+
+// runEnds answers b, then every batch that gathered while it ran.
+func (k *Kafka) runEnds(b *endsBatch) {
+	defer k.running.Done()
+	for b != nil {
+		b.ends, b.err = k.listEnds(b.topics)
+		close(b.done)
+		k.endsMu.Lock()
+		b, k.endsNext = k.endsNext, nil
+		k.endsBusy = b != nil
+		k.endsMu.Unlock()
+	}
+}
+
+// listEnds asks the partition leaders for the end offsets of topics.
+func (k *Kafka) listEnds(topics map[string]bool) (map[string][]int64, error) {
 	requests := map[*sarama.Broker]*sarama.OffsetRequest{}
-	for p := int32(0); p < n; p++ {
-		leader, err := k.client.Leader(topic, p)
-		if err != nil {
-			return nil, fmt.Errorf("leader of %s/%d: %w", topic, p, err)
+	ends := make(map[string][]int64, len(topics))
+	for topic := range topics {
+		n := k.cfg.partitions(topic)
+		ends[topic] = make([]int64, n)
+		for p := int32(0); p < n; p++ {
+			leader, err := k.client.Leader(topic, p)
+			if err != nil {
+				return nil, fmt.Errorf("leader of %s/%d: %w", topic, p, err)
+			}
+			if requests[leader] == nil {
+				requests[leader] = &sarama.OffsetRequest{Version: 1}
+			}
+			requests[leader].AddBlock(topic, p, sarama.OffsetNewest, 1)
 		}
-		if requests[leader] == nil {
-			requests[leader] = &sarama.OffsetRequest{Version: 1}
-		}
-		requests[leader].AddBlock(topic, p, sarama.OffsetNewest, 1)
 	}
-	ends := make([]int64, n)
 	for broker, req := range requests {
 		res, err := broker.GetAvailableOffsets(req)
 		if err != nil {
-			return nil, fmt.Errorf("end offsets of %s: %w", topic, err)
+			return nil, fmt.Errorf("end offsets: %w", err)
 		}
-		for p := range res.Blocks[topic] {
-			block := res.GetBlock(topic, p)
-			if block.Err != sarama.ErrNoError {
-				return nil, fmt.Errorf("end offset of %s/%d: %w", topic, p, block.Err)
+		for topic, blocks := range res.Blocks {
+			for p := range blocks {
+				block := res.GetBlock(topic, p)
+				if block.Err != sarama.ErrNoError {
+					return nil, fmt.Errorf("end offset of %s/%d: %w", topic, p, block.Err)
+				}
+				if p >= 0 && int(p) < len(ends[topic]) {
+					ends[topic][p] = block.Offset
+				}
 			}
-			ends[p] = block.Offset
 		}
 	}
 	return ends, nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -112,7 +113,9 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	if e.roomserver, err = rsinthttp.NewShardedClient(urls, cfg.Global.Log.Partitions, clientOpts); err != nil {
 		return nil, err
 	}
-	e.users = uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts)
+	// Tokens are looked up on every request: remember them briefly (the revocation bound is
+	// in api.DeviceCache).
+	e.users = uapi.NewDeviceCache(uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts), uapi.DeviceCacheTTL)
 	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
 	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
@@ -153,12 +156,18 @@ func (p *process) ready(ctx context.Context) error {
 	return p.e.ready(ctx)
 }
 
-// internalRouter serves /health, /ready and /metrics at once, and the internal API once
-// installed.
+// internalRouter serves /health, /ready, /metrics and the Go profiler (/debug/pprof/) at
+// once, and the internal API once installed. The listener is bound to an internal address
+// (DESIGN 9), so the profiler is for operators only.
 func (p *process) internalRouter() http.Handler {
 	router := mux.NewRouter()
 	httputil.Health(router, p.ready)
 	router.Handle("/metrics", httputil.MetricsHandler(prometheus.GathererFunc(p.gather)))
+	router.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	router.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	router.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	router.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	router.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
 	router.PathPrefix(ihttp.PathPrefix).Handler(installed(&p.internalAPI))
 	return router
 }

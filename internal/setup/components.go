@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -340,13 +341,35 @@ func buildPresenceServer(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
-// filterLookup lets syncapi resolve stored filter IDs through the userapi.
+// filterCacheSize bounds the stored filters syncapi remembers.
+const filterCacheSize = 10000
+
+// filterLookup lets syncapi resolve stored filter IDs through the userapi. A stored filter
+// never changes (storing another one gives it a new ID), so answers are remembered for the
+// life of the process, up to filterCacheSize of them: clients send the same filter ID with
+// every /sync.
 func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, filterID string) ([]byte, error) {
+	type key struct{ localpart, filterID string }
+	var mu sync.Mutex
+	cache := map[key][]byte{}
 	return func(ctx context.Context, localpart, filterID string) ([]byte, error) {
+		k := key{localpart, filterID}
+		mu.Lock()
+		f, ok := cache[k]
+		mu.Unlock()
+		if ok {
+			return f, nil
+		}
 		res, err := u.QueryFilter(ctx, &uapi.QueryFilterRequest{Localpart: localpart, FilterID: filterID})
 		if err != nil {
 			return nil, err
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(cache) >= filterCacheSize {
+			clear(cache)
+		}
+		cache[k] = res.Filter
 		return res.Filter, nil
 	}
 }

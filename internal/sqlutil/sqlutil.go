@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/lib/pq"
 	"modernc.org/sqlite"
@@ -57,12 +58,17 @@ func Conn(db *DB, tx *sql.Tx) Querier {
 // "sqlite:PATH" or a plain path is SQLite in WAL mode (its directory is created).
 func Open(dsn string) (*DB, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		db, err := sql.Open("postgres", dsn)
+		db, err := sql.Open("postgres", withBinaryParameters(dsn))
 		if err != nil {
 			return nil, err
 		}
+		// Keep as many idle connections as may be open: a PostgreSQL connection is a forked
+		// backend that warms its caches on first use, so closing the ones over a smaller
+		// idle limit after every burst (20 long-polling /sync requests, say) and opening them
+		// again costs more CPU than the queries. Connections idle for a minute are closed.
 		db.SetMaxOpenConns(40)
-		db.SetMaxIdleConns(10)
+		db.SetMaxIdleConns(40)
+		db.SetConnMaxIdleTime(time.Minute)
 		if err = db.Ping(); err != nil {
 			_ = db.Close() // the ping error is the one to report
 			return nil, fmt.Errorf("connect to postgres: %w", err)
@@ -97,6 +103,24 @@ func Open(dsn string) (*DB, error) {
 // Engine is the database's engine.
 func (db *DB) Engine() Engine {
 	return db.Dialect.Engine
+}
+
+// withBinaryParameters turns on lib/pq's binary_parameters unless the DSN sets it: a query
+// with parameters is then one round trip (Parse, Bind, Execute in one message) instead of
+// two (Parse and Describe first, to learn the parameter types), and []byte parameters go
+// as binary, not hex text.
+func withBinaryParameters(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return dsn // sql.Open reports it
+	}
+	q := u.Query()
+	if q.Has("binary_parameters") {
+		return dsn
+	}
+	q.Set("binary_parameters", "yes")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // WithTx runs fn in a transaction: committed if fn returns nil, rolled back otherwise.

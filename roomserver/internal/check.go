@@ -12,7 +12,6 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/roomserver/api"
-	"github.com/matrix-org/dendrite/roomserver/storage"
 	"github.com/matrix-org/dendrite/roomserver/types"
 )
 
@@ -27,7 +26,8 @@ type pendingRoom struct {
 	overlay   map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU
 	latestIDs []string
 	depth     int64
-	// txns are the transactions of events accepted in this batch.
+	// txns are the transactions of events accepted in this batch, and the stored ones of
+	// the batch's transaction IDs (loaded once for the batch by loadTxns).
 	txns map[api.TransactionID]string
 	// accepted are the events of this batch, by ID, for redactions of fresh events.
 	accepted map[string]gomatrixserverlib.PDU
@@ -227,15 +227,6 @@ func (in *Inputer) checkEvent(ctx context.Context, p *pendingRoom, ie *api.Input
 	if ie.TxnID != nil {
 		if id, ok := p.txns[*ie.TxnID]; ok {
 			return &acceptedEvent{result: &api.Result{EventID: id}}, nil
-		}
-		if p.head != nil {
-			id, err := in.db.Transaction(ctx, p.head.room.NID, ie.TxnID.UserID, ie.TxnID.DeviceID, ie.TxnID.TransactionID)
-			if err == nil {
-				return &acceptedEvent{result: &api.Result{EventID: id}}, nil
-			}
-			if !errors.Is(err, storage.ErrNotFound) {
-				return nil, err
-			}
 		}
 	}
 	var ev gomatrixserverlib.PDU

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -44,6 +45,7 @@ type Inputer struct {
 	db         storage.Database
 	cache      *cache
 	results    *results
+	produced   *producedOutbox
 	serverName spec.ServerName
 	keyID      gomatrixserverlib.KeyID
 	key        ed25519.PrivateKey
@@ -54,6 +56,7 @@ func NewInputer(in Inputer) *Inputer {
 	in.db = in.DB
 	in.cache = newCache(in.DB)
 	in.results = newResults(in.Partitions)
+	in.produced = &producedOutbox{}
 	in.serverName, in.keyID, in.key = in.ServerName, in.KeyID, in.Key
 	return &in
 }
@@ -73,10 +76,78 @@ func (in *Inputer) Run(ctx context.Context) error {
 		g.Go(func() error { return in.consume(ctx, p) })
 	}
 	err = g.Wait()
+	in.deleteProduced(context.Background())
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
+}
+
+// idleOutboxDelete is how long produced outbox rows wait for the next write transaction to
+// delete them before they are deleted on their own.
+const idleOutboxDelete = time.Second
+
+// producedOutbox are outbox rows already produced and not yet deleted. The next write
+// transaction deletes them, which saves a transaction per batch; when no batch comes within
+// idleOutboxDelete a timer deletes them. A row that outlives a crash is produced again at
+// start-up, which consumers dedupe by event ID.
+type producedOutbox struct {
+	mu    sync.Mutex
+	seqs  []int64
+	timer *time.Timer
+}
+
+// add records produced rows and makes sure they are deleted soon.
+func (in *Inputer) addProduced(seqs []int64) {
+	in.produced.mu.Lock()
+	defer in.produced.mu.Unlock()
+	in.produced.seqs = append(in.produced.seqs, seqs...)
+	if in.produced.timer == nil {
+		in.produced.timer = time.AfterFunc(idleOutboxDelete, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			in.deleteProduced(ctx)
+		})
+	}
+}
+
+// takeProduced hands the rows to delete to a write transaction, which gives them back with
+// returnProduced if it fails.
+func (in *Inputer) takeProduced() []int64 {
+	in.produced.mu.Lock()
+	defer in.produced.mu.Unlock()
+	seqs := in.produced.seqs
+	in.produced.seqs = nil
+	return seqs
+}
+
+func (in *Inputer) returnProduced(seqs []int64) {
+	if len(seqs) == 0 {
+		return
+	}
+	in.produced.mu.Lock()
+	defer in.produced.mu.Unlock()
+	in.produced.seqs = append(in.produced.seqs, seqs...)
+}
+
+// deleteProduced deletes the produced rows no write transaction took.
+func (in *Inputer) deleteProduced(ctx context.Context) {
+	in.produced.mu.Lock()
+	seqs := in.produced.seqs
+	in.produced.seqs = nil
+	if in.produced.timer != nil {
+		in.produced.timer.Stop()
+		in.produced.timer = nil
+	}
+	in.produced.mu.Unlock()
+	if len(seqs) == 0 {
+		return
+	}
+	if err := in.db.DeleteOutbox(ctx, seqs); err != nil {
+		// The outputs went out; leaving them in the outbox only means they are produced
+		// again after a restart, which consumers dedupe.
+		in.Logger.WithError(err).Warn("clearing roomserver outbox failed")
+	}
 }
 
 // owned keeps the outbox entries of rooms in this shard's partitions. Shards may share one
@@ -121,10 +192,29 @@ func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eve
 	rooms := map[string]*pendingRoom{}
 	offsets := make([]int64, len(recs))
 	results := make([][]api.Result, len(recs))
-	var accepted []*acceptedEvent
+	msgs := make([]*api.InputRoomEvents, len(recs))
+	txns := map[string][]storage.Transaction{}
 	for i, rec := range recs {
 		offsets[i] = rec.Offset
-		res, acc, err := in.processMessage(ctx, rooms, rec)
+		var msg api.InputRoomEvents
+		if err := json.Unmarshal(rec.Value, &msg); err != nil {
+			in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
+			results[i] = []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}
+			continue
+		}
+		msgs[i] = &msg
+		for _, ie := range msg.Events {
+			if t := ie.TxnID; t != nil {
+				txns[msg.RoomID] = append(txns[msg.RoomID], storage.Transaction{UserID: t.UserID, DeviceID: t.DeviceID, TxnID: t.TransactionID})
+			}
+		}
+	}
+	var accepted []*acceptedEvent
+	for i, msg := range msgs {
+		if msg == nil {
+			continue
+		}
+		res, acc, err := in.processMessage(ctx, rooms, msg, txns[msg.RoomID])
 		if err != nil {
 			return err
 		}
@@ -148,13 +238,9 @@ func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eve
 
 // processMessage decides every event of one InputRoomEvents message against the pending
 // rooms. It returns the results to report and the events to write.
-func (in *Inputer) processMessage(ctx context.Context, rooms map[string]*pendingRoom, rec eventlog.Record) ([]api.Result, []*acceptedEvent, error) {
-	var msg api.InputRoomEvents
-	if err := json.Unmarshal(rec.Value, &msg); err != nil {
-		in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
-		return []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}, nil, nil
-	}
-	p, err := in.pending(ctx, rooms, &msg)
+// txns are the transaction IDs of the batch's events in the message's room.
+func (in *Inputer) processMessage(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents, txns []storage.Transaction) ([]api.Result, []*acceptedEvent, error) {
+	p, err := in.pending(ctx, rooms, msg, txns)
 	if err != nil {
 		var merr *matrixerr.Error
 		if errors.As(err, &merr) {
@@ -198,8 +284,10 @@ func failAll(n int, err *matrixerr.Error) []api.Result {
 	return res
 }
 
-// pending returns the batch's working copy of the message's room.
-func (in *Inputer) pending(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents) (*pendingRoom, error) {
+// pending returns the batch's working copy of the message's room. Made for the first
+// message of the room in the batch, it knows which of the batch's transaction IDs (txns)
+// are stored already, so that a repeated send returns the first event.
+func (in *Inputer) pending(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents, txns []storage.Transaction) (*pendingRoom, error) {
 	if p, ok := rooms[msg.RoomID]; ok {
 		return p, nil
 	}
@@ -220,6 +308,13 @@ func (in *Inputer) pending(ctx context.Context, rooms map[string]*pendingRoom, m
 		version = head.room.RoomVersion
 		p.latestIDs = head.latestIDs
 		p.depth = head.room.Depth
+		stored, err := in.db.Transactions(ctx, head.room.NID, txns)
+		if err != nil {
+			return nil, fmt.Errorf("load transactions of %s: %w", msg.RoomID, err)
+		}
+		for _, t := range stored {
+			p.txns[api.TransactionID{UserID: t.UserID, DeviceID: t.DeviceID, TransactionID: t.TxnID}] = t.EventID
+		}
 	}
 	if p.version, err = gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version)); err != nil {
 		return nil, matrixerr.UnsupportedRoomVersion(err.Error())
@@ -227,8 +322,9 @@ func (in *Inputer) pending(ctx context.Context, rooms map[string]*pendingRoom, m
 	return p, nil
 }
 
-// flush produces outbound OutputRoomEvents and removes them from the outbox. It retries
-// until it succeeds or ctx ends: the events are committed, so they must go out.
+// flush produces outbound OutputRoomEvents; the next write transaction (or a timer)
+// removes them from the outbox. It retries until it succeeds or ctx ends: the events are
+// committed, so they must go out.
 func (in *Inputer) flush(ctx context.Context, outbound []storage.Outbound) error {
 	if len(outbound) == 0 {
 		return nil
@@ -253,11 +349,7 @@ func (in *Inputer) flush(ctx context.Context, outbound []storage.Outbound) error
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
-	if err := in.db.DeleteOutbox(ctx, seqs); err != nil {
-		// The outputs went out; leaving them in the outbox only means they are produced
-		// again after a restart, which consumers dedupe.
-		in.Logger.WithError(err).Warn("clearing roomserver outbox failed")
-	}
+	in.addProduced(seqs)
 	return nil
 }
 
@@ -275,10 +367,14 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 	var cached []cachedEvent
 	var redacted []types.EventNID
 	inserted := map[string]types.EventNID{}
+	produced := in.takeProduced()
 	err := in.db.Write(ctx, func(w storage.Writer) error {
 		outbound, cached, redacted = nil, nil, nil
 		clear(heads)
 		clear(inserted)
+		if err := w.DeleteOutbox(produced); err != nil {
+			return fmt.Errorf("clear produced outputs: %w", err)
+		}
 		for _, acc := range accepted {
 			h := heads[acc.room.roomID]
 			if h == nil {
@@ -316,6 +412,7 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 		return w.SaveOffset(in.InputTopic, partition, next)
 	})
 	if err != nil {
+		in.returnProduced(produced)
 		return nil, nil, err
 	}
 	for _, c := range cached {
@@ -402,7 +499,8 @@ func (in *Inputer) writeEvent(ctx context.Context, w storage.Writer, h *roomHead
 		}
 	}
 	if acc.txnID != nil {
-		if err = w.InsertTransaction(h.room.NID, acc.txnID.UserID, acc.txnID.DeviceID, acc.txnID.TransactionID, ev.EventID()); err != nil {
+		t := storage.Transaction{UserID: acc.txnID.UserID, DeviceID: acc.txnID.DeviceID, TxnID: acc.txnID.TransactionID, EventID: ev.EventID()}
+		if err = w.InsertTransaction(h.room.NID, t); err != nil {
 			return 0, err
 		}
 	}

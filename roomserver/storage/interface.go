@@ -48,6 +48,15 @@ type Membership struct {
 	EventID    string
 }
 
+// Transaction is a client transaction ID and the event it produced (EventID is empty in
+// a lookup key).
+type Transaction struct {
+	UserID   string
+	DeviceID string
+	TxnID    string
+	EventID  string
+}
+
 // Outbound is an OutputRoomEvent stored with the event and produced after commit.
 type Outbound struct {
 	Seq     int64
@@ -67,7 +76,9 @@ type Database interface {
 	EventsByID(ctx context.Context, ids []string) ([]Event, error)
 	Snapshot(ctx context.Context, nid types.SnapshotNID) ([types.Buckets]types.BlockNID, error)
 	Blocks(ctx context.Context, nids []types.BlockNID) (map[types.BlockNID][]types.StateEntry, error)
-	Transaction(ctx context.Context, roomNID types.RoomNID, userID, deviceID, txnID string) (string, error)
+	// Transactions returns the stored client transactions of the room among keys (one
+	// query for a whole batch).
+	Transactions(ctx context.Context, roomNID types.RoomNID, keys []Transaction) ([]Transaction, error)
 	Membership(ctx context.Context, roomNID types.RoomNID, userID string) (*Membership, error)
 	RoomsForUser(ctx context.Context, userID, membership string) ([]string, error)
 	Outbox(ctx context.Context) ([]Outbound, error)
@@ -84,9 +95,11 @@ type Writer interface {
 	InsertBlock(entries []types.StateEntry) (types.BlockNID, error)
 	InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]types.BlockNID) (types.SnapshotNID, error)
 	RedactEvent(nid types.EventNID, redactedJSON []byte) error
-	InsertTransaction(roomNID types.RoomNID, userID, deviceID, txnID, eventID string) error
+	InsertTransaction(roomNID types.RoomNID, t Transaction) error
 	SetMembership(roomNID types.RoomNID, m Membership) error
 	InsertOutbox(roomID string, payload []byte) (int64, error)
+	// DeleteOutbox removes produced outputs in the same transaction.
+	DeleteOutbox(seqs []int64) error
 	// SaveOffset records the input log position in the same transaction.
 	SaveOffset(topic string, partition int32, next int64) error
 }

@@ -50,12 +50,12 @@ func (p *Progress) set(topic string, partition int32, next int64) {
 func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {
 	var want []partitionKey
 	var ends []int64
-	for _, topic := range p.topics {
-		topicEnds, err := p.log.EndOffsets(ctx, topic)
-		if err != nil {
-			return fmt.Errorf("read the end of %s: %w", topic, err)
-		}
-		for part, end := range topicEnds {
+	all, err := p.log.EndOffsetsOf(ctx, p.topics)
+	if err != nil {
+		return fmt.Errorf("read the end of the log: %w", err)
+	}
+	for i, topic := range p.topics {
+		for part, end := range all[i] {
 			want, ends = append(want, partitionKey{topic, int32(part)}), append(ends, end)
 		}
 	}

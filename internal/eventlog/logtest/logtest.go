@@ -67,6 +67,50 @@ func RunLogContract(t *testing.T, newLog func(t *testing.T) eventlog.Log) {
 			}
 		}
 	})
+	t.Run("end offsets are never older than the call", func(t *testing.T) {
+		l := newLog(t)
+		ctx := context.Background()
+		topics := []string{"ends-a", "ends-b"}
+		var wg sync.WaitGroup
+		errs := make(chan error, 40)
+		for w := 0; w < 8; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < 5; i++ {
+					topic := topics[(w+i)%2]
+					pos, err := l.Produce(ctx, topic, eventlog.Message{Key: []byte(fmt.Sprint("k", w)), Value: []byte("v")})
+					if err != nil {
+						errs <- err
+						return
+					}
+					// Answers shared between concurrent callers must still include what
+					// each caller produced before asking.
+					all, err := l.EndOffsetsOf(ctx, topics)
+					if err != nil {
+						errs <- err
+						return
+					}
+					ends := all[(w+i)%2]
+					if ends[pos[0].Partition] <= pos[0].Offset {
+						errs <- fmt.Errorf("end of %s/%d is %d after producing at %d", topic, pos[0].Partition, ends[pos[0].Partition], pos[0].Offset)
+						return
+					}
+					one, err := l.EndOffsets(ctx, topic)
+					if err != nil || one[pos[0].Partition] <= pos[0].Offset {
+						errs <- fmt.Errorf("EndOffsets of %s: %v %v", topic, one, err)
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+	})
+
 	t.Run("wakes a waiting consumer", func(t *testing.T) {
 		l := newLog(t)
 		p := eventlog.PartitionFor([]byte("k"), l.Partitions("wake"))

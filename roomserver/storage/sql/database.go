@@ -206,15 +206,36 @@ func (d *Database) Blocks(ctx context.Context, nids []types.BlockNID) (map[types
 	return out, rows.Err()
 }
 
-// Transaction implements storage.Database.
-func (d *Database) Transaction(ctx context.Context, roomNID types.RoomNID, userID, deviceID, txnID string) (string, error) {
-	var eventID string
-	err := d.db.QueryRowContext(ctx, "SELECT event_id FROM roomserver_transactions WHERE room_nid = $1 AND user_id = $2 AND device_id = $3 AND txn_id = $4",
-		roomNID, userID, deviceID, txnID).Scan(&eventID)
-	if errors.Is(err, sql.ErrNoRows) {
-		return "", storage.ErrNotFound
+// Transactions implements storage.Database.
+func (d *Database) Transactions(ctx context.Context, roomNID types.RoomNID, keys []storage.Transaction) ([]storage.Transaction, error) {
+	if len(keys) == 0 {
+		return nil, nil
 	}
-	return eventID, err
+	want := make(map[storage.Transaction]bool, len(keys))
+	txnIDs := make([]string, 0, len(keys))
+	for _, k := range keys {
+		k.EventID = ""
+		want[k] = true
+		txnIDs = append(txnIDs, k.TxnID)
+	}
+	query, args := d.db.Dialect.InList("SELECT user_id, device_id, txn_id, event_id FROM roomserver_transactions WHERE room_nid = $1 AND txn_id IN ({list})",
+		"{list}", []any{roomNID}, txnIDs)
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select transactions: %w", err)
+	}
+	defer rows.Close()
+	var out []storage.Transaction
+	for rows.Next() {
+		var t storage.Transaction
+		if err := rows.Scan(&t.UserID, &t.DeviceID, &t.TxnID, &t.EventID); err != nil {
+			return nil, err
+		}
+		if want[storage.Transaction{UserID: t.UserID, DeviceID: t.DeviceID, TxnID: t.TxnID}] {
+			out = append(out, t)
+		}
+	}
+	return out, rows.Err()
 }
 
 // Membership implements storage.Database.
@@ -284,6 +305,6 @@ func (d *Database) DeleteOutbox(ctx context.Context, seqs []int64) error {
 // Write implements storage.Database.
 func (d *Database) Write(ctx context.Context, fn func(w storage.Writer) error) error {
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		return fn(&writer{ctx: ctx, tx: tx, offsets: d.offsets})
+		return fn(&writer{ctx: ctx, tx: tx, offsets: d.offsets, dialect: d.db.Dialect})
 	})
 }

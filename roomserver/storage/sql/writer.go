@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/roomserver/storage"
 	"github.com/matrix-org/dendrite/roomserver/types"
 )
@@ -17,6 +18,7 @@ type writer struct {
 	ctx     context.Context
 	tx      *sql.Tx
 	offsets *eventlog.OffsetStore
+	dialect sqlutil.Dialect
 }
 
 func (w *writer) insertReturning(query string, args ...any) (int64, error) {
@@ -64,9 +66,9 @@ func (w *writer) RedactEvent(nid types.EventNID, redactedJSON []byte) error {
 	return err
 }
 
-func (w *writer) InsertTransaction(roomNID types.RoomNID, userID, deviceID, txnID, eventID string) error {
+func (w *writer) InsertTransaction(roomNID types.RoomNID, t storage.Transaction) error {
 	_, err := w.tx.ExecContext(w.ctx, `INSERT INTO roomserver_transactions (room_nid, user_id, device_id, txn_id, event_id)
-		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_nid, user_id, device_id, txn_id) DO NOTHING`, roomNID, userID, deviceID, txnID, eventID)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (room_nid, user_id, device_id, txn_id) DO NOTHING`, roomNID, t.UserID, t.DeviceID, t.TxnID, t.EventID)
 	return err
 }
 
@@ -79,6 +81,15 @@ func (w *writer) SetMembership(roomNID types.RoomNID, m storage.Membership) erro
 
 func (w *writer) InsertOutbox(roomID string, payload []byte) (int64, error) {
 	return w.insertReturning("INSERT INTO roomserver_outbox (room_id, payload) VALUES ($1, $2) RETURNING seq", roomID, payload)
+}
+
+func (w *writer) DeleteOutbox(seqs []int64) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	query, args := w.dialect.InList("DELETE FROM roomserver_outbox WHERE seq IN ({list})", "{list}", nil, seqs)
+	_, err := w.tx.ExecContext(w.ctx, query, args...)
+	return err
 }
 
 func (w *writer) SaveOffset(topic string, partition int32, next int64) error {
