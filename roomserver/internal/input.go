@@ -115,8 +115,49 @@ func (in *Inputer) consume(ctx context.Context, partition int32) error {
 	})
 }
 
-// processBatch applies records of one partition.
+// processBatch applies records of one partition. Runs of messages holding local events
+// are decided against pending rooms and written in one transaction; a message holding
+// events from other servers (federated, outlier) is applied alone in its own transaction,
+// after what came before it was written, because it may change the room's state in ways a
+// pending overlay cannot express (forks, state resolution).
 func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eventlog.Record) error {
+	var run []eventlog.Record
+	var msgs []*api.InputRoomEvents
+	for _, rec := range recs {
+		msg, err := decodeInput(rec.Value)
+		if err != nil {
+			in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
+		}
+		if msg != nil && msg.Remote() {
+			if err := in.applyLocal(ctx, partition, run, msgs); err != nil {
+				return err
+			}
+			run, msgs = nil, nil
+			if err := in.applyRemote(ctx, partition, rec, msg); err != nil {
+				return err
+			}
+			continue
+		}
+		run = append(run, rec)
+		msgs = append(msgs, msg)
+	}
+	return in.applyLocal(ctx, partition, run, msgs)
+}
+
+func decodeInput(b []byte) (*api.InputRoomEvents, error) {
+	var msg api.InputRoomEvents
+	if err := json.Unmarshal(b, &msg); err != nil {
+		return nil, err
+	}
+	return &msg, nil
+}
+
+// applyLocal decides and writes a run of messages holding local events (msgs[i] is nil
+// for an undecodable record).
+func (in *Inputer) applyLocal(ctx context.Context, partition int32, recs []eventlog.Record, msgs []*api.InputRoomEvents) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	start := time.Now()
 	rooms := map[string]*pendingRoom{}
 	offsets := make([]int64, len(recs))
@@ -124,7 +165,11 @@ func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eve
 	var accepted []*acceptedEvent
 	for i, rec := range recs {
 		offsets[i] = rec.Offset
-		res, acc, err := in.processMessage(ctx, rooms, rec)
+		if msgs[i] == nil {
+			results[i] = []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}
+			continue
+		}
+		res, acc, err := in.processMessage(ctx, rooms, msgs[i])
 		if err != nil {
 			return err
 		}
@@ -148,13 +193,8 @@ func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eve
 
 // processMessage decides every event of one InputRoomEvents message against the pending
 // rooms. It returns the results to report and the events to write.
-func (in *Inputer) processMessage(ctx context.Context, rooms map[string]*pendingRoom, rec eventlog.Record) ([]api.Result, []*acceptedEvent, error) {
-	var msg api.InputRoomEvents
-	if err := json.Unmarshal(rec.Value, &msg); err != nil {
-		in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
-		return []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}, nil, nil
-	}
-	p, err := in.pending(ctx, rooms, &msg)
+func (in *Inputer) processMessage(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents) ([]api.Result, []*acceptedEvent, error) {
+	p, err := in.pending(ctx, rooms, msg)
 	if err != nil {
 		var merr *matrixerr.Error
 		if errors.As(err, &merr) {

@@ -140,7 +140,7 @@ func (q *Querier) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEv
 	if err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 || rows[0].RoomNID != h.room.NID {
+	if len(rows) == 0 || rows[0].RoomNID != h.room.NID || rows[0].Outlier {
 		return &api.QueryStateAtEventResponse{StateEvents: []api.Event{}}, nil
 	}
 	ev := rows[0]
