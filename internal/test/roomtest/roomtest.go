@@ -66,6 +66,8 @@ type Remote struct {
 	Origin  spec.ServerName
 	Version gomatrixserverlib.RoomVersion
 	RoomID  string
+	// KeyID is the key's ID (KeyID when empty).
+	KeyID gomatrixserverlib.KeyID
 }
 
 // Event is a signed event with explicit prev_events and auth_events (event IDs).
@@ -82,7 +84,11 @@ func (r *Remote) Event(sender, evType string, stateKey *string, content any, dep
 	if err := pe.SetContent(content); err != nil {
 		r.T.Fatal(err)
 	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), r.Origin, KeyID, r.Key)
+	keyID := r.KeyID
+	if keyID == "" {
+		keyID = KeyID
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), r.Origin, keyID, r.Key)
 	if err != nil {
 		r.T.Fatal(err)
 	}
