@@ -43,7 +43,7 @@ type Deps struct {
 	// Roomserver takes received events and answers the event and state endpoints.
 	Roomserver rsapi.FederationRoomserverAPI
 	Users      uapi.FederationUserAPI
-	Logger *logrus.Entry
+	Logger     *logrus.Entry
 	// Registerer takes the component's metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (time.Now when nil); tests move it.

@@ -71,8 +71,8 @@ type node struct {
 	rs     *roomserver.RoomServer
 	input  *rsapi.Input
 	stopRS func()
-	users   uapi.ClientUserAPI
-	db      *sqlutil.DB
+	users  uapi.ClientUserAPI
+	db     *sqlutil.DB
 
 	mu   sync.Mutex
 	hits map[string]int // requests served, by path
@@ -172,7 +172,7 @@ func (n *node) startRoomserver(db *sqlutil.DB, logger *logrus.Logger) {
 	go func() { done <- n.rs.Run(ctx) }()
 	n.stopRS = func() {
 		cancel()
-		<-done // an error now is the cancellation's
+		<-done          // an error now is the cancellation's
 		_ = log.Close() // nothing to do about a failed close at the end
 	}
 }
