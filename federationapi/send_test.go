@@ -241,3 +241,90 @@ func TestSendTransaction(t *testing.T) {
 		wantHTTP(t, send(t, b, &fr, nil), http.StatusUnauthorized, "M_UNAUTHORIZED")
 	})
 }
+
+// TestRemoteJoin: a user of A joins B's room with make_join and send_join; B places the
+// join, and A stores the answer's auth chain and state as outliers and the join with the
+// state before it, after which both servers agree on the room's members.
+func TestRemoteJoin(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomOn(t, b)
+		r.message("before the join")
+		ctx := context.Background()
+		dave := "@dave:" + string(a.name)
+
+		mj, err := a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, dave)
+		if err != nil {
+			t.Fatalf("make_join: %v", err)
+		}
+		proto := mj.JoinEvent
+		verImpl := gomatrixserverlib.MustGetRoomVersion(mj.RoomVersion)
+		join, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), a.name, a.keyID, a.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sj, err := a.client.SendJoin(ctx, a.name, b.name, join)
+		if err != nil {
+			t.Fatalf("send_join: %v", err)
+		}
+		if _, ok := b.placed(t, r.RoomID, join.EventID()); !ok {
+			t.Fatal("B did not place the join")
+		}
+		// A checks and stores the answer.
+		var outliers []rsapi.InputRoomEvent
+		var stateIDs []string
+		seen := map[string]bool{}
+		for i, set := range []gomatrixserverlib.EventJSONs{sj.AuthEvents, sj.StateEvents} {
+			var evs []gomatrixserverlib.PDU
+			for _, raw := range set {
+				ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err = gomatrixserverlib.VerifyEventSignatures(ctx, ev, a.fed.KeyRing(), func(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
+					return spec.NewUserID(string(s), true)
+				}); err != nil {
+					t.Fatalf("send_join answer: %v", err)
+				}
+				evs = append(evs, ev)
+				if i == 1 {
+					stateIDs = append(stateIDs, ev.EventID())
+				}
+			}
+			for _, ev := range gomatrixserverlib.ReverseTopologicalOrdering(evs, gomatrixserverlib.TopologicalOrderByAuthEvents) {
+				if !seen[ev.EventID()] {
+					seen[ev.EventID()] = true
+					outliers = append(outliers, roomtest.Input(rsapi.KindOutlier, ev))
+				}
+			}
+		}
+		ie := roomtest.Input(rsapi.KindFederated, join)
+		ie.StateEventIDs = stateIDs
+		res, err := a.input.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: r.RoomID, RoomVersion: string(mj.RoomVersion), Events: append(outliers, ie)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range res.Results {
+			if x.Err != nil || x.SoftFailed {
+				t.Fatalf("storing the join on A, event %d: %+v", i, x)
+			}
+		}
+		for _, n := range []*node{a, b} {
+			m, err := n.rs.API().QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: r.RoomID, UserID: dave})
+			if err != nil || m.Membership != spec.Join {
+				t.Fatalf("dave on %s: %+v %v", n.name, m, err)
+			}
+		}
+		// B's next message reaches A through /send and builds on the join.
+		r.last, r.depth = join, join.Depth()
+		after := r.message("after the join")
+		if res, err := sendTxn(t, b, a, "j1", after); err != nil || res.PDUs[after.EventID()].Error != "" {
+			t.Fatalf("send after the join: %+v %v", res, err)
+		}
+		// A user of another server cannot ask B for a join template on A's behalf.
+		_, err = a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, "@mallory:"+string(b.name))
+		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
+}

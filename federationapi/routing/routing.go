@@ -54,6 +54,8 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "federation_state", Method: http.MethodGet, Path: "/_matrix/federation/v1/state/{roomID}", Handler: rt.Authenticated(rt.State)},
 		{Name: "federation_state_ids", Method: http.MethodGet, Path: "/_matrix/federation/v1/state_ids/{roomID}", Handler: rt.Authenticated(rt.StateIDs)},
 		{Name: "federation_get_missing_events", Method: http.MethodPost, Path: "/_matrix/federation/v1/get_missing_events/{roomID}", Handler: rt.Authenticated(rt.GetMissingEvents)},
+		{Name: "federation_make_join", Method: http.MethodGet, Path: "/_matrix/federation/v1/make_join/{roomID}/{userID}", Handler: rt.Authenticated(rt.MakeJoin)},
+		{Name: "federation_send_join", Method: http.MethodPut, Path: "/_matrix/federation/v2/send_join/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendJoin)},
 		{Name: "federation_backfill", Method: http.MethodGet, Path: "/_matrix/federation/v1/backfill/{roomID}", Handler: rt.Authenticated(rt.Backfill)},
 	}
 }
