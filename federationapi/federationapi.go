@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -23,6 +24,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -35,8 +37,13 @@ type Deps struct {
 	DB         *sqlutil.DB
 	// Client makes outbound federation requests (internal/fedclient in production).
 	Client gomatrixserverlib.KeyClient
-	Users  uapi.FederationUserAPI
-	Logger *logrus.Entry
+	// Federation fetches what received events lack (missing events, state) from their
+	// origin; internal/fedclient in production.
+	Federation fclient.FederationClient
+	// Roomserver takes received events and answers the event and state endpoints.
+	Roomserver rsapi.FederationRoomserverAPI
+	Users      uapi.FederationUserAPI
+	Logger     *logrus.Entry
 	// Registerer takes the component's metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (time.Now when nil); tests move it.
@@ -73,8 +80,10 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		ValidityPeriod: time.Duration(d.Cfg.KeyValidityPeriod), DB: db, Client: d.Client, Notaries: notaries,
 		Logger: logger, Metrics: metrics, Now: d.Now,
 	}
+	inbound := &internal.Inbound{ServerName: d.ServerName, Roomserver: d.Roomserver, Verifier: keys.Ring(), Client: d.Federation, Logger: logger}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
+		Inbound: inbound, Rooms: d.Roomserver, DB: db,
 	}
 	return &FederationAPI{keys: keys, routing: rt}, nil
 }

@@ -29,11 +29,14 @@ import (
 	"github.com/matrix-org/dendrite/federationapi/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/roomserver"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/userapi"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -63,8 +66,13 @@ type node struct {
 
 	handler atomic.Pointer[http.Handler]
 	fed     *federationapi.FederationAPI
-	users   uapi.ClientUserAPI
-	db      *sqlutil.DB
+	// rs is the node's roomserver (on its database, with an embedded log), which /send
+	// writes to; stopRS ends it.
+	rs     *roomserver.RoomServer
+	input  *rsapi.Input
+	stopRS func()
+	users  uapi.ClientUserAPI
+	db     *sqlutil.DB
 
 	mu   sync.Mutex
 	hits map[string]int // requests served, by path
@@ -101,6 +109,7 @@ func newNode(t testing.TB, dsn string, clk *clock, o nodeOpts) *node {
 	t.Cleanup(func() {
 		n.srv.Close()
 		n.client.CloseIdleConnections()
+		n.stopRS()
 		_ = n.db.Close() // nothing to do about a failed close in cleanup
 	})
 	return n
@@ -123,8 +132,10 @@ func (n *node) start() {
 		t.Fatal(err)
 	}
 	n.users = ua.API()
+	n.startRoomserver(db, logger)
 	n.fed, err = federationapi.New(ctx, federationapi.Deps{
 		Cfg: &n.cfg, ServerName: n.name, KeyID: n.keyID, PrivateKey: n.key, DB: db, Client: n.client, Users: n.users,
+		Federation: n.client, Roomserver: nodeRoomserver{QueryAPI: n.rs.API(), InputAPI: n.input},
 		Logger: logrus.NewEntry(logger), Now: n.clk.now,
 	})
 	if err != nil {
@@ -136,8 +147,39 @@ func (n *node) start() {
 	n.handler.Store(&h)
 }
 
+type nodeRoomserver struct {
+	rsapi.QueryAPI
+	rsapi.InputAPI
+}
+
+// startRoomserver runs a roomserver on the node's database with an embedded log.
+func (n *node) startRoomserver(db *sqlutil.DB, logger *logrus.Logger) {
+	t := n.t
+	ctx, cancel := context.WithCancel(context.Background())
+	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.rs, err = roomserver.New(ctx, roomserver.Deps{
+		Cfg: &config.RoomServer{Shards: 1}, ServerName: n.name, KeyID: n.keyID, PrivateKey: n.key,
+		DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logger),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.input = &rsapi.Input{Log: log, Topic: "in", Wait: n.rs.API()}
+	done := make(chan error, 1)
+	go func() { done <- n.rs.Run(ctx) }()
+	n.stopRS = func() {
+		cancel()
+		<-done          // an error now is the cancellation's
+		_ = log.Close() // nothing to do about a failed close at the end
+	}
+}
+
 // restart closes the node's database and builds everything again on it.
 func (n *node) restart() {
+	n.stopRS()
 	if err := n.db.Close(); err != nil {
 		n.t.Fatal(err)
 	}

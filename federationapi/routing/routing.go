@@ -11,7 +11,9 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/federationapi/internal"
+	"github.com/matrix-org/dendrite/federationapi/storage"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -26,6 +28,12 @@ type Routing struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	Users    uapi.FederationUserAPI
 	Metrics  *internal.Metrics
+	// Inbound checks received events and writes them to the roomserver.
+	Inbound *internal.Inbound
+	// Rooms answers the event and state endpoints.
+	Rooms rsapi.QueryAPI
+	// DB stores /send responses for retried transactions.
+	DB storage.Database
 	// Now is the clock requests are verified at (time.Now when nil).
 	Now func() time.Time
 }
@@ -41,6 +49,14 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "key_query_server", Method: http.MethodGet, Path: "/_matrix/key/v2/query/{serverName}/{keyID}", Handler: rt.KeyQueryServer},
 		{Name: "federation_version", Method: http.MethodGet, Path: "/_matrix/federation/v1/version", Handler: rt.Version},
 		{Name: "federation_query_profile", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/profile", Handler: rt.Authenticated(rt.QueryProfile)},
+		{Name: "federation_send", Method: http.MethodPut, Path: "/_matrix/federation/v1/send/{txnID}", Handler: rt.Authenticated(rt.Send)},
+		{Name: "federation_event", Method: http.MethodGet, Path: "/_matrix/federation/v1/event/{eventID}", Handler: rt.Authenticated(rt.GetEvent)},
+		{Name: "federation_state", Method: http.MethodGet, Path: "/_matrix/federation/v1/state/{roomID}", Handler: rt.Authenticated(rt.State)},
+		{Name: "federation_state_ids", Method: http.MethodGet, Path: "/_matrix/federation/v1/state_ids/{roomID}", Handler: rt.Authenticated(rt.StateIDs)},
+		{Name: "federation_get_missing_events", Method: http.MethodPost, Path: "/_matrix/federation/v1/get_missing_events/{roomID}", Handler: rt.Authenticated(rt.GetMissingEvents)},
+		{Name: "federation_make_join", Method: http.MethodGet, Path: "/_matrix/federation/v1/make_join/{roomID}/{userID}", Handler: rt.Authenticated(rt.MakeJoin)},
+		{Name: "federation_send_join", Method: http.MethodPut, Path: "/_matrix/federation/v2/send_join/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendJoin)},
+		{Name: "federation_backfill", Method: http.MethodGet, Path: "/_matrix/federation/v1/backfill/{roomID}", Handler: rt.Authenticated(rt.Backfill)},
 	}
 }
 

@@ -37,4 +37,8 @@ type Database interface {
 	StoreKeyResponse(ctx context.Context, r *KeyResponse) error
 	// KeyResponse returns the server's latest stored key response or ErrNotFound.
 	KeyResponse(ctx context.Context, serverName spec.ServerName) (*KeyResponse, error)
+	// TransactionResponse returns the response stored for an origin's /send transaction or
+	// ErrNotFound; StoreTransactionResponse keeps the first response stored for it.
+	TransactionResponse(ctx context.Context, origin spec.ServerName, txnID string) ([]byte, error)
+	StoreTransactionResponse(ctx context.Context, origin spec.ServerName, txnID string, response []byte, receivedTS spec.Timestamp) error
 }

@@ -264,7 +264,8 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 	}
 	f, err := federationapi.New(ctx, federationapi.Deps{
 		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
-		Client: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
+		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
+		Roomserver: clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}},
 	})
 	if err != nil {
 		return nil, err

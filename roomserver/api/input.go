@@ -23,8 +23,17 @@ const (
 	// auth_events, depth, hashes, signature) while it holds the room's order, or a complete
 	// event built by the writer (only the create event of a new room).
 	KindNew Kind = "new"
-	// KindOutlier is a complete event stored without being placed in the room's timeline.
+	// KindOutlier is a complete event from another server, stored without being placed in
+	// the room's timeline: an auth or state event that later events refer to. It must pass
+	// the auth rules against its own auth_events, all of which must already be known.
 	KindOutlier Kind = "outlier"
+	// KindFederated is a complete event from another server placed in the room's timeline.
+	// Its auth_events must be known; the state before it is the resolution of the states
+	// after its prev_events (all known and not outliers), or StateEventIDs when given. It is
+	// rejected if it fails auth against its auth_events or that state, and soft-failed
+	// (stored, not a forward extremity, not sent to readers) if it fails against the room's
+	// current state. Writers check signatures and hashes before submitting.
+	KindFederated Kind = "federated"
 )
 
 // ProtoEvent is a local event before the roomserver places it in the room.
@@ -50,6 +59,10 @@ type InputRoomEvent struct {
 	Proto *ProtoEvent `json:"proto,omitempty"`
 	// Event is set for complete events.
 	Event *Event `json:"event,omitempty"`
+	// StateEventIDs, for a federated event whose prev_events the roomserver may lack, is
+	// the state before the event; every event named must already be known (writers send
+	// them first as outliers).
+	StateEventIDs []string `json:"state_event_ids,omitempty"`
 	// TxnID, if set, makes the send idempotent: a second event with the same TxnID gets the
 	// first one's event ID and is not applied again.
 	TxnID *TransactionID `json:"txn_id,omitempty"`
@@ -60,7 +73,8 @@ type InputRoomEvents struct {
 	RoomID string `json:"room_id"`
 	// RoomVersion is required when the batch creates the room.
 	RoomVersion string `json:"room_version,omitempty"`
-	// Atomic means all events are applied or none is (createRoom).
+	// Atomic means all events are applied or none is (createRoom). It applies to local
+	// events only: each complete event from another server stands on its own.
 	Atomic bool             `json:"atomic,omitempty"`
 	Events []InputRoomEvent `json:"events"`
 }
@@ -72,17 +86,21 @@ type Result struct {
 	// status travels as error_status (a Matrix error body has none), so that a writer in
 	// another process answers the client with the same status as in the monolith.
 	Err *matrixerr.Error `json:"error,omitempty"`
+	// SoftFailed is set for a federated event that was stored but failed auth against the
+	// room's current state: readers never see it.
+	SoftFailed bool `json:"soft_failed,omitempty"`
 }
 
 type resultWire struct {
-	EventID   string           `json:"event_id,omitempty"`
-	Err       *matrixerr.Error `json:"error,omitempty"`
-	ErrStatus int              `json:"error_status,omitempty"`
+	EventID    string           `json:"event_id,omitempty"`
+	Err        *matrixerr.Error `json:"error,omitempty"`
+	ErrStatus  int              `json:"error_status,omitempty"`
+	SoftFailed bool             `json:"soft_failed,omitempty"`
 }
 
 // MarshalJSON writes the result with its error's status.
 func (r Result) MarshalJSON() ([]byte, error) {
-	w := resultWire{EventID: r.EventID, Err: r.Err}
+	w := resultWire{EventID: r.EventID, Err: r.Err, SoftFailed: r.SoftFailed}
 	if r.Err != nil {
 		w.ErrStatus = r.Err.Status
 	}
@@ -95,7 +113,7 @@ func (r *Result) UnmarshalJSON(b []byte) error {
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err
 	}
-	r.EventID, r.Err = w.EventID, w.Err
+	r.EventID, r.Err, r.SoftFailed = w.EventID, w.Err, w.SoftFailed
 	if r.Err != nil {
 		r.Err.Status = w.ErrStatus
 	}
@@ -122,4 +140,15 @@ type QueryInputResultRequest struct {
 // QueryInputResultResponse is the outcome of one InputRoomEvents message.
 type QueryInputResultResponse struct {
 	Results []Result `json:"results"`
+}
+
+// Remote reports whether the message holds events from other servers (federated or
+// outlier), which the roomserver applies each in their own transaction.
+func (m *InputRoomEvents) Remote() bool {
+	for _, e := range m.Events {
+		if e.Kind == KindFederated || e.Kind == KindOutlier {
+			return true
+		}
+	}
+	return false
 }

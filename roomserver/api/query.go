@@ -17,6 +17,10 @@ type QueryRoomInfoRequest struct {
 type QueryRoomInfoResponse struct {
 	Exists      bool   `json:"exists"`
 	RoomVersion string `json:"room_version,omitempty"`
+	// LatestEventIDs are the room's forward extremities and Depth the greatest depth among
+	// its timeline events; both empty while the room holds outliers only.
+	LatestEventIDs []string `json:"latest_event_ids,omitempty"`
+	Depth          int64    `json:"depth,omitempty"`
 }
 
 // QueryCurrentStateRequest asks for the room's current state, all of it when Tuples is empty.
@@ -58,7 +62,7 @@ type QueryRoomsForUserResponse struct {
 	RoomIDs []string `json:"room_ids"`
 }
 
-// QueryEventsByIDRequest asks for events by ID.
+// QueryEventsByIDRequest asks for events by ID, of any room when RoomID is empty.
 type QueryEventsByIDRequest struct {
 	RoomID   string   `json:"room_id"`
 	EventIDs []string `json:"event_ids"`
@@ -67,6 +71,9 @@ type QueryEventsByIDRequest struct {
 // QueryEventsByIDResponse holds the events found; unknown IDs are left out.
 type QueryEventsByIDResponse struct {
 	Events []Event `json:"events"`
+	// OutlierIDs are the IDs of the returned events that are outliers (stored, not in the
+	// timeline, no state known at them).
+	OutlierIDs []string `json:"outlier_ids,omitempty"`
 }
 
 // QueryStateAtEventRequest asks for the room state before or after an event, restricted to
@@ -107,6 +114,13 @@ type WaitAPI interface {
 
 // ClientRoomserverAPI is what clientapi uses.
 type ClientRoomserverAPI interface {
+	QueryAPI
+	InputAPI
+}
+
+// FederationRoomserverAPI is what the federationapi uses: queries, and input of events from
+// other servers.
+type FederationRoomserverAPI interface {
 	QueryAPI
 	InputAPI
 }

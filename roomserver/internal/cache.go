@@ -281,3 +281,53 @@ func (c *cache) dropEvents(nids []types.EventNID) {
 	}
 	c.mu.Unlock()
 }
+
+// knownTuples converts (type, state key) pairs to numeric tuples without assigning NIDs
+// (safe inside a write transaction). A pair whose type or key has no NID cannot be held
+// by any state: it comes back as the zero tuple, which no state holds.
+func (c *cache) knownTuples(ctx context.Context, ts []gomatrixserverlib.StateKeyTuple) ([]types.StateTuple, error) {
+	var missingTypes, missingKeys []string
+	c.mu.RLock()
+	for _, t := range ts {
+		if _, ok := c.types[t.EventType]; !ok {
+			missingTypes = append(missingTypes, t.EventType)
+		}
+		if _, ok := c.keys[t.StateKey]; !ok {
+			missingKeys = append(missingKeys, t.StateKey)
+		}
+	}
+	c.mu.RUnlock()
+	if len(missingTypes) > 0 {
+		got, err := c.db.KnownTypeNIDs(ctx, missingTypes)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		for k, v := range got {
+			c.types[k] = v
+		}
+		c.mu.Unlock()
+	}
+	if len(missingKeys) > 0 {
+		got, err := c.db.KnownStateKeyNIDs(ctx, missingKeys)
+		if err != nil {
+			return nil, err
+		}
+		c.mu.Lock()
+		for k, v := range got {
+			c.keys[k] = v
+		}
+		c.mu.Unlock()
+	}
+	out := make([]types.StateTuple, len(ts))
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	for i, t := range ts {
+		tn, ok1 := c.types[t.EventType]
+		kn, ok2 := c.keys[t.StateKey]
+		if ok1 && ok2 {
+			out[i] = types.StateTuple{Type: tn, Key: kn}
+		}
+	}
+	return out, nil
+}

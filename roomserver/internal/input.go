@@ -186,23 +186,61 @@ func (in *Inputer) consume(ctx context.Context, partition int32) error {
 	})
 }
 
-// processBatch applies records of one partition.
+// processBatch applies records of one partition. Runs of messages holding local events
+// are decided against pending rooms and written in one transaction; a message holding
+// events from other servers (federated, outlier) is applied alone in its own transaction,
+// after what came before it was written, because it may change the room's state in ways a
+// pending overlay cannot express (forks, state resolution).
 func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eventlog.Record) error {
+	var run []eventlog.Record
+	var msgs []*api.InputRoomEvents
+	for _, rec := range recs {
+		msg, err := decodeInput(rec.Value)
+		if err != nil {
+			in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
+		}
+		if msg != nil && msg.Remote() {
+			if err := in.applyLocal(ctx, partition, run, msgs); err != nil {
+				return err
+			}
+			run, msgs = nil, nil
+			if err := in.applyRemote(ctx, partition, rec, msg); err != nil {
+				return err
+			}
+			continue
+		}
+		run = append(run, rec)
+		msgs = append(msgs, msg)
+	}
+	return in.applyLocal(ctx, partition, run, msgs)
+}
+
+func decodeInput(b []byte) (*api.InputRoomEvents, error) {
+	var msg api.InputRoomEvents
+	if err := json.Unmarshal(b, &msg); err != nil {
+		return nil, err
+	}
+	return &msg, nil
+}
+
+// applyLocal decides and writes a run of messages holding local events (msgs[i] is nil
+// for an undecodable record).
+func (in *Inputer) applyLocal(ctx context.Context, partition int32, recs []eventlog.Record, msgs []*api.InputRoomEvents) error {
+	if len(recs) == 0 {
+		return nil
+	}
 	start := time.Now()
 	rooms := map[string]*pendingRoom{}
 	offsets := make([]int64, len(recs))
 	results := make([][]api.Result, len(recs))
-	msgs := make([]*api.InputRoomEvents, len(recs))
 	txns := map[string][]storage.Transaction{}
 	for i, rec := range recs {
 		offsets[i] = rec.Offset
-		var msg api.InputRoomEvents
-		if err := json.Unmarshal(rec.Value, &msg); err != nil {
-			in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
+		msg := msgs[i]
+		if msg == nil {
 			results[i] = []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}
 			continue
 		}
-		msgs[i] = &msg
 		for _, ie := range msg.Events {
 			if t := ie.TxnID; t != nil {
 				txns[msg.RoomID] = append(txns[msg.RoomID], storage.Transaction{UserID: t.UserID, DeviceID: t.DeviceID, TxnID: t.TransactionID})

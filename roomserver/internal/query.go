@@ -36,7 +36,7 @@ func (q *Querier) QueryRoomInfo(ctx context.Context, req *api.QueryRoomInfoReque
 	if err != nil || h == nil {
 		return &api.QueryRoomInfoResponse{}, err
 	}
-	return &api.QueryRoomInfoResponse{Exists: true, RoomVersion: h.room.RoomVersion}, nil
+	return &api.QueryRoomInfoResponse{Exists: true, RoomVersion: h.room.RoomVersion, LatestEventIDs: h.latestIDs, Depth: h.room.Depth}, nil
 }
 
 // stateEvents returns the events of st, restricted to tuples when given.
@@ -108,6 +108,9 @@ func (q *Querier) QueryRoomsForUser(ctx context.Context, req *api.QueryRoomsForU
 
 // QueryEventsByID implements api.QueryAPI.
 func (q *Querier) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDRequest) (*api.QueryEventsByIDResponse, error) {
+	if req.RoomID == "" {
+		return q.eventsInAnyRoom(ctx, req.EventIDs)
+	}
 	h, err := q.in.cache.head(ctx, req.RoomID)
 	if err != nil || h == nil {
 		return &api.QueryEventsByIDResponse{Events: []api.Event{}}, err
@@ -117,6 +120,7 @@ func (q *Querier) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDR
 		return nil, err
 	}
 	out := make([]api.Event, 0, len(rows))
+	res := &api.QueryEventsByIDResponse{}
 	for _, r := range rows {
 		if r.RoomNID != h.room.NID {
 			continue
@@ -126,8 +130,37 @@ func (q *Querier) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDR
 			return nil, err
 		}
 		out = append(out, api.Event{PDU: pdu})
+		if r.Outlier {
+			res.OutlierIDs = append(res.OutlierIDs, r.EventID)
+		}
 	}
-	return &api.QueryEventsByIDResponse{Events: out}, nil
+	res.Events = out
+	return res, nil
+}
+
+// eventsInAnyRoom answers QueryEventsByID without a room: events of whatever room they are
+// in (federation's /event names no room).
+func (q *Querier) eventsInAnyRoom(ctx context.Context, ids []string) (*api.QueryEventsByIDResponse, error) {
+	rows, err := q.in.db.EventsByID(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	res := &api.QueryEventsByIDResponse{Events: []api.Event{}}
+	for _, r := range rows {
+		room, err := q.in.db.RoomByNID(ctx, r.RoomNID)
+		if err != nil {
+			return nil, err
+		}
+		pdu, err := api.ParseTrusted(room.RoomVersion, r.EventID, r.JSON, r.Redacted)
+		if err != nil {
+			return nil, err
+		}
+		res.Events = append(res.Events, api.Event{PDU: pdu})
+		if r.Outlier {
+			res.OutlierIDs = append(res.OutlierIDs, r.EventID)
+		}
+	}
+	return res, nil
 }
 
 // QueryStateAtEvent implements api.QueryAPI.
@@ -140,7 +173,7 @@ func (q *Querier) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEv
 	if err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 || rows[0].RoomNID != h.room.NID {
+	if len(rows) == 0 || rows[0].RoomNID != h.room.NID || rows[0].Outlier {
 		return &api.QueryStateAtEventResponse{StateEvents: []api.Event{}}, nil
 	}
 	ev := rows[0]

@@ -34,10 +34,17 @@ type Event struct {
 	StateKey types.StateKeyNID // 0 for a message event
 	IsState  bool
 	Depth    int64
-	// Before is the state before the event.
+	// Before is the state before the event; 0 for an outlier.
 	Before   types.SnapshotNID
 	Redacted bool
-	JSON     []byte
+	// Outlier events are stored for their content and as auth events only: they are not in
+	// the room's timeline and have no state before them.
+	Outlier bool
+	// SoftFailed events passed auth against the state before them but not against the
+	// room's current state: they are stored with that state but are neither forward
+	// extremities nor sent to readers (spec "Soft failure").
+	SoftFailed bool
+	JSON       []byte
 }
 
 // Membership is a user's current membership in a room.
@@ -70,6 +77,10 @@ type Database interface {
 	// committed transaction (so they stay valid whatever happens to the caller's).
 	TypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error)
 	StateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error)
+	// KnownTypeNIDs and KnownStateKeyNIDs only look up: names without a NID are left out.
+	// They are safe inside a Write callback.
+	KnownTypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error)
+	KnownStateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error)
 	Room(ctx context.Context, roomID string) (*Room, error)
 	RoomByNID(ctx context.Context, nid types.RoomNID) (*Room, error)
 	EventsByNID(ctx context.Context, nids []types.EventNID) ([]Event, error)
@@ -95,6 +106,8 @@ type Writer interface {
 	InsertBlock(entries []types.StateEntry) (types.BlockNID, error)
 	InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]types.BlockNID) (types.SnapshotNID, error)
 	RedactEvent(nid types.EventNID, redactedJSON []byte) error
+	// PlaceEvent turns a stored outlier into a timeline event with the state before it.
+	PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error
 	InsertTransaction(roomNID types.RoomNID, t Transaction) error
 	SetMembership(roomNID types.RoomNID, m Membership) error
 	InsertOutbox(roomID string, payload []byte) (int64, error)

@@ -112,6 +112,66 @@ func (s *State) With(t StateTuple, ev EventNID) *State {
 	return &n
 }
 
+// NewState builds a state from entries (one per tuple; a later entry for the same tuple
+// wins). Its blocks have NID 0 until stored.
+func NewState(entries []StateEntry) *State {
+	byTuple := make(map[StateTuple]EventNID, len(entries))
+	for _, e := range entries {
+		byTuple[e.StateTuple] = e.Event
+	}
+	var buckets [Buckets][]StateEntry
+	for t, ev := range byTuple {
+		buckets[t.Bucket()] = append(buckets[t.Bucket()], StateEntry{StateTuple: t, Event: ev})
+	}
+	s := &State{}
+	for i, b := range buckets {
+		if len(b) == 0 {
+			continue
+		}
+		sort.Slice(b, func(x, y int) bool { return less(b[x].StateTuple, b[y].StateTuple) })
+		s.Blocks[i] = &Block{Entries: b}
+	}
+	return s
+}
+
+// Diff lists what changes from s to next: entries of next that s lacks or holds with
+// another event (added), and entries of s that next replaces or lacks (removed).
+// Shared blocks are skipped.
+func (s *State) Diff(next *State) (added, removed []StateEntry) {
+	for i := range s.Blocks {
+		a, b := s.Blocks[i], next.Blocks[i]
+		if a == b {
+			continue
+		}
+		var ae, be []StateEntry
+		if a != nil {
+			ae = a.Entries
+		}
+		if b != nil {
+			be = b.Entries
+		}
+		x, y := 0, 0
+		for x < len(ae) || y < len(be) {
+			switch {
+			case y >= len(be) || (x < len(ae) && less(ae[x].StateTuple, be[y].StateTuple)):
+				removed = append(removed, ae[x])
+				x++
+			case x >= len(ae) || less(be[y].StateTuple, ae[x].StateTuple):
+				added = append(added, be[y])
+				y++
+			default:
+				if ae[x].Event != be[y].Event {
+					removed = append(removed, ae[x])
+					added = append(added, be[y])
+				}
+				x++
+				y++
+			}
+		}
+	}
+	return added, removed
+}
+
 // Entries lists every entry of the state.
 func (s *State) Entries() []StateEntry {
 	var out []StateEntry

@@ -111,3 +111,25 @@ func (d *Database) KeyResponse(ctx context.Context, serverName spec.ServerName) 
 	r.Raw = []byte(raw)
 	return &r, nil
 }
+
+// TransactionResponse implements storage.Database.
+func (d *Database) TransactionResponse(ctx context.Context, origin spec.ServerName, txnID string) ([]byte, error) {
+	var raw string
+	err := d.db.QueryRowContext(ctx, "SELECT response FROM federationapi_transactions WHERE origin = $1 AND txn_id = $2", string(origin), txnID).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, storage.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select transaction %s of %s: %w", txnID, origin, err)
+	}
+	return []byte(raw), nil
+}
+
+// StoreTransactionResponse implements storage.Database.
+func (d *Database) StoreTransactionResponse(ctx context.Context, origin spec.ServerName, txnID string, response []byte, receivedTS spec.Timestamp) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO federationapi_transactions (origin, txn_id, response, received_ts) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (origin, txn_id) DO NOTHING`, string(origin), txnID, string(response), int64(receivedTS))
+		return err
+	})
+}

@@ -20,4 +20,12 @@ CREATE TABLE IF NOT EXISTS federationapi_key_responses (
 	valid_until_ts {bigint} NOT NULL,
 	fetched_ts {bigint} NOT NULL
 );
+`}, {Version: 2, SQL: `
+CREATE TABLE IF NOT EXISTS federationapi_transactions (
+	origin TEXT NOT NULL,
+	txn_id TEXT NOT NULL,
+	response TEXT NOT NULL,
+	received_ts {bigint} NOT NULL,
+	PRIMARY KEY (origin, txn_id)
+);
 `}}

@@ -57,3 +57,53 @@ func Proto(sender, evType string, stateKey *string, content any) api.InputRoomEv
 
 // StateKey points at s.
 func StateKey(s string) *string { return &s }
+
+// Remote builds complete events of one room as another server would: signed by origin's
+// key, with the prev_events and auth_events the test names.
+type Remote struct {
+	T       testing.TB
+	Key     ed25519.PrivateKey
+	Origin  spec.ServerName
+	Version gomatrixserverlib.RoomVersion
+	RoomID  string
+	// KeyID is the key's ID (KeyID when empty).
+	KeyID gomatrixserverlib.KeyID
+}
+
+// Event is a signed event with explicit prev_events and auth_events (event IDs).
+func (r *Remote) Event(sender, evType string, stateKey *string, content any, depth int64, prev, auth []gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+	r.T.Helper()
+	verImpl := gomatrixserverlib.MustGetRoomVersion(r.Version)
+	pe := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: r.RoomID, Type: evType, StateKey: stateKey, Depth: depth, Version: verImpl,
+		PrevEvents: ids(prev), AuthEvents: ids(auth)}
+	if evType == spec.MRoomRedaction {
+		if m, ok := content.(map[string]string); ok {
+			pe.Redacts = m["redacts"]
+		}
+	}
+	if err := pe.SetContent(content); err != nil {
+		r.T.Fatal(err)
+	}
+	keyID := r.KeyID
+	if keyID == "" {
+		keyID = KeyID
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), r.Origin, keyID, r.Key)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	return ev
+}
+
+func ids(pdus []gomatrixserverlib.PDU) []string {
+	out := make([]string, len(pdus))
+	for i, p := range pdus {
+		out[i] = p.EventID()
+	}
+	return out
+}
+
+// Input is one complete event of the given kind.
+func Input(kind api.Kind, ev gomatrixserverlib.PDU) api.InputRoomEvent {
+	return api.InputRoomEvent{Kind: kind, Event: &api.Event{PDU: ev}}
+}

@@ -31,7 +31,7 @@ func Open(ctx context.Context, db *sqlutil.DB, offsets *eventlog.OffsetStore) (*
 
 // TypeNIDs implements storage.Database.
 func (d *Database) TypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error) {
-	m, err := d.assignNIDs(ctx, "roomserver_event_types", "type_nid", "event_type", names)
+	m, err := d.assignNIDs(ctx, "roomserver_event_types", "type_nid", "event_type", names, true)
 	out := make(map[string]types.TypeNID, len(m))
 	for k, v := range m {
 		out[k] = types.TypeNID(v)
@@ -41,7 +41,7 @@ func (d *Database) TypeNIDs(ctx context.Context, names []string) (map[string]typ
 
 // StateKeyNIDs implements storage.Database.
 func (d *Database) StateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error) {
-	m, err := d.assignNIDs(ctx, "roomserver_state_keys", "state_key_nid", "state_key", keys)
+	m, err := d.assignNIDs(ctx, "roomserver_state_keys", "state_key_nid", "state_key", keys, true)
 	out := make(map[string]types.StateKeyNID, len(m))
 	for k, v := range m {
 		out[k] = types.StateKeyNID(v)
@@ -49,7 +49,27 @@ func (d *Database) StateKeyNIDs(ctx context.Context, keys []string) (map[string]
 	return out, err
 }
 
-func (d *Database) assignNIDs(ctx context.Context, table, nidCol, nameCol string, names []string) (map[string]int64, error) {
+// KnownTypeNIDs implements storage.Database.
+func (d *Database) KnownTypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error) {
+	m, err := d.assignNIDs(ctx, "roomserver_event_types", "type_nid", "event_type", names, false)
+	out := make(map[string]types.TypeNID, len(m))
+	for k, v := range m {
+		out[k] = types.TypeNID(v)
+	}
+	return out, err
+}
+
+// KnownStateKeyNIDs implements storage.Database.
+func (d *Database) KnownStateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error) {
+	m, err := d.assignNIDs(ctx, "roomserver_state_keys", "state_key_nid", "state_key", keys, false)
+	out := make(map[string]types.StateKeyNID, len(m))
+	for k, v := range m {
+		out[k] = types.StateKeyNID(v)
+	}
+	return out, err
+}
+
+func (d *Database) assignNIDs(ctx context.Context, table, nidCol, nameCol string, names []string, assign bool) (map[string]int64, error) {
 	out := make(map[string]int64, len(names))
 	if len(names) == 0 {
 		return out, nil
@@ -75,7 +95,7 @@ func (d *Database) assignNIDs(ctx context.Context, table, nidCol, nameCol string
 	if err := load(d.db); err != nil {
 		return nil, fmt.Errorf("select %s: %w", table, err)
 	}
-	if len(out) == len(names) {
+	if len(out) == len(names) || !assign {
 		return out, nil
 	}
 	ins := "INSERT INTO " + table + " (" + nameCol + ") VALUES ($1) ON CONFLICT (" + nameCol + ") DO NOTHING"
@@ -130,7 +150,7 @@ func (d *Database) RoomByNID(ctx context.Context, nid types.RoomNID) (*storage.R
 	return scanRoom(d.db.QueryRowContext(ctx, "SELECT "+roomColumns+" FROM roomserver_rooms WHERE room_nid = $1", nid))
 }
 
-const eventColumns = "event_nid, room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, event_json"
+const eventColumns = "event_nid, room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, event_json"
 
 func (d *Database) selectEvents(ctx context.Context, where string, list any) ([]storage.Event, error) {
 	query, args := d.db.Dialect.InList("SELECT "+eventColumns+" FROM roomserver_events WHERE "+where, "{list}", nil, list)
@@ -142,7 +162,7 @@ func (d *Database) selectEvents(ctx context.Context, where string, list any) ([]
 	var out []storage.Event
 	for rows.Next() {
 		var e storage.Event
-		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &e.StateKey, &e.IsState, &e.Depth, &e.Before, &e.Redacted, &e.JSON); err != nil {
+		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &e.StateKey, &e.IsState, &e.Depth, &e.Before, &e.Redacted, &e.Outlier, &e.SoftFailed, &e.JSON); err != nil {
 			return nil, fmt.Errorf("scan event: %w", err)
 		}
 		out = append(out, e)

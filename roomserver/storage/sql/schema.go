@@ -63,4 +63,7 @@ CREATE TABLE IF NOT EXISTS roomserver_outbox (
 	room_id TEXT NOT NULL,
 	payload {bytes} NOT NULL
 );
+`}, {Version: 2, SQL: `
+ALTER TABLE roomserver_events ADD COLUMN outlier BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE roomserver_events ADD COLUMN soft_failed BOOLEAN NOT NULL DEFAULT FALSE;
 `}}

@@ -44,9 +44,9 @@ func (w *writer) UpdateRoom(r *storage.Room) error {
 
 func (w *writer) InsertEvent(e *storage.Event) (types.EventNID, error) {
 	nid, err := w.insertReturning(`INSERT INTO roomserver_events
-		(room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, event_json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING event_nid`,
-		e.RoomNID, e.EventID, e.Type, e.StateKey, e.IsState, e.Depth, e.Before, e.Redacted, e.JSON)
+		(room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, event_json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING event_nid`,
+		e.RoomNID, e.EventID, e.Type, e.StateKey, e.IsState, e.Depth, e.Before, e.Redacted, e.Outlier, e.SoftFailed, e.JSON)
 	return types.EventNID(nid), err
 }
 
@@ -63,6 +63,11 @@ func (w *writer) InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]typ
 
 func (w *writer) RedactEvent(nid types.EventNID, redactedJSON []byte) error {
 	_, err := w.tx.ExecContext(w.ctx, "UPDATE roomserver_events SET redacted = TRUE, event_json = $1 WHERE event_nid = $2", redactedJSON, nid)
+	return err
+}
+
+func (w *writer) PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error {
+	_, err := w.tx.ExecContext(w.ctx, "UPDATE roomserver_events SET outlier = FALSE, before_snapshot_nid = $1, soft_failed = $2 WHERE event_nid = $3", before, softFailed, nid)
 	return err
 }
 

@@ -1,0 +1,359 @@
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// Bounds of what one received event may make us fetch from its origin.
+const (
+	// missingEventsLimit is the most prev events asked for with /get_missing_events.
+	missingEventsLimit = 20
+	// maxEventFetches is the most state or auth events fetched one by one with /event;
+	// beyond it the whole state is fetched with /state.
+	maxEventFetches = 50
+)
+
+// Inbound turns events received from other servers into roomserver input: it checks them
+// (hashes, signatures, origin), fills gaps before them from the server that sent them and
+// writes them to InputRoomEvent. The roomserver itself makes no outbound request.
+type Inbound struct {
+	ServerName spec.ServerName
+	Roomserver rsapi.FederationRoomserverAPI
+	// Verifier checks event signatures (the key ring).
+	Verifier gomatrixserverlib.JSONVerifier
+	Client   fclient.FederationClient
+	Logger   *logrus.Entry
+}
+
+// Rejected is the reason a received event was refused, safe to tell its sender.
+type Rejected struct{ Reason string }
+
+func (r *Rejected) Error() string { return r.Reason }
+
+func rejectf(format string, args ...any) error {
+	return &Rejected{Reason: fmt.Sprintf(format, args...)}
+}
+
+// ErrUnknownRoom is returned for events of rooms this server is not in.
+var ErrUnknownRoom = &Rejected{Reason: "room unknown to this server"}
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// RoomVersion returns the version of a room this server knows.
+func (ib *Inbound) RoomVersion(ctx context.Context, roomID string) (gomatrixserverlib.IRoomVersion, *rsapi.QueryRoomInfoResponse, error) {
+	info, err := ib.Roomserver.QueryRoomInfo(ctx, &rsapi.QueryRoomInfoRequest{RoomID: roomID})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !info.Exists {
+		return nil, nil, ErrUnknownRoom
+	}
+	v, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(info.RoomVersion))
+	return v, info, err
+}
+
+// ParseVerified parses an event from another server and checks its signatures. An event
+// whose content hash does not match is redacted (and kept), as the spec says; one whose
+// signatures do not verify is an error.
+func (ib *Inbound) ParseVerified(ctx context.Context, v gomatrixserverlib.IRoomVersion, raw []byte) (gomatrixserverlib.PDU, error) {
+	ev, err := v.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, rejectf("invalid event: %v", err)
+	}
+	return ev, ib.verify(ctx, ev)
+}
+
+func (ib *Inbound) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, ib.Verifier, userIDForSender); err != nil {
+		return rejectf("bad signature on event %s: %v", ev.EventID(), err)
+	}
+	return nil
+}
+
+// ProcessPDU handles one PDU of a transaction from origin and returns its event ID (when
+// it parses) and its outcome. Events whose sender is not a user of origin are refused
+// before any key is fetched.
+func (ib *Inbound) ProcessPDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, error) {
+	var header struct {
+		RoomID string `json:"room_id"`
+	}
+	if err := json.Unmarshal(raw, &header); err != nil {
+		return "", rejectf("PDU is not an event")
+	}
+	v, info, err := ib.RoomVersion(ctx, header.RoomID)
+	if err != nil {
+		return "", err
+	}
+	ev, err := v.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return "", rejectf("invalid event: %v", err)
+	}
+	sender, err := spec.NewUserID(string(ev.SenderID()), true)
+	if err != nil || sender.Domain() != origin {
+		return ev.EventID(), rejectf("the event's sender is not a user of %s", origin)
+	}
+	if err = ib.verify(ctx, ev); err != nil {
+		return ev.EventID(), err
+	}
+	return ev.EventID(), ib.Receive(ctx, origin, v, info, ev)
+}
+
+// Receive writes a verified event to the roomserver, first fetching from origin what the
+// roomserver lacks: missing prev events (bounded), else the state before the event.
+func (ib *Inbound) Receive(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse, ev gomatrixserverlib.PDU) error {
+	roomID := ev.RoomID().String()
+	placed, err := ib.placed(ctx, roomID, append([]string{ev.EventID()}, ev.PrevEventIDs()...))
+	if err != nil {
+		return err
+	}
+	if placed[ev.EventID()] {
+		return nil
+	}
+	var missing []string
+	for _, id := range ev.PrevEventIDs() {
+		if !placed[id] {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return ib.input(ctx, roomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}})
+	}
+	if chain := ib.fillGap(ctx, origin, v, info, ev); chain != nil {
+		in := make([]rsapi.InputRoomEvent, 0, len(chain)+1)
+		for _, e := range chain {
+			in = append(in, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: e}})
+		}
+		in = append(in, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}})
+		return ib.input(ctx, roomID, v, in...)
+	}
+	stateIDs, outliers, err := ib.stateBefore(ctx, origin, v, ev)
+	if err != nil {
+		ib.Logger.WithError(err).WithFields(logrus.Fields{"origin": origin, "event_id": ev.EventID()}).Info("fetching the state before a received event failed")
+		return rejectf("could not fetch the state before %s from %s", ev.EventID(), origin)
+	}
+	if len(outliers) > 0 {
+		in := make([]rsapi.InputRoomEvent, len(outliers))
+		for i, e := range outliers {
+			in[i] = rsapi.InputRoomEvent{Kind: rsapi.KindOutlier, Event: &rsapi.Event{PDU: e}}
+		}
+		if err = ib.inputAll(ctx, roomID, v, in...); err != nil {
+			return err
+		}
+	}
+	return ib.input(ctx, roomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}, StateEventIDs: stateIDs})
+}
+
+// placed reports which of ids are timeline events of the room (known and not outliers).
+func (ib *Inbound) placed(ctx context.Context, roomID string, ids []string) (map[string]bool, error) {
+	res, err := ib.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, e := range res.Events {
+		out[e.EventID()] = !slices.Contains(res.OutlierIDs, e.EventID())
+	}
+	return out, nil
+}
+
+// known returns which of ids the roomserver has, outliers included.
+func (ib *Inbound) known(ctx context.Context, roomID string, ids []string) (map[string]bool, error) {
+	res, err := ib.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, e := range res.Events {
+		out[e.EventID()] = true
+	}
+	return out, nil
+}
+
+func (ib *Inbound) input(ctx context.Context, roomID string, v gomatrixserverlib.IRoomVersion, in ...rsapi.InputRoomEvent) error {
+	res, err := ib.Roomserver.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: string(v.Version()), Events: in}})
+	if err != nil {
+		return err
+	}
+	// The event the caller cares about is the last one; earlier ones (gap fillers) may be
+	// rejected on their own without making it fail, and it then fails for its own reason.
+	if last := res.Results[len(res.Results)-1]; last.Err != nil {
+		return last.Err
+	}
+	return nil
+}
+
+// inputAll writes events that must all be accepted (the state and auth chain before an
+// event).
+func (ib *Inbound) inputAll(ctx context.Context, roomID string, v gomatrixserverlib.IRoomVersion, in ...rsapi.InputRoomEvent) error {
+	res, err := ib.Roomserver.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: string(v.Version()), Events: in}})
+	if err != nil {
+		return err
+	}
+	for i, r := range res.Results {
+		if r.Err != nil {
+			return rejectf("state event %s rejected: %s", in[i].Event.EventID(), r.Err.Message)
+		}
+	}
+	return nil
+}
+
+// fillGap asks origin for the events between the room's forward extremities and ev. It
+// returns them oldest first when they close the gap, else nil (the caller then fetches
+// the state before ev instead).
+func (ib *Inbound) fillGap(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse, ev gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
+	if len(info.LatestEventIDs) == 0 {
+		return nil
+	}
+	res, err := ib.Client.LookupMissingEvents(ctx, ib.ServerName, origin, ev.RoomID().String(), fclient.MissingEvents{
+		Limit: missingEventsLimit, MinDepth: int(max(info.Depth-missingEventsLimit, 0)), EarliestEvents: info.LatestEventIDs, LatestEvents: []string{ev.EventID()},
+	}, v.Version())
+	if err != nil {
+		ib.Logger.WithError(err).WithField("origin", origin).Debug("get_missing_events failed")
+		return nil
+	}
+	have := map[string]bool{}
+	var chain []gomatrixserverlib.PDU
+	for _, raw := range res.Events {
+		e, err := ib.ParseVerified(ctx, v, raw)
+		if err != nil || e.RoomID().String() != ev.RoomID().String() || have[e.EventID()] {
+			continue
+		}
+		have[e.EventID()] = true
+		chain = append(chain, e)
+	}
+	chain = gomatrixserverlib.ReverseTopologicalOrdering(chain, gomatrixserverlib.TopologicalOrderByPrevEvents)
+	var prevs []string
+	for _, e := range append(chain, ev) {
+		prevs = append(prevs, e.PrevEventIDs()...)
+	}
+	placed, err := ib.placed(ctx, ev.RoomID().String(), prevs)
+	if err != nil {
+		return nil
+	}
+	for _, id := range prevs {
+		if !placed[id] && !have[id] {
+			return nil
+		}
+	}
+	return chain
+}
+
+// stateBefore fetches from origin the state before ev (/state_ids, then the events we
+// lack with /event, or everything with /state when too many are missing). It returns the
+// state's event IDs and the events to store first as outliers, auth events before the
+// events they authorise.
+func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) ([]string, []gomatrixserverlib.PDU, error) {
+	roomID := ev.RoomID().String()
+	ids, err := ib.Client.LookupStateIDs(ctx, ib.ServerName, origin, roomID, ev.EventID())
+	if err != nil {
+		return ib.fullState(ctx, origin, v, ev)
+	}
+	all := append(append([]string(nil), ids.StateEventIDs...), ids.AuthEventIDs...)
+	known, err := ib.known(ctx, roomID, all)
+	if err != nil {
+		return nil, nil, err
+	}
+	var missing []string
+	for _, id := range all {
+		if !known[id] && !slices.Contains(missing, id) {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > maxEventFetches {
+		return ib.fullState(ctx, origin, v, ev)
+	}
+	var fetched []gomatrixserverlib.PDU
+	for _, id := range missing {
+		txn, err := ib.Client.GetEvent(ctx, ib.ServerName, origin, id)
+		if err != nil || len(txn.PDUs) != 1 {
+			return ib.fullState(ctx, origin, v, ev)
+		}
+		e, err := ib.ParseVerified(ctx, v, txn.PDUs[0])
+		if err != nil || e.EventID() != id || e.RoomID().String() != roomID {
+			return nil, nil, fmt.Errorf("event %s from %s is not the one asked for or is badly signed", id, origin)
+		}
+		fetched = append(fetched, e)
+	}
+	return ids.StateEventIDs, gomatrixserverlib.ReverseTopologicalOrdering(fetched, gomatrixserverlib.TopologicalOrderByAuthEvents), nil
+}
+
+// fullState fetches the state before ev and its auth chain with /state.
+func (ib *Inbound) fullState(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) ([]string, []gomatrixserverlib.PDU, error) {
+	roomID := ev.RoomID().String()
+	res, err := ib.Client.LookupState(ctx, ib.ServerName, origin, roomID, ev.EventID(), v.Version())
+	if err != nil {
+		return nil, nil, err
+	}
+	state, err := ib.verifyAll(ctx, v, roomID, res.StateEvents)
+	if err != nil {
+		return nil, nil, err
+	}
+	auth, err := ib.verifyAll(ctx, v, roomID, res.AuthEvents)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]string, len(state))
+	for i, e := range state {
+		ids[i] = e.EventID()
+	}
+	return ids, OrderByAuth(append(auth, state...)), nil
+}
+
+// verifyAll parses and verifies events of a room; any bad one fails them all.
+func (ib *Inbound) verifyAll(ctx context.Context, v gomatrixserverlib.IRoomVersion, roomID string, raws gomatrixserverlib.EventJSONs) ([]gomatrixserverlib.PDU, error) {
+	out := make([]gomatrixserverlib.PDU, 0, len(raws))
+	for _, raw := range raws {
+		e, err := ib.ParseVerified(ctx, v, raw)
+		if err != nil {
+			return nil, err
+		}
+		if e.RoomID().String() != roomID {
+			return nil, fmt.Errorf("event %s is of another room", e.EventID())
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// OrderByAuth dedupes events and orders them so that every event comes after its auth
+// events.
+func OrderByAuth(evs []gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
+	seen := map[string]bool{}
+	var uniq []gomatrixserverlib.PDU
+	for _, e := range evs {
+		if !seen[e.EventID()] {
+			seen[e.EventID()] = true
+			uniq = append(uniq, e)
+		}
+	}
+	return gomatrixserverlib.ReverseTopologicalOrdering(uniq, gomatrixserverlib.TopologicalOrderByAuthEvents)
+}
+
+// ResultError is the text of a PDU's failure in a /send response: a rejection's reason or
+// a Matrix error's message, and a generic text for internal failures (whose detail the
+// caller logs; it is never sent).
+func ResultError(err error) (string, bool) {
+	var merr *matrixerr.Error
+	if errors.As(err, &merr) {
+		return merr.Code + ": " + merr.Message, true
+	}
+	var rej *Rejected
+	if errors.As(err, &rej) {
+		return rej.Reason, true
+	}
+	return "internal error", false
+}

@@ -1,0 +1,296 @@
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// maxWalk bounds the events /get_missing_events and /backfill return.
+const maxWalk = 100
+
+// receiveEDUs handles a transaction's EDUs.
+// TODO(issue 4): typing, receipts, presence and to-device EDUs to their servers' inputs.
+func (rt *Routing) receiveEDUs(r *http.Request, origin spec.ServerName, edus []json.RawMessage) {
+	if len(edus) > 0 {
+		httputil.Logger(r).WithField("origin", origin).WithField("count", len(edus)).Debug("EDUs received and dropped")
+	}
+}
+
+// canSee checks that origin may see the room's events: the room is world readable, or
+// one of origin's users is joined to it.
+// NOTSPEC: the spec checks history visibility at each event; this checks the current state.
+func (rt *Routing) canSee(ctx context.Context, origin spec.ServerName, roomID string) error {
+	res, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+	if err != nil {
+		return err
+	}
+	if !res.RoomExists {
+		return matrixerr.NotFound("unknown room")
+	}
+	if err := rt.checkACL(res.StateEvents, origin); err != nil {
+		return err
+	}
+	for _, ev := range res.StateEvents {
+		switch ev.Type() {
+		case spec.MRoomHistoryVisibility:
+			if hv, err := ev.HistoryVisibility(); err == nil && hv == gomatrixserverlib.HistoryVisibilityWorldReadable {
+				return nil
+			}
+		case spec.MRoomMember:
+			if m, err := ev.Membership(); err == nil && m == spec.Join {
+				if _, domain, err := gomatrixserverlib.SplitID('@', *ev.StateKey()); err == nil && domain == origin {
+					return nil
+				}
+			}
+		}
+	}
+	return matrixerr.Forbidden("no user of your server is in this room")
+}
+
+// checkACL applies the room's m.room.server_acl to origin.
+func (rt *Routing) checkACL(state []rsapi.Event, origin spec.ServerName) error {
+	for _, ev := range state {
+		if ev.Type() == "m.room.server_acl" && ev.StateKeyEquals("") && !aclAllows(ev.Content(), origin) {
+			return matrixerr.Forbidden("your server is denied by the room's server ACL")
+		}
+	}
+	return nil
+}
+
+// GetEvent is GET /_matrix/federation/v1/event/{eventID}.
+func (rt *Routing) GetEvent(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ctx := r.Context()
+	id := httputil.Vars(r)["eventID"]
+	res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{EventIDs: []string{id}})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if len(res.Events) == 0 {
+		return httputil.Response{}, matrixerr.NotFound("unknown event")
+	}
+	ev := res.Events[0]
+	if err = rt.canSee(ctx, req.Origin(), ev.RoomID().String()); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(rt.txn([]json.RawMessage{ev.JSON()})), nil
+}
+
+func (rt *Routing) txn(pdus []json.RawMessage) gomatrixserverlib.Transaction {
+	if pdus == nil {
+		pdus = []json.RawMessage{}
+	}
+	return gomatrixserverlib.Transaction{Origin: rt.ServerName, OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: pdus}
+}
+
+// stateAt returns the state before an event and the auth chain of that state.
+func (rt *Routing) stateAt(r *http.Request, req *fclient.FederationRequest) ([]rsapi.Event, []gomatrixserverlib.PDU, error) {
+	ctx := r.Context()
+	roomID := httputil.Vars(r)["roomID"]
+	eventID := r.URL.Query().Get("event_id")
+	if eventID == "" {
+		return nil, nil, matrixerr.MissingParam("event_id is required")
+	}
+	if err := rt.canSee(ctx, req.Origin(), roomID); err != nil {
+		return nil, nil, err
+	}
+	res, err := rt.Rooms.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: eventID})
+	if err != nil {
+		return nil, nil, err
+	}
+	if !res.EventKnown {
+		return nil, nil, matrixerr.NotFound("unknown event")
+	}
+	pdus := make([]gomatrixserverlib.PDU, len(res.StateEvents))
+	for i, e := range res.StateEvents {
+		pdus[i] = e.PDU
+	}
+	chain, err := AuthChain(ctx, rt.Rooms, roomID, pdus)
+	return res.StateEvents, chain, err
+}
+
+// StateIDs is GET /_matrix/federation/v1/state_ids/{roomID}?event_id=...: the state before
+// the event and its auth chain, as IDs.
+func (rt *Routing) StateIDs(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	state, chain, err := rt.stateAt(r, req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	out := fclient.RespStateIDs{StateEventIDs: []string{}, AuthEventIDs: []string{}}
+	for _, e := range state {
+		out.StateEventIDs = append(out.StateEventIDs, e.EventID())
+	}
+	for _, e := range chain {
+		out.AuthEventIDs = append(out.AuthEventIDs, e.EventID())
+	}
+	return httputil.OK(out), nil
+}
+
+// State is GET /_matrix/federation/v1/state/{roomID}?event_id=...: the state before the
+// event and its auth chain.
+func (rt *Routing) State(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	state, chain, err := rt.stateAt(r, req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	out := fclient.RespState{StateEvents: gomatrixserverlib.EventJSONs{}, AuthEvents: gomatrixserverlib.EventJSONs{}}
+	for _, e := range state {
+		out.StateEvents = append(out.StateEvents, e.JSON())
+	}
+	for _, e := range chain {
+		out.AuthEvents = append(out.AuthEvents, e.JSON())
+	}
+	return httputil.OK(out), nil
+}
+
+// AuthChain returns every event reachable through auth_events from evs.
+func AuthChain(ctx context.Context, rooms rsapi.QueryAPI, roomID string, evs []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	var out []gomatrixserverlib.PDU
+	var next []string
+	for _, e := range evs {
+		next = append(next, e.AuthEventIDs()...)
+	}
+	for len(next) > 0 {
+		var ids []string
+		for _, id := range next {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		next = nil
+		if len(ids) == 0 {
+			break
+		}
+		res, err := rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range res.Events {
+			out = append(out, e.PDU)
+			next = append(next, e.AuthEventIDs()...)
+		}
+	}
+	return out, nil
+}
+
+// walkBack collects events before from (following prev_events), newest first, stopping at
+// stop, below minDepth and at limit.
+func (rt *Routing) walkBack(ctx context.Context, roomID string, from []string, stop map[string]bool, minDepth int64, limit int, includeFrom bool) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	for id := range stop {
+		seen[id] = true
+	}
+	var out []gomatrixserverlib.PDU
+	next := from
+	if !includeFrom {
+		res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: from})
+		if err != nil {
+			return nil, err
+		}
+		next = nil
+		for _, e := range res.Events {
+			seen[e.EventID()] = true
+			next = append(next, e.PrevEventIDs()...)
+		}
+	}
+	for len(next) > 0 && len(out) < limit {
+		var ids []string
+		for _, id := range next {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		next = nil
+		if len(ids) == 0 {
+			break
+		}
+		res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range res.Events {
+			if e.Depth() < minDepth || len(out) >= limit {
+				continue
+			}
+			out = append(out, e.PDU)
+			next = append(next, e.PrevEventIDs()...)
+		}
+	}
+	return out, nil
+}
+
+// GetMissingEvents is POST /_matrix/federation/v1/get_missing_events/{roomID}: events
+// before latest_events and after earliest_events, oldest first.
+func (rt *Routing) GetMissingEvents(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ctx := r.Context()
+	roomID := httputil.Vars(r)["roomID"]
+	var body fclient.MissingEvents
+	if err := json.Unmarshal(req.Content(), &body); err != nil {
+		return httputil.Response{}, matrixerr.BadJSON("the request is not valid JSON")
+	}
+	if err := rt.canSee(ctx, req.Origin(), roomID); err != nil {
+		return httputil.Response{}, err
+	}
+	limit := body.Limit
+	if limit <= 0 || limit > maxWalk {
+		limit = min(max(limit, 10), maxWalk)
+	}
+	stop := map[string]bool{}
+	for _, id := range body.EarliestEvents {
+		stop[id] = true
+	}
+	evs, err := rt.walkBack(ctx, roomID, body.LatestEvents, stop, int64(body.MinDepth), limit, false)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+	out := fclient.RespMissingEvents{Events: gomatrixserverlib.EventJSONs{}}
+	for _, e := range evs {
+		out.Events = append(out.Events, e.JSON())
+	}
+	return httputil.OK(out), nil
+}
+
+// Backfill is GET /_matrix/federation/v1/backfill/{roomID}?v=...&limit=...: the events
+// named and those before them, newest first.
+func (rt *Routing) Backfill(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ctx := r.Context()
+	roomID := httputil.Vars(r)["roomID"]
+	q := r.URL.Query()
+	from := q["v"]
+	if len(from) == 0 {
+		return httputil.Response{}, matrixerr.MissingParam("v is required")
+	}
+	limit, err := strconv.Atoi(q.Get("limit"))
+	if err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("limit must be an integer")
+	}
+	limit = min(max(limit, 1), maxWalk)
+	if err = rt.canSee(ctx, req.Origin(), roomID); err != nil {
+		return httputil.Response{}, err
+	}
+	evs, err := rt.walkBack(ctx, roomID, from, nil, 0, limit, true)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() > evs[j].Depth() })
+	pdus := make([]json.RawMessage, len(evs))
+	for i, e := range evs {
+		pdus[i] = e.JSON()
+	}
+	return httputil.OK(rt.txn(pdus)), nil
+}

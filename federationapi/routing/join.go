@@ -1,0 +1,155 @@
+package routing
+
+import (
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/federationapi/internal"
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// MakeJoin is GET /_matrix/federation/v1/make_join/{roomID}/{userID}?ver=...: a join event
+// template for a user of the requesting server, built on the room's current forward
+// extremities and state.
+func (rt *Routing) MakeJoin(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ctx := r.Context()
+	vars := httputil.Vars(r)
+	roomID, userID := vars["roomID"], vars["userID"]
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() != req.Origin() {
+		return httputil.Response{}, matrixerr.Forbidden("the user is not a user of the requesting server")
+	}
+	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
+	if err != nil || len(info.LatestEventIDs) == 0 {
+		return httputil.Response{}, matrixerr.NotFound("unknown room")
+	}
+	supported := r.URL.Query()["ver"]
+	if len(supported) == 0 {
+		supported = []string{"1"}
+	}
+	if !slices.Contains(supported, string(v.Version())) {
+		return httputil.Response{}, &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "the room's version is not supported by your server",
+			Status: http.StatusBadRequest, RoomVersion: string(v.Version())}
+	}
+	cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if err = rt.checkACL(cur.StateEvents, req.Origin()); err != nil {
+		return httputil.Response{}, err
+	}
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
+		PrevEvents: info.LatestEventIDs, Depth: info.Depth + 1, Version: v,
+	}
+	if err = proto.SetContent(map[string]string{"membership": spec.Join}); err != nil {
+		return httputil.Response{}, err
+	}
+	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
+	for i, e := range cur.StateEvents {
+		state[i] = e.PDU
+	}
+	auth, err := gomatrixserverlib.NewAuthEvents(state)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&proto)
+	if err != nil {
+		return httputil.Response{}, matrixerr.BadJSON(err.Error())
+	}
+	proto.AuthEvents = authEventIDs(auth, needed)
+	// Check that the join would be allowed now, with an unsigned build of the template.
+	ev, err := v.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), rt.ServerName, rt.Keys.KeyID, rt.Keys.PrivateKey)
+	if err != nil {
+		return httputil.Response{}, matrixerr.BadJSON(err.Error())
+	}
+	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+		return httputil.Response{}, matrixerr.Forbidden("the user may not join: " + err.Error())
+	}
+	return httputil.OK(fclient.RespMakeJoin{JoinEvent: proto, RoomVersion: v.Version()}), nil
+}
+
+func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
+	return spec.NewUserID(string(senderID), true)
+}
+
+// authEventIDs selects from the current state the auth events an event needs.
+func authEventIDs(auth *gomatrixserverlib.AuthEvents, needed gomatrixserverlib.StateNeeded) []string {
+	ids := []string{}
+	add := func(ev gomatrixserverlib.PDU, _ error) {
+		if ev != nil {
+			ids = append(ids, ev.EventID())
+		}
+	}
+	if needed.Create {
+		add(auth.Create())
+	}
+	if needed.PowerLevels {
+		add(auth.PowerLevels())
+	}
+	if needed.JoinRules {
+		add(auth.JoinRules())
+	}
+	for _, m := range needed.Member {
+		add(auth.Member(spec.SenderID(m)))
+	}
+	return ids
+}
+
+// SendJoin is PUT /_matrix/federation/v2/send_join/{roomID}/{eventID}: the signed join of
+// a user of the requesting server is checked and written to the roomserver like a
+// received PDU; the answer is the state before it with its auth chain.
+func (rt *Routing) SendJoin(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ctx := r.Context()
+	vars := httputil.Vars(r)
+	roomID, eventID := vars["roomID"], vars["eventID"]
+	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
+	if err != nil {
+		return httputil.Response{}, matrixerr.NotFound("unknown room")
+	}
+	ev, err := rt.Inbound.ParseVerified(ctx, v, req.Content())
+	if err != nil {
+		return httputil.Response{}, matrixerr.BadJSON(err.Error())
+	}
+	m, merr := ev.Membership()
+	sender, serr := spec.NewUserID(string(ev.SenderID()), true)
+	switch {
+	case ev.EventID() != eventID || ev.RoomID().String() != roomID:
+		return httputil.Response{}, matrixerr.BadJSON("the event is not the one named in the path")
+	case ev.Type() != spec.MRoomMember || merr != nil || m != spec.Join || !ev.StateKeyEquals(string(ev.SenderID())):
+		return httputil.Response{}, matrixerr.BadJSON("the event is not a join")
+	case serr != nil || sender.Domain() != req.Origin():
+		return httputil.Response{}, matrixerr.Forbidden("the joining user is not a user of the requesting server")
+	}
+	if err = rt.Inbound.Receive(ctx, req.Origin(), v, info, ev); err != nil {
+		if msg, safe := internal.ResultError(err); safe {
+			return httputil.Response{}, matrixerr.Forbidden(msg)
+		}
+		return httputil.Response{}, err
+	}
+	st, err := rt.Rooms.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: eventID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	state := make([]gomatrixserverlib.PDU, len(st.StateEvents))
+	out := fclient.RespSendJoin{StateEvents: gomatrixserverlib.EventJSONs{}, AuthEvents: gomatrixserverlib.EventJSONs{}, Origin: rt.ServerName, Event: ev.JSON()}
+	for i, e := range st.StateEvents {
+		state[i] = e.PDU
+		out.StateEvents = append(out.StateEvents, e.JSON())
+	}
+	chain, err := AuthChain(ctx, rt.Rooms, roomID, state)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	for _, e := range chain {
+		out.AuthEvents = append(out.AuthEvents, e.JSON())
+	}
+	return httputil.OK(out), nil
+}

@@ -1,0 +1,330 @@
+package federationapi_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// room is a room on node b, built with b's key; its events are in b's roomserver.
+type room struct {
+	*roomtest.Remote
+	b     *node
+	alice string
+	last  gomatrixserverlib.PDU
+	auth  []gomatrixserverlib.PDU // create, alice's join, power levels
+	depth int64
+}
+
+// newRoomOn creates a world-readable public room on b with alice as its creator.
+func newRoomOn(t *testing.T, b *node) *room {
+	r := &room{Remote: &roomtest.Remote{T: t, Key: b.key, KeyID: b.keyID, Origin: b.name, Version: gomatrixserverlib.RoomVersionV10,
+		RoomID: fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), b.name)}, b: b, alice: "@alice:" + string(b.name)}
+	create := r.Event(r.alice, spec.MRoomCreate, roomtest.StateKey(""), map[string]string{"creator": r.alice, "room_version": "10"}, 1, nil, nil)
+	join := r.Event(r.alice, spec.MRoomMember, roomtest.StateKey(r.alice), map[string]string{"membership": "join"}, 2, []gomatrixserverlib.PDU{create}, []gomatrixserverlib.PDU{create})
+	pl := r.Event(r.alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{r.alice: 100}}, 3, []gomatrixserverlib.PDU{join}, []gomatrixserverlib.PDU{create, join})
+	r.auth = []gomatrixserverlib.PDU{create, join, pl}
+	r.last, r.depth = pl, 3
+	b.inputAll(t, r.RoomID, create, join, pl)
+	r.state(spec.MRoomJoinRules, map[string]string{"join_rule": "public"})
+	r.state(spec.MRoomHistoryVisibility, map[string]string{"history_visibility": "world_readable"})
+	return r
+}
+
+// next is alice's next event on b (not yet input anywhere).
+func (r *room) next(evType string, stateKey *string, content any) gomatrixserverlib.PDU {
+	r.depth++
+	ev := r.Event(r.alice, evType, stateKey, content, r.depth, []gomatrixserverlib.PDU{r.last}, r.auth)
+	r.last = ev
+	return ev
+}
+
+func (r *room) state(evType string, content any) {
+	r.b.inputAll(r.T.(*testing.T), r.RoomID, r.next(evType, roomtest.StateKey(""), content))
+}
+
+func (r *room) message(body string) gomatrixserverlib.PDU {
+	ev := r.next("m.room.message", nil, map[string]string{"body": body})
+	r.b.inputAll(r.T.(*testing.T), r.RoomID, ev)
+	return ev
+}
+
+// inputAll writes events as federated to the node's roomserver, all of which must pass.
+func (n *node) inputAll(t *testing.T, roomID string, evs ...gomatrixserverlib.PDU) {
+	t.Helper()
+	in := make([]rsapi.InputRoomEvent, len(evs))
+	for i, ev := range evs {
+		in[i] = roomtest.Input(rsapi.KindFederated, ev)
+	}
+	res, err := n.input.InputRoomEvents(context.Background(), &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: "10", Events: in}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res.Results {
+		if r.Err != nil || r.SoftFailed {
+			t.Fatalf("event %d on %s: %+v", i, n.name, r)
+		}
+	}
+}
+
+// placed reports whether the node has the event in its timeline.
+func (n *node) placed(t *testing.T, roomID, eventID string) (found, placed bool) {
+	t.Helper()
+	res, err := n.rs.API().QueryEventsByID(context.Background(), &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{eventID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Events) == 0 {
+		return false, false
+	}
+	return true, len(res.OutlierIDs) == 0
+}
+
+// copyRoom gives a the room's events so far, as if a had joined earlier.
+func copyRoom(t *testing.T, a *node, r *room) {
+	t.Helper()
+	res, err := r.b.rs.API().QueryCurrentState(context.Background(), &rsapi.QueryCurrentStateRequest{RoomID: r.RoomID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs := make([]gomatrixserverlib.PDU, len(res.StateEvents))
+	for i, e := range res.StateEvents {
+		evs[i] = e.PDU
+	}
+	sort.Slice(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+	a.inputAll(t, r.RoomID, evs...)
+}
+
+func sendTxn(t *testing.T, from, to *node, txnID string, pdus ...gomatrixserverlib.PDU) (fclient.RespSend, error) {
+	t.Helper()
+	raw := make([]json.RawMessage, len(pdus))
+	for i, p := range pdus {
+		raw[i] = p.JSON()
+	}
+	return from.client.SendTransaction(context.Background(), gomatrixserverlib.Transaction{
+		TransactionID: gomatrixserverlib.TransactionID(txnID), Origin: from.name, Destination: to.name,
+		OriginServerTS: spec.AsTimestamp(time.Now()), PDUs: raw,
+	})
+}
+
+// TestSendTransaction: B sends A transactions for a room both are in. Events after a gap
+// are placed after fetching the gap (/get_missing_events) or the state before them
+// (/state_ids, /event); bad events are refused and never stored.
+func TestSendTransaction(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomOn(t, b)
+		copyRoom(t, a, r)
+
+		// One new event.
+		m1 := r.message("one")
+		res, err := sendTxn(t, b, a, "t1", m1)
+		if err != nil || res.PDUs[m1.EventID()].Error != "" {
+			t.Fatalf("send m1: %+v %v", res, err)
+		}
+		if _, ok := a.placed(t, r.RoomID, m1.EventID()); !ok {
+			t.Fatal("m1 not placed")
+		}
+		// A gap of two events, filled with /get_missing_events.
+		m2, m3, m4 := r.message("two"), r.message("three"), r.message("four")
+		if res, err = sendTxn(t, b, a, "t2", m4); err != nil || res.PDUs[m4.EventID()].Error != "" {
+			t.Fatalf("send m4: %+v %v", res, err)
+		}
+		for _, ev := range []gomatrixserverlib.PDU{m2, m3, m4} {
+			if _, ok := a.placed(t, r.RoomID, ev.EventID()); !ok {
+				t.Fatalf("%s not placed after the gap was filled", ev.EventID())
+			}
+		}
+		// A gap too long to fill: the state before the event comes from /state_ids.
+		var skipped []gomatrixserverlib.PDU
+		for i := 0; i < 25; i++ {
+			skipped = append(skipped, r.message(fmt.Sprint("skipped ", i)))
+		}
+		topic := r.next("m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "after the gap"})
+		b.inputAll(t, r.RoomID, topic)
+		if res, err = sendTxn(t, b, a, "t3", topic); err != nil || res.PDUs[topic.EventID()].Error != "" {
+			t.Fatalf("send after a long gap: %+v %v", res, err)
+		}
+		if _, ok := a.placed(t, r.RoomID, topic.EventID()); !ok {
+			t.Fatal("event after a long gap not placed")
+		}
+		if found, _ := a.placed(t, r.RoomID, skipped[0].EventID()); found {
+			t.Fatal("the start of a long gap was fetched")
+		}
+		if b.served("/_matrix/federation/v1/get_missing_events/"+r.RoomID) != 2 || b.served("/_matrix/federation/v1/state_ids/"+r.RoomID) != 1 {
+			t.Fatalf("B served %v", b.hits)
+		}
+		cur, err := a.rs.API().QueryCurrentState(context.Background(), &rsapi.QueryCurrentStateRequest{RoomID: r.RoomID, Tuples: []rsapi.StateKeyTuple{{EventType: "m.room.topic"}}})
+		if err != nil || len(cur.StateEvents) != 1 || cur.StateEvents[0].EventID() != topic.EventID() {
+			t.Fatalf("topic on A: %+v %v", cur, err)
+		}
+
+		// The same transaction ID again gets the stored answer and applies nothing.
+		m5 := r.message("five")
+		res, err = sendTxn(t, b, a, "t1", m5)
+		if err != nil || len(res.PDUs) != 1 || res.PDUs[m1.EventID()].Error != "" {
+			t.Fatalf("replayed transaction: %+v %v", res, err)
+		}
+		if found, _ := a.placed(t, r.RoomID, m5.EventID()); found {
+			t.Fatal("a replayed transaction ID applied a new event")
+		}
+
+		// Refused events: a forged signature, a sender of another server, an event that
+		// fails auth. None is stored.
+		_, forger, _ := ed25519.GenerateKey(nil)
+		forged := (&roomtest.Remote{T: t, Key: forger, KeyID: b.keyID, Origin: b.name, Version: r.Version, RoomID: r.RoomID}).
+			Event(r.alice, "m.room.message", nil, map[string]string{"body": "forged"}, r.depth+1, []gomatrixserverlib.PDU{r.last}, r.auth)
+		otherServer := (&roomtest.Remote{T: t, Key: b.key, KeyID: b.keyID, Origin: "evil.test", Version: r.Version, RoomID: r.RoomID}).
+			Event("@eve:evil.test", "m.room.message", nil, map[string]string{"body": "hi"}, r.depth+1, []gomatrixserverlib.PDU{r.last}, r.auth)
+		stranger := r.Event("@carol:"+string(b.name), "m.room.message", nil, map[string]string{"body": "not joined"}, r.depth+1, []gomatrixserverlib.PDU{r.last}, r.auth[:1])
+		res, err = sendTxn(t, b, a, "t4", forged, otherServer, stranger)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, ev := range map[string]gomatrixserverlib.PDU{"forged": forged, "other server": otherServer, "stranger": stranger} {
+			if res.PDUs[ev.EventID()].Error == "" {
+				t.Errorf("%s event accepted: %+v", name, res.PDUs)
+			}
+			if found, _ := a.placed(t, r.RoomID, ev.EventID()); found {
+				t.Errorf("%s event stored", name)
+			}
+		}
+		if !strings.Contains(res.PDUs[forged.EventID()].Error, "signature") {
+			t.Errorf("forged event's error: %q", res.PDUs[forged.EventID()].Error)
+		}
+
+		// A content hash that does not match: the event is redacted and kept.
+		tampered := r.message("secret")
+		raw := strings.Replace(string(tampered.JSON()), "secret", "tampered", 1)
+		fr := fclient.NewFederationRequest(http.MethodPut, b.name, a.name, "/_matrix/federation/v1/send/t5")
+		if err = fr.SetContent(map[string]any{"origin": b.name, "origin_server_ts": time.Now().UnixMilli(), "pdus": []json.RawMessage{json.RawMessage(raw)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err = fr.Sign(b.name, b.keyID, b.key); err != nil {
+			t.Fatal(err)
+		}
+		if err = send(t, b, &fr, nil); err != nil {
+			t.Fatal(err)
+		}
+		got, err := a.rs.API().QueryEventsByID(context.Background(), &rsapi.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{tampered.EventID()}})
+		if err != nil || len(got.Events) != 1 || strings.Contains(string(got.Events[0].JSON()), "tampered") || !got.Events[0].Redacted() {
+			t.Fatalf("tampered event on A: %+v %v", got, err)
+		}
+
+		// Too many PDUs: 400, nothing applied.
+		var many []gomatrixserverlib.PDU
+		for i := 0; i < 51; i++ {
+			many = append(many, m1)
+		}
+		_, err = sendTxn(t, b, a, "t6", many...)
+		wantHTTP(t, err, http.StatusBadRequest, "M_BAD_JSON")
+		// Unsigned: 401.
+		fr = fclient.NewFederationRequest(http.MethodPut, b.name, a.name, "/_matrix/federation/v1/send/t7")
+		if err = fr.SetContent(map[string]any{"pdus": []any{}}); err != nil {
+			t.Fatal(err)
+		}
+		wantHTTP(t, send(t, b, &fr, nil), http.StatusUnauthorized, "M_UNAUTHORIZED")
+	})
+}
+
+// TestRemoteJoin: a user of A joins B's room with make_join and send_join; B places the
+// join, and A stores the answer's auth chain and state as outliers and the join with the
+// state before it, after which both servers agree on the room's members.
+func TestRemoteJoin(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomOn(t, b)
+		r.message("before the join")
+		ctx := context.Background()
+		dave := "@dave:" + string(a.name)
+
+		mj, err := a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, dave)
+		if err != nil {
+			t.Fatalf("make_join: %v", err)
+		}
+		proto := mj.JoinEvent
+		verImpl := gomatrixserverlib.MustGetRoomVersion(mj.RoomVersion)
+		join, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), a.name, a.keyID, a.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sj, err := a.client.SendJoin(ctx, a.name, b.name, join)
+		if err != nil {
+			t.Fatalf("send_join: %v", err)
+		}
+		if _, ok := b.placed(t, r.RoomID, join.EventID()); !ok {
+			t.Fatal("B did not place the join")
+		}
+		// A checks and stores the answer.
+		var outliers []rsapi.InputRoomEvent
+		var stateIDs []string
+		seen := map[string]bool{}
+		for i, set := range []gomatrixserverlib.EventJSONs{sj.AuthEvents, sj.StateEvents} {
+			var evs []gomatrixserverlib.PDU
+			for _, raw := range set {
+				ev, err := verImpl.NewEventFromUntrustedJSON(raw)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err = gomatrixserverlib.VerifyEventSignatures(ctx, ev, a.fed.KeyRing(), func(_ spec.RoomID, s spec.SenderID) (*spec.UserID, error) {
+					return spec.NewUserID(string(s), true)
+				}); err != nil {
+					t.Fatalf("send_join answer: %v", err)
+				}
+				evs = append(evs, ev)
+				if i == 1 {
+					stateIDs = append(stateIDs, ev.EventID())
+				}
+			}
+			for _, ev := range gomatrixserverlib.ReverseTopologicalOrdering(evs, gomatrixserverlib.TopologicalOrderByAuthEvents) {
+				if !seen[ev.EventID()] {
+					seen[ev.EventID()] = true
+					outliers = append(outliers, roomtest.Input(rsapi.KindOutlier, ev))
+				}
+			}
+		}
+		ie := roomtest.Input(rsapi.KindFederated, join)
+		ie.StateEventIDs = stateIDs
+		res, err := a.input.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: r.RoomID, RoomVersion: string(mj.RoomVersion), Events: append(outliers, ie)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, x := range res.Results {
+			if x.Err != nil || x.SoftFailed {
+				t.Fatalf("storing the join on A, event %d: %+v", i, x)
+			}
+		}
+		for _, n := range []*node{a, b} {
+			m, err := n.rs.API().QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: r.RoomID, UserID: dave})
+			if err != nil || m.Membership != spec.Join {
+				t.Fatalf("dave on %s: %+v %v", n.name, m, err)
+			}
+		}
+		// B's next message reaches A through /send and builds on the join.
+		r.last, r.depth = join, join.Depth()
+		after := r.message("after the join")
+		if res, err := sendTxn(t, b, a, "j1", after); err != nil || res.PDUs[after.EventID()].Error != "" {
+			t.Fatalf("send after the join: %+v %v", res, err)
+		}
+		// A user of another server cannot ask B for a join template on A's behalf.
+		_, err = a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, "@mallory:"+string(b.name))
+		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
+}

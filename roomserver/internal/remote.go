@@ -1,0 +1,834 @@
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/roomserver/api"
+	"github.com/matrix-org/dendrite/roomserver/storage"
+	"github.com/matrix-org/dendrite/roomserver/types"
+)
+
+// maxInlineStateEvents bounds how many added state events an output carries inline;
+// beyond it readers fetch them by ID (a remote join adds the whole room state at once).
+const maxInlineStateEvents = 50
+
+// applyRemote applies one message holding events from other servers in one transaction
+// that also stores the partition's next offset. Each event is decided on its own (Atomic
+// does not apply): see api.KindOutlier and api.KindFederated.
+func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlog.Record, msg *api.InputRoomEvents) error {
+	start := time.Now()
+	head, err := in.cache.head(ctx, msg.RoomID)
+	if err != nil {
+		return err
+	}
+	version := msg.RoomVersion
+	if head != nil {
+		version = head.room.RoomVersion
+	}
+	results := make([]api.Result, len(msg.Events))
+	if err = in.assignRemoteNIDs(ctx, msg); err != nil {
+		return err
+	}
+	verImpl, verr := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version))
+	var rt *remoteTx
+	err = in.db.Write(ctx, func(w storage.Writer) error {
+		if verr != nil {
+			copy(results, failAll(len(results), matrixerr.UnsupportedRoomVersion("unknown room or room version")))
+			return w.SaveOffset(in.InputTopic, partition, rec.Offset+1)
+		}
+		rt = newRemoteTx(in, w, msg.RoomID, verImpl, head)
+		for i := range msg.Events {
+			res, err := rt.apply(ctx, &msg.Events[i])
+			if err != nil {
+				return err
+			}
+			results[i] = res
+		}
+		if rt.headChanged {
+			if err := w.UpdateRoom(&rt.h.room); err != nil {
+				return fmt.Errorf("update room %s: %w", msg.RoomID, err)
+			}
+		}
+		return w.SaveOffset(in.InputTopic, partition, rec.Offset+1)
+	})
+	if err != nil {
+		return err
+	}
+	accepted := 0
+	if rt != nil {
+		for _, c := range rt.inserted {
+			in.cache.putEvent(c.nid, c.pdu)
+		}
+		in.cache.dropEvents(rt.redacted)
+		if rt.headChanged {
+			in.cache.setHead(rt.h)
+		}
+		if err = in.flush(ctx, rt.outbound); err != nil {
+			return err
+		}
+		accepted = len(rt.inserted)
+	}
+	in.results.publish(partition, []int64{rec.Offset}, [][]api.Result{results}, rec.Offset+1)
+	in.Metrics.observeBatch(1, accepted, time.Since(start))
+	return nil
+}
+
+// assignRemoteNIDs gives a NID to every type and state key the message's events hold or
+// need for their auth checks, before the write transaction (which cannot assign them).
+func (in *Inputer) assignRemoteNIDs(ctx context.Context, msg *api.InputRoomEvents) error {
+	typeNames := []string{spec.MRoomCreate, spec.MRoomPowerLevels, spec.MRoomJoinRules, spec.MRoomMember, spec.MRoomHistoryVisibility, spec.MRoomThirdPartyInvite}
+	keys := []string{""}
+	for _, ie := range msg.Events {
+		if ie.Event == nil || ie.Event.PDU == nil {
+			continue
+		}
+		ev := ie.Event.PDU
+		typeNames = append(typeNames, ev.Type())
+		keys = append(keys, string(ev.SenderID()))
+		if sk := ev.StateKey(); sk != nil {
+			keys = append(keys, *sk)
+		}
+		needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev})
+		for _, t := range needed.Tuples() {
+			typeNames = append(typeNames, t.EventType)
+			keys = append(keys, t.StateKey)
+		}
+	}
+	if _, err := in.cache.typeNIDs(ctx, typeNames...); err != nil {
+		return fmt.Errorf("assign type NIDs: %w", err)
+	}
+	if _, err := in.cache.keyNIDs(ctx, keys...); err != nil {
+		return fmt.Errorf("assign state key NIDs: %w", err)
+	}
+	return nil
+}
+
+// knownEvent is a stored event of the room with its parsed form.
+type knownEvent struct {
+	row storage.Event
+	pdu gomatrixserverlib.PDU
+}
+
+// stateRef is a room state and the snapshot that stores it (0 while it is not stored).
+type stateRef struct {
+	nid types.SnapshotNID
+	st  *types.State
+}
+
+// remoteTx applies the events of one message inside its write transaction. It remembers
+// what it stored, since the transaction's writes are not visible to the database reads
+// (which go through the cache and the pool).
+type remoteTx struct {
+	in      *Inputer
+	w       storage.Writer
+	roomID  string
+	version gomatrixserverlib.IRoomVersion
+	// h is a mutable copy of the room's head (room NID 0 until the room is stored).
+	h           *roomHead
+	headChanged bool
+	known       map[string]*knownEvent
+	byNID       map[types.EventNID]*knownEvent
+	snaps       map[types.SnapshotNID]*types.State
+	inserted    []cachedEvent
+	redacted    []types.EventNID
+	outbound    []storage.Outbound
+}
+
+func newRemoteTx(in *Inputer, w storage.Writer, roomID string, version gomatrixserverlib.IRoomVersion, head *roomHead) *remoteTx {
+	rt := &remoteTx{
+		in: in, w: w, roomID: roomID, version: version,
+		known: map[string]*knownEvent{}, byNID: map[types.EventNID]*knownEvent{}, snaps: map[types.SnapshotNID]*types.State{},
+	}
+	if head == nil {
+		rt.h = &roomHead{room: storage.Room{RoomID: roomID, RoomVersion: string(version.Version())}, state: &types.State{}}
+	} else {
+		h := *head
+		h.room.Latest = append([]types.EventNID(nil), head.room.Latest...)
+		h.latestIDs = append([]string(nil), head.latestIDs...)
+		rt.h = &h
+	}
+	return rt
+}
+
+func reject(err *matrixerr.Error) (api.Result, error) {
+	return api.Result{Err: err}, nil
+}
+
+// apply decides and stores one event. Rejections come back in the Result; an error is an
+// internal failure that makes the message retry.
+func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Result, error) {
+	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated {
+		return reject(matrixerr.BadJSON(fmt.Sprintf("kind %q cannot be mixed with events from other servers", ie.Kind)))
+	}
+	if ie.Event == nil || ie.Event.PDU == nil {
+		return reject(matrixerr.BadJSON("an event from another server must be complete"))
+	}
+	ev := ie.Event.PDU
+	if ev.RoomID().String() != rt.roomID {
+		return reject(matrixerr.BadJSON("event is for another room"))
+	}
+	if ev.Version() != rt.version.Version() {
+		return reject(matrixerr.BadJSON("event is of another room version than the room"))
+	}
+	existing, err := rt.event(ctx, ev.EventID())
+	if err != nil {
+		return api.Result{}, err
+	}
+	if existing != nil {
+		if existing.row.RoomNID != rt.h.room.NID {
+			return reject(matrixerr.BadJSON("event ID is taken by another room"))
+		}
+		if !existing.row.Outlier || ie.Kind == api.KindOutlier {
+			return api.Result{EventID: ev.EventID(), SoftFailed: existing.row.SoftFailed}, nil
+		}
+	}
+	if ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("") && existing == nil && rt.h.room.NID != 0 {
+		return reject(matrixerr.RoomInUse("the room already has a create event"))
+	}
+	auth, merr, err := rt.authEvents(ctx, ev)
+	if err != nil || merr != nil {
+		return api.Result{Err: merr}, err
+	}
+	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+		return reject(matrixerr.Forbidden("event fails auth against its auth_events: " + err.Error()))
+	}
+	if ie.Kind == api.KindOutlier {
+		if _, err = rt.insert(ctx, ev, 0, true, false); err != nil {
+			return api.Result{}, err
+		}
+		return api.Result{EventID: ev.EventID()}, nil
+	}
+	return rt.place(ctx, ev, existing, ie.StateEventIDs)
+}
+
+// place puts a federated event in the timeline: auth against the state before it
+// (rejection), then against the current state (soft failure), then the new extremities
+// and current state.
+func (rt *remoteTx) place(ctx context.Context, ev gomatrixserverlib.PDU, existing *knownEvent, stateIDs []string) (api.Result, error) {
+	before, merr, err := rt.stateBefore(ctx, ev, stateIDs)
+	if err != nil || merr != nil {
+		return api.Result{Err: merr}, err
+	}
+	auth, err := rt.authFromState(ctx, before.st, ev)
+	if err != nil {
+		return api.Result{}, err
+	}
+	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+		return reject(matrixerr.Forbidden("event fails auth against the state before it: " + err.Error()))
+	}
+	softFailed := false
+	if len(rt.h.room.Latest) > 0 {
+		cur, err := rt.authFromState(ctx, rt.h.state, ev)
+		if err != nil {
+			return api.Result{}, err
+		}
+		softFailed = gomatrixserverlib.Allowed(ev, cur, userIDForSender) != nil
+	}
+	if before.nid, err = rt.storeState(before); err != nil {
+		return api.Result{}, err
+	}
+	var k *knownEvent
+	if existing != nil {
+		if err = rt.w.PlaceEvent(existing.row.NID, before.nid, softFailed); err != nil {
+			return api.Result{}, fmt.Errorf("place outlier %s: %w", ev.EventID(), err)
+		}
+		existing.row.Outlier, existing.row.Before, existing.row.SoftFailed = false, before.nid, softFailed
+		k = existing
+	} else if k, err = rt.insert(ctx, ev, before.nid, false, softFailed); err != nil {
+		return api.Result{}, err
+	}
+	if softFailed {
+		return api.Result{EventID: ev.EventID(), SoftFailed: true}, nil
+	}
+	if err = rt.advance(ctx, k, before); err != nil {
+		return api.Result{}, err
+	}
+	return api.Result{EventID: ev.EventID()}, nil
+}
+
+// event returns a stored event by ID, or nil.
+func (rt *remoteTx) event(ctx context.Context, id string) (*knownEvent, error) {
+	evs, err := rt.events(ctx, []string{id})
+	if err != nil {
+		return nil, err
+	}
+	return evs[id], nil
+}
+
+// events returns the stored events among ids, looked up in one query.
+func (rt *remoteTx) events(ctx context.Context, ids []string) (map[string]*knownEvent, error) {
+	out := make(map[string]*knownEvent, len(ids))
+	var missing []string
+	for _, id := range ids {
+		if k, ok := rt.known[id]; ok {
+			out[id] = k
+		} else {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	rows, err := rt.in.db.EventsByID(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		k := &knownEvent{row: r}
+		if r.RoomNID == rt.h.room.NID {
+			if k.pdu, err = api.ParseTrusted(rt.h.room.RoomVersion, r.EventID, r.JSON, r.Redacted); err != nil {
+				return nil, err
+			}
+		}
+		rt.remember(k)
+		out[r.EventID] = k
+	}
+	return out, nil
+}
+
+func (rt *remoteTx) remember(k *knownEvent) {
+	rt.known[k.row.EventID] = k
+	rt.byNID[k.row.NID] = k
+}
+
+// pdus returns events of the room by NID, in order.
+func (rt *remoteTx) pdus(ctx context.Context, nids []types.EventNID) ([]gomatrixserverlib.PDU, error) {
+	out := make([]gomatrixserverlib.PDU, len(nids))
+	var missing []types.EventNID
+	for i, n := range nids {
+		if k, ok := rt.byNID[n]; ok && k.pdu != nil {
+			out[i] = k.pdu
+		} else {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	loaded, err := rt.in.cache.eventsByNID(ctx, rt.h.room.RoomVersion, missing)
+	if err != nil {
+		return nil, err
+	}
+	j := 0
+	for i := range out {
+		if out[i] == nil {
+			out[i] = loaded[j]
+			j++
+		}
+	}
+	return out, nil
+}
+
+// authEvents loads the event's auth_events, all of which must be known events of the room.
+func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, *matrixerr.Error, error) {
+	ids := ev.AuthEventIDs()
+	known, err := rt.events(ctx, ids)
+	if err != nil {
+		return nil, nil, err
+	}
+	pdus := make([]gomatrixserverlib.PDU, 0, len(ids))
+	for _, id := range ids {
+		k := known[id]
+		if k == nil || k.row.RoomNID != rt.h.room.NID {
+			return nil, matrixerr.NotFound(fmt.Sprintf("auth event %s is unknown", id)), nil
+		}
+		pdus = append(pdus, k.pdu)
+	}
+	auth, err := gomatrixserverlib.NewAuthEvents(pdus)
+	if err != nil {
+		return nil, matrixerr.Forbidden("bad auth events: " + err.Error()), nil
+	}
+	return auth, nil, nil
+}
+
+// authFromState picks from st the events the auth rules need for ev.
+func (rt *remoteTx) authFromState(ctx context.Context, st *types.State, ev gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, error) {
+	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev})
+	pdus, err := rt.lookup(ctx, st, needed.Tuples())
+	if err != nil {
+		return nil, err
+	}
+	return gomatrixserverlib.NewAuthEvents(pdus)
+}
+
+// lookup returns the events st holds for tuples (absent ones left out).
+func (rt *remoteTx) lookup(ctx context.Context, st *types.State, tuples []gomatrixserverlib.StateKeyTuple) ([]gomatrixserverlib.PDU, error) {
+	nts, err := rt.in.cache.knownTuples(ctx, tuples)
+	if err != nil {
+		return nil, err
+	}
+	var nids []types.EventNID
+	for _, t := range nts {
+		if nid := st.Lookup(t); nid != 0 {
+			nids = append(nids, nid)
+		}
+	}
+	return rt.pdus(ctx, nids)
+}
+
+// stateBefore is the given state (stateIDs) or the resolution of the states after the
+// event's prev_events.
+func (rt *remoteTx) stateBefore(ctx context.Context, ev gomatrixserverlib.PDU, stateIDs []string) (stateRef, *matrixerr.Error, error) {
+	if len(stateIDs) > 0 {
+		known, err := rt.events(ctx, stateIDs)
+		if err != nil {
+			return stateRef{}, nil, err
+		}
+		entries := make([]types.StateEntry, 0, len(stateIDs))
+		for _, id := range stateIDs {
+			k := known[id]
+			if k == nil || k.row.RoomNID != rt.h.room.NID || !k.row.IsState {
+				return stateRef{}, matrixerr.NotFound(fmt.Sprintf("state event %s is unknown", id)), nil
+			}
+			entries = append(entries, types.StateEntry{StateTuple: types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}, Event: k.row.NID})
+		}
+		return stateRef{st: types.NewState(entries)}, nil, nil
+	}
+	prevs := ev.PrevEventIDs()
+	if len(prevs) == 0 {
+		if ev.Type() == spec.MRoomCreate {
+			return stateRef{st: &types.State{}}, nil, nil
+		}
+		return stateRef{}, matrixerr.BadJSON("event has no prev_events"), nil
+	}
+	known, err := rt.events(ctx, prevs)
+	if err != nil {
+		return stateRef{}, nil, err
+	}
+	var states []stateRef
+	seen := map[types.SnapshotNID]bool{}
+	for _, id := range prevs {
+		k := known[id]
+		if k == nil || k.row.RoomNID != rt.h.room.NID || k.row.Outlier {
+			return stateRef{}, matrixerr.NotFound(fmt.Sprintf("prev event %s is unknown and no state was given", id)), nil
+		}
+		s, err := rt.stateAfter(ctx, k)
+		if err != nil {
+			return stateRef{}, nil, err
+		}
+		if s.nid != 0 {
+			if seen[s.nid] {
+				continue
+			}
+			seen[s.nid] = true
+		}
+		states = append(states, s)
+	}
+	if len(states) == 1 {
+		return states[0], nil, nil
+	}
+	s, err := rt.resolve(ctx, states)
+	return s, nil, err
+}
+
+// loadState returns a stored snapshot.
+func (rt *remoteTx) loadState(ctx context.Context, nid types.SnapshotNID) (*types.State, error) {
+	if st, ok := rt.snaps[nid]; ok {
+		return st, nil
+	}
+	return rt.in.cache.loadState(ctx, nid)
+}
+
+// stateAfter is the state after a timeline event.
+func (rt *remoteTx) stateAfter(ctx context.Context, k *knownEvent) (stateRef, error) {
+	st, err := rt.loadState(ctx, k.row.Before)
+	if err != nil {
+		return stateRef{}, err
+	}
+	if !k.row.IsState {
+		return stateRef{nid: k.row.Before, st: st}, nil
+	}
+	return stateRef{st: st.With(types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}, k.row.NID)}, nil
+}
+
+// storeState stores a state's new blocks and its snapshot, unless it is stored already.
+func (rt *remoteTx) storeState(s stateRef) (types.SnapshotNID, error) {
+	if s.nid != 0 {
+		return s.nid, nil
+	}
+	if err := rt.ensureRoom(); err != nil {
+		return 0, err
+	}
+	var blockNIDs [types.Buckets]types.BlockNID
+	for i, b := range s.st.Blocks {
+		if b == nil {
+			continue
+		}
+		if b.NID == 0 {
+			bn, err := rt.w.InsertBlock(b.Entries)
+			if err != nil {
+				return 0, fmt.Errorf("store state block: %w", err)
+			}
+			b.NID = bn
+		}
+		blockNIDs[i] = b.NID
+	}
+	nid, err := rt.w.InsertSnapshot(rt.h.room.NID, blockNIDs)
+	if err != nil {
+		return 0, fmt.Errorf("store state snapshot: %w", err)
+	}
+	rt.snaps[nid] = s.st
+	return nid, nil
+}
+
+func (rt *remoteTx) ensureRoom() error {
+	if rt.h.room.NID != 0 {
+		return nil
+	}
+	nid, err := rt.w.InsertRoom(rt.h.room.RoomID, rt.h.room.RoomVersion)
+	if err != nil {
+		return fmt.Errorf("store room %s: %w", rt.roomID, err)
+	}
+	rt.h.room.NID = nid
+	rt.headChanged = true
+	return nil
+}
+
+// insert stores an event.
+func (rt *remoteTx) insert(ctx context.Context, ev gomatrixserverlib.PDU, before types.SnapshotNID, outlier, softFailed bool) (*knownEvent, error) {
+	if err := rt.ensureRoom(); err != nil {
+		return nil, err
+	}
+	tn, err := rt.in.cache.typeNIDs(ctx, ev.Type())
+	if err != nil {
+		return nil, err
+	}
+	row := storage.Event{
+		RoomNID: rt.h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: before,
+		Redacted: ev.Redacted(), Outlier: outlier, SoftFailed: softFailed, JSON: ev.JSON(),
+	}
+	if sk := ev.StateKey(); sk != nil {
+		kn, err := rt.in.cache.keyNIDs(ctx, *sk)
+		if err != nil {
+			return nil, err
+		}
+		row.IsState, row.StateKey = true, kn[*sk]
+	}
+	if row.NID, err = rt.w.InsertEvent(&row); err != nil {
+		return nil, fmt.Errorf("store event %s: %w", ev.EventID(), err)
+	}
+	k := &knownEvent{row: row, pdu: ev}
+	rt.remember(k)
+	rt.inserted = append(rt.inserted, cachedEvent{row.NID, ev})
+	return k, nil
+}
+
+// resolve runs the room version's state resolution over several states. Only the
+// conflicted events and the unconflicted events their auth checks need go to
+// gomatrixserverlib (with their auth chains); every other unconflicted entry is kept as is,
+// so resolving forks of a room with 100,000 members does not load them all.
+func (rt *remoteTx) resolve(ctx context.Context, states []stateRef) (stateRef, error) {
+	union := map[types.StateTuple][]types.EventNID{}
+	for _, s := range states {
+		for _, e := range s.st.Entries() {
+			if !containsNID(union[e.StateTuple], e.Event) {
+				union[e.StateTuple] = append(union[e.StateTuple], e.Event)
+			}
+		}
+	}
+	var conflictedNIDs []types.EventNID
+	for _, nids := range union {
+		if len(nids) > 1 {
+			conflictedNIDs = append(conflictedNIDs, nids...)
+		}
+	}
+	entries := make([]types.StateEntry, 0, len(union))
+	for t, nids := range union {
+		if len(nids) == 1 {
+			entries = append(entries, types.StateEntry{StateTuple: t, Event: nids[0]})
+		}
+	}
+	if len(conflictedNIDs) == 0 {
+		return stateRef{st: types.NewState(entries)}, nil
+	}
+	conflicted, err := rt.pdus(ctx, conflictedNIDs)
+	if err != nil {
+		return stateRef{}, err
+	}
+	needed := gomatrixserverlib.StateNeededForAuth(conflicted)
+	nts, err := rt.in.cache.knownTuples(ctx, needed.Tuples())
+	if err != nil {
+		return stateRef{}, err
+	}
+	var unconflictedNIDs []types.EventNID
+	for _, t := range nts {
+		if nids := union[t]; len(nids) == 1 {
+			unconflictedNIDs = append(unconflictedNIDs, nids[0])
+		}
+	}
+	unconflicted, err := rt.pdus(ctx, unconflictedNIDs)
+	if err != nil {
+		return stateRef{}, err
+	}
+	input := append(append([]gomatrixserverlib.PDU(nil), conflicted...), unconflicted...)
+	chain, err := rt.authChain(ctx, input)
+	if err != nil {
+		return stateRef{}, err
+	}
+	resolved, err := gomatrixserverlib.ResolveConflicts(rt.version.Version(), input, chain, userIDForSender, func(string) bool { return false })
+	if err != nil {
+		return stateRef{}, fmt.Errorf("resolve state of %s: %w", rt.roomID, err)
+	}
+	if len(resolved) == 0 {
+		return stateRef{}, fmt.Errorf("resolve state of %s: no create event in the auth chain", rt.roomID)
+	}
+	for _, ev := range resolved {
+		k, err := rt.event(ctx, ev.EventID())
+		if err != nil {
+			return stateRef{}, err
+		}
+		if k == nil || !k.row.IsState {
+			continue
+		}
+		t := types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}
+		if len(union[t]) > 1 {
+			entries = append(entries, types.StateEntry{StateTuple: t, Event: k.row.NID})
+		}
+	}
+	return stateRef{st: types.NewState(entries)}, nil
+}
+
+func containsNID(nids []types.EventNID, n types.EventNID) bool {
+	for _, x := range nids {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// authChain returns every event reachable through auth_events from evs (all stored: an
+// event is only stored once its auth events are).
+func (rt *remoteTx) authChain(ctx context.Context, evs []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	var out []gomatrixserverlib.PDU
+	var next []string
+	for _, ev := range evs {
+		next = append(next, ev.AuthEventIDs()...)
+	}
+	for len(next) > 0 {
+		var ids []string
+		for _, id := range next {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		known, err := rt.events(ctx, ids)
+		if err != nil {
+			return nil, err
+		}
+		next = nil
+		for _, id := range ids {
+			k := known[id]
+			if k == nil || k.pdu == nil {
+				continue
+			}
+			out = append(out, k.pdu)
+			next = append(next, k.pdu.AuthEventIDs()...)
+		}
+	}
+	return out, nil
+}
+
+// advance makes a placed, not soft-failed event a forward extremity in place of its
+// prev_events, moves the current state to the resolution of the extremities' states, and
+// stores the output.
+func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef) error {
+	ev := k.pdu
+	prevs := map[string]bool{}
+	for _, id := range ev.PrevEventIDs() {
+		prevs[id] = true
+	}
+	latestRows, err := rt.latest(ctx)
+	if err != nil {
+		return err
+	}
+	after, err := rt.stateAfter(ctx, k)
+	if err != nil {
+		return err
+	}
+	states := []stateRef{after}
+	latest, latestIDs := []types.EventNID{k.row.NID}, []string{ev.EventID()}
+	for _, l := range latestRows {
+		if prevs[l.row.EventID] {
+			continue
+		}
+		latest, latestIDs = append(latest, l.row.NID), append(latestIDs, l.row.EventID)
+		s, err := rt.stateAfter(ctx, l)
+		if err != nil {
+			return err
+		}
+		states = append(states, s)
+	}
+	next := after
+	if len(states) > 1 {
+		if next, err = rt.resolve(ctx, states); err != nil {
+			return err
+		}
+	}
+	added, removed := rt.h.state.Diff(next.st)
+	out := api.OutputNewRoomEvent{Event: api.Event{PDU: ev}}
+	if out.HistoryVisibility, err = rt.historyVisibility(ctx, before.st); err != nil {
+		return err
+	}
+	if len(added) > 0 || len(removed) > 0 {
+		snap, err := rt.storeState(next)
+		if err != nil {
+			return err
+		}
+		rt.h.state, rt.h.room.Snapshot = next.st, snap
+		if err = rt.applyDelta(ctx, &out, added, removed); err != nil {
+			return err
+		}
+	}
+	rt.h.room.Latest, rt.h.latestIDs = latest, latestIDs
+	rt.h.room.Depth = max(rt.h.room.Depth, ev.Depth())
+	rt.headChanged = true
+	if ev.Type() == spec.MRoomRedaction && ev.Redacts() != "" {
+		if err = rt.redact(ctx, ev, before.st, &out); err != nil {
+			return err
+		}
+	}
+	payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+	if err != nil {
+		return err
+	}
+	seq, err := rt.w.InsertOutbox(rt.roomID, payload)
+	if err != nil {
+		return fmt.Errorf("store output: %w", err)
+	}
+	rt.outbound = append(rt.outbound, storage.Outbound{Seq: seq, RoomID: rt.roomID, Payload: payload})
+	return nil
+}
+
+// latest returns the room's current forward extremities.
+func (rt *remoteTx) latest(ctx context.Context) ([]*knownEvent, error) {
+	var out []*knownEvent
+	var missing []types.EventNID
+	for _, n := range rt.h.room.Latest {
+		if k, ok := rt.byNID[n]; ok {
+			out = append(out, k)
+		} else {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	rows, err := rt.in.db.EventsByNID(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		k, ok := rt.known[r.EventID]
+		if !ok {
+			k = &knownEvent{row: r}
+			if k.pdu, err = api.ParseTrusted(rt.h.room.RoomVersion, r.EventID, r.JSON, r.Redacted); err != nil {
+				return nil, err
+			}
+			rt.remember(k)
+		}
+		out = append(out, k)
+	}
+	return out, nil
+}
+
+// applyDelta records a change of current state: memberships, and the output's added and
+// removed state.
+func (rt *remoteTx) applyDelta(ctx context.Context, out *api.OutputNewRoomEvent, added, removed []types.StateEntry) error {
+	nids := make([]types.EventNID, len(added))
+	for i, e := range added {
+		nids[i] = e.Event
+	}
+	addedPDUs, err := rt.pdus(ctx, nids)
+	if err != nil {
+		return err
+	}
+	for _, p := range addedPDUs {
+		out.AddsStateEventIDs = append(out.AddsStateEventIDs, p.EventID())
+		if p.EventID() != out.Event.EventID() && len(addedPDUs) <= maxInlineStateEvents {
+			out.AddsStateEvents = append(out.AddsStateEvents, api.Event{PDU: p})
+		}
+		if p.Type() == spec.MRoomMember && p.StateKey() != nil {
+			membership, _ := p.Membership()
+			if err = rt.w.SetMembership(rt.h.room.NID, storage.Membership{UserID: *p.StateKey(), Membership: membership, EventID: p.EventID()}); err != nil {
+				return err
+			}
+		}
+	}
+	nids = nids[:0]
+	for _, e := range removed {
+		nids = append(nids, e.Event)
+	}
+	removedPDUs, err := rt.pdus(ctx, nids)
+	if err != nil {
+		return err
+	}
+	for _, p := range removedPDUs {
+		out.RemovesStateEventIDs = append(out.RemovesStateEventIDs, p.EventID())
+	}
+	return nil
+}
+
+func (rt *remoteTx) historyVisibility(ctx context.Context, st *types.State) (string, error) {
+	evs, err := rt.lookup(ctx, st, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomHistoryVisibility}})
+	if err != nil || len(evs) == 0 {
+		return string(gomatrixserverlib.HistoryVisibilityShared), err
+	}
+	hv, err := evs[0].HistoryVisibility()
+	if err != nil {
+		return string(gomatrixserverlib.HistoryVisibilityShared), nil
+	}
+	return string(hv), nil
+}
+
+// redact applies a federated redaction to its target when the target is known and the
+// redaction's sender may redact it: same server as the target's sender, or enough power
+// in the state before the redaction.
+func (rt *remoteTx) redact(ctx context.Context, ev gomatrixserverlib.PDU, before *types.State, out *api.OutputNewRoomEvent) error {
+	target, err := rt.event(ctx, ev.Redacts())
+	if err != nil || target == nil || target.pdu == nil || target.row.RoomNID != rt.h.room.NID || target.row.Redacted {
+		return err
+	}
+	sender, err1 := spec.NewUserID(string(ev.SenderID()), true)
+	targetSender, err2 := spec.NewUserID(string(target.pdu.SenderID()), true)
+	allowed := err1 == nil && err2 == nil && sender.Domain() == targetSender.Domain()
+	if !allowed {
+		pls, err := rt.lookup(ctx, before, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomPowerLevels}})
+		if err != nil {
+			return err
+		}
+		var pl gomatrixserverlib.PowerLevelContent
+		if len(pls) > 0 {
+			if p, err := gomatrixserverlib.NewPowerLevelContentFromEvent(pls[0]); err == nil {
+				pl = p
+			}
+		} else {
+			pl.Defaults()
+		}
+		allowed = pl.UserLevel(ev.SenderID()) >= pl.Redact
+	}
+	if !allowed {
+		return nil
+	}
+	redacted, err := rt.version.RedactEventJSON(target.pdu.JSON())
+	if err != nil {
+		return err
+	}
+	if err = rt.w.RedactEvent(target.row.NID, redacted); err != nil {
+		return fmt.Errorf("redact %s: %w", target.row.EventID, err)
+	}
+	target.row.Redacted = true
+	rt.redacted = append(rt.redacted, target.row.NID)
+	out.RedactsEventID = target.row.EventID
+	return nil
+}

@@ -1,0 +1,231 @@
+package roomserver_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	"github.com/matrix-org/dendrite/roomserver/api"
+)
+
+const remoteServer = "remote.test"
+
+// remoteRoom is a room built by another server, event by event.
+type remoteRoom struct {
+	*roomtest.Remote
+	create, aliceJoin, pl, jr gomatrixserverlib.PDU
+}
+
+func newRemoteRoom(t *testing.T, alice string) *remoteRoom {
+	r := &remoteRoom{Remote: &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: remoteServer, Version: gomatrixserverlib.RoomVersionV10,
+		RoomID: fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), remoteServer)}}
+	r.create = roomtest.CreateEvent(t, r.Key, remoteServer, r.Version, alice, r.RoomID)
+	r.aliceJoin = r.Event(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}, 2, r.pdus(r.create), r.pdus(r.create))
+	r.pl = r.Event(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{alice: 100}}, 3, r.pdus(r.aliceJoin), r.pdus(r.create, r.aliceJoin))
+	r.jr = r.Event(alice, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "public"}, 4, r.pdus(r.pl), r.pdus(r.create, r.aliceJoin, r.pl))
+	return r
+}
+
+func (r *remoteRoom) pdus(evs ...gomatrixserverlib.PDU) []gomatrixserverlib.PDU { return evs }
+
+func (h *harness) submitRemote(roomID string, version gomatrixserverlib.RoomVersion, in ...api.InputRoomEvent) []api.Result {
+	h.t.Helper()
+	return h.submit(api.InputRoomEvents{RoomID: roomID, RoomVersion: string(version), Events: in})
+}
+
+func (h *harness) membership(roomID, userID string) string {
+	h.t.Helper()
+	m, err := h.rs.API().QueryMembershipForUser(context.Background(), &api.QueryMembershipForUserRequest{RoomID: roomID, UserID: userID})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return m.Membership
+}
+
+func (h *harness) currentState(roomID string, tuples ...api.StateKeyTuple) map[string]string {
+	h.t.Helper()
+	res, err := h.rs.API().QueryCurrentState(context.Background(), &api.QueryCurrentStateRequest{RoomID: roomID, Tuples: tuples})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, e := range res.StateEvents {
+		out[e.Type()+"|"+*e.StateKey()] = e.EventID()
+	}
+	return out
+}
+
+func wantOK(t *testing.T, what string, res []api.Result) {
+	t.Helper()
+	for i, r := range res {
+		if r.Err != nil || r.SoftFailed {
+			t.Fatalf("%s: event %d: %+v", what, i, r)
+		}
+	}
+}
+
+// outputIDs are the event IDs of the OutputRoomEvents in recs.
+func outputIDs(t *testing.T, f *test.Follow, n int) []string {
+	t.Helper()
+	var out []string
+	for _, rec := range f.Wait(t, n, 10*time.Second) {
+		var o api.OutputRoomEvent
+		if err := json.Unmarshal(rec.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, o.NewRoomEvent.Event.EventID())
+	}
+	return out
+}
+
+// Events from another server: checked against their auth events, the state before them
+// (from their prev_events, resolved when they fork) and the current state (soft failure).
+func TestFederatedEvents(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		out := test.FollowTopic(t, h.log, "out")
+		alice, bob, carol := "@alice:"+remoteServer, "@bob:"+remoteServer, "@carol:"+remoteServer
+		r := newRemoteRoom(t, alice)
+		bobJoin := r.Event(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.jr))
+		msg1 := r.Event(bob, "m.room.message", nil, map[string]string{"body": "hi"}, 6, r.pdus(bobJoin), r.pdus(r.create, r.pl, bobJoin))
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, bobJoin, msg1} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		if m := h.membership(r.RoomID, bob); m != spec.Join {
+			t.Fatalf("bob's membership %q", m)
+		}
+		if got := outputIDs(t, out, 6); got[5] != msg1.EventID() {
+			t.Fatalf("outputs %v", got)
+		}
+		// A replay changes nothing.
+		wantOK(t, "replay", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, msg1)))
+
+		// A stranger's message fails against its auth events: rejected.
+		stranger := r.Event(carol, "m.room.message", nil, map[string]string{"body": "spam"}, 7, r.pdus(msg1), r.pdus(r.create, r.pl))
+		res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, stranger))
+		if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("stranger's message: %+v", res[0])
+		}
+		// Unknown prev events without a given state: rejected.
+		unknownPrev := r.Event(alice, "m.room.message", nil, map[string]string{"body": "gap"}, 20, r.pdus(stranger), r.pdus(r.create, r.pl, r.aliceJoin))
+		res = h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, unknownPrev))
+		if res[0].Err == nil || res[0].Err.Code != "M_NOT_FOUND" {
+			t.Fatalf("event after a gap: %+v", res[0])
+		}
+
+		// Alice bans bob; bob's message on a fork from before the ban passes against the
+		// state before it but not against the current state: soft-failed, never output.
+		ban := r.Event(alice, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "ban"}, 7, r.pdus(msg1), r.pdus(r.create, r.pl, r.aliceJoin, bobJoin))
+		wantOK(t, "ban", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, ban)))
+		late := r.Event(bob, "m.room.message", nil, map[string]string{"body": "late"}, 7, r.pdus(msg1), r.pdus(r.create, r.pl, bobJoin))
+		res = h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, late))
+		if res[0].Err != nil || !res[0].SoftFailed {
+			t.Fatalf("bob's late message: %+v", res[0])
+		}
+		if m := h.membership(r.RoomID, bob); m != spec.Ban {
+			t.Fatalf("bob's membership after the ban %q", m)
+		}
+
+		// Two topics on a fork: both accepted, the current state is their resolution, and
+		// an event on both branches merges them.
+		topicA := r.Event(alice, "m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "A"}, 8, r.pdus(ban), r.pdus(r.create, r.pl, r.aliceJoin))
+		topicB := r.Event(alice, "m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "B"}, 8, r.pdus(ban), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "fork", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, topicA), roomtest.Input(api.KindFederated, topicB)))
+		topic := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.room.topic"})["m.room.topic|"]
+		if topic != topicA.EventID() && topic != topicB.EventID() {
+			t.Fatalf("topic after the fork: %q", topic)
+		}
+		merge := r.Event(alice, "m.room.message", nil, map[string]string{"body": "merge"}, 9, r.pdus(topicA, topicB), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "merge", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, merge)))
+		st, err := h.rs.API().QueryStateAtEvent(context.Background(), &api.QueryStateAtEventRequest{RoomID: r.RoomID, EventID: merge.EventID(), Tuples: []api.StateKeyTuple{{EventType: "m.room.topic"}}})
+		if err != nil || !st.EventKnown || len(st.StateEvents) != 1 || st.StateEvents[0].EventID() != topic {
+			t.Fatalf("state before the merge: %+v %v (current topic %s)", st, err, topic)
+		}
+
+		// An outlier is stored but not placed; sent again as federated it is placed.
+		topicC := r.Event(alice, "m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "C"}, 10, r.pdus(merge), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "outlier", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindOutlier, topicC)))
+		if got := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.room.topic"})["m.room.topic|"]; got != topic {
+			t.Fatalf("an outlier changed the topic to %s", got)
+		}
+		st, err = h.rs.API().QueryStateAtEvent(context.Background(), &api.QueryStateAtEventRequest{RoomID: r.RoomID, EventID: topicC.EventID()})
+		if err != nil || st.EventKnown {
+			t.Fatalf("state at an outlier: %+v %v", st, err)
+		}
+		wantOK(t, "outlier placed", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, topicC)))
+		if got := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.room.topic"})["m.room.topic|"]; got != topicC.EventID() {
+			t.Fatalf("topic after placing the outlier: %s", got)
+		}
+
+		// A gap filled by the writer: the state before the event is given.
+		missing := r.Event(alice, "m.room.message", nil, map[string]string{"body": "never seen"}, 11, r.pdus(topicC), r.pdus(r.create, r.pl, r.aliceJoin))
+		after := r.Event(alice, "m.room.message", nil, map[string]string{"body": "after the gap"}, 12, r.pdus(missing), r.pdus(r.create, r.pl, r.aliceJoin))
+		var stateIDs []string
+		for _, id := range h.currentState(r.RoomID) {
+			stateIDs = append(stateIDs, id)
+		}
+		withState := roomtest.Input(api.KindFederated, after)
+		withState.StateEventIDs = stateIDs
+		wantOK(t, "event with given state", h.submitRemote(r.RoomID, r.Version, withState))
+
+		ids := outputIDs(t, out, 12)
+		if slices.Contains(ids, late.EventID()) || slices.Contains(ids, stranger.EventID()) {
+			t.Fatalf("a soft-failed or rejected event reached the output: %v", ids)
+		}
+		if ids[len(ids)-1] != after.EventID() {
+			t.Fatalf("outputs %v", ids)
+		}
+	})
+}
+
+// A remote join as the federationapi writes it: the room's auth chain and state as
+// outliers, then the join with the state before it. The room appears with its whole state.
+func TestRemoteJoinInput(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		out := test.FollowTopic(t, h.log, "out")
+		alice, local := "@alice:"+remoteServer, "@local:"+serverName
+		r := newRemoteRoom(t, alice)
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr} {
+			in = append(in, roomtest.Input(api.KindOutlier, ev))
+		}
+		wantOK(t, "outliers", h.submitRemote(r.RoomID, r.Version, in...))
+		if m := h.membership(r.RoomID, alice); m != "" {
+			t.Fatalf("outliers changed a membership: %q", m)
+		}
+		join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.jr))
+		ie := roomtest.Input(api.KindFederated, join)
+		ie.StateEventIDs = []string{r.create.EventID(), r.aliceJoin.EventID(), r.pl.EventID(), r.jr.EventID()}
+		wantOK(t, "join", h.submitRemote(r.RoomID, r.Version, ie))
+		if m := h.membership(r.RoomID, local); m != spec.Join {
+			t.Fatalf("local user's membership %q", m)
+		}
+		if n := len(h.currentState(r.RoomID)); n != 5 {
+			t.Fatalf("current state has %d events", n)
+		}
+		var o api.OutputRoomEvent
+		if err := json.Unmarshal(out.Wait(t, 1, 10*time.Second)[0].Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.NewRoomEvent.Event.EventID() != join.EventID() || len(o.NewRoomEvent.AddsStateEventIDs) != 5 {
+			t.Fatalf("join output: %+v", o.NewRoomEvent)
+		}
+		// Local events now build on the joined room.
+		res := h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "hello"})}})
+		wantOK(t, "local message in the joined room", res)
+	})
+}
