@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/federationapi/routing"
@@ -24,6 +25,8 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -43,7 +46,12 @@ type Deps struct {
 	// Roomserver takes received events and answers the event and state endpoints.
 	Roomserver rsapi.FederationRoomserverAPI
 	Users      uapi.FederationUserAPI
-	Logger     *logrus.Entry
+	// EDU, Receipts and Presence take the EDUs of received transactions; Presence is nil
+	// when presence from other servers is not accepted.
+	EDU      eduapi.InputAPI
+	Receipts receiptapi.InputAPI
+	Presence presenceapi.InputAPI
+	Logger   *logrus.Entry
 	// Registerer takes the component's metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (time.Now when nil); tests move it.
@@ -75,6 +83,10 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		return nil, err
 	}
 	metrics := internal.NewMetrics(d.Registerer)
+	now := d.Now
+	if now == nil {
+		now = time.Now
+	}
 	keys := &internal.Keys{
 		ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, OldVerifyKeys: old,
 		ValidityPeriod: time.Duration(d.Cfg.KeyValidityPeriod), DB: db, Client: d.Client, Notaries: notaries,
@@ -84,6 +96,8 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
 		Inbound: inbound, Rooms: d.Roomserver, DB: db,
+		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
+			Logger: logger, Now: now},
 	}
 	return &FederationAPI{keys: keys, routing: rt}, nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/federationapi"
 	"github.com/matrix-org/dendrite/federationapi/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
@@ -35,6 +36,8 @@ import (
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/userapi"
@@ -68,8 +71,10 @@ type node struct {
 	fed     *federationapi.FederationAPI
 	// rs is the node's roomserver (on its database, with an embedded log), which /send
 	// writes to; stopRS ends it.
-	rs     *roomserver.RoomServer
-	input  *rsapi.Input
+	rs    *roomserver.RoomServer
+	input *rsapi.Input
+	// log is the node's embedded log; received EDUs go to its "edu-*" topics.
+	log    eventlog.Log
 	stopRS func()
 	users  uapi.ClientUserAPI
 	db     *sqlutil.DB
@@ -136,6 +141,8 @@ func (n *node) start() {
 	n.fed, err = federationapi.New(ctx, federationapi.Deps{
 		Cfg: &n.cfg, ServerName: n.name, KeyID: n.keyID, PrivateKey: n.key, DB: db, Client: n.client, Users: n.users,
 		Federation: n.client, Roomserver: nodeRoomserver{QueryAPI: n.rs.API(), InputAPI: n.input},
+		EDU:      &eduapi.Producer{Log: n.log, TypingTopic: "edu-typing", ToDeviceTopic: "edu-todevice"},
+		Receipts: &receiptapi.Producer{Log: n.log, Topic: "edu-receipt"}, Presence: &presenceapi.Producer{Log: n.log, Topic: "edu-presence"},
 		Logger: logrus.NewEntry(logger), Now: n.clk.now,
 	})
 	if err != nil {
@@ -168,6 +175,7 @@ func (n *node) startRoomserver(db *sqlutil.DB, logger *logrus.Logger) {
 		t.Fatal(err)
 	}
 	n.input = &rsapi.Input{Log: log, Topic: "in", Wait: n.rs.API()}
+	n.log = log
 	done := make(chan error, 1)
 	go func() { done <- n.rs.Run(ctx) }()
 	n.stopRS = func() {

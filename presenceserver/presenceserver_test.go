@@ -38,6 +38,8 @@ func TestPresenceChangesAndTimeouts(t *testing.T) {
 		must(t, in.InputPresence(ctx, &api.InputPresenceEvent{UserID: "@a:x", Kind: api.InputKindSync, Presence: api.Online, TS: now + 1}))
 		must(t, in.InputPresence(ctx, &api.InputPresenceEvent{UserID: "@b:x", Kind: api.InputKindSync, Presence: api.Online, TS: now}))
 		must(t, in.InputPresence(ctx, &api.InputPresenceEvent{UserID: "@b:x", Kind: "bogus", TS: now})) // dead-lettered, not blocking
+		// A user of another server, as their server announced: no timeout applies.
+		must(t, in.InputPresence(ctx, &api.InputPresenceEvent{UserID: "@r:remote", Kind: api.InputKindRemote, Presence: api.Online, TS: now}))
 
 		// @a:x: unavailable (kept while syncing), then offline; @b:x: online, unavailable
 		// when idle, then offline.
@@ -55,7 +57,7 @@ func TestPresenceChangesAndTimeouts(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		want := map[string][]string{"@a:x": {api.Unavailable, api.Offline}, "@b:x": {api.Online, api.Unavailable, api.Offline}}
+		want := map[string][]string{"@a:x": {api.Unavailable, api.Offline}, "@b:x": {api.Online, api.Unavailable, api.Offline}, "@r:remote": {api.Online}}
 		for u, w := range want {
 			if len(seq[u]) != len(w) {
 				t.Fatalf("%s went %v, want %v", u, seq[u], w)

@@ -20,14 +20,6 @@ import (
 // maxWalk bounds the events /get_missing_events and /backfill return.
 const maxWalk = 100
 
-// receiveEDUs handles a transaction's EDUs.
-// TODO(issue 4): typing, receipts, presence and to-device EDUs to their servers' inputs.
-func (rt *Routing) receiveEDUs(r *http.Request, origin spec.ServerName, edus []json.RawMessage) {
-	if len(edus) > 0 {
-		httputil.Logger(r).WithField("origin", origin).WithField("count", len(edus)).Debug("EDUs received and dropped")
-	}
-}
-
 // canSee checks that origin may see the room's events: the room is world readable, or
 // one of origin's users is joined to it.
 // NOTSPEC: the spec checks history visibility at each event; this checks the current state.

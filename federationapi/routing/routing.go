@@ -34,6 +34,8 @@ type Routing struct {
 	Rooms rsapi.QueryAPI
 	// DB stores /send responses for retried transactions.
 	DB storage.Database
+	// EDUs takes the EDUs of received transactions.
+	EDUs *internal.EDUs
 	// Now is the clock requests are verified at (time.Now when nil).
 	Now func() time.Time
 }

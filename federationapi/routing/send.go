@@ -80,7 +80,7 @@ func (rt *Routing) Send(r *http.Request, req *fclient.FederationRequest) (httput
 			res.PDUs[eventID] = pduResult{Error: msg}
 		}
 	}
-	rt.receiveEDUs(r, origin, body.EDUs)
+	rt.EDUs.Receive(r.Context(), origin, body.EDUs)
 	if complete {
 		b, err := json.Marshal(res)
 		if err != nil {

@@ -35,6 +35,8 @@ type FederationAPI struct {
 	OldVerifyKeys []OldVerifyKey `yaml:"old_verify_keys"`
 	// KeyPerspectives are notary servers asked for keys a server does not give us itself.
 	KeyPerspectives []KeyPerspective `yaml:"key_perspectives"`
+	// ReceivePresence accepts m.presence EDUs from other servers (with presence_server.enabled).
+	ReceivePresence bool `yaml:"receive_presence"`
 }
 
 // OldVerifyKey is a retired signing key.
@@ -63,7 +65,7 @@ func defaultFederationAPI() FederationAPI {
 	return FederationAPI{
 		Listen: ":8072", InternalAPI: InternalAPI{Listen: ":7777", Connect: "http://federationapi:7777"},
 		KeyValidityPeriod: Duration(7 * 24 * time.Hour), RequestTimeout: Duration(30 * time.Second), MaxBodyBytes: 10 << 20,
-		OldVerifyKeys: []OldVerifyKey{}, KeyPerspectives: []KeyPerspective{},
+		OldVerifyKeys: []OldVerifyKey{}, KeyPerspectives: []KeyPerspective{}, ReceivePresence: true,
 	}
 }
 

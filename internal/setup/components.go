@@ -225,16 +225,12 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	var presence presenceapi.InputAPI
-	if e.cfg.PresenceServer.Enabled {
-		presence = &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence)}
-	}
 	s, err := syncapi.New(ctx, syncapi.Deps{
 		Cfg: &e.cfg.SyncAPI, ServerName: string(e.serverName), DB: db, Log: e.log,
 		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
-		Presence:      presence,
+		Presence:      e.presenceInput(),
 		RoomserverAPI: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
 	})
@@ -262,11 +258,16 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := federationapi.New(ctx, federationapi.Deps{
+	d := federationapi.Deps{
 		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
 		Roomserver: clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}},
-	})
+		EDU:        e.eduInput(), Receipts: e.receiptInput(),
+	}
+	if e.cfg.FederationAPI.ReceivePresence {
+		d.Presence = e.presenceInput()
+	}
+	f, err := federationapi.New(ctx, d)
 	if err != nil {
 		return nil, err
 	}
@@ -287,13 +288,28 @@ type clientRoomserver struct {
 func buildClientAPI(_ context.Context, e *env) (*built, error) {
 	rs := clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users,
-		EDU:      &eduapi.Producer{Log: e.log, TypingTopic: e.topic(eduapi.TopicInputTyping), ToDeviceTopic: e.topic(eduapi.TopicInputSendToDevice)},
-		Receipts: &receiptapi.Producer{Log: e.log, Topic: e.topic(receiptapi.TopicInputReceipt)}}
-	if e.cfg.PresenceServer.Enabled {
-		d.Presence = &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence)}
+		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput()}
+	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}
 	return &built{routes: clientapi.New(d).Routes()}, nil
+}
+
+// eduInput, receiptInput and presenceInput are the writers' producers for the EDU
+// servers' input topics; presenceInput is nil when presence is off.
+func (e *env) eduInput() eduapi.InputAPI {
+	return &eduapi.Producer{Log: e.log, TypingTopic: e.topic(eduapi.TopicInputTyping), ToDeviceTopic: e.topic(eduapi.TopicInputSendToDevice)}
+}
+
+func (e *env) receiptInput() receiptapi.InputAPI {
+	return &receiptapi.Producer{Log: e.log, Topic: e.topic(receiptapi.TopicInputReceipt)}
+}
+
+func (e *env) presenceInput() presenceapi.InputAPI {
+	if !e.cfg.PresenceServer.Enabled {
+		return nil
+	}
+	return &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence)}
 }
 
 func buildEDUServer(ctx context.Context, e *env) (*built, error) {

@@ -40,6 +40,10 @@ const (
 	// the user. The presenceserver writes it itself, so that every change of a user's
 	// presence goes through the user's partition, in order.
 	InputKindTimeout = "timeout"
+	// InputKindRemote is a user of another server's presence as that server announced it
+	// (m.presence); TS is when the user was last active. Only their server changes it: no
+	// timeout applies.
+	InputKindRemote = "remote"
 )
 
 // InputPresenceEvent is a presence the user set, or activity seen from the user.

@@ -54,7 +54,8 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if !ok {
 			return fmt.Errorf("presence input of unknown kind %q or presence %q", in.Kind, in.Presence)
 		}
-		if old != nil && !visibleChange(old, next) && old.LastActiveTS == next.LastActiveTS && old.LastSeenTS == next.LastSeenTS && old.Explicit == next.Explicit {
+		if old != nil && !visibleChange(old, next) && old.LastActiveTS == next.LastActiveTS && old.LastSeenTS == next.LastSeenTS &&
+			old.Explicit == next.Explicit && old.Remote == next.Remote {
 			continue
 		}
 		if err = p.DB.SetPresence(ctx, tx, next); err != nil {
@@ -100,9 +101,15 @@ func (p *Presence) apply(old *storage.Presence, in *api.InputPresenceEvent) (nex
 		if !n.Explicit || n.Presence == api.Offline {
 			n.Presence, n.Explicit = in.Presence, false
 		}
+	case api.InputKindRemote:
+		if !validPresence(in.Presence) {
+			return nil, false
+		}
+		n.Presence, n.StatusMsg, n.LastActiveTS, n.LastSeenTS, n.Explicit, n.Remote = in.Presence, in.StatusMsg, in.TS, in.TS, true, true
 	case api.InputKindTimeout:
 		now := in.TS
 		switch {
+		case n.Remote:
 		case n.Presence != api.Offline && now-n.LastSeenTS >= p.OfflineTimeout.Milliseconds():
 			n.Presence, n.Explicit = api.Offline, false
 		case n.Presence == api.Online && now-n.LastActiveTS >= p.IdleTimeout.Milliseconds():

@@ -19,6 +19,8 @@ type Presence struct {
 	// Explicit is true when the user chose Presence (PUT), false when syncing or a timeout
 	// set it.
 	Explicit bool
+	// Remote is true for a user of another server, whose presence only that server changes.
+	Remote bool
 }
 
 // Database is what the presenceserver needs from its store.
@@ -27,7 +29,7 @@ type Database interface {
 	Presence(ctx context.Context, tx *sql.Tx, userID string) (*Presence, error)
 	// SetPresence stores p in tx.
 	SetPresence(ctx context.Context, tx *sql.Tx, p *Presence) error
-	// Stale lists users not offline whose last activity is before activeBefore or whose
+	// Stale lists local users not offline whose last activity is before activeBefore or whose
 	// last sign of life is before seenBefore, at most limit of them.
 	Stale(ctx context.Context, activeBefore, seenBefore int64, limit int) ([]string, error)
 }

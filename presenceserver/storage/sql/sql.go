@@ -22,6 +22,8 @@ CREATE TABLE IF NOT EXISTS presenceserver_presence (
 );
 CREATE INDEX IF NOT EXISTS presenceserver_presence_active ON presenceserver_presence (presence, last_active_ts);
 CREATE INDEX IF NOT EXISTS presenceserver_presence_seen ON presenceserver_presence (presence, last_seen_ts);
+`}, {Version: 2, SQL: `
+ALTER TABLE presenceserver_presence ADD COLUMN remote BOOLEAN NOT NULL DEFAULT FALSE;
 `}}
 
 // Database is the SQL presenceserver store.
@@ -43,8 +45,8 @@ func Open(ctx context.Context, db *sqlutil.DB) (*Database, error) {
 func (d *Database) Presence(ctx context.Context, tx *sql.Tx, userID string) (*storage.Presence, error) {
 	p := storage.Presence{UserID: userID}
 	var status sql.NullString
-	err := sqlutil.Conn(d.db, tx).QueryRowContext(ctx, `SELECT presence, status_msg, last_active_ts, last_seen_ts, explicit
-		FROM presenceserver_presence WHERE user_id = $1`, userID).Scan(&p.Presence, &status, &p.LastActiveTS, &p.LastSeenTS, &p.Explicit)
+	err := sqlutil.Conn(d.db, tx).QueryRowContext(ctx, `SELECT presence, status_msg, last_active_ts, last_seen_ts, explicit, remote
+		FROM presenceserver_presence WHERE user_id = $1`, userID).Scan(&p.Presence, &status, &p.LastActiveTS, &p.LastSeenTS, &p.Explicit, &p.Remote)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, nil
 	}
@@ -59,10 +61,10 @@ func (d *Database) Presence(ctx context.Context, tx *sql.Tx, userID string) (*st
 
 // SetPresence implements storage.Database.
 func (d *Database) SetPresence(ctx context.Context, tx *sql.Tx, p *storage.Presence) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO presenceserver_presence (user_id, presence, status_msg, last_active_ts, last_seen_ts, explicit)
-		VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id) DO UPDATE
-		SET presence = $2, status_msg = $3, last_active_ts = $4, last_seen_ts = $5, explicit = $6`,
-		p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.LastSeenTS, p.Explicit)
+	_, err := tx.ExecContext(ctx, `INSERT INTO presenceserver_presence (user_id, presence, status_msg, last_active_ts, last_seen_ts, explicit, remote)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id) DO UPDATE
+		SET presence = $2, status_msg = $3, last_active_ts = $4, last_seen_ts = $5, explicit = $6, remote = $7`,
+		p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.LastSeenTS, p.Explicit, p.Remote)
 	if err != nil {
 		return fmt.Errorf("store presence: %w", err)
 	}
@@ -72,7 +74,7 @@ func (d *Database) SetPresence(ctx context.Context, tx *sql.Tx, p *storage.Prese
 // Stale implements storage.Database.
 func (d *Database) Stale(ctx context.Context, activeBefore, seenBefore int64, limit int) ([]string, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT user_id FROM presenceserver_presence
-		WHERE (presence = 'online' AND last_active_ts < $1) OR (presence <> 'offline' AND last_seen_ts < $2) LIMIT $3`,
+		WHERE NOT remote AND ((presence = 'online' AND last_active_ts < $1) OR (presence <> 'offline' AND last_seen_ts < $2)) LIMIT $3`,
 		activeBefore, seenBefore, limit)
 	if err != nil {
 		return nil, fmt.Errorf("select stale presence: %w", err)
