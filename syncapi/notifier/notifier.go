@@ -23,7 +23,7 @@ type Notifier struct {
 
 	mu    sync.Mutex
 	rooms map[string]map[string]struct{}
-	// userRooms is rooms inverted: the rooms each local user is joined to or invited to.
+	// userRooms are the rooms each user, local or not, is joined to or invited to.
 	userRooms map[string]map[string]struct{}
 	users     map[string]*userStream
 	// streams is the highest position each kind of change reached since Load, and floor
@@ -79,12 +79,14 @@ func (n *Notifier) Load(ctx context.Context, db storage.Database) error {
 	return nil
 }
 
+// setMember records a membership: rooms keeps local users only (they are the ones woken),
+// userRooms every user (a remote user's presence change wakes their local room-mates).
 func (n *Notifier) setMember(roomID, userID, membership string) {
-	if !strings.HasSuffix(userID, n.serverSuffix) {
-		return
-	}
+	local := strings.HasSuffix(userID, n.serverSuffix)
 	if membership == spec.Join || membership == spec.Invite {
-		addTo(n.rooms, roomID, userID)
+		if local {
+			addTo(n.rooms, roomID, userID)
+		}
 		addTo(n.userRooms, userID, roomID)
 		return
 	}
