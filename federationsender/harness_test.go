@@ -284,7 +284,7 @@ func (s *server) user(local string) string {
 
 // sender is server A's federationsender on db, reading an embedded log.
 type sender struct {
-	t      *testing.T
+	t      testing.TB
 	a      *server
 	db     *sqlutil.DB
 	log    eventlog.Log
@@ -295,7 +295,7 @@ type sender struct {
 	done   chan error
 }
 
-func newSender(t *testing.T, a *server, db *sqlutil.DB, log eventlog.Log, rs *rooms, cfg config.FederationSender) *sender {
+func newSender(t testing.TB, a *server, db *sqlutil.DB, log eventlog.Log, rs *rooms, cfg config.FederationSender) *sender {
 	s := &sender{t: t, a: a, db: db, log: log, rooms: rs, cfg: cfg}
 	s.start()
 	t.Cleanup(s.stop)

@@ -32,9 +32,12 @@ func NewRoomEvents(s *Shared) *RoomEvents {
 // Applied wakes the queues the committed batch added to.
 func (r *RoomEvents) Applied(partition int32, next int64) { r.wakes.Applied(partition, next) }
 
-// Handle implements eventlog.Consumer.Handle.
+// Handle implements eventlog.Consumer.Handle. Within a batch each room's joined servers are
+// read once and then followed through the deltas, so a run of messages costs one queue
+// insert each.
 func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
 	var woken []string
+	joined := map[string][]string{} // room -> joined servers after the batch's events so far
 	for _, rec := range recs {
 		var out rsapi.OutputRoomEvent
 		if err := decode(rec, &out); err != nil {
@@ -44,7 +47,7 @@ func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 			r.s.Logger.WithFields(logrus.Fields{"topic": rec.Topic, "type": out.Type}).Debug("skipping output of unknown type")
 			continue
 		}
-		dests, err := r.apply(ctx, tx, out.NewRoomEvent)
+		dests, err := r.apply(ctx, tx, out.NewRoomEvent, joined)
 		if err != nil {
 			return err
 		}
@@ -57,36 +60,43 @@ func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 }
 
 // apply updates the room's members and queues the event if it is ours; it returns the
-// destinations it was queued for.
-func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNewRoomEvent) ([]string, error) {
+// destinations it was queued for. joined caches each room's joined servers in the batch.
+func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNewRoomEvent, joined map[string][]string) ([]string, error) {
 	ev := out.Event.PDU
 	roomID := ev.RoomID().String()
-	local := r.s.isLocal(string(ev.SenderID()))
-	known, err := r.s.DB.RoomKnown(ctx, tx, roomID)
-	if err != nil {
-		return nil, eventlog.Retry(err)
-	}
-	var before []string
-	if known {
-		if local {
+	before, known := joined[roomID]
+	if !known {
+		var err error
+		if known, err = r.s.DB.RoomKnown(ctx, tx, roomID); err != nil {
+			return nil, eventlog.Retry(err)
+		}
+		if known {
 			if before, err = r.s.DB.JoinedServers(ctx, tx, roomID); err != nil {
 				return nil, eventlog.Retry(err)
 			}
-		}
-		if err := r.applyDelta(ctx, tx, roomID, out); err != nil {
+		} else if err := r.s.ensureRoom(ctx, tx, roomID); err != nil {
+			// The current state already holds this event's effect (and maybe later ones,
+			// which the deltas still to come repeat).
 			return nil, err
 		}
-	} else if err := r.s.ensureRoom(ctx, tx, roomID); err != nil {
-		// The current state already holds this event's effect (and maybe later ones,
-		// which the deltas still to come repeat).
-		return nil, err
 	}
-	if !local {
+	after := before
+	changed := !known
+	if known {
+		var err error
+		if changed, err = r.applyDelta(ctx, tx, roomID, out); err != nil {
+			return nil, err
+		}
+	}
+	if changed {
+		var err error
+		if after, err = r.s.DB.JoinedServers(ctx, tx, roomID); err != nil {
+			return nil, eventlog.Retry(err)
+		}
+	}
+	joined[roomID] = after
+	if !r.s.isLocal(string(ev.SenderID())) {
 		return nil, nil
-	}
-	after, err := r.s.DB.JoinedServers(ctx, tx, roomID)
-	if err != nil {
-		return nil, eventlog.Retry(err)
 	}
 	dests := r.s.remote(union(before, after))
 	if len(dests) == 0 {
@@ -101,14 +111,17 @@ func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNew
 
 // applyDelta applies the event's change to current state to the room's joined members:
 // removed membership events first, then the added ones (a join stores the member, any other
-// membership forgets them).
-func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, out *rsapi.OutputNewRoomEvent) error {
+// membership forgets them). It reports whether the delta touched memberships at all.
+func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, out *rsapi.OutputNewRoomEvent) (bool, error) {
+	if len(out.AddsStateEventIDs) == 0 && len(out.RemovesStateEventIDs) == 0 {
+		return false, nil
+	}
 	if err := r.s.DB.RemoveMemberEvents(ctx, tx, roomID, out.RemovesStateEventIDs); err != nil {
-		return eventlog.Retry(err)
+		return false, eventlog.Retry(err)
 	}
 	added, err := r.addedEvents(ctx, roomID, out)
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, ev := range added {
 		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
@@ -120,10 +133,10 @@ func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, 
 			err = r.s.DB.SetLeft(ctx, tx, roomID, *ev.StateKey())
 		}
 		if err != nil {
-			return eventlog.Retry(err)
+			return false, eventlog.Retry(err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // addedEvents are the added state events, in AddsStateEventIDs order; those the roomserver
