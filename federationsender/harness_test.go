@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,10 +27,12 @@ import (
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/federationsender"
 	fsapi "github.com/matrix-org/dendrite/federationsender/api"
+	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -331,9 +335,19 @@ func (s *sender) stop() {
 	s.cancel = nil
 }
 
+// alive tells the sender that name is up, over the internal HTTP API (as the federationapi
+// of a polylith would).
 func (s *sender) alive(name spec.ServerName) {
 	s.t.Helper()
-	if _, err := s.fs.API().PerformServerAlive(context.Background(), &fsapi.PerformServerAliveRequest{ServerName: string(name)}); err != nil {
+	router := mux.NewRouter()
+	srv := fsinthttp.Register(router, s.fs.API(), ihttp.ServerOptions{Logger: quietLogger()})
+	if want, _ := ihttp.Methods(reflect.TypeFor[fsapi.SenderAPI]()); !slices.Equal(srv.Methods(), want) {
+		s.t.Fatalf("inthttp serves %v, api.SenderAPI has %v", srv.Methods(), want)
+	}
+	hs := httptest.NewServer(router)
+	defer hs.Close()
+	client := fsinthttp.NewClient(hs.URL, ihttp.ClientOptions{})
+	if _, err := client.PerformServerAlive(context.Background(), &fsapi.PerformServerAliveRequest{ServerName: string(name)}); err != nil {
 		s.t.Fatal(err)
 	}
 }
