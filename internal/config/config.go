@@ -33,6 +33,8 @@ type Dendrite struct {
 	PresenceServer PresenceServer `yaml:"presence_server"`
 	// FederationAPI is the federation_api section (federationapi.go).
 	FederationAPI FederationAPI `yaml:"federation_api"`
+	// FederationSender is the federation_sender section (federationsender.go).
+	FederationSender FederationSender `yaml:"federation_sender"`
 }
 
 // Global holds settings shared by every component.
@@ -227,7 +229,8 @@ func Defaults() *Dendrite {
 		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
-		FederationAPI: defaultFederationAPI(),
+		FederationAPI:    defaultFederationAPI(),
+		FederationSender: defaultFederationSender(),
 	}
 }
 
@@ -328,6 +331,7 @@ func (c *Dendrite) Verify() error {
 		bad("presence_server.offline_timeout", "must be at least 30s (a /sync long-poll)")
 	}
 	c.FederationAPI.verify(bad)
+	c.FederationSender.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -357,7 +361,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -365,7 +369,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 	return map[string]*InternalAPI{
 		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
-		"federationapi": &c.FederationAPI.InternalAPI,
+		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
 	}[component]
 }
 

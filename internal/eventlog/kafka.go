@@ -62,6 +62,10 @@ type Kafka struct {
 	// (one request in flight, for the idempotent producer's order) every Produce would wait
 	// behind it.
 	fetchClient sarama.Client
+	// extra are the consumers of partitions the shared consumer already reads (see
+	// extraConsumer), closed with the clients.
+	extraMu sync.Mutex
+	extra   []sarama.Consumer
 
 	// closing is cancelled by Close; running counts the calls Close waits for.
 	closing context.Context
@@ -226,6 +230,12 @@ func (k *Kafka) closeClients() {
 	if k.consumer != nil {
 		_ = k.consumer.Close()
 	}
+	k.extraMu.Lock()
+	for _, c := range k.extra {
+		_ = c.Close()
+	}
+	k.extra = nil
+	k.extraMu.Unlock()
 	if k.producer != nil {
 		_ = k.producer.Close()
 	}

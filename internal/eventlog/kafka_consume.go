@@ -76,7 +76,8 @@ func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next
 // openPartition starts a partition consumer at next (or the oldest kept record if next
 // was trimmed), retrying transient failures until ctx ends. A partition is normally read
 // through the shared sarama consumer; a second concurrent reader of the same partition
-// gets a consumer of its own, which closeConsumer closes.
+// goes through an extra consumer (extraConsumer). closeConsumer is for the caller to call
+// once the partition consumer is closed.
 func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic string, partition int32, next int64) (sarama.PartitionConsumer, func(), error) {
 	b := newBackoff()
 	for {
@@ -99,9 +100,9 @@ func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic stri
 			}
 			var cerr sarama.ConfigurationError
 			if errors.As(err, &cerr) {
-				pc, closeConsumer, perr := k.ownConsumer(topic, partition, start)
+				pc, perr := k.extraConsumer(topic, partition, start)
 				if perr == nil {
-					return pc, closeConsumer, nil
+					return pc, func() {}, nil
 				}
 				err = perr
 			}
@@ -137,17 +138,31 @@ func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, ne
 	return next, nil
 }
 
-func (k *Kafka) ownConsumer(topic string, partition int32, start int64) (sarama.PartitionConsumer, func(), error) {
-	c, err := sarama.NewConsumerFromClient(k.fetchClient)
-	if err != nil {
-		return nil, nil, err
+// extraConsumer reads a partition that the shared consumer already reads (another
+// component of the same process reads the topic too). The i-th concurrent reader of any
+// partition goes through the i-th extra sarama consumer, so each consumer still fetches
+// all its partitions with one long-poll per broker: a consumer per reader and partition
+// would each hold a long-poll on the one fetch connection and starve the others.
+func (k *Kafka) extraConsumer(topic string, partition int32, start int64) (sarama.PartitionConsumer, error) {
+	for i := 0; ; i++ {
+		k.extraMu.Lock()
+		if i == len(k.extra) {
+			c, err := sarama.NewConsumerFromClient(k.fetchClient)
+			if err != nil {
+				k.extraMu.Unlock()
+				return nil, err
+			}
+			k.extra = append(k.extra, c)
+		}
+		c := k.extra[i]
+		k.extraMu.Unlock()
+		pc, err := c.ConsumePartition(topic, partition, start)
+		var cerr sarama.ConfigurationError
+		if errors.As(err, &cerr) {
+			continue // this one reads the partition too: try the next
+		}
+		return pc, err
 	}
-	pc, err := c.ConsumePartition(topic, partition, start)
-	if err != nil {
-		_ = c.Close() // it consumes nothing
-		return nil, nil, err
-	}
-	return pc, func() { _ = c.Close() }, nil // its only partition consumer is closed already
 }
 
 // deliver hands the partition consumer's records at or after next to handle until ctx ends

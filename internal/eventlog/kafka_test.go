@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -462,4 +463,73 @@ func TestKafkaProduceWhileConsuming(t *testing.T) {
 	if median := took[len(took)/2]; median > 100*time.Millisecond {
 		t.Fatalf("produce while consuming takes %v (median of %v)", median, took)
 	}
+}
+
+// TestKafkaTwoReadersInOneProcess: two components of one process (the monolith on Kafka)
+// read every partition of the same topics; a record reaches both promptly. (Each second
+// reader of a partition used to get a sarama consumer of its own, every one holding a
+// long-poll on the one fetch connection: with dozens of partitions records took seconds.)
+func TestKafkaTwoReadersInOneProcess(t *testing.T) {
+	c := newCluster(t)
+	k := newKafka(t, kafkaConfig(c.ListenAddrs(), 16))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	topics := []string{"t1", "t2", "t3", "t4", "t5"}
+	type key struct {
+		reader int
+		value  string
+	}
+	var mu sync.Mutex
+	seen := map[key]bool{}
+	for reader := range 2 {
+		for _, topic := range topics {
+			for p := int32(0); p < 16; p++ {
+				go func() {
+					_ = k.Consume(ctx, topic, p, 0, func(_ context.Context, recs []eventlog.Record) error { // ends with ctx
+						mu.Lock()
+						defer mu.Unlock()
+						for _, r := range recs {
+							seen[key{reader, string(r.Value)}] = true
+						}
+						return nil
+					})
+				}()
+			}
+		}
+	}
+	round := func(name string, within time.Duration) {
+		t.Helper()
+		var want []string
+		for _, topic := range topics {
+			for i := range 32 {
+				v := fmt.Sprintf("%s-%s-%d", name, topic, i)
+				want = append(want, v)
+				if _, err := k.Produce(ctx, topic, eventlog.Message{Key: []byte(v), Value: []byte(v)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		deadline := time.Now().Add(within)
+		for {
+			mu.Lock()
+			missing := 0
+			for _, v := range want {
+				for reader := range 2 {
+					if !seen[key{reader, v}] {
+						missing++
+					}
+				}
+			}
+			mu.Unlock()
+			if missing == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %s: %d deliveries missing after %s", name, missing, within)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	round("first", 5*time.Second) // includes the readers starting
+	round("second", 2*time.Second)
 }

@@ -20,6 +20,7 @@ import (
 
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
+	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -118,6 +119,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	e.users = uapi.NewDeviceCache(uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts), uapi.DeviceCacheTTL)
 	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
 	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
+	e.sender = fsinthttp.NewClient(cfg.FederationSender.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {

@@ -20,6 +20,9 @@ import (
 	"github.com/matrix-org/dendrite/federationapi"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
+	"github.com/matrix-org/dendrite/federationsender"
+	fsapi "github.com/matrix-org/dendrite/federationsender/api"
+	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
@@ -70,6 +73,9 @@ var components = []component{
 	{name: "presenceserver", build: buildPresenceServer, listen: func(c *config.Dendrite) (string, string) {
 		return c.PresenceServer.InternalAPI.Listen, ""
 	}},
+	{name: "federationsender", build: buildFederationSender, listen: func(c *config.Dendrite) (string, string) {
+		return c.FederationSender.InternalAPI.Listen, ""
+	}},
 	{name: "federationapi", build: buildFederationAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.FederationAPI.InternalAPI.Listen, c.FederationAPI.Listen
 	}},
@@ -107,6 +113,7 @@ type built struct {
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
 	keys       fapi.KeyAPI
+	sender     fsapi.SenderAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -132,6 +139,8 @@ type env struct {
 	presence   presenceapi.QueryAPI
 	// keys is the federationapi's key ring (for components that verify signatures).
 	keys fapi.KeyAPI
+	// sender is the federationsender (for the federationapi: servers seen alive).
+	sender fsapi.SenderAPI
 	// fedClient is the process's outbound federation client, made on first use.
 	fedClient *fedclient.Client
 }
@@ -275,6 +284,26 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 		fedRoutes: f.Routes(),
 		serve:     func(r *mux.Router, opts ihttp.ServerOptions) { finthttp.Register(r, f.API(), opts) },
 		keys:      f.API(),
+	}, nil
+}
+
+func buildFederationSender(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("federationsender", e.cfg.FederationSender.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := federationsender.New(ctx, federationsender.Deps{
+		Cfg: &e.cfg.FederationSender, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
+		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Client: e.federationClient(),
+		RequestTimeout: time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("federationsender"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{
+		run:    s.Run,
+		serve:  func(r *mux.Router, opts ihttp.ServerOptions) { fsinthttp.Register(r, s.API(), opts) },
+		sender: s.API(),
 	}, nil
 }
 

@@ -94,6 +94,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.keys != nil {
 			e.keys = b.keys
 		}
+		if b.sender != nil {
+			e.sender = b.sender
+		}
 	}
 	m.router = publicRouter(e, "monolith", routes, fedRoutes, e.ready, true)
 	return m, nil

@@ -1,0 +1,277 @@
+package federationsender_test
+
+import (
+	"encoding/json"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// threeServers is A (the sender) with a room !r on A that @a (A), @b (B) and @c (C) joined.
+type threeServers struct {
+	a, b, c *server
+	roomID  string
+	joins   map[string]gomatrixserverlib.PDU
+	rooms   *rooms
+}
+
+func newThreeServers(t *testing.T) *threeServers {
+	ts := &threeServers{a: newServer(t), b: newServer(t), c: newServer(t), rooms: &rooms{}, joins: map[string]gomatrixserverlib.PDU{}}
+	ts.roomID = "!r:" + string(ts.a.name)
+	create := ts.a.event(t, ts.roomID, ts.a.user("a"), spec.MRoomCreate, new(string), map[string]string{"room_version": string(testRoomVersion)})
+	state := []gomatrixserverlib.PDU{create}
+	for i, s := range []*server{ts.a, ts.b, ts.c} {
+		join := s.member(t, ts.roomID, s.user(string(rune('a'+i))), spec.Join)
+		ts.joins[string(s.name)] = join
+		state = append(state, join)
+	}
+	ts.rooms.set(ts.roomID, state...)
+	return ts
+}
+
+// TestEventsReachEveryServerInOrder: 120 events of our user reach B and C, each in order,
+// in transactions of at most 50 PDUs, every request signed (checked with the receivers' key
+// rings, which fetch A's key from A). An event from B is not sent on. A kick of C's user
+// reaches C, and later events do not.
+func TestEventsReachEveryServerInOrder(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ts := newThreeServers(t)
+		log := test.EmbeddedLog(t, 4)
+		newSender(t, ts.a, db, log, ts.rooms, testSenderConfig())
+
+		var sent []gomatrixserverlib.PDU
+		for i := range 120 {
+			sent = append(sent, ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": i}))
+		}
+		fromB := ts.b.event(t, ts.roomID, ts.b.user("b"), "m.room.message", nil, map[string]any{"body": "from B"})
+		produceEvents(t, log, sent[:60]...)
+		produceEvents(t, log, fromB)
+		produceEvents(t, log, sent[60:]...)
+
+		want := eventIDs(sent)
+		for _, s := range []*server{ts.b, ts.c} {
+			got := s.waitPDUs(len(want), 20*time.Second)
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s got %d PDUs %v, want %d in order", s.name, len(got), got, len(want))
+			}
+			s.mu.Lock()
+			sizes, bad := s.txnSizes, s.badAuth
+			s.mu.Unlock()
+			if bad != 0 || len(sizes) < 3 || slices.Max(sizes) > 50 {
+				t.Fatalf("%s: transaction sizes %v (want at least 3, none over 50), %d unauthenticated", s.name, sizes, bad)
+			}
+		}
+
+		// A's user kicks C's: C gets the kick, then no more events.
+		cUser := ts.c.user("c")
+		kick := ts.a.event(t, ts.roomID, ts.a.user("a"), spec.MRoomMember, &cUser, map[string]string{"membership": spec.Leave})
+		after := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "after"})
+		msgs := []*rsapi.OutputNewRoomEvent{
+			{Event: rsapi.Event{PDU: kick}, AddsStateEventIDs: []string{kick.EventID()}, RemovesStateEventIDs: []string{ts.joins[string(ts.c.name)].EventID()}},
+			{Event: rsapi.Event{PDU: after}},
+		}
+		for _, m := range msgs {
+			if _, err := log.Produce(t.Context(), rsapi.TopicOutputRoomEvent, outputMessage(t, m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		gotB := ts.b.waitPDUs(len(want)+2, 10*time.Second)
+		if !slices.Equal(gotB[len(want):], []string{kick.EventID(), after.EventID()}) {
+			t.Fatalf("B got %v after the first batch", gotB[len(want):])
+		}
+		gotC := ts.c.waitPDUs(len(want)+1, 10*time.Second)
+		time.Sleep(200 * time.Millisecond) // anything wrongly queued for C would have arrived
+		gotC, _ = ts.c.received()
+		if !slices.Equal(gotC[len(want):], []string{kick.EventID()}) {
+			t.Fatalf("C got %v after the first batch, want only the kick", gotC[len(want):])
+		}
+	})
+}
+
+// TestDownDestinationGetsQueueAfterRestart: while B is down its transactions are retried
+// with growing waits; the sender restarts meanwhile; once B is up it gets every event once,
+// in order.
+func TestDownDestinationGetsQueueAfterRestart(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ts := newThreeServers(t)
+		ts.b.down.Store(true)
+		log := test.EmbeddedLog(t, 4)
+		cfg := testSenderConfig()
+		cfg.MinBackoff = config200ms()
+		snd := newSender(t, ts.a, db, log, ts.rooms, cfg)
+
+		var sent []gomatrixserverlib.PDU
+		for i := range 70 {
+			sent = append(sent, ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": i}))
+		}
+		produceEvents(t, log, sent...)
+		ts.c.waitPDUs(len(sent), 10*time.Second) // C is up and unaffected
+		for deadline := time.Now().Add(10 * time.Second); len(ts.b.tries()) < 3; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d tries to reach B", len(ts.b.tries()))
+			}
+		}
+		at := ts.b.tries()
+		// Backoff: 200 ms after the first failure, 400 ms after the second.
+		if gap1, gap2 := at[1].Sub(at[0]), at[2].Sub(at[1]); gap1 < 180*time.Millisecond || gap2 < 380*time.Millisecond {
+			t.Fatalf("retries after %s and %s, want >= 200ms and >= 400ms", gap1, gap2)
+		}
+
+		snd.stop()
+		snd.start()
+		ts.b.down.Store(false)
+		got := ts.b.waitPDUs(len(sent), 15*time.Second)
+		time.Sleep(100 * time.Millisecond)
+		got, _ = ts.b.received()
+		if want := eventIDs(sent); !slices.Equal(got, want) {
+			t.Fatalf("B got %d PDUs, want the %d sent, once each, in order", len(got), len(want))
+		}
+	})
+}
+
+func config200ms() config.Duration { return config.Duration(200 * time.Millisecond) }
+
+// TestBlacklistedDestinationResumesWhenSeen: after blacklist_after failures nothing is
+// tried until the server shows up (PerformServerAlive); then its queue is sent at once.
+func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
+	ts := newThreeServers(t)
+	ts.b.down.Store(true)
+	log := test.EmbeddedLog(t, 4)
+	cfg := testSenderConfig()
+	cfg.BlacklistAfter, cfg.BlacklistFor = 2, config.Duration(time.Hour)
+	db, err := sqlutil.Open("file:" + t.TempDir() + "/fs.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = db.Close() })
+	snd := newSender(t, ts.a, db, log, ts.rooms, cfg)
+	ev := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "hi"})
+	produceEvents(t, log, ev)
+	for deadline := time.Now().Add(5 * time.Second); len(ts.b.tries()) < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d tries to reach B", len(ts.b.tries()))
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the second try's connection attempts end
+	ts.b.down.Store(false)
+	time.Sleep(500 * time.Millisecond) // several backoffs' worth: blacklisted, nothing is tried
+	if n := len(ts.b.tries()); n != 2 {
+		t.Fatalf("%d tries while blacklisted, want 2", n)
+	}
+	snd.alive(ts.b.name)
+	if got := ts.b.waitPDUs(1, 5*time.Second); got[0] != ev.EventID() {
+		t.Fatalf("B got %v", got)
+	}
+}
+
+// TestEDUs: typing (start and stop), public read receipts, presence and send-to-device of
+// our users reach the servers they concern as m.typing, m.receipt, m.presence and
+// m.direct_to_device EDUs. Private receipts and other servers' users' EDUs never leave.
+func TestEDUs(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ts := newThreeServers(t)
+		log := test.EmbeddedLog(t, 4)
+		newSender(t, ts.a, db, log, ts.rooms, testSenderConfig())
+		a, b := ts.a.user("a"), ts.b.user("b")
+		later := time.Now().Add(time.Minute).UnixMilli()
+
+		produceJSON(t, log, eduapi.TopicOutputTypingEvent, ts.roomID, eduapi.OutputTypingEvent{RoomID: ts.roomID,
+			Users: []eduapi.TypingUser{{UserID: a, ExpiresTS: later}, {UserID: b, ExpiresTS: later}}})
+		produceJSON(t, log, eduapi.TopicOutputTypingEvent, ts.roomID, eduapi.OutputTypingEvent{RoomID: ts.roomID,
+			Users: []eduapi.TypingUser{{UserID: b, ExpiresTS: later}}})
+		produceJSON(t, log, receiptapi.TopicOutputReceiptEvent, ts.roomID, receiptapi.OutputReceiptEvent{RoomID: ts.roomID, UserID: a,
+			Type: receiptapi.ReceiptReadPrivate, EventID: "$private", TS: 1})
+		produceJSON(t, log, receiptapi.TopicOutputReceiptEvent, ts.roomID, receiptapi.OutputReceiptEvent{RoomID: ts.roomID, UserID: a,
+			Type: receiptapi.ReceiptRead, EventID: "$public", TS: 2})
+		produceJSON(t, log, receiptapi.TopicOutputReceiptEvent, ts.roomID, receiptapi.OutputReceiptEvent{RoomID: ts.roomID, UserID: b,
+			Type: receiptapi.ReceiptRead, EventID: "$theirs", TS: 3})
+		produceJSON(t, log, presenceapi.TopicOutputPresenceEvent, a, presenceapi.OutputPresenceEvent{Presence: presenceapi.Presence{
+			UserID: a, Presence: presenceapi.Online, LastActiveTS: time.Now().UnixMilli(), CurrentlyActive: true}})
+		produceJSON(t, log, eduapi.TopicOutputSendToDeviceEvent, b, eduapi.OutputSendToDeviceEvent{MessageID: "m1", Sender: a,
+			Type: "m.test", UserID: b, DeviceID: "DEV", Content: json.RawMessage(`{"x":1}`)})
+
+		want := []string{ // content in canonical JSON, as it travels
+			`m.typing {"room_id":"` + ts.roomID + `","typing":true,"user_id":"` + a + `"}`,
+			`m.typing {"room_id":"` + ts.roomID + `","typing":false,"user_id":"` + a + `"}`,
+			`m.receipt {"` + ts.roomID + `":{"m.read":{"` + a + `":{"data":{"ts":2},"event_ids":["$public"]}}}}`,
+			`m.direct_to_device {"message_id":"m1","messages":{"` + b + `":{"DEV":{"x":1}}},"sender":"` + a + `","type":"m.test"}`,
+		}
+		edus := ts.b.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool {
+			return len(edus) >= len(want)+1
+		})
+		time.Sleep(200 * time.Millisecond) // anything more would arrive
+		_, edus = ts.b.received()
+		var got []string
+		var presence []gomatrixserverlib.EDU
+		for _, e := range edus {
+			if e.Origin != string(ts.a.name) || e.Destination != string(ts.b.name) {
+				t.Fatalf("EDU from %q to %q", e.Origin, e.Destination)
+			}
+			if e.Type == "m.presence" {
+				presence = append(presence, e)
+				continue
+			}
+			got = append(got, e.Type+" "+string(e.Content))
+		}
+		// Topics are consumed independently: compare each kind in order.
+		for _, kind := range []string{"m.typing", "m.receipt", "m.direct_to_device"} {
+			if !slices.Equal(filter(got, kind), filter(want, kind)) {
+				t.Fatalf("B's %s EDUs:\n%v\nwant:\n%v", kind, filter(got, kind), filter(want, kind))
+			}
+		}
+		checkPresence(t, presence, a)
+		// C shares the room: typing, receipt and presence, but no to-device message.
+		cEDUs := ts.c.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool { return len(edus) >= 4 })
+		var types []string
+		for _, e := range cEDUs {
+			types = append(types, e.Type)
+		}
+		slices.Sort(types)
+		if !slices.Equal(types, []string{"m.presence", "m.receipt", "m.typing", "m.typing"}) {
+			t.Fatalf("C got %v", types)
+		}
+	})
+}
+
+func filter(list []string, prefix string) []string {
+	var out []string
+	for _, s := range list {
+		if len(s) > len(prefix) && s[:len(prefix)+1] == prefix+" " {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func checkPresence(t *testing.T, edus []gomatrixserverlib.EDU, userID string) {
+	t.Helper()
+	if len(edus) != 1 {
+		t.Fatalf("%d presence EDUs, want 1", len(edus))
+	}
+	var content struct {
+		Push []struct {
+			UserID          string `json:"user_id"`
+			Presence        string `json:"presence"`
+			LastActiveAgo   *int64 `json:"last_active_ago"`
+			CurrentlyActive bool   `json:"currently_active"`
+		} `json:"push"`
+	}
+	if err := json.Unmarshal(edus[0].Content, &content); err != nil {
+		t.Fatal(err)
+	}
+	if len(content.Push) != 1 || content.Push[0].UserID != userID || content.Push[0].Presence != "online" ||
+		content.Push[0].LastActiveAgo == nil || !content.Push[0].CurrentlyActive {
+		t.Fatalf("presence EDU %s", edus[0].Content)
+	}
+}
