@@ -50,6 +50,9 @@ var (
 	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
 	// Unknown is an internal failure; its message must be generic.
 	Unknown = mk("M_UNKNOWN", http.StatusInternalServerError)
+	// BadGateway is M_UNKNOWN with status 502: another server needed for the request
+	// failed or could not be reached.
+	BadGateway = mk("M_UNKNOWN", http.StatusBadGateway)
 	// BadRequest is M_UNKNOWN with status 400, for client errors with no specific code.
 	BadRequest = mk("M_UNKNOWN", http.StatusBadRequest)
 )

@@ -34,6 +34,15 @@ const (
 	// (stored, not a forward extremity, not sent to readers) if it fails against the room's
 	// current state. Writers check signatures and hashes before submitting.
 	KindFederated Kind = "federated"
+	// KindRemoteMembership is a complete membership event about a local user in a room
+	// this server may not be in, settled with another server directly: an invite received
+	// with /invite, or the leave that rejects one through send_leave. The roomserver lacks
+	// the room's state to check it against the auth rules (the writer checked signatures
+	// and that it concerns a local user), so it stores it as an outlier, leaves its own
+	// state alone, and writes it to OutputRoomEvent with the event as the one added state
+	// event, so readers show the invite (or its end) to the user. Sent again as an event
+	// of the room (federated), it is placed like any outlier.
+	KindRemoteMembership Kind = "remote_membership"
 )
 
 // ProtoEvent is a local event before the roomserver places it in the room.
@@ -146,7 +155,7 @@ type QueryInputResultResponse struct {
 // outlier), which the roomserver applies each in their own transaction.
 func (m *InputRoomEvents) Remote() bool {
 	for _, e := range m.Events {
-		if e.Kind == KindFederated || e.Kind == KindOutlier {
+		if e.Kind == KindFederated || e.Kind == KindOutlier || e.Kind == KindRemoteMembership {
 			return true
 		}
 	}

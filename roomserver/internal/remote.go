@@ -165,7 +165,7 @@ func reject(err *matrixerr.Error) (api.Result, error) {
 // apply decides and stores one event. Rejections come back in the Result; an error is an
 // internal failure that makes the message retry.
 func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Result, error) {
-	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated {
+	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated && ie.Kind != api.KindRemoteMembership {
 		return reject(matrixerr.BadJSON(fmt.Sprintf("kind %q cannot be mixed with events from other servers", ie.Kind)))
 	}
 	if ie.Event == nil || ie.Event.PDU == nil {
@@ -186,11 +186,16 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		if existing.row.RoomNID != rt.h.room.NID {
 			return reject(matrixerr.BadJSON("event ID is taken by another room"))
 		}
-		if !existing.row.Outlier || ie.Kind == api.KindOutlier {
+		if !existing.row.Outlier || ie.Kind != api.KindFederated {
 			return api.Result{EventID: ev.EventID(), SoftFailed: existing.row.SoftFailed}, nil
 		}
 	}
-	if ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("") && existing == nil && rt.h.room.NID != 0 {
+	if ie.Kind == api.KindRemoteMembership {
+		return rt.remoteMembership(ctx, ev)
+	}
+	// A room stored only for a remote invite (no timeline) gets its create event with the
+	// join that follows.
+	if ev.Type() == spec.MRoomCreate && ev.StateKeyEquals("") && existing == nil && len(rt.h.room.Latest) > 0 {
 		return reject(matrixerr.RoomInUse("the room already has a create event"))
 	}
 	auth, merr, err := rt.authEvents(ctx, ev)
@@ -207,6 +212,36 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		return api.Result{EventID: ev.EventID()}, nil
 	}
 	return rt.place(ctx, ev, existing, ie.StateEventIDs)
+}
+
+// remoteMembership stores a membership event settled with another server as an outlier
+// and tells readers about it (api.KindRemoteMembership).
+func (rt *remoteTx) remoteMembership(ctx context.Context, ev gomatrixserverlib.PDU) (api.Result, error) {
+	m, err := ev.Membership()
+	if err != nil || ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+		return reject(matrixerr.BadJSON("not a membership event"))
+	}
+	if _, err = rt.insert(ctx, ev, 0, true, false); err != nil {
+		return api.Result{}, err
+	}
+	// The user's membership as queries report it; the room's state stays as it was.
+	if err = rt.w.SetMembership(rt.h.room.NID, storage.Membership{UserID: *ev.StateKey(), Membership: m, EventID: ev.EventID()}); err != nil {
+		return api.Result{}, fmt.Errorf("store membership: %w", err)
+	}
+	out := api.OutputNewRoomEvent{
+		Event: api.Event{PDU: ev}, AddsStateEventIDs: []string{ev.EventID()}, AddsStateEvents: []api.Event{{PDU: ev}},
+		HistoryVisibility: string(gomatrixserverlib.HistoryVisibilityShared),
+	}
+	payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+	if err != nil {
+		return api.Result{}, err
+	}
+	seq, err := rt.w.InsertOutbox(rt.roomID, payload)
+	if err != nil {
+		return api.Result{}, fmt.Errorf("store output: %w", err)
+	}
+	rt.outbound = append(rt.outbound, storage.Outbound{Seq: seq, RoomID: rt.roomID, Payload: payload})
+	return api.Result{EventID: ev.EventID()}, nil
 }
 
 // place puts a federated event in the timeline: auth against the state before it
