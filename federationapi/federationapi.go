@@ -60,8 +60,9 @@ type Deps struct {
 
 // FederationAPI is the federationapi component.
 type FederationAPI struct {
-	keys    *internal.Keys
-	routing *routing.Routing
+	keys       *internal.Keys
+	membership *internal.Membership
+	routing    *routing.Routing
 }
 
 // New migrates the federationapi's storage and builds its key ring and routes.
@@ -93,13 +94,17 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		Logger: logger, Metrics: metrics, Now: d.Now,
 	}
 	inbound := &internal.Inbound{ServerName: d.ServerName, Roomserver: d.Roomserver, Verifier: keys.Ring(), Client: d.Federation, Logger: logger}
+	membership := &internal.Membership{
+		ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, Client: d.Federation, KeyRing: api.NewKeyRing(keys),
+		Inbound: inbound, Logger: logger,
+	}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
 		Inbound: inbound, Rooms: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
 	}
-	return &FederationAPI{keys: keys, routing: rt}, nil
+	return &FederationAPI{keys: keys, membership: membership, routing: rt}, nil
 }
 
 // Routes are the public /_matrix/federation and /_matrix/key endpoints.
@@ -107,9 +112,15 @@ func (f *FederationAPI) Routes() []httputil.Route {
 	return f.routing.Routes()
 }
 
-// API is the federationapi's internal API (the key ring's lookups).
-func (f *FederationAPI) API() api.KeyAPI {
-	return f.keys
+// API is the federationapi's internal API: the key ring's lookups and the membership
+// changes that involve other servers.
+func (f *FederationAPI) API() api.ServerAPI {
+	return serverAPI{f.keys, f.membership}
+}
+
+type serverAPI struct {
+	*internal.Keys
+	*internal.Membership
 }
 
 // KeyRing verifies other servers' signatures with keys from the cache, the servers

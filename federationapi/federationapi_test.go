@@ -266,8 +266,8 @@ func TestKeysDirectAndThroughNotary(t *testing.T) {
 		// Another component verifies B's signature through A's internal API over HTTP.
 		router := mux.NewRouter()
 		srv := finthttp.Register(router, a.fed.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logrus.New())})
-		if want, _ := ihttp.Methods(reflect.TypeFor[api.KeyAPI]()); !slices.Equal(srv.Methods(), want) {
-			t.Fatalf("inthttp serves %v, api.KeyAPI has %v", srv.Methods(), want)
+		if want, _ := ihttp.Methods(reflect.TypeFor[api.ServerAPI]()); !slices.Equal(srv.Methods(), want) {
+			t.Fatalf("inthttp serves %v, api.ServerAPI has %v", srv.Methods(), want)
 		}
 		hs := httptest.NewServer(router)
 		defer hs.Close()

@@ -1,10 +1,13 @@
 // Package api is the federationapi's contract with other components: the key ring that
 // verifies other servers' signatures (their signing keys, fetched and cached by the
-// federationapi), usable in any process through KeyRing.
+// federationapi), usable in any process through KeyRing, and the membership changes that
+// need another server's help (joining a room this server is not in, inviting a user of
+// another server, leaving a room through another server), which clientapi asks for.
 package api
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -33,7 +36,83 @@ type KeyAPI interface {
 // KeyRing is a gomatrixserverlib.JSONVerifier over a KeyAPI (direct or over internal HTTP):
 // every key lookup goes to the federationapi, which fetches and caches.
 func KeyRing(a KeyAPI) gomatrixserverlib.JSONVerifier {
+	return NewKeyRing(a)
+}
+
+// NewKeyRing is KeyRing as the concrete type some gomatrixserverlib helpers take.
+func NewKeyRing(a KeyAPI) *gomatrixserverlib.KeyRing {
 	return &gomatrixserverlib.KeyRing{KeyDatabase: keyDatabase{a: a}}
+}
+
+// PerformJoinRequest asks to join a local user to a room this server is not in, through
+// one of ServerNames (tried in order; the room ID's server is added last when missing).
+type PerformJoinRequest struct {
+	RoomID      string   `json:"room_id"`
+	UserID      string   `json:"user_id"`
+	ServerNames []string `json:"server_names"`
+	// Content is the join's content besides membership (displayname, avatar_url, reason).
+	Content json.RawMessage `json:"content,omitempty"`
+}
+
+// PerformJoinResponse names the join event, as the roomserver stored it.
+type PerformJoinResponse struct {
+	EventID string `json:"event_id"`
+	// JoinedVia is the server that accepted the join.
+	JoinedVia string `json:"joined_via"`
+}
+
+// PerformInviteRequest asks to invite a user of another server (UserID) into a room this
+// server is in. Content is the invite's content besides membership (displayname, reason,
+// is_direct).
+type PerformInviteRequest struct {
+	RoomID  string          `json:"room_id"`
+	Sender  string          `json:"sender"`
+	UserID  string          `json:"user_id"`
+	Content json.RawMessage `json:"content,omitempty"`
+}
+
+// PerformInviteResponse names the invite event, as the roomserver stored it.
+type PerformInviteResponse struct {
+	EventID string `json:"event_id"`
+}
+
+// PerformLeaveRequest asks to leave (or reject an invite to) a room through another server
+// with make_leave and send_leave: ServerNames first, then the servers of the user's invite
+// and of the room ID.
+type PerformLeaveRequest struct {
+	RoomID      string          `json:"room_id"`
+	UserID      string          `json:"user_id"`
+	ServerNames []string        `json:"server_names,omitempty"`
+	Content     json.RawMessage `json:"content,omitempty"`
+}
+
+// PerformLeaveResponse names the leave event.
+type PerformLeaveResponse struct {
+	EventID string `json:"event_id"`
+}
+
+// ClientFederationAPI is what clientapi uses for membership changes that involve another
+// server. Failures are *matrixerr.Error values meant for the client: 404 M_NOT_FOUND when
+// no server could be reached or knows the room, 403 M_FORBIDDEN when the room refused.
+type ClientFederationAPI interface {
+	// PerformJoin does make_join, signs the join, send_join (v2), checks the answer
+	// (signatures, hashes, auth rules) and writes the room's state and auth chain to the
+	// roomserver as outliers and the join as a federated event with that state. Joining
+	// again is harmless.
+	PerformJoin(ctx context.Context, req *PerformJoinRequest) (*PerformJoinResponse, error)
+	// PerformInvite builds the invite on the room's current state, signs it, sends it to
+	// the invitee's server (invite v2, with the room's stripped state), and writes the
+	// invite signed by both servers to the roomserver.
+	PerformInvite(ctx context.Context, req *PerformInviteRequest) (*PerformInviteResponse, error)
+	// PerformLeave does make_leave, signs, send_leave (v2) and writes the leave to the
+	// roomserver.
+	PerformLeave(ctx context.Context, req *PerformLeaveRequest) (*PerformLeaveResponse, error)
+}
+
+// ServerAPI is everything the federationapi serves internally.
+type ServerAPI interface {
+	KeyAPI
+	ClientFederationAPI
 }
 
 // keyDatabase is the KeyRing's database: the federationapi's cache, which already stores

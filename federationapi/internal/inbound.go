@@ -77,6 +77,25 @@ func (ib *Inbound) ParseVerified(ctx context.Context, v gomatrixserverlib.IRoomV
 	return ev, ib.verify(ctx, ev)
 }
 
+// SignedBy checks that ev carries a valid signature of server. An invite arriving for
+// countersigning has only its sender's server's signature, which is all that is checked.
+func (ib *Inbound) SignedBy(ctx context.Context, ev gomatrixserverlib.PDU, server spec.ServerName) error {
+	redacted, err := gomatrixserverlib.MustGetRoomVersion(ev.Version()).RedactEventJSON(ev.JSON())
+	if err != nil {
+		return rejectf("invalid event: %v", err)
+	}
+	res, err := ib.Verifier.VerifyJSONs(ctx, []gomatrixserverlib.VerifyJSONRequest{{
+		ServerName: server, Message: redacted, AtTS: ev.OriginServerTS(), ValidityCheckingFunc: gomatrixserverlib.StrictValiditySignatureCheck,
+	}})
+	if err != nil {
+		return err
+	}
+	if len(res) != 1 || res[0].Error != nil {
+		return rejectf("event %s is not signed by %s", ev.EventID(), server)
+	}
+	return nil
+}
+
 func (ib *Inbound) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
 	if err := gomatrixserverlib.VerifyEventSignatures(ctx, ev, ib.Verifier, userIDForSender); err != nil {
 		return rejectf("bad signature on event %s: %v", ev.EventID(), err)

@@ -1,4 +1,4 @@
-// Package inthttp carries the federationapi's api.KeyAPI over internal HTTP for the
+// Package inthttp carries the federationapi's api.ServerAPI over internal HTTP for the
 // polylith deployment. It has no logic: each method is one line on the generic layer in
 // internal/inthttp, which derives the route (/_internal/federationapi/<Method>) from the
 // method name.
@@ -17,18 +17,21 @@ import (
 const Component = "federationapi"
 
 // Register serves every method of a on router.
-func Register(router *mux.Router, a api.KeyAPI, opts ihttp.ServerOptions) *ihttp.Server {
+func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ihttp.Server {
 	s := ihttp.NewServer(router, Component, opts)
 	ihttp.Serve(s, a.QueryPublicKeys)
+	ihttp.Serve(s, a.PerformJoin)
+	ihttp.Serve(s, a.PerformInvite)
+	ihttp.Serve(s, a.PerformLeave)
 	return s
 }
 
-// Client calls the federationapi at one base URL. It implements api.KeyAPI.
+// Client calls the federationapi at one base URL. It implements api.ServerAPI.
 type Client struct {
 	c *ihttp.Client
 }
 
-var _ api.KeyAPI = (*Client)(nil)
+var _ api.ServerAPI = (*Client)(nil)
 
 // NewClient calls the federationapi at baseURL.
 func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
@@ -38,4 +41,19 @@ func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
 // QueryPublicKeys implements api.KeyAPI.
 func (c *Client) QueryPublicKeys(ctx context.Context, req *api.QueryPublicKeysRequest) (*api.QueryPublicKeysResponse, error) {
 	return ihttp.Call[api.QueryPublicKeysResponse](ctx, c.c, req)
+}
+
+// PerformJoin implements api.ClientFederationAPI.
+func (c *Client) PerformJoin(ctx context.Context, req *api.PerformJoinRequest) (*api.PerformJoinResponse, error) {
+	return ihttp.Call[api.PerformJoinResponse](ctx, c.c, req)
+}
+
+// PerformInvite implements api.ClientFederationAPI.
+func (c *Client) PerformInvite(ctx context.Context, req *api.PerformInviteRequest) (*api.PerformInviteResponse, error) {
+	return ihttp.Call[api.PerformInviteResponse](ctx, c.c, req)
+}
+
+// PerformLeave implements api.ClientFederationAPI.
+func (c *Client) PerformLeave(ctx context.Context, req *api.PerformLeaveRequest) (*api.PerformLeaveResponse, error) {
+	return ihttp.Call[api.PerformLeaveResponse](ctx, c.c, req)
 }

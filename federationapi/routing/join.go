@@ -19,38 +19,60 @@ import (
 // template for a user of the requesting server, built on the room's current forward
 // extremities and state.
 func (rt *Routing) MakeJoin(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
-	ctx := r.Context()
-	vars := httputil.Vars(r)
-	roomID, userID := vars["roomID"], vars["userID"]
-	uid, err := spec.NewUserID(userID, true)
-	if err != nil || uid.Domain() != req.Origin() {
-		return httputil.Response{}, matrixerr.Forbidden("the user is not a user of the requesting server")
-	}
-	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
-	if err != nil || len(info.LatestEventIDs) == 0 {
-		return httputil.Response{}, matrixerr.NotFound("unknown room")
-	}
 	supported := r.URL.Query()["ver"]
 	if len(supported) == 0 {
 		supported = []string{"1"}
 	}
-	if !slices.Contains(supported, string(v.Version())) {
-		return httputil.Response{}, &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "the room's version is not supported by your server",
+	proto, v, err := rt.makeMember(r, req, spec.Join, supported)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(fclient.RespMakeJoin{JoinEvent: proto, RoomVersion: v}), nil
+}
+
+// MakeLeave is GET /_matrix/federation/v1/make_leave/{roomID}/{userID}: a leave event
+// template for a user of the requesting server (who is joined or invited).
+func (rt *Routing) MakeLeave(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	proto, v, err := rt.makeMember(r, req, spec.Leave, nil)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(fclient.RespMakeLeave{LeaveEvent: proto, RoomVersion: v}), nil
+}
+
+// makeMember builds a membership template for a user of the requesting server on the
+// room's current extremities and state, after checking that the event would be allowed
+// (and, when supported is not nil, that the requesting server supports the room version).
+func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, membership string, supported []string) (gomatrixserverlib.ProtoEvent, gomatrixserverlib.RoomVersion, error) {
+	ctx := r.Context()
+	var none gomatrixserverlib.ProtoEvent
+	vars := httputil.Vars(r)
+	roomID, userID := vars["roomID"], vars["userID"]
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() != req.Origin() {
+		return none, "", matrixerr.Forbidden("the user is not a user of the requesting server")
+	}
+	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
+	if err != nil || len(info.LatestEventIDs) == 0 {
+		return none, "", matrixerr.NotFound("unknown room")
+	}
+	if supported != nil && !slices.Contains(supported, string(v.Version())) {
+		return none, "", &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "the room's version is not supported by your server",
 			Status: http.StatusBadRequest, RoomVersion: string(v.Version())}
 	}
 	cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
 	if err != nil {
-		return httputil.Response{}, err
+		return none, "", err
 	}
 	if err = rt.checkACL(cur.StateEvents, req.Origin()); err != nil {
-		return httputil.Response{}, err
+		return none, "", err
 	}
 	proto := gomatrixserverlib.ProtoEvent{
 		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
 		PrevEvents: info.LatestEventIDs, Depth: info.Depth + 1, Version: v,
 	}
-	if err = proto.SetContent(map[string]string{"membership": spec.Join}); err != nil {
-		return httputil.Response{}, err
+	if err = proto.SetContent(map[string]string{"membership": membership}); err != nil {
+		return none, "", err
 	}
 	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
 	for i, e := range cur.StateEvents {
@@ -58,22 +80,22 @@ func (rt *Routing) MakeJoin(r *http.Request, req *fclient.FederationRequest) (ht
 	}
 	auth, err := gomatrixserverlib.NewAuthEvents(state)
 	if err != nil {
-		return httputil.Response{}, err
+		return none, "", err
 	}
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&proto)
 	if err != nil {
-		return httputil.Response{}, matrixerr.BadJSON(err.Error())
+		return none, "", matrixerr.BadJSON(err.Error())
 	}
 	proto.AuthEvents = authEventIDs(auth, needed)
 	// Check that the join would be allowed now, with an unsigned build of the template.
 	ev, err := v.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), rt.ServerName, rt.Keys.KeyID, rt.Keys.PrivateKey)
 	if err != nil {
-		return httputil.Response{}, matrixerr.BadJSON(err.Error())
+		return none, "", matrixerr.BadJSON(err.Error())
 	}
 	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
-		return httputil.Response{}, matrixerr.Forbidden("the user may not join: " + err.Error())
+		return none, "", matrixerr.Forbidden("the user may not " + membership + ": " + err.Error())
 	}
-	return httputil.OK(fclient.RespMakeJoin{JoinEvent: proto, RoomVersion: v.Version()}), nil
+	return proto, v.Version(), nil
 }
 
 func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
@@ -108,32 +130,11 @@ func authEventIDs(auth *gomatrixserverlib.AuthEvents, needed gomatrixserverlib.S
 // received PDU; the answer is the state before it with its auth chain.
 func (rt *Routing) SendJoin(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
 	ctx := r.Context()
-	vars := httputil.Vars(r)
-	roomID, eventID := vars["roomID"], vars["eventID"]
-	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
+	ev, err := rt.receiveMember(r, req, spec.Join)
 	if err != nil {
-		return httputil.Response{}, matrixerr.NotFound("unknown room")
-	}
-	ev, err := rt.Inbound.ParseVerified(ctx, v, req.Content())
-	if err != nil {
-		return httputil.Response{}, matrixerr.BadJSON(err.Error())
-	}
-	m, merr := ev.Membership()
-	sender, serr := spec.NewUserID(string(ev.SenderID()), true)
-	switch {
-	case ev.EventID() != eventID || ev.RoomID().String() != roomID:
-		return httputil.Response{}, matrixerr.BadJSON("the event is not the one named in the path")
-	case ev.Type() != spec.MRoomMember || merr != nil || m != spec.Join || !ev.StateKeyEquals(string(ev.SenderID())):
-		return httputil.Response{}, matrixerr.BadJSON("the event is not a join")
-	case serr != nil || sender.Domain() != req.Origin():
-		return httputil.Response{}, matrixerr.Forbidden("the joining user is not a user of the requesting server")
-	}
-	if err = rt.Inbound.Receive(ctx, req.Origin(), v, info, ev); err != nil {
-		if msg, safe := internal.ResultError(err); safe {
-			return httputil.Response{}, matrixerr.Forbidden(msg)
-		}
 		return httputil.Response{}, err
 	}
+	roomID, eventID := ev.RoomID().String(), ev.EventID()
 	st, err := rt.Rooms.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: eventID})
 	if err != nil {
 		return httputil.Response{}, err
@@ -152,4 +153,47 @@ func (rt *Routing) SendJoin(r *http.Request, req *fclient.FederationRequest) (ht
 		out.AuthEvents = append(out.AuthEvents, e.JSON())
 	}
 	return httputil.OK(out), nil
+}
+
+// SendLeave is PUT /_matrix/federation/v2/send_leave/{roomID}/{eventID}: the signed leave
+// of a user of the requesting server is checked and written to the roomserver like a
+// received PDU. The answer is empty.
+func (rt *Routing) SendLeave(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	if _, err := rt.receiveMember(r, req, spec.Leave); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// receiveMember checks a signed membership event of a user of the requesting server about
+// themselves (the one named in the path) and places it like a received PDU.
+func (rt *Routing) receiveMember(r *http.Request, req *fclient.FederationRequest, membership string) (gomatrixserverlib.PDU, error) {
+	ctx := r.Context()
+	vars := httputil.Vars(r)
+	roomID, eventID := vars["roomID"], vars["eventID"]
+	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
+	if err != nil {
+		return nil, matrixerr.NotFound("unknown room")
+	}
+	ev, err := rt.Inbound.ParseVerified(ctx, v, req.Content())
+	if err != nil {
+		return nil, matrixerr.BadJSON(err.Error())
+	}
+	m, merr := ev.Membership()
+	sender, serr := spec.NewUserID(string(ev.SenderID()), true)
+	switch {
+	case ev.EventID() != eventID || ev.RoomID().String() != roomID:
+		return nil, matrixerr.BadJSON("the event is not the one named in the path")
+	case ev.Type() != spec.MRoomMember || merr != nil || m != membership || !ev.StateKeyEquals(string(ev.SenderID())):
+		return nil, matrixerr.BadJSON("the event is not a " + membership)
+	case serr != nil || sender.Domain() != req.Origin():
+		return nil, matrixerr.Forbidden("the user is not a user of the requesting server")
+	}
+	if err = rt.Inbound.Receive(ctx, req.Origin(), v, info, ev); err != nil {
+		if msg, safe := internal.ResultError(err); safe {
+			return nil, matrixerr.Forbidden(msg)
+		}
+		return nil, err
+	}
+	return ev, nil
 }

@@ -1,0 +1,416 @@
+package internal
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrix"
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/federationapi/api"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// outlierBatch is how many events of a send_join answer go to the roomserver in one
+// InputRoomEvent message, so that joining a huge room never makes one huge record.
+const outlierBatch = 100
+
+// StrippedStateTypes are the state types an invite carries (the spec's stripped state).
+var StrippedStateTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", "m.room.canonical_alias", "m.room.encryption"}
+
+// Membership carries out membership changes that need another server: remote joins,
+// invites of other servers' users and leaves through another server (api.ClientFederationAPI).
+type Membership struct {
+	ServerName spec.ServerName
+	KeyID      gomatrixserverlib.KeyID
+	PrivateKey ed25519.PrivateKey
+	Client     fclient.FederationClient
+	// KeyRing verifies the events other servers send back.
+	KeyRing *gomatrixserverlib.KeyRing
+	// Inbound parses, checks and writes events to the roomserver.
+	Inbound *Inbound
+	Logger  *logrus.Entry
+}
+
+var _ api.ClientFederationAPI = (*Membership)(nil)
+
+// joinClient adapts fclient's join calls to what gomatrixserverlib.PerformJoin takes.
+type joinClient struct{ c fclient.FederationClient }
+
+func (j joinClient) MakeJoin(ctx context.Context, origin, s spec.ServerName, roomID, userID string) (gomatrixserverlib.MakeJoinResponse, error) {
+	res, err := j.c.MakeJoin(ctx, origin, s, roomID, userID)
+	return &res, err
+}
+
+func (j joinClient) SendJoin(ctx context.Context, origin, s spec.ServerName, ev gomatrixserverlib.PDU) (gomatrixserverlib.SendJoinResponse, error) {
+	res, err := j.c.SendJoin(ctx, origin, s, ev)
+	return &res, err
+}
+
+// localUser parses a user ID that must be of this server.
+func (m *Membership) localUser(userID string) (*spec.UserID, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() != m.ServerName {
+		return nil, matrixerr.InvalidParam("not a user of this server: " + userID)
+	}
+	return uid, nil
+}
+
+// candidates lists the servers to try: the given ones, then those of extra, without
+// duplicates or this server.
+func (m *Membership) candidates(given []string, extra ...spec.ServerName) []spec.ServerName {
+	var out []spec.ServerName
+	add := func(s spec.ServerName) {
+		if s != "" && s != m.ServerName && !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	for _, s := range given {
+		add(spec.ServerName(s))
+	}
+	for _, s := range extra {
+		add(s)
+	}
+	return out
+}
+
+// inviter is the server of the user who invited userID into roomID, if this server holds
+// such an invite.
+func (m *Membership) inviter(ctx context.Context, roomID, userID string) spec.ServerName {
+	res, err := m.Inbound.Roomserver.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: userID})
+	if err != nil || res.Membership != spec.Invite || res.EventID == "" {
+		return ""
+	}
+	evs, err := m.Inbound.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{res.EventID}})
+	if err != nil || len(evs.Events) == 0 {
+		return ""
+	}
+	sender, err := spec.NewUserID(string(evs.Events[0].SenderID()), true)
+	if err != nil {
+		return ""
+	}
+	return sender.Domain()
+}
+
+// remoteFailure turns a failed request to another server into what the client is told:
+// that server's 403 stays a 403 and its 400 for an unsupported room version stays; any
+// other answer or no answer means that server could not help (404).
+func remoteFailure(err error, what string) *matrixerr.Error {
+	var herr gomatrix.HTTPError
+	if errors.As(err, &herr) {
+		var body matrixerr.Error
+		_ = json.Unmarshal(herr.Contents, &body) // a body that is not a Matrix error leaves it empty
+		switch {
+		case herr.Code == http.StatusForbidden:
+			msg := "the room's server refused: " + body.Message
+			return matrixerr.Forbidden(msg)
+		case body.Code == "M_INCOMPATIBLE_ROOM_VERSION" || body.Code == "M_UNSUPPORTED_ROOM_VERSION":
+			return &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "the room's version is not supported", Status: http.StatusBadRequest, RoomVersion: body.RoomVersion}
+		}
+	}
+	return matrixerr.NotFound(what)
+}
+
+// better keeps the more telling of two failures: a refusal over a room version over
+// "not found".
+func better(prev, next *matrixerr.Error) *matrixerr.Error {
+	rank := func(e *matrixerr.Error) int {
+		switch {
+		case e == nil:
+			return 0
+		case e.Status == http.StatusForbidden:
+			return 3
+		case e.Status == http.StatusBadRequest:
+			return 2
+		}
+		return 1
+	}
+	if rank(next) > rank(prev) {
+		return next
+	}
+	return prev
+}
+
+// PerformJoin implements api.ClientFederationAPI.
+func (m *Membership) PerformJoin(ctx context.Context, req *api.PerformJoinRequest) (*api.PerformJoinResponse, error) {
+	uid, err := m.localUser(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	rid, err := spec.NewRoomID(req.RoomID)
+	if err != nil {
+		return nil, matrixerr.InvalidParam("invalid room ID")
+	}
+	content := map[string]any{}
+	if len(req.Content) > 0 {
+		if err = json.Unmarshal(req.Content, &content); err != nil {
+			return nil, matrixerr.BadJSON("join content must be an object")
+		}
+	}
+	servers := m.candidates(req.ServerNames, m.inviter(ctx, req.RoomID, req.UserID), rid.Domain())
+	log := m.Logger.WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.UserID})
+	var failure *matrixerr.Error
+	for _, s := range servers {
+		if err = ctx.Err(); err != nil {
+			return nil, err
+		}
+		c := make(map[string]any, len(content))
+		for k, v := range content {
+			c[k] = v
+		}
+		res, ferr := gomatrixserverlib.PerformJoin(ctx, joinClient{m.Client}, gomatrixserverlib.PerformJoinInput{
+			UserID: uid, RoomID: rid, ServerName: s, Content: c, PrivateKey: m.PrivateKey, KeyID: m.KeyID, KeyRing: m.KeyRing,
+			EventProvider: m.eventProvider(ctx, s, req.RoomID), UserIDQuerier: userIDForSender,
+		})
+		if ferr != nil {
+			log.WithError(ferr.Err).WithField("server", s).Info("joining through a server failed")
+			failure = better(failure, remoteFailure(ferr.Err, "no server could be reached that knows the room"))
+			continue
+		}
+		eventID, err := m.storeJoin(ctx, res)
+		if err != nil {
+			log.WithError(err).WithField("server", s).Warn("storing a remote join failed")
+			if _, refused := ResultError(err); refused {
+				failure = better(failure, matrixerr.NotFound("the room's state from "+string(s)+" was refused"))
+				continue
+			}
+			return nil, err
+		}
+		log.WithField("server", s).Info("joined a room through another server")
+		return &api.PerformJoinResponse{EventID: eventID, JoinedVia: string(s)}, nil
+	}
+	if failure == nil {
+		failure = matrixerr.NotFound("no server to join the room through")
+	}
+	return nil, failure
+}
+
+// eventProvider fetches auth events a send_join answer lacks from the server that gave it.
+func (m *Membership) eventProvider(ctx context.Context, s spec.ServerName, roomID string) gomatrixserverlib.EventProvider {
+	return func(v gomatrixserverlib.RoomVersion, ids []string) ([]gomatrixserverlib.PDU, error) {
+		verImpl, err := gomatrixserverlib.GetRoomVersion(v)
+		if err != nil {
+			return nil, err
+		}
+		if len(ids) > maxEventFetches {
+			return nil, fmt.Errorf("%d auth events missing from the answer", len(ids))
+		}
+		out := make([]gomatrixserverlib.PDU, 0, len(ids))
+		for _, id := range ids {
+			txn, err := m.Client.GetEvent(ctx, m.ServerName, s, id)
+			if err != nil || len(txn.PDUs) != 1 {
+				return nil, fmt.Errorf("fetch auth event %s: %v", id, err)
+			}
+			ev, err := m.Inbound.ParseVerified(ctx, verImpl, txn.PDUs[0])
+			if err != nil || ev.EventID() != id || ev.RoomID().String() != roomID {
+				return nil, fmt.Errorf("auth event %s is not the one asked for or is badly signed", id)
+			}
+			out = append(out, ev)
+		}
+		return out, nil
+	}
+}
+
+// storeJoin writes a checked send_join answer to the roomserver: the auth chain and state
+// as outliers (auth events first, in batches), then the join with that state.
+func (m *Membership) storeJoin(ctx context.Context, res *gomatrixserverlib.PerformJoinResponse) (string, error) {
+	join := res.JoinEvent
+	v := join.Version()
+	verImpl, err := gomatrixserverlib.GetRoomVersion(v)
+	if err != nil {
+		return "", err
+	}
+	roomID := join.RoomID().String()
+	state := res.StateSnapshot.GetStateEvents().UntrustedEvents(v)
+	all := OrderByAuth(append(res.StateSnapshot.GetAuthEvents().UntrustedEvents(v), state...))
+	for start := 0; start < len(all); start += outlierBatch {
+		batch := all[start:min(start+outlierBatch, len(all))]
+		in := make([]rsapi.InputRoomEvent, len(batch))
+		for i, e := range batch {
+			in[i] = rsapi.InputRoomEvent{Kind: rsapi.KindOutlier, Event: &rsapi.Event{PDU: e}}
+		}
+		if err = m.Inbound.inputAll(ctx, roomID, verImpl, in...); err != nil {
+			return "", err
+		}
+	}
+	stateIDs := make([]string, len(state))
+	for i, e := range state {
+		stateIDs[i] = e.EventID()
+	}
+	in := rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: join}, StateEventIDs: stateIDs}
+	if err = m.Inbound.input(ctx, roomID, verImpl, in); err != nil {
+		return "", err
+	}
+	return join.EventID(), nil
+}
+
+// PerformInvite implements api.ClientFederationAPI.
+func (m *Membership) PerformInvite(ctx context.Context, req *api.PerformInviteRequest) (*api.PerformInviteResponse, error) {
+	if _, err := m.localUser(req.Sender); err != nil {
+		return nil, err
+	}
+	invitee, err := spec.NewUserID(req.UserID, true)
+	if err != nil || invitee.Domain() == m.ServerName {
+		return nil, matrixerr.InvalidParam("not a user of another server: " + req.UserID)
+	}
+	v, info, err := m.Inbound.RoomVersion(ctx, req.RoomID)
+	if err != nil || len(info.LatestEventIDs) == 0 {
+		return nil, matrixerr.Forbidden("unknown room")
+	}
+	content := map[string]any{}
+	if len(req.Content) > 0 {
+		if err = json.Unmarshal(req.Content, &content); err != nil {
+			return nil, matrixerr.BadJSON("invite content must be an object")
+		}
+	}
+	content["membership"] = spec.Invite
+	cur, err := m.Inbound.Roomserver.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: req.RoomID})
+	if err != nil {
+		return nil, err
+	}
+	ev, err := m.build(v, info, req.RoomID, cur, req.Sender, req.UserID, content)
+	if err != nil {
+		return nil, err
+	}
+	var stripped []gomatrixserverlib.InviteStrippedState
+	for _, e := range cur.StateEvents {
+		if slices.Contains(StrippedStateTypes, e.Type()) && e.StateKeyEquals("") || e.Type() == spec.MRoomMember && e.StateKeyEquals(req.Sender) {
+			stripped = append(stripped, gomatrixserverlib.NewInviteStrippedState(e.PDU))
+		}
+	}
+	ireq, err := fclient.NewInviteV2Request(ev, stripped)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.Client.SendInviteV2(ctx, m.ServerName, invitee.Domain(), ireq)
+	if err != nil {
+		m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.UserID}).Info("sending an invite failed")
+		if f := remoteFailure(err, ""); f.Status == http.StatusForbidden {
+			return nil, matrixerr.Forbidden("the invitee's server refused the invite: " + strings.TrimPrefix(f.Message, "the room's server refused: "))
+		}
+		return nil, matrixerr.BadGateway("the invitee's server could not be reached")
+	}
+	signed, err := m.Inbound.ParseVerified(ctx, v, res.Event)
+	if err != nil || signed.EventID() != ev.EventID() {
+		return nil, matrixerr.BadGateway("the invitee's server sent back another event")
+	}
+	if m.Inbound.SignedBy(ctx, signed, invitee.Domain()) != nil {
+		return nil, matrixerr.BadGateway("the invitee's server did not sign the invite")
+	}
+	in := rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: signed}}
+	if err = m.Inbound.input(ctx, req.RoomID, v, in); err != nil {
+		return nil, err
+	}
+	return &api.PerformInviteResponse{EventID: signed.EventID()}, nil
+}
+
+// build makes and signs sender's member event about target on the room's current
+// extremities and state, checked against the auth rules.
+func (m *Membership) build(v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse, roomID string, cur *rsapi.QueryCurrentStateResponse, sender, target string, content map[string]any) (gomatrixserverlib.PDU, error) {
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: sender, RoomID: roomID, Type: spec.MRoomMember, StateKey: &target,
+		PrevEvents: info.LatestEventIDs, Depth: info.Depth + 1, Version: v,
+	}
+	if err := proto.SetContent(content); err != nil {
+		return nil, matrixerr.BadJSON(err.Error())
+	}
+	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
+	for i, e := range cur.StateEvents {
+		state[i] = e.PDU
+	}
+	auth, err := gomatrixserverlib.NewAuthEvents(state)
+	if err != nil {
+		return nil, err
+	}
+	eb := v.NewEventBuilderFromProtoEvent(&proto)
+	if err = eb.AddAuthEvents(auth); err != nil {
+		return nil, matrixerr.Forbidden(err.Error())
+	}
+	ev, err := eb.Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	if err != nil {
+		return nil, matrixerr.BadJSON(err.Error())
+	}
+	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+		return nil, matrixerr.Forbidden(err.Error())
+	}
+	return ev, nil
+}
+
+// PerformLeave implements api.ClientFederationAPI.
+func (m *Membership) PerformLeave(ctx context.Context, req *api.PerformLeaveRequest) (*api.PerformLeaveResponse, error) {
+	if _, err := m.localUser(req.UserID); err != nil {
+		return nil, err
+	}
+	rid, err := spec.NewRoomID(req.RoomID)
+	if err != nil {
+		return nil, matrixerr.InvalidParam("invalid room ID")
+	}
+	content := map[string]any{}
+	if len(req.Content) > 0 {
+		if err = json.Unmarshal(req.Content, &content); err != nil {
+			return nil, matrixerr.BadJSON("leave content must be an object")
+		}
+	}
+	content["membership"] = spec.Leave
+	var failure *matrixerr.Error
+	for _, s := range m.candidates(req.ServerNames, m.inviter(ctx, req.RoomID, req.UserID), rid.Domain()) {
+		ev, err := m.leaveThrough(ctx, s, req, content)
+		if err != nil {
+			m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "server": s}).Info("leaving through a server failed")
+			failure = better(failure, remoteFailure(err, "no server could be reached that knows the room"))
+			continue
+		}
+		verImpl := gomatrixserverlib.MustGetRoomVersion(ev.Version())
+		in := rsapi.InputRoomEvent{Kind: rsapi.KindRemoteMembership, Event: &rsapi.Event{PDU: ev}}
+		if err = m.Inbound.input(ctx, req.RoomID, verImpl, in); err != nil {
+			return nil, err
+		}
+		return &api.PerformLeaveResponse{EventID: ev.EventID()}, nil
+	}
+	if failure == nil {
+		failure = matrixerr.NotFound("no server to leave the room through")
+	}
+	return nil, failure
+}
+
+// leaveThrough does make_leave and send_leave with server s and returns the leave.
+func (m *Membership) leaveThrough(ctx context.Context, s spec.ServerName, req *api.PerformLeaveRequest, content map[string]any) (gomatrixserverlib.PDU, error) {
+	ml, err := m.Client.MakeLeave(ctx, m.ServerName, s, req.RoomID, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(ml.RoomVersion)
+	if err != nil {
+		return nil, err
+	}
+	proto := ml.LeaveEvent
+	if proto.Type != spec.MRoomMember || proto.SenderID != req.UserID || proto.StateKey == nil || *proto.StateKey != req.UserID || proto.RoomID != req.RoomID {
+		return nil, errors.New("make_leave answered with another event")
+	}
+	proto.Redacts = ""
+	if err = proto.SetContent(content); err != nil {
+		return nil, err
+	}
+	if err = proto.SetUnsigned(struct{}{}); err != nil {
+		return nil, err
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	if err = m.Client.SendLeave(ctx, m.ServerName, s, ev); err != nil {
+		return nil, err
+	}
+	return ev, nil
+}
