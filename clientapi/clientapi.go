@@ -13,6 +13,7 @@ import (
 
 	"github.com/matrix-org/dendrite/clientapi/routing"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
@@ -29,6 +30,9 @@ type Deps struct {
 	PrivateKey ed25519.PrivateKey
 	RSAPI      rsapi.ClientRoomserverAPI
 	UserAPI    uapi.ClientUserAPI
+	// Federation joins, invites and leaves through other servers; nil makes rooms of
+	// other servers unreachable (404).
+	Federation fapi.ClientFederationAPI
 	EDU        eduapi.InputAPI
 	Receipts   receiptapi.InputAPI
 	// Presence and PresenceQuery are nil when presence is off.
@@ -45,7 +49,7 @@ type ClientAPI struct {
 
 // New builds the client API.
 func New(d Deps) *ClientAPI {
-	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI}
+	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
 	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
@@ -73,8 +74,11 @@ func decodeOptional(r *http.Request, v any) error {
 	return httputil.DecodeJSON(r, v)
 }
 
-// Join is POST /join/{roomIdOrAlias} and POST /rooms/{roomId}/join.
+// Join is POST /join/{roomIdOrAlias} and POST /rooms/{roomId}/join. A room this server is
+// not in is joined through other servers: the server_name (or via) query parameters, the
+// server of the user's invite and the room ID's server, in that order.
 func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	ctx := r.Context()
 	vars := httputil.Vars(r)
 	roomID := vars["roomID"]
 	if roomID == "" {
@@ -92,21 +96,103 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if err := decodeOptional(r, &body); err != nil {
 		return httputil.Response{}, err
 	}
-	m, err := rm.membership(r.Context(), roomID, dev.UserID)
+	local, err := rm.joinLocally(ctx, roomID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if !local {
+		if err = rm.joinRemote(ctx, r, roomID, dev.UserID, body.Reason); err != nil {
+			return httputil.Response{}, err
+		}
+		return httputil.OK(map[string]string{"room_id": roomID}), nil
+	}
+	m, err := rm.membership(ctx, roomID, dev.UserID)
 	if err != nil {
 		return httputil.Response{}, err
 	}
 	if m.Membership == spec.Join {
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
-	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason}); err != nil {
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason}); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
 }
 
-// Leave is POST /rooms/{roomId}/leave.
+// joinLocally reports whether a join to roomID is an event of this server's copy of the
+// room: the room has a timeline here and one of our users is joined, or it is a room of
+// this server. Otherwise this server's copy is missing or stale, and the join goes through
+// another server.
+func (rm *Rooms) joinLocally(ctx context.Context, roomID string) (bool, error) {
+	in, err := rm.serverInRoom(ctx, roomID)
+	if err != nil || in {
+		return in, err
+	}
+	rid, _ := spec.NewRoomID(roomID) // checked by the caller
+	if rid.Domain() != rm.ServerName || rm.Federation == nil {
+		return rm.Federation == nil, nil
+	}
+	info, err := rm.RSAPI.QueryRoomInfo(ctx, &rsapi.QueryRoomInfoRequest{RoomID: roomID})
+	if err != nil {
+		return false, err
+	}
+	return len(info.LatestEventIDs) > 0, nil
+}
+
+// serverInRoom reports whether the room has a timeline here and one of our users is
+// joined to it (so events sent here reach the other servers). It reads the room's whole
+// current state: fine for a join or leave, not for a hot path.
+func (rm *Rooms) serverInRoom(ctx context.Context, roomID string) (bool, error) {
+	info, err := rm.RSAPI.QueryRoomInfo(ctx, &rsapi.QueryRoomInfoRequest{RoomID: roomID})
+	if err != nil || !info.Exists || len(info.LatestEventIDs) == 0 {
+		return false, err
+	}
+	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+	if err != nil {
+		return false, err
+	}
+	for _, e := range cur.StateEvents {
+		if e.Type() != spec.MRoomMember || e.StateKey() == nil {
+			continue
+		}
+		uid, err := spec.NewUserID(*e.StateKey(), true)
+		if err != nil || uid.Domain() != rm.ServerName {
+			continue
+		}
+		if m, err := e.Membership(); err == nil && m == spec.Join {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// joinRemote joins the user to a room this server is not in, through the federationapi.
+func (rm *Rooms) joinRemote(ctx context.Context, r *http.Request, roomID, userID, reason string) error {
+	if rm.Federation == nil {
+		return matrixerr.NotFound("unknown room")
+	}
+	c := memberContent{Membership: spec.Join, Reason: reason}
+	if err := rm.profileContent(ctx, userID, &c); err != nil {
+		return err
+	}
+	content, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	servers := append(q["server_name"], q["via"]...)
+	cache := rm.joinedCache()
+	cache.forget(roomID, userID)
+	defer cache.forget(roomID, userID)
+	_, err = rm.Federation.PerformJoin(ctx, &fapi.PerformJoinRequest{RoomID: roomID, UserID: userID, ServerNames: servers, Content: content})
+	return err
+}
+
+// Leave is POST /rooms/{roomId}/leave. Leaving a room this server is in is an event of the
+// room like any other (the federationsender tells the other servers); rejecting an invite
+// to a room this server is not in goes through another server (make_leave, send_leave).
 func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	ctx := r.Context()
 	roomID, err := roomIDVar(r)
 	if err != nil {
 		return httputil.Response{}, err
@@ -117,7 +203,7 @@ func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, er
 	if err = decodeOptional(r, &body); err != nil {
 		return httputil.Response{}, err
 	}
-	m, err := rm.membership(r.Context(), roomID, dev.UserID)
+	m, err := rm.membership(ctx, roomID, dev.UserID)
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -128,7 +214,23 @@ func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, er
 	default:
 		return httputil.Response{}, matrixerr.Forbidden("you are not a member of this room")
 	}
-	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Leave, Reason: body.Reason}); err != nil {
+	if m.Membership != spec.Join && rm.Federation != nil {
+		in, err := rm.serverInRoom(ctx, roomID)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if !in {
+			content, err := json.Marshal(memberContent{Membership: spec.Leave, Reason: body.Reason})
+			if err != nil {
+				return httputil.Response{}, err
+			}
+			if _, err = rm.Federation.PerformLeave(ctx, &fapi.PerformLeaveRequest{RoomID: roomID, UserID: dev.UserID, Content: content}); err != nil {
+				return httputil.Response{}, err
+			}
+			return httputil.OK(struct{}{}), nil
+		}
+	}
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Leave, Reason: body.Reason}); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
@@ -188,6 +290,18 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is not banned")
 		}
 		membership = spec.Leave
+	}
+	if membership == spec.Invite && rm.Federation != nil {
+		if uid, _ := spec.NewUserID(body.UserID, true); uid.Domain() != rm.ServerName {
+			content, err := json.Marshal(memberContent{Membership: spec.Invite, Reason: body.Reason})
+			if err != nil {
+				return httputil.Response{}, err
+			}
+			if _, err = rm.Federation.PerformInvite(r.Context(), &fapi.PerformInviteRequest{RoomID: roomID, Sender: dev.UserID, UserID: body.UserID, Content: content}); err != nil {
+				return httputil.Response{}, err
+			}
+			return httputil.OK(struct{}{}), nil
+		}
 	}
 	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: membership, Reason: body.Reason}); err != nil {
 		return httputil.Response{}, err

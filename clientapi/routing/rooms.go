@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -32,6 +33,8 @@ type Rooms struct {
 	PrivateKey ed25519.PrivateKey
 	RSAPI      rsapi.ClientRoomserverAPI
 	UserAPI    uapi.ClientUserAPI
+	// Federation joins, invites and leaves through other servers (nil: none).
+	Federation fapi.ClientFederationAPI
 
 	joinedOnce sync.Once
 	joined     *joinedCache

@@ -112,7 +112,7 @@ type built struct {
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
-	keys       fapi.KeyAPI
+	keys       fapi.ServerAPI
 	sender     fsapi.SenderAPI
 }
 
@@ -137,8 +137,9 @@ type env struct {
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
-	// keys is the federationapi's key ring (for components that verify signatures).
-	keys fapi.KeyAPI
+	// keys is the federationapi's internal API: the key ring (for components that verify
+	// signatures) and membership changes through other servers (clientapi).
+	keys fapi.ServerAPI
 	// sender is the federationsender (for the federationapi: servers seen alive).
 	sender fsapi.SenderAPI
 	// fedClient is the process's outbound federation client, made on first use.
@@ -316,7 +317,7 @@ type clientRoomserver struct {
 
 func buildClientAPI(_ context.Context, e *env) (*built, error) {
 	rs := clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
-	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users,
+	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
 		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput()}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence

@@ -2,6 +2,7 @@ package internal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -96,9 +97,14 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 	return out, nil
 }
 
-// invitedRoom is an invite with its stripped state and the invite event itself.
+// invitedRoom is an invite with its stripped state and the invite event itself. An invite
+// from another server to a room this server is not in carries the room's stripped state in
+// its unsigned invite_room_state (the only state known here); entries the current state
+// lacks come from there.
 func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom {
 	r := &types.InvitedRoom{InviteState: types.InviteState{Events: []clientevent.StrippedEvent{}}}
+	have := map[[2]string]bool{}
+	var fromInvite []clientevent.StrippedEvent
 	for _, st := range current {
 		isInvite := st.Type == spec.MRoomMember && st.StateKey == userID
 		if !isInvite && (st.StateKey != "" || !slices.Contains(strippedTypes, st.Type)) {
@@ -109,6 +115,22 @@ func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom
 			continue // stored events were valid JSON when written; a broken one is left out
 		}
 		r.InviteState.Events = append(r.InviteState.Events, c.Stripped())
+		have[[2]string{st.Type, st.StateKey}] = true
+		if isInvite {
+			var ev struct {
+				Unsigned struct {
+					InviteRoomState []clientevent.StrippedEvent `json:"invite_room_state"`
+				} `json:"unsigned"`
+			}
+			_ = json.Unmarshal(st.JSON, &ev) // no invite_room_state is the usual case
+			fromInvite = ev.Unsigned.InviteRoomState
+		}
+	}
+	for _, e := range fromInvite {
+		if e.Type != "" && !have[[2]string{e.Type, e.StateKey}] {
+			have[[2]string{e.Type, e.StateKey}] = true
+			r.InviteState.Events = append(r.InviteState.Events, e)
+		}
 	}
 	return r
 }
