@@ -22,6 +22,7 @@ import (
 	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/federationapi/routing"
 	"github.com/matrix-org/dendrite/federationapi/storage/sql"
+	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -51,7 +52,9 @@ type Deps struct {
 	EDU      eduapi.InputAPI
 	Receipts receiptapi.InputAPI
 	Presence presenceapi.InputAPI
-	Logger   *logrus.Entry
+	// Sender is told about servers that send us verified requests (nil: not told).
+	Sender fsapi.SenderAPI
+	Logger *logrus.Entry
 	// Registerer takes the component's metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (time.Now when nil); tests move it.
@@ -100,7 +103,7 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
-		Inbound: inbound, Rooms: d.Roomserver, DB: db,
+		Inbound: inbound, Rooms: d.Roomserver, DB: db, Alive: &internal.Alive{Sender: d.Sender, Logger: logger, Now: d.Now},
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
 	}
