@@ -22,6 +22,7 @@ import (
 	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/federationapi/routing"
 	"github.com/matrix-org/dendrite/federationapi/storage/sql"
+	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -51,7 +52,9 @@ type Deps struct {
 	EDU      eduapi.InputAPI
 	Receipts receiptapi.InputAPI
 	Presence presenceapi.InputAPI
-	Logger   *logrus.Entry
+	// Sender, when set, is told of servers that sent us requests (they are up).
+	Sender fsapi.SenderAPI
+	Logger *logrus.Entry
 	// Registerer takes the component's metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (time.Now when nil); tests move it.
@@ -98,6 +101,7 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		Inbound: inbound, Rooms: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
+		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},
 	}
 	return &FederationAPI{keys: keys, routing: rt}, nil
 }

@@ -63,6 +63,7 @@ func (rt *Routing) authenticate(r *http.Request) (*fclient.FederationRequest, er
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	if req != nil {
 		rt.Metrics.Auth("ok")
+		rt.Alive.Seen(req.Origin())
 		return req, nil
 	}
 	switch res.Code {

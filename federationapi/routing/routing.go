@@ -36,6 +36,8 @@ type Routing struct {
 	DB storage.Database
 	// EDUs takes the EDUs of received transactions.
 	EDUs *internal.EDUs
+	// Alive hears of every server that sent an authenticated request (nil: nobody does).
+	Alive *internal.Alive
 	// Now is the clock requests are verified at (time.Now when nil).
 	Now func() time.Time
 }

@@ -271,7 +271,7 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
 		Roomserver: clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}},
-		EDU:        e.eduInput(), Receipts: e.receiptInput(),
+		EDU:        e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
 	}
 	if e.cfg.FederationAPI.ReceivePresence {
 		d.Presence = e.presenceInput()
