@@ -52,7 +52,7 @@ type Deps struct {
 	EDU      eduapi.InputAPI
 	Receipts receiptapi.InputAPI
 	Presence presenceapi.InputAPI
-	// Sender is told about servers that send us verified requests (nil: not told).
+	// Sender, when set, is told of servers that sent us requests (they are up).
 	Sender fsapi.SenderAPI
 	Logger *logrus.Entry
 	// Registerer takes the component's metrics.
@@ -103,9 +103,10 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
-		Inbound: inbound, Rooms: d.Roomserver, DB: db, Alive: &internal.Alive{Sender: d.Sender, Logger: logger, Now: d.Now},
+		Inbound: inbound, Rooms: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
+		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},
 	}
 	return &FederationAPI{keys: keys, membership: membership, routing: rt}, nil
 }

@@ -29,7 +29,6 @@ import (
 	"github.com/matrix-org/dendrite/federationapi"
 	"github.com/matrix-org/dendrite/federationapi/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
-	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
@@ -82,19 +81,16 @@ type node struct {
 
 	mu   sync.Mutex
 	hits map[string]int // requests served, by path
-	// sender, when set, is told about verified origins.
-	sender fsapi.SenderAPI
 }
 
 type nodeOpts struct {
 	validity time.Duration
 	notaries []*node
-	sender   fsapi.SenderAPI
 }
 
 func newNode(t testing.TB, dsn string, clk *clock, o nodeOpts) *node {
 	t.Helper()
-	n := &node{t: t, dsn: dsn, clk: clk, hits: map[string]int{}, sender: o.sender, keyID: "ed25519:" + gomatrixserverlib.KeyID(fmt.Sprint(time.Now().UnixNano()%100000))}
+	n := &node{t: t, dsn: dsn, clk: clk, hits: map[string]int{}, keyID: "ed25519:" + gomatrixserverlib.KeyID(fmt.Sprint(time.Now().UnixNano()%100000))}
 	_, n.key, _ = ed25519.GenerateKey(nil)
 	n.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
@@ -147,7 +143,7 @@ func (n *node) start() {
 		Federation: n.client, Roomserver: nodeRoomserver{QueryAPI: n.rs.API(), InputAPI: n.input},
 		EDU:      &eduapi.Producer{Log: n.log, TypingTopic: "edu-typing", ToDeviceTopic: "edu-todevice"},
 		Receipts: &receiptapi.Producer{Log: n.log, Topic: "edu-receipt"}, Presence: &presenceapi.Producer{Log: n.log, Topic: "edu-presence"},
-		Sender: n.sender, Logger: logrus.NewEntry(logger), Now: n.clk.now,
+		Logger: logrus.NewEntry(logger), Now: n.clk.now,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -501,61 +497,5 @@ func TestNotaryRejectsBadServerNames(t *testing.T) {
 	_ = res.Body.Close()
 	if res.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "M_INVALID_PARAM") {
 		t.Fatalf("bad server name: %d %s", res.StatusCode, body)
-	}
-}
-
-// aliveRecorder is a federationsender that records the servers reported alive.
-type aliveRecorder struct {
-	mu      sync.Mutex
-	servers []string
-}
-
-func (a *aliveRecorder) PerformServerAlive(_ context.Context, req *fsapi.PerformServerAliveRequest) (*fsapi.PerformServerAliveResponse, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.servers = append(a.servers, req.ServerName)
-	return &fsapi.PerformServerAliveResponse{}, nil
-}
-
-func (a *aliveRecorder) seen() []string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return slices.Clone(a.servers)
-}
-
-// TestOriginsReportedAlive: a verified request makes A tell its federationsender that the
-// origin is up (so a server that comes back gets its queue at once), at most once per 10 s
-// per origin; an unsigned request tells it nothing.
-func TestOriginsReportedAlive(t *testing.T) {
-	t.Parallel()
-	clk := &clock{}
-	rec := &aliveRecorder{}
-	a := newNode(t, "file:"+filepath.Join(t.TempDir(), "a.db"), clk, nodeOpts{sender: rec})
-	b := newNode(t, "file:"+filepath.Join(t.TempDir(), "b.db"), clk, nodeOpts{})
-	ctx := context.Background()
-	profile := func() {
-		t.Helper()
-		_, err := b.client.LookupProfile(ctx, b.name, a.name, "@nobody:"+string(a.name), "")
-		wantHTTP(t, err, http.StatusNotFound, "M_NOT_FOUND")
-	}
-	unsigned := fclient.NewFederationRequest(http.MethodGet, "127.0.0.1:2", a.name, "/_matrix/federation/v1/query/profile?user_id=@x:y")
-	wantHTTP(t, send(t, b, &unsigned, nil), http.StatusUnauthorized, "M_UNAUTHORIZED")
-	profile()
-	profile()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(rec.seen()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(50 * time.Millisecond)
-	if got := rec.seen(); !slices.Equal(got, []string{string(b.name)}) {
-		t.Fatalf("reported alive: %v, want B once", got)
-	}
-	clk.advance(11 * time.Second)
-	profile()
-	for len(rec.seen()) < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if got := rec.seen(); len(got) != 2 {
-		t.Fatalf("after 11 s: %v, want B twice", got)
 	}
 }

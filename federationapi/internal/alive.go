@@ -11,61 +11,45 @@ import (
 	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 )
 
-// aliveInterval is how often one origin is reported alive at most.
-const aliveInterval = 10 * time.Second
+// aliveInterval is how often at most a server that keeps sending us requests is reported
+// alive.
+const aliveInterval = time.Minute
 
-// Alive tells the federationsender that a server sent us a verified request, so that a
-// server coming back gets its queue at once instead of after its backoff. Each origin is
-// reported at most every aliveInterval; reports run in the background and never delay or
-// fail the request.
+// Alive tells the federationsender that servers which just sent us an authenticated request
+// are up, so that a queue backing off or blacklisted for them is sent at once. Reports run in
+// the background, at most one per server per minute.
 type Alive struct {
 	Sender fsapi.SenderAPI
 	Logger *logrus.Entry
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
 
 	mu   sync.Mutex
 	last map[spec.ServerName]time.Time
-	busy sync.WaitGroup
 }
 
-// Seen reports origin alive unless it was reported recently. Nil-safe: without a sender it
-// does nothing.
+// Seen reports origin alive unless it was reported within aliveInterval.
 func (a *Alive) Seen(origin spec.ServerName) {
 	if a == nil || a.Sender == nil {
 		return
 	}
 	now := time.Now()
-	if a.Now != nil {
-		now = a.Now()
-	}
 	a.mu.Lock()
 	if a.last == nil {
 		a.last = map[spec.ServerName]time.Time{}
 	}
-	if t, ok := a.last[origin]; ok && now.Sub(t) < aliveInterval {
+	if now.Sub(a.last[origin]) < aliveInterval {
 		a.mu.Unlock()
 		return
 	}
-	if len(a.last) > 10000 {
-		clear(a.last)
-	}
 	a.last[origin] = now
 	a.mu.Unlock()
-	a.busy.Add(1)
 	go func() {
-		defer a.busy.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if _, err := a.Sender.PerformServerAlive(ctx, &fsapi.PerformServerAliveRequest{ServerName: string(origin)}); err != nil {
-			a.Logger.WithError(err).WithField("origin", origin).Debug("reporting a server alive failed")
+			a.Logger.WithError(err).WithField("origin", origin).Warn("telling the federation sender a server is up failed")
+			a.mu.Lock()
+			delete(a.last, origin)
+			a.mu.Unlock()
 		}
 	}()
-}
-
-// Wait waits for the reports in flight (tests, shutdown).
-func (a *Alive) Wait() {
-	if a != nil {
-		a.busy.Wait()
-	}
 }

@@ -36,7 +36,7 @@ type Routing struct {
 	DB storage.Database
 	// EDUs takes the EDUs of received transactions.
 	EDUs *internal.EDUs
-	// Alive reports verified origins to the federationsender (nil: nobody is told).
+	// Alive hears of every server that sent an authenticated request (nil: nobody does).
 	Alive *internal.Alive
 	// Now is the clock requests are verified at (time.Now when nil).
 	Now func() time.Time

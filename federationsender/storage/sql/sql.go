@@ -38,6 +38,8 @@ CREATE TABLE IF NOT EXISTS federationsender_queue (
 );
 CREATE INDEX IF NOT EXISTS federationsender_queue_destination ON federationsender_queue (destination, txn_id, queue_nid);
 CREATE INDEX IF NOT EXISTS federationsender_queue_json_nid ON federationsender_queue (json_nid);
+`}, {Version: 2, SQL: `
+CREATE INDEX IF NOT EXISTS federationsender_joined_members_servers ON federationsender_joined_members (room_id, server_name);
 `}}
 
 // Database is the SQL federationsender store.

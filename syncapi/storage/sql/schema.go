@@ -102,4 +102,6 @@ CREATE TABLE IF NOT EXISTS syncapi_presence (
 	position {bigint} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS syncapi_presence_position ON syncapi_presence (position);
+`}, {Version: 3, SQL: `
+CREATE INDEX IF NOT EXISTS syncapi_events_unread ON syncapi_events (room_id, position, notify, sender, mentions);
 `}}
