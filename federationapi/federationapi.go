@@ -103,7 +103,7 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
-		Inbound: inbound, Rooms: d.Roomserver, DB: db,
+		Inbound: inbound, Rooms: d.Roomserver, Directory: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
 		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},

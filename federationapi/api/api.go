@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
@@ -91,8 +92,32 @@ type PerformLeaveResponse struct {
 	EventID string `json:"event_id"`
 }
 
+// QueryRoomAliasRequest asks another server (the alias's) which room an alias names.
+type QueryRoomAliasRequest struct {
+	Alias string `json:"alias"`
+}
+
+// QueryRoomAliasResponse is that server's answer: the room and servers to join it through.
+type QueryRoomAliasResponse struct {
+	RoomID  string   `json:"room_id"`
+	Servers []string `json:"servers"`
+}
+
+// QueryPublicRoomsRequest asks another server for a page of its published room directory.
+type QueryPublicRoomsRequest struct {
+	Server string `json:"server"`
+	Limit  int    `json:"limit,omitempty"`
+	Since  string `json:"since,omitempty"`
+	Filter string `json:"filter,omitempty"`
+}
+
+// QueryPublicRoomsResponse is that server's page, as it answered.
+type QueryPublicRoomsResponse struct {
+	fclient.RespPublicRooms
+}
+
 // ClientFederationAPI is what clientapi uses for membership changes that involve another
-// server. Failures are *matrixerr.Error values meant for the client: 404 M_NOT_FOUND when
+// server, and to ask other servers about their aliases and published rooms. Failures are *matrixerr.Error values meant for the client: 404 M_NOT_FOUND when
 // no server could be reached or knows the room, 403 M_FORBIDDEN when the room refused.
 type ClientFederationAPI interface {
 	// PerformJoin does make_join, signs the join, send_join (v2), checks the answer
@@ -107,6 +132,12 @@ type ClientFederationAPI interface {
 	// PerformLeave does make_leave, signs, send_leave (v2) and writes the leave to the
 	// roomserver.
 	PerformLeave(ctx context.Context, req *PerformLeaveRequest) (*PerformLeaveResponse, error)
+	// QueryRoomAlias asks the alias's server (GET /query/directory); 404 M_NOT_FOUND when
+	// it does not know the alias, 502 when it cannot be asked.
+	QueryRoomAlias(ctx context.Context, req *QueryRoomAliasRequest) (*QueryRoomAliasResponse, error)
+	// QueryPublicRooms asks a server for its published rooms (POST /publicRooms); 502 when
+	// it cannot be asked.
+	QueryPublicRooms(ctx context.Context, req *QueryPublicRoomsRequest) (*QueryPublicRoomsResponse, error)
 }
 
 // ServerAPI is everything the federationapi serves internally.

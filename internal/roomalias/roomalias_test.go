@@ -1,0 +1,20 @@
+package roomalias
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	for _, s := range []string{"#a:example.org", "#room:127.0.0.1:8448", "#über-raum:[::1]:8448", "#a.b_c=d:x"} {
+		a, err := Parse(s)
+		if err != nil || a.String() != s {
+			t.Errorf("%q: %+v %v", s, a, err)
+		}
+	}
+	for _, s := range []string{"", "#", "a:b", "#:x", "#a", "#a:", "#a:bad host", "#a\x00:x", "!a:x", "#a:" + strings.Repeat("x", 255), "#\xff:x"} {
+		if _, err := Parse(s); err == nil {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
