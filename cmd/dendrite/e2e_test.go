@@ -161,3 +161,8 @@ func TestCreateAccountCommand(t *testing.T) {
 		t.Fatalf("login with the created account: %v", err)
 	}
 }
+
+// TestMonolithDirectory checks room aliases and the published room directory.
+func TestMonolithDirectory(t *testing.T) {
+	e2e.Directory(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
+}
