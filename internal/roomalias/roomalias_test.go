@@ -18,3 +18,15 @@ func TestParse(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParse: whatever Parse accepts prints back as itself.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"#a:example.org", "#a:[::1]:80", "#:", "#a:b:c", "#\x00:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if a, err := Parse(s); err == nil && a.String() != s {
+			t.Fatalf("%q parsed as %+v", s, a)
+		}
+	})
+}
