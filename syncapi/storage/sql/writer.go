@@ -100,7 +100,7 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 		return err
 	}
 	if ev.RedactsEventID != "" {
-		if err = redact(ctx, tx, ev.RedactsEventID); err != nil {
+		if err = redact(ctx, tx, ev.RedactsEventID, e); err != nil {
 			return fmt.Errorf("redact %s: %w", ev.RedactsEventID, err)
 		}
 	}
@@ -171,7 +171,7 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 
 // redact replaces the stored target, and its current-state copy, by its redacted form.
 // An unknown target (never delivered to this server's sync API) is left alone.
-func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
+func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverlib.PDU) error {
 	var version, eventJSON string
 	err := tx.QueryRowContext(ctx, "SELECT room_version, event_json FROM syncapi_events WHERE event_id = $1", eventID).Scan(&version, &eventJSON)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -188,11 +188,28 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
 	if err != nil {
 		return err
 	}
+	if redacted, err = withRedactedBecause(redacted, by); err != nil {
+		return err
+	}
 	if _, err = tx.ExecContext(ctx, "UPDATE syncapi_events SET event_json = $1, redacted = TRUE WHERE event_id = $2", string(redacted), eventID); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE syncapi_current_state SET event_json = $1 WHERE event_id = $2", string(redacted), eventID)
 	return err
+}
+
+// withRedactedBecause adds the redaction, in the client format, as unsigned.redacted_because.
+func withRedactedBecause(redactedJSON []byte, by gomatrixserverlib.PDU) ([]byte, error) {
+	because, err := clientevent.FromPDU(by)
+	if err != nil {
+		return nil, err
+	}
+	var ev map[string]json.RawMessage
+	if err = json.Unmarshal(redactedJSON, &ev); err != nil {
+		return nil, err
+	}
+	ev["unsigned"] = clientevent.WithUnsigned(ev["unsigned"], map[string]any{"redacted_because": because})
+	return json.Marshal(ev)
 }
 
 // WriteAccountData implements storage.Database.
