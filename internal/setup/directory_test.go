@@ -2,6 +2,7 @@ package setup
 
 import (
 	"context"
+	"errors"
 	"net"
 	"testing"
 
@@ -49,7 +50,7 @@ func runMonolith(t *testing.T, cfg *config.Dendrite) string {
 	go func() { done <- m.Run(ctx, l) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Errorf("monolith: %v", err)
 		}
 	})

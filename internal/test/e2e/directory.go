@@ -66,14 +66,20 @@ func Directory(t *testing.T, baseURL string) {
 	_, err = carol.GetAliases(ctx, lobby.RoomID)
 	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
 
-	// Deleting: bob (power 0) may not delete alice's alias, but his own; alice (100) may.
+	// Deleting: bob (power 0) may not delete alice's alias, but his own; alice (100) may
+	// delete hers and his.
 	_, err = bob.DeleteAlias(ctx, alias("lobby2"))
 	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
-	if _, err = bob.CreateAlias(ctx, alias("bobs"), lobby.RoomID); err != nil {
-		t.Fatalf("bob's alias: %v", err)
+	for _, a := range []id.RoomAlias{alias("bobs"), alias("bobs2")} {
+		if _, err = bob.CreateAlias(ctx, a, lobby.RoomID); err != nil {
+			t.Fatalf("bob's alias: %v", err)
+		}
 	}
 	if _, err = bob.DeleteAlias(ctx, alias("bobs")); err != nil {
 		t.Fatalf("bob deletes his alias: %v", err)
+	}
+	if _, err = alice.DeleteAlias(ctx, alias("bobs2")); err != nil {
+		t.Fatalf("alice (power 100) deletes bob's alias: %v", err)
 	}
 	if _, err = alice.DeleteAlias(ctx, alias("lobby2")); err != nil {
 		t.Fatalf("alice deletes: %v", err)
