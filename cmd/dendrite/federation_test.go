@@ -35,10 +35,17 @@ type fedServer struct {
 
 func startFedServer(t *testing.T) *fedServer {
 	t.Helper()
-	dir := t.TempDir()
 	tlsAddr := e2e.FreeAddr(t)
+	return startFedServerNamed(t, tlsAddr, tlsAddr)
+}
+
+// startFedServerNamed starts a fedServer whose TLS listener is on tlsAddr and whose server
+// name is name (another address, such as a proxy's, that reaches tlsAddr).
+func startFedServerNamed(t *testing.T, name, tlsAddr string) *fedServer {
+	t.Helper()
+	dir := t.TempDir()
 	cert, key := e2e.TLSCert(t, dir)
-	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\nclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n", tlsAddr, dir)
+	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\nclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n", name, dir)
 	path := filepath.Join(dir, "fed.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -46,7 +53,7 @@ func startFedServer(t *testing.T) *fedServer {
 	s := &server{t: t, config: path, args: []string{"--https-bind-address", tlsAddr, "--tls-cert", cert, "--tls-key", key}}
 	s.start(t)
 	t.Cleanup(s.stop)
-	return &fedServer{server: s, name: spec.ServerName(tlsAddr), fedURL: "https://" + tlsAddr, dataDir: dir}
+	return &fedServer{server: s, name: spec.ServerName(name), fedURL: "https://" + tlsAddr, dataDir: dir}
 }
 
 // insecure is an HTTPS client for the self-signed test certificates.

@@ -140,10 +140,39 @@ type ClientFederationAPI interface {
 	QueryPublicRooms(ctx context.Context, req *QueryPublicRoomsRequest) (*QueryPublicRoomsResponse, error)
 }
 
+// PerformBackfillRequest asks for history older than EventIDs (the room's earliest known
+// events) from the other servers in the room: ServerNames in order, until one answers.
+type PerformBackfillRequest struct {
+	RoomID      string   `json:"room_id"`
+	EventIDs    []string `json:"event_ids"`
+	Limit       int      `json:"limit"`
+	ServerNames []string `json:"server_names"`
+}
+
+// PerformBackfillResponse names the events the roomserver newly placed as backfilled, oldest
+// first; readers get them as OutputTypeBackfilledEvent outputs. Empty when no server had
+// anything older (or could be reached).
+type PerformBackfillResponse struct {
+	EventIDs []string `json:"event_ids"`
+	// Server is the server that answered.
+	Server string `json:"server,omitempty"`
+}
+
+// SyncFederationAPI is what the syncapi uses to page back past the start of the history
+// this server has.
+type SyncFederationAPI interface {
+	// PerformBackfill fetches events with /backfill, checks their hashes and signatures,
+	// fetches the state before any whose prev_events are unknown, and writes them to the
+	// roomserver as one message of kind backfilled. Idempotent: events already placed are
+	// not sent again.
+	PerformBackfill(ctx context.Context, req *PerformBackfillRequest) (*PerformBackfillResponse, error)
+}
+
 // ServerAPI is everything the federationapi serves internally.
 type ServerAPI interface {
 	KeyAPI
 	ClientFederationAPI
+	SyncFederationAPI
 }
 
 // keyDatabase is the KeyRing's database: the federationapi's cache, which already stores

@@ -25,6 +25,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.PerformLeave)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryPublicRooms)
+	ihttp.Serve(s, a.PerformBackfill)
 	return s
 }
 
@@ -68,4 +69,9 @@ func (c *Client) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequ
 // QueryPublicRooms implements api.ClientFederationAPI.
 func (c *Client) QueryPublicRooms(ctx context.Context, req *api.QueryPublicRoomsRequest) (*api.QueryPublicRoomsResponse, error) {
 	return ihttp.Call[api.QueryPublicRoomsResponse](ctx, c.c, req)
+}
+
+// PerformBackfill implements api.SyncFederationAPI.
+func (c *Client) PerformBackfill(ctx context.Context, req *api.PerformBackfillRequest) (*api.PerformBackfillResponse, error) {
+	return ihttp.Call[api.PerformBackfillResponse](ctx, c.c, req)
 }

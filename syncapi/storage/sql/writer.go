@@ -64,6 +64,9 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if n > 0 {
 		return nil
 	}
+	if ev.Backfilled {
+		return d.writeBackfilled(ctx, tx, ev)
+	}
 	pos, err := nextPosition(ctx, tx)
 	if err != nil {
 		return err
@@ -107,6 +110,21 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	applied.Rooms = append(applied.Rooms, roomID)
 	applied.Position = pos
 	return nil
+}
+
+// writeBackfilled stores an event older than all the room's stored events at the next
+// negative position. It replaces no state (the current state already holds what it set,
+// if anything) and is invisible to /sync, so it wakes no one.
+func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.NewRoomEvent) error {
+	e := ev.Event
+	var pos int64
+	err := tx.QueryRowContext(ctx, "UPDATE syncapi_stream_position SET backfill_position = backfill_position - 1 WHERE id = 1 RETURNING backfill_position").Scan(&pos)
+	if err != nil {
+		return fmt.Errorf("take backfill position: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, insertEventSQL, pos, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
+		string(e.Version()), ev.HistoryVisibility, "", "", "", "", false, "")
+	return err
 }
 
 // withPrevContent adds to a state event's unsigned the content and sender of the state event
