@@ -152,6 +152,7 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 	log := test.EmbeddedLog(t, 4)
 	cfg := testSenderConfig()
 	cfg.BlacklistAfter, cfg.BlacklistFor = 2, config.Duration(time.Hour)
+	cfg.MinBackoff = config.Duration(300 * time.Millisecond)
 	db, err := sqlutil.Open("file:" + t.TempDir() + "/fs.db")
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +168,7 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // the second try's connection attempts end
 	ts.b.down.Store(false)
-	time.Sleep(500 * time.Millisecond) // several backoffs' worth: blacklisted, nothing is tried
+	time.Sleep(time.Second) // over two backoffs' worth: blacklisted, nothing is tried
 	if n := len(ts.b.tries()); n != 2 {
 		t.Fatalf("%d tries while blacklisted, want 2", n)
 	}
