@@ -33,12 +33,24 @@ type fedServer struct {
 	dataDir string
 }
 
-func startFedServer(t *testing.T) *fedServer {
+func startFedServer(t testing.TB) *fedServer {
+	t.Helper()
+	return startFedServerWith(t, "", "")
+}
+
+// startFedServerWith is startFedServer with global.database.connection_string set to dsn
+// (when not empty: every component's database but the embedded log's) and extra YAML
+// appended to the config (top-level sections not otherwise set, such as user_api).
+func startFedServerWith(t testing.TB, dsn, extra string) *fedServer {
 	t.Helper()
 	dir := t.TempDir()
 	tlsAddr := e2e.FreeAddr(t)
 	cert, key := e2e.TLSCert(t, dir)
-	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\nclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n", tlsAddr, dir)
+	db := ""
+	if dsn != "" {
+		db = fmt.Sprintf("  database:\n    connection_string: %q\n", dsn)
+	}
+	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\n%sclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n%s", tlsAddr, dir, db, extra)
 	path := filepath.Join(dir, "fed.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
