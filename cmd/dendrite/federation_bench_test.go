@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -260,12 +261,14 @@ func largeRoom(b *testing.B, s *fedServer, n int) id.RoomID {
 	return created.RoomID
 }
 
-// BenchmarkRemoteJoinLargeRoom: a room of 1,000 users on A; each iteration starts a new
+var benchMembers = flag.Int("members", 1000, "BenchmarkRemoteJoinLargeRoom: the room's members on A")
+
+// BenchmarkRemoteJoinLargeRoom: a room of 1,000 users (-members) on A; each iteration starts a new
 // server B (process) whose user joins the room through A. Reported: the POST /join's wall
 // time, the time until B's user's /sync holds the room with every member, and B's RSS
 // before the join and its peak (VmHWM) after it. Run with e.g. -benchtime 3x.
 func BenchmarkRemoteJoinLargeRoom(b *testing.B) {
-	const members = 1000
+	members := *benchMembers
 	benchEngines(b, func(b *testing.B, start func(testing.TB) *fedServer) {
 		sa := start(b)
 		setup := time.Now()
