@@ -134,8 +134,10 @@ func reportPercentiles(b *testing.B, lat []time.Duration, prefix string) {
 	b.ReportMetric(p(0.99), prefix+"p99-ms")
 }
 
+var benchInFlight = flag.Int("inflight", 8, "BenchmarkFederationThroughput: sends in flight on A")
+
 // BenchmarkFederationThroughput: two monolith processes over loopback TLS, a room with a
-// user on each; A's user sends b.N messages with 8 requests in flight; the clock runs until
+// user on each; A's user sends b.N messages with 8 requests in flight (-inflight); the clock runs until
 // the last one is in B's user's /sync. Reported: PDUs/s end to end, the send rate on A, and
 // each message's delivery time (PUT sent on A -> seen in B's /sync). B's user must see every
 // message exactly once, in A's order, with no limited (gapped) sync. Run with a fixed count,
@@ -169,7 +171,7 @@ func BenchmarkFederationThroughput(b *testing.B) {
 		b.ResetTimer()
 		begin := time.Now()
 		var g errgroup.Group
-		g.SetLimit(8)
+		g.SetLimit(*benchInFlight)
 		for i := range bodies {
 			g.Go(func() error {
 				sentAt[i] = time.Now()
