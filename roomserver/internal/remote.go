@@ -141,12 +141,12 @@ type remoteTx struct {
 	known       map[string]*knownEvent
 	// absent holds event IDs looked up and not stored before the transaction (those it
 	// stores are in known, which is consulted first).
-	absent map[string]bool
-	byNID       map[types.EventNID]*knownEvent
-	snaps       map[types.SnapshotNID]*types.State
-	inserted    []cachedEvent
-	redacted    []types.EventNID
-	outbound    []storage.Outbound
+	absent   map[string]bool
+	byNID    map[types.EventNID]*knownEvent
+	snaps    map[types.SnapshotNID]*types.State
+	inserted []cachedEvent
+	redacted []types.EventNID
+	outbound []storage.Outbound
 }
 
 func newRemoteTx(in *Inputer, w storage.Writer, roomID string, version gomatrixserverlib.IRoomVersion, head *roomHead) *remoteTx {
