@@ -184,6 +184,27 @@ func TestSendTransaction(t *testing.T) {
 			t.Fatal("a replayed transaction ID applied a new event")
 		}
 
+		// Several events in one transaction: a chain (the first on the room's extremity, each
+		// on the one before) is placed as one roomserver message, an event already placed is
+		// answered again, and an event after a gap still gets the gap filled.
+		m6, m7 := r.message("six"), r.message("seven")
+		m8, m9 := r.message("eight"), r.message("nine")
+		res, err = sendTxn(t, b, a, "t8", m5, m6, m7, m1, m9)
+		if err != nil || len(res.PDUs) != 5 {
+			t.Fatalf("transaction of several events: %+v %v", res, err)
+		}
+		for _, ev := range []gomatrixserverlib.PDU{m5, m6, m7, m1, m8, m9} {
+			if res.PDUs[ev.EventID()].Error != "" {
+				t.Fatalf("%s refused: %+v", ev.EventID(), res.PDUs[ev.EventID()])
+			}
+			if _, ok := a.placed(t, r.RoomID, ev.EventID()); !ok {
+				t.Fatalf("%s not placed", ev.EventID())
+			}
+		}
+		if b.served("/_matrix/federation/v1/get_missing_events/"+r.RoomID) != 3 {
+			t.Fatalf("B served %v", b.hits)
+		}
+
 		// Refused events: a forged signature, a sender of another server, an event that
 		// fails auth. None is stored.
 		_, forger, _ := ed25519.GenerateKey(nil)

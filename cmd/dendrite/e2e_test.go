@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 
 // server is a dendrite monolith process started from the binary.
 type server struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	url    string
 	config string
@@ -49,7 +49,7 @@ func startServer(t *testing.T, config string, env ...string) *server {
 	return s
 }
 
-func (s *server) start(t *testing.T) {
+func (s *server) start(t testing.TB) {
 	t.Helper()
 	addr := e2e.FreeAddr(t)
 	s.url, s.logs = "http://"+addr, &bytes.Buffer{}

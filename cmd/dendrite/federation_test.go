@@ -33,19 +33,36 @@ type fedServer struct {
 	dataDir string
 }
 
-func startFedServer(t *testing.T) *fedServer {
+func startFedServer(t testing.TB) *fedServer {
+	t.Helper()
+	return startFedServerWith(t, "", "")
+}
+
+// startFedServerWith is startFedServer with global.database.connection_string set to dsn
+// (when not empty: every component's database but the embedded log's) and extra YAML
+// appended to the config (top-level sections not otherwise set, such as user_api).
+func startFedServerWith(t testing.TB, dsn, extra string) *fedServer {
 	t.Helper()
 	tlsAddr := e2e.FreeAddr(t)
-	return startFedServerNamed(t, tlsAddr, tlsAddr)
+	return startFed(t, tlsAddr, tlsAddr, dsn, extra)
 }
 
 // startFedServerNamed starts a fedServer whose TLS listener is on tlsAddr and whose server
 // name is name (another address, such as a proxy's, that reaches tlsAddr).
-func startFedServerNamed(t *testing.T, name, tlsAddr string) *fedServer {
+func startFedServerNamed(t testing.TB, name, tlsAddr string) *fedServer {
+	t.Helper()
+	return startFed(t, name, tlsAddr, "", "")
+}
+
+func startFed(t testing.TB, name, tlsAddr, dsn, extra string) *fedServer {
 	t.Helper()
 	dir := t.TempDir()
 	cert, key := e2e.TLSCert(t, dir)
-	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\nclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n", name, dir)
+	db := ""
+	if dsn != "" {
+		db = fmt.Sprintf("  database:\n    connection_string: %q\n", dsn)
+	}
+	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\n%sclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n%s", name, dir, db, extra)
 	path := filepath.Join(dir, "fed.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

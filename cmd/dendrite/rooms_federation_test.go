@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -116,7 +117,17 @@ func hasBody(body string) func(*view) bool {
 // catches up when it returns, with nothing lost or repeated; kicks, bans and leaves cross;
 // a banned user's join is refused (403) and unknown rooms are 404.
 func TestMonolithsFederateRooms(t *testing.T) {
-	a, b, c := startFedServer(t), startFedServer(t), startFedServer(t)
+	federateRooms(t, startFedServer)
+}
+
+// TestMonolithsFederateRoomsPostgres is the same story with every server's databases (but
+// the embedded log) in PostgreSQL, each server in its own database of one cluster.
+func TestMonolithsFederateRoomsPostgres(t *testing.T) {
+	federateRooms(t, func(t testing.TB) *fedServer { return startFedServerWith(t, test.PostgresDSN(t), "") })
+}
+
+func federateRooms(t *testing.T, start func(testing.TB) *fedServer) {
+	a, b, c := start(t), start(t), start(t)
 	ctx := context.Background()
 	alice, bob, carol := e2e.Register(t, a.URL(), "alice"), e2e.Register(t, b.URL(), "bob"), e2e.Register(t, c.URL(), "carol")
 	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "three servers"})

@@ -63,8 +63,8 @@ func (rt *Routing) Send(r *http.Request, req *fclient.FederationRequest) (httput
 	logger := httputil.Logger(r).WithField("origin", origin)
 	res := sendResponse{PDUs: map[string]pduResult{}}
 	complete := true
-	for _, raw := range body.PDUs {
-		eventID, err := rt.Inbound.ProcessPDU(ctx, origin, raw)
+	for _, o := range rt.Inbound.ProcessPDUs(ctx, origin, body.PDUs) {
+		eventID, err := o.EventID, o.Err
 		if err == nil {
 			res.PDUs[eventID] = pduResult{}
 			continue

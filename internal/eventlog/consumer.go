@@ -91,9 +91,23 @@ type Consumer struct {
 
 // Run consumes every partition in parallel until ctx ends.
 func (c *Consumer) Run(ctx context.Context) error {
+	// The offsets are loaded one after the other: loading them in the partitions'
+	// goroutines opened a connection per partition at once (PostgreSQL: 150 connections
+	// for an idle monolith, over the server's default max_connections of 100).
+	next := make([]int64, len(c.Partitions))
+	for i, p := range c.Partitions {
+		n, err := c.Offsets.Next(ctx, c.Topic, p)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("load offset of %s/%d: %w", c.Topic, p, err)
+		}
+		next[i] = n
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	for _, p := range c.Partitions {
-		g.Go(func() error { return c.runPartition(ctx, p) })
+	for i, p := range c.Partitions {
+		g.Go(func() error { return c.runPartition(ctx, p, next[i]) })
 	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) {
@@ -102,11 +116,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return err
 }
 
-func (c *Consumer) runPartition(ctx context.Context, partition int32) error {
-	next, err := c.Offsets.Next(ctx, c.Topic, partition)
-	if err != nil {
-		return fmt.Errorf("load offset of %s/%d: %w", c.Topic, partition, err)
-	}
+func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64) error {
 	if c.Applied != nil {
 		c.Applied(partition, next)
 	}

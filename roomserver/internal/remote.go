@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -45,6 +46,9 @@ func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlo
 			return w.SaveOffset(in.InputTopic, partition, rec.Offset+1)
 		}
 		rt = newRemoteTx(in, w, msg.RoomID, verImpl, head)
+		if err := rt.prefetch(ctx, msg); err != nil {
+			return err
+		}
 		for i := range msg.Events {
 			res, err := rt.apply(ctx, &msg.Events[i])
 			if err != nil {
@@ -138,11 +142,14 @@ type remoteTx struct {
 	h           *roomHead
 	headChanged bool
 	known       map[string]*knownEvent
-	byNID       map[types.EventNID]*knownEvent
-	snaps       map[types.SnapshotNID]*types.State
-	inserted    []cachedEvent
-	redacted    []types.EventNID
-	outbound    []storage.Outbound
+	// absent holds event IDs looked up and not stored before the transaction (those it
+	// stores are in known, which is consulted first).
+	absent   map[string]bool
+	byNID    map[types.EventNID]*knownEvent
+	snaps    map[types.SnapshotNID]*types.State
+	inserted []cachedEvent
+	redacted []types.EventNID
+	outbound []storage.Outbound
 	// backfilled are the outputs of the message's backfilled events, oldest first; they
 	// are stored newest first once the message is applied (api.KindBackfilled).
 	backfilled []api.OutputBackfilledEvent
@@ -151,7 +158,7 @@ type remoteTx struct {
 func newRemoteTx(in *Inputer, w storage.Writer, roomID string, version gomatrixserverlib.IRoomVersion, head *roomHead) *remoteTx {
 	rt := &remoteTx{
 		in: in, w: w, roomID: roomID, version: version,
-		known: map[string]*knownEvent{}, byNID: map[types.EventNID]*knownEvent{}, snaps: map[types.SnapshotNID]*types.State{},
+		known: map[string]*knownEvent{}, absent: map[string]bool{}, byNID: map[types.EventNID]*knownEvent{}, snaps: map[types.SnapshotNID]*types.State{},
 	}
 	if head == nil {
 		rt.h = &roomHead{room: storage.Room{RoomID: roomID, RoomVersion: string(version.Version())}, state: &types.State{}}
@@ -369,7 +376,7 @@ func (rt *remoteTx) events(ctx context.Context, ids []string) (map[string]*known
 	for _, id := range ids {
 		if k, ok := rt.known[id]; ok {
 			out[id] = k
-		} else {
+		} else if !rt.absent[id] {
 			missing = append(missing, id)
 		}
 	}
@@ -380,7 +387,11 @@ func (rt *remoteTx) events(ctx context.Context, ids []string) (map[string]*known
 	if err != nil {
 		return nil, err
 	}
+	for _, id := range missing {
+		rt.absent[id] = true
+	}
 	for _, r := range rows {
+		delete(rt.absent, r.EventID)
 		k := &knownEvent{row: r}
 		if r.RoomNID == rt.h.room.NID {
 			if k.pdu, err = api.ParseTrusted(rt.h.room.RoomVersion, r.EventID, r.JSON, r.Redacted); err != nil {
@@ -391,6 +402,22 @@ func (rt *remoteTx) events(ctx context.Context, ids []string) (map[string]*known
 		out[r.EventID] = k
 	}
 	return out, nil
+}
+
+// prefetch looks up, in one query, the message's events and the prev and auth events
+// they name, so that deciding them one by one costs no query per event for these.
+func (rt *remoteTx) prefetch(ctx context.Context, msg *api.InputRoomEvents) error {
+	var ids []string
+	for _, ie := range msg.Events {
+		if ie.Event == nil || ie.Event.PDU == nil {
+			continue
+		}
+		ev := ie.Event.PDU
+		ids = append(append(append(ids, ev.EventID()), ev.PrevEventIDs()...), ev.AuthEventIDs()...)
+	}
+	slices.Sort(ids)
+	_, err := rt.events(ctx, slices.Compact(ids))
+	return err
 }
 
 func (rt *remoteTx) remember(k *knownEvent) {

@@ -68,9 +68,22 @@ func newPartitions(s Shared, topic string) partitions {
 }
 
 func (p *partitions) run(ctx context.Context, apply batchFunc) error {
+	// The offsets are loaded one after the other, not in the partitions' goroutines: that
+	// opened a database connection per partition at once.
+	next := make([]int64, p.log.Partitions(p.topic))
+	for part := range next {
+		n, err := p.db.NextOffset(ctx, p.topic, int32(part))
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("load offset of %s/%d: %w", p.topic, part, err)
+		}
+		next[part] = n
+	}
 	g, ctx := errgroup.WithContext(ctx)
-	for part := int32(0); part < p.log.Partitions(p.topic); part++ {
-		g.Go(func() error { return p.runPartition(ctx, part, apply) })
+	for part := range next {
+		g.Go(func() error { return p.runPartition(ctx, int32(part), next[part], apply) })
 	}
 	err := g.Wait()
 	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
@@ -79,11 +92,7 @@ func (p *partitions) run(ctx context.Context, apply batchFunc) error {
 	return err
 }
 
-func (p *partitions) runPartition(ctx context.Context, partition int32, apply batchFunc) error {
-	next, err := p.db.NextOffset(ctx, p.topic, partition)
-	if err != nil {
-		return fmt.Errorf("load offset of %s/%d: %w", p.topic, partition, err)
-	}
+func (p *partitions) runPartition(ctx context.Context, partition int32, next int64, apply batchFunc) error {
 	p.progress.set(p.topic, partition, next)
 	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {

@@ -37,7 +37,7 @@ type Homeserver interface {
 }
 
 // FreeAddr is a free loopback address.
-func FreeAddr(t *testing.T) string {
+func FreeAddr(t testing.TB) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -160,7 +160,7 @@ func RunWithBinary(m *testing.M, name string, path *string) {
 
 // TLSCert writes a self-signed certificate for 127.0.0.1, ::1 and localhost (valid for a
 // day) and its key into dir, as PEM files, and returns their paths.
-func TLSCert(t *testing.T, dir string) (certFile, keyFile string) {
+func TLSCert(t testing.TB, dir string) (certFile, keyFile string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {

@@ -98,13 +98,28 @@ func (d *Database) assignNIDs(ctx context.Context, table, nidCol, nameCol string
 	if len(out) == len(names) || !assign {
 		return out, nil
 	}
-	ins := "INSERT INTO " + table + " (" + nameCol + ") VALUES ($1) ON CONFLICT (" + nameCol + ") DO NOTHING"
+	var missing []any
+	seen := make(map[string]bool, len(names))
+	for _, n := range names {
+		if _, ok := out[n]; !ok && !seen[n] {
+			seen[n] = true
+			missing = append(missing, n)
+		}
+	}
+	// One statement per 500 new names (a remote join brings thousands of new state keys).
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		for _, n := range names {
-			if _, ok := out[n]; ok {
-				continue
+		for start := 0; start < len(missing); start += 500 {
+			chunk := missing[start:min(start+500, len(missing))]
+			var q strings.Builder
+			q.WriteString("INSERT INTO " + table + " (" + nameCol + ") VALUES ")
+			for i := range chunk {
+				if i > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString("($" + strconv.Itoa(i+1) + ")")
 			}
-			if _, err := tx.ExecContext(ctx, ins, n); err != nil {
+			q.WriteString(" ON CONFLICT (" + nameCol + ") DO NOTHING")
+			if _, err := tx.ExecContext(ctx, q.String(), chunk...); err != nil {
 				return err
 			}
 		}

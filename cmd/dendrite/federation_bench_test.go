@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/e2e"
+)
+
+// benchConfig is added to the benchmark servers' config: cheap password hashing, so a
+// thousand accounts register in seconds.
+const benchConfig = "user_api:\n  bcrypt_cost: 4\n"
+
+// benchEngines runs fn once per database engine, with a function that starts a server on it.
+func benchEngines(b *testing.B, fn func(b *testing.B, start func(testing.TB) *fedServer)) {
+	b.Run("sqlite", func(b *testing.B) {
+		fn(b, func(t testing.TB) *fedServer { return startFedServerWith(t, "", benchConfig) })
+	})
+	b.Run("postgres", func(b *testing.B) {
+		fn(b, func(t testing.TB) *fedServer { return startFedServerWith(t, test.PostgresDSN(t), benchConfig) })
+	})
+}
+
+// benchClient registers a user whose client keeps enough idle connections for concurrent
+// requests (the default transport keeps 2 per host and reconnects for the others).
+func benchClient(b testing.TB, url, name string) *mautrix.Client {
+	c := e2e.Register(b, url, name)
+	c.Client = &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	return c
+}
+
+// roomFollower long-polls /sync for one user and records, for one room, every timeline
+// event's body with the time it was seen, and whether any response was limited (a gap).
+type roomFollower struct {
+	mu      sync.Mutex
+	room    id.RoomID
+	bodies  []string
+	seenAt  map[string]time.Time
+	limited int
+}
+
+func follow(ctx context.Context, c *mautrix.Client, room id.RoomID) *roomFollower {
+	f := &roomFollower{room: room, seenAt: map[string]time.Time{}}
+	first := make(chan struct{})
+	go func() {
+		since := ""
+		for ctx.Err() == nil {
+			res, err := c.SyncRequest(ctx, 30000, since, `{"room":{"timeline":{"limit":1000}}}`, false, "")
+			if err != nil {
+				continue
+			}
+			at := time.Now()
+			f.mu.Lock()
+			if r := res.Rooms.Join[room]; r != nil {
+				if since != "" && r.Timeline.Limited {
+					f.limited++
+				}
+				for _, e := range r.Timeline.Events {
+					if e.Type != event.EventMessage {
+						continue
+					}
+					body := fmt.Sprint(e.Content.Raw["body"])
+					f.bodies = append(f.bodies, body)
+					if _, ok := f.seenAt[body]; !ok {
+						f.seenAt[body] = at
+					}
+				}
+			}
+			f.mu.Unlock()
+			if since == "" {
+				close(first)
+			}
+			since = res.NextBatch
+		}
+	}()
+	<-first
+	return f
+}
+
+// waitFor waits until the follower has seen every body, and returns when the last arrived.
+func (f *roomFollower) waitFor(b *testing.B, want []string, timeout time.Duration) time.Time {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		f.mu.Lock()
+		var last time.Time
+		n := 0
+		for _, body := range want {
+			if at, ok := f.seenAt[body]; ok {
+				n++
+				if at.After(last) {
+					last = at
+				}
+			}
+		}
+		f.mu.Unlock()
+		if n == len(want) {
+			return last
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d messages arrived within %s", n, len(want), timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (f *roomFollower) messages() ([]string, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.bodies), f.limited
+}
+
+func reportPercentiles(b *testing.B, lat []time.Duration, prefix string) {
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	p := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(p(0.5), prefix+"p50-ms")
+	b.ReportMetric(p(0.99), prefix+"p99-ms")
+}
+
+var benchInFlight = flag.Int("inflight", 8, "BenchmarkFederationThroughput: sends in flight on A")
+
+// BenchmarkFederationThroughput: two monolith processes over loopback TLS, a room with a
+// user on each; A's user sends b.N messages with 8 requests in flight (-inflight); the clock runs until
+// the last one is in B's user's /sync. Reported: PDUs/s end to end, the send rate on A, and
+// each message's delivery time (PUT sent on A -> seen in B's /sync). B's user must see every
+// message exactly once, in A's order, with no limited (gapped) sync. Run with a fixed count,
+// e.g. -benchtime 2000x: each run starts its own servers.
+func BenchmarkFederationThroughput(b *testing.B) {
+	benchEngines(b, func(b *testing.B, start func(testing.TB) *fedServer) {
+		sa, sb := start(b), start(b)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		alice, bob := benchClient(b, sa.URL(), "alice"), benchClient(b, sb.URL(), "bob")
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+		if err != nil {
+			b.Fatal(err)
+		}
+		room := created.RoomID
+		if _, err = bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{string(sa.name)}}); err != nil {
+			b.Fatal(err)
+		}
+		fb, fa := follow(ctx, bob, room), follow(ctx, alice, room)
+		// Warm up: B has A's key, A's sender has a connection to B.
+		if _, err = alice.SendText(ctx, room, "warm-up"); err != nil {
+			b.Fatal(err)
+		}
+		fb.waitFor(b, []string{"warm-up"}, time.Minute)
+
+		bodies := make([]string, b.N)
+		sentAt := make([]time.Time, b.N)
+		for i := range bodies {
+			bodies[i] = fmt.Sprint("m", i)
+		}
+		b.ResetTimer()
+		begin := time.Now()
+		var g errgroup.Group
+		g.SetLimit(*benchInFlight)
+		for i := range bodies {
+			g.Go(func() error {
+				sentAt[i] = time.Now()
+				_, err := alice.SendText(ctx, room, bodies[i])
+				return err
+			})
+		}
+		if err = g.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		sent := time.Since(begin)
+		last := fb.waitFor(b, bodies, 5*time.Minute)
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/last.Sub(begin).Seconds(), "pdus/s")
+		b.ReportMetric(float64(b.N)/sent.Seconds(), "sent-msg/s")
+		lat := make([]time.Duration, b.N)
+		fb.mu.Lock()
+		for i, body := range bodies {
+			lat[i] = fb.seenAt[body].Sub(sentAt[i])
+		}
+		fb.mu.Unlock()
+		reportPercentiles(b, lat, "deliver-")
+
+		// Exactly once, in A's order, without gaps.
+		fa.waitFor(b, bodies, time.Minute)
+		gotB, limitedB := fb.messages()
+		gotA, _ := fa.messages()
+		if limitedB > 0 {
+			b.Errorf("B's sync was limited %d times", limitedB)
+		}
+		if !slices.Equal(gotA, gotB) {
+			b.Errorf("B's timeline (%d messages) differs from A's (%d)", len(gotB), len(gotA))
+		}
+		if len(gotB) != b.N+1 {
+			b.Errorf("B saw %d messages, want %d", len(gotB), b.N+1)
+		}
+	})
+}
+
+// procStatus reads a process's memory figures (kB) from /proc: VmHWM (peak RSS) and VmRSS.
+func procStatus(b testing.TB, pid int) (peak, rss float64) {
+	b.Helper()
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close() // nolint: errcheck // read-only
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+		switch k {
+		case "VmHWM":
+			peak = kb / 1024
+		case "VmRSS":
+			rss = kb / 1024
+		}
+	}
+	return peak, rss
+}
+
+// largeRoom registers n users on a server and joins them all to a public room of the first.
+func largeRoom(b *testing.B, s *fedServer, n int) id.RoomID {
+	b.Helper()
+	ctx := context.Background()
+	users := make([]*mautrix.Client, n)
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := range users {
+		g.Go(func() error {
+			users[i] = benchClient(b, s.URL(), fmt.Sprint("member", i))
+			return nil
+		})
+	}
+	_ = g.Wait() // benchClient fails the benchmark itself
+	created, err := users[0].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "large"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, u := range users[1:] {
+		g.Go(func() error {
+			_, err := u.JoinRoomByID(ctx, created.RoomID)
+			return err
+		})
+	}
+	if err = g.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	return created.RoomID
+}
+
+var benchMembers = flag.Int("members", 1000, "BenchmarkRemoteJoinLargeRoom: the room's members on A")
+
+// BenchmarkRemoteJoinLargeRoom: a room of 1,000 users (-members) on A; each iteration starts a new
+// server B (process) whose user joins the room through A. Reported: the POST /join's wall
+// time, the time until B's user's /sync holds the room with every member, and B's RSS
+// before the join and its peak (VmHWM) after it. Run with e.g. -benchtime 3x.
+func BenchmarkRemoteJoinLargeRoom(b *testing.B) {
+	members := *benchMembers
+	benchEngines(b, func(b *testing.B, start func(testing.TB) *fedServer) {
+		sa := start(b)
+		setup := time.Now()
+		room := largeRoom(b, sa, members)
+		b.Logf("%d members joined on A in %s", members, time.Since(setup).Round(time.Millisecond))
+		ctx := context.Background()
+		var joinT, syncT, base, peak float64
+		b.ResetTimer()
+		for i := range b.N {
+			b.StopTimer()
+			sb := start(b)
+			bob := benchClient(b, sb.URL(), fmt.Sprint("bob", i))
+			_, baseRSS := procStatus(b, sb.cmd.Process.Pid)
+			b.StartTimer()
+			begin := time.Now()
+			if _, err := bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{string(sa.name)}}); err != nil {
+				b.Fatal(err)
+			}
+			joined := time.Since(begin)
+			var synced time.Duration
+			for {
+				res, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+				if err != nil {
+					b.Fatal(err)
+				}
+				n := 0
+				if r := res.Rooms.Join[room]; r != nil {
+					for _, e := range append(r.State.Events, r.Timeline.Events...) {
+						if e.Type == event.StateMember && e.Content.Raw["membership"] == "join" {
+							n++
+						}
+					}
+				}
+				if n >= members+1 {
+					synced = time.Since(begin)
+					break
+				}
+				if time.Since(begin) > 5*time.Minute {
+					b.Fatalf("B's sync holds %d members", n)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			b.StopTimer()
+			peakRSS, _ := procStatus(b, sb.cmd.Process.Pid)
+			joinT += float64(joined.Milliseconds())
+			syncT += float64(synced.Milliseconds())
+			base += baseRSS
+			peak += peakRSS
+			sb.stop()
+			b.StartTimer()
+		}
+		n := float64(b.N)
+		b.ReportMetric(joinT/n, "join-ms")
+		b.ReportMetric(syncT/n, "sync-ms")
+		b.ReportMetric(base/n, "B-rss-before-MiB")
+		b.ReportMetric(peak/n, "B-rss-peak-MiB")
+		b.ReportMetric(0, "ns/op")
+	})
+}
