@@ -30,8 +30,9 @@ const (
 // restart the first set of a room repeats who types, and stops nobody who stopped meanwhile:
 // receivers time typing out themselves.
 type Typing struct {
-	s     *Shared
-	wakes *wakes
+	s *Shared
+	// wakes gives the handler its Applied: the queues the committed batch added to wake.
+	*wakes
 	mu    sync.Mutex
 	rooms map[string]map[string]int64 // room -> our typing user -> expiry
 }
@@ -40,9 +41,6 @@ type Typing struct {
 func NewTyping(s *Shared) *Typing {
 	return &Typing{s: s, wakes: newWakes(s.Queues), rooms: map[string]map[string]int64{}}
 }
-
-// Applied wakes the queues the committed batch added to.
-func (t *Typing) Applied(partition int32, next int64) { t.wakes.Applied(partition, next) }
 
 type typingContent struct {
 	RoomID string `json:"room_id"`
@@ -120,17 +118,15 @@ func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record)
 // queued as an m.receipt EDU for every other server in the room. Private receipts
 // (m.read.private) never leave the server.
 type Receipts struct {
-	s     *Shared
-	wakes *wakes
+	s *Shared
+	// wakes gives the handler its Applied: the queues the committed batch added to wake.
+	*wakes
 }
 
 // NewReceipts builds the OutputReceiptEvent handler.
 func NewReceipts(s *Shared) *Receipts {
 	return &Receipts{s: s, wakes: newWakes(s.Queues)}
 }
-
-// Applied wakes the queues the committed batch added to.
-func (r *Receipts) Applied(partition int32, next int64) { r.wakes.Applied(partition, next) }
 
 type receiptData struct {
 	TS       int64  `json:"ts"`
@@ -175,8 +171,9 @@ func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 // come from the roomserver (QueryRoomsForUser), so a room the sender never saw an event of
 // still counts.
 type Presence struct {
-	s     *Shared
-	wakes *wakes
+	s *Shared
+	// wakes gives the handler its Applied: the queues the committed batch added to wake.
+	*wakes
 	// send is federation_sender.send_presence: when off, records are consumed and dropped.
 	send bool
 }
@@ -185,9 +182,6 @@ type Presence struct {
 func NewPresence(s *Shared, send bool) *Presence {
 	return &Presence{s: s, wakes: newWakes(s.Queues), send: send}
 }
-
-// Applied wakes the queues the committed batch added to.
-func (p *Presence) Applied(partition int32, next int64) { p.wakes.Applied(partition, next) }
 
 type presenceUpdate struct {
 	UserID          string  `json:"user_id"`
@@ -243,17 +237,15 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 // server's user is queued as an m.direct_to_device EDU for that server, with the eduserver's
 // message ID, which the receiver dedupes on.
 type ToDevice struct {
-	s     *Shared
-	wakes *wakes
+	s *Shared
+	// wakes gives the handler its Applied: the queues the committed batch added to wake.
+	*wakes
 }
 
 // NewToDevice builds the OutputSendToDeviceEvent handler.
 func NewToDevice(s *Shared) *ToDevice {
 	return &ToDevice{s: s, wakes: newWakes(s.Queues)}
 }
-
-// Applied wakes the queues the committed batch added to.
-func (t *ToDevice) Applied(partition int32, next int64) { t.wakes.Applied(partition, next) }
 
 type directToDevice struct {
 	Sender    string                                `json:"sender"`

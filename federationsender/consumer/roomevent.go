@@ -20,17 +20,15 @@ import (
 // or after the event (so a server whose last user was kicked or banned learns it). Events
 // from other servers are never sent on: their origin sent them.
 type RoomEvents struct {
-	s     *Shared
-	wakes *wakes
+	s *Shared
+	// wakes gives the handler its Applied: the queues the committed batch added to wake.
+	*wakes
 }
 
 // NewRoomEvents builds the OutputRoomEvent handler.
 func NewRoomEvents(s *Shared) *RoomEvents {
 	return &RoomEvents{s: s, wakes: newWakes(s.Queues)}
 }
-
-// Applied wakes the queues the committed batch added to.
-func (r *RoomEvents) Applied(partition int32, next int64) { r.wakes.Applied(partition, next) }
 
 // Handle implements eventlog.Consumer.Handle. Within a batch each room's joined servers are
 // read once and then followed through the deltas, so a run of messages costs one queue
