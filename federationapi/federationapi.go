@@ -65,6 +65,7 @@ type Deps struct {
 type FederationAPI struct {
 	keys       *internal.Keys
 	membership *internal.Membership
+	backfill   *internal.Backfiller
 	routing    *routing.Routing
 }
 
@@ -103,12 +104,12 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
-		Inbound: inbound, Rooms: d.Roomserver, DB: db,
+		Inbound: inbound, Rooms: d.Roomserver, Directory: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
 		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},
 	}
-	return &FederationAPI{keys: keys, membership: membership, routing: rt}, nil
+	return &FederationAPI{keys: keys, membership: membership, backfill: &internal.Backfiller{Inbound: inbound}, routing: rt}, nil
 }
 
 // Routes are the public /_matrix/federation and /_matrix/key endpoints.
@@ -116,15 +117,16 @@ func (f *FederationAPI) Routes() []httputil.Route {
 	return f.routing.Routes()
 }
 
-// API is the federationapi's internal API: the key ring's lookups and the membership
-// changes that involve other servers.
+// API is the federationapi's internal API: the key ring's lookups, the membership
+// changes that involve other servers and backfill.
 func (f *FederationAPI) API() api.ServerAPI {
-	return serverAPI{f.keys, f.membership}
+	return serverAPI{f.keys, f.membership, f.backfill}
 }
 
 type serverAPI struct {
 	*internal.Keys
 	*internal.Membership
+	*internal.Backfiller
 }
 
 // KeyRing verifies other servers' signatures with keys from the cache, the servers

@@ -140,7 +140,7 @@ func (n *node) start() {
 	n.startRoomserver(db, logger)
 	n.fed, err = federationapi.New(ctx, federationapi.Deps{
 		Cfg: &n.cfg, ServerName: n.name, KeyID: n.keyID, PrivateKey: n.key, DB: db, Client: n.client, Users: n.users,
-		Federation: n.client, Roomserver: nodeRoomserver{QueryAPI: n.rs.API(), InputAPI: n.input},
+		Federation: n.client, Roomserver: nodeRoomserver{QueryAPI: n.rs.API(), InputAPI: n.input, DirectoryAPI: n.rs.API()},
 		EDU:      &eduapi.Producer{Log: n.log, TypingTopic: "edu-typing", ToDeviceTopic: "edu-todevice"},
 		Receipts: &receiptapi.Producer{Log: n.log, Topic: "edu-receipt"}, Presence: &presenceapi.Producer{Log: n.log, Topic: "edu-presence"},
 		Logger: logrus.NewEntry(logger), Now: n.clk.now,
@@ -157,6 +157,7 @@ func (n *node) start() {
 type nodeRoomserver struct {
 	rsapi.QueryAPI
 	rsapi.InputAPI
+	rsapi.DirectoryAPI
 }
 
 // startRoomserver runs a roomserver on the node's database with an embedded log.

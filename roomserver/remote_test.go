@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -227,5 +228,104 @@ func TestRemoteJoinInput(t *testing.T) {
 		// Local events now build on the joined room.
 		res := h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "hello"})}})
 		wantOK(t, "local message in the joined room", res)
+	})
+}
+
+// outputs are the OutputRoomEvents in recs, as "type event_id".
+func outputs(t *testing.T, f *test.Follow, n int) []string {
+	t.Helper()
+	var out []string
+	for _, rec := range f.Wait(t, n, 10*time.Second) {
+		var o api.OutputRoomEvent
+		if err := json.Unmarshal(rec.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		switch o.Type {
+		case api.OutputTypeBackfilledEvent:
+			out = append(out, "backfilled "+o.BackfilledEvent.Event.EventID()+" "+o.BackfilledEvent.HistoryVisibility)
+		default:
+			out = append(out, "new "+o.NewRoomEvent.Event.EventID())
+		}
+	}
+	return out
+}
+
+// Backfilled events: placed before the joined room's timeline, checked against the state
+// before them, with no change to the current state or the extremities, and output newest
+// first.
+func TestBackfilledInput(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		out := test.FollowTopic(t, h.log, "out")
+		alice, carol, local := "@alice:"+remoteServer, "@carol:"+remoteServer, "@local:"+serverName
+		r := newRemoteRoom(t, alice)
+		hv := r.Event(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "joined"}, 5, r.pdus(r.jr), r.pdus(r.create, r.aliceJoin, r.pl))
+		msgs := []gomatrixserverlib.PDU{}
+		prev := hv
+		for i := range 5 {
+			prev = r.Event(alice, "m.room.message", nil, map[string]string{"body": fmt.Sprint(i)}, int64(6+i), r.pdus(prev), r.pdus(r.create, r.aliceJoin, r.pl))
+			msgs = append(msgs, prev)
+		}
+		state := []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, hv}
+		var in []api.InputRoomEvent
+		var stateIDs []string
+		for _, ev := range state {
+			in = append(in, roomtest.Input(api.KindOutlier, ev))
+			stateIDs = append(stateIDs, ev.EventID())
+		}
+		wantOK(t, "outliers", h.submitRemote(r.RoomID, r.Version, in...))
+		join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 11, r.pdus(msgs[4]), r.pdus(r.create, r.pl, r.jr))
+		ie := roomtest.Input(api.KindFederated, join)
+		ie.StateEventIDs = stateIDs
+		wantOK(t, "join", h.submitRemote(r.RoomID, r.Version, ie))
+		if got := outputs(t, out, 1); got[0] != "new "+join.EventID() {
+			t.Fatalf("join output %v", got)
+		}
+		current := h.currentState(r.RoomID)
+
+		// Nothing to build on and no state given: 404, the writer's cue to fetch the state.
+		res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindBackfilled, msgs[4]))
+		if res[0].Err == nil || res[0].Err.Code != "M_NOT_FOUND" {
+			t.Fatalf("backfilled event after a gap: %+v", res[0])
+		}
+		// The newest three messages, the oldest with the state before it.
+		first := roomtest.Input(api.KindBackfilled, msgs[2])
+		first.StateEventIDs = stateIDs
+		wantOK(t, "first backfill", h.submitRemote(r.RoomID, r.Version, first,
+			roomtest.Input(api.KindBackfilled, msgs[3]), roomtest.Input(api.KindBackfilled, msgs[4])))
+		// Then the rest, down to the create event (stored as outliers until now).
+		var rest []api.InputRoomEvent
+		for _, ev := range append(state, msgs[:2]...) {
+			rest = append(rest, roomtest.Input(api.KindBackfilled, ev))
+		}
+		wantOK(t, "second backfill", h.submitRemote(r.RoomID, r.Version, rest...))
+		want := []string{"backfilled " + msgs[4].EventID() + " joined", "backfilled " + msgs[3].EventID() + " joined", "backfilled " + msgs[2].EventID() + " joined",
+			"backfilled " + msgs[1].EventID() + " joined", "backfilled " + msgs[0].EventID() + " joined", "backfilled " + hv.EventID() + " shared",
+			"backfilled " + r.jr.EventID() + " shared", "backfilled " + r.pl.EventID() + " shared", "backfilled " + r.aliceJoin.EventID() + " shared",
+			"backfilled " + r.create.EventID() + " shared"}
+		if got := outputs(t, out, 11)[1:]; !slices.Equal(got, want) {
+			t.Fatalf("backfill outputs\n got %v\nwant %v", got, want)
+		}
+		// A backfilled event that fails auth against the state before it is rejected.
+		stranger := r.Event(carol, "m.room.message", nil, map[string]string{"body": "spam"}, 7, r.pdus(msgs[0]), r.pdus(r.create, r.pl))
+		res = h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindBackfilled, stranger))
+		if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("stranger's backfilled message: %+v", res[0])
+		}
+		// The current state and the extremities did not move; a replay outputs nothing.
+		if got := h.currentState(r.RoomID); !maps.Equal(got, current) {
+			t.Fatalf("current state changed: %v", got)
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{join.EventID()}) {
+			t.Fatalf("extremities %v %v", info.LatestEventIDs, err)
+		}
+		wantOK(t, "replay", h.submitRemote(r.RoomID, r.Version, rest...))
+		res = h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "hello"})}})
+		wantOK(t, "local message", res)
+		if got := outputs(t, out, 12)[11]; got != "new "+res[0].EventID {
+			t.Fatalf("output after the replay %v", got)
+		}
 	})
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -60,6 +61,13 @@ type harness struct {
 
 func start(t testing.TB, db *sqlutil.DB) *harness {
 	t.Helper()
+	return startWithBackfill(t, db, nil, 0)
+}
+
+// startWithBackfill starts a harness whose /messages asks bf for older history, limit
+// events at a time.
+func startWithBackfill(t testing.TB, db *sqlutil.DB, bf fapi.SyncFederationAPI, limit int) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 4})
 	if err != nil {
@@ -79,7 +87,7 @@ func start(t testing.TB, db *sqlutil.DB) *harness {
 		input: &rsapi.Input{Log: log, Topic: "in", Wait: rs.API()}}
 	sa, err := syncapi.New(ctx, syncapi.Deps{
 		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic,
-		RoomserverAPI: rs.API(), DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
+		RoomserverAPI: rs.API(), Backfill: bf, BackfillLimit: limit, DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
 		t.Fatal(err)

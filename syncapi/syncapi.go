@@ -13,6 +13,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -40,6 +41,10 @@ type Deps struct {
 	// Presence, when set, is told of syncing users; nil when presence is off.
 	Presence      presenceapi.InputAPI
 	RoomserverAPI rsapi.SyncRoomserverAPI
+	// Backfill, when set, fetches history older than what this server has for /messages
+	// (the federationapi); BackfillLimit is the events asked for at once (100 when 0).
+	Backfill      fapi.SyncFederationAPI
+	BackfillLimit int
 	DeviceLookup  func(ctx context.Context, token string) (*uapi.Device, error)
 	FilterLookup  func(ctx context.Context, localpart, filterID string) ([]byte, error)
 	Logger        *logrus.Entry
@@ -81,7 +86,11 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	progress := consumer.NewProgress(d.Log, d.OutputRoomEventTopic, d.ClientDataTopic)
 	shared := consumer.Shared{Log: d.Log, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer)}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	var bf *internal.Backfill
+	if d.Backfill != nil {
+		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
+	}
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, bf), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}

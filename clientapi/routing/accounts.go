@@ -89,6 +89,9 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "devices", Method: get, Path: "/devices", Handler: auth(a.Devices)},
 		{Name: "device", Method: get, Path: "/devices/{deviceID}", Handler: auth(a.Device)},
 		{Name: "updateDevice", Method: put, Path: "/devices/{deviceID}", Handler: auth(a.UpdateDevice)},
+		{Name: "deleteDevice", Method: http.MethodDelete, Path: "/devices/{deviceID}", Handler: auth(a.DeleteDevice)},
+		{Name: "deleteDevices", Method: post, Path: "/delete_devices", Handler: auth(a.DeleteDevices)},
+		{Name: "changePassword", Method: post, Path: "/account/password", Handler: auth(a.ChangePassword)},
 	}
 	out := clientPaths(routes)
 	return append(out,
@@ -120,7 +123,7 @@ func (a *Accounts) Capabilities(*http.Request, *uapi.Device) (httputil.Response,
 	}
 	enabled := func(b bool) map[string]bool { return map[string]bool{"enabled": b} }
 	return httputil.OK(map[string]any{"capabilities": map[string]any{
-		"m.change_password": enabled(false),
+		"m.change_password": enabled(true),
 		"m.set_displayname": enabled(true),
 		"m.set_avatar_url":  enabled(true),
 		"m.3pid_changes":    enabled(false),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/roomalias"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -91,6 +93,18 @@ func (req *createRoomRequest) validate() error {
 	return nil
 }
 
+// alias is the room alias the request asks for, nil for none.
+func (req *createRoomRequest) alias(server spec.ServerName) (*roomalias.Alias, error) {
+	if req.RoomAliasName == "" {
+		return nil, nil
+	}
+	a, err := roomalias.Parse("#" + req.RoomAliasName + ":" + string(server))
+	if err != nil {
+		return nil, matrixerr.InvalidParam("room_alias_name does not make a valid room alias")
+	}
+	return &a, nil
+}
+
 // supportedRoomVersion reports whether rooms of version v can be created here; the
 // capabilities endpoint advertises exactly these versions.
 func supportedRoomVersion(v gomatrixserverlib.RoomVersion) bool {
@@ -117,12 +131,17 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	if len(req.Invite3PID) > 0 {
 		return httputil.Response{}, matrixerr.Unrecognized("third-party invites are not supported")
 	}
+	alias, err := req.alias(rm.ServerName)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	ctx := r.Context()
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion))
 	create, roomID, err := rm.buildCreate(dev.UserID, verImpl, req.CreationContent)
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	protos, err := rm.initialEvents(r.Context(), dev.UserID, &req)
+	protos, err := rm.initialEvents(ctx, dev.UserID, &req, alias)
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -131,8 +150,26 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	for i := range protos {
 		input.Events = append(input.Events, rsapi.InputRoomEvent{Kind: rsapi.KindNew, Proto: &protos[i]})
 	}
-	if _, err = rm.submit(r.Context(), input); err != nil {
+	// The alias is taken before the room exists (its ID is known from the create event),
+	// so a taken alias fails the request with nothing created, and given back if the
+	// room is refused.
+	if alias != nil {
+		if err = rm.createAlias(ctx, *alias, roomID, dev.UserID, matrixerr.RoomInUse); err != nil {
+			return httputil.Response{}, err
+		}
+	}
+	if _, err = rm.submit(ctx, input); err != nil {
+		if alias != nil {
+			if _, rerr := rm.RSAPI.PerformRemoveRoomAlias(ctx, &rsapi.PerformRemoveRoomAliasRequest{Alias: alias.String()}); rerr != nil {
+				err = errors.Join(err, rerr)
+			}
+		}
 		return httputil.Response{}, err
+	}
+	if req.Visibility == visibilityPublic {
+		if _, err = rm.RSAPI.PerformSetRoomVisibility(ctx, &rsapi.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: true}); err != nil {
+			return httputil.Response{}, err
+		}
 	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
 }
@@ -188,7 +225,7 @@ func randomLocalpart() (string, error) {
 }
 
 // initialEvents are the events after the create event, in the order the spec gives.
-func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRoomRequest) ([]rsapi.ProtoEvent, error) {
+func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRoomRequest, alias *roomalias.Alias) ([]rsapi.ProtoEvent, error) {
 	var out []rsapi.ProtoEvent
 	add := func(evType, stateKey string, content any) error {
 		raw, ok := content.(json.RawMessage)
@@ -215,6 +252,11 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 	}
 	if err = add(spec.MRoomPowerLevels, "", pl); err != nil {
 		return nil, err
+	}
+	if alias != nil {
+		if err = add(mRoomCanonicalAlias, "", map[string]string{"alias": alias.String()}); err != nil {
+			return nil, err
+		}
 	}
 	joinRule, guestAccess := spec.Invite, "can_join"
 	if req.Preset == presetPublicChat {

@@ -11,6 +11,7 @@ import (
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/roomalias"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -74,9 +75,10 @@ func decodeOptional(r *http.Request, v any) error {
 	return httputil.DecodeJSON(r, v)
 }
 
-// Join is POST /join/{roomIdOrAlias} and POST /rooms/{roomId}/join. A room this server is
-// not in is joined through other servers: the server_name (or via) query parameters, the
-// server of the user's invite and the room ID's server, in that order.
+// Join is POST /join/{roomIdOrAlias} and POST /rooms/{roomId}/join. An alias is resolved
+// first (through its server when it is not ours). A room this server is not in is joined
+// through other servers: the server_name (or via) query parameters, the servers the alias
+// resolved to, the server of the user's invite and the room ID's server, in that order.
 func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
 	vars := httputil.Vars(r)
@@ -84,8 +86,18 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if roomID == "" {
 		roomID = vars["roomIDOrAlias"]
 	}
+	q := r.URL.Query()
+	hints := append(q["server_name"], q["via"]...)
 	if strings.HasPrefix(roomID, "#") {
-		return httputil.Response{}, matrixerr.NotFound("room alias not found: " + roomID)
+		alias, err := roomalias.Parse(roomID)
+		if err != nil {
+			return httputil.Response{}, matrixerr.InvalidParam("invalid room alias")
+		}
+		var servers []string
+		if roomID, servers, err = rm.resolveAlias(ctx, alias); err != nil {
+			return httputil.Response{}, err
+		}
+		hints = append(hints, servers...)
 	}
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID or alias")
@@ -101,7 +113,7 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		return httputil.Response{}, err
 	}
 	if !local {
-		if err = rm.joinRemote(ctx, r, roomID, dev.UserID, body.Reason); err != nil {
+		if err = rm.joinRemote(ctx, hints, roomID, dev.UserID, body.Reason); err != nil {
 			return httputil.Response{}, err
 		}
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
@@ -167,7 +179,7 @@ func (rm *Rooms) serverInRoom(ctx context.Context, roomID string) (bool, error) 
 }
 
 // joinRemote joins the user to a room this server is not in, through the federationapi.
-func (rm *Rooms) joinRemote(ctx context.Context, r *http.Request, roomID, userID, reason string) error {
+func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userID, reason string) error {
 	if rm.Federation == nil {
 		return matrixerr.NotFound("unknown room")
 	}
@@ -179,8 +191,6 @@ func (rm *Rooms) joinRemote(ctx context.Context, r *http.Request, roomID, userID
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	servers := append(q["server_name"], q["via"]...)
 	cache := rm.joinedCache()
 	cache.forget(roomID, userID)
 	defer cache.forget(roomID, userID)

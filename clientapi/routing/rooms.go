@@ -67,7 +67,7 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "joinedMembers", Method: http.MethodGet, Path: "/rooms/{roomID}/joined_members", Handler: auth(rm.JoinedMembers)},
 		{Name: "joinedRooms", Method: http.MethodGet, Path: "/joined_rooms", Handler: auth(rm.JoinedRooms)},
 	}
-	return clientPaths(routes)
+	return clientPaths(append(routes, rm.directoryRoutes()...))
 }
 
 // clientPaths mounts routes under /_matrix/client/v3 and the r0 alias.
@@ -260,6 +260,11 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 	}
 	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
+	}
+	if eventType == mRoomCanonicalAlias && stateKey == "" {
+		if err = rm.checkCanonicalAlias(r.Context(), roomID, content); err != nil {
+			return httputil.Response{}, err
+		}
 	}
 	eventID, err := rm.sendProto(r.Context(), roomID, &rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content}, nil)
 	if err != nil {

@@ -117,6 +117,11 @@ func TestMonolithEDUs(t *testing.T) {
 	e2e.EDUs(t, startServer(t, e2e.WriteConfig(t, t.TempDir())))
 }
 
+// TestMonolithAccountSecurity covers device deletion and password changes behind the password.
+func TestMonolithAccountSecurity(t *testing.T) {
+	e2e.AccountSecurity(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
+}
+
 func TestMonolithBadInput(t *testing.T) {
 	e2e.BadInput(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
 }
@@ -160,4 +165,9 @@ func TestCreateAccountCommand(t *testing.T) {
 	if err != nil {
 		t.Fatalf("login with the created account: %v", err)
 	}
+}
+
+// TestMonolithDirectory checks room aliases and the published room directory.
+func TestMonolithDirectory(t *testing.T) {
+	e2e.Directory(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
 }

@@ -43,14 +43,26 @@ func startFedServer(t testing.TB) *fedServer {
 // appended to the config (top-level sections not otherwise set, such as user_api).
 func startFedServerWith(t testing.TB, dsn, extra string) *fedServer {
 	t.Helper()
-	dir := t.TempDir()
 	tlsAddr := e2e.FreeAddr(t)
+	return startFed(t, tlsAddr, tlsAddr, dsn, extra)
+}
+
+// startFedServerNamed starts a fedServer whose TLS listener is on tlsAddr and whose server
+// name is name (another address, such as a proxy's, that reaches tlsAddr).
+func startFedServerNamed(t testing.TB, name, tlsAddr string) *fedServer {
+	t.Helper()
+	return startFed(t, name, tlsAddr, "", "")
+}
+
+func startFed(t testing.TB, name, tlsAddr, dsn, extra string) *fedServer {
+	t.Helper()
+	dir := t.TempDir()
 	cert, key := e2e.TLSCert(t, dir)
 	db := ""
 	if dsn != "" {
 		db = fmt.Sprintf("  database:\n    connection_string: %q\n", dsn)
 	}
-	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\n%sclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n%s", tlsAddr, dir, db, extra)
+	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\n%sclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n%s", name, dir, db, extra)
 	path := filepath.Join(dir, "fed.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -58,7 +70,7 @@ func startFedServerWith(t testing.TB, dsn, extra string) *fedServer {
 	s := &server{t: t, config: path, args: []string{"--https-bind-address", tlsAddr, "--tls-cert", cert, "--tls-key", key}}
 	s.start(t)
 	t.Cleanup(s.stop)
-	return &fedServer{server: s, name: spec.ServerName(tlsAddr), fedURL: "https://" + tlsAddr, dataDir: dir}
+	return &fedServer{server: s, name: spec.ServerName(name), fedURL: "https://" + tlsAddr, dataDir: dir}
 }
 
 // insecure is an HTTPS client for the self-signed test certificates.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
@@ -138,7 +139,7 @@ func federateRooms(t *testing.T, start func(testing.TB) *fedServer) {
 
 	// Rooms nobody can be found for: 404.
 	_, err = bob.JoinRoom(ctx, "!nope:"+string(a.name), nil)
-	e2e.WantErrCode(t, err, 404, "M_NOT_FOUND")
+	e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
 
 	// bob joins through A (a remote join) and sees the room's state and his join.
 	if _, err = bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{string(a.name)}}); err != nil {
@@ -281,4 +282,66 @@ func TestMonolithsRejectRemoteInvite(t *testing.T) {
 		t.Fatalf("join after a second invite: %v", err)
 	}
 	va.until(t, "bob's join", func(v *view) bool { return v.has("m.room.member", string(bob.UserID), "join") })
+}
+
+// TestMonolithsFederateDirectory: a user of B joins A's room by A's alias (resolved with
+// /query/directory, joined through the servers A named) and lists A's published rooms
+// (POST /publicRooms through B's federationapi); unknown aliases of A are 404.
+func TestMonolithsFederateDirectory(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	ctx := context.Background()
+	alice, bob := e2e.Register(t, a.URL(), "alice"), e2e.Register(t, b.URL(), "bob")
+	serverA := alice.UserID.Homeserver()
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", RoomAliasName: "plaza", Name: "Plaza"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Visibility: "public", Name: "Second"}); err != nil {
+		t.Fatal(err)
+	}
+	alias := id.RoomAlias("#plaza:" + serverA)
+	resolved, err := bob.ResolveAlias(ctx, alias)
+	if err != nil || resolved.RoomID != room.RoomID || !slices.Contains(resolved.Servers, serverA) {
+		t.Fatalf("resolve A's alias on B: %+v %v", resolved, err)
+	}
+	_, err = bob.ResolveAlias(ctx, id.RoomAlias("#nope:"+serverA))
+	e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	_, err = bob.JoinRoom(ctx, "#nope:"+serverA, nil)
+	e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	joined, err := bob.JoinRoom(ctx, string(alias), nil)
+	if err != nil || joined.RoomID != room.RoomID {
+		t.Fatalf("join by A's alias: %+v %v", joined, err)
+	}
+	bv := newView("bob", bob, room.RoomID)
+	bv.until(t, "bob's join", func(v *view) bool { return v.has(event.StateMember.Type, bob.UserID.String(), "join") })
+
+	var got []id.RoomID
+	since := ""
+	for {
+		res, err := bob.PublicRooms(ctx, &mautrix.ReqPublicRooms{Server: serverA, Limit: 1, Since: since})
+		if err != nil {
+			t.Fatalf("A's public rooms through B: %v", err)
+		}
+		if res.TotalRoomCountEstimate != 2 || len(res.Chunk) != 1 {
+			t.Fatalf("page %+v", res)
+		}
+		if res.Chunk[0].RoomID == room.RoomID && (res.Chunk[0].NumJoinedMembers != 2 || res.Chunk[0].CanonicalAlias != alias || res.Chunk[0].Name != "Plaza") {
+			t.Fatalf("plaza entry %+v", res.Chunk[0])
+		}
+		got = append(got, res.Chunk[0].RoomID)
+		if since = res.NextBatch; since == "" {
+			break
+		}
+	}
+	if len(got) != 2 || got[0] != room.RoomID {
+		t.Fatalf("A's directory through B: %v (the plaza, with two members, first)", got)
+	}
+	var filtered mautrix.RespPublicRooms
+	url := bob.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "publicRooms"}, map[string]string{"server": serverA})
+	if _, err = bob.MakeRequest(ctx, http.MethodPost, url, map[string]any{"filter": map[string]string{"generic_search_term": "second"}}, &filtered); err != nil {
+		t.Fatal(err)
+	}
+	if len(filtered.Chunk) != 1 || filtered.Chunk[0].Name != "Second" {
+		t.Fatalf("filtered %+v", filtered)
+	}
 }

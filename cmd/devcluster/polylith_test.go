@@ -187,3 +187,11 @@ func (d *devcluster) process(t *testing.T, name string) procStatus {
 	t.Fatalf("no running %s in %+v", name, st)
 	return procStatus{}
 }
+
+// TestPolylithDirectory runs the aliases and published directory story through the
+// polylith: aliases live on the roomserver shard their hash picks, rooms' visibility on
+// the room's shard.
+func TestPolylithDirectory(t *testing.T) {
+	t.Parallel()
+	e2e.Directory(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
+}

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
@@ -91,8 +92,32 @@ type PerformLeaveResponse struct {
 	EventID string `json:"event_id"`
 }
 
+// QueryRoomAliasRequest asks another server (the alias's) which room an alias names.
+type QueryRoomAliasRequest struct {
+	Alias string `json:"alias"`
+}
+
+// QueryRoomAliasResponse is that server's answer: the room and servers to join it through.
+type QueryRoomAliasResponse struct {
+	RoomID  string   `json:"room_id"`
+	Servers []string `json:"servers"`
+}
+
+// QueryPublicRoomsRequest asks another server for a page of its published room directory.
+type QueryPublicRoomsRequest struct {
+	Server string `json:"server"`
+	Limit  int    `json:"limit,omitempty"`
+	Since  string `json:"since,omitempty"`
+	Filter string `json:"filter,omitempty"`
+}
+
+// QueryPublicRoomsResponse is that server's page, as it answered.
+type QueryPublicRoomsResponse struct {
+	fclient.RespPublicRooms
+}
+
 // ClientFederationAPI is what clientapi uses for membership changes that involve another
-// server. Failures are *matrixerr.Error values meant for the client: 404 M_NOT_FOUND when
+// server, and to ask other servers about their aliases and published rooms. Failures are *matrixerr.Error values meant for the client: 404 M_NOT_FOUND when
 // no server could be reached or knows the room, 403 M_FORBIDDEN when the room refused.
 type ClientFederationAPI interface {
 	// PerformJoin does make_join, signs the join, send_join (v2), checks the answer
@@ -107,12 +132,47 @@ type ClientFederationAPI interface {
 	// PerformLeave does make_leave, signs, send_leave (v2) and writes the leave to the
 	// roomserver.
 	PerformLeave(ctx context.Context, req *PerformLeaveRequest) (*PerformLeaveResponse, error)
+	// QueryRoomAlias asks the alias's server (GET /query/directory); 404 M_NOT_FOUND when
+	// it does not know the alias, 502 when it cannot be asked.
+	QueryRoomAlias(ctx context.Context, req *QueryRoomAliasRequest) (*QueryRoomAliasResponse, error)
+	// QueryPublicRooms asks a server for its published rooms (POST /publicRooms); 502 when
+	// it cannot be asked.
+	QueryPublicRooms(ctx context.Context, req *QueryPublicRoomsRequest) (*QueryPublicRoomsResponse, error)
+}
+
+// PerformBackfillRequest asks for history older than EventIDs (the room's earliest known
+// events) from the other servers in the room: ServerNames in order, until one answers.
+type PerformBackfillRequest struct {
+	RoomID      string   `json:"room_id"`
+	EventIDs    []string `json:"event_ids"`
+	Limit       int      `json:"limit"`
+	ServerNames []string `json:"server_names"`
+}
+
+// PerformBackfillResponse names the events the roomserver newly placed as backfilled, oldest
+// first; readers get them as OutputTypeBackfilledEvent outputs. Empty when no server had
+// anything older (or could be reached).
+type PerformBackfillResponse struct {
+	EventIDs []string `json:"event_ids"`
+	// Server is the server that answered.
+	Server string `json:"server,omitempty"`
+}
+
+// SyncFederationAPI is what the syncapi uses to page back past the start of the history
+// this server has.
+type SyncFederationAPI interface {
+	// PerformBackfill fetches events with /backfill, checks their hashes and signatures,
+	// fetches the state before any whose prev_events are unknown, and writes them to the
+	// roomserver as one message of kind backfilled. Idempotent: events already placed are
+	// not sent again.
+	PerformBackfill(ctx context.Context, req *PerformBackfillRequest) (*PerformBackfillResponse, error)
 }
 
 // ServerAPI is everything the federationapi serves internally.
 type ServerAPI interface {
 	KeyAPI
 	ClientFederationAPI
+	SyncFederationAPI
 }
 
 // keyDatabase is the KeyRing's database: the federationapi's cache, which already stores

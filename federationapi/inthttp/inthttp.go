@@ -23,6 +23,9 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.PerformJoin)
 	ihttp.Serve(s, a.PerformInvite)
 	ihttp.Serve(s, a.PerformLeave)
+	ihttp.Serve(s, a.QueryRoomAlias)
+	ihttp.Serve(s, a.QueryPublicRooms)
+	ihttp.Serve(s, a.PerformBackfill)
 	return s
 }
 
@@ -56,4 +59,19 @@ func (c *Client) PerformInvite(ctx context.Context, req *api.PerformInviteReques
 // PerformLeave implements api.ClientFederationAPI.
 func (c *Client) PerformLeave(ctx context.Context, req *api.PerformLeaveRequest) (*api.PerformLeaveResponse, error) {
 	return ihttp.Call[api.PerformLeaveResponse](ctx, c.c, req)
+}
+
+// QueryRoomAlias implements api.ClientFederationAPI.
+func (c *Client) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequest) (*api.QueryRoomAliasResponse, error) {
+	return ihttp.Call[api.QueryRoomAliasResponse](ctx, c.c, req)
+}
+
+// QueryPublicRooms implements api.ClientFederationAPI.
+func (c *Client) QueryPublicRooms(ctx context.Context, req *api.QueryPublicRoomsRequest) (*api.QueryPublicRoomsResponse, error) {
+	return ihttp.Call[api.QueryPublicRoomsResponse](ctx, c.c, req)
+}
+
+// PerformBackfill implements api.SyncFederationAPI.
+func (c *Client) PerformBackfill(ctx context.Context, req *api.PerformBackfillRequest) (*api.PerformBackfillResponse, error) {
+	return ihttp.Call[api.PerformBackfillResponse](ctx, c.c, req)
 }

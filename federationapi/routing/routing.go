@@ -32,6 +32,8 @@ type Routing struct {
 	Inbound *internal.Inbound
 	// Rooms answers the event and state endpoints.
 	Rooms rsapi.QueryAPI
+	// Directory answers /query/directory and /publicRooms.
+	Directory rsapi.DirectoryAPI
 	// DB stores /send responses for retried transactions.
 	DB storage.Database
 	// EDUs takes the EDUs of received transactions.
@@ -53,6 +55,9 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "key_query_server", Method: http.MethodGet, Path: "/_matrix/key/v2/query/{serverName}/{keyID}", Handler: rt.KeyQueryServer},
 		{Name: "federation_version", Method: http.MethodGet, Path: "/_matrix/federation/v1/version", Handler: rt.Version},
 		{Name: "federation_query_profile", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/profile", Handler: rt.Authenticated(rt.QueryProfile)},
+		{Name: "federation_query_directory", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/directory", Handler: rt.Authenticated(rt.QueryDirectory)},
+		{Name: "federation_public_rooms", Method: http.MethodGet, Path: "/_matrix/federation/v1/publicRooms", Handler: rt.Authenticated(rt.PublicRooms)},
+		{Name: "federation_public_rooms", Method: http.MethodPost, Path: "/_matrix/federation/v1/publicRooms", Handler: rt.Authenticated(rt.PublicRoomsFiltered)},
 		{Name: "federation_send", Method: http.MethodPut, Path: "/_matrix/federation/v1/send/{txnID}", Handler: rt.Authenticated(rt.Send)},
 		{Name: "federation_event", Method: http.MethodGet, Path: "/_matrix/federation/v1/event/{eventID}", Handler: rt.Authenticated(rt.GetEvent)},
 		{Name: "federation_state", Method: http.MethodGet, Path: "/_matrix/federation/v1/state/{roomID}", Handler: rt.Authenticated(rt.State)},

@@ -145,6 +145,9 @@ func (q *Queues) PerformServerAlive(_ context.Context, req *api.PerformServerAli
 func (q *Queues) Run(ctx context.Context) error {
 	names, err := q.o.DB.QueuedDestinations(ctx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while starting: a clean shutdown, not a failure
+		}
 		return fmt.Errorf("list queued destinations: %w", err)
 	}
 	q.Wake(names)

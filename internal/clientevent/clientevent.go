@@ -63,15 +63,29 @@ func New(eventID string, pduJSON []byte) (Event, error) {
 
 // SetTransactionID adds unsigned.transaction_id, which only the sending device may see.
 func (c *Event) SetTransactionID(txnID string) {
-	unsigned := map[string]json.RawMessage{}
-	if len(c.Unsigned) > 0 {
-		if err := json.Unmarshal(c.Unsigned, &unsigned); err != nil {
-			unsigned = map[string]json.RawMessage{}
-		}
+	c.Unsigned = WithUnsigned(c.Unsigned, map[string]any{"transaction_id": txnID})
+}
+
+// SetAge sets unsigned.age: the milliseconds since the event was sent, at nowMS.
+func (c *Event) SetAge(nowMS int64) {
+	c.Unsigned = WithUnsigned(c.Unsigned, map[string]any{"age": max(nowMS-c.OriginServerTS, 0)})
+}
+
+// WithUnsigned returns the unsigned object with fields set (an unreadable one is replaced).
+func WithUnsigned(unsigned json.RawMessage, fields map[string]any) json.RawMessage {
+	m := map[string]json.RawMessage{}
+	if len(unsigned) > 0 && json.Unmarshal(unsigned, &m) != nil {
+		m = map[string]json.RawMessage{}
 	}
-	b, _ := json.Marshal(txnID) // a string always encodes
-	unsigned["transaction_id"] = b
-	c.Unsigned, _ = json.Marshal(unsigned) // a map of raw JSON values always encodes
+	for k, v := range fields {
+		b, err := json.Marshal(v)
+		if err != nil {
+			continue // the callers' values are plain data
+		}
+		m[k] = b
+	}
+	out, _ := json.Marshal(m) // a map of raw JSON values always encodes
+	return out
 }
 
 // StrippedEvent is an event of invite_state (spec "StrippedStateEvent").

@@ -48,6 +48,10 @@ var (
 	InvalidRoomState       = mk("M_INVALID_ROOM_STATE", http.StatusBadRequest)
 	WeakPassword           = mk("M_WEAK_PASSWORD", http.StatusBadRequest)
 	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
+	BadAlias               = mk("M_BAD_ALIAS", http.StatusBadRequest)
+	// Conflict is M_UNKNOWN with status 409: what the request would create exists (a room
+	// alias, as the spec's PUT /directory/room answers).
+	Conflict = mk("M_UNKNOWN", http.StatusConflict)
 	// Unknown is an internal failure; its message must be generic.
 	Unknown = mk("M_UNKNOWN", http.StatusInternalServerError)
 	// BadGateway is M_UNKNOWN with status 502: another server needed for the request

@@ -241,7 +241,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -271,7 +271,7 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 	d := federationapi.Deps{
 		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
-		Roomserver: clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}},
+		Roomserver: e.clientRoomserver(),
 		EDU:        e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
 	}
 	if e.cfg.FederationAPI.ReceivePresence {
@@ -308,15 +308,21 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
-// clientRoomserver is the clientapi's view of the roomserver: queries, and input through
-// the log with the wait answered by the shard that owns the partition.
+// clientRoomserver is the writers' view of the roomserver: queries and the directory, and
+// input through the log with the wait answered by the shard that owns the partition.
 type clientRoomserver struct {
 	rsapi.QueryAPI
 	rsapi.InputAPI
+	rsapi.DirectoryAPI
+}
+
+func (e *env) clientRoomserver() clientRoomserver {
+	return clientRoomserver{QueryAPI: e.roomserver, DirectoryAPI: e.roomserver,
+		InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
 }
 
 func buildClientAPI(_ context.Context, e *env) (*built, error) {
-	rs := clientRoomserver{QueryAPI: e.roomserver, InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
+	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
 		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput()}
 	if d.Presence != nil {

@@ -20,7 +20,7 @@ import (
 )
 
 // benchMonolith runs a monolith on SQLite with open registration and no rate limits.
-func benchMonolith(b *testing.B) string {
+func benchMonolith(b testing.TB) string {
 	b.Helper()
 	cfg := config.Defaults()
 	cfg.Global.DataDir = b.TempDir()

@@ -43,6 +43,16 @@ const (
 	// event, so readers show the invite (or its end) to the user. Sent again as an event
 	// of the room (federated), it is placed like any outlier.
 	KindRemoteMembership Kind = "remote_membership"
+	// KindBackfilled is a complete event from another server that is older than the
+	// room's known timeline, fetched with /backfill. It is placed like KindFederated (auth
+	// against its auth_events and against the state before it, from its prev_events or
+	// StateEventIDs) but changes neither the current state nor the forward extremities and
+	// is never soft-failed. Its output is an OutputTypeBackfilledEvent, not a new event:
+	// readers store it as history before what they have. The events of one message are
+	// given oldest first (each after its prev_events); their outputs are written newest
+	// first, so a reader that numbers them downwards keeps the timeline's order. A writer
+	// sends one backfill in one message for that reason.
+	KindBackfilled Kind = "backfilled"
 )
 
 // ProtoEvent is a local event before the roomserver places it in the room.
@@ -151,11 +161,11 @@ type QueryInputResultResponse struct {
 	Results []Result `json:"results"`
 }
 
-// Remote reports whether the message holds events from other servers (federated or
-// outlier), which the roomserver applies each in their own transaction.
+// Remote reports whether the message holds events from other servers (federated,
+// outlier, remote_membership or backfilled), which the roomserver applies each in their own transaction.
 func (m *InputRoomEvents) Remote() bool {
 	for _, e := range m.Events {
-		if e.Kind == KindFederated || e.Kind == KindOutlier || e.Kind == KindRemoteMembership {
+		if e.Kind == KindFederated || e.Kind == KindOutlier || e.Kind == KindRemoteMembership || e.Kind == KindBackfilled {
 			return true
 		}
 	}

@@ -16,12 +16,28 @@ type OutputType string
 const (
 	// OutputTypeNewRoomEvent carries NewRoomEvent.
 	OutputTypeNewRoomEvent OutputType = "new_room_event"
+	// OutputTypeBackfilledEvent carries BackfilledEvent.
+	OutputTypeBackfilledEvent OutputType = "backfilled_event"
 )
 
 // OutputRoomEvent is the envelope of the OutputRoomEvent topic.
 type OutputRoomEvent struct {
 	Type         OutputType          `json:"type"`
 	NewRoomEvent *OutputNewRoomEvent `json:"new_room_event,omitempty"`
+	// BackfilledEvent is set for OutputTypeBackfilledEvent.
+	BackfilledEvent *OutputBackfilledEvent `json:"backfilled_event,omitempty"`
+}
+
+// OutputBackfilledEvent is an event older than the room's known timeline, fetched from
+// another server (api.KindBackfilled). It changed no current state and no forward
+// extremity. The backfilled events of one input message are written newest first, after
+// every event already output for the room: a reader keeps them as history, ordered before
+// everything it has (each one before the previous one). Readers that only follow the room
+// forward (the federationsender) skip them.
+type OutputBackfilledEvent struct {
+	Event Event `json:"event"`
+	// HistoryVisibility is the room's history visibility in the state before Event.
+	HistoryVisibility string `json:"history_visibility"`
 }
 
 // OutputNewRoomEvent is an event newly placed in a room, with the change it made to the

@@ -116,6 +116,7 @@ type WaitAPI interface {
 type ClientRoomserverAPI interface {
 	QueryAPI
 	InputAPI
+	DirectoryAPI
 }
 
 // FederationRoomserverAPI is what the federationapi uses: queries, and input of events from
@@ -123,6 +124,7 @@ type ClientRoomserverAPI interface {
 type FederationRoomserverAPI interface {
 	QueryAPI
 	InputAPI
+	DirectoryAPI
 }
 
 // SyncRoomserverAPI is what syncapi uses.
@@ -134,4 +136,5 @@ type SyncRoomserverAPI interface {
 type ServerAPI interface {
 	QueryAPI
 	WaitAPI
+	DirectoryAPI
 }

@@ -56,6 +56,9 @@ func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlo
 			}
 			results[i] = res
 		}
+		if err := rt.outputBackfilled(); err != nil {
+			return err
+		}
 		if rt.headChanged {
 			if err := w.UpdateRoom(&rt.h.room); err != nil {
 				return fmt.Errorf("update room %s: %w", msg.RoomID, err)
@@ -147,6 +150,9 @@ type remoteTx struct {
 	inserted []cachedEvent
 	redacted []types.EventNID
 	outbound []storage.Outbound
+	// backfilled are the outputs of the message's backfilled events, oldest first; they
+	// are stored newest first once the message is applied (api.KindBackfilled).
+	backfilled []api.OutputBackfilledEvent
 }
 
 func newRemoteTx(in *Inputer, w storage.Writer, roomID string, version gomatrixserverlib.IRoomVersion, head *roomHead) *remoteTx {
@@ -172,7 +178,7 @@ func reject(err *matrixerr.Error) (api.Result, error) {
 // apply decides and stores one event. Rejections come back in the Result; an error is an
 // internal failure that makes the message retry.
 func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Result, error) {
-	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated && ie.Kind != api.KindRemoteMembership {
+	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated && ie.Kind != api.KindRemoteMembership && ie.Kind != api.KindBackfilled {
 		return reject(matrixerr.BadJSON(fmt.Sprintf("kind %q cannot be mixed with events from other servers", ie.Kind)))
 	}
 	if ie.Event == nil || ie.Event.PDU == nil {
@@ -193,7 +199,7 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		if existing.row.RoomNID != rt.h.room.NID {
 			return reject(matrixerr.BadJSON("event ID is taken by another room"))
 		}
-		if !existing.row.Outlier || ie.Kind != api.KindFederated {
+		if !existing.row.Outlier || (ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled) {
 			return api.Result{EventID: ev.EventID(), SoftFailed: existing.row.SoftFailed}, nil
 		}
 	}
@@ -218,7 +224,65 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		}
 		return api.Result{EventID: ev.EventID()}, nil
 	}
+	if ie.Kind == api.KindBackfilled {
+		return rt.backfill(ctx, ev, existing, ie.StateEventIDs)
+	}
 	return rt.place(ctx, ev, existing, ie.StateEventIDs)
+}
+
+// backfill places an event older than the room's timeline (api.KindBackfilled): checked
+// against the state before it like a federated event, stored with that state so that
+// later backfilled events build on it, but the room's current state, extremities and
+// depth stay as they are and it is never soft-failed.
+func (rt *remoteTx) backfill(ctx context.Context, ev gomatrixserverlib.PDU, existing *knownEvent, stateIDs []string) (api.Result, error) {
+	if len(rt.h.room.Latest) == 0 {
+		return reject(matrixerr.NotFound("the room has no timeline to backfill"))
+	}
+	before, merr, err := rt.stateBefore(ctx, ev, stateIDs)
+	if err != nil || merr != nil {
+		return api.Result{Err: merr}, err
+	}
+	auth, err := rt.authFromState(ctx, before.st, ev)
+	if err != nil {
+		return api.Result{}, err
+	}
+	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+		return reject(matrixerr.Forbidden("event fails auth against the state before it: " + err.Error()))
+	}
+	if before.nid, err = rt.storeState(before); err != nil {
+		return api.Result{}, err
+	}
+	if existing != nil {
+		if err = rt.w.PlaceEvent(existing.row.NID, before.nid, false); err != nil {
+			return api.Result{}, fmt.Errorf("place outlier %s: %w", ev.EventID(), err)
+		}
+		existing.row.Outlier, existing.row.Before = false, before.nid
+	} else if _, err = rt.insert(ctx, ev, before.nid, false, false); err != nil {
+		return api.Result{}, err
+	}
+	hv, err := rt.historyVisibility(ctx, before.st)
+	if err != nil {
+		return api.Result{}, err
+	}
+	rt.backfilled = append(rt.backfilled, api.OutputBackfilledEvent{Event: api.Event{PDU: ev}, HistoryVisibility: hv})
+	return api.Result{EventID: ev.EventID()}, nil
+}
+
+// outputBackfilled stores the outputs of the message's backfilled events, newest first
+// (see api.OutputBackfilledEvent).
+func (rt *remoteTx) outputBackfilled() error {
+	for i := len(rt.backfilled) - 1; i >= 0; i-- {
+		payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeBackfilledEvent, BackfilledEvent: &rt.backfilled[i]})
+		if err != nil {
+			return err
+		}
+		seq, err := rt.w.InsertOutbox(rt.roomID, payload)
+		if err != nil {
+			return fmt.Errorf("store output: %w", err)
+		}
+		rt.outbound = append(rt.outbound, storage.Outbound{Seq: seq, RoomID: rt.roomID, Payload: payload})
+	}
+	return nil
 }
 
 // remoteMembership stores a membership event settled with another server as an outlier

@@ -27,6 +27,14 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.QueryEventsByID)
 	ihttp.Serve(s, a.QueryStateAtEvent)
 	ihttp.Serve(s, a.QueryInputResult)
+	ihttp.Serve(s, a.QueryRoomAlias)
+	ihttp.Serve(s, a.QueryAliasesForRoom)
+	ihttp.Serve(s, a.PerformSetRoomAlias)
+	ihttp.Serve(s, a.PerformRemoveRoomAlias)
+	ihttp.Serve(s, a.QueryRoomVisibility)
+	ihttp.Serve(s, a.PerformSetRoomVisibility)
+	ihttp.Serve(s, a.QueryPublishedRooms)
+	ihttp.Serve(s, a.QueryRoomSummaries)
 	return s
 }
 
@@ -77,4 +85,44 @@ func (c *Client) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEve
 // QueryInputResult implements api.WaitAPI.
 func (c *Client) QueryInputResult(ctx context.Context, req *api.QueryInputResultRequest) (*api.QueryInputResultResponse, error) {
 	return ihttp.Call[api.QueryInputResultResponse](ctx, c.c, req)
+}
+
+// QueryRoomAlias implements api.DirectoryAPI.
+func (c *Client) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequest) (*api.QueryRoomAliasResponse, error) {
+	return ihttp.Call[api.QueryRoomAliasResponse](ctx, c.c, req)
+}
+
+// QueryAliasesForRoom implements api.DirectoryAPI.
+func (c *Client) QueryAliasesForRoom(ctx context.Context, req *api.QueryAliasesForRoomRequest) (*api.QueryAliasesForRoomResponse, error) {
+	return ihttp.Call[api.QueryAliasesForRoomResponse](ctx, c.c, req)
+}
+
+// PerformSetRoomAlias implements api.DirectoryAPI.
+func (c *Client) PerformSetRoomAlias(ctx context.Context, req *api.PerformSetRoomAliasRequest) (*api.PerformSetRoomAliasResponse, error) {
+	return ihttp.Call[api.PerformSetRoomAliasResponse](ctx, c.c, req)
+}
+
+// PerformRemoveRoomAlias implements api.DirectoryAPI.
+func (c *Client) PerformRemoveRoomAlias(ctx context.Context, req *api.PerformRemoveRoomAliasRequest) (*api.PerformRemoveRoomAliasResponse, error) {
+	return ihttp.Call[api.PerformRemoveRoomAliasResponse](ctx, c.c, req)
+}
+
+// QueryRoomVisibility implements api.DirectoryAPI.
+func (c *Client) QueryRoomVisibility(ctx context.Context, req *api.QueryRoomVisibilityRequest) (*api.QueryRoomVisibilityResponse, error) {
+	return ihttp.Call[api.QueryRoomVisibilityResponse](ctx, c.c, req)
+}
+
+// PerformSetRoomVisibility implements api.DirectoryAPI.
+func (c *Client) PerformSetRoomVisibility(ctx context.Context, req *api.PerformSetRoomVisibilityRequest) (*api.PerformSetRoomVisibilityResponse, error) {
+	return ihttp.Call[api.PerformSetRoomVisibilityResponse](ctx, c.c, req)
+}
+
+// QueryPublishedRooms implements api.DirectoryAPI.
+func (c *Client) QueryPublishedRooms(ctx context.Context, req *api.QueryPublishedRoomsRequest) (*api.QueryPublishedRoomsResponse, error) {
+	return ihttp.Call[api.QueryPublishedRoomsResponse](ctx, c.c, req)
+}
+
+// QueryRoomSummaries implements api.DirectoryAPI.
+func (c *Client) QueryRoomSummaries(ctx context.Context, req *api.QueryRoomSummariesRequest) (*api.QueryRoomSummariesResponse, error) {
+	return ihttp.Call[api.QueryRoomSummariesResponse](ctx, c.c, req)
 }

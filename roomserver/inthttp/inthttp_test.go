@@ -312,6 +312,65 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 	same(c, "tuples", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: msgID, After: true,
 		Tuples: []api.StateKeyTuple{{EventType: spec.MRoomName}, {EventType: spec.MRoomJoinRules}}})
 	same(c, "unknown event", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: "$unknown"})
+	directory(t, c, d, r, roomID, alice)
+}
+
+// once calls a Perform method over HTTP only (calling it twice would change its answer).
+func once[Res, Req any](c *checker, remote func(context.Context, *Req) (*Res, error), req *Req) *Res {
+	c.t.Helper()
+	method, err := ihttp.MethodName[Req]()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.seen[method] = true
+	res, err := remote(context.Background(), req)
+	if err != nil {
+		c.t.Fatalf("%s: %v", method, err)
+	}
+	return res
+}
+
+// directory round-trips the aliases and the published directory.
+func directory(t *testing.T, c *checker, d api.ServerAPI, r *inthttp.Client, roomID, alice string) {
+	alias := "#room" + roomID[1:5] + ":" + serverName
+	if res := once(c, r.PerformSetRoomAlias, &api.PerformSetRoomAliasRequest{Alias: alias, RoomID: roomID, Creator: alice}); !res.Created {
+		t.Fatalf("set alias: %+v", res)
+	}
+	if res := once(c, r.PerformSetRoomAlias, &api.PerformSetRoomAliasRequest{Alias: alias, RoomID: "!other:x", Creator: "@bob:x"}); res.Created || res.RoomID != roomID || res.Creator != alice {
+		t.Fatalf("an existing alias moved or its owner is wrong: %+v", res)
+	}
+	if got := same(c, "known", d.QueryRoomAlias, r.QueryRoomAlias, &api.QueryRoomAliasRequest{Alias: alias}); got.RoomID != roomID {
+		t.Fatalf("alias resolves to %+v", got)
+	}
+	same(c, "unknown", d.QueryRoomAlias, r.QueryRoomAlias, &api.QueryRoomAliasRequest{Alias: "#nope:" + serverName})
+	if got := same(c, "room", d.QueryAliasesForRoom, r.QueryAliasesForRoom, &api.QueryAliasesForRoomRequest{RoomID: roomID}); !slices.Equal(got.Aliases, []string{alias}) {
+		t.Fatalf("aliases %v", got.Aliases)
+	}
+	once(c, r.PerformSetRoomVisibility, &api.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: true})
+	if got := same(c, "public", d.QueryRoomVisibility, r.QueryRoomVisibility, &api.QueryRoomVisibilityRequest{RoomID: roomID}); !got.Public {
+		t.Fatal("room not public")
+	}
+	if got := same(c, "all", d.QueryPublishedRooms, r.QueryPublishedRooms, &api.QueryPublishedRoomsRequest{}); !slices.Contains(got.RoomIDs, roomID) {
+		t.Fatalf("published %v", got.RoomIDs)
+	}
+	sum := same(c, "known and unknown", d.QueryRoomSummaries, r.QueryRoomSummaries, &api.QueryRoomSummariesRequest{RoomIDs: []string{"!nope:x", roomID}})
+	if len(sum.Rooms) != 1 || sum.Rooms[0] != (api.RoomSummary{RoomID: roomID, Name: "one", JoinRule: "invite", NumJoinedMembers: 1}) {
+		t.Fatalf("summaries %+v", sum.Rooms)
+	}
+	list, err := api.ListPublicRooms(context.Background(), r, api.PublicRoomsRequest{Filter: "ONE"})
+	if err != nil || len(list.Chunk) != 1 || list.Chunk[0].RoomID != roomID {
+		t.Fatalf("public rooms %+v %v", list, err)
+	}
+	if res := once(c, r.PerformRemoveRoomAlias, &api.PerformRemoveRoomAliasRequest{Alias: alias}); !res.Removed {
+		t.Fatal("alias not removed")
+	}
+	if res, _ := r.PerformRemoveRoomAlias(context.Background(), &api.PerformRemoveRoomAliasRequest{Alias: alias}); res == nil || res.Removed {
+		t.Fatalf("removed twice: %+v", res)
+	}
+	once(c, r.PerformSetRoomVisibility, &api.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: false})
+	if got := same(c, "private", d.QueryRoomVisibility, r.QueryRoomVisibility, &api.QueryRoomVisibilityRequest{RoomID: roomID}); got.Public {
+		t.Fatal("room still public")
+	}
 }
 
 // TestEveryMethodServed fails when a method is added to api.ServerAPI and not to Register.

@@ -18,7 +18,10 @@ import (
 //   - a room's queries go to shard PartitionFor(room ID, P) mod N, the shard that writes the
 //     room and whose caches hold its current state;
 //   - QueryInputResult goes to shard Partition mod N, the one consuming that partition;
-//   - QueryRoomsForUser, which no room scopes, asks every shard and merges the answers.
+//   - QueryRoomsForUser, which no room scopes, asks every shard and merges the answers;
+//   - an alias is stored and looked up on shard PartitionFor(alias, P) mod N; a room's
+//     aliases and the published rooms come from every shard, merged; a room's visibility
+//     and directory summary from the room's shard.
 //
 // Writers and readers route with this one function, so they always agree with the shards'
 // own assignment (roomserver.Deps.Shard). It implements api.ServerAPI and is safe for
@@ -99,28 +102,151 @@ func (s *ShardedClient) QueryInputResult(ctx context.Context, req *api.QueryInpu
 // QueryRoomsForUser implements api.QueryAPI: it asks every shard in parallel and answers
 // the union, sorted. It fails if any shard fails: a partial list would hide rooms.
 func (s *ShardedClient) QueryRoomsForUser(ctx context.Context, req *api.QueryRoomsForUserRequest) (*api.QueryRoomsForUserResponse, error) {
+	ids, err := s.union(ctx, func(ctx context.Context, c *Client) ([]string, error) {
+		res, err := c.QueryRoomsForUser(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return res.RoomIDs, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryRoomsForUserResponse{RoomIDs: ids}, nil
+}
+
+// union asks every shard in parallel and answers the sorted union of their lists (shards
+// sharing one database give the same rows). It fails if any shard fails.
+func (s *ShardedClient) union(ctx context.Context, ask func(ctx context.Context, c *Client) ([]string, error)) ([]string, error) {
 	if len(s.shards) == 1 {
-		return s.shards[0].QueryRoomsForUser(ctx, req)
+		return ask(ctx, s.shards[0])
 	}
 	answers := make([][]string, len(s.shards))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, c := range s.shards {
 		g.Go(func() error {
-			res, err := c.QueryRoomsForUser(gctx, req)
+			res, err := ask(gctx, c)
 			if err != nil {
 				return fmt.Errorf("shard %d: %w", i, err)
 			}
-			answers[i] = res.RoomIDs
+			answers[i] = res
 			return nil
 		})
 	}
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	var ids []string
+	ids := []string{}
 	for _, a := range answers {
 		ids = append(ids, a...)
 	}
 	slices.Sort(ids)
-	return &api.QueryRoomsForUserResponse{RoomIDs: slices.Compact(ids)}, nil
+	return slices.Compact(ids), nil
+}
+
+// alias is the shard that stores an alias: chosen by the alias as a room by its ID, so
+// creating, resolving and deleting an alias meet on one shard (and its database).
+func (s *ShardedClient) alias(alias string) *Client {
+	return s.shards[s.ShardForPartition(eventlog.PartitionFor([]byte(alias), s.partitions))]
+}
+
+// QueryRoomAlias implements api.DirectoryAPI on the alias's shard.
+func (s *ShardedClient) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequest) (*api.QueryRoomAliasResponse, error) {
+	return s.alias(req.Alias).QueryRoomAlias(ctx, req)
+}
+
+// PerformSetRoomAlias implements api.DirectoryAPI on the alias's shard.
+func (s *ShardedClient) PerformSetRoomAlias(ctx context.Context, req *api.PerformSetRoomAliasRequest) (*api.PerformSetRoomAliasResponse, error) {
+	return s.alias(req.Alias).PerformSetRoomAlias(ctx, req)
+}
+
+// PerformRemoveRoomAlias implements api.DirectoryAPI on the alias's shard.
+func (s *ShardedClient) PerformRemoveRoomAlias(ctx context.Context, req *api.PerformRemoveRoomAliasRequest) (*api.PerformRemoveRoomAliasResponse, error) {
+	return s.alias(req.Alias).PerformRemoveRoomAlias(ctx, req)
+}
+
+// QueryAliasesForRoom implements api.DirectoryAPI: a room's aliases live on their own
+// shards, so every shard is asked.
+func (s *ShardedClient) QueryAliasesForRoom(ctx context.Context, req *api.QueryAliasesForRoomRequest) (*api.QueryAliasesForRoomResponse, error) {
+	aliases, err := s.union(ctx, func(ctx context.Context, c *Client) ([]string, error) {
+		res, err := c.QueryAliasesForRoom(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return res.Aliases, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryAliasesForRoomResponse{Aliases: aliases}, nil
+}
+
+// QueryRoomVisibility implements api.DirectoryAPI on the room's shard.
+func (s *ShardedClient) QueryRoomVisibility(ctx context.Context, req *api.QueryRoomVisibilityRequest) (*api.QueryRoomVisibilityResponse, error) {
+	return s.room(req.RoomID).QueryRoomVisibility(ctx, req)
+}
+
+// PerformSetRoomVisibility implements api.DirectoryAPI on the room's shard.
+func (s *ShardedClient) PerformSetRoomVisibility(ctx context.Context, req *api.PerformSetRoomVisibilityRequest) (*api.PerformSetRoomVisibilityResponse, error) {
+	return s.room(req.RoomID).PerformSetRoomVisibility(ctx, req)
+}
+
+// QueryPublishedRooms implements api.DirectoryAPI: the union of every shard's.
+func (s *ShardedClient) QueryPublishedRooms(ctx context.Context, req *api.QueryPublishedRoomsRequest) (*api.QueryPublishedRoomsResponse, error) {
+	ids, err := s.union(ctx, func(ctx context.Context, c *Client) ([]string, error) {
+		res, err := c.QueryPublishedRooms(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return res.RoomIDs, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryPublishedRoomsResponse{RoomIDs: ids}, nil
+}
+
+// QueryRoomSummaries implements api.DirectoryAPI: each room is summarised by its own shard
+// (whose cache holds its current state), the shards in parallel; the answer keeps the
+// request's order.
+func (s *ShardedClient) QueryRoomSummaries(ctx context.Context, req *api.QueryRoomSummariesRequest) (*api.QueryRoomSummariesResponse, error) {
+	if len(s.shards) == 1 {
+		return s.shards[0].QueryRoomSummaries(ctx, req)
+	}
+	perShard := make([][]string, len(s.shards))
+	for _, id := range req.RoomIDs {
+		i := s.ShardForRoom(id)
+		perShard[i] = append(perShard[i], id)
+	}
+	found := make([][]api.RoomSummary, len(s.shards))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, ids := range perShard {
+		if len(ids) == 0 {
+			continue
+		}
+		g.Go(func() error {
+			res, err := s.shards[i].QueryRoomSummaries(gctx, &api.QueryRoomSummariesRequest{RoomIDs: ids})
+			if err != nil {
+				return fmt.Errorf("shard %d: %w", i, err)
+			}
+			found[i] = res.Rooms
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	byID := map[string]api.RoomSummary{}
+	for _, rooms := range found {
+		for _, r := range rooms {
+			byID[r.RoomID] = r
+		}
+	}
+	res := &api.QueryRoomSummariesResponse{Rooms: []api.RoomSummary{}}
+	for _, id := range req.RoomIDs {
+		if r, ok := byID[id]; ok {
+			res.Rooms = append(res.Rooms, r)
+		}
+	}
+	return res, nil
 }

@@ -216,6 +216,8 @@ func shardedStory(t *testing.T, open func(t *testing.T) *sqlutil.DB) {
 		t.Fatalf("rooms for alice: %v %v, want %v", rooms, err, all)
 	}
 
+	shardedDirectory(ctx, t, sc, all, alice)
+
 	// A wait on each partition goes to the shard consuming it.
 	for p := int32(0); p < shardedPartitions; p++ {
 		var roomID string
@@ -240,5 +242,38 @@ func TestShardedClientArguments(t *testing.T) {
 	}
 	if _, err := inthttp.NewShardedClient([]string{"http://a", "http://b", "http://c"}, 2, ihttp.ClientOptions{}); err == nil {
 		t.Fatal("more shards than partitions accepted")
+	}
+}
+
+// shardedDirectory: aliases and the published directory over shards with separate
+// databases: an alias lives on its hash's shard, whatever its room's shard.
+func shardedDirectory(ctx context.Context, t *testing.T, sc *inthttp.ShardedClient, rooms []string, alice string) {
+	t.Helper()
+	for i, roomID := range rooms {
+		alias := fmt.Sprintf("#a%d:%s", i, serverName)
+		if res, err := sc.PerformSetRoomAlias(ctx, &api.PerformSetRoomAliasRequest{Alias: alias, RoomID: roomID, Creator: alice}); err != nil || !res.Created {
+			t.Fatalf("alias %s: %+v %v", alias, res, err)
+		}
+		if res, err := sc.PerformSetRoomAlias(ctx, &api.PerformSetRoomAliasRequest{Alias: alias, RoomID: rooms[0], Creator: alice}); err != nil || res.Created || res.RoomID != roomID {
+			t.Fatalf("alias %s taken again: %+v %v", alias, res, err)
+		}
+		if res, err := sc.QueryRoomAlias(ctx, &api.QueryRoomAliasRequest{Alias: alias}); err != nil || res.RoomID != roomID {
+			t.Fatalf("resolve %s: %+v %v", alias, res, err)
+		}
+		if res, err := sc.QueryAliasesForRoom(ctx, &api.QueryAliasesForRoomRequest{RoomID: roomID}); err != nil || !slices.Equal(res.Aliases, []string{alias}) {
+			t.Fatalf("aliases of %s: %+v %v", roomID, res, err)
+		}
+		if _, err := sc.PerformSetRoomVisibility(ctx, &api.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := api.ListPublicRooms(ctx, sc, api.PublicRoomsRequest{})
+	if err != nil || len(list.Chunk) != len(rooms) {
+		t.Fatalf("public rooms %+v %v", list, err)
+	}
+	for i, r := range list.Chunk {
+		if r.RoomID != rooms[i] || r.Name != rooms[i] || r.NumJoinedMembers != 1 {
+			t.Fatalf("entry %d: %+v, want room %s", i, r, rooms[i])
+		}
 	}
 }

@@ -71,8 +71,33 @@ type Outbound struct {
 	Payload []byte
 }
 
+// Alias is a local room alias and who created it.
+type Alias struct {
+	Alias   string
+	RoomID  string
+	Creator string
+}
+
+// Directory is the room aliases and the published room directory. Its writes are their
+// own transactions, outside the input path.
+type Directory interface {
+	// InsertAlias stores a new alias; when the alias exists it changes nothing and returns
+	// the stored one.
+	InsertAlias(ctx context.Context, a Alias) (existing *Alias, err error)
+	// Alias returns ErrNotFound for an unknown alias.
+	Alias(ctx context.Context, alias string) (*Alias, error)
+	AliasesForRoom(ctx context.Context, roomID string) ([]string, error)
+	DeleteAlias(ctx context.Context, alias string) (bool, error)
+	SetPublished(ctx context.Context, roomID string, public bool) error
+	Published(ctx context.Context, roomID string) (bool, error)
+	PublishedRooms(ctx context.Context) ([]string, error)
+	// JoinedCount is the number of users whose current membership in the room is join.
+	JoinedCount(ctx context.Context, roomNID types.RoomNID) (int, error)
+}
+
 // Database is what the roomserver stores.
 type Database interface {
+	Directory
 	// TypeNIDs and StateKeyNIDs return numeric IDs, assigning new ones in their own
 	// committed transaction (so they stay valid whatever happens to the caller's).
 	TypeNIDs(ctx context.Context, names []string) (map[string]types.TypeNID, error)

@@ -13,7 +13,8 @@ import (
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
-// RoomEvents consumes OutputRoomEvent: it stores each new event with its state delta.
+// RoomEvents consumes OutputRoomEvent: it stores each new event with its state delta, and
+// each backfilled event as history before everything stored.
 // Added state events the roomserver did not carry inline are fetched with QueryEventsByID
 // before the write transaction opens, so no query to another component holds it open.
 type RoomEvents struct {
@@ -38,6 +39,11 @@ func (c *RoomEvents) apply(ctx context.Context, recs []eventlog.Record, offset s
 		var out rsapi.OutputRoomEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {
 			dead = append(dead, c.p.deadLetter(rec, fmt.Errorf("decode output room event: %w", err)))
+			continue
+		}
+		if out.Type == rsapi.OutputTypeBackfilledEvent && out.BackfilledEvent != nil && out.BackfilledEvent.Event.PDU != nil {
+			b := out.BackfilledEvent
+			events = append(events, storage.NewRoomEvent{Event: b.Event.PDU, HistoryVisibility: b.HistoryVisibility, Backfilled: true})
 			continue
 		}
 		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {

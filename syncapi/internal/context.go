@@ -39,7 +39,7 @@ func (s *Syncer) Context(ctx context.Context, req *ContextRequest) (*types.Conte
 	}
 	ev := found[0]
 	before := req.Limit / 2
-	bp, err := walk(ctx, s.db, req.RoomID, v, &req.Filter.EventFilter, true, ev.Position-1, 0, before)
+	bp, err := walk(ctx, s.db, req.RoomID, v, &req.Filter.EventFilter, true, ev.Position-1, types.HistoryStart, before)
 	if err != nil {
 		return nil, err
 	}

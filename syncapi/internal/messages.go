@@ -57,9 +57,9 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 	if v.current != spec.Join && v.current != spec.Invite {
 		limitPos = v.history.latest().Position
 	}
-	from, bound := int64(0), limitPos
+	from, bound := types.HistoryStart, limitPos
 	if req.Backward {
-		from, bound = limitPos, 0
+		from, bound = limitPos, types.HistoryStart
 	}
 	if req.From != nil {
 		from = req.From.Position
@@ -75,6 +75,11 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 	pg, err := walk(ctx, s.db, req.RoomID, v, &req.Filter.EventFilter, req.Backward, from, bound, req.Limit)
 	if err != nil {
 		return nil, err
+	}
+	if req.Backward && req.To == nil {
+		if pg, err = s.backfillPage(ctx, req, v, pg); err != nil {
+			return nil, err
+		}
 	}
 	chunk, err := clientEvents(pg.events, v)
 	if err != nil {

@@ -21,11 +21,13 @@ const DefaultTimelineLimit = 20
 type Syncer struct {
 	db       storage.Database
 	notifier *notifier.Notifier
+	backfill *Backfill
 }
 
-// NewSyncer builds a Syncer.
-func NewSyncer(db storage.Database, n *notifier.Notifier) *Syncer {
-	return &Syncer{db: db, notifier: n}
+// NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
+// history.
+func NewSyncer(db storage.Database, n *notifier.Notifier, bf *Backfill) *Syncer {
+	return &Syncer{db: db, notifier: n, backfill: bf}
 }
 
 // SyncRequest is a parsed GET /sync.

@@ -3,6 +3,7 @@ package internal
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/syncapi/storage"
@@ -72,11 +73,13 @@ func walk(ctx context.Context, db storage.Database, roomID string, v *viewer, fi
 // device that sent them.
 func clientEvents(evs []storage.Event, v *viewer) ([]clientevent.Event, error) {
 	out := make([]clientevent.Event, 0, len(evs))
+	now := time.Now().UnixMilli()
 	for i := range evs {
 		c, err := clientevent.New(evs[i].EventID, evs[i].JSON)
 		if err != nil {
 			return nil, err
 		}
+		c.SetAge(now)
 		if t := evs[i].Txn; t.TxnID != "" && t.UserID == v.userID && t.DeviceID == v.deviceID {
 			c.SetTransactionID(t.TxnID)
 		}

@@ -103,6 +103,10 @@ func (h *Handlers) parseSync(r *http.Request, dev *uapi.Device) (*internal.SyncR
 		if err != nil {
 			return nil, err
 		}
+		if tok.Position < 0 {
+			// Only /messages and /context hand out negative positions (backfilled history).
+			return nil, matrixerr.InvalidParam("since is not a valid token")
+		}
 		req.Since = &tok
 	}
 	if s := q.Get("timeout"); s != "" {

@@ -44,6 +44,10 @@ type NewRoomEvent struct {
 	HistoryVisibility    string
 	Txn                  *Txn
 	RedactsEventID       string
+	// Backfilled is set for history older than every stored event of the room: it takes
+	// the next negative position (below everything stored), changes no state, notifies
+	// no one and is not in any /sync. Events of a backfill come newest first.
+	Backfilled bool
 }
 
 // AccountDataChange is one account data upsert; RoomID is "" for global account data.
@@ -188,7 +192,8 @@ const MaxUnread = 1000
 
 // Database is what the sync API needs from its store.
 type Database interface {
-	// WriteRoomEvents stores events in order, skipping any already stored (at-least-once
+	// WriteRoomEvents stores events in order (backfilled ones each below everything
+	// stored), skipping any already stored (at-least-once
 	// delivery), records dead letters and saves offset, all in one transaction.
 	WriteRoomEvents(ctx context.Context, events []NewRoomEvent, dead []DeadLetter, offset Offset) (*Applied, error)
 	// WriteAccountData upserts account data (unchanged content keeps its position) like
@@ -217,7 +222,8 @@ type Database interface {
 	MembershipHistory(ctx context.Context, userID string, upTo int64) ([]MemberChange, error)
 	// RoomsWithEvents returns those of roomIDs with events in (after, upTo].
 	RoomsWithEvents(ctx context.Context, roomIDs []string, after, upTo int64) ([]string, error)
-	// RoomEvents returns a room's events in r, in the order of r.
+	// RoomEvents returns a room's events in r, in the order of r. Backfilled events have
+	// negative positions.
 	RoomEvents(ctx context.Context, roomID string, r Range) ([]Event, error)
 	// CurrentState returns the current state of each room.
 	CurrentState(ctx context.Context, roomIDs []string) (map[string][]StateEvent, error)

@@ -8,16 +8,13 @@ import (
 // FuzzParseStreamToken checks that token parsing never panics and that every accepted token
 // round-trips through its canonical form.
 func FuzzParseStreamToken(f *testing.F) {
-	for _, s := range []string{"s0", "s123", "s123_4_5", "", "s", "t1", "s-1", "s99999999999999999999", "s1_"} {
+	for _, s := range []string{"s0", "s123", "s123_4_5", "", "s", "t1", "s-1", "s--1", "s-", "s99999999999999999999", "s1_"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		tok, err := ParseStreamToken("since", s)
 		if err != nil {
 			return
-		}
-		if tok.Position < 0 {
-			t.Fatalf("%q parsed to a negative position", s)
 		}
 		again, err := ParseStreamToken("since", tok.String())
 		if err != nil || again != tok {

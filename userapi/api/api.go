@@ -79,6 +79,18 @@ type QueryAccountByPasswordRequest struct {
 	Password  string `json:"password"`
 }
 
+// PerformPasswordUpdateRequest sets an account's password; unless KeepDevices, every
+// device but ExceptDeviceID is logged out.
+type PerformPasswordUpdateRequest struct {
+	Localpart      string `json:"localpart"`
+	Password       string `json:"password"`
+	KeepDevices    bool   `json:"keep_devices,omitempty"`
+	ExceptDeviceID string `json:"except_device_id,omitempty"`
+}
+
+// PerformPasswordUpdateResponse is empty.
+type PerformPasswordUpdateResponse struct{}
+
 // QueryAccountByPasswordResponse is the account whose password matched.
 type QueryAccountByPasswordResponse struct {
 	Account *Account `json:"account"`
@@ -217,6 +229,7 @@ type ClientUserAPI interface {
 	PerformAccountCreation(ctx context.Context, req *PerformAccountCreationRequest) (*PerformAccountCreationResponse, error)
 	QueryLocalpartAvailable(ctx context.Context, req *QueryLocalpartAvailableRequest) (*QueryLocalpartAvailableResponse, error)
 	QueryAccountByPassword(ctx context.Context, req *QueryAccountByPasswordRequest) (*QueryAccountByPasswordResponse, error)
+	PerformPasswordUpdate(ctx context.Context, req *PerformPasswordUpdateRequest) (*PerformPasswordUpdateResponse, error)
 	PerformDeviceCreation(ctx context.Context, req *PerformDeviceCreationRequest) (*PerformDeviceCreationResponse, error)
 	PerformDeviceDeletion(ctx context.Context, req *PerformDeviceDeletionRequest) (*PerformDeviceDeletionResponse, error)
 	QueryDevices(ctx context.Context, req *QueryDevicesRequest) (*QueryDevicesResponse, error)

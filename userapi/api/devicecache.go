@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -125,4 +126,26 @@ func (c *DeviceCache) PerformDeviceCreation(ctx context.Context, req *PerformDev
 		c.forget(res.Device.UserID, func(id string) bool { return id == deviceID })
 	}
 	return res, err
+}
+
+// PerformPasswordUpdate changes the password and, when it logs the other devices out, drops
+// their cached tokens, before and after the call like PerformDeviceDeletion.
+func (c *DeviceCache) PerformPasswordUpdate(ctx context.Context, req *PerformPasswordUpdateRequest) (*PerformPasswordUpdateResponse, error) {
+	if req.KeepDevices {
+		return c.ClientUserAPI.PerformPasswordUpdate(ctx, req)
+	}
+	prefix := "@" + req.Localpart + ":"
+	drop := func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.gen++
+		for k, e := range c.entries {
+			if strings.HasPrefix(e.dev.UserID, prefix) && e.dev.DeviceID != req.ExceptDeviceID {
+				delete(c.entries, k)
+			}
+		}
+	}
+	drop()
+	defer drop()
+	return c.ClientUserAPI.PerformPasswordUpdate(ctx, req)
 }

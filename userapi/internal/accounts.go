@@ -68,6 +68,31 @@ func (u *UserAPI) QueryLocalpartAvailable(ctx context.Context, req *api.QueryLoc
 	return &api.QueryLocalpartAvailableResponse{Available: false}, nil
 }
 
+// PerformPasswordUpdate sets a new password and, unless asked to keep them, logs out the
+// account's other devices.
+func (u *UserAPI) PerformPasswordUpdate(ctx context.Context, req *api.PerformPasswordUpdateRequest) (*api.PerformPasswordUpdateResponse, error) {
+	if req.Password == "" {
+		return nil, matrixerr.MissingParam("a password is required")
+	}
+	h, err := bcrypt.GenerateFromPassword(bcryptInput(req.Password), u.BCryptCost)
+	if err != nil {
+		return nil, err
+	}
+	err = u.DB.SetPasswordHash(ctx, req.Localpart, string(h))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrixerr.NotFound("no such account")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if !req.KeepDevices {
+		if err = u.DB.DeleteDevicesExcept(ctx, req.Localpart, req.ExceptDeviceID); err != nil {
+			return nil, err
+		}
+	}
+	return &api.PerformPasswordUpdateResponse{}, nil
+}
+
 // QueryAccountByPassword returns the account if the password matches, else M_FORBIDDEN.
 // An unknown account costs the same bcrypt comparison and gets the same answer as a wrong
 // password, so neither timing nor errors reveal which accounts exist.

@@ -24,6 +24,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformAccountCreation)
 	ihttp.Serve(s, a.QueryLocalpartAvailable)
 	ihttp.Serve(s, a.QueryAccountByPassword)
+	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
 	ihttp.Serve(s, a.PerformDeviceDeletion)
 	ihttp.Serve(s, a.QueryDevices)
@@ -68,6 +69,11 @@ func (c *Client) QueryLocalpartAvailable(ctx context.Context, req *api.QueryLoca
 // QueryAccountByPassword implements api.ClientUserAPI.
 func (c *Client) QueryAccountByPassword(ctx context.Context, req *api.QueryAccountByPasswordRequest) (*api.QueryAccountByPasswordResponse, error) {
 	return ihttp.Call[api.QueryAccountByPasswordResponse](ctx, c.c, req)
+}
+
+// PerformPasswordUpdate implements api.ClientUserAPI.
+func (c *Client) PerformPasswordUpdate(ctx context.Context, req *api.PerformPasswordUpdateRequest) (*api.PerformPasswordUpdateResponse, error) {
+	return ihttp.Call[api.PerformPasswordUpdateResponse](ctx, c.c, req)
 }
 
 // PerformDeviceCreation implements api.ClientUserAPI.

@@ -205,6 +205,19 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	}
 	same(c, "none", d.QueryDevices, r.QueryDevices, &api.QueryDevicesRequest{UserID: "@nobody:" + serverName})
 
+	// A new password that keeps the devices, then one that logs out all but the phone.
+	extra := ok(c, r.PerformDeviceCreation, &api.PerformDeviceCreationRequest{Localpart: "alice"})
+	ok(c, r.PerformPasswordUpdate, &api.PerformPasswordUpdateRequest{Localpart: "alice", Password: "pw2", KeepDevices: true})
+	same(c, "old password", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "pw"})
+	if devs = same(c, "kept", d.QueryDevices, r.QueryDevices, &api.QueryDevicesRequest{UserID: alice}); len(devs.Devices) != 2 {
+		t.Fatalf("devices after a password change keeping them %+v", devs.Devices)
+	}
+	ok(c, r.PerformPasswordUpdate, &api.PerformPasswordUpdateRequest{Localpart: "alice", Password: "pw", ExceptDeviceID: devID})
+	if devs = same(c, "logged out", d.QueryDevices, r.QueryDevices, &api.QueryDevicesRequest{UserID: alice}); len(devs.Devices) != 1 || devs.Devices[0].DeviceID != devID {
+		t.Fatalf("devices after a password change logging out all but %s: %+v (%s gone)", devID, devs.Devices, extra.Device.DeviceID)
+	}
+	same(c, "unknown account", d.PerformPasswordUpdate, r.PerformPasswordUpdate, &api.PerformPasswordUpdateRequest{Localpart: "nobody", Password: "x"})
+
 	same(c, "initial", d.QueryProfile, r.QueryProfile, &api.QueryProfileRequest{UserID: alice})
 	same(c, "unknown", d.QueryProfile, r.QueryProfile, &api.QueryProfileRequest{UserID: "@bob:" + serverName})
 	if set := ok(c, r.PerformSetDisplayName, &api.PerformSetDisplayNameRequest{Localpart: "alice", DisplayName: "Alice"}); !set.Changed {

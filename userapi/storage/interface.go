@@ -53,6 +53,8 @@ type Database interface {
 	CreateAccount(ctx context.Context, acc *Account, displayName string) error
 	// Account returns the account or ErrNotFound.
 	Account(ctx context.Context, localpart string) (*Account, error)
+	// SetPasswordHash replaces the account's password hash, or returns ErrNotFound.
+	SetPasswordHash(ctx context.Context, localpart, hash string) error
 	// PutDevice stores a device with the hash of its new access token. A device with the
 	// same ID replaces the old one: its previous token stops working. It returns
 	// ErrNotFound when the account does not exist.

@@ -254,3 +254,111 @@ func EDUs(t *testing.T, hs Homeserver) {
 	_, err = alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "sendToDevice", "m.test", "txn4"), map[string]any{"messages": []int{1}}, nil)
 	WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
 }
+
+// EDUsOverFederation drives typing, receipts, presence and send-to-device between a user of
+// server A (at urlA, named nameA) and a user of server B who joins A's room over federation.
+func EDUsOverFederation(t *testing.T, urlA, nameA, urlB string) {
+	ctx := context.Background()
+	const wait = 60 * time.Second // includes a federation sender's backoff
+	alice, bob := Register(t, urlA, "fed-alice"), Register(t, urlB, "fed-bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	roomID := created.RoomID
+	if _, err = bob.JoinRoom(ctx, roomID.String(), &mautrix.ReqJoinRoom{Via: []string{nameA}}); err != nil {
+		t.Fatalf("remote join: %v", err)
+	}
+	ap, bp := &Poller{C: alice}, &Poller{C: bob}
+	ap.Until(t, wait, "bob's join at A", func(res *mautrix.RespSync) bool {
+		room := res.Rooms.Join[roomID]
+		return room != nil && slices.ContainsFunc(room.Timeline.Events, func(e *event.Event) bool {
+			return e.Type == event.StateMember && e.GetStateKey() == bob.UserID.String()
+		})
+	})
+	bp.Drain(t, func(*mautrix.RespSync) {})
+
+	// Typing crosses both ways, and its end too.
+	if _, err = alice.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
+		t.Fatalf("typing: %v", err)
+	}
+	bp.Until(t, wait, "alice typing at B", func(res *mautrix.RespSync) bool {
+		users, ok := typingIn(res, roomID)
+		return ok && slices.Contains(users, alice.UserID.String())
+	})
+	if _, err = alice.UserTyping(ctx, roomID, false, 0); err != nil {
+		t.Fatalf("typing stop: %v", err)
+	}
+	bp.Until(t, wait, "alice's typing ending at B", func(res *mautrix.RespSync) bool {
+		users, ok := typingIn(res, roomID)
+		return ok && !slices.Contains(users, alice.UserID.String())
+	})
+	if _, err = bob.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
+		t.Fatalf("typing: %v", err)
+	}
+	ap.Until(t, wait, "bob typing at A", func(res *mautrix.RespSync) bool {
+		users, ok := typingIn(res, roomID)
+		return ok && slices.Contains(users, bob.UserID.String())
+	})
+
+	// A public receipt crosses; a private one does not.
+	sent, err := alice.SendText(ctx, roomID, "read me")
+	if err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	bp.Until(t, wait, "the message at B", func(res *mautrix.RespSync) bool {
+		room := res.Rooms.Join[roomID]
+		return room != nil && slices.ContainsFunc(room.Timeline.Events, func(e *event.Event) bool { return e.ID == sent.EventID })
+	})
+	if err = bob.SendReceipt(ctx, roomID, sent.EventID, event.ReceiptTypeReadPrivate, nil); err != nil {
+		t.Fatalf("private receipt: %v", err)
+	}
+	if err = bob.SendReceipt(ctx, roomID, sent.EventID, event.ReceiptTypeRead, nil); err != nil {
+		t.Fatalf("receipt: %v", err)
+	}
+	var seen [][3]string
+	ap.Until(t, wait, "bob's receipt at A", func(res *mautrix.RespSync) bool {
+		seen = append(seen, receiptsIn(res, roomID)...)
+		return slices.Contains(seen, [3]string{sent.EventID.String(), "m.read", bob.UserID.String()})
+	})
+	if slices.ContainsFunc(seen, func(r [3]string) bool { return r[1] == "m.read.private" }) {
+		t.Fatalf("a private receipt crossed to A: %v", seen)
+	}
+
+	// Presence crosses to the room-mate's server.
+	if err = bob.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable, StatusMsg: "away"}); err != nil {
+		t.Fatalf("set presence: %v", err)
+	}
+	ap.Until(t, wait, "bob's presence at A", func(res *mautrix.RespSync) bool {
+		p := presenceOf(res, bob.UserID)
+		return p != nil && p["presence"] == "unavailable" && p["status_msg"] == "away"
+	})
+
+	// A to-device message to a user of the other server arrives once.
+	req := map[string]any{"messages": map[string]any{bob.UserID.String(): map[string]any{"*": map[string]string{"body": "over there"}}}}
+	for range 2 {
+		if _, err = alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "sendToDevice", "m.test", "fed-txn"), req, nil); err != nil {
+			t.Fatalf("sendToDevice: %v", err)
+		}
+	}
+	var got int
+	bp.Until(t, wait, "the to-device message at B", func(res *mautrix.RespSync) bool {
+		for _, e := range res.ToDevice.Events {
+			if e.Sender == alice.UserID && e.Type.Type == "m.test" {
+				got++
+			}
+		}
+		return got > 0
+	})
+	time.Sleep(time.Second) // a duplicate would arrive by now
+	bp.Drain(t, func(res *mautrix.RespSync) {
+		for _, e := range res.ToDevice.Events {
+			if e.Sender == alice.UserID && e.Type.Type == "m.test" {
+				got++
+			}
+		}
+	})
+	if got != 1 {
+		t.Fatalf("bob got the to-device message %d times, want once", got)
+	}
+}

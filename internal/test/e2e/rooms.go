@@ -54,6 +54,23 @@ func RoomFeatures(t *testing.T, baseURL string) {
 	if len(redacted.Content.Raw) != 0 {
 		t.Fatalf("redacted event still has content %v", redacted.Content.Raw)
 	}
+	// History shows the redacted event with the redaction that emptied it.
+	msgs, err := bob.Messages(ctx, roomID, "", "", mautrix.DirectionBackward, nil, 50)
+	if err != nil {
+		t.Fatalf("messages: %v", err)
+	}
+	found := false
+	for _, e := range msgs.Chunk {
+		if e.ID == sent.EventID {
+			found = true
+			if e.Unsigned.RedactedBecause == nil || e.Unsigned.RedactedBecause.Content.Raw["reason"] != "oops" || len(e.Content.Raw) != 0 {
+				t.Fatalf("redacted event in /messages: content %v, redacted_because %+v", e.Content.Raw, e.Unsigned.RedactedBecause)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("the redacted event is missing from /messages")
+	}
 
 	if err = alice.SetDisplayName(ctx, "Alice Liddell"); err != nil {
 		t.Fatalf("set display name: %v", err)

@@ -49,6 +49,20 @@ func Story(t *testing.T, hs Homeserver) {
 	if err = bob.StateEvent(ctx, roomID, event.StateTopic, "", &topic); err != nil || topic.Topic != "second" {
 		t.Fatalf("topic is %q (%v)", topic.Topic, err)
 	}
+	// A state change carries what it replaced.
+	topics := 0
+	for _, e := range bobTL.Events {
+		if e.Type != event.StateTopic {
+			continue
+		}
+		topics++
+		if e.Unsigned.PrevContent == nil || e.Unsigned.PrevContent.Raw["topic"] != "first" || e.Unsigned.PrevSender != alice.UserID {
+			t.Fatalf("topic change without prev_content first from alice: %+v", e.Unsigned)
+		}
+	}
+	if topics != 1 {
+		t.Fatalf("bob saw %d topic changes, want 1", topics)
+	}
 
 	// Restart in the middle: the same clients keep their tokens and sync positions.
 	hs.Restart(t)

@@ -66,4 +66,14 @@ CREATE TABLE IF NOT EXISTS roomserver_outbox (
 `}, {Version: 2, SQL: `
 ALTER TABLE roomserver_events ADD COLUMN outlier BOOLEAN NOT NULL DEFAULT FALSE;
 ALTER TABLE roomserver_events ADD COLUMN soft_failed BOOLEAN NOT NULL DEFAULT FALSE;
+`}, {Version: 3, SQL: `
+CREATE TABLE IF NOT EXISTS roomserver_room_aliases (
+	alias TEXT NOT NULL PRIMARY KEY,
+	room_id TEXT NOT NULL,
+	creator_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS roomserver_room_aliases_room ON roomserver_room_aliases (room_id);
+CREATE TABLE IF NOT EXISTS roomserver_published_rooms (
+	room_id TEXT NOT NULL PRIMARY KEY
+);
 `}}

@@ -7,6 +7,10 @@ import "github.com/matrix-org/dendrite/internal/sqlutil"
 // The one-row syncapi_stream_position table is the sequence every stream position comes
 // from. Taking a position locks the row until the writing transaction commits, so positions
 // become visible in order: a reader that sees position N sees everything below N.
+// Backfilled events (history older than everything stored) take negative positions from
+// the row's backfill_position, counting down: each is placed before every event stored so
+// far, so a room's events sort by position in timeline order, and no /sync token (always
+// positive) ever covers them.
 var migrations = []sqlutil.Migration{{Version: 1, SQL: `
 CREATE TABLE IF NOT EXISTS syncapi_stream_position (
 	id INTEGER PRIMARY KEY,
@@ -104,4 +108,6 @@ CREATE TABLE IF NOT EXISTS syncapi_presence (
 CREATE INDEX IF NOT EXISTS syncapi_presence_position ON syncapi_presence (position);
 `}, {Version: 3, SQL: `
 CREATE INDEX IF NOT EXISTS syncapi_events_unread ON syncapi_events (room_id, position, notify, sender, mentions);
+`}, {Version: 4, SQL: `
+ALTER TABLE syncapi_stream_position ADD COLUMN backfill_position {bigint} NOT NULL DEFAULT 0;
 `}}

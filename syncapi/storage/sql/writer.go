@@ -3,12 +3,14 @@ package sql
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -62,6 +64,9 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if n > 0 {
 		return nil
 	}
+	if ev.Backfilled {
+		return d.writeBackfilled(ctx, tx, ev)
+	}
 	pos, err := nextPosition(ctx, tx)
 	if err != nil {
 		return err
@@ -83,7 +88,13 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if e.StateKey() == nil {
 		notify, mentions = notifyAndMentions(e.Type(), e.Content())
 	}
-	_, err = tx.ExecContext(ctx, insertEventSQL, pos, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
+	eventJSON := e.JSON()
+	if replaces != "" {
+		if eventJSON, err = withPrevContent(ctx, tx, eventJSON, replaces); err != nil {
+			return err
+		}
+	}
+	_, err = tx.ExecContext(ctx, insertEventSQL, pos, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(eventJSON),
 		string(e.Version()), ev.HistoryVisibility, replaces, txn.UserID, txn.DeviceID, txn.TxnID, notify, mentions)
 	if err != nil {
 		return err
@@ -92,13 +103,52 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 		return err
 	}
 	if ev.RedactsEventID != "" {
-		if err = redact(ctx, tx, ev.RedactsEventID); err != nil {
+		if err = redact(ctx, tx, ev.RedactsEventID, e); err != nil {
 			return fmt.Errorf("redact %s: %w", ev.RedactsEventID, err)
 		}
 	}
 	applied.Rooms = append(applied.Rooms, roomID)
 	applied.Position = pos
 	return nil
+}
+
+// writeBackfilled stores an event older than all the room's stored events at the next
+// negative position. It replaces no state (the current state already holds what it set,
+// if anything) and is invisible to /sync, so it wakes no one.
+func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.NewRoomEvent) error {
+	e := ev.Event
+	var pos int64
+	err := tx.QueryRowContext(ctx, "UPDATE syncapi_stream_position SET backfill_position = backfill_position - 1 WHERE id = 1 RETURNING backfill_position").Scan(&pos)
+	if err != nil {
+		return fmt.Errorf("take backfill position: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, insertEventSQL, pos, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
+		string(e.Version()), ev.HistoryVisibility, "", "", "", "", false, "")
+	return err
+}
+
+// withPrevContent adds to a state event's unsigned the content and sender of the state event
+// it replaced (prev_content, prev_sender, replaces_state), as clients show changes with them.
+// A replaced event this sync API never stored is left out.
+func withPrevContent(ctx context.Context, tx *sql.Tx, eventJSON []byte, replaces string) ([]byte, error) {
+	var prevJSON string
+	err := tx.QueryRowContext(ctx, "SELECT event_json FROM syncapi_events WHERE event_id = $1", replaces).Scan(&prevJSON)
+	if errors.Is(err, sql.ErrNoRows) {
+		return eventJSON, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var prev struct {
+		Content json.RawMessage `json:"content"`
+		Sender  string          `json:"sender"`
+	}
+	var ev map[string]json.RawMessage
+	if json.Unmarshal([]byte(prevJSON), &prev) != nil || json.Unmarshal(eventJSON, &ev) != nil {
+		return eventJSON, nil // stored events were valid JSON; an odd one only loses prev_content
+	}
+	ev["unsigned"] = clientevent.WithUnsigned(ev["unsigned"], map[string]any{"prev_content": prev.Content, "prev_sender": prev.Sender, "replaces_state": replaces})
+	return json.Marshal(ev)
 }
 
 const upsertStateSQL = `INSERT INTO syncapi_current_state (room_id, type, state_key, event_id, position, membership, event_json)
@@ -139,7 +189,7 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 
 // redact replaces the stored target, and its current-state copy, by its redacted form.
 // An unknown target (never delivered to this server's sync API) is left alone.
-func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
+func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverlib.PDU) error {
 	var version, eventJSON string
 	err := tx.QueryRowContext(ctx, "SELECT room_version, event_json FROM syncapi_events WHERE event_id = $1", eventID).Scan(&version, &eventJSON)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -156,11 +206,28 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string) error {
 	if err != nil {
 		return err
 	}
+	if redacted, err = withRedactedBecause(redacted, by); err != nil {
+		return err
+	}
 	if _, err = tx.ExecContext(ctx, "UPDATE syncapi_events SET event_json = $1, redacted = TRUE WHERE event_id = $2", string(redacted), eventID); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE syncapi_current_state SET event_json = $1 WHERE event_id = $2", string(redacted), eventID)
 	return err
+}
+
+// withRedactedBecause adds the redaction, in the client format, as unsigned.redacted_because.
+func withRedactedBecause(redactedJSON []byte, by gomatrixserverlib.PDU) ([]byte, error) {
+	because, err := clientevent.FromPDU(by)
+	if err != nil {
+		return nil, err
+	}
+	var ev map[string]json.RawMessage
+	if err = json.Unmarshal(redactedJSON, &ev); err != nil {
+		return nil, err
+	}
+	ev["unsigned"] = clientevent.WithUnsigned(ev["unsigned"], map[string]any{"redacted_because": because})
+	return json.Marshal(ev)
 }
 
 // WriteAccountData implements storage.Database.

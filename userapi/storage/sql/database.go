@@ -45,6 +45,18 @@ func (d *Database) CreateAccount(ctx context.Context, acc *storage.Account, disp
 	return nil
 }
 
+// SetPasswordHash implements storage.Database.
+func (d *Database) SetPasswordHash(ctx context.Context, localpart, hash string) error {
+	res, err := d.db.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = $1 WHERE localpart = $2", hash, localpart)
+	if err != nil {
+		return fmt.Errorf("update password: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return storage.ErrNotFound
+	}
+	return nil
+}
+
 // Account implements storage.Database.
 func (d *Database) Account(ctx context.Context, localpart string) (*storage.Account, error) {
 	acc := storage.Account{Localpart: localpart}

@@ -1,0 +1,135 @@
+package routing
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// uiaError is a failed User-Interactive Authentication stage: the flows again, with the
+// reason.
+type uiaError struct {
+	uiaResponse
+	ErrCode string `json:"errcode"`
+	Error   string `json:"error"`
+}
+
+// passwordFlows is the one flow of sensitive account operations: the user's password.
+var passwordFlows = []uiaFlow{{Stages: []string{loginTypePassword}}}
+
+// requirePassword runs User-Interactive Authentication with one stage, m.login.password,
+// before an operation on the caller's account (deleting devices, changing the password).
+// It returns nil when auth proves the caller's password, else the 401 to answer with. The
+// stage proves everything, so a session carries no server-side state: any session ID the
+// server handed out is accepted with the right password.
+func (a *Accounts) requirePassword(r *http.Request, dev *uapi.Device, auth json.RawMessage) (*httputil.Response, error) {
+	session, err := randomHex(16)
+	if err != nil {
+		return nil, err
+	}
+	challenge := uiaResponse{Flows: passwordFlows, Params: map[string]any{}, Session: session}
+	if len(auth) == 0 || string(auth) == "null" {
+		return &httputil.Response{Status: http.StatusUnauthorized, Body: challenge}, nil
+	}
+	var req loginRequest
+	if err = json.Unmarshal(auth, &req); err != nil {
+		return nil, matrixerr.BadJSON("auth is not an authentication object")
+	}
+	if req.Type != loginTypePassword {
+		return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge,
+			ErrCode: "M_UNRECOGNIZED", Error: "unsupported authentication type " + req.Type}}, nil
+	}
+	localpart, err := req.localpart(a.ServerName)
+	if err != nil {
+		return nil, err
+	}
+	if localpart != localpartOf(dev.UserID) {
+		return nil, matrixerr.Forbidden("the authentication is for another user")
+	}
+	if err = a.loginAttempts.Allow(localpart); err != nil {
+		return nil, err
+	}
+	if _, err = a.UserAPI.QueryAccountByPassword(r.Context(), &uapi.QueryAccountByPasswordRequest{Localpart: localpart, Password: req.Password}); err != nil {
+		var merr *matrixerr.Error
+		if asMatrixErr(err, &merr) && merr.Code == "M_FORBIDDEN" {
+			return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge,
+				ErrCode: "M_FORBIDDEN", Error: "invalid password"}}, nil
+		}
+		return nil, err
+	}
+	return nil, nil
+}
+
+// DeleteDevice is DELETE /devices/{deviceId}, behind the password.
+func (a *Accounts) DeleteDevice(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var body struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	return a.deleteDevices(r, dev, body.Auth, []string{httputil.Vars(r)["deviceID"]})
+}
+
+// DeleteDevices is POST /delete_devices, behind the password.
+func (a *Accounts) DeleteDevices(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var body struct {
+		Devices []string        `json:"devices"`
+		Auth    json.RawMessage `json:"auth"`
+	}
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	if body.Devices == nil {
+		return httputil.Response{}, matrixerr.MissingParam("devices is required")
+	}
+	return a.deleteDevices(r, dev, body.Auth, body.Devices)
+}
+
+func (a *Accounts) deleteDevices(r *http.Request, dev *uapi.Device, auth json.RawMessage, deviceIDs []string) (httputil.Response, error) {
+	if challenge, err := a.requirePassword(r, dev, auth); challenge != nil || err != nil {
+		return deref(challenge), err
+	}
+	if _, err := a.UserAPI.PerformDeviceDeletion(r.Context(), &uapi.PerformDeviceDeletionRequest{UserID: dev.UserID, DeviceIDs: deviceIDs}); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// ChangePassword is POST /account/password, behind the current password. Other devices are
+// logged out unless logout_devices is false.
+func (a *Accounts) ChangePassword(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var body struct {
+		NewPassword   string          `json:"new_password"`
+		LogoutDevices *bool           `json:"logout_devices"`
+		Auth          json.RawMessage `json:"auth"`
+	}
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	if body.NewPassword == "" {
+		return httputil.Response{}, matrixerr.MissingParam("new_password is required")
+	}
+	if err := checkPassword(body.NewPassword); err != nil {
+		return httputil.Response{}, err
+	}
+	if challenge, err := a.requirePassword(r, dev, body.Auth); challenge != nil || err != nil {
+		return deref(challenge), err
+	}
+	_, err := a.UserAPI.PerformPasswordUpdate(r.Context(), &uapi.PerformPasswordUpdateRequest{Localpart: localpartOf(dev.UserID), Password: body.NewPassword,
+		KeepDevices: body.LogoutDevices != nil && !*body.LogoutDevices, ExceptDeviceID: dev.DeviceID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+func deref(r *httputil.Response) httputil.Response {
+	if r == nil {
+		return httputil.Response{}
+	}
+	return *r
+}

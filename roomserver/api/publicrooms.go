@@ -1,0 +1,90 @@
+package api
+
+import (
+	"cmp"
+	"context"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+)
+
+// DefaultPublicRoomsLimit and MaxPublicRoomsLimit bound a page of the published directory.
+const (
+	DefaultPublicRoomsLimit = 100
+	MaxPublicRoomsLimit     = 500
+)
+
+// PublicRoomsRequest is a page of the published room directory, as /publicRooms (client
+// and federation) asks for it.
+type PublicRoomsRequest struct {
+	Limit int
+	// Since is a next_batch or prev_batch token of an earlier page ("" for the first).
+	Since string
+	// Filter is the generic_search_term: a case-insensitive substring of the name, topic
+	// or canonical alias.
+	Filter string
+}
+
+// PublicRoomsResponse is the spec's answer to /publicRooms.
+type PublicRoomsResponse struct {
+	Chunk                  []RoomSummary `json:"chunk"`
+	NextBatch              string        `json:"next_batch,omitempty"`
+	PrevBatch              string        `json:"prev_batch,omitempty"`
+	TotalRoomCountEstimate int           `json:"total_room_count_estimate"`
+}
+
+// ListPublicRooms answers /publicRooms from the published directory: rooms with the most
+// joined members first, then by room ID (a stable order, so offsets page consistently while
+// the directory is unchanged). Tokens are offsets into that order; a bad token is 400
+// M_INVALID_PARAM. Every published room's summary is read on each call: fine for
+// directories of hundreds of rooms, not for a public server with tens of thousands.
+func ListPublicRooms(ctx context.Context, d DirectoryAPI, req PublicRoomsRequest) (*PublicRoomsResponse, error) {
+	limit := req.Limit
+	if limit <= 0 {
+		limit = DefaultPublicRoomsLimit
+	}
+	limit = min(limit, MaxPublicRoomsLimit)
+	offset := 0
+	if req.Since != "" {
+		n, err := strconv.Atoi(req.Since)
+		if err != nil || n < 0 {
+			return nil, matrixerr.InvalidParam("since is not a token of this server")
+		}
+		offset = n
+	}
+	published, err := d.QueryPublishedRooms(ctx, &QueryPublishedRoomsRequest{})
+	if err != nil {
+		return nil, err
+	}
+	rooms := []RoomSummary{}
+	if len(published.RoomIDs) > 0 {
+		sum, err := d.QueryRoomSummaries(ctx, &QueryRoomSummariesRequest{RoomIDs: published.RoomIDs})
+		if err != nil {
+			return nil, err
+		}
+		rooms = sum.Rooms
+	}
+	if term := strings.ToLower(strings.TrimSpace(req.Filter)); term != "" {
+		rooms = slices.DeleteFunc(rooms, func(r RoomSummary) bool {
+			return !strings.Contains(strings.ToLower(r.Name), term) && !strings.Contains(strings.ToLower(r.Topic), term) &&
+				!strings.Contains(strings.ToLower(r.CanonicalAlias), term)
+		})
+	}
+	slices.SortFunc(rooms, func(a, b RoomSummary) int {
+		return cmp.Or(cmp.Compare(b.NumJoinedMembers, a.NumJoinedMembers), strings.Compare(a.RoomID, b.RoomID))
+	})
+	res := &PublicRoomsResponse{TotalRoomCountEstimate: len(rooms), Chunk: []RoomSummary{}}
+	if offset < len(rooms) {
+		end := min(offset+limit, len(rooms))
+		res.Chunk = rooms[offset:end]
+		if end < len(rooms) {
+			res.NextBatch = strconv.Itoa(end)
+		}
+	}
+	if offset > 0 {
+		res.PrevBatch = strconv.Itoa(max(offset-limit, 0))
+	}
+	return res, nil
+}
