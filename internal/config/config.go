@@ -58,6 +58,10 @@ type Global struct {
 type DatabaseOptions struct {
 	// ConnectionString is "postgres://..." or "file:PATH" (SQLite); empty means the default.
 	ConnectionString string `yaml:"connection_string"`
+	// MaxOpenConns bounds each component's connection pool (0: 40 on PostgreSQL, 8 on
+	// SQLite). Every component has its own pool: a monolith on one PostgreSQL server may
+	// open up to this many times the number of components.
+	MaxOpenConns int `yaml:"max_open_conns"`
 }
 
 // LogOptions configures the event log.
@@ -297,6 +301,9 @@ func (c *Dendrite) Verify() error {
 	if n := len(c.RoomServer.ShardConnect); n != 0 && n != c.RoomServer.Shards {
 		bad("room_server.shard_connect", "must list one URL per shard (room_server.shards)")
 	}
+	if c.Global.Database.MaxOpenConns < 0 {
+		bad("global.database.max_open_conns", "must not be negative")
+	}
 	if c.Global.Log.Partitions < 1 || c.Global.Log.Partitions > 1024 {
 		bad("global.log.partitions", "must be between 1 and 1024")
 	}
@@ -348,6 +355,15 @@ func (c *Dendrite) DatabaseFor(component string, own DatabaseOptions) string {
 		return c.Global.Database.ConnectionString
 	}
 	return "file:" + filepath.Join(c.Global.DataDir, component+".db")
+}
+
+// MaxOpenConnsFor is a component's connection pool bound: its own, else the global one
+// (0 for the engine's default).
+func (c *Dendrite) MaxOpenConnsFor(own DatabaseOptions) int {
+	if own.MaxOpenConns > 0 {
+		return own.MaxOpenConns
+	}
+	return c.Global.Database.MaxOpenConns
 }
 
 // SigningKeyPath is the ed25519 signing key's file: the configured one, else

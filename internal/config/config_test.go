@@ -102,3 +102,20 @@ func TestPolylithKeys(t *testing.T) {
 		t.Fatalf("short shard_connect: %v", err)
 	}
 }
+
+// TestMaxOpenConns: a component's own bound wins over the global one; negative is refused.
+func TestMaxOpenConns(t *testing.T) {
+	c, err := LoadBytes([]byte("global:\n  database:\n    max_open_conns: 5\nroom_server:\n  database:\n    max_open_conns: 9\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.MaxOpenConnsFor(c.RoomServer.Database); got != 9 {
+		t.Fatalf("roomserver bound %d, want its own 9", got)
+	}
+	if got := c.MaxOpenConnsFor(c.SyncAPI.Database); got != 5 {
+		t.Fatalf("syncapi bound %d, want the global 5", got)
+	}
+	if _, err = LoadBytes([]byte("global:\n  database:\n    max_open_conns: -1\n"), nil); err == nil || !strings.Contains(err.Error(), "global.database.max_open_conns") {
+		t.Fatalf("negative bound: %v", err)
+	}
+}

@@ -161,6 +161,10 @@ func (e *env) open(component string, own config.DatabaseOptions) (*sqlutil.DB, e
 	if err != nil {
 		return nil, fmt.Errorf("open %s database: %w", component, err)
 	}
+	if n := e.cfg.MaxOpenConnsFor(own); n > 0 {
+		db.SetMaxOpenConns(n)
+		db.SetMaxIdleConns(n)
+	}
 	e.dbs = append(e.dbs, db)
 	return db, nil
 }
