@@ -63,6 +63,14 @@ func TestMonolithsBackfill(t *testing.T) {
 	if _, err = bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{string(a.name)}}); err != nil {
 		t.Fatalf("remote join: %v", err)
 	}
+	// The first sync says there is history before what it shows, so clients page back.
+	first, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := first.Rooms.Join[room]; r == nil || !r.Timeline.Limited || r.Timeline.PrevBatch == "" {
+		t.Fatalf("bob's first sync of the room joined over federation is not limited: %+v", r)
+	}
 	check := func(what string) {
 		t.Helper()
 		evs := pageBack(t, bob, room, 7)

@@ -28,7 +28,11 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 	if err != nil {
 		return err
 	}
-	timeline := types.Timeline{Events: tl, Limited: p.limited, PrevBatch: types.StreamToken{Position: p.page.next}.String()}
+	// A room new to this sync whose stored history does not reach its create event (one
+	// joined over federation) has older events elsewhere: limited tells the client to page
+	// back, which backfills them.
+	limited := p.limited || p.full && !p.page.more && len(evs) > 0 && evs[0].Type != spec.MRoomCreate
+	timeline := types.Timeline{Events: tl, Limited: limited, PrevBatch: types.StreamToken{Position: p.page.next}.String()}
 	start := p.upTo
 	if len(evs) > 0 {
 		start = evs[0].Position - 1
