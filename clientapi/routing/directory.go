@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -356,16 +355,11 @@ func (rm *Rooms) SetRoomVisibility(r *http.Request, dev *uapi.Device) (httputil.
 
 // PublicRooms is GET /publicRooms (limit, since, server).
 func (rm *Rooms) PublicRooms(r *http.Request) (httputil.Response, error) {
-	q := r.URL.Query()
-	req := rsapi.PublicRoomsRequest{Since: q.Get("since")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			return httputil.Response{}, matrixerr.InvalidParam("limit must be an integer")
-		}
-		req.Limit = n
+	req, err := rsapi.ParsePublicRoomsQuery(r.URL.Query())
+	if err != nil {
+		return httputil.Response{}, err
 	}
-	return rm.publicRooms(r.Context(), q.Get("server"), req)
+	return rm.publicRooms(r.Context(), r.URL.Query().Get("server"), req)
 }
 
 // PublicRoomsFiltered is POST /publicRooms (limit, since, filter.generic_search_term in the

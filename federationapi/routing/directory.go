@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
-	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -69,14 +68,9 @@ func (rt *Routing) joinedServers(r *http.Request, roomID string) ([]spec.ServerN
 // Third-party networks are not supported: include_all_networks and
 // third_party_instance_id list the same rooms.
 func (rt *Routing) PublicRooms(r *http.Request, _ *fclient.FederationRequest) (httputil.Response, error) {
-	q := r.URL.Query()
-	req := rsapi.PublicRoomsRequest{Since: q.Get("since")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			return httputil.Response{}, matrixerr.InvalidParam("limit must be an integer")
-		}
-		req.Limit = n
+	req, err := rsapi.ParsePublicRoomsQuery(r.URL.Query())
+	if err != nil {
+		return httputil.Response{}, err
 	}
 	return rt.listPublicRooms(r, req)
 }

@@ -157,3 +157,17 @@ func IsUniqueViolation(err error) bool {
 	}
 	return false
 }
+
+// Column reads every row of a one-column result into a slice and closes rows.
+func Column[T any](rows *sql.Rows) ([]T, error) {
+	defer rows.Close() // nolint: errcheck // the scan or iteration error is what matters
+	var out []T
+	for rows.Next() {
+		var v T
+		if err := rows.Scan(&v); err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}

@@ -3,6 +3,7 @@ package api
 import (
 	"cmp"
 	"context"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -25,6 +26,20 @@ type PublicRoomsRequest struct {
 	// Filter is the generic_search_term: a case-insensitive substring of the name, topic
 	// or canonical alias.
 	Filter string
+}
+
+// ParsePublicRoomsQuery reads GET /publicRooms's since and limit (client and federation);
+// a limit that is not an integer is 400 M_INVALID_PARAM.
+func ParsePublicRoomsQuery(q url.Values) (PublicRoomsRequest, error) {
+	req := PublicRoomsRequest{Since: q.Get("since")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			return PublicRoomsRequest{}, matrixerr.InvalidParam("limit must be an integer")
+		}
+		req.Limit = n
+	}
+	return req, nil
 }
 
 // PublicRoomsResponse is the spec's answer to /publicRooms.

@@ -96,17 +96,11 @@ func (d *Database) assign(ctx context.Context, destination string, maxPDUs, maxE
 			if err != nil {
 				return fmt.Errorf("select queued items: %w", err)
 			}
-			for rows.Next() {
-				var nid int64
-				if err := rows.Scan(&nid); err != nil {
-					_ = rows.Close() // the scan error is what matters
-					return err
-				}
-				nids = append(nids, nid)
-			}
-			if err := rows.Close(); err != nil {
+			kindNIDs, err := sqlutil.Column[int64](rows)
+			if err != nil {
 				return err
 			}
+			nids = append(nids, kindNIDs...)
 		}
 		if len(nids) == 0 {
 			return nil
@@ -128,16 +122,8 @@ func (d *Database) DeleteTransaction(ctx context.Context, destination, txnID str
 		if err != nil {
 			return fmt.Errorf("delete sent items: %w", err)
 		}
-		var nids []int64
-		for rows.Next() {
-			var nid int64
-			if err := rows.Scan(&nid); err != nil {
-				_ = rows.Close() // the scan error is what matters
-				return err
-			}
-			nids = append(nids, nid)
-		}
-		if err := rows.Close(); err != nil {
+		nids, err := sqlutil.Column[int64](rows)
+		if err != nil {
 			return err
 		}
 		if len(nids) == 0 {

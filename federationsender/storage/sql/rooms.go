@@ -86,14 +86,5 @@ func (d *Database) strings(ctx context.Context, tx *sql.Tx, query string, args .
 	if err != nil {
 		return nil, fmt.Errorf("select servers: %w", err)
 	}
-	defer rows.Close() // nolint: errcheck // read-only
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return sqlutil.Column[string](rows)
 }

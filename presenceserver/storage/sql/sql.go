@@ -79,14 +79,5 @@ func (d *Database) Stale(ctx context.Context, activeBefore, seenBefore int64, li
 	if err != nil {
 		return nil, fmt.Errorf("select stale presence: %w", err)
 	}
-	defer rows.Close() // nolint: errcheck // read-only
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, err
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return sqlutil.Column[string](rows)
 }
