@@ -148,13 +148,44 @@ func (rt *Routing) State(r *http.Request, req *fclient.FederationRequest) (httpu
 
 // AuthChain returns every event reachable through auth_events from evs.
 func AuthChain(ctx context.Context, rooms rsapi.QueryAPI, roomID string, evs []gomatrixserverlib.PDU) ([]gomatrixserverlib.PDU, error) {
-	seen := map[string]bool{}
-	var out []gomatrixserverlib.PDU
 	var next []string
 	for _, e := range evs {
 		next = append(next, e.AuthEventIDs()...)
 	}
-	for len(next) > 0 {
+	return walk(ctx, rooms, roomID, next, map[string]bool{}, gomatrixserverlib.PDU.AuthEventIDs, func(gomatrixserverlib.PDU) bool { return true }, 0)
+}
+
+// walkBack collects events before from (following prev_events), newest first, stopping at
+// stop, below minDepth and at limit.
+func (rt *Routing) walkBack(ctx context.Context, roomID string, from []string, stop map[string]bool, minDepth int64, limit int, includeFrom bool) ([]gomatrixserverlib.PDU, error) {
+	seen := map[string]bool{}
+	for id := range stop {
+		seen[id] = true
+	}
+	next := from
+	if !includeFrom {
+		res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: from})
+		if err != nil {
+			return nil, err
+		}
+		next = nil
+		for _, e := range res.Events {
+			seen[e.EventID()] = true
+			next = append(next, e.PrevEventIDs()...)
+		}
+	}
+	return walk(ctx, rt.Rooms, roomID, next, seen, gomatrixserverlib.PDU.PrevEventIDs,
+		func(e gomatrixserverlib.PDU) bool { return e.Depth() >= minDepth }, limit)
+}
+
+// walk follows edges (auth or prev events) breadth first from the IDs in next, fetching
+// each round of events not yet seen in one query. It keeps the events keep accepts and
+// follows only their edges, and stops at limit kept events (0: no limit).
+func walk(ctx context.Context, rooms rsapi.QueryAPI, roomID string, next []string, seen map[string]bool,
+	edges func(gomatrixserverlib.PDU) []string, keep func(gomatrixserverlib.PDU) bool, limit int) ([]gomatrixserverlib.PDU, error) {
+	var out []gomatrixserverlib.PDU
+	full := func() bool { return limit > 0 && len(out) >= limit }
+	for len(next) > 0 && !full() {
 		var ids []string
 		for _, id := range next {
 			if !seen[id] {
@@ -171,55 +202,11 @@ func AuthChain(ctx context.Context, rooms rsapi.QueryAPI, roomID string, evs []g
 			return nil, err
 		}
 		for _, e := range res.Events {
-			out = append(out, e.PDU)
-			next = append(next, e.AuthEventIDs()...)
-		}
-	}
-	return out, nil
-}
-
-// walkBack collects events before from (following prev_events), newest first, stopping at
-// stop, below minDepth and at limit.
-func (rt *Routing) walkBack(ctx context.Context, roomID string, from []string, stop map[string]bool, minDepth int64, limit int, includeFrom bool) ([]gomatrixserverlib.PDU, error) {
-	seen := map[string]bool{}
-	for id := range stop {
-		seen[id] = true
-	}
-	var out []gomatrixserverlib.PDU
-	next := from
-	if !includeFrom {
-		res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: from})
-		if err != nil {
-			return nil, err
-		}
-		next = nil
-		for _, e := range res.Events {
-			seen[e.EventID()] = true
-			next = append(next, e.PrevEventIDs()...)
-		}
-	}
-	for len(next) > 0 && len(out) < limit {
-		var ids []string
-		for _, id := range next {
-			if !seen[id] {
-				seen[id] = true
-				ids = append(ids, id)
-			}
-		}
-		next = nil
-		if len(ids) == 0 {
-			break
-		}
-		res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
-		if err != nil {
-			return nil, err
-		}
-		for _, e := range res.Events {
-			if e.Depth() < minDepth || len(out) >= limit {
+			if full() || !keep(e.PDU) {
 				continue
 			}
 			out = append(out, e.PDU)
-			next = append(next, e.PrevEventIDs()...)
+			next = append(next, edges(e.PDU)...)
 		}
 	}
 	return out, nil
