@@ -81,9 +81,38 @@ func (s *ShardedClient) QueryMembershipForUser(ctx context.Context, req *api.Que
 	return s.room(req.RoomID).QueryMembershipForUser(ctx, req)
 }
 
-// QueryEventsByID implements api.QueryAPI on the room's shard.
+// QueryEventsByID implements api.QueryAPI on the room's shard; without a room (federation's
+// /event names none) it asks every shard, as shards may keep separate databases.
 func (s *ShardedClient) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDRequest) (*api.QueryEventsByIDResponse, error) {
-	return s.room(req.RoomID).QueryEventsByID(ctx, req)
+	if req.RoomID != "" || len(s.shards) == 1 {
+		return s.room(req.RoomID).QueryEventsByID(ctx, req)
+	}
+	answers := make([]*api.QueryEventsByIDResponse, len(s.shards))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, c := range s.shards {
+		g.Go(func() error {
+			res, err := c.QueryEventsByID(gctx, req)
+			if err != nil {
+				return fmt.Errorf("shard %d: %w", i, err)
+			}
+			answers[i] = res
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := &api.QueryEventsByIDResponse{}
+	seen := map[string]bool{}
+	for _, res := range answers {
+		for _, e := range res.Events {
+			if !seen[e.EventID()] {
+				seen[e.EventID()] = true
+				out.Events = append(out.Events, e)
+			}
+		}
+	}
+	return out, nil
 }
 
 // QueryStateAtEvent implements api.QueryAPI on the room's shard.

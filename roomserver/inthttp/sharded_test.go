@@ -210,6 +210,18 @@ func shardedStory(t *testing.T, open func(t *testing.T) *sqlutil.DB) {
 	}
 
 	// Queries that no room scopes are answered by every shard together.
+	var names []string
+	for _, roomID := range all {
+		st, err := sc.QueryCurrentState(ctx, &api.QueryCurrentStateRequest{RoomID: roomID, Tuples: []api.StateKeyTuple{{EventType: spec.MRoomName}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, st.StateEvents[0].EventID())
+	}
+	anyRoom, err := sc.QueryEventsByID(ctx, &api.QueryEventsByIDRequest{EventIDs: names})
+	if err != nil || len(anyRoom.Events) != len(names) {
+		t.Fatalf("events by ID in any room: %d of %d (%v)", len(anyRoom.Events), len(names), err)
+	}
 	rooms, err := sc.QueryRoomsForUser(ctx, &api.QueryRoomsForUserRequest{UserID: alice, Membership: spec.Join})
 	slices.Sort(all)
 	if err != nil || !slices.Equal(rooms.RoomIDs, all) {
