@@ -87,19 +87,10 @@ func (s *ShardedClient) QueryEventsByID(ctx context.Context, req *api.QueryEvent
 	if req.RoomID != "" || len(s.shards) == 1 {
 		return s.room(req.RoomID).QueryEventsByID(ctx, req)
 	}
-	answers := make([]*api.QueryEventsByIDResponse, len(s.shards))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, c := range s.shards {
-		g.Go(func() error {
-			res, err := c.QueryEventsByID(gctx, req)
-			if err != nil {
-				return fmt.Errorf("shard %d: %w", i, err)
-			}
-			answers[i] = res
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	answers, err := eachShard(ctx, s, nil, func(ctx context.Context, _ int, c *Client) (*api.QueryEventsByIDResponse, error) {
+		return c.QueryEventsByID(ctx, req)
+	})
+	if err != nil {
 		return nil, err
 	}
 	out := &api.QueryEventsByIDResponse{}
@@ -150,19 +141,8 @@ func (s *ShardedClient) union(ctx context.Context, ask func(ctx context.Context,
 	if len(s.shards) == 1 {
 		return ask(ctx, s.shards[0])
 	}
-	answers := make([][]string, len(s.shards))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, c := range s.shards {
-		g.Go(func() error {
-			res, err := ask(gctx, c)
-			if err != nil {
-				return fmt.Errorf("shard %d: %w", i, err)
-			}
-			answers[i] = res
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	answers, err := eachShard(ctx, s, nil, func(ctx context.Context, _ int, c *Client) ([]string, error) { return ask(ctx, c) })
+	if err != nil {
 		return nil, err
 	}
 	ids := []string{}
@@ -247,27 +227,18 @@ func (s *ShardedClient) QueryRoomSummaries(ctx context.Context, req *api.QueryRo
 		i := s.ShardForRoom(id)
 		perShard[i] = append(perShard[i], id)
 	}
-	found := make([][]api.RoomSummary, len(s.shards))
-	g, gctx := errgroup.WithContext(ctx)
-	for i, ids := range perShard {
-		if len(ids) == 0 {
-			continue
-		}
-		g.Go(func() error {
-			res, err := s.shards[i].QueryRoomSummaries(gctx, &api.QueryRoomSummariesRequest{RoomIDs: ids})
-			if err != nil {
-				return fmt.Errorf("shard %d: %w", i, err)
-			}
-			found[i] = res.Rooms
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	found, err := eachShard(ctx, s, func(i int) bool { return len(perShard[i]) > 0 }, func(ctx context.Context, i int, c *Client) (*api.QueryRoomSummariesResponse, error) {
+		return c.QueryRoomSummaries(ctx, &api.QueryRoomSummariesRequest{RoomIDs: perShard[i]})
+	})
+	if err != nil {
 		return nil, err
 	}
 	byID := map[string]api.RoomSummary{}
-	for _, rooms := range found {
-		for _, r := range rooms {
+	for _, res := range found {
+		if res == nil {
+			continue
+		}
+		for _, r := range res.Rooms {
 			byID[r.RoomID] = r
 		}
 	}
@@ -278,4 +249,26 @@ func (s *ShardedClient) QueryRoomSummaries(ctx context.Context, req *api.QueryRo
 		}
 	}
 	return res, nil
+}
+
+// eachShard asks the shards (those only accepts, or all when only is nil) in parallel and
+// returns their answers by shard index (the zero value for a shard not asked). It fails if
+// any shard fails.
+func eachShard[T any](ctx context.Context, s *ShardedClient, only func(i int) bool, ask func(ctx context.Context, i int, c *Client) (T, error)) ([]T, error) {
+	answers := make([]T, len(s.shards))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, c := range s.shards {
+		if only != nil && !only(i) {
+			continue
+		}
+		g.Go(func() error {
+			res, err := ask(gctx, i, c)
+			if err != nil {
+				return fmt.Errorf("shard %d: %w", i, err)
+			}
+			answers[i] = res
+			return nil
+		})
+	}
+	return answers, g.Wait()
 }
