@@ -48,10 +48,12 @@ func newWakes(q Waker) *wakes {
 	return &wakes{byPart: map[int32]map[string]struct{}{}, q: q}
 }
 
-func (w *wakes) add(partition int32, dests []string) {
-	if len(dests) == 0 {
+// add remembers the destinations a batch (of one partition) queued for, to wake once it commits.
+func (w *wakes) add(recs []eventlog.Record, dests []string) {
+	if len(dests) == 0 || len(recs) == 0 {
 		return
 	}
+	partition := recs[0].Partition
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	set := w.byPart[partition]

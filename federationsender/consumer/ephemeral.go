@@ -108,9 +108,7 @@ func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record)
 		}
 	}
 	t.mu.Unlock()
-	if len(recs) > 0 {
-		t.wakes.add(recs[0].Partition, woken)
-	}
+	t.wakes.add(recs, woken)
 	return nil
 }
 
@@ -160,9 +158,7 @@ func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		woken = append(woken, dests...)
 	}
-	if len(recs) > 0 {
-		r.wakes.add(recs[0].Partition, woken)
-	}
+	r.wakes.add(recs, woken)
 	return nil
 }
 
@@ -227,9 +223,7 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		woken = append(woken, dests...)
 	}
-	if len(recs) > 0 {
-		p.wakes.add(recs[0].Partition, woken)
-	}
+	p.wakes.add(recs, woken)
 	return nil
 }
 
@@ -273,8 +267,6 @@ func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		woken = append(woken, dest)
 	}
-	if len(recs) > 0 {
-		t.wakes.add(recs[0].Partition, woken)
-	}
+	t.wakes.add(recs, woken)
 	return nil
 }

@@ -51,9 +51,7 @@ func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 		}
 		woken = append(woken, dests...)
 	}
-	if len(recs) > 0 {
-		r.wakes.add(recs[0].Partition, woken)
-	}
+	r.wakes.add(recs, woken)
 	return nil
 }
 
