@@ -35,11 +35,30 @@ type Typing struct {
 	*wakes
 	mu    sync.Mutex
 	rooms map[string]map[string]int64 // room -> our typing user -> expiry
+	// staged are, per partition, the sets of the batch being applied: they replace rooms'
+	// only once the batch has committed (Applied), so a batch that fails anywhere, its
+	// commit included, is diffed again from the same sets.
+	staged map[int32]map[string]map[string]int64
 }
 
 // NewTyping builds the OutputTypingEvent handler.
 func NewTyping(s *Shared) *Typing {
-	return &Typing{s: s, wakes: newWakes(s.Queues), rooms: map[string]map[string]int64{}}
+	return &Typing{s: s, wakes: newWakes(s.Queues), rooms: map[string]map[string]int64{}, staged: map[int32]map[string]map[string]int64{}}
+}
+
+// Applied keeps the committed batch's sets and wakes the queues it added to.
+func (t *Typing) Applied(partition int32, next int64) {
+	t.mu.Lock()
+	for room, cur := range t.staged[partition] {
+		if len(cur) == 0 {
+			delete(t.rooms, room)
+		} else {
+			t.rooms[room] = cur
+		}
+	}
+	delete(t.staged, partition)
+	t.mu.Unlock()
+	t.wakes.Applied(partition, next)
 }
 
 type typingContent struct {
@@ -48,8 +67,8 @@ type typingContent struct {
 	Typing bool   `json:"typing"`
 }
 
-// Handle implements eventlog.Consumer.Handle. The in-memory sets change only once every
-// record was queued, so a failed batch is diffed again from the same sets.
+// Handle implements eventlog.Consumer.Handle. The in-memory sets change only once the batch
+// has committed (Applied).
 func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
 	now := time.Now().UnixMilli()
 	staged := map[string]map[string]int64{}
@@ -99,15 +118,11 @@ func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record)
 		}
 		woken = append(woken, dests...)
 	}
-	t.mu.Lock()
-	for room, cur := range staged {
-		if len(cur) == 0 {
-			delete(t.rooms, room)
-		} else {
-			t.rooms[room] = cur
-		}
+	if len(recs) > 0 {
+		t.mu.Lock()
+		t.staged[recs[0].Partition] = staged
+		t.mu.Unlock()
 	}
-	t.mu.Unlock()
 	t.wakes.add(recs, woken)
 	return nil
 }
