@@ -156,9 +156,10 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	cfg := c.cfg
 	cfg.Global.Log.Kind = "kafka"
 	cfg.Global.Database.ConnectionString = dsn
-	for _, db := range []*config.DatabaseOptions{&cfg.RoomServer.Database, &cfg.SyncAPI.Database, &cfg.UserAPI.Database,
-		&cfg.EDUServer.Database, &cfg.ReceiptServer.Database, &cfg.PresenceServer.Database, &cfg.FederationAPI.Database} {
-		*db = config.DatabaseOptions{}
+	for _, name := range config.Components {
+		if db := cfg.DatabaseOf(name); db != nil {
+			*db = config.DatabaseOptions{} // every component on the throwaway cluster
+		}
 	}
 	for _, name := range config.Components {
 		ia := cfg.InternalAPIOf(name)

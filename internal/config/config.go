@@ -389,6 +389,16 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 	}[component]
 }
 
+// DatabaseOf is the database section of a component, nil for one without a database
+// (clientapi) or an unknown name.
+func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
+	return map[string]*DatabaseOptions{
+		"roomserver": &c.RoomServer.Database, "syncapi": &c.SyncAPI.Database, "userapi": &c.UserAPI.Database,
+		"eduserver": &c.EDUServer.Database, "receiptserver": &c.ReceiptServer.Database, "presenceserver": &c.PresenceServer.Database,
+		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
+	}[component]
+}
+
 // ShardURL is where roomserver shard i serves its internal API.
 func (r *RoomServer) ShardURL(i int) string {
 	if len(r.ShardConnect) > 0 {

@@ -119,3 +119,14 @@ func TestMaxOpenConns(t *testing.T) {
 		t.Fatalf("negative bound: %v", err)
 	}
 }
+
+// TestDatabaseOfEveryComponent: every component but clientapi has a database section, so
+// tools that redirect them all (devcluster) miss none.
+func TestDatabaseOfEveryComponent(t *testing.T) {
+	c := Defaults()
+	for _, name := range Components {
+		if (c.DatabaseOf(name) == nil) != (name == "clientapi") {
+			t.Errorf("DatabaseOf(%q) = %v", name, c.DatabaseOf(name))
+		}
+	}
+}

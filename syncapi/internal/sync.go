@@ -162,7 +162,7 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 		}
 		plans = append(plans, p)
 	}
-	if len(steady) == 0 {
+	if len(steady) == 0 || !s.notifier.Changed(storage.StreamRoomEvents, since) {
 		return plans, nil
 	}
 	active, err := s.db.RoomsWithEvents(ctx, steady, since, to)
