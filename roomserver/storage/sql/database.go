@@ -246,16 +246,17 @@ func (d *Database) Transactions(ctx context.Context, roomNID types.RoomNID, keys
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	want := make(map[storage.Transaction]bool, len(keys))
-	txnIDs := make([]string, 0, len(keys))
-	for _, k := range keys {
-		k.EventID = ""
-		want[k] = true
-		txnIDs = append(txnIDs, k.TxnID)
+	// Each key is matched on the whole primary key, so the index finds it directly.
+	var match strings.Builder
+	args := []any{roomNID}
+	for n, k := range keys {
+		if n > 0 {
+			match.WriteString(" OR ")
+		}
+		fmt.Fprintf(&match, "(user_id = $%d AND device_id = $%d AND txn_id = $%d)", len(args)+1, len(args)+2, len(args)+3)
+		args = append(args, k.UserID, k.DeviceID, k.TxnID)
 	}
-	query, args := d.db.Dialect.InList("SELECT user_id, device_id, txn_id, event_id FROM roomserver_transactions WHERE room_nid = $1 AND txn_id IN ({list})",
-		"{list}", []any{roomNID}, txnIDs)
-	rows, err := d.db.QueryContext(ctx, query, args...)
+	rows, err := d.db.QueryContext(ctx, "SELECT user_id, device_id, txn_id, event_id FROM roomserver_transactions WHERE room_nid = $1 AND ("+match.String()+")", args...)
 	if err != nil {
 		return nil, fmt.Errorf("select transactions: %w", err)
 	}
@@ -266,9 +267,7 @@ func (d *Database) Transactions(ctx context.Context, roomNID types.RoomNID, keys
 		if err := rows.Scan(&t.UserID, &t.DeviceID, &t.TxnID, &t.EventID); err != nil {
 			return nil, err
 		}
-		if want[storage.Transaction{UserID: t.UserID, DeviceID: t.DeviceID, TxnID: t.TxnID}] {
-			out = append(out, t)
-		}
+		out = append(out, t)
 	}
 	return out, rows.Err()
 }
