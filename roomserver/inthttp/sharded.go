@@ -93,13 +93,21 @@ func (s *ShardedClient) QueryEventsByID(ctx context.Context, req *api.QueryEvent
 	if err != nil {
 		return nil, err
 	}
-	out := &api.QueryEventsByIDResponse{}
+	out := &api.QueryEventsByIDResponse{Events: []api.Event{}}
 	seen := map[string]bool{}
 	for _, res := range answers {
+		outliers := map[string]bool{}
+		for _, id := range res.OutlierIDs {
+			outliers[id] = true
+		}
 		for _, e := range res.Events {
-			if !seen[e.EventID()] {
-				seen[e.EventID()] = true
-				out.Events = append(out.Events, e)
+			if seen[e.EventID()] {
+				continue
+			}
+			seen[e.EventID()] = true
+			out.Events = append(out.Events, e)
+			if outliers[e.EventID()] {
+				out.OutlierIDs = append(out.OutlierIDs, e.EventID())
 			}
 		}
 	}
