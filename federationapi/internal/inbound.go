@@ -2,7 +2,6 @@ package internal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -101,34 +100,6 @@ func (ib *Inbound) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
 		return rejectf("bad signature on event %s: %v", ev.EventID(), err)
 	}
 	return nil
-}
-
-// ProcessPDU handles one PDU of a transaction from origin and returns its event ID (when
-// it parses) and its outcome. Events whose sender is not a user of origin are refused
-// before any key is fetched.
-func (ib *Inbound) ProcessPDU(ctx context.Context, origin spec.ServerName, raw json.RawMessage) (string, error) {
-	var header struct {
-		RoomID string `json:"room_id"`
-	}
-	if err := json.Unmarshal(raw, &header); err != nil {
-		return "", rejectf("PDU is not an event")
-	}
-	v, info, err := ib.RoomVersion(ctx, header.RoomID)
-	if err != nil {
-		return "", err
-	}
-	ev, err := v.NewEventFromUntrustedJSON(raw)
-	if err != nil {
-		return "", rejectf("invalid event: %v", err)
-	}
-	sender, err := spec.NewUserID(string(ev.SenderID()), true)
-	if err != nil || sender.Domain() != origin {
-		return ev.EventID(), rejectf("the event's sender is not a user of %s", origin)
-	}
-	if err = ib.verify(ctx, ev); err != nil {
-		return ev.EventID(), err
-	}
-	return ev.EventID(), ib.Receive(ctx, origin, v, info, ev)
 }
 
 // Receive writes a verified event to the roomserver, first fetching from origin what the

@@ -27,10 +27,10 @@ type checkedPDU struct {
 }
 
 // ProcessPDUs handles the PDUs of one transaction from origin, in order, and returns an
-// outcome per PDU. It gives the same outcomes as ProcessPDU on each in turn, with fewer
-// round trips: each room's events are looked up with one query, and a run of events of a
-// room whose prev_events are all in the timeline or earlier in the run goes to the
-// roomserver as one message (one log write, one wait, one transaction; each event is still
+// outcome per PDU. Events whose sender is not a user of origin are refused before any key
+// is fetched. Round trips are few: each room's events are looked up with one query, and a
+// run of events of a room whose prev_events are all in the timeline or earlier in the run
+// goes to the roomserver as one message (one log write, one wait, one transaction; each event is still
 // decided on its own). An event with a gap before it is received alone (Receive), after
 // the run before it.
 func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws []json.RawMessage) []Outcome {

@@ -36,7 +36,7 @@ func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next
 	log := k.log.WithFields(logrus.Fields{"topic": topic, "partition": partition})
 	b := newBackoff()
 	for {
-		pc, closeConsumer, err := k.openPartition(ctx, log, topic, partition, next)
+		pc, err := k.openPartition(ctx, log, topic, partition, next)
 		if err != nil {
 			return err
 		}
@@ -53,7 +53,6 @@ func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next
 			for range pc.Messages() { // drain so the partition consumer can finish
 			}
 			<-errs
-			closeConsumer()
 		}
 		if err != nil {
 			// Do not make the caller wait for the fetch in flight; Close waits for it.
@@ -76,17 +75,16 @@ func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next
 // openPartition starts a partition consumer at next (or the oldest kept record if next
 // was trimmed), retrying transient failures until ctx ends. A partition is normally read
 // through the shared sarama consumer; a second concurrent reader of the same partition
-// goes through an extra consumer (extraConsumer). closeConsumer is for the caller to call
-// once the partition consumer is closed.
-func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic string, partition int32, next int64) (sarama.PartitionConsumer, func(), error) {
+// goes through an extra consumer (extraConsumer), closed with the log.
+func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic string, partition int32, next int64) (sarama.PartitionConsumer, error) {
 	b := newBackoff()
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 		n, err := k.ensureTopic(ctx, topic)
 		if err == nil && (partition < 0 || partition >= n) {
-			return nil, nil, fmt.Errorf("consume %s/%d: topic has %d partitions", topic, partition, n)
+			return nil, fmt.Errorf("consume %s/%d: topic has %d partitions", topic, partition, n)
 		}
 		var start int64
 		if err == nil {
@@ -96,23 +94,23 @@ func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic stri
 			var pc sarama.PartitionConsumer
 			pc, err = k.consumer.ConsumePartition(topic, partition, start)
 			if err == nil {
-				return pc, func() {}, nil
+				return pc, nil
 			}
 			var cerr sarama.ConfigurationError
 			if errors.As(err, &cerr) {
 				pc, perr := k.extraConsumer(topic, partition, start)
 				if perr == nil {
-					return pc, func() {}, nil
+					return pc, nil
 				}
 				err = perr
 			}
 		}
 		if errors.Is(err, ErrPartitionMismatch) {
-			return nil, nil, err
+			return nil, err
 		}
 		log.WithError(err).Warn("kafka partition consumer not started; retrying")
 		if err := b.wait(ctx); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 }
