@@ -113,8 +113,8 @@ func serve(args []string) error {
 			*f.key = *f.flag
 		}
 	}
-	if fc.HTTPSBindAddress != "" && (fc.TLSCert == "" || fc.TLSKey == "") {
-		return errors.New("--https-bind-address needs --tls-cert and --tls-key")
+	if err = cfg.Verify(); err != nil { // the flags may have made the config invalid
+		return err
 	}
 	logger := logrus.New()
 	if err = cfg.Global.Logging.Apply(logger); err != nil {
