@@ -147,13 +147,7 @@ func (p *process) setWaiting(what string) {
 // ready is /ready: the component is built and its event log and databases answer.
 func (p *process) ready(ctx context.Context) error {
 	if w := *p.waiting.Load(); w != "" {
-		return errors.New(w)
-	}
-	p.mu.Lock()
-	k := p.kafka
-	p.mu.Unlock()
-	if err := k.Ready(ctx); err != nil {
-		return err
+		return errors.New(w) // until then the component, and its log, are not set
 	}
 	return p.e.ready(ctx)
 }
