@@ -153,6 +153,19 @@ func EDUs(t *testing.T, hs Homeserver) {
 		room := res.Rooms.Join[roomID]
 		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 1
 	})
+	// A notice does not count; a message mentioning bob counts and highlights.
+	if _, err = alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.notice", "body": "bot says"}); err != nil {
+		t.Fatalf("notice: %v", err)
+	}
+	if _, err = alice.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]any{"msgtype": "m.text", "body": "hey bob",
+		"m.mentions": map[string]any{"user_ids": []string{bob.UserID.String()}}}); err != nil {
+		t.Fatalf("mention: %v", err)
+	}
+	bp.Until(t, 10*time.Second, "2 unread notifications, 1 highlight", func(res *mautrix.RespSync) bool {
+		room := res.Rooms.Join[roomID]
+		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 2 &&
+			room.UnreadNotifications.HighlightCount == 1
+	})
 	if err = bob.SendReceipt(ctx, roomID, msgs[0], event.ReceiptTypeRead, nil); err != nil {
 		t.Fatalf("backward receipt: %v", err)
 	}
