@@ -560,6 +560,9 @@ func (rt *remoteTx) loadState(ctx context.Context, nid types.SnapshotNID) (*type
 	if st, ok := rt.snaps[nid]; ok {
 		return st, nil
 	}
+	if nid != 0 && nid == rt.h.room.Snapshot {
+		return rt.h.state, nil // the current state, in memory: the usual case in a linear room
+	}
 	return rt.in.cache.loadState(ctx, nid)
 }
 
