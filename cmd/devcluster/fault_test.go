@@ -116,7 +116,7 @@ func TestPolylithShardCrash(t *testing.T) {
 		since[i] = res.NextBatch
 	}
 
-	st, _ := d.status()
+	st := d.waitReady(t, func(clusterStatus) bool { return true })
 	owner := int(eventlog.PartitionFor([]byte(roomID), st.Partitions)) % st.Shards
 	var victim procStatus
 	for _, p := range st.Processes {
@@ -124,8 +124,8 @@ func TestPolylithShardCrash(t *testing.T) {
 			victim = p
 		}
 	}
-	if victim.PID == 0 {
-		t.Fatalf("no running shard %d in %+v", owner, st)
+	if victim.Name == "" {
+		t.Fatalf("no shard %d in %+v", owner, st)
 	}
 
 	const perSender = 200
@@ -155,16 +155,12 @@ func TestPolylithShardCrash(t *testing.T) {
 	for acked.Load() < 300 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill %s: %v", victim.Name, err)
-	}
+	signalProcess(t, victim, syscall.SIGKILL)
 	for acked.Load() < 1000 && ctx.Err() == nil {
 		time.Sleep(5 * time.Millisecond)
 	}
 	syncProc := d.process(t, "syncapi")
-	if err := syscall.Kill(syncProc.PID, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill syncapi: %v", err)
-	}
+	signalProcess(t, syncProc, syscall.SIGKILL)
 	wg.Wait()
 	for i, err := range errs {
 		if err != nil {

@@ -107,13 +107,11 @@ func (d *devcluster) URL() string { return d.url }
 // supervisor starts it again; broker and database keep running, as in a rolling restart.
 func (d *devcluster) Restart(t *testing.T) {
 	t.Helper()
-	before, _ := d.status()
+	before := d.waitReady(t, func(clusterStatus) bool { return true })
 	starts := map[string]int{}
 	for _, p := range before.Processes {
 		starts[p.Name] = p.Starts
-		if err := syscall.Kill(p.PID, syscall.SIGTERM); err != nil {
-			t.Fatalf("stop %s: %v", p.Name, err)
-		}
+		signalProcess(t, p, syscall.SIGTERM)
 	}
 	d.waitReady(t, func(st clusterStatus) bool {
 		for _, p := range st.Processes {
@@ -123,6 +121,18 @@ func (d *devcluster) Restart(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// signalProcess sends sig to one component process. A PID of 0 or less would signal the test's own
+// process group (and the go command and CI script in it), so it fails the test instead.
+func signalProcess(t *testing.T, p procStatus, sig syscall.Signal) {
+	t.Helper()
+	if p.PID <= 0 {
+		t.Fatalf("%s has no running process to signal: %+v", p.Name, p)
+	}
+	if err := syscall.Kill(p.PID, sig); err != nil {
+		t.Fatalf("signal %s (pid %d): %v", p.Name, p.PID, err)
+	}
 }
 
 // stop sends SIGTERM to devcluster and checks that it exits cleanly with nothing left.
