@@ -263,6 +263,10 @@ func (r *rooms) QueryStateAtEvent(context.Context, *rsapi.QueryStateAtEventReque
 	return nil, errors.New("not used")
 }
 
+func (r *rooms) QueryServerAllowed(context.Context, *rsapi.QueryServerAllowedRequest) (*rsapi.QueryServerAllowedResponse, error) {
+	return nil, errors.New("not used")
+}
+
 // event is a signed event of sender's server.
 func (s *server) event(t testing.TB, roomID, sender, evType string, stateKey *string, content any) gomatrixserverlib.PDU {
 	t.Helper()

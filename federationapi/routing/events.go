@@ -20,9 +20,9 @@ import (
 // maxWalk bounds the events /get_missing_events and /backfill return.
 const maxWalk = 100
 
-// canSee checks that origin may see the room's events: the room is world readable, or
-// one of origin's users is joined to it.
-// NOTSPEC: the spec checks history visibility at each event; this checks the current state.
+// canSee checks that origin may read the room at all: the room is world readable, or one
+// of origin's users is joined to it. Which events it may then see is history visibility's
+// question, answered per event by visibleJSON.
 func (rt *Routing) canSee(ctx context.Context, origin spec.ServerName, roomID string) error {
 	res, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
 	if err != nil {
@@ -61,6 +61,39 @@ func (rt *Routing) checkACL(state []rsapi.Event, origin spec.ServerName) error {
 	return nil
 }
 
+// visibleJSON returns the events as origin may see them: whole where history visibility
+// lets one of its users see them, redacted elsewhere. Redacted copies keep the room's graph
+// whole for the walks of /backfill and /get_missing_events while hiding content.
+func (rt *Routing) visibleJSON(ctx context.Context, origin spec.ServerName, roomID string, evs []gomatrixserverlib.PDU) ([]json.RawMessage, error) {
+	ids := make([]string, len(evs))
+	for i, e := range evs {
+		ids[i] = e.EventID()
+	}
+	res, err := rt.Rooms.QueryServerAllowed(ctx, &rsapi.QueryServerAllowedRequest{RoomID: roomID, ServerName: origin, EventIDs: ids})
+	if err != nil {
+		return nil, err
+	}
+	allowed := make(map[string]bool, len(res.Allowed))
+	for _, id := range res.Allowed {
+		allowed[id] = true
+	}
+	out := make([]json.RawMessage, len(evs))
+	for i, e := range evs {
+		if allowed[e.EventID()] {
+			out[i] = e.JSON()
+			continue
+		}
+		verImpl, err := gomatrixserverlib.GetRoomVersion(e.Version())
+		if err != nil {
+			return nil, err
+		}
+		if out[i], err = verImpl.RedactEventJSON(e.JSON()); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
 // GetEvent is GET /_matrix/federation/v1/event/{eventID}.
 func (rt *Routing) GetEvent(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
 	ctx := r.Context()
@@ -73,10 +106,15 @@ func (rt *Routing) GetEvent(r *http.Request, req *fclient.FederationRequest) (ht
 		return httputil.Response{}, matrixerr.NotFound("unknown event")
 	}
 	ev := res.Events[0]
-	if err = rt.canSee(ctx, req.Origin(), ev.RoomID().String()); err != nil {
+	roomID := ev.RoomID().String()
+	if err = rt.canSee(ctx, req.Origin(), roomID); err != nil {
 		return httputil.Response{}, err
 	}
-	return httputil.OK(rt.txn([]json.RawMessage{ev.JSON()})), nil
+	pdus, err := rt.visibleJSON(ctx, req.Origin(), roomID, []gomatrixserverlib.PDU{ev.PDU})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(rt.txn(pdus)), nil
 }
 
 func (rt *Routing) txn(pdus []json.RawMessage) gomatrixserverlib.Transaction {
@@ -237,9 +275,13 @@ func (rt *Routing) GetMissingEvents(r *http.Request, req *fclient.FederationRequ
 		return httputil.Response{}, err
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() < evs[j].Depth() })
+	pdus, err := rt.visibleJSON(ctx, req.Origin(), roomID, evs)
+	if err != nil {
+		return httputil.Response{}, err
+	}
 	out := fclient.RespMissingEvents{Events: gomatrixserverlib.EventJSONs{}}
-	for _, e := range evs {
-		out.Events = append(out.Events, e.JSON())
+	for _, e := range pdus {
+		out.Events = append(out.Events, spec.RawJSON(e))
 	}
 	return httputil.OK(out), nil
 }
@@ -267,9 +309,9 @@ func (rt *Routing) Backfill(r *http.Request, req *fclient.FederationRequest) (ht
 		return httputil.Response{}, err
 	}
 	sort.SliceStable(evs, func(i, j int) bool { return evs[i].Depth() > evs[j].Depth() })
-	pdus := make([]json.RawMessage, len(evs))
-	for i, e := range evs {
-		pdus[i] = e.JSON()
+	pdus, err := rt.visibleJSON(ctx, req.Origin(), roomID, evs)
+	if err != nil {
+		return httputil.Response{}, err
 	}
 	return httputil.OK(rt.txn(pdus)), nil
 }

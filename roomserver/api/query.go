@@ -1,6 +1,10 @@
 package api
 
-import "context"
+import (
+	"context"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+)
 
 // StateKeyTuple names one piece of room state.
 type StateKeyTuple struct {
@@ -91,6 +95,19 @@ type QueryStateAtEventResponse struct {
 	StateEvents []Event `json:"state_events"`
 }
 
+// QueryServerAllowedRequest asks which of a room's events another server may see.
+type QueryServerAllowedRequest struct {
+	RoomID     string          `json:"room_id"`
+	ServerName spec.ServerName `json:"server_name"`
+	EventIDs   []string        `json:"event_ids"`
+}
+
+// QueryServerAllowedResponse lists the requested events of the room the server may see.
+// The others are unknown, of another room, or hidden from it by history visibility.
+type QueryServerAllowedResponse struct {
+	Allowed []string `json:"allowed"`
+}
+
 // QueryAPI is the read side every component may use.
 type QueryAPI interface {
 	QueryRoomInfo(ctx context.Context, req *QueryRoomInfoRequest) (*QueryRoomInfoResponse, error)
@@ -99,6 +116,9 @@ type QueryAPI interface {
 	QueryRoomsForUser(ctx context.Context, req *QueryRoomsForUserRequest) (*QueryRoomsForUserResponse, error)
 	QueryEventsByID(ctx context.Context, req *QueryEventsByIDRequest) (*QueryEventsByIDResponse, error)
 	QueryStateAtEvent(ctx context.Context, req *QueryStateAtEventRequest) (*QueryStateAtEventResponse, error)
+	// QueryServerAllowed applies history visibility to a server: a server may see an event
+	// that at least one of its users could see, by the state of the room at the event.
+	QueryServerAllowed(ctx context.Context, req *QueryServerAllowedRequest) (*QueryServerAllowedResponse, error)
 }
 
 // InputAPI is how writers submit events and learn their fate.

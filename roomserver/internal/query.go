@@ -3,8 +3,10 @@ package internal
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/storage"
@@ -189,4 +191,127 @@ func (q *Querier) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEv
 		return nil, err
 	}
 	return &api.QueryStateAtEventResponse{EventKnown: true, StateEvents: evs}, nil
+}
+
+// QueryServerAllowed implements api.QueryAPI with the rules of the client-server spec's
+// "Room History Visibility" applied to the server's users together, by the state before
+// each event (and after it, for history visibility changes and the server's own users'
+// membership events):
+//   - world_readable and shared (the default) history is visible: the federation endpoints
+//     already require the server to be in the room now, so its users join after the event;
+//   - invited history is visible while one of the server's users is invited or joined;
+//   - joined history is visible while one of them is joined.
+//
+// Outliers have no state to judge by; they are auth events, shared with every server that
+// asks for an auth chain, and so visible.
+func (q *Querier) QueryServerAllowed(ctx context.Context, req *api.QueryServerAllowedRequest) (*api.QueryServerAllowedResponse, error) {
+	res := &api.QueryServerAllowedResponse{Allowed: []string{}}
+	h, err := q.in.cache.head(ctx, req.RoomID)
+	if err != nil || h == nil {
+		return res, err
+	}
+	rows, err := q.in.db.EventsByID(ctx, req.EventIDs)
+	if err != nil {
+		return nil, err
+	}
+	users, err := q.in.db.UsersOfServer(ctx, h.room.NID, string(req.ServerName))
+	if err != nil {
+		return nil, err
+	}
+	v, err := q.newServerVisibility(ctx, h.room.RoomVersion, users)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if r.RoomNID != h.room.NID {
+			continue
+		}
+		ok := r.Outlier
+		if !ok {
+			if ok, err = v.allowed(ctx, r); err != nil {
+				return nil, err
+			}
+		}
+		if ok {
+			res.Allowed = append(res.Allowed, r.EventID)
+		}
+	}
+	return res, nil
+}
+
+// serverVisibility judges events for one server, loading each snapshot once per query.
+type serverVisibility struct {
+	q           *Querier
+	roomVersion string
+	visibility  types.StateTuple
+	members     []types.StateTuple // the server's users' membership tuples
+	snapshots   map[types.SnapshotNID]*types.State
+}
+
+func (q *Querier) newServerVisibility(ctx context.Context, roomVersion string, users []string) (*serverVisibility, error) {
+	ts := []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomHistoryVisibility}}
+	for _, u := range users {
+		ts = append(ts, gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomMember, StateKey: u})
+	}
+	nts, err := q.in.cache.knownTuples(ctx, ts)
+	if err != nil {
+		return nil, err
+	}
+	return &serverVisibility{q: q, roomVersion: roomVersion, visibility: nts[0], members: nts[1:], snapshots: map[types.SnapshotNID]*types.State{}}, nil
+}
+
+// allowed judges one stored event by the state before it, and for a history visibility
+// change or a membership event of one of the server's users also by the state after it.
+func (v *serverVisibility) allowed(ctx context.Context, ev storage.Event) (bool, error) {
+	st, ok := v.snapshots[ev.Before]
+	if !ok {
+		var err error
+		if st, err = v.q.in.cache.loadState(ctx, ev.Before); err != nil {
+			return false, err
+		}
+		v.snapshots[ev.Before] = st
+	}
+	ok, err := v.allowedBy(ctx, st)
+	if ok || err != nil || !ev.IsState {
+		return ok, err
+	}
+	tuple := types.StateTuple{Type: ev.Type, Key: ev.StateKey}
+	if tuple == v.visibility || slices.Contains(v.members, tuple) {
+		return v.allowedBy(ctx, st.With(tuple, ev.NID))
+	}
+	return false, nil
+}
+
+// allowedBy applies the rules to one state.
+func (v *serverVisibility) allowedBy(ctx context.Context, st *types.State) (bool, error) {
+	visibility := gomatrixserverlib.HistoryVisibilityShared
+	if nid := st.Lookup(v.visibility); nid != 0 {
+		evs, err := v.q.in.cache.eventsByNID(ctx, v.roomVersion, []types.EventNID{nid})
+		if err != nil {
+			return false, err
+		}
+		if hv, err := evs[0].HistoryVisibility(); err == nil {
+			visibility = hv
+		}
+	}
+	if visibility != gomatrixserverlib.HistoryVisibilityInvited && visibility != gomatrixserverlib.HistoryVisibilityJoined {
+		return true, nil
+	}
+	var nids []types.EventNID
+	for _, t := range v.members {
+		if nid := st.Lookup(t); nid != 0 {
+			nids = append(nids, nid)
+		}
+	}
+	evs, err := v.q.in.cache.eventsByNID(ctx, v.roomVersion, nids)
+	if err != nil {
+		return false, err
+	}
+	for _, e := range evs {
+		m, _ := e.Membership() // a member event without a membership is no member
+		if m == spec.Join || (m == spec.Invite && visibility == gomatrixserverlib.HistoryVisibilityInvited) {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -26,6 +26,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.QueryRoomsForUser)
 	ihttp.Serve(s, a.QueryEventsByID)
 	ihttp.Serve(s, a.QueryStateAtEvent)
+	ihttp.Serve(s, a.QueryServerAllowed)
 	ihttp.Serve(s, a.QueryInputResult)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryAliasesForRoom)
@@ -75,6 +76,11 @@ func (c *Client) QueryRoomsForUser(ctx context.Context, req *api.QueryRoomsForUs
 // QueryEventsByID implements api.QueryAPI.
 func (c *Client) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDRequest) (*api.QueryEventsByIDResponse, error) {
 	return ihttp.Call[api.QueryEventsByIDResponse](ctx, c.c, req)
+}
+
+// QueryServerAllowed implements api.QueryAPI.
+func (c *Client) QueryServerAllowed(ctx context.Context, req *api.QueryServerAllowedRequest) (*api.QueryServerAllowedResponse, error) {
+	return ihttp.Call[api.QueryServerAllowedResponse](ctx, c.c, req)
 }
 
 // QueryStateAtEvent implements api.QueryAPI.

@@ -312,6 +312,11 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 	same(c, "tuples", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: msgID, After: true,
 		Tuples: []api.StateKeyTuple{{EventType: spec.MRoomName}, {EventType: spec.MRoomJoinRules}}})
 	same(c, "unknown event", d.QueryStateAtEvent, r.QueryStateAtEvent, &api.QueryStateAtEventRequest{RoomID: roomID, EventID: "$unknown"})
+	allowed := same(c, "own server", d.QueryServerAllowed, r.QueryServerAllowed, &api.QueryServerAllowedRequest{RoomID: roomID, ServerName: serverName, EventIDs: ids})
+	if len(allowed.Allowed) != 6 {
+		t.Fatalf("want the 6 known events allowed, got %v", allowed.Allowed)
+	}
+	same(c, "unknown room", d.QueryServerAllowed, r.QueryServerAllowed, &api.QueryServerAllowedRequest{RoomID: "!nope:" + serverName, ServerName: serverName, EventIDs: ids})
 	directory(t, c, d, r, roomID, alice)
 }
 

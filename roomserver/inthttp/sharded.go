@@ -114,6 +114,11 @@ func (s *ShardedClient) QueryEventsByID(ctx context.Context, req *api.QueryEvent
 	return out, nil
 }
 
+// QueryServerAllowed implements api.QueryAPI on the room's shard.
+func (s *ShardedClient) QueryServerAllowed(ctx context.Context, req *api.QueryServerAllowedRequest) (*api.QueryServerAllowedResponse, error) {
+	return s.room(req.RoomID).QueryServerAllowed(ctx, req)
+}
+
 // QueryStateAtEvent implements api.QueryAPI on the room's shard.
 func (s *ShardedClient) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEventRequest) (*api.QueryStateAtEventResponse, error) {
 	return s.room(req.RoomID).QueryStateAtEvent(ctx, req)

@@ -117,6 +117,9 @@ type Database interface {
 	Transactions(ctx context.Context, roomNID types.RoomNID, keys []Transaction) ([]Transaction, error)
 	Membership(ctx context.Context, roomNID types.RoomNID, userID string) (*Membership, error)
 	RoomsForUser(ctx context.Context, userID, membership string) ([]string, error)
+	// UsersOfServer lists the users of server (the part of their ID after the first colon)
+	// that ever had a membership in the room, whatever it is now.
+	UsersOfServer(ctx context.Context, roomNID types.RoomNID, server string) ([]string, error)
 	Outbox(ctx context.Context) ([]Outbound, error)
 	DeleteOutbox(ctx context.Context, seqs []int64) error
 	// Write runs fn in one transaction.

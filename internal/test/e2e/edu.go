@@ -213,9 +213,17 @@ func EDUs(t *testing.T, hs Homeserver) {
 			t.Fatal("carol, who shares no room with alice, saw her presence")
 		}
 	})
-	got, err := bob.GetPresence(ctx, alice.UserID)
-	if err != nil || got.Presence != event.PresenceUnavailable || got.StatusMsg != "lunch" {
-		t.Fatalf("bob reads alice's presence: %+v %v", got, err)
+	// The presenceserver announces a change before it commits it (so that a crash between
+	// the two announces it again rather than never), so its own answer to GET may trail
+	// bob's sync by that moment.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		got, err := bob.GetPresence(ctx, alice.UserID)
+		if err == nil && got.Presence == event.PresenceUnavailable && got.StatusMsg == "lunch" {
+			break
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("bob reads alice's presence: %+v %v", got, err)
+		}
 	}
 	_, err = carol.GetPresence(ctx, alice.UserID)
 	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")

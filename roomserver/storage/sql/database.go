@@ -306,6 +306,29 @@ func (d *Database) RoomsForUser(ctx context.Context, userID, membership string) 
 	return out, rows.Err()
 }
 
+// UsersOfServer implements storage.Database.
+func (d *Database) UsersOfServer(ctx context.Context, roomNID types.RoomNID, server string) ([]string, error) {
+	escaped := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(server)
+	rows, err := d.db.QueryContext(ctx, `SELECT user_id FROM roomserver_memberships WHERE room_nid = $1 AND user_id LIKE $2 ESCAPE '\'`,
+		roomNID, "%:"+escaped)
+	if err != nil {
+		return nil, fmt.Errorf("select users of server: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		// LIKE matched the ID's end; the server is everything after the first colon.
+		if _, domain, ok := strings.Cut(id, ":"); ok && domain == server {
+			out = append(out, id)
+		}
+	}
+	return out, rows.Err()
+}
+
 // Outbox implements storage.Database.
 func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
 	rows, err := d.db.QueryContext(ctx, "SELECT seq, room_id, payload FROM roomserver_outbox ORDER BY seq")
