@@ -329,3 +329,122 @@ func TestBackfilledInput(t *testing.T) {
 		}
 	})
 }
+
+// outputEvents are the events of the OutputRoomEvents in recs, by ID, as output, with the
+// redaction target each names.
+func outputEvents(t *testing.T, f *test.Follow, n int) (events map[string]gomatrixserverlib.PDU, redacts map[string]string) {
+	t.Helper()
+	events, redacts = map[string]gomatrixserverlib.PDU{}, map[string]string{}
+	for _, rec := range f.Wait(t, n, 10*time.Second) {
+		var o api.OutputRoomEvent
+		if err := json.Unmarshal(rec.Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		ev, target := api.Event{}, ""
+		if o.Type == api.OutputTypeBackfilledEvent {
+			ev, target = o.BackfilledEvent.Event, o.BackfilledEvent.RedactsEventID
+		} else {
+			ev, target = o.NewRoomEvent.Event, o.NewRoomEvent.RedactsEventID
+		}
+		events[ev.EventID()] = ev.PDU
+		if target != "" {
+			redacts[ev.EventID()] = target
+		}
+	}
+	return events, redacts
+}
+
+// storedContent is the content of the stored event, as queries return it.
+func (h *harness) storedContent(roomID, eventID string) string {
+	h.t.Helper()
+	res, err := h.rs.API().QueryEventsByID(context.Background(), &api.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{eventID}})
+	if err != nil || len(res.Events) != 1 {
+		h.t.Fatalf("event %s: %v %v", eventID, res, err)
+	}
+	return string(res.Events[0].Content())
+}
+
+// Redactions from other servers apply whatever the order their target arrives in: a
+// redaction received before its target (on another branch), a backfilled redaction of an
+// event backfilled with it, and one whose target comes a backfill page later. A redaction
+// by a user of another server without the power to redact is stored and never applied.
+func TestRedactionsInAnyOrder(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		out := test.FollowTopic(t, h.log, "out")
+		alice, carol, local := "@alice:"+remoteServer, "@carol:third.test", "@local:"+serverName
+		r := newRemoteRoom(t, alice)
+		auth := r.pdus(r.create, r.aliceJoin, r.pl)
+		message := func(sender, body string, depth int64, prev gomatrixserverlib.PDU, auth []gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+			return r.Event(sender, "m.room.message", nil, map[string]string{"body": body}, depth, r.pdus(prev), auth)
+		}
+		redaction := func(sender string, target gomatrixserverlib.PDU, depth int64, prev gomatrixserverlib.PDU, auth []gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+			return r.Event(sender, spec.MRoomRedaction, nil, map[string]string{"redacts": target.EventID()}, depth, r.pdus(prev), auth)
+		}
+		carolJoin := r.Event(carol, spec.MRoomMember, roomtest.StateKey(carol), map[string]string{"membership": "join"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.jr))
+		carolAuth := r.pdus(r.create, r.pl, carolJoin)
+		// Old history, to backfill in two pages, newest first: [b4 b5 b6], then [b0 b1 b2 b3].
+		// b3 redacts b1 (same page), b4 redacts b2 (a page earlier), carol's b6 cannot
+		// redact b5.
+		b0 := message(alice, "b0", 6, carolJoin, auth)
+		b1 := message(alice, "secret one", 7, b0, auth)
+		b2 := message(alice, "secret two", 8, b1, auth)
+		b3 := redaction(alice, b1, 9, b2, auth)
+		b4 := redaction(alice, b2, 10, b3, auth)
+		b5 := message(alice, "kept", 11, b4, auth)
+		b6 := redaction(carol, b5, 12, b5, carolAuth)
+		state := []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, carolJoin}
+		var in []api.InputRoomEvent
+		var stateIDs []string
+		for _, ev := range state {
+			in = append(in, roomtest.Input(api.KindOutlier, ev))
+			stateIDs = append(stateIDs, ev.EventID())
+		}
+		wantOK(t, "outliers", h.submitRemote(r.RoomID, r.Version, in...))
+		join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 13, r.pdus(b6), r.pdus(r.create, r.pl, r.jr))
+		ie := roomtest.Input(api.KindFederated, join)
+		ie.StateEventIDs = stateIDs
+		wantOK(t, "join", h.submitRemote(r.RoomID, r.Version, ie))
+
+		// The newest page: b4 redacts b2, which is not here yet; b6 cannot redact b5.
+		page := []api.InputRoomEvent{roomtest.Input(api.KindBackfilled, b4), roomtest.Input(api.KindBackfilled, b5), roomtest.Input(api.KindBackfilled, b6)}
+		page[0].StateEventIDs = stateIDs
+		wantOK(t, "first page", h.submitRemote(r.RoomID, r.Version, page...))
+		// The older page: b2 arrives after its redaction; b3 redacts b1 of the same page.
+		page = []api.InputRoomEvent{roomtest.Input(api.KindBackfilled, b0), roomtest.Input(api.KindBackfilled, b1),
+			roomtest.Input(api.KindBackfilled, b2), roomtest.Input(api.KindBackfilled, b3)}
+		page[0].StateEventIDs = stateIDs
+		wantOK(t, "second page", h.submitRemote(r.RoomID, r.Version, page...))
+
+		// On another branch, from the join: a redaction of m2 arrives before m2 itself.
+		m1 := message(alice, "visible", 14, join, auth)
+		m2 := message(alice, "secret three", 15, m1, auth)
+		m3 := redaction(alice, m2, 15, m1, auth)
+		wantOK(t, "m1", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, m1)))
+		wantOK(t, "m3", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, m3)))
+		wantOK(t, "m2", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, m2)))
+
+		events, redacts := outputEvents(t, out, 11)
+		for _, ev := range []gomatrixserverlib.PDU{b1, b2, m2} {
+			if got := string(events[ev.EventID()].Content()); got != "{}" {
+				t.Errorf("output of redacted %s has content %s", ev.EventID(), got)
+			}
+			if got := h.storedContent(r.RoomID, ev.EventID()); got != "{}" {
+				t.Errorf("stored redacted %s has content %s", ev.EventID(), got)
+			}
+		}
+		for _, ev := range []gomatrixserverlib.PDU{b0, b5, m1} {
+			if got := string(events[ev.EventID()].Content()); got != string(ev.Content()) {
+				t.Errorf("output of %s has content %s, want %s", ev.EventID(), got, ev.Content())
+			}
+			if got := h.storedContent(r.RoomID, ev.EventID()); got != string(ev.Content()) {
+				t.Errorf("stored %s has content %s, want %s", ev.EventID(), got, ev.Content())
+			}
+		}
+		// Only b3 found its target stored when it arrived; readers redact their copy then.
+		if want := map[string]string{b3.EventID(): b1.EventID()}; !maps.Equal(redacts, want) {
+			t.Errorf("redactions applied on arrival %v, want %v", redacts, want)
+		}
+	})
+}

@@ -38,6 +38,9 @@ type OutputBackfilledEvent struct {
 	Event Event `json:"event"`
 	// HistoryVisibility is the room's history visibility in the state before Event.
 	HistoryVisibility string `json:"history_visibility"`
+	// RedactsEventID is set when Event is a redaction the roomserver applied to an event
+	// it had: readers redact their copy too.
+	RedactsEventID string `json:"redacts_event_id,omitempty"`
 }
 
 // OutputNewRoomEvent is an event newly placed in a room, with the change it made to the

@@ -194,18 +194,25 @@ func (in *Inputer) redactionTarget(ctx context.Context, p *pendingRoom, ev gomat
 	if err != nil {
 		return nil, err
 	}
-	var pl gomatrixserverlib.PowerLevelContent
-	if plEvent != nil {
-		if pl, err = gomatrixserverlib.NewPowerLevelContentFromEvent(plEvent); err != nil {
-			return nil, err
-		}
-	} else {
-		pl.Defaults()
-	}
-	if pl.UserLevel(ev.SenderID()) < pl.Redact {
+	if !powerToRedact(ev.SenderID(), plEvent) {
 		return nil, matrixerr.Forbidden("insufficient power level to redact this event")
 	}
 	return target, nil
+}
+
+// powerToRedact reports whether sender has the power to redact others' events under the
+// power levels event in force (nil when the room has none: the spec's defaults). Power
+// levels that do not parse give nobody that power.
+func powerToRedact(sender spec.SenderID, powerLevels gomatrixserverlib.PDU) bool {
+	var pl gomatrixserverlib.PowerLevelContent
+	if powerLevels == nil {
+		pl.Defaults()
+	} else if p, err := gomatrixserverlib.NewPowerLevelContentFromEvent(powerLevels); err == nil {
+		pl = p
+	} else {
+		return false
+	}
+	return pl.UserLevel(sender) >= pl.Redact
 }
 
 // historyVisibility is the pending room's history visibility.

@@ -511,7 +511,8 @@ func (in *Inputer) writeEvent(ctx context.Context, w storage.Writer, h *roomHead
 	if err != nil {
 		return 0, err
 	}
-	row := &storage.Event{RoomNID: h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: h.room.Snapshot, JSON: ev.JSON()}
+	row := &storage.Event{RoomNID: h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: h.room.Snapshot,
+		Redacts: redactsOf(ev), JSON: ev.JSON()}
 	var tuple types.StateTuple
 	if sk := ev.StateKey(); sk != nil {
 		kn, err := in.cache.keyNIDs(ctx, *sk)
@@ -601,4 +602,12 @@ func (h *roomHead) redactedJSON(target gomatrixserverlib.PDU) ([]byte, error) {
 		return nil, err
 	}
 	return verImpl.RedactEventJSON(target.JSON())
+}
+
+// redactsOf is the target of a redaction event, "" for every other event.
+func redactsOf(ev gomatrixserverlib.PDU) string {
+	if ev.Type() != spec.MRoomRedaction {
+		return ""
+	}
+	return ev.Redacts()
 }

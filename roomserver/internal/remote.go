@@ -149,7 +149,9 @@ type remoteTx struct {
 	snaps    map[types.SnapshotNID]*types.State
 	inserted []cachedEvent
 	redacted []types.EventNID
-	outbound []storage.Outbound
+	// redactedJSON is the redacted form of each event redacted in this transaction, by ID.
+	redactedJSON map[string][]byte
+	outbound     []storage.Outbound
 	// backfilled are the outputs of the message's backfilled events, oldest first; they
 	// are stored newest first once the message is applied (api.KindBackfilled).
 	backfilled []api.OutputBackfilledEvent
@@ -159,6 +161,7 @@ func newRemoteTx(in *Inputer, w storage.Writer, roomID string, version gomatrixs
 	rt := &remoteTx{
 		in: in, w: w, roomID: roomID, version: version,
 		known: map[string]*knownEvent{}, absent: map[string]bool{}, byNID: map[types.EventNID]*knownEvent{}, snaps: map[types.SnapshotNID]*types.State{},
+		redactedJSON: map[string][]byte{},
 	}
 	if head == nil {
 		rt.h = &roomHead{room: storage.Room{RoomID: roomID, RoomVersion: string(version.Version())}, state: &types.State{}}
@@ -202,6 +205,9 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		if !existing.row.Outlier || (ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled) {
 			return api.Result{EventID: ev.EventID(), SoftFailed: existing.row.SoftFailed}, nil
 		}
+	}
+	if ev, err = rt.redactedByEarlier(ctx, ev); err != nil {
+		return api.Result{}, err
 	}
 	if ie.Kind == api.KindRemoteMembership {
 		return rt.remoteMembership(ctx, ev)
@@ -260,18 +266,31 @@ func (rt *remoteTx) backfill(ctx context.Context, ev gomatrixserverlib.PDU, exis
 	} else if _, err = rt.insert(ctx, ev, before.nid, false, false); err != nil {
 		return api.Result{}, err
 	}
-	hv, err := rt.historyVisibility(ctx, before.st)
-	if err != nil {
+	out := api.OutputBackfilledEvent{Event: api.Event{PDU: ev}}
+	if out.HistoryVisibility, err = rt.historyVisibility(ctx, before.st); err != nil {
 		return api.Result{}, err
 	}
-	rt.backfilled = append(rt.backfilled, api.OutputBackfilledEvent{Event: api.Event{PDU: ev}, HistoryVisibility: hv})
+	if ev.Type() == spec.MRoomRedaction && ev.Redacts() != "" {
+		if out.RedactsEventID, err = rt.redact(ctx, ev, before.st); err != nil {
+			return api.Result{}, err
+		}
+	}
+	rt.backfilled = append(rt.backfilled, out)
 	return api.Result{EventID: ev.EventID()}, nil
 }
 
 // outputBackfilled stores the outputs of the message's backfilled events, newest first
-// (see api.OutputBackfilledEvent).
+// (see api.OutputBackfilledEvent). An event that a newer one of the message redacted goes
+// out redacted: readers store the redaction first.
 func (rt *remoteTx) outputBackfilled() error {
 	for i := len(rt.backfilled) - 1; i >= 0; i-- {
+		if redacted, ok := rt.redactedJSON[rt.backfilled[i].Event.EventID()]; ok {
+			pdu, err := api.ParseTrusted(rt.h.room.RoomVersion, rt.backfilled[i].Event.EventID(), redacted, true)
+			if err != nil {
+				return err
+			}
+			rt.backfilled[i].Event = api.Event{PDU: pdu}
+		}
 		payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeBackfilledEvent, BackfilledEvent: &rt.backfilled[i]})
 		if err != nil {
 			return err
@@ -632,7 +651,7 @@ func (rt *remoteTx) insert(ctx context.Context, ev gomatrixserverlib.PDU, before
 	}
 	row := storage.Event{
 		RoomNID: rt.h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: before,
-		Redacted: ev.Redacted(), Outlier: outlier, SoftFailed: softFailed, JSON: ev.JSON(),
+		Redacted: ev.Redacted(), Outlier: outlier, SoftFailed: softFailed, Redacts: redactsOf(ev), JSON: ev.JSON(),
 	}
 	if sk := ev.StateKey(); sk != nil {
 		kn, err := rt.in.cache.keyNIDs(ctx, *sk)
@@ -823,7 +842,7 @@ func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef)
 	rt.h.room.Depth = max(rt.h.room.Depth, ev.Depth())
 	rt.headChanged = true
 	if ev.Type() == spec.MRoomRedaction && ev.Redacts() != "" {
-		if err = rt.redact(ctx, ev, before.st, &out); err != nil {
+		if out.RedactsEventID, err = rt.redact(ctx, ev, before.st); err != nil {
 			return err
 		}
 	}
@@ -920,44 +939,81 @@ func (rt *remoteTx) historyVisibility(ctx context.Context, st *types.State) (str
 	return string(hv), nil
 }
 
-// redact applies a federated redaction to its target when the target is known and the
-// redaction's sender may redact it: same server as the target's sender, or enough power
-// in the state before the redaction.
-func (rt *remoteTx) redact(ctx context.Context, ev gomatrixserverlib.PDU, before *types.State, out *api.OutputNewRoomEvent) error {
+// redact applies a redaction from another server to its target when the target is stored
+// and the redaction may redact it (mayRedact). It returns the ID of the event it redacted,
+// "" when none. A target that arrives later is redacted on arrival (redactedByEarlier).
+func (rt *remoteTx) redact(ctx context.Context, ev gomatrixserverlib.PDU, before *types.State) (string, error) {
 	target, err := rt.event(ctx, ev.Redacts())
 	if err != nil || target == nil || target.pdu == nil || target.row.RoomNID != rt.h.room.NID || target.row.Redacted {
-		return err
+		return "", err
 	}
-	sender, err1 := spec.NewUserID(string(ev.SenderID()), true)
-	targetSender, err2 := spec.NewUserID(string(target.pdu.SenderID()), true)
-	allowed := err1 == nil && err2 == nil && sender.Domain() == targetSender.Domain()
-	if !allowed {
-		pls, err := rt.lookup(ctx, before, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomPowerLevels}})
-		if err != nil {
-			return err
-		}
-		var pl gomatrixserverlib.PowerLevelContent
-		if len(pls) > 0 {
-			if p, err := gomatrixserverlib.NewPowerLevelContentFromEvent(pls[0]); err == nil {
-				pl = p
-			}
-		} else {
-			pl.Defaults()
-		}
-		allowed = pl.UserLevel(ev.SenderID()) >= pl.Redact
-	}
-	if !allowed {
-		return nil
+	if ok, err := rt.mayRedact(ctx, ev, before, target.pdu); !ok || err != nil {
+		return "", err
 	}
 	redacted, err := rt.version.RedactEventJSON(target.pdu.JSON())
 	if err != nil {
-		return err
+		return "", err
 	}
 	if err = rt.w.RedactEvent(target.row.NID, redacted); err != nil {
-		return fmt.Errorf("redact %s: %w", target.row.EventID, err)
+		return "", fmt.Errorf("redact %s: %w", target.row.EventID, err)
 	}
 	target.row.Redacted = true
 	rt.redacted = append(rt.redacted, target.row.NID)
-	out.RedactsEventID = target.row.EventID
-	return nil
+	rt.redactedJSON[target.row.EventID] = redacted
+	return target.row.EventID, nil
+}
+
+// mayRedact reports whether a redaction from another server, with the state before it,
+// may redact target: the servers of their senders are the same (the redacting server
+// vouches for its own users), or the redaction's sender has the power to redact.
+func (rt *remoteTx) mayRedact(ctx context.Context, redaction gomatrixserverlib.PDU, before *types.State, target gomatrixserverlib.PDU) (bool, error) {
+	sender, err1 := spec.NewUserID(string(redaction.SenderID()), true)
+	targetSender, err2 := spec.NewUserID(string(target.SenderID()), true)
+	if err1 == nil && err2 == nil && sender.Domain() == targetSender.Domain() {
+		return true, nil
+	}
+	pls, err := rt.lookup(ctx, before, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomPowerLevels}})
+	if err != nil {
+		return false, err
+	}
+	var pl gomatrixserverlib.PDU
+	if len(pls) > 0 {
+		pl = pls[0]
+	}
+	return powerToRedact(redaction.SenderID(), pl), nil
+}
+
+// redactedByEarlier returns ev redacted when a redaction of it, placed before ev arrived
+// (received ahead of its target, or backfilled a page earlier), may redact it; otherwise
+// ev as it is.
+func (rt *remoteTx) redactedByEarlier(ctx context.Context, ev gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
+	if ev.Redacted() || rt.h.room.NID == 0 {
+		return ev, nil
+	}
+	rows, err := rt.w.RedactionsOf(rt.h.room.NID, ev.EventID())
+	if err != nil {
+		return nil, fmt.Errorf("look up redactions of %s: %w", ev.EventID(), err)
+	}
+	for _, r := range rows {
+		redaction, err := api.ParseTrusted(rt.h.room.RoomVersion, r.EventID, r.JSON, r.Redacted)
+		if err != nil {
+			return nil, err
+		}
+		before, err := rt.loadState(ctx, r.Before)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := rt.mayRedact(ctx, redaction, before, ev)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			redacted, err := rt.version.RedactEventJSON(ev.JSON())
+			if err != nil {
+				return nil, err
+			}
+			return api.ParseTrusted(rt.h.room.RoomVersion, ev.EventID(), redacted, true)
+		}
+	}
+	return ev, nil
 }

@@ -44,7 +44,10 @@ type Event struct {
 	// room's current state: they are stored with that state but are neither forward
 	// extremities nor sent to readers (spec "Soft failure").
 	SoftFailed bool
-	JSON       []byte
+	// Redacts is the target of a redaction event, kept so that a redaction received before
+	// its target (from another server, or by backfill) applies when the target arrives.
+	Redacts string
+	JSON    []byte
 }
 
 // Membership is a user's current membership in a room.
@@ -134,6 +137,9 @@ type Writer interface {
 	InsertBlock(entries []types.StateEntry) (types.BlockNID, error)
 	InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]types.BlockNID) (types.SnapshotNID, error)
 	RedactEvent(nid types.EventNID, redactedJSON []byte) error
+	// RedactionsOf returns the room's placed, not soft-failed redactions of eventID, those
+	// stored earlier in this transaction included.
+	RedactionsOf(roomNID types.RoomNID, eventID string) ([]Event, error)
 	// PlaceEvent turns a stored outlier into a timeline event with the state before it.
 	PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error
 	InsertTransaction(roomNID types.RoomNID, t Transaction) error

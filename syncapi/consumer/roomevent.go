@@ -43,7 +43,7 @@ func (c *RoomEvents) apply(ctx context.Context, recs []eventlog.Record, offset s
 		}
 		if out.Type == rsapi.OutputTypeBackfilledEvent && out.BackfilledEvent != nil && out.BackfilledEvent.Event.PDU != nil {
 			b := out.BackfilledEvent
-			events = append(events, storage.NewRoomEvent{Event: b.Event.PDU, HistoryVisibility: b.HistoryVisibility, Backfilled: true})
+			events = append(events, storage.NewRoomEvent{Event: b.Event.PDU, HistoryVisibility: b.HistoryVisibility, RedactsEventID: b.RedactsEventID, Backfilled: true})
 			continue
 		}
 		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {

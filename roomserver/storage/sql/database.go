@@ -173,6 +173,10 @@ func (d *Database) selectEvents(ctx context.Context, where string, list any) ([]
 	if err != nil {
 		return nil, fmt.Errorf("select events: %w", err)
 	}
+	return scanEvents(rows)
+}
+
+func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 	defer rows.Close()
 	var out []storage.Event
 	for rows.Next() {

@@ -76,4 +76,7 @@ CREATE INDEX IF NOT EXISTS roomserver_room_aliases_room ON roomserver_room_alias
 CREATE TABLE IF NOT EXISTS roomserver_published_rooms (
 	room_id TEXT NOT NULL PRIMARY KEY
 );
+`}, {Version: 4, SQL: `
+ALTER TABLE roomserver_events ADD COLUMN redacts TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS roomserver_events_redacts ON roomserver_events (redacts) WHERE redacts <> '';
 `}}

@@ -44,9 +44,9 @@ func (w *writer) UpdateRoom(r *storage.Room) error {
 
 func (w *writer) InsertEvent(e *storage.Event) (types.EventNID, error) {
 	nid, err := w.insertReturning(`INSERT INTO roomserver_events
-		(room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, event_json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING event_nid`,
-		e.RoomNID, e.EventID, e.Type, e.StateKey, e.IsState, e.Depth, e.Before, e.Redacted, e.Outlier, e.SoftFailed, e.JSON)
+		(room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, redacts, event_json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING event_nid`,
+		e.RoomNID, e.EventID, e.Type, e.StateKey, e.IsState, e.Depth, e.Before, e.Redacted, e.Outlier, e.SoftFailed, e.Redacts, e.JSON)
 	return types.EventNID(nid), err
 }
 
@@ -64,6 +64,15 @@ func (w *writer) InsertSnapshot(roomNID types.RoomNID, blocks [types.Buckets]typ
 func (w *writer) RedactEvent(nid types.EventNID, redactedJSON []byte) error {
 	_, err := w.tx.ExecContext(w.ctx, "UPDATE roomserver_events SET redacted = TRUE, event_json = $1 WHERE event_nid = $2", redactedJSON, nid)
 	return err
+}
+
+func (w *writer) RedactionsOf(roomNID types.RoomNID, eventID string) ([]storage.Event, error) {
+	rows, err := w.tx.QueryContext(w.ctx, "SELECT "+eventColumns+` FROM roomserver_events
+		WHERE redacts = $1 AND room_nid = $2 AND NOT outlier AND NOT soft_failed`, eventID, roomNID)
+	if err != nil {
+		return nil, err
+	}
+	return scanEvents(rows)
 }
 
 func (w *writer) PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error {

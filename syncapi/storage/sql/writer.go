@@ -124,7 +124,10 @@ func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.
 	}
 	_, err = tx.ExecContext(ctx, insertEventSQL, pos, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
 		string(e.Version()), ev.HistoryVisibility, "", "", "", "", false, "")
-	return err
+	if err != nil || ev.RedactsEventID == "" {
+		return err
+	}
+	return redact(ctx, tx, ev.RedactsEventID, e)
 }
 
 // withPrevContent adds to a state event's unsigned the content and sender of the state event
