@@ -151,7 +151,10 @@ type remoteTx struct {
 	redacted []types.EventNID
 	// redactedJSON is the redacted form of each event redacted in this transaction, by ID.
 	redactedJSON map[string][]byte
-	outbound     []storage.Outbound
+	// redactions is whether the room has stored redactions: unknown (nil) until asked,
+	// then true once one is stored in this transaction.
+	redactions *bool
+	outbound   []storage.Outbound
 	// backfilled are the outputs of the message's backfilled events, oldest first; they
 	// are stored newest first once the message is applied (api.KindBackfilled).
 	backfilled []api.OutputBackfilledEvent
@@ -663,6 +666,10 @@ func (rt *remoteTx) insert(ctx context.Context, ev gomatrixserverlib.PDU, before
 	if row.NID, err = rt.w.InsertEvent(&row); err != nil {
 		return nil, fmt.Errorf("store event %s: %w", ev.EventID(), err)
 	}
+	if row.Redacts != "" {
+		has := true
+		rt.redactions = &has
+	}
 	k := &knownEvent{row: row, pdu: ev}
 	rt.remember(k)
 	rt.inserted = append(rt.inserted, cachedEvent{row.NID, ev})
@@ -989,6 +996,16 @@ func (rt *remoteTx) mayRedact(ctx context.Context, redaction gomatrixserverlib.P
 func (rt *remoteTx) redactedByEarlier(ctx context.Context, ev gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
 	if ev.Redacted() || rt.h.room.NID == 0 {
 		return ev, nil
+	}
+	if rt.redactions == nil {
+		has, err := rt.w.HasRedactions(rt.h.room.NID)
+		if err != nil {
+			return nil, fmt.Errorf("look up redactions: %w", err)
+		}
+		rt.redactions = &has
+	}
+	if !*rt.redactions {
+		return ev, nil // the usual case, and one query for a join's whole state
 	}
 	rows, err := rt.w.RedactionsOf(rt.h.room.NID, ev.EventID())
 	if err != nil {

@@ -140,6 +140,8 @@ type Writer interface {
 	// RedactionsOf returns the room's placed, not soft-failed redactions of eventID, those
 	// stored earlier in this transaction included.
 	RedactionsOf(roomNID types.RoomNID, eventID string) ([]Event, error)
+	// HasRedactions reports whether the room has any stored redaction.
+	HasRedactions(roomNID types.RoomNID) (bool, error)
 	// PlaceEvent turns a stored outlier into a timeline event with the state before it.
 	PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error
 	InsertTransaction(roomNID types.RoomNID, t Transaction) error

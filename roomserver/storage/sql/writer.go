@@ -75,6 +75,12 @@ func (w *writer) RedactionsOf(roomNID types.RoomNID, eventID string) ([]storage.
 	return scanEvents(rows)
 }
 
+func (w *writer) HasRedactions(roomNID types.RoomNID) (bool, error) {
+	var n int
+	err := w.tx.QueryRowContext(w.ctx, "SELECT COUNT(*) FROM (SELECT 1 FROM roomserver_events WHERE redacts <> '' AND room_nid = $1 LIMIT 1) AS r", roomNID).Scan(&n)
+	return n > 0, err
+}
+
 func (w *writer) PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error {
 	_, err := w.tx.ExecContext(w.ctx, "UPDATE roomserver_events SET outlier = FALSE, before_snapshot_nid = $1, soft_failed = $2 WHERE event_nid = $3", before, softFailed, nid)
 	return err
