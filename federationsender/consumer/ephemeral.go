@@ -220,7 +220,11 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if err != nil {
 			return eventlog.Retry(err)
 		}
-		for _, roomID := range rooms.RoomIDs {
+		unknown, err := p.s.DB.UnknownRooms(ctx, tx, rooms.RoomIDs)
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		for _, roomID := range unknown {
 			if err := p.s.ensureRoom(ctx, tx, roomID); err != nil {
 				return err
 			}

@@ -46,6 +46,8 @@ type Depth struct {
 type Database interface {
 	// RoomKnown reports whether the room's members were ever loaded.
 	RoomKnown(ctx context.Context, tx *sql.Tx, roomID string) (bool, error)
+	// UnknownRooms are those of roomIDs whose members were never loaded.
+	UnknownRooms(ctx context.Context, tx *sql.Tx, roomIDs []string) ([]string, error)
 	// AddRoom marks the room known and stores members as joined (replacing any stored
 	// membership of the same users).
 	AddRoom(ctx context.Context, tx *sql.Tx, roomID string, members []Member) error

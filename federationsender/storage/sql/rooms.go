@@ -23,6 +23,34 @@ func (d *Database) RoomKnown(ctx context.Context, tx *sql.Tx, roomID string) (bo
 	return true, nil
 }
 
+// UnknownRooms implements storage.Database.
+func (d *Database) UnknownRooms(ctx context.Context, tx *sql.Tx, roomIDs []string) ([]string, error) {
+	query, args := d.db.Dialect.InList("SELECT room_id FROM federationsender_rooms WHERE room_id IN ({list})", "{list}", nil, roomIDs)
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select rooms: %w", err)
+	}
+	defer rows.Close()
+	known := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err = rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		known[id] = true
+	}
+	if err = rows.Err(); err != nil {
+		return nil, err
+	}
+	var unknown []string
+	for _, id := range roomIDs {
+		if !known[id] {
+			unknown = append(unknown, id)
+		}
+	}
+	return unknown, nil
+}
+
 // AddRoom implements storage.Database.
 func (d *Database) AddRoom(ctx context.Context, tx *sql.Tx, roomID string, members []storage.Member) error {
 	_, err := sqlutil.Conn(d.db, tx).ExecContext(ctx, "INSERT INTO federationsender_rooms (room_id) VALUES ($1) ON CONFLICT (room_id) DO NOTHING", roomID)
