@@ -109,6 +109,9 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 			Logger: logger, Now: now},
 		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},
 	}
+	if rl := d.Cfg.RateLimiting; rl.Enabled {
+		rt.Limiter = httputil.NewRateLimiter(rl.PerSecond, rl.Burst, rl.ExemptServers)
+	}
 	return &FederationAPI{keys: keys, membership: membership, backfill: &internal.Backfiller{Inbound: inbound}, routing: rt}, nil
 }
 

@@ -86,6 +86,8 @@ type node struct {
 type nodeOpts struct {
 	validity time.Duration
 	notaries []*node
+	// limit replaces the default rate limits of origin servers.
+	limit *config.ServerRateLimiting
 }
 
 func newNode(t testing.TB, dsn string, clk *clock, o nodeOpts) *node {
@@ -102,6 +104,9 @@ func newNode(t testing.TB, dsn string, clk *clock, o nodeOpts) *node {
 	n.cfg = config.Defaults().FederationAPI
 	if o.validity != 0 {
 		n.cfg.KeyValidityPeriod = config.Duration(o.validity)
+	}
+	if o.limit != nil {
+		n.cfg.RateLimiting = *o.limit
 	}
 	for _, notary := range o.notaries {
 		n.cfg.KeyPerspectives = append(n.cfg.KeyPerspectives, config.KeyPerspective{ServerName: string(notary.name), Keys: []config.PerspectiveKey{
@@ -415,6 +420,39 @@ func TestRequestAuthentication(t *testing.T) {
 		// /version needs no signature.
 		if v, err := b.client.GetVersion(ctx, a.name); err != nil || v.Server.Name != "Dendrite" {
 			t.Fatalf("version: %+v %v", v, err)
+		}
+	})
+}
+
+// TestOriginRateLimit: each origin server has its own bucket. B's fourth request in a
+// burst of three gets 429 M_LIMIT_EXCEEDED while C, exempt, is never limited; B is served
+// again once its bucket refills.
+func TestOriginRateLimit(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		b, c := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		a := newNode(t, newDSN(), clk, nodeOpts{limit: &config.ServerRateLimiting{Enabled: true, PerSecond: 5, Burst: 3, ExemptServers: []string{string(c.name)}}})
+		ctx := context.Background()
+		if _, err := a.users.PerformAccountCreation(ctx, &uapi.PerformAccountCreationRequest{Localpart: "alice", Password: "pw-alice-123", AccountType: uapi.AccountTypeUser}); err != nil {
+			t.Fatal(err)
+		}
+		alice := fmt.Sprintf("@alice:%s", a.name)
+		for i := range 3 {
+			if _, err := b.client.LookupProfile(ctx, b.name, a.name, alice, ""); err != nil {
+				t.Fatalf("B's request %d: %v", i, err)
+			}
+		}
+		_, err := b.client.LookupProfile(ctx, b.name, a.name, alice, "")
+		wantHTTP(t, err, http.StatusTooManyRequests, "M_LIMIT_EXCEEDED")
+		for i := range 10 {
+			if _, err := c.client.LookupProfile(ctx, c.name, a.name, alice, ""); err != nil {
+				t.Fatalf("exempt C's request %d: %v", i, err)
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // 5/s refills one token in 200 ms
+		if _, err := b.client.LookupProfile(ctx, b.name, a.name, alice, ""); err != nil {
+			t.Fatalf("B after the refill: %v", err)
 		}
 	})
 }

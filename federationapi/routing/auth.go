@@ -23,13 +23,17 @@ type FederationHandler func(r *http.Request, req *fclient.FederationRequest) (ht
 // Authenticated checks the X-Matrix Authorization header (spec "Request Authentication")
 // before h runs: 401 M_UNAUTHORIZED when it is missing or malformed, names another
 // destination, or its signature does not verify with the origin's key (fetched and cached
-// by the key ring); 400 M_NOT_JSON for a body that is not JSON.
+// by the key ring); 400 M_NOT_JSON for a body that is not JSON; 429 M_LIMIT_EXCEEDED when
+// the origin is over its rate limit.
 func (rt *Routing) Authenticated(h FederationHandler) httputil.HandlerFunc {
 	return func(r *http.Request) (httputil.Response, error) {
 		// gomatrixserverlib logs through the context's logger: give it the request's.
 		r = r.WithContext(util.ContextWithLogger(r.Context(), httputil.Logger(r)))
 		req, err := rt.authenticate(r)
 		if err != nil {
+			return httputil.Response{}, err
+		}
+		if err = rt.Limiter.Allow(string(req.Origin())); err != nil {
 			return httputil.Response{}, err
 		}
 		return h(r, req)

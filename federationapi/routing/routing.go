@@ -42,6 +42,8 @@ type Routing struct {
 	Alive *internal.Alive
 	// Now is the clock requests are verified at (time.Now when nil).
 	Now func() time.Time
+	// Limiter limits each origin's authenticated requests (nil: no limit).
+	Limiter *httputil.RateLimiter
 }
 
 // Routes are every federation and key endpoint.

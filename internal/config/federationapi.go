@@ -37,6 +37,18 @@ type FederationAPI struct {
 	KeyPerspectives []KeyPerspective `yaml:"key_perspectives"`
 	// ReceivePresence accepts m.presence EDUs from other servers (with presence_server.enabled).
 	ReceivePresence bool `yaml:"receive_presence"`
+	// RateLimiting limits the authenticated requests of each origin server.
+	RateLimiting ServerRateLimiting `yaml:"rate_limiting"`
+}
+
+// ServerRateLimiting configures a token bucket per origin server: per_second requests on
+// average, bursts of up to burst. Requests over it get 429 M_LIMIT_EXCEEDED, which senders
+// retry later.
+type ServerRateLimiting struct {
+	Enabled       bool     `yaml:"enabled"`
+	PerSecond     float64  `yaml:"per_second"`
+	Burst         int      `yaml:"burst"`
+	ExemptServers []string `yaml:"exempt_servers"`
 }
 
 // OldVerifyKey is a retired signing key.
@@ -66,6 +78,7 @@ func defaultFederationAPI() FederationAPI {
 		Listen: ":8072", InternalAPI: InternalAPI{Listen: ":7777", Connect: "http://federationapi:7777"},
 		KeyValidityPeriod: Duration(7 * 24 * time.Hour), RequestTimeout: Duration(30 * time.Second), MaxBodyBytes: 10 << 20,
 		OldVerifyKeys: []OldVerifyKey{}, KeyPerspectives: []KeyPerspective{}, ReceivePresence: true,
+		RateLimiting: ServerRateLimiting{Enabled: true, PerSecond: 50, Burst: 300, ExemptServers: []string{}},
 	}
 }
 
@@ -90,6 +103,9 @@ func (f *FederationAPI) verify(bad func(path, problem string)) {
 	}
 	if f.MaxBodyBytes < 65536 {
 		bad("federation_api.max_body_bytes", "must be at least 65536 (one event)")
+	}
+	if rl := f.RateLimiting; rl.Enabled && (rl.PerSecond <= 0 || rl.Burst < 1) {
+		bad("federation_api.rate_limiting", "per_second must be positive and burst at least 1")
 	}
 	if (f.TLSCert == "") != (f.TLSKey == "") || (f.HTTPSBindAddress != "" && f.TLSCert == "") {
 		bad("federation_api.tls_cert", "https_bind_address needs both tls_cert and tls_key")
