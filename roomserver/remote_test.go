@@ -250,6 +250,25 @@ func outputs(t *testing.T, f *test.Follow, n int) []string {
 	return out
 }
 
+// joinAt joins local to the remote room as a remote join would: the room's state as
+// outliers, then local's join after prev with that state before it. It returns the join
+// and the state's event IDs.
+func (h *harness) joinAt(r *remoteRoom, local string, state []gomatrixserverlib.PDU, prev gomatrixserverlib.PDU) (gomatrixserverlib.PDU, []string) {
+	h.t.Helper()
+	var in []api.InputRoomEvent
+	var stateIDs []string
+	for _, ev := range state {
+		in = append(in, roomtest.Input(api.KindOutlier, ev))
+		stateIDs = append(stateIDs, ev.EventID())
+	}
+	wantOK(h.t.(*testing.T), "outliers", h.submitRemote(r.RoomID, r.Version, in...))
+	join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, prev.Depth()+1, r.pdus(prev), r.pdus(r.create, r.pl, r.jr))
+	ie := roomtest.Input(api.KindFederated, join)
+	ie.StateEventIDs = stateIDs
+	wantOK(h.t.(*testing.T), "join", h.submitRemote(r.RoomID, r.Version, ie))
+	return join, stateIDs
+}
+
 // Backfilled events: placed before the joined room's timeline, checked against the state
 // before them, with no change to the current state or the extremities, and output newest
 // first.
@@ -268,17 +287,7 @@ func TestBackfilledInput(t *testing.T) {
 			msgs = append(msgs, prev)
 		}
 		state := []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, hv}
-		var in []api.InputRoomEvent
-		var stateIDs []string
-		for _, ev := range state {
-			in = append(in, roomtest.Input(api.KindOutlier, ev))
-			stateIDs = append(stateIDs, ev.EventID())
-		}
-		wantOK(t, "outliers", h.submitRemote(r.RoomID, r.Version, in...))
-		join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 11, r.pdus(msgs[4]), r.pdus(r.create, r.pl, r.jr))
-		ie := roomtest.Input(api.KindFederated, join)
-		ie.StateEventIDs = stateIDs
-		wantOK(t, "join", h.submitRemote(r.RoomID, r.Version, ie))
+		join, stateIDs := h.joinAt(r, local, state, msgs[4])
 		if got := outputs(t, out, 1); got[0] != "new "+join.EventID() {
 			t.Fatalf("join output %v", got)
 		}
@@ -394,18 +403,7 @@ func TestRedactionsInAnyOrder(t *testing.T) {
 		b4 := redaction(alice, b2, 10, b3, auth)
 		b5 := message(alice, "kept", 11, b4, auth)
 		b6 := redaction(carol, b5, 12, b5, carolAuth)
-		state := []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, carolJoin}
-		var in []api.InputRoomEvent
-		var stateIDs []string
-		for _, ev := range state {
-			in = append(in, roomtest.Input(api.KindOutlier, ev))
-			stateIDs = append(stateIDs, ev.EventID())
-		}
-		wantOK(t, "outliers", h.submitRemote(r.RoomID, r.Version, in...))
-		join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 13, r.pdus(b6), r.pdus(r.create, r.pl, r.jr))
-		ie := roomtest.Input(api.KindFederated, join)
-		ie.StateEventIDs = stateIDs
-		wantOK(t, "join", h.submitRemote(r.RoomID, r.Version, ie))
+		join, stateIDs := h.joinAt(r, local, []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, carolJoin}, b6)
 
 		// The newest page: b4 redacts b2, which is not here yet; b6 cannot redact b5.
 		page := []api.InputRoomEvent{roomtest.Input(api.KindBackfilled, b4), roomtest.Input(api.KindBackfilled, b5), roomtest.Input(api.KindBackfilled, b6)}
