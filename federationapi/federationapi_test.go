@@ -432,7 +432,7 @@ func TestOriginRateLimit(t *testing.T) {
 	forEngine(t, func(t *testing.T, newDSN func() string) {
 		clk := &clock{}
 		b, c := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
-		a := newNode(t, newDSN(), clk, nodeOpts{limit: &config.ServerRateLimiting{Enabled: true, PerSecond: 5, Burst: 3, ExemptServers: []string{string(c.name)}}})
+		a := newNode(t, newDSN(), clk, nodeOpts{limit: &config.ServerRateLimiting{Enabled: true, PerSecond: 0.5, Burst: 3, ExemptServers: []string{string(c.name)}}})
 		ctx := context.Background()
 		if _, err := a.users.PerformAccountCreation(ctx, &uapi.PerformAccountCreationRequest{Localpart: "alice", Password: "pw-alice-123", AccountType: uapi.AccountTypeUser}); err != nil {
 			t.Fatal(err)
@@ -450,7 +450,9 @@ func TestOriginRateLimit(t *testing.T) {
 				t.Fatalf("exempt C's request %d: %v", i, err)
 			}
 		}
-		time.Sleep(300 * time.Millisecond) // 5/s refills one token in 200 ms
+		// 0.5/s refills one token in 2 s, slow enough that a loaded machine does not refill
+		// B's bucket between its burst and its fourth request.
+		time.Sleep(2100 * time.Millisecond)
 		if _, err := b.client.LookupProfile(ctx, b.name, a.name, alice, ""); err != nil {
 			t.Fatalf("B after the refill: %v", err)
 		}
