@@ -294,15 +294,9 @@ func (rt *remoteTx) outputBackfilled() error {
 			}
 			rt.backfilled[i].Event = api.Event{PDU: pdu}
 		}
-		payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeBackfilledEvent, BackfilledEvent: &rt.backfilled[i]})
-		if err != nil {
+		if err := rt.output(api.OutputRoomEvent{Type: api.OutputTypeBackfilledEvent, BackfilledEvent: &rt.backfilled[i]}); err != nil {
 			return err
 		}
-		seq, err := rt.w.InsertOutbox(rt.roomID, payload)
-		if err != nil {
-			return fmt.Errorf("store output: %w", err)
-		}
-		rt.outbound = append(rt.outbound, storage.Outbound{Seq: seq, RoomID: rt.roomID, Payload: payload})
 	}
 	return nil
 }
@@ -325,15 +319,9 @@ func (rt *remoteTx) remoteMembership(ctx context.Context, ev gomatrixserverlib.P
 		Event: api.Event{PDU: ev}, AddsStateEventIDs: []string{ev.EventID()}, AddsStateEvents: []api.Event{{PDU: ev}},
 		HistoryVisibility: string(gomatrixserverlib.HistoryVisibilityShared),
 	}
-	payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
-	if err != nil {
+	if err = rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out}); err != nil {
 		return api.Result{}, err
 	}
-	seq, err := rt.w.InsertOutbox(rt.roomID, payload)
-	if err != nil {
-		return api.Result{}, fmt.Errorf("store output: %w", err)
-	}
-	rt.outbound = append(rt.outbound, storage.Outbound{Seq: seq, RoomID: rt.roomID, Payload: payload})
 	return api.Result{EventID: ev.EventID()}, nil
 }
 
@@ -853,7 +841,12 @@ func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef)
 			return err
 		}
 	}
-	payload, err := json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+}
+
+// output stores an output in the outbox, in the transaction, to be produced after commit.
+func (rt *remoteTx) output(out api.OutputRoomEvent) error {
+	payload, err := json.Marshal(out)
 	if err != nil {
 		return err
 	}
