@@ -436,11 +436,11 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 			if err != nil {
 				return err
 			}
-			seq, err := w.InsertOutbox(acc.room.roomID, payload)
+			o, err := storeOutput(w, acc.room.roomID, payload)
 			if err != nil {
-				return fmt.Errorf("store output: %w", err)
+				return err
 			}
-			outbound = append(outbound, storage.Outbound{Seq: seq, RoomID: acc.room.roomID, Payload: payload})
+			outbound = append(outbound, o)
 		}
 		for _, h := range heads {
 			if err := w.UpdateRoom(&h.room); err != nil {
@@ -462,6 +462,16 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 		out = append(out, h)
 	}
 	return outbound, out, nil
+}
+
+// storeOutput stores an encoded output in the outbox, inside the write transaction; it is
+// produced after the commit.
+func storeOutput(w storage.Writer, roomID string, payload []byte) (storage.Outbound, error) {
+	seq, err := w.InsertOutbox(roomID, payload)
+	if err != nil {
+		return storage.Outbound{}, fmt.Errorf("store output: %w", err)
+	}
+	return storage.Outbound{Seq: seq, RoomID: roomID, Payload: payload}, nil
 }
 
 type cachedEvent struct {

@@ -844,17 +844,17 @@ func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef)
 	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
 }
 
-// output stores an output in the outbox, in the transaction, to be produced after commit.
+// output encodes an output and stores it in the outbox (storeOutput).
 func (rt *remoteTx) output(out api.OutputRoomEvent) error {
 	payload, err := json.Marshal(out)
 	if err != nil {
 		return err
 	}
-	seq, err := rt.w.InsertOutbox(rt.roomID, payload)
+	o, err := storeOutput(rt.w, rt.roomID, payload)
 	if err != nil {
-		return fmt.Errorf("store output: %w", err)
+		return err
 	}
-	rt.outbound = append(rt.outbound, storage.Outbound{Seq: seq, RoomID: rt.roomID, Payload: payload})
+	rt.outbound = append(rt.outbound, o)
 	return nil
 }
 
