@@ -105,11 +105,18 @@ func (ib *Inbound) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
 // Receive writes a verified event to the roomserver, first fetching from origin what the
 // roomserver lacks: missing prev events (bounded), else the state before the event.
 func (ib *Inbound) Receive(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse, ev gomatrixserverlib.PDU) error {
-	roomID := ev.RoomID().String()
-	placed, err := ib.placed(ctx, roomID, append([]string{ev.EventID()}, ev.PrevEventIDs()...))
+	placed, err := ib.placed(ctx, ev.RoomID().String(), append([]string{ev.EventID()}, ev.PrevEventIDs()...))
 	if err != nil {
 		return err
 	}
+	return ib.receivePlaced(ctx, origin, v, info, ev, placed)
+}
+
+// receivePlaced is Receive for a caller that already looked up which of ev and its prev
+// events are in the timeline (placed).
+func (ib *Inbound) receivePlaced(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse,
+	ev gomatrixserverlib.PDU, placed map[string]bool) error {
+	roomID := ev.RoomID().String()
 	if placed[ev.EventID()] {
 		return nil
 	}
@@ -147,7 +154,8 @@ func (ib *Inbound) Receive(ctx context.Context, origin spec.ServerName, v gomatr
 	return ib.input(ctx, roomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}, StateEventIDs: stateIDs})
 }
 
-// placed reports which of ids are timeline events of the room (known and not outliers).
+// placed looks up which of ids the roomserver has: true for timeline events, false for
+// outliers; unknown IDs are left out.
 func (ib *Inbound) placed(ctx context.Context, roomID string, ids []string) (map[string]bool, error) {
 	res, err := ib.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
 	if err != nil {
@@ -156,19 +164,6 @@ func (ib *Inbound) placed(ctx context.Context, roomID string, ids []string) (map
 	out := map[string]bool{}
 	for _, e := range res.Events {
 		out[e.EventID()] = !slices.Contains(res.OutlierIDs, e.EventID())
-	}
-	return out, nil
-}
-
-// known returns which of ids the roomserver has, outliers included.
-func (ib *Inbound) known(ctx context.Context, roomID string, ids []string) (map[string]bool, error) {
-	res, err := ib.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]bool{}
-	for _, e := range res.Events {
-		out[e.EventID()] = true
 	}
 	return out, nil
 }
@@ -253,13 +248,13 @@ func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v go
 		return ib.fullState(ctx, origin, v, ev)
 	}
 	all := append(append([]string(nil), ids.StateEventIDs...), ids.AuthEventIDs...)
-	known, err := ib.known(ctx, roomID, all)
+	have, err := ib.placed(ctx, roomID, all)
 	if err != nil {
 		return nil, nil, err
 	}
 	var missing []string
 	for _, id := range all {
-		if !known[id] && !slices.Contains(missing, id) {
+		if _, known := have[id]; !known && !slices.Contains(missing, id) {
 			missing = append(missing, id)
 		}
 	}

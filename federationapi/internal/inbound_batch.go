@@ -118,7 +118,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 			case res.Results[j].Err.Status == http.StatusNotFound:
 				// A prev event of the run was refused: the event may still be placed with
 				// the state before it from its origin.
-				out[c.i].Err = ib.Receive(ctx, origin, c.v, c.info, c.ev)
+				out[c.i].Err = ib.receivePlaced(ctx, origin, c.v, c.info, c.ev, placed[roomID])
 			default:
 				out[c.i].Err = res.Results[j].Err
 			}
@@ -145,7 +145,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 		}
 		if !joins {
 			flush()
-			if out[c.i].Err = ib.Receive(ctx, origin, c.v, c.info, c.ev); out[c.i].Err == nil {
+			if out[c.i].Err = ib.receivePlaced(ctx, origin, c.v, c.info, c.ev, placed[roomID]); out[c.i].Err == nil {
 				placed[roomID][c.ev.EventID()] = true
 			}
 			continue
