@@ -72,10 +72,10 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 		return err
 	}
 	roomID := e.RoomID().String()
-	replaces := ""
+	replaces, replacedJSON := "", ""
 	if sk := e.StateKey(); sk != nil {
-		err = tx.QueryRowContext(ctx, "SELECT event_id FROM syncapi_current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
-			roomID, e.Type(), *sk).Scan(&replaces)
+		err = tx.QueryRowContext(ctx, "SELECT event_id, event_json FROM syncapi_current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+			roomID, e.Type(), *sk).Scan(&replaces, &replacedJSON)
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
@@ -90,7 +90,7 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	}
 	eventJSON := e.JSON()
 	if replaces != "" {
-		if eventJSON, err = withPrevContent(ctx, tx, eventJSON, replaces); err != nil {
+		if eventJSON, err = withPrevContent(eventJSON, replaces, replacedJSON); err != nil {
 			return err
 		}
 	}
@@ -132,16 +132,8 @@ func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.
 
 // withPrevContent adds to a state event's unsigned the content and sender of the state event
 // it replaced (prev_content, prev_sender, replaces_state), as clients show changes with them.
-// A replaced event this sync API never stored is left out.
-func withPrevContent(ctx context.Context, tx *sql.Tx, eventJSON []byte, replaces string) ([]byte, error) {
-	var prevJSON string
-	err := tx.QueryRowContext(ctx, "SELECT event_json FROM syncapi_events WHERE event_id = $1", replaces).Scan(&prevJSON)
-	if errors.Is(err, sql.ErrNoRows) {
-		return eventJSON, nil
-	}
-	if err != nil {
-		return nil, err
-	}
+// prevJSON is the replaced event as the current state held it.
+func withPrevContent(eventJSON []byte, replaces, prevJSON string) ([]byte, error) {
 	var prev struct {
 		Content json.RawMessage `json:"content"`
 		Sender  string          `json:"sender"`
