@@ -142,6 +142,19 @@ func better(prev, next *matrixerr.Error) *matrixerr.Error {
 	return prev
 }
 
+// contentObject decodes the content a client gave for a membership event (what: "join",
+// "leave"); none is an empty object.
+func contentObject(raw json.RawMessage, what string) (map[string]any, error) {
+	var content map[string]any
+	if len(raw) > 0 && json.Unmarshal(raw, &content) != nil {
+		return nil, matrixerr.BadJSON(what + " content must be an object")
+	}
+	if content == nil { // none, or JSON null
+		content = map[string]any{}
+	}
+	return content, nil
+}
+
 // PerformJoin implements api.ClientFederationAPI.
 func (m *Membership) PerformJoin(ctx context.Context, req *api.PerformJoinRequest) (*api.PerformJoinResponse, error) {
 	uid, err := m.localUser(req.UserID)
@@ -152,11 +165,9 @@ func (m *Membership) PerformJoin(ctx context.Context, req *api.PerformJoinReques
 	if err != nil {
 		return nil, matrixerr.InvalidParam("invalid room ID")
 	}
-	content := map[string]any{}
-	if len(req.Content) > 0 {
-		if err = json.Unmarshal(req.Content, &content); err != nil {
-			return nil, matrixerr.BadJSON("join content must be an object")
-		}
+	content, err := contentObject(req.Content, "join")
+	if err != nil {
+		return nil, err
 	}
 	servers := m.candidates(req.ServerNames, m.inviter(ctx, req.RoomID, req.UserID), rid.Domain())
 	log := m.Logger.WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.UserID})
@@ -356,11 +367,9 @@ func (m *Membership) PerformLeave(ctx context.Context, req *api.PerformLeaveRequ
 	if err != nil {
 		return nil, matrixerr.InvalidParam("invalid room ID")
 	}
-	content := map[string]any{}
-	if len(req.Content) > 0 {
-		if err = json.Unmarshal(req.Content, &content); err != nil {
-			return nil, matrixerr.BadJSON("leave content must be an object")
-		}
+	content, err := contentObject(req.Content, "leave")
+	if err != nil {
+		return nil, err
 	}
 	content["membership"] = spec.Leave
 	var failure *matrixerr.Error
