@@ -365,18 +365,11 @@ func (rm *Rooms) PublicRooms(r *http.Request) (httputil.Response, error) {
 // PublicRoomsFiltered is POST /publicRooms (limit, since, filter.generic_search_term in the
 // body; server in the query).
 func (rm *Rooms) PublicRoomsFiltered(r *http.Request, _ *uapi.Device) (httputil.Response, error) {
-	var body struct {
-		Limit  int    `json:"limit"`
-		Since  string `json:"since"`
-		Filter struct {
-			GenericSearchTerm string `json:"generic_search_term"`
-		} `json:"filter"`
-	}
+	var body rsapi.PublicRoomsBody
 	if err := httputil.DecodeJSON(r, &body); err != nil {
 		return httputil.Response{}, err
 	}
-	return rm.publicRooms(r.Context(), r.URL.Query().Get("server"),
-		rsapi.PublicRoomsRequest{Limit: body.Limit, Since: body.Since, Filter: body.Filter.GenericSearchTerm})
+	return rm.publicRooms(r.Context(), r.URL.Query().Get("server"), body.Request())
 }
 
 // publicRooms lists this server's directory, or asks server's through the federationapi.

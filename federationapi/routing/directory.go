@@ -78,19 +78,13 @@ func (rt *Routing) PublicRooms(r *http.Request, _ *fclient.FederationRequest) (h
 // PublicRoomsFiltered is POST /_matrix/federation/v1/publicRooms (limit, since and
 // filter.generic_search_term in the body).
 func (rt *Routing) PublicRoomsFiltered(r *http.Request, fr *fclient.FederationRequest) (httputil.Response, error) {
-	var body struct {
-		Limit  int    `json:"limit"`
-		Since  string `json:"since"`
-		Filter struct {
-			GenericSearchTerm string `json:"generic_search_term"`
-		} `json:"filter"`
-	}
+	var body rsapi.PublicRoomsBody
 	if len(fr.Content()) > 0 {
 		if err := json.Unmarshal(fr.Content(), &body); err != nil {
 			return httputil.Response{}, matrixerr.BadJSON("the body is not a public rooms request")
 		}
 	}
-	return rt.listPublicRooms(r, rsapi.PublicRoomsRequest{Limit: body.Limit, Since: body.Since, Filter: body.Filter.GenericSearchTerm})
+	return rt.listPublicRooms(r, body.Request())
 }
 
 func (rt *Routing) listPublicRooms(r *http.Request, req rsapi.PublicRoomsRequest) (httputil.Response, error) {

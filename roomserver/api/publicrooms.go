@@ -42,6 +42,20 @@ func ParsePublicRoomsQuery(q url.Values) (PublicRoomsRequest, error) {
 	return req, nil
 }
 
+// PublicRoomsBody is the body of POST /publicRooms (client and federation).
+type PublicRoomsBody struct {
+	Limit  int    `json:"limit"`
+	Since  string `json:"since"`
+	Filter struct {
+		GenericSearchTerm string `json:"generic_search_term"`
+	} `json:"filter"`
+}
+
+// Request is the page the body asks for.
+func (b PublicRoomsBody) Request() PublicRoomsRequest {
+	return PublicRoomsRequest{Limit: b.Limit, Since: b.Since, Filter: b.Filter.GenericSearchTerm}
+}
+
 // PublicRoomsResponse is the spec's answer to /publicRooms.
 type PublicRoomsResponse struct {
 	Chunk                  []RoomSummary `json:"chunk"`
