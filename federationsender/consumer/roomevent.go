@@ -3,9 +3,7 @@ package consumer
 import (
 	"context"
 	"database/sql"
-	"fmt"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -115,9 +113,12 @@ func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, 
 	if err := r.s.DB.RemoveMemberEvents(ctx, tx, roomID, out.RemovesStateEventIDs); err != nil {
 		return false, eventlog.Retry(err)
 	}
-	added, err := r.addedEvents(ctx, roomID, out)
+	added, unknown, err := out.AddedState(ctx, r.s.Rooms)
 	if err != nil {
-		return false, err
+		return false, eventlog.Retry(err)
+	}
+	for _, id := range unknown {
+		r.s.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
 	}
 	for _, ev := range added {
 		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
@@ -133,41 +134,6 @@ func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, 
 		}
 	}
 	return true, nil
-}
-
-// addedEvents are the added state events, in AddsStateEventIDs order; those the roomserver
-// did not carry inline are fetched from it.
-func (r *RoomEvents) addedEvents(ctx context.Context, roomID string, out *rsapi.OutputNewRoomEvent) ([]gomatrixserverlib.PDU, error) {
-	have := map[string]gomatrixserverlib.PDU{out.Event.EventID(): out.Event.PDU}
-	for _, e := range out.AddsStateEvents {
-		if e.PDU != nil {
-			have[e.EventID()] = e.PDU
-		}
-	}
-	var missing []string
-	for _, id := range out.AddsStateEventIDs {
-		if have[id] == nil {
-			missing = append(missing, id)
-		}
-	}
-	if len(missing) > 0 {
-		res, err := r.s.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: missing})
-		if err != nil {
-			return nil, eventlog.Retry(fmt.Errorf("fetch added state of %s: %w", roomID, err))
-		}
-		for _, e := range res.Events {
-			have[e.EventID()] = e.PDU
-		}
-	}
-	added := make([]gomatrixserverlib.PDU, 0, len(out.AddsStateEventIDs))
-	for _, id := range out.AddsStateEventIDs {
-		if have[id] == nil {
-			r.s.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
-			continue
-		}
-		added = append(added, have[id])
-	}
-	return added, nil
 }
 
 // union is a and b without repeats.

@@ -1,5 +1,12 @@
 package api
 
+import (
+	"context"
+	"fmt"
+
+	"github.com/matrix-org/gomatrixserverlib"
+)
+
 // TopicOutputRoomEvent is the topic the roomserver writes every accepted room event to.
 //
 // Producer: roomserver (the shard owning the room), after the event is durably stored.
@@ -61,4 +68,41 @@ type OutputNewRoomEvent struct {
 	// RedactsEventID is set when Event is a redaction the roomserver applied: readers
 	// redact their copy of that event.
 	RedactsEventID string `json:"redacts_event_id,omitempty"`
+}
+
+// AddedState returns the events of AddsStateEventIDs, in that order: those carried inline,
+// the others fetched from q in one query. IDs the roomserver does not know come back in
+// unknown (the reader logs and skips them).
+func (o *OutputNewRoomEvent) AddedState(ctx context.Context, q QueryAPI) (added []gomatrixserverlib.PDU, unknown []string, err error) {
+	have := map[string]gomatrixserverlib.PDU{o.Event.EventID(): o.Event.PDU}
+	for _, e := range o.AddsStateEvents {
+		if e.PDU != nil {
+			have[e.EventID()] = e.PDU
+		}
+	}
+	var missing []string
+	for _, id := range o.AddsStateEventIDs {
+		if have[id] == nil {
+			missing = append(missing, id)
+		}
+	}
+	if len(missing) > 0 {
+		roomID := o.Event.RoomID().String()
+		res, err := q.QueryEventsByID(ctx, &QueryEventsByIDRequest{RoomID: roomID, EventIDs: missing})
+		if err != nil {
+			return nil, nil, fmt.Errorf("fetch added state of %s: %w", roomID, err)
+		}
+		for _, e := range res.Events {
+			have[e.EventID()] = e.PDU
+		}
+	}
+	added = make([]gomatrixserverlib.PDU, 0, len(o.AddsStateEventIDs))
+	for _, id := range o.AddsStateEventIDs {
+		if have[id] == nil {
+			unknown = append(unknown, id)
+			continue
+		}
+		added = append(added, have[id])
+	}
+	return added, unknown, nil
 }

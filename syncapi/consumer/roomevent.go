@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -68,34 +67,13 @@ func (c *RoomEvents) prepare(ctx context.Context, out *rsapi.OutputNewRoomEvent)
 	if out.TxnID != nil {
 		ev.Txn = &storage.Txn{UserID: out.TxnID.UserID, DeviceID: out.TxnID.DeviceID, TxnID: out.TxnID.TransactionID}
 	}
-	have := map[string]gomatrixserverlib.PDU{out.Event.EventID(): out.Event.PDU}
-	for _, e := range out.AddsStateEvents {
-		if e.PDU != nil {
-			have[e.EventID()] = e.PDU
-		}
+	added, unknown, err := out.AddedState(ctx, c.rsAPI)
+	if err != nil {
+		return ev, err
 	}
-	var missing []string
-	for _, id := range out.AddsStateEventIDs {
-		if have[id] == nil {
-			missing = append(missing, id)
-		}
+	for _, id := range unknown {
+		c.p.logger.WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
 	}
-	roomID := out.Event.RoomID().String()
-	if len(missing) > 0 {
-		res, err := c.rsAPI.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: missing})
-		if err != nil {
-			return ev, fmt.Errorf("fetch added state of %s: %w", roomID, err)
-		}
-		for _, e := range res.Events {
-			have[e.EventID()] = e.PDU
-		}
-	}
-	for _, id := range out.AddsStateEventIDs {
-		if have[id] == nil {
-			c.p.logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
-			continue
-		}
-		ev.AddsState = append(ev.AddsState, have[id])
-	}
+	ev.AddsState = added
 	return ev, nil
 }
