@@ -233,36 +233,6 @@ func procStatus(b testing.TB, pid int) (peak, rss float64) {
 	return peak, rss
 }
 
-// largeRoom registers n users on a server and joins them all to a public room of the first.
-func largeRoom(b *testing.B, s *fedServer, n int) id.RoomID {
-	b.Helper()
-	ctx := context.Background()
-	users := make([]*mautrix.Client, n)
-	var g errgroup.Group
-	g.SetLimit(8)
-	for i := range users {
-		g.Go(func() error {
-			users[i] = benchClient(b, s.URL(), fmt.Sprint("member", i))
-			return nil
-		})
-	}
-	_ = g.Wait() // benchClient fails the benchmark itself
-	created, err := users[0].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "large"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, u := range users[1:] {
-		g.Go(func() error {
-			_, err := u.JoinRoomByID(ctx, created.RoomID)
-			return err
-		})
-	}
-	if err = g.Wait(); err != nil {
-		b.Fatal(err)
-	}
-	return created.RoomID
-}
-
 var benchMembers = flag.Int("members", 1000, "BenchmarkRemoteJoinLargeRoom: the room's members on A")
 
 // BenchmarkRemoteJoinLargeRoom: a room of 1,000 users (-members) on A; each iteration starts a new
@@ -274,7 +244,7 @@ func BenchmarkRemoteJoinLargeRoom(b *testing.B) {
 	benchEngines(b, func(b *testing.B, start func(testing.TB) *fedServer) {
 		sa := start(b)
 		setup := time.Now()
-		room := largeRoom(b, sa, members)
+		_, room := e2e.UsersInRoom(b, sa.URL(), "member", members)
 		b.Logf("%d members joined on A in %s", members, time.Since(setup).Round(time.Millisecond))
 		ctx := context.Background()
 		var joinT, syncT, base, peak float64

@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sync/errgroup"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
@@ -40,36 +38,6 @@ func benchMonolith(b testing.TB) string {
 	go func() { _ = m.Run(ctx, l); close(done) }() // ends with ctx
 	b.Cleanup(func() { cancel(); <-done })
 	return "http://" + l.Addr().String()
-}
-
-// usersInRoom registers n users and joins them to a new public room created by the first.
-func usersInRoom(b *testing.B, url, prefix string, n int) ([]*mautrix.Client, id.RoomID) {
-	b.Helper()
-	users := make([]*mautrix.Client, n)
-	var g errgroup.Group
-	g.SetLimit(8)
-	for i := range users {
-		g.Go(func() error {
-			users[i] = e2e.Register(b, url, fmt.Sprintf("%s%d", prefix, i))
-			return nil
-		})
-	}
-	_ = g.Wait() // Register fails the benchmark itself
-	ctx := context.Background()
-	created, err := users[0].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, u := range users[1:] {
-		g.Go(func() error {
-			_, err := u.JoinRoomByID(ctx, created.RoomID)
-			return err
-		})
-	}
-	if err = g.Wait(); err != nil {
-		b.Fatal(err)
-	}
-	return users, created.RoomID
 }
 
 // follower long-polls /sync for one user and hands every response to see.
@@ -110,7 +78,7 @@ func percentiles(b *testing.B, lat []time.Duration, prefix string) {
 // stops typing, and the time until each of the others sees it is measured (issue 5).
 func BenchmarkTypingFanout(b *testing.B) {
 	url := benchMonolith(b)
-	users, roomID := usersInRoom(b, url, "typer", 200)
+	users, roomID := e2e.UsersInRoom(b, url, "typer", 200)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var mu sync.Mutex
@@ -175,7 +143,7 @@ func BenchmarkSyncUnderPresenceChurn(b *testing.B) {
 	for _, churn := range []bool{false, true} {
 		b.Run(fmt.Sprintf("churn=%v", churn), func(b *testing.B) {
 			url := benchMonolith(b)
-			users, roomID := usersInRoom(b, url, "p", 1000)
+			users, roomID := e2e.UsersInRoom(b, url, "p", 1000)
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			followers, sender := users[1:11], users[0]

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
@@ -188,4 +189,35 @@ func TLSCert(t testing.TB, dir string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// UsersInRoom registers n users and joins them to a new public room created by the first,
+// 8 requests at a time.
+func UsersInRoom(t testing.TB, baseURL, prefix string, n int) ([]*mautrix.Client, id.RoomID) {
+	t.Helper()
+	users := make([]*mautrix.Client, n)
+	var g errgroup.Group
+	g.SetLimit(8)
+	for i := range users {
+		g.Go(func() error {
+			users[i] = Register(t, baseURL, fmt.Sprintf("%s%d", prefix, i))
+			return nil
+		})
+	}
+	_ = g.Wait() // Register fails the test itself
+	ctx := context.Background()
+	created, err := users[0].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range users[1:] {
+		g.Go(func() error {
+			_, err := u.JoinRoomByID(ctx, created.RoomID)
+			return err
+		})
+	}
+	if err = g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	return users, created.RoomID
 }
