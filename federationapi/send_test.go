@@ -15,6 +15,8 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/federationapi/internal"
+	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -452,4 +454,91 @@ func TestHistoryVisibilityForServers(t *testing.T) {
 		_, err = c.client.GetEvent(ctx, c.name, b.name, public.EventID())
 		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	})
+}
+
+// TestServerACL: once B's room has a server ACL that denies IP literals (every server of
+// this test), A refuses what B sends for the room: each PDU of a transaction gets an error
+// and is not stored, typing and receipts for the room are dropped (presence, which names no
+// room, still arrives), and B's /state_ids and make_join get 403 M_FORBIDDEN.
+func TestServerACL(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		ctx := context.Background()
+		r := newRoomOn(t, b)
+		copyRoom(t, a, r)
+		m1 := r.message("before the ACL")
+		acl := r.next(internal.MRoomServerACL, roomtest.StateKey(""), map[string]any{"allow": []string{"*"}, "allow_ip_literals": false})
+		b.inputAll(t, r.RoomID, acl)
+		if res, err := sendTxn(t, b, a, "before", m1, acl); err != nil || res.PDUs[m1.EventID()].Error != "" || res.PDUs[acl.EventID()].Error != "" {
+			t.Fatalf("send before the ACL: %+v %v", res, err)
+		}
+
+		m2 := r.message("after the ACL")
+		res, err := sendTxn(t, b, a, "after", m2)
+		if err != nil || !strings.Contains(res.PDUs[m2.EventID()].Error, "server ACL") {
+			t.Fatalf("a PDU from a denied server: %+v %v", res, err)
+		}
+		if found, _ := a.placed(t, r.RoomID, m2.EventID()); found {
+			t.Fatal("A stored a PDU from a server its ACL denies")
+		}
+
+		typing, receipts, presence := test.FollowTopic(t, a.log, "edu-typing"), test.FollowTopic(t, a.log, "edu-receipt"), test.FollowTopic(t, a.log, "edu-presence")
+		edus := []gomatrixserverlib.EDU{
+			{Type: "m.typing", Content: mustJSON(t, map[string]any{"room_id": r.RoomID, "user_id": r.alice, "typing": true})},
+			{Type: "m.receipt", Content: mustJSON(t, map[string]any{r.RoomID: map[string]any{"m.read": map[string]any{
+				r.alice: map[string]any{"event_ids": []string{m1.EventID()}, "data": map[string]any{"ts": 5}}}}})},
+			{Type: "m.presence", Content: mustJSON(t, map[string]any{"push": []any{map[string]any{"user_id": r.alice, "presence": "online"}}})},
+		}
+		if _, err = b.client.SendTransaction(ctx, gomatrixserverlib.Transaction{
+			TransactionID: "edus", Origin: b.name, Destination: a.name, OriginServerTS: spec.AsTimestamp(time.Now()), EDUs: edus,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		presence.Wait(t, 1, 5*time.Second) // EDUs apply in order: typing and receipts were decided before it
+		if n, m := len(typing.Wait(t, 0, 0)), len(receipts.Wait(t, 0, 0)); n != 0 || m != 0 {
+			t.Fatalf("%d typing and %d receipt inputs from a denied server", n, m)
+		}
+
+		_, err = b.client.LookupStateIDs(ctx, b.name, a.name, r.RoomID, m1.EventID())
+		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
+		_, err = b.client.MakeJoin(ctx, b.name, a.name, r.RoomID, "@newcomer:"+string(b.name))
+		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	})
+}
+
+func mustJSON(t *testing.T, v any) spec.RawJSON {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestACLAllows: the spec's matching rules for m.room.server_acl.
+func TestACLAllows(t *testing.T) {
+	t.Parallel()
+	acl := `{"allow": ["*.example.org", "ok?.test"], "deny": ["bad.example.org"], "allow_ip_literals": false}`
+	for server, want := range map[spec.ServerName]bool{
+		"chat.example.org":      true,
+		"chat.example.org:8448": true,  // the port is ignored
+		"bad.example.org":       false, // deny wins over allow
+		"ok1.test":              true,
+		"ok12.test":             false, // ? is one character
+		"example.com":           false, // no allow glob matches
+		"1.2.3.4:8448":          false, // IP literals denied
+		"[::1]:8448":            false,
+	} {
+		if got := internal.ACLAllows([]byte(acl), server); got != want {
+			t.Errorf("%s: allowed %v, want %v", server, got, want)
+		}
+	}
+	if !internal.ACLAllows([]byte(`{"allow": ["*"]}`), "1.2.3.4") {
+		t.Error("IP literals are allowed unless allow_ip_literals is false")
+	}
+	if internal.ACLAllows([]byte(`{"deny": ["*"]}`), "a.test") || internal.ACLAllows([]byte(`{}`), "a.test") {
+		t.Error("an ACL without a matching allow glob denies")
+	}
 }

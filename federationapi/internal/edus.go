@@ -89,6 +89,9 @@ func (e *EDUs) typing(ctx context.Context, origin spec.ServerName, content json.
 	if !ofOrigin(c.UserID, origin) {
 		return errNotOrigin
 	}
+	if err := RoomACL(ctx, e.Rooms, c.RoomID, origin); err != nil {
+		return err
+	}
 	m, err := e.Rooms.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: c.RoomID, UserID: c.UserID})
 	if err != nil {
 		return err
@@ -115,6 +118,10 @@ func (e *EDUs) receipts(ctx context.Context, origin spec.ServerName, content jso
 	}
 	var errs []error
 	for roomID, byType := range c {
+		if err := RoomACL(ctx, e.Rooms, roomID, origin); err != nil {
+			errs = append(errs, err) // every receipt of the room is ignored
+			continue
+		}
 		for userID, r := range byType[receiptapi.ReceiptRead] {
 			if !ofOrigin(userID, origin) || len(r.EventIDs) == 0 {
 				errs = append(errs, fmt.Errorf("receipt of %s: %w or no event", userID, errNotOrigin))

@@ -38,6 +38,10 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 	var checked []checkedPDU
 	rooms := map[string]*rsapi.QueryRoomInfoResponse{}
 	versions := map[string]gomatrixserverlib.IRoomVersion{}
+	// unknown and denied hold, per room of the transaction, why its PDUs are refused: the
+	// room is unknown (before parsing: the room version is needed for that), or its server
+	// ACL denies origin (after parsing, so that the error goes with the event ID).
+	unknown, denied := map[string]error{}, map[string]error{}
 	for i, raw := range raws {
 		var header struct {
 			RoomID string `json:"room_id"`
@@ -46,14 +50,19 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 			out[i].Err = rejectf("PDU is not an event")
 			continue
 		}
+		if err := unknown[header.RoomID]; err != nil {
+			out[i].Err = err
+			continue
+		}
 		v, info := versions[header.RoomID], rooms[header.RoomID]
 		if v == nil {
 			var err error
 			if v, info, err = ib.RoomVersion(ctx, header.RoomID); err != nil {
-				out[i].Err = err
+				out[i].Err, unknown[header.RoomID] = err, err
 				continue
 			}
 			versions[header.RoomID], rooms[header.RoomID] = v, info
+			denied[header.RoomID] = RoomACL(ctx, ib.Roomserver, header.RoomID, origin)
 		}
 		ev, err := v.NewEventFromUntrustedJSON(raw)
 		if err != nil {
@@ -61,6 +70,10 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 			continue
 		}
 		out[i].EventID = ev.EventID()
+		if err = denied[header.RoomID]; err != nil {
+			out[i].Err = err
+			continue
+		}
 		sender, err := spec.NewUserID(string(ev.SenderID()), true)
 		if err != nil || sender.Domain() != origin {
 			out[i].Err = rejectf("the event's sender is not a user of %s", origin)

@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
@@ -31,7 +32,7 @@ func (rt *Routing) canSee(ctx context.Context, origin spec.ServerName, roomID st
 	if !res.RoomExists {
 		return matrixerr.NotFound("unknown room")
 	}
-	if err := rt.checkACL(res.StateEvents, origin); err != nil {
+	if err := internal.CheckACL(res.StateEvents, origin); err != nil {
 		return err
 	}
 	for _, ev := range res.StateEvents {
@@ -49,16 +50,6 @@ func (rt *Routing) canSee(ctx context.Context, origin spec.ServerName, roomID st
 		}
 	}
 	return matrixerr.Forbidden("no user of your server is in this room")
-}
-
-// checkACL applies the room's m.room.server_acl to origin.
-func (rt *Routing) checkACL(state []rsapi.Event, origin spec.ServerName) error {
-	for _, ev := range state {
-		if ev.Type() == "m.room.server_acl" && ev.StateKeyEquals("") && !aclAllows(ev.Content(), origin) {
-			return matrixerr.Forbidden("your server is denied by the room's server ACL")
-		}
-	}
-	return nil
 }
 
 // visibleJSON returns the events as origin may see them: whole where history visibility

@@ -8,6 +8,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
@@ -69,7 +70,7 @@ func (rt *Routing) InviteV2(r *http.Request, req *fclient.FederationRequest) (ht
 	}
 	// A room we are in: its ACL applies, and a user already joined cannot be invited.
 	if cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID}); err == nil && cur.RoomExists {
-		if err = rt.checkACL(cur.StateEvents, req.Origin()); err != nil {
+		if err = internal.CheckACL(cur.StateEvents, req.Origin()); err != nil {
 			return httputil.Response{}, err
 		}
 	}

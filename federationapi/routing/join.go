@@ -64,7 +64,7 @@ func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, m
 	if err != nil {
 		return none, "", err
 	}
-	if err = rt.checkACL(cur.StateEvents, req.Origin()); err != nil {
+	if err = internal.CheckACL(cur.StateEvents, req.Origin()); err != nil {
 		return none, "", err
 	}
 	proto := gomatrixserverlib.ProtoEvent{
@@ -174,6 +174,9 @@ func (rt *Routing) receiveMember(r *http.Request, req *fclient.FederationRequest
 	v, info, err := rt.Inbound.RoomVersion(ctx, roomID)
 	if err != nil {
 		return nil, matrixerr.NotFound("unknown room")
+	}
+	if err = internal.RoomACL(ctx, rt.Rooms, roomID, req.Origin()); err != nil {
+		return nil, err
 	}
 	ev, err := rt.Inbound.ParseVerified(ctx, v, req.Content())
 	if err != nil {
