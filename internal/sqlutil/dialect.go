@@ -42,3 +42,11 @@ func (d Dialect) Schema(ddl string) string {
 	}
 	return r.Replace(ddl)
 }
+
+var likeEscaper = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`)
+
+// EscapeLike escapes LIKE's wildcards in s, for a pattern used with ESCAPE '\' (the same
+// on SQLite and PostgreSQL).
+func EscapeLike(s string) string {
+	return likeEscaper.Replace(s)
+}

@@ -312,9 +312,8 @@ func (d *Database) RoomsForUser(ctx context.Context, userID, membership string) 
 
 // UsersOfServer implements storage.Database.
 func (d *Database) UsersOfServer(ctx context.Context, roomNID types.RoomNID, server string) ([]string, error) {
-	escaped := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`).Replace(server)
 	rows, err := d.db.QueryContext(ctx, `SELECT user_id FROM roomserver_memberships WHERE room_nid = $1 AND user_id LIKE $2 ESCAPE '\'`,
-		roomNID, "%:"+escaped)
+		roomNID, "%:"+sqlutil.EscapeLike(server))
 	if err != nil {
 		return nil, fmt.Errorf("select users of server: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -311,7 +312,7 @@ func (d *Database) ReadUpTo(ctx context.Context, userID string, roomIDs []string
 // Unread implements storage.Database.
 func (d *Database) Unread(ctx context.Context, userID string, from map[string]int64, upTo int64) (map[string]storage.Unread, error) {
 	out := make(map[string]storage.Unread, len(from))
-	pattern := "%" + likeEscaper.Replace(mentionToken(userID)) + "%"
+	pattern := "%" + sqlutil.EscapeLike(mentionToken(userID)) + "%"
 	for roomID, after := range from {
 		var u storage.Unread
 		var highlights sql.NullInt64
@@ -327,8 +328,6 @@ func (d *Database) Unread(ctx context.Context, userID string, from map[string]in
 	}
 	return out, nil
 }
-
-var likeEscaper = strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`)
 
 // roomMention stands for an @room mention in the mentions column.
 const roomMention = "@room"
