@@ -335,7 +335,11 @@ func inviteFailure(err error, userID string) *matrixerr.Error {
 	_ = json.Unmarshal(herr.Contents, &body) // a body that is not a Matrix error leaves it empty
 	switch {
 	case herr.Code == http.StatusForbidden:
-		f := matrixerr.Forbidden("the invitee's server refused the invite: " + body.Message)
+		msg := "the invitee's server refused the invite"
+		if body.Message != "" {
+			msg += ": " + body.Message
+		}
+		f := matrixerr.Forbidden(msg)
 		if body.Code == "M_INVITE_BLOCKED" {
 			f.Code = body.Code
 		}
