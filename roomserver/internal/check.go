@@ -142,6 +142,9 @@ func (in *Inputer) build(ctx context.Context, p *pendingRoom, pe *api.ProtoEvent
 	if len(proto.Content) == 0 {
 		proto.Content = spec.RawJSON("{}")
 	}
+	if err := in.checkLocalInvite(pe); err != nil {
+		return nil, nil, err
+	}
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&proto)
 	if err != nil {
 		return nil, nil, matrixerr.BadJSON(err.Error())
@@ -166,6 +169,27 @@ func (in *Inputer) build(ctx context.Context, p *pendingRoom, pe *api.ProtoEvent
 		return nil, nil, matrixerr.Forbidden(err.Error())
 	}
 	return ev, provider, nil
+}
+
+// checkLocalInvite refuses a local invite of another server's user. Such an invite is
+// only valid with the invitee's server's signature and only useful once that server has
+// it: it goes through the federationapi (invite v2), which inputs the countersigned event
+// as a federated one. Made here it would be stored and shown as an invite that never
+// reaches the invitee, whose later join then fails the auth rules.
+func (in *Inputer) checkLocalInvite(pe *api.ProtoEvent) error {
+	if pe.Type != spec.MRoomMember || pe.StateKey == nil {
+		return nil
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(pe.Content, &c) != nil || c.Membership != spec.Invite {
+		return nil
+	}
+	if target, err := spec.NewUserID(*pe.StateKey, true); err == nil && target.Domain() != in.serverName {
+		return matrixerr.Forbidden("an invite of another server's user must be sent to that server")
+	}
+	return nil
 }
 
 // redactionTarget returns the event a redaction applies to, checking that the sender may
