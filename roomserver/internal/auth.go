@@ -36,23 +36,10 @@ func authRefusal(format string, args ...any) error {
 // still goes through gomatrixserverlib.Allowed.
 func specAuth(ev gomatrixserverlib.PDU, auth *gomatrixserverlib.AuthEvents) error {
 	switch ev.Type() {
-	case spec.MRoomCreate:
-		return nil
 	case spec.MRoomPowerLevels:
 		return powerLevelsAuth(ev, auth)
 	case spec.MRoomMember:
 		return memberAuth(ev, auth)
-	case spec.MRoomThirdPartyInvite:
-		// Rule "If type is m.room.third_party_invite: allow if and only if sender's
-		// current power level is greater than or equal to the invite level";
-		// gomatrixserverlib applies the event's required power level instead.
-		rp, err := roomPowerOf(ev, auth)
-		if err != nil {
-			return err
-		}
-		if rp.user(string(ev.SenderID())).below(rp.level("invite")) {
-			return authRefusal("sender's power level is below the invite level")
-		}
 	case spec.MRoomAliases:
 		return aliasesAuth(ev, auth)
 	}
