@@ -403,7 +403,7 @@ func (rm *Rooms) checkCanonicalAlias(ctx context.Context, roomID string, content
 		AltAliases []string `json:"alt_aliases"`
 	}
 	if err := json.Unmarshal(content, &c); err != nil {
-		return matrixerr.InvalidParam("alias and alt_aliases must be strings")
+		return matrixerr.BadJSON("alias must be a string and alt_aliases an array of strings")
 	}
 	names := c.AltAliases
 	if c.Alias != "" {
