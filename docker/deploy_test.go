@@ -2,6 +2,7 @@ package docker
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -20,7 +21,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
 	"github.com/matrix-org/dendrite/internal/config"
@@ -246,73 +255,71 @@ func TestDockerfileEntrypointTakesSubcommands(t *testing.T) {
 
 // --- docker compose -------------------------------------------------------------------
 
+// composeService is what the checks need of a service, as compose-go's loader (the library
+// Docker Compose itself uses) resolves it: interpolated, merged, defaults applied.
 type composeService struct {
-	Image       string            `yaml:"image"`
-	Command     []string          `yaml:"command"`
-	Environment map[string]string `yaml:"environment"`
-	Volumes     []string          `yaml:"volumes"`
-	DependsOn   yaml.Node         `yaml:"depends_on"`
-	Ports       []string          `yaml:"ports"`
-	CPUs        string            `yaml:"cpus"`
-	Healthcheck *struct {
-		Test []string `yaml:"test"`
-	} `yaml:"healthcheck"`
+	Image       string
+	Command     []string
+	Environment map[string]string
+	// Volumes are "source:target" with ":ro" for read-only mounts.
+	Volumes []string
+	// DependsOn is service name -> condition.
+	DependsOn map[string]string
+	// Ports are "host_ip:published:target".
+	Ports []string
+	CPUs  float32
+	// Healthcheck is the health check's test, nil for none.
+	Healthcheck []string
 }
 
 type compose struct {
-	Services map[string]composeService `yaml:"services"`
+	Services map[string]composeService
 }
 
-// dependsOn is a service's depends_on as name -> condition (short form: service_started).
-func (s composeService) dependsOn() map[string]string {
-	out := map[string]string{}
-	node := &s.DependsOn
-	for node.Kind == yaml.AliasNode {
-		node = node.Alias
+// parseCompose loads the compose file with compose-go's loader, with env as the whole
+// environment: interpolation (a required ${VAR:?message} that is unset fails the load, as
+// it stops Compose), schema validation (an unknown key fails) and normalisation.
+func parseCompose(src []byte, env map[string]string) (compose, error) {
+	project, err := loader.LoadWithContext(context.Background(), types.ConfigDetails{
+		WorkingDir:  ".",
+		ConfigFiles: []types.ConfigFile{{Filename: composeFile, Content: src}},
+		Environment: types.Mapping(env),
+	}, func(o *loader.Options) { o.SetProjectName("dendrite", true) })
+	if err != nil {
+		return compose{}, err
 	}
-	switch node.Kind {
-	case yaml.SequenceNode:
-		for _, n := range node.Content {
-			out[n.Value] = "service_started"
-		}
-	case yaml.MappingNode:
-		var m map[string]struct {
-			Condition string `yaml:"condition"`
-		}
-		if err := node.Decode(&m); err == nil {
-			for k, v := range m {
-				out[k] = v.Condition
+	c := compose{Services: map[string]composeService{}}
+	for name, svc := range project.Services {
+		s := composeService{Image: svc.Image, Command: svc.Command, Environment: map[string]string{}, DependsOn: map[string]string{}, CPUs: svc.CPUS}
+		for k, v := range svc.Environment {
+			if v != nil {
+				s.Environment[k] = *v
 			}
 		}
-	}
-	return out
-}
-
-var composeVar = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}`)
-
-// interpolate replaces ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message} and
-// ${VAR?message} in src as Compose does, from env: a required variable that is unset (or
-// empty, for :?) is an error carrying its message, and Compose refuses to start.
-func interpolate(src string, env map[string]string) (string, error) {
-	var errs []string
-	out := composeVar.ReplaceAllStringFunc(src, func(m string) string {
-		g := composeVar.FindStringSubmatch(m)
-		v, set := env[g[1]]
-		unset := !set || (strings.HasPrefix(g[2], ":") && v == "")
-		switch {
-		case !unset:
-			return v
-		case strings.HasSuffix(g[2], "-"):
-			return g[3]
-		case strings.HasSuffix(g[2], "?"):
-			errs = append(errs, g[1]+": "+g[3])
+		for _, v := range svc.Volumes {
+			m := v.Source + ":" + v.Target
+			if v.Type == types.VolumeTypeBind {
+				if rel, err := filepath.Rel(project.WorkingDir, v.Source); err == nil {
+					m = "./" + rel + ":" + v.Target
+				}
+			}
+			if v.ReadOnly {
+				m += ":ro"
+			}
+			s.Volumes = append(s.Volumes, m)
 		}
-		return ""
-	})
-	if len(errs) > 0 {
-		return "", fmt.Errorf("required variables unset: %s", strings.Join(errs, "; "))
+		for dep, d := range svc.DependsOn {
+			s.DependsOn[dep] = d.Condition
+		}
+		for _, port := range svc.Ports {
+			s.Ports = append(s.Ports, fmt.Sprintf("%s:%s:%d", port.HostIP, port.Published, port.Target))
+		}
+		if svc.HealthCheck != nil && !svc.HealthCheck.Disable {
+			s.Healthcheck = svc.HealthCheck.Test
+		}
+		c.Services[name] = s
 	}
-	return out, nil
+	return c, nil
 }
 
 // env is the service's environment as KEY=VALUE (after interpolation).
@@ -377,7 +384,7 @@ func checkCompose(c compose, polylith []byte) []string {
 		if !slices.Contains(s.Volumes, "./"+polylithFile+":"+configPath+":ro") {
 			p = append(p, fmt.Sprintf("%s: does not mount ./%s at %s read-only", where, polylithFile, configPath))
 		}
-		deps := s.dependsOn()
+		deps := s.DependsOn
 		for _, backing := range []string{"kafka", "postgres"} {
 			if deps[backing] != "service_healthy" {
 				p = append(p, fmt.Sprintf("%s: must wait for %s to be healthy", where, backing))
@@ -432,7 +439,7 @@ func checkCompose(c compose, polylith []byte) []string {
 	} else if roles := k.Environment["KAFKA_PROCESS_ROLES"]; !strings.Contains(roles, "broker") || !strings.Contains(roles, "controller") {
 		p = append(p, "compose: kafka must run KRaft as broker,controller")
 	}
-	if pg, ok := c.Services["postgres"]; !ok || !strings.HasPrefix(pg.Image, "postgres:15") || pg.Healthcheck == nil || !slices.Contains(pg.Healthcheck.Test, "pg_isready") {
+	if pg, ok := c.Services["postgres"]; !ok || !strings.HasPrefix(pg.Image, "postgres:15") || !slices.Contains(pg.Healthcheck, "pg_isready") {
 		p = append(p, "compose: no postgres:15 service with a pg_isready health check")
 	}
 	if px, ok := c.Services["proxy"]; !ok || !slices.Contains(px.Ports, fmt.Sprintf("127.0.0.1:%d:%d", proxyHTTPPort, proxyHTTPPort)) {
@@ -446,17 +453,6 @@ func checkCompose(c compose, polylith []byte) []string {
 var operatorEnv = map[string]string{
 	"DENDRITE_REGISTRATION_SHARED_SECRET": "registrationSecret0123456789",
 	"DENDRITE_POSTGRES_PASSWORD":          "postgresPassword0123456789",
-}
-
-// parseCompose interpolates the compose file with env, as Compose does before it reads it.
-func parseCompose(src []byte, env map[string]string) (compose, error) {
-	var c compose
-	text, err := interpolate(string(src), env)
-	if err != nil {
-		return c, err
-	}
-	err = yaml.Unmarshal([]byte(text), &c)
-	return c, err
 }
 
 func loadCompose(t *testing.T) compose {
@@ -578,6 +574,10 @@ func TestComposeCheckCanFail(t *testing.T) {
 			t.Errorf("%s: the compose check found nothing wrong", name)
 		}
 		t.Logf("%s: %q", name, problems)
+	}
+	misspelt := bytes.Replace(read(t, composeFile), []byte("    restart: unless-stopped"), []byte("    restrat: unless-stopped"), 1)
+	if _, err := parseCompose(misspelt, operatorEnv); err == nil {
+		t.Error("a compose file with a misspelt key loaded")
 	}
 	if len(checkCompose(loadCompose(t), bytes.Replace(polylith, []byte("kind: kafka"), []byte("kind: kafak"), 1))) == 0 {
 		t.Error("a config with a bad log kind passed")
@@ -1143,7 +1143,7 @@ type k8sObject struct {
 	// generated marks a ConfigMap made by a configMapGenerator.
 	generated bool
 	// policy is a NetworkPolicy, decoded strictly.
-	policy   *networkPolicy
+	policy   *networkingv1.NetworkPolicy
 	Kind     string `yaml:"kind"`
 	Metadata struct {
 		Name string `yaml:"name"`
@@ -1204,6 +1204,40 @@ func decodeStrict(b []byte, v any) error {
 	return dec.Decode(v)
 }
 
+// apiTypes are the Kubernetes API types the manifests may hold, by apiVersion and kind.
+var apiTypes = map[string]func() any{
+	"v1/Service":                         func() any { return &corev1.Service{} },
+	"v1/ConfigMap":                       func() any { return &corev1.ConfigMap{} },
+	"apps/v1/Deployment":                 func() any { return &appsv1.Deployment{} },
+	"apps/v1/StatefulSet":                func() any { return &appsv1.StatefulSet{} },
+	"networking.k8s.io/v1/NetworkPolicy": func() any { return &networkingv1.NetworkPolicy{} },
+}
+
+// decodeAPIObject decodes a manifest strictly into its Kubernetes API type, as the API
+// server would: an unknown or misspelt field, a wrong type or an unknown kind is an error.
+func decodeAPIObject(doc *yaml.Node) (any, error) {
+	var head struct {
+		APIVersion string `yaml:"apiVersion"`
+		Kind       string `yaml:"kind"`
+	}
+	if err := doc.Decode(&head); err != nil {
+		return nil, err
+	}
+	newObj, ok := apiTypes[head.APIVersion+"/"+head.Kind]
+	if !ok {
+		return nil, fmt.Errorf("apiVersion %s kind %s is not a type these manifests use", head.APIVersion, head.Kind)
+	}
+	b, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	obj := newObj()
+	if err := sigsyaml.UnmarshalStrict(b, obj); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
 // k8sManifests is what `kubectl apply -k docker/k8s` would apply: the resources' objects
 // and the generated ConfigMaps (under their generator names; kustomize appends a hash).
 type k8sManifests struct {
@@ -1228,15 +1262,12 @@ func loadK8s(t *testing.T) k8sManifests {
 			if err := d.Decode(o); err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			if o.Kind == "NetworkPolicy" {
-				b, err := yaml.Marshal(d)
-				if err != nil {
-					t.Fatal(err)
-				}
-				o.policy = &networkPolicy{}
-				if err := decodeStrict(b, o.policy); err != nil {
-					t.Fatalf("%s: NetworkPolicy %s: %v", f, o.Metadata.Name, err)
-				}
+			typed, err := decodeAPIObject(d)
+			if err != nil {
+				t.Fatalf("%s: %s %s: %v", f, o.Kind, o.Metadata.Name, err)
+			}
+			if np, ok := typed.(*networkingv1.NetworkPolicy); ok {
+				o.policy = np
 			}
 			m.objs = append(m.objs, o)
 		}
@@ -1702,7 +1733,7 @@ func proxyCPULimit(t *testing.T) int {
 		t.Fatal("k8s: no proxy Deployment with one container")
 	}
 	k8s := cpuCount(px.Spec.Template.Spec.Containers[0].Resources.Limits["cpu"])
-	compose := cpuCount(loadCompose(t).Services["proxy"].CPUs)
+	compose := cpuCount(strconv.FormatFloat(float64(loadCompose(t).Services["proxy"].CPUs), 'f', -1, 32))
 	if k8s < 1 || k8s != compose {
 		t.Fatalf("the proxy's CPU limit is %d in Kubernetes and %d in compose; nginx.conf serves both", k8s, compose)
 	}
@@ -1711,77 +1742,11 @@ func proxyCPULimit(t *testing.T) int {
 
 // --- Kubernetes: network policy -------------------------------------------------------
 
-// labelSelector is a Kubernetes LabelSelector.
-type labelSelector struct {
-	MatchLabels      map[string]string `yaml:"matchLabels"`
-	MatchExpressions []struct {
-		Key      string   `yaml:"key"`
-		Operator string   `yaml:"operator"`
-		Values   []string `yaml:"values"`
-	} `yaml:"matchExpressions"`
-}
-
-// matches applies the selector to labels (an empty selector matches everything).
-func (s *labelSelector) matches(labels map[string]string) bool {
-	for k, v := range s.MatchLabels {
-		if labels[k] != v {
-			return false
-		}
-	}
-	for _, e := range s.MatchExpressions {
-		v, ok := labels[e.Key]
-		switch e.Operator {
-		case "In":
-			if !ok || !slices.Contains(e.Values, v) {
-				return false
-			}
-		case "NotIn":
-			if ok && slices.Contains(e.Values, v) {
-				return false
-			}
-		case "Exists":
-			if !ok {
-				return false
-			}
-		case "DoesNotExist":
-			if ok {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// networkPolicy mirrors networking.k8s.io/v1 NetworkPolicy (decoded strictly: a misspelt
-// key fails the test instead of silently allowing everything).
-type networkPolicy struct {
-	APIVersion string `yaml:"apiVersion"`
-	Kind       string `yaml:"kind"`
-	Metadata   struct {
-		Name   string            `yaml:"name"`
-		Labels map[string]string `yaml:"labels"`
-	} `yaml:"metadata"`
-	Spec struct {
-		PodSelector labelSelector `yaml:"podSelector"`
-		PolicyTypes []string      `yaml:"policyTypes"`
-		Ingress     []struct {
-			From []struct {
-				PodSelector       *labelSelector `yaml:"podSelector"`
-				NamespaceSelector *labelSelector `yaml:"namespaceSelector"`
-				IPBlock           *struct {
-					CIDR   string   `yaml:"cidr"`
-					Except []string `yaml:"except"`
-				} `yaml:"ipBlock"`
-			} `yaml:"from"`
-			Ports []struct {
-				Protocol string    `yaml:"protocol"`
-				Port     yaml.Node `yaml:"port"`
-				EndPort  *int      `yaml:"endPort"`
-			} `yaml:"ports"`
-		} `yaml:"ingress"`
-	} `yaml:"spec"`
+// selects applies a label selector to labels (an empty selector matches everything; an
+// invalid one nothing).
+func selects(sel *metav1.LabelSelector, l map[string]string) bool {
+	ls, err := metav1.LabelSelectorAsSelector(sel)
+	return err == nil && ls.Matches(labels.Set(l))
 }
 
 // pod is a workload's pod template: its labels and its container ports.
@@ -1812,10 +1777,10 @@ func workloadPods(objs []*k8sObject) []pod {
 // allowed applies the NetworkPolicies as a policy-enforcing CNI does: traffic to dst is
 // allowed unless a policy selects dst for Ingress, and then only if one of those policies
 // has a rule whose peers include src (same namespace) and whose ports include port.
-func allowed(policies []*networkPolicy, src, dst pod, port k8sPort) bool {
+func allowed(policies []*networkingv1.NetworkPolicy, src, dst pod, port k8sPort) bool {
 	isolated := false
 	for _, np := range policies {
-		if !np.Spec.PodSelector.matches(dst.labels) || (len(np.Spec.PolicyTypes) > 0 && !slices.Contains(np.Spec.PolicyTypes, "Ingress")) {
+		if !selects(&np.Spec.PodSelector, dst.labels) || (len(np.Spec.PolicyTypes) > 0 && !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)) {
 			continue
 		}
 		isolated = true
@@ -1824,13 +1789,13 @@ func allowed(policies []*networkPolicy, src, dst pod, port k8sPort) bool {
 			for _, f := range rule.From {
 				// A namespaceSelector or ipBlock peer admits pods of other namespaces or
 				// addresses, never a same-namespace pod by itself.
-				if f.PodSelector != nil && f.NamespaceSelector == nil && f.IPBlock == nil && f.PodSelector.matches(src.labels) {
+				if f.PodSelector != nil && f.NamespaceSelector == nil && f.IPBlock == nil && selects(f.PodSelector, src.labels) {
 					peer = true
 				}
 			}
 			portOK := len(rule.Ports) == 0
 			for _, rp := range rule.Ports {
-				if rp.Port.Value == port.Name || rp.Port.Value == strconv.Itoa(port.ContainerPort) {
+				if rp.Port == nil || rp.Port.String() == port.Name || rp.Port.String() == strconv.Itoa(port.ContainerPort) {
 					portOK = true
 				}
 			}
@@ -1875,23 +1840,20 @@ func mayReach(src, dst pod, port k8sPort) bool {
 // from an intruder, and that every policy selects some pod.
 func checkNetworkPolicies(objs []*k8sObject) []string {
 	var p []string
-	var policies []*networkPolicy
+	var policies []*networkingv1.NetworkPolicy
 	for _, o := range objs {
 		if o.policy != nil {
-			if o.policy.APIVersion != "networking.k8s.io/v1" {
-				p = append(p, fmt.Sprintf("k8s NetworkPolicy %s: apiVersion %q", o.Metadata.Name, o.policy.APIVersion))
-			}
 			policies = append(policies, o.policy)
 		}
 	}
 	pods := workloadPods(objs)
 	for _, np := range policies {
-		selects := false
+		selected := false
 		for _, dst := range pods {
-			selects = selects || np.Spec.PodSelector.matches(dst.labels)
+			selected = selected || selects(&np.Spec.PodSelector, dst.labels)
 		}
-		if !selects {
-			p = append(p, fmt.Sprintf("k8s NetworkPolicy %s: selects no pod", np.Metadata.Name))
+		if !selected {
+			p = append(p, fmt.Sprintf("k8s NetworkPolicy %s: selects no pod", np.Name))
 		}
 	}
 	processes := 0
@@ -1932,7 +1894,7 @@ func TestK8sNetworkPoliciesIsolateInternalPorts(t *testing.T) {
 
 // TestNetworkPolicyCheckCanFail breaks the policies in the ways the check must catch.
 func TestNetworkPolicyCheckCanFail(t *testing.T) {
-	policy := func(objs []*k8sObject, name string) *networkPolicy {
+	policy := func(objs []*k8sObject, name string) *networkingv1.NetworkPolicy {
 		return findObject(objs, "NetworkPolicy", name).policy
 	}
 	cases := map[string]func(objs []*k8sObject){
@@ -2187,7 +2149,7 @@ func checkProcessMap(deploy string, ports map[string][2]int) []string {
 // code defines, so that they cannot drift.
 func TestDocsMatchTheCode(t *testing.T) {
 	ports := processPorts(t)
-	waits := slices.Sorted(maps.Keys(loadCompose(t).Services["proxy"].dependsOn()))
+	waits := slices.Sorted(maps.Keys(loadCompose(t).Services["proxy"].DependsOn))
 	docs := docFiles(t)
 	for _, problem := range checkDocs(docs, ports, waits) {
 		t.Error(problem)
@@ -2274,5 +2236,30 @@ func TestImageFilesMatchTheCode(t *testing.T) {
 		if !ignored[want] {
 			t.Errorf("Dockerfile.dockerignore: lacks %s (.gitignore's %s)", want, line)
 		}
+	}
+}
+
+// TestAPIDecodingIsStrict shows that a misspelt field of a manifest fails the load instead
+// of being dropped (a NetworkPolicy without its podSelector would select every pod).
+func TestAPIDecodingIsStrict(t *testing.T) {
+	for name, src := range map[string]string{
+		"misspelt field": "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec:\n  podSelecter: {}\n",
+		"wrong type":     "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  replicas: two\n",
+		"unknown kind":   "apiVersion: v1\nkind: Secret\nmetadata: {name: x}\n",
+	} {
+		docs, err := yamlDocs([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := decodeAPIObject(docs[0]); err == nil {
+			t.Errorf("%s: decoded without error", name)
+		}
+	}
+	docs, err := yamlDocs([]byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: x}\nspec:\n  podSelector: {}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decodeAPIObject(docs[0]); err != nil {
+		t.Errorf("a valid NetworkPolicy: %v", err)
 	}
 }
