@@ -28,6 +28,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/presenceserver"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
@@ -144,14 +145,22 @@ type env struct {
 	sender fsapi.SenderAPI
 	// fedClient is the process's outbound federation client, made on first use.
 	fedClient *fedclient.Client
+	// outbound is global.deny_networks: what outbound connections to addresses others
+	// choose (federation; later media, URL previews, push gateways) must not reach.
+	outbound *outbound.Policy
 }
 
 func newEnv(cfg *config.Dendrite, logger *logrus.Logger) (*env, error) {
+	deny, err := cfg.OutboundPolicy()
+	if err != nil {
+		return nil, err
+	}
 	keyID, key, err := config.LoadOrGenerateKey(cfg.SigningKeyPath())
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
-	return &env{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), keyID: keyID, key: key, serverName: spec.ServerName(cfg.Global.ServerName)}, nil
+	return &env{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), keyID: keyID, key: key,
+		serverName: spec.ServerName(cfg.Global.ServerName), outbound: deny}, nil
 }
 
 // open opens a component's database (its own, else the global one, else SQLite in the data
@@ -265,7 +274,7 @@ func (e *env) federationClient() *fedclient.Client {
 	if e.fedClient == nil {
 		fc := e.cfg.FederationAPI
 		e.fedClient = fedclient.New(fedclient.Options{
-			ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, SkipVerify: fc.DisableTLSValidation,
+			ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, SkipVerify: fc.DisableTLSValidation, Deny: e.outbound,
 			Timeout: time.Duration(fc.RequestTimeout), Logger: e.component("federation"),
 		})
 	}
