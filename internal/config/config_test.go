@@ -3,8 +3,8 @@ package config
 import (
 	"bytes"
 	"errors"
-	"os"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
