@@ -446,8 +446,9 @@ func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, fil
 }
 
 // publicRouter serves client routes with the client API's limits, federation routes with
-// the federation API's, plus /health and /ready, and /metrics when registry is not nil.
-func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error, metrics bool) *mux.Router {
+// the federation API's, plus /health and /ready; never /metrics or the profiler (DESIGN 9):
+// those are on internal listeners only (operatorRoutes).
+func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
 	router := mux.NewRouter().UseEncodedPath()
 	var limiter *httputil.RateLimiter
 	rl := e.cfg.ClientAPI.RateLimiting
@@ -464,8 +465,5 @@ func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready
 	}
 	fed.Register(router, fedRoutes)
 	httputil.Health(router, ready)
-	if metrics {
-		router.Handle("/metrics", httputil.MetricsHandler(e.registry))
-	}
 	return router
 }
