@@ -682,6 +682,10 @@ var routes = map[string]string{
 	"/_matrix/key/v2/server":                                           "federationapi",
 	"/_matrix/key/v2/query/example.org":                                "federationapi",
 	"/":                                                                "",
+	// Metrics and the profiler are served on internal listeners only, never through the
+	// proxy (DESIGN 9).
+	"/metrics":      "",
+	"/debug/pprof/": "",
 }
 
 // checkNginx checks the routing contract, the upstream addresses (public listen ports of
@@ -797,6 +801,9 @@ func TestNginxCheckCanFail(t *testing.T) {
 			return strings.Replace(s, "location /_synapse/ {\n            proxy_pass http://clientapi;", "location /_synapse/ {\n            proxy_pass http://clientapi/;", 1)
 		},
 		"unbalanced": func(s string) string { return strings.Replace(s, "}", "", 1) },
+		"metrics routed": func(s string) string {
+			return strings.Replace(s, "location /_synapse/ {", "location /metrics {\n            proxy_pass http://clientapi;\n        }\n        location /_synapse/ {", 1)
+		},
 	}
 	for name, mutate := range mutations {
 		broken := mutate(src)
