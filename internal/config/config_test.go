@@ -81,6 +81,19 @@ func TestKeyIsGeneratedThenReloaded(t *testing.T) {
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode %v", fi.Mode())
 	}
+	if fi, _ := os.Stat(filepath.Dir(path)); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("key directory mode %v", fi.Mode())
+	}
+	open := filepath.Join(t.TempDir(), "open")
+	if err = os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err = os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = LoadOrGenerateKey(filepath.Join(open, "matrix_key.pem")); err == nil || !strings.Contains(err.Error(), "chmod") {
+		t.Fatalf("key written into a world-writable directory: %v", err)
+	}
 }
 
 func TestPolylithKeys(t *testing.T) {

@@ -22,6 +22,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/privfs"
 )
 
 // Monolith is every component in one process, over the embedded log or, when configured,
@@ -59,8 +60,12 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 	return l, nil
 }
 
-// NewMonolith opens every database and builds every component.
+// NewMonolith opens every database and builds every component. It refuses a data directory
+// that other users may write to, and creates a missing one 0700 (privfs.MkdirAll).
 func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logger) (m *Monolith, err error) {
+	if err = privfs.MkdirAll(cfg.Global.DataDir); err != nil {
+		return nil, fmt.Errorf("global.data_dir: %w", err)
+	}
 	e, err := newEnv(cfg, logger)
 	if err != nil {
 		return nil, err
