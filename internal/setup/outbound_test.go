@@ -1,6 +1,7 @@
 package setup
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"maunium.net/go/mautrix"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
@@ -75,9 +78,10 @@ func (a *acceptLog) othersBefore(t *testing.T) []string {
 }
 
 // TestOutboundDenied runs a monolith with global.deny_networks absent (the default list)
-// and asks it, as a client and as a server, for things held by a "server" on 127.0.0.1:
-// every answer is a clean Matrix error (401 without a token for a remote directory, else
-// 502 or 404), and no connection reaches the address.
+// and asks it, as a client and as a server, for things held by a "server" on 127.0.0.1
+// (directory, alias, joins, an invite, a notary query): every answer is a clean Matrix
+// error (401 without a token for a remote directory, else 502 or 404; the notary answers
+// no keys), and no connection reaches the address.
 func TestOutboundDenied(t *testing.T) {
 	cfg := config.Defaults()
 	cfg.Global.ServerName = "deny.test"
@@ -87,6 +91,10 @@ func TestOutboundDenied(t *testing.T) {
 	target := newAcceptLog(t)
 	inside := target.l.Addr().String()
 	alice := e2e.Register(t, base, "alice")
+	room, err := alice.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	cases := []struct {
 		name, method, path, token string
@@ -99,11 +107,16 @@ func TestOutboundDenied(t *testing.T) {
 		{"remote alias", http.MethodGet, "/_matrix/client/v3/directory/room/" + url.PathEscape("#x:"+inside), "", http.StatusBadGateway, "M_UNKNOWN"},
 		{"join by remote alias", http.MethodPost, "/_matrix/client/v3/join/" + url.PathEscape("#x:"+inside), alice.AccessToken, http.StatusBadGateway, "M_UNKNOWN"},
 		{"join by room ID", http.MethodPost, "/_matrix/client/v3/join/" + url.PathEscape("!room:"+inside) + "?server_name=" + inside, alice.AccessToken, http.StatusNotFound, "M_NOT_FOUND"},
+		{"invite a remote user", http.MethodPost, "/_matrix/client/v3/rooms/" + url.PathEscape(room.RoomID.String()) + "/invite", alice.AccessToken, http.StatusBadGateway, "M_UNKNOWN"},
 		{"notary key query", http.MethodGet, "/_matrix/key/v2/query/" + inside, "", http.StatusOK, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			req, err := http.NewRequest(c.method, base+c.path, strings.NewReader("{}"))
+			body := "{}"
+			if c.name == "invite a remote user" {
+				body = `{"user_id":"@bob:` + inside + `"}`
+			}
+			req, err := http.NewRequest(c.method, base+c.path, strings.NewReader(body))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -116,15 +129,15 @@ func TestOutboundDenied(t *testing.T) {
 			}
 			defer res.Body.Close() // nolint: errcheck // read below
 			b, _ := io.ReadAll(res.Body)
-			var body struct {
+			var answer struct {
 				Code    string `json:"errcode"`
 				Message string `json:"error"`
 			}
-			_ = json.Unmarshal(b, &body) // checked through the fields
-			if res.StatusCode != c.status || body.Code != c.code {
+			_ = json.Unmarshal(b, &answer) // checked through the fields
+			if res.StatusCode != c.status || answer.Code != c.code {
 				t.Fatalf("%d %s, want %d %s", res.StatusCode, b, c.status, c.code)
 			}
-			if strings.Contains(body.Message, "deny") || strings.Contains(body.Message, "dial") {
+			if strings.Contains(answer.Message, "deny") || strings.Contains(answer.Message, "dial") {
 				t.Fatalf("internal detail in the answer: %s", b)
 			}
 		})
