@@ -1071,6 +1071,9 @@ func TestNginxCheckCanFail(t *testing.T) {
 		},
 		"sync timeout": func(s string) string { return strings.Replace(s, "proxy_read_timeout 180s;", "", 1) },
 		"unbalanced":   func(s string) string { return strings.Replace(s, "}", "", 1) },
+		"metrics routed": func(s string) string {
+			return strings.Replace(s, "\"~^/_synapse/\" clientapi;", "\"~^/_synapse/\" clientapi;\n        \"~^/metrics\" clientapi;", 1)
+		},
 	}
 	for name, mutate := range mutations {
 		broken := mutate(src)
