@@ -110,8 +110,8 @@ func (h *Handlers) parseSync(r *http.Request, dev *uapi.Device) (*internal.SyncR
 		req.Since = &tok
 	}
 	if s := q.Get("timeout"); s != "" {
-		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || ms < 0 {
+		ms, err := parseCount(s)
+		if err != nil {
 			return nil, matrixerr.InvalidParam("timeout must be a non-negative number of milliseconds")
 		}
 		req.Timeout = min(time.Duration(min(ms, int64(MaxSyncTimeout/time.Millisecond)))*time.Millisecond, MaxSyncTimeout)
@@ -165,20 +165,34 @@ func roomEventFilter(q url.Values) (*types.RoomEventFilter, error) {
 	return types.ParseRoomEventFilter([]byte(f))
 }
 
-// limitParam parses a positive limit, with a default and a cap.
+// limitParam parses a non-negative limit, with a default (for none or 0) and a cap: an
+// integer too large for an int is clamped to the cap like any other large one; a negative
+// or non-integer limit is 400 M_INVALID_PARAM.
 func limitParam(q url.Values, def, maxLimit int) (int, error) {
 	s := q.Get("limit")
 	if s == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
+	n, err := parseCount(s)
+	if err != nil {
 		return 0, matrixerr.InvalidParam("limit must be a non-negative integer")
 	}
 	if n == 0 {
 		return def, nil
 	}
-	return min(n, maxLimit), nil
+	return int(min(n, int64(maxLimit))), nil
+}
+
+// parseCount parses a non-negative decimal integer, saturating at math.MaxInt64.
+func parseCount(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && n > 0 {
+		return n, nil
+	}
+	if err != nil || n < 0 {
+		return 0, errors.New("not a non-negative integer")
+	}
+	return n, nil
 }
 
 func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
