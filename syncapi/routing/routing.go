@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/syncapi/internal"
@@ -165,6 +167,16 @@ func roomEventFilter(q url.Values) (*types.RoomEventFilter, error) {
 	return types.ParseRoomEventFilter([]byte(f))
 }
 
+// roomIDVar is the path's room ID; a malformed one is 400 M_INVALID_PARAM, as in the
+// client API's room endpoints.
+func roomIDVar(r *http.Request) (string, error) {
+	roomID := httputil.Vars(r)["roomId"]
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return "", matrixerr.InvalidParam("invalid room ID")
+	}
+	return roomID, nil
+}
+
 // limitParam parses a non-negative limit, with a default (for none or 0) and a cap: an
 // integer too large for an int is clamped to the cap like any other large one; a negative
 // or non-integer limit is 400 M_INVALID_PARAM.
@@ -197,7 +209,11 @@ func parseCount(s string) (int64, error) {
 
 func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	q := r.URL.Query()
-	req := &internal.MessagesRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: httputil.Vars(r)["roomId"]}
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	req := &internal.MessagesRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: roomID}
 	switch q.Get("dir") {
 	case "b":
 		req.Backward = true
@@ -217,7 +233,6 @@ func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Respons
 			*t.dst = &tok
 		}
 	}
-	var err error
 	if req.Limit, err = limitParam(q, defaultMessagesLimit, maxMessagesLimit); err != nil {
 		return httputil.Response{}, err
 	}
@@ -233,9 +248,11 @@ func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Respons
 
 func (h *Handlers) context(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	q := r.URL.Query()
-	vars := httputil.Vars(r)
-	req := &internal.ContextRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: vars["roomId"], EventID: vars["eventId"]}
-	var err error
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	req := &internal.ContextRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: roomID, EventID: httputil.Vars(r)["eventId"]}
 	if req.Limit, err = limitParam(q, defaultContextLimit, maxContextLimit); err != nil {
 		return httputil.Response{}, err
 	}

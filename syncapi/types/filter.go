@@ -86,19 +86,26 @@ func ParseRoomEventFilter(b []byte) (*RoomEventFilter, error) {
 	return &f, nil
 }
 
-// decodeFilter decodes b into dst; the error names the offending field, never a Go type.
+// decodeFilter decodes b into dst; the error names no Go type (json's would).
 func decodeFilter(b []byte, dst any) error {
 	err := json.Unmarshal(b, dst)
 	var typeErr *json.UnmarshalTypeError
 	switch {
 	case err == nil:
 		return nil
-	case errors.As(err, &typeErr) && typeErr.Field != "":
-		return matrixerr.InvalidParam("filter field " + typeErr.Field + " has the wrong type or is out of range")
+	case errors.As(err, &typeErr):
+		return matrixerr.InvalidParam(errWrongType)
 	default:
-		return matrixerr.InvalidParam("filter is not a valid filter")
+		return matrixerr.InvalidParam(errNotFilter)
 	}
 }
+
+// The messages of a refused filter.
+const (
+	errNotFilter = "filter is not a valid filter"
+	errWrongType = "filter has a field of the wrong type, or a number out of range"
+	errNegative  = "filter limits must not be negative"
+)
 
 // eventFilters are all the limits-carrying parts of f.
 func (f *Filter) eventFilters() []*EventFilter {
@@ -109,7 +116,7 @@ func (f *Filter) eventFilters() []*EventFilter {
 // clamp refuses a negative limit and lowers a large one to MaxFilterLimit.
 func (f *EventFilter) clamp() error {
 	if f.Limit < 0 {
-		return matrixerr.InvalidParam("filter limits must not be negative")
+		return matrixerr.InvalidParam(errNegative)
 	}
 	f.Limit = min(f.Limit, MaxFilterLimit)
 	return nil
