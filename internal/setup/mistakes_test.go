@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
@@ -17,10 +19,10 @@ import (
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
-// TestClientMistakesAre4xx sends a monolith, on SQLite and then PostgreSQL, requests that a
-// client got wrong (wrong state, malformed or unknown IDs) and checks each answer's status
-// and errcode: the spec's 4xx, never a 5xx. Forgetting a room one is still in was a 500.
-func TestClientMistakesAre4xx(t *testing.T) {
+// TestClientMistakesAndLimits runs a monolith on SQLite and then PostgreSQL and sends it
+// requests that a client got wrong (clientMistakes) and limits at the top of the integer
+// range (hugeLimits).
+func TestClientMistakesAndLimits(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
 			cfg := config.Defaults()
@@ -31,11 +33,14 @@ func TestClientMistakesAre4xx(t *testing.T) {
 			}
 			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
 			base := runMonolith(t, cfg)
-			clientMistakes(t, base)
+			t.Run("mistakes", func(t *testing.T) { clientMistakes(t, base) })
+			t.Run("huge limits", func(t *testing.T) { hugeLimits(t, base) })
 		})
 	}
 }
 
+// clientMistakes checks the status and errcode of requests with wrong state, malformed or
+// unknown IDs: the spec's 4xx, never a 5xx. Forgetting a room one is still in was a 500.
 func clientMistakes(t *testing.T, base string) {
 	ctx := context.Background()
 	alice, bob, carol := e2e.Register(t, base, "alice"), e2e.Register(t, base, "bob"), e2e.Register(t, base, "carol")
@@ -100,6 +105,58 @@ func clientMistakes(t *testing.T, base string) {
 				t.Fatalf("%s %s: %d %s, want %d %s", c.method, c.path, status, errcode, c.status, c.errcode)
 			}
 		})
+	}
+}
+
+// hugeLimits syncs with a timeline limit of 2^63-1, in an inline filter and in one stored
+// through the user API, which made /sync loop forever: each answers within a deadline with
+// the whole room, initial and incremental.
+func hugeLimits(t *testing.T, base string) {
+	ctx := context.Background()
+	dave := e2e.Register(t, base, "dave")
+	created, err := dave.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent []id.EventID
+	for _, body := range []string{"one", "two", "three"} {
+		res, err := dave.SendText(ctx, created.RoomID, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, res.EventID)
+	}
+	inline := `{"room":{"timeline":{"limit":9223372036854775807},"state":{"limit":9223372036854775807},"ephemeral":{"limit":9223372036854775807}},"presence":{"limit":9223372036854775807}}`
+	stored, err := dave.CreateFilter(ctx, &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: math.MaxInt64}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, filter := range []string{inline, stored.FilterID} {
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		res, err := dave.SyncRequest(sctx, 0, "", filter, false, "")
+		if err != nil {
+			cancel()
+			t.Fatalf("initial sync with filter %s: %v", filter, err)
+		}
+		tl := res.Rooms.Join[created.RoomID].Timeline
+		if n := len(tl.Events); n < len(sent)+4 || tl.Events[0].Type.Type != "m.room.create" || tl.Events[n-1].ID != sent[len(sent)-1] || tl.Limited {
+			cancel()
+			t.Fatalf("initial sync with filter %s: %d events, limited %v", filter, n, tl.Limited)
+		}
+		next, err := dave.SendText(ctx, created.RoomID, "after")
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		sent = append(sent, next.EventID)
+		inc, err := dave.SyncRequest(sctx, 0, res.NextBatch, filter, false, "")
+		cancel()
+		if err != nil {
+			t.Fatalf("incremental sync with filter %s: %v", filter, err)
+		}
+		if evs := inc.Rooms.Join[created.RoomID].Timeline.Events; len(evs) != 1 || evs[0].ID != next.EventID {
+			t.Fatalf("incremental sync with filter %s: %d events", filter, len(evs))
+		}
 	}
 }
 
