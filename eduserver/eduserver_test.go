@@ -3,6 +3,7 @@ package eduserver_test
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -129,4 +130,28 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestTypingHugeTimeout: a timeout at the top of the int64 range is clamped to the maximum
+// (one minute here), not wrapped around into a short or negative duration.
+func TestTypingHugeTimeout(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, typing, _, in := start(t, db)
+		origin := time.Now().UnixMilli()
+		must(t, in.InputTyping(ctx, &api.InputTypingEvent{RoomID: "!huge:x", UserID: "@a:x", Typing: true, TimeoutMS: math.MaxInt64, OriginTS: origin}))
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
+			for _, rec := range typing.Wait(t, 0, time.Second) {
+				var o api.OutputTypingEvent
+				must(t, json.Unmarshal(rec.Value, &o))
+				if o.RoomID != "!huge:x" {
+					continue
+				}
+				if len(o.Users) != 1 || o.Users[0].ExpiresTS != origin+time.Minute.Milliseconds() {
+					t.Fatalf("typing set %+v, want @a:x until %d", o.Users, origin+time.Minute.Milliseconds())
+				}
+				return
+			}
+		}
+		t.Fatal("no typing set for the room")
+	})
 }

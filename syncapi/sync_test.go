@@ -256,6 +256,9 @@ func TestBadParams(t *testing.T) {
 			{msgs, url.Values{"dir": {"b"}}, 200},
 			{"/_matrix/client/v3/rooms/" + url.PathEscape(roomID) + "/context/%24nope", url.Values{}, 404},
 			{"/_matrix/client/v3/rooms/" + url.PathEscape("!other:x") + "/messages", url.Values{"dir": {"b"}}, 403},
+			{"/_matrix/client/v3/rooms/" + url.PathEscape("!nocolon") + "/messages", url.Values{"dir": {"b"}}, 400},
+			{"/_matrix/client/v3/rooms/notaroom/messages", url.Values{"dir": {"b"}}, 400},
+			{"/_matrix/client/v3/rooms/notaroom/context/%24x", url.Values{}, 400},
 		} {
 			if got := h.get(alice, c.path, c.q, nil); got != c.want {
 				t.Errorf("%s?%s: status %d, want %d", c.path, c.q.Encode(), got, c.want)

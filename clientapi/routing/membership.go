@@ -267,7 +267,8 @@ func (rm *Rooms) Forget(r *http.Request, dev *uapi.Device) (httputil.Response, e
 		return httputil.Response{}, err
 	}
 	if m.Membership == spec.Join || m.Membership == spec.Invite {
-		return httputil.Response{}, matrixerr.Unknown("you must leave the room before forgetting it")
+		// The spec's answer for a user still in the room: 400 M_UNKNOWN.
+		return httputil.Response{}, matrixerr.BadRequest("you must leave the room before forgetting it")
 	}
 	return httputil.OK(struct{}{}), nil
 }

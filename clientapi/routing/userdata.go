@@ -47,6 +47,25 @@ type roomFilterShape struct {
 	Timeline     *roomEventFilter `json:"timeline"`
 }
 
+// limits are the filter's limits, nil where absent. A large limit is stored as sent: the
+// sync API clamps it when it reads it.
+func (f *filterShape) limits() []*int64 {
+	out := []*int64{}
+	for _, ef := range []*eventFilter{f.Presence, f.AccountData} {
+		if ef != nil {
+			out = append(out, ef.Limit)
+		}
+	}
+	if f.Room != nil {
+		for _, rf := range []*roomEventFilter{f.Room.AccountData, f.Room.Ephemeral, f.Room.State, f.Room.Timeline} {
+			if rf != nil {
+				out = append(out, rf.Limit)
+			}
+		}
+	}
+	return out
+}
+
 // PutFilter is POST /user/{userId}/filter.
 func (a *Accounts) PutFilter(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	userID, err := userIDVar(r, dev)
@@ -65,6 +84,11 @@ func (a *Accounts) PutFilter(r *http.Request, dev *uapi.Device) (httputil.Respon
 	case "", "client", "federation":
 	default:
 		return httputil.Response{}, matrixerr.BadJSON("event_format must be client or federation")
+	}
+	for _, l := range shape.limits() {
+		if l != nil && *l < 0 {
+			return httputil.Response{}, matrixerr.BadJSON("filter limits must not be negative")
+		}
 	}
 	res, err := a.UserAPI.PerformPutFilter(r.Context(), &uapi.PerformPutFilterRequest{Localpart: localpartOf(userID), Filter: raw})
 	if err != nil {

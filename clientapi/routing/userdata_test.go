@@ -106,6 +106,11 @@ func TestFilters(t *testing.T) {
 		e.want("GET", base+"/12345", tok, nil, 404, "M_NOT_FOUND")
 		e.want("POST", base, tok, `{"room": {"timeline": {"limit": "ten"}}}`, 400, "M_BAD_JSON")
 		e.want("POST", base, tok, `{"event_format": "xml"}`, 400, "M_BAD_JSON")
+		for _, neg := range []string{`{"room": {"timeline": {"limit": -1}}}`, `{"room": {"state": {"limit": -5}}}`, `{"room": {"ephemeral": {"limit": -1}}}`,
+			`{"room": {"account_data": {"limit": -1}}}`, `{"presence": {"limit": -1}}`, `{"account_data": {"limit": -9223372036854775808}}`} {
+			e.want("POST", base, tok, neg, 400, "M_BAD_JSON")
+		}
+		e.want("POST", base, tok, `{"room": {"timeline": {"limit": 9223372036854775807}}}`, 200, "")
 		e.want("POST", base, tok, `[]`, 400, "M_BAD_JSON")
 		e.want("POST", base, tok, `{`, 400, "M_NOT_JSON")
 	})

@@ -92,9 +92,10 @@ func (t *Typing) apply(in *api.InputTypingEvent, now int64) {
 		}
 		return
 	}
-	timeout := time.Duration(in.TimeoutMS) * time.Millisecond
-	if timeout <= 0 {
-		timeout = DefaultTypingTimeout
+	// Clamped in milliseconds: a client's huge timeout would overflow a Duration.
+	timeout := DefaultTypingTimeout
+	if in.TimeoutMS > 0 {
+		timeout = time.Duration(min(in.TimeoutMS, t.MaxTimeout.Milliseconds())) * time.Millisecond
 	}
 	timeout = min(timeout, t.MaxTimeout)
 	expires := in.OriginTS + timeout.Milliseconds()

@@ -58,7 +58,8 @@ var (
 	// Conflict is M_UNKNOWN with status 409: what the request would create exists (a room
 	// alias, as the spec's PUT /directory/room answers).
 	Conflict = mk("M_UNKNOWN", http.StatusConflict)
-	// Unknown is an internal failure; its message must be generic.
+	// Unknown is an internal failure (500); its message must be generic. Never use it for
+	// something the client caused: BadRequest is the spec's 400 M_UNKNOWN.
 	Unknown = mk("M_UNKNOWN", http.StatusInternalServerError)
 	// BadGateway is M_UNKNOWN with status 502: another server needed for the request
 	// failed or could not be reached.

@@ -3,6 +3,7 @@ package api
 import (
 	"cmp"
 	"context"
+	"errors"
 	"net/url"
 	"slices"
 	"strconv"
@@ -29,11 +30,18 @@ type PublicRoomsRequest struct {
 }
 
 // ParsePublicRoomsQuery reads GET /publicRooms's since and limit (client and federation);
-// a limit that is not an integer is 400 M_INVALID_PARAM.
+// a limit that is not an integer is 400 M_INVALID_PARAM, one too large for an int is
+// MaxPublicRoomsLimit (ListPublicRooms clamps every limit to it) and one below 1 the default.
 func ParsePublicRoomsQuery(q url.Values) (PublicRoomsRequest, error) {
 	req := PublicRoomsRequest{Since: q.Get("since")}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
+		if errors.Is(err, strconv.ErrRange) {
+			n, err = MaxPublicRoomsLimit, nil
+			if strings.HasPrefix(l, "-") {
+				n = 0
+			}
+		}
 		if err != nil {
 			return PublicRoomsRequest{}, matrixerr.InvalidParam("limit must be an integer")
 		}

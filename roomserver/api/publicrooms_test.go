@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"net/url"
 	"testing"
 )
 
@@ -57,6 +58,33 @@ func TestListPublicRoomsPaging(t *testing.T) {
 	for _, bad := range []string{"x", "-1", "1.5"} {
 		if _, err := ListPublicRooms(ctx, d, PublicRoomsRequest{Since: bad}); err == nil {
 			t.Errorf("since %q accepted", bad)
+		}
+	}
+}
+
+func TestParsePublicRoomsQuery(t *testing.T) {
+	for _, c := range []struct {
+		limit string
+		want  int // the page size ListPublicRooms serves; 0 when refused
+	}{
+		{"", DefaultPublicRoomsLimit}, {"0", DefaultPublicRoomsLimit}, {"-5", DefaultPublicRoomsLimit}, {"7", 7},
+		{"501", MaxPublicRoomsLimit}, {"9223372036854775807", MaxPublicRoomsLimit}, {"99999999999999999999", MaxPublicRoomsLimit},
+		{"-99999999999999999999", DefaultPublicRoomsLimit}, {"many", 0}, {"1.5", 0},
+	} {
+		req, err := ParsePublicRoomsQuery(url.Values{"limit": {c.limit}})
+		if c.want == 0 {
+			if err == nil {
+				t.Errorf("limit %q accepted", c.limit)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("limit %q: %v", c.limit, err)
+			continue
+		}
+		res, err := ListPublicRooms(context.Background(), fakeDirectory{n: 650}, req)
+		if err != nil || len(res.Chunk) != c.want {
+			t.Errorf("limit %q: %d rooms, want %d (%v)", c.limit, len(res.Chunk), c.want, err)
 		}
 	}
 }

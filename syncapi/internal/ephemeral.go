@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -38,8 +39,9 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []st
 		return nil
 	}
 	counts := map[string]int{}
+	limit := ef.LimitOr(math.MaxInt) // no limit set: typing and receipts, two events at most
 	add := func(roomID string, ev any) error {
-		if ef.Limit > 0 && counts[roomID] >= ef.Limit {
+		if counts[roomID] >= limit {
 			return nil
 		}
 		b, err := json.Marshal(ev)
@@ -165,11 +167,12 @@ func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to in
 		return fmt.Errorf("load presence: %w", err)
 	}
 	now := time.Now().UnixMilli()
+	limit := pf.LimitOr(math.MaxInt) // no limit set: everyone who changed, a number the client does not choose
 	for _, p := range presence {
 		if !pf.Allows("m.presence", p.UserID) {
 			continue
 		}
-		if pf.Limit > 0 && len(res.Presence.Events) >= pf.Limit {
+		if len(res.Presence.Events) >= limit {
 			break
 		}
 		c := types.PresenceContent{Presence: p.Presence, CurrentlyActive: p.CurrentlyActive, StatusMsg: p.StatusMsg}

@@ -14,9 +14,6 @@ import (
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
-// DefaultTimelineLimit is the timeline length when the filter sets none.
-const DefaultTimelineLimit = 20
-
 // Syncer answers sync API requests.
 type Syncer struct {
 	db       storage.Database
@@ -181,10 +178,7 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 // batched query, and writes the rooms into res.
 func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, res *types.SyncResponse) error {
 	tf := &req.Filter.Room.Timeline
-	limit := tf.Limit
-	if limit <= 0 {
-		limit = DefaultTimelineLimit
-	}
+	limit := req.Filter.TimelineLimit()
 	var needState []string
 	for _, p := range plans {
 		if p.kind != spec.Invite {

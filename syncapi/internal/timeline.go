@@ -31,14 +31,23 @@ type page struct {
 	more bool
 }
 
+// maxBatch bounds the events walk reads in one query (one more, to see whether the range
+// goes on).
+const maxBatch = 1000
+
 // walk reads up to limit visible events of a room matching filter, starting at from (an
 // exclusive bound in the walk's direction) and never passing bound: backward covers
 // (bound, from], forward (from, bound]. It reads in batches until it has limit events or the
-// range ends, so filtered-out events cost no extra round trips when there are few.
+// range ends, so filtered-out events cost no extra round trips when there are few. Batches
+// hold at most maxBatch+1 events whatever the limit, and a short or empty batch ends the
+// walk, so no limit can make it loop.
 func walk(ctx context.Context, db storage.Database, roomID string, v *viewer, filter *types.EventFilter, backward bool, from, bound int64, limit int) (page, error) {
 	p := page{next: from, more: true}
-	batch := limit + 1
+	batch := min(max(limit, 1), maxBatch) + 1
 	for len(p.events) < limit {
+		if err := ctx.Err(); err != nil {
+			return p, err
+		}
 		r := storage.Range{After: p.next, UpTo: bound, Limit: batch}
 		if backward {
 			r = storage.Range{After: bound, UpTo: p.next, Backward: true, Limit: batch}
@@ -60,11 +69,11 @@ func walk(ctx context.Context, db storage.Database, roomID string, v *viewer, fi
 				p.events = append(p.events, *e)
 			}
 		}
-		if len(evs) < batch {
+		if len(evs) == 0 || len(evs) < batch {
 			p.more = false
 			return p, nil
 		}
-		batch = min(batch*2, 1000)
+		batch = min(batch*2, maxBatch)
 	}
 	return p, nil
 }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/syncapi/internal"
@@ -110,8 +112,8 @@ func (h *Handlers) parseSync(r *http.Request, dev *uapi.Device) (*internal.SyncR
 		req.Since = &tok
 	}
 	if s := q.Get("timeout"); s != "" {
-		ms, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || ms < 0 {
+		ms, err := parseCount(s)
+		if err != nil {
 			return nil, matrixerr.InvalidParam("timeout must be a non-negative number of milliseconds")
 		}
 		req.Timeout = min(time.Duration(min(ms, int64(MaxSyncTimeout/time.Millisecond)))*time.Millisecond, MaxSyncTimeout)
@@ -165,25 +167,53 @@ func roomEventFilter(q url.Values) (*types.RoomEventFilter, error) {
 	return types.ParseRoomEventFilter([]byte(f))
 }
 
-// limitParam parses a positive limit, with a default and a cap.
+// roomIDVar is the path's room ID; a malformed one is 400 M_INVALID_PARAM, as in the
+// client API's room endpoints.
+func roomIDVar(r *http.Request) (string, error) {
+	roomID := httputil.Vars(r)["roomId"]
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return "", matrixerr.InvalidParam("invalid room ID")
+	}
+	return roomID, nil
+}
+
+// limitParam parses a non-negative limit, with a default (for none or 0) and a cap: an
+// integer too large for an int is clamped to the cap like any other large one; a negative
+// or non-integer limit is 400 M_INVALID_PARAM.
 func limitParam(q url.Values, def, maxLimit int) (int, error) {
 	s := q.Get("limit")
 	if s == "" {
 		return def, nil
 	}
-	n, err := strconv.Atoi(s)
-	if err != nil || n < 0 {
+	n, err := parseCount(s)
+	if err != nil {
 		return 0, matrixerr.InvalidParam("limit must be a non-negative integer")
 	}
 	if n == 0 {
 		return def, nil
 	}
-	return min(n, maxLimit), nil
+	return int(min(n, int64(maxLimit))), nil
+}
+
+// parseCount parses a non-negative decimal integer, saturating at math.MaxInt64.
+func parseCount(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if errors.Is(err, strconv.ErrRange) && n > 0 {
+		return n, nil
+	}
+	if err != nil || n < 0 {
+		return 0, errors.New("not a non-negative integer")
+	}
+	return n, nil
 }
 
 func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	q := r.URL.Query()
-	req := &internal.MessagesRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: httputil.Vars(r)["roomId"]}
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	req := &internal.MessagesRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: roomID}
 	switch q.Get("dir") {
 	case "b":
 		req.Backward = true
@@ -203,7 +233,6 @@ func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Respons
 			*t.dst = &tok
 		}
 	}
-	var err error
 	if req.Limit, err = limitParam(q, defaultMessagesLimit, maxMessagesLimit); err != nil {
 		return httputil.Response{}, err
 	}
@@ -219,9 +248,11 @@ func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Respons
 
 func (h *Handlers) context(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	q := r.URL.Query()
-	vars := httputil.Vars(r)
-	req := &internal.ContextRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: vars["roomId"], EventID: vars["eventId"]}
-	var err error
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	req := &internal.ContextRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: roomID, EventID: httputil.Vars(r)["eventId"]}
 	if req.Limit, err = limitParam(q, defaultContextLimit, maxContextLimit); err != nil {
 		return httputil.Response{}, err
 	}

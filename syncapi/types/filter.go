@@ -2,6 +2,7 @@ package types
 
 import (
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 
@@ -48,28 +49,90 @@ type RoomFilter struct {
 	Ephemeral    RoomEventFilter `json:"ephemeral"`
 }
 
-// ParseFilter decodes a Filter; malformed JSON or negative limits are 400 M_INVALID_PARAM.
+// DefaultTimelineLimit is the timeline length per room when the filter sets none.
+const DefaultTimelineLimit = 20
+
+// MaxFilterLimit is the largest limit a filter may set (timeline, state, ephemeral and
+// account data of rooms, account data, presence); larger ones are clamped to it. Every
+// limit is read through LimitOr, which clamps again, so a Filter built without ParseFilter
+// is bounded too. docs/limits.md lists it with the other limits a client sets.
+const MaxFilterLimit = 1000
+
+// ParseFilter decodes a Filter and clamps its limits to MaxFilterLimit. Malformed JSON, a
+// limit that is not an integer in range and a negative limit are 400 M_INVALID_PARAM.
 func ParseFilter(b []byte) (*Filter, error) {
 	var f Filter
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, matrixerr.InvalidParam("filter is not a valid filter: " + err.Error())
+	if err := decodeFilter(b, &f); err != nil {
+		return nil, err
 	}
-	if f.Room.Timeline.Limit < 0 || f.Room.State.Limit < 0 || f.AccountData.Limit < 0 {
-		return nil, matrixerr.InvalidParam("filter limits must not be negative")
+	for _, ef := range f.eventFilters() {
+		if err := ef.clamp(); err != nil {
+			return nil, err
+		}
 	}
 	return &f, nil
 }
 
-// ParseRoomEventFilter decodes a RoomEventFilter (the /messages and /context filter).
+// ParseRoomEventFilter decodes a RoomEventFilter (the /messages and /context filter) and
+// clamps its limit as ParseFilter does.
 func ParseRoomEventFilter(b []byte) (*RoomEventFilter, error) {
 	var f RoomEventFilter
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, matrixerr.InvalidParam("filter is not a valid filter: " + err.Error())
+	if err := decodeFilter(b, &f); err != nil {
+		return nil, err
 	}
-	if f.Limit < 0 {
-		return nil, matrixerr.InvalidParam("filter limits must not be negative")
+	if err := f.clamp(); err != nil {
+		return nil, err
 	}
 	return &f, nil
+}
+
+// decodeFilter decodes b into dst; the error names no Go type (json's would).
+func decodeFilter(b []byte, dst any) error {
+	err := json.Unmarshal(b, dst)
+	var typeErr *json.UnmarshalTypeError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &typeErr):
+		return matrixerr.InvalidParam(errWrongType)
+	default:
+		return matrixerr.InvalidParam(errNotFilter)
+	}
+}
+
+// The messages of a refused filter.
+const (
+	errNotFilter = "filter is not a valid filter"
+	errWrongType = "filter has a field of the wrong type, or a number out of range"
+	errNegative  = "filter limits must not be negative"
+)
+
+// eventFilters are all the limits-carrying parts of f.
+func (f *Filter) eventFilters() []*EventFilter {
+	return []*EventFilter{&f.AccountData, &f.Presence, &f.Room.Timeline.EventFilter, &f.Room.State.EventFilter,
+		&f.Room.AccountData.EventFilter, &f.Room.Ephemeral.EventFilter}
+}
+
+// clamp refuses a negative limit and lowers a large one to MaxFilterLimit.
+func (f *EventFilter) clamp() error {
+	if f.Limit < 0 {
+		return matrixerr.InvalidParam(errNegative)
+	}
+	f.Limit = min(f.Limit, MaxFilterLimit)
+	return nil
+}
+
+// LimitOr is the filter's limit clamped to MaxFilterLimit, or def when it sets none.
+func (f *EventFilter) LimitOr(def int) int {
+	if f.Limit <= 0 {
+		return def
+	}
+	return min(f.Limit, MaxFilterLimit)
+}
+
+// TimelineLimit is how many timeline events per room a sync with f returns at most.
+func (f *Filter) TimelineLimit() int {
+	return f.Room.Timeline.LimitOr(DefaultTimelineLimit)
 }
 
 // Allows reports whether an event of evType sent by sender passes the filter.
