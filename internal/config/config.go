@@ -137,7 +137,10 @@ type RoomServer struct {
 	Database DatabaseOptions `yaml:"database"`
 	// Shards is how many roomserver shards split the input partitions.
 	Shards int `yaml:"shards"`
-	// InputWaitTimeout bounds how long a writer waits for the roomserver's verdict.
+	// InputWaitTimeout bounds how long a writer (clientapi, federationapi) waits for the
+	// owning shard's verdict on an event it produced (read-your-writes, DESIGN.md 5), in both
+	// deployments. When it expires the client gets 504 M_UNKNOWN; the event stays in the log
+	// and is processed, and a client retrying with the same transaction ID gets the same event.
 	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
 	// InternalAPI.Connect may hold "{shard}", replaced by the shard's index
 	// (http://roomserver-{shard}.roomserver:7770 for a Kubernetes StatefulSet).
