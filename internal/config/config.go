@@ -114,9 +114,11 @@ type ClientAPI struct {
 	// RegistrationDisabled closes open registration (m.login.dummy, no captcha).
 	RegistrationDisabled bool `yaml:"registration_disabled"`
 	// RegistrationSharedSecret enables /_synapse/admin/v1/register when set.
-	RegistrationSharedSecret string       `yaml:"registration_shared_secret"`
-	GuestsDisabled           bool         `yaml:"guests_disabled"`
-	RateLimiting             RateLimiting `yaml:"rate_limiting"`
+	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
+	// GuestsDisabled refuses guest registration (kind=guest) with 403 M_FORBIDDEN. Guest
+	// access is not built yet: false refuses it too, and the start-up log says so.
+	GuestsDisabled bool         `yaml:"guests_disabled"`
+	RateLimiting   RateLimiting `yaml:"rate_limiting"`
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// Listen is where the polylith's clientapi process serves the client API.
