@@ -35,6 +35,9 @@ type Dendrite struct {
 	FederationAPI FederationAPI `yaml:"federation_api"`
 	// FederationSender is the federation_sender section (federationsender.go).
 	FederationSender FederationSender `yaml:"federation_sender"`
+	// UnknownKeys are the YAML paths of the keys in the loaded file that name no setting;
+	// start-up logs each as a warning (internal/setup).
+	UnknownKeys []string `yaml:"-"`
 }
 
 // Global holds settings shared by every component.
@@ -258,6 +261,11 @@ func LoadBytes(b []byte, env []string) (*Dendrite, error) {
 	if err := yaml.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
+	unknown, err := unknownKeys(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	c.UnknownKeys = unknown
 	if err := applyEnv(c, env); err != nil {
 		return nil, err
 	}

@@ -66,6 +66,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 			e.closeDBs()
 		}
 	}()
+	warnConfig(cfg, logrus.NewEntry(logger), true)
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
 		return nil, err
