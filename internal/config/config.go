@@ -77,7 +77,9 @@ type LogOptions struct {
 	Partitions int32 `yaml:"partitions"`
 	// EmbeddedDatabase holds the embedded log (default <data_dir>/eventlog.db).
 	EmbeddedDatabase DatabaseOptions `yaml:"embedded_database"`
-	// Retention is how long records are kept.
+	// Retention is how long records are kept. Kafka deletes older records whether consumed or
+	// not (the topics' retention.ms); the embedded log deletes a record only once it is older
+	// and every consumer of its partition has processed it.
 	Retention Duration     `yaml:"retention"`
 	Kafka     KafkaOptions `yaml:"kafka"`
 }
@@ -304,6 +306,9 @@ func (c *Dendrite) Verify() error {
 		}
 	default:
 		bad("global.log.kind", "must be embedded or kafka")
+	}
+	if c.Global.Log.Retention <= 0 {
+		bad("global.log.retention", "must be positive")
 	}
 	if c.Global.Log.Kafka.MaxMessageBytes < 65536 {
 		bad("global.log.kafka.max_message_bytes", "must be at least 65536")

@@ -48,7 +48,8 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 	if err != nil {
 		return nil, err
 	}
-	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions, Metrics: metrics})
+	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions,
+		Retention: time.Duration(e.cfg.Global.Log.Retention), Metrics: metrics})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
