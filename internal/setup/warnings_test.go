@@ -70,3 +70,25 @@ func TestStartupWarnings(t *testing.T) {
 		t.Errorf("the sample config warned: %v", got)
 	}
 }
+
+// TestStartupWarningsPerProcess: in the polylith every process reports unknown keys, and
+// only the clientapi process, which serves registration, reports open registration.
+func TestStartupWarningsPerProcess(t *testing.T) {
+	cfg, err := config.LoadBytes([]byte("client_api:\n  registration_disabled: false\nroom_server:\n  shard: 2\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, clientAPI := range []bool{false, true} {
+		logger, hook := logtest.NewNullLogger()
+		warnConfig(cfg, logrus.NewEntry(logger), clientAPI)
+		keys := map[string]bool{}
+		for _, e := range hook.AllEntries() {
+			if e.Level == logrus.WarnLevel {
+				keys[e.Data["key"].(string)] = true
+			}
+		}
+		if !keys["room_server.shard"] || keys["client_api.registration_disabled"] != clientAPI {
+			t.Errorf("clientapi process %v: warnings for %v", clientAPI, keys)
+		}
+	}
+}
