@@ -47,7 +47,10 @@ func (in *Input) InputRoomEvents(ctx context.Context, req *InputRoomEventsReques
 		defer cancel()
 	}
 	res, err := in.Wait.QueryInputResult(waitCtx, &QueryInputResultRequest{Partition: pos[0].Partition, Offset: pos[0].Offset})
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && waitCtx.Err() != nil && ctx.Err() == nil {
+	// The wait's deadline passed (here, or at the shard it was sent to over internal HTTP)
+	// while the caller still waits. waitCtx.Err() is not checked: the response may come
+	// before the context's own timer has marked it done.
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 		return nil, ErrInputTimeout
 	}
 	if err != nil {
