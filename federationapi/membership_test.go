@@ -140,11 +140,11 @@ func TestPerformJoinInviteLeave(t *testing.T) {
 				t.Fatalf("frank on %s after rejecting: %+v", n.name, m)
 			}
 		}
-		// An invite for a user A does not have: refused.
+		// An invite for a user A does not have: A's 404. A server that cannot be reached: 502.
 		_, err = b.fed.API().PerformInvite(ctx, &api.PerformInviteRequest{RoomID: r3.RoomID, Sender: r3.alice, UserID: "@nobody:" + string(a.name)})
-		if err == nil {
-			t.Fatal("invite of an unknown user accepted")
-		}
+		wantMatrixErr(t, err, 404, "M_NOT_FOUND")
+		_, err = b.fed.API().PerformInvite(ctx, &api.PerformInviteRequest{RoomID: r3.RoomID, Sender: r3.alice, UserID: "@nobody:127.0.0.1:1"})
+		wantMatrixErr(t, err, 502, "M_UNKNOWN")
 		// make_leave for a user of another server: 403.
 		_, err = a.client.MakeLeave(ctx, a.name, b.name, r3.RoomID, "@mallory:"+string(b.name))
 		wantHTTP(t, err, 403, "M_FORBIDDEN")

@@ -202,6 +202,47 @@ func TestAtomicCreateRejectsWhole(t *testing.T) {
 	})
 }
 
+// TestLocalInviteOfRemoteUserRefused: a local (KindNew) invite of another server's user
+// is refused, in an existing room and in a room's creation batch (nothing is created):
+// only the federationapi's invite v2, with the invitee server's signature, makes one. An
+// invite of a local user is a local event as before.
+func TestLocalInviteOfRemoteUserRefused(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, bob, remote := "@alice:"+serverName, "@bob:"+serverName, "@bob:other.example"
+		invite := func(target string) api.InputRoomEvent {
+			return roomtest.Proto(alice, spec.MRoomMember, roomtest.StateKey(target), map[string]any{"membership": "invite", "is_direct": true})
+		}
+		roomID := h.newRoom(gomatrixserverlib.RoomVersionV10, alice)
+		res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{invite(remote)}})
+		if res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("local invite of %s: want M_FORBIDDEN, got %+v", remote, res[0])
+		}
+		if res = h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{invite(bob)}}); res[0].Err != nil {
+			t.Fatalf("local invite of %s: %v", bob, res[0].Err)
+		}
+		ctx := context.Background()
+		if m, err := h.rs.API().QueryMembershipForUser(ctx, &api.QueryMembershipForUserRequest{RoomID: roomID, UserID: remote}); err != nil || m.Membership == spec.Invite {
+			t.Fatalf("%s after the refused invite: %+v %v", remote, m, err)
+		}
+
+		created := "!withinvite:" + serverName
+		create := roomtest.CreateEvent(t, h.key, serverName, gomatrixserverlib.RoomVersionV10, alice, created)
+		res = h.submit(api.InputRoomEvents{RoomID: created, RoomVersion: "10", Atomic: true, Events: []api.InputRoomEvent{
+			{Kind: api.KindNew, Event: &api.Event{PDU: create}},
+			roomtest.Proto(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}),
+			invite(remote),
+		}})
+		if res[2].Err == nil || res[2].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("invite of %s in a creation batch: %+v", remote, res)
+		}
+		if info, err := h.rs.API().QueryRoomInfo(ctx, &api.QueryRoomInfoRequest{RoomID: created}); err != nil || info.Exists {
+			t.Fatalf("room exists after a refused creation batch: %+v %v", info, err)
+		}
+	})
+}
+
 func TestRestartKeepsRoomsAndOutputs(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		key := roomtest.NewKey(t)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -129,7 +130,7 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 		return httputil.Response{}, err
 	}
 	if len(req.Invite3PID) > 0 {
-		return httputil.Response{}, matrixerr.Unrecognized("third-party invites are not supported")
+		return httputil.Response{}, errNoIdentityServer
 	}
 	alias, err := req.alias(rm.ServerName)
 	if err != nil {
@@ -171,7 +172,45 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 			return httputil.Response{}, err
 		}
 	}
+	if err = rm.inviteRemotes(r, roomID, dev.UserID, &req); err != nil {
+		return httputil.Response{}, err
+	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
+}
+
+// inviteRemotes sends the invites of other servers' users once the room exists (the last
+// events of the room, after those of local invitees), each through the federated invite
+// path as POST /invite does. Every invite is tried; each failure is logged, and the first
+// is the request's answer with the room's ID in room_id: the room exists all the same (the
+// spec's createRoom may fail on an invite while the room is created, see M_INVITE_BLOCKED),
+// the creator is joined to it and can invite again. See docs/federation.md.
+func (rm *Rooms) inviteRemotes(r *http.Request, roomID, sender string, req *createRoomRequest) error {
+	var first *matrixerr.Error
+	for _, invitee := range req.Invite {
+		if rm.isLocalUser(invitee) {
+			continue
+		}
+		err := rm.inviteRemote(r.Context(), roomID, sender, invitee, memberContent{Membership: spec.Invite, IsDirect: req.IsDirect})
+		if err == nil {
+			continue
+		}
+		httputil.Logger(r).WithError(err).WithFields(logrus.Fields{"room_id": roomID, "user_id": invitee}).Warn("an invite of the new room failed")
+		if first != nil {
+			continue
+		}
+		var merr *matrixerr.Error
+		if errors.As(err, &merr) {
+			c := *merr
+			first = &c
+		} else {
+			first = matrixerr.Unknown("the room was created but an invite could not be sent")
+		}
+		first.RoomID = roomID
+	}
+	if first == nil {
+		return nil
+	}
+	return first
 }
 
 // buildCreate builds and signs the room's create event and returns the room ID.
@@ -298,6 +337,9 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 		}
 	}
 	for _, invitee := range req.Invite {
+		if !rm.isLocalUser(invitee) {
+			continue // invited through federation once the room exists: inviteRemotes
+		}
 		inv := memberContent{Membership: spec.Invite, IsDirect: req.IsDirect}
 		if err = rm.profileContent(ctx, invitee, &inv); err != nil {
 			return nil, err

@@ -27,8 +27,8 @@ const (
 )
 
 // directoryRoutes are the room alias and published room directory endpoints. Resolving an
-// alias, a room's visibility and GET /publicRooms need no access token (the spec gives
-// them no security requirement).
+// alias, a room's visibility and GET /publicRooms of this server need no access token (the
+// spec gives them no security requirement); another server's directory does (PublicRooms).
 func (rm *Rooms) directoryRoutes() []httputil.Route {
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
 		return httputil.Authenticated(DeviceLookup(rm.UserAPI), h)
@@ -353,8 +353,22 @@ func (rm *Rooms) SetRoomVisibility(r *http.Request, dev *uapi.Device) (httputil.
 	return httputil.OK(struct{}{}), nil
 }
 
-// PublicRooms is GET /publicRooms (limit, since, server).
+// PublicRooms is GET /publicRooms (limit, since, server). This server's directory needs no
+// access token; another server's does, since asking it makes this server connect out.
+//
+// NOTSPEC: the spec gives GET /publicRooms no security requirement even with server
+// (https://spec.matrix.org/latest/client-server-api/#get_matrixclientv3publicrooms);
+// Synapse, too, asks for a token before it queries another server.
 func (rm *Rooms) PublicRooms(r *http.Request) (httputil.Response, error) {
+	if server := r.URL.Query().Get("server"); server != "" && spec.ServerName(server) != rm.ServerName {
+		return httputil.Authenticated(DeviceLookup(rm.UserAPI), func(r *http.Request, _ *uapi.Device) (httputil.Response, error) {
+			return rm.getPublicRooms(r)
+		})(r)
+	}
+	return rm.getPublicRooms(r)
+}
+
+func (rm *Rooms) getPublicRooms(r *http.Request) (httputil.Response, error) {
 	req, err := rsapi.ParsePublicRoomsQuery(r.URL.Query())
 	if err != nil {
 		return httputil.Response{}, err
@@ -403,7 +417,7 @@ func (rm *Rooms) checkCanonicalAlias(ctx context.Context, roomID string, content
 		AltAliases []string `json:"alt_aliases"`
 	}
 	if err := json.Unmarshal(content, &c); err != nil {
-		return matrixerr.InvalidParam("alias and alt_aliases must be strings")
+		return matrixerr.BadJSON("alias must be a string and alt_aliases an array of strings")
 	}
 	names := c.AltAliases
 	if c.Alias != "" {

@@ -25,11 +25,21 @@ type memberContent struct {
 	IsDirect    bool   `json:"is_direct,omitempty"`
 }
 
-// targetBody is the body of invite, kick, ban and unban.
+// targetBody is the body of invite, kick, ban and unban. IDServer, Medium and Address
+// are the third-party form of invite, which this server refuses.
 type targetBody struct {
-	UserID string `json:"user_id"`
-	Reason string `json:"reason,omitempty"`
+	UserID   string `json:"user_id"`
+	Reason   string `json:"reason,omitempty"`
+	IDServer string `json:"id_server,omitempty"`
+	Medium   string `json:"medium,omitempty"`
+	Address  string `json:"address,omitempty"`
 }
+
+// errNoIdentityServer answers a third-party invite (POST /invite with id_server, medium and
+// address, createRoom's invite_3pid): this server trusts no identity server, so it cannot
+// look the address up nor make an m.room.third_party_invite. Refused before anything is
+// created, rather than ignored.
+var errNoIdentityServer = matrixerr.ServerNotTrusted("third-party invites are not supported: this server trusts no identity server")
 
 // profileContent fills display name and avatar of a local user into a member event.
 func (rm *Rooms) profileContent(ctx context.Context, userID string, c *memberContent) error {
@@ -272,6 +282,9 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 	if err = httputil.DecodeJSON(r, &body); err != nil {
 		return httputil.Response{}, err
 	}
+	if membership == spec.Invite && body.UserID == "" && (body.IDServer != "" || body.Medium != "" || body.Address != "") {
+		return httputil.Response{}, errNoIdentityServer
+	}
 	if _, err = spec.NewUserID(body.UserID, true); err != nil {
 		return httputil.Response{}, matrixerr.InvalidParam("user_id must be a valid user ID")
 	}
@@ -301,22 +314,39 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 		}
 		membership = spec.Leave
 	}
-	if membership == spec.Invite && rm.Federation != nil {
-		if uid, _ := spec.NewUserID(body.UserID, true); uid.Domain() != rm.ServerName {
-			content, err := json.Marshal(memberContent{Membership: spec.Invite, Reason: body.Reason})
-			if err != nil {
-				return httputil.Response{}, err
-			}
-			if _, err = rm.Federation.PerformInvite(r.Context(), &fapi.PerformInviteRequest{RoomID: roomID, Sender: dev.UserID, UserID: body.UserID, Content: content}); err != nil {
-				return httputil.Response{}, err
-			}
-			return httputil.OK(struct{}{}), nil
+	if membership == spec.Invite && !rm.isLocalUser(body.UserID) {
+		if err = rm.inviteRemote(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: spec.Invite, Reason: body.Reason}); err != nil {
+			return httputil.Response{}, err
 		}
+		return httputil.OK(struct{}{}), nil
 	}
 	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: membership, Reason: body.Reason}); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
+}
+
+// isLocalUser reports whether userID is a valid user ID of this server.
+func (rm *Rooms) isLocalUser(userID string) bool {
+	uid, err := spec.NewUserID(userID, true)
+	return err == nil && uid.Domain() == rm.ServerName
+}
+
+// inviteRemote invites a user of another server: the invite must reach the invitee's
+// server and carry its signature (federation invite v2, with the room's stripped state),
+// or the invitee could never join. An invite event made here alone would be stored but
+// never delivered, so without federation there is no such invite (the roomserver refuses
+// local invites of other servers' users too).
+func (rm *Rooms) inviteRemote(ctx context.Context, roomID, sender, invitee string, c memberContent) error {
+	if rm.Federation == nil {
+		return matrixerr.Forbidden("users of other servers cannot be invited: this server does not federate")
+	}
+	content, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = rm.Federation.PerformInvite(ctx, &fapi.PerformInviteRequest{RoomID: roomID, Sender: sender, UserID: invitee, Content: content})
+	return err
 }
 
 // Invite is POST /rooms/{roomId}/invite.

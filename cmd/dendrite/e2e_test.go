@@ -167,6 +167,12 @@ func TestCreateAccountCommand(t *testing.T) {
 	}
 }
 
+// TestMonolithStateContent checks that auth-relevant state content from clients is
+// type-checked (400 M_BAD_JSON) and that users_default cannot be raised above the sender.
+func TestMonolithStateContent(t *testing.T) {
+	e2e.StateContent(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
+}
+
 // TestMonolithDirectory checks room aliases and the published room directory.
 func TestMonolithDirectory(t *testing.T) {
 	e2e.Directory(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())

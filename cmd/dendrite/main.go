@@ -5,7 +5,7 @@
 //
 //	dendrite [--config FILE] [--data DIR] [--http-bind-address ADDR]
 //	    [--https-bind-address ADDR --tls-cert FILE --tls-key FILE]
-//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi|federationapi [--shard I]
+//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi|eduserver|receiptserver|presenceserver|federationapi|federationsender [--shard I]
 //	    [--internal-listen ADDR] [--public-listen ADDR]
 //	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
 //	dendrite sample-config > dendrite-config.yaml
@@ -28,6 +28,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/privfs"
 	"github.com/matrix-org/dendrite/internal/setup"
 )
 
@@ -71,10 +72,7 @@ func (c *commonFlags) load() (*config.Dendrite, error) {
 		}
 		path = filepath.Join(dataDir, "dendrite.yaml")
 		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-			if err := os.MkdirAll(dataDir, 0o700); err != nil {
-				return nil, err
-			}
-			if err := os.WriteFile(path, config.DevConfig(dataDir), 0o600); err != nil {
+			if err := privfs.WriteFile(path, config.DevConfig(dataDir)); err != nil {
 				return nil, fmt.Errorf("write generated config: %w", err)
 			}
 		}

@@ -79,7 +79,8 @@ func start(ctx context.Context, o options, logger *logrus.Logger) (_ *cluster, e
 	return c, nil
 }
 
-// loadConfig reads the user's config, or makes a development one.
+// loadConfig reads the user's config, or makes a development one, which also sets
+// global.deny_networks: [] (a development cluster federates with servers on loopback).
 func (c *cluster) loadConfig() error {
 	path := c.o.config
 	if path == "" {
@@ -91,6 +92,9 @@ func (c *cluster) loadConfig() error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
+	}
+	if c.o.config == "" {
+		cfg.Global.DenyNetworks = []string{}
 	}
 	if int32(c.o.shards) > cfg.Global.Log.Partitions {
 		return fmt.Errorf("--roomserver-shards %d is more than global.log.partitions (%d)", c.o.shards, cfg.Global.Log.Partitions)

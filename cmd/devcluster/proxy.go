@@ -6,48 +6,11 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
-)
 
-// Processes the front proxy routes to.
-const (
-	toClientAPI     = "clientapi"
-	toSyncAPI       = "syncapi"
-	toFederationAPI = "federationapi"
+	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
 )
-
-// route is the routing table of the front proxy (docs/polylith.md): which process serves a
-// request, by its escaped path; "" for none.
-//
-//	/_matrix/client/{version}/sync                                 syncapi
-//	/_matrix/client/{version}/rooms/{roomId}/messages              syncapi
-//	/_matrix/client/{version}/rooms/{roomId}/context/{eventId}     syncapi
-//	every other /_matrix/client/...                                clientapi
-//	/_synapse/...                                                  clientapi
-//	/_matrix/federation/... and /_matrix/key/...                   federationapi
-func route(escapedPath string) string {
-	if strings.HasPrefix(escapedPath, "/_matrix/federation/") || strings.HasPrefix(escapedPath, "/_matrix/key/") {
-		return toFederationAPI
-	}
-	if rest, ok := strings.CutPrefix(escapedPath, "/_matrix/client/"); ok {
-		parts := strings.Split(rest, "/") // parts[0] is the version: v3, r0, unstable...
-		switch {
-		case len(parts) == 2 && parts[1] == "sync":
-			return toSyncAPI
-		case len(parts) == 4 && parts[1] == "rooms" && parts[3] == "messages":
-			return toSyncAPI
-		case len(parts) == 5 && parts[1] == "rooms" && parts[3] == "context":
-			return toSyncAPI
-		}
-		return toClientAPI
-	}
-	if strings.HasPrefix(escapedPath, "/_synapse/") {
-		return toClientAPI
-	}
-	return ""
-}
 
 // proxy is the front proxy, plus devcluster's own endpoints: /health, /ready (every
 // component ready) and /_devcluster/status (processes, PIDs, readiness) for tests.
@@ -67,7 +30,7 @@ func newProxy(c *cluster) *proxy {
 		MaxIdleConnsPerHost: 500,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	for name, addr := range map[string]string{toClientAPI: c.cfg.ClientAPI.Listen, toSyncAPI: c.cfg.SyncAPI.Listen, toFederationAPI: c.cfg.FederationAPI.Listen} {
+	for name, addr := range map[string]string{proxyroute.ClientAPI: c.cfg.ClientAPI.Listen, proxyroute.SyncAPI: c.cfg.SyncAPI.Listen, proxyroute.FederationAPI: c.cfg.FederationAPI.Listen} {
 		target := &url.URL{Scheme: "http", Host: addr}
 		p.targets[name] = &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
@@ -91,7 +54,8 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, code, st)
 		return
 	}
-	target := p.targets[route(r.URL.EscapedPath())]
+	// The escaped path, as the components' routers match it (proxyroute).
+	target := p.targets[proxyroute.Route(r.URL.EscapedPath())]
 	if target == nil {
 		writeJSON(w, http.StatusNotFound, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unrecognized request"})
 		return

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrix"
@@ -307,10 +306,7 @@ func (m *Membership) PerformInvite(ctx context.Context, req *api.PerformInviteRe
 	res, err := m.Client.SendInviteV2(ctx, m.ServerName, invitee.Domain(), ireq)
 	if err != nil {
 		m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.UserID}).Info("sending an invite failed")
-		if f := remoteFailure(err, ""); f.Status == http.StatusForbidden {
-			return nil, matrixerr.Forbidden("the invitee's server refused the invite: " + strings.TrimPrefix(f.Message, "the room's server refused: "))
-		}
-		return nil, matrixerr.BadGateway("the invitee's server could not be reached")
+		return nil, inviteFailure(err, req.UserID)
 	}
 	signed, err := m.Inbound.ParseVerified(ctx, v, res.Event)
 	if err != nil || signed.EventID() != ev.EventID() {
@@ -324,6 +320,36 @@ func (m *Membership) PerformInvite(ctx context.Context, req *api.PerformInviteRe
 		return nil, err
 	}
 	return &api.PerformInviteResponse{EventID: signed.EventID()}, nil
+}
+
+// inviteFailure is the client's error for an invite the invitee's server did not sign: its
+// refusal (403, keeping M_INVITE_BLOCKED), an unknown invitee (404), a room version it
+// does not support (400 M_UNSUPPORTED_ROOM_VERSION, as createRoom's spec names it), or 502
+// when it could not be reached or failed otherwise.
+func inviteFailure(err error, userID string) *matrixerr.Error {
+	var herr gomatrix.HTTPError
+	if !errors.As(err, &herr) {
+		return matrixerr.BadGateway("the invitee's server could not be reached")
+	}
+	var body matrixerr.Error
+	_ = json.Unmarshal(herr.Contents, &body) // a body that is not a Matrix error leaves it empty
+	switch {
+	case herr.Code == http.StatusForbidden:
+		msg := "the invitee's server refused the invite"
+		if body.Message != "" {
+			msg += ": " + body.Message
+		}
+		f := matrixerr.Forbidden(msg)
+		if body.Code == "M_INVITE_BLOCKED" {
+			f.Code = body.Code
+		}
+		return f
+	case herr.Code == http.StatusNotFound:
+		return matrixerr.NotFound("the invitee's server does not know " + userID)
+	case body.Code == "M_INCOMPATIBLE_ROOM_VERSION" || body.Code == "M_UNSUPPORTED_ROOM_VERSION":
+		return matrixerr.UnsupportedRoomVersion("the invitee's server does not support the room's version")
+	}
+	return matrixerr.BadGateway("the invitee's server did not accept the invite")
 }
 
 // build makes and signs sender's member event about target on the room's current

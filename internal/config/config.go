@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/matrix-org/dendrite/internal/outbound"
 )
 
 // Version is the config format this code reads.
@@ -50,6 +53,13 @@ type Global struct {
 	PrivateKeyPath string `yaml:"private_key"`
 	// HTTPBindAddress is where the client API is served over plain HTTP.
 	HTTPBindAddress string `yaml:"http_bind_address"`
+	// DenyNetworks are the CIDR networks that outbound federation (and later remote media,
+	// URL preview and push gateway) connections must not reach, checked on the resolved
+	// address of every connection, redirects included (see internal/outbound). When the key
+	// is absent the default applies (outbound.DefaultDenyNetworks: loopback, private,
+	// link-local, unique-local, CGNAT, multicast); an explicit empty list denies nothing,
+	// as test harnesses whose servers all live on loopback set it.
+	DenyNetworks []string `yaml:"deny_networks"`
 	// Database, when its connection string is set, is used by every component without its own.
 	Database DatabaseOptions `yaml:"database"`
 	Log      LogOptions      `yaml:"log"`
@@ -109,9 +119,16 @@ type LoggingOptions struct {
 	Format string `yaml:"format"`
 }
 
-// MetricsOptions configures Prometheus metrics on /metrics.
+// MetricsOptions configures Prometheus metrics on /metrics (and the Go profiler on
+// /debug/pprof/), which are never served on the public client or federation listeners.
 type MetricsOptions struct {
+	// Enabled serves /metrics: on each polylith process's internal_api.listen, and on
+	// Listen in the monolith. When off, /metrics answers 404 everywhere.
 	Enabled bool `yaml:"enabled"`
+	// Listen is the monolith's dedicated listener for /metrics and /debug/pprof/ (for
+	// example 127.0.0.1:9092); empty: the monolith serves neither. Bind it to a loopback or
+	// internal address only. The polylith ignores it.
+	Listen string `yaml:"listen"`
 }
 
 // ClientAPI configures clientapi.
@@ -224,6 +241,7 @@ func Defaults() *Dendrite {
 		Version: Version,
 		Global: Global{
 			ServerName: "localhost", DataDir: "./data", HTTPBindAddress: ":8008",
+			DenyNetworks: slices.Clone(outbound.DefaultDenyNetworks),
 			Log: LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour),
 				Kafka: KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
 			Logging: LoggingOptions{Level: "info", Format: "text"},
@@ -297,6 +315,14 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.Global.DataDir == "" {
 		bad("global.data_dir", "must not be empty")
+	}
+	if c.Global.DenyNetworks == nil {
+		bad("global.deny_networks", "is null: remove the key for the default list, or write [] to deny nothing")
+	}
+	for i, n := range c.Global.DenyNetworks {
+		if _, err := outbound.NewPolicy([]string{n}); err != nil {
+			bad(fmt.Sprintf("global.deny_networks[%d]", i), "must be a CIDR network such as 10.0.0.0/8 or fc00::/7")
+		}
 	}
 	switch c.Global.Log.Kind {
 	case "embedded":
@@ -382,6 +408,16 @@ func (c *Dendrite) MaxOpenConnsFor(own DatabaseOptions) int {
 		return own.MaxOpenConns
 	}
 	return c.Global.Database.MaxOpenConns
+}
+
+// OutboundPolicy is global.deny_networks as the policy of the outbound dialer. Verify has
+// checked every entry.
+func (c *Dendrite) OutboundPolicy() (*outbound.Policy, error) {
+	p, err := outbound.NewPolicy(c.Global.DenyNetworks)
+	if err != nil {
+		return nil, fmt.Errorf("global.deny_networks: %w", err)
+	}
+	return p, nil
 }
 
 // SigningKeyPath is the ed25519 signing key's file: the configured one, else

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/matrix-org/dendrite/internal/outbound"
 )
 
 func TestSampleIsCommittedAndValid(t *testing.T) {
@@ -81,6 +84,19 @@ func TestKeyIsGeneratedThenReloaded(t *testing.T) {
 	}
 	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode %v", fi.Mode())
+	}
+	if fi, _ := os.Stat(filepath.Dir(path)); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("key directory mode %v", fi.Mode())
+	}
+	open := filepath.Join(t.TempDir(), "open")
+	if err = os.Mkdir(open, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err = os.Chmod(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err = LoadOrGenerateKey(filepath.Join(open, "matrix_key.pem")); err == nil || !strings.Contains(err.Error(), "chmod") {
+		t.Fatalf("key written into a world-writable directory: %v", err)
 	}
 }
 
@@ -209,10 +225,12 @@ func TestSytestDriverConfigLoads(t *testing.T) {
 		!c.FederationAPI.DisableTLSValidation, c.FederationAPI.RateLimiting.Enabled:
 		t.Fatalf("driver settings not applied: %+v", c)
 	}
-	for _, key := range c.UnknownKeys {
-		if key != "global.deny_networks" && key != "app_service_api" {
-			t.Errorf("driver key %s unknown", key)
-		}
+	if c.Global.DenyNetworks == nil || len(c.Global.DenyNetworks) != 0 {
+		t.Fatalf("deny_networks %v, want the driver's empty list", c.Global.DenyNetworks)
+	}
+	// app_service_api (application services) is not built yet: reported, not refused.
+	if !slices.Equal(c.UnknownKeys, []string{"app_service_api"}) {
+		t.Errorf("unknown driver keys %v, want only app_service_api", c.UnknownKeys)
 	}
 }
 
@@ -278,5 +296,51 @@ func changedValue(n *yaml.Node) string {
 			return "7s"
 		}
 		return `"changed"`
+	}
+}
+
+// TestDenyNetworksAbsentOrEmpty is the test harnesses' contract: an absent
+// global.deny_networks is the default list, an explicit [] (in YAML, or an empty
+// environment override) denies nothing, a list replaces the default, null and a bad CIDR
+// are refused with their path.
+func TestDenyNetworksAbsentOrEmpty(t *testing.T) {
+	const base = "global:\n  server_name: example.org\n"
+	cases := []struct {
+		name, yaml string
+		env        []string
+		want       []string
+	}{
+		{"absent", base, nil, outbound.DefaultDenyNetworks},
+		{"empty", base + "  deny_networks: []\n", nil, []string{}},
+		{"list", base + "  deny_networks: [\"203.0.113.0/24\"]\n", nil, []string{"203.0.113.0/24"}},
+		{"env empty", base, []string{"DENDRITE_GLOBAL_DENY_NETWORKS="}, []string{}},
+		{"env list", base + "  deny_networks: []\n", []string{"DENDRITE_GLOBAL_DENY_NETWORKS=10.0.0.0/8, fc00::/7"}, []string{"10.0.0.0/8", "fc00::/7"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			cfg, err := LoadBytes([]byte(c.yaml), c.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.Global.DenyNetworks == nil || !slices.Equal(cfg.Global.DenyNetworks, c.want) {
+				t.Fatalf("deny_networks %#v, want %#v", cfg.Global.DenyNetworks, c.want)
+			}
+			p, err := cfg.OutboundPolicy()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if loopback := p.Allowed(netip.MustParseAddr("127.0.0.1")); loopback != (len(c.want) != len(outbound.DefaultDenyNetworks)) {
+				t.Fatalf("127.0.0.1 allowed: %v", loopback)
+			}
+		})
+	}
+	for _, bad := range []string{base + "  deny_networks:\n", base + "  deny_networks: [\"10.0.0.0\", \"fc00::/7\"]\n"} {
+		_, err := LoadBytes([]byte(bad), nil)
+		if err == nil || !strings.Contains(err.Error(), "global.deny_networks") {
+			t.Errorf("%q: %v, want an error naming global.deny_networks", bad, err)
+		}
+	}
+	if Defaults().Global.DenyNetworks == nil || &Defaults().Global.DenyNetworks[0] == &outbound.DefaultDenyNetworks[0] {
+		t.Fatal("Defaults shares the package's default list")
 	}
 }

@@ -90,7 +90,7 @@ func setValue(v reflect.Value, s string) error {
 		if v.Type().Elem().Kind() != reflect.String {
 			return errNoField
 		}
-		var parts []string
+		parts := []string{} // set but empty is an empty list, not an absent key
 		for _, p := range strings.Split(s, ",") {
 			if p = strings.TrimSpace(p); p != "" {
 				parts = append(parts, p)

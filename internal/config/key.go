@@ -8,16 +8,18 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 
 	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/matrix-org/dendrite/internal/privfs"
 )
 
 const pemType = "MATRIX PRIVATE KEY"
 
 // LoadOrGenerateKey reads the server's ed25519 signing key (a PEM "MATRIX PRIVATE KEY" block
 // holding the 32-byte seed, with a "Key-ID" header, as Synapse and Dendrite write it), or
-// generates and writes one with a random key ID if the file does not exist.
+// generates and writes one with a random key ID if the file does not exist (0600, in a
+// directory created 0700; see privfs).
 func LoadOrGenerateKey(path string) (gomatrixserverlib.KeyID, ed25519.PrivateKey, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -61,11 +63,8 @@ func generateKey(path string) (gomatrixserverlib.KeyID, ed25519.PrivateKey, erro
 		id[i] = alnum[n.Int64()]
 	}
 	keyID := "ed25519:" + string(id)
-	if err = os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", nil, err
-	}
 	out := pem.EncodeToMemory(&pem.Block{Type: pemType, Headers: map[string]string{"Key-ID": keyID}, Bytes: key.Seed()})
-	if err = os.WriteFile(path, out, 0o600); err != nil {
+	if err = privfs.WriteFile(path, out); err != nil {
 		return "", nil, fmt.Errorf("write signing key: %w", err)
 	}
 	return gomatrixserverlib.KeyID(keyID), key, nil

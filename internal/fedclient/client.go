@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -15,6 +14,8 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/outbound"
 )
 
 // Options configure the outbound federation client.
@@ -25,6 +26,9 @@ type Options struct {
 	// SkipVerify accepts any TLS certificate from remote servers: for tests and local
 	// development only (federation_api.disable_tls_validation). New logs a warning.
 	SkipVerify bool
+	// Deny are the networks no connection may reach (global.deny_networks), checked on
+	// every connection, .well-known and its redirects included; nil denies nothing.
+	Deny *outbound.Policy
 	// Timeout bounds every request (30s when 0).
 	Timeout time.Duration
 	// Resolver finds servers; nil makes one with the spec's defaults.
@@ -54,7 +58,7 @@ func (c *Client) CloseIdleConnections() {
 // URLs, which the transport resolves (see Resolver).
 func New(opts Options) *Client {
 	if opts.Resolver == nil {
-		opts.Resolver = NewResolver(opts.SkipVerify)
+		opts.Resolver = NewResolver(opts.SkipVerify, opts.Deny)
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = 30 * time.Second
@@ -64,7 +68,7 @@ func New(opts Options) *Client {
 			"anyone on the network path can impersonate other servers. Use this only for tests and local development")
 	}
 	identity := &fclient.SigningIdentity{ServerName: opts.ServerName, KeyID: opts.KeyID, PrivateKey: opts.PrivateKey}
-	tr := NewTransport(opts.Resolver, opts.SkipVerify)
+	tr := NewTransport(opts.Resolver, opts.SkipVerify, opts.Deny)
 	clientOpts := []fclient.ClientOption{fclient.WithTransport(tr), fclient.WithTimeout(opts.Timeout), fclient.WithUserAgent("Dendrite")}
 	return &Client{
 		FederationClient: fclient.NewFederationClient([]*fclient.SigningIdentity{identity}, clientOpts...),
@@ -78,22 +82,25 @@ func New(opts Options) *Client {
 type Transport struct {
 	resolver   *Resolver
 	skipVerify bool
+	deny       *outbound.Policy
 
 	mu         sync.Mutex
 	transports map[string]*http.Transport // by TLS server name
 }
 
-// NewTransport resolves with r; skipVerify accepts any certificate.
-func NewTransport(r *Resolver, skipVerify bool) *Transport {
-	return &Transport{resolver: r, skipVerify: skipVerify, transports: map[string]*http.Transport{}}
+// NewTransport resolves with r; skipVerify accepts any certificate; deny (nil: none) are
+// the networks it never connects to.
+func NewTransport(r *Resolver, skipVerify bool, deny *outbound.Policy) *Transport {
+	return &Transport{resolver: r, skipVerify: skipVerify, deny: deny, transports: map[string]*http.Transport{}}
 }
 
-func newHTTPTransport(tlsServerName string, skipVerify bool) *http.Transport {
+func newHTTPTransport(tlsServerName string, skipVerify bool, deny *outbound.Policy) *http.Transport {
 	return &http.Transport{
 		// Outbound federation never goes through a proxy from the environment: the
-		// certificate and Host header must be the remote server's.
+		// certificate and Host header must be the remote server's, and the deny list is
+		// checked on the address actually connected to.
 		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		DialContext:         deny.Dialer(5*time.Second, 30*time.Second).DialContext,
 		TLSClientConfig:     &tls.Config{ServerName: tlsServerName, InsecureSkipVerify: skipVerify, MinVersion: tls.VersionTLS12}, // nolint: gosec // skipVerify is the documented test-only switch
 		TLSHandshakeTimeout: 10 * time.Second,
 		MaxIdleConnsPerHost: 4,
@@ -108,7 +115,7 @@ func (t *Transport) transport(tlsServerName string) *http.Transport {
 	defer t.mu.Unlock()
 	tr := t.transports[tlsServerName]
 	if tr == nil {
-		tr = newHTTPTransport(tlsServerName, t.skipVerify)
+		tr = newHTTPTransport(tlsServerName, t.skipVerify, t.deny)
 		t.transports[tlsServerName] = tr
 	}
 	return tr

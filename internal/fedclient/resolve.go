@@ -25,6 +25,8 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/outbound"
 )
 
 // Cache lifetimes from the spec: .well-known answers are kept as their cache headers say,
@@ -61,11 +63,12 @@ type cached struct {
 }
 
 // NewResolver is a resolver with the spec's ports and the system's DNS; skipVerify disables
-// certificate checks when fetching .well-known (tests and local development only).
-func NewResolver(skipVerify bool) *Resolver {
+// certificate checks when fetching .well-known (tests and local development only); deny
+// (nil: none) are the networks .well-known is never fetched from, redirects included.
+func NewResolver(skipVerify bool, deny *outbound.Policy) *Resolver {
 	return &Resolver{
 		DefaultPort: 8448, WellKnownPort: 443, LookupSRV: net.DefaultResolver.LookupSRV,
-		WellKnownClient: &http.Client{Timeout: wellKnownTimeout, Transport: newHTTPTransport("", skipVerify)},
+		WellKnownClient: &http.Client{Timeout: wellKnownTimeout, Transport: newHTTPTransport("", skipVerify, deny)},
 		Now:             time.Now, cache: map[spec.ServerName]cached{},
 	}
 }

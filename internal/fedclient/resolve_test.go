@@ -91,7 +91,7 @@ func noSRV(context.Context, string, string, string) (string, []*net.SRV, error) 
 // testResolver skips certificate checks, has no SRV records and fetches .well-known from a
 // port where nothing listens unless told otherwise.
 func testResolver(t *testing.T) *Resolver {
-	r := NewResolver(true)
+	r := NewResolver(true, nil)
 	r.WellKnownPort, r.DefaultPort, r.LookupSRV = closedPort(t), closedPort(t), noSRV
 	return r
 }

@@ -15,6 +15,9 @@ type Error struct {
 	Status       int    `json:"-"`
 	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 	RoomVersion  string `json:"room_version,omitempty"`
+	// RoomID names the room a createRoom made although some of its invites failed: the
+	// error is the first failed invite's, and the room exists.
+	RoomID string `json:"room_id,omitempty"`
 }
 
 // Error implements error.
@@ -49,6 +52,9 @@ var (
 	WeakPassword           = mk("M_WEAK_PASSWORD", http.StatusBadRequest)
 	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
 	BadAlias               = mk("M_BAD_ALIAS", http.StatusBadRequest)
+	// ServerNotTrusted is M_SERVER_NOT_TRUSTED: the request names a third-party server
+	// (an identity server) this server does not trust; it trusts none.
+	ServerNotTrusted = mk("M_SERVER_NOT_TRUSTED", http.StatusBadRequest)
 	// Conflict is M_UNKNOWN with status 409: what the request would create exists (a room
 	// alias, as the spec's PUT /directory/room answers).
 	Conflict = mk("M_UNKNOWN", http.StatusConflict)

@@ -153,20 +153,29 @@ func (p *process) ready(ctx context.Context) error {
 	return p.e.ready(ctx)
 }
 
-// internalRouter serves /health, /ready, /metrics and the Go profiler (/debug/pprof/) at
-// once, and the internal API once installed. The listener is bound to an internal address
-// (DESIGN 9), so the profiler is for operators only.
+// internalRouter serves /health, /ready, /metrics (unless global.metrics.enabled is off)
+// and the Go profiler (/debug/pprof/) at once, and the internal API once installed. The
+// listener is bound to an internal address (DESIGN 9), so metrics and the profiler are for
+// operators only; the public listener serves neither.
 func (p *process) internalRouter() http.Handler {
 	router := mux.NewRouter()
 	httputil.Health(router, p.ready)
-	router.Handle("/metrics", httputil.MetricsHandler(prometheus.GathererFunc(p.gather)))
+	operatorRoutes(router, p.e.cfg.Global.Metrics.Enabled, prometheus.GathererFunc(p.gather))
+	router.PathPrefix(ihttp.PathPrefix).Handler(installed(&p.internalAPI))
+	return router
+}
+
+// operatorRoutes registers /metrics (when metrics is set) and the Go profiler under
+// /debug/pprof/: routes for an internal or operator-only listener, never a public one.
+func operatorRoutes(router *mux.Router, metrics bool, g prometheus.Gatherer) {
+	if metrics {
+		router.Handle("/metrics", httputil.MetricsHandler(g))
+	}
 	router.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	router.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	router.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	router.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	router.PathPrefix("/debug/pprof/").HandlerFunc(pprof.Index)
-	router.PathPrefix(ihttp.PathPrefix).Handler(installed(&p.internalAPI))
-	return router
 }
 
 // gather collects the process's metrics and the component's.
@@ -310,7 +319,7 @@ func (p *process) start(ctx context.Context) (*built, error) {
 		p.internalAPI.Store(&h)
 	}
 	if p.publicL != nil {
-		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, p.ready, false)
+		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, p.ready)
 		p.public.Store(&h)
 	}
 	p.setWaiting("")

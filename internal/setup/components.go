@@ -28,6 +28,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/presenceserver"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
@@ -144,14 +145,22 @@ type env struct {
 	sender fsapi.SenderAPI
 	// fedClient is the process's outbound federation client, made on first use.
 	fedClient *fedclient.Client
+	// outbound is global.deny_networks: what outbound connections to addresses others
+	// choose (federation; later media, URL previews, push gateways) must not reach.
+	outbound *outbound.Policy
 }
 
 func newEnv(cfg *config.Dendrite, logger *logrus.Logger) (*env, error) {
+	deny, err := cfg.OutboundPolicy()
+	if err != nil {
+		return nil, err
+	}
 	keyID, key, err := config.LoadOrGenerateKey(cfg.SigningKeyPath())
 	if err != nil {
 		return nil, fmt.Errorf("load signing key: %w", err)
 	}
-	return &env{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), keyID: keyID, key: key, serverName: spec.ServerName(cfg.Global.ServerName)}, nil
+	return &env{cfg: cfg, logger: logger, registry: prometheus.NewRegistry(), keyID: keyID, key: key,
+		serverName: spec.ServerName(cfg.Global.ServerName), outbound: deny}, nil
 }
 
 // open opens a component's database (its own, else the global one, else SQLite in the data
@@ -265,7 +274,7 @@ func (e *env) federationClient() *fedclient.Client {
 	if e.fedClient == nil {
 		fc := e.cfg.FederationAPI
 		e.fedClient = fedclient.New(fedclient.Options{
-			ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, SkipVerify: fc.DisableTLSValidation,
+			ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, SkipVerify: fc.DisableTLSValidation, Deny: e.outbound,
 			Timeout: time.Duration(fc.RequestTimeout), Logger: e.component("federation"),
 		})
 	}
@@ -438,8 +447,9 @@ func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, fil
 }
 
 // publicRouter serves client routes with the client API's limits, federation routes with
-// the federation API's, plus /health and /ready, and /metrics when registry is not nil.
-func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error, metrics bool) *mux.Router {
+// the federation API's, plus /health and /ready; never /metrics or the profiler (DESIGN 9):
+// those are on internal listeners only (operatorRoutes).
+func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
 	router := mux.NewRouter().UseEncodedPath()
 	var limiter *httputil.RateLimiter
 	rl := e.cfg.ClientAPI.RateLimiting
@@ -456,8 +466,5 @@ func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready
 	}
 	fed.Register(router, fedRoutes)
 	httputil.Health(router, ready)
-	if metrics {
-		router.Handle("/metrics", httputil.MetricsHandler(e.registry))
-	}
 	return router
 }

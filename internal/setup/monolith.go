@@ -22,6 +22,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/privfs"
 )
 
 // Monolith is every component in one process, over the embedded log or, when configured,
@@ -30,6 +31,10 @@ type Monolith struct {
 	env    *env
 	runs   []func(context.Context) error
 	router *mux.Router
+	// metrics serves /metrics and the profiler on metricsL (global.metrics.listen); nil
+	// when not configured.
+	metrics  *http.Server
+	metricsL net.Listener
 }
 
 // openMonolithLog opens the log global.log.kind names: the embedded one in its own database,
@@ -56,23 +61,35 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 	return l, nil
 }
 
-// NewMonolith opens every database and builds every component.
+// NewMonolith opens every database and builds every component. It refuses a data directory
+// that other users may write to, and creates a missing one 0700 (privfs.MkdirAll).
 func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logger) (m *Monolith, err error) {
+	if err = privfs.MkdirAll(cfg.Global.DataDir); err != nil {
+		return nil, fmt.Errorf("global.data_dir: %w", err)
+	}
 	e, err := newEnv(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	// The metrics listener first: an address in use stops the start before anything opens.
+	metrics, metricsL, err := metricsServer(e)
 	if err != nil {
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			e.closeDBs()
+			if metricsL != nil {
+				_ = metricsL.Close() // the start failed already; that error is the one to report
+			}
 		}
 	}()
 	warnConfig(cfg, logrus.NewEntry(logger), true)
+	m = &Monolith{env: e, metrics: metrics, metricsL: metricsL}
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
 		return nil, err
 	}
-	m = &Monolith{env: e}
 	var routes, fedRoutes []httputil.Route
 	for _, c := range components {
 		b, err := c.build(ctx, e)
@@ -100,7 +117,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 			e.sender = b.sender
 		}
 	}
-	m.router = publicRouter(e, "monolith", routes, fedRoutes, e.ready, true)
+	m.router = publicRouter(e, "monolith", routes, fedRoutes, e.ready)
 	return m, nil
 }
 
@@ -108,9 +125,29 @@ func processCollectors() []prometheus.Collector {
 	return []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 }
 
-// Handler is the monolith's HTTP handler (client, federation and key APIs, health, metrics).
+// Handler is the monolith's public HTTP handler (client, federation and key APIs, health).
 func (m *Monolith) Handler() http.Handler {
 	return m.router
+}
+
+// metricsServer is the monolith's operator listener (global.metrics.listen) serving
+// /metrics and /debug/pprof/, or nil when metrics are off or have no listener.
+func metricsServer(e *env) (*http.Server, net.Listener, error) {
+	mc := e.cfg.Global.Metrics
+	if !mc.Enabled || mc.Listen == "" {
+		if mc.Enabled {
+			e.logger.Info("metrics are not served: set global.metrics.listen to an internal address to serve /metrics")
+		}
+		return nil, nil, nil
+	}
+	l, err := net.Listen("tcp", mc.Listen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("metrics listener (global.metrics.listen): %w", err)
+	}
+	router := mux.NewRouter()
+	operatorRoutes(router, true, e.registry)
+	e.logger.WithField("address", l.Addr().String()).Info("dendrite monolith serving /metrics and /debug/pprof/")
+	return &http.Server{Handler: router, ReadHeaderTimeout: 10 * time.Second}, l, nil
 }
 
 // TLSListener is a listener the monolith serves over TLS with a certificate and key (PEM
@@ -121,8 +158,9 @@ type TLSListener struct {
 }
 
 // Run serves on the listener (plain HTTP) and the TLS listeners, all with the same routes
-// (client, federation and key APIs), and runs every component until ctx ends; then it shuts
-// down in order: listeners, consumers, log, databases.
+// (client, federation and key APIs), and /metrics on its own listener when configured
+// (global.metrics), and runs every component until ctx ends; then it shuts down in order:
+// listeners, consumers, log, databases.
 func (m *Monolith) Run(ctx context.Context, l net.Listener, tlsListeners ...TLSListener) error {
 	defer m.env.closeDBs()
 	if m.env.fedClient != nil {
@@ -130,6 +168,10 @@ func (m *Monolith) Run(ctx context.Context, l net.Listener, tlsListeners ...TLSL
 	}
 	servers := []*http.Server{{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}}
 	serve := []func() error{func() error { return servers[0].Serve(l) }}
+	if m.metrics != nil {
+		servers = append(servers, m.metrics)
+		serve = append(serve, func() error { return m.metrics.Serve(m.metricsL) })
+	}
 	for _, tl := range tlsListeners {
 		srv := &http.Server{Handler: m.router, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, srv)

@@ -9,8 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +16,8 @@ import (
 	"github.com/lib/pq"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/matrix-org/dendrite/internal/privfs"
 )
 
 // Engine is a database engine.
@@ -55,7 +55,10 @@ func Conn(db *DB, tx *sql.Tx) Querier {
 }
 
 // Open opens a database: "postgres://..." or "postgresql://..." is PostgreSQL; "file:PATH",
-// "sqlite:PATH" or a plain path is SQLite in WAL mode (its directory is created).
+// "sqlite:PATH" or a plain path is SQLite in WAL mode. A SQLite file is created 0600 (its
+// directory 0700) before SQLite opens it, so its -wal and -shm files, which SQLite creates
+// with the database's mode, are 0600 too; Open refuses a group- or world-writable
+// directory (privfs.MkdirAll).
 func Open(dsn string) (*DB, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		db, err := sql.Open("postgres", withBinaryParameters(dsn))
@@ -79,8 +82,11 @@ func Open(dsn string) (*DB, error) {
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create database directory: %w", err)
+	if err := privfs.PrepareFile(path); err != nil {
+		return nil, err
+	}
+	if err := privfs.Restrict(path+"-wal", path+"-shm"); err != nil {
+		return nil, err
 	}
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-16000)"} {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -69,4 +73,56 @@ func TestSQLOnBothEngines(t *testing.T) {
 			t.Fatalf("rolled back row is visible: %d %v", rolledBack, err)
 		}
 	})
+}
+
+// TestSQLiteFileModes: a new SQLite database and the -wal and -shm files SQLite makes next
+// to it are 0600 in a directory created 0700, whatever the umask; an existing database
+// that others could read is restricted when opened; a world-writable directory is refused.
+func TestSQLiteFileModes(t *testing.T) {
+	root := t.TempDir() // before the umask changes: the testing package makes it 0777 &^ umask
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	path := filepath.Join(root, "data", "x.db")
+	db, err := sqlutil.Open("file:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // nolint: errcheck // test end
+	if _, err = db.Exec("CREATE TABLE t (x INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{filepath.Dir(path): 0o700, path: 0o600, path + "-wal": 0o600, path + "-shm": 0o600} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %04o, want %04o", p, fi.Mode().Perm(), want)
+		}
+	}
+
+	legacy := filepath.Join(root, "legacy.db")
+	for _, p := range []string{legacy, legacy + "-wal"} {
+		if err = os.WriteFile(p, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ldb, err := sqlutil.Open("file:" + legacy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ldb.Close() // nolint: errcheck // test end
+	for _, p := range []string{legacy, legacy + "-wal"} {
+		if fi, err := os.Stat(p); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s of an existing database: %v %v", p, fi.Mode(), err)
+		}
+	}
+
+	open := filepath.Join(root, "open")
+	if err = os.Mkdir(open, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = sqlutil.Open("file:" + filepath.Join(open, "x.db")); err == nil || !strings.Contains(err.Error(), "chmod go-w "+open) {
+		t.Fatalf("database in a world-writable directory: %v", err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/eventcontent"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/types"
@@ -116,11 +117,11 @@ func (in *Inputer) checkCreate(p *pendingRoom, ev gomatrixserverlib.PDU) error {
 	if ev.RoomID().String() != p.roomID {
 		return matrixerr.BadJSON("create event is for another room")
 	}
-	empty, _ := gomatrixserverlib.NewAuthEvents(nil)
-	if err := gomatrixserverlib.Allowed(ev, empty, userIDForSender); err != nil {
-		return matrixerr.Forbidden(err.Error())
+	if err := eventcontent.Validate(ev.Version(), ev.Type(), ev.StateKey(), ev.Content()); err != nil {
+		return err
 	}
-	return nil
+	empty, _ := gomatrixserverlib.NewAuthEvents(nil)
+	return localAuthError(allowed(ev, empty))
 }
 
 // build completes a local proto event against the pending room and checks it.
@@ -142,10 +143,17 @@ func (in *Inputer) build(ctx context.Context, p *pendingRoom, pe *api.ProtoEvent
 	if len(proto.Content) == 0 {
 		proto.Content = spec.RawJSON("{}")
 	}
+	if err := eventcontent.Validate(p.version.Version(), pe.Type, pe.StateKey, proto.Content); err != nil {
+		return nil, nil, err
+	}
+	if err := in.checkLocalInvite(pe); err != nil {
+		return nil, nil, err
+	}
 	needed, err := gomatrixserverlib.StateNeededForProtoEvent(&proto)
 	if err != nil {
-		return nil, nil, matrixerr.BadJSON(err.Error())
+		return nil, nil, matrixerr.BadJSON("the event's content does not say what its auth events are")
 	}
+	needed = specStateNeeded(needed, p.version.Version(), pe.Type, spec.SenderID(pe.Sender))
 	provider, err := in.authProvider(ctx, p, needed)
 	if err != nil {
 		return nil, nil, err
@@ -153,6 +161,12 @@ func (in *Inputer) build(ctx context.Context, p *pendingRoom, pe *api.ProtoEvent
 	eb := p.version.NewEventBuilderFromProtoEvent(&proto)
 	if err = eb.AddAuthEvents(provider); err != nil {
 		return nil, nil, matrixerr.Forbidden(err.Error())
+	}
+	if pe.Type == spec.MRoomAliases {
+		// The spec's selection, where it is more than gomatrixserverlib's (specStateNeeded).
+		if eb.AuthEvents, err = needed.AuthEventReferences(provider); err != nil {
+			return nil, nil, err
+		}
 	}
 	ev, err := eb.Build(time.Now(), in.serverName, in.keyID, in.key)
 	var verr gomatrixserverlib.EventValidationError
@@ -162,10 +176,44 @@ func (in *Inputer) build(ctx context.Context, p *pendingRoom, pe *api.ProtoEvent
 	if err != nil {
 		return nil, nil, matrixerr.BadJSON(err.Error())
 	}
-	if err = gomatrixserverlib.Allowed(ev, provider, userIDForSender); err != nil {
-		return nil, nil, matrixerr.Forbidden(err.Error())
+	if err = localAuthError(allowed(ev, provider)); err != nil {
+		return nil, nil, err
 	}
 	return ev, provider, nil
+}
+
+// checkLocalInvite refuses a local invite of another server's user. Such an invite is
+// only valid with the invitee's server's signature and only useful once that server has
+// it: it goes through the federationapi (invite v2), which inputs the countersigned event
+// as a federated one. Made here it would be stored and shown as an invite that never
+// reaches the invitee, whose later join then fails the auth rules.
+func (in *Inputer) checkLocalInvite(pe *api.ProtoEvent) error {
+	if pe.Type != spec.MRoomMember || pe.StateKey == nil {
+		return nil
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(pe.Content, &c) != nil || c.Membership != spec.Invite {
+		return nil
+	}
+	if target, err := spec.NewUserID(*pe.StateKey, true); err == nil && target.Domain() != in.serverName {
+		return matrixerr.Forbidden("an invite of another server's user must be sent to that server")
+	}
+	return nil
+}
+
+// localAuthError is the client's answer for a local event the auth rules refuse: content
+// that does not parse is 400 M_BAD_JSON, any other refusal 403 M_FORBIDDEN.
+func localAuthError(err error) error {
+	if err == nil {
+		return nil
+	}
+	var merr *matrixerr.Error
+	if errors.As(err, &merr) {
+		return merr
+	}
+	return matrixerr.Forbidden(err.Error())
 }
 
 // redactionTarget returns the event a redaction applies to, checking that the sender may

@@ -224,7 +224,7 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 	if err != nil || merr != nil {
 		return api.Result{Err: merr}, err
 	}
-	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+	if err = allowed(ev, auth); err != nil {
 		return reject(matrixerr.Forbidden("event fails auth against its auth_events: " + err.Error()))
 	}
 	if ie.Kind == api.KindOutlier {
@@ -255,7 +255,7 @@ func (rt *remoteTx) backfill(ctx context.Context, ev gomatrixserverlib.PDU, exis
 	if err != nil {
 		return api.Result{}, err
 	}
-	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+	if err = allowed(ev, auth); err != nil {
 		return reject(matrixerr.Forbidden("event fails auth against the state before it: " + err.Error()))
 	}
 	if before.nid, err = rt.storeState(before); err != nil {
@@ -337,7 +337,7 @@ func (rt *remoteTx) place(ctx context.Context, ev gomatrixserverlib.PDU, existin
 	if err != nil {
 		return api.Result{}, err
 	}
-	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
+	if err = allowed(ev, auth); err != nil {
 		return reject(matrixerr.Forbidden("event fails auth against the state before it: " + err.Error()))
 	}
 	softFailed := false
@@ -346,7 +346,7 @@ func (rt *remoteTx) place(ctx context.Context, ev gomatrixserverlib.PDU, existin
 		if err != nil {
 			return api.Result{}, err
 		}
-		softFailed = gomatrixserverlib.Allowed(ev, cur, userIDForSender) != nil
+		softFailed = allowed(ev, cur) != nil
 	}
 	if before.nid, err = rt.storeState(before); err != nil {
 		return api.Result{}, err
@@ -478,6 +478,9 @@ func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*
 		}
 		pdus = append(pdus, k.pdu)
 	}
+	if err = checkAuthEventsSelection(ev, pdus); err != nil {
+		return nil, matrixerr.Forbidden("bad auth events: " + err.Error()), nil
+	}
 	auth, err := gomatrixserverlib.NewAuthEvents(pdus)
 	if err != nil {
 		return nil, matrixerr.Forbidden("bad auth events: " + err.Error()), nil
@@ -488,6 +491,7 @@ func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*
 // authFromState picks from st the events the auth rules need for ev.
 func (rt *remoteTx) authFromState(ctx context.Context, st *types.State, ev gomatrixserverlib.PDU) (*gomatrixserverlib.AuthEvents, error) {
 	needed := gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev})
+	needed = specStateNeeded(needed, ev.Version(), ev.Type(), ev.SenderID())
 	pdus, err := rt.lookup(ctx, st, needed.Tuples())
 	if err != nil {
 		return nil, err

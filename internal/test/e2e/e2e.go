@@ -52,11 +52,12 @@ func FreeAddr(t testing.TB) string {
 }
 
 // WriteConfig writes a config with only the keys of the deployment contract (server name,
-// data directory, open and shared-secret registration) and returns its path.
+// data directory, open and shared-secret registration, global.deny_networks: [] as a
+// harness on loopback sets it) and returns its path.
 func WriteConfig(t *testing.T, dataDir string) string {
 	t.Helper()
 	path := filepath.Join(dataDir, "test.yaml")
-	cfg := fmt.Sprintf("global:\n  server_name: e2e.test\n  data_dir: %s\nclient_api:\n  registration_disabled: false\n  registration_shared_secret: s3cret\n  rate_limiting:\n    enabled: false\n", dataDir)
+	cfg := fmt.Sprintf("global:\n  server_name: e2e.test\n  data_dir: %s\n  deny_networks: []\nclient_api:\n  registration_disabled: false\n  registration_shared_secret: s3cret\n  rate_limiting:\n    enabled: false\n", dataDir)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
