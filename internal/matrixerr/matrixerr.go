@@ -64,6 +64,9 @@ var (
 	// BadGateway is M_UNKNOWN with status 502: another server needed for the request
 	// failed or could not be reached.
 	BadGateway = mk("M_UNKNOWN", http.StatusBadGateway)
+	// GatewayTimeout is M_UNKNOWN with status 504: a component the request waited for gave
+	// no answer in time; the outcome is unknown and the request may be retried.
+	GatewayTimeout = mk("M_UNKNOWN", http.StatusGatewayTimeout)
 	// BadRequest is M_UNKNOWN with status 400, for client errors with no specific code.
 	BadRequest = mk("M_UNKNOWN", http.StatusBadRequest)
 )

@@ -103,6 +103,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	if c.name == "roomserver" {
 		p.log = p.log.WithField("shard", opts.Shard)
 	}
+	warnConfig(cfg, p.log, c.name == "clientapi")
 	p.base.MustRegister(processCollectors()...)
 	metrics := ihttp.NewMetrics(p.base)
 	p.server = ihttp.ServerOptions{Logger: p.log, Metrics: metrics}

@@ -336,7 +336,8 @@ type clientRoomserver struct {
 
 func (e *env) clientRoomserver() clientRoomserver {
 	return clientRoomserver{QueryAPI: e.roomserver, DirectoryAPI: e.roomserver,
-		InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver}}
+		InputAPI: &rsapi.Input{Log: e.log, Topic: e.topic(rsapi.TopicInputRoomEvent), Wait: e.roomserver,
+			Timeout: time.Duration(e.cfg.RoomServer.InputWaitTimeout)}}
 }
 
 func buildClientAPI(_ context.Context, e *env) (*built, error) {

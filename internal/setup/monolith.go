@@ -53,7 +53,8 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 	if err != nil {
 		return nil, err
 	}
-	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions, Metrics: metrics})
+	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions,
+		Retention: time.Duration(e.cfg.Global.Log.Retention), Metrics: metrics})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
@@ -83,6 +84,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 			}
 		}
 	}()
+	warnConfig(cfg, logrus.NewEntry(logger), true)
 	m = &Monolith{env: e, metrics: metrics, metricsL: metricsL}
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
