@@ -22,6 +22,7 @@ const (
 // request, by its escaped path; "" for none.
 //
 //	/_matrix/client/{version}/sync                                 syncapi
+//	/_matrix/client/{version}/events                               syncapi
 //	/_matrix/client/{version}/rooms/{roomId}/messages              syncapi
 //	/_matrix/client/{version}/rooms/{roomId}/context/{eventId}     syncapi
 //	every other /_matrix/client/...                                clientapi
@@ -34,7 +35,7 @@ func route(escapedPath string) string {
 	if rest, ok := strings.CutPrefix(escapedPath, "/_matrix/client/"); ok {
 		parts := strings.Split(rest, "/") // parts[0] is the version: v3, r0, unstable...
 		switch {
-		case len(parts) == 2 && parts[1] == "sync":
+		case len(parts) == 2 && (parts[1] == "sync" || parts[1] == "events"):
 			return toSyncAPI
 		case len(parts) == 4 && parts[1] == "rooms" && parts[3] == "messages":
 			return toSyncAPI

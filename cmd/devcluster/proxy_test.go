@@ -7,6 +7,7 @@ func TestRoute(t *testing.T) {
 	for path, want := range map[string]string{
 		"/_matrix/client/v3/sync":                               toSyncAPI,
 		"/_matrix/client/r0/sync":                               toSyncAPI,
+		"/_matrix/client/r0/events":                             toSyncAPI,
 		"/_matrix/client/v3/rooms/!a%3Ab/messages":              toSyncAPI,
 		"/_matrix/client/v3/rooms/!a%3Ab/context/$e%3Ab":        toSyncAPI,
 		"/_matrix/client/v3/rooms/!a%2Fb%3Ab/context/$e":        toSyncAPI,
