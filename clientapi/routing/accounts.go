@@ -34,9 +34,11 @@ type Accounts struct {
 	// so that their member events follow.
 	ProfileChanged func(ctx context.Context, userID string) error
 
-	once          sync.Once
-	nonces        *nonceStore
-	loginAttempts *httputil.RateLimiter
+	once   sync.Once
+	nonces *nonceStore
+	// registerSessions are the User-Interactive Authentication sessions of registration.
+	registerSessions *registerSessionStore
+	loginAttempts    *httputil.RateLimiter
 }
 
 // DeviceLookup resolves access tokens through the userapi: M_UNKNOWN_TOKEN for a token
@@ -58,6 +60,7 @@ func DeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) 
 func (a *Accounts) Routes() []httputil.Route {
 	a.once.Do(func() {
 		a.nonces = newNonceStore()
+		a.registerSessions = newRegisterSessionStore()
 		a.loginAttempts = httputil.NewRateLimiter(loginAttemptsPerSecond, loginAttemptsBurst, nil)
 	})
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {

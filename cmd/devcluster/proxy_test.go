@@ -19,6 +19,8 @@ import (
 var proxyCases = map[string]string{
 	"/_matrix/client/v3/sync":                                 proxyroute.SyncAPI,
 	"/_matrix/client/r0/sync?since=s1&timeout=30000":          proxyroute.SyncAPI,
+	"/_matrix/client/r0/events?from=s1&timeout=30000":         proxyroute.SyncAPI,
+	"/_matrix/client/v3/events/$e%3Ab":                        proxyroute.ClientAPI,
 	"/_matrix/client/v3/rooms/!a%3Ab/messages":                proxyroute.SyncAPI,
 	"/_matrix/client/v3/rooms/!a%2Fb%3Ab/messages":            proxyroute.SyncAPI,
 	"/_matrix/client/v3/rooms/!a%2Fb%3Ab/messages?dir=b":      proxyroute.SyncAPI,

@@ -27,6 +27,7 @@ type Rule struct {
 // Rules is the routing table, tried in order; the first matching rule wins.
 var Rules = []Rule{
 	{"/_matrix/client/{version}/sync", SyncAPI},
+	{"/_matrix/client/{version}/events", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
 	{"/_matrix/client/*", ClientAPI},
