@@ -26,9 +26,10 @@ type bodySpec struct {
 	// sample is a valid body (with "{{room}}", "{{event}}", "{{user}}", "{{device}}" filled in);
 	// "" when the route takes no body (the spec defines none), so it gets no body cases.
 	sample string
-	// freeform is set where the body is arbitrary JSON (event or account data content), so a
-	// field of another type is legitimate and not one of the cases.
-	freeform bool
+	// freeform lists the parts of the body that are arbitrary JSON (event, account data or
+	// to-device content) as paths like ".messages.{{user}}" ("." for the whole body): below
+	// them a value of another type is legitimate, so it is not one of the cases.
+	freeform []string
 	// optional is set where an empty body is a valid request, so it is not one of the cases.
 	optional bool
 }
@@ -44,8 +45,8 @@ var clientBodies = map[string]bodySpec{
 	"PUT /profile/{userID}/displayname":                     {sample: `{"displayname":"x"}`},
 	"PUT /profile/{userID}/avatar_url":                      {sample: `{"avatar_url":"mxc://x/y"}`},
 	"POST /user/{userID}/filter":                            {sample: `{"event_fields":["type"],"event_format":"client","presence":{"limit":1},"account_data":{"types":["x"]},"room":{"timeline":{"limit":1},"rooms":["{{room}}"]}}`},
-	"PUT /user/{userID}/account_data/{type}":                {sample: `{"a":"b","n":1}`, freeform: true},
-	"PUT /user/{userID}/rooms/{roomID}/account_data/{type}": {sample: `{"a":"b","n":1}`, freeform: true},
+	"PUT /user/{userID}/account_data/{type}":                {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
+	"PUT /user/{userID}/rooms/{roomID}/account_data/{type}": {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
 	"PUT /devices/{deviceID}":                               {sample: `{"display_name":"x"}`},
 	"DELETE /devices/{deviceID}":                            {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
@@ -56,11 +57,11 @@ var clientBodies = map[string]bodySpec{
 	"PUT /directory/list/room/{roomID}":                     {sample: `{"visibility":"private"}`},
 	"POST /publicRooms":                                     {sample: `{"limit":1,"since":"","filter":{"generic_search_term":"x"}}`},
 	"PUT /rooms/{roomID}/typing/{userID}":                   {sample: `{"typing":true,"timeout":1000}`},
-	"PUT /sendToDevice/{eventType}/{txnID}":                 {sample: `{"messages":{"{{user}}":{"{{device}}":{"a":"b"}}}}`},
+	"PUT /sendToDevice/{eventType}/{txnID}":                 {sample: `{"messages":{"{{user}}":{"{{device}}":{"a":"b"}}}}`, freeform: []string{".messages.{{user}}.{{device}}"}},
 	"POST /rooms/{roomID}/receipt/{receiptType}/{eventID}":  {sample: `{"thread_id":"main"}`, optional: true},
 	"POST /rooms/{roomID}/read_markers":                     {sample: `{"m.fully_read":"{{event}}","m.read":"{{event}}","m.read.private":"{{event}}"}`},
 	"PUT /presence/{userID}/status":                         {sample: `{"presence":"online","status_msg":"x"}`},
-	"POST /createRoom":                                      {sample: `{"visibility":"private","room_alias_name":"x3","name":"x","topic":"x","invite":[],"invite_3pid":[],"room_version":"10","creation_content":{},"initial_state":[],"preset":"private_chat","is_direct":false,"power_level_content_override":{}}`},
+	"POST /createRoom":                                      {sample: `{"visibility":"private","room_alias_name":"x3","name":"x","topic":"x","invite":["@bob:allroutes.test"],"invite_3pid":[],"room_version":"10","creation_content":{"m.federate":true},"initial_state":[{"type":"m.test","state_key":"","content":{"a":"b"}}],"preset":"private_chat","is_direct":false,"power_level_content_override":{}}`, freeform: []string{".initial_state[0].content"}},
 	"POST /join/{roomIDOrAlias}":                            {sample: `{"reason":"x"}`, optional: true},
 	"POST /rooms/{roomID}/join":                             {sample: `{"reason":"x"}`, optional: true},
 	"POST /rooms/{roomID}/invite":                           {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
@@ -69,10 +70,10 @@ var clientBodies = map[string]bodySpec{
 	"POST /rooms/{roomID}/kick":                             {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
 	"POST /rooms/{roomID}/ban":                              {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
 	"POST /rooms/{roomID}/unban":                            {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
-	"PUT /rooms/{roomID}/send/{eventType}/{txnID}":          {sample: `{"msgtype":"m.text","body":"x"}`, freeform: true},
+	"PUT /rooms/{roomID}/send/{eventType}/{txnID}":          {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/redact/{eventID}/{txnID}":          {sample: `{"reason":"x"}`},
-	"PUT /rooms/{roomID}/state/{eventType}":                 {sample: `{"a":"b"}`, freeform: true},
-	"PUT /rooms/{roomID}/state/{eventType}/{stateKey:.*}":   {sample: `{"a":"b"}`, freeform: true},
+	"PUT /rooms/{roomID}/state/{eventType}":                 {sample: `{"a":"b"}`, freeform: []string{"."}},
+	"PUT /rooms/{roomID}/state/{eventType}/{stateKey:.*}":   {sample: `{"a":"b"}`, freeform: []string{"."}},
 }
 
 // fixture is a user with a room, an event, an alias, a filter and account data: the values
@@ -264,9 +265,10 @@ type bodyCase struct {
 }
 
 // bodyCases are the bodies sent to a route described by spec: the empty body, bodies that
-// are not UTF-8 JSON or not an object, and for each field of the sample a value of another
-// type, a huge integer, a string that is not UTF-8, a lone surrogate and a NUL.
-func bodyCases(t *testing.T, spec bodySpec, sample string) []bodyCase {
+// are not UTF-8 JSON or not an object, and for each value of the sample, at any depth, a
+// value of another type, a huge integer, a string that is not UTF-8, a lone surrogate and a
+// NUL.
+func bodyCases(t *testing.T, spec bodySpec, sample string, fill func(string) string) []bodyCase {
 	t.Helper()
 	cases := []bodyCase{
 		{"truncated", []byte(`{"a":`)}, {"not UTF-8", []byte("\xff\xfe")}, {"array", []byte(`[]`)},
@@ -275,52 +277,62 @@ func bodyCases(t *testing.T, spec bodySpec, sample string) []bodyCase {
 	if !spec.optional {
 		cases = append(cases, bodyCase{"empty", []byte{}})
 	}
-	var fields map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(sample), &fields); err != nil {
+	dec := json.NewDecoder(strings.NewReader(sample))
+	dec.UseNumber()
+	var root any
+	if err := dec.Decode(&root); err != nil {
 		t.Fatalf("sample %s: %v", sample, err)
 	}
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	eachValue(root, root, "", func(path string, orig any, body []byte) {
 		bad := map[string]string{
 			"huge integer": `18446744073709551616`, "not UTF-8": "\"\xff\xfe\"", "lone surrogate": `"\ud800"`, "NUL": `"a\u0000b"`,
 		}
-		if !spec.freeform {
+		free := false
+		for _, prefix := range spec.freeform {
+			under := strings.TrimPrefix(path, fill(prefix))
+			free = free || prefix == "." || (under != path && (strings.HasPrefix(under, ".") || strings.HasPrefix(under, "[")))
+		}
+		if !free {
 			bad["wrong type"] = `"x"`
-			if fields[k][0] == '"' {
+			if _, ok := orig.(string); ok {
 				bad["wrong type"] = `12345`
 			}
 		}
 		for what, v := range bad {
-			cases = append(cases, bodyCase{k + ": " + what, withField(fields, keys, k, v)})
+			cases = append(cases, bodyCase{path + ": " + what, bytes.Replace(body, []byte(`"`+mutation+`"`), []byte(v), 1)})
 		}
-	}
+	})
 	return cases
 }
 
-// withField writes the object fields with field k's value replaced by the raw text v (which
-// json.Marshal would refuse or repair).
-func withField(fields map[string]json.RawMessage, keys []string, k, v string) []byte {
-	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, key := range keys {
-		if i > 0 {
-			b.WriteByte(',')
+// mutation marks, in a marshalled body, the value a case replaces.
+const mutation = "@@mutation@@"
+
+// eachValue calls emit for every object member and array element under v (a part of root),
+// with its path, its value and root marshalled with that value replaced by mutation.
+func eachValue(root, v any, path string, emit func(path string, orig any, body []byte)) {
+	visit := func(p string, orig any, set func(any)) {
+		set(mutation)
+		body, _ := json.Marshal(root) // decoded JSON always encodes
+		set(orig)
+		emit(p, orig, body)
+		eachValue(root, orig, p, emit)
+	}
+	switch c := v.(type) {
+	case map[string]any:
+		keys := make([]string, 0, len(c))
+		for k := range c {
+			keys = append(keys, k)
 		}
-		name, _ := json.Marshal(key) // a string always encodes
-		b.Write(name)
-		b.WriteByte(':')
-		if key == k {
-			b.WriteString(v)
-		} else {
-			b.Write(fields[key])
+		sort.Strings(keys)
+		for _, k := range keys {
+			visit(path+"."+k, c[k], func(x any) { c[k] = x })
+		}
+	case []any:
+		for i := range c {
+			visit(fmt.Sprintf("%s[%d]", path, i), c[i], func(x any) { c[i] = x })
 		}
 	}
-	b.WriteByte('}')
-	return b.Bytes()
 }
 
 // junkQuery is a query string of out-of-range and malformed values for the parameters GET
@@ -414,7 +426,7 @@ func (f *fixture) badBodies(t *testing.T, rt route, spec bodySpec) {
 	if spec.sample == "" {
 		return
 	}
-	for _, c := range bodyCases(t, spec, f.fill(spec.sample)) {
+	for _, c := range bodyCases(t, spec, f.fill(spec.sample), f.fill) {
 		path := f.path(t, rt.template, "", "")
 		if a := f.do(t, rt.method, path, c.body); !a.isMatrixError() {
 			t.Errorf("%s %s with %s %q: %d %s", rt.method, rt.template, c.name, c.body, a.status, a.raw)
