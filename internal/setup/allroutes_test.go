@@ -169,7 +169,9 @@ func (f *fixture) do(t *testing.T, method, path string, body []byte) answer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+f.alice.AccessToken)
+	if method != http.MethodOptions {
+		req.Header.Set("Authorization", "Bearer "+f.alice.AccessToken)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
@@ -181,6 +183,9 @@ func (f *fixture) do(t *testing.T, method, path string, body []byte) answer {
 	raw, err := io.ReadAll(res.Body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if res.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(res.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+		t.Errorf("%s %s: %d without the CORS headers", method, path, res.StatusCode)
 	}
 	a := answer{status: res.StatusCode, raw: string(raw)}
 	_ = json.Unmarshal(raw, &a.body) // a body that is not JSON is reported by the checks
@@ -341,7 +346,8 @@ const junkQuery = "?limit=99999999999999999999&from=zz&to=zz&dir=x&filter=%7B&si
 	"&set_presence=x&membership=x&not_membership=x&at=zz&server=%40&minimum_valid_until_ts=x"
 
 // TestEveryClientRoute walks the monolith's router and sends every client route, for a real
-// user and room, malformed bodies (bodyCases), path variables and query parameters that are
+// user and room, a method it does not serve and a preflight (every answer carries the CORS
+// headers; unknown paths are 404 M_UNRECOGNIZED), malformed bodies (bodyCases), path variables and query parameters that are
 // not UTF-8 or hold NUL, and GET routes valid and junk queries. Every answer must be a 4xx
 // Matrix error (GETs: anything but a 5xx); afterwards the server still answers /health and
 // /sync, and nothing the fixture stored changed. Both engines: PostgreSQL refuses NUL in text
@@ -360,7 +366,9 @@ func TestEveryClientRoute(t *testing.T) {
 			f := newFixture(t, url)
 			before := f.snapshot(t)
 			seen := map[string]bool{}
+			f.unknownPaths(t)
 			for _, rt := range routesOf(t, m.router) {
+				f.unmatched(t, rt)
 				f.badParams(t, rt)
 				client := strings.HasPrefix(rt.template, "/_matrix/client/") || strings.HasPrefix(rt.template, "/_synapse/")
 				switch {
@@ -385,6 +393,33 @@ func TestEveryClientRoute(t *testing.T) {
 			}
 			f.healthy(t, before)
 		})
+	}
+}
+
+// unknownPaths: a path no route serves is 404 M_UNRECOGNIZED, and a preflight to it succeeds.
+func (f *fixture) unknownPaths(t *testing.T) {
+	t.Helper()
+	for _, path := range []string{"/_matrix/client/v3/allroutes", "/_matrix/client/unstable/allroutes", "/_matrix/federation/v1/allroutes",
+		"/_matrix/key/v2/allroutes", "/_matrix/media/v3/config", "/_synapse/allroutes", "/_matrix"} {
+		if a := f.do(t, http.MethodGet, path, nil); a.status != http.StatusNotFound || a.body["errcode"] != "M_UNRECOGNIZED" {
+			t.Errorf("GET %s: %d %s, want 404 M_UNRECOGNIZED", path, a.status, a.raw)
+		}
+		if a := f.do(t, http.MethodOptions, path, nil); a.status != http.StatusOK {
+			t.Errorf("OPTIONS %s: %d %s", path, a.status, a.raw)
+		}
+	}
+}
+
+// unmatched: a method the route's path does not serve is 405 M_UNRECOGNIZED; a preflight
+// without a token succeeds.
+func (f *fixture) unmatched(t *testing.T, rt route) {
+	t.Helper()
+	path := f.path(t, rt.template, "", "")
+	if a := f.do(t, http.MethodPatch, path, []byte(`{}`)); a.status != http.StatusMethodNotAllowed || a.body["errcode"] != "M_UNRECOGNIZED" {
+		t.Errorf("PATCH %s: %d %s, want 405 M_UNRECOGNIZED", path, a.status, a.raw)
+	}
+	if a := f.do(t, http.MethodOptions, path, nil); a.status != http.StatusOK {
+		t.Errorf("OPTIONS %s: %d %s", path, a.status, a.raw)
 	}
 }
 
