@@ -229,7 +229,7 @@ func Logger(r *http.Request) *logrus.Entry {
 
 // DecodeJSON reads the size-limited body into v: 400 M_NOT_JSON for a body that is not
 // UTF-8 JSON (invalid bytes and lone surrogate escapes included, which encoding/json would
-// turn into U+FFFD), 400 M_BAD_JSON for NUL characters, numbers beyond ±(2^53-1) or a
+// turn into U+FFFD), 400 M_BAD_JSON for NUL characters, numbers beyond the int64 range or a
 // shape that does not fit v.
 func DecodeJSON(r *http.Request, v any) error {
 	if r.Body == nil {

@@ -14,10 +14,6 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
-// maxSafeInteger is the largest integer every JSON reader represents exactly (2^53-1), the
-// bound of the spec's canonical JSON ("Signing JSON") and of RFC 7493 (I-JSON).
-const maxSafeInteger = 1<<53 - 1
-
 // checkParams refuses, with 400 M_INVALID_PARAM, a request whose path variables or query
 // parameters are malformed percent-encoding, are not UTF-8 or hold a NUL: the server would
 // otherwise rewrite them (to U+FFFD) or keep them raw and act on, sign or store a string
@@ -56,8 +52,8 @@ func validText(s string) bool {
 // checkJSON refuses what encoding/json would silently change or what cannot be stored the
 // same on both engines, in a body json.Valid accepted: bytes that are not UTF-8 and lone
 // surrogate escapes (both become U+FFFD: 400 M_NOT_JSON, the body is not UTF-8 JSON), and
-// NUL characters and numbers beyond ±(2^53-1) (400 M_BAD_JSON: PostgreSQL text cannot hold
-// NUL, and such numbers are not canonical JSON and change in other readers).
+// NUL characters and numbers beyond the range of int64 (400 M_BAD_JSON: PostgreSQL text
+// cannot hold NUL, and no handler can take such a number as the client wrote it).
 func checkJSON(body []byte) error {
 	if !utf8.Valid(body) {
 		return matrixerr.NotJSON("the request body is not UTF-8")
@@ -75,13 +71,24 @@ func checkJSON(body []byte) error {
 			for end < len(body) && strings.IndexByte("+-.0123456789eE", body[end]) >= 0 {
 				end++
 			}
-			if f, err := strconv.ParseFloat(string(body[i:end]), 64); err != nil || math.Abs(f) > maxSafeInteger {
-				return matrixerr.BadJSON("numbers must lie between -(2^53-1) and 2^53-1")
+			if !int64Range(string(body[i:end])) {
+				return matrixerr.BadJSON("numbers must lie between -2^63 and 2^63-1")
 			}
 			i = end - 1
 		}
 	}
 	return nil
+}
+
+// int64Range reports whether the JSON number n lies in the range of int64, the widest
+// integer a handler decodes into (an integer literal exactly; others as float64).
+func int64Range(n string) bool {
+	if !strings.ContainsAny(n, ".eE") {
+		_, err := strconv.ParseInt(n, 10, 64)
+		return err == nil
+	}
+	f, err := strconv.ParseFloat(n, 64)
+	return err == nil && math.Abs(f) < 1<<63
 }
 
 // scanString checks the JSON string whose content starts at body[i] and returns the index
