@@ -254,3 +254,46 @@ func checkCORS(t *testing.T, h http.Header) {
 		}
 	}
 }
+
+// FuzzCheckJSON: a body DecodeJSON accepts decodes without a replacement: every U+FFFD in its
+// strings was written by the client (as the character or as \ufffd), and no string holds NUL.
+func FuzzCheckJSON(f *testing.F) {
+	for _, s := range []string{`{"a":"b"}`, `"\ud800"`, `"\ud83d\ude00"`, `"\\ud800"`, "\"\xff\"", `"\ufffd"`, "\"\xef\xbf\xbd\"",
+		`[1,-2.5e3,9223372036854775807]`, `{"\u0000":1}`, `"\udc00\ud800"`, `"\\\ud800"`, `{"a":[{"b":"\u00e9"}]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if !json.Valid(body) || checkJSON(body) != nil {
+			return
+		}
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil {
+			return // a number json.Valid takes that no float64 holds
+		}
+		written := strings.Count(string(body), "\ufffd") + strings.Count(strings.ToLower(string(body)), `\ufffd`)
+		got := 0
+		var walk func(any)
+		walk = func(x any) {
+			switch c := x.(type) {
+			case string:
+				got += strings.Count(c, "\ufffd")
+				if strings.ContainsRune(c, 0) {
+					t.Fatalf("%q: NUL accepted", body)
+				}
+			case []any:
+				for _, e := range c {
+					walk(e)
+				}
+			case map[string]any:
+				for k, e := range c {
+					walk(k)
+					walk(e)
+				}
+			}
+		}
+		walk(v)
+		if got > written {
+			t.Fatalf("%q: decoded with %d replacement characters, %d written", body, got, written)
+		}
+	})
+}
