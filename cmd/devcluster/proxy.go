@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
+	dhttputil "github.com/matrix-org/dendrite/internal/httputil"
 )
 
 // proxy is the front proxy, plus devcluster's own endpoints: /health, /ready (every
@@ -57,7 +58,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The escaped path, as the components' routers match it (proxyroute).
 	target := p.targets[proxyroute.Route(r.URL.EscapedPath())]
 	if target == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unrecognized request"})
+		dhttputil.UnknownEndpoint(w, r)
 		return
 	}
 	target.ServeHTTP(w, r)
@@ -102,6 +103,7 @@ func (p *proxy) status(r *http.Request) clusterStatus {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, _ := json.Marshal(v) // plain data always encodes
+	dhttputil.SetCORS(w.Header())
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b) // the caller may have gone

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"strings"
 	"testing"
 
@@ -89,6 +90,32 @@ func TestProxyRoutesEncodedPaths(t *testing.T) {
 		}
 		if got.process != proxyroute.Route(strings.SplitN(uri, "?", 2)[0]) {
 			t.Errorf("%s: the proxy disagrees with proxyroute.Route", uri)
+		}
+	}
+}
+
+// TestProxyAnswersUnroutedAsMatrix: paths the proxy routes nowhere get the components'
+// answer for unknown endpoints (JSON 404 M_UNRECOGNIZED with CORS headers), and a
+// preflight to them succeeds.
+func TestProxyAnswersUnroutedAsMatrix(t *testing.T) {
+	p := &proxy{targets: map[string]*httputil.ReverseProxy{}}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{http.MethodGet, "/_matrix/media/v3/config", http.StatusNotFound, `{"errcode":"M_UNRECOGNIZED","error":"unrecognized request"}`},
+		{http.MethodGet, "/nope", http.StatusNotFound, `{"errcode":"M_UNRECOGNIZED","error":"unrecognized request"}`},
+		{http.MethodOptions, "/_matrix/media/v3/config", http.StatusOK, ""},
+		{http.MethodGet, "/health", http.StatusOK, `{"status":"ok"}`},
+	} {
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+		if w.Code != tc.status || w.Body.String() != tc.body {
+			t.Fatalf("%s %s: %d %s, want %d %s", tc.method, tc.path, w.Code, w.Body, tc.status, tc.body)
+		}
+		if w.Header().Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(w.Header().Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Fatalf("%s %s: no CORS headers: %v", tc.method, tc.path, w.Header())
 		}
 	}
 }

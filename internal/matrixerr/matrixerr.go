@@ -69,6 +69,9 @@ var (
 	GatewayTimeout = mk("M_UNKNOWN", http.StatusGatewayTimeout)
 	// BadRequest is M_UNKNOWN with status 400, for client errors with no specific code.
 	BadRequest = mk("M_UNKNOWN", http.StatusBadRequest)
+	// MethodNotAllowed is M_UNRECOGNIZED with status 405: the endpoint exists, but not with
+	// the request's method.
+	MethodNotAllowed = mk("M_UNRECOGNIZED", http.StatusMethodNotAllowed)
 )
 
 // LimitExceeded is 429 M_LIMIT_EXCEEDED with the time to wait.

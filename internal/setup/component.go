@@ -194,6 +194,7 @@ func installed(h *atomic.Pointer[http.Handler]) http.Handler {
 			(*hp).ServeHTTP(w, r)
 			return
 		}
+		httputil.SetCORS(w.Header())
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusServiceUnavailable)

@@ -448,9 +448,11 @@ func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, fil
 
 // publicRouter serves client routes with the client API's limits, federation routes with
 // the federation API's, plus /health and /ready; never /metrics or the profiler (DESIGN 9):
-// those are on internal listeners only (operatorRoutes).
+// those are on internal listeners only (operatorRoutes). Anything else is answered as
+// httputil.Unmatched says (JSON M_UNRECOGNIZED, CORS).
 func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
 	router := mux.NewRouter().UseEncodedPath()
+	httputil.Unmatched(router)
 	var limiter *httputil.RateLimiter
 	rl := e.cfg.ClientAPI.RateLimiting
 	if rl.Enabled {
