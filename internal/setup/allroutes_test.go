@@ -47,6 +47,8 @@ var clientBodies = map[string]bodySpec{
 	"POST /user/{userID}/filter":                            {sample: `{"event_fields":["type"],"event_format":"client","presence":{"limit":1},"account_data":{"types":["x"]},"room":{"timeline":{"limit":1},"rooms":["{{room}}"]}}`},
 	"PUT /user/{userID}/account_data/{type}":                {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
 	"PUT /user/{userID}/rooms/{roomID}/account_data/{type}": {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
+	"PUT /user/{userID}/rooms/{roomID}/tags/{tag}":          {sample: `{"order":0.5}`},
+	"DELETE /user/{userID}/rooms/{roomID}/tags/{tag}":       {},
 	"PUT /devices/{deviceID}":                               {sample: `{"display_name":"x"}`},
 	"DELETE /devices/{deviceID}":                            {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
@@ -143,6 +145,8 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return f.alice.UserID.Homeserver()
 	case "keyID":
 		return "ed25519:auto"
+	case "tag":
+		return "u.allroutes"
 	}
 	t.Fatalf("no value for the path variable %s: add one to fixture.value", name)
 	return ""

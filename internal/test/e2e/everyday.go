@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// Tags checks room tags (favourites, low priority, user tags) with a real Matrix client:
+// add, replace, list and remove, m.tag room account data in /sync, and the refusals.
+func Tags(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "tagger"), Register(t, baseURL, "peeker")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "tagged"})
+	if err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	first, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatalf("initial sync: %v", err)
+	}
+	if tags, err := alice.GetTags(ctx, room.RoomID); err != nil || len(tags.Tags) != 0 {
+		t.Fatalf("tags of an untagged room %+v %v", tags, err)
+	}
+	if err = alice.AddTag(ctx, room.RoomID, event.RoomTagFavourite, 0.25); err != nil {
+		t.Fatalf("add m.favourite: %v", err)
+	}
+	if err = alice.AddTagWithCustomData(ctx, room.RoomID, "u.work", map[string]any{}); err != nil {
+		t.Fatalf("add u.work: %v", err)
+	}
+	if err = alice.AddTag(ctx, room.RoomID, event.RoomTagFavourite, 0.5); err != nil {
+		t.Fatalf("replace m.favourite: %v", err)
+	}
+	tags, err := alice.GetTags(ctx, room.RoomID)
+	if order, _ := tags.Tags[event.RoomTagFavourite].Order.Float64(); err != nil || len(tags.Tags) != 2 || order != 0.5 {
+		t.Fatalf("tags %+v %v", tags, err)
+	}
+	if _, ok := tags.Tags["u.work"]; !ok {
+		t.Fatalf("u.work missing from %+v", tags)
+	}
+	want := map[string]bool{"m.favourite": true, "u.work": true}
+	WaitSyncTags(t, alice, room.RoomID, first.NextBatch, want)
+	if err = alice.RemoveTag(ctx, room.RoomID, "u.work"); err != nil {
+		t.Fatalf("remove u.work: %v", err)
+	}
+	if err = alice.RemoveTag(ctx, room.RoomID, "u.never"); err != nil {
+		t.Fatalf("removing an absent tag: %v", err)
+	}
+	WaitSyncTags(t, alice, room.RoomID, first.NextBatch, map[string]bool{"m.favourite": true})
+	if tags, err = alice.GetTags(ctx, room.RoomID); err != nil || len(tags.Tags) != 1 {
+		t.Fatalf("tags after removal %+v %v", tags, err)
+	}
+	// Tags are the user's own: bob neither sees nor changes alice's.
+	if tags, err = bob.GetTags(ctx, room.RoomID); err != nil || len(tags.Tags) != 0 {
+		t.Fatalf("bob sees tags %+v %v", tags, err)
+	}
+	_, err = bob.MakeRequest(ctx, http.MethodGet, bob.BuildClientURL("v3", "user", alice.UserID, "rooms", room.RoomID, "tags"), nil, nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = bob.MakeRequest(ctx, http.MethodPut, bob.BuildClientURL("v3", "user", alice.UserID, "rooms", room.RoomID, "tags", "u.x"), map[string]any{}, nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	tagURL := alice.BuildClientURL("v3", "user", alice.UserID, "rooms", room.RoomID, "tags", "u.bad")
+	_, err = alice.MakeRequest(ctx, http.MethodPut, tagURL, map[string]any{"order": "first"}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
+	_, err = alice.MakeRequest(ctx, http.MethodPut, tagURL, []int{1}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
+	_, err = alice.MakeRequest(ctx, http.MethodPut, alice.BuildClientURL("v3", "user", alice.UserID, "rooms", "not-a-room", "tags", "u.x"), map[string]any{}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+}
+
+// WaitSyncTags syncs from since until the room's m.tag account data holds exactly the
+// wanted tags, or fails after a deadline.
+func WaitSyncTags(t *testing.T, c *mautrix.Client, roomID id.RoomID, since string, want map[string]bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last json.RawMessage
+	for time.Now().Before(deadline) {
+		res, err := c.SyncRequest(context.Background(), 0, since, "", false, "")
+		if err != nil {
+			t.Fatalf("sync: %v", err)
+		}
+		if room := res.Rooms.Join[roomID]; room != nil {
+			for _, ev := range room.AccountData.Events {
+				if ev.Type.Type != "m.tag" {
+					continue
+				}
+				last = ev.Content.VeryRaw
+				var content struct {
+					Tags map[string]json.RawMessage `json:"tags"`
+				}
+				if json.Unmarshal(ev.Content.VeryRaw, &content) == nil && sameKeys(content.Tags, want) {
+					return
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("m.tag in /sync never became %v; last %s", want, last)
+}
+
+func sameKeys(got map[string]json.RawMessage, want map[string]bool) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for k := range got {
+		if !want[k] {
+			return false
+		}
+	}
+	return true
+}
