@@ -49,6 +49,7 @@ var clientBodies = map[string]bodySpec{
 	"PUT /user/{userID}/rooms/{roomID}/account_data/{type}": {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
 	"PUT /user/{userID}/rooms/{roomID}/tags/{tag}":          {sample: `{"order":0.5}`},
 	"DELETE /user/{userID}/rooms/{roomID}/tags/{tag}":       {},
+	"POST /user_directory/search":                           {sample: `{"search_term":"alice","limit":5}`},
 	"PUT /devices/{deviceID}":                               {sample: `{"display_name":"x"}`},
 	"DELETE /devices/{deviceID}":                            {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},

@@ -22,6 +22,7 @@ func TestEverydayFeaturesBothEngines(t *testing.T) {
 			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
 			url := runMonolith(t, cfg)
 			t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
+			t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
 		})
 	}
 }

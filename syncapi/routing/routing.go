@@ -1,5 +1,6 @@
 // Package routing is the sync API's client-server endpoints: GET /sync,
-// /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId} and the deprecated /events,
+// /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId}, POST /user_directory/search
+// and the deprecated /events,
 // under both the v3 and r0 prefixes. Handlers only parse and validate parameters; the logic is in syncapi/internal.
 package routing
 
@@ -67,6 +68,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: h.authenticated(h.messages)},
 			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
 			httputil.Route{Name: "events", Method: http.MethodGet, Path: prefix + "/events", Handler: h.authenticated(h.events)},
+			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
 		)
 	}
 	return routes

@@ -190,6 +190,14 @@ type Unread struct {
 // MaxUnread caps the counted unread notifications per room.
 const MaxUnread = 1000
 
+// DirectoryUser is a user the user directory found, with a profile from one of their member
+// events.
+type DirectoryUser struct {
+	UserID      string
+	DisplayName string
+	AvatarURL   string
+}
+
 // Database is what the sync API needs from its store.
 type Database interface {
 	// WriteRoomEvents stores events in order (backfilled ones each below everything
@@ -252,6 +260,11 @@ type Database interface {
 	// ReadUpTo is, per room among roomIDs, the position of the event the user's latest
 	// unthreaded or main-timeline read receipt (public or private) points at.
 	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
+	// SearchUserDirectory finds up to limit users, ordered by user ID, who are joined to a
+	// room searcher is joined to (searcher excepted) or to a public or world-readable room, and whose user ID or
+	// display name contains every word of term (case and accents ignored); limited says
+	// that more matched.
+	SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]DirectoryUser, bool, error)
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
 }

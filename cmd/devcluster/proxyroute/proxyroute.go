@@ -30,6 +30,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/events", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
+	{"/_matrix/client/{version}/user_directory/search", SyncAPI},
 	{"/_matrix/client/*", ClientAPI},
 	{"/_synapse/*", ClientAPI},
 	{"/_matrix/federation/*", FederationAPI},

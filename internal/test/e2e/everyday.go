@@ -114,3 +114,110 @@ func sameKeys(got map[string]json.RawMessage, want map[string]bool) bool {
 	}
 	return true
 }
+
+// UserDirectory checks POST /user_directory/search with a real Matrix client: users who
+// share a room with the searcher and users in public rooms are found by user ID and by
+// display name (case and accents ignored), others are not; display name changes and leaves
+// update the directory; limit and limited. The searcher finds themself only through a public
+// room.
+func UserDirectory(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "udalice"), Register(t, baseURL, "udbob")
+	carol, dave := Register(t, baseURL, "udcarol"), Register(t, baseURL, "uddave")
+	if err := bob.SetDisplayName(ctx, "Élodie Bobson"); err != nil {
+		t.Fatal(err)
+	}
+	private, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = bob.JoinRoom(ctx, private.RoomID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	public, err := carol.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = dave.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"}); err != nil {
+		t.Fatal(err)
+	}
+
+	found := func(c *mautrix.Client, term string, limit int) *mautrix.RespSearchUserDirectory {
+		t.Helper()
+		res, err := c.SearchUserDirectory(ctx, term, limit)
+		if err != nil {
+			t.Fatalf("search %q: %v", term, err)
+		}
+		return res
+	}
+	ids := func(res *mautrix.RespSearchUserDirectory) map[id.UserID]string {
+		out := map[id.UserID]string{}
+		for _, u := range res.Results {
+			// The spec's field is display_name; mautrix reads a profile's displayname,
+			// so the spec's field lands in Extra.
+			out[u.UserID], _ = u.Extra["display_name"].(string)
+		}
+		return out
+	}
+	if got := ids(found(alice, "udbob", 10)); got[bob.UserID] != "Élodie Bobson" || len(got) != 1 {
+		t.Fatalf("by user ID: %v", got)
+	}
+	if got := ids(found(alice, "ELODIE bob", 10)); len(got) != 1 || got[bob.UserID] == "" {
+		t.Fatalf("by display name without case and accents: %v", got)
+	}
+	if got := ids(found(alice, "udcarol", 10)); len(got) != 1 {
+		t.Fatalf("a member of a public room: %v", got)
+	}
+	if got := ids(found(alice, "uddave", 10)); len(got) != 0 {
+		t.Fatalf("a user alice shares no room with is found: %v", got)
+	}
+	if got := ids(found(dave, "udbob", 10)); len(got) != 0 {
+		t.Fatalf("dave finds a user of a private room: %v", got)
+	}
+	all := found(alice, "ud", 10)
+	if len(all.Results) != 2 || all.Limited {
+		t.Fatalf("every findable user: %+v", all)
+	}
+	if one := found(alice, "ud", 1); len(one.Results) != 1 || !one.Limited {
+		t.Fatalf("limit 1: %+v", one)
+	}
+
+	if err = bob.SetDisplayName(ctx, "Robert"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new display name in the directory", func() bool {
+		return ids(found(alice, "robert", 10))[bob.UserID] == "Robert" && len(found(alice, "elodie", 10).Results) == 0
+	})
+	if _, err = dave.JoinRoom(ctx, public.RoomID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "dave in the public room is found", func() bool { return len(found(alice, "uddave", 10).Results) == 1 })
+	if _, err = bob.LeaveRoom(ctx, private.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "bob gone once he left", func() bool { return len(found(alice, "udbob", 10).Results) == 0 })
+
+	search := alice.BuildClientURL("v3", "user_directory", "search")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, search, map[string]any{"limit": 1}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_MISSING_PARAM")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, search, map[string]any{"search_term": "x", "limit": -1}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, search, map[string]any{"search_term": 7}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
+	var big mautrix.RespSearchUserDirectory
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, search, map[string]any{"search_term": "ud", "limit": 1e12}, &big); err != nil || len(big.Results) != 2 {
+		t.Fatalf("a huge limit is clamped: %+v %v", big, err)
+	}
+}
+
+// waitFor polls cond until it holds, or fails after a deadline.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/clientevent"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -151,8 +152,18 @@ const upsertStateSQL = `INSERT INTO syncapi_current_state (room_id, type, state_
 	ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, position = $5, membership = $6, event_json = $7`
 
 func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID string, pos int64, ev *storage.NewRoomEvent, applied *storage.Applied) error {
+	var removedMembers []string
 	if len(ev.RemovesStateEventIDs) > 0 {
-		q, args := d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, ev.RemovesStateEventIDs)
+		q, args := d.db.Dialect.InList("SELECT state_key FROM syncapi_current_state WHERE room_id = $1 AND type = $2 AND event_id IN ({ids})", "{ids}",
+			[]any{roomID, spec.MRoomMember}, ev.RemovesStateEventIDs)
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("select removed members: %w", err)
+		}
+		if removedMembers, err = sqlutil.Column[string](rows); err != nil {
+			return fmt.Errorf("select removed members: %w", err)
+		}
+		q, args = d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, ev.RemovesStateEventIDs)
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("remove state: %w", err)
 		}
@@ -178,6 +189,9 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 			return fmt.Errorf("record membership: %w", err)
 		}
 		applied.Members = append(applied.Members, storage.MemberChange{RoomID: roomID, UserID: *sk, Membership: membership, EventID: s.EventID(), Position: pos})
+	}
+	if err := updateUserDirectory(ctx, tx, roomID, ev, removedMembers); err != nil {
+		return fmt.Errorf("update user directory: %w", err)
 	}
 	return nil
 }
