@@ -205,3 +205,13 @@ func TestPolylithDirectory(t *testing.T) {
 	t.Parallel()
 	e2e.Directory(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
 }
+
+// TestPolylithEveryday runs the everyday client feature stories through the polylith's
+// proxy: tags in the client API, the user directory, relations and threads in the sync API.
+func TestPolylithEveryday(t *testing.T) {
+	t.Parallel()
+	url := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL()
+	t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
+	t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
+	t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
+}

@@ -148,6 +148,8 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return "ed25519:auto"
 	case "tag":
 		return "u.allroutes"
+	case "relType":
+		return "m.thread"
 	}
 	t.Fatalf("no value for the path variable %s: add one to fixture.value", name)
 	return ""

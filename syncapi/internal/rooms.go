@@ -24,7 +24,7 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 		return nil
 	}
 	evs := reversed(p.page.events)
-	tl, err := clientEvents(evs, p.viewer)
+	tl, err := s.clientEvents(ctx, evs, p.viewer)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,7 @@
 // Package routing is the sync API's client-server endpoints: GET /sync,
 // /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId}, POST /user_directory/search
-// and the deprecated /events,
-// under both the v3 and r0 prefixes. Handlers only parse and validate parameters; the logic is in syncapi/internal.
+// and the deprecated /events, under both the v3 and r0 prefixes; the v1 endpoints
+// /rooms/{roomId}/relations/... and /rooms/{roomId}/threads. Handlers only parse and validate parameters; the logic is in syncapi/internal.
 package routing
 
 import (
@@ -71,7 +71,14 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
 		)
 	}
-	return routes
+	const v1 = "/_matrix/client/v1/rooms/{roomId}"
+	get := http.MethodGet
+	return append(routes,
+		httputil.Route{Name: "relations", Method: get, Path: v1 + "/relations/{eventId}", Handler: h.authenticated(h.relations)},
+		httputil.Route{Name: "relationsOfType", Method: get, Path: v1 + "/relations/{eventId}/{relType}", Handler: h.authenticated(h.relations)},
+		httputil.Route{Name: "relationsOfTypes", Method: get, Path: v1 + "/relations/{eventId}/{relType}/{eventType}", Handler: h.authenticated(h.relations)},
+		httputil.Route{Name: "threads", Method: get, Path: v1 + "/threads", Handler: h.authenticated(h.threads)},
+	)
 }
 
 func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, error) {

@@ -31,6 +31,8 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
 	{"/_matrix/client/{version}/user_directory/search", SyncAPI},
+	{"/_matrix/client/{version}/rooms/{roomId}/relations/*", SyncAPI},
+	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
 	{"/_matrix/client/*", ClientAPI},
 	{"/_synapse/*", ClientAPI},
 	{"/_matrix/federation/*", FederationAPI},

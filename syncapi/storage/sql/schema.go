@@ -110,4 +110,4 @@ CREATE INDEX IF NOT EXISTS syncapi_presence_position ON syncapi_presence (positi
 CREATE INDEX IF NOT EXISTS syncapi_events_unread ON syncapi_events (room_id, position, notify, sender, mentions);
 `}, {Version: 4, SQL: `
 ALTER TABLE syncapi_stream_position ADD COLUMN backfill_position {bigint} NOT NULL DEFAULT 0;
-`}, {Version: 5, Up: migrateUserDirectory}}
+`}, {Version: 5, Up: migrateUserDirectory}, {Version: 6, Up: migrateRelations}}

@@ -100,6 +100,9 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if err != nil {
 		return err
 	}
+	if err = putRelation(ctx, tx, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.Content(), pos); err != nil {
+		return fmt.Errorf("record relation: %w", err)
+	}
 	if err = d.applyStateDelta(ctx, tx, roomID, pos, ev, applied); err != nil {
 		return err
 	}
@@ -125,8 +128,14 @@ func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.
 	}
 	_, err = tx.ExecContext(ctx, insertEventSQL, pos, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
 		string(e.Version()), ev.HistoryVisibility, "", "", "", "", false, "")
-	if err != nil || ev.RedactsEventID == "" {
+	if err != nil {
 		return err
+	}
+	if err = putRelation(ctx, tx, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.Content(), pos); err != nil {
+		return fmt.Errorf("record relation: %w", err)
+	}
+	if ev.RedactsEventID == "" {
+		return nil
 	}
 	return redact(ctx, tx, ev.RedactsEventID, e)
 }
@@ -196,7 +205,8 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 	return nil
 }
 
-// redact replaces the stored target, and its current-state copy, by its redacted form.
+// redact replaces the stored target, and its current-state copy, by its redacted form, and
+// forgets its relation (redacted content has no m.relates_to).
 // An unknown target (never delivered to this server's sync API) is left alone.
 func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverlib.PDU) error {
 	var version, eventJSON string
@@ -219,6 +229,9 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverli
 		return err
 	}
 	if _, err = tx.ExecContext(ctx, "UPDATE syncapi_events SET event_json = $1, redacted = TRUE WHERE event_id = $2", string(redacted), eventID); err != nil {
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, "DELETE FROM syncapi_relations WHERE event_id = $1", eventID); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE syncapi_current_state SET event_json = $1 WHERE event_id = $2", string(redacted), eventID)
