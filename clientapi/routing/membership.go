@@ -23,6 +23,8 @@ type memberContent struct {
 	AvatarURL   string `json:"avatar_url,omitempty"`
 	Reason      string `json:"reason,omitempty"`
 	IsDirect    bool   `json:"is_direct,omitempty"`
+	// JoinAuthorisedVia is join_authorised_via_users_server of a restricted join.
+	JoinAuthorisedVia string `json:"join_authorised_via_users_server,omitempty"`
 }
 
 // targetBody is the body of invite, kick, ban and unban. IDServer, Medium and Address
@@ -135,7 +137,11 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if m.Membership == spec.Join {
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
-	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason}); err != nil {
+	via, err := rm.restrictedJoinAuthoriser(ctx, roomID, dev.UserID, m.Membership)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason, JoinAuthorisedVia: via}); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil

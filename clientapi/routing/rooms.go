@@ -67,7 +67,10 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "joinedMembers", Method: http.MethodGet, Path: "/rooms/{roomID}/joined_members", Handler: auth(rm.JoinedMembers)},
 		{Name: "joinedRooms", Method: http.MethodGet, Path: "/joined_rooms", Handler: auth(rm.JoinedRooms)},
 	}
-	return clientPaths(append(routes, rm.directoryRoutes()...))
+	return append(clientPaths(append(routes, rm.directoryRoutes()...)),
+		httputil.Route{Name: "hierarchy", Method: http.MethodGet, Path: "/_matrix/client/v1/rooms/{roomID}/hierarchy", Handler: auth(rm.Hierarchy)},
+		httputil.Route{Name: "roomSummary", Method: http.MethodGet, Path: "/_matrix/client/v1/room_summary/{roomIDOrAlias}", Handler: rm.RoomSummary},
+	)
 }
 
 // clientPaths mounts routes under /_matrix/client/v3 and the r0 alias.

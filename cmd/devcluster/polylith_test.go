@@ -214,4 +214,5 @@ func TestPolylithEveryday(t *testing.T) {
 	t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
 	t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
 	t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
+	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"testing"
 	"time"
@@ -383,4 +384,125 @@ func Relations(t *testing.T, baseURL string) {
 	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
 	_, err = carol.MakeRequest(ctx, http.MethodGet, roomPath(carol, "v1", map[string]string{"include": "mine"}, "threads"), nil, nil)
 	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+}
+
+// Spaces checks GET /v1/rooms/{roomId}/hierarchy, GET /v1/room_summary and restricted
+// joins with a real Matrix client: who sees which rooms of a space, suggested_only,
+// max_depth and paging, summaries without leaking private rooms, and a restricted room
+// joined by a member of its space and refused to others.
+func Spaces(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob, carol := Register(t, baseURL, "spalice"), Register(t, baseURL, "spbob"), Register(t, baseURL, "spcarol")
+	server := alice.UserID.Homeserver()
+	space, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Space", RoomAliasName: "thespace",
+		CreationContent: map[string]any{"type": "m.space"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Public"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Private"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	restricted, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Members only", RoomVersion: "10",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []any{map[string]any{"type": "m.room_membership", "room_id": space.RoomID}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, child := range []id.RoomID{pub.RoomID, priv.RoomID, restricted.RoomID} {
+		content := map[string]any{"via": []string{server}, "order": fmt.Sprintf("%02d", i), "suggested": child == pub.RoomID}
+		if _, err = alice.SendStateEvent(ctx, space.RoomID, event.Type{Type: "m.space.child", Class: event.StateEventType}, child.String(), content); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err = alice.SendStateEvent(ctx, space.RoomID, event.Type{Type: "m.space.child", Class: event.StateEventType}, "!gone:"+server,
+		map[string]any{}); err != nil {
+		t.Fatal(err)
+	}
+	roomsOf := func(c *mautrix.Client, req *mautrix.ReqHierarchy) ([]id.RoomID, string) {
+		t.Helper()
+		res, err := c.Hierarchy(ctx, space.RoomID, req)
+		if err != nil {
+			t.Fatalf("hierarchy: %v", err)
+		}
+		var out []id.RoomID
+		for _, r := range res.Rooms {
+			out = append(out, r.RoomID)
+		}
+		return out, res.NextBatch
+	}
+	same := func(what string, got []id.RoomID, want ...id.RoomID) {
+		t.Helper()
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: got %v, want %v", what, got, want)
+		}
+	}
+	got, _ := roomsOf(carol, &mautrix.ReqHierarchy{})
+	same("carol, outside the space", got, space.RoomID, pub.RoomID)
+	if _, err = carol.JoinRoom(ctx, restricted.RoomID.String(), nil); err == nil {
+		t.Fatal("carol joined the restricted room without being in the space")
+	}
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	if _, err = bob.JoinRoom(ctx, space.RoomID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = roomsOf(bob, &mautrix.ReqHierarchy{})
+	same("bob, in the space", got, space.RoomID, pub.RoomID, restricted.RoomID)
+	got, _ = roomsOf(bob, &mautrix.ReqHierarchy{SuggestedOnly: true})
+	same("suggested only", got, space.RoomID, pub.RoomID)
+	zero := 0
+	got, _ = roomsOf(bob, &mautrix.ReqHierarchy{MaxDepth: &zero})
+	same("max_depth 0", got, space.RoomID)
+	first, next := roomsOf(bob, &mautrix.ReqHierarchy{Limit: 2})
+	rest, last := roomsOf(bob, &mautrix.ReqHierarchy{Limit: 2, From: next})
+	if next == "" || last != "" {
+		t.Fatalf("paging tokens %q %q", next, last)
+	}
+	same("two pages", append(first, rest...), space.RoomID, pub.RoomID, restricted.RoomID)
+	res, err := bob.Hierarchy(ctx, space.RoomID, &mautrix.ReqHierarchy{Limit: 1})
+	if err != nil || len(res.Rooms) != 1 || res.Rooms[0].RoomType != "m.space" || len(res.Rooms[0].ChildrenState) != 3 || res.Rooms[0].Name != "Space" {
+		t.Fatalf("the space's own entry: %+v %v", res, err)
+	}
+
+	if _, err = bob.JoinRoom(ctx, restricted.RoomID.String(), nil); err != nil {
+		t.Fatalf("bob, in the space, joins the restricted room: %v", err)
+	}
+	var member map[string]any
+	if err = alice.StateEvent(ctx, restricted.RoomID, event.StateMember, bob.UserID.String(), &member); err != nil ||
+		member["join_authorised_via_users_server"] != alice.UserID.String() {
+		t.Fatalf("bob's join %v %v", member, err)
+	}
+
+	_, err = carol.Hierarchy(ctx, priv.RoomID, &mautrix.ReqHierarchy{})
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	summary := func(c *mautrix.Client, target string) (map[string]any, error) {
+		var out map[string]any
+		_, err := c.MakeRequest(ctx, http.MethodGet, c.BuildClientURL("v1", "room_summary", target), nil, &out)
+		return out, err
+	}
+	if s, err := summary(carol, pub.RoomID.String()); err != nil || s["name"] != "Public" || s["join_rule"] != "public" ||
+		s["membership"] != "leave" || s["room_version"] == nil || s["num_joined_members"] != float64(1) {
+		t.Fatalf("summary of a public room for carol: %v %v", s, err)
+	}
+	if s, err := summary(bob, "#thespace:"+server); err != nil || s["room_type"] != "m.space" || s["membership"] != "join" {
+		t.Fatalf("summary of the space by alias for bob: %v %v", s, err)
+	}
+	if s, err := summary(Client(t, baseURL), pub.RoomID.String()); err != nil || s["membership"] != nil {
+		t.Fatalf("summary without a token: %v %v", s, err)
+	}
+	_, err = summary(carol, priv.RoomID.String())
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	_, err = summary(carol, "!nope:"+server)
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	_, err = summary(Client(t, baseURL), restricted.RoomID.String())
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	if s, err := summary(bob, restricted.RoomID.String()); err != nil || fmt.Sprint(s["allowed_room_ids"]) != fmt.Sprint([]any{space.RoomID.String()}) {
+		t.Fatalf("summary of the restricted room for bob: %v %v", s, err)
+	}
 }
