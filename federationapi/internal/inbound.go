@@ -76,6 +76,12 @@ func (ib *Inbound) ParseVerified(ctx context.Context, v gomatrixserverlib.IRoomV
 	return ev, ib.verify(ctx, ev)
 }
 
+// Verify checks the signatures of an event another server sent; its error is a *Rejected,
+// safe to tell the sender.
+func (ib *Inbound) Verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	return ib.verify(ctx, ev)
+}
+
 // SignedBy checks that ev carries a valid signature of server. An invite arriving for
 // countersigning has only its sender's server's signature, which is all that is checked.
 func (ib *Inbound) SignedBy(ctx context.Context, ev gomatrixserverlib.PDU, server spec.ServerName) error {
