@@ -213,7 +213,8 @@ func TestSendTransaction(t *testing.T) {
 		}
 
 		// Refused events: a forged signature, a sender of another server, an event that
-		// fails auth. None is stored.
+		// fails auth. None is stored; the first two are answered with an error, the third,
+		// processed and rejected by the auth rules, with an empty result as the spec has it.
 		_, forger, _ := ed25519.GenerateKey(nil)
 		forged := (&roomtest.Remote{T: t, Key: forger, KeyID: b.keyID, Origin: b.name, Version: r.Version, RoomID: r.RoomID}).
 			Event(r.alice, "m.room.message", nil, map[string]string{"body": "forged"}, r.depth+1, []gomatrixserverlib.PDU{r.last}, r.auth)
@@ -224,8 +225,11 @@ func TestSendTransaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if r, ok := res.PDUs[stranger.EventID()]; !ok || r.Error != "" {
+			t.Errorf("the event rejected by the auth rules is answered %+v, want an empty result", res.PDUs)
+		}
 		for name, ev := range map[string]gomatrixserverlib.PDU{"forged": forged, "other server": otherServer, "stranger": stranger} {
-			if res.PDUs[ev.EventID()].Error == "" {
+			if res.PDUs[ev.EventID()].Error == "" && ev != stranger {
 				t.Errorf("%s event accepted: %+v", name, res.PDUs)
 			}
 			if found, _ := a.placed(t, r.RoomID, ev.EventID()); found {
