@@ -94,6 +94,13 @@ func (c *Client) signedRequest(ctx context.Context, origin, s spec.ServerName, p
 	return c.DoRequestAndParseResponse(ctx, req, out)
 }
 
+// LegacyDownloadMedia asks a server that lacks the federation media endpoints for its
+// media through the deprecated unauthenticated client path (with allow_remote=false, so a
+// server never forwards it). The caller closes the body.
+func (c *Client) LegacyDownloadMedia(ctx context.Context, s spec.ServerName, mediaID string) (*http.Response, error) {
+	return c.plain.CreateMediaDownloadRequest(ctx, s, mediaID)
+}
+
 // CloseIdleConnections closes every pooled idle connection.
 func (c *Client) CloseIdleConnections() {
 	c.transport.CloseIdleConnections()
