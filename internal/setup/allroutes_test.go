@@ -54,6 +54,7 @@ var clientBodies = map[string]bodySpec{
 	"POST /_synapse/admin/v1/register":                      {sample: `{"nonce":"x","username":"x2","displayname":"x","password":"password-x2","admin":false,"mac":"00"}`},
 	"PUT /pushrules/{path:.*}":                              {sample: `{"actions":["notify"],"conditions":[{"kind":"event_match","key":"type","pattern":"x"}],"pattern":"x"}`},
 	"DELETE /pushrules/{path:.*}":                           {},
+	"POST /pushers/set":                                     {sample: `{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","profile_tag":"t","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","format":"event_id_only"},"append":false}`, freeform: []string{".data"}},
 	"PUT /directory/room/{roomAlias}":                       {sample: `{"room_id":"{{room}}"}`},
 	"DELETE /directory/room/{roomAlias}":                    {},
 	"PUT /directory/list/room/{roomID}":                     {sample: `{"visibility":"private"}`},
