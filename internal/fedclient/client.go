@@ -49,6 +49,13 @@ func (c *Client) GetVersion(ctx context.Context, s spec.ServerName) (fclient.Ver
 	return c.plain.GetVersion(ctx, s)
 }
 
+// LegacyDownloadMedia asks a server that lacks the federation media endpoints for its
+// media through the deprecated unauthenticated client path (with allow_remote=false, so a
+// server never forwards it). The caller closes the body.
+func (c *Client) LegacyDownloadMedia(ctx context.Context, s spec.ServerName, mediaID string) (*http.Response, error) {
+	return c.plain.CreateMediaDownloadRequest(ctx, s, mediaID)
+}
+
 // CloseIdleConnections closes every pooled idle connection.
 func (c *Client) CloseIdleConnections() {
 	c.transport.CloseIdleConnections()

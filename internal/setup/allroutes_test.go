@@ -88,6 +88,7 @@ type fixture struct {
 	event  id.EventID
 	alias  string
 	filter string
+	media  string
 	txn    int
 }
 
@@ -113,8 +114,12 @@ func newFixture(t *testing.T, url string) *fixture {
 	if err = alice.SetRoomAccountData(ctx, created.RoomID, "m.test.allroutes", map[string]string{"a": "before"}); err != nil {
 		t.Fatal(err)
 	}
+	up, err := alice.UploadBytes(ctx, []byte("allroutes"), "text/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &fixture{url: url, alice: alice, room: created.RoomID, event: sent.EventID,
-		alias: "#allroutes:" + alice.UserID.Homeserver(), filter: f.FilterID}
+		alias: "#allroutes:" + alice.UserID.Homeserver(), filter: f.FilterID, media: up.ContentURI.FileID}
 }
 
 // value is a valid value for a path variable; the test fails for a variable it does not know.
@@ -146,6 +151,10 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return f.alice.UserID.Homeserver()
 	case "keyID":
 		return "ed25519:auto"
+	case "mediaId":
+		return f.media
+	case "fileName":
+		return "allroutes.txt"
 	case "path":
 		return ""
 	}
@@ -405,7 +414,7 @@ func TestEveryClientRoute(t *testing.T) {
 func (f *fixture) unknownPaths(t *testing.T) {
 	t.Helper()
 	for _, path := range []string{"/_matrix/client/v3/allroutes", "/_matrix/client/unstable/allroutes", "/_matrix/federation/v1/allroutes",
-		"/_matrix/key/v2/allroutes", "/_matrix/media/v3/config", "/_synapse/allroutes", "/_matrix"} {
+		"/_matrix/key/v2/allroutes", "/_matrix/media/v3/allroutes", "/_synapse/allroutes", "/_matrix"} {
 		if a := f.do(t, http.MethodGet, path, nil); a.status != http.StatusNotFound || a.body["errcode"] != "M_UNRECOGNIZED" {
 			t.Errorf("GET %s: %d %s, want 404 M_UNRECOGNIZED", path, a.status, a.raw)
 		}

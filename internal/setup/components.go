@@ -30,6 +30,7 @@ import (
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/mediaapi"
 	"github.com/matrix-org/dendrite/presenceserver"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
@@ -81,6 +82,9 @@ var components = []component{
 	{name: "federationapi", build: buildFederationAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.FederationAPI.InternalAPI.Listen, c.FederationAPI.Listen
 	}},
+	{name: "mediaapi", build: buildMediaAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.MediaAPI.InternalAPI.Listen, c.MediaAPI.Listen
+	}},
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
 	}},
@@ -106,6 +110,9 @@ type built struct {
 	// fedRoutes are public federation and key routes (no client rate limits, their own
 	// body limit).
 	fedRoutes []httputil.Route
+	// mediaRoutes are public client routes whose bodies are files: the client rate limits,
+	// with media_api.max_file_size_bytes as their body limit.
+	mediaRoutes []httputil.Route
 	// serve registers the internal API on a router (polylith); nil when there is none.
 	serve func(router *mux.Router, opts ihttp.ServerOptions)
 	// run consumes until ctx ends; nil when there is nothing to run.
@@ -342,6 +349,22 @@ func pushServerRoutes(ctx context.Context, e *env) ([]httputil.Route, error) {
 	return s.Routes(), nil
 }
 
+func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("mediaapi", e.cfg.MediaAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	m, err := mediaapi.New(ctx, mediaapi.Deps{
+		Cfg: &e.cfg.MediaAPI, ServerName: e.serverName, DB: db, BasePath: e.cfg.MediaPath(), DeviceLookup: routing.DeviceLookup(e.users),
+		Verifier: fapi.KeyRing(e.keys), Federation: e.federationClient(), Deny: e.outbound,
+		RequestTimeout: 2 * time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("mediaapi"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{mediaRoutes: m.Routes(), fedRoutes: m.FederationRoutes()}, nil
+}
+
 // clientRoomserver is the writers' view of the roomserver: queries and the directory, and
 // input through the log with the wait answered by the shard that owns the partition.
 type clientRoomserver struct {
@@ -470,7 +493,7 @@ func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, fil
 // the federation API's, plus /health and /ready; never /metrics or the profiler (DESIGN 9):
 // those are on internal listeners only (operatorRoutes). Anything else is answered as
 // httputil.Unmatched says (JSON M_UNRECOGNIZED, CORS).
-func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
+func publicRouter(e *env, name string, routes, fedRoutes, mediaRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
 	router := mux.NewRouter().UseEncodedPath()
 	httputil.Unmatched(router)
 	var limiter *httputil.RateLimiter
@@ -487,6 +510,10 @@ func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready
 		Component: name, Logger: e.component("http"), Metrics: srv.Metrics, MaxBodyBytes: e.cfg.FederationAPI.MaxBodyBytes,
 	}
 	fed.Register(router, fedRoutes)
+	media := &httputil.Server{
+		Component: name, Logger: e.component("http"), Metrics: srv.Metrics, MaxBodyBytes: e.cfg.MediaAPI.MaxFileSizeBytes, RateLimiter: limiter,
+	}
+	media.Register(router, mediaRoutes)
 	httputil.Health(router, ready)
 	return router
 }
