@@ -34,6 +34,8 @@ type Dendrite struct {
 	EDUServer      EDUServer      `yaml:"edu_server"`
 	ReceiptServer  ReceiptServer  `yaml:"receipt_server"`
 	PresenceServer PresenceServer `yaml:"presence_server"`
+	// PushServer is the push_server section: pushers and push gateways.
+	PushServer PushServer `yaml:"push_server"`
 	// FederationAPI is the federation_api section (federationapi.go).
 	FederationAPI FederationAPI `yaml:"federation_api"`
 	// FederationSender is the federation_sender section (federationsender.go).
@@ -203,6 +205,12 @@ type EDUServer struct {
 type ReceiptServer struct {
 	Database    DatabaseOptions `yaml:"database"`
 	InternalAPI InternalAPI     `yaml:"internal_api"`
+}
+
+// PushServer configures the pushserver, which keeps pushers and serves /pushers. Until it
+// runs as a process of its own, the clientapi process builds it and serves its routes.
+type PushServer struct {
+	Database DatabaseOptions `yaml:"database"`
 }
 
 // PresenceServer configures the presenceserver.

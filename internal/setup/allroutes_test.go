@@ -52,6 +52,9 @@ var clientBodies = map[string]bodySpec{
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /account/password":                                {sample: `{"new_password":"x","logout_devices":false,"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /_synapse/admin/v1/register":                      {sample: `{"nonce":"x","username":"x2","displayname":"x","password":"password-x2","admin":false,"mac":"00"}`},
+	"PUT /pushrules/{path:.*}":                              {sample: `{"actions":["notify"],"conditions":[{"kind":"event_match","key":"type","pattern":"x"}],"pattern":"x"}`},
+	"DELETE /pushrules/{path:.*}":                           {},
+	"POST /pushers/set":                                     {sample: `{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","profile_tag":"t","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","format":"event_id_only"},"append":false}`, freeform: []string{".data"}},
 	"PUT /directory/room/{roomAlias}":                       {sample: `{"room_id":"{{room}}"}`},
 	"DELETE /directory/room/{roomAlias}":                    {},
 	"PUT /directory/list/room/{roomID}":                     {sample: `{"visibility":"private"}`},
@@ -152,6 +155,8 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return f.media
 	case "fileName":
 		return "allroutes.txt"
+	case "path":
+		return ""
 	}
 	t.Fatalf("no value for the path variable %s: add one to fixture.value", name)
 	return ""

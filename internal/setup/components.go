@@ -34,6 +34,7 @@ import (
 	"github.com/matrix-org/dendrite/presenceserver"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
+	"github.com/matrix-org/dendrite/pushserver"
 	"github.com/matrix-org/dendrite/receiptserver"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
@@ -333,6 +334,21 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
+// pushServerRoutes builds the pushserver on its own database and returns its client
+// routes, which the clientapi process serves until the pushserver is a process of its own.
+func pushServerRoutes(ctx context.Context, e *env) ([]httputil.Route, error) {
+	db, err := e.open("pushserver", e.cfg.PushServer.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, DB: db, DeviceLookup: routing.DeviceLookup(e.users),
+		Logger: e.component("pushserver")})
+	if err != nil {
+		return nil, err
+	}
+	return s.Routes(), nil
+}
+
 func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
 	db, err := e.open("mediaapi", e.cfg.MediaAPI.Database)
 	if err != nil {
@@ -363,14 +379,18 @@ func (e *env) clientRoomserver() clientRoomserver {
 			Timeout: time.Duration(e.cfg.RoomServer.InputWaitTimeout)}}
 }
 
-func buildClientAPI(_ context.Context, e *env) (*built, error) {
+func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
 		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput()}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}
-	return &built{routes: clientapi.New(d).Routes()}, nil
+	push, err := pushServerRoutes(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return &built{routes: append(clientapi.New(d).Routes(), push...)}, nil
 }
 
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU
