@@ -104,7 +104,7 @@ func (rm *Rooms) accessible(ctx context.Context, a *roomAccess, userID string) (
 		return true, nil
 	}
 	switch a.summary.JoinRule {
-	case spec.Public, spec.Knock, "knock_restricted":
+	case spec.Public, spec.Knock, spec.KnockRestricted:
 		return true, nil
 	case spec.Restricted:
 	default:
@@ -431,7 +431,7 @@ func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, m
 			}
 		}
 	}
-	if rule.JoinRule != spec.Restricted && rule.JoinRule != "knock_restricted" {
+	if rule.JoinRule != spec.Restricted && rule.JoinRule != spec.KnockRestricted {
 		return "", nil
 	}
 	allowed := false

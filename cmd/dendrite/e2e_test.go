@@ -179,11 +179,13 @@ func TestMonolithDirectory(t *testing.T) {
 }
 
 // TestMonolithEveryday runs the everyday client feature stories (issue 11): room tags, the
-// user directory, relations and threads, spaces, room summaries and restricted joins.
+// user directory, relations and threads, spaces, room summaries, restricted joins and
+// knocking.
 func TestMonolithEveryday(t *testing.T) {
 	url := startServer(t, e2e.WriteConfig(t, t.TempDir())).URL()
 	t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
 	t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
 	t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
 	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
+	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 }

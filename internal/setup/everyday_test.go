@@ -25,6 +25,7 @@ func TestEverydayFeaturesBothEngines(t *testing.T) {
 			t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
 			t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
 			t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
+			t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 		})
 	}
 }

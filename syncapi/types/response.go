@@ -62,6 +62,7 @@ type AccountData struct {
 type Rooms struct {
 	Join   map[string]*JoinedRoom  `json:"join"`
 	Invite map[string]*InvitedRoom `json:"invite"`
+	Knock  map[string]*KnockedRoom `json:"knock"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
 }
 
@@ -71,13 +72,13 @@ func NewSyncResponse() *SyncResponse {
 		AccountData: AccountData{Events: []BasicEvent{}},
 		Presence:    Presence{Events: []PresenceEvent{}},
 		ToDevice:    ToDevice{Events: []ToDeviceEvent{}},
-		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Leave: map[string]*LeftRoom{}},
+		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}},
 	}
 }
 
 // IsEmpty reports whether the response carries nothing for the client.
 func (r *SyncResponse) IsEmpty() bool {
-	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0
+	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0
 }
 
 // Timeline is a room's timeline section.
@@ -122,6 +123,11 @@ func NewJoinedRoom() *JoinedRoom {
 // InviteState is an invited room's stripped state.
 type InviteState struct {
 	Events []clientevent.StrippedEvent `json:"events"`
+}
+
+// KnockedRoom is a room in rooms.knock: the room's stripped state and the user's knock.
+type KnockedRoom struct {
+	KnockState InviteState `json:"knock_state"`
 }
 
 // InvitedRoom is a room in rooms.invite.

@@ -506,3 +506,76 @@ func Spaces(t *testing.T, baseURL string) {
 		t.Fatalf("summary of the restricted room for bob: %v %v", s, err)
 	}
 }
+
+// Knocking checks POST /knock with a real Matrix client: a knock appears in the knocker's
+// /sync under rooms.knock with the room's stripped state, an invite accepts it and a kick
+// rejects it, and rooms whose join rule is not knock refuse knocks.
+func Knocking(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob, carol := Register(t, baseURL, "knalice"), Register(t, baseURL, "knbob"), Register(t, baseURL, "kncarol")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Name: "Door", RoomVersion: "10",
+		InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{"join_rule": "knock"}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start, err := bob.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = bob.KnockRoom(ctx, room.RoomID.String(), &mautrix.ReqKnockRoom{Reason: "let me in"}); err != nil {
+		t.Fatalf("knock: %v", err)
+	}
+	knocked, err := bob.SyncRequest(ctx, 0, start.NextBatch, "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := knocked.Rooms.Knock[room.RoomID]
+	if k == nil {
+		t.Fatalf("no rooms.knock entry: %+v", knocked.Rooms)
+	}
+	var sawName, sawKnock bool
+	for _, ev := range k.State.Events {
+		sawName = sawName || ev.Type == event.StateRoomName
+		sawKnock = sawKnock || ev.Type == event.StateMember && ev.GetStateKey() == bob.UserID.String() && ev.Content.Raw["membership"] == "knock"
+	}
+	if !sawName || !sawKnock {
+		t.Fatalf("knock_state %+v", k.State.Events)
+	}
+	var member map[string]any
+	if err = alice.StateEvent(ctx, room.RoomID, event.StateMember, bob.UserID.String(), &member); err != nil || member["membership"] != "knock" || member["reason"] != "let me in" {
+		t.Fatalf("alice sees bob's knock %v %v", member, err)
+	}
+	if _, err = alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatalf("accept the knock with an invite: %v", err)
+	}
+	invited, err := bob.SyncRequest(ctx, 0, knocked.NextBatch, "", false, "")
+	if err != nil || invited.Rooms.Invite[room.RoomID] == nil || invited.Rooms.Knock[room.RoomID] != nil {
+		t.Fatalf("bob's invite after the knock %+v %v", invited, err)
+	}
+	if _, err = bob.JoinRoom(ctx, room.RoomID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err = carol.KnockRoom(ctx, room.RoomID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = alice.KickUser(ctx, room.RoomID, &mautrix.ReqKickUser{UserID: carol.UserID, Reason: "no"}); err != nil {
+		t.Fatalf("reject the knock with a kick: %v", err)
+	}
+	if err = alice.StateEvent(ctx, room.RoomID, event.StateMember, carol.UserID.String(), &member); err != nil || member["membership"] != "leave" {
+		t.Fatalf("carol after the rejection %v %v", member, err)
+	}
+	_, err = carol.JoinRoom(ctx, room.RoomID.String(), nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	closed, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = carol.KnockRoom(ctx, closed.RoomID.String(), nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = bob.KnockRoom(ctx, room.RoomID.String(), nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = carol.KnockRoom(ctx, "!unknown:"+alice.UserID.Homeserver(), nil)
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+}
