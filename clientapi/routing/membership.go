@@ -128,6 +128,7 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		if err = rm.joinRemote(ctx, hints, roomID, dev.UserID, body.Reason); err != nil {
 			return httputil.Response{}, err
 		}
+		rm.afterJoin(r, roomID, dev.UserID)
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
 	m, err := rm.membership(ctx, roomID, dev.UserID)
@@ -144,7 +145,16 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason, JoinAuthorisedVia: via}); err != nil {
 		return httputil.Response{}, err
 	}
+	rm.afterJoin(r, roomID, dev.UserID)
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
+}
+
+// afterJoin carries the user's tags over from the room the joined room replaced. The join
+// has happened whatever this does, so a failure is logged, not answered.
+func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
+	if err := rm.copyPredecessorTags(r.Context(), roomID, userID); err != nil {
+		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("copying tags from the replaced room failed")
+	}
 }
 
 // joinLocally reports whether a join to roomID is an event of this server's copy of the

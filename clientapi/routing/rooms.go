@@ -49,6 +49,7 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "createRoom", Method: http.MethodPost, Path: "/createRoom", Handler: auth(rm.CreateRoom)},
 		{Name: "join", Method: http.MethodPost, Path: "/join/{roomIDOrAlias}", Handler: auth(rm.Join)},
 		{Name: "knock", Method: http.MethodPost, Path: "/knock/{roomIDOrAlias}", Handler: auth(rm.Knock)},
+		{Name: "upgrade", Method: http.MethodPost, Path: "/rooms/{roomID}/upgrade", Handler: auth(rm.Upgrade)},
 		{Name: "roomJoin", Method: http.MethodPost, Path: "/rooms/{roomID}/join", Handler: auth(rm.Join)},
 		{Name: "invite", Method: http.MethodPost, Path: "/rooms/{roomID}/invite", Handler: auth(rm.Invite)},
 		{Name: "leave", Method: http.MethodPost, Path: "/rooms/{roomID}/leave", Handler: auth(rm.Leave)},

@@ -188,4 +188,5 @@ func TestMonolithEveryday(t *testing.T) {
 	t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
 	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
 	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
+	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
 }

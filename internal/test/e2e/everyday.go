@@ -579,3 +579,76 @@ func Knocking(t *testing.T, baseURL string) {
 	_, err = carol.KnockRoom(ctx, "!unknown:"+alice.UserID.Homeserver(), nil)
 	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
 }
+
+// Upgrades checks POST /rooms/{roomId}/upgrade with a real Matrix client: the tombstone and
+// the predecessor, copied state and bans, the alias and the directory entry moved, the old
+// room restricted, tags following a member into the new room, and the refusals.
+func Upgrades(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "upalice"), Register(t, baseURL, "upbob")
+	server := alice.UserID.Homeserver()
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "Old", Topic: "history", RoomAliasName: "upgraded",
+		Visibility: "public", RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = bob.JoinRoom(ctx, room.RoomID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = alice.BanUser(ctx, room.RoomID, &mautrix.ReqBanUser{UserID: "@spammer:" + id.UserID(server)}); err != nil {
+		t.Fatal(err)
+	}
+	if err = bob.AddTag(ctx, room.RoomID, "u.keep", 0.5); err != nil {
+		t.Fatal(err)
+	}
+	upgradeURL := alice.BuildClientURL("v3", "rooms", room.RoomID, "upgrade")
+	_, err = bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "rooms", room.RoomID, "upgrade"), map[string]any{"new_version": "11"}, nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, upgradeURL, map[string]any{"new_version": "99"}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_UNSUPPORTED_ROOM_VERSION")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, upgradeURL, map[string]any{}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_MISSING_PARAM")
+
+	var res struct {
+		ReplacementRoom id.RoomID `json:"replacement_room"`
+	}
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, upgradeURL, map[string]any{"new_version": "11"}, &res); err != nil || res.ReplacementRoom == "" {
+		t.Fatalf("upgrade: %+v %v", res, err)
+	}
+	var tomb, create, name, pl, banned map[string]any
+	if err = alice.StateEvent(ctx, room.RoomID, event.Type{Type: "m.room.tombstone", Class: event.StateEventType}, "", &tomb); err != nil ||
+		tomb["replacement_room"] != string(res.ReplacementRoom) {
+		t.Fatalf("tombstone %v %v", tomb, err)
+	}
+	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateCreate, "", &create); err != nil || create["room_version"] != "11" {
+		t.Fatalf("new create %v %v", create, err)
+	}
+	if pred, _ := create["predecessor"].(map[string]any); pred["room_id"] != string(room.RoomID) || pred["event_id"] == nil {
+		t.Fatalf("predecessor %v", create)
+	}
+	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateRoomName, "", &name); err != nil || name["name"] != "Old" {
+		t.Fatalf("name in the new room %v %v", name, err)
+	}
+	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateMember, "@spammer:"+server, &banned); err != nil || banned["membership"] != "ban" {
+		t.Fatalf("ban in the new room %v %v", banned, err)
+	}
+	if err = alice.StateEvent(ctx, room.RoomID, event.StatePowerLevels, "", &pl); err != nil || pl["events_default"] != float64(50) || pl["invite"] != float64(50) {
+		t.Fatalf("old room's power levels %v %v", pl, err)
+	}
+	if resolved, err := bob.ResolveAlias(ctx, id.RoomAlias("#upgraded:"+server)); err != nil || resolved.RoomID != res.ReplacementRoom {
+		t.Fatalf("alias after the upgrade %+v %v", resolved, err)
+	}
+	for want, r := range map[string]id.RoomID{"public": res.ReplacementRoom, "private": room.RoomID} {
+		if vis := getJSON(t, bob, bob.BuildClientURL("v3", "directory", "list", "room", r)); vis["visibility"] != want {
+			t.Fatalf("directory visibility of %s: %v, want %s", r, vis, want)
+		}
+	}
+	_, err = bob.SendText(ctx, room.RoomID, "still here?")
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	if _, err = bob.JoinRoom(ctx, res.ReplacementRoom.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if tags, err := bob.GetTags(ctx, res.ReplacementRoom); err != nil || len(tags.Tags) != 1 {
+		t.Fatalf("bob's tags in the new room %+v %v", tags, err)
+	}
+}
