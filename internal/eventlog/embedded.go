@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 )
 
@@ -42,6 +44,9 @@ type Embedded struct {
 	mu    sync.Mutex
 	ends  map[partKey]int64
 	wakes map[partKey]chan struct{}
+
+	// stalls are the partitions stopped because a consumer's offset is past their end.
+	stalls *stalls
 }
 
 type partKey struct {
@@ -64,6 +69,9 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 	if cfg.Retention == 0 {
 		cfg.Retention = 7 * 24 * time.Hour
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.NewEntry(logrus.New())
+	}
 	e := &Embedded{
 		db: db, cfg: cfg,
 		queue:  make(chan *produceReq, 4096),
@@ -71,6 +79,7 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 		done:   make(chan struct{}),
 		ends:   map[partKey]int64{},
 		wakes:  map[partKey]chan struct{}{},
+		stalls: newStalls(&cfg),
 	}
 	rows, err := db.QueryContext(ctx, "SELECT topic, partition_id, next_offset FROM eventlog_ends")
 	if err != nil {
@@ -274,9 +283,18 @@ func (e *Embedded) wait(k partKey, from int64) (chan struct{}, bool) {
 	return ch, false
 }
 
-// Consume implements Log.
+// Consume implements Log. A from past the partition's end (the log's database was
+// replaced or its records deleted) stops the partition: nothing is delivered, an error is
+// logged, the stopped-consumers metric counts it and Ready reports ErrOffsetPastEnd until
+// ctx ends.
 func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error {
 	k := partKey{topic, partition}
+	e.mu.Lock()
+	end := e.ends[k]
+	e.mu.Unlock()
+	if from > end {
+		return e.stalls.hold(ctx, e.closed, topic, partition, from, end)
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		ch, ready := e.wait(k, from)
@@ -352,6 +370,11 @@ func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, er
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.ends[k], nil
+}
+
+// Ready reports ErrOffsetPastEnd while a consumer is stopped past the end of its partition.
+func (e *Embedded) Ready(context.Context) error {
+	return e.stalls.err()
 }
 
 // Close stops the writer; queued produces fail with ErrClosed.

@@ -32,9 +32,6 @@ type KafkaConfig struct {
 	ReplicationFactor int16
 	// Version is the Kafka protocol version to speak, at most the brokers' (default "3.6.0").
 	Version string
-	// Logger receives warnings about unreachable brokers and skipped offsets (default: a
-	// new logrus logger on stderr).
-	Logger *logrus.Entry
 }
 
 // ErrMessageTooLarge is returned by Produce for a record over the size limit; nothing of
@@ -87,6 +84,9 @@ type Kafka struct {
 	readyMu  sync.Mutex
 	readyRun chan struct{} // closed when the readiness check in flight ends
 	readyErr error
+
+	// stalls are the partitions stopped because a consumer's offset is past their end.
+	stalls *stalls
 }
 
 // NewKafka connects to the brokers and creates or checks cfg.Topics. While no broker
@@ -97,7 +97,7 @@ func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}}
+	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}, stalls: newStalls(&cfg.Config)}
 	k.closing, k.close = context.WithCancel(context.Background())
 	b := newBackoff()
 	for {
@@ -510,13 +510,17 @@ func (k *Kafka) listEnds(topics map[string]bool) (map[string][]int64, error) {
 	return ends, nil
 }
 
-// Ready reports whether the brokers answer a metadata request. Concurrent calls share one
-// request; a call returns early with ctx's error when ctx ends first.
+// Ready reports whether the brokers answer a metadata request and no consumer is stopped
+// past the end of its partition (ErrOffsetPastEnd). Concurrent calls share one request; a
+// call returns early with ctx's error when ctx ends first.
 func (k *Kafka) Ready(ctx context.Context) error {
 	if !k.enter() {
 		return ErrClosed
 	}
 	defer k.running.Done()
+	if err := k.stalls.err(); err != nil {
+		return err
+	}
 	k.readyMu.Lock()
 	run := k.readyRun
 	if run == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/IBM/sarama"
 	"github.com/sirupsen/logrus"
@@ -12,10 +13,12 @@ import (
 // Consume implements Log. It reads the partition with a sarama partition consumer from
 // from, hands handle what is immediately available (up to batchSize records) and offers a
 // failed batch again after a backoff. Broker outages are retried with backoff. If from is
-// before the oldest kept record (retention), it starts at the oldest and logs a warning;
-// if it is past the end (the topic was recreated, or the brokers lost records), it logs an
-// error and, like the embedded log, delivers only records from from on. It returns
-// ctx.Err() when ctx ends and ErrClosed once the log is closed.
+// before the oldest kept record (retention), it starts at the oldest and logs a warning.
+// If it is past the end, or the brokers answer that it is out of range while records
+// before it are kept (the topic was recreated, or the brokers lost records), the partition
+// stops: nothing more is delivered, an error is logged, the stopped-consumers metric counts
+// it and Ready reports ErrOffsetPastEnd until ctx ends. It returns ctx.Err() when ctx ends
+// and ErrClosed once the log is closed.
 func (k *Kafka) Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error {
 	if !k.enter() {
 		return ErrClosed
@@ -35,15 +38,24 @@ func (k *Kafka) Consume(ctx context.Context, topic string, partition int32, from
 func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next int64, handle func(ctx context.Context, recs []Record) error) error {
 	log := k.log.WithFields(logrus.Fields{"topic": topic, "partition": partition})
 	b := newBackoff()
+	var outOfRange atomic.Bool
 	for {
-		pc, err := k.openPartition(ctx, log, topic, partition, next)
+		pc, err := k.openPartition(ctx, log, topic, partition, next, outOfRange.Load())
+		var past pastEnd
+		if errors.As(err, &past) {
+			return k.stalls.hold(ctx, k.closing.Done(), topic, partition, next, past.end)
+		}
 		if err != nil {
 			return err
 		}
+		outOfRange.Store(false)
 		var errs = make(chan struct{})
 		go func() {
 			defer close(errs)
 			for cerr := range pc.Errors() {
+				if errors.Is(cerr.Err, sarama.ErrOffsetOutOfRange) {
+					outOfRange.Store(true)
+				}
 				log.WithError(cerr.Err).Warn("kafka partition consumer error")
 			}
 		}()
@@ -72,11 +84,19 @@ func (k *Kafka) consume(ctx context.Context, topic string, partition int32, next
 	}
 }
 
+// pastEnd is openPartition's answer for a partition that must stop: records below next
+// are missing or were never delivered.
+type pastEnd struct{ end int64 }
+
+func (p pastEnd) Error() string { return fmt.Sprintf("offset past the end %d", p.end) }
+
 // openPartition starts a partition consumer at next (or the oldest kept record if next
 // was trimmed), retrying transient failures until ctx ends. A partition is normally read
 // through the shared sarama consumer; a second concurrent reader of the same partition
-// goes through an extra consumer (extraConsumer), closed with the log.
-func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic string, partition int32, next int64) (sarama.PartitionConsumer, error) {
+// goes through an extra consumer (extraConsumer), closed with the log. It returns a
+// pastEnd error when next is past the end, or when the brokers said next was out of range
+// (outOfRange) although records before it are kept.
+func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic string, partition int32, next int64, outOfRange bool) (sarama.PartitionConsumer, error) {
 	b := newBackoff()
 	for {
 		if err := ctx.Err(); err != nil {
@@ -88,7 +108,7 @@ func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic stri
 		}
 		var start int64
 		if err == nil {
-			start, err = k.startOffset(log, topic, partition, next)
+			start, err = k.startOffset(log, topic, partition, next, outOfRange)
 		}
 		if err == nil {
 			var pc sarama.PartitionConsumer
@@ -105,7 +125,8 @@ func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic stri
 				err = perr
 			}
 		}
-		if errors.Is(err, ErrPartitionMismatch) {
+		var past pastEnd
+		if errors.Is(err, ErrPartitionMismatch) || errors.As(err, &past) {
 			return nil, err
 		}
 		log.WithError(err).Warn("kafka partition consumer not started; retrying")
@@ -115,8 +136,9 @@ func (k *Kafka) openPartition(ctx context.Context, log *logrus.Entry, topic stri
 	}
 }
 
-// startOffset is where to start reading to deliver records from next on.
-func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, next int64) (int64, error) {
+// startOffset is where to start reading to deliver records from next on, or a pastEnd
+// error (see openPartition).
+func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, next int64, outOfRange bool) (int64, error) {
 	oldest, err := k.client.GetOffset(topic, partition, sarama.OffsetOldest)
 	if err != nil {
 		return 0, err
@@ -129,9 +151,8 @@ func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, ne
 	case next < oldest:
 		log.WithFields(logrus.Fields{"offset": next, "oldest": oldest}).Warn("kafka records before the oldest kept one were deleted; starting at the oldest")
 		return oldest, nil
-	case next > end:
-		log.WithFields(logrus.Fields{"offset": next, "end": end}).Error("kafka partition ends before the offset to consume: topic recreated or records lost; waiting for the offset")
-		return end, nil
+	case next > end || (outOfRange && next > oldest):
+		return 0, pastEnd{end: end}
 	}
 	return next, nil
 }

@@ -53,7 +53,8 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 	if err != nil {
 		return nil, err
 	}
-	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions, Metrics: metrics})
+	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions, Metrics: metrics,
+		Logger: logger.WithField("component", "eventlog")})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
