@@ -59,6 +59,12 @@ type Kafka struct {
 	// (one request in flight, for the idempotent producer's order) every Produce would wait
 	// behind it.
 	fetchClient sarama.Client
+	// metaClient asks for topic IDs (see topicID) on a connection of its own.
+	metaClient sarama.Client
+	version    sarama.KafkaVersion
+	// idLock (capacity 1) is held while a topic-ID request runs; ids is the last answer.
+	idLock chan struct{}
+	ids    topicIDs
 	// extra are the consumers of partitions the shared consumer already reads (see
 	// extraConsumer), closed with the clients.
 	extraMu sync.Mutex
@@ -74,6 +80,10 @@ type Kafka struct {
 	createMu sync.Mutex // serializes creating and checking topics
 	topicMu  sync.Mutex
 	topics   map[string]int32 // topics known to exist with the configured partition count
+	// used are every topic this process ensured: the ones Ready checks and recreates.
+	used map[string]bool
+	// recreating are the topics a consumer found missing, being created again.
+	recreating map[string]bool
 
 	// endsMu guards the shared end-offset requests: endsBusy while one runs, endsNext the
 	// one gathering callers for after it.
@@ -97,7 +107,8 @@ func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}, stalls: newStalls(&cfg.Config)}
+	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}, used: map[string]bool{}, recreating: map[string]bool{},
+		version: sc.Version, idLock: make(chan struct{}, 1), stalls: newStalls(&cfg.Config)}
 	k.closing, k.close = context.WithCancel(context.Background())
 	b := newBackoff()
 	for {
@@ -214,7 +225,9 @@ func (k *Kafka) connect(ctx context.Context, sc *sarama.Config) error {
 	if k.admin, err = sarama.NewClusterAdminFromClient(k.client); err == nil {
 		if k.producer, err = sarama.NewSyncProducerFromClient(k.client); err == nil {
 			if k.fetchClient, err = sarama.NewClient(k.cfg.Brokers, sc); err == nil {
-				k.consumer, err = sarama.NewConsumerFromClient(k.fetchClient)
+				if k.consumer, err = sarama.NewConsumerFromClient(k.fetchClient); err == nil {
+					k.metaClient, err = sarama.NewClient(k.cfg.Brokers, sc)
+				}
 			}
 		}
 	}
@@ -245,7 +258,10 @@ func (k *Kafka) closeClients() {
 	if k.fetchClient != nil && !k.fetchClient.Closed() {
 		_ = k.fetchClient.Close()
 	}
-	k.consumer, k.producer, k.admin, k.client, k.fetchClient = nil, nil, nil, nil, nil
+	if k.metaClient != nil && !k.metaClient.Closed() {
+		_ = k.metaClient.Close()
+	}
+	k.consumer, k.producer, k.admin, k.client, k.fetchClient, k.metaClient = nil, nil, nil, nil, nil, nil
 }
 
 // enter registers a call that Close waits for; false after Close.
@@ -326,8 +342,49 @@ func (k *Kafka) ensureTopic(ctx context.Context, topic string) (int32, error) {
 	}
 	k.topicMu.Lock()
 	k.topics[topic] = n
+	k.used[topic] = true
 	k.topicMu.Unlock()
 	return n, nil
+}
+
+// isUnknownTopic reports whether err is the brokers saying a topic does not exist.
+func isUnknownTopic(err error) bool {
+	return errors.Is(err, sarama.ErrUnknownTopicOrPartition)
+}
+
+// forget marks topics as possibly missing (the brokers said they are unknown: deleted, or
+// a broker restarted without its data): the next ensureTopic creates or checks them again.
+func (k *Kafka) forget(topics ...string) {
+	k.topicMu.Lock()
+	defer k.topicMu.Unlock()
+	for _, t := range topics {
+		delete(k.topics, t)
+	}
+}
+
+// recreate forgets topic and creates it again in the background (one attempt at a time
+// per topic): a consumer found it missing, and sarama's partition consumer waits for it
+// without creating it.
+func (k *Kafka) recreate(topic string) {
+	k.forget(topic)
+	k.topicMu.Lock()
+	busy := k.recreating[topic]
+	k.recreating[topic] = true
+	k.topicMu.Unlock()
+	if busy || !k.enter() {
+		return
+	}
+	go func() {
+		defer k.running.Done()
+		ctx, cancel := context.WithTimeout(k.closing, time.Minute)
+		defer cancel()
+		if _, err := k.ensureTopic(ctx, topic); err != nil {
+			k.log.WithError(err).WithField("topic", topic).Warn("recreating a missing kafka topic failed")
+		}
+		k.topicMu.Lock()
+		delete(k.recreating, topic)
+		k.topicMu.Unlock()
+	}()
 }
 
 func (k *Kafka) knownTopic(topic string) (int32, bool) {
@@ -374,6 +431,14 @@ func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]P
 		pms[i] = pm
 	}
 	err = k.producer.SendMessages(pms)
+	if isUnknownTopic(producedErr(err)) {
+		// The topic is gone (deleted, or the brokers restarted without their data):
+		// create it again and send once more. Nothing of this call was stored.
+		k.forget(topic)
+		if _, err = k.ensureTopic(ctx, topic); err == nil {
+			err = k.producer.SendMessages(pms)
+		}
+	}
 	k.cfg.Metrics.produced(topic, time.Since(start))
 	if err != nil {
 		return nil, produceError(topic, err)
@@ -383,6 +448,15 @@ func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]P
 		pos[i] = Position{Partition: pm.Partition, Offset: pm.Offset}
 	}
 	return pos, nil
+}
+
+// producedErr is the cause of a SendMessages error: the first record's error.
+func producedErr(err error) error {
+	var perrs sarama.ProducerErrors
+	if errors.As(err, &perrs) && len(perrs) > 0 {
+		return perrs[0].Err
+	}
+	return err
 }
 
 func produceError(topic string, err error) error {
@@ -450,6 +524,9 @@ func (k *Kafka) EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, e
 		return nil, ctx.Err()
 	}
 	if b.err != nil {
+		if isUnknownTopic(b.err) {
+			k.forget(topics...) // the next call creates them again
+		}
 		return nil, b.err
 	}
 	out := make([][]int64, len(topics))
@@ -510,9 +587,10 @@ func (k *Kafka) listEnds(topics map[string]bool) (map[string][]int64, error) {
 	return ends, nil
 }
 
-// Ready reports whether the brokers answer a metadata request and no consumer is stopped
-// past the end of its partition (ErrOffsetPastEnd). Concurrent calls share one request; a
-// call returns early with ctx's error when ctx ends first.
+// Ready reports whether the brokers answer a metadata request for every topic this process
+// uses, creating again those they do not know, and no consumer is stopped past the end of
+// its partition (ErrOffsetPastEnd). Concurrent calls share one request; a call returns
+// early with ctx's error when ctx ends first.
 func (k *Kafka) Ready(ctx context.Context) error {
 	if !k.enter() {
 		return ErrClosed
@@ -527,8 +605,8 @@ func (k *Kafka) Ready(ctx context.Context) error {
 		run = make(chan struct{})
 		k.readyRun = run
 		k.topicMu.Lock()
-		topics := make([]string, 0, len(k.topics))
-		for t := range k.topics {
+		topics := make([]string, 0, len(k.used))
+		for t := range k.used {
 			topics = append(topics, t)
 		}
 		k.topicMu.Unlock()
@@ -536,6 +614,14 @@ func (k *Kafka) Ready(ctx context.Context) error {
 		go func() {
 			defer k.running.Done()
 			err := k.client.RefreshMetadata(topics...)
+			if isUnknownTopic(err) {
+				// Topics are gone: create them again, so that producers and consumers
+				// recover without a restart.
+				k.forget(topics...)
+				ctx, cancel := context.WithTimeout(k.closing, 30*time.Second)
+				err = k.ensureTopics(ctx, topics)
+				cancel()
+			}
 			k.readyMu.Lock()
 			k.readyErr, k.readyRun = err, nil
 			k.readyMu.Unlock()

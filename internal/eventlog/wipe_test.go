@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	logtesthook "github.com/sirupsen/logrus/hooks/test"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -231,4 +232,164 @@ func TestEmbeddedWipedLogStopsConsumer(t *testing.T) {
 			t.Fatalf("the stopped consumer applied %d records of the new log", applied)
 		}
 	})
+}
+
+// TestKafkaTopicsComeBack deletes a topic the log uses: Ready recreates it with the
+// configured partitions and recovers, Produce succeeds, a running consumer whose offset is
+// still valid (partition 1 at 0) goes on with the new topic's records without a restart,
+// and the one whose offset is past the new end (partition 0 at 3) stops.
+func TestKafkaTopicsComeBack(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := kafkaConfig(c.ListenAddrs(), 2)
+	cfg.Topics = []string{"back"}
+	k := newKafka(t, cfg)
+	// keyFor finds a key for partition p.
+	keyFor := func(p int32) []byte {
+		for i := 0; ; i++ {
+			if key := []byte(fmt.Sprint("k", i)); eventlog.PartitionFor(key, 2) == p {
+				return key
+			}
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := k.Produce(ctx, "back", eventlog.Message{Key: keyFor(0), Value: []byte("old")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := [2]chan eventlog.Record{make(chan eventlog.Record, 10), make(chan eventlog.Record, 10)}
+	for p := range int32(2) {
+		go func() {
+			_ = k.Consume(ctx, "back", p, 0, func(_ context.Context, recs []eventlog.Record) error { // ends with ctx
+				for _, r := range recs {
+					got[p] <- r
+				}
+				return nil
+			})
+		}()
+	}
+	for i := 0; i < 3; i++ {
+		<-got[0]
+	}
+	if err := newAdmin(t, c.ListenAddrs()).DeleteTopic("back"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		err := k.Ready(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, eventlog.ErrOffsetPastEnd) {
+			break // partition 0's consumer stopped: the topic is back
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Ready never recovered: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling with the test's deadline
+	}
+	parts, err := newAdmin(t, c.ListenAddrs()).DescribeTopics([]string{"back"})
+	if err != nil || len(parts) != 1 || len(parts[0].Partitions) != 2 {
+		t.Fatalf("recreated topic: %+v (%v), want 2 partitions", parts, err)
+	}
+	pos, err := k.Produce(ctx, "back", eventlog.Message{Key: keyFor(1), Value: []byte("new")})
+	if err != nil {
+		t.Fatalf("Produce after the topic was deleted: %v", err)
+	}
+	if pos[0].Partition != 1 || pos[0].Offset != 0 {
+		t.Fatalf("produced at %+v, want 1/0 in the new topic", pos[0])
+	}
+	select {
+	case r := <-got[1]:
+		if string(r.Value) != "new" {
+			t.Fatalf("partition 1 delivered %q", r.Value)
+		}
+	case <-ctx.Done():
+		t.Fatal("the running consumer of partition 1 never saw the new topic's record")
+	}
+	err = waitNotReady(ctx, t, k)
+	if !strings.Contains(err.Error(), "back/0") || strings.Contains(err.Error(), "back/1") {
+		t.Fatalf("Ready: %v, want back/0 stopped and back/1 running", err)
+	}
+}
+
+// TestKafkaProduceRecreatesTopic deletes a topic between two Produce calls, with no
+// consumer or readiness check to notice: the second call creates it again and succeeds.
+func TestKafkaProduceRecreatesTopic(t *testing.T) {
+	c := newCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	k := newKafka(t, kafkaConfig(c.ListenAddrs(), 1))
+	if _, err := k.Produce(ctx, "again", eventlog.Message{Value: []byte("0")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := newAdmin(t, c.ListenAddrs()).DeleteTopic("again"); err != nil {
+		t.Fatal(err)
+	}
+	pos, err := k.Produce(ctx, "again", eventlog.Message{Value: []byte("1")})
+	if err != nil {
+		t.Fatalf("Produce after the topic was deleted: %v", err)
+	}
+	if pos[0].Offset != 0 {
+		t.Fatalf("produced at offset %d, want 0 in the new topic", pos[0].Offset)
+	}
+}
+
+// TestKafkaInMemoryBrokerRestart restarts a broker that keeps nothing: Produce recreates
+// the topic by itself, and the consumer whose offset was past the new topic's first record
+// stops (the topic ID changed) instead of handing over the records after it.
+func TestKafkaInMemoryBrokerRestart(t *testing.T) {
+	port := freePort(t)
+	start := func() *kfake.Cluster {
+		c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := start()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cfg := kafkaConfig(c.ListenAddrs(), 1)
+	cfg.Topics = []string{"mem"}
+	k := newKafka(t, cfg)
+	if _, err := k.Produce(ctx, "mem", eventlog.Message{Value: []byte("0")}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan eventlog.Record, 10)
+	go func() {
+		_ = k.Consume(ctx, "mem", 0, 0, func(_ context.Context, recs []eventlog.Record) error { // ends with ctx
+			for _, r := range recs {
+				got <- r
+			}
+			return nil
+		})
+	}()
+	<-got
+	c.Close()
+	c = start()
+	defer c.Close()
+	for {
+		_, err := k.Produce(ctx, "mem", eventlog.Message{Value: []byte("new")})
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Produce never recovered: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond) // the broker restarts: polling with the test's deadline
+	}
+	// The consumer waits at offset 1 of the new topic; the next record there is the first
+	// it could be handed, past the new record 0 it never saw.
+	if _, err := k.Produce(ctx, "mem", eventlog.Message{Value: []byte("newer")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitNotReady(ctx, t, k); !strings.Contains(err.Error(), "mem/0") {
+		t.Fatalf("Ready: %v", err)
+	}
+	select {
+	case r := <-got:
+		t.Fatalf("the consumer past the new end delivered offset %d (%q)", r.Offset, r.Value)
+	default:
+	}
 }
