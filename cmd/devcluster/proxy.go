@@ -69,6 +69,8 @@ type clusterStatus struct {
 	Partitions int32        `json:"partitions"`
 	Shards     int          `json:"shards"`
 	Processes  []procStatus `json:"processes"`
+	// Broker is the Kafka-protocol broker's process (ready while it runs).
+	Broker procStatus `json:"broker"`
 }
 
 type procStatus struct {
@@ -97,6 +99,9 @@ func (p *proxy) status(r *http.Request) clusterStatus {
 	for _, ps := range st.Processes {
 		st.Ready = st.Ready && ps.Ready
 	}
+	pid, starts := p.c.broker.pid()
+	st.Broker = procStatus{Name: p.c.broker.name, Component: p.c.broker.component, PID: pid, Starts: starts, Ready: pid != 0}
+	st.Ready = st.Ready && st.Broker.Ready
 	return st
 }
 
