@@ -2,14 +2,17 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
 // proxy is the front proxy, plus devcluster's own endpoints: /health, /ready (every
@@ -35,7 +38,7 @@ func newProxy(c *cluster) *proxy {
 		p.targets[name] = &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
 			r.SetXForwarded()
-		}}
+		}, ErrorHandler: proxyError}
 	}
 	return p
 }
@@ -103,6 +106,23 @@ func (p *proxy) status(r *http.Request) clusterStatus {
 	st.Broker = procStatus{Name: p.c.broker.name, Component: p.c.broker.component, PID: pid, Starts: starts, Ready: pid != 0}
 	st.Ready = st.Ready && st.Broker.Ready
 	return st
+}
+
+// proxyError answers a request the component could not serve with a Matrix error, not
+// ReverseProxy's empty 502: 503 with Retry-After while the component refuses connections
+// (down or restarting, as the supervisor starts it again), 502 for any other failure.
+func proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		e := matrixerr.Unavailable(time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt((e.RetryAfterMS+999)/1000, 10))
+		writeJSON(w, e.Status, e)
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	writeJSON(w, http.StatusBadGateway, matrixerr.BadGateway("the server could not answer, retry later"))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
