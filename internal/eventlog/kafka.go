@@ -54,6 +54,8 @@ type Kafka struct {
 	admin    sarama.ClusterAdmin
 	producer sarama.SyncProducer
 	consumer sarama.Consumer
+	// producerMu guards producer, which renewProducer replaces.
+	producerMu sync.RWMutex
 	// fetchClient carries the consumers' fetches on connections of their own: a fetch
 	// long-polls for up to Consumer.MaxWaitTime, and on a connection shared with the producer
 	// (one request in flight, for the idempotent producer's order) every Produce would wait
@@ -430,13 +432,22 @@ func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]P
 		}
 		pms[i] = pm
 	}
-	err = k.producer.SendMessages(pms)
+	producer := k.currentProducer()
+	err = producer.SendMessages(pms)
 	if isUnknownTopic(producedErr(err)) {
 		// The topic is gone (deleted, or the brokers restarted without their data):
 		// create it again and send once more. Nothing of this call was stored.
 		k.forget(topic)
 		if _, err = k.ensureTopic(ctx, topic); err == nil {
-			err = k.producer.SendMessages(pms)
+			err = producer.SendMessages(pms)
+		}
+	}
+	if isLostProducerState(producedErr(err)) {
+		// The idempotent producer's sequence numbers belong to partitions that are gone: a
+		// recreated partition refuses them. A new producer (a new producer ID) starts again.
+		producer, err = k.renewProducer(producer)
+		if err == nil {
+			err = producer.SendMessages(pms)
 		}
 	}
 	k.cfg.Metrics.produced(topic, time.Since(start))
@@ -448,6 +459,42 @@ func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]P
 		pos[i] = Position{Partition: pm.Partition, Offset: pm.Offset}
 	}
 	return pos, nil
+}
+
+// isLostProducerState reports whether the brokers refused the idempotent producer's
+// sequence numbers because they no longer know its state for the partition.
+func isLostProducerState(err error) bool {
+	return errors.Is(err, sarama.ErrOutOfOrderSequenceNumber) || errors.Is(err, sarama.ErrUnknownProducerID)
+}
+
+// currentProducer is the producer Produce sends with.
+func (k *Kafka) currentProducer() sarama.SyncProducer {
+	k.producerMu.RLock()
+	defer k.producerMu.RUnlock()
+	return k.producer
+}
+
+// renewProducer replaces failed, unless another call replaced it already, with a new
+// idempotent producer on the same connection, and returns the current one. The old one is
+// closed once the calls sending with it return.
+func (k *Kafka) renewProducer(failed sarama.SyncProducer) (sarama.SyncProducer, error) {
+	k.producerMu.Lock()
+	defer k.producerMu.Unlock()
+	if k.producer != failed {
+		return k.producer, nil
+	}
+	p, err := sarama.NewSyncProducerFromClient(k.client)
+	if err != nil {
+		return nil, fmt.Errorf("new kafka producer: %w", err)
+	}
+	k.producer = p
+	k.log.Warn("kafka producer state lost (partition recreated); producing with a new producer id")
+	k.running.Add(1)
+	go func() {
+		defer k.running.Done()
+		_ = failed.Close() // its batches failed; closing only frees it
+	}()
+	return p, nil
 }
 
 // producedErr is the cause of a SendMessages error: the first record's error.

@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -19,7 +21,11 @@ type Input struct {
 
 // InputRoomEvents produces the events and waits for their results.
 func (in *Input) InputRoomEvents(ctx context.Context, req *InputRoomEventsRequest) (*InputRoomEventsResponse, error) {
-	value, err := json.Marshal(req.Input)
+	msg := req.Input
+	id := make([]byte, 16)
+	_, _ = rand.Read(id) // crypto/rand never fails on Linux
+	msg.MessageID = hex.EncodeToString(id)
+	value, err := json.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encode input for %s: %w", req.Input.RoomID, err)
 	}
@@ -27,7 +33,7 @@ func (in *Input) InputRoomEvents(ctx context.Context, req *InputRoomEventsReques
 	if err != nil {
 		return nil, fmt.Errorf("produce input for %s: %w", req.Input.RoomID, err)
 	}
-	res, err := in.Wait.QueryInputResult(ctx, &QueryInputResultRequest{Partition: pos[0].Partition, Offset: pos[0].Offset})
+	res, err := in.Wait.QueryInputResult(ctx, &QueryInputResultRequest{Partition: pos[0].Partition, Offset: pos[0].Offset, MessageID: msg.MessageID})
 	if err != nil {
 		return nil, fmt.Errorf("wait for input of %s: %w", req.Input.RoomID, err)
 	}
