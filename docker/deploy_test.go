@@ -982,7 +982,32 @@ func checkNginx(src string, cfg *config.Dendrite, cpuLimit int) []string {
 			p = append(p, "nginx.conf: does not pass the "+h+" header")
 		}
 	}
+	p = append(p, checkNginxCORS(r.server)...)
 	sort.Strings(p)
+	return p
+}
+
+// checkNginxCORS checks that every answer nginx makes itself (a return inside a location's
+// if, for a path no process serves) carries the spec's CORS headers, as the components'
+// own answers do: a browser client otherwise sees a network error instead of the 404.
+func checkNginxCORS(server *directive) []string {
+	var p []string
+	for _, loc := range find(server.children, "location") {
+		for _, cond := range find(loc.children, "if") {
+			if len(find(cond.children, "return")) == 0 {
+				continue
+			}
+			added := map[string]bool{}
+			for _, h := range find(cond.children, "add_header") {
+				added[strings.ToLower(h.args[0])] = true
+			}
+			for _, h := range []string{"access-control-allow-origin", "access-control-allow-methods", "access-control-allow-headers"} {
+				if !added[h] {
+					p = append(p, fmt.Sprintf("nginx.conf: location %v answers without the %s header", loc.args, h))
+				}
+			}
+		}
+	}
 	return p
 }
 
@@ -1070,7 +1095,10 @@ func TestNginxCheckCanFail(t *testing.T) {
 			return strings.Replace(s, "worker_processes 1;", "worker_processes auto;", 1)
 		},
 		"sync timeout": func(s string) string { return strings.Replace(s, "proxy_read_timeout 180s;", "", 1) },
-		"unbalanced":   func(s string) string { return strings.Replace(s, "}", "", 1) },
+		"404 without CORS": func(s string) string {
+			return strings.Replace(s, "add_header Access-Control-Allow-Origin \"*\" always;", "", 1)
+		},
+		"unbalanced": func(s string) string { return strings.Replace(s, "}", "", 1) },
 		"metrics routed": func(s string) string {
 			return strings.Replace(s, "\"~^/_synapse/\" clientapi;", "\"~^/_synapse/\" clientapi;\n        \"~^/metrics\" clientapi;", 1)
 		},
@@ -1211,6 +1239,7 @@ func decodeStrict(b []byte, v any) error {
 var apiTypes = map[string]func() any{
 	"v1/Service":                         func() any { return &corev1.Service{} },
 	"v1/ConfigMap":                       func() any { return &corev1.ConfigMap{} },
+	"v1/PersistentVolumeClaim":           func() any { return &corev1.PersistentVolumeClaim{} },
 	"apps/v1/Deployment":                 func() any { return &appsv1.Deployment{} },
 	"apps/v1/StatefulSet":                func() any { return &appsv1.StatefulSet{} },
 	"networking.k8s.io/v1/NetworkPolicy": func() any { return &networkingv1.NetworkPolicy{} },
@@ -2172,7 +2201,7 @@ func TestDocsMatchTheCode(t *testing.T) {
 			d[deployDoc] = strings.Replace(d[deployDoc], "| | | 7777 |", "| | | 7779 |", 1)
 		},
 		"proxy waits for less": func(d map[string]string) {
-			d[deployDoc] = strings.Replace(d[deployDoc], "the proxy waits for clientapi,\nsyncapi and federationapi", "the proxy waits for clientapi and syncapi", 1)
+			d[deployDoc] = strings.Replace(d[deployDoc], "the proxy waits for clientapi,\nsyncapi, federationapi and mediaapi", "the proxy waits for clientapi and syncapi", 1)
 		},
 	} {
 		broken := maps.Clone(docs)

@@ -6,6 +6,7 @@ import (
 	"math"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/matrix-org/dendrite/eduserver"
 	"github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/userapi"
@@ -101,14 +103,20 @@ func TestSendToDeviceOnceAndExpanded(t *testing.T) {
 		req.TxnID = "t2"
 		req.Messages = map[string]map[string]json.RawMessage{"@b:x": {"D1": json.RawMessage(`{"n":3}`)}}
 		must(t, in.InputSendToDevice(ctx, req))
-		toDevice.Wait(t, 4, 5*time.Second)
-		time.Sleep(300 * time.Millisecond) // a duplicate would arrive by now
-		recs := toDevice.Wait(t, 4, time.Second)
+		// A marker from the same sender, so on the same input partition: once its output is
+		// there, the inputs before it were processed and any duplicate of theirs written.
+		req.TxnID = "marker"
+		req.Messages = map[string]map[string]json.RawMessage{"@c:remote": {"R": json.RawMessage(`"marker"`)}}
+		must(t, in.InputSendToDevice(ctx, req))
+		toDevice.Until(t, 5*time.Second, func(rec eventlog.Record) bool { return strings.Contains(string(rec.Value), `"marker"`) })
 		var got []string
 		ids := map[string]bool{}
-		for _, rec := range recs {
+		for _, rec := range toDevice.Settled(t, 5*time.Second) {
 			var o api.OutputSendToDeviceEvent
 			must(t, json.Unmarshal(rec.Value, &o))
+			if string(o.Content) == `"marker"` {
+				continue
+			}
 			got = append(got, o.UserID+"/"+o.DeviceID+"="+string(o.Content))
 			ids[o.MessageID] = true
 		}

@@ -86,13 +86,13 @@ func TestReceiveEDUs(t *testing.T) {
 	})
 }
 
-// decodeOne waits for the first record on f, decodes it into v, and fails if more than one
-// arrives.
+// decodeOne decodes the one record on f into v, and fails if there is another. The
+// transaction's EDUs are written before /send answers, so once it has answered every record
+// they made is in the log and Settled holds it.
 func decodeOne(t *testing.T, f *test.Follow, v any) {
 	t.Helper()
-	recs := f.Wait(t, 1, 5*time.Second)
-	time.Sleep(100 * time.Millisecond) // a second record would be there by now
-	if recs = f.Wait(t, 1, time.Second); len(recs) != 1 {
+	recs := f.Settled(t, 5*time.Second)
+	if len(recs) != 1 {
 		t.Fatalf("%d records, want 1", len(recs))
 	}
 	if err := json.Unmarshal(recs[0].Value, v); err != nil {

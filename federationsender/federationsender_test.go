@@ -3,6 +3,7 @@ package federationsender_test
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -90,9 +91,12 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 		if !slices.Equal(gotB[len(want):], []string{kick.EventID(), after.EventID()}) {
 			t.Fatalf("B got %v after the first batch", gotB[len(want):])
 		}
-		gotC := ts.c.waitPDUs(len(want)+1, 10*time.Second)
-		time.Sleep(200 * time.Millisecond) // anything wrongly queued for C would have arrived
-		gotC, _ = ts.c.received()
+		// B got "after", so it was queued for every destination it went to. A to-device
+		// message for C queued now is sent with or after anything queued for C before it.
+		produceJSON(t, log, eduapi.TopicOutputSendToDeviceEvent, cUser, eduapi.OutputSendToDeviceEvent{MessageID: "marker",
+			Sender: ts.a.user("a"), Type: "m.test", UserID: cUser, DeviceID: "DEV", Content: json.RawMessage(`{}`)})
+		ts.c.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.direct_to_device", `"marker"`) })
+		gotC, _ := ts.c.received()
 		if !slices.Equal(gotC[len(want):], []string{kick.EventID()}) {
 			t.Fatalf("C got %v after the first batch, want only the kick", gotC[len(want):])
 		}
@@ -133,10 +137,13 @@ func TestDownDestinationGetsQueueAfterRestart(t *testing.T) {
 		snd.stop()
 		snd.start()
 		ts.b.down.Store(false)
-		got := ts.b.waitPDUs(len(sent), 15*time.Second)
-		time.Sleep(100 * time.Millisecond)
-		got, _ = ts.b.received()
-		if want := eventIDs(sent); !slices.Equal(got, want) {
+		ts.b.waitPDUs(len(sent), 15*time.Second)
+		// A marker queued now is sent after everything queued before it, resent
+		// transactions included: once B has it, B has all it will ever get of the others.
+		marker := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "marker"})
+		produceEvents(t, log, marker)
+		got := ts.b.waitPDUs(len(sent)+1, 15*time.Second)
+		if want := append(eventIDs(sent), marker.EventID()); !slices.Equal(got, want) {
 			t.Fatalf("B got %d PDUs, want the %d sent, once each, in order", len(got), len(want))
 		}
 	})
@@ -184,7 +191,9 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 func TestEDUs(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ts := newThreeServers(t)
-		log := test.EmbeddedLog(t, 4)
+		// One partition: each topic's records are consumed in the order written, so markers
+		// written last are sent after everything before them.
+		log := test.EmbeddedLog(t, 1)
 		newSender(t, ts.a, db, log, ts.rooms, testSenderConfig())
 		a, b := ts.a.user("a"), ts.b.user("b")
 		later := time.Now().Add(time.Minute).UnixMilli()
@@ -210,16 +219,34 @@ func TestEDUs(t *testing.T) {
 			`m.receipt {"` + ts.roomID + `":{"m.read":{"` + a + `":{"data":{"ts":2},"event_ids":["$public"]}}}}`,
 			`m.direct_to_device {"message_id":"m1","messages":{"` + b + `":{"DEV":{"x":1}}},"sender":"` + a + `","type":"m.test"}`,
 		}
-		edus := ts.b.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool {
-			return len(edus) >= len(want)+1
-		})
-		time.Sleep(200 * time.Millisecond) // anything more would arrive
-		_, edus = ts.b.received()
+		// A marker on every topic; once a server has them all, it has every EDU it will get.
+		c := ts.c.user("c")
+		produceJSON(t, log, eduapi.TopicOutputTypingEvent, ts.roomID, eduapi.OutputTypingEvent{RoomID: ts.roomID,
+			Users: []eduapi.TypingUser{{UserID: a, ExpiresTS: later}}})
+		produceJSON(t, log, receiptapi.TopicOutputReceiptEvent, ts.roomID, receiptapi.OutputReceiptEvent{RoomID: ts.roomID, UserID: a,
+			Type: receiptapi.ReceiptRead, EventID: "$marker", TS: 9})
+		produceJSON(t, log, presenceapi.TopicOutputPresenceEvent, a, presenceapi.OutputPresenceEvent{Presence: presenceapi.Presence{
+			UserID: a, Presence: presenceapi.Unavailable, LastActiveTS: time.Now().UnixMilli()}})
+		for _, u := range []string{b, c} {
+			produceJSON(t, log, eduapi.TopicOutputSendToDeviceEvent, u, eduapi.OutputSendToDeviceEvent{MessageID: "marker", Sender: a,
+				Type: "m.test", UserID: u, DeviceID: "DEV", Content: json.RawMessage(`{}`)})
+		}
+		allMarkers := func(edus []gomatrixserverlib.EDU) bool {
+			return hasEDU(edus, "m.typing", `"typing":true`) && hasEDU(edus, "m.receipt", "$marker") &&
+				hasEDU(edus, "m.presence", presenceapi.Unavailable) && hasEDU(edus, "m.direct_to_device", `"marker"`)
+		}
+		isMarker := func(e gomatrixserverlib.EDU) bool {
+			return strings.Contains(string(e.Content), "marker") || strings.Contains(string(e.Content), presenceapi.Unavailable)
+		}
+		edus := ts.b.waitEDUs(10*time.Second, allMarkers)
 		var got []string
 		var presence []gomatrixserverlib.EDU
 		for _, e := range edus {
 			if e.Origin != string(ts.a.name) || e.Destination != string(ts.b.name) {
 				t.Fatalf("EDU from %q to %q", e.Origin, e.Destination)
+			}
+			if isMarker(e) {
+				continue
 			}
 			if e.Type == "m.presence" {
 				presence = append(presence, e)
@@ -228,6 +255,13 @@ func TestEDUs(t *testing.T) {
 			got = append(got, e.Type+" "+string(e.Content))
 		}
 		// Topics are consumed independently: compare each kind in order.
+		// The typing marker is a's second start, the last typing EDU: leave it out.
+		for i := len(got) - 1; i >= 0; i-- {
+			if strings.HasPrefix(got[i], "m.typing ") {
+				got = slices.Delete(got, i, i+1)
+				break
+			}
+		}
 		for _, kind := range []string{"m.typing", "m.receipt", "m.direct_to_device"} {
 			if !slices.Equal(filter(got, kind), filter(want, kind)) {
 				t.Fatalf("B's %s EDUs:\n%v\nwant:\n%v", kind, filter(got, kind), filter(want, kind))
@@ -235,15 +269,24 @@ func TestEDUs(t *testing.T) {
 		}
 		checkPresence(t, presence, a)
 		// C shares the room: typing, receipt and presence, but no to-device message.
-		cEDUs := ts.c.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool { return len(edus) >= 4 })
 		var types []string
-		for _, e := range cEDUs {
-			types = append(types, e.Type)
+		for _, e := range ts.c.waitEDUs(10*time.Second, allMarkers) {
+			if !isMarker(e) {
+				types = append(types, e.Type)
+			}
 		}
 		slices.Sort(types)
-		if !slices.Equal(types, []string{"m.presence", "m.receipt", "m.typing", "m.typing"}) {
+		// Three typing EDUs: a starts, stops, and starts again (the marker).
+		if !slices.Equal(types, []string{"m.presence", "m.receipt", "m.typing", "m.typing", "m.typing"}) {
 			t.Fatalf("C got %v", types)
 		}
+	})
+}
+
+// hasEDU reports whether one of edus is of type typ with content containing substr.
+func hasEDU(edus []gomatrixserverlib.EDU, typ, substr string) bool {
+	return slices.ContainsFunc(edus, func(e gomatrixserverlib.EDU) bool {
+		return e.Type == typ && strings.Contains(string(e.Content), substr)
 	})
 }
 

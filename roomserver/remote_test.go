@@ -446,3 +446,43 @@ func TestRedactionsInAnyOrder(t *testing.T) {
 		}
 	})
 }
+
+// Events from another server whose type, state key or sender hold NUL are rejected before
+// anything is looked up: PostgreSQL refuses such text even in a query, so one of them used
+// to fail its batch for ever there (and stall the partition), while SQLite stored it. The
+// same events are rejected on both engines, and the room's next event is accepted.
+func TestUnstorableIdentifiersRejected(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice := "@alice:" + remoteServer
+		r := newRemoteRoom(t, alice)
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room", h.submitRemote(r.RoomID, r.Version, in...))
+		auth := r.pdus(r.create, r.pl, r.aliceJoin)
+		bad := []gomatrixserverlib.PDU{
+			r.Event(alice, "m.x\x00y", roomtest.StateKey(""), map[string]string{"a": "b"}, 5, r.pdus(r.jr), auth),
+			r.Event(alice, "m.x", roomtest.StateKey("a\x00"), map[string]string{"a": "b"}, 5, r.pdus(r.jr), auth),
+			r.Event(alice, "m.x\x00", nil, map[string]string{"a": "b"}, 5, r.pdus(r.jr), auth),
+			r.Event(alice, spec.MRoomMember, roomtest.StateKey("@b\x00:"+remoteServer), map[string]string{"membership": "invite"}, 5, r.pdus(r.jr), auth),
+		}
+		good := r.Event(alice, "m.room.message", nil, map[string]string{"body": "after"}, 5, r.pdus(r.jr), auth)
+		in = nil
+		for _, ev := range append(bad, good) {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		res := h.submitRemote(r.RoomID, r.Version, in...)
+		for i := range bad {
+			if res[i].Err == nil || res[i].Err.Code != "M_BAD_JSON" || res[i].EventID != bad[i].EventID() {
+				t.Errorf("event %d with NUL: %+v", i, res[i])
+			}
+		}
+		wantOK(t, "the event after them", res[len(bad):])
+		if got := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.x"}); len(got) != 0 {
+			t.Fatalf("a rejected state event is in the room's state: %v", got)
+		}
+	})
+}

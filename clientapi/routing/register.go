@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -27,10 +29,12 @@ type registerRequest struct {
 	DeviceID                 *string `json:"device_id"`
 	InitialDeviceDisplayName *string `json:"initial_device_display_name"`
 	InhibitLogin             bool    `json:"inhibit_login"`
-	Auth                     *struct {
-		Type    string `json:"type"`
-		Session string `json:"session"`
-	} `json:"auth"`
+}
+
+// registerAuth is the auth object of a registration request.
+type registerAuth struct {
+	Type    string `json:"type"`
+	Session string `json:"session"`
 }
 
 // loginResponse is the body of a successful registration or login.
@@ -63,59 +67,136 @@ func checkPassword(password string) error {
 	return nil
 }
 
-// Register is POST /register. Everything a request could fail on is checked before the
-// account is created, so a refused request stores nothing. The only UIA stage is
-// m.login.dummy, which proves nothing: sessions therefore carry no server-side state and
-// any session the client echoes is accepted, which also works across several clientapi
-// processes.
+// Register is POST /register, behind User-Interactive Authentication whose only stage is
+// m.login.dummy. A request without an auth type starts a session (401 with the flows and
+// the session ID); the session keeps that request's parameters, and later requests of the
+// session use them, filling in only what the first left out. Everything a request could fail
+// on is checked before the account is created, so a refused request stores nothing.
+// Repeating the completing request of a session registers nobody new: it answers with the
+// same user ID (and a new login unless inhibit_login).
 func (a *Accounts) Register(r *http.Request) (httputil.Response, error) {
 	switch r.URL.Query().Get("kind") {
 	case "", "user":
 	case "guest":
-		// Guest access is an optional module; it is not offered because the room endpoints
-		// do not enforce the limits the spec sets for guests.
-		return httputil.Response{}, matrixerr.GuestAccessForbidden("guest access is not available on this server")
+		// The spec's answer for a kind of account the server does not permit is 403
+		// M_FORBIDDEN. Guest access is an optional module; it is not offered yet, whatever
+		// client_api.guests_disabled says, because the room endpoints do not enforce the
+		// limits the spec sets for guests (setup warns when the key asks for guests).
+		if a.Cfg.GuestsDisabled {
+			return httputil.Response{}, matrixerr.Forbidden("guest registration is disabled on this server")
+		}
+		return httputil.Response{}, matrixerr.Forbidden("guest access is not available on this server")
 	default:
 		return httputil.Response{}, matrixerr.InvalidParam("kind must be user or guest")
 	}
 	if a.Cfg.RegistrationDisabled {
 		return httputil.Response{}, matrixerr.Forbidden("registration is disabled")
 	}
-	var req registerRequest
-	if err := httputil.DecodeJSON(r, &req); err != nil {
+	var params map[string]json.RawMessage
+	if err := httputil.DecodeJSON(r, &params); err != nil {
 		return httputil.Response{}, err
 	}
-	if err := checkPassword(req.Password); err != nil {
-		return httputil.Response{}, err
-	}
-	if err := checkDeviceID(req.DeviceID); err != nil {
-		return httputil.Response{}, err
-	}
-	if req.Username != "" {
-		if err := a.checkAvailable(r.Context(), req.Username); err != nil {
-			return httputil.Response{}, err
+	var auth registerAuth
+	if raw, ok := params["auth"]; ok {
+		if err := json.Unmarshal(raw, &auth); err != nil {
+			return httputil.Response{}, matrixerr.BadJSON("auth is not an authentication object")
 		}
+		delete(params, "auth")
 	}
-	if req.Auth == nil || req.Auth.Type == "" {
-		session, err := randomHex(16)
-		if err != nil {
-			return httputil.Response{}, err
+	sess := a.registerSessions.get(auth.Session)
+	if sess != nil {
+		sess.mu.Lock()
+		defer sess.mu.Unlock()
+		params = withDefaults(sess.params, params)
+	}
+	var req registerRequest
+	if err := decodeParams(params, &req); err != nil {
+		return httputil.Response{}, err
+	}
+	req.Username = strings.ToLower(req.Username)
+	if auth.Type == authTypeDummy && sess != nil && sess.userID != "" {
+		return a.registered(r, sess.userID, &req)
+	}
+	if err := a.checkRegisterRequest(r.Context(), &req); err != nil {
+		return httputil.Response{}, err
+	}
+	if auth.Type == "" {
+		session := auth.Session
+		if sess == nil {
+			var err error
+			if session, err = a.registerSessions.start(params); err != nil {
+				return httputil.Response{}, err
+			}
 		}
 		return httputil.Response{Status: http.StatusUnauthorized, Body: uiaResponse{
 			Flows: []uiaFlow{{Stages: []string{authTypeDummy}}}, Params: map[string]any{}, Session: session,
 		}}, nil
 	}
-	if req.Auth.Type != authTypeDummy {
-		return httputil.Response{}, matrixerr.BadRequest("unsupported authentication type " + req.Auth.Type)
+	if auth.Type != authTypeDummy {
+		return httputil.Response{}, matrixerr.BadRequest("unsupported authentication type " + auth.Type)
+	}
+	if err := checkPassword(req.Password); err != nil {
+		return httputil.Response{}, err
 	}
 	acc, err := a.createAccount(r.Context(), req.Username, req.Password, uapi.AccountTypeUser)
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	if req.InhibitLogin {
-		return httputil.OK(loginResponse{UserID: acc.UserID}), nil
+	if sess != nil {
+		sess.userID = acc.UserID
 	}
-	return a.loginDevice(r, acc.Localpart, req.DeviceID, req.InitialDeviceDisplayName)
+	return a.registered(r, acc.UserID, &req)
+}
+
+// withDefaults is a session's parameters completed by those of a later request that the
+// session lacks.
+func withDefaults(session, later map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(session)+len(later))
+	for k, v := range later {
+		out[k] = v
+	}
+	for k, v := range session {
+		out[k] = v
+	}
+	return out
+}
+
+// decodeParams decodes a registration request's parameters into req.
+func decodeParams(params map[string]json.RawMessage, req *registerRequest) error {
+	b, err := json.Marshal(params)
+	if err != nil {
+		return err
+	}
+	if err = json.Unmarshal(b, req); err != nil {
+		return matrixerr.BadJSON("the registration parameters have the wrong types")
+	}
+	return nil
+}
+
+// checkRegisterRequest checks the parameters a request gives (the password is required only
+// by the request that completes authentication).
+func (a *Accounts) checkRegisterRequest(ctx context.Context, req *registerRequest) error {
+	if req.Password != "" {
+		if err := checkPassword(req.Password); err != nil {
+			return err
+		}
+	}
+	if err := checkDeviceID(req.DeviceID); err != nil {
+		return err
+	}
+	if req.Username != "" {
+		return a.checkAvailable(ctx, req.Username)
+	}
+	return nil
+}
+
+// registered answers a completed registration of userID: a login on a new device, or the
+// user ID alone with inhibit_login.
+func (a *Accounts) registered(r *http.Request, userID string, req *registerRequest) (httputil.Response, error) {
+	if req.InhibitLogin {
+		return httputil.OK(loginResponse{UserID: userID}), nil
+	}
+	return a.loginDevice(r, localpartOf(userID), req.DeviceID, req.InitialDeviceDisplayName)
 }
 
 // checkDeviceID bounds client-chosen device IDs (the userapi checks too, but only after

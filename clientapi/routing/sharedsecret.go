@@ -5,6 +5,7 @@ import (
 	"crypto/sha1" // nolint: gosec // the shared-secret protocol (Synapse, sytest) fixes HMAC-SHA1
 	"encoding/hex"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -132,6 +133,9 @@ func (a *Accounts) SharedSecretRegister(r *http.Request) (httputil.Response, err
 	if err = checkPassword(req.Password); err != nil {
 		return httputil.Response{}, err
 	}
+	// The MAC covers the username as sent; the account's localpart is its lower case, as
+	// with /register.
+	req.Username = strings.ToLower(req.Username)
 	if err = a.checkAvailable(r.Context(), req.Username); err != nil {
 		return httputil.Response{}, err
 	}

@@ -44,9 +44,7 @@ func sendRetrying(ctx context.Context, c *mautrix.Client, roomID id.RoomID, body
 }
 
 // timelineOf is the room's message events as the member sees them by incremental sync from
-// since. A limited timeline (a sync returns at most syncapi's MaxFilterLimit events) is
-// completed by paging back with /messages to the events already seen (the room's messages
-// are all the test's).
+// since, a limited timeline's gap filled by /messages.
 func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID id.RoomID, want int) []*event.Event {
 	t.Helper()
 	var msgs []*event.Event
@@ -56,17 +54,20 @@ func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID 
 		if err != nil {
 			t.Fatalf("%s syncs: %v", c.UserID, err)
 		}
-		since = res.NextBatch
 		if room := res.Rooms.Join[roomID]; room != nil {
+			events := room.Timeline.Events
 			if room.Timeline.Limited {
-				msgs = append(msgs, pageBack(t, c, roomID, room.Timeline.PrevBatch, msgs)...)
+				// More arrived than a timeline holds (the server caps its limit, docs/limits.md):
+				// fill the gap as a client does, back from prev_batch to the previous since.
+				events = append(gapOf(t, c, roomID, room.Timeline.PrevBatch, since), events...)
 			}
-			for _, e := range room.Timeline.Events {
+			for _, e := range events {
 				if e.Type == event.EventMessage {
 					msgs = append(msgs, e)
 				}
 			}
 		}
+		since = res.NextBatch
 		if time.Now().After(deadline) {
 			t.Fatalf("%s sees %d of %d messages", c.UserID, len(msgs), want)
 		}
@@ -74,36 +75,24 @@ func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID 
 	return msgs
 }
 
-// pageBack is the room's message events before from, oldest first, back to the last of
-// have (or the room's start).
-func pageBack(t *testing.T, c *mautrix.Client, roomID id.RoomID, from string, have []*event.Event) []*event.Event {
+// gapOf is a limited timeline's gap, oldest first: the room's events from the sync position
+// since up to prevBatch, paged back with /messages.
+func gapOf(t *testing.T, c *mautrix.Client, roomID id.RoomID, prevBatch, since string) []*event.Event {
 	t.Helper()
-	var stop id.EventID
-	if len(have) > 0 {
-		stop = have[len(have)-1].ID
-	}
-	var older []*event.Event
-	for from != "" {
-		res, err := c.Messages(context.Background(), roomID, from, "", mautrix.DirectionBackward, nil, 1000)
+	var gap []*event.Event
+	for from := prevBatch; from != ""; {
+		res, err := c.Messages(context.Background(), roomID, from, since, mautrix.DirectionBackward, nil, 1000)
 		if err != nil {
 			t.Fatalf("%s pages back: %v", c.UserID, err)
-		}
-		for _, e := range res.Chunk {
-			if e.ID == stop {
-				slices.Reverse(older)
-				return older
-			}
-			if e.Type == event.EventMessage {
-				older = append(older, e)
-			}
 		}
 		if len(res.Chunk) == 0 {
 			break
 		}
+		gap = append(gap, res.Chunk...)
 		from = res.End
 	}
-	slices.Reverse(older)
-	return older
+	slices.Reverse(gap)
+	return gap
 }
 
 // TestPolylithShardCrash kills, with SIGKILL, first the roomserver shard that owns a room
@@ -180,7 +169,7 @@ func faultRun(t *testing.T, d *devcluster, disrupt func(ctx context.Context, own
 		t.Fatal(err)
 	}
 	roomID := created.RoomID
-	filter := &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 5000}}}
+	filter := &mautrix.Filter{Room: &mautrix.RoomFilter{Timeline: &mautrix.FilterPart{Limit: 1000}}}
 	filterIDs, since := make([]string, len(members)), make([]string, len(members))
 	for i, m := range members {
 		if i > 0 {

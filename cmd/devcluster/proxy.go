@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
+	dhttputil "github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
@@ -33,7 +34,8 @@ func newProxy(c *cluster) *proxy {
 		MaxIdleConnsPerHost: 500,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	for name, addr := range map[string]string{proxyroute.ClientAPI: c.cfg.ClientAPI.Listen, proxyroute.SyncAPI: c.cfg.SyncAPI.Listen, proxyroute.FederationAPI: c.cfg.FederationAPI.Listen} {
+	for name, addr := range map[string]string{proxyroute.ClientAPI: c.cfg.ClientAPI.Listen, proxyroute.SyncAPI: c.cfg.SyncAPI.Listen, proxyroute.FederationAPI: c.cfg.FederationAPI.Listen,
+		proxyroute.MediaAPI: c.cfg.MediaAPI.Listen} {
 		target := &url.URL{Scheme: "http", Host: addr}
 		p.targets[name] = &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
@@ -60,7 +62,7 @@ func (p *proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The escaped path, as the components' routers match it (proxyroute).
 	target := p.targets[proxyroute.Route(r.URL.EscapedPath())]
 	if target == nil {
-		writeJSON(w, http.StatusNotFound, map[string]string{"errcode": "M_UNRECOGNIZED", "error": "unrecognized request"})
+		dhttputil.UnknownEndpoint(w, r)
 		return
 	}
 	target.ServeHTTP(w, r)
@@ -127,6 +129,7 @@ func proxyError(w http.ResponseWriter, r *http.Request, err error) {
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, _ := json.Marshal(v) // plain data always encodes
+	dhttputil.SetCORS(w.Header())
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(b) // the caller may have gone

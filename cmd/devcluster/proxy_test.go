@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"strings"
 	"testing"
 
@@ -20,6 +21,8 @@ import (
 var proxyCases = map[string]string{
 	"/_matrix/client/v3/sync":                                 proxyroute.SyncAPI,
 	"/_matrix/client/r0/sync?since=s1&timeout=30000":          proxyroute.SyncAPI,
+	"/_matrix/client/r0/events?from=s1&timeout=30000":         proxyroute.SyncAPI,
+	"/_matrix/client/v3/events/$e%3Ab":                        proxyroute.ClientAPI,
 	"/_matrix/client/v3/rooms/!a%3Ab/messages":                proxyroute.SyncAPI,
 	"/_matrix/client/v3/rooms/!a%2Fb%3Ab/messages":            proxyroute.SyncAPI,
 	"/_matrix/client/v3/rooms/!a%2Fb%3Ab/messages?dir=b":      proxyroute.SyncAPI,
@@ -126,6 +129,32 @@ func TestProxyComponentDown(t *testing.T) {
 		}
 		if want == http.StatusServiceUnavailable && res.Header.Get("Retry-After") == "" {
 			t.Fatalf("%s: 503 without Retry-After", path)
+		}
+	}
+}
+
+// TestProxyAnswersUnroutedAsMatrix: paths the proxy routes nowhere get the components'
+// answer for unknown endpoints (JSON 404 M_UNRECOGNIZED with CORS headers), and a
+// preflight to them succeeds.
+func TestProxyAnswersUnroutedAsMatrix(t *testing.T) {
+	p := &proxy{targets: map[string]*httputil.ReverseProxy{}}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{http.MethodGet, "/_matrix/media/v3/config", http.StatusNotFound, `{"errcode":"M_UNRECOGNIZED","error":"unrecognized request"}`},
+		{http.MethodGet, "/nope", http.StatusNotFound, `{"errcode":"M_UNRECOGNIZED","error":"unrecognized request"}`},
+		{http.MethodOptions, "/_matrix/media/v3/config", http.StatusOK, ""},
+		{http.MethodGet, "/health", http.StatusOK, `{"status":"ok"}`},
+	} {
+		w := httptest.NewRecorder()
+		p.ServeHTTP(w, httptest.NewRequest(tc.method, tc.path, nil))
+		if w.Code != tc.status || w.Body.String() != tc.body {
+			t.Fatalf("%s %s: %d %s, want %d %s", tc.method, tc.path, w.Code, w.Body, tc.status, tc.body)
+		}
+		if w.Header().Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(w.Header().Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Fatalf("%s %s: no CORS headers: %v", tc.method, tc.path, w.Header())
 		}
 	}
 }

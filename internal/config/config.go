@@ -34,10 +34,17 @@ type Dendrite struct {
 	EDUServer      EDUServer      `yaml:"edu_server"`
 	ReceiptServer  ReceiptServer  `yaml:"receipt_server"`
 	PresenceServer PresenceServer `yaml:"presence_server"`
+	// PushServer is the push_server section: pushers and push gateways.
+	PushServer PushServer `yaml:"push_server"`
 	// FederationAPI is the federation_api section (federationapi.go).
 	FederationAPI FederationAPI `yaml:"federation_api"`
 	// FederationSender is the federation_sender section (federationsender.go).
 	FederationSender FederationSender `yaml:"federation_sender"`
+	// UnknownKeys are the YAML paths of the keys in the loaded file that name no setting;
+	// start-up logs each as a warning (internal/setup).
+	UnknownKeys []string `yaml:"-"`
+	// MediaAPI is the media_api section (mediaapi.go).
+	MediaAPI MediaAPI `yaml:"media_api"`
 }
 
 // Global holds settings shared by every component.
@@ -84,7 +91,9 @@ type LogOptions struct {
 	Partitions int32 `yaml:"partitions"`
 	// EmbeddedDatabase holds the embedded log (default <data_dir>/eventlog.db).
 	EmbeddedDatabase DatabaseOptions `yaml:"embedded_database"`
-	// Retention is how long records are kept.
+	// Retention is how long records are kept. Kafka deletes older records whether consumed or
+	// not (the topics' retention.ms); the embedded log deletes a record only once it is older
+	// and every consumer of its partition has processed it.
 	Retention Duration     `yaml:"retention"`
 	Kafka     KafkaOptions `yaml:"kafka"`
 }
@@ -131,9 +140,11 @@ type ClientAPI struct {
 	// RegistrationDisabled closes open registration (m.login.dummy, no captcha).
 	RegistrationDisabled bool `yaml:"registration_disabled"`
 	// RegistrationSharedSecret enables /_synapse/admin/v1/register when set.
-	RegistrationSharedSecret string       `yaml:"registration_shared_secret"`
-	GuestsDisabled           bool         `yaml:"guests_disabled"`
-	RateLimiting             RateLimiting `yaml:"rate_limiting"`
+	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
+	// GuestsDisabled refuses guest registration (kind=guest) with 403 M_FORBIDDEN. Guest
+	// access is not built yet: false refuses it too, and the start-up log says so.
+	GuestsDisabled bool         `yaml:"guests_disabled"`
+	RateLimiting   RateLimiting `yaml:"rate_limiting"`
 	// MaxBodyBytes bounds request bodies.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// Listen is where the polylith's clientapi process serves the client API.
@@ -154,7 +165,10 @@ type RoomServer struct {
 	Database DatabaseOptions `yaml:"database"`
 	// Shards is how many roomserver shards split the input partitions.
 	Shards int `yaml:"shards"`
-	// InputWaitTimeout bounds how long a writer waits for the roomserver's verdict.
+	// InputWaitTimeout bounds how long a writer (clientapi, federationapi) waits for the
+	// owning shard's verdict on an event it produced (read-your-writes, DESIGN.md 5), in both
+	// deployments. When it expires the client gets 504 M_UNKNOWN; the event stays in the log
+	// and is processed, and a client retrying with the same transaction ID gets the same event.
 	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
 	// InternalAPI.Connect may hold "{shard}", replaced by the shard's index
 	// (http://roomserver-{shard}.roomserver:7770 for a Kubernetes StatefulSet).
@@ -191,6 +205,12 @@ type EDUServer struct {
 type ReceiptServer struct {
 	Database    DatabaseOptions `yaml:"database"`
 	InternalAPI InternalAPI     `yaml:"internal_api"`
+}
+
+// PushServer configures the pushserver, which keeps pushers and serves /pushers. Until it
+// runs as a process of its own, the clientapi process builds it and serves its routes.
+type PushServer struct {
+	Database DatabaseOptions `yaml:"database"`
 }
 
 // PresenceServer configures the presenceserver.
@@ -253,6 +273,7 @@ func Defaults() *Dendrite {
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
+		MediaAPI:         defaultMediaAPI(),
 	}
 }
 
@@ -271,6 +292,11 @@ func LoadBytes(b []byte, env []string) (*Dendrite, error) {
 	if err := yaml.Unmarshal(b, c); err != nil {
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
+	unknown, err := unknownKeys(b)
+	if err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	c.UnknownKeys = unknown
 	if err := applyEnv(c, env); err != nil {
 		return nil, err
 	}
@@ -317,6 +343,9 @@ func (c *Dendrite) Verify() error {
 		}
 	default:
 		bad("global.log.kind", "must be embedded or kafka")
+	}
+	if c.Global.Log.Retention <= 0 {
+		bad("global.log.retention", "must be positive")
 	}
 	if c.Global.Log.Kafka.MaxMessageBytes < 65536 {
 		bad("global.log.kafka.max_message_bytes", "must be at least 65536")
@@ -365,6 +394,7 @@ func (c *Dendrite) Verify() error {
 	}
 	c.FederationAPI.verify(bad)
 	c.FederationSender.verify(bad)
+	c.MediaAPI.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -413,7 +443,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -422,6 +452,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
+		"mediaapi": &c.MediaAPI.InternalAPI,
 	}[component]
 }
 
@@ -432,6 +463,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"roomserver": &c.RoomServer.Database, "syncapi": &c.SyncAPI.Database, "userapi": &c.UserAPI.Database,
 		"eduserver": &c.EDUServer.Database, "receiptserver": &c.ReceiptServer.Database, "presenceserver": &c.PresenceServer.Database,
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
+		"mediaapi": &c.MediaAPI.Database,
 	}[component]
 }
 

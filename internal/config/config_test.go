@@ -3,13 +3,17 @@ package config
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/matrix-org/dendrite/internal/outbound"
 )
@@ -145,6 +149,153 @@ func TestDatabaseOfEveryComponent(t *testing.T) {
 		if (c.DatabaseOf(name) == nil) != (name == "clientapi") {
 			t.Errorf("DatabaseOf(%q) = %v", name, c.DatabaseOf(name))
 		}
+	}
+}
+
+// TestUnknownKeysReported: keys naming no setting are listed with their YAML paths, nested
+// and in lists too, and do not stop the load; the sample config has none.
+func TestUnknownKeysReported(t *testing.T) {
+	c, err := LoadBytes([]byte(`client_api:
+  registration_disabeld: true
+  rate_limiting:
+    burts: 3
+federation_api:
+  old_verify_keys:
+    - key_id: "ed25519:old"
+      public_key: "`+strings.Repeat("A", 43)+`"
+      expired_ts: 1
+      expird: 2
+app_service_api:
+  config_files: []
+`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"client_api.registration_disabeld", "client_api.rate_limiting.burts", "federation_api.old_verify_keys[0].expird", "app_service_api"}
+	if strings.Join(c.UnknownKeys, " ") != strings.Join(want, " ") {
+		t.Fatalf("unknown keys %v, want %v", c.UnknownKeys, want)
+	}
+	if !c.ClientAPI.RegistrationDisabled || c.ClientAPI.RateLimiting.Burst != 500 {
+		t.Fatalf("a misspelt key changed a setting: %+v", c.ClientAPI)
+	}
+	for name, b := range map[string][]byte{"sample": Sample(), "development": DevConfig(t.TempDir())} {
+		c, err := LoadBytes(b, nil)
+		if err != nil || len(c.UnknownKeys) != 0 {
+			t.Fatalf("%s config: unknown keys %v, %v", name, c.UnknownKeys, err)
+		}
+	}
+}
+
+// sytestDriverConfig is the config the sytest driver writes (/work/shared/sytest/README.md,
+// "What the driver relies on"), as YAML.
+const sytestDriverConfig = `version: 1
+global:
+  server_name: "localhost:8448"
+  data_dir: /tmp/sytest-data
+  deny_networks: []
+  logging:
+    level: info
+    format: text
+client_api:
+  registration_disabled: false
+  registration_shared_secret: reg_secret
+  guests_disabled: false
+  rate_limiting:
+    enabled: false
+user_api:
+  bcrypt_cost: 4
+app_service_api:
+  config_files: [/tmp/as1.yaml, /tmp/as2.yaml]
+federation_api:
+  disable_tls_validation: true
+  rate_limiting:
+    enabled: false
+`
+
+// TestSytestDriverConfigLoads: the server starts with the sytest driver's config, every key
+// it sets is applied, and the keys this version lacks are only reported.
+func TestSytestDriverConfigLoads(t *testing.T) {
+	c, err := LoadBytes([]byte(sytestDriverConfig), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch {
+	case c.Global.ServerName != "localhost:8448", c.ClientAPI.RegistrationDisabled, c.ClientAPI.RegistrationSharedSecret != "reg_secret",
+		c.ClientAPI.GuestsDisabled, c.ClientAPI.RateLimiting.Enabled, c.UserAPI.BCryptCost != 4,
+		!c.FederationAPI.DisableTLSValidation, c.FederationAPI.RateLimiting.Enabled:
+		t.Fatalf("driver settings not applied: %+v", c)
+	}
+	if c.Global.DenyNetworks == nil || len(c.Global.DenyNetworks) != 0 {
+		t.Fatalf("deny_networks %v, want the driver's empty list", c.Global.DenyNetworks)
+	}
+	// app_service_api (application services) is not built yet: reported, not refused.
+	if !slices.Equal(c.UnknownKeys, []string{"app_service_api"}) {
+		t.Errorf("unknown driver keys %v, want only app_service_api", c.UnknownKeys)
+	}
+}
+
+// TestEverySampleKeyIsASetting: each key of the sample config names a setting, and setting
+// each leaf to another value changes the loaded config (no key is ignored on the way in).
+// internal/archtest's TestEveryConfigFieldIsUsed checks that code reads every setting.
+func TestEverySampleKeyIsASetting(t *testing.T) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(Sample(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	leaves := 0
+	var walk func(n *yaml.Node, path []string)
+	walk = func(n *yaml.Node, path []string) {
+		if n.Kind == yaml.MappingNode {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				walk(n.Content[i+1], append(slices.Clone(path), n.Content[i].Value))
+			}
+			return
+		}
+		leaves++
+		var b strings.Builder
+		for i, p := range path {
+			fmt.Fprintf(&b, "%s%s:", strings.Repeat("  ", i), p)
+			if i < len(path)-1 {
+				b.WriteString("\n")
+			}
+		}
+		changed := changedValue(n)
+		c := Defaults()
+		err := yaml.Unmarshal([]byte(b.String()+" "+changed+"\n"), c)
+		if err != nil && n.Kind == yaml.SequenceNode {
+			changed, c = "[{}]", Defaults() // a list of structs
+			err = yaml.Unmarshal([]byte(b.String()+" "+changed+"\n"), c)
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", strings.Join(path, "."), err)
+		}
+		if reflect.DeepEqual(c, Defaults()) {
+			t.Errorf("%s: setting it to %s changed nothing", strings.Join(path, "."), changed)
+		}
+	}
+	walk(doc.Content[0], nil)
+	if leaves < 50 {
+		t.Fatalf("walked only %d keys", leaves)
+	}
+}
+
+// changedValue is a YAML value of the leaf's kind that differs from it.
+func changedValue(n *yaml.Node) string {
+	switch {
+	case n.Kind == yaml.SequenceNode:
+		return `["x"]`
+	case n.Tag == "!!bool":
+		if n.Value == "true" {
+			return "false"
+		}
+		return "true"
+	case n.Tag == "!!int", n.Tag == "!!float":
+		return "7"
+	default:
+		if _, err := time.ParseDuration(n.Value); err == nil {
+			return "7s"
+		}
+		return `"changed"`
 	}
 }
 

@@ -27,11 +27,26 @@ CREATE TABLE IF NOT EXISTS eventlog_ends (
 	partition_id INTEGER NOT NULL,
 	next_offset {bigint} NOT NULL,
 	PRIMARY KEY (topic, partition_id)
+)`}, {Version: 2, SQL: `
+CREATE TABLE IF NOT EXISTS eventlog_readers (
+	topic TEXT NOT NULL,
+	partition_id INTEGER NOT NULL,
+	readers INTEGER NOT NULL,
+	PRIMARY KEY (topic, partition_id)
 )`}}
 
 // Embedded is the durable log in a SQL database. Concurrent Produce calls are
 // group-committed by one writer goroutine: whatever is queued when a commit starts goes in
 // that commit. Consumers are woken in memory on append.
+//
+// Retention never drops a record a reader still needs: a record is deleted once it is older
+// than Config.Retention and every reader of its partition has passed it. The log knows its
+// readers as the Consume calls running on it (the monolith runs every consumer in the process
+// that owns the log) and remembers, per partition, the most that ever ran at once
+// (eventlog_readers). A partition is trimmed only while that many readers consume it, below
+// the lowest offset any of them has yet to process (a handle returned nil for every record
+// before it). So after a restart nothing is trimmed until every reader is back; a partition no
+// reader ever consumed is never trimmed.
 type Embedded struct {
 	db  *sqlutil.DB
 	cfg Config
@@ -44,9 +59,18 @@ type Embedded struct {
 	mu    sync.Mutex
 	ends  map[partKey]int64
 	wakes map[partKey]chan struct{}
+	// active are the running Consume calls per partition; known the most that ever ran at
+	// once (stored in eventlog_readers).
+	active map[partKey]map[*reader]struct{}
+	known  map[partKey]int
 
 	// stalls are the partitions stopped because a consumer's offset is past their end.
 	stalls *stalls
+}
+
+// reader is one running Consume call: next is the first offset it has not processed.
+type reader struct {
+	next int64
 }
 
 type partKey struct {
@@ -79,26 +103,36 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 		done:   make(chan struct{}),
 		ends:   map[partKey]int64{},
 		wakes:  map[partKey]chan struct{}{},
+		active: map[partKey]map[*reader]struct{}{},
+		known:  map[partKey]int{},
 		stalls: newStalls(&cfg),
 	}
-	rows, err := db.QueryContext(ctx, "SELECT topic, partition_id, next_offset FROM eventlog_ends")
-	if err != nil {
+	if err := e.loadPartitions(ctx, "SELECT topic, partition_id, next_offset FROM eventlog_ends", func(k partKey, n int64) { e.ends[k] = n }); err != nil {
 		return nil, fmt.Errorf("load log ends: %w", err)
+	}
+	if err := e.loadPartitions(ctx, "SELECT topic, partition_id, readers FROM eventlog_readers", func(k partKey, n int64) { e.known[k] = int(n) }); err != nil {
+		return nil, fmt.Errorf("load log readers: %w", err)
+	}
+	go e.write()
+	return e, nil
+}
+
+// loadPartitions calls set for each (topic, partition, number) row of query.
+func (e *Embedded) loadPartitions(ctx context.Context, query string, set func(k partKey, n int64)) error {
+	rows, err := e.db.QueryContext(ctx, query)
+	if err != nil {
+		return err
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var k partKey
-		var next int64
-		if err := rows.Scan(&k.topic, &k.partition, &next); err != nil {
-			return nil, err
+		var n int64
+		if err := rows.Scan(&k.topic, &k.partition, &n); err != nil {
+			return err
 		}
-		e.ends[k] = next
+		set(k, n)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, err
-	}
-	go e.write()
-	return e, nil
+	return rows.Err()
 }
 
 // Partitions implements Log.
@@ -138,7 +172,9 @@ func (e *Embedded) write() {
 		case req := <-e.queue:
 			batch = append(batch, req)
 		case <-retention.C:
-			e.trim()
+			if err := e.Trim(context.Background()); err != nil {
+				e.cfg.Metrics.trimFailed()
+			}
 			continue
 		case <-e.closed:
 			e.failQueued()
@@ -229,19 +265,81 @@ func (e *Embedded) commit(batch []*produceReq) {
 	}
 }
 
-// trim deletes records older than the retention period.
-func (e *Embedded) trim() {
+// Trim deletes the records older than the retention period that every reader of their
+// partition has processed (see Embedded). The log runs it every minute.
+func (e *Embedded) Trim(ctx context.Context) error {
 	if e.cfg.Retention < 0 {
-		return
+		return nil
 	}
 	cutoff := time.Now().Add(-e.cfg.Retention).UnixMilli()
-	err := e.db.WithTx(context.Background(), func(tx *sql.Tx) error {
-		_, err := tx.Exec("DELETE FROM eventlog_records WHERE created_ms < $1", cutoff)
-		return err
-	})
-	if err != nil {
-		e.cfg.Metrics.trimFailed()
+	below := map[partKey]int64{}
+	e.mu.Lock()
+	for k, readers := range e.active {
+		if len(readers) == 0 || len(readers) < e.known[k] {
+			continue
+		}
+		low := int64(-1)
+		for r := range readers {
+			if low < 0 || r.next < low {
+				low = r.next
+			}
+		}
+		below[k] = low
 	}
+	e.mu.Unlock()
+	if len(below) == 0 {
+		return nil
+	}
+	return e.db.WithTx(ctx, func(tx *sql.Tx) error {
+		for k, low := range below {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset < $3 AND created_ms < $4",
+				k.topic, k.partition, low, cutoff); err != nil {
+				return fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
+			}
+		}
+		return nil
+	})
+}
+
+// register adds a reader of partition k starting at from, storing the partition's reader
+// count when it is the highest yet; the returned func removes it.
+func (e *Embedded) register(ctx context.Context, k partKey, from int64) (*reader, func(), error) {
+	r := &reader{next: from}
+	e.mu.Lock()
+	if e.active[k] == nil {
+		e.active[k] = map[*reader]struct{}{}
+	}
+	e.active[k][r] = struct{}{}
+	n := len(e.active[k])
+	grew := n > e.known[k]
+	e.mu.Unlock()
+	remove := func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		delete(e.active[k], r)
+	}
+	if grew {
+		err := e.db.WithTx(ctx, func(tx *sql.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO eventlog_readers (topic, partition_id, readers) VALUES ($1, $2, $3)
+				ON CONFLICT (topic, partition_id) DO UPDATE SET readers = $3 WHERE eventlog_readers.readers < $3`, k.topic, k.partition, n)
+			return err
+		})
+		if err != nil {
+			remove()
+			return nil, nil, fmt.Errorf("record reader of %s/%d: %w", k.topic, k.partition, err)
+		}
+		e.mu.Lock()
+		e.known[k] = max(e.known[k], n)
+		e.mu.Unlock()
+	}
+	return r, remove, nil
+}
+
+// advance records that r has processed every record before next.
+func (e *Embedded) advance(r *reader, next int64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r.next = next
 }
 
 // EndOffsets implements Log.
@@ -295,6 +393,11 @@ func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, f
 	if from > end {
 		return e.stalls.hold(ctx, e.closed, topic, partition, from, end)
 	}
+	r, remove, err := e.register(ctx, k, from)
+	if err != nil {
+		return err
+	}
+	defer remove()
 	backoff := 100 * time.Millisecond
 	for {
 		ch, ready := e.wait(k, from)
@@ -310,8 +413,12 @@ func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, f
 		}
 		recs, err := e.read(ctx, k, from)
 		if err == nil && len(recs) == 0 {
-			// Everything before the end was trimmed by retention: start at the oldest kept.
+			// Everything from here to the end was trimmed: only a reader new to the partition
+			// starts before what retention kept. Start at the oldest kept.
 			from, err = e.oldest(ctx, k, from)
+			if err == nil {
+				e.advance(r, from)
+			}
 			continue
 		}
 		if err == nil {
@@ -331,6 +438,7 @@ func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, f
 		}
 		backoff = 100 * time.Millisecond
 		from = recs[len(recs)-1].Offset + 1
+		e.advance(r, from)
 	}
 }
 

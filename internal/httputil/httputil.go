@@ -26,11 +26,16 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
-// Response is a handler's successful answer, written as JSON.
+// Response is a handler's successful answer, written as JSON; or, when Write is set, the
+// bytes Write writes (media content), with Headers giving their Content-Type.
 type Response struct {
 	Status  int
 	Body    any
 	Headers map[string]string
+	// Write, when set, writes the body after the status and headers, instead of Body.
+	// Its error (the client went away, the file store failed mid-way) can only be logged:
+	// the status is sent.
+	Write func(w io.Writer) error
 }
 
 // OK is a 200 with body.
@@ -96,18 +101,51 @@ func (s *Server) Register(router *mux.Router, routes []Route) {
 	}
 }
 
-func setCORS(h http.Header) {
+// Unmatched makes router answer what no route serves as the spec requires ("Standard error
+// response", "Web Browser Clients"): an unknown path 404 M_UNRECOGNIZED, a known path with
+// another method 405 M_UNRECOGNIZED, an OPTIONS preflight 200 for any path, without auth,
+// and every answer with the CORS headers. Each public listener's router calls it once.
+func Unmatched(router *mux.Router) {
+	router.NotFoundHandler = http.HandlerFunc(UnknownEndpoint)
+	router.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodOptions {
+			preflight(w, r)
+			return
+		}
+		writeError(w, matrixerr.MethodNotAllowed("the endpoint does not accept "+r.Method))
+	})
+	router.Use(func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			SetCORS(w.Header())
+			next.ServeHTTP(w, r)
+		})
+	})
+}
+
+// UnknownEndpoint answers a request no route serves: 404 M_UNRECOGNIZED, or 200 with the
+// CORS headers for an OPTIONS preflight.
+func UnknownEndpoint(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodOptions {
+		preflight(w, r)
+		return
+	}
+	writeError(w, matrixerr.Unrecognized("unrecognized request"))
+}
+
+// SetCORS sets the CORS headers the client-server spec recommends on every response.
+func SetCORS(h http.Header) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "X-Requested-With, Content-Type, Authorization")
 }
 
 func preflight(w http.ResponseWriter, _ *http.Request) {
-	setCORS(w.Header())
+	SetCORS(w.Header())
 	w.WriteHeader(http.StatusOK)
 }
 
-// Wrap turns a HandlerFunc into an http.Handler.
+// Wrap turns a HandlerFunc into an http.Handler. Path variables and query parameters that
+// are not UTF-8 without NUL are refused (400 M_INVALID_PARAM) before h runs.
 func (s *Server) Wrap(name string, h HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -136,7 +174,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h HandlerFunc, lo
 			status = writeError(w, matrixerr.Unknown("Internal server error"))
 		}
 	}()
-	res, err := h(r)
+	err := checkParams(r)
+	var res Response
+	if err == nil {
+		res, err = h(r)
+	}
 	if err != nil {
 		var merr *matrixerr.Error
 		// A part of the server that is down or restarting (inthttp.UnreachableError): 503
@@ -163,6 +205,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h HandlerFunc, lo
 	if res.Status == 0 {
 		res.Status = http.StatusOK
 	}
+	if res.Write != nil {
+		SetCORS(w.Header())
+		w.WriteHeader(res.Status)
+		if err := res.Write(w); err != nil {
+			logger.WithError(err).Debug("writing the response body failed")
+		}
+		return res.Status
+	}
 	writeJSON(w, res.Status, res.Body)
 	return res.Status
 }
@@ -180,7 +230,7 @@ func writeError(w http.ResponseWriter, e *matrixerr.Error) int {
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
-	setCORS(w.Header())
+	SetCORS(w.Header())
 	w.Header().Set("Content-Type", "application/json")
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -198,7 +248,10 @@ func Logger(r *http.Request) *logrus.Entry {
 	return logrus.NewEntry(logrus.StandardLogger())
 }
 
-// DecodeJSON reads the size-limited body into v.
+// DecodeJSON reads the size-limited body into v: 400 M_NOT_JSON for a body that is not
+// UTF-8 JSON (invalid bytes and lone surrogate escapes included, which encoding/json would
+// turn into U+FFFD), 400 M_BAD_JSON for NUL characters, numbers beyond the int64 range or a
+// shape that does not fit v.
 func DecodeJSON(r *http.Request, v any) error {
 	if r.Body == nil {
 		return matrixerr.NotJSON("the request body is empty")
@@ -214,13 +267,17 @@ func DecodeJSON(r *http.Request, v any) error {
 	if !json.Valid(body) {
 		return matrixerr.NotJSON("the request body is not valid JSON")
 	}
+	if err = checkJSON(body); err != nil {
+		return err
+	}
 	if err = json.Unmarshal(body, v); err != nil {
 		return matrixerr.BadJSON("the request body has the wrong shape: " + err.Error())
 	}
 	return nil
 }
 
-// Vars returns the path variables, unescaped (the router matches encoded paths).
+// Vars returns the path variables, unescaped (the router matches encoded paths). Wrap has
+// refused requests whose variables do not unescape to UTF-8 without NUL.
 func Vars(r *http.Request) map[string]string {
 	vars := mux.Vars(r)
 	out := make(map[string]string, len(vars))

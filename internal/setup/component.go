@@ -103,6 +103,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	if c.name == "roomserver" {
 		p.log = p.log.WithField("shard", opts.Shard)
 	}
+	warnConfig(cfg, p.log, c.name == "clientapi")
 	p.base.MustRegister(processCollectors()...)
 	metrics := ihttp.NewMetrics(p.base)
 	p.server = ihttp.ServerOptions{Logger: p.log, Metrics: metrics}
@@ -193,6 +194,7 @@ func installed(h *atomic.Pointer[http.Handler]) http.Handler {
 			(*hp).ServeHTTP(w, r)
 			return
 		}
+		httputil.SetCORS(w.Header())
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Retry-After", "1")
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -317,7 +319,7 @@ func (p *process) start(ctx context.Context) (*built, error) {
 		p.internalAPI.Store(&h)
 	}
 	if p.publicL != nil {
-		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, p.ready)
+		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, b.mediaRoutes, p.ready)
 		p.public.Store(&h)
 	}
 	p.setWaiting("")

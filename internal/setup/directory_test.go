@@ -33,6 +33,13 @@ func TestDirectoryBothEngines(t *testing.T) {
 // runMonolith serves a monolith on loopback until the test ends and returns its URL.
 func runMonolith(t *testing.T, cfg *config.Dendrite) string {
 	t.Helper()
+	_, url := startMonolith(t, cfg)
+	return url
+}
+
+// startMonolith serves a monolith on loopback until the test ends and returns it and its URL.
+func startMonolith(t *testing.T, cfg *config.Dendrite) (*Monolith, string) {
+	t.Helper()
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -54,5 +61,5 @@ func runMonolith(t *testing.T, cfg *config.Dendrite) string {
 			t.Errorf("monolith: %v", err)
 		}
 	})
-	return "http://" + l.Addr().String()
+	return m, "http://" + l.Addr().String()
 }

@@ -53,8 +53,8 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 	if err != nil {
 		return nil, err
 	}
-	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions, Metrics: metrics,
-		Logger: logger.WithField("component", "eventlog")})
+	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions,
+		Retention: time.Duration(e.cfg.Global.Log.Retention), Metrics: metrics, Logger: logger.WithField("component", "eventlog")})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
@@ -84,12 +84,13 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 			}
 		}
 	}()
+	warnConfig(cfg, logrus.NewEntry(logger), true)
 	m = &Monolith{env: e, metrics: metrics, metricsL: metricsL}
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
 		return nil, err
 	}
-	var routes, fedRoutes []httputil.Route
+	var routes, fedRoutes, mediaRoutes []httputil.Route
 	for _, c := range components {
 		b, err := c.build(ctx, e)
 		if err != nil {
@@ -97,6 +98,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 		routes = append(routes, b.routes...)
 		fedRoutes = append(fedRoutes, b.fedRoutes...)
+		mediaRoutes = append(mediaRoutes, b.mediaRoutes...)
 		if b.run != nil {
 			m.runs = append(m.runs, b.run)
 		}
@@ -116,7 +118,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 			e.sender = b.sender
 		}
 	}
-	m.router = publicRouter(e, "monolith", routes, fedRoutes, e.ready)
+	m.router = publicRouter(e, "monolith", routes, fedRoutes, mediaRoutes, e.ready)
 	return m, nil
 }
 

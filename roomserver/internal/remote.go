@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -35,6 +37,7 @@ func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlo
 		version = head.room.RoomVersion
 	}
 	results := make([]api.Result, len(msg.Events))
+	msg, kept := withoutUnstorable(msg, results)
 	if err = in.assignRemoteNIDs(ctx, msg); err != nil {
 		return err
 	}
@@ -54,7 +57,7 @@ func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlo
 			if err != nil {
 				return err
 			}
-			results[i] = res
+			results[kept[i]] = res
 		}
 		if err := rt.outputBackfilled(); err != nil {
 			return err
@@ -86,6 +89,41 @@ func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlo
 	in.results.publish(partition, []int64{rec.Offset}, []string{msg.MessageID}, [][]api.Result{results}, rec.Offset+1)
 	in.Metrics.observeBatch(1, accepted, time.Since(start))
 	return nil
+}
+
+// withoutUnstorable rejects, in results, the events of msg whose type, sender, state key or
+// auth-relevant state keys hold NUL or are not UTF-8: PostgreSQL refuses such text even in a
+// lookup, so one of them would fail its whole batch for ever on that engine (SQLite would
+// store it). It returns msg without them and, for each event it kept, its index in msg.
+func withoutUnstorable(msg *api.InputRoomEvents, results []api.Result) (*api.InputRoomEvents, []int) {
+	kept := make([]int, 0, len(msg.Events))
+	clean := *msg
+	clean.Events = make([]api.InputRoomEvent, 0, len(msg.Events))
+	for i, ie := range msg.Events {
+		if ie.Event != nil && ie.Event.PDU != nil && !storableIdentifiers(ie.Event.PDU) {
+			results[i] = api.Result{EventID: ie.Event.PDU.EventID(), Err: matrixerr.BadJSON("event type, sender and state keys must be UTF-8 without NUL")}
+			continue
+		}
+		kept = append(kept, i)
+		clean.Events = append(clean.Events, ie)
+	}
+	return &clean, kept
+}
+
+func storableIdentifiers(ev gomatrixserverlib.PDU) bool {
+	texts := []string{ev.Type(), string(ev.SenderID())}
+	if sk := ev.StateKey(); sk != nil {
+		texts = append(texts, *sk)
+	}
+	for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples() {
+		texts = append(texts, t.EventType, t.StateKey)
+	}
+	for _, s := range texts {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // assignRemoteNIDs gives a NID to every type and state key the message's events hold or
@@ -478,7 +516,7 @@ func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*
 		}
 		pdus = append(pdus, k.pdu)
 	}
-	if err = checkAuthEventsSelection(ev, pdus); err != nil {
+	if err = checkAuthEventsSelection(pdus); err != nil {
 		return nil, matrixerr.Forbidden("bad auth events: " + err.Error()), nil
 	}
 	auth, err := gomatrixserverlib.NewAuthEvents(pdus)

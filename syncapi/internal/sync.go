@@ -35,13 +35,16 @@ type SyncRequest struct {
 	Timeout   time.Duration
 	Filter    *types.Filter
 	FullState bool
+	// WithoutToDevice leaves send-to-device messages out, neither returned nor acknowledged:
+	// the request is GET /events, and the messages wait for the device's next /sync.
+	WithoutToDevice bool
 }
 
 // Sync answers a /sync. An incremental sync with nothing new waits, up to Timeout, for the
 // notifier to report something for the user past the position it last looked at.
 func (s *Syncer) Sync(ctx context.Context, req *SyncRequest) (*types.SyncResponse, error) {
 	deadline := time.Now().Add(req.Timeout)
-	if req.Since != nil {
+	if req.Since != nil && !req.WithoutToDevice {
 		// The device has the response that ended at since, so it has the messages up to it.
 		if err := s.db.AckToDevice(ctx, req.UserID, req.DeviceID, req.Since.Position); err != nil {
 			return nil, fmt.Errorf("acknowledge to-device messages: %w", err)
@@ -116,7 +119,7 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return nil, err
 		}
 	}
-	if s.notifier.Changed(storage.StreamToDevice, since) {
+	if !req.WithoutToDevice && s.notifier.Changed(storage.StreamToDevice, since) {
 		if err = s.addToDevice(ctx, req, to, res); err != nil {
 			return nil, err
 		}

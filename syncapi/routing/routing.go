@@ -1,6 +1,6 @@
 // Package routing is the sync API's client-server endpoints: GET /sync,
-// /rooms/{roomId}/messages and /rooms/{roomId}/context/{eventId}, under both the v3 and r0
-// prefixes. Handlers only parse and validate parameters; the logic is in syncapi/internal.
+// /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId} and the deprecated /events,
+// under both the v3 and r0 prefixes. Handlers only parse and validate parameters; the logic is in syncapi/internal.
 package routing
 
 import (
@@ -66,6 +66,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "sync", Method: http.MethodGet, Path: prefix + "/sync", Handler: h.authenticated(h.sync)},
 			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: h.authenticated(h.messages)},
 			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
+			httputil.Route{Name: "events", Method: http.MethodGet, Path: prefix + "/events", Handler: h.authenticated(h.events)},
 		)
 	}
 	return routes
@@ -96,6 +97,44 @@ func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, e
 	return httputil.OK(res), nil
 }
 
+// events is the deprecated GET /events (still used by clients and by sytest's helpers).
+func (h *Handlers) events(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	q := r.URL.Query()
+	req := &internal.EventsRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: q.Get("room_id")}
+	if s := q.Get("from"); s != "" {
+		tok, err := types.ParseStreamToken("from", s)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if tok.Position < 0 {
+			return httputil.Response{}, matrixerr.InvalidParam("from is not a valid token")
+		}
+		req.From = &tok
+	}
+	var err error
+	if req.Timeout, err = timeoutParam(q); err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := h.Syncer.Events(r.Context(), req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res), nil
+}
+
+// timeoutParam parses a long-poll's timeout in milliseconds, capped at MaxSyncTimeout.
+func timeoutParam(q url.Values) (time.Duration, error) {
+	s := q.Get("timeout")
+	if s == "" {
+		return 0, nil
+	}
+	ms, err := parseCount(s)
+	if err != nil {
+		return 0, matrixerr.InvalidParam("timeout must be a non-negative number of milliseconds")
+	}
+	return min(time.Duration(min(ms, int64(MaxSyncTimeout/time.Millisecond)))*time.Millisecond, MaxSyncTimeout), nil
+}
+
 // parseSync validates /sync's query parameters.
 func (h *Handlers) parseSync(r *http.Request, dev *uapi.Device) (*internal.SyncRequest, error) {
 	q := r.URL.Query()
@@ -111,13 +150,11 @@ func (h *Handlers) parseSync(r *http.Request, dev *uapi.Device) (*internal.SyncR
 		}
 		req.Since = &tok
 	}
-	if s := q.Get("timeout"); s != "" {
-		ms, err := parseCount(s)
-		if err != nil {
-			return nil, matrixerr.InvalidParam("timeout must be a non-negative number of milliseconds")
-		}
-		req.Timeout = min(time.Duration(min(ms, int64(MaxSyncTimeout/time.Millisecond)))*time.Millisecond, MaxSyncTimeout)
+	timeout, err := timeoutParam(q)
+	if err != nil {
+		return nil, err
 	}
+	req.Timeout = timeout
 	switch q.Get("full_state") {
 	case "", "false":
 	case "true":

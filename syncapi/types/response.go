@@ -144,6 +144,14 @@ type MessagesResponse struct {
 	State []clientevent.Event `json:"state,omitempty"`
 }
 
+// EventsResponse is the body of GET /events, the deprecated event stream: the events
+// between the tokens start and end.
+type EventsResponse struct {
+	Start string            `json:"start"`
+	End   string            `json:"end"`
+	Chunk []json.RawMessage `json:"chunk"`
+}
+
 // ContextResponse is the body of GET /rooms/{roomId}/context/{eventId}.
 type ContextResponse struct {
 	Start        string              `json:"start"`

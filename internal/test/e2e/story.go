@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -162,6 +163,7 @@ func BadInput(t *testing.T, baseURL string) {
 			t.Fatalf("body %q: status %d", tc.body, resp.StatusCode)
 		}
 	}
+	rawBadInput(t, baseURL, alice.AccessToken, created.RoomID.String())
 	_, err = Client(t, baseURL).Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword, Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "alice"}, Password: "wrong"})
 	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	_, err = Client(t, baseURL).RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "alice", Password: "whatever"})
@@ -169,6 +171,54 @@ func BadInput(t *testing.T, baseURL string) {
 	_, err = Client(t, baseURL).RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "Not Valid!", Password: "whatever"})
 	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_USERNAME")
 	federationBadInput(t, baseURL)
+}
+
+// rawBadInput checks, on every process that answers clients (the polylith's sync API
+// included), what no route serves and text the server would otherwise rewrite: unknown
+// endpoints 404 M_UNRECOGNIZED, wrong methods 405 M_UNRECOGNIZED, preflights 200 without a
+// token, the CORS headers on each answer, bodies that are not UTF-8 400 M_NOT_JSON and path
+// variables that are not UTF-8 400 M_INVALID_PARAM.
+func rawBadInput(t *testing.T, baseURL, token, roomID string) {
+	v3 := "/_matrix/client/v3"
+	room := url.PathEscape(roomID)
+	for _, tc := range []struct {
+		method, path, body string
+		status             int
+		code               string
+	}{
+		{http.MethodGet, v3 + "/no_such_endpoint", "", http.StatusNotFound, "M_UNRECOGNIZED"},
+		{http.MethodGet, "/_matrix/no_such_api/v1/x", "", http.StatusNotFound, "M_UNRECOGNIZED"},
+		{http.MethodGet, "/_matrix/federation/v1/no_such_endpoint", "", http.StatusNotFound, "M_UNRECOGNIZED"},
+		{http.MethodDelete, v3 + "/createRoom", "", http.StatusMethodNotAllowed, "M_UNRECOGNIZED"},
+		{http.MethodPost, v3 + "/sync", "", http.StatusMethodNotAllowed, "M_UNRECOGNIZED"},
+		{http.MethodOptions, v3 + "/sync", "", http.StatusOK, ""},
+		{http.MethodOptions, v3 + "/rooms/" + room + "/send/m.room.message/1", "", http.StatusOK, ""},
+		{http.MethodOptions, v3 + "/no_such_endpoint", "", http.StatusOK, ""},
+		{http.MethodPost, v3 + "/createRoom", "{\"name\":\"\xff\"}", http.StatusBadRequest, "M_NOT_JSON"},
+		{http.MethodPut, v3 + "/rooms/" + room + "/send/m.room.message/raw1", `{"body":"\udc00"}`, http.StatusBadRequest, "M_NOT_JSON"},
+		{http.MethodPut, v3 + "/rooms/" + room + "/state/m.x%00/", `{}`, http.StatusBadRequest, "M_INVALID_PARAM"},
+		{http.MethodGet, v3 + "/rooms/%FF/messages", "", http.StatusBadRequest, "M_INVALID_PARAM"},
+	} {
+		req, err := http.NewRequest(tc.method, baseURL+tc.path, strings.NewReader(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.method != http.MethodOptions {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close() // read
+		if resp.StatusCode != tc.status || (tc.code != "" && !strings.Contains(string(body), `"errcode":"`+tc.code+`"`)) {
+			t.Fatalf("%s %s: %d %s, want %d %s", tc.method, tc.path, resp.StatusCode, body, tc.status, tc.code)
+		}
+		if resp.Header.Get("Access-Control-Allow-Origin") != "*" || !strings.Contains(resp.Header.Get("Access-Control-Allow-Headers"), "Authorization") {
+			t.Fatalf("%s %s: no CORS headers: %v", tc.method, tc.path, resp.Header)
+		}
+	}
 }
 
 // federationBadInput checks the federation and key routes behind baseURL's plain HTTP

@@ -1,0 +1,152 @@
+package eventlog_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+)
+
+// retentionReader is a Consume call that reports every offset it is handed and, until
+// released, blocks in its first handle.
+type retentionReader struct {
+	seen    chan int64
+	release chan struct{}
+	done    chan error
+	cancel  context.CancelFunc
+}
+
+func startReader(t *testing.T, l eventlog.Log, topic string, from int64, blocked bool) *retentionReader {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &retentionReader{seen: make(chan int64, 100), release: make(chan struct{}), done: make(chan error, 1), cancel: cancel}
+	if !blocked {
+		close(r.release)
+	}
+	go func() {
+		r.done <- l.Consume(ctx, topic, 0, from, func(ctx context.Context, recs []eventlog.Record) error {
+			for _, rec := range recs {
+				r.seen <- rec.Offset
+			}
+			select {
+			case <-r.release:
+				return nil
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		})
+	}()
+	t.Cleanup(r.stop)
+	return r
+}
+
+func (r *retentionReader) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+		r.cancel = nil
+	}
+}
+
+// waitFor waits until the reader was handed offset.
+func (r *retentionReader) waitFor(t *testing.T, offset int64) {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		select {
+		case o := <-r.seen:
+			if o >= offset {
+				return
+			}
+		case <-deadline:
+			t.Fatalf("reader never got offset %d", offset)
+		}
+	}
+}
+
+// TestEmbeddedRetention: the embedded log deletes a record only once it is older than the
+// retention and every reader of its partition has processed it; after a restart nothing is
+// trimmed until every reader that ran before is back. (It used to delete by age alone, so a
+// consumer behind by more than the retention lost records.)
+func TestEmbeddedRetention(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		open := func() *eventlog.Embedded {
+			l, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1, Retention: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		produce := func(l eventlog.Log, n int) {
+			for range n {
+				if _, err := l.Produce(ctx, "ret", eventlog.Message{Key: []byte("k"), Value: []byte("v")}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		// age makes the records before offset older than the retention.
+		age := func(before int64) {
+			if _, err := db.ExecContext(ctx, "UPDATE eventlog_records SET created_ms = 0 WHERE topic = 'ret' AND record_offset < $1", before); err != nil {
+				t.Fatal(err)
+			}
+		}
+		kept := func(l *eventlog.Embedded, want ...int64) {
+			t.Helper()
+			if err := l.Trim(ctx); err != nil {
+				t.Fatal(err)
+			}
+			rows, err := db.QueryContext(ctx, "SELECT record_offset FROM eventlog_records WHERE topic = 'ret' ORDER BY record_offset")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var got []int64
+			for rows.Next() {
+				var o int64
+				if err := rows.Scan(&o); err != nil {
+					t.Fatal(err)
+				}
+				got = append(got, o)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("kept offsets %v, want %v", got, want)
+			}
+		}
+
+		l := open()
+		produce(l, 4)
+		age(3)
+		fast := startReader(t, l, "ret", 0, false)
+		slow := startReader(t, l, "ret", 0, true)
+		fast.waitFor(t, 3)
+		slow.waitFor(t, 0) // blocked in its handle: it has processed nothing
+		kept(l, 0, 1, 2, 3)
+		close(slow.release)
+		produce(l, 1) // a marker: once slow is handed it, slow has passed everything before
+		slow.waitFor(t, 4)
+		fast.waitFor(t, 4)
+		kept(l, 3, 4) // 0-2 old and passed by both; 3 and 4 are new
+
+		// Restart: the log remembers two readers; one alone does not allow trimming.
+		slow.stop()
+		fast.stop()
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		l = open()
+		defer l.Close()
+		age(5)
+		fast = startReader(t, l, "ret", 5, false)
+		produce(l, 1)
+		fast.waitFor(t, 5)
+		kept(l, 3, 4, 5)
+		slow = startReader(t, l, "ret", 5, false)
+		slow.waitFor(t, 5)
+		kept(l, 5)
+	})
+}
