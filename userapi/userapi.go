@@ -1,6 +1,7 @@
 // Package userapi is the component that owns local accounts: passwords, devices and
-// access tokens, profiles, account data (announced on OutputClientData) and filters. See
-// api/ for its contract.
+// access tokens, profiles, account data (announced on OutputClientData), filters, and
+// end-to-end encryption keys (changes announced on OutputKeyChangeEvent). See api/ for its
+// contract.
 package userapi
 
 import (
@@ -26,8 +27,10 @@ type Deps struct {
 	DB              *sqlutil.DB
 	Log             eventlog.Log
 	ClientDataTopic string
-	Logger          *logrus.Entry
-	Registerer      prometheus.Registerer
+	// KeyChangeTopic is OutputKeyChangeEvent's name.
+	KeyChangeTopic string
+	Logger         *logrus.Entry
+	Registerer     prometheus.Registerer
 }
 
 // UserAPI is the userapi component.
@@ -47,7 +50,7 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	}
 	impl, err := internal.New(internal.UserAPI{
 		DB: db, ServerName: d.ServerName, BCryptCost: d.Cfg.BCryptCost,
-		Log: d.Log, ClientDataTopic: d.ClientDataTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
+		Log: d.Log, ClientDataTopic: d.ClientDataTopic, KeyChangeTopic: d.KeyChangeTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start userapi: %w", err)

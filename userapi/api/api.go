@@ -1,5 +1,6 @@
 // Package api is the userapi's contract: accounts, devices and access tokens, profiles,
-// account data, filters, and the OutputClientData topic.
+// account data, filters, end-to-end encryption keys, and the OutputClientData and
+// OutputKeyChangeEvent topics.
 package api
 
 import (
@@ -241,6 +242,10 @@ type ClientUserAPI interface {
 	QueryAccountData(ctx context.Context, req *QueryAccountDataRequest) (*QueryAccountDataResponse, error)
 	PerformPutFilter(ctx context.Context, req *PerformPutFilterRequest) (*PerformPutFilterResponse, error)
 	QueryFilter(ctx context.Context, req *QueryFilterRequest) (*QueryFilterResponse, error)
+	PerformUploadKeys(ctx context.Context, req *PerformUploadKeysRequest) (*PerformUploadKeysResponse, error)
+	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
+	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
+	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
 }
 
 // FederationUserAPI is what the federationapi uses: profiles for /query/profile.

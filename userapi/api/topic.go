@@ -26,3 +26,36 @@ type AccountDataChange struct {
 	Type    string          `json:"type"`
 	Content json.RawMessage `json:"content"`
 }
+
+// TopicOutputKeyChangeEvent carries changes of local users' device keys (a device's keys
+// uploaded or replaced, a device deleted).
+//
+// Producer: userapi, after the change is stored. Key: user ID; per-user order, and each
+// message carries the user's device-list stream ID, which only grows. Payload:
+// OutputKeyChangeEvent, version 1. Consumers: the syncapi records that the user's device
+// list changed (device_lists.changed for everyone sharing a room with them, and
+// /keys/changes); replays record the same user again, which a client sees at most as one
+// more mention of that user. The federationsender (later) sends m.device_list_update.
+const TopicOutputKeyChangeEvent = "OutputKeyChangeEvent"
+
+// OutputKeyChangeTypeDeviceKeys is the envelope type of a device key change.
+const OutputKeyChangeTypeDeviceKeys = "device_keys"
+
+// OutputKeyChangeEvent is the envelope of TopicOutputKeyChangeEvent.
+type OutputKeyChangeEvent struct {
+	Type       string           `json:"type"`
+	DeviceKeys *DeviceKeyChange `json:"device_keys,omitempty"`
+}
+
+// DeviceKeyChange is one device's keys after a change: Keys is the signed device key JSON,
+// absent when Deleted.
+type DeviceKeyChange struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	// StreamID is the user's device-list stream position after this change (what
+	// m.device_list_update calls stream_id).
+	StreamID    int64           `json:"stream_id"`
+	DisplayName string          `json:"display_name,omitempty"`
+	Deleted     bool            `json:"deleted,omitempty"`
+	Keys        json.RawMessage `json:"keys,omitempty"`
+}

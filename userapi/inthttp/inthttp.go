@@ -1,5 +1,5 @@
 // Package inthttp carries the userapi's api.ClientUserAPI (accounts, devices, tokens,
-// profiles, account data, filters) over internal HTTP for the polylith deployment. It has no
+// profiles, account data, filters, keys) over internal HTTP for the polylith deployment. It has no
 // logic: each method is one line on the generic layer in internal/inthttp, which derives the
 // route (/_internal/userapi/<Method>) from the method name.
 package inthttp
@@ -36,6 +36,10 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryAccountData)
 	ihttp.Serve(s, a.PerformPutFilter)
 	ihttp.Serve(s, a.QueryFilter)
+	ihttp.Serve(s, a.PerformUploadKeys)
+	ihttp.Serve(s, a.QueryKeys)
+	ihttp.Serve(s, a.PerformClaimKeys)
+	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
 	return s
 }
 
@@ -129,4 +133,24 @@ func (c *Client) PerformPutFilter(ctx context.Context, req *api.PerformPutFilter
 // QueryFilter implements api.ClientUserAPI.
 func (c *Client) QueryFilter(ctx context.Context, req *api.QueryFilterRequest) (*api.QueryFilterResponse, error) {
 	return ihttp.Call[api.QueryFilterResponse](ctx, c.c, req)
+}
+
+// PerformUploadKeys implements api.ClientUserAPI.
+func (c *Client) PerformUploadKeys(ctx context.Context, req *api.PerformUploadKeysRequest) (*api.PerformUploadKeysResponse, error) {
+	return ihttp.Call[api.PerformUploadKeysResponse](ctx, c.c, req)
+}
+
+// QueryKeys implements api.ClientUserAPI.
+func (c *Client) QueryKeys(ctx context.Context, req *api.QueryKeysRequest) (*api.QueryKeysResponse, error) {
+	return ihttp.Call[api.QueryKeysResponse](ctx, c.c, req)
+}
+
+// PerformClaimKeys implements api.ClientUserAPI.
+func (c *Client) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKeysRequest) (*api.PerformClaimKeysResponse, error) {
+	return ihttp.Call[api.PerformClaimKeysResponse](ctx, c.c, req)
+}
+
+// QueryOneTimeKeyCounts implements api.ClientUserAPI.
+func (c *Client) QueryOneTimeKeyCounts(ctx context.Context, req *api.QueryOneTimeKeyCountsRequest) (*api.QueryOneTimeKeyCountsResponse, error) {
+	return ihttp.Call[api.QueryOneTimeKeyCountsResponse](ctx, c.c, req)
 }

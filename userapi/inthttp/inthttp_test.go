@@ -45,7 +45,7 @@ func start(t *testing.T, db *sqlutil.DB) *env {
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
 	ua, err := userapi.New(ctx, userapi.Deps{
-		Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: "clientdata",
+		Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: "clientdata", KeyChangeTopic: "keychanges",
 		Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
@@ -252,6 +252,34 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 		t.Fatalf("filter %s", got.Filter)
 	}
 	same(c, "unknown", d.QueryFilter, r.QueryFilter, &api.QueryFilterRequest{Localpart: "alice", FilterID: "999"})
+
+	keys := test.NewDeviceKeys(t, alice, devID)
+	up := ok(c, r.PerformUploadKeys, &api.PerformUploadKeysRequest{UserID: alice, DeviceID: devID, DeviceKeys: keys.JSON(t),
+		OneTimeKeys:  map[string]json.RawMessage{"signed_curve25519:A": keys.OneTimeKey(t, false)},
+		FallbackKeys: map[string]json.RawMessage{"signed_curve25519:F": keys.OneTimeKey(t, true)}})
+	if up.OneTimeKeyCounts["signed_curve25519"] != 1 {
+		t.Fatalf("upload counts %+v", up.OneTimeKeyCounts)
+	}
+	same(c, "unsigned", d.PerformUploadKeys, r.PerformUploadKeys, &api.PerformUploadKeysRequest{UserID: alice, DeviceID: devID,
+		DeviceKeys: json.RawMessage(`{"user_id":"` + alice + `","device_id":"` + devID + `"}`)})
+	qk := same(c, "local and remote", d.QueryKeys, r.QueryKeys, &api.QueryKeysRequest{DeviceKeys: map[string][]string{alice: nil, "@x:elsewhere": nil}})
+	if len(qk.DeviceKeys[alice]) != 1 || len(qk.Failures) != 1 {
+		t.Fatalf("queried keys %+v", qk)
+	}
+	counts := same(c, "one key", d.QueryOneTimeKeyCounts, r.QueryOneTimeKeyCounts, &api.QueryOneTimeKeyCountsRequest{UserID: alice, DeviceID: devID})
+	if counts.OneTimeKeyCounts["signed_curve25519"] != 1 || len(counts.UnusedFallbackKeyAlgorithms) != 1 {
+		t.Fatalf("counts %+v", counts)
+	}
+	claim := func() string {
+		res := ok(c, r.PerformClaimKeys, &api.PerformClaimKeysRequest{OneTimeKeys: map[string]map[string]string{alice: {devID: "signed_curve25519"}}})
+		for id := range res.OneTimeKeys[alice][devID] {
+			return id
+		}
+		return ""
+	}
+	if first, second := claim(), claim(); first != "signed_curve25519:A" || second != "signed_curve25519:F" {
+		t.Fatalf("claimed %q then %q", first, second)
+	}
 }
 
 // TestMatrixErrorsOnTheWire checks that typed errors answer with their own HTTP status on the

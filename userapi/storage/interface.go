@@ -1,5 +1,5 @@
 // Package storage is the userapi's database: accounts, devices and their access tokens,
-// profiles, account data and filters. The SQL in storage/sql runs on SQLite and PostgreSQL
+// profiles, account data, filters and end-to-end encryption keys. The SQL in storage/sql runs on SQLite and PostgreSQL
 // alike.
 package storage
 
@@ -63,10 +63,12 @@ type Database interface {
 	DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*Device, error)
 	// Devices lists the account's devices ordered by device ID.
 	Devices(ctx context.Context, localpart string) ([]Device, error)
-	// DeleteDevices deletes the listed devices; unknown IDs are ignored.
-	DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error
-	// DeleteDevicesExcept deletes every device of the account but except ("" deletes all).
-	DeleteDevicesExcept(ctx context.Context, localpart, except string) error
+	// DeleteDevices deletes the listed devices with their keys; unknown IDs are ignored.
+	// It returns a deleted KeyChange per device that existed, in the same transaction.
+	DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) ([]KeyChange, error)
+	// DeleteDevicesExcept deletes every device of the account but except ("" deletes all),
+	// like DeleteDevices.
+	DeleteDevicesExcept(ctx context.Context, localpart, except string) ([]KeyChange, error)
 	// SetDeviceDisplayName renames a device, or returns ErrNotFound.
 	SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) error
 	// TouchDevice records that the device was seen at ts (milliseconds).
@@ -87,4 +89,52 @@ type Database interface {
 	PutFilter(ctx context.Context, localpart string, filter []byte) (string, error)
 	// Filter returns a stored filter or ErrNotFound.
 	Filter(ctx context.Context, localpart, filterID string) ([]byte, error)
+
+	// UploadKeys stores a device's keys in one transaction: DeviceKeys (when set) replaces
+	// the device's keys, one-time keys whose ID the device already has are ignored, fallback
+	// keys replace the device's key of their algorithm and are unused again. It returns the
+	// KeyChange when the device keys changed (nil otherwise) and the device's one-time key
+	// counts afterwards.
+	UploadKeys(ctx context.Context, up *KeyUpload) (*KeyChange, map[string]int, error)
+	// DeviceKeys returns the stored device keys of the account's devices among deviceIDs
+	// (every device when deviceIDs is empty).
+	DeviceKeys(ctx context.Context, localpart string, deviceIDs []string) ([]DeviceKeys, error)
+	// ClaimKey removes and returns one of the device's one-time keys of algorithm, else
+	// returns its fallback key of algorithm (marking it used), else ErrNotFound. Each
+	// one-time key is returned by exactly one call, however many run at once.
+	ClaimKey(ctx context.Context, localpart, deviceID, algorithm string) (*OneTimeKey, error)
+	// KeyCounts is the device's one-time key count per algorithm and the algorithms of its
+	// unused fallback keys.
+	KeyCounts(ctx context.Context, localpart, deviceID string) (map[string]int, []string, error)
+}
+
+// KeyUpload is one device's POST /keys/upload, already validated.
+type KeyUpload struct {
+	Localpart    string
+	DeviceID     string
+	DeviceKeys   []byte
+	OneTimeKeys  []OneTimeKey
+	FallbackKeys []OneTimeKey
+}
+
+// OneTimeKey is a one-time or fallback key: KeyID is "<algorithm>:<id>".
+type OneTimeKey struct {
+	Algorithm string
+	KeyID     string
+	JSON      []byte
+}
+
+// DeviceKeys is a device's signed device keys.
+type DeviceKeys struct {
+	DeviceID string
+	JSON     []byte
+}
+
+// KeyChange is a change of a device's keys: the account's device-list stream ID after it,
+// and the new keys unless Deleted.
+type KeyChange struct {
+	DeviceID string
+	StreamID int64
+	Deleted  bool
+	JSON     []byte
 }

@@ -41,4 +41,33 @@ CREATE TABLE IF NOT EXISTS userapi_filters (
 	filter TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS userapi_filters_localpart ON userapi_filters (localpart);
+`}, {Version: 2, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_device_keys (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (localpart, device_id)
+);
+CREATE TABLE IF NOT EXISTS userapi_one_time_keys (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (localpart, device_id, key_id)
+);
+CREATE INDEX IF NOT EXISTS userapi_one_time_keys_algorithm ON userapi_one_time_keys (localpart, device_id, algorithm);
+CREATE TABLE IF NOT EXISTS userapi_fallback_keys (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	used BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (localpart, device_id, algorithm)
+);
+CREATE TABLE IF NOT EXISTS userapi_device_list_streams (
+	localpart TEXT NOT NULL PRIMARY KEY,
+	stream_id {bigint} NOT NULL
+);
 `}}
