@@ -45,9 +45,11 @@ type Deps struct {
 	// (the federationapi); BackfillLimit is the events asked for at once (100 when 0).
 	Backfill      fapi.SyncFederationAPI
 	BackfillLimit int
-	DeviceLookup  func(ctx context.Context, token string) (*uapi.Device, error)
-	FilterLookup  func(ctx context.Context, localpart, filterID string) ([]byte, error)
-	Logger        *logrus.Entry
+	// Keys, when set, gives /sync the device's one-time key counts (the userapi).
+	Keys         uapi.SyncKeyAPI
+	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	Logger       *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
 }
@@ -90,7 +92,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if d.Backfill != nil {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
 	}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, bf), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}

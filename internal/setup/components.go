@@ -237,7 +237,7 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	}
 	ua, err := userapi.New(ctx, userapi.Deps{
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
-		Logger: e.component("userapi"), Registerer: e.registry,
+		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), Logger: e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err
@@ -259,7 +259,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
 	})
 	if err != nil {

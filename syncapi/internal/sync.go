@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/dendrite/syncapi/notifier"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // Syncer answers sync API requests.
@@ -19,12 +20,13 @@ type Syncer struct {
 	db       storage.Database
 	notifier *notifier.Notifier
 	backfill *Backfill
+	keys     uapi.SyncKeyAPI
 }
 
 // NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
-// history.
-func NewSyncer(db storage.Database, n *notifier.Notifier, bf *Backfill) *Syncer {
-	return &Syncer{db: db, notifier: n, backfill: bf}
+// history, keys nil when /sync reports no key counts.
+func NewSyncer(db storage.Database, n *notifier.Notifier, bf *Backfill, keys uapi.SyncKeyAPI) *Syncer {
+	return &Syncer{db: db, notifier: n, backfill: bf, keys: keys}
 }
 
 // SyncRequest is a parsed GET /sync.
@@ -57,13 +59,32 @@ func (s *Syncer) Sync(ctx context.Context, req *SyncRequest) (*types.SyncRespons
 			return nil, err
 		}
 		if req.Since == nil || req.FullState || !res.IsEmpty() {
-			return res, nil
+			return res, s.addKeyCounts(ctx, req, res)
 		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 || !s.notifier.Wait(ctx, req.UserID, to, remaining) {
-			return res, ctx.Err()
+			if err = ctx.Err(); err != nil {
+				return res, err
+			}
+			return res, s.addKeyCounts(ctx, req, res)
 		}
 	}
+}
+
+// addKeyCounts fills in the device's one-time key counts and unused fallback key types.
+func (s *Syncer) addKeyCounts(ctx context.Context, req *SyncRequest, res *types.SyncResponse) error {
+	if s.keys == nil {
+		return nil
+	}
+	counts, err := s.keys.QueryOneTimeKeyCounts(ctx, &uapi.QueryOneTimeKeyCountsRequest{UserID: req.UserID, DeviceID: req.DeviceID})
+	if err != nil {
+		return fmt.Errorf("count one-time keys: %w", err)
+	}
+	res.DeviceOneTimeKeysCount = counts.OneTimeKeyCounts
+	if counts.UnusedFallbackKeyAlgorithms != nil {
+		res.DeviceUnusedFallbackKeyTypes = counts.UnusedFallbackKeyAlgorithms
+	}
+	return nil
 }
 
 // roomPlan is what one room contributes to a sync.

@@ -1,0 +1,26 @@
+package setup
+
+import (
+	"testing"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/e2e"
+)
+
+// TestEndToEndKeys runs the key story (e2e.Keys) against a monolith on SQLite and then
+// PostgreSQL.
+func TestEndToEndKeys(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Defaults()
+			cfg.Global.ServerName = "keys.test"
+			cfg.Global.DataDir = t.TempDir()
+			if engine == "postgres" {
+				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
+			}
+			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
+			e2e.Keys(t, runMonolith(t, cfg))
+		})
+	}
+}

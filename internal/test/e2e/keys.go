@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/matrix-org/dendrite/internal/test"
+)
+
+// uploadKeys uploads a device's signed keys, n one-time keys named <prefix><i> and, when
+// fallback, a fallback key, and returns the one-time key count the server answers.
+func uploadKeys(t *testing.T, c *mautrix.Client, dk *test.DeviceKeys, n int, prefix string, fallback bool) int {
+	t.Helper()
+	otks := map[string]json.RawMessage{}
+	for i := range n {
+		otks[fmt.Sprintf("signed_curve25519:%s%d", prefix, i)] = dk.OneTimeKey(t, false)
+	}
+	body := map[string]any{"device_keys": dk.JSON(t), "one_time_keys": otks}
+	if fallback {
+		body["fallback_keys"] = map[string]json.RawMessage{"signed_curve25519:" + prefix + "F": dk.OneTimeKey(t, true)}
+	}
+	var res struct {
+		Counts map[string]int `json:"one_time_key_counts"`
+	}
+	if _, err := c.MakeRequest(context.Background(), http.MethodPost, c.BuildClientURL("v3", "keys", "upload"), body, &res); err != nil {
+		t.Fatalf("upload keys of %s: %v", c.DeviceID, err)
+	}
+	return res.Counts["signed_curve25519"]
+}
+
+// Keys is the end-to-end key story on one server with a Matrix client library: device keys
+// signed by the device and checked by the server, queried by another user (who checks the
+// signature), one-time keys claimed each once and then the fallback key, /sync's key
+// counts, refused uploads, and a deleted device's keys gone.
+func Keys(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "keyalice"), Register(t, baseURL, "keybob")
+	dk := test.NewDeviceKeys(t, alice.UserID.String(), alice.DeviceID.String())
+	if n := uploadKeys(t, alice, dk, 5, "a", true); n != 5 {
+		t.Fatalf("one-time key count after upload %d", n)
+	}
+	res, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.DeviceOTKCount.SignedCurve25519 != 5 || len(res.FallbackKeys) != 1 || res.FallbackKeys[0] != "signed_curve25519" {
+		t.Fatalf("sync key counts %+v, fallback %v", res.DeviceOTKCount, res.FallbackKeys)
+	}
+
+	q, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := q.DeviceKeys[alice.UserID][alice.DeviceID]
+	if !ok {
+		t.Fatalf("alice's keys not in %+v", q.DeviceKeys)
+	}
+	raw, _ := json.Marshal(got) // plain data
+	pub, _ := base64.RawStdEncoding.DecodeString(got.Keys.GetEd25519(alice.DeviceID).String())
+	if err = gomatrixserverlib.VerifyJSON(alice.UserID.String(), gomatrixserverlib.KeyID("ed25519:"+alice.DeviceID), ed25519.PublicKey(pub), raw); err != nil {
+		t.Fatalf("queried device keys do not verify: %v (%s)", err, raw)
+	}
+
+	claimed := map[id.KeyID]int{}
+	for range 7 {
+		cl, err := bob.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{alice.UserID: {alice.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for keyID := range cl.OneTimeKeys[alice.UserID][alice.DeviceID] {
+			claimed[keyID]++
+		}
+	}
+	if len(claimed) != 6 || claimed["signed_curve25519:aF"] != 2 {
+		t.Fatalf("claims handed out %v", claimed)
+	}
+	if res, err = alice.SyncRequest(ctx, 0, "", "", false, ""); err != nil || res.DeviceOTKCount.SignedCurve25519 != 0 || len(res.FallbackKeys) != 0 {
+		t.Fatalf("sync key counts after the claims %+v, fallback %v (%v)", res.DeviceOTKCount, res.FallbackKeys, err)
+	}
+
+	// Keys for another device, or signed by another key, are refused.
+	wrong := test.NewDeviceKeys(t, alice.UserID.String(), "OTHERDEVICE")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "keys", "upload"), map[string]any{"device_keys": wrong.JSON(t)}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_PARAM")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "keys", "claim"), map[string]any{}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_MISSING_PARAM")
+
+	// A second device's keys appear, and go with the device.
+	second := Client(t, baseURL)
+	login, err := second.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: "keyalice"}, Password: "password-keyalice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.UserID, second.AccessToken, second.DeviceID = login.UserID, login.AccessToken, login.DeviceID
+	uploadKeys(t, second, test.NewDeviceKeys(t, alice.UserID.String(), second.DeviceID.String()), 1, "b", false)
+	if q, err = bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}}}); err != nil || len(q.DeviceKeys[alice.UserID]) != 2 {
+		t.Fatalf("two devices' keys: %+v %v", q, err)
+	}
+	err = alice.DeleteDevice(ctx, second.DeviceID, &mautrix.ReqDeleteDevice[any]{Auth: map[string]any{"type": "m.login.password",
+		"identifier": map[string]string{"type": "m.id.user", "user": "keyalice"}, "password": "password-keyalice"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q, err = bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}}}); err != nil || len(q.DeviceKeys[alice.UserID]) != 1 {
+		t.Fatalf("keys after deleting the second device: %+v %v", q, err)
+	}
+	cl, err := bob.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{alice.UserID: {second.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+	if err != nil || len(cl.OneTimeKeys[alice.UserID]) != 0 {
+		t.Fatalf("claim of a deleted device's key: %+v %v", cl, err)
+	}
+}
