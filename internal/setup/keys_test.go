@@ -8,7 +8,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
-// TestEndToEndKeys runs the key story (e2e.Keys) against a monolith on SQLite and then
+// TestEndToEndKeys runs the key and device-list stories (e2e.Keys, e2e.DeviceLists) against a monolith on SQLite and then
 // PostgreSQL.
 func TestEndToEndKeys(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
@@ -20,7 +20,9 @@ func TestEndToEndKeys(t *testing.T) {
 				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
 			}
 			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
-			e2e.Keys(t, runMonolith(t, cfg))
+			base := runMonolith(t, cfg)
+			t.Run("keys", func(t *testing.T) { e2e.Keys(t, base) })
+			t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
 		})
 	}
 }

@@ -71,6 +71,36 @@ func (s *Syncer) Sync(ctx context.Context, req *SyncRequest) (*types.SyncRespons
 	}
 }
 
+// deviceLists is device_lists for changes in (since, to].
+func (s *Syncer) deviceLists(ctx context.Context, userID string, since, to int64) (types.DeviceLists, error) {
+	dl, err := s.db.DeviceListChanges(ctx, userID, since, to)
+	if err != nil {
+		return types.DeviceLists{}, fmt.Errorf("load device list changes: %w", err)
+	}
+	out := types.DeviceLists{Changed: dl.Changed, Left: dl.Left}
+	if out.Changed == nil {
+		out.Changed = []string{}
+	}
+	if out.Left == nil {
+		out.Left = []string{}
+	}
+	return out, nil
+}
+
+// KeyChanges answers GET /keys/changes: the device_lists of an incremental /sync from from
+// to to (no further than what is committed).
+func (s *Syncer) KeyChanges(ctx context.Context, userID string, from, to int64) (types.DeviceLists, error) {
+	top, err := s.db.MaxPosition(ctx)
+	if err != nil {
+		return types.DeviceLists{}, fmt.Errorf("read stream position: %w", err)
+	}
+	to = min(to, top)
+	if from >= to {
+		return types.DeviceLists{Changed: []string{}, Left: []string{}}, nil
+	}
+	return s.deviceLists(ctx, userID, from, to)
+}
+
 // addKeyCounts fills in the device's one-time key counts and unused fallback key types.
 func (s *Syncer) addKeyCounts(ctx context.Context, req *SyncRequest, res *types.SyncResponse) error {
 	if s.keys == nil {
@@ -131,6 +161,11 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 	}
 	if err = s.addEphemeral(ctx, req, joinedRoomIDs(req, rooms), since, to, res); err != nil {
 		return nil, err
+	}
+	if req.Since != nil && (s.notifier.Changed(storage.StreamKeyChanges, since) || s.notifier.Changed(storage.StreamRoomEvents, since)) {
+		if res.DeviceLists, err = s.deviceLists(ctx, req.UserID, since, to); err != nil {
+			return nil, err
+		}
 	}
 	if s.notifier.Changed(storage.StreamPresence, since) {
 		if err = s.addPresence(ctx, req, since, to, res); err != nil {

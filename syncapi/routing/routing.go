@@ -66,6 +66,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "sync", Method: http.MethodGet, Path: prefix + "/sync", Handler: h.authenticated(h.sync)},
 			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: h.authenticated(h.messages)},
 			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
+			httputil.Route{Name: "keyChanges", Method: http.MethodGet, Path: prefix + "/keys/changes", Handler: h.authenticated(h.keyChanges)},
 		)
 	}
 	return routes
@@ -94,6 +95,32 @@ func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, e
 		return httputil.Response{}, err
 	}
 	return httputil.OK(res), nil
+}
+
+// keyChanges is GET /keys/changes?from=&to=: users whose device lists changed between two
+// sync tokens.
+func (h *Handlers) keyChanges(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	q := r.URL.Query()
+	var toks [2]types.StreamToken
+	for i, name := range []string{"from", "to"} {
+		v := q.Get(name)
+		if v == "" {
+			return httputil.Response{}, matrixerr.MissingParam(name + " is required")
+		}
+		tok, err := types.ParseStreamToken(name, v)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if tok.Position < 0 {
+			return httputil.Response{}, matrixerr.InvalidParam(name + " is not a valid token")
+		}
+		toks[i] = tok
+	}
+	dl, err := h.Syncer.KeyChanges(r.Context(), dev.UserID, toks[0].Position, toks[1].Position)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(dl), nil
 }
 
 // parseSync validates /sync's query parameters.

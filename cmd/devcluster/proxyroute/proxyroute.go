@@ -29,6 +29,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/sync", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
+	{"/_matrix/client/{version}/keys/changes", SyncAPI},
 	{"/_matrix/client/*", ClientAPI},
 	{"/_synapse/*", ClientAPI},
 	{"/_matrix/federation/*", FederationAPI},

@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"maunium.net/go/mautrix"
@@ -118,4 +120,80 @@ func Keys(t *testing.T, baseURL string) {
 	if err != nil || len(cl.OneTimeKeys[alice.UserID]) != 0 {
 		t.Fatalf("claim of a deleted device's key: %+v %v", cl, err)
 	}
+}
+
+// login logs a new device of an account registered by Register in.
+func login(t *testing.T, baseURL, name string) *mautrix.Client {
+	t.Helper()
+	c := Client(t, baseURL)
+	res, err := c.Login(context.Background(), &mautrix.ReqLogin{Type: mautrix.AuthTypePassword,
+		Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: name}, Password: "password-" + name})
+	if err != nil {
+		t.Fatalf("login %s: %v", name, err)
+	}
+	c.UserID, c.AccessToken, c.DeviceID = res.UserID, res.AccessToken, res.DeviceID
+	return c
+}
+
+// keyChanges is GET /keys/changes (mautrix's GetKeyChanges sends a POST, which the spec
+// does not define).
+func keyChanges(t *testing.T, c *mautrix.Client, from, to string) *mautrix.RespKeyChanges {
+	t.Helper()
+	var res *mautrix.RespKeyChanges
+	u := c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "keys", "changes"}, map[string]string{"from": from, "to": to})
+	if _, err := c.MakeRequest(context.Background(), http.MethodGet, u, nil, &res); err != nil {
+		t.Fatalf("keys/changes: %v", err)
+	}
+	return res
+}
+
+// DeviceLists is the device-list story: a user sees in /sync's device_lists.changed the
+// key changes of users they share a room with (and /keys/changes between two tokens
+// agrees), never those of a stranger, sees a user who joins a shared room, and sees in
+// device_lists.left a user who no longer shares any room.
+func DeviceLists(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob, carol := Register(t, baseURL, "listalice"), Register(t, baseURL, "listbob"), Register(t, baseURL, "listcarol")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	p := &Poller{C: bob}
+	p.Drain(t, func(*mautrix.RespSync) {})
+	before := p.Since
+
+	// A stranger's new keys first, then a room-mate's new device: bob sees alice only.
+	uploadKeys(t, carol, test.NewDeviceKeys(t, carol.UserID.String(), carol.DeviceID.String()), 1, "c", false)
+	second := login(t, baseURL, "listalice")
+	uploadKeys(t, second, test.NewDeviceKeys(t, alice.UserID.String(), second.DeviceID.String()), 1, "a", false)
+	p.Until(t, 20*time.Second, "alice in device_lists.changed", func(res *mautrix.RespSync) bool {
+		if slices.Contains(res.DeviceLists.Changed, carol.UserID) {
+			t.Fatalf("bob sees the device list of carol, with whom he shares no room: %+v", res.DeviceLists)
+		}
+		return slices.Contains(res.DeviceLists.Changed, alice.UserID)
+	})
+	kc := keyChanges(t, bob, before, p.Since)
+	if !slices.Contains(kc.Changed, alice.UserID) || slices.Contains(kc.Changed, carol.UserID) {
+		t.Fatalf("keys/changes %+v", kc)
+	}
+	if kc = keyChanges(t, bob, p.Since, p.Since); len(kc.Changed)+len(kc.Left) != 0 {
+		t.Fatalf("keys/changes of an empty range %+v", kc)
+	}
+
+	// carol joins: bob learns to track her devices; then alice leaves the only shared room.
+	if _, err = carol.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	p.Until(t, 20*time.Second, "carol in device_lists.changed after joining", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Changed, carol.UserID)
+	})
+	if _, err = alice.LeaveRoom(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	p.Until(t, 20*time.Second, "alice in device_lists.left", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Left, alice.UserID)
+	})
 }

@@ -1,0 +1,51 @@
+package consumer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// KeyChanges consumes OutputKeyChangeEvent: users whose device lists changed.
+type KeyChanges struct {
+	p partitions
+}
+
+// NewKeyChanges builds the consumer of topic.
+func NewKeyChanges(s Shared, topic string) *KeyChanges {
+	return &KeyChanges{p: newPartitions(s, topic)}
+}
+
+// Run consumes every partition until ctx ends.
+func (c *KeyChanges) Run(ctx context.Context) error {
+	return c.p.run(ctx, c.apply)
+}
+
+func (c *KeyChanges) apply(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	var changes []storage.KeyChange
+	var dead []storage.DeadLetter
+	for _, rec := range recs {
+		var out uapi.OutputKeyChangeEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			dead = append(dead, c.p.deadLetter(rec, fmt.Errorf("decode key change: %w", err)))
+			continue
+		}
+		if out.Type != uapi.OutputKeyChangeTypeDeviceKeys || out.DeviceKeys == nil {
+			c.p.logger.WithFields(logrus.Fields{"topic": c.p.topic, "type": out.Type}).Debug("skipping key change of unknown type")
+			continue
+		}
+		if out.DeviceKeys.UserID == "" {
+			dead = append(dead, c.p.deadLetter(rec, errors.New("key change without a user")))
+			continue
+		}
+		changes = append(changes, storage.KeyChange{UserID: out.DeviceKeys.UserID, StreamID: out.DeviceKeys.StreamID})
+	}
+	return c.p.db.WriteKeyChanges(ctx, changes, dead, offset)
+}
