@@ -52,6 +52,9 @@ var (
 	WeakPassword           = mk("M_WEAK_PASSWORD", http.StatusBadRequest)
 	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
 	BadAlias               = mk("M_BAD_ALIAS", http.StatusBadRequest)
+	// InvalidSignature is M_INVALID_SIGNATURE: a cross-signing key or signature does not
+	// verify.
+	InvalidSignature = mk("M_INVALID_SIGNATURE", http.StatusBadRequest)
 	// ServerNotTrusted is M_SERVER_NOT_TRUSTED: the request names a third-party server
 	// (an identity server) this server does not trust; it trusts none.
 	ServerNotTrusted = mk("M_SERVER_NOT_TRUSTED", http.StatusBadRequest)

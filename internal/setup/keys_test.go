@@ -8,7 +8,8 @@ import (
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
-// TestEndToEndKeys runs the key and device-list stories (e2e.Keys, e2e.DeviceLists) against a monolith on SQLite and then
+// TestEndToEndKeys runs the key, device-list and cross-signing stories (e2e.Keys,
+// e2e.DeviceLists, e2e.CrossSigning) against a monolith on SQLite and then
 // PostgreSQL.
 func TestEndToEndKeys(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
@@ -23,6 +24,7 @@ func TestEndToEndKeys(t *testing.T) {
 			base := runMonolith(t, cfg)
 			t.Run("keys", func(t *testing.T) { e2e.Keys(t, base) })
 			t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
+			t.Run("cross-signing", func(t *testing.T) { e2e.CrossSigning(t, base) })
 		})
 	}
 }

@@ -71,3 +71,51 @@ func (d *DeviceKeys) OneTimeKey(t testing.TB, fallback bool) json.RawMessage {
 	}
 	return d.Sign(t, obj)
 }
+
+// CrossSigningKey is a test user's cross-signing key pair of one usage (master,
+// self_signing or user_signing).
+type CrossSigningKey struct {
+	UserID  string
+	Usage   string
+	Private ed25519.PrivateKey
+}
+
+// NewCrossSigningKey makes a cross-signing key with a fresh ed25519 key.
+func NewCrossSigningKey(t testing.TB, userID, usage string) *CrossSigningKey {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &CrossSigningKey{UserID: userID, Usage: usage, Private: priv}
+}
+
+// Public is the key's public key, unpadded base64 (also its key ID after "ed25519:").
+func (k *CrossSigningKey) Public() string {
+	return base64.RawStdEncoding.EncodeToString(k.Private.Public().(ed25519.PublicKey))
+}
+
+// Sign signs obj (a JSON object) with this key: signatures[user_id]["ed25519:<public>"].
+func (k *CrossSigningKey) Sign(t testing.TB, obj []byte) json.RawMessage {
+	t.Helper()
+	signed, err := gomatrixserverlib.SignJSON(k.UserID, gomatrixserverlib.KeyID("ed25519:"+k.Public()), k.Private, obj)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed
+}
+
+// JSON is the CrossSigningKey object, signed by signer when it is not nil (the master key
+// signs the self-signing and user-signing keys).
+func (k *CrossSigningKey) JSON(t testing.TB, signer *CrossSigningKey) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(map[string]any{"user_id": k.UserID, "usage": []string{k.Usage},
+		"keys": map[string]string{"ed25519:" + k.Public(): k.Public()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if signer == nil {
+		return b
+	}
+	return signer.Sign(t, b)
+}

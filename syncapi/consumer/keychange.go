@@ -13,7 +13,8 @@ import (
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
-// KeyChanges consumes OutputKeyChangeEvent: users whose device lists changed.
+// KeyChanges consumes OutputKeyChangeEvent: users whose device or cross-signing keys
+// changed; both are a change of the user's device list.
 type KeyChanges struct {
 	p partitions
 }
@@ -37,15 +38,21 @@ func (c *KeyChanges) apply(ctx context.Context, recs []eventlog.Record, offset s
 			dead = append(dead, c.p.deadLetter(rec, fmt.Errorf("decode key change: %w", err)))
 			continue
 		}
-		if out.Type != uapi.OutputKeyChangeTypeDeviceKeys || out.DeviceKeys == nil {
+		var change storage.KeyChange
+		switch {
+		case out.Type == uapi.OutputKeyChangeTypeDeviceKeys && out.DeviceKeys != nil:
+			change = storage.KeyChange{UserID: out.DeviceKeys.UserID, StreamID: out.DeviceKeys.StreamID}
+		case out.Type == uapi.OutputKeyChangeTypeCrossSigning && out.CrossSigning != nil:
+			change = storage.KeyChange{UserID: out.CrossSigning.UserID, StreamID: out.CrossSigning.StreamID}
+		default:
 			c.p.logger.WithFields(logrus.Fields{"topic": c.p.topic, "type": out.Type}).Debug("skipping key change of unknown type")
 			continue
 		}
-		if out.DeviceKeys.UserID == "" {
+		if change.UserID == "" {
 			dead = append(dead, c.p.deadLetter(rec, errors.New("key change without a user")))
 			continue
 		}
-		changes = append(changes, storage.KeyChange{UserID: out.DeviceKeys.UserID, StreamID: out.DeviceKeys.StreamID})
+		changes = append(changes, change)
 	}
 	return c.p.db.WriteKeyChanges(ctx, changes, dead, offset)
 }

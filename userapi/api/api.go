@@ -246,6 +246,8 @@ type ClientUserAPI interface {
 	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
 	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
+	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)
+	PerformUploadSignatures(ctx context.Context, req *PerformUploadSignaturesRequest) (*PerformUploadSignaturesResponse, error)
 }
 
 // FederationUserAPI is what the federationapi uses: profiles for /query/profile.

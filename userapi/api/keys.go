@@ -21,17 +21,51 @@ type PerformUploadKeysResponse struct {
 }
 
 // QueryKeysRequest is POST /keys/query for local users: DeviceKeys maps a user ID to the
-// device IDs wanted (empty: every device).
+// device IDs wanted (empty: every device). UserID is who asks: only they see their own
+// user-signing key and the signatures they made on others' keys.
 type QueryKeysRequest struct {
+	UserID     string              `json:"user_id,omitempty"`
 	DeviceKeys map[string][]string `json:"device_keys"`
 }
 
 // QueryKeysResponse is the body of POST /keys/query's answer for local users: per user, per
-// device, the signed device keys with unsigned.device_display_name added. Failures maps a
-// server name to why it could not be asked (remote users).
+// device, the signed device keys with unsigned.device_display_name added, and the users'
+// cross-signing keys. Failures maps a server name to why it could not be asked (remote
+// users).
 type QueryKeysResponse struct {
-	DeviceKeys map[string]map[string]json.RawMessage `json:"device_keys"`
-	Failures   map[string]json.RawMessage            `json:"failures"`
+	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+	MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
+	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
+	UserSigningKeys map[string]json.RawMessage            `json:"user_signing_keys"`
+	Failures        map[string]json.RawMessage            `json:"failures"`
+}
+
+// PerformUploadDeviceSigningKeysRequest is POST /keys/device_signing/upload: each key is
+// optional. Without Authenticated (the caller passed User-Interactive Authentication) only
+// a first upload, or one that changes nothing, is accepted; anything else is 401
+// M_UNAUTHORIZED, which the client API answers with its authentication flows.
+type PerformUploadDeviceSigningKeysRequest struct {
+	UserID         string          `json:"user_id"`
+	MasterKey      json.RawMessage `json:"master_key,omitempty"`
+	SelfSigningKey json.RawMessage `json:"self_signing_key,omitempty"`
+	UserSigningKey json.RawMessage `json:"user_signing_key,omitempty"`
+	Authenticated  bool            `json:"authenticated,omitempty"`
+}
+
+// PerformUploadDeviceSigningKeysResponse is empty.
+type PerformUploadDeviceSigningKeysResponse struct{}
+
+// PerformUploadSignaturesRequest is POST /keys/signatures/upload by UserID: user ID -> key
+// ID (a device ID or a master key's public key) -> the signed key object.
+type PerformUploadSignaturesRequest struct {
+	UserID     string                                `json:"user_id"`
+	Signatures map[string]map[string]json.RawMessage `json:"signatures"`
+}
+
+// PerformUploadSignaturesResponse lists, per user and key ID, the Matrix error of each
+// signature that was not stored.
+type PerformUploadSignaturesResponse struct {
+	Failures map[string]map[string]json.RawMessage `json:"failures"`
 }
 
 // PerformClaimKeysRequest is POST /keys/claim: user ID -> device ID -> algorithm.

@@ -199,10 +199,12 @@ func (u *UserAPI) announceKeyChanges(ctx context.Context, userID string, changes
 }
 
 // QueryKeys answers POST /keys/query for local users: each user's listed devices (every
-// device when none are listed) with their signed keys and unsigned.device_display_name.
+// device when none are listed) with their signed keys and unsigned.device_display_name, and
+// their cross-signing keys, with the signatures req.UserID may see.
 // Unknown local users get an empty map; remote users a failure for their server.
 func (u *UserAPI) QueryKeys(ctx context.Context, req *api.QueryKeysRequest) (*api.QueryKeysResponse, error) {
-	res := &api.QueryKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, Failures: map[string]json.RawMessage{}}
+	res := &api.QueryKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, Failures: map[string]json.RawMessage{},
+		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
 	for userID, deviceIDs := range req.DeviceKeys {
 		local, err := u.localpart(userID)
 		var merr *matrixerr.Error
@@ -214,11 +216,23 @@ func (u *UserAPI) QueryKeys(ctx context.Context, req *api.QueryKeysRequest) (*ap
 		if err != nil {
 			continue // not a user ID: nothing to answer for it
 		}
+		sigs, err := u.DB.KeySignatures(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
 		devs, err := u.localDeviceKeys(ctx, local, deviceIDs)
 		if err != nil {
 			return nil, err
 		}
+		for id, raw := range devs {
+			if devs[id], err = withSignatures(raw, userID, req.UserID, id, sigs); err != nil {
+				return nil, err
+			}
+		}
 		res.DeviceKeys[userID] = devs
+		if err = u.addCrossSigning(ctx, res, userID, local, req.UserID, sigs); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

@@ -40,6 +40,8 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryKeys)
 	ihttp.Serve(s, a.PerformClaimKeys)
 	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
+	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
+	ihttp.Serve(s, a.PerformUploadSignatures)
 	return s
 }
 
@@ -153,4 +155,14 @@ func (c *Client) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKeys
 // QueryOneTimeKeyCounts implements api.ClientUserAPI.
 func (c *Client) QueryOneTimeKeyCounts(ctx context.Context, req *api.QueryOneTimeKeyCountsRequest) (*api.QueryOneTimeKeyCountsResponse, error) {
 	return ihttp.Call[api.QueryOneTimeKeyCountsResponse](ctx, c.c, req)
+}
+
+// PerformUploadDeviceSigningKeys implements api.ClientUserAPI.
+func (c *Client) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.PerformUploadDeviceSigningKeysRequest) (*api.PerformUploadDeviceSigningKeysResponse, error) {
+	return ihttp.Call[api.PerformUploadDeviceSigningKeysResponse](ctx, c.c, req)
+}
+
+// PerformUploadSignatures implements api.ClientUserAPI.
+func (c *Client) PerformUploadSignatures(ctx context.Context, req *api.PerformUploadSignaturesRequest) (*api.PerformUploadSignaturesResponse, error) {
+	return ihttp.Call[api.PerformUploadSignaturesResponse](ctx, c.c, req)
 }

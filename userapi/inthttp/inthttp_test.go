@@ -280,6 +280,26 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	if first, second := claim(), claim(); first != "signed_curve25519:A" || second != "signed_curve25519:F" {
 		t.Fatalf("claimed %q then %q", first, second)
 	}
+
+	master, self := test.NewCrossSigningKey(t, alice, "master"), test.NewCrossSigningKey(t, alice, "self_signing")
+	ok(c, r.PerformUploadDeviceSigningKeys, &api.PerformUploadDeviceSigningKeysRequest{UserID: alice, MasterKey: master.JSON(t, nil), SelfSigningKey: self.JSON(t, master)})
+	same(c, "replacement without authentication", d.PerformUploadDeviceSigningKeys, r.PerformUploadDeviceSigningKeys,
+		&api.PerformUploadDeviceSigningKeysRequest{UserID: alice, MasterKey: self.JSON(t, nil)})
+	var devKeys map[string]json.RawMessage
+	if err := json.Unmarshal(qk.DeviceKeys[alice][devID], &devKeys); err != nil {
+		t.Fatal(err)
+	}
+	delete(devKeys, "signatures")
+	delete(devKeys, "unsigned")
+	plain, _ := json.Marshal(devKeys) // plain data
+	sig := ok(c, r.PerformUploadSignatures, &api.PerformUploadSignaturesRequest{UserID: alice,
+		Signatures: map[string]map[string]json.RawMessage{alice: {devID: self.Sign(t, plain)}}})
+	if len(sig.Failures) != 0 {
+		t.Fatalf("signature failures %+v", sig.Failures)
+	}
+	if qk = same(c, "cross-signed", d.QueryKeys, r.QueryKeys, &api.QueryKeysRequest{UserID: alice, DeviceKeys: map[string][]string{alice: nil}}); qk.MasterKeys[alice] == nil {
+		t.Fatalf("no master key in %+v", qk)
+	}
 }
 
 // TestMatrixErrorsOnTheWire checks that typed errors answer with their own HTTP status on the

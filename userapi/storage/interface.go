@@ -106,6 +106,28 @@ type Database interface {
 	// KeyCounts is the device's one-time key count per algorithm and the algorithms of its
 	// unused fallback keys.
 	KeyCounts(ctx context.Context, localpart, deviceID string) (map[string]int, []string, error)
+	// CrossSigningKeys returns the account's cross-signing keys by purpose ("master",
+	// "self_signing", "user_signing"); none is an empty map.
+	CrossSigningKeys(ctx context.Context, localpart string) (map[string][]byte, error)
+	// PutCrossSigningKeys replaces the account's keys of the purposes in keys and returns
+	// the account's new device-list stream ID.
+	PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte) (int64, error)
+	// PutKeySignatures stores signatures (replacing one by the same signer key on the same
+	// target key) and advances the device-list stream of each localpart in announce,
+	// returning the new stream IDs.
+	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string) (map[string]int64, error)
+	// KeySignatures returns the stored signatures on targetUserID's keys.
+	KeySignatures(ctx context.Context, targetUserID string) ([]KeySignature, error)
+}
+
+// KeySignature is a signature of SignerUserID's key SignerKeyID ("ed25519:<key>") on
+// TargetUserID's key TargetKeyID (a device ID, or a master key's public key).
+type KeySignature struct {
+	TargetUserID string
+	TargetKeyID  string
+	SignerUserID string
+	SignerKeyID  string
+	Signature    string
 }
 
 // KeyUpload is one device's POST /keys/upload, already validated.

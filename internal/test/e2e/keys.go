@@ -197,3 +197,87 @@ func DeviceLists(t *testing.T, baseURL string) {
 		return slices.Contains(res.DeviceLists.Left, alice.UserID)
 	})
 }
+
+// CrossSigning is the cross-signing story with a client library: a first upload of the
+// three keys needs no authentication, a replacement asks for the password (401 with the
+// flows) and succeeds with it; another user sees the master and self-signing keys but
+// never the user-signing key; a device signed by the self-signing key carries the
+// signature for others, a forged signature is refused per key, and room-mates see the
+// user in device_lists.changed.
+func CrossSigning(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "csalice"), Register(t, baseURL, "csbob")
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = bob.JoinRoomByID(ctx, room.RoomID); err != nil {
+		t.Fatal(err)
+	}
+	dk := test.NewDeviceKeys(t, alice.UserID.String(), alice.DeviceID.String())
+	uploadKeys(t, alice, dk, 0, "x", false)
+	p := &Poller{C: bob}
+	p.Drain(t, func(*mautrix.RespSync) {})
+
+	master := test.NewCrossSigningKey(t, alice.UserID.String(), "master")
+	self := test.NewCrossSigningKey(t, alice.UserID.String(), "self_signing")
+	user := test.NewCrossSigningKey(t, alice.UserID.String(), "user_signing")
+	signingURL := alice.BuildClientURL("v3", "keys", "device_signing", "upload")
+	body := map[string]any{"master_key": master.JSON(t, nil), "self_signing_key": self.JSON(t, master), "user_signing_key": user.JSON(t, master)}
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, signingURL, body, nil); err != nil {
+		t.Fatalf("first cross-signing upload: %v", err)
+	}
+	_, err = alice.MakeRequest(ctx, http.MethodPost, signingURL, map[string]any{"user_signing_key": user.JSON(t, self)}, nil)
+	WantErrCode(t, err, http.StatusBadRequest, "M_INVALID_SIGNATURE")
+	replacement := test.NewCrossSigningKey(t, alice.UserID.String(), "master")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, signingURL, map[string]any{"master_key": replacement.JSON(t, nil)}, nil)
+	wantUIA(t, err, "")
+
+	q, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := q.MasterKeys[alice.UserID].Keys[id.NewKeyID(id.KeyAlgorithmEd25519, master.Public())]; !ok || len(q.SelfSigningKeys[alice.UserID].Keys) != 1 || len(q.UserSigningKeys) != 0 {
+		t.Fatalf("bob's view of alice's cross-signing keys: %+v %+v %+v", q.MasterKeys, q.SelfSigningKeys, q.UserSigningKeys)
+	}
+
+	// alice cross-signs her device; a signature by another key fails for that key only.
+	devKeys := map[string]any{}
+	raw, _ := json.Marshal(q.DeviceKeys[alice.UserID][alice.DeviceID]) // plain data
+	if err = json.Unmarshal(raw, &devKeys); err != nil {
+		t.Fatal(err)
+	}
+	delete(devKeys, "signatures")
+	delete(devKeys, "unsigned")
+	plain, _ := json.Marshal(devKeys) // plain data
+	var res struct {
+		Failures map[string]map[string]map[string]string `json:"failures"`
+	}
+	sigURL := alice.BuildClientURL("v3", "keys", "signatures", "upload")
+	forged := test.NewCrossSigningKey(t, alice.UserID.String(), "self_signing")
+	_, err = alice.MakeRequest(ctx, http.MethodPost, sigURL, map[string]any{alice.UserID.String(): map[string]any{alice.DeviceID.String(): forged.Sign(t, plain)}}, &res)
+	if err != nil || res.Failures[alice.UserID.String()][alice.DeviceID.String()]["errcode"] != "M_INVALID_SIGNATURE" {
+		t.Fatalf("forged signature: %+v %v", res, err)
+	}
+	res.Failures = nil
+	_, err = alice.MakeRequest(ctx, http.MethodPost, sigURL, map[string]any{alice.UserID.String(): map[string]any{alice.DeviceID.String(): self.Sign(t, plain)}}, &res)
+	if err != nil || len(res.Failures) != 0 {
+		t.Fatalf("device signature: %+v %v", res, err)
+	}
+	p.Until(t, 20*time.Second, "alice in device_lists.changed after cross-signing", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Changed, alice.UserID)
+	})
+	if q, err = bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}}}); err != nil {
+		t.Fatal(err)
+	}
+	if q.DeviceKeys[alice.UserID][alice.DeviceID].Signatures[alice.UserID][id.NewKeyID(id.KeyAlgorithmEd25519, self.Public())] == "" {
+		t.Fatalf("alice's device lacks her self-signing signature: %+v", q.DeviceKeys[alice.UserID][alice.DeviceID].Signatures)
+	}
+
+	// With the password the master key can be replaced.
+	body = map[string]any{"master_key": replacement.JSON(t, nil), "auth": map[string]any{"type": "m.login.password",
+		"identifier": map[string]string{"type": "m.id.user", "user": "csalice"}, "password": "password-csalice"}}
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, signingURL, body, nil); err != nil {
+		t.Fatalf("replacement with the password: %v", err)
+	}
+}

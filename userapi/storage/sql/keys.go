@@ -216,3 +216,86 @@ func deleteDeviceKeys(ctx context.Context, tx *sql.Tx, localpart string, deviceI
 	}
 	return out, nil
 }
+
+// CrossSigningKeys implements storage.Database.
+func (d *Database) CrossSigningKeys(ctx context.Context, localpart string) (map[string][]byte, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT purpose, key_json FROM userapi_cross_signing_keys WHERE localpart = $1", localpart)
+	if err != nil {
+		return nil, fmt.Errorf("select cross-signing keys: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // rows.Err reports what matters
+	out := map[string][]byte{}
+	for rows.Next() {
+		var purpose, js string
+		if err := rows.Scan(&purpose, &js); err != nil {
+			return nil, fmt.Errorf("scan cross-signing key: %w", err)
+		}
+		out[purpose] = []byte(js)
+	}
+	return out, rows.Err()
+}
+
+// PutCrossSigningKeys implements storage.Database.
+func (d *Database) PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte) (int64, error) {
+	var stream int64
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		for purpose, js := range keys {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO userapi_cross_signing_keys (localpart, purpose, key_json) VALUES ($1, $2, $3)"+
+				" ON CONFLICT (localpart, purpose) DO UPDATE SET key_json = excluded.key_json", localpart, purpose, string(js)); err != nil {
+				return err
+			}
+		}
+		var err error
+		stream, err = bumpStream(ctx, tx, localpart)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store cross-signing keys: %w", err)
+	}
+	return stream, nil
+}
+
+// PutKeySignatures implements storage.Database.
+func (d *Database) PutKeySignatures(ctx context.Context, sigs []storage.KeySignature, announce []string) (map[string]int64, error) {
+	streams := map[string]int64{}
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		for _, s := range sigs {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO userapi_key_signatures (target_user_id, target_key_id, signer_user_id, signer_key_id, signature)"+
+				" VALUES ($1, $2, $3, $4, $5) ON CONFLICT (target_user_id, target_key_id, signer_user_id, signer_key_id) DO UPDATE SET signature = excluded.signature",
+				s.TargetUserID, s.TargetKeyID, s.SignerUserID, s.SignerKeyID, s.Signature); err != nil {
+				return err
+			}
+		}
+		for _, local := range announce {
+			id, err := bumpStream(ctx, tx, local)
+			if err != nil {
+				return err
+			}
+			streams[local] = id
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store key signatures: %w", err)
+	}
+	return streams, nil
+}
+
+// KeySignatures implements storage.Database.
+func (d *Database) KeySignatures(ctx context.Context, targetUserID string) ([]storage.KeySignature, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT target_key_id, signer_user_id, signer_key_id, signature FROM userapi_key_signatures WHERE target_user_id = $1",
+		targetUserID)
+	if err != nil {
+		return nil, fmt.Errorf("select key signatures: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // rows.Err reports what matters
+	var out []storage.KeySignature
+	for rows.Next() {
+		s := storage.KeySignature{TargetUserID: targetUserID}
+		if err := rows.Scan(&s.TargetKeyID, &s.SignerUserID, &s.SignerKeyID, &s.Signature); err != nil {
+			return nil, fmt.Errorf("scan key signature: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}

@@ -70,4 +70,19 @@ CREATE TABLE IF NOT EXISTS userapi_device_list_streams (
 	localpart TEXT NOT NULL PRIMARY KEY,
 	stream_id {bigint} NOT NULL
 );
+`}, {Version: 3, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_cross_signing_keys (
+	localpart TEXT NOT NULL,
+	purpose TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (localpart, purpose)
+);
+CREATE TABLE IF NOT EXISTS userapi_key_signatures (
+	target_user_id TEXT NOT NULL,
+	target_key_id TEXT NOT NULL,
+	signer_user_id TEXT NOT NULL,
+	signer_key_id TEXT NOT NULL,
+	signature TEXT NOT NULL,
+	PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signer_key_id)
+);
 `}}
