@@ -53,7 +53,7 @@ func New(d Deps) *ClientAPI {
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
-	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral, keys: &routing.Keys{UserAPI: d.UserAPI, Accounts: accounts}}
+	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral, keys: &routing.Keys{ServerName: string(d.ServerName), UserAPI: d.UserAPI, Accounts: accounts, Federation: d.Federation}}
 }
 
 // Routes lists every client API endpoint with its absolute path.

@@ -248,9 +248,14 @@ type ClientUserAPI interface {
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
 	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)
 	PerformUploadSignatures(ctx context.Context, req *PerformUploadSignaturesRequest) (*PerformUploadSignaturesResponse, error)
+	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)
 }
 
-// FederationUserAPI is what the federationapi uses: profiles for /query/profile.
+// FederationUserAPI is what the federationapi uses: profiles for /query/profile, and local
+// users' keys for /user/keys/query, /user/keys/claim and /user/devices.
 type FederationUserAPI interface {
 	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
+	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
+	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
+	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)
 }

@@ -98,3 +98,27 @@ type QueryOneTimeKeyCountsResponse struct {
 type SyncKeyAPI interface {
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
 }
+
+// QueryDeviceListRequest asks for a local user's devices with their keys, for another
+// server (GET /_matrix/federation/v1/user/devices/{userId}).
+type QueryDeviceListRequest struct {
+	UserID string `json:"user_id"`
+}
+
+// DeviceListEntry is one device of a device list; Keys is absent for a device that
+// uploaded none.
+type DeviceListEntry struct {
+	DeviceID    string          `json:"device_id"`
+	DisplayName string          `json:"device_display_name,omitempty"`
+	Keys        json.RawMessage `json:"keys,omitempty"`
+}
+
+// QueryDeviceListResponse is the user's device list at StreamID (the stream of
+// m.device_list_update), with their master and self-signing keys.
+type QueryDeviceListResponse struct {
+	UserID         string            `json:"user_id"`
+	StreamID       int64             `json:"stream_id"`
+	Devices        []DeviceListEntry `json:"devices"`
+	MasterKey      json.RawMessage   `json:"master_key,omitempty"`
+	SelfSigningKey json.RawMessage   `json:"self_signing_key,omitempty"`
+}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/matrix-org/dendrite/internal/e2ekeys"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
@@ -35,35 +37,18 @@ type crossSigningKey struct {
 // parseCrossSigningKey checks a CrossSigningKey object of userID with usage purpose and
 // one ed25519 key.
 func parseCrossSigningKey(raw json.RawMessage, userID, purpose string) (*crossSigningKey, error) {
-	var k struct {
-		UserID string            `json:"user_id"`
-		Usage  []string          `json:"usage"`
-		Keys   map[string]string `json:"keys"`
+	k, err := e2ekeys.ParseCrossSigningKey(raw, userID, purpose)
+	if errors.Is(err, e2ekeys.ErrWrongOwner) {
+		return nil, matrixerr.InvalidParam("the " + purpose + " key must be the uploading user's, with usage " + purpose + " and one ed25519 key")
 	}
-	if json.Unmarshal(raw, &k) != nil || k.Keys == nil {
+	if err != nil {
+		return nil, matrixerr.BadJSON("a cross-signing key must be a CrossSigningKey object with one key ed25519:<public key>")
+	}
+	canonical, err := gomatrixserverlib.CanonicalJSON(raw)
+	if err != nil {
 		return nil, matrixerr.BadJSON("a cross-signing key must be a CrossSigningKey object")
 	}
-	if k.UserID != userID {
-		return nil, matrixerr.InvalidParam("a cross-signing key must be for the uploading user")
-	}
-	if !slices.Contains(k.Usage, purpose) {
-		return nil, matrixerr.InvalidParam("the " + purpose + " key must have usage " + purpose)
-	}
-	if len(k.Keys) != 1 {
-		return nil, matrixerr.InvalidParam("a cross-signing key must hold exactly one key")
-	}
-	for id, value := range k.Keys {
-		pub, ok := decodeKey(value)
-		if !ok || id != "ed25519:"+value {
-			return nil, matrixerr.InvalidParam("a cross-signing key must be an ed25519 key with ID ed25519:<public key>")
-		}
-		canonical, err := gomatrixserverlib.CanonicalJSON(raw)
-		if err != nil {
-			return nil, matrixerr.BadJSON("a cross-signing key must be a CrossSigningKey object")
-		}
-		return &crossSigningKey{pub: pub, id: id, pubB64: value, canonical: canonical}, nil
-	}
-	return nil, matrixerr.InvalidParam("a cross-signing key must hold exactly one key")
+	return &crossSigningKey{pub: k.Public, id: k.ID, pubB64: k.PublicBase64, canonical: canonical}, nil
 }
 
 // PerformUploadDeviceSigningKeys checks and stores a user's cross-signing keys: the
@@ -304,11 +289,11 @@ func (u *UserAPI) deviceSigningKeys(ctx context.Context, local string) (map[stri
 	}
 	out := map[string]ed25519.PublicKey{}
 	for _, d := range devs {
-		var dk deviceKeysJSON
+		var dk e2ekeys.DeviceKeys
 		if json.Unmarshal(d.JSON, &dk) != nil {
 			continue
 		}
-		if pub, ok := decodeKey(dk.Keys["ed25519:"+d.DeviceID]); ok {
+		if pub, ok := e2ekeys.DecodeKey(dk.Keys["ed25519:"+d.DeviceID]); ok {
 			out["ed25519:"+d.DeviceID] = pub
 		}
 	}
@@ -397,4 +382,49 @@ func (u *UserAPI) addCrossSigning(ctx context.Context, res *api.QueryKeysRespons
 		res.UserSigningKeys[userID] = s
 	}
 	return nil
+}
+
+// QueryDeviceList is a local user's devices (keys with the user's own signatures), the
+// device-list stream ID and the master and self-signing keys, for another server; an
+// unknown local user has no devices.
+func (u *UserAPI) QueryDeviceList(ctx context.Context, req *api.QueryDeviceListRequest) (*api.QueryDeviceListResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := u.DB.DeviceListStream(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	// Read the keys after the stream ID: a change in between shows up in the keys and
+	// again in the m.device_list_update that follows it.
+	q := &api.QueryKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
+	sigs, err := u.DB.KeySignatures(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := u.localDeviceKeys(ctx, local, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err = u.addCrossSigning(ctx, q, req.UserID, local, "", sigs); err != nil {
+		return nil, err
+	}
+	devs, err := u.DB.Devices(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	res := &api.QueryDeviceListResponse{UserID: req.UserID, StreamID: stream, Devices: []api.DeviceListEntry{},
+		MasterKey: q.MasterKeys[req.UserID], SelfSigningKey: q.SelfSigningKeys[req.UserID]}
+	for _, d := range devs {
+		e := api.DeviceListEntry{DeviceID: d.DeviceID, DisplayName: d.DisplayName}
+		if k := keys[d.DeviceID]; k != nil {
+			if e.Keys, err = withSignatures(k, req.UserID, "", d.DeviceID, sigs); err != nil {
+				return nil, err
+			}
+		}
+		res.Devices = append(res.Devices, e)
+	}
+	return res, nil
 }

@@ -3,7 +3,6 @@ package internal
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	"github.com/matrix-org/dendrite/internal/e2ekeys"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
@@ -24,14 +24,6 @@ const signedCurve25519 = "signed_curve25519"
 
 // maxKeysPerUpload bounds the one-time and fallback keys of one upload.
 const maxKeysPerUpload = 1000
-
-// deviceKeysJSON is the part of a DeviceKeys object the server checks.
-type deviceKeysJSON struct {
-	UserID     string            `json:"user_id"`
-	DeviceID   string            `json:"device_id"`
-	Algorithms []string          `json:"algorithms"`
-	Keys       map[string]string `json:"keys"`
-}
 
 // PerformUploadKeys checks and stores a device's keys. Device keys must be the device's
 // own (user_id, device_id) and signed by their own ed25519 key; signed one-time and
@@ -84,21 +76,18 @@ func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadK
 // checkDeviceKeys validates a DeviceKeys object and returns it without "unsigned" (which
 // the server fills in on query), with the device's ed25519 key.
 func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) ([]byte, ed25519.PublicKey, error) {
-	var obj map[string]json.RawMessage
-	var dk deviceKeysJSON
-	if json.Unmarshal(raw, &obj) != nil || obj == nil || json.Unmarshal(raw, &dk) != nil {
+	pub, err := e2ekeys.VerifyDeviceKeys(raw, userID, deviceID)
+	switch {
+	case errors.Is(err, e2ekeys.ErrMalformed):
 		return nil, nil, matrixerr.BadJSON("device_keys must be a DeviceKeys object")
-	}
-	if dk.UserID != userID || dk.DeviceID != deviceID {
-		return nil, nil, matrixerr.InvalidParam("device_keys must be for the uploading user and device")
-	}
-	keyID := "ed25519:" + deviceID
-	pub, ok := decodeKey(dk.Keys[keyID])
-	if !ok {
-		return nil, nil, matrixerr.InvalidParam("device_keys must hold the device's ed25519 key " + keyID)
-	}
-	if gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID(keyID), pub, raw) != nil {
+	case errors.Is(err, e2ekeys.ErrWrongOwner):
+		return nil, nil, matrixerr.InvalidParam("device_keys must be the uploading device's, with its ed25519 key ed25519:" + deviceID)
+	case err != nil:
 		return nil, nil, matrixerr.InvalidParam("device_keys are not signed by the device's ed25519 key")
+	}
+	var obj map[string]json.RawMessage
+	if err = json.Unmarshal(raw, &obj); err != nil {
+		return nil, nil, err
 	}
 	delete(obj, "unsigned")
 	stored, err := json.Marshal(obj)
@@ -108,26 +97,17 @@ func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) ([]byte, ed25
 	return stored, pub, nil
 }
 
-// decodeKey decodes an unpadded (or padded) base64 ed25519 public key.
-func decodeKey(s string) (ed25519.PublicKey, bool) {
-	b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(s, "="))
-	if err != nil || len(b) != ed25519.PublicKeySize {
-		return nil, false
-	}
-	return ed25519.PublicKey(b), true
-}
-
 // storedSigningKey is the ed25519 key of the device's stored device keys, nil if it has none.
 func (u *UserAPI) storedSigningKey(ctx context.Context, local, deviceID string) (ed25519.PublicKey, error) {
 	stored, err := u.DB.DeviceKeys(ctx, local, []string{deviceID})
 	if err != nil || len(stored) == 0 {
 		return nil, err
 	}
-	var dk deviceKeysJSON
+	var dk e2ekeys.DeviceKeys
 	if json.Unmarshal(stored[0].JSON, &dk) != nil {
 		return nil, fmt.Errorf("stored device keys of %s are not valid", deviceID)
 	}
-	pub, _ := decodeKey(dk.Keys["ed25519:"+deviceID])
+	pub, _ := e2ekeys.DecodeKey(dk.Keys["ed25519:"+deviceID])
 	return pub, nil
 }
 

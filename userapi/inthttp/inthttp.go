@@ -42,6 +42,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
 	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
 	ihttp.Serve(s, a.PerformUploadSignatures)
+	ihttp.Serve(s, a.QueryDeviceList)
 	return s
 }
 
@@ -165,4 +166,9 @@ func (c *Client) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.Pe
 // PerformUploadSignatures implements api.ClientUserAPI.
 func (c *Client) PerformUploadSignatures(ctx context.Context, req *api.PerformUploadSignaturesRequest) (*api.PerformUploadSignaturesResponse, error) {
 	return ihttp.Call[api.PerformUploadSignaturesResponse](ctx, c.c, req)
+}
+
+// QueryDeviceList implements api.ClientUserAPI.
+func (c *Client) QueryDeviceList(ctx context.Context, req *api.QueryDeviceListRequest) (*api.QueryDeviceListResponse, error) {
+	return ihttp.Call[api.QueryDeviceListResponse](ctx, c.c, req)
 }

@@ -297,6 +297,11 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	if len(sig.Failures) != 0 {
 		t.Fatalf("signature failures %+v", sig.Failures)
 	}
+	dl := same(c, "alice", d.QueryDeviceList, r.QueryDeviceList, &api.QueryDeviceListRequest{UserID: alice})
+	if dl.StreamID < 2 || len(dl.Devices) != 1 || dl.Devices[0].Keys == nil || dl.MasterKey == nil || dl.SelfSigningKey == nil {
+		t.Fatalf("device list %+v", dl)
+	}
+	same(c, "remote", d.QueryDeviceList, r.QueryDeviceList, &api.QueryDeviceListRequest{UserID: "@x:elsewhere"})
 	if qk = same(c, "cross-signed", d.QueryKeys, r.QueryKeys, &api.QueryKeysRequest{UserID: alice, DeviceKeys: map[string][]string{alice: nil}}); qk.MasterKeys[alice] == nil {
 		t.Fatalf("no master key in %+v", qk)
 	}

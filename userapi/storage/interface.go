@@ -116,6 +116,8 @@ type Database interface {
 	// target key) and advances the device-list stream of each localpart in announce,
 	// returning the new stream IDs.
 	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string) (map[string]int64, error)
+	// DeviceListStream is the account's device-list stream ID (0 before any change).
+	DeviceListStream(ctx context.Context, localpart string) (int64, error)
 	// KeySignatures returns the stored signatures on targetUserID's keys.
 	KeySignatures(ctx context.Context, targetUserID string) ([]KeySignature, error)
 }

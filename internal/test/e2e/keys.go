@@ -281,3 +281,50 @@ func CrossSigning(t *testing.T, baseURL string) {
 		t.Fatalf("replacement with the password: %v", err)
 	}
 }
+
+// KeysOverFederation is the key story across two servers: a user of B queries the keys of
+// a user of A (device keys, checked by B and by the test, and the master and self-signing
+// keys), claims her one-time keys (each once) and then her fallback key, and gets a failure
+// entry, not an error, for a server that cannot be reached.
+func KeysOverFederation(t *testing.T, urlA, urlB string) {
+	ctx := context.Background()
+	alice, bob := Register(t, urlA, "fedkeys-alice"), Register(t, urlB, "fedkeys-bob")
+	dk := test.NewDeviceKeys(t, alice.UserID.String(), alice.DeviceID.String())
+	uploadKeys(t, alice, dk, 2, "f", true)
+	master := test.NewCrossSigningKey(t, alice.UserID.String(), "master")
+	self := test.NewCrossSigningKey(t, alice.UserID.String(), "self_signing")
+	if _, err := alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "keys", "device_signing", "upload"),
+		map[string]any{"master_key": master.JSON(t, nil), "self_signing_key": self.JSON(t, master)}, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	const nowhere = "@nobody:127.0.0.1:1"
+	q, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}, nowhere: {}}, Timeout: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, ok := q.DeviceKeys[alice.UserID][alice.DeviceID]
+	if !ok || got.Keys.GetEd25519(alice.DeviceID).String() != dk.Ed25519() {
+		t.Fatalf("alice's device keys over federation: %+v", q.DeviceKeys)
+	}
+	if _, ok = q.MasterKeys[alice.UserID].Keys[id.NewKeyID(id.KeyAlgorithmEd25519, master.Public())]; !ok || len(q.SelfSigningKeys[alice.UserID].Keys) != 1 {
+		t.Fatalf("alice's cross-signing keys over federation: %+v %+v", q.MasterKeys, q.SelfSigningKeys)
+	}
+	if _, ok = q.Failures["127.0.0.1:1"]; !ok {
+		t.Fatalf("no failure for an unreachable server: %+v", q.Failures)
+	}
+
+	claimed := map[id.KeyID]int{}
+	for range 3 {
+		cl, err := bob.ClaimKeys(ctx, &mautrix.ReqClaimKeys{OneTimeKeys: mautrix.OneTimeKeysRequest{alice.UserID: {alice.DeviceID: id.KeyAlgorithmSignedCurve25519}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for keyID := range cl.OneTimeKeys[alice.UserID][alice.DeviceID] {
+			claimed[keyID]++
+		}
+	}
+	if len(claimed) != 3 || claimed["signed_curve25519:fF"] != 1 {
+		t.Fatalf("claims over federation handed out %v", claimed)
+	}
+}

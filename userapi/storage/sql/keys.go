@@ -299,3 +299,16 @@ func (d *Database) KeySignatures(ctx context.Context, targetUserID string) ([]st
 	}
 	return out, rows.Err()
 }
+
+// DeviceListStream implements storage.Database.
+func (d *Database) DeviceListStream(ctx context.Context, localpart string) (int64, error) {
+	var id int64
+	err := d.db.QueryRowContext(ctx, "SELECT stream_id FROM userapi_device_list_streams WHERE localpart = $1", localpart).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("select device list stream: %w", err)
+	}
+	return id, nil
+}
