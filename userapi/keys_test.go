@@ -3,6 +3,7 @@ package userapi_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -216,6 +217,59 @@ func TestConcurrentClaims(t *testing.T) {
 		c, _ = u.QueryOneTimeKeyCounts(ctx, &api.QueryOneTimeKeyCountsRequest{UserID: alice, DeviceID: "DEV"})
 		if err != nil || len(c.UnusedFallbackKeyAlgorithms) != 1 {
 			t.Fatalf("new fallback key: %+v %v", c, err)
+		}
+	})
+}
+
+// TestRemoteDeviceListUpdates feeds other servers' EDUs through InputDeviceListUpdate: each
+// becomes an OutputKeyChangeEvent of the remote user with a growing stream ID, and a
+// redelivered device list update (same stream ID) is announced once.
+func TestRemoteDeviceListUpdates(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// The log has a database of its own, as in the monolith: the consumer produces from
+		// inside its transaction, which on one SQLite database would wait for itself.
+		logDB, err := sqlutil.Open("file:" + t.TempDir() + "/log.db")
+		if err != nil {
+			t.Fatal(err)
+		}
+		log, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = log.Close()   // nothing to do about a failed close in cleanup
+			_ = logDB.Close() // likewise
+		})
+		ua, err := userapi.New(ctx, userapi.Deps{Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log,
+			KeyChangeTopic: keyTopic, DeviceListTopic: "devicelists"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- ua.Run(ctx) }()
+		p := &api.DeviceListProducer{Log: log, Topic: "devicelists"}
+		carol := "@carol:remote.example"
+		update := &api.InputDeviceListUpdate{Origin: "remote.example", UserID: carol,
+			DeviceList: &api.DeviceListUpdate{UserID: carol, DeviceID: "C1", StreamID: 7, Keys: json.RawMessage(`{}`)}}
+		signing := &api.InputDeviceListUpdate{Origin: "remote.example", UserID: carol, SigningKeys: json.RawMessage(`{"user_id":"` + carol + `","master_key":{}}`)}
+		for _, in := range []*api.InputDeviceListUpdate{update, update, signing} {
+			if err = p.InputDeviceListUpdate(ctx, in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		recs := collectTopic(t, log, keyTopic, 2)
+		cancel()
+		if err = <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		var first, second api.OutputKeyChangeEvent
+		_ = json.Unmarshal(recs[0].Value, &first) // checked field by field below
+		_ = json.Unmarshal(recs[1].Value, &second)
+		if first.DeviceKeys == nil || first.DeviceKeys.UserID != carol || first.DeviceKeys.StreamID != 1 ||
+			second.CrossSigning == nil || second.CrossSigning.StreamID != 2 {
+			t.Fatalf("announcements %s / %s", recs[0].Value, recs[1].Value)
 		}
 	})
 }

@@ -10,5 +10,5 @@ import (
 // (issue 9's federation part).
 func TestMonolithsFederateKeys(t *testing.T) {
 	a, b := startFedServer(t), startFedServer(t)
-	e2e.KeysOverFederation(t, a.URL(), b.URL())
+	e2e.KeysOverFederation(t, a.URL(), string(a.name), b.URL())
 }

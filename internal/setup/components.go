@@ -237,13 +237,15 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	}
 	ua, err := userapi.New(ctx, userapi.Deps{
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
-		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), Logger: e.component("userapi"), Registerer: e.registry,
+		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), DeviceListTopic: e.topic(uapi.TopicInputDeviceListUpdate), LogMetrics: e.logMetrics,
+		Logger: e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &built{
 		serve: func(r *mux.Router, opts ihttp.ServerOptions) { uinthttp.Register(r, ua.API(), opts) },
+		run:   ua.Run,
 		users: ua.API(),
 	}, nil
 }
@@ -292,6 +294,7 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
 		Roomserver: e.clientRoomserver(),
 		EDU:        e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
+		DeviceLists: &uapi.DeviceListProducer{Log: e.log, Topic: e.topic(uapi.TopicInputDeviceListUpdate)},
 	}
 	if e.cfg.FederationAPI.ReceivePresence {
 		d.Presence = e.presenceInput()

@@ -36,8 +36,10 @@ type AccountDataChange struct {
 // OutputKeyChangeEvent, version 1, type device_keys or cross_signing. Consumers: the
 // syncapi records that the user's device list changed (device_lists.changed for everyone
 // sharing a room with them, and /keys/changes), skipping a stream ID it already holds, so
-// replays change nothing. The federationsender (later) sends m.device_list_update and
-// m.signing_key_update.
+// replays change nothing. The federationsender sends our users' changes to other servers
+// as m.device_list_update and m.signing_key_update. The userapi also writes changes of
+// other servers' users (from InputDeviceListUpdate) here, at a stream it keeps per remote
+// user, for the syncapi.
 const TopicOutputKeyChangeEvent = "OutputKeyChangeEvent"
 
 // OutputKeyChangeTypeDeviceKeys is the envelope type of a device key change.

@@ -5,6 +5,7 @@ package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 )
 
@@ -118,6 +119,13 @@ type Database interface {
 	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string) (map[string]int64, error)
 	// DeviceListStream is the account's device-list stream ID (0 before any change).
 	DeviceListStream(ctx context.Context, localpart string) (int64, error)
+	// RemoteDeviceListChanged records, in the consumer's transaction tx, a change of a
+	// remote user's device list: remoteStream is the stream ID their server gave it (0
+	// for a change without one, a signing key update). It returns false when the change
+	// is a redelivery (remoteStream not above the one recorded), else the new stream ID
+	// this server announces the change at (a stream per remote user, in the same table as
+	// local users' streams, keyed by the full user ID).
+	RemoteDeviceListChanged(ctx context.Context, tx *sql.Tx, userID string, remoteStream int64) (bool, int64, error)
 	// KeySignatures returns the stored signatures on targetUserID's keys.
 	KeySignatures(ctx context.Context, targetUserID string) ([]KeySignature, error)
 }

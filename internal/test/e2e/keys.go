@@ -282,13 +282,16 @@ func CrossSigning(t *testing.T, baseURL string) {
 	}
 }
 
-// KeysOverFederation is the key story across two servers: a user of B queries the keys of
-// a user of A (device keys, checked by B and by the test, and the master and self-signing
-// keys), claims her one-time keys (each once) and then her fallback key, and gets a failure
-// entry, not an error, for a server that cannot be reached.
-func KeysOverFederation(t *testing.T, urlA, urlB string) {
+// KeysOverFederation is the key story across two servers: a user of B sharing a room with
+// a user of A sees her new device and her cross-signing keys in device_lists.changed (the
+// m.device_list_update and m.signing_key_update EDUs), queries her keys (device keys,
+// checked by B and by the test, and the master and self-signing keys), claims her one-time
+// keys (each once) and then her fallback key, and gets a failure entry, not an error, for a
+// server that cannot be reached.
+func KeysOverFederation(t *testing.T, urlA, nameA, urlB string) {
 	ctx := context.Background()
 	alice, bob := Register(t, urlA, "fedkeys-alice"), Register(t, urlB, "fedkeys-bob")
+	deviceListsOverFederation(t, urlA, nameA, alice, bob)
 	dk := test.NewDeviceKeys(t, alice.UserID.String(), alice.DeviceID.String())
 	uploadKeys(t, alice, dk, 2, "f", true)
 	master := test.NewCrossSigningKey(t, alice.UserID.String(), "master")
@@ -327,4 +330,33 @@ func KeysOverFederation(t *testing.T, urlA, urlB string) {
 	if len(claimed) != 3 || claimed["signed_curve25519:fF"] != 1 {
 		t.Fatalf("claims over federation handed out %v", claimed)
 	}
+}
+
+// deviceListsOverFederation: bob (B) joins alice's room (A); alice's new device keys reach
+// bob's device_lists.changed, and bob's reach alice's.
+func deviceListsOverFederation(t *testing.T, urlA, nameA string, alice, bob *mautrix.Client) {
+	ctx := context.Background()
+	const wait = 60 * time.Second // includes a federation sender's backoff
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap, bp := &Poller{C: alice}, &Poller{C: bob}
+	ap.Drain(t, func(*mautrix.RespSync) {})
+	if _, err = bob.JoinRoom(ctx, created.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{nameA}}); err != nil {
+		t.Fatalf("remote join: %v", err)
+	}
+	ap.Until(t, wait, "bob's join at A", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Changed, bob.UserID)
+	})
+	bp.Drain(t, func(*mautrix.RespSync) {})
+	second := login(t, urlA, "fedkeys-alice")
+	uploadKeys(t, second, test.NewDeviceKeys(t, alice.UserID.String(), second.DeviceID.String()), 0, "s", false)
+	bp.Until(t, wait, "alice's new device at B", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Changed, alice.UserID)
+	})
+	uploadKeys(t, bob, test.NewDeviceKeys(t, bob.UserID.String(), bob.DeviceID.String()), 0, "b", false)
+	ap.Until(t, wait, "bob's device keys at A", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Changed, bob.UserID)
+	})
 }

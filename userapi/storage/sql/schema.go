@@ -85,4 +85,9 @@ CREATE TABLE IF NOT EXISTS userapi_key_signatures (
 	signature TEXT NOT NULL,
 	PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signer_key_id)
 );
+`}, {Version: 4, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_remote_device_lists (
+	user_id TEXT NOT NULL PRIMARY KEY,
+	stream_id {bigint} NOT NULL
+);
 `}}
