@@ -18,7 +18,8 @@ import (
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
-// Keys serves the end-to-end encryption key endpoints; the keys live in the userapi.
+// Keys serves the end-to-end encryption key endpoints and the server-side key backup; the
+// keys live in the userapi.
 // Replacing cross-signing keys runs the password stage of Accounts.
 type Keys struct {
 	ServerName string
@@ -87,13 +88,13 @@ func (k *Keys) Routes() []httputil.Route {
 		return httputil.Authenticated(DeviceLookup(k.UserAPI), h)
 	}
 	post := http.MethodPost
-	return clientPaths([]httputil.Route{
+	return clientPaths(append([]httputil.Route{
 		{Name: "uploadKeys", Method: post, Path: "/keys/upload", Handler: auth(k.Upload)},
 		{Name: "queryKeys", Method: post, Path: "/keys/query", Handler: auth(k.Query)},
 		{Name: "claimKeys", Method: post, Path: "/keys/claim", Handler: auth(k.Claim)},
 		{Name: "uploadDeviceSigningKeys", Method: post, Path: "/keys/device_signing/upload", Handler: auth(k.UploadDeviceSigning)},
 		{Name: "uploadSignatures", Method: post, Path: "/keys/signatures/upload", Handler: auth(k.UploadSignatures)},
-	})
+	}, k.backupRoutes(auth)...))
 }
 
 // askServers asks every server in remote (a map keyed by server name) at once through

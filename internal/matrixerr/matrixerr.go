@@ -18,6 +18,8 @@ type Error struct {
 	// RoomID names the room a createRoom made although some of its invites failed: the
 	// error is the first failed invite's, and the room exists.
 	RoomID string `json:"room_id,omitempty"`
+	// CurrentVersion is the current key backup version of M_WRONG_ROOM_KEYS_VERSION.
+	CurrentVersion string `json:"current_version,omitempty"`
 }
 
 // Error implements error.
@@ -70,6 +72,12 @@ var (
 	// BadRequest is M_UNKNOWN with status 400, for client errors with no specific code.
 	BadRequest = mk("M_UNKNOWN", http.StatusBadRequest)
 )
+
+// WrongRoomKeysVersion is 403 M_WRONG_ROOM_KEYS_VERSION: keys were sent for a backup
+// version that is not the current one, which it names.
+func WrongRoomKeysVersion(current string) *Error {
+	return &Error{Code: "M_WRONG_ROOM_KEYS_VERSION", Message: "wrong backup version", Status: http.StatusForbidden, CurrentVersion: current}
+}
 
 // LimitExceeded is 429 M_LIMIT_EXCEEDED with the time to wait.
 func LimitExceeded(retryAfter time.Duration) *Error {

@@ -8,8 +8,8 @@ import (
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
-// TestEndToEndKeys runs the key, device-list and cross-signing stories (e2e.Keys,
-// e2e.DeviceLists, e2e.CrossSigning) against a monolith on SQLite and then
+// TestEndToEndKeys runs the key, device-list, cross-signing and key backup stories
+// (e2e.Keys, e2e.DeviceLists, e2e.CrossSigning, e2e.KeyBackup) against a monolith on SQLite and then
 // PostgreSQL.
 func TestEndToEndKeys(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
@@ -25,6 +25,7 @@ func TestEndToEndKeys(t *testing.T) {
 			t.Run("keys", func(t *testing.T) { e2e.Keys(t, base) })
 			t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
 			t.Run("cross-signing", func(t *testing.T) { e2e.CrossSigning(t, base) })
+			t.Run("key backup", func(t *testing.T) { e2e.KeyBackup(t, base) })
 		})
 	}
 }

@@ -249,6 +249,7 @@ type ClientUserAPI interface {
 	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)
 	PerformUploadSignatures(ctx context.Context, req *PerformUploadSignaturesRequest) (*PerformUploadSignaturesResponse, error)
 	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)
+	KeyBackupAPI
 }
 
 // FederationUserAPI is what the federationapi uses: profiles for /query/profile, and local

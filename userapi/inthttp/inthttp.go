@@ -43,6 +43,10 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
 	ihttp.Serve(s, a.PerformUploadSignatures)
 	ihttp.Serve(s, a.QueryDeviceList)
+	ihttp.Serve(s, a.PerformKeyBackupVersion)
+	ihttp.Serve(s, a.QueryKeyBackupVersion)
+	ihttp.Serve(s, a.PerformRoomKeys)
+	ihttp.Serve(s, a.QueryRoomKeys)
 	return s
 }
 
@@ -171,4 +175,24 @@ func (c *Client) PerformUploadSignatures(ctx context.Context, req *api.PerformUp
 // QueryDeviceList implements api.ClientUserAPI.
 func (c *Client) QueryDeviceList(ctx context.Context, req *api.QueryDeviceListRequest) (*api.QueryDeviceListResponse, error) {
 	return ihttp.Call[api.QueryDeviceListResponse](ctx, c.c, req)
+}
+
+// PerformKeyBackupVersion implements api.ClientUserAPI.
+func (c *Client) PerformKeyBackupVersion(ctx context.Context, req *api.PerformKeyBackupVersionRequest) (*api.PerformKeyBackupVersionResponse, error) {
+	return ihttp.Call[api.PerformKeyBackupVersionResponse](ctx, c.c, req)
+}
+
+// QueryKeyBackupVersion implements api.ClientUserAPI.
+func (c *Client) QueryKeyBackupVersion(ctx context.Context, req *api.QueryKeyBackupVersionRequest) (*api.QueryKeyBackupVersionResponse, error) {
+	return ihttp.Call[api.QueryKeyBackupVersionResponse](ctx, c.c, req)
+}
+
+// PerformRoomKeys implements api.ClientUserAPI.
+func (c *Client) PerformRoomKeys(ctx context.Context, req *api.PerformRoomKeysRequest) (*api.PerformRoomKeysResponse, error) {
+	return ihttp.Call[api.PerformRoomKeysResponse](ctx, c.c, req)
+}
+
+// QueryRoomKeys implements api.ClientUserAPI.
+func (c *Client) QueryRoomKeys(ctx context.Context, req *api.QueryRoomKeysRequest) (*api.QueryRoomKeysResponse, error) {
+	return ihttp.Call[api.QueryRoomKeysResponse](ctx, c.c, req)
 }

@@ -302,6 +302,21 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 		t.Fatalf("device list %+v", dl)
 	}
 	same(c, "remote", d.QueryDeviceList, r.QueryDeviceList, &api.QueryDeviceListRequest{UserID: "@x:elsewhere"})
+	same(c, "no backup", d.QueryKeyBackupVersion, r.QueryKeyBackupVersion, &api.QueryKeyBackupVersionRequest{UserID: alice})
+	bv := ok(c, r.PerformKeyBackupVersion, &api.PerformKeyBackupVersionRequest{UserID: alice, Algorithm: "m.megolm_backup.v1.curve25519-aes-sha2", AuthData: json.RawMessage(`{}`)})
+	session := api.KeyBackupSession{FirstMessageIndex: 3, SessionData: json.RawMessage(`{"a":1}`)}
+	if rk := ok(c, r.PerformRoomKeys, &api.PerformRoomKeysRequest{UserID: alice, Version: bv.Version,
+		Keys: map[string]map[string]api.KeyBackupSession{"!r:x": {"s": session}}}); rk.Count != 1 {
+		t.Fatalf("room keys %+v", rk)
+	}
+	same(c, "old version", d.PerformRoomKeys, r.PerformRoomKeys, &api.PerformRoomKeysRequest{UserID: alice, Version: "999",
+		Keys: map[string]map[string]api.KeyBackupSession{"!r:x": {"s": session}}})
+	if v := same(c, "latest", d.QueryKeyBackupVersion, r.QueryKeyBackupVersion, &api.QueryKeyBackupVersionRequest{UserID: alice}); v.Count != 1 {
+		t.Fatalf("backup version %+v", v)
+	}
+	if got := same(c, "all", d.QueryRoomKeys, r.QueryRoomKeys, &api.QueryRoomKeysRequest{UserID: alice, Version: bv.Version}); len(got.Rooms["!r:x"]) != 1 {
+		t.Fatalf("room keys %+v", got)
+	}
 	if qk = same(c, "cross-signed", d.QueryKeys, r.QueryKeys, &api.QueryKeysRequest{UserID: alice, DeviceKeys: map[string][]string{alice: nil}}); qk.MasterKeys[alice] == nil {
 		t.Fatalf("no master key in %+v", qk)
 	}

@@ -126,6 +126,23 @@ type Database interface {
 	// this server announces the change at (a stream per remote user, in the same table as
 	// local users' streams, keyed by the full user ID).
 	RemoteDeviceListChanged(ctx context.Context, tx *sql.Tx, userID string, remoteStream int64) (bool, int64, error)
+	// CreateKeyBackup stores a new backup version (one above every version the account
+	// ever had) and returns it.
+	CreateKeyBackup(ctx context.Context, localpart, algorithm string, authData []byte) (string, error)
+	// UpdateKeyBackup replaces a version's auth data; ErrNotFound for no such version.
+	UpdateKeyBackup(ctx context.Context, localpart, version string, authData []byte) error
+	// DeleteKeyBackup deletes a version and its keys; ErrNotFound for no such version.
+	DeleteKeyBackup(ctx context.Context, localpart, version string) error
+	// KeyBackup is a version's metadata ("" is the latest); ErrNotFound when there is none.
+	KeyBackup(ctx context.Context, localpart, version string) (*KeyBackup, error)
+	// PutRoomKeys stores keys in version, which must be the latest (else ErrWrongVersion),
+	// keeping a stored key that is better (verified, then lower first message index, then
+	// fewer forwards). It returns the version afterwards.
+	PutRoomKeys(ctx context.Context, localpart, version string, keys []RoomKey) (*KeyBackup, error)
+	// RoomKeys returns a version's keys: all, of roomID, or of roomID's sessionID.
+	RoomKeys(ctx context.Context, localpart, version, roomID, sessionID string) ([]RoomKey, error)
+	// DeleteRoomKeys deletes keys like RoomKeys selects them and returns the version afterwards.
+	DeleteRoomKeys(ctx context.Context, localpart, version, roomID, sessionID string) (*KeyBackup, error)
 	// KeySignatures returns the stored signatures on targetUserID's keys.
 	KeySignatures(ctx context.Context, targetUserID string) ([]KeySignature, error)
 }
@@ -169,4 +186,45 @@ type KeyChange struct {
 	StreamID int64
 	Deleted  bool
 	JSON     []byte
+}
+
+// ErrWrongVersion is returned when keys are stored in a backup version that is not the
+// latest; Current is the latest.
+type ErrWrongVersion struct {
+	Current string
+}
+
+func (e *ErrWrongVersion) Error() string {
+	return "not the current backup version (" + e.Current + ")"
+}
+
+// KeyBackup is a backup version's metadata; ETag changes whenever its keys change.
+type KeyBackup struct {
+	Version   string
+	Algorithm string
+	AuthData  []byte
+	Count     int64
+	ETag      int64
+}
+
+// RoomKey is one backed-up room key.
+type RoomKey struct {
+	RoomID            string
+	SessionID         string
+	FirstMessageIndex int64
+	ForwardedCount    int64
+	IsVerified        bool
+	SessionData       []byte
+}
+
+// Better reports whether k should replace old: a verified key beats an unverified one,
+// then the lower first message index, then the fewer forwards.
+func (k *RoomKey) Better(old *RoomKey) bool {
+	if k.IsVerified != old.IsVerified {
+		return k.IsVerified
+	}
+	if k.FirstMessageIndex != old.FirstMessageIndex {
+		return k.FirstMessageIndex < old.FirstMessageIndex
+	}
+	return k.ForwardedCount < old.ForwardedCount
 }

@@ -360,3 +360,97 @@ func deviceListsOverFederation(t *testing.T, urlA, nameA string, alice, bob *mau
 		return slices.Contains(res.DeviceLists.Changed, bob.UserID)
 	})
 }
+
+// KeyBackup is the server-side key backup story: versions with count and etag, the
+// replace-if-better rule for a session's key, M_WRONG_ROOM_KEYS_VERSION for an old version,
+// and a restore from another device of the same user.
+func KeyBackup(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice := Register(t, baseURL, "backupalice")
+	versionURL := alice.BuildClientURL("v3", "room_keys", "version")
+	_, err := alice.MakeRequest(ctx, http.MethodGet, versionURL, nil, nil)
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	create := func() string {
+		t.Helper()
+		var res struct {
+			Version string `json:"version"`
+		}
+		body := map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]string{"public_key": "abc"}}
+		if _, err := alice.MakeRequest(ctx, http.MethodPost, versionURL, body, &res); err != nil || res.Version == "" {
+			t.Fatalf("create backup version: %+v %v", res, err)
+		}
+		return res.Version
+	}
+	type version struct {
+		Version string `json:"version"`
+		Count   int    `json:"count"`
+		ETag    string `json:"etag"`
+	}
+	getVersion := func() version {
+		t.Helper()
+		var v version
+		if _, err := alice.MakeRequest(ctx, http.MethodGet, versionURL, nil, &v); err != nil {
+			t.Fatalf("get backup version: %v", err)
+		}
+		return v
+	}
+	v1 := create()
+	empty := getVersion()
+	if empty.Version != v1 || empty.Count != 0 {
+		t.Fatalf("new version %+v", empty)
+	}
+	sessionURL := func(c *mautrix.Client, v string) string {
+		return c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "room_keys", "keys", "!room:x", "sess"}, map[string]string{"version": v})
+	}
+	key := func(index int, verified bool) map[string]any {
+		return map[string]any{"first_message_index": index, "forwarded_count": 0, "is_verified": verified, "session_data": map[string]int{"index": index}}
+	}
+	for _, k := range []map[string]any{key(5, false), key(10, false), key(20, true)} {
+		if _, err = alice.MakeRequest(ctx, http.MethodPut, sessionURL(alice, v1), k, nil); err != nil {
+			t.Fatalf("put key: %v", err)
+		}
+	}
+	var stored struct {
+		FirstMessageIndex int  `json:"first_message_index"`
+		IsVerified        bool `json:"is_verified"`
+	}
+	if _, err = alice.MakeRequest(ctx, http.MethodGet, sessionURL(alice, v1), nil, &stored); err != nil || stored.FirstMessageIndex != 20 || !stored.IsVerified {
+		t.Fatalf("the verified key should have replaced the others: %+v %v", stored, err)
+	}
+	after := getVersion()
+	if after.Count != 1 || after.ETag == empty.ETag {
+		t.Fatalf("version after storing keys %+v (before %+v)", after, empty)
+	}
+	// A worse key changes nothing, not even the etag.
+	if _, err = alice.MakeRequest(ctx, http.MethodPut, sessionURL(alice, v1), key(1, false), nil); err != nil {
+		t.Fatal(err)
+	}
+	if again := getVersion(); again.ETag != after.ETag {
+		t.Fatalf("a worse key changed the etag: %+v then %+v", after, again)
+	}
+
+	// A new version makes the old one refuse keys, naming the current one.
+	v2 := create()
+	status, body := call(t, alice, http.MethodPut, sessionURL(alice, v1), key(0, true))
+	if status != http.StatusForbidden || body["errcode"] != "M_WRONG_ROOM_KEYS_VERSION" || body["current_version"] != v2 {
+		t.Fatalf("put into an old version: %d %v", status, body)
+	}
+	// The old version's keys are restored by another device.
+	other := login(t, baseURL, "backupalice")
+	var rooms struct {
+		Rooms map[string]struct {
+			Sessions map[string]json.RawMessage `json:"sessions"`
+		} `json:"rooms"`
+	}
+	allURL := other.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "room_keys", "keys"}, map[string]string{"version": v1})
+	if _, err = other.MakeRequest(ctx, http.MethodGet, allURL, nil, &rooms); err != nil || len(rooms.Rooms["!room:x"].Sessions) != 1 {
+		t.Fatalf("restore: %+v %v", rooms, err)
+	}
+	_, err = other.MakeRequest(ctx, http.MethodGet, sessionURL(other, v2), nil, nil)
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	if _, err = alice.MakeRequest(ctx, http.MethodDelete, alice.BuildClientURL("v3", "room_keys", "version", v1), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = alice.MakeRequest(ctx, http.MethodGet, allURL, nil, nil)
+	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+}

@@ -90,4 +90,25 @@ CREATE TABLE IF NOT EXISTS userapi_remote_device_lists (
 	user_id TEXT NOT NULL PRIMARY KEY,
 	stream_id {bigint} NOT NULL
 );
+`}, {Version: 5, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_key_backup_versions (
+	localpart TEXT NOT NULL,
+	version {bigint} NOT NULL,
+	algorithm TEXT NOT NULL,
+	auth_data TEXT NOT NULL,
+	etag {bigint} NOT NULL DEFAULT 0,
+	deleted BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (localpart, version)
+);
+CREATE TABLE IF NOT EXISTS userapi_key_backups (
+	localpart TEXT NOT NULL,
+	version {bigint} NOT NULL,
+	room_id TEXT NOT NULL,
+	session_id TEXT NOT NULL,
+	first_message_index {bigint} NOT NULL,
+	forwarded_count {bigint} NOT NULL,
+	is_verified BOOLEAN NOT NULL,
+	session_data TEXT NOT NULL,
+	PRIMARY KEY (localpart, version, room_id, session_id)
+);
 `}}
