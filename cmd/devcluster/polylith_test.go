@@ -205,3 +205,14 @@ func TestPolylithDirectory(t *testing.T) {
 	t.Parallel()
 	e2e.Directory(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
 }
+
+// TestPolylithKeys runs the end-to-end key, device-list and cross-signing stories through
+// the polylith (two roomserver shards): keys in the userapi process, /keys/changes and
+// device_lists from the syncapi process, key changes over Kafka between them.
+func TestPolylithKeys(t *testing.T) {
+	t.Parallel()
+	base := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL()
+	t.Run("keys", func(t *testing.T) { e2e.Keys(t, base) })
+	t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
+	t.Run("cross-signing", func(t *testing.T) { e2e.CrossSigning(t, base) })
+}

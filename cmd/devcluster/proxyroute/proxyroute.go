@@ -31,6 +31,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/events", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
+	{"/_matrix/client/{version}/keys/changes", SyncAPI},
 	{"/_matrix/client/{version}/media/*", MediaAPI},
 	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},
