@@ -1,7 +1,7 @@
 // Package clientapi is the writer behind /_matrix/client: accounts, rooms and ephemeral
 // data. Room events go to the roomserver's input log through roomserver/api; typing,
-// send-to-device, receipts and presence to the EDU servers' input logs; accounts, profiles
-// and account data to the userapi.
+// send-to-device, receipts and presence to the EDU servers' input logs; accounts, profiles,
+// account data and end-to-end encryption keys to the userapi.
 package clientapi
 
 import (
@@ -45,6 +45,7 @@ type ClientAPI struct {
 	accounts  *routing.Accounts
 	rooms     *routing.Rooms
 	ephemeral *routing.Ephemeral
+	keys      *routing.Keys
 }
 
 // New builds the client API.
@@ -52,10 +53,10 @@ func New(d Deps) *ClientAPI {
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
-	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral}
+	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral, keys: &routing.Keys{ServerName: string(d.ServerName), UserAPI: d.UserAPI, Accounts: accounts, Federation: d.Federation}}
 }
 
 // Routes lists every client API endpoint with its absolute path.
 func (c *ClientAPI) Routes() []httputil.Route {
-	return slices.Concat(c.accounts.Routes(), c.rooms.Routes(), c.ephemeral.Routes())
+	return slices.Concat(c.accounts.Routes(), c.rooms.Routes(), c.ephemeral.Routes(), c.keys.Routes())
 }

@@ -52,6 +52,8 @@ type Deps struct {
 	EDU      eduapi.InputAPI
 	Receipts receiptapi.InputAPI
 	Presence presenceapi.InputAPI
+	// DeviceLists takes other servers' device list updates (the userapi's input topic).
+	DeviceLists uapi.DeviceListInputAPI
 	// Sender, when set, is told of servers that sent us requests (they are up).
 	Sender fsapi.SenderAPI
 	Logger *logrus.Entry
@@ -105,7 +107,7 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
 		Inbound: inbound, Rooms: d.Roomserver, Directory: d.Roomserver, DB: db,
-		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, Rooms: d.Roomserver,
+		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, DeviceLists: d.DeviceLists, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
 		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},
 	}

@@ -1,7 +1,8 @@
 // Package federationsender is the reader that sends our server's output to other servers.
 // It consumes OutputRoomEvent (events our users sent, for every other server joined to the
-// room) and the EDU servers' outputs (typing, public read receipts, presence, send-to-device
-// for remote users), stores what each destination server should get in that server's
+// room), the EDU servers' outputs (typing, public read receipts, presence, send-to-device
+// for remote users) and the userapi's OutputKeyChangeEvent (m.device_list_update and
+// m.signing_key_update for every server sharing a room with the user), stores what each destination server should get in that server's
 // persistent queue, in the transaction that saves the consumer's offset, and sends each
 // queue as PUT /_matrix/federation/v1/send transactions with retries, exponential backoff
 // and a blacklist for servers that keep failing. See internal/ for the queues and consumer/
@@ -29,18 +30,19 @@ import (
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // Topics are the full names (with the prefix) of the topics the federationsender reads.
 type Topics struct {
-	RoomEvents, Typing, Receipts, Presence, ToDevice string
+	RoomEvents, Typing, Receipts, Presence, ToDevice, KeyChanges string
 }
 
 // TopicsWithPrefix names the topics with the configured prefix.
 func TopicsWithPrefix(prefix string) Topics {
 	return Topics{RoomEvents: prefix + rsapi.TopicOutputRoomEvent, Typing: prefix + eduapi.TopicOutputTypingEvent,
 		Receipts: prefix + receiptapi.TopicOutputReceiptEvent, Presence: prefix + presenceapi.TopicOutputPresenceEvent,
-		ToDevice: prefix + eduapi.TopicOutputSendToDeviceEvent}
+		ToDevice: prefix + eduapi.TopicOutputSendToDeviceEvent, KeyChanges: prefix + uapi.TopicOutputKeyChangeEvent}
 }
 
 // Deps is what the federationsender is built from. LogMetrics and Registerer may be nil.
@@ -101,7 +103,11 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 		{d.Topics.Receipts, consumer.NewReceipts(shared)},
 		{d.Topics.Presence, consumer.NewPresence(shared, d.Cfg.SendPresence)},
 		{d.Topics.ToDevice, consumer.NewToDevice(shared)},
+		{d.Topics.KeyChanges, consumer.NewKeyChanges(shared)},
 	} {
+		if c.topic == "" {
+			continue // a reader built without this topic (tests of other topics)
+		}
 		cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "federationsender", c.topic, c.h.Handle, d.Logger, d.LogMetrics)
 		if err != nil {
 			return nil, err

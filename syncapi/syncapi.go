@@ -1,7 +1,7 @@
 // Package syncapi is the reader component that serves clients their rooms: it consumes
-// OutputRoomEvent and OutputClientData into its own storage, where every change gets a stream
-// position from one database sequence, and answers /sync (with long-polling), /messages and
-// /context from there.
+// OutputRoomEvent, OutputClientData, OutputKeyChangeEvent and the EDU outputs into its own
+// storage, where every change gets a stream position from one database sequence, and answers
+// /sync (with long-polling), /messages, /context and /keys/changes from there.
 package syncapi
 
 import (
@@ -37,7 +37,9 @@ type Deps struct {
 	Log                  eventlog.Log
 	OutputRoomEventTopic string
 	ClientDataTopic      string
-	EphemeralTopics      consumer.EphemeralTopics
+	// KeyChangeTopic is OutputKeyChangeEvent's name ("" consumes no key changes).
+	KeyChangeTopic  string
+	EphemeralTopics consumer.EphemeralTopics
 	// Presence, when set, is told of syncing users; nil when presence is off.
 	Presence      presenceapi.InputAPI
 	RoomserverAPI rsapi.SyncRoomserverAPI
@@ -45,9 +47,11 @@ type Deps struct {
 	// (the federationapi); BackfillLimit is the events asked for at once (100 when 0).
 	Backfill      fapi.SyncFederationAPI
 	BackfillLimit int
-	DeviceLookup  func(ctx context.Context, token string) (*uapi.Device, error)
-	FilterLookup  func(ctx context.Context, localpart, filterID string) ([]byte, error)
-	Logger        *logrus.Entry
+	// Keys, when set, gives /sync the device's one-time key counts (the userapi).
+	Keys         uapi.SyncKeyAPI
+	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	Logger       *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
 }
@@ -56,6 +60,7 @@ type Deps struct {
 type SyncAPI struct {
 	roomEvents *consumer.RoomEvents
 	clientData *consumer.ClientData
+	keyChanges *consumer.KeyChanges
 	ephemeral  *consumer.Ephemeral
 	handlers   *routing.Handlers
 	db         storage.Database
@@ -84,18 +89,27 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if logger == nil {
 		logger = logrus.NewEntry(logrus.New())
 	}
-	progress := consumer.NewProgress(d.Log, d.OutputRoomEventTopic, d.ClientDataTopic)
+	topics := []string{d.OutputRoomEventTopic, d.ClientDataTopic}
+	if d.KeyChangeTopic != "" {
+		topics = append(topics, d.KeyChangeTopic)
+	}
+	progress := consumer.NewProgress(d.Log, topics...)
 	shared := consumer.Shared{Log: d.Log, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer)}
 	var bf *internal.Backfill
 	if d.Backfill != nil {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
 	}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, bf), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}
 	}
+	var keyChanges *consumer.KeyChanges
+	if d.KeyChangeTopic != "" {
+		keyChanges = consumer.NewKeyChanges(shared, d.KeyChangeTopic)
+	}
 	return &SyncAPI{
+		keyChanges: keyChanges,
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic),
 		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
@@ -115,6 +129,9 @@ func (s *SyncAPI) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.roomEvents.Run(ctx) })
 	g.Go(func() error { return s.clientData.Run(ctx) })
+	if s.keyChanges != nil {
+		g.Go(func() error { return s.keyChanges.Run(ctx) })
+	}
 	g.Go(func() error { return s.ephemeral.Run(ctx) })
 	g.Go(func() error {
 		tick := time.NewTicker(time.Hour)

@@ -55,7 +55,7 @@ func TestUserDirectoryMigration(t *testing.T) {
 		h.stop()
 		ctx := context.Background()
 		for _, stmt := range []string{"DROP TABLE syncapi_user_directory", "DROP TABLE syncapi_user_directory_public",
-			"DELETE FROM syncapi_schema_version WHERE version >= 5"} {
+			"DELETE FROM syncapi_schema_version WHERE version >= 6"} {
 			if _, err := db.ExecContext(ctx, stmt); err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 // Package userapi is the component that owns local accounts: passwords, devices and
-// access tokens, profiles, account data (announced on OutputClientData) and filters. See
-// api/ for its contract.
+// access tokens, profiles, account data (announced on OutputClientData), filters, and
+// end-to-end encryption keys (changes announced on OutputKeyChangeEvent). See api/ for its
+// contract.
 package userapi
 
 import (
@@ -14,6 +15,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/consumer"
 	"github.com/matrix-org/dendrite/userapi/internal"
 	"github.com/matrix-org/dendrite/userapi/storage/sql"
 )
@@ -26,13 +28,19 @@ type Deps struct {
 	DB              *sqlutil.DB
 	Log             eventlog.Log
 	ClientDataTopic string
+	// KeyChangeTopic is OutputKeyChangeEvent's name; DeviceListTopic InputDeviceListUpdate's
+	// ("" consumes nothing, as the create-account command does).
+	KeyChangeTopic  string
+	DeviceListTopic string
+	LogMetrics      *eventlog.Metrics
 	Logger          *logrus.Entry
 	Registerer      prometheus.Registerer
 }
 
 // UserAPI is the userapi component.
 type UserAPI struct {
-	api *internal.UserAPI
+	api        *internal.UserAPI
+	deviceList *eventlog.Consumer
 }
 
 // New migrates the userapi's storage and builds its API.
@@ -47,12 +55,28 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	}
 	impl, err := internal.New(internal.UserAPI{
 		DB: db, ServerName: d.ServerName, BCryptCost: d.Cfg.BCryptCost,
-		Log: d.Log, ClientDataTopic: d.ClientDataTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
+		Log: d.Log, ClientDataTopic: d.ClientDataTopic, KeyChangeTopic: d.KeyChangeTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start userapi: %w", err)
 	}
-	return &UserAPI{api: impl}, nil
+	u := &UserAPI{api: impl}
+	if d.DeviceListTopic != "" && d.Log != nil {
+		h := &consumer.DeviceLists{DB: db, Log: d.Log, KeyChangeTopic: d.KeyChangeTopic}
+		if u.deviceList, err = eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "userapi", d.DeviceListTopic, h.Handle, logger, d.LogMetrics); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// Run consumes other servers' device list updates until ctx ends.
+func (u *UserAPI) Run(ctx context.Context) error {
+	if u.deviceList == nil {
+		<-ctx.Done()
+		return nil
+	}
+	return u.deviceList.Run(ctx)
 }
 
 // API is the userapi's client-facing API.

@@ -277,6 +277,12 @@ func TestAccountDataAndFilters(t *testing.T) {
 // collect reads n records from partition 0 of the topic, failing after a deadline.
 func collect(t *testing.T, log eventlog.Log, n int) []eventlog.Record {
 	t.Helper()
+	return collectTopic(t, log, topic, n)
+}
+
+// collectTopic reads n records from partition 0 of a topic, failing after a deadline.
+func collectTopic(t *testing.T, log eventlog.Log, topic string, n int) []eventlog.Record {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var out []eventlog.Record

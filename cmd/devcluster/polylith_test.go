@@ -207,7 +207,8 @@ func TestPolylithDirectory(t *testing.T) {
 }
 
 // TestPolylithEveryday runs the everyday client feature stories through the polylith's
-// proxy: tags in the client API, the user directory, relations and threads in the sync API.
+// proxy: tags, spaces, knocking and upgrades in the client API, the user directory,
+// relations and threads in the sync API.
 func TestPolylithEveryday(t *testing.T) {
 	t.Parallel()
 	url := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL()
@@ -217,4 +218,15 @@ func TestPolylithEveryday(t *testing.T) {
 	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
 	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
+}
+
+// TestPolylithKeys runs the end-to-end key, device-list and cross-signing stories through
+// the polylith (two roomserver shards): keys in the userapi process, /keys/changes and
+// device_lists from the syncapi process, key changes over Kafka between them.
+func TestPolylithKeys(t *testing.T) {
+	t.Parallel()
+	base := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL()
+	t.Run("keys", func(t *testing.T) { e2e.Keys(t, base) })
+	t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
+	t.Run("cross-signing", func(t *testing.T) { e2e.CrossSigning(t, base) })
 }

@@ -14,6 +14,7 @@ import (
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // RemoteTypingTimeout is how long a typing notification from another server lasts unless
@@ -22,7 +23,7 @@ const RemoteTypingTimeout = 30 * time.Second
 
 // EDUs hands the EDUs of received transactions to the servers that own them: m.typing and
 // m.direct_to_device to the eduserver, m.receipt to the receiptserver, m.presence to the
-// presenceserver. EDUs are best effort: one that is malformed, names users of another
+// presenceserver, m.device_list_update and m.signing_key_update to the userapi. EDUs are best effort: one that is malformed, names users of another
 // server than the origin, or cannot be applied is logged and dropped; the transaction
 // still succeeds.
 type EDUs struct {
@@ -31,9 +32,11 @@ type EDUs struct {
 	Receipts   receiptapi.InputAPI
 	// Presence is nil when presence from other servers is not accepted.
 	Presence presenceapi.InputAPI
-	Rooms    rsapi.QueryAPI
-	Logger   *logrus.Entry
-	Now      func() time.Time
+	// DeviceLists takes m.device_list_update and m.signing_key_update (nil: dropped).
+	DeviceLists uapi.DeviceListInputAPI
+	Rooms       rsapi.QueryAPI
+	Logger      *logrus.Entry
+	Now         func() time.Time
 }
 
 type edu struct {
@@ -65,6 +68,8 @@ func (e *EDUs) receive(ctx context.Context, origin spec.ServerName, ev *edu) err
 		return e.presence(ctx, origin, ev.Content)
 	case "m.direct_to_device":
 		return e.toDevice(ctx, origin, ev.Content)
+	case "m.device_list_update", "m.signing_key_update":
+		return e.deviceList(ctx, origin, ev)
 	}
 	return nil // EDU types this server does not use are ignored, as the spec allows
 }
@@ -199,4 +204,35 @@ func (e *EDUs) toDevice(ctx context.Context, origin spec.ServerName, content jso
 	}
 	return e.EDU.InputSendToDevice(ctx, &eduapi.InputSendToDeviceEvent{Sender: c.Sender, TxnID: "federation:" + c.MessageID,
 		Type: c.Type, Messages: local})
+}
+
+// deviceList hands a device list or signing key update of one of origin's users to the
+// userapi.
+func (e *EDUs) deviceList(ctx context.Context, origin spec.ServerName, ev *edu) error {
+	if e.DeviceLists == nil {
+		return nil
+	}
+	in := &uapi.InputDeviceListUpdate{Origin: string(origin)}
+	if ev.Type == "m.device_list_update" {
+		var c uapi.DeviceListUpdate
+		if err := json.Unmarshal(ev.Content, &c); err != nil {
+			return err
+		}
+		if c.DeviceID == "" {
+			return errors.New("m.device_list_update without a device ID")
+		}
+		in.DeviceList, in.UserID = &c, c.UserID
+	} else {
+		var c struct {
+			UserID string `json:"user_id"`
+		}
+		if err := json.Unmarshal(ev.Content, &c); err != nil {
+			return err
+		}
+		in.SigningKeys, in.UserID = ev.Content, c.UserID
+	}
+	if !ofOrigin(in.UserID, origin) {
+		return errNotOrigin
+	}
+	return e.DeviceLists.InputDeviceListUpdate(ctx, in)
 }

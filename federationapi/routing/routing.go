@@ -75,6 +75,9 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "federation_invite_v1", Method: http.MethodPut, Path: "/_matrix/federation/v1/invite/{roomID}/{eventID}", Handler: rt.Authenticated(rt.InviteV1)},
 		{Name: "federation_event_auth", Method: http.MethodGet, Path: "/_matrix/federation/v1/event_auth/{roomID}/{eventID}", Handler: rt.Authenticated(rt.EventAuth)},
 		{Name: "federation_backfill", Method: http.MethodGet, Path: "/_matrix/federation/v1/backfill/{roomID}", Handler: rt.Authenticated(rt.Backfill)},
+		{Name: "federation_user_keys_query", Method: http.MethodPost, Path: "/_matrix/federation/v1/user/keys/query", Handler: rt.Authenticated(rt.UserKeysQuery)},
+		{Name: "federation_user_keys_claim", Method: http.MethodPost, Path: "/_matrix/federation/v1/user/keys/claim", Handler: rt.Authenticated(rt.UserKeysClaim)},
+		{Name: "federation_user_devices", Method: http.MethodGet, Path: "/_matrix/federation/v1/user/devices/{userID}", Handler: rt.Authenticated(rt.UserDevices)},
 	}
 }
 

@@ -216,24 +216,10 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if !p.s.isLocal(o.UserID) {
 			continue
 		}
-		rooms, err := p.s.Rooms.QueryRoomsForUser(ctx, &rsapi.QueryRoomsForUserRequest{UserID: o.UserID, Membership: "join"})
+		dests, err := p.s.serversSharingRooms(ctx, tx, o.UserID)
 		if err != nil {
-			return eventlog.Retry(err)
+			return err
 		}
-		unknown, err := p.s.DB.UnknownRooms(ctx, tx, rooms.RoomIDs)
-		if err != nil {
-			return eventlog.Retry(err)
-		}
-		for _, roomID := range unknown {
-			if err := p.s.ensureRoom(ctx, tx, roomID); err != nil {
-				return err
-			}
-		}
-		servers, err := p.s.DB.ServersSharingRooms(ctx, tx, o.UserID)
-		if err != nil {
-			return eventlog.Retry(err)
-		}
-		dests := p.s.remote(servers)
 		ago := max(time.Now().UnixMilli()-o.LastActiveTS, 0)
 		content := map[string][]presenceUpdate{"push": {{UserID: o.UserID, Presence: o.Presence.Presence, LastActiveAgo: ago,
 			CurrentlyActive: o.CurrentlyActive, StatusMsg: o.StatusMsg}}}
@@ -288,4 +274,28 @@ func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 	}
 	t.wakes.add(recs, woken)
 	return nil
+}
+
+// serversSharingRooms is every other server in a room our user is joined to. The rooms come
+// from the roomserver (QueryRoomsForUser), so a room the sender never saw an event of still
+// counts.
+func (s *Shared) serversSharingRooms(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
+	rooms, err := s.Rooms.QueryRoomsForUser(ctx, &rsapi.QueryRoomsForUserRequest{UserID: userID, Membership: "join"})
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	unknown, err := s.DB.UnknownRooms(ctx, tx, rooms.RoomIDs)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	for _, roomID := range unknown {
+		if err := s.ensureRoom(ctx, tx, roomID); err != nil {
+			return nil, err
+		}
+	}
+	servers, err := s.DB.ServersSharingRooms(ctx, tx, userID)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	return s.remote(servers), nil
 }

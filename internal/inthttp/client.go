@@ -131,7 +131,7 @@ func call[Res any](ctx context.Context, c *Client, method string, req any) (*Res
 	if decoded && hres.Header.Get(HeaderError) == ErrorMatrix {
 		return nil, outcomeMatrix, &matrixerr.Error{
 			Code: we.Code, Message: we.Message, Status: we.Status,
-			RetryAfterMS: we.RetryAfterMS, RoomVersion: we.RoomVersion,
+			RetryAfterMS: we.RetryAfterMS, RoomVersion: we.RoomVersion, CurrentVersion: we.CurrentVersion,
 		}
 	}
 	rerr := &RemoteError{Component: c.component, Method: method, StatusCode: hres.StatusCode, Message: http.StatusText(hres.StatusCode)}

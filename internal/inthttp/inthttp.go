@@ -131,6 +131,8 @@ type wireError struct {
 	Status       int    `json:"status"`
 	RetryAfterMS int64  `json:"retry_after_ms,omitempty"`
 	RoomVersion  string `json:"room_version,omitempty"`
+	// CurrentVersion is matrixerr.Error's field of M_WRONG_ROOM_KEYS_VERSION.
+	CurrentVersion string `json:"current_version,omitempty"`
 }
 
 // RemoteError is a call that failed in the callee, or on the way, for a reason that is not a

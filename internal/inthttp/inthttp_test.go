@@ -61,6 +61,7 @@ var failures = map[string]error{
 	"forbidden":     matrixerr.Forbidden("not a member of this room"),
 	"limit":         matrixerr.LimitExceeded(1500 * time.Millisecond),
 	"version":       &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "join a v12 room", Status: 400, RoomVersion: "12"},
+	"backup":        matrixerr.WrongRoomKeysVersion("7"),
 	"no_status":     &matrixerr.Error{Code: "M_UNKNOWN", Message: "status not set"},
 	"wrapped":       fmt.Errorf("check membership: %w", matrixerr.NotFound("unknown room")),
 	"internal":      fmt.Errorf("select rooms: %s", secret),

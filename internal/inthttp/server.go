@@ -193,7 +193,7 @@ func (h *handler) writeErr(ctx context.Context, w http.ResponseWriter, r *http.R
 		w.Header().Set(HeaderError, ErrorMatrix)
 		writeJSON(w, status, wireError{
 			Code: merr.Code, Message: merr.Message, Status: merr.Status,
-			RetryAfterMS: merr.RetryAfterMS, RoomVersion: merr.RoomVersion,
+			RetryAfterMS: merr.RetryAfterMS, RoomVersion: merr.RoomVersion, CurrentVersion: merr.CurrentVersion,
 		})
 		return outcomeMatrix
 	case errors.As(err, &bad):

@@ -18,6 +18,8 @@ type Error struct {
 	// RoomID names the room a createRoom made although some of its invites failed: the
 	// error is the first failed invite's, and the room exists.
 	RoomID string `json:"room_id,omitempty"`
+	// CurrentVersion is the current key backup version of M_WRONG_ROOM_KEYS_VERSION.
+	CurrentVersion string `json:"current_version,omitempty"`
 }
 
 // Error implements error.
@@ -52,6 +54,9 @@ var (
 	WeakPassword           = mk("M_WEAK_PASSWORD", http.StatusBadRequest)
 	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
 	BadAlias               = mk("M_BAD_ALIAS", http.StatusBadRequest)
+	// InvalidSignature is M_INVALID_SIGNATURE: a cross-signing key or signature does not
+	// verify.
+	InvalidSignature = mk("M_INVALID_SIGNATURE", http.StatusBadRequest)
 	// ServerNotTrusted is M_SERVER_NOT_TRUSTED: the request names a third-party server
 	// (an identity server) this server does not trust; it trusts none.
 	ServerNotTrusted = mk("M_SERVER_NOT_TRUSTED", http.StatusBadRequest)
@@ -82,6 +87,12 @@ var (
 	// server fetches.
 	RemoteTooLarge = mk("M_TOO_LARGE", http.StatusBadGateway)
 )
+
+// WrongRoomKeysVersion is 403 M_WRONG_ROOM_KEYS_VERSION: keys were sent for a backup
+// version that is not the current one, which it names.
+func WrongRoomKeysVersion(current string) *Error {
+	return &Error{Code: "M_WRONG_ROOM_KEYS_VERSION", Message: "wrong backup version", Status: http.StatusForbidden, CurrentVersion: current}
+}
 
 // LimitExceeded is 429 M_LIMIT_EXCEEDED with the time to wait.
 func LimitExceeded(retryAfter time.Duration) *Error {

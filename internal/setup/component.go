@@ -266,7 +266,7 @@ func (e *env) kafkaConfig(clientID string, metrics *eventlog.Metrics, logger *lo
 			DefaultPartitions: lc.Partitions, Retention: time.Duration(lc.Retention), Metrics: metrics, Logger: logger,
 		},
 		Brokers: lc.Kafka.Brokers, ClientID: clientID,
-		Topics: []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData),
+		Topics: []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData), e.topic(uapi.TopicOutputKeyChangeEvent), e.topic(uapi.TopicInputDeviceListUpdate),
 			e.topic(eduapi.TopicInputTyping), e.topic(eduapi.TopicOutputTypingEvent), e.topic(eduapi.TopicInputSendToDevice),
 			e.topic(eduapi.TopicOutputSendToDeviceEvent), e.topic(receiptapi.TopicInputReceipt), e.topic(receiptapi.TopicOutputReceiptEvent),
 			e.topic(presenceapi.TopicInputPresence), e.topic(presenceapi.TopicOutputPresenceEvent)},

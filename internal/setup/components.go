@@ -244,6 +244,7 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	}
 	ua, err := userapi.New(ctx, userapi.Deps{
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
+		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), DeviceListTopic: e.topic(uapi.TopicInputDeviceListUpdate), LogMetrics: e.logMetrics,
 		Logger: e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -251,6 +252,7 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	}
 	return &built{
 		serve: func(r *mux.Router, opts ihttp.ServerOptions) { uinthttp.Register(r, ua.API(), opts) },
+		run:   ua.Run,
 		users: ua.API(),
 	}, nil
 }
@@ -263,10 +265,11 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 	s, err := syncapi.New(ctx, syncapi.Deps{
 		Cfg: &e.cfg.SyncAPI, ServerName: string(e.serverName), DB: db, Log: e.log,
 		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
+		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent),
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -298,6 +301,7 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
 		Roomserver: e.clientRoomserver(),
 		EDU:        e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
+		DeviceLists: &uapi.DeviceListProducer{Log: e.log, Topic: e.topic(uapi.TopicInputDeviceListUpdate)},
 	}
 	if e.cfg.FederationAPI.ReceivePresence {
 		d.Presence = e.presenceInput()

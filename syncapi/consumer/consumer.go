@@ -1,4 +1,5 @@
-// Package consumer applies the topics the sync API reads (OutputRoomEvent, OutputClientData)
+// Package consumer applies the topics the sync API reads (OutputRoomEvent, OutputClientData,
+// OutputKeyChangeEvent and the EDU outputs)
 // to its storage and wakes waiting clients once each batch has committed. Each batch is
 // applied with its next offset in one transaction; handlers dedupe (by event ID, or by
 // unchanged content), so redelivery changes nothing a client can see.

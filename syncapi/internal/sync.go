@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/dendrite/syncapi/notifier"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // Syncer answers sync API requests.
@@ -19,12 +20,13 @@ type Syncer struct {
 	db       storage.Database
 	notifier *notifier.Notifier
 	backfill *Backfill
+	keys     uapi.SyncKeyAPI
 }
 
 // NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
-// history.
-func NewSyncer(db storage.Database, n *notifier.Notifier, bf *Backfill) *Syncer {
-	return &Syncer{db: db, notifier: n, backfill: bf}
+// history, keys nil when /sync reports no key counts.
+func NewSyncer(db storage.Database, n *notifier.Notifier, bf *Backfill, keys uapi.SyncKeyAPI) *Syncer {
+	return &Syncer{db: db, notifier: n, backfill: bf, keys: keys}
 }
 
 // SyncRequest is a parsed GET /sync.
@@ -60,13 +62,62 @@ func (s *Syncer) Sync(ctx context.Context, req *SyncRequest) (*types.SyncRespons
 			return nil, err
 		}
 		if req.Since == nil || req.FullState || !res.IsEmpty() {
-			return res, nil
+			return res, s.addKeyCounts(ctx, req, res)
 		}
 		remaining := time.Until(deadline)
 		if remaining <= 0 || !s.notifier.Wait(ctx, req.UserID, to, remaining) {
-			return res, ctx.Err()
+			if err = ctx.Err(); err != nil {
+				return res, err
+			}
+			return res, s.addKeyCounts(ctx, req, res)
 		}
 	}
+}
+
+// deviceLists is device_lists for changes in (since, to].
+func (s *Syncer) deviceLists(ctx context.Context, userID string, since, to int64) (types.DeviceLists, error) {
+	dl, err := s.db.DeviceListChanges(ctx, userID, since, to)
+	if err != nil {
+		return types.DeviceLists{}, fmt.Errorf("load device list changes: %w", err)
+	}
+	out := types.DeviceLists{Changed: dl.Changed, Left: dl.Left}
+	if out.Changed == nil {
+		out.Changed = []string{}
+	}
+	if out.Left == nil {
+		out.Left = []string{}
+	}
+	return out, nil
+}
+
+// KeyChanges answers GET /keys/changes: the device_lists of an incremental /sync from from
+// to to (no further than what is committed).
+func (s *Syncer) KeyChanges(ctx context.Context, userID string, from, to int64) (types.DeviceLists, error) {
+	top, err := s.db.MaxPosition(ctx)
+	if err != nil {
+		return types.DeviceLists{}, fmt.Errorf("read stream position: %w", err)
+	}
+	to = min(to, top)
+	if from >= to {
+		return types.DeviceLists{Changed: []string{}, Left: []string{}}, nil
+	}
+	return s.deviceLists(ctx, userID, from, to)
+}
+
+// addKeyCounts fills in the device's one-time key counts and unused fallback key types.
+func (s *Syncer) addKeyCounts(ctx context.Context, req *SyncRequest, res *types.SyncResponse) error {
+	if s.keys == nil {
+		return nil
+	}
+	counts, err := s.keys.QueryOneTimeKeyCounts(ctx, &uapi.QueryOneTimeKeyCountsRequest{UserID: req.UserID, DeviceID: req.DeviceID})
+	if err != nil {
+		return fmt.Errorf("count one-time keys: %w", err)
+	}
+	res.DeviceOneTimeKeysCount = counts.OneTimeKeyCounts
+	if counts.UnusedFallbackKeyAlgorithms != nil {
+		res.DeviceUnusedFallbackKeyTypes = counts.UnusedFallbackKeyAlgorithms
+	}
+	return nil
 }
 
 // roomPlan is what one room contributes to a sync.
@@ -113,6 +164,11 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 	}
 	if err = s.addEphemeral(ctx, req, joinedRoomIDs(req, rooms), since, to, res); err != nil {
 		return nil, err
+	}
+	if req.Since != nil && (s.notifier.Changed(storage.StreamKeyChanges, since) || s.notifier.Changed(storage.StreamRoomEvents, since)) {
+		if res.DeviceLists, err = s.deviceLists(ctx, req.UserID, since, to); err != nil {
+			return nil, err
+		}
 	}
 	if s.notifier.Changed(storage.StreamPresence, since) {
 		if err = s.addPresence(ctx, req, since, to, res); err != nil {

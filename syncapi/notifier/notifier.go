@@ -173,6 +173,14 @@ func (n *Notifier) Notify(a *storage.Applied) {
 			wake(u)
 		}
 	}
+	for _, subject := range a.KeyUsers {
+		wake(subject)
+		for roomID := range n.userRooms[subject] {
+			for u := range n.rooms[roomID] {
+				wake(u)
+			}
+		}
+	}
 	for _, subject := range a.PresenceUsers {
 		n.pending[subject] = a.Position
 		for roomID := range n.userRooms[subject] {

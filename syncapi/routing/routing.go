@@ -69,6 +69,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
 			httputil.Route{Name: "events", Method: http.MethodGet, Path: prefix + "/events", Handler: h.authenticated(h.events)},
 			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
+			httputil.Route{Name: "keyChanges", Method: http.MethodGet, Path: prefix + "/keys/changes", Handler: h.authenticated(h.keyChanges)},
 		)
 	}
 	const v1 = "/_matrix/client/v1/rooms/{roomId}"
@@ -142,6 +143,32 @@ func timeoutParam(q url.Values) (time.Duration, error) {
 		return 0, matrixerr.InvalidParam("timeout must be a non-negative number of milliseconds")
 	}
 	return min(time.Duration(min(ms, int64(MaxSyncTimeout/time.Millisecond)))*time.Millisecond, MaxSyncTimeout), nil
+}
+
+// keyChanges is GET /keys/changes?from=&to=: users whose device lists changed between two
+// sync tokens.
+func (h *Handlers) keyChanges(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	q := r.URL.Query()
+	var toks [2]types.StreamToken
+	for i, name := range []string{"from", "to"} {
+		v := q.Get(name)
+		if v == "" {
+			return httputil.Response{}, matrixerr.MissingParam(name + " is required")
+		}
+		tok, err := types.ParseStreamToken(name, v)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if tok.Position < 0 {
+			return httputil.Response{}, matrixerr.InvalidParam(name + " is not a valid token")
+		}
+		toks[i] = tok
+	}
+	dl, err := h.Syncer.KeyChanges(r.Context(), dev.UserID, toks[0].Position, toks[1].Position)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(dl), nil
 }
 
 // parseSync validates /sync's query parameters.

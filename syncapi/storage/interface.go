@@ -75,6 +75,7 @@ const (
 	StreamReceipts    = "receipts"
 	StreamToDevice    = "to_device"
 	StreamPresence    = "presence"
+	StreamKeyChanges  = "key_changes"
 )
 
 // Applied reports what a write changed, for waking clients after it committed.
@@ -91,6 +92,8 @@ type Applied struct {
 	EphemeralRooms []string
 	// PresenceUsers changed presence: everyone sharing a room with them is woken.
 	PresenceUsers []string
+	// KeyUsers changed device keys: they and everyone sharing a room with them are woken.
+	KeyUsers []string
 	// Position is the highest position assigned.
 	Position int64
 }
@@ -181,6 +184,20 @@ type Presence struct {
 	Position        int64
 }
 
+// KeyChange is a user's device list after a change: StreamID is the user's device-list
+// stream position (from userapi), which only grows.
+type KeyChange struct {
+	UserID   string
+	StreamID int64
+}
+
+// DeviceLists is /sync's device_lists: users whose devices changed and who share a room
+// with the syncing user (or are that user), and users who no longer share any.
+type DeviceLists struct {
+	Changed []string
+	Left    []string
+}
+
 // Unread is a room's notification counts for one user.
 type Unread struct {
 	Notifications int
@@ -260,6 +277,10 @@ type Database interface {
 	// WriteToDevice stores messages for local devices, skipping message IDs already
 	// stored, like WriteRoomEvents.
 	WriteToDevice(ctx context.Context, msgs []ToDeviceMessage, dead []DeadLetter, offset Offset) (*Applied, error)
+	// WriteKeyChanges records that users' device lists changed, each at a new position,
+	// like WriteRoomEvents; a change whose stream ID is not above the user's recorded one
+	// (a redelivery) is skipped.
+	WriteKeyChanges(ctx context.Context, changes []KeyChange, dead []DeadLetter, offset Offset) (*Applied, error)
 	// WritePresence replaces users' presence like WriteRoomEvents.
 	WritePresence(ctx context.Context, presence []Presence, dead []DeadLetter, offset Offset) (*Applied, error)
 	// NextOffset is where a consumer resumes.
@@ -318,6 +339,12 @@ type Database interface {
 	// ThreadRoots lists up to limit of the room's threads whose latest event is below before,
 	// latest first; with participated, only those userID started or replied to.
 	ThreadRoots(ctx context.Context, roomID, userID string, participated bool, before int64, limit int) ([]ThreadRoot, error)
+	// DeviceListChanges is what changed in (after, upTo] for userID's device_lists: users
+	// sharing a joined room with userID (or userID) whose device keys changed, who joined
+	// a room userID is joined to, or who share a room userID joined; and users who left a
+	// room userID is in, or whose room userID left, and share no joined room with userID
+	// any more.
+	DeviceListChanges(ctx context.Context, userID string, after, upTo int64) (*DeviceLists, error)
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
 }

@@ -19,6 +19,19 @@ type SyncResponse struct {
 	Presence    Presence    `json:"presence"`
 	ToDevice    ToDevice    `json:"to_device"`
 	Rooms       Rooms       `json:"rooms"`
+	// DeviceLists names the users whose device keys changed, or who no longer share a
+	// room with the user, since the request's token.
+	DeviceLists DeviceLists `json:"device_lists"`
+	// DeviceOneTimeKeysCount and DeviceUnusedFallbackKeyTypes describe the syncing
+	// device's own keys.
+	DeviceOneTimeKeysCount       map[string]int `json:"device_one_time_keys_count"`
+	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
+}
+
+// DeviceLists is /sync's device_lists.
+type DeviceLists struct {
+	Changed []string `json:"changed"`
+	Left    []string `json:"left"`
 }
 
 // Presence is the presence of users sharing a room with the user.
@@ -73,12 +86,18 @@ func NewSyncResponse() *SyncResponse {
 		Presence:    Presence{Events: []PresenceEvent{}},
 		ToDevice:    ToDevice{Events: []ToDeviceEvent{}},
 		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}},
+		DeviceLists: DeviceLists{Changed: []string{}, Left: []string{}},
+
+		DeviceOneTimeKeysCount:       map[string]int{},
+		DeviceUnusedFallbackKeyTypes: []string{},
 	}
 }
 
-// IsEmpty reports whether the response carries nothing for the client.
+// IsEmpty reports whether the response carries nothing for the client. The device's key
+// counts do not count: they are in every response.
 func (r *SyncResponse) IsEmpty() bool {
-	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 && len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0
+	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 &&
+		len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 // Timeline is a room's timeline section.

@@ -1,5 +1,6 @@
 // Package api is the userapi's contract: accounts, devices and access tokens, profiles,
-// account data, filters, and the OutputClientData topic.
+// account data, filters, end-to-end encryption keys, and the OutputClientData and
+// OutputKeyChangeEvent topics.
 package api
 
 import (
@@ -254,9 +255,21 @@ type ClientUserAPI interface {
 	PerformRoomTag(ctx context.Context, req *PerformRoomTagRequest) (*PerformRoomTagResponse, error)
 	PerformPutFilter(ctx context.Context, req *PerformPutFilterRequest) (*PerformPutFilterResponse, error)
 	QueryFilter(ctx context.Context, req *QueryFilterRequest) (*QueryFilterResponse, error)
+	PerformUploadKeys(ctx context.Context, req *PerformUploadKeysRequest) (*PerformUploadKeysResponse, error)
+	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
+	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
+	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
+	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)
+	PerformUploadSignatures(ctx context.Context, req *PerformUploadSignaturesRequest) (*PerformUploadSignaturesResponse, error)
+	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)
+	KeyBackupAPI
 }
 
-// FederationUserAPI is what the federationapi uses: profiles for /query/profile.
+// FederationUserAPI is what the federationapi uses: profiles for /query/profile, and local
+// users' keys for /user/keys/query, /user/keys/claim and /user/devices.
 type FederationUserAPI interface {
 	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
+	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
+	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
+	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)
 }

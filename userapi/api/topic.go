@@ -26,3 +26,54 @@ type AccountDataChange struct {
 	Type    string          `json:"type"`
 	Content json.RawMessage `json:"content"`
 }
+
+// TopicOutputKeyChangeEvent carries changes of local users' device keys (a device's keys
+// uploaded or replaced, a device deleted) and cross-signing keys (keys uploaded,
+// signatures made).
+//
+// Producer: userapi, after the change is stored. Key: user ID; per-user order, and each
+// message carries the user's device-list stream ID, which only grows. Payload:
+// OutputKeyChangeEvent, version 1, type device_keys or cross_signing. Consumers: the
+// syncapi records that the user's device list changed (device_lists.changed for everyone
+// sharing a room with them, and /keys/changes), skipping a stream ID it already holds, so
+// replays change nothing. The federationsender sends our users' changes to other servers
+// as m.device_list_update and m.signing_key_update. The userapi also writes changes of
+// other servers' users (from InputDeviceListUpdate) here, at a stream it keeps per remote
+// user, for the syncapi.
+const TopicOutputKeyChangeEvent = "OutputKeyChangeEvent"
+
+// OutputKeyChangeTypeDeviceKeys is the envelope type of a device key change.
+const OutputKeyChangeTypeDeviceKeys = "device_keys"
+
+// OutputKeyChangeTypeCrossSigning is the envelope type of a change of a user's
+// cross-signing keys or of the signatures they made.
+const OutputKeyChangeTypeCrossSigning = "cross_signing"
+
+// OutputKeyChangeEvent is the envelope of TopicOutputKeyChangeEvent.
+type OutputKeyChangeEvent struct {
+	Type         string                 `json:"type"`
+	DeviceKeys   *DeviceKeyChange       `json:"device_keys,omitempty"`
+	CrossSigning *CrossSigningKeyChange `json:"cross_signing,omitempty"`
+}
+
+// CrossSigningKeyChange is a user's master and self-signing keys after a change (what
+// m.signing_key_update carries).
+type CrossSigningKeyChange struct {
+	UserID         string          `json:"user_id"`
+	StreamID       int64           `json:"stream_id"`
+	MasterKey      json.RawMessage `json:"master_key,omitempty"`
+	SelfSigningKey json.RawMessage `json:"self_signing_key,omitempty"`
+}
+
+// DeviceKeyChange is one device's keys after a change: Keys is the signed device key JSON,
+// absent when Deleted.
+type DeviceKeyChange struct {
+	UserID   string `json:"user_id"`
+	DeviceID string `json:"device_id"`
+	// StreamID is the user's device-list stream position after this change (what
+	// m.device_list_update calls stream_id).
+	StreamID    int64           `json:"stream_id"`
+	DisplayName string          `json:"display_name,omitempty"`
+	Deleted     bool            `json:"deleted,omitempty"`
+	Keys        json.RawMessage `json:"keys,omitempty"`
+}

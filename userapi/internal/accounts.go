@@ -86,7 +86,11 @@ func (u *UserAPI) PerformPasswordUpdate(ctx context.Context, req *api.PerformPas
 		return nil, err
 	}
 	if !req.KeepDevices {
-		if err = u.DB.DeleteDevicesExcept(ctx, req.Localpart, req.ExceptDeviceID); err != nil {
+		changes, err := u.DB.DeleteDevicesExcept(ctx, req.Localpart, req.ExceptDeviceID)
+		if err != nil {
+			return nil, err
+		}
+		if err = u.announceKeyChanges(ctx, u.userID(req.Localpart), changes); err != nil {
 			return nil, err
 		}
 	}

@@ -65,20 +65,25 @@ func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessToke
 	return &api.QueryAccessTokenResponse{Device: u.device(dev)}, nil
 }
 
-// PerformDeviceDeletion logs devices out: the listed ones, or with All every device except
-// ExceptDeviceID. Idempotent.
+// PerformDeviceDeletion logs devices out and deletes their keys: the listed ones, or with
+// All every device except ExceptDeviceID; each deleted device is announced on
+// OutputKeyChangeEvent. Idempotent.
 func (u *UserAPI) PerformDeviceDeletion(ctx context.Context, req *api.PerformDeviceDeletionRequest) (*api.PerformDeviceDeletionResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
 		return nil, err
 	}
+	var changes []storage.KeyChange
 	switch {
 	case req.All:
-		err = u.DB.DeleteDevicesExcept(ctx, local, req.ExceptDeviceID)
+		changes, err = u.DB.DeleteDevicesExcept(ctx, local, req.ExceptDeviceID)
 	case len(req.DeviceIDs) > 0:
-		err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs)
+		changes, err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs)
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err = u.announceKeyChanges(ctx, req.UserID, changes); err != nil {
 		return nil, err
 	}
 	return &api.PerformDeviceDeletionResponse{}, nil

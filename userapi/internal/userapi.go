@@ -1,6 +1,7 @@
 // Package internal implements the userapi's ClientUserAPI on its storage: accounts with
 // bcrypt password hashes, devices whose access tokens are stored only as SHA-256 hashes,
-// profiles, account data (announced on the OutputClientData topic) and filters.
+// profiles, account data (announced on the OutputClientData topic), filters, and
+// end-to-end encryption keys (changes announced on OutputKeyChangeEvent).
 package internal
 
 import (
@@ -40,9 +41,11 @@ type UserAPI struct {
 	DB         storage.Database
 	ServerName string
 	BCryptCost int
-	// Log and ClientDataTopic receive account data changes; a nil Log announces nothing.
+	// Log and ClientDataTopic receive account data changes, KeyChangeTopic device key
+	// changes; a nil Log announces nothing.
 	Log             eventlog.Log
 	ClientDataTopic string
+	KeyChangeTopic  string
 	Logger          *logrus.Entry
 	Metrics         *Metrics
 	// dummyHash is compared against when a login names an unknown account, so that the

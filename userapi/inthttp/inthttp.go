@@ -1,5 +1,5 @@
 // Package inthttp carries the userapi's api.ClientUserAPI (accounts, devices, tokens,
-// profiles, account data, filters) over internal HTTP for the polylith deployment. It has no
+// profiles, account data, filters, keys) over internal HTTP for the polylith deployment. It has no
 // logic: each method is one line on the generic layer in internal/inthttp, which derives the
 // route (/_internal/userapi/<Method>) from the method name.
 package inthttp
@@ -37,6 +37,17 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformRoomTag)
 	ihttp.Serve(s, a.PerformPutFilter)
 	ihttp.Serve(s, a.QueryFilter)
+	ihttp.Serve(s, a.PerformUploadKeys)
+	ihttp.Serve(s, a.QueryKeys)
+	ihttp.Serve(s, a.PerformClaimKeys)
+	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
+	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
+	ihttp.Serve(s, a.PerformUploadSignatures)
+	ihttp.Serve(s, a.QueryDeviceList)
+	ihttp.Serve(s, a.PerformKeyBackupVersion)
+	ihttp.Serve(s, a.QueryKeyBackupVersion)
+	ihttp.Serve(s, a.PerformRoomKeys)
+	ihttp.Serve(s, a.QueryRoomKeys)
 	return s
 }
 
@@ -135,4 +146,59 @@ func (c *Client) PerformPutFilter(ctx context.Context, req *api.PerformPutFilter
 // QueryFilter implements api.ClientUserAPI.
 func (c *Client) QueryFilter(ctx context.Context, req *api.QueryFilterRequest) (*api.QueryFilterResponse, error) {
 	return ihttp.Call[api.QueryFilterResponse](ctx, c.c, req)
+}
+
+// PerformUploadKeys implements api.ClientUserAPI.
+func (c *Client) PerformUploadKeys(ctx context.Context, req *api.PerformUploadKeysRequest) (*api.PerformUploadKeysResponse, error) {
+	return ihttp.Call[api.PerformUploadKeysResponse](ctx, c.c, req)
+}
+
+// QueryKeys implements api.ClientUserAPI.
+func (c *Client) QueryKeys(ctx context.Context, req *api.QueryKeysRequest) (*api.QueryKeysResponse, error) {
+	return ihttp.Call[api.QueryKeysResponse](ctx, c.c, req)
+}
+
+// PerformClaimKeys implements api.ClientUserAPI.
+func (c *Client) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKeysRequest) (*api.PerformClaimKeysResponse, error) {
+	return ihttp.Call[api.PerformClaimKeysResponse](ctx, c.c, req)
+}
+
+// QueryOneTimeKeyCounts implements api.ClientUserAPI.
+func (c *Client) QueryOneTimeKeyCounts(ctx context.Context, req *api.QueryOneTimeKeyCountsRequest) (*api.QueryOneTimeKeyCountsResponse, error) {
+	return ihttp.Call[api.QueryOneTimeKeyCountsResponse](ctx, c.c, req)
+}
+
+// PerformUploadDeviceSigningKeys implements api.ClientUserAPI.
+func (c *Client) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.PerformUploadDeviceSigningKeysRequest) (*api.PerformUploadDeviceSigningKeysResponse, error) {
+	return ihttp.Call[api.PerformUploadDeviceSigningKeysResponse](ctx, c.c, req)
+}
+
+// PerformUploadSignatures implements api.ClientUserAPI.
+func (c *Client) PerformUploadSignatures(ctx context.Context, req *api.PerformUploadSignaturesRequest) (*api.PerformUploadSignaturesResponse, error) {
+	return ihttp.Call[api.PerformUploadSignaturesResponse](ctx, c.c, req)
+}
+
+// QueryDeviceList implements api.ClientUserAPI.
+func (c *Client) QueryDeviceList(ctx context.Context, req *api.QueryDeviceListRequest) (*api.QueryDeviceListResponse, error) {
+	return ihttp.Call[api.QueryDeviceListResponse](ctx, c.c, req)
+}
+
+// PerformKeyBackupVersion implements api.ClientUserAPI.
+func (c *Client) PerformKeyBackupVersion(ctx context.Context, req *api.PerformKeyBackupVersionRequest) (*api.PerformKeyBackupVersionResponse, error) {
+	return ihttp.Call[api.PerformKeyBackupVersionResponse](ctx, c.c, req)
+}
+
+// QueryKeyBackupVersion implements api.ClientUserAPI.
+func (c *Client) QueryKeyBackupVersion(ctx context.Context, req *api.QueryKeyBackupVersionRequest) (*api.QueryKeyBackupVersionResponse, error) {
+	return ihttp.Call[api.QueryKeyBackupVersionResponse](ctx, c.c, req)
+}
+
+// PerformRoomKeys implements api.ClientUserAPI.
+func (c *Client) PerformRoomKeys(ctx context.Context, req *api.PerformRoomKeysRequest) (*api.PerformRoomKeysResponse, error) {
+	return ihttp.Call[api.PerformRoomKeysResponse](ctx, c.c, req)
+}
+
+// QueryRoomKeys implements api.ClientUserAPI.
+func (c *Client) QueryRoomKeys(ctx context.Context, req *api.QueryRoomKeysRequest) (*api.QueryRoomKeysResponse, error) {
+	return ihttp.Call[api.QueryRoomKeysResponse](ctx, c.c, req)
 }

@@ -45,7 +45,7 @@ func start(t *testing.T, db *sqlutil.DB) *env {
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
 	ua, err := userapi.New(ctx, userapi.Deps{
-		Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: "clientdata",
+		Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: "clientdata", KeyChangeTopic: "keychanges",
 		Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
@@ -254,6 +254,74 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 		t.Fatalf("filter %s", got.Filter)
 	}
 	same(c, "unknown", d.QueryFilter, r.QueryFilter, &api.QueryFilterRequest{Localpart: "alice", FilterID: "999"})
+
+	keys := test.NewDeviceKeys(t, alice, devID)
+	up := ok(c, r.PerformUploadKeys, &api.PerformUploadKeysRequest{UserID: alice, DeviceID: devID, DeviceKeys: keys.JSON(t),
+		OneTimeKeys:  map[string]json.RawMessage{"signed_curve25519:A": keys.OneTimeKey(t, false)},
+		FallbackKeys: map[string]json.RawMessage{"signed_curve25519:F": keys.OneTimeKey(t, true)}})
+	if up.OneTimeKeyCounts["signed_curve25519"] != 1 {
+		t.Fatalf("upload counts %+v", up.OneTimeKeyCounts)
+	}
+	same(c, "unsigned", d.PerformUploadKeys, r.PerformUploadKeys, &api.PerformUploadKeysRequest{UserID: alice, DeviceID: devID,
+		DeviceKeys: json.RawMessage(`{"user_id":"` + alice + `","device_id":"` + devID + `"}`)})
+	qk := same(c, "local and remote", d.QueryKeys, r.QueryKeys, &api.QueryKeysRequest{DeviceKeys: map[string][]string{alice: nil, "@x:elsewhere": nil}})
+	if len(qk.DeviceKeys[alice]) != 1 || len(qk.Failures) != 1 {
+		t.Fatalf("queried keys %+v", qk)
+	}
+	counts := same(c, "one key", d.QueryOneTimeKeyCounts, r.QueryOneTimeKeyCounts, &api.QueryOneTimeKeyCountsRequest{UserID: alice, DeviceID: devID})
+	if counts.OneTimeKeyCounts["signed_curve25519"] != 1 || len(counts.UnusedFallbackKeyAlgorithms) != 1 {
+		t.Fatalf("counts %+v", counts)
+	}
+	claim := func() string {
+		res := ok(c, r.PerformClaimKeys, &api.PerformClaimKeysRequest{OneTimeKeys: map[string]map[string]string{alice: {devID: "signed_curve25519"}}})
+		for id := range res.OneTimeKeys[alice][devID] {
+			return id
+		}
+		return ""
+	}
+	if first, second := claim(), claim(); first != "signed_curve25519:A" || second != "signed_curve25519:F" {
+		t.Fatalf("claimed %q then %q", first, second)
+	}
+
+	master, self := test.NewCrossSigningKey(t, alice, "master"), test.NewCrossSigningKey(t, alice, "self_signing")
+	ok(c, r.PerformUploadDeviceSigningKeys, &api.PerformUploadDeviceSigningKeysRequest{UserID: alice, MasterKey: master.JSON(t, nil), SelfSigningKey: self.JSON(t, master)})
+	same(c, "replacement without authentication", d.PerformUploadDeviceSigningKeys, r.PerformUploadDeviceSigningKeys,
+		&api.PerformUploadDeviceSigningKeysRequest{UserID: alice, MasterKey: self.JSON(t, nil)})
+	var devKeys map[string]json.RawMessage
+	if err := json.Unmarshal(qk.DeviceKeys[alice][devID], &devKeys); err != nil {
+		t.Fatal(err)
+	}
+	delete(devKeys, "signatures")
+	delete(devKeys, "unsigned")
+	plain, _ := json.Marshal(devKeys) // plain data
+	sig := ok(c, r.PerformUploadSignatures, &api.PerformUploadSignaturesRequest{UserID: alice,
+		Signatures: map[string]map[string]json.RawMessage{alice: {devID: self.Sign(t, plain)}}})
+	if len(sig.Failures) != 0 {
+		t.Fatalf("signature failures %+v", sig.Failures)
+	}
+	dl := same(c, "alice", d.QueryDeviceList, r.QueryDeviceList, &api.QueryDeviceListRequest{UserID: alice})
+	if dl.StreamID < 2 || len(dl.Devices) != 1 || dl.Devices[0].Keys == nil || dl.MasterKey == nil || dl.SelfSigningKey == nil {
+		t.Fatalf("device list %+v", dl)
+	}
+	same(c, "remote", d.QueryDeviceList, r.QueryDeviceList, &api.QueryDeviceListRequest{UserID: "@x:elsewhere"})
+	same(c, "no backup", d.QueryKeyBackupVersion, r.QueryKeyBackupVersion, &api.QueryKeyBackupVersionRequest{UserID: alice})
+	bv := ok(c, r.PerformKeyBackupVersion, &api.PerformKeyBackupVersionRequest{UserID: alice, Algorithm: "m.megolm_backup.v1.curve25519-aes-sha2", AuthData: json.RawMessage(`{}`)})
+	session := api.KeyBackupSession{FirstMessageIndex: 3, SessionData: json.RawMessage(`{"a":1}`)}
+	if rk := ok(c, r.PerformRoomKeys, &api.PerformRoomKeysRequest{UserID: alice, Version: bv.Version,
+		Keys: map[string]map[string]api.KeyBackupSession{"!r:x": {"s": session}}}); rk.Count != 1 {
+		t.Fatalf("room keys %+v", rk)
+	}
+	same(c, "old version", d.PerformRoomKeys, r.PerformRoomKeys, &api.PerformRoomKeysRequest{UserID: alice, Version: "999",
+		Keys: map[string]map[string]api.KeyBackupSession{"!r:x": {"s": session}}})
+	if v := same(c, "latest", d.QueryKeyBackupVersion, r.QueryKeyBackupVersion, &api.QueryKeyBackupVersionRequest{UserID: alice}); v.Count != 1 {
+		t.Fatalf("backup version %+v", v)
+	}
+	if got := same(c, "all", d.QueryRoomKeys, r.QueryRoomKeys, &api.QueryRoomKeysRequest{UserID: alice, Version: bv.Version}); len(got.Rooms["!r:x"]) != 1 {
+		t.Fatalf("room keys %+v", got)
+	}
+	if qk = same(c, "cross-signed", d.QueryKeys, r.QueryKeys, &api.QueryKeysRequest{UserID: alice, DeviceKeys: map[string][]string{alice: nil}}); qk.MasterKeys[alice] == nil {
+		t.Fatalf("no master key in %+v", qk)
+	}
 }
 
 // TestMatrixErrorsOnTheWire checks that typed errors answer with their own HTTP status on the

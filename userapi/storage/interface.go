@@ -1,10 +1,11 @@
 // Package storage is the userapi's database: accounts, devices and their access tokens,
-// profiles, account data and filters. The SQL in storage/sql runs on SQLite and PostgreSQL
+// profiles, account data, filters and end-to-end encryption keys. The SQL in storage/sql runs on SQLite and PostgreSQL
 // alike.
 package storage
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 )
 
@@ -63,10 +64,12 @@ type Database interface {
 	DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*Device, error)
 	// Devices lists the account's devices ordered by device ID.
 	Devices(ctx context.Context, localpart string) ([]Device, error)
-	// DeleteDevices deletes the listed devices; unknown IDs are ignored.
-	DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error
-	// DeleteDevicesExcept deletes every device of the account but except ("" deletes all).
-	DeleteDevicesExcept(ctx context.Context, localpart, except string) error
+	// DeleteDevices deletes the listed devices with their keys; unknown IDs are ignored.
+	// It returns a deleted KeyChange per device that existed, in the same transaction.
+	DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) ([]KeyChange, error)
+	// DeleteDevicesExcept deletes every device of the account but except ("" deletes all),
+	// like DeleteDevices.
+	DeleteDevicesExcept(ctx context.Context, localpart, except string) ([]KeyChange, error)
 	// SetDeviceDisplayName renames a device, or returns ErrNotFound.
 	SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) error
 	// TouchDevice records that the device was seen at ts (milliseconds).
@@ -91,4 +94,141 @@ type Database interface {
 	PutFilter(ctx context.Context, localpart string, filter []byte) (string, error)
 	// Filter returns a stored filter or ErrNotFound.
 	Filter(ctx context.Context, localpart, filterID string) ([]byte, error)
+
+	// UploadKeys stores a device's keys in one transaction: DeviceKeys (when set) replaces
+	// the device's keys, one-time keys whose ID the device already has are ignored, fallback
+	// keys replace the device's key of their algorithm and are unused again. It returns the
+	// KeyChange when the device keys changed (nil otherwise) and the device's one-time key
+	// counts afterwards.
+	UploadKeys(ctx context.Context, up *KeyUpload) (*KeyChange, map[string]int, error)
+	// DeviceKeys returns the stored device keys of the account's devices among deviceIDs
+	// (every device when deviceIDs is empty).
+	DeviceKeys(ctx context.Context, localpart string, deviceIDs []string) ([]DeviceKeys, error)
+	// ClaimKey removes and returns one of the device's one-time keys of algorithm, else
+	// returns its fallback key of algorithm (marking it used), else ErrNotFound. Each
+	// one-time key is returned by exactly one call, however many run at once.
+	ClaimKey(ctx context.Context, localpart, deviceID, algorithm string) (*OneTimeKey, error)
+	// KeyCounts is the device's one-time key count per algorithm and the algorithms of its
+	// unused fallback keys.
+	KeyCounts(ctx context.Context, localpart, deviceID string) (map[string]int, []string, error)
+	// CrossSigningKeys returns the account's cross-signing keys by purpose ("master",
+	// "self_signing", "user_signing"); none is an empty map.
+	CrossSigningKeys(ctx context.Context, localpart string) (map[string][]byte, error)
+	// PutCrossSigningKeys replaces the account's keys of the purposes in keys and returns
+	// the account's new device-list stream ID.
+	PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte) (int64, error)
+	// PutKeySignatures stores signatures (replacing one by the same signer key on the same
+	// target key) and advances the device-list stream of each localpart in announce,
+	// returning the new stream IDs.
+	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string) (map[string]int64, error)
+	// DeviceListStream is the account's device-list stream ID (0 before any change).
+	DeviceListStream(ctx context.Context, localpart string) (int64, error)
+	// RemoteDeviceListChanged records, in the consumer's transaction tx, a change of a
+	// remote user's device list: remoteStream is the stream ID their server gave it (0
+	// for a change without one, a signing key update). It returns false when the change
+	// is a redelivery (remoteStream not above the one recorded), else the new stream ID
+	// this server announces the change at (a stream per remote user, in the same table as
+	// local users' streams, keyed by the full user ID).
+	RemoteDeviceListChanged(ctx context.Context, tx *sql.Tx, userID string, remoteStream int64) (bool, int64, error)
+	// CreateKeyBackup stores a new backup version (one above every version the account
+	// ever had) and returns it.
+	CreateKeyBackup(ctx context.Context, localpart, algorithm string, authData []byte) (string, error)
+	// UpdateKeyBackup replaces a version's auth data; ErrNotFound for no such version.
+	UpdateKeyBackup(ctx context.Context, localpart, version string, authData []byte) error
+	// DeleteKeyBackup deletes a version and its keys; ErrNotFound for no such version.
+	DeleteKeyBackup(ctx context.Context, localpart, version string) error
+	// KeyBackup is a version's metadata ("" is the latest); ErrNotFound when there is none.
+	KeyBackup(ctx context.Context, localpart, version string) (*KeyBackup, error)
+	// PutRoomKeys stores keys in version, which must be the latest (else ErrWrongVersion),
+	// keeping a stored key that is better (verified, then lower first message index, then
+	// fewer forwards). It returns the version afterwards.
+	PutRoomKeys(ctx context.Context, localpart, version string, keys []RoomKey) (*KeyBackup, error)
+	// RoomKeys returns a version's keys: all, of roomID, or of roomID's sessionID.
+	RoomKeys(ctx context.Context, localpart, version, roomID, sessionID string) ([]RoomKey, error)
+	// DeleteRoomKeys deletes keys like RoomKeys selects them and returns the version afterwards.
+	DeleteRoomKeys(ctx context.Context, localpart, version, roomID, sessionID string) (*KeyBackup, error)
+	// KeySignatures returns the stored signatures on targetUserID's keys.
+	KeySignatures(ctx context.Context, targetUserID string) ([]KeySignature, error)
+}
+
+// KeySignature is a signature of SignerUserID's key SignerKeyID ("ed25519:<key>") on
+// TargetUserID's key TargetKeyID (a device ID, or a master key's public key).
+type KeySignature struct {
+	TargetUserID string
+	TargetKeyID  string
+	SignerUserID string
+	SignerKeyID  string
+	Signature    string
+}
+
+// KeyUpload is one device's POST /keys/upload, already validated.
+type KeyUpload struct {
+	Localpart    string
+	DeviceID     string
+	DeviceKeys   []byte
+	OneTimeKeys  []OneTimeKey
+	FallbackKeys []OneTimeKey
+}
+
+// OneTimeKey is a one-time or fallback key: KeyID is "<algorithm>:<id>".
+type OneTimeKey struct {
+	Algorithm string
+	KeyID     string
+	JSON      []byte
+}
+
+// DeviceKeys is a device's signed device keys.
+type DeviceKeys struct {
+	DeviceID string
+	JSON     []byte
+}
+
+// KeyChange is a change of a device's keys: the account's device-list stream ID after it,
+// and the new keys unless Deleted.
+type KeyChange struct {
+	DeviceID string
+	StreamID int64
+	Deleted  bool
+	JSON     []byte
+}
+
+// ErrWrongVersion is returned when keys are stored in a backup version that is not the
+// latest; Current is the latest.
+type ErrWrongVersion struct {
+	Current string
+}
+
+func (e *ErrWrongVersion) Error() string {
+	return "not the current backup version (" + e.Current + ")"
+}
+
+// KeyBackup is a backup version's metadata; ETag changes whenever its keys change.
+type KeyBackup struct {
+	Version   string
+	Algorithm string
+	AuthData  []byte
+	Count     int64
+	ETag      int64
+}
+
+// RoomKey is one backed-up room key.
+type RoomKey struct {
+	RoomID            string
+	SessionID         string
+	FirstMessageIndex int64
+	ForwardedCount    int64
+	IsVerified        bool
+	SessionData       []byte
+}
+
+// Better reports whether k should replace old: a verified key beats an unverified one,
+// then the lower first message index, then the fewer forwards.
+func (k *RoomKey) Better(old *RoomKey) bool {
+	if k.IsVerified != old.IsVerified {
+		return k.IsVerified
+	}
+	if k.FirstMessageIndex != old.FirstMessageIndex {
+		return k.FirstMessageIndex < old.FirstMessageIndex
+	}
+	return k.ForwardedCount < old.ForwardedCount
 }

@@ -34,6 +34,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/user_directory/search", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/relations/*", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
+	{"/_matrix/client/{version}/keys/changes", SyncAPI},
 	{"/_matrix/client/{version}/media/*", MediaAPI},
 	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},

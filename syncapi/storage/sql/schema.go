@@ -110,4 +110,12 @@ CREATE INDEX IF NOT EXISTS syncapi_presence_position ON syncapi_presence (positi
 CREATE INDEX IF NOT EXISTS syncapi_events_unread ON syncapi_events (room_id, position, notify, sender, mentions);
 `}, {Version: 4, SQL: `
 ALTER TABLE syncapi_stream_position ADD COLUMN backfill_position {bigint} NOT NULL DEFAULT 0;
-`}, {Version: 5, Up: migrateUserDirectory}, {Version: 6, Up: migrateRelations}}
+`}, {Version: 5, SQL: `
+CREATE TABLE IF NOT EXISTS syncapi_key_changes (
+	user_id TEXT PRIMARY KEY,
+	stream_id {bigint} NOT NULL,
+	position {bigint} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS syncapi_key_changes_position ON syncapi_key_changes (position);
+CREATE INDEX IF NOT EXISTS syncapi_memberships_position ON syncapi_memberships (position);
+`}, {Version: 6, Up: migrateUserDirectory}, {Version: 7, Up: migrateRelations}}

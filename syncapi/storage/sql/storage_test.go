@@ -58,3 +58,40 @@ func TestAccountDataPositionsAndOffsets(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyChangesRedelivered checks that a redelivered OutputKeyChangeEvent (same or older
+// stream ID) takes no position, so no client sees the user again.
+func TestKeyChangesRedelivered(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := storage.Offset{Topic: "keys", Partition: 0, Next: 1}
+		applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: "@a:x", StreamID: 2}}, nil, off)
+		if err != nil || applied.Position != 1 || len(applied.KeyUsers) != 1 {
+			t.Fatalf("first write: %+v %v", applied, err)
+		}
+		for _, stream := range []int64{2, 1} {
+			off.Next++
+			applied, err = d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: "@a:x", StreamID: stream}}, nil, off)
+			if err != nil || applied.Position != 0 || len(applied.KeyUsers) != 0 {
+				t.Fatalf("redelivery of stream %d: %+v %v", stream, applied, err)
+			}
+		}
+		off.Next++
+		if applied, err = d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: "@a:x", StreamID: 3}}, nil, off); err != nil || applied.Position != 2 {
+			t.Fatalf("next change: %+v %v", applied, err)
+		}
+		// @a:x is the user themself: their own change shows in their device lists.
+		dl, err := d.DeviceListChanges(ctx, "@a:x", 1, 2)
+		if err != nil || len(dl.Changed) != 1 || dl.Changed[0] != "@a:x" {
+			t.Fatalf("device lists %+v %v", dl, err)
+		}
+	})
+}

@@ -76,17 +76,50 @@ func (d *Database) Devices(ctx context.Context, localpart string) ([]storage.Dev
 }
 
 // DeleteDevices implements storage.Database.
-func (d *Database) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) error {
+func (d *Database) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) ([]storage.KeyChange, error) {
 	if len(deviceIDs) == 0 {
-		return nil
+		return nil, nil
 	}
-	query, args := d.db.Dialect.InList("DELETE FROM userapi_devices WHERE localpart = $1 AND device_id IN ({ids})", "{ids}", []any{localpart}, deviceIDs)
-	return d.exec(ctx, "delete devices", query, args...)
+	query, args := d.db.Dialect.InList("DELETE FROM userapi_devices WHERE localpart = $1 AND device_id IN ({ids}) RETURNING device_id", "{ids}", []any{localpart}, deviceIDs)
+	return d.deleteDevices(ctx, localpart, query, args...)
 }
 
 // DeleteDevicesExcept implements storage.Database.
-func (d *Database) DeleteDevicesExcept(ctx context.Context, localpart, except string) error {
-	return d.exec(ctx, "delete devices", "DELETE FROM userapi_devices WHERE localpart = $1 AND device_id <> $2", localpart, except)
+func (d *Database) DeleteDevicesExcept(ctx context.Context, localpart, except string) ([]storage.KeyChange, error) {
+	return d.deleteDevices(ctx, localpart, "DELETE FROM userapi_devices WHERE localpart = $1 AND device_id <> $2 RETURNING device_id", localpart, except)
+}
+
+// deleteDevices runs a DELETE ... RETURNING device_id of the account's devices and deletes
+// the deleted devices' keys in the same transaction.
+func (d *Database) deleteDevices(ctx context.Context, localpart, query string, args ...any) ([]storage.KeyChange, error) {
+	var changes []storage.KeyChange
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, query, args...)
+		if err != nil {
+			return err
+		}
+		var ids []string
+		for rows.Next() {
+			var id string
+			if err = rows.Scan(&id); err != nil {
+				_ = rows.Close() // the scan error is the one to report
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err = rows.Close(); err != nil {
+			return err
+		}
+		if err = rows.Err(); err != nil {
+			return err
+		}
+		changes, err = deleteDeviceKeys(ctx, tx, localpart, ids)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete devices: %w", err)
+	}
+	return changes, nil
 }
 
 // SetDeviceDisplayName implements storage.Database.

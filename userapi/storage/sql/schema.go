@@ -41,4 +41,74 @@ CREATE TABLE IF NOT EXISTS userapi_filters (
 	filter TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS userapi_filters_localpart ON userapi_filters (localpart);
+`}, {Version: 2, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_device_keys (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (localpart, device_id)
+);
+CREATE TABLE IF NOT EXISTS userapi_one_time_keys (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (localpart, device_id, key_id)
+);
+CREATE INDEX IF NOT EXISTS userapi_one_time_keys_algorithm ON userapi_one_time_keys (localpart, device_id, algorithm);
+CREATE TABLE IF NOT EXISTS userapi_fallback_keys (
+	localpart TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	algorithm TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	used BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (localpart, device_id, algorithm)
+);
+CREATE TABLE IF NOT EXISTS userapi_device_list_streams (
+	localpart TEXT NOT NULL PRIMARY KEY,
+	stream_id {bigint} NOT NULL
+);
+`}, {Version: 3, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_cross_signing_keys (
+	localpart TEXT NOT NULL,
+	purpose TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (localpart, purpose)
+);
+CREATE TABLE IF NOT EXISTS userapi_key_signatures (
+	target_user_id TEXT NOT NULL,
+	target_key_id TEXT NOT NULL,
+	signer_user_id TEXT NOT NULL,
+	signer_key_id TEXT NOT NULL,
+	signature TEXT NOT NULL,
+	PRIMARY KEY (target_user_id, target_key_id, signer_user_id, signer_key_id)
+);
+`}, {Version: 4, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_remote_device_lists (
+	user_id TEXT NOT NULL PRIMARY KEY,
+	stream_id {bigint} NOT NULL
+);
+`}, {Version: 5, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_key_backup_versions (
+	localpart TEXT NOT NULL,
+	version {bigint} NOT NULL,
+	algorithm TEXT NOT NULL,
+	auth_data TEXT NOT NULL,
+	etag {bigint} NOT NULL DEFAULT 0,
+	deleted BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (localpart, version)
+);
+CREATE TABLE IF NOT EXISTS userapi_key_backups (
+	localpart TEXT NOT NULL,
+	version {bigint} NOT NULL,
+	room_id TEXT NOT NULL,
+	session_id TEXT NOT NULL,
+	first_message_index {bigint} NOT NULL,
+	forwarded_count {bigint} NOT NULL,
+	is_verified BOOLEAN NOT NULL,
+	session_data TEXT NOT NULL,
+	PRIMARY KEY (localpart, version, room_id, session_id)
+);
 `}}

@@ -1,0 +1,132 @@
+package internal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/storage"
+)
+
+// backupError turns the storage's answers into the spec's errors.
+func backupError(err error) error {
+	var wrong *storage.ErrWrongVersion
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		return matrixerr.NotFound("no such backup version")
+	case errors.As(err, &wrong):
+		return matrixerr.WrongRoomKeysVersion(wrong.Current)
+	}
+	return err
+}
+
+// PerformKeyBackupVersion creates, updates (auth data only; the algorithm must stay) or
+// deletes a backup version.
+func (u *UserAPI) PerformKeyBackupVersion(ctx context.Context, req *api.PerformKeyBackupVersionRequest) (*api.PerformKeyBackupVersionResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if req.Delete {
+		return &api.PerformKeyBackupVersionResponse{Version: req.Version}, backupError(u.DB.DeleteKeyBackup(ctx, local, req.Version))
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(req.AuthData, &obj) != nil || obj == nil {
+		return nil, matrixerr.BadJSON("auth_data must be an object")
+	}
+	if req.Algorithm == "" {
+		return nil, matrixerr.MissingParam("algorithm is required")
+	}
+	if req.Version == "" {
+		v, err := u.DB.CreateKeyBackup(ctx, local, req.Algorithm, req.AuthData)
+		if err != nil {
+			return nil, err
+		}
+		return &api.PerformKeyBackupVersionResponse{Version: v}, nil
+	}
+	b, err := u.DB.KeyBackup(ctx, local, req.Version)
+	if err != nil {
+		return nil, backupError(err)
+	}
+	if b.Algorithm != req.Algorithm {
+		return nil, matrixerr.InvalidParam("the algorithm of a backup version cannot change")
+	}
+	return &api.PerformKeyBackupVersionResponse{Version: req.Version}, backupError(u.DB.UpdateKeyBackup(ctx, local, req.Version, req.AuthData))
+}
+
+// QueryKeyBackupVersion is a version's metadata with its key count and etag.
+func (u *UserAPI) QueryKeyBackupVersion(ctx context.Context, req *api.QueryKeyBackupVersionRequest) (*api.QueryKeyBackupVersionResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := u.DB.KeyBackup(ctx, local, req.Version)
+	if err != nil {
+		return nil, backupError(err)
+	}
+	return &api.QueryKeyBackupVersionResponse{KeyBackupVersion: versionOf(b)}, nil
+}
+
+func versionOf(b *storage.KeyBackup) api.KeyBackupVersion {
+	return api.KeyBackupVersion{Version: b.Version, Algorithm: b.Algorithm, AuthData: b.AuthData, Count: b.Count, ETag: strconv.FormatInt(b.ETag, 10)}
+}
+
+// PerformRoomKeys stores keys in (only the current version) or deletes keys from a version.
+func (u *UserAPI) PerformRoomKeys(ctx context.Context, req *api.PerformRoomKeysRequest) (*api.PerformRoomKeysResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if req.Version == "" {
+		return nil, matrixerr.MissingParam("version is required")
+	}
+	var b *storage.KeyBackup
+	if req.Delete {
+		b, err = u.DB.DeleteRoomKeys(ctx, local, req.Version, req.RoomID, req.SessionID)
+	} else {
+		var keys []storage.RoomKey
+		for roomID, sessions := range req.Keys {
+			for sessionID, k := range sessions {
+				var obj map[string]json.RawMessage
+				if json.Unmarshal(k.SessionData, &obj) != nil || obj == nil {
+					return nil, matrixerr.BadJSON("session_data must be an object")
+				}
+				keys = append(keys, storage.RoomKey{RoomID: roomID, SessionID: sessionID, FirstMessageIndex: k.FirstMessageIndex,
+					ForwardedCount: k.ForwardedCount, IsVerified: k.IsVerified, SessionData: k.SessionData})
+			}
+		}
+		b, err = u.DB.PutRoomKeys(ctx, local, req.Version, keys)
+	}
+	if err != nil {
+		return nil, backupError(err)
+	}
+	v := versionOf(b)
+	return &api.PerformRoomKeysResponse{Count: v.Count, ETag: v.ETag}, nil
+}
+
+// QueryRoomKeys reads a version's keys.
+func (u *UserAPI) QueryRoomKeys(ctx context.Context, req *api.QueryRoomKeysRequest) (*api.QueryRoomKeysResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if req.Version == "" {
+		return nil, matrixerr.MissingParam("version is required")
+	}
+	keys, err := u.DB.RoomKeys(ctx, local, req.Version, req.RoomID, req.SessionID)
+	if err != nil {
+		return nil, backupError(err)
+	}
+	res := &api.QueryRoomKeysResponse{Rooms: map[string]map[string]api.KeyBackupSession{}}
+	for _, k := range keys {
+		if res.Rooms[k.RoomID] == nil {
+			res.Rooms[k.RoomID] = map[string]api.KeyBackupSession{}
+		}
+		res.Rooms[k.RoomID][k.SessionID] = api.KeyBackupSession{FirstMessageIndex: k.FirstMessageIndex, ForwardedCount: k.ForwardedCount,
+			IsVerified: k.IsVerified, SessionData: k.SessionData}
+	}
+	return res, nil
+}

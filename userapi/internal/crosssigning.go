@@ -1,0 +1,430 @@
+package internal
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/matrix-org/dendrite/internal/e2ekeys"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/storage"
+)
+
+// The purposes of cross-signing keys, as their usage field names them.
+const (
+	purposeMaster      = "master"
+	purposeSelfSigning = "self_signing"
+	purposeUserSigning = "user_signing"
+)
+
+// crossSigningKey is a parsed CrossSigningKey object.
+type crossSigningKey struct {
+	pub ed25519.PublicKey
+	// id is "ed25519:<public key>"; pubB64 the public key as sent.
+	id, pubB64 string
+	// canonical is the object as stored (canonical JSON, signatures included).
+	canonical []byte
+}
+
+// parseCrossSigningKey checks a CrossSigningKey object of userID with usage purpose and
+// one ed25519 key.
+func parseCrossSigningKey(raw json.RawMessage, userID, purpose string) (*crossSigningKey, error) {
+	k, err := e2ekeys.ParseCrossSigningKey(raw, userID, purpose)
+	if errors.Is(err, e2ekeys.ErrWrongOwner) {
+		return nil, matrixerr.InvalidParam("the " + purpose + " key must be the uploading user's, with usage " + purpose + " and one ed25519 key")
+	}
+	if err != nil {
+		return nil, matrixerr.BadJSON("a cross-signing key must be a CrossSigningKey object with one key ed25519:<public key>")
+	}
+	canonical, err := gomatrixserverlib.CanonicalJSON(raw)
+	if err != nil {
+		return nil, matrixerr.BadJSON("a cross-signing key must be a CrossSigningKey object")
+	}
+	return &crossSigningKey{pub: k.Public, id: k.ID, pubB64: k.PublicBase64, canonical: canonical}, nil
+}
+
+// PerformUploadDeviceSigningKeys checks and stores a user's cross-signing keys: the
+// self-signing and user-signing keys must be signed by the master key (the one uploaded
+// with them, else the stored one), and no key may be a device ID. Without Authenticated,
+// only a first upload or an identical one is accepted (the spec's exceptions to UIA).
+func (u *UserAPI) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.PerformUploadDeviceSigningKeysRequest) (*api.PerformUploadDeviceSigningKeysResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	stored, err := u.DB.CrossSigningKeys(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	uploads := map[string]json.RawMessage{purposeMaster: req.MasterKey, purposeSelfSigning: req.SelfSigningKey, purposeUserSigning: req.UserSigningKey}
+	parsed := map[string]*crossSigningKey{}
+	for _, purpose := range []string{purposeMaster, purposeSelfSigning, purposeUserSigning} {
+		if raw := uploads[purpose]; len(raw) > 0 && string(raw) != "null" {
+			if parsed[purpose], err = parseCrossSigningKey(raw, req.UserID, purpose); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(parsed) == 0 {
+		return &api.PerformUploadDeviceSigningKeysResponse{}, nil
+	}
+	master := parsed[purposeMaster]
+	if master == nil && stored[purposeMaster] != nil {
+		if master, err = parseCrossSigningKey(stored[purposeMaster], req.UserID, purposeMaster); err != nil {
+			return nil, fmt.Errorf("stored master key: %w", err)
+		}
+	}
+	if master == nil {
+		return nil, matrixerr.MissingParam("no master key is available")
+	}
+	for _, purpose := range []string{purposeSelfSigning, purposeUserSigning} {
+		k := parsed[purpose]
+		if k != nil && gomatrixserverlib.VerifyJSON(req.UserID, gomatrixserverlib.KeyID(master.id), master.pub, uploads[purpose]) != nil {
+			return nil, matrixerr.InvalidSignature("the " + purpose + " key is not signed by the master key")
+		}
+	}
+	changed := map[string][]byte{}
+	for purpose, k := range parsed {
+		if !bytes.Equal(k.canonical, stored[purpose]) {
+			changed[purpose] = k.canonical
+		}
+	}
+	if len(changed) == 0 {
+		return &api.PerformUploadDeviceSigningKeysResponse{}, nil
+	}
+	if stored[purposeMaster] != nil && !req.Authenticated {
+		return nil, matrixerr.Unauthorized("replacing cross-signing keys needs authentication")
+	}
+	devs, err := u.DB.Devices(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range devs {
+		for _, k := range parsed {
+			if d.DeviceID == k.pubB64 {
+				return nil, matrixerr.Forbidden("a cross-signing key is the ID of one of the user's devices")
+			}
+		}
+	}
+	stream, err := u.DB.PutCrossSigningKeys(ctx, local, changed)
+	if err != nil {
+		return nil, err
+	}
+	return &api.PerformUploadDeviceSigningKeysResponse{}, u.announceCrossSigning(ctx, req.UserID, local, stream)
+}
+
+// announceCrossSigning produces the user's cross-signing keys on OutputKeyChangeEvent.
+func (u *UserAPI) announceCrossSigning(ctx context.Context, userID, local string, stream int64) error {
+	if u.Log == nil {
+		return nil
+	}
+	keys, err := u.DB.CrossSigningKeys(ctx, local)
+	if err != nil {
+		return err
+	}
+	msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeCrossSigning, CrossSigning: &api.CrossSigningKeyChange{
+		UserID: userID, StreamID: stream, MasterKey: keys[purposeMaster], SelfSigningKey: keys[purposeSelfSigning],
+	}})
+	if err != nil {
+		return err
+	}
+	if _, err = u.Log.Produce(ctx, u.KeyChangeTopic, eventlog.Message{Key: []byte(userID), Value: msg}); err != nil {
+		return fmt.Errorf("produce cross-signing change: %w", err)
+	}
+	return nil
+}
+
+// signatureFailure is a per-key error of /keys/signatures/upload.
+func signatureFailure(e *matrixerr.Error) json.RawMessage {
+	b, _ := json.Marshal(e) // a plain struct
+	return b
+}
+
+// PerformUploadSignatures stores signatures made by req.UserID: on their own devices (by
+// their self-signing key), on their own master key (by one of their devices), and on
+// other local users' master keys (by their user-signing key). Each signed object must be
+// the stored key with signatures added, and each signature must verify; failures are
+// reported per key and store nothing for that key.
+func (u *UserAPI) PerformUploadSignatures(ctx context.Context, req *api.PerformUploadSignaturesRequest) (*api.PerformUploadSignaturesResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	own, err := u.DB.CrossSigningKeys(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	res := &api.PerformUploadSignaturesResponse{Failures: map[string]map[string]json.RawMessage{}}
+	fail := func(userID, keyID string, e *matrixerr.Error) {
+		if res.Failures[userID] == nil {
+			res.Failures[userID] = map[string]json.RawMessage{}
+		}
+		res.Failures[userID][keyID] = signatureFailure(e)
+	}
+	var sigs []storage.KeySignature
+	for target, keys := range req.Signatures {
+		for keyID, obj := range keys {
+			sig, merr := u.checkSignature(ctx, req.UserID, own, target, keyID, obj)
+			if merr != nil {
+				fail(target, keyID, merr)
+				continue
+			}
+			sigs = append(sigs, *sig)
+		}
+	}
+	if len(sigs) == 0 {
+		return res, nil
+	}
+	streams, err := u.DB.PutKeySignatures(ctx, sigs, []string{local})
+	if err != nil {
+		return nil, err
+	}
+	return res, u.announceCrossSigning(ctx, req.UserID, local, streams[local])
+}
+
+// checkSignature finds and verifies the signature signer made on target's key keyID.
+func (u *UserAPI) checkSignature(ctx context.Context, signer string, own map[string][]byte, target, keyID string, obj json.RawMessage) (*storage.KeySignature, *matrixerr.Error) {
+	targetLocal, err := u.localpart(target)
+	if err != nil {
+		return nil, matrixerr.NotFound("not a local user")
+	}
+	storedKey, err := u.targetKey(ctx, target, targetLocal, keyID)
+	if err != nil {
+		return nil, matrixerr.Unknown("the key could not be read")
+	}
+	if storedKey == nil {
+		return nil, matrixerr.NotFound("no such key")
+	}
+	if !sameKey(storedKey, obj) {
+		return nil, matrixerr.InvalidParam("the signed object is not the stored key")
+	}
+	// Which of signer's keys may sign this target.
+	var signingKeys map[string]ed25519.PublicKey
+	switch {
+	case target == signer && isMasterKey(storedKey):
+		signingKeys, err = u.deviceSigningKeys(ctx, targetLocal)
+		if err != nil {
+			return nil, matrixerr.Unknown("the keys could not be read")
+		}
+	case target == signer:
+		signingKeys = crossSigningPub(own[purposeSelfSigning], signer, purposeSelfSigning)
+	case isMasterKey(storedKey):
+		signingKeys = crossSigningPub(own[purposeUserSigning], signer, purposeUserSigning)
+	default:
+		return nil, matrixerr.InvalidParam("only master keys of other users can be signed")
+	}
+	var parsed struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if json.Unmarshal(obj, &parsed) != nil {
+		return nil, matrixerr.BadJSON("the signed object is not valid")
+	}
+	for sigKeyID, sig := range parsed.Signatures[signer] {
+		pub, ok := signingKeys[sigKeyID]
+		if !ok {
+			continue
+		}
+		if gomatrixserverlib.VerifyJSON(signer, gomatrixserverlib.KeyID(sigKeyID), pub, obj) != nil {
+			return nil, matrixerr.InvalidSignature("invalid signature")
+		}
+		return &storage.KeySignature{TargetUserID: target, TargetKeyID: keyID, SignerUserID: signer, SignerKeyID: sigKeyID, Signature: sig}, nil
+	}
+	return nil, matrixerr.InvalidSignature("no signature by a key that may sign this key")
+}
+
+// targetKey is the stored key a signature upload names: the user's device keyID, else
+// their master key if its public key is keyID; nil when there is none.
+func (u *UserAPI) targetKey(ctx context.Context, userID, local, keyID string) (json.RawMessage, error) {
+	devs, err := u.DB.DeviceKeys(ctx, local, []string{keyID})
+	if err != nil {
+		return nil, err
+	}
+	if len(devs) == 1 {
+		return devs[0].JSON, nil
+	}
+	cs, err := u.DB.CrossSigningKeys(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	if m := cs[purposeMaster]; m != nil {
+		if k, err := parseCrossSigningKey(m, userID, purposeMaster); err == nil && k.pubB64 == keyID {
+			return m, nil
+		}
+	}
+	return nil, nil
+}
+
+func isMasterKey(raw json.RawMessage) bool {
+	var k struct {
+		Usage []string `json:"usage"`
+	}
+	return json.Unmarshal(raw, &k) == nil && slices.Contains(k.Usage, purposeMaster)
+}
+
+// crossSigningPub is {key ID: public key} of a stored cross-signing key, empty when none.
+func crossSigningPub(raw []byte, userID, purpose string) map[string]ed25519.PublicKey {
+	if raw == nil {
+		return nil
+	}
+	k, err := parseCrossSigningKey(raw, userID, purpose)
+	if err != nil {
+		return nil
+	}
+	return map[string]ed25519.PublicKey{k.id: k.pub}
+}
+
+// deviceSigningKeys is {"ed25519:<device ID>": key} of the user's devices with keys.
+func (u *UserAPI) deviceSigningKeys(ctx context.Context, local string) (map[string]ed25519.PublicKey, error) {
+	devs, err := u.DB.DeviceKeys(ctx, local, nil)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]ed25519.PublicKey{}
+	for _, d := range devs {
+		var dk e2ekeys.DeviceKeys
+		if json.Unmarshal(d.JSON, &dk) != nil {
+			continue
+		}
+		if pub, ok := e2ekeys.DecodeKey(dk.Keys["ed25519:"+d.DeviceID]); ok {
+			out["ed25519:"+d.DeviceID] = pub
+		}
+	}
+	return out, nil
+}
+
+// sameKey reports whether two key objects are equal but for signatures and unsigned.
+func sameKey(a, b json.RawMessage) bool {
+	strip := func(raw json.RawMessage) []byte {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return nil
+		}
+		delete(obj, "signatures")
+		delete(obj, "unsigned")
+		out, err := json.Marshal(obj)
+		if err != nil {
+			return nil
+		}
+		c, err := gomatrixserverlib.CanonicalJSON(out)
+		if err != nil {
+			return nil
+		}
+		return c
+	}
+	sa, sb := strip(a), strip(b)
+	return sa != nil && bytes.Equal(sa, sb)
+}
+
+// withSignatures adds to a key object the stored signatures on it that viewer may see:
+// those made by the key's owner and those made by viewer.
+func withSignatures(raw json.RawMessage, owner, viewer, keyID string, sigs []storage.KeySignature) (json.RawMessage, error) {
+	var add []storage.KeySignature
+	for _, s := range sigs {
+		if s.TargetKeyID == keyID && (s.SignerUserID == owner || s.SignerUserID == viewer) {
+			add = append(add, s)
+		}
+	}
+	if len(add) == 0 {
+		return raw, nil
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, err
+	}
+	signatures := map[string]map[string]string{}
+	if s, ok := obj["signatures"]; ok {
+		if err := json.Unmarshal(s, &signatures); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range add {
+		if signatures[s.SignerUserID] == nil {
+			signatures[s.SignerUserID] = map[string]string{}
+		}
+		signatures[s.SignerUserID][s.SignerKeyID] = s.Signature
+	}
+	b, err := json.Marshal(signatures)
+	if err != nil {
+		return nil, err
+	}
+	obj["signatures"] = b
+	return json.Marshal(obj)
+}
+
+// addCrossSigning fills in a local user's cross-signing keys for viewer: the master and
+// self-signing keys, and the user-signing key only for the user themself.
+func (u *UserAPI) addCrossSigning(ctx context.Context, res *api.QueryKeysResponse, userID, local, viewer string, sigs []storage.KeySignature) error {
+	keys, err := u.DB.CrossSigningKeys(ctx, local)
+	if err != nil {
+		return err
+	}
+	if m := keys[purposeMaster]; m != nil {
+		k, err := parseCrossSigningKey(m, userID, purposeMaster)
+		if err != nil {
+			return fmt.Errorf("stored master key: %w", err)
+		}
+		if res.MasterKeys[userID], err = withSignatures(m, userID, viewer, k.pubB64, sigs); err != nil {
+			return err
+		}
+	}
+	if s := keys[purposeSelfSigning]; s != nil {
+		res.SelfSigningKeys[userID] = s
+	}
+	if s := keys[purposeUserSigning]; s != nil && userID == viewer {
+		res.UserSigningKeys[userID] = s
+	}
+	return nil
+}
+
+// QueryDeviceList is a local user's devices (keys with the user's own signatures), the
+// device-list stream ID and the master and self-signing keys, for another server; an
+// unknown local user has no devices.
+func (u *UserAPI) QueryDeviceList(ctx context.Context, req *api.QueryDeviceListRequest) (*api.QueryDeviceListResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	stream, err := u.DB.DeviceListStream(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	// Read the keys after the stream ID: a change in between shows up in the keys and
+	// again in the m.device_list_update that follows it.
+	q := &api.QueryKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, MasterKeys: map[string]json.RawMessage{},
+		SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
+	sigs, err := u.DB.KeySignatures(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := u.localDeviceKeys(ctx, local, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err = u.addCrossSigning(ctx, q, req.UserID, local, "", sigs); err != nil {
+		return nil, err
+	}
+	devs, err := u.DB.Devices(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	res := &api.QueryDeviceListResponse{UserID: req.UserID, StreamID: stream, Devices: []api.DeviceListEntry{},
+		MasterKey: q.MasterKeys[req.UserID], SelfSigningKey: q.SelfSigningKeys[req.UserID]}
+	for _, d := range devs {
+		e := api.DeviceListEntry{DeviceID: d.DeviceID, DisplayName: d.DisplayName}
+		if k := keys[d.DeviceID]; k != nil {
+			if e.Keys, err = withSignatures(k, req.UserID, "", d.DeviceID, sigs); err != nil {
+				return nil, err
+			}
+		}
+		res.Devices = append(res.Devices, e)
+	}
+	return res, nil
+}

@@ -1,0 +1,304 @@
+package internal
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/matrix-org/dendrite/internal/e2ekeys"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/userapi/api"
+	"github.com/matrix-org/dendrite/userapi/storage"
+)
+
+// signedCurve25519 is the one-time key algorithm Olm uses; its count is always reported,
+// zero included, so that clients know to upload.
+const signedCurve25519 = "signed_curve25519"
+
+// maxKeysPerUpload bounds the one-time and fallback keys of one upload.
+const maxKeysPerUpload = 1000
+
+// PerformUploadKeys checks and stores a device's keys. Device keys must be the device's
+// own (user_id, device_id) and signed by their own ed25519 key; signed one-time and
+// fallback keys must be signed by the device's ed25519 key. A change of the device keys is
+// announced on OutputKeyChangeEvent after it is stored.
+func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadKeysRequest) (*api.PerformUploadKeysResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.OneTimeKeys)+len(req.FallbackKeys) > maxKeysPerUpload {
+		return nil, matrixerr.InvalidParam("too many keys in one upload")
+	}
+	up := &storage.KeyUpload{Localpart: local, DeviceID: req.DeviceID}
+	var signingKey ed25519.PublicKey
+	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
+		if up.DeviceKeys, signingKey, err = checkDeviceKeys(req.DeviceKeys, req.UserID, req.DeviceID); err != nil {
+			return nil, err
+		}
+	}
+	if signingKey == nil && len(req.OneTimeKeys)+len(req.FallbackKeys) > 0 {
+		if signingKey, err = u.storedSigningKey(ctx, local, req.DeviceID); err != nil {
+			return nil, err
+		}
+	}
+	if up.OneTimeKeys, err = checkOneTimeKeys(req.OneTimeKeys, req.UserID, req.DeviceID, signingKey); err != nil {
+		return nil, err
+	}
+	if up.FallbackKeys, err = checkOneTimeKeys(req.FallbackKeys, req.UserID, req.DeviceID, signingKey); err != nil {
+		return nil, err
+	}
+	if !uniqueAlgorithms(up.FallbackKeys) {
+		return nil, matrixerr.InvalidParam("at most one fallback key per algorithm")
+	}
+	change, counts, err := u.DB.UploadKeys(ctx, up)
+	if err != nil {
+		return nil, err
+	}
+	if change != nil {
+		if err = u.announceKeyChanges(ctx, req.UserID, []storage.KeyChange{*change}); err != nil {
+			return nil, err
+		}
+	}
+	if _, ok := counts[signedCurve25519]; !ok {
+		counts[signedCurve25519] = 0
+	}
+	return &api.PerformUploadKeysResponse{OneTimeKeyCounts: counts}, nil
+}
+
+// checkDeviceKeys validates a DeviceKeys object and returns it without "unsigned" (which
+// the server fills in on query), with the device's ed25519 key.
+func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) ([]byte, ed25519.PublicKey, error) {
+	pub, err := e2ekeys.VerifyDeviceKeys(raw, userID, deviceID)
+	switch {
+	case errors.Is(err, e2ekeys.ErrMalformed):
+		return nil, nil, matrixerr.BadJSON("device_keys must be a DeviceKeys object")
+	case errors.Is(err, e2ekeys.ErrWrongOwner):
+		return nil, nil, matrixerr.InvalidParam("device_keys must be the uploading device's, with its ed25519 key ed25519:" + deviceID)
+	case err != nil:
+		return nil, nil, matrixerr.InvalidParam("device_keys are not signed by the device's ed25519 key")
+	}
+	var obj map[string]json.RawMessage
+	if err = json.Unmarshal(raw, &obj); err != nil {
+		return nil, nil, err
+	}
+	delete(obj, "unsigned")
+	stored, err := json.Marshal(obj)
+	if err != nil {
+		return nil, nil, err
+	}
+	return stored, pub, nil
+}
+
+// storedSigningKey is the ed25519 key of the device's stored device keys, nil if it has none.
+func (u *UserAPI) storedSigningKey(ctx context.Context, local, deviceID string) (ed25519.PublicKey, error) {
+	stored, err := u.DB.DeviceKeys(ctx, local, []string{deviceID})
+	if err != nil || len(stored) == 0 {
+		return nil, err
+	}
+	var dk e2ekeys.DeviceKeys
+	if json.Unmarshal(stored[0].JSON, &dk) != nil {
+		return nil, fmt.Errorf("stored device keys of %s are not valid", deviceID)
+	}
+	pub, _ := e2ekeys.DecodeKey(dk.Keys["ed25519:"+deviceID])
+	return pub, nil
+}
+
+// checkOneTimeKeys validates "<algorithm>:<key_id>" -> key (a string, or an object that,
+// when it is signed, must carry a valid signature of the device's key).
+func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID string, signingKey ed25519.PublicKey) ([]storage.OneTimeKey, error) {
+	out := make([]storage.OneTimeKey, 0, len(keys))
+	for id, raw := range keys {
+		alg, _, ok := strings.Cut(id, ":")
+		if !ok || alg == "" {
+			return nil, matrixerr.InvalidParam("key IDs must be <algorithm>:<key_id>")
+		}
+		var str string
+		var obj struct {
+			Key        string                       `json:"key"`
+			Signatures map[string]map[string]string `json:"signatures"`
+		}
+		if json.Unmarshal(raw, &str) != nil {
+			if json.Unmarshal(raw, &obj) != nil || obj.Key == "" {
+				return nil, matrixerr.BadJSON("a key must be a string or a KeyObject")
+			}
+			if obj.Signatures != nil {
+				keyID := "ed25519:" + deviceID
+				if signingKey == nil || gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID(keyID), signingKey, raw) != nil {
+					return nil, matrixerr.InvalidParam("key " + id + " is not signed by the device's ed25519 key")
+				}
+			}
+		}
+		out = append(out, storage.OneTimeKey{Algorithm: alg, KeyID: id, JSON: raw})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].KeyID < out[j].KeyID })
+	return out, nil
+}
+
+func uniqueAlgorithms(keys []storage.OneTimeKey) bool {
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[k.Algorithm] {
+			return false
+		}
+		seen[k.Algorithm] = true
+	}
+	return true
+}
+
+// announceKeyChanges produces one OutputKeyChangeEvent per change, keyed by user ID. It runs
+// after the changes are stored: a crash in between loses only the announcement, which
+// the client's retry of the idempotent upload does not repeat (the keys are unchanged), so
+// the next change of the user's devices carries the news; readers treat every message as
+// "this user's device list changed".
+func (u *UserAPI) announceKeyChanges(ctx context.Context, userID string, changes []storage.KeyChange) error {
+	if u.Log == nil || len(changes) == 0 {
+		return nil
+	}
+	msgs := make([]eventlog.Message, 0, len(changes))
+	for _, c := range changes {
+		msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeDeviceKeys, DeviceKeys: &api.DeviceKeyChange{
+			UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, Deleted: c.Deleted, Keys: c.JSON,
+		}})
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, eventlog.Message{Key: []byte(userID), Value: msg})
+	}
+	if _, err := u.Log.Produce(ctx, u.KeyChangeTopic, msgs...); err != nil {
+		return fmt.Errorf("produce key change: %w", err)
+	}
+	return nil
+}
+
+// QueryKeys answers POST /keys/query for local users: each user's listed devices (every
+// device when none are listed) with their signed keys and unsigned.device_display_name, and
+// their cross-signing keys, with the signatures req.UserID may see.
+// Unknown local users get an empty map; remote users a failure for their server.
+func (u *UserAPI) QueryKeys(ctx context.Context, req *api.QueryKeysRequest) (*api.QueryKeysResponse, error) {
+	res := &api.QueryKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, Failures: map[string]json.RawMessage{},
+		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{}, UserSigningKeys: map[string]json.RawMessage{}}
+	for userID, deviceIDs := range req.DeviceKeys {
+		local, err := u.localpart(userID)
+		var merr *matrixerr.Error
+		if errors.As(err, &merr) && merr.Code == "M_NOT_FOUND" {
+			_, server, _ := strings.Cut(userID, ":")
+			res.Failures[server] = json.RawMessage(`{"status":503,"message":"remote key queries are not supported"}`)
+			continue
+		}
+		if err != nil {
+			continue // not a user ID: nothing to answer for it
+		}
+		sigs, err := u.DB.KeySignatures(ctx, userID)
+		if err != nil {
+			return nil, err
+		}
+		devs, err := u.localDeviceKeys(ctx, local, deviceIDs)
+		if err != nil {
+			return nil, err
+		}
+		for id, raw := range devs {
+			if devs[id], err = withSignatures(raw, userID, req.UserID, id, sigs); err != nil {
+				return nil, err
+			}
+		}
+		res.DeviceKeys[userID] = devs
+		if err = u.addCrossSigning(ctx, res, userID, local, req.UserID, sigs); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// localDeviceKeys is one local user's device keys with their display names.
+func (u *UserAPI) localDeviceKeys(ctx context.Context, local string, deviceIDs []string) (map[string]json.RawMessage, error) {
+	keys, err := u.DB.DeviceKeys(ctx, local, deviceIDs)
+	if err != nil || len(keys) == 0 {
+		return map[string]json.RawMessage{}, err
+	}
+	devs, err := u.DB.Devices(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	names := make(map[string]string, len(devs))
+	for _, d := range devs {
+		names[d.DeviceID] = d.DisplayName
+	}
+	out := make(map[string]json.RawMessage, len(keys))
+	for _, k := range keys {
+		var obj map[string]json.RawMessage
+		if err := json.Unmarshal(k.JSON, &obj); err != nil {
+			return nil, fmt.Errorf("stored device keys of %s are not valid: %w", k.DeviceID, err)
+		}
+		if name := names[k.DeviceID]; name != "" {
+			unsigned, err := json.Marshal(map[string]string{"device_display_name": name})
+			if err != nil {
+				return nil, err
+			}
+			obj["unsigned"] = unsigned
+		}
+		b, err := json.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		out[k.DeviceID] = b
+	}
+	return out, nil
+}
+
+// PerformClaimKeys hands out one key per requested local device: a one-time key, which no
+// other claim gets, else the device's fallback key. Devices without either, unknown
+// devices and unknown users are left out; remote users get a failure for their server.
+func (u *UserAPI) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKeysRequest) (*api.PerformClaimKeysResponse, error) {
+	res := &api.PerformClaimKeysResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]json.RawMessage{}}
+	for userID, devices := range req.OneTimeKeys {
+		local, err := u.localpart(userID)
+		var merr *matrixerr.Error
+		if errors.As(err, &merr) && merr.Code == "M_NOT_FOUND" {
+			_, server, _ := strings.Cut(userID, ":")
+			res.Failures[server] = json.RawMessage(`{"status":503,"message":"remote key claims are not supported"}`)
+			continue
+		}
+		if err != nil {
+			continue
+		}
+		for deviceID, alg := range devices {
+			key, err := u.DB.ClaimKey(ctx, local, deviceID, alg)
+			if errors.Is(err, storage.ErrNotFound) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			if res.OneTimeKeys[userID] == nil {
+				res.OneTimeKeys[userID] = map[string]map[string]json.RawMessage{}
+			}
+			res.OneTimeKeys[userID][deviceID] = map[string]json.RawMessage{key.KeyID: key.JSON}
+		}
+	}
+	return res, nil
+}
+
+// QueryOneTimeKeyCounts is a device's one-time key counts (signed_curve25519 always
+// present) and the algorithms of its unused fallback keys.
+func (u *UserAPI) QueryOneTimeKeyCounts(ctx context.Context, req *api.QueryOneTimeKeyCountsRequest) (*api.QueryOneTimeKeyCountsResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	counts, unused, err := u.DB.KeyCounts(ctx, local, req.DeviceID)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := counts[signedCurve25519]; !ok {
+		counts[signedCurve25519] = 0
+	}
+	return &api.QueryOneTimeKeyCountsResponse{OneTimeKeyCounts: counts, UnusedFallbackKeyAlgorithms: unused}, nil
+}
