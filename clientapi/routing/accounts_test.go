@@ -310,24 +310,57 @@ func TestSharedSecretRegistration(t *testing.T) {
 	})
 }
 
-// TestGuestRegistration: kind=guest is refused with the spec's 403 M_FORBIDDEN, saying
-// "disabled" while client_api.guests_disabled is true; guest access is not built yet, so it
-// is refused when the key is false too, and nothing is stored either way.
+// TestGuestRegistration: with client_api.guests_disabled kind=guest is refused with the
+// spec's 403 M_FORBIDDEN and nothing is stored. Without it a guest registers with no
+// authentication (even with registration closed), whoami says is_guest, endpoints outside
+// the guest access module answer 403 M_GUEST_ACCESS_FORBIDDEN while listed ones work, and
+// only the guest's own token upgrades it to a full account with the same user ID.
 func TestGuestRegistration(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
-		for _, disabled := range []bool{true, false} {
-			cfg := openCfg()
-			cfg.GuestsDisabled = disabled
-			e := newEnv(t, db, cfg)
-			before := e.accountCount()
-			res := e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 403, "M_FORBIDDEN")
-			if msg, _ := res["error"].(string); strings.Contains(msg, "disabled") != disabled {
-				t.Errorf("guests_disabled %v: message %q", disabled, msg)
-			}
-			if after := e.accountCount(); after != before {
-				t.Fatalf("guest registration stored an account")
-			}
+		cfg := openCfg()
+		e := newEnv(t, db, cfg)
+		before := e.accountCount()
+		res := e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 403, "M_FORBIDDEN")
+		if msg, _ := res["error"].(string); !strings.Contains(msg, "disabled") {
+			t.Errorf("message %q", msg)
 		}
+		if after := e.accountCount(); after != before {
+			t.Fatalf("guest registration stored an account")
+		}
+
+		cfg.GuestsDisabled, cfg.RegistrationDisabled = false, true
+		e = newEnv(t, db, cfg)
+		guest := e.want("POST", v3+"/register?kind=guest", "", map[string]any{"initial_device_display_name": "kiosk"}, 200, "")
+		userID, token := guest["user_id"].(string), guest["access_token"].(string)
+		if who := e.want("GET", v3+"/account/whoami", token, nil, 200, ""); who["user_id"] != userID || who["is_guest"] != true {
+			t.Fatalf("guest whoami %v", who)
+		}
+		e.want("GET", v3+"/devices/"+guest["device_id"].(string), token, nil, 200, "")
+		e.want("PUT", v3+"/profile/"+userID+"/displayname", token, map[string]any{"displayname": "creeper"}, 200, "")
+		e.want("PUT", v3+"/profile/"+userID+"/avatar_url", token, map[string]any{"avatar_url": "mxc://x/y"}, 403, "M_GUEST_ACCESS_FORBIDDEN")
+		e.want("GET", v3+"/user/"+userID+"/account_data/m.direct", token, nil, 403, "M_GUEST_ACCESS_FORBIDDEN")
+		e.want("POST", v3+"/account/password", token, map[string]any{"new_password": "x"}, 403, "M_GUEST_ACCESS_FORBIDDEN")
+
+		other := e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 200, "")
+		// Upgrading is registering: it needs open registration.
+		cfg.RegistrationDisabled = false
+		e = newEnv(t, db, cfg)
+		local := strings.TrimPrefix(strings.Split(userID, ":")[0], "@")
+		upgrade := map[string]any{"username": local, "password": "SIR_Arthur", "guest_access_token": other["access_token"]}
+		e.want("POST", v3+"/register", "", upgrade, 403, "M_FORBIDDEN")
+		upgrade["guest_access_token"] = token
+		e.want("POST", v3+"/register", "", upgrade, 401, "")
+		upgrade["auth"] = map[string]any{"type": "m.login.dummy"}
+		full := e.want("POST", v3+"/register", "", upgrade, 200, "")
+		if full["user_id"] != userID {
+			t.Fatalf("upgraded account %v, want %s", full, userID)
+		}
+		if who := e.want("GET", v3+"/account/whoami", full["access_token"].(string), nil, 200, ""); who["is_guest"] != false {
+			t.Fatalf("upgraded whoami %v", who)
+		}
+		e.want("GET", v3+"/user/"+userID+"/account_data/m.direct", token, nil, 404, "M_NOT_FOUND")
+		e.want("POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": local, "password": "SIR_Arthur"}, 200, "")
+		e.want("POST", v3+"/register", "", upgrade, 403, "M_FORBIDDEN")
 	})
 }
 

@@ -149,3 +149,13 @@ func (c *DeviceCache) PerformPasswordUpdate(ctx context.Context, req *PerformPas
 	defer drop()
 	return c.ClientUserAPI.PerformPasswordUpdate(ctx, req)
 }
+
+// PerformGuestUpgrade upgrades the account and drops its cached tokens, whose devices still
+// say guest.
+func (c *DeviceCache) PerformGuestUpgrade(ctx context.Context, req *PerformGuestUpgradeRequest) (*PerformGuestUpgradeResponse, error) {
+	res, err := c.ClientUserAPI.PerformGuestUpgrade(ctx, req)
+	if err == nil {
+		c.forget(res.Account.UserID, func(string) bool { return true })
+	}
+	return res, err
+}

@@ -62,7 +62,9 @@ func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessToke
 			dev.LastSeenTS = now
 		}
 	}
-	return &api.QueryAccessTokenResponse{Device: u.device(dev)}, nil
+	res := u.device(dev)
+	res.AccountType = api.AccountType(dev.AccountType)
+	return &api.QueryAccessTokenResponse{Device: res}, nil
 }
 
 // PerformDeviceDeletion logs devices out: the listed ones, or with All every device except

@@ -23,6 +23,8 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryAccessToken)
 	ihttp.Serve(s, a.PerformAccountCreation)
 	ihttp.Serve(s, a.QueryLocalpartAvailable)
+	ihttp.Serve(s, a.PerformGuestUpgrade)
+	ihttp.Serve(s, a.QueryAccount)
 	ihttp.Serve(s, a.QueryAccountByPassword)
 	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
@@ -129,4 +131,14 @@ func (c *Client) PerformPutFilter(ctx context.Context, req *api.PerformPutFilter
 // QueryFilter implements api.ClientUserAPI.
 func (c *Client) QueryFilter(ctx context.Context, req *api.QueryFilterRequest) (*api.QueryFilterResponse, error) {
 	return ihttp.Call[api.QueryFilterResponse](ctx, c.c, req)
+}
+
+// PerformGuestUpgrade implements api.ClientUserAPI.
+func (c *Client) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuestUpgradeRequest) (*api.PerformGuestUpgradeResponse, error) {
+	return ihttp.Call[api.PerformGuestUpgradeResponse](ctx, c.c, req)
+}
+
+// QueryAccount implements api.ClientUserAPI.
+func (c *Client) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
+	return ihttp.Call[api.QueryAccountResponse](ctx, c.c, req)
 }

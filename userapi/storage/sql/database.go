@@ -45,6 +45,19 @@ func (d *Database) CreateAccount(ctx context.Context, acc *storage.Account, disp
 	return nil
 }
 
+// UpgradeGuest implements storage.Database.
+func (d *Database) UpgradeGuest(ctx context.Context, localpart, hash string) error {
+	res, err := d.db.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = $1, account_type = $2"+
+		" WHERE localpart = $3 AND account_type = $4", hash, storage.AccountTypeUser, localpart, storage.AccountTypeGuest)
+	if err != nil {
+		return fmt.Errorf("upgrade guest: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return storage.ErrNotFound
+	}
+	return nil
+}
+
 // SetPasswordHash implements storage.Database.
 func (d *Database) SetPasswordHash(ctx context.Context, localpart, hash string) error {
 	res, err := d.db.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = $1 WHERE localpart = $2", hash, localpart)
