@@ -259,7 +259,7 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 	stateKey := vars["stateKey"]
 	eventType := vars["eventType"]
 	if eventType == spec.MRoomMember {
-		return httputil.Response{}, matrixerr.Forbidden("membership changes go through the membership endpoints")
+		return rm.putMemberState(r.Context(), dev, roomID, stateKey, content)
 	}
 	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err

@@ -81,3 +81,20 @@ func TestGuestsBothEngines(t *testing.T) {
 		})
 	}
 }
+
+// TestMemberStateBothEngines runs the member state story (per-room display names through
+// PUT /state/m.room.member) against an in-process monolith on SQLite, then PostgreSQL.
+func TestMemberStateBothEngines(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Defaults()
+			cfg.Global.ServerName = "member.test"
+			cfg.Global.DataDir = t.TempDir()
+			if engine == "postgres" {
+				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
+			}
+			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
+			e2e.MemberState(t, runMonolith(t, cfg))
+		})
+	}
+}
