@@ -1,0 +1,58 @@
+package syncapi_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
+)
+
+// TestSyncRoomDetails: a joined room carries a summary (member counts, and heroes while it
+// has no name); timeline.limit 0 gives no timeline events; a filtered timeline whose older
+// events are all filtered out is not limited, one with more matching events is.
+func TestSyncRoomDetails(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob, carol, dave := h.user("alice"), h.user("bob"), h.user("carol"), h.user("dave")
+		roomID := h.newRoom(alice)
+		h.member(roomID, carol, carol, spec.Join)
+		h.member(roomID, bob, bob, spec.Join)
+		h.member(roomID, alice, dave, spec.Invite)
+		mine := h.send(roomID, alice, "mine")
+		for range 5 {
+			h.submit(roomID, roomtest.Proto(alice, "a.made.up.filler.type", nil, map[string]string{}))
+		}
+		h.waitConsumed()
+
+		jr := h.sync(alice).Rooms.Join[roomID]
+		if jr == nil || jr.Summary == nil {
+			t.Fatalf("no summary: %+v", jr)
+		}
+		if s := jr.Summary; s.JoinedMemberCount != 3 || s.InvitedMemberCount != 1 || !slices.Equal(s.Heroes, []string{bob, carol, dave}) {
+			t.Fatalf("summary %+v", s)
+		}
+		h.submit(roomID, roomtest.Proto(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "Named"}))
+		h.waitConsumed()
+		if s := h.sync(alice).Rooms.Join[roomID].Summary; s == nil || s.Heroes != nil || s.JoinedMemberCount != 3 {
+			t.Fatalf("summary of a named room %+v", s)
+		}
+
+		if tl := h.sync(alice, "filter", `{"room":{"timeline":{"limit":0}}}`).Rooms.Join[roomID].Timeline; len(tl.Events) != 0 || !tl.Limited {
+			t.Fatalf("timeline with limit 0: %d events, limited %v", len(tl.Events), tl.Limited)
+		}
+		tl := h.sync(alice, "filter", `{"room":{"timeline":{"limit":1,"types":["m.room.message"]}}}`).Rooms.Join[roomID].Timeline
+		if len(tl.Events) != 1 || tl.Events[0].EventID != mine || tl.Limited {
+			t.Fatalf("filtered timeline reaching its limit: %v, limited %v", eventIDs(tl.Events), tl.Limited)
+		}
+		h.send(roomID, alice, "later")
+		h.waitConsumed()
+		tl = h.sync(alice, "filter", `{"room":{"timeline":{"limit":1,"types":["m.room.message"]}}}`).Rooms.Join[roomID].Timeline
+		if len(tl.Events) != 1 || !tl.Limited {
+			t.Fatalf("filtered timeline with an older match: %v, limited %v", eventIDs(tl.Events), tl.Limited)
+		}
+	})
+}
