@@ -1,6 +1,8 @@
 package syncapi_test
 
 import (
+	"net/http"
+	"net/url"
 	"slices"
 	"testing"
 
@@ -53,6 +55,28 @@ func TestSyncRoomDetails(t *testing.T) {
 		tl = h.sync(alice, "filter", `{"room":{"timeline":{"limit":1,"types":["m.room.message"]}}}`).Rooms.Join[roomID].Timeline
 		if len(tl.Events) != 1 || !tl.Limited {
 			t.Fatalf("filtered timeline with an older match: %v, limited %v", eventIDs(tl.Events), tl.Limited)
+		}
+	})
+}
+
+// TestMessagesForwardFromSyncToken: /messages forward from a sync's next_batch returns the
+// later event with an end token to continue from, and from there an empty chunk without one.
+func TestMessagesForwardFromSyncToken(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		roomID := h.newRoom(alice)
+		h.waitConsumed()
+		next := h.sync(alice).NextBatch
+		later := h.send(roomID, alice, "later")
+		h.waitConsumed()
+		res, code := h.messages(alice, roomID, url.Values{"dir": {"f"}, "from": {next}})
+		if code != http.StatusOK || !slices.Equal(eventIDs(res.Chunk), []string{later}) || res.End == "" {
+			t.Fatalf("forward from next_batch: %d %v end %q", code, eventIDs(res.Chunk), res.End)
+		}
+		res, code = h.messages(alice, roomID, url.Values{"dir": {"f"}, "from": {res.End}})
+		if code != http.StatusOK || len(res.Chunk) != 0 || res.End != "" {
+			t.Fatalf("forward from end: %d %v end %q", code, eventIDs(res.Chunk), res.End)
 		}
 	})
 }
