@@ -1239,6 +1239,7 @@ func decodeStrict(b []byte, v any) error {
 var apiTypes = map[string]func() any{
 	"v1/Service":                         func() any { return &corev1.Service{} },
 	"v1/ConfigMap":                       func() any { return &corev1.ConfigMap{} },
+	"v1/PersistentVolumeClaim":           func() any { return &corev1.PersistentVolumeClaim{} },
 	"apps/v1/Deployment":                 func() any { return &appsv1.Deployment{} },
 	"apps/v1/StatefulSet":                func() any { return &appsv1.StatefulSet{} },
 	"networking.k8s.io/v1/NetworkPolicy": func() any { return &networkingv1.NetworkPolicy{} },
@@ -2200,7 +2201,7 @@ func TestDocsMatchTheCode(t *testing.T) {
 			d[deployDoc] = strings.Replace(d[deployDoc], "| | | 7777 |", "| | | 7779 |", 1)
 		},
 		"proxy waits for less": func(d map[string]string) {
-			d[deployDoc] = strings.Replace(d[deployDoc], "the proxy waits for clientapi,\nsyncapi and federationapi", "the proxy waits for clientapi and syncapi", 1)
+			d[deployDoc] = strings.Replace(d[deployDoc], "the proxy waits for clientapi,\nsyncapi, federationapi and mediaapi", "the proxy waits for clientapi and syncapi", 1)
 		},
 	} {
 		broken := maps.Clone(docs)

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -158,4 +160,30 @@ func mustEvent(t *testing.T, n *node, roomID, eventID string) gomatrixserverlib.
 		t.Fatalf("event %s on %s: %+v %v", eventID, n.name, res, err)
 	}
 	return res.Events[0].PDU
+}
+
+// TestInviteAnswerWithInvalidJSON: the invitee's server answers an invite to a v10 room
+// with the event plus a float, which no event of a v6 or later room may hold: the invite
+// fails with 400 M_BAD_JSON (not 502, which is for servers that cannot be reached).
+func TestInviteAnswerWithInvalidJSON(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		b := newNode(t, newDSN(), &clock{}, nodeOpts{})
+		invitee := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			var body struct {
+				Event map[string]any `json:"event"`
+			}
+			if r.Method != http.MethodPut || !strings.HasPrefix(r.URL.Path, "/_matrix/federation/v2/invite/") || json.NewDecoder(r.Body).Decode(&body) != nil {
+				http.NotFound(w, r)
+				return
+			}
+			body.Event["bad_val"] = 1.1
+			_ = json.NewEncoder(w).Encode(body) // the test fails on the invite's answer if this write fails
+		}))
+		t.Cleanup(invitee.Close)
+		r := newRoomOn(t, b)
+		user := "@zed:" + invitee.Listener.Addr().String()
+		_, err := b.fed.API().PerformInvite(context.Background(), &api.PerformInviteRequest{RoomID: r.RoomID, Sender: r.alice, UserID: user})
+		wantMatrixErr(t, err, 400, "M_BAD_JSON")
+	})
 }

@@ -33,9 +33,14 @@ type room struct {
 
 // newRoomOn creates a world-readable public room on b with alice as its creator.
 func newRoomOn(t *testing.T, b *node) *room {
-	r := &room{Remote: &roomtest.Remote{T: t, Key: b.key, KeyID: b.keyID, Origin: b.name, Version: gomatrixserverlib.RoomVersionV10,
+	return newRoomVersionOn(t, b, gomatrixserverlib.RoomVersionV10)
+}
+
+// newRoomVersionOn is newRoomOn for a room of the given version.
+func newRoomVersionOn(t *testing.T, b *node, version gomatrixserverlib.RoomVersion) *room {
+	r := &room{Remote: &roomtest.Remote{T: t, Key: b.key, KeyID: b.keyID, Origin: b.name, Version: version,
 		RoomID: fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), b.name)}, b: b, alice: "@alice:" + string(b.name)}
-	create := r.Event(r.alice, spec.MRoomCreate, roomtest.StateKey(""), map[string]string{"creator": r.alice, "room_version": "10"}, 1, nil, nil)
+	create := r.Event(r.alice, spec.MRoomCreate, roomtest.StateKey(""), map[string]string{"creator": r.alice, "room_version": string(version)}, 1, nil, nil)
 	join := r.Event(r.alice, spec.MRoomMember, roomtest.StateKey(r.alice), map[string]string{"membership": "join"}, 2, []gomatrixserverlib.PDU{create}, []gomatrixserverlib.PDU{create})
 	pl := r.Event(r.alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{r.alice: 100}}, 3, []gomatrixserverlib.PDU{join}, []gomatrixserverlib.PDU{create, join})
 	r.auth = []gomatrixserverlib.PDU{create, join, pl}
@@ -71,7 +76,7 @@ func (n *node) inputAll(t *testing.T, roomID string, evs ...gomatrixserverlib.PD
 	for i, ev := range evs {
 		in[i] = roomtest.Input(rsapi.KindFederated, ev)
 	}
-	res, err := n.input.InputRoomEvents(context.Background(), &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: "10", Events: in}})
+	res, err := n.input.InputRoomEvents(context.Background(), &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: string(evs[0].Version()), Events: in}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +213,8 @@ func TestSendTransaction(t *testing.T) {
 		}
 
 		// Refused events: a forged signature, a sender of another server, an event that
-		// fails auth. None is stored.
+		// fails auth. None is stored; the first two are answered with an error, the third,
+		// processed and rejected by the auth rules, with an empty result as the spec has it.
 		_, forger, _ := ed25519.GenerateKey(nil)
 		forged := (&roomtest.Remote{T: t, Key: forger, KeyID: b.keyID, Origin: b.name, Version: r.Version, RoomID: r.RoomID}).
 			Event(r.alice, "m.room.message", nil, map[string]string{"body": "forged"}, r.depth+1, []gomatrixserverlib.PDU{r.last}, r.auth)
@@ -219,8 +225,11 @@ func TestSendTransaction(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if r, ok := res.PDUs[stranger.EventID()]; !ok || r.Error != "" {
+			t.Errorf("the event rejected by the auth rules is answered %+v, want an empty result", res.PDUs)
+		}
 		for name, ev := range map[string]gomatrixserverlib.PDU{"forged": forged, "other server": otherServer, "stranger": stranger} {
-			if res.PDUs[ev.EventID()].Error == "" {
+			if res.PDUs[ev.EventID()].Error == "" && ev != stranger {
 				t.Errorf("%s event accepted: %+v", name, res.PDUs)
 			}
 			if found, _ := a.placed(t, r.RoomID, ev.EventID()); found {

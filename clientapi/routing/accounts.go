@@ -39,6 +39,9 @@ type Accounts struct {
 	// registerSessions are the User-Interactive Authentication sessions of registration.
 	registerSessions *registerSessionStore
 	loginAttempts    *httputil.RateLimiter
+	// pushRuleLocks serialize the read-modify-write of one user's push rules (striped by
+	// user ID).
+	pushRuleLocks [64]sync.Mutex
 }
 
 // DeviceLookup resolves access tokens through the userapi: M_UNKNOWN_TOKEN for a token
@@ -107,8 +110,9 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "putAccountData", Method: put, Path: "/user/{userID}/account_data/{type}", Handler: auth(a.PutAccountData)},
 		{Name: "getRoomAccountData", Method: get, Path: "/user/{userID}/rooms/{roomID}/account_data/{type}", Handler: auth(a.GetAccountData)},
 		{Name: "putRoomAccountData", Method: put, Path: "/user/{userID}/rooms/{roomID}/account_data/{type}", Handler: auth(a.PutAccountData)},
-		{Name: "pushRules", Method: get, Path: "/pushrules/", Handler: auth(a.PushRules)},
-		{Name: "pushRulesGlobal", Method: get, Path: "/pushrules/global/", Handler: auth(a.PushRulesGlobal)},
+		{Name: "getPushRules", Method: get, Path: "/pushrules/{path:.*}", Handler: auth(a.GetPushRules)},
+		{Name: "putPushRule", Method: put, Path: "/pushrules/{path:.*}", Handler: auth(a.PutPushRule)},
+		{Name: "deletePushRule", Method: http.MethodDelete, Path: "/pushrules/{path:.*}", Handler: auth(a.DeletePushRule)},
 		{Name: "devices", Method: get, Path: "/devices", Handler: guest(a.Devices)},
 		{Name: "device", Method: get, Path: "/devices/{deviceID}", Handler: guest(a.Device)},
 		{Name: "updateDevice", Method: put, Path: "/devices/{deviceID}", Handler: guest(a.UpdateDevice)},

@@ -1,94 +1,229 @@
 package routing
 
 import (
+	"context"
 	"encoding/json"
+	"hash/fnv"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/pushrules"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
-// userIDPlaceholder stands for the JSON string of the user's ID in defaultPushRules.
-const userIDPlaceholder = `"@USER_ID@"`
+// pushRulesPrefix is where the push rule paths start, after the client API prefix.
+const pushRulesPrefix = "/pushrules/"
 
-// defaultPushRules is the spec's server-default ruleset ("Predefined Rules", v1.17):
-// override and underride rules, no content rules. Users cannot change push rules here yet,
-// so every user has this set.
-const defaultPushRules = `{
-"override": [
- {"rule_id": ".m.rule.master", "default": true, "enabled": false, "conditions": [], "actions": []},
- {"rule_id": ".m.rule.suppress_notices", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "content.msgtype", "pattern": "m.notice"}], "actions": []},
- {"rule_id": ".m.rule.invite_for_me", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"},
-   {"kind": "event_match", "key": "content.membership", "pattern": "invite"},
-   {"kind": "event_match", "key": "state_key", "pattern": "@USER_ID@"}],
-  "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
- {"rule_id": ".m.rule.member_event", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"}], "actions": []},
- {"rule_id": ".m.rule.is_user_mention", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": "@USER_ID@"}],
-  "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]},
- {"rule_id": ".m.rule.is_room_mention", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true},
-   {"kind": "sender_notification_permission", "key": "room"}],
-  "actions": ["notify", {"set_tweak": "highlight"}]},
- {"rule_id": ".m.rule.tombstone", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.tombstone"},
-   {"kind": "event_match", "key": "state_key", "pattern": ""}],
-  "actions": ["notify", {"set_tweak": "highlight"}]},
- {"rule_id": ".m.rule.reaction", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.reaction"}], "actions": []},
- {"rule_id": ".m.rule.room.server_acl", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.server_acl"},
-   {"kind": "event_match", "key": "state_key", "pattern": ""}], "actions": []},
- {"rule_id": ".m.rule.suppress_edits", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}], "actions": []}
-],
-"content": [],
-"room": [],
-"sender": [],
-"underride": [
- {"rule_id": ".m.rule.call", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.call.invite"}],
-  "actions": ["notify", {"set_tweak": "sound", "value": "ring"}]},
- {"rule_id": ".m.rule.encrypted_room_one_to_one", "default": true, "enabled": true,
-  "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}],
-  "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
- {"rule_id": ".m.rule.room_one_to_one", "default": true, "enabled": true,
-  "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.room.message"}],
-  "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
- {"rule_id": ".m.rule.message", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.message"}], "actions": ["notify"]},
- {"rule_id": ".m.rule.encrypted", "default": true, "enabled": true,
-  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}], "actions": ["notify"]}
-]
-}`
+// pushRulePath is a parsed /pushrules/ path: global/{kind}/{ruleId}/{attr}, each part
+// unescaped. Parts holds as many parts as the path had.
+type pushRulePath struct {
+	parts []string
+}
 
-// pushRuleset is the default ruleset for one user.
-func pushRuleset(userID string) (json.RawMessage, error) {
-	quoted, err := json.Marshal(userID)
+// parsePushRulePath splits the path after /pushrules/ into unescaped parts (an escaped
+// slash stays inside its part, where ValidateRuleID refuses it).
+func parsePushRulePath(r *http.Request) (pushRulePath, error) {
+	p := r.URL.EscapedPath()
+	i := strings.Index(p, pushRulesPrefix)
+	if i < 0 {
+		return pushRulePath{}, matrixerr.Unrecognized("not a push rules path")
+	}
+	raw := strings.Split(p[i+len(pushRulesPrefix):], "/")
+	out := pushRulePath{parts: make([]string, len(raw))}
+	for j, s := range raw {
+		u, err := url.PathUnescape(s)
+		if err != nil {
+			return pushRulePath{}, matrixerr.InvalidParam("the push rule path is not escaped correctly")
+		}
+		out.parts[j] = u
+	}
+	if len(out.parts) > 1 && out.parts[0] != pushrules.ScopeGlobal {
+		return pushRulePath{}, matrixerr.InvalidParam("the only push rule scope is global")
+	}
+	if len(out.parts) > 2 && !pushrules.ValidKind(pushrules.Kind(out.parts[1])) {
+		return pushRulePath{}, matrixerr.InvalidParam("unknown push rule kind")
+	}
+	return out, nil
+}
+
+func (p pushRulePath) kind() pushrules.Kind { return pushrules.Kind(p.parts[1]) }
+
+// pushRuleAttr checks the attribute part of global/{kind}/{ruleId}/{attr}.
+func (p pushRulePath) attr() (string, error) {
+	switch a := p.parts[3]; a {
+	case "enabled", "actions":
+		return a, nil
+	}
+	return "", matrixerr.InvalidParam("a push rule's attributes are enabled and actions")
+}
+
+// loadPushRules returns the user's effective ruleset.
+func (a *Accounts) loadPushRules(ctx context.Context, userID string) (*pushrules.Ruleset, error) {
+	res, err := a.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, DataType: pushrules.AccountDataType})
 	if err != nil {
 		return nil, err
 	}
-	return json.RawMessage(strings.ReplaceAll(defaultPushRules, userIDPlaceholder, string(quoted))), nil
+	return pushrules.Load(userID, res.Global[pushrules.AccountDataType])
 }
 
-// PushRules is GET /pushrules/.
-func (a *Accounts) PushRules(_ *http.Request, dev *uapi.Device) (httputil.Response, error) {
-	rules, err := pushRuleset(dev.UserID)
+// editPushRules applies edit to the user's ruleset and stores the result as m.push_rules
+// account data (which /sync then shows). Edits of one user are serialized in this process
+// so that two concurrent changes do not undo each other.
+func (a *Accounts) editPushRules(ctx context.Context, userID string, edit func(rs *pushrules.Ruleset) error) error {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(userID)) // a hash.Hash never returns an error
+	mu := &a.pushRuleLocks[h.Sum32()%uint32(len(a.pushRuleLocks))]
+	mu.Lock()
+	defer mu.Unlock()
+	rs, err := a.loadPushRules(ctx, userID)
+	if err != nil {
+		return err
+	}
+	if err = edit(rs); err != nil {
+		return err
+	}
+	content, err := rs.Marshal()
+	if err != nil {
+		return err
+	}
+	_, err = a.UserAPI.PerformAccountData(ctx, &uapi.PerformAccountDataRequest{UserID: userID, DataType: pushrules.AccountDataType, Data: content})
+	return err
+}
+
+// GetPushRules is GET /pushrules/ and everything below it: the whole ruleset, the global
+// scope, one kind, one rule or one rule's enabled flag or actions.
+func (a *Accounts) GetPushRules(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	p, err := parsePushRulePath(r)
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	return httputil.OK(map[string]json.RawMessage{"global": rules}), nil
-}
-
-// PushRulesGlobal is GET /pushrules/global/.
-func (a *Accounts) PushRulesGlobal(_ *http.Request, dev *uapi.Device) (httputil.Response, error) {
-	rules, err := pushRuleset(dev.UserID)
+	rs, err := a.loadPushRules(r.Context(), dev.UserID)
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	return httputil.OK(rules), nil
+	n := len(p.parts)
+	switch {
+	case n == 1 && p.parts[0] == "":
+		return httputil.OK(map[string]*pushrules.Ruleset{pushrules.ScopeGlobal: rs}), nil
+	case n == 2 && p.parts[1] == "":
+		return httputil.OK(rs), nil
+	case n == 3 && p.parts[2] == "":
+		return httputil.OK(*rs.List(p.kind())), nil
+	case n < 3 || n > 4:
+		return httputil.Response{}, matrixerr.InvalidParam("a push rule path is global/{kind}/{ruleId}, or ends with a slash for a list")
+	}
+	rule := rs.Find(p.kind(), p.parts[2])
+	if n == 4 {
+		attr, err := p.attr()
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if rule == nil {
+			return httputil.Response{}, matrixerr.NotFound("no push rule with this ID")
+		}
+		if attr == "enabled" {
+			return httputil.OK(map[string]bool{"enabled": rule.Enabled}), nil
+		}
+		return httputil.OK(map[string][]json.RawMessage{"actions": rule.Actions}), nil
+	}
+	if rule == nil {
+		return httputil.Response{}, matrixerr.NotFound("no push rule with this ID")
+	}
+	return httputil.OK(rule), nil
+}
+
+// PutPushRule is PUT /pushrules/global/{kind}/{ruleId} (add or replace a user rule, with
+// the before and after query parameters) and PUT .../{ruleId}/enabled and .../actions.
+func (a *Accounts) PutPushRule(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	p, err := parsePushRulePath(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	switch len(p.parts) {
+	case 3:
+		return a.putPushRule(r, dev, p)
+	case 4:
+		return a.putPushRuleAttr(r, dev, p)
+	}
+	return httputil.Response{}, matrixerr.InvalidParam("a push rule path is global/{kind}/{ruleId}")
+}
+
+func (a *Accounts) putPushRule(r *http.Request, dev *uapi.Device, p pushRulePath) (httputil.Response, error) {
+	var body pushrules.NewRule
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	rule, err := pushrules.BuildRule(p.kind(), p.parts[2], body)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	q := r.URL.Query()
+	err = a.editPushRules(r.Context(), dev.UserID, func(rs *pushrules.Ruleset) error {
+		return rs.Put(p.kind(), rule, q.Get("before"), q.Get("after"))
+	})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+func (a *Accounts) putPushRuleAttr(r *http.Request, dev *uapi.Device, p pushRulePath) (httputil.Response, error) {
+	attr, err := p.attr()
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	var body struct {
+		Enabled *bool              `json:"enabled"`
+		Actions *[]json.RawMessage `json:"actions"`
+	}
+	if err = httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	switch {
+	case attr == "enabled" && body.Enabled == nil:
+		return httputil.Response{}, matrixerr.MissingParam("enabled is required")
+	case attr == "actions" && body.Actions == nil:
+		return httputil.Response{}, matrixerr.MissingParam("actions is required")
+	case attr == "actions":
+		if err = pushrules.ValidateActions(*body.Actions); err != nil {
+			return httputil.Response{}, err
+		}
+	}
+	err = a.editPushRules(r.Context(), dev.UserID, func(rs *pushrules.Ruleset) error {
+		rule := rs.Find(p.kind(), p.parts[2])
+		if rule == nil {
+			return matrixerr.NotFound("no push rule with this ID")
+		}
+		if attr == "enabled" {
+			rule.Enabled = *body.Enabled
+		} else {
+			rule.Actions = *body.Actions
+		}
+		return nil
+	})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}
+
+// DeletePushRule is DELETE /pushrules/global/{kind}/{ruleId}.
+func (a *Accounts) DeletePushRule(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	p, err := parsePushRulePath(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if len(p.parts) != 3 || p.parts[2] == "" {
+		return httputil.Response{}, matrixerr.InvalidParam("a push rule path is global/{kind}/{ruleId}")
+	}
+	err = a.editPushRules(r.Context(), dev.UserID, func(rs *pushrules.Ruleset) error {
+		return rs.Delete(p.kind(), p.parts[2])
+	})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
 }

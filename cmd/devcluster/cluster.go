@@ -186,6 +186,9 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	if cfg.FederationAPI.Listen, err = freeAddr(); err != nil {
 		return "", err
 	}
+	if cfg.MediaAPI.Listen, err = freeAddr(); err != nil {
+		return "", err
+	}
 	cfg.RoomServer.Shards = c.o.shards
 	cfg.RoomServer.ShardConnect = nil
 	for range c.o.shards {
@@ -299,7 +302,7 @@ func (c *cluster) stop() {
 	}
 	var front, back []*proc
 	for _, p := range c.procs {
-		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" {
+		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" || p.component == "mediaapi" {
 			front = append(front, p)
 		} else {
 			back = append(back, p)

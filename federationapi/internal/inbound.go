@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -37,7 +38,12 @@ type Inbound struct {
 }
 
 // Rejected is the reason a received event was refused, safe to tell its sender.
-type Rejected struct{ Reason string }
+type Rejected struct {
+	Reason string
+	// ByAuthRules is set when the roomserver refused the event under the room's auth
+	// rules: /send answers such an event with an empty result, as handled.
+	ByAuthRules bool
+}
 
 func (r *Rejected) Error() string { return r.Reason }
 
@@ -74,6 +80,12 @@ func (ib *Inbound) ParseVerified(ctx context.Context, v gomatrixserverlib.IRoomV
 		return nil, rejectf("invalid event: %v", err)
 	}
 	return ev, ib.verify(ctx, ev)
+}
+
+// Verify checks the signatures of an event another server sent; its error is a *Rejected,
+// safe to tell the sender.
+func (ib *Inbound) Verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	return ib.verify(ctx, ev)
 }
 
 // SignedBy checks that ev carries a valid signature of server. An invite arriving for
@@ -176,9 +188,26 @@ func (ib *Inbound) input(ctx context.Context, roomID string, v gomatrixserverlib
 	// The event the caller cares about is the last one; earlier ones (gap fillers) may be
 	// rejected on their own without making it fail, and it then fails for its own reason.
 	if last := res.Results[len(res.Results)-1]; last.Err != nil {
-		return last.Err
+		return authRejection(last.Err)
 	}
 	return nil
+}
+
+// authRejection is a roomserver result's error, as a Rejected ByAuthRules when it is the
+// auth rules' refusal (403).
+func authRejection(err *matrixerr.Error) error {
+	if err.Status == http.StatusForbidden {
+		return &Rejected{Reason: err.Code + ": " + err.Message, ByAuthRules: true}
+	}
+	return err
+}
+
+// HandledByRejection reports whether err is the refusal of an event under the room's auth
+// rules, which /send answers as handled (the spec's PDU processing result has no error
+// for an event that was processed, whatever became of it).
+func HandledByRejection(err error) bool {
+	var rej *Rejected
+	return errors.As(err, &rej) && rej.ByAuthRules
 }
 
 // inputAll writes events that must all be accepted (the state and auth chain before an

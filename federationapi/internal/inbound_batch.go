@@ -133,7 +133,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 				// the state before it from its origin.
 				out[c.i].Err = ib.receivePlaced(ctx, origin, c.v, c.info, c.ev, placed[roomID])
 			default:
-				out[c.i].Err = res.Results[j].Err
+				out[c.i].Err = authRejection(res.Results[j].Err)
 			}
 			if out[c.i].Err == nil {
 				placed[roomID][c.ev.EventID()] = true

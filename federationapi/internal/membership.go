@@ -308,8 +308,13 @@ func (m *Membership) PerformInvite(ctx context.Context, req *api.PerformInviteRe
 		m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.UserID}).Info("sending an invite failed")
 		return nil, inviteFailure(err, req.UserID)
 	}
-	signed, err := m.Inbound.ParseVerified(ctx, v, res.Event)
-	if err != nil || signed.EventID() != ev.EventID() {
+	// An answer that is not an event of the room's version (in v6 and later rooms, JSON
+	// that is not canonical: floats, out-of-range integers) is refused as bad JSON.
+	signed, err := v.NewEventFromUntrustedJSON(res.Event)
+	if err != nil {
+		return nil, matrixerr.BadJSON("the invitee's server sent back an invalid event: " + err.Error())
+	}
+	if signed.EventID() != ev.EventID() || m.Inbound.Verify(ctx, signed) != nil {
 		return nil, matrixerr.BadGateway("the invitee's server sent back another event")
 	}
 	if m.Inbound.SignedBy(ctx, signed, invitee.Domain()) != nil {

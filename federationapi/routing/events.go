@@ -306,3 +306,30 @@ func (rt *Routing) Backfill(r *http.Request, req *fclient.FederationRequest) (ht
 	}
 	return httputil.OK(rt.txn(pdus)), nil
 }
+
+// EventAuth is GET /_matrix/federation/v1/event_auth/{roomID}/{eventID}: the auth chain of
+// an event of a room the requesting server may read.
+func (rt *Routing) EventAuth(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ctx := r.Context()
+	vars := httputil.Vars(r)
+	roomID, eventID := vars["roomID"], vars["eventID"]
+	if err := rt.canSee(ctx, req.Origin(), roomID); err != nil {
+		return httputil.Response{}, err
+	}
+	res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{eventID}})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if len(res.Events) == 0 {
+		return httputil.Response{}, matrixerr.NotFound("unknown event")
+	}
+	chain, err := AuthChain(ctx, rt.Rooms, roomID, []gomatrixserverlib.PDU{res.Events[0].PDU})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	out := fclient.RespEventAuth{AuthEvents: gomatrixserverlib.EventJSONs{}}
+	for _, e := range chain {
+		out.AuthEvents = append(out.AuthEvents, e.JSON())
+	}
+	return httputil.OK(out), nil
+}

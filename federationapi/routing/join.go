@@ -1,6 +1,10 @@
 package routing
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"time"
@@ -95,7 +99,87 @@ func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, m
 	if err = gomatrixserverlib.Allowed(ev, auth, userIDForSender); err != nil {
 		return none, "", matrixerr.Forbidden("the user may not " + membership + ": " + err.Error())
 	}
+	if v.EventFormat() == gomatrixserverlib.EventFormatV1 {
+		if err = rt.referenceTemplate(ctx, &proto, info.LatestEventIDs, state); err != nil {
+			return none, "", err
+		}
+	}
 	return proto, v.Version(), nil
+}
+
+// eventRef is an [event ID, {"sha256": reference hash}] pair, how events of room versions
+// 1 and 2 name their prev_events and auth_events.
+type eventRef struct {
+	ID   string
+	Hash spec.Base64Bytes
+}
+
+// MarshalJSON writes the pair.
+func (r eventRef) MarshalJSON() ([]byte, error) {
+	return json.Marshal([]any{r.ID, map[string]spec.Base64Bytes{"sha256": r.Hash}})
+}
+
+// referenceTemplate turns a template's prev_events and auth_events (event IDs) into the
+// [id, {hashes}] pairs of the v1 event format, with each event's reference hash; the
+// auth events are among state, the prev events are fetched.
+func (rt *Routing) referenceTemplate(ctx context.Context, proto *gomatrixserverlib.ProtoEvent, prevIDs []string, state []gomatrixserverlib.PDU) error {
+	known := make(map[string]gomatrixserverlib.PDU, len(state))
+	for _, e := range state {
+		known[e.EventID()] = e
+	}
+	res, err := rt.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: proto.RoomID, EventIDs: prevIDs})
+	if err != nil {
+		return err
+	}
+	for _, e := range res.Events {
+		known[e.EventID()] = e.PDU
+	}
+	refs := func(ids []string) ([]eventRef, error) {
+		out := make([]eventRef, len(ids))
+		for i, id := range ids {
+			e := known[id]
+			if e == nil {
+				return nil, fmt.Errorf("event %s of the template is not stored", id)
+			}
+			h, err := referenceHash(e)
+			if err != nil {
+				return nil, err
+			}
+			out[i] = eventRef{ID: id, Hash: h}
+		}
+		return out, nil
+	}
+	if proto.PrevEvents, err = refs(prevIDs); err != nil {
+		return err
+	}
+	proto.AuthEvents, err = refs(proto.AuthEvents.([]string))
+	return err
+}
+
+// referenceHash is an event's reference hash: the SHA-256 of the canonical JSON of the
+// redacted event without signatures and unsigned (for room versions 3 and later, the
+// event ID is its unpadded base64).
+func referenceHash(ev gomatrixserverlib.PDU) (spec.Base64Bytes, error) {
+	redacted, err := gomatrixserverlib.MustGetRoomVersion(ev.Version()).RedactEventJSON(ev.JSON())
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err = json.Unmarshal(redacted, &fields); err != nil {
+		return nil, err
+	}
+	delete(fields, "signatures")
+	delete(fields, "unsigned")
+	raw, err := json.Marshal(fields)
+	if err != nil {
+		return nil, err
+	}
+	canonical, err := gomatrixserverlib.CanonicalJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(canonical)
+	return sum[:], nil
 }
 
 func userIDForSender(_ spec.RoomID, senderID spec.SenderID) (*spec.UserID, error) {
@@ -129,30 +213,48 @@ func authEventIDs(auth *gomatrixserverlib.AuthEvents, needed gomatrixserverlib.S
 // a user of the requesting server is checked and written to the roomserver like a
 // received PDU; the answer is the state before it with its auth chain.
 func (rt *Routing) SendJoin(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	out, err := rt.sendJoin(r, req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(out), nil
+}
+
+// SendJoinV1 is the deprecated PUT /_matrix/federation/v1/send_join/{roomID}/{eventID}:
+// SendJoin with its answer in a [200, answer] pair.
+func (rt *Routing) SendJoinV1(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	out, err := rt.sendJoin(r, req)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK([]any{http.StatusOK, out}), nil
+}
+
+func (rt *Routing) sendJoin(r *http.Request, req *fclient.FederationRequest) (*fclient.RespSendJoin, error) {
 	ctx := r.Context()
 	ev, err := rt.receiveMember(r, req, spec.Join)
 	if err != nil {
-		return httputil.Response{}, err
+		return nil, err
 	}
 	roomID, eventID := ev.RoomID().String(), ev.EventID()
 	st, err := rt.Rooms.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: eventID})
 	if err != nil {
-		return httputil.Response{}, err
+		return nil, err
 	}
 	state := make([]gomatrixserverlib.PDU, len(st.StateEvents))
-	out := fclient.RespSendJoin{StateEvents: gomatrixserverlib.EventJSONs{}, AuthEvents: gomatrixserverlib.EventJSONs{}, Origin: rt.ServerName, Event: ev.JSON()}
+	out := &fclient.RespSendJoin{StateEvents: gomatrixserverlib.EventJSONs{}, AuthEvents: gomatrixserverlib.EventJSONs{}, Origin: rt.ServerName, Event: ev.JSON()}
 	for i, e := range st.StateEvents {
 		state[i] = e.PDU
 		out.StateEvents = append(out.StateEvents, e.JSON())
 	}
 	chain, err := AuthChain(ctx, rt.Rooms, roomID, state)
 	if err != nil {
-		return httputil.Response{}, err
+		return nil, err
 	}
 	for _, e := range chain {
 		out.AuthEvents = append(out.AuthEvents, e.JSON())
 	}
-	return httputil.OK(out), nil
+	return out, nil
 }
 
 // SendLeave is PUT /_matrix/federation/v2/send_leave/{roomID}/{eventID}: the signed leave
@@ -163,6 +265,15 @@ func (rt *Routing) SendLeave(r *http.Request, req *fclient.FederationRequest) (h
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
+}
+
+// SendLeaveV1 is the deprecated PUT /_matrix/federation/v1/send_leave/{roomID}/{eventID}:
+// SendLeave answering [200, {}].
+func (rt *Routing) SendLeaveV1(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	if _, err := rt.receiveMember(r, req, spec.Leave); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK([]any{http.StatusOK, struct{}{}}), nil
 }
 
 // receiveMember checks a signed membership event of a user of the requesting server about
@@ -178,9 +289,13 @@ func (rt *Routing) receiveMember(r *http.Request, req *fclient.FederationRequest
 	if err = internal.RoomACL(ctx, rt.Rooms, roomID, req.Origin()); err != nil {
 		return nil, err
 	}
-	ev, err := rt.Inbound.ParseVerified(ctx, v, req.Content())
+	ev, err := v.NewEventFromUntrustedJSON(req.Content())
 	if err != nil {
-		return nil, matrixerr.BadJSON(err.Error())
+		return nil, matrixerr.BadJSON("invalid event: " + err.Error())
+	}
+	// An event its sender's server did not sign is not that server's to send.
+	if err = rt.Inbound.Verify(ctx, ev); err != nil {
+		return nil, matrixerr.Forbidden(err.Error())
 	}
 	m, merr := ev.Membership()
 	sender, serr := spec.NewUserID(string(ev.SenderID()), true)

@@ -67,9 +67,13 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "federation_get_missing_events", Method: http.MethodPost, Path: "/_matrix/federation/v1/get_missing_events/{roomID}", Handler: rt.Authenticated(rt.GetMissingEvents)},
 		{Name: "federation_make_join", Method: http.MethodGet, Path: "/_matrix/federation/v1/make_join/{roomID}/{userID}", Handler: rt.Authenticated(rt.MakeJoin)},
 		{Name: "federation_send_join", Method: http.MethodPut, Path: "/_matrix/federation/v2/send_join/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendJoin)},
+		{Name: "federation_send_join_v1", Method: http.MethodPut, Path: "/_matrix/federation/v1/send_join/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendJoinV1)},
 		{Name: "federation_make_leave", Method: http.MethodGet, Path: "/_matrix/federation/v1/make_leave/{roomID}/{userID}", Handler: rt.Authenticated(rt.MakeLeave)},
 		{Name: "federation_send_leave", Method: http.MethodPut, Path: "/_matrix/federation/v2/send_leave/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendLeave)},
+		{Name: "federation_send_leave_v1", Method: http.MethodPut, Path: "/_matrix/federation/v1/send_leave/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendLeaveV1)},
 		{Name: "federation_invite", Method: http.MethodPut, Path: "/_matrix/federation/v2/invite/{roomID}/{eventID}", Handler: rt.Authenticated(rt.InviteV2)},
+		{Name: "federation_invite_v1", Method: http.MethodPut, Path: "/_matrix/federation/v1/invite/{roomID}/{eventID}", Handler: rt.Authenticated(rt.InviteV1)},
+		{Name: "federation_event_auth", Method: http.MethodGet, Path: "/_matrix/federation/v1/event_auth/{roomID}/{eventID}", Handler: rt.Authenticated(rt.EventAuth)},
 		{Name: "federation_backfill", Method: http.MethodGet, Path: "/_matrix/federation/v1/backfill/{roomID}", Handler: rt.Authenticated(rt.Backfill)},
 	}
 }

@@ -38,7 +38,10 @@ type sendResponse struct {
 }
 
 // Send is PUT /_matrix/federation/v1/send/{txnID}. Each PDU is checked and written to the
-// roomserver (internal.Inbound); its outcome is in the response, keyed by event ID. The
+// roomserver (internal.Inbound); its outcome is in the response, keyed by event ID: an
+// error for one that could not be processed (bad signature, wrong origin, unknown room,
+// server ACL), an empty result for one processed, including one the room's auth rules
+// rejected (which sytest's and other servers' senders expect). The
 // response is stored per origin and transaction ID, so a retried transaction gets the same
 // answer without being applied again (unless an internal failure kept it from being
 // stored, in which case it is applied again, which the roomserver makes harmless).
@@ -66,6 +69,11 @@ func (rt *Routing) Send(r *http.Request, req *fclient.FederationRequest) (httput
 	for _, o := range rt.Inbound.ProcessPDUs(ctx, origin, body.PDUs) {
 		eventID, err := o.EventID, o.Err
 		if err == nil {
+			res.PDUs[eventID] = pduResult{}
+			continue
+		}
+		if internal.HandledByRejection(err) {
+			logger.WithError(err).WithField("event_id", eventID).Debug("received event rejected by the auth rules")
 			res.PDUs[eventID] = pduResult{}
 			continue
 		}

@@ -34,6 +34,8 @@ type Dendrite struct {
 	EDUServer      EDUServer      `yaml:"edu_server"`
 	ReceiptServer  ReceiptServer  `yaml:"receipt_server"`
 	PresenceServer PresenceServer `yaml:"presence_server"`
+	// PushServer is the push_server section: pushers and push gateways.
+	PushServer PushServer `yaml:"push_server"`
 	// FederationAPI is the federation_api section (federationapi.go).
 	FederationAPI FederationAPI `yaml:"federation_api"`
 	// FederationSender is the federation_sender section (federationsender.go).
@@ -41,6 +43,8 @@ type Dendrite struct {
 	// UnknownKeys are the YAML paths of the keys in the loaded file that name no setting;
 	// start-up logs each as a warning (internal/setup).
 	UnknownKeys []string `yaml:"-"`
+	// MediaAPI is the media_api section (mediaapi.go).
+	MediaAPI MediaAPI `yaml:"media_api"`
 }
 
 // Global holds settings shared by every component.
@@ -204,6 +208,12 @@ type ReceiptServer struct {
 	InternalAPI InternalAPI     `yaml:"internal_api"`
 }
 
+// PushServer configures the pushserver, which keeps pushers and serves /pushers. Until it
+// runs as a process of its own, the clientapi process builds it and serves its routes.
+type PushServer struct {
+	Database DatabaseOptions `yaml:"database"`
+}
+
 // PresenceServer configures the presenceserver.
 type PresenceServer struct {
 	Database DatabaseOptions `yaml:"database"`
@@ -264,6 +274,7 @@ func Defaults() *Dendrite {
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
+		MediaAPI:         defaultMediaAPI(),
 	}
 }
 
@@ -384,6 +395,7 @@ func (c *Dendrite) Verify() error {
 	}
 	c.FederationAPI.verify(bad)
 	c.FederationSender.verify(bad)
+	c.MediaAPI.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -432,7 +444,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -441,6 +453,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
+		"mediaapi": &c.MediaAPI.InternalAPI,
 	}[component]
 }
 
@@ -451,6 +464,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"roomserver": &c.RoomServer.Database, "syncapi": &c.SyncAPI.Database, "userapi": &c.UserAPI.Database,
 		"eduserver": &c.EDUServer.Database, "receiptserver": &c.ReceiptServer.Database, "presenceserver": &c.PresenceServer.Database,
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
+		"mediaapi": &c.MediaAPI.Database,
 	}[component]
 }
 

@@ -4,12 +4,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"sync"
 	"time"
 
+	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -41,12 +44,61 @@ type Options struct {
 type Client struct {
 	fclient.FederationClient
 	plain     *fclient.Client
+	identity  *fclient.SigningIdentity
 	transport *Transport
 }
 
 // GetVersion asks a server for its implementation name and version (unsigned).
 func (c *Client) GetVersion(ctx context.Context, s spec.ServerName) (fclient.Version, error) {
 	return c.plain.GetVersion(ctx, s)
+}
+
+// SendInviteV2 sends an invite through PUT /_matrix/federation/v2/invite and falls back to
+// the v1 API only when the remote server does not have the v2 endpoint (404
+// M_UNRECOGNIZED). gomatrixserverlib's client falls back on any 404, so that an unknown
+// invitee's 404 M_NOT_FOUND became the answer of a v1 invite, which is only meant for
+// rooms of versions 1 and 2.
+func (c *Client) SendInviteV2(ctx context.Context, origin, s spec.ServerName, request fclient.InviteV2Request) (fclient.RespInviteV2, error) {
+	var res fclient.RespInviteV2
+	ev := request.Event()
+	path := "/invite/" + url.PathEscape(ev.RoomID().String()) + "/" + url.PathEscape(ev.EventID())
+	err := c.signedRequest(ctx, origin, s, "/_matrix/federation/v2"+path, request, &res)
+	var herr gomatrix.HTTPError
+	if !errors.As(err, &herr) || herr.Code != http.StatusNotFound {
+		return res, err
+	}
+	var body struct {
+		ErrCode string `json:"errcode"`
+	}
+	if json.Unmarshal(herr.Contents, &body) == nil && body.ErrCode != "M_UNRECOGNIZED" {
+		return res, err
+	}
+	var v1 fclient.RespInvite
+	err = c.signedRequest(ctx, origin, s, "/_matrix/federation/v1"+path, json.RawMessage(ev.JSON()), &v1)
+	return fclient.RespInviteV2{Event: v1.Event}, err
+}
+
+// signedRequest PUTs content to path on server s, signed as origin, and decodes the answer.
+func (c *Client) signedRequest(ctx context.Context, origin, s spec.ServerName, path string, content, out any) error {
+	fr := fclient.NewFederationRequest(http.MethodPut, origin, s, path)
+	if err := fr.SetContent(content); err != nil {
+		return err
+	}
+	if err := fr.Sign(c.identity.ServerName, c.identity.KeyID, c.identity.PrivateKey); err != nil {
+		return err
+	}
+	req, err := fr.HTTPRequest()
+	if err != nil {
+		return err
+	}
+	return c.DoRequestAndParseResponse(ctx, req, out)
+}
+
+// LegacyDownloadMedia asks a server that lacks the federation media endpoints for its
+// media through the deprecated unauthenticated client path (with allow_remote=false, so a
+// server never forwards it). The caller closes the body.
+func (c *Client) LegacyDownloadMedia(ctx context.Context, s spec.ServerName, mediaID string) (*http.Response, error) {
+	return c.plain.CreateMediaDownloadRequest(ctx, s, mediaID)
 }
 
 // CloseIdleConnections closes every pooled idle connection.
@@ -72,7 +124,7 @@ func New(opts Options) *Client {
 	clientOpts := []fclient.ClientOption{fclient.WithTransport(tr), fclient.WithTimeout(opts.Timeout), fclient.WithUserAgent("Dendrite")}
 	return &Client{
 		FederationClient: fclient.NewFederationClient([]*fclient.SigningIdentity{identity}, clientOpts...),
-		plain:            fclient.NewClient(clientOpts...), transport: tr,
+		plain:            fclient.NewClient(clientOpts...), transport: tr, identity: identity,
 	}
 }
 

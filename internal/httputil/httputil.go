@@ -26,11 +26,16 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
-// Response is a handler's successful answer, written as JSON.
+// Response is a handler's successful answer, written as JSON; or, when Write is set, the
+// bytes Write writes (media content), with Headers giving their Content-Type.
 type Response struct {
 	Status  int
 	Body    any
 	Headers map[string]string
+	// Write, when set, writes the body after the status and headers, instead of Body.
+	// Its error (the client went away, the file store failed mid-way) can only be logged:
+	// the status is sent.
+	Write func(w io.Writer) error
 }
 
 // OK is a 200 with body.
@@ -191,6 +196,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h HandlerFunc, lo
 	}
 	if res.Status == 0 {
 		res.Status = http.StatusOK
+	}
+	if res.Write != nil {
+		SetCORS(w.Header())
+		w.WriteHeader(res.Status)
+		if err := res.Write(w); err != nil {
+			logger.WithError(err).Debug("writing the response body failed")
+		}
+		return res.Status
 	}
 	writeJSON(w, res.Status, res.Body)
 	return res.Status

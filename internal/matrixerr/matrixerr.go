@@ -72,6 +72,15 @@ var (
 	// MethodNotAllowed is M_UNRECOGNIZED with status 405: the endpoint exists, but not with
 	// the request's method.
 	MethodNotAllowed = mk("M_UNRECOGNIZED", http.StatusMethodNotAllowed)
+	// NotYetUploaded is 504 M_NOT_YET_UPLOADED: a media ID reserved for an asynchronous
+	// upload whose content has not arrived within the wait.
+	NotYetUploaded = mk("M_NOT_YET_UPLOADED", http.StatusGatewayTimeout)
+	// CannotOverwriteMedia is 409 M_CANNOT_OVERWRITE_MEDIA: the asynchronous upload's
+	// media ID has its content already.
+	CannotOverwriteMedia = mk("M_CANNOT_OVERWRITE_MEDIA", http.StatusConflict)
+	// RemoteTooLarge is 502 M_TOO_LARGE: another server's media is larger than this
+	// server fetches.
+	RemoteTooLarge = mk("M_TOO_LARGE", http.StatusBadGateway)
 )
 
 // LimitExceeded is 429 M_LIMIT_EXCEEDED with the time to wait.

@@ -52,6 +52,9 @@ var clientBodies = map[string]bodySpec{
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /account/password":                                {sample: `{"new_password":"x","logout_devices":false,"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /_synapse/admin/v1/register":                      {sample: `{"nonce":"x","username":"x2","displayname":"x","password":"password-x2","admin":false,"mac":"00"}`},
+	"PUT /pushrules/{path:.*}":                              {sample: `{"actions":["notify"],"conditions":[{"kind":"event_match","key":"type","pattern":"x"}],"pattern":"x"}`},
+	"DELETE /pushrules/{path:.*}":                           {},
+	"POST /pushers/set":                                     {sample: `{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","profile_tag":"t","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","format":"event_id_only"},"append":false}`, freeform: []string{".data"}},
 	"PUT /directory/room/{roomAlias}":                       {sample: `{"room_id":"{{room}}"}`},
 	"DELETE /directory/room/{roomAlias}":                    {},
 	"PUT /directory/list/room/{roomID}":                     {sample: `{"visibility":"private"}`},
@@ -85,6 +88,7 @@ type fixture struct {
 	event  id.EventID
 	alias  string
 	filter string
+	media  string
 	txn    int
 }
 
@@ -110,8 +114,12 @@ func newFixture(t *testing.T, url string) *fixture {
 	if err = alice.SetRoomAccountData(ctx, created.RoomID, "m.test.allroutes", map[string]string{"a": "before"}); err != nil {
 		t.Fatal(err)
 	}
+	up, err := alice.UploadBytes(ctx, []byte("allroutes"), "text/plain")
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &fixture{url: url, alice: alice, room: created.RoomID, event: sent.EventID,
-		alias: "#allroutes:" + alice.UserID.Homeserver(), filter: f.FilterID}
+		alias: "#allroutes:" + alice.UserID.Homeserver(), filter: f.FilterID, media: up.ContentURI.FileID}
 }
 
 // value is a valid value for a path variable; the test fails for a variable it does not know.
@@ -143,6 +151,12 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return f.alice.UserID.Homeserver()
 	case "keyID":
 		return "ed25519:auto"
+	case "mediaId":
+		return f.media
+	case "fileName":
+		return "allroutes.txt"
+	case "path":
+		return ""
 	}
 	t.Fatalf("no value for the path variable %s: add one to fixture.value", name)
 	return ""
@@ -400,7 +414,7 @@ func TestEveryClientRoute(t *testing.T) {
 func (f *fixture) unknownPaths(t *testing.T) {
 	t.Helper()
 	for _, path := range []string{"/_matrix/client/v3/allroutes", "/_matrix/client/unstable/allroutes", "/_matrix/federation/v1/allroutes",
-		"/_matrix/key/v2/allroutes", "/_matrix/media/v3/config", "/_synapse/allroutes", "/_matrix"} {
+		"/_matrix/key/v2/allroutes", "/_matrix/media/v3/allroutes", "/_synapse/allroutes", "/_matrix"} {
 		if a := f.do(t, http.MethodGet, path, nil); a.status != http.StatusNotFound || a.body["errcode"] != "M_UNRECOGNIZED" {
 			t.Errorf("GET %s: %d %s, want 404 M_UNRECOGNIZED", path, a.status, a.raw)
 		}

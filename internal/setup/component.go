@@ -320,7 +320,7 @@ func (p *process) start(ctx context.Context) (*built, error) {
 		p.internalAPI.Store(&h)
 	}
 	if p.publicL != nil {
-		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, p.ready)
+		var h http.Handler = publicRouter(p.e, p.c.name, b.routes, b.fedRoutes, b.mediaRoutes, p.ready)
 		p.public.Store(&h)
 	}
 	p.setWaiting("")

@@ -30,9 +30,11 @@ import (
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/mediaapi"
 	"github.com/matrix-org/dendrite/presenceserver"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
+	"github.com/matrix-org/dendrite/pushserver"
 	"github.com/matrix-org/dendrite/receiptserver"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
@@ -80,6 +82,9 @@ var components = []component{
 	{name: "federationapi", build: buildFederationAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.FederationAPI.InternalAPI.Listen, c.FederationAPI.Listen
 	}},
+	{name: "mediaapi", build: buildMediaAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.MediaAPI.InternalAPI.Listen, c.MediaAPI.Listen
+	}},
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
 	}},
@@ -105,6 +110,9 @@ type built struct {
 	// fedRoutes are public federation and key routes (no client rate limits, their own
 	// body limit).
 	fedRoutes []httputil.Route
+	// mediaRoutes are public client routes whose bodies are files: the client rate limits,
+	// with media_api.max_file_size_bytes as their body limit.
+	mediaRoutes []httputil.Route
 	// serve registers the internal API on a router (polylith); nil when there is none.
 	serve func(router *mux.Router, opts ihttp.ServerOptions)
 	// run consumes until ctx ends; nil when there is nothing to run.
@@ -326,6 +334,37 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
+// pushServerRoutes builds the pushserver on its own database and returns its client
+// routes, which the clientapi process serves until the pushserver is a process of its own.
+func pushServerRoutes(ctx context.Context, e *env) ([]httputil.Route, error) {
+	db, err := e.open("pushserver", e.cfg.PushServer.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, DB: db, DeviceLookup: routing.DeviceLookup(e.users),
+		Logger: e.component("pushserver")})
+	if err != nil {
+		return nil, err
+	}
+	return s.Routes(), nil
+}
+
+func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("mediaapi", e.cfg.MediaAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	m, err := mediaapi.New(ctx, mediaapi.Deps{
+		Cfg: &e.cfg.MediaAPI, ServerName: e.serverName, DB: db, BasePath: e.cfg.MediaPath(), DeviceLookup: routing.DeviceLookup(e.users),
+		Verifier: fapi.KeyRing(e.keys), Federation: e.federationClient(), Deny: e.outbound,
+		RequestTimeout: 2 * time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("mediaapi"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{mediaRoutes: m.Routes(), fedRoutes: m.FederationRoutes()}, nil
+}
+
 // clientRoomserver is the writers' view of the roomserver: queries and the directory, and
 // input through the log with the wait answered by the shard that owns the partition.
 type clientRoomserver struct {
@@ -340,14 +379,18 @@ func (e *env) clientRoomserver() clientRoomserver {
 			Timeout: time.Duration(e.cfg.RoomServer.InputWaitTimeout)}}
 }
 
-func buildClientAPI(_ context.Context, e *env) (*built, error) {
+func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
 		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput()}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}
-	return &built{routes: clientapi.New(d).Routes()}, nil
+	push, err := pushServerRoutes(ctx, e)
+	if err != nil {
+		return nil, err
+	}
+	return &built{routes: append(clientapi.New(d).Routes(), push...)}, nil
 }
 
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU
@@ -450,7 +493,7 @@ func filterLookup(u uapi.ClientUserAPI) func(ctx context.Context, localpart, fil
 // the federation API's, plus /health and /ready; never /metrics or the profiler (DESIGN 9):
 // those are on internal listeners only (operatorRoutes). Anything else is answered as
 // httputil.Unmatched says (JSON M_UNRECOGNIZED, CORS).
-func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
+func publicRouter(e *env, name string, routes, fedRoutes, mediaRoutes []httputil.Route, ready func(context.Context) error) *mux.Router {
 	router := mux.NewRouter().UseEncodedPath()
 	httputil.Unmatched(router)
 	var limiter *httputil.RateLimiter
@@ -467,6 +510,10 @@ func publicRouter(e *env, name string, routes, fedRoutes []httputil.Route, ready
 		Component: name, Logger: e.component("http"), Metrics: srv.Metrics, MaxBodyBytes: e.cfg.FederationAPI.MaxBodyBytes,
 	}
 	fed.Register(router, fedRoutes)
+	media := &httputil.Server{
+		Component: name, Logger: e.component("http"), Metrics: srv.Metrics, MaxBodyBytes: e.cfg.MediaAPI.MaxFileSizeBytes, RateLimiter: limiter,
+	}
+	media.Register(router, mediaRoutes)
 	httputil.Health(router, ready)
 	return router
 }

@@ -41,8 +41,12 @@ func TestMonolithDataDir(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if fi.Mode().Perm() != 0o600 {
-			t.Errorf("%s: mode %04o, want 0600", e.Name(), fi.Mode().Perm())
+		want := os.FileMode(0o600)
+		if e.IsDir() {
+			want = 0o700 // the media store
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s: mode %04o, want %04o", e.Name(), fi.Mode().Perm(), want)
 		}
 	}
 

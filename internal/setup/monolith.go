@@ -90,7 +90,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
 		return nil, err
 	}
-	var routes, fedRoutes []httputil.Route
+	var routes, fedRoutes, mediaRoutes []httputil.Route
 	for _, c := range components {
 		b, err := c.build(ctx, e)
 		if err != nil {
@@ -98,6 +98,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 		routes = append(routes, b.routes...)
 		fedRoutes = append(fedRoutes, b.fedRoutes...)
+		mediaRoutes = append(mediaRoutes, b.mediaRoutes...)
 		if b.run != nil {
 			m.runs = append(m.runs, b.run)
 		}
@@ -117,7 +118,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 			e.sender = b.sender
 		}
 	}
-	m.router = publicRouter(e, "monolith", routes, fedRoutes, e.ready)
+	m.router = publicRouter(e, "monolith", routes, fedRoutes, mediaRoutes, e.ready)
 	return m, nil
 }
 

@@ -516,7 +516,7 @@ func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*
 		}
 		pdus = append(pdus, k.pdu)
 	}
-	if err = checkAuthEventsSelection(ev, pdus); err != nil {
+	if err = checkAuthEventsSelection(pdus); err != nil {
 		return nil, matrixerr.Forbidden("bad auth events: " + err.Error()), nil
 	}
 	auth, err := gomatrixserverlib.NewAuthEvents(pdus)

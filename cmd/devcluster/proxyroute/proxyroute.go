@@ -14,6 +14,7 @@ const (
 	ClientAPI     = "clientapi"
 	SyncAPI       = "syncapi"
 	FederationAPI = "federationapi"
+	MediaAPI      = "mediaapi"
 )
 
 // Rule is one row of the routing table. Pattern is an escaped path pattern: a segment in
@@ -30,8 +31,11 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/events", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
+	{"/_matrix/client/{version}/media/*", MediaAPI},
+	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},
 	{"/_synapse/*", ClientAPI},
+	{"/_matrix/federation/v1/media/*", MediaAPI},
 	{"/_matrix/federation/*", FederationAPI},
 	{"/_matrix/key/*", FederationAPI},
 }

@@ -1,0 +1,252 @@
+// Package pushrules is the spec's push rules: the ruleset a user keeps in the
+// m.push_rules account data, the server-default rules, the edits the /pushrules/
+// endpoints make, and the evaluation of a ruleset against an event. clientapi edits
+// rulesets with it; the push reader evaluates them.
+package pushrules
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// Kind is a rule kind; Kinds lists them in the order they are checked.
+type Kind string
+
+// The rule kinds of the spec.
+const (
+	KindOverride  Kind = "override"
+	KindContent   Kind = "content"
+	KindRoom      Kind = "room"
+	KindSender    Kind = "sender"
+	KindUnderride Kind = "underride"
+)
+
+// Kinds are the rule kinds in the order they are checked.
+var Kinds = []Kind{KindOverride, KindContent, KindRoom, KindSender, KindUnderride}
+
+// ValidKind reports whether k is one of the spec's kinds.
+func ValidKind(k Kind) bool {
+	for _, x := range Kinds {
+		if x == k {
+			return true
+		}
+	}
+	return false
+}
+
+// AccountDataType is the account data type that holds a user's rules, as
+// {"global": Ruleset}.
+const AccountDataType = "m.push_rules"
+
+// ScopeGlobal is the only scope of push rules.
+const ScopeGlobal = "global"
+
+// Condition is one condition of an override or underride rule. Value is raw JSON (a
+// scalar) for event_property_is and event_property_contains.
+type Condition struct {
+	Kind    string          `json:"kind"`
+	Key     string          `json:"key,omitempty"`
+	Pattern *string         `json:"pattern,omitempty"`
+	Value   json.RawMessage `json:"value,omitempty"`
+	Is      string          `json:"is,omitempty"`
+}
+
+// Rule is one push rule. Actions are kept as the client sent them (historical actions
+// included); Evaluate ignores the ones the spec retired.
+type Rule struct {
+	RuleID     string            `json:"rule_id"`
+	Default    bool              `json:"default"`
+	Enabled    bool              `json:"enabled"`
+	Conditions []Condition       `json:"conditions,omitempty"`
+	Actions    []json.RawMessage `json:"actions"`
+	Pattern    *string           `json:"pattern,omitempty"`
+}
+
+// Ruleset is a user's rules of the global scope, each kind in priority order.
+type Ruleset struct {
+	Override  []*Rule `json:"override"`
+	Content   []*Rule `json:"content"`
+	Room      []*Rule `json:"room"`
+	Sender    []*Rule `json:"sender"`
+	Underride []*Rule `json:"underride"`
+}
+
+// AccountData is the content of the m.push_rules account data.
+type AccountData struct {
+	Global *Ruleset `json:"global"`
+}
+
+// List returns a pointer to the rules of kind k (nil for an unknown kind).
+func (rs *Ruleset) List(k Kind) *[]*Rule {
+	switch k {
+	case KindOverride:
+		return &rs.Override
+	case KindContent:
+		return &rs.Content
+	case KindRoom:
+		return &rs.Room
+	case KindSender:
+		return &rs.Sender
+	case KindUnderride:
+		return &rs.Underride
+	}
+	return nil
+}
+
+// Find returns the rule of kind k with the ID, or nil.
+func (rs *Ruleset) Find(k Kind, ruleID string) *Rule {
+	l := rs.List(k)
+	if l == nil {
+		return nil
+	}
+	for _, r := range *l {
+		if r.RuleID == ruleID {
+			return r
+		}
+	}
+	return nil
+}
+
+// userIDPlaceholder stands for the JSON string of the user's ID in defaultRules.
+const userIDPlaceholder = `"@USER_ID@"`
+
+// defaultRules is the spec's server-default ruleset ("Predefined Rules", v1.17): override
+// and underride rules, no content rules (the legacy body-mention rules were removed in
+// v1.17).
+const defaultRules = `{
+"override": [
+ {"rule_id": ".m.rule.master", "default": true, "enabled": false, "conditions": [], "actions": []},
+ {"rule_id": ".m.rule.suppress_notices", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "content.msgtype", "pattern": "m.notice"}], "actions": []},
+ {"rule_id": ".m.rule.invite_for_me", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"},
+   {"kind": "event_match", "key": "content.membership", "pattern": "invite"},
+   {"kind": "event_match", "key": "state_key", "pattern": "@USER_ID@"}],
+  "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
+ {"rule_id": ".m.rule.member_event", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.member"}], "actions": []},
+ {"rule_id": ".m.rule.is_user_mention", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": "@USER_ID@"}],
+  "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]},
+ {"rule_id": ".m.rule.is_room_mention", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true},
+   {"kind": "sender_notification_permission", "key": "room"}],
+  "actions": ["notify", {"set_tweak": "highlight"}]},
+ {"rule_id": ".m.rule.tombstone", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.tombstone"},
+   {"kind": "event_match", "key": "state_key", "pattern": ""}],
+  "actions": ["notify", {"set_tweak": "highlight"}]},
+ {"rule_id": ".m.rule.reaction", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.reaction"}], "actions": []},
+ {"rule_id": ".m.rule.room.server_acl", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.server_acl"},
+   {"kind": "event_match", "key": "state_key", "pattern": ""}], "actions": []},
+ {"rule_id": ".m.rule.suppress_edits", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}], "actions": []}
+],
+"content": [],
+"room": [],
+"sender": [],
+"underride": [
+ {"rule_id": ".m.rule.call", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.call.invite"}],
+  "actions": ["notify", {"set_tweak": "sound", "value": "ring"}]},
+ {"rule_id": ".m.rule.encrypted_room_one_to_one", "default": true, "enabled": true,
+  "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}],
+  "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
+ {"rule_id": ".m.rule.room_one_to_one", "default": true, "enabled": true,
+  "conditions": [{"kind": "room_member_count", "is": "2"}, {"kind": "event_match", "key": "type", "pattern": "m.room.message"}],
+  "actions": ["notify", {"set_tweak": "sound", "value": "default"}]},
+ {"rule_id": ".m.rule.message", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.message"}], "actions": ["notify"]},
+ {"rule_id": ".m.rule.encrypted", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "type", "pattern": "m.room.encrypted"}], "actions": ["notify"]}
+]
+}`
+
+// masterRuleID is the one server-default rule that outranks the user's override rules.
+const masterRuleID = ".m.rule.master"
+
+// Defaults returns a fresh copy of the server-default ruleset for userID.
+func Defaults(userID string) (*Ruleset, error) {
+	quoted, err := json.Marshal(userID)
+	if err != nil {
+		return nil, err
+	}
+	var rs Ruleset
+	if err := json.Unmarshal([]byte(strings.ReplaceAll(defaultRules, userIDPlaceholder, string(quoted))), &rs); err != nil {
+		return nil, fmt.Errorf("parse default push rules: %w", err)
+	}
+	return &rs, nil
+}
+
+// Load returns the user's effective ruleset from the stored m.push_rules content (nil or
+// empty when the user never changed a rule): the user's own rules as stored, and the
+// current server-default rules with the user's enabled flag and actions for each. A
+// default rule that a newer spec removed disappears; a new one appears. Within a kind,
+// user rules come before default rules, except .m.rule.master, which comes first.
+func Load(userID string, stored json.RawMessage) (*Ruleset, error) {
+	defaults, err := Defaults(userID)
+	if err != nil {
+		return nil, err
+	}
+	var ad AccountData
+	if len(stored) > 0 {
+		if err := json.Unmarshal(stored, &ad); err != nil {
+			return nil, fmt.Errorf("parse stored push rules: %w", err)
+		}
+	}
+	if ad.Global == nil {
+		ad.Global = &Ruleset{}
+	}
+	out := &Ruleset{}
+	for _, k := range Kinds {
+		var user, head, tail []*Rule
+		for _, r := range *ad.Global.List(k) {
+			if r != nil && !r.Default && !strings.HasPrefix(r.RuleID, ".") {
+				user = append(user, r)
+			}
+		}
+		for _, d := range *defaults.List(k) {
+			if s := ad.Global.Find(k, d.RuleID); s != nil && s.Default {
+				d.Enabled = s.Enabled
+				d.Actions = s.Actions
+			}
+			if d.RuleID == masterRuleID {
+				head = append(head, d)
+			} else {
+				tail = append(tail, d)
+			}
+		}
+		rules := append(append(head, user...), tail...)
+		for _, r := range rules {
+			if r.Actions == nil {
+				r.Actions = []json.RawMessage{}
+			}
+		}
+		if rules == nil {
+			rules = []*Rule{}
+		}
+		*out.List(k) = rules
+	}
+	return out, nil
+}
+
+// Marshal returns the m.push_rules account data content for rs.
+func (rs *Ruleset) Marshal() (json.RawMessage, error) {
+	return json.Marshal(AccountData{Global: rs})
+}
+
+// MarshalJSON writes conditions whenever the rule has a condition list, even an empty
+// one (override and underride rules), and leaves them out otherwise.
+func (r Rule) MarshalJSON() ([]byte, error) {
+	type plain Rule
+	if r.Conditions == nil {
+		return json.Marshal(plain(r))
+	}
+	return json.Marshal(struct {
+		plain
+		Conditions []Condition `json:"conditions"`
+	}{plain(r), r.Conditions})
+}
