@@ -15,7 +15,8 @@ import (
 
 // TestSyncRoomDetails: a joined room carries a summary (member counts, and heroes while it
 // has no name); timeline.limit 0 gives no timeline events; a filtered timeline whose older
-// events are all filtered out is not limited, one with more matching events is.
+// events are all filtered out is not limited, one with more matching events is; the
+// federation event_format gives events as federation sends them.
 func TestSyncRoomDetails(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		h := start(t, db)
@@ -50,6 +51,29 @@ func TestSyncRoomDetails(t *testing.T) {
 		if len(tl.Events) != 1 || tl.Events[0].EventID != mine || tl.Limited {
 			t.Fatalf("filtered timeline reaching its limit: %v, limited %v", eventIDs(tl.Events), tl.Limited)
 		}
+		var raw struct {
+			Rooms struct {
+				Join map[string]struct {
+					Timeline struct {
+						Events []map[string]any `json:"events"`
+					} `json:"timeline"`
+				} `json:"join"`
+			} `json:"rooms"`
+		}
+		q := url.Values{"filter": {`{"event_format":"federation","room":{"timeline":{"limit":1,"types":["m.room.message"]}}}`}}
+		if code := h.get(alice, "/_matrix/client/v3/sync", q, &raw); code != http.StatusOK {
+			t.Fatalf("federation format sync: %d", code)
+		}
+		evs := raw.Rooms.Join[roomID].Timeline.Events
+		if len(evs) != 1 || evs[0]["event_id"] != mine {
+			t.Fatalf("federation format timeline %v", evs)
+		}
+		for _, key := range []string{"prev_events", "auth_events", "depth", "hashes", "signatures", "content", "room_id", "unsigned"} {
+			if _, ok := evs[0][key]; !ok {
+				t.Fatalf("federation format event lacks %s: %v", key, evs[0])
+			}
+		}
+
 		h.send(roomID, alice, "later")
 		h.waitConsumed()
 		tl = h.sync(alice, "filter", `{"room":{"timeline":{"limit":1,"types":["m.room.message"]}}}`).Rooms.Join[roomID].Timeline

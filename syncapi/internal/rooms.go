@@ -28,6 +28,11 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 	if err != nil {
 		return err
 	}
+	if req.Filter.EventFormat == types.EventFormatFederation {
+		for i := range tl {
+			tl[i].UseFederationFormat(evs[i].JSON)
+		}
+	}
 	// A room new to this sync whose stored history does not reach its create event (one
 	// joined over federation) has older events elsewhere: limited tells the client to page
 	// back, which backfills them. A room joined since the last sync is limited unless its
@@ -164,6 +169,9 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 			return nil, err
 		}
 		if sf.Allows(c.Type, c.Sender) {
+			if req.Filter.EventFormat == types.EventFormatFederation {
+				c.UseFederationFormat(e.json)
+			}
 			out = append(out, c)
 		}
 	}

@@ -21,6 +21,9 @@ type Filter struct {
 	noTimeline bool
 }
 
+// EventFormatFederation is the event_format that asks for events as federation sends them.
+const EventFormatFederation = "federation"
+
 // EventFilter selects events by type and sender. A nil Types or Senders allows all; a '*'
 // in a type matches any sequence of characters.
 type EventFilter struct {
