@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
 // TestSyncRoomDetails: a joined room carries a summary (member counts, and heroes while it
@@ -101,6 +102,32 @@ func TestMessagesForwardFromSyncToken(t *testing.T) {
 		res, code = h.messages(alice, roomID, url.Values{"dir": {"f"}, "from": {res.End}})
 		if code != http.StatusOK || len(res.Chunk) != 0 || res.End != "" {
 			t.Fatalf("forward from end: %d %v end %q", code, eventIDs(res.Chunk), res.End)
+		}
+	})
+}
+
+// TestPresenceOfNewRoomMates: an incremental sync after someone joined the user's room
+// carries the newcomer's presence (offline when nobody has heard from them), once.
+func TestPresenceOfNewRoomMates(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob := h.user("alice"), h.user("bob")
+		roomID := h.newRoom(alice)
+		h.waitConsumed()
+		first := h.sync(alice)
+		h.member(roomID, bob, bob, spec.Join)
+		res := h.syncUntil(alice, first.NextBatch, func(r *types.SyncResponse) bool { return r.Rooms.Join[roomID] != nil })
+		var got []string
+		for _, p := range res.Presence.Events {
+			got = append(got, p.Sender+" "+p.Content.Presence)
+		}
+		if !slices.Equal(got, []string{bob + " offline"}) {
+			t.Fatalf("presence after bob joined: %v", got)
+		}
+		h.send(roomID, alice, "marker")
+		res = h.syncUntil(alice, res.NextBatch, func(r *types.SyncResponse) bool { return r.Rooms.Join[roomID] != nil })
+		if len(res.Presence.Events) != 0 {
+			t.Fatalf("presence repeated: %+v", res.Presence.Events)
 		}
 	})
 }

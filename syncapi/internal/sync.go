@@ -119,8 +119,8 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 	if err = s.addEphemeral(ctx, req, joinedRoomIDs(req, rooms), since, to, res); err != nil {
 		return nil, err
 	}
-	if s.notifier.Changed(storage.StreamPresence, since) {
-		if err = s.addPresence(ctx, req, since, to, res); err != nil {
+	if changed := s.notifier.Changed(storage.StreamPresence, since); changed || since > 0 && len(newRoomMates(req.UserID, res)) > 0 {
+		if err = s.addPresence(ctx, req, since, to, changed, res); err != nil {
 			return nil, err
 		}
 	}
