@@ -131,3 +131,30 @@ func TestPresenceOfNewRoomMates(t *testing.T) {
 		}
 	})
 }
+
+// TestCurrentStateVisibleInPrivateHistory: in a room whose history is visible to joined
+// members only, a member who left and rejoined sees in the timeline the join that happened
+// while away (it is current state), but not a message sent then.
+func TestCurrentStateVisibleInPrivateHistory(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob, carol := h.user("alice"), h.user("bob"), h.user("carol")
+		roomID := h.newRoom(alice)
+		h.member(roomID, bob, bob, spec.Join)
+		h.submit(roomID, roomtest.Proto(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "joined"}))
+		h.waitConsumed()
+		since := h.sync(bob).NextBatch
+		h.member(roomID, bob, bob, spec.Leave)
+		secret := h.send(roomID, alice, "while bob is away")
+		carolJoin := h.member(roomID, carol, carol, spec.Join)
+		rejoin := h.member(roomID, bob, bob, spec.Join)
+		res := h.syncUntil(bob, since, func(r *types.SyncResponse) bool {
+			jr := r.Rooms.Join[roomID]
+			return jr != nil && slices.Contains(eventIDs(jr.Timeline.Events), rejoin)
+		})
+		ids := eventIDs(res.Rooms.Join[roomID].Timeline.Events)
+		if !slices.Contains(ids, carolJoin) || slices.Contains(ids, secret) {
+			t.Fatalf("timeline %v: want carol's join %s, not the message %s", ids, carolJoin, secret)
+		}
+	})
+}

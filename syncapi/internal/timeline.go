@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
@@ -38,6 +40,30 @@ type page struct {
 // goes on).
 const maxBatch = 1000
 
+// currentStateIDs lazily holds the event IDs of a room's current state.
+type currentStateIDs map[string]bool
+
+// holds reports whether e, an event the viewer's history visibility hides, is still part of
+// the room's current state while the viewer is joined: such events stay visible, as a
+// joined member reads the current state anyway, so the timeline shows how it came about
+// (a join during a time the viewer could not see, say). The state is loaded on first use.
+func (c *currentStateIDs) holds(ctx context.Context, db storage.Database, roomID string, v *viewer, e *storage.Event) (bool, error) {
+	if e.StateKey == nil || v.current != spec.Join {
+		return false, nil
+	}
+	if *c == nil {
+		st, err := db.CurrentState(ctx, []string{roomID})
+		if err != nil {
+			return false, fmt.Errorf("load current state of %s: %w", roomID, err)
+		}
+		*c = currentStateIDs{}
+		for _, s := range st[roomID] {
+			(*c)[s.EventID] = true
+		}
+	}
+	return (*c)[e.EventID], nil
+}
+
 // lookahead bounds the events walk reads past a full page to learn whether another
 // matching event follows: beyond it the walk says there may be more.
 const lookahead = 100
@@ -54,6 +80,7 @@ func walk(ctx context.Context, db storage.Database, roomID string, v *viewer, fi
 	p := page{next: from, more: true}
 	batch := min(max(limit, 1), maxBatch) + 1
 	cursor, left := from, -1
+	var cur currentStateIDs
 	if limit <= 0 {
 		left = lookahead
 	}
@@ -75,7 +102,12 @@ func walk(ctx context.Context, db storage.Database, roomID string, v *viewer, fi
 			if backward {
 				cursor = e.Position - 1
 			}
-			match := v.sees(e) && (filter == nil || filter.Allows(e.Type, e.Sender))
+			match := filter == nil || filter.Allows(e.Type, e.Sender)
+			if match && !v.sees(e) {
+				if match, err = cur.holds(ctx, db, roomID, v, e); err != nil {
+					return p, err
+				}
+			}
 			if left >= 0 {
 				if match || left == 0 {
 					return p, nil
