@@ -158,3 +158,24 @@ func TestCurrentStateVisibleInPrivateHistory(t *testing.T) {
 		}
 	})
 }
+
+// TestFilteredOutRoomLeftOut: an incremental sync whose filter drops every new event of a
+// room leaves the room out; without the filter the room is there.
+func TestFilteredOutRoomLeftOut(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		roomID := h.newRoom(alice)
+		h.waitConsumed()
+		since := h.sync(alice).NextBatch
+		h.send(roomID, alice, "filtered out")
+		h.waitConsumed()
+		filter := `{"room":{"timeline":{"types":[]},"state":{"types":["a.madeup.test.state"]}}}`
+		if jr := h.sync(alice, "since", since, "filter", filter).Rooms.Join[roomID]; jr != nil {
+			t.Fatalf("room with nothing the filter lets through: %+v", jr)
+		}
+		if h.sync(alice, "since", since).Rooms.Join[roomID] == nil {
+			t.Fatal("room missing without the filter")
+		}
+	})
+}

@@ -60,6 +60,11 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 			AccountData: types.AccountData{Events: []types.BasicEvent{}}}
 		return nil
 	}
+	if !p.full && len(tl) == 0 && len(state) == 0 {
+		// An incremental sync leaves out a room whose new events the filter all dropped
+		// (account data, receipts or typing may still add it), as Synapse does.
+		return nil
+	}
 	jr := joinedRoom(res, p.roomID)
 	jr.Timeline, jr.State = timeline, types.StateEvents{Events: state}
 	if current != nil {
