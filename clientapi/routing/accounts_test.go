@@ -436,3 +436,29 @@ func TestLoginAttemptsLimitedPerAccount(t *testing.T) {
 		e.want("POST", v3+"/login", "", body, 429, "M_LIMIT_EXCEEDED")
 	})
 }
+
+// TestWhoIs: GET /admin/whois lists a user's devices with their last connection, for the
+// user themself or an administrator; another user gets 403 M_FORBIDDEN, a remote user 404.
+func TestWhoIs(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		alice := e.sharedSecret("alice", "pw", false, secret, 200, "")
+		admin := e.sharedSecret("root", "pw", true, secret, 200, "")
+		aliceID, aliceToken := alice["user_id"].(string), alice["access_token"].(string)
+		for _, token := range []string{aliceToken, admin["access_token"].(string)} {
+			res := e.want("GET", v3+"/admin/whois/"+aliceID, token, nil, 200, "")
+			devices, _ := res["devices"].(map[string]any)
+			dev, _ := devices[alice["device_id"].(string)].(map[string]any)
+			sessions, _ := dev["sessions"].([]any)
+			if res["user_id"] != aliceID || len(devices) != 1 || len(sessions) != 1 {
+				t.Fatalf("whois %v", res)
+			}
+			conns, _ := sessions[0].(map[string]any)["connections"].([]any)
+			if len(conns) != 1 || conns[0].(map[string]any)["ip"] != "127.0.0.1" {
+				t.Fatalf("whois connections %v", conns)
+			}
+		}
+		e.want("GET", v3+"/admin/whois/"+admin["user_id"].(string), aliceToken, nil, 403, "M_FORBIDDEN")
+		e.want("GET", v3+"/admin/whois/@alice:elsewhere", admin["access_token"].(string), nil, 404, "M_NOT_FOUND")
+	})
+}

@@ -26,6 +26,8 @@ type Device struct {
 	DisplayName string `json:"display_name"`
 	LastSeenTS  int64  `json:"last_seen_ts"`
 	LastSeenIP  string `json:"last_seen_ip"`
+	// UserAgent is the User-Agent of the device's last login.
+	UserAgent string `json:"user_agent,omitempty"`
 	// AccountType is the type of the device's account; only QueryAccessToken fills it in.
 	AccountType AccountType `json:"account_type,omitempty"`
 }

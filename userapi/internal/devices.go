@@ -41,7 +41,7 @@ func (u *UserAPI) PerformDeviceCreation(ctx context.Context, req *api.PerformDev
 }
 
 func (u *UserAPI) device(d *storage.Device) *api.Device {
-	return &api.Device{UserID: u.userID(d.Localpart), DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenTS: d.LastSeenTS, LastSeenIP: d.LastSeenIP}
+	return &api.Device{UserID: u.userID(d.Localpart), DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenTS: d.LastSeenTS, LastSeenIP: d.LastSeenIP, UserAgent: d.UserAgent}
 }
 
 // QueryAccessToken returns the token's device, or a nil Device for an unknown token. As
