@@ -119,6 +119,7 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "deleteDevice", Method: http.MethodDelete, Path: "/devices/{deviceID}", Handler: auth(a.DeleteDevice)},
 		{Name: "deleteDevices", Method: post, Path: "/delete_devices", Handler: auth(a.DeleteDevices)},
 		{Name: "changePassword", Method: post, Path: "/account/password", Handler: auth(a.ChangePassword)},
+		{Name: "deactivate", Method: post, Path: "/account/deactivate", Handler: auth(a.DeactivateAccount)},
 		{Name: "whois", Method: get, Path: "/admin/whois/{userID}", Handler: auth(a.WhoIs)},
 	}
 	out := clientPaths(routes)

@@ -462,3 +462,29 @@ func TestWhoIs(t *testing.T) {
 		e.want("GET", v3+"/admin/whois/@alice:elsewhere", admin["access_token"].(string), nil, 404, "M_NOT_FOUND")
 	})
 }
+
+// TestDeactivateAccount: deactivation asks for the password (401 with the flows, then
+// M_FORBIDDEN for a wrong one); afterwards the account's tokens and password no longer work
+// and its user ID cannot be registered again.
+func TestDeactivateAccount(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		_, token := e.register("alice", "pw")
+		auth := func(password string) map[string]any {
+			return map[string]any{"auth": map[string]any{"type": "m.login.password", "user": "alice", "password": password}}
+		}
+		if res := e.want("POST", v3+"/account/deactivate", token, map[string]any{}, 401, ""); res["flows"] == nil {
+			t.Fatalf("no flows: %v", res)
+		}
+		if res := e.want("POST", v3+"/account/deactivate", token, auth("wrong"), 401, "M_FORBIDDEN"); res["flows"] == nil || res["completed"] == nil {
+			t.Fatalf("wrong password answer %v", res)
+		}
+		e.want("GET", v3+"/account/whoami", token, nil, 200, "")
+		if res := e.want("POST", v3+"/account/deactivate", token, auth("pw"), 200, ""); res["id_server_unbind_result"] != "no-support" {
+			t.Fatalf("deactivate answer %v", res)
+		}
+		e.want("GET", v3+"/account/whoami", token, nil, 401, "M_UNKNOWN_TOKEN")
+		e.want("POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw"}, 403, "M_FORBIDDEN")
+		e.want("GET", v3+"/register/available?username=alice", "", nil, 400, "M_USER_IN_USE")
+	})
+}

@@ -83,6 +83,14 @@ type PerformGuestUpgradeResponse struct {
 	Account *Account `json:"account"`
 }
 
+// PerformAccountDeactivationRequest deactivates a local account: no password, no devices.
+type PerformAccountDeactivationRequest struct {
+	Localpart string `json:"localpart"`
+}
+
+// PerformAccountDeactivationResponse is empty.
+type PerformAccountDeactivationResponse struct{}
+
 // QueryAccountRequest asks for a local account.
 type QueryAccountRequest struct {
 	Localpart string `json:"localpart"`
@@ -260,6 +268,7 @@ type ClientUserAPI interface {
 	QueryLocalpartAvailable(ctx context.Context, req *QueryLocalpartAvailableRequest) (*QueryLocalpartAvailableResponse, error)
 	PerformGuestUpgrade(ctx context.Context, req *PerformGuestUpgradeRequest) (*PerformGuestUpgradeResponse, error)
 	QueryAccount(ctx context.Context, req *QueryAccountRequest) (*QueryAccountResponse, error)
+	PerformAccountDeactivation(ctx context.Context, req *PerformAccountDeactivationRequest) (*PerformAccountDeactivationResponse, error)
 	QueryAccountByPassword(ctx context.Context, req *QueryAccountByPasswordRequest) (*QueryAccountByPasswordResponse, error)
 	PerformPasswordUpdate(ctx context.Context, req *PerformPasswordUpdateRequest) (*PerformPasswordUpdateResponse, error)
 	PerformDeviceCreation(ctx context.Context, req *PerformDeviceCreationRequest) (*PerformDeviceCreationResponse, error)

@@ -159,3 +159,22 @@ func (c *DeviceCache) PerformGuestUpgrade(ctx context.Context, req *PerformGuest
 	}
 	return res, err
 }
+
+// PerformAccountDeactivation deactivates the account and drops its cached tokens, before
+// and after the call like PerformDeviceDeletion.
+func (c *DeviceCache) PerformAccountDeactivation(ctx context.Context, req *PerformAccountDeactivationRequest) (*PerformAccountDeactivationResponse, error) {
+	prefix := "@" + req.Localpart + ":"
+	drop := func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.gen++
+		for k, e := range c.entries {
+			if strings.HasPrefix(e.dev.UserID, prefix) {
+				delete(c.entries, k)
+			}
+		}
+	}
+	drop()
+	defer drop()
+	return c.ClientUserAPI.PerformAccountDeactivation(ctx, req)
+}

@@ -76,6 +76,19 @@ func (u *UserAPI) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuest
 	return &api.PerformGuestUpgradeResponse{Account: u.account(acc)}, nil
 }
 
+// PerformAccountDeactivation removes the account's password and logs out every device:
+// nobody can log in to it again, and its localpart stays taken. Idempotent.
+func (u *UserAPI) PerformAccountDeactivation(ctx context.Context, req *api.PerformAccountDeactivationRequest) (*api.PerformAccountDeactivationResponse, error) {
+	err := u.DB.DeactivateAccount(ctx, req.Localpart)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrixerr.NotFound("no such account")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.PerformAccountDeactivationResponse{}, nil
+}
+
 // QueryAccount returns a local account, or a nil Account when there is none.
 func (u *UserAPI) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
 	acc, err := u.DB.Account(ctx, req.Localpart)

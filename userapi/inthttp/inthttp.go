@@ -25,6 +25,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryLocalpartAvailable)
 	ihttp.Serve(s, a.PerformGuestUpgrade)
 	ihttp.Serve(s, a.QueryAccount)
+	ihttp.Serve(s, a.PerformAccountDeactivation)
 	ihttp.Serve(s, a.QueryAccountByPassword)
 	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
@@ -141,4 +142,9 @@ func (c *Client) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuestU
 // QueryAccount implements api.ClientUserAPI.
 func (c *Client) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
 	return ihttp.Call[api.QueryAccountResponse](ctx, c.c, req)
+}
+
+// PerformAccountDeactivation implements api.ClientUserAPI.
+func (c *Client) PerformAccountDeactivation(ctx context.Context, req *api.PerformAccountDeactivationRequest) (*api.PerformAccountDeactivationResponse, error) {
+	return ihttp.Call[api.PerformAccountDeactivationResponse](ctx, c.c, req)
 }

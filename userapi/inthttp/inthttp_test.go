@@ -182,6 +182,10 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 		t.Fatalf("upgraded %+v", up.Account)
 	}
 	same(c, "upgraded", d.PerformGuestUpgrade, r.PerformGuestUpgrade, &api.PerformGuestUpgradeRequest{Localpart: "guest", Password: "x"})
+	ok(c, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	same(c, "again", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	same(c, "unknown", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "nobody"})
+	same(c, "deactivated", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "guest", Password: "pw"})
 
 	same(c, "good", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "pw"})
 	same(c, "wrong", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "no"})

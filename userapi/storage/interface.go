@@ -64,6 +64,10 @@ type Database interface {
 	// UpgradeGuest turns a guest account into an ordinary account with this password hash,
 	// or returns ErrNotFound when no guest account has the localpart.
 	UpgradeGuest(ctx context.Context, localpart, hash string) error
+	// DeactivateAccount removes the account's password and devices (their tokens stop
+	// working) in one transaction; the localpart stays taken. Idempotent; ErrNotFound for
+	// an unknown account.
+	DeactivateAccount(ctx context.Context, localpart string) error
 	// SetPasswordHash replaces the account's password hash, or returns ErrNotFound.
 	SetPasswordHash(ctx context.Context, localpart, hash string) error
 	// PutDevice stores a device with the hash of its new access token. A device with the
