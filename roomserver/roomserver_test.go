@@ -38,11 +38,17 @@ type harness struct {
 
 func start(t testing.TB, db *sqlutil.DB, key ed25519.PrivateKey) *harness {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 4})
+	log, err := eventlog.NewEmbedded(context.Background(), db, eventlog.Config{DefaultPartitions: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startOn(t, db, key, log)
+}
+
+// startOn runs the roomserver on log, which the harness closes.
+func startOn(t testing.TB, db *sqlutil.DB, key ed25519.PrivateKey, log eventlog.Log) *harness {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
 	rs, err := roomserver.New(ctx, roomserver.Deps{

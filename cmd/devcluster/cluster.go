@@ -127,7 +127,8 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// startBroker runs `devcluster broker` as a process of its own and waits for its port.
+// startBroker runs `devcluster broker` as a process of its own, its log in the temporary
+// directory unless --broker-in-memory, and waits for its port.
 func (c *cluster) startBroker(ctx context.Context, out *lockedWriter) error {
 	self, err := os.Executable()
 	if err != nil {
@@ -138,7 +139,13 @@ func (c *cluster) startBroker(ctx context.Context, out *lockedWriter) error {
 		return err
 	}
 	c.cfg.Global.Log.Kafka.Brokers = []string{addr}
-	c.broker = newProc("broker", "broker", 0, "", out, c.log.WithField("component", "devcluster"), self, "broker", "--addr", addr)
+	args := []string{self, "broker", "--addr", addr}
+	if !c.o.memoryBroker {
+		// On disk, so that the supervisor's restart after a crash (or a kill -9 in a
+		// fault test) is a broker restart, not a wiped log.
+		args = append(args, "--data", filepath.Join(c.tmp, "broker"))
+	}
+	c.broker = newProc("broker", "broker", 0, "", out, c.log.WithField("component", "devcluster"), args...)
 	go c.broker.supervise()
 	deadline := time.Now().Add(30 * time.Second)
 	for {

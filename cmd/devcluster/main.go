@@ -6,8 +6,8 @@
 // stops everything it started and removes its temporary directories.
 //
 //	devcluster --config FILE --http-bind-address 127.0.0.1:PORT [--roomserver-shards N]
-//	    [--dendrite BINARY]
-//	devcluster broker --addr 127.0.0.1:PORT
+//	    [--dendrite BINARY] [--broker-in-memory]
+//	devcluster broker --addr 127.0.0.1:PORT [--data DIR]
 //
 // The config is the same file the monolith takes (global.server_name, global.data_dir,
 // client_api.registration_disabled, client_api.registration_shared_secret...); devcluster
@@ -62,6 +62,8 @@ type options struct {
 	bind     string
 	shards   int
 	dendrite string
+	// memoryBroker keeps the broker's log in memory only: killing the broker wipes it.
+	memoryBroker bool
 }
 
 func parse(args []string) (options, error) {
@@ -71,6 +73,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.bind, "http-bind-address", "127.0.0.1:8008", "address of the front proxy serving the client API")
 	fs.IntVar(&o.shards, "roomserver-shards", 1, "number of roomserver shards (processes)")
 	fs.StringVar(&o.dendrite, "dendrite", "", "prebuilt dendrite binary (default: go build ./cmd/dendrite into a temporary directory)")
+	fs.BoolVar(&o.memoryBroker, "broker-in-memory", false, "keep the broker's log in memory only, so that killing the broker wipes every topic (default: on disk in the temporary directory, so a killed broker restarts with its log)")
 	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return o, err
 	}

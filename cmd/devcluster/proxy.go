@@ -2,15 +2,18 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
 	dhttputil "github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
 // proxy is the front proxy, plus devcluster's own endpoints: /health, /ready (every
@@ -37,7 +40,7 @@ func newProxy(c *cluster) *proxy {
 		p.targets[name] = &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)
 			r.SetXForwarded()
-		}}
+		}, ErrorHandler: proxyError}
 	}
 	return p
 }
@@ -71,6 +74,8 @@ type clusterStatus struct {
 	Partitions int32        `json:"partitions"`
 	Shards     int          `json:"shards"`
 	Processes  []procStatus `json:"processes"`
+	// Broker is the Kafka-protocol broker's process (ready while it runs).
+	Broker procStatus `json:"broker"`
 }
 
 type procStatus struct {
@@ -99,7 +104,27 @@ func (p *proxy) status(r *http.Request) clusterStatus {
 	for _, ps := range st.Processes {
 		st.Ready = st.Ready && ps.Ready
 	}
+	pid, starts := p.c.broker.pid()
+	st.Broker = procStatus{Name: p.c.broker.name, Component: p.c.broker.component, PID: pid, Starts: starts, Ready: pid != 0}
+	st.Ready = st.Ready && st.Broker.Ready
 	return st
+}
+
+// proxyError answers a request the component could not serve with a Matrix error, not
+// ReverseProxy's empty 502: 503 with Retry-After while the component refuses connections
+// (down or restarting, as the supervisor starts it again), 502 for any other failure.
+func proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		e := matrixerr.Unavailable(time.Second)
+		w.Header().Set("Retry-After", strconv.FormatInt((e.RetryAfterMS+999)/1000, 10))
+		writeJSON(w, e.Status, e)
+		return
+	}
+	if r.Context().Err() != nil {
+		return // the client went away
+	}
+	writeJSON(w, http.StatusBadGateway, matrixerr.BadGateway("the server could not answer, retry later"))
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

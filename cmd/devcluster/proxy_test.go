@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -90,6 +91,44 @@ func TestProxyRoutesEncodedPaths(t *testing.T) {
 		}
 		if got.process != proxyroute.Route(strings.SplitN(uri, "?", 2)[0]) {
 			t.Errorf("%s: the proxy disagrees with proxyroute.Route", uri)
+		}
+	}
+}
+
+// TestProxyComponentDown sends requests through the proxy to a component that refuses
+// connections, and to one that drops them without an answer: Matrix errors, 503 with
+// Retry-After and 502, never an empty body.
+func TestProxyComponentDown(t *testing.T) {
+	cfg := config.Defaults()
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ClientAPI.Listen = refused.Addr().String()
+	_ = refused.Close() // now nothing listens there
+	dropper := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			_ = conn.Close() // drop the request without an answer
+		}
+	}))
+	t.Cleanup(dropper.Close)
+	cfg.SyncAPI.Listen = dropper.Listener.Addr().String()
+	front := httptest.NewServer(newProxy(&cluster{cfg: cfg}))
+	t.Cleanup(front.Close)
+	for path, want := range map[string]int{"/_matrix/client/v3/login": http.StatusServiceUnavailable, "/_matrix/client/v3/sync": http.StatusBadGateway} {
+		res, err := http.Get(front.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body map[string]any
+		derr := json.NewDecoder(res.Body).Decode(&body)
+		res.Body.Close()
+		if res.StatusCode != want || derr != nil || body["errcode"] != "M_UNKNOWN" || body["error"] == "" {
+			t.Fatalf("%s: %d %v (%v), want %d with a Matrix error", path, res.StatusCode, body, derr, want)
+		}
+		if want == http.StatusServiceUnavailable && res.Header.Get("Retry-After") == "" {
+			t.Fatalf("%s: 503 without Retry-After", path)
 		}
 	}
 }

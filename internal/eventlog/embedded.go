@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sirupsen/logrus"
+
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 )
 
@@ -61,6 +63,9 @@ type Embedded struct {
 	// once (stored in eventlog_readers).
 	active map[partKey]map[*reader]struct{}
 	known  map[partKey]int
+
+	// stalls are the partitions stopped because a consumer's offset is past their end.
+	stalls *stalls
 }
 
 // reader is one running Consume call: next is the first offset it has not processed.
@@ -88,6 +93,9 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 	if cfg.Retention == 0 {
 		cfg.Retention = 7 * 24 * time.Hour
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = logrus.NewEntry(logrus.New())
+	}
 	e := &Embedded{
 		db: db, cfg: cfg,
 		queue:  make(chan *produceReq, 4096),
@@ -97,6 +105,7 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 		wakes:  map[partKey]chan struct{}{},
 		active: map[partKey]map[*reader]struct{}{},
 		known:  map[partKey]int{},
+		stalls: newStalls(&cfg),
 	}
 	if err := e.loadPartitions(ctx, "SELECT topic, partition_id, next_offset FROM eventlog_ends", func(k partKey, n int64) { e.ends[k] = n }); err != nil {
 		return nil, fmt.Errorf("load log ends: %w", err)
@@ -372,9 +381,18 @@ func (e *Embedded) wait(k partKey, from int64) (chan struct{}, bool) {
 	return ch, false
 }
 
-// Consume implements Log.
+// Consume implements Log. A from past the partition's end (the log's database was
+// replaced or its records deleted) stops the partition: nothing is delivered, an error is
+// logged, the stopped-consumers metric counts it and Ready reports ErrOffsetPastEnd until
+// ctx ends.
 func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, from int64, handle func(ctx context.Context, recs []Record) error) error {
 	k := partKey{topic, partition}
+	e.mu.Lock()
+	end := e.ends[k]
+	e.mu.Unlock()
+	if from > end {
+		return e.stalls.hold(ctx, e.closed, topic, partition, from, end)
+	}
 	r, remove, err := e.register(ctx, k, from)
 	if err != nil {
 		return err
@@ -460,6 +478,11 @@ func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, er
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.ends[k], nil
+}
+
+// Ready reports ErrOffsetPastEnd while a consumer is stopped past the end of its partition.
+func (e *Embedded) Ready(context.Context) error {
+	return e.stalls.err()
 }
 
 // Close stops the writer; queued produces fail with ErrClosed.

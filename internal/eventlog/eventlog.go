@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"hash/fnv"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // Message is one record to append.
@@ -54,6 +56,9 @@ type Log interface {
 	// EndOffsetsOf is EndOffsets for several topics at once (one broker round trip on
 	// Kafka), in the order of topics.
 	EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, error)
+	// Ready reports whether the log can serve this process: the brokers answer (Kafka) and
+	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd).
+	Ready(ctx context.Context) error
 	Close() error
 }
 
@@ -72,6 +77,9 @@ type Config struct {
 	// Retention is how long records are kept (default 7 days; negative keeps forever).
 	Retention time.Duration
 	Metrics   *Metrics
+	// Logger receives warnings about unreachable brokers and errors about stopped partitions
+	// (default: a new logrus logger on stderr).
+	Logger *logrus.Entry
 }
 
 func (c *Config) partitions(topic string) int32 {

@@ -32,9 +32,6 @@ type KafkaConfig struct {
 	ReplicationFactor int16
 	// Version is the Kafka protocol version to speak, at most the brokers' (default "3.6.0").
 	Version string
-	// Logger receives warnings about unreachable brokers and skipped offsets (default: a
-	// new logrus logger on stderr).
-	Logger *logrus.Entry
 }
 
 // ErrMessageTooLarge is returned by Produce for a record over the size limit; nothing of
@@ -57,11 +54,19 @@ type Kafka struct {
 	admin    sarama.ClusterAdmin
 	producer sarama.SyncProducer
 	consumer sarama.Consumer
+	// producerMu guards producer, which renewProducer replaces.
+	producerMu sync.RWMutex
 	// fetchClient carries the consumers' fetches on connections of their own: a fetch
 	// long-polls for up to Consumer.MaxWaitTime, and on a connection shared with the producer
 	// (one request in flight, for the idempotent producer's order) every Produce would wait
 	// behind it.
 	fetchClient sarama.Client
+	// metaClient asks for topic IDs (see topicID) on a connection of its own.
+	metaClient sarama.Client
+	version    sarama.KafkaVersion
+	// idLock (capacity 1) is held while a topic-ID request runs; ids is the last answer.
+	idLock chan struct{}
+	ids    topicIDs
 	// extra are the consumers of partitions the shared consumer already reads (see
 	// extraConsumer), closed with the clients.
 	extraMu sync.Mutex
@@ -77,6 +82,10 @@ type Kafka struct {
 	createMu sync.Mutex // serializes creating and checking topics
 	topicMu  sync.Mutex
 	topics   map[string]int32 // topics known to exist with the configured partition count
+	// used are every topic this process ensured: the ones Ready checks and recreates.
+	used map[string]bool
+	// recreating are the topics a consumer found missing, being created again.
+	recreating map[string]bool
 
 	// endsMu guards the shared end-offset requests: endsBusy while one runs, endsNext the
 	// one gathering callers for after it.
@@ -87,6 +96,9 @@ type Kafka struct {
 	readyMu  sync.Mutex
 	readyRun chan struct{} // closed when the readiness check in flight ends
 	readyErr error
+
+	// stalls are the partitions stopped because a consumer's offset is past their end.
+	stalls *stalls
 }
 
 // NewKafka connects to the brokers and creates or checks cfg.Topics. While no broker
@@ -97,7 +109,8 @@ func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}}
+	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}, used: map[string]bool{}, recreating: map[string]bool{},
+		version: sc.Version, idLock: make(chan struct{}, 1), stalls: newStalls(&cfg.Config)}
 	k.closing, k.close = context.WithCancel(context.Background())
 	b := newBackoff()
 	for {
@@ -214,7 +227,9 @@ func (k *Kafka) connect(ctx context.Context, sc *sarama.Config) error {
 	if k.admin, err = sarama.NewClusterAdminFromClient(k.client); err == nil {
 		if k.producer, err = sarama.NewSyncProducerFromClient(k.client); err == nil {
 			if k.fetchClient, err = sarama.NewClient(k.cfg.Brokers, sc); err == nil {
-				k.consumer, err = sarama.NewConsumerFromClient(k.fetchClient)
+				if k.consumer, err = sarama.NewConsumerFromClient(k.fetchClient); err == nil {
+					k.metaClient, err = sarama.NewClient(k.cfg.Brokers, sc)
+				}
 			}
 		}
 	}
@@ -245,7 +260,10 @@ func (k *Kafka) closeClients() {
 	if k.fetchClient != nil && !k.fetchClient.Closed() {
 		_ = k.fetchClient.Close()
 	}
-	k.consumer, k.producer, k.admin, k.client, k.fetchClient = nil, nil, nil, nil, nil
+	if k.metaClient != nil && !k.metaClient.Closed() {
+		_ = k.metaClient.Close()
+	}
+	k.consumer, k.producer, k.admin, k.client, k.fetchClient, k.metaClient = nil, nil, nil, nil, nil, nil
 }
 
 // enter registers a call that Close waits for; false after Close.
@@ -326,8 +344,49 @@ func (k *Kafka) ensureTopic(ctx context.Context, topic string) (int32, error) {
 	}
 	k.topicMu.Lock()
 	k.topics[topic] = n
+	k.used[topic] = true
 	k.topicMu.Unlock()
 	return n, nil
+}
+
+// isUnknownTopic reports whether err is the brokers saying a topic does not exist.
+func isUnknownTopic(err error) bool {
+	return errors.Is(err, sarama.ErrUnknownTopicOrPartition)
+}
+
+// forget marks topics as possibly missing (the brokers said they are unknown: deleted, or
+// a broker restarted without its data): the next ensureTopic creates or checks them again.
+func (k *Kafka) forget(topics ...string) {
+	k.topicMu.Lock()
+	defer k.topicMu.Unlock()
+	for _, t := range topics {
+		delete(k.topics, t)
+	}
+}
+
+// recreate forgets topic and creates it again in the background (one attempt at a time
+// per topic): a consumer found it missing, and sarama's partition consumer waits for it
+// without creating it.
+func (k *Kafka) recreate(topic string) {
+	k.forget(topic)
+	k.topicMu.Lock()
+	busy := k.recreating[topic]
+	k.recreating[topic] = true
+	k.topicMu.Unlock()
+	if busy || !k.enter() {
+		return
+	}
+	go func() {
+		defer k.running.Done()
+		ctx, cancel := context.WithTimeout(k.closing, time.Minute)
+		defer cancel()
+		if _, err := k.ensureTopic(ctx, topic); err != nil {
+			k.log.WithError(err).WithField("topic", topic).Warn("recreating a missing kafka topic failed")
+		}
+		k.topicMu.Lock()
+		delete(k.recreating, topic)
+		k.topicMu.Unlock()
+	}()
 }
 
 func (k *Kafka) knownTopic(topic string) (int32, bool) {
@@ -373,7 +432,24 @@ func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]P
 		}
 		pms[i] = pm
 	}
-	err = k.producer.SendMessages(pms)
+	producer := k.currentProducer()
+	err = producer.SendMessages(pms)
+	if isUnknownTopic(producedErr(err)) {
+		// The topic is gone (deleted, or the brokers restarted without their data):
+		// create it again and send once more. Nothing of this call was stored.
+		k.forget(topic)
+		if _, err = k.ensureTopic(ctx, topic); err == nil {
+			err = producer.SendMessages(pms)
+		}
+	}
+	if isLostProducerState(producedErr(err)) {
+		// The idempotent producer's sequence numbers belong to partitions that are gone: a
+		// recreated partition refuses them. A new producer (a new producer ID) starts again.
+		producer, err = k.renewProducer(producer)
+		if err == nil {
+			err = producer.SendMessages(pms)
+		}
+	}
 	k.cfg.Metrics.produced(topic, time.Since(start))
 	if err != nil {
 		return nil, produceError(topic, err)
@@ -383,6 +459,51 @@ func (k *Kafka) Produce(ctx context.Context, topic string, msgs ...Message) ([]P
 		pos[i] = Position{Partition: pm.Partition, Offset: pm.Offset}
 	}
 	return pos, nil
+}
+
+// isLostProducerState reports whether the brokers refused the idempotent producer's
+// sequence numbers because they no longer know its state for the partition.
+func isLostProducerState(err error) bool {
+	return errors.Is(err, sarama.ErrOutOfOrderSequenceNumber) || errors.Is(err, sarama.ErrUnknownProducerID)
+}
+
+// currentProducer is the producer Produce sends with.
+func (k *Kafka) currentProducer() sarama.SyncProducer {
+	k.producerMu.RLock()
+	defer k.producerMu.RUnlock()
+	return k.producer
+}
+
+// renewProducer replaces failed, unless another call replaced it already, with a new
+// idempotent producer on the same connection, and returns the current one. The old one is
+// closed once the calls sending with it return.
+func (k *Kafka) renewProducer(failed sarama.SyncProducer) (sarama.SyncProducer, error) {
+	k.producerMu.Lock()
+	defer k.producerMu.Unlock()
+	if k.producer != failed {
+		return k.producer, nil
+	}
+	p, err := sarama.NewSyncProducerFromClient(k.client)
+	if err != nil {
+		return nil, fmt.Errorf("new kafka producer: %w", err)
+	}
+	k.producer = p
+	k.log.Warn("kafka producer state lost (partition recreated); producing with a new producer id")
+	k.running.Add(1)
+	go func() {
+		defer k.running.Done()
+		_ = failed.Close() // its batches failed; closing only frees it
+	}()
+	return p, nil
+}
+
+// producedErr is the cause of a SendMessages error: the first record's error.
+func producedErr(err error) error {
+	var perrs sarama.ProducerErrors
+	if errors.As(err, &perrs) && len(perrs) > 0 {
+		return perrs[0].Err
+	}
+	return err
 }
 
 func produceError(topic string, err error) error {
@@ -450,6 +571,9 @@ func (k *Kafka) EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, e
 		return nil, ctx.Err()
 	}
 	if b.err != nil {
+		if isUnknownTopic(b.err) {
+			k.forget(topics...) // the next call creates them again
+		}
 		return nil, b.err
 	}
 	out := make([][]int64, len(topics))
@@ -510,21 +634,26 @@ func (k *Kafka) listEnds(topics map[string]bool) (map[string][]int64, error) {
 	return ends, nil
 }
 
-// Ready reports whether the brokers answer a metadata request. Concurrent calls share one
-// request; a call returns early with ctx's error when ctx ends first.
+// Ready reports whether the brokers answer a metadata request for every topic this process
+// uses, creating again those they do not know, and no consumer is stopped past the end of
+// its partition (ErrOffsetPastEnd). Concurrent calls share one request; a call returns
+// early with ctx's error when ctx ends first.
 func (k *Kafka) Ready(ctx context.Context) error {
 	if !k.enter() {
 		return ErrClosed
 	}
 	defer k.running.Done()
+	if err := k.stalls.err(); err != nil {
+		return err
+	}
 	k.readyMu.Lock()
 	run := k.readyRun
 	if run == nil {
 		run = make(chan struct{})
 		k.readyRun = run
 		k.topicMu.Lock()
-		topics := make([]string, 0, len(k.topics))
-		for t := range k.topics {
+		topics := make([]string, 0, len(k.used))
+		for t := range k.used {
 			topics = append(topics, t)
 		}
 		k.topicMu.Unlock()
@@ -532,6 +661,14 @@ func (k *Kafka) Ready(ctx context.Context) error {
 		go func() {
 			defer k.running.Done()
 			err := k.client.RefreshMetadata(topics...)
+			if isUnknownTopic(err) {
+				// Topics are gone: create them again, so that producers and consumers
+				// recover without a restart.
+				k.forget(topics...)
+				ctx, cancel := context.WithTimeout(k.closing, 30*time.Second)
+				err = k.ensureTopics(ctx, topics)
+				cancel()
+			}
 			k.readyMu.Lock()
 			k.readyErr, k.readyRun = err, nil
 			k.readyMu.Unlock()

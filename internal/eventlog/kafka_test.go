@@ -40,8 +40,8 @@ func quietLogger() *logrus.Entry {
 
 func kafkaConfig(addrs []string, partitions int32) eventlog.KafkaConfig {
 	return eventlog.KafkaConfig{
-		Config:  eventlog.Config{DefaultPartitions: partitions},
-		Brokers: addrs, ClientID: "test", Logger: quietLogger(),
+		Config:  eventlog.Config{DefaultPartitions: partitions, Logger: quietLogger()},
+		Brokers: addrs, ClientID: "test",
 	}
 }
 

@@ -1,6 +1,7 @@
 package eventlog
 
 import (
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,6 +14,7 @@ type Metrics struct {
 	deadLetters   *prometheus.CounterVec
 	produce       *prometheus.HistogramVec
 	trimFailures  prometheus.Counter
+	stoppedParts  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the log metrics on reg.
@@ -24,9 +26,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dendrite_eventlog_produce_seconds", Help: "Time to durably append.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"topic"}),
 		trimFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_eventlog_retention_failures_total", Help: "Failed retention runs."}),
+		stoppedParts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dendrite_eventlog_stopped_consumers",
+			Help: "Consumers stopped because their offset is past the end of the partition (topic recreated or records lost)."}, []string{"topic", "partition"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures)
+		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts)
 	}
 	return m
 }
@@ -58,5 +62,11 @@ func (m *Metrics) produced(topic string, d time.Duration) {
 func (m *Metrics) trimFailed() {
 	if m != nil {
 		m.trimFailures.Inc()
+	}
+}
+
+func (m *Metrics) stopped(topic string, partition int32, delta float64) {
+	if m != nil {
+		m.stoppedParts.WithLabelValues(topic, strconv.Itoa(int(partition))).Add(delta)
 	}
 }

@@ -181,7 +181,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request, h HandlerFunc, lo
 	}
 	if err != nil {
 		var merr *matrixerr.Error
-		if !errors.As(err, &merr) {
+		// A part of the server that is down or restarting (inthttp.UnreachableError): 503
+		// with Retry-After, so that clients retry instead of reporting a failure.
+		var unavailable interface{ RetryAfter() time.Duration }
+		switch {
+		case errors.As(err, &merr):
+		case errors.As(err, &unavailable):
+			logger.WithError(err).Warn("request failed: a component is unreachable")
+			merr = matrixerr.Unavailable(unavailable.RetryAfter())
+		default:
 			if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 				logger.Debug("client went away")
 			} else {

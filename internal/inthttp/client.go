@@ -66,6 +66,7 @@ func NewHTTPClient() *http.Client {
 // answer. Errors:
 //   - the callee's *matrixerr.Error, rebuilt with its code, status, message and extra fields;
 //   - *RemoteError for the callee's internal failures and refusals (detail in its log);
+//   - *UnreachableError when the callee's address gave no answer (down, restarting);
 //   - a wrapped transport error (errors.Is finds context.DeadlineExceeded or
 //     context.Canceled when ctx ended).
 //
@@ -111,7 +112,7 @@ func call[Res any](ctx context.Context, c *Client, method string, req any) (*Res
 		if ctx.Err() != nil {
 			return fail(outcomeTimeout, err)
 		}
-		return fail(outcomeNetwork, err)
+		return nil, outcomeNetwork, &UnreachableError{Component: c.component, Method: method, Err: err}
 	}
 	defer hres.Body.Close() //nolint:errcheck // read-only body; nothing to do about a failed close
 	b, err := io.ReadAll(hres.Body)

@@ -151,6 +151,28 @@ func (e *RemoteError) Error() string {
 	return fmt.Sprintf("internal API %s/%s: HTTP %d: %s", e.Component, e.Method, e.StatusCode, e.Message)
 }
 
+// UnreachableError is a call that got no answer: the callee's address refused or dropped
+// the connection (the callee is down or restarting). Nothing says whether the callee
+// applied the request; calls are idempotent, so the caller may retry. A public handler
+// failing with it answers 503 with Retry-After (see RetryAfter), not 500.
+type UnreachableError struct {
+	Component string
+	Method    string
+	Err       error
+}
+
+// Error implements error.
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("internal API %s/%s unreachable: %v", e.Component, e.Method, e.Err)
+}
+
+// Unwrap gives the transport error.
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// RetryAfter is how long a client should wait before retrying a request that failed
+// because of e: about as long as a crashed component takes to be back.
+func (e *UnreachableError) RetryAfter() time.Duration { return time.Second }
+
 // Temporary is true for failures that a retry may fix (5xx).
 func (e *RemoteError) Temporary() bool {
 	return e.StatusCode >= 500

@@ -88,6 +88,13 @@ func LimitExceeded(retryAfter time.Duration) *Error {
 	return &Error{Code: "M_LIMIT_EXCEEDED", Message: "too many requests", Status: http.StatusTooManyRequests, RetryAfterMS: retryAfter.Milliseconds()}
 }
 
+// Unavailable is 503 M_UNKNOWN with the time to wait (the Retry-After header): a part of
+// the server the request needs cannot be reached just now (restarting, or down).
+func Unavailable(retryAfter time.Duration) *Error {
+	return &Error{Code: "M_UNKNOWN", Message: "the server is temporarily unavailable, retry later", Status: http.StatusServiceUnavailable,
+		RetryAfterMS: retryAfter.Milliseconds()}
+}
+
 // ServerManaged is 405 M_BAD_JSON: the client tried to set account data of a type the
 // server manages (m.fully_read, m.push_rules).
 var ServerManaged = mk("M_BAD_JSON", http.StatusMethodNotAllowed)

@@ -263,7 +263,7 @@ func (e *env) kafkaConfig(clientID string, metrics *eventlog.Metrics, logger *lo
 	lc := e.cfg.Global.Log
 	return eventlog.KafkaConfig{
 		Config: eventlog.Config{
-			DefaultPartitions: lc.Partitions, Retention: time.Duration(lc.Retention), Metrics: metrics,
+			DefaultPartitions: lc.Partitions, Retention: time.Duration(lc.Retention), Metrics: metrics, Logger: logger,
 		},
 		Brokers: lc.Kafka.Brokers, ClientID: clientID,
 		Topics: []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData),
@@ -271,7 +271,6 @@ func (e *env) kafkaConfig(clientID string, metrics *eventlog.Metrics, logger *lo
 			e.topic(eduapi.TopicOutputSendToDeviceEvent), e.topic(receiptapi.TopicInputReceipt), e.topic(receiptapi.TopicOutputReceiptEvent),
 			e.topic(presenceapi.TopicInputPresence), e.topic(presenceapi.TopicOutputPresenceEvent)},
 		MaxMessageBytes: lc.Kafka.MaxMessageBytes, ReplicationFactor: int16(lc.Kafka.ReplicationFactor),
-		Logger: logger,
 	}
 }
 

@@ -194,12 +194,11 @@ func (e *env) component(name string) *logrus.Entry {
 	return e.logger.WithField("component", name)
 }
 
-// ready reports whether the event log (the brokers, on Kafka) and the databases answer.
+// ready reports whether the event log serves (the brokers answer, on Kafka; no consumer is
+// stopped past the end of its partition) and the databases answer.
 func (e *env) ready(ctx context.Context) error {
-	if r, ok := e.log.(interface{ Ready(context.Context) error }); ok {
-		if err := r.Ready(ctx); err != nil { // Kafka: the brokers answer
-			return err
-		}
+	if err := e.log.Ready(ctx); err != nil {
+		return err
 	}
 	for _, db := range e.dbs {
 		if err := db.PingContext(ctx); err != nil {

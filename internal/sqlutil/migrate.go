@@ -15,19 +15,28 @@ type Migration struct {
 	Up      func(ctx context.Context, tx *sql.Tx, d Dialect) error
 }
 
+// migrationLock is the PostgreSQL advisory lock key Migrate holds: one for every
+// component, so that migrations of one database never run concurrently ("dendrite" in
+// ASCII, as a number).
+const migrationLock int64 = 0x64656e6472697465
+
 // Migrate applies every migration above the version recorded in
 // "<component>_schema_version", each in its own transaction.
 func Migrate(ctx context.Context, db *DB, component string, migrations []Migration) error {
 	table := component + "_schema_version"
 	return db.WithTx(ctx, func(tx *sql.Tx) error {
+		if db.Engine() == Postgres {
+			// Several processes may start at once on one database (roomserver shards, or
+			// components sharing it): one migrates, the others wait. The lock comes before
+			// any DDL, since two concurrent CREATE TABLE IF NOT EXISTS of one table fail one
+			// of them (a duplicate key in pg_type_typname_nsp_index); it is held until the
+			// transaction ends. SQLite's writes are serialized by WithTx already.
+			if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", migrationLock); err != nil {
+				return fmt.Errorf("take the migration lock: %w", err)
+			}
+		}
 		if _, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+table+" (version INTEGER NOT NULL)"); err != nil {
 			return fmt.Errorf("create %s: %w", table, err)
-		}
-		if db.Engine() == Postgres {
-			// Several processes may start at once on one database: one migrates, the others wait.
-			if _, err := tx.ExecContext(ctx, "LOCK TABLE "+table+" IN EXCLUSIVE MODE"); err != nil {
-				return err
-			}
 		}
 		var current int
 		if err := tx.QueryRowContext(ctx, "SELECT COALESCE(MAX(version), 0) FROM "+table).Scan(&current); err != nil {

@@ -96,6 +96,10 @@ type InputRoomEvents struct {
 	// events only: each complete event from another server stands on its own.
 	Atomic bool             `json:"atomic,omitempty"`
 	Events []InputRoomEvent `json:"events"`
+	// MessageID is a random ID the writer gives the message (Input sets it) and asks the
+	// result for: after a log reset another message can hold the same partition and
+	// offset, and its result must never be taken for this one's.
+	MessageID string `json:"message_id,omitempty"`
 }
 
 // Result is the outcome of one input event.
@@ -154,6 +158,9 @@ type InputRoomEventsResponse struct {
 type QueryInputResultRequest struct {
 	Partition int32 `json:"partition"`
 	Offset    int64 `json:"offset"`
+	// MessageID, when set, is the InputRoomEvents.MessageID of the message produced at
+	// Offset: a result of another message there is not an answer (503, retry).
+	MessageID string `json:"message_id,omitempty"`
 }
 
 // QueryInputResultResponse is the outcome of one InputRoomEvents message.

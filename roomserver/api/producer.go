@@ -2,6 +2,8 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -32,7 +34,11 @@ var ErrInputTimeout = matrixerr.GatewayTimeout("the server did not finish proces
 
 // InputRoomEvents produces the events and waits for their results.
 func (in *Input) InputRoomEvents(ctx context.Context, req *InputRoomEventsRequest) (*InputRoomEventsResponse, error) {
-	value, err := json.Marshal(req.Input)
+	msg := req.Input
+	id := make([]byte, 16)
+	_, _ = rand.Read(id) // crypto/rand never fails on Linux
+	msg.MessageID = hex.EncodeToString(id)
+	value, err := json.Marshal(msg)
 	if err != nil {
 		return nil, fmt.Errorf("encode input for %s: %w", req.Input.RoomID, err)
 	}
@@ -46,7 +52,7 @@ func (in *Input) InputRoomEvents(ctx context.Context, req *InputRoomEventsReques
 		waitCtx, cancel = context.WithTimeout(ctx, in.Timeout)
 		defer cancel()
 	}
-	res, err := in.Wait.QueryInputResult(waitCtx, &QueryInputResultRequest{Partition: pos[0].Partition, Offset: pos[0].Offset})
+	res, err := in.Wait.QueryInputResult(waitCtx, &QueryInputResultRequest{Partition: pos[0].Partition, Offset: pos[0].Offset, MessageID: msg.MessageID})
 	// The wait's deadline passed (here, or at the shard it was sent to over internal HTTP)
 	// while the caller still waits. waitCtx.Err() is not checked: the response may come
 	// before the context's own timer has marked it done.

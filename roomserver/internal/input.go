@@ -232,6 +232,7 @@ func (in *Inputer) applyLocal(ctx context.Context, partition int32, recs []event
 	start := time.Now()
 	rooms := map[string]*pendingRoom{}
 	offsets := make([]int64, len(recs))
+	ids := make([]string, len(recs))
 	results := make([][]api.Result, len(recs))
 	txns := map[string][]storage.Transaction{}
 	for i, rec := range recs {
@@ -257,6 +258,7 @@ func (in *Inputer) applyLocal(ctx context.Context, partition int32, recs []event
 			return err
 		}
 		results[i] = res
+		ids[i] = msg.MessageID
 		accepted = append(accepted, acc...)
 	}
 	outbound, heads, err := in.write(ctx, partition, recs[len(recs)-1].Offset+1, rooms, accepted)
@@ -269,7 +271,7 @@ func (in *Inputer) applyLocal(ctx context.Context, partition int32, recs []event
 	if err = in.flush(ctx, outbound); err != nil {
 		return err
 	}
-	in.results.publish(partition, offsets, results, recs[len(recs)-1].Offset+1)
+	in.results.publish(partition, offsets, ids, results, recs[len(recs)-1].Offset+1)
 	in.Metrics.observeBatch(len(recs), len(accepted), time.Since(start))
 	return nil
 }

@@ -25,7 +25,7 @@ func NewQuerier(in *Inputer) *Querier {
 
 // QueryInputResult implements api.WaitAPI.
 func (q *Querier) QueryInputResult(ctx context.Context, req *api.QueryInputResultRequest) (*api.QueryInputResultResponse, error) {
-	res, err := q.in.results.wait(ctx, req.Partition, req.Offset)
+	res, err := q.in.results.wait(ctx, req.Partition, req.Offset, req.MessageID)
 	if err != nil {
 		return nil, err
 	}

@@ -86,7 +86,7 @@ func (in *Inputer) applyRemote(ctx context.Context, partition int32, rec eventlo
 		}
 		accepted = len(rt.inserted)
 	}
-	in.results.publish(partition, []int64{rec.Offset}, [][]api.Result{results}, rec.Offset+1)
+	in.results.publish(partition, []int64{rec.Offset}, []string{msg.MessageID}, [][]api.Result{results}, rec.Offset+1)
 	in.Metrics.observeBatch(1, accepted, time.Since(start))
 	return nil
 }

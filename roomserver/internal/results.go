@@ -3,6 +3,7 @@ package internal
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/roomserver/api"
@@ -18,10 +19,16 @@ type results struct {
 	parts map[int32]*partitionResults
 }
 
+// published is the outcome of the message at an offset, with the writer's ID for it.
+type published struct {
+	messageID string
+	res       []api.Result
+}
+
 type partitionResults struct {
 	// next is the first offset not yet processed; -1 until the consumer has started.
 	next    int64
-	byOff   map[int64][]api.Result
+	byOff   map[int64]published
 	order   []int64
 	changed chan struct{}
 }
@@ -29,7 +36,7 @@ type partitionResults struct {
 func newResults(partitions []int32) *results {
 	r := &results{parts: make(map[int32]*partitionResults, len(partitions))}
 	for _, p := range partitions {
-		r.parts[p] = &partitionResults{next: -1, byOff: map[int64][]api.Result{}, changed: make(chan struct{})}
+		r.parts[p] = &partitionResults{next: -1, byOff: map[int64]published{}, changed: make(chan struct{})}
 	}
 	return r
 }
@@ -44,14 +51,15 @@ func (r *results) start(partition int32, next int64) {
 	pr.changed = make(chan struct{})
 }
 
-// publish records the results of processed messages and wakes their waiters. offsets and
-// res are parallel; next is the partition's new first unprocessed offset.
-func (r *results) publish(partition int32, offsets []int64, res [][]api.Result, next int64) {
+// publish records the results of processed messages and wakes their waiters. offsets,
+// ids (the messages' MessageID) and res are parallel; next is the partition's new first
+// unprocessed offset.
+func (r *results) publish(partition int32, offsets []int64, ids []string, res [][]api.Result, next int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pr := r.parts[partition]
 	for i, off := range offsets {
-		pr.byOff[off] = res[i]
+		pr.byOff[off] = published{messageID: ids[i], res: res[i]}
 		pr.order = append(pr.order, off)
 	}
 	for len(pr.order) > keepResults {
@@ -64,7 +72,11 @@ func (r *results) publish(partition int32, offsets []int64, res [][]api.Result, 
 }
 
 // wait blocks until the message at offset has been processed and returns its results.
-func (r *results) wait(ctx context.Context, partition int32, offset int64) ([]api.Result, error) {
+// With a messageID, a result of another message at that offset (the log was reset and
+// its offsets were given again while this shard's consumer is stopped past them) is 503:
+// the writer's client retries with its transaction ID instead of taking another event's
+// ID for its own.
+func (r *results) wait(ctx context.Context, partition int32, offset int64, messageID string) ([]api.Result, error) {
 	for {
 		r.mu.Lock()
 		pr, ok := r.parts[partition]
@@ -73,12 +85,15 @@ func (r *results) wait(ctx context.Context, partition int32, offset int64) ([]ap
 			return nil, matrixerr.Unknown("partition not served by this roomserver")
 		}
 		if pr.next > offset {
-			res, ok := pr.byOff[offset]
+			p, ok := pr.byOff[offset]
 			r.mu.Unlock()
 			if !ok {
 				return nil, matrixerr.Unknown("outcome of the event is no longer known")
 			}
-			return res, nil
+			if messageID != "" && p.messageID != messageID {
+				return nil, matrixerr.Unavailable(time.Second)
+			}
+			return p.res, nil
 		}
 		ch := pr.changed
 		r.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -167,7 +168,7 @@ func RunLogContract(t *testing.T, newLog func(t *testing.T) eventlog.Log) {
 			t.Fatalf("got %d distinct records, want %d", len(seen), producers*each)
 		}
 	})
-	t.Run("offset past the end waits for it", func(t *testing.T) {
+	t.Run("offset past the end stops the partition", func(t *testing.T) {
 		l := newLog(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -180,25 +181,43 @@ func RunLogContract(t *testing.T, newLog func(t *testing.T) eventlog.Log) {
 		}
 		produce(0, 2)
 		p := eventlog.PartitionFor([]byte("k"), l.Partitions("ahead"))
-		got := make(chan []eventlog.Record, 10)
+		if err := l.Ready(ctx); err != nil {
+			t.Fatalf("Ready before any consumer: %v", err)
+		}
+		cctx, stop := context.WithCancel(ctx)
+		delivered := 0
+		done := make(chan error, 1)
 		go func() {
-			_ = l.Consume(ctx, "ahead", p, 4, func(_ context.Context, recs []eventlog.Record) error { // ends with ctx
-				got <- recs
+			done <- l.Consume(cctx, "ahead", p, 4, func(_ context.Context, recs []eventlog.Record) error {
+				delivered += len(recs)
 				return nil
 			})
 		}()
-		produce(2, 6)
-		var recs []eventlog.Record
-		for len(recs) < 2 {
-			select {
-			case rs := <-got:
-				recs = append(recs, rs...)
-			case <-ctx.Done():
-				t.Fatalf("got %d records", len(recs))
+		var err error
+		for err = l.Ready(ctx); err == nil; err = l.Ready(ctx) {
+			if ctx.Err() != nil {
+				t.Fatal("Ready never reported the consumer past the end")
 			}
+			time.Sleep(10 * time.Millisecond) // polling with the test's deadline
 		}
-		if len(recs) != 2 || recs[0].Offset != 4 || string(recs[1].Value) != "5" {
-			t.Fatalf("got %+v, want offsets 4 and 5 only", recs)
+		if !errors.Is(err, eventlog.ErrOffsetPastEnd) || !strings.Contains(err.Error(), fmt.Sprintf("ahead/%d", p)) {
+			t.Fatalf("Ready: %v, want ErrOffsetPastEnd naming ahead/%d", err, p)
+		}
+		// The end now passes the consumer's offset: records 2 and 3 were never delivered to
+		// it, so it must stay stopped rather than go on from 4.
+		produce(2, 6)
+		if err := l.Ready(ctx); !errors.Is(err, eventlog.ErrOffsetPastEnd) {
+			t.Fatalf("Ready after the end passed the offset: %v", err)
+		}
+		stop()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Fatalf("Consume returned %v, want context.Canceled", err)
+		}
+		if delivered != 0 {
+			t.Fatalf("a stopped partition delivered %d records", delivered)
+		}
+		if err := l.Ready(ctx); err != nil {
+			t.Fatalf("Ready once the stopped consumer ended: %v", err)
 		}
 	})
 	t.Run("failed batch is redelivered", func(t *testing.T) {

@@ -1,0 +1,72 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+)
+
+// ErrOffsetPastEnd is what Ready reports while a consumer's offset is past the end of its
+// partition: the topic was recreated or truncated, or the log lost records. Such a
+// partition is stopped, never skipped ahead: the records now below the consumer's offset
+// were never delivered to it.
+var ErrOffsetPastEnd = errors.New("consumer offset past the end of its partition")
+
+// stalls are the partitions whose consumers stopped at an offset past the partition's end.
+type stalls struct {
+	mu      sync.Mutex
+	held    map[partKey]int
+	metrics *Metrics
+	log     *logrus.Entry
+}
+
+func newStalls(cfg *Config) *stalls {
+	return &stalls{held: map[partKey]int{}, metrics: cfg.Metrics, log: cfg.Logger}
+}
+
+// hold stops a consumer of topic/partition whose next offset from is past the partition's
+// end end: it logs an error, counts the partition in the metric and in Ready until ctx
+// ends or closed is closed, and returns ctx's error or ErrClosed.
+func (s *stalls) hold(ctx context.Context, closed <-chan struct{}, topic string, partition int32, from, end int64) error {
+	k := partKey{topic, partition}
+	s.log.WithFields(logrus.Fields{"topic": topic, "partition": partition, "offset": from, "end": end}).
+		Error("consumer offset past the end of the partition (topic recreated or records lost): partition stopped, nothing skipped")
+	s.mu.Lock()
+	s.held[k]++
+	s.mu.Unlock()
+	s.metrics.stopped(topic, partition, 1)
+	defer func() {
+		s.mu.Lock()
+		if s.held[k]--; s.held[k] == 0 {
+			delete(s.held, k)
+		}
+		s.mu.Unlock()
+		s.metrics.stopped(topic, partition, -1)
+	}()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-closed:
+		return ErrClosed
+	}
+}
+
+// err names every stopped partition, or is nil when none is.
+func (s *stalls) err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.held) == 0 {
+		return nil
+	}
+	names := make([]string, 0, len(s.held))
+	for k := range s.held {
+		names = append(names, fmt.Sprintf("%s/%d", k.topic, k.partition))
+	}
+	slices.Sort(names)
+	return fmt.Errorf("%w: %s", ErrOffsetPastEnd, strings.Join(names, ", "))
+}
