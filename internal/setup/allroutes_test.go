@@ -50,6 +50,7 @@ var clientBodies = map[string]bodySpec{
 	"PUT /devices/{deviceID}":                               {sample: `{"display_name":"x"}`},
 	"DELETE /devices/{deviceID}":                            {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
+	"POST /account/deactivate":                              {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`, optional: true},
 	"POST /account/password":                                {sample: `{"new_password":"x","logout_devices":false,"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /_synapse/admin/v1/register":                      {sample: `{"nonce":"x","username":"x2","displayname":"x","password":"password-x2","admin":false,"mac":"00"}`},
 	"PUT /pushrules/{path:.*}":                              {sample: `{"actions":["notify"],"conditions":[{"kind":"event_match","key":"type","pattern":"x"}],"pattern":"x"}`},
