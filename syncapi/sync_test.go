@@ -45,6 +45,8 @@ func TestSyncLifecycle(t *testing.T) {
 		if !slices.Contains(eventIDs(jr.Timeline.Events), joinID) {
 			t.Fatalf("join not in timeline: %v", eventIDs(jr.Timeline.Events))
 		}
+		// A room joined since the last sync comes as in an initial sync: its recent timeline
+		// (here all of it, from the create event) and the state before that, each event once.
 		stateTypes := map[string]bool{}
 		for _, e := range jr.State.Events {
 			stateTypes[e.Type] = true
@@ -52,10 +54,17 @@ func TestSyncLifecycle(t *testing.T) {
 				t.Fatalf("state event %s repeated in the timeline", e.EventID)
 			}
 		}
+		for _, e := range jr.Timeline.Events {
+			stateTypes[e.Type] = true
+		}
 		for _, want := range []string{spec.MRoomCreate, spec.MRoomPowerLevels, spec.MRoomJoinRules, spec.MRoomName} {
 			if !stateTypes[want] {
-				t.Fatalf("newly joined room lacks %s in state: %v", want, stateTypes)
+				t.Fatalf("newly joined room lacks %s in state and timeline: %v", want, stateTypes)
 			}
+		}
+		if jr.Timeline.Limited || len(jr.State.Events) != 0 || jr.Timeline.Events[0].Type != spec.MRoomCreate {
+			t.Fatalf("newly joined small room: limited %v, %d state events, timeline from %s", jr.Timeline.Limited,
+				len(jr.State.Events), jr.Timeline.Events[0].Type)
 		}
 
 		// Messages arrive once; the transaction ID only reaches the sending device.

@@ -447,3 +447,50 @@ func TestRoomTagsConcurrently(t *testing.T) {
 		wantCode(t, err, "M_TOO_LARGE")
 	})
 }
+
+// TestGuestAccounts: a guest account has no password, its tokens say guest, and upgrading it
+// gives it a password and makes those same tokens an ordinary account's; only a guest
+// account can be upgraded, once.
+func TestGuestAccounts(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newAPI(t, db, nil)
+		create(t, u, "alice", "pw")
+		if _, err := u.PerformAccountCreation(ctx, &api.PerformAccountCreationRequest{Localpart: "g1", AccountType: api.AccountTypeGuest}); err != nil {
+			t.Fatal(err)
+		}
+		dev := login(t, u, "g1", nil)
+		tokenType := func(token string) api.AccountType {
+			t.Helper()
+			res, err := u.QueryAccessToken(ctx, &api.QueryAccessTokenRequest{AccessToken: token})
+			if err != nil || res.Device == nil {
+				t.Fatalf("token lookup: %+v %v", res, err)
+			}
+			return res.Device.AccountType
+		}
+		if got := tokenType(dev.AccessToken); got != api.AccountTypeGuest {
+			t.Fatalf("guest token account type %d", got)
+		}
+		if got := tokenType(login(t, u, "alice", nil).AccessToken); got != api.AccountTypeUser {
+			t.Fatalf("user token account type %d", got)
+		}
+		_, err := u.PerformGuestUpgrade(ctx, &api.PerformGuestUpgradeRequest{Localpart: "alice", Password: "x"})
+		wantCode(t, err, "M_FORBIDDEN")
+		res, err := u.PerformGuestUpgrade(ctx, &api.PerformGuestUpgradeRequest{Localpart: "g1", Password: "new pw"})
+		if err != nil || res.Account.AccountType != api.AccountTypeUser || res.Account.UserID != "@g1:"+serverName {
+			t.Fatalf("upgrade: %+v %v", res, err)
+		}
+		if got := tokenType(dev.AccessToken); got != api.AccountTypeUser {
+			t.Fatalf("upgraded token account type %d", got)
+		}
+		if _, err = u.QueryAccountByPassword(ctx, &api.QueryAccountByPasswordRequest{Localpart: "g1", Password: "new pw"}); err != nil {
+			t.Fatalf("upgraded password: %v", err)
+		}
+		_, err = u.PerformGuestUpgrade(ctx, &api.PerformGuestUpgradeRequest{Localpart: "g1", Password: "x"})
+		wantCode(t, err, "M_FORBIDDEN")
+		acc, err := u.QueryAccount(ctx, &api.QueryAccountRequest{Localpart: "nobody"})
+		if err != nil || acc.Account != nil {
+			t.Fatalf("unknown account: %+v %v", acc, err)
+		}
+	})
+}

@@ -45,8 +45,25 @@ type Accounts struct {
 }
 
 // DeviceLookup resolves access tokens through the userapi: M_UNKNOWN_TOKEN for a token
-// that names no device.
+// that names no device, M_GUEST_ACCESS_FORBIDDEN for a guest's token. Endpoints that the
+// spec opens to guests use GuestDeviceLookup instead.
 func DeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) (*uapi.Device, error) {
+	lookup := GuestDeviceLookup(u)
+	return func(ctx context.Context, token string) (*uapi.Device, error) {
+		dev, err := lookup(ctx, token)
+		if err != nil {
+			return nil, err
+		}
+		if dev.IsGuest() {
+			return nil, matrixerr.GuestAccessForbidden("guest accounts may not use this endpoint")
+		}
+		return dev, nil
+	}
+}
+
+// GuestDeviceLookup resolves access tokens, guests' included, for the endpoints the spec's
+// guest access module allows guests: M_UNKNOWN_TOKEN for a token that names no device.
+func GuestDeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) (*uapi.Device, error) {
 	return func(ctx context.Context, token string) (*uapi.Device, error) {
 		res, err := u.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: token})
 		if err != nil {
@@ -69,6 +86,9 @@ func (a *Accounts) Routes() []httputil.Route {
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
 		return httputil.Authenticated(DeviceLookup(a.UserAPI), h)
 	}
+	guest := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+		return httputil.Authenticated(GuestDeviceLookup(a.UserAPI), h)
+	}
 	get, put, post := http.MethodGet, http.MethodPut, http.MethodPost
 	routes := []httputil.Route{
 		{Name: "register", Method: post, Path: "/register", Handler: a.Register},
@@ -77,11 +97,11 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "login", Method: post, Path: "/login", Handler: a.Login},
 		{Name: "logout", Method: post, Path: "/logout", Handler: auth(a.Logout)},
 		{Name: "logoutAll", Method: post, Path: "/logout/all", Handler: auth(a.LogoutAll)},
-		{Name: "whoami", Method: get, Path: "/account/whoami", Handler: auth(a.WhoAmI)},
+		{Name: "whoami", Method: get, Path: "/account/whoami", Handler: guest(a.WhoAmI)},
 		{Name: "capabilities", Method: get, Path: "/capabilities", Handler: auth(a.Capabilities)},
 		{Name: "profile", Method: get, Path: "/profile/{userID}", Handler: a.GetProfile},
 		{Name: "getDisplayName", Method: get, Path: "/profile/{userID}/displayname", Handler: a.GetDisplayName},
-		{Name: "setDisplayName", Method: put, Path: "/profile/{userID}/displayname", Handler: auth(a.SetDisplayName)},
+		{Name: "setDisplayName", Method: put, Path: "/profile/{userID}/displayname", Handler: guest(a.SetDisplayName)},
 		{Name: "getAvatarURL", Method: get, Path: "/profile/{userID}/avatar_url", Handler: a.GetAvatarURL},
 		{Name: "setAvatarURL", Method: put, Path: "/profile/{userID}/avatar_url", Handler: auth(a.SetAvatarURL)},
 		{Name: "putFilter", Method: post, Path: "/user/{userID}/filter", Handler: auth(a.PutFilter)},
@@ -96,12 +116,14 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "getPushRules", Method: get, Path: "/pushrules/{path:.*}", Handler: auth(a.GetPushRules)},
 		{Name: "putPushRule", Method: put, Path: "/pushrules/{path:.*}", Handler: auth(a.PutPushRule)},
 		{Name: "deletePushRule", Method: http.MethodDelete, Path: "/pushrules/{path:.*}", Handler: auth(a.DeletePushRule)},
-		{Name: "devices", Method: get, Path: "/devices", Handler: auth(a.Devices)},
-		{Name: "device", Method: get, Path: "/devices/{deviceID}", Handler: auth(a.Device)},
-		{Name: "updateDevice", Method: put, Path: "/devices/{deviceID}", Handler: auth(a.UpdateDevice)},
+		{Name: "devices", Method: get, Path: "/devices", Handler: guest(a.Devices)},
+		{Name: "device", Method: get, Path: "/devices/{deviceID}", Handler: guest(a.Device)},
+		{Name: "updateDevice", Method: put, Path: "/devices/{deviceID}", Handler: guest(a.UpdateDevice)},
 		{Name: "deleteDevice", Method: http.MethodDelete, Path: "/devices/{deviceID}", Handler: auth(a.DeleteDevice)},
 		{Name: "deleteDevices", Method: post, Path: "/delete_devices", Handler: auth(a.DeleteDevices)},
 		{Name: "changePassword", Method: post, Path: "/account/password", Handler: auth(a.ChangePassword)},
+		{Name: "deactivate", Method: post, Path: "/account/deactivate", Handler: auth(a.DeactivateAccount)},
+		{Name: "whois", Method: get, Path: "/admin/whois/{userID}", Handler: auth(a.WhoIs)},
 	}
 	out := clientPaths(routes)
 	return append(out,

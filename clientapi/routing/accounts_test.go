@@ -310,24 +310,57 @@ func TestSharedSecretRegistration(t *testing.T) {
 	})
 }
 
-// TestGuestRegistration: kind=guest is refused with the spec's 403 M_FORBIDDEN, saying
-// "disabled" while client_api.guests_disabled is true; guest access is not built yet, so it
-// is refused when the key is false too, and nothing is stored either way.
+// TestGuestRegistration: with client_api.guests_disabled kind=guest is refused with the
+// spec's 403 M_FORBIDDEN and nothing is stored. Without it a guest registers with no
+// authentication (even with registration closed), whoami says is_guest, endpoints outside
+// the guest access module answer 403 M_GUEST_ACCESS_FORBIDDEN while listed ones work, and
+// only the guest's own token upgrades it to a full account with the same user ID.
 func TestGuestRegistration(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
-		for _, disabled := range []bool{true, false} {
-			cfg := openCfg()
-			cfg.GuestsDisabled = disabled
-			e := newEnv(t, db, cfg)
-			before := e.accountCount()
-			res := e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 403, "M_FORBIDDEN")
-			if msg, _ := res["error"].(string); strings.Contains(msg, "disabled") != disabled {
-				t.Errorf("guests_disabled %v: message %q", disabled, msg)
-			}
-			if after := e.accountCount(); after != before {
-				t.Fatalf("guest registration stored an account")
-			}
+		cfg := openCfg()
+		e := newEnv(t, db, cfg)
+		before := e.accountCount()
+		res := e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 403, "M_FORBIDDEN")
+		if msg, _ := res["error"].(string); !strings.Contains(msg, "disabled") {
+			t.Errorf("message %q", msg)
 		}
+		if after := e.accountCount(); after != before {
+			t.Fatalf("guest registration stored an account")
+		}
+
+		cfg.GuestsDisabled, cfg.RegistrationDisabled = false, true
+		e = newEnv(t, db, cfg)
+		guest := e.want("POST", v3+"/register?kind=guest", "", map[string]any{"initial_device_display_name": "kiosk"}, 200, "")
+		userID, token := guest["user_id"].(string), guest["access_token"].(string)
+		if who := e.want("GET", v3+"/account/whoami", token, nil, 200, ""); who["user_id"] != userID || who["is_guest"] != true {
+			t.Fatalf("guest whoami %v", who)
+		}
+		e.want("GET", v3+"/devices/"+guest["device_id"].(string), token, nil, 200, "")
+		e.want("PUT", v3+"/profile/"+userID+"/displayname", token, map[string]any{"displayname": "creeper"}, 200, "")
+		e.want("PUT", v3+"/profile/"+userID+"/avatar_url", token, map[string]any{"avatar_url": "mxc://x/y"}, 403, "M_GUEST_ACCESS_FORBIDDEN")
+		e.want("GET", v3+"/user/"+userID+"/account_data/m.direct", token, nil, 403, "M_GUEST_ACCESS_FORBIDDEN")
+		e.want("POST", v3+"/account/password", token, map[string]any{"new_password": "x"}, 403, "M_GUEST_ACCESS_FORBIDDEN")
+
+		other := e.want("POST", v3+"/register?kind=guest", "", map[string]any{}, 200, "")
+		// Upgrading is registering: it needs open registration.
+		cfg.RegistrationDisabled = false
+		e = newEnv(t, db, cfg)
+		local := strings.TrimPrefix(strings.Split(userID, ":")[0], "@")
+		upgrade := map[string]any{"username": local, "password": "SIR_Arthur", "guest_access_token": other["access_token"]}
+		e.want("POST", v3+"/register", "", upgrade, 403, "M_FORBIDDEN")
+		upgrade["guest_access_token"] = token
+		e.want("POST", v3+"/register", "", upgrade, 401, "")
+		upgrade["auth"] = map[string]any{"type": "m.login.dummy"}
+		full := e.want("POST", v3+"/register", "", upgrade, 200, "")
+		if full["user_id"] != userID {
+			t.Fatalf("upgraded account %v, want %s", full, userID)
+		}
+		if who := e.want("GET", v3+"/account/whoami", full["access_token"].(string), nil, 200, ""); who["is_guest"] != false {
+			t.Fatalf("upgraded whoami %v", who)
+		}
+		e.want("GET", v3+"/user/"+userID+"/account_data/m.direct", token, nil, 404, "M_NOT_FOUND")
+		e.want("POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": local, "password": "SIR_Arthur"}, 200, "")
+		e.want("POST", v3+"/register", "", upgrade, 403, "M_FORBIDDEN")
 	})
 }
 
@@ -401,5 +434,57 @@ func TestLoginAttemptsLimitedPerAccount(t *testing.T) {
 		}
 		body["password"] = "pw"
 		e.want("POST", v3+"/login", "", body, 429, "M_LIMIT_EXCEEDED")
+	})
+}
+
+// TestWhoIs: GET /admin/whois lists a user's devices with their last connection, for the
+// user themself or an administrator; another user gets 403 M_FORBIDDEN, a remote user 404.
+func TestWhoIs(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		alice := e.sharedSecret("alice", "pw", false, secret, 200, "")
+		admin := e.sharedSecret("root", "pw", true, secret, 200, "")
+		aliceID, aliceToken := alice["user_id"].(string), alice["access_token"].(string)
+		for _, token := range []string{aliceToken, admin["access_token"].(string)} {
+			res := e.want("GET", v3+"/admin/whois/"+aliceID, token, nil, 200, "")
+			devices, _ := res["devices"].(map[string]any)
+			dev, _ := devices[alice["device_id"].(string)].(map[string]any)
+			sessions, _ := dev["sessions"].([]any)
+			if res["user_id"] != aliceID || len(devices) != 1 || len(sessions) != 1 {
+				t.Fatalf("whois %v", res)
+			}
+			conns, _ := sessions[0].(map[string]any)["connections"].([]any)
+			if len(conns) != 1 || conns[0].(map[string]any)["ip"] != "127.0.0.1" {
+				t.Fatalf("whois connections %v", conns)
+			}
+		}
+		e.want("GET", v3+"/admin/whois/"+admin["user_id"].(string), aliceToken, nil, 403, "M_FORBIDDEN")
+		e.want("GET", v3+"/admin/whois/@alice:elsewhere", admin["access_token"].(string), nil, 404, "M_NOT_FOUND")
+	})
+}
+
+// TestDeactivateAccount: deactivation asks for the password (401 with the flows, then
+// M_FORBIDDEN for a wrong one); afterwards the account's tokens and password no longer work
+// and its user ID cannot be registered again.
+func TestDeactivateAccount(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		_, token := e.register("alice", "pw")
+		auth := func(password string) map[string]any {
+			return map[string]any{"auth": map[string]any{"type": "m.login.password", "user": "alice", "password": password}}
+		}
+		if res := e.want("POST", v3+"/account/deactivate", token, map[string]any{}, 401, ""); res["flows"] == nil {
+			t.Fatalf("no flows: %v", res)
+		}
+		if res := e.want("POST", v3+"/account/deactivate", token, auth("wrong"), 401, "M_FORBIDDEN"); res["flows"] == nil || res["completed"] == nil {
+			t.Fatalf("wrong password answer %v", res)
+		}
+		e.want("GET", v3+"/account/whoami", token, nil, 200, "")
+		if res := e.want("POST", v3+"/account/deactivate", token, auth("pw"), 200, ""); res["id_server_unbind_result"] != "no-support" {
+			t.Fatalf("deactivate answer %v", res)
+		}
+		e.want("GET", v3+"/account/whoami", token, nil, 401, "M_UNKNOWN_TOKEN")
+		e.want("POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw"}, 403, "M_FORBIDDEN")
+		e.want("GET", v3+"/register/available?username=alice", "", nil, 400, "M_USER_IN_USE")
 	})
 }

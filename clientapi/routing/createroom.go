@@ -297,7 +297,7 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 			return nil, err
 		}
 	}
-	joinRule, guestAccess := spec.Invite, "can_join"
+	joinRule, guestAccess := spec.Invite, guestAccessCanJoin
 	if req.Preset == presetPublicChat {
 		joinRule, guestAccess = spec.Public, "forbidden"
 	}
@@ -311,7 +311,7 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 	}{
 		{spec.MRoomJoinRules, map[string]string{"join_rule": joinRule}},
 		{spec.MRoomHistoryVisibility, map[string]string{"history_visibility": "shared"}},
-		{"m.room.guest_access", map[string]string{"guest_access": guestAccess}},
+		{mRoomGuestAccess, map[string]string{"guest_access": guestAccess}},
 	}
 	for _, d := range defaults {
 		if initial[d.evType+"\x00"] {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -31,6 +32,41 @@ func (a *Accounts) Devices(r *http.Request, dev *uapi.Device) (httputil.Response
 		out[i] = toDeviceJSON(&res.Devices[i])
 	}
 	return httputil.OK(map[string]any{"devices": out}), nil
+}
+
+// whoisConnection is one connection of GET /admin/whois: what is known of a device's last use.
+type whoisConnection struct {
+	IP        string `json:"ip"`
+	LastSeen  int64  `json:"last_seen"`
+	UserAgent string `json:"user_agent"`
+}
+
+// WhoIs is GET /admin/whois/{userId}: a local user's devices with their last connection,
+// for the user themself or a server administrator (M_FORBIDDEN for anyone else).
+func (a *Accounts) WhoIs(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	userID := httputil.Vars(r)["userID"]
+	if userID != dev.UserID && dev.AccountType != uapi.AccountTypeAdmin {
+		return httputil.Response{}, matrixerr.Forbidden("only server administrators may look up other users")
+	}
+	if !strings.HasSuffix(userID, ":"+a.ServerName) {
+		return httputil.Response{}, matrixerr.NotFound("not a user of this server")
+	}
+	res, err := a.UserAPI.QueryDevices(r.Context(), &uapi.QueryDevicesRequest{UserID: userID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	type session struct {
+		Connections []whoisConnection `json:"connections"`
+	}
+	devices := map[string]map[string][]session{}
+	for _, d := range res.Devices {
+		conns := []whoisConnection{}
+		if d.LastSeenTS > 0 {
+			conns = append(conns, whoisConnection{IP: d.LastSeenIP, LastSeen: d.LastSeenTS, UserAgent: d.UserAgent})
+		}
+		devices[d.DeviceID] = map[string][]session{"sessions": {{Connections: conns}}}
+	}
+	return httputil.OK(map[string]any{"user_id": userID, "devices": devices}), nil
 }
 
 // Device is GET /devices/{deviceId}.

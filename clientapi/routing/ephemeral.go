@@ -37,9 +37,12 @@ func (e *Ephemeral) Routes() []httputil.Route {
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
 		return httputil.Authenticated(DeviceLookup(e.Rooms.UserAPI), h)
 	}
+	guest := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+		return httputil.Authenticated(GuestDeviceLookup(e.Rooms.UserAPI), h)
+	}
 	return clientPaths([]httputil.Route{
 		{Name: "typing", Method: http.MethodPut, Path: "/rooms/{roomID}/typing/{userID}", Handler: auth(e.Typing)},
-		{Name: "sendToDevice", Method: http.MethodPut, Path: "/sendToDevice/{eventType}/{txnID}", Handler: auth(e.SendToDevice)},
+		{Name: "sendToDevice", Method: http.MethodPut, Path: "/sendToDevice/{eventType}/{txnID}", Handler: guest(e.SendToDevice)},
 		{Name: "receipt", Method: http.MethodPost, Path: "/rooms/{roomID}/receipt/{receiptType}/{eventID}", Handler: auth(e.Receipt)},
 		{Name: "readMarkers", Method: http.MethodPost, Path: "/rooms/{roomID}/read_markers", Handler: auth(e.ReadMarkers)},
 		{Name: "putPresence", Method: http.MethodPut, Path: "/presence/{userID}/status", Handler: auth(e.PutPresence)},

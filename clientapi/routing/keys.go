@@ -87,11 +87,15 @@ func (k *Keys) Routes() []httputil.Route {
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
 		return httputil.Authenticated(DeviceLookup(k.UserAPI), h)
 	}
+	// The guest access module opens upload, query and claim to guests (they may encrypt).
+	guest := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+		return httputil.Authenticated(GuestDeviceLookup(k.UserAPI), h)
+	}
 	post := http.MethodPost
 	return clientPaths(append([]httputil.Route{
-		{Name: "uploadKeys", Method: post, Path: "/keys/upload", Handler: auth(k.Upload)},
-		{Name: "queryKeys", Method: post, Path: "/keys/query", Handler: auth(k.Query)},
-		{Name: "claimKeys", Method: post, Path: "/keys/claim", Handler: auth(k.Claim)},
+		{Name: "uploadKeys", Method: post, Path: "/keys/upload", Handler: guest(k.Upload)},
+		{Name: "queryKeys", Method: post, Path: "/keys/query", Handler: guest(k.Query)},
+		{Name: "claimKeys", Method: post, Path: "/keys/claim", Handler: guest(k.Claim)},
 		{Name: "uploadDeviceSigningKeys", Method: post, Path: "/keys/device_signing/upload", Handler: auth(k.UploadDeviceSigning)},
 		{Name: "uploadSignatures", Method: post, Path: "/keys/signatures/upload", Handler: auth(k.UploadSignatures)},
 	}, k.backupRoutes(auth)...))

@@ -105,5 +105,5 @@ func (a *Accounts) LogoutAll(r *http.Request, dev *uapi.Device) (httputil.Respon
 
 // WhoAmI is GET /account/whoami.
 func (a *Accounts) WhoAmI(_ *http.Request, dev *uapi.Device) (httputil.Response, error) {
-	return httputil.OK(map[string]any{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": false}), nil
+	return httputil.OK(map[string]any{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": dev.IsGuest()}), nil
 }

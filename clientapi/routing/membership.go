@@ -16,6 +16,12 @@ import (
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
+// The guest access state event and the value that lets guests join.
+const (
+	mRoomGuestAccess   = "m.room.guest_access"
+	guestAccessCanJoin = "can_join"
+)
+
 // memberContent is the content of an m.room.member event this server writes.
 type memberContent struct {
 	Membership  string `json:"membership"`
@@ -79,6 +85,87 @@ func (rm *Rooms) setMembership(ctx context.Context, roomID, sender, target strin
 	return rm.sendProto(ctx, roomID, &rsapi.ProtoEvent{Sender: sender, Type: spec.MRoomMember, StateKey: &target, Content: content}, nil)
 }
 
+// putMemberState is PUT /rooms/{roomId}/state/m.room.member/{userId}: a membership event
+// with the client's own content, such as a per-room display name or avatar. The roomserver
+// checks the content and the auth rules (a join->join self-update is allowed, a change of
+// someone else's display name is not). What needs more than one event goes as the
+// membership endpoints do it: a join of a room this server has no copy of through
+// federation, an invite of another server's user through its server. A guest's join needs
+// the room's guest access, as on /join.
+func (rm *Rooms) putMemberState(ctx context.Context, dev *uapi.Device, roomID, target string, raw json.RawMessage) (httputil.Response, error) {
+	var content map[string]any
+	if err := json.Unmarshal(raw, &content); err != nil {
+		return httputil.Response{}, matrixerr.BadJSON("the body must be a JSON object")
+	}
+	membership, _ := content["membership"].(string)
+	reason, _ := content["reason"].(string)
+	if _, err := spec.NewUserID(target, true); err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("the state key of m.room.member must be a user ID")
+	}
+	switch {
+	case membership == spec.Join && target == dev.UserID:
+		local, err := rm.joinLocally(ctx, roomID)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if dev.IsGuest() {
+			if err = rm.checkGuestCanJoin(ctx, roomID, local); err != nil {
+				return httputil.Response{}, err
+			}
+		}
+		if !local {
+			if err = rm.joinRemote(ctx, nil, roomID, dev.UserID, reason); err != nil {
+				return httputil.Response{}, err
+			}
+			m, err := rm.membership(ctx, roomID, dev.UserID)
+			if err != nil {
+				return httputil.Response{}, err
+			}
+			return httputil.OK(map[string]string{"event_id": m.EventID}), nil
+		}
+		if err = rm.fillProfile(ctx, dev.UserID, content); err != nil {
+			return httputil.Response{}, err
+		}
+	case membership == spec.Invite && !rm.isLocalUser(target):
+		if err := rm.requireJoined(ctx, roomID, dev.UserID); err != nil {
+			return httputil.Response{}, err
+		}
+		if err := rm.inviteRemote(ctx, roomID, dev.UserID, target, memberContent{Membership: spec.Invite, Reason: reason}); err != nil {
+			return httputil.Response{}, err
+		}
+		m, err := rm.membership(ctx, roomID, target)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		return httputil.OK(map[string]string{"event_id": m.EventID}), nil
+	}
+	body, err := json.Marshal(content)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	eventID, err := rm.sendProto(ctx, roomID, &rsapi.ProtoEvent{Sender: dev.UserID, Type: spec.MRoomMember, StateKey: &target, Content: body}, nil)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"event_id": eventID}), nil
+}
+
+// fillProfile sets a join's displayname and avatar_url from the user's profile where the
+// client gave none.
+func (rm *Rooms) fillProfile(ctx context.Context, userID string, content map[string]any) error {
+	var p memberContent
+	if err := rm.profileContent(ctx, userID, &p); err != nil {
+		return err
+	}
+	if _, ok := content["displayname"]; !ok && p.DisplayName != "" {
+		content["displayname"] = p.DisplayName
+	}
+	if _, ok := content["avatar_url"]; !ok && p.AvatarURL != "" {
+		content["avatar_url"] = p.AvatarURL
+	}
+	return nil
+}
+
 // decodeOptional reads an optional JSON object body (empty is allowed).
 func decodeOptional(r *http.Request, v any) error {
 	if r.ContentLength == 0 {
@@ -124,6 +211,11 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if err != nil {
 		return httputil.Response{}, err
 	}
+	if dev.IsGuest() {
+		if err = rm.checkGuestCanJoin(ctx, roomID, local); err != nil {
+			return httputil.Response{}, err
+		}
+	}
 	if !local {
 		if err = rm.joinRemote(ctx, hints, roomID, dev.UserID, body.Reason); err != nil {
 			return httputil.Response{}, err
@@ -155,6 +247,76 @@ func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
 	if err := rm.copyPredecessorTags(r.Context(), roomID, userID); err != nil {
 		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("copying tags from the replaced room failed")
 	}
+}
+
+// checkGuestCanJoin fails with M_FORBIDDEN unless the room's current state here has
+// m.room.guest_access can_join, which the spec requires before a guest joins. A room this
+// server has no current copy of (local false) has no state to allow it.
+func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID string, local bool) error {
+	if !local {
+		return matrixerr.Forbidden("guests may join only rooms whose guest access this server knows")
+	}
+	ok, err := rm.guestAccessCanJoin(ctx, roomID)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return matrixerr.Forbidden("guest access is not allowed in this room")
+	}
+	return nil
+}
+
+// guestAccessCanJoin reports whether the room's current m.room.guest_access is can_join.
+func (rm *Rooms) guestAccessCanJoin(ctx context.Context, roomID string) (bool, error) {
+	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID,
+		Tuples: []rsapi.StateKeyTuple{{EventType: mRoomGuestAccess}}})
+	if err != nil {
+		return false, err
+	}
+	for _, ev := range res.StateEvents {
+		var c struct {
+			GuestAccess string `json:"guest_access"`
+		}
+		if json.Unmarshal(ev.Content(), &c) == nil && c.GuestAccess == guestAccessCanJoin {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// removeGuests makes every local guest joined to the room leave it, as the spec requires
+// once m.room.guest_access no longer says can_join. Each leave is the guest's own, which the
+// auth rules always allow. It runs after the guest access change was accepted, so a guest
+// joining concurrently is refused by checkGuestCanJoin or removed here.
+func (rm *Rooms) removeGuests(ctx context.Context, roomID string) error {
+	ok, err := rm.guestAccessCanJoin(ctx, roomID)
+	if err != nil || ok {
+		return err
+	}
+	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+	if err != nil {
+		return err
+	}
+	for _, ev := range res.StateEvents {
+		target := ev.StateKey()
+		if ev.Type() != spec.MRoomMember || target == nil || !rm.isLocalUser(*target) {
+			continue
+		}
+		if m, err := ev.Membership(); err != nil || m != spec.Join {
+			continue
+		}
+		acc, err := rm.UserAPI.QueryAccount(ctx, &uapi.QueryAccountRequest{Localpart: localpartOf(*target)})
+		if err != nil {
+			return err
+		}
+		if acc.Account == nil || acc.Account.AccountType != uapi.AccountTypeGuest {
+			continue
+		}
+		if _, err = rm.setMembership(ctx, roomID, *target, *target, memberContent{Membership: spec.Leave}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // joinLocally reports whether a join to roomID is an event of this server's copy of the

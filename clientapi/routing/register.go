@@ -29,6 +29,8 @@ type registerRequest struct {
 	DeviceID                 *string `json:"device_id"`
 	InitialDeviceDisplayName *string `json:"initial_device_display_name"`
 	InhibitLogin             bool    `json:"inhibit_login"`
+	// GuestAccessToken, with Username the guest's localpart, upgrades that guest account.
+	GuestAccessToken string `json:"guest_access_token"`
 }
 
 // registerAuth is the auth object of a registration request.
@@ -79,13 +81,13 @@ func (a *Accounts) Register(r *http.Request) (httputil.Response, error) {
 	case "", "user":
 	case "guest":
 		// The spec's answer for a kind of account the server does not permit is 403
-		// M_FORBIDDEN. Guest access is an optional module; it is not offered yet, whatever
-		// client_api.guests_disabled says, because the room endpoints do not enforce the
-		// limits the spec sets for guests (setup warns when the key asks for guests).
+		// M_FORBIDDEN. Guest registration needs no authentication and does not depend on
+		// registration_disabled, as in Synapse: guests are limited to the endpoints the guest
+		// access module lists (GuestDeviceLookup).
 		if a.Cfg.GuestsDisabled {
 			return httputil.Response{}, matrixerr.Forbidden("guest registration is disabled on this server")
 		}
-		return httputil.Response{}, matrixerr.Forbidden("guest access is not available on this server")
+		return a.registerGuest(r)
 	default:
 		return httputil.Response{}, matrixerr.InvalidParam("kind must be user or guest")
 	}
@@ -138,7 +140,13 @@ func (a *Accounts) Register(r *http.Request) (httputil.Response, error) {
 	if err := checkPassword(req.Password); err != nil {
 		return httputil.Response{}, err
 	}
-	acc, err := a.createAccount(r.Context(), req.Username, req.Password, uapi.AccountTypeUser)
+	var acc *uapi.Account
+	var err error
+	if req.GuestAccessToken != "" {
+		acc, err = a.upgradeGuest(r.Context(), &req)
+	} else {
+		acc, err = a.createAccount(r.Context(), req.Username, req.Password, uapi.AccountTypeUser)
+	}
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -184,10 +192,57 @@ func (a *Accounts) checkRegisterRequest(ctx context.Context, req *registerReques
 	if err := checkDeviceID(req.DeviceID); err != nil {
 		return err
 	}
+	if req.GuestAccessToken != "" {
+		return a.checkGuestToken(ctx, req)
+	}
 	if req.Username != "" {
 		return a.checkAvailable(ctx, req.Username)
 	}
 	return nil
+}
+
+// registerGuest is POST /register?kind=guest: a new guest account (random localpart, no
+// password) logged in on a new device. The request body may name the device.
+func (a *Accounts) registerGuest(r *http.Request) (httputil.Response, error) {
+	var req struct {
+		InitialDeviceDisplayName *string `json:"initial_device_display_name"`
+	}
+	if err := decodeOptional(r, &req); err != nil {
+		return httputil.Response{}, err
+	}
+	acc, err := a.createAccount(r.Context(), "", "", uapi.AccountTypeGuest)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return a.loginDevice(r, acc.Localpart, nil, req.InitialDeviceDisplayName)
+}
+
+// checkGuestToken checks that a registration's guest_access_token is a guest's whose
+// localpart the request names: only that guest may upgrade its own account.
+func (a *Accounts) checkGuestToken(ctx context.Context, req *registerRequest) error {
+	if req.Username == "" {
+		return matrixerr.MissingParam("username is required to upgrade a guest account")
+	}
+	res, err := a.UserAPI.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: req.GuestAccessToken})
+	if err != nil {
+		return err
+	}
+	if res.Device == nil || !res.Device.IsGuest() || localpartOf(res.Device.UserID) != req.Username {
+		return matrixerr.Forbidden("guest_access_token is not the token of this guest account")
+	}
+	return nil
+}
+
+// upgradeGuest makes the guest account of a checked guest_access_token an ordinary account.
+func (a *Accounts) upgradeGuest(ctx context.Context, req *registerRequest) (*uapi.Account, error) {
+	if err := a.checkGuestToken(ctx, req); err != nil {
+		return nil, err
+	}
+	res, err := a.UserAPI.PerformGuestUpgrade(ctx, &uapi.PerformGuestUpgradeRequest{Localpart: req.Username, Password: req.Password})
+	if err != nil {
+		return nil, err
+	}
+	return res.Account, nil
 }
 
 // registered answers a completed registration of userID: a login on a new device, or the

@@ -45,27 +45,30 @@ func (rm *Rooms) Routes() []httputil.Route {
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
 		return httputil.Authenticated(DeviceLookup(rm.UserAPI), h)
 	}
+	guest := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+		return httputil.Authenticated(GuestDeviceLookup(rm.UserAPI), h)
+	}
 	routes := []httputil.Route{
 		{Name: "createRoom", Method: http.MethodPost, Path: "/createRoom", Handler: auth(rm.CreateRoom)},
-		{Name: "join", Method: http.MethodPost, Path: "/join/{roomIDOrAlias}", Handler: auth(rm.Join)},
+		{Name: "join", Method: http.MethodPost, Path: "/join/{roomIDOrAlias}", Handler: guest(rm.Join)},
 		{Name: "knock", Method: http.MethodPost, Path: "/knock/{roomIDOrAlias}", Handler: auth(rm.Knock)},
 		{Name: "upgrade", Method: http.MethodPost, Path: "/rooms/{roomID}/upgrade", Handler: auth(rm.Upgrade)},
-		{Name: "roomJoin", Method: http.MethodPost, Path: "/rooms/{roomID}/join", Handler: auth(rm.Join)},
+		{Name: "roomJoin", Method: http.MethodPost, Path: "/rooms/{roomID}/join", Handler: guest(rm.Join)},
 		{Name: "invite", Method: http.MethodPost, Path: "/rooms/{roomID}/invite", Handler: auth(rm.Invite)},
-		{Name: "leave", Method: http.MethodPost, Path: "/rooms/{roomID}/leave", Handler: auth(rm.Leave)},
+		{Name: "leave", Method: http.MethodPost, Path: "/rooms/{roomID}/leave", Handler: guest(rm.Leave)},
 		{Name: "forget", Method: http.MethodPost, Path: "/rooms/{roomID}/forget", Handler: auth(rm.Forget)},
 		{Name: "kick", Method: http.MethodPost, Path: "/rooms/{roomID}/kick", Handler: auth(rm.Kick)},
 		{Name: "ban", Method: http.MethodPost, Path: "/rooms/{roomID}/ban", Handler: auth(rm.Ban)},
 		{Name: "unban", Method: http.MethodPost, Path: "/rooms/{roomID}/unban", Handler: auth(rm.Unban)},
-		{Name: "send", Method: http.MethodPut, Path: "/rooms/{roomID}/send/{eventType}/{txnID}", Handler: auth(rm.Send)},
+		{Name: "send", Method: http.MethodPut, Path: "/rooms/{roomID}/send/{eventType}/{txnID}", Handler: guest(rm.Send)},
 		{Name: "redact", Method: http.MethodPut, Path: "/rooms/{roomID}/redact/{eventID}/{txnID}", Handler: auth(rm.Redact)},
-		{Name: "putState", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}", Handler: auth(rm.PutState)},
-		{Name: "putStateKey", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: auth(rm.PutState)},
-		{Name: "getState", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}", Handler: auth(rm.GetStateEvent)},
-		{Name: "getStateKey", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: auth(rm.GetStateEvent)},
-		{Name: "roomState", Method: http.MethodGet, Path: "/rooms/{roomID}/state", Handler: auth(rm.GetState)},
-		{Name: "event", Method: http.MethodGet, Path: "/rooms/{roomID}/event/{eventID}", Handler: auth(rm.GetEvent)},
-		{Name: "members", Method: http.MethodGet, Path: "/rooms/{roomID}/members", Handler: auth(rm.Members)},
+		{Name: "putState", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.PutState)},
+		{Name: "putStateKey", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: guest(rm.PutState)},
+		{Name: "getState", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.GetStateEvent)},
+		{Name: "getStateKey", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: guest(rm.GetStateEvent)},
+		{Name: "roomState", Method: http.MethodGet, Path: "/rooms/{roomID}/state", Handler: guest(rm.GetState)},
+		{Name: "event", Method: http.MethodGet, Path: "/rooms/{roomID}/event/{eventID}", Handler: guest(rm.GetEvent)},
+		{Name: "members", Method: http.MethodGet, Path: "/rooms/{roomID}/members", Handler: guest(rm.Members)},
 		{Name: "joinedMembers", Method: http.MethodGet, Path: "/rooms/{roomID}/joined_members", Handler: auth(rm.JoinedMembers)},
 		{Name: "joinedRooms", Method: http.MethodGet, Path: "/joined_rooms", Handler: auth(rm.JoinedRooms)},
 	}
@@ -261,7 +264,7 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 	stateKey := vars["stateKey"]
 	eventType := vars["eventType"]
 	if eventType == spec.MRoomMember {
-		return httputil.Response{}, matrixerr.Forbidden("membership changes go through the membership endpoints")
+		return rm.putMemberState(r.Context(), dev, roomID, stateKey, content)
 	}
 	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
@@ -275,11 +278,16 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if err != nil {
 		return httputil.Response{}, err
 	}
+	if eventType == mRoomGuestAccess && stateKey == "" {
+		if err = rm.removeGuests(r.Context(), roomID); err != nil {
+			return httputil.Response{}, err
+		}
+	}
 	return httputil.OK(map[string]string{"event_id": eventID}), nil
 }
 
 // readableState returns the state a user may read: current state while joined, the state
-// when they left otherwise.
+// when they left, current state of a world-readable room otherwise.
 func (rm *Rooms) readableState(ctx context.Context, roomID, userID string, tuples []rsapi.StateKeyTuple) ([]rsapi.Event, error) {
 	m, err := rm.membership(ctx, roomID, userID)
 	if err != nil {
@@ -299,7 +307,33 @@ func (rm *Rooms) readableState(ctx context.Context, roomID, userID string, tuple
 		}
 		return res.StateEvents, nil
 	}
+	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID,
+		Tuples: []rsapi.StateKeyTuple{{EventType: spec.MRoomHistoryVisibility}}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.StateEvents) == 1 && historyVisibility(res.StateEvents[0]) == worldReadable {
+		cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: tuples})
+		if err != nil {
+			return nil, err
+		}
+		return cur.StateEvents, nil
+	}
 	return nil, matrixerr.Forbidden("you are not a member of this room")
+}
+
+// worldReadable is the history visibility that lets anyone read a room's state and history.
+const worldReadable = "world_readable"
+
+// historyVisibility is the value of an m.room.history_visibility event.
+func historyVisibility(ev rsapi.Event) string {
+	var c struct {
+		HistoryVisibility string `json:"history_visibility"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil {
+		return ""
+	}
+	return c.HistoryVisibility
 }
 
 // GetStateEvent is GET /rooms/{roomId}/state/{eventType}/{stateKey}.

@@ -13,8 +13,10 @@ import (
 // reason.
 type uiaError struct {
 	uiaResponse
-	ErrCode string `json:"errcode"`
-	Error   string `json:"error"`
+	// Completed lists the stages done: none, as the only stage is the one that failed.
+	Completed []string `json:"completed"`
+	ErrCode   string   `json:"errcode"`
+	Error     string   `json:"error"`
 }
 
 // passwordFlows is the one flow of sensitive account operations: the user's password.
@@ -39,7 +41,7 @@ func (a *Accounts) requirePassword(r *http.Request, dev *uapi.Device, auth json.
 		return nil, matrixerr.BadJSON("auth is not an authentication object")
 	}
 	if req.Type != loginTypePassword {
-		return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge,
+		return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge, Completed: []string{},
 			ErrCode: "M_UNRECOGNIZED", Error: "unsupported authentication type " + req.Type}}, nil
 	}
 	localpart, err := req.localpart(a.ServerName)
@@ -55,7 +57,7 @@ func (a *Accounts) requirePassword(r *http.Request, dev *uapi.Device, auth json.
 	if _, err = a.UserAPI.QueryAccountByPassword(r.Context(), &uapi.QueryAccountByPasswordRequest{Localpart: localpart, Password: req.Password}); err != nil {
 		var merr *matrixerr.Error
 		if asMatrixErr(err, &merr) && merr.Code == "M_FORBIDDEN" {
-			return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge,
+			return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge, Completed: []string{},
 				ErrCode: "M_FORBIDDEN", Error: "invalid password"}}, nil
 		}
 		return nil, err
@@ -125,6 +127,26 @@ func (a *Accounts) ChangePassword(r *http.Request, dev *uapi.Device) (httputil.R
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
+}
+
+// DeactivateAccount is POST /account/deactivate, behind the password: the account loses
+// its password and devices for good. This server keeps no third-party identifiers, so it
+// unbinds nothing from identity servers (id_server_unbind_result no-support).
+func (a *Accounts) DeactivateAccount(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var body struct {
+		Auth json.RawMessage `json:"auth"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	if challenge, err := a.requirePassword(r, dev, body.Auth); challenge != nil || err != nil {
+		return deref(challenge), err
+	}
+	_, err := a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID)})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"id_server_unbind_result": "no-support"}), nil
 }
 
 func deref(r *httputil.Response) httputil.Response {

@@ -20,6 +20,37 @@ type Event struct {
 	Type           string          `json:"type"`
 	Redacts        string          `json:"redacts,omitempty"`
 	Unsigned       json.RawMessage `json:"unsigned,omitempty"`
+	// pdu, set by UseFederationFormat, is the event's federation JSON: the event is then
+	// written in that format.
+	pdu json.RawMessage
+}
+
+// UseFederationFormat makes the event encode as its federation JSON (prev_events,
+// auth_events, depth, hashes, signatures...) with the event ID and this event's unsigned
+// data added: the event_format "federation" of sync filters.
+func (c *Event) UseFederationFormat(pduJSON []byte) {
+	c.pdu = pduJSON
+}
+
+// MarshalJSON writes the client format, or the federation format after UseFederationFormat.
+func (c Event) MarshalJSON() ([]byte, error) {
+	type clientFormat Event
+	if c.pdu == nil {
+		return json.Marshal(clientFormat(c))
+	}
+	m := map[string]json.RawMessage{}
+	if err := json.Unmarshal(c.pdu, &m); err != nil {
+		return nil, fmt.Errorf("decode event %s: %w", c.EventID, err)
+	}
+	id, err := json.Marshal(c.EventID)
+	if err != nil {
+		return nil, err
+	}
+	m["event_id"] = id
+	if len(c.Unsigned) > 0 {
+		m["unsigned"] = c.Unsigned
+	}
+	return json.Marshal(m)
 }
 
 // pduFields are the parts of a PDU's JSON the client format keeps.

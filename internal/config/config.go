@@ -141,8 +141,9 @@ type ClientAPI struct {
 	RegistrationDisabled bool `yaml:"registration_disabled"`
 	// RegistrationSharedSecret enables /_synapse/admin/v1/register when set.
 	RegistrationSharedSecret string `yaml:"registration_shared_secret"`
-	// GuestsDisabled refuses guest registration (kind=guest) with 403 M_FORBIDDEN. Guest
-	// access is not built yet: false refuses it too, and the start-up log says so.
+	// GuestsDisabled refuses guest registration (kind=guest) with 403 M_FORBIDDEN; false
+	// lets anyone register a guest account, limited to the endpoints of the spec's guest
+	// access module and to rooms whose m.room.guest_access is can_join.
 	GuestsDisabled bool         `yaml:"guests_disabled"`
 	RateLimiting   RateLimiting `yaml:"rate_limiting"`
 	// MaxBodyBytes bounds request bodies.

@@ -53,10 +53,25 @@ var clientBodies = map[string]bodySpec{
 	"PUT /devices/{deviceID}":                               {sample: `{"display_name":"x"}`},
 	"DELETE /devices/{deviceID}":                            {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
+	"POST /account/deactivate":                              {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`, optional: true},
 	"POST /account/password":                                {sample: `{"new_password":"x","logout_devices":false,"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /_synapse/admin/v1/register":                      {sample: `{"nonce":"x","username":"x2","displayname":"x","password":"password-x2","admin":false,"mac":"00"}`},
 	"PUT /pushrules/{path:.*}":                              {sample: `{"actions":["notify"],"conditions":[{"kind":"event_match","key":"type","pattern":"x"}],"pattern":"x"}`},
 	"DELETE /pushrules/{path:.*}":                           {},
+	"POST /keys/upload":                                     {sample: `{"device_keys":{"user_id":"{{user}}","device_id":"{{device}}","algorithms":["m.olm.v1.curve25519-aes-sha2"],"keys":{"ed25519:{{device}}":"x"},"signatures":{"{{user}}":{"ed25519:{{device}}":"x"}}},"one_time_keys":{"signed_curve25519:A":{"key":"x","signatures":{}}},"fallback_keys":{}}`, freeform: []string{".device_keys.keys", ".device_keys.signatures", ".one_time_keys", ".fallback_keys"}},
+	"POST /keys/query":                                      {sample: `{"device_keys":{"{{user}}":[]},"timeout":10000}`},
+	"POST /keys/claim":                                      {sample: `{"one_time_keys":{"{{user}}":{"{{device}}":"signed_curve25519"}},"timeout":10000}`},
+	"POST /keys/device_signing/upload":                      {sample: `{"master_key":{"user_id":"{{user}}","usage":["master"],"keys":{"ed25519:x":"x"}},"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`, freeform: []string{".master_key.keys"}},
+	"POST /keys/signatures/upload":                          {sample: `{"{{user}}":{"{{device}}":{"user_id":"{{user}}","device_id":"{{device}}","keys":{},"signatures":{}}}}`, freeform: []string{"."}},
+	"POST /room_keys/version":                               {sample: `{"algorithm":"m.megolm_backup.v1.curve25519-aes-sha2","auth_data":{"public_key":"x","signatures":{}}}`, freeform: []string{".auth_data"}},
+	"PUT /room_keys/version/{version}":                      {sample: `{"algorithm":"m.megolm_backup.v1.curve25519-aes-sha2","auth_data":{"public_key":"x","signatures":{}},"version":"1"}`, freeform: []string{".auth_data"}},
+	"DELETE /room_keys/version/{version}":                   {},
+	"PUT /room_keys/keys":                                   {sample: `{"rooms":{"{{room}}":{"sessions":{"s":{"first_message_index":0,"forwarded_count":0,"is_verified":false,"session_data":{"ciphertext":"x","ephemeral":"x","mac":"x"}}}}}}`, freeform: []string{".rooms"}},
+	"PUT /room_keys/keys/{roomID}":                          {sample: `{"sessions":{"s":{"first_message_index":0,"forwarded_count":0,"is_verified":false,"session_data":{"ciphertext":"x","ephemeral":"x","mac":"x"}}}}`, freeform: []string{".sessions"}},
+	"PUT /room_keys/keys/{roomID}/{sessionID}":              {sample: `{"first_message_index":0,"forwarded_count":0,"is_verified":false,"session_data":{"ciphertext":"x","ephemeral":"x","mac":"x"}}`, freeform: []string{".session_data"}},
+	"DELETE /room_keys/keys":                                {},
+	"DELETE /room_keys/keys/{roomID}":                       {},
+	"DELETE /room_keys/keys/{roomID}/{sessionID}":           {},
 	"POST /pushers/set":                                     {sample: `{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","profile_tag":"t","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","format":"event_id_only"},"append":false}`, freeform: []string{".data"}},
 	"PUT /directory/room/{roomAlias}":                       {sample: `{"room_id":"{{room}}"}`},
 	"DELETE /directory/room/{roomAlias}":                    {},
@@ -162,6 +177,10 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return "m.thread"
 	case "mediaId":
 		return f.media
+	case "sessionID":
+		return "allroutes-session"
+	case "version":
+		return "1"
 	case "fileName":
 		return "allroutes.txt"
 	case "path":

@@ -269,7 +269,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.DeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
 	})
 	if err != nil {

@@ -63,3 +63,38 @@ func startMonolith(t *testing.T, cfg *config.Dendrite) (*Monolith, string) {
 	})
 	return m, "http://" + l.Addr().String()
 }
+
+// TestGuestsBothEngines runs the guest access story against an in-process monolith with
+// guests enabled, on SQLite, then PostgreSQL.
+func TestGuestsBothEngines(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Defaults()
+			cfg.Global.ServerName = "guest.test"
+			cfg.Global.DataDir = t.TempDir()
+			if engine == "postgres" {
+				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
+			}
+			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.GuestsDisabled = false, false
+			cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, 4
+			e2e.Guests(t, runMonolith(t, cfg))
+		})
+	}
+}
+
+// TestMemberStateBothEngines runs the member state story (per-room display names through
+// PUT /state/m.room.member) against an in-process monolith on SQLite, then PostgreSQL.
+func TestMemberStateBothEngines(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Defaults()
+			cfg.Global.ServerName = "member.test"
+			cfg.Global.DataDir = t.TempDir()
+			if engine == "postgres" {
+				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
+			}
+			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
+			e2e.MemberState(t, runMonolith(t, cfg))
+		})
+	}
+}

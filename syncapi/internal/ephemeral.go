@@ -9,6 +9,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
@@ -155,17 +156,82 @@ func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[stri
 	return nil
 }
 
-// addPresence adds the presence changed in (since, to] of the user and of everyone who
-// shares a joined room with them.
-func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to int64, res *types.SyncResponse) error {
-	pf := &req.Filter.Presence
-	if !pf.AllowsType("m.presence") {
+// addPresence adds the presence changed in (since, to] (when changed says the presence
+// stream moved) of the user and of everyone who shares a joined room with them, and in an
+// incremental sync the presence of users who newly share a room with the user.
+func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to int64, changed bool, res *types.SyncResponse) error {
+	if !req.Filter.Presence.AllowsType("m.presence") {
 		return nil
 	}
-	presence, err := s.db.Presence(ctx, req.UserID, since, to)
-	if err != nil {
-		return fmt.Errorf("load presence: %w", err)
+	var presence []storage.Presence
+	if changed {
+		var err error
+		if presence, err = s.db.Presence(ctx, req.UserID, since, to); err != nil {
+			return fmt.Errorf("load presence: %w", err)
+		}
 	}
+	if since > 0 {
+		// Users who newly share a room with the user (they joined one of the user's rooms, or
+		// the user joined theirs) come with their presence, changed or not.
+		have := map[string]bool{}
+		for _, p := range presence {
+			have[p.UserID] = true
+		}
+		var ids []string
+		for _, u := range newRoomMates(req.UserID, res) {
+			if !have[u] {
+				ids = append(ids, u)
+			}
+		}
+		more, err := s.db.PresenceOf(ctx, ids, to)
+		if err != nil {
+			return fmt.Errorf("load presence of new room mates: %w", err)
+		}
+		presence = append(presence, more...)
+		for _, p := range more {
+			have[p.UserID] = true
+		}
+		for _, u := range ids {
+			if !have[u] {
+				// Nobody has heard from them: offline, as the spec's default presence is.
+				presence = append(presence, storage.Presence{UserID: u, Presence: presenceOffline})
+			}
+		}
+	}
+	writePresence(req, presence, res)
+	return nil
+}
+
+// presenceOffline is the presence of a user nobody has heard from.
+const presenceOffline = "offline"
+
+// newRoomMates are the users whose joins the response's joined rooms carry, in their
+// timelines or state: members of rooms the user joined, and users who joined the user's.
+func newRoomMates(userID string, res *types.SyncResponse) []string {
+	seen := map[string]bool{userID: true}
+	var out []string
+	for _, jr := range res.Rooms.Join {
+		for _, evs := range [][]clientevent.Event{jr.State.Events, jr.Timeline.Events} {
+			for _, e := range evs {
+				if e.Type != spec.MRoomMember || e.StateKey == nil || seen[*e.StateKey] {
+					continue
+				}
+				var c struct {
+					Membership string `json:"membership"`
+				}
+				if json.Unmarshal(e.Content, &c) == nil && c.Membership == spec.Join {
+					seen[*e.StateKey] = true
+					out = append(out, *e.StateKey)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// writePresence adds the presence events the filter allows to res.
+func writePresence(req *SyncRequest, presence []storage.Presence, res *types.SyncResponse) {
+	pf := &req.Filter.Presence
 	now := time.Now().UnixMilli()
 	limit := pf.LimitOr(math.MaxInt) // no limit set: everyone who changed, a number the client does not choose
 	for _, p := range presence {
@@ -181,7 +247,6 @@ func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to in
 		}
 		res.Presence.Events = append(res.Presence.Events, types.PresenceEvent{Type: "m.presence", Sender: p.UserID, Content: c})
 	}
-	return nil
 }
 
 // addToDevice adds the device's unacknowledged send-to-device messages up to to.

@@ -44,7 +44,7 @@ func (s *Syncer) Events(ctx context.Context, req *EventsRequest) (*types.EventsR
 		filter.Room.Rooms = &[]string{req.RoomID}
 	}
 	res, err := s.Sync(ctx, &SyncRequest{UserID: req.UserID, DeviceID: req.DeviceID, Since: from, Timeout: req.Timeout,
-		Filter: filter, WithoutToDevice: true})
+		Filter: filter, WithoutToDevice: true, NewEventsOnly: true})
 	if err != nil {
 		return nil, err
 	}

@@ -86,7 +86,9 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 		return nil, err
 	}
 	res := &types.MessagesResponse{Start: types.StreamToken{Position: from}.String(), Chunk: chunk}
-	if pg.more {
+	// Walking forward, the room goes on after its newest event: a page with events gets an
+	// end to continue from, as Synapse answers, even when no more events exist yet.
+	if pg.more || !req.Backward && len(pg.events) > 0 {
 		res.End = types.StreamToken{Position: pg.next}.String()
 	}
 	if req.Filter.LazyLoadMembers && len(pg.events) > 0 {

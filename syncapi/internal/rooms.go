@@ -32,10 +32,17 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 	if err != nil {
 		return err
 	}
+	if req.Filter.EventFormat == types.EventFormatFederation {
+		for i := range tl {
+			tl[i].UseFederationFormat(evs[i].JSON)
+		}
+	}
 	// A room new to this sync whose stored history does not reach its create event (one
 	// joined over federation) has older events elsewhere: limited tells the client to page
-	// back, which backfills them.
-	limited := p.limited || p.full && !p.page.more && len(evs) > 0 && evs[0].Type != spec.MRoomCreate
+	// back, which backfills them. A room joined since the last sync is limited unless its
+	// timeline starts at the create event: the client has none of its earlier history.
+	limited := p.limited || p.full && !p.page.more && p.page.last != "" && p.page.last != spec.MRoomCreate ||
+		p.newlyJoined && (len(evs) == 0 || evs[0].Type != spec.MRoomCreate)
 	timeline := types.Timeline{Events: tl, Limited: limited, PrevBatch: types.StreamToken{Position: p.page.next}.String()}
 	start := p.upTo
 	if len(evs) > 0 {
@@ -57,9 +64,81 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 			AccountData: types.AccountData{Events: []types.BasicEvent{}}}
 		return nil
 	}
+	if !p.full && len(tl) == 0 && len(state) == 0 {
+		// An incremental sync leaves out a room whose new events the filter all dropped
+		// (account data, receipts or typing may still add it), as Synapse does.
+		return nil
+	}
 	jr := joinedRoom(res, p.roomID)
 	jr.Timeline, jr.State = timeline, types.StateEvents{Events: state}
+	if current != nil {
+		jr.Summary = roomSummary(req.UserID, current)
+	}
 	return nil
+}
+
+// maxHeroes is how many heroes a room summary names, as the spec suggests.
+const maxHeroes = 5
+
+// roomSummary counts the joined and invited members of a room's current state and, unless
+// the room has a name or canonical alias, names up to maxHeroes other members (joined or
+// invited, else those who left), by user ID.
+func roomSummary(userID string, current []storage.StateEvent) *types.RoomSummary {
+	sum := &types.RoomSummary{}
+	named := false
+	var present, gone []string
+	for _, st := range current {
+		switch st.Type {
+		case spec.MRoomName, "m.room.canonical_alias":
+			named = named || st.StateKey == "" && hasNonEmpty(st.JSON, st.Type)
+			continue
+		case spec.MRoomMember:
+		default:
+			continue
+		}
+		switch st.Membership {
+		case spec.Join:
+			sum.JoinedMemberCount++
+		case spec.Invite:
+			sum.InvitedMemberCount++
+		}
+		if st.StateKey == userID {
+			continue
+		}
+		if st.Membership == spec.Join || st.Membership == spec.Invite {
+			present = append(present, st.StateKey)
+		} else {
+			gone = append(gone, st.StateKey)
+		}
+	}
+	if named {
+		return sum
+	}
+	heroes := present
+	if len(heroes) == 0 {
+		heroes = gone
+	}
+	sort.Strings(heroes)
+	sum.Heroes = heroes[:min(len(heroes), maxHeroes)]
+	return sum
+}
+
+// hasNonEmpty reports whether an m.room.name event has a name, or an m.room.canonical_alias
+// event an alias.
+func hasNonEmpty(raw []byte, evType string) bool {
+	var ev struct {
+		Content struct {
+			Name  string `json:"name"`
+			Alias string `json:"alias"`
+		} `json:"content"`
+	}
+	if json.Unmarshal(raw, &ev) != nil {
+		return false
+	}
+	if evType == spec.MRoomName {
+		return ev.Content.Name != ""
+	}
+	return ev.Content.Alias != ""
 }
 
 // selectState picks from the state at the timeline's start what the response carries: all
@@ -99,6 +178,9 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 			return nil, err
 		}
 		if sf.Allows(c.Type, c.Sender) {
+			if req.Filter.EventFormat == types.EventFormatFederation {
+				c.UseFederationFormat(e.json)
+			}
 			out = append(out, c)
 		}
 	}

@@ -40,6 +40,9 @@ type SyncRequest struct {
 	// WithoutToDevice leaves send-to-device messages out, neither returned nor acknowledged:
 	// the request is GET /events, and the messages wait for the device's next /sync.
 	WithoutToDevice bool
+	// NewEventsOnly gives a room joined since the last sync only the events after Since (the
+	// GET /events stream); /sync gives it its recent timeline, as an initial sync would.
+	NewEventsOnly bool
 }
 
 // Sync answers a /sync. An incremental sync with nothing new waits, up to Timeout, for the
@@ -127,8 +130,10 @@ type roomPlan struct {
 	after  int64
 	upTo   int64
 	// full asks for the complete state at the timeline's start, not changes since after.
-	full   bool
-	viewer *viewer
+	full bool
+	// newlyJoined marks a room joined since the last sync of an incremental sync.
+	newlyJoined bool
+	viewer      *viewer
 	// filled in by timelines
 	page    page
 	invite  storage.MemberChange
@@ -170,8 +175,8 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return nil, err
 		}
 	}
-	if s.notifier.Changed(storage.StreamPresence, since) {
-		if err = s.addPresence(ctx, req, since, to, res); err != nil {
+	if changed := s.notifier.Changed(storage.StreamPresence, since); changed || since > 0 && len(newRoomMates(req.UserID, res)) > 0 {
+		if err = s.addPresence(ctx, req, since, to, changed, res); err != nil {
 			return nil, err
 		}
 	}
@@ -199,6 +204,11 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 		case spec.Join:
 			p.kind = spec.Join
 			p.full = initial || req.FullState || h.at(since) != spec.Join
+			if !initial && h.at(since) != spec.Join && !req.NewEventsOnly {
+				// A room joined since the last sync gets its recent timeline as in an
+				// initial sync, not only the events after the since token.
+				p.after, p.newlyJoined = types.HistoryStart, true
+			}
 			if !p.full {
 				steady = append(steady, roomID)
 				continue

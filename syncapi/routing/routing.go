@@ -111,6 +111,10 @@ func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, e
 func (h *Handlers) events(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	q := r.URL.Query()
 	req := &internal.EventsRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: q.Get("room_id")}
+	if req.RoomID == "" && dev.IsGuest() {
+		// The guest access module opens /events to guests only for room previews.
+		return httputil.Response{}, matrixerr.GuestAccessForbidden("guests may call /events only with a room_id")
+	}
 	if s := q.Get("from"); s != "" {
 		tok, err := types.ParseStreamToken("from", s)
 		if err != nil {

@@ -320,6 +320,8 @@ type Database interface {
 	// Presence returns the presence changed in (after, upTo] of userID and every user
 	// who shares a joined room with userID.
 	Presence(ctx context.Context, userID string, after, upTo int64) ([]Presence, error)
+	// PresenceOf returns the presence, as of upTo, of those of userIDs who have one.
+	PresenceOf(ctx context.Context, userIDs []string, upTo int64) ([]Presence, error)
 	// Unread counts, per room, the notifying events from others in (from[room], upTo], up
 	// to MaxUnread, and those among them that mention userID.
 	Unread(ctx context.Context, userID string, from map[string]int64, upTo int64) (map[string]Unread, error)

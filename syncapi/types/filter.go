@@ -16,7 +16,13 @@ type Filter struct {
 	AccountData EventFilter `json:"account_data"`
 	Presence    EventFilter `json:"presence"`
 	Room        RoomFilter  `json:"room"`
+	// noTimeline records an explicit room.timeline.limit of 0, which asks for no timeline
+	// events (an absent limit, also 0 in Limit, means the default).
+	noTimeline bool
 }
+
+// EventFormatFederation is the event_format that asks for events as federation sends them.
+const EventFormatFederation = "federation"
 
 // EventFilter selects events by type and sender. A nil Types or Senders allows all; a '*'
 // in a type matches any sequence of characters.
@@ -69,6 +75,16 @@ func ParseFilter(b []byte) (*Filter, error) {
 		if err := ef.clamp(); err != nil {
 			return nil, err
 		}
+	}
+	var probe struct {
+		Room struct {
+			Timeline struct {
+				Limit *int `json:"limit"`
+			} `json:"timeline"`
+		} `json:"room"`
+	}
+	if json.Unmarshal(b, &probe) == nil && probe.Room.Timeline.Limit != nil && *probe.Room.Timeline.Limit == 0 {
+		f.noTimeline = true
 	}
 	return &f, nil
 }
@@ -132,6 +148,9 @@ func (f *EventFilter) LimitOr(def int) int {
 
 // TimelineLimit is how many timeline events per room a sync with f returns at most.
 func (f *Filter) TimelineLimit() int {
+	if f.noTimeline {
+		return 0
+	}
 	return f.Room.Timeline.LimitOr(DefaultTimelineLimit)
 }
 

@@ -57,7 +57,7 @@ func FuzzParseFilter(f *testing.F) {
 		for _, ef := range filter.eventFilters() {
 			checkLimits(t, ef)
 		}
-		if n := filter.TimelineLimit(); n < 1 || n > MaxFilterLimit {
+		if n := filter.TimelineLimit(); n < 0 || n > MaxFilterLimit {
 			t.Fatalf("timeline limit %d out of range", n)
 		}
 		filter.Room.Timeline.Allows("m.room.message", "@a:b")
@@ -139,7 +139,7 @@ func TestParseFilterLimits(t *testing.T) {
 		timeline     int // TimelineLimit of the parsed filter; 0 when it must be refused
 	}{
 		{"none", `{}`, DefaultTimelineLimit},
-		{"zero", `{"room":{"timeline":{"limit":0}}}`, DefaultTimelineLimit},
+		{"no limit", `{"room":{"timeline":{"types":["m.room.message"]}}}`, DefaultTimelineLimit},
 		{"small", `{"room":{"timeline":{"limit":3}}}`, 3},
 		{"max", `{"room":{"timeline":{"limit":1000}}}`, MaxFilterLimit},
 		{"over max", `{"room":{"timeline":{"limit":1001}}}`, MaxFilterLimit},
@@ -168,6 +168,10 @@ func TestParseFilterLimits(t *testing.T) {
 				t.Fatalf("timeline limit %d, want %d", got, c.timeline)
 			}
 		})
+	}
+	// An explicit timeline limit of 0 asks for no timeline events, as Synapse reads it.
+	if f, err := ParseFilter([]byte(`{"room":{"timeline":{"limit":0}}}`)); err != nil || f.TimelineLimit() != 0 {
+		t.Fatalf("timeline limit 0: %v", err)
 	}
 	f, err := ParseFilter([]byte(`{"presence":{"limit":9223372036854775807},"room":{"ephemeral":{"limit":5000},"state":{"limit":1001}}}`))
 	if err != nil {

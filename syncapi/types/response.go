@@ -125,6 +125,17 @@ type JoinedRoom struct {
 	Ephemeral   EphemeralEvents `json:"ephemeral"`
 	// UnreadNotifications counts the notifying events after the user's read receipt.
 	UnreadNotifications UnreadNotifications `json:"unread_notifications"`
+	// Summary is set when the response carries the room's state (a full, limited or
+	// lazy-loading sync of it).
+	Summary *RoomSummary `json:"summary,omitempty"`
+}
+
+// RoomSummary is a joined room's member counts and, for a room without a name or canonical
+// alias, the heroes a client names it after.
+type RoomSummary struct {
+	Heroes             []string `json:"m.heroes,omitempty"`
+	JoinedMemberCount  int      `json:"m.joined_member_count"`
+	InvitedMemberCount int      `json:"m.invited_member_count"`
 }
 
 // UnreadNotifications are a joined room's notification counts.

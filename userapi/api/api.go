@@ -27,6 +27,15 @@ type Device struct {
 	DisplayName string `json:"display_name"`
 	LastSeenTS  int64  `json:"last_seen_ts"`
 	LastSeenIP  string `json:"last_seen_ip"`
+	// UserAgent is the User-Agent of the device's last login.
+	UserAgent string `json:"user_agent,omitempty"`
+	// AccountType is the type of the device's account; only QueryAccessToken fills it in.
+	AccountType AccountType `json:"account_type,omitempty"`
+}
+
+// IsGuest reports whether the device belongs to a guest account.
+func (d *Device) IsGuest() bool {
+	return d.AccountType == AccountTypeGuest
 }
 
 // String is the device's user ID: rate limits are charged per user.
@@ -62,6 +71,35 @@ type PerformAccountCreationRequest struct {
 // PerformAccountCreationResponse is the new account.
 type PerformAccountCreationResponse struct {
 	Account *Account `json:"account"`
+}
+
+// PerformGuestUpgradeRequest turns a guest account into an ordinary account with a password.
+type PerformGuestUpgradeRequest struct {
+	Localpart string `json:"localpart"`
+	Password  string `json:"password"`
+}
+
+// PerformGuestUpgradeResponse is the upgraded account.
+type PerformGuestUpgradeResponse struct {
+	Account *Account `json:"account"`
+}
+
+// PerformAccountDeactivationRequest deactivates a local account: no password, no devices.
+type PerformAccountDeactivationRequest struct {
+	Localpart string `json:"localpart"`
+}
+
+// PerformAccountDeactivationResponse is empty.
+type PerformAccountDeactivationResponse struct{}
+
+// QueryAccountRequest asks for a local account.
+type QueryAccountRequest struct {
+	Localpart string `json:"localpart"`
+}
+
+// QueryAccountResponse is the account, nil when there is none.
+type QueryAccountResponse struct {
+	Account *Account `json:"account,omitempty"`
 }
 
 // QueryLocalpartAvailableRequest asks whether a localpart is free.
@@ -241,6 +279,9 @@ type ClientUserAPI interface {
 	QueryAccessToken(ctx context.Context, req *QueryAccessTokenRequest) (*QueryAccessTokenResponse, error)
 	PerformAccountCreation(ctx context.Context, req *PerformAccountCreationRequest) (*PerformAccountCreationResponse, error)
 	QueryLocalpartAvailable(ctx context.Context, req *QueryLocalpartAvailableRequest) (*QueryLocalpartAvailableResponse, error)
+	PerformGuestUpgrade(ctx context.Context, req *PerformGuestUpgradeRequest) (*PerformGuestUpgradeResponse, error)
+	QueryAccount(ctx context.Context, req *QueryAccountRequest) (*QueryAccountResponse, error)
+	PerformAccountDeactivation(ctx context.Context, req *PerformAccountDeactivationRequest) (*PerformAccountDeactivationResponse, error)
 	QueryAccountByPassword(ctx context.Context, req *QueryAccountByPasswordRequest) (*QueryAccountByPasswordResponse, error)
 	PerformPasswordUpdate(ctx context.Context, req *PerformPasswordUpdateRequest) (*PerformPasswordUpdateResponse, error)
 	PerformDeviceCreation(ctx context.Context, req *PerformDeviceCreationRequest) (*PerformDeviceCreationResponse, error)

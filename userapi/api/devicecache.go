@@ -149,3 +149,32 @@ func (c *DeviceCache) PerformPasswordUpdate(ctx context.Context, req *PerformPas
 	defer drop()
 	return c.ClientUserAPI.PerformPasswordUpdate(ctx, req)
 }
+
+// PerformGuestUpgrade upgrades the account and drops its cached tokens, whose devices still
+// say guest.
+func (c *DeviceCache) PerformGuestUpgrade(ctx context.Context, req *PerformGuestUpgradeRequest) (*PerformGuestUpgradeResponse, error) {
+	res, err := c.ClientUserAPI.PerformGuestUpgrade(ctx, req)
+	if err == nil {
+		c.forget(res.Account.UserID, func(string) bool { return true })
+	}
+	return res, err
+}
+
+// PerformAccountDeactivation deactivates the account and drops its cached tokens, before
+// and after the call like PerformDeviceDeletion.
+func (c *DeviceCache) PerformAccountDeactivation(ctx context.Context, req *PerformAccountDeactivationRequest) (*PerformAccountDeactivationResponse, error) {
+	prefix := "@" + req.Localpart + ":"
+	drop := func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.gen++
+		for k, e := range c.entries {
+			if strings.HasPrefix(e.dev.UserID, prefix) {
+				delete(c.entries, k)
+			}
+		}
+	}
+	drop()
+	defer drop()
+	return c.ClientUserAPI.PerformAccountDeactivation(ctx, req)
+}

@@ -52,6 +52,55 @@ func (u *UserAPI) account(acc *storage.Account) *api.Account {
 	return &api.Account{UserID: u.userID(acc.Localpart), Localpart: acc.Localpart, ServerName: u.ServerName, AccountType: api.AccountType(acc.AccountType)}
 }
 
+// PerformGuestUpgrade gives a guest account a password and makes it an ordinary account:
+// M_FORBIDDEN when the localpart names no guest account (an upgraded one included).
+func (u *UserAPI) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuestUpgradeRequest) (*api.PerformGuestUpgradeResponse, error) {
+	if req.Password == "" {
+		return nil, matrixerr.MissingParam("a password is required")
+	}
+	h, err := bcrypt.GenerateFromPassword(bcryptInput(req.Password), u.BCryptCost)
+	if err != nil {
+		return nil, err
+	}
+	err = u.DB.UpgradeGuest(ctx, req.Localpart, string(h))
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrixerr.Forbidden("not a guest account")
+	}
+	if err != nil {
+		return nil, err
+	}
+	acc, err := u.DB.Account(ctx, req.Localpart)
+	if err != nil {
+		return nil, err
+	}
+	return &api.PerformGuestUpgradeResponse{Account: u.account(acc)}, nil
+}
+
+// PerformAccountDeactivation removes the account's password and logs out every device:
+// nobody can log in to it again, and its localpart stays taken. Idempotent.
+func (u *UserAPI) PerformAccountDeactivation(ctx context.Context, req *api.PerformAccountDeactivationRequest) (*api.PerformAccountDeactivationResponse, error) {
+	err := u.DB.DeactivateAccount(ctx, req.Localpart)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, matrixerr.NotFound("no such account")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.PerformAccountDeactivationResponse{}, nil
+}
+
+// QueryAccount returns a local account, or a nil Account when there is none.
+func (u *UserAPI) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
+	acc, err := u.DB.Account(ctx, req.Localpart)
+	if errors.Is(err, storage.ErrNotFound) {
+		return &api.QueryAccountResponse{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryAccountResponse{Account: u.account(acc)}, nil
+}
+
 // QueryLocalpartAvailable answers false for a taken localpart and M_INVALID_USERNAME for
 // one that could never be registered.
 func (u *UserAPI) QueryLocalpartAvailable(ctx context.Context, req *api.QueryLocalpartAvailableRequest) (*api.QueryLocalpartAvailableResponse, error) {

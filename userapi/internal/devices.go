@@ -41,7 +41,7 @@ func (u *UserAPI) PerformDeviceCreation(ctx context.Context, req *api.PerformDev
 }
 
 func (u *UserAPI) device(d *storage.Device) *api.Device {
-	return &api.Device{UserID: u.userID(d.Localpart), DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenTS: d.LastSeenTS, LastSeenIP: d.LastSeenIP}
+	return &api.Device{UserID: u.userID(d.Localpart), DeviceID: d.DeviceID, DisplayName: d.DisplayName, LastSeenTS: d.LastSeenTS, LastSeenIP: d.LastSeenIP, UserAgent: d.UserAgent}
 }
 
 // QueryAccessToken returns the token's device, or a nil Device for an unknown token. As
@@ -62,7 +62,9 @@ func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessToke
 			dev.LastSeenTS = now
 		}
 	}
-	return &api.QueryAccessTokenResponse{Device: u.device(dev)}, nil
+	res := u.device(dev)
+	res.AccountType = api.AccountType(dev.AccountType)
+	return &api.QueryAccessTokenResponse{Device: res}, nil
 }
 
 // PerformDeviceDeletion logs devices out and deletes their keys: the listed ones, or with

@@ -23,6 +23,9 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryAccessToken)
 	ihttp.Serve(s, a.PerformAccountCreation)
 	ihttp.Serve(s, a.QueryLocalpartAvailable)
+	ihttp.Serve(s, a.PerformGuestUpgrade)
+	ihttp.Serve(s, a.QueryAccount)
+	ihttp.Serve(s, a.PerformAccountDeactivation)
 	ihttp.Serve(s, a.QueryAccountByPassword)
 	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
@@ -201,4 +204,19 @@ func (c *Client) PerformRoomKeys(ctx context.Context, req *api.PerformRoomKeysRe
 // QueryRoomKeys implements api.ClientUserAPI.
 func (c *Client) QueryRoomKeys(ctx context.Context, req *api.QueryRoomKeysRequest) (*api.QueryRoomKeysResponse, error) {
 	return ihttp.Call[api.QueryRoomKeysResponse](ctx, c.c, req)
+}
+
+// PerformGuestUpgrade implements api.ClientUserAPI.
+func (c *Client) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuestUpgradeRequest) (*api.PerformGuestUpgradeResponse, error) {
+	return ihttp.Call[api.PerformGuestUpgradeResponse](ctx, c.c, req)
+}
+
+// QueryAccount implements api.ClientUserAPI.
+func (c *Client) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
+	return ihttp.Call[api.QueryAccountResponse](ctx, c.c, req)
+}
+
+// PerformAccountDeactivation implements api.ClientUserAPI.
+func (c *Client) PerformAccountDeactivation(ctx context.Context, req *api.PerformAccountDeactivationRequest) (*api.PerformAccountDeactivationResponse, error) {
+	return ihttp.Call[api.PerformAccountDeactivationResponse](ctx, c.c, req)
 }

@@ -172,6 +172,21 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	same(c, "free", d.QueryLocalpartAvailable, r.QueryLocalpartAvailable, &api.QueryLocalpartAvailableRequest{Localpart: "bob"})
 	same(c, "invalid", d.QueryLocalpartAvailable, r.QueryLocalpartAvailable, &api.QueryLocalpartAvailableRequest{Localpart: "é"})
 
+	guest := ok(c, r.PerformAccountCreation, &api.PerformAccountCreationRequest{Localpart: "guest", AccountType: api.AccountTypeGuest})
+	if g := same(c, "guest", d.QueryAccount, r.QueryAccount, &api.QueryAccountRequest{Localpart: "guest"}); g.Account.AccountType != api.AccountTypeGuest {
+		t.Fatalf("guest account %+v", g.Account)
+	}
+	same(c, "unknown", d.QueryAccount, r.QueryAccount, &api.QueryAccountRequest{Localpart: "nobody"})
+	same(c, "not a guest", d.PerformGuestUpgrade, r.PerformGuestUpgrade, &api.PerformGuestUpgradeRequest{Localpart: "alice", Password: "x"})
+	if up := ok(c, r.PerformGuestUpgrade, &api.PerformGuestUpgradeRequest{Localpart: "guest", Password: "pw"}); up.Account.UserID != guest.Account.UserID || up.Account.AccountType != api.AccountTypeUser {
+		t.Fatalf("upgraded %+v", up.Account)
+	}
+	same(c, "upgraded", d.PerformGuestUpgrade, r.PerformGuestUpgrade, &api.PerformGuestUpgradeRequest{Localpart: "guest", Password: "x"})
+	ok(c, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	same(c, "again", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	same(c, "unknown", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "nobody"})
+	same(c, "deactivated", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "guest", Password: "pw"})
+
 	same(c, "good", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "pw"})
 	same(c, "wrong", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "no"})
 

@@ -15,6 +15,12 @@ var ErrNotFound = errors.New("not found")
 // ErrExists is returned when creating a row whose key is already taken.
 var ErrExists = errors.New("already exists")
 
+// Stored account types: the values of the userapi's api.AccountType that storage acts on.
+const (
+	AccountTypeUser  = 1
+	AccountTypeGuest = 2
+)
+
 // Account is a stored account.
 type Account struct {
 	Localpart    string
@@ -32,6 +38,8 @@ type Device struct {
 	LastSeenTS  int64
 	LastSeenIP  string
 	UserAgent   string
+	// AccountType is the account's type; only DeviceByTokenHash fills it in.
+	AccountType int
 }
 
 // Profile is a user's display name and avatar.
@@ -54,13 +62,21 @@ type Database interface {
 	CreateAccount(ctx context.Context, acc *Account, displayName string) error
 	// Account returns the account or ErrNotFound.
 	Account(ctx context.Context, localpart string) (*Account, error)
+	// UpgradeGuest turns a guest account into an ordinary account with this password hash,
+	// or returns ErrNotFound when no guest account has the localpart.
+	UpgradeGuest(ctx context.Context, localpart, hash string) error
+	// DeactivateAccount removes the account's password and devices (their tokens stop
+	// working) in one transaction; the localpart stays taken. Idempotent; ErrNotFound for
+	// an unknown account.
+	DeactivateAccount(ctx context.Context, localpart string) error
 	// SetPasswordHash replaces the account's password hash, or returns ErrNotFound.
 	SetPasswordHash(ctx context.Context, localpart, hash string) error
 	// PutDevice stores a device with the hash of its new access token. A device with the
 	// same ID replaces the old one: its previous token stops working. It returns
 	// ErrNotFound when the account does not exist.
 	PutDevice(ctx context.Context, d *Device, tokenHash []byte) error
-	// DeviceByTokenHash returns the device whose token has this hash, or ErrNotFound.
+	// DeviceByTokenHash returns the device whose token has this hash, with its account's
+	// type, or ErrNotFound.
 	DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*Device, error)
 	// Devices lists the account's devices ordered by device ID.
 	Devices(ctx context.Context, localpart string) ([]Device, error)

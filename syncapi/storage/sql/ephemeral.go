@@ -263,6 +263,20 @@ func (d *Database) Presence(ctx context.Context, userID string, after, upTo int6
 	return out, nil
 }
 
+// PresenceOf implements storage.Database.
+func (d *Database) PresenceOf(ctx context.Context, userIDs []string, upTo int64) ([]storage.Presence, error) {
+	if len(userIDs) == 0 {
+		return nil, nil
+	}
+	q, args := d.db.Dialect.InList("SELECT user_id, presence, status_msg, last_active_ts, currently_active, position"+
+		" FROM syncapi_presence WHERE position <= $1 AND user_id IN ({ids}) ORDER BY position", "{ids}", []any{upTo}, userIDs)
+	out, err := d.queryPresence(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select presence of users: %w", err)
+	}
+	return out, nil
+}
+
 func (d *Database) queryPresence(ctx context.Context, query string, args ...any) ([]storage.Presence, error) {
 	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {

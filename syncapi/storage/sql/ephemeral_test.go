@@ -106,5 +106,12 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 		if ps, err := d.Presence(ctx, "@b:x", 4, 5); err != nil || len(ps) != 0 {
 			t.Fatalf("a stranger's presence, incremental: %+v %v", ps, err)
 		}
+		// PresenceOf reads listed users' presence whoever asks, up to a position.
+		if ps, err := d.PresenceOf(ctx, []string{"@a:x", "@nobody:x"}, 5); err != nil || len(ps) != 1 || ps[0].UserID != "@a:x" || ps[0].Presence != "unavailable" {
+			t.Fatalf("presence of listed users: %+v %v", ps, err)
+		}
+		if ps, err := d.PresenceOf(ctx, []string{"@a:x"}, 4); err != nil || len(ps) != 0 {
+			t.Fatalf("presence of listed users before it was written: %+v %v", ps, err)
+		}
 	})
 }

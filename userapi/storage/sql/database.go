@@ -45,6 +45,41 @@ func (d *Database) CreateAccount(ctx context.Context, acc *storage.Account, disp
 	return nil
 }
 
+// UpgradeGuest implements storage.Database.
+func (d *Database) UpgradeGuest(ctx context.Context, localpart, hash string) error {
+	res, err := d.db.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = $1, account_type = $2"+
+		" WHERE localpart = $3 AND account_type = $4", hash, storage.AccountTypeUser, localpart, storage.AccountTypeGuest)
+	if err != nil {
+		return fmt.Errorf("upgrade guest: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return storage.ErrNotFound
+	}
+	return nil
+}
+
+// DeactivateAccount implements storage.Database.
+func (d *Database) DeactivateAccount(ctx context.Context, localpart string) error {
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = '' WHERE localpart = $1", localpart)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return storage.ErrNotFound
+		}
+		_, err = tx.ExecContext(ctx, "DELETE FROM userapi_devices WHERE localpart = $1", localpart)
+		return err
+	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return err
+	}
+	if err != nil {
+		return fmt.Errorf("deactivate account: %w", err)
+	}
+	return nil
+}
+
 // SetPasswordHash implements storage.Database.
 func (d *Database) SetPasswordHash(ctx context.Context, localpart, hash string) error {
 	res, err := d.db.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = $1 WHERE localpart = $2", hash, localpart)

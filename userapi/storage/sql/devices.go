@@ -47,14 +47,18 @@ func scanDevice(row interface{ Scan(...any) error }) (*storage.Device, error) {
 
 // DeviceByTokenHash implements storage.Database.
 func (d *Database) DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*storage.Device, error) {
-	dev, err := scanDevice(d.db.QueryRowContext(ctx, "SELECT "+deviceColumns+" FROM userapi_devices WHERE token_hash = $1", tokenHash))
+	var dev storage.Device
+	err := d.db.QueryRowContext(ctx, "SELECT d.localpart, d.device_id, d.display_name, d.created_ts, d.last_seen_ts,"+
+		" d.last_seen_ip, d.user_agent, a.account_type FROM userapi_devices d"+
+		" JOIN userapi_accounts a ON a.localpart = d.localpart WHERE d.token_hash = $1", tokenHash,
+	).Scan(&dev.Localpart, &dev.DeviceID, &dev.DisplayName, &dev.CreatedTS, &dev.LastSeenTS, &dev.LastSeenIP, &dev.UserAgent, &dev.AccountType)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, storage.ErrNotFound
 	}
 	if err != nil {
 		return nil, fmt.Errorf("select device by token: %w", err)
 	}
-	return dev, nil
+	return &dev, nil
 }
 
 // Devices implements storage.Database.
