@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -404,6 +405,46 @@ func TestDeviceCache(t *testing.T) {
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+	})
+}
+
+// TestRoomTagsConcurrently adds many tags to one room at once and removes some: every
+// change survives, because each is applied to the stored m.tag in one transaction.
+func TestRoomTagsConcurrently(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		u := newAPI(t, db, nil)
+		create(t, u, "alice", "pw")
+		ctx, user, room := context.Background(), "@alice:"+serverName, "!r:"+serverName
+		const n = 16
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() {
+				_, err := u.PerformRoomTag(ctx, &api.PerformRoomTagRequest{UserID: user, RoomID: room, Tag: fmt.Sprintf("u.t%d", i), Content: json.RawMessage(`{"order":0.5}`)})
+				errs <- err
+			}()
+		}
+		for i := 0; i < n; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := u.PerformRoomTag(ctx, &api.PerformRoomTagRequest{UserID: user, RoomID: room, Tag: "u.t3"}); err != nil {
+			t.Fatal(err)
+		}
+		res, err := u.QueryAccountData(ctx, &api.QueryAccountDataRequest{UserID: user, RoomID: room, DataType: "m.tag"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var content struct {
+			Tags map[string]json.RawMessage `json:"tags"`
+		}
+		if err = json.Unmarshal(res.Rooms[room]["m.tag"], &content); err != nil || len(content.Tags) != n-1 || content.Tags["u.t3"] != nil {
+			t.Fatalf("m.tag %s %v", res.Rooms[room]["m.tag"], err)
+		}
+		_, err = u.PerformRoomTag(ctx, &api.PerformRoomTagRequest{UserID: user, RoomID: room, Tag: "u.x", Content: json.RawMessage(`[1]`)})
+		wantCode(t, err, "M_BAD_JSON")
+		_, err = u.PerformRoomTag(ctx, &api.PerformRoomTagRequest{UserID: user, RoomID: room, Tag: "u.x", Content: json.RawMessage(`{"pad":"` + strings.Repeat("x", 70000) + `"}`)})
+		wantCode(t, err, "M_TOO_LARGE")
 	})
 }
 

@@ -138,7 +138,7 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	}
 	ctx := r.Context()
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion))
-	create, roomID, err := rm.buildCreate(dev.UserID, verImpl, req.CreationContent)
+	create, roomID, err := rm.buildCreate(dev.UserID, "", verImpl, req.CreationContent)
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -213,8 +213,9 @@ func (rm *Rooms) inviteRemotes(r *http.Request, roomID, sender string, req *crea
 	return first
 }
 
-// buildCreate builds and signs the room's create event and returns the room ID.
-func (rm *Rooms) buildCreate(sender string, verImpl gomatrixserverlib.IRoomVersion, extra json.RawMessage) (gomatrixserverlib.PDU, string, error) {
+// buildCreate builds and signs the room's create event and returns the room ID: roomID when
+// set (versions before 12, whose room IDs are chosen), else a new one.
+func (rm *Rooms) buildCreate(sender, roomID string, verImpl gomatrixserverlib.IRoomVersion, extra json.RawMessage) (gomatrixserverlib.PDU, string, error) {
 	content := map[string]any{}
 	if len(extra) > 0 && string(extra) != "null" {
 		if err := json.Unmarshal(extra, &content); err != nil {
@@ -225,8 +226,7 @@ func (rm *Rooms) buildCreate(sender string, verImpl gomatrixserverlib.IRoomVersi
 	if !creatorImplicit(verImpl.Version()) {
 		content["creator"] = sender
 	}
-	roomID := ""
-	if !verImpl.DomainlessRoomIDs() {
+	if roomID == "" && !verImpl.DomainlessRoomIDs() {
 		local, err := randomLocalpart()
 		if err != nil {
 			return nil, "", err

@@ -29,6 +29,8 @@ type memberContent struct {
 	AvatarURL   string `json:"avatar_url,omitempty"`
 	Reason      string `json:"reason,omitempty"`
 	IsDirect    bool   `json:"is_direct,omitempty"`
+	// JoinAuthorisedVia is join_authorised_via_users_server of a restricted join.
+	JoinAuthorisedVia string `json:"join_authorised_via_users_server,omitempty"`
 }
 
 // targetBody is the body of invite, kick, ban and unban. IDServer, Medium and Address
@@ -71,7 +73,7 @@ func isNotFound(err error, merr **matrixerr.Error) bool {
 
 // setMembership sends sender's m.room.member event about target.
 func (rm *Rooms) setMembership(ctx context.Context, roomID, sender, target string, c memberContent) (string, error) {
-	if c.Membership == spec.Join || c.Membership == spec.Invite {
+	if c.Membership == spec.Join || c.Membership == spec.Invite || c.Membership == spec.Knock {
 		if err := rm.profileContent(ctx, target, &c); err != nil {
 			return "", err
 		}
@@ -218,6 +220,7 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		if err = rm.joinRemote(ctx, hints, roomID, dev.UserID, body.Reason); err != nil {
 			return httputil.Response{}, err
 		}
+		rm.afterJoin(r, roomID, dev.UserID)
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
 	m, err := rm.membership(ctx, roomID, dev.UserID)
@@ -227,10 +230,23 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if m.Membership == spec.Join {
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
-	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason}); err != nil {
+	via, err := rm.restrictedJoinAuthoriser(ctx, roomID, dev.UserID, m.Membership)
+	if err != nil {
 		return httputil.Response{}, err
 	}
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason, JoinAuthorisedVia: via}); err != nil {
+		return httputil.Response{}, err
+	}
+	rm.afterJoin(r, roomID, dev.UserID)
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
+}
+
+// afterJoin carries the user's tags over from the room the joined room replaced. The join
+// has happened whatever this does, so a failure is logged, not answered.
+func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
+	if err := rm.copyPredecessorTags(r.Context(), roomID, userID); err != nil {
+		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("copying tags from the replaced room failed")
+	}
 }
 
 // checkGuestCanJoin fails with M_FORBIDDEN unless the room's current state here has
@@ -467,7 +483,7 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is banned from the room")
 		}
 	case "kick":
-		if target.Membership != spec.Join && target.Membership != spec.Invite {
+		if target.Membership != spec.Join && target.Membership != spec.Invite && target.Membership != spec.Knock {
 			return httputil.Response{}, matrixerr.Forbidden(body.UserID + " is not in the room")
 		}
 		membership = spec.Leave
@@ -545,4 +561,50 @@ func (rm *Rooms) ReflectProfile(ctx context.Context, userID string) error {
 		}
 	}
 	return nil
+}
+
+// Knock is POST /knock/{roomIdOrAlias}: the user asks to be invited to a room whose join
+// rule is knock or knock_restricted (room versions 7 and later; the auth rules refuse the
+// others with 403). Only rooms this server takes part in can be knocked on: knocking
+// through another server (make_knock, send_knock) is not implemented, 404 M_NOT_FOUND.
+func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	ctx := r.Context()
+	roomID := httputil.Vars(r)["roomIDOrAlias"]
+	if strings.HasPrefix(roomID, "#") {
+		alias, err := roomalias.Parse(roomID)
+		if err != nil {
+			return httputil.Response{}, matrixerr.InvalidParam("invalid room alias")
+		}
+		if roomID, _, err = rm.resolveAlias(ctx, alias); err != nil {
+			return httputil.Response{}, err
+		}
+	}
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID or alias")
+	}
+	var body struct {
+		Reason string `json:"reason,omitempty"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	in, err := rm.serverInRoom(ctx, roomID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if !in {
+		return httputil.Response{}, matrixerr.NotFound("no room here to knock on; knocking through other servers is not supported")
+	}
+	m, err := rm.membership(ctx, roomID, dev.UserID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	switch m.Membership {
+	case spec.Join, spec.Invite, spec.Ban:
+		return httputil.Response{}, matrixerr.Forbidden("you cannot knock: your membership in the room is " + m.Membership)
+	}
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Knock, Reason: body.Reason}); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"room_id": roomID}), nil
 }

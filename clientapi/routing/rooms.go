@@ -51,6 +51,8 @@ func (rm *Rooms) Routes() []httputil.Route {
 	routes := []httputil.Route{
 		{Name: "createRoom", Method: http.MethodPost, Path: "/createRoom", Handler: auth(rm.CreateRoom)},
 		{Name: "join", Method: http.MethodPost, Path: "/join/{roomIDOrAlias}", Handler: guest(rm.Join)},
+		{Name: "knock", Method: http.MethodPost, Path: "/knock/{roomIDOrAlias}", Handler: auth(rm.Knock)},
+		{Name: "upgrade", Method: http.MethodPost, Path: "/rooms/{roomID}/upgrade", Handler: auth(rm.Upgrade)},
 		{Name: "roomJoin", Method: http.MethodPost, Path: "/rooms/{roomID}/join", Handler: guest(rm.Join)},
 		{Name: "invite", Method: http.MethodPost, Path: "/rooms/{roomID}/invite", Handler: auth(rm.Invite)},
 		{Name: "leave", Method: http.MethodPost, Path: "/rooms/{roomID}/leave", Handler: guest(rm.Leave)},
@@ -70,7 +72,10 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "joinedMembers", Method: http.MethodGet, Path: "/rooms/{roomID}/joined_members", Handler: auth(rm.JoinedMembers)},
 		{Name: "joinedRooms", Method: http.MethodGet, Path: "/joined_rooms", Handler: auth(rm.JoinedRooms)},
 	}
-	return clientPaths(append(routes, rm.directoryRoutes()...))
+	return append(clientPaths(append(routes, rm.directoryRoutes()...)),
+		httputil.Route{Name: "hierarchy", Method: http.MethodGet, Path: "/_matrix/client/v1/rooms/{roomID}/hierarchy", Handler: auth(rm.Hierarchy)},
+		httputil.Route{Name: "roomSummary", Method: http.MethodGet, Path: "/_matrix/client/v1/room_summary/{roomIDOrAlias}", Handler: rm.RoomSummary},
+	)
 }
 
 // clientPaths mounts routes under /_matrix/client/v3 and the r0 alias.

@@ -177,3 +177,16 @@ func TestMonolithStateContent(t *testing.T) {
 func TestMonolithDirectory(t *testing.T) {
 	e2e.Directory(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
 }
+
+// TestMonolithEveryday runs the everyday client feature stories (issue 11): room tags, the
+// user directory, relations and threads, spaces, room summaries, restricted joins and
+// knocking.
+func TestMonolithEveryday(t *testing.T) {
+	url := startServer(t, e2e.WriteConfig(t, t.TempDir())).URL()
+	t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
+	t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
+	t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
+	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
+	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
+	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
+}

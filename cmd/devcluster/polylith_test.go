@@ -206,6 +206,20 @@ func TestPolylithDirectory(t *testing.T) {
 	e2e.Directory(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
 }
 
+// TestPolylithEveryday runs the everyday client feature stories through the polylith's
+// proxy: tags, spaces, knocking and upgrades in the client API, the user directory,
+// relations and threads in the sync API.
+func TestPolylithEveryday(t *testing.T) {
+	t.Parallel()
+	url := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL()
+	t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
+	t.Run("user directory", func(t *testing.T) { e2e.UserDirectory(t, url) })
+	t.Run("relations", func(t *testing.T) { e2e.Relations(t, url) })
+	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
+	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
+	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
+}
+
 // TestPolylithKeys runs the end-to-end key, device-list and cross-signing stories through
 // the polylith (two roomserver shards): keys in the userapi process, /keys/changes and
 // device_lists from the syncapi process, key changes over Kafka between them.

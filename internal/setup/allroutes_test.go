@@ -47,6 +47,9 @@ var clientBodies = map[string]bodySpec{
 	"POST /user/{userID}/filter":                            {sample: `{"event_fields":["type"],"event_format":"client","presence":{"limit":1},"account_data":{"types":["x"]},"room":{"timeline":{"limit":1},"rooms":["{{room}}"]}}`},
 	"PUT /user/{userID}/account_data/{type}":                {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
 	"PUT /user/{userID}/rooms/{roomID}/account_data/{type}": {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
+	"PUT /user/{userID}/rooms/{roomID}/tags/{tag}":          {sample: `{"order":0.5}`},
+	"DELETE /user/{userID}/rooms/{roomID}/tags/{tag}":       {},
+	"POST /user_directory/search":                           {sample: `{"search_term":"alice","limit":5}`},
 	"PUT /devices/{deviceID}":                               {sample: `{"display_name":"x"}`},
 	"DELETE /devices/{deviceID}":                            {sample: `{"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
 	"POST /delete_devices":                                  {sample: `{"devices":["{{device}}"],"auth":{"type":"m.login.password","identifier":{"type":"m.id.user","user":"{{user}}"},"password":"wrong"}}`},
@@ -81,6 +84,8 @@ var clientBodies = map[string]bodySpec{
 	"PUT /presence/{userID}/status":                         {sample: `{"presence":"online","status_msg":"x"}`},
 	"POST /createRoom":                                      {sample: `{"visibility":"private","room_alias_name":"x3","name":"x","topic":"x","invite":["@bob:allroutes.test"],"invite_3pid":[],"room_version":"10","creation_content":{"m.federate":true},"initial_state":[{"type":"m.test","state_key":"","content":{"a":"b"}}],"preset":"private_chat","is_direct":false,"power_level_content_override":{}}`, freeform: []string{".initial_state[0].content"}},
 	"POST /join/{roomIDOrAlias}":                            {sample: `{"reason":"x"}`, optional: true},
+	"POST /knock/{roomIDOrAlias}":                           {sample: `{"reason":"x"}`, optional: true},
+	"POST /rooms/{roomID}/upgrade":                          {sample: `{"new_version":"99"}`},
 	"POST /rooms/{roomID}/join":                             {sample: `{"reason":"x"}`, optional: true},
 	"POST /rooms/{roomID}/invite":                           {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
 	"POST /rooms/{roomID}/leave":                            {sample: `{"reason":"x"}`, optional: true},
@@ -166,6 +171,10 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return f.alice.UserID.Homeserver()
 	case "keyID":
 		return "ed25519:auto"
+	case "tag":
+		return "u.allroutes"
+	case "relType":
+		return "m.thread"
 	case "mediaId":
 		return f.media
 	case "sessionID":

@@ -31,6 +31,9 @@ type QueryRoomInfoResponse struct {
 type QueryCurrentStateRequest struct {
 	RoomID string          `json:"room_id"`
 	Tuples []StateKeyTuple `json:"tuples,omitempty"`
+	// Types asks, with or instead of Tuples, for every state event of these types
+	// (m.space.child, whose state keys are room IDs). Neither set is the whole state.
+	Types []string `json:"types,omitempty"`
 }
 
 // QueryCurrentStateResponse holds the state events found.

@@ -41,9 +41,28 @@ func (q *Querier) QueryRoomInfo(ctx context.Context, req *api.QueryRoomInfoReque
 	return &api.QueryRoomInfoResponse{Exists: true, RoomVersion: h.room.RoomVersion, LatestEventIDs: h.latestIDs, Depth: h.room.Depth}, nil
 }
 
-// stateEvents returns the events of st, restricted to tuples when given.
-func (q *Querier) stateEvents(ctx context.Context, roomVersion string, st *types.State, tuples []api.StateKeyTuple) ([]api.Event, error) {
+// stateEvents returns the events of st: those of tuples and of evTypes when either is
+// given, else all of them.
+func (q *Querier) stateEvents(ctx context.Context, roomVersion string, st *types.State, tuples []api.StateKeyTuple, evTypes ...string) ([]api.Event, error) {
 	var nids []types.EventNID
+	if len(evTypes) > 0 {
+		typeNIDs, err := q.in.cache.typeNIDs(ctx, evTypes...)
+		if err != nil {
+			return nil, err
+		}
+		wanted := make(map[types.TypeNID]bool, len(typeNIDs))
+		for _, nid := range typeNIDs {
+			wanted[nid] = true
+		}
+		for _, e := range st.Entries() {
+			if wanted[e.Type] {
+				nids = append(nids, e.Event)
+			}
+		}
+		if len(tuples) == 0 {
+			return q.eventsOf(ctx, roomVersion, nids)
+		}
+	}
 	if len(tuples) == 0 {
 		for _, e := range st.Entries() {
 			nids = append(nids, e.Event)
@@ -63,6 +82,11 @@ func (q *Querier) stateEvents(ctx context.Context, roomVersion string, st *types
 			}
 		}
 	}
+	return q.eventsOf(ctx, roomVersion, nids)
+}
+
+// eventsOf loads events by NID.
+func (q *Querier) eventsOf(ctx context.Context, roomVersion string, nids []types.EventNID) ([]api.Event, error) {
 	pdus, err := q.in.cache.eventsByNID(ctx, roomVersion, nids)
 	if err != nil {
 		return nil, err
@@ -76,7 +100,7 @@ func (q *Querier) QueryCurrentState(ctx context.Context, req *api.QueryCurrentSt
 	if err != nil || h == nil {
 		return &api.QueryCurrentStateResponse{StateEvents: []api.Event{}}, err
 	}
-	evs, err := q.stateEvents(ctx, h.room.RoomVersion, h.state, req.Tuples)
+	evs, err := q.stateEvents(ctx, h.room.RoomVersion, h.state, req.Tuples, req.Types...)
 	if err != nil {
 		return nil, err
 	}

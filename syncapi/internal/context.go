@@ -48,7 +48,7 @@ func (s *Syncer) Context(ctx context.Context, req *ContextRequest) (*types.Conte
 		return nil, err
 	}
 	res := &types.ContextResponse{Start: types.StreamToken{Position: bp.next}.String(), End: types.StreamToken{Position: ap.next}.String()}
-	conv, err := clientEvents(append(append(bp.events, ev), ap.events...), v)
+	conv, err := s.clientEvents(ctx, append(append(bp.events, ev), ap.events...), v)
 	if err != nil {
 		return nil, err
 	}

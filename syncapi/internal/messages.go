@@ -81,7 +81,7 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 			return nil, err
 		}
 	}
-	chunk, err := clientEvents(pg.events, v)
+	chunk, err := s.clientEvents(ctx, pg.events, v)
 	if err != nil {
 		return nil, err
 	}

@@ -23,8 +23,12 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 		res.Rooms.Invite[p.roomID] = invitedRoom(req.UserID, current)
 		return nil
 	}
+	if p.kind == spec.Knock {
+		res.Rooms.Knock[p.roomID] = &types.KnockedRoom{KnockState: invitedRoom(req.UserID, current).InviteState}
+		return nil
+	}
 	evs := reversed(p.page.events)
-	tl, err := clientEvents(evs, p.viewer)
+	tl, err := s.clientEvents(ctx, evs, p.viewer)
 	if err != nil {
 		return err
 	}

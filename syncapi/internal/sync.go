@@ -126,7 +126,7 @@ func (s *Syncer) addKeyCounts(ctx context.Context, req *SyncRequest, res *types.
 // roomPlan is what one room contributes to a sync.
 type roomPlan struct {
 	roomID string
-	kind   string // spec.Join, spec.Invite or spec.Leave
+	kind   string // spec.Join, spec.Invite, spec.Knock or spec.Leave
 	after  int64
 	upTo   int64
 	// full asks for the complete state at the timeline's start, not changes since after.
@@ -213,11 +213,11 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 				steady = append(steady, roomID)
 				continue
 			}
-		case spec.Invite:
+		case spec.Invite, spec.Knock:
 			if !initial && now.Position <= since {
 				continue
 			}
-			p.kind = spec.Invite
+			p.kind = now.Membership
 		case spec.Leave, spec.Ban:
 			if initial && !req.Filter.Room.IncludeLeave || !initial && now.Position <= since {
 				continue
@@ -250,7 +250,7 @@ func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, 
 	limit := req.Filter.TimelineLimit()
 	var needState []string
 	for _, p := range plans {
-		if p.kind != spec.Invite {
+		if p.kind != spec.Invite && p.kind != spec.Knock {
 			if !tf.AllowsRoom(p.roomID) {
 				continue
 			}
@@ -260,7 +260,7 @@ func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, 
 			}
 			p.page, p.limited = pg, pg.more
 		}
-		if p.kind == spec.Invite || p.full || p.limited || tf.LazyLoadMembers {
+		if p.kind == spec.Invite || p.kind == spec.Knock || p.full || p.limited || tf.LazyLoadMembers {
 			needState = append(needState, p.roomID)
 		}
 	}

@@ -1,6 +1,7 @@
 // Package routing is the sync API's client-server endpoints: GET /sync,
-// /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId} and the deprecated /events,
-// under both the v3 and r0 prefixes. Handlers only parse and validate parameters; the logic is in syncapi/internal.
+// /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId}, POST /user_directory/search
+// and the deprecated /events, under both the v3 and r0 prefixes; the v1 endpoints
+// /rooms/{roomId}/relations/... and /rooms/{roomId}/threads. Handlers only parse and validate parameters; the logic is in syncapi/internal.
 package routing
 
 import (
@@ -67,10 +68,18 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: h.authenticated(h.messages)},
 			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
 			httputil.Route{Name: "events", Method: http.MethodGet, Path: prefix + "/events", Handler: h.authenticated(h.events)},
+			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
 			httputil.Route{Name: "keyChanges", Method: http.MethodGet, Path: prefix + "/keys/changes", Handler: h.authenticated(h.keyChanges)},
 		)
 	}
-	return routes
+	const v1 = "/_matrix/client/v1/rooms/{roomId}"
+	get := http.MethodGet
+	return append(routes,
+		httputil.Route{Name: "relations", Method: get, Path: v1 + "/relations/{eventId}", Handler: h.authenticated(h.relations)},
+		httputil.Route{Name: "relationsOfType", Method: get, Path: v1 + "/relations/{eventId}/{relType}", Handler: h.authenticated(h.relations)},
+		httputil.Route{Name: "relationsOfTypes", Method: get, Path: v1 + "/relations/{eventId}/{relType}/{eventType}", Handler: h.authenticated(h.relations)},
+		httputil.Route{Name: "threads", Method: get, Path: v1 + "/threads", Handler: h.authenticated(h.threads)},
+	)
 }
 
 func (h *Handlers) sync(r *http.Request, dev *uapi.Device) (httputil.Response, error) {

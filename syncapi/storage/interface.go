@@ -207,6 +207,59 @@ type Unread struct {
 // MaxUnread caps the counted unread notifications per room.
 const MaxUnread = 1000
 
+// DirectoryUser is a user the user directory found, with a profile from one of their member
+// events.
+type DirectoryUser struct {
+	UserID      string
+	DisplayName string
+	AvatarURL   string
+}
+
+// Relation is a stored event that relates to another (content m.relates_to).
+type Relation struct {
+	EventID   string
+	RelatesTo string
+	RelType   string
+	EventType string
+	Sender    string
+	Position  int64
+}
+
+// RelationsQuery selects the events relating to any of Parents in a room, of RelType and
+// EventType when set, with After < position < Before, newest first when Backward, at
+// most Limit.
+type RelationsQuery struct {
+	RoomID    string
+	Parents   []string
+	RelType   string
+	EventType string
+	After     int64
+	Before    int64
+	Backward  bool
+	Limit     int
+}
+
+// ThreadSummary is a thread root's m.thread aggregation: how many events are in the
+// thread, the latest of them, and whether the user sent one of them.
+type ThreadSummary struct {
+	Count         int
+	LatestEventID string
+	Participated  bool
+}
+
+// Aggregations are what events relate to a set of parents: thread summaries by root, and
+// the m.replace and m.reference relations, oldest first.
+type Aggregations struct {
+	Threads map[string]ThreadSummary
+	Others  []Relation
+}
+
+// ThreadRoot is a thread's root and the position of its latest event.
+type ThreadRoot struct {
+	EventID string
+	Latest  int64
+}
+
 // Database is what the sync API needs from its store.
 type Database interface {
 	// WriteRoomEvents stores events in order (backfilled ones each below everything
@@ -275,6 +328,19 @@ type Database interface {
 	// ReadUpTo is, per room among roomIDs, the position of the event the user's latest
 	// unthreaded or main-timeline read receipt (public or private) points at.
 	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
+	// SearchUserDirectory finds up to limit users, ordered by user ID, who are joined to a
+	// room searcher is joined to (searcher excepted) or to a public or world-readable room, and whose user ID or
+	// display name contains every word of term (case and accents ignored); limited says
+	// that more matched.
+	SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]DirectoryUser, bool, error)
+	// Relations returns the relations q selects.
+	Relations(ctx context.Context, q *RelationsQuery) ([]Relation, error)
+	// Aggregations returns the thread summaries (Participated for userID) of those of
+	// parents that are thread roots, and the edits and references of parents.
+	Aggregations(ctx context.Context, userID string, parents []string) (*Aggregations, error)
+	// ThreadRoots lists up to limit of the room's threads whose latest event is below before,
+	// latest first; with participated, only those userID started or replied to.
+	ThreadRoots(ctx context.Context, roomID, userID string, participated bool, before int64, limit int) ([]ThreadRoot, error)
 	// DeviceListChanges is what changed in (after, upTo] for userID's device_lists: users
 	// sharing a joined room with userID (or userID) whose device keys changed, who joined
 	// a room userID is joined to, or who share a room userID joined; and users who left a

@@ -75,6 +75,7 @@ type AccountData struct {
 type Rooms struct {
 	Join   map[string]*JoinedRoom  `json:"join"`
 	Invite map[string]*InvitedRoom `json:"invite"`
+	Knock  map[string]*KnockedRoom `json:"knock"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
 }
 
@@ -84,7 +85,7 @@ func NewSyncResponse() *SyncResponse {
 		AccountData: AccountData{Events: []BasicEvent{}},
 		Presence:    Presence{Events: []PresenceEvent{}},
 		ToDevice:    ToDevice{Events: []ToDeviceEvent{}},
-		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Leave: map[string]*LeftRoom{}},
+		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}},
 		DeviceLists: DeviceLists{Changed: []string{}, Left: []string{}},
 
 		DeviceOneTimeKeysCount:       map[string]int{},
@@ -96,7 +97,7 @@ func NewSyncResponse() *SyncResponse {
 // counts do not count: they are in every response.
 func (r *SyncResponse) IsEmpty() bool {
 	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 &&
-		len(r.Rooms.Invite) == 0 && len(r.Rooms.Leave) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
+		len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 // Timeline is a room's timeline section.
@@ -152,6 +153,11 @@ func NewJoinedRoom() *JoinedRoom {
 // InviteState is an invited room's stripped state.
 type InviteState struct {
 	Events []clientevent.StrippedEvent `json:"events"`
+}
+
+// KnockedRoom is a room in rooms.knock: the room's stripped state and the user's knock.
+type KnockedRoom struct {
+	KnockState InviteState `json:"knock_state"`
 }
 
 // InvitedRoom is a room in rooms.invite.

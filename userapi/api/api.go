@@ -240,6 +240,18 @@ type QueryAccountDataResponse struct {
 	Rooms  map[string]map[string]json.RawMessage `json:"rooms"`
 }
 
+// PerformRoomTagRequest adds (Content set) or removes (Content empty) one tag of a room in
+// the user's m.tag room account data.
+type PerformRoomTagRequest struct {
+	UserID  string          `json:"user_id"`
+	RoomID  string          `json:"room_id"`
+	Tag     string          `json:"tag"`
+	Content json.RawMessage `json:"content,omitempty"`
+}
+
+// PerformRoomTagResponse is empty.
+type PerformRoomTagResponse struct{}
+
 // PerformPutFilterRequest stores a filter.
 type PerformPutFilterRequest struct {
 	Localpart string          `json:"localpart"`
@@ -281,6 +293,7 @@ type ClientUserAPI interface {
 	PerformSetAvatarURL(ctx context.Context, req *PerformSetAvatarURLRequest) (*PerformSetAvatarURLResponse, error)
 	PerformAccountData(ctx context.Context, req *PerformAccountDataRequest) (*PerformAccountDataResponse, error)
 	QueryAccountData(ctx context.Context, req *QueryAccountDataRequest) (*QueryAccountDataResponse, error)
+	PerformRoomTag(ctx context.Context, req *PerformRoomTagRequest) (*PerformRoomTagResponse, error)
 	PerformPutFilter(ctx context.Context, req *PerformPutFilterRequest) (*PerformPutFilterResponse, error)
 	QueryFilter(ctx context.Context, req *QueryFilterRequest) (*QueryFilterResponse, error)
 	PerformUploadKeys(ctx context.Context, req *PerformUploadKeysRequest) (*PerformUploadKeysResponse, error)

@@ -30,18 +30,79 @@ func (u *UserAPI) PerformAccountData(ctx context.Context, req *api.PerformAccoun
 	if err = u.DB.PutAccountData(ctx, local, &storage.AccountData{RoomID: req.RoomID, Type: req.DataType, Content: req.Data}); err != nil {
 		return nil, err
 	}
-	if u.Log != nil {
-		msg, err := json.Marshal(api.OutputClientData{Type: api.OutputClientDataTypeAccountData, AccountData: &api.AccountDataChange{
-			UserID: req.UserID, RoomID: req.RoomID, Type: req.DataType, Content: req.Data,
-		}})
-		if err != nil {
-			return nil, err
-		}
-		if _, err = u.Log.Produce(ctx, u.ClientDataTopic, eventlog.Message{Key: []byte(req.UserID), Value: msg}); err != nil {
-			return nil, fmt.Errorf("produce account data change: %w", err)
-		}
+	if err = u.announceAccountData(ctx, &api.AccountDataChange{UserID: req.UserID, RoomID: req.RoomID, Type: req.DataType, Content: req.Data}); err != nil {
+		return nil, err
 	}
 	return &api.PerformAccountDataResponse{}, nil
+}
+
+// announceAccountData produces an account data change on the OutputClientData topic.
+func (u *UserAPI) announceAccountData(ctx context.Context, change *api.AccountDataChange) error {
+	if u.Log == nil {
+		return nil
+	}
+	msg, err := json.Marshal(api.OutputClientData{Type: api.OutputClientDataTypeAccountData, AccountData: change})
+	if err != nil {
+		return err
+	}
+	if _, err = u.Log.Produce(ctx, u.ClientDataTopic, eventlog.Message{Key: []byte(change.UserID), Value: msg}); err != nil {
+		return fmt.Errorf("produce account data change: %w", err)
+	}
+	return nil
+}
+
+// roomTagType is the room account data type that holds a room's tags.
+const roomTagType = "m.tag"
+
+// maxTagsBytes caps a room's m.tag content, as the client API caps other account data.
+const maxTagsBytes = 65536
+
+// PerformRoomTag adds or removes one tag in the room's m.tag account data, read, changed
+// and written in one storage transaction so that concurrent tag changes keep each other,
+// then announces the whole new m.tag content like any account data change. Adding a tag
+// again replaces its content; removing an absent tag changes nothing; both are idempotent.
+func (u *UserAPI) PerformRoomTag(ctx context.Context, req *api.PerformRoomTagRequest) (*api.PerformRoomTagResponse, error) {
+	local, err := u.localpart(req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	if req.RoomID == "" || req.Tag == "" {
+		return nil, matrixerr.InvalidParam("the room and the tag must not be empty")
+	}
+	if len(req.Content) > 0 {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(req.Content, &obj) != nil || obj == nil {
+			return nil, matrixerr.BadJSON("a tag's content must be a JSON object")
+		}
+	}
+	content, err := u.DB.UpdateAccountData(ctx, local, req.RoomID, roomTagType, func(old []byte) ([]byte, error) {
+		var data struct {
+			Tags map[string]json.RawMessage `json:"tags"`
+		}
+		if len(old) > 0 && json.Unmarshal(old, &data) != nil {
+			data.Tags = nil // stored by a client through the generic account data route in another shape
+		}
+		if data.Tags == nil {
+			data.Tags = map[string]json.RawMessage{}
+		}
+		if len(req.Content) > 0 {
+			data.Tags[req.Tag] = req.Content
+		} else {
+			delete(data.Tags, req.Tag)
+		}
+		out, err := json.Marshal(data)
+		if err == nil && len(out) > maxTagsBytes {
+			return nil, matrixerr.TooLarge("the room has too many tags")
+		}
+		return out, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err = u.announceAccountData(ctx, &api.AccountDataChange{UserID: req.UserID, RoomID: req.RoomID, Type: roomTagType, Content: content}); err != nil {
+		return nil, err
+	}
+	return &api.PerformRoomTagResponse{}, nil
 }
 
 // QueryAccountData returns account data: RoomID "" means global and every room's, else

@@ -37,6 +37,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformSetAvatarURL)
 	ihttp.Serve(s, a.PerformAccountData)
 	ihttp.Serve(s, a.QueryAccountData)
+	ihttp.Serve(s, a.PerformRoomTag)
 	ihttp.Serve(s, a.PerformPutFilter)
 	ihttp.Serve(s, a.QueryFilter)
 	ihttp.Serve(s, a.PerformUploadKeys)
@@ -128,6 +129,11 @@ func (c *Client) PerformSetAvatarURL(ctx context.Context, req *api.PerformSetAva
 // PerformAccountData implements api.ClientUserAPI.
 func (c *Client) PerformAccountData(ctx context.Context, req *api.PerformAccountDataRequest) (*api.PerformAccountDataResponse, error) {
 	return ihttp.Call[api.PerformAccountDataResponse](ctx, c.c, req)
+}
+
+// PerformRoomTag implements api.ClientUserAPI.
+func (c *Client) PerformRoomTag(ctx context.Context, req *api.PerformRoomTagRequest) (*api.PerformRoomTagResponse, error) {
+	return ihttp.Call[api.PerformRoomTagResponse](ctx, c.c, req)
 }
 
 // QueryAccountData implements api.ClientUserAPI.

@@ -252,6 +252,8 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	ok(c, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, DataType: "m.direct", Data: json.RawMessage(`{"a":1}`)})
 	ok(c, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, RoomID: "!r:x", DataType: "m.tag", Data: json.RawMessage(`{"tags":{}}`)})
 	same(c, "not an object", d.PerformAccountData, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, DataType: "x", Data: json.RawMessage(`[1]`)})
+	ok(c, r.PerformRoomTag, &api.PerformRoomTagRequest{UserID: alice, RoomID: "!t:x", Tag: "u.work", Content: json.RawMessage(`{"order":0.5}`)})
+	same(c, "tag not an object", d.PerformRoomTag, r.PerformRoomTag, &api.PerformRoomTagRequest{UserID: alice, RoomID: "!r:x", Tag: "u.x", Content: json.RawMessage(`[1]`)})
 	all := same(c, "all", d.QueryAccountData, r.QueryAccountData, &api.QueryAccountDataRequest{UserID: alice})
 	if string(all.Global["m.direct"]) != `{"a":1}` || string(all.Rooms["!r:x"]["m.tag"]) != `{"tags":{}}` {
 		t.Fatalf("account data %+v", all)

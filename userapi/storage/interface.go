@@ -98,6 +98,10 @@ type Database interface {
 	SetAvatarURL(ctx context.Context, localpart, value string) (bool, error)
 	// PutAccountData stores (replaces) one piece of account data.
 	PutAccountData(ctx context.Context, localpart string, data *AccountData) error
+	// UpdateAccountData replaces one piece of account data with what update makes of the
+	// stored content (nil when there is none), atomically with respect to other updates of
+	// the same piece, and returns the new content. An error from update stores nothing.
+	UpdateAccountData(ctx context.Context, localpart, roomID, dataType string, update func(old []byte) ([]byte, error)) ([]byte, error)
 	// AccountData returns the account's data: global and every room's when roomID is "",
 	// else only that room's; only of dataType when it is set.
 	AccountData(ctx context.Context, localpart, roomID, dataType string) ([]AccountData, error)

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/clientevent"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -99,6 +100,9 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if err != nil {
 		return err
 	}
+	if err = putRelation(ctx, tx, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.Content(), pos); err != nil {
+		return fmt.Errorf("record relation: %w", err)
+	}
 	if err = d.applyStateDelta(ctx, tx, roomID, pos, ev, applied); err != nil {
 		return err
 	}
@@ -124,8 +128,14 @@ func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.
 	}
 	_, err = tx.ExecContext(ctx, insertEventSQL, pos, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
 		string(e.Version()), ev.HistoryVisibility, "", "", "", "", false, "")
-	if err != nil || ev.RedactsEventID == "" {
+	if err != nil {
 		return err
+	}
+	if err = putRelation(ctx, tx, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.Content(), pos); err != nil {
+		return fmt.Errorf("record relation: %w", err)
+	}
+	if ev.RedactsEventID == "" {
+		return nil
 	}
 	return redact(ctx, tx, ev.RedactsEventID, e)
 }
@@ -151,8 +161,18 @@ const upsertStateSQL = `INSERT INTO syncapi_current_state (room_id, type, state_
 	ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, position = $5, membership = $6, event_json = $7`
 
 func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID string, pos int64, ev *storage.NewRoomEvent, applied *storage.Applied) error {
+	var removedMembers []string
 	if len(ev.RemovesStateEventIDs) > 0 {
-		q, args := d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, ev.RemovesStateEventIDs)
+		q, args := d.db.Dialect.InList("SELECT state_key FROM syncapi_current_state WHERE room_id = $1 AND type = $2 AND event_id IN ({ids})", "{ids}",
+			[]any{roomID, spec.MRoomMember}, ev.RemovesStateEventIDs)
+		rows, err := tx.QueryContext(ctx, q, args...)
+		if err != nil {
+			return fmt.Errorf("select removed members: %w", err)
+		}
+		if removedMembers, err = sqlutil.Column[string](rows); err != nil {
+			return fmt.Errorf("select removed members: %w", err)
+		}
+		q, args = d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, ev.RemovesStateEventIDs)
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("remove state: %w", err)
 		}
@@ -179,10 +199,14 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 		}
 		applied.Members = append(applied.Members, storage.MemberChange{RoomID: roomID, UserID: *sk, Membership: membership, EventID: s.EventID(), Position: pos})
 	}
+	if err := updateUserDirectory(ctx, tx, roomID, ev, removedMembers); err != nil {
+		return fmt.Errorf("update user directory: %w", err)
+	}
 	return nil
 }
 
-// redact replaces the stored target, and its current-state copy, by its redacted form.
+// redact replaces the stored target, and its current-state copy, by its redacted form, and
+// forgets its relation (redacted content has no m.relates_to).
 // An unknown target (never delivered to this server's sync API) is left alone.
 func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverlib.PDU) error {
 	var version, eventJSON string
@@ -205,6 +229,9 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverli
 		return err
 	}
 	if _, err = tx.ExecContext(ctx, "UPDATE syncapi_events SET event_json = $1, redacted = TRUE WHERE event_id = $2", string(redacted), eventID); err != nil {
+		return err
+	}
+	if _, err = tx.ExecContext(ctx, "DELETE FROM syncapi_relations WHERE event_id = $1", eventID); err != nil {
 		return err
 	}
 	_, err = tx.ExecContext(ctx, "UPDATE syncapi_current_state SET event_json = $1 WHERE event_id = $2", string(redacted), eventID)

@@ -18,6 +18,43 @@ func (d *Database) PutAccountData(ctx context.Context, localpart string, data *s
 	return d.exec(ctx, "upsert account data", upsertAccountDataSQL, localpart, data.RoomID, data.Type, string(data.Content))
 }
 
+// UpdateAccountData implements storage.Database. The row is created empty if missing and
+// then locked (an UPDATE that changes nothing takes the row lock on PostgreSQL; SQLite
+// serializes the whole transaction), so concurrent updates of one piece of data never
+// lose each other's change.
+func (d *Database) UpdateAccountData(ctx context.Context, localpart, roomID, dataType string, update func(old []byte) ([]byte, error)) ([]byte, error) {
+	var updated []byte
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, "INSERT INTO userapi_account_data (localpart, room_id, data_type, content) VALUES ($1, $2, $3, '')"+
+			" ON CONFLICT (localpart, room_id, data_type) DO NOTHING", localpart, roomID, dataType); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, "UPDATE userapi_account_data SET content = content WHERE localpart = $1 AND room_id = $2 AND data_type = $3",
+			localpart, roomID, dataType); err != nil {
+			return err
+		}
+		var old string
+		if err := tx.QueryRowContext(ctx, "SELECT content FROM userapi_account_data WHERE localpart = $1 AND room_id = $2 AND data_type = $3",
+			localpart, roomID, dataType).Scan(&old); err != nil {
+			return err
+		}
+		var err error
+		var prev []byte
+		if old != "" {
+			prev = []byte(old)
+		}
+		if updated, err = update(prev); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, upsertAccountDataSQL, localpart, roomID, dataType, string(updated))
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update account data: %w", err)
+	}
+	return updated, nil
+}
+
 // AccountData implements storage.Database. The conditions "$n = ”" let one query text
 // serve every combination of filters.
 func (d *Database) AccountData(ctx context.Context, localpart, roomID, dataType string) ([]storage.AccountData, error) {

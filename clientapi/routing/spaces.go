@@ -1,0 +1,468 @@
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"slices"
+	"strconv"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/roomalias"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// Limits of GET /rooms/{roomId}/hierarchy.
+const (
+	defaultHierarchyLimit = 50
+	maxHierarchyLimit     = 200
+	maxHierarchyDepth     = 10
+	// maxHierarchyRooms bounds the rooms one walk visits, whatever the space's size.
+	maxHierarchyRooms = 2000
+)
+
+const (
+	spaceChildType = "m.space.child"
+	encryptionType = "m.room.encryption"
+)
+
+// roomAccess is what decides whether a user may learn about a room without being in it.
+type roomAccess struct {
+	summary    rsapi.RoomSummary
+	version    string
+	membership string
+	allow      []string
+	encryption string
+	children   []rsapi.Event
+}
+
+// loadRoom reads a local room's summary and the state the access rules and the answers
+// need; nil when this server does not know the room.
+func (rm *Rooms) loadRoom(ctx context.Context, roomID, userID string, withChildren bool) (*roomAccess, error) {
+	sums, err := rm.RSAPI.QueryRoomSummaries(ctx, &rsapi.QueryRoomSummariesRequest{RoomIDs: []string{roomID}})
+	if err != nil {
+		return nil, err
+	}
+	if len(sums.Rooms) == 0 {
+		return nil, nil
+	}
+	req := &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: []rsapi.StateKeyTuple{{EventType: spec.MRoomJoinRules}, {EventType: encryptionType}}}
+	if userID != "" {
+		req.Tuples = append(req.Tuples, rsapi.StateKeyTuple{EventType: spec.MRoomMember, StateKey: userID})
+	}
+	if withChildren {
+		req.Types = []string{spaceChildType}
+	}
+	st, err := rm.RSAPI.QueryCurrentState(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if !st.RoomExists {
+		return nil, nil
+	}
+	a := &roomAccess{summary: sums.Rooms[0], version: st.RoomVersion}
+	for _, ev := range st.StateEvents {
+		var c struct {
+			Allow []struct {
+				Type   string `json:"type"`
+				RoomID string `json:"room_id"`
+			} `json:"allow"`
+			Algorithm  string `json:"algorithm"`
+			Membership string `json:"membership"`
+		}
+		if json.Unmarshal(ev.Content(), &c) != nil {
+			continue
+		}
+		switch ev.Type() {
+		case spec.MRoomJoinRules:
+			for _, al := range c.Allow {
+				if al.Type == "m.room_membership" && al.RoomID != "" {
+					a.allow = append(a.allow, al.RoomID)
+				}
+			}
+		case encryptionType:
+			a.encryption = c.Algorithm
+		case spec.MRoomMember:
+			a.membership = c.Membership
+		case spaceChildType:
+			a.children = append(a.children, ev)
+		}
+	}
+	return a, nil
+}
+
+// accessible reports whether userID ("" for a guest without a token) may learn about the
+// room: members and invitees, anyone for rooms one may join or knock on freely or read,
+// and, for restricted rooms, members of an allowed room.
+func (rm *Rooms) accessible(ctx context.Context, a *roomAccess, userID string) (bool, error) {
+	if a.membership == spec.Join || a.membership == spec.Invite || a.summary.WorldReadable {
+		return true, nil
+	}
+	switch a.summary.JoinRule {
+	case spec.Public, spec.Knock, spec.KnockRestricted:
+		return true, nil
+	case spec.Restricted:
+	default:
+		return false, nil
+	}
+	if userID == "" {
+		return false, nil
+	}
+	for _, roomID := range a.allow {
+		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: userID})
+		if err != nil {
+			return false, err
+		}
+		if m.Membership == spec.Join {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// roomSummaryResponse is the body of GET /room_summary (MSC3266).
+type roomSummaryResponse struct {
+	rsapi.RoomSummary
+	Membership     string   `json:"membership,omitempty"`
+	RoomVersion    string   `json:"room_version,omitempty"`
+	Encryption     string   `json:"encryption,omitempty"`
+	AllowedRoomIDs []string `json:"allowed_room_ids,omitempty"`
+}
+
+// RoomSummary is GET /v1/room_summary/{roomIdOrAlias}: a local room's summary for anyone
+// who may learn about it, 404 M_NOT_FOUND for unknown rooms and for the others alike, so
+// that the answer does not tell that a private room exists. A token is optional.
+func (rm *Rooms) RoomSummary(r *http.Request) (httputil.Response, error) {
+	userID := ""
+	if r.Header.Get("Authorization") != "" || r.URL.Query().Get("access_token") != "" {
+		return httputil.Authenticated(DeviceLookup(rm.UserAPI), func(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+			return rm.roomSummary(r, dev.UserID)
+		})(r)
+	}
+	return rm.roomSummary(r, userID)
+}
+
+func (rm *Rooms) roomSummary(r *http.Request, userID string) (httputil.Response, error) {
+	target := httputil.Vars(r)["roomIDOrAlias"]
+	roomID := target
+	if len(target) > 0 && target[0] == '#' {
+		a, err := roomalias.Parse(target)
+		if err != nil {
+			return httputil.Response{}, matrixerr.InvalidParam("invalid room alias")
+		}
+		if roomID, _, err = rm.resolveAlias(r.Context(), a); err != nil {
+			return httputil.Response{}, err
+		}
+	} else if _, err := spec.NewRoomID(target); err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID or alias")
+	}
+	a, err := rm.loadRoom(r.Context(), roomID, userID, false)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	notFound := matrixerr.NotFound("room not found")
+	if a == nil {
+		return httputil.Response{}, notFound
+	}
+	ok, err := rm.accessible(r.Context(), a, userID)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if !ok {
+		return httputil.Response{}, notFound
+	}
+	res := roomSummaryResponse{RoomSummary: a.summary, RoomVersion: a.version, Encryption: a.encryption, AllowedRoomIDs: a.allow}
+	if userID != "" {
+		res.Membership = a.membership
+		if res.Membership == "" {
+			res.Membership = spec.Leave
+		}
+	}
+	return httputil.OK(res), nil
+}
+
+// hierarchyRoom is one room of GET /hierarchy (the spec's SpaceHierarchyRoomsChunk).
+type hierarchyRoom struct {
+	rsapi.RoomSummary
+	ChildrenState  []childState `json:"children_state"`
+	AllowedRoomIDs []string     `json:"allowed_room_ids,omitempty"`
+	RoomVersion    string       `json:"room_version,omitempty"`
+	Encryption     string       `json:"encryption,omitempty"`
+}
+
+// childState is an m.space.child event in the stripped form with its timestamp.
+type childState struct {
+	Content        json.RawMessage `json:"content"`
+	OriginServerTS int64           `json:"origin_server_ts"`
+	Sender         string          `json:"sender"`
+	StateKey       string          `json:"state_key"`
+	Type           string          `json:"type"`
+}
+
+// spaceChild is a valid m.space.child of a room.
+type spaceChild struct {
+	roomID    string
+	order     string
+	ts        int64
+	suggested bool
+	event     childState
+}
+
+// validChildren are the room's m.space.child events with a non-empty via, in the spec's
+// order: by order (valid ones first), then timestamp, then room ID.
+func validChildren(evs []rsapi.Event) []spaceChild {
+	var out []spaceChild
+	for _, ev := range evs {
+		var c struct {
+			Via       []string `json:"via"`
+			Order     any      `json:"order"`
+			Suggested any      `json:"suggested"`
+		}
+		sk := ev.StateKey()
+		if sk == nil || json.Unmarshal(ev.Content(), &c) != nil || len(c.Via) == 0 {
+			continue
+		}
+		order, _ := c.Order.(string)
+		if len(order) > 50 {
+			order = ""
+		}
+		for _, r := range order {
+			if r < 0x20 || r > 0x7e {
+				order = ""
+				break
+			}
+		}
+		suggested, _ := c.Suggested.(bool)
+		out = append(out, spaceChild{roomID: *sk, order: order, ts: int64(ev.OriginServerTS()), suggested: suggested,
+			event: childState{Content: ev.Content(), OriginServerTS: int64(ev.OriginServerTS()), Sender: string(ev.SenderID()), StateKey: *sk, Type: spaceChildType}})
+	}
+	slices.SortFunc(out, func(a, b spaceChild) int {
+		switch {
+		case a.order != "" && b.order == "":
+			return -1
+		case a.order == "" && b.order != "":
+			return 1
+		case a.order != b.order:
+			if a.order < b.order {
+				return -1
+			}
+			return 1
+		case a.ts != b.ts:
+			if a.ts < b.ts {
+				return -1
+			}
+			return 1
+		case a.roomID < b.roomID:
+			return -1
+		case a.roomID > b.roomID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// Hierarchy is GET /v1/rooms/{roomId}/hierarchy: a depth-first walk of the space's local
+// rooms the user may learn about, the root first (403 if the user may not see the root).
+// from is an offset into the walk, which is repeated for each page.
+func (rm *Rooms) Hierarchy(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	rootID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	q := r.URL.Query()
+	num := func(name string, def, maxV int) (int, error) {
+		s := q.Get(name)
+		if s == "" {
+			return def, nil
+		}
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 0 {
+			return 0, matrixerr.InvalidParam(name + " must be a non-negative integer")
+		}
+		return int(min(n, int64(maxV))), nil
+	}
+	limit, err := num("limit", defaultHierarchyLimit, maxHierarchyLimit)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if limit == 0 {
+		limit = defaultHierarchyLimit
+	}
+	depth, err := num("max_depth", maxHierarchyDepth, maxHierarchyDepth)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	from, err := num("from", 0, maxHierarchyRooms)
+	if err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("from is not a valid token")
+	}
+	suggestedOnly := false
+	switch q.Get("suggested_only") {
+	case "", "false":
+	case "true":
+		suggestedOnly = true
+	default:
+		return httputil.Response{}, matrixerr.InvalidParam("suggested_only must be true or false")
+	}
+	root, err := rm.loadRoom(r.Context(), rootID, dev.UserID, true)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if root == nil {
+		return httputil.Response{}, matrixerr.Forbidden("you may not see this room")
+	}
+	if ok, err := rm.accessible(r.Context(), root, dev.UserID); err != nil || !ok {
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		return httputil.Response{}, matrixerr.Forbidden("you may not see this room")
+	}
+	w := &hierarchyWalk{rm: rm, userID: dev.UserID, suggestedOnly: suggestedOnly, maxDepth: depth, want: from + limit, seen: map[string]bool{rootID: true}}
+	if err = w.visit(r.Context(), root, rootID, 0); err != nil {
+		return httputil.Response{}, err
+	}
+	res := struct {
+		Rooms     []hierarchyRoom `json:"rooms"`
+		NextBatch string          `json:"next_batch,omitempty"`
+	}{Rooms: []hierarchyRoom{}}
+	if from < len(w.rooms) {
+		res.Rooms = w.rooms[from:min(len(w.rooms), from+limit)]
+	}
+	if w.more || len(w.rooms) > from+limit {
+		res.NextBatch = strconv.Itoa(from + limit)
+	}
+	return httputil.OK(res), nil
+}
+
+// hierarchyWalk collects a space's rooms depth first until it has want of them.
+type hierarchyWalk struct {
+	rm            *Rooms
+	userID        string
+	suggestedOnly bool
+	maxDepth      int
+	want          int
+	seen          map[string]bool
+	rooms         []hierarchyRoom
+	more          bool
+}
+
+func (w *hierarchyWalk) visit(ctx context.Context, a *roomAccess, roomID string, depth int) error {
+	if len(w.rooms) >= w.want || len(w.seen) > maxHierarchyRooms {
+		w.more = true
+		return nil
+	}
+	children := validChildren(a.children)
+	room := hierarchyRoom{RoomSummary: a.summary, ChildrenState: make([]childState, 0, len(children)),
+		AllowedRoomIDs: a.allow, RoomVersion: a.version, Encryption: a.encryption}
+	for _, c := range children {
+		room.ChildrenState = append(room.ChildrenState, c.event)
+	}
+	w.rooms = append(w.rooms, room)
+	if depth >= w.maxDepth {
+		return nil
+	}
+	for _, c := range children {
+		if w.seen[c.roomID] || (w.suggestedOnly && !c.suggested) {
+			continue
+		}
+		w.seen[c.roomID] = true
+		child, err := w.rm.loadRoom(ctx, c.roomID, w.userID, true)
+		if err != nil {
+			return err
+		}
+		if child == nil {
+			continue // a room of other servers: not walked without federation
+		}
+		ok, err := w.rm.accessible(ctx, child, w.userID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			continue
+		}
+		if err = w.visit(ctx, child, c.roomID, depth+1); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restrictedJoinAuthoriser is, for a local join to a room whose join rule is restricted or
+// knock_restricted by a user not invited, a local member with the power to invite who
+// vouches for the join (join_authorised_via_users_server, spec "Restricted rooms"); ""
+// when the join rule is another. A user in none of the allowed rooms, or a room with no
+// local member able to invite, is 403 M_FORBIDDEN.
+func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, membership string) (string, error) {
+	if membership == spec.Invite || membership == spec.Join {
+		return "", nil
+	}
+	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID,
+		Tuples: []rsapi.StateKeyTuple{{EventType: spec.MRoomCreate}, {EventType: spec.MRoomPowerLevels}, {EventType: spec.MRoomJoinRules}},
+		Types:  []string{spec.MRoomMember}})
+	if err != nil || !cur.RoomExists {
+		return "", err
+	}
+	var create, pl gomatrixserverlib.PDU
+	var rule struct {
+		JoinRule string `json:"join_rule"`
+		Allow    []struct {
+			Type   string `json:"type"`
+			RoomID string `json:"room_id"`
+		} `json:"allow"`
+	}
+	var members []string
+	for _, e := range cur.StateEvents {
+		switch e.Type() {
+		case spec.MRoomCreate:
+			create = e.PDU
+		case spec.MRoomPowerLevels:
+			pl = e.PDU
+		case spec.MRoomJoinRules:
+			_ = json.Unmarshal(e.Content(), &rule) // nolint: errcheck // unreadable content is no restricted rule
+		case spec.MRoomMember:
+			if m, _ := e.Membership(); m == spec.Join && e.StateKey() != nil && rm.isLocalUser(*e.StateKey()) {
+				members = append(members, *e.StateKey())
+			}
+		}
+	}
+	if rule.JoinRule != spec.Restricted && rule.JoinRule != spec.KnockRestricted {
+		return "", nil
+	}
+	allowed := false
+	for _, a := range rule.Allow {
+		if a.Type != "m.room_membership" || a.RoomID == "" {
+			continue
+		}
+		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: a.RoomID, UserID: userID})
+		if err != nil {
+			return "", err
+		}
+		if m.Membership == spec.Join {
+			allowed = true
+			break
+		}
+	}
+	if !allowed || create == nil {
+		return "", matrixerr.Forbidden("you are not a member of a room that this room allows")
+	}
+	slices.Sort(members)
+	top := creators(create, cur.RoomVersion)
+	var levels *gomatrixserverlib.PowerLevelContent
+	if pl != nil {
+		if l, err := gomatrixserverlib.NewPowerLevelContentFromEvent(pl); err == nil {
+			levels = &l // unreadable power levels leave only the creators able to invite
+		}
+	}
+	for _, u := range members {
+		if top[u] || levels != nil && levels.UserLevel(spec.SenderID(u)) >= levels.Invite {
+			return u, nil
+		}
+	}
+	return "", matrixerr.Forbidden("no user of this server in the room may authorise your join")
+}
