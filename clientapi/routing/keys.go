@@ -140,19 +140,7 @@ func (k *Keys) Query(r *http.Request, dev *uapi.Device) (httputil.Response, erro
 	if body.DeviceKeys == nil {
 		return httputil.Response{}, matrixerr.MissingParam("device_keys is required")
 	}
-	local, remote := map[string][]string{}, map[string]map[string][]string{}
-	for userID, devices := range body.DeviceKeys {
-		switch server := serverOf(userID); server {
-		case "":
-		case k.ServerName:
-			local[userID] = devices
-		default:
-			if remote[server] == nil {
-				remote[server] = map[string][]string{}
-			}
-			remote[server][userID] = devices
-		}
-	}
+	local, remote := splitByServer(k.ServerName, body.DeviceKeys)
 	res, err := k.UserAPI.QueryKeys(r.Context(), &uapi.QueryKeysRequest{UserID: dev.UserID, DeviceKeys: local})
 	if err != nil {
 		return httputil.Response{}, err
@@ -173,6 +161,25 @@ func (k *Keys) Query(r *http.Request, dev *uapi.Device) (httputil.Response, erro
 	return httputil.OK(res), nil
 }
 
+// splitByServer splits a request keyed by user ID into this server's users (own) and the
+// other servers' users, keyed by server name; a user ID without a server is left out.
+func splitByServer[V any](own string, byUser map[string]V) (map[string]V, map[string]map[string]V) {
+	local, remote := map[string]V{}, map[string]map[string]V{}
+	for userID, v := range byUser {
+		switch server := serverOf(userID); server {
+		case "":
+		case own:
+			local[userID] = v
+		default:
+			if remote[server] == nil {
+				remote[server] = map[string]V{}
+			}
+			remote[server][userID] = v
+		}
+	}
+	return local, remote
+}
+
 // Claim is POST /keys/claim.
 func (k *Keys) Claim(r *http.Request, _ *uapi.Device) (httputil.Response, error) {
 	var body struct {
@@ -185,19 +192,7 @@ func (k *Keys) Claim(r *http.Request, _ *uapi.Device) (httputil.Response, error)
 	if body.OneTimeKeys == nil {
 		return httputil.Response{}, matrixerr.MissingParam("one_time_keys is required")
 	}
-	local, remote := map[string]map[string]string{}, map[string]map[string]map[string]string{}
-	for userID, devices := range body.OneTimeKeys {
-		switch server := serverOf(userID); server {
-		case "":
-		case k.ServerName:
-			local[userID] = devices
-		default:
-			if remote[server] == nil {
-				remote[server] = map[string]map[string]string{}
-			}
-			remote[server][userID] = devices
-		}
-	}
+	local, remote := splitByServer(k.ServerName, body.OneTimeKeys)
 	res, err := k.UserAPI.PerformClaimKeys(r.Context(), &uapi.PerformClaimKeysRequest{OneTimeKeys: local})
 	if err != nil {
 		return httputil.Response{}, err
