@@ -68,7 +68,8 @@ func TestKeyUploadRejectsBadKeys(t *testing.T) {
 			code string
 		}{
 			{"not an object", api.PerformUploadKeysRequest{DeviceKeys: json.RawMessage(`[1]`)}, "M_BAD_JSON"},
-			{"unsigned", api.PerformUploadKeysRequest{DeviceKeys: unsigned}, "M_INVALID_PARAM"},
+			{"without signatures", api.PerformUploadKeysRequest{DeviceKeys: unsigned}, "M_BAD_JSON"},
+			{"without algorithms, keys and signatures", api.PerformUploadKeysRequest{DeviceKeys: json.RawMessage(`{"user_id":"` + alice + `","device_id":"DEV"}`)}, "M_BAD_JSON"},
 			{"signed by another key", api.PerformUploadKeysRequest{DeviceKeys: wrongSigJSON}, "M_INVALID_PARAM"},
 			{"another user", api.PerformUploadKeysRequest{DeviceKeys: forBob.JSON(t)}, "M_INVALID_PARAM"},
 			{"another device", api.PerformUploadKeysRequest{DeviceKeys: forOtherDevice.JSON(t)}, "M_INVALID_PARAM"},

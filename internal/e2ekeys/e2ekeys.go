@@ -49,6 +49,11 @@ func VerifyDeviceKeys(raw json.RawMessage, userID, deviceID string) (ed25519.Pub
 	if json.Unmarshal(raw, &obj) != nil || obj == nil || json.Unmarshal(raw, &dk) != nil {
 		return nil, ErrMalformed
 	}
+	for _, field := range []string{"user_id", "device_id", "algorithms", "keys", "signatures"} {
+		if _, ok := obj[field]; !ok {
+			return nil, ErrMalformed // the DeviceKeys schema requires every one of them
+		}
+	}
 	if dk.UserID != userID || dk.DeviceID != deviceID {
 		return nil, ErrWrongOwner
 	}
