@@ -186,27 +186,11 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		roomID = vars["roomIDOrAlias"]
 	}
 	q := r.URL.Query()
-	hints := append(q["server_name"], q["via"]...)
-	if strings.HasPrefix(roomID, "#") {
-		alias, err := roomalias.Parse(roomID)
-		if err != nil {
-			return httputil.Response{}, matrixerr.InvalidParam("invalid room alias")
-		}
-		var servers []string
-		if roomID, servers, err = rm.resolveAlias(ctx, alias); err != nil {
-			return httputil.Response{}, err
-		}
-		hints = append(hints, servers...)
-	}
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID or alias")
-	}
-	var body struct {
-		Reason string `json:"reason,omitempty"`
-	}
-	if err := decodeOptional(r, &body); err != nil {
+	roomID, servers, body, err := rm.membershipTarget(r, roomID)
+	if err != nil {
 		return httputil.Response{}, err
 	}
+	hints := append(append(q["server_name"], q["via"]...), servers...)
 	local, err := rm.joinLocally(ctx, roomID)
 	if err != nil {
 		return httputil.Response{}, err
@@ -563,29 +547,42 @@ func (rm *Rooms) ReflectProfile(ctx context.Context, userID string) error {
 	return nil
 }
 
+// membershipBody is the optional body of /join and /knock.
+type membershipBody struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// membershipTarget resolves the room ID or alias of /join and /knock (an alias to its room
+// ID and the servers the directory names) and decodes the optional body.
+func (rm *Rooms) membershipTarget(r *http.Request, idOrAlias string) (string, []string, membershipBody, error) {
+	var body membershipBody
+	roomID, servers := idOrAlias, []string(nil)
+	if strings.HasPrefix(idOrAlias, "#") {
+		alias, err := roomalias.Parse(idOrAlias)
+		if err != nil {
+			return "", nil, body, matrixerr.InvalidParam("invalid room alias")
+		}
+		if roomID, servers, err = rm.resolveAlias(r.Context(), alias); err != nil {
+			return "", nil, body, err
+		}
+	}
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return "", nil, body, matrixerr.InvalidParam("invalid room ID or alias")
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return "", nil, body, err
+	}
+	return roomID, servers, body, nil
+}
+
 // Knock is POST /knock/{roomIdOrAlias}: the user asks to be invited to a room whose join
 // rule is knock or knock_restricted (room versions 7 and later; the auth rules refuse the
 // others with 403). Only rooms this server takes part in can be knocked on: knocking
 // through another server (make_knock, send_knock) is not implemented, 404 M_NOT_FOUND.
 func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
-	roomID := httputil.Vars(r)["roomIDOrAlias"]
-	if strings.HasPrefix(roomID, "#") {
-		alias, err := roomalias.Parse(roomID)
-		if err != nil {
-			return httputil.Response{}, matrixerr.InvalidParam("invalid room alias")
-		}
-		if roomID, _, err = rm.resolveAlias(ctx, alias); err != nil {
-			return httputil.Response{}, err
-		}
-	}
-	if _, err := spec.NewRoomID(roomID); err != nil {
-		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID or alias")
-	}
-	var body struct {
-		Reason string `json:"reason,omitempty"`
-	}
-	if err := decodeOptional(r, &body); err != nil {
+	roomID, _, body, err := rm.membershipTarget(r, httputil.Vars(r)["roomIDOrAlias"])
+	if err != nil {
 		return httputil.Response{}, err
 	}
 	in, err := rm.serverInRoom(ctx, roomID)
