@@ -23,6 +23,7 @@ import (
 	"github.com/matrix-org/dendrite/federationsender"
 	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
@@ -226,6 +227,7 @@ func buildRoomserver(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.RoomServer, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db, Log: e.log,
 		InputTopic: e.topic(rsapi.TopicInputRoomEvent), OutputTopic: e.topic(rsapi.TopicOutputRoomEvent), Shard: e.shard,
 		Logger: e.component("roomserver").WithField("shard", e.shard), Registerer: e.registry,
+		CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
 		return nil, err

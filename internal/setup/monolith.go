@@ -85,6 +85,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 	}()
 	warnConfig(cfg, logrus.NewEntry(logger), true)
+	applyMemoryLimit(cfg, logrus.NewEntry(logger))
 	m = &Monolith{env: e, metrics: metrics, metricsL: metricsL}
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
