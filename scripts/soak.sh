@@ -11,7 +11,8 @@
 # and PUT p99, the server's RSS and Go heap (in use, from /metrics), the roomserver's cache bytes, and the data
 # directory's size per database (with its WAL; those over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered;
 # the script stops at the first run that found a problem. Results (mxbench JSON lines, the samples as TSV and
-# the server log) go to OUT_DIR (default /tmp/dendrite-soak).
+# the server log) go to OUT_DIR (default /tmp/dendrite-soak), and at the end a heap profile (heap.pprof, for
+# `go tool pprof`).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 messages=200000
@@ -102,3 +103,4 @@ print(round(m["messages_per_s"]), round(m["send_latency"]["p99_ms"], 1))')
 		next=$((next + 20000))
 	fi
 done
+curl -fsS "http://127.0.0.1:$metrics/debug/pprof/heap" -o "$out/heap.pprof"

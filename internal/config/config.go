@@ -106,11 +106,15 @@ type LogOptions struct {
 	Partitions int32 `yaml:"partitions"`
 	// EmbeddedDatabase holds the embedded log (default <data_dir>/eventlog.db).
 	EmbeddedDatabase DatabaseOptions `yaml:"embedded_database"`
-	// Retention is how long records are kept. Kafka deletes older records whether consumed or
-	// not (the topics' retention.ms); the embedded log deletes a record only once it is older
-	// and every consumer of its partition has processed it.
-	Retention Duration     `yaml:"retention"`
-	Kafka     KafkaOptions `yaml:"kafka"`
+	// Retention is how long Kafka keeps records: the topics' retention.ms. Kafka deletes
+	// older records whether consumed or not.
+	Retention Duration `yaml:"retention"`
+	// ConsumedRetention is how long the embedded log keeps a record that every consumer of
+	// its partition has processed; it never deletes one a consumer still needs. Records are
+	// trimmed every minute and the space is given back to the file system (SQLite's
+	// incremental vacuum).
+	ConsumedRetention Duration     `yaml:"consumed_retention"`
+	Kafka             KafkaOptions `yaml:"kafka"`
 }
 
 // KafkaOptions configures the Kafka log (global.log.kind: kafka).
@@ -269,7 +273,8 @@ func Defaults() *Dendrite {
 			ServerName: "localhost", DataDir: "./data", HTTPBindAddress: ":8008",
 			DenyNetworks: slices.Clone(outbound.DefaultDenyNetworks),
 			Log: LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour),
-				Kafka: KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
+				ConsumedRetention: Duration(time.Minute),
+				Kafka:             KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
 			Logging: LoggingOptions{Level: "info", Format: "text"},
 			Metrics: MetricsOptions{Enabled: true},
 			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget)},
@@ -360,6 +365,9 @@ func (c *Dendrite) Verify() error {
 		}
 	default:
 		bad("global.log.kind", "must be embedded or kafka")
+	}
+	if c.Global.Log.ConsumedRetention <= 0 {
+		bad("global.log.consumed_retention", "must be positive")
 	}
 	if c.Global.Log.Retention <= 0 {
 		bad("global.log.retention", "must be positive")

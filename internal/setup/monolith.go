@@ -54,7 +54,7 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 		return nil, err
 	}
 	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions,
-		Retention: time.Duration(e.cfg.Global.Log.Retention), Metrics: metrics, Logger: logger.WithField("component", "eventlog")})
+		Retention: time.Duration(e.cfg.Global.Log.ConsumedRetention), Metrics: metrics, Logger: logger.WithField("component", "eventlog")})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
