@@ -272,7 +272,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
 		Presence:      e.presenceInput(),
 		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
-		Logger: e.component("syncapi"), Registerer: e.registry,
+		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
 		return nil, err
