@@ -8,9 +8,10 @@
 # runs mxbench `send` (20 users x 100 messages into a new room) again and again until MESSAGES (default 200000)
 # messages have been sent: 100 rooms and 2,000 registered users for the default, every user's live /sync loop
 # running during its own run. After every 20,000 messages it prints one line: messages sent, the run's msg/s
-# and PUT p99, the server's RSS and Go heap (in use, from /metrics), the roomserver's cache bytes, and the data
-# directory's size per database (with its WAL; those over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered;
-# the script stops at the first run that found a problem. Results (mxbench JSON lines, the samples as TSV and
+# and PUT p99, the server's RSS and Go heap (in use, from /metrics), the bytes of every cache, and the data
+# directory's size per database (with its WAL; those over 0.1 MiB) and in total. Every mxbench run also checks
+# that nothing was lost, duplicated or reordered; the script goes on after a run that found a problem, counts
+# them, and exits 1 at the end if there was any (or at once when mxbench could not run). Results (mxbench JSON lines, the samples as TSV and
 # the server log) go to OUT_DIR (default /tmp/dendrite-soak), and at the end a heap profile (heap.pprof, for
 # `go tool pprof`).
 set -euo pipefail
@@ -86,13 +87,20 @@ sample() {
 printf 'messages\tmsg/s\tp99_ms\trss_mib\theap_mib\tcache_mib\tdata_mib\n' | tee "$out/samples.tsv"
 sample 0 - -
 sent=0
+problems=0
 next=20000
 while [ "$sent" -lt "$messages" ]; do
-	if ! "$out/mxbench" -hs "http://127.0.0.1:$port" -scenario send -users 20 -messages 100 -settle 0 \
-		>>"$out/mxbench.jsonl" 2>>"$out/mxbench.txt"; then
-		echo "soak.sh: mxbench found a problem or failed after $sent messages; see $out/mxbench.txt" >&2
+	status=0
+	"$out/mxbench" -hs "http://127.0.0.1:$port" -scenario send -users 20 -messages 100 -settle 0 \
+		>>"$out/mxbench.jsonl" 2>>"$out/mxbench.txt" || status=$?
+	case $status in
+	0) ;;
+	2) problems=$((problems + 1)) ;;
+	*)
+		echo "soak.sh: mxbench could not run after $sent messages; see $out/mxbench.txt" >&2
 		exit 1
-	fi
+		;;
+	esac
 	sent=$((sent + 2000))
 	if [ "$sent" -ge "$next" ] || [ "$sent" -ge "$messages" ]; then
 		read -r rate p99 < <(tail -1 "$out/mxbench.jsonl" | python3 -c '
@@ -104,3 +112,6 @@ print(round(m["messages_per_s"]), round(m["send_latency"]["p99_ms"], 1))')
 	fi
 done
 curl -fsS "http://127.0.0.1:$metrics/debug/pprof/heap" -o "$out/heap.pprof"
+echo "soak.sh: $problems of $((sent / 2000)) mxbench runs found problems (see $out/mxbench.txt: a live /sync that fell" \
+	"behind more than its timeline limit, on a machine busy with other work, reports the gap as lost)"
+[ "$problems" -eq 0 ]
