@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -36,6 +37,8 @@ type Deps struct {
 	Shard      int
 	Logger     *logrus.Entry
 	Registerer prometheus.Registerer
+	// CacheBudget is the process's cache budget in bytes (global.cache.max_bytes).
+	CacheBudget caching.Budget
 }
 
 // RoomServer is a running roomserver shard.
@@ -66,6 +69,7 @@ func New(ctx context.Context, d Deps) (*RoomServer, error) {
 		InputTopic: d.InputTopic, OutputTopic: d.OutputTopic, Partitions: partitions,
 		ServerName: d.ServerName, KeyID: d.KeyID, Key: d.PrivateKey,
 		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer),
+		CacheBudget: d.CacheBudget, Registerer: d.Registerer,
 	})
 	return &RoomServer{inputer: in, querier: internal.NewQuerier(in)}, nil
 }

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -54,7 +55,13 @@ type Deps struct {
 	Logger       *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
+	// CacheBudget is the process's cache budget (global.cache.max_bytes).
+	CacheBudget caching.Budget
 }
+
+// membershipCacheShare is the share of the process's cache budget the users' membership
+// histories take.
+const membershipCacheShare = 0.125
 
 // SyncAPI is a running sync API.
 type SyncAPI struct {
@@ -73,10 +80,11 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open syncapi offsets: %w", err)
 	}
-	db, err := sql.Open(ctx, d.DB, offsets)
+	sqlDB, err := sql.Open(ctx, d.DB, offsets)
 	if err != nil {
 		return nil, err
 	}
+	db := storage.WithMembershipCache(sqlDB, d.CacheBudget.Share(membershipCacheShare), d.Registerer)
 	waiting := prometheus.NewGauge(prometheus.GaugeOpts{Name: "dendrite_syncapi_waiting_requests", Help: "Long-polling /sync requests currently waiting."})
 	if d.Registerer != nil {
 		d.Registerer.MustRegister(waiting)

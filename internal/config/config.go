@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/outbound"
 )
 
@@ -69,6 +70,20 @@ type Global struct {
 	Log      LogOptions      `yaml:"log"`
 	Logging  LoggingOptions  `yaml:"logging"`
 	Metrics  MetricsOptions  `yaml:"metrics"`
+	Cache    CacheOptions    `yaml:"cache"`
+	// MemoryLimit is the Go runtime's soft memory limit in bytes (as GOMEMLIMIT sets it):
+	// near it the garbage collector works harder to stay under it. 0 leaves the runtime's
+	// default, or GOMEMLIMIT from the environment. It bounds the heap, not the process's
+	// whole RSS; see docs/deploy.md for its measured effect.
+	MemoryLimit int64 `yaml:"memory_limit"`
+}
+
+// CacheOptions bounds the in-memory caches.
+type CacheOptions struct {
+	// MaxBytes is the estimated bytes the caches of one process may hold together (the
+	// monolith is one process). Each component takes fixed shares of it; docs/deploy.md
+	// lists them. Each cache's size, hits and evictions are the dendrite_cache_* metrics.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // DatabaseOptions names a database.
@@ -91,11 +106,15 @@ type LogOptions struct {
 	Partitions int32 `yaml:"partitions"`
 	// EmbeddedDatabase holds the embedded log (default <data_dir>/eventlog.db).
 	EmbeddedDatabase DatabaseOptions `yaml:"embedded_database"`
-	// Retention is how long records are kept. Kafka deletes older records whether consumed or
-	// not (the topics' retention.ms); the embedded log deletes a record only once it is older
-	// and every consumer of its partition has processed it.
-	Retention Duration     `yaml:"retention"`
-	Kafka     KafkaOptions `yaml:"kafka"`
+	// Retention is how long Kafka keeps records: the topics' retention.ms. Kafka deletes
+	// older records whether consumed or not.
+	Retention Duration `yaml:"retention"`
+	// ConsumedRetention is how long the embedded log keeps a record that every consumer of
+	// its partition has processed; it never deletes one a consumer still needs. Records are
+	// trimmed every minute and the space is given back to the file system (SQLite's
+	// incremental vacuum).
+	ConsumedRetention Duration     `yaml:"consumed_retention"`
+	Kafka             KafkaOptions `yaml:"kafka"`
 }
 
 // KafkaOptions configures the Kafka log (global.log.kind: kafka).
@@ -254,9 +273,11 @@ func Defaults() *Dendrite {
 			ServerName: "localhost", DataDir: "./data", HTTPBindAddress: ":8008",
 			DenyNetworks: slices.Clone(outbound.DefaultDenyNetworks),
 			Log: LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour),
-				Kafka: KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
+				ConsumedRetention: Duration(time.Minute),
+				Kafka:             KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
 			Logging: LoggingOptions{Level: "info", Format: "text"},
 			Metrics: MetricsOptions{Enabled: true},
+			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget)},
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
@@ -345,6 +366,9 @@ func (c *Dendrite) Verify() error {
 	default:
 		bad("global.log.kind", "must be embedded or kafka")
 	}
+	if c.Global.Log.ConsumedRetention <= 0 {
+		bad("global.log.consumed_retention", "must be positive")
+	}
 	if c.Global.Log.Retention <= 0 {
 		bad("global.log.retention", "must be positive")
 	}
@@ -356,6 +380,12 @@ func (c *Dendrite) Verify() error {
 	}
 	if n := len(c.RoomServer.ShardConnect); n != 0 && n != c.RoomServer.Shards {
 		bad("room_server.shard_connect", "must list one URL per shard (room_server.shards)")
+	}
+	if c.Global.Cache.MaxBytes < 1<<20 {
+		bad("global.cache.max_bytes", "must be at least 1048576 (1 MiB)")
+	}
+	if c.Global.MemoryLimit < 0 {
+		bad("global.memory_limit", "must not be negative (0: no limit)")
 	}
 	if c.Global.Database.MaxOpenConns < 0 {
 		bad("global.database.max_open_conns", "must not be negative")

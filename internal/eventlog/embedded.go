@@ -90,6 +90,9 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 	if err := sqlutil.Migrate(ctx, db, "eventlog", embeddedMigrations); err != nil {
 		return nil, err
 	}
+	if err := incrementalVacuum(ctx, db); err != nil {
+		return nil, err
+	}
 	if cfg.Retention == 0 {
 		cfg.Retention = 7 * 24 * time.Hour
 	}
@@ -115,6 +118,35 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 	}
 	go e.write()
 	return e, nil
+}
+
+// incrementalVacuum makes a SQLite log give the pages of trimmed records back to the file
+// system (Trim runs PRAGMA incremental_vacuum): a database created before it is rewritten
+// once (VACUUM) to switch it on. PostgreSQL's autovacuum needs nothing.
+func incrementalVacuum(ctx context.Context, db *sqlutil.DB) error {
+	if db.Engine() != sqlutil.SQLite {
+		return nil
+	}
+	conn, err := db.Conn(ctx) // the pragma and VACUUM must share a connection
+	if err != nil {
+		return err
+	}
+	defer conn.Close() // nolint: errcheck // returned to the pool
+	var mode int
+	if err := conn.QueryRowContext(ctx, "PRAGMA auto_vacuum").Scan(&mode); err != nil {
+		return fmt.Errorf("read auto_vacuum: %w", err)
+	}
+	const incremental = 2
+	if mode == incremental {
+		return nil
+	}
+	if _, err := conn.ExecContext(ctx, "PRAGMA auto_vacuum = INCREMENTAL"); err != nil {
+		return fmt.Errorf("set auto_vacuum: %w", err)
+	}
+	if _, err := conn.ExecContext(ctx, "VACUUM"); err != nil {
+		return fmt.Errorf("vacuum the log to switch on incremental vacuum: %w", err)
+	}
+	return nil
 }
 
 // loadPartitions calls set for each (topic, partition, number) row of query.
@@ -266,7 +298,8 @@ func (e *Embedded) commit(batch []*produceReq) {
 }
 
 // Trim deletes the records older than the retention period that every reader of their
-// partition has processed (see Embedded). The log runs it every minute.
+// partition has processed (see Embedded), and on SQLite gives their pages back to the file
+// system. The log runs it every minute.
 func (e *Embedded) Trim(ctx context.Context) error {
 	if e.cfg.Retention < 0 {
 		return nil
@@ -290,15 +323,26 @@ func (e *Embedded) Trim(ctx context.Context) error {
 	if len(below) == 0 {
 		return nil
 	}
-	return e.db.WithTx(ctx, func(tx *sql.Tx) error {
+	deleted := int64(0)
+	err := e.db.WithTx(ctx, func(tx *sql.Tx) error {
 		for k, low := range below {
-			if _, err := tx.ExecContext(ctx, "DELETE FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset < $3 AND created_ms < $4",
-				k.topic, k.partition, low, cutoff); err != nil {
+			res, err := tx.ExecContext(ctx, "DELETE FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset < $3 AND created_ms < $4",
+				k.topic, k.partition, low, cutoff)
+			if err != nil {
 				return fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
 			}
+			n, _ := res.RowsAffected() // both drivers report it
+			deleted += n
 		}
 		return nil
 	})
+	if err != nil || deleted == 0 || e.db.Engine() != sqlutil.SQLite {
+		return err
+	}
+	if _, err := e.db.ExecContext(ctx, "PRAGMA incremental_vacuum"); err != nil {
+		return fmt.Errorf("give trimmed pages back: %w", err)
+	}
+	return nil
 }
 
 // register adds a reader of partition k starting at from, storing the partition's reader

@@ -74,7 +74,9 @@ type Config struct {
 	// DefaultPartitions is the partition count of topics not in Partitions (default 16).
 	DefaultPartitions int32
 	Partitions        map[string]int32
-	// Retention is how long records are kept (default 7 days; negative keeps forever).
+	// Retention is how long records are kept (default 7 days; negative keeps forever): by
+	// Kafka whether consumed or not (retention.ms), by the embedded log once every reader of
+	// the record's partition has processed it.
 	Retention time.Duration
 	Metrics   *Metrics
 	// Logger receives warnings about unreachable brokers and errors about stopped partitions

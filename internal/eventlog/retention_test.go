@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"context"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -149,4 +150,53 @@ func TestEmbeddedRetention(t *testing.T) {
 		slow.waitFor(t, 5)
 		kept(l, 5)
 	})
+}
+
+// TestEmbeddedTrimGivesSpaceBack: on SQLite the pages of trimmed records go back to the file
+// system (incremental vacuum), also for a log database created without it; the file shrinks
+// instead of staying at its largest.
+func TestEmbeddedTrimGivesSpaceBack(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "eventlog.db")
+	db, err := sqlutil.Open("file:" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // nolint: errcheck // test database
+	// A database that already holds a table, created without incremental vacuum.
+	if _, err := db.ExecContext(ctx, "CREATE TABLE older (x INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1, Retention: time.Nanosecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close() // nolint: errcheck // test log
+	pages := func() int64 {
+		var n int64
+		if err := db.QueryRowContext(ctx, "PRAGMA page_count").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	value := make([]byte, 4096)
+	const records = 500
+	for range records {
+		if _, err := l.Produce(ctx, "big", eventlog.Message{Key: []byte("k"), Value: value}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := pages()
+	r := startReader(t, l, "big", 0, false)
+	r.waitFor(t, records-1)
+	if _, err := l.Produce(ctx, "big", eventlog.Message{Key: []byte("k"), Value: []byte("marker")}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, records) // handed the marker: it has processed every record before it
+	if err := l.Trim(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := pages(); got > full/10 {
+		t.Fatalf("the log holds %d pages after trimming, %d before: the space was not given back", got, full)
+	}
 }

@@ -104,6 +104,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 		p.log = p.log.WithField("shard", opts.Shard)
 	}
 	warnConfig(cfg, p.log, c.name == "clientapi")
+	applyMemoryLimit(cfg, p.log)
 	p.base.MustRegister(processCollectors()...)
 	metrics := ihttp.NewMetrics(p.base)
 	p.server = ihttp.ServerOptions{Logger: p.log, Metrics: metrics}

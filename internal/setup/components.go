@@ -23,6 +23,7 @@ import (
 	"github.com/matrix-org/dendrite/federationsender"
 	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
@@ -226,6 +227,7 @@ func buildRoomserver(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.RoomServer, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db, Log: e.log,
 		InputTopic: e.topic(rsapi.TopicInputRoomEvent), OutputTopic: e.topic(rsapi.TopicOutputRoomEvent), Shard: e.shard,
 		Logger: e.component("roomserver").WithField("shard", e.shard), Registerer: e.registry,
+		CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
 		return nil, err
@@ -270,7 +272,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
 		Presence:      e.presenceInput(),
 		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
-		Logger: e.component("syncapi"), Registerer: e.registry,
+		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -149,5 +150,34 @@ func TestMonolithMetricsAddressInUse(t *testing.T) {
 	_, err = NewMonolith(context.Background(), metricsConfig(t, true, l.Addr().String()), logger)
 	if err == nil || !strings.Contains(err.Error(), "global.metrics.listen") {
 		t.Fatalf("NewMonolith on a busy metrics address: %v", err)
+	}
+}
+
+// TestCacheAndMemoryConfig: global.cache.max_bytes sets the caches' budgets (the roomserver's
+// state-event cache takes half of it, as docs/deploy.md says) and global.memory_limit the Go
+// runtime's soft memory limit.
+func TestCacheAndMemoryConfig(t *testing.T) {
+	before := debug.SetMemoryLimit(-1)
+	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	addr := e2e.FreeAddr(t)
+	cfg := metricsConfig(t, true, addr)
+	cfg.Global.Cache.MaxBytes = 8 << 20
+	cfg.Global.MemoryLimit = 3 << 30
+	runMonolithTLS(t, cfg)
+	if got := debug.SetMemoryLimit(-1); got != 3<<30 {
+		t.Fatalf("Go memory limit %d, want %d", got, 3<<30)
+	}
+	status, body := get(t, "http://"+addr+"/metrics")
+	if status != http.StatusOK {
+		t.Fatalf("/metrics: %d", status)
+	}
+	for _, want := range []string{
+		`dendrite_cache_max_bytes{cache="roomserver_state_events"} 4.194304e+06`,
+		`dendrite_cache_max_bytes{cache="roomserver_state_key_nids"} 524288`,
+		`dendrite_cache_hits_total{cache="roomserver_state_events"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

@@ -54,7 +54,7 @@ func openMonolithLog(ctx context.Context, e *env, logger *logrus.Logger) (eventl
 		return nil, err
 	}
 	l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: e.cfg.Global.Log.Partitions,
-		Retention: time.Duration(e.cfg.Global.Log.Retention), Metrics: metrics, Logger: logger.WithField("component", "eventlog")})
+		Retention: time.Duration(e.cfg.Global.Log.ConsumedRetention), Metrics: metrics, Logger: logger.WithField("component", "eventlog")})
 	if err != nil {
 		return nil, fmt.Errorf("open embedded log: %w", err)
 	}
@@ -85,6 +85,7 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 	}()
 	warnConfig(cfg, logrus.NewEntry(logger), true)
+	applyMemoryLimit(cfg, logrus.NewEntry(logger))
 	m = &Monolith{env: e, metrics: metrics, metricsL: metricsL}
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {

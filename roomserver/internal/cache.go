@@ -7,15 +7,13 @@ import (
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/storage"
 	"github.com/matrix-org/dendrite/roomserver/types"
 )
-
-// maxCachedEvents bounds the parsed-event cache. State events used for auth (create, power
-// levels, join rules, members) are the hot set.
-const maxCachedEvents = 100000
 
 // roomHead is a room's current position: stored row plus current state. It is immutable:
 // the partition that owns the room replaces it after each commit.
@@ -26,26 +24,45 @@ type roomHead struct {
 	latestIDs []string
 }
 
-// cache holds room heads, parsed events and name<->NID maps. Room heads are written only by
-// the room's partition worker and only after its transaction committed.
+// cache holds room heads, parsed state events and name<->NID maps. Room heads are written
+// only by the room's partition worker and only after its transaction committed; they are
+// what the input path cannot work without, one per room, and are not evicted. The rest is
+// bounded in bytes (CacheBytes): parsed state events, the hot set of auth checks and state
+// queries (message events are parsed again when asked for: readers keep their own copies),
+// and the type and state-key NIDs, which never change once assigned.
 type cache struct {
 	db storage.Database
 
-	mu     sync.RWMutex
-	heads  map[string]*roomHead
-	events map[types.EventNID]gomatrixserverlib.PDU
-	types  map[string]types.TypeNID
-	keys   map[string]types.StateKeyNID
+	mu    sync.RWMutex
+	heads map[string]*roomHead
+
+	events *caching.Cache[types.EventNID, gomatrixserverlib.PDU]
+	types  *caching.Cache[string, types.TypeNID]
+	keys   *caching.Cache[string, types.StateKeyNID]
 }
 
-func newCache(db storage.Database) *cache {
+// Shares of the process's cache budget (global.cache.max_bytes) the roomserver takes.
+const (
+	eventsCacheShare = 0.5
+	nidCacheShare    = 0.0625
+)
+
+func newCache(db storage.Database, budget caching.Budget, reg prometheus.Registerer) *cache {
+	nameCost := func(name string, _ types.TypeNID) int { return len(name) + 16 }
+	keyCost := func(key string, _ types.StateKeyNID) int { return len(key) + 16 }
 	return &cache{
 		db:     db,
 		heads:  map[string]*roomHead{},
-		events: map[types.EventNID]gomatrixserverlib.PDU{},
-		types:  map[string]types.TypeNID{},
-		keys:   map[string]types.StateKeyNID{},
+		events: caching.New("roomserver_state_events", budget.Share(eventsCacheShare), eventCost, reg),
+		types:  caching.New("roomserver_event_type_nids", budget.Share(nidCacheShare), nameCost, reg),
+		keys:   caching.New("roomserver_state_key_nids", budget.Share(nidCacheShare), keyCost, reg),
 	}
+}
+
+// eventCost estimates what a parsed event keeps in memory: its JSON, and about as much
+// again in the fields parsed out of it (content, unsigned, prev and auth event IDs).
+func eventCost(_ types.EventNID, pdu gomatrixserverlib.PDU) int {
+	return 2*len(pdu.JSON()) + 256
 }
 
 // head returns the room's current head, or nil if the room is unknown.
@@ -131,15 +148,13 @@ func (c *cache) loadState(ctx context.Context, nid types.SnapshotNID) (*types.St
 func (c *cache) typeNIDs(ctx context.Context, names ...string) (map[string]types.TypeNID, error) {
 	out := make(map[string]types.TypeNID, len(names))
 	var missing []string
-	c.mu.RLock()
 	for _, n := range names {
-		if nid, ok := c.types[n]; ok {
+		if nid, ok := c.types.Get(n); ok {
 			out[n] = nid
 		} else {
 			missing = append(missing, n)
 		}
 	}
-	c.mu.RUnlock()
 	if len(missing) == 0 {
 		return out, nil
 	}
@@ -147,12 +162,10 @@ func (c *cache) typeNIDs(ctx context.Context, names ...string) (map[string]types
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
 	for k, v := range got {
-		c.types[k] = v
+		c.types.Put(k, v)
 		out[k] = v
 	}
-	c.mu.Unlock()
 	return out, nil
 }
 
@@ -160,15 +173,13 @@ func (c *cache) typeNIDs(ctx context.Context, names ...string) (map[string]types
 func (c *cache) keyNIDs(ctx context.Context, keys ...string) (map[string]types.StateKeyNID, error) {
 	out := make(map[string]types.StateKeyNID, len(keys))
 	var missing []string
-	c.mu.RLock()
 	for _, k := range keys {
-		if nid, ok := c.keys[k]; ok {
+		if nid, ok := c.keys.Get(k); ok {
 			out[k] = nid
 		} else {
 			missing = append(missing, k)
 		}
 	}
-	c.mu.RUnlock()
 	if len(missing) == 0 {
 		return out, nil
 	}
@@ -176,12 +187,10 @@ func (c *cache) keyNIDs(ctx context.Context, keys ...string) (map[string]types.S
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
 	for k, v := range got {
-		c.keys[k] = v
+		c.keys.Put(k, v)
 		out[k] = v
 	}
-	c.mu.Unlock()
 	return out, nil
 }
 
@@ -207,19 +216,17 @@ func (c *cache) tuples(ctx context.Context, ts []gomatrixserverlib.StateKeyTuple
 	return out, nil
 }
 
-// events returns parsed events by NID, in the order asked; unknown NIDs are an error.
+// eventsByNID returns parsed events by NID, in the order asked; unknown NIDs are an error.
 func (c *cache) eventsByNID(ctx context.Context, roomVersion string, nids []types.EventNID) ([]gomatrixserverlib.PDU, error) {
 	out := make([]gomatrixserverlib.PDU, len(nids))
 	var missing []types.EventNID
-	c.mu.RLock()
 	for i, n := range nids {
-		if p, ok := c.events[n]; ok {
+		if p, ok := c.events.Get(n); ok {
 			out[i] = p
 		} else {
 			missing = append(missing, n)
 		}
 	}
-	c.mu.RUnlock()
 	if len(missing) == 0 {
 		return out, nil
 	}
@@ -234,12 +241,8 @@ func (c *cache) eventsByNID(ctx context.Context, roomVersion string, nids []type
 			return nil, err
 		}
 		loaded[r.NID] = pdu
+		c.putEvent(r.NID, pdu)
 	}
-	c.mu.Lock()
-	for n, p := range loaded {
-		c.putLocked(n, p)
-	}
-	c.mu.Unlock()
 	for i, n := range nids {
 		if out[i] == nil {
 			p, ok := loaded[n]
@@ -252,79 +255,63 @@ func (c *cache) eventsByNID(ctx context.Context, roomVersion string, nids []type
 	return out, nil
 }
 
-// putEvent caches a parsed event.
+// putEvent caches a parsed event if it is a state event; other events are not kept.
 func (c *cache) putEvent(nid types.EventNID, pdu gomatrixserverlib.PDU) {
-	c.mu.Lock()
-	c.putLocked(nid, pdu)
-	c.mu.Unlock()
-}
-
-func (c *cache) putLocked(nid types.EventNID, pdu gomatrixserverlib.PDU) {
-	if len(c.events) >= maxCachedEvents {
-		// Drop an arbitrary tenth: map iteration order is random enough for a cache.
-		n := 0
-		for k := range c.events {
-			delete(c.events, k)
-			if n++; n >= maxCachedEvents/10 {
-				break
-			}
-		}
+	if pdu.StateKey() != nil {
+		c.events.Put(nid, pdu)
 	}
-	c.events[nid] = pdu
 }
 
 // dropEvents forgets cached events whose stored form changed (redactions).
 func (c *cache) dropEvents(nids []types.EventNID) {
-	c.mu.Lock()
 	for _, n := range nids {
-		delete(c.events, n)
+		c.events.Delete(n)
 	}
-	c.mu.Unlock()
 }
 
 // knownTuples converts (type, state key) pairs to numeric tuples without assigning NIDs
 // (safe inside a write transaction). A pair whose type or key has no NID cannot be held
 // by any state: it comes back as the zero tuple, which no state holds.
 func (c *cache) knownTuples(ctx context.Context, ts []gomatrixserverlib.StateKeyTuple) ([]types.StateTuple, error) {
+	typeNIDs := make(map[string]types.TypeNID, len(ts))
+	keyNIDs := make(map[string]types.StateKeyNID, len(ts))
 	var missingTypes, missingKeys []string
-	c.mu.RLock()
 	for _, t := range ts {
-		if _, ok := c.types[t.EventType]; !ok {
+		if nid, ok := c.types.Get(t.EventType); ok {
+			typeNIDs[t.EventType] = nid
+		} else {
 			missingTypes = append(missingTypes, t.EventType)
 		}
-		if _, ok := c.keys[t.StateKey]; !ok {
+		if nid, ok := c.keys.Get(t.StateKey); ok {
+			keyNIDs[t.StateKey] = nid
+		} else {
 			missingKeys = append(missingKeys, t.StateKey)
 		}
 	}
-	c.mu.RUnlock()
 	if len(missingTypes) > 0 {
 		got, err := c.db.KnownTypeNIDs(ctx, missingTypes)
 		if err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
 		for k, v := range got {
-			c.types[k] = v
+			c.types.Put(k, v)
+			typeNIDs[k] = v
 		}
-		c.mu.Unlock()
 	}
 	if len(missingKeys) > 0 {
 		got, err := c.db.KnownStateKeyNIDs(ctx, missingKeys)
 		if err != nil {
 			return nil, err
 		}
-		c.mu.Lock()
 		for k, v := range got {
-			c.keys[k] = v
+			c.keys.Put(k, v)
+			keyNIDs[k] = v
 		}
-		c.mu.Unlock()
 	}
 	out := make([]types.StateTuple, len(ts))
-	c.mu.RLock()
-	defer c.mu.RUnlock()
 	for i, t := range ts {
-		tn, ok1 := c.types[t.EventType]
-		kn, ok2 := c.keys[t.StateKey]
+		tn, ok1 := typeNIDs[t.EventType]
+		kn, ok2 := keyNIDs[t.StateKey]
 		if ok1 && ok2 {
 			out[i] = types.StateTuple{Type: tn, Key: kn}
 		}

@@ -14,9 +14,11 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/roomserver/api"
@@ -41,6 +43,10 @@ type Inputer struct {
 	Key         ed25519.PrivateKey
 	Logger      *logrus.Entry
 	Metrics     *Metrics
+	// CacheBudget is the process's cache budget (global.cache.max_bytes); the roomserver's
+	// caches take their shares of it and report themselves on Registerer (may be nil).
+	CacheBudget caching.Budget
+	Registerer  prometheus.Registerer
 
 	db         storage.Database
 	cache      *cache
@@ -54,7 +60,7 @@ type Inputer struct {
 // NewInputer prepares an Inputer; Run starts it.
 func NewInputer(in Inputer) *Inputer {
 	in.db = in.DB
-	in.cache = newCache(in.DB)
+	in.cache = newCache(in.DB, in.CacheBudget, in.Registerer)
 	in.results = newResults(in.Partitions)
 	in.produced = &producedOutbox{}
 	in.serverName, in.keyID, in.key = in.ServerName, in.KeyID, in.Key

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -107,8 +108,13 @@ func (d *Database) CurrentState(ctx context.Context, roomIDs []string) (map[stri
 
 // MembershipHistory implements storage.Database.
 func (d *Database) MembershipHistory(ctx context.Context, userID string, upTo int64) ([]storage.MemberChange, error) {
+	return d.MembershipChanges(ctx, userID, math.MinInt64, upTo)
+}
+
+// MembershipChanges implements storage.Database.
+func (d *Database) MembershipChanges(ctx context.Context, userID string, after, upTo int64) ([]storage.MemberChange, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT room_id, membership, event_id, position FROM syncapi_memberships
-		WHERE user_id = $1 AND position <= $2 ORDER BY position`, userID, upTo)
+		WHERE user_id = $1 AND position > $2 AND position <= $3 ORDER BY position`, userID, after, upTo)
 	if err != nil {
 		return nil, err
 	}

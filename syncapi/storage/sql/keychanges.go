@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -35,77 +36,91 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 	})
 }
 
-// sharedRoomsSQL lists the users joined to a room userID ($1) is joined to, with the room.
-const sharedRoomsSQL = `SELECT o.room_id, o.state_key FROM syncapi_current_state o JOIN syncapi_current_state m ON o.room_id = m.room_id
-	WHERE m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join' AND o.type = 'm.room.member' AND o.membership = 'join'`
-
-// DeviceListChanges implements storage.Database. It reads the current state once for the
-// user's room-mates, then the key changes and the membership changes of the user's rooms
-// in the range.
+// DeviceListChanges implements storage.Database. It reads the key changes and membership
+// changes in the range first, and then only what they name: which of their users share a
+// joined room with userID, which of their rooms userID is joined to, and the members of the
+// rooms userID joined or left in the range. So its cost follows the changes, not the number
+// of rooms the user is in (a sync with no such change reads two empty ranges).
 func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, upTo int64) (*storage.DeviceLists, error) {
-	mates, myRooms, err := d.roomMates(ctx, userID)
+	keyUsers, err := d.strings(ctx, "SELECT user_id FROM syncapi_key_changes WHERE position > $1 AND position <= $2", after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("load key changes: %w", err)
+	}
+	changes, err := d.memberChangesBetween(ctx, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("load membership changes: %w", err)
+	}
+	if len(keyUsers) == 0 && len(changes) == 0 {
+		return &storage.DeviceLists{}, nil
+	}
+	var changeRooms []string
+	for _, c := range changes {
+		changeRooms = append(changeRooms, c.room)
+	}
+	q, args := d.db.Dialect.InList("SELECT room_id FROM syncapi_current_state WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join' AND room_id IN ({ids})",
+		"{ids}", []any{userID}, uniq(changeRooms))
+	joinedList, err := d.strings(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("load the user's rooms among those changed: %w", err)
+	}
+	joined := setOf(joinedList)
+	// The rooms whose whole membership matters: those the user joined (all their members
+	// changed for them) and those they left (members they no longer share a room with left).
+	var joinedNow, roomsLeft []string
+	for _, c := range changes {
+		if c.user != userID {
+			continue
+		}
+		if c.membership == spec.Join && joined[c.room] {
+			joinedNow = append(joinedNow, c.room)
+		}
+		if c.membership == spec.Leave || c.membership == spec.Ban {
+			roomsLeft = append(roomsLeft, c.room)
+		}
+	}
+	members := map[string][]string{}
+	if rooms := uniq(append(slices.Clone(joinedNow), roomsLeft...)); len(rooms) > 0 {
+		q, args := d.db.Dialect.InList("SELECT room_id, state_key FROM syncapi_current_state WHERE type = 'm.room.member' AND membership = 'join' AND room_id IN ({ids})",
+			"{ids}", nil, rooms)
+		if err := d.pairs(ctx, q, args, func(room, user string) { members[room] = append(members[room], user) }); err != nil {
+			return nil, fmt.Errorf("load members of rooms joined or left: %w", err)
+		}
+	}
+	candidates := slices.Clone(keyUsers)
+	for _, c := range changes {
+		candidates = append(candidates, c.user)
+	}
+	for _, r := range roomsLeft {
+		candidates = append(candidates, members[r]...)
+	}
+	candidates = slices.DeleteFunc(uniq(candidates), func(u string) bool { return u == userID })
+	mates, err := d.sharingARoom(ctx, userID, candidates)
 	if err != nil {
 		return nil, fmt.Errorf("load room-mates: %w", err)
 	}
 	changed := map[string]bool{}
 	left := map[string]bool{}
-	keyUsers, err := d.strings(ctx, "SELECT user_id FROM syncapi_key_changes WHERE position > $1 AND position <= $2", after, upTo)
-	if err != nil {
-		return nil, fmt.Errorf("load key changes: %w", err)
-	}
 	for _, u := range keyUsers {
 		if mates[u] {
 			changed[u] = true
 		}
 	}
-	// The rooms whose membership changes matter: those the user is joined to, and those
-	// they left in the range (whose members they may no longer share a room with).
-	rows, err := d.db.QueryContext(ctx, "SELECT room_id, user_id, membership FROM syncapi_memberships WHERE position > $1 AND position <= $2 ORDER BY position",
-		after, upTo)
-	if err != nil {
-		return nil, fmt.Errorf("load membership changes: %w", err)
-	}
-	type change struct{ room, user, membership string }
-	var all []change
-	for rows.Next() {
-		var c change
-		if err = rows.Scan(&c.room, &c.user, &c.membership); err != nil {
-			_ = rows.Close() // the scan error is the one to report
-			return nil, err
+	for _, r := range joinedNow {
+		for _, u := range members[r] {
+			changed[u] = true
 		}
-		all = append(all, c)
 	}
-	if err = rows.Close(); err != nil {
-		return nil, err
-	}
-	var roomsLeft []string
-	for _, c := range all {
-		if c.user == userID {
-			if c.membership == spec.Join && myRooms[c.room] != nil {
-				for u := range myRooms[c.room] {
-					changed[u] = true
-				}
-			}
-			if c.membership == spec.Leave || c.membership == spec.Ban {
-				roomsLeft = append(roomsLeft, c.room)
-			}
-			continue
-		}
+	for _, c := range changes {
 		switch {
-		case c.membership == spec.Join && myRooms[c.room] != nil && mates[c.user]:
+		case c.user == userID:
+		case c.membership == spec.Join && joined[c.room] && mates[c.user]:
 			changed[c.user] = true
-		case (c.membership == spec.Leave || c.membership == spec.Ban) && !mates[c.user] && (myRooms[c.room] != nil || contains(roomsLeft, c.room)):
+		case (c.membership == spec.Leave || c.membership == spec.Ban) && !mates[c.user] && (joined[c.room] || slices.Contains(roomsLeft, c.room)):
 			left[c.user] = true
 		}
 	}
-	if len(roomsLeft) > 0 {
-		q, args := d.db.Dialect.InList("SELECT state_key FROM syncapi_current_state WHERE type = 'm.room.member' AND membership = 'join' AND room_id IN ({ids})",
-			"{ids}", nil, roomsLeft)
-		members, err := d.strings(ctx, q, args...)
-		if err != nil {
-			return nil, fmt.Errorf("load members of rooms left: %w", err)
-		}
-		for _, u := range members {
+	for _, r := range roomsLeft {
+		for _, u := range members[r] {
 			if !mates[u] {
 				left[u] = true
 			}
@@ -118,28 +133,84 @@ func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, 
 	return &storage.DeviceLists{Changed: sortedKeys(changed), Left: sortedKeys(left)}, nil
 }
 
-// roomMates is every user sharing a joined room with userID, userID included, and per
-// room userID is joined to, its joined members.
-func (d *Database) roomMates(ctx context.Context, userID string) (map[string]bool, map[string]map[string]bool, error) {
-	rows, err := d.db.QueryContext(ctx, sharedRoomsSQL, userID)
+// memberChange is one membership change of the syncapi_memberships log.
+type memberChange struct{ room, user, membership string }
+
+// memberChangesBetween lists the membership changes in (after, upTo], in order.
+func (d *Database) memberChangesBetween(ctx context.Context, after, upTo int64) ([]memberChange, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT room_id, user_id, membership FROM syncapi_memberships WHERE position > $1 AND position <= $2 ORDER BY position",
+		after, upTo)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer rows.Close() // nolint: errcheck // read-only
-	mates := map[string]bool{userID: true}
-	rooms := map[string]map[string]bool{}
+	var out []memberChange
 	for rows.Next() {
-		var room, u string
-		if err := rows.Scan(&room, &u); err != nil {
-			return nil, nil, err
+		var c memberChange
+		if err := rows.Scan(&c.room, &c.user, &c.membership); err != nil {
+			return nil, err
 		}
-		mates[u] = true
-		if rooms[room] == nil {
-			rooms[room] = map[string]bool{}
-		}
-		rooms[room][u] = true
+		out = append(out, c)
 	}
-	return mates, rooms, rows.Err()
+	return out, rows.Err()
+}
+
+// sharingARoomBatch bounds the users of one sharingARoom query (SQLite's parameter limit).
+const sharingARoomBatch = 500
+
+// sharingARoom returns which of users share a joined room with userID now; userID itself
+// is always in the set.
+func (d *Database) sharingARoom(ctx context.Context, userID string, users []string) (map[string]bool, error) {
+	out := map[string]bool{userID: true}
+	for len(users) > 0 {
+		batch := users[:min(len(users), sharingARoomBatch)]
+		users = users[len(batch):]
+		// Driven by the candidates' memberships (few), each checked against the user's
+		// membership of that room through the primary key, not by the user's rooms (many).
+		q, args := d.db.Dialect.InList(`SELECT DISTINCT o.state_key FROM syncapi_current_state o
+			WHERE o.type = 'm.room.member' AND o.membership = 'join' AND o.state_key IN ({ids})
+			AND EXISTS (SELECT 1 FROM syncapi_current_state m WHERE m.room_id = o.room_id
+				AND m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join')`, "{ids}", []any{userID}, batch)
+		found, err := d.strings(ctx, q, args...)
+		if err != nil {
+			return nil, err
+		}
+		for _, u := range found {
+			out[u] = true
+		}
+	}
+	return out, nil
+}
+
+// pairs runs a query of two text columns.
+func (d *Database) pairs(ctx context.Context, query string, args []any, each func(a, b string)) error {
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	for rows.Next() {
+		var a, b string
+		if err := rows.Scan(&a, &b); err != nil {
+			return err
+		}
+		each(a, b)
+	}
+	return rows.Err()
+}
+
+func setOf(list []string) map[string]bool {
+	out := make(map[string]bool, len(list))
+	for _, s := range list {
+		out[s] = true
+	}
+	return out
+}
+
+// uniq returns list sorted without repeats.
+func uniq(list []string) []string {
+	slices.Sort(list)
+	return slices.Compact(list)
 }
 
 // strings runs a query of one text column.
@@ -158,15 +229,6 @@ func (d *Database) strings(ctx context.Context, query string, args ...any) ([]st
 		out = append(out, s)
 	}
 	return out, rows.Err()
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func sortedKeys(m map[string]bool) []string {

@@ -1,0 +1,174 @@
+package sql_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	"github.com/matrix-org/dendrite/syncapi/storage"
+	"github.com/matrix-org/dendrite/syncapi/storage/sql"
+)
+
+// TestDeviceListChanges: who enters a user's device_lists.changed and .left between two
+// positions, for each way the users sharing a room with them can change: their own joins
+// (every member of the room), a room-mate's new keys (a stranger's are not theirs to see),
+// a member who leaves the only room shared (left) or one of two shared rooms (nothing), and
+// the user leaving a room (its members they no longer share a room with are left).
+func TestDeviceListChanges(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const a, b, c, dd, e = "@a:x", "@b:x", "@c:x", "@d:x", "@e:x"
+		w := newMemberWriter(t, d, a, "r1", "r2", "r3")
+		member := w.member
+		keys := func(users ...string) {
+			t.Helper()
+			for _, u := range users {
+				w.off.Next++
+				applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: u, StreamID: w.off.Next}}, nil, w.off)
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.pos = applied.Position
+			}
+		}
+		check := func(what string, from int64, changed, left []string) {
+			t.Helper()
+			dl, err := d.DeviceListChanges(ctx, a, from, w.pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(dl.Changed) != fmt.Sprint(changed) || fmt.Sprint(dl.Left) != fmt.Sprint(left) {
+				t.Fatalf("%s: changed %v left %v, want changed %v left %v", what, dl.Changed, dl.Left, changed, left)
+			}
+		}
+		member("r1", b, "join")
+		member("r2", c, "join")
+		member("r2", dd, "join")
+		member("r3", c, "join")
+
+		from := w.pos
+		member("r1", a, "join")
+		check("a joins r1", from, []string{a, b}, nil)
+		from = w.pos
+		member("r2", a, "join")
+		check("a joins r2", from, []string{a, c, dd}, nil)
+		from = w.pos
+		keys(b, e)
+		check("keys of a room-mate and a stranger", from, []string{b}, nil)
+		from = w.pos
+		member("r2", dd, "leave")
+		check("d leaves the only room shared", from, nil, []string{dd})
+		member("r3", a, "join")
+		from = w.pos
+		member("r2", c, "leave")
+		check("c leaves one of two rooms shared", from, nil, nil)
+		from = w.pos
+		member("r1", a, "leave")
+		check("a leaves r1", from, nil, []string{b})
+	})
+}
+
+// memberWriter writes membership events of rooms it creates into a syncapi database, as
+// the OutputRoomEvent consumer would.
+type memberWriter struct {
+	t     *testing.T
+	d     *sql.Database
+	rooms map[string]*memberRoom
+	off   storage.Offset
+	pos   int64 // the position of the last write
+}
+
+type memberRoom struct {
+	r       *roomtest.Remote
+	last    gomatrixserverlib.PDU
+	members map[string]string // user -> current member event ID
+}
+
+func newMemberWriter(t *testing.T, d *sql.Database, creator string, names ...string) *memberWriter {
+	key := roomtest.NewKey(t)
+	w := &memberWriter{t: t, d: d, rooms: map[string]*memberRoom{}, off: storage.Offset{Topic: "out"}}
+	for _, name := range names {
+		create := roomtest.CreateEvent(t, key, "x", gomatrixserverlib.RoomVersionV10, creator, "!"+name+":x")
+		w.rooms[name] = &memberRoom{r: &roomtest.Remote{T: t, Key: key, Origin: "x", Version: gomatrixserverlib.RoomVersionV10, RoomID: create.RoomID().String()},
+			last: create, members: map[string]string{}}
+	}
+	return w
+}
+
+// member stores user's membership of room name.
+func (w *memberWriter) member(name, user, membership string) {
+	w.t.Helper()
+	rm := w.rooms[name]
+	ev := rm.r.Event(user, spec.MRoomMember, &user, map[string]any{"membership": membership}, rm.last.Depth()+1, []gomatrixserverlib.PDU{rm.last}, nil)
+	ne := storage.NewRoomEvent{Event: ev, AddsState: []gomatrixserverlib.PDU{ev}}
+	if old, ok := rm.members[user]; ok {
+		ne.RemovesStateEventIDs = []string{old}
+	}
+	w.off.Next++
+	applied, err := w.d.WriteRoomEvents(context.Background(), []storage.NewRoomEvent{ne}, nil, w.off)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.pos = applied.Position
+	rm.last, rm.members[user] = ev, ev.EventID()
+}
+
+// TestMembershipCache: the cached membership history is what storage holds, at every
+// position asked (older ones included), as memberships are added; a history asked beyond
+// the committed position does not hide the changes stored later.
+func TestMembershipCache(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cached := storage.WithMembershipCache(d, 1<<20, nil)
+		const a = "@a:x"
+		w := newMemberWriter(t, d, a, "r1", "r2", "r3")
+		same := func(what string, upTo int64) {
+			t.Helper()
+			want, err := d.MembershipHistory(ctx, a, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := cached.MembershipHistory(ctx, a, upTo)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s (up to %d): cached %v, stored %v", what, upTo, got, want)
+			}
+		}
+		var positions []int64
+		steps := []struct{ room, membership string }{{"r1", "join"}, {"r2", "invite"}, {"r2", "join"}, {"r3", "join"}, {"r1", "leave"}, {"r1", "join"}}
+		for i, s := range steps {
+			same(fmt.Sprintf("before step %d, ahead of what is committed", i), w.pos+5)
+			w.member(s.room, a, s.membership)
+			positions = append(positions, w.pos)
+			same(fmt.Sprintf("after step %d", i), w.pos)
+			for _, p := range positions {
+				same(fmt.Sprintf("after step %d, at the older position %d", i, p), p)
+			}
+		}
+	})
+}
