@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -68,31 +70,26 @@ func noteActivity(ctx context.Context, tx *sql.Tx, roomID string, pos int64, bum
 	return err
 }
 
-// RoomActivity implements storage.Database.
-func (d *Database) RoomActivity(ctx context.Context, roomIDs []string) (map[string]storage.RoomActivity, error) {
-	out := make(map[string]storage.RoomActivity, len(roomIDs))
-	for start := 0; start < len(roomIDs); start += 500 {
-		chunk := roomIDs[start:min(start+500, len(roomIDs))]
-		q, args := d.db.Dialect.InList("SELECT room_id, last_position, bump_position FROM syncapi_room_activity WHERE room_id IN ({rooms})", "{rooms}", nil, chunk)
-		rows, err := d.db.QueryContext(ctx, q, args...)
-		if err != nil {
-			return nil, err
-		}
-		for rows.Next() {
-			var roomID string
-			var a storage.RoomActivity
-			if err = rows.Scan(&roomID, &a.Last, &a.Bump); err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[roomID] = a
-		}
-		rows.Close()
-		if err = rows.Err(); err != nil {
-			return nil, err
-		}
+// RoomActivity implements storage.Database. It selects the rooms through the user's
+// member events in the current state (an index lookup) rather than a list of room IDs,
+// which engines parse and look up one parameter at a time.
+func (d *Database) RoomActivity(ctx context.Context, userID string) (map[string]storage.RoomActivity, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT room_id, last_position, bump_position FROM syncapi_room_activity
+		WHERE room_id IN (SELECT room_id FROM syncapi_current_state WHERE state_key = $1 AND type = $2)`, userID, spec.MRoomMember)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	defer rows.Close()
+	out := map[string]storage.RoomActivity{}
+	for rows.Next() {
+		var roomID string
+		var a storage.RoomActivity
+		if err = rows.Scan(&roomID, &a.Last, &a.Bump); err != nil {
+			return nil, err
+		}
+		out[roomID] = a
+	}
+	return out, rows.Err()
 }
 
 // StateOfTypes implements storage.Database.
