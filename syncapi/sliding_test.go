@@ -484,3 +484,72 @@ func TestSlidingActivityMigration(t *testing.T) {
 		}
 	})
 }
+
+// TestSlidingRangeForms: Synapse's ranges (a union), an empty ranges (no room), no range at
+// all (every room), pos and timeout in the query string, and txn_id echoed.
+func TestSlidingRangeForms(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		var rooms []string // oldest first
+		for i := 0; i < 4; i++ {
+			rooms = append(rooms, h.newRoom(alice))
+			h.waitConsumed()
+		}
+		for _, c := range []struct {
+			name string
+			list map[string]any
+			want []string
+		}{
+			{"ranges union", map[string]any{"ranges": [][]int{{0, 0}, {2, 2}}, "timeline_limit": 0}, []string{rooms[3], rooms[1]}},
+			{"empty ranges", map[string]any{"ranges": [][]int{}, "timeline_limit": 0}, nil},
+			{"no range", map[string]any{"timeline_limit": 0}, rooms},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				res := h.sliding(alice, map[string]any{"txn_id": "t1", "lists": map[string]any{"l": c.list}})
+				if !slices.Equal(roomIDs(res), sortedCopy(c.want)) || res.Lists["l"].Count != 4 || res.TxnID != "t1" {
+					t.Fatalf("rooms %v (count %d, txn %q), want %v", roomIDs(res), res.Lists["l"].Count, res.TxnID, c.want)
+				}
+			})
+		}
+		// Synapse's clients put pos and timeout in the query string.
+		list := map[string]any{"l": map[string]any{"ranges": [][]int{{0, 9}}, "timeline_limit": 1}}
+		pos := h.sliding(alice, map[string]any{"lists": list}).Pos
+		h.send(rooms[0], alice, "query pos")
+		b, _ := json.Marshal(map[string]any{"lists": list})                                                                // plain maps always encode
+		req, _ := http.NewRequest(http.MethodPost, h.srv.URL+slidingPath+"?pos="+pos+"&timeout=10000", bytes.NewReader(b)) // the URL is well-formed
+		req.Header.Set("Authorization", "Bearer "+alice)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var res types.SlidingResponse
+		if err = json.NewDecoder(resp.Body).Decode(&res); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("query pos: %d %v", resp.StatusCode, err)
+		}
+		if r := res.Rooms[rooms[0]]; len(res.Rooms) != 1 || r == nil || r.Initial || !slices.Equal(timelineBodies(r), []string{"query pos"}) {
+			t.Fatalf("query pos answered %v %+v", roomIDs(&res), r)
+		}
+	})
+}
+
+// TestSlidingWithdrawnInvite: an invite withdrawn by the inviter stays in the list (the user
+// may not have seen it), with stripped state only, never the room's timeline.
+func TestSlidingWithdrawnInvite(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob := h.user("alice"), h.user("bob")
+		roomID := h.newRoom(bob)
+		h.send(roomID, bob, "before the invite")
+		h.member(roomID, bob, alice, spec.Invite)
+		h.send(roomID, bob, "while invited")
+		h.member(roomID, bob, alice, spec.Leave)
+		h.waitConsumed()
+		res := h.sliding(alice, slidingReq{Lists: map[string]slidingList{"all": {Range: []int{0, 9}, TimelineLimit: 10}}})
+		r := res.Rooms[roomID]
+		if r == nil || r.Membership != spec.Leave || r.Timeline != nil || len(r.StrippedState) == 0 {
+			t.Fatalf("withdrawn invite: %+v", r)
+		}
+	})
+}

@@ -119,6 +119,6 @@ func (s *Syncer) saveConnection(ctx context.Context, req *SlidingRequest, next *
 	if err != nil {
 		return err
 	}
-	res.Pos = types.SlidingPosToken{Position: to, ID: id}.String()
+	res.Pos, res.TxnID = types.SlidingPosToken{Position: to, ID: id}.String(), req.Body.TxnID
 	return nil
 }

@@ -276,7 +276,7 @@ func (b *slidingBuild) match(ctx context.Context, res *types.SlidingResponse) er
 		b.counts[name] = len(filtered)
 		res.Lists[name] = types.SlidingListResult{Count: len(filtered)}
 		in := make([]bool, len(filtered))
-		if len(l.Ranges) == 0 {
+		if !l.Ranged {
 			for i := range in {
 				in[i] = true
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -91,7 +92,10 @@ func (b *slidingBuild) room(ctx context.Context, p *roomPass, current []storage.
 	if isDM && p.initial || !p.initial && isDM != p.sent.IsDM {
 		r.IsDM = &isDM
 	}
-	if c.membership == spec.Invite || c.membership == spec.Knock {
+	everJoined := slices.ContainsFunc(b.rooms[p.roomID], func(m storage.MemberChange) bool { return m.Membership == spec.Join })
+	if c.membership == spec.Invite || c.membership == spec.Knock || !everJoined {
+		// A user who never joined (an invite, a knock, or one rejected or withdrawn) sees
+		// only the stripped state, as an invite carries it.
 		stripped := invitedRoom(b.req.UserID, current).InviteState.Events
 		r.StrippedState, r.InviteState = stripped, stripped
 		return r, nil

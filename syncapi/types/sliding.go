@@ -35,7 +35,10 @@ const (
 // range or ranges, required_state as an object or as [type, state_key] pairs, is_invited
 // or is_invite, and pos, timeout and set_presence in the body or the query string.
 type SlidingRequest struct {
-	ConnID            string                       `json:"conn_id"`
+	ConnID string `json:"conn_id"`
+	// TxnID is echoed in the response, so that a client can tell which request it answers
+	// (Synapse and matrix-rust-sdk use it; the MSC does not name it).
+	TxnID             string                       `json:"txn_id"`
 	Pos               string                       `json:"pos"`
 	Timeout           *int64                       `json:"timeout"`
 	SetPresence       string                       `json:"set_presence"`
@@ -63,6 +66,10 @@ type SlidingList struct {
 	Range   []int64         `json:"range"`
 	Ranges  [][]int64       `json:"ranges"`
 	Filters *SlidingFilters `json:"filters"`
+
+	// Ranged is set by Validate when range or ranges was given (an empty ranges matches no
+	// room); without either the list has every room that passes its filters.
+	Ranged bool `json:"-"`
 }
 
 // SlidingFilters narrows a list (SlidingRoomFilter). Nil fields filter nothing.
@@ -215,6 +222,7 @@ func (l *SlidingList) validate(name string) error {
 	if err := l.SlidingRoomConfig.validate("list " + name); err != nil {
 		return err
 	}
+	l.Ranged = l.Range != nil || l.Ranges != nil
 	if l.Range != nil {
 		l.Ranges = append([][]int64{l.Range}, l.Ranges...)
 	}
@@ -332,6 +340,7 @@ func (e *ToDeviceExtension) ToDeviceLimit() int {
 
 // SlidingResponse is the sliding sync response body.
 type SlidingResponse struct {
+	TxnID      string                       `json:"txn_id,omitempty"`
 	Pos        string                       `json:"pos"`
 	Lists      map[string]SlidingListResult `json:"lists"`
 	Rooms      map[string]*SlidingRoom      `json:"rooms"`
