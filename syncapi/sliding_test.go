@@ -448,6 +448,11 @@ func TestSlidingAccountDataExtension(t *testing.T) {
 		if ad == nil || len(ad.Global) != 1 || ad.Global[0].Type != "m.test.global" || len(ad.Rooms[roomID]) != 1 {
 			t.Fatalf("first account data: %+v", ad)
 		}
+		// A connection with no lists (matrix-rust-sdk's encryption connection) still gets
+		// the global account data, and no rooms.
+		if only := h.sliding(alice, slidingReq{ConnID: "ext", Extensions: ext}); len(only.Extensions.AccountData.Global) != 1 || len(only.Rooms) != 0 {
+			t.Fatalf("extension-only connection: %+v", only)
+		}
 		h.accountData(alice, roomID, "m.test.room", map[string]int{"n": 2})
 		res = h.sliding(alice, slidingReq{Pos: res.Pos, Timeout: 10000, Lists: list, Extensions: ext})
 		ad = res.Extensions.AccountData

@@ -102,20 +102,29 @@ func (b *slidingBuild) empty(res *types.SlidingResponse) bool {
 	return true
 }
 
-// load reads the user's rooms, orders them, and reads their account data.
+// load reads the user's rooms, orders them, and reads their account data. A connection
+// with neither lists nor subscriptions (one only for to-device messages and keys, as
+// matrix-rust-sdk keeps) reads no rooms, and account data only for its extension.
 func (b *slidingBuild) load(ctx context.Context) error {
-	changes, err := b.s.db.MembershipHistory(ctx, b.req.UserID, b.to)
-	if err != nil {
-		return fmt.Errorf("load memberships: %w", err)
+	b.rooms, b.byID, b.direct, b.tags = map[string]memberHistory{}, map[string]*candidate{}, map[string]bool{}, map[string]map[string]bool{}
+	withRooms := len(b.req.Body.Lists) > 0 || len(b.req.Body.RoomSubscriptions) > 0
+	if withRooms {
+		changes, err := b.s.db.MembershipHistory(ctx, b.req.UserID, b.to)
+		if err != nil {
+			return fmt.Errorf("load memberships: %w", err)
+		}
+		b.rooms = byRoom(changes)
+		if err = b.candidates(ctx); err != nil {
+			return err
+		}
 	}
-	b.rooms = byRoom(changes)
-	if err = b.candidates(ctx); err != nil {
-		return err
+	if ad := b.req.Body.Ext.AccountData; !withRooms && (ad == nil || !ad.On()) {
+		return nil
 	}
+	var err error
 	if b.accountData, err = b.s.db.AccountData(ctx, b.req.UserID, 0, b.to); err != nil {
 		return fmt.Errorf("load account data: %w", err)
 	}
-	b.direct, b.tags = map[string]bool{}, map[string]map[string]bool{}
 	for _, ad := range b.accountData {
 		switch {
 		case ad.RoomID == "" && ad.Type == "m.direct":
