@@ -245,6 +245,8 @@ func TestSlidingRequiredState(t *testing.T) {
 			{"pair wildcards", [][]string{{"*", "*"}}, 1, all},
 			{"pair $ME", [][]string{{spec.MRoomMember, "$ME"}}, 1, "m.room.member|" + alice},
 			{"pair $LAZY with a type wildcard", [][]string{{"m.room.name", "*"}, {spec.MRoomMember, "$LAZY"}}, 1, "m.room.member|" + bob + " m.room.name|"},
+			{"pair $LAZY with all members", [][]string{{spec.MRoomMember, "*"}, {spec.MRoomMember, "$LAZY"}}, 1,
+				"m.room.member|" + alice + " m.room.member|" + bob + " m.room.member|" + carol},
 			{"state key wildcard", map[string]any{"include": []any{map[string]any{"state_key": ""}}}, 0,
 				"m.room.create| m.room.join_rules| m.room.name| m.room.power_levels| m.room.topic|"},
 		} {

@@ -186,10 +186,11 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, timeline []stora
 
 // wanted reports whether any of the room's configs includes the state entry k (and does
 // not exclude it). A config with lazy members matches member events only by an element
-// naming m.room.member with a state key: its wildcards leave members to lazy loading.
+// naming the type m.room.member (all members without a state key, as Synapse's
+// ["m.room.member", "*"]): its type wildcards leave members to lazy loading.
 func (b *slidingBuild) wanted(w *roomWant, k stateKey) bool {
 	matches := func(el types.StateElement, explicitMember bool) bool {
-		if explicitMember && (el.Type == nil || *el.Type != spec.MRoomMember || el.StateKey == nil) {
+		if explicitMember && (el.Type == nil || *el.Type != spec.MRoomMember) {
 			return false
 		}
 		if el.Type != nil && *el.Type != k.evType {
