@@ -1,7 +1,8 @@
 // Package syncapi is the reader component that serves clients their rooms: it consumes
 // OutputRoomEvent, OutputClientData, OutputKeyChangeEvent and the EDU outputs into its own
 // storage, where every change gets a stream position from one database sequence, and answers
-// /sync (with long-polling), /messages, /context and /keys/changes from there.
+// /sync (with long-polling), simplified sliding sync (MSC4186), /messages, /context and
+// /keys/changes from there.
 package syncapi
 
 import (

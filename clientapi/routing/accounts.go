@@ -139,9 +139,13 @@ var specVersions = []string{
 	"v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11", "v1.12",
 }
 
+// unstableFeatures are the unstable features /versions advertises: simplified sliding sync
+// (MSC4186), which Element X and matrix-rust-sdk clients require, served by the sync API.
+var unstableFeatures = map[string]bool{"org.matrix.simplified_msc3575": true}
+
 // Versions is GET /_matrix/client/versions.
 func (a *Accounts) Versions(*http.Request) (httputil.Response, error) {
-	return httputil.OK(map[string]any{"versions": specVersions, "unstable_features": map[string]bool{}}), nil
+	return httputil.OK(map[string]any{"versions": specVersions, "unstable_features": unstableFeatures}), nil
 }
 
 // Capabilities is GET /capabilities. The room versions offered are exactly those that

@@ -112,6 +112,12 @@ func TestMonolithStory(t *testing.T) {
 }
 
 // TestMonolithBadInput checks the spec's errors for bad requests.
+// TestMonolithSlidingSync drives simplified sliding sync (MSC4186) on SQLite, with a restart
+// of the server in the middle of a connection.
+func TestMonolithSlidingSync(t *testing.T) {
+	e2e.SlidingSync(t, startServer(t, e2e.WriteConfig(t, t.TempDir())))
+}
+
 // TestMonolithEDUs covers typing, receipts, presence and send-to-device (issue 5).
 func TestMonolithEDUs(t *testing.T) {
 	e2e.EDUs(t, startServer(t, e2e.WriteConfig(t, t.TempDir())))

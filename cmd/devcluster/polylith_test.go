@@ -167,6 +167,14 @@ func TestPolylithStory(t *testing.T) {
 	e2e.Story(t, d)
 }
 
+// TestPolylithSlidingSync drives simplified sliding sync (MSC4186) through the front proxy to
+// the syncapi process on PostgreSQL, with every process restarted in the middle of a
+// connection.
+func TestPolylithSlidingSync(t *testing.T) {
+	t.Parallel()
+	e2e.SlidingSync(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2))
+}
+
 // TestPolylithEDUs covers typing, receipts, presence and send-to-device through the
 // eduserver, receiptserver and presenceserver processes, with every process restarted
 // between a to-device send and its delivery.

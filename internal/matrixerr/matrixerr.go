@@ -54,6 +54,9 @@ var (
 	WeakPassword           = mk("M_WEAK_PASSWORD", http.StatusBadRequest)
 	Unauthorized           = mk("M_UNAUTHORIZED", http.StatusUnauthorized)
 	BadAlias               = mk("M_BAD_ALIAS", http.StatusBadRequest)
+	// UnknownPos is M_UNKNOWN_POS (400): a sliding sync pos this server does not know (any
+	// more), or one issued to another user or device; the client starts the connection over.
+	UnknownPos = mk("M_UNKNOWN_POS", http.StatusBadRequest)
 	// InvalidSignature is M_INVALID_SIGNATURE: a cross-signing key or signature does not
 	// verify.
 	InvalidSignature = mk("M_INVALID_SIGNATURE", http.StatusBadRequest)

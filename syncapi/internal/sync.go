@@ -1,5 +1,6 @@
 // Package internal is the sync API's request logic: /sync (initial, incremental and
-// long-polling), /messages and /context, over the sync API's own storage.
+// long-polling), simplified sliding sync (sliding*.go), /messages and /context, over the
+// sync API's own storage.
 package internal
 
 import (

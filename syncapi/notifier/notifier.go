@@ -110,11 +110,17 @@ func removeFrom(m map[string]map[string]struct{}, key, v string) {
 	}
 }
 
-// stream returns the user's stream, creating it; n.mu must be held.
+// stream returns the user's stream, creating it; n.mu must be held. Wake-ups for a user
+// without a stream are not recorded, so a new stream starts at the highest position
+// notified so far: whatever was committed since the caller last read the database may
+// concern the user, and the caller looks again instead of sleeping through it.
 func (n *Notifier) stream(userID string) *userStream {
 	s := n.users[userID]
 	if s == nil {
 		s = &userStream{wake: make(chan struct{})}
+		for _, pos := range n.streams {
+			s.pos = max(s.pos, pos)
+		}
 		n.users[userID] = s
 	}
 	return s

@@ -1,7 +1,8 @@
 // Package routing is the sync API's client-server endpoints: GET /sync,
 // /rooms/{roomId}/messages, /rooms/{roomId}/context/{eventId}, POST /user_directory/search
 // and the deprecated /events, under both the v3 and r0 prefixes; the v1 endpoints
-// /rooms/{roomId}/relations/... and /rooms/{roomId}/threads. Handlers only parse and validate parameters; the logic is in syncapi/internal.
+// /rooms/{roomId}/relations/... and /rooms/{roomId}/threads; and simplified sliding sync
+// (MSC4186) at its unstable path. Handlers only parse and validate parameters; the logic is in syncapi/internal.
 package routing
 
 import (
@@ -79,6 +80,7 @@ func (h *Handlers) Routes() []httputil.Route {
 		httputil.Route{Name: "relationsOfType", Method: get, Path: v1 + "/relations/{eventId}/{relType}", Handler: h.authenticated(h.relations)},
 		httputil.Route{Name: "relationsOfTypes", Method: get, Path: v1 + "/relations/{eventId}/{relType}/{eventType}", Handler: h.authenticated(h.relations)},
 		httputil.Route{Name: "threads", Method: get, Path: v1 + "/threads", Handler: h.authenticated(h.threads)},
+		httputil.Route{Name: "slidingSync", Method: http.MethodPost, Path: SlidingSyncPath, Handler: h.authenticated(h.slidingSync)},
 	)
 }
 

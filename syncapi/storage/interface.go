@@ -351,4 +351,47 @@ type Database interface {
 	DeviceListChanges(ctx context.Context, userID string, after, upTo int64) (*DeviceLists, error)
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
+
+	// RoomActivity returns the activity of the rooms with a member event of userID in
+	// their current state.
+	RoomActivity(ctx context.Context, userID string) (map[string]RoomActivity, error)
+	// StateOfTypes returns the current state events of roomIDs whose type is among types.
+	StateOfTypes(ctx context.Context, roomIDs, types []string) (map[string][]StateEvent, error)
+	// SaveSlidingPos stores a new pos of a sliding sync connection and returns its ID
+	// (p.ID is ignored). It forgets the device's connections beyond MaxSlidingConnections.
+	SaveSlidingPos(ctx context.Context, p *SlidingPos) (int64, error)
+	// SlidingPos loads a pos by ID, or ErrNotFound.
+	SlidingPos(ctx context.Context, id int64) (*SlidingPos, error)
+	// PruneSlidingPos forgets the connection's positions with an ID below below.
+	PruneSlidingPos(ctx context.Context, userID, deviceID, connID string, below int64) error
+}
+
+// BumpEventTypes are the event types that move a room's bump stamp in sliding sync
+// (MSC4186): "proper" activity, as opposed to state changes or reactions. The unstable
+// names of polls and beacons are included, as clients still send them.
+var BumpEventTypes = []string{
+	"m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite",
+	"m.poll.start", "m.beacon_info", "org.matrix.msc3381.poll.start", "org.matrix.msc3672.beacon_info",
+}
+
+// RoomActivity is where a room's latest event (Last) and latest event of a BumpEventTypes
+// type (Bump, 0 when none) are.
+type RoomActivity struct {
+	Last int64
+	Bump int64
+}
+
+// MaxSlidingConnections is how many sliding sync connections (conn_id values) one device
+// keeps; the least recently used beyond it are forgotten.
+const MaxSlidingConnections = 10
+
+// SlidingPos is one pos token handed out on a sliding sync connection: the stream position
+// the response covered and the connection's state after it (opaque to storage).
+type SlidingPos struct {
+	ID       int64
+	UserID   string
+	DeviceID string
+	ConnID   string
+	Position int64
+	State    []byte
 }

@@ -35,6 +35,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/rooms/{roomId}/relations/*", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
 	{"/_matrix/client/{version}/keys/changes", SyncAPI},
+	{"/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", SyncAPI},
 	{"/_matrix/client/{version}/media/*", MediaAPI},
 	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},

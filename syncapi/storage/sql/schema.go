@@ -118,4 +118,5 @@ CREATE TABLE IF NOT EXISTS syncapi_key_changes (
 );
 CREATE INDEX IF NOT EXISTS syncapi_key_changes_position ON syncapi_key_changes (position);
 CREATE INDEX IF NOT EXISTS syncapi_memberships_position ON syncapi_memberships (position);
-`}, {Version: 6, Up: migrateUserDirectory}, {Version: 7, Up: migrateRelations}}
+`}, {Version: 6, Up: migrateUserDirectory}, {Version: 7, Up: migrateRelations},
+	{Version: 8, SQL: slidingMigrationSQL()}}

@@ -106,6 +106,9 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if err = d.applyStateDelta(ctx, tx, roomID, pos, ev, applied); err != nil {
 		return err
 	}
+	if err = noteActivity(ctx, tx, roomID, pos, isBumpType(e.Type())); err != nil {
+		return fmt.Errorf("record room activity: %w", err)
+	}
 	if ev.RedactsEventID != "" {
 		if err = redact(ctx, tx, ev.RedactsEventID, e); err != nil {
 			return fmt.Errorf("redact %s: %w", ev.RedactsEventID, err)
