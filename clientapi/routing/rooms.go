@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
+	asapi "github.com/matrix-org/dendrite/appservice/api"
 	"net/http"
 	"sync"
 
@@ -35,6 +36,12 @@ type Rooms struct {
 	UserAPI    uapi.ClientUserAPI
 	// Federation joins, invites and leaves through other servers (nil: none).
 	Federation fapi.ClientFederationAPI
+	// AppServices are the registered application services (exclusive alias namespaces,
+	// services managing their aliases); never nil.
+	AppServices *config.AppServiceAPI
+	// AppServiceQueries asks the services about users and aliases of their namespaces that
+	// do not exist yet (nil: never).
+	AppServiceQueries asapi.QueryAPI
 
 	joinedOnce sync.Once
 	joined     *joinedCache

@@ -258,10 +258,82 @@ func (c *AppServiceAPI) verify(serverName string, bad func(path, problem string)
 	c.loadRegistrations(serverName, bad)
 }
 
+// The lookups below answer nil on a nil *AppServiceAPI (no application services).
+
 // AppServiceByToken is the registration whose as_token is token, nil if none.
 func (c *AppServiceAPI) AppServiceByToken(token string) *ApplicationService {
+	if c == nil {
+		return nil
+	}
 	for _, a := range c.Registrations {
 		if subtle.ConstantTimeCompare([]byte(a.ASToken), []byte(token)) == 1 {
+			return a
+		}
+	}
+	return nil
+}
+
+// ExclusiveUserID is the service with userID in an exclusive users namespace, nil if none.
+func (c *AppServiceAPI) ExclusiveUserID(userID string) *ApplicationService {
+	if c == nil {
+		return nil
+	}
+	for _, a := range c.Registrations {
+		if a.ExclusiveUserID(userID) {
+			return a
+		}
+	}
+	return nil
+}
+
+// ExclusiveAlias is the service with alias in an exclusive aliases namespace, nil if none.
+func (c *AppServiceAPI) ExclusiveAlias(alias string) *ApplicationService {
+	if c == nil {
+		return nil
+	}
+	for _, a := range c.Registrations {
+		if a.ExclusiveAlias(alias) {
+			return a
+		}
+	}
+	return nil
+}
+
+// AppServiceByID is the registration with the ID, nil if none (or id is empty).
+func (c *AppServiceAPI) AppServiceByID(id string) *ApplicationService {
+	if c == nil {
+		return nil
+	}
+	for _, a := range c.Registrations {
+		if id != "" && a.ID == id {
+			return a
+		}
+	}
+	return nil
+}
+
+// OwnerOfUserID is the first service whose users namespace (exclusive or not) has userID,
+// nil if none.
+func (c *AppServiceAPI) OwnerOfUserID(userID string) *ApplicationService {
+	if c == nil {
+		return nil
+	}
+	for _, a := range c.Registrations {
+		if a.OwnsUserID(userID) {
+			return a
+		}
+	}
+	return nil
+}
+
+// OwnerOfAlias is the first service whose aliases namespace (exclusive or not) has alias,
+// nil if none.
+func (c *AppServiceAPI) OwnerOfAlias(alias string) *ApplicationService {
+	if c == nil {
+		return nil
+	}
+	for _, a := range c.Registrations {
+		if a.OwnsAlias(alias) {
 			return a
 		}
 	}
