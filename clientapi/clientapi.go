@@ -6,12 +6,12 @@ package clientapi
 
 import (
 	"crypto/ed25519"
-	asapi "github.com/matrix-org/dendrite/appservice/api"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	asapi "github.com/matrix-org/dendrite/appservice/api"
 	"github.com/matrix-org/dendrite/clientapi/routing"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"

@@ -3,10 +3,10 @@ package routing
 import (
 	"context"
 	"encoding/json"
-	asapi "github.com/matrix-org/dendrite/appservice/api"
 	"net/http"
 	"strings"
 
+	asapi "github.com/matrix-org/dendrite/appservice/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -100,4 +100,85 @@ func (rm *Rooms) askAppServiceForAlias(ctx context.Context, alias string) (bool,
 		return false, err
 	}
 	return res.Exists, nil
+}
+
+// thirdPartyRoutes are the third-party lookups, answered by the application services that
+// provide the protocol.
+func (rm *Rooms) thirdPartyRoutes() []httputil.Route {
+	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
+		return httputil.Authenticated(DeviceLookup(rm.UserAPI), h)
+	}
+	get := http.MethodGet
+	return []httputil.Route{
+		{Name: "thirdPartyProtocols", Method: get, Path: "/thirdparty/protocols", Handler: auth(rm.ThirdPartyProtocols)},
+		{Name: "thirdPartyProtocol", Method: get, Path: "/thirdparty/protocol/{protocol}", Handler: auth(rm.thirdParty(asapi.ThirdPartyProtocol))},
+		{Name: "thirdPartyLocations", Method: get, Path: "/thirdparty/location/{protocol}", Handler: auth(rm.thirdParty(asapi.ThirdPartyLocation))},
+		{Name: "thirdPartyUsers", Method: get, Path: "/thirdparty/user/{protocol}", Handler: auth(rm.thirdParty(asapi.ThirdPartyUser))},
+		{Name: "thirdPartyLocationByAlias", Method: get, Path: "/thirdparty/location", Handler: auth(rm.thirdParty(asapi.ThirdPartyLocation))},
+		{Name: "thirdPartyUserByID", Method: get, Path: "/thirdparty/user", Handler: auth(rm.thirdParty(asapi.ThirdPartyUser))},
+	}
+}
+
+// ThirdPartyProtocols is GET /thirdparty/protocols: every protocol the services provide.
+func (rm *Rooms) ThirdPartyProtocols(r *http.Request, _ *uapi.Device) (httputil.Response, error) {
+	if rm.AppServiceQueries == nil {
+		return httputil.OK(map[string]any{}), nil
+	}
+	res, err := rm.AppServiceQueries.QueryProtocols(r.Context(), &asapi.QueryProtocolsRequest{})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res.Protocols), nil
+}
+
+// thirdParty answers GET /thirdparty/{kind}[/{protocol}] from the services providing the
+// protocol, with the query string (the access token removed) passed on: a protocol no
+// service provides is 404 M_NOT_FOUND.
+func (rm *Rooms) thirdParty(kind string) func(r *http.Request, _ *uapi.Device) (httputil.Response, error) {
+	return func(r *http.Request, _ *uapi.Device) (httputil.Response, error) {
+		protocol := httputil.Vars(r)["protocol"]
+		if rm.AppServiceQueries == nil {
+			return httputil.Response{}, matrixerr.NotFound("no application service provides this protocol")
+		}
+		query := r.URL.Query()
+		query.Del("access_token")
+		res, err := rm.AppServiceQueries.QueryThirdParty(r.Context(), &asapi.QueryThirdPartyRequest{Kind: kind, Protocol: protocol, Query: query})
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if !res.Found && (protocol != "" || kind == asapi.ThirdPartyProtocol) {
+			return httputil.Response{}, matrixerr.NotFound("no application service provides this protocol")
+		}
+		if !res.Found {
+			return httputil.OK([]any{}), nil
+		}
+		return httputil.OK(res.Result), nil
+	}
+}
+
+// AppServicePing is POST /_matrix/client/v1/appservice/{appserviceId}/ping: the service
+// (its as_token, and its own ID in the path, else 403 M_FORBIDDEN) asks the homeserver to
+// ping it.
+func (rm *Rooms) AppServicePing(r *http.Request) (httputil.Response, error) {
+	as, err := appServiceOf(r, rm.AppServices)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if as.ID != httputil.Vars(r)["appserviceID"] {
+		return httputil.Response{}, matrixerr.Forbidden("the access token is not this application service's")
+	}
+	var body struct {
+		TransactionID string `json:"transaction_id"`
+	}
+	if err := decodeOptional(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	if rm.AppServiceQueries == nil {
+		return httputil.Response{}, matrixerr.URLNotSet("the application service has no url")
+	}
+	res, err := rm.AppServiceQueries.PerformPing(r.Context(), &asapi.PerformPingRequest{ServiceID: as.ID, TransactionID: body.TransactionID})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(res), nil
 }
