@@ -10,6 +10,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -103,7 +104,7 @@ func (rm *Rooms) askAppServiceForAlias(ctx context.Context, alias string) (bool,
 }
 
 // thirdPartyRoutes are the third-party lookups, answered by the application services that
-// provide the protocol.
+// provide the protocol, and the services' own room directories.
 func (rm *Rooms) thirdPartyRoutes() []httputil.Route {
 	auth := func(h func(r *http.Request, dev *uapi.Device) (httputil.Response, error)) httputil.HandlerFunc {
 		return httputil.Authenticated(DeviceLookup(rm.UserAPI), h)
@@ -116,6 +117,8 @@ func (rm *Rooms) thirdPartyRoutes() []httputil.Route {
 		{Name: "thirdPartyUsers", Method: get, Path: "/thirdparty/user/{protocol}", Handler: auth(rm.thirdParty(asapi.ThirdPartyUser))},
 		{Name: "thirdPartyLocationByAlias", Method: get, Path: "/thirdparty/location", Handler: auth(rm.thirdParty(asapi.ThirdPartyLocation))},
 		{Name: "thirdPartyUserByID", Method: get, Path: "/thirdparty/user", Handler: auth(rm.thirdParty(asapi.ThirdPartyUser))},
+		{Name: "setAppServiceRoomVisibility", Method: http.MethodPut, Path: "/directory/list/appservice/{networkID}/{roomID}", Handler: rm.SetAppServiceRoomVisibility},
+		{Name: "deleteAppServiceRoomVisibility", Method: http.MethodDelete, Path: "/directory/list/appservice/{networkID}/{roomID}", Handler: rm.SetAppServiceRoomVisibility},
 	}
 }
 
@@ -181,4 +184,41 @@ func (rm *Rooms) AppServicePing(r *http.Request) (httputil.Response, error) {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(res), nil
+}
+
+// SetAppServiceRoomVisibility is PUT and DELETE
+// /directory/list/appservice/{networkId}/{roomId}: an application service (its as_token)
+// publishes a room in (or withdraws it from) its directory of a third-party network, which
+// /publicRooms lists under third_party_instance_id "<appservice ID>|<network ID>", apart
+// from the main directory.
+func (rm *Rooms) SetAppServiceRoomVisibility(r *http.Request) (httputil.Response, error) {
+	as, err := appServiceOf(r, rm.AppServices)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	public := false
+	if r.Method == http.MethodPut {
+		var body struct {
+			Visibility string `json:"visibility"`
+		}
+		if err := httputil.DecodeJSON(r, &body); err != nil {
+			return httputil.Response{}, err
+		}
+		switch body.Visibility {
+		case visibilityPublic:
+			public = true
+		case visibilityPrivate:
+		default:
+			return httputil.Response{}, matrixerr.InvalidParam("visibility must be public or private")
+		}
+	}
+	network := as.ID + "|" + httputil.Vars(r)["networkID"]
+	if _, err := rm.RSAPI.PerformSetRoomVisibility(r.Context(), &rsapi.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: public, Network: network}); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
 }

@@ -84,6 +84,8 @@ var clientBodies = map[string]bodySpec{
 	"PUT /presence/{userID}/status":                          {sample: `{"presence":"online","status_msg":"x"}`},
 	"POST /createRoom":                                       {sample: `{"visibility":"private","room_alias_name":"x3","name":"x","topic":"x","invite":["@bob:allroutes.test"],"invite_3pid":[],"room_version":"10","creation_content":{"m.federate":true},"initial_state":[{"type":"m.test","state_key":"","content":{"a":"b"}}],"preset":"private_chat","is_direct":false,"power_level_content_override":{}}`, freeform: []string{".initial_state[0].content"}},
 	"POST /_matrix/client/v1/appservice/{appserviceID}/ping": {sample: `{"transaction_id":"x"}`, optional: true},
+	"PUT /directory/list/appservice/{networkID}/{roomID}":    {sample: `{"visibility":"public"}`},
+	"DELETE /directory/list/appservice/{networkID}/{roomID}": {},
 	"POST /join/{roomIDOrAlias}":                             {sample: `{"reason":"x"}`, optional: true},
 	"POST /knock/{roomIDOrAlias}":                            {sample: `{"reason":"x"}`, optional: true},
 	"POST /rooms/{roomID}/upgrade":                           {sample: `{"new_version":"99"}`},
@@ -185,6 +187,8 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return "1"
 	case "fileName":
 		return "allroutes.txt"
+	case "networkID":
+		return "allroutes-network"
 	case "protocol":
 		return "allroutes"
 	case "appserviceID":

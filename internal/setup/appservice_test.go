@@ -392,6 +392,36 @@ func TestAppServiceBothEngines(t *testing.T) {
 			as.mu.Unlock()
 			_, err = alice.ResolveAlias(ctx, "#bridge_nothing:as.test")
 			e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+			// The service's own directory of a network is apart from the main one.
+			dirURL := bot.BuildClientURL("v3", "directory", "list", "appservice", "net", room.RoomID)
+			if _, err = bot.MakeRequest(ctx, http.MethodPut, dirURL, map[string]string{"visibility": "public"}, nil); err != nil {
+				t.Fatalf("publish in the service's directory: %v", err)
+			}
+			_, err = alice.MakeRequest(ctx, http.MethodPut, dirURL, map[string]string{"visibility": "public"}, nil)
+			e2e.WantErrCode(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+			listed := func(instance string, all bool) bool {
+				res, err := alice.PublicRooms(ctx, &mautrix.ReqPublicRooms{ThirdPartyInstanceID: instance, IncludeAllNetworks: all})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return slices.ContainsFunc(res.Chunk, func(r *mautrix.PublicRoomInfo) bool { return r.RoomID == room.RoomID })
+			}
+			if listed("", false) || !listed("bridge|net", false) || !listed("", true) || listed("bridge|other", false) {
+				t.Fatal("the service's directory is not apart from the main one")
+			}
+			if _, err = bot.MakeRequest(ctx, http.MethodDelete, dirURL, nil, nil); err != nil || listed("bridge|net", false) {
+				t.Fatalf("withdraw from the service's directory: %v", err)
+			}
+
+			// The service deactivates its users without User-Interactive Authentication.
+			temp, _, err := bot.Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_temp", Type: mautrix.AuthTypeAppservice, InhibitLogin: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tempClient := asClient(t, url, temp.UserID)
+			if _, err = tempClient.MakeRequest(ctx, http.MethodPost, tempClient.BuildClientURL("v3", "account", "deactivate"), struct{}{}, nil); err != nil {
+				t.Fatalf("deactivate as the service: %v", err)
+			}
 			var member event.MemberEventContent
 			if err = alice.StateEvent(ctx, room.RoomID, event.StateMember, ghost.UserID.String(), &member); err != nil || member.Membership != event.MembershipJoin {
 				t.Fatalf("ghost membership %+v %v", member, err)
