@@ -223,7 +223,7 @@ const (
 
 // appServiceConfig is a monolith config with one registered application service at url
 // owning @bridge_* and #bridge_* exclusively.
-func appServiceConfig(t *testing.T, engine, url string) *config.Dendrite {
+func appServiceConfig(t *testing.T, engine, url, downURL string) *config.Dendrite {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Global.ServerName = "as.test"
@@ -251,7 +251,13 @@ namespaces:
 	if err := os.WriteFile(reg, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg.AppServiceAPI.ConfigFiles = []string{reg}
+	// A second service, interested in every room, that never answers: it must delay only
+	// itself.
+	down := filepath.Join(cfg.Global.DataDir, "down.yaml")
+	if err := os.WriteFile(down, []byte("id: down\nurl: "+downURL+"\nas_token: down-as\nhs_token: down-hs\nsender_localpart: downbot\nnamespaces:\n  rooms:\n    - exclusive: false\n      regex: \"!.*\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg.AppServiceAPI.ConfigFiles = []string{reg, down}
 	if err := cfg.Verify(); err != nil {
 		t.Fatal(err)
 	}
@@ -298,13 +304,16 @@ func expectedBodies(prefixes map[string]int, order []string) []string {
 // sends as it; its exclusive namespaces refuse others' registrations and aliases; bad
 // tokens and users outside the namespace are refused; every event of a room with its
 // ghost reaches it in order exactly once, also across a time when it is down and across a
-// restart of the homeserver with events still queued; an unknown alias in its namespace is
+// restart of the homeserver with events still queued, and while another service is down
+// all along; an unknown alias in its namespace is
 // asked of it and created on demand.
 func TestAppServiceBothEngines(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
 			as := newFakeAppService(t, hsToken)
-			cfg := appServiceConfig(t, engine, as.srv.URL)
+			broken := newFakeAppService(t, "down-hs")
+			broken.setDown(true)
+			cfg := appServiceConfig(t, engine, as.srv.URL, broken.srv.URL)
 			url, stop := stoppableMonolith(t, cfg)
 			ctx := context.Background()
 
@@ -366,6 +375,7 @@ func TestAppServiceBothEngines(t *testing.T) {
 			alice.HomeserverURL = e2e.MustParse(t, url)
 			last = sendText(t, alice, room.RoomID, "after", counts["after"])
 			as.waitEvent(t, last)
+			broken.waitFailure(t)
 			want := expectedBodies(counts, []string{"alice", "ghost", "downtime", "queued", "after"})
 			if got := as.messages(); !slices.Equal(got, want) {
 				t.Fatalf("the service received\n%v\nwant\n%v", got, want)
