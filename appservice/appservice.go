@@ -1,5 +1,6 @@
 // Package appservice is the reader that serves application services (bridges and bots,
-// the spec's application service API). It consumes OutputRoomEvent, stores what each
+// the spec's application service API). It consumes OutputRoomEvent (and, for services
+// registered with receive_ephemeral, OutputTypingEvent and OutputReceiptEvent), stores what each
 // registered service is interested in in that service's persistent queue, in the
 // transaction that saves the consumer's offset, and sends each queue as PUT
 // /_matrix/app/v1/transactions/{txnId} (hs_token as bearer token), one transaction at a
@@ -12,6 +13,7 @@ package appservice
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -36,8 +38,10 @@ type Deps struct {
 	DB         *sqlutil.DB
 	Log        eventlog.Log
 	LogMetrics *eventlog.Metrics
-	// RoomEventsTopic is OutputRoomEvent's full name.
-	RoomEventsTopic string
+	// RoomEventsTopic is OutputRoomEvent's full name; TypingTopic and ReceiptsTopic
+	// OutputTypingEvent's and OutputReceiptEvent's ("" reads none), for the services that
+	// receive ephemeral events.
+	RoomEventsTopic, TypingTopic, ReceiptsTopic string
 	// Rooms answers rooms' current state and aliases.
 	Rooms consumer.Rooms
 	// Retention is the event log's: how long a record may be redelivered, so how long the
@@ -54,7 +58,7 @@ type AppService struct {
 	db        *assql.Database
 	queues    *internal.Queues
 	queries   *internal.Queries
-	consumer  *eventlog.Consumer
+	consumers []*eventlog.Consumer
 	retention time.Duration
 	logger    *logrus.Entry
 }
@@ -74,14 +78,33 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 		DB: db, Client: client, Services: services, MinBackoff: time.Duration(d.Cfg.MinBackoff), MaxBackoff: time.Duration(d.Cfg.MaxBackoff),
 		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer),
 	})
-	h := &consumer.RoomEvents{ServerName: d.ServerName, DB: db, Rooms: d.Rooms, Services: services, Queues: queues, Logger: d.Logger}
-	cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "appservice", d.RoomEventsTopic, h.Handle, d.Logger, d.LogMetrics)
-	if err != nil {
-		return nil, err
+	h := consumer.NewRoomEvents(queues)
+	h.ServerName, h.DB, h.Rooms, h.Services, h.Logger = d.ServerName, db, d.Rooms, services, d.Logger
+	a := &AppService{db: db, queues: queues, queries: &internal.Queries{Client: client, Services: services, Logger: d.Logger},
+		retention: d.Retention, logger: d.Logger}
+	type handler interface {
+		Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error
+		Applied(partition int32, next int64)
 	}
-	cons.Applied = h.Applied
-	return &AppService{db: db, queues: queues, queries: &internal.Queries{Client: client, Services: services, Logger: d.Logger},
-		consumer: cons, retention: d.Retention, logger: d.Logger}, nil
+	for _, c := range []struct {
+		topic string
+		h     handler
+	}{
+		{d.RoomEventsTopic, h},
+		{d.TypingTopic, consumer.NewEphemeral(h, true)},
+		{d.ReceiptsTopic, consumer.NewEphemeral(h, false)},
+	} {
+		if c.topic == "" {
+			continue
+		}
+		cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "appservice", c.topic, c.h.Handle, d.Logger, d.LogMetrics)
+		if err != nil {
+			return nil, err
+		}
+		cons.Applied = c.h.Applied
+		a.consumers = append(a.consumers, cons)
+	}
+	return a, nil
 }
 
 // API is the component's api.QueryAPI.
@@ -93,7 +116,9 @@ func (a *AppService) API() api.QueryAPI {
 func (a *AppService) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return a.queues.Run(ctx) })
-	g.Go(func() error { return a.consumer.Run(ctx) })
+	for _, c := range a.consumers {
+		g.Go(func() error { return c.Run(ctx) })
+	}
 	if a.retention > 0 {
 		g.Go(func() error { return a.forgetOld(ctx) })
 	}

@@ -47,11 +47,14 @@ type RoomEvents struct {
 	DB         storage.Database
 	Rooms      Rooms
 	Services   []*config.ApplicationService
-	Queues     Waker
 	Logger     *logrus.Entry
+	// wakes gives the handler its Applied.
+	*wakes
+}
 
-	mu     sync.Mutex
-	toWake map[int32]map[string]bool
+// NewRoomEvents builds the OutputRoomEvent handler; fill in its other fields.
+func NewRoomEvents(q Waker) *RoomEvents {
+	return &RoomEvents{wakes: &wakes{q: q}}
 }
 
 // Handle implements eventlog.Consumer.Handle.
@@ -71,36 +74,51 @@ func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 			return err
 		}
 	}
-	if len(woken) > 0 && len(recs) > 0 {
-		r.mu.Lock()
-		if r.toWake == nil {
-			r.toWake = map[int32]map[string]bool{}
-		}
-		set := r.toWake[recs[0].Partition]
-		if set == nil {
-			set = map[string]bool{}
-			r.toWake[recs[0].Partition] = set
-		}
-		for id := range woken {
-			set[id] = true
-		}
-		r.mu.Unlock()
-	}
+	r.remember(recs, woken)
 	return nil
 }
 
-// Applied is the eventlog.Consumer's Applied callback: it wakes the services a committed
-// batch queued for (waking them before the commit could let a worker miss the items).
-func (r *RoomEvents) Applied(partition int32, _ int64) {
-	r.mu.Lock()
-	set := r.toWake[partition]
-	delete(r.toWake, partition)
-	r.mu.Unlock()
+// wakes holds, per partition, the services a batch queued for until its transaction
+// commits (eventlog.Consumer.Applied): waking a worker before the commit could let it read
+// the queue before the items are there. Each consumer has its own.
+type wakes struct {
+	q      Waker
+	mu     sync.Mutex
+	byPart map[int32]map[string]bool
+}
+
+// remember keeps the services a batch (of one partition) queued for.
+func (w *wakes) remember(recs []eventlog.Record, woken map[string]bool) {
+	if len(woken) == 0 || len(recs) == 0 {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.byPart == nil {
+		w.byPart = map[int32]map[string]bool{}
+	}
+	set := w.byPart[recs[0].Partition]
+	if set == nil {
+		set = map[string]bool{}
+		w.byPart[recs[0].Partition] = set
+	}
+	for id := range woken {
+		set[id] = true
+	}
+}
+
+// Applied is the eventlog.Consumer's Applied callback: it wakes the services the committed
+// batch queued for.
+func (w *wakes) Applied(partition int32, _ int64) {
+	w.mu.Lock()
+	set := w.byPart[partition]
+	delete(w.byPart, partition)
+	w.mu.Unlock()
 	ids := make([]string, 0, len(set))
 	for id := range set {
 		ids = append(ids, id)
 	}
-	r.Queues.Wake(ids)
+	w.q.Wake(ids)
 }
 
 // apply tracks the event's membership changes and queues it for the interested services.

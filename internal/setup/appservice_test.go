@@ -37,13 +37,15 @@ type fakeAppService struct {
 	mu sync.Mutex
 	// txns are the contents of each transaction ID seen; events every event ID of the
 	// distinct transactions, in arrival order; failed counts answers given while down.
-	txns    map[string]string
-	events  []string
-	bodies  map[string]string
-	failed  int
-	down    bool
-	onAlias func(alias string) int
-	onUser  func(userID string) int
+	txns   map[string]string
+	events []string
+	bodies map[string]string
+	// ephemeral are the types of the ephemeral events received, in order.
+	ephemeral []string
+	failed    int
+	down      bool
+	onAlias   func(alias string) int
+	onUser    func(userID string) int
 }
 
 func newFakeAppService(t *testing.T, hsToken string) *fakeAppService {
@@ -94,6 +96,9 @@ func (f *fakeAppService) transaction(w http.ResponseWriter, r *http.Request) {
 				Body string `json:"body"`
 			} `json:"content"`
 		} `json:"events"`
+		Ephemeral []struct {
+			Type string `json:"type"`
+		} `json:"ephemeral"`
 	}
 	raw := new(strings.Builder)
 	if err := json.NewDecoder(teeReader{r, raw}).Decode(&body); err != nil {
@@ -119,6 +124,9 @@ func (f *fakeAppService) transaction(w http.ResponseWriter, r *http.Request) {
 			if ev.Type == "m.room.message" {
 				f.bodies[ev.EventID] = ev.Content.Body
 			}
+		}
+		for _, ev := range body.Ephemeral {
+			f.ephemeral = append(f.ephemeral, ev.Type)
 		}
 	}
 	_, _ = w.Write([]byte("{}")) // the homeserver reads the status and the object
@@ -240,6 +248,7 @@ as_token: %s
 hs_token: %s
 sender_localpart: bridgebot
 rate_limited: false
+receive_ephemeral: true
 namespaces:
   users:
     - exclusive: true
@@ -402,6 +411,27 @@ func TestAppServiceBothEngines(t *testing.T) {
 			as.mu.Unlock()
 			_, err = alice.ResolveAlias(ctx, "#bridge_nothing:as.test")
 			e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+			// Typing and receipts in the ghost's room reach the service (receive_ephemeral).
+			if _, err = alice.UserTyping(ctx, room.RoomID, true, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err = alice.MarkRead(ctx, room.RoomID, last); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				as.mu.Lock()
+				got := slices.Contains(as.ephemeral, "m.typing") && slices.Contains(as.ephemeral, "m.receipt")
+				as.mu.Unlock()
+				if got {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("typing and receipts never reached the service")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+
 			// The service's own directory of a network is apart from the main one.
 			dirURL := bot.BuildClientURL("v3", "directory", "list", "appservice", "net", room.RoomID)
 			if _, err = bot.MakeRequest(ctx, http.MethodPut, dirURL, map[string]string{"visibility": "public"}, nil); err != nil {
