@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	asapi "github.com/matrix-org/dendrite/appservice/api"
 	"github.com/matrix-org/dendrite/clientapi/routing"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
@@ -38,6 +39,10 @@ type Deps struct {
 	// Presence and PresenceQuery are nil when presence is off.
 	Presence      presenceapi.InputAPI
 	PresenceQuery presenceapi.QueryAPI
+	// AppServices are the registered application services (nil: none).
+	AppServices *config.AppServiceAPI
+	// AppServiceQueries is the appservice component's API (nil: no queries to services).
+	AppServiceQueries asapi.QueryAPI
 }
 
 // ClientAPI is the client API's route table.
@@ -50,8 +55,12 @@ type ClientAPI struct {
 
 // New builds the client API.
 func New(d Deps) *ClientAPI {
-	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation}
-	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile}
+	if d.AppServices == nil {
+		d.AppServices = &config.AppServiceAPI{}
+	}
+	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation,
+		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries}
+	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile, AppServices: d.AppServices}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
 	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral, keys: &routing.Keys{ServerName: string(d.ServerName), UserAPI: d.UserAPI, Accounts: accounts, Federation: d.Federation}}
 }

@@ -33,8 +33,11 @@ type Deps struct {
 	KeyChangeTopic  string
 	DeviceListTopic string
 	LogMetrics      *eventlog.Metrics
-	Logger          *logrus.Entry
-	Registerer      prometheus.Registerer
+	// AppServices are the application services: their as_tokens authenticate, their
+	// senders' accounts are created at start-up. Nil: none.
+	AppServices *config.AppServiceAPI
+	Logger      *logrus.Entry
+	Registerer  prometheus.Registerer
 }
 
 // UserAPI is the userapi component.
@@ -56,9 +59,13 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	impl, err := internal.New(internal.UserAPI{
 		DB: db, ServerName: d.ServerName, BCryptCost: d.Cfg.BCryptCost,
 		Log: d.Log, ClientDataTopic: d.ClientDataTopic, KeyChangeTopic: d.KeyChangeTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
+		AppServices: d.AppServices,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start userapi: %w", err)
+	}
+	if err := impl.EnsureAppServiceSenders(ctx); err != nil {
+		return nil, err
 	}
 	u := &UserAPI{api: impl}
 	if d.DeviceListTopic != "" && d.Log != nil {

@@ -30,6 +30,9 @@ type Accounts struct {
 	Cfg        *config.ClientAPI
 	ServerName string
 	UserAPI    uapi.ClientUserAPI
+	// AppServices are the registered application services (their users and exclusive
+	// namespaces); never nil.
+	AppServices *config.AppServiceAPI
 	// ProfileChanged, when set, is called after a user's display name or avatar changed,
 	// so that their member events follow.
 	ProfileChanged func(ctx context.Context, userID string) error
@@ -62,10 +65,12 @@ func DeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) 
 }
 
 // GuestDeviceLookup resolves access tokens, guests' included, for the endpoints the spec's
-// guest access module allows guests: M_UNKNOWN_TOKEN for a token that names no device.
+// guest access module allows guests: M_UNKNOWN_TOKEN for a token that names no device. An
+// application service's as_token resolves to the user it acts as (the user_id parameter,
+// else its sender), 403 M_FORBIDDEN outside its namespace.
 func GuestDeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) (*uapi.Device, error) {
 	return func(ctx context.Context, token string) (*uapi.Device, error) {
-		res, err := u.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: token})
+		res, err := u.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: token, UserID: httputil.AssertedUserID(ctx)})
 		if err != nil {
 			return nil, err
 		}

@@ -155,7 +155,7 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	// so a taken alias fails the request with nothing created, and given back if the
 	// room is refused.
 	if alias != nil {
-		if err = rm.createAlias(ctx, *alias, roomID, dev.UserID, matrixerr.RoomInUse); err != nil {
+		if err = rm.createAlias(ctx, *alias, roomID, dev, matrixerr.RoomInUse); err != nil {
 			return httputil.Response{}, err
 		}
 	}

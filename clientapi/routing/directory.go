@@ -89,7 +89,20 @@ func (rm *Rooms) resolveAlias(ctx context.Context, a roomalias.Alias) (string, [
 		return "", nil, err
 	}
 	if res.RoomID == "" {
-		return "", nil, matrixerr.NotFound("room alias not found: " + a.String())
+		// An application service may provide the alias on demand: ask it, then look again.
+		created, err := rm.askAppServiceForAlias(ctx, a.String())
+		if err != nil {
+			return "", nil, err
+		}
+		if !created {
+			return "", nil, matrixerr.NotFound("room alias not found: " + a.String())
+		}
+		if res, err = rm.RSAPI.QueryRoomAlias(ctx, &rsapi.QueryRoomAliasRequest{Alias: a.String()}); err != nil {
+			return "", nil, err
+		}
+		if res.RoomID == "" {
+			return "", nil, matrixerr.NotFound("room alias not found: " + a.String())
+		}
 	}
 	servers, err := rm.joinedServers(ctx, res.RoomID)
 	if err != nil {
@@ -135,15 +148,23 @@ func (rm *Rooms) SetRoomAlias(r *http.Request, dev *uapi.Device) (httputil.Respo
 	if _, err = spec.NewRoomID(body.RoomID); err != nil {
 		return httputil.Response{}, matrixerr.InvalidParam("room_id must be a room ID")
 	}
-	if err = rm.requireJoined(r.Context(), body.RoomID, dev.UserID); err != nil {
-		return httputil.Response{}, err
+	// An application service manages the aliases of its namespace without being in the room.
+	if as := rm.AppServices.AppServiceByID(dev.AppServiceID); as == nil || !as.OwnsAlias(a.String()) {
+		if err = rm.requireJoined(r.Context(), body.RoomID, dev.UserID); err != nil {
+			return httputil.Response{}, err
+		}
 	}
-	return httputil.OK(struct{}{}), rm.createAlias(r.Context(), a, body.RoomID, dev.UserID, matrixerr.Conflict)
+	return httputil.OK(struct{}{}), rm.createAlias(r.Context(), a, body.RoomID, dev, matrixerr.Conflict)
 }
 
-// createAlias stores a new alias, failing with taken(message) when it exists.
-func (rm *Rooms) createAlias(ctx context.Context, a roomalias.Alias, roomID, creator string, taken func(string) *matrixerr.Error) error {
-	res, err := rm.RSAPI.PerformSetRoomAlias(ctx, &rsapi.PerformSetRoomAliasRequest{Alias: a.String(), RoomID: roomID, Creator: creator})
+// createAlias stores a new alias, failing with taken(message) when it exists and with
+// M_EXCLUSIVE when it is in an application service's exclusive namespace and dev is not
+// that service.
+func (rm *Rooms) createAlias(ctx context.Context, a roomalias.Alias, roomID string, dev *uapi.Device, taken func(string) *matrixerr.Error) error {
+	if as := rm.AppServices.ExclusiveAlias(a.String()); as != nil && as.ID != dev.AppServiceID {
+		return matrixerr.Exclusive("room alias " + a.String() + " is reserved by an application service")
+	}
+	res, err := rm.RSAPI.PerformSetRoomAlias(ctx, &rsapi.PerformSetRoomAliasRequest{Alias: a.String(), RoomID: roomID, Creator: dev.UserID})
 	if err != nil {
 		return err
 	}

@@ -483,6 +483,11 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 		}
 		return httputil.OK(struct{}{}), nil
 	}
+	if membership == spec.Invite {
+		if err = rm.askAppServiceForUser(r.Context(), body.UserID); err != nil {
+			return httputil.Response{}, err
+		}
+	}
 	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: membership, Reason: body.Reason}); err != nil {
 		return httputil.Response{}, err
 	}

@@ -91,9 +91,6 @@ func (a *Accounts) Register(r *http.Request) (httputil.Response, error) {
 	default:
 		return httputil.Response{}, matrixerr.InvalidParam("kind must be user or guest")
 	}
-	if a.Cfg.RegistrationDisabled {
-		return httputil.Response{}, matrixerr.Forbidden("registration is disabled")
-	}
 	var params map[string]json.RawMessage
 	if err := httputil.DecodeJSON(r, &params); err != nil {
 		return httputil.Response{}, err
@@ -104,6 +101,13 @@ func (a *Accounts) Register(r *http.Request) (httputil.Response, error) {
 			return httputil.Response{}, matrixerr.BadJSON("auth is not an authentication object")
 		}
 		delete(params, "auth")
+	}
+	if auth.Type == authTypeAppService || isAppServiceType(params["type"]) {
+		delete(params, "type")
+		return a.registerAppService(r, params)
+	}
+	if a.Cfg.RegistrationDisabled {
+		return httputil.Response{}, matrixerr.Forbidden("registration is disabled")
 	}
 	sess := a.registerSessions.get(auth.Session)
 	if sess != nil {
@@ -263,8 +267,12 @@ func checkDeviceID(deviceID *string) error {
 	return nil
 }
 
-// checkAvailable fails with M_USER_IN_USE or M_INVALID_USERNAME.
+// checkAvailable fails with M_USER_IN_USE or M_INVALID_USERNAME, or M_EXCLUSIVE for a
+// user ID in an application service's exclusive namespace.
 func (a *Accounts) checkAvailable(ctx context.Context, localpart string) error {
+	if a.AppServices.ExclusiveUserID("@"+localpart+":"+a.ServerName) != nil {
+		return matrixerr.Exclusive("this username is reserved by an application service")
+	}
 	res, err := a.UserAPI.QueryLocalpartAvailable(ctx, &uapi.QueryLocalpartAvailableRequest{Localpart: localpart})
 	if err != nil {
 		return err

@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
 	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	asapi "github.com/matrix-org/dendrite/appservice/api"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/config"
@@ -35,6 +37,12 @@ type Rooms struct {
 	UserAPI    uapi.ClientUserAPI
 	// Federation joins, invites and leaves through other servers (nil: none).
 	Federation fapi.ClientFederationAPI
+	// AppServices are the registered application services (exclusive alias namespaces,
+	// services managing their aliases); never nil.
+	AppServices *config.AppServiceAPI
+	// AppServiceQueries asks the services about users and aliases of their namespaces that
+	// do not exist yet (nil: never).
+	AppServiceQueries asapi.QueryAPI
 
 	joinedOnce sync.Once
 	joined     *joinedCache
@@ -61,6 +69,7 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "ban", Method: http.MethodPost, Path: "/rooms/{roomID}/ban", Handler: auth(rm.Ban)},
 		{Name: "unban", Method: http.MethodPost, Path: "/rooms/{roomID}/unban", Handler: auth(rm.Unban)},
 		{Name: "send", Method: http.MethodPut, Path: "/rooms/{roomID}/send/{eventType}/{txnID}", Handler: guest(rm.Send)},
+		{Name: "sendWithoutTxn", Method: http.MethodPost, Path: "/rooms/{roomID}/send/{eventType}", Handler: guest(rm.Send)},
 		{Name: "redact", Method: http.MethodPut, Path: "/rooms/{roomID}/redact/{eventID}/{txnID}", Handler: auth(rm.Redact)},
 		{Name: "putState", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.PutState)},
 		{Name: "putStateKey", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: guest(rm.PutState)},
@@ -72,7 +81,8 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "joinedMembers", Method: http.MethodGet, Path: "/rooms/{roomID}/joined_members", Handler: auth(rm.JoinedMembers)},
 		{Name: "joinedRooms", Method: http.MethodGet, Path: "/joined_rooms", Handler: auth(rm.JoinedRooms)},
 	}
-	return append(clientPaths(append(routes, rm.directoryRoutes()...)),
+	return append(clientPaths(slices.Concat(routes, rm.directoryRoutes(), rm.thirdPartyRoutes())),
+		httputil.Route{Name: "appServicePing", Method: http.MethodPost, Path: "/_matrix/client/v1/appservice/{appserviceID}/ping", Handler: rm.AppServicePing},
 		httputil.Route{Name: "hierarchy", Method: http.MethodGet, Path: "/_matrix/client/v1/rooms/{roomID}/hierarchy", Handler: auth(rm.Hierarchy)},
 		httputil.Route{Name: "roomSummary", Method: http.MethodGet, Path: "/_matrix/client/v1/room_summary/{roomIDOrAlias}", Handler: rm.RoomSummary},
 	)
@@ -176,7 +186,11 @@ func roomIDVar(r *http.Request) (string, error) {
 	return roomID, nil
 }
 
-// Send is PUT /rooms/{roomId}/send/{eventType}/{txnId}.
+// Send is PUT /rooms/{roomId}/send/{eventType}/{txnId}, and POST
+// /rooms/{roomId}/send/{eventType} without a transaction ID (each request a new event).
+// NOTSPEC: the POST form is the r0 era's, which the spec dropped
+// (https://spec.matrix.org/v1.12/client-server-api/#put_matrixclientv3roomsroomidsendeventtypetxnid);
+// application services and sytest still use it, as Synapse serves it.
 func (rm *Rooms) Send(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	vars := httputil.Vars(r)
 	roomID, err := roomIDVar(r)
@@ -190,7 +204,14 @@ func (rm *Rooms) Send(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
-	txn := &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: vars["txnID"]}
+	txnID := vars["txnID"]
+	if r.Method == http.MethodPost {
+		if txnID, err = randomHex(16); err != nil {
+			return httputil.Response{}, err
+		}
+		txnID = "post:" + txnID
+	}
+	txn := &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: txnID}
 	eventID, err := rm.sendProto(r.Context(), roomID, &rsapi.ProtoEvent{Sender: dev.UserID, Type: vars["eventType"], Content: content}, txn)
 	if err != nil {
 		return httputil.Response{}, err

@@ -65,8 +65,8 @@ func (rt *Routing) joinedServers(r *http.Request, roomID string) ([]spec.ServerN
 }
 
 // PublicRooms is GET /_matrix/federation/v1/publicRooms (limit, since in the query).
-// Third-party networks are not supported: include_all_networks and
-// third_party_instance_id list the same rooms.
+// third_party_instance_id lists an application service network's directory instead of the
+// main one; include_all_networks adds every network's rooms to the main one.
 func (rt *Routing) PublicRooms(r *http.Request, _ *fclient.FederationRequest) (httputil.Response, error) {
 	req, err := rsapi.ParsePublicRoomsQuery(r.URL.Query())
 	if err != nil {

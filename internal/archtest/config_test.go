@@ -25,7 +25,7 @@ const configPkg = module + "/internal/config"
 // notReads are the functions of internal/config whose uses of a setting do not make it do
 // anything: they define, check or print it.
 var notReads = map[string]bool{"Defaults": true, "Verify": true, "verify": true, "DevConfig": true, "Sample": true,
-	"defaultFederationAPI": true, "defaultFederationSender": true}
+	"defaultFederationAPI": true, "defaultFederationSender": true, "defaultAppServiceAPI": true}
 
 // checkedOnly are settings whose whole effect is Verify's check: version refuses a config of
 // another format.

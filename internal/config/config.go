@@ -46,6 +46,8 @@ type Dendrite struct {
 	UnknownKeys []string `yaml:"-"`
 	// MediaAPI is the media_api section (mediaapi.go).
 	MediaAPI MediaAPI `yaml:"media_api"`
+	// AppServiceAPI is the app_service_api section (appservice.go).
+	AppServiceAPI AppServiceAPI `yaml:"app_service_api"`
 }
 
 // Global holds settings shared by every component.
@@ -296,6 +298,7 @@ func Defaults() *Dendrite {
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),
+		AppServiceAPI:    defaultAppServiceAPI(),
 	}
 }
 
@@ -426,6 +429,7 @@ func (c *Dendrite) Verify() error {
 	c.FederationAPI.verify(bad)
 	c.FederationSender.verify(bad)
 	c.MediaAPI.verify(bad)
+	c.AppServiceAPI.verify(c.Global.ServerName, bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -474,7 +478,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi", "appservice"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -483,7 +487,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
-		"mediaapi": &c.MediaAPI.InternalAPI,
+		"mediaapi": &c.MediaAPI.InternalAPI, "appservice": &c.AppServiceAPI.InternalAPI,
 	}[component]
 }
 
@@ -494,7 +498,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"roomserver": &c.RoomServer.Database, "syncapi": &c.SyncAPI.Database, "userapi": &c.UserAPI.Database,
 		"eduserver": &c.EDUServer.Database, "receiptserver": &c.ReceiptServer.Database, "presenceserver": &c.PresenceServer.Database,
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
-		"mediaapi": &c.MediaAPI.Database,
+		"mediaapi": &c.MediaAPI.Database, "appservice": &c.AppServiceAPI.Database,
 	}[component]
 }
 

@@ -85,6 +85,7 @@ type ctxKey int
 const (
 	loggerKey ctxKey = iota
 	rateKey
+	assertedUserKey
 )
 
 // Register adds routes to router, plus a CORS preflight answer for every path. Requests
@@ -305,13 +306,19 @@ func AccessToken(r *http.Request) (string, error) {
 }
 
 // Authenticated wraps a handler that needs a logged-in identity.
+// The lookup's context carries the request's user_id query parameter (AssertedUserID), with
+// which an application service names the user it acts as.
 func Authenticated[T any](lookup func(ctx context.Context, token string) (T, error), h func(r *http.Request, who T) (Response, error)) HandlerFunc {
 	return func(r *http.Request) (Response, error) {
 		tok, err := AccessToken(r)
 		if err != nil {
 			return Response{}, err
 		}
-		who, err := lookup(r.Context(), tok)
+		ctx := r.Context()
+		if uid := r.URL.Query().Get("user_id"); uid != "" {
+			ctx = context.WithValue(ctx, assertedUserKey, uid)
+		}
+		who, err := lookup(ctx, tok)
 		if err != nil {
 			return Response{}, err
 		}
@@ -322,6 +329,13 @@ func Authenticated[T any](lookup func(ctx context.Context, token string) (T, err
 		}
 		return h(r, who)
 	}
+}
+
+// AssertedUserID is the user_id query parameter of the request whose token Authenticated is
+// looking up ("" when absent): an application service's choice of user to act as.
+func AssertedUserID(ctx context.Context) string {
+	uid, _ := ctx.Value(assertedUserKey).(string) // absent: ""
+	return uid
 }
 
 // Health registers /health (liveness) and /ready (readiness).

@@ -72,7 +72,15 @@ type rateCheck struct {
 	l *RateLimiter
 }
 
+// rateExempt is an identity the limits skip (an application service with rate_limited: false).
+type rateExempt interface {
+	RateLimitExempt() bool
+}
+
 func (c *rateCheck) check(who any) error {
+	if e, ok := who.(rateExempt); ok && e.RateLimitExempt() {
+		return nil
+	}
 	if s, ok := who.(fmt.Stringer); ok {
 		return c.l.Allow(s.String())
 	}

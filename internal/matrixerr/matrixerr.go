@@ -89,6 +89,14 @@ var (
 	// RemoteTooLarge is 502 M_TOO_LARGE: another server's media is larger than this
 	// server fetches.
 	RemoteTooLarge = mk("M_TOO_LARGE", http.StatusBadGateway)
+	// URLNotSet, BadStatus, ConnectionFailed and ConnectionTimeout are the answers of an
+	// application service ping (POST /_matrix/client/v1/appservice/{id}/ping) that failed:
+	// the service has no URL, answered with an error status, could not be reached, or did
+	// not answer in time.
+	URLNotSet         = mk("M_URL_NOT_SET", http.StatusBadRequest)
+	BadStatus         = mk("M_BAD_STATUS", http.StatusBadGateway)
+	ConnectionFailed  = mk("M_CONNECTION_FAILED", http.StatusBadGateway)
+	ConnectionTimeout = mk("M_CONNECTION_TIMEOUT", http.StatusGatewayTimeout)
 )
 
 // WrongRoomKeysVersion is 403 M_WRONG_ROOM_KEYS_VERSION: keys were sent for a backup

@@ -102,6 +102,10 @@ var clientBodies = map[string]bodySpec{
 		`"room_subscriptions":{"{{room}}":{"timeline_limit":5,"required_state":{"include":[{"type":"m.room.name","state_key":""}],"lazy_members":true}}},` +
 		`"extensions":{"to_device":{"enabled":true,"limit":10},"e2ee":{"enabled":true},"account_data":{"enabled":true,"lists":["all"],"rooms":["{{room}}"]},` +
 		`"receipts":{"enabled":true},"typing":{"enabled":true}}}`},
+	"POST /_matrix/client/v1/appservice/{appserviceID}/ping": {sample: `{"transaction_id":"x"}`, optional: true},
+	"PUT /directory/list/appservice/{networkID}/{roomID}":    {sample: `{"visibility":"public"}`},
+	"DELETE /directory/list/appservice/{networkID}/{roomID}": {},
+	"POST /rooms/{roomID}/send/{eventType}":                  {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 }
 
 // fixture is a user with a room, an event, an alias, a filter and account data: the values
@@ -188,6 +192,12 @@ func (f *fixture) value(t *testing.T, name string) string {
 		return "1"
 	case "fileName":
 		return "allroutes.txt"
+	case "networkID":
+		return "allroutes-network"
+	case "protocol":
+		return "allroutes"
+	case "appserviceID":
+		return "allroutes-service"
 	case "path":
 		return ""
 	}

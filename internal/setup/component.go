@@ -18,6 +18,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	asinthttp "github.com/matrix-org/dendrite/appservice/inthttp"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
 	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
@@ -122,6 +123,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
 	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	e.sender = fsinthttp.NewClient(cfg.FederationSender.InternalAPI.Connect, clientOpts)
+	e.appServices = asinthttp.NewClient(cfg.AppServiceAPI.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {

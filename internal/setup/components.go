@@ -13,6 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/appservice"
+	asapi "github.com/matrix-org/dendrite/appservice/api"
+	asinthttp "github.com/matrix-org/dendrite/appservice/inthttp"
 	"github.com/matrix-org/dendrite/clientapi"
 	"github.com/matrix-org/dendrite/clientapi/routing"
 	"github.com/matrix-org/dendrite/eduserver"
@@ -80,6 +83,9 @@ var components = []component{
 	{name: "federationsender", build: buildFederationSender, listen: func(c *config.Dendrite) (string, string) {
 		return c.FederationSender.InternalAPI.Listen, ""
 	}},
+	{name: "appservice", build: buildAppService, listen: func(c *config.Dendrite) (string, string) {
+		return c.AppServiceAPI.InternalAPI.Listen, ""
+	}},
 	{name: "federationapi", build: buildFederationAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.FederationAPI.InternalAPI.Listen, c.FederationAPI.Listen
 	}},
@@ -124,6 +130,8 @@ type built struct {
 	presence   presenceapi.QueryAPI
 	keys       fapi.ServerAPI
 	sender     fsapi.SenderAPI
+	// appServices is the appservice component's API.
+	appServices asapi.QueryAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -152,6 +160,8 @@ type env struct {
 	keys fapi.ServerAPI
 	// sender is the federationsender (for the federationapi: servers seen alive).
 	sender fsapi.SenderAPI
+	// appServices asks application services about their users and aliases (clientapi).
+	appServices asapi.QueryAPI
 	// fedClient is the process's outbound federation client, made on first use.
 	fedClient *fedclient.Client
 	// outbound is global.deny_networks: what outbound connections to addresses others
@@ -247,7 +257,8 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	ua, err := userapi.New(ctx, userapi.Deps{
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), DeviceListTopic: e.topic(uapi.TopicInputDeviceListUpdate), LogMetrics: e.logMetrics,
-		Logger: e.component("userapi"), Registerer: e.registry,
+		AppServices: &e.cfg.AppServiceAPI,
+		Logger:      e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err
@@ -339,6 +350,27 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
+func buildAppService(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("appservice", e.cfg.AppServiceAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	a, err := appservice.New(ctx, appservice.Deps{
+		Cfg: &e.cfg.AppServiceAPI, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
+		RoomEventsTopic: e.topic(rsapi.TopicOutputRoomEvent), TypingTopic: e.topic(eduapi.TopicOutputTypingEvent),
+		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), Rooms: e.roomserver, Retention: time.Duration(e.cfg.Global.Log.Retention),
+		SkipTLSVerify: e.cfg.FederationAPI.DisableTLSValidation, Logger: e.component("appservice"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{
+		run:         a.Run,
+		serve:       func(r *mux.Router, opts ihttp.ServerOptions) { asinthttp.Register(r, a.API(), opts) },
+		appServices: a.API(),
+	}, nil
+}
+
 // pushServerRoutes builds the pushserver on its own database and returns its client
 // routes, which the clientapi process serves until the pushserver is a process of its own.
 func pushServerRoutes(ctx context.Context, e *env) ([]httputil.Route, error) {
@@ -387,7 +419,7 @@ func (e *env) clientRoomserver() clientRoomserver {
 func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
-		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput()}
+		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}

@@ -118,6 +118,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.sender != nil {
 			e.sender = b.sender
 		}
+		if b.appServices != nil {
+			e.appServices = b.appServices
+		}
 	}
 	m.router = publicRouter(e, "monolith", routes, fedRoutes, mediaRoutes, e.ready)
 	return m, nil

@@ -51,8 +51,8 @@ func startWarnings(t *testing.T, file []byte) map[string]string {
 // (the generated development config) is logged with how to close it; a config with neither
 // logs neither, and an unknown key does not stop the start.
 func TestStartupWarnings(t *testing.T) {
-	got := startWarnings(t, []byte("client_api:\n  registration_disabeld: true\n  rate_limiting:\n    burts: 3\napp_service_api:\n  config_files: []\n"))
-	for _, key := range []string{"client_api.registration_disabeld", "client_api.rate_limiting.burts", "app_service_api"} {
+	got := startWarnings(t, []byte("client_api:\n  registration_disabeld: true\n  rate_limiting:\n    burts: 3\n"))
+	for _, key := range []string{"client_api.registration_disabeld", "client_api.rate_limiting.burts"} {
 		if !strings.Contains(got[key], "unknown config key") {
 			t.Errorf("no unknown-key warning for %s: %v", key, got)
 		}

@@ -69,13 +69,22 @@ type QueryRoomVisibilityResponse struct {
 type PerformSetRoomVisibilityRequest struct {
 	RoomID string `json:"room_id"`
 	Public bool   `json:"public"`
+	// Network, when set, is the directory of an application service's third-party
+	// network ("<appservice ID>|<network ID>", the third_party_instance_id of
+	// /publicRooms) instead of the main one.
+	Network string `json:"network,omitempty"`
 }
 
 // PerformSetRoomVisibilityResponse is empty.
 type PerformSetRoomVisibilityResponse struct{}
 
-// QueryPublishedRoomsRequest asks for every room of the published directory.
-type QueryPublishedRoomsRequest struct{}
+// QueryPublishedRoomsRequest asks for every room of the published directory: the main one,
+// or with Network an application service network's, or with AllNetworks the main one and
+// every network's.
+type QueryPublishedRoomsRequest struct {
+	Network     string `json:"network,omitempty"`
+	AllNetworks bool   `json:"all_networks,omitempty"`
+}
 
 // QueryPublishedRoomsResponse lists their IDs, sorted.
 type QueryPublishedRoomsResponse struct {

@@ -27,13 +27,19 @@ type PublicRoomsRequest struct {
 	// Filter is the generic_search_term: a case-insensitive substring of the name, topic
 	// or canonical alias.
 	Filter string
+	// Network is the third_party_instance_id: an application service network's directory
+	// instead of the main one; AllNetworks (include_all_networks) lists the main one and
+	// every network's.
+	Network     string
+	AllNetworks bool
 }
 
-// ParsePublicRoomsQuery reads GET /publicRooms's since and limit (client and federation);
+// ParsePublicRoomsQuery reads GET /publicRooms's since, limit, third_party_instance_id and
+// include_all_networks (client and federation);
 // a limit that is not an integer is 400 M_INVALID_PARAM, one too large for an int is
 // MaxPublicRoomsLimit (ListPublicRooms clamps every limit to it) and one below 1 the default.
 func ParsePublicRoomsQuery(q url.Values) (PublicRoomsRequest, error) {
-	req := PublicRoomsRequest{Since: q.Get("since")}
+	req := PublicRoomsRequest{Since: q.Get("since"), Network: q.Get("third_party_instance_id"), AllNetworks: q.Get("include_all_networks") == "true"}
 	if l := q.Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if errors.Is(err, strconv.ErrRange) {
@@ -57,11 +63,14 @@ type PublicRoomsBody struct {
 	Filter struct {
 		GenericSearchTerm string `json:"generic_search_term"`
 	} `json:"filter"`
+	ThirdPartyInstanceID string `json:"third_party_instance_id"`
+	IncludeAllNetworks   bool   `json:"include_all_networks"`
 }
 
 // Request is the page the body asks for.
 func (b PublicRoomsBody) Request() PublicRoomsRequest {
-	return PublicRoomsRequest{Limit: b.Limit, Since: b.Since, Filter: b.Filter.GenericSearchTerm}
+	return PublicRoomsRequest{Limit: b.Limit, Since: b.Since, Filter: b.Filter.GenericSearchTerm,
+		Network: b.ThirdPartyInstanceID, AllNetworks: b.IncludeAllNetworks}
 }
 
 // PublicRoomsResponse is the spec's answer to /publicRooms.
@@ -91,7 +100,7 @@ func ListPublicRooms(ctx context.Context, d DirectoryAPI, req PublicRoomsRequest
 		}
 		offset = n
 	}
-	published, err := d.QueryPublishedRooms(ctx, &QueryPublishedRoomsRequest{})
+	published, err := d.QueryPublishedRooms(ctx, &QueryPublishedRoomsRequest{Network: req.Network, AllNetworks: req.AllNetworks})
 	if err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -65,17 +66,39 @@ func (q *Querier) QueryRoomVisibility(ctx context.Context, req *api.QueryRoomVis
 
 // PerformSetRoomVisibility implements api.DirectoryAPI.
 func (q *Querier) PerformSetRoomVisibility(ctx context.Context, req *api.PerformSetRoomVisibilityRequest) (*api.PerformSetRoomVisibilityResponse, error) {
-	if err := q.in.db.SetPublished(ctx, req.RoomID, req.Public); err != nil {
+	var err error
+	if req.Network != "" {
+		err = q.in.db.SetNetworkPublished(ctx, req.Network, req.RoomID, req.Public)
+	} else {
+		err = q.in.db.SetPublished(ctx, req.RoomID, req.Public)
+	}
+	if err != nil {
 		return nil, err
 	}
 	return &api.PerformSetRoomVisibilityResponse{}, nil
 }
 
 // QueryPublishedRooms implements api.DirectoryAPI.
-func (q *Querier) QueryPublishedRooms(ctx context.Context, _ *api.QueryPublishedRoomsRequest) (*api.QueryPublishedRoomsResponse, error) {
+func (q *Querier) QueryPublishedRooms(ctx context.Context, req *api.QueryPublishedRoomsRequest) (*api.QueryPublishedRoomsResponse, error) {
+	if req.Network != "" {
+		ids, err := q.in.db.NetworkRooms(ctx, req.Network)
+		if err != nil {
+			return nil, err
+		}
+		return &api.QueryPublishedRoomsResponse{RoomIDs: ids}, nil
+	}
 	ids, err := q.in.db.PublishedRooms(ctx)
 	if err != nil {
 		return nil, err
+	}
+	if req.AllNetworks {
+		more, err := q.in.db.NetworkRooms(ctx, "")
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, more...)
+		slices.Sort(ids)
+		ids = slices.Compact(ids)
 	}
 	return &api.QueryPublishedRoomsResponse{RoomIDs: ids}, nil
 }

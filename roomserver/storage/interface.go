@@ -94,6 +94,12 @@ type Directory interface {
 	SetPublished(ctx context.Context, roomID string, public bool) error
 	Published(ctx context.Context, roomID string) (bool, error)
 	PublishedRooms(ctx context.Context) ([]string, error)
+	// SetNetworkPublished publishes the room in (or withdraws it from) an application
+	// service's directory of a third-party network ("<appservice ID>|<network ID>").
+	SetNetworkPublished(ctx context.Context, network, roomID string, public bool) error
+	// NetworkRooms are the rooms published in the network's directory; network "" lists
+	// those of every network.
+	NetworkRooms(ctx context.Context, network string) ([]string, error)
 	// JoinedCount is the number of users whose current membership in the room is join.
 	JoinedCount(ctx context.Context, roomNID types.RoomNID) (int, error)
 }

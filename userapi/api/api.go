@@ -18,6 +18,9 @@ const (
 	AccountTypeGuest AccountType = 2
 	// AccountTypeAdmin is a server administrator.
 	AccountTypeAdmin AccountType = 3
+	// AccountTypeAppService is a user an application service registered in its namespace
+	// (m.login.application_service): it has no password.
+	AccountTypeAppService AccountType = 4
 )
 
 // Device is a logged-in session: what an access token stands for.
@@ -31,6 +34,17 @@ type Device struct {
 	UserAgent string `json:"user_agent,omitempty"`
 	// AccountType is the type of the device's account; only QueryAccessToken fills it in.
 	AccountType AccountType `json:"account_type,omitempty"`
+	// AppServiceID is, for a request made with an application service's as_token, the
+	// service's ID; the device is then the user the service acts as, with no DeviceID.
+	AppServiceID string `json:"app_service_id,omitempty"`
+	// NotRateLimited exempts the requests from the client rate limits (an application
+	// service registered with rate_limited: false).
+	NotRateLimited bool `json:"not_rate_limited,omitempty"`
+}
+
+// RateLimitExempt reports whether the client rate limits skip the device's requests.
+func (d *Device) RateLimitExempt() bool {
+	return d.NotRateLimited
 }
 
 // IsGuest reports whether the device belongs to a guest account.
@@ -54,6 +68,10 @@ type Account struct {
 // QueryAccessTokenRequest looks up a token.
 type QueryAccessTokenRequest struct {
 	AccessToken string `json:"access_token"`
+	// UserID is the user_id query parameter of the request: for an application service's
+	// as_token, the user in its namespace it acts as (empty: its sender). Ignored for other
+	// tokens.
+	UserID string `json:"user_id,omitempty"`
 }
 
 // QueryAccessTokenResponse is the token's device.

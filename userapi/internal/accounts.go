@@ -21,12 +21,13 @@ func (u *UserAPI) PerformAccountCreation(ctx context.Context, req *api.PerformAc
 	switch accType {
 	case 0:
 		accType = api.AccountTypeUser
-	case api.AccountTypeUser, api.AccountTypeGuest, api.AccountTypeAdmin:
+	case api.AccountTypeUser, api.AccountTypeGuest, api.AccountTypeAdmin, api.AccountTypeAppService:
 	default:
 		return nil, matrixerr.InvalidParam("unknown account type")
 	}
 	hash := ""
-	if accType != api.AccountTypeGuest || req.Password != "" {
+	passwordless := accType == api.AccountTypeGuest || accType == api.AccountTypeAppService
+	if !passwordless || req.Password != "" {
 		if req.Password == "" {
 			return nil, matrixerr.MissingParam("a password is required")
 		}

@@ -3,7 +3,9 @@ package internal
 import (
 	"context"
 	"errors"
+	"fmt"
 
+	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
 	"github.com/matrix-org/dendrite/userapi/storage"
@@ -48,6 +50,9 @@ func (u *UserAPI) device(d *storage.Device) *api.Device {
 // bookkeeping it refreshes the device's last-seen time when that is older than
 // lastSeenGranularity; a failure to do so is logged, not returned.
 func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessTokenRequest) (*api.QueryAccessTokenResponse, error) {
+	if as := u.AppServices.AppServiceByToken(req.AccessToken); as != nil {
+		return u.appServiceDevice(ctx, as, req.UserID)
+	}
 	dev, err := u.DB.DeviceByTokenHash(ctx, hashToken(req.AccessToken))
 	if errors.Is(err, storage.ErrNotFound) {
 		return &api.QueryAccessTokenResponse{}, nil
@@ -65,6 +70,41 @@ func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessToke
 	res := u.device(dev)
 	res.AccountType = api.AccountType(dev.AccountType)
 	return &api.QueryAccessTokenResponse{Device: res}, nil
+}
+
+// appServiceDevice is who a request with the service's as_token acts as: userID (the
+// user_id query parameter), which must be a registered local user in the service's
+// namespace (403 M_FORBIDDEN otherwise), or the service's sender when userID is empty.
+func (u *UserAPI) appServiceDevice(ctx context.Context, as *config.ApplicationService, userID string) (*api.QueryAccessTokenResponse, error) {
+	if userID == "" {
+		userID = as.SenderUserID()
+	}
+	if !as.OwnsUserID(userID) {
+		return nil, matrixerr.Forbidden("the application service cannot act as this user")
+	}
+	local, err := u.localpart(userID)
+	if err != nil {
+		return nil, matrixerr.Forbidden("the application service cannot act as this user")
+	}
+	if _, err := u.DB.Account(ctx, local); errors.Is(err, storage.ErrNotFound) {
+		return nil, matrixerr.Forbidden("the application service has not registered this user")
+	} else if err != nil {
+		return nil, err
+	}
+	return &api.QueryAccessTokenResponse{Device: &api.Device{UserID: userID, AccountType: api.AccountTypeAppService,
+		AppServiceID: as.ID, NotRateLimited: !as.IsRateLimited()}}, nil
+}
+
+// EnsureAppServiceSenders creates the account of every application service's sender that
+// does not exist yet. Idempotent: run at every start.
+func (u *UserAPI) EnsureAppServiceSenders(ctx context.Context) error {
+	for _, as := range u.AppServices.Registrations {
+		err := u.DB.CreateAccount(ctx, &storage.Account{Localpart: as.SenderLocalpart, AccountType: int(api.AccountTypeAppService), CreatedTS: nowMS()}, as.SenderLocalpart)
+		if err != nil && !errors.Is(err, storage.ErrExists) {
+			return fmt.Errorf("create the sender of application service %s: %w", as.ID, err)
+		}
+	}
+	return nil
 }
 
 // PerformDeviceDeletion logs devices out and deletes their keys: the listed ones, or with

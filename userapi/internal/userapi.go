@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
@@ -48,6 +49,8 @@ type UserAPI struct {
 	KeyChangeTopic  string
 	Logger          *logrus.Entry
 	Metrics         *Metrics
+	// AppServices are the application services whose as_tokens QueryAccessToken accepts.
+	AppServices *config.AppServiceAPI
 	// dummyHash is compared against when a login names an unknown account, so that the
 	// answer takes as long as for a known one.
 	dummyHash []byte
@@ -64,6 +67,9 @@ func New(u UserAPI) (*UserAPI, error) {
 	u.dummyHash = h
 	if u.Metrics == nil {
 		u.Metrics = NewMetrics(nil)
+	}
+	if u.AppServices == nil {
+		u.AppServices = &config.AppServiceAPI{}
 	}
 	return &u, nil
 }

@@ -100,6 +100,26 @@ func (d *Database) Published(ctx context.Context, roomID string) (bool, error) {
 	return true, nil
 }
 
+// SetNetworkPublished implements storage.Directory.
+func (d *Database) SetNetworkPublished(ctx context.Context, network, roomID string, public bool) error {
+	query := "DELETE FROM roomserver_network_rooms WHERE network = $1 AND room_id = $2"
+	if public {
+		query = "INSERT INTO roomserver_network_rooms (network, room_id) VALUES ($1, $2) ON CONFLICT (network, room_id) DO NOTHING"
+	}
+	if _, err := d.db.ExecContext(ctx, query, network, roomID); err != nil {
+		return fmt.Errorf("set network visibility of %s: %w", roomID, err)
+	}
+	return nil
+}
+
+// NetworkRooms implements storage.Directory.
+func (d *Database) NetworkRooms(ctx context.Context, network string) ([]string, error) {
+	if network == "" {
+		return d.strings(ctx, "SELECT DISTINCT room_id FROM roomserver_network_rooms ORDER BY room_id")
+	}
+	return d.strings(ctx, "SELECT room_id FROM roomserver_network_rooms WHERE network = $1 ORDER BY room_id", network)
+}
+
 // PublishedRooms implements storage.Directory.
 func (d *Database) PublishedRooms(ctx context.Context) ([]string, error) {
 	return d.strings(ctx, "SELECT room_id FROM roomserver_published_rooms ORDER BY room_id")
