@@ -337,19 +337,18 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
-// pushServerRoutes builds the pushserver on its own database and returns its client
-// routes, which the clientapi process serves until the pushserver is a process of its own.
-func pushServerRoutes(ctx context.Context, e *env) ([]httputil.Route, error) {
+// buildPushServer builds the pushserver on its own database: its client routes, which
+// the clientapi process serves until the pushserver is a process of its own, and its
+// consumers.
+func buildPushServer(ctx context.Context, e *env) (*pushserver.PushServer, error) {
 	db, err := e.open("pushserver", e.cfg.PushServer.Database)
 	if err != nil {
 		return nil, err
 	}
-	s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, DB: db, DeviceLookup: routing.DeviceLookup(e.users),
-		Logger: e.component("pushserver")})
-	if err != nil {
-		return nil, err
-	}
-	return s.Routes(), nil
+	return pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, ServerName: string(e.serverName), DB: db, Log: e.log,
+		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
+			ClientData: e.topic(uapi.TopicOutputClientData)}, Rooms: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users),
+		Logger: e.component("pushserver"), Registerer: e.registry})
 }
 
 func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
@@ -389,11 +388,11 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}
-	push, err := pushServerRoutes(ctx, e)
+	push, err := buildPushServer(ctx, e)
 	if err != nil {
 		return nil, err
 	}
-	return &built{routes: append(clientapi.New(d).Routes(), push...)}, nil
+	return &built{routes: append(clientapi.New(d).Routes(), push.Routes()...), run: push.Run}, nil
 }
 
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU

@@ -1,9 +1,12 @@
-// Package storage is what the push server stores: pushers (and, per user, what is
-// pushed to them).
+// Package storage is what the push server stores: pushers, what the push reader keeps of
+// rooms (joined members, power levels) and users (push rules) to evaluate events, and the
+// notifications it records.
 package storage
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 
 	"github.com/matrix-org/dendrite/pushserver/api"
 )
@@ -15,7 +18,39 @@ type StoredPusher struct {
 	DeviceID string
 }
 
-// Database is the push server's storage.
+// Member is a user's membership in a room as the push reader keeps it.
+type Member struct {
+	UserID      string
+	Membership  string
+	DisplayName string
+}
+
+// RoomState is what evaluating an event needs of its room: the joined members (local
+// and remote) and the power levels content (nil without one).
+type RoomState struct {
+	Joined      []Member
+	PowerLevels json.RawMessage
+}
+
+// Notification is one event that notified one user.
+type Notification struct {
+	// ID orders notifications (the /notifications pagination token).
+	ID       int64
+	UserID   string
+	RoomID   string
+	EventID  string
+	ThreadID string
+	Actions  json.RawMessage
+	// Highlight is whether the actions set the highlight tweak.
+	Highlight bool
+	// Pos is the event's position in the push reader's order of the room's events.
+	Pos  int64
+	TS   int64
+	Read bool
+}
+
+// Database is the push server's storage. Methods that take a tx run inside the consumer
+// transaction that also saves the offset; a nil tx is allowed where noted.
 type Database interface {
 	// UpsertPusher stores p, replacing the user's pusher with the same app ID and push
 	// key. Unless appendOthers, pushers of other users with that app ID and push key are
@@ -25,4 +60,29 @@ type Database interface {
 	DeletePusher(ctx context.Context, userID, appID, pushKey string) error
 	// Pushers lists the user's pushers, oldest first.
 	Pushers(ctx context.Context, userID string) ([]StoredPusher, error)
+
+	// KnownRooms reports which of roomIDs the push reader has state for.
+	KnownRooms(ctx context.Context, roomIDs []string) (map[string]bool, error)
+	// AddRoom records a room's state as the push reader first sees it; a room already
+	// known is left alone.
+	AddRoom(ctx context.Context, tx *sql.Tx, roomID string, members []Member, powerLevels json.RawMessage) error
+	// SetMember records a membership change.
+	SetMember(ctx context.Context, tx *sql.Tx, roomID string, m Member) error
+	// SetPowerLevels records the room's power levels content.
+	SetPowerLevels(ctx context.Context, tx *sql.Tx, roomID string, content json.RawMessage) error
+	// RoomState is the room's state as recorded so far.
+	RoomState(ctx context.Context, tx *sql.Tx, roomID string) (*RoomState, error)
+	// AddEvent gives the event the next position of the push reader's order; isNew is
+	// false (and pos the one given before) when the event was seen already.
+	AddEvent(ctx context.Context, tx *sql.Tx, roomID, eventID string) (pos int64, isNew bool, err error)
+	// EventPosition is the position AddEvent gave eventID; ok is false for an event the
+	// push reader never saw.
+	EventPosition(ctx context.Context, tx *sql.Tx, eventID string) (pos int64, ok bool, err error)
+	// SetPushRules stores the user's m.push_rules account data content.
+	SetPushRules(ctx context.Context, tx *sql.Tx, userID string, content json.RawMessage) error
+	// PushRules returns the stored m.push_rules content of those of userIDs that have one.
+	PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) (map[string]json.RawMessage, error)
+	// AddNotifications records notifications; one already recorded for the same user
+	// and event is left alone.
+	AddNotifications(ctx context.Context, tx *sql.Tx, ns []Notification) error
 }
