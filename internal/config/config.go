@@ -212,6 +212,9 @@ type ReceiptServer struct {
 // runs as a process of its own, the clientapi process builds it and serves its routes.
 type PushServer struct {
 	Database DatabaseOptions `yaml:"database"`
+	// DisableTLSValidation accepts any certificate from push gateways (logged as a
+	// warning). Only for tests and local development.
+	DisableTLSValidation bool `yaml:"disable_tls_validation"`
 }
 
 // PresenceServer configures the presenceserver.

@@ -35,6 +35,7 @@ import (
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
 	"github.com/matrix-org/dendrite/pushserver"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	"github.com/matrix-org/dendrite/receiptserver"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
@@ -267,7 +268,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent),
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
-			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
+			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
 		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry,
@@ -347,7 +348,9 @@ func buildPushServer(ctx context.Context, e *env) (*pushserver.PushServer, error
 	}
 	return pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, ServerName: string(e.serverName), DB: db, Log: e.log,
 		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
-			ClientData: e.topic(uapi.TopicOutputClientData)}, Rooms: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users),
+			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
+			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
+		Rooms: e.roomserver, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
 		Logger: e.component("pushserver"), Registerer: e.registry})
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/pushrules"
+	"github.com/matrix-org/dendrite/pushserver/api"
 	"github.com/matrix-org/dendrite/pushserver/storage"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -232,11 +233,8 @@ func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.
 	return out, nil
 }
 
-// MainThread is the thread ID of events outside any thread.
-const MainThread = "main"
-
 // ThreadOf is the thread an event with content belongs to: the root's event ID for an
-// m.thread relation, MainThread otherwise.
+// m.thread relation, api.MainThread otherwise.
 func ThreadOf(content []byte) string {
 	var c struct {
 		RelatesTo struct {
@@ -247,5 +245,5 @@ func ThreadOf(content []byte) string {
 	if json.Unmarshal(content, &c) == nil && c.RelatesTo.RelType == "m.thread" && c.RelatesTo.EventID != "" {
 		return c.RelatesTo.EventID
 	}
-	return MainThread
+	return api.MainThread
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/sirupsen/logrus"
@@ -143,4 +144,29 @@ func level(v json.RawMessage) (int64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// KeyChanges is the Handle of the OutputKeyChangeEvent consumer: a deleted local device
+// (deleted, or logged out) takes its pushers with it. Replays delete nothing more.
+type KeyChanges struct {
+	DB         storage.Database
+	ServerName string
+}
+
+// Handle implements eventlog.Consumer.Handle.
+func (k *KeyChanges) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	for _, rec := range recs {
+		var out uapi.OutputKeyChangeEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			return fmt.Errorf("decode key change: %w", err)
+		}
+		dk := out.DeviceKeys
+		if out.Type != uapi.OutputKeyChangeTypeDeviceKeys || dk == nil || !dk.Deleted || !strings.HasSuffix(dk.UserID, ":"+k.ServerName) {
+			continue
+		}
+		if err := k.DB.DeleteDevicePushers(ctx, tx, dk.UserID, dk.DeviceID); err != nil {
+			return eventlog.Retry(err)
+		}
+	}
+	return nil
 }

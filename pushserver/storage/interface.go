@@ -16,6 +16,8 @@ type StoredPusher struct {
 	api.Pusher
 	UserID   string
 	DeviceID string
+	// CreatedTS is when the pusher was registered (Unix ms).
+	CreatedTS int64
 }
 
 // Member is a user's membership in a room as the push reader keeps it.
@@ -47,6 +49,27 @@ type Notification struct {
 	Pos  int64
 	TS   int64
 	Read bool
+}
+
+// PusherKey names one pusher.
+type PusherKey struct {
+	UserID  string
+	AppID   string
+	PushKey string
+}
+
+// QueuedPush is a push waiting for its pusher: a notification's event, or, with EventID
+// empty, a badge update (counts only).
+type QueuedPush struct {
+	ID PusherKey
+	// Seq orders a pusher's queue.
+	Seq      int64
+	EventID  string
+	RoomID   string
+	Actions  json.RawMessage
+	Attempts int
+	// EnqueuedTS is when the push was queued (Unix ms).
+	EnqueuedTS int64
 }
 
 // Database is the push server's storage. Methods that take a tx run inside the consumer
@@ -85,4 +108,34 @@ type Database interface {
 	// AddNotifications records notifications; one already recorded for the same user
 	// and event is left alone.
 	AddNotifications(ctx context.Context, tx *sql.Tx, ns []Notification) error
+	// MarkRead marks the user's unread notifications in the room at or before pos read:
+	// all of them for threadID "", else those of that thread. It reports whether any was.
+	MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error)
+	// UnreadCounts are, per user among userIDs, the unread counts in the room per thread.
+	UnreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string) (map[string]map[string]api.Counts, error)
+	// Notifications lists up to limit of the user's notifications with an ID below
+	// before (0: from the newest), newest first; only highlights when onlyHighlight.
+	Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]Notification, error)
+
+	// EnqueuePushes queues a push for every pusher of each notification's user, and with
+	// badges, a badge update for every pusher of those users.
+	EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []Notification, badges []string) error
+	// DuePushers are the pushers whose queue head is due at now (Unix ms).
+	DuePushers(ctx context.Context, now int64) ([]PusherKey, error)
+	// QueueHead is the pusher's oldest queued push and the pusher, or nils when either is
+	// gone. The head is returned only when due at now.
+	QueueHead(ctx context.Context, key PusherKey, now int64) (*QueuedPush, *StoredPusher, error)
+	// Delivered removes a push from the queue.
+	Delivered(ctx context.Context, key PusherKey, seq int64) error
+	// Postpone records a failed attempt at the pusher's head and makes its queue due
+	// again at next (Unix ms).
+	Postpone(ctx context.Context, key PusherKey, seq int64, next int64) error
+	// RemovePusher deletes the pusher and its queue (its gateway rejected the push key).
+	RemovePusher(ctx context.Context, key PusherKey) error
+	// DeleteDevicePushers deletes the pushers (and queues) a deleted device registered.
+	DeleteDevicePushers(ctx context.Context, tx *sql.Tx, userID, deviceID string) error
+	// UnreadTotal is the user's unread notifications in every room (the badge).
+	UnreadTotal(ctx context.Context, userID string) (int, error)
+	// QueueDepth is the number of queued pushes.
+	QueueDepth(ctx context.Context) (int, error)
 }
