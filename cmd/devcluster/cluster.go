@@ -309,7 +309,8 @@ func (c *cluster) stop() {
 	}
 	var front, back []*proc
 	for _, p := range c.procs {
-		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" || p.component == "mediaapi" {
+		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" || p.component == "mediaapi" ||
+			p.component == "pushserver" {
 			front = append(front, p)
 		} else {
 			back = append(back, p)

@@ -89,6 +89,9 @@ var components = []component{
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
 	}},
+	{name: "pushserver", build: buildPushServer, listen: func(c *config.Dendrite) (string, string) {
+		return c.PushServer.InternalAPI.Listen, c.PushServer.Listen
+	}},
 	{name: "clientapi", build: buildClientAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.ClientAPI.InternalAPI.Listen, c.ClientAPI.Listen
 	}},
@@ -338,20 +341,23 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
-// buildPushServer builds the pushserver on its own database: its client routes, which
-// the clientapi process serves until the pushserver is a process of its own, and its
-// consumers.
-func buildPushServer(ctx context.Context, e *env) (*pushserver.PushServer, error) {
+// buildPushServer builds the pushserver on its own database: the push reader, delivery to
+// push gateways, and /notifications and /pushers.
+func buildPushServer(ctx context.Context, e *env) (*built, error) {
 	db, err := e.open("pushserver", e.cfg.PushServer.Database)
 	if err != nil {
 		return nil, err
 	}
-	return pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, ServerName: string(e.serverName), DB: db, Log: e.log,
+	s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, ServerName: string(e.serverName), DB: db, Log: e.log,
 		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
 			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
 		Rooms: e.roomserver, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
 		Logger: e.component("pushserver"), Registerer: e.registry})
+	if err != nil {
+		return nil, err
+	}
+	return &built{routes: s.Routes(), run: s.Run}, nil
 }
 
 func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
@@ -391,11 +397,7 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}
-	push, err := buildPushServer(ctx, e)
-	if err != nil {
-		return nil, err
-	}
-	return &built{routes: append(clientapi.New(d).Routes(), push.Routes()...), run: push.Run}, nil
+	return &built{routes: clientapi.New(d).Routes()}, nil
 }
 
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU
