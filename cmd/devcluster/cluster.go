@@ -196,6 +196,9 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	if cfg.MediaAPI.Listen, err = freeAddr(); err != nil {
 		return "", err
 	}
+	if cfg.PushServer.Listen, err = freeAddr(); err != nil {
+		return "", err
+	}
 	cfg.RoomServer.Shards = c.o.shards
 	cfg.RoomServer.ShardConnect = nil
 	for range c.o.shards {
