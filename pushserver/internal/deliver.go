@@ -161,15 +161,24 @@ type notifyRequest struct {
 }
 
 type notification struct {
-	EventID      string          `json:"event_id,omitempty"`
-	RoomID       string          `json:"room_id,omitempty"`
-	Type         string          `json:"type,omitempty"`
-	Sender       string          `json:"sender,omitempty"`
-	Content      json.RawMessage `json:"content,omitempty"`
-	UserIsTarget bool            `json:"user_is_target,omitempty"`
-	Prio         string          `json:"prio,omitempty"`
-	Counts       notifyCounts    `json:"counts"`
-	Devices      []notifyDevice  `json:"devices"`
+	EventID string `json:"event_id,omitempty"`
+	// ID repeats EventID. NOTSPEC: not in the push gateway API
+	// (https://spec.matrix.org/v1.12/push-gateway-api/#post_matrixpushv1notify), but
+	// Synapse sends it and sytest requires it.
+	ID                string          `json:"id,omitempty"`
+	RoomID            string          `json:"room_id,omitempty"`
+	Type              string          `json:"type,omitempty"`
+	Sender            string          `json:"sender,omitempty"`
+	SenderDisplayName string          `json:"sender_display_name,omitempty"`
+	RoomName          string          `json:"room_name,omitempty"`
+	RoomAlias         string          `json:"room_alias,omitempty"`
+	Content           json.RawMessage `json:"content,omitempty"`
+	UserIsTarget      bool            `json:"user_is_target,omitempty"`
+	// Membership is a member event's membership. NOTSPEC, as ID.
+	Membership string         `json:"membership,omitempty"`
+	Prio       string         `json:"prio,omitempty"`
+	Counts     notifyCounts   `json:"counts"`
+	Devices    []notifyDevice `json:"devices"`
 }
 
 type notifyCounts struct {
@@ -180,7 +189,7 @@ type notifyDevice struct {
 	AppID     string                     `json:"app_id"`
 	PushKey   string                     `json:"pushkey"`
 	PushKeyTS int64                      `json:"pushkey_ts,omitempty"`
-	Data      map[string]json.RawMessage `json:"data,omitempty"`
+	Data      map[string]json.RawMessage `json:"data"`
 	Tweaks    map[string]json.RawMessage `json:"tweaks,omitempty"`
 }
 
@@ -229,9 +238,49 @@ func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedP
 	if format == "event_id_only" {
 		return n, nil
 	}
-	n.Type, n.Sender, n.Content = ev.Type(), string(ev.SenderID()), ev.Content()
-	n.UserIsTarget = ev.Type() == "m.room.member" && ev.StateKey() != nil && *ev.StateKey() == p.UserID
-	return n, nil
+	n.ID, n.Type, n.Sender, n.Content = n.EventID, ev.Type(), string(ev.SenderID()), ev.Content()
+	if ev.Type() == "m.room.member" && ev.StateKey() != nil {
+		n.UserIsTarget = *ev.StateKey() == p.UserID
+		var c struct {
+			Membership string `json:"membership"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c) // a member event the roomserver accepted has one
+		n.Membership = c.Membership
+	}
+	return n, d.addNames(ctx, n)
+}
+
+// addNames fills in the room's name (else its canonical alias) and canonical alias and
+// the sender's display name from the room's current state.
+func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
+	res, err := d.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: n.RoomID, Tuples: []rsapi.StateKeyTuple{
+		{EventType: "m.room.name"}, {EventType: "m.room.canonical_alias"}, {EventType: "m.room.member", StateKey: n.Sender}}})
+	if err != nil {
+		return err
+	}
+	for _, e := range res.StateEvents {
+		var c struct {
+			Name        string `json:"name"`
+			Alias       string `json:"alias"`
+			DisplayName string `json:"displayname"`
+		}
+		if json.Unmarshal(e.Content(), &c) != nil {
+			continue
+		}
+		switch e.Type() {
+		case "m.room.name":
+			n.RoomName = c.Name
+		case "m.room.canonical_alias":
+			n.RoomAlias = c.Alias
+		case "m.room.member":
+			n.SenderDisplayName = c.DisplayName
+		}
+	}
+	if n.RoomName == "" {
+		// A room without a name is called by its canonical alias, as clients do.
+		n.RoomName = n.RoomAlias
+	}
+	return nil
 }
 
 // send posts head to the pusher's gateway; rejected reports that the gateway rejected

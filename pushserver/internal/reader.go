@@ -191,6 +191,9 @@ func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.
 			local = append(local, m)
 		}
 	}
+	if invitee := r.invitee(ev, st.Joined); invitee != "" {
+		local = append(local, storage.Member{UserID: invitee})
+	}
 	if len(local) == 0 {
 		return nil, nil
 	}
@@ -231,6 +234,27 @@ func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.
 			Actions: actions, Highlight: outcome.Highlight, Pos: pos, TS: int64(ev.OriginServerTS())})
 	}
 	return out, nil
+}
+
+// invitee is the local user ev invites, when that user is not joined already (and not
+// the sender): the invite is evaluated for them too (.m.rule.invite_for_me).
+func (r *Reader) invitee(ev gomatrixserverlib.PDU, joined []storage.Member) string {
+	if ev.Type() != "m.room.member" || ev.StateKey() == nil || *ev.StateKey() == string(ev.SenderID()) ||
+		!strings.HasSuffix(*ev.StateKey(), ":"+r.ServerName) {
+		return ""
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.Membership != "invite" {
+		return ""
+	}
+	for _, m := range joined {
+		if m.UserID == *ev.StateKey() {
+			return ""
+		}
+	}
+	return *ev.StateKey()
 }
 
 // ThreadOf is the thread an event with content belongs to: the root's event ID for an

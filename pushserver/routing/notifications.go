@@ -20,12 +20,13 @@ const (
 
 // notification is one entry of GET /notifications.
 type notification struct {
-	Actions    json.RawMessage   `json:"actions"`
-	Event      clientevent.Event `json:"event"`
-	ProfileTag string            `json:"profile_tag,omitempty"`
-	Read       bool              `json:"read"`
-	RoomID     string            `json:"room_id"`
-	TS         int64             `json:"ts"`
+	Actions json.RawMessage   `json:"actions"`
+	Event   clientevent.Event `json:"event"`
+	// ProfileTag is always present, null: rules carry no profile tag here.
+	ProfileTag *string `json:"profile_tag"`
+	Read       bool    `json:"read"`
+	RoomID     string  `json:"room_id"`
+	TS         int64   `json:"ts"`
 }
 
 type notificationsResponse struct {

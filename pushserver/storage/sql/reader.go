@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/pushserver/api"
@@ -193,14 +194,28 @@ func (d *Database) PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) 
 	return out, rows.Err()
 }
 
+// notificationRows is how many notifications one INSERT writes: a room of a thousand
+// members records ten statements per event, not a thousand.
+const notificationRows = 100
+
 // AddNotifications implements storage.Database.
 func (d *Database) AddNotifications(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error {
-	for _, n := range ns {
-		_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (user_id, event_id) DO NOTHING`,
-			n.UserID, n.RoomID, n.EventID, n.ThreadID, string(n.Actions), n.Highlight, n.Pos, n.TS)
-		if err != nil {
-			return fmt.Errorf("insert notification: %w", err)
+	for len(ns) > 0 {
+		chunk := ns[:min(len(ns), notificationRows)]
+		ns = ns[len(chunk):]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts) VALUES `)
+		args := make([]any, 0, 8*len(chunk))
+		for i, n := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+			args = append(args, n.UserID, n.RoomID, n.EventID, n.ThreadID, string(n.Actions), n.Highlight, n.Pos, n.TS)
+		}
+		q.WriteString(" ON CONFLICT (user_id, event_id) DO NOTHING")
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
 		}
 	}
 	return nil
