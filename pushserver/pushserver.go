@@ -1,43 +1,154 @@
-// Package pushserver is the push reader (DESIGN.md 2, 13): it keeps the pushers clients
-// register for push gateways and serves /pushers. See api/.
+// Package pushserver is the push reader (DESIGN.md 2, 13): it evaluates every room event
+// against the push rules of the room's local members, records the notifications, keeps
+// the pushers clients register for push gateways, and serves /pushers. See api/.
 package pushserver
 
 import (
 	"context"
+	"crypto/tls"
+	stdsql "database/sql"
+	"net/http"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/outbound"
+	"github.com/matrix-org/dendrite/internal/pushrules"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/pushserver/internal"
 	"github.com/matrix-org/dendrite/pushserver/routing"
+	"github.com/matrix-org/dendrite/pushserver/storage"
 	"github.com/matrix-org/dendrite/pushserver/storage/sql"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
+// Topics are the full names (with the prefix) of the topics the push server reads.
+type Topics struct {
+	RoomEvents string
+	ClientData string
+	Receipts   string
+	KeyChanges string
+	// Notifications is the topic the push server writes (OutputNotificationData).
+	Notifications string
+}
+
 // Deps is what the push server is built from.
 type Deps struct {
-	Cfg          *config.PushServer
-	DB           *sqlutil.DB
+	Cfg        *config.PushServer
+	ServerName string
+	DB         *sqlutil.DB
+	Log        eventlog.Log
+	LogMetrics *eventlog.Metrics
+	Topics     Topics
+	Rooms      rsapi.QueryAPI
+	// Deny are the networks push gateways must not be in (global.deny_networks).
+	Deny         *outbound.Policy
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	Logger       *logrus.Entry
+	Registerer   prometheus.Registerer
 }
 
 // PushServer is a built push server.
 type PushServer struct {
-	handlers *routing.Handlers
+	handlers  *routing.Handlers
+	consumers []*eventlog.Consumer
+	deliverer *internal.Deliverer
 }
 
-// New opens the storage.
+// New opens the storage and builds the consumers; Run starts them.
 func New(ctx context.Context, d Deps) (*PushServer, error) {
 	db, err := sql.Open(ctx, d.DB)
 	if err != nil {
 		return nil, err
 	}
-	return &PushServer{handlers: &routing.Handlers{DB: db, DeviceLookup: d.DeviceLookup}}, nil
+	s := &PushServer{handlers: &routing.Handlers{DB: db, Rooms: d.Rooms, DeviceLookup: d.DeviceLookup}}
+	if d.Log == nil {
+		return s, nil
+	}
+	clientData, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.ClientData,
+		(&internal.ClientData{DB: db, Logger: d.Logger}).Handle, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
+	progress := internal.NewProgress(d.Log, d.Topics.ClientData)
+	clientData.Applied = progress.Applied
+	reader := &internal.Reader{DB: db, Rooms: d.Rooms, ServerName: d.ServerName, Evaluator: pushrules.NewEvaluator(),
+		Rules: internal.NewRuleCache(), ClientData: progress, Logger: d.Logger}
+	metrics := internal.NewMetrics(d.Registerer)
+	reader.Metrics = metrics
+	s.deliverer = internal.NewDeliverer(db, d.Rooms, gatewayClient(d), metrics, d.Logger)
+	counts := &internal.Counts{DB: db, Log: d.Log, Topic: d.Topics.Notifications}
+	reader.Notified = func(ctx context.Context, tx *stdsql.Tx, ns []storage.Notification) error {
+		if err := counts.Announce(ctx, tx, internal.ByRoom(ns)); err != nil {
+			return err
+		}
+		return db.EnqueuePushes(ctx, tx, ns, nil)
+	}
+	roomEvents, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.RoomEvents, nil, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
+	roomEvents.Prepare = reader.Prepare
+	roomProgress := internal.NewProgress(d.Log, d.Topics.RoomEvents)
+	roomEvents.Applied = func(partition int32, next int64) {
+		roomProgress.Applied(partition, next)
+		s.deliverer.Wake()
+	}
+	receipts, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.Receipts, nil, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
+	receipts.Prepare = (&internal.Receipts{DB: db, Counts: counts, ServerName: d.ServerName, RoomEvents: roomProgress,
+		Read: func(ctx context.Context, tx *stdsql.Tx, roomUsers map[string][]string) error {
+			var users []string
+			for _, us := range roomUsers {
+				users = append(users, us...)
+			}
+			return db.EnqueuePushes(ctx, tx, nil, users)
+		}}).Prepare
+	receipts.Applied = func(int32, int64) { s.deliverer.Wake() }
+	keyChanges, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.KeyChanges,
+		(&internal.KeyChanges{DB: db, ServerName: d.ServerName}).Handle, d.Logger, d.LogMetrics)
+	if err != nil {
+		return nil, err
+	}
+	s.consumers = []*eventlog.Consumer{clientData, roomEvents, receipts, keyChanges}
+	return s, nil
 }
 
 // Routes are the push server's client routes.
 func (s *PushServer) Routes() []httputil.Route {
 	return s.handlers.Routes()
+}
+
+// Run consumes the push server's topics and delivers pushes until ctx ends.
+func (s *PushServer) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if s.deliverer != nil {
+		g.Go(func() error { return s.deliverer.Run(ctx) })
+	}
+	for _, c := range s.consumers {
+		g.Go(func() error { return c.Run(ctx) })
+	}
+	return g.Wait()
+}
+
+// gatewayClient is the HTTP client for push gateways: through the outbound dialer, which
+// refuses the denied networks, and without certificate checks when the configuration
+// says so (logged as a warning).
+func gatewayClient(d Deps) *http.Client {
+	tr := &http.Transport{Proxy: nil, DialContext: d.Deny.Dialer(10*time.Second, 30*time.Second).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second}
+	if d.Cfg.DisableTLSValidation {
+		d.Logger.Warn("push_server.disable_tls_validation is on: push gateways' TLS certificates are NOT verified; " +
+			"use this only for tests and development")
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} // nolint: gosec // the operator asked for it, warned above
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}
 }

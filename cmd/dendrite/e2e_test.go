@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"maunium.net/go/mautrix"
 
+	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -195,4 +196,29 @@ func TestMonolithEveryday(t *testing.T) {
 	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
 	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
+}
+
+// TestMonolithPushCounts covers the push reader: rules, counts in /sync, receipts and
+// /notifications, on SQLite and on PostgreSQL.
+func TestMonolithPushCounts(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		e2e.PushCounts(t, startServer(t, e2e.WriteConfig(t, t.TempDir())).URL())
+	})
+	t.Run("postgres", func(t *testing.T) {
+		e2e.PushCounts(t, startServer(t, e2e.WriteConfig(t, t.TempDir()),
+			"DENDRITE_GLOBAL_DATABASE_CONNECTION_STRING="+test.PostgresDSN(t)).URL())
+	})
+}
+
+// TestMonolithPushDelivery covers delivery to a push gateway, with a restart of the
+// server while the gateway is down, on SQLite and on PostgreSQL.
+func TestMonolithPushDelivery(t *testing.T) {
+	tls := "DENDRITE_PUSH_SERVER_DISABLE_TLS_VALIDATION=true"
+	t.Run("sqlite", func(t *testing.T) {
+		e2e.PushDelivery(t, startServer(t, e2e.WriteConfig(t, t.TempDir()), tls))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		e2e.PushDelivery(t, startServer(t, e2e.WriteConfig(t, t.TempDir()), tls,
+			"DENDRITE_GLOBAL_DATABASE_CONNECTION_STRING="+test.PostgresDSN(t)))
+	})
 }

@@ -238,3 +238,24 @@ func TestPolylithKeys(t *testing.T) {
 	t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
 	t.Run("cross-signing", func(t *testing.T) { e2e.CrossSigning(t, base) })
 }
+
+// TestPolylithPush runs the push stories through the polylith: the pushserver process
+// reads the logs, serves /notifications and /pushers behind the proxy, and delivers to a
+// push gateway across a restart of every process while the gateway is down.
+func TestPolylithPush(t *testing.T) {
+	t.Parallel()
+	config := e2e.WriteConfig(t, t.TempDir())
+	f, err := os.OpenFile(config, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = f.WriteString("push_server:\n  disable_tls_validation: true\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err = f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	d := startCluster(t, config, 2)
+	t.Run("counts", func(t *testing.T) { e2e.PushCounts(t, d.URL()) })
+	t.Run("delivery", func(t *testing.T) { e2e.PushDelivery(t, d) })
+}

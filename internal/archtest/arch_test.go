@@ -15,7 +15,7 @@ const module = "github.com/matrix-org/dendrite"
 // components are the top-level directories that are components.
 var components = map[string]bool{
 	"clientapi": true, "roomserver": true, "syncapi": true, "userapi": true, "federationapi": true,
-	"federationsender": true, "eduserver": true, "presenceserver": true, "receiptserver": true, "mediaapi": true,
+	"federationsender": true, "eduserver": true, "presenceserver": true, "receiptserver": true, "mediaapi": true, "pushserver": true,
 }
 
 // wiring packages may import every component.

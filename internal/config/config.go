@@ -229,10 +229,17 @@ type ReceiptServer struct {
 	InternalAPI InternalAPI     `yaml:"internal_api"`
 }
 
-// PushServer configures the pushserver, which keeps pushers and serves /pushers. Until it
-// runs as a process of its own, the clientapi process builds it and serves its routes.
+// PushServer configures the pushserver: the push reader, pushers, /notifications and
+// delivery to push gateways.
 type PushServer struct {
 	Database DatabaseOptions `yaml:"database"`
+	// Listen is where the polylith's pushserver process serves /notifications and
+	// /pushers.
+	Listen      string      `yaml:"listen"`
+	InternalAPI InternalAPI `yaml:"internal_api"`
+	// DisableTLSValidation accepts any certificate from push gateways (logged as a
+	// warning). Only for tests and local development.
+	DisableTLSValidation bool `yaml:"disable_tls_validation"`
 }
 
 // PresenceServer configures the presenceserver.
@@ -295,6 +302,7 @@ func Defaults() *Dendrite {
 		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
+		PushServer:       PushServer{Listen: ":8075", InternalAPI: InternalAPI{Listen: ":7781", Connect: "http://pushserver:7781"}},
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),
@@ -478,7 +486,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi", "appservice"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi", "appservice", "pushserver"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -488,6 +496,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
 		"mediaapi": &c.MediaAPI.InternalAPI, "appservice": &c.AppServiceAPI.InternalAPI,
+		"pushserver": &c.PushServer.InternalAPI,
 	}[component]
 }
 
@@ -499,6 +508,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"eduserver": &c.EDUServer.Database, "receiptserver": &c.ReceiptServer.Database, "presenceserver": &c.PresenceServer.Database,
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
 		"mediaapi": &c.MediaAPI.Database, "appservice": &c.AppServiceAPI.Database,
+		"pushserver": &c.PushServer.Database,
 	}[component]
 }
 

@@ -83,6 +83,10 @@ type Consumer struct {
 	Name        string
 	MaxAttempts int
 	Handle      func(ctx context.Context, tx *sql.Tx, recs []Record) error
+	// Prepare, if set, replaces Handle: it is called with each batch before the
+	// transaction opens (for the queries to other components a handler must not make
+	// while holding it) and returns what to apply inside the transaction.
+	Prepare func(ctx context.Context, recs []Record) (func(ctx context.Context, tx *sql.Tx) error, error)
 	// Applied, if set, is called after each committed batch with the partition's next offset.
 	Applied func(partition int32, next int64)
 	Logger  *logrus.Entry
@@ -152,8 +156,15 @@ func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64
 
 func (c *Consumer) apply(ctx context.Context, partition int32, recs []Record) error {
 	next := recs[len(recs)-1].Offset + 1
+	handle := func(ctx context.Context, tx *sql.Tx) error { return c.Handle(ctx, tx, recs) }
+	if c.Prepare != nil {
+		var err error
+		if handle, err = c.Prepare(ctx, recs); err != nil {
+			return err
+		}
+	}
 	err := c.DB.WithTx(ctx, func(tx *sql.Tx) error {
-		if err := c.Handle(ctx, tx, recs); err != nil {
+		if err := handle(ctx, tx); err != nil {
 			return err
 		}
 		return c.Offsets.Save(ctx, tx, c.Topic, partition, next)

@@ -28,6 +28,7 @@ import (
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
@@ -272,7 +273,7 @@ func (e *env) kafkaConfig(clientID string, metrics *eventlog.Metrics, logger *lo
 		Topics: []string{e.topic(rsapi.TopicInputRoomEvent), e.topic(rsapi.TopicOutputRoomEvent), e.topic(uapi.TopicOutputClientData), e.topic(uapi.TopicOutputKeyChangeEvent), e.topic(uapi.TopicInputDeviceListUpdate),
 			e.topic(eduapi.TopicInputTyping), e.topic(eduapi.TopicOutputTypingEvent), e.topic(eduapi.TopicInputSendToDevice),
 			e.topic(eduapi.TopicOutputSendToDeviceEvent), e.topic(receiptapi.TopicInputReceipt), e.topic(receiptapi.TopicOutputReceiptEvent),
-			e.topic(presenceapi.TopicInputPresence), e.topic(presenceapi.TopicOutputPresenceEvent)},
+			e.topic(presenceapi.TopicInputPresence), e.topic(presenceapi.TopicOutputPresenceEvent), e.topic(pushapi.TopicOutputNotificationData)},
 		MaxMessageBytes: lc.Kafka.MaxMessageBytes, ReplicationFactor: int16(lc.Kafka.ReplicationFactor),
 	}
 }

@@ -39,6 +39,7 @@ import (
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
 	"github.com/matrix-org/dendrite/pushserver"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	"github.com/matrix-org/dendrite/receiptserver"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
@@ -94,6 +95,9 @@ var components = []component{
 	}},
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
+	}},
+	{name: "pushserver", build: buildPushServer, listen: func(c *config.Dendrite) (string, string) {
+		return c.PushServer.InternalAPI.Listen, c.PushServer.Listen
 	}},
 	{name: "clientapi", build: buildClientAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.ClientAPI.InternalAPI.Listen, c.ClientAPI.Listen
@@ -280,7 +284,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent),
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
-			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent)},
+			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
 		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
@@ -371,19 +375,27 @@ func buildAppService(ctx context.Context, e *env) (*built, error) {
 	}, nil
 }
 
-// pushServerRoutes builds the pushserver on its own database and returns its client
-// routes, which the clientapi process serves until the pushserver is a process of its own.
-func pushServerRoutes(ctx context.Context, e *env) ([]httputil.Route, error) {
+// buildPushServer builds the pushserver on its own database: the push reader, delivery to
+// push gateways, and /notifications and /pushers.
+func buildPushServer(ctx context.Context, e *env) (*built, error) {
 	db, err := e.open("pushserver", e.cfg.PushServer.Database)
 	if err != nil {
 		return nil, err
 	}
-	s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &e.cfg.PushServer, DB: db, DeviceLookup: routing.DeviceLookup(e.users),
-		Logger: e.component("pushserver")})
+	// A deployment that trusts no federation certificate (test harnesses such as sytest,
+	// whose push gateway serves its own test certificate) trusts none from gateways either.
+	cfg := e.cfg.PushServer
+	cfg.DisableTLSValidation = cfg.DisableTLSValidation || e.cfg.FederationAPI.DisableTLSValidation
+	s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &cfg, ServerName: string(e.serverName), DB: db, Log: e.log,
+		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
+			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
+			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
+		Rooms: e.roomserver, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
+		Logger: e.component("pushserver"), Registerer: e.registry})
 	if err != nil {
 		return nil, err
 	}
-	return s.Routes(), nil
+	return &built{routes: s.Routes(), run: s.Run}, nil
 }
 
 func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
@@ -423,11 +435,7 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}
-	push, err := pushServerRoutes(ctx, e)
-	if err != nil {
-		return nil, err
-	}
-	return &built{routes: append(clientapi.New(d).Routes(), push...)}, nil
+	return &built{routes: clientapi.New(d).Routes()}, nil
 }
 
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU

@@ -22,3 +22,31 @@ const PusherKindHTTP = "http"
 
 // NotifyPath is the path every HTTP pusher's URL must end with.
 const NotifyPath = "/_matrix/push/v1/notify"
+
+// TopicOutputNotificationData carries users' unread notification counts.
+//
+// Producer: pushserver, whenever a room's counts of a local user change (a notification
+// recorded, a receipt that read some). Key: user ID; per-user order. Payload:
+// OutputNotificationData, version 1, with the room's counts in full (not a delta).
+// Delivery is at least once: readers replace what they hold for the (user, room), so
+// replays change nothing. Consumers: syncapi serves them as unread_notifications and
+// unread_thread_notifications.
+const TopicOutputNotificationData = "OutputNotificationData"
+
+// OutputNotificationData is a user's unread counts in one room after a change.
+type OutputNotificationData struct {
+	UserID string `json:"user_id"`
+	RoomID string `json:"room_id"`
+	// Threads are the counts per thread: MainThread for events outside threads, else
+	// the thread root's event ID. Threads without unread notifications are left out.
+	Threads map[string]Counts `json:"threads"`
+}
+
+// Counts are unread notification and highlight counts.
+type Counts struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
+}
+
+// MainThread is the thread ID of events outside any thread (as in threaded receipts).
+const MainThread = "main"

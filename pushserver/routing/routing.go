@@ -1,5 +1,5 @@
-// Package routing is the push server's client endpoints: GET /pushers and
-// POST /pushers/set.
+// Package routing is the push server's client endpoints: GET /pushers,
+// POST /pushers/set and GET /notifications.
 package routing
 
 import (
@@ -14,6 +14,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/pushserver/api"
 	"github.com/matrix-org/dendrite/pushserver/storage"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -26,7 +27,9 @@ const (
 
 // Handlers serves the push server's client routes.
 type Handlers struct {
-	DB           storage.Database
+	DB storage.Database
+	// Rooms gives /notifications the events.
+	Rooms        rsapi.QueryAPI
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 }
 
@@ -40,6 +43,7 @@ func (h *Handlers) Routes() []httputil.Route {
 		out = append(out,
 			httputil.Route{Name: "getPushers", Method: http.MethodGet, Path: prefix + "/pushers", Handler: auth(h.GetPushers)},
 			httputil.Route{Name: "setPusher", Method: http.MethodPost, Path: prefix + "/pushers/set", Handler: auth(h.SetPusher)},
+			httputil.Route{Name: "getNotifications", Method: http.MethodGet, Path: prefix + "/notifications", Handler: auth(h.GetNotifications)},
 		)
 	}
 	return out

@@ -12,6 +12,7 @@ import (
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
@@ -20,29 +21,33 @@ import (
 // presence. Each topic's records are decoded (undecodable ones dead-lettered) and written in
 // one transaction with the offset; the writes dedupe, so redelivery changes nothing.
 type Ephemeral struct {
-	typing, receipts, toDevice, presence partitions
-	serverSuffix                         string
+	typing, receipts, toDevice, presence, counts partitions
+	serverSuffix                                 string
 }
 
 // EphemeralTopics are the full names of the topics Ephemeral reads.
 type EphemeralTopics struct {
 	Typing, Receipts, ToDevice, Presence string
+	// NotificationCounts is the pushserver's OutputNotificationData.
+	NotificationCounts string
 }
 
 // NewEphemeral builds the consumers; only to-device messages for serverName's users are
 // stored.
 func NewEphemeral(s Shared, topics EphemeralTopics, serverName string) *Ephemeral {
 	return &Ephemeral{typing: newPartitions(s, topics.Typing), receipts: newPartitions(s, topics.Receipts),
-		toDevice: newPartitions(s, topics.ToDevice), presence: newPartitions(s, topics.Presence), serverSuffix: ":" + serverName}
+		toDevice: newPartitions(s, topics.ToDevice), presence: newPartitions(s, topics.Presence),
+		counts: newPartitions(s, topics.NotificationCounts), serverSuffix: ":" + serverName}
 }
 
-// Run consumes every partition of the four topics until ctx ends.
+// Run consumes every partition of the five topics until ctx ends.
 func (e *Ephemeral) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return e.typing.run(ctx, e.applyTyping) })
 	g.Go(func() error { return e.receipts.run(ctx, e.applyReceipts) })
 	g.Go(func() error { return e.toDevice.run(ctx, e.applyToDevice) })
 	g.Go(func() error { return e.presence.run(ctx, e.applyPresence) })
+	g.Go(func() error { return e.counts.run(ctx, e.applyCounts) })
 	return g.Wait()
 }
 
@@ -129,4 +134,22 @@ func (e *Ephemeral) applyPresence(ctx context.Context, recs []eventlog.Record, o
 			LastActiveTS: o.LastActiveTS, CurrentlyActive: o.CurrentlyActive})
 	}
 	return e.presence.db.WritePresence(ctx, presence, dead, offset)
+}
+
+func (e *Ephemeral) applyCounts(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	outs, dead := decodeAll(&e.counts, recs, func(o *pushapi.OutputNotificationData) error {
+		if o.UserID == "" || o.RoomID == "" {
+			return errors.New("notification counts without user or room")
+		}
+		return nil
+	})
+	counts := make([]storage.NotificationCounts, 0, len(outs))
+	for _, o := range outs {
+		threads := make(map[string]storage.Counts, len(o.Threads))
+		for t, c := range o.Threads {
+			threads[t] = storage.Counts{NotificationCount: c.NotificationCount, HighlightCount: c.HighlightCount}
+		}
+		counts = append(counts, storage.NotificationCounts{UserID: o.UserID, RoomID: o.RoomID, Threads: threads})
+	}
+	return e.counts.db.WriteNotificationCounts(ctx, counts, dead, offset)
 }

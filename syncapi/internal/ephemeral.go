@@ -128,9 +128,23 @@ type receiptInfo struct {
 	ThreadID string `json:"thread_id,omitempty"`
 }
 
-// addUnread sets the notification counts of every joined room in the response: notifying
-// events from others after the later of the user's read receipt and their join.
-func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, to int64, res *types.SyncResponse) error {
+// addUnread sets the notification counts of every joined room in the response from what
+// the pushserver announced, and adds the joined rooms whose counts changed in (since, to].
+// With the timeline filter's unread_thread_notifications, unread_notifications counts the
+// main timeline and unread_thread_notifications each thread; without, every thread
+// counts in unread_notifications.
+func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, since, to int64, res *types.SyncResponse) error {
+	if since > 0 && s.notifier.Changed(storage.StreamNotificationCounts, since) {
+		changed, err := s.db.NotificationCountRooms(ctx, req.UserID, since, to)
+		if err != nil {
+			return err
+		}
+		for _, roomID := range changed {
+			if rooms[roomID].latest().Membership == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
+				joinedRoom(res, roomID)
+			}
+		}
+	}
 	if len(res.Rooms.Join) == 0 {
 		return nil
 	}
@@ -138,23 +152,31 @@ func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[stri
 	for roomID := range res.Rooms.Join {
 		roomIDs = append(roomIDs, roomID)
 	}
-	read, err := s.db.ReadUpTo(ctx, req.UserID, roomIDs)
+	counts, err := s.db.NotificationCounts(ctx, req.UserID, roomIDs)
 	if err != nil {
-		return fmt.Errorf("load read receipts: %w", err)
+		return fmt.Errorf("load notification counts: %w", err)
 	}
-	from := make(map[string]int64, len(roomIDs))
-	for _, roomID := range roomIDs {
-		from[roomID] = max(read[roomID], rooms[roomID].latest().Position)
-	}
-	unread, err := s.db.Unread(ctx, req.UserID, from, to)
-	if err != nil {
-		return err
-	}
-	for roomID, u := range unread {
-		res.Rooms.Join[roomID].UnreadNotifications = types.UnreadNotifications{NotificationCount: u.Notifications, HighlightCount: u.Highlights}
+	threaded := req.Filter.Room.Timeline.UnreadThreadNotifications
+	for roomID, threads := range counts {
+		jr := res.Rooms.Join[roomID]
+		for threadID, c := range threads {
+			u := types.UnreadNotifications{NotificationCount: c.NotificationCount, HighlightCount: c.HighlightCount}
+			if !threaded || threadID == mainThread {
+				jr.UnreadNotifications.NotificationCount += u.NotificationCount
+				jr.UnreadNotifications.HighlightCount += u.HighlightCount
+				continue
+			}
+			if jr.UnreadThreadNotifications == nil {
+				jr.UnreadThreadNotifications = map[string]types.UnreadNotifications{}
+			}
+			jr.UnreadThreadNotifications[threadID] = u
+		}
 	}
 	return nil
 }
+
+// mainThread is the thread ID of the main timeline in the pushserver's counts.
+const mainThread = "main"
 
 // addPresence adds the presence changed in (since, to] (when changed says the presence
 // stream moved) of the user and of everyone who shares a joined room with them, and in an

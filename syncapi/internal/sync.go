@@ -186,7 +186,7 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return nil, err
 		}
 	}
-	return res, s.addUnread(ctx, req, rooms, to, res)
+	return res, s.addUnread(ctx, req, rooms, since, to, res)
 }
 
 // plan decides which rooms appear and how.

@@ -76,6 +76,8 @@ const (
 	StreamToDevice    = "to_device"
 	StreamPresence    = "presence"
 	StreamKeyChanges  = "key_changes"
+	// StreamNotificationCounts is the pushserver's unread counts.
+	StreamNotificationCounts = "notification_counts"
 )
 
 // Applied reports what a write changed, for waking clients after it committed.
@@ -198,14 +200,19 @@ type DeviceLists struct {
 	Left    []string
 }
 
-// Unread is a room's notification counts for one user.
-type Unread struct {
-	Notifications int
-	Highlights    int
+// Counts are a user's unread notification and highlight counts in one thread of a room.
+type Counts struct {
+	NotificationCount int `json:"notification_count"`
+	HighlightCount    int `json:"highlight_count"`
 }
 
-// MaxUnread caps the counted unread notifications per room.
-const MaxUnread = 1000
+// NotificationCounts are a user's unread counts in a room per thread ("main" for events
+// outside threads), as the pushserver announced them.
+type NotificationCounts struct {
+	UserID  string
+	RoomID  string
+	Threads map[string]Counts
+}
 
 // DirectoryUser is a user the user directory found, with a profile from one of their member
 // events.
@@ -274,6 +281,9 @@ type Database interface {
 	// WriteReceipts upserts receipts (an unchanged receipt keeps its position) like
 	// WriteRoomEvents.
 	WriteReceipts(ctx context.Context, receipts []Receipt, dead []DeadLetter, offset Offset) (*Applied, error)
+	// WriteNotificationCounts replaces the users' counts in the rooms (unchanged counts
+	// keep their position) and wakes the users.
+	WriteNotificationCounts(ctx context.Context, counts []NotificationCounts, dead []DeadLetter, offset Offset) (*Applied, error)
 	// WriteToDevice stores messages for local devices, skipping message IDs already
 	// stored, like WriteRoomEvents.
 	WriteToDevice(ctx context.Context, msgs []ToDeviceMessage, dead []DeadLetter, offset Offset) (*Applied, error)
@@ -324,12 +334,10 @@ type Database interface {
 	Presence(ctx context.Context, userID string, after, upTo int64) ([]Presence, error)
 	// PresenceOf returns the presence, as of upTo, of those of userIDs who have one.
 	PresenceOf(ctx context.Context, userIDs []string, upTo int64) ([]Presence, error)
-	// Unread counts, per room, the notifying events from others in (from[room], upTo], up
-	// to MaxUnread, and those among them that mention userID.
-	Unread(ctx context.Context, userID string, from map[string]int64, upTo int64) (map[string]Unread, error)
-	// ReadUpTo is, per room among roomIDs, the position of the event the user's latest
-	// unthreaded or main-timeline read receipt (public or private) points at.
-	ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error)
+	// NotificationCounts are the user's counts per thread in those of roomIDs that have any.
+	NotificationCounts(ctx context.Context, userID string, roomIDs []string) (map[string]map[string]Counts, error)
+	// NotificationCountRooms are the rooms whose counts for the user changed in (after, upTo].
+	NotificationCountRooms(ctx context.Context, userID string, after, upTo int64) ([]string, error)
 	// SearchUserDirectory finds up to limit users, ordered by user ID, who are joined to a
 	// room searcher is joined to (searcher excepted) or to a public or world-readable room, and whose user ID or
 	// display name contains every word of term (case and accents ignored); limited says

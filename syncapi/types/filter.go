@@ -42,6 +42,8 @@ type RoomEventFilter struct {
 	LazyLoadMembers         bool      `json:"lazy_load_members,omitempty"`
 	IncludeRedundantMembers bool      `json:"include_redundant_members,omitempty"`
 	ContainsURL             *bool     `json:"contains_url,omitempty"`
+	// UnreadThreadNotifications asks /sync for notification counts per thread.
+	UnreadThreadNotifications bool `json:"unread_thread_notifications,omitempty"`
 }
 
 // RoomFilter is the "room" part of a Filter.

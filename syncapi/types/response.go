@@ -125,6 +125,9 @@ type JoinedRoom struct {
 	Ephemeral   EphemeralEvents `json:"ephemeral"`
 	// UnreadNotifications counts the notifying events after the user's read receipt.
 	UnreadNotifications UnreadNotifications `json:"unread_notifications"`
+	// UnreadThreadNotifications are the counts per thread root, when the filter asks for
+	// them (the main timeline's are then UnreadNotifications).
+	UnreadThreadNotifications map[string]UnreadNotifications `json:"unread_thread_notifications,omitempty"`
 	// Summary is set when the response carries the room's state (a full, limited or
 	// lazy-loading sync of it).
 	Summary *RoomSummary `json:"summary,omitempty"`

@@ -15,6 +15,7 @@ const (
 	SyncAPI       = "syncapi"
 	FederationAPI = "federationapi"
 	MediaAPI      = "mediaapi"
+	PushServer    = "pushserver"
 )
 
 // Rule is one row of the routing table. Pattern is an escaped path pattern: a segment in
@@ -36,6 +37,9 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
 	{"/_matrix/client/{version}/keys/changes", SyncAPI},
 	{"/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", SyncAPI},
+	{"/_matrix/client/{version}/notifications", PushServer},
+	{"/_matrix/client/{version}/pushers", PushServer},
+	{"/_matrix/client/{version}/pushers/set", PushServer},
 	{"/_matrix/client/{version}/media/*", MediaAPI},
 	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},

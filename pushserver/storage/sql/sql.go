@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS pushserver_pushers (
 	PRIMARY KEY (user_id, app_id, pushkey)
 );
 CREATE INDEX IF NOT EXISTS pushserver_pushers_key ON pushserver_pushers (app_id, pushkey);
-`}}
+`}, {Version: 2, SQL: readerSchema}, {Version: 3, SQL: queueSchema}}
 
 // Database is the SQL push server store.
 type Database struct {
@@ -48,9 +48,11 @@ func Open(ctx context.Context, db *sqlutil.DB) (*Database, error) {
 func (d *Database) UpsertPusher(ctx context.Context, p *storage.StoredPusher, appendOthers bool) error {
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		if !appendOthers {
-			if _, err := tx.ExecContext(ctx, `DELETE FROM pushserver_pushers WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3`,
-				p.AppID, p.PushKey, p.UserID); err != nil {
-				return fmt.Errorf("delete other users' pushers: %w", err)
+			for _, table := range []string{"pushserver_push_queue", "pushserver_pushers"} {
+				if _, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE app_id = $1 AND pushkey = $2 AND user_id <> $3`,
+					p.AppID, p.PushKey, p.UserID); err != nil {
+					return fmt.Errorf("delete other users' pushers: %w", err)
+				}
 			}
 		}
 		_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_pushers (user_id, app_id, pushkey, kind, app_display_name,
@@ -69,12 +71,7 @@ func (d *Database) UpsertPusher(ctx context.Context, p *storage.StoredPusher, ap
 // DeletePusher implements storage.Database.
 func (d *Database) DeletePusher(ctx context.Context, userID, appID, pushKey string) error {
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM pushserver_pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`,
-			userID, appID, pushKey)
-		if err != nil {
-			return fmt.Errorf("delete pusher: %w", err)
-		}
-		return nil
+		return removePusher(ctx, tx, storage.PusherKey{UserID: userID, AppID: appID, PushKey: pushKey})
 	})
 }
 

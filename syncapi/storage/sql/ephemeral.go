@@ -6,10 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
-
-	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/storage"
@@ -298,92 +295,68 @@ func (d *Database) queryPresence(ctx context.Context, query string, args ...any)
 	return out, rows.Err()
 }
 
-// ReadUpTo implements storage.Database.
-func (d *Database) ReadUpTo(ctx context.Context, userID string, roomIDs []string) (map[string]int64, error) {
-	out := map[string]int64{}
+// WriteNotificationCounts implements storage.Database.
+func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage.NotificationCounts, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamNotificationCounts, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+		for _, c := range counts {
+			threads, err := json.Marshal(c.Threads)
+			if err != nil {
+				return err
+			}
+			var old string
+			err = tx.QueryRowContext(ctx, "SELECT threads FROM syncapi_notification_counts WHERE user_id = $1 AND room_id = $2",
+				c.UserID, c.RoomID).Scan(&old)
+			if err == nil && old == string(threads) {
+				continue
+			}
+			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+			err = storeAtNextPosition(ctx, tx, applied, "notification counts", `INSERT INTO syncapi_notification_counts
+				(user_id, room_id, threads, position) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (user_id, room_id) DO UPDATE SET threads = $3, position = $4`, c.UserID, c.RoomID, string(threads))
+			if err != nil {
+				return err
+			}
+			applied.Users = append(applied.Users, c.UserID)
+		}
+		return nil
+	})
+}
+
+// NotificationCounts implements storage.Database.
+func (d *Database) NotificationCounts(ctx context.Context, userID string, roomIDs []string) (map[string]map[string]storage.Counts, error) {
+	out := map[string]map[string]storage.Counts{}
 	if len(roomIDs) == 0 {
 		return out, nil
 	}
-	q, args := d.db.Dialect.InList(`SELECT room_id, MAX(event_position) FROM syncapi_receipts
-		WHERE user_id = $1 AND receipt_type IN ('m.read', 'm.read.private') AND thread_id IN ('', 'main') AND room_id IN ({ids})
-		GROUP BY room_id`, "{ids}", []any{userID}, roomIDs)
+	q, args := d.db.Dialect.InList(`SELECT room_id, threads FROM syncapi_notification_counts WHERE user_id = $1 AND room_id IN ({ids})`,
+		"{ids}", []any{userID}, roomIDs)
 	rows, err := d.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("select notification counts: %w", err)
 	}
 	defer rows.Close() // nolint: errcheck // read-only
 	for rows.Next() {
-		var roomID string
-		var pos int64
-		if err := rows.Scan(&roomID, &pos); err != nil {
+		var roomID, threads string
+		if err := rows.Scan(&roomID, &threads); err != nil {
 			return nil, err
 		}
-		out[roomID] = pos
+		m := map[string]storage.Counts{}
+		if err := json.Unmarshal([]byte(threads), &m); err != nil {
+			return nil, fmt.Errorf("decode notification counts: %w", err)
+		}
+		out[roomID] = m
 	}
 	return out, rows.Err()
 }
 
-// Unread implements storage.Database.
-func (d *Database) Unread(ctx context.Context, userID string, from map[string]int64, upTo int64) (map[string]storage.Unread, error) {
-	out := make(map[string]storage.Unread, len(from))
-	pattern := "%" + sqlutil.EscapeLike(mentionToken(userID)) + "%"
-	for roomID, after := range from {
-		var u storage.Unread
-		var highlights sql.NullInt64
-		err := d.db.QueryRowContext(ctx, `SELECT COUNT(*), SUM(CASE WHEN mentions LIKE $5 ESCAPE '\' OR mentions LIKE $6 THEN 1 ELSE 0 END) FROM (
-			SELECT mentions FROM syncapi_events WHERE room_id = $1 AND position > $2 AND position <= $3 AND sender <> $4 AND notify
-			ORDER BY position LIMIT $7) AS unread`,
-			roomID, after, upTo, userID, pattern, "%"+mentionToken(roomMention)+"%", storage.MaxUnread).Scan(&u.Notifications, &highlights)
-		if err != nil {
-			return nil, fmt.Errorf("count unread in %s: %w", roomID, err)
-		}
-		u.Highlights = int(highlights.Int64)
-		out[roomID] = u
+// NotificationCountRooms implements storage.Database.
+func (d *Database) NotificationCountRooms(ctx context.Context, userID string, after, upTo int64) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT room_id FROM syncapi_notification_counts WHERE user_id = $1 AND position > $2 AND position <= $3`,
+		userID, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("select changed notification counts: %w", err)
 	}
-	return out, nil
-}
-
-// roomMention stands for an @room mention in the mentions column.
-const roomMention = "@room"
-
-// mentionToken is how a mention is written in the mentions column: "\n<user ID>\n".
-func mentionToken(s string) string {
-	return "\n" + s + "\n"
-}
-
-// notifyAndMentions reports whether an event counts as a notification for the room's other
-// members (the default push rules' messages, encrypted events and stickers, notices
-// excepted), and whom it mentions (its m.mentions), as stored in the mentions column.
-func notifyAndMentions(evType string, content []byte) (bool, string) {
-	switch evType {
-	case "m.room.message", "m.room.encrypted", "m.sticker":
-	default:
-		return false, ""
-	}
-	var c struct {
-		MsgType  string `json:"msgtype"`
-		Mentions *struct {
-			UserIDs []string `json:"user_ids"`
-			Room    bool     `json:"room"`
-		} `json:"m.mentions"`
-	}
-	if json.Unmarshal(content, &c) != nil {
-		return true, ""
-	}
-	if c.MsgType == "m.notice" {
-		return false, ""
-	}
-	if c.Mentions == nil {
-		return true, ""
-	}
-	var b strings.Builder
-	for _, u := range c.Mentions.UserIDs {
-		if _, err := spec.NewUserID(u, true); err == nil {
-			b.WriteString(mentionToken(u))
-		}
-	}
-	if c.Mentions.Room {
-		b.WriteString(mentionToken(roomMention))
-	}
-	return true, b.String()
+	return sqlutil.Column[string](rows)
 }

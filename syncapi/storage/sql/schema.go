@@ -2,7 +2,12 @@
 // PostgreSQL.
 package sql
 
-import "github.com/matrix-org/dendrite/internal/sqlutil"
+import (
+	"context"
+	"database/sql"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+)
 
 // The one-row syncapi_stream_position table is the sequence every stream position comes
 // from. Taking a position locks the row until the writing transaction commits, so positions
@@ -119,4 +124,41 @@ CREATE TABLE IF NOT EXISTS syncapi_key_changes (
 CREATE INDEX IF NOT EXISTS syncapi_key_changes_position ON syncapi_key_changes (position);
 CREATE INDEX IF NOT EXISTS syncapi_memberships_position ON syncapi_memberships (position);
 `}, {Version: 6, Up: migrateUserDirectory}, {Version: 7, Up: migrateRelations},
-	{Version: 8, SQL: slidingMigrationSQL()}}
+	{Version: 8, SQL: slidingMigrationSQL()}, {Version: 9, Up: dropUnreadColumns}, {Version: 10, SQL: `
+CREATE TABLE IF NOT EXISTS syncapi_notification_counts (
+	user_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	threads TEXT NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (user_id, room_id)
+);
+CREATE INDEX IF NOT EXISTS syncapi_notification_counts_position ON syncapi_notification_counts (user_id, position);
+`}}
+
+// dropUnreadColumns drops what the sync API's own approximation of notification counts
+// used (the pushserver's counts replaced it). It can run again after a test reset the
+// schema version: SQLite has no DROP COLUMN IF EXISTS, so it asks for the columns first.
+func dropUnreadColumns(ctx context.Context, tx *sql.Tx, d sqlutil.Dialect) error {
+	if _, err := tx.ExecContext(ctx, "DROP INDEX IF EXISTS syncapi_events_unread"); err != nil {
+		return err
+	}
+	for _, col := range []string{"notify", "mentions"} {
+		if d.Engine == sqlutil.Postgres {
+			if _, err := tx.ExecContext(ctx, "ALTER TABLE syncapi_events DROP COLUMN IF EXISTS "+col); err != nil {
+				return err
+			}
+			continue
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM pragma_table_info('syncapi_events') WHERE name = $1", col).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, "ALTER TABLE syncapi_events DROP COLUMN "+col); err != nil {
+			return err
+		}
+	}
+	return nil
+}

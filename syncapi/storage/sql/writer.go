@@ -51,8 +51,8 @@ func storeAtNextPosition(ctx context.Context, tx *sql.Tx, applied *storage.Appli
 }
 
 const insertEventSQL = `INSERT INTO syncapi_events (position, room_id, event_id, type, sender, state_key, event_json,
-	room_version, history_visibility, replaces_event_id, txn_user_id, txn_device_id, txn_id, notify, mentions)
-	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`
+	room_version, history_visibility, replaces_event_id, txn_user_id, txn_device_id, txn_id)
+	VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`
 
 // writeRoomEvent stores one event and applies its state delta. An event already stored was
 // applied in full by an earlier delivery, so it is skipped whole.
@@ -85,10 +85,6 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if ev.Txn != nil {
 		txn = *ev.Txn
 	}
-	notify, mentions := false, ""
-	if e.StateKey() == nil {
-		notify, mentions = notifyAndMentions(e.Type(), e.Content())
-	}
 	eventJSON := e.JSON()
 	if replaces != "" {
 		if eventJSON, err = withPrevContent(eventJSON, replaces, replacedJSON); err != nil {
@@ -96,7 +92,7 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 		}
 	}
 	_, err = tx.ExecContext(ctx, insertEventSQL, pos, roomID, e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(eventJSON),
-		string(e.Version()), ev.HistoryVisibility, replaces, txn.UserID, txn.DeviceID, txn.TxnID, notify, mentions)
+		string(e.Version()), ev.HistoryVisibility, replaces, txn.UserID, txn.DeviceID, txn.TxnID)
 	if err != nil {
 		return err
 	}
@@ -130,7 +126,7 @@ func (d *Database) writeBackfilled(ctx context.Context, tx *sql.Tx, ev *storage.
 		return fmt.Errorf("take backfill position: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, insertEventSQL, pos, e.RoomID().String(), e.EventID(), e.Type(), string(e.SenderID()), e.StateKey(), string(e.JSON()),
-		string(e.Version()), ev.HistoryVisibility, "", "", "", "", false, "")
+		string(e.Version()), ev.HistoryVisibility, "", "", "", "")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,134 @@
+package internal
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/pushserver/api"
+	"github.com/matrix-org/dendrite/pushserver/storage"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
+)
+
+// roomEventsWait bounds how long the receipt consumer waits for the room events written
+// before a batch of receipts to be evaluated.
+const roomEventsWait = 10 * time.Second
+
+// Counts announces users' unread counts on OutputNotificationData.
+type Counts struct {
+	DB    storage.Database
+	Log   eventlog.Log
+	Topic string
+}
+
+// Announce writes, from inside a consumer transaction, the current counts of each
+// room's users: roomUsers maps a room ID to user IDs. The messages are written before
+// the transaction commits; a crash in between writes them again, which readers
+// (replacing) ignore.
+func (c *Counts) Announce(ctx context.Context, tx *sql.Tx, roomUsers map[string][]string) error {
+	roomIDs := make([]string, 0, len(roomUsers))
+	for roomID := range roomUsers {
+		roomIDs = append(roomIDs, roomID)
+	}
+	sort.Strings(roomIDs)
+	var msgs []eventlog.Message
+	for _, roomID := range roomIDs {
+		counts, err := c.DB.UnreadCounts(ctx, tx, roomID, roomUsers[roomID])
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		for _, userID := range roomUsers[roomID] {
+			value, err := json.Marshal(api.OutputNotificationData{UserID: userID, RoomID: roomID, Threads: counts[userID]})
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, eventlog.Message{Key: []byte(userID), Value: value})
+		}
+	}
+	return eventlog.ProduceFromHandler(ctx, c.Log, c.Topic, msgs)
+}
+
+// ByRoom groups the notifications' users by room, each user once.
+func ByRoom(ns []storage.Notification) map[string][]string {
+	seen := map[[2]string]bool{}
+	out := map[string][]string{}
+	for _, n := range ns {
+		if k := [2]string{n.RoomID, n.UserID}; !seen[k] {
+			seen[k] = true
+			out[n.RoomID] = append(out[n.RoomID], n.UserID)
+		}
+	}
+	return out
+}
+
+// Receipts is the push server's OutputReceiptEvent consumer: a read receipt (public or
+// private) of a local user marks the notifications it covers read, and the new counts
+// are announced.
+type Receipts struct {
+	DB         storage.Database
+	Counts     *Counts
+	ServerName string
+	// RoomEvents is the progress of the push reader, which must have seen the receipted
+	// event.
+	RoomEvents *Progress
+	// Read, if set, is called inside the transaction with the (room, user) pairs whose
+	// counts dropped.
+	Read func(ctx context.Context, tx *sql.Tx, roomUsers map[string][]string) error
+}
+
+// Prepare implements eventlog.Consumer.Prepare.
+func (r *Receipts) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx context.Context, tx *sql.Tx) error, error) {
+	var receipts []receiptapi.OutputReceiptEvent
+	for _, rec := range recs {
+		var o receiptapi.OutputReceiptEvent
+		if err := json.Unmarshal(rec.Value, &o); err != nil {
+			return nil, fmt.Errorf("decode receipt: %w", err)
+		}
+		if (o.Type == receiptapi.ReceiptRead || o.Type == receiptapi.ReceiptReadPrivate) && strings.HasSuffix(o.UserID, ":"+r.ServerName) {
+			receipts = append(receipts, o)
+		}
+	}
+	if len(receipts) == 0 {
+		return func(context.Context, *sql.Tx) error { return nil }, nil
+	}
+	if err := r.RoomEvents.CatchUp(ctx, roomEventsWait); err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	return func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, receipts) }, nil
+}
+
+func (r *Receipts) apply(ctx context.Context, tx *sql.Tx, receipts []receiptapi.OutputReceiptEvent) error {
+	var read []storage.Notification
+	for _, o := range receipts {
+		pos, ok, err := r.DB.EventPosition(ctx, tx, o.EventID)
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		if !ok {
+			continue
+		}
+		changed, err := r.DB.MarkRead(ctx, tx, o.UserID, o.RoomID, o.ThreadID, pos)
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		if changed {
+			read = append(read, storage.Notification{UserID: o.UserID, RoomID: o.RoomID})
+		}
+	}
+	if len(read) == 0 {
+		return nil
+	}
+	roomUsers := ByRoom(read)
+	if err := r.Counts.Announce(ctx, tx, roomUsers); err != nil {
+		return err
+	}
+	if r.Read != nil {
+		return r.Read(ctx, tx, roomUsers)
+	}
+	return nil
+}

@@ -1,0 +1,325 @@
+package internal
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/pushrules"
+	"github.com/matrix-org/dendrite/pushserver/storage"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// Delivery limits: a pusher's head is retried with exponential backoff up to
+// maxBackoff, and dropped (counted as a failure) once it has waited giveUpAfter.
+const (
+	minBackoff    = time.Second
+	maxBackoff    = 10 * time.Minute
+	giveUpAfter   = 24 * time.Hour
+	pollInterval  = time.Second
+	maxConcurrent = 64
+	maxRespBytes  = 64 << 10
+)
+
+// Deliverer sends the queued pushes to the push gateways: each pusher's queue in order,
+// one goroutine per pusher with pushes due, so a slow or failing gateway delays only its
+// own pushers, and event processing (which only queues) not at all.
+type Deliverer struct {
+	DB      storage.Database
+	Rooms   rsapi.QueryAPI
+	Client  *http.Client
+	Metrics *Metrics
+	Logger  *logrus.Entry
+
+	wake chan struct{}
+	mu   sync.Mutex
+	busy map[storage.PusherKey]bool
+}
+
+// NewDeliverer returns a Deliverer; Run starts it.
+func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client, m *Metrics, logger *logrus.Entry) *Deliverer {
+	return &Deliverer{DB: db, Rooms: rooms, Client: client, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
+		busy: map[storage.PusherKey]bool{}}
+}
+
+// Wake makes Run look for due pushes now (after pushes were queued and committed).
+func (d *Deliverer) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run delivers until ctx ends, then waits for the sends in flight.
+func (d *Deliverer) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxConcurrent)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for {
+		due, err := d.DB.DuePushers(ctx, time.Now().UnixMilli())
+		if err != nil && ctx.Err() == nil {
+			d.Logger.WithError(err).Warn("loading due pushes failed")
+		}
+		for _, k := range due {
+			d.mu.Lock()
+			skip := d.busy[k]
+			d.busy[k] = true
+			d.mu.Unlock()
+			if skip {
+				continue
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				select {
+				case sem <- struct{}{}:
+					d.drain(ctx, k)
+					<-sem
+				case <-ctx.Done():
+				}
+				d.mu.Lock()
+				delete(d.busy, k)
+				d.mu.Unlock()
+			}()
+		}
+		if n, err := d.DB.QueueDepth(ctx); err == nil {
+			d.Metrics.queueDepth(n)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+		case <-tick.C:
+		}
+	}
+}
+
+// drain sends the pusher's due pushes in order until its queue is empty, a push fails
+// (the queue is postponed) or ctx ends.
+func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
+	for ctx.Err() == nil {
+		now := time.Now()
+		head, pusher, err := d.DB.QueueHead(ctx, k, now.UnixMilli())
+		if err != nil {
+			d.Logger.WithError(err).Warn("loading a pusher's queue failed")
+			return
+		}
+		if head == nil {
+			return
+		}
+		rejected, err := d.send(ctx, head, pusher)
+		switch {
+		case err == nil && rejected:
+			d.Metrics.delivered()
+			d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Info("push gateway rejected a push key; pusher removed")
+			err = d.DB.RemovePusher(ctx, k)
+		case err == nil:
+			d.Metrics.delivered()
+			err = d.DB.Delivered(ctx, k, head.Seq)
+		case now.Sub(time.UnixMilli(head.EnqueuedTS)) > giveUpAfter:
+			d.Metrics.failed()
+			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Warn("push dropped after retrying for a day")
+			err = d.DB.Delivered(ctx, k, head.Seq)
+		default:
+			d.Metrics.failed()
+			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID, "attempts": head.Attempts + 1}).
+				Debug("push failed; retrying later")
+			if perr := d.DB.Postpone(ctx, k, head.Seq, now.Add(backoff(head.Attempts+1)).UnixMilli()); perr != nil {
+				d.Logger.WithError(perr).Warn("postponing a pusher's queue failed")
+			}
+			return
+		}
+		if err != nil {
+			d.Logger.WithError(err).Warn("updating a pusher's queue failed")
+			return
+		}
+	}
+}
+
+// backoff is the wait after the given number of failed attempts.
+func backoff(attempts int) time.Duration {
+	b := minBackoff
+	for i := 1; i < attempts && b < maxBackoff; i++ {
+		b *= 2
+	}
+	return min(b, maxBackoff)
+}
+
+// notifyRequest is the body of POST /_matrix/push/v1/notify.
+type notifyRequest struct {
+	Notification notification `json:"notification"`
+}
+
+type notification struct {
+	EventID string `json:"event_id,omitempty"`
+	// ID repeats EventID. NOTSPEC: not in the push gateway API
+	// (https://spec.matrix.org/v1.12/push-gateway-api/#post_matrixpushv1notify), but
+	// Synapse sends it and sytest requires it.
+	ID                string          `json:"id,omitempty"`
+	RoomID            string          `json:"room_id,omitempty"`
+	Type              string          `json:"type,omitempty"`
+	Sender            string          `json:"sender,omitempty"`
+	SenderDisplayName string          `json:"sender_display_name,omitempty"`
+	RoomName          string          `json:"room_name,omitempty"`
+	RoomAlias         string          `json:"room_alias,omitempty"`
+	Content           json.RawMessage `json:"content,omitempty"`
+	UserIsTarget      bool            `json:"user_is_target,omitempty"`
+	// Membership is a member event's membership. NOTSPEC, as ID.
+	Membership string         `json:"membership,omitempty"`
+	Prio       string         `json:"prio,omitempty"`
+	Counts     notifyCounts   `json:"counts"`
+	Devices    []notifyDevice `json:"devices"`
+}
+
+type notifyCounts struct {
+	Unread int `json:"unread"`
+}
+
+type notifyDevice struct {
+	AppID     string                     `json:"app_id"`
+	PushKey   string                     `json:"pushkey"`
+	PushKeyTS int64                      `json:"pushkey_ts,omitempty"`
+	Data      map[string]json.RawMessage `json:"data"`
+	Tweaks    map[string]json.RawMessage `json:"tweaks,omitempty"`
+}
+
+// buildNotification is the notify body for head: the event's fields for the "full"
+// format, only its ID, room, priority and counts for "event_id_only", counts alone for a
+// badge update.
+func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher) (*notification, error) {
+	unread, err := d.DB.UnreadTotal(ctx, p.UserID)
+	if err != nil {
+		return nil, err
+	}
+	data := map[string]json.RawMessage{}
+	if json.Unmarshal(p.Data, &data) != nil {
+		data = map[string]json.RawMessage{}
+	}
+	delete(data, "url")
+	var format string
+	_ = json.Unmarshal(data["format"], &format) // absent or not a string: the full format
+	dev := notifyDevice{AppID: p.AppID, PushKey: p.PushKey, PushKeyTS: p.CreatedTS / 1000, Data: data}
+	n := &notification{Counts: notifyCounts{Unread: unread}, Devices: []notifyDevice{dev}}
+	if head.EventID == "" {
+		return n, nil
+	}
+	var actions []json.RawMessage
+	_ = json.Unmarshal(head.Actions, &actions) // stored by the reader from a valid rule
+	outcome := pushrules.Actions(actions)
+	if len(outcome.Tweaks) > 0 {
+		n.Devices[0].Tweaks = outcome.Tweaks
+	}
+	n.EventID, n.RoomID, n.Prio = head.EventID, head.RoomID, "low"
+	_, sound := outcome.Tweaks["sound"]
+	if outcome.Highlight || sound {
+		n.Prio = "high"
+	}
+	res, err := d.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: head.RoomID, EventIDs: []string{head.EventID}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Events) == 0 {
+		return n, nil
+	}
+	ev := res.Events[0]
+	if ev.Type() == "m.room.encrypted" {
+		n.Prio = "high"
+	}
+	if format == "event_id_only" {
+		return n, nil
+	}
+	n.ID, n.Type, n.Sender, n.Content = n.EventID, ev.Type(), string(ev.SenderID()), ev.Content()
+	if ev.Type() == "m.room.member" && ev.StateKey() != nil {
+		n.UserIsTarget = *ev.StateKey() == p.UserID
+		var c struct {
+			Membership string `json:"membership"`
+		}
+		_ = json.Unmarshal(ev.Content(), &c) // a member event the roomserver accepted has one
+		n.Membership = c.Membership
+	}
+	return n, d.addNames(ctx, n)
+}
+
+// addNames fills in the room's name (else its canonical alias) and canonical alias and
+// the sender's display name from the room's current state.
+func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
+	res, err := d.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: n.RoomID, Tuples: []rsapi.StateKeyTuple{
+		{EventType: "m.room.name"}, {EventType: "m.room.canonical_alias"}, {EventType: "m.room.member", StateKey: n.Sender}}})
+	if err != nil {
+		return err
+	}
+	for _, e := range res.StateEvents {
+		var c struct {
+			Name        string `json:"name"`
+			Alias       string `json:"alias"`
+			DisplayName string `json:"displayname"`
+		}
+		if json.Unmarshal(e.Content(), &c) != nil {
+			continue
+		}
+		switch e.Type() {
+		case "m.room.name":
+			n.RoomName = c.Name
+		case "m.room.canonical_alias":
+			n.RoomAlias = c.Alias
+		case "m.room.member":
+			n.SenderDisplayName = c.DisplayName
+		}
+	}
+	if n.RoomName == "" {
+		// A room without a name is called by its canonical alias, as clients do.
+		n.RoomName = n.RoomAlias
+	}
+	return nil
+}
+
+// send posts head to the pusher's gateway; rejected reports that the gateway rejected
+// the push key.
+func (d *Deliverer) send(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher) (rejected bool, err error) {
+	n, err := d.buildNotification(ctx, head, p)
+	if err != nil {
+		return false, err
+	}
+	var data struct {
+		URL string `json:"url"`
+	}
+	if err := json.Unmarshal(p.Data, &data); err != nil || data.URL == "" {
+		return true, nil
+	}
+	body, err := json.Marshal(notifyRequest{Notification: *n})
+	if err != nil {
+		return false, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, data.URL, bytes.NewReader(body))
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := d.Client.Do(req)
+	if err != nil {
+		return false, err
+	}
+	defer resp.Body.Close() // nolint: errcheck // read below
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxRespBytes))
+	if err != nil {
+		return false, err
+	}
+	if resp.StatusCode/100 != 2 {
+		return false, fmt.Errorf("push gateway answered %d", resp.StatusCode)
+	}
+	var answer struct {
+		Rejected []string `json:"rejected"`
+	}
+	_ = json.Unmarshal(raw, &answer) // a body without rejected keys rejects none
+	return slices.Contains(answer.Rejected, p.PushKey), nil
+}

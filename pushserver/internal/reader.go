@@ -1,0 +1,273 @@
+// Package internal is the push server's logic: the push reader, which evaluates every
+// room event against the push rules of the room's local members and records the
+// notifications, and the consumers that keep what it needs (push rules, receipts).
+package internal
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/pushrules"
+	"github.com/matrix-org/dendrite/pushserver/api"
+	"github.com/matrix-org/dendrite/pushserver/storage"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// clientDataWait bounds how long the reader waits for push rule changes written before
+// a batch of events to be applied.
+const clientDataWait = 10 * time.Second
+
+// Reader is the push reader: the Prepare of the OutputRoomEvent consumer.
+type Reader struct {
+	DB         storage.Database
+	Rooms      rsapi.QueryAPI
+	ServerName string
+	Evaluator  *pushrules.Evaluator
+	Rules      *RuleCache
+	// ClientData is the progress of the push rules consumer.
+	ClientData *Progress
+	// Notified, if set, is called inside the transaction with the notifications recorded.
+	Notified func(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error
+	Metrics  *Metrics
+	Logger   *logrus.Entry
+}
+
+// newEvent is an event to evaluate with the state it adds.
+type newEvent struct {
+	event gomatrixserverlib.PDU
+	added []gomatrixserverlib.PDU
+}
+
+// Prepare implements eventlog.Consumer.Prepare: it resolves the state each event adds,
+// fetches the state of rooms the reader does not know yet, and waits for earlier push
+// rule changes, all before the transaction opens.
+func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx context.Context, tx *sql.Tx) error, error) {
+	var events []newEvent
+	var roomIDs []string
+	first := map[string]string{}
+	for _, rec := range recs {
+		var out rsapi.OutputRoomEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			return nil, fmt.Errorf("decode output room event: %w", err)
+		}
+		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
+			continue
+		}
+		added, unknown, err := out.NewRoomEvent.AddedState(ctx, r.Rooms)
+		if err != nil {
+			return nil, eventlog.Retry(err)
+		}
+		ev := out.NewRoomEvent.Event.PDU
+		for _, id := range unknown {
+			r.Logger.WithFields(logrus.Fields{"room_id": ev.RoomID().String(), "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+		}
+		events = append(events, newEvent{event: ev, added: added})
+		if _, ok := first[ev.RoomID().String()]; !ok {
+			first[ev.RoomID().String()] = ev.EventID()
+			roomIDs = append(roomIDs, ev.RoomID().String())
+		}
+	}
+	if len(events) == 0 {
+		return func(context.Context, *sql.Tx) error { return nil }, nil
+	}
+	known, err := r.DB.KnownRooms(ctx, roomIDs)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	boot := map[string][]gomatrixserverlib.PDU{}
+	for _, roomID := range roomIDs {
+		if known[roomID] {
+			continue
+		}
+		res, err := r.Rooms.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: first[roomID]})
+		if err != nil {
+			return nil, eventlog.Retry(fmt.Errorf("load state of %s: %w", roomID, err))
+		}
+		state := make([]gomatrixserverlib.PDU, 0, len(res.StateEvents))
+		for _, e := range res.StateEvents {
+			state = append(state, e.PDU)
+		}
+		boot[roomID] = state
+	}
+	if err := r.ClientData.CatchUp(ctx, clientDataWait); err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	return func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, events, boot) }, nil
+}
+
+func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot map[string][]gomatrixserverlib.PDU) error {
+	var all []storage.Notification
+	for _, ne := range events {
+		roomID := ne.event.RoomID().String()
+		if state, ok := boot[roomID]; ok {
+			members, pl := stateOf(state)
+			if err := r.DB.AddRoom(ctx, tx, roomID, members, pl); err != nil {
+				return eventlog.Retry(err)
+			}
+			delete(boot, roomID)
+		}
+		pos, isNew, err := r.DB.AddEvent(ctx, tx, roomID, ne.event.EventID())
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		if !isNew {
+			continue
+		}
+		ns, err := r.evaluate(ctx, tx, ne.event, pos)
+		if err != nil {
+			return err
+		}
+		all = append(all, ns...)
+		members, pl := stateOf(ne.added)
+		for _, m := range members {
+			if err := r.DB.SetMember(ctx, tx, roomID, m); err != nil {
+				return eventlog.Retry(err)
+			}
+		}
+		if pl != nil {
+			if err := r.DB.SetPowerLevels(ctx, tx, roomID, pl); err != nil {
+				return eventlog.Retry(err)
+			}
+		}
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	if err := r.DB.AddNotifications(ctx, tx, all); err != nil {
+		return eventlog.Retry(err)
+	}
+	r.Metrics.notified(len(all))
+	if r.Notified != nil {
+		return r.Notified(ctx, tx, all)
+	}
+	return nil
+}
+
+// stateOf picks the memberships and the power levels out of state events.
+func stateOf(state []gomatrixserverlib.PDU) (members []storage.Member, powerLevels json.RawMessage) {
+	for _, e := range state {
+		if e == nil || e.StateKey() == nil {
+			continue
+		}
+		switch e.Type() {
+		case "m.room.member":
+			var c struct {
+				Membership  string `json:"membership"`
+				DisplayName string `json:"displayname"`
+			}
+			if json.Unmarshal(e.Content(), &c) != nil {
+				continue
+			}
+			members = append(members, storage.Member{UserID: *e.StateKey(), Membership: c.Membership, DisplayName: c.DisplayName})
+		case "m.room.power_levels":
+			if *e.StateKey() == "" {
+				powerLevels = e.Content()
+			}
+		}
+	}
+	return members, powerLevels
+}
+
+// evaluate runs the push rules of every local joined member but the sender against ev,
+// with the room's state before ev, and returns the notifications.
+func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.PDU, pos int64) ([]storage.Notification, error) {
+	roomID := ev.RoomID().String()
+	st, err := r.DB.RoomState(ctx, tx, roomID)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	sender := string(ev.SenderID())
+	var local []storage.Member
+	for _, m := range st.Joined {
+		if m.UserID != sender && strings.HasSuffix(m.UserID, ":"+r.ServerName) {
+			local = append(local, m)
+		}
+	}
+	if invitee := r.invitee(ev, st.Joined); invitee != "" {
+		local = append(local, storage.Member{UserID: invitee})
+	}
+	if len(local) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(local))
+	for i, m := range local {
+		ids[i] = m.UserID
+	}
+	stored, err := r.DB.PushRules(ctx, tx, ids)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	var event map[string]any
+	if err := json.Unmarshal(ev.JSON(), &event); err != nil {
+		return nil, fmt.Errorf("decode event %s: %w", ev.EventID(), err)
+	}
+	event["event_id"] = ev.EventID()
+	levels := parsePowerLevels(st.PowerLevels)
+	pctx := pushrules.Context{MemberCount: len(st.Joined), SenderPowerLevel: levels.of(sender), NotificationPowerLevels: levels.notifications}
+	threadID := ThreadOf(ev.Content())
+	var out []storage.Notification
+	for _, m := range local {
+		rs := r.Rules.Get(m.UserID, stored[m.UserID], r.Logger)
+		pctx.UserID, pctx.DisplayName = m.UserID, m.DisplayName
+		r.Metrics.evaluated()
+		rule := r.Evaluator.Match(rs, event, &pctx)
+		if rule == nil {
+			continue
+		}
+		outcome := pushrules.Actions(rule.Actions)
+		if !outcome.Notify {
+			continue
+		}
+		actions, err := json.Marshal(rule.Actions)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, storage.Notification{UserID: m.UserID, RoomID: roomID, EventID: ev.EventID(), ThreadID: threadID,
+			Actions: actions, Highlight: outcome.Highlight, Pos: pos, TS: int64(ev.OriginServerTS())})
+	}
+	return out, nil
+}
+
+// invitee is the local user ev invites, when that user is not joined already (and not
+// the sender): the invite is evaluated for them too (.m.rule.invite_for_me).
+func (r *Reader) invitee(ev gomatrixserverlib.PDU, joined []storage.Member) string {
+	if ev.Type() != "m.room.member" || ev.StateKey() == nil || *ev.StateKey() == string(ev.SenderID()) ||
+		!strings.HasSuffix(*ev.StateKey(), ":"+r.ServerName) {
+		return ""
+	}
+	var c struct {
+		Membership string `json:"membership"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.Membership != "invite" {
+		return ""
+	}
+	for _, m := range joined {
+		if m.UserID == *ev.StateKey() {
+			return ""
+		}
+	}
+	return *ev.StateKey()
+}
+
+// ThreadOf is the thread an event with content belongs to: the root's event ID for an
+// m.thread relation, api.MainThread otherwise.
+func ThreadOf(content []byte) string {
+	var c struct {
+		RelatesTo struct {
+			RelType string `json:"rel_type"`
+			EventID string `json:"event_id"`
+		} `json:"m.relates_to"`
+	}
+	if json.Unmarshal(content, &c) == nil && c.RelatesTo.RelType == "m.thread" && c.RelatesTo.EventID != "" {
+		return c.RelatesTo.EventID
+	}
+	return api.MainThread
+}

@@ -1,0 +1,172 @@
+package internal
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/pushrules"
+	"github.com/matrix-org/dendrite/pushserver/storage"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
+)
+
+// ruleCacheMax bounds the RuleCache; it is emptied when full.
+const ruleCacheMax = 100000
+
+// RuleCache keeps users' effective rulesets parsed, keyed by the stored content they
+// came from, so a room of a thousand members does not parse a thousand rulesets per
+// event. It is safe for concurrent use.
+type RuleCache struct {
+	mu    sync.Mutex
+	rules map[string]cachedRules
+}
+
+type cachedRules struct {
+	stored string
+	rs     *pushrules.Ruleset
+}
+
+// NewRuleCache returns an empty cache.
+func NewRuleCache() *RuleCache {
+	return &RuleCache{rules: map[string]cachedRules{}}
+}
+
+// Get returns the user's effective ruleset for the stored m.push_rules content (nil: the
+// defaults). Content that cannot be parsed counts as no content, with a warning.
+func (c *RuleCache) Get(userID string, stored json.RawMessage, logger *logrus.Entry) *pushrules.Ruleset {
+	c.mu.Lock()
+	hit, ok := c.rules[userID]
+	c.mu.Unlock()
+	if ok && hit.stored == string(stored) {
+		return hit.rs
+	}
+	rs, err := pushrules.Load(userID, stored)
+	if err != nil {
+		logger.WithError(err).WithField("user_id", userID).Warn("stored push rules unreadable; using the defaults")
+		if rs, err = pushrules.Load(userID, nil); err != nil {
+			rs = &pushrules.Ruleset{}
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.rules) >= ruleCacheMax {
+		c.rules = map[string]cachedRules{}
+	}
+	c.rules[userID] = cachedRules{stored: string(stored), rs: rs}
+	return rs
+}
+
+// ClientData is the Handle of the OutputClientData consumer: it keeps every user's
+// m.push_rules content. Replays store the same content again.
+type ClientData struct {
+	DB     storage.Database
+	Logger *logrus.Entry
+}
+
+// Handle implements eventlog.Consumer.Handle.
+func (c *ClientData) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	for _, rec := range recs {
+		var out uapi.OutputClientData
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			return fmt.Errorf("decode client data: %w", err)
+		}
+		ad := out.AccountData
+		if out.Type != uapi.OutputClientDataTypeAccountData || ad == nil || ad.Type != pushrules.AccountDataType || ad.RoomID != "" {
+			continue
+		}
+		if err := c.DB.SetPushRules(ctx, tx, ad.UserID, ad.Content); err != nil {
+			return eventlog.Retry(err)
+		}
+	}
+	return nil
+}
+
+// powerLevels is what push rules need of a room's power levels.
+type powerLevels struct {
+	users         map[string]int64
+	usersDefault  int64
+	notifications map[string]int64
+}
+
+// of is the user's power level.
+func (p *powerLevels) of(userID string) int64 {
+	if l, ok := p.users[userID]; ok {
+		return l
+	}
+	return p.usersDefault
+}
+
+// parsePowerLevels reads power levels content; levels may be numbers or, in old rooms,
+// strings of digits. Without content every user has 0 (the room's creator's 100 comes
+// from the content every room has from its second event on).
+func parsePowerLevels(content json.RawMessage) powerLevels {
+	var raw struct {
+		Users         map[string]json.RawMessage `json:"users"`
+		UsersDefault  json.RawMessage            `json:"users_default"`
+		Notifications map[string]json.RawMessage `json:"notifications"`
+	}
+	out := powerLevels{users: map[string]int64{}, notifications: map[string]int64{}}
+	if len(content) == 0 || json.Unmarshal(content, &raw) != nil {
+		return out
+	}
+	out.usersDefault, _ = level(raw.UsersDefault)
+	for u, v := range raw.Users {
+		if l, ok := level(v); ok {
+			out.users[u] = l
+		}
+	}
+	for k, v := range raw.Notifications {
+		if l, ok := level(v); ok {
+			out.notifications[k] = l
+		}
+	}
+	return out
+}
+
+func level(v json.RawMessage) (int64, bool) {
+	var n json.Number
+	if json.Unmarshal(v, &n) == nil {
+		if i, err := n.Int64(); err == nil {
+			return i, true
+		}
+	}
+	var s string
+	if json.Unmarshal(v, &s) == nil {
+		if i, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// KeyChanges is the Handle of the OutputKeyChangeEvent consumer: a deleted local device
+// (deleted, or logged out) takes its pushers with it. Replays delete nothing more.
+type KeyChanges struct {
+	DB         storage.Database
+	ServerName string
+}
+
+// Handle implements eventlog.Consumer.Handle.
+func (k *KeyChanges) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+	for _, rec := range recs {
+		var out uapi.OutputKeyChangeEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			return fmt.Errorf("decode key change: %w", err)
+		}
+		dk := out.DeviceKeys
+		if out.Type != uapi.OutputKeyChangeTypeDeviceKeys || dk == nil || !dk.Deleted || !strings.HasSuffix(dk.UserID, ":"+k.ServerName) {
+			continue
+		}
+		if err := k.DB.DeleteDevicePushers(ctx, tx, dk.UserID, dk.DeviceID); err != nil {
+			return eventlog.Retry(err)
+		}
+	}
+	return nil
+}

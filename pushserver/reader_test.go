@@ -1,0 +1,108 @@
+package pushserver_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	"github.com/matrix-org/dendrite/pushserver"
+	"github.com/matrix-org/dendrite/pushserver/storage"
+	pushsql "github.com/matrix-org/dendrite/pushserver/storage/sql"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+)
+
+// TestReaderReplayIsIdempotent consumes messages, then consumes them all again from
+// offset 0 (a redelivery after a crash): every local member but the sender has one
+// notification per message, and no more after the replay, whose marker message proves
+// the replay was consumed.
+func TestReaderReplayIsIdempotent(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		logDB, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "log.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = logDB.Close() }) // nothing to do about a failed close in cleanup
+		log, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = log.Close() }) // as above
+		const server = "replay.test"
+		roomID := "!replay:" + server
+		store, err := pushsql.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var members []storage.Member
+		for i := range 4 {
+			members = append(members, storage.Member{UserID: fmt.Sprintf("@u%d:%s", i, server), Membership: "join"})
+		}
+		members = append(members, storage.Member{UserID: "@remote:elsewhere.test", Membership: "join"})
+		if err = db.WithTx(ctx, func(tx *sql.Tx) error { return store.AddRoom(ctx, tx, roomID, members, nil) }); err != nil {
+			t.Fatal(err)
+		}
+		remote := &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: server, Version: "10", RoomID: roomID}
+		produce := func(n, depth int) {
+			t.Helper()
+			for i := range n {
+				ev := remote.Event("@u0:"+server, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "hi"}, int64(depth+i), nil, nil)
+				value, err := json.Marshal(rsapi.OutputRoomEvent{Type: rsapi.OutputTypeNewRoomEvent, NewRoomEvent: &rsapi.OutputNewRoomEvent{Event: rsapi.Event{PDU: ev}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err = log.Produce(ctx, "out", eventlog.Message{Key: []byte(roomID), Value: value}); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		topics := pushserver.Topics{RoomEvents: "out", ClientData: "clientdata", Receipts: "receipts", KeyChanges: "keys", Notifications: "counts"}
+		logger := logrus.New()
+		logger.SetOutput(io.Discard)
+		run := func(want int) {
+			t.Helper()
+			s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &config.PushServer{}, ServerName: server, DB: db, Log: log, Topics: topics,
+				Logger: logrus.NewEntry(logger)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(rctx) }()
+			deadline := time.Now().Add(30 * time.Second)
+			var n int
+			for n != want && time.Now().Before(deadline) {
+				if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			if n != want {
+				t.Fatalf("%d notifications, want %d", n, want)
+			}
+		}
+		produce(3, 10)
+		run(3 * 3)
+		if _, err = db.ExecContext(ctx, "DELETE FROM pushserver_log_offsets"); err != nil {
+			t.Fatal(err)
+		}
+		produce(1, 20)
+		run(4 * 3)
+	})
+}

@@ -1,0 +1,230 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/matrix-org/dendrite/pushserver/storage"
+)
+
+// queueSchema is the per-pusher queue of pushes to deliver. A pusher's rows share
+// next_ts (when its head is due again); attempts count the head's failures.
+const queueSchema = `
+CREATE TABLE IF NOT EXISTS pushserver_push_queue (
+	seq {serial},
+	user_id TEXT NOT NULL,
+	app_id TEXT NOT NULL,
+	pushkey TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	actions TEXT NOT NULL,
+	attempts INTEGER NOT NULL DEFAULT 0,
+	enqueued_ts {bigint} NOT NULL,
+	next_ts {bigint} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pushserver_push_queue_pusher ON pushserver_push_queue (user_id, app_id, pushkey, seq);
+CREATE INDEX IF NOT EXISTS pushserver_push_queue_due ON pushserver_push_queue (next_ts);
+`
+
+// EnqueuePushes implements storage.Database.
+func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.Notification, badges []string) error {
+	users := map[string]bool{}
+	var ids []string
+	for _, n := range ns {
+		if !users[n.UserID] {
+			users[n.UserID] = true
+			ids = append(ids, n.UserID)
+		}
+	}
+	for _, u := range badges {
+		if !users[u] {
+			users[u] = true
+			ids = append(ids, u)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey FROM pushserver_pushers WHERE user_id IN ({ids})`, "{ids}", nil, ids)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("select pushers to push to: %w", err)
+	}
+	pushers := map[string][]storage.PusherKey{}
+	for rows.Next() {
+		var k storage.PusherKey
+		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
+			_ = rows.Close() // the scan error is the one to report
+			return fmt.Errorf("scan pusher: %w", err)
+		}
+		pushers[k.UserID] = append(pushers[k.UserID], k)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	now := time.Now().UnixMilli()
+	enqueue := func(k storage.PusherKey, eventID, roomID string, actions json.RawMessage) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE((SELECT MAX(next_ts) FROM pushserver_push_queue WHERE user_id = $1 AND app_id = $2 AND pushkey = $3), $7))`,
+			k.UserID, k.AppID, k.PushKey, eventID, roomID, string(actions), now)
+		if err != nil {
+			return fmt.Errorf("queue push: %w", err)
+		}
+		return nil
+	}
+	for _, n := range ns {
+		for _, k := range pushers[n.UserID] {
+			if err := enqueue(k, n.EventID, n.RoomID, n.Actions); err != nil {
+				return err
+			}
+		}
+	}
+	for _, u := range badges {
+		for _, k := range pushers[u] {
+			if err := enqueue(k, "", "", json.RawMessage("[]")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// DuePushers implements storage.Database.
+func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.PusherKey, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT user_id, app_id, pushkey FROM pushserver_push_queue WHERE next_ts <= $1`, now)
+	if err != nil {
+		return nil, fmt.Errorf("select due pushers: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []storage.PusherKey
+	for rows.Next() {
+		var k storage.PusherKey
+		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
+			return nil, fmt.Errorf("scan due pusher: %w", err)
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// QueueHead implements storage.Database.
+func (d *Database) QueueHead(ctx context.Context, k storage.PusherKey, now int64) (*storage.QueuedPush, *storage.StoredPusher, error) {
+	p := storage.QueuedPush{ID: k}
+	var actions string
+	var next int64
+	err := d.db.QueryRowContext(ctx, `SELECT seq, event_id, room_id, actions, attempts, enqueued_ts, next_ts FROM pushserver_push_queue
+		WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 ORDER BY seq LIMIT 1`, k.UserID, k.AppID, k.PushKey).
+		Scan(&p.Seq, &p.EventID, &p.RoomID, &actions, &p.Attempts, &p.EnqueuedTS, &next)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && next > now {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("select queue head: %w", err)
+	}
+	p.Actions = json.RawMessage(actions)
+	pusher := storage.StoredPusher{UserID: k.UserID}
+	var data string
+	var created int64
+	err = d.db.QueryRowContext(ctx, `SELECT app_id, pushkey, kind, app_display_name, device_display_name, profile_tag, lang, data,
+		device_id, created_ts FROM pushserver_pushers WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, k.UserID, k.AppID, k.PushKey).
+		Scan(&pusher.AppID, &pusher.PushKey, &pusher.Kind, &pusher.AppDisplayName, &pusher.DeviceDisplayName, &pusher.ProfileTag,
+			&pusher.Lang, &data, &pusher.DeviceID, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil, d.RemovePusher(ctx, k)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("select pusher: %w", err)
+	}
+	pusher.Data, pusher.CreatedTS = json.RawMessage(data), created
+	return &p, &pusher, nil
+}
+
+// Delivered implements storage.Database.
+func (d *Database) Delivered(ctx context.Context, k storage.PusherKey, seq int64) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `DELETE FROM pushserver_push_queue WHERE seq = $1`, seq)
+		if err != nil {
+			return fmt.Errorf("dequeue push: %w", err)
+		}
+		return nil
+	})
+}
+
+// Postpone implements storage.Database.
+func (d *Database) Postpone(ctx context.Context, k storage.PusherKey, seq int64, next int64) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE pushserver_push_queue SET attempts = attempts + 1 WHERE seq = $1`, seq); err != nil {
+			return fmt.Errorf("count push attempt: %w", err)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE pushserver_push_queue SET next_ts = $4 WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`,
+			k.UserID, k.AppID, k.PushKey, next)
+		if err != nil {
+			return fmt.Errorf("postpone pushes: %w", err)
+		}
+		return nil
+	})
+}
+
+// RemovePusher implements storage.Database.
+func (d *Database) RemovePusher(ctx context.Context, k storage.PusherKey) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error { return removePusher(ctx, tx, k) })
+}
+
+func removePusher(ctx context.Context, tx *sql.Tx, k storage.PusherKey) error {
+	for _, table := range []string{"pushserver_push_queue", "pushserver_pushers"} {
+		_, err := tx.ExecContext(ctx, `DELETE FROM `+table+` WHERE user_id = $1 AND app_id = $2 AND pushkey = $3`, k.UserID, k.AppID, k.PushKey)
+		if err != nil {
+			return fmt.Errorf("delete pusher: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeleteDevicePushers implements storage.Database.
+func (d *Database) DeleteDevicePushers(ctx context.Context, tx *sql.Tx, userID, deviceID string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT app_id, pushkey FROM pushserver_pushers WHERE user_id = $1 AND device_id = $2`, userID, deviceID)
+	if err != nil {
+		return fmt.Errorf("select device pushers: %w", err)
+	}
+	var keys []storage.PusherKey
+	for rows.Next() {
+		k := storage.PusherKey{UserID: userID}
+		if err := rows.Scan(&k.AppID, &k.PushKey); err != nil {
+			_ = rows.Close() // the scan error is the one to report
+			return fmt.Errorf("scan device pusher: %w", err)
+		}
+		keys = append(keys, k)
+	}
+	if err := rows.Close(); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := removePusher(ctx, tx, k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// UnreadTotal implements storage.Database.
+func (d *Database) UnreadTotal(ctx context.Context, userID string) (int, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_notifications WHERE user_id = $1 AND NOT is_read`, userID).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count unread: %w", err)
+	}
+	return n, nil
+}
+
+// QueueDepth implements storage.Database.
+func (d *Database) QueueDepth(ctx context.Context) (int, error) {
+	var n int
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_push_queue`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count queued pushes: %w", err)
+	}
+	return n, nil
+}

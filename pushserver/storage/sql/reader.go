@@ -1,0 +1,288 @@
+package sql
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/pushserver/api"
+	"github.com/matrix-org/dendrite/pushserver/storage"
+)
+
+// readerSchema holds what the push reader keeps: rooms it has state for, their members
+// and power levels, users' push rules, the order of the events it saw and the
+// notifications it recorded.
+const readerSchema = `
+CREATE TABLE IF NOT EXISTS pushserver_rooms (
+	room_id TEXT PRIMARY KEY,
+	power_levels TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pushserver_members (
+	room_id TEXT NOT NULL,
+	user_id TEXT NOT NULL,
+	membership TEXT NOT NULL,
+	display_name TEXT NOT NULL,
+	PRIMARY KEY (room_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS pushserver_members_joined ON pushserver_members (room_id, membership);
+CREATE TABLE IF NOT EXISTS pushserver_push_rules (
+	user_id TEXT PRIMARY KEY,
+	rules TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pushserver_events (
+	pos {serial},
+	event_id TEXT NOT NULL UNIQUE,
+	room_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pushserver_notifications (
+	id {serial},
+	user_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	event_id TEXT NOT NULL,
+	thread_id TEXT NOT NULL,
+	actions TEXT NOT NULL,
+	highlight BOOLEAN NOT NULL,
+	pos {bigint} NOT NULL,
+	ts {bigint} NOT NULL,
+	is_read BOOLEAN NOT NULL DEFAULT FALSE,
+	UNIQUE (user_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS pushserver_notifications_unread ON pushserver_notifications (user_id, room_id, is_read, pos);
+`
+
+// KnownRooms implements storage.Database.
+func (d *Database) KnownRooms(ctx context.Context, roomIDs []string) (map[string]bool, error) {
+	q, args := d.db.Dialect.InList(`SELECT room_id FROM pushserver_rooms WHERE room_id IN ({ids})`, "{ids}", nil, roomIDs)
+	rows, err := d.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select known rooms: %w", err)
+	}
+	ids, err := sqlutil.Column[string](rows)
+	if err != nil {
+		return nil, fmt.Errorf("select known rooms: %w", err)
+	}
+	out := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		out[id] = true
+	}
+	return out, nil
+}
+
+// AddRoom implements storage.Database.
+func (d *Database) AddRoom(ctx context.Context, tx *sql.Tx, roomID string, members []storage.Member, powerLevels json.RawMessage) error {
+	res, err := tx.ExecContext(ctx, `INSERT INTO pushserver_rooms (room_id, power_levels) VALUES ($1, $2) ON CONFLICT (room_id) DO NOTHING`,
+		roomID, string(powerLevels))
+	if err != nil {
+		return fmt.Errorf("insert room: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err
+	}
+	for _, m := range members {
+		if err := d.SetMember(ctx, tx, roomID, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetMember implements storage.Database.
+func (d *Database) SetMember(ctx context.Context, tx *sql.Tx, roomID string, m storage.Member) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_members (room_id, user_id, membership, display_name) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (room_id, user_id) DO UPDATE SET membership = $3, display_name = $4`, roomID, m.UserID, m.Membership, m.DisplayName)
+	if err != nil {
+		return fmt.Errorf("store member: %w", err)
+	}
+	return nil
+}
+
+// SetPowerLevels implements storage.Database.
+func (d *Database) SetPowerLevels(ctx context.Context, tx *sql.Tx, roomID string, content json.RawMessage) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_rooms (room_id, power_levels) VALUES ($1, $2)
+		ON CONFLICT (room_id) DO UPDATE SET power_levels = $2`, roomID, string(content))
+	if err != nil {
+		return fmt.Errorf("store power levels: %w", err)
+	}
+	return nil
+}
+
+// RoomState implements storage.Database.
+func (d *Database) RoomState(ctx context.Context, tx *sql.Tx, roomID string) (*storage.RoomState, error) {
+	q := sqlutil.Conn(d.db, tx)
+	var st storage.RoomState
+	var pl string
+	err := q.QueryRowContext(ctx, `SELECT power_levels FROM pushserver_rooms WHERE room_id = $1`, roomID).Scan(&pl)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("select power levels: %w", err)
+	}
+	if pl != "" {
+		st.PowerLevels = json.RawMessage(pl)
+	}
+	rows, err := q.QueryContext(ctx, `SELECT user_id, display_name FROM pushserver_members WHERE room_id = $1 AND membership = 'join'`, roomID)
+	if err != nil {
+		return nil, fmt.Errorf("select members: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	for rows.Next() {
+		m := storage.Member{Membership: "join"}
+		if err := rows.Scan(&m.UserID, &m.DisplayName); err != nil {
+			return nil, fmt.Errorf("scan member: %w", err)
+		}
+		st.Joined = append(st.Joined, m)
+	}
+	return &st, rows.Err()
+}
+
+// AddEvent implements storage.Database.
+func (d *Database) AddEvent(ctx context.Context, tx *sql.Tx, roomID, eventID string) (int64, bool, error) {
+	var pos int64
+	err := tx.QueryRowContext(ctx, `INSERT INTO pushserver_events (event_id, room_id) VALUES ($1, $2)
+		ON CONFLICT (event_id) DO NOTHING RETURNING pos`, eventID, roomID).Scan(&pos)
+	if err == nil {
+		return pos, true, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return 0, false, fmt.Errorf("insert event: %w", err)
+	}
+	pos, _, err = d.EventPosition(ctx, tx, eventID)
+	return pos, false, err
+}
+
+// EventPosition implements storage.Database.
+func (d *Database) EventPosition(ctx context.Context, tx *sql.Tx, eventID string) (int64, bool, error) {
+	var pos int64
+	err := sqlutil.Conn(d.db, tx).QueryRowContext(ctx, `SELECT pos FROM pushserver_events WHERE event_id = $1`, eventID).Scan(&pos)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("select event position: %w", err)
+	}
+	return pos, true, nil
+}
+
+// SetPushRules implements storage.Database.
+func (d *Database) SetPushRules(ctx context.Context, tx *sql.Tx, userID string, content json.RawMessage) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_push_rules (user_id, rules) VALUES ($1, $2)
+		ON CONFLICT (user_id) DO UPDATE SET rules = $2`, userID, string(content))
+	if err != nil {
+		return fmt.Errorf("store push rules: %w", err)
+	}
+	return nil
+}
+
+// PushRules implements storage.Database.
+func (d *Database) PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) (map[string]json.RawMessage, error) {
+	q, args := d.db.Dialect.InList(`SELECT user_id, rules FROM pushserver_push_rules WHERE user_id IN ({ids})`, "{ids}", nil, userIDs)
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select push rules: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	out := map[string]json.RawMessage{}
+	for rows.Next() {
+		var userID, rules string
+		if err := rows.Scan(&userID, &rules); err != nil {
+			return nil, fmt.Errorf("scan push rules: %w", err)
+		}
+		out[userID] = json.RawMessage(rules)
+	}
+	return out, rows.Err()
+}
+
+// notificationRows is how many notifications one INSERT writes: a room of a thousand
+// members records ten statements per event, not a thousand.
+const notificationRows = 100
+
+// AddNotifications implements storage.Database.
+func (d *Database) AddNotifications(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error {
+	for len(ns) > 0 {
+		chunk := ns[:min(len(ns), notificationRows)]
+		ns = ns[len(chunk):]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts) VALUES `)
+		args := make([]any, 0, 8*len(chunk))
+		for i, n := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+			args = append(args, n.UserID, n.RoomID, n.EventID, n.ThreadID, string(n.Actions), n.Highlight, n.Pos, n.TS)
+		}
+		q.WriteString(" ON CONFLICT (user_id, event_id) DO NOTHING")
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
+		}
+	}
+	return nil
+}
+
+// MarkRead implements storage.Database.
+func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error) {
+	query := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND NOT is_read AND pos <= $3`
+	args := []any{userID, roomID, pos}
+	if threadID != "" {
+		query += " AND thread_id = $4"
+		args = append(args, threadID)
+	}
+	res, err := tx.ExecContext(ctx, query, args...)
+	if err != nil {
+		return false, fmt.Errorf("mark notifications read: %w", err)
+	}
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// UnreadCounts implements storage.Database.
+func (d *Database) UnreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string) (map[string]map[string]api.Counts, error) {
+	q, args := d.db.Dialect.InList(`SELECT user_id, thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)
+		FROM pushserver_notifications WHERE room_id = $1 AND NOT is_read AND user_id IN ({ids}) GROUP BY user_id, thread_id`,
+		"{ids}", []any{roomID}, userIDs)
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("count unread notifications: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	out := make(map[string]map[string]api.Counts, len(userIDs))
+	for _, u := range userIDs {
+		out[u] = map[string]api.Counts{}
+	}
+	for rows.Next() {
+		var userID, threadID string
+		var c api.Counts
+		if err := rows.Scan(&userID, &threadID, &c.NotificationCount, &c.HighlightCount); err != nil {
+			return nil, fmt.Errorf("scan unread counts: %w", err)
+		}
+		out[userID][threadID] = c
+	}
+	return out, rows.Err()
+}
+
+// Notifications implements storage.Database.
+func (d *Database) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]storage.Notification, error) {
+	query := `SELECT id, room_id, event_id, thread_id, actions, highlight, pos, ts, is_read FROM pushserver_notifications
+		WHERE user_id = $1 AND ($2 = 0 OR id < $2)`
+	if onlyHighlight {
+		query += " AND highlight"
+	}
+	rows, err := d.db.QueryContext(ctx, query+" ORDER BY id DESC LIMIT $3", userID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("select notifications: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []storage.Notification
+	for rows.Next() {
+		n := storage.Notification{UserID: userID}
+		var actions string
+		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.Pos, &n.TS, &n.Read); err != nil {
+			return nil, fmt.Errorf("scan notification: %w", err)
+		}
+		n.Actions = json.RawMessage(actions)
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
