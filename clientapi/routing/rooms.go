@@ -301,7 +301,7 @@ func (rm *Rooms) readableState(ctx context.Context, roomID, userID string, tuple
 		}
 		return res.StateEvents, nil
 	case spec.Leave, spec.Ban:
-		res, err := rm.RSAPI.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: m.EventID, Tuples: tuples})
+		res, err := rm.RSAPI.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: m.EventID, After: true, Tuples: tuples})
 		if err != nil {
 			return nil, err
 		}

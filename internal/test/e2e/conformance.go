@@ -1,0 +1,47 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+)
+
+// RoomConformance runs the client-server behaviours that sytest checks in the room groups
+// (membership, state, redaction, aliases) as subtests against the server at baseURL.
+func RoomConformance(t *testing.T, baseURL string) {
+	t.Run("state after leaving", func(t *testing.T) { stateAfterLeaving(t, baseURL) })
+}
+
+// publicRoom is a public room created by c.
+func publicRoom(t *testing.T, c *mautrix.Client) id.RoomID {
+	t.Helper()
+	created, err := c.CreateRoom(context.Background(), &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatalf("create room: %v", err)
+	}
+	return created.RoomID
+}
+
+// stateAfterLeaving: a user who left reads the room's state as it was when they left,
+// which includes their own leave (sytest "POST /rooms/:room_id/leave can leave a room").
+func stateAfterLeaving(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "leave-alice"), Register(t, baseURL, "leave-bob")
+	roomID := publicRoom(t, alice)
+	if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	var m event.MemberEventContent
+	if err := bob.StateEvent(ctx, roomID, event.StateMember, bob.UserID.String(), &m); err != nil {
+		t.Fatalf("bob's member event after leaving: %v", err)
+	}
+	if m.Membership != event.MembershipLeave {
+		t.Fatalf("bob reads his membership as %q after leaving", m.Membership)
+	}
+}
