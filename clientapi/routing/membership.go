@@ -371,8 +371,10 @@ func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userI
 }
 
 // Leave is POST /rooms/{roomId}/leave. Leaving a room this server is in is an event of the
-// room like any other (the federationsender tells the other servers); rejecting an invite
-// to a room this server is not in goes through another server (make_leave, send_leave).
+// room like any other (the federationsender tells the other servers), and so is rejecting
+// an invite to a room of this server that none of our users is joined to any more;
+// rejecting an invite to another server's room this server is not in goes through another
+// server (make_leave, send_leave).
 func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
 	roomID, err := roomIDVar(r)
@@ -397,7 +399,7 @@ func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, er
 		return httputil.Response{}, matrixerr.Forbidden("you are not a member of this room")
 	}
 	if m.Membership != spec.Join && rm.Federation != nil {
-		in, err := rm.serverInRoom(ctx, roomID)
+		in, err := rm.joinLocally(ctx, roomID)
 		if err != nil {
 			return httputil.Response{}, err
 		}

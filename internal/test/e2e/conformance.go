@@ -13,6 +13,7 @@ import (
 // (membership, state, redaction, aliases) as subtests against the server at baseURL.
 func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("state after leaving", func(t *testing.T) { stateAfterLeaving(t, baseURL) })
+	t.Run("reject invite to an empty room", func(t *testing.T) { rejectInviteToEmptyRoom(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -43,5 +44,27 @@ func stateAfterLeaving(t *testing.T, baseURL string) {
 	}
 	if m.Membership != event.MembershipLeave {
 		t.Fatalf("bob reads his membership as %q after leaving", m.Membership)
+	}
+}
+
+// rejectInviteToEmptyRoom: an invite to a room of this server can be rejected after its
+// last member left (sytest "Invited user can reject invite for empty room" and "... local
+// invite after originator leaves"); it was a 404 asking for a server to leave through.
+func rejectInviteToEmptyRoom(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "reject-alice"), Register(t, baseURL, "reject-bob")
+	roomID := publicRoom(t, alice)
+	if _, err := alice.InviteUser(ctx, roomID, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.LeaveRoom(ctx, roomID); err != nil {
+		t.Fatalf("bob rejects the invite: %v", err)
+	}
+	var m event.MemberEventContent
+	if err := bob.StateEvent(ctx, roomID, event.StateMember, bob.UserID.String(), &m); err != nil || m.Membership != event.MembershipLeave {
+		t.Fatalf("bob's membership after rejecting: %+v %v", m, err)
 	}
 }
