@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -274,6 +275,9 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 			return httputil.Response{}, err
 		}
 	}
+	if eventID, err := rm.sameState(r.Context(), roomID, dev.UserID, eventType, stateKey, content); err != nil || eventID != "" {
+		return httputil.OK(map[string]string{"event_id": eventID}), err
+	}
 	eventID, err := rm.sendProto(r.Context(), roomID, &rsapi.ProtoEvent{Sender: dev.UserID, Type: eventType, StateKey: &stateKey, Content: content}, nil)
 	if err != nil {
 		return httputil.Response{}, err
@@ -284,6 +288,26 @@ func (rm *Rooms) PutState(r *http.Request, dev *uapi.Device) (httputil.Response,
 		}
 	}
 	return httputil.OK(map[string]string{"event_id": eventID}), nil
+}
+
+// sameState is the ID of the current state event at (eventType, stateKey) when sender sent
+// it with the same content, so that setting a state twice makes one event (as Synapse and
+// sytest's "Setting state twice is idempotent" expect); "" when a new event is needed.
+func (rm *Rooms) sameState(ctx context.Context, roomID, sender, eventType, stateKey string, content json.RawMessage) (string, error) {
+	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: []rsapi.StateKeyTuple{{EventType: eventType, StateKey: stateKey}}})
+	if err != nil || len(res.StateEvents) != 1 {
+		return "", err
+	}
+	cur := res.StateEvents[0]
+	if string(cur.SenderID()) != sender {
+		return "", nil
+	}
+	a, errA := gomatrixserverlib.CanonicalJSON(cur.Content())
+	b, errB := gomatrixserverlib.CanonicalJSON(content)
+	if errA != nil || errB != nil || !bytes.Equal(a, b) {
+		return "", nil
+	}
+	return cur.EventID(), nil
 }
 
 // readableState returns the state a user may read: current state while joined, the state

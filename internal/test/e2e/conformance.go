@@ -14,6 +14,7 @@ import (
 func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("state after leaving", func(t *testing.T) { stateAfterLeaving(t, baseURL) })
 	t.Run("reject invite to an empty room", func(t *testing.T) { rejectInviteToEmptyRoom(t, baseURL) })
+	t.Run("state twice", func(t *testing.T) { stateTwice(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -66,5 +67,41 @@ func rejectInviteToEmptyRoom(t *testing.T, baseURL string) {
 	var m event.MemberEventContent
 	if err := bob.StateEvent(ctx, roomID, event.StateMember, bob.UserID.String(), &m); err != nil || m.Membership != event.MembershipLeave {
 		t.Fatalf("bob's membership after rejecting: %+v %v", m, err)
+	}
+}
+
+// stateTwice: the same state sent twice by the same user is one event (sytest "Setting
+// state twice is idempotent"); other content, or the same content from someone else, is a
+// new event.
+func stateTwice(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "twice-alice"), Register(t, baseURL, "twice-bob")
+	zero := 0
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", PowerLevelOverride: &event.PowerLevelsEventContent{StateDefaultPtr: &zero}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	roomID := created.RoomID
+	if _, err := bob.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	put := func(c *mautrix.Client, content map[string]any) id.EventID {
+		t.Helper()
+		res, err := c.SendStateEvent(ctx, roomID, event.NewEventType("org.example.twice"), "", content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.EventID
+	}
+	first := put(alice, map[string]any{"a": "b", "n": 1})
+	if again := put(alice, map[string]any{"n": 1, "a": "b"}); again != first {
+		t.Fatalf("the same state twice made two events: %s %s", first, again)
+	}
+	if other := put(alice, map[string]any{"a": "c"}); other == first {
+		t.Fatal("new content did not make a new event")
+	}
+	byBob := put(bob, map[string]any{"a": "c"})
+	if byAlice := put(alice, map[string]any{"a": "c"}); byAlice == byBob {
+		t.Fatal("alice's state was answered with bob's event")
 	}
 }
