@@ -15,6 +15,7 @@ func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("state after leaving", func(t *testing.T) { stateAfterLeaving(t, baseURL) })
 	t.Run("reject invite to an empty room", func(t *testing.T) { rejectInviteToEmptyRoom(t, baseURL) })
 	t.Run("state twice", func(t *testing.T) { stateTwice(t, baseURL) })
+	t.Run("delete canonical alias", func(t *testing.T) { deleteCanonicalAlias(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -103,5 +104,37 @@ func stateTwice(t *testing.T, baseURL string) {
 	byBob := put(bob, map[string]any{"a": "c"})
 	if byAlice := put(alice, map[string]any{"a": "c"}); byAlice == byBob {
 		t.Fatal("alice's state was answered with bob's event")
+	}
+}
+
+// deleteCanonicalAlias: deleting an alias removes it from the room's canonical alias event,
+// alias and alt_aliases (sytest "Can delete canonical alias").
+func deleteCanonicalAlias(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice := Register(t, baseURL, "alias-alice")
+	roomID := publicRoom(t, alice)
+	main, alt, kept := id.RoomAlias("#main:conformance.test"), id.RoomAlias("#alt:conformance.test"), id.RoomAlias("#kept:conformance.test")
+	for _, a := range []id.RoomAlias{main, alt, kept} {
+		if _, err := alice.CreateAlias(ctx, a, roomID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := alice.SendStateEvent(ctx, roomID, event.StateCanonicalAlias, "", map[string]any{"alias": main, "alt_aliases": []id.RoomAlias{alt, kept}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []id.RoomAlias{main, alt} {
+		if _, err := alice.DeleteAlias(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var c map[string]any
+	if err := alice.StateEvent(ctx, roomID, event.StateCanonicalAlias, "", &c); err != nil {
+		t.Fatal(err)
+	}
+	if alias, ok := c["alias"]; ok {
+		t.Fatalf("canonical alias still %v after its deletion", alias)
+	}
+	if alts, _ := c["alt_aliases"].([]any); len(alts) != 1 || alts[0] != string(kept) {
+		t.Fatalf("alt_aliases %v, want only %s", c["alt_aliases"], kept)
 	}
 }
