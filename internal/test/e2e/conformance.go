@@ -16,6 +16,7 @@ func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("reject invite to an empty room", func(t *testing.T) { rejectInviteToEmptyRoom(t, baseURL) })
 	t.Run("state twice", func(t *testing.T) { stateTwice(t, baseURL) })
 	t.Run("delete canonical alias", func(t *testing.T) { deleteCanonicalAlias(t, baseURL) })
+	t.Run("redact in another room", func(t *testing.T) { redactInOtherRoom(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -136,5 +137,22 @@ func deleteCanonicalAlias(t *testing.T, baseURL string) {
 	}
 	if alts, _ := c["alt_aliases"].([]any); len(alts) != 1 || alts[0] != string(kept) {
 		t.Fatalf("alt_aliases %v, want only %s", c["alt_aliases"], kept)
+	}
+}
+
+// redactInOtherRoom: a redaction naming an event of another room is refused with 400
+// (sytest "PUT /redact disallows redaction of event in different room").
+func redactInOtherRoom(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "redact-alice"), Register(t, baseURL, "redact-bob")
+	aliceRoom, bobRoom := publicRoom(t, alice), publicRoom(t, bob)
+	sent, err := alice.SendText(ctx, aliceRoom, "not yours")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = bob.RedactEvent(ctx, bobRoom, sent.EventID)
+	WantErrCode(t, err, 400, "M_INVALID_PARAM")
+	if _, err = bob.RedactEvent(ctx, bobRoom, "$unknown-event"); err != nil {
+		t.Fatalf("redacting an event this server does not know: %v", err)
 	}
 }
