@@ -45,6 +45,7 @@ var clientBodies = map[string]bodySpec{
 	"PUT /profile/{userID}/displayname":                     {sample: `{"displayname":"x"}`},
 	"PUT /profile/{userID}/avatar_url":                      {sample: `{"avatar_url":"mxc://x/y"}`},
 	"POST /user/{userID}/filter":                            {sample: `{"event_fields":["type"],"event_format":"client","presence":{"limit":1},"account_data":{"types":["x"]},"room":{"timeline":{"limit":1},"rooms":["{{room}}"]}}`},
+	"POST /user/{userID}/openid/request_token":              {sample: `{}`},
 	"PUT /user/{userID}/account_data/{type}":                {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
 	"PUT /user/{userID}/rooms/{roomID}/account_data/{type}": {sample: `{"a":"b","n":1}`, freeform: []string{"."}},
 	"PUT /user/{userID}/rooms/{roomID}/tags/{tag}":          {sample: `{"order":0.5}`},

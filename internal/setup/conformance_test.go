@@ -20,7 +20,9 @@ func TestRoomConformanceBothEngines(t *testing.T) {
 				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
 			}
 			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
-			e2e.RoomConformance(t, runMonolith(t, cfg))
+			base := runMonolith(t, cfg)
+			e2e.RoomConformance(t, base)
+			t.Run("openid", func(t *testing.T) { e2e.OpenID(t, base, "conformance.test") })
 		})
 	}
 }

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/url"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -155,4 +158,53 @@ func redactInOtherRoom(t *testing.T, baseURL string) {
 	if _, err = bob.RedactEvent(ctx, bobRoom, "$unknown-event"); err != nil {
 		t.Fatalf("redacting an event this server does not know: %v", err)
 	}
+}
+
+// OpenID is the story of OpenID tokens: a user requests one, a third party exchanges it at
+// the federation API for the user's ID; unknown, missing and other users' requests are
+// refused (sytest 45openid.pl).
+func OpenID(t *testing.T, baseURL, serverName string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "openid-alice"), Register(t, baseURL, "openid-bob")
+	var tok struct {
+		AccessToken      string `json:"access_token"`
+		TokenType        string `json:"token_type"`
+		MatrixServerName string `json:"matrix_server_name"`
+		ExpiresIn        int64  `json:"expires_in"`
+	}
+	u := alice.BuildClientURL("v3", "user", alice.UserID, "openid", "request_token")
+	if _, err := alice.MakeRequest(ctx, http.MethodPost, u, struct{}{}, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if tok.AccessToken == "" || tok.TokenType != "Bearer" || tok.MatrixServerName != serverName || tok.ExpiresIn <= 0 {
+		t.Fatalf("token answer %+v", tok)
+	}
+	_, err := bob.MakeRequest(ctx, http.MethodPost, u, struct{}{}, nil)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	userinfo := func(query string) (int, map[string]string) {
+		t.Helper()
+		res, err := http.Get(baseURL + "/_matrix/federation/v1/openid/userinfo" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close() // nolint: errcheck // read-only
+		out := map[string]string{}
+		if err = json.NewDecoder(res.Body).Decode(&out); err != nil {
+			t.Fatal(err)
+		}
+		return res.StatusCode, out
+	}
+	if status, body := userinfo("?access_token=" + url.QueryEscape(tok.AccessToken)); status != http.StatusOK || body["sub"] != alice.UserID.String() {
+		t.Fatalf("userinfo: %d %v", status, body)
+	}
+	for _, q := range []string{"", "?access_token=an%2Finvalid%2Ftoken", "?access_token=" + url.QueryEscape(alice.AccessToken)} {
+		if status, body := userinfo(q); status != http.StatusUnauthorized || body["errcode"] != "M_UNKNOWN_TOKEN" {
+			t.Fatalf("userinfo%s: %d %v", q, status, body)
+		}
+	}
+	// The OpenID token is no client access token.
+	c := Client(t, baseURL)
+	c.AccessToken = tok.AccessToken
+	_, err = c.Whoami(ctx)
+	WantErrCode(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
 }
