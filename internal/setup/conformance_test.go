@@ -23,6 +23,7 @@ func TestRoomConformanceBothEngines(t *testing.T) {
 			base := runMonolith(t, cfg)
 			e2e.RoomConformance(t, base)
 			t.Run("openid", func(t *testing.T) { e2e.OpenID(t, base, "conformance.test") })
+			t.Run("ignore", func(t *testing.T) { e2e.Ignore(t, base) })
 		})
 	}
 }

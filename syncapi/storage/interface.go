@@ -349,4 +349,7 @@ type Database interface {
 	DeviceListChanges(ctx context.Context, userID string, after, upTo int64) (*DeviceLists, error)
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
+	// GlobalAccountData returns the content of the user's global account data of one type,
+	// nil when the user has none.
+	GlobalAccountData(ctx context.Context, userID, dataType string) ([]byte, error)
 }

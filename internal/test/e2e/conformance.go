@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
 	"maunium.net/go/mautrix"
@@ -207,4 +208,126 @@ func OpenID(t *testing.T, baseURL, serverName string) {
 	c.AccessToken = tok.AccessToken
 	_, err = c.Whoami(ctx)
 	WantErrCode(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+}
+
+// Ignore is the story of m.ignored_user_list (spec "Ignoring Users", sytest 49ignore.pl): once
+// alice ignores bob, her /sync leaves out bob's messages (not his state events), his invites
+// and his to-device messages, while carol's come through; after un-ignoring, bob's new
+// messages come through again.
+func Ignore(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob, carol := Register(t, baseURL, "ignore-alice"), Register(t, baseURL, "ignore-bob"), Register(t, baseURL, "ignore-carol")
+	roomID := publicRoom(t, carol)
+	for _, c := range []*mautrix.Client{alice, bob} {
+		if _, err := c.JoinRoomByID(ctx, roomID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := alice.SyncRequest(ctx, 0, "", "", false, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := first.NextBatch
+	// ignore sets the list and waits until alice's /sync has it: the syncapi learns of
+	// account data through the log, after the PUT answered.
+	ignore := func(users ...id.UserID) {
+		t.Helper()
+		list := map[id.UserID]struct{}{}
+		for _, u := range users {
+			list[u] = struct{}{}
+		}
+		if err := alice.SetAccountData(ctx, "m.ignored_user_list", map[string]any{"ignored_users": list}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the ignored user list in /sync", func() bool {
+			res, err := alice.SyncRequest(ctx, 1000, since, "", false, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			since = res.NextBatch
+			for _, e := range res.AccountData.Events {
+				if e.Type.Type == "m.ignored_user_list" {
+					got, _ := e.Content.Raw["ignored_users"].(map[string]any)
+					return len(got) == len(users)
+				}
+			}
+			return false
+		})
+	}
+	ignore(bob.UserID)
+	send := func(c *mautrix.Client, body string) {
+		t.Helper()
+		if _, err := c.SendText(ctx, roomID, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(bob, "from bob")
+	if err = bob.SetDisplayName(ctx, "Bob Renamed"); err != nil {
+		t.Fatal(err)
+	}
+	invited, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Invite: []id.UserID{alice.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toAlice := func(c *mautrix.Client, marker string) {
+		t.Helper()
+		_, err := c.SendToDevice(ctx, event.NewEventType("org.example.ignore"), &mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{
+			alice.UserID: {alice.DeviceID: {Raw: map[string]any{"marker": marker}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	toAlice(bob, "bob")
+	toAlice(carol, "carol")
+	send(carol, "from carol")
+	var bodies []string
+	var memberOfBob, sawInvite bool
+	var toDevice []string
+	waitFor(t, "carol's message and to-device message", func() bool {
+		res, err := alice.SyncRequest(ctx, 1000, since, "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		since = res.NextBatch
+		if _, ok := res.Rooms.Invite[invited.RoomID]; ok {
+			sawInvite = true
+		}
+		for _, e := range res.ToDevice.Events {
+			toDevice = append(toDevice, e.Content.Raw["marker"].(string))
+		}
+		if room := res.Rooms.Join[roomID]; room != nil {
+			for _, e := range append(room.State.Events, room.Timeline.Events...) {
+				switch {
+				case e.Type == event.EventMessage:
+					bodies = append(bodies, e.Content.Raw["body"].(string))
+				case e.Type == event.StateMember && e.StateKey != nil && *e.StateKey == bob.UserID.String():
+					memberOfBob = true
+				}
+			}
+		}
+		return slices.Contains(bodies, "from carol") && slices.Contains(toDevice, "carol")
+	})
+	if slices.Contains(bodies, "from bob") || sawInvite || slices.Contains(toDevice, "bob") {
+		t.Fatalf("an ignored user came through: messages %v, invite %v, to-device %v", bodies, sawInvite, toDevice)
+	}
+	if !memberOfBob {
+		t.Fatal("bob's member event (a state event) was left out")
+	}
+	ignore()
+	send(bob, "bob again")
+	waitFor(t, "bob's message after un-ignoring", func() bool {
+		res, err := alice.SyncRequest(ctx, 1000, since, "", false, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		since = res.NextBatch
+		if room := res.Rooms.Join[roomID]; room != nil {
+			for _, e := range room.Timeline.Events {
+				if e.Type == event.EventMessage && e.Content.Raw["body"] == "bob again" {
+					return true
+				}
+			}
+		}
+		return false
+	})
 }
