@@ -62,6 +62,9 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "ban", Method: http.MethodPost, Path: "/rooms/{roomID}/ban", Handler: auth(rm.Ban)},
 		{Name: "unban", Method: http.MethodPost, Path: "/rooms/{roomID}/unban", Handler: auth(rm.Unban)},
 		{Name: "send", Method: http.MethodPut, Path: "/rooms/{roomID}/send/{eventType}/{txnID}", Handler: guest(rm.Send)},
+		// NOTSPEC: the pre-r0 form without a transaction ID, which Synapse still serves and
+		// sytest's canonical JSON tests (80torture/20json.pl) use; each request is a new event.
+		{Name: "sendWithoutTxn", Method: http.MethodPost, Path: "/rooms/{roomID}/send/{eventType}", Handler: guest(rm.Send)},
 		{Name: "redact", Method: http.MethodPut, Path: "/rooms/{roomID}/redact/{eventID}/{txnID}", Handler: auth(rm.Redact)},
 		{Name: "putState", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.PutState)},
 		{Name: "putStateKey", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: guest(rm.PutState)},
@@ -177,7 +180,7 @@ func roomIDVar(r *http.Request) (string, error) {
 	return roomID, nil
 }
 
-// Send is PUT /rooms/{roomId}/send/{eventType}/{txnId}.
+// Send is PUT /rooms/{roomId}/send/{eventType}/{txnId}, and POST without the transaction ID.
 func (rm *Rooms) Send(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	vars := httputil.Vars(r)
 	roomID, err := roomIDVar(r)
@@ -191,7 +194,10 @@ func (rm *Rooms) Send(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if err = rm.requireJoinedToWrite(r.Context(), roomID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
-	txn := &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: vars["txnID"]}
+	var txn *rsapi.TransactionID
+	if vars["txnID"] != "" {
+		txn = &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: vars["txnID"]}
+	}
 	eventID, err := rm.sendProto(r.Context(), roomID, &rsapi.ProtoEvent{Sender: dev.UserID, Type: vars["eventType"], Content: content}, txn)
 	if err != nil {
 		return httputil.Response{}, err

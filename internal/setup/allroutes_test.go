@@ -94,6 +94,7 @@ var clientBodies = map[string]bodySpec{
 	"POST /rooms/{roomID}/kick":                             {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
 	"POST /rooms/{roomID}/ban":                              {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
 	"POST /rooms/{roomID}/unban":                            {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},
+	"POST /rooms/{roomID}/send/{eventType}":                 {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/send/{eventType}/{txnID}":          {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/redact/{eventID}/{txnID}":          {sample: `{"reason":"x"}`},
 	"PUT /rooms/{roomID}/state/{eventType}":                 {sample: `{"a":"b"}`, freeform: []string{"."}},

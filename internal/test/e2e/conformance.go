@@ -21,6 +21,7 @@ func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("state twice", func(t *testing.T) { stateTwice(t, baseURL) })
 	t.Run("delete canonical alias", func(t *testing.T) { deleteCanonicalAlias(t, baseURL) })
 	t.Run("redact in another room", func(t *testing.T) { redactInOtherRoom(t, baseURL) })
+	t.Run("canonical JSON", func(t *testing.T) { canonicalJSON(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -330,4 +331,38 @@ func Ignore(t *testing.T, baseURL string) {
 		}
 		return false
 	})
+}
+
+// canonicalJSON: event content outside canonical JSON (integers beyond ±(2^53-1), floats) is
+// refused with 400 M_BAD_JSON in a v6 room, on PUT /send and on the legacy POST /send without
+// a transaction ID that sytest's 80torture/20json.pl uses; that form makes a new event per
+// request.
+func canonicalJSON(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice := Register(t, baseURL, "json-alice")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", RoomVersion: "6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	post := alice.BuildClientURL("v3", "rooms", created.RoomID, "send", "org.example.json")
+	put := alice.BuildClientURL("v3", "rooms", created.RoomID, "send", "org.example.json", "txn1")
+	for _, body := range []string{`9007199254740992`, `-9007199254740992`, `1.1`} {
+		content := json.RawMessage(`{"body":` + body + `}`)
+		for method, u := range map[string]string{http.MethodPost: post, http.MethodPut: put} {
+			_, err := alice.MakeRequest(ctx, method, u, content, nil)
+			WantErrCode(t, err, http.StatusBadRequest, "M_BAD_JSON")
+		}
+	}
+	var a, b struct {
+		EventID string `json:"event_id"`
+	}
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, post, map[string]any{"body": 9007199254740991}, &a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, post, map[string]any{"body": 9007199254740991}, &b); err != nil {
+		t.Fatal(err)
+	}
+	if a.EventID == "" || a.EventID == b.EventID {
+		t.Fatalf("two POSTs without a transaction ID: %q %q", a.EventID, b.EventID)
+	}
 }
