@@ -22,6 +22,7 @@ func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("delete canonical alias", func(t *testing.T) { deleteCanonicalAlias(t, baseURL) })
 	t.Run("redact in another room", func(t *testing.T) { redactInOtherRoom(t, baseURL) })
 	t.Run("canonical JSON", func(t *testing.T) { canonicalJSON(t, baseURL) })
+	t.Run("join with custom content", func(t *testing.T) { joinCustomContent(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -364,5 +365,28 @@ func canonicalJSON(t *testing.T, baseURL string) {
 	}
 	if a.EventID == "" || a.EventID == b.EventID {
 		t.Fatalf("two POSTs without a transaction ID: %q %q", a.EventID, b.EventID)
+	}
+}
+
+// joinCustomContent: other keys of a /join body go into the member event's content (sytest
+// "POST /join/:room_id can join a room with custom content"), but not the keys only the
+// server may set.
+func joinCustomContent(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "custom-alice"), Register(t, baseURL, "custom-bob")
+	roomID := publicRoom(t, alice)
+	body := map[string]any{"foo": "bar", "reason": "hello", "membership": "leave", "join_authorised_via_users_server": alice.UserID}
+	if _, err := bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "join", roomID), body, nil); err != nil {
+		t.Fatal(err)
+	}
+	var c map[string]any
+	if err := bob.StateEvent(ctx, roomID, event.StateMember, bob.UserID.String(), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c["foo"] != "bar" || c["reason"] != "hello" || c["membership"] != "join" || c["displayname"] != "custom-bob" {
+		t.Fatalf("bob's member content %v", c)
+	}
+	if _, ok := c["join_authorised_via_users_server"]; ok {
+		t.Fatalf("a client set join_authorised_via_users_server: %v", c)
 	}
 }
