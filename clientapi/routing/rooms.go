@@ -337,7 +337,9 @@ func (rm *Rooms) sameState(ctx context.Context, roomID, sender, eventType, state
 }
 
 // readableState returns the state a user may read: current state while joined, the state
-// when they left, current state of a world-readable room otherwise.
+// when they left, current state of a world-readable room otherwise. A banned user did not
+// leave (the spec's "left the room"): like Synapse, they read only a world-readable room
+// (sytest "Remote banned user is kicked and may not rejoin until unbanned").
 func (rm *Rooms) readableState(ctx context.Context, roomID, userID string, tuples []rsapi.StateKeyTuple) ([]rsapi.Event, error) {
 	m, err := rm.membership(ctx, roomID, userID)
 	if err != nil {
@@ -350,7 +352,7 @@ func (rm *Rooms) readableState(ctx context.Context, roomID, userID string, tuple
 			return nil, err
 		}
 		return res.StateEvents, nil
-	case spec.Leave, spec.Ban:
+	case spec.Leave:
 		res, err := rm.RSAPI.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: m.EventID, After: true, Tuples: tuples})
 		if err != nil {
 			return nil, err

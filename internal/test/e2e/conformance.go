@@ -54,6 +54,16 @@ func stateAfterLeaving(t *testing.T, baseURL string) {
 	if m.Membership != event.MembershipLeave {
 		t.Fatalf("bob reads his membership as %q after leaving", m.Membership)
 	}
+	// A banned user reads nothing of a room that is not world-readable.
+	carol := Register(t, baseURL, "leave-carol")
+	if _, err := carol.JoinRoomByID(ctx, roomID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.BanUser(ctx, roomID, &mautrix.ReqBanUser{UserID: carol.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	err := carol.StateEvent(ctx, roomID, event.StateMember, carol.UserID.String(), &m)
+	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
 }
 
 // rejectInviteToEmptyRoom: an invite to a room of this server can be rejected after its
