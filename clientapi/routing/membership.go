@@ -258,11 +258,15 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
 }
 
-// afterJoin carries the user's tags over from the room the joined room replaced. The join
-// has happened whatever this does, so a failure is logged, not answered.
+// afterJoin carries the user's tags, and this server's aliases and directory entry, over
+// from the room the joined room replaced. The join has happened whatever this does, so a
+// failure is logged, not answered.
 func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
 	if err := rm.copyPredecessorTags(r.Context(), roomID, userID); err != nil {
 		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("copying tags from the replaced room failed")
+	}
+	if err := rm.adoptPredecessorDirectory(r.Context(), roomID); err != nil {
+		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("moving aliases and the directory entry from the replaced room failed")
 	}
 }
 

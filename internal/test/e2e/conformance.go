@@ -23,6 +23,7 @@ func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("redact in another room", func(t *testing.T) { redactInOtherRoom(t, baseURL) })
 	t.Run("canonical JSON", func(t *testing.T) { canonicalJSON(t, baseURL) })
 	t.Run("join with custom content", func(t *testing.T) { joinCustomContent(t, baseURL) })
+	t.Run("predecessor directory", func(t *testing.T) { predecessorDirectory(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -398,5 +399,67 @@ func joinCustomContent(t *testing.T, baseURL string) {
 	}
 	if _, ok := c["join_authorised_via_users_server"]; ok {
 		t.Fatalf("a client set join_authorised_via_users_server: %v", c)
+	}
+}
+
+// predecessorDirectory: when a user of this server joins a room that replaced another
+// (create event's predecessor, old room's tombstone naming it), this server's aliases and
+// directory entry move from the old room to it, as on the other server of sytest's "/upgrade
+// moves remote aliases to the new room"; a predecessor without that tombstone moves nothing.
+func predecessorDirectory(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "pred-alice"), Register(t, baseURL, "pred-bob")
+	create := func(content map[string]any) id.RoomID {
+		t.Helper()
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Visibility: "public", CreationContent: content})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return created.RoomID
+	}
+	oldID := create(nil)
+	alias := id.RoomAlias("#pred-old:conformance.test")
+	if _, err := alice.CreateAlias(ctx, alias, oldID); err != nil {
+		t.Fatal(err)
+	}
+	impostor := create(map[string]any{"predecessor": map[string]any{"room_id": oldID, "event_id": "$x"}})
+	newID := create(map[string]any{"predecessor": map[string]any{"room_id": oldID, "event_id": "$x"}})
+	listed := func() map[id.RoomID]bool {
+		t.Helper()
+		res, err := bob.PublicRooms(ctx, &mautrix.ReqPublicRooms{Limit: 100})
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[id.RoomID]bool{}
+		for _, r := range res.Chunk {
+			out[r.RoomID] = true
+		}
+		return out
+	}
+	resolve := func() id.RoomID {
+		t.Helper()
+		res, err := bob.ResolveAlias(ctx, alias)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.RoomID
+	}
+	if _, err := bob.JoinRoom(ctx, impostor.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(); got != oldID || !listed()[oldID] {
+		t.Fatalf("a room naming a predecessor without its tombstone took its alias (%s) or listing", got)
+	}
+	if _, err := alice.SendStateEvent(ctx, oldID, event.StateTombstone, "", map[string]any{"body": "moved", "replacement_room": newID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.JoinRoom(ctx, newID.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := resolve(); got != newID {
+		t.Fatalf("alias resolves to %s after joining the replacement %s", got, newID)
+	}
+	if l := listed(); !l[newID] || l[oldID] {
+		t.Fatalf("directory after joining the replacement: %v", l)
 	}
 }
