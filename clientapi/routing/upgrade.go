@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -107,6 +108,9 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 		}
 	}
 	if err = rm.afterUpgrade(ctx, roomID, newID, dev.UserID, old); err != nil {
+		return httputil.Response{}, err
+	}
+	if err = rm.copyDirect(ctx, roomID, newID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]string{"replacement_room": newID}), nil
@@ -342,11 +346,50 @@ func (rm *Rooms) adoptPredecessorDirectory(ctx context.Context, roomID string) e
 	return err
 }
 
+// copyDirect adds newID to every list of the user's m.direct account data that holds oldID,
+// so that an upgraded direct chat stays one (sytest "/upgrade preserves direct room state").
+func (rm *Rooms) copyDirect(ctx context.Context, oldID, newID, userID string) error {
+	res, err := rm.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, DataType: directType})
+	if err != nil {
+		return err
+	}
+	raw, ok := res.Global[directType]
+	if !ok {
+		return nil
+	}
+	var direct map[string][]string
+	if json.Unmarshal(raw, &direct) != nil {
+		return nil // content not of the event's shape names no direct rooms
+	}
+	changed := false
+	for u, rooms := range direct {
+		if slices.Contains(rooms, oldID) && !slices.Contains(rooms, newID) {
+			direct[u], changed = append(rooms, newID), true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	data, err := json.Marshal(direct)
+	if err != nil {
+		return err
+	}
+	_, err = rm.UserAPI.PerformAccountData(ctx, &uapi.PerformAccountDataRequest{UserID: userID, DataType: directType, Data: data})
+	return err
+}
+
+// directType is the account data listing a user's direct chats by the other user.
+const directType = "m.direct"
+
 // copyPredecessorTags gives the user, joining a room that replaced another, the tags they
-// had on the old room, unless they tagged the new room already.
+// had on the old room, unless they tagged the new room already, and marks the new room
+// direct where the old one was.
 func (rm *Rooms) copyPredecessorTags(ctx context.Context, roomID, userID string) error {
 	oldID, err := rm.predecessor(ctx, roomID)
 	if err != nil || oldID == "" {
+		return err
+	}
+	if err = rm.copyDirect(ctx, oldID, roomID, userID); err != nil {
 		return err
 	}
 	have, err := rm.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, RoomID: roomID, DataType: roomTagType})

@@ -24,6 +24,7 @@ func RoomConformance(t *testing.T, baseURL string) {
 	t.Run("canonical JSON", func(t *testing.T) { canonicalJSON(t, baseURL) })
 	t.Run("join with custom content", func(t *testing.T) { joinCustomContent(t, baseURL) })
 	t.Run("predecessor directory", func(t *testing.T) { predecessorDirectory(t, baseURL) })
+	t.Run("upgrade keeps direct", func(t *testing.T) { upgradeKeepsDirect(t, baseURL) })
 }
 
 // publicRoom is a public room created by c.
@@ -461,5 +462,59 @@ func predecessorDirectory(t *testing.T, baseURL string) {
 	}
 	if l := listed(); !l[newID] || l[oldID] {
 		t.Fatalf("directory after joining the replacement: %v", l)
+	}
+}
+
+// upgradeKeepsDirect: an upgraded room joins every m.direct list that held the old room, for
+// the upgrading user at once and for another member when they join the new room (sytest
+// "/upgrade preserves direct room state").
+func upgradeKeepsDirect(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice, bob := Register(t, baseURL, "direct-alice"), Register(t, baseURL, "direct-bob")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", Invite: []id.UserID{bob.UserID}, IsDirect: true, RoomVersion: "10"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldID := created.RoomID
+	if _, err = bob.JoinRoomByID(ctx, oldID); err != nil {
+		t.Fatal(err)
+	}
+	other := id.RoomID("!other:conformance.test")
+	setDirect := func(c *mautrix.Client, peer id.UserID) {
+		t.Helper()
+		if err := c.SetAccountData(ctx, "m.direct", map[id.UserID][]id.RoomID{peer: {oldID}, "@x:conformance.test": {other}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setDirect(alice, bob.UserID)
+	setDirect(bob, alice.UserID)
+	var res struct {
+		ReplacementRoom id.RoomID `json:"replacement_room"`
+	}
+	if _, err = alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "rooms", oldID, "upgrade"), map[string]any{"new_version": "11"}, &res); err != nil {
+		t.Fatal(err)
+	}
+	direct := func(c *mautrix.Client, peer id.UserID) []id.RoomID {
+		t.Helper()
+		var d map[id.UserID][]id.RoomID
+		if err := c.GetAccountData(ctx, "m.direct", &d); err != nil {
+			t.Fatal(err)
+		}
+		if len(d["@x:conformance.test"]) != 1 {
+			t.Fatalf("another direct list changed: %v", d)
+		}
+		return d[peer]
+	}
+	if got := direct(alice, bob.UserID); !slices.Equal(got, []id.RoomID{oldID, res.ReplacementRoom}) {
+		t.Fatalf("alice's direct rooms with bob after upgrading: %v", got)
+	}
+	if _, err = alice.InviteUser(ctx, res.ReplacementRoom, &mautrix.ReqInviteUser{UserID: bob.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = bob.JoinRoom(ctx, res.ReplacementRoom.String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := direct(bob, alice.UserID); !slices.Equal(got, []id.RoomID{oldID, res.ReplacementRoom}) {
+		t.Fatalf("bob's direct rooms with alice after joining the new room: %v", got)
 	}
 }
