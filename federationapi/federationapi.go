@@ -25,6 +25,7 @@ import (
 	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/openid"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
@@ -109,7 +110,8 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		Inbound: inbound, Rooms: d.Roomserver, Directory: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, DeviceLists: d.DeviceLists, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
-		Alive: &internal.Alive{Sender: d.Sender, Logger: logger},
+		Alive:  &internal.Alive{Sender: d.Sender, Logger: logger},
+		OpenID: openid.New(d.PrivateKey),
 	}
 	if rl := d.Cfg.RateLimiting; rl.Enabled {
 		rt.Limiter = httputil.NewRateLimiter(rl.PerSecond, rl.Burst, rl.ExemptServers)

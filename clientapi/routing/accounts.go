@@ -6,12 +6,14 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/openid"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -36,6 +38,8 @@ type Accounts struct {
 	// ProfileChanged, when set, is called after a user's display name or avatar changed,
 	// so that their member events follow.
 	ProfileChanged func(ctx context.Context, userID string) error
+	// OpenID issues the tokens of POST /user/{userId}/openid/request_token.
+	OpenID *openid.Tokens
 
 	once   sync.Once
 	nonces *nonceStore
@@ -110,6 +114,7 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "getAvatarURL", Method: get, Path: "/profile/{userID}/avatar_url", Handler: a.GetAvatarURL},
 		{Name: "setAvatarURL", Method: put, Path: "/profile/{userID}/avatar_url", Handler: auth(a.SetAvatarURL)},
 		{Name: "putFilter", Method: post, Path: "/user/{userID}/filter", Handler: auth(a.PutFilter)},
+		{Name: "openIDRequestToken", Method: post, Path: "/user/{userID}/openid/request_token", Handler: auth(a.OpenIDRequestToken)},
 		{Name: "getFilter", Method: get, Path: "/user/{userID}/filter/{filterID}", Handler: auth(a.GetFilter)},
 		{Name: "getAccountData", Method: get, Path: "/user/{userID}/account_data/{type}", Handler: auth(a.GetAccountData)},
 		{Name: "putAccountData", Method: put, Path: "/user/{userID}/account_data/{type}", Handler: auth(a.PutAccountData)},
@@ -195,4 +200,23 @@ func clientIP(r *http.Request) string {
 		return r.RemoteAddr
 	}
 	return host
+}
+
+// OpenIDRequestToken is POST /user/{userId}/openid/request_token: a token that a third party
+// exchanges for the user's ID at GET /_matrix/federation/v1/openid/userinfo, valid for
+// openid.Lifetime. Only for the authenticated user (403 M_FORBIDDEN otherwise).
+func (a *Accounts) OpenIDRequestToken(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	if httputil.Vars(r)["userID"] != dev.UserID {
+		return httputil.Response{}, matrixerr.Forbidden("you can only request OpenID tokens for yourself")
+	}
+	var body struct{}
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]any{
+		"access_token":       a.OpenID.Issue(dev.UserID, time.Now()),
+		"token_type":         "Bearer",
+		"matrix_server_name": a.ServerName,
+		"expires_in":         int64(openid.Lifetime / time.Second),
+	}), nil
 }

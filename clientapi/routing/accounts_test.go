@@ -488,3 +488,22 @@ func TestDeactivateAccount(t *testing.T) {
 		e.want("GET", v3+"/register/available?username=alice", "", nil, 400, "M_USER_IN_USE")
 	})
 }
+
+// TestUIASessionBoundToRequest: a User-Interactive Authentication session started for one
+// request cannot complete another (sytest "The operation must be consistent through an
+// interactive authentication session"); the request it was started for completes with it.
+func TestUIASessionBoundToRequest(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		userID, token := e.register("alice", "pw")
+		for _, dev := range []string{"ONE", "TWO"} {
+			e.want("POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw", "device_id": dev}, 200, "")
+		}
+		challenge := e.want("DELETE", v3+"/devices/ONE", token, map[string]any{}, 401, "")
+		auth := map[string]any{"type": "m.login.password", "identifier": map[string]any{"type": "m.id.user", "user": userID}, "password": "pw", "session": challenge["session"]}
+		e.want("DELETE", v3+"/devices/TWO", token, map[string]any{"auth": auth}, 403, "M_FORBIDDEN")
+		e.want("GET", v3+"/devices/TWO", token, nil, 200, "")
+		e.want("DELETE", v3+"/devices/ONE", token, map[string]any{"auth": auth}, 200, "")
+		e.want("GET", v3+"/devices/ONE", token, nil, 404, "M_NOT_FOUND")
+	})
+}

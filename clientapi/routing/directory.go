@@ -205,7 +205,51 @@ func (rm *Rooms) DeleteRoomAlias(r *http.Request, dev *uapi.Device) (httputil.Re
 	if !removed.Removed {
 		return httputil.Response{}, matrixerr.NotFound("room alias not found: " + a.String())
 	}
+	if err = rm.dropCanonicalAlias(ctx, res.RoomID, dev.UserID, a.String()); err != nil {
+		httputil.Logger(r).WithError(err).WithField("room_id", res.RoomID).Warn("removing a deleted alias from m.room.canonical_alias failed")
+	}
 	return httputil.OK(struct{}{}), nil
+}
+
+// dropCanonicalAlias removes a deleted alias from the room's m.room.canonical_alias (alias
+// and alt_aliases), sent by the user who deleted it, as the spec lets servers do on
+// DELETE /directory/room/{roomAlias}. The alias is gone either way: a user without the
+// power to change the event gets their deletion and an error to log.
+func (rm *Rooms) dropCanonicalAlias(ctx context.Context, roomID, userID, alias string) error {
+	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: []rsapi.StateKeyTuple{{EventType: mRoomCanonicalAlias}}})
+	if err != nil || len(cur.StateEvents) != 1 {
+		return err
+	}
+	var content map[string]any
+	if err = json.Unmarshal(cur.StateEvents[0].Content(), &content); err != nil {
+		return nil // content that is not an object names no alias
+	}
+	changed := false
+	if content["alias"] == alias {
+		delete(content, "alias")
+		changed = true
+	}
+	if alt, ok := content["alt_aliases"].([]any); ok {
+		kept := make([]any, 0, len(alt))
+		for _, v := range alt {
+			if v != alias {
+				kept = append(kept, v)
+			}
+		}
+		if len(kept) != len(alt) {
+			content["alt_aliases"], changed = kept, true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	body, err := json.Marshal(content)
+	if err != nil {
+		return err
+	}
+	empty := ""
+	_, err = rm.sendProto(ctx, roomID, &rsapi.ProtoEvent{Sender: userID, Type: mRoomCanonicalAlias, StateKey: &empty, Content: body}, nil)
+	return err
 }
 
 // mayEditDirectory reports whether the user is joined to the room with the power to send

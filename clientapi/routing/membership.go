@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -31,6 +32,38 @@ type memberContent struct {
 	IsDirect    bool   `json:"is_direct,omitempty"`
 	// JoinAuthorisedVia is join_authorised_via_users_server of a restricted join.
 	JoinAuthorisedVia string `json:"join_authorised_via_users_server,omitempty"`
+	// Extra are other keys of a /join or /knock body, copied into the content as Synapse
+	// does (sytest "POST /join/:room_id can join a room with custom content"). The fields
+	// above win over them; serverOnlyKeys are never taken from a client.
+	Extra map[string]json.RawMessage `json:"-"`
+}
+
+// serverOnlyKeys are member content keys a client's body cannot set: the membership, the
+// restricted join's authorising user (which this server vouches for by signing the event)
+// and the third-party invite proof of the request.
+var serverOnlyKeys = []string{"membership", "join_authorised_via_users_server", "third_party_invite", "third_party_signed"}
+
+// MarshalJSON writes the fields over the extra keys.
+func (c memberContent) MarshalJSON() ([]byte, error) {
+	type plain memberContent
+	fields, err := json.Marshal(plain(c))
+	if err != nil || len(c.Extra) == 0 {
+		return fields, err
+	}
+	out := map[string]json.RawMessage{}
+	for k, v := range c.Extra {
+		if !slices.Contains(serverOnlyKeys, k) {
+			out[k] = v
+		}
+	}
+	var own map[string]json.RawMessage
+	if err = json.Unmarshal(fields, &own); err != nil {
+		return nil, err
+	}
+	for k, v := range own {
+		out[k] = v
+	}
+	return json.Marshal(out)
 }
 
 // targetBody is the body of invite, kick, ban and unban. IDServer, Medium and Address
@@ -114,7 +147,7 @@ func (rm *Rooms) putMemberState(ctx context.Context, dev *uapi.Device, roomID, t
 			}
 		}
 		if !local {
-			if err = rm.joinRemote(ctx, nil, roomID, dev.UserID, reason); err != nil {
+			if err = rm.joinRemote(ctx, nil, roomID, dev.UserID, membershipBody{Reason: reason}); err != nil {
 				return httputil.Response{}, err
 			}
 			m, err := rm.membership(ctx, roomID, dev.UserID)
@@ -201,7 +234,7 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		}
 	}
 	if !local {
-		if err = rm.joinRemote(ctx, hints, roomID, dev.UserID, body.Reason); err != nil {
+		if err = rm.joinRemote(ctx, hints, roomID, dev.UserID, body); err != nil {
 			return httputil.Response{}, err
 		}
 		rm.afterJoin(r, roomID, dev.UserID)
@@ -218,18 +251,22 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason, JoinAuthorisedVia: via}); err != nil {
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Join, Reason: body.Reason, JoinAuthorisedVia: via, Extra: body.Extra}); err != nil {
 		return httputil.Response{}, err
 	}
 	rm.afterJoin(r, roomID, dev.UserID)
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
 }
 
-// afterJoin carries the user's tags over from the room the joined room replaced. The join
-// has happened whatever this does, so a failure is logged, not answered.
+// afterJoin carries the user's tags, and this server's aliases and directory entry, over
+// from the room the joined room replaced. The join has happened whatever this does, so a
+// failure is logged, not answered.
 func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
 	if err := rm.copyPredecessorTags(r.Context(), roomID, userID); err != nil {
 		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("copying tags from the replaced room failed")
+	}
+	if err := rm.adoptPredecessorDirectory(r.Context(), roomID); err != nil {
+		httputil.Logger(r).WithError(err).WithField("room_id", roomID).Warn("moving aliases and the directory entry from the replaced room failed")
 	}
 }
 
@@ -351,11 +388,11 @@ func (rm *Rooms) serverInRoom(ctx context.Context, roomID string) (bool, error) 
 }
 
 // joinRemote joins the user to a room this server is not in, through the federationapi.
-func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userID, reason string) error {
+func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userID string, body membershipBody) error {
 	if rm.Federation == nil {
 		return matrixerr.NotFound("unknown room")
 	}
-	c := memberContent{Membership: spec.Join, Reason: reason}
+	c := memberContent{Membership: spec.Join, Reason: body.Reason, Extra: body.Extra}
 	if err := rm.profileContent(ctx, userID, &c); err != nil {
 		return err
 	}
@@ -371,8 +408,10 @@ func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userI
 }
 
 // Leave is POST /rooms/{roomId}/leave. Leaving a room this server is in is an event of the
-// room like any other (the federationsender tells the other servers); rejecting an invite
-// to a room this server is not in goes through another server (make_leave, send_leave).
+// room like any other (the federationsender tells the other servers), and so is rejecting
+// an invite to a room of this server that none of our users is joined to any more;
+// rejecting an invite to another server's room this server is not in goes through another
+// server (make_leave, send_leave).
 func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
 	roomID, err := roomIDVar(r)
@@ -397,7 +436,7 @@ func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, er
 		return httputil.Response{}, matrixerr.Forbidden("you are not a member of this room")
 	}
 	if m.Membership != spec.Join && rm.Federation != nil {
-		in, err := rm.serverInRoom(ctx, roomID)
+		in, err := rm.joinLocally(ctx, roomID)
 		if err != nil {
 			return httputil.Response{}, err
 		}
@@ -552,9 +591,24 @@ func (rm *Rooms) ReflectProfile(ctx context.Context, userID string) error {
 	return nil
 }
 
-// membershipBody is the optional body of /join and /knock.
+// membershipBody is the optional body of /join and /knock: the reason, and the other keys.
 type membershipBody struct {
-	Reason string `json:"reason,omitempty"`
+	Reason string
+	Extra  map[string]json.RawMessage
+}
+
+// decodeMembershipBody reads the optional body of /join and /knock.
+func decodeMembershipBody(r *http.Request) (membershipBody, error) {
+	var body membershipBody
+	if err := decodeOptional(r, &body.Extra); err != nil {
+		return body, err
+	}
+	if raw, ok := body.Extra["reason"]; ok {
+		if err := json.Unmarshal(raw, &body.Reason); err != nil {
+			return body, matrixerr.BadJSON("reason must be a string")
+		}
+	}
+	return body, nil
 }
 
 // membershipTarget resolves the room ID or alias of /join and /knock (an alias to its room
@@ -574,7 +628,8 @@ func (rm *Rooms) membershipTarget(r *http.Request, idOrAlias string) (string, []
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return "", nil, body, matrixerr.InvalidParam("invalid room ID or alias")
 	}
-	if err := decodeOptional(r, &body); err != nil {
+	body, err := decodeMembershipBody(r)
+	if err != nil {
 		return "", nil, body, err
 	}
 	return roomID, servers, body, nil
@@ -605,7 +660,7 @@ func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, er
 	case spec.Join, spec.Invite, spec.Ban:
 		return httputil.Response{}, matrixerr.Forbidden("you cannot knock: your membership in the room is " + m.Membership)
 	}
-	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Knock, Reason: body.Reason}); err != nil {
+	if _, err = rm.setMembership(ctx, roomID, dev.UserID, dev.UserID, memberContent{Membership: spec.Knock, Reason: body.Reason, Extra: body.Extra}); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil

@@ -1,6 +1,8 @@
 package routing
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"net/http"
 
@@ -19,31 +21,51 @@ type uiaError struct {
 	Error     string   `json:"error"`
 }
 
+// sessionNonceBytes is the random part of a password session's ID.
+const sessionNonceBytes = 16
+
+// operationDigest identifies the request a User-Interactive Authentication session is for:
+// 16 hex digits of SHA-256 over the user, method and path.
+func operationDigest(r *http.Request, userID string) string {
+	sum := sha256.Sum256([]byte(userID + "\x00" + r.Method + "\x00" + r.URL.EscapedPath()))
+	return hex.EncodeToString(sum[:8])
+}
+
 // passwordFlows is the one flow of sensitive account operations: the user's password.
 var passwordFlows = []uiaFlow{{Stages: []string{loginTypePassword}}}
 
 // requirePassword runs User-Interactive Authentication with one stage, m.login.password,
 // before an operation on the caller's account (deleting devices, changing the password).
 // It returns nil when auth proves the caller's password, else the 401 to answer with. The
-// stage proves everything, so a session carries no server-side state: any session ID the
-// server handed out is accepted with the right password. An application service acting as
-// a user of its namespace is not asked (the spec's application service API, "Device
-// management": its users have no password, and it controls them fully).
+// stage proves everything, so a session carries no server-side state: its ID is random
+// followed by a digest of the operation (user, method and path), and a session the server
+// handed out for another operation is refused with 403 M_FORBIDDEN, as the spec binds a
+// session to one API call. A session ID in another form (or none) is accepted with the
+// right password. An application service acting as a user of its namespace is not asked
+// (the spec's application service API, "Device management": its users have no password,
+// and it controls them fully).
 func (a *Accounts) requirePassword(r *http.Request, dev *uapi.Device, auth json.RawMessage) (*httputil.Response, error) {
 	if dev.AppServiceID != "" {
 		return nil, nil
 	}
-	session, err := randomHex(16)
+	nonce, err := randomHex(sessionNonceBytes)
 	if err != nil {
 		return nil, err
 	}
-	challenge := uiaResponse{Flows: passwordFlows, Params: map[string]any{}, Session: session}
+	op := operationDigest(r, dev.UserID)
+	challenge := uiaResponse{Flows: passwordFlows, Params: map[string]any{}, Session: nonce + op}
 	if len(auth) == 0 || string(auth) == "null" {
 		return &httputil.Response{Status: http.StatusUnauthorized, Body: challenge}, nil
 	}
 	var req loginRequest
-	if err = json.Unmarshal(auth, &req); err != nil {
+	var sess struct {
+		Session string `json:"session"`
+	}
+	if json.Unmarshal(auth, &req) != nil || json.Unmarshal(auth, &sess) != nil {
 		return nil, matrixerr.BadJSON("auth is not an authentication object")
+	}
+	if len(sess.Session) == 2*sessionNonceBytes+len(op) && sess.Session[2*sessionNonceBytes:] != op {
+		return nil, matrixerr.Forbidden("the authentication session belongs to another request")
 	}
 	if req.Type != loginTypePassword {
 		return &httputil.Response{Status: http.StatusUnauthorized, Body: uiaError{uiaResponse: challenge, Completed: []string{},

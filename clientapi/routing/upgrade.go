@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -107,6 +108,9 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 		}
 	}
 	if err = rm.afterUpgrade(ctx, roomID, newID, dev.UserID, old); err != nil {
+		return httputil.Response{}, err
+	}
+	if err = rm.copyDirect(ctx, roomID, newID, dev.UserID); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]string{"replacement_room": newID}), nil
@@ -276,30 +280,127 @@ func (rm *Rooms) afterUpgrade(ctx context.Context, oldID, newID, sender string, 
 	return err
 }
 
-// copyPredecessorTags gives the user, joining a room that replaced another, the tags they
-// had on the old room, unless they tagged the new room already.
-func (rm *Rooms) copyPredecessorTags(ctx context.Context, roomID, userID string) error {
+// predecessor is the room ID the room's create event names as the room it replaced, "" for
+// none.
+func (rm *Rooms) predecessor(ctx context.Context, roomID string) (string, error) {
 	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: []rsapi.StateKeyTuple{{EventType: spec.MRoomCreate}}})
 	if err != nil || len(cur.StateEvents) == 0 {
-		return err
+		return "", err
 	}
 	var c struct {
 		Predecessor struct {
 			RoomID string `json:"room_id"`
 		} `json:"predecessor"`
 	}
-	if json.Unmarshal(cur.StateEvents[0].Content(), &c) != nil || c.Predecessor.RoomID == "" {
+	if json.Unmarshal(cur.StateEvents[0].Content(), &c) != nil {
+		return "", nil // a create event this server stored has an object content
+	}
+	return c.Predecessor.RoomID, nil
+}
+
+// adoptPredecessorDirectory moves this server's aliases and directory entry from the room a
+// joined room replaced to it, as the upgrading server does for its own: on another server
+// they follow when its first user joins the new room (sytest "/upgrade moves remote aliases
+// to the new room", "Local and remote users' homeservers remove a room from their public
+// directory on upgrade"). Only when the old room's current state here has the tombstone
+// naming the new room: a create event alone could name any room as its predecessor.
+func (rm *Rooms) adoptPredecessorDirectory(ctx context.Context, roomID string) error {
+	oldID, err := rm.predecessor(ctx, roomID)
+	if err != nil || oldID == "" {
+		return err
+	}
+	tomb, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: oldID, Tuples: []rsapi.StateKeyTuple{{EventType: tombstoneType}}})
+	if err != nil || len(tomb.StateEvents) == 0 {
+		return err
+	}
+	var t struct {
+		ReplacementRoom string `json:"replacement_room"`
+	}
+	if json.Unmarshal(tomb.StateEvents[0].Content(), &t) != nil || t.ReplacementRoom != roomID {
 		return nil
+	}
+	aliases, err := rm.RSAPI.QueryAliasesForRoom(ctx, &rsapi.QueryAliasesForRoomRequest{RoomID: oldID})
+	if err != nil {
+		return err
+	}
+	for _, a := range aliases.Aliases {
+		owner, err := rm.RSAPI.QueryRoomAlias(ctx, &rsapi.QueryRoomAliasRequest{Alias: a})
+		if err != nil {
+			return err
+		}
+		if _, err = rm.RSAPI.PerformRemoveRoomAlias(ctx, &rsapi.PerformRemoveRoomAliasRequest{Alias: a}); err != nil {
+			return err
+		}
+		if _, err = rm.RSAPI.PerformSetRoomAlias(ctx, &rsapi.PerformSetRoomAliasRequest{Alias: a, RoomID: roomID, Creator: owner.Creator}); err != nil {
+			return err
+		}
+	}
+	vis, err := rm.RSAPI.QueryRoomVisibility(ctx, &rsapi.QueryRoomVisibilityRequest{RoomID: oldID})
+	if err != nil || !vis.Public {
+		return err
+	}
+	if _, err = rm.RSAPI.PerformSetRoomVisibility(ctx, &rsapi.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: true}); err != nil {
+		return err
+	}
+	_, err = rm.RSAPI.PerformSetRoomVisibility(ctx, &rsapi.PerformSetRoomVisibilityRequest{RoomID: oldID, Public: false})
+	return err
+}
+
+// copyDirect adds newID to every list of the user's m.direct account data that holds oldID,
+// so that an upgraded direct chat stays one (sytest "/upgrade preserves direct room state").
+func (rm *Rooms) copyDirect(ctx context.Context, oldID, newID, userID string) error {
+	res, err := rm.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, DataType: directType})
+	if err != nil {
+		return err
+	}
+	raw, ok := res.Global[directType]
+	if !ok {
+		return nil
+	}
+	var direct map[string][]string
+	if json.Unmarshal(raw, &direct) != nil {
+		return nil // content not of the event's shape names no direct rooms
+	}
+	changed := false
+	for u, rooms := range direct {
+		if slices.Contains(rooms, oldID) && !slices.Contains(rooms, newID) {
+			direct[u], changed = append(rooms, newID), true
+		}
+	}
+	if !changed {
+		return nil
+	}
+	data, err := json.Marshal(direct)
+	if err != nil {
+		return err
+	}
+	_, err = rm.UserAPI.PerformAccountData(ctx, &uapi.PerformAccountDataRequest{UserID: userID, DataType: directType, Data: data})
+	return err
+}
+
+// directType is the account data listing a user's direct chats by the other user.
+const directType = "m.direct"
+
+// copyPredecessorTags gives the user, joining a room that replaced another, the tags they
+// had on the old room, unless they tagged the new room already, and marks the new room
+// direct where the old one was.
+func (rm *Rooms) copyPredecessorTags(ctx context.Context, roomID, userID string) error {
+	oldID, err := rm.predecessor(ctx, roomID)
+	if err != nil || oldID == "" {
+		return err
+	}
+	if err = rm.copyDirect(ctx, oldID, roomID, userID); err != nil {
+		return err
 	}
 	have, err := rm.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, RoomID: roomID, DataType: roomTagType})
 	if err != nil || len(have.Rooms[roomID]) > 0 {
 		return err
 	}
-	old, err := rm.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, RoomID: c.Predecessor.RoomID, DataType: roomTagType})
+	old, err := rm.UserAPI.QueryAccountData(ctx, &uapi.QueryAccountDataRequest{UserID: userID, RoomID: oldID, DataType: roomTagType})
 	if err != nil {
 		return err
 	}
-	tags, ok := old.Rooms[c.Predecessor.RoomID][roomTagType]
+	tags, ok := old.Rooms[oldID][roomTagType]
 	if !ok {
 		return nil
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/matrix-org/dendrite/federationapi/internal"
 	"github.com/matrix-org/dendrite/federationapi/storage"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/openid"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -44,6 +46,8 @@ type Routing struct {
 	Now func() time.Time
 	// Limiter limits each origin's authenticated requests (nil: no limit).
 	Limiter *httputil.RateLimiter
+	// OpenID checks the tokens of /openid/userinfo, which the clientapi issued.
+	OpenID *openid.Tokens
 }
 
 // Routes are every federation and key endpoint.
@@ -56,6 +60,7 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "key_query_server", Method: http.MethodGet, Path: "/_matrix/key/v2/query/{serverName}", Handler: rt.KeyQueryServer},
 		{Name: "key_query_server", Method: http.MethodGet, Path: "/_matrix/key/v2/query/{serverName}/{keyID}", Handler: rt.KeyQueryServer},
 		{Name: "federation_version", Method: http.MethodGet, Path: "/_matrix/federation/v1/version", Handler: rt.Version},
+		{Name: "federation_openid_userinfo", Method: http.MethodGet, Path: "/_matrix/federation/v1/openid/userinfo", Handler: rt.OpenIDUserInfo},
 		{Name: "federation_query_profile", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/profile", Handler: rt.Authenticated(rt.QueryProfile)},
 		{Name: "federation_query_directory", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/directory", Handler: rt.Authenticated(rt.QueryDirectory)},
 		{Name: "federation_public_rooms", Method: http.MethodGet, Path: "/_matrix/federation/v1/publicRooms", Handler: rt.Authenticated(rt.PublicRooms)},
@@ -91,4 +96,19 @@ func (rt *Routing) Version(*http.Request) (httputil.Response, error) {
 	return httputil.OK(struct {
 		Server server `json:"server"`
 	}{server{Name: "Dendrite", Version: ServerVersion}}), nil
+}
+
+// OpenIDUserInfo is GET /_matrix/federation/v1/openid/userinfo: the user ID of an OpenID token
+// this server issued and that has not expired, 401 M_UNKNOWN_TOKEN for any other or none.
+// Not X-Matrix authenticated: the token is the credential, presented by any third party.
+func (rt *Routing) OpenIDUserInfo(r *http.Request) (httputil.Response, error) {
+	now := time.Now
+	if rt.Now != nil {
+		now = rt.Now
+	}
+	userID, ok := rt.OpenID.Verify(r.URL.Query().Get("access_token"), now())
+	if !ok {
+		return httputil.Response{}, matrixerr.UnknownToken("access token unknown or expired")
+	}
+	return httputil.OK(map[string]string{"sub": userID}), nil
 }

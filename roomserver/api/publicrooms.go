@@ -81,10 +81,16 @@ type PublicRoomsResponse struct {
 	TotalRoomCountEstimate int           `json:"total_room_count_estimate"`
 }
 
+// publicRoomsTokenPrefix starts every /publicRooms token: the first page's prev_batch would
+// otherwise be "0", which clients in languages where "0" is false (sytest's Perl) take for
+// no token at all.
+const publicRoomsTokenPrefix = "o"
+
 // ListPublicRooms answers /publicRooms from the published directory: rooms with the most
 // joined members first, then by room ID (a stable order, so offsets page consistently while
-// the directory is unchanged). Tokens are offsets into that order; a bad token is 400
-// M_INVALID_PARAM. Every published room's summary is read on each call: fine for
+// the directory is unchanged). Tokens are offsets into that order behind
+// publicRoomsTokenPrefix (a bare offset, the earlier form, is accepted too); a bad token is
+// 400 M_INVALID_PARAM. Every published room's summary is read on each call: fine for
 // directories of hundreds of rooms, not for a public server with tens of thousands.
 func ListPublicRooms(ctx context.Context, d DirectoryAPI, req PublicRoomsRequest) (*PublicRoomsResponse, error) {
 	limit := req.Limit
@@ -94,7 +100,7 @@ func ListPublicRooms(ctx context.Context, d DirectoryAPI, req PublicRoomsRequest
 	limit = min(limit, MaxPublicRoomsLimit)
 	offset := 0
 	if req.Since != "" {
-		n, err := strconv.Atoi(req.Since)
+		n, err := strconv.Atoi(strings.TrimPrefix(req.Since, publicRoomsTokenPrefix))
 		if err != nil || n < 0 {
 			return nil, matrixerr.InvalidParam("since is not a token of this server")
 		}
@@ -126,11 +132,11 @@ func ListPublicRooms(ctx context.Context, d DirectoryAPI, req PublicRoomsRequest
 		end := min(offset+limit, len(rooms))
 		res.Chunk = rooms[offset:end]
 		if end < len(rooms) {
-			res.NextBatch = strconv.Itoa(end)
+			res.NextBatch = publicRoomsTokenPrefix + strconv.Itoa(end)
 		}
 	}
 	if offset > 0 {
-		res.PrevBatch = strconv.Itoa(max(offset-limit, 0))
+		res.PrevBatch = publicRoomsTokenPrefix + strconv.Itoa(max(offset-limit, 0))
 	}
 	return res, nil
 }

@@ -33,18 +33,19 @@ func TestListPublicRoomsPaging(t *testing.T) {
 	ctx := context.Background()
 	d := fakeDirectory{n: 650}
 	first, err := ListPublicRooms(ctx, d, PublicRoomsRequest{})
-	if err != nil || len(first.Chunk) != DefaultPublicRoomsLimit || first.NextBatch != "100" || first.PrevBatch != "" || first.TotalRoomCountEstimate != 650 {
+	if err != nil || len(first.Chunk) != DefaultPublicRoomsLimit || first.NextBatch != "o100" || first.PrevBatch != "" || first.TotalRoomCountEstimate != 650 {
 		t.Fatalf("first page: %d rooms, next %q prev %q total %d, %v", len(first.Chunk), first.NextBatch, first.PrevBatch, first.TotalRoomCountEstimate, err)
 	}
 	if first.Chunk[0].NumJoinedMembers != 649 {
 		t.Fatalf("the biggest room is not first: %+v", first.Chunk[0])
 	}
 	big, err := ListPublicRooms(ctx, d, PublicRoomsRequest{Limit: 10000, Since: "100"})
-	if err != nil || len(big.Chunk) != MaxPublicRoomsLimit || big.NextBatch != "600" || big.PrevBatch != "0" {
+	// The first page's prev_batch is never "0", which clients may take for no token.
+	if err != nil || len(big.Chunk) != MaxPublicRoomsLimit || big.NextBatch != "o600" || big.PrevBatch != "o0" {
 		t.Fatalf("clamped page: %d rooms, next %q prev %q, %v", len(big.Chunk), big.NextBatch, big.PrevBatch, err)
 	}
-	last, err := ListPublicRooms(ctx, d, PublicRoomsRequest{Limit: 100, Since: "600"})
-	if err != nil || len(last.Chunk) != 50 || last.NextBatch != "" || last.PrevBatch != "500" {
+	last, err := ListPublicRooms(ctx, d, PublicRoomsRequest{Limit: 100, Since: big.NextBatch})
+	if err != nil || len(last.Chunk) != 50 || last.NextBatch != "" || last.PrevBatch != "o500" {
 		t.Fatalf("last page: %d rooms, next %q prev %q, %v", len(last.Chunk), last.NextBatch, last.PrevBatch, err)
 	}
 	past, err := ListPublicRooms(ctx, d, PublicRoomsRequest{Since: "9999"})
@@ -55,7 +56,7 @@ func TestListPublicRoomsPaging(t *testing.T) {
 	if err != nil || filtered.TotalRoomCountEstimate != 11 { // 64 and 640-649
 		t.Fatalf("filtered: %+v %v", filtered, err)
 	}
-	for _, bad := range []string{"x", "-1", "1.5"} {
+	for _, bad := range []string{"x", "-1", "1.5", "o", "o-1"} {
 		if _, err := ListPublicRooms(ctx, d, PublicRoomsRequest{Since: bad}); err == nil {
 			t.Errorf("since %q accepted", bad)
 		}

@@ -272,12 +272,15 @@ func writePresence(req *SyncRequest, presence []storage.Presence, res *types.Syn
 }
 
 // addToDevice adds the device's unacknowledged send-to-device messages up to to.
-func (s *Syncer) addToDevice(ctx context.Context, req *SyncRequest, to int64, res *types.SyncResponse) error {
+func (s *Syncer) addToDevice(ctx context.Context, req *SyncRequest, to int64, ignored map[string]bool, res *types.SyncResponse) error {
 	msgs, err := s.db.ToDevice(ctx, req.UserID, req.DeviceID, to)
 	if err != nil {
 		return fmt.Errorf("load to-device messages: %w", err)
 	}
 	for _, m := range msgs {
+		if ignored[m.Sender] {
+			continue // acknowledged with the rest: an ignored user's messages are dropped
+		}
 		res.ToDevice.Events = append(res.ToDevice.Events, types.ToDeviceEvent{Type: m.Type, Sender: m.Sender, Content: m.Content})
 	}
 	return nil

@@ -20,6 +20,9 @@ var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomNa
 // writeRoom adds one planned room to res.
 func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, current []storage.StateEvent, res *types.SyncResponse) error {
 	if p.kind == spec.Invite {
+		if p.viewer.ignored[inviter(req.UserID, current)] {
+			return nil
+		}
 		res.Rooms.Invite[p.roomID] = invitedRoom(req.UserID, current)
 		return nil
 	}
@@ -191,6 +194,21 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 // from another server to a room this server is not in carries the room's stripped state in
 // its unsigned invite_room_state (the only state known here); entries the current state
 // lacks come from there.
+// inviter is the sender of userID's membership event in a room's current state.
+func inviter(userID string, current []storage.StateEvent) string {
+	for _, st := range current {
+		if st.Type == spec.MRoomMember && st.StateKey == userID {
+			var ev struct {
+				Sender string `json:"sender"`
+			}
+			if json.Unmarshal(st.JSON, &ev) == nil {
+				return ev.Sender
+			}
+		}
+	}
+	return ""
+}
+
 func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom {
 	r := &types.InvitedRoom{InviteState: types.InviteState{Events: []clientevent.StrippedEvent{}}}
 	have := map[[2]string]bool{}

@@ -5,6 +5,7 @@ package internal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -156,7 +157,11 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 		return nil, fmt.Errorf("load memberships: %w", err)
 	}
 	rooms := byRoom(changes)
-	plans, err := s.plan(ctx, req, rooms, since, to)
+	ignored, err := s.ignoredUsers(ctx, req.UserID)
+	if err != nil {
+		return nil, err
+	}
+	plans, err := s.plan(ctx, req, rooms, ignored, since, to)
 	if err != nil {
 		return nil, err
 	}
@@ -182,15 +187,36 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 		}
 	}
 	if !req.WithoutToDevice && s.notifier.Changed(storage.StreamToDevice, since) {
-		if err = s.addToDevice(ctx, req, to, res); err != nil {
+		if err = s.addToDevice(ctx, req, to, ignored, res); err != nil {
 			return nil, err
 		}
 	}
 	return res, s.addUnread(ctx, req, rooms, since, to, res)
 }
 
+// ignoredUsers are the users of userID's m.ignored_user_list (spec "Ignoring Users"): /sync
+// leaves out their non-state events, their invites and their to-device messages. Content
+// that does not have the event's shape ignores nobody.
+func (s *Syncer) ignoredUsers(ctx context.Context, userID string) (map[string]bool, error) {
+	raw, err := s.db.GlobalAccountData(ctx, userID, "m.ignored_user_list")
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	var c struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(raw, &c) != nil || len(c.IgnoredUsers) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]bool, len(c.IgnoredUsers))
+	for u := range c.IgnoredUsers {
+		out[u] = true
+	}
+	return out, nil
+}
+
 // plan decides which rooms appear and how.
-func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, since, to int64) ([]*roomPlan, error) {
+func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, ignored map[string]bool, since, to int64) ([]*roomPlan, error) {
 	initial := req.Since == nil
 	var plans []*roomPlan
 	var steady []string
@@ -199,7 +225,7 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 			continue
 		}
 		now := h.latest()
-		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: now.Membership}
+		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: now.Membership, ignored: ignored}
 		p := &roomPlan{roomID: roomID, after: since, upTo: to, viewer: v, invite: now}
 		switch now.Membership {
 		case spec.Join:
@@ -238,7 +264,7 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 	}
 	for _, roomID := range active {
 		h := rooms[roomID]
-		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: spec.Join}
+		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: spec.Join, ignored: ignored}
 		plans = append(plans, &roomPlan{roomID: roomID, kind: spec.Join, after: since, upTo: to, viewer: v})
 	}
 	return plans, nil

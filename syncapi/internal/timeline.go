@@ -18,9 +18,15 @@ type viewer struct {
 	deviceID string
 	history  memberHistory
 	current  string
+	// ignored are the users of the reader's m.ignored_user_list, whose non-state events a
+	// /sync leaves out (nil outside /sync).
+	ignored map[string]bool
 }
 
 func (v *viewer) sees(e *storage.Event) bool {
+	if e.StateKey == nil && v.ignored[e.Sender] {
+		return false
+	}
 	return canSee(e, v.userID, v.history, v.current)
 }
 

@@ -372,6 +372,9 @@ type Database interface {
 	SlidingPos(ctx context.Context, id int64) (*SlidingPos, error)
 	// PruneSlidingPos forgets the connection's positions with an ID below below.
 	PruneSlidingPos(ctx context.Context, userID, deviceID, connID string, below int64) error
+	// GlobalAccountData returns the content of the user's global account data of one type,
+	// nil when the user has none.
+	GlobalAccountData(ctx context.Context, userID, dataType string) ([]byte, error)
 }
 
 // BumpEventTypes are the event types that move a room's bump stamp in sliding sync

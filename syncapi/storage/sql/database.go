@@ -3,6 +3,7 @@ package sql
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"math"
 
@@ -215,6 +216,20 @@ func (d *Database) EventsByID(ctx context.Context, ids []string) ([]storage.Even
 		return nil, err
 	}
 	return scanEvents(rows)
+}
+
+// GlobalAccountData implements storage.Database.
+func (d *Database) GlobalAccountData(ctx context.Context, userID, dataType string) ([]byte, error) {
+	var content string
+	err := d.db.QueryRowContext(ctx, `SELECT content FROM syncapi_account_data WHERE user_id = $1 AND room_id = '' AND type = $2`,
+		userID, dataType).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return []byte(content), nil
 }
 
 // AccountData implements storage.Database.
