@@ -107,7 +107,6 @@ var clientBodies = map[string]bodySpec{
 	"POST /_matrix/client/v1/appservice/{appserviceID}/ping": {sample: `{"transaction_id":"x"}`, optional: true},
 	"PUT /directory/list/appservice/{networkID}/{roomID}":    {sample: `{"visibility":"public"}`},
 	"DELETE /directory/list/appservice/{networkID}/{roomID}": {},
-	"POST /rooms/{roomID}/send/{eventType}":                  {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 }
 
 // fixture is a user with a room, an event, an alias, a filter and account data: the values
