@@ -303,8 +303,11 @@ func (k *Keys) notaryKeys(ctx context.Context, server spec.ServerName, keyIDs []
 }
 
 // fresh tells whether the cached responses answer every key ID asked for and each is valid
-// until minValid and in the first half of its lifetime. When no key ID is named, only the
-// latest response counts: older ones publish keys the server has since dropped.
+// until minValid and in the first half of its lifetime. A response that had already expired
+// when we received it has no such lifetime: it stays usable for requesters that ask for
+// keys valid until a time it covers (asking the origin again would only bring the same or a
+// newer key). When no key ID is named, only the latest response counts: older ones publish
+// keys the server has since dropped.
 func (k *Keys) fresh(cached []storage.KeyResponse, keyIDs []gomatrixserverlib.KeyID, minValid spec.Timestamp) bool {
 	if len(cached) == 0 {
 		return false
@@ -321,7 +324,7 @@ func (k *Keys) fresh(cached []storage.KeyResponse, keyIDs []gomatrixserverlib.Ke
 	answered := 0
 	now := spec.AsTimestamp(k.now())
 	for _, r := range cached {
-		if r.ValidUntilTS < minValid || r.ValidUntilTS <= r.FetchedTS || now >= r.FetchedTS+(r.ValidUntilTS-r.FetchedTS)/2 {
+		if r.ValidUntilTS < minValid || (r.ValidUntilTS > r.FetchedTS && now >= r.FetchedTS+(r.ValidUntilTS-r.FetchedTS)/2) {
 			return false
 		}
 		answered += len(r.KeyIDs)
