@@ -79,4 +79,6 @@ CREATE TABLE IF NOT EXISTS roomserver_published_rooms (
 `}, {Version: 4, SQL: `
 ALTER TABLE roomserver_events ADD COLUMN redacts TEXT NOT NULL DEFAULT '';
 CREATE INDEX IF NOT EXISTS roomserver_events_redacts ON roomserver_events (room_nid, redacts) WHERE redacts <> '';
+`}, {Version: 5, SQL: `
+ALTER TABLE roomserver_events ADD COLUMN rejected BOOLEAN NOT NULL DEFAULT FALSE;
 `}}
