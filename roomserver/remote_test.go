@@ -256,6 +256,37 @@ func TestRejectedEventsAreKept(t *testing.T) {
 	})
 }
 
+// An event after soft-failed events supersedes, as forward extremities, the events they
+// follow: soft-failed events never became extremities, so the accepted event before them
+// would otherwise stay one for ever.
+func TestSoftFailedEventsAreNoExtremities(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, bob := "@alice:"+remoteServer, "@bob:"+remoteServer
+		r := newRemoteRoom(t, alice)
+		bobJoin := r.Event(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.jr))
+		pl1 := r.Event(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{alice: 100}, "events": map[string]int{"test.sf": 50}},
+			6, r.pdus(bobJoin), r.pdus(r.create, r.pl, r.aliceJoin))
+		m1 := r.Event(bob, "m.room.message", nil, map[string]string{"body": "M1"}, 6, r.pdus(bobJoin), r.pdus(r.create, r.pl, bobJoin))
+		sf1 := r.Event(bob, "test.sf", nil, map[string]string{"body": "SF1"}, 7, r.pdus(m1), r.pdus(r.create, r.pl, bobJoin))
+		m2 := r.Event(bob, "m.room.message", nil, map[string]string{"body": "M2"}, 8, r.pdus(pl1, sf1), r.pdus(r.create, pl1, bobJoin))
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, bobJoin, pl1, m1} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, sf1)); res[0].Err != nil || !res[0].SoftFailed {
+			t.Fatalf("SF1: %+v, want soft-failed", res[0])
+		}
+		wantOK(t, "M2", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, m2)))
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{m2.EventID()}) {
+			t.Fatalf("forward extremities %+v %v, want only M2 (M1 is before the soft-failed SF1)", info, err)
+		}
+	})
+}
+
 // A gap the writer fills with the state before each missing prev event (PrevStates): the
 // prev event is stored as an outlier, and the state before the event is the resolution of
 // the state after it (the given state plus the prev event) and of the states after the

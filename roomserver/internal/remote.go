@@ -961,12 +961,16 @@ func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef)
 	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
 }
 
-// maxRejectedHops bounds how far superseded follows prev events through rejected events.
+// maxRejectedHops bounds how far superseded follows prev events through rejected and
+// soft-failed events.
 const maxRejectedHops = 10
 
 // superseded are the events a newly placed event supersedes as forward extremities: its
-// prev events and, through any of them that were rejected (which are never extremities
-// themselves), their prev events in turn.
+// prev events and, through any of them that were rejected or soft-failed (which never
+// became extremities themselves, so their prev events may still be), their prev events in
+// turn. Without this, an event after soft-failed ones would leave the event before them an
+// extremity for ever (Synapse issue 5269, sytest "Inbound federation correctly handles soft
+// failed events as extremities").
 func (rt *remoteTx) superseded(ctx context.Context, ev gomatrixserverlib.PDU) (map[string]bool, error) {
 	out := map[string]bool{}
 	next := ev.PrevEventIDs()
@@ -980,7 +984,7 @@ func (rt *remoteTx) superseded(ctx context.Context, ev gomatrixserverlib.PDU) (m
 		}
 		var further []string
 		for _, id := range next {
-			if k := known[id]; k != nil && k.row.Rejected && k.pdu != nil {
+			if k := known[id]; k != nil && (k.row.Rejected || k.row.SoftFailed) && k.pdu != nil {
 				for _, p := range k.pdu.PrevEventIDs() {
 					if !out[p] {
 						further = append(further, p)
