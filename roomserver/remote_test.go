@@ -253,6 +253,19 @@ func TestRejectedEventsAreKept(t *testing.T) {
 		if ids := outputIDs(t, out, 5); len(ids) != 5 || ids[4] != after.EventID() {
 			t.Fatalf("outputs %v, want the room's four events and %s", ids, after.EventID())
 		}
+
+		// An auth event of another room rejects the event (it is kept as rejected).
+		other := newRemoteRoom(t, alice)
+		wantOK(t, "another room", h.submitRemote(other.RoomID, other.Version,
+			roomtest.Input(api.KindFederated, other.create), roomtest.Input(api.KindFederated, other.aliceJoin)))
+		foreign := r.Event(alice, "m.room.message", nil, map[string]string{"body": "foreign auth"}, 8, r.pdus(after), r.pdus(r.create, r.pl, other.aliceJoin))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, foreign)); res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("event with an auth event of another room: %+v", res[0])
+		}
+		if evs, err := h.rs.API().QueryEventsByID(ctx, &api.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{foreign.EventID()}}); err != nil ||
+			!slices.Equal(evs.RejectedIDs, []string{foreign.EventID()}) {
+			t.Fatalf("event with an auth event of another room not kept as rejected: %+v %v", evs, err)
+		}
 	})
 }
 

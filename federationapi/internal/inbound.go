@@ -378,6 +378,9 @@ func (ib *Inbound) inputOutliers(ctx context.Context, roomID string, v gomatrixs
 	return refused, nil
 }
 
+// errOtherRoom is fetchEvent's error for an event of another room than the one asked for.
+var errOtherRoom = errors.New("event of another room")
+
 // fetchEvent fetches one event of the room from origin with /event and checks it.
 func (ib *Inbound) fetchEvent(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, roomID, eventID string) (gomatrixserverlib.PDU, error) {
 	txn, err := ib.Client.GetEvent(ctx, ib.ServerName, origin, eventID)
@@ -388,8 +391,11 @@ func (ib *Inbound) fetchEvent(ctx context.Context, origin spec.ServerName, v gom
 		return nil, fmt.Errorf("/event %s from %s answered %d events", eventID, origin, len(txn.PDUs))
 	}
 	e, err := ib.ParseVerified(ctx, v, txn.PDUs[0])
-	if err != nil || e.EventID() != eventID || e.RoomID().String() != roomID {
+	if err != nil || e.EventID() != eventID {
 		return nil, fmt.Errorf("event %s from %s is not the one asked for or is badly signed", eventID, origin)
+	}
+	if e.RoomID().String() != roomID {
+		return nil, fmt.Errorf("%w: %s", errOtherRoom, eventID)
 	}
 	return e, nil
 }
@@ -397,7 +403,9 @@ func (ib *Inbound) fetchEvent(ctx context.Context, origin spec.ServerName, v gom
 // stateBefore fetches from origin the state before eventID (/state_ids, then the events we
 // lack with /event, or everything with /state when too many are missing). It returns the
 // state's event IDs and the events to store first as outliers, auth events before the
-// events they authorise.
+// events they authorise. Events of other rooms are left out of both: an event that names
+// one as an auth event is then rejected (or refused) by the roomserver on its own, and
+// the rest of the state still counts.
 func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, roomID, eventID string) ([]string, []gomatrixserverlib.PDU, error) {
 	ids, err := ib.Client.LookupStateIDs(ctx, ib.ServerName, origin, roomID, eventID)
 	if err != nil {
@@ -418,14 +426,25 @@ func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v go
 		return ib.fullState(ctx, origin, v, roomID, eventID)
 	}
 	var fetched []gomatrixserverlib.PDU
+	otherRoom := map[string]bool{}
 	for _, id := range missing {
 		e, err := ib.fetchEvent(ctx, origin, v, roomID, id)
+		if errors.Is(err, errOtherRoom) {
+			otherRoom[id] = true
+			continue
+		}
 		if err != nil {
 			return ib.fullState(ctx, origin, v, roomID, eventID)
 		}
 		fetched = append(fetched, e)
 	}
-	return ids.StateEventIDs, gomatrixserverlib.ReverseTopologicalOrdering(fetched, gomatrixserverlib.TopologicalOrderByAuthEvents), nil
+	stateIDs := make([]string, 0, len(ids.StateEventIDs))
+	for _, id := range ids.StateEventIDs {
+		if !otherRoom[id] {
+			stateIDs = append(stateIDs, id)
+		}
+	}
+	return stateIDs, gomatrixserverlib.ReverseTopologicalOrdering(fetched, gomatrixserverlib.TopologicalOrderByAuthEvents), nil
 }
 
 // fullState fetches the state before eventID and its auth chain with /state.
@@ -449,7 +468,8 @@ func (ib *Inbound) fullState(ctx context.Context, origin spec.ServerName, v goma
 	return ids, OrderByAuth(append(auth, state...)), nil
 }
 
-// verifyAll parses and verifies events of a room; any bad one fails them all.
+// verifyAll parses and verifies events of a room; any bad one fails them all. Events of
+// other rooms are left out (see stateBefore).
 func (ib *Inbound) verifyAll(ctx context.Context, v gomatrixserverlib.IRoomVersion, roomID string, raws gomatrixserverlib.EventJSONs) ([]gomatrixserverlib.PDU, error) {
 	out := make([]gomatrixserverlib.PDU, 0, len(raws))
 	for _, raw := range raws {
@@ -457,10 +477,9 @@ func (ib *Inbound) verifyAll(ctx context.Context, v gomatrixserverlib.IRoomVersi
 		if err != nil {
 			return nil, err
 		}
-		if e.RoomID().String() != roomID {
-			return nil, fmt.Errorf("event %s is of another room", e.EventID())
+		if e.RoomID().String() == roomID {
+			out = append(out, e)
 		}
-		out = append(out, e)
 	}
 	return out, nil
 }

@@ -559,8 +559,12 @@ func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*
 	pdus := make([]gomatrixserverlib.PDU, 0, len(ids))
 	for _, id := range ids {
 		k := known[id]
-		if k == nil || k.row.RoomNID != rt.h.room.NID {
+		if k == nil {
 			return nil, matrixerr.NotFound(fmt.Sprintf("auth event %s is unknown", id)), nil
+		}
+		if k.row.RoomNID != rt.h.room.NID {
+			// An auth event of another room: rejected (auth rules, "auth_events ... room_id").
+			return nil, matrixerr.Forbidden(fmt.Sprintf("auth event %s is of another room", id)), nil
 		}
 		if k.row.Rejected {
 			return nil, matrixerr.Forbidden(fmt.Sprintf("auth event %s was rejected", id)), nil
