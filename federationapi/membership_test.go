@@ -187,3 +187,53 @@ func TestInviteAnswerWithInvalidJSON(t *testing.T) {
 		wantMatrixErr(t, err, 400, "M_BAD_JSON")
 	})
 }
+
+// TestRejectInviteLocally: when no server takes the leave (the inviting server refuses
+// make_leave, or cannot be reached), A rejects its user's invite by itself: the user's
+// membership becomes leave, with a leave built on the invite.
+func TestRejectInviteLocally(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		ctx := context.Background()
+		grace, heidi := a.createUser(t, "grace"), a.createUser(t, "heidi")
+		var rooms []*room
+		for _, user := range []string{grace, heidi} {
+			r := newRoomOn(t, b)
+			r.state(spec.MRoomJoinRules, map[string]string{"join_rule": "invite"})
+			if _, err := b.fed.API().PerformInvite(ctx, &api.PerformInviteRequest{RoomID: r.RoomID, Sender: r.alice, UserID: user}); err != nil {
+				t.Fatalf("invite %s: %v", user, err)
+			}
+			rooms = append(rooms, r)
+		}
+		reject := func(r *room, user string) {
+			t.Helper()
+			inv := a.membership(t, r.RoomID, user)
+			lv, err := a.fed.API().PerformLeave(ctx, &api.PerformLeaveRequest{RoomID: r.RoomID, UserID: user})
+			if err != nil {
+				t.Fatalf("reject %s's invite: %v", user, err)
+			}
+			if m := a.membership(t, r.RoomID, user); m.Membership != spec.Leave || m.EventID != lv.EventID {
+				t.Fatalf("%s on A after rejecting: %+v", user, m)
+			}
+			leave := mustEvent(t, a, r.RoomID, lv.EventID)
+			if string(leave.SenderID()) != user || len(leave.PrevEventIDs()) != 1 || leave.PrevEventIDs()[0] != inv.EventID {
+				t.Fatalf("local leave: %s", leave.JSON())
+			}
+		}
+
+		refuse := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"errcode":"M_FORBIDDEN","error":"no"}`)) // the test sees a failed write as a failed reject
+		}))
+		b.handler.Store(&refuse)
+		reject(rooms[0], grace)
+		b.srv.Close()
+		reject(rooms[1], heidi)
+
+		// Without an invite there is nothing to reject: the failure stays.
+		_, err := a.fed.API().PerformLeave(ctx, &api.PerformLeaveRequest{RoomID: rooms[1].RoomID, UserID: grace})
+		wantMatrixErr(t, err, 404, "M_NOT_FOUND")
+	})
+}
