@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -265,6 +266,11 @@ func TestRejectedEventsAreKept(t *testing.T) {
 		if evs, err := h.rs.API().QueryEventsByID(ctx, &api.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{foreign.EventID()}}); err != nil ||
 			!slices.Equal(evs.RejectedIDs, []string{foreign.EventID()}) {
 			t.Fatalf("event with an auth event of another room not kept as rejected: %+v %v", evs, err)
+		}
+		// A redaction of another room's event is refused the same way.
+		crossRedaction := r.Event(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": other.aliceJoin.EventID()}, 8, r.pdus(after), r.pdus(r.create, r.pl, r.aliceJoin))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, crossRedaction)); res[0].Err == nil || !strings.Contains(res[0].Err.Message, "another room") {
+			t.Fatalf("redaction of another room's event: %+v", res[0])
 		}
 	})
 }

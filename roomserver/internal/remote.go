@@ -271,6 +271,11 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 			merr = matrixerr.Forbidden("event fails auth against its auth_events: " + err.Error())
 		}
 	}
+	if merr == nil {
+		if merr, err = rt.redactsAnotherRoom(ctx, ev); err != nil {
+			return api.Result{}, err
+		}
+	}
 	if merr != nil {
 		if merr.Status == http.StatusForbidden {
 			return rt.rejectAndKeep(ctx, ie, existing, merr)
@@ -287,6 +292,20 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		return rt.backfill(ctx, ie, ev, existing)
 	}
 	return rt.place(ctx, ie, ev, existing)
+}
+
+// redactsAnotherRoom refuses a redaction whose target is a stored event of another room:
+// it could never apply, and readers must not be shown it (Synapse and Dendrite refuse it
+// too; sytest "An event which redacts an event in a different room should be ignored").
+func (rt *remoteTx) redactsAnotherRoom(ctx context.Context, ev gomatrixserverlib.PDU) (*matrixerr.Error, error) {
+	if ev.Type() != spec.MRoomRedaction || ev.Redacts() == "" {
+		return nil, nil
+	}
+	target, err := rt.event(ctx, ev.Redacts())
+	if err != nil || target == nil || target.row.RoomNID == rt.h.room.NID {
+		return nil, err
+	}
+	return matrixerr.Forbidden("the redacted event is in another room"), nil
 }
 
 // rejectAndKeep answers an event from another server that the auth rules refused (merr)
