@@ -578,6 +578,15 @@ func TestServerACL(t *testing.T) {
 		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
 		_, err = b.client.MakeJoin(ctx, b.name, a.name, r.RoomID, "@newcomer:"+string(b.name))
 		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
+		// An invite from a denied server is refused before anything about the invitee is
+		// looked up (an unknown user would otherwise be a 404).
+		invite := r.next(spec.MRoomMember, roomtest.StateKey("@nobody:"+string(a.name)), map[string]string{"membership": spec.Invite})
+		inviteReq, err := fclient.NewInviteV2Request(invite, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.client.SendInviteV2(ctx, b.name, a.name, inviteReq)
+		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	})
 }
 
