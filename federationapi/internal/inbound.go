@@ -146,11 +146,7 @@ func (ib *Inbound) receivePlaced(ctx context.Context, origin spec.ServerName, v 
 			return err
 		}
 		g := gapFiller{ib: ib, origin: origin, v: v, roomID: roomID, placed: placed, fetches: maxGapStates}
-		for _, e := range chain {
-			if err := g.receive(ctx, e); err != nil && !HandledByRejection(err) {
-				ib.Logger.WithError(err).WithFields(logrus.Fields{"origin": origin, "event_id": e.EventID()}).Debug("a missing event could not be placed")
-			}
-		}
+		g.receiveAll(ctx, chain)
 		if hasGap(ev, placed, nil) {
 			return rejectf("the prev events of %s are missing and %s did not send them", ev.EventID(), origin)
 		}
@@ -170,6 +166,46 @@ type gapFiller struct {
 	roomID  string
 	placed  map[string]bool
 	fetches int
+}
+
+// receiveAll places pulled events, oldest first: a run of events that follow placed ones
+// or each other goes to the roomserver as one message, an event with a gap alone
+// (receive).
+func (g *gapFiller) receiveAll(ctx context.Context, evs []gomatrixserverlib.PDU) {
+	var run []gomatrixserverlib.PDU
+	inRun := map[string]bool{}
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		in := make([]rsapi.InputRoomEvent, len(run))
+		for i, e := range run {
+			in[i] = rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: e}}
+		}
+		res, err := g.ib.Roomserver.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: g.roomID, RoomVersion: string(g.v.Version()), Events: in}})
+		if err != nil {
+			g.ib.Logger.WithError(err).WithField("origin", g.origin).Debug("missing events could not be placed")
+		} else {
+			for i, r := range res.Results {
+				if r.Err == nil || r.Err.Status == http.StatusForbidden {
+					g.placed[run[i].EventID()] = true
+				}
+			}
+		}
+		run, inRun = nil, map[string]bool{}
+	}
+	for _, e := range evs {
+		if !hasGap(e, g.placed, inRun) {
+			run = append(run, e)
+			inRun[e.EventID()] = true
+			continue
+		}
+		flush()
+		if err := g.receive(ctx, e); err != nil && !HandledByRejection(err) {
+			g.ib.Logger.WithError(err).WithFields(logrus.Fields{"origin": g.origin, "event_id": e.EventID()}).Debug("a missing event could not be placed")
+		}
+	}
+	flush()
 }
 
 // receive places ev with the state before each of its prev events that is not placed,
