@@ -237,3 +237,22 @@ func TestRejectInviteLocally(t *testing.T) {
 		wantMatrixErr(t, err, 404, "M_NOT_FOUND")
 	})
 }
+
+// TestMakeJoinWhenEveryoneLeft: a server whose users have all left a room refuses
+// make_join for it with 404, as it can no longer vouch for the room.
+func TestMakeJoinWhenEveryoneLeft(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		ctx := context.Background()
+		r := newRoomOn(t, b)
+		joiner := "@joiner:" + string(a.name)
+		if _, err := a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, joiner); err != nil {
+			t.Fatalf("make_join while alice is in the room: %v", err)
+		}
+		b.inputAll(t, r.RoomID, r.next(spec.MRoomMember, &r.alice, map[string]string{"membership": spec.Leave}))
+		_, err := a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, joiner)
+		wantHTTP(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	})
+}
