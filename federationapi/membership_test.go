@@ -256,3 +256,19 @@ func TestMakeJoinWhenEveryoneLeft(t *testing.T) {
 		wantHTTP(t, err, http.StatusNotFound, "M_NOT_FOUND")
 	})
 }
+
+// TestJoinPassesMakeJoinRefusalThrough: a room server's 400 with a Matrix error code for
+// make_join reaches the client with that code, not as "no server could be reached".
+func TestJoinPassesMakeJoinRefusalThrough(t *testing.T) {
+	t.Parallel()
+	clk := &clock{}
+	a := newNode(t, "file:"+t.TempDir()+"/fed.db", clk, nodeOpts{})
+	roomServer := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"errcode":"M_TEST_ERROR_CODE","error":"denied!"}`)) // a failed write fails the test's join differently
+	}))
+	defer roomServer.Close()
+	server := roomServer.Listener.Addr().String()
+	_, err := a.fed.API().PerformJoin(context.Background(), &api.PerformJoinRequest{RoomID: "!room:" + server, UserID: "@ivan:" + string(a.name), ServerNames: []string{server}})
+	wantMatrixErr(t, err, http.StatusBadRequest, "M_TEST_ERROR_CODE")
+}

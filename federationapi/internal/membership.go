@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrix"
@@ -103,8 +104,10 @@ func (m *Membership) inviter(ctx context.Context, roomID, userID string) spec.Se
 }
 
 // remoteFailure turns a failed request to another server into what the client is told:
-// that server's 403 stays a 403 and its 400 for an unsupported room version stays; any
-// other answer or no answer means that server could not help (404).
+// that server's 403 stays a 403, its 400 for an unsupported room version stays, and any
+// other 400 with a Matrix error code is passed through with that code (the client learns
+// why the room's server refused, as Synapse passes it on); any other answer or no answer
+// means that server could not help (404).
 func remoteFailure(err error, what string) *matrixerr.Error {
 	var herr gomatrix.HTTPError
 	if errors.As(err, &herr) {
@@ -116,6 +119,8 @@ func remoteFailure(err error, what string) *matrixerr.Error {
 			return matrixerr.Forbidden(msg)
 		case body.Code == "M_INCOMPATIBLE_ROOM_VERSION" || body.Code == "M_UNSUPPORTED_ROOM_VERSION":
 			return &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "the room's version is not supported", Status: http.StatusBadRequest, RoomVersion: body.RoomVersion}
+		case herr.Code == http.StatusBadRequest && strings.HasPrefix(body.Code, "M_"):
+			return &matrixerr.Error{Code: body.Code, Message: "the room's server refused: " + body.Message, Status: http.StatusBadRequest}
 		}
 	}
 	return matrixerr.NotFound(what)
