@@ -187,3 +187,88 @@ func TestInviteAnswerWithInvalidJSON(t *testing.T) {
 		wantMatrixErr(t, err, 400, "M_BAD_JSON")
 	})
 }
+
+// TestRejectInviteLocally: when no server takes the leave (the inviting server refuses
+// make_leave, or cannot be reached), A rejects its user's invite by itself: the user's
+// membership becomes leave, with a leave built on the invite.
+func TestRejectInviteLocally(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		ctx := context.Background()
+		grace, heidi := a.createUser(t, "grace"), a.createUser(t, "heidi")
+		var rooms []*room
+		for _, user := range []string{grace, heidi} {
+			r := newRoomOn(t, b)
+			r.state(spec.MRoomJoinRules, map[string]string{"join_rule": "invite"})
+			if _, err := b.fed.API().PerformInvite(ctx, &api.PerformInviteRequest{RoomID: r.RoomID, Sender: r.alice, UserID: user}); err != nil {
+				t.Fatalf("invite %s: %v", user, err)
+			}
+			rooms = append(rooms, r)
+		}
+		reject := func(r *room, user string) {
+			t.Helper()
+			inv := a.membership(t, r.RoomID, user)
+			lv, err := a.fed.API().PerformLeave(ctx, &api.PerformLeaveRequest{RoomID: r.RoomID, UserID: user})
+			if err != nil {
+				t.Fatalf("reject %s's invite: %v", user, err)
+			}
+			if m := a.membership(t, r.RoomID, user); m.Membership != spec.Leave || m.EventID != lv.EventID {
+				t.Fatalf("%s on A after rejecting: %+v", user, m)
+			}
+			leave := mustEvent(t, a, r.RoomID, lv.EventID)
+			if string(leave.SenderID()) != user || len(leave.PrevEventIDs()) != 1 || leave.PrevEventIDs()[0] != inv.EventID {
+				t.Fatalf("local leave: %s", leave.JSON())
+			}
+		}
+
+		refuse := http.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = w.Write([]byte(`{"errcode":"M_FORBIDDEN","error":"no"}`)) // the test sees a failed write as a failed reject
+		}))
+		b.handler.Store(&refuse)
+		reject(rooms[0], grace)
+		b.srv.Close()
+		reject(rooms[1], heidi)
+
+		// Without an invite there is nothing to reject: the failure stays.
+		_, err := a.fed.API().PerformLeave(ctx, &api.PerformLeaveRequest{RoomID: rooms[1].RoomID, UserID: grace})
+		wantMatrixErr(t, err, 404, "M_NOT_FOUND")
+	})
+}
+
+// TestMakeJoinWhenEveryoneLeft: a server whose users have all left a room refuses
+// make_join for it with 404, as it can no longer vouch for the room.
+func TestMakeJoinWhenEveryoneLeft(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		ctx := context.Background()
+		r := newRoomOn(t, b)
+		joiner := "@joiner:" + string(a.name)
+		if _, err := a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, joiner); err != nil {
+			t.Fatalf("make_join while alice is in the room: %v", err)
+		}
+		b.inputAll(t, r.RoomID, r.next(spec.MRoomMember, &r.alice, map[string]string{"membership": spec.Leave}))
+		_, err := a.client.MakeJoin(ctx, a.name, b.name, r.RoomID, joiner)
+		wantHTTP(t, err, http.StatusNotFound, "M_NOT_FOUND")
+	})
+}
+
+// TestJoinPassesMakeJoinRefusalThrough: a room server's 400 with a Matrix error code for
+// make_join reaches the client with that code, not as "no server could be reached".
+func TestJoinPassesMakeJoinRefusalThrough(t *testing.T) {
+	t.Parallel()
+	clk := &clock{}
+	a := newNode(t, "file:"+t.TempDir()+"/fed.db", clk, nodeOpts{})
+	roomServer := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusBadRequest)
+		_, _ = w.Write([]byte(`{"errcode":"M_TEST_ERROR_CODE","error":"denied!"}`)) // a failed write fails the test's join differently
+	}))
+	defer roomServer.Close()
+	server := roomServer.Listener.Addr().String()
+	_, err := a.fed.API().PerformJoin(context.Background(), &api.PerformJoinRequest{RoomID: "!room:" + server, UserID: "@ivan:" + string(a.name), ServerNames: []string{server}})
+	wantMatrixErr(t, err, http.StatusBadRequest, "M_TEST_ERROR_CODE")
+}

@@ -157,7 +157,9 @@ func TestSendTransaction(t *testing.T) {
 				t.Fatalf("%s not placed after the gap was filled", ev.EventID())
 			}
 		}
-		// A gap too long to fill: the state before the event comes from /state_ids.
+		// A gap too long to fill in one round: the events /get_missing_events gives are
+		// placed, the earliest with the state before its missing prev event from /state_ids
+		// (that prev event is stored as an outlier), then the event itself.
 		var skipped []gomatrixserverlib.PDU
 		for i := 0; i < 25; i++ {
 			skipped = append(skipped, r.message(fmt.Sprint("skipped ", i)))
@@ -172,6 +174,14 @@ func TestSendTransaction(t *testing.T) {
 		}
 		if found, _ := a.placed(t, r.RoomID, skipped[0].EventID()); found {
 			t.Fatal("the start of a long gap was fetched")
+		}
+		if found, placed := a.placed(t, r.RoomID, skipped[4].EventID()); !found || placed {
+			t.Fatalf("the missing prev event of the fetched events: found %v, placed %v; want an outlier", found, placed)
+		}
+		for _, ev := range skipped[5:] {
+			if _, ok := a.placed(t, r.RoomID, ev.EventID()); !ok {
+				t.Fatalf("fetched missing event %s not placed", ev.EventID())
+			}
 		}
 		if b.served("/_matrix/federation/v1/get_missing_events/"+r.RoomID) != 2 || b.served("/_matrix/federation/v1/state_ids/"+r.RoomID) != 1 {
 			t.Fatalf("B served %v", b.hits)
@@ -213,8 +223,9 @@ func TestSendTransaction(t *testing.T) {
 		}
 
 		// Refused events: a forged signature, a sender of another server, an event that
-		// fails auth. None is stored; the first two are answered with an error, the third,
-		// processed and rejected by the auth rules, with an empty result as the spec has it.
+		// fails auth. The first two are answered with an error and not stored; the third,
+		// processed and rejected by the auth rules, with an empty result as the spec has it,
+		// and kept as rejected (never served).
 		_, forger, _ := ed25519.GenerateKey(nil)
 		forged := (&roomtest.Remote{T: t, Key: forger, KeyID: b.keyID, Origin: b.name, Version: r.Version, RoomID: r.RoomID}).
 			Event(r.alice, "m.room.message", nil, map[string]string{"body": "forged"}, r.depth+1, []gomatrixserverlib.PDU{r.last}, r.auth)
@@ -233,8 +244,12 @@ func TestSendTransaction(t *testing.T) {
 				t.Errorf("%s event accepted: %+v", name, res.PDUs)
 			}
 			if found, _ := a.placed(t, r.RoomID, ev.EventID()); found {
-				t.Errorf("%s event stored", name)
+				t.Errorf("%s event served", name)
 			}
+		}
+		if rej, err := a.rs.API().QueryEventsByID(context.Background(), &rsapi.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{stranger.EventID(), forged.EventID()}}); err != nil ||
+			len(rej.RejectedIDs) != 1 || rej.RejectedIDs[0] != stranger.EventID() {
+			t.Errorf("rejected events kept: %+v %v, want the stranger's", rej, err)
 		}
 		if !strings.Contains(res.PDUs[forged.EventID()].Error, "signature") {
 			t.Errorf("forged event's error: %q", res.PDUs[forged.EventID()].Error)
@@ -271,6 +286,55 @@ func TestSendTransaction(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantHTTP(t, send(t, b, &fr, nil), http.StatusUnauthorized, "M_UNAUTHORIZED")
+	})
+}
+
+// TestSendAfterRejectedAndMissingEvents: an event whose prev event was rejected is placed
+// (the rejected one is kept for that, spec "Rejection") and /send answers both with empty
+// results; a pushed event whose prev events its sender does not give (/get_missing_events)
+// is refused without asking for the state before them.
+func TestSendAfterRejectedAndMissingEvents(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomOn(t, b)
+		copyRoom(t, a, r)
+		m1 := r.message("one")
+		if res, err := sendTxn(t, b, a, "t1", m1); err != nil || res.PDUs[m1.EventID()].Error != "" {
+			t.Fatalf("send m1: %+v %v", res, err)
+		}
+
+		stranger := r.Event("@carol:"+string(b.name), "m.room.message", nil, map[string]string{"body": "not joined"}, r.depth+1, []gomatrixserverlib.PDU{m1}, r.auth[:1])
+		after := r.Event(r.alice, "m.room.message", nil, map[string]string{"body": "after"}, r.depth+2, []gomatrixserverlib.PDU{stranger}, r.auth)
+		res, err := sendTxn(t, b, a, "t2", stranger, after)
+		if err != nil || len(res.PDUs) != 2 || res.PDUs[stranger.EventID()].Error != "" || res.PDUs[after.EventID()].Error != "" {
+			t.Fatalf("send a rejected event and one after it: %+v %v", res, err)
+		}
+		if _, ok := a.placed(t, r.RoomID, after.EventID()); !ok {
+			t.Fatal("the event after a rejected one is not placed")
+		}
+		info, err := a.rs.API().QueryRoomInfo(context.Background(), &rsapi.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || len(info.LatestEventIDs) != 1 || info.LatestEventIDs[0] != after.EventID() {
+			t.Fatalf("forward extremities on A: %+v %v", info, err)
+		}
+		if n := b.served("/_matrix/federation/v1/get_missing_events/" + r.RoomID); n != 0 {
+			t.Fatalf("A asked for missing events %d times", n)
+		}
+
+		// B never had unseen: it cannot give it, and A must not take the state from B.
+		unseen := r.Event(r.alice, "m.room.message", nil, map[string]string{"body": "unseen"}, r.depth+3, []gomatrixserverlib.PDU{after}, r.auth)
+		pushed := r.Event(r.alice, "m.room.message", nil, map[string]string{"body": "pushed"}, r.depth+4, []gomatrixserverlib.PDU{unseen}, r.auth)
+		res, err = sendTxn(t, b, a, "t3", pushed)
+		if err != nil || res.PDUs[pushed.EventID()].Error == "" {
+			t.Fatalf("send an event whose prev event its sender does not give: %+v %v", res, err)
+		}
+		if found, _ := a.placed(t, r.RoomID, pushed.EventID()); found {
+			t.Fatal("an event after an unfilled gap was placed")
+		}
+		if b.served("/_matrix/federation/v1/get_missing_events/"+r.RoomID) != 1 || b.served("/_matrix/federation/v1/state_ids/"+r.RoomID) != 0 || b.served("/_matrix/federation/v1/state/"+r.RoomID) != 0 {
+			t.Fatalf("B served %v", b.hits)
+		}
 	})
 }
 
@@ -513,6 +577,15 @@ func TestServerACL(t *testing.T) {
 		_, err = b.client.LookupStateIDs(ctx, b.name, a.name, r.RoomID, m1.EventID())
 		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
 		_, err = b.client.MakeJoin(ctx, b.name, a.name, r.RoomID, "@newcomer:"+string(b.name))
+		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
+		// An invite from a denied server is refused before anything about the invitee is
+		// looked up (an unknown user would otherwise be a 404).
+		invite := r.next(spec.MRoomMember, roomtest.StateKey("@nobody:"+string(a.name)), map[string]string{"membership": spec.Invite})
+		inviteReq, err := fclient.NewInviteV2Request(invite, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = b.client.SendInviteV2(ctx, b.name, a.name, inviteReq)
 		wantHTTP(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,7 +121,8 @@ func TestFederatedEvents(t *testing.T) {
 			t.Fatalf("stranger's message: %+v", res[0])
 		}
 		// Unknown prev events without a given state: rejected.
-		unknownPrev := r.Event(alice, "m.room.message", nil, map[string]string{"body": "gap"}, 20, r.pdus(stranger), r.pdus(r.create, r.pl, r.aliceJoin))
+		neverSent := r.Event(alice, "m.room.message", nil, map[string]string{"body": "never sent"}, 19, r.pdus(msg1), r.pdus(r.create, r.pl, r.aliceJoin))
+		unknownPrev := r.Event(alice, "m.room.message", nil, map[string]string{"body": "gap"}, 20, r.pdus(neverSent), r.pdus(r.create, r.pl, r.aliceJoin))
 		res = h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, unknownPrev))
 		if res[0].Err == nil || res[0].Err.Code != "M_NOT_FOUND" {
 			t.Fatalf("event after a gap: %+v", res[0])
@@ -187,6 +189,176 @@ func TestFederatedEvents(t *testing.T) {
 		}
 		if ids[len(ids)-1] != after.EventID() {
 			t.Fatalf("outputs %v", ids)
+		}
+	})
+}
+
+// Events that fail the auth rules are kept as rejected (spec "Rejection"): an event naming
+// one as a prev event is placed, the rejected state event changes no state, neither is a
+// forward extremity, queries and readers never get them, and one sent again is refused
+// again.
+func TestRejectedEventsAreKept(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		out := test.FollowTopic(t, h.log, "out")
+		alice, carol := "@alice:"+remoteServer, "@carol:"+remoteServer
+		r := newRemoteRoom(t, alice)
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		outputIDs(t, out, 4)
+
+		// carol is no member: her message and her topic fail against their auth events.
+		spam := r.Event(carol, "m.room.message", nil, map[string]string{"body": "spam"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl))
+		topic := r.Event(carol, "m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "spam"}, 6, r.pdus(spam), r.pdus(r.create, r.pl))
+		for _, ev := range []gomatrixserverlib.PDU{spam, topic, spam} {
+			if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, ev)); res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+				t.Fatalf("carol's %s: %+v", ev.Type(), res[0])
+			}
+		}
+		after := r.Event(alice, "m.room.message", nil, map[string]string{"body": "after"}, 7, r.pdus(topic), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "event after rejected ones", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, after)))
+
+		ctx := context.Background()
+		info, err := h.rs.API().QueryRoomInfo(ctx, &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{after.EventID()}) {
+			t.Fatalf("forward extremities %+v %v, want only %s (jr is superseded through the rejected events)", info, err, after.EventID())
+		}
+		if got := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.room.topic"}); len(got) != 0 {
+			t.Fatalf("a rejected topic is in the current state: %v", got)
+		}
+		st, err := h.rs.API().QueryStateAtEvent(ctx, &api.QueryStateAtEventRequest{RoomID: r.RoomID, EventID: after.EventID(), Tuples: []api.StateKeyTuple{{EventType: "m.room.topic"}}})
+		if err != nil || !st.EventKnown || len(st.StateEvents) != 0 {
+			t.Fatalf("state before the event after the rejected topic: %+v %v", st, err)
+		}
+		st, err = h.rs.API().QueryStateAtEvent(ctx, &api.QueryStateAtEventRequest{RoomID: r.RoomID, EventID: spam.EventID()})
+		if err != nil || st.EventKnown {
+			t.Fatalf("state at a rejected event: %+v %v", st, err)
+		}
+		evs, err := h.rs.API().QueryEventsByID(ctx, &api.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{spam.EventID(), topic.EventID(), after.EventID()}})
+		if err != nil || len(evs.Events) != 1 || evs.Events[0].EventID() != after.EventID() {
+			t.Fatalf("events by ID: %+v %v", evs, err)
+		}
+		slices.Sort(evs.RejectedIDs)
+		want := []string{spam.EventID(), topic.EventID()}
+		slices.Sort(want)
+		if !slices.Equal(evs.RejectedIDs, want) {
+			t.Fatalf("rejected IDs %v, want %v", evs.RejectedIDs, want)
+		}
+		if anyRoom, err := h.rs.API().QueryEventsByID(ctx, &api.QueryEventsByIDRequest{EventIDs: []string{spam.EventID()}}); err != nil || len(anyRoom.Events) != 0 {
+			t.Fatalf("a rejected event by ID without a room: %+v %v", anyRoom, err)
+		}
+		if ids := outputIDs(t, out, 5); len(ids) != 5 || ids[4] != after.EventID() {
+			t.Fatalf("outputs %v, want the room's four events and %s", ids, after.EventID())
+		}
+
+		// An auth event of another room rejects the event (it is kept as rejected).
+		other := newRemoteRoom(t, alice)
+		wantOK(t, "another room", h.submitRemote(other.RoomID, other.Version,
+			roomtest.Input(api.KindFederated, other.create), roomtest.Input(api.KindFederated, other.aliceJoin)))
+		foreign := r.Event(alice, "m.room.message", nil, map[string]string{"body": "foreign auth"}, 8, r.pdus(after), r.pdus(r.create, r.pl, other.aliceJoin))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, foreign)); res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("event with an auth event of another room: %+v", res[0])
+		}
+		if evs, err := h.rs.API().QueryEventsByID(ctx, &api.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{foreign.EventID()}}); err != nil ||
+			!slices.Equal(evs.RejectedIDs, []string{foreign.EventID()}) {
+			t.Fatalf("event with an auth event of another room not kept as rejected: %+v %v", evs, err)
+		}
+		// A redaction of another room's event is refused the same way.
+		crossRedaction := r.Event(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": other.aliceJoin.EventID()}, 8, r.pdus(after), r.pdus(r.create, r.pl, r.aliceJoin))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, crossRedaction)); res[0].Err == nil || !strings.Contains(res[0].Err.Message, "another room") {
+			t.Fatalf("redaction of another room's event: %+v", res[0])
+		}
+	})
+}
+
+// An event after soft-failed events supersedes, as forward extremities, the events they
+// follow: soft-failed events never became extremities, so the accepted event before them
+// would otherwise stay one for ever.
+func TestSoftFailedEventsAreNoExtremities(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, bob := "@alice:"+remoteServer, "@bob:"+remoteServer
+		r := newRemoteRoom(t, alice)
+		bobJoin := r.Event(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.jr))
+		pl1 := r.Event(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{alice: 100}, "events": map[string]int{"test.sf": 50}},
+			6, r.pdus(bobJoin), r.pdus(r.create, r.pl, r.aliceJoin))
+		m1 := r.Event(bob, "m.room.message", nil, map[string]string{"body": "M1"}, 6, r.pdus(bobJoin), r.pdus(r.create, r.pl, bobJoin))
+		sf1 := r.Event(bob, "test.sf", nil, map[string]string{"body": "SF1"}, 7, r.pdus(m1), r.pdus(r.create, r.pl, bobJoin))
+		m2 := r.Event(bob, "m.room.message", nil, map[string]string{"body": "M2"}, 8, r.pdus(pl1, sf1), r.pdus(r.create, pl1, bobJoin))
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, bobJoin, pl1, m1} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, sf1)); res[0].Err != nil || !res[0].SoftFailed {
+			t.Fatalf("SF1: %+v, want soft-failed", res[0])
+		}
+		wantOK(t, "M2", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, m2)))
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{m2.EventID()}) {
+			t.Fatalf("forward extremities %+v %v, want only M2 (M1 is before the soft-failed SF1)", info, err)
+		}
+	})
+}
+
+// A gap the writer fills with the state before each missing prev event (PrevStates): the
+// prev event is stored as an outlier, and the state before the event is the resolution of
+// the state after it (the given state plus the prev event) and of the states after the
+// placed prev events.
+func TestPrevStatesFillGaps(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice := "@alice:" + remoteServer
+		r := newRemoteRoom(t, alice)
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		stateIDs := slices.Collect(maps.Values(h.currentState(r.RoomID)))
+
+		placedMsg := r.Event(alice, "m.room.message", nil, map[string]string{"body": "placed"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "placed message", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, placedMsg)))
+		// topic's own prev event is never sent: the writer knows the state before topic.
+		unseen := r.Event(alice, "m.room.message", nil, map[string]string{"body": "unseen"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.aliceJoin))
+		topic := r.Event(alice, "m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "T"}, 6, r.pdus(unseen), r.pdus(r.create, r.pl, r.aliceJoin))
+		next := r.Event(alice, "m.room.message", nil, map[string]string{"body": "next"}, 7, r.pdus(placedMsg, topic), r.pdus(r.create, r.pl, r.aliceJoin))
+
+		withoutState := roomtest.Input(api.KindFederated, next)
+		if res := h.submitRemote(r.RoomID, r.Version, withoutState); res[0].Err == nil || res[0].Err.Code != "M_NOT_FOUND" {
+			t.Fatalf("gap without a state: %+v", res[0])
+		}
+		wantOK(t, "missing prev event as an outlier", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindOutlier, topic)))
+		withState := roomtest.Input(api.KindFederated, next)
+		withState.PrevStates = map[string][]string{topic.EventID(): stateIDs}
+		wantOK(t, "gap with the state before the missing prev event", h.submitRemote(r.RoomID, r.Version, withState))
+		if got := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.room.topic"})["m.room.topic|"]; got != topic.EventID() {
+			t.Fatalf("topic after the gap: %q, want %s", got, topic.EventID())
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{next.EventID()}) {
+			t.Fatalf("forward extremities %+v %v", info, err)
+		}
+
+		// A missing prev event that fails the auth rules is kept as a rejected outlier: the
+		// state after it is the state before it.
+		carol := "@carol:" + remoteServer
+		spamTopic := r.Event(carol, "m.room.topic", roomtest.StateKey(""), map[string]string{"topic": "spam"}, 8, r.pdus(next), r.pdus(r.create, r.pl))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindOutlier, spamTopic)); res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("carol's topic as an outlier: %+v", res[0])
+		}
+		last := r.Event(alice, "m.room.message", nil, map[string]string{"body": "last"}, 9, r.pdus(spamTopic), r.pdus(r.create, r.pl, r.aliceJoin))
+		withState = roomtest.Input(api.KindFederated, last)
+		withState.PrevStates = map[string][]string{spamTopic.EventID(): slices.Collect(maps.Values(h.currentState(r.RoomID)))}
+		wantOK(t, "event after a rejected outlier", h.submitRemote(r.RoomID, r.Version, withState))
+		if got := h.currentState(r.RoomID, api.StateKeyTuple{EventType: "m.room.topic"})["m.room.topic|"]; got != topic.EventID() {
+			t.Fatalf("topic after a rejected outlier: %q, want %s", got, topic.EventID())
 		}
 	})
 }

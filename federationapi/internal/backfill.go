@@ -126,7 +126,7 @@ func (b *Backfiller) write(ctx context.Context, server spec.ServerName, v gomatr
 			gap = gap || !have[id]
 		}
 		if gap {
-			stateIDs, outliers, err := ib.stateBefore(ctx, server, v, ev)
+			stateIDs, outliers, err := ib.stateBefore(ctx, server, v, roomID, ev.EventID())
 			if err == nil && len(outliers) > 0 {
 				in := make([]rsapi.InputRoomEvent, len(outliers))
 				for i, e := range outliers {

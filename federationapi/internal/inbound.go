@@ -125,49 +125,128 @@ func (ib *Inbound) Receive(ctx context.Context, origin spec.ServerName, v gomatr
 }
 
 // receivePlaced is Receive for a caller that already looked up which of ev and its prev
-// events are in the timeline (placed).
+// events the roomserver has (placed; it learns of the events this places). A gap before ev
+// is filled as the spec's "Retrieving missing events" describes: the events between the
+// room's forward extremities and ev come from origin's /get_missing_events (one round);
+// for a prev event of those that is still unknown, the state before it comes from origin
+// (/state_ids, or /state) and the roomserver resolves it with the states it knows. The
+// event that was pushed to us is refused when its own prev events are still missing
+// after that: its sender has them and did not give them, and taking its word for the state
+// before it would let one event stand for the room's whole state (Synapse refuses such
+// events for the same reason).
 func (ib *Inbound) receivePlaced(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse,
 	ev gomatrixserverlib.PDU, placed map[string]bool) error {
 	roomID := ev.RoomID().String()
 	if placed[ev.EventID()] {
 		return nil
 	}
-	var missing []string
-	for _, id := range ev.PrevEventIDs() {
-		if !placed[id] {
-			missing = append(missing, id)
-		}
-	}
-	if len(missing) == 0 {
-		return ib.input(ctx, roomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}})
-	}
-	if chain := ib.fillGap(ctx, origin, v, info, ev); chain != nil {
-		in := make([]rsapi.InputRoomEvent, 0, len(chain)+1)
-		for _, e := range chain {
-			in = append(in, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: e}})
-		}
-		in = append(in, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}})
-		return ib.input(ctx, roomID, v, in...)
-	}
-	stateIDs, outliers, err := ib.stateBefore(ctx, origin, v, ev)
-	if err != nil {
-		ib.Logger.WithError(err).WithFields(logrus.Fields{"origin": origin, "event_id": ev.EventID()}).Info("fetching the state before a received event failed")
-		return rejectf("could not fetch the state before %s from %s", ev.EventID(), origin)
-	}
-	if len(outliers) > 0 {
-		in := make([]rsapi.InputRoomEvent, len(outliers))
-		for i, e := range outliers {
-			in[i] = rsapi.InputRoomEvent{Kind: rsapi.KindOutlier, Event: &rsapi.Event{PDU: e}}
-		}
-		if err = ib.inputAll(ctx, roomID, v, in...); err != nil {
+	if hasGap(ev, placed, nil) {
+		chain, err := ib.missingEvents(ctx, origin, v, info, ev, placed)
+		if err != nil {
 			return err
 		}
+		g := gapFiller{ib: ib, origin: origin, v: v, roomID: roomID, placed: placed, fetches: maxGapStates}
+		g.receiveAll(ctx, chain)
+		if hasGap(ev, placed, nil) {
+			return rejectf("the prev events of %s are missing and %s did not send them", ev.EventID(), origin)
+		}
 	}
-	return ib.input(ctx, roomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}, StateEventIDs: stateIDs})
+	return ib.input(ctx, roomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}})
 }
 
-// placed looks up which of ids the roomserver has: true for timeline events, false for
-// outliers; unknown IDs are left out.
+// maxGapStates bounds the prev events whose state is fetched for one pushed event.
+const maxGapStates = 5
+
+// gapFiller places events fetched from origin (pulled) some of whose prev events the
+// roomserver lacks.
+type gapFiller struct {
+	ib      *Inbound
+	origin  spec.ServerName
+	v       gomatrixserverlib.IRoomVersion
+	roomID  string
+	placed  map[string]bool
+	fetches int
+}
+
+// receiveAll places pulled events, oldest first: a run of events that follow placed ones
+// or each other goes to the roomserver as one message, an event with a gap alone
+// (receive).
+func (g *gapFiller) receiveAll(ctx context.Context, evs []gomatrixserverlib.PDU) {
+	var run []gomatrixserverlib.PDU
+	inRun := map[string]bool{}
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		in := make([]rsapi.InputRoomEvent, len(run))
+		for i, e := range run {
+			in[i] = rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: e}}
+		}
+		res, err := g.ib.Roomserver.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: g.roomID, RoomVersion: string(g.v.Version()), Events: in}})
+		if err != nil {
+			g.ib.Logger.WithError(err).WithField("origin", g.origin).Debug("missing events could not be placed")
+		} else {
+			for i, r := range res.Results {
+				if r.Err == nil || r.Err.Status == http.StatusForbidden {
+					g.placed[run[i].EventID()] = true
+				}
+			}
+		}
+		run, inRun = nil, map[string]bool{}
+	}
+	for _, e := range evs {
+		if !hasGap(e, g.placed, inRun) {
+			run = append(run, e)
+			inRun[e.EventID()] = true
+			continue
+		}
+		flush()
+		if err := g.receive(ctx, e); err != nil && !HandledByRejection(err) {
+			g.ib.Logger.WithError(err).WithFields(logrus.Fields{"origin": g.origin, "event_id": e.EventID()}).Debug("a missing event could not be placed")
+		}
+	}
+	flush()
+}
+
+// receive places ev with the state before each of its prev events that is not placed,
+// fetched from origin; ev counts as placed afterwards when it was stored (accepted,
+// soft-failed or rejected by the auth rules).
+func (g *gapFiller) receive(ctx context.Context, ev gomatrixserverlib.PDU) error {
+	prevStates := map[string][]string{}
+	for _, id := range ev.PrevEventIDs() {
+		if g.placed[id] {
+			continue
+		}
+		if g.fetches == 0 {
+			return rejectf("too many gaps before %s", ev.EventID())
+		}
+		g.fetches--
+		ids, err := g.ib.storeStateBefore(ctx, g.origin, g.v, g.roomID, id)
+		if err != nil {
+			g.ib.Logger.WithError(err).WithFields(logrus.Fields{"origin": g.origin, "event_id": id}).Info("fetching the state before a missing event failed")
+			return rejectf("could not fetch the state before %s from %s", id, g.origin)
+		}
+		prevStates[id] = ids
+	}
+	err := g.ib.input(ctx, g.roomID, g.v, rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: ev}, PrevStates: prevStates})
+	if err == nil || HandledByRejection(err) {
+		g.placed[ev.EventID()] = true
+	}
+	return err
+}
+
+// hasGap reports whether a prev event of ev is neither placed nor in also.
+func hasGap(ev gomatrixserverlib.PDU, placed, also map[string]bool) bool {
+	for _, id := range ev.PrevEventIDs() {
+		if !placed[id] && !also[id] {
+			return true
+		}
+	}
+	return false
+}
+
+// placed looks up which of ids the roomserver has: true for timeline events (rejected ones
+// included), false for outliers; unknown IDs are left out.
 func (ib *Inbound) placed(ctx context.Context, roomID string, ids []string) (map[string]bool, error) {
 	res, err := ib.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: ids})
 	if err != nil {
@@ -176,6 +255,10 @@ func (ib *Inbound) placed(ctx context.Context, roomID string, ids []string) (map
 	out := map[string]bool{}
 	for _, e := range res.Events {
 		out[e.EventID()] = !slices.Contains(res.OutlierIDs, e.EventID())
+	}
+	// A rejected event is part of the room's graph: an event after it has no gap there.
+	for _, id := range res.RejectedIDs {
+		out[id] = true
 	}
 	return out, nil
 }
@@ -225,56 +308,144 @@ func (ib *Inbound) inputAll(ctx context.Context, roomID string, v gomatrixserver
 	return nil
 }
 
-// fillGap asks origin for the events between the room's forward extremities and ev. It
-// returns them oldest first when they close the gap, else nil (the caller then fetches
-// the state before ev instead).
-func (ib *Inbound) fillGap(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse, ev gomatrixserverlib.PDU) []gomatrixserverlib.PDU {
+// missingEvents asks origin for the events between the room's forward extremities and ev
+// (one round of /get_missing_events) and returns those that verify and that the roomserver
+// has not placed, oldest first. It adds what the roomserver has of their prev events to
+// placed. Nothing is an empty answer: the caller then fetches the state before ev's prev
+// events instead.
+func (ib *Inbound) missingEvents(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRoomInfoResponse,
+	ev gomatrixserverlib.PDU, placed map[string]bool) ([]gomatrixserverlib.PDU, error) {
 	if len(info.LatestEventIDs) == 0 {
-		return nil
+		return nil, nil
 	}
 	res, err := ib.Client.LookupMissingEvents(ctx, ib.ServerName, origin, ev.RoomID().String(), fclient.MissingEvents{
 		Limit: missingEventsLimit, MinDepth: int(max(info.Depth-missingEventsLimit, 0)), EarliestEvents: info.LatestEventIDs, LatestEvents: []string{ev.EventID()},
 	}, v.Version())
 	if err != nil {
 		ib.Logger.WithError(err).WithField("origin", origin).Debug("get_missing_events failed")
-		return nil
+		return nil, nil
 	}
 	have := map[string]bool{}
 	var chain []gomatrixserverlib.PDU
+	var ids []string
 	for _, raw := range res.Events {
 		e, err := ib.ParseVerified(ctx, v, raw)
-		if err != nil || e.RoomID().String() != ev.RoomID().String() || have[e.EventID()] {
+		if err != nil || e.RoomID().String() != ev.RoomID().String() || have[e.EventID()] || e.EventID() == ev.EventID() {
 			continue
 		}
 		have[e.EventID()] = true
 		chain = append(chain, e)
+		ids = append(append(ids, e.EventID()), e.PrevEventIDs()...)
 	}
-	chain = gomatrixserverlib.ReverseTopologicalOrdering(chain, gomatrixserverlib.TopologicalOrderByPrevEvents)
-	var prevs []string
-	for _, e := range append(chain, ev) {
-		prevs = append(prevs, e.PrevEventIDs()...)
+	if len(chain) == 0 {
+		return nil, nil
 	}
-	placed, err := ib.placed(ctx, ev.RoomID().String(), prevs)
+	known, err := ib.placed(ctx, ev.RoomID().String(), ids)
 	if err != nil {
-		return nil
+		return nil, err
 	}
-	for _, id := range prevs {
-		if !placed[id] && !have[id] {
-			return nil
+	fresh := chain[:0]
+	for _, e := range chain {
+		if !known[e.EventID()] {
+			fresh = append(fresh, e)
 		}
 	}
-	return chain
+	for id, p := range known {
+		placed[id] = p
+	}
+	return gomatrixserverlib.ReverseTopologicalOrdering(fresh, gomatrixserverlib.TopologicalOrderByPrevEvents), nil
 }
 
-// stateBefore fetches from origin the state before ev (/state_ids, then the events we
+// storeStateBefore fetches from origin the state before eventID and stores as outliers
+// what the roomserver lacks of it, of its auth chain and the event itself (the roomserver
+// needs it to know the state after it). It returns the state's event IDs.
+func (ib *Inbound) storeStateBefore(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, roomID, eventID string) ([]string, error) {
+	stateIDs, outliers, err := ib.stateBefore(ctx, origin, v, roomID, eventID)
+	if err != nil {
+		return nil, err
+	}
+	known, err := ib.placed(ctx, roomID, []string{eventID})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := known[eventID]; !ok && !slices.ContainsFunc(outliers, func(e gomatrixserverlib.PDU) bool { return e.EventID() == eventID }) {
+		e, err := ib.fetchEvent(ctx, origin, v, roomID, eventID)
+		if err != nil {
+			return nil, err
+		}
+		outliers = OrderByAuth(append(outliers, e))
+	}
+	refused, err := ib.inputOutliers(ctx, roomID, v, outliers)
+	if err != nil {
+		return nil, err
+	}
+	kept := make([]string, 0, len(stateIDs))
+	for _, id := range stateIDs {
+		if !refused[id] {
+			kept = append(kept, id)
+		}
+	}
+	return kept, nil
+}
+
+// inputOutliers stores events as outliers, each on its own: one that fails the auth rules
+// against its auth events (or whose auth events were refused) is left out of the state it
+// was given in, as a server that sends a state with an unauthorised event in it must not
+// get that event into the room. It returns the IDs of the events refused.
+func (ib *Inbound) inputOutliers(ctx context.Context, roomID string, v gomatrixserverlib.IRoomVersion, outliers []gomatrixserverlib.PDU) (map[string]bool, error) {
+	refused := map[string]bool{}
+	if len(outliers) == 0 {
+		return refused, nil
+	}
+	in := make([]rsapi.InputRoomEvent, len(outliers))
+	for i, e := range outliers {
+		in[i] = rsapi.InputRoomEvent{Kind: rsapi.KindOutlier, Event: &rsapi.Event{PDU: e}}
+	}
+	res, err := ib.Roomserver.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: string(v.Version()), Events: in}})
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range res.Results {
+		if r.Err != nil {
+			ib.Logger.WithFields(logrus.Fields{"event_id": outliers[i].EventID(), "error": r.Err.Message}).Debug("a fetched state or auth event was refused")
+			refused[outliers[i].EventID()] = true
+		}
+	}
+	return refused, nil
+}
+
+// errOtherRoom is fetchEvent's error for an event of another room than the one asked for.
+var errOtherRoom = errors.New("event of another room")
+
+// fetchEvent fetches one event of the room from origin with /event and checks it.
+func (ib *Inbound) fetchEvent(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, roomID, eventID string) (gomatrixserverlib.PDU, error) {
+	txn, err := ib.Client.GetEvent(ctx, ib.ServerName, origin, eventID)
+	if err != nil {
+		return nil, err
+	}
+	if len(txn.PDUs) != 1 {
+		return nil, fmt.Errorf("/event %s from %s answered %d events", eventID, origin, len(txn.PDUs))
+	}
+	e, err := ib.ParseVerified(ctx, v, txn.PDUs[0])
+	if err != nil || e.EventID() != eventID {
+		return nil, fmt.Errorf("event %s from %s is not the one asked for or is badly signed", eventID, origin)
+	}
+	if e.RoomID().String() != roomID {
+		return nil, fmt.Errorf("%w: %s", errOtherRoom, eventID)
+	}
+	return e, nil
+}
+
+// stateBefore fetches from origin the state before eventID (/state_ids, then the events we
 // lack with /event, or everything with /state when too many are missing). It returns the
 // state's event IDs and the events to store first as outliers, auth events before the
-// events they authorise.
-func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) ([]string, []gomatrixserverlib.PDU, error) {
-	roomID := ev.RoomID().String()
-	ids, err := ib.Client.LookupStateIDs(ctx, ib.ServerName, origin, roomID, ev.EventID())
+// events they authorise. Events of other rooms are left out of both: an event that names
+// one as an auth event is then rejected (or refused) by the roomserver on its own, and
+// the rest of the state still counts.
+func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, roomID, eventID string) ([]string, []gomatrixserverlib.PDU, error) {
+	ids, err := ib.Client.LookupStateIDs(ctx, ib.ServerName, origin, roomID, eventID)
 	if err != nil {
-		return ib.fullState(ctx, origin, v, ev)
+		return ib.fullState(ctx, origin, v, roomID, eventID)
 	}
 	all := append(append([]string(nil), ids.StateEventIDs...), ids.AuthEventIDs...)
 	have, err := ib.placed(ctx, roomID, all)
@@ -288,27 +459,33 @@ func (ib *Inbound) stateBefore(ctx context.Context, origin spec.ServerName, v go
 		}
 	}
 	if len(missing) > maxEventFetches {
-		return ib.fullState(ctx, origin, v, ev)
+		return ib.fullState(ctx, origin, v, roomID, eventID)
 	}
 	var fetched []gomatrixserverlib.PDU
+	otherRoom := map[string]bool{}
 	for _, id := range missing {
-		txn, err := ib.Client.GetEvent(ctx, ib.ServerName, origin, id)
-		if err != nil || len(txn.PDUs) != 1 {
-			return ib.fullState(ctx, origin, v, ev)
+		e, err := ib.fetchEvent(ctx, origin, v, roomID, id)
+		if errors.Is(err, errOtherRoom) {
+			otherRoom[id] = true
+			continue
 		}
-		e, err := ib.ParseVerified(ctx, v, txn.PDUs[0])
-		if err != nil || e.EventID() != id || e.RoomID().String() != roomID {
-			return nil, nil, fmt.Errorf("event %s from %s is not the one asked for or is badly signed", id, origin)
+		if err != nil {
+			return ib.fullState(ctx, origin, v, roomID, eventID)
 		}
 		fetched = append(fetched, e)
 	}
-	return ids.StateEventIDs, gomatrixserverlib.ReverseTopologicalOrdering(fetched, gomatrixserverlib.TopologicalOrderByAuthEvents), nil
+	stateIDs := make([]string, 0, len(ids.StateEventIDs))
+	for _, id := range ids.StateEventIDs {
+		if !otherRoom[id] {
+			stateIDs = append(stateIDs, id)
+		}
+	}
+	return stateIDs, gomatrixserverlib.ReverseTopologicalOrdering(fetched, gomatrixserverlib.TopologicalOrderByAuthEvents), nil
 }
 
-// fullState fetches the state before ev and its auth chain with /state.
-func (ib *Inbound) fullState(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, ev gomatrixserverlib.PDU) ([]string, []gomatrixserverlib.PDU, error) {
-	roomID := ev.RoomID().String()
-	res, err := ib.Client.LookupState(ctx, ib.ServerName, origin, roomID, ev.EventID(), v.Version())
+// fullState fetches the state before eventID and its auth chain with /state.
+func (ib *Inbound) fullState(ctx context.Context, origin spec.ServerName, v gomatrixserverlib.IRoomVersion, roomID, eventID string) ([]string, []gomatrixserverlib.PDU, error) {
+	res, err := ib.Client.LookupState(ctx, ib.ServerName, origin, roomID, eventID, v.Version())
 	if err != nil {
 		return nil, nil, err
 	}
@@ -327,7 +504,8 @@ func (ib *Inbound) fullState(ctx context.Context, origin spec.ServerName, v goma
 	return ids, OrderByAuth(append(auth, state...)), nil
 }
 
-// verifyAll parses and verifies events of a room; any bad one fails them all.
+// verifyAll parses and verifies events of a room; any bad one fails them all. Events of
+// other rooms are left out (see stateBefore).
 func (ib *Inbound) verifyAll(ctx context.Context, v gomatrixserverlib.IRoomVersion, roomID string, raws gomatrixserverlib.EventJSONs) ([]gomatrixserverlib.PDU, error) {
 	out := make([]gomatrixserverlib.PDU, 0, len(raws))
 	for _, raw := range raws {
@@ -335,10 +513,9 @@ func (ib *Inbound) verifyAll(ctx context.Context, v gomatrixserverlib.IRoomVersi
 		if err != nil {
 			return nil, err
 		}
-		if e.RoomID().String() != roomID {
-			return nil, fmt.Errorf("event %s is of another room", e.EventID())
+		if e.RoomID().String() == roomID {
+			out = append(out, e)
 		}
-		out = append(out, e)
 	}
 	return out, nil
 }

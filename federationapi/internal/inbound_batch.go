@@ -135,7 +135,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 			default:
 				out[c.i].Err = authRejection(res.Results[j].Err)
 			}
-			if out[c.i].Err == nil {
+			if stored(out[c.i].Err) {
 				placed[roomID][c.ev.EventID()] = true
 			}
 		}
@@ -158,7 +158,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 		}
 		if !joins {
 			flush()
-			if out[c.i].Err = ib.receivePlaced(ctx, origin, c.v, c.info, c.ev, placed[roomID]); out[c.i].Err == nil {
+			if out[c.i].Err = ib.receivePlaced(ctx, origin, c.v, c.info, c.ev, placed[roomID]); stored(out[c.i].Err) {
 				placed[roomID][c.ev.EventID()] = true
 			}
 			continue
@@ -168,4 +168,11 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 	}
 	flush()
 	return out
+}
+
+// stored reports whether an event whose processing ended with err is in the room's graph
+// now: accepted, soft-failed, or rejected by the auth rules (the roomserver keeps those
+// whose prev events it has, and a run's prev events are placed).
+func stored(err error) bool {
+	return err == nil || HandledByRejection(err)
 }

@@ -134,8 +134,10 @@ func (k *Keys) localKeys() map[gomatrixserverlib.PublicKeyLookupRequest]gomatrix
 	return out
 }
 
-// fetchDirect asks serverName for its keys, checks the answer (server name, validity, self
-// signatures) and caches the signed response for the notary.
+// fetchDirect asks serverName for its keys, checks the answer (server name, self
+// signatures) and caches the signed response for the notary. A response whose
+// valid_until_ts has passed is kept: its keys still verify what was signed before then,
+// and a notary serves the latest response it has even when expired (keys_query.yaml).
 func (k *Keys) fetchDirect(ctx context.Context, serverName spec.ServerName) (gomatrixserverlib.ServerKeys, error) {
 	ctx, cancel := context.WithTimeout(ctx, fetchTimeout)
 	defer cancel()
@@ -145,14 +147,20 @@ func (k *Keys) fetchDirect(ctx context.Context, serverName spec.ServerName) (gom
 		return keys, fmt.Errorf("fetch keys of %s: %w", serverName, err)
 	}
 	now := k.now()
-	if checks, _ := gomatrixserverlib.CheckKeys(serverName, now, keys); !checks.AllChecksOK {
+	if checks, _ := gomatrixserverlib.CheckKeys(serverName, now, keys); !checks.MatchingServerName ||
+		!checks.HasEd25519Key || checks.AllEd25519ChecksOK == nil || !*checks.AllEd25519ChecksOK {
 		k.Metrics.keyFetch("direct", "invalid")
 		return keys, fmt.Errorf("keys of %s failed the checks: %+v", serverName, checks)
 	}
 	k.Metrics.keyFetch("direct", "ok")
-	if err = k.DB.StoreKeyResponse(ctx, &storage.KeyResponse{
-		ServerName: serverName, Raw: keys.Raw, ValidUntilTS: keys.ValidUntilTS, FetchedTS: spec.AsTimestamp(now),
-	}); err != nil {
+	r := &storage.KeyResponse{ServerName: serverName, Raw: keys.Raw, ValidUntilTS: keys.ValidUntilTS, FetchedTS: spec.AsTimestamp(now)}
+	for id := range keys.VerifyKeys {
+		r.KeyIDs = append(r.KeyIDs, id)
+	}
+	for id := range keys.OldVerifyKeys {
+		r.KeyIDs = append(r.KeyIDs, id)
+	}
+	if err = k.DB.StoreKeyResponse(ctx, r); err != nil {
 		return keys, err
 	}
 	return keys, nil
@@ -228,66 +236,100 @@ func addResults(out map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverl
 	}
 }
 
-// NotaryQuery answers /_matrix/key/v2/query: for each server, its own signed key response
-// (fresh, cached for half its lifetime, or the last one we have when it cannot be reached),
-// with our signature added. Servers we know nothing about are left out.
+// NotaryQuery answers /_matrix/key/v2/query: for each server, its own signed key responses
+// that publish the requested key IDs (all its keys when none is named), with our signature
+// added. A response is served from the cache while it is valid until the requested time and
+// in the first half of its lifetime (keys_server.yaml); otherwise the server is asked again,
+// and when it cannot answer, or no longer publishes a key, the last response we have for
+// that key is served, even when expired. Servers we know nothing about are left out.
 func (k *Keys) NotaryQuery(ctx context.Context, criteria map[spec.ServerName]map[gomatrixserverlib.KeyID]gomatrixserverlib.PublicKeyNotaryQueryCriteria) ([]json.RawMessage, error) {
 	out := []json.RawMessage{}
 	for server, keyCriteria := range criteria {
-		var raw []byte
-		var err error
 		if server == k.ServerName {
-			if raw, err = k.ServerKeys(); err != nil {
+			raw, err := k.ServerKeys()
+			if err != nil {
 				return nil, err
 			}
 			out = append(out, raw)
 			continue
 		}
-		minValid := spec.AsTimestamp(k.now())
-		for _, c := range keyCriteria {
+		// Without minimum_valid_until_ts the notary uses the current time (keys_query.yaml).
+		var minValid spec.Timestamp
+		var keyIDs []gomatrixserverlib.KeyID
+		for id, c := range keyCriteria {
 			minValid = max(minValid, c.MinimumValidUntilTS)
+			if id != "" {
+				keyIDs = append(keyIDs, id)
+			}
 		}
-		if raw, err = k.notaryKeys(ctx, server, minValid); err != nil {
-			return nil, err
+		if minValid == 0 {
+			minValid = spec.AsTimestamp(k.now())
 		}
-		if raw == nil {
-			continue
-		}
-		signed, err := gomatrixserverlib.SignJSON(string(k.ServerName), k.KeyID, k.PrivateKey, raw)
+		responses, err := k.notaryKeys(ctx, server, keyIDs, minValid)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, signed)
+		for _, r := range responses {
+			signed, err := gomatrixserverlib.SignJSON(string(k.ServerName), k.KeyID, k.PrivateKey, r.Raw)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, signed)
+		}
 	}
 	return out, nil
 }
 
-// notaryKeys is server's key response for the notary, nil when we have none.
-func (k *Keys) notaryKeys(ctx context.Context, server spec.ServerName, minValid spec.Timestamp) ([]byte, error) {
-	cached, err := k.DB.KeyResponse(ctx, server)
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
+// notaryKeys are server's key responses for keyIDs (all when empty) for the notary.
+func (k *Keys) notaryKeys(ctx context.Context, server spec.ServerName, keyIDs []gomatrixserverlib.KeyID, minValid spec.Timestamp) ([]storage.KeyResponse, error) {
+	cached, err := k.DB.KeyResponses(ctx, server, keyIDs)
+	if err != nil {
 		return nil, err
 	}
-	now := spec.AsTimestamp(k.now())
-	// Fresh: valid long enough, and in the first half of its lifetime (keys_server.yaml).
-	if cached != nil && cached.ValidUntilTS >= minValid && cached.ValidUntilTS > cached.FetchedTS &&
-		now < cached.FetchedTS+(cached.ValidUntilTS-cached.FetchedTS)/2 {
-		return cached.Raw, nil
+	if k.fresh(cached, keyIDs, minValid) {
+		return cached, nil
 	}
 	keys, err := k.fetchDirect(ctx, server)
-	if err == nil {
-		results := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
-		addResults(results, keys)
-		if err = k.DB.StoreKeys(ctx, results); err != nil {
-			return nil, err
+	if err != nil {
+		k.Logger.WithError(err).WithField("server_name", server).Debug("notary could not fetch keys; serving the cache")
+		return cached, nil
+	}
+	results := map[gomatrixserverlib.PublicKeyLookupRequest]gomatrixserverlib.PublicKeyLookupResult{}
+	addResults(results, keys)
+	if err = k.DB.StoreKeys(ctx, results); err != nil {
+		return nil, err
+	}
+	return k.DB.KeyResponses(ctx, server, keyIDs)
+}
+
+// fresh tells whether the cached responses answer every key ID asked for and each is valid
+// until minValid and in the first half of its lifetime. A response that had already expired
+// when we received it has no such lifetime: it stays usable for requesters that ask for
+// keys valid until a time it covers (asking the origin again would only bring the same or a
+// newer key). When no key ID is named, only the latest response counts: older ones publish
+// keys the server has since dropped.
+func (k *Keys) fresh(cached []storage.KeyResponse, keyIDs []gomatrixserverlib.KeyID, minValid spec.Timestamp) bool {
+	if len(cached) == 0 {
+		return false
+	}
+	if len(keyIDs) == 0 {
+		latest := cached[0]
+		for _, r := range cached[1:] {
+			if r.FetchedTS > latest.FetchedTS {
+				latest = r
+			}
 		}
-		return keys.Raw, nil
+		cached = []storage.KeyResponse{latest}
 	}
-	k.Logger.WithError(err).WithField("server_name", server).Debug("notary could not fetch keys; serving the cache")
-	if cached != nil {
-		return cached.Raw, nil
+	answered := 0
+	now := spec.AsTimestamp(k.now())
+	for _, r := range cached {
+		if r.ValidUntilTS < minValid || (r.ValidUntilTS > r.FetchedTS && now >= r.FetchedTS+(r.ValidUntilTS-r.FetchedTS)/2) {
+			return false
+		}
+		answered += len(r.KeyIDs)
 	}
-	return nil, nil
+	return answered >= len(keyIDs)
 }
 
 // Metrics are the federationapi's counters; nil records nothing.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/matrix-org/gomatrix"
@@ -103,8 +104,10 @@ func (m *Membership) inviter(ctx context.Context, roomID, userID string) spec.Se
 }
 
 // remoteFailure turns a failed request to another server into what the client is told:
-// that server's 403 stays a 403 and its 400 for an unsupported room version stays; any
-// other answer or no answer means that server could not help (404).
+// that server's 403 stays a 403, its 400 for an unsupported room version stays, and any
+// other 400 with a Matrix error code is passed through with that code (the client learns
+// why the room's server refused, as Synapse passes it on); any other answer or no answer
+// means that server could not help (404).
 func remoteFailure(err error, what string) *matrixerr.Error {
 	var herr gomatrix.HTTPError
 	if errors.As(err, &herr) {
@@ -116,6 +119,8 @@ func remoteFailure(err error, what string) *matrixerr.Error {
 			return matrixerr.Forbidden(msg)
 		case body.Code == "M_INCOMPATIBLE_ROOM_VERSION" || body.Code == "M_UNSUPPORTED_ROOM_VERSION":
 			return &matrixerr.Error{Code: "M_INCOMPATIBLE_ROOM_VERSION", Message: "the room's version is not supported", Status: http.StatusBadRequest, RoomVersion: body.RoomVersion}
+		case herr.Code == http.StatusBadRequest && strings.HasPrefix(body.Code, "M_"):
+			return &matrixerr.Error{Code: body.Code, Message: "the room's server refused: " + body.Message, Status: http.StatusBadRequest}
 		}
 	}
 	return matrixerr.NotFound(what)
@@ -418,10 +423,54 @@ func (m *Membership) PerformLeave(ctx context.Context, req *api.PerformLeaveRequ
 		}
 		return &api.PerformLeaveResponse{EventID: ev.EventID()}, nil
 	}
+	// An invite no server can take back is rejected here alone: the user must be able to
+	// get rid of it when its room's servers are gone or refuse (the spec's leave endpoint
+	// rejects invites; Synapse does the same).
+	if res, err := m.rejectInviteLocally(ctx, req, content); res != nil || err != nil {
+		return res, err
+	}
 	if failure == nil {
 		failure = matrixerr.NotFound("no server to leave the room through")
 	}
 	return nil, failure
+}
+
+// rejectInviteLocally rejects the user's pending invite to the room with a leave built
+// here on the invite (its only prev and auth event), signed by this server and stored like
+// a leave settled with another server (KindRemoteMembership): the user's membership
+// becomes leave and the user is told, and no other server is asked. It returns nil, nil
+// when the user has no invite to the room.
+func (m *Membership) rejectInviteLocally(ctx context.Context, req *api.PerformLeaveRequest, content map[string]any) (*api.PerformLeaveResponse, error) {
+	cur, err := m.Inbound.Roomserver.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: req.RoomID, UserID: req.UserID})
+	if err != nil || cur.Membership != spec.Invite || cur.EventID == "" {
+		return nil, err
+	}
+	evs, err := m.Inbound.Roomserver.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: req.RoomID, EventIDs: []string{cur.EventID}})
+	if err != nil || len(evs.Events) == 0 {
+		return nil, err
+	}
+	invite := evs.Events[0].PDU
+	verImpl, err := gomatrixserverlib.GetRoomVersion(invite.Version())
+	if err != nil {
+		return nil, err
+	}
+	proto := gomatrixserverlib.ProtoEvent{
+		SenderID: req.UserID, RoomID: req.RoomID, Type: spec.MRoomMember, StateKey: &req.UserID,
+		PrevEvents: []string{invite.EventID()}, AuthEvents: []string{invite.EventID()}, Depth: invite.Depth() + 1, Version: verImpl,
+	}
+	if err = proto.SetContent(content); err != nil {
+		return nil, matrixerr.BadJSON(err.Error())
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	in := rsapi.InputRoomEvent{Kind: rsapi.KindRemoteMembership, Event: &rsapi.Event{PDU: ev}}
+	if err = m.Inbound.input(ctx, req.RoomID, verImpl, in); err != nil {
+		return nil, err
+	}
+	m.Logger.WithFields(logrus.Fields{"room_id": req.RoomID, "user_id": req.UserID}).Info("invite rejected locally: no server could take the leave")
+	return &api.PerformLeaveResponse{EventID: ev.EventID()}, nil
 }
 
 // leaveThrough does make_leave and send_leave with server s and returns the leave.

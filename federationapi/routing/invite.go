@@ -94,6 +94,13 @@ func (rt *Routing) invite(r *http.Request, req *fclient.FederationRequest, body 
 	case serr != nil || sender.Domain() != req.Origin():
 		return nil, matrixerr.Forbidden("the inviter is not a user of the requesting server")
 	}
+	// A room we are in: its ACL applies first, whatever the invite (an ACL-denied server
+	// learns nothing about our users), and a user already joined cannot be invited.
+	if cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID}); err == nil && cur.RoomExists {
+		if err = internal.CheckACL(cur.StateEvents, req.Origin()); err != nil {
+			return nil, err
+		}
+	}
 	if err = rt.Inbound.SignedBy(ctx, ev, req.Origin()); err != nil {
 		return nil, matrixerr.Forbidden(err.Error())
 	}
@@ -104,12 +111,6 @@ func (rt *Routing) invite(r *http.Request, req *fclient.FederationRequest, body 
 	// An unknown user is the userapi's 404.
 	if _, err = rt.Users.QueryProfile(ctx, &uapi.QueryProfileRequest{UserID: invitee.String()}); err != nil {
 		return nil, err
-	}
-	// A room we are in: its ACL applies, and a user already joined cannot be invited.
-	if cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID}); err == nil && cur.RoomExists {
-		if err = internal.CheckACL(cur.StateEvents, req.Origin()); err != nil {
-			return nil, err
-		}
 	}
 	mem, err := rt.Rooms.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: invitee.String()})
 	if err != nil {

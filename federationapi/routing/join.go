@@ -71,6 +71,11 @@ func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, m
 	if err = internal.CheckACL(cur.StateEvents, req.Origin()); err != nil {
 		return none, "", err
 	}
+	// A join goes through a server that is in the room: one whose users have all left
+	// cannot vouch for the room's state any more (Synapse answers 404 too).
+	if membership == spec.Join && !rt.hasJoinedUser(cur.StateEvents) {
+		return none, "", matrixerr.NotFound("no user of this server is in the room")
+	}
 	proto := gomatrixserverlib.ProtoEvent{
 		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
 		PrevEvents: info.LatestEventIDs, Depth: info.Depth + 1, Version: v,
@@ -105,6 +110,20 @@ func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, m
 		}
 	}
 	return proto, v.Version(), nil
+}
+
+// hasJoinedUser reports whether state has a local user whose membership is join.
+func (rt *Routing) hasJoinedUser(state []rsapi.Event) bool {
+	for _, e := range state {
+		if e.Type() != spec.MRoomMember || e.StateKey() == nil {
+			continue
+		}
+		uid, err := spec.NewUserID(*e.StateKey(), true)
+		if m, _ := e.Membership(); err == nil && m == spec.Join && uid.Domain() == rt.ServerName {
+			return true
+		}
+	}
+	return false
 }
 
 // eventRef is an [event ID, {"sha256": reference hash}] pair, how events of room versions

@@ -18,6 +18,9 @@ var ErrNotFound = errors.New("not found")
 // KeyResponse is a server's own signed answer to /_matrix/key/v2/server, as received.
 type KeyResponse struct {
 	ServerName spec.ServerName
+	// KeyIDs are the key IDs the response is kept for: when storing, every key it publishes
+	// (verify_keys and old_verify_keys); when read, those of the requested IDs it answers.
+	KeyIDs []gomatrixserverlib.KeyID
 	// Raw is the response JSON with the server's signature (and no notary's).
 	Raw []byte
 	// ValidUntilTS is the response's valid_until_ts; FetchedTS when we received it.
@@ -32,11 +35,15 @@ type Database interface {
 	// timestamps). StoreKeys never shortens a key's validity and never turns an expired
 	// (old) key back into a current one, so keys stay verifiable for the events they signed.
 	gomatrixserverlib.KeyDatabase
-	// StoreKeyResponse keeps a server's latest signed key response, replacing an older one
-	// (one that was fetched earlier).
+	// StoreKeyResponse keeps a server's signed key response as the latest one for each of
+	// r.KeyIDs, replacing an older one (fetched earlier) per key ID. A response that no longer
+	// lists a key leaves the one that did in place, so the notary never forgets a key because
+	// its server did (or because someone made it answer so).
 	StoreKeyResponse(ctx context.Context, r *KeyResponse) error
-	// KeyResponse returns the server's latest stored key response or ErrNotFound.
-	KeyResponse(ctx context.Context, serverName spec.ServerName) (*KeyResponse, error)
+	// KeyResponses returns, for each of keyIDs (every key ID stored for the server when
+	// keyIDs is empty), the latest stored response that publishes it; a response that answers
+	// several of them is returned once. Nothing stored is an empty result, not an error.
+	KeyResponses(ctx context.Context, serverName spec.ServerName, keyIDs []gomatrixserverlib.KeyID) ([]KeyResponse, error)
 	// TransactionResponse returns the response stored for an origin's /send transaction or
 	// ErrNotFound; StoreTransactionResponse keeps the first response stored for it.
 	TransactionResponse(ctx context.Context, origin spec.ServerName, txnID string) ([]byte, error)

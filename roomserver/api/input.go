@@ -29,8 +29,9 @@ const (
 	KindOutlier Kind = "outlier"
 	// KindFederated is a complete event from another server placed in the room's timeline.
 	// Its auth_events must be known; the state before it is the resolution of the states
-	// after its prev_events (all known and not outliers), or StateEventIDs when given. It is
-	// rejected if it fails auth against its auth_events or that state, and soft-failed
+	// after its prev_events (known and not outliers, or given in PrevStates), or
+	// StateEventIDs when given. It is rejected if it fails auth against its auth_events or
+	// that state (and then stored as rejected when that state is known), and soft-failed
 	// (stored, not a forward extremity, not sent to readers) if it fails against the room's
 	// current state. Writers check signatures and hashes before submitting.
 	KindFederated Kind = "federated"
@@ -82,6 +83,14 @@ type InputRoomEvent struct {
 	// the state before the event; every event named must already be known (writers send
 	// them first as outliers).
 	StateEventIDs []string `json:"state_event_ids,omitempty"`
+	// PrevStates, for a federated or backfilled event some of whose prev_events the
+	// roomserver has not placed (unknown to it, or outliers), is the state before each such
+	// prev event, by its ID, as event IDs; the prev event itself and every event named
+	// must already be stored (writers send them first as outliers). The state before the
+	// event is then the resolution of the states after all its prev_events: the
+	// roomserver's own for those it placed, these (plus the prev event when it is a state
+	// event) for the others. Ignored when StateEventIDs is given.
+	PrevStates map[string][]string `json:"prev_states,omitempty"`
 	// TxnID, if set, makes the send idempotent: a second event with the same TxnID gets the
 	// first one's event ID and is not applied again.
 	TxnID *TransactionID `json:"txn_id,omitempty"`
@@ -105,7 +114,10 @@ type InputRoomEvents struct {
 // Result is the outcome of one input event.
 type Result struct {
 	EventID string `json:"event_id,omitempty"`
-	// Err is set if the event was rejected; nothing of it was stored. On the wire its HTTP
+	// Err is set if the event was rejected; nothing of it was stored, except for a federated
+	// or backfilled event that the auth rules refused (403) when the state before it was
+	// known: that one is kept as rejected so that later events may name it as a prev event
+	// (spec "Rejection"), and never reaches readers. On the wire its HTTP
 	// status travels as error_status (a Matrix error body has none), so that a writer in
 	// another process answers the client with the same status as in the monolith.
 	Err *matrixerr.Error `json:"error,omitempty"`

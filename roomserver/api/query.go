@@ -81,6 +81,12 @@ type QueryEventsByIDResponse struct {
 	// OutlierIDs are the IDs of the returned events that are outliers (stored, not in the
 	// timeline, no state known at them).
 	OutlierIDs []string `json:"outlier_ids,omitempty"`
+	// RejectedIDs are the requested events of the room that it stores as rejected (see
+	// KindFederated): they are not in Events, since nobody may be given them, but they are
+	// part of the room's graph, so an event naming one as a prev event has no gap there.
+	// Rejected outliers (no state known before them) are left out like unknown events, and
+	// so is every rejected event in a query without a room.
+	RejectedIDs []string `json:"rejected_ids,omitempty"`
 }
 
 // QueryStateAtEventRequest asks for the room state before or after an event, restricted to

@@ -226,7 +226,7 @@ func (in *Inputer) redactionTarget(ctx context.Context, p *pendingRoom, ev gomat
 		if err != nil {
 			return nil, err
 		}
-		if len(rows) == 0 || p.head == nil || rows[0].RoomNID != p.head.room.NID {
+		if len(rows) == 0 || p.head == nil || rows[0].RoomNID != p.head.room.NID || rows[0].Rejected {
 			return nil, nil
 		}
 		evs, err := in.cache.eventsByNID(ctx, p.head.room.RoomVersion, []types.EventNID{rows[0].NID})

@@ -151,6 +151,12 @@ func (q *Querier) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDR
 		if r.RoomNID != h.room.NID {
 			continue
 		}
+		if r.Rejected {
+			if !r.Outlier {
+				res.RejectedIDs = append(res.RejectedIDs, r.EventID)
+			}
+			continue
+		}
 		pdu, err := api.ParseTrusted(h.room.RoomVersion, r.EventID, r.JSON, r.Redacted)
 		if err != nil {
 			return nil, err
@@ -173,6 +179,9 @@ func (q *Querier) eventsInAnyRoom(ctx context.Context, ids []string) (*api.Query
 	}
 	res := &api.QueryEventsByIDResponse{Events: []api.Event{}}
 	for _, r := range rows {
+		if r.Rejected {
+			continue
+		}
 		room, err := q.in.db.RoomByNID(ctx, r.RoomNID)
 		if err != nil {
 			return nil, err
@@ -199,7 +208,7 @@ func (q *Querier) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEv
 	if err != nil {
 		return nil, err
 	}
-	if len(rows) == 0 || rows[0].RoomNID != h.room.NID || rows[0].Outlier {
+	if len(rows) == 0 || rows[0].RoomNID != h.room.NID || rows[0].Outlier || rows[0].Rejected {
 		return &api.QueryStateAtEventResponse{StateEvents: []api.Event{}}, nil
 	}
 	ev := rows[0]
@@ -247,7 +256,7 @@ func (q *Querier) QueryServerAllowed(ctx context.Context, req *api.QueryServerAl
 		return nil, err
 	}
 	for _, r := range rows {
-		if r.RoomNID != h.room.NID {
+		if r.RoomNID != h.room.NID || r.Rejected {
 			continue
 		}
 		ok := r.Outlier

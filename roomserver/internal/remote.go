@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -243,6 +244,9 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		if existing.row.RoomNID != rt.h.room.NID {
 			return reject(matrixerr.BadJSON("event ID is taken by another room"))
 		}
+		if existing.row.Rejected {
+			return reject(matrixerr.Forbidden("the event was rejected"))
+		}
 		if !existing.row.Outlier || (ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled) {
 			return api.Result{EventID: ev.EventID(), SoftFailed: existing.row.SoftFailed}, nil
 		}
@@ -259,33 +263,96 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		return reject(matrixerr.RoomInUse("the room already has a create event"))
 	}
 	auth, merr, err := rt.authEvents(ctx, ev)
-	if err != nil || merr != nil {
-		return api.Result{Err: merr}, err
+	if err != nil {
+		return api.Result{}, err
 	}
-	if err = allowed(ev, auth); err != nil {
-		return reject(matrixerr.Forbidden("event fails auth against its auth_events: " + err.Error()))
+	if merr == nil {
+		if err = allowed(ev, auth); err != nil {
+			merr = matrixerr.Forbidden("event fails auth against its auth_events: " + err.Error())
+		}
+	}
+	if merr == nil {
+		if merr, err = rt.redactsAnotherRoom(ctx, ev); err != nil {
+			return api.Result{}, err
+		}
+	}
+	if merr != nil {
+		if merr.Status == http.StatusForbidden {
+			return rt.rejectAndKeep(ctx, ie, existing, merr)
+		}
+		return api.Result{Err: merr}, nil
 	}
 	if ie.Kind == api.KindOutlier {
-		if _, err = rt.insert(ctx, ev, 0, true, false); err != nil {
+		if _, err = rt.insert(ctx, ev, storage.Event{Outlier: true}); err != nil {
 			return api.Result{}, err
 		}
 		return api.Result{EventID: ev.EventID()}, nil
 	}
 	if ie.Kind == api.KindBackfilled {
-		return rt.backfill(ctx, ev, existing, ie.StateEventIDs)
+		return rt.backfill(ctx, ie, ev, existing)
 	}
-	return rt.place(ctx, ev, existing, ie.StateEventIDs)
+	return rt.place(ctx, ie, ev, existing)
+}
+
+// redactsAnotherRoom refuses a redaction whose target is a stored event of another room:
+// it could never apply, and readers must not be shown it (Synapse and Dendrite refuse it
+// too; sytest "An event which redacts an event in a different room should be ignored").
+func (rt *remoteTx) redactsAnotherRoom(ctx context.Context, ev gomatrixserverlib.PDU) (*matrixerr.Error, error) {
+	if ev.Type() != spec.MRoomRedaction || ev.Redacts() == "" {
+		return nil, nil
+	}
+	target, err := rt.event(ctx, ev.Redacts())
+	if err != nil || target == nil || target.row.RoomNID == rt.h.room.NID {
+		return nil, err
+	}
+	return matrixerr.Forbidden("the redacted event is in another room"), nil
+}
+
+// rejectAndKeep answers an event from another server that the auth rules refused (merr)
+// and stores it as rejected (storage.Event.Rejected), so that later events naming it as a
+// prev event can be placed (spec "Rejection"): an outlier as a rejected outlier, a
+// federated or backfilled event with the state before it when that state is known (when
+// it is not, nothing is stored).
+func (rt *remoteTx) rejectAndKeep(ctx context.Context, ie *api.InputRoomEvent, existing *knownEvent, merr *matrixerr.Error) (api.Result, error) {
+	ev := ie.Event.PDU
+	if ie.Kind == api.KindOutlier {
+		if existing == nil {
+			if _, err := rt.insert(ctx, ev, storage.Event{Outlier: true, Rejected: true}); err != nil {
+				return api.Result{}, err
+			}
+		}
+		return reject(merr)
+	}
+	if ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled {
+		return reject(merr)
+	}
+	before, serr, err := rt.stateBefore(ctx, ev, ie)
+	if err != nil || serr != nil {
+		return api.Result{Err: merr}, err
+	}
+	if before.nid, err = rt.storeState(before); err != nil {
+		return api.Result{}, err
+	}
+	if existing != nil {
+		if err = rt.w.RejectEvent(existing.row.NID, before.nid); err != nil {
+			return api.Result{}, fmt.Errorf("reject outlier %s: %w", ev.EventID(), err)
+		}
+		existing.row.Outlier, existing.row.Rejected, existing.row.Before = false, true, before.nid
+	} else if _, err = rt.insert(ctx, ev, storage.Event{Before: before.nid, Rejected: true}); err != nil {
+		return api.Result{}, err
+	}
+	return reject(merr)
 }
 
 // backfill places an event older than the room's timeline (api.KindBackfilled): checked
 // against the state before it like a federated event, stored with that state so that
 // later backfilled events build on it, but the room's current state, extremities and
 // depth stay as they are and it is never soft-failed.
-func (rt *remoteTx) backfill(ctx context.Context, ev gomatrixserverlib.PDU, existing *knownEvent, stateIDs []string) (api.Result, error) {
+func (rt *remoteTx) backfill(ctx context.Context, ie *api.InputRoomEvent, ev gomatrixserverlib.PDU, existing *knownEvent) (api.Result, error) {
 	if len(rt.h.room.Latest) == 0 {
 		return reject(matrixerr.NotFound("the room has no timeline to backfill"))
 	}
-	before, merr, err := rt.stateBefore(ctx, ev, stateIDs)
+	before, merr, err := rt.stateBefore(ctx, ev, ie)
 	if err != nil || merr != nil {
 		return api.Result{Err: merr}, err
 	}
@@ -294,7 +361,7 @@ func (rt *remoteTx) backfill(ctx context.Context, ev gomatrixserverlib.PDU, exis
 		return api.Result{}, err
 	}
 	if err = allowed(ev, auth); err != nil {
-		return reject(matrixerr.Forbidden("event fails auth against the state before it: " + err.Error()))
+		return rt.rejectAndKeep(ctx, ie, existing, matrixerr.Forbidden("event fails auth against the state before it: "+err.Error()))
 	}
 	if before.nid, err = rt.storeState(before); err != nil {
 		return api.Result{}, err
@@ -304,7 +371,7 @@ func (rt *remoteTx) backfill(ctx context.Context, ev gomatrixserverlib.PDU, exis
 			return api.Result{}, fmt.Errorf("place outlier %s: %w", ev.EventID(), err)
 		}
 		existing.row.Outlier, existing.row.Before = false, before.nid
-	} else if _, err = rt.insert(ctx, ev, before.nid, false, false); err != nil {
+	} else if _, err = rt.insert(ctx, ev, storage.Event{Before: before.nid}); err != nil {
 		return api.Result{}, err
 	}
 	out := api.OutputBackfilledEvent{Event: api.Event{PDU: ev}}
@@ -346,7 +413,7 @@ func (rt *remoteTx) remoteMembership(ctx context.Context, ev gomatrixserverlib.P
 	if err != nil || ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
 		return reject(matrixerr.BadJSON("not a membership event"))
 	}
-	if _, err = rt.insert(ctx, ev, 0, true, false); err != nil {
+	if _, err = rt.insert(ctx, ev, storage.Event{Outlier: true}); err != nil {
 		return api.Result{}, err
 	}
 	// The user's membership as queries report it; the room's state stays as it was.
@@ -366,8 +433,8 @@ func (rt *remoteTx) remoteMembership(ctx context.Context, ev gomatrixserverlib.P
 // place puts a federated event in the timeline: auth against the state before it
 // (rejection), then against the current state (soft failure), then the new extremities
 // and current state.
-func (rt *remoteTx) place(ctx context.Context, ev gomatrixserverlib.PDU, existing *knownEvent, stateIDs []string) (api.Result, error) {
-	before, merr, err := rt.stateBefore(ctx, ev, stateIDs)
+func (rt *remoteTx) place(ctx context.Context, ie *api.InputRoomEvent, ev gomatrixserverlib.PDU, existing *knownEvent) (api.Result, error) {
+	before, merr, err := rt.stateBefore(ctx, ev, ie)
 	if err != nil || merr != nil {
 		return api.Result{Err: merr}, err
 	}
@@ -376,7 +443,7 @@ func (rt *remoteTx) place(ctx context.Context, ev gomatrixserverlib.PDU, existin
 		return api.Result{}, err
 	}
 	if err = allowed(ev, auth); err != nil {
-		return reject(matrixerr.Forbidden("event fails auth against the state before it: " + err.Error()))
+		return rt.rejectAndKeep(ctx, ie, existing, matrixerr.Forbidden("event fails auth against the state before it: "+err.Error()))
 	}
 	softFailed := false
 	if len(rt.h.room.Latest) > 0 {
@@ -396,7 +463,7 @@ func (rt *remoteTx) place(ctx context.Context, ev gomatrixserverlib.PDU, existin
 		}
 		existing.row.Outlier, existing.row.Before, existing.row.SoftFailed = false, before.nid, softFailed
 		k = existing
-	} else if k, err = rt.insert(ctx, ev, before.nid, false, softFailed); err != nil {
+	} else if k, err = rt.insert(ctx, ev, storage.Event{Before: before.nid, SoftFailed: softFailed}); err != nil {
 		return api.Result{}, err
 	}
 	if softFailed {
@@ -511,8 +578,15 @@ func (rt *remoteTx) authEvents(ctx context.Context, ev gomatrixserverlib.PDU) (*
 	pdus := make([]gomatrixserverlib.PDU, 0, len(ids))
 	for _, id := range ids {
 		k := known[id]
-		if k == nil || k.row.RoomNID != rt.h.room.NID {
+		if k == nil {
 			return nil, matrixerr.NotFound(fmt.Sprintf("auth event %s is unknown", id)), nil
+		}
+		if k.row.RoomNID != rt.h.room.NID {
+			// An auth event of another room: rejected (auth rules, "auth_events ... room_id").
+			return nil, matrixerr.Forbidden(fmt.Sprintf("auth event %s is of another room", id)), nil
+		}
+		if k.row.Rejected {
+			return nil, matrixerr.Forbidden(fmt.Sprintf("auth event %s was rejected", id)), nil
 		}
 		pdus = append(pdus, k.pdu)
 	}
@@ -552,23 +626,32 @@ func (rt *remoteTx) lookup(ctx context.Context, st *types.State, tuples []gomatr
 	return rt.pdus(ctx, nids)
 }
 
-// stateBefore is the given state (stateIDs) or the resolution of the states after the
-// event's prev_events.
-func (rt *remoteTx) stateBefore(ctx context.Context, ev gomatrixserverlib.PDU, stateIDs []string) (stateRef, *matrixerr.Error, error) {
-	if len(stateIDs) > 0 {
-		known, err := rt.events(ctx, stateIDs)
-		if err != nil {
-			return stateRef{}, nil, err
+// givenState is a state a writer gave as event IDs, all of which must be known state
+// events of the room that were not rejected.
+func (rt *remoteTx) givenState(ctx context.Context, stateIDs []string) (stateRef, *matrixerr.Error, error) {
+	known, err := rt.events(ctx, stateIDs)
+	if err != nil {
+		return stateRef{}, nil, err
+	}
+	entries := make([]types.StateEntry, 0, len(stateIDs))
+	for _, id := range stateIDs {
+		k := known[id]
+		if k == nil || k.row.RoomNID != rt.h.room.NID || !k.row.IsState || k.row.Rejected {
+			return stateRef{}, matrixerr.NotFound(fmt.Sprintf("state event %s is unknown", id)), nil
 		}
-		entries := make([]types.StateEntry, 0, len(stateIDs))
-		for _, id := range stateIDs {
-			k := known[id]
-			if k == nil || k.row.RoomNID != rt.h.room.NID || !k.row.IsState {
-				return stateRef{}, matrixerr.NotFound(fmt.Sprintf("state event %s is unknown", id)), nil
-			}
-			entries = append(entries, types.StateEntry{StateTuple: types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}, Event: k.row.NID})
-		}
-		return stateRef{st: types.NewState(entries)}, nil, nil
+		entries = append(entries, types.StateEntry{StateTuple: types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}, Event: k.row.NID})
+	}
+	return stateRef{st: types.NewState(entries)}, nil, nil
+}
+
+// stateBefore is the state before ie's event: ie.StateEventIDs when given, else the
+// resolution of the states after its prev_events. The state after a placed prev event is
+// the roomserver's own; for one it has not placed, the writer gives the state before it in
+// ie.PrevStates, and the prev event itself must be stored, as an outlier at least (it is
+// added when it is a state event that was not rejected).
+func (rt *remoteTx) stateBefore(ctx context.Context, ev gomatrixserverlib.PDU, ie *api.InputRoomEvent) (stateRef, *matrixerr.Error, error) {
+	if len(ie.StateEventIDs) > 0 {
+		return rt.givenState(ctx, ie.StateEventIDs)
 	}
 	prevs := ev.PrevEventIDs()
 	if len(prevs) == 0 {
@@ -585,12 +668,26 @@ func (rt *remoteTx) stateBefore(ctx context.Context, ev gomatrixserverlib.PDU, s
 	seen := map[types.SnapshotNID]bool{}
 	for _, id := range prevs {
 		k := known[id]
-		if k == nil || k.row.RoomNID != rt.h.room.NID || k.row.Outlier {
-			return stateRef{}, matrixerr.NotFound(fmt.Sprintf("prev event %s is unknown and no state was given", id)), nil
+		if k != nil && k.row.RoomNID != rt.h.room.NID {
+			k = nil // another room's event is no prev event of this one
 		}
-		s, err := rt.stateAfter(ctx, k)
-		if err != nil {
-			return stateRef{}, nil, err
+		var s stateRef
+		switch given, ok := ie.PrevStates[id]; {
+		case k != nil && !k.row.Outlier:
+			if s, err = rt.stateAfter(ctx, k); err != nil {
+				return stateRef{}, nil, err
+			}
+		case k != nil && ok:
+			g, merr, err := rt.givenState(ctx, given)
+			if err != nil || merr != nil {
+				return stateRef{}, merr, err
+			}
+			s = g
+			if k.row.IsState && !k.row.Rejected {
+				s = stateRef{st: g.st.With(types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}, k.row.NID)}
+			}
+		default:
+			return stateRef{}, matrixerr.NotFound(fmt.Sprintf("prev event %s is unknown and no state was given", id)), nil
 		}
 		if s.nid != 0 {
 			if seen[s.nid] {
@@ -624,7 +721,7 @@ func (rt *remoteTx) stateAfter(ctx context.Context, k *knownEvent) (stateRef, er
 	if err != nil {
 		return stateRef{}, err
 	}
-	if !k.row.IsState {
+	if !k.row.IsState || k.row.Rejected {
 		return stateRef{nid: k.row.Before, st: st}, nil
 	}
 	return stateRef{st: st.With(types.StateTuple{Type: k.row.Type, Key: k.row.StateKey}, k.row.NID)}, nil
@@ -673,8 +770,9 @@ func (rt *remoteTx) ensureRoom() error {
 	return nil
 }
 
-// insert stores an event.
-func (rt *remoteTx) insert(ctx context.Context, ev gomatrixserverlib.PDU, before types.SnapshotNID, outlier, softFailed bool) (*knownEvent, error) {
+// insert stores an event; how it is placed (Before, Outlier, SoftFailed, Rejected) comes
+// from place, the rest from ev.
+func (rt *remoteTx) insert(ctx context.Context, ev gomatrixserverlib.PDU, place storage.Event) (*knownEvent, error) {
 	if err := rt.ensureRoom(); err != nil {
 		return nil, err
 	}
@@ -683,8 +781,8 @@ func (rt *remoteTx) insert(ctx context.Context, ev gomatrixserverlib.PDU, before
 		return nil, err
 	}
 	row := storage.Event{
-		RoomNID: rt.h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: before,
-		Redacted: ev.Redacted(), Outlier: outlier, SoftFailed: softFailed, Redacts: redactsOf(ev), JSON: ev.JSON(),
+		RoomNID: rt.h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: place.Before,
+		Redacted: ev.Redacted(), Outlier: place.Outlier, SoftFailed: place.SoftFailed, Rejected: place.Rejected, Redacts: redactsOf(ev), JSON: ev.JSON(),
 	}
 	if sk := ev.StateKey(); sk != nil {
 		kn, err := rt.in.cache.keyNIDs(ctx, *sk)
@@ -829,9 +927,9 @@ func (rt *remoteTx) authChain(ctx context.Context, evs []gomatrixserverlib.PDU) 
 // stores the output.
 func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef) error {
 	ev := k.pdu
-	prevs := map[string]bool{}
-	for _, id := range ev.PrevEventIDs() {
-		prevs[id] = true
+	prevs, err := rt.superseded(ctx, ev)
+	if err != nil {
+		return err
 	}
 	latestRows, err := rt.latest(ctx)
 	if err != nil {
@@ -884,6 +982,42 @@ func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef)
 		}
 	}
 	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+}
+
+// maxRejectedHops bounds how far superseded follows prev events through rejected and
+// soft-failed events.
+const maxRejectedHops = 10
+
+// superseded are the events a newly placed event supersedes as forward extremities: its
+// prev events and, through any of them that were rejected or soft-failed (which never
+// became extremities themselves, so their prev events may still be), their prev events in
+// turn. Without this, an event after soft-failed ones would leave the event before them an
+// extremity for ever (Synapse issue 5269, sytest "Inbound federation correctly handles soft
+// failed events as extremities").
+func (rt *remoteTx) superseded(ctx context.Context, ev gomatrixserverlib.PDU) (map[string]bool, error) {
+	out := map[string]bool{}
+	next := ev.PrevEventIDs()
+	for hop := 0; len(next) > 0 && hop <= maxRejectedHops; hop++ {
+		for _, id := range next {
+			out[id] = true
+		}
+		known, err := rt.events(ctx, next)
+		if err != nil {
+			return nil, err
+		}
+		var further []string
+		for _, id := range next {
+			if k := known[id]; k != nil && (k.row.Rejected || k.row.SoftFailed) && k.pdu != nil {
+				for _, p := range k.pdu.PrevEventIDs() {
+					if !out[p] {
+						further = append(further, p)
+					}
+				}
+			}
+		}
+		next = further
+	}
+	return out, nil
 }
 
 // output encodes an output and stores it in the outbox (storeOutput).

@@ -44,6 +44,12 @@ type Event struct {
 	// room's current state: they are stored with that state but are neither forward
 	// extremities nor sent to readers (spec "Soft failure").
 	SoftFailed bool
+	// Rejected events from other servers failed the auth rules against their auth events
+	// or the state before them. They are kept with the state before them (spec
+	// "Rejection"), so that later events naming them as prev_events can be placed, but they
+	// change no state, are never forward extremities, auth events or redactions, and
+	// neither readers nor other servers ever get them.
+	Rejected bool
 	// Redacts is the target of a redaction event, kept so that a redaction received before
 	// its target (from another server, or by backfill) applies when the target arrives.
 	Redacts string
@@ -150,6 +156,8 @@ type Writer interface {
 	HasRedactions(roomNID types.RoomNID) (bool, error)
 	// PlaceEvent turns a stored outlier into a timeline event with the state before it.
 	PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error
+	// RejectEvent turns a stored outlier into a rejected event with the state before it.
+	RejectEvent(nid types.EventNID, before types.SnapshotNID) error
 	InsertTransaction(roomNID types.RoomNID, t Transaction) error
 	SetMembership(roomNID types.RoomNID, m Membership) error
 	InsertOutbox(roomID string, payload []byte) (int64, error)

@@ -81,35 +81,62 @@ func (d *Database) StoreKeys(ctx context.Context, results map[gomatrixserverlib.
 	})
 }
 
+// upsertKeyResponseSQL replaces a key ID's response only with one fetched no earlier.
+const upsertKeyResponseSQL = `INSERT INTO federationapi_notary_responses (server_name, key_id, response, valid_until_ts, fetched_ts)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (server_name, key_id) DO UPDATE SET response = excluded.response, valid_until_ts = excluded.valid_until_ts, fetched_ts = excluded.fetched_ts
+WHERE excluded.fetched_ts >= federationapi_notary_responses.fetched_ts`
+
 // StoreKeyResponse implements storage.Database.
 func (d *Database) StoreKeyResponse(ctx context.Context, r *storage.KeyResponse) error {
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO federationapi_key_responses (server_name, response, valid_until_ts, fetched_ts)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (server_name) DO UPDATE SET response = excluded.response, valid_until_ts = excluded.valid_until_ts, fetched_ts = excluded.fetched_ts
-WHERE excluded.fetched_ts >= federationapi_key_responses.fetched_ts`,
-			string(r.ServerName), string(r.Raw), int64(r.ValidUntilTS), int64(r.FetchedTS))
-		if err != nil {
-			return fmt.Errorf("store key response of %s: %w", r.ServerName, err)
+		for _, id := range r.KeyIDs {
+			if _, err := tx.ExecContext(ctx, upsertKeyResponseSQL, string(r.ServerName), string(id), string(r.Raw),
+				int64(r.ValidUntilTS), int64(r.FetchedTS)); err != nil {
+				return fmt.Errorf("store key response of %s for %s: %w", r.ServerName, id, err)
+			}
 		}
 		return nil
 	})
 }
 
-// KeyResponse implements storage.Database.
-func (d *Database) KeyResponse(ctx context.Context, serverName spec.ServerName) (*storage.KeyResponse, error) {
-	r := storage.KeyResponse{ServerName: serverName}
-	var raw string
-	err := d.db.QueryRowContext(ctx, "SELECT response, valid_until_ts, fetched_ts FROM federationapi_key_responses WHERE server_name = $1",
-		string(serverName)).Scan(&raw, &r.ValidUntilTS, &r.FetchedTS)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, storage.ErrNotFound
-	}
+const selectKeyResponsesSQL = "SELECT key_id, response, valid_until_ts, fetched_ts FROM federationapi_notary_responses WHERE server_name = $1 ORDER BY key_id"
+
+// KeyResponses implements storage.Database. A server publishes a handful of keys, so its
+// rows are read at once and filtered here.
+func (d *Database) KeyResponses(ctx context.Context, serverName spec.ServerName, keyIDs []gomatrixserverlib.KeyID) ([]storage.KeyResponse, error) {
+	rows, err := d.db.QueryContext(ctx, selectKeyResponsesSQL, string(serverName))
 	if err != nil {
-		return nil, fmt.Errorf("select key response of %s: %w", serverName, err)
+		return nil, fmt.Errorf("select key responses of %s: %w", serverName, err)
 	}
-	r.Raw = []byte(raw)
-	return &r, nil
+	defer rows.Close() // nolint: errcheck // read-only; rows.Err reports failures
+	wanted := map[gomatrixserverlib.KeyID]bool{}
+	for _, id := range keyIDs {
+		wanted[id] = true
+	}
+	var out []storage.KeyResponse
+	byRaw := map[string]int{}
+	for rows.Next() {
+		var id, raw string
+		var validUntil, fetched spec.Timestamp
+		if err = rows.Scan(&id, &raw, &validUntil, &fetched); err != nil {
+			return nil, fmt.Errorf("scan key response of %s: %w", serverName, err)
+		}
+		if len(wanted) > 0 && !wanted[gomatrixserverlib.KeyID(id)] {
+			continue
+		}
+		i, seen := byRaw[raw]
+		if !seen {
+			i = len(out)
+			byRaw[raw] = i
+			out = append(out, storage.KeyResponse{ServerName: serverName, Raw: []byte(raw), ValidUntilTS: validUntil, FetchedTS: fetched})
+		}
+		out[i].KeyIDs = append(out[i].KeyIDs, gomatrixserverlib.KeyID(id))
+	}
+	if err = rows.Err(); err != nil {
+		return nil, fmt.Errorf("read key responses of %s: %w", serverName, err)
+	}
+	return out, nil
 }
 
 // TransactionResponse implements storage.Database.

@@ -28,4 +28,14 @@ CREATE TABLE IF NOT EXISTS federationapi_transactions (
 	received_ts {bigint} NOT NULL,
 	PRIMARY KEY (origin, txn_id)
 );
+`}, {Version: 3, SQL: `
+CREATE TABLE IF NOT EXISTS federationapi_notary_responses (
+	server_name TEXT NOT NULL,
+	key_id TEXT NOT NULL,
+	response TEXT NOT NULL,
+	valid_until_ts {bigint} NOT NULL,
+	fetched_ts {bigint} NOT NULL,
+	PRIMARY KEY (server_name, key_id)
+);
+DROP TABLE IF EXISTS federationapi_key_responses;
 `}}

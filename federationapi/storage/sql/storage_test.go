@@ -2,7 +2,7 @@ package sql_test
 
 import (
 	"context"
-	"errors"
+	"slices"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -72,7 +72,8 @@ func TestKeyCache(t *testing.T) {
 	})
 }
 
-// TestKeyResponses keeps the latest response per server.
+// TestKeyResponses keeps the latest response per key ID: a later response without a key
+// leaves that key's response in place, an older one replaces nothing.
 func TestKeyResponses(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
@@ -80,20 +81,40 @@ func TestKeyResponses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err = d.KeyResponse(ctx, "a.test"); !errors.Is(err, storage.ErrNotFound) {
-			t.Fatalf("want ErrNotFound, got %v", err)
+		if got, err := d.KeyResponses(ctx, "a.test", nil); err != nil || len(got) != 0 {
+			t.Fatalf("nothing stored: %+v %v", got, err)
 		}
+		type ids = []gomatrixserverlib.KeyID
 		for _, r := range []storage.KeyResponse{
-			{ServerName: "a.test", Raw: []byte(`{"v":2}`), ValidUntilTS: 20, FetchedTS: 2},
-			{ServerName: "a.test", Raw: []byte(`{"v":1}`), ValidUntilTS: 10, FetchedTS: 1}, // older: ignored
+			{ServerName: "a.test", KeyIDs: ids{"ed25519:1", "ed25519:2"}, Raw: []byte(`{"v":2}`), ValidUntilTS: 20, FetchedTS: 2},
+			{ServerName: "a.test", KeyIDs: ids{"ed25519:1"}, Raw: []byte(`{"v":1}`), ValidUntilTS: 10, FetchedTS: 1}, // older: ignored
+			{ServerName: "a.test", KeyIDs: ids{"ed25519:3"}, Raw: []byte(`{"v":3}`), ValidUntilTS: 30, FetchedTS: 3},
 		} {
 			if err = d.StoreKeyResponse(ctx, &r); err != nil {
 				t.Fatal(err)
 			}
 		}
-		got, err := d.KeyResponse(ctx, "a.test")
-		if err != nil || string(got.Raw) != `{"v":2}` || got.ValidUntilTS != 20 || got.FetchedTS != 2 {
-			t.Fatalf("KeyResponse: %+v %v", got, err)
+		for _, c := range []struct {
+			ask  ids
+			want map[string]ids
+		}{
+			{ids{"ed25519:1"}, map[string]ids{`{"v":2}`: {"ed25519:1"}}},
+			{ids{"ed25519:1", "ed25519:2", "ed25519:9"}, map[string]ids{`{"v":2}`: {"ed25519:1", "ed25519:2"}}},
+			{nil, map[string]ids{`{"v":2}`: {"ed25519:1", "ed25519:2"}, `{"v":3}`: {"ed25519:3"}}},
+		} {
+			got, err := d.KeyResponses(ctx, "a.test", c.ask)
+			if err != nil || len(got) != len(c.want) {
+				t.Fatalf("KeyResponses(%v): %+v %v", c.ask, got, err)
+			}
+			for _, r := range got {
+				if !slices.Equal(r.KeyIDs, c.want[string(r.Raw)]) || r.ServerName != "a.test" {
+					t.Fatalf("KeyResponses(%v): %+v", c.ask, got)
+				}
+			}
+		}
+		got, _ := d.KeyResponses(ctx, "a.test", ids{"ed25519:3"})
+		if got[0].ValidUntilTS != 30 || got[0].FetchedTS != 3 {
+			t.Fatalf("timestamps: %+v", got)
 		}
 	})
 }

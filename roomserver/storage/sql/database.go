@@ -165,7 +165,7 @@ func (d *Database) RoomByNID(ctx context.Context, nid types.RoomNID) (*storage.R
 	return scanRoom(d.db.QueryRowContext(ctx, "SELECT "+roomColumns+" FROM roomserver_rooms WHERE room_nid = $1", nid))
 }
 
-const eventColumns = "event_nid, room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, event_json"
+const eventColumns = "event_nid, room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, rejected, event_json"
 
 func (d *Database) selectEvents(ctx context.Context, where string, list any) ([]storage.Event, error) {
 	query, args := d.db.Dialect.InList("SELECT "+eventColumns+" FROM roomserver_events WHERE "+where, "{list}", nil, list)
@@ -181,7 +181,7 @@ func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 	var out []storage.Event
 	for rows.Next() {
 		var e storage.Event
-		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &e.StateKey, &e.IsState, &e.Depth, &e.Before, &e.Redacted, &e.Outlier, &e.SoftFailed, &e.JSON); err != nil {
+		if err := rows.Scan(&e.NID, &e.RoomNID, &e.EventID, &e.Type, &e.StateKey, &e.IsState, &e.Depth, &e.Before, &e.Redacted, &e.Outlier, &e.SoftFailed, &e.Rejected, &e.JSON); err != nil {
 			return nil, fmt.Errorf("scan event: %w", err)
 		}
 		out = append(out, e)

@@ -85,4 +85,6 @@ CREATE TABLE IF NOT EXISTS roomserver_network_rooms (
 	room_id TEXT NOT NULL,
 	PRIMARY KEY (network, room_id)
 );
+`}, {Version: 6, SQL: `
+ALTER TABLE roomserver_events ADD COLUMN rejected BOOLEAN NOT NULL DEFAULT FALSE;
 `}}

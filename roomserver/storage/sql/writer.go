@@ -44,9 +44,9 @@ func (w *writer) UpdateRoom(r *storage.Room) error {
 
 func (w *writer) InsertEvent(e *storage.Event) (types.EventNID, error) {
 	nid, err := w.insertReturning(`INSERT INTO roomserver_events
-		(room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, redacts, event_json)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING event_nid`,
-		e.RoomNID, e.EventID, e.Type, e.StateKey, e.IsState, e.Depth, e.Before, e.Redacted, e.Outlier, e.SoftFailed, e.Redacts, e.JSON)
+		(room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, rejected, redacts, event_json)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING event_nid`,
+		e.RoomNID, e.EventID, e.Type, e.StateKey, e.IsState, e.Depth, e.Before, e.Redacted, e.Outlier, e.SoftFailed, e.Rejected, e.Redacts, e.JSON)
 	return types.EventNID(nid), err
 }
 
@@ -68,7 +68,7 @@ func (w *writer) RedactEvent(nid types.EventNID, redactedJSON []byte) error {
 
 func (w *writer) RedactionsOf(roomNID types.RoomNID, eventID string) ([]storage.Event, error) {
 	rows, err := w.tx.QueryContext(w.ctx, "SELECT "+eventColumns+` FROM roomserver_events
-		WHERE redacts = $1 AND room_nid = $2 AND NOT outlier AND NOT soft_failed`, eventID, roomNID)
+		WHERE redacts = $1 AND room_nid = $2 AND NOT outlier AND NOT soft_failed AND NOT rejected`, eventID, roomNID)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +83,11 @@ func (w *writer) HasRedactions(roomNID types.RoomNID) (bool, error) {
 
 func (w *writer) PlaceEvent(nid types.EventNID, before types.SnapshotNID, softFailed bool) error {
 	_, err := w.tx.ExecContext(w.ctx, "UPDATE roomserver_events SET outlier = FALSE, before_snapshot_nid = $1, soft_failed = $2 WHERE event_nid = $3", before, softFailed, nid)
+	return err
+}
+
+func (w *writer) RejectEvent(nid types.EventNID, before types.SnapshotNID) error {
+	_, err := w.tx.ExecContext(w.ctx, "UPDATE roomserver_events SET outlier = FALSE, rejected = TRUE, before_snapshot_nid = $1 WHERE event_nid = $2", before, nid)
 	return err
 }
 
