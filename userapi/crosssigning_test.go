@@ -115,12 +115,12 @@ func TestCrossSigning(t *testing.T) {
 			t.Fatalf("authenticated replacement: %v", err)
 		}
 		var kinds []string
-		for _, rec := range collectTopic(t, log, keyTopic, 6) {
+		for _, rec := range collectTopic(t, log, keyTopic, 7) {
 			var ev api.OutputKeyChangeEvent
 			_ = json.Unmarshal(rec.Value, &ev) // checked below
 			kinds = append(kinds, string(rec.Key)+" "+ev.Type)
 		}
-		want := []string{alice + " device_keys", alice + " cross_signing", alice + " cross_signing", bob + " cross_signing", alice + " cross_signing", alice + " cross_signing"}
+		want := []string{alice + " device_keys", alice + " device_keys", alice + " cross_signing", alice + " cross_signing", bob + " cross_signing", alice + " cross_signing", alice + " cross_signing"}
 		for i := range want {
 			if kinds[i] != want[i] {
 				t.Fatalf("key changes %v, want %v", kinds, want)

@@ -1,6 +1,7 @@
 package userapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -120,6 +121,8 @@ func TestKeyUploadKeepsUnverifiedSignatures(t *testing.T) {
 	})
 }
 
+// TestKeyUploadQueryAndDeletion: keys are stored, served and deleted with their device, and
+// every change of a device (new, keys, name, deleted) is announced on OutputKeyChangeEvent.
 func TestKeyUploadQueryAndDeletion(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
@@ -161,6 +164,15 @@ func TestKeyUploadQueryAndDeletion(t *testing.T) {
 			t.Fatalf("counts %+v %v", c, err)
 		}
 
+		// Logging in again with the device's ID, or giving it the name it has, is no change;
+		// a new name is (it is part of the device as others see it).
+		login(t, u, "alice", &devID)
+		for _, name := range []string{"phone", "tablet"} {
+			if _, err = u.PerformDeviceUpdate(ctx, &api.PerformDeviceUpdateRequest{UserID: alice, DeviceID: "DEV", DisplayName: &name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+
 		// Logging the device out deletes its keys and announces it.
 		if _, err = u.PerformDeviceDeletion(ctx, &api.PerformDeviceDeletionRequest{UserID: alice, DeviceIDs: []string{"DEV"}}); err != nil {
 			t.Fatal(err)
@@ -170,16 +182,25 @@ func TestKeyUploadQueryAndDeletion(t *testing.T) {
 		if len(q.DeviceKeys[alice]) != 0 || len(cl.OneTimeKeys) != 0 {
 			t.Fatalf("keys of a deleted device: %+v %+v", q.DeviceKeys, cl.OneTimeKeys)
 		}
-		recs := collectTopic(t, log, keyTopic, 2)
-		var first, second api.OutputKeyChangeEvent
-		_ = json.Unmarshal(recs[0].Value, &first) // checked field by field below
-		_ = json.Unmarshal(recs[1].Value, &second)
-		if string(recs[0].Key) != alice || first.Type != api.OutputKeyChangeTypeDeviceKeys || first.DeviceKeys.DeviceID != "DEV" ||
-			first.DeviceKeys.Deleted || first.DeviceKeys.StreamID != 1 || len(first.DeviceKeys.Keys) == 0 {
-			t.Fatalf("first key change %s %+v", recs[0].Key, first.DeviceKeys)
+		// Announced: the new device, its keys, its new name, its deletion, at consecutive
+		// stream IDs (a re-login or an unchanged name took none).
+		recs := collectTopic(t, log, keyTopic, 4)
+		want := []api.DeviceKeyChange{
+			{UserID: alice, DeviceID: "DEV", StreamID: 1, DisplayName: "phone"},
+			{UserID: alice, DeviceID: "DEV", StreamID: 2, DisplayName: "phone", Keys: keys},
+			{UserID: alice, DeviceID: "DEV", StreamID: 3, DisplayName: "tablet", Keys: keys},
+			{UserID: alice, DeviceID: "DEV", StreamID: 4, Deleted: true},
 		}
-		if !second.DeviceKeys.Deleted || second.DeviceKeys.StreamID != 2 {
-			t.Fatalf("second key change %+v", second.DeviceKeys)
+		for i, rec := range recs[:4] {
+			var ev api.OutputKeyChangeEvent
+			if err = json.Unmarshal(rec.Value, &ev); err != nil || string(rec.Key) != alice || ev.Type != api.OutputKeyChangeTypeDeviceKeys || ev.DeviceKeys == nil {
+				t.Fatalf("key change %d: %s %s %v", i, rec.Key, rec.Value, err)
+			}
+			got, w := *ev.DeviceKeys, want[i]
+			if got.UserID != w.UserID || got.DeviceID != w.DeviceID || got.StreamID != w.StreamID || got.DisplayName != w.DisplayName ||
+				got.Deleted != w.Deleted || !bytes.Equal(got.Keys, w.Keys) {
+				t.Fatalf("key change %d: %+v, want %+v", i, got, w)
+			}
 		}
 	})
 }

@@ -54,10 +54,8 @@ func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadK
 	if err != nil {
 		return nil, err
 	}
-	if change != nil {
-		if err = u.announceKeyChanges(ctx, req.UserID, []storage.KeyChange{*change}); err != nil {
-			return nil, err
-		}
+	if err = u.announceDeviceChange(ctx, req.UserID, change); err != nil {
+		return nil, err
 	}
 	if _, ok := counts[signedCurve25519]; !ok {
 		counts[signedCurve25519] = 0
@@ -128,7 +126,7 @@ func (u *UserAPI) announceKeyChanges(ctx context.Context, userID string, changes
 	msgs := make([]eventlog.Message, 0, len(changes))
 	for _, c := range changes {
 		msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeDeviceKeys, DeviceKeys: &api.DeviceKeyChange{
-			UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, Deleted: c.Deleted, Keys: c.JSON,
+			UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, DisplayName: c.DisplayName, Deleted: c.Deleted, Keys: c.JSON,
 		}})
 		if err != nil {
 			return err
