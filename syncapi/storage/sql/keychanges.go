@@ -16,6 +16,12 @@ import (
 func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	return d.write(ctx, storage.StreamKeyChanges, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range changes {
+			if c.NotifyOnly != "" {
+				if err := writePrivateKeyChange(ctx, tx, applied, c); err != nil {
+					return err
+				}
+				continue
+			}
 			var old int64
 			err := tx.QueryRowContext(ctx, "SELECT stream_id FROM syncapi_key_changes WHERE user_id = $1", c.UserID).Scan(&old)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -33,6 +39,26 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 		}
 		return nil
 	})
+}
+
+// writePrivateKeyChange records a change only c.NotifyOnly is told of, once per stream ID.
+func writePrivateKeyChange(ctx context.Context, tx *sql.Tx, applied *storage.Applied, c storage.KeyChange) error {
+	var old int64
+	err := tx.QueryRowContext(ctx, "SELECT stream_id FROM syncapi_private_key_changes WHERE notify_user_id = $1 AND user_id = $2",
+		c.NotifyOnly, c.UserID).Scan(&old)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if err == nil && c.StreamID <= old {
+		return nil
+	}
+	err = storeAtNextPosition(ctx, tx, applied, "private key change", `INSERT INTO syncapi_private_key_changes (notify_user_id, user_id, stream_id, position)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (notify_user_id, user_id) DO UPDATE SET stream_id = $3, position = $4`, c.NotifyOnly, c.UserID, c.StreamID)
+	if err != nil {
+		return err
+	}
+	applied.Users = append(applied.Users, c.NotifyOnly)
+	return nil
 }
 
 // sharedRoomsSQL lists the users joined to a room userID ($1) is joined to, with the room.
@@ -57,6 +83,14 @@ func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, 
 		if mates[u] {
 			changed[u] = true
 		}
+	}
+	private, err := d.strings(ctx, "SELECT user_id FROM syncapi_private_key_changes WHERE notify_user_id = $1 AND position > $2 AND position <= $3",
+		userID, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("load private key changes: %w", err)
+	}
+	for _, u := range private {
+		changed[u] = true
 	}
 	// The rooms whose membership changes matter: those the user is joined to, and those
 	// they left in the range (whose members they may no longer share a room with).
@@ -93,6 +127,10 @@ func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, 
 		}
 		switch {
 		case c.membership == spec.Join && myRooms[c.room] != nil && mates[c.user]:
+			changed[c.user] = true
+		case (c.membership == spec.Invite || c.membership == spec.Knock) && myRooms[c.room] != nil:
+			// Clients encrypt to invited members too, so they need their devices (Synapse
+			// lists them the same way).
 			changed[c.user] = true
 		case (c.membership == spec.Leave || c.membership == spec.Ban) && !mates[c.user] && (myRooms[c.room] != nil || contains(roomsLeft, c.room)):
 			left[c.user] = true

@@ -118,4 +118,13 @@ CREATE TABLE IF NOT EXISTS syncapi_key_changes (
 );
 CREATE INDEX IF NOT EXISTS syncapi_key_changes_position ON syncapi_key_changes (position);
 CREATE INDEX IF NOT EXISTS syncapi_memberships_position ON syncapi_memberships (position);
-`}, {Version: 6, Up: migrateUserDirectory}, {Version: 7, Up: migrateRelations}}
+`}, {Version: 6, Up: migrateUserDirectory}, {Version: 7, Up: migrateRelations}, {Version: 8, SQL: `
+CREATE TABLE IF NOT EXISTS syncapi_private_key_changes (
+	user_id TEXT NOT NULL,
+	notify_user_id TEXT NOT NULL,
+	stream_id {bigint} NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (notify_user_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS syncapi_private_key_changes_position ON syncapi_private_key_changes (notify_user_id, position);
+`}}
