@@ -20,7 +20,7 @@ import (
 
 const keyTopic = "TestOutputKeyChangeEvent"
 
-func newKeyAPI(t *testing.T, db *sqlutil.DB) (api.ClientUserAPI, eventlog.Log) {
+func newKeyAPI(t testing.TB, db *sqlutil.DB) (api.ClientUserAPI, eventlog.Log) {
 	t.Helper()
 	log, err := eventlog.NewEmbedded(context.Background(), db, eventlog.Config{DefaultPartitions: 1})
 	if err != nil {
