@@ -2,7 +2,7 @@
 # Set up and run every test of the repository on a Debian 12 machine, as CI does (.ci/run calls this script).
 #
 #   ./test.sh            install what is missing, then `go test ./...`, then sytest against the monolith
-#   ./test.sh go         only the Go tests (what `go test ./... -count=1 -timeout 20m` runs)
+#   ./test.sh go         only the Go tests (`go test ./... -count=1 -timeout 20m`, then the goolm-tagged crypto test)
 #   ./test.sh sytest     only sytest (after `go build`), failing when a test of sytest-whitelist does not pass
 #
 # Installs with apt-get (as root, or through sudo) what is missing: PostgreSQL's binaries (the Go tests start a
@@ -60,6 +60,9 @@ run_go() {
 	fi
 	go version
 	go test ./... -count=1 -timeout 20m
+	# The end-to-end encryption test needs mautrix's pure-Go crypto (build tag goolm; without
+	# it mautrix wants libolm through cgo).
+	go test -tags goolm ./internal/setup/ -count=1 -run TestEncryptedMessages
 }
 
 run_sytest() {

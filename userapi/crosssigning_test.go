@@ -3,6 +3,7 @@ package userapi_test
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -109,22 +110,34 @@ func TestCrossSigning(t *testing.T) {
 			}
 		}
 
-		// With authentication the master key can be replaced; every change was announced.
+		// With authentication the master key can be replaced, and the user-signing key alone.
 		newMaster.Authenticated = true
 		if _, err = u.PerformUploadDeviceSigningKeys(ctx, newMaster); err != nil {
 			t.Fatalf("authenticated replacement: %v", err)
 		}
+		newUser := &api.PerformUploadDeviceSigningKeysRequest{UserID: alice, UserSigningKey: test.NewCrossSigningKey(t, alice, "user_signing").JSON(t, stranger),
+			Authenticated: true}
+		if _, err = u.PerformUploadDeviceSigningKeys(ctx, newUser); err != nil {
+			t.Fatalf("new user-signing key: %v", err)
+		}
+
+		// Every change was announced; those only one user may see (the signature on bob's
+		// key, the user-signing key) name that user in notify_only.
 		var kinds []string
-		for _, rec := range collectTopic(t, log, keyTopic, 6) {
+		for _, rec := range collectTopic(t, log, keyTopic, 8) {
 			var ev api.OutputKeyChangeEvent
 			_ = json.Unmarshal(rec.Value, &ev) // checked below
-			kinds = append(kinds, string(rec.Key)+" "+ev.Type)
-		}
-		want := []string{alice + " device_keys", alice + " cross_signing", alice + " cross_signing", bob + " cross_signing", alice + " cross_signing", alice + " cross_signing"}
-		for i := range want {
-			if kinds[i] != want[i] {
-				t.Fatalf("key changes %v, want %v", kinds, want)
+			kind := string(rec.Key) + " " + ev.Type
+			if c := ev.CrossSigning; c != nil {
+				kind += " of " + c.UserID + " for " + c.NotifyOnly
 			}
+			kinds = append(kinds, kind)
+		}
+		cs := alice + " cross_signing of " + alice + " for "
+		want := []string{alice + " device_keys", alice + " device_keys", cs, cs, bob + " cross_signing of " + bob + " for ",
+			alice + " cross_signing of " + bob + " for " + alice, cs, cs + alice}
+		if !slices.Equal(kinds[:8], want) {
+			t.Fatalf("key changes\n%q\nwant\n%q", kinds, want)
 		}
 	})
 }

@@ -41,7 +41,7 @@ func wantCode(t *testing.T, err error, code string) {
 	}
 }
 
-func create(t *testing.T, u api.ClientUserAPI, localpart, password string) *api.Account {
+func create(t testing.TB, u api.ClientUserAPI, localpart, password string) *api.Account {
 	t.Helper()
 	res, err := u.PerformAccountCreation(context.Background(), &api.PerformAccountCreationRequest{Localpart: localpart, Password: password, AccountType: api.AccountTypeUser})
 	if err != nil {

@@ -92,13 +92,23 @@ func (k *Keys) Routes() []httputil.Route {
 		return httputil.Authenticated(GuestDeviceLookup(k.UserAPI), h)
 	}
 	post := http.MethodPost
-	return clientPaths(append([]httputil.Route{
+	crossSigning := []httputil.Route{
+		{Name: "uploadDeviceSigningKeys", Method: post, Path: "/keys/device_signing/upload", Handler: auth(k.UploadDeviceSigning)},
+		{Name: "uploadSignatures", Method: post, Path: "/keys/signatures/upload", Handler: auth(k.UploadSignatures)},
+	}
+	routes := clientPaths(append(append([]httputil.Route{
 		{Name: "uploadKeys", Method: post, Path: "/keys/upload", Handler: guest(k.Upload)},
 		{Name: "queryKeys", Method: post, Path: "/keys/query", Handler: guest(k.Query)},
 		{Name: "claimKeys", Method: post, Path: "/keys/claim", Handler: guest(k.Claim)},
-		{Name: "uploadDeviceSigningKeys", Method: post, Path: "/keys/device_signing/upload", Handler: auth(k.UploadDeviceSigning)},
-		{Name: "uploadSignatures", Method: post, Path: "/keys/signatures/upload", Handler: auth(k.UploadSignatures)},
-	}, k.backupRoutes(auth)...))
+	}, crossSigning...), k.backupRoutes(auth)...))
+	// NOTSPEC: cross-signing (MSC1756) was served under /unstable before Matrix 1.1 made it
+	// /v3 (https://spec.matrix.org/v1.1/client-server-api/#cross-signing); clients of that
+	// time and sytest still use those paths, which Synapse serves too.
+	for _, r := range crossSigning {
+		r.Path = "/_matrix/client/unstable" + r.Path
+		routes = append(routes, r)
+	}
+	return routes
 }
 
 // askServers asks every server in remote (a map keyed by server name) at once through

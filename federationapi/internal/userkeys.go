@@ -60,8 +60,8 @@ func (m *Membership) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKe
 			if err != nil {
 				return nil, err
 			}
-			if _, err = e2ekeys.VerifyDeviceKeys(raw, userID, deviceID); err != nil {
-				logger.WithError(err).WithField("user_id", userID).Warn("ignoring device keys that do not verify")
+			if err = e2ekeys.CheckDeviceKeys(raw, userID, deviceID); err != nil {
+				logger.WithError(err).WithField("user_id", userID).Warn("ignoring device keys that are not the device's")
 				continue
 			}
 			kept[deviceID] = raw

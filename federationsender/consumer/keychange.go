@@ -67,6 +67,8 @@ func (k *KeyChanges) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 				u.PrevID = []int64{d.StreamID - 1}
 			}
 			userID, eduType, content = d.UserID, EDUDeviceListUpdate, u
+		case o.Type == uapi.OutputKeyChangeTypeCrossSigning && o.CrossSigning != nil && o.CrossSigning.NotifyOnly != "":
+			continue // a user-signing key or a signature on another user's key: no other server's business
 		case o.Type == uapi.OutputKeyChangeTypeCrossSigning && o.CrossSigning != nil:
 			c := o.CrossSigning
 			userID, eduType, content = c.UserID, EDUSigningKeyUpdate, signingKeyUpdate{UserID: c.UserID, MasterKey: c.MasterKey, SelfSigningKey: c.SelfSigningKey}

@@ -292,7 +292,7 @@ func routesOf(t *testing.T, router *mux.Router) []route {
 	return out
 }
 
-var clientPrefix = regexp.MustCompile(`^/_matrix/client/(v3|r0)`)
+var clientPrefix = regexp.MustCompile(`^/_matrix/client/(v3|r0|unstable)`)
 
 var pathVar = regexp.MustCompile(`\{([A-Za-z]+)(:[^}]*)?\}`)
 

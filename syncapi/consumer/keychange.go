@@ -43,7 +43,7 @@ func (c *KeyChanges) apply(ctx context.Context, recs []eventlog.Record, offset s
 		case out.Type == uapi.OutputKeyChangeTypeDeviceKeys && out.DeviceKeys != nil:
 			change = storage.KeyChange{UserID: out.DeviceKeys.UserID, StreamID: out.DeviceKeys.StreamID}
 		case out.Type == uapi.OutputKeyChangeTypeCrossSigning && out.CrossSigning != nil:
-			change = storage.KeyChange{UserID: out.CrossSigning.UserID, StreamID: out.CrossSigning.StreamID}
+			change = storage.KeyChange{UserID: out.CrossSigning.UserID, StreamID: out.CrossSigning.StreamID, NotifyOnly: out.CrossSigning.NotifyOnly}
 		default:
 			c.p.logger.WithFields(logrus.Fields{"topic": c.p.topic, "type": out.Type}).Debug("skipping key change of unknown type")
 			continue

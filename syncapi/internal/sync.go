@@ -85,14 +85,7 @@ func (s *Syncer) deviceLists(ctx context.Context, userID string, since, to int64
 	if err != nil {
 		return types.DeviceLists{}, fmt.Errorf("load device list changes: %w", err)
 	}
-	out := types.DeviceLists{Changed: dl.Changed, Left: dl.Left}
-	if out.Changed == nil {
-		out.Changed = []string{}
-	}
-	if out.Left == nil {
-		out.Left = []string{}
-	}
-	return out, nil
+	return types.DeviceLists{Changed: dl.Changed, Left: dl.Left}, nil
 }
 
 // KeyChanges answers GET /keys/changes: the device_lists of an incremental /sync from from
@@ -104,7 +97,7 @@ func (s *Syncer) KeyChanges(ctx context.Context, userID string, from, to int64) 
 	}
 	to = min(to, top)
 	if from >= to {
-		return types.DeviceLists{Changed: []string{}, Left: []string{}}, nil
+		return types.DeviceLists{}, nil
 	}
 	return s.deviceLists(ctx, userID, from, to)
 }

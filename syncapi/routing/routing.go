@@ -174,7 +174,7 @@ func (h *Handlers) keyChanges(r *http.Request, dev *uapi.Device) (httputil.Respo
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	return httputil.OK(dl), nil
+	return httputil.OK(dl.MarshalKeyChanges()), nil
 }
 
 // parseSync validates /sync's query parameters.

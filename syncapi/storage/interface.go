@@ -187,10 +187,13 @@ type Presence struct {
 }
 
 // KeyChange is a user's device list after a change: StreamID is the user's device-list
-// stream position (from userapi), which only grows.
+// stream position (from userapi), which only grows. With NotifyOnly the change concerns
+// that one user alone (their user-signing key, their signature on UserID's key), and
+// StreamID is NotifyOnly's stream position.
 type KeyChange struct {
-	UserID   string
-	StreamID int64
+	UserID     string
+	StreamID   int64
+	NotifyOnly string
 }
 
 // DeviceLists is /sync's device_lists: users whose devices changed and who share a room
@@ -352,8 +355,9 @@ type Database interface {
 	// latest first; with participated, only those userID started or replied to.
 	ThreadRoots(ctx context.Context, roomID, userID string, participated bool, before int64, limit int) ([]ThreadRoot, error)
 	// DeviceListChanges is what changed in (after, upTo] for userID's device_lists: users
-	// sharing a joined room with userID (or userID) whose device keys changed, who joined
-	// a room userID is joined to, or who share a room userID joined; and users who left a
+	// sharing a joined room with userID (or userID) whose device keys changed, who joined,
+	// were invited to or knocked on a room userID is joined to, or who share a room userID
+	// joined; users userID alone is told of (KeyChange.NotifyOnly); and users who left a
 	// room userID is in, or whose room userID left, and share no joined room with userID
 	// any more.
 	DeviceListChanges(ctx context.Context, userID string, after, upTo int64) (*DeviceLists, error)

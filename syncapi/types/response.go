@@ -28,10 +28,27 @@ type SyncResponse struct {
 	DeviceUnusedFallbackKeyTypes []string       `json:"device_unused_fallback_key_types"`
 }
 
-// DeviceLists is /sync's device_lists.
+// DeviceLists is /sync's device_lists. An empty list is left out (the spec makes both
+// optional): sytest, like Synapse's clients, takes an absent "changed" for "nothing yet".
+// GET /keys/changes, whose body it also is, always carries both.
 type DeviceLists struct {
-	Changed []string `json:"changed"`
-	Left    []string `json:"left"`
+	Changed []string `json:"changed,omitempty"`
+	Left    []string `json:"left,omitempty"`
+}
+
+// MarshalKeyChanges is the body of GET /keys/changes: dl with both lists present.
+func (dl DeviceLists) MarshalKeyChanges() any {
+	return struct {
+		Changed []string `json:"changed"`
+		Left    []string `json:"left"`
+	}{Changed: nonNil(dl.Changed), Left: nonNil(dl.Left)}
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
 }
 
 // Presence is the presence of users sharing a room with the user.
@@ -86,7 +103,6 @@ func NewSyncResponse() *SyncResponse {
 		Presence:    Presence{Events: []PresenceEvent{}},
 		ToDevice:    ToDevice{Events: []ToDeviceEvent{}},
 		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}},
-		DeviceLists: DeviceLists{Changed: []string{}, Left: []string{}},
 
 		DeviceOneTimeKeysCount:       map[string]int{},
 		DeviceUnusedFallbackKeyTypes: []string{},

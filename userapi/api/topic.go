@@ -31,15 +31,16 @@ type AccountDataChange struct {
 // uploaded or replaced, a device deleted) and cross-signing keys (keys uploaded,
 // signatures made).
 //
-// Producer: userapi, after the change is stored. Key: user ID; per-user order, and each
-// message carries the user's device-list stream ID, which only grows. Payload:
-// OutputKeyChangeEvent, version 1, type device_keys or cross_signing. Consumers: the
-// syncapi records that the user's device list changed (device_lists.changed for everyone
-// sharing a room with them, and /keys/changes), skipping a stream ID it already holds, so
-// replays change nothing. The federationsender sends our users' changes to other servers
-// as m.device_list_update and m.signing_key_update. The userapi also writes changes of
-// other servers' users (from InputDeviceListUpdate) here, at a stream it keeps per remote
-// user, for the syncapi.
+// Producer: userapi, after the change is stored. Key: user ID (notify_only's when set);
+// per-user order, and each message carries that user's device-list stream ID, which only
+// grows. Payload: OutputKeyChangeEvent, version 1, type device_keys or cross_signing.
+// Consumers: the syncapi records that the user's device list changed (device_lists.changed
+// for everyone sharing a room with them, and /keys/changes), skipping a stream ID it
+// already holds, so replays change nothing. The federationsender sends our users' changes
+// to other servers as m.device_list_update and m.signing_key_update. A cross-signing
+// change with notify_only concerns that one local user alone (see CrossSigningKeyChange).
+// The userapi also writes changes of other servers' users (from InputDeviceListUpdate)
+// here, at a stream it keeps per remote user, for the syncapi.
 const TopicOutputKeyChangeEvent = "OutputKeyChangeEvent"
 
 // OutputKeyChangeTypeDeviceKeys is the envelope type of a device key change.
@@ -63,6 +64,11 @@ type CrossSigningKeyChange struct {
 	StreamID       int64           `json:"stream_id"`
 	MasterKey      json.RawMessage `json:"master_key,omitempty"`
 	SelfSigningKey json.RawMessage `json:"self_signing_key,omitempty"`
+	// NotifyOnly, when set, is the one local user this change concerns: the owner of a new
+	// user-signing key (which only they see), or the signer of UserID's master key (whose
+	// signature only they see). Then StreamID is NotifyOnly's stream; the syncapi tells
+	// only NotifyOnly that UserID changed, and the federationsender sends nothing.
+	NotifyOnly string `json:"notify_only,omitempty"`
 }
 
 // DeviceKeyChange is one device's keys after a change: Keys is the signed device key JSON,

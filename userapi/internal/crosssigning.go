@@ -118,25 +118,39 @@ func (u *UserAPI) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.P
 	if err != nil {
 		return nil, err
 	}
-	return &api.PerformUploadDeviceSigningKeysResponse{}, u.announceCrossSigning(ctx, req.UserID, local, stream)
+	if changed[purposeMaster] == nil && changed[purposeSelfSigning] == nil {
+		// Only the user-signing key changed, which no one else sees.
+		return &api.PerformUploadDeviceSigningKeysResponse{}, u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{
+			UserID: req.UserID, StreamID: stream, NotifyOnly: req.UserID})
+	}
+	return &api.PerformUploadDeviceSigningKeysResponse{}, u.announcePublicCrossSigning(ctx, req.UserID, local, stream)
 }
 
-// announceCrossSigning produces the user's cross-signing keys on OutputKeyChangeEvent.
-func (u *UserAPI) announceCrossSigning(ctx context.Context, userID, local string, stream int64) error {
-	if u.Log == nil {
-		return nil
-	}
+// announcePublicCrossSigning announces the user's cross-signing keys to everyone.
+func (u *UserAPI) announcePublicCrossSigning(ctx context.Context, userID, local string, stream int64) error {
 	keys, err := u.DB.CrossSigningKeys(ctx, local)
 	if err != nil {
 		return err
 	}
-	msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeCrossSigning, CrossSigning: &api.CrossSigningKeyChange{
-		UserID: userID, StreamID: stream, MasterKey: keys[purposeMaster], SelfSigningKey: keys[purposeSelfSigning],
-	}})
+	return u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{
+		UserID: userID, StreamID: stream, MasterKey: keys[purposeMaster], SelfSigningKey: keys[purposeSelfSigning]})
+}
+
+// announceCrossSigning produces c on OutputKeyChangeEvent, keyed by the user whose stream
+// StreamID is.
+func (u *UserAPI) announceCrossSigning(ctx context.Context, c *api.CrossSigningKeyChange) error {
+	if u.Log == nil {
+		return nil
+	}
+	msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeCrossSigning, CrossSigning: c})
 	if err != nil {
 		return err
 	}
-	if _, err = u.Log.Produce(ctx, u.KeyChangeTopic, eventlog.Message{Key: []byte(userID), Value: msg}); err != nil {
+	key := c.UserID
+	if c.NotifyOnly != "" {
+		key = c.NotifyOnly
+	}
+	if _, err = u.Log.Produce(ctx, u.KeyChangeTopic, eventlog.Message{Key: []byte(key), Value: msg}); err != nil {
 		return fmt.Errorf("produce cross-signing change: %w", err)
 	}
 	return nil
@@ -187,7 +201,24 @@ func (u *UserAPI) PerformUploadSignatures(ctx context.Context, req *api.PerformU
 	if err != nil {
 		return nil, err
 	}
-	return res, u.announceCrossSigning(ctx, req.UserID, local, streams[local])
+	// Signatures on the user's own keys are everyone's news; a signature on another user's
+	// master key only the signer sees.
+	announced := map[string]bool{}
+	for _, sig := range sigs {
+		if announced[sig.TargetUserID] {
+			continue
+		}
+		announced[sig.TargetUserID] = true
+		if sig.TargetUserID == req.UserID {
+			err = u.announcePublicCrossSigning(ctx, req.UserID, local, streams[local])
+		} else {
+			err = u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{UserID: sig.TargetUserID, StreamID: streams[local], NotifyOnly: req.UserID})
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
 }
 
 // checkSignature finds and verifies the signature signer made on target's key keyID.

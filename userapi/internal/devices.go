@@ -13,6 +13,7 @@ import (
 
 // PerformDeviceCreation logs a device in with a new access token. A known device ID
 // gets a new token and its old one stops working; without an ID a random one is chosen.
+// A new device is announced on OutputKeyChangeEvent (others see the device list change).
 func (u *UserAPI) PerformDeviceCreation(ctx context.Context, req *api.PerformDeviceCreationRequest) (*api.PerformDeviceCreationResponse, error) {
 	deviceID := ""
 	if req.DeviceID != nil {
@@ -36,8 +37,12 @@ func (u *UserAPI) PerformDeviceCreation(ctx context.Context, req *api.PerformDev
 	if req.DisplayName != nil {
 		dev.DisplayName = *req.DisplayName
 	}
-	if err = u.DB.PutDevice(ctx, dev, hashToken(token)); err != nil {
+	change, err := u.DB.PutDevice(ctx, dev, hashToken(token))
+	if err != nil {
 		return nil, notFound(err, "no such account")
+	}
+	if err = u.announceDeviceChange(ctx, u.userID(req.Localpart), change); err != nil {
+		return nil, err
 	}
 	return &api.PerformDeviceCreationResponse{Device: u.device(dev), AccessToken: token}, nil
 }
@@ -149,7 +154,8 @@ func (u *UserAPI) QueryDevices(ctx context.Context, req *api.QueryDevicesRequest
 }
 
 // PerformDeviceUpdate renames a device; M_NOT_FOUND if the user has no such device. A
-// nil DisplayName changes nothing.
+// nil DisplayName changes nothing. A new name is announced on OutputKeyChangeEvent (it is
+// part of the device's keys as others see them).
 func (u *UserAPI) PerformDeviceUpdate(ctx context.Context, req *api.PerformDeviceUpdateRequest) (*api.PerformDeviceUpdateResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
@@ -167,8 +173,17 @@ func (u *UserAPI) PerformDeviceUpdate(ctx context.Context, req *api.PerformDevic
 		}
 		return nil, matrixerr.NotFound("no such device")
 	}
-	if err = u.DB.SetDeviceDisplayName(ctx, local, req.DeviceID, *req.DisplayName); err != nil {
+	change, err := u.DB.SetDeviceDisplayName(ctx, local, req.DeviceID, *req.DisplayName)
+	if err != nil {
 		return nil, notFound(err, "no such device")
 	}
-	return &api.PerformDeviceUpdateResponse{}, nil
+	return &api.PerformDeviceUpdateResponse{}, u.announceDeviceChange(ctx, req.UserID, change)
+}
+
+// announceDeviceChange announces change, if any, as userID's key change.
+func (u *UserAPI) announceDeviceChange(ctx context.Context, userID string, change *storage.KeyChange) error {
+	if change == nil {
+		return nil
+	}
+	return u.announceKeyChanges(ctx, userID, []storage.KeyChange{*change})
 }

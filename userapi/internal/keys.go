@@ -2,14 +2,11 @@ package internal
 
 import (
 	"context"
-	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
-
-	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/matrix-org/dendrite/internal/e2ekeys"
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -25,10 +22,11 @@ const signedCurve25519 = "signed_curve25519"
 // maxKeysPerUpload bounds the one-time and fallback keys of one upload.
 const maxKeysPerUpload = 1000
 
-// PerformUploadKeys checks and stores a device's keys. Device keys must be the device's
-// own (user_id, device_id) and signed by their own ed25519 key; signed one-time and
-// fallback keys must be signed by the device's ed25519 key. A change of the device keys is
-// announced on OutputKeyChangeEvent after it is stored.
+// PerformUploadKeys checks and stores a device's keys. Device keys must be a DeviceKeys
+// object of the uploading user and device; one-time and fallback keys strings or KeyObjects.
+// Signatures are not verified (see e2ekeys.CheckDeviceKeys): clients verify them before
+// they trust a key. A change of the device keys is announced on OutputKeyChangeEvent after
+// it is stored.
 func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadKeysRequest) (*api.PerformUploadKeysResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
@@ -38,21 +36,15 @@ func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadK
 		return nil, matrixerr.InvalidParam("too many keys in one upload")
 	}
 	up := &storage.KeyUpload{Localpart: local, DeviceID: req.DeviceID}
-	var signingKey ed25519.PublicKey
 	if len(req.DeviceKeys) > 0 && string(req.DeviceKeys) != "null" {
-		if up.DeviceKeys, signingKey, err = checkDeviceKeys(req.DeviceKeys, req.UserID, req.DeviceID); err != nil {
+		if up.DeviceKeys, err = checkDeviceKeys(req.DeviceKeys, req.UserID, req.DeviceID); err != nil {
 			return nil, err
 		}
 	}
-	if signingKey == nil && len(req.OneTimeKeys)+len(req.FallbackKeys) > 0 {
-		if signingKey, err = u.storedSigningKey(ctx, local, req.DeviceID); err != nil {
-			return nil, err
-		}
-	}
-	if up.OneTimeKeys, err = checkOneTimeKeys(req.OneTimeKeys, req.UserID, req.DeviceID, signingKey); err != nil {
+	if up.OneTimeKeys, err = checkOneTimeKeys(req.OneTimeKeys); err != nil {
 		return nil, err
 	}
-	if up.FallbackKeys, err = checkOneTimeKeys(req.FallbackKeys, req.UserID, req.DeviceID, signingKey); err != nil {
+	if up.FallbackKeys, err = checkOneTimeKeys(req.FallbackKeys); err != nil {
 		return nil, err
 	}
 	if !uniqueAlgorithms(up.FallbackKeys) {
@@ -62,10 +54,8 @@ func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadK
 	if err != nil {
 		return nil, err
 	}
-	if change != nil {
-		if err = u.announceKeyChanges(ctx, req.UserID, []storage.KeyChange{*change}); err != nil {
-			return nil, err
-		}
+	if err = u.announceDeviceChange(ctx, req.UserID, change); err != nil {
+		return nil, err
 	}
 	if _, ok := counts[signedCurve25519]; !ok {
 		counts[signedCurve25519] = 0
@@ -74,46 +64,25 @@ func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadK
 }
 
 // checkDeviceKeys validates a DeviceKeys object and returns it without "unsigned" (which
-// the server fills in on query), with the device's ed25519 key.
-func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) ([]byte, ed25519.PublicKey, error) {
-	pub, err := e2ekeys.VerifyDeviceKeys(raw, userID, deviceID)
+// the server fills in on query).
+func checkDeviceKeys(raw json.RawMessage, userID, deviceID string) ([]byte, error) {
+	err := e2ekeys.CheckDeviceKeys(raw, userID, deviceID)
 	switch {
 	case errors.Is(err, e2ekeys.ErrMalformed):
-		return nil, nil, matrixerr.BadJSON("device_keys must be a DeviceKeys object")
-	case errors.Is(err, e2ekeys.ErrWrongOwner):
-		return nil, nil, matrixerr.InvalidParam("device_keys must be the uploading device's, with its ed25519 key ed25519:" + deviceID)
+		return nil, matrixerr.BadJSON("device_keys must be a DeviceKeys object with user_id, device_id, algorithms, keys and signatures")
 	case err != nil:
-		return nil, nil, matrixerr.InvalidParam("device_keys are not signed by the device's ed25519 key")
+		return nil, matrixerr.InvalidParam("device_keys must name the uploading user and device")
 	}
 	var obj map[string]json.RawMessage
 	if err = json.Unmarshal(raw, &obj); err != nil {
-		return nil, nil, err
-	}
-	delete(obj, "unsigned")
-	stored, err := json.Marshal(obj)
-	if err != nil {
-		return nil, nil, err
-	}
-	return stored, pub, nil
-}
-
-// storedSigningKey is the ed25519 key of the device's stored device keys, nil if it has none.
-func (u *UserAPI) storedSigningKey(ctx context.Context, local, deviceID string) (ed25519.PublicKey, error) {
-	stored, err := u.DB.DeviceKeys(ctx, local, []string{deviceID})
-	if err != nil || len(stored) == 0 {
 		return nil, err
 	}
-	var dk e2ekeys.DeviceKeys
-	if json.Unmarshal(stored[0].JSON, &dk) != nil {
-		return nil, fmt.Errorf("stored device keys of %s are not valid", deviceID)
-	}
-	pub, _ := e2ekeys.DecodeKey(dk.Keys["ed25519:"+deviceID])
-	return pub, nil
+	delete(obj, "unsigned")
+	return json.Marshal(obj)
 }
 
-// checkOneTimeKeys validates "<algorithm>:<key_id>" -> key (a string, or an object that,
-// when it is signed, must carry a valid signature of the device's key).
-func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID string, signingKey ed25519.PublicKey) ([]storage.OneTimeKey, error) {
+// checkOneTimeKeys validates "<algorithm>:<key_id>" -> key (a string, or a KeyObject).
+func checkOneTimeKeys(keys map[string]json.RawMessage) ([]storage.OneTimeKey, error) {
 	out := make([]storage.OneTimeKey, 0, len(keys))
 	for id, raw := range keys {
 		alg, _, ok := strings.Cut(id, ":")
@@ -125,16 +94,8 @@ func checkOneTimeKeys(keys map[string]json.RawMessage, userID, deviceID string, 
 			Key        string                       `json:"key"`
 			Signatures map[string]map[string]string `json:"signatures"`
 		}
-		if json.Unmarshal(raw, &str) != nil {
-			if json.Unmarshal(raw, &obj) != nil || obj.Key == "" {
-				return nil, matrixerr.BadJSON("a key must be a string or a KeyObject")
-			}
-			if obj.Signatures != nil {
-				keyID := "ed25519:" + deviceID
-				if signingKey == nil || gomatrixserverlib.VerifyJSON(userID, gomatrixserverlib.KeyID(keyID), signingKey, raw) != nil {
-					return nil, matrixerr.InvalidParam("key " + id + " is not signed by the device's ed25519 key")
-				}
-			}
+		if json.Unmarshal(raw, &str) != nil && (json.Unmarshal(raw, &obj) != nil || obj.Key == "") {
+			return nil, matrixerr.BadJSON("a key must be a string or a KeyObject")
 		}
 		out = append(out, storage.OneTimeKey{Algorithm: alg, KeyID: id, JSON: raw})
 	}
@@ -165,7 +126,7 @@ func (u *UserAPI) announceKeyChanges(ctx context.Context, userID string, changes
 	msgs := make([]eventlog.Message, 0, len(changes))
 	for _, c := range changes {
 		msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeDeviceKeys, DeviceKeys: &api.DeviceKeyChange{
-			UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, Deleted: c.Deleted, Keys: c.JSON,
+			UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, DisplayName: c.DisplayName, Deleted: c.Deleted, Keys: c.JSON,
 		}})
 		if err != nil {
 			return err
@@ -234,15 +195,15 @@ func (u *UserAPI) localDeviceKeys(ctx context.Context, local string, deviceIDs [
 	out := make(map[string]json.RawMessage, len(keys))
 	for _, k := range keys {
 		var obj map[string]json.RawMessage
-		if err := json.Unmarshal(k.JSON, &obj); err != nil {
+		if err = json.Unmarshal(k.JSON, &obj); err != nil {
 			return nil, fmt.Errorf("stored device keys of %s are not valid: %w", k.DeviceID, err)
 		}
+		unsigned := map[string]string{}
 		if name := names[k.DeviceID]; name != "" {
-			unsigned, err := json.Marshal(map[string]string{"device_display_name": name})
-			if err != nil {
-				return nil, err
-			}
-			obj["unsigned"] = unsigned
+			unsigned["device_display_name"] = name
+		}
+		if obj["unsigned"], err = json.Marshal(unsigned); err != nil {
+			return nil, err
 		}
 		b, err := json.Marshal(obj)
 		if err != nil {

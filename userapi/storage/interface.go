@@ -72,9 +72,10 @@ type Database interface {
 	// SetPasswordHash replaces the account's password hash, or returns ErrNotFound.
 	SetPasswordHash(ctx context.Context, localpart, hash string) error
 	// PutDevice stores a device with the hash of its new access token. A device with the
-	// same ID replaces the old one: its previous token stops working. It returns
-	// ErrNotFound when the account does not exist.
-	PutDevice(ctx context.Context, d *Device, tokenHash []byte) error
+	// same ID replaces the old one: its previous token stops working. A new device takes a
+	// device-list stream ID in the same transaction and is returned as a KeyChange (nil for
+	// a known device). It returns ErrNotFound when the account does not exist.
+	PutDevice(ctx context.Context, d *Device, tokenHash []byte) (*KeyChange, error)
 	// DeviceByTokenHash returns the device whose token has this hash, with its account's
 	// type, or ErrNotFound.
 	DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*Device, error)
@@ -86,8 +87,10 @@ type Database interface {
 	// DeleteDevicesExcept deletes every device of the account but except ("" deletes all),
 	// like DeleteDevices.
 	DeleteDevicesExcept(ctx context.Context, localpart, except string) ([]KeyChange, error)
-	// SetDeviceDisplayName renames a device, or returns ErrNotFound.
-	SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) error
+	// SetDeviceDisplayName renames a device, or returns ErrNotFound. A new name takes a
+	// device-list stream ID in the same transaction and is returned as a KeyChange with the
+	// device's keys (nil when the name is the same).
+	SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) (*KeyChange, error)
 	// TouchDevice records that the device was seen at ts (milliseconds).
 	TouchDevice(ctx context.Context, localpart, deviceID string, ts int64) error
 	// Profile returns the profile or ErrNotFound.
@@ -199,13 +202,15 @@ type DeviceKeys struct {
 	JSON     []byte
 }
 
-// KeyChange is a change of a device's keys: the account's device-list stream ID after it,
-// and the new keys unless Deleted.
+// KeyChange is a change of a device (new, renamed, keys uploaded, deleted): the account's
+// device-list stream ID after it, and unless Deleted the device's keys (absent when it has
+// none) and display name.
 type KeyChange struct {
-	DeviceID string
-	StreamID int64
-	Deleted  bool
-	JSON     []byte
+	DeviceID    string
+	StreamID    int64
+	Deleted     bool
+	JSON        []byte
+	DisplayName string
 }
 
 // ErrWrongVersion is returned when keys are stored in a backup version that is not the

@@ -149,8 +149,8 @@ func keyChanges(t *testing.T, c *mautrix.Client, from, to string) *mautrix.RespK
 
 // DeviceLists is the device-list story: a user sees in /sync's device_lists.changed the
 // key changes of users they share a room with (and /keys/changes between two tokens
-// agrees), never those of a stranger, sees a user who joins a shared room, and sees in
-// device_lists.left a user who no longer shares any room.
+// agrees), never those of a stranger, sees a user who is invited to or joins a shared room,
+// and sees in device_lists.left a user who no longer shares any room.
 func DeviceLists(t *testing.T, baseURL string) {
 	ctx := context.Background()
 	alice, bob, carol := Register(t, baseURL, "listalice"), Register(t, baseURL, "listbob"), Register(t, baseURL, "listcarol")
@@ -182,6 +182,15 @@ func DeviceLists(t *testing.T, baseURL string) {
 	if kc = keyChanges(t, bob, p.Since, p.Since); len(kc.Changed)+len(kc.Left) != 0 {
 		t.Fatalf("keys/changes of an empty range %+v", kc)
 	}
+
+	// An invited user is a device list to track too: clients encrypt to invited members.
+	dave := Register(t, baseURL, "listdave")
+	if _, err = alice.InviteUser(ctx, room.RoomID, &mautrix.ReqInviteUser{UserID: dave.UserID}); err != nil {
+		t.Fatal(err)
+	}
+	p.Until(t, 20*time.Second, "dave in device_lists.changed after his invite", func(res *mautrix.RespSync) bool {
+		return slices.Contains(res.DeviceLists.Changed, dave.UserID)
+	})
 
 	// carol joins: bob learns to track her devices; then alice leaves the only shared room.
 	if _, err = carol.JoinRoomByID(ctx, room.RoomID); err != nil {

@@ -17,6 +17,12 @@ import (
 func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	return d.write(ctx, storage.StreamKeyChanges, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range changes {
+			if c.NotifyOnly != "" {
+				if err := writePrivateKeyChange(ctx, tx, applied, c); err != nil {
+					return err
+				}
+				continue
+			}
 			var old int64
 			err := tx.QueryRowContext(ctx, "SELECT stream_id FROM syncapi_key_changes WHERE user_id = $1", c.UserID).Scan(&old)
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
@@ -36,6 +42,26 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 	})
 }
 
+// writePrivateKeyChange records a change only c.NotifyOnly is told of, once per stream ID.
+func writePrivateKeyChange(ctx context.Context, tx *sql.Tx, applied *storage.Applied, c storage.KeyChange) error {
+	var old int64
+	err := tx.QueryRowContext(ctx, "SELECT stream_id FROM syncapi_private_key_changes WHERE notify_user_id = $1 AND user_id = $2",
+		c.NotifyOnly, c.UserID).Scan(&old)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if err == nil && c.StreamID <= old {
+		return nil
+	}
+	err = storeAtNextPosition(ctx, tx, applied, "private key change", `INSERT INTO syncapi_private_key_changes (notify_user_id, user_id, stream_id, position)
+		VALUES ($1, $2, $3, $4) ON CONFLICT (notify_user_id, user_id) DO UPDATE SET stream_id = $3, position = $4`, c.NotifyOnly, c.UserID, c.StreamID)
+	if err != nil {
+		return err
+	}
+	applied.Users = append(applied.Users, c.NotifyOnly)
+	return nil
+}
+
 // DeviceListChanges implements storage.Database. It reads the key changes and membership
 // changes in the range first, and then only what they name: which of their users share a
 // joined room with userID, which of their rooms userID is joined to, and the members of the
@@ -46,11 +72,18 @@ func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, 
 	if err != nil {
 		return nil, fmt.Errorf("load key changes: %w", err)
 	}
+	// Changes only this user is told of (their own user-signing key, their signatures on
+	// others' master keys).
+	private, err := d.strings(ctx, "SELECT user_id FROM syncapi_private_key_changes WHERE notify_user_id = $1 AND position > $2 AND position <= $3",
+		userID, after, upTo)
+	if err != nil {
+		return nil, fmt.Errorf("load private key changes: %w", err)
+	}
 	changes, err := d.memberChangesBetween(ctx, after, upTo)
 	if err != nil {
 		return nil, fmt.Errorf("load membership changes: %w", err)
 	}
-	if len(keyUsers) == 0 && len(changes) == 0 {
+	if len(keyUsers) == 0 && len(private) == 0 && len(changes) == 0 {
 		return &storage.DeviceLists{}, nil
 	}
 	var changeRooms []string
@@ -105,6 +138,9 @@ func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, 
 			changed[u] = true
 		}
 	}
+	for _, u := range private {
+		changed[u] = true
+	}
 	for _, r := range joinedNow {
 		for _, u := range members[r] {
 			changed[u] = true
@@ -114,6 +150,10 @@ func (d *Database) DeviceListChanges(ctx context.Context, userID string, after, 
 		switch {
 		case c.user == userID:
 		case c.membership == spec.Join && joined[c.room] && mates[c.user]:
+			changed[c.user] = true
+		case (c.membership == spec.Invite || c.membership == spec.Knock) && joined[c.room]:
+			// Clients encrypt to invited members too, so they need their devices (Synapse
+			// lists them the same way).
 			changed[c.user] = true
 		case (c.membership == spec.Leave || c.membership == spec.Ban) && !mates[c.user] && (joined[c.room] || slices.Contains(roomsLeft, c.room)):
 			left[c.user] = true

@@ -133,6 +133,15 @@ CREATE TABLE IF NOT EXISTS syncapi_notification_counts (
 	PRIMARY KEY (user_id, room_id)
 );
 CREATE INDEX IF NOT EXISTS syncapi_notification_counts_position ON syncapi_notification_counts (user_id, position);
+`}, {Version: 11, SQL: `
+CREATE TABLE IF NOT EXISTS syncapi_private_key_changes (
+	user_id TEXT NOT NULL,
+	notify_user_id TEXT NOT NULL,
+	stream_id {bigint} NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (notify_user_id, user_id)
+);
+CREATE INDEX IF NOT EXISTS syncapi_private_key_changes_position ON syncapi_private_key_changes (notify_user_id, position);
 `}}
 
 // dropUnreadColumns drops what the sync API's own approximation of notification counts

@@ -2,6 +2,7 @@ package sql_test
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -55,6 +56,38 @@ func TestAccountDataPositionsAndOffsets(t *testing.T) {
 		var dead int
 		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_dead_letters").Scan(&dead); err != nil || dead != 1 {
 			t.Fatalf("dead letters %d %v", dead, err)
+		}
+	})
+}
+
+// TestPrivateKeyChanges: a change with NotifyOnly (a user-signing key, a signature on
+// another user's key) shows in that user's device_lists only, once per stream ID, and wakes
+// only them.
+func TestPrivateKeyChanges(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		off := storage.Offset{Topic: "keys", Partition: 0, Next: 1}
+		applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: "@b:x", StreamID: 4, NotifyOnly: "@a:x"}}, nil, off)
+		if err != nil || applied.Position != 1 || len(applied.KeyUsers) != 0 || len(applied.Users) != 1 || applied.Users[0] != "@a:x" {
+			t.Fatalf("first write: %+v %v", applied, err)
+		}
+		off.Next++
+		if applied, err = d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: "@b:x", StreamID: 4, NotifyOnly: "@a:x"}}, nil, off); err != nil || applied.Position != 0 {
+			t.Fatalf("redelivery: %+v %v", applied, err)
+		}
+		for user, want := range map[string][]string{"@a:x": {"@b:x"}, "@b:x": nil, "@c:x": nil} {
+			dl, err := d.DeviceListChanges(ctx, user, 0, 1)
+			if err != nil || !slices.Equal(dl.Changed, want) {
+				t.Fatalf("device lists of %s: %+v %v, want changed %v", user, dl, err, want)
+			}
 		}
 	})
 }

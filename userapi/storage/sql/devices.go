@@ -19,7 +19,8 @@ const upsertDeviceSQL = "INSERT INTO userapi_devices (" + deviceColumns + ", tok
 	" last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip, user_agent = excluded.user_agent"
 
 // PutDevice implements storage.Database.
-func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash []byte) error {
+func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash []byte) (*storage.KeyChange, error) {
+	var change *storage.KeyChange
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		var one int
 		err := tx.QueryRowContext(ctx, "SELECT 1 FROM userapi_accounts WHERE localpart = $1", dev.Localpart).Scan(&one)
@@ -29,14 +30,26 @@ func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash
 		if err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, upsertDeviceSQL, dev.Localpart, dev.DeviceID, dev.DisplayName,
-			dev.CreatedTS, dev.LastSeenTS, dev.LastSeenIP, dev.UserAgent, tokenHash)
+		err = tx.QueryRowContext(ctx, "SELECT 1 FROM userapi_devices WHERE localpart = $1 AND device_id = $2", dev.Localpart, dev.DeviceID).Scan(&one)
+		known := err == nil
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		if _, err = tx.ExecContext(ctx, upsertDeviceSQL, dev.Localpart, dev.DeviceID, dev.DisplayName,
+			dev.CreatedTS, dev.LastSeenTS, dev.LastSeenIP, dev.UserAgent, tokenHash); err != nil || known {
+			return err
+		}
+		stream, err := bumpStream(ctx, tx, dev.Localpart)
+		change = &storage.KeyChange{DeviceID: dev.DeviceID, StreamID: stream, DisplayName: dev.DisplayName}
 		return err
 	})
-	if err != nil && !errors.Is(err, storage.ErrNotFound) {
-		return fmt.Errorf("upsert device: %w", err)
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, err
 	}
-	return err
+	if err != nil {
+		return nil, fmt.Errorf("upsert device: %w", err)
+	}
+	return change, nil
 }
 
 func scanDevice(row interface{ Scan(...any) error }) (*storage.Device, error) {
@@ -127,23 +140,35 @@ func (d *Database) deleteDevices(ctx context.Context, localpart, query string, a
 }
 
 // SetDeviceDisplayName implements storage.Database.
-func (d *Database) SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) error {
-	var n int64
+func (d *Database) SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) (*storage.KeyChange, error) {
+	var change *storage.KeyChange
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, "UPDATE userapi_devices SET display_name = $1 WHERE localpart = $2 AND device_id = $3", name, localpart, deviceID)
+		var old string
+		err := tx.QueryRowContext(ctx, "SELECT display_name FROM userapi_devices WHERE localpart = $1 AND device_id = $2", localpart, deviceID).Scan(&old)
+		if errors.Is(err, sql.ErrNoRows) {
+			return storage.ErrNotFound
+		}
+		if err != nil || old == name {
+			return err
+		}
+		if _, err = tx.ExecContext(ctx, "UPDATE userapi_devices SET display_name = $1 WHERE localpart = $2 AND device_id = $3", name, localpart, deviceID); err != nil {
+			return err
+		}
+		keys, err := deviceKeyJSON(ctx, tx, localpart, deviceID)
 		if err != nil {
 			return err
 		}
-		n, err = res.RowsAffected()
+		stream, err := bumpStream(ctx, tx, localpart)
+		change = &storage.KeyChange{DeviceID: deviceID, StreamID: stream, JSON: keys, DisplayName: name}
 		return err
 	})
+	if errors.Is(err, storage.ErrNotFound) {
+		return nil, err
+	}
 	if err != nil {
-		return fmt.Errorf("rename device: %w", err)
+		return nil, fmt.Errorf("rename device: %w", err)
 	}
-	if n == 0 {
-		return storage.ErrNotFound
-	}
-	return nil
+	return change, nil
 }
 
 // TouchDevice implements storage.Database.

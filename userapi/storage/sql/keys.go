@@ -39,21 +39,25 @@ func (d *Database) UploadKeys(ctx context.Context, up *storage.KeyUpload) (*stor
 	var counts map[string]int
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		if up.DeviceKeys != nil {
-			var old string
-			err := tx.QueryRowContext(ctx, "SELECT key_json FROM userapi_device_keys WHERE localpart = $1 AND device_id = $2",
-				up.Localpart, up.DeviceID).Scan(&old)
-			if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			old, err := deviceKeyJSON(ctx, tx, up.Localpart, up.DeviceID)
+			if err != nil {
 				return err
 			}
-			if !bytes.Equal([]byte(old), up.DeviceKeys) {
+			if !bytes.Equal(old, up.DeviceKeys) {
 				if _, err = tx.ExecContext(ctx, upsertDeviceKeysSQL, up.Localpart, up.DeviceID, string(up.DeviceKeys)); err != nil {
+					return err
+				}
+				var name string
+				err = tx.QueryRowContext(ctx, "SELECT display_name FROM userapi_devices WHERE localpart = $1 AND device_id = $2",
+					up.Localpart, up.DeviceID).Scan(&name)
+				if err != nil && !errors.Is(err, sql.ErrNoRows) {
 					return err
 				}
 				id, err := bumpStream(ctx, tx, up.Localpart)
 				if err != nil {
 					return err
 				}
-				change = &storage.KeyChange{DeviceID: up.DeviceID, StreamID: id, JSON: up.DeviceKeys}
+				change = &storage.KeyChange{DeviceID: up.DeviceID, StreamID: id, JSON: up.DeviceKeys, DisplayName: name}
 			}
 		}
 		for _, k := range up.OneTimeKeys {
@@ -74,6 +78,19 @@ func (d *Database) UploadKeys(ctx context.Context, up *storage.KeyUpload) (*stor
 		return nil, nil, fmt.Errorf("store keys: %w", err)
 	}
 	return change, counts, nil
+}
+
+// deviceKeyJSON is a device's stored device keys, nil when it has none.
+func deviceKeyJSON(ctx context.Context, tx *sql.Tx, localpart, deviceID string) ([]byte, error) {
+	var js string
+	err := tx.QueryRowContext(ctx, "SELECT key_json FROM userapi_device_keys WHERE localpart = $1 AND device_id = $2", localpart, deviceID).Scan(&js)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("select device keys: %w", err)
+	}
+	return []byte(js), nil
 }
 
 func oneTimeKeyCounts(ctx context.Context, q sqlutil.Querier, localpart, deviceID string) (map[string]int, error) {
