@@ -1,0 +1,81 @@
+package sql
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
+)
+
+// textIndex is the only engine-specific SQL of the search reader: the full-text table,
+// writing to it, and the match. PostgreSQL keeps a tsvector per event under a GIN index
+// and ranks with ts_rank; SQLite keeps a contentless FTS5 table and ranks with bm25. Both
+// get text already split into words by storage.Tokenize, and both match every word, the
+// last one as a prefix too. The match is a common table expression "m" of (id, rank),
+// higher ranks better, on the query text as $1.
+type textIndex struct {
+	create []string
+	insert string
+	delete string
+	match  string
+	query  func(words []string) string
+}
+
+// namePattern is what a text search configuration or tokenizer may look like: it goes into
+// SQL text (DDL takes no parameters), so nothing else is accepted.
+var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*( [a-z0-9_]+)*$`)
+
+// ValidName reports whether s is a usable text search configuration (PostgreSQL) or
+// tokenizer (SQLite) name.
+func ValidName(s string) bool {
+	return namePattern.MatchString(s)
+}
+
+func newTextIndex(engine sqlutil.Engine, o Options) (*textIndex, error) {
+	if engine == sqlutil.Postgres {
+		if !ValidName(o.TextSearchConfig) || strings.Contains(o.TextSearchConfig, " ") {
+			return nil, fmt.Errorf("invalid text search configuration %q", o.TextSearchConfig)
+		}
+		cfg := "'" + o.TextSearchConfig + "'::regconfig"
+		return &textIndex{
+			create: []string{
+				`CREATE TABLE IF NOT EXISTS searchapi_text (id BIGINT PRIMARY KEY, tsv TSVECTOR NOT NULL)`,
+				`CREATE INDEX IF NOT EXISTS searchapi_text_tsv ON searchapi_text USING GIN (tsv)`,
+			},
+			insert: `INSERT INTO searchapi_text (id, tsv) VALUES ($1, to_tsvector(` + cfg + `, $2)) ON CONFLICT (id) DO NOTHING`,
+			delete: `DELETE FROM searchapi_text WHERE id = $1`,
+			match: `WITH m AS (SELECT t.id, ts_rank(t.tsv, q)::FLOAT8 AS rank FROM searchapi_text t, to_tsquery(` + cfg + `, $1) q
+				WHERE t.tsv @@ q)`,
+			query: func(words []string) string {
+				// Words hold letters, digits and marks only: quoting cannot be escaped.
+				terms := make([]string, len(words))
+				for i, w := range words {
+					terms[i] = "'" + w + "'"
+				}
+				terms[len(terms)-1] += ":*"
+				return strings.Join(terms, " & ")
+			},
+		}, nil
+	}
+	if !ValidName(o.Tokenizer) {
+		return nil, fmt.Errorf("invalid FTS5 tokenizer %q", o.Tokenizer)
+	}
+	return &textIndex{
+		create: []string{`CREATE VIRTUAL TABLE IF NOT EXISTS searchapi_text USING fts5(words, content='', contentless_delete=1,
+			tokenize='` + o.Tokenizer + `')`},
+		insert: `INSERT INTO searchapi_text (rowid, words) VALUES ($1, $2)`,
+		delete: `DELETE FROM searchapi_text WHERE rowid = $1`,
+		// MATERIALIZED keeps bm25() in the CTE: FTS5 refuses it in an outer WHERE.
+		match: `WITH m AS MATERIALIZED (SELECT rowid AS id, -bm25(searchapi_text) AS rank FROM searchapi_text
+			WHERE searchapi_text MATCH $1)`,
+		query: func(words []string) string {
+			terms := make([]string, len(words))
+			for i, w := range words {
+				terms[i] = `"` + w + `"`
+			}
+			terms[len(terms)-1] += "*"
+			return strings.Join(terms, " ")
+		},
+	}, nil
+}
