@@ -45,6 +45,8 @@ type Dendrite struct {
 	UnknownKeys []string `yaml:"-"`
 	// MediaAPI is the media_api section (mediaapi.go).
 	MediaAPI MediaAPI `yaml:"media_api"`
+	// SearchAPI is the search_api section (searchapi.go).
+	SearchAPI SearchAPI `yaml:"search_api"`
 }
 
 // Global holds settings shared by every component.
@@ -275,6 +277,7 @@ func Defaults() *Dendrite {
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),
+		SearchAPI:        defaultSearchAPI(),
 	}
 }
 
@@ -396,6 +399,7 @@ func (c *Dendrite) Verify() error {
 	c.FederationAPI.verify(bad)
 	c.FederationSender.verify(bad)
 	c.MediaAPI.verify(bad)
+	c.SearchAPI.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -444,7 +448,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi", "searchapi"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -453,7 +457,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"clientapi": &c.ClientAPI.InternalAPI, "syncapi": &c.SyncAPI.InternalAPI, "userapi": &c.UserAPI.InternalAPI,
 		"eduserver": &c.EDUServer.InternalAPI, "receiptserver": &c.ReceiptServer.InternalAPI, "presenceserver": &c.PresenceServer.InternalAPI,
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
-		"mediaapi": &c.MediaAPI.InternalAPI,
+		"mediaapi": &c.MediaAPI.InternalAPI, "searchapi": &c.SearchAPI.InternalAPI,
 	}[component]
 }
 
@@ -464,7 +468,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"roomserver": &c.RoomServer.Database, "syncapi": &c.SyncAPI.Database, "userapi": &c.UserAPI.Database,
 		"eduserver": &c.EDUServer.Database, "receiptserver": &c.ReceiptServer.Database, "presenceserver": &c.PresenceServer.Database,
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
-		"mediaapi": &c.MediaAPI.Database,
+		"mediaapi": &c.MediaAPI.Database, "searchapi": &c.SearchAPI.Database,
 	}[component]
 }
 
