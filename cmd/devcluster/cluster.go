@@ -196,6 +196,9 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	if cfg.MediaAPI.Listen, err = freeAddr(); err != nil {
 		return "", err
 	}
+	if cfg.SearchAPI.Listen, err = freeAddr(); err != nil {
+		return "", err
+	}
 	cfg.RoomServer.Shards = c.o.shards
 	cfg.RoomServer.ShardConnect = nil
 	for range c.o.shards {
@@ -309,7 +312,8 @@ func (c *cluster) stop() {
 	}
 	var front, back []*proc
 	for _, p := range c.procs {
-		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" || p.component == "mediaapi" {
+		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" || p.component == "mediaapi" ||
+			p.component == "searchapi" {
 			front = append(front, p)
 		} else {
 			back = append(back, p)

@@ -15,6 +15,7 @@ const (
 	SyncAPI       = "syncapi"
 	FederationAPI = "federationapi"
 	MediaAPI      = "mediaapi"
+	SearchAPI     = "searchapi"
 )
 
 // Rule is one row of the routing table. Pattern is an escaped path pattern: a segment in
@@ -35,6 +36,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/rooms/{roomId}/relations/*", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
 	{"/_matrix/client/{version}/keys/changes", SyncAPI},
+	{"/_matrix/client/{version}/search", SearchAPI},
 	{"/_matrix/client/{version}/media/*", MediaAPI},
 	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},
