@@ -50,10 +50,9 @@ func (h *Handlers) Routes() []httputil.Route {
 	return out
 }
 
+// body is the request: the categories by name, each decoded once its name is checked.
 type body struct {
-	SearchCategories *struct {
-		RoomEvents *roomEventsCriteria `json:"room_events"`
-	} `json:"search_categories"`
+	SearchCategories map[string]json.RawMessage `json:"search_categories"`
 }
 
 type roomEventsCriteria struct {
@@ -97,29 +96,24 @@ func (h *Handlers) Search(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if err := httputil.DecodeJSON(r, &raw); err != nil {
 		return httputil.Response{}, err
 	}
-	var categoriesSeen map[string]json.RawMessage
 	var b body
-	if json.Unmarshal(raw, &b) != nil {
-		return httputil.Response{}, matrixerr.BadJSON("search_categories.room_events does not have the shape the spec gives it")
+	if json.Unmarshal(raw, &b) != nil || b.SearchCategories == nil {
+		return httputil.Response{}, matrixerr.BadJSON("search_categories must be an object")
 	}
-	if b.SearchCategories == nil {
-		return httputil.Response{}, matrixerr.BadJSON("search_categories is required")
-	}
-	var whole struct {
-		SearchCategories map[string]json.RawMessage `json:"search_categories"`
-	}
-	if json.Unmarshal(raw, &whole) == nil {
-		categoriesSeen = whole.SearchCategories
-	}
-	for name := range categoriesSeen {
+	for name := range b.SearchCategories {
 		if name != "room_events" {
 			return httputil.Response{}, matrixerr.InvalidParam("unknown search category " + name)
 		}
 	}
-	if b.SearchCategories.RoomEvents == nil {
+	roomEvents, ok := b.SearchCategories["room_events"]
+	if !ok {
 		return httputil.OK(response{}), nil
 	}
-	req, err := parse(b.SearchCategories.RoomEvents, r.URL.Query().Get("next_batch"))
+	var c roomEventsCriteria
+	if json.Unmarshal(roomEvents, &c) != nil {
+		return httputil.Response{}, matrixerr.BadJSON("search_categories.room_events does not have the shape the spec gives it")
+	}
+	req, err := parse(&c, r.URL.Query().Get("next_batch"))
 	if err != nil {
 		return httputil.Response{}, err
 	}

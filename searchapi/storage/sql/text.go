@@ -26,15 +26,15 @@ type textIndex struct {
 // SQL text (DDL takes no parameters), so nothing else is accepted.
 var namePattern = regexp.MustCompile(`^[a-z][a-z0-9_]*( [a-z0-9_]+)*$`)
 
-// ValidName reports whether s is a usable text search configuration (PostgreSQL) or
+// validName reports whether s is a usable text search configuration (PostgreSQL) or
 // tokenizer (SQLite) name.
-func ValidName(s string) bool {
+func validName(s string) bool {
 	return namePattern.MatchString(s)
 }
 
 func newTextIndex(engine sqlutil.Engine, o Options) (*textIndex, error) {
 	if engine == sqlutil.Postgres {
-		if !ValidName(o.TextSearchConfig) || strings.Contains(o.TextSearchConfig, " ") {
+		if !validName(o.TextSearchConfig) || strings.Contains(o.TextSearchConfig, " ") {
 			return nil, fmt.Errorf("invalid text search configuration %q", o.TextSearchConfig)
 		}
 		cfg := "'" + o.TextSearchConfig + "'::regconfig"
@@ -58,7 +58,7 @@ func newTextIndex(engine sqlutil.Engine, o Options) (*textIndex, error) {
 			},
 		}, nil
 	}
-	if !ValidName(o.Tokenizer) {
+	if !validName(o.Tokenizer) {
 		return nil, fmt.Errorf("invalid FTS5 tokenizer %q", o.Tokenizer)
 	}
 	return &textIndex{
