@@ -84,9 +84,11 @@ type Database interface {
 	// Redact removes an event's text from the index in tx; the event keeps its place in
 	// its room.
 	Redact(ctx context.Context, tx *sql.Tx, eventID string) error
-	// Search returns up to q.Limit matches in q.Order, after q.After.
+	// Search returns up to q.Limit matches in q.Order, after q.After, among the newest
+	// matches (a bounded window: sql.Window).
 	Search(ctx context.Context, q *Query) ([]Result, error)
-	// Count is how many events match q, regardless of q.After and q.Limit.
+	// Count is how many events match q, regardless of q.After and q.Limit, up to the
+	// window Search looks at.
 	Count(ctx context.Context, q *Query) (int, error)
 	// Around returns the IDs of up to before events before and after events after the
 	// event at pos in room, nearest first.

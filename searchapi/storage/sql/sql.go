@@ -107,19 +107,18 @@ func (d *Database) Redact(ctx context.Context, tx *sql.Tx, eventID string) error
 	return nil
 }
 
-// where is the match and filter part of Search and Count: the query text is $1.
-func (d *Database) where(q *storage.Query, withCursor bool) (string, []any, error) {
+// Window is how many matches a search ranks and counts at most: the newest ones. A word
+// found in most messages would otherwise rank every one of them for each page.
+const Window = 10000
+
+// match is the common table expression "m" of the matches passing q's filters (see
+// textIndex), with its arguments; the query text is $1.
+func (d *Database) match(q *storage.Query) (string, []any, error) {
 	if len(q.Words) == 0 {
 		return "", nil, storage.ErrBadQuery
 	}
 	args := []any{d.text.query(q.Words)}
-	var b strings.Builder
-	// CROSS JOIN makes SQLite walk the matches and look each event up by its key; left
-	// to itself it walks every event of the rooms instead (PostgreSQL plans by statistics
-	// either way).
-	b.WriteString(" FROM m CROSS JOIN searchapi_events e WHERE e.id = m.id AND ")
-	cond, args := d.db.Dialect.InList("e.room_id IN ({l})", "{l}", args, q.Rooms)
-	b.WriteString(cond)
+	filters, args := d.db.Dialect.InList("e.room_id IN ({l})", "{l}", args, q.Rooms)
 	for _, f := range []struct {
 		sql  string
 		list []string
@@ -127,36 +126,41 @@ func (d *Database) where(q *storage.Query, withCursor bool) (string, []any, erro
 		if len(f.list) == 0 {
 			continue
 		}
+		var cond string
 		cond, args = d.db.Dialect.InList(f.sql, "{l}", args, f.list)
-		b.WriteString(" AND " + cond)
+		filters += " AND " + cond
 	}
-	if withCursor && q.After != nil {
-		n := strconv.Itoa(len(args) + 1)
-		id := "$" + strconv.Itoa(len(args)+2)
-		if q.Order == storage.OrderRecent {
-			b.WriteString(" AND (e.origin_server_ts < $" + n + " OR (e.origin_server_ts = $" + n + " AND e.id < " + id + "))")
-			args = append(args, q.After.TS, q.After.ID)
-		} else {
-			b.WriteString(" AND (m.rank < $" + n + " OR (m.rank = $" + n + " AND e.id < " + id + "))")
-			args = append(args, q.After.Rank, q.After.ID)
-		}
-	}
-	return b.String(), args, nil
+	r := strings.NewReplacer("{filters}", filters, "{window}", strconv.Itoa(Window))
+	return r.Replace(d.text.match), args, nil
 }
 
 // Search implements storage.Database.
 func (d *Database) Search(ctx context.Context, q *storage.Query) ([]storage.Result, error) {
-	where, args, err := d.where(q, true)
+	match, args, err := d.match(q)
 	if err != nil {
 		return nil, err
 	}
-	order := " ORDER BY m.rank DESC, e.id DESC"
+	var b strings.Builder
+	b.WriteString(match + ` SELECT e.id, e.event_id, e.room_id, e.sender, e.type, e.origin_server_ts, e.room_pos, e.key, m.rank
+		FROM m CROSS JOIN searchapi_events e WHERE e.id = m.id`)
+	if q.After != nil {
+		n, id := "$"+strconv.Itoa(len(args)+1), "$"+strconv.Itoa(len(args)+2)
+		if q.Order == storage.OrderRecent {
+			b.WriteString(" AND (e.origin_server_ts < " + n + " OR (e.origin_server_ts = " + n + " AND e.id < " + id + "))")
+			args = append(args, q.After.TS, q.After.ID)
+		} else {
+			b.WriteString(" AND (m.rank < " + n + " OR (m.rank = " + n + " AND e.id < " + id + "))")
+			args = append(args, q.After.Rank, q.After.ID)
+		}
+	}
 	if q.Order == storage.OrderRecent {
-		order = " ORDER BY e.origin_server_ts DESC, e.id DESC"
+		b.WriteString(" ORDER BY e.origin_server_ts DESC, e.id DESC")
+	} else {
+		b.WriteString(" ORDER BY m.rank DESC, e.id DESC")
 	}
 	args = append(args, q.Limit)
-	rows, err := d.db.QueryContext(ctx, d.text.match+` SELECT e.id, e.event_id, e.room_id, e.sender, e.type, e.origin_server_ts,
-		e.room_pos, e.key, m.rank`+where+order+" LIMIT $"+strconv.Itoa(len(args)), args...)
+	b.WriteString(" LIMIT $" + strconv.Itoa(len(args)))
+	rows, err := d.db.QueryContext(ctx, b.String(), args...)
 	if err != nil {
 		return nil, fmt.Errorf("search: %w", err)
 	}
@@ -173,14 +177,14 @@ func (d *Database) Search(ctx context.Context, q *storage.Query) ([]storage.Resu
 	return out, rows.Err()
 }
 
-// Count implements storage.Database.
+// Count implements storage.Database: at most Window.
 func (d *Database) Count(ctx context.Context, q *storage.Query) (int, error) {
-	where, args, err := d.where(q, false)
+	match, args, err := d.match(q)
 	if err != nil {
 		return 0, err
 	}
 	var n int
-	if err := d.db.QueryRowContext(ctx, d.text.match+" SELECT COUNT(*)"+where, args...).Scan(&n); err != nil {
+	if err := d.db.QueryRowContext(ctx, match+" SELECT COUNT(*) FROM m", args...).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count search results: %w", err)
 	}
 	return n, nil

@@ -13,7 +13,9 @@ import (
 // and ranks with ts_rank; SQLite keeps a contentless FTS5 table and ranks with bm25. Both
 // get text already split into words by storage.Tokenize, and both match every word, the
 // last one as a prefix too. The match is a common table expression "m" of (id, rank),
-// higher ranks better, on the query text as $1.
+// higher ranks better, on the query text as $1: the newest {window} matching events that
+// pass {filters} (conditions on the events table "e"), newest first, so that a word found
+// in most messages costs a bounded amount of ranking.
 type textIndex struct {
 	create []string
 	insert string
@@ -45,8 +47,9 @@ func newTextIndex(engine sqlutil.Engine, o Options) (*textIndex, error) {
 			},
 			insert: `INSERT INTO searchapi_text (id, tsv) VALUES ($1, to_tsvector(` + cfg + `, $2)) ON CONFLICT (id) DO NOTHING`,
 			delete: `DELETE FROM searchapi_text WHERE id = $1`,
-			match: `WITH m AS (SELECT t.id, ts_rank(t.tsv, q)::FLOAT8 AS rank FROM searchapi_text t, to_tsquery(` + cfg + `, $1) q
-				WHERE t.tsv @@ q)`,
+			match: `WITH m AS (SELECT e.id, ts_rank(t.tsv, q)::FLOAT8 AS rank FROM to_tsquery(` + cfg + `, $1) q
+				CROSS JOIN searchapi_text t JOIN searchapi_events e ON e.id = t.id WHERE t.tsv @@ q AND {filters}
+				ORDER BY t.id DESC LIMIT {window})`,
 			query: func(words []string) string {
 				// Words hold letters, digits and marks only: quoting cannot be escaped.
 				terms := make([]string, len(words))
@@ -66,9 +69,12 @@ func newTextIndex(engine sqlutil.Engine, o Options) (*textIndex, error) {
 			tokenize='` + o.Tokenizer + `')`},
 		insert: `INSERT INTO searchapi_text (rowid, words) VALUES ($1, $2)`,
 		delete: `DELETE FROM searchapi_text WHERE rowid = $1`,
-		// MATERIALIZED keeps bm25() in the CTE: FTS5 refuses it in an outer WHERE.
-		match: `WITH m AS MATERIALIZED (SELECT rowid AS id, -bm25(searchapi_text) AS rank FROM searchapi_text
-			WHERE searchapi_text MATCH $1)`,
+		// MATERIALIZED keeps bm25() in the CTE: FTS5 refuses it in an outer WHERE. FTS5
+		// walks its matches by rowid, newest first, and the LIMIT stops the walk, so bm25()
+		// runs for the window only; CROSS JOIN looks each event up by its key.
+		match: `WITH m AS MATERIALIZED (SELECT e.id, -bm25(searchapi_text) AS rank FROM searchapi_text
+			CROSS JOIN searchapi_events e WHERE searchapi_text MATCH $1 AND e.id = searchapi_text.rowid AND {filters}
+			ORDER BY searchapi_text.rowid DESC LIMIT {window})`,
 		query: func(words []string) string {
 			terms := make([]string, len(words))
 			for i, w := range words {
