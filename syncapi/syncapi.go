@@ -102,7 +102,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if d.KeyChangeTopic != "" {
 		topics = append(topics, d.KeyChangeTopic)
 	}
-	progress := consumer.NewProgress(d.Log, topics...)
+	progress := eventlog.NewProgress(d.Log, topics...)
 	shared := consumer.Shared{Log: d.Log, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer)}
 	var bf *internal.Backfill
 	if d.Backfill != nil {

@@ -5,7 +5,7 @@
 //
 //	dendrite [--config FILE] [--data DIR] [--http-bind-address ADDR]
 //	    [--https-bind-address ADDR --tls-cert FILE --tls-key FILE]
-//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi|eduserver|receiptserver|presenceserver|federationapi|federationsender|mediaapi|appservice|pushserver [--shard I]
+//	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi|eduserver|receiptserver|presenceserver|federationapi|federationsender|mediaapi|appservice|pushserver|searchapi [--shard I]
 //	    [--internal-listen ADDR] [--public-listen ADDR]
 //	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
 //	dendrite sample-config > dendrite-config.yaml

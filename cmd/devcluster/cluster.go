@@ -199,6 +199,9 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 	if cfg.PushServer.Listen, err = freeAddr(); err != nil {
 		return "", err
 	}
+	if cfg.SearchAPI.Listen, err = freeAddr(); err != nil {
+		return "", err
+	}
 	cfg.RoomServer.Shards = c.o.shards
 	cfg.RoomServer.ShardConnect = nil
 	for range c.o.shards {
@@ -313,7 +316,7 @@ func (c *cluster) stop() {
 	var front, back []*proc
 	for _, p := range c.procs {
 		if p.component == "clientapi" || p.component == "syncapi" || p.component == "federationapi" || p.component == "mediaapi" ||
-			p.component == "pushserver" {
+			p.component == "pushserver" || p.component == "searchapi" {
 			front = append(front, p)
 		} else {
 			back = append(back, p)

@@ -228,6 +228,14 @@ func TestPolylithEveryday(t *testing.T) {
 	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
 }
 
+// TestPolylithSearch runs the /search story through the polylith's proxy: the searchapi
+// process indexes OutputRoomEvent from Kafka and judges visibility through the two
+// roomserver shards' internal APIs.
+func TestPolylithSearch(t *testing.T) {
+	t.Parallel()
+	e2e.Search(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL())
+}
+
 // TestPolylithKeys runs the end-to-end key, device-list and cross-signing stories through
 // the polylith (two roomserver shards): keys in the userapi process, /keys/changes and
 // device_lists from the syncapi process, key changes over Kafka between them.

@@ -35,7 +35,8 @@ func newProxy(c *cluster) *proxy {
 		IdleConnTimeout:     90 * time.Second,
 	}
 	for name, addr := range map[string]string{proxyroute.ClientAPI: c.cfg.ClientAPI.Listen, proxyroute.SyncAPI: c.cfg.SyncAPI.Listen, proxyroute.FederationAPI: c.cfg.FederationAPI.Listen,
-		proxyroute.MediaAPI: c.cfg.MediaAPI.Listen, proxyroute.PushServer: c.cfg.PushServer.Listen} {
+		proxyroute.MediaAPI: c.cfg.MediaAPI.Listen, proxyroute.PushServer: c.cfg.PushServer.Listen,
+		proxyroute.SearchAPI: c.cfg.SearchAPI.Listen} {
 		target := &url.URL{Scheme: "http", Host: addr}
 		p.targets[name] = &httputil.ReverseProxy{Transport: transport, Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(target)

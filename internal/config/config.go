@@ -48,6 +48,8 @@ type Dendrite struct {
 	MediaAPI MediaAPI `yaml:"media_api"`
 	// AppServiceAPI is the app_service_api section (appservice.go).
 	AppServiceAPI AppServiceAPI `yaml:"app_service_api"`
+	// SearchAPI is the search_api section (searchapi.go).
+	SearchAPI SearchAPI `yaml:"search_api"`
 }
 
 // Global holds settings shared by every component.
@@ -307,6 +309,7 @@ func Defaults() *Dendrite {
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),
 		AppServiceAPI:    defaultAppServiceAPI(),
+		SearchAPI:        defaultSearchAPI(),
 	}
 }
 
@@ -438,6 +441,7 @@ func (c *Dendrite) Verify() error {
 	c.FederationSender.verify(bad)
 	c.MediaAPI.verify(bad)
 	c.AppServiceAPI.verify(c.Global.ServerName, bad)
+	c.SearchAPI.verify(bad)
 	if len(errs) == 0 {
 		return nil
 	}
@@ -486,7 +490,7 @@ func (c *Dendrite) SigningKeyPath() string {
 
 // Components are the components that run as processes of their own in the polylith, each
 // with its config section's internal_api.
-var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi", "appservice", "pushserver"}
+var Components = []string{"clientapi", "roomserver", "syncapi", "userapi", "eduserver", "receiptserver", "presenceserver", "federationapi", "federationsender", "mediaapi", "appservice", "pushserver", "searchapi"}
 
 // InternalAPIOf is the internal API section of a component other than the roomserver (whose
 // shards each have their own URL; see ShardURL), nil for an unknown name.
@@ -497,6 +501,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
 		"mediaapi": &c.MediaAPI.InternalAPI, "appservice": &c.AppServiceAPI.InternalAPI,
 		"pushserver": &c.PushServer.InternalAPI,
+		"searchapi": &c.SearchAPI.InternalAPI,
 	}[component]
 }
 
@@ -509,6 +514,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
 		"mediaapi": &c.MediaAPI.Database, "appservice": &c.AppServiceAPI.Database,
 		"pushserver": &c.PushServer.Database,
+		"searchapi": &c.SearchAPI.Database,
 	}[component]
 }
 

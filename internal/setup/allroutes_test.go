@@ -73,6 +73,7 @@ var clientBodies = map[string]bodySpec{
 	"DELETE /room_keys/keys":                                {},
 	"DELETE /room_keys/keys/{roomID}":                       {},
 	"DELETE /room_keys/keys/{roomID}/{sessionID}":           {},
+	"POST /search":                                          {sample: `{"search_categories":{"room_events":{"search_term":"x","keys":["content.body"],"order_by":"recent","filter":{"limit":1,"rooms":["{{room}}"],"not_rooms":[],"senders":["{{user}}"],"not_senders":[],"types":["m.room.message"]},"event_context":{"before_limit":1,"after_limit":1,"include_profile":true},"include_state":true,"groupings":{"group_by":[{"key":"room_id"}]}}}}`},
 	"POST /pushers/set":                                     {sample: `{"pushkey":"k","kind":"http","app_id":"a","app_display_name":"A","device_display_name":"D","profile_tag":"t","lang":"en","data":{"url":"https://push.example.org/_matrix/push/v1/notify","format":"event_id_only"},"append":false}`, freeform: []string{".data"}},
 	"PUT /directory/room/{roomAlias}":                       {sample: `{"room_id":"{{room}}"}`},
 	"DELETE /directory/room/{roomAlias}":                    {},

@@ -45,6 +45,7 @@ import (
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
+	"github.com/matrix-org/dendrite/searchapi"
 	"github.com/matrix-org/dendrite/syncapi"
 	synccons "github.com/matrix-org/dendrite/syncapi/consumer"
 	"github.com/matrix-org/dendrite/userapi"
@@ -92,6 +93,9 @@ var components = []component{
 	}},
 	{name: "mediaapi", build: buildMediaAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.MediaAPI.InternalAPI.Listen, c.MediaAPI.Listen
+	}},
+	{name: "searchapi", build: buildSearchAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.SearchAPI.InternalAPI.Listen, c.SearchAPI.Listen
 	}},
 	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
@@ -412,6 +416,21 @@ func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
 		return nil, err
 	}
 	return &built{mediaRoutes: m.Routes(), fedRoutes: m.FederationRoutes()}, nil
+}
+
+func buildSearchAPI(ctx context.Context, e *env) (*built, error) {
+	db, err := e.open("searchapi", e.cfg.SearchAPI.Database)
+	if err != nil {
+		return nil, err
+	}
+	s, err := searchapi.New(ctx, searchapi.Deps{
+		Cfg: &e.cfg.SearchAPI, DB: db, Log: e.log, LogMetrics: e.logMetrics, OutputTopic: e.topic(rsapi.TopicOutputRoomEvent),
+		Rooms: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), Logger: e.component("searchapi"), Registerer: e.registry,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &built{routes: s.Routes(), run: s.Run}, nil
 }
 
 // clientRoomserver is the writers' view of the roomserver: queries and the directory, and

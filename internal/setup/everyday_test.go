@@ -30,3 +30,20 @@ func TestEverydayFeaturesBothEngines(t *testing.T) {
 		})
 	}
 }
+
+// TestSearchBothEngines runs the /search story against an in-process monolith on SQLite,
+// then PostgreSQL.
+func TestSearchBothEngines(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			cfg := config.Defaults()
+			cfg.Global.ServerName = "search.test"
+			cfg.Global.DataDir = t.TempDir()
+			if engine == "postgres" {
+				cfg.Global.Database.ConnectionString = test.PostgresDSN(t)
+			}
+			cfg.ClientAPI.RegistrationDisabled, cfg.ClientAPI.RateLimiting.Enabled, cfg.UserAPI.BCryptCost = false, false, 4
+			e2e.Search(t, runMonolith(t, cfg))
+		})
+	}
+}

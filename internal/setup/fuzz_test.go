@@ -37,6 +37,7 @@ func FuzzAuthenticatedBodies(f *testing.F) {
 		{http.MethodPost, v3 + "/account/password"},
 		{http.MethodPut, v3 + "/rooms/" + room + "/send/m.room.message/fuzz"},
 		{http.MethodPut, v3 + "/rooms/" + room + "/state/m.room.topic"},
+		{http.MethodPost, v3 + "/search"},
 	}
 	seeds := []string{
 		``, `{`, `[]`, `null`, `"x"`, `{}`, `{"typing": true, "timeout": -1}`, `{"typing": "yes"}`,
@@ -46,6 +47,8 @@ func FuzzAuthenticatedBodies(f *testing.F) {
 		`{"devices": "x"}`, `{"devices": [], "auth": {"type": "m.login.password", "identifier": {"user": 5}}}`,
 		`{"new_password": "", "auth": null}`, `{"new_password": "x", "auth": {"type": "m.login.password", "password": "y", "user": "@x:y"}}`,
 		`{"body": "hi", "msgtype": "m.text"}`, `{"topic": {"nested": [1, 2]}}`,
+		`{"search_categories": {"room_events": {"search_term": "target*\\\" NEAR(", "order_by": "recent", "filter": {"limit": 1e30}}}}`,
+		`{"search_categories": {"room_events": {"search_term": "t", "event_context": {"before_limit": -1}, "groupings": {"group_by": [{"key": 5}]}}}}`,
 	}
 	for _, s := range seeds {
 		for i := range targets {

@@ -117,6 +117,34 @@ type QueryServerAllowedResponse struct {
 	Allowed []string `json:"allowed"`
 }
 
+// QueryUserAllowedRequest asks which of a room's events a user may see.
+type QueryUserAllowedRequest struct {
+	RoomID   string   `json:"room_id"`
+	UserID   string   `json:"user_id"`
+	EventIDs []string `json:"event_ids"`
+}
+
+// QueryUserAllowedResponse lists the requested events of the room the user may see. The
+// others are unknown, of another room, outliers, or hidden from the user by history
+// visibility.
+type QueryUserAllowedResponse struct {
+	Allowed []string `json:"allowed"`
+}
+
+// VisibilityAPI judges history visibility for readers that serve events to users from an
+// index of their own (searchapi).
+type VisibilityAPI interface {
+	// QueryUserAllowed applies history visibility to one user and many events of a room
+	// at once, by the state of the room at each event.
+	QueryUserAllowed(ctx context.Context, req *QueryUserAllowedRequest) (*QueryUserAllowedResponse, error)
+}
+
+// SearchRoomserverAPI is what the searchapi uses: queries and per-user visibility.
+type SearchRoomserverAPI interface {
+	QueryAPI
+	VisibilityAPI
+}
+
 // QueryAPI is the read side every component may use.
 type QueryAPI interface {
 	QueryRoomInfo(ctx context.Context, req *QueryRoomInfoRequest) (*QueryRoomInfoResponse, error)
@@ -164,6 +192,7 @@ type SyncRoomserverAPI interface {
 // ServerAPI is everything a roomserver shard serves.
 type ServerAPI interface {
 	QueryAPI
+	VisibilityAPI
 	WaitAPI
 	DirectoryAPI
 }

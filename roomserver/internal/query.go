@@ -3,6 +3,7 @@ package internal
 import (
 	"context"
 	"errors"
+	"math"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -272,13 +273,104 @@ func (q *Querier) QueryServerAllowed(ctx context.Context, req *api.QueryServerAl
 	return res, nil
 }
 
-// serverVisibility judges events for one server, loading each snapshot once per query.
+// QueryUserAllowed implements api.VisibilityAPI with the rules of the client-server spec's
+// "Room History Visibility" for one user, by the state before each event (and after it, for
+// history visibility changes and the user's own membership events):
+//   - world_readable history is visible;
+//   - history is visible where the user was joined, and with invited visibility where the
+//     user was invited;
+//   - shared history (the default) is visible where the user was joined, and before the
+//     point where the user's joined membership ended: forever for a user joined now, up to
+//     the leave (or ban) of a user who was joined until then.
+//
+// Outliers are not in the timeline and never visible to a user.
+func (q *Querier) QueryUserAllowed(ctx context.Context, req *api.QueryUserAllowedRequest) (*api.QueryUserAllowedResponse, error) {
+	res := &api.QueryUserAllowedResponse{Allowed: []string{}}
+	h, err := q.in.cache.head(ctx, req.RoomID)
+	if err != nil || h == nil || len(req.EventIDs) == 0 {
+		return res, err
+	}
+	rows, err := q.in.db.EventsByID(ctx, req.EventIDs)
+	if err != nil {
+		return nil, err
+	}
+	v, err := q.newServerVisibility(ctx, h.room.RoomVersion, []string{req.UserID})
+	if err != nil {
+		return nil, err
+	}
+	v.forUser = true
+	if v.sharedUntil, err = q.sharedUntil(ctx, v, h.room.NID, req.UserID); err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if r.RoomNID != h.room.NID || r.Outlier {
+			continue
+		}
+		ok, err := v.allowed(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			res.Allowed = append(res.Allowed, r.EventID)
+		}
+	}
+	return res, nil
+}
+
+// sharedUntil is the event NID before which shared history is visible to userID: every
+// event for a user joined now; the events before the leave or ban that ended the user's
+// joined membership; none for a user never joined.
+func (q *Querier) sharedUntil(ctx context.Context, v *serverVisibility, roomNID types.RoomNID, userID string) (types.EventNID, error) {
+	m, err := q.in.db.Membership(ctx, roomNID, userID)
+	if errors.Is(err, storage.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if m.Membership == spec.Join {
+		return types.EventNID(math.MaxInt64), nil
+	}
+	rows, err := q.in.db.EventsByID(ctx, []string{m.EventID})
+	if err != nil || len(rows) == 0 || rows[0].Outlier {
+		return 0, err
+	}
+	before, err := v.state(ctx, rows[0].Before)
+	if err != nil {
+		return 0, err
+	}
+	joined, err := v.membersHave(ctx, before, spec.Join)
+	if err != nil || !joined {
+		return 0, err
+	}
+	return rows[0].NID, nil
+}
+
+// serverVisibility judges events for one server (or, with forUser, one user), loading each
+// snapshot once per query.
 type serverVisibility struct {
 	q           *Querier
 	roomVersion string
 	visibility  types.StateTuple
 	members     []types.StateTuple // the server's users' membership tuples
 	snapshots   map[types.SnapshotNID]*types.State
+	// forUser applies the user rules of QueryUserAllowed: shared history is visible only
+	// where the user was joined or before sharedUntil.
+	forUser     bool
+	sharedUntil types.EventNID
+}
+
+// state loads a snapshot once per query.
+func (v *serverVisibility) state(ctx context.Context, nid types.SnapshotNID) (*types.State, error) {
+	st, ok := v.snapshots[nid]
+	if !ok {
+		var err error
+		if st, err = v.q.in.cache.loadState(ctx, nid); err != nil {
+			return nil, err
+		}
+		v.snapshots[nid] = st
+	}
+	return st, nil
 }
 
 func (q *Querier) newServerVisibility(ctx context.Context, roomVersion string, users []string) (*serverVisibility, error) {
@@ -296,27 +388,23 @@ func (q *Querier) newServerVisibility(ctx context.Context, roomVersion string, u
 // allowed judges one stored event by the state before it, and for a history visibility
 // change or a membership event of one of the server's users also by the state after it.
 func (v *serverVisibility) allowed(ctx context.Context, ev storage.Event) (bool, error) {
-	st, ok := v.snapshots[ev.Before]
-	if !ok {
-		var err error
-		if st, err = v.q.in.cache.loadState(ctx, ev.Before); err != nil {
-			return false, err
-		}
-		v.snapshots[ev.Before] = st
+	st, err := v.state(ctx, ev.Before)
+	if err != nil {
+		return false, err
 	}
-	ok, err := v.allowedBy(ctx, st)
+	ok, err := v.allowedBy(ctx, st, ev.NID)
 	if ok || err != nil || !ev.IsState {
 		return ok, err
 	}
 	tuple := types.StateTuple{Type: ev.Type, Key: ev.StateKey}
 	if tuple == v.visibility || slices.Contains(v.members, tuple) {
-		return v.allowedBy(ctx, st.With(tuple, ev.NID))
+		return v.allowedBy(ctx, st.With(tuple, ev.NID), ev.NID)
 	}
 	return false, nil
 }
 
-// allowedBy applies the rules to one state.
-func (v *serverVisibility) allowedBy(ctx context.Context, st *types.State) (bool, error) {
+// allowedBy applies the rules to one state, the state of event nid.
+func (v *serverVisibility) allowedBy(ctx context.Context, st *types.State, nid types.EventNID) (bool, error) {
 	visibility := gomatrixserverlib.HistoryVisibilityShared
 	if nid := st.Lookup(v.visibility); nid != 0 {
 		evs, err := v.q.in.cache.eventsByNID(ctx, v.roomVersion, []types.EventNID{nid})
@@ -327,9 +415,22 @@ func (v *serverVisibility) allowedBy(ctx context.Context, st *types.State) (bool
 			visibility = hv
 		}
 	}
-	if visibility != gomatrixserverlib.HistoryVisibilityInvited && visibility != gomatrixserverlib.HistoryVisibilityJoined {
+	switch visibility {
+	case gomatrixserverlib.HistoryVisibilityWorldReadable:
+		return true, nil
+	case gomatrixserverlib.HistoryVisibilityInvited:
+		return v.membersHave(ctx, st, spec.Join, spec.Invite)
+	case gomatrixserverlib.HistoryVisibilityJoined:
+		return v.membersHave(ctx, st, spec.Join)
+	}
+	if !v.forUser || nid < v.sharedUntil {
 		return true, nil
 	}
+	return v.membersHave(ctx, st, spec.Join)
+}
+
+// membersHave reports whether one of the judged users has one of memberships in st.
+func (v *serverVisibility) membersHave(ctx context.Context, st *types.State, memberships ...string) (bool, error) {
 	var nids []types.EventNID
 	for _, t := range v.members {
 		if nid := st.Lookup(t); nid != 0 {
@@ -342,7 +443,7 @@ func (v *serverVisibility) allowedBy(ctx context.Context, st *types.State) (bool
 	}
 	for _, e := range evs {
 		m, _ := e.Membership() // a member event without a membership is no member
-		if m == spec.Join || (m == spec.Invite && visibility == gomatrixserverlib.HistoryVisibilityInvited) {
+		if slices.Contains(memberships, m) {
 			return true, nil
 		}
 	}

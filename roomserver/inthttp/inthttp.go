@@ -27,6 +27,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.QueryEventsByID)
 	ihttp.Serve(s, a.QueryStateAtEvent)
 	ihttp.Serve(s, a.QueryServerAllowed)
+	ihttp.Serve(s, a.QueryUserAllowed)
 	ihttp.Serve(s, a.QueryInputResult)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryAliasesForRoom)
@@ -81,6 +82,11 @@ func (c *Client) QueryEventsByID(ctx context.Context, req *api.QueryEventsByIDRe
 // QueryServerAllowed implements api.QueryAPI.
 func (c *Client) QueryServerAllowed(ctx context.Context, req *api.QueryServerAllowedRequest) (*api.QueryServerAllowedResponse, error) {
 	return ihttp.Call[api.QueryServerAllowedResponse](ctx, c.c, req)
+}
+
+// QueryUserAllowed implements api.VisibilityAPI.
+func (c *Client) QueryUserAllowed(ctx context.Context, req *api.QueryUserAllowedRequest) (*api.QueryUserAllowedResponse, error) {
+	return ihttp.Call[api.QueryUserAllowedResponse](ctx, c.c, req)
 }
 
 // QueryStateAtEvent implements api.QueryAPI.

@@ -317,6 +317,11 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 		t.Fatalf("want the 6 known events allowed, got %v", allowed.Allowed)
 	}
 	same(c, "unknown room", d.QueryServerAllowed, r.QueryServerAllowed, &api.QueryServerAllowedRequest{RoomID: "!nope:" + serverName, ServerName: serverName, EventIDs: ids})
+	mine := same(c, "member", d.QueryUserAllowed, r.QueryUserAllowed, &api.QueryUserAllowedRequest{RoomID: roomID, UserID: alice, EventIDs: ids})
+	if len(mine.Allowed) != 6 {
+		t.Fatalf("want the 6 known events allowed to alice, got %v", mine.Allowed)
+	}
+	same(c, "unknown room", d.QueryUserAllowed, r.QueryUserAllowed, &api.QueryUserAllowedRequest{RoomID: "!nope:" + serverName, UserID: alice, EventIDs: ids})
 	directory(t, c, d, r, roomID, alice)
 }
 

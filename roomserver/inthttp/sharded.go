@@ -119,6 +119,11 @@ func (s *ShardedClient) QueryServerAllowed(ctx context.Context, req *api.QuerySe
 	return s.room(req.RoomID).QueryServerAllowed(ctx, req)
 }
 
+// QueryUserAllowed implements api.VisibilityAPI on the room's shard.
+func (s *ShardedClient) QueryUserAllowed(ctx context.Context, req *api.QueryUserAllowedRequest) (*api.QueryUserAllowedResponse, error) {
+	return s.room(req.RoomID).QueryUserAllowed(ctx, req)
+}
+
 // QueryStateAtEvent implements api.QueryAPI on the room's shard.
 func (s *ShardedClient) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEventRequest) (*api.QueryStateAtEventResponse, error) {
 	return s.room(req.RoomID).QueryStateAtEvent(ctx, req)

@@ -48,7 +48,7 @@ type Shared struct {
 	Log      eventlog.Log
 	DB       storage.Database
 	Notifier *notifier.Notifier
-	Progress *Progress
+	Progress *eventlog.Progress
 	Logger   *logrus.Entry
 	Metrics  *Metrics
 }
@@ -59,7 +59,7 @@ type partitions struct {
 	topic    string
 	db       storage.Database
 	notifier *notifier.Notifier
-	progress *Progress
+	progress *eventlog.Progress
 	logger   *logrus.Entry
 	metrics  *Metrics
 }
@@ -94,13 +94,13 @@ func (p *partitions) run(ctx context.Context, apply batchFunc) error {
 }
 
 func (p *partitions) runPartition(ctx context.Context, partition int32, next int64, apply batchFunc) error {
-	p.progress.set(p.topic, partition, next)
+	p.progress.Set(p.topic, partition, next)
 	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
 			recs = recs[1:]
 		}
 		if len(recs) == 0 {
-			p.progress.set(p.topic, partition, next)
+			p.progress.Set(p.topic, partition, next)
 			return nil
 		}
 		end := recs[len(recs)-1].Offset + 1
@@ -114,7 +114,7 @@ func (p *partitions) runPartition(ctx context.Context, partition int32, next int
 			p.metrics.records.WithLabelValues(p.topic).Add(float64(len(recs)))
 		}
 		p.notifier.Notify(applied)
-		p.progress.set(p.topic, partition, end)
+		p.progress.Set(p.topic, partition, end)
 		return nil
 	})
 }

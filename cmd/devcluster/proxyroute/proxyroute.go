@@ -16,6 +16,7 @@ const (
 	FederationAPI = "federationapi"
 	MediaAPI      = "mediaapi"
 	PushServer    = "pushserver"
+	SearchAPI     = "searchapi"
 )
 
 // Rule is one row of the routing table. Pattern is an escaped path pattern: a segment in
@@ -40,6 +41,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/notifications", PushServer},
 	{"/_matrix/client/{version}/pushers", PushServer},
 	{"/_matrix/client/{version}/pushers/set", PushServer},
+	{"/_matrix/client/{version}/search", SearchAPI},
 	{"/_matrix/client/{version}/media/*", MediaAPI},
 	{"/_matrix/media/*", MediaAPI},
 	{"/_matrix/client/*", ClientAPI},

@@ -1,20 +1,18 @@
-package consumer
+package eventlog
 
 import (
 	"context"
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/matrix-org/dendrite/internal/eventlog"
 )
 
-// Progress is how far the consumers have applied each partition. Request handlers use it
+// Progress is how far a reader's consumers have applied each partition. Request handlers use it
 // for read-your-writes: a writer answers its client only after its record is in the log, so
 // a handler that waits until every partition is applied up to the log's end as it was when
 // the request arrived sees everything the client was told had happened.
 type Progress struct {
-	log eventlog.Log
+	log Log
 
 	mu      sync.Mutex
 	applied map[partitionKey]int64
@@ -28,12 +26,12 @@ type partitionKey struct {
 }
 
 // NewProgress tracks the partitions of topics on log.
-func NewProgress(log eventlog.Log, topics ...string) *Progress {
+func NewProgress(log Log, topics ...string) *Progress {
 	return &Progress{log: log, applied: map[partitionKey]int64{}, changed: make(chan struct{}), topics: topics}
 }
 
-// set records that the partition is applied up to (not including) next.
-func (p *Progress) set(topic string, partition int32, next int64) {
+// Set records that the partition is applied up to (not including) next.
+func (p *Progress) Set(topic string, partition int32, next int64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	k := partitionKey{topic, partition}
@@ -78,7 +76,7 @@ func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {
 		select {
 		case <-changed:
 		case <-timer.C:
-			return fmt.Errorf("sync API still behind the log after %s", maxWait)
+			return fmt.Errorf("consumers still behind the log after %s", maxWait)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
