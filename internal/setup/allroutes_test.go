@@ -100,7 +100,7 @@ var clientBodies = map[string]bodySpec{
 	"PUT /rooms/{roomID}/redact/{eventID}/{txnID}":          {sample: `{"reason":"x"}`},
 	"PUT /rooms/{roomID}/state/{eventType}":                 {sample: `{"a":"b"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/state/{eventType}/{stateKey:.*}":   {sample: `{"a":"b"}`, freeform: []string{"."}},
-	"POST /_matrix/client/unstable/org.matrix.simplified_msc3575/sync": {sample: `{"conn_id":"main","set_presence":"offline","lists":{"all":{"range":[0,19],"timeline_limit":1,` +
+	"POST /org.matrix.simplified_msc3575/sync": {sample: `{"conn_id":"main","set_presence":"offline","lists":{"all":{"range":[0,19],"timeline_limit":1,` +
 		`"required_state":[["m.room.create",""],["m.room.member","$LAZY"]],"filters":{"is_dm":false,"is_invite":false,"not_room_types":["m.space"]}}},` +
 		`"room_subscriptions":{"{{room}}":{"timeline_limit":5,"required_state":{"include":[{"type":"m.room.name","state_key":""}],"lazy_members":true}}},` +
 		`"extensions":{"to_device":{"enabled":true,"limit":10},"e2ee":{"enabled":true},"account_data":{"enabled":true,"lists":["all"],"rooms":["{{room}}"]},` +
