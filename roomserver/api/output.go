@@ -15,6 +15,13 @@ import (
 // Payload: OutputRoomEvent, version 1. Delivery is at least once (the roomserver re-sends
 // what it stored but had not yet produced after a crash): consumers dedupe by event ID.
 // Consumers must skip unknown types.
+//
+// Every record carries Seq, the roomserver's durable number of the record in its partition
+// (dense from 1, assigned in the transaction that stores the event). The log is not the
+// source of truth: a reader stores the last Seq it applied with its data, skips records at
+// or below it, and when it sees a gap, or the log was reset (eventlog.Guard), fetches the
+// missing records from QueryOutputRecords on the roomserver, which keeps them for
+// room_server.output_replay_window.
 const TopicOutputRoomEvent = "OutputRoomEvent"
 
 // OutputType says which body of OutputRoomEvent is set.
@@ -29,6 +36,9 @@ const (
 
 // OutputRoomEvent is the envelope of the OutputRoomEvent topic.
 type OutputRoomEvent struct {
+	// Seq is the record's number in its partition (see TopicOutputRoomEvent); 0 on records
+	// written before sequences existed.
+	Seq          int64               `json:"seq,omitempty"`
 	Type         OutputType          `json:"type"`
 	NewRoomEvent *OutputNewRoomEvent `json:"new_room_event,omitempty"`
 	// BackfilledEvent is set for OutputTypeBackfilledEvent.

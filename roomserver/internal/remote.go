@@ -2,7 +2,6 @@ package internal
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -888,11 +887,7 @@ func (rt *remoteTx) advance(ctx context.Context, k *knownEvent, before stateRef)
 
 // output encodes an output and stores it in the outbox (storeOutput).
 func (rt *remoteTx) output(out api.OutputRoomEvent) error {
-	payload, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	o, err := storeOutput(rt.w, rt.roomID, payload)
+	o, err := rt.in.storeOutput(rt.w, rt.roomID, out)
 	if err != nil {
 		return err
 	}
