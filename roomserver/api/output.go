@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
 )
 
 // TopicOutputRoomEvent is the topic the roomserver writes every accepted room event to.
@@ -23,6 +26,31 @@ import (
 // missing records from QueryOutputRecords on the roomserver, which keeps them for
 // room_server.output_replay_window.
 const TopicOutputRoomEvent = "OutputRoomEvent"
+
+// OutputSequence is how a reader applies TopicOutputRoomEvent by the records' Seq and
+// fetches what its log lost from r (see eventlog.Sequenced and eventlog.Guard).
+func OutputSequence(r ReplayAPI) *eventlog.Sequenced {
+	return &eventlog.Sequenced{
+		Seq: func(value []byte) (int64, error) {
+			var o struct {
+				Seq int64 `json:"seq"`
+			}
+			err := json.Unmarshal(value, &o)
+			return o.Seq, err
+		},
+		Fetch: func(ctx context.Context, partition int32, after int64) ([][]byte, error) {
+			res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Partition: partition, AfterSeq: after})
+			if err != nil {
+				return nil, err
+			}
+			out := make([][]byte, len(res.Records))
+			for i, rec := range res.Records {
+				out[i] = rec
+			}
+			return out, nil
+		},
+	}
+}
 
 // OutputType says which body of OutputRoomEvent is set.
 type OutputType string

@@ -181,6 +181,13 @@ type SyncRoomserverAPI interface {
 	ReplayAPI
 }
 
+// FederationSenderRoomserverAPI is what the federationsender uses: queries, and the replay
+// of OutputRoomEvent.
+type FederationSenderRoomserverAPI interface {
+	QueryAPI
+	ReplayAPI
+}
+
 // ServerAPI is everything a roomserver shard serves.
 type ServerAPI interface {
 	QueryAPI

@@ -81,7 +81,7 @@ func (in *Inputer) Run(ctx context.Context) error {
 	g.Go(func() error { return in.pruneOutbox(ctx) })
 	err = g.Wait()
 	in.markProduced(context.Background())
-	if errors.Is(err, context.Canceled) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
 		return nil
 	}
 	return err
@@ -192,26 +192,32 @@ func (in *Inputer) owned(outbox []storage.Outbound) []storage.Outbound {
 	return out
 }
 
+// consume runs the partition under an eventlog.Guard: when the input log is wiped, the
+// partition starts again at the new log's start. Nothing is recovered: a message lost with
+// the log was never acknowledged (its writer is still waiting, or got 503), and the
+// client's retry with the same transaction ID is applied as a new message, or confirmed
+// with the stored event (see pending).
 func (in *Inputer) consume(ctx context.Context, partition int32) error {
-	next, err := in.Offsets.Next(ctx, in.InputTopic, partition)
-	if err != nil {
-		return fmt.Errorf("load input offset of partition %d: %w", partition, err)
-	}
-	in.results.start(partition, next)
-	return in.Log.Consume(ctx, in.InputTopic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
-		for len(recs) > 0 && recs[0].Offset < next {
-			recs = recs[1:]
-		}
-		if len(recs) == 0 {
+	g := &eventlog.Guard{Log: in.Log, Offsets: in.Offsets, Topic: in.InputTopic, Logger: in.Logger}
+	return g.Run(ctx, partition, func(ctx context.Context, st eventlog.Stored, advanced func(int64)) error {
+		next := st.Next
+		in.results.start(partition, next)
+		return in.Log.Consume(ctx, in.InputTopic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
+			for len(recs) > 0 && recs[0].Offset < next {
+				recs = recs[1:]
+			}
+			if len(recs) == 0 {
+				return nil
+			}
+			if err := in.processBatch(ctx, partition, recs); err != nil {
+				in.Metrics.failure()
+				in.Logger.WithError(err).WithField("partition", partition).Error("roomserver input batch failed; retrying")
+				return err
+			}
+			next = recs[len(recs)-1].Offset + 1
+			advanced(next)
 			return nil
-		}
-		if err := in.processBatch(ctx, partition, recs); err != nil {
-			in.Metrics.failure()
-			in.Logger.WithError(err).WithField("partition", partition).Error("roomserver input batch failed; retrying")
-			return err
-		}
-		next = recs[len(recs)-1].Offset + 1
-		return nil
+		})
 	})
 }
 
