@@ -129,11 +129,14 @@ func (g *Guard) watch(ctx context.Context, partition int32, stored string, next 
 func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32, st Stored, inc string, end int64) error {
 	start := time.Now()
 	fields := logrus.Fields{"offset": st.Next, "end": end, "seq": st.Seq}
-	if g.Recover == nil {
-		log.WithFields(fields).Error("the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): " +
-			"restarting at the new log's start; what the wiped log held beyond the offset is lost to this consumer")
-	} else {
-		log.WithFields(fields).Warn("the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): recovering from the owner")
+	const wipedMsg = "the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): "
+	switch {
+	case g.Recover != nil:
+		log.WithFields(fields).Warn(wipedMsg + "recovering from the owner")
+	case st.Next > 0:
+		log.WithFields(fields).Error(wipedMsg + "restarting at the new log's start; what the wiped log held beyond the offset is lost to this consumer")
+	default:
+		log.WithFields(fields).Warn(wipedMsg + "restarting at the new log's start")
 	}
 	g.Metrics.stopped(g.Topic, partition, 1)
 	defer g.Metrics.stopped(g.Topic, partition, -1)
@@ -152,7 +155,7 @@ func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32,
 		return fmt.Errorf("reset offset of %s/%d: %w", g.Topic, partition, err)
 	}
 	g.Metrics.recovered(g.Topic, time.Since(start))
-	log.WithField("took", time.Since(start).String()).Warn("consumer recovered from the owner; reading the new log from its start")
+	log.WithField("took", time.Since(start).String()).Warn("consumer recovered; reading the new log from its start")
 	return nil
 }
 
