@@ -53,8 +53,9 @@ type Deps struct {
 	Log        eventlog.Log
 	LogMetrics *eventlog.Metrics
 	Topics     Topics
-	// Rooms answers the current state of rooms seen for the first time and a user's rooms.
-	Rooms rsapi.QueryAPI
+	// Rooms answers the current state of rooms seen for the first time and a user's rooms,
+	// and replays OutputRoomEvent records a wiped log lost.
+	Rooms rsapi.FederationSenderRoomserverAPI
 	// Client sends the transactions (internal/fedclient, signing as ServerName).
 	Client internal.Client
 	// RequestTimeout bounds each transaction (30s when 0).
@@ -113,6 +114,9 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 			return nil, err
 		}
 		cons.Applied = c.h.Applied
+		if c.topic == d.Topics.RoomEvents {
+			cons.Sequenced = rsapi.OutputSequence(d.Rooms)
+		}
 		f.consumers = append(f.consumers, cons)
 	}
 	return f, nil

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -68,10 +69,18 @@ func New(ctx context.Context, d Deps) (*RoomServer, error) {
 		DB: db, Log: d.Log, Offsets: offsets,
 		InputTopic: d.InputTopic, OutputTopic: d.OutputTopic, Partitions: partitions,
 		ServerName: d.ServerName, KeyID: d.KeyID, Key: d.PrivateKey,
-		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer),
+		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer), OutputWindow: outputWindow(d.Cfg),
 		CacheBudget: d.CacheBudget, Registerer: d.Registerer,
 	})
 	return &RoomServer{inputer: in, querier: internal.NewQuerier(in)}, nil
+}
+
+// outputWindow is room_server.output_replay_window, 7 days when unset.
+func outputWindow(cfg *config.RoomServer) time.Duration {
+	if cfg.OutputReplayWindow == 0 {
+		return 7 * 24 * time.Hour
+	}
+	return time.Duration(cfg.OutputReplayWindow)
 }
 
 // API is the query and wait API of this shard.

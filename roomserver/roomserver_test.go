@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
@@ -48,11 +50,17 @@ func start(t testing.TB, db *sqlutil.DB, key ed25519.PrivateKey) *harness {
 // startOn runs the roomserver on log, which the harness closes.
 func startOn(t testing.TB, db *sqlutil.DB, key ed25519.PrivateKey, log eventlog.Log) *harness {
 	t.Helper()
+	return startWith(t, db, key, log, &config.RoomServer{Shards: 1})
+}
+
+// startWith starts a roomserver with cfg on log.
+func startWith(t testing.TB, db *sqlutil.DB, key ed25519.PrivateKey, log eventlog.Log, cfg *config.RoomServer) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
 	rs, err := roomserver.New(ctx, roomserver.Deps{
-		Cfg: &config.RoomServer{Shards: 1}, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: key,
+		Cfg: cfg, ServerName: serverName, KeyID: "ed25519:test", PrivateKey: key,
 		DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
@@ -358,7 +366,8 @@ func TestConcurrentJoinsThenSends(t *testing.T) {
 }
 
 // TestShardFlushesOnlyItsOutbox: shards may share a database; at start a shard produces the
-// pending outputs of its own rooms and leaves the others' to their shard.
+// pending outputs of its own rooms and leaves the others' to their shard (produced rows stay,
+// marked, for replay).
 func TestShardFlushesOnlyItsOutbox(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -393,7 +402,7 @@ func TestShardFlushesOnlyItsOutbox(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- rs.Run(ctx) }()
 		left := func() []string {
-			rows, err := db.QueryContext(ctx, "SELECT room_id FROM roomserver_outbox ORDER BY seq")
+			rows, err := db.QueryContext(ctx, "SELECT room_id FROM roomserver_outbox WHERE NOT produced ORDER BY seq")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -448,6 +457,44 @@ func TestShardFlushesOnlyItsOutbox(t *testing.T) {
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// TestOutputReplayWindow: the roomserver keeps produced outputs for replay until they are
+// older than room_server.output_replay_window; then asking for them is 404 M_NOT_FOUND
+// (the reader must be rebuilt), while asking from the partition's last sequence is an
+// empty answer.
+func TestOutputReplayWindow(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		log, err := eventlog.NewEmbedded(context.Background(), db, eventlog.Config{DefaultPartitions: 4})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = log.Close() }) // Close never fails
+		h := startWith(t, db, roomtest.NewKey(t), log, &config.RoomServer{Shards: 1, OutputReplayWindow: config.Duration(time.Nanosecond)})
+		defer h.stop()
+		roomID := h.newRoom(gomatrixserverlib.RoomVersionV10, "@alice:"+serverName)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		partition := eventlog.PartitionFor([]byte(roomID), 4)
+		for {
+			res, err := h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition})
+			var merr *matrixerr.Error
+			if errors.As(err, &merr) && merr.Code == "M_NOT_FOUND" {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("outputs never pruned: %d records", len(res.Records))
+			}
+			time.Sleep(50 * time.Millisecond) // polling with the test's deadline
+		}
+		res, err := h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition, AfterSeq: 1 << 40})
+		if err != nil || len(res.Records) != 0 || res.LastSeq == 0 {
+			t.Fatalf("after the last sequence: %+v, %v; want no records and the last sequence", res, err)
 		}
 	})
 }

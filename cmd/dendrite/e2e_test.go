@@ -37,6 +37,8 @@ type server struct {
 	env []string
 	// args are added to the command line.
 	args []string
+	// addr is where the server listens, kept across restarts.
+	addr string
 	logs *bytes.Buffer
 }
 
@@ -52,7 +54,10 @@ func startServer(t *testing.T, config string, env ...string) *server {
 
 func (s *server) start(t testing.TB) {
 	t.Helper()
-	addr := e2e.FreeAddr(t)
+	if s.addr == "" {
+		s.addr = e2e.FreeAddr(t)
+	}
+	addr := s.addr
 	s.url, s.logs = "http://"+addr, &bytes.Buffer{}
 	s.cmd = exec.Command(binary, append([]string{"--config", s.config, "--http-bind-address", addr}, s.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -25,76 +24,6 @@ type sentMessage struct {
 	eventID id.EventID
 }
 
-// sendRetrying sends body with one transaction ID until the server acknowledges it: a send
-// that failed while a shard was down may or may not have been applied, and retrying the same
-// transaction is what makes it exactly once.
-func sendRetrying(ctx context.Context, c *mautrix.Client, roomID id.RoomID, body string) (id.EventID, int, error) {
-	txn := "txn-" + body
-	for failures := 0; ; failures++ {
-		res, err := c.SendMessageEvent(ctx, roomID, event.EventMessage, map[string]string{"msgtype": "m.text", "body": body}, mautrix.ReqSendEvent{TransactionID: txn})
-		if err == nil {
-			return res.EventID, failures, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", failures, fmt.Errorf("send %s: %w (last error: %v)", body, ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// timelineOf is the room's message events as the member sees them by incremental sync from
-// since, a limited timeline's gap filled by /messages.
-func timelineOf(t *testing.T, c *mautrix.Client, filterID, since string, roomID id.RoomID, want int) []*event.Event {
-	t.Helper()
-	var msgs []*event.Event
-	deadline := time.Now().Add(30 * time.Second)
-	for len(msgs) < want {
-		res, err := c.SyncRequest(context.Background(), 1000, since, filterID, false, "")
-		if err != nil {
-			t.Fatalf("%s syncs: %v", c.UserID, err)
-		}
-		if room := res.Rooms.Join[roomID]; room != nil {
-			events := room.Timeline.Events
-			if room.Timeline.Limited {
-				// More arrived than a timeline holds (the server caps its limit, docs/limits.md):
-				// fill the gap as a client does, back from prev_batch to the previous since.
-				events = append(gapOf(t, c, roomID, room.Timeline.PrevBatch, since), events...)
-			}
-			for _, e := range events {
-				if e.Type == event.EventMessage {
-					msgs = append(msgs, e)
-				}
-			}
-		}
-		since = res.NextBatch
-		if time.Now().After(deadline) {
-			t.Fatalf("%s sees %d of %d messages", c.UserID, len(msgs), want)
-		}
-	}
-	return msgs
-}
-
-// gapOf is a limited timeline's gap, oldest first: the room's events from the sync position
-// since up to prevBatch, paged back with /messages.
-func gapOf(t *testing.T, c *mautrix.Client, roomID id.RoomID, prevBatch, since string) []*event.Event {
-	t.Helper()
-	var gap []*event.Event
-	for from := prevBatch; from != ""; {
-		res, err := c.Messages(context.Background(), roomID, from, since, mautrix.DirectionBackward, nil, 1000)
-		if err != nil {
-			t.Fatalf("%s pages back: %v", c.UserID, err)
-		}
-		if len(res.Chunk) == 0 {
-			break
-		}
-		gap = append(gap, res.Chunk...)
-		from = res.End
-	}
-	slices.Reverse(gap)
-	return gap
-}
-
 // TestPolylithShardCrash kills, with SIGKILL, first the roomserver shard that owns a room
 // and then the syncapi while ten members send 2,000 messages to it; devcluster starts each
 // again. Every message whose send was acknowledged is then seen exactly once by every
@@ -103,7 +32,7 @@ func TestPolylithShardCrash(t *testing.T) {
 	t.Parallel()
 	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
 	var victim, syncProc procStatus
-	faultRun(t, d, func(ctx context.Context, owner procStatus, acked *atomic.Int32) {
+	faultRun(t, d, 200, func(ctx context.Context, owner procStatus, acked *atomic.Int32) {
 		victim = owner
 		for acked.Load() < 300 && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
@@ -130,7 +59,7 @@ func TestPolylithShardCrash(t *testing.T) {
 func TestPolylithBrokerCrash(t *testing.T) {
 	t.Parallel()
 	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
-	faultRun(t, d, func(ctx context.Context, _ procStatus, acked *atomic.Int32) {
+	faultRun(t, d, 200, func(ctx context.Context, _ procStatus, acked *atomic.Int32) {
 		for acked.Load() < 500 && ctx.Err() == nil {
 			time.Sleep(5 * time.Millisecond)
 		}
@@ -147,12 +76,79 @@ func TestPolylithBrokerCrash(t *testing.T) {
 	})
 }
 
-// faultRun has ten members of a new room send 200 messages each, retrying each with its
-// transaction ID until acknowledged, while disrupt (given the process of the roomserver
+// TestPolylithBrokerWipe kills the in-memory broker with SIGKILL while ten members send
+// 1,000 messages through two roomserver shards; devcluster starts it again empty, so every
+// topic and record is gone. With no manual step, every acknowledged message is then seen
+// exactly once by every member, in one order (readers recover what the log lost from the
+// roomserver, the roomserver's input goes on with the new log), and sending each message
+// again with its transaction ID returns the event ID first acknowledged. The test logs how
+// long sends took to flow again and the cluster to be ready.
+func TestPolylithBrokerWipe(t *testing.T) {
+	t.Parallel()
+	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2, "--broker-in-memory")
+	run := faultRun(t, d, 100, func(ctx context.Context, _ procStatus, acked *atomic.Int32) {
+		for acked.Load() < 300 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		st, _ := d.status()
+		killed := time.Now()
+		signalProcess(t, st.Broker, syscall.SIGKILL)
+		atKill := acked.Load()
+		for acked.Load() < atKill+20 && ctx.Err() == nil {
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("broker wiped after %d acknowledged sends; 20 more acknowledged %v later", atKill, time.Since(killed).Round(time.Millisecond))
+		ready := d.waitReady(t, func(st clusterStatus) bool { return st.Broker.Starts > 1 })
+		t.Logf("every process ready %v after the wipe (broker started %d times)", time.Since(killed).Round(time.Millisecond), ready.Broker.Starts)
+	})
+	run.replayTxns(t)
+}
+
+// faultResult is what a faultRun sent: each member's acknowledged messages.
+type faultResult struct {
+	members []*mautrix.Client
+	roomID  id.RoomID
+	sent    [][]sentMessage
+}
+
+// replayTxns sends every acknowledged message again with its transaction ID, the members
+// in parallel: each must answer the event ID first acknowledged.
+func (r *faultResult) replayTxns(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	errs := make([]error, len(r.members))
+	var wg sync.WaitGroup
+	for i, m := range r.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for _, s := range r.sent[i] {
+				got, _, err := e2e.SendRetrying(ctx, m, r.roomID, s.body)
+				if err == nil && got != s.eventID {
+					err = fmt.Errorf("%s sent again is %s, first acknowledged as %s", s.body, got, s.eventID)
+				}
+				if err != nil {
+					errs[i] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// faultRun has ten members of a new room send perSender messages each, retrying each with
+// its transaction ID until acknowledged, while disrupt (given the process of the roomserver
 // shard that owns the room, and the count of acknowledged sends) breaks the cluster. Then
 // every member must see every acknowledged message exactly once with the event ID its
 // sender got, all members in one order, each sender's messages in the order sent.
-func faultRun(t *testing.T, d *devcluster, disrupt func(ctx context.Context, owner procStatus, acked *atomic.Int32)) {
+func faultRun(t *testing.T, d *devcluster, perSender int, disrupt func(ctx context.Context, owner procStatus, acked *atomic.Int32)) *faultResult {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -203,7 +199,6 @@ func faultRun(t *testing.T, d *devcluster, disrupt func(ctx context.Context, own
 		t.Fatalf("no shard %d in %+v", shard, st)
 	}
 
-	const perSender = 200
 	var acked atomic.Int32
 	sent := make([][]sentMessage, len(members))
 	failures := make([]int, len(members))
@@ -215,7 +210,7 @@ func faultRun(t *testing.T, d *devcluster, disrupt func(ctx context.Context, own
 			defer wg.Done()
 			for n := range perSender {
 				body := fmt.Sprintf("%s-%03d", names[i], n)
-				eventID, fails, err := sendRetrying(ctx, m, roomID, body)
+				eventID, fails, err := e2e.SendRetrying(ctx, m, roomID, body)
 				failures[i] += fails
 				if err != nil {
 					errs[i] = err
@@ -239,7 +234,7 @@ func faultRun(t *testing.T, d *devcluster, disrupt func(ctx context.Context, own
 	total := len(members) * perSender
 	var reference []string
 	for i, m := range members {
-		msgs := timelineOf(t, m, filterIDs[i], since[i], roomID, total)
+		msgs := e2e.TimelineOf(t, m, filterIDs[i], since[i], roomID, total)
 		var order []string
 		seen := map[string]id.EventID{}
 		for _, e := range msgs {
@@ -277,4 +272,5 @@ func faultRun(t *testing.T, d *devcluster, disrupt func(ctx context.Context, own
 			t.Fatalf("%s sees\n%v\n%s sees\n%v", names[0], reference, names[i], order)
 		}
 	}
+	return &faultResult{members: members, roomID: roomID, sent: sent}
 }

@@ -52,12 +52,14 @@ type devcluster struct {
 
 var _ e2e.Homeserver = (*devcluster)(nil)
 
-// startCluster runs devcluster with exactly the command line outside harnesses use.
-func startCluster(t *testing.T, config string, shards int) *devcluster {
+// startCluster runs devcluster with exactly the command line outside harnesses use, and
+// extra flags.
+func startCluster(t *testing.T, config string, shards int, extra ...string) *devcluster {
 	t.Helper()
 	addr := e2e.FreeAddr(t)
 	d := &devcluster{t: t, url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan error, 1)}
-	d.cmd = exec.Command(devclusterBinary, "--config", config, "--http-bind-address", addr, "--roomserver-shards", strconv.Itoa(shards))
+	args := append([]string{"--config", config, "--http-bind-address", addr, "--roomserver-shards", strconv.Itoa(shards)}, extra...)
+	d.cmd = exec.Command(devclusterBinary, args...)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

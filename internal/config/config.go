@@ -194,6 +194,10 @@ type RoomServer struct {
 	// deployments. When it expires the client gets 504 M_UNKNOWN; the event stays in the log
 	// and is processed, and a client retrying with the same transaction ID gets the same event.
 	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
+	// OutputReplayWindow is how long the roomserver keeps each OutputRoomEvent record after
+	// producing it, so that a reader whose log was reset or truncated can fetch what it
+	// missed (QueryOutputRecords). A negative value keeps them forever.
+	OutputReplayWindow Duration `yaml:"output_replay_window"`
 	// InternalAPI.Connect may hold "{shard}", replaced by the shard's index
 	// (http://roomserver-{shard}.roomserver:7770 for a Kubernetes StatefulSet).
 	InternalAPI InternalAPI `yaml:"internal_api"`
@@ -295,7 +299,7 @@ func Defaults() *Dendrite {
 			RateLimiting: RateLimiting{Enabled: true, PerSecond: 100, Burst: 500},
 			Listen:       ":8071", InternalAPI: InternalAPI{Listen: ":7771", Connect: "http://clientapi:7771"},
 		},
-		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second),
+		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second), OutputReplayWindow: Duration(7 * 24 * time.Hour),
 			InternalAPI: InternalAPI{Listen: ":7770", Connect: "http://roomserver-{shard}:7770"}},
 		SyncAPI: SyncAPI{Listen: ":8073", InternalAPI: InternalAPI{Listen: ":7773", Connect: "http://syncapi:7773"}},
 		UserAPI: UserAPI{BCryptCost: 10, InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},

@@ -2,7 +2,9 @@ package eventlog
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"fmt"
 	"sync"
 	"time"
@@ -33,7 +35,9 @@ CREATE TABLE IF NOT EXISTS eventlog_readers (
 	partition_id INTEGER NOT NULL,
 	readers INTEGER NOT NULL,
 	PRIMARY KEY (topic, partition_id)
-)`}}
+)`}, {Version: 3, SQL: `
+ALTER TABLE eventlog_ends ADD COLUMN incarnation TEXT NOT NULL DEFAULT ''
+`}}
 
 // Embedded is the durable log in a SQL database. Concurrent Produce calls are
 // group-committed by one writer goroutine: whatever is queued when a commit starts goes in
@@ -56,9 +60,12 @@ type Embedded struct {
 	done   chan struct{}
 	once   sync.Once
 
-	mu    sync.Mutex
-	ends  map[partKey]int64
-	wakes map[partKey]chan struct{}
+	mu   sync.Mutex
+	ends map[partKey]int64
+	// incarnations are the partitions' random IDs, made when a partition's end is first
+	// stored (see Incarnation).
+	incarnations map[partKey]string
+	wakes        map[partKey]chan struct{}
 	// active are the running Consume calls per partition; known the most that ever ran at
 	// once (stored in eventlog_readers).
 	active map[partKey]map[*reader]struct{}
@@ -105,13 +112,18 @@ func NewEmbedded(ctx context.Context, db *sqlutil.DB, cfg Config) (*Embedded, er
 		closed: make(chan struct{}),
 		done:   make(chan struct{}),
 		ends:   map[partKey]int64{},
-		wakes:  map[partKey]chan struct{}{},
-		active: map[partKey]map[*reader]struct{}{},
-		known:  map[partKey]int{},
-		stalls: newStalls(&cfg),
+
+		incarnations: map[partKey]string{},
+		wakes:        map[partKey]chan struct{}{},
+		active:       map[partKey]map[*reader]struct{}{},
+		known:        map[partKey]int{},
+		stalls:       newStalls(&cfg),
 	}
 	if err := e.loadPartitions(ctx, "SELECT topic, partition_id, next_offset FROM eventlog_ends", func(k partKey, n int64) { e.ends[k] = n }); err != nil {
 		return nil, fmt.Errorf("load log ends: %w", err)
+	}
+	if err := e.loadIncarnations(ctx); err != nil {
+		return nil, fmt.Errorf("load log incarnations: %w", err)
 	}
 	if err := e.loadPartitions(ctx, "SELECT topic, partition_id, readers FROM eventlog_readers", func(k partKey, n int64) { e.known[k] = int(n) }); err != nil {
 		return nil, fmt.Errorf("load log readers: %w", err)
@@ -147,6 +159,49 @@ func incrementalVacuum(ctx context.Context, db *sqlutil.DB) error {
 		return fmt.Errorf("vacuum the log to switch on incremental vacuum: %w", err)
 	}
 	return nil
+}
+
+// loadIncarnations loads the partitions' incarnations, giving those stored before
+// incarnations existed one (the same for all of them: it only has to differ from the
+// partitions' later incarnations).
+func (e *Embedded) loadIncarnations(ctx context.Context) error {
+	err := e.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE eventlog_ends SET incarnation = $1 WHERE incarnation = ''", newIncarnation())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rows, err := e.db.QueryContext(ctx, "SELECT topic, partition_id, incarnation FROM eventlog_ends")
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k partKey
+		var inc string
+		if err := rows.Scan(&k.topic, &k.partition, &inc); err != nil {
+			return err
+		}
+		e.incarnations[k] = inc
+	}
+	return rows.Err()
+}
+
+// newIncarnation is a random partition incarnation.
+func newIncarnation() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b) // crypto/rand.Read never fails
+	return hex.EncodeToString(b)
+}
+
+// Incarnation implements Log: a random ID stored with the partition's end when the
+// partition is first written. A new log database, or one whose eventlog_ends rows were
+// deleted (the offsets start again at 0), gives the partition a new one.
+func (e *Embedded) Incarnation(_ context.Context, topic string, partition int32) (string, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.incarnations[partKey{topic, partition}], nil
 }
 
 // loadPartitions calls set for each (topic, partition, number) row of query.
@@ -240,6 +295,7 @@ func (e *Embedded) failQueued() {
 func (e *Embedded) commit(batch []*produceReq) {
 	e.mu.Lock()
 	ends := make(map[partKey]int64)
+	fresh := map[partKey]string{}
 	for _, req := range batch {
 		n := e.cfg.partitions(req.topic)
 		req.pos = make([]Position, len(req.msgs))
@@ -251,6 +307,11 @@ func (e *Embedded) commit(batch []*produceReq) {
 			}
 			req.pos[i] = Position{Partition: k.partition, Offset: next}
 			ends[k] = next + 1
+			if _, ok := e.incarnations[k]; !ok {
+				if _, ok := fresh[k]; !ok {
+					fresh[k] = newIncarnation()
+				}
+			}
 		}
 	}
 	e.mu.Unlock()
@@ -269,8 +330,12 @@ func (e *Embedded) commit(batch []*produceReq) {
 			}
 		}
 		for k, next := range ends {
-			if _, err := tx.Exec(`INSERT INTO eventlog_ends (topic, partition_id, next_offset) VALUES ($1, $2, $3)
-				ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = $3`, k.topic, k.partition, next); err != nil {
+			inc, ok := fresh[k]
+			if !ok {
+				inc = e.incarnations[k]
+			}
+			if _, err := tx.Exec(`INSERT INTO eventlog_ends (topic, partition_id, next_offset, incarnation) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (topic, partition_id) DO UPDATE SET next_offset = $3`, k.topic, k.partition, next, inc); err != nil {
 				return err
 			}
 		}
@@ -278,6 +343,9 @@ func (e *Embedded) commit(batch []*produceReq) {
 	})
 	if err == nil {
 		e.mu.Lock()
+		for k, inc := range fresh {
+			e.incarnations[k] = inc
+		}
 		for k, next := range ends {
 			e.ends[k] = next
 			if ch, ok := e.wakes[k]; ok {

@@ -56,6 +56,13 @@ type Log interface {
 	// EndOffsetsOf is EndOffsets for several topics at once (one broker round trip on
 	// Kafka), in the order of topics.
 	EndOffsetsOf(ctx context.Context, topics []string) ([][]int64, error)
+	// Incarnation names the partition's current incarnation: it changes when the log is
+	// wiped under its readers (a topic deleted and created again, a broker restarted without
+	// its data, the embedded log's database replaced or its partition ends deleted), and
+	// never otherwise. "" means the log cannot tell yet (the partition was never written).
+	// Readers store it with their offsets (Guard) to recognise a log that is not the one
+	// their offsets are positions in.
+	Incarnation(ctx context.Context, topic string, partition int32) (string, error)
 	// Ready reports whether the log can serve this process: the brokers answer (Kafka) and
 	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd).
 	Ready(ctx context.Context) error

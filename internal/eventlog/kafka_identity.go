@@ -102,3 +102,20 @@ func (k *Kafka) sameTopic(ctx context.Context, topic string, id sarama.Uuid, rec
 		}
 	}
 }
+
+// Incarnation implements Log: the topic's ID, which Kafka assigns anew each time the topic
+// is created; "" from brokers too old to have topic IDs.
+func (k *Kafka) Incarnation(ctx context.Context, topic string, _ int32) (string, error) {
+	if !k.enter() {
+		return "", ErrClosed
+	}
+	defer k.running.Done()
+	id, err := k.topicID(ctx, topic, time.Now())
+	if err != nil {
+		return "", err
+	}
+	if id == (sarama.Uuid{}) {
+		return "", nil
+	}
+	return id.String(), nil
+}

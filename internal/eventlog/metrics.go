@@ -15,6 +15,7 @@ type Metrics struct {
 	produce       *prometheus.HistogramVec
 	trimFailures  prometheus.Counter
 	stoppedParts  *prometheus.GaugeVec
+	recoveries    *prometheus.HistogramVec
 }
 
 // NewMetrics registers the log metrics on reg.
@@ -28,9 +29,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		trimFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_eventlog_retention_failures_total", Help: "Failed retention runs."}),
 		stoppedParts: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "dendrite_eventlog_stopped_consumers",
 			Help: "Consumers stopped because their offset is past the end of the partition (topic recreated or records lost)."}, []string{"topic", "partition"}),
+		recoveries: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dendrite_eventlog_recovery_seconds",
+			Help:    "Time a consumer took to recover from the owner after its log was wiped (Guard).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"topic"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts)
+		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts, m.recoveries)
 	}
 	return m
 }
@@ -68,5 +72,11 @@ func (m *Metrics) trimFailed() {
 func (m *Metrics) stopped(topic string, partition int32, delta float64) {
 	if m != nil {
 		m.stoppedParts.WithLabelValues(topic, strconv.Itoa(int(partition))).Add(delta)
+	}
+}
+
+func (m *Metrics) recovered(topic string, d time.Duration) {
+	if m != nil {
+		m.recoveries.WithLabelValues(topic).Observe(d.Seconds())
 	}
 }

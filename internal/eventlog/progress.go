@@ -43,6 +43,16 @@ func (p *Progress) Set(topic string, partition int32, next int64) {
 	p.changed = make(chan struct{})
 }
 
+// Reset records that the partition is applied up to next, even below what was recorded:
+// its consumer restarted at the start of a new log (eventlog.Guard).
+func (p *Progress) Reset(topic string, partition int32, next int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.applied[partitionKey{topic, partition}] = next
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
 // CatchUp waits, at most maxWait, until every tracked partition is applied up to the end
 // the log reports now.
 func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {

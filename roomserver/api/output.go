@@ -2,9 +2,12 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/matrix-org/gomatrixserverlib"
+
+	"github.com/matrix-org/dendrite/internal/eventlog"
 )
 
 // TopicOutputRoomEvent is the topic the roomserver writes every accepted room event to.
@@ -15,7 +18,39 @@ import (
 // Payload: OutputRoomEvent, version 1. Delivery is at least once (the roomserver re-sends
 // what it stored but had not yet produced after a crash): consumers dedupe by event ID.
 // Consumers must skip unknown types.
+//
+// Every record carries Seq, the roomserver's durable number of the record in its partition
+// (dense from 1, assigned in the transaction that stores the event). The log is not the
+// source of truth: a reader stores the last Seq it applied with its data, skips records at
+// or below it, and when it sees a gap, or the log was reset (eventlog.Guard), fetches the
+// missing records from QueryOutputRecords on the roomserver, which keeps them for
+// room_server.output_replay_window.
 const TopicOutputRoomEvent = "OutputRoomEvent"
+
+// OutputSequence is how a reader applies TopicOutputRoomEvent by the records' Seq and
+// fetches what its log lost from r (see eventlog.Sequenced and eventlog.Guard).
+func OutputSequence(r ReplayAPI) *eventlog.Sequenced {
+	return &eventlog.Sequenced{
+		Seq: func(value []byte) (int64, error) {
+			var o struct {
+				Seq int64 `json:"seq"`
+			}
+			err := json.Unmarshal(value, &o)
+			return o.Seq, err
+		},
+		Fetch: func(ctx context.Context, partition int32, after int64) ([][]byte, error) {
+			res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Partition: partition, AfterSeq: after})
+			if err != nil {
+				return nil, err
+			}
+			out := make([][]byte, len(res.Records))
+			for i, rec := range res.Records {
+				out[i] = rec
+			}
+			return out, nil
+		},
+	}
+}
 
 // OutputType says which body of OutputRoomEvent is set.
 type OutputType string
@@ -29,6 +64,9 @@ const (
 
 // OutputRoomEvent is the envelope of the OutputRoomEvent topic.
 type OutputRoomEvent struct {
+	// Seq is the record's number in its partition (see TopicOutputRoomEvent); 0 on records
+	// written before sequences existed.
+	Seq          int64               `json:"seq,omitempty"`
 	Type         OutputType          `json:"type"`
 	NewRoomEvent *OutputNewRoomEvent `json:"new_room_event,omitempty"`
 	// BackfilledEvent is set for OutputTypeBackfilledEvent.

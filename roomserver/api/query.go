@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 )
@@ -169,6 +170,30 @@ type WaitAPI interface {
 	QueryInputResult(ctx context.Context, req *QueryInputResultRequest) (*QueryInputResultResponse, error)
 }
 
+// QueryOutputRecordsRequest asks for the OutputRoomEvent records of one partition whose
+// sequence number is above AfterSeq, at most Limit of them (default and cap 500).
+type QueryOutputRecordsRequest struct {
+	Partition int32 `json:"partition"`
+	AfterSeq  int64 `json:"after_seq"`
+	Limit     int   `json:"limit,omitempty"`
+}
+
+// QueryOutputRecordsResponse holds the records, in sequence order, exactly as they were
+// produced (each an OutputRoomEvent with its Seq), and the partition's last sequence
+// number: a reader has them all once it applied LastSeq.
+type QueryOutputRecordsResponse struct {
+	Records []json.RawMessage `json:"records"`
+	LastSeq int64             `json:"last_seq"`
+}
+
+// ReplayAPI is how readers of OutputRoomEvent recover what a reset or truncated log lost:
+// the roomserver's outbox is the truth, the log a copy of it. Served by the shard owning the
+// partition (OutputRoomEvent and InputRoomEvent have the same partitions). Records older
+// than room_server.output_replay_window are gone: asking for them is 404 M_NOT_FOUND.
+type ReplayAPI interface {
+	QueryOutputRecords(ctx context.Context, req *QueryOutputRecordsRequest) (*QueryOutputRecordsResponse, error)
+}
+
 // ClientRoomserverAPI is what clientapi uses.
 type ClientRoomserverAPI interface {
 	QueryAPI
@@ -187,6 +212,14 @@ type FederationRoomserverAPI interface {
 // SyncRoomserverAPI is what syncapi uses.
 type SyncRoomserverAPI interface {
 	QueryAPI
+	ReplayAPI
+}
+
+// FederationSenderRoomserverAPI is what the federationsender uses: queries, and the replay
+// of OutputRoomEvent.
+type FederationSenderRoomserverAPI interface {
+	QueryAPI
+	ReplayAPI
 }
 
 // ServerAPI is everything a roomserver shard serves.
@@ -194,5 +227,6 @@ type ServerAPI interface {
 	QueryAPI
 	VisibilityAPI
 	WaitAPI
+	ReplayAPI
 	DirectoryAPI
 }

@@ -330,8 +330,8 @@ func (in *Inputer) checkEvent(ctx context.Context, p *pendingRoom, ie *api.Input
 	return acc, nil
 }
 
-// encodeOutput is the OutputRoomEvent payload for an accepted event.
-func encodeOutput(acc *acceptedEvent) ([]byte, error) {
+// outputOf is the OutputRoomEvent for an accepted event.
+func outputOf(acc *acceptedEvent) api.OutputRoomEvent {
 	out := api.OutputNewRoomEvent{
 		Event:             api.Event{PDU: acc.pdu},
 		HistoryVisibility: acc.historyVisibility,
@@ -346,5 +346,5 @@ func encodeOutput(acc *acceptedEvent) ([]byte, error) {
 	if acc.redacts != nil {
 		out.RedactsEventID = acc.redacts.EventID()
 	}
-	return json.Marshal(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+	return api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out}
 }

@@ -47,6 +47,9 @@ type Inputer struct {
 	// caches take their shares of it and report themselves on Registerer (may be nil).
 	CacheBudget caching.Budget
 	Registerer  prometheus.Registerer
+	// OutputWindow is how long produced OutputRoomEvent records stay in the outbox for
+	// replay (QueryOutputRecords); negative keeps them forever.
+	OutputWindow time.Duration
 
 	db         storage.Database
 	cache      *cache
@@ -81,22 +84,24 @@ func (in *Inputer) Run(ctx context.Context) error {
 	for _, p := range in.Partitions {
 		g.Go(func() error { return in.consume(ctx, p) })
 	}
+	g.Go(func() error { return in.pruneOutbox(ctx) })
 	err = g.Wait()
-	in.deleteProduced(context.Background())
-	if errors.Is(err, context.Canceled) {
+	in.markProduced(context.Background())
+	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
 		return nil
 	}
 	return err
 }
 
-// idleOutboxDelete is how long produced outbox rows wait for the next write transaction to
-// delete them before they are deleted on their own.
-const idleOutboxDelete = time.Second
+// idleOutboxMark is how long produced outbox rows wait for the next write transaction to
+// mark them produced before they are marked on their own.
+const idleOutboxMark = time.Second
 
-// producedOutbox are outbox rows already produced and not yet deleted. The next write
-// transaction deletes them, which saves a transaction per batch; when no batch comes within
-// idleOutboxDelete a timer deletes them. A row that outlives a crash is produced again at
-// start-up, which consumers dedupe by event ID.
+// producedOutbox are outbox rows already produced and not yet marked so. The next write
+// transaction marks them, which saves a transaction per batch; when no batch comes within
+// idleOutboxMark a timer marks them. A row produced but not marked when the process dies is
+// produced again at start-up, which consumers skip by its sequence number. Marked rows
+// stay for replay until pruneOutbox deletes them.
 type producedOutbox struct {
 	mu    sync.Mutex
 	seqs  []int64
@@ -109,15 +114,15 @@ func (in *Inputer) addProduced(seqs []int64) {
 	defer in.produced.mu.Unlock()
 	in.produced.seqs = append(in.produced.seqs, seqs...)
 	if in.produced.timer == nil {
-		in.produced.timer = time.AfterFunc(idleOutboxDelete, func() {
+		in.produced.timer = time.AfterFunc(idleOutboxMark, func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			in.deleteProduced(ctx)
+			in.markProduced(ctx)
 		})
 	}
 }
 
-// takeProduced hands the rows to delete to a write transaction, which gives them back with
+// takeProduced hands the rows to mark to a write transaction, which gives them back with
 // returnProduced if it fails.
 func (in *Inputer) takeProduced() []int64 {
 	in.produced.mu.Lock()
@@ -136,8 +141,8 @@ func (in *Inputer) returnProduced(seqs []int64) {
 	in.produced.seqs = append(in.produced.seqs, seqs...)
 }
 
-// deleteProduced deletes the produced rows no write transaction took.
-func (in *Inputer) deleteProduced(ctx context.Context) {
+// markProduced marks the produced rows no write transaction took.
+func (in *Inputer) markProduced(ctx context.Context) {
 	in.produced.mu.Lock()
 	seqs := in.produced.seqs
 	in.produced.seqs = nil
@@ -149,12 +154,36 @@ func (in *Inputer) deleteProduced(ctx context.Context) {
 	if len(seqs) == 0 {
 		return
 	}
-	if err := in.db.DeleteOutbox(ctx, seqs); err != nil {
-		// The outputs went out; leaving them in the outbox only means they are produced
-		// again after a restart, which consumers dedupe.
-		in.Logger.WithError(err).Warn("clearing roomserver outbox failed")
+	if err := in.db.MarkProduced(ctx, seqs); err != nil {
+		// The outputs went out; leaving them unmarked only means they are produced
+		// again after a restart, which consumers skip by sequence number.
+		in.Logger.WithError(err).Warn("marking roomserver outputs produced failed")
 	}
 }
+
+// pruneOutbox deletes, every half window (between a second and pruneInterval), the produced
+// outputs older than OutputWindow
+// (never with a negative window). Any shard may prune any produced row: they share the rule.
+func (in *Inputer) pruneOutbox(ctx context.Context) error {
+	if in.OutputWindow < 0 {
+		return nil
+	}
+	t := time.NewTicker(min(max(in.OutputWindow/2, time.Second), pruneInterval))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if err := in.db.PruneOutbox(ctx, time.Now().Add(-in.OutputWindow)); err != nil && ctx.Err() == nil {
+			in.Logger.WithError(err).Warn("pruning roomserver outbox failed")
+		}
+	}
+}
+
+// pruneInterval is how often, at most, produced outputs past the replay window are deleted.
+const pruneInterval = 10 * time.Minute
 
 // owned keeps the outbox entries of rooms in this shard's partitions. Shards may share one
 // database: another shard's entries are its own to produce, in its rooms' order.
@@ -169,26 +198,32 @@ func (in *Inputer) owned(outbox []storage.Outbound) []storage.Outbound {
 	return out
 }
 
+// consume runs the partition under an eventlog.Guard: when the input log is wiped, the
+// partition starts again at the new log's start. Nothing is recovered: a message lost with
+// the log was never acknowledged (its writer is still waiting, or got 503), and the
+// client's retry with the same transaction ID is applied as a new message, or confirmed
+// with the stored event (see pending).
 func (in *Inputer) consume(ctx context.Context, partition int32) error {
-	next, err := in.Offsets.Next(ctx, in.InputTopic, partition)
-	if err != nil {
-		return fmt.Errorf("load input offset of partition %d: %w", partition, err)
-	}
-	in.results.start(partition, next)
-	return in.Log.Consume(ctx, in.InputTopic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
-		for len(recs) > 0 && recs[0].Offset < next {
-			recs = recs[1:]
-		}
-		if len(recs) == 0 {
+	g := &eventlog.Guard{Log: in.Log, Offsets: in.Offsets, Topic: in.InputTopic, Logger: in.Logger}
+	return g.Run(ctx, partition, func(ctx context.Context, st eventlog.Stored, advanced func(int64)) error {
+		next := st.Next
+		in.results.start(partition, next)
+		return in.Log.Consume(ctx, in.InputTopic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
+			for len(recs) > 0 && recs[0].Offset < next {
+				recs = recs[1:]
+			}
+			if len(recs) == 0 {
+				return nil
+			}
+			if err := in.processBatch(ctx, partition, recs); err != nil {
+				in.Metrics.failure()
+				in.Logger.WithError(err).WithField("partition", partition).Error("roomserver input batch failed; retrying")
+				return err
+			}
+			next = recs[len(recs)-1].Offset + 1
+			advanced(next)
 			return nil
-		}
-		if err := in.processBatch(ctx, partition, recs); err != nil {
-			in.Metrics.failure()
-			in.Logger.WithError(err).WithField("partition", partition).Error("roomserver input batch failed; retrying")
-			return err
-		}
-		next = recs[len(recs)-1].Offset + 1
-		return nil
+		})
 	})
 }
 
@@ -418,8 +453,8 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 		outbound, cached, redacted = nil, nil, nil
 		clear(heads)
 		clear(inserted)
-		if err := w.DeleteOutbox(produced); err != nil {
-			return fmt.Errorf("clear produced outputs: %w", err)
+		if err := w.MarkProduced(produced); err != nil {
+			return fmt.Errorf("mark produced outputs: %w", err)
 		}
 		for _, acc := range accepted {
 			h := heads[acc.room.roomID]
@@ -440,11 +475,7 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 				redacted = append(redacted, target)
 			}
 			cached = append(cached, cachedEvent{nid, acc.pdu})
-			payload, err := encodeOutput(acc)
-			if err != nil {
-				return err
-			}
-			o, err := storeOutput(w, acc.room.roomID, payload)
+			o, err := in.storeOutput(w, acc.room.roomID, outputOf(acc))
 			if err != nil {
 				return err
 			}
@@ -472,14 +503,25 @@ func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms
 	return outbound, out, nil
 }
 
-// storeOutput stores an encoded output in the outbox, inside the write transaction; it is
-// produced after the commit.
-func storeOutput(w storage.Writer, roomID string, payload []byte) (storage.Outbound, error) {
-	seq, err := w.InsertOutbox(roomID, payload)
+// storeOutput numbers an output in its OutputRoomEvent partition and stores it in the
+// outbox, inside the write transaction; it is produced after the commit and kept for
+// replay (QueryOutputRecords) for the OutputWindow.
+func (in *Inputer) storeOutput(w storage.Writer, roomID string, out api.OutputRoomEvent) (storage.Outbound, error) {
+	partition := eventlog.PartitionFor([]byte(roomID), in.Log.Partitions(in.OutputTopic))
+	seq, err := w.NextOutputSeq(partition)
 	if err != nil {
+		return storage.Outbound{}, fmt.Errorf("number output: %w", err)
+	}
+	out.Seq = seq
+	payload, err := json.Marshal(out)
+	if err != nil {
+		return storage.Outbound{}, fmt.Errorf("encode output: %w", err)
+	}
+	o := storage.Outbound{RoomID: roomID, Partition: partition, PartitionSeq: seq, Payload: payload}
+	if o.Seq, err = w.InsertOutbox(o); err != nil {
 		return storage.Outbound{}, fmt.Errorf("store output: %w", err)
 	}
-	return storage.Outbound{Seq: seq, RoomID: roomID, Payload: payload}, nil
+	return o, nil
 }
 
 type cachedEvent struct {

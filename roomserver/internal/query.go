@@ -2,13 +2,16 @@ package internal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/storage"
 	"github.com/matrix-org/dendrite/roomserver/types"
@@ -31,6 +34,31 @@ func (q *Querier) QueryInputResult(ctx context.Context, req *api.QueryInputResul
 		return nil, err
 	}
 	return &api.QueryInputResultResponse{Results: res}, nil
+}
+
+// maxOutputRecords caps a QueryOutputRecords answer.
+const maxOutputRecords = 500
+
+// QueryOutputRecords implements api.ReplayAPI from the outbox. A gap between AfterSeq and
+// the first record kept means the records were pruned (older than the replay window).
+func (q *Querier) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	limit := req.Limit
+	if limit <= 0 || limit > maxOutputRecords {
+		limit = maxOutputRecords
+	}
+	rows, last, err := q.in.db.OutputsAfter(ctx, req.Partition, req.AfterSeq, limit)
+	if err != nil {
+		return nil, err
+	}
+	next := req.AfterSeq + 1
+	if (len(rows) > 0 && rows[0].PartitionSeq != next && req.AfterSeq > 0) || (len(rows) == 0 && last >= next) {
+		return nil, matrixerr.NotFound(fmt.Sprintf("output records after %d are past the replay window", req.AfterSeq))
+	}
+	res := &api.QueryOutputRecordsResponse{Records: make([]json.RawMessage, len(rows)), LastSeq: last}
+	for i, o := range rows {
+		res.Records[i] = o.Payload
+	}
+	return res, nil
 }
 
 // QueryRoomInfo implements api.QueryAPI.

@@ -2,7 +2,6 @@ package internal
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"slices"
@@ -1022,11 +1021,7 @@ func (rt *remoteTx) superseded(ctx context.Context, ev gomatrixserverlib.PDU) (m
 
 // output encodes an output and stores it in the outbox (storeOutput).
 func (rt *remoteTx) output(out api.OutputRoomEvent) error {
-	payload, err := json.Marshal(out)
-	if err != nil {
-		return err
-	}
-	o, err := storeOutput(rt.w, rt.roomID, payload)
+	o, err := rt.in.storeOutput(rt.w, rt.roomID, out)
 	if err != nil {
 		return err
 	}

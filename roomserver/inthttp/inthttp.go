@@ -29,6 +29,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.QueryServerAllowed)
 	ihttp.Serve(s, a.QueryUserAllowed)
 	ihttp.Serve(s, a.QueryInputResult)
+	ihttp.Serve(s, a.QueryOutputRecords)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryAliasesForRoom)
 	ihttp.Serve(s, a.PerformSetRoomAlias)
@@ -97,6 +98,11 @@ func (c *Client) QueryStateAtEvent(ctx context.Context, req *api.QueryStateAtEve
 // QueryInputResult implements api.WaitAPI.
 func (c *Client) QueryInputResult(ctx context.Context, req *api.QueryInputResultRequest) (*api.QueryInputResultResponse, error) {
 	return ihttp.Call[api.QueryInputResultResponse](ctx, c.c, req)
+}
+
+// QueryOutputRecords implements api.ReplayAPI.
+func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
 }
 
 // QueryRoomAlias implements api.DirectoryAPI.

@@ -1,6 +1,7 @@
 package inthttp_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -271,6 +272,23 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 	same(c, "rejected", d.QueryInputResult, r.QueryInputResult, rejected)
 	same(c, "unserved partition", d.QueryInputResult, r.QueryInputResult, &api.QueryInputResultRequest{Partition: 99, Offset: 0})
 	msgID := msg.Results[0].EventID
+
+	// The room's outputs are kept after they were produced, numbered densely in their
+	// partition (the output topic has the input topic's partitions).
+	outs := same(c, "from the start", d.QueryOutputRecords, r.QueryOutputRecords, &api.QueryOutputRecordsRequest{Partition: accepted.Partition})
+	if len(outs.Records) < 6 || outs.LastSeq != int64(len(outs.Records)) {
+		t.Fatalf("output records: %d, last %d; want at least the room's 6 events, numbered 1..n", len(outs.Records), outs.LastSeq)
+	}
+	for i, raw := range outs.Records {
+		var o api.OutputRoomEvent
+		if err := json.Unmarshal(raw, &o); err != nil || o.Seq != int64(i+1) {
+			t.Fatalf("output record %d: seq %d (%v), want %d", i, o.Seq, err, i+1)
+		}
+	}
+	page := same(c, "a page", d.QueryOutputRecords, r.QueryOutputRecords, &api.QueryOutputRecordsRequest{Partition: accepted.Partition, AfterSeq: 2, Limit: 2})
+	if len(page.Records) != 2 || !bytes.Equal(page.Records[0], outs.Records[2]) {
+		t.Fatalf("page after 2: %d records", len(page.Records))
+	}
 
 	same(c, "room", d.QueryRoomInfo, r.QueryRoomInfo, &api.QueryRoomInfoRequest{RoomID: roomID})
 	same(c, "unknown room", d.QueryRoomInfo, r.QueryRoomInfo, &api.QueryRoomInfoRequest{RoomID: "!nope:" + serverName})

@@ -129,6 +129,15 @@ func (s *ShardedClient) QueryStateAtEvent(ctx context.Context, req *api.QuerySta
 	return s.room(req.RoomID).QueryStateAtEvent(ctx, req)
 }
 
+// QueryOutputRecords implements api.ReplayAPI on the shard writing the partition (the one
+// consuming the input partition of the same number).
+func (s *ShardedClient) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	if req.Partition < 0 {
+		return nil, fmt.Errorf("roomserver client: negative partition %d", req.Partition)
+	}
+	return s.shards[s.ShardForPartition(req.Partition)].QueryOutputRecords(ctx, req)
+}
+
 // QueryInputResult implements api.WaitAPI on the shard consuming the partition.
 func (s *ShardedClient) QueryInputResult(ctx context.Context, req *api.QueryInputResultRequest) (*api.QueryInputResultResponse, error) {
 	if req.Partition < 0 {

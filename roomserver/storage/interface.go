@@ -6,6 +6,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/matrix-org/dendrite/roomserver/types"
 )
@@ -75,9 +76,13 @@ type Transaction struct {
 
 // Outbound is an OutputRoomEvent stored with the event and produced after commit.
 type Outbound struct {
-	Seq     int64
-	RoomID  string
-	Payload []byte
+	// Seq is the row's key; PartitionSeq the record's number in its OutputRoomEvent
+	// partition (dense from 1, 0 for rows stored before sequences existed).
+	Seq          int64
+	RoomID       string
+	Partition    int32
+	PartitionSeq int64
+	Payload      []byte
 }
 
 // Alias is a local room alias and who created it.
@@ -135,8 +140,15 @@ type Database interface {
 	// UsersOfServer lists the users of server (the part of their ID after the first colon)
 	// that ever had a membership in the room, whatever it is now.
 	UsersOfServer(ctx context.Context, roomNID types.RoomNID, server string) ([]string, error)
+	// Outbox returns the outputs stored but not yet produced, in the order they were stored.
 	Outbox(ctx context.Context) ([]Outbound, error)
-	DeleteOutbox(ctx context.Context, seqs []int64) error
+	// MarkProduced records that outputs were produced; they stay for replay until PruneOutbox.
+	MarkProduced(ctx context.Context, seqs []int64) error
+	// PruneOutbox deletes the produced outputs stored before before.
+	PruneOutbox(ctx context.Context, before time.Time) error
+	// OutputsAfter returns up to limit outputs of an OutputRoomEvent partition whose
+	// PartitionSeq is above after, in order, and the partition's last assigned sequence.
+	OutputsAfter(ctx context.Context, partition int32, after int64, limit int) ([]Outbound, int64, error)
 	// Write runs fn in one transaction.
 	Write(ctx context.Context, fn func(w Writer) error) error
 }
@@ -160,9 +172,12 @@ type Writer interface {
 	RejectEvent(nid types.EventNID, before types.SnapshotNID) error
 	InsertTransaction(roomNID types.RoomNID, t Transaction) error
 	SetMembership(roomNID types.RoomNID, m Membership) error
-	InsertOutbox(roomID string, payload []byte) (int64, error)
-	// DeleteOutbox removes produced outputs in the same transaction.
-	DeleteOutbox(seqs []int64) error
+	// NextOutputSeq assigns the next sequence number of an OutputRoomEvent partition.
+	NextOutputSeq(partition int32) (int64, error)
+	// InsertOutbox stores an output (o.Seq is ignored) and returns its row key.
+	InsertOutbox(o Outbound) (int64, error)
+	// MarkProduced records, in the same transaction, that outputs were produced.
+	MarkProduced(seqs []int64) error
 	// SaveOffset records the input log position in the same transaction.
 	SaveOffset(topic string, partition int32, next int64) error
 }

@@ -8,7 +8,6 @@ package consumer
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -46,6 +45,7 @@ type batchFunc func(ctx context.Context, recs []eventlog.Record, offset storage.
 // Shared is what both consumers are built from.
 type Shared struct {
 	Log      eventlog.Log
+	Offsets  *eventlog.OffsetStore
 	DB       storage.Database
 	Notifier *notifier.Notifier
 	Progress *eventlog.Progress
@@ -55,45 +55,29 @@ type Shared struct {
 
 // partitions consumes every partition of a topic with one batchFunc.
 type partitions struct {
-	log      eventlog.Log
-	topic    string
-	db       storage.Database
-	notifier *notifier.Notifier
-	progress *eventlog.Progress
-	logger   *logrus.Entry
-	metrics  *Metrics
+	log     eventlog.Log
+	offsets *eventlog.OffsetStore
+	topic   string
+	// sequenced, if set, applies the records by their owner's numbers and guards the
+	// partitions against a wiped log (eventlog.Guard), recovering from the owner.
+	sequenced *eventlog.Sequenced
+	db        storage.Database
+	notifier  *notifier.Notifier
+	progress  *eventlog.Progress
+	logger    *logrus.Entry
+	metrics   *Metrics
 }
 
 func newPartitions(s Shared, topic string) partitions {
-	return partitions{log: s.Log, topic: topic, db: s.DB, notifier: s.Notifier, progress: s.Progress, logger: s.Logger, metrics: s.Metrics}
+	return partitions{log: s.Log, offsets: s.Offsets, topic: topic, db: s.DB, notifier: s.Notifier, progress: s.Progress, logger: s.Logger, metrics: s.Metrics}
 }
 
+// run consumes every partition of the topic until ctx ends (see runGuarded).
 func (p *partitions) run(ctx context.Context, apply batchFunc) error {
-	// The offsets are loaded one after the other, not in the partitions' goroutines: that
-	// opened a database connection per partition at once.
-	next := make([]int64, p.log.Partitions(p.topic))
-	for part := range next {
-		n, err := p.db.NextOffset(ctx, p.topic, int32(part))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("load offset of %s/%d: %w", p.topic, part, err)
-		}
-		next[part] = n
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	for part := range next {
-		g.Go(func() error { return p.runPartition(ctx, int32(part), next[part], apply) })
-	}
-	err := g.Wait()
-	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
-		return nil
-	}
-	return err
+	return p.runGuarded(ctx, apply)
 }
 
-func (p *partitions) runPartition(ctx context.Context, partition int32, next int64, apply batchFunc) error {
+func (p *partitions) runPartition(ctx context.Context, partition int32, next int64, apply batchFunc, advanced func(int64)) error {
 	p.progress.Set(p.topic, partition, next)
 	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
@@ -114,7 +98,82 @@ func (p *partitions) runPartition(ctx context.Context, partition int32, next int
 			p.metrics.records.WithLabelValues(p.topic).Add(float64(len(recs)))
 		}
 		p.notifier.Notify(applied)
+		advanced(end)
 		p.progress.Set(p.topic, partition, end)
+		return nil
+	})
+}
+
+// runGuarded runs every partition under an eventlog.Guard: after a wiped log, a sequenced
+// topic (OutputRoomEvent) catches up from its owner, the others restart at the new log's
+// start (their owners have no replay; the guard logs the loss as an error).
+func (p *partitions) runGuarded(ctx context.Context, apply batchFunc) error {
+	g := &eventlog.Guard{Log: p.log, Offsets: p.offsets, Topic: p.topic, Logger: p.logger}
+	if p.sequenced != nil {
+		g.Recover = func(ctx context.Context, partition int32) error {
+			st, err := p.offsets.Position(ctx, p.topic, partition)
+			if err != nil {
+				return err
+			}
+			_, err = p.sequenced.CatchUp(ctx, p.topic, partition, st.Seq, 0, p.seqApply(partition, apply))
+			return err
+		}
+	}
+	eg, ctx := errgroup.WithContext(ctx)
+	for part := range p.log.Partitions(p.topic) {
+		eg.Go(func() error {
+			return g.Run(ctx, part, func(ctx context.Context, st eventlog.Stored, advanced func(int64)) error {
+				if p.sequenced == nil {
+					p.progress.Reset(p.topic, part, st.Next)
+					return p.runPartition(ctx, part, st.Next, apply, advanced)
+				}
+				return p.runSequenced(ctx, part, st, advanced, apply)
+			})
+		})
+	}
+	err := eg.Wait()
+	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// seqApply writes a run of numbered records with apply (see eventlog.SeqApply).
+func (p *partitions) seqApply(partition int32, apply batchFunc) eventlog.SeqApply {
+	return func(ctx context.Context, recs []eventlog.Record, seq, next int64) error {
+		applied, err := apply(ctx, recs, storage.Offset{Topic: p.topic, Partition: partition, Next: max(next, 0), Seq: seq})
+		if err != nil {
+			return err
+		}
+		if p.metrics != nil {
+			p.metrics.records.WithLabelValues(p.topic).Add(float64(len(recs)))
+		}
+		p.notifier.Notify(applied)
+		return nil
+	}
+}
+
+// runSequenced consumes a partition from st, applying records by their numbers.
+func (p *partitions) runSequenced(ctx context.Context, partition int32, st eventlog.Stored, advanced func(int64), apply batchFunc) error {
+	next, last := st.Next, st.Seq
+	p.progress.Reset(p.topic, partition, next)
+	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
+		for len(recs) > 0 && recs[0].Offset < next {
+			recs = recs[1:]
+		}
+		if len(recs) == 0 {
+			p.progress.Set(p.topic, partition, next)
+			return nil
+		}
+		var err error
+		last, err = p.sequenced.Apply(ctx, p.topic, partition, last, recs, p.seqApply(partition, apply))
+		if err != nil {
+			p.logger.WithError(err).WithFields(logrus.Fields{"topic": p.topic, "partition": partition, "offset": recs[0].Offset}).Warn("applying records failed; retrying")
+			return err
+		}
+		next = recs[len(recs)-1].Offset + 1
+		advanced(next)
+		p.progress.Set(p.topic, partition, next)
 		return nil
 	})
 }

@@ -23,7 +23,9 @@ type RoomEvents struct {
 
 // NewRoomEvents builds the consumer of topic.
 func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI) *RoomEvents {
-	return &RoomEvents{p: newPartitions(s, topic), rsAPI: rs}
+	p := newPartitions(s, topic)
+	p.sequenced = rsapi.OutputSequence(rs)
+	return &RoomEvents{p: p, rsAPI: rs}
 }
 
 // Run consumes every partition until ctx ends.

@@ -15,10 +15,13 @@ import (
 var ErrNotFound = errors.New("not found")
 
 // Offset is the log position a write accounts for; it is saved in the write's transaction.
+// Next 0 saves no offset (records fetched from their owner, not read from the log); Seq, when
+// above 0, is the owner's number of the last record written (eventlog.Sequenced).
 type Offset struct {
 	Topic     string
 	Partition int32
 	Next      int64
+	Seq       int64
 }
 
 // DeadLetter is a record that can never be applied; it is recorded with the batch that

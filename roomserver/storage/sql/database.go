@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -334,7 +335,11 @@ func (d *Database) UsersOfServer(ctx context.Context, roomNID types.RoomNID, ser
 
 // Outbox implements storage.Database.
 func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
-	rows, err := d.db.QueryContext(ctx, "SELECT seq, room_id, payload FROM roomserver_outbox ORDER BY seq")
+	return d.outbound(ctx, "SELECT seq, room_id, partition_id, partition_seq, payload FROM roomserver_outbox WHERE NOT produced ORDER BY seq")
+}
+
+func (d *Database) outbound(ctx context.Context, query string, args ...any) ([]storage.Outbound, error) {
+	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("select outbox: %w", err)
 	}
@@ -342,7 +347,7 @@ func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
 	var out []storage.Outbound
 	for rows.Next() {
 		var o storage.Outbound
-		if err := rows.Scan(&o.Seq, &o.RoomID, &o.Payload); err != nil {
+		if err := rows.Scan(&o.Seq, &o.RoomID, &o.Partition, &o.PartitionSeq, &o.Payload); err != nil {
 			return nil, err
 		}
 		out = append(out, o)
@@ -350,16 +355,36 @@ func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
 	return out, rows.Err()
 }
 
-// DeleteOutbox implements storage.Database.
-func (d *Database) DeleteOutbox(ctx context.Context, seqs []int64) error {
+// MarkProduced implements storage.Database.
+func (d *Database) MarkProduced(ctx context.Context, seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	query, args := d.db.Dialect.InList("DELETE FROM roomserver_outbox WHERE seq IN ({list})", "{list}", nil, seqs)
+	query, args := d.db.Dialect.InList("UPDATE roomserver_outbox SET produced = TRUE WHERE seq IN ({list})", "{list}", nil, seqs)
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, query, args...)
 		return err
 	})
+}
+
+// PruneOutbox implements storage.Database.
+func (d *Database) PruneOutbox(ctx context.Context, before time.Time) error {
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "DELETE FROM roomserver_outbox WHERE produced AND created_ms < $1", before.UnixMilli())
+		return err
+	})
+}
+
+// OutputsAfter implements storage.Database.
+func (d *Database) OutputsAfter(ctx context.Context, partition int32, after int64, limit int) ([]storage.Outbound, int64, error) {
+	var last int64
+	err := d.db.QueryRowContext(ctx, "SELECT last_seq FROM roomserver_output_seqs WHERE partition_id = $1", partition).Scan(&last)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return nil, 0, fmt.Errorf("select output sequence: %w", err)
+	}
+	out, err := d.outbound(ctx, `SELECT seq, room_id, partition_id, partition_seq, payload FROM roomserver_outbox
+		WHERE partition_id = $1 AND partition_seq > $2 ORDER BY partition_seq LIMIT $3`, partition, after, limit)
+	return out, last, err
 }
 
 // Write implements storage.Database.

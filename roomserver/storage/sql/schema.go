@@ -87,4 +87,15 @@ CREATE TABLE IF NOT EXISTS roomserver_network_rooms (
 );
 `}, {Version: 6, SQL: `
 ALTER TABLE roomserver_events ADD COLUMN rejected BOOLEAN NOT NULL DEFAULT FALSE;
+`}, {Version: 7, SQL: `
+ALTER TABLE roomserver_outbox ADD COLUMN partition_id INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE roomserver_outbox ADD COLUMN partition_seq {bigint} NOT NULL DEFAULT 0;
+ALTER TABLE roomserver_outbox ADD COLUMN produced BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE roomserver_outbox ADD COLUMN created_ms {bigint} NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS roomserver_outbox_partition ON roomserver_outbox (partition_id, partition_seq);
+CREATE INDEX IF NOT EXISTS roomserver_outbox_unproduced ON roomserver_outbox (seq) WHERE NOT produced;
+CREATE TABLE IF NOT EXISTS roomserver_output_seqs (
+	partition_id INTEGER NOT NULL PRIMARY KEY,
+	last_seq {bigint} NOT NULL
+);
 `}}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -104,15 +105,21 @@ func (w *writer) SetMembership(roomNID types.RoomNID, m storage.Membership) erro
 	return err
 }
 
-func (w *writer) InsertOutbox(roomID string, payload []byte) (int64, error) {
-	return w.insertReturning("INSERT INTO roomserver_outbox (room_id, payload) VALUES ($1, $2) RETURNING seq", roomID, payload)
+func (w *writer) NextOutputSeq(partition int32) (int64, error) {
+	return w.insertReturning(`INSERT INTO roomserver_output_seqs (partition_id, last_seq) VALUES ($1, 1)
+		ON CONFLICT (partition_id) DO UPDATE SET last_seq = roomserver_output_seqs.last_seq + 1 RETURNING last_seq`, partition)
 }
 
-func (w *writer) DeleteOutbox(seqs []int64) error {
+func (w *writer) InsertOutbox(o storage.Outbound) (int64, error) {
+	return w.insertReturning(`INSERT INTO roomserver_outbox (room_id, partition_id, partition_seq, payload, created_ms)
+		VALUES ($1, $2, $3, $4, $5) RETURNING seq`, o.RoomID, o.Partition, o.PartitionSeq, o.Payload, time.Now().UnixMilli())
+}
+
+func (w *writer) MarkProduced(seqs []int64) error {
 	if len(seqs) == 0 {
 		return nil
 	}
-	query, args := w.dialect.InList("DELETE FROM roomserver_outbox WHERE seq IN ({list})", "{list}", nil, seqs)
+	query, args := w.dialect.InList("UPDATE roomserver_outbox SET produced = TRUE WHERE seq IN ({list})", "{list}", nil, seqs)
 	_, err := w.tx.ExecContext(w.ctx, query, args...)
 	return err
 }

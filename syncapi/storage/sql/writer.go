@@ -294,12 +294,20 @@ func (d *Database) write(ctx context.Context, stream string, dead []storage.Dead
 	return &applied, nil
 }
 
-// finish records dead letters and saves the consumer's next offset.
+// finish records dead letters and saves the consumer's next offset and sequence number.
 func finish(ctx context.Context, tx *sql.Tx, d *Database, dead []storage.DeadLetter, offset storage.Offset) error {
 	for _, dl := range dead {
 		if err := d.offsets.DeadLetter(ctx, tx, offset.Topic, offset.Partition, dl.Offset, dl.Err); err != nil {
 			return fmt.Errorf("record dead letter: %w", err)
 		}
+	}
+	if offset.Seq > 0 {
+		if err := d.offsets.SaveSeq(ctx, tx, offset.Topic, offset.Partition, offset.Seq); err != nil {
+			return err
+		}
+	}
+	if offset.Next == 0 {
+		return nil
 	}
 	return d.offsets.Save(ctx, tx, offset.Topic, offset.Partition, offset.Next)
 }

@@ -1,0 +1,261 @@
+package eventlog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Guard runs a consumer of one partition and restarts it at the start of the log when the
+// log it reads was wiped under it: the partition's incarnation (Log.Incarnation) is not the
+// one stored with the consumer's offset, or the stored offset is past the partition's end.
+// Before the restart, Recover brings the consumer's data up to date from the topic's owner
+// (the owner's database is the truth, the log a copy of it); the new offset and incarnation
+// are stored only once that succeeded. It is the one recovery path every consumer that
+// stores its offsets in an OffsetStore can share.
+type Guard struct {
+	Log     Log
+	Offsets *OffsetStore
+	Topic   string
+	// Recover, if set, makes the consumer's data complete from the owner (for example
+	// Sequenced.CatchUp from the stored sequence number). It is retried with backoff until
+	// it succeeds. A consumer without it (the roomserver's input: a record lost with the log
+	// was never acknowledged) only restarts at the new log's start.
+	Recover func(ctx context.Context, partition int32) error
+	// Interval is how often a running consumer's log is checked (default 1s).
+	Interval time.Duration
+	Logger   *logrus.Entry
+	Metrics  *Metrics
+}
+
+// errWiped ends a consumer whose log was wiped under it.
+var errWiped = errors.New("log wiped under the consumer")
+
+// Run consumes partition with consume until ctx ends or consume fails. consume starts at
+// st.Next and calls advanced with the next offset after each committed batch; it is
+// cancelled and called again (after recovery, from the new log's start) when the log was
+// wiped.
+func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx context.Context, st Stored, advanced func(next int64)) error) error {
+	log := g.Logger.WithFields(logrus.Fields{"topic": g.Topic, "partition": partition})
+	for {
+		st, err := g.Offsets.Position(ctx, g.Topic, partition)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("load position of %s/%d: %w", g.Topic, partition, err)
+		}
+		inc, end := g.state(ctx, partition)
+		if wiped(st.Incarnation, st.Next, inc, end) {
+			if err := g.recover(ctx, log, partition, st, inc, end); err != nil {
+				return err
+			}
+			continue
+		}
+		if st.Incarnation == "" && inc != "" {
+			if err := g.Offsets.Reset(ctx, g.Topic, partition, st.Next, inc); err != nil {
+				return fmt.Errorf("store incarnation of %s/%d: %w", g.Topic, partition, err)
+			}
+			st.Incarnation = inc
+		}
+		var next atomic.Int64
+		next.Store(st.Next)
+		run, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- consume(run, st, next.Store) }()
+		err = g.watch(run, partition, st.Incarnation, &next, done)
+		cancel()
+		if !errors.Is(err, errWiped) {
+			return err
+		}
+		<-done
+	}
+}
+
+// wiped reports whether a consumer at next in incarnation stored reads a wiped log: the
+// log's incarnation cur differs, or next is past the end (end < 0: unknown).
+func wiped(stored string, next int64, cur string, end int64) bool {
+	return (stored != "" && cur != "" && cur != stored) || (end >= 0 && next > end)
+}
+
+// state is the partition's incarnation and end; "" and -1 when the log cannot tell now.
+func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
+	inc, err := g.Log.Incarnation(ctx, g.Topic, partition)
+	if err != nil {
+		return "", -1
+	}
+	ends, err := g.Log.EndOffsets(ctx, g.Topic)
+	if err != nil || int(partition) >= len(ends) {
+		return inc, -1
+	}
+	return inc, ends[partition]
+}
+
+// watch waits for the consumer to end (returning its error) and checks its log every
+// Interval; once the log was wiped it returns errWiped (the caller cancels the consumer).
+func (g *Guard) watch(ctx context.Context, partition int32, stored string, next *atomic.Int64, done <-chan error) error {
+	interval := g.Interval
+	if interval <= 0 {
+		interval = time.Second
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-done:
+			return err
+		case <-t.C:
+		}
+		inc, end := g.state(ctx, partition)
+		if wiped(stored, next.Load(), inc, end) {
+			return errWiped
+		}
+		if stored == "" && inc != "" {
+			// The partition got its first record since the consumer started: remember
+			// which log its offsets are positions in.
+			if err := g.Offsets.SetIncarnation(ctx, g.Topic, partition, inc); err == nil {
+				stored = inc
+			}
+		}
+	}
+}
+
+// recover makes the consumer's data complete from the owner and stores the new log's start
+// (offset 0; a log that trimmed it starts at its oldest record) with its incarnation.
+func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32, st Stored, inc string, end int64) error {
+	start := time.Now()
+	fields := logrus.Fields{"offset": st.Next, "end": end, "seq": st.Seq}
+	const wipedMsg = "the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): "
+	switch {
+	case g.Recover != nil:
+		log.WithFields(fields).Warn(wipedMsg + "recovering from the owner")
+	case st.Next > 0:
+		log.WithFields(fields).Error(wipedMsg + "restarting at the new log's start; what the wiped log held beyond the offset is lost to this consumer")
+	default:
+		log.WithFields(fields).Warn(wipedMsg + "restarting at the new log's start")
+	}
+	g.Metrics.stopped(g.Topic, partition, 1)
+	defer g.Metrics.stopped(g.Topic, partition, -1)
+	b := newBackoff()
+	for g.Recover != nil {
+		err := g.Recover(ctx, partition)
+		if err == nil {
+			break
+		}
+		log.WithError(err).Warn("recovering from the owner failed; retrying")
+		if werr := b.wait(ctx); werr != nil {
+			return werr
+		}
+	}
+	if err := g.Offsets.Reset(ctx, g.Topic, partition, 0, inc); err != nil {
+		return fmt.Errorf("reset offset of %s/%d: %w", g.Topic, partition, err)
+	}
+	g.Metrics.recovered(g.Topic, time.Since(start))
+	log.WithField("took", time.Since(start).String()).Warn("consumer recovered; reading the new log from its start")
+	return nil
+}
+
+// Sequenced applies an owner's numbered records exactly once and in order, whether they
+// come from the log or from the owner. The owner numbers each record in its partition
+// densely from 1, in the transaction that stores what the record reports, and keeps the
+// records for a replay window; a reader stores the last number it applied with its data
+// (OffsetStore.SaveSeq, in the same transaction). Records at or below it are skipped; a
+// number beyond the next one is a gap, filled from Fetch before the record is applied.
+type Sequenced struct {
+	// Seq reads a record's number (0: the record has none, as those written before numbers
+	// existed; it is applied without a check).
+	Seq func(value []byte) (int64, error)
+	// Fetch returns the owner's records of partition numbered above after, in order, at
+	// most a page of them; none once the reader has them all.
+	Fetch func(ctx context.Context, partition int32, after int64) ([][]byte, error)
+}
+
+// SeqApply applies recs in one transaction that also stores seq (when above 0) and next,
+// the log offset after them (when above 0: records fetched from the owner have Offset -1
+// and move no offset). recs may be empty: then only the position is stored (the log's
+// records were all applied before).
+type SeqApply func(ctx context.Context, recs []Record, seq, next int64) error
+
+// Apply applies the log's records recs for a reader that last applied number last, and
+// returns the new last. apply receives runs of records in order: those from the log, and
+// those fetched from the owner to fill a gap (Offset -1). The offset after recs is stored
+// even when every record was skipped.
+func (s *Sequenced) Apply(ctx context.Context, topic string, partition int32, last int64, recs []Record, apply SeqApply) (int64, error) {
+	var run []Record
+	runSeq := last
+	var saved int64
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		next := run[len(run)-1].Offset + 1
+		if err := apply(ctx, run, runSeq, next); err != nil {
+			return err
+		}
+		last, run, saved = runSeq, nil, next
+		return nil
+	}
+	for _, r := range recs {
+		seq, err := s.Seq(r.Value)
+		if err != nil || seq == 0 {
+			run = append(run, r) // the reader's handler dead-letters or applies it
+			continue
+		}
+		if seq <= runSeq {
+			continue
+		}
+		if seq > runSeq+1 && runSeq > 0 {
+			if err := flush(); err != nil {
+				return last, err
+			}
+			if last, err = s.CatchUp(ctx, topic, partition, last, seq-1, apply); err != nil {
+				return last, err
+			}
+			if seq != last+1 {
+				return last, fmt.Errorf("%s/%d: the owner has no records %d to %d", topic, partition, last+1, seq-1)
+			}
+		}
+		run = append(run, r)
+		runSeq = seq
+	}
+	if err := flush(); err != nil {
+		return last, err
+	}
+	if len(recs) == 0 || saved >= recs[len(recs)-1].Offset+1 {
+		return last, nil
+	}
+	return last, apply(ctx, nil, last, recs[len(recs)-1].Offset+1)
+}
+
+// CatchUp applies the owner's records after last, up to until (0: all of them), and
+// returns the new last.
+func (s *Sequenced) CatchUp(ctx context.Context, topic string, partition int32, last, until int64, apply SeqApply) (int64, error) {
+	for until == 0 || last < until {
+		values, err := s.Fetch(ctx, partition, last)
+		if err != nil {
+			return last, fmt.Errorf("fetch %s/%d after %d from the owner: %w", topic, partition, last, err)
+		}
+		var recs []Record
+		seq := last
+		for _, v := range values {
+			n, err := s.Seq(v)
+			if err != nil || n <= seq || (until > 0 && n > until) {
+				continue
+			}
+			recs = append(recs, Record{Topic: topic, Partition: partition, Offset: -1, Value: v})
+			seq = n
+		}
+		if len(recs) == 0 {
+			return last, nil
+		}
+		if err := apply(ctx, recs, seq, 0); err != nil {
+			return last, err
+		}
+		last = seq
+	}
+	return last, nil
+}
