@@ -505,7 +505,7 @@ func (c *Dendrite) InternalAPIOf(component string) *InternalAPI {
 		"federationapi": &c.FederationAPI.InternalAPI, "federationsender": &c.FederationSender.InternalAPI,
 		"mediaapi": &c.MediaAPI.InternalAPI, "appservice": &c.AppServiceAPI.InternalAPI,
 		"pushserver": &c.PushServer.InternalAPI,
-		"searchapi": &c.SearchAPI.InternalAPI,
+		"searchapi":  &c.SearchAPI.InternalAPI,
 	}[component]
 }
 
@@ -518,7 +518,7 @@ func (c *Dendrite) DatabaseOf(component string) *DatabaseOptions {
 		"federationapi": &c.FederationAPI.Database, "federationsender": &c.FederationSender.Database,
 		"mediaapi": &c.MediaAPI.Database, "appservice": &c.AppServiceAPI.Database,
 		"pushserver": &c.PushServer.Database,
-		"searchapi": &c.SearchAPI.Database,
+		"searchapi":  &c.SearchAPI.Database,
 	}[component]
 }
 
