@@ -142,14 +142,14 @@ func EDUs(t *testing.T, hs Homeserver) {
 		}
 		msgs = append(msgs, res.EventID)
 	}
-	bp.Until(t, 10*time.Second, "3 unread notifications", func(res *mautrix.RespSync) bool {
+	bp.Until(t, 30*time.Second, "3 unread notifications", func(res *mautrix.RespSync) bool {
 		room := res.Rooms.Join[roomID]
 		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 3
 	})
 	if err = bob.SendReceipt(ctx, roomID, msgs[1], event.ReceiptTypeRead, nil); err != nil {
 		t.Fatalf("receipt: %v", err)
 	}
-	bp.Until(t, 10*time.Second, "1 unread notification after the receipt", func(res *mautrix.RespSync) bool {
+	bp.Until(t, 30*time.Second, "1 unread notification after the receipt", func(res *mautrix.RespSync) bool {
 		room := res.Rooms.Join[roomID]
 		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 1
 	})
@@ -161,7 +161,7 @@ func EDUs(t *testing.T, hs Homeserver) {
 		"m.mentions": map[string]any{"user_ids": []string{bob.UserID.String()}}}); err != nil {
 		t.Fatalf("mention: %v", err)
 	}
-	bp.Until(t, 10*time.Second, "2 unread notifications, 1 highlight", func(res *mautrix.RespSync) bool {
+	bp.Until(t, 30*time.Second, "2 unread notifications, 1 highlight", func(res *mautrix.RespSync) bool {
 		room := res.Rooms.Join[roomID]
 		return room != nil && room.UnreadNotifications != nil && room.UnreadNotifications.NotificationCount == 2 &&
 			room.UnreadNotifications.HighlightCount == 1
