@@ -90,6 +90,20 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		}
 		return db.EnqueuePushes(ctx, tx, ns, nil)
 	}
+	// Receipts and joins lower counts: announce them and send the devices a badge update.
+	lowered := func(ctx context.Context, tx *stdsql.Tx, roomUsers map[string][]string) error {
+		var users []string
+		for _, us := range roomUsers {
+			users = append(users, us...)
+		}
+		return db.EnqueuePushes(ctx, tx, nil, users)
+	}
+	reader.Cleared = func(ctx context.Context, tx *stdsql.Tx, roomUsers map[string][]string) error {
+		if err := counts.Announce(ctx, tx, roomUsers); err != nil {
+			return err
+		}
+		return lowered(ctx, tx, roomUsers)
+	}
 	roomEvents, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.RoomEvents, nil, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
@@ -105,13 +119,7 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		return nil, err
 	}
 	receipts.Prepare = (&internal.Receipts{DB: db, Counts: counts, ServerName: d.ServerName, RoomEvents: roomProgress,
-		Read: func(ctx context.Context, tx *stdsql.Tx, roomUsers map[string][]string) error {
-			var users []string
-			for _, us := range roomUsers {
-				users = append(users, us...)
-			}
-			return db.EnqueuePushes(ctx, tx, nil, users)
-		}}).Prepare
+		Read: lowered}).Prepare
 	receipts.Applied = func(int32, int64) { s.deliverer.Wake() }
 	keyChanges, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.KeyChanges,
 		(&internal.KeyChanges{DB: db, ServerName: d.ServerName}).Handle, d.Logger, d.LogMetrics)

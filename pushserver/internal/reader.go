@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,8 +37,12 @@ type Reader struct {
 	ClientData *Progress
 	// Notified, if set, is called inside the transaction with the notifications recorded.
 	Notified func(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error
-	Metrics  *Metrics
-	Logger   *logrus.Entry
+	// Cleared, if set, is called inside the transaction with the (room, user) pairs whose
+	// earlier notifications a join marked read: counts start at a user's join (an invite's
+	// notification is not unread in the room joined), as Synapse counts them.
+	Cleared func(ctx context.Context, tx *sql.Tx, roomUsers map[string][]string) error
+	Metrics *Metrics
+	Logger  *logrus.Entry
 }
 
 // newEvent is an event to evaluate with the state it adds.
@@ -104,7 +109,7 @@ func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx 
 }
 
 func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot map[string][]gomatrixserverlib.PDU) error {
-	var all []storage.Notification
+	var all, joins []storage.Notification
 	for _, ne := range events {
 		roomID := ne.event.RoomID().String()
 		if state, ok := boot[roomID]; ok {
@@ -127,6 +132,13 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 		}
 		all = append(all, ns...)
 		members, pl := stateOf(ne.added)
+		newJoins, err := r.newLocalJoins(ctx, tx, roomID, members)
+		if err != nil {
+			return err
+		}
+		for _, u := range newJoins {
+			joins = append(joins, storage.Notification{UserID: u, RoomID: roomID, Pos: pos})
+		}
 		for _, m := range members {
 			if err := r.DB.SetMember(ctx, tx, roomID, m); err != nil {
 				return eventlog.Retry(err)
@@ -138,17 +150,52 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 			}
 		}
 	}
-	if len(all) == 0 {
-		return nil
+	if len(all) > 0 {
+		if err := r.DB.AddNotifications(ctx, tx, all); err != nil {
+			return eventlog.Retry(err)
+		}
+		r.Metrics.notified(len(all))
+		if r.Notified != nil {
+			if err := r.Notified(ctx, tx, all); err != nil {
+				return err
+			}
+		}
 	}
-	if err := r.DB.AddNotifications(ctx, tx, all); err != nil {
-		return eventlog.Retry(err)
+	var cleared []storage.Notification
+	for _, j := range joins {
+		changed, err := r.DB.MarkRead(ctx, tx, j.UserID, j.RoomID, "", j.Pos)
+		if err != nil {
+			return eventlog.Retry(err)
+		}
+		if changed {
+			cleared = append(cleared, j)
+		}
 	}
-	r.Metrics.notified(len(all))
-	if r.Notified != nil {
-		return r.Notified(ctx, tx, all)
+	if len(cleared) > 0 && r.Cleared != nil {
+		return r.Cleared(ctx, tx, ByRoom(cleared))
 	}
 	return nil
+}
+
+// newLocalJoins are the local users members makes joined who were not joined before (a
+// profile change of a joined member is no join).
+func (r *Reader) newLocalJoins(ctx context.Context, tx *sql.Tx, roomID string, members []storage.Member) ([]string, error) {
+	var candidates []string
+	for _, m := range members {
+		if m.Membership == "join" && strings.HasSuffix(m.UserID, ":"+r.ServerName) {
+			candidates = append(candidates, m.UserID)
+		}
+	}
+	if len(candidates) == 0 {
+		return nil, nil
+	}
+	st, err := r.DB.RoomState(ctx, tx, roomID)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	return slices.DeleteFunc(candidates, func(u string) bool {
+		return slices.ContainsFunc(st.Joined, func(m storage.Member) bool { return m.UserID == u })
+	}), nil
 }
 
 // stateOf picks the memberships and the power levels out of state events.
