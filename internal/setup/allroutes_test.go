@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gorilla/mux"
 	"maunium.net/go/mautrix"
@@ -149,8 +150,19 @@ func newFixture(t *testing.T, url string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{url: url, alice: alice, room: created.RoomID, event: sent.EventID,
+	fx := &fixture{url: url, alice: alice, room: created.RoomID, event: sent.EventID,
 		alias: "#allroutes:" + alice.UserID.Homeserver(), filter: f.FilterID, media: up.ContentURI.FileID}
+	// The snapshot reads the room through the sync API, whose read-your-writes wait is
+	// bounded (5 s): on a machine busy with other tests it may not have applied the room
+	// yet. Wait until it has, so that the snapshot is the fixture's.
+	path := "/_matrix/client/v3/rooms/" + escapePathValue(string(created.RoomID)) + "/messages?dir=b&limit=100"
+	deadline := time.Now().Add(time.Minute)
+	for a := fx.do(t, http.MethodGet, path, nil); a.status != http.StatusOK || !strings.Contains(a.raw, string(sent.EventID)); a = fx.do(t, http.MethodGet, path, nil) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the sync API never showed the fixture's room: %d %s", a.status, a.raw)
+		}
+	}
+	return fx
 }
 
 // value is a valid value for a path variable; the test fails for a variable it does not know.
