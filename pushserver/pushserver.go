@@ -152,7 +152,10 @@ func (s *PushServer) Run(ctx context.Context) error {
 // says so (logged as a warning).
 func gatewayClient(d Deps) *http.Client {
 	tr := &http.Transport{Proxy: nil, DialContext: d.Deny.Dialer(10*time.Second, 30*time.Second).DialContext,
-		TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second}
+		TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second,
+		// A connection per push in test deployments: sytest's gateway (an HTTP/1.0-style
+		// server) reads a second request on a kept-alive connection as the first one's body.
+		DisableKeepAlives: d.Cfg.DisableTLSValidation}
 	if d.Cfg.DisableTLSValidation {
 		d.Logger.Warn("push_server.disable_tls_validation is on: push gateways' TLS certificates are NOT verified; " +
 			"use this only for tests and development")
