@@ -247,11 +247,57 @@ func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedP
 		_ = json.Unmarshal(ev.Content(), &c) // a member event the roomserver accepted has one
 		n.Membership = c.Membership
 	}
-	return n, d.addNames(ctx, n)
+	if err := d.addNames(ctx, n); err != nil {
+		return nil, err
+	}
+	fillFromInviteState(n, ev.Unsigned())
+	if n.RoomName == "" {
+		// A room without a name is called by its canonical alias, as clients do.
+		n.RoomName = n.RoomAlias
+	}
+	return n, nil
 }
 
-// addNames fills in the room's name (else its canonical alias) and canonical alias and
-// the sender's display name from the room's current state.
+// fillFromInviteState fills in the names the room's current state did not give from the
+// stripped state an invite over federation carries in its unsigned invite_room_state:
+// for a room this server is not in, that is the only state known here.
+func fillFromInviteState(n *notification, unsigned []byte) {
+	var u struct {
+		InviteRoomState []struct {
+			Type     string          `json:"type"`
+			StateKey string          `json:"state_key"`
+			Content  json.RawMessage `json:"content"`
+		} `json:"invite_room_state"`
+	}
+	if len(unsigned) == 0 || json.Unmarshal(unsigned, &u) != nil {
+		return
+	}
+	for _, e := range u.InviteRoomState {
+		var c stateNames
+		if json.Unmarshal(e.Content, &c) != nil {
+			continue
+		}
+		switch {
+		case e.Type == "m.room.name" && e.StateKey == "" && n.RoomName == "":
+			n.RoomName = c.Name
+		case e.Type == "m.room.canonical_alias" && e.StateKey == "" && n.RoomAlias == "":
+			n.RoomAlias = c.Alias
+		case e.Type == "m.room.member" && e.StateKey == n.Sender && n.SenderDisplayName == "":
+			n.SenderDisplayName = c.DisplayName
+		}
+	}
+}
+
+// stateNames is what a notification takes from the content of m.room.name,
+// m.room.canonical_alias and m.room.member events.
+type stateNames struct {
+	Name        string `json:"name"`
+	Alias       string `json:"alias"`
+	DisplayName string `json:"displayname"`
+}
+
+// addNames fills in the room's name and canonical alias and the sender's display name
+// from the room's current state.
 func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 	res, err := d.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: n.RoomID, Tuples: []rsapi.StateKeyTuple{
 		{EventType: "m.room.name"}, {EventType: "m.room.canonical_alias"}, {EventType: "m.room.member", StateKey: n.Sender}}})
@@ -259,11 +305,7 @@ func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 		return err
 	}
 	for _, e := range res.StateEvents {
-		var c struct {
-			Name        string `json:"name"`
-			Alias       string `json:"alias"`
-			DisplayName string `json:"displayname"`
-		}
+		var c stateNames
 		if json.Unmarshal(e.Content(), &c) != nil {
 			continue
 		}
@@ -275,10 +317,6 @@ func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 		case "m.room.member":
 			n.SenderDisplayName = c.DisplayName
 		}
-	}
-	if n.RoomName == "" {
-		// A room without a name is called by its canonical alias, as clients do.
-		n.RoomName = n.RoomAlias
 	}
 	return nil
 }
