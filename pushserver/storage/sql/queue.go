@@ -199,9 +199,10 @@ func (d *Database) QueueHead(ctx context.Context, k storage.PusherKey, now int64
 }
 
 // Delivered implements storage.Database.
-func (d *Database) Delivered(ctx context.Context, k storage.PusherKey, seq int64) error {
+func (d *Database) Delivered(ctx context.Context, seqs []int64) error {
+	q, args := d.db.Dialect.InList(`DELETE FROM pushserver_push_queue WHERE seq IN ({seqs})`, "{seqs}", nil, seqs)
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM pushserver_push_queue WHERE seq = $1`, seq)
+		_, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("dequeue push: %w", err)
 		}

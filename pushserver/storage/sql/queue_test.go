@@ -73,7 +73,7 @@ func TestEnqueuePushesInBatches(t *testing.T) {
 			if err != nil || head == nil || head.EventID != fmt.Sprintf("$e%03d", i) {
 				t.Fatalf("push %d: head %+v, %v", i, head, err)
 			}
-			if err = store.Delivered(ctx, b2, head.Seq); err != nil {
+			if err = store.Delivered(ctx, []int64{head.Seq}); err != nil {
 				t.Fatal(err)
 			}
 		}
