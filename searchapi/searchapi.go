@@ -77,7 +77,7 @@ func New(ctx context.Context, d Deps) (*SearchAPI, error) {
 		return nil, err
 	}
 	progress := eventlog.NewProgress(d.Log, d.OutputTopic)
-	c.Applied = func(partition int32, next int64) { progress.Set(d.OutputTopic, partition, next) }
+	c.Progress = progress
 	h := &routing.Handlers{
 		Searcher: &internal.Searcher{DB: db, Rooms: d.Rooms}, DeviceLookup: d.DeviceLookup, QueryTime: queryTime,
 		CatchUp: func(ctx context.Context) error { return progress.CatchUp(ctx, catchUpWait) },
