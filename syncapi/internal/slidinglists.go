@@ -181,7 +181,7 @@ func (b *slidingBuild) candidates(ctx context.Context) error {
 	if err := b.addKicks(ctx, leaves); err != nil {
 		return err
 	}
-	activity, err := b.s.db.RoomActivity(ctx, b.req.UserID)
+	activity, err := b.s.activity.Rooms(ctx, joined, b.to)
 	if err != nil {
 		return fmt.Errorf("load room activity: %w", err)
 	}

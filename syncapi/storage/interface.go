@@ -367,9 +367,9 @@ type Database interface {
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
 
-	// RoomActivity returns the activity of the rooms with a member event of userID in
-	// their current state.
-	RoomActivity(ctx context.Context, userID string) (map[string]RoomActivity, error)
+	// ActivitySince returns the activity of the rooms whose latest event is after after
+	// (ActivityIndex keeps it in memory).
+	ActivitySince(ctx context.Context, after int64) (map[string]RoomActivity, error)
 	// StateOfTypes returns the current state events of roomIDs whose type is among types.
 	StateOfTypes(ctx context.Context, roomIDs, types []string) (map[string][]StateEvent, error)
 	// SaveSlidingPos stores a new pos of a sliding sync connection and returns its ID

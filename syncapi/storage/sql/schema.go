@@ -142,6 +142,8 @@ CREATE TABLE IF NOT EXISTS syncapi_private_key_changes (
 	PRIMARY KEY (notify_user_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS syncapi_private_key_changes_position ON syncapi_private_key_changes (notify_user_id, position);
+`}, {Version: 12, SQL: `
+CREATE INDEX IF NOT EXISTS syncapi_room_activity_last ON syncapi_room_activity (last_position);
 `}}
 
 // dropUnreadColumns drops what the sync API's own approximation of notification counts

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/matrix-org/gomatrixserverlib/spec"
-
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -70,12 +68,9 @@ func noteActivity(ctx context.Context, tx *sql.Tx, roomID string, pos int64, bum
 	return err
 }
 
-// RoomActivity implements storage.Database. It selects the rooms through the user's
-// member events in the current state (an index lookup) rather than a list of room IDs,
-// which engines parse and look up one parameter at a time.
-func (d *Database) RoomActivity(ctx context.Context, userID string) (map[string]storage.RoomActivity, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT room_id, last_position, bump_position FROM syncapi_room_activity
-		WHERE room_id IN (SELECT room_id FROM syncapi_current_state WHERE state_key = $1 AND type = $2)`, userID, spec.MRoomMember)
+// ActivitySince implements storage.Database, through the index on last_position.
+func (d *Database) ActivitySince(ctx context.Context, after int64) (map[string]storage.RoomActivity, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT room_id, last_position, bump_position FROM syncapi_room_activity WHERE last_position > $1", after)
 	if err != nil {
 		return nil, err
 	}
