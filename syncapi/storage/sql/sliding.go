@@ -87,6 +87,25 @@ func (d *Database) ActivitySince(ctx context.Context, after int64) (map[string]s
 	return out, rows.Err()
 }
 
+// StateRemovals implements storage.Database.
+func (d *Database) StateRemovals(ctx context.Context, roomID string, after, upTo int64) ([]storage.StateKeyTuple, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT type, state_key FROM syncapi_state_removals
+		WHERE room_id = $1 AND position > $2 AND position <= $3 ORDER BY position`, roomID, after, upTo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storage.StateKeyTuple
+	for rows.Next() {
+		var k storage.StateKeyTuple
+		if err = rows.Scan(&k.Type, &k.StateKey); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
 // StateOfTypes implements storage.Database.
 func (d *Database) StateOfTypes(ctx context.Context, roomIDs, types []string) (map[string][]storage.StateEvent, error) {
 	out := make(map[string][]storage.StateEvent, len(roomIDs))
