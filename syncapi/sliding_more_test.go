@@ -4,11 +4,18 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"slices"
 	"testing"
+	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -42,3 +49,70 @@ func TestSlidingDeletedDeviceForgotten(t *testing.T) {
 		h.wantSlidingError(alice, slidingReq{ConnID: "main", Pos: pos, Lists: list}, http.StatusBadRequest, "M_UNKNOWN_POS")
 	})
 }
+
+// removeState produces, as the roomserver does after state resolution dropped entries of
+// a room's state, a new message whose state delta removes eventIDs without replacing them.
+func (h *harness) removeState(roomID, sender string, eventIDs ...string) {
+	h.t.Helper()
+	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV10)
+	pe := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: "m.room.message", Depth: 100, Version: verImpl}
+	if err := pe.SetContent(map[string]string{"msgtype": "m.text", "body": "after resolution"}); err != nil {
+		h.t.Fatal(err)
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), serverName, "ed25519:test", h.key)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	b, _ := json.Marshal(rsapi.OutputRoomEvent{Type: rsapi.OutputTypeNewRoomEvent, NewRoomEvent: &rsapi.OutputNewRoomEvent{ // plain structs always encode
+		Event: rsapi.Event{PDU: ev}, RemovesStateEventIDs: eventIDs, HistoryVisibility: "shared"}})
+	if _, err = h.log.Produce(context.Background(), outTopic, eventlog.Message{Key: []byte(roomID), Value: b}); err != nil {
+		h.t.Fatal(err)
+	}
+	h.waitConsumed()
+}
+
+// TestSlidingStateStubs: state that state resolution removes (not replaced) comes as a
+// StateStub (type and state key, no content) in the next response, for the entries the
+// room's required_state asks for only; an initial response never carries stubs.
+func TestSlidingStateStubs(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		roomID := h.newRoom(alice, roomtest.Proto(alice, spec.MRoomTopic, roomtest.StateKey(""), map[string]string{"topic": "old topic"}))
+		h.waitConsumed()
+		list := map[string]slidingList{"all": {Range: []int{0, 9}, TimelineLimit: 1,
+			RequiredState: [][]string{{spec.MRoomTopic, ""}, {spec.MRoomName, ""}}}}
+		res := h.sliding(alice, slidingReq{ConnID: "c", Lists: list})
+		r := res.Rooms[roomID]
+		if r == nil || len(r.RequiredState) != 1 || r.RequiredState[0].Type != spec.MRoomTopic || r.RequiredState[0].Stub {
+			t.Fatalf("first response: %+v", r)
+		}
+		topicID := r.RequiredState[0].EventID
+		joinRulesID := ""
+		full := h.sliding(alice, slidingReq{ConnID: "other", Lists: map[string]slidingList{"all": {Range: []int{0, 9}, TimelineLimit: 1,
+			RequiredState: [][]string{{spec.MRoomJoinRules, ""}}}}})
+		if jr := full.Rooms[roomID]; jr != nil && len(jr.RequiredState) == 1 {
+			joinRulesID = jr.RequiredState[0].EventID
+		}
+		if joinRulesID == "" {
+			t.Fatalf("no join rules: %+v", full.Rooms[roomID])
+		}
+
+		h.removeState(roomID, alice, topicID, joinRulesID)
+		res = h.sliding(alice, slidingReq{ConnID: "c", Pos: res.Pos, Lists: list})
+		r = res.Rooms[roomID]
+		if r == nil || r.Initial || !slices.Equal(timelineBodies(r), []string{"after resolution"}) || !slices.Equal(stateKeys(r), []string{"m.room.topic|"}) || !r.RequiredState[0].Stub {
+			t.Fatalf("after the removal: %+v", r)
+		}
+		raw, _ := json.Marshal(r.RequiredState[0]) // a stub always encodes
+		if string(raw) != `{"type":"m.room.topic","state_key":""}` {
+			t.Fatalf("stub encodes as %s", raw)
+		}
+		// A new connection is sent the room whole, without the removed entries or stubs.
+		fresh := h.sliding(alice, slidingReq{ConnID: "fresh", Lists: list})
+		if r := fresh.Rooms[roomID]; r == nil || len(r.RequiredState) != 0 {
+			t.Fatalf("fresh connection: %+v", r)
+		}
+	})
+}
+

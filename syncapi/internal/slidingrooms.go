@@ -134,7 +134,13 @@ func (b *slidingBuild) room(ctx context.Context, p *roomPass, current []storage.
 	if err != nil {
 		return nil, err
 	}
-	if r.RequiredState, err = b.requiredState(p, st, evs, r.Limited); err != nil {
+	var removed []storage.StateKeyTuple
+	if !p.initial {
+		if removed, err = b.s.db.StateRemovals(ctx, p.roomID, p.sent.Pos, upTo); err != nil {
+			return nil, fmt.Errorf("load state removals of %s: %w", p.roomID, err)
+		}
+	}
+	if r.RequiredState, err = b.requiredState(p, st, removed, evs, r.Limited); err != nil {
 		return nil, err
 	}
 	b.describe(p, st, r)
@@ -144,8 +150,10 @@ func (b *slidingBuild) room(ctx context.Context, p *roomPass, current []storage.
 // requiredState picks the state the room's configs ask for: all of it that matches on an
 // initial pass, what changed since the room was sent otherwise; with lazy members, the
 // member events of the timeline's senders and targets, and (when the timeline is not
-// limited) every membership change since the room was sent.
-func (b *slidingBuild) requiredState(p *roomPass, st roomState, timeline []storage.Event, limited bool) ([]clientevent.Event, error) {
+// limited) every membership change since the room was sent. Entries removed since the
+// room was sent (removed) and absent from st go out as stubs when the configs ask for
+// them.
+func (b *slidingBuild) requiredState(p *roomPass, st roomState, removed []storage.StateKeyTuple, timeline []storage.Event, limited bool) ([]types.SlidingState, error) {
 	lazy := false
 	for _, rs := range p.w.states {
 		lazy = lazy || rs.Lazy
@@ -173,13 +181,25 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, timeline []stora
 		picked = append(picked, e)
 	}
 	sort.Slice(picked, func(i, j int) bool { return picked[i].position < picked[j].position })
-	out := make([]clientevent.Event, 0, len(picked))
+	out := make([]types.SlidingState, 0, len(picked))
 	for _, e := range picked {
 		c, err := clientevent.New(e.eventID, e.json)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, c)
+		out = append(out, types.SlidingState{Event: c})
+	}
+	stubbed := map[stateKey]bool{}
+	for _, rm := range removed {
+		k := stateKey{rm.Type, rm.StateKey}
+		if _, present := st[k]; present || stubbed[k] {
+			continue
+		}
+		member := k.evType == spec.MRoomMember
+		if b.wanted(p.w, k) || lazy && member && (lazyUsers[k.stateKey] || !limited) {
+			stubbed[k] = true
+			out = append(out, types.SlidingState{Event: clientevent.Event{Type: k.evType, StateKey: &rm.StateKey}, Stub: true})
+		}
 	}
 	return out, nil
 }
