@@ -115,4 +115,3 @@ func TestSlidingStateStubs(t *testing.T) {
 		}
 	})
 }
-
