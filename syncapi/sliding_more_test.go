@@ -115,3 +115,37 @@ func TestSlidingStateStubs(t *testing.T) {
 		}
 	})
 }
+
+// TestSlidingDirectInvite: an invite with is_direct is a DM (flagged is_dm, matched by the
+// is_dm filter) before the room is in the user's m.direct; one without is not. Once the
+// user joins and m.direct does not name the room, the next response says is_dm false.
+func TestSlidingDirectInvite(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob := h.user("alice"), h.user("bob")
+		direct, group := h.newRoom(bob), h.newRoom(bob)
+		h.submit(direct, roomtest.Proto(bob, spec.MRoomMember, roomtest.StateKey(alice), map[string]any{"membership": spec.Invite, "is_direct": true}))
+		h.member(group, bob, alice, spec.Invite)
+		h.waitConsumed()
+		lists := map[string]slidingList{
+			"dms": {Range: []int{0, 9}, TimelineLimit: 1, Filters: map[string]any{"is_dm": true}},
+			"all": {Range: []int{0, 9}, TimelineLimit: 1},
+		}
+		res := h.sliding(alice, slidingReq{ConnID: "c", Lists: lists})
+		if res.Lists["dms"].Count != 1 || res.Lists["all"].Count != 2 {
+			t.Fatalf("counts %+v", res.Lists)
+		}
+		if r := res.Rooms[direct]; r == nil || r.IsDM == nil || !*r.IsDM || !slices.Contains(r.Lists, "dms") {
+			t.Fatalf("direct invite: %+v", r)
+		}
+		if r := res.Rooms[group]; r == nil || r.IsDM != nil {
+			t.Fatalf("group invite: %+v", r)
+		}
+		h.member(direct, alice, alice, spec.Join)
+		h.waitConsumed()
+		res = h.sliding(alice, slidingReq{ConnID: "c", Pos: res.Pos, Lists: lists})
+		if r := res.Rooms[direct]; r == nil || r.IsDM == nil || *r.IsDM || res.Lists["dms"].Count != 0 {
+			t.Fatalf("after joining: %+v, counts %+v", r, res.Lists)
+		}
+	})
+}

@@ -181,6 +181,9 @@ func (b *slidingBuild) candidates(ctx context.Context) error {
 	if err := b.addKicks(ctx, leaves); err != nil {
 		return err
 	}
+	if err := b.directInvites(ctx); err != nil {
+		return err
+	}
 	activity, err := b.s.activity.Rooms(ctx, joined, b.to)
 	if err != nil {
 		return fmt.Errorf("load room activity: %w", err)
@@ -245,6 +248,36 @@ func (b *slidingBuild) addKicks(ctx context.Context, leaveIDs []string) error {
 		}
 		now := b.rooms[e.RoomID].latest()
 		b.byID[e.RoomID] = &candidate{roomID: e.RoomID, membership: now.Membership, memberPos: now.Position, key: now.Position, bump: now.Position}
+	}
+	return nil
+}
+
+// directInvites marks as DMs the rooms the user is invited to by an invite with
+// is_direct: the room is not in their m.direct account data until they join it, yet the
+// client shows the invite as one to a direct chat.
+func (b *slidingBuild) directInvites(ctx context.Context) error {
+	var ids []string
+	for _, c := range b.byID {
+		if c.membership == spec.Invite {
+			ids = append(ids, b.rooms[c.roomID].latest().EventID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	evs, err := b.s.db.EventsByID(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("load invite events: %w", err)
+	}
+	for _, e := range evs {
+		var ev struct {
+			Content struct {
+				IsDirect bool `json:"is_direct"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(e.JSON, &ev) == nil && ev.Content.IsDirect {
+			b.direct[e.RoomID] = true
+		}
 	}
 	return nil
 }
