@@ -149,3 +149,40 @@ func TestSlidingDirectInvite(t *testing.T) {
 		}
 	})
 }
+
+// TestSlidingLazyMembersOnce: with lazy members, a sender's member event goes out once on
+// a connection; a new sender's goes out when they first speak; after a limited timeline
+// (when MSC4186 has the client forget its members) they go out again, as they do on a new
+// connection.
+func TestSlidingLazyMembersOnce(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob, carol := h.user("alice"), h.user("bob"), h.user("carol")
+		roomID := h.newRoom(alice)
+		h.member(roomID, bob, bob, spec.Join)
+		h.member(roomID, carol, carol, spec.Join)
+		h.send(roomID, bob, "one")
+		h.waitConsumed()
+		list := map[string]slidingList{"all": {Range: []int{0, 9}, TimelineLimit: 1,
+			RequiredState: map[string]any{"include": []any{map[string]any{"type": spec.MRoomCreate}}, "lazy_members": true}}}
+		step := func(what, pos string, want []string) string {
+			t.Helper()
+			h.waitConsumed()
+			res := h.sliding(alice, slidingReq{ConnID: "c", Pos: pos, Lists: list})
+			r := res.Rooms[roomID]
+			if r == nil || !slices.Equal(stateKeys(r), want) {
+				t.Fatalf("%s: required state %v, want %v (room %+v)", what, stateKeys(r), want, r)
+			}
+			return res.Pos
+		}
+		pos := step("first", "", []string{"m.room.create|", "m.room.member|" + bob})
+		h.send(roomID, bob, "two")
+		pos = step("bob again", pos, nil)
+		h.send(roomID, carol, "three")
+		pos = step("carol", pos, []string{"m.room.member|" + carol})
+		for _, body := range []string{"four", "five", "six"} {
+			h.send(roomID, bob, body)
+		}
+		step("after a gap", pos, []string{"m.room.member|" + bob})
+	})
+}

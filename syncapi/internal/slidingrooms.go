@@ -16,10 +16,12 @@ import (
 
 // roomPass is how a matched room goes into a response.
 type roomPass struct {
-	roomID  string
-	c       *candidate
-	w       *roomWant
-	sent    *sentRoom
+	roomID string
+	c      *candidate
+	w      *roomWant
+	sent   *sentRoom
+	// next is what the connection will remember of the room after this response.
+	next    *sentRoom
 	initial bool
 	// expanded marks a room sent whole again because its timeline limit grew.
 	expanded bool
@@ -57,11 +59,12 @@ func (b *slidingBuild) writeRooms(ctx context.Context, res *types.SlidingRespons
 			p.initial, p.expanded = true, w.limit > p.sent.Limit
 		case p.c.key <= p.sent.Pos && isDM == p.sent.IsDM:
 			if w.limit < p.sent.Limit {
-				next.Rooms[roomID] = &sentRoom{Pos: p.sent.Pos, Limit: w.limit, Config: cfg, Bump: p.sent.Bump, IsDM: isDM}
+				next.Rooms[roomID] = &sentRoom{Pos: p.sent.Pos, Limit: w.limit, Config: cfg, Bump: p.sent.Bump, IsDM: isDM, Members: p.sent.Members}
 			}
 			continue
 		}
-		next.Rooms[roomID] = &sentRoom{Pos: b.to, Limit: w.limit, Config: cfg, Bump: p.c.bump, IsDM: isDM}
+		p.next = &sentRoom{Pos: b.to, Limit: w.limit, Config: cfg, Bump: p.c.bump, IsDM: isDM}
+		next.Rooms[roomID] = p.next
 		b.initial[roomID] = p.initial
 		passes = append(passes, p)
 		needState = append(needState, roomID)
@@ -167,11 +170,19 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, removed []storag
 			}
 		}
 	}
+	// With lazy members, a member event the client has (sent on this connection since it
+	// last had to forget its members) is not sent again.
+	var known map[string]int64
+	if lazy && !p.initial && !limited {
+		known = p.sent.Members
+	}
 	var picked []stateEntry
 	for k, e := range st {
 		changed := p.initial || e.position > p.sent.Pos
 		member := k.evType == spec.MRoomMember
 		switch {
+		case lazy && member && known[k.stateKey] >= e.position:
+			continue
 		case lazy && member && lazyUsers[k.stateKey]:
 		case lazy && member && changed && !p.initial && !limited:
 		case changed && b.wanted(p.w, k):
@@ -179,6 +190,9 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, removed []storag
 			continue
 		}
 		picked = append(picked, e)
+	}
+	if lazy {
+		p.next.Members = rememberMembers(known, picked)
 	}
 	sort.Slice(picked, func(i, j int) bool { return picked[i].position < picked[j].position })
 	out := make([]types.SlidingState, 0, len(picked))
@@ -202,6 +216,20 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, removed []storag
 		}
 	}
 	return out, nil
+}
+
+// rememberMembers is known plus the member events among picked, by user.
+func rememberMembers(known map[string]int64, picked []stateEntry) map[string]int64 {
+	out := make(map[string]int64, len(known)+len(picked))
+	for u, pos := range known {
+		out[u] = pos
+	}
+	for _, e := range picked {
+		if e.evType == spec.MRoomMember {
+			out[e.stateKey] = e.position
+		}
+	}
+	return out
 }
 
 // wanted reports whether any of the room's configs includes the state entry k (and does
