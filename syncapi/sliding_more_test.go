@@ -186,3 +186,32 @@ func TestSlidingLazyMembersOnce(t *testing.T) {
 		step("after a gap", pos, []string{"m.room.member|" + bob})
 	})
 }
+
+// TestSlidingFiltersFollowState: the is_encrypted and room type filters, whose facts the
+// sync API keeps in memory, see a room turn encrypted in the next response.
+func TestSlidingFiltersFollowState(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		roomID := h.newRoom(alice)
+		h.newRoom(alice)
+		h.waitConsumed()
+		lists := map[string]slidingList{
+			"plain":     {Range: []int{0, 9}, TimelineLimit: 0, Filters: map[string]any{"is_encrypted": false, "not_room_types": []string{"m.space"}}},
+			"encrypted": {Range: []int{0, 9}, TimelineLimit: 0, Filters: map[string]any{"is_encrypted": true}},
+		}
+		res := h.sliding(alice, slidingReq{ConnID: "c", Lists: lists})
+		if res.Lists["plain"].Count != 2 || res.Lists["encrypted"].Count != 0 {
+			t.Fatalf("before: %+v", res.Lists)
+		}
+		h.submit(roomID, roomtest.Proto(alice, "m.room.encryption", roomtest.StateKey(""), map[string]string{"algorithm": "m.megolm.v1.aes-sha2"}))
+		h.waitConsumed()
+		res = h.sliding(alice, slidingReq{ConnID: "c", Pos: res.Pos, Lists: lists})
+		if res.Lists["plain"].Count != 1 || res.Lists["encrypted"].Count != 1 {
+			t.Fatalf("after encryption: %+v", res.Lists)
+		}
+		if r := res.Rooms[roomID]; r == nil || !slices.Contains(r.Lists, "encrypted") {
+			t.Fatalf("encrypted room: %+v", r)
+		}
+	})
+}

@@ -2,8 +2,11 @@ package storage
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sync"
+
+	"github.com/matrix-org/gomatrixserverlib/spec"
 )
 
 // ActivityIndex keeps every room's activity (its latest event and latest bump event) in
@@ -22,6 +25,8 @@ type ActivityIndex struct {
 
 	mu    sync.Mutex
 	rooms map[string]RoomActivity
+	// facts are the rooms' filter facts, each valid while the room's Last is its version.
+	facts map[string]RoomFacts
 	// upTo is a committed position the index covers: every event at or before it is in
 	// rooms (later ones may be too).
 	upTo int64
@@ -29,7 +34,7 @@ type ActivityIndex struct {
 
 // NewActivityIndex loads every room's activity from db.
 func NewActivityIndex(ctx context.Context, db Database) (*ActivityIndex, error) {
-	x := &ActivityIndex{db: db, rooms: map[string]RoomActivity{}}
+	x := &ActivityIndex{db: db, rooms: map[string]RoomActivity{}, facts: map[string]RoomFacts{}}
 	top, err := db.MaxPosition(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read stream position: %w", err)
@@ -93,4 +98,76 @@ func (x *ActivityIndex) advance(ctx context.Context, after, upTo int64) error {
 	}
 	x.upTo = max(x.upTo, upTo)
 	return nil
+}
+
+// RoomFacts are what sliding sync's filters read of a room's state: the type in its
+// create event (nil for none) and whether it has an m.room.encryption event.
+type RoomFacts struct {
+	Type      *string
+	Encrypted bool
+	// version is the room's latest event position when the facts were read.
+	version int64
+}
+
+// Facts returns the facts of roomIDs covering at least every event up to upTo. They are
+// read from the rooms' state only for rooms never read or with events since they were
+// read (every state change comes with an event, which moves the room's activity), so a
+// request reads state for the rooms that changed, not for every room of the user.
+func (x *ActivityIndex) Facts(ctx context.Context, roomIDs []string, upTo int64) (map[string]RoomFacts, error) {
+	if err := x.cover(ctx, upTo); err != nil {
+		return nil, err
+	}
+	out := make(map[string]RoomFacts, len(roomIDs))
+	versions := map[string]int64{}
+	var missing []string
+	x.mu.Lock()
+	for _, id := range roomIDs {
+		v := x.rooms[id].Last
+		if f, ok := x.facts[id]; ok && f.version == v {
+			out[id] = f
+			continue
+		}
+		versions[id] = v
+		missing = append(missing, id)
+	}
+	x.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
+	}
+	// The versions were taken before the state is read, so the state read covers them;
+	// a room that moves meanwhile has a newer Last and is read again next time.
+	state, err := x.db.StateOfTypes(ctx, missing, []string{spec.MRoomCreate, "m.room.encryption"})
+	if err != nil {
+		return nil, fmt.Errorf("read room types: %w", err)
+	}
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for _, id := range missing {
+		f := factsOf(state[id])
+		f.version = versions[id]
+		x.facts[id] = f
+		out[id] = f
+	}
+	return out, nil
+}
+
+// factsOf reads the facts from a room's create and encryption events.
+func factsOf(state []StateEvent) RoomFacts {
+	var f RoomFacts
+	for _, e := range state {
+		switch e.Type {
+		case "m.room.encryption":
+			f.Encrypted = true
+		case spec.MRoomCreate:
+			var ev struct {
+				Content struct {
+					Type *string `json:"type"`
+				} `json:"content"`
+			}
+			if json.Unmarshal(e.JSON, &ev) == nil {
+				f.Type = ev.Content.Type
+			}
+		}
+	}
+	return f
 }
