@@ -329,26 +329,3 @@ func (d *Database) DeviceListStream(ctx context.Context, localpart string) (int6
 	}
 	return id, nil
 }
-
-// RemoteDeviceListChanged implements storage.Database.
-func (d *Database) RemoteDeviceListChanged(ctx context.Context, tx *sql.Tx, userID string, remoteStream int64) (bool, int64, error) {
-	if remoteStream > 0 {
-		var old int64
-		err := tx.QueryRowContext(ctx, "SELECT stream_id FROM userapi_remote_device_lists WHERE user_id = $1", userID).Scan(&old)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return false, 0, fmt.Errorf("select remote device list: %w", err)
-		}
-		if err == nil && remoteStream <= old {
-			return false, 0, nil
-		}
-		if _, err = tx.ExecContext(ctx, "INSERT INTO userapi_remote_device_lists (user_id, stream_id) VALUES ($1, $2)"+
-			" ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id", userID, remoteStream); err != nil {
-			return false, 0, fmt.Errorf("store remote device list: %w", err)
-		}
-	}
-	id, err := bumpStream(ctx, tx, userID)
-	if err != nil {
-		return false, 0, err
-	}
-	return true, id, nil
-}
