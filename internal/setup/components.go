@@ -266,7 +266,7 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), DeviceListTopic: e.topic(uapi.TopicInputDeviceListUpdate), LogMetrics: e.logMetrics,
 		AppServices: &e.cfg.AppServiceAPI, Remote: &deviceFetcher{c: e.federationClient(), origin: e.serverName},
-		Logger:      e.component("userapi"), Registerer: e.registry,
+		Logger: e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err
