@@ -92,7 +92,7 @@ func waitAnnouncements(t *testing.T, log eventlog.Log, n int) {
 // update that follows on is applied without a fetch; /keys/query answers from a fresh cache
 // without asking, fetches a stale list, answers from the stale cache when the server is
 // down, and reports a failure for a user it has nothing of. Keys that are not the device's
-// are dropped (the device stays, without keys).
+// are dropped (the device stays, without keys); a list of another user is refused.
 func TestRemoteDeviceListCache(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -189,6 +189,13 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		res = query(carol, "@dave:remote.example")
 		if got := devices(res); len(got) != 1 || got["C1"] != "+keys" || len(res.DeviceKeys) != 1 || res.Failures["remote.example"] == nil {
 			t.Fatalf("with the server down: %v %+v", got, res)
+		}
+
+		// The server answers with another user's list: refused, nothing cached.
+		remote.set(func(r *remoteServer) { r.down = false })
+		res = query("@dave:remote.example")
+		if len(res.DeviceKeys) != 0 || res.Failures["remote.example"] == nil {
+			t.Fatalf("another user's list for dave: %+v", res)
 		}
 		cancel()
 		if err = <-done; err != nil && !errors.Is(err, context.Canceled) {
