@@ -168,6 +168,21 @@ func TestRemoteDeviceListCache(t *testing.T) {
 			t.Fatalf("after a following update: %v, %d fetches", got, remote.count())
 		}
 
+		// A signing key update (no stream ID; it may come with new signatures on devices)
+		// marks the list stale: the next query fetches it.
+		remote.set(func(r *remoteServer) {
+			r.list.StreamID = 3
+			r.list.Devices[1].DisplayName = "phone"
+		})
+		if err := p.InputDeviceListUpdate(ctx, &api.InputDeviceListUpdate{Origin: "remote.example", UserID: carol,
+			SigningKeys: json.RawMessage(`{"user_id":"` + carol + `","master_key":` + string(master.JSON(t, nil)) + `}`)}); err != nil {
+			t.Fatal(err)
+		}
+		waitAnnouncements(t, log, 4)
+		if got := devices(query(carol)); len(got) != 2 || got["C2"] != "phone" || remote.count() != 2 {
+			t.Fatalf("after a signing key update: %v, %d fetches", got, remote.count())
+		}
+
 		// A missed update (prev_id 4 unseen): stale, fetched again; C3's keys name another
 		// device and are dropped.
 		remote.set(func(r *remoteServer) {
@@ -176,8 +191,8 @@ func TestRemoteDeviceListCache(t *testing.T) {
 				{DeviceID: "C3", Keys: test.NewDeviceKeys(t, carol, "OTHER").JSON(t)}}
 		})
 		send(api.DeviceListUpdate{DeviceID: "C3", StreamID: 5, PrevID: []int64{4}})
-		waitAnnouncements(t, log, 5)
-		if got := devices(query(carol)); len(got) != 2 || got["C1"] != "+keys" || got["C3"] != "" || remote.count() != 2 {
+		waitAnnouncements(t, log, 7)
+		if got := devices(query(carol)); len(got) != 2 || got["C1"] != "+keys" || got["C3"] != "" || remote.count() != 3 {
 			t.Fatalf("after a missed update: %v, %d fetches", got, remote.count())
 		}
 
@@ -185,7 +200,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		// applied, answers, and no failure is reported; a user with nothing cached fails.
 		remote.set(func(r *remoteServer) { r.down = true })
 		send(api.DeviceListUpdate{DeviceID: "C3", Deleted: true, StreamID: 8, PrevID: []int64{7}})
-		waitAnnouncements(t, log, 6)
+		waitAnnouncements(t, log, 8)
 		res = query(carol, "@dave:remote.example")
 		if got := devices(res); len(got) != 1 || got["C1"] != "+keys" || len(res.DeviceKeys) != 1 || res.Failures["remote.example"] == nil {
 			t.Fatalf("with the server down: %v %+v", got, res)

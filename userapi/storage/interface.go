@@ -152,8 +152,10 @@ type Database interface {
 	// remote user, in the same table as local users' streams, keyed by the full user ID).
 	ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUpdate) (stream int64, stale bool, err error)
 	// PutRemoteCrossSigningKeys replaces a remote user's cached master and self-signing
-	// keys (nil: left as they are) and returns the new stream ID as
-	// ApplyRemoteDeviceUpdate does.
+	// keys (nil: left as they are), marks their cached device list stale (an
+	// m.signing_key_update has no stream ID, and the change may have come with new
+	// signatures on their devices, which only a fetch of the list shows), and returns the
+	// new stream ID as ApplyRemoteDeviceUpdate does.
 	PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte) (int64, error)
 	// ReplaceRemoteDeviceList replaces the cached device list of a remote user with l, a
 	// list fetched from their server, and marks it fresh; it returns the new stream ID, or

@@ -110,6 +110,9 @@ func (d *Database) PutRemoteCrossSigningKeys(ctx context.Context, userID string,
 		if err := putRemoteCrossSigning(ctx, tx, userID, map[string][]byte{"master": master, "self_signing": selfSigning}); err != nil {
 			return err
 		}
+		if _, err := tx.ExecContext(ctx, "UPDATE userapi_remote_device_lists SET stale = TRUE WHERE user_id = $1", userID); err != nil {
+			return fmt.Errorf("mark remote device list stale: %w", err)
+		}
 		var err error
 		id, err = bumpStream(ctx, tx, userID)
 		return err
