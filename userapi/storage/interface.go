@@ -122,10 +122,11 @@ type Database interface {
 	// DeviceKeys returns the stored device keys of the account's devices among deviceIDs
 	// (every device when deviceIDs is empty).
 	DeviceKeys(ctx context.Context, localpart string, deviceIDs []string) ([]DeviceKeys, error)
-	// ClaimKey removes and returns one of the device's one-time keys of algorithm, else
-	// returns its fallback key of algorithm (marking it used), else ErrNotFound. Each
-	// one-time key is returned by exactly one call, however many run at once.
-	ClaimKey(ctx context.Context, localpart, deviceID, algorithm string) (*OneTimeKey, error)
+	// ClaimKeys hands out one key per claim, in one transaction: a one-time key of the
+	// device and algorithm, which it removes, else the device's fallback key of algorithm
+	// (marking it used), else nil at that claim's index. Each one-time key is returned by
+	// exactly one claim, however many run at once.
+	ClaimKeys(ctx context.Context, claims []KeyClaim) ([]*OneTimeKey, error)
 	// KeyCounts is the device's one-time key count per algorithm and the algorithms of its
 	// unused fallback keys.
 	KeyCounts(ctx context.Context, localpart, deviceID string) (map[string]int, []string, error)
@@ -202,6 +203,13 @@ type KeyUpload struct {
 	DeviceKeys   []byte
 	OneTimeKeys  []OneTimeKey
 	FallbackKeys []OneTimeKey
+}
+
+// KeyClaim asks for one key of a local device.
+type KeyClaim struct {
+	Localpart string
+	DeviceID  string
+	Algorithm string
 }
 
 // OneTimeKey is a one-time or fallback key: KeyID is "<algorithm>:<id>".
