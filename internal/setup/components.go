@@ -265,8 +265,8 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	ua, err := userapi.New(ctx, userapi.Deps{
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), DeviceListTopic: e.topic(uapi.TopicInputDeviceListUpdate), LogMetrics: e.logMetrics,
-		AppServices: &e.cfg.AppServiceAPI,
-		Logger:      e.component("userapi"), Registerer: e.registry,
+		AppServices: &e.cfg.AppServiceAPI, Remote: &deviceFetcher{c: e.federationClient(), origin: e.serverName},
+		Logger: e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err
@@ -276,6 +276,25 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 		run:   ua.Run,
 		users: ua.API(),
 	}, nil
+}
+
+// deviceFetcher asks other servers for their users' device lists for the userapi's cache.
+type deviceFetcher struct {
+	c      *fedclient.Client
+	origin spec.ServerName
+}
+
+// FetchUserDevices implements uapi.RemoteDeviceFetcher.
+func (f *deviceFetcher) FetchUserDevices(ctx context.Context, userID string) (*uapi.QueryDeviceListResponse, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() == f.origin {
+		return nil, fmt.Errorf("not a user of another server: %q", userID)
+	}
+	var res uapi.QueryDeviceListResponse
+	if err = f.c.UserDevices(ctx, f.origin, uid.Domain(), userID, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
