@@ -50,6 +50,10 @@ func newPageSite(t *testing.T, redirectTo string) *pageSite {
 		w.Header().Set("Content-Type", "image/png")
 		_, _ = w.Write(s.png) // the client's error shows
 	})
+	mux.HandleFunc("/latin1.html", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=iso-8859-1")
+		fmt.Fprint(w, "<title>Caf\xe9</title>")
+	})
 	mux.HandleFunc("/redirect", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, redirectTo, http.StatusFound)
 	})
@@ -108,7 +112,8 @@ func (h *harness) preview(path, token, pageURL string) (*http.Response, map[stri
 // and size), through the authenticated and the legacy endpoint, and the second request is
 // answered from the cache. A redirect into a denied address is refused; a page larger than
 // max_page_bytes is read only that far (what is after the limit is absent, and the server
-// could not write the whole page); an error answer is 502.
+// could not write the whole page); a page in another charset is decoded; an error answer
+// is 502.
 func TestURLPreview(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		denied, err := net.Listen("tcp", "127.0.0.2:0")
@@ -164,6 +169,11 @@ func TestURLPreview(t *testing.T) {
 		}
 		if n := <-site.written; n >= bigTotal {
 			t.Fatalf("the whole oversized page (%d bytes) was downloaded", n)
+		}
+
+		res, body = h.preview(authed, "alice", site.srv.URL+"/latin1.html")
+		if res.StatusCode != http.StatusOK || body["og:title"] != "Café" {
+			t.Fatalf("ISO-8859-1 page: %d %v, want og:title Café", res.StatusCode, body)
 		}
 
 		res, body = h.preview(authed, "alice", site.srv.URL+"/missing")

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/html"
 	"golang.org/x/net/html/atom"
+	"golang.org/x/net/html/charset"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/matrix-org/dendrite/internal/caching"
@@ -204,7 +205,11 @@ func (p *Previewer) fetch(ctx context.Context, userID string, u *url.URL) (Previ
 	case mediaType != "text/html" && mediaType != "application/xhtml+xml":
 		return Preview{}, nil
 	}
-	preview := ParseHTML(io.LimitReader(res.Body, p.cfg.MaxPageBytes))
+	var page io.Reader = io.LimitReader(res.Body, p.cfg.MaxPageBytes)
+	if utf8Page, err := charset.NewReader(page, res.Header.Get("Content-Type")); err == nil {
+		page = utf8Page // the page's charset (header, BOM or <meta>) decoded to UTF-8
+	}
+	preview := ParseHTML(page)
 	if img, ok := preview["og:image"].(string); ok {
 		delete(preview, "og:image")
 		if ref, err := res.Request.URL.Parse(img); err == nil && (ref.Scheme == "http" || ref.Scheme == "https") {
