@@ -36,6 +36,8 @@ const (
 	// maxOGValue bounds one property's value (runes), maxOGProperties their number.
 	maxOGValue      = 1000
 	maxOGProperties = 50
+	// maxOGKey bounds a property's name (bytes); longer or invalid UTF-8 ones are skipped.
+	maxOGKey = 100
 )
 
 // Preview is the OpenGraph data of a URL, as the spec's preview_url answers it: og:*
@@ -263,14 +265,17 @@ func (p *Previewer) storeImage(ctx context.Context, userID string, res *http.Res
 }
 
 // ParseHTML reads an HTML page's OpenGraph properties (<meta property="og:..."
-// content="...">, first one wins), with the <title> as og:title and the description meta
-// as og:description when the page has none. Values are cut to maxOGValue runes and made
-// valid UTF-8; at most maxOGProperties are kept. A page cut off in the middle is parsed as
-// far as it goes.
+// content="...">, first one wins; names longer than maxOGKey bytes or not UTF-8 are
+// skipped), with the <title> as og:title and the description meta as og:description when
+// the page has none. Values are cut to maxOGValue runes and made valid UTF-8; at most
+// maxOGProperties are kept. A page cut off in the middle is parsed as far as it goes.
 func ParseHTML(r io.Reader) Preview {
 	preview := Preview{}
 	var title, description string
 	set := func(k, v string) {
+		if len(k) > maxOGKey || !utf8.ValidString(k) {
+			return
+		}
 		if _, ok := preview[k]; !ok && len(preview) < maxOGProperties {
 			preview[k] = clean(v)
 		}
