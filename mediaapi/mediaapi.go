@@ -43,8 +43,8 @@ type Deps struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	// Federation fetches other servers' media; nil serves our own media only.
 	Federation FederationClient
-	// Deny are the networks a fetch redirected by another server must not reach
-	// (global.deny_networks).
+	// Deny are the networks a fetch redirected by another server, and a URL preview's
+	// page, redirects and image, must not reach (global.deny_networks).
 	Deny *outbound.Policy
 	// PreviewTLS is the TLS configuration of URL preview fetches (nil: the system's roots).
 	PreviewTLS *tls.Config
