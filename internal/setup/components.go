@@ -3,6 +3,7 @@ package setup
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
@@ -426,7 +427,14 @@ func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
+	var previewTLS *tls.Config
+	if e.cfg.MediaAPI.URLPreview.Enabled && e.cfg.FederationAPI.DisableTLSValidation {
+		e.component("mediaapi").Warn("federation_api.disable_tls_validation is on: URL previews do NOT verify TLS certificates either; " +
+			"use this only for tests and development")
+		previewTLS = &tls.Config{InsecureSkipVerify: true} // nolint: gosec // the operator asked for it, warned above
+	}
 	m, err := mediaapi.New(ctx, mediaapi.Deps{
+		PreviewTLS: previewTLS, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 		Cfg: &e.cfg.MediaAPI, ServerName: e.serverName, DB: db, BasePath: e.cfg.MediaPath(), DeviceLookup: routing.DeviceLookup(e.users),
 		Verifier: fapi.KeyRing(e.keys), Federation: e.federationClient(), Deny: e.outbound,
 		RequestTimeout: 2 * time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("mediaapi"), Registerer: e.registry,
