@@ -269,3 +269,12 @@ func TestPolylithPush(t *testing.T) {
 	t.Run("counts", func(t *testing.T) { e2e.PushCounts(t, d.URL()) })
 	t.Run("delivery", func(t *testing.T) { e2e.PushDelivery(t, d) })
 }
+
+// TestPolylithAppServiceBridge runs the mautrix-go bridge through the polylith: the
+// appservice process reads the logs and delivers to the bridge, also after a short outage.
+func TestPolylithAppServiceBridge(t *testing.T) {
+	t.Parallel()
+	config := e2e.WriteConfig(t, t.TempDir())
+	bridge := e2e.AddBridge(t, config)
+	e2e.AppServiceBridge(t, startCluster(t, config, 1), bridge, 5*time.Second)
+}
