@@ -194,7 +194,7 @@ func (f *fakeAppService) waitFailure(t *testing.T) {
 }
 
 // stoppableMonolith serves a monolith on loopback; stop ends it (also at the test's end).
-func stoppableMonolith(t *testing.T, cfg *config.Dendrite) (url string, stop func()) {
+func stoppableMonolith(t testing.TB, cfg *config.Dendrite) (url string, stop func()) {
 	t.Helper()
 	logger := logrus.New()
 	logger.SetLevel(logrus.ErrorLevel)
@@ -231,7 +231,7 @@ const (
 
 // appServiceConfig is a monolith config with one registered application service at url
 // owning @bridge_* and #bridge_* exclusively.
-func appServiceConfig(t *testing.T, engine, url, downURL string) *config.Dendrite {
+func appServiceConfig(t testing.TB, engine, url, downURL string) *config.Dendrite {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Global.ServerName = "as.test"
@@ -454,8 +454,12 @@ func TestAppServiceBothEngines(t *testing.T) {
 			as.mu.Unlock()
 			_, err = alice.ResolveAlias(ctx, "#bridge_nothing:as.test")
 			e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
-			// Typing and receipts in the ghost's room reach the service (receive_ephemeral).
+			// Typing and receipts in the ghost's room, and the presence of a user sharing
+			// a room with the ghost, reach the service (receive_ephemeral).
 			if _, err = alice.UserTyping(ctx, room.RoomID, true, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err = alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable}); err != nil {
 				t.Fatal(err)
 			}
 			if err = alice.MarkRead(ctx, room.RoomID, last); err != nil {
@@ -464,13 +468,14 @@ func TestAppServiceBothEngines(t *testing.T) {
 			deadline := time.Now().Add(60 * time.Second)
 			for {
 				as.mu.Lock()
-				got := slices.Contains(as.ephemeral, "m.typing") && slices.Contains(as.ephemeral, "m.receipt")
+				seen := slices.Clone(as.ephemeral)
 				as.mu.Unlock()
+				got := slices.Contains(seen, "m.typing") && slices.Contains(seen, "m.receipt") && slices.Contains(seen, "m.presence")
 				if got {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatal("typing and receipts never reached the service")
+					t.Fatalf("typing, receipts and presence never all reached the service: %v", seen)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
