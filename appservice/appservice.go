@@ -1,8 +1,8 @@
 // Package appservice is the reader that serves application services (bridges and bots,
 // the spec's application service API). It consumes OutputRoomEvent (and, for services
-// registered with receive_ephemeral, OutputTypingEvent and OutputReceiptEvent), stores what each
-// registered service is interested in in that service's persistent queue, in the
-// transaction that saves the consumer's offset, and sends each queue as PUT
+// registered with receive_ephemeral, OutputTypingEvent, OutputReceiptEvent and
+// OutputPresenceEvent), stores what each registered service is interested in in that
+// service's persistent queue, in the transaction that saves the consumer's offset, and sends each queue as PUT
 // /_matrix/app/v1/transactions/{txnId} (hs_token as bearer token), one transaction at a
 // time per service, in order, retried with exponential backoff while the service is down,
 // the same transaction ID and contents on every retry. Its api.QueryAPI asks the services
@@ -38,10 +38,10 @@ type Deps struct {
 	DB         *sqlutil.DB
 	Log        eventlog.Log
 	LogMetrics *eventlog.Metrics
-	// RoomEventsTopic is OutputRoomEvent's full name; TypingTopic and ReceiptsTopic
-	// OutputTypingEvent's and OutputReceiptEvent's ("" reads none), for the services that
-	// receive ephemeral events.
-	RoomEventsTopic, TypingTopic, ReceiptsTopic string
+	// RoomEventsTopic is OutputRoomEvent's full name; TypingTopic, ReceiptsTopic and
+	// PresenceTopic OutputTypingEvent's, OutputReceiptEvent's and OutputPresenceEvent's
+	// ("" reads none), for the services that receive ephemeral events.
+	RoomEventsTopic, TypingTopic, ReceiptsTopic, PresenceTopic string
 	// Rooms answers rooms' current state and aliases.
 	Rooms consumer.Rooms
 	// Retention is the event log's: how long a record may be redelivered, so how long the
@@ -91,8 +91,9 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 		h     handler
 	}{
 		{d.RoomEventsTopic, h},
-		{d.TypingTopic, consumer.NewEphemeral(h, true)},
-		{d.ReceiptsTopic, consumer.NewEphemeral(h, false)},
+		{d.TypingTopic, consumer.NewEphemeral(h, consumer.Typing)},
+		{d.ReceiptsTopic, consumer.NewEphemeral(h, consumer.Receipts)},
+		{d.PresenceTopic, consumer.NewEphemeral(h, consumer.Presence)},
 	} {
 		if c.topic == "" {
 			continue

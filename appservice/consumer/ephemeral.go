@@ -5,30 +5,46 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/matrix-org/dendrite/appservice/storage"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
-// Ephemeral consumes OutputTypingEvent and OutputReceiptEvent and queues them, as the
-// client-format m.typing and m.receipt events of /sync, for every service registered
-// with receive_ephemeral that is interested in the room (its rooms namespace, or a joined
-// user of its users namespace, as RoomEvents tracks them). A redelivered record queues its
-// event again: typing carries the complete set and a receipt the user's position, so a
-// repeat changes nothing for the service.
+// EphemeralKind is the topic an Ephemeral handler reads.
+type EphemeralKind int
+
+const (
+	// Typing is OutputTypingEvent.
+	Typing EphemeralKind = iota
+	// Receipts is OutputReceiptEvent.
+	Receipts
+	// Presence is OutputPresenceEvent.
+	Presence
+)
+
+// Ephemeral consumes OutputTypingEvent, OutputReceiptEvent or OutputPresenceEvent and
+// queues them, as the client-format m.typing, m.receipt and m.presence events of /sync, for
+// every service registered with receive_ephemeral that is interested: in the room (its
+// rooms namespace, or a joined user of its users namespace, as RoomEvents tracks them) for
+// typing and receipts; for presence, in the user (its users namespace) or in one of the
+// rooms the user is joined to. A redelivered record queues its event again: typing carries
+// the complete set, a receipt the user's position and presence the user's whole state, so
+// a repeat changes nothing for the service.
 type Ephemeral struct {
 	Rooms *RoomEvents
-	// Typing selects the topic: true for OutputTypingEvent, false for OutputReceiptEvent.
-	Typing bool
+	Kind  EphemeralKind
 	*wakes
 }
 
-// NewEphemeral builds the handler of OutputTypingEvent (typing) or OutputReceiptEvent.
-func NewEphemeral(rooms *RoomEvents, typing bool) *Ephemeral {
-	return &Ephemeral{Rooms: rooms, Typing: typing, wakes: &wakes{q: rooms.q}}
+// NewEphemeral builds the handler of the kind's topic.
+func NewEphemeral(rooms *RoomEvents, kind EphemeralKind) *Ephemeral {
+	return &Ephemeral{Rooms: rooms, Kind: kind, wakes: &wakes{q: rooms.q}}
 }
 
 // Handle implements eventlog.Consumer.Handle.
@@ -39,12 +55,17 @@ func (e *Ephemeral) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 		if err != nil {
 			return err
 		}
-		members, err := e.Rooms.DB.Members(ctx, tx, roomID)
+		var interested func(as *config.ApplicationService) bool
+		if e.Kind == Presence {
+			interested, err = e.presenceInterests(ctx, tx, roomID)
+		} else {
+			interested, err = e.roomInterests(ctx, tx, roomID)
+		}
 		if err != nil {
 			return eventlog.Retry(err)
 		}
 		for _, as := range e.Rooms.Services {
-			if as.URL == "" || !as.ReceiveEphemeral || !roomInterests(as, roomID, members) {
+			if as.URL == "" || !as.ReceiveEphemeral || !interested(as) {
 				continue
 			}
 			if err := e.Rooms.DB.Enqueue(ctx, tx, as.ID, storage.KindEphemeral, content); err != nil {
@@ -57,11 +78,71 @@ func (e *Ephemeral) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 	return nil
 }
 
-// decode turns a record into its room and the ephemeral event's client-format JSON.
+// roomInterests is which services are interested in the room.
+func (e *Ephemeral) roomInterests(ctx context.Context, tx *sql.Tx, roomID string) (func(*config.ApplicationService) bool, error) {
+	members, err := e.Rooms.DB.Members(ctx, tx, roomID)
+	if err != nil {
+		return nil, err
+	}
+	return func(as *config.ApplicationService) bool { return roomInterests(as, roomID, members) }, nil
+}
+
+// presenceInterests is which services are interested in the user's presence: the user is
+// in their users namespace, or they are interested in a room the user is joined to. The
+// user's rooms are asked of the roomserver only when a service with receive_ephemeral
+// does not own the user.
+func (e *Ephemeral) presenceInterests(ctx context.Context, tx *sql.Tx, userID string) (func(*config.ApplicationService) bool, error) {
+	need := false
+	for _, as := range e.Rooms.Services {
+		need = need || (as.URL != "" && as.ReceiveEphemeral && !as.OwnsUserID(userID))
+	}
+	var rooms map[string][]string // room -> its joined namespaced users
+	if need {
+		res, err := e.Rooms.Rooms.QueryRoomsForUser(ctx, &rsapi.QueryRoomsForUserRequest{UserID: userID, Membership: "join"})
+		if err != nil {
+			return nil, fmt.Errorf("rooms of %s: %w", userID, err)
+		}
+		rooms = make(map[string][]string, len(res.RoomIDs))
+		for _, roomID := range res.RoomIDs {
+			if rooms[roomID], err = e.Rooms.DB.Members(ctx, tx, roomID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return func(as *config.ApplicationService) bool {
+		if as.OwnsUserID(userID) {
+			return true
+		}
+		for roomID, members := range rooms {
+			if roomInterests(as, roomID, members) {
+				return true
+			}
+		}
+		return false
+	}, nil
+}
+
+// decode turns a record into its room (the user, for presence) and the ephemeral event's
+// client-format JSON.
 func (e *Ephemeral) decode(rec eventlog.Record) (string, []byte, error) {
 	var roomID string
 	var ev any
-	if e.Typing {
+	switch e.Kind {
+	case Presence:
+		var out presenceapi.OutputPresenceEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			return "", nil, fmt.Errorf("decode %s record: %w", rec.Topic, err)
+		}
+		content := map[string]any{"presence": out.Presence.Presence, "currently_active": out.CurrentlyActive}
+		if out.LastActiveTS > 0 {
+			content["last_active_ago"] = max(time.Now().UnixMilli()-out.LastActiveTS, 0)
+		}
+		if out.StatusMsg != nil {
+			content["status_msg"] = *out.StatusMsg
+		}
+		roomID = out.UserID
+		ev = map[string]any{"type": "m.presence", "sender": out.UserID, "content": content}
+	case Typing:
 		var out eduapi.OutputTypingEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {
 			return "", nil, fmt.Errorf("decode %s record: %w", rec.Topic, err)
@@ -72,7 +153,7 @@ func (e *Ephemeral) decode(rec eventlog.Record) (string, []byte, error) {
 		}
 		roomID = out.RoomID
 		ev = map[string]any{"type": "m.typing", "room_id": roomID, "content": map[string]any{"user_ids": ids}}
-	} else {
+	default:
 		var out receiptapi.OutputReceiptEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {
 			return "", nil, fmt.Errorf("decode %s record: %w", rec.Topic, err)

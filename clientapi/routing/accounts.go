@@ -71,10 +71,11 @@ func DeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) 
 // GuestDeviceLookup resolves access tokens, guests' included, for the endpoints the spec's
 // guest access module allows guests: M_UNKNOWN_TOKEN for a token that names no device. An
 // application service's as_token resolves to the user it acts as (the user_id parameter,
-// else its sender), 403 M_FORBIDDEN outside its namespace.
+// else its sender), 403 M_FORBIDDEN outside its namespace, and to that user's device named
+// by the device_id parameter, 400 M_UNKNOWN_DEVICE for a device the user does not have.
 func GuestDeviceLookup(u uapi.ClientUserAPI) func(ctx context.Context, token string) (*uapi.Device, error) {
 	return func(ctx context.Context, token string) (*uapi.Device, error) {
-		res, err := u.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: token, UserID: httputil.AssertedUserID(ctx)})
+		res, err := u.QueryAccessToken(ctx, &uapi.QueryAccessTokenRequest{AccessToken: token, UserID: httputil.AssertedUserID(ctx), DeviceID: httputil.AssertedDeviceID(ctx)})
 		if err != nil {
 			return nil, err
 		}

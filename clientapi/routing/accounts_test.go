@@ -369,7 +369,7 @@ func TestLoginLogout(t *testing.T) {
 		e := newEnv(t, db, openCfg())
 		userID, first := e.register("alice", "pw")
 		flows := e.want("GET", v3+"/login", "", nil, 200, "")
-		if b, _ := json.Marshal(flows["flows"]); string(b) != `[{"type":"m.login.password"}]` {
+		if b, _ := json.Marshal(flows["flows"]); string(b) != `[{"type":"m.login.password"},{"type":"m.login.application_service"}]` {
 			t.Fatalf("flows %s", b)
 		}
 		login := func(body map[string]any, status int, code string) map[string]any {

@@ -56,7 +56,7 @@ func (req *loginRequest) localpart(serverName string) (string, error) {
 
 // LoginFlows is GET /login.
 func (a *Accounts) LoginFlows(*http.Request) (httputil.Response, error) {
-	return httputil.OK(map[string]any{"flows": []map[string]string{{"type": loginTypePassword}}}), nil
+	return httputil.OK(map[string]any{"flows": []map[string]string{{"type": loginTypePassword}, {"type": authTypeAppService}}}), nil
 }
 
 // Login is POST /login. Password attempts are limited per account as well as per IP.
@@ -65,7 +65,7 @@ func (a *Accounts) Login(r *http.Request) (httputil.Response, error) {
 	if err := httputil.DecodeJSON(r, &req); err != nil {
 		return httputil.Response{}, err
 	}
-	if req.Type != loginTypePassword {
+	if req.Type != loginTypePassword && req.Type != authTypeAppService {
 		return httputil.Response{}, matrixerr.BadRequest("unsupported login type " + req.Type)
 	}
 	localpart, err := req.localpart(a.ServerName)
@@ -74,6 +74,9 @@ func (a *Accounts) Login(r *http.Request) (httputil.Response, error) {
 	}
 	if err = checkDeviceID(req.DeviceID); err != nil {
 		return httputil.Response{}, err
+	}
+	if req.Type == authTypeAppService {
+		return a.loginAppService(r, localpart, &req)
 	}
 	if err = a.loginAttempts.Allow(localpart); err != nil {
 		return httputil.Response{}, err
@@ -106,4 +109,25 @@ func (a *Accounts) LogoutAll(r *http.Request, dev *uapi.Device) (httputil.Respon
 // WhoAmI is GET /account/whoami.
 func (a *Accounts) WhoAmI(_ *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	return httputil.OK(map[string]any{"user_id": dev.UserID, "device_id": dev.DeviceID, "is_guest": dev.IsGuest()}), nil
+}
+
+// loginAppService is POST /login with type m.login.application_service: the service (its
+// as_token, else 401) logs in as a registered user of its namespace (M_EXCLUSIVE outside
+// it, 403 M_FORBIDDEN for a user it has not registered) on a new device, with no password.
+func (a *Accounts) loginAppService(r *http.Request, localpart string, req *loginRequest) (httputil.Response, error) {
+	as, err := appServiceOf(r, a.AppServices)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if !as.OwnsUserID("@" + localpart + ":" + a.ServerName) {
+		return httputil.Response{}, matrixerr.Exclusive("the user ID is outside the application service's namespace")
+	}
+	res, err := a.UserAPI.QueryAccount(r.Context(), &uapi.QueryAccountRequest{Localpart: localpart})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	if res.Account == nil {
+		return httputil.Response{}, matrixerr.Forbidden("the application service has not registered this user")
+	}
+	return a.loginDevice(r, localpart, req.DeviceID, req.InitialDeviceDisplayName)
 }

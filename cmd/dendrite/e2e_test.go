@@ -229,3 +229,22 @@ func TestMonolithPushDelivery(t *testing.T) {
 			"DENDRITE_GLOBAL_DATABASE_CONNECTION_STRING="+test.PostgresDSN(t)))
 	})
 }
+
+// TestMonolithAppServiceBridge runs a bridge written with mautrix-go's appservice package
+// against the monolith, on SQLite and on PostgreSQL: ghosts, transactions, ephemeral
+// events, an alias through the user query, and a 30-second outage of the bridge during 200
+// messages, after which it has every message exactly once, in order.
+func TestMonolithAppServiceBridge(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			t.Parallel()
+			config := e2e.WriteConfig(t, t.TempDir())
+			bridge := e2e.AddBridge(t, config)
+			var env []string
+			if engine == "postgres" {
+				env = append(env, "DENDRITE_GLOBAL_DATABASE_CONNECTION_STRING="+test.PostgresDSN(t))
+			}
+			e2e.AppServiceBridge(t, startServer(t, config, env...), bridge, 30*time.Second)
+		})
+	}
+}

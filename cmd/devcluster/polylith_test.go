@@ -278,3 +278,12 @@ func TestPolylithMedia(t *testing.T) {
 	t.Parallel()
 	e2e.Media(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 1).URL(), config.Defaults().MediaAPI.ThumbnailSizes)
 }
+
+// TestPolylithAppServiceBridge runs the mautrix-go bridge through the polylith: the
+// appservice process reads the logs and delivers to the bridge, also after a short outage.
+func TestPolylithAppServiceBridge(t *testing.T) {
+	t.Parallel()
+	cfg := e2e.WriteConfig(t, t.TempDir())
+	bridge := e2e.AddBridge(t, cfg)
+	e2e.AppServiceBridge(t, startCluster(t, cfg, 1), bridge, 5*time.Second)
+}

@@ -86,6 +86,7 @@ const (
 	loggerKey ctxKey = iota
 	rateKey
 	assertedUserKey
+	assertedDeviceKey
 )
 
 // Register adds routes to router, plus a CORS preflight answer for every path. Requests
@@ -306,8 +307,9 @@ func AccessToken(r *http.Request) (string, error) {
 }
 
 // Authenticated wraps a handler that needs a logged-in identity.
-// The lookup's context carries the request's user_id query parameter (AssertedUserID), with
-// which an application service names the user it acts as.
+// The lookup's context carries the request's user_id and device_id query parameters
+// (AssertedUserID, AssertedDeviceID), with which an application service names the user
+// and device it acts as.
 func Authenticated[T any](lookup func(ctx context.Context, token string) (T, error), h func(r *http.Request, who T) (Response, error)) HandlerFunc {
 	return func(r *http.Request) (Response, error) {
 		tok, err := AccessToken(r)
@@ -317,6 +319,9 @@ func Authenticated[T any](lookup func(ctx context.Context, token string) (T, err
 		ctx := r.Context()
 		if uid := r.URL.Query().Get("user_id"); uid != "" {
 			ctx = context.WithValue(ctx, assertedUserKey, uid)
+		}
+		if did := r.URL.Query().Get("device_id"); did != "" {
+			ctx = context.WithValue(ctx, assertedDeviceKey, did)
 		}
 		who, err := lookup(ctx, tok)
 		if err != nil {
@@ -336,6 +341,14 @@ func Authenticated[T any](lookup func(ctx context.Context, token string) (T, err
 func AssertedUserID(ctx context.Context) string {
 	uid, _ := ctx.Value(assertedUserKey).(string) // absent: ""
 	return uid
+}
+
+// AssertedDeviceID is the device_id query parameter of the request whose token
+// Authenticated is looking up ("" when absent): an application service's choice of its
+// user's device to act as.
+func AssertedDeviceID(ctx context.Context) string {
+	did, _ := ctx.Value(assertedDeviceKey).(string) // absent: ""
+	return did
 }
 
 // Health registers /health (liveness) and /ready (readiness).

@@ -97,6 +97,9 @@ var (
 	BadStatus         = mk("M_BAD_STATUS", http.StatusBadGateway)
 	ConnectionFailed  = mk("M_CONNECTION_FAILED", http.StatusBadGateway)
 	ConnectionTimeout = mk("M_CONNECTION_TIMEOUT", http.StatusGatewayTimeout)
+	// UnknownDevice is M_UNKNOWN_DEVICE: an application service names, with device_id, a
+	// device its user does not have.
+	UnknownDevice = mk("M_UNKNOWN_DEVICE", http.StatusBadRequest)
 )
 
 // WrongRoomKeysVersion is 403 M_WRONG_ROOM_KEYS_VERSION: keys were sent for a backup

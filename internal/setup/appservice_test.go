@@ -194,7 +194,7 @@ func (f *fakeAppService) waitFailure(t *testing.T) {
 }
 
 // stoppableMonolith serves a monolith on loopback; stop ends it (also at the test's end).
-func stoppableMonolith(t *testing.T, cfg *config.Dendrite) (url string, stop func()) {
+func stoppableMonolith(t testing.TB, cfg *config.Dendrite) (url string, stop func()) {
 	t.Helper()
 	logger := logrus.New()
 	logger.SetLevel(logrus.ErrorLevel)
@@ -231,7 +231,7 @@ const (
 
 // appServiceConfig is a monolith config with one registered application service at url
 // owning @bridge_* and #bridge_* exclusively.
-func appServiceConfig(t *testing.T, engine, url, downURL string) *config.Dendrite {
+func appServiceConfig(t testing.TB, engine, url, downURL string) *config.Dendrite {
 	t.Helper()
 	cfg := config.Defaults()
 	cfg.Global.ServerName = "as.test"
@@ -309,9 +309,50 @@ func expectedBodies(prefixes map[string]int, order []string) []string {
 	return out
 }
 
+// checkAppServiceLogin: the service logs in as its registered user @bridge_alice on a device
+// (POST /login, m.login.application_service), masquerades as that device (device_id), and
+// is refused a user outside its namespace, a user it has not registered, an unknown device,
+// and a login without its token.
+func checkAppServiceLogin(t *testing.T, url string) {
+	t.Helper()
+	ctx := context.Background()
+	login := func(c *mautrix.Client, user string) (*mautrix.RespLogin, error) {
+		return c.Login(ctx, &mautrix.ReqLogin{Type: mautrix.AuthTypeAppservice, DeviceID: "BRIDGEDEV",
+			Identifier: mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: user}})
+	}
+	res, err := login(asClient(t, url, ""), "bridge_alice")
+	if err != nil || res.UserID != "@bridge_alice:as.test" || res.DeviceID != "BRIDGEDEV" || res.AccessToken == "" {
+		t.Fatalf("application service login: %+v %v", res, err)
+	}
+	own := e2e.Client(t, url)
+	own.AccessToken = res.AccessToken
+	if who, err := own.Whoami(ctx); err != nil || who.UserID != res.UserID || who.DeviceID != "BRIDGEDEV" {
+		t.Fatalf("the login's token: %+v %v", who, err)
+	}
+	dev := asClient(t, url, res.UserID)
+	dev.DeviceID, dev.SetAppServiceDeviceID = "BRIDGEDEV", true
+	if who, err := dev.Whoami(ctx); err != nil || who.UserID != res.UserID || who.DeviceID != "BRIDGEDEV" {
+		t.Fatalf("device masquerading: %+v %v", who, err)
+	}
+	dev.DeviceID = "NOSUCHDEV"
+	_, err = dev.Whoami(ctx)
+	e2e.WantErrCode(t, err, http.StatusBadRequest, "M_UNKNOWN_DEVICE")
+	_, err = login(asClient(t, url, ""), "@bridgebot_outside:as.test")
+	e2e.WantErrCode(t, err, http.StatusBadRequest, "M_EXCLUSIVE")
+	_, err = login(asClient(t, url, ""), "bridge_unregistered")
+	e2e.WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+	bad := e2e.Client(t, url)
+	bad.AccessToken = "not-a-token"
+	_, err = login(bad, "bridge_alice")
+	e2e.WantErrCode(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+	_, err = login(e2e.Client(t, url), "bridge_alice")
+	e2e.WantErrCode(t, err, http.StatusUnauthorized, "M_MISSING_TOKEN")
+}
+
 // TestAppServiceBothEngines: an application service registers a ghost in its namespace and
 // sends as it; its exclusive namespaces refuse others' registrations and aliases; bad
-// tokens and users outside the namespace are refused; every event of a room with its
+// tokens and users outside the namespace are refused; it logs in as its users and
+// masquerades as their devices; every event of a room with its
 // ghost reaches it in order exactly once, also across a time when it is down and across a
 // restart of the homeserver with events still queued, and while another service is down
 // all along; an unknown alias in its namespace is
@@ -343,6 +384,8 @@ func TestAppServiceBothEngines(t *testing.T) {
 			bad.AccessToken = "not-a-token"
 			_, _, err = bad.Register(ctx, &mautrix.ReqRegister[any]{Username: "bridge_eve", Type: mautrix.AuthTypeAppservice})
 			e2e.WantErrCode(t, err, http.StatusUnauthorized, "M_UNKNOWN_TOKEN")
+
+			checkAppServiceLogin(t, url)
 
 			alice := e2e.Register(t, url, "alice")
 			_, err = alice.RegisterDummy(ctx, &mautrix.ReqRegister[any]{Username: "bridge_bob", Password: "password-bob"})
@@ -411,8 +454,12 @@ func TestAppServiceBothEngines(t *testing.T) {
 			as.mu.Unlock()
 			_, err = alice.ResolveAlias(ctx, "#bridge_nothing:as.test")
 			e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
-			// Typing and receipts in the ghost's room reach the service (receive_ephemeral).
+			// Typing and receipts in the ghost's room, and the presence of a user sharing
+			// a room with the ghost, reach the service (receive_ephemeral).
 			if _, err = alice.UserTyping(ctx, room.RoomID, true, 30*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if err = alice.SetPresence(ctx, mautrix.ReqPresence{Presence: event.PresenceUnavailable}); err != nil {
 				t.Fatal(err)
 			}
 			if err = alice.MarkRead(ctx, room.RoomID, last); err != nil {
@@ -421,13 +468,14 @@ func TestAppServiceBothEngines(t *testing.T) {
 			deadline := time.Now().Add(60 * time.Second)
 			for {
 				as.mu.Lock()
-				got := slices.Contains(as.ephemeral, "m.typing") && slices.Contains(as.ephemeral, "m.receipt")
+				seen := slices.Clone(as.ephemeral)
 				as.mu.Unlock()
+				got := slices.Contains(seen, "m.typing") && slices.Contains(seen, "m.receipt") && slices.Contains(seen, "m.presence")
 				if got {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatal("typing and receipts never reached the service")
+					t.Fatalf("typing, receipts and presence never all reached the service: %v", seen)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

@@ -35,7 +35,8 @@ type Device struct {
 	// AccountType is the type of the device's account; only QueryAccessToken fills it in.
 	AccountType AccountType `json:"account_type,omitempty"`
 	// AppServiceID is, for a request made with an application service's as_token, the
-	// service's ID; the device is then the user the service acts as, with no DeviceID.
+	// service's ID; the device is then the user the service acts as, with the DeviceID it
+	// named (device_id) or none.
 	AppServiceID string `json:"app_service_id,omitempty"`
 	// NotRateLimited exempts the requests from the client rate limits (an application
 	// service registered with rate_limited: false).
@@ -72,6 +73,9 @@ type QueryAccessTokenRequest struct {
 	// as_token, the user in its namespace it acts as (empty: its sender). Ignored for other
 	// tokens.
 	UserID string `json:"user_id,omitempty"`
+	// DeviceID is the device_id query parameter: for an application service's as_token, the
+	// device of that user it acts as (empty: none). Ignored for other tokens.
+	DeviceID string `json:"device_id,omitempty"`
 }
 
 // QueryAccessTokenResponse is the token's device.

@@ -50,8 +50,9 @@ func NewDeviceCache(u ClientUserAPI, ttl time.Duration) *DeviceCache {
 // QueryAccessToken answers from the cache, or asks the wrapped API and remembers a known
 // token's device. The cache holds token hashes, never tokens.
 func (c *DeviceCache) QueryAccessToken(ctx context.Context, req *QueryAccessTokenRequest) (*QueryAccessTokenResponse, error) {
-	// An application service's token stands for a different user with each user_id.
-	key := sha256.Sum256([]byte(req.AccessToken + "\x00" + req.UserID))
+	// An application service's token stands for a different user (and device) with each
+	// user_id (and device_id).
+	key := sha256.Sum256([]byte(req.AccessToken + "\x00" + req.UserID + "\x00" + req.DeviceID))
 	c.mu.Lock()
 	e, ok := c.entries[key]
 	now := time.Now()

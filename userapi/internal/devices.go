@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -56,7 +57,7 @@ func (u *UserAPI) device(d *storage.Device) *api.Device {
 // lastSeenGranularity; a failure to do so is logged, not returned.
 func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessTokenRequest) (*api.QueryAccessTokenResponse, error) {
 	if as := u.AppServices.AppServiceByToken(req.AccessToken); as != nil {
-		return u.appServiceDevice(ctx, as, req.UserID)
+		return u.appServiceDevice(ctx, as, req.UserID, req.DeviceID)
 	}
 	dev, err := u.DB.DeviceByTokenHash(ctx, hashToken(req.AccessToken))
 	if errors.Is(err, storage.ErrNotFound) {
@@ -79,8 +80,10 @@ func (u *UserAPI) QueryAccessToken(ctx context.Context, req *api.QueryAccessToke
 
 // appServiceDevice is who a request with the service's as_token acts as: userID (the
 // user_id query parameter), which must be a registered local user in the service's
-// namespace (403 M_FORBIDDEN otherwise), or the service's sender when userID is empty.
-func (u *UserAPI) appServiceDevice(ctx context.Context, as *config.ApplicationService, userID string) (*api.QueryAccessTokenResponse, error) {
+// namespace (403 M_FORBIDDEN otherwise), or the service's sender when userID is empty; with
+// deviceID (the device_id query parameter, spec v1.17) on that user's device, which must
+// exist (400 M_UNKNOWN_DEVICE otherwise).
+func (u *UserAPI) appServiceDevice(ctx context.Context, as *config.ApplicationService, userID, deviceID string) (*api.QueryAccessTokenResponse, error) {
 	if userID == "" {
 		userID = as.SenderUserID()
 	}
@@ -96,8 +99,19 @@ func (u *UserAPI) appServiceDevice(ctx context.Context, as *config.ApplicationSe
 	} else if err != nil {
 		return nil, err
 	}
-	return &api.QueryAccessTokenResponse{Device: &api.Device{UserID: userID, AccountType: api.AccountTypeAppService,
-		AppServiceID: as.ID, NotRateLimited: !as.IsRateLimited()}}, nil
+	dev := &api.Device{UserID: userID, AccountType: api.AccountTypeAppService, AppServiceID: as.ID, NotRateLimited: !as.IsRateLimited()}
+	if deviceID != "" {
+		devices, err := u.DB.Devices(ctx, local)
+		if err != nil {
+			return nil, err
+		}
+		i := slices.IndexFunc(devices, func(d storage.Device) bool { return d.DeviceID == deviceID })
+		if i < 0 {
+			return nil, matrixerr.UnknownDevice("the user has no such device")
+		}
+		dev.DeviceID, dev.DisplayName = deviceID, devices[i].DisplayName
+	}
+	return &api.QueryAccessTokenResponse{Device: dev}, nil
 }
 
 // EnsureAppServiceSenders creates the account of every application service's sender that
