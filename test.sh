@@ -81,9 +81,9 @@ run_sytest() {
 	go build -o "$sytest_out/bin/dendrite" ./cmd/dendrite
 	local rc=0
 	# URL previews are off by default; sytest's "Test URL preview" needs them (its page server is on loopback,
-	# which the driver's global.deny_networks: [] allows).
-	DENDRITE_MEDIA_API_URL_PREVIEW_ENABLED=true \
-		"$sytest_dir/run.sh" --bin "$sytest_out/bin/dendrite" --out "$sytest_out" --whitelist "$root/sytest-whitelist" || rc=$?
+	# which the driver's global.deny_networks: [] allows). Exported, so that a retry has them too.
+	export DENDRITE_MEDIA_API_URL_PREVIEW_ENABLED=true
+	"$sytest_dir/run.sh" --bin "$sytest_out/bin/dendrite" --out "$sytest_out" --whitelist "$root/sytest-whitelist" || rc=$?
 	# The are-we-synapse-yet percentages, e.g. "### Client-Server APIs: project 46% (280/607), ...".
 	grep -E '^### (Client-Server APIs|Server-Server \(Federation\) APIs):' "$sytest_out/summary.md" | sed 's/^### /are-we-synapse-yet: /' || true
 	if [ "$rc" -ne 0 ] && [ -s "$sytest_out/whitelist-missing.txt" ]; then
