@@ -41,6 +41,7 @@ const (
 	outTopic    = "out"
 	clientTopic = "clientdata"
 	countsTopic = "counts"
+	typingTopic = "typing"
 )
 
 var roomCounter atomic.Int64
@@ -89,7 +90,7 @@ func startWithBackfill(t testing.TB, db *sqlutil.DB, bf fapi.SyncFederationAPI, 
 		input: &rsapi.Input{Log: log, Topic: "in", Wait: rs.API()}}
 	sa, err := syncapi.New(ctx, syncapi.Deps{
 		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic,
-		EphemeralTopics: consumer.EphemeralTopics{NotificationCounts: countsTopic},
+		EphemeralTopics: consumer.EphemeralTopics{NotificationCounts: countsTopic, Typing: typingTopic},
 		RoomserverAPI:   rs.API(), Backfill: bf, BackfillLimit: limit, DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
@@ -273,7 +274,7 @@ func (h *harness) waitConsumed() {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		var want, got int64
-		for _, topic := range []string{outTopic, clientTopic, countsTopic} {
+		for _, topic := range []string{outTopic, clientTopic, countsTopic, typingTopic} {
 			ends, err := h.log.EndOffsets(ctx, topic)
 			if err != nil {
 				h.t.Fatal(err)
