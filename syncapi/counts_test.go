@@ -17,6 +17,19 @@ import (
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
+// counts produces the user's unread count in the room the way the pushserver does.
+func (h *harness) counts(userID, roomID string, n int) {
+	h.t.Helper()
+	threads := map[string]pushapi.Counts{}
+	if n > 0 {
+		threads[pushapi.MainThread] = pushapi.Counts{NotificationCount: n}
+	}
+	b, _ := json.Marshal(pushapi.OutputNotificationData{UserID: userID, RoomID: roomID, Threads: threads}) // plain data always encodes
+	if _, err := h.log.Produce(context.Background(), countsTopic, eventlog.Message{Key: []byte(userID), Value: b}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // TestCountsFollowTheirEvents: the pushserver announces unread counts after reading the
 // event that changed them from the room event log, but the sync API may still be behind on
 // that log. The counts must enter the sync stream after the room's events, or an incremental
@@ -37,11 +50,7 @@ func TestCountsFollowTheirEvents(t *testing.T) {
 		}
 		evs = append(evs, roomtest.Proto(alice, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "hello"}))
 		ids := h.submit(roomID, evs...)
-		counts, _ := json.Marshal(pushapi.OutputNotificationData{UserID: bob, RoomID: roomID, // plain data always encodes
-			Threads: map[string]pushapi.Counts{pushapi.MainThread: {NotificationCount: 1}}})
-		if _, err := h.log.Produce(context.Background(), countsTopic, eventlog.Message{Key: []byte(bob), Value: counts}); err != nil {
-			t.Fatal(err)
-		}
+		h.counts(bob, roomID, 1)
 		h.waitConsumed()
 
 		var countsAt, lastEventAt int64
@@ -60,5 +69,41 @@ func TestCountsFollowTheirEvents(t *testing.T) {
 		if jr == nil || !slices.Equal(eventIDs(jr.Timeline.Events), ids[len(ids)-1:]) || jr.UnreadNotifications != (types.UnreadNotifications{NotificationCount: 1}) {
 			t.Fatalf("incremental sync: %+v", jr)
 		}
+	})
+}
+
+// TestInviteCountsDoNotOutliveTheJoin: the pushserver counts an invite as a notification of
+// the invitee and clears it when they join, but the sync API may apply the clearing after a
+// sync that shows the join. Counts of a room the user has not joined are none, so the
+// clearing changes nothing and no incremental sync shows the room for it alone (sytest "User
+// can invite remote user to room with version N" saw the room with an empty timeline).
+func TestInviteCountsDoNotOutliveTheJoin(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob := h.user("alice"), h.user("bob")
+		roomID, marker := h.newRoom(alice), h.newRoom(alice)
+		h.member(marker, bob, bob, spec.Join)
+		h.member(roomID, alice, bob, spec.Invite)
+		h.counts(bob, roomID, 1)
+		h.waitConsumed()
+		h.member(roomID, bob, bob, spec.Join)
+		h.waitConsumed()
+		initial := h.sync(bob)
+		jr := initial.Rooms.Join[roomID]
+		if jr == nil {
+			t.Fatal("initial sync after the join lacks the room")
+		}
+		if jr.UnreadNotifications != (types.UnreadNotifications{}) {
+			t.Fatalf("initial sync after the join counts the invite: %+v", jr.UnreadNotifications)
+		}
+
+		h.counts(bob, roomID, 0)
+		h.counts(bob, marker, 1)
+		h.syncUntil(bob, initial.NextBatch, func(res *types.SyncResponse) bool {
+			if jr := res.Rooms.Join[roomID]; jr != nil {
+				t.Fatalf("the invite's cleared count alone brought the room back: %d timeline events", len(jr.Timeline.Events))
+			}
+			return res.Rooms.Join[marker] != nil
+		})
 	})
 }
