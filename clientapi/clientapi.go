@@ -62,7 +62,7 @@ func New(d Deps) *ClientAPI {
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation,
 		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile, AppServices: d.AppServices,
-		OpenID: openid.New(d.PrivateKey)}
+		OpenID: openid.New(d.PrivateKey), Federation: d.Federation}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
 	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral, keys: &routing.Keys{ServerName: string(d.ServerName), UserAPI: d.UserAPI, Accounts: accounts, Federation: d.Federation}}
 }

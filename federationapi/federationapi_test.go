@@ -397,8 +397,15 @@ func TestRequestAuthentication(t *testing.T) {
 			t.Log(name)
 			wantHTTP(t, send(t, b, &fr, nil), http.StatusUnauthorized, "M_UNAUTHORIZED")
 		}
+		// An origin that is no server name (a non-numeric port) is a malformed request: 400,
+		// as sytest's "Non-numeric ports in server names are rejected" expects.
+		fr := fclient.NewFederationRequest(http.MethodGet, "localhost:http", a.name, path)
+		if err := fr.Sign("localhost:http", b.keyID, b.key); err != nil {
+			t.Fatal(err)
+		}
+		wantHTTP(t, send(t, b, &fr, nil), http.StatusBadRequest, "M_UNAUTHORIZED")
 		// Correctly signed, but for another destination.
-		fr := fclient.NewFederationRequest(http.MethodGet, b.name, "other.test", path)
+		fr = fclient.NewFederationRequest(http.MethodGet, b.name, "other.test", path)
 		if err := fr.Sign(b.name, b.keyID, b.key); err != nil {
 			t.Fatal(err)
 		}

@@ -31,6 +31,7 @@ import (
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi"
+	"github.com/matrix-org/dendrite/syncapi/consumer"
 	"github.com/matrix-org/dendrite/syncapi/types"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -40,6 +41,8 @@ const (
 	outTopic    = "out"
 	clientTopic = "clientdata"
 	keyTopic    = "keychanges"
+	countsTopic = "counts"
+	typingTopic = "typing"
 )
 
 var roomCounter atomic.Int64
@@ -88,7 +91,8 @@ func startWithBackfill(t testing.TB, db *sqlutil.DB, bf fapi.SyncFederationAPI, 
 		input: &rsapi.Input{Log: log, Topic: "in", Wait: rs.API()}}
 	sa, err := syncapi.New(ctx, syncapi.Deps{
 		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic, KeyChangeTopic: keyTopic,
-		RoomserverAPI: rs.API(), Backfill: bf, BackfillLimit: limit, DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
+		EphemeralTopics: consumer.EphemeralTopics{NotificationCounts: countsTopic, Typing: typingTopic},
+		RoomserverAPI:   rs.API(), Backfill: bf, BackfillLimit: limit, DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +275,7 @@ func (h *harness) waitConsumed() {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		var want, got int64
-		for _, topic := range []string{outTopic, clientTopic, keyTopic} {
+		for _, topic := range []string{outTopic, clientTopic, keyTopic, countsTopic, typingTopic} {
 			ends, err := h.log.EndOffsets(ctx, topic)
 			if err != nil {
 				h.t.Fatal(err)

@@ -224,3 +224,40 @@ func TestReplayChangesNothing(t *testing.T) {
 		t.Fatal("redacted event missing")
 	})
 }
+
+// TestRedactedEventNamesItsRedaction: a redacted event carries its redaction as
+// unsigned.redacted_because and the redaction's ID as unsigned.redacted_by (sytest "Can
+// receive redactions from regular users over federation in room version N" reads the latter
+// from /messages).
+func TestRedactedEventNamesItsRedaction(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice := h.user("alice")
+		roomID := h.newRoom(alice)
+		target := h.send(roomID, alice, "oops")
+		red := roomtest.Proto(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": target})
+		red.Proto.Redacts = target
+		redactionID := h.submit(roomID, red)[0]
+		h.waitConsumed()
+		res, _ := h.messages(alice, roomID, url.Values{"dir": {"b"}, "limit": {"10"}})
+		for _, e := range res.Chunk {
+			if e.EventID != target {
+				continue
+			}
+			var unsigned struct {
+				RedactedBy      string `json:"redacted_by"`
+				RedactedBecause struct {
+					EventID string `json:"event_id"`
+				} `json:"redacted_because"`
+			}
+			if err := json.Unmarshal(e.Unsigned, &unsigned); err != nil {
+				t.Fatalf("unsigned %s: %v", e.Unsigned, err)
+			}
+			if unsigned.RedactedBy != redactionID || unsigned.RedactedBecause.EventID != redactionID {
+				t.Fatalf("redacted event's unsigned %s, want redaction %s", e.Unsigned, redactionID)
+			}
+			return
+		}
+		t.Fatalf("redacted event missing from %v", eventIDs(res.Chunk))
+	})
+}

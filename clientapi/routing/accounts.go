@@ -10,6 +10,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -40,6 +41,9 @@ type Accounts struct {
 	ProfileChanged func(ctx context.Context, userID string) error
 	// OpenID issues the tokens of POST /user/{userId}/openid/request_token.
 	OpenID *openid.Tokens
+	// Federation asks other servers for their users' profiles (nil: remote profiles are
+	// not found).
+	Federation fapi.ClientFederationAPI
 
 	once   sync.Once
 	nonces *nonceStore

@@ -5,6 +5,9 @@ import (
 	"net/http"
 	"unicode/utf8"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
@@ -16,9 +19,19 @@ const (
 	maxAvatarURLBytes   = 1000
 )
 
-// profile returns a local user's profile; M_NOT_FOUND for unknown or remote users.
+// profile returns a user's profile: a local user's from the userapi, a remote user's from
+// their server through the federationapi (M_NOT_FOUND when there is none to ask).
 func (a *Accounts) profile(ctx context.Context, r *http.Request) (*uapi.QueryProfileResponse, error) {
-	return a.UserAPI.QueryProfile(ctx, &uapi.QueryProfileRequest{UserID: httputil.Vars(r)["userID"]})
+	userID := httputil.Vars(r)["userID"]
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || string(uid.Domain()) == a.ServerName || a.Federation == nil {
+		return a.UserAPI.QueryProfile(ctx, &uapi.QueryProfileRequest{UserID: userID})
+	}
+	p, err := a.Federation.QueryRemoteProfile(ctx, &fapi.QueryRemoteProfileRequest{UserID: userID})
+	if err != nil {
+		return nil, err
+	}
+	return &uapi.QueryProfileResponse{DisplayName: p.DisplayName, AvatarURL: p.AvatarURL}, nil
 }
 
 // GetProfile is GET /profile/{userId}.

@@ -72,6 +72,7 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "send", Method: http.MethodPut, Path: "/rooms/{roomID}/send/{eventType}/{txnID}", Handler: guest(rm.Send)},
 		{Name: "sendWithoutTxn", Method: http.MethodPost, Path: "/rooms/{roomID}/send/{eventType}", Handler: guest(rm.Send)},
 		{Name: "redact", Method: http.MethodPut, Path: "/rooms/{roomID}/redact/{eventID}/{txnID}", Handler: auth(rm.Redact)},
+		{Name: "redactWithoutTxn", Method: http.MethodPost, Path: "/rooms/{roomID}/redact/{eventID}", Handler: auth(rm.Redact)},
 		{Name: "putState", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.PutState)},
 		{Name: "putStateKey", Method: http.MethodPut, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: guest(rm.PutState)},
 		{Name: "getState", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.GetStateEvent)},
@@ -220,7 +221,9 @@ func (rm *Rooms) Send(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	return httputil.OK(map[string]string{"event_id": eventID}), nil
 }
 
-// Redact is PUT /rooms/{roomId}/redact/{eventId}/{txnId}.
+// Redact is PUT /rooms/{roomId}/redact/{eventId}/{txnId}, and the older POST
+// /rooms/{roomId}/redact/{eventId} without a transaction ID (NOTSPEC: gone from the spec
+// since r0, still used by clients and sytest), where every request redacts again.
 func (rm *Rooms) Redact(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	vars := httputil.Vars(r)
 	roomID, err := roomIDVar(r)
@@ -255,7 +258,14 @@ func (rm *Rooms) Redact(r *http.Request, dev *uapi.Device) (httputil.Response, e
 	if pe.Content, err = json.Marshal(content); err != nil {
 		return httputil.Response{}, err
 	}
-	txn := &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: "redact:" + vars["txnID"]}
+	txnID := vars["txnID"]
+	if r.Method == http.MethodPost {
+		if txnID, err = randomHex(16); err != nil {
+			return httputil.Response{}, err
+		}
+		txnID = "post:" + txnID
+	}
+	txn := &rsapi.TransactionID{UserID: dev.UserID, DeviceID: dev.DeviceID, TransactionID: "redact:" + txnID}
 	eventID, err := rm.sendProto(r.Context(), roomID, pe, txn)
 	if err != nil {
 		return httputil.Response{}, err

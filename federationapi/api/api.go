@@ -116,6 +116,17 @@ type QueryPublicRoomsResponse struct {
 	fclient.RespPublicRooms
 }
 
+// QueryRemoteProfileRequest asks a remote user's server for their profile.
+type QueryRemoteProfileRequest struct {
+	UserID string `json:"user_id"`
+}
+
+// QueryRemoteProfileResponse is the profile that server answered.
+type QueryRemoteProfileResponse struct {
+	DisplayName string `json:"displayname,omitempty"`
+	AvatarURL   string `json:"avatar_url,omitempty"`
+}
+
 // ClientFederationAPI is what clientapi uses for membership changes that involve another
 // server, and to ask other servers about their aliases and published rooms. Failures are *matrixerr.Error values meant for the client: 404 M_NOT_FOUND when
 // no server could be reached or knows the room, 403 M_FORBIDDEN when the room refused.
@@ -141,6 +152,11 @@ type ClientFederationAPI interface {
 	// ClaimRemoteKeys claims one-time keys of a server's users (POST /user/keys/claim),
 	// keeping only keys of devices that were asked for; 502 when it cannot be asked.
 	ClaimRemoteKeys(ctx context.Context, req *ClaimRemoteKeysRequest) (*ClaimRemoteKeysResponse, error)
+	// QueryRemoteProfile asks the user's server for their profile (GET /query/profile),
+	// answering from a cache of recent answers; 404 M_NOT_FOUND when that server knows no
+	// such user, 502 when it cannot be asked, 400 M_INVALID_PARAM for a local or invalid
+	// user ID.
+	QueryRemoteProfile(ctx context.Context, req *QueryRemoteProfileRequest) (*QueryRemoteProfileResponse, error)
 }
 
 // ClaimRemoteKeysRequest claims keys of Server's users: user ID -> device ID -> algorithm.

@@ -41,6 +41,9 @@ type Membership struct {
 	// Inbound parses, checks and writes events to the roomserver.
 	Inbound *Inbound
 	Logger  *logrus.Entry
+
+	// profiles are recent answers of QueryRemoteProfile.
+	profiles profileCache
 }
 
 var _ api.ClientFederationAPI = (*Membership)(nil)

@@ -27,6 +27,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.QueryPublicRooms)
 	ihttp.Serve(s, a.PerformBackfill)
 	ihttp.Serve(s, a.ClaimRemoteKeys)
+	ihttp.Serve(s, a.QueryRemoteProfile)
 	return s
 }
 
@@ -80,4 +81,9 @@ func (c *Client) PerformBackfill(ctx context.Context, req *api.PerformBackfillRe
 // ClaimRemoteKeys implements api.ServerAPI.
 func (c *Client) ClaimRemoteKeys(ctx context.Context, req *api.ClaimRemoteKeysRequest) (*api.ClaimRemoteKeysResponse, error) {
 	return ihttp.Call[api.ClaimRemoteKeysResponse](ctx, c.c, req)
+}
+
+// QueryRemoteProfile implements api.ClientFederationAPI.
+func (c *Client) QueryRemoteProfile(ctx context.Context, req *api.QueryRemoteProfileRequest) (*api.QueryRemoteProfileResponse, error) {
+	return ihttp.Call[api.QueryRemoteProfileResponse](ctx, c.c, req)
 }

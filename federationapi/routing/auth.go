@@ -100,7 +100,9 @@ func (rt *Routing) checkHeader(r *http.Request) (string, error) {
 			return "missing", matrixerr.Unauthorized("the X-Matrix Authorization header needs origin, key and sig")
 		}
 		if _, _, ok := spec.ParseAndValidateServerName(origin); !ok {
-			return "missing", matrixerr.Unauthorized("the X-Matrix origin is not a valid server name")
+			// A malformed request rather than a failed authentication (sytest "Non-numeric
+			// ports in server names are rejected").
+			return "missing", matrixerr.BadAuthorization("the X-Matrix origin is not a valid server name")
 		}
 		if destination != "" && destination != rt.ServerName {
 			return "bad_destination", matrixerr.Unauthorized("the request is addressed to another server")

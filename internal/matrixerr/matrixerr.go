@@ -57,6 +57,9 @@ var (
 	// UnknownPos is M_UNKNOWN_POS (400): a sliding sync pos this server does not know (any
 	// more), or one issued to another user or device; the client starts the connection over.
 	UnknownPos = mk("M_UNKNOWN_POS", http.StatusBadRequest)
+	// BadAuthorization is M_UNAUTHORIZED with status 400: a federation request whose
+	// X-Matrix header is malformed (an origin that is no server name), as Synapse answers.
+	BadAuthorization = mk("M_UNAUTHORIZED", http.StatusBadRequest)
 	// InvalidSignature is M_INVALID_SIGNATURE: a cross-signing key or signature does not
 	// verify.
 	InvalidSignature = mk("M_INVALID_SIGNATURE", http.StatusBadRequest)

@@ -99,6 +99,7 @@ var clientBodies = map[string]bodySpec{
 	"POST /rooms/{roomID}/send/{eventType}":                 {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/send/{eventType}/{txnID}":          {sample: `{"msgtype":"m.text","body":"x"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/redact/{eventID}/{txnID}":          {sample: `{"reason":"x"}`},
+	"POST /rooms/{roomID}/redact/{eventID}":                 {sample: `{"reason":"x"}`},
 	"PUT /rooms/{roomID}/state/{eventType}":                 {sample: `{"a":"b"}`, freeform: []string{"."}},
 	"PUT /rooms/{roomID}/state/{eventType}/{stateKey:.*}":   {sample: `{"a":"b"}`, freeform: []string{"."}},
 	"POST /org.matrix.simplified_msc3575/sync": {sample: `{"conn_id":"main","set_presence":"offline","lists":{"all":{"range":[0,19],"timeline_limit":1,` +

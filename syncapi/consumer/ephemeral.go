@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -136,7 +137,21 @@ func (e *Ephemeral) applyPresence(ctx context.Context, recs []eventlog.Record, o
 	return e.presence.db.WritePresence(ctx, presence, dead, offset)
 }
 
+// countsWait bounds how long a batch of unread counts waits for the room events before it.
+const countsWait = 10 * time.Second
+
+// applyCounts writes the pushserver's counts once the room events consumer has caught up
+// with the log: the pushserver counts an event only after reading it from that log, so the
+// event that changed the counts is then in the sync stream before them, and an incremental
+// sync never shows a room with new counts but without the event that caused them. When the
+// room events stay behind longer than countsWait the counts are written anyway.
 func (e *Ephemeral) applyCounts(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+	if err := e.counts.progress.CatchUp(ctx, countsWait); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		e.counts.logger.WithError(err).Warn("writing unread counts before the room events they follow")
+	}
 	outs, dead := decodeAll(&e.counts, recs, func(o *pushapi.OutputNotificationData) error {
 		if o.UserID == "" || o.RoomID == "" {
 			return errors.New("notification counts without user or room")

@@ -26,8 +26,10 @@ func joinedRoomIDs(req *SyncRequest, rooms map[string]memberHistory) []string {
 }
 
 // addEphemeral adds typing and receipts changed in (since, to] to joined rooms (adding a
-// room entry when only those changed). An initial sync gets every room's current typing set
-// and receipts; an incremental one also gets emptied typing sets, so clients clear them.
+// room entry when only those changed). An initial sync gets the current typing set of every
+// room where anyone typed, even when nobody types any more: a client that starts over (sytest's
+// helpers do, after seeing a user typing) learns of the stop there, as no later change will
+// report it; an incremental one gets emptied typing sets, so clients clear them.
 func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []string, since, to int64, res *types.SyncResponse) error {
 	ef := &req.Filter.Room.Ephemeral
 	var roomIDs []string
@@ -66,9 +68,6 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []st
 				if u.ExpiresTS > now {
 					users = append(users, u.UserID)
 				}
-			}
-			if len(users) == 0 && since == 0 {
-				continue
 			}
 			if err := add(t.RoomID, typingEvent{Type: "m.typing", Content: typingContent{UserIDs: users}}); err != nil {
 				return err

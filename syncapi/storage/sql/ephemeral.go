@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
@@ -299,6 +301,16 @@ func (d *Database) queryPresence(ctx context.Context, query string, args ...any)
 func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage.NotificationCounts, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
 	return d.write(ctx, storage.StreamNotificationCounts, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range counts {
+			joined, err := isJoined(ctx, tx, c.UserID, c.RoomID)
+			if err != nil {
+				return err
+			}
+			if !joined {
+				// Only joined rooms have counts (unread_notifications); an invite's
+				// notification counted now would show as a stale count right after the
+				// join, until the pushserver's reset at the join arrives.
+				c.Threads = map[string]storage.Counts{}
+			}
 			threads, err := json.Marshal(c.Threads)
 			if err != nil {
 				return err
@@ -312,6 +324,9 @@ func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
+			if err != nil && len(c.Threads) == 0 {
+				continue // no counts before and none now: nothing a client could see changed
+			}
 			err = storeAtNextPosition(ctx, tx, applied, "notification counts", `INSERT INTO syncapi_notification_counts
 				(user_id, room_id, threads, position) VALUES ($1, $2, $3, $4)
 				ON CONFLICT (user_id, room_id) DO UPDATE SET threads = $3, position = $4`, c.UserID, c.RoomID, string(threads))
@@ -322,6 +337,17 @@ func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage
 		}
 		return nil
 	})
+}
+
+// isJoined reports whether the user's latest membership in the room is a join.
+func isJoined(ctx context.Context, tx *sql.Tx, userID, roomID string) (bool, error) {
+	var membership string
+	err := tx.QueryRowContext(ctx, `SELECT membership FROM syncapi_memberships WHERE room_id = $1 AND user_id = $2
+		ORDER BY position DESC LIMIT 1`, roomID, userID).Scan(&membership)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, nil
+	}
+	return membership == spec.Join, err
 }
 
 // NotificationCounts implements storage.Database.

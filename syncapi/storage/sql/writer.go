@@ -272,7 +272,9 @@ func redact(ctx context.Context, tx *sql.Tx, eventID string, by gomatrixserverli
 	return err
 }
 
-// withRedactedBecause adds the redaction, in the client format, as unsigned.redacted_because.
+// withRedactedBecause adds the redaction, in the client format, as unsigned.redacted_because,
+// and its ID as unsigned.redacted_by (NOTSPEC: not in the spec's ClientEvent, but Synapse
+// serves it and sytest checks it).
 func withRedactedBecause(redactedJSON []byte, by gomatrixserverlib.PDU) ([]byte, error) {
 	because, err := clientevent.FromPDU(by)
 	if err != nil {
@@ -282,7 +284,7 @@ func withRedactedBecause(redactedJSON []byte, by gomatrixserverlib.PDU) ([]byte,
 	if err = json.Unmarshal(redactedJSON, &ev); err != nil {
 		return nil, err
 	}
-	ev["unsigned"] = clientevent.WithUnsigned(ev["unsigned"], map[string]any{"redacted_because": because})
+	ev["unsigned"] = clientevent.WithUnsigned(ev["unsigned"], map[string]any{"redacted_because": because, "redacted_by": by.EventID()})
 	return json.Marshal(ev)
 }
 
