@@ -407,6 +407,23 @@ func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userI
 	return err
 }
 
+// knockRemote knocks on a room this server is not in through one of servers.
+func (rm *Rooms) knockRemote(ctx context.Context, servers []string, roomID, userID string, body membershipBody) error {
+	if rm.Federation == nil {
+		return matrixerr.NotFound("unknown room")
+	}
+	c := memberContent{Membership: spec.Knock, Reason: body.Reason, Extra: body.Extra}
+	if err := rm.profileContent(ctx, userID, &c); err != nil {
+		return err
+	}
+	content, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = rm.Federation.PerformKnock(ctx, &fapi.PerformKnockRequest{RoomID: roomID, UserID: userID, ServerNames: servers, Content: content})
+	return err
+}
+
 // Leave is POST /rooms/{roomId}/leave. Leaving a room this server is in is an event of the
 // room like any other (the federationsender tells the other servers), and so is rejecting
 // an invite to a room of this server that none of our users is joined to any more;
@@ -637,11 +654,12 @@ func (rm *Rooms) membershipTarget(r *http.Request, idOrAlias string) (string, []
 
 // Knock is POST /knock/{roomIdOrAlias}: the user asks to be invited to a room whose join
 // rule is knock or knock_restricted (room versions 7 and later; the auth rules refuse the
-// others with 403). Only rooms this server takes part in can be knocked on: knocking
-// through another server (make_knock, send_knock) is not implemented, 404 M_NOT_FOUND.
+// others with 403). A room this server is not in is knocked on through another server
+// (make_knock, send_knock): the server_name (or via) query parameters, the servers the
+// alias resolved to and the room ID's server, in that order.
 func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
-	roomID, _, body, err := rm.membershipTarget(r, httputil.Vars(r)["roomIDOrAlias"])
+	roomID, servers, body, err := rm.membershipTarget(r, httputil.Vars(r)["roomIDOrAlias"])
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -650,7 +668,12 @@ func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, er
 		return httputil.Response{}, err
 	}
 	if !in {
-		return httputil.Response{}, matrixerr.NotFound("no room here to knock on; knocking through other servers is not supported")
+		q := r.URL.Query()
+		hints := append(append(q["server_name"], q["via"]...), servers...)
+		if err = rm.knockRemote(ctx, hints, roomID, dev.UserID, body); err != nil {
+			return httputil.Response{}, err
+		}
+		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
 	m, err := rm.membership(ctx, roomID, dev.UserID)
 	if err != nil {

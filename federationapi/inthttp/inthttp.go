@@ -23,6 +23,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.PerformJoin)
 	ihttp.Serve(s, a.PerformInvite)
 	ihttp.Serve(s, a.PerformLeave)
+	ihttp.Serve(s, a.PerformKnock)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryPublicRooms)
 	ihttp.Serve(s, a.PerformBackfill)
@@ -61,6 +62,11 @@ func (c *Client) PerformInvite(ctx context.Context, req *api.PerformInviteReques
 // PerformLeave implements api.ClientFederationAPI.
 func (c *Client) PerformLeave(ctx context.Context, req *api.PerformLeaveRequest) (*api.PerformLeaveResponse, error) {
 	return ihttp.Call[api.PerformLeaveResponse](ctx, c.c, req)
+}
+
+// PerformKnock implements api.ClientFederationAPI.
+func (c *Client) PerformKnock(ctx context.Context, req *api.PerformKnockRequest) (*api.PerformKnockResponse, error) {
+	return ihttp.Call[api.PerformKnockResponse](ctx, c.c, req)
 }
 
 // QueryRoomAlias implements api.ClientFederationAPI.

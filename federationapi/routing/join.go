@@ -34,6 +34,23 @@ func (rt *Routing) MakeJoin(r *http.Request, req *fclient.FederationRequest) (ht
 	return httputil.OK(fclient.RespMakeJoin{JoinEvent: proto, RoomVersion: v}), nil
 }
 
+// MakeKnock is GET /_matrix/federation/v1/make_knock/{roomID}/{userID}?ver=...: a knock
+// event template for a user of the requesting server. ver is required (knocking exists
+// from room version 7 on, so no default version could be right): none is 400
+// M_MISSING_PARAM, a room version not among them 400 M_INCOMPATIBLE_ROOM_VERSION, a room
+// whose join rule does not allow knocking (or a banned user) 403.
+func (rt *Routing) MakeKnock(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	supported := r.URL.Query()["ver"]
+	if len(supported) == 0 {
+		return httputil.Response{}, matrixerr.MissingParam("ver is required")
+	}
+	proto, v, err := rt.makeMember(r, req, spec.Knock, supported)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(fclient.RespMakeKnock{KnockEvent: proto, RoomVersion: v}), nil
+}
+
 // MakeLeave is GET /_matrix/federation/v1/make_leave/{roomID}/{userID}: a leave event
 // template for a user of the requesting server (who is joined or invited).
 func (rt *Routing) MakeLeave(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
@@ -293,6 +310,33 @@ func (rt *Routing) SendLeaveV1(r *http.Request, req *fclient.FederationRequest) 
 		return httputil.Response{}, err
 	}
 	return httputil.OK([]any{http.StatusOK, struct{}{}}), nil
+}
+
+// SendKnock is PUT /_matrix/federation/v1/send_knock/{roomID}/{eventID}: the signed knock
+// of a user of the requesting server is checked and written to the roomserver like a
+// received PDU. The answer's knock_room_state holds the room's current create, join rules,
+// name, avatar, canonical alias and encryption events, whole (the spec asks for PDUs
+// formatted for the room version since v1.16; servers that want stripped state take the
+// keys they need from them).
+func (rt *Routing) SendKnock(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ev, err := rt.receiveMember(r, req, spec.Knock)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	roomID := ev.RoomID().String()
+	tuples := make([]rsapi.StateKeyTuple, len(internal.StrippedStateTypes))
+	for i, t := range internal.StrippedStateTypes {
+		tuples[i] = rsapi.StateKeyTuple{EventType: t}
+	}
+	cur, err := rt.Rooms.QueryCurrentState(r.Context(), &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: tuples})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	state := make([]json.RawMessage, 0, len(cur.StateEvents))
+	for _, e := range cur.StateEvents {
+		state = append(state, e.JSON())
+	}
+	return httputil.OK(map[string]any{"knock_room_state": state}), nil
 }
 
 // receiveMember checks a signed membership event of a user of the requesting server about
