@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -248,6 +249,13 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
 	via, err := rm.restrictedJoinAuthoriser(ctx, roomID, dev.UserID, m.Membership)
+	if errors.Is(err, errRemoteAuthoriser) {
+		if err = rm.joinThroughResident(ctx, hints, roomID, dev.UserID, body); err != nil {
+			return httputil.Response{}, err
+		}
+		rm.afterJoin(r, roomID, dev.UserID)
+		return httputil.OK(map[string]string{"room_id": roomID}), nil
+	}
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -405,6 +413,29 @@ func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userI
 	defer cache.forget(roomID, userID)
 	_, err = rm.Federation.PerformJoin(ctx, &fapi.PerformJoinRequest{RoomID: roomID, UserID: userID, ServerNames: servers, Content: content})
 	return err
+}
+
+// joinThroughResident joins the user to a restricted room this server is in but cannot
+// vouch for the join of (errRemoteAuthoriser): through another server in the room, whose
+// make_join names one of its users as the authoriser and whose send_join signs the join.
+// The servers tried are hints, then those of the room's other joined members. With none,
+// the join is refused (403).
+func (rm *Rooms) joinThroughResident(ctx context.Context, hints []string, roomID, userID string, body membershipBody) error {
+	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Types: []string{spec.MRoomMember}})
+	if err != nil {
+		return err
+	}
+	servers := slices.Clone(hints)
+	for _, e := range cur.StateEvents {
+		uid, err := spec.NewUserID(*e.StateKey(), true)
+		if m, _ := e.Membership(); err == nil && m == spec.Join && uid.Domain() != rm.ServerName && !slices.Contains(servers, string(uid.Domain())) {
+			servers = append(servers, string(uid.Domain()))
+		}
+	}
+	if len(servers) == 0 || rm.Federation == nil {
+		return matrixerr.Forbidden("no server in the room may authorise your join")
+	}
+	return rm.joinRemote(ctx, servers, roomID, userID, body)
 }
 
 // knockRemote knocks on a room this server is not in through one of servers.

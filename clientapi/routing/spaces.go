@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
@@ -393,11 +394,17 @@ func (w *hierarchyWalk) visit(ctx context.Context, a *roomAccess, roomID string,
 	return nil
 }
 
+// errRemoteAuthoriser is restrictedJoinAuthoriser's answer when this server cannot vouch
+// for a restricted join: none of its users in the room may invite, or it is in none of
+// the allowed rooms and so cannot tell whether the user is. A server of another member
+// may (make_join then names that server's authorising user).
+var errRemoteAuthoriser = errors.New("no local user may authorise the join")
+
 // restrictedJoinAuthoriser is, for a local join to a room whose join rule is restricted or
 // knock_restricted by a user not invited, a local member with the power to invite who
 // vouches for the join (join_authorised_via_users_server, spec "Restricted rooms"); ""
-// when the join rule is another. A user in none of the allowed rooms, or a room with no
-// local member able to invite, is 403 M_FORBIDDEN.
+// when the join rule is another. A user in none of the allowed rooms this server is in is
+// 403 M_FORBIDDEN; errRemoteAuthoriser when only another server could vouch.
 func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, membership string) (string, error) {
 	if membership == spec.Invite || membership == spec.Join {
 		return "", nil
@@ -408,38 +415,25 @@ func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, m
 	if err != nil || !cur.RoomExists {
 		return "", err
 	}
-	var create, pl gomatrixserverlib.PDU
-	var rule struct {
-		JoinRule string `json:"join_rule"`
-		Allow    []struct {
-			Type   string `json:"type"`
-			RoomID string `json:"room_id"`
-		} `json:"allow"`
-	}
-	var members []string
-	for _, e := range cur.StateEvents {
-		switch e.Type() {
-		case spec.MRoomCreate:
-			create = e.PDU
-		case spec.MRoomPowerLevels:
-			pl = e.PDU
-		case spec.MRoomJoinRules:
-			_ = json.Unmarshal(e.Content(), &rule) // nolint: errcheck // unreadable content is no restricted rule
-		case spec.MRoomMember:
-			if m, _ := e.Membership(); m == spec.Join && e.StateKey() != nil && rm.isLocalUser(*e.StateKey()) {
-				members = append(members, *e.StateKey())
-			}
+	var rule rsapi.JoinRule
+	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
+	for i, e := range cur.StateEvents {
+		state[i] = e.PDU
+		if e.Type() == spec.MRoomJoinRules {
+			rule = rsapi.ParseJoinRule(e.Content())
 		}
 	}
-	if rule.JoinRule != spec.Restricted && rule.JoinRule != spec.KnockRestricted {
+	if !rule.Restricted() {
 		return "", nil
 	}
-	allowed := false
-	for _, a := range rule.Allow {
-		if a.Type != "m.room_membership" || a.RoomID == "" {
-			continue
+	allowed, known := false, false
+	for _, a := range rule.AllowedRooms {
+		in, err := rm.serverInRoom(ctx, a)
+		if err != nil {
+			return "", err
 		}
-		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: a.RoomID, UserID: userID})
+		known = known || in
+		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: a, UserID: userID})
 		if err != nil {
 			return "", err
 		}
@@ -448,21 +442,14 @@ func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, m
 			break
 		}
 	}
-	if !allowed || create == nil {
+	switch {
+	case !allowed && known:
 		return "", matrixerr.Forbidden("you are not a member of a room that this room allows")
+	case !allowed:
+		return "", errRemoteAuthoriser
 	}
-	slices.Sort(members)
-	top := creators(create, cur.RoomVersion)
-	var levels *gomatrixserverlib.PowerLevelContent
-	if pl != nil {
-		if l, err := gomatrixserverlib.NewPowerLevelContentFromEvent(pl); err == nil {
-			levels = &l // unreadable power levels leave only the creators able to invite
-		}
+	if u := rsapi.JoinAuthoriser(state, rm.ServerName); u != "" {
+		return u, nil
 	}
-	for _, u := range members {
-		if top[u] || levels != nil && levels.UserLevel(spec.SenderID(u)) >= levels.Invite {
-			return u, nil
-		}
-	}
-	return "", matrixerr.Forbidden("no user of this server in the room may authorise your join")
+	return "", errRemoteAuthoriser
 }

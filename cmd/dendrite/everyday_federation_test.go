@@ -115,3 +115,47 @@ func TestMonolithsKnock(t *testing.T) {
 	_, err = carol.KnockRoom(ctx, "!nope:"+alice.UserID.Homeserver(), nil)
 	e2e.WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
 }
+
+// TestMonolithsRestrictedJoin: A's room is restricted to A's space. bob of B joins the
+// space, then the room through A (B is not in it): A's make_join names alice as the
+// authoriser and A signs the join. carol of B joins the space, then the room: B is in the
+// room now but none of its users may invite, so the join goes through A the same way.
+// dave of B, in no allowed room, is refused (403).
+func TestMonolithsRestrictedJoin(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	ctx := context.Background()
+	alice := e2e.Register(t, a.URL(), "alice")
+	bob, carol, dave := e2e.Register(t, b.URL(), "bob"), e2e.Register(t, b.URL(), "carol"), e2e.Register(t, b.URL(), "dave")
+	serverA := alice.UserID.Homeserver()
+	inviteLevel := 50
+	space, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat", Name: "space",
+		CreationContent: map[string]any{"type": "m.space"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Name: "members of the space", RoomVersion: "10",
+		PowerLevelOverride: &event.PowerLevelsEventContent{InvitePtr: &inviteLevel, Users: map[id.UserID]int{alice.UserID: 100}},
+		InitialState: []*event.Event{{Type: event.StateJoinRules, StateKey: new(string), Content: event.Content{Raw: map[string]any{
+			"join_rule": "restricted", "allow": []map[string]string{{"type": "m.room_membership", "room_id": space.RoomID.String()}}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = dave.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{serverA}})
+	e2e.WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+
+	for _, u := range []*mautrix.Client{bob, carol} {
+		if _, err = u.JoinRoom(ctx, space.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{serverA}}); err != nil {
+			t.Fatalf("%s joins the space: %v", u.UserID, err)
+		}
+		membershipOf(t, alice, space.RoomID, u.UserID, "join")
+		if _, err = u.JoinRoom(ctx, room.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{serverA}}); err != nil {
+			t.Fatalf("%s joins the restricted room: %v", u.UserID, err)
+		}
+		if m := membershipOf(t, alice, room.RoomID, u.UserID, "join"); m["join_authorised_via_users_server"] != alice.UserID.String() {
+			t.Fatalf("%s's join as A sees it: %v", u.UserID, m)
+		}
+		membershipOf(t, u, room.RoomID, u.UserID, "join")
+	}
+	_, err = dave.JoinRoom(ctx, room.RoomID.String(), nil)
+	e2e.WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+}
