@@ -159,3 +159,67 @@ func TestMonolithsRestrictedJoin(t *testing.T) {
 	_, err = dave.JoinRoom(ctx, room.RoomID.String(), nil)
 	e2e.WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
 }
+
+// TestMonolithsHierarchy: a space of A holds a room of A, an invite-only room of A and a
+// sub-space of A with a room of its own. bob of B joins the space; B's /hierarchy then
+// describes the rooms B is not in through A's federation /hierarchy (the sub-space's room
+// from the sub-space's answer), leaving out the invite-only room.
+func TestMonolithsHierarchy(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	ctx := context.Background()
+	alice, bob := e2e.Register(t, a.URL(), "alice"), e2e.Register(t, b.URL(), "bob")
+	serverA := alice.UserID.Homeserver()
+	mk := func(name, preset string, space bool) id.RoomID {
+		t.Helper()
+		req := &mautrix.ReqCreateRoom{Preset: preset, Name: name}
+		if space {
+			req.CreationContent = map[string]any{"type": "m.space"}
+		}
+		res, err := alice.CreateRoom(ctx, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.RoomID
+	}
+	addChild := func(parent, child id.RoomID) {
+		t.Helper()
+		if _, err := alice.SendStateEvent(ctx, parent, event.Type{Type: "m.space.child", Class: event.StateEventType}, child.String(),
+			map[string]any{"via": []string{serverA}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	space, room, secret := mk("space", "public_chat", true), mk("room", "public_chat", false), mk("secret", "private_chat", false)
+	sub, subRoom := mk("sub-space", "public_chat", true), mk("sub-room", "public_chat", false)
+	addChild(space, room)
+	addChild(space, secret)
+	addChild(space, sub)
+	addChild(sub, subRoom)
+	if _, err := bob.JoinRoom(ctx, space.String(), &mautrix.ReqJoinRoom{Via: []string{serverA}}); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{space.String(), room.String(), sub.String(), subRoom.String()}
+	slices.Sort(want)
+	var got []string
+	deadline := time.Now().Add(fedTimeout)
+	for {
+		res, err := bob.Hierarchy(ctx, space, &mautrix.ReqHierarchy{})
+		if err != nil {
+			t.Fatalf("hierarchy: %v", err)
+		}
+		got = got[:0]
+		for _, r := range res.Rooms {
+			got = append(got, r.RoomID.String())
+			if r.RoomID == sub && len(r.ChildrenState) != 1 {
+				t.Fatalf("the sub-space's children_state: %+v", r.ChildrenState)
+			}
+		}
+		slices.Sort(got)
+		if slices.Equal(got, want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bob's hierarchy %v, want %v", got, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

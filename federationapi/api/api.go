@@ -121,6 +121,19 @@ type QueryRoomAliasResponse struct {
 	Servers []string `json:"servers"`
 }
 
+// QueryRoomHierarchyRequest asks other servers for a room of a space and its children
+// (GET /hierarchy): Servers in order until one answers.
+type QueryRoomHierarchyRequest struct {
+	RoomID        string   `json:"room_id"`
+	Servers       []string `json:"servers"`
+	SuggestedOnly bool     `json:"suggested_only,omitempty"`
+}
+
+// QueryRoomHierarchyResponse is the first answer, as that server gave it.
+type QueryRoomHierarchyResponse struct {
+	fclient.RoomHierarchyResponse
+}
+
 // QueryPublicRoomsRequest asks another server for a page of its published room directory.
 type QueryPublicRoomsRequest struct {
 	Server string `json:"server"`
@@ -158,6 +171,9 @@ type ClientFederationAPI interface {
 	// QueryRoomAlias asks the alias's server (GET /query/directory); 404 M_NOT_FOUND when
 	// it does not know the alias, 502 when it cannot be asked.
 	QueryRoomAlias(ctx context.Context, req *QueryRoomAliasRequest) (*QueryRoomAliasResponse, error)
+	// QueryRoomHierarchy asks the servers in turn for a room and its children; 404 when
+	// none knows the room or lets this server see it.
+	QueryRoomHierarchy(ctx context.Context, req *QueryRoomHierarchyRequest) (*QueryRoomHierarchyResponse, error)
 	// QueryPublicRooms asks a server for its published rooms (POST /publicRooms); 502 when
 	// it cannot be asked.
 	QueryPublicRooms(ctx context.Context, req *QueryPublicRoomsRequest) (*QueryPublicRoomsResponse, error)

@@ -26,6 +26,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.PerformKnock)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryPublicRooms)
+	ihttp.Serve(s, a.QueryRoomHierarchy)
 	ihttp.Serve(s, a.PerformBackfill)
 	ihttp.Serve(s, a.QueryRemoteKeys)
 	ihttp.Serve(s, a.ClaimRemoteKeys)
@@ -77,6 +78,11 @@ func (c *Client) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequ
 // QueryPublicRooms implements api.ClientFederationAPI.
 func (c *Client) QueryPublicRooms(ctx context.Context, req *api.QueryPublicRoomsRequest) (*api.QueryPublicRoomsResponse, error) {
 	return ihttp.Call[api.QueryPublicRoomsResponse](ctx, c.c, req)
+}
+
+// QueryRoomHierarchy implements api.ClientFederationAPI.
+func (c *Client) QueryRoomHierarchy(ctx context.Context, req *api.QueryRoomHierarchyRequest) (*api.QueryRoomHierarchyResponse, error) {
+	return ihttp.Call[api.QueryRoomHierarchyResponse](ctx, c.c, req)
 }
 
 // PerformBackfill implements api.SyncFederationAPI.

@@ -78,6 +78,7 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "federation_send_leave_v1", Method: http.MethodPut, Path: "/_matrix/federation/v1/send_leave/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendLeaveV1)},
 		{Name: "federation_make_knock", Method: http.MethodGet, Path: "/_matrix/federation/v1/make_knock/{roomID}/{userID}", Handler: rt.Authenticated(rt.MakeKnock)},
 		{Name: "federation_send_knock", Method: http.MethodPut, Path: "/_matrix/federation/v1/send_knock/{roomID}/{eventID}", Handler: rt.Authenticated(rt.SendKnock)},
+		{Name: "federation_hierarchy", Method: http.MethodGet, Path: "/_matrix/federation/v1/hierarchy/{roomID}", Handler: rt.Authenticated(rt.Hierarchy)},
 		{Name: "federation_invite", Method: http.MethodPut, Path: "/_matrix/federation/v2/invite/{roomID}/{eventID}", Handler: rt.Authenticated(rt.InviteV2)},
 		{Name: "federation_invite_v1", Method: http.MethodPut, Path: "/_matrix/federation/v1/invite/{roomID}/{eventID}", Handler: rt.Authenticated(rt.InviteV1)},
 		{Name: "federation_event_auth", Method: http.MethodGet, Path: "/_matrix/federation/v1/event_auth/{roomID}/{eventID}", Handler: rt.Authenticated(rt.EventAuth)},
