@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strings"
@@ -248,6 +249,13 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
 	via, err := rm.restrictedJoinAuthoriser(ctx, roomID, dev.UserID, m.Membership)
+	if errors.Is(err, errRemoteAuthoriser) {
+		if err = rm.joinThroughResident(ctx, hints, roomID, dev.UserID, body); err != nil {
+			return httputil.Response{}, err
+		}
+		rm.afterJoin(r, roomID, dev.UserID)
+		return httputil.OK(map[string]string{"room_id": roomID}), nil
+	}
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -404,6 +412,46 @@ func (rm *Rooms) joinRemote(ctx context.Context, servers []string, roomID, userI
 	cache.forget(roomID, userID)
 	defer cache.forget(roomID, userID)
 	_, err = rm.Federation.PerformJoin(ctx, &fapi.PerformJoinRequest{RoomID: roomID, UserID: userID, ServerNames: servers, Content: content})
+	return err
+}
+
+// joinThroughResident joins the user to a restricted room this server is in but cannot
+// vouch for the join of (errRemoteAuthoriser): through another server in the room, whose
+// make_join names one of its users as the authoriser and whose send_join signs the join.
+// The servers tried are hints, then those of the room's other joined members. With none,
+// the join is refused (403).
+func (rm *Rooms) joinThroughResident(ctx context.Context, hints []string, roomID, userID string, body membershipBody) error {
+	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Types: []string{spec.MRoomMember}})
+	if err != nil {
+		return err
+	}
+	servers := slices.Clone(hints)
+	for _, e := range cur.StateEvents {
+		uid, err := spec.NewUserID(*e.StateKey(), true)
+		if m, _ := e.Membership(); err == nil && m == spec.Join && uid.Domain() != rm.ServerName && !slices.Contains(servers, string(uid.Domain())) {
+			servers = append(servers, string(uid.Domain()))
+		}
+	}
+	if len(servers) == 0 || rm.Federation == nil {
+		return matrixerr.Forbidden("no server in the room may authorise your join")
+	}
+	return rm.joinRemote(ctx, servers, roomID, userID, body)
+}
+
+// knockRemote knocks on a room this server is not in through one of servers.
+func (rm *Rooms) knockRemote(ctx context.Context, servers []string, roomID, userID string, body membershipBody) error {
+	if rm.Federation == nil {
+		return matrixerr.NotFound("unknown room")
+	}
+	c := memberContent{Membership: spec.Knock, Reason: body.Reason, Extra: body.Extra}
+	if err := rm.profileContent(ctx, userID, &c); err != nil {
+		return err
+	}
+	content, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	_, err = rm.Federation.PerformKnock(ctx, &fapi.PerformKnockRequest{RoomID: roomID, UserID: userID, ServerNames: servers, Content: content})
 	return err
 }
 
@@ -637,11 +685,12 @@ func (rm *Rooms) membershipTarget(r *http.Request, idOrAlias string) (string, []
 
 // Knock is POST /knock/{roomIdOrAlias}: the user asks to be invited to a room whose join
 // rule is knock or knock_restricted (room versions 7 and later; the auth rules refuse the
-// others with 403). Only rooms this server takes part in can be knocked on: knocking
-// through another server (make_knock, send_knock) is not implemented, 404 M_NOT_FOUND.
+// others with 403). A room this server is not in is knocked on through another server
+// (make_knock, send_knock): the server_name (or via) query parameters, the servers the
+// alias resolved to and the room ID's server, in that order.
 func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
-	roomID, _, body, err := rm.membershipTarget(r, httputil.Vars(r)["roomIDOrAlias"])
+	roomID, servers, body, err := rm.membershipTarget(r, httputil.Vars(r)["roomIDOrAlias"])
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -650,7 +699,12 @@ func (rm *Rooms) Knock(r *http.Request, dev *uapi.Device) (httputil.Response, er
 		return httputil.Response{}, err
 	}
 	if !in {
-		return httputil.Response{}, matrixerr.NotFound("no room here to knock on; knocking through other servers is not supported")
+		q := r.URL.Query()
+		hints := append(append(q["server_name"], q["via"]...), servers...)
+		if err = rm.knockRemote(ctx, hints, roomID, dev.UserID, body); err != nil {
+			return httputil.Response{}, err
+		}
+		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
 	m, err := rm.membership(ctx, roomID, dev.UserID)
 	if err != nil {

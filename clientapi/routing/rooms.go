@@ -78,7 +78,6 @@ func (rm *Rooms) Routes() []httputil.Route {
 		{Name: "getState", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}", Handler: guest(rm.GetStateEvent)},
 		{Name: "getStateKey", Method: http.MethodGet, Path: "/rooms/{roomID}/state/{eventType}/{stateKey:.*}", Handler: guest(rm.GetStateEvent)},
 		{Name: "roomState", Method: http.MethodGet, Path: "/rooms/{roomID}/state", Handler: guest(rm.GetState)},
-		{Name: "event", Method: http.MethodGet, Path: "/rooms/{roomID}/event/{eventID}", Handler: guest(rm.GetEvent)},
 		{Name: "members", Method: http.MethodGet, Path: "/rooms/{roomID}/members", Handler: guest(rm.Members)},
 		{Name: "joinedMembers", Method: http.MethodGet, Path: "/rooms/{roomID}/joined_members", Handler: auth(rm.JoinedMembers)},
 		{Name: "joinedRooms", Method: http.MethodGet, Path: "/joined_rooms", Handler: auth(rm.JoinedRooms)},
@@ -448,30 +447,6 @@ func (rm *Rooms) GetState(r *http.Request, dev *uapi.Device) (httputil.Response,
 		return httputil.Response{}, err
 	}
 	return httputil.OK(out), nil
-}
-
-// GetEvent is GET /rooms/{roomId}/event/{eventId}.
-func (rm *Rooms) GetEvent(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
-	roomID, err := roomIDVar(r)
-	if err != nil {
-		return httputil.Response{}, err
-	}
-	eventID := httputil.Vars(r)["eventID"]
-	res, err := rm.RSAPI.QueryEventsByID(r.Context(), &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{eventID}})
-	if err != nil {
-		return httputil.Response{}, err
-	}
-	if len(res.Events) == 0 {
-		return httputil.Response{}, matrixerr.NotFound("event not found")
-	}
-	visible, err := rm.canSee(r.Context(), roomID, eventID, dev.UserID)
-	if err != nil {
-		return httputil.Response{}, err
-	}
-	if !visible {
-		return httputil.Response{}, matrixerr.NotFound("event not found")
-	}
-	return clientEventResponse(res.Events[0].PDU)
 }
 
 // canSee applies the history visibility rules to one event for one user.

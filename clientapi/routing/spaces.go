@@ -3,13 +3,16 @@ package routing
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"slices"
 	"strconv"
 
 	"github.com/matrix-org/gomatrixserverlib"
+	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/roomalias"
@@ -207,15 +210,27 @@ type childState struct {
 // spaceChild is a valid m.space.child of a room.
 type spaceChild struct {
 	roomID    string
+	via       []string
 	order     string
 	ts        int64
 	suggested bool
 	event     childState
 }
 
+// localChildState turns a room's m.space.child events into their stripped form.
+func localChildState(evs []rsapi.Event) []childState {
+	out := make([]childState, 0, len(evs))
+	for _, ev := range evs {
+		if sk := ev.StateKey(); sk != nil {
+			out = append(out, childState{Content: ev.Content(), OriginServerTS: int64(ev.OriginServerTS()), Sender: string(ev.SenderID()), StateKey: *sk, Type: spaceChildType})
+		}
+	}
+	return out
+}
+
 // validChildren are the room's m.space.child events with a non-empty via, in the spec's
 // order: by order (valid ones first), then timestamp, then room ID.
-func validChildren(evs []rsapi.Event) []spaceChild {
+func validChildren(evs []childState) []spaceChild {
 	var out []spaceChild
 	for _, ev := range evs {
 		var c struct {
@@ -223,8 +238,7 @@ func validChildren(evs []rsapi.Event) []spaceChild {
 			Order     any      `json:"order"`
 			Suggested any      `json:"suggested"`
 		}
-		sk := ev.StateKey()
-		if sk == nil || json.Unmarshal(ev.Content(), &c) != nil || len(c.Via) == 0 {
+		if ev.Type != spaceChildType || json.Unmarshal(ev.Content, &c) != nil || len(c.Via) == 0 {
 			continue
 		}
 		order, _ := c.Order.(string)
@@ -238,8 +252,7 @@ func validChildren(evs []rsapi.Event) []spaceChild {
 			}
 		}
 		suggested, _ := c.Suggested.(bool)
-		out = append(out, spaceChild{roomID: *sk, order: order, ts: int64(ev.OriginServerTS()), suggested: suggested,
-			event: childState{Content: ev.Content(), OriginServerTS: int64(ev.OriginServerTS()), Sender: string(ev.SenderID()), StateKey: *sk, Type: spaceChildType}})
+		out = append(out, spaceChild{roomID: ev.StateKey, via: c.Via, order: order, ts: ev.OriginServerTS, suggested: suggested, event: ev})
 	}
 	slices.SortFunc(out, func(a, b spaceChild) int {
 		switch {
@@ -267,8 +280,9 @@ func validChildren(evs []rsapi.Event) []spaceChild {
 	return out
 }
 
-// Hierarchy is GET /v1/rooms/{roomId}/hierarchy: a depth-first walk of the space's local
-// rooms the user may learn about, the root first (403 if the user may not see the root).
+// Hierarchy is GET /v1/rooms/{roomId}/hierarchy: a depth-first walk of the space's rooms
+// the user may learn about, the root first (403 if the user may not see the root); rooms
+// this server is not in are described by the servers their m.space.child events name.
 // from is an offset into the walk, which is repeated for each page.
 func (rm *Rooms) Hierarchy(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	rootID, err := roomIDVar(r)
@@ -323,8 +337,9 @@ func (rm *Rooms) Hierarchy(r *http.Request, dev *uapi.Device) (httputil.Response
 		}
 		return httputil.Response{}, matrixerr.Forbidden("you may not see this room")
 	}
-	w := &hierarchyWalk{rm: rm, userID: dev.UserID, suggestedOnly: suggestedOnly, maxDepth: depth, want: from + limit, seen: map[string]bool{rootID: true}}
-	if err = w.visit(r.Context(), root, rootID, 0); err != nil {
+	w := &hierarchyWalk{rm: rm, userID: dev.UserID, suggestedOnly: suggestedOnly, maxDepth: depth, want: from + limit, seen: map[string]bool{rootID: true},
+		remote: map[string]fclient.RoomHierarchyRoom{}, inaccessible: map[string]bool{}}
+	if err = w.visit(r.Context(), localHierarchyRoom(root), 0); err != nil {
 		return httputil.Response{}, err
 	}
 	res := struct {
@@ -340,7 +355,12 @@ func (rm *Rooms) Hierarchy(r *http.Request, dev *uapi.Device) (httputil.Response
 	return httputil.OK(res), nil
 }
 
-// hierarchyWalk collects a space's rooms depth first until it has want of them.
+// maxRemoteHierarchyRequests bounds the other servers' /hierarchy answers one walk asks for.
+const maxRemoteHierarchyRequests = 20
+
+// hierarchyWalk collects a space's rooms depth first until it has want of them. Rooms
+// this server does not know are described by the servers their m.space.child events name
+// (federation /hierarchy), whose answers also describe those rooms' children.
 type hierarchyWalk struct {
 	rm            *Rooms
 	userID        string
@@ -350,18 +370,22 @@ type hierarchyWalk struct {
 	seen          map[string]bool
 	rooms         []hierarchyRoom
 	more          bool
+	// remote holds the rooms other servers described; inaccessible those they named as
+	// out of reach.
+	remote       map[string]fclient.RoomHierarchyRoom
+	inaccessible map[string]bool
+	asked        int
 }
 
-func (w *hierarchyWalk) visit(ctx context.Context, a *roomAccess, roomID string, depth int) error {
+func (w *hierarchyWalk) visit(ctx context.Context, room hierarchyRoom, depth int) error {
 	if len(w.rooms) >= w.want || len(w.seen) > maxHierarchyRooms {
 		w.more = true
 		return nil
 	}
-	children := validChildren(a.children)
-	room := hierarchyRoom{RoomSummary: a.summary, ChildrenState: make([]childState, 0, len(children)),
-		AllowedRoomIDs: a.allow, RoomVersion: a.version, Encryption: a.encryption}
-	for _, c := range children {
-		room.ChildrenState = append(room.ChildrenState, c.event)
+	children := validChildren(room.ChildrenState)
+	room.ChildrenState = make([]childState, len(children))
+	for i, c := range children {
+		room.ChildrenState[i] = c.event
 	}
 	w.rooms = append(w.rooms, room)
 	if depth >= w.maxDepth {
@@ -372,32 +396,115 @@ func (w *hierarchyWalk) visit(ctx context.Context, a *roomAccess, roomID string,
 			continue
 		}
 		w.seen[c.roomID] = true
-		child, err := w.rm.loadRoom(ctx, c.roomID, w.userID, true)
+		child, err := w.child(ctx, c)
 		if err != nil {
 			return err
 		}
 		if child == nil {
-			continue // a room of other servers: not walked without federation
-		}
-		ok, err := w.rm.accessible(ctx, child, w.userID)
-		if err != nil {
-			return err
-		}
-		if !ok {
 			continue
 		}
-		if err = w.visit(ctx, child, c.roomID, depth+1); err != nil {
+		if err = w.visit(ctx, *child, depth+1); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// child describes a space's child room the user may learn about, nil for one they may not
+// or that no server could describe.
+func (w *hierarchyWalk) child(ctx context.Context, c spaceChild) (*hierarchyRoom, error) {
+	a, err := w.rm.loadRoom(ctx, c.roomID, w.userID, true)
+	if err != nil {
+		return nil, err
+	}
+	if a != nil {
+		ok, err := w.rm.accessible(ctx, a, w.userID)
+		if err != nil || !ok {
+			return nil, err
+		}
+		room := localHierarchyRoom(a)
+		return &room, nil
+	}
+	r, ok := w.remoteRoom(ctx, c)
+	if !ok {
+		return nil, nil
+	}
+	if ok, err = w.rm.remoteAccessible(ctx, r, w.userID); err != nil || !ok {
+		return nil, err
+	}
+	room := hierarchyRoom{RoomSummary: rsapi.RoomSummary{RoomID: r.RoomID, Name: r.Name, Topic: r.Topic, CanonicalAlias: r.CanonicalAlias,
+		AvatarURL: r.AvatarURL, NumJoinedMembers: r.JoinedMembersCount, WorldReadable: r.WorldReadable, GuestCanJoin: r.GuestCanJoin,
+		JoinRule: r.JoinRule, RoomType: r.RoomType}, ChildrenState: make([]childState, 0, len(r.ChildrenState)), AllowedRoomIDs: r.AllowedRoomIDs}
+	for _, e := range r.ChildrenState {
+		room.ChildrenState = append(room.ChildrenState, childState{Content: e.Content, OriginServerTS: int64(e.OriginServerTS), Sender: e.Sender, StateKey: e.StateKey, Type: e.Type})
+	}
+	return &room, nil
+}
+
+// remoteRoom is another server's description of a room this server does not know: from
+// an earlier answer, or asked of the child event's via servers.
+func (w *hierarchyWalk) remoteRoom(ctx context.Context, c spaceChild) (fclient.RoomHierarchyRoom, bool) {
+	if r, ok := w.remote[c.roomID]; ok || w.inaccessible[c.roomID] || w.rm.Federation == nil || w.asked >= maxRemoteHierarchyRequests {
+		return r, ok
+	}
+	w.asked++
+	res, err := w.rm.Federation.QueryRoomHierarchy(ctx, &fapi.QueryRoomHierarchyRequest{RoomID: c.roomID, Servers: c.via, SuggestedOnly: w.suggestedOnly})
+	if err != nil {
+		return fclient.RoomHierarchyRoom{}, false // no server could describe it: left out, as the spec says
+	}
+	w.remote[c.roomID] = res.Room
+	for _, r := range res.Children {
+		if _, ok := w.remote[r.RoomID]; !ok && r.RoomID != "" {
+			w.remote[r.RoomID] = r
+		}
+	}
+	for _, id := range res.InaccessibleChildren {
+		w.inaccessible[id] = true
+	}
+	return res.Room, true
+}
+
+// remoteAccessible reports whether userID may learn about a room another server
+// described: world-readable rooms and rooms anyone may join or knock on, and restricted
+// rooms for members of an allowed room (as this server knows them).
+func (rm *Rooms) remoteAccessible(ctx context.Context, r fclient.RoomHierarchyRoom, userID string) (bool, error) {
+	switch {
+	case r.WorldReadable:
+		return true, nil
+	case r.JoinRule == spec.Public || r.JoinRule == spec.Knock || r.JoinRule == spec.KnockRestricted:
+		return true, nil
+	case r.JoinRule != spec.Restricted:
+		return false, nil
+	}
+	for _, roomID := range r.AllowedRoomIDs {
+		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: userID})
+		if err != nil {
+			return false, err
+		}
+		if m.Membership == spec.Join {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// localHierarchyRoom describes a room this server knows.
+func localHierarchyRoom(a *roomAccess) hierarchyRoom {
+	return hierarchyRoom{RoomSummary: a.summary, ChildrenState: localChildState(a.children),
+		AllowedRoomIDs: a.allow, RoomVersion: a.version, Encryption: a.encryption}
+}
+
+// errRemoteAuthoriser is restrictedJoinAuthoriser's answer when this server cannot vouch
+// for a restricted join: none of its users in the room may invite, or it is in none of
+// the allowed rooms and so cannot tell whether the user is. A server of another member
+// may (make_join then names that server's authorising user).
+var errRemoteAuthoriser = errors.New("no local user may authorise the join")
+
 // restrictedJoinAuthoriser is, for a local join to a room whose join rule is restricted or
 // knock_restricted by a user not invited, a local member with the power to invite who
 // vouches for the join (join_authorised_via_users_server, spec "Restricted rooms"); ""
-// when the join rule is another. A user in none of the allowed rooms, or a room with no
-// local member able to invite, is 403 M_FORBIDDEN.
+// when the join rule is another. A user in none of the allowed rooms this server is in is
+// 403 M_FORBIDDEN; errRemoteAuthoriser when only another server could vouch.
 func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, membership string) (string, error) {
 	if membership == spec.Invite || membership == spec.Join {
 		return "", nil
@@ -408,38 +515,25 @@ func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, m
 	if err != nil || !cur.RoomExists {
 		return "", err
 	}
-	var create, pl gomatrixserverlib.PDU
-	var rule struct {
-		JoinRule string `json:"join_rule"`
-		Allow    []struct {
-			Type   string `json:"type"`
-			RoomID string `json:"room_id"`
-		} `json:"allow"`
-	}
-	var members []string
-	for _, e := range cur.StateEvents {
-		switch e.Type() {
-		case spec.MRoomCreate:
-			create = e.PDU
-		case spec.MRoomPowerLevels:
-			pl = e.PDU
-		case spec.MRoomJoinRules:
-			_ = json.Unmarshal(e.Content(), &rule) // nolint: errcheck // unreadable content is no restricted rule
-		case spec.MRoomMember:
-			if m, _ := e.Membership(); m == spec.Join && e.StateKey() != nil && rm.isLocalUser(*e.StateKey()) {
-				members = append(members, *e.StateKey())
-			}
+	var rule rsapi.JoinRule
+	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
+	for i, e := range cur.StateEvents {
+		state[i] = e.PDU
+		if e.Type() == spec.MRoomJoinRules {
+			rule = rsapi.ParseJoinRule(e.Content())
 		}
 	}
-	if rule.JoinRule != spec.Restricted && rule.JoinRule != spec.KnockRestricted {
+	if !rule.Restricted() {
 		return "", nil
 	}
-	allowed := false
-	for _, a := range rule.Allow {
-		if a.Type != "m.room_membership" || a.RoomID == "" {
-			continue
+	allowed, known := false, false
+	for _, a := range rule.AllowedRooms {
+		in, err := rm.serverInRoom(ctx, a)
+		if err != nil {
+			return "", err
 		}
-		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: a.RoomID, UserID: userID})
+		known = known || in
+		m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: a, UserID: userID})
 		if err != nil {
 			return "", err
 		}
@@ -448,21 +542,14 @@ func (rm *Rooms) restrictedJoinAuthoriser(ctx context.Context, roomID, userID, m
 			break
 		}
 	}
-	if !allowed || create == nil {
+	switch {
+	case !allowed && known:
 		return "", matrixerr.Forbidden("you are not a member of a room that this room allows")
+	case !allowed:
+		return "", errRemoteAuthoriser
 	}
-	slices.Sort(members)
-	top := creators(create, cur.RoomVersion)
-	var levels *gomatrixserverlib.PowerLevelContent
-	if pl != nil {
-		if l, err := gomatrixserverlib.NewPowerLevelContentFromEvent(pl); err == nil {
-			levels = &l // unreadable power levels leave only the creators able to invite
-		}
+	if u := rsapi.JoinAuthoriser(state, rm.ServerName); u != "" {
+		return u, nil
 	}
-	for _, u := range members {
-		if top[u] || levels != nil && levels.UserLevel(spec.SenderID(u)) >= levels.Invite {
-			return u, nil
-		}
-	}
-	return "", matrixerr.Forbidden("no user of this server in the room may authorise your join")
+	return "", errRemoteAuthoriser
 }

@@ -30,6 +30,7 @@ var proxyCases = map[string]string{
 	"/_matrix/client/v3/rooms/!a%2Fb%3Ab/context/$e":          proxyroute.SyncAPI,
 	"/_matrix/client/v3/rooms/!a%3Ab/context/$ab%2Fcd":        proxyroute.SyncAPI,
 	"/_matrix/client/v3/rooms/!a%3Ab/context/$ab/cd":          proxyroute.ClientAPI,
+	"/_matrix/client/v3/rooms/!a%3Ab/event/$e%3Ab":            proxyroute.SyncAPI,
 	"/_matrix/client/versions":                                proxyroute.ClientAPI,
 	"/_matrix/client/v3/login":                                proxyroute.ClientAPI,
 	"/_matrix/client/v3/rooms/!a%3Ab/send/m.room.message/1":   proxyroute.ClientAPI,

@@ -92,6 +92,24 @@ type PerformLeaveResponse struct {
 	EventID string `json:"event_id"`
 }
 
+// PerformKnockRequest asks to knock on a room this server is not in, through
+// make_knock and send_knock with one of ServerNames (tried in order; the room ID's server
+// is added last when missing).
+type PerformKnockRequest struct {
+	RoomID      string   `json:"room_id"`
+	UserID      string   `json:"user_id"`
+	ServerNames []string `json:"server_names,omitempty"`
+	// Content is the knock's content besides membership (reason, displayname).
+	Content json.RawMessage `json:"content,omitempty"`
+}
+
+// PerformKnockResponse names the knock event, as the roomserver stored it.
+type PerformKnockResponse struct {
+	EventID string `json:"event_id"`
+	// KnockedVia is the server that accepted the knock.
+	KnockedVia string `json:"knocked_via"`
+}
+
 // QueryRoomAliasRequest asks another server (the alias's) which room an alias names.
 type QueryRoomAliasRequest struct {
 	Alias string `json:"alias"`
@@ -101,6 +119,19 @@ type QueryRoomAliasRequest struct {
 type QueryRoomAliasResponse struct {
 	RoomID  string   `json:"room_id"`
 	Servers []string `json:"servers"`
+}
+
+// QueryRoomHierarchyRequest asks other servers for a room of a space and its children
+// (GET /hierarchy): Servers in order until one answers.
+type QueryRoomHierarchyRequest struct {
+	RoomID        string   `json:"room_id"`
+	Servers       []string `json:"servers"`
+	SuggestedOnly bool     `json:"suggested_only,omitempty"`
+}
+
+// QueryRoomHierarchyResponse is the first answer, as that server gave it.
+type QueryRoomHierarchyResponse struct {
+	fclient.RoomHierarchyResponse
 }
 
 // QueryPublicRoomsRequest asks another server for a page of its published room directory.
@@ -143,9 +174,17 @@ type ClientFederationAPI interface {
 	// PerformLeave does make_leave, signs, send_leave (v2) and writes the leave to the
 	// roomserver.
 	PerformLeave(ctx context.Context, req *PerformLeaveRequest) (*PerformLeaveResponse, error)
+	// PerformKnock does make_knock, signs the knock, send_knock, and writes the knock to
+	// the roomserver as a membership settled with another server, with the room state the
+	// resident server answered in its unsigned knock_room_state (what /sync shows in
+	// rooms.knock).
+	PerformKnock(ctx context.Context, req *PerformKnockRequest) (*PerformKnockResponse, error)
 	// QueryRoomAlias asks the alias's server (GET /query/directory); 404 M_NOT_FOUND when
 	// it does not know the alias, 502 when it cannot be asked.
 	QueryRoomAlias(ctx context.Context, req *QueryRoomAliasRequest) (*QueryRoomAliasResponse, error)
+	// QueryRoomHierarchy asks the servers in turn for a room and its children; 404 when
+	// none knows the room or lets this server see it.
+	QueryRoomHierarchy(ctx context.Context, req *QueryRoomHierarchyRequest) (*QueryRoomHierarchyResponse, error)
 	// QueryPublicRooms asks a server for its published rooms (POST /publicRooms); 502 when
 	// it cannot be asked.
 	QueryPublicRooms(ctx context.Context, req *QueryPublicRoomsRequest) (*QueryPublicRoomsResponse, error)

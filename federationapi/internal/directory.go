@@ -8,6 +8,7 @@ import (
 	"github.com/matrix-org/gomatrix"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
@@ -52,6 +53,23 @@ func (m *Membership) QueryPublicRooms(ctx context.Context, req *api.QueryPublicR
 		res.Chunk = []fclient.PublicRoom{}
 	}
 	return &api.QueryPublicRoomsResponse{RespPublicRooms: res}, nil
+}
+
+// QueryRoomHierarchy implements api.ClientFederationAPI: GET /hierarchy on each server in
+// turn (never this one) until one answers with the room asked for.
+func (m *Membership) QueryRoomHierarchy(ctx context.Context, req *api.QueryRoomHierarchyRequest) (*api.QueryRoomHierarchyResponse, error) {
+	for _, s := range m.candidates(req.Servers) {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		res, err := m.Client.RoomHierarchy(ctx, m.ServerName, s, req.RoomID, req.SuggestedOnly)
+		if err != nil || res.Room.RoomID != req.RoomID {
+			m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "server": s}).Debug("asking a server for a space's rooms failed")
+			continue
+		}
+		return &api.QueryRoomHierarchyResponse{RoomHierarchyResponse: res}, nil
+	}
+	return nil, matrixerr.NotFound("no server could describe the room")
 }
 
 // askFailure is what the client is told when another server's answer is not a success:

@@ -506,3 +506,87 @@ func (m *Membership) leaveThrough(ctx context.Context, s spec.ServerName, req *a
 	}
 	return ev, nil
 }
+
+// PerformKnock implements api.ClientFederationAPI.
+func (m *Membership) PerformKnock(ctx context.Context, req *api.PerformKnockRequest) (*api.PerformKnockResponse, error) {
+	if _, err := m.localUser(req.UserID); err != nil {
+		return nil, err
+	}
+	rid, err := spec.NewRoomID(req.RoomID)
+	if err != nil {
+		return nil, matrixerr.InvalidParam("invalid room ID")
+	}
+	content, err := contentObject(req.Content, "knock")
+	if err != nil {
+		return nil, err
+	}
+	content["membership"] = spec.Knock
+	var failure *matrixerr.Error
+	for _, s := range m.candidates(req.ServerNames, rid.Domain()) {
+		if err = ctx.Err(); err != nil {
+			return nil, err
+		}
+		ev, err := m.knockThrough(ctx, s, req, content)
+		if err != nil {
+			m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "server": s}).Info("knocking through a server failed")
+			failure = better(failure, remoteFailure(err, "no server could be reached that knows the room"))
+			continue
+		}
+		verImpl := gomatrixserverlib.MustGetRoomVersion(ev.Version())
+		in := rsapi.InputRoomEvent{Kind: rsapi.KindRemoteMembership, Event: &rsapi.Event{PDU: ev}}
+		if err = m.Inbound.input(ctx, req.RoomID, verImpl, in); err != nil {
+			return nil, err
+		}
+		return &api.PerformKnockResponse{EventID: ev.EventID(), KnockedVia: string(s)}, nil
+	}
+	if failure == nil {
+		failure = matrixerr.NotFound("no server to knock on the room through")
+	}
+	return nil, failure
+}
+
+// knockThrough does make_knock and send_knock with server s and returns the knock, with
+// the room state s answered in its unsigned knock_room_state.
+func (m *Membership) knockThrough(ctx context.Context, s spec.ServerName, req *api.PerformKnockRequest, content map[string]any) (gomatrixserverlib.PDU, error) {
+	var versions []gomatrixserverlib.RoomVersion
+	for v, impl := range gomatrixserverlib.RoomVersions() {
+		if impl.Stable() {
+			versions = append(versions, v)
+		}
+	}
+	slices.Sort(versions)
+	mk, err := m.Client.MakeKnock(ctx, m.ServerName, s, req.RoomID, req.UserID, versions)
+	if err != nil {
+		return nil, err
+	}
+	verImpl, err := gomatrixserverlib.GetRoomVersion(mk.RoomVersion)
+	if err != nil {
+		return nil, err
+	}
+	proto := mk.KnockEvent
+	if proto.Type != spec.MRoomMember || proto.SenderID != req.UserID || proto.StateKey == nil || *proto.StateKey != req.UserID || proto.RoomID != req.RoomID {
+		return nil, errors.New("make_knock answered with another event")
+	}
+	proto.Redacts = ""
+	if err = proto.SetContent(content); err != nil {
+		return nil, err
+	}
+	if err = proto.SetUnsigned(struct{}{}); err != nil {
+		return nil, err
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.Client.SendKnock(ctx, m.ServerName, s, ev)
+	if err != nil {
+		return nil, err
+	}
+	state := make([]gomatrixserverlib.InviteStrippedState, 0, len(res.KnockRoomState))
+	for _, st := range res.KnockRoomState {
+		if st.Type() != "" && st.StateKey() != nil {
+			state = append(state, st)
+		}
+	}
+	return ev.SetUnsigned(map[string]any{"knock_room_state": state})
+}

@@ -23,8 +23,10 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.PerformJoin)
 	ihttp.Serve(s, a.PerformInvite)
 	ihttp.Serve(s, a.PerformLeave)
+	ihttp.Serve(s, a.PerformKnock)
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryPublicRooms)
+	ihttp.Serve(s, a.QueryRoomHierarchy)
 	ihttp.Serve(s, a.PerformBackfill)
 	ihttp.Serve(s, a.ClaimRemoteKeys)
 	ihttp.Serve(s, a.QueryRemoteProfile)
@@ -63,6 +65,11 @@ func (c *Client) PerformLeave(ctx context.Context, req *api.PerformLeaveRequest)
 	return ihttp.Call[api.PerformLeaveResponse](ctx, c.c, req)
 }
 
+// PerformKnock implements api.ClientFederationAPI.
+func (c *Client) PerformKnock(ctx context.Context, req *api.PerformKnockRequest) (*api.PerformKnockResponse, error) {
+	return ihttp.Call[api.PerformKnockResponse](ctx, c.c, req)
+}
+
 // QueryRoomAlias implements api.ClientFederationAPI.
 func (c *Client) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequest) (*api.QueryRoomAliasResponse, error) {
 	return ihttp.Call[api.QueryRoomAliasResponse](ctx, c.c, req)
@@ -71,6 +78,11 @@ func (c *Client) QueryRoomAlias(ctx context.Context, req *api.QueryRoomAliasRequ
 // QueryPublicRooms implements api.ClientFederationAPI.
 func (c *Client) QueryPublicRooms(ctx context.Context, req *api.QueryPublicRoomsRequest) (*api.QueryPublicRoomsResponse, error) {
 	return ihttp.Call[api.QueryPublicRoomsResponse](ctx, c.c, req)
+}
+
+// QueryRoomHierarchy implements api.ClientFederationAPI.
+func (c *Client) QueryRoomHierarchy(ctx context.Context, req *api.QueryRoomHierarchyRequest) (*api.QueryRoomHierarchyResponse, error) {
+	return ihttp.Call[api.QueryRoomHierarchyResponse](ctx, c.c, req)
 }
 
 // PerformBackfill implements api.SyncFederationAPI.

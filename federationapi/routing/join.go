@@ -34,6 +34,23 @@ func (rt *Routing) MakeJoin(r *http.Request, req *fclient.FederationRequest) (ht
 	return httputil.OK(fclient.RespMakeJoin{JoinEvent: proto, RoomVersion: v}), nil
 }
 
+// MakeKnock is GET /_matrix/federation/v1/make_knock/{roomID}/{userID}?ver=...: a knock
+// event template for a user of the requesting server. ver is required (knocking exists
+// from room version 7 on, so no default version could be right): none is 400
+// M_MISSING_PARAM, a room version not among them 400 M_INCOMPATIBLE_ROOM_VERSION, a room
+// whose join rule does not allow knocking (or a banned user) 403.
+func (rt *Routing) MakeKnock(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	supported := r.URL.Query()["ver"]
+	if len(supported) == 0 {
+		return httputil.Response{}, matrixerr.MissingParam("ver is required")
+	}
+	proto, v, err := rt.makeMember(r, req, spec.Knock, supported)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(fclient.RespMakeKnock{KnockEvent: proto, RoomVersion: v}), nil
+}
+
 // MakeLeave is GET /_matrix/federation/v1/make_leave/{roomID}/{userID}: a leave event
 // template for a user of the requesting server (who is joined or invited).
 func (rt *Routing) MakeLeave(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
@@ -80,12 +97,22 @@ func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, m
 		SenderID: userID, RoomID: roomID, Type: spec.MRoomMember, StateKey: &userID,
 		PrevEvents: info.LatestEventIDs, Depth: info.Depth + 1, Version: v,
 	}
-	if err = proto.SetContent(map[string]string{"membership": membership}); err != nil {
-		return none, "", err
-	}
 	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
 	for i, e := range cur.StateEvents {
 		state[i] = e.PDU
+	}
+	content := map[string]string{"membership": membership}
+	if membership == spec.Join {
+		via, err := rt.joinAuthoriser(ctx, state, userID)
+		if err != nil {
+			return none, "", err
+		}
+		if via != "" {
+			content["join_authorised_via_users_server"] = via
+		}
+	}
+	if err = proto.SetContent(content); err != nil {
+		return none, "", err
 	}
 	auth, err := gomatrixserverlib.NewAuthEvents(state)
 	if err != nil {
@@ -110,6 +137,88 @@ func (rt *Routing) makeMember(r *http.Request, req *fclient.FederationRequest, m
 		}
 	}
 	return proto, v.Version(), nil
+}
+
+// joinAuthoriser is, for a join of userID to a restricted (or knock_restricted) room whose
+// current state is state, the user of this server who vouches for it
+// (join_authorised_via_users_server); "" when the room is not restricted or the user is
+// invited or joined already. The spec's errors: 400 M_UNABLE_TO_AUTHORISE_JOIN when this
+// server is in none of the allowed rooms, 403 when the user is joined to none of those it
+// is in, 400 M_UNABLE_TO_GRANT_JOIN when none of our users in the room may invite.
+func (rt *Routing) joinAuthoriser(ctx context.Context, state []gomatrixserverlib.PDU, userID string) (string, error) {
+	var rule rsapi.JoinRule
+	for _, e := range state {
+		switch {
+		case e.Type() == spec.MRoomJoinRules && e.StateKeyEquals(""):
+			rule = rsapi.ParseJoinRule(e.Content())
+		case e.Type() == spec.MRoomMember && e.StateKeyEquals(userID):
+			if m, _ := e.Membership(); m == spec.Join || m == spec.Invite {
+				return "", nil
+			}
+		}
+	}
+	if !rule.Restricted() {
+		return "", nil
+	}
+	known := false
+	for _, a := range rule.AllowedRooms {
+		cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: a, Types: []string{spec.MRoomMember}})
+		if err != nil {
+			return "", err
+		}
+		if !cur.RoomExists || !rt.hasJoinedUser(cur.StateEvents) {
+			continue
+		}
+		known = true
+		if slices.ContainsFunc(cur.StateEvents, func(e rsapi.Event) bool {
+			m, _ := e.Membership()
+			return e.StateKeyEquals(userID) && m == spec.Join
+		}) {
+			if via := rsapi.JoinAuthoriser(state, rt.ServerName); via != "" {
+				return via, nil
+			}
+			return "", &matrixerr.Error{Code: "M_UNABLE_TO_GRANT_JOIN", Message: "no user of this server may authorise the join", Status: http.StatusBadRequest}
+		}
+	}
+	if !known {
+		return "", &matrixerr.Error{Code: "M_UNABLE_TO_AUTHORISE_JOIN", Message: "this server is in none of the rooms the join rule allows", Status: http.StatusBadRequest}
+	}
+	return "", matrixerr.Forbidden("the user is not a member of a room the join rule allows")
+}
+
+// signAuthorisedJoin adds this server's signature to a restricted join whose
+// join_authorised_via_users_server is one of our users, after checking, as make_join did,
+// that the joining user may join (the auth rules then check that the authoriser may
+// invite). Other joins are returned as they are.
+func (rt *Routing) signAuthorisedJoin(ctx context.Context, ev gomatrixserverlib.PDU) (gomatrixserverlib.PDU, error) {
+	var c struct {
+		Via string `json:"join_authorised_via_users_server"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.Via == "" {
+		return ev, nil
+	}
+	via, err := spec.NewUserID(c.Via, true)
+	if err != nil || via.Domain() != rt.ServerName {
+		return ev, nil
+	}
+	cur, err := rt.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: ev.RoomID().String(),
+		Tuples: []rsapi.StateKeyTuple{{EventType: spec.MRoomCreate}, {EventType: spec.MRoomPowerLevels}, {EventType: spec.MRoomJoinRules}},
+		Types:  []string{spec.MRoomMember}})
+	if err != nil {
+		return nil, err
+	}
+	state := make([]gomatrixserverlib.PDU, len(cur.StateEvents))
+	for i, e := range cur.StateEvents {
+		state[i] = e.PDU
+	}
+	authoriser, err := rt.joinAuthoriser(ctx, state, string(ev.SenderID()))
+	if err != nil {
+		return nil, err
+	}
+	if authoriser == "" {
+		return nil, matrixerr.Forbidden("this server does not authorise the join")
+	}
+	return ev.Sign(string(rt.ServerName), rt.Keys.KeyID, rt.Keys.PrivateKey), nil
 }
 
 // hasJoinedUser reports whether state has a local user whose membership is join.
@@ -295,6 +404,33 @@ func (rt *Routing) SendLeaveV1(r *http.Request, req *fclient.FederationRequest) 
 	return httputil.OK([]any{http.StatusOK, struct{}{}}), nil
 }
 
+// SendKnock is PUT /_matrix/federation/v1/send_knock/{roomID}/{eventID}: the signed knock
+// of a user of the requesting server is checked and written to the roomserver like a
+// received PDU. The answer's knock_room_state holds the room's current create, join rules,
+// name, avatar, canonical alias and encryption events, whole (the spec asks for PDUs
+// formatted for the room version since v1.16; servers that want stripped state take the
+// keys they need from them).
+func (rt *Routing) SendKnock(r *http.Request, req *fclient.FederationRequest) (httputil.Response, error) {
+	ev, err := rt.receiveMember(r, req, spec.Knock)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	roomID := ev.RoomID().String()
+	tuples := make([]rsapi.StateKeyTuple, len(internal.StrippedStateTypes))
+	for i, t := range internal.StrippedStateTypes {
+		tuples[i] = rsapi.StateKeyTuple{EventType: t}
+	}
+	cur, err := rt.Rooms.QueryCurrentState(r.Context(), &rsapi.QueryCurrentStateRequest{RoomID: roomID, Tuples: tuples})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	state := make([]json.RawMessage, 0, len(cur.StateEvents))
+	for _, e := range cur.StateEvents {
+		state = append(state, e.JSON())
+	}
+	return httputil.OK(map[string]any{"knock_room_state": state}), nil
+}
+
 // receiveMember checks a signed membership event of a user of the requesting server about
 // themselves (the one named in the path) and places it like a received PDU.
 func (rt *Routing) receiveMember(r *http.Request, req *fclient.FederationRequest, membership string) (gomatrixserverlib.PDU, error) {
@@ -311,6 +447,11 @@ func (rt *Routing) receiveMember(r *http.Request, req *fclient.FederationRequest
 	ev, err := v.NewEventFromUntrustedJSON(req.Content())
 	if err != nil {
 		return nil, matrixerr.BadJSON("invalid event: " + err.Error())
+	}
+	if membership == spec.Join {
+		if ev, err = rt.signAuthorisedJoin(ctx, ev); err != nil {
+			return nil, err
+		}
 	}
 	// An event its sender's server did not sign is not that server's to send.
 	if err = rt.Inbound.Verify(ctx, ev); err != nil {

@@ -228,10 +228,12 @@ func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom
 			var ev struct {
 				Unsigned struct {
 					InviteRoomState []clientevent.StrippedEvent `json:"invite_room_state"`
+					KnockRoomState  []clientevent.StrippedEvent `json:"knock_room_state"`
 				} `json:"unsigned"`
 			}
 			_ = json.Unmarshal(st.JSON, &ev) // no invite_room_state is the usual case
-			fromInvite = ev.Unsigned.InviteRoomState
+			// A knock made through another server carries the room state it answered.
+			fromInvite = append(ev.Unsigned.InviteRoomState, ev.Unsigned.KnockRoomState...)
 		}
 	}
 	for _, e := range fromInvite {

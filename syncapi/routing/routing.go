@@ -68,6 +68,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "sync", Method: http.MethodGet, Path: prefix + "/sync", Handler: h.authenticated(h.sync)},
 			httputil.Route{Name: "messages", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/messages", Handler: h.authenticated(h.messages)},
 			httputil.Route{Name: "context", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/context/{eventId}", Handler: h.authenticated(h.context)},
+			httputil.Route{Name: "event", Method: http.MethodGet, Path: prefix + "/rooms/{roomId}/event/{eventId}", Handler: h.authenticated(h.event)},
 			httputil.Route{Name: "events", Method: http.MethodGet, Path: prefix + "/events", Handler: h.authenticated(h.events)},
 			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
 			httputil.Route{Name: "keyChanges", Method: http.MethodGet, Path: prefix + "/keys/changes", Handler: h.authenticated(h.keyChanges)},
@@ -323,6 +324,19 @@ func (h *Handlers) messages(r *http.Request, dev *uapi.Device) (httputil.Respons
 		return httputil.Response{}, err
 	}
 	return httputil.OK(res), nil
+}
+
+// event is GET /rooms/{roomId}/event/{eventId}, with bundled aggregations.
+func (h *Handlers) event(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	roomID, err := roomIDVar(r)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	ev, err := h.Syncer.Event(r.Context(), dev.UserID, dev.DeviceID, roomID, httputil.Vars(r)["eventId"])
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(ev), nil
 }
 
 func (h *Handlers) context(r *http.Request, dev *uapi.Device) (httputil.Response, error) {

@@ -33,6 +33,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/events", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/messages", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/context/{eventId}", SyncAPI},
+	{"/_matrix/client/{version}/rooms/{roomId}/event/{eventId}", SyncAPI},
 	{"/_matrix/client/{version}/user_directory/search", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/relations/*", SyncAPI},
 	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
