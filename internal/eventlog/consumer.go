@@ -261,6 +261,7 @@ func (c *Consumer) savePosition(ctx context.Context, tx *sql.Tx, partition int32
 func (c *Consumer) runGuarded(ctx context.Context) error {
 	g := &Guard{Log: c.Log, Offsets: c.Offsets, Topic: c.Topic, Logger: c.Logger, Metrics: c.Metrics}
 	if c.Sequenced != nil {
+		c.Sequenced = c.Sequenced.Reporting(c.Logger, c.Metrics)
 		g.Recover = func(ctx context.Context, partition int32) error {
 			st, err := c.Offsets.Position(ctx, c.Topic, partition)
 			if err != nil {
@@ -326,7 +327,7 @@ func (c *Consumer) runSequenced(ctx context.Context, partition int32, st Stored,
 func (c *Consumer) applyRun(ctx context.Context, partition int32, run []Record, seq, next int64, attempts map[int64]int) error {
 	if len(run) == 0 {
 		err := c.DB.WithTx(ctx, func(tx *sql.Tx) error { return c.savePosition(ctx, tx, partition, next, seq) })
-		if err == nil && c.Applied != nil {
+		if err == nil && c.Applied != nil && next > 0 {
 			c.Applied(partition, next)
 		}
 		return err

@@ -50,6 +50,14 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 			return fmt.Errorf("load position of %s/%d: %w", g.Topic, partition, err)
 		}
 		inc, end := g.state(ctx, partition)
+		if truncated(st.Incarnation, st.Next, inc, end) {
+			log.WithFields(logrus.Fields{"offset": st.Next, "end": end}).
+				Warn("the log lost records below the consumer's offset (truncated, or restored from an older copy); resuming at its end, where its next record will be written")
+			if err := g.Offsets.Reset(ctx, g.Topic, partition, end, inc); err != nil {
+				return fmt.Errorf("reset offset of %s/%d: %w", g.Topic, partition, err)
+			}
+			continue
+		}
 		if wiped(st.Incarnation, st.Next, inc, end) {
 			if err := g.recover(ctx, log, partition, st, inc, end); err != nil {
 				return err
@@ -77,12 +85,28 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 }
 
 // wiped reports whether a consumer at next in incarnation stored reads a wiped log: the
-// log's incarnation cur differs, or next is past the end (end < 0: unknown).
+// log's incarnation cur differs, or next is past the end (end < 0: unknown); Run tells a
+// truncated log (same incarnation) apart first.
 func wiped(stored string, next int64, cur string, end int64) bool {
 	return (stored != "" && cur != "" && cur != stored) || (end >= 0 && next > end)
 }
 
+// truncated reports whether a consumer at next in incarnation stored reads a log that lost
+// its newest records but is the same log: the incarnation is known and unchanged (a Kafka
+// topic keeps its topic ID through an unclean leader election; an embedded log restored
+// from an older copy keeps its partitions' IDs) and next is past the end. The records
+// below the end are those the consumer already read, so it resumes at the end, where the
+// log writes its next record: restarting at 0 would deliver everything again, and staying
+// would skip the next end-next records. A record the log lost beyond what the consumer
+// read is a gap a Sequenced reader fills from the owner, as after a wipe.
+func truncated(stored string, next int64, cur string, end int64) bool {
+	return stored != "" && cur == stored && end >= 0 && next > end
+}
+
 // state is the partition's incarnation and end; "" and -1 when the log cannot tell now.
+// The incarnation is asked before and after the end: the end belongs to it only when both
+// answers agree (a log wiped in between has a new incarnation and an end of unknown
+// origin, which must not pass for a truncation of the old one).
 func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
 	inc, err := g.Log.Incarnation(ctx, g.Topic, partition)
 	if err != nil {
@@ -91,6 +115,13 @@ func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
 	ends, err := g.Log.EndOffsets(ctx, g.Topic)
 	if err != nil || int(partition) >= len(ends) {
 		return inc, -1
+	}
+	after, err := g.Log.Incarnation(ctx, g.Topic, partition)
+	if err != nil {
+		return "", -1
+	}
+	if after != inc {
+		return after, -1
 	}
 	return inc, ends[partition]
 }
@@ -140,6 +171,9 @@ func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32,
 	}
 	g.Metrics.stopped(g.Topic, partition, 1)
 	defer g.Metrics.stopped(g.Topic, partition, -1)
+	if m, ok := g.Log.(recoveryMarker); ok {
+		defer m.recovering(g.Topic, partition)()
+	}
 	b := newBackoff()
 	for g.Recover != nil {
 		err := g.Recover(ctx, partition)
@@ -170,8 +204,32 @@ type Sequenced struct {
 	// existed; it is applied without a check).
 	Seq func(value []byte) (int64, error)
 	// Fetch returns the owner's records of partition numbered above after, in order, at
-	// most a page of them; none once the reader has them all.
+	// most a page of them; none once the reader has them all. When the owner no longer
+	// keeps the record after after (older than its replay window), it returns a
+	// *ReplayGoneError.
 	Fetch func(ctx context.Context, partition int32, after int64) ([][]byte, error)
+	// Logger and Metrics, if set, report records lost past the owner's replay window
+	// (see CatchUp); consumers set them with Reporting.
+	Logger  *logrus.Entry
+	Metrics *Metrics
+}
+
+// ReplayGoneError is Fetch's error when the owner no longer keeps the records a reader
+// asks for: they are older than its replay window. Oldest is the number of the oldest
+// record it still keeps (the number after its last one when it keeps none).
+type ReplayGoneError struct {
+	Oldest int64
+}
+
+func (e *ReplayGoneError) Error() string {
+	return fmt.Sprintf("the owner keeps records from %d only (replay window)", e.Oldest)
+}
+
+// Reporting is a copy of s that reports lost records to logger and metrics.
+func (s *Sequenced) Reporting(logger *logrus.Entry, metrics *Metrics) *Sequenced {
+	c := *s
+	c.Logger, c.Metrics = logger, metrics
+	return &c
 }
 
 // SeqApply applies recs in one transaction that also stores seq (when above 0) and next,
@@ -233,9 +291,26 @@ func (s *Sequenced) Apply(ctx context.Context, topic string, partition int32, la
 
 // CatchUp applies the owner's records after last, up to until (0: all of them), and
 // returns the new last.
+//
+// A reader further behind than the owner's replay window cannot get the records it lacks
+// from anyone: retrying would stop it forever. It goes on from the oldest record the owner
+// still keeps, and the records it skipped are reported (an error naming topic, partition
+// and numbers; dendrite_eventlog_replay_lost_records_total): what they changed reaches it
+// only through the owner's query APIs, as later records refer to it.
 func (s *Sequenced) CatchUp(ctx context.Context, topic string, partition int32, last, until int64, apply SeqApply) (int64, error) {
 	for until == 0 || last < until {
 		values, err := s.Fetch(ctx, partition, last)
+		var gone *ReplayGoneError
+		if errors.As(err, &gone) && gone.Oldest > last+1 {
+			to := gone.Oldest - 1
+			if until > 0 {
+				to = min(to, until)
+			}
+			if last, err = s.skipLost(ctx, topic, partition, last, to, apply); err != nil {
+				return last, err
+			}
+			continue
+		}
 		if err != nil {
 			return last, fmt.Errorf("fetch %s/%d after %d from the owner: %w", topic, partition, last, err)
 		}
@@ -258,4 +333,18 @@ func (s *Sequenced) CatchUp(ctx context.Context, topic string, partition int32, 
 		last = seq
 	}
 	return last, nil
+}
+
+// skipLost stores to as the last number applied in place of last, reporting the records
+// in between as lost: the owner no longer keeps them.
+func (s *Sequenced) skipLost(ctx context.Context, topic string, partition int32, last, to int64, apply SeqApply) (int64, error) {
+	if err := apply(ctx, nil, to, 0); err != nil {
+		return last, err
+	}
+	if s.Logger != nil {
+		s.Logger.WithFields(logrus.Fields{"topic": topic, "partition": partition, "from_seq": last + 1, "to_seq": to}).
+			Error("the reader is further behind than the owner's replay window: these records are lost to it; going on from the oldest record the owner keeps (raise the replay window, or rebuild the reader's database)")
+	}
+	s.Metrics.replayLost(topic, to-last)
+	return to, nil
 }
