@@ -25,7 +25,8 @@ import (
 // with the log were never acknowledged and are applied on retry.
 // With no manual step every member then sees every acknowledged message exactly once, with
 // the event ID its sender got, all in one order, each sender's in the order sent; the test logs how long the server took to
-// answer sends again after the deletion.
+// answer sends again after the deletion. /search (the searchapi reads the same output and
+// recovers the same way) then finds every acknowledged message.
 func TestMonolithLogRecordsDeleted(t *testing.T) {
 	dataDir := t.TempDir()
 	s := startServer(t, e2e.WriteConfig(t, dataDir))
@@ -150,4 +151,15 @@ func TestMonolithLogRecordsDeleted(t *testing.T) {
 		}
 	}
 	t.Logf("every member saw every acknowledged message %v after the kill", time.Since(deleted).Round(time.Millisecond))
+	// The search index, a reader of the same output, recovered from the roomserver too.
+	for i := range senders {
+		term := fmt.Sprintf("wiper%d", i)
+		for n := e2e.SearchCount(t, members[0], term); n != perSender; n = e2e.SearchCount(t, members[0], term) {
+			if n > perSender || ctx.Err() != nil {
+				t.Fatalf("/search finds %d messages of wiper%d, %d were acknowledged", n, i, perSender)
+			}
+			time.Sleep(50 * time.Millisecond) // polling with the test's deadline
+		}
+	}
+	t.Logf("/search finds every acknowledged message %v after the kill", time.Since(deleted).Round(time.Millisecond))
 }

@@ -50,14 +50,6 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 			return fmt.Errorf("load position of %s/%d: %w", g.Topic, partition, err)
 		}
 		inc, end := g.state(ctx, partition)
-		if truncated(st.Incarnation, st.Next, inc, end) {
-			log.WithFields(logrus.Fields{"offset": st.Next, "end": end}).
-				Warn("the log lost records below the consumer's offset (truncated, or restored from an older copy); resuming at its end, where its next record will be written")
-			if err := g.Offsets.Reset(ctx, g.Topic, partition, end, inc); err != nil {
-				return fmt.Errorf("reset offset of %s/%d: %w", g.Topic, partition, err)
-			}
-			continue
-		}
 		if wiped(st.Incarnation, st.Next, inc, end) {
 			if err := g.recover(ctx, log, partition, st, inc, end); err != nil {
 				return err
@@ -85,28 +77,24 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 }
 
 // wiped reports whether a consumer at next in incarnation stored reads a wiped log: the
-// log's incarnation cur differs, or next is past the end (end < 0: unknown); Run tells a
-// truncated log (same incarnation) apart first.
+// log's incarnation cur differs, or next is past the end (end < 0: unknown; see truncated).
 func wiped(stored string, next int64, cur string, end int64) bool {
 	return (stored != "" && cur != "" && cur != stored) || (end >= 0 && next > end)
 }
 
-// truncated reports whether a consumer at next in incarnation stored reads a log that lost
-// its newest records but is the same log: the incarnation is known and unchanged (a Kafka
-// topic keeps its topic ID through an unclean leader election; an embedded log restored
-// from an older copy keeps its partitions' IDs) and next is past the end. The records
-// below the end are those the consumer already read, so it resumes at the end, where the
-// log writes its next record: restarting at 0 would deliver everything again, and staying
-// would skip the next end-next records. A record the log lost beyond what the consumer
-// read is a gap a Sequenced reader fills from the owner, as after a wipe.
+// truncated reports whether a consumer at next in incarnation stored reads a log that
+// lost its newest records but is the same log: the incarnation is known and unchanged (a
+// Kafka topic keeps its ID through an unclean leader election; an embedded log restored
+// from an older copy keeps its partitions' IDs) and next is past the end. It is told apart
+// from a wipe only in what is logged: the consumer cannot know at which offset the records
+// new to it begin (those written since the truncation sit at offsets it already passed),
+// so resuming anywhere but the log's start could skip them. It restarts there as after a
+// wipe: a Sequenced reader skips by number what it has, other handlers are idempotent.
 func truncated(stored string, next int64, cur string, end int64) bool {
 	return stored != "" && cur == stored && end >= 0 && next > end
 }
 
 // state is the partition's incarnation and end; "" and -1 when the log cannot tell now.
-// The incarnation is asked before and after the end: the end belongs to it only when both
-// answers agree (a log wiped in between has a new incarnation and an end of unknown
-// origin, which must not pass for a truncation of the old one).
 func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
 	inc, err := g.Log.Incarnation(ctx, g.Topic, partition)
 	if err != nil {
@@ -115,13 +103,6 @@ func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
 	ends, err := g.Log.EndOffsets(ctx, g.Topic)
 	if err != nil || int(partition) >= len(ends) {
 		return inc, -1
-	}
-	after, err := g.Log.Incarnation(ctx, g.Topic, partition)
-	if err != nil {
-		return "", -1
-	}
-	if after != inc {
-		return after, -1
 	}
 	return inc, ends[partition]
 }
@@ -160,7 +141,10 @@ func (g *Guard) watch(ctx context.Context, partition int32, stored string, next 
 func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32, st Stored, inc string, end int64) error {
 	start := time.Now()
 	fields := logrus.Fields{"offset": st.Next, "end": end, "seq": st.Seq}
-	const wipedMsg = "the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): "
+	wipedMsg := "the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): "
+	if truncated(st.Incarnation, st.Next, inc, end) {
+		wipedMsg = "the log lost its newest records under the consumer (same log, truncated or restored from an older copy; records written since sit below the consumer's offset): "
+	}
 	switch {
 	case g.Recover != nil:
 		log.WithFields(fields).Warn(wipedMsg + "recovering from the owner")
