@@ -80,7 +80,10 @@ run_sytest() {
 	mkdir -p "$sytest_out/bin"
 	go build -o "$sytest_out/bin/dendrite" ./cmd/dendrite
 	local rc=0
-	"$sytest_dir/run.sh" --bin "$sytest_out/bin/dendrite" --out "$sytest_out" --whitelist "$root/sytest-whitelist" || rc=$?
+	# URL previews are off by default; sytest's "Test URL preview" needs them (its page server is on loopback,
+	# which the driver's global.deny_networks: [] allows).
+	DENDRITE_MEDIA_API_URL_PREVIEW_ENABLED=true \
+		"$sytest_dir/run.sh" --bin "$sytest_out/bin/dendrite" --out "$sytest_out" --whitelist "$root/sytest-whitelist" || rc=$?
 	# The are-we-synapse-yet percentages, e.g. "### Client-Server APIs: project 46% (280/607), ...".
 	grep -E '^### (Client-Server APIs|Server-Server \(Federation\) APIs):' "$sytest_out/summary.md" | sed 's/^### /are-we-synapse-yet: /' || true
 	if [ "$rc" -ne 0 ] && [ -s "$sytest_out/whitelist-missing.txt" ]; then
@@ -89,8 +92,30 @@ run_sytest() {
 			awk 'NR == FNR { want[$0] = 1; next }
 				/^[^ ]/ { name = $0; sub(/ \[[^]]*\]( \(Dendrite whitelist\))?$/, "", name); show = (name in want) }
 				show' - "$sytest_out/lists/failed-reasons.txt" >&2
+		retry_sytest && rc=0
 	fi
 	return "$rc"
+}
+
+# retry_sytest runs once more, alone, the files of the few whitelisted sytests that did not pass in the
+# whole suite, and succeeds when every one of them passes there. Sytest's tests share one run's servers and
+# its one fake push gateway and federation server, and wait on fixed deadlines: on two loaded cores a test
+# now and then misses one. A test that fails twice fails the run; so do more than 20 at once (that is
+# a regression, not load). The retry's results are in sytest-out/retry.
+retry_sytest() {
+	local missing files
+	missing=$(wc -l <"$sytest_out/whitelist-missing.txt")
+	if [ "$missing" -gt 20 ]; then
+		echo "sytest: $missing whitelisted tests did not pass; not retrying more than 20" >&2
+		return 1
+	fi
+	files=$(python3 "$root/scripts/sytest-files.py" "$sytest_dir/sytest/tests" <"$sytest_out/whitelist-missing.txt") || return 1
+	echo "sytest: retrying once, alone, the files of the $missing whitelisted tests that did not pass:" $files >&2
+	# shellcheck disable=SC2086 # one argument per file
+	"$sytest_dir/run.sh" --bin "$sytest_out/bin/dendrite" --out "$sytest_out/retry" \
+		--whitelist "$sytest_out/whitelist-missing.txt" -- $files || return 1
+	echo "sytest: every whitelisted test passed on its retry (flaky under load in the whole suite):" >&2
+	cat "$sytest_out/whitelist-missing.txt" >&2
 }
 
 if [ "$what" = all ] || [ "$what" = go ]; then

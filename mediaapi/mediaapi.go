@@ -6,6 +6,7 @@ package mediaapi
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/outbound"
@@ -41,14 +43,21 @@ type Deps struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	// Federation fetches other servers' media; nil serves our own media only.
 	Federation FederationClient
-	// Deny are the networks a fetch redirected by another server must not reach
-	// (global.deny_networks).
+	// Deny are the networks a fetch redirected by another server, and a URL preview's
+	// page, redirects and image, must not reach (global.deny_networks).
 	Deny *outbound.Policy
+	// PreviewTLS is the TLS configuration of URL preview fetches (nil: the system's roots).
+	PreviewTLS *tls.Config
+	// CacheBudget is the process's cache budget; URL previews take a share of it.
+	CacheBudget caching.Budget
 	// RequestTimeout bounds one fetch of another server's media.
 	RequestTimeout time.Duration
 	Logger         *logrus.Entry
 	Registerer     prometheus.Registerer
 }
+
+// previewCacheShare is the share of the process's cache budget URL previews take.
+const previewCacheShare = 0.03125
 
 // MediaAPI is a built media repository.
 type MediaAPI struct {
@@ -85,7 +94,14 @@ func New(ctx context.Context, d Deps) (*MediaAPI, error) {
 		m.Remote = &internal.Remote{Client: d.Federation, HTTP: &http.Client{Transport: tr, Timeout: timeout}, Origin: d.ServerName,
 			DB: db, Blobs: blobs, Cfg: d.Cfg, Metrics: metrics, Timeout: timeout}
 	}
-	return &MediaAPI{routing: &routing.Routing{Media: m, DeviceLookup: d.DeviceLookup, Verifier: d.Verifier}}, nil
+	rt := &routing.Routing{Media: m, DeviceLookup: d.DeviceLookup, Verifier: d.Verifier}
+	if d.Cfg.URLPreview.Enabled {
+		base := http.DefaultTransport.(*http.Transport).Clone()
+		base.TLSClientConfig = d.PreviewTLS
+		rt.Previewer = internal.NewPreviewer(internal.PreviewerDeps{Media: m, Cfg: d.Cfg.URLPreview, Deny: d.Deny, Transport: base,
+			CacheBytes: d.CacheBudget.Share(previewCacheShare)})
+	}
+	return &MediaAPI{routing: rt}, nil
 }
 
 // Routes are the client media endpoints (uploads go through the media body limit,

@@ -53,6 +53,12 @@ func newHarness(t *testing.T, db *sqlutil.DB, change func(*config.MediaAPI)) *ha
 // newHarnessIn is newHarness with its file store in dir.
 func newHarnessIn(t *testing.T, db *sqlutil.DB, dir string, change func(*config.MediaAPI)) *harness {
 	t.Helper()
+	return newHarnessDeps(t, db, dir, change, nil)
+}
+
+// newHarnessDeps is newHarnessIn with deps changing the component's dependencies.
+func newHarnessDeps(t *testing.T, db *sqlutil.DB, dir string, change func(*config.MediaAPI), deps func(*mediaapi.Deps)) *harness {
+	t.Helper()
 	cfg := config.Defaults().MediaAPI
 	if change != nil {
 		change(&cfg)
@@ -60,8 +66,11 @@ func newHarnessIn(t *testing.T, db *sqlutil.DB, dir string, change func(*config.
 	h := &harness{t: t, db: db, dir: dir, cfg: &cfg}
 	logger := logrus.New()
 	logger.SetLevel(logrus.WarnLevel)
-	m, err := mediaapi.New(context.Background(), mediaapi.Deps{Cfg: &cfg, ServerName: serverName, DB: db, BasePath: h.dir,
-		DeviceLookup: lookup, Logger: logrus.NewEntry(logger)})
+	d := mediaapi.Deps{Cfg: &cfg, ServerName: serverName, DB: db, BasePath: h.dir, DeviceLookup: lookup, Logger: logrus.NewEntry(logger)}
+	if deps != nil {
+		deps(&d)
+	}
+	m, err := mediaapi.New(context.Background(), d)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color"
@@ -169,6 +170,41 @@ func TestAsyncUpload(t *testing.T) {
 		res, _ = create("alice")
 		if res.StatusCode != http.StatusTooManyRequests {
 			t.Errorf("third pending reservation: %d, want 429", res.StatusCode)
+		}
+	})
+}
+
+// TestPregeneratedSizes: the default sizes made on upload (each scaled from the smallest
+// larger thumbnail already made, the picture decoded once) have the dimensions the
+// picture itself gives them, for landscape, portrait and tiny pictures.
+func TestPregeneratedSizes(t *testing.T) {
+	type size struct {
+		w, h   int
+		method string
+	}
+	sizes := []size{{32, 32, "crop"}, {96, 96, "crop"}, {320, 240, "scale"}, {640, 480, "scale"}, {800, 600, "scale"}}
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := newHarness(t, db, nil)
+		for _, c := range []struct {
+			w, h int
+			want [][2]int // of sizes
+		}{
+			{1920, 1080, [][2]int{{32, 32}, {96, 96}, {320, 180}, {640, 360}, {800, 450}}},
+			{1000, 1500, [][2]int{{32, 32}, {96, 96}, {160, 240}, {320, 480}, {400, 600}}},
+			{60, 50, [][2]int{{32, 32}, {60, 50}, {60, 50}, {60, 50}, {60, 50}}},
+		} {
+			ref := h.upload("alice", "image/jpeg", "", encode(t, "jpeg", picture(c.w, c.h)))
+			for i, s := range sizes {
+				res, b := h.do(http.MethodGet, fmt.Sprintf("/_matrix/client/v1/media/thumbnail/%s?width=%d&height=%d&method=%s", ref, s.w, s.h, s.method), "bob", "", nil)
+				cfg, _, err := image.DecodeConfig(bytes.NewReader(b))
+				if want := c.want[i]; res.StatusCode != http.StatusOK || err != nil || cfg.Width != want[0] || cfg.Height != want[1] {
+					t.Errorf("%dx%d, %v: %d %dx%d %v, want %dx%d", c.w, c.h, s, res.StatusCode, cfg.Width, cfg.Height, err, want[0], want[1])
+				}
+			}
+			var rows int
+			if err := db.QueryRow("SELECT COUNT(*) FROM mediaapi_thumbnails WHERE media_id = $1", strings.SplitN(ref, "/", 2)[1]).Scan(&rows); err != nil || rows != len(sizes) {
+				t.Errorf("%dx%d: %d thumbnail rows %v, want the %d sizes made on upload", c.w, c.h, rows, err, len(sizes))
+			}
 		}
 	})
 }

@@ -78,8 +78,8 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	progress := internal.NewProgress(d.Log, d.Topics.ClientData)
-	clientData.Applied = progress.Applied
+	progress := eventlog.NewProgress(d.Log, d.Topics.ClientData)
+	clientData.Progress = progress
 	reader := &internal.Reader{DB: db, Rooms: d.Rooms, ServerName: d.ServerName, Evaluator: pushrules.NewEvaluator(),
 		Rules: internal.NewRuleCache(), ClientData: progress, Logger: d.Logger}
 	metrics := internal.NewMetrics(d.Registerer)
@@ -114,11 +114,9 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	if d.Replay != nil {
 		roomEvents.Sequenced = rsapi.OutputSequence(d.Replay)
 	}
-	roomProgress := internal.NewProgress(d.Log, d.Topics.RoomEvents)
-	roomEvents.Applied = func(partition int32, next int64) {
-		roomProgress.Applied(partition, next)
-		s.deliverer.Wake()
-	}
+	roomProgress := eventlog.NewProgress(d.Log, d.Topics.RoomEvents)
+	roomEvents.Progress = roomProgress
+	roomEvents.Applied = func(int32, int64) { s.deliverer.Wake() }
 	receipts, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.Receipts, nil, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err

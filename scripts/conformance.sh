@@ -36,7 +36,8 @@ date=$(date -u -r "$out/results.tap" +%Y-%m-%d)
 the client-server and server-server APIs against live homeservers and sytest's own fake federation server.
 \`./test.sh\` runs it against the monolith (two servers, SQLite) after \`go test ./...\`, from the shared sytest
 folder beside the repository (\`../shared/sytest\`, with its driver and the Perl packages \`test.sh\` installs),
-and fails when a test of \`sytest-whitelist\` does not pass.
+and fails when a test of \`sytest-whitelist\` does not pass, in the whole suite and again in a retry of its file
+alone (at most 20 such tests are retried; the retry's results are in \`sytest-out/retry\`).
 
 - \`sytest-whitelist\` ($(names "$root/sytest-whitelist") tests): the tests that pass reliably today and must keep
   passing. A fix adds the tests it makes pass; a test leaves the list only with the reason in the commit message.

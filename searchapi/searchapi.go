@@ -82,7 +82,7 @@ func New(ctx context.Context, d Deps) (*SearchAPI, error) {
 		c.Sequenced = rsapi.OutputSequence(d.Replay)
 	}
 	progress := eventlog.NewProgress(d.Log, d.OutputTopic)
-	c.Applied = func(partition int32, next int64) { progress.Set(d.OutputTopic, partition, next) }
+	c.Progress = progress
 	h := &routing.Handlers{
 		Searcher: &internal.Searcher{DB: db, Rooms: d.Rooms}, DeviceLookup: d.DeviceLookup, QueryTime: queryTime,
 		CatchUp: func(ctx context.Context) error { return progress.CatchUp(ctx, catchUpWait) },

@@ -39,6 +39,7 @@ const (
 	serverName  = "test.local"
 	outTopic    = "out"
 	clientTopic = "clientdata"
+	keyTopic    = "keychanges"
 )
 
 var roomCounter atomic.Int64
@@ -86,7 +87,7 @@ func startWithBackfill(t testing.TB, db *sqlutil.DB, bf fapi.SyncFederationAPI, 
 	h := &harness{t: t, db: db, log: log, key: key, cancel: cancel, devices: map[string]*uapi.Device{}, filters: map[string][]byte{},
 		input: &rsapi.Input{Log: log, Topic: "in", Wait: rs.API()}}
 	sa, err := syncapi.New(ctx, syncapi.Deps{
-		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic,
+		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic, KeyChangeTopic: keyTopic,
 		RoomserverAPI: rs.API(), Backfill: bf, BackfillLimit: limit, DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
 	})
 	if err != nil {
@@ -270,7 +271,7 @@ func (h *harness) waitConsumed() {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		var want, got int64
-		for _, topic := range []string{outTopic, clientTopic} {
+		for _, topic := range []string{outTopic, clientTopic, keyTopic} {
 			ends, err := h.log.EndOffsets(ctx, topic)
 			if err != nil {
 				h.t.Fatal(err)

@@ -77,7 +77,8 @@ type SyncAPI struct {
 	logger     *logrus.Entry
 }
 
-// New opens the storage and loads room memberships into the notifier. Run starts consuming.
+// New opens the storage, loads room memberships into the notifier and every room's activity
+// into memory. Run starts consuming.
 func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	offsets, err := eventlog.NewOffsetStore(ctx, d.DB, "syncapi")
 	if err != nil {
@@ -96,6 +97,10 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if err = n.Load(ctx, db); err != nil {
 		return nil, fmt.Errorf("load room members: %w", err)
 	}
+	activity, err := storage.NewActivityIndex(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("load room activity: %w", err)
+	}
 	logger := d.Logger
 	if logger == nil {
 		logger = logrus.NewEntry(logrus.New())
@@ -111,7 +116,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if d.Backfill != nil {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
 	}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}

@@ -102,3 +102,50 @@ func BenchmarkClaimKeys(b *testing.B) {
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "claims/s")
 	})
 }
+
+// BenchmarkClaimKeysManyDevices is one POST /keys/claim for 40 devices (20 users with 2
+// devices each), as a client sharing a Megolm session with a room does: one one-time key
+// per device, from stores of b.N keys per device uploaded beforehand.
+func BenchmarkClaimKeysManyDevices(b *testing.B) {
+	benchEngines(b, func(b *testing.B, u api.ClientUserAPI) {
+		ctx := context.Background()
+		req := &api.PerformClaimKeysRequest{OneTimeKeys: map[string]map[string]string{}}
+		for i := range 20 {
+			name := fmt.Sprintf("user%02d", i)
+			userID := create(b, u, name, "pw").UserID
+			req.OneTimeKeys[userID] = map[string]string{}
+			for _, devID := range []string{"D1", "D2"} {
+				if _, err := u.PerformDeviceCreation(ctx, &api.PerformDeviceCreationRequest{Localpart: name, DeviceID: &devID}); err != nil {
+					b.Fatal(err)
+				}
+				dk := test.NewDeviceKeys(b, userID, devID)
+				keys := map[string]json.RawMessage{}
+				for k := range b.N {
+					keys[fmt.Sprintf("signed_curve25519:%08d", k)] = dk.OneTimeKey(b, false)
+				}
+				for len(keys) > 0 {
+					batch := map[string]json.RawMessage{}
+					for id, k := range keys {
+						batch[id] = k
+						delete(keys, id)
+						if len(batch) == 1000 {
+							break
+						}
+					}
+					if _, err := u.PerformUploadKeys(ctx, &api.PerformUploadKeysRequest{UserID: userID, DeviceID: devID, OneTimeKeys: batch}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				req.OneTimeKeys[userID][devID] = "signed_curve25519"
+			}
+		}
+		b.ResetTimer()
+		for range b.N {
+			res, err := u.PerformClaimKeys(ctx, req)
+			if err != nil || len(res.OneTimeKeys) != 20 {
+				b.Fatalf("claim: %d users %v", len(res.OneTimeKeys), err)
+			}
+		}
+		b.ReportMetric(float64(40*b.N)/b.Elapsed().Seconds(), "claims/s")
+	})
+}

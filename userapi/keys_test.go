@@ -269,7 +269,9 @@ func TestConcurrentClaims(t *testing.T) {
 
 // TestRemoteDeviceListUpdates feeds other servers' EDUs through InputDeviceListUpdate: each
 // becomes an OutputKeyChangeEvent of the remote user with a growing stream ID, and a
-// redelivered device list update (same stream ID) is announced once.
+// redelivered device list update (same stream ID) is announced again at the same stream ID
+// (which readers skip), so that a crash between the cache's commit and the announcement
+// loses nothing.
 func TestRemoteDeviceListUpdates(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -305,17 +307,18 @@ func TestRemoteDeviceListUpdates(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		recs := collectTopic(t, log, keyTopic, 2)
+		recs := collectTopic(t, log, keyTopic, 3)
 		cancel()
 		if err = <-done; err != nil && !errors.Is(err, context.Canceled) {
 			t.Fatal(err)
 		}
-		var first, second api.OutputKeyChangeEvent
+		var first, again, second api.OutputKeyChangeEvent
 		_ = json.Unmarshal(recs[0].Value, &first) // checked field by field below
-		_ = json.Unmarshal(recs[1].Value, &second)
+		_ = json.Unmarshal(recs[1].Value, &again)
+		_ = json.Unmarshal(recs[2].Value, &second)
 		if first.DeviceKeys == nil || first.DeviceKeys.UserID != carol || first.DeviceKeys.StreamID != 1 ||
-			second.CrossSigning == nil || second.CrossSigning.StreamID != 2 {
-			t.Fatalf("announcements %s / %s", recs[0].Value, recs[1].Value)
+			again.DeviceKeys == nil || again.DeviceKeys.StreamID != 1 || second.CrossSigning == nil || second.CrossSigning.StreamID != 2 {
+			t.Fatalf("announcements %s / %s / %s", recs[0].Value, recs[1].Value, recs[2].Value)
 		}
 	})
 }

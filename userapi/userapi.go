@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -36,8 +37,11 @@ type Deps struct {
 	// AppServices are the application services: their as_tokens authenticate, their
 	// senders' accounts are created at start-up. Nil: none.
 	AppServices *config.AppServiceAPI
-	Logger      *logrus.Entry
-	Registerer  prometheus.Registerer
+	// Remote fetches other servers' users' device lists (GET /user/devices) for the cache of
+	// them; nil fetches none.
+	Remote     api.RemoteDeviceFetcher
+	Logger     *logrus.Entry
+	Registerer prometheus.Registerer
 }
 
 // UserAPI is the userapi component.
@@ -59,7 +63,7 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	impl, err := internal.New(internal.UserAPI{
 		DB: db, ServerName: d.ServerName, BCryptCost: d.Cfg.BCryptCost,
 		Log: d.Log, ClientDataTopic: d.ClientDataTopic, KeyChangeTopic: d.KeyChangeTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
-		AppServices: d.AppServices,
+		AppServices: d.AppServices, Remote: d.Remote,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start userapi: %w", err)
@@ -69,21 +73,24 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	}
 	u := &UserAPI{api: impl}
 	if d.DeviceListTopic != "" && d.Log != nil {
-		h := &consumer.DeviceLists{DB: db, Log: d.Log, KeyChangeTopic: d.KeyChangeTopic}
-		if u.deviceList, err = eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "userapi", d.DeviceListTopic, h.Handle, logger, d.LogMetrics); err != nil {
+		h := &consumer.DeviceLists{DB: db, Log: d.Log, KeyChangeTopic: d.KeyChangeTopic, Stale: impl.MarkStale}
+		if u.deviceList, err = eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "userapi", d.DeviceListTopic, nil, logger, d.LogMetrics); err != nil {
 			return nil, err
 		}
+		u.deviceList.Prepare = h.Prepare
 	}
 	return u, nil
 }
 
-// Run consumes other servers' device list updates until ctx ends.
+// Run consumes other servers' device list updates, and fetches the device lists they mark
+// stale, until ctx ends.
 func (u *UserAPI) Run(ctx context.Context) error {
-	if u.deviceList == nil {
-		<-ctx.Done()
-		return nil
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return u.api.RunResyncs(ctx) })
+	if u.deviceList != nil {
+		g.Go(func() error { return u.deviceList.Run(ctx) })
 	}
-	return u.deviceList.Run(ctx)
+	return g.Wait()
 }
 
 // API is the userapi's client-facing API.

@@ -138,7 +138,8 @@ func (k *Keys) Upload(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	return httputil.OK(map[string]any{"one_time_key_counts": res.OneTimeKeyCounts}), nil
 }
 
-// Query is POST /keys/query.
+// Query is POST /keys/query: local users' keys, and other servers' users' keys from the
+// userapi's cache of their device lists (which it refreshes from their servers).
 func (k *Keys) Query(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	var body struct {
 		DeviceKeys map[string][]string `json:"device_keys"`
@@ -155,18 +156,19 @@ func (k *Keys) Query(r *http.Request, dev *uapi.Device) (httputil.Response, erro
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	answers := askServers(r.Context(), k, remote, remoteTimeout(body.Timeout), func(ctx context.Context, server string) (*fapi.QueryRemoteKeysResponse, error) {
-		return k.Federation.QueryRemoteKeys(ctx, &fapi.QueryRemoteKeysRequest{Server: server, DeviceKeys: remote[server]})
-	})
-	for server := range remote {
-		a, ok := answers[server]
-		if !ok {
-			res.Failures[server] = unreachable
-			continue
+	others := map[string][]string{}
+	for _, users := range remote {
+		maps.Copy(others, users)
+	}
+	if len(others) > 0 {
+		q, err := k.UserAPI.QueryRemoteKeys(r.Context(), &uapi.QueryRemoteKeysRequest{DeviceKeys: others, TimeoutMS: remoteTimeout(body.Timeout).Milliseconds()})
+		if err != nil {
+			return httputil.Response{}, err
 		}
-		maps.Copy(res.DeviceKeys, a.DeviceKeys)
-		maps.Copy(res.MasterKeys, a.MasterKeys)
-		maps.Copy(res.SelfSigningKeys, a.SelfSigningKeys)
+		maps.Copy(res.DeviceKeys, q.DeviceKeys)
+		maps.Copy(res.MasterKeys, q.MasterKeys)
+		maps.Copy(res.SelfSigningKeys, q.SelfSigningKeys)
+		maps.Copy(res.Failures, q.Failures)
 	}
 	return httputil.OK(res), nil
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -268,4 +269,12 @@ func TestPolylithPush(t *testing.T) {
 	d := startCluster(t, config, 2)
 	t.Run("counts", func(t *testing.T) { e2e.PushCounts(t, d.URL()) })
 	t.Run("delivery", func(t *testing.T) { e2e.PushDelivery(t, d) })
+}
+
+// TestPolylithMedia runs the media story through devcluster's front proxy to the mediaapi
+// process on PostgreSQL: an upload, a byte-identical download through the authenticated
+// endpoint, and a thumbnail of every default size.
+func TestPolylithMedia(t *testing.T) {
+	t.Parallel()
+	e2e.Media(t, startCluster(t, e2e.WriteConfig(t, t.TempDir()), 1).URL(), config.Defaults().MediaAPI.ThumbnailSizes)
 }

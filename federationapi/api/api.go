@@ -138,28 +138,9 @@ type ClientFederationAPI interface {
 	// QueryPublicRooms asks a server for its published rooms (POST /publicRooms); 502 when
 	// it cannot be asked.
 	QueryPublicRooms(ctx context.Context, req *QueryPublicRoomsRequest) (*QueryPublicRoomsResponse, error)
-	// QueryRemoteKeys asks a server for its users' keys (POST /user/keys/query) and keeps
-	// only what is sound: keys of that server's users that were asked for, device keys
-	// signed by their own device key, self-signing keys signed by the master key; 502 when
-	// it cannot be asked.
-	QueryRemoteKeys(ctx context.Context, req *QueryRemoteKeysRequest) (*QueryRemoteKeysResponse, error)
 	// ClaimRemoteKeys claims one-time keys of a server's users (POST /user/keys/claim),
 	// keeping only keys of devices that were asked for; 502 when it cannot be asked.
 	ClaimRemoteKeys(ctx context.Context, req *ClaimRemoteKeysRequest) (*ClaimRemoteKeysResponse, error)
-}
-
-// QueryRemoteKeysRequest asks Server for the device keys of its users: user ID -> device
-// IDs (empty: every device).
-type QueryRemoteKeysRequest struct {
-	Server     string              `json:"server"`
-	DeviceKeys map[string][]string `json:"device_keys"`
-}
-
-// QueryRemoteKeysResponse is what Server answered that passed the checks.
-type QueryRemoteKeysResponse struct {
-	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
-	MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
-	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
 }
 
 // ClaimRemoteKeysRequest claims keys of Server's users: user ID -> device ID -> algorithm.

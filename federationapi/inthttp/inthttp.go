@@ -26,7 +26,6 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.QueryRoomAlias)
 	ihttp.Serve(s, a.QueryPublicRooms)
 	ihttp.Serve(s, a.PerformBackfill)
-	ihttp.Serve(s, a.QueryRemoteKeys)
 	ihttp.Serve(s, a.ClaimRemoteKeys)
 	return s
 }
@@ -76,11 +75,6 @@ func (c *Client) QueryPublicRooms(ctx context.Context, req *api.QueryPublicRooms
 // PerformBackfill implements api.SyncFederationAPI.
 func (c *Client) PerformBackfill(ctx context.Context, req *api.PerformBackfillRequest) (*api.PerformBackfillResponse, error) {
 	return ihttp.Call[api.PerformBackfillResponse](ctx, c.c, req)
-}
-
-// QueryRemoteKeys implements api.ServerAPI.
-func (c *Client) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysRequest) (*api.QueryRemoteKeysResponse, error) {
-	return ihttp.Call[api.QueryRemoteKeysResponse](ctx, c.c, req)
 }
 
 // ClaimRemoteKeys implements api.ServerAPI.

@@ -37,6 +37,21 @@ type MediaAPI struct {
 	// MaxPendingUploads bounds the reserved, not yet uploaded, media IDs of one user (429
 	// M_LIMIT_EXCEEDED beyond).
 	MaxPendingUploads int `yaml:"max_pending_uploads"`
+	// URLPreview is GET /_matrix/client/v1/media/preview_url (and the legacy one).
+	URLPreview URLPreview `yaml:"url_preview"`
+}
+
+// URLPreview configures URL previews: off by default, since the server then fetches any
+// URL its users name. Its fetches go through the global.deny_networks dialer, which checks
+// the resolved address of the URL and of every redirect.
+type URLPreview struct {
+	// Enabled serves previews; when off the endpoints answer 404 M_UNRECOGNIZED.
+	Enabled bool `yaml:"enabled"`
+	// MaxPageBytes is how much of an HTML page is read for its title and OpenGraph tags;
+	// the rest is never downloaded. A page's og:image is bounded by max_file_size_bytes.
+	MaxPageBytes int64 `yaml:"max_page_bytes"`
+	// Timeout bounds one preview: the page, its redirects and its image.
+	Timeout Duration `yaml:"timeout"`
 }
 
 // ThumbnailSize is a thumbnail size: method "crop" fills exactly width x height, cutting
@@ -57,6 +72,7 @@ func defaultMediaAPI() MediaAPI {
 			{Width: 800, Height: 600, Method: "scale"},
 		},
 		UnusedExpiry: Duration(24 * time.Hour), MaxPendingUploads: 10,
+		URLPreview: URLPreview{MaxPageBytes: 1 << 20, Timeout: Duration(10 * time.Second)},
 	}
 }
 
@@ -90,5 +106,11 @@ func (m *MediaAPI) verify(bad func(path, problem string)) {
 	}
 	if m.MaxPendingUploads < 1 {
 		bad("media_api.max_pending_uploads", "must be at least 1")
+	}
+	if m.URLPreview.MaxPageBytes < 1024 {
+		bad("media_api.url_preview.max_page_bytes", "must be at least 1024")
+	}
+	if m.URLPreview.Timeout <= 0 {
+		bad("media_api.url_preview.timeout", "must be positive")
 	}
 }

@@ -97,3 +97,46 @@ func ParseCrossSigningKey(raw json.RawMessage, userID, purpose string) (*CrossSi
 func SignedBy(raw json.RawMessage, signer string, k *CrossSigningKey) bool {
 	return gomatrixserverlib.VerifyJSON(signer, gomatrixserverlib.KeyID(k.ID), k.Public, raw) == nil
 }
+
+// KeepDeviceKeys is what a server keeps of another server's device keys: raw without
+// "unsigned" when it is a DeviceKeys object of userID's device deviceID, else nil.
+func KeepDeviceKeys(raw json.RawMessage, userID, deviceID string) []byte {
+	if len(raw) == 0 || CheckDeviceKeys(raw, userID, deviceID) != nil {
+		return nil
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil {
+		return nil
+	}
+	delete(obj, "unsigned")
+	b, err := json.Marshal(obj)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// KeepCrossSigningKeys is what a server keeps of another server's user's cross-signing
+// keys: master when it is userID's master key; selfSigning when it is their self-signing
+// key signed by that master key (or, when master is absent, by heldMaster, the master key
+// already held). Each key that fails is nil.
+func KeepCrossSigningKeys(userID string, master, selfSigning, heldMaster json.RawMessage) (keptMaster, keptSelfSigning []byte) {
+	signer := heldMaster
+	if len(master) > 0 {
+		if _, err := ParseCrossSigningKey(master, userID, "master"); err == nil {
+			keptMaster = master
+		}
+		signer = keptMaster
+	}
+	if len(selfSigning) == 0 || len(signer) == 0 {
+		return keptMaster, nil
+	}
+	mk, err := ParseCrossSigningKey(signer, userID, "master")
+	if err != nil {
+		return keptMaster, nil
+	}
+	if _, err := ParseCrossSigningKey(selfSigning, userID, "self_signing"); err == nil && SignedBy(selfSigning, userID, mk) {
+		keptSelfSigning = selfSigning
+	}
+	return keptMaster, keptSelfSigning
+}

@@ -136,8 +136,15 @@ type Consumer struct {
 	// transaction opens (for the queries to other components a handler must not make
 	// while holding it) and returns what to apply inside the transaction.
 	Prepare func(ctx context.Context, recs []Record) (func(ctx context.Context, tx *sql.Tx) error, error)
-	// Applied, if set, is called after each committed batch with the partition's next offset.
+	// Applied, if set, is called when a partition starts (with the offset it resumes at)
+	// and after each committed batch, with the partition's next offset.
 	Applied func(partition int32, next int64)
+	// Progress, if set, follows how far the consumer has applied each partition, for
+	// another consumer or a request handler to wait on (Progress.CatchUp): each partition
+	// is Reset to the offset it resumes at when it starts, so a consumer that resumes at
+	// the end of its partitions is caught up before its first batch, and Set after each
+	// committed batch.
+	Progress *Progress
 	// Sequenced, if set, applies the records by their owner's numbers (see Sequenced) and
 	// runs every partition under a Guard: after its log was wiped, the consumer catches up
 	// from the owner and goes on at the new log's start.
@@ -181,10 +188,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return err
 }
 
-func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64, advanced func(int64)) error {
+// started reports that the partition resumes at next.
+func (c *Consumer) started(partition int32, next int64) {
+	if c.Progress != nil {
+		c.Progress.Reset(c.Topic, partition, next)
+	}
 	if c.Applied != nil {
 		c.Applied(partition, next)
 	}
+}
+
+// applied reports that the partition is applied up to next.
+func (c *Consumer) applied(partition int32, next int64) {
+	if c.Progress != nil {
+		c.Progress.Set(c.Topic, partition, next)
+	}
+	if c.Applied != nil {
+		c.Applied(partition, next)
+	}
+}
+
+func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64, advanced func(int64)) error {
+	c.started(partition, next)
 	attempts := map[int64]int{}
 	return c.Log.Consume(ctx, c.Topic, partition, next, func(ctx context.Context, recs []Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
@@ -237,8 +262,8 @@ func (c *Consumer) apply(ctx context.Context, partition int32, recs []Record, se
 		return err
 	}
 	c.Metrics.consumed(c.Topic, len(recs))
-	if c.Applied != nil && next > 0 {
-		c.Applied(partition, next)
+	if next > 0 {
+		c.applied(partition, next)
 	}
 	return nil
 }
@@ -279,9 +304,6 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 		eg.Go(func() error {
 			return g.Run(ctx, p, func(ctx context.Context, st Stored, advanced func(int64)) error {
 				if c.Sequenced == nil {
-					if c.Applied != nil {
-						c.Applied(p, st.Next)
-					}
 					return c.runPartition(ctx, p, st.Next, advanced)
 				}
 				return c.runSequenced(ctx, p, st, advanced)
@@ -298,9 +320,7 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 // runSequenced consumes a partition from st, applying records by their numbers.
 func (c *Consumer) runSequenced(ctx context.Context, partition int32, st Stored, advanced func(int64)) error {
 	next, last := st.Next, st.Seq
-	if c.Applied != nil {
-		c.Applied(partition, next)
-	}
+	c.started(partition, next)
 	attempts := map[int64]int{}
 	return c.Log.Consume(ctx, c.Topic, partition, next, func(ctx context.Context, recs []Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
@@ -327,8 +347,8 @@ func (c *Consumer) runSequenced(ctx context.Context, partition int32, st Stored,
 func (c *Consumer) applyRun(ctx context.Context, partition int32, run []Record, seq, next int64, attempts map[int64]int) error {
 	if len(run) == 0 {
 		err := c.DB.WithTx(ctx, func(tx *sql.Tx) error { return c.savePosition(ctx, tx, partition, next, seq) })
-		if err == nil && c.Applied != nil && next > 0 {
-			c.Applied(partition, next)
+		if err == nil && next > 0 {
+			c.applied(partition, next)
 		}
 		return err
 	}
@@ -378,8 +398,8 @@ func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, seq 
 		return derr
 	}
 	c.Metrics.deadLettered(c.Topic)
-	if c.Applied != nil && r.Offset >= 0 {
-		c.Applied(partition, r.Offset+1)
+	if r.Offset >= 0 {
+		c.applied(partition, r.Offset+1)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,4 +141,69 @@ func BenchmarkProduce(b *testing.B) {
 	}
 	defer l.Close()
 	logtest.BenchmarkProduce(b, l)
+}
+
+// TestConsumerProgress: a consumer that resumes at the end of its partitions is caught up
+// before its first batch (CatchUp returns without any new record), and CatchUp waits for
+// a record written later until the consumer has applied it.
+func TestConsumerProgress(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		l, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 3})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "p")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range 6 {
+			if _, err = l.Produce(ctx, "prog", eventlog.Message{Key: []byte(fmt.Sprint(i)), Value: []byte(fmt.Sprint(i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var applied sync.Map
+		run := func() (*eventlog.Progress, context.CancelFunc, chan error) {
+			progress := eventlog.NewProgress(l, "prog")
+			c := &eventlog.Consumer{Log: l, DB: db, Offsets: offsets, Topic: "prog", Partitions: eventlog.AllPartitions(l, "prog"),
+				Logger: logrus.NewEntry(logrus.New()), Guarded: true, Progress: progress,
+				Handle: func(_ context.Context, _ *sql.Tx, recs []eventlog.Record) error {
+					for _, r := range recs {
+						applied.Store(string(r.Value), true)
+					}
+					return nil
+				}}
+			cctx, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- c.Run(cctx) }()
+			return progress, stop, done
+		}
+		// A wait far beyond the test's deadline: CatchUp must end because the consumer
+		// caught up, never because the wait ran out.
+		const forever = time.Hour
+		progress, stop, done := run()
+		if err := progress.CatchUp(ctx, forever); err != nil {
+			t.Fatal(err)
+		}
+		stop()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		progress, stop, done = run()
+		defer func() { stop(); <-done }()
+		if err := progress.CatchUp(ctx, forever); err != nil {
+			t.Fatalf("a consumer resumed at the end is not caught up: %v", err)
+		}
+		if _, err = l.Produce(ctx, "prog", eventlog.Message{Key: []byte("late"), Value: []byte("late")}); err != nil {
+			t.Fatal(err)
+		}
+		if err := progress.CatchUp(ctx, forever); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := applied.Load("late"); !ok {
+			t.Fatal("CatchUp returned before the record written before it was applied")
+		}
+	})
 }

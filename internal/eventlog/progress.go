@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -19,6 +20,10 @@ type Progress struct {
 	changed chan struct{} // closed and replaced whenever applied moves
 	topics  []string
 }
+
+// ErrBehind is what CatchUp returns (wrapped) when its wait ran out: the caller may go on
+// with what is applied, which is consistent, only older.
+var ErrBehind = errors.New("consumers still behind the log")
 
 type partitionKey struct {
 	topic     string
@@ -54,7 +59,7 @@ func (p *Progress) Reset(topic string, partition int32, next int64) {
 }
 
 // CatchUp waits, at most maxWait, until every tracked partition is applied up to the end
-// the log reports now.
+// the log reports now; past maxWait it returns an error wrapping ErrBehind.
 func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {
 	var want []partitionKey
 	var ends []int64
@@ -86,7 +91,7 @@ func (p *Progress) CatchUp(ctx context.Context, maxWait time.Duration) error {
 		select {
 		case <-changed:
 		case <-timer.C:
-			return fmt.Errorf("consumers still behind the log after %s", maxWait)
+			return fmt.Errorf("%w after %s", ErrBehind, maxWait)
 		case <-ctx.Done():
 			return ctx.Err()
 		}

@@ -94,6 +94,21 @@ func (c *Client) signedRequest(ctx context.Context, origin, s spec.ServerName, p
 	return c.DoRequestAndParseResponse(ctx, req, out)
 }
 
+// UserDevices asks server s for one of its users' device list (GET
+// /_matrix/federation/v1/user/devices/{userId}), signed as origin, and decodes the answer
+// into out as the server sent it.
+func (c *Client) UserDevices(ctx context.Context, origin, s spec.ServerName, userID string, out any) error {
+	fr := fclient.NewFederationRequest(http.MethodGet, origin, s, "/_matrix/federation/v1/user/devices/"+url.PathEscape(userID))
+	if err := fr.Sign(c.identity.ServerName, c.identity.KeyID, c.identity.PrivateKey); err != nil {
+		return err
+	}
+	req, err := fr.HTTPRequest()
+	if err != nil {
+		return err
+	}
+	return c.DoRequestAndParseResponse(ctx, req, out)
+}
+
 // LegacyDownloadMedia asks a server that lacks the federation media endpoints for its
 // media through the deprecated unauthenticated client path (with allow_remote=false, so a
 // server never forwards it). The caller closes the body.

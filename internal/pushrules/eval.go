@@ -34,15 +34,24 @@ func NewEvaluator() *Evaluator {
 
 // Match returns the first enabled rule of rs that matches the event (client format JSON
 // object), or nil when none does.
+// The legacy mention rules never match an event whose content has m.mentions.
 func (e *Evaluator) Match(rs *Ruleset, event map[string]any, ctx *Context) *Rule {
+	_, mentions := lookupFound(event, `content.m\.mentions`)
 	for _, k := range Kinds {
 		for _, r := range *rs.List(k) {
+			if mentions && isLegacyMention(r.RuleID) {
+				continue
+			}
 			if r.Enabled && e.ruleMatches(k, r, event, ctx) {
 				return r
 			}
 		}
 	}
 	return nil
+}
+
+func isLegacyMention(ruleID string) bool {
+	return ruleID == ruleContainsDisplayName || ruleID == ruleContainsUserName || ruleID == ruleRoomNotif
 }
 
 func (e *Evaluator) ruleMatches(k Kind, r *Rule, event map[string]any, ctx *Context) bool {

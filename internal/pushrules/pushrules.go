@@ -108,12 +108,29 @@ func (rs *Ruleset) Find(k Kind, ruleID string) *Rule {
 	return nil
 }
 
-// userIDPlaceholder stands for the JSON string of the user's ID in defaultRules.
-const userIDPlaceholder = `"@USER_ID@"`
+// userIDPlaceholder and localpartPlaceholder stand for the JSON strings of the user's ID
+// and of its localpart in defaultRules.
+const (
+	userIDPlaceholder    = `"@USER_ID@"`
+	localpartPlaceholder = `"@LOCALPART@"`
+)
 
-// defaultRules is the spec's server-default ruleset ("Predefined Rules", v1.17): override
-// and underride rules, no content rules (the legacy body-mention rules were removed in
-// v1.17).
+// The legacy mention rules: they match a display name, a localpart or "@room" in the
+// body, and apply only to events whose content has no m.mentions (MSC3952): an event
+// that says whom it mentions is judged by .m.rule.is_user_mention and
+// .m.rule.is_room_mention alone.
+const (
+	ruleContainsDisplayName = ".m.rule.contains_display_name"
+	ruleContainsUserName    = ".m.rule.contains_user_name"
+	ruleRoomNotif           = ".m.rule.roomnotif"
+)
+
+// defaultRules is the spec's server-default ruleset ("Predefined Rules", v1.17) plus the
+// legacy mention rules (.m.rule.contains_display_name, .m.rule.roomnotif and the content
+// rule .m.rule.contains_user_name). NOTSPEC: v1.17 no longer lists the legacy rules
+// (https://spec.matrix.org/v1.17/client-server-api/#predefined-rules), but clients that
+// send no m.mentions, Synapse and sytest still rely on them; each sits after the
+// intentional-mention rule that replaces it, where Synapse has it.
 const defaultRules = `{
 "override": [
  {"rule_id": ".m.rule.master", "default": true, "enabled": false, "conditions": [], "actions": []},
@@ -129,8 +146,15 @@ const defaultRules = `{
  {"rule_id": ".m.rule.is_user_mention", "default": true, "enabled": true,
   "conditions": [{"kind": "event_property_contains", "key": "content.m\\.mentions.user_ids", "value": "@USER_ID@"}],
   "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]},
+ {"rule_id": ".m.rule.contains_display_name", "default": true, "enabled": true,
+  "conditions": [{"kind": "contains_display_name"}],
+  "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]},
  {"rule_id": ".m.rule.is_room_mention", "default": true, "enabled": true,
   "conditions": [{"kind": "event_property_is", "key": "content.m\\.mentions.room", "value": true},
+   {"kind": "sender_notification_permission", "key": "room"}],
+  "actions": ["notify", {"set_tweak": "highlight"}]},
+ {"rule_id": ".m.rule.roomnotif", "default": true, "enabled": true,
+  "conditions": [{"kind": "event_match", "key": "content.body", "pattern": "@room"},
    {"kind": "sender_notification_permission", "key": "room"}],
   "actions": ["notify", {"set_tweak": "highlight"}]},
  {"rule_id": ".m.rule.tombstone", "default": true, "enabled": true,
@@ -145,7 +169,10 @@ const defaultRules = `{
  {"rule_id": ".m.rule.suppress_edits", "default": true, "enabled": true,
   "conditions": [{"kind": "event_property_is", "key": "content.m\\.relates_to.rel_type", "value": "m.replace"}], "actions": []}
 ],
-"content": [],
+"content": [
+ {"rule_id": ".m.rule.contains_user_name", "default": true, "enabled": true, "pattern": "@LOCALPART@",
+  "actions": ["notify", {"set_tweak": "sound", "value": "default"}, {"set_tweak": "highlight"}]}
+],
 "room": [],
 "sender": [],
 "underride": [
@@ -174,8 +201,17 @@ func Defaults(userID string) (*Ruleset, error) {
 	if err != nil {
 		return nil, err
 	}
+	localpart := strings.TrimPrefix(userID, "@")
+	if i := strings.IndexByte(localpart, ':'); i >= 0 {
+		localpart = localpart[:i]
+	}
+	quotedLocal, err := json.Marshal(localpart)
+	if err != nil {
+		return nil, err
+	}
+	rules := strings.NewReplacer(userIDPlaceholder, string(quoted), localpartPlaceholder, string(quotedLocal)).Replace(defaultRules)
 	var rs Ruleset
-	if err := json.Unmarshal([]byte(strings.ReplaceAll(defaultRules, userIDPlaceholder, string(quoted))), &rs); err != nil {
+	if err := json.Unmarshal([]byte(rules), &rs); err != nil {
 		return nil, fmt.Errorf("parse default push rules: %w", err)
 	}
 	return &rs, nil

@@ -3,6 +3,7 @@ package pushrules
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 )
 
@@ -94,9 +95,24 @@ func TestDefaultRules(t *testing.T) {
 		{"encrypted dm", `{"type":"m.room.encrypted","sender":"@bob:x","content":{}}`, 2, ".m.rule.encrypted_room_one_to_one", true, false},
 		{"tombstone", `{"type":"m.room.tombstone","state_key":"","sender":"@bob:x","content":{}}`, 3, ".m.rule.tombstone", true, true},
 		{"unknown type", `{"type":"m.test","sender":"@bob:x","content":{}}`, 3, "", false, false},
+		{"display name", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"hi White Rabbit!"}}`, 3, ".m.rule.contains_display_name", true, true},
+		{"display name in a word", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"White Rabbits"}}`, 3, ".m.rule.message", true, false},
+		{"user name", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"ping @alice:x please"}}`, 3, ".m.rule.contains_user_name", true, true},
+		{"user name case", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"ALICE?"}}`, 3, ".m.rule.contains_user_name", true, true},
+		{"user name in a word", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"malice"}}`, 3, ".m.rule.message", true, false},
+		{"@room", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"hey @room, lunch"}}`, 3, ".m.rule.roomnotif", true, true},
+		{"@room without permission", `{"type":"m.room.message","sender":"@eve:x","content":{"body":"hey @room"}}`, 3, ".m.rule.message", true, false},
+		{"user name with m.mentions", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"alice","m.mentions":{}}}`, 3, ".m.rule.message", true, false},
+		{"display name with m.mentions", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"White Rabbit","m.mentions":{"user_ids":["@carol:x"]}}}`, 3, ".m.rule.message", true, false},
+		{"@room with m.mentions", `{"type":"m.room.message","sender":"@bob:x","content":{"body":"@room","m.mentions":{}}}`, 3, ".m.rule.message", true, false},
+		{"notice naming the user", `{"type":"m.room.message","sender":"@bob:x","content":{"msgtype":"m.notice","body":"alice"}}`, 3, ".m.rule.suppress_notices", false, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := e.Match(rs, event(t, c.event), &Context{UserID: "@alice:x", MemberCount: c.members, SenderPowerLevel: 50})
+			level := int64(50)
+			if strings.Contains(c.event, `"sender":"@eve:x"`) {
+				level = 0
+			}
+			r := e.Match(rs, event(t, c.event), &Context{UserID: "@alice:x", DisplayName: "White Rabbit", MemberCount: c.members, SenderPowerLevel: level})
 			id := ""
 			var out Outcome
 			if r != nil {

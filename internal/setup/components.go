@@ -3,6 +3,7 @@ package setup
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"fmt"
 	"sync"
 	"time"
@@ -265,8 +266,8 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 	ua, err := userapi.New(ctx, userapi.Deps{
 		Cfg: &e.cfg.UserAPI, ServerName: string(e.serverName), DB: db, Log: e.log, ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent), DeviceListTopic: e.topic(uapi.TopicInputDeviceListUpdate), LogMetrics: e.logMetrics,
-		AppServices: &e.cfg.AppServiceAPI,
-		Logger:      e.component("userapi"), Registerer: e.registry,
+		AppServices: &e.cfg.AppServiceAPI, Remote: &deviceFetcher{c: e.federationClient(), origin: e.serverName},
+		Logger: e.component("userapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err
@@ -276,6 +277,25 @@ func buildUserAPI(ctx context.Context, e *env) (*built, error) {
 		run:   ua.Run,
 		users: ua.API(),
 	}, nil
+}
+
+// deviceFetcher asks other servers for their users' device lists for the userapi's cache.
+type deviceFetcher struct {
+	c      *fedclient.Client
+	origin spec.ServerName
+}
+
+// FetchUserDevices implements uapi.RemoteDeviceFetcher.
+func (f *deviceFetcher) FetchUserDevices(ctx context.Context, userID string) (*uapi.QueryDeviceListResponse, error) {
+	uid, err := spec.NewUserID(userID, true)
+	if err != nil || uid.Domain() == f.origin {
+		return nil, fmt.Errorf("not a user of another server: %q", userID)
+	}
+	var res uapi.QueryDeviceListResponse
+	if err = f.c.UserDevices(ctx, f.origin, uid.Domain(), userID, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
 }
 
 func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
@@ -407,7 +427,14 @@ func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
+	var previewTLS *tls.Config
+	if e.cfg.MediaAPI.URLPreview.Enabled && e.cfg.FederationAPI.DisableTLSValidation {
+		e.component("mediaapi").Warn("federation_api.disable_tls_validation is on: URL previews do NOT verify TLS certificates either; " +
+			"use this only for tests and development")
+		previewTLS = &tls.Config{InsecureSkipVerify: true} // nolint: gosec // the operator asked for it, warned above
+	}
 	m, err := mediaapi.New(ctx, mediaapi.Deps{
+		PreviewTLS: previewTLS, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 		Cfg: &e.cfg.MediaAPI, ServerName: e.serverName, DB: db, BasePath: e.cfg.MediaPath(), DeviceLookup: routing.DeviceLookup(e.users),
 		Verifier: fapi.KeyRing(e.keys), Federation: e.federationClient(), Deny: e.outbound,
 		RequestTimeout: 2 * time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("mediaapi"), Registerer: e.registry,

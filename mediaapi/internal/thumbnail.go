@@ -11,6 +11,8 @@ import (
 	"image/jpeg"
 	"image/png"
 	"io"
+	"math"
+	"slices"
 	"time"
 
 	xdraw "golang.org/x/image/draw"
@@ -83,49 +85,109 @@ func otherMethod(method string) string {
 	return "crop"
 }
 
-// pregenerate makes the configured thumbnail sizes of a picture just stored. Failures are
-// logged, not returned: the upload succeeded, and a thumbnail request tries again.
+// pregenerate makes the configured thumbnail sizes of a new picture. The picture is
+// decoded once; each size is scaled from the smallest "scale" thumbnail made already that
+// is large enough for it (largest sizes first), so a large picture is scaled down at full
+// size only once.
 func (m *Media) pregenerate(ctx context.Context, row *storage.Media) {
 	if !thumbnailable[row.ContentType] {
 		return
 	}
-	for _, size := range m.Cfg.ThumbnailSizes {
-		if _, err := m.generate(ctx, row, size); err != nil {
-			var merr *matrixerr.Error
-			if !errors.As(err, &merr) {
-				m.Logger.WithError(err).WithField("media_id", row.MediaID).Warn("thumbnail generation failed")
+	start := time.Now()
+	src, format, err := m.decode(row)
+	if err != nil {
+		var merr *matrixerr.Error
+		if !errors.As(err, &merr) { // not merely a picture too large or undecodable (a request says why)
+			m.Logger.WithError(err).WithField("media_id", row.MediaID).Warn("thumbnail generation failed")
+		}
+		return
+	}
+	sizes := slices.Clone(m.Cfg.ThumbnailSizes)
+	slices.SortStableFunc(sizes, func(a, b config.ThumbnailSize) int { return b.Width*b.Height - a.Width*a.Height })
+	sw, sh := src.Bounds().Dx(), src.Bounds().Dy()
+	var scaled []image.Image // full-picture thumbnails made, largest first
+	for _, size := range sizes {
+		from := src
+		needW, needH := coverDims(sw, sh, size)
+		for _, s := range scaled {
+			if s.Bounds().Dx() >= needW && s.Bounds().Dy() >= needH {
+				from = s
 			}
+		}
+		out := resize(from, fitSize(size, sw, sh))
+		if _, err := m.store(ctx, row, size, out, format, start); err != nil {
+			m.Logger.WithError(err).WithField("media_id", row.MediaID).Warn("thumbnail generation failed")
 			return
 		}
+		if size.Method == "scale" {
+			scaled = append(scaled, out)
+		}
+		start = time.Now()
 	}
 }
 
-// generate makes, stores and records one thumbnail. The picture's dimensions are read
-// from its header first, so a picture of huge dimensions in a tiny file (a decompression
-// bomb) is refused before any pixel is allocated.
-func (m *Media) generate(ctx context.Context, row *storage.Media, size config.ThumbnailSize) (*storage.Thumbnail, error) {
-	start := time.Now()
+// fitSize is size bounded by the original picture's dimensions, so that a size scaled
+// from a smaller thumbnail comes out as it would from the picture (pictures are never
+// enlarged).
+func fitSize(size config.ThumbnailSize, sw, sh int) config.ThumbnailSize {
+	if size.Method == "crop" {
+		size.Width, size.Height = min(size.Width, sw), min(size.Height, sh)
+	}
+	return size
+}
+
+// coverDims are the smallest dimensions (of the picture's aspect) a picture of sw x sh
+// may be scaled down to and still give size's thumbnail without enlarging.
+func coverDims(sw, sh int, size config.ThumbnailSize) (int, int) {
+	tw, th := min(size.Width, sw), min(size.Height, sh)
+	f := min(float64(tw)/float64(sw), float64(th)/float64(sh)) // scale: fit inside
+	if size.Method == "crop" {
+		f = max(float64(tw)/float64(sw), float64(th)/float64(sh)) // crop: cover
+	}
+	return int(math.Ceil(f * float64(sw))), int(math.Ceil(f * float64(sh)))
+}
+
+// decode reads a stored picture. Its dimensions are read from its header first, so a
+// picture of huge dimensions in a tiny file (a decompression bomb) is refused before any
+// pixel is allocated.
+func (m *Media) decode(row *storage.Media) (image.Image, string, error) {
 	f, err := m.Open(row.SHA256)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer f.Close() // nolint: errcheck // read-only
 	cfg, format, err := image.DecodeConfig(f)
 	if err != nil {
-		return nil, errCannotThumbnail
+		return nil, "", errCannotThumbnail
 	}
 	if int64(cfg.Width)*int64(cfg.Height) > m.Cfg.MaxThumbnailGenerationPixels {
-		return nil, matrixerr.TooLarge("the picture is too large to thumbnail")
+		return nil, "", matrixerr.TooLarge("the picture is too large to thumbnail")
 	}
 	if _, err = f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("rewind media: %w", err)
+		return nil, "", fmt.Errorf("rewind media: %w", err)
 	}
 	src, _, err := image.Decode(f)
 	if err != nil {
-		return nil, errCannotThumbnail
+		return nil, "", errCannotThumbnail
 	}
-	out := resize(src, size)
+	return src, format, nil
+}
+
+// generate makes, stores and records one thumbnail.
+func (m *Media) generate(ctx context.Context, row *storage.Media, size config.ThumbnailSize) (*storage.Thumbnail, error) {
+	start := time.Now()
+	src, format, err := m.decode(row)
+	if err != nil {
+		return nil, err
+	}
+	return m.store(ctx, row, size, resize(src, size), format, start)
+}
+
+// store encodes a thumbnail (JPEG stays JPEG, the rest become PNG), stores and records it.
+func (m *Media) store(ctx context.Context, row *storage.Media, size config.ThumbnailSize, out image.Image, format string,
+	start time.Time) (*storage.Thumbnail, error) {
 	var buf bytes.Buffer
+	var err error
 	contentType := "image/png"
 	if format == "jpeg" {
 		contentType = "image/jpeg"

@@ -31,6 +31,8 @@ import (
 // Routing serves the media endpoints.
 type Routing struct {
 	Media *internal.Media
+	// Previewer serves URL previews; nil when media_api.url_preview is off.
+	Previewer *internal.Previewer
 	// DeviceLookup resolves an access token (401 M_UNKNOWN_TOKEN for an unknown one).
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	// Verifier checks the X-Matrix signatures of federation requests (the key ring).
@@ -49,6 +51,7 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "media_download", Method: get, Path: "/_matrix/client/v1/media/download/{serverName}/{mediaId}", Handler: auth(rt.Download)},
 		{Name: "media_download", Method: get, Path: "/_matrix/client/v1/media/download/{serverName}/{mediaId}/{fileName}", Handler: auth(rt.Download)},
 		{Name: "media_thumbnail", Method: get, Path: "/_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}", Handler: auth(rt.Thumbnail)},
+		{Name: "media_preview_url", Method: get, Path: "/_matrix/client/v1/media/preview_url", Handler: auth(rt.PreviewURL)},
 	}
 	for _, v := range []string{"v3", "r0"} {
 		prefix := "/_matrix/media/" + v
@@ -59,6 +62,7 @@ func (rt *Routing) Routes() []httputil.Route {
 			httputil.Route{Name: "media_download_legacy", Method: get, Path: prefix + "/download/{serverName}/{mediaId}", Handler: rt.LegacyDownload},
 			httputil.Route{Name: "media_download_legacy", Method: get, Path: prefix + "/download/{serverName}/{mediaId}/{fileName}", Handler: rt.LegacyDownload},
 			httputil.Route{Name: "media_thumbnail_legacy", Method: get, Path: prefix + "/thumbnail/{serverName}/{mediaId}", Handler: rt.LegacyThumbnail},
+			httputil.Route{Name: "media_preview_url_legacy", Method: get, Path: prefix + "/preview_url", Handler: auth(rt.PreviewURL)},
 		)
 	}
 	return routes
@@ -274,6 +278,36 @@ func (rt *Routing) thumbnail(r *http.Request, legacy bool) (httputil.Response, e
 		return httputil.Response{}, err
 	}
 	return rt.serve(t.SHA256, t.ContentType, t.Size, "")
+}
+
+// PreviewURL is GET /_matrix/client/v1/media/preview_url (and the legacy
+// /_matrix/media/v3/preview_url): the OpenGraph data of ?url=. 404 M_UNRECOGNIZED while
+// media_api.url_preview is off; 400 M_MISSING_PARAM without a url, M_INVALID_PARAM for a
+// url that is not absolute http(s) or a ts that is not an integer (ts is otherwise
+// ignored: the newest preview is served, as the spec allows).
+func (rt *Routing) PreviewURL(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	if rt.Previewer == nil {
+		return httputil.Response{}, matrixerr.Unrecognized("URL previews are disabled on this server")
+	}
+	q := r.URL.Query()
+	if ts := q.Get("ts"); ts != "" {
+		if _, err := strconv.ParseInt(ts, 10, 64); err != nil {
+			return httputil.Response{}, matrixerr.InvalidParam("ts must be an integer")
+		}
+	}
+	raw := q.Get("url")
+	if raw == "" {
+		return httputil.Response{}, matrixerr.MissingParam("url is required")
+	}
+	u, err := internal.ParsePreviewURL(raw)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	preview, err := rt.Previewer.Preview(r.Context(), dev.UserID, u)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(preview), nil
 }
 
 // federation checks a federation request's X-Matrix signature before h runs.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -75,7 +76,7 @@ type Receipts struct {
 	ServerName string
 	// RoomEvents is the progress of the push reader, which must have seen the receipted
 	// event.
-	RoomEvents *Progress
+	RoomEvents *eventlog.Progress
 	// Read, if set, is called inside the transaction with the (room, user) pairs whose
 	// counts dropped.
 	Read func(ctx context.Context, tx *sql.Tx, roomUsers map[string][]string) error
@@ -96,7 +97,7 @@ func (r *Receipts) Prepare(ctx context.Context, recs []eventlog.Record) (func(ct
 	if len(receipts) == 0 {
 		return func(context.Context, *sql.Tx) error { return nil }, nil
 	}
-	if err := r.RoomEvents.CatchUp(ctx, roomEventsWait); err != nil {
+	if err := r.RoomEvents.CatchUp(ctx, roomEventsWait); err != nil && !errors.Is(err, eventlog.ErrBehind) {
 		return nil, eventlog.Retry(err)
 	}
 	return func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, receipts) }, nil

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/pushrules"
@@ -27,6 +28,10 @@ const (
 	pollInterval  = time.Second
 	maxConcurrent = 64
 	maxRespBytes  = 64 << 10
+	// maxAcks is how many delivered pushes one transaction removes from the queues.
+	maxAcks = 500
+	// eventCacheMax bounds the cache of what a push says about its event.
+	eventCacheMax = 1024
 )
 
 // Deliverer sends the queued pushes to the push gateways: each pusher's queue in order,
@@ -40,14 +45,32 @@ type Deliverer struct {
 	Logger  *logrus.Entry
 
 	wake chan struct{}
+	acks chan ack
 	mu   sync.Mutex
 	busy map[storage.PusherKey]bool
+	// events caches, per event ID, what every push of the event says about it (the
+	// event and the room's and sender's names), so that a message to a thousand pushers
+	// queries the roomserver once, not a thousand times.
+	events map[string]*eventInfo
+}
+
+// ack is a delivered push waiting to leave its queue; done receives the outcome.
+type ack struct {
+	seq  int64
+	done chan error
+}
+
+// eventInfo is what pushes say about an event: the event (nil when the roomserver does
+// not have it) and the names of a full-format notification.
+type eventInfo struct {
+	ev                                     gomatrixserverlib.PDU
+	roomName, roomAlias, senderDisplayName string
 }
 
 // NewDeliverer returns a Deliverer; Run starts it.
 func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client, m *Metrics, logger *logrus.Entry) *Deliverer {
 	return &Deliverer{DB: db, Rooms: rooms, Client: client, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
-		busy: map[storage.PusherKey]bool{}}
+		acks: make(chan ack, maxConcurrent), busy: map[storage.PusherKey]bool{}, events: map[string]*eventInfo{}}
 }
 
 // Wake makes Run look for due pushes now (after pushes were queued and committed).
@@ -62,6 +85,11 @@ func (d *Deliverer) Wake() {
 func (d *Deliverer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.commitAcks(ctx)
+	}()
 	sem := make(chan struct{}, maxConcurrent)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
@@ -125,11 +153,11 @@ func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
 			err = d.DB.RemovePusher(ctx, k)
 		case err == nil:
 			d.Metrics.delivered()
-			err = d.DB.Delivered(ctx, k, head.Seq)
+			err = d.delivered(ctx, head.Seq)
 		case now.Sub(time.UnixMilli(head.EnqueuedTS)) > giveUpAfter:
 			d.Metrics.failed()
 			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Warn("push dropped after retrying for a day")
-			err = d.DB.Delivered(ctx, k, head.Seq)
+			err = d.delivered(ctx, head.Seq)
 		default:
 			d.Metrics.failed()
 			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID, "attempts": head.Attempts + 1}).
@@ -142,6 +170,55 @@ func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
 		if err != nil {
 			d.Logger.WithError(err).Warn("updating a pusher's queue failed")
 			return
+		}
+	}
+}
+
+// delivered removes a push from its queue, in a transaction shared with the pushes that
+// other pushers delivered meanwhile (one commit per push was the deliverer's bottleneck
+// on SQLite), and returns once it committed.
+func (d *Deliverer) delivered(ctx context.Context, seq int64) error {
+	done := make(chan error, 1)
+	select {
+	case d.acks <- ack{seq: seq, done: done}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// commitAcks removes delivered pushes from the queues until ctx ends: each transaction
+// takes every ack waiting when it starts, up to maxAcks.
+func (d *Deliverer) commitAcks(ctx context.Context) {
+	for {
+		var batch []ack
+		select {
+		case a := <-d.acks:
+			batch = append(batch, a)
+		case <-ctx.Done():
+			return
+		}
+	more:
+		for len(batch) < maxAcks {
+			select {
+			case a := <-d.acks:
+				batch = append(batch, a)
+			default:
+				break more
+			}
+		}
+		seqs := make([]int64, len(batch))
+		for i, a := range batch {
+			seqs[i] = a.seq
+		}
+		err := d.DB.Delivered(ctx, seqs)
+		for _, a := range batch {
+			a.done <- err
 		}
 	}
 }
@@ -224,14 +301,14 @@ func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedP
 	if outcome.Highlight || sound {
 		n.Prio = "high"
 	}
-	res, err := d.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: head.RoomID, EventIDs: []string{head.EventID}})
+	info, err := d.eventInfo(ctx, head)
 	if err != nil {
 		return nil, err
 	}
-	if len(res.Events) == 0 {
+	ev := info.ev
+	if ev == nil {
 		return n, nil
 	}
-	ev := res.Events[0]
 	if ev.Type() == "m.room.encrypted" {
 		n.Prio = "high"
 	}
@@ -247,11 +324,87 @@ func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedP
 		_ = json.Unmarshal(ev.Content(), &c) // a member event the roomserver accepted has one
 		n.Membership = c.Membership
 	}
-	return n, d.addNames(ctx, n)
+	n.RoomName, n.RoomAlias, n.SenderDisplayName = info.roomName, info.roomAlias, info.senderDisplayName
+	return n, nil
 }
 
-// addNames fills in the room's name (else its canonical alias) and canonical alias and
-// the sender's display name from the room's current state.
+// eventInfo is what pushes say about head's event, from the cache or, on a miss, from
+// the roomserver.
+func (d *Deliverer) eventInfo(ctx context.Context, head *storage.QueuedPush) (*eventInfo, error) {
+	d.mu.Lock()
+	info, ok := d.events[head.EventID]
+	d.mu.Unlock()
+	if ok {
+		return info, nil
+	}
+	res, err := d.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: head.RoomID, EventIDs: []string{head.EventID}})
+	if err != nil {
+		return nil, err
+	}
+	if len(res.Events) == 0 {
+		// Not cached: the next push of the event asks again.
+		return &eventInfo{}, nil
+	}
+	info = &eventInfo{ev: res.Events[0]}
+	n := &notification{RoomID: head.RoomID, Sender: string(info.ev.SenderID())}
+	if err := d.addNames(ctx, n); err != nil {
+		return nil, err
+	}
+	fillFromInviteState(n, info.ev.Unsigned())
+	if n.RoomName == "" {
+		// A room without a name is called by its canonical alias, as clients do.
+		n.RoomName = n.RoomAlias
+	}
+	info.roomName, info.roomAlias, info.senderDisplayName = n.RoomName, n.RoomAlias, n.SenderDisplayName
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.events) >= eventCacheMax {
+		d.events = map[string]*eventInfo{}
+	}
+	d.events[head.EventID] = info
+	return info, nil
+}
+
+// fillFromInviteState fills in the names the room's current state did not give from the
+// stripped state an invite over federation carries in its unsigned invite_room_state:
+// for a room this server is not in, that is the only state known here.
+func fillFromInviteState(n *notification, unsigned []byte) {
+	var u struct {
+		InviteRoomState []struct {
+			Type     string          `json:"type"`
+			StateKey string          `json:"state_key"`
+			Content  json.RawMessage `json:"content"`
+		} `json:"invite_room_state"`
+	}
+	if len(unsigned) == 0 || json.Unmarshal(unsigned, &u) != nil {
+		return
+	}
+	for _, e := range u.InviteRoomState {
+		var c stateNames
+		if json.Unmarshal(e.Content, &c) != nil {
+			continue
+		}
+		switch {
+		case e.Type == "m.room.name" && e.StateKey == "" && n.RoomName == "":
+			n.RoomName = c.Name
+		case e.Type == "m.room.canonical_alias" && e.StateKey == "" && n.RoomAlias == "":
+			n.RoomAlias = c.Alias
+		case e.Type == "m.room.member" && e.StateKey == n.Sender && n.SenderDisplayName == "":
+			n.SenderDisplayName = c.DisplayName
+		}
+	}
+}
+
+// stateNames is what a notification takes from the content of m.room.name,
+// m.room.canonical_alias and m.room.member events.
+type stateNames struct {
+	Name        string `json:"name"`
+	Alias       string `json:"alias"`
+	DisplayName string `json:"displayname"`
+}
+
+// addNames fills in the room's name and canonical alias and the sender's display name
+// from the room's current state.
 func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 	res, err := d.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: n.RoomID, Tuples: []rsapi.StateKeyTuple{
 		{EventType: "m.room.name"}, {EventType: "m.room.canonical_alias"}, {EventType: "m.room.member", StateKey: n.Sender}}})
@@ -259,11 +412,7 @@ func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 		return err
 	}
 	for _, e := range res.StateEvents {
-		var c struct {
-			Name        string `json:"name"`
-			Alias       string `json:"alias"`
-			DisplayName string `json:"displayname"`
-		}
+		var c stateNames
 		if json.Unmarshal(e.Content(), &c) != nil {
 			continue
 		}
@@ -275,10 +424,6 @@ func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 		case "m.room.member":
 			n.SenderDisplayName = c.DisplayName
 		}
-	}
-	if n.RoomName == "" {
-		// A room without a name is called by its canonical alias, as clients do.
-		n.RoomName = n.RoomAlias
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -33,8 +34,9 @@ type Reader struct {
 	ServerName string
 	Evaluator  *pushrules.Evaluator
 	Rules      *RuleCache
-	// ClientData is the progress of the push rules consumer.
-	ClientData *Progress
+	// ClientData is the progress of the push rules consumer; past clientDataWait the
+	// reader goes on with the rules applied so far.
+	ClientData *eventlog.Progress
 	// Notified, if set, is called inside the transaction with the notifications recorded.
 	Notified func(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error
 	// Cleared, if set, is called inside the transaction with the (room, user) pairs whose
@@ -102,7 +104,7 @@ func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx 
 		}
 		boot[roomID] = state
 	}
-	if err := r.ClientData.CatchUp(ctx, clientDataWait); err != nil {
+	if err := r.ClientData.CatchUp(ctx, clientDataWait); err != nil && !errors.Is(err, eventlog.ErrBehind) {
 		return nil, eventlog.Retry(err)
 	}
 	return func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, events, boot) }, nil

@@ -125,8 +125,8 @@ type Database interface {
 	// QueueHead is the pusher's oldest queued push and the pusher, or nils when either is
 	// gone. The head is returned only when due at now.
 	QueueHead(ctx context.Context, key PusherKey, now int64) (*QueuedPush, *StoredPusher, error)
-	// Delivered removes a push from the queue.
-	Delivered(ctx context.Context, key PusherKey, seq int64) error
+	// Delivered removes pushes, by their seq, from the queues, in one transaction.
+	Delivered(ctx context.Context, seqs []int64) error
 	// Postpone records a failed attempt at the pusher's head and makes its queue due
 	// again at next (Unix ms).
 	Postpone(ctx context.Context, key PusherKey, seq int64, next int64) error

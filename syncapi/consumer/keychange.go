@@ -14,7 +14,8 @@ import (
 )
 
 // KeyChanges consumes OutputKeyChangeEvent: users whose device or cross-signing keys
-// changed; both are a change of the user's device list.
+// changed; both are a change of the user's device list. A deleted device's sliding sync
+// connections are forgotten with it.
 type KeyChanges struct {
 	p partitions
 }
@@ -42,6 +43,9 @@ func (c *KeyChanges) apply(ctx context.Context, recs []eventlog.Record, offset s
 		switch {
 		case out.Type == uapi.OutputKeyChangeTypeDeviceKeys && out.DeviceKeys != nil:
 			change = storage.KeyChange{UserID: out.DeviceKeys.UserID, StreamID: out.DeviceKeys.StreamID}
+			if out.DeviceKeys.Deleted {
+				change.DeletedDevice = out.DeviceKeys.DeviceID
+			}
 		case out.Type == uapi.OutputKeyChangeTypeCrossSigning && out.CrossSigning != nil:
 			change = storage.KeyChange{UserID: out.CrossSigning.UserID, StreamID: out.CrossSigning.StreamID, NotifyOnly: out.CrossSigning.NotifyOnly}
 		default:

@@ -30,13 +30,16 @@ type connState struct {
 
 // sentRoom is what the client has of a room: everything up to stream position Pos, sent
 // with timeline limit Limit and required state config Config (types.RequiredState.Key),
-// the bump stamp and DM flag it last saw.
+// the bump stamp and DM flag it last saw, and, with lazy members, the position of each
+// member event it was sent since the room was last sent whole or with a limited timeline
+// (when MSC4186 has the client forget its members).
 type sentRoom struct {
-	Pos    int64  `json:"pos"`
-	Limit  int64  `json:"limit"`
-	Config string `json:"config"`
-	Bump   int64  `json:"bump"`
-	IsDM   bool   `json:"is_dm"`
+	Pos     int64            `json:"pos"`
+	Limit   int64            `json:"limit"`
+	Config  string           `json:"config"`
+	Bump    int64            `json:"bump"`
+	IsDM    bool             `json:"is_dm"`
+	Members map[string]int64 `json:"members,omitempty"`
 }
 
 // Sliding answers a sliding sync request. With a pos and nothing new to send it waits, up

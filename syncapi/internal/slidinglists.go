@@ -181,7 +181,10 @@ func (b *slidingBuild) candidates(ctx context.Context) error {
 	if err := b.addKicks(ctx, leaves); err != nil {
 		return err
 	}
-	activity, err := b.s.db.RoomActivity(ctx, b.req.UserID)
+	if err := b.directInvites(ctx); err != nil {
+		return err
+	}
+	activity, err := b.s.activity.Rooms(ctx, joined, b.to)
 	if err != nil {
 		return fmt.Errorf("load room activity: %w", err)
 	}
@@ -249,11 +252,41 @@ func (b *slidingBuild) addKicks(ctx context.Context, leaveIDs []string) error {
 	return nil
 }
 
+// directInvites marks as DMs the rooms the user is invited to by an invite with
+// is_direct: the room is not in their m.direct account data until they join it, yet the
+// client shows the invite as one to a direct chat.
+func (b *slidingBuild) directInvites(ctx context.Context) error {
+	var ids []string
+	for _, c := range b.byID {
+		if c.membership == spec.Invite {
+			ids = append(ids, b.rooms[c.roomID].latest().EventID)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	evs, err := b.s.db.EventsByID(ctx, ids)
+	if err != nil {
+		return fmt.Errorf("load invite events: %w", err)
+	}
+	for _, e := range evs {
+		var ev struct {
+			Content struct {
+				IsDirect bool `json:"is_direct"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(e.JSON, &ev) == nil && ev.Content.IsDirect {
+			b.direct[e.RoomID] = true
+		}
+	}
+	return nil
+}
+
 // match applies the lists (filters, counts, ranges) and subscriptions, filling listRooms,
 // subscribed, wants and counts, and the lists of res.
 func (b *slidingBuild) match(ctx context.Context, res *types.SlidingResponse) error {
 	b.listRooms, b.wants, b.counts = map[string][]string{}, map[string]*roomWant{}, map[string]int{}
-	filterState, children, err := b.filterData(ctx)
+	facts, children, err := b.filterData(ctx)
 	if err != nil {
 		return err
 	}
@@ -278,7 +311,7 @@ func (b *slidingBuild) match(ctx context.Context, res *types.SlidingResponse) er
 		l := b.req.Body.Lists[name]
 		var filtered []*candidate
 		for _, c := range b.order {
-			if b.passes(c, l.Filters, filterState, children) {
+			if b.passes(c, l.Filters, facts, children) {
 				filtered = append(filtered, c)
 			}
 		}
@@ -322,32 +355,32 @@ func (b *slidingBuild) permitted(roomID string) bool {
 	return slices.ContainsFunc(h, func(m storage.MemberChange) bool { return m.Membership == spec.Join })
 }
 
-// filterData loads the state the lists' filters read: each room's create and encryption
-// events, and the children of the spaces named (only of spaces the user is joined to).
-func (b *slidingBuild) filterData(ctx context.Context) (map[string][]storage.StateEvent, map[string]bool, error) {
-	needState := false
+// filterData loads what the lists' filters read: each room's facts (type, encryption),
+// and the children of the spaces named (only of spaces the user is joined to).
+func (b *slidingBuild) filterData(ctx context.Context) (map[string]storage.RoomFacts, map[string]bool, error) {
+	needFacts := false
 	var spaces []string
 	for _, l := range b.req.Body.Lists {
 		f := l.Filters
 		if f == nil {
 			continue
 		}
-		needState = needState || f.IsEncrypted != nil || f.RoomTypes != nil || f.NotRoomTypes != nil
+		needFacts = needFacts || f.IsEncrypted != nil || f.RoomTypes != nil || f.NotRoomTypes != nil
 		for _, sp := range f.Spaces {
 			if c := b.byID[sp]; c != nil && c.membership == spec.Join {
 				spaces = append(spaces, sp)
 			}
 		}
 	}
-	var state map[string][]storage.StateEvent
-	if needState {
+	var facts map[string]storage.RoomFacts
+	if needFacts {
 		ids := make([]string, 0, len(b.order))
 		for _, c := range b.order {
 			ids = append(ids, c.roomID)
 		}
 		var err error
-		if state, err = b.s.db.StateOfTypes(ctx, ids, []string{spec.MRoomCreate, "m.room.encryption"}); err != nil {
-			return nil, nil, fmt.Errorf("load room types: %w", err)
+		if facts, err = b.s.activity.Facts(ctx, ids, b.to); err != nil {
+			return nil, nil, err
 		}
 	}
 	children := map[string]bool{}
@@ -369,11 +402,11 @@ func (b *slidingBuild) filterData(ctx context.Context) (map[string][]storage.Sta
 			}
 		}
 	}
-	return state, children, nil
+	return facts, children, nil
 }
 
 // passes applies a list's filters to a room.
-func (b *slidingBuild) passes(c *candidate, f *types.SlidingFilters, state map[string][]storage.StateEvent, children map[string]bool) bool {
+func (b *slidingBuild) passes(c *candidate, f *types.SlidingFilters, facts map[string]storage.RoomFacts, children map[string]bool) bool {
 	if f == nil {
 		return true
 	}
@@ -386,22 +419,7 @@ func (b *slidingBuild) passes(c *candidate, f *types.SlidingFilters, state map[s
 	if f.Spaces != nil && !children[c.roomID] {
 		return false
 	}
-	encrypted, roomType := false, (*string)(nil)
-	for _, e := range state[c.roomID] {
-		switch e.Type {
-		case "m.room.encryption":
-			encrypted = true
-		case spec.MRoomCreate:
-			var ev struct {
-				Content struct {
-					Type *string `json:"type"`
-				} `json:"content"`
-			}
-			if json.Unmarshal(e.JSON, &ev) == nil {
-				roomType = ev.Content.Type
-			}
-		}
-	}
+	encrypted, roomType := facts[c.roomID].Encrypted, facts[c.roomID].Type
 	if f.IsEncrypted != nil && *f.IsEncrypted != encrypted {
 		return false
 	}

@@ -16,10 +16,12 @@ import (
 
 // roomPass is how a matched room goes into a response.
 type roomPass struct {
-	roomID  string
-	c       *candidate
-	w       *roomWant
-	sent    *sentRoom
+	roomID string
+	c      *candidate
+	w      *roomWant
+	sent   *sentRoom
+	// next is what the connection will remember of the room after this response.
+	next    *sentRoom
 	initial bool
 	// expanded marks a room sent whole again because its timeline limit grew.
 	expanded bool
@@ -57,11 +59,12 @@ func (b *slidingBuild) writeRooms(ctx context.Context, res *types.SlidingRespons
 			p.initial, p.expanded = true, w.limit > p.sent.Limit
 		case p.c.key <= p.sent.Pos && isDM == p.sent.IsDM:
 			if w.limit < p.sent.Limit {
-				next.Rooms[roomID] = &sentRoom{Pos: p.sent.Pos, Limit: w.limit, Config: cfg, Bump: p.sent.Bump, IsDM: isDM}
+				next.Rooms[roomID] = &sentRoom{Pos: p.sent.Pos, Limit: w.limit, Config: cfg, Bump: p.sent.Bump, IsDM: isDM, Members: p.sent.Members}
 			}
 			continue
 		}
-		next.Rooms[roomID] = &sentRoom{Pos: b.to, Limit: w.limit, Config: cfg, Bump: p.c.bump, IsDM: isDM}
+		p.next = &sentRoom{Pos: b.to, Limit: w.limit, Config: cfg, Bump: p.c.bump, IsDM: isDM}
+		next.Rooms[roomID] = p.next
 		b.initial[roomID] = p.initial
 		passes = append(passes, p)
 		needState = append(needState, roomID)
@@ -134,7 +137,13 @@ func (b *slidingBuild) room(ctx context.Context, p *roomPass, current []storage.
 	if err != nil {
 		return nil, err
 	}
-	if r.RequiredState, err = b.requiredState(p, st, evs, r.Limited); err != nil {
+	var removed []storage.StateKeyTuple
+	if !p.initial {
+		if removed, err = b.s.db.StateRemovals(ctx, p.roomID, p.sent.Pos, upTo); err != nil {
+			return nil, fmt.Errorf("load state removals of %s: %w", p.roomID, err)
+		}
+	}
+	if r.RequiredState, err = b.requiredState(p, st, removed, evs, r.Limited); err != nil {
 		return nil, err
 	}
 	b.describe(p, st, r)
@@ -144,8 +153,10 @@ func (b *slidingBuild) room(ctx context.Context, p *roomPass, current []storage.
 // requiredState picks the state the room's configs ask for: all of it that matches on an
 // initial pass, what changed since the room was sent otherwise; with lazy members, the
 // member events of the timeline's senders and targets, and (when the timeline is not
-// limited) every membership change since the room was sent.
-func (b *slidingBuild) requiredState(p *roomPass, st roomState, timeline []storage.Event, limited bool) ([]clientevent.Event, error) {
+// limited) every membership change since the room was sent. Entries removed since the
+// room was sent (removed) and absent from st go out as stubs when the configs ask for
+// them.
+func (b *slidingBuild) requiredState(p *roomPass, st roomState, removed []storage.StateKeyTuple, timeline []storage.Event, limited bool) ([]types.SlidingState, error) {
 	lazy := false
 	for _, rs := range p.w.states {
 		lazy = lazy || rs.Lazy
@@ -159,11 +170,19 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, timeline []stora
 			}
 		}
 	}
+	// With lazy members, a member event the client has (sent on this connection since it
+	// last had to forget its members) is not sent again.
+	var known map[string]int64
+	if lazy && !p.initial && !limited {
+		known = p.sent.Members
+	}
 	var picked []stateEntry
 	for k, e := range st {
 		changed := p.initial || e.position > p.sent.Pos
 		member := k.evType == spec.MRoomMember
 		switch {
+		case lazy && member && known[k.stateKey] >= e.position:
+			continue
 		case lazy && member && lazyUsers[k.stateKey]:
 		case lazy && member && changed && !p.initial && !limited:
 		case changed && b.wanted(p.w, k):
@@ -172,16 +191,45 @@ func (b *slidingBuild) requiredState(p *roomPass, st roomState, timeline []stora
 		}
 		picked = append(picked, e)
 	}
+	if lazy {
+		p.next.Members = rememberMembers(known, picked)
+	}
 	sort.Slice(picked, func(i, j int) bool { return picked[i].position < picked[j].position })
-	out := make([]clientevent.Event, 0, len(picked))
+	out := make([]types.SlidingState, 0, len(picked))
 	for _, e := range picked {
 		c, err := clientevent.New(e.eventID, e.json)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, c)
+		out = append(out, types.SlidingState{Event: c})
+	}
+	stubbed := map[stateKey]bool{}
+	for _, rm := range removed {
+		k := stateKey{rm.Type, rm.StateKey}
+		if _, present := st[k]; present || stubbed[k] {
+			continue
+		}
+		member := k.evType == spec.MRoomMember
+		if b.wanted(p.w, k) || lazy && member && (lazyUsers[k.stateKey] || !limited) {
+			stubbed[k] = true
+			out = append(out, types.SlidingState{Event: clientevent.Event{Type: k.evType, StateKey: &rm.StateKey}, Stub: true})
+		}
 	}
 	return out, nil
+}
+
+// rememberMembers is known plus the member events among picked, by user.
+func rememberMembers(known map[string]int64, picked []stateEntry) map[string]int64 {
+	out := make(map[string]int64, len(known)+len(picked))
+	for u, pos := range known {
+		out[u] = pos
+	}
+	for _, e := range picked {
+		if e.evType == spec.MRoomMember {
+			out[e.stateKey] = e.position
+		}
+	}
+	return out
 }
 
 // wanted reports whether any of the room's configs includes the state entry k (and does

@@ -23,12 +23,14 @@ type Syncer struct {
 	notifier *notifier.Notifier
 	backfill *Backfill
 	keys     uapi.SyncKeyAPI
+	// activity orders sliding sync's room lists.
+	activity *storage.ActivityIndex
 }
 
 // NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
 // history, keys nil when /sync reports no key counts.
-func NewSyncer(db storage.Database, n *notifier.Notifier, bf *Backfill, keys uapi.SyncKeyAPI) *Syncer {
-	return &Syncer{db: db, notifier: n, backfill: bf, keys: keys}
+func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI) *Syncer {
+	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys}
 }
 
 // SyncRequest is a parsed GET /sync.

@@ -197,6 +197,9 @@ type KeyChange struct {
 	UserID     string
 	StreamID   int64
 	NotifyOnly string
+	// DeletedDevice is the device of UserID this change deleted: its sliding sync
+	// connections are forgotten.
+	DeletedDevice string
 }
 
 // DeviceLists is /sync's device_lists: users whose devices changed and who share a room
@@ -367,9 +370,12 @@ type Database interface {
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
 
-	// RoomActivity returns the activity of the rooms with a member event of userID in
-	// their current state.
-	RoomActivity(ctx context.Context, userID string) (map[string]RoomActivity, error)
+	// ActivitySince returns the activity of the rooms whose latest event is after after
+	// (ActivityIndex keeps it in memory).
+	ActivitySince(ctx context.Context, after int64) (map[string]RoomActivity, error)
+	// StateRemovals returns the room's state entries removed from its current state (not
+	// replaced: state resolution dropped them) in (after, upTo].
+	StateRemovals(ctx context.Context, roomID string, after, upTo int64) ([]StateKeyTuple, error)
 	// StateOfTypes returns the current state events of roomIDs whose type is among types.
 	StateOfTypes(ctx context.Context, roomIDs, types []string) (map[string][]StateEvent, error)
 	// SaveSlidingPos stores a new pos of a sliding sync connection and returns its ID
@@ -390,6 +396,12 @@ type Database interface {
 var BumpEventTypes = []string{
 	"m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite",
 	"m.poll.start", "m.beacon_info", "org.matrix.msc3381.poll.start", "org.matrix.msc3672.beacon_info",
+}
+
+// StateKeyTuple names a state entry.
+type StateKeyTuple struct {
+	Type     string
+	StateKey string
 }
 
 // RoomActivity is where a room's latest event (Last) and latest event of a BumpEventTypes

@@ -368,7 +368,7 @@ type SlidingRoom struct {
 	IsDM             *bool               `json:"is_dm,omitempty"`
 	Initial          bool                `json:"initial,omitempty"`
 	ExpandedTimeline bool                `json:"expanded_timeline,omitempty"`
-	RequiredState    []clientevent.Event `json:"required_state,omitempty"`
+	RequiredState    []SlidingState      `json:"required_state,omitempty"`
 	Timeline         []clientevent.Event `json:"timeline,omitempty"`
 	PrevBatch        string              `json:"prev_batch,omitempty"`
 	Limited          bool                `json:"limited,omitempty"`
@@ -384,6 +384,38 @@ type SlidingRoom struct {
 	// current Element X and matrix-rust-sdk, read. NOTSPEC: MSC4186 renamed it
 	// (https://github.com/matrix-org/matrix-spec-proposals/pull/4186).
 	InviteState []clientevent.StrippedEvent `json:"invite_state,omitempty"`
+}
+
+// SlidingState is an entry of a room's required_state: a state event, or, when Stub, a
+// StateStub (MSC4186): only the type and state key of an entry removed from the room's
+// state. Clients tell them apart by the presence of content.
+type SlidingState struct {
+	clientevent.Event
+	Stub bool
+}
+
+// MarshalJSON writes the event, or the stub's type and state key.
+func (s SlidingState) MarshalJSON() ([]byte, error) {
+	if !s.Stub {
+		return json.Marshal(s.Event)
+	}
+	sk := ""
+	if s.StateKey != nil {
+		sk = *s.StateKey
+	}
+	return json.Marshal(struct {
+		Type     string `json:"type"`
+		StateKey string `json:"state_key"`
+	}{s.Type, sk})
+}
+
+// UnmarshalJSON reads an event, or a stub when there is no content.
+func (s *SlidingState) UnmarshalJSON(b []byte) error {
+	if err := json.Unmarshal(b, &s.Event); err != nil {
+		return err
+	}
+	s.Stub = len(s.Content) == 0
+	return nil
 }
 
 // SlidingExtensionsResult holds the results of the enabled extensions.

@@ -316,6 +316,11 @@ type ClientUserAPI interface {
 	QueryFilter(ctx context.Context, req *QueryFilterRequest) (*QueryFilterResponse, error)
 	PerformUploadKeys(ctx context.Context, req *PerformUploadKeysRequest) (*PerformUploadKeysResponse, error)
 	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
+	// QueryRemoteKeys answers POST /keys/query for other servers' users from the cache of
+	// their device lists, fetching (GET /user/devices) and caching each list that is not
+	// cached or is stale; a list that cannot be fetched is answered from a stale cache, else
+	// its server is in Failures.
+	QueryRemoteKeys(ctx context.Context, req *QueryRemoteKeysRequest) (*QueryRemoteKeysResponse, error)
 	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
 	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)

@@ -12,10 +12,13 @@ import (
 //
 // Producer: federationapi, through DeviceListProducer, after checking that the user is of
 // the sending server. Key: user ID; per-user order, the order the EDUs arrived in.
-// Payload: InputDeviceListUpdate, version 1. The userapi records the remote user's
-// device-list stream ID (a device list update whose stream ID it already holds is a
-// redelivery and is skipped) and announces the change on OutputKeyChangeEvent, so that
-// local users sharing a room with the remote user see it in device_lists.changed.
+// Payload: InputDeviceListUpdate, version 1. The userapi applies each update to its copy of
+// the remote user's device list (an update older than the copy is skipped; one whose
+// prev_id the copy has not seen, the first one, and every signing key update mark the copy
+// stale, and it is fetched again through /user/devices), commits it, and then announces the
+// change on OutputKeyChangeEvent, so that local users sharing a room with the remote user
+// see it in device_lists.changed and read the new list. A redelivered device list update is
+// announced again at the stream ID it got the first time.
 const TopicInputDeviceListUpdate = "InputDeviceListUpdate"
 
 // InputDeviceListUpdate is one EDU from Origin: DeviceList for m.device_list_update,

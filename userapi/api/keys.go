@@ -122,3 +122,28 @@ type QueryDeviceListResponse struct {
 	MasterKey      json.RawMessage   `json:"master_key,omitempty"`
 	SelfSigningKey json.RawMessage   `json:"self_signing_key,omitempty"`
 }
+
+// QueryRemoteKeysRequest is POST /keys/query for other servers' users: DeviceKeys maps a
+// user ID to the device IDs wanted (empty: every device). TimeoutMS bounds how long
+// fetching lists from other servers may take (0: DefaultRemoteTimeout).
+type QueryRemoteKeysRequest struct {
+	DeviceKeys map[string][]string `json:"device_keys"`
+	TimeoutMS  int64               `json:"timeout_ms,omitempty"`
+}
+
+// QueryRemoteKeysResponse is the other servers' users' part of POST /keys/query's answer:
+// per user, per device, the device keys with unsigned.device_display_name (a device whose
+// keys did not pass the checks has user_id, device_id and unsigned alone), their master and
+// self-signing keys, and per server that could not be asked (with nothing cached) why.
+type QueryRemoteKeysResponse struct {
+	DeviceKeys      map[string]map[string]json.RawMessage `json:"device_keys"`
+	MasterKeys      map[string]json.RawMessage            `json:"master_keys"`
+	SelfSigningKeys map[string]json.RawMessage            `json:"self_signing_keys"`
+	Failures        map[string]json.RawMessage            `json:"failures"`
+}
+
+// RemoteDeviceFetcher asks another server for a user's device list (GET
+// /_matrix/federation/v1/user/devices/{userId}), as it answered; the userapi checks it.
+type RemoteDeviceFetcher interface {
+	FetchUserDevices(ctx context.Context, userID string) (*QueryDeviceListResponse, error)
+}

@@ -219,6 +219,8 @@ func (u *UserAPI) localDeviceKeys(ctx context.Context, local string, deviceIDs [
 // devices and unknown users are left out; remote users get a failure for their server.
 func (u *UserAPI) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKeysRequest) (*api.PerformClaimKeysResponse, error) {
 	res := &api.PerformClaimKeysResponse{OneTimeKeys: map[string]map[string]map[string]json.RawMessage{}, Failures: map[string]json.RawMessage{}}
+	var claims []storage.KeyClaim
+	owners := map[string]string{} // localpart -> user ID
 	for userID, devices := range req.OneTimeKeys {
 		local, err := u.localpart(userID)
 		var merr *matrixerr.Error
@@ -230,19 +232,35 @@ func (u *UserAPI) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKey
 		if err != nil {
 			continue
 		}
+		owners[local] = userID
 		for deviceID, alg := range devices {
-			key, err := u.DB.ClaimKey(ctx, local, deviceID, alg)
-			if errors.Is(err, storage.ErrNotFound) {
-				continue
-			}
-			if err != nil {
-				return nil, err
-			}
-			if res.OneTimeKeys[userID] == nil {
-				res.OneTimeKeys[userID] = map[string]map[string]json.RawMessage{}
-			}
-			res.OneTimeKeys[userID][deviceID] = map[string]json.RawMessage{key.KeyID: key.JSON}
+			claims = append(claims, storage.KeyClaim{Localpart: local, DeviceID: deviceID, Algorithm: alg})
 		}
+	}
+	if len(claims) == 0 {
+		return res, nil
+	}
+	// One order for every request, so that concurrent claims lock keys in the same order.
+	sort.Slice(claims, func(i, j int) bool {
+		a, b := claims[i], claims[j]
+		if a.Localpart != b.Localpart {
+			return a.Localpart < b.Localpart
+		}
+		return a.DeviceID < b.DeviceID
+	})
+	keys, err := u.DB.ClaimKeys(ctx, claims)
+	if err != nil {
+		return nil, err
+	}
+	for i, key := range keys {
+		if key == nil {
+			continue
+		}
+		userID := owners[claims[i].Localpart]
+		if res.OneTimeKeys[userID] == nil {
+			res.OneTimeKeys[userID] = map[string]map[string]json.RawMessage{}
+		}
+		res.OneTimeKeys[userID][claims[i].DeviceID] = map[string]json.RawMessage{key.KeyID: key.JSON}
 	}
 	return res, nil
 }

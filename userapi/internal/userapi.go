@@ -51,6 +51,10 @@ type UserAPI struct {
 	Metrics         *Metrics
 	// AppServices are the application services whose as_tokens QueryAccessToken accepts.
 	AppServices *config.AppServiceAPI
+	// Remote fetches other servers' users' device lists for the cache (nil: none is
+	// fetched; queries are answered from what device list updates cached).
+	Remote api.RemoteDeviceFetcher
+	resync *resyncs
 	// dummyHash is compared against when a login names an unknown account, so that the
 	// answer takes as long as for a known one.
 	dummyHash []byte
@@ -65,6 +69,7 @@ func New(u UserAPI) (*UserAPI, error) {
 		return nil, fmt.Errorf("compute dummy password hash: %w", err)
 	}
 	u.dummyHash = h
+	u.resync = &resyncs{inFlight: map[string]*resyncCall{}, queue: make(chan string, resyncQueueSize)}
 	if u.Metrics == nil {
 		u.Metrics = NewMetrics(nil)
 	}

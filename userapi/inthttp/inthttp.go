@@ -42,6 +42,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryFilter)
 	ihttp.Serve(s, a.PerformUploadKeys)
 	ihttp.Serve(s, a.QueryKeys)
+	ihttp.Serve(s, a.QueryRemoteKeys)
 	ihttp.Serve(s, a.PerformClaimKeys)
 	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
 	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
@@ -219,4 +220,9 @@ func (c *Client) QueryAccount(ctx context.Context, req *api.QueryAccountRequest)
 // PerformAccountDeactivation implements api.ClientUserAPI.
 func (c *Client) PerformAccountDeactivation(ctx context.Context, req *api.PerformAccountDeactivationRequest) (*api.PerformAccountDeactivationResponse, error) {
 	return ihttp.Call[api.PerformAccountDeactivationResponse](ctx, c.c, req)
+}
+
+// QueryRemoteKeys implements api.ClientUserAPI.
+func (c *Client) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysRequest) (*api.QueryRemoteKeysResponse, error) {
+	return ihttp.Call[api.QueryRemoteKeysResponse](ctx, c.c, req)
 }

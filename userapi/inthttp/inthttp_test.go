@@ -283,6 +283,11 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	if len(qk.DeviceKeys[alice]) != 1 || len(qk.Failures) != 1 {
 		t.Fatalf("queried keys %+v", qk)
 	}
+	// No fetcher: a remote user with nothing cached is a failure for their server.
+	rk := same(c, "nothing cached", d.QueryRemoteKeys, r.QueryRemoteKeys, &api.QueryRemoteKeysRequest{DeviceKeys: map[string][]string{"@x:elsewhere": nil}})
+	if len(rk.DeviceKeys) != 0 || rk.Failures["elsewhere"] == nil {
+		t.Fatalf("remote keys %+v", rk)
+	}
 	counts := same(c, "one key", d.QueryOneTimeKeyCounts, r.QueryOneTimeKeyCounts, &api.QueryOneTimeKeyCountsRequest{UserID: alice, DeviceID: devID})
 	if counts.OneTimeKeyCounts["signed_curve25519"] != 1 || len(counts.UnusedFallbackKeyAlgorithms) != 1 {
 		t.Fatalf("counts %+v", counts)

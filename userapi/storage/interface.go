@@ -5,7 +5,6 @@ package storage
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 )
 
@@ -123,10 +122,11 @@ type Database interface {
 	// DeviceKeys returns the stored device keys of the account's devices among deviceIDs
 	// (every device when deviceIDs is empty).
 	DeviceKeys(ctx context.Context, localpart string, deviceIDs []string) ([]DeviceKeys, error)
-	// ClaimKey removes and returns one of the device's one-time keys of algorithm, else
-	// returns its fallback key of algorithm (marking it used), else ErrNotFound. Each
-	// one-time key is returned by exactly one call, however many run at once.
-	ClaimKey(ctx context.Context, localpart, deviceID, algorithm string) (*OneTimeKey, error)
+	// ClaimKeys hands out one key per claim, in one transaction: a one-time key of the
+	// device and algorithm, which it removes, else the device's fallback key of algorithm
+	// (marking it used), else nil at that claim's index. Each one-time key is returned by
+	// exactly one claim, however many run at once.
+	ClaimKeys(ctx context.Context, claims []KeyClaim) ([]*OneTimeKey, error)
 	// KeyCounts is the device's one-time key count per algorithm and the algorithms of its
 	// unused fallback keys.
 	KeyCounts(ctx context.Context, localpart, deviceID string) (map[string]int, []string, error)
@@ -142,13 +142,29 @@ type Database interface {
 	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string) (map[string]int64, error)
 	// DeviceListStream is the account's device-list stream ID (0 before any change).
 	DeviceListStream(ctx context.Context, localpart string) (int64, error)
-	// RemoteDeviceListChanged records, in the consumer's transaction tx, a change of a
-	// remote user's device list: remoteStream is the stream ID their server gave it (0
-	// for a change without one, a signing key update). It returns false when the change
-	// is a redelivery (remoteStream not above the one recorded), else the new stream ID
-	// this server announces the change at (a stream per remote user, in the same table as
-	// local users' streams, keyed by the full user ID).
-	RemoteDeviceListChanged(ctx context.Context, tx *sql.Tx, userID string, remoteStream int64) (bool, int64, error)
+	// ApplyRemoteDeviceUpdate applies one m.device_list_update of a remote user to the cache
+	// of their device list. It returns stream 0 when the update is older than the cached
+	// list (nothing changes), and for the update the cache holds (a redelivery) the stream
+	// it got then, changing nothing. Otherwise the
+	// device is stored (or deleted) and the list marked stale when the update's prev_id
+	// names a stream ID the cache has not seen (or nothing was cached, or the list was stale
+	// already): stale reports that, and the list must be fetched again before it is
+	// trusted. stream is the new stream ID this server announces the change at (a stream per
+	// remote user, in the same table as local users' streams, keyed by the full user ID).
+	ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUpdate) (stream int64, stale bool, err error)
+	// PutRemoteCrossSigningKeys replaces a remote user's cached master and self-signing
+	// keys (nil: left as they are), marks their cached device list stale (an
+	// m.signing_key_update has no stream ID, and the change may have come with new
+	// signatures on their devices, which only a fetch of the list shows), and returns the
+	// new stream ID as ApplyRemoteDeviceUpdate does.
+	PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte) (int64, error)
+	// ReplaceRemoteDeviceList replaces the cached device list of a remote user with l, a
+	// list fetched from their server, and marks it fresh; it returns the new stream ID, or
+	// 0 when the cache already holds a newer list (l.StreamID below the cached one).
+	ReplaceRemoteDeviceList(ctx context.Context, userID string, l *RemoteDeviceList) (int64, error)
+	// RemoteDeviceLists returns the cached device lists of the users among userIDs that
+	// have one.
+	RemoteDeviceLists(ctx context.Context, userIDs []string) (map[string]*RemoteDeviceList, error)
 	// CreateKeyBackup stores a new backup version (one above every version the account
 	// ever had) and returns it.
 	CreateKeyBackup(ctx context.Context, localpart, algorithm string, authData []byte) (string, error)
@@ -189,6 +205,13 @@ type KeyUpload struct {
 	FallbackKeys []OneTimeKey
 }
 
+// KeyClaim asks for one key of a local device.
+type KeyClaim struct {
+	Localpart string
+	DeviceID  string
+	Algorithm string
+}
+
 // OneTimeKey is a one-time or fallback key: KeyID is "<algorithm>:<id>".
 type OneTimeKey struct {
 	Algorithm string
@@ -211,6 +234,34 @@ type KeyChange struct {
 	Deleted     bool
 	JSON        []byte
 	DisplayName string
+}
+
+// RemoteDevice is a device of another server's user as this server caches it; JSON is its
+// device keys, nil when it has none that passed the checks.
+type RemoteDevice struct {
+	DeviceID    string
+	DisplayName string
+	JSON        []byte
+}
+
+// RemoteDeviceList is the cached device list of another server's user: StreamID is their
+// server's stream ID of the newest change applied; Stale marks a list that may have missed
+// a change.
+type RemoteDeviceList struct {
+	StreamID       int64
+	Stale          bool
+	Devices        []RemoteDevice
+	MasterKey      []byte
+	SelfSigningKey []byte
+}
+
+// RemoteDeviceUpdate is one received m.device_list_update, checked.
+type RemoteDeviceUpdate struct {
+	UserID   string
+	Device   RemoteDevice
+	StreamID int64
+	PrevIDs  []int64
+	Deleted  bool
 }
 
 // ErrWrongVersion is returned when keys are stored in a backup version that is not the

@@ -310,20 +310,27 @@ func KeysOverFederation(t *testing.T, urlA, nameA, urlB string) {
 		t.Fatal(err)
 	}
 
+	// B answers from its copy of alice's device list, which her server's updates refresh:
+	// poll until they arrived.
 	const nowhere = "@nobody:127.0.0.1:1"
-	q, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}, nowhere: {}}, Timeout: 5000})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, ok := q.DeviceKeys[alice.UserID][alice.DeviceID]
-	if !ok || got.Keys.GetEd25519(alice.DeviceID).String() != dk.Ed25519() {
-		t.Fatalf("alice's device keys over federation: %+v", q.DeviceKeys)
-	}
-	if _, ok = q.MasterKeys[alice.UserID].Keys[id.NewKeyID(id.KeyAlgorithmEd25519, master.Public())]; !ok || len(q.SelfSigningKeys[alice.UserID].Keys) != 1 {
-		t.Fatalf("alice's cross-signing keys over federation: %+v %+v", q.MasterKeys, q.SelfSigningKeys)
-	}
-	if _, ok = q.Failures["127.0.0.1:1"]; !ok {
-		t.Fatalf("no failure for an unreachable server: %+v", q.Failures)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		q, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}, nowhere: {}}, Timeout: 5000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := q.Failures["127.0.0.1:1"]; !ok {
+			t.Fatalf("no failure for an unreachable server: %+v", q.Failures)
+		}
+		got, ok := q.DeviceKeys[alice.UserID][alice.DeviceID]
+		_, hasMaster := q.MasterKeys[alice.UserID].Keys[id.NewKeyID(id.KeyAlgorithmEd25519, master.Public())]
+		if ok && got.Keys.GetEd25519(alice.DeviceID).String() == dk.Ed25519() && hasMaster && len(q.SelfSigningKeys[alice.UserID].Keys) == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("alice's keys over federation: %+v %+v %+v", q.DeviceKeys, q.MasterKeys, q.SelfSigningKeys)
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
 
 	claimed := map[id.KeyID]int{}
@@ -364,6 +371,14 @@ func deviceListsOverFederation(t *testing.T, urlA, nameA string, alice, bob *mau
 	bp.Until(t, wait, "alice's new device at B", func(res *mautrix.RespSync) bool {
 		return slices.Contains(res.DeviceLists.Changed, alice.UserID)
 	})
+	// B tells bob of the change only once its copy of alice's device list has it.
+	q, err := bob.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{alice.UserID: {}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := q.DeviceKeys[alice.UserID][second.DeviceID]; !ok {
+		t.Fatalf("alice's new device missing from B's /keys/query after device_lists.changed: %+v", q.DeviceKeys)
+	}
 	uploadKeys(t, bob, test.NewDeviceKeys(t, bob.UserID.String(), bob.DeviceID.String()), 0, "b", false)
 	ap.Until(t, wait, "bob's device keys at A", func(res *mautrix.RespSync) bool {
 		return slices.Contains(res.DeviceLists.Changed, bob.UserID)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/matrix-org/dendrite/pushserver/storage"
@@ -66,31 +67,85 @@ func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.N
 	if err := rows.Close(); err != nil {
 		return err
 	}
+	due, err := d.queuedNextTS(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
 	now := time.Now().UnixMilli()
-	enqueue := func(k storage.PusherKey, eventID, roomID string, actions json.RawMessage) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE((SELECT MAX(next_ts) FROM pushserver_push_queue WHERE user_id = $1 AND app_id = $2 AND pushkey = $3), $7))`,
-			k.UserID, k.AppID, k.PushKey, eventID, roomID, string(actions), now)
-		if err != nil {
-			return fmt.Errorf("queue push: %w", err)
+	var queue []queueRow
+	add := func(k storage.PusherKey, eventID, roomID string, actions json.RawMessage) {
+		next, ok := due[k]
+		if !ok {
+			next = now
 		}
-		return nil
+		queue = append(queue, queueRow{k: k, eventID: eventID, roomID: roomID, actions: string(actions), next: next})
 	}
 	for _, n := range ns {
 		for _, k := range pushers[n.UserID] {
-			if err := enqueue(k, n.EventID, n.RoomID, n.Actions); err != nil {
-				return err
-			}
+			add(k, n.EventID, n.RoomID, n.Actions)
 		}
 	}
 	for _, u := range badges {
 		for _, k := range pushers[u] {
-			if err := enqueue(k, "", "", json.RawMessage("[]")); err != nil {
-				return err
+			add(k, "", "", json.RawMessage("[]"))
+		}
+	}
+	return insertQueueRows(ctx, tx, queue, now)
+}
+
+// queueRow is one push to queue; next is its pusher's next_ts.
+type queueRow struct {
+	k                        storage.PusherKey
+	eventID, roomID, actions string
+	next                     int64
+}
+
+// queueRowsPerInsert is how many pushes one INSERT queues (9 parameters each).
+const queueRowsPerInsert = 100
+
+// insertQueueRows queues rows, a hundred per statement: a message in a room of a
+// thousand members with a pusher each queues a thousand pushes.
+func insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queueRow, now int64) error {
+	for len(rows) > 0 {
+		chunk := rows[:min(len(rows), queueRowsPerInsert)]
+		rows = rows[len(chunk):]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts) VALUES `)
+		args := make([]any, 0, 8*len(chunk))
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
 			}
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+			args = append(args, r.k.UserID, r.k.AppID, r.k.PushKey, r.eventID, r.roomID, r.actions, now, r.next)
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("queue pushes: %w", err)
 		}
 	}
 	return nil
+}
+
+// queuedNextTS is the next_ts of the pushers of userIDs that have pushes queued: a push
+// queued behind others waits as long as they do.
+func (d *Database) queuedNextTS(ctx context.Context, tx *sql.Tx, userIDs []string) (map[storage.PusherKey]int64, error) {
+	q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey, MAX(next_ts) FROM pushserver_push_queue WHERE user_id IN ({ids})
+		GROUP BY user_id, app_id, pushkey`, "{ids}", nil, userIDs)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select queued pushers: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
+	out := map[storage.PusherKey]int64{}
+	for rows.Next() {
+		var k storage.PusherKey
+		var next int64
+		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey, &next); err != nil {
+			return nil, fmt.Errorf("scan queued pusher: %w", err)
+		}
+		out[k] = next
+	}
+	return out, rows.Err()
 }
 
 // DuePushers implements storage.Database.
@@ -144,9 +199,10 @@ func (d *Database) QueueHead(ctx context.Context, k storage.PusherKey, now int64
 }
 
 // Delivered implements storage.Database.
-func (d *Database) Delivered(ctx context.Context, k storage.PusherKey, seq int64) error {
+func (d *Database) Delivered(ctx context.Context, seqs []int64) error {
+	q, args := d.db.Dialect.InList(`DELETE FROM pushserver_push_queue WHERE seq IN ({seqs})`, "{seqs}", nil, seqs)
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `DELETE FROM pushserver_push_queue WHERE seq = $1`, seq)
+		_, err := tx.ExecContext(ctx, q, args...)
 		if err != nil {
 			return fmt.Errorf("dequeue push: %w", err)
 		}

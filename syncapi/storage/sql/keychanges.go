@@ -37,6 +37,12 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 				return err
 			}
 			applied.KeyUsers = append(applied.KeyUsers, c.UserID)
+			if c.DeletedDevice == "" {
+				continue
+			}
+			if _, err = tx.ExecContext(ctx, "DELETE FROM syncapi_sliding_positions WHERE user_id = $1 AND device_id = $2", c.UserID, c.DeletedDevice); err != nil {
+				return fmt.Errorf("forget sliding sync connections of a deleted device: %w", err)
+			}
 		}
 		return nil
 	})

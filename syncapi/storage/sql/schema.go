@@ -142,6 +142,15 @@ CREATE TABLE IF NOT EXISTS syncapi_private_key_changes (
 	PRIMARY KEY (notify_user_id, user_id)
 );
 CREATE INDEX IF NOT EXISTS syncapi_private_key_changes_position ON syncapi_private_key_changes (notify_user_id, position);
+`}, {Version: 12, SQL: `
+CREATE INDEX IF NOT EXISTS syncapi_room_activity_last ON syncapi_room_activity (last_position);
+CREATE TABLE IF NOT EXISTS syncapi_state_removals (
+	room_id TEXT NOT NULL,
+	type TEXT NOT NULL,
+	state_key TEXT NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (room_id, position, type, state_key)
+);
 `}}
 
 // dropUnreadColumns drops what the sync API's own approximation of notification counts

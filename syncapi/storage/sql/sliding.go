@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/matrix-org/gomatrixserverlib/spec"
-
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -70,12 +68,9 @@ func noteActivity(ctx context.Context, tx *sql.Tx, roomID string, pos int64, bum
 	return err
 }
 
-// RoomActivity implements storage.Database. It selects the rooms through the user's
-// member events in the current state (an index lookup) rather than a list of room IDs,
-// which engines parse and look up one parameter at a time.
-func (d *Database) RoomActivity(ctx context.Context, userID string) (map[string]storage.RoomActivity, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT room_id, last_position, bump_position FROM syncapi_room_activity
-		WHERE room_id IN (SELECT room_id FROM syncapi_current_state WHERE state_key = $1 AND type = $2)`, userID, spec.MRoomMember)
+// ActivitySince implements storage.Database, through the index on last_position.
+func (d *Database) ActivitySince(ctx context.Context, after int64) (map[string]storage.RoomActivity, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT room_id, last_position, bump_position FROM syncapi_room_activity WHERE last_position > $1", after)
 	if err != nil {
 		return nil, err
 	}
@@ -88,6 +83,25 @@ func (d *Database) RoomActivity(ctx context.Context, userID string) (map[string]
 			return nil, err
 		}
 		out[roomID] = a
+	}
+	return out, rows.Err()
+}
+
+// StateRemovals implements storage.Database.
+func (d *Database) StateRemovals(ctx context.Context, roomID string, after, upTo int64) ([]storage.StateKeyTuple, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT type, state_key FROM syncapi_state_removals
+		WHERE room_id = $1 AND position > $2 AND position <= $3 ORDER BY position`, roomID, after, upTo)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []storage.StateKeyTuple
+	for rows.Next() {
+		var k storage.StateKeyTuple
+		if err = rows.Scan(&k.Type, &k.StateKey); err != nil {
+			return nil, err
+		}
+		out = append(out, k)
 	}
 	return out, rows.Err()
 }

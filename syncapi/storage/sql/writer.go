@@ -11,7 +11,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/clientevent"
-	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
@@ -160,20 +159,14 @@ const upsertStateSQL = `INSERT INTO syncapi_current_state (room_id, type, state_
 	ON CONFLICT (room_id, type, state_key) DO UPDATE SET event_id = $4, position = $5, membership = $6, event_json = $7`
 
 func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID string, pos int64, ev *storage.NewRoomEvent, applied *storage.Applied) error {
+	removed, err := d.removeState(ctx, tx, roomID, ev.RemovesStateEventIDs)
+	if err != nil {
+		return err
+	}
 	var removedMembers []string
-	if len(ev.RemovesStateEventIDs) > 0 {
-		q, args := d.db.Dialect.InList("SELECT state_key FROM syncapi_current_state WHERE room_id = $1 AND type = $2 AND event_id IN ({ids})", "{ids}",
-			[]any{roomID, spec.MRoomMember}, ev.RemovesStateEventIDs)
-		rows, err := tx.QueryContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("select removed members: %w", err)
-		}
-		if removedMembers, err = sqlutil.Column[string](rows); err != nil {
-			return fmt.Errorf("select removed members: %w", err)
-		}
-		q, args = d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, ev.RemovesStateEventIDs)
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			return fmt.Errorf("remove state: %w", err)
+	for k := range removed {
+		if k.Type == spec.MRoomMember {
+			removedMembers = append(removedMembers, k.StateKey)
 		}
 	}
 	for _, s := range ev.AddsState {
@@ -198,10 +191,52 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 		}
 		applied.Members = append(applied.Members, storage.MemberChange{RoomID: roomID, UserID: *sk, Membership: membership, EventID: s.EventID(), Position: pos})
 	}
+	for _, s := range ev.AddsState {
+		if sk := s.StateKey(); sk != nil {
+			delete(removed, storage.StateKeyTuple{Type: s.Type(), StateKey: *sk})
+		}
+	}
+	for k := range removed {
+		_, err := tx.ExecContext(ctx, `INSERT INTO syncapi_state_removals (room_id, type, state_key, position) VALUES ($1, $2, $3, $4)
+			ON CONFLICT DO NOTHING`, roomID, k.Type, k.StateKey, pos)
+		if err != nil {
+			return fmt.Errorf("record state removal: %w", err)
+		}
+	}
 	if err := updateUserDirectory(ctx, tx, roomID, ev, removedMembers); err != nil {
 		return fmt.Errorf("update user directory: %w", err)
 	}
 	return nil
+}
+
+// removeState deletes the current state entries among eventIDs and returns their keys.
+func (d *Database) removeState(ctx context.Context, tx *sql.Tx, roomID string, eventIDs []string) (map[storage.StateKeyTuple]bool, error) {
+	removed := map[storage.StateKeyTuple]bool{}
+	if len(eventIDs) == 0 {
+		return removed, nil
+	}
+	q, args := d.db.Dialect.InList("SELECT type, state_key FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}",
+		[]any{roomID}, eventIDs)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select removed state: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k storage.StateKeyTuple
+		if err = rows.Scan(&k.Type, &k.StateKey); err != nil {
+			return nil, fmt.Errorf("select removed state: %w", err)
+		}
+		removed[k] = true
+	}
+	if err = rows.Err(); err != nil {
+		return nil, fmt.Errorf("select removed state: %w", err)
+	}
+	q, args = d.db.Dialect.InList("DELETE FROM syncapi_current_state WHERE room_id = $1 AND event_id IN ({ids})", "{ids}", []any{roomID}, eventIDs)
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return nil, fmt.Errorf("remove state: %w", err)
+	}
+	return removed, nil
 }
 
 // redact replaces the stored target, and its current-state copy, by its redacted form, and

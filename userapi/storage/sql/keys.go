@@ -140,56 +140,71 @@ func (d *Database) DeviceKeys(ctx context.Context, localpart string, deviceIDs [
 // ClaimKey implements storage.Database. It picks a key, then deletes it with RETURNING: a
 // concurrent claim that picked the same key waits for the first one's row lock
 // (PostgreSQL; SQLite serialises writers), finds the row gone, deletes nothing and picks
-// again, so only the deleting transaction ever returns a key.
-func (d *Database) ClaimKey(ctx context.Context, localpart, deviceID, algorithm string) (*storage.OneTimeKey, error) {
-	var key *storage.OneTimeKey
+// claimOneTimeKeySQL removes and returns the device's first one-time key of an algorithm in
+// one statement. Under a concurrent claim of the same key it may remove nothing although
+// other keys remain (PostgreSQL rechecks the deleted row, not the subquery): the caller
+// picks again.
+const claimOneTimeKeySQL = "DELETE FROM userapi_one_time_keys WHERE localpart = $1 AND device_id = $2 AND key_id = (" +
+	"SELECT key_id FROM userapi_one_time_keys WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1)" +
+	" RETURNING key_id, key_json"
+
+// ClaimKeys implements storage.Database.
+func (d *Database) ClaimKeys(ctx context.Context, claims []storage.KeyClaim) ([]*storage.OneTimeKey, error) {
+	var keys []*storage.OneTimeKey
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		for {
-			if err := ctx.Err(); err != nil {
-				return err
-			}
-			var keyID, js string
-			err := tx.QueryRowContext(ctx,
-				"SELECT key_id FROM userapi_one_time_keys WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 ORDER BY key_id LIMIT 1",
-				localpart, deviceID, algorithm).Scan(&keyID)
-			if errors.Is(err, sql.ErrNoRows) {
-				break
-			}
+		keys = make([]*storage.OneTimeKey, len(claims))
+		for i, c := range claims {
+			k, err := claimKey(ctx, tx, c)
 			if err != nil {
 				return err
 			}
-			err = tx.QueryRowContext(ctx,
-				"DELETE FROM userapi_one_time_keys WHERE localpart = $1 AND device_id = $2 AND key_id = $3 RETURNING key_json",
-				localpart, deviceID, keyID).Scan(&js)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // claimed by a concurrent transaction: pick again
-			}
-			if err != nil {
-				return err
-			}
-			key = &storage.OneTimeKey{Algorithm: algorithm, KeyID: keyID, JSON: []byte(js)}
-			return nil
+			keys[i] = k
 		}
-		var keyID, js string
-		err := tx.QueryRowContext(ctx,
-			"UPDATE userapi_fallback_keys SET used = TRUE WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 RETURNING key_id, key_json",
-			localpart, deviceID, algorithm).Scan(&keyID, &js)
-		if errors.Is(err, sql.ErrNoRows) {
-			return storage.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		key = &storage.OneTimeKey{Algorithm: algorithm, KeyID: keyID, JSON: []byte(js)}
 		return nil
 	})
-	if errors.Is(err, storage.ErrNotFound) {
-		return nil, err
+	if err != nil {
+		return nil, fmt.Errorf("claim keys: %w", err)
+	}
+	return keys, nil
+}
+
+// claimKey claims one key in tx: a one-time key, else the fallback key (marked used), else
+// nil.
+func claimKey(ctx context.Context, tx *sql.Tx, c storage.KeyClaim) (*storage.OneTimeKey, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		var keyID, js string
+		err := tx.QueryRowContext(ctx, claimOneTimeKeySQL, c.Localpart, c.DeviceID, c.Algorithm).Scan(&keyID, &js)
+		if err == nil {
+			return &storage.OneTimeKey{Algorithm: c.Algorithm, KeyID: keyID, JSON: []byte(js)}, nil
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return nil, err
+		}
+		var one int
+		err = tx.QueryRowContext(ctx, "SELECT 1 FROM userapi_one_time_keys WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 LIMIT 1",
+			c.Localpart, c.DeviceID, c.Algorithm).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		// A concurrent claim took the key picked: pick again.
+	}
+	var keyID, js string
+	err := tx.QueryRowContext(ctx,
+		"UPDATE userapi_fallback_keys SET used = TRUE WHERE localpart = $1 AND device_id = $2 AND algorithm = $3 RETURNING key_id, key_json",
+		c.Localpart, c.DeviceID, c.Algorithm).Scan(&keyID, &js)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("claim key: %w", err)
+		return nil, err
 	}
-	return key, nil
+	return &storage.OneTimeKey{Algorithm: c.Algorithm, KeyID: keyID, JSON: []byte(js)}, nil
 }
 
 // KeyCounts implements storage.Database.
@@ -328,27 +343,4 @@ func (d *Database) DeviceListStream(ctx context.Context, localpart string) (int6
 		return 0, fmt.Errorf("select device list stream: %w", err)
 	}
 	return id, nil
-}
-
-// RemoteDeviceListChanged implements storage.Database.
-func (d *Database) RemoteDeviceListChanged(ctx context.Context, tx *sql.Tx, userID string, remoteStream int64) (bool, int64, error) {
-	if remoteStream > 0 {
-		var old int64
-		err := tx.QueryRowContext(ctx, "SELECT stream_id FROM userapi_remote_device_lists WHERE user_id = $1", userID).Scan(&old)
-		if err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return false, 0, fmt.Errorf("select remote device list: %w", err)
-		}
-		if err == nil && remoteStream <= old {
-			return false, 0, nil
-		}
-		if _, err = tx.ExecContext(ctx, "INSERT INTO userapi_remote_device_lists (user_id, stream_id) VALUES ($1, $2)"+
-			" ON CONFLICT (user_id) DO UPDATE SET stream_id = excluded.stream_id", userID, remoteStream); err != nil {
-			return false, 0, fmt.Errorf("store remote device list: %w", err)
-		}
-	}
-	id, err := bumpStream(ctx, tx, userID)
-	if err != nil {
-		return false, 0, err
-	}
-	return true, id, nil
 }

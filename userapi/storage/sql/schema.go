@@ -111,4 +111,20 @@ CREATE TABLE IF NOT EXISTS userapi_key_backups (
 	session_data TEXT NOT NULL,
 	PRIMARY KEY (localpart, version, room_id, session_id)
 );
+`}, {Version: 6, SQL: `
+ALTER TABLE userapi_remote_device_lists ADD COLUMN stale BOOLEAN NOT NULL DEFAULT TRUE;
+ALTER TABLE userapi_remote_device_lists ADD COLUMN local_stream {bigint} NOT NULL DEFAULT 0;
+CREATE TABLE IF NOT EXISTS userapi_remote_devices (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	display_name TEXT NOT NULL DEFAULT '',
+	key_json TEXT,
+	PRIMARY KEY (user_id, device_id)
+);
+CREATE TABLE IF NOT EXISTS userapi_remote_cross_signing_keys (
+	user_id TEXT NOT NULL,
+	purpose TEXT NOT NULL,
+	key_json TEXT NOT NULL,
+	PRIMARY KEY (user_id, purpose)
+);
 `}}
