@@ -28,6 +28,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
 // Deps is what the appservice component is built from. LogMetrics and Registerer may be
@@ -44,6 +45,8 @@ type Deps struct {
 	RoomEventsTopic, TypingTopic, ReceiptsTopic, PresenceTopic string
 	// Rooms answers rooms' current state and aliases.
 	Rooms consumer.Rooms
+	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
+	Replay rsapi.ReplayAPI
 	// Retention is the event log's: how long a record may be redelivered, so how long the
 	// IDs of queued events are remembered.
 	Retention time.Duration
@@ -103,6 +106,9 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 			return nil, err
 		}
 		cons.Applied = c.h.Applied
+		if c.topic == d.RoomEventsTopic && d.Replay != nil {
+			cons.Sequenced = rsapi.OutputSequence(d.Replay)
+		}
 		a.consumers = append(a.consumers, cons)
 	}
 	return a, nil

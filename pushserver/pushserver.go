@@ -47,6 +47,8 @@ type Deps struct {
 	LogMetrics *eventlog.Metrics
 	Topics     Topics
 	Rooms      rsapi.QueryAPI
+	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
+	Replay rsapi.ReplayAPI
 	// Deny are the networks push gateways must not be in (global.deny_networks).
 	Deny         *outbound.Policy
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
@@ -109,6 +111,9 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		return nil, err
 	}
 	roomEvents.Prepare = reader.Prepare
+	if d.Replay != nil {
+		roomEvents.Sequenced = rsapi.OutputSequence(d.Replay)
+	}
 	roomProgress := eventlog.NewProgress(d.Log, d.Topics.RoomEvents)
 	roomEvents.Progress = roomProgress
 	roomEvents.Applied = func(int32, int64) { s.deliverer.Wake() }

@@ -30,12 +30,14 @@ const catchUpWait = 5 * time.Second
 
 // Deps is what the search reader is built from. OutputTopic is the full topic name.
 type Deps struct {
-	Cfg          *config.SearchAPI
-	DB           *sqlutil.DB
-	Log          eventlog.Log
-	LogMetrics   *eventlog.Metrics
-	OutputTopic  string
-	Rooms        rsapi.SearchRoomserverAPI
+	Cfg         *config.SearchAPI
+	DB          *sqlutil.DB
+	Log         eventlog.Log
+	LogMetrics  *eventlog.Metrics
+	OutputTopic string
+	Rooms       rsapi.SearchRoomserverAPI
+	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
+	Replay       rsapi.ReplayAPI
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	Logger       *logrus.Entry
 	Registerer   prometheus.Registerer
@@ -75,6 +77,9 @@ func New(ctx context.Context, d Deps) (*SearchAPI, error) {
 	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "searchapi", d.OutputTopic, rooms.Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
+	}
+	if d.Replay != nil {
+		c.Sequenced = rsapi.OutputSequence(d.Replay)
 	}
 	progress := eventlog.NewProgress(d.Log, d.OutputTopic)
 	c.Progress = progress

@@ -33,10 +33,12 @@ import (
 
 // Deps is what the sync API is built from.
 type Deps struct {
-	Cfg                  *config.SyncAPI
-	ServerName           string
-	DB                   *sqlutil.DB
-	Log                  eventlog.Log
+	Cfg        *config.SyncAPI
+	ServerName string
+	DB         *sqlutil.DB
+	Log        eventlog.Log
+	// LogMetrics, if set, records the consumers' recoveries from a wiped log.
+	LogMetrics           *eventlog.Metrics
 	OutputRoomEventTopic string
 	ClientDataTopic      string
 	// KeyChangeTopic is OutputKeyChangeEvent's name ("" consumes no key changes).
@@ -108,7 +110,8 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		topics = append(topics, d.KeyChangeTopic)
 	}
 	progress := eventlog.NewProgress(d.Log, topics...)
-	shared := consumer.Shared{Log: d.Log, Offsets: offsets, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer)}
+	shared := consumer.Shared{Log: d.Log, Offsets: offsets, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer),
+		LogMetrics: d.LogMetrics}
 	var bf *internal.Backfill
 	if d.Backfill != nil {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -25,7 +26,9 @@ import (
 // with the log were never acknowledged and are applied on retry.
 // With no manual step every member then sees every acknowledged message exactly once, with
 // the event ID its sender got, all in one order, each sender's in the order sent; the test logs how long the server took to
-// answer sends again after the deletion.
+// answer sends again after the deletion. The search index is held back (its database
+// locked) from the first send to the kill, so its log offset is far behind when the log is
+// wiped: /search must still find every acknowledged message, recovered from the outbox.
 func TestMonolithLogRecordsDeleted(t *testing.T) {
 	dataDir := t.TempDir()
 	s := startServer(t, e2e.WriteConfig(t, dataDir))
@@ -60,6 +63,20 @@ func TestMonolithLogRecordsDeleted(t *testing.T) {
 		filterIDs[i], since[i] = f.FilterID, res.NextBatch
 	}
 
+	// The search index falls behind: its database stays locked until the kill, so every
+	// message sent until then reaches the searchapi only from the roomserver's outbox.
+	searchDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "searchapi.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := searchDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+
 	var acked atomic.Int32
 	sent := make([][]id.EventID, senders)
 	errs := make([]error, senders)
@@ -87,6 +104,12 @@ func TestMonolithLogRecordsDeleted(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = s.cmd.Wait() // killed: the exit status says so
+	if _, err := lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(lock.Close(), searchDB.Close()); err != nil {
+		t.Fatal(err)
+	}
 	logDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "eventlog.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -150,4 +173,15 @@ func TestMonolithLogRecordsDeleted(t *testing.T) {
 		}
 	}
 	t.Logf("every member saw every acknowledged message %v after the kill", time.Since(deleted).Round(time.Millisecond))
+	// The search index, a reader of the same output, recovered from the roomserver too.
+	for i := range senders {
+		term := fmt.Sprintf("wiper%d", i)
+		for n := e2e.SearchCount(t, members[0], term); n != perSender; n = e2e.SearchCount(t, members[0], term) {
+			if n > perSender || ctx.Err() != nil {
+				t.Fatalf("/search finds %d messages of wiper%d, %d were acknowledged", n, i, perSender)
+			}
+			time.Sleep(50 * time.Millisecond) // polling with the test's deadline
+		}
+	}
+	t.Logf("/search finds every acknowledged message %v after the kill", time.Since(deleted).Round(time.Millisecond))
 }

@@ -286,6 +286,7 @@ func (c *Consumer) savePosition(ctx context.Context, tx *sql.Tx, partition int32
 func (c *Consumer) runGuarded(ctx context.Context) error {
 	g := &Guard{Log: c.Log, Offsets: c.Offsets, Topic: c.Topic, Logger: c.Logger, Metrics: c.Metrics}
 	if c.Sequenced != nil {
+		c.Sequenced = c.Sequenced.Reporting(c.Logger, c.Metrics)
 		g.Recover = func(ctx context.Context, partition int32) error {
 			st, err := c.Offsets.Position(ctx, c.Topic, partition)
 			if err != nil {

@@ -592,9 +592,14 @@ func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, er
 	return e.ends[k], nil
 }
 
-// Ready reports ErrOffsetPastEnd while a consumer is stopped past the end of its partition.
+// Ready reports ErrOffsetPastEnd while a consumer is stopped past the end of its
+// partition, and ErrRecovering while a Guard recovers one.
 func (e *Embedded) Ready(context.Context) error {
 	return e.stalls.err()
+}
+
+func (e *Embedded) recovering(topic string, partition int32) func() {
+	return e.stalls.recovering(topic, partition)
 }
 
 // Close stops the writer; queued produces fail with ErrClosed.

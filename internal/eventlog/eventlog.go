@@ -64,7 +64,8 @@ type Log interface {
 	// their offsets are positions in.
 	Incarnation(ctx context.Context, topic string, partition int32) (string, error)
 	// Ready reports whether the log can serve this process: the brokers answer (Kafka) and
-	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd).
+	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd) or recovering
+	// from its owner under a Guard (ErrRecovering).
 	Ready(ctx context.Context) error
 	Close() error
 }

@@ -77,9 +77,21 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 }
 
 // wiped reports whether a consumer at next in incarnation stored reads a wiped log: the
-// log's incarnation cur differs, or next is past the end (end < 0: unknown).
+// log's incarnation cur differs, or next is past the end (end < 0: unknown; see truncated).
 func wiped(stored string, next int64, cur string, end int64) bool {
 	return (stored != "" && cur != "" && cur != stored) || (end >= 0 && next > end)
+}
+
+// truncated reports whether a consumer at next in incarnation stored reads a log that
+// lost its newest records but is the same log: the incarnation is known and unchanged (a
+// Kafka topic keeps its ID through an unclean leader election; an embedded log restored
+// from an older copy keeps its partitions' IDs) and next is past the end. It is told apart
+// from a wipe only in what is logged: the consumer cannot know at which offset the records
+// new to it begin (those written since the truncation sit at offsets it already passed),
+// so resuming anywhere but the log's start could skip them. It restarts there as after a
+// wipe: a Sequenced reader skips by number what it has, other handlers are idempotent.
+func truncated(stored string, next int64, cur string, end int64) bool {
+	return stored != "" && cur == stored && end >= 0 && next > end
 }
 
 // state is the partition's incarnation and end; "" and -1 when the log cannot tell now.
@@ -129,7 +141,10 @@ func (g *Guard) watch(ctx context.Context, partition int32, stored string, next 
 func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32, st Stored, inc string, end int64) error {
 	start := time.Now()
 	fields := logrus.Fields{"offset": st.Next, "end": end, "seq": st.Seq}
-	const wipedMsg = "the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): "
+	wipedMsg := "the log was wiped under the consumer (topic recreated, broker restarted without its data, or records deleted): "
+	if truncated(st.Incarnation, st.Next, inc, end) {
+		wipedMsg = "the log lost its newest records under the consumer (same log, truncated or restored from an older copy; records written since sit below the consumer's offset): "
+	}
 	switch {
 	case g.Recover != nil:
 		log.WithFields(fields).Warn(wipedMsg + "recovering from the owner")
@@ -140,6 +155,9 @@ func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32,
 	}
 	g.Metrics.stopped(g.Topic, partition, 1)
 	defer g.Metrics.stopped(g.Topic, partition, -1)
+	if m, ok := g.Log.(recoveryMarker); ok {
+		defer m.recovering(g.Topic, partition)()
+	}
 	b := newBackoff()
 	for g.Recover != nil {
 		err := g.Recover(ctx, partition)
@@ -170,8 +188,32 @@ type Sequenced struct {
 	// existed; it is applied without a check).
 	Seq func(value []byte) (int64, error)
 	// Fetch returns the owner's records of partition numbered above after, in order, at
-	// most a page of them; none once the reader has them all.
+	// most a page of them; none once the reader has them all. When the owner no longer
+	// keeps the record after after (older than its replay window), it returns a
+	// *ReplayGoneError.
 	Fetch func(ctx context.Context, partition int32, after int64) ([][]byte, error)
+	// Logger and Metrics, if set, report records lost past the owner's replay window
+	// (see CatchUp); consumers set them with Reporting.
+	Logger  *logrus.Entry
+	Metrics *Metrics
+}
+
+// ReplayGoneError is Fetch's error when the owner no longer keeps the records a reader
+// asks for: they are older than its replay window. Oldest is the number of the oldest
+// record it still keeps (the number after its last one when it keeps none).
+type ReplayGoneError struct {
+	Oldest int64
+}
+
+func (e *ReplayGoneError) Error() string {
+	return fmt.Sprintf("the owner keeps records from %d only (replay window)", e.Oldest)
+}
+
+// Reporting is a copy of s that reports lost records to logger and metrics.
+func (s *Sequenced) Reporting(logger *logrus.Entry, metrics *Metrics) *Sequenced {
+	c := *s
+	c.Logger, c.Metrics = logger, metrics
+	return &c
 }
 
 // SeqApply applies recs in one transaction that also stores seq (when above 0) and next,
@@ -233,9 +275,26 @@ func (s *Sequenced) Apply(ctx context.Context, topic string, partition int32, la
 
 // CatchUp applies the owner's records after last, up to until (0: all of them), and
 // returns the new last.
+//
+// A reader further behind than the owner's replay window cannot get the records it lacks
+// from anyone: retrying would stop it forever. It goes on from the oldest record the owner
+// still keeps, and the records it skipped are reported (an error naming topic, partition
+// and numbers; dendrite_eventlog_replay_lost_records_total): what they changed reaches it
+// only through the owner's query APIs, as later records refer to it.
 func (s *Sequenced) CatchUp(ctx context.Context, topic string, partition int32, last, until int64, apply SeqApply) (int64, error) {
 	for until == 0 || last < until {
 		values, err := s.Fetch(ctx, partition, last)
+		var gone *ReplayGoneError
+		if errors.As(err, &gone) && gone.Oldest > last+1 {
+			to := gone.Oldest - 1
+			if until > 0 {
+				to = min(to, until)
+			}
+			if last, err = s.skipLost(ctx, topic, partition, last, to, apply); err != nil {
+				return last, err
+			}
+			continue
+		}
 		if err != nil {
 			return last, fmt.Errorf("fetch %s/%d after %d from the owner: %w", topic, partition, last, err)
 		}
@@ -258,4 +317,18 @@ func (s *Sequenced) CatchUp(ctx context.Context, topic string, partition int32, 
 		last = seq
 	}
 	return last, nil
+}
+
+// skipLost stores to as the last number applied in place of last, reporting the records
+// in between as lost: the owner no longer keeps them.
+func (s *Sequenced) skipLost(ctx context.Context, topic string, partition int32, last, to int64, apply SeqApply) (int64, error) {
+	if err := apply(ctx, nil, to, 0); err != nil {
+		return last, err
+	}
+	if s.Logger != nil {
+		s.Logger.WithFields(logrus.Fields{"topic": topic, "partition": partition, "from_seq": last + 1, "to_seq": to}).
+			Error("the reader is further behind than the owner's replay window: these records are lost to it; going on from the oldest record the owner keeps (raise the replay window, or rebuild the reader's database)")
+	}
+	s.Metrics.replayLost(topic, to-last)
+	return to, nil
 }

@@ -634,10 +634,14 @@ func (k *Kafka) listEnds(topics map[string]bool) (map[string][]int64, error) {
 	return ends, nil
 }
 
+func (k *Kafka) recovering(topic string, partition int32) func() {
+	return k.stalls.recovering(topic, partition)
+}
+
 // Ready reports whether the brokers answer a metadata request for every topic this process
 // uses, creating again those they do not know, and no consumer is stopped past the end of
-// its partition (ErrOffsetPastEnd). Concurrent calls share one request; a call returns
-// early with ctx's error when ctx ends first.
+// its partition (ErrOffsetPastEnd) or recovering under a Guard (ErrRecovering). Concurrent
+// calls share one request; a call returns early with ctx's error when ctx ends first.
 func (k *Kafka) Ready(ctx context.Context) error {
 	if !k.enter() {
 		return ErrClosed

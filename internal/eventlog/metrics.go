@@ -16,6 +16,7 @@ type Metrics struct {
 	trimFailures  prometheus.Counter
 	stoppedParts  *prometheus.GaugeVec
 	recoveries    *prometheus.HistogramVec
+	replayLosses  *prometheus.CounterVec
 }
 
 // NewMetrics registers the log metrics on reg.
@@ -32,9 +33,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		recoveries: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dendrite_eventlog_recovery_seconds",
 			Help:    "Time a consumer took to recover from the owner after its log was wiped (Guard).",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"topic"}),
+		replayLosses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_replay_lost_records_total",
+			Help: "Owner records a reader skipped because it was further behind than the owner's replay window (Sequenced)."}, []string{"topic"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts, m.recoveries)
+		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts, m.recoveries, m.replayLosses)
 	}
 	return m
 }
@@ -78,5 +81,11 @@ func (m *Metrics) stopped(topic string, partition int32, delta float64) {
 func (m *Metrics) recovered(topic string, d time.Duration) {
 	if m != nil {
 		m.recoveries.WithLabelValues(topic).Observe(d.Seconds())
+	}
+}
+
+func (m *Metrics) replayLost(topic string, n int64) {
+	if m != nil {
+		m.replayLosses.WithLabelValues(topic).Add(float64(n))
 	}
 }

@@ -17,16 +17,29 @@ import (
 // were never delivered to it.
 var ErrOffsetPastEnd = errors.New("consumer offset past the end of its partition")
 
+// ErrRecovering is what Ready reports while a Guard recovers a consumer whose log was
+// wiped under it: its data is behind the owner's until the recovery ends.
+var ErrRecovering = errors.New("consumer recovering from the owner after its log was wiped")
+
+// recoveryMarker is implemented by the logs whose Ready reports recovering consumers
+// (Embedded, Kafka): recovering counts topic/partition as recovering until the returned
+// function is called.
+type recoveryMarker interface {
+	recovering(topic string, partition int32) (done func())
+}
+
 // stalls are the partitions whose consumers stopped at an offset past the partition's end.
 type stalls struct {
-	mu      sync.Mutex
-	held    map[partKey]int
+	mu   sync.Mutex
+	held map[partKey]int
+	// recov are the partitions a Guard is recovering (see ErrRecovering).
+	recov   map[partKey]int
 	metrics *Metrics
 	log     *logrus.Entry
 }
 
 func newStalls(cfg *Config) *stalls {
-	return &stalls{held: map[partKey]int{}, metrics: cfg.Metrics, log: cfg.Logger}
+	return &stalls{held: map[partKey]int{}, recov: map[partKey]int{}, metrics: cfg.Metrics, log: cfg.Logger}
 }
 
 // hold stops a consumer of topic/partition whose next offset from is past the partition's
@@ -56,17 +69,41 @@ func (s *stalls) hold(ctx context.Context, closed <-chan struct{}, topic string,
 	}
 }
 
-// err names every stopped partition, or is nil when none is.
+// recovering counts topic/partition as recovering until done is called.
+func (s *stalls) recovering(topic string, partition int32) (done func()) {
+	k := partKey{topic, partition}
+	s.mu.Lock()
+	s.recov[k]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		if s.recov[k]--; s.recov[k] == 0 {
+			delete(s.recov, k)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// err names every stopped partition (ErrOffsetPastEnd), else every recovering one
+// (ErrRecovering), or is nil when there is none.
 func (s *stalls) err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.held) == 0 {
-		return nil
+	if len(s.held) > 0 {
+		return fmt.Errorf("%w: %s", ErrOffsetPastEnd, partNames(s.held))
 	}
-	names := make([]string, 0, len(s.held))
-	for k := range s.held {
+	if len(s.recov) > 0 {
+		return fmt.Errorf("%w: %s", ErrRecovering, partNames(s.recov))
+	}
+	return nil
+}
+
+// partNames lists the partitions of m as topic/partition, sorted.
+func partNames(m map[partKey]int) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
 		names = append(names, fmt.Sprintf("%s/%d", k.topic, k.partition))
 	}
 	slices.Sort(names)
-	return fmt.Errorf("%w: %s", ErrOffsetPastEnd, strings.Join(names, ", "))
+	return strings.Join(names, ", ")
 }

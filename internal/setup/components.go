@@ -304,7 +304,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		return nil, err
 	}
 	s, err := syncapi.New(ctx, syncapi.Deps{
-		Cfg: &e.cfg.SyncAPI, ServerName: string(e.serverName), DB: db, Log: e.log,
+		Cfg: &e.cfg.SyncAPI, ServerName: string(e.serverName), DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		OutputRoomEventTopic: e.topic(rsapi.TopicOutputRoomEvent), ClientDataTopic: e.topic(uapi.TopicOutputClientData),
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent),
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
@@ -386,7 +386,7 @@ func buildAppService(ctx context.Context, e *env) (*built, error) {
 	a, err := appservice.New(ctx, appservice.Deps{
 		Cfg: &e.cfg.AppServiceAPI, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		RoomEventsTopic: e.topic(rsapi.TopicOutputRoomEvent), TypingTopic: e.topic(eduapi.TopicOutputTypingEvent),
-		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), PresenceTopic: e.topic(presenceapi.TopicOutputPresenceEvent), Rooms: e.roomserver, Retention: time.Duration(e.cfg.Global.Log.Retention),
+		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), PresenceTopic: e.topic(presenceapi.TopicOutputPresenceEvent), Rooms: e.roomserver, Replay: e.roomserver, Retention: time.Duration(e.cfg.Global.Log.Retention),
 		SkipTLSVerify: e.cfg.FederationAPI.DisableTLSValidation, Logger: e.component("appservice"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -414,7 +414,7 @@ func buildPushServer(ctx context.Context, e *env) (*built, error) {
 		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
 			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
-		Rooms: e.roomserver, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
+		Rooms: e.roomserver, Replay: e.roomserver, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
 		Logger: e.component("pushserver"), Registerer: e.registry})
 	if err != nil {
 		return nil, err
@@ -452,7 +452,7 @@ func buildSearchAPI(ctx context.Context, e *env) (*built, error) {
 	}
 	s, err := searchapi.New(ctx, searchapi.Deps{
 		Cfg: &e.cfg.SearchAPI, DB: db, Log: e.log, LogMetrics: e.logMetrics, OutputTopic: e.topic(rsapi.TopicOutputRoomEvent),
-		Rooms: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), Logger: e.component("searchapi"), Registerer: e.registry,
+		Rooms: e.roomserver, Replay: e.roomserver, DeviceLookup: routing.DeviceLookup(e.users), Logger: e.component("searchapi"), Registerer: e.registry,
 	})
 	if err != nil {
 		return nil, err

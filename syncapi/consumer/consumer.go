@@ -51,6 +51,9 @@ type Shared struct {
 	Progress *eventlog.Progress
 	Logger   *logrus.Entry
 	Metrics  *Metrics
+	// LogMetrics, if set, records the guards' recoveries and records lost past the
+	// owner's replay window.
+	LogMetrics *eventlog.Metrics
 }
 
 // partitions consumes every partition of a topic with one batchFunc.
@@ -60,16 +63,17 @@ type partitions struct {
 	topic   string
 	// sequenced, if set, applies the records by their owner's numbers and guards the
 	// partitions against a wiped log (eventlog.Guard), recovering from the owner.
-	sequenced *eventlog.Sequenced
-	db        storage.Database
-	notifier  *notifier.Notifier
-	progress  *eventlog.Progress
-	logger    *logrus.Entry
-	metrics   *Metrics
+	sequenced  *eventlog.Sequenced
+	db         storage.Database
+	notifier   *notifier.Notifier
+	progress   *eventlog.Progress
+	logger     *logrus.Entry
+	metrics    *Metrics
+	logMetrics *eventlog.Metrics
 }
 
 func newPartitions(s Shared, topic string) partitions {
-	return partitions{log: s.Log, offsets: s.Offsets, topic: topic, db: s.DB, notifier: s.Notifier, progress: s.Progress, logger: s.Logger, metrics: s.Metrics}
+	return partitions{log: s.Log, offsets: s.Offsets, topic: topic, db: s.DB, notifier: s.Notifier, progress: s.Progress, logger: s.Logger, metrics: s.Metrics, logMetrics: s.LogMetrics}
 }
 
 // run consumes every partition of the topic until ctx ends (see runGuarded).
@@ -108,7 +112,7 @@ func (p *partitions) runPartition(ctx context.Context, partition int32, next int
 // topic (OutputRoomEvent) catches up from its owner, the others restart at the new log's
 // start (their owners have no replay; the guard logs the loss as an error).
 func (p *partitions) runGuarded(ctx context.Context, apply batchFunc) error {
-	g := &eventlog.Guard{Log: p.log, Offsets: p.offsets, Topic: p.topic, Logger: p.logger}
+	g := &eventlog.Guard{Log: p.log, Offsets: p.offsets, Topic: p.topic, Logger: p.logger, Metrics: p.logMetrics}
 	if p.sequenced != nil {
 		g.Recover = func(ctx context.Context, partition int32) error {
 			st, err := p.offsets.Position(ctx, p.topic, partition)

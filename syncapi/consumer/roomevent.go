@@ -24,7 +24,7 @@ type RoomEvents struct {
 // NewRoomEvents builds the consumer of topic.
 func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI) *RoomEvents {
 	p := newPartitions(s, topic)
-	p.sequenced = rsapi.OutputSequence(rs)
+	p.sequenced = rsapi.OutputSequence(rs).Reporting(s.Logger, s.LogMetrics)
 	return &RoomEvents{p: p, rsAPI: rs}
 }
 

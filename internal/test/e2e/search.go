@@ -286,3 +286,9 @@ func Search(t *testing.T, baseURL string) {
 		}
 	})
 }
+
+// SearchCount is how many events of c's rooms /search finds for term (its count).
+func SearchCount(t *testing.T, c *mautrix.Client, term string) int {
+	t.Helper()
+	return searchOK(t, c, term, nil, "").Count
+}
