@@ -122,8 +122,11 @@ func (g *Guard) watch(ctx context.Context, partition int32, stored string, next 
 			return err
 		case <-t.C:
 		}
+		// The position first: a batch committed while the end is read moves it past that
+		// end, which is no wipe.
+		at := next.Load()
 		inc, end := g.state(ctx, partition)
-		if wiped(stored, next.Load(), inc, end) {
+		if wiped(stored, at, inc, end) {
 			return errWiped
 		}
 		if stored == "" && inc != "" {
