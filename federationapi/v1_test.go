@@ -236,3 +236,28 @@ func TestInviteV1(t *testing.T) {
 		wantHTTP(t, err, 400, "M_INCOMPATIBLE_ROOM_VERSION")
 	})
 }
+
+// TestInviteOfUnregisteredUser: an invite over federation of a user of this server who has
+// no account yet is accepted and stored, as Synapse does (the spec's /invite has no 404;
+// sytest "Banned servers cannot /invite" invites such a user before the ban).
+func TestInviteOfUnregisteredUser(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomOn(t, b)
+		ghost := "@ghost:" + string(a.name)
+		invite := r.next(spec.MRoomMember, roomtest.StateKey(ghost), map[string]string{"membership": spec.Invite})
+		body, err := json.Marshal(map[string]any{"event": json.RawMessage(invite.JSON()), "room_version": r.Version, "invite_room_state": []any{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res fclient.RespInviteV2
+		if err = call(t, b, a, http.MethodPut, memberPath("v2/invite", r.RoomID, invite.EventID()), body, &res); err != nil {
+			t.Fatalf("invite of an unregistered user: %v", err)
+		}
+		if m := a.membership(t, r.RoomID, ghost); m.Membership != spec.Invite || m.EventID != invite.EventID() {
+			t.Fatalf("ghost on A: %+v", m)
+		}
+	})
+}

@@ -28,7 +28,12 @@ type remoteRoom struct {
 }
 
 func newRemoteRoom(t *testing.T, alice string) *remoteRoom {
-	r := &remoteRoom{Remote: &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: remoteServer, Version: gomatrixserverlib.RoomVersionV10,
+	return newRemoteRoomOfVersion(t, alice, gomatrixserverlib.RoomVersionV10)
+}
+
+// newRemoteRoomOfVersion is newRemoteRoom in a room of the given version.
+func newRemoteRoomOfVersion(t *testing.T, alice string, version gomatrixserverlib.RoomVersion) *remoteRoom {
+	r := &remoteRoom{Remote: &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: remoteServer, Version: version,
 		RoomID: fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), remoteServer)}}
 	r.create = roomtest.CreateEvent(t, r.Key, remoteServer, r.Version, alice, r.RoomID)
 	r.aliceJoin = r.Event(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}, 2, r.pdus(r.create), r.pdus(r.create))
@@ -616,6 +621,32 @@ func TestRedactionsInAnyOrder(t *testing.T) {
 		if want := map[string]string{b3.EventID(): b1.EventID()}; !maps.Equal(redacts, want) {
 			t.Errorf("redactions applied on arrival %v, want %v", redacts, want)
 		}
+	})
+}
+
+// Two redactions from another server that redact each other, in a room version whose
+// redaction algorithm strips "redacts": the first arrives before its target, so the second
+// is stored redacted on arrival, yet it is authorised as it was sent (the redacted form has
+// no target to check) and accepted; sytest "A pair of events which redact each other
+// should be ignored".
+func TestRedactionsRedactingEachOther(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, bob := "@alice:"+remoteServer, "@bob:"+remoteServer
+		r := newRemoteRoomOfVersion(t, alice, gomatrixserverlib.RoomVersionV1)
+		bobJoin := r.Event(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl, r.jr))
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, bobJoin} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room", h.submitRemote(r.RoomID, r.Version, in...))
+		auth := r.pdus(r.create, r.pl, bobJoin)
+		secondID := "$second:" + remoteServer
+		first := r.Event(bob, spec.MRoomRedaction, nil, map[string]string{"redacts": secondID}, 6, r.pdus(bobJoin), auth)
+		second := r.EventWithID(secondID, bob, spec.MRoomRedaction, nil, map[string]string{"redacts": first.EventID()}, 7, r.pdus(first), auth)
+		wantOK(t, "first redaction", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, first)))
+		wantOK(t, "second redaction", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, second)))
 	})
 }
 

@@ -261,3 +261,30 @@ func TestRedactedEventNamesItsRedaction(t *testing.T) {
 		t.Fatalf("redacted event missing from %v", eventIDs(res.Chunk))
 	})
 }
+
+// TestWorldReadableMessagesForStrangers: a user who was never in a room pages its
+// /messages while the room is world readable, and sees the events sent under
+// world_readable visibility only; once the room stops being world readable, 403.
+func TestWorldReadableMessagesForStrangers(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, stranger := h.user("alice"), h.user("stranger")
+		roomID := h.newRoom(alice, roomtest.Proto(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "joined"}))
+		private := h.send(roomID, alice, "private")
+		h.submit(roomID, roomtest.Proto(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "world_readable"}))
+		open := h.send(roomID, alice, "for everyone")
+		h.waitConsumed()
+
+		for _, dir := range []string{"b", "f"} {
+			got := h.walkAll(stranger, roomID, dir, 2)
+			if !slices.Contains(got, open) || slices.Contains(got, private) {
+				t.Fatalf("stranger walking %s: %v", dir, got)
+			}
+		}
+		h.submit(roomID, roomtest.Proto(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "shared"}))
+		h.waitConsumed()
+		if _, code := h.messages(stranger, roomID, url.Values{"dir": {"b"}}); code != 403 {
+			t.Fatalf("stranger once the room is no longer world readable: status %d", code)
+		}
+	})
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
-	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // inviteV2Body is the body of PUT /_matrix/federation/v2/invite.
@@ -108,10 +107,8 @@ func (rt *Routing) invite(r *http.Request, req *fclient.FederationRequest, body 
 	if err != nil || invitee.Domain() != rt.ServerName {
 		return nil, matrixerr.Forbidden("the invitee is not a user of this server")
 	}
-	// An unknown user is the userapi's 404.
-	if _, err = rt.Users.QueryProfile(ctx, &uapi.QueryProfileRequest{UserID: invitee.String()}); err != nil {
-		return nil, err
-	}
+	// A user without an account is invited all the same, as Synapse does (the spec's
+	// /invite answers no 404).
 	mem, err := rt.Rooms.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: invitee.String()})
 	if err != nil {
 		return nil, err

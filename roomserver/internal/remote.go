@@ -265,13 +265,15 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 	if err != nil {
 		return api.Result{}, err
 	}
+	// The auth rules judge the event as it was sent: the redacted form of a redaction that
+	// an earlier one redacts has lost its target in room versions 1 and 2, whose rules check it.
 	if merr == nil {
-		if err = allowed(ev, auth); err != nil {
+		if err = allowed(ie.Event.PDU, auth); err != nil {
 			merr = matrixerr.Forbidden("event fails auth against its auth_events: " + err.Error())
 		}
 	}
 	if merr == nil {
-		if merr, err = rt.redactsAnotherRoom(ctx, ev); err != nil {
+		if merr, err = rt.redactsAnotherRoom(ctx, ie.Event.PDU); err != nil {
 			return api.Result{}, err
 		}
 	}
@@ -359,7 +361,7 @@ func (rt *remoteTx) backfill(ctx context.Context, ie *api.InputRoomEvent, ev gom
 	if err != nil {
 		return api.Result{}, err
 	}
-	if err = allowed(ev, auth); err != nil {
+	if err = allowed(ie.Event.PDU, auth); err != nil {
 		return rt.rejectAndKeep(ctx, ie, existing, matrixerr.Forbidden("event fails auth against the state before it: "+err.Error()))
 	}
 	if before.nid, err = rt.storeState(before); err != nil {
@@ -441,7 +443,7 @@ func (rt *remoteTx) place(ctx context.Context, ie *api.InputRoomEvent, ev gomatr
 	if err != nil {
 		return api.Result{}, err
 	}
-	if err = allowed(ev, auth); err != nil {
+	if err = allowed(ie.Event.PDU, auth); err != nil {
 		return rt.rejectAndKeep(ctx, ie, existing, matrixerr.Forbidden("event fails auth against the state before it: "+err.Error()))
 	}
 	softFailed := false
@@ -450,7 +452,7 @@ func (rt *remoteTx) place(ctx context.Context, ie *api.InputRoomEvent, ev gomatr
 		if err != nil {
 			return api.Result{}, err
 		}
-		softFailed = allowed(ev, cur) != nil
+		softFailed = allowed(ie.Event.PDU, cur) != nil
 	}
 	if before.nid, err = rt.storeState(before); err != nil {
 		return api.Result{}, err

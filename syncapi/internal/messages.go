@@ -2,6 +2,7 @@ package internal
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -27,7 +28,8 @@ type MessagesRequest struct {
 }
 
 // roomViewer loads the user's membership history in a room. A user who was never in the
-// room may read nothing: 403.
+// room reads it only while its history is world readable (they then see the events sent
+// under world_readable visibility); otherwise 403.
 func (s *Syncer) roomViewer(ctx context.Context, userID, deviceID, roomID string) (*viewer, int64, error) {
 	to, err := s.db.MaxPosition(ctx)
 	if err != nil {
@@ -38,10 +40,40 @@ func (s *Syncer) roomViewer(ctx context.Context, userID, deviceID, roomID string
 		return nil, 0, fmt.Errorf("load memberships: %w", err)
 	}
 	h := byRoom(changes)[roomID]
-	if len(h) == 0 {
+	if len(h) > 0 {
+		return &viewer{userID: userID, deviceID: deviceID, history: h, current: h.latest().Membership}, to, nil
+	}
+	open, err := s.worldReadable(ctx, roomID)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !open {
 		return nil, 0, matrixerr.Forbidden("you are not a member of this room")
 	}
-	return &viewer{userID: userID, deviceID: deviceID, history: h, current: h.latest().Membership}, to, nil
+	return &viewer{userID: userID, deviceID: deviceID}, to, nil
+}
+
+// worldReadable reports whether the room's current history visibility is world_readable.
+func (s *Syncer) worldReadable(ctx context.Context, roomID string) (bool, error) {
+	current, err := s.db.CurrentState(ctx, []string{roomID})
+	if err != nil {
+		return false, fmt.Errorf("load state of %s: %w", roomID, err)
+	}
+	for _, e := range current[roomID] {
+		if e.Type != spec.MRoomHistoryVisibility || e.StateKey != "" {
+			continue
+		}
+		var ev struct {
+			Content struct {
+				HistoryVisibility any `json:"history_visibility"`
+			} `json:"content"`
+		}
+		if err := json.Unmarshal(e.JSON, &ev); err != nil {
+			return false, fmt.Errorf("parse %s: %w", e.EventID, err)
+		}
+		return ev.Content.HistoryVisibility == visWorldReadable, nil
+	}
+	return false, nil
 }
 
 // Messages pages through a room's events by stream position. Tokens are exact cursors, so
@@ -52,9 +84,10 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 		return nil, err
 	}
 	// Past a user's departure nothing is visible to them (their own leave aside): stop there
-	// instead of walking the events that follow.
+	// instead of walking the events that follow. A user who was never in the room (reading
+	// a world-readable one) has no departure: the visibility of each event decides.
 	limitPos := max
-	if v.current != spec.Join && v.current != spec.Invite {
+	if len(v.history) > 0 && v.current != spec.Join && v.current != spec.Invite {
 		limitPos = v.history.latest().Position
 	}
 	from, bound := types.HistoryStart, limitPos

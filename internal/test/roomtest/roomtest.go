@@ -5,6 +5,7 @@ package roomtest
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"testing"
 	"time"
@@ -89,6 +90,70 @@ func (r *Remote) Event(sender, evType string, stateKey *string, content any, dep
 		keyID = KeyID
 	}
 	ev, err := verImpl.NewEventBuilderFromProtoEvent(&pe).Build(time.Now(), r.Origin, keyID, r.Key)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	return ev
+}
+
+// EventWithID is Event with the event ID chosen by the caller, for room versions whose
+// event IDs are not hashes (v1 and v2): the event is hashed and signed again with it, so
+// that events naming each other can be built.
+func (r *Remote) EventWithID(eventID, sender, evType string, stateKey *string, content any, depth int64, prev, auth []gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+	r.T.Helper()
+	built := r.Event(sender, evType, stateKey, content, depth, prev, auth)
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(built.JSON(), &fields); err != nil {
+		r.T.Fatal(err)
+	}
+	delete(fields, "signatures")
+	delete(fields, "hashes")
+	delete(fields, "unsigned")
+	id, err := json.Marshal(eventID)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	fields["event_id"] = id
+	hashable, err := json.Marshal(fields)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	if hashable, err = gomatrixserverlib.CanonicalJSON(hashable); err != nil {
+		r.T.Fatal(err)
+	}
+	sum := sha256.Sum256(hashable)
+	if fields["hashes"], err = json.Marshal(map[string]spec.Base64Bytes{"sha256": sum[:]}); err != nil {
+		r.T.Fatal(err)
+	}
+	unsigned, err := json.Marshal(fields)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	verImpl := gomatrixserverlib.MustGetRoomVersion(r.Version)
+	redacted, err := verImpl.RedactEventJSON(unsigned)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	keyID := r.KeyID
+	if keyID == "" {
+		keyID = KeyID
+	}
+	signed, err := gomatrixserverlib.SignJSON(string(r.Origin), gomatrixserverlib.KeyID(keyID), r.Key, redacted)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	var sigs struct {
+		Signatures json.RawMessage `json:"signatures"`
+	}
+	if err = json.Unmarshal(signed, &sigs); err != nil {
+		r.T.Fatal(err)
+	}
+	fields["signatures"] = sigs.Signatures
+	final, err := json.Marshal(fields)
+	if err != nil {
+		r.T.Fatal(err)
+	}
+	ev, err := verImpl.NewEventFromUntrustedJSON(final)
 	if err != nil {
 		r.T.Fatal(err)
 	}
