@@ -3,7 +3,6 @@ package internal
 import (
 	"context"
 	"fmt"
-	"maps"
 	"math"
 	"time"
 
@@ -31,130 +30,107 @@ const (
 // device that sent them and the bundled aggregations (unsigned.m.relations) the viewer may
 // see.
 func (s *Syncer) clientEvents(ctx context.Context, evs []storage.Event, v *viewer) ([]clientevent.Event, error) {
-	b, err := s.loadBundles(ctx, v.userID, evs)
-	if err != nil {
-		return nil, err
-	}
-	return b.clientEvents(evs, v)
-}
-
-// aggregationBatch bounds the parents of one aggregations query and the events of one
-// load, below SQLite's limit of bound parameters.
-const aggregationBatch = 5000
-
-// bundles are the aggregations of a set of events, possibly of several rooms (an initial
-// /sync loads them once for all its timelines): thread summaries by root, the latest edit
-// by the original's sender of its type by original, the referring events by referenced
-// event, and the thread replies and edits those name.
-type bundles struct {
-	threads    map[string]storage.ThreadSummary
-	edits      map[string]string
-	references map[string][]map[string]string
-	related    map[string]*storage.Event
-}
-
-// loadBundles loads the aggregations of evs' non-state events for userID: one
-// aggregations query and one event load per aggregationBatch events.
-func (s *Syncer) loadBundles(ctx context.Context, userID string, evs []storage.Event) (*bundles, error) {
-	b := &bundles{threads: map[string]storage.ThreadSummary{}, edits: map[string]string{},
-		references: map[string][]map[string]string{}, related: map[string]*storage.Event{}}
-	ids := make([]string, 0, len(evs))
-	byID := make(map[string]*storage.Event, len(evs))
-	for i := range evs {
-		if evs[i].StateKey == nil {
-			ids = append(ids, evs[i].EventID)
-			byID[evs[i].EventID] = &evs[i]
-		}
-	}
-	for len(ids) > 0 {
-		n := min(len(ids), aggregationBatch)
-		agg, err := s.db.Aggregations(ctx, userID, ids[:n])
-		if err != nil {
-			return nil, fmt.Errorf("load aggregations: %w", err)
-		}
-		ids = ids[n:]
-		maps.Copy(b.threads, agg.Threads)
-		for _, r := range agg.Others {
-			parent := byID[r.RelatesTo]
-			switch {
-			case r.RelType == relReference:
-				b.references[r.RelatesTo] = append(b.references[r.RelatesTo], map[string]string{"event_id": r.EventID})
-			case parent != nil && r.Sender == parent.Sender && r.EventType == parent.Type:
-				b.edits[r.RelatesTo] = r.EventID // oldest first, so the last one wins
-			}
-		}
-	}
-	load := make([]string, 0, len(b.edits)+len(b.threads))
-	for _, e := range b.edits {
-		load = append(load, e)
-	}
-	for _, t := range b.threads {
-		load = append(load, t.LatestEventID)
-	}
-	for len(load) > 0 {
-		n := min(len(load), aggregationBatch)
-		found, err := s.db.EventsByID(ctx, load[:n])
-		if err != nil {
-			return nil, fmt.Errorf("load related events: %w", err)
-		}
-		load = load[n:]
-		for i := range found {
-			b.related[found[i].EventID] = &found[i]
-		}
-	}
-	return b, nil
-}
-
-// clientEvents converts evs (events of one room, which v views) to the client format with
-// unsigned.m.relations: m.thread (count, latest event, current_user_participated), m.replace
-// (the latest edit) and m.reference (the referring event IDs). Events the viewer may not
-// see are left out of them.
-func (b *bundles) clientEvents(evs []storage.Event, v *viewer) ([]clientevent.Event, error) {
 	out, err := clientEvents(evs, v)
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now().UnixMilli()
-	visible := func(id string) (clientevent.Event, bool, error) {
-		e := b.related[id]
-		if e == nil || !v.sees(e) {
-			return clientevent.Event{}, false, nil
+	if err = s.bundle(ctx, evs, out, v); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// bundle adds unsigned.m.relations to out (the client forms of evs): m.thread (count, latest
+// event, current_user_participated), m.replace (the latest edit by the original's sender,
+// of its type) and m.reference (the referring event IDs). Events the viewer may not see are
+// left out of them.
+func (s *Syncer) bundle(ctx context.Context, evs []storage.Event, out []clientevent.Event, v *viewer) error {
+	ids := make([]string, 0, len(evs))
+	for i := range evs {
+		if evs[i].StateKey == nil {
+			ids = append(ids, evs[i].EventID)
 		}
-		c, err := clientevent.New(e.EventID, e.JSON)
-		if err != nil {
-			return clientevent.Event{}, false, err
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	agg, err := s.db.Aggregations(ctx, v.userID, ids)
+	if err != nil {
+		return fmt.Errorf("load aggregations: %w", err)
+	}
+	if len(agg.Threads) == 0 && len(agg.Others) == 0 {
+		return nil
+	}
+	byID := make(map[string]*storage.Event, len(evs))
+	for i := range evs {
+		byID[evs[i].EventID] = &evs[i]
+	}
+	edits := map[string]string{}
+	references := map[string][]map[string]string{}
+	var load []string
+	for _, r := range agg.Others {
+		parent := byID[r.RelatesTo]
+		switch {
+		case r.RelType == relReference:
+			references[r.RelatesTo] = append(references[r.RelatesTo], map[string]string{"event_id": r.EventID})
+		case parent != nil && r.Sender == parent.Sender && r.EventType == parent.Type:
+			edits[r.RelatesTo] = r.EventID // oldest first, so the last one wins
 		}
-		c.SetAge(now)
-		return c, true, nil
+	}
+	for _, e := range edits {
+		load = append(load, e)
+	}
+	for _, t := range agg.Threads {
+		load = append(load, t.LatestEventID)
+	}
+	loaded, err := s.visibleClientEvents(ctx, load, v)
+	if err != nil {
+		return err
 	}
 	for i := range out {
 		rel := map[string]any{}
 		id := out[i].EventID
-		if t, ok := b.threads[id]; ok {
-			latest, ok, err := visible(t.LatestEventID)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
+		if t, ok := agg.Threads[id]; ok {
+			if latest, ok := loaded[t.LatestEventID]; ok {
 				rel[relThread] = map[string]any{"latest_event": latest, "count": t.Count,
 					"current_user_participated": t.Participated || out[i].Sender == v.userID}
 			}
 		}
-		if editID, ok := b.edits[id]; ok {
-			e, ok, err := visible(editID)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				rel[relReplace] = e
-			}
+		if e, ok := loaded[edits[id]]; ok {
+			rel[relReplace] = e
 		}
-		if refs := b.references[id]; len(refs) > 0 {
+		if refs := references[id]; len(refs) > 0 {
 			rel[relReference] = map[string]any{"chunk": refs}
 		}
 		if len(rel) > 0 {
 			out[i].Unsigned = clientevent.WithUnsigned(out[i].Unsigned, map[string]any{"m.relations": rel})
 		}
+	}
+	return nil
+}
+
+// visibleClientEvents loads events by ID and returns the client forms of those the viewer
+// may see, without aggregations of their own.
+func (s *Syncer) visibleClientEvents(ctx context.Context, ids []string, v *viewer) (map[string]clientevent.Event, error) {
+	out := map[string]clientevent.Event{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	evs, err := s.db.EventsByID(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("load related events: %w", err)
+	}
+	now := time.Now().UnixMilli()
+	for i := range evs {
+		if !v.sees(&evs[i]) {
+			continue
+		}
+		c, err := clientevent.New(evs[i].EventID, evs[i].JSON)
+		if err != nil {
+			return nil, err
+		}
+		c.SetAge(now)
+		out[evs[i].EventID] = c
 	}
 	return out, nil
 }

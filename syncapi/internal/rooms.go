@@ -17,8 +17,8 @@ import (
 // strippedTypes are the state types an invite carries (spec "stripped state").
 var strippedTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", "m.room.canonical_alias", "m.room.encryption"}
 
-// writeRoom adds one planned room to res; b holds the aggregations of its timeline.
-func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, current []storage.StateEvent, b *bundles, res *types.SyncResponse) error {
+// writeRoom adds one planned room to res.
+func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, current []storage.StateEvent, res *types.SyncResponse) error {
 	if p.kind == spec.Invite {
 		if p.viewer.ignored[inviter(req.UserID, current)] {
 			return nil
@@ -31,7 +31,7 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 		return nil
 	}
 	evs := reversed(p.page.events)
-	tl, err := b.clientEvents(evs, p.viewer)
+	tl, err := s.clientEvents(ctx, evs, p.viewer)
 	if err != nil {
 		return err
 	}

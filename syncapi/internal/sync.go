@@ -265,9 +265,8 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 	return plans, nil
 }
 
-// fill reads every planned room's timeline, then the state of the rooms that need it and
-// the bundled aggregations of every timeline, each in one batched query, and writes the
-// rooms into res.
+// fill reads every planned room's timeline, then the state of the rooms that need it in one
+// batched query, and writes the rooms into res.
 func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, res *types.SyncResponse) error {
 	tf := &req.Filter.Room.Timeline
 	limit := req.Filter.TimelineLimit()
@@ -291,16 +290,8 @@ func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, 
 	if err != nil {
 		return fmt.Errorf("load current state: %w", err)
 	}
-	var timelines []storage.Event
 	for _, p := range plans {
-		timelines = append(timelines, p.page.events...)
-	}
-	bundles, err := s.loadBundles(ctx, req.UserID, timelines)
-	if err != nil {
-		return err
-	}
-	for _, p := range plans {
-		if err := s.writeRoom(ctx, req, p, current[p.roomID], bundles, res); err != nil {
+		if err := s.writeRoom(ctx, req, p, current[p.roomID], res); err != nil {
 			return err
 		}
 	}
