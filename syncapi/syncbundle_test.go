@@ -12,8 +12,9 @@ import (
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
 )
 
-// TestSyncBundlesAggregationsOfEveryRoom: one initial /sync loads the aggregations of all
-// its rooms together; each room's thread root still carries its own: room i has i+1
+// TestSyncBundlesAggregationsOfEveryRoom: in one initial /sync of several rooms each room's
+// thread root carries its own bundled aggregations (a guard for batching them across
+// rooms): room i has i+1
 // thread replies, room 0 an edit by the root's sender (bundled), room 1 an edit by another
 // member (not bundled), room 2 none.
 func TestSyncBundlesAggregationsOfEveryRoom(t *testing.T) {
