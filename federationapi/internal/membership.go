@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"time"
@@ -578,15 +579,66 @@ func (m *Membership) knockThrough(ctx context.Context, s spec.ServerName, req *a
 	if err != nil {
 		return nil, err
 	}
-	res, err := m.Client.SendKnock(ctx, m.ServerName, s, ev)
+	res, err := m.sendKnock(ctx, s, ev)
 	if err != nil {
 		return nil, err
 	}
 	state := make([]gomatrixserverlib.InviteStrippedState, 0, len(res.KnockRoomState))
-	for _, st := range res.KnockRoomState {
-		if st.Type() != "" && st.StateKey() != nil {
-			state = append(state, st)
+	for _, raw := range res.KnockRoomState {
+		st, err := m.verifiedRoomState(ctx, verImpl, req.RoomID, raw)
+		if err != nil {
+			m.Logger.WithError(err).WithFields(logrus.Fields{"room_id": req.RoomID, "server": s}).Warn("dropped an entry of knock_room_state")
+			continue
 		}
+		state = append(state, gomatrixserverlib.NewInviteStrippedState(st))
 	}
 	return ev.SetUnsigned(map[string]any{"knock_room_state": state})
+}
+
+// sendKnock is PUT /_matrix/federation/v1/send_knock to server s. The answer's
+// knock_room_state stays raw JSON: gomatrixserverlib's RespSendKnock keeps only the
+// stripped fields, which drops the signatures verifiedRoomState checks.
+func (m *Membership) sendKnock(ctx context.Context, s spec.ServerName, ev gomatrixserverlib.PDU) (*sendKnockResponse, error) {
+	path := "/_matrix/federation/v1/send_knock/" + url.PathEscape(ev.RoomID().String()) + "/" + url.PathEscape(ev.EventID())
+	fr := fclient.NewFederationRequest(http.MethodPut, m.ServerName, s, path)
+	if err := fr.SetContent(json.RawMessage(ev.JSON())); err != nil {
+		return nil, err
+	}
+	if err := fr.Sign(m.ServerName, m.KeyID, m.PrivateKey); err != nil {
+		return nil, err
+	}
+	hr, err := fr.HTTPRequest()
+	if err != nil {
+		return nil, err
+	}
+	var res sendKnockResponse
+	if err = m.Client.DoRequestAndParseResponse(ctx, hr, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
+type sendKnockResponse struct {
+	KnockRoomState []json.RawMessage `json:"knock_room_state"`
+}
+
+// verifiedRoomState parses one entry of a send_knock answer's knock_room_state as a state
+// event of the room, of its version, whose content hash and signatures hold. The spec
+// (server-server API, send_knock) says entries improperly signed or formatted SHOULD be
+// removed before they reach clients; a stripped-only entry (no signatures) is one of those.
+func (m *Membership) verifiedRoomState(ctx context.Context, verImpl gomatrixserverlib.IRoomVersion, roomID string, raw json.RawMessage) (gomatrixserverlib.PDU, error) {
+	st, err := verImpl.NewEventFromUntrustedJSON(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if st.Redacted() {
+		return nil, fmt.Errorf("event %s: content hash does not match", st.EventID())
+	}
+	if st.RoomID().String() != roomID || st.StateKey() == nil {
+		return nil, fmt.Errorf("event %s is no state event of the room", st.EventID())
+	}
+	if err = gomatrixserverlib.VerifyEventSignatures(ctx, st, m.KeyRing, userIDForSender); err != nil {
+		return nil, fmt.Errorf("event %s: %w", st.EventID(), err)
+	}
+	return st, nil
 }
