@@ -6,7 +6,6 @@ package internal
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"time"
 
@@ -113,14 +112,14 @@ func (q *Queues) sendNext(ctx context.Context, as *config.ApplicationService) (b
 		return false, err
 	}
 	start := time.Now()
-	err = q.o.Client.SendTransaction(ctx, as, strconv.FormatInt(txn.TxnID, 10), txn.Events, txn.Ephemeral)
+	err = q.o.Client.SendTransaction(ctx, as, txn)
 	q.o.Metrics.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		q.o.Metrics.transactions.WithLabelValues(as.ID, "failed").Inc()
 		return false, err
 	}
 	q.o.Metrics.transactions.WithLabelValues(as.ID, "sent").Inc()
-	q.o.Metrics.events.WithLabelValues(as.ID).Add(float64(len(txn.Events) + len(txn.Ephemeral)))
+	q.o.Metrics.events.WithLabelValues(as.ID).Add(float64(len(txn.Events) + len(txn.Ephemeral) + len(txn.ToDevice)))
 	q.o.Logger.WithFields(logrus.Fields{"appservice_id": as.ID, "txn_id": txn.TxnID, "events": len(txn.Events)}).Debug("transaction sent")
 	if err := q.o.DB.DeleteTransaction(ctx, as.ID, txn.TxnID); err != nil {
 		return false, err

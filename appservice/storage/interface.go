@@ -17,6 +17,8 @@ const (
 	KindEvent = "event"
 	// KindEphemeral is an ephemeral event (typing, receipt, presence).
 	KindEphemeral = "ephemeral"
+	// KindToDevice is a to-device message (MSC2409's format).
+	KindToDevice = "to_device"
 )
 
 // Transaction is a batch of one service's queued items under a transaction ID. Once
@@ -26,9 +28,10 @@ type Transaction struct {
 	ServiceID string
 	// TxnID is numeric and never reused.
 	TxnID int64
-	// Events and Ephemeral are the items' JSON, each in queue order.
+	// Events, Ephemeral and ToDevice are the items' JSON, each in queue order.
 	Events    [][]byte
 	Ephemeral [][]byte
+	ToDevice  [][]byte
 }
 
 // Database is what the appservice component needs from its store. Methods taking a tx run

@@ -152,9 +152,12 @@ func (d *Database) NextTransaction(ctx context.Context, serviceID string, max in
 		if err := rows.Scan(&kind, &content); err != nil {
 			return nil, err
 		}
-		if kind == storage.KindEphemeral {
+		switch kind {
+		case storage.KindEphemeral:
 			t.Ephemeral = append(t.Ephemeral, content)
-		} else {
+		case storage.KindToDevice:
+			t.ToDevice = append(t.ToDevice, content)
+		default:
 			t.Events = append(t.Events, content)
 		}
 	}
