@@ -84,7 +84,7 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 	})
 	h := consumer.NewRoomEvents(queues)
 	h.ServerName, h.DB, h.Rooms, h.Services, h.Logger = d.ServerName, db, d.Rooms, services, d.Logger
-	a := &AppService{db: db, queues: queues, queries: &internal.Queries{Client: client, Services: services, Logger: d.Logger},
+	a := &AppService{db: db, queues: queues, queries: internal.NewQueries(client, services, d.Logger, d.Registerer),
 		retention: d.Retention, logger: d.Logger}
 	type handler interface {
 		Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error

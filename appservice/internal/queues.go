@@ -116,6 +116,7 @@ func (q *Queues) sendNext(ctx context.Context, as *config.ApplicationService) (b
 	q.o.Metrics.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		q.o.Metrics.transactions.WithLabelValues(as.ID, "failed").Inc()
+		q.updateDepth(ctx, as.ID)
 		return false, err
 	}
 	q.o.Metrics.transactions.WithLabelValues(as.ID, "sent").Inc()
@@ -128,12 +129,14 @@ func (q *Queues) sendNext(ctx context.Context, as *config.ApplicationService) (b
 	return true, nil
 }
 
+// updateDepth sets the service's queue depth and lag metrics, after each attempt to send.
 func (q *Queues) updateDepth(ctx context.Context, serviceID string) {
-	n, err := q.o.DB.QueueDepth(ctx, serviceID)
+	n, oldest, err := q.o.DB.QueueState(ctx, serviceID)
 	if err != nil {
-		return // the gauge keeps its last value; the next send updates it
+		return // the metrics keep their last values; the next attempt updates them
 	}
 	q.o.Metrics.queued.WithLabelValues(serviceID).Set(float64(n))
+	q.o.Metrics.lag.set(serviceID, oldest)
 }
 
 // sleep waits d or until ctx ends; false when ctx ended.

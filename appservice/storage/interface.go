@@ -56,8 +56,9 @@ type Database interface {
 	NextTransaction(ctx context.Context, serviceID string, max int) (*Transaction, error)
 	// DeleteTransaction removes the transaction's items, which the service acknowledged.
 	DeleteTransaction(ctx context.Context, serviceID string, txnID int64) error
-	// QueueDepth counts the service's queued items.
-	QueueDepth(ctx context.Context, serviceID string) (int64, error)
+	// QueueState counts the service's queued items and tells when the oldest was queued
+	// (zero when none is, or it was queued before the time was recorded).
+	QueueState(ctx context.Context, serviceID string) (int64, time.Time, error)
 	// ForgetQueuedBefore drops the records of events queued before t: the log keeps no
 	// record longer than its retention, so none can be redelivered.
 	ForgetQueuedBefore(ctx context.Context, t time.Time) error
