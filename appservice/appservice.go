@@ -1,7 +1,7 @@
 // Package appservice is the reader that serves application services (bridges and bots,
 // the spec's application service API). It consumes OutputRoomEvent (and, for services
-// registered with receive_ephemeral, OutputTypingEvent, OutputReceiptEvent and
-// OutputPresenceEvent), stores what each registered service is interested in in that
+// registered with receive_ephemeral, OutputTypingEvent, OutputReceiptEvent,
+// OutputPresenceEvent and OutputSendToDeviceEvent), stores what each registered service is interested in in that
 // service's persistent queue, in the transaction that saves the consumer's offset, and sends each queue as PUT
 // /_matrix/app/v1/transactions/{txnId} (hs_token as bearer token), one transaction at a
 // time per service, in order, retried with exponential backoff while the service is down,
@@ -39,10 +39,11 @@ type Deps struct {
 	DB         *sqlutil.DB
 	Log        eventlog.Log
 	LogMetrics *eventlog.Metrics
-	// RoomEventsTopic is OutputRoomEvent's full name; TypingTopic, ReceiptsTopic and
-	// PresenceTopic OutputTypingEvent's, OutputReceiptEvent's and OutputPresenceEvent's
-	// ("" reads none), for the services that receive ephemeral events.
-	RoomEventsTopic, TypingTopic, ReceiptsTopic, PresenceTopic string
+	// RoomEventsTopic is OutputRoomEvent's full name; TypingTopic, ReceiptsTopic,
+	// PresenceTopic and ToDeviceTopic OutputTypingEvent's, OutputReceiptEvent's,
+	// OutputPresenceEvent's and OutputSendToDeviceEvent's ("" reads none), for the services
+	// that receive ephemeral events.
+	RoomEventsTopic, TypingTopic, ReceiptsTopic, PresenceTopic, ToDeviceTopic string
 	// Rooms answers rooms' current state and aliases.
 	Rooms consumer.Rooms
 	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
@@ -83,7 +84,7 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 	})
 	h := consumer.NewRoomEvents(queues)
 	h.ServerName, h.DB, h.Rooms, h.Services, h.Logger = d.ServerName, db, d.Rooms, services, d.Logger
-	a := &AppService{db: db, queues: queues, queries: &internal.Queries{Client: client, Services: services, Logger: d.Logger},
+	a := &AppService{db: db, queues: queues, queries: internal.NewQueries(client, services, d.Logger, d.Registerer),
 		retention: d.Retention, logger: d.Logger}
 	type handler interface {
 		Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error
@@ -97,6 +98,7 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 		{d.TypingTopic, consumer.NewEphemeral(h, consumer.Typing)},
 		{d.ReceiptsTopic, consumer.NewEphemeral(h, consumer.Receipts)},
 		{d.PresenceTopic, consumer.NewEphemeral(h, consumer.Presence)},
+		{d.ToDeviceTopic, consumer.NewEphemeral(h, consumer.ToDevice)},
 	} {
 		if c.topic == "" {
 			continue

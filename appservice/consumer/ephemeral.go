@@ -26,16 +26,22 @@ const (
 	Receipts
 	// Presence is OutputPresenceEvent.
 	Presence
+	// ToDevice is OutputSendToDeviceEvent.
+	ToDevice
 )
 
-// Ephemeral consumes OutputTypingEvent, OutputReceiptEvent or OutputPresenceEvent and
-// queues them, as the client-format m.typing, m.receipt and m.presence events of /sync, for
-// every service registered with receive_ephemeral that is interested: in the room (its
-// rooms namespace, or a joined user of its users namespace, as RoomEvents tracks them) for
-// typing and receipts; for presence, in the user (its users namespace) or in one of the
-// rooms the user is joined to. A redelivered record queues its event again: typing carries
+// Ephemeral consumes OutputTypingEvent, OutputReceiptEvent, OutputPresenceEvent or
+// OutputSendToDeviceEvent and queues them, as the client-format m.typing, m.receipt and
+// m.presence events of /sync and MSC2409's to-device events, for every service registered
+// with receive_ephemeral that is interested: in the room (its rooms namespace, or a joined
+// user of its users namespace, as RoomEvents tracks them) for typing and receipts; for
+// presence, in the user (its users namespace) or in one of the rooms the user is joined
+// to; for a to-device message, in its target user (its exclusive users namespace, as
+// Synapse decides: only the service that owns a device's user may read its messages). A
+// redelivered typing, receipt or presence record queues its event again: typing carries
 // the complete set, a receipt the user's position and presence the user's whole state, so
-// a repeat changes nothing for the service.
+// a repeat changes nothing for the service. A to-device message is queued once per
+// service, deduplicated by its message ID.
 type Ephemeral struct {
 	Rooms *RoomEvents
 	Kind  EphemeralKind
@@ -54,6 +60,12 @@ func (e *Ephemeral) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 		roomID, content, err := e.decode(rec)
 		if err != nil {
 			return err
+		}
+		if e.Kind == ToDevice {
+			if err := e.queueToDevice(ctx, tx, roomID, content, woken); err != nil {
+				return eventlog.Retry(err)
+			}
+			continue
 		}
 		var interested func(as *config.ApplicationService) bool
 		if e.Kind == Presence {
@@ -75,6 +87,43 @@ func (e *Ephemeral) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 		}
 	}
 	e.remember(recs, woken)
+	return nil
+}
+
+// toDevice is a to-device message as a service receives it (MSC2409): the /sync event
+// with the target user and device.
+type toDevice struct {
+	Type       string          `json:"type"`
+	Sender     string          `json:"sender"`
+	Content    json.RawMessage `json:"content"`
+	ToUserID   string          `json:"to_user_id"`
+	ToDeviceID string          `json:"to_device_id"`
+}
+
+// queueToDevice queues the message (its ID and content as decode returns them) for every
+// service with receive_ephemeral whose exclusive users namespace holds its target, once
+// per service.
+func (e *Ephemeral) queueToDevice(ctx context.Context, tx *sql.Tx, messageID string, content []byte, woken map[string]bool) error {
+	var msg toDevice
+	if err := json.Unmarshal(content, &msg); err != nil {
+		return fmt.Errorf("decode to-device message: %w", err)
+	}
+	for _, as := range e.Rooms.Services {
+		if as.URL == "" || !as.ReceiveEphemeral || !as.ExclusiveUserID(msg.ToUserID) {
+			continue
+		}
+		fresh, err := e.Rooms.DB.MarkQueued(ctx, tx, as.ID, "to_device:"+messageID)
+		if err != nil {
+			return err
+		}
+		if !fresh {
+			continue
+		}
+		if err := e.Rooms.DB.Enqueue(ctx, tx, as.ID, storage.KindToDevice, content); err != nil {
+			return err
+		}
+		woken[as.ID] = true
+	}
 	return nil
 }
 
@@ -122,12 +171,23 @@ func (e *Ephemeral) presenceInterests(ctx context.Context, tx *sql.Tx, userID st
 	}, nil
 }
 
-// decode turns a record into its room (the user, for presence) and the ephemeral event's
-// client-format JSON.
+// decode turns a record into its room (the user, for presence; the message ID, for a
+// to-device message) and the ephemeral event's client-format JSON.
 func (e *Ephemeral) decode(rec eventlog.Record) (string, []byte, error) {
 	var roomID string
 	var ev any
 	switch e.Kind {
+	case ToDevice:
+		var out eduapi.OutputSendToDeviceEvent
+		if err := json.Unmarshal(rec.Value, &out); err != nil {
+			return "", nil, fmt.Errorf("decode %s record: %w", rec.Topic, err)
+		}
+		ev = toDevice{Type: out.Type, Sender: out.Sender, Content: out.Content, ToUserID: out.UserID, ToDeviceID: out.DeviceID}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return "", nil, fmt.Errorf("encode to-device message: %w", err)
+		}
+		return out.MessageID, b, nil
 	case Presence:
 		var out presenceapi.OutputPresenceEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {

@@ -10,9 +10,11 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/matrix-org/dendrite/appservice/storage"
 	"github.com/matrix-org/dendrite/internal/config"
 )
 
@@ -101,17 +103,22 @@ func (c *Client) do(ctx context.Context, as *config.ApplicationService, method, 
 }
 
 // transactionBody is PUT /_matrix/app/v1/transactions/{txnId}. Ephemeral events go under
-// the spec's key and under MSC2409's, which bridges written before it was merged read.
+// the spec's key and under MSC2409's, which bridges written before it was merged read;
+// to-device messages, not in the spec yet, under MSC4203's key and MSC2409's (a service
+// reads one of each pair).
 type transactionBody struct {
-	Events          []json.RawMessage `json:"events"`
-	Ephemeral       []json.RawMessage `json:"ephemeral,omitempty"`
-	EphemeralMSC240 []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
+	Events           []json.RawMessage `json:"events"`
+	Ephemeral        []json.RawMessage `json:"ephemeral,omitempty"`
+	EphemeralMSC2409 []json.RawMessage `json:"de.sorunome.msc2409.ephemeral,omitempty"`
+	ToDevice         []json.RawMessage `json:"to_device,omitempty"`
+	ToDeviceMSC2409  []json.RawMessage `json:"de.sorunome.msc2409.to_device,omitempty"`
 }
 
-// SendTransaction puts a transaction; the service must answer 2xx with a JSON object.
-func (c *Client) SendTransaction(ctx context.Context, as *config.ApplicationService, txnID string, events, ephemeral [][]byte) error {
-	body := transactionBody{Events: raw(events), Ephemeral: raw(ephemeral)}
-	body.EphemeralMSC240 = body.Ephemeral
+// SendTransaction puts the transaction; the service must answer 2xx with a JSON object.
+func (c *Client) SendTransaction(ctx context.Context, as *config.ApplicationService, txn *storage.Transaction) error {
+	body := transactionBody{Events: raw(txn.Events), Ephemeral: raw(txn.Ephemeral), ToDevice: raw(txn.ToDevice)}
+	body.EphemeralMSC2409, body.ToDeviceMSC2409 = body.Ephemeral, body.ToDevice
+	txnID := strconv.FormatInt(txn.TxnID, 10)
 	return c.do(ctx, as, http.MethodPut, "/_matrix/app/v1/transactions/"+url.PathEscape(txnID), nil, body, nil)
 }
 

@@ -9,9 +9,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/appservice/api"
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
@@ -20,12 +22,25 @@ import (
 // often, and it changes with the service's deployment.
 const protocolCacheTTL = 5 * time.Minute
 
+// missTTL is how long a service's "no such user" or "no such alias" answer is believed:
+// clients and other servers ask again and again about users and aliases that do not exist
+// (an invite retried, a mistyped alias), and each question would be a request to the
+// service. A user or alias the service creates meanwhile exists on the homeserver and is
+// not asked about.
+const missTTL = time.Minute
+
+// missCacheBytes bounds the cache of misses.
+const missCacheBytes = 1 << 20
+
 // Queries implements api.QueryAPI: the homeserver's questions to the services.
 type Queries struct {
 	Client   *Client
 	Services []*config.ApplicationService
 	Logger   *logrus.Entry
 
+	// misses holds, by service ID, kind and user ID or alias, until when the service's
+	// 404 answer is believed.
+	misses    *caching.Cache[missKey, time.Time]
 	mu        sync.Mutex
 	protocols map[[2]string]cachedProtocol // (service ID, protocol) -> metadata
 }
@@ -37,6 +52,18 @@ type cachedProtocol struct {
 
 var _ api.QueryAPI = (*Queries)(nil)
 
+type missKey struct {
+	serviceID, kind, id string
+}
+
+// NewQueries builds the queries to services; reg (may be nil) gets the metrics of the cache
+// of misses.
+func NewQueries(client *Client, services []*config.ApplicationService, logger *logrus.Entry, reg prometheus.Registerer) *Queries {
+	weigh := func(k missKey, _ time.Time) int { return len(k.serviceID) + len(k.kind) + len(k.id) + 72 }
+	return &Queries{Client: client, Services: services, Logger: logger,
+		misses: caching.New("appservice_query_misses", missCacheBytes, weigh, reg)}
+}
+
 // QueryUserIDExists asks each service whose users namespace has the user, in registration
 // order, until one answers with success.
 func (q *Queries) QueryUserIDExists(ctx context.Context, req *api.QueryUserIDExistsRequest) (*api.QueryUserIDExistsResponse, error) {
@@ -44,7 +71,7 @@ func (q *Queries) QueryUserIDExists(ctx context.Context, req *api.QueryUserIDExi
 		if as.URL == "" || !as.OwnsUserID(req.UserID) || req.UserID == as.SenderUserID() {
 			continue
 		}
-		if q.ask(ctx, as, "/_matrix/app/v1/users/"+url.PathEscape(req.UserID)) {
+		if q.ask(ctx, as, missKey{as.ID, "user", req.UserID}, "/_matrix/app/v1/users/"+url.PathEscape(req.UserID)) {
 			return &api.QueryUserIDExistsResponse{Exists: true}, nil
 		}
 	}
@@ -58,19 +85,29 @@ func (q *Queries) QueryRoomAliasExists(ctx context.Context, req *api.QueryRoomAl
 		if as.URL == "" || !as.OwnsAlias(req.Alias) {
 			continue
 		}
-		if q.ask(ctx, as, "/_matrix/app/v1/rooms/"+url.PathEscape(req.Alias)) {
+		if q.ask(ctx, as, missKey{as.ID, "alias", req.Alias}, "/_matrix/app/v1/rooms/"+url.PathEscape(req.Alias)) {
 			return &api.QueryRoomAliasExistsResponse{Exists: true}, nil
 		}
 	}
 	return &api.QueryRoomAliasExistsResponse{}, nil
 }
 
-// ask GETs path from the service: true on a 2xx answer. A failure is logged: the client's
-// request goes on as if the service did not know the user or alias.
-func (q *Queries) ask(ctx context.Context, as *config.ApplicationService, path string) bool {
+// ask GETs path from the service: true on a 2xx answer. A 404 answer is remembered under
+// key for missTTL, during which the service is not asked again. A failure is logged (and
+// not remembered: the service may be back soon): the client's request goes on as if the
+// service did not know the user or alias.
+func (q *Queries) ask(ctx context.Context, as *config.ApplicationService, key missKey, path string) bool {
+	if until, ok := q.misses.Get(key); ok && time.Now().Before(until) {
+		return false
+	}
 	err := q.Client.do(ctx, as, http.MethodGet, path, nil, nil, nil)
 	var se *StatusError
-	if err != nil && !(errors.As(err, &se) && se.Status == http.StatusNotFound) {
+	switch {
+	case err == nil:
+		q.misses.Delete(key)
+	case errors.As(err, &se) && se.Status == http.StatusNotFound:
+		q.misses.Put(key, time.Now().Add(missTTL))
+	default:
 		q.Logger.WithError(err).WithField("appservice_id", as.ID).Warn("application service query failed")
 	}
 	return err == nil

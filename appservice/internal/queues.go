@@ -6,7 +6,6 @@ package internal
 
 import (
 	"context"
-	"strconv"
 	"sync"
 	"time"
 
@@ -113,14 +112,15 @@ func (q *Queues) sendNext(ctx context.Context, as *config.ApplicationService) (b
 		return false, err
 	}
 	start := time.Now()
-	err = q.o.Client.SendTransaction(ctx, as, strconv.FormatInt(txn.TxnID, 10), txn.Events, txn.Ephemeral)
+	err = q.o.Client.SendTransaction(ctx, as, txn)
 	q.o.Metrics.duration.Observe(time.Since(start).Seconds())
 	if err != nil {
 		q.o.Metrics.transactions.WithLabelValues(as.ID, "failed").Inc()
+		q.updateDepth(ctx, as.ID)
 		return false, err
 	}
 	q.o.Metrics.transactions.WithLabelValues(as.ID, "sent").Inc()
-	q.o.Metrics.events.WithLabelValues(as.ID).Add(float64(len(txn.Events) + len(txn.Ephemeral)))
+	q.o.Metrics.events.WithLabelValues(as.ID).Add(float64(len(txn.Events) + len(txn.Ephemeral) + len(txn.ToDevice)))
 	q.o.Logger.WithFields(logrus.Fields{"appservice_id": as.ID, "txn_id": txn.TxnID, "events": len(txn.Events)}).Debug("transaction sent")
 	if err := q.o.DB.DeleteTransaction(ctx, as.ID, txn.TxnID); err != nil {
 		return false, err
@@ -129,12 +129,14 @@ func (q *Queues) sendNext(ctx context.Context, as *config.ApplicationService) (b
 	return true, nil
 }
 
+// updateDepth sets the service's queue depth and lag metrics, after each attempt to send.
 func (q *Queues) updateDepth(ctx context.Context, serviceID string) {
-	n, err := q.o.DB.QueueDepth(ctx, serviceID)
+	n, oldest, err := q.o.DB.QueueState(ctx, serviceID)
 	if err != nil {
-		return // the gauge keeps its last value; the next send updates it
+		return // the metrics keep their last values; the next attempt updates them
 	}
 	q.o.Metrics.queued.WithLabelValues(serviceID).Set(float64(n))
+	q.o.Metrics.lag.set(serviceID, oldest)
 }
 
 // sleep waits d or until ctx ends; false when ctx ended.

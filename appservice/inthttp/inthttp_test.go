@@ -75,7 +75,7 @@ func TestEveryMethodOverHTTP(t *testing.T) {
 	if err := cfg.Verify(); err != nil {
 		t.Fatal(err)
 	}
-	impl := &internal.Queries{Client: internal.NewClient(5*time.Second, false), Services: cfg.AppServiceAPI.Registrations, Logger: logrus.NewEntry(logrus.New())}
+	impl := internal.NewQueries(internal.NewClient(5*time.Second, false), cfg.AppServiceAPI.Registrations, logrus.NewEntry(logrus.New()), nil)
 	router := mux.NewRouter()
 	inthttp.Register(router, impl, ihttp.ServerOptions{Logger: logrus.NewEntry(logrus.New())})
 	hs := httptest.NewServer(router)

@@ -17,6 +17,8 @@ const (
 	KindEvent = "event"
 	// KindEphemeral is an ephemeral event (typing, receipt, presence).
 	KindEphemeral = "ephemeral"
+	// KindToDevice is a to-device message (MSC2409's format).
+	KindToDevice = "to_device"
 )
 
 // Transaction is a batch of one service's queued items under a transaction ID. Once
@@ -26,9 +28,10 @@ type Transaction struct {
 	ServiceID string
 	// TxnID is numeric and never reused.
 	TxnID int64
-	// Events and Ephemeral are the items' JSON, each in queue order.
+	// Events, Ephemeral and ToDevice are the items' JSON, each in queue order.
 	Events    [][]byte
 	Ephemeral [][]byte
+	ToDevice  [][]byte
 }
 
 // Database is what the appservice component needs from its store. Methods taking a tx run
@@ -53,8 +56,9 @@ type Database interface {
 	NextTransaction(ctx context.Context, serviceID string, max int) (*Transaction, error)
 	// DeleteTransaction removes the transaction's items, which the service acknowledged.
 	DeleteTransaction(ctx context.Context, serviceID string, txnID int64) error
-	// QueueDepth counts the service's queued items.
-	QueueDepth(ctx context.Context, serviceID string) (int64, error)
+	// QueueState counts the service's queued items and tells when the oldest was queued
+	// (zero when none is, or it was queued before the time was recorded).
+	QueueState(ctx context.Context, serviceID string) (int64, time.Time, error)
 	// ForgetQueuedBefore drops the records of events queued before t: the log keeps no
 	// record longer than its retention, so none can be redelivered.
 	ForgetQueuedBefore(ctx context.Context, t time.Time) error

@@ -40,8 +40,10 @@ type fakeAppService struct {
 	txns   map[string]string
 	events []string
 	bodies map[string]string
-	// ephemeral are the types of the ephemeral events received, in order.
+	// ephemeral are the types of the ephemeral events received, in order; toDevice the
+	// to-device messages as "type to_user_id to_device_id sender".
 	ephemeral []string
+	toDevice  []string
 	failed    int
 	down      bool
 	onAlias   func(alias string) int
@@ -99,6 +101,12 @@ func (f *fakeAppService) transaction(w http.ResponseWriter, r *http.Request) {
 		Ephemeral []struct {
 			Type string `json:"type"`
 		} `json:"ephemeral"`
+		ToDevice []struct {
+			Type       string `json:"type"`
+			Sender     string `json:"sender"`
+			ToUserID   string `json:"to_user_id"`
+			ToDeviceID string `json:"to_device_id"`
+		} `json:"de.sorunome.msc2409.to_device"`
 	}
 	raw := new(strings.Builder)
 	if err := json.NewDecoder(teeReader{r, raw}).Decode(&body); err != nil {
@@ -127,6 +135,9 @@ func (f *fakeAppService) transaction(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, ev := range body.Ephemeral {
 			f.ephemeral = append(f.ephemeral, ev.Type)
+		}
+		for _, m := range body.ToDevice {
+			f.toDevice = append(f.toDevice, strings.Join([]string{m.Type, m.ToUserID, m.ToDeviceID, m.Sender}, " "))
 		}
 	}
 	_, _ = w.Write([]byte("{}")) // the homeserver reads the status and the object
@@ -349,6 +360,41 @@ func checkAppServiceLogin(t *testing.T, url string) {
 	e2e.WantErrCode(t, err, http.StatusUnauthorized, "M_MISSING_TOKEN")
 }
 
+// checkToDevice: a to-device message to a device of a user in the service's exclusive
+// namespace (@bridge_alice's BRIDGEDEV, from checkAppServiceLogin) reaches the service
+// (MSC2409), once; one to a user outside it, sent before, never does.
+func checkToDevice(t *testing.T, as *fakeAppService, alice *mautrix.Client) {
+	t.Helper()
+	ctx := context.Background()
+	send := func(userID id.UserID, deviceID id.DeviceID) {
+		t.Helper()
+		_, err := alice.SendToDevice(ctx, event.NewEventType("org.example.ping"), &mautrix.ReqSendToDevice{
+			Messages: map[id.UserID]map[id.DeviceID]*event.Content{userID: {deviceID: {Raw: map[string]any{"n": 1}}}}})
+		if err != nil {
+			t.Fatalf("send to-device: %v", err)
+		}
+	}
+	send(alice.UserID, "*")
+	send("@bridge_alice:as.test", "BRIDGEDEV")
+	want := []string{"org.example.ping @bridge_alice:as.test BRIDGEDEV " + alice.UserID.String()}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		as.mu.Lock()
+		got := slices.Clone(as.toDevice)
+		as.mu.Unlock()
+		if len(got) > 0 {
+			if !slices.Equal(got, want) {
+				t.Fatalf("the service received the to-device messages %v, want %v", got, want)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the to-device message never reached the service")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestAppServiceBothEngines: an application service registers a ghost in its namespace and
 // sends as it; its exclusive namespaces refuse others' registrations and aliases; bad
 // tokens and users outside the namespace are refused; it logs in as its users and
@@ -356,7 +402,8 @@ func checkAppServiceLogin(t *testing.T, url string) {
 // ghost reaches it in order exactly once, also across a time when it is down and across a
 // restart of the homeserver with events still queued, and while another service is down
 // all along; an unknown alias in its namespace is
-// asked of it and created on demand.
+// asked of it and created on demand; typing, receipts, presence and to-device messages
+// reach it.
 func TestAppServiceBothEngines(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
 		t.Run(engine, func(t *testing.T) {
@@ -479,6 +526,8 @@ func TestAppServiceBothEngines(t *testing.T) {
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
+
+			checkToDevice(t, as, alice)
 
 			// The service's own directory of a network is apart from the main one.
 			dirURL := bot.BuildClientURL("v3", "directory", "list", "appservice", "net", room.RoomID)

@@ -15,7 +15,8 @@ import (
 
 // Queue rows of one service are sent in queue_nid order; txn_id is 0 until the row is put
 // in a transaction, then the first queue_nid of that transaction (unique forever: queue
-// NIDs are never reused on either engine) until the service acknowledges it.
+// NIDs are never reused on either engine) until the service acknowledges it. queued_ms is
+// when the item was queued (0 for items queued before version 2), for the lag metric.
 var migrations = []sqlutil.Migration{{Version: 1, SQL: `
 CREATE TABLE IF NOT EXISTS appservice_rooms (
 	room_id TEXT NOT NULL PRIMARY KEY
@@ -40,6 +41,8 @@ CREATE TABLE IF NOT EXISTS appservice_queue (
 	txn_id {bigint} NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS appservice_queue_service ON appservice_queue (service_id, txn_id, queue_nid);
+`}, {Version: 2, SQL: `
+ALTER TABLE appservice_queue ADD COLUMN queued_ms {bigint} NOT NULL DEFAULT 0;
 `}}
 
 // Database is the SQL appservice store.
@@ -120,7 +123,8 @@ func (d *Database) MarkQueued(ctx context.Context, tx *sql.Tx, serviceID, eventI
 
 // Enqueue implements storage.Database.
 func (d *Database) Enqueue(ctx context.Context, tx *sql.Tx, serviceID, kind string, content []byte) error {
-	_, err := sqlutil.Conn(d.db, tx).ExecContext(ctx, "INSERT INTO appservice_queue (service_id, kind, content) VALUES ($1, $2, $3)", serviceID, kind, content)
+	_, err := sqlutil.Conn(d.db, tx).ExecContext(ctx, "INSERT INTO appservice_queue (service_id, kind, content, queued_ms) VALUES ($1, $2, $3, $4)",
+		serviceID, kind, content, time.Now().UnixMilli())
 	if err != nil {
 		return fmt.Errorf("queue for %s: %w", serviceID, err)
 	}
@@ -152,9 +156,12 @@ func (d *Database) NextTransaction(ctx context.Context, serviceID string, max in
 		if err := rows.Scan(&kind, &content); err != nil {
 			return nil, err
 		}
-		if kind == storage.KindEphemeral {
+		switch kind {
+		case storage.KindEphemeral:
 			t.Ephemeral = append(t.Ephemeral, content)
-		} else {
+		case storage.KindToDevice:
+			t.ToDevice = append(t.ToDevice, content)
+		default:
 			t.Events = append(t.Events, content)
 		}
 	}
@@ -193,13 +200,18 @@ func (d *Database) DeleteTransaction(ctx context.Context, serviceID string, txnI
 	return nil
 }
 
-// QueueDepth implements storage.Database.
-func (d *Database) QueueDepth(ctx context.Context, serviceID string) (int64, error) {
-	var n int64
-	if err := d.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM appservice_queue WHERE service_id = $1", serviceID).Scan(&n); err != nil {
-		return 0, fmt.Errorf("count queue: %w", err)
+// QueueState implements storage.Database.
+func (d *Database) QueueState(ctx context.Context, serviceID string) (int64, time.Time, error) {
+	var n, oldest int64
+	err := d.db.QueryRowContext(ctx, "SELECT COUNT(*), COALESCE(MIN(NULLIF(queued_ms, 0)), 0) FROM appservice_queue WHERE service_id = $1",
+		serviceID).Scan(&n, &oldest)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("count queue: %w", err)
 	}
-	return n, nil
+	if oldest == 0 {
+		return n, time.Time{}, nil
+	}
+	return n, time.UnixMilli(oldest), nil
 }
 
 // ForgetQueuedBefore implements storage.Database.

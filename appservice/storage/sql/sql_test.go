@@ -47,7 +47,7 @@ func TestQueue(t *testing.T) {
 		if err != nil || again.TxnID != first.TxnID || len(again.Events) != 3 {
 			t.Fatalf("a retry is another transaction: %+v %v", again, err)
 		}
-		if n, err := d.QueueDepth(ctx, "a"); err != nil || n != 4 {
+		if n, oldest, err := d.QueueState(ctx, "a"); err != nil || n != 4 || time.Since(oldest) > time.Hour {
 			t.Fatalf("depth %d %v", n, err)
 		}
 		if err = d.DeleteTransaction(ctx, "a", first.TxnID); err != nil {
