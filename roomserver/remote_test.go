@@ -689,3 +689,84 @@ func TestUnstorableIdentifiersRejected(t *testing.T) {
 		}
 	})
 }
+
+// A local user who left a room (this server's last member) and is invited back joins it
+// through another server (api.KindRemoteJoin): the state that server answers replaces this
+// server's stale copy, in which the join would fail (the user left, the room is
+// invite-only, and the new invite never reached it): the join is not soft-failed, it is
+// the room's only forward extremity, and readers get the state that changed meanwhile.
+func TestRemoteRejoinReplacesStaleCopy(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, local := "@alice:"+remoteServer, "@local:"+serverName
+		r := &remoteRoom{Remote: &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: remoteServer, Version: gomatrixserverlib.RoomVersionV10,
+			RoomID: fmt.Sprintf("!r%d:%s", time.Now().UnixNano(), remoteServer)}}
+		r.create = roomtest.CreateEvent(t, r.Key, remoteServer, r.Version, alice, r.RoomID)
+		r.aliceJoin = r.Event(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}, 2, r.pdus(r.create), r.pdus(r.create))
+		r.pl = r.Event(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{alice: 100}}, 3, r.pdus(r.aliceJoin), r.pdus(r.create, r.aliceJoin))
+		r.jr = r.Event(alice, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "invite"}, 4, r.pdus(r.pl), r.pdus(r.create, r.aliceJoin, r.pl))
+		invite := r.Event(alice, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "invite"}, 5, r.pdus(r.jr), r.pdus(r.create, r.aliceJoin, r.pl, r.jr))
+		state := []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, invite}
+		var in []api.InputRoomEvent
+		var stateIDs []string
+		for _, ev := range state {
+			in = append(in, roomtest.Input(api.KindOutlier, ev))
+			stateIDs = append(stateIDs, ev.EventID())
+		}
+		wantOK(t, "outliers", h.submitRemote(r.RoomID, r.Version, in...))
+		join := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 6, r.pdus(invite), r.pdus(r.create, r.pl, r.jr, invite))
+		ie := roomtest.Input(api.KindRemoteJoin, join)
+		ie.StateEventIDs = stateIDs
+		wantOK(t, "first join", h.submitRemote(r.RoomID, r.Version, ie))
+		res := h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "leave"})}})
+		wantOK(t, "leave", res)
+		evs, err := h.rs.API().QueryEventsByID(context.Background(), &api.QueryEventsByIDRequest{RoomID: r.RoomID, EventIDs: []string{res[0].EventID}})
+		if err != nil || len(evs.Events) != 1 {
+			t.Fatalf("the leave: %+v %v", evs, err)
+		}
+		leave := evs.Events[0].PDU
+		out := test.FollowTopic(t, h.log, "out")
+
+		// Meanwhile, unseen here: alice names the room and invites the user again.
+		name := r.Event(alice, spec.MRoomName, roomtest.StateKey(""), map[string]string{"name": "later"}, 8, r.pdus(leave), r.pdus(r.create, r.aliceJoin, r.pl))
+		invite2 := r.Event(alice, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "invite"}, 9, r.pdus(name), r.pdus(r.create, r.aliceJoin, r.pl, r.jr, leave))
+		state2 := []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, name, invite2}
+		in, stateIDs = nil, nil
+		for _, ev := range state2 {
+			in = append(in, roomtest.Input(api.KindOutlier, ev))
+			stateIDs = append(stateIDs, ev.EventID())
+		}
+		wantOK(t, "outliers of the rejoin", h.submitRemote(r.RoomID, r.Version, in...))
+		rejoin := r.Event(local, spec.MRoomMember, roomtest.StateKey(local), map[string]string{"membership": "join"}, 10, r.pdus(invite2), r.pdus(r.create, r.pl, r.jr, invite2))
+		ie = roomtest.Input(api.KindRemoteJoin, rejoin)
+		ie.StateEventIDs = stateIDs
+		wantOK(t, "rejoin", h.submitRemote(r.RoomID, r.Version, ie))
+
+		if m := h.membership(r.RoomID, local); m != spec.Join {
+			t.Fatalf("local user's membership after the rejoin %q", m)
+		}
+		cur := h.currentState(r.RoomID)
+		if cur[spec.MRoomName+"|"] != name.EventID() || cur[spec.MRoomMember+"|"+local] != rejoin.EventID() || len(cur) != 6 {
+			t.Fatalf("current state after the rejoin %v", cur)
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{rejoin.EventID()}) {
+			t.Fatalf("extremities after the rejoin %v (%v)", info.LatestEventIDs, err)
+		}
+		var o api.OutputRoomEvent
+		if err := json.Unmarshal(out.Wait(t, 1, 10*time.Second)[0].Value, &o); err != nil {
+			t.Fatal(err)
+		}
+		added, removed := o.NewRoomEvent.AddsStateEventIDs, o.NewRoomEvent.RemovesStateEventIDs
+		slices.Sort(added)
+		want := []string{name.EventID(), rejoin.EventID()}
+		slices.Sort(want)
+		if o.NewRoomEvent.Event.EventID() != rejoin.EventID() || !slices.Equal(added, want) || !slices.Equal(removed, []string{leave.EventID()}) {
+			t.Fatalf("rejoin output: adds %v removes %v", added, removed)
+		}
+		// Local events build on the rejoin alone.
+		res = h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "back"})}})
+		wantOK(t, "local message after the rejoin", res)
+	})
+}

@@ -241,6 +241,13 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		rm.afterJoin(r, roomID, dev.UserID)
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
 	}
+	joined, err := rm.rejoinThroughResidents(ctx, hints, roomID, dev.UserID, body)
+	if err != nil || joined {
+		if joined {
+			rm.afterJoin(r, roomID, dev.UserID)
+		}
+		return httputil.OK(map[string]string{"room_id": roomID}), err
+	}
 	m, err := rm.membership(ctx, roomID, dev.UserID)
 	if err != nil {
 		return httputil.Response{}, err
@@ -366,6 +373,44 @@ func (rm *Rooms) joinLocally(ctx context.Context, roomID string) (bool, error) {
 		return false, err
 	}
 	return len(info.LatestEventIDs) > 0, nil
+}
+
+// rejoinThroughResidents joins the user to a room of this server that none of our users is
+// joined to any more but users of other servers are, in this server's copy: the room may
+// have gone on there unseen here (an invite from one of them, say), so the join goes
+// through those servers (make_join, send_join), whose state then replaces the stale copy.
+// It reports false, and nothing happened, when there is no such server or none could be
+// reached (the join is then one of this server's copy); a refusal is returned.
+func (rm *Rooms) rejoinThroughResidents(ctx context.Context, hints []string, roomID, userID string, body membershipBody) (bool, error) {
+	if rm.Federation == nil {
+		return false, nil
+	}
+	cur, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID, Types: []string{spec.MRoomMember}})
+	if err != nil {
+		return false, err
+	}
+	servers := slices.Clone(hints)
+	for _, e := range cur.StateEvents {
+		uid, err := spec.NewUserID(*e.StateKey(), true)
+		if m, _ := e.Membership(); err != nil || m != spec.Join {
+			continue
+		}
+		if uid.Domain() == rm.ServerName {
+			return false, nil
+		}
+		if !slices.Contains(servers, string(uid.Domain())) {
+			servers = append(servers, string(uid.Domain()))
+		}
+	}
+	if len(servers) == len(hints) {
+		return false, nil
+	}
+	err = rm.joinRemote(ctx, servers, roomID, userID, body)
+	var merr *matrixerr.Error
+	if err != nil && isNotFound(err, &merr) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // serverInRoom reports whether the room has a timeline here and one of our users is

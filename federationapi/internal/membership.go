@@ -242,7 +242,8 @@ func (m *Membership) eventProvider(ctx context.Context, s spec.ServerName, roomI
 }
 
 // storeJoin writes a checked send_join answer to the roomserver: the auth chain and state
-// as outliers (auth events first, in batches), then the join with that state.
+// as outliers (auth events first, in batches), then the join with that state, which
+// replaces a stale copy of the room (rsapi.KindRemoteJoin).
 func (m *Membership) storeJoin(ctx context.Context, res *gomatrixserverlib.PerformJoinResponse) (string, error) {
 	join := res.JoinEvent
 	v := join.Version()
@@ -267,7 +268,9 @@ func (m *Membership) storeJoin(ctx context.Context, res *gomatrixserverlib.Perfo
 	for i, e := range state {
 		stateIDs[i] = e.EventID()
 	}
-	in := rsapi.InputRoomEvent{Kind: rsapi.KindFederated, Event: &rsapi.Event{PDU: join}, StateEventIDs: stateIDs}
+	// A remote join: the answer's state replaces a copy of the room this server stopped
+	// following when its last member left (rsapi.KindRemoteJoin).
+	in := rsapi.InputRoomEvent{Kind: rsapi.KindRemoteJoin, Event: &rsapi.Event{PDU: join}, StateEventIDs: stateIDs}
 	if err = m.Inbound.input(ctx, roomID, verImpl, in); err != nil {
 		return "", err
 	}

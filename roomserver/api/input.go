@@ -54,6 +54,17 @@ const (
 	// first, so a reader that numbers them downwards keeps the timeline's order. A writer
 	// sends one backfill in one message for that reason.
 	KindBackfilled Kind = "backfilled"
+	// KindRemoteJoin is a local user's join settled with another server (make_join,
+	// send_join), with the state before it that server answered in StateEventIDs (sent
+	// first as outliers). It is checked like KindFederated against that state. When no
+	// local user is joined in the room's current state here (the room is new to this
+	// server, or every local member left it and this server's copy stopped following it),
+	// that copy is stale: the join is never soft-failed against it, it becomes the room's
+	// only forward extremity, and the state after it becomes the current state, whatever
+	// the stale copy held (readers get the difference as the output's added and removed
+	// state). Otherwise (a restricted join through a resident server) it is placed like
+	// KindFederated.
+	KindRemoteJoin Kind = "remote_join"
 )
 
 // ProtoEvent is a local event before the roomserver places it in the room.
@@ -184,7 +195,7 @@ type QueryInputResultResponse struct {
 // outlier, remote_membership or backfilled), which the roomserver applies each in their own transaction.
 func (m *InputRoomEvents) Remote() bool {
 	for _, e := range m.Events {
-		if e.Kind == KindFederated || e.Kind == KindOutlier || e.Kind == KindRemoteMembership || e.Kind == KindBackfilled {
+		if e.Kind == KindFederated || e.Kind == KindOutlier || e.Kind == KindRemoteMembership || e.Kind == KindBackfilled || e.Kind == KindRemoteJoin {
 			return true
 		}
 	}

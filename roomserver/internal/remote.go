@@ -222,7 +222,7 @@ func reject(err *matrixerr.Error) (api.Result, error) {
 // apply decides and stores one event. Rejections come back in the Result; an error is an
 // internal failure that makes the message retry.
 func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Result, error) {
-	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated && ie.Kind != api.KindRemoteMembership && ie.Kind != api.KindBackfilled {
+	if ie.Kind != api.KindOutlier && ie.Kind != api.KindFederated && ie.Kind != api.KindRemoteMembership && ie.Kind != api.KindBackfilled && ie.Kind != api.KindRemoteJoin {
 		return reject(matrixerr.BadJSON(fmt.Sprintf("kind %q cannot be mixed with events from other servers", ie.Kind)))
 	}
 	if ie.Event == nil || ie.Event.PDU == nil {
@@ -246,7 +246,7 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		if existing.row.Rejected {
 			return reject(matrixerr.Forbidden("the event was rejected"))
 		}
-		if !existing.row.Outlier || (ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled) {
+		if !existing.row.Outlier || (ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled && ie.Kind != api.KindRemoteJoin) {
 			return api.Result{EventID: ev.EventID(), SoftFailed: existing.row.SoftFailed}, nil
 		}
 	}
@@ -324,7 +324,7 @@ func (rt *remoteTx) rejectAndKeep(ctx context.Context, ie *api.InputRoomEvent, e
 		}
 		return reject(merr)
 	}
-	if ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled {
+	if ie.Kind != api.KindFederated && ie.Kind != api.KindBackfilled && ie.Kind != api.KindRemoteJoin {
 		return reject(merr)
 	}
 	before, serr, err := rt.stateBefore(ctx, ev, ie)
@@ -446,8 +446,14 @@ func (rt *remoteTx) place(ctx context.Context, ie *api.InputRoomEvent, ev gomatr
 	if err = allowed(ie.Event.PDU, auth); err != nil {
 		return rt.rejectAndKeep(ctx, ie, existing, matrixerr.Forbidden("event fails auth against the state before it: "+err.Error()))
 	}
+	stale := false
+	if ie.Kind == api.KindRemoteJoin {
+		if stale, err = rt.staleCopy(ctx); err != nil {
+			return api.Result{}, err
+		}
+	}
 	softFailed := false
-	if len(rt.h.room.Latest) > 0 {
+	if len(rt.h.room.Latest) > 0 && !stale {
 		cur, err := rt.authFromState(ctx, rt.h.state, ev)
 		if err != nil {
 			return api.Result{}, err
@@ -470,10 +476,72 @@ func (rt *remoteTx) place(ctx context.Context, ie *api.InputRoomEvent, ev gomatr
 	if softFailed {
 		return api.Result{EventID: ev.EventID(), SoftFailed: true}, nil
 	}
-	if err = rt.advance(ctx, k, before); err != nil {
+	if stale {
+		err = rt.replaceStale(ctx, k, before)
+	} else {
+		err = rt.advance(ctx, k, before)
+	}
+	if err != nil {
 		return api.Result{}, err
 	}
 	return api.Result{EventID: ev.EventID()}, nil
+}
+
+// staleCopy reports whether no local user is joined in the room's current state here: this
+// server then received none of the room's events since its last member left (or never had
+// the room), so its copy cannot be trusted over the state a join through another server
+// brings (api.KindRemoteJoin).
+func (rt *remoteTx) staleCopy(ctx context.Context) (bool, error) {
+	if rt.h.room.NID == 0 || len(rt.h.room.Latest) == 0 {
+		return true, nil
+	}
+	users, err := rt.in.db.UsersOfServer(ctx, rt.h.room.NID, string(rt.in.serverName))
+	if err != nil {
+		return false, fmt.Errorf("load local users of %s: %w", rt.roomID, err)
+	}
+	tuples := make([]gomatrixserverlib.StateKeyTuple, len(users))
+	for i, u := range users {
+		tuples[i] = gomatrixserverlib.StateKeyTuple{EventType: spec.MRoomMember, StateKey: u}
+	}
+	members, err := rt.lookup(ctx, rt.h.state, tuples)
+	if err != nil {
+		return false, err
+	}
+	for _, m := range members {
+		if membership, err := m.Membership(); err == nil && membership == spec.Join {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// replaceStale makes a local user's join through another server the room's only forward
+// extremity and the state after it the current state, in place of a stale copy
+// (api.KindRemoteJoin): the copy's extremities are events the other servers built on long
+// ago, and resolving the join's state against theirs would bring back what changed since.
+func (rt *remoteTx) replaceStale(ctx context.Context, k *knownEvent, before stateRef) error {
+	ev := k.pdu
+	after, err := rt.stateAfter(ctx, k)
+	if err != nil {
+		return err
+	}
+	added, removed := rt.h.state.Diff(after.st)
+	out := api.OutputNewRoomEvent{Event: api.Event{PDU: ev}}
+	if out.HistoryVisibility, err = rt.historyVisibility(ctx, before.st); err != nil {
+		return err
+	}
+	snap, err := rt.storeState(after)
+	if err != nil {
+		return err
+	}
+	rt.h.state, rt.h.room.Snapshot = after.st, snap
+	if err = rt.applyDelta(ctx, &out, added, removed); err != nil {
+		return err
+	}
+	rt.h.room.Latest, rt.h.latestIDs = []types.EventNID{k.row.NID}, []string{ev.EventID()}
+	rt.h.room.Depth = max(rt.h.room.Depth, ev.Depth())
+	rt.headChanged = true
+	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
 }
 
 // event returns a stored event by ID, or nil.
