@@ -480,41 +480,10 @@ func (v *serverVisibility) membersHave(ctx context.Context, st *types.State, mem
 
 // QueryRooms implements api.TimelineAPI.
 func (q *Querier) QueryRooms(ctx context.Context, req *api.QueryRoomsRequest) (*api.QueryRoomsResponse, error) {
-	ids, err := q.in.db.Rooms(ctx, req.AfterRoomID, api.TimelinePage(req.Limit))
-	if err != nil {
-		return nil, err
-	}
-	return &api.QueryRoomsResponse{RoomIDs: ids}, nil
+	return (&Timeline{DB: q.in.db}).QueryRooms(ctx, req)
 }
 
-// QueryRoomEvents implements api.TimelineAPI from the stored events, newest NID first.
+// QueryRoomEvents implements api.TimelineAPI.
 func (q *Querier) QueryRoomEvents(ctx context.Context, req *api.QueryRoomEventsRequest) (*api.QueryRoomEventsResponse, error) {
-	res := &api.QueryRoomEventsResponse{Events: []api.TimelineEvent{}}
-	room, err := q.in.db.Room(ctx, req.RoomID)
-	if errors.Is(err, storage.ErrNotFound) {
-		return res, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	limit := api.TimelinePage(req.Limit)
-	rows, err := q.in.db.Timeline(ctx, room.NID, types.EventNID(req.BeforeNID), limit)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range rows {
-		te := api.TimelineEvent{NID: int64(r.NID), EventID: r.EventID, Rejected: r.Rejected, SoftFailed: r.SoftFailed, Redacted: r.Redacted}
-		if !r.Rejected && !r.SoftFailed {
-			pdu, err := api.ParseTrusted(room.RoomVersion, r.EventID, r.JSON, r.Redacted)
-			if err != nil {
-				return nil, err
-			}
-			te.Event = &api.Event{PDU: pdu}
-		}
-		res.Events = append(res.Events, te)
-	}
-	if len(rows) == limit {
-		res.NextBeforeNID = int64(rows[len(rows)-1].NID)
-	}
-	return res, nil
+	return (&Timeline{DB: q.in.db}).QueryRoomEvents(ctx, req)
 }
