@@ -75,6 +75,20 @@ func New(ctx context.Context, d Deps) (*RoomServer, error) {
 	return &RoomServer{inputer: in, querier: internal.NewQuerier(in)}, nil
 }
 
+// NewTimeline serves api.TimelineAPI straight from a roomserver database (the reindex
+// command of a monolith, whose roomserver runs in no other process).
+func NewTimeline(ctx context.Context, db *sqlutil.DB) (api.TimelineAPI, error) {
+	offsets, err := eventlog.NewOffsetStore(ctx, db, "roomserver")
+	if err != nil {
+		return nil, fmt.Errorf("open roomserver offsets: %w", err)
+	}
+	rdb, err := sql.Open(ctx, db, offsets)
+	if err != nil {
+		return nil, err
+	}
+	return &internal.Timeline{DB: rdb}, nil
+}
+
 // outputWindow is room_server.output_replay_window, 7 days when unset.
 func outputWindow(cfg *config.RoomServer) time.Duration {
 	if cfg.OutputReplayWindow == 0 {

@@ -99,3 +99,27 @@ func (s *SearchAPI) Routes() []httputil.Route {
 func (s *SearchAPI) Run(ctx context.Context) error {
 	return s.consumer.Run(ctx)
 }
+
+// ReindexDeps is what Reindex needs: the search database and configuration, and the
+// roomserver's stored timelines (its internal API, or its database for a monolith).
+type ReindexDeps struct {
+	Cfg    *config.SearchAPI
+	DB     *sqlutil.DB
+	Rooms  rsapi.TimelineAPI
+	Logger *logrus.Entry
+}
+
+// ReindexStats count the rooms and events a Reindex walked.
+type ReindexStats = internal.ReindexStats
+
+// Reindex rebuilds the search index from every room the roomserver stores (the reindex
+// command); events already indexed are left as they are, so running it again is harmless.
+// Run it while the search reader is stopped.
+func Reindex(ctx context.Context, d ReindexDeps) (ReindexStats, error) {
+	db, err := sql.Open(ctx, d.DB, sql.Options{TextSearchConfig: d.Cfg.TextSearchConfig, Tokenizer: d.Cfg.Tokenizer})
+	if err != nil {
+		return ReindexStats{}, err
+	}
+	r := &internal.Reindexer{DB: db, SQL: d.DB, Rooms: d.Rooms, Logger: d.Logger}
+	return r.Reindex(ctx)
+}

@@ -8,6 +8,7 @@
 //	dendrite component --config FILE --name clientapi|roomserver|syncapi|userapi|eduserver|receiptserver|presenceserver|federationapi|federationsender|mediaapi|appservice|pushserver|searchapi [--shard I]
 //	    [--internal-listen ADDR] [--public-listen ADDR]
 //	dendrite create-account [--config FILE] [--data DIR] --username NAME [--password PW]
+//	dendrite reindex [--config FILE] [--data DIR]
 //	dendrite sample-config > dendrite-config.yaml
 package main
 
@@ -39,6 +40,8 @@ func main() {
 		err = createAccount(os.Args[2:], os.Stdin, os.Stdout)
 	case len(os.Args) > 1 && os.Args[1] == "component":
 		err = component(os.Args[2:])
+	case len(os.Args) > 1 && os.Args[1] == "reindex":
+		err = reindex(os.Args[2:], os.Stdout)
 	case len(os.Args) > 1 && os.Args[1] == "sample-config":
 		_, err = os.Stdout.Write(config.Sample())
 	default:
@@ -203,5 +206,32 @@ func createAccount(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	fmt.Fprintln(stdout, "created", userID)
+	return nil
+}
+
+// reindex rebuilds the search index from the roomserver's stored timelines; see
+// setup.Reindex for what must run and what must be stopped.
+func reindex(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("reindex", flag.ContinueOnError)
+	var common commonFlags
+	common.register(fs)
+	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
+		return err
+	}
+	cfg, err := common.load()
+	if err != nil {
+		return err
+	}
+	logger := logrus.New()
+	if err = cfg.Global.Logging.Apply(logger); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	stats, err := setup.Reindex(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "reindexed", stats.Events, "events in", stats.Rooms, "rooms")
 	return nil
 }

@@ -140,10 +140,12 @@ type VisibilityAPI interface {
 	QueryUserAllowed(ctx context.Context, req *QueryUserAllowedRequest) (*QueryUserAllowedResponse, error)
 }
 
-// SearchRoomserverAPI is what the searchapi uses: queries and per-user visibility.
+// SearchRoomserverAPI is what the searchapi uses: queries, per-user visibility and the
+// stored timelines its reindex rebuilds the index from.
 type SearchRoomserverAPI interface {
 	QueryAPI
 	VisibilityAPI
+	TimelineAPI
 }
 
 // QueryAPI is the read side every component may use.
@@ -229,4 +231,65 @@ type ServerAPI interface {
 	WaitAPI
 	ReplayAPI
 	DirectoryAPI
+	TimelineAPI
+}
+
+// QueryRoomsRequest asks for the IDs of the rooms the roomserver stores, in room ID order,
+// after AfterRoomID (from the first when empty), at most Limit of them (default and cap
+// 500).
+type QueryRoomsRequest struct {
+	AfterRoomID string `json:"after_room_id,omitempty"`
+	Limit       int    `json:"limit,omitempty"`
+}
+
+// QueryRoomsResponse lists room IDs in order; fewer than the limit means there are no more.
+type QueryRoomsResponse struct {
+	RoomIDs []string `json:"room_ids"`
+}
+
+// QueryRoomEventsRequest asks for a page of a room's stored timeline, newest first in the
+// roomserver's storage order: the events stored before BeforeNID (from the newest when 0),
+// at most Limit of them (default and cap 500).
+type QueryRoomEventsRequest struct {
+	RoomID    string `json:"room_id"`
+	BeforeNID int64  `json:"before_nid,omitempty"`
+	Limit     int    `json:"limit,omitempty"`
+}
+
+// TimelineEvent is one stored timeline event (outliers are not in the timeline). Event is
+// set only for events readers are given: rejected and soft-failed events carry their ID and
+// status alone. A redacted event is given in its redacted form.
+type TimelineEvent struct {
+	NID        int64  `json:"nid"`
+	EventID    string `json:"event_id"`
+	Rejected   bool   `json:"rejected,omitempty"`
+	SoftFailed bool   `json:"soft_failed,omitempty"`
+	Redacted   bool   `json:"redacted,omitempty"`
+	Event      *Event `json:"event,omitempty"`
+}
+
+// QueryRoomEventsResponse is one page. NextBeforeNID continues with older events; it is 0
+// when this page reached the room's oldest event (or the room is unknown).
+type QueryRoomEventsResponse struct {
+	Events        []TimelineEvent `json:"events"`
+	NextBeforeNID int64           `json:"next_before_nid,omitempty"`
+}
+
+// maxTimelinePage is the default and cap of a QueryRooms or QueryRoomEvents page.
+const maxTimelinePage = 500
+
+// TimelinePage is the page size a QueryRooms or QueryRoomEvents request with limit gets.
+func TimelinePage(limit int) int {
+	if limit <= 0 || limit > maxTimelinePage {
+		return maxTimelinePage
+	}
+	return limit
+}
+
+// TimelineAPI walks everything the roomserver stores, for readers that rebuild their own
+// copy from it (the searchapi's reindex) once the log and outbox no longer hold it. Room
+// pages are served by the room's shard; the room list is every shard's, merged.
+type TimelineAPI interface {
+	QueryRooms(ctx context.Context, req *QueryRoomsRequest) (*QueryRoomsResponse, error)
+	QueryRoomEvents(ctx context.Context, req *QueryRoomEventsRequest) (*QueryRoomEventsResponse, error)
 }

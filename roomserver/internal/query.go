@@ -477,3 +477,13 @@ func (v *serverVisibility) membersHave(ctx context.Context, st *types.State, mem
 	}
 	return false, nil
 }
+
+// QueryRooms implements api.TimelineAPI.
+func (q *Querier) QueryRooms(ctx context.Context, req *api.QueryRoomsRequest) (*api.QueryRoomsResponse, error) {
+	return (&Timeline{DB: q.in.db}).QueryRooms(ctx, req)
+}
+
+// QueryRoomEvents implements api.TimelineAPI.
+func (q *Querier) QueryRoomEvents(ctx context.Context, req *api.QueryRoomEventsRequest) (*api.QueryRoomEventsResponse, error) {
+	return (&Timeline{DB: q.in.db}).QueryRoomEvents(ctx, req)
+}

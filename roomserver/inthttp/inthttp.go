@@ -38,6 +38,8 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	ihttp.Serve(s, a.PerformSetRoomVisibility)
 	ihttp.Serve(s, a.QueryPublishedRooms)
 	ihttp.Serve(s, a.QueryRoomSummaries)
+	ihttp.Serve(s, a.QueryRooms)
+	ihttp.Serve(s, a.QueryRoomEvents)
 	return s
 }
 
@@ -143,4 +145,14 @@ func (c *Client) QueryPublishedRooms(ctx context.Context, req *api.QueryPublishe
 // QueryRoomSummaries implements api.DirectoryAPI.
 func (c *Client) QueryRoomSummaries(ctx context.Context, req *api.QueryRoomSummariesRequest) (*api.QueryRoomSummariesResponse, error) {
 	return ihttp.Call[api.QueryRoomSummariesResponse](ctx, c.c, req)
+}
+
+// QueryRooms implements api.TimelineAPI.
+func (c *Client) QueryRooms(ctx context.Context, req *api.QueryRoomsRequest) (*api.QueryRoomsResponse, error) {
+	return ihttp.Call[api.QueryRoomsResponse](ctx, c.c, req)
+}
+
+// QueryRoomEvents implements api.TimelineAPI.
+func (c *Client) QueryRoomEvents(ctx context.Context, req *api.QueryRoomEventsRequest) (*api.QueryRoomEventsResponse, error) {
+	return ihttp.Call[api.QueryRoomEventsResponse](ctx, c.c, req)
 }

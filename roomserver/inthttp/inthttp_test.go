@@ -340,7 +340,48 @@ func everyMethod(t *testing.T, e *env, c *checker, version gomatrixserverlib.Roo
 		t.Fatalf("want the 6 known events allowed to alice, got %v", mine.Allowed)
 	}
 	same(c, "unknown room", d.QueryUserAllowed, r.QueryUserAllowed, &api.QueryUserAllowedRequest{RoomID: "!nope:" + serverName, UserID: alice, EventIDs: ids})
+	timeline(t, e, c, roomID, alice, msgID)
 	directory(t, c, d, r, roomID, alice)
+}
+
+// timeline pages through the room's stored timeline (its 6 events, then a redaction of the
+// message) and lists it among the stored rooms.
+func timeline(t *testing.T, e *env, c *checker, roomID, alice, msgID string) {
+	d, r := e.direct, e.remote
+	redaction := roomtest.Proto(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": msgID})
+	redaction.Proto.Redacts = msgID
+	res := e.submit(t, api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{redaction}})
+	if res[0].Err != nil {
+		t.Fatalf("redaction rejected: %v", res[0].Err)
+	}
+	redactionID := res[0].EventID
+	first := same(c, "newest", d.QueryRoomEvents, r.QueryRoomEvents, &api.QueryRoomEventsRequest{RoomID: roomID, Limit: 4})
+	if len(first.Events) != 4 || first.NextBeforeNID == 0 {
+		t.Fatalf("first page: %d events, next %d; want 4 and more", len(first.Events), first.NextBeforeNID)
+	}
+	rest := same(c, "older", d.QueryRoomEvents, r.QueryRoomEvents, &api.QueryRoomEventsRequest{RoomID: roomID, BeforeNID: first.NextBeforeNID, Limit: 4})
+	if len(rest.Events) != 3 || rest.NextBeforeNID != 0 {
+		t.Fatalf("second page: %d events, next %d; want the last 3", len(rest.Events), rest.NextBeforeNID)
+	}
+	all := append(first.Events, rest.Events...)
+	for i := 1; i < len(all); i++ {
+		if all[i].NID >= all[i-1].NID {
+			t.Fatalf("event %d (nid %d) not older than event %d (nid %d)", i, all[i].NID, i-1, all[i-1].NID)
+		}
+	}
+	if all[0].EventID != redactionID || all[1].EventID != msgID || !all[1].Redacted || all[1].Event == nil || !all[1].Event.Redacted() {
+		t.Fatalf("newest two: %+v, %+v; want the redaction, then the message redacted", all[0], all[1])
+	}
+	if all[6].Event == nil || all[6].Event.Type() != spec.MRoomCreate {
+		t.Fatalf("oldest event %+v, want the create event", all[6])
+	}
+	same(c, "unknown room", d.QueryRoomEvents, r.QueryRoomEvents, &api.QueryRoomEventsRequest{RoomID: "!nope:" + serverName})
+	if rooms := same(c, "from the start", d.QueryRooms, r.QueryRooms, &api.QueryRoomsRequest{}); !slices.Contains(rooms.RoomIDs, roomID) || !slices.IsSorted(rooms.RoomIDs) {
+		t.Fatalf("rooms %v: want %s among them, sorted", rooms.RoomIDs, roomID)
+	}
+	if rooms := same(c, "after the room", d.QueryRooms, r.QueryRooms, &api.QueryRoomsRequest{AfterRoomID: roomID}); slices.Contains(rooms.RoomIDs, roomID) {
+		t.Fatalf("rooms after %s: %v", roomID, rooms.RoomIDs)
+	}
 }
 
 // once calls a Perform method over HTTP only (calling it twice would change its answer).

@@ -21,7 +21,9 @@ import (
 //   - QueryRoomsForUser, which no room scopes, asks every shard and merges the answers;
 //   - an alias is stored and looked up on shard PartitionFor(alias, P) mod N; a room's
 //     aliases and the published rooms come from every shard, merged; a room's visibility
-//     and directory summary from the room's shard.
+//     and directory summary from the room's shard;
+//   - QueryRoomEvents goes to the room's shard, and QueryRooms asks every shard and merges
+//     their pages.
 //
 // Writers and readers route with this one function, so they always agree with the shards'
 // own assignment (roomserver.Deps.Shard). It implements api.ServerAPI and is safe for
@@ -276,6 +278,33 @@ func (s *ShardedClient) QueryRoomSummaries(ctx context.Context, req *api.QueryRo
 		}
 	}
 	return res, nil
+}
+
+// QueryRoomEvents implements api.TimelineAPI on the room's shard.
+func (s *ShardedClient) QueryRoomEvents(ctx context.Context, req *api.QueryRoomEventsRequest) (*api.QueryRoomEventsResponse, error) {
+	return s.room(req.RoomID).QueryRoomEvents(ctx, req)
+}
+
+// QueryRooms implements api.TimelineAPI: every shard's first page after the cursor, merged
+// and cut to the page size. Each shard answers its smallest IDs after the cursor, so the
+// cut is the smallest of the union: paging through it neither skips nor repeats a room.
+func (s *ShardedClient) QueryRooms(ctx context.Context, req *api.QueryRoomsRequest) (*api.QueryRoomsResponse, error) {
+	ids, err := s.union(ctx, func(ctx context.Context, c *Client) ([]string, error) {
+		res, err := c.QueryRooms(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return res.RoomIDs, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Every shard answered at most a page: cut the union to one. A shard answers less than
+	// a page only when it has no more, so a short page still ends the walk.
+	if page := api.TimelinePage(req.Limit); len(ids) > page {
+		ids = ids[:page]
+	}
+	return &api.QueryRoomsResponse{RoomIDs: ids}, nil
 }
 
 // eachShard asks the shards (those only accepts, or all when only is nil) in parallel and

@@ -228,6 +228,29 @@ func shardedStory(t *testing.T, open func(t *testing.T) *sqlutil.DB) {
 		t.Fatalf("rooms for alice: %v %v, want %v", rooms, err, all)
 	}
 
+	// Paging through the rooms a room at a time meets every shard's rooms once, in order.
+	var listed []string
+	for after := ""; ; {
+		page, err := sc.QueryRooms(ctx, &api.QueryRoomsRequest{AfterRoomID: after, Limit: 1})
+		if err != nil || len(page.RoomIDs) > 1 {
+			t.Fatalf("rooms after %q: %+v %v", after, page, err)
+		}
+		if len(page.RoomIDs) == 0 {
+			break
+		}
+		listed = append(listed, page.RoomIDs...)
+		after = page.RoomIDs[0]
+	}
+	if !slices.Equal(listed, all) {
+		t.Fatalf("rooms listed %v, want %v", listed, all)
+	}
+	for _, roomID := range all {
+		tl, err := sc.QueryRoomEvents(ctx, &api.QueryRoomEventsRequest{RoomID: roomID})
+		if err != nil || len(tl.Events) != 3 || tl.Events[2].Event.Type() != spec.MRoomCreate {
+			t.Fatalf("timeline of %s from its shard: %+v %v", roomID, tl, err)
+		}
+	}
+
 	shardedDirectory(ctx, t, sc, all, alice)
 
 	// A wait on each partition goes to the shard consuming it.

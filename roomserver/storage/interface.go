@@ -128,6 +128,11 @@ type Database interface {
 	KnownStateKeyNIDs(ctx context.Context, keys []string) (map[string]types.StateKeyNID, error)
 	Room(ctx context.Context, roomID string) (*Room, error)
 	RoomByNID(ctx context.Context, nid types.RoomNID) (*Room, error)
+	// Rooms lists up to limit room IDs above after, in room ID order.
+	Rooms(ctx context.Context, after string, limit int) ([]string, error)
+	// Timeline returns up to limit of the room's timeline events (outliers left out) whose
+	// NID is below before (every one when before is 0), highest NID first.
+	Timeline(ctx context.Context, roomNID types.RoomNID, before types.EventNID, limit int) ([]Event, error)
 	EventsByNID(ctx context.Context, nids []types.EventNID) ([]Event, error)
 	EventsByID(ctx context.Context, ids []string) ([]Event, error)
 	Snapshot(ctx context.Context, nid types.SnapshotNID) ([types.Buckets]types.BlockNID, error)

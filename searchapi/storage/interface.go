@@ -81,6 +81,8 @@ type Database interface {
 	// StoreEvents records evs in tx, indexing the text of those that have some. An event
 	// already stored is left as it is (replays change nothing).
 	StoreEvents(ctx context.Context, tx *sql.Tx, evs []Event) error
+	// LowestPos is the lowest RoomPos of the room's stored events, 0 when none is stored.
+	LowestPos(ctx context.Context, tx *sql.Tx, roomID string) (int64, error)
 	// Redact removes an event's text from the index in tx; the event keeps its place in
 	// its room.
 	Redact(ctx context.Context, tx *sql.Tx, eventID string) error

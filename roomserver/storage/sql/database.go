@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -164,6 +165,37 @@ func (d *Database) Room(ctx context.Context, roomID string) (*storage.Room, erro
 // RoomByNID implements storage.Database.
 func (d *Database) RoomByNID(ctx context.Context, nid types.RoomNID) (*storage.Room, error) {
 	return scanRoom(d.db.QueryRowContext(ctx, "SELECT "+roomColumns+" FROM roomserver_rooms WHERE room_nid = $1", nid))
+}
+
+// Rooms implements storage.Database.
+func (d *Database) Rooms(ctx context.Context, after string, limit int) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, "SELECT room_id FROM roomserver_rooms WHERE room_id > $1 ORDER BY room_id LIMIT $2", after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("select rooms: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out = append(out, id)
+	}
+	return out, rows.Err()
+}
+
+// Timeline implements storage.Database.
+func (d *Database) Timeline(ctx context.Context, roomNID types.RoomNID, before types.EventNID, limit int) ([]storage.Event, error) {
+	if before <= 0 {
+		before = math.MaxInt64
+	}
+	rows, err := d.db.QueryContext(ctx, "SELECT "+eventColumns+` FROM roomserver_events
+		WHERE room_nid = $1 AND event_nid < $2 AND NOT outlier ORDER BY event_nid DESC LIMIT $3`, roomNID, before, limit)
+	if err != nil {
+		return nil, fmt.Errorf("select timeline: %w", err)
+	}
+	return scanEvents(rows)
 }
 
 const eventColumns = "event_nid, room_nid, event_id, type_nid, state_key_nid, is_state, depth, before_snapshot_nid, redacted, outlier, soft_failed, rejected, event_json"

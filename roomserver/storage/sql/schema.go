@@ -98,4 +98,6 @@ CREATE TABLE IF NOT EXISTS roomserver_output_seqs (
 	partition_id INTEGER NOT NULL PRIMARY KEY,
 	last_seq {bigint} NOT NULL
 );
+`}, {Version: 8, SQL: `
+CREATE INDEX IF NOT EXISTS roomserver_events_room ON roomserver_events (room_nid, event_nid);
 `}}

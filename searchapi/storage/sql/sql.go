@@ -91,6 +91,15 @@ func (d *Database) StoreEvents(ctx context.Context, tx *sql.Tx, evs []storage.Ev
 	return nil
 }
 
+// LowestPos implements storage.Database.
+func (d *Database) LowestPos(ctx context.Context, tx *sql.Tx, roomID string) (int64, error) {
+	var pos sql.NullInt64
+	if err := tx.QueryRowContext(ctx, "SELECT MIN(room_pos) FROM searchapi_events WHERE room_id = $1", roomID).Scan(&pos); err != nil {
+		return 0, fmt.Errorf("select lowest room position: %w", err)
+	}
+	return pos.Int64, nil
+}
+
 // Redact implements storage.Database.
 func (d *Database) Redact(ctx context.Context, tx *sql.Tx, eventID string) error {
 	var id int64

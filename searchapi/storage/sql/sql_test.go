@@ -204,3 +204,35 @@ func TestAround(t *testing.T) {
 		}
 	})
 }
+
+// TestLowestPos is where the reindex places a room's missing history: below the lowest
+// position the room has (0 for a room without events), per room.
+func TestLowestPos(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		d := open(t, db)
+		lowest := func(room string) int64 {
+			t.Helper()
+			var pos int64
+			err := db.WithTx(context.Background(), func(tx *sql.Tx) (err error) {
+				pos, err = d.LowestPos(context.Background(), tx, room)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return pos
+		}
+		if got := lowest("!empty"); got != 0 {
+			t.Fatalf("room without events: %d", got)
+		}
+		back := msg("$b", "!a", "@a:x", 1, "old")
+		back.RoomPos = -7
+		store(t, db, d, msg("$1", "!a", "@a:x", 5, "new"), back, msg("$2", "!b", "@a:x", 3, "other"))
+		if got := lowest("!a"); got != -7 {
+			t.Fatalf("room with a backfilled event: %d, want -7", got)
+		}
+		if got := lowest("!b"); got != 3 {
+			t.Fatalf("room with new events only: %d, want 3", got)
+		}
+	})
+}
