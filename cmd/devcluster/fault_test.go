@@ -150,7 +150,7 @@ func (r *faultResult) replayTxns(t *testing.T) {
 // sender got, all members in one order, each sender's messages in the order sent.
 func faultRun(t *testing.T, d *devcluster, perSender int, disrupt func(ctx context.Context, owner procStatus, acked *atomic.Int32)) *faultResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var names []string
 	for i := range 10 {

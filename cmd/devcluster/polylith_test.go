@@ -17,11 +17,14 @@ import (
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
-// devclusterBinary is devcluster built once for the package's tests.
-var devclusterBinary string
+// devclusterBinary is devcluster and dendriteBinary the monolith binary its processes run,
+// each built once for the package's tests (started with --dendrite, a cluster does not
+// build its own).
+var devclusterBinary, dendriteBinary string
 
 func TestMain(m *testing.M) {
-	e2e.RunWithBinary(m, "devcluster", &devclusterBinary)
+	e2e.RunWithBinaries(m, e2e.Binary{Name: "devcluster", Package: ".", Path: &devclusterBinary},
+		e2e.Binary{Name: "dendrite", Package: "../dendrite", Path: &dendriteBinary})
 }
 
 // lockedBuffer collects a process's output while tests read it.
@@ -53,9 +56,16 @@ type devcluster struct {
 
 var _ e2e.Homeserver = (*devcluster)(nil)
 
-// startCluster runs devcluster with exactly the command line outside harnesses use, and
-// extra flags.
+// startCluster runs devcluster with the command line outside harnesses use, extra flags,
+// and --dendrite with the binary TestMain built.
 func startCluster(t *testing.T, config string, shards int, extra ...string) *devcluster {
+	t.Helper()
+	return startClusterAsHarness(t, config, shards, append([]string{"--dendrite", dendriteBinary}, extra...)...)
+}
+
+// startClusterAsHarness runs devcluster with exactly the command line outside harnesses
+// use (devcluster then builds the monolith binary itself), and extra flags.
+func startClusterAsHarness(t *testing.T, config string, shards int, extra ...string) *devcluster {
 	t.Helper()
 	addr := e2e.FreeAddr(t)
 	d := &devcluster{t: t, url: "http://" + addr, logs: &lockedBuffer{}, done: make(chan error, 1)}
@@ -84,7 +94,7 @@ func (d *devcluster) status() (st clusterStatus, ok bool) {
 // waitReady waits until every process is ready and cond holds.
 func (d *devcluster) waitReady(t *testing.T, cond func(clusterStatus) bool) clusterStatus {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		st, ok := d.status()
 		if ok && st.Ready && cond(st) {
@@ -163,10 +173,11 @@ func (d *devcluster) stop() {
 
 // TestPolylithStory runs the monolith's story through devcluster's front proxy against
 // every component in its own process, the roomserver as two shards on Kafka and PostgreSQL,
-// with every component restarted in the middle.
+// with every component restarted in the middle. It starts devcluster exactly as outside
+// harnesses do, so devcluster builds the monolith itself.
 func TestPolylithStory(t *testing.T) {
 	t.Parallel()
-	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
+	d := startClusterAsHarness(t, e2e.WriteConfig(t, t.TempDir()), 2)
 	e2e.Story(t, d)
 }
 

@@ -142,21 +142,38 @@ func MustParse(t *testing.T, s string) *url.URL {
 	return u
 }
 
+// Binary is a package a TestMain builds for its tests: Package relative to the test's
+// working directory, built into a temporary file named Name whose path goes to *Path.
+type Binary struct {
+	Name    string
+	Package string
+	Path    *string
+}
+
 // RunWithBinary is a TestMain body: it builds the package in the working directory into a
 // temporary binary named name, runs the tests with its path, removes it and exits.
 func RunWithBinary(m *testing.M, name string, path *string) {
-	dir, err := os.MkdirTemp("", name+"-test")
+	RunWithBinaries(m, Binary{Name: name, Package: ".", Path: path})
+}
+
+// RunWithBinaries is RunWithBinary for several packages, each built once for every test of
+// the package (a build per test costs minutes of CPU when many run).
+func RunWithBinaries(m *testing.M, bins ...Binary) {
+	dir, err := os.MkdirTemp("", "e2e-bin")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	*path = filepath.Join(dir, name)
-	if out, err := exec.Command("go", "build", "-o", *path, ".").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build %s: %v\n%s", name, err, out)
-		os.Exit(1)
+	for _, b := range bins {
+		*b.Path = filepath.Join(dir, b.Name)
+		if out, err := exec.Command("go", "build", "-o", *b.Path, b.Package).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build %s: %v\n%s", b.Name, err, out)
+			_ = os.RemoveAll(dir) // best effort: the directory holds only the binaries
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
-	_ = os.RemoveAll(dir) // best effort: the directory holds only the binary
+	_ = os.RemoveAll(dir) // best effort: the directory holds only the binaries
 	os.Exit(code)
 }
 
