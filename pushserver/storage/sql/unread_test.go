@@ -257,7 +257,7 @@ func TestMigrateUnreadSummary(t *testing.T) {
 		}
 		rows := []struct {
 			user, event, thread, actions string
-			highlight, read            bool
+			highlight, read              bool
 		}{
 			{"@a:x", "$1", "", `["notify"]`, false, true},
 			{"@a:x", "$2", "", `["notify"]`, false, false},
