@@ -27,8 +27,15 @@ const (
 // BenchmarkNotificationBytes records what the push reader records for sizeMessages
 // messages in rooms of 20 members (each notifying the 19 members but the sender with the
 // default ["notify"]; one in fifty a highlight), spread over three days of event time,
-// into a fresh SQLite database, and reports its file size per message (db-bytes/msg).
+// into a fresh SQLite database, and reports its file size per message (db-bytes/msg):
+// "kept" keeps every notification, "pruned" prunes, every simulated hour, with the
+// default retentions (a day, thirty days for highlights) as the push server does.
 func BenchmarkNotificationBytes(b *testing.B) {
+	b.Run("kept", func(b *testing.B) { benchNotificationBytes(b, false) })
+	b.Run("pruned", func(b *testing.B) { benchNotificationBytes(b, true) })
+}
+
+func benchNotificationBytes(b *testing.B, pruned bool) {
 	for b.Loop() {
 		b.StopTimer()
 		path := filepath.Join(b.TempDir(), "push.db")
@@ -43,9 +50,14 @@ func BenchmarkNotificationBytes(b *testing.B) {
 		}
 		b.StartTimer()
 		start := time.Now().Add(-sizeSpan)
+		lastPrune := start
 		for i := range sizeMessages {
 			ts := start.Add(sizeSpan * time.Duration(i) / sizeMessages)
 			recordMessage(ctx, b, db, store, i, ts)
+			if pruned && ts.Sub(lastPrune) >= time.Hour {
+				pruneAll(b, store, ts.Add(-24*time.Hour).UnixMilli(), ts.Add(-720*time.Hour).UnixMilli(), 1000)
+				lastPrune = ts
+			}
 		}
 		b.StopTimer()
 		if err := db.Close(); err != nil {

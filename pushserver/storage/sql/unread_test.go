@@ -142,11 +142,18 @@ func TestUnreadSummaryMatchesRows(t *testing.T) {
 // prune runs PruneNotifications to the end, in batches of two.
 func prune(t *testing.T, store *pushsql.Database, notifyBefore, highlightBefore int64) int {
 	t.Helper()
+	return pruneAll(t, store, notifyBefore, highlightBefore, 2)
+}
+
+// pruneAll runs PruneNotifications to the end in batches of batch and reports how many
+// it deleted.
+func pruneAll(t testing.TB, store *pushsql.Database, notifyBefore, highlightBefore int64, batch int) int {
+	t.Helper()
 	var after int64
 	total := 0
 	for {
 		last, n, done, err := store.PruneNotifications(context.Background(), after,
-			storage.PruneCutoffs{NotifyBefore: notifyBefore, HighlightBefore: highlightBefore, Batch: 2})
+			storage.PruneCutoffs{NotifyBefore: notifyBefore, HighlightBefore: highlightBefore, Batch: batch})
 		if err != nil {
 			t.Fatal(err)
 		}
