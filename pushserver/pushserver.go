@@ -61,6 +61,7 @@ type PushServer struct {
 	handlers  *routing.Handlers
 	consumers []*eventlog.Consumer
 	deliverer *internal.Deliverer
+	pruner    *internal.Pruner
 }
 
 // New opens the storage and builds the consumers; Run starts them.
@@ -130,6 +131,10 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		return nil, err
 	}
 	s.consumers = []*eventlog.Consumer{clientData, roomEvents, receipts, keyChanges}
+	if d.Cfg.NotificationRetention > 0 {
+		s.pruner = &internal.Pruner{DB: db, Notify: time.Duration(d.Cfg.NotificationRetention),
+			Highlight: time.Duration(d.Cfg.HighlightRetention), Logger: d.Logger}
+	}
 	return s, nil
 }
 
@@ -143,6 +148,9 @@ func (s *PushServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	if s.deliverer != nil {
 		g.Go(func() error { return s.deliverer.Run(ctx) })
+	}
+	if s.pruner != nil {
+		g.Go(func() error { return s.pruner.Run(ctx) })
 	}
 	for _, c := range s.consumers {
 		g.Go(func() error { return c.Run(ctx) })

@@ -246,6 +246,12 @@ type PushServer struct {
 	// DisableTLSValidation accepts any certificate from push gateways (logged as a
 	// warning). Only for tests and local development.
 	DisableTLSValidation bool `yaml:"disable_tls_validation"`
+	// NotificationRetention is how long the push reader keeps a notification that does
+	// not highlight (for /notifications) and HighlightRetention one that does; older ones
+	// are deleted by a background job. Unread counts do not depend on them. Zero keeps
+	// them forever (a zero NotificationRetention keeps highlights too).
+	NotificationRetention Duration `yaml:"notification_retention"`
+	HighlightRetention    Duration `yaml:"highlight_retention"`
 }
 
 // PresenceServer configures the presenceserver.
@@ -308,7 +314,8 @@ func Defaults() *Dendrite {
 		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
-		PushServer:       PushServer{Listen: ":8075", InternalAPI: InternalAPI{Listen: ":7781", Connect: "http://pushserver:7781"}},
+		PushServer: PushServer{Listen: ":8075", InternalAPI: InternalAPI{Listen: ":7781", Connect: "http://pushserver:7781"},
+			NotificationRetention: Duration(24 * time.Hour), HighlightRetention: Duration(30 * 24 * time.Hour)},
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),
@@ -434,6 +441,12 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.EDUServer.MaxTypingTimeout <= 0 {
 		bad("edu_server.max_typing_timeout", "must be positive")
+	}
+	if c.PushServer.NotificationRetention < 0 {
+		bad("push_server.notification_retention", "must not be negative")
+	}
+	if c.PushServer.HighlightRetention != 0 && c.PushServer.HighlightRetention < c.PushServer.NotificationRetention {
+		bad("push_server.highlight_retention", "must be 0 (forever) or at least push_server.notification_retention")
 	}
 	if c.PresenceServer.IdleTimeout <= 0 {
 		bad("presence_server.idle_timeout", "must be positive")

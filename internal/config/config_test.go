@@ -348,3 +348,32 @@ func TestDenyNetworksAbsentOrEmpty(t *testing.T) {
 		t.Fatal("Defaults shares the package's default list")
 	}
 }
+
+// TestNotificationRetention reads push_server.notification_retention and
+// highlight_retention: a day and thirty days by default, values from YAML, 0 (forever)
+// accepted, a negative retention and a highlight retention shorter than the other refused.
+func TestNotificationRetention(t *testing.T) {
+	const base = "global:\n  server_name: example.org\n"
+	cfg, err := LoadBytes([]byte(base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PushServer.NotificationRetention != Duration(24*time.Hour) || cfg.PushServer.HighlightRetention != Duration(720*time.Hour) {
+		t.Fatalf("default retentions %v and %v", cfg.PushServer.NotificationRetention, cfg.PushServer.HighlightRetention)
+	}
+	cfg, err = LoadBytes([]byte(base+"push_server:\n  notification_retention: 2h\n  highlight_retention: 0s\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PushServer.NotificationRetention != Duration(2*time.Hour) || cfg.PushServer.HighlightRetention != 0 {
+		t.Fatalf("retentions %v and %v", cfg.PushServer.NotificationRetention, cfg.PushServer.HighlightRetention)
+	}
+	for yaml, path := range map[string]string{
+		"  notification_retention: -1h\n":                            "push_server.notification_retention:",
+		"  notification_retention: 48h\n  highlight_retention: 1h\n": "push_server.highlight_retention:",
+	} {
+		if _, err := LoadBytes([]byte(base+"push_server:\n"+yaml), nil); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: %v, want an error naming %s", yaml, err, path)
+		}
+	}
+}

@@ -51,6 +51,15 @@ type Notification struct {
 	Read bool
 }
 
+// PruneCutoffs say which notifications PruneNotifications deletes.
+type PruneCutoffs struct {
+	// NotifyBefore and HighlightBefore are the oldest timestamps (Unix ms) kept of
+	// notifications and of highlights; HighlightBefore is the earlier.
+	NotifyBefore, HighlightBefore int64
+	// Batch is how many notifications one call reads.
+	Batch int
+}
+
 // PusherKey names one pusher.
 type PusherKey struct {
 	UserID  string
@@ -111,6 +120,12 @@ type Database interface {
 	// MarkRead marks the user's unread notifications in the room at or before pos read:
 	// all of them for threadID "", else those of that thread. It reports whether any was.
 	MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error)
+	// PruneNotifications deletes, in one transaction, notifications older than their
+	// retention among up to c.Batch of those with an ID after `after`; their unread ones
+	// stay counted (a receipt at or after the newest of them clears them). It reports the
+	// last ID it passed (the next call's `after`), how many it deleted, and done when it
+	// reached the notifications still kept.
+	PruneNotifications(ctx context.Context, after int64, c PruneCutoffs) (last int64, deleted int, done bool, err error)
 	// UnreadCounts are, per user among userIDs, the unread counts in the room per thread.
 	UnreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string) (map[string]map[string]api.Counts, error)
 	// Notifications lists up to limit of the user's notifications with an ID below

@@ -269,7 +269,7 @@ func (d *Database) DeleteDevicePushers(ctx context.Context, tx *sql.Tx, userID, 
 // UnreadTotal implements storage.Database.
 func (d *Database) UnreadTotal(ctx context.Context, userID string) (int, error) {
 	var n int
-	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_notifications WHERE user_id = $1 AND NOT is_read`, userID).Scan(&n)
+	err := d.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(notifs), 0) FROM pushserver_unread WHERE user_id = $1`, userID).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count unread: %w", err)
 	}

@@ -6,10 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
-	"github.com/matrix-org/dendrite/pushserver/api"
 	"github.com/matrix-org/dendrite/pushserver/storage"
 )
 
@@ -194,74 +192,6 @@ func (d *Database) PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) 
 	return out, rows.Err()
 }
 
-// notificationRows is how many notifications one INSERT writes: a room of a thousand
-// members records ten statements per event, not a thousand.
-const notificationRows = 100
-
-// AddNotifications implements storage.Database.
-func (d *Database) AddNotifications(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error {
-	for len(ns) > 0 {
-		chunk := ns[:min(len(ns), notificationRows)]
-		ns = ns[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts) VALUES `)
-		args := make([]any, 0, 8*len(chunk))
-		for i, n := range chunk {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
-			args = append(args, n.UserID, n.RoomID, n.EventID, n.ThreadID, string(n.Actions), n.Highlight, n.Pos, n.TS)
-		}
-		q.WriteString(" ON CONFLICT (user_id, event_id) DO NOTHING")
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("insert notifications: %w", err)
-		}
-	}
-	return nil
-}
-
-// MarkRead implements storage.Database.
-func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error) {
-	query := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_id = $1 AND room_id = $2 AND NOT is_read AND pos <= $3`
-	args := []any{userID, roomID, pos}
-	if threadID != "" {
-		query += " AND thread_id = $4"
-		args = append(args, threadID)
-	}
-	res, err := tx.ExecContext(ctx, query, args...)
-	if err != nil {
-		return false, fmt.Errorf("mark notifications read: %w", err)
-	}
-	n, err := res.RowsAffected()
-	return n > 0, err
-}
-
-// UnreadCounts implements storage.Database.
-func (d *Database) UnreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string) (map[string]map[string]api.Counts, error) {
-	q, args := d.db.Dialect.InList(`SELECT user_id, thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)
-		FROM pushserver_notifications WHERE room_id = $1 AND NOT is_read AND user_id IN ({ids}) GROUP BY user_id, thread_id`,
-		"{ids}", []any{roomID}, userIDs)
-	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("count unread notifications: %w", err)
-	}
-	defer rows.Close() // nolint: errcheck // read-only
-	out := make(map[string]map[string]api.Counts, len(userIDs))
-	for _, u := range userIDs {
-		out[u] = map[string]api.Counts{}
-	}
-	for rows.Next() {
-		var userID, threadID string
-		var c api.Counts
-		if err := rows.Scan(&userID, &threadID, &c.NotificationCount, &c.HighlightCount); err != nil {
-			return nil, fmt.Errorf("scan unread counts: %w", err)
-		}
-		out[userID][threadID] = c
-	}
-	return out, rows.Err()
-}
-
 // Notifications implements storage.Database.
 func (d *Database) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]storage.Notification, error) {
 	query := `SELECT id, room_id, event_id, thread_id, actions, highlight, pos, ts, is_read FROM pushserver_notifications
@@ -281,7 +211,7 @@ func (d *Database) Notifications(ctx context.Context, userID string, before int6
 		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.Pos, &n.TS, &n.Read); err != nil {
 			return nil, fmt.Errorf("scan notification: %w", err)
 		}
-		n.Actions = json.RawMessage(actions)
+		n.Actions = expandActions(actions)
 		out = append(out, n)
 	}
 	return out, rows.Err()

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS pushserver_pushers (
 	PRIMARY KEY (user_id, app_id, pushkey)
 );
 CREATE INDEX IF NOT EXISTS pushserver_pushers_key ON pushserver_pushers (app_id, pushkey);
-`}, {Version: 2, SQL: readerSchema}, {Version: 3, SQL: queueSchema}}
+`}, {Version: 2, SQL: readerSchema}, {Version: 3, SQL: queueSchema},
+	{Version: 4, SQL: unreadSchema}}
 
 // Database is the SQL push server store.
 type Database struct {
