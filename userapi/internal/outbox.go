@@ -136,6 +136,8 @@ func (u *UserAPI) RunOutbox(ctx context.Context) error {
 
 // QueryOutputRecords implements api.ReplayAPI from the outbox. A gap between AfterSeq and
 // the first record kept means the records were pruned (older than the replay window).
+// AfterSeq 0 asks for the oldest records kept, and is never past the window: it is how a
+// reader learns where they start, even when none is kept.
 func (u *UserAPI) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
 	if req.Topic != api.TopicOutputClientData && req.Topic != api.TopicOutputKeyChangeEvent {
 		return nil, matrixerr.InvalidParam("not an output topic of the userapi")
@@ -149,7 +151,7 @@ func (u *UserAPI) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRe
 		return nil, err
 	}
 	next := req.AfterSeq + 1
-	if (len(rows) > 0 && rows[0].Seq != next && req.AfterSeq > 0) || (len(rows) == 0 && last >= next) {
+	if req.AfterSeq > 0 && ((len(rows) > 0 && rows[0].Seq != next) || (len(rows) == 0 && last >= next)) {
 		return nil, matrixerr.NotFound(fmt.Sprintf("output records after %d are past the replay window", req.AfterSeq))
 	}
 	res := &api.QueryOutputRecordsResponse{Records: make([]json.RawMessage, len(rows)), LastSeq: last}
