@@ -49,6 +49,9 @@ type Deps struct {
 	Rooms      rsapi.QueryAPI
 	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
 	Replay rsapi.ReplayAPI
+	// UserReplay, if set, gives back the OutputClientData records a wiped log lost
+	// (uapi.OutputSequence).
+	UserReplay uapi.ReplayAPI
 	// Deny are the networks push gateways must not be in (global.deny_networks).
 	Deny         *outbound.Policy
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
@@ -78,6 +81,9 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		(&internal.ClientData{DB: db, Logger: d.Logger}).Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
+	}
+	if d.UserReplay != nil {
+		clientData.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputClientData)
 	}
 	progress := eventlog.NewProgress(d.Log, d.Topics.ClientData)
 	clientData.Progress = progress

@@ -52,7 +52,10 @@ type Deps struct {
 	Backfill      fapi.SyncFederationAPI
 	BackfillLimit int
 	// Keys, when set, gives /sync the device's one-time key counts (the userapi).
-	Keys         uapi.SyncKeyAPI
+	Keys uapi.SyncKeyAPI
+	// UserReplay, when set, gives back the OutputClientData records a wiped log lost
+	// (the userapi's outbox; uapi.OutputSequence).
+	UserReplay   uapi.ReplayAPI
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
 	Logger       *logrus.Entry
@@ -128,7 +131,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	return &SyncAPI{
 		keyChanges: keyChanges,
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
-		clientData: consumer.NewClientData(shared, d.ClientDataTopic),
+		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
 		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
 		handlers:   handlers, db: db, logger: logger,
 	}, nil

@@ -7,6 +7,7 @@ package userapi
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
@@ -62,7 +63,7 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	}
 	impl, err := internal.New(internal.UserAPI{
 		DB: db, ServerName: d.ServerName, BCryptCost: d.Cfg.BCryptCost,
-		Log: d.Log, ClientDataTopic: d.ClientDataTopic, KeyChangeTopic: d.KeyChangeTopic, Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
+		Log: d.Log, ClientDataTopic: d.ClientDataTopic, KeyChangeTopic: d.KeyChangeTopic, OutputWindow: outputWindow(d.Cfg), Logger: logger, Metrics: internal.NewMetrics(d.Registerer),
 		AppServices: d.AppServices, Remote: d.Remote,
 	})
 	if err != nil {
@@ -82,11 +83,20 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	return u, nil
 }
 
-// Run consumes other servers' device list updates, and fetches the device lists they mark
-// stale, until ctx ends.
+// outputWindow is user_api.output_replay_window, 7 days when unset.
+func outputWindow(cfg *config.UserAPI) time.Duration {
+	if cfg.OutputReplayWindow == 0 {
+		return 7 * 24 * time.Hour
+	}
+	return time.Duration(cfg.OutputReplayWindow)
+}
+
+// Run consumes other servers' device list updates, fetches the device lists they mark
+// stale, and produces what its outbox holds unproduced, until ctx ends.
 func (u *UserAPI) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return u.api.RunResyncs(ctx) })
+	g.Go(func() error { return u.api.RunOutbox(ctx) })
 	if u.deviceList != nil {
 		g.Go(func() error { return u.deviceList.Run(ctx) })
 	}

@@ -494,3 +494,52 @@ func TestGuestAccounts(t *testing.T) {
 		}
 	})
 }
+
+// TestOutputReplayWindow: the userapi keeps produced OutputClientData records for
+// user_api.output_replay_window; once they are older, asking for them is 404 M_NOT_FOUND,
+// which a reader's OutputSequence turns into eventlog.ReplayGoneError naming the number
+// after the last record.
+func TestOutputReplayWindow(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ua, err := userapi.New(ctx, userapi.Deps{
+			Cfg: &config.UserAPI{BCryptCost: 4, OutputReplayWindow: config.Duration(time.Nanosecond)}, ServerName: serverName, DB: db, Log: log, ClientDataTopic: topic,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := ua.API()
+		create(t, u, "alice", "password")
+		for i := range 2 {
+			if _, err := u.PerformAccountData(ctx, &api.PerformAccountDataRequest{UserID: "@alice:" + serverName, DataType: "x", Data: json.RawMessage(fmt.Sprintf(`{"n":%d}`, i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		res, err := u.QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Topic: api.TopicOutputClientData, AfterSeq: 1})
+		if err != nil || len(res.Records) != 1 || res.LastSeq != 2 {
+			t.Fatalf("before pruning: %+v, %v", res, err)
+		}
+		run, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- ua.Run(run) }()
+		defer func() { stop(); <-done }()
+		for {
+			_, err = u.QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Topic: api.TopicOutputClientData, AfterSeq: 1})
+			if err != nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		wantCode(t, err, "M_NOT_FOUND")
+		_, err = api.OutputSequence(u, api.TopicOutputClientData).Fetch(ctx, 0, 1)
+		var gone *eventlog.ReplayGoneError
+		if !errors.As(err, &gone) || gone.Oldest != 3 {
+			t.Fatalf("Fetch past the window: %v", err)
+		}
+	})
+}

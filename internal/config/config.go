@@ -217,8 +217,12 @@ type SyncAPI struct {
 type UserAPI struct {
 	Database DatabaseOptions `yaml:"database"`
 	// BCryptCost is the password hashing cost.
-	BCryptCost  int         `yaml:"bcrypt_cost"`
-	InternalAPI InternalAPI `yaml:"internal_api"`
+	BCryptCost int `yaml:"bcrypt_cost"`
+	// OutputReplayWindow is how long the userapi keeps each OutputClientData record after
+	// producing it, so that a reader whose log was reset or truncated can fetch what it
+	// missed (QueryOutputRecords). A negative value keeps them forever.
+	OutputReplayWindow Duration    `yaml:"output_replay_window"`
+	InternalAPI        InternalAPI `yaml:"internal_api"`
 }
 
 // EDUServer configures the eduserver (typing and send-to-device).
@@ -308,7 +312,7 @@ func Defaults() *Dendrite {
 		RoomServer: RoomServer{Shards: 1, InputWaitTimeout: Duration(30 * time.Second), OutputReplayWindow: Duration(7 * 24 * time.Hour),
 			InternalAPI: InternalAPI{Listen: ":7770", Connect: "http://roomserver-{shard}:7770"}},
 		SyncAPI: SyncAPI{Listen: ":8073", InternalAPI: InternalAPI{Listen: ":7773", Connect: "http://syncapi:7773"}},
-		UserAPI: UserAPI{BCryptCost: 10, InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
+		UserAPI: UserAPI{BCryptCost: 10, OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
 		EDUServer: EDUServer{MaxTypingTimeout: Duration(2 * time.Minute),
 			InternalAPI: InternalAPI{Listen: ":7774", Connect: "http://eduserver:7774"}},
 		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},

@@ -310,7 +310,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, UserReplay: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
@@ -415,7 +415,7 @@ func buildPushServer(ctx context.Context, e *env) (*built, error) {
 		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
 			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
-		Rooms: e.roomserver, Replay: e.roomserver, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
+		Rooms: e.roomserver, Replay: e.roomserver, UserReplay: e.users, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
 		Logger: e.component("pushserver"), Registerer: e.registry})
 	if err != nil {
 		return nil, err

@@ -18,9 +18,14 @@ type ClientData struct {
 	p partitions
 }
 
-// NewClientData builds the consumer of topic.
-func NewClientData(s Shared, topic string) *ClientData {
-	return &ClientData{p: newPartitions(s, topic)}
+// NewClientData builds the consumer of topic. With replay set it applies the records by
+// their numbers and recovers what a wiped log lost from the userapi (uapi.OutputSequence).
+func NewClientData(s Shared, topic string, replay uapi.ReplayAPI) *ClientData {
+	p := newPartitions(s, topic)
+	if replay != nil {
+		p.sequenced = uapi.OutputSequence(replay, uapi.TopicOutputClientData).Reporting(s.Logger, s.LogMetrics)
+	}
+	return &ClientData{p: p}
 }
 
 // Run consumes every partition until ctx ends.

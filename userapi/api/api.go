@@ -298,6 +298,7 @@ type QueryFilterResponse struct {
 
 // ClientUserAPI is what clientapi uses.
 type ClientUserAPI interface {
+	ReplayAPI
 	QueryAccessToken(ctx context.Context, req *QueryAccessTokenRequest) (*QueryAccessTokenResponse, error)
 	PerformAccountCreation(ctx context.Context, req *PerformAccountCreationRequest) (*PerformAccountCreationResponse, error)
 	QueryLocalpartAvailable(ctx context.Context, req *QueryLocalpartAvailableRequest) (*QueryLocalpartAvailableResponse, error)

@@ -4,10 +4,16 @@ import "encoding/json"
 
 // TopicOutputClientData carries account data changes.
 //
-// Producer: userapi, after the change is stored (NOTSPEC-free internal topic; DESIGN.md
-// lists clientapi as its owner, but the userapi stores account data, so it produces it).
-// Key: user ID; per-user order. Payload: OutputClientData, version 1, with the content
-// inline (account data is small). Consumers upsert: replays change nothing.
+// Producer: userapi, from its outbox: the record is stored in the transaction that stores
+// the change (DESIGN.md lists clientapi as its owner, but the userapi stores account data,
+// so it produces it). Key: user ID; per-user order. Payload: OutputClientData, version 1,
+// with the content inline (account data is small). Delivery is at least once.
+//
+// Every record carries Seq, its number in its partition (dense from 1, assigned in the
+// transaction that stores the change). The log is not the source of truth: readers apply
+// it with OutputSequence, which skips records at or below the last Seq they applied and
+// fetches what a gap or a wiped log lost from QueryOutputRecords; the userapi keeps the
+// records for user_api.output_replay_window. Consumers upsert.
 const TopicOutputClientData = "OutputClientData"
 
 // OutputClientDataTypeAccountData is the envelope type of an account data change.
@@ -15,6 +21,9 @@ const OutputClientDataTypeAccountData = "account_data"
 
 // OutputClientData is the envelope of TopicOutputClientData.
 type OutputClientData struct {
+	// Seq is the record's number in its partition (see TopicOutputClientData); 0 on
+	// records written before numbers existed.
+	Seq         int64              `json:"seq,omitempty"`
 	Type        string             `json:"type"`
 	AccountData *AccountDataChange `json:"account_data,omitempty"`
 }

@@ -47,14 +47,18 @@ type UserAPI struct {
 	Log             eventlog.Log
 	ClientDataTopic string
 	KeyChangeTopic  string
-	Logger          *logrus.Entry
-	Metrics         *Metrics
+	// OutputWindow is how long produced records stay in the outbox for readers to fetch
+	// what a wiped log lost (QueryOutputRecords); negative keeps them forever.
+	OutputWindow time.Duration
+	Logger       *logrus.Entry
+	Metrics      *Metrics
 	// AppServices are the application services whose as_tokens QueryAccessToken accepts.
 	AppServices *config.AppServiceAPI
 	// Remote fetches other servers' users' device lists for the cache (nil: none is
 	// fetched; queries are answered from what device list updates cached).
 	Remote api.RemoteDeviceFetcher
 	resync *resyncs
+	out    *outbox
 	// dummyHash is compared against when a login names an unknown account, so that the
 	// answer takes as long as for a known one.
 	dummyHash []byte
@@ -69,6 +73,7 @@ func New(u UserAPI) (*UserAPI, error) {
 		return nil, fmt.Errorf("compute dummy password hash: %w", err)
 	}
 	u.dummyHash = h
+	u.out = &outbox{wake: make(chan struct{}, 1)}
 	u.resync = &resyncs{inFlight: map[string]*resyncCall{}, queue: make(chan string, resyncQueueSize)}
 	if u.Metrics == nil {
 		u.Metrics = NewMetrics(nil)

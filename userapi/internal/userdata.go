@@ -3,18 +3,16 @@ package internal
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 
-	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
 	"github.com/matrix-org/dendrite/userapi/storage"
 )
 
-// PerformAccountData stores account data, then announces it on the OutputClientData
-// topic keyed by user ID. Storing first means a crash in between loses only the
-// announcement, which a retry of this idempotent call repeats; consumers upsert, so a
-// repeated announcement changes nothing.
+// PerformAccountData stores account data with its announcement on the OutputClientData
+// topic (keyed by user ID) in one transaction, then produces the announcement. One that a
+// crash or a failed produce left in the outbox is produced by RunOutbox; consumers skip
+// repeated records by their number and upsert, so a repeat changes nothing.
 func (u *UserAPI) PerformAccountData(ctx context.Context, req *api.PerformAccountDataRequest) (*api.PerformAccountDataResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
@@ -27,28 +25,21 @@ func (u *UserAPI) PerformAccountData(ctx context.Context, req *api.PerformAccoun
 	if json.Unmarshal(req.Data, &obj) != nil || obj == nil {
 		return nil, matrixerr.BadJSON("account data must be a JSON object")
 	}
-	if err = u.DB.PutAccountData(ctx, local, &storage.AccountData{RoomID: req.RoomID, Type: req.DataType, Content: req.Data}); err != nil {
+	change := &api.AccountDataChange{UserID: req.UserID, RoomID: req.RoomID, Type: req.DataType, Content: req.Data}
+	if _, err = u.DB.PutAccountData(ctx, local, &storage.AccountData{RoomID: req.RoomID, Type: req.DataType, Content: req.Data},
+		u.accountDataOutput(change)); err != nil {
 		return nil, err
 	}
-	if err = u.announceAccountData(ctx, &api.AccountDataChange{UserID: req.UserID, RoomID: req.RoomID, Type: req.DataType, Content: req.Data}); err != nil {
-		return nil, err
-	}
+	u.announce(ctx)
 	return &api.PerformAccountDataResponse{}, nil
 }
 
-// announceAccountData produces an account data change on the OutputClientData topic.
-func (u *UserAPI) announceAccountData(ctx context.Context, change *api.AccountDataChange) error {
-	if u.Log == nil {
-		return nil
-	}
-	msg, err := json.Marshal(api.OutputClientData{Type: api.OutputClientDataTypeAccountData, AccountData: change})
-	if err != nil {
-		return err
-	}
-	if _, err = u.Log.Produce(ctx, u.ClientDataTopic, eventlog.Message{Key: []byte(change.UserID), Value: msg}); err != nil {
-		return fmt.Errorf("produce account data change: %w", err)
-	}
-	return nil
+// accountDataOutput is the outbox record announcing change on OutputClientData; its
+// Content may be filled in until the record is made (inside the storing transaction).
+func (u *UserAPI) accountDataOutput(change *api.AccountDataChange) *storage.Output {
+	return u.output(api.TopicOutputClientData, change.UserID, func(seq int64) ([]byte, error) {
+		return json.Marshal(api.OutputClientData{Seq: seq, Type: api.OutputClientDataTypeAccountData, AccountData: change})
+	})
 }
 
 // roomTagType is the room account data type that holds a room's tags.
@@ -59,7 +50,7 @@ const maxTagsBytes = 65536
 
 // PerformRoomTag adds or removes one tag in the room's m.tag account data, read, changed
 // and written in one storage transaction so that concurrent tag changes keep each other,
-// then announces the whole new m.tag content like any account data change. Adding a tag
+// with the announcement of the whole new m.tag content like any account data change. Adding a tag
 // again replaces its content; removing an absent tag changes nothing; both are idempotent.
 func (u *UserAPI) PerformRoomTag(ctx context.Context, req *api.PerformRoomTagRequest) (*api.PerformRoomTagResponse, error) {
 	local, err := u.localpart(req.UserID)
@@ -75,7 +66,8 @@ func (u *UserAPI) PerformRoomTag(ctx context.Context, req *api.PerformRoomTagReq
 			return nil, matrixerr.BadJSON("a tag's content must be a JSON object")
 		}
 	}
-	content, err := u.DB.UpdateAccountData(ctx, local, req.RoomID, roomTagType, func(old []byte) ([]byte, error) {
+	change := &api.AccountDataChange{UserID: req.UserID, RoomID: req.RoomID, Type: roomTagType}
+	_, _, err = u.DB.UpdateAccountData(ctx, local, req.RoomID, roomTagType, func(old []byte) ([]byte, error) {
 		var data struct {
 			Tags map[string]json.RawMessage `json:"tags"`
 		}
@@ -94,14 +86,13 @@ func (u *UserAPI) PerformRoomTag(ctx context.Context, req *api.PerformRoomTagReq
 		if err == nil && len(out) > maxTagsBytes {
 			return nil, matrixerr.TooLarge("the room has too many tags")
 		}
+		change.Content = out
 		return out, err
-	})
+	}, u.accountDataOutput(change))
 	if err != nil {
 		return nil, err
 	}
-	if err = u.announceAccountData(ctx, &api.AccountDataChange{UserID: req.UserID, RoomID: req.RoomID, Type: roomTagType, Content: content}); err != nil {
-		return nil, err
-	}
+	u.announce(ctx)
 	return &api.PerformRoomTagResponse{}, nil
 }
 

@@ -52,6 +52,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryKeyBackupVersion)
 	ihttp.Serve(s, a.PerformRoomKeys)
 	ihttp.Serve(s, a.QueryRoomKeys)
+	ihttp.Serve(s, a.QueryOutputRecords)
 	return s
 }
 
@@ -225,4 +226,9 @@ func (c *Client) PerformAccountDeactivation(ctx context.Context, req *api.Perfor
 // QueryRemoteKeys implements api.ClientUserAPI.
 func (c *Client) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysRequest) (*api.QueryRemoteKeysResponse, error) {
 	return ihttp.Call[api.QueryRemoteKeysResponse](ctx, c.c, req)
+}
+
+// QueryOutputRecords implements api.ReplayAPI.
+func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
 }

@@ -254,6 +254,21 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	same(c, "not an object", d.PerformAccountData, r.PerformAccountData, &api.PerformAccountDataRequest{UserID: alice, DataType: "x", Data: json.RawMessage(`[1]`)})
 	ok(c, r.PerformRoomTag, &api.PerformRoomTagRequest{UserID: alice, RoomID: "!t:x", Tag: "u.work", Content: json.RawMessage(`{"order":0.5}`)})
 	same(c, "tag not an object", d.PerformRoomTag, r.PerformRoomTag, &api.PerformRoomTagRequest{UserID: alice, RoomID: "!r:x", Tag: "u.x", Content: json.RawMessage(`[1]`)})
+	// The three changes above, numbered 1 to 3 in the one partition, each with its content.
+	recs := same(c, "client data", d.QueryOutputRecords, r.QueryOutputRecords, &api.QueryOutputRecordsRequest{Topic: api.TopicOutputClientData})
+	if len(recs.Records) != 3 || recs.LastSeq != 3 {
+		t.Fatalf("QueryOutputRecords: %d records, last %d; want 3, 3", len(recs.Records), recs.LastSeq)
+	}
+	for i, raw := range recs.Records {
+		var o api.OutputClientData
+		if err := json.Unmarshal(raw, &o); err != nil || o.Seq != int64(i+1) || o.AccountData == nil || o.AccountData.UserID != alice {
+			t.Fatalf("record %d: %s", i, raw)
+		}
+	}
+	if after := same(c, "after 2", d.QueryOutputRecords, r.QueryOutputRecords, &api.QueryOutputRecordsRequest{Topic: api.TopicOutputClientData, AfterSeq: 2}); len(after.Records) != 1 {
+		t.Fatalf("QueryOutputRecords after 2: %d records", len(after.Records))
+	}
+	same(c, "unknown topic", d.QueryOutputRecords, r.QueryOutputRecords, &api.QueryOutputRecordsRequest{Topic: "OutputRoomEvent"})
 	all := same(c, "all", d.QueryAccountData, r.QueryAccountData, &api.QueryAccountDataRequest{UserID: alice})
 	if string(all.Global["m.direct"]) != `{"a":1}` || string(all.Rooms["!r:x"]["m.tag"]) != `{"tags":{}}` {
 		t.Fatalf("account data %+v", all)

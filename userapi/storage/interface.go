@@ -6,6 +6,7 @@ package storage
 import (
 	"context"
 	"errors"
+	"time"
 )
 
 // ErrNotFound is returned when a looked-up row does not exist.
@@ -54,6 +55,29 @@ type AccountData struct {
 	Content []byte
 }
 
+// Output is a record announcing a change, stored in the outbox in the transaction that
+// stores the change, and numbered there: Seq is dense from 1 per (Topic, Partition).
+type Output struct {
+	// Topic is the topic's name without the configured prefix (api.TopicOutputClientData).
+	Topic     string
+	Partition int32
+	Key       string
+	// Payload makes the record from its number; it is called inside the transaction,
+	// after the change was written.
+	Payload func(seq int64) ([]byte, error)
+}
+
+// Outbound is a stored output record.
+type Outbound struct {
+	// ID is the row's key, in the order the records were stored.
+	ID        int64
+	Topic     string
+	Partition int32
+	Seq       int64
+	Key       string
+	Payload   []byte
+}
+
 // Database is what the userapi stores. Every method is safe for concurrent use.
 type Database interface {
 	// CreateAccount stores an account and its profile (with displayName) atomically. It
@@ -98,12 +122,25 @@ type Database interface {
 	// value changed; ErrNotFound for an unknown account.
 	SetDisplayName(ctx context.Context, localpart, value string) (bool, error)
 	SetAvatarURL(ctx context.Context, localpart, value string) (bool, error)
-	// PutAccountData stores (replaces) one piece of account data.
-	PutAccountData(ctx context.Context, localpart string, data *AccountData) error
+	// PutAccountData stores (replaces) one piece of account data and, when out is set, its
+	// announcement in the outbox in the same transaction (returned; nil without out).
+	PutAccountData(ctx context.Context, localpart string, data *AccountData, out *Output) (*Outbound, error)
 	// UpdateAccountData replaces one piece of account data with what update makes of the
 	// stored content (nil when there is none), atomically with respect to other updates of
-	// the same piece, and returns the new content. An error from update stores nothing.
-	UpdateAccountData(ctx context.Context, localpart, roomID, dataType string, update func(old []byte) ([]byte, error)) ([]byte, error)
+	// the same piece, and returns the new content; out, when set, is stored in the outbox
+	// in the same transaction, after update ran. An error from update stores nothing.
+	UpdateAccountData(ctx context.Context, localpart, roomID, dataType string, update func(old []byte) ([]byte, error), out *Output) ([]byte, *Outbound, error)
+	// Outbox returns the output records stored but not yet produced, in the order they
+	// were stored.
+	Outbox(ctx context.Context) ([]Outbound, error)
+	// MarkProduced records that output records were produced; they stay for replay until
+	// PruneOutbox deletes them.
+	MarkProduced(ctx context.Context, ids []int64) error
+	// PruneOutbox deletes the produced output records stored before before.
+	PruneOutbox(ctx context.Context, before time.Time) error
+	// OutputsAfter returns at most limit output records of topic's partition numbered
+	// above after, in order, and the partition's last number (0: none yet).
+	OutputsAfter(ctx context.Context, topic string, partition int32, after int64, limit int) ([]Outbound, int64, error)
 	// AccountData returns the account's data: global and every room's when roomID is "",
 	// else only that room's; only of dataType when it is set.
 	AccountData(ctx context.Context, localpart, roomID, dataType string) ([]AccountData, error)

@@ -14,16 +14,29 @@ const upsertAccountDataSQL = "INSERT INTO userapi_account_data (localpart, room_
 	" ON CONFLICT (localpart, room_id, data_type) DO UPDATE SET content = excluded.content"
 
 // PutAccountData implements storage.Database.
-func (d *Database) PutAccountData(ctx context.Context, localpart string, data *storage.AccountData) error {
-	return d.exec(ctx, "upsert account data", upsertAccountDataSQL, localpart, data.RoomID, data.Type, string(data.Content))
+func (d *Database) PutAccountData(ctx context.Context, localpart string, data *storage.AccountData, out *storage.Output) (*storage.Outbound, error) {
+	var o *storage.Outbound
+	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, upsertAccountDataSQL, localpart, data.RoomID, data.Type, string(data.Content)); err != nil {
+			return err
+		}
+		var err error
+		o, err = insertOutput(ctx, tx, out)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("upsert account data: %w", err)
+	}
+	return o, nil
 }
 
 // UpdateAccountData implements storage.Database. The row is created empty if missing and
 // then locked (an UPDATE that changes nothing takes the row lock on PostgreSQL; SQLite
 // serializes the whole transaction), so concurrent updates of one piece of data never
 // lose each other's change.
-func (d *Database) UpdateAccountData(ctx context.Context, localpart, roomID, dataType string, update func(old []byte) ([]byte, error)) ([]byte, error) {
+func (d *Database) UpdateAccountData(ctx context.Context, localpart, roomID, dataType string, update func(old []byte) ([]byte, error), out *storage.Output) ([]byte, *storage.Outbound, error) {
 	var updated []byte
+	var o *storage.Outbound
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, "INSERT INTO userapi_account_data (localpart, room_id, data_type, content) VALUES ($1, $2, $3, '')"+
 			" ON CONFLICT (localpart, room_id, data_type) DO NOTHING", localpart, roomID, dataType); err != nil {
@@ -46,13 +59,16 @@ func (d *Database) UpdateAccountData(ctx context.Context, localpart, roomID, dat
 		if updated, err = update(prev); err != nil {
 			return err
 		}
-		_, err = tx.ExecContext(ctx, upsertAccountDataSQL, localpart, roomID, dataType, string(updated))
+		if _, err = tx.ExecContext(ctx, upsertAccountDataSQL, localpart, roomID, dataType, string(updated)); err != nil {
+			return err
+		}
+		o, err = insertOutput(ctx, tx, out)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("update account data: %w", err)
+		return nil, nil, fmt.Errorf("update account data: %w", err)
 	}
-	return updated, nil
+	return updated, o, nil
 }
 
 // AccountData implements storage.Database. The conditions "$n = ”" let one query text

@@ -127,4 +127,23 @@ CREATE TABLE IF NOT EXISTS userapi_remote_cross_signing_keys (
 	key_json TEXT NOT NULL,
 	PRIMARY KEY (user_id, purpose)
 );
+`}, {Version: 7, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_outbox (
+	id {serial},
+	topic TEXT NOT NULL,
+	partition_id INTEGER NOT NULL,
+	partition_seq {bigint} NOT NULL,
+	msg_key TEXT NOT NULL,
+	payload {bytes} NOT NULL,
+	produced BOOLEAN NOT NULL DEFAULT FALSE,
+	created_ms {bigint} NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS userapi_outbox_partition ON userapi_outbox (topic, partition_id, partition_seq);
+CREATE INDEX IF NOT EXISTS userapi_outbox_unproduced ON userapi_outbox (id) WHERE NOT produced;
+CREATE TABLE IF NOT EXISTS userapi_output_seqs (
+	topic TEXT NOT NULL,
+	partition_id INTEGER NOT NULL,
+	last_seq {bigint} NOT NULL,
+	PRIMARY KEY (topic, partition_id)
+);
 `}}
