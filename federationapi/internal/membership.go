@@ -486,22 +486,7 @@ func (m *Membership) leaveThrough(ctx context.Context, s spec.ServerName, req *a
 	if err != nil {
 		return nil, err
 	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(ml.RoomVersion)
-	if err != nil {
-		return nil, err
-	}
-	proto := ml.LeaveEvent
-	if proto.Type != spec.MRoomMember || proto.SenderID != req.UserID || proto.StateKey == nil || *proto.StateKey != req.UserID || proto.RoomID != req.RoomID {
-		return nil, errors.New("make_leave answered with another event")
-	}
-	proto.Redacts = ""
-	if err = proto.SetContent(content); err != nil {
-		return nil, err
-	}
-	if err = proto.SetUnsigned(struct{}{}); err != nil {
-		return nil, err
-	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	_, ev, err := m.signTemplate(ml.RoomVersion, ml.LeaveEvent, req.UserID, req.RoomID, content, "make_leave")
 	if err != nil {
 		return nil, err
 	}
@@ -549,6 +534,30 @@ func (m *Membership) PerformKnock(ctx context.Context, req *api.PerformKnockRequ
 	return nil, failure
 }
 
+// signTemplate checks that a make_leave or make_knock (what) template is the membership
+// event of userID in roomID, and builds and signs it with content.
+func (m *Membership) signTemplate(version gomatrixserverlib.RoomVersion, proto gomatrixserverlib.ProtoEvent, userID, roomID string, content map[string]any, what string) (gomatrixserverlib.IRoomVersion, gomatrixserverlib.PDU, error) {
+	verImpl, err := gomatrixserverlib.GetRoomVersion(version)
+	if err != nil {
+		return nil, nil, err
+	}
+	if proto.Type != spec.MRoomMember || proto.SenderID != userID || proto.StateKey == nil || *proto.StateKey != userID || proto.RoomID != roomID {
+		return nil, nil, fmt.Errorf("%s answered with another event", what)
+	}
+	proto.Redacts = ""
+	if err = proto.SetContent(content); err != nil {
+		return nil, nil, err
+	}
+	if err = proto.SetUnsigned(struct{}{}); err != nil {
+		return nil, nil, err
+	}
+	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	return verImpl, ev, nil
+}
+
 // knockThrough does make_knock and send_knock with server s and returns the knock, with
 // the room state s answered in its unsigned knock_room_state.
 func (m *Membership) knockThrough(ctx context.Context, s spec.ServerName, req *api.PerformKnockRequest, content map[string]any) (gomatrixserverlib.PDU, error) {
@@ -563,22 +572,7 @@ func (m *Membership) knockThrough(ctx context.Context, s spec.ServerName, req *a
 	if err != nil {
 		return nil, err
 	}
-	verImpl, err := gomatrixserverlib.GetRoomVersion(mk.RoomVersion)
-	if err != nil {
-		return nil, err
-	}
-	proto := mk.KnockEvent
-	if proto.Type != spec.MRoomMember || proto.SenderID != req.UserID || proto.StateKey == nil || *proto.StateKey != req.UserID || proto.RoomID != req.RoomID {
-		return nil, errors.New("make_knock answered with another event")
-	}
-	proto.Redacts = ""
-	if err = proto.SetContent(content); err != nil {
-		return nil, err
-	}
-	if err = proto.SetUnsigned(struct{}{}); err != nil {
-		return nil, err
-	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), m.ServerName, m.KeyID, m.PrivateKey)
+	verImpl, ev, err := m.signTemplate(mk.RoomVersion, mk.KnockEvent, req.UserID, req.RoomID, content, "make_knock")
 	if err != nil {
 		return nil, err
 	}
