@@ -464,7 +464,8 @@ func TestShardFlushesOnlyItsOutbox(t *testing.T) {
 // TestOutputReplayWindow: the roomserver keeps produced outputs for replay until they are
 // older than room_server.output_replay_window; then asking for them is 404 M_NOT_FOUND
 // (the reader must be rebuilt), while asking from the partition's last sequence is an
-// empty answer.
+// empty answer, and so is asking from 0 (the oldest kept: none), with the last sequence, so
+// that a reader past the window learns where to go on (eventlog.OwnerSequenced).
 func TestOutputReplayWindow(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		log, err := eventlog.NewEmbedded(context.Background(), db, eventlog.Config{DefaultPartitions: 4})
@@ -479,7 +480,7 @@ func TestOutputReplayWindow(t *testing.T) {
 		defer cancel()
 		partition := eventlog.PartitionFor([]byte(roomID), 4)
 		for {
-			res, err := h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition})
+			res, err := h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition, AfterSeq: 1})
 			var merr *matrixerr.Error
 			if errors.As(err, &merr) && merr.Code == "M_NOT_FOUND" {
 				break
@@ -495,6 +496,10 @@ func TestOutputReplayWindow(t *testing.T) {
 		res, err := h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition, AfterSeq: 1 << 40})
 		if err != nil || len(res.Records) != 0 || res.LastSeq == 0 {
 			t.Fatalf("after the last sequence: %+v, %v; want no records and the last sequence", res, err)
+		}
+		res, err = h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition})
+		if err != nil || len(res.Records) != 0 || res.LastSeq < 2 {
+			t.Fatalf("from 0 with every record pruned: %+v, %v; want no records and the last sequence", res, err)
 		}
 	})
 }

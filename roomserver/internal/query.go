@@ -51,7 +51,9 @@ func (q *Querier) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRe
 		return nil, err
 	}
 	next := req.AfterSeq + 1
-	if (len(rows) > 0 && rows[0].PartitionSeq != next && req.AfterSeq > 0) || (len(rows) == 0 && last >= next) {
+	// AfterSeq 0 asks for the oldest records kept and is never past the window: it is how a
+	// reader past the window learns where the kept records start, also when none is kept.
+	if req.AfterSeq > 0 && ((len(rows) > 0 && rows[0].PartitionSeq != next) || (len(rows) == 0 && last >= next)) {
 		return nil, matrixerr.NotFound(fmt.Sprintf("output records after %d are past the replay window", req.AfterSeq))
 	}
 	res := &api.QueryOutputRecordsResponse{Records: make([]json.RawMessage, len(rows)), LastSeq: last}

@@ -40,40 +40,14 @@ type ReplayAPI interface {
 // TopicOutputKeyChangeEvent, without prefix) by the records' Seq and fetches what its log
 // lost from r (see eventlog.Sequenced and eventlog.Guard).
 func OutputSequence(r ReplayAPI, topic string) *eventlog.Sequenced {
-	seqOf := func(value []byte) (int64, error) {
-		var o struct {
-			Seq int64 `json:"seq"`
+	return eventlog.OwnerSequenced(func(ctx context.Context, partition int32, after int64, limit int) ([]json.RawMessage, int64, error) {
+		res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Topic: topic, Partition: partition, AfterSeq: after, Limit: limit})
+		if err != nil {
+			return nil, 0, err
 		}
-		err := json.Unmarshal(value, &o)
-		return o.Seq, err
-	}
-	return &eventlog.Sequenced{
-		Seq: seqOf,
-		Fetch: func(ctx context.Context, partition int32, after int64) ([][]byte, error) {
-			res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Topic: topic, Partition: partition, AfterSeq: after})
-			var merr *matrixerr.Error
-			if errors.As(err, &merr) && merr.Status == http.StatusNotFound {
-				// Past the replay window: the oldest record kept is the first one after 0.
-				oldest, oerr := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Topic: topic, Partition: partition, Limit: 1})
-				if oerr != nil {
-					return nil, oerr
-				}
-				gone := &eventlog.ReplayGoneError{Oldest: oldest.LastSeq + 1}
-				if len(oldest.Records) > 0 {
-					if gone.Oldest, oerr = seqOf(oldest.Records[0]); oerr != nil {
-						return nil, oerr
-					}
-				}
-				return nil, gone
-			}
-			if err != nil {
-				return nil, err
-			}
-			out := make([][]byte, len(res.Records))
-			for i, rec := range res.Records {
-				out[i] = rec
-			}
-			return out, nil
-		},
-	}
+		return res.Records, res.LastSeq, nil
+	}, func(err error) bool {
+		var merr *matrixerr.Error
+		return errors.As(err, &merr) && merr.Status == http.StatusNotFound
+	})
 }
