@@ -150,30 +150,31 @@ func better(prev, next *matrixerr.Error) *matrixerr.Error {
 	return prev
 }
 
-// contentObject decodes the content a client gave for a membership event (what: "join",
-// "leave"); none is an empty object.
-func contentObject(raw json.RawMessage, what string) (map[string]any, error) {
+// membershipRequest checks what every membership request names, a local user and a room
+// ID, and decodes the content the client gave for the event (what: "join", "leave",
+// "knock"); none is an empty object.
+func (m *Membership) membershipRequest(userID, roomID string, raw json.RawMessage, what string) (*spec.UserID, *spec.RoomID, map[string]any, error) {
+	uid, err := m.localUser(userID)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	rid, err := spec.NewRoomID(roomID)
+	if err != nil {
+		return nil, nil, nil, matrixerr.InvalidParam("invalid room ID")
+	}
 	var content map[string]any
 	if len(raw) > 0 && json.Unmarshal(raw, &content) != nil {
-		return nil, matrixerr.BadJSON(what + " content must be an object")
+		return nil, nil, nil, matrixerr.BadJSON(what + " content must be an object")
 	}
 	if content == nil { // none, or JSON null
 		content = map[string]any{}
 	}
-	return content, nil
+	return uid, rid, content, nil
 }
 
 // PerformJoin implements api.ClientFederationAPI.
 func (m *Membership) PerformJoin(ctx context.Context, req *api.PerformJoinRequest) (*api.PerformJoinResponse, error) {
-	uid, err := m.localUser(req.UserID)
-	if err != nil {
-		return nil, err
-	}
-	rid, err := spec.NewRoomID(req.RoomID)
-	if err != nil {
-		return nil, matrixerr.InvalidParam("invalid room ID")
-	}
-	content, err := contentObject(req.Content, "join")
+	uid, rid, content, err := m.membershipRequest(req.UserID, req.RoomID, req.Content, "join")
 	if err != nil {
 		return nil, err
 	}
@@ -403,14 +404,7 @@ func (m *Membership) build(v gomatrixserverlib.IRoomVersion, info *rsapi.QueryRo
 
 // PerformLeave implements api.ClientFederationAPI.
 func (m *Membership) PerformLeave(ctx context.Context, req *api.PerformLeaveRequest) (*api.PerformLeaveResponse, error) {
-	if _, err := m.localUser(req.UserID); err != nil {
-		return nil, err
-	}
-	rid, err := spec.NewRoomID(req.RoomID)
-	if err != nil {
-		return nil, matrixerr.InvalidParam("invalid room ID")
-	}
-	content, err := contentObject(req.Content, "leave")
+	_, rid, content, err := m.membershipRequest(req.UserID, req.RoomID, req.Content, "leave")
 	if err != nil {
 		return nil, err
 	}
@@ -498,14 +492,7 @@ func (m *Membership) leaveThrough(ctx context.Context, s spec.ServerName, req *a
 
 // PerformKnock implements api.ClientFederationAPI.
 func (m *Membership) PerformKnock(ctx context.Context, req *api.PerformKnockRequest) (*api.PerformKnockResponse, error) {
-	if _, err := m.localUser(req.UserID); err != nil {
-		return nil, err
-	}
-	rid, err := spec.NewRoomID(req.RoomID)
-	if err != nil {
-		return nil, matrixerr.InvalidParam("invalid room ID")
-	}
-	content, err := contentObject(req.Content, "knock")
+	_, rid, content, err := m.membershipRequest(req.UserID, req.RoomID, req.Content, "knock")
 	if err != nil {
 		return nil, err
 	}
