@@ -86,6 +86,29 @@ func waitAnnouncements(t *testing.T, log eventlog.Log, n int) {
 	}
 }
 
+// waitApplied waits (a minute at most) until the userapi has committed n device list
+// updates: the consumer announces a change from inside its transaction, so an announcement
+// can be read a moment before the change it announces is committed.
+func waitApplied(t *testing.T, ctx context.Context, db *sqlutil.DB, n int64) {
+	t.Helper()
+	offsets, err := eventlog.NewOffsetStore(ctx, db, "userapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		next, err := offsets.Next(ctx, "devicelists", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d device list updates applied", next, n)
+		}
+	}
+}
+
 // TestRemoteDeviceListCache: other servers' users' device lists are cached from their
 // m.device_list_update EDUs and from /user/devices. A first update (nothing cached) and an
 // update whose prev_id the cache has not seen mark the list stale and fetch it again; an
@@ -155,6 +178,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		// update's announcement, then the fetch's).
 		send(api.DeviceListUpdate{DeviceID: "C1", StreamID: 1})
 		waitAnnouncements(t, log, 2)
+		waitApplied(t, ctx, db, 1)
 		res := query(carol)
 		if got := devices(res); len(got) != 2 || got["C1"] != "+keys" || got["C2"] != "tablet" || remote.count() != 1 ||
 			res.MasterKeys[carol] == nil || res.SelfSigningKeys[carol] == nil {
@@ -164,6 +188,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		// An update following on from the cached stream is applied without a fetch.
 		send(api.DeviceListUpdate{DeviceID: "C2", DisplayName: "phone", StreamID: 3, PrevID: []int64{2}})
 		waitAnnouncements(t, log, 3)
+		waitApplied(t, ctx, db, 2)
 		if got := devices(query(carol)); got["C2"] != "phone" || remote.count() != 1 {
 			t.Fatalf("after a following update: %v, %d fetches", got, remote.count())
 		}
@@ -179,6 +204,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitAnnouncements(t, log, 4)
+		waitApplied(t, ctx, db, 3)
 		if got := devices(query(carol)); len(got) != 2 || got["C2"] != "phone" || remote.count() != 2 {
 			t.Fatalf("after a signing key update: %v, %d fetches", got, remote.count())
 		}
@@ -192,6 +218,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		})
 		send(api.DeviceListUpdate{DeviceID: "C3", StreamID: 5, PrevID: []int64{4}})
 		waitAnnouncements(t, log, 7)
+		waitApplied(t, ctx, db, 4)
 		if got := devices(query(carol)); len(got) != 2 || got["C1"] != "+keys" || got["C3"] != "" || remote.count() != 3 {
 			t.Fatalf("after a missed update: %v, %d fetches", got, remote.count())
 		}
@@ -201,6 +228,7 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		remote.set(func(r *remoteServer) { r.down = true })
 		send(api.DeviceListUpdate{DeviceID: "C3", Deleted: true, StreamID: 8, PrevID: []int64{7}})
 		waitAnnouncements(t, log, 8)
+		waitApplied(t, ctx, db, 5)
 		res = query(carol, "@dave:remote.example")
 		if got := devices(res); len(got) != 1 || got["C1"] != "+keys" || len(res.DeviceKeys) != 1 || res.Failures["remote.example"] == nil {
 			t.Fatalf("with the server down: %v %+v", got, res)
