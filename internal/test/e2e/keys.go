@@ -478,3 +478,47 @@ func KeyBackup(t *testing.T, baseURL string) {
 	_, err = alice.MakeRequest(ctx, http.MethodGet, allURL, nil, nil)
 	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
 }
+
+// KeyBackupAuthData: auth_data is algorithm-dependent. For the spec's algorithm it must be an
+// object; for an algorithm the spec does not define (sytest's "m.megolm_backup.v1") any JSON value
+// is kept and returned as sent, through creation and update, and a user can hold more than ten
+// versions, the latest of which is the current one.
+func KeyBackupAuthData(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice := Register(t, baseURL, "backupauthdata")
+	versionURL := alice.BuildClientURL("v3", "room_keys", "version")
+	status, body := call(t, alice, http.MethodPost, versionURL, map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": "a string"})
+	if status != http.StatusBadRequest || body["errcode"] != "M_BAD_JSON" {
+		t.Fatalf("the spec's algorithm with a string auth_data: %d %v", status, body)
+	}
+	status, body = call(t, alice, http.MethodPost, versionURL, map[string]any{"algorithm": "m.megolm_backup.v1"})
+	if status != http.StatusBadRequest || body["errcode"] != "M_MISSING_PARAM" {
+		t.Fatalf("no auth_data: %d %v", status, body)
+	}
+	type version struct {
+		Version   string          `json:"version"`
+		Algorithm string          `json:"algorithm"`
+		AuthData  json.RawMessage `json:"auth_data"`
+	}
+	var created version
+	for i := range 12 {
+		if _, err := alice.MakeRequest(ctx, http.MethodPost, versionURL, map[string]any{"algorithm": "m.megolm_backup.v1", "auth_data": "anopaquestring"}, &created); err != nil {
+			t.Fatalf("create backup version %d: %v", i+1, err)
+		}
+	}
+	var got version
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, versionURL, nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != created.Version || got.Algorithm != "m.megolm_backup.v1" || string(got.AuthData) != `"anopaquestring"` {
+		t.Fatalf("latest version %+v, want version %s with the string auth_data", got, created.Version)
+	}
+	thisURL := alice.BuildClientURL("v3", "room_keys", "version", created.Version)
+	update := map[string]any{"algorithm": "m.megolm_backup.v1", "auth_data": "adifferentopaquestring", "version": created.Version}
+	if _, err := alice.MakeRequest(ctx, http.MethodPut, thisURL, update, nil); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, thisURL, nil, &got); err != nil || string(got.AuthData) != `"adifferentopaquestring"` {
+		t.Fatalf("after update %+v %v", got, err)
+	}
+}
