@@ -51,7 +51,8 @@ type Deps struct {
 	// (the federationapi); BackfillLimit is the events asked for at once (100 when 0).
 	Backfill      fapi.SyncFederationAPI
 	BackfillLimit int
-	// Keys, when set, gives /sync the device's one-time key counts (the userapi).
+	// Keys, when set, gives /sync the device's one-time key counts (the userapi), and is
+	// told of other servers' users this server no longer shares a room with.
 	Keys uapi.SyncKeyAPI
 	// UserReplay, when set, gives back the OutputClientData records a wiped log lost
 	// (the userapi's outbox; uapi.OutputSequence).
@@ -130,7 +131,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	return &SyncAPI{
 		keyChanges: keyChanges,
-		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
+		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI, d.Keys, d.ServerName),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
 		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
 		handlers:   handlers, db: db, logger: logger,

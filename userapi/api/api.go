@@ -328,6 +328,7 @@ type ClientUserAPI interface {
 	QueryRemoteKeys(ctx context.Context, req *QueryRemoteKeysRequest) (*QueryRemoteKeysResponse, error)
 	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
+	PerformMarkRemoteDeviceListsStale(ctx context.Context, req *PerformMarkRemoteDeviceListsStaleRequest) (*PerformMarkRemoteDeviceListsStaleResponse, error)
 	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)
 	PerformUploadSignatures(ctx context.Context, req *PerformUploadSignaturesRequest) (*PerformUploadSignaturesResponse, error)
 	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)

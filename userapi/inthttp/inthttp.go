@@ -45,6 +45,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryRemoteKeys)
 	ihttp.Serve(s, a.PerformClaimKeys)
 	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
+	ihttp.Serve(s, a.PerformMarkRemoteDeviceListsStale)
 	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
 	ihttp.Serve(s, a.PerformUploadSignatures)
 	ihttp.Serve(s, a.QueryDeviceList)
@@ -171,6 +172,11 @@ func (c *Client) PerformClaimKeys(ctx context.Context, req *api.PerformClaimKeys
 // QueryOneTimeKeyCounts implements api.ClientUserAPI.
 func (c *Client) QueryOneTimeKeyCounts(ctx context.Context, req *api.QueryOneTimeKeyCountsRequest) (*api.QueryOneTimeKeyCountsResponse, error) {
 	return ihttp.Call[api.QueryOneTimeKeyCountsResponse](ctx, c.c, req)
+}
+
+// PerformMarkRemoteDeviceListsStale implements api.ClientUserAPI.
+func (c *Client) PerformMarkRemoteDeviceListsStale(ctx context.Context, req *api.PerformMarkRemoteDeviceListsStaleRequest) (*api.PerformMarkRemoteDeviceListsStaleResponse, error) {
+	return ihttp.Call[api.PerformMarkRemoteDeviceListsStaleResponse](ctx, c.c, req)
 }
 
 // PerformUploadDeviceSigningKeys implements api.ClientUserAPI.

@@ -307,6 +307,8 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	if counts.OneTimeKeyCounts["signed_curve25519"] != 1 || len(counts.UnusedFallbackKeyAlgorithms) != 1 {
 		t.Fatalf("counts %+v", counts)
 	}
+	same(c, "mark stale", d.PerformMarkRemoteDeviceListsStale, r.PerformMarkRemoteDeviceListsStale,
+		&api.PerformMarkRemoteDeviceListsStaleRequest{UserIDs: []string{"@x:elsewhere", alice}})
 	claim := func() string {
 		res := ok(c, r.PerformClaimKeys, &api.PerformClaimKeysRequest{OneTimeKeys: map[string]map[string]string{alice: {devID: "signed_curve25519"}}})
 		for id := range res.OneTimeKeys[alice][devID] {

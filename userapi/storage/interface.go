@@ -199,6 +199,9 @@ type Database interface {
 	// list fetched from their server, and marks it fresh; it returns the new stream ID, or
 	// 0 when the cache already holds a newer list (l.StreamID below the cached one).
 	ReplaceRemoteDeviceList(ctx context.Context, userID string, l *RemoteDeviceList) (int64, error)
+	// MarkRemoteDeviceListsStale marks the cached device lists of those of userIDs that
+	// have one stale.
+	MarkRemoteDeviceListsStale(ctx context.Context, userIDs []string) error
 	// RemoteDeviceLists returns the cached device lists of the users among userIDs that
 	// have one.
 	RemoteDeviceLists(ctx context.Context, userIDs []string) (map[string]*RemoteDeviceList, error)
