@@ -113,6 +113,8 @@ type Event struct {
 	StateKey          *string
 	JSON              []byte
 	HistoryVisibility string
+	// RoomVersion is the room's version, which says how to redact the event.
+	RoomVersion string
 	// Replaces is the event this state event replaced in the current state, if any.
 	Replaces string
 	Txn      Txn

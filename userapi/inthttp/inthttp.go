@@ -26,6 +26,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformGuestUpgrade)
 	ihttp.Serve(s, a.QueryAccount)
 	ihttp.Serve(s, a.PerformAccountDeactivation)
+	ihttp.Serve(s, a.QueryErasedUsers)
 	ihttp.Serve(s, a.QueryAccountByPassword)
 	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
@@ -222,6 +223,11 @@ func (c *Client) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuestU
 // QueryAccount implements api.ClientUserAPI.
 func (c *Client) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
 	return ihttp.Call[api.QueryAccountResponse](ctx, c.c, req)
+}
+
+// QueryErasedUsers implements api.ClientUserAPI.
+func (c *Client) QueryErasedUsers(ctx context.Context, req *api.QueryErasedUsersRequest) (*api.QueryErasedUsersResponse, error) {
+	return ihttp.Call[api.QueryErasedUsersResponse](ctx, c.c, req)
 }
 
 // PerformAccountDeactivation implements api.ClientUserAPI.

@@ -182,8 +182,14 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 		t.Fatalf("upgraded %+v", up.Account)
 	}
 	same(c, "upgraded", d.PerformGuestUpgrade, r.PerformGuestUpgrade, &api.PerformGuestUpgradeRequest{Localpart: "guest", Password: "x"})
-	ok(c, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	same(c, "none erased", d.QueryErasedUsers, r.QueryErasedUsers, &api.QueryErasedUsersRequest{UserIDs: []string{guest.Account.UserID, alice}})
+	ok(c, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest", Erase: true})
 	same(c, "again", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	erased := same(c, "erased", d.QueryErasedUsers, r.QueryErasedUsers, &api.QueryErasedUsersRequest{
+		UserIDs: []string{alice, guest.Account.UserID, "@guest:elsewhere", "not an ID"}})
+	if !slices.Equal(erased.Erased, []string{guest.Account.UserID}) {
+		t.Fatalf("erased %v", erased.Erased)
+	}
 	same(c, "unknown", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "nobody"})
 	same(c, "deactivated", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "guest", Password: "pw"})
 

@@ -89,9 +89,13 @@ type Database interface {
 	// or returns ErrNotFound when no guest account has the localpart.
 	UpgradeGuest(ctx context.Context, localpart, hash string) error
 	// DeactivateAccount removes the account's password and devices (their tokens stop
-	// working) in one transaction; the localpart stays taken. Idempotent; ErrNotFound for
-	// an unknown account.
-	DeactivateAccount(ctx context.Context, localpart string) error
+	// working) in one transaction; the localpart stays taken. With erase it also marks the
+	// account erased, at erasedTS (milliseconds), in the same transaction; a later call
+	// never unmarks it. Idempotent; ErrNotFound for an unknown account.
+	DeactivateAccount(ctx context.Context, localpart string, erase bool, erasedTS int64) error
+	// ErasedLocalparts returns those of localparts whose accounts were erased, in no
+	// particular order.
+	ErasedLocalparts(ctx context.Context, localparts []string) ([]string, error)
 	// SetPasswordHash replaces the account's password hash, or returns ErrNotFound.
 	SetPasswordHash(ctx context.Context, localpart, hash string) error
 	// PutDevice stores a device with the hash of its new access token. A device with the
