@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -22,25 +23,36 @@ import (
 // Delivery limits: a pusher's head is retried with exponential backoff up to
 // maxBackoff, and dropped (counted as a failure) once it has waited giveUpAfter.
 const (
-	minBackoff    = time.Second
-	maxBackoff    = 10 * time.Minute
-	giveUpAfter   = 24 * time.Hour
-	pollInterval  = time.Second
-	maxConcurrent = 64
-	maxRespBytes  = 64 << 10
+	minBackoff   = time.Second
+	maxBackoff   = 10 * time.Minute
+	giveUpAfter  = 24 * time.Hour
+	pollInterval = time.Second
+	maxRespBytes = 64 << 10
 	// maxAcks is how many delivered pushes one transaction removes from the queues.
 	maxAcks = 500
 	// eventCacheMax bounds the cache of what a push says about its event.
 	eventCacheMax = 1024
 )
 
+// Limits bound the deliverer's concurrent sends (push_server.max_deliveries and
+// max_deliveries_per_gateway).
+type Limits struct {
+	// Total is how many pushers are sent to at once.
+	Total int
+	// PerGateway is how many of them may share one gateway.
+	PerGateway int
+}
+
 // Deliverer sends the queued pushes to the push gateways: each pusher's queue in order,
-// one goroutine per pusher with pushes due, so a slow or failing gateway delays only its
-// own pushers, and event processing (which only queues) not at all.
+// one goroutine per pusher with pushes due, at most Limits.Total at once and
+// Limits.PerGateway per gateway, so a slow or failing gateway delays only its own
+// pushers (it holds at most PerGateway of the Total), and event processing (which only
+// queues) not at all.
 type Deliverer struct {
 	DB      storage.Database
 	Rooms   rsapi.QueryAPI
 	Client  *http.Client
+	Limits  Limits
 	Metrics *Metrics
 	Logger  *logrus.Entry
 
@@ -48,6 +60,9 @@ type Deliverer struct {
 	acks chan ack
 	mu   sync.Mutex
 	busy map[storage.PusherKey]bool
+	// gateways are the per-gateway semaphores of the gateways with pushers being
+	// delivered or waiting, by gateway; an entry goes when its last pusher is done.
+	gateways map[string]*gatewaySlots
 	// events caches, per event ID, what every push of the event says about it (the
 	// event and the room's and sender's names), so that a message to a thousand pushers
 	// queries the roomserver once, not a thousand times.
@@ -67,10 +82,52 @@ type eventInfo struct {
 	roomName, roomAlias, senderDisplayName string
 }
 
-// NewDeliverer returns a Deliverer; Run starts it.
-func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client, m *Metrics, logger *logrus.Entry) *Deliverer {
-	return &Deliverer{DB: db, Rooms: rooms, Client: client, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
-		acks: make(chan ack, maxConcurrent), busy: map[storage.PusherKey]bool{}, events: map[string]*eventInfo{}}
+// gatewaySlots is one gateway's semaphore and how many pushers hold or wait for it.
+type gatewaySlots struct {
+	sem   chan struct{}
+	users int
+}
+
+// NewDeliverer returns a Deliverer; Run starts it. Limits below 1 are 1.
+func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client, limits Limits, m *Metrics, logger *logrus.Entry) *Deliverer {
+	limits.Total = max(limits.Total, 1)
+	limits.PerGateway = max(limits.PerGateway, 1)
+	return &Deliverer{DB: db, Rooms: rooms, Client: client, Limits: limits, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
+		acks: make(chan ack, limits.Total), busy: map[storage.PusherKey]bool{}, gateways: map[string]*gatewaySlots{},
+		events: map[string]*eventInfo{}}
+}
+
+// gatewayOf is the gateway a pusher's URL names: its scheme, host and port.
+func gatewayOf(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// gateway returns the gateway's semaphore, counting the caller as its user until release.
+func (d *Deliverer) gateway(gw string) chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g := d.gateways[gw]
+	if g == nil {
+		g = &gatewaySlots{sem: make(chan struct{}, d.Limits.PerGateway)}
+		d.gateways[gw] = g
+	}
+	g.users++
+	return g.sem
+}
+
+// release ends the caller's use of the gateway's semaphore.
+func (d *Deliverer) release(gw string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g := d.gateways[gw]; g != nil {
+		if g.users--; g.users == 0 {
+			delete(d.gateways, gw)
+		}
+	}
 }
 
 // Wake makes Run look for due pushes now (after pushes were queued and committed).
@@ -90,7 +147,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.commitAcks(ctx)
 	}()
-	sem := make(chan struct{}, maxConcurrent)
+	sem := make(chan struct{}, d.Limits.Total)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
@@ -98,10 +155,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			d.Logger.WithError(err).Warn("loading due pushes failed")
 		}
-		for _, k := range due {
+		for _, p := range due {
 			d.mu.Lock()
-			skip := d.busy[k]
-			d.busy[k] = true
+			skip := d.busy[p.Key]
+			d.busy[p.Key] = true
 			d.mu.Unlock()
 			if skip {
 				continue
@@ -109,14 +166,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				select {
-				case sem <- struct{}{}:
-					d.drain(ctx, k)
-					<-sem
-				case <-ctx.Done():
-				}
+				d.drainLimited(ctx, p, sem)
 				d.mu.Lock()
-				delete(d.busy, k)
+				delete(d.busy, p.Key)
 				d.mu.Unlock()
 			}()
 		}
@@ -130,6 +182,28 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-tick.C:
 		}
 	}
+}
+
+// drainLimited drains the pusher's queue once it holds a slot of its gateway and then
+// one of sem (the overall limit), in that order: a pusher waiting for a busy gateway
+// holds no overall slot, so a slow gateway takes at most Limits.PerGateway of them.
+func (d *Deliverer) drainLimited(ctx context.Context, p storage.DuePusher, sem chan struct{}) {
+	gw := gatewayOf(p.URL)
+	gwSem := d.gateway(gw)
+	defer d.release(gw)
+	select {
+	case gwSem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-gwSem }()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-sem }()
+	d.drain(ctx, p.Key)
 }
 
 // drain sends the pusher's due pushes in order until its queue is empty, a push fails

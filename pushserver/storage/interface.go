@@ -67,6 +67,13 @@ type PusherKey struct {
 	PushKey string
 }
 
+// DuePusher is a pusher with pushes due and the URL of its push gateway (empty when the
+// pusher is gone or has none).
+type DuePusher struct {
+	Key PusherKey
+	URL string
+}
+
 // QueuedPush is a push waiting for its pusher: a notification's event, or, with EventID
 // empty, a badge update (counts only).
 type QueuedPush struct {
@@ -136,7 +143,7 @@ type Database interface {
 	// badges, a badge update for every pusher of those users.
 	EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []Notification, badges []string) error
 	// DuePushers are the pushers whose queue head is due at now (Unix ms).
-	DuePushers(ctx context.Context, now int64) ([]PusherKey, error)
+	DuePushers(ctx context.Context, now int64) ([]DuePusher, error)
 	// QueueHead is the pusher's oldest queued push and the pusher, or nils when either is
 	// gone. The head is returned only when due at now.
 	QueueHead(ctx context.Context, key PusherKey, now int64) (*QueuedPush, *StoredPusher, error)

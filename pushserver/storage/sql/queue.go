@@ -149,19 +149,28 @@ func (d *Database) queuedNextTS(ctx context.Context, tx *sql.Tx, userIDs []strin
 }
 
 // DuePushers implements storage.Database.
-func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.PusherKey, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT user_id, app_id, pushkey FROM pushserver_push_queue WHERE next_ts <= $1`, now)
+func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.DuePusher, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT q.user_id, q.app_id, q.pushkey, COALESCE(p.data, '') FROM pushserver_push_queue q
+		LEFT JOIN pushserver_pushers p ON p.user_id = q.user_id AND p.app_id = q.app_id AND p.pushkey = q.pushkey
+		WHERE q.next_ts <= $1`, now)
 	if err != nil {
 		return nil, fmt.Errorf("select due pushers: %w", err)
 	}
 	defer rows.Close() // nolint: errcheck // read-only
-	var out []storage.PusherKey
+	var out []storage.DuePusher
 	for rows.Next() {
-		var k storage.PusherKey
-		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
+		var p storage.DuePusher
+		var data string
+		if err := rows.Scan(&p.Key.UserID, &p.Key.AppID, &p.Key.PushKey, &data); err != nil {
 			return nil, fmt.Errorf("scan due pusher: %w", err)
 		}
-		out = append(out, k)
+		var d struct {
+			URL string `json:"url"`
+		}
+		if json.Unmarshal([]byte(data), &d) == nil {
+			p.URL = d.URL
+		}
+		out = append(out, p)
 	}
 	return out, rows.Err()
 }
