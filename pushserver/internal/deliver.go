@@ -30,6 +30,9 @@ const (
 	maxRespBytes = 64 << 10
 	// maxAcks is how many delivered pushes one transaction removes from the queues.
 	maxAcks = 500
+	// queueBatch is how many pushes of a pusher's queue one read takes (and at most how
+	// many a crash may send twice).
+	queueBatch = 20
 	// eventCacheMax bounds the cache of what a push says about its event.
 	eventCacheMax = 1024
 )
@@ -72,7 +75,7 @@ type Deliverer struct {
 // ack is a delivered push waiting to leave its queue; done receives the outcome.
 type ack struct {
 	seq  int64
-	done chan error
+	done chan<- error
 }
 
 // eventInfo is what pushes say about an event: the event (nil when the roomserver does
@@ -207,63 +210,98 @@ func (d *Deliverer) drainLimited(ctx context.Context, p storage.DuePusher, sem c
 }
 
 // drain sends the pusher's due pushes in order until its queue is empty, a push fails
-// (the queue is postponed) or ctx ends.
+// (the queue is postponed), the gateway rejects the push key or ctx ends. It reads the
+// queue queueBatch pushes at a time, with the pusher and the user's unread count (the
+// badge every push of the batch carries) once per batch, not once per push; the batch's
+// delivered pushes leave the queue in the deliverer's shared transactions, and drain
+// waits for them to commit at the end of the batch, not after each push (a commit
+// waits for the disk: waiting for one per push held every pusher to a few pushes a
+// second). A crash before that commit sends those pushes again, at most a batch.
 func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
+	log := d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID})
 	for ctx.Err() == nil {
-		now := time.Now()
-		head, pusher, err := d.DB.QueueHead(ctx, k, now.UnixMilli())
+		heads, pusher, err := d.DB.QueueHeads(ctx, k, time.Now().UnixMilli(), queueBatch)
 		if err != nil {
-			d.Logger.WithError(err).Warn("loading a pusher's queue failed")
+			log.WithError(err).Warn("loading a pusher's queue failed")
 			return
 		}
-		if head == nil {
+		if len(heads) == 0 {
 			return
 		}
-		rejected, err := d.send(ctx, head, pusher)
-		switch {
-		case err == nil && rejected:
-			d.Metrics.delivered()
-			d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Info("push gateway rejected a push key; pusher removed")
-			err = d.DB.RemovePusher(ctx, k)
-		case err == nil:
-			d.Metrics.delivered()
-			err = d.delivered(ctx, head.Seq)
-		case now.Sub(time.UnixMilli(head.EnqueuedTS)) > giveUpAfter:
-			d.Metrics.failed()
-			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Warn("push dropped after retrying for a day")
-			err = d.delivered(ctx, head.Seq)
-		default:
-			d.Metrics.failed()
-			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID, "attempts": head.Attempts + 1}).
-				Debug("push failed; retrying later")
-			if perr := d.DB.Postpone(ctx, k, head.Seq, now.Add(backoff(head.Attempts+1)).UnixMilli()); perr != nil {
-				d.Logger.WithError(perr).Warn("postponing a pusher's queue failed")
+		unread, err := d.DB.UnreadTotal(ctx, k.UserID)
+		if err != nil {
+			log.WithError(err).Warn("counting a user's unread notifications failed")
+			return
+		}
+		var pending []<-chan error
+		more := true
+		for i := 0; i < len(heads) && more; i++ {
+			var done <-chan error
+			done, more = d.sendHead(ctx, log, &heads[i], pusher, unread)
+			if done != nil {
+				pending = append(pending, done)
 			}
+		}
+		if err := waitAcks(ctx, pending); err != nil {
+			log.WithError(err).Warn("removing delivered pushes from a pusher's queue failed")
 			return
 		}
-		if err != nil {
-			d.Logger.WithError(err).Warn("updating a pusher's queue failed")
+		if !more {
 			return
 		}
 	}
 }
 
-// delivered removes a push from its queue, in a transaction shared with the pushes that
-// other pushers delivered meanwhile (one commit per push was the deliverer's bottleneck
-// on SQLite), and returns once it committed.
-func (d *Deliverer) delivered(ctx context.Context, seq int64) error {
-	done := make(chan error, 1)
-	select {
-	case d.acks <- ack{seq: seq, done: done}:
-	case <-ctx.Done():
-		return ctx.Err()
+// sendHead sends one push of the pusher's queue and records the outcome: done, when not
+// nil, reports the commit of the push's removal from the queue; more false means the
+// queue stops here (postponed after a failure, pusher removed, or ctx ended).
+func (d *Deliverer) sendHead(ctx context.Context, log *logrus.Entry, head *storage.QueuedPush, pusher *storage.StoredPusher, unread int) (done <-chan error, more bool) {
+	now := time.Now()
+	rejected, err := d.send(ctx, head, pusher, unread)
+	switch {
+	case err == nil && rejected:
+		d.Metrics.delivered()
+		log.Info("push gateway rejected a push key; pusher removed")
+		if err := d.DB.RemovePusher(ctx, head.ID); err != nil {
+			log.WithError(err).Warn("removing a rejected pusher failed")
+		}
+		return nil, false
+	case err == nil:
+		d.Metrics.delivered()
+	case now.Sub(time.UnixMilli(head.EnqueuedTS)) > giveUpAfter:
+		d.Metrics.failed()
+		log.WithError(err).Warn("push dropped after retrying for a day")
+	default:
+		d.Metrics.failed()
+		log.WithError(err).WithField("attempts", head.Attempts+1).Debug("push failed; retrying later")
+		if perr := d.DB.Postpone(ctx, head.ID, head.Seq, now.Add(backoff(head.Attempts+1)).UnixMilli()); perr != nil {
+			log.WithError(perr).Warn("postponing a pusher's queue failed")
+		}
+		return nil, false
 	}
+	ch := make(chan error, 1)
 	select {
-	case err := <-done:
-		return err
+	case d.acks <- ack{seq: head.Seq, done: ch}:
+		return ch, true
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, false
 	}
+}
+
+// waitAcks waits until the removals of pending have committed, and returns the first
+// error.
+func waitAcks(ctx context.Context, pending []<-chan error) error {
+	for _, done := range pending {
+		select {
+		case err := <-done:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // commitAcks removes delivered pushes from the queues until ctx ends: each transaction
@@ -347,11 +385,7 @@ type notifyDevice struct {
 // buildNotification is the notify body for head: the event's fields for the "full"
 // format, only its ID, room, priority and counts for "event_id_only", counts alone for a
 // badge update.
-func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher) (*notification, error) {
-	unread, err := d.DB.UnreadTotal(ctx, p.UserID)
-	if err != nil {
-		return nil, err
-	}
+func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher, unread int) (*notification, error) {
 	data := map[string]json.RawMessage{}
 	if json.Unmarshal(p.Data, &data) != nil {
 		data = map[string]json.RawMessage{}
@@ -503,9 +537,9 @@ func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 }
 
 // send posts head to the pusher's gateway; rejected reports that the gateway rejected
-// the push key.
-func (d *Deliverer) send(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher) (rejected bool, err error) {
-	n, err := d.buildNotification(ctx, head, p)
+// the push key. unread is the badge, the user's unread notifications.
+func (d *Deliverer) send(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher, unread int) (rejected bool, err error) {
+	n, err := d.buildNotification(ctx, head, p, unread)
 	if err != nil {
 		return false, err
 	}

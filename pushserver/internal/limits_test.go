@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -171,5 +172,123 @@ func TestSlowGatewayHoldsOnlyItsShare(t *testing.T) {
 		if _, _, maxIn := slow.state(); maxIn > 2 {
 			t.Fatalf("slow gateway: %d requests at once, limit 2", maxIn)
 		}
+	})
+}
+
+// countingDB is the real storage, counting the unread-count reads the deliverer makes;
+// while gate is open (not closed), removing delivered pushes waits.
+type countingDB struct {
+	storage.Database
+	mu     sync.Mutex
+	unread int
+	gate   chan struct{}
+}
+
+func (c *countingDB) Delivered(ctx context.Context, seqs []int64) error {
+	if c.gate != nil {
+		select {
+		case <-c.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return c.Database.Delivered(ctx, seqs)
+}
+
+func (c *countingDB) UnreadTotal(ctx context.Context, userID string) (int, error) {
+	c.mu.Lock()
+	c.unread++
+	c.mu.Unlock()
+	return c.Database.UnreadTotal(ctx, userID)
+}
+
+// TestQueueReadInBatches: five badge updates queued for one pusher before the deliverer
+// starts arrive, read from the queue in one batch, with the user's unread
+// count read once for them all (it was read once per push).
+func TestQueueReadInBatches(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		store, err := pushsql.Open(context.Background(), db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw := &testGateway{}
+		addPushers(t, store, startGateway(t, gw), "@a:test")
+		for range 5 {
+			queueBadges(t, db, store, "@a:test")
+		}
+		counting := &countingDB{Database: store}
+		startDeliverer(t, counting, Limits{Total: 4, PerGateway: 2})
+		waitFor(t, "five pushes", func() bool { got, _, _ := gw.state(); return len(got) == 5 })
+		var depth int
+		waitFor(t, "an empty queue", func() bool {
+			depth, err = store.QueueDepth(context.Background())
+			return err == nil && depth == 0
+		})
+		counting.mu.Lock()
+		defer counting.mu.Unlock()
+		if counting.unread != 1 {
+			t.Fatalf("unread count read %d times for one batch of five pushes", counting.unread)
+		}
+	})
+}
+
+// TestRejectedPushKeyRemovesPusher: a gateway that lists @a's push key in rejected gets
+// one push for it of the three queued: the pusher and the rest of its queue are deleted,
+// while @b's pusher at the same gateway gets its push and stays.
+func TestRejectedPushKeyRemovesPusher(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		store, err := pushsql.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw := &testGateway{reject: []string{"key-@a:test"}}
+		addPushers(t, store, startGateway(t, gw), "@a:test", "@b:test")
+		for range 3 {
+			queueBadges(t, db, store, "@a:test")
+		}
+		queueBadges(t, db, store, "@b:test")
+		startDeliverer(t, store, Limits{Total: 4, PerGateway: 2})
+		waitFor(t, "@a's pusher removed, @b's push and an empty queue", func() bool {
+			pa, err1 := store.Pushers(ctx, "@a:test")
+			depth, err2 := store.QueueDepth(ctx)
+			got, _, _ := gw.state()
+			return err1 == nil && err2 == nil && len(pa) == 0 && depth == 0 && slices.Contains(got, "key-@b:test")
+		})
+		got, _, _ := gw.state()
+		if n := len(slices.DeleteFunc(got, func(k string) bool { return k != "key-@a:test" })); n != 1 {
+			t.Fatalf("the rejected push key got %d pushes, want 1", n)
+		}
+		pb, err := store.Pushers(ctx, "@b:test")
+		if err != nil || len(pb) != 1 {
+			t.Fatalf("@b's pushers %v, %v", pb, err)
+		}
+	})
+}
+
+// TestSendsDoNotWaitForEachCommit: while removing delivered pushes from the queue is held
+// up (a slow commit), all five badge updates queued for one pusher still reach the
+// gateway; once the commit goes through, the queue is empty. (Each push used to wait for
+// its removal's commit before the next was sent.)
+func TestSendsDoNotWaitForEachCommit(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		store, err := pushsql.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw := &testGateway{}
+		addPushers(t, store, startGateway(t, gw), "@a:test")
+		for range 5 {
+			queueBadges(t, db, store, "@a:test")
+		}
+		gated := &countingDB{Database: store, gate: make(chan struct{})}
+		startDeliverer(t, gated, Limits{Total: 4, PerGateway: 2})
+		waitFor(t, "five pushes while the commit is held", func() bool { got, _, _ := gw.state(); return len(got) == 5 })
+		close(gated.gate)
+		waitFor(t, "an empty queue", func() bool {
+			depth, err := store.QueueDepth(ctx)
+			return err == nil && depth == 0
+		})
 	})
 }
