@@ -32,6 +32,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -478,7 +479,9 @@ func (e *env) clientRoomserver() clientRoomserver {
 func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
-		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices}
+		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices,
+		IdentityServers: identity.New(identity.Options{Deny: e.outbound, SkipVerify: e.cfg.FederationAPI.DisableTLSValidation,
+			ServerName: e.serverName, KeyID: e.keyID, Key: e.key})}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}

@@ -146,4 +146,14 @@ CREATE TABLE IF NOT EXISTS userapi_output_seqs (
 	last_seq {bigint} NOT NULL,
 	PRIMARY KEY (topic, partition_id)
 );
+`}, {Version: 8, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_threepids (
+	medium TEXT NOT NULL,
+	address TEXT NOT NULL,
+	localpart TEXT NOT NULL,
+	id_server TEXT NOT NULL DEFAULT '',
+	added_ts {bigint} NOT NULL,
+	PRIMARY KEY (medium, address)
+);
+CREATE INDEX IF NOT EXISTS userapi_threepids_localpart ON userapi_threepids (localpart);
 `}}
