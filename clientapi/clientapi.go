@@ -64,7 +64,7 @@ func New(d Deps) *ClientAPI {
 		d.AppServices = &config.AppServiceAPI{}
 	}
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation,
-		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries}
+		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries, IdentityServers: d.IdentityServers}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile, AppServices: d.AppServices,
 		OpenID: openid.New(d.PrivateKey), Federation: d.Federation, IdentityServers: d.IdentityServers}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}

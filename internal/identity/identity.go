@@ -10,12 +10,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -189,4 +192,151 @@ func (c *Client) Unbind(ctx context.Context, server, mxid string, tp ThreePID) e
 		return ErrNotBound
 	}
 	return err
+}
+
+// Lookup returns the Matrix user ID the identity server has bound tp to, "" when none
+// (GET /hash_details, then POST /lookup with the sha256 algorithm, else none).
+func (c *Client) Lookup(ctx context.Context, server, accessToken string, tp ThreePID) (string, error) {
+	var details struct {
+		Pepper     string   `json:"lookup_pepper"`
+		Algorithms []string `json:"algorithms"`
+	}
+	if err := c.call(ctx, http.MethodGet, server, "/_matrix/identity/v2/hash_details", bearer(accessToken), nil, &details); err != nil {
+		return "", err
+	}
+	var algorithm, address string
+	switch {
+	case contains(details.Algorithms, "sha256"):
+		sum := sha256.Sum256([]byte(tp.Address + " " + tp.Medium + " " + details.Pepper))
+		algorithm, address = "sha256", base64.RawURLEncoding.EncodeToString(sum[:])
+	case contains(details.Algorithms, "none"):
+		algorithm, address = "none", tp.Address+" "+tp.Medium
+	default:
+		return "", fmt.Errorf("identity server %s: no lookup algorithm this server knows", server)
+	}
+	var out struct {
+		Mappings map[string]string `json:"mappings"`
+	}
+	body := map[string]any{"algorithm": algorithm, "pepper": details.Pepper, "addresses": []string{address}}
+	if err := c.call(ctx, http.MethodPost, server, "/_matrix/identity/v2/lookup", bearer(accessToken), body, &out); err != nil {
+		return "", err
+	}
+	return out.Mappings[address], nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// PublicKey is one of an identity server's keys with the URL that says whether it is
+// still valid (the spec's PublicKey in m.room.third_party_invite).
+type PublicKey struct {
+	PublicKey      string `json:"public_key"`
+	KeyValidityURL string `json:"key_validity_url"`
+}
+
+// StoredInvite is the identity server's answer to store-invite.
+type StoredInvite struct {
+	Token       string      `json:"token"`
+	DisplayName string      `json:"display_name"`
+	PublicKey   string      `json:"public_key"`
+	PublicKeys  []PublicKey `json:"public_keys"`
+}
+
+// InviteRequest is what store-invite is told about an invite.
+type InviteRequest struct {
+	ThreePID
+	RoomID string `json:"room_id"`
+	Sender string `json:"sender"`
+}
+
+// StoreInvite asks the identity server to keep an invite of tp until the address is bound
+// (POST /_matrix/identity/v2/store-invite).
+func (c *Client) StoreInvite(ctx context.Context, server, accessToken string, inv InviteRequest) (*StoredInvite, error) {
+	var out StoredInvite
+	if err := c.call(ctx, http.MethodPost, server, "/_matrix/identity/v2/store-invite", bearer(accessToken), inv, &out); err != nil {
+		return nil, err
+	}
+	if out.Token == "" || (out.PublicKey == "" && len(out.PublicKeys) == 0) {
+		return nil, fmt.Errorf("identity server %s: store-invite answer has no token or key", server)
+	}
+	return &out, nil
+}
+
+// keyValid asks a key validity URL (from an m.room.third_party_invite) whether publicKey is
+// still valid.
+func (c *Client) keyValid(ctx context.Context, validityURL, publicKey string) (bool, error) {
+	u, err := url.Parse(validityURL)
+	if err != nil || u.Scheme != "https" || !ValidServerName(u.Host) {
+		return false, fmt.Errorf("key validity URL %q: not an https URL", validityURL)
+	}
+	var out struct {
+		Valid bool `json:"valid"`
+	}
+	err = c.call(ctx, http.MethodGet, u.Host, u.EscapedPath()+"?public_key="+url.QueryEscape(publicKey), nil, nil, &out)
+	return out.Valid, err
+}
+
+// ErrInviteNotSigned is returned by CheckInviteSigned when no key of the invite signed the
+// block, or the identity server no longer considers the key that did valid.
+var ErrInviteNotSigned = errors.New("the third-party invite's signed block is not signed by a valid key of the invite")
+
+// CheckInviteSigned checks an identity server's signed block (mxid, token, signatures) of a
+// third-party invite: one of the m.room.third_party_invite's keys must have signed it (all
+// of it: the signature covers every key of the block), and the identity server must still
+// consider that key valid (its key_validity_url; an identity server that cannot be asked
+// fails the check, as the key may have been revoked).
+func (c *Client) CheckInviteSigned(ctx context.Context, signed json.RawMessage, keys []PublicKey) error {
+	var block struct {
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if err := json.Unmarshal(signed, &block); err != nil {
+		return ErrInviteNotSigned
+	}
+	for _, k := range keys {
+		var pub spec.Base64Bytes
+		if pub.Decode(k.PublicKey) != nil || len(pub) != ed25519.PublicKeySize {
+			continue
+		}
+		for domain, sigs := range block.Signatures {
+			for keyID := range sigs {
+				if !strings.HasPrefix(keyID, "ed25519:") ||
+					gomatrixserverlib.VerifyJSON(domain, gomatrixserverlib.KeyID(keyID), ed25519.PublicKey(pub), signed) != nil {
+					continue
+				}
+				valid, err := c.keyValid(ctx, k.KeyValidityURL, k.PublicKey)
+				if err != nil {
+					return fmt.Errorf("ask whether the invite's key is valid: %w", err)
+				}
+				if !valid {
+					return ErrInviteNotSigned
+				}
+				return nil
+			}
+		}
+	}
+	return ErrInviteNotSigned
+}
+
+// InviteKeys are the keys of an m.room.third_party_invite's content: public_key with
+// key_validity_url, and public_keys.
+func InviteKeys(content []byte) []PublicKey {
+	var c struct {
+		PublicKey      string      `json:"public_key"`
+		KeyValidityURL string      `json:"key_validity_url"`
+		PublicKeys     []PublicKey `json:"public_keys"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return nil
+	}
+	keys := c.PublicKeys
+	if c.PublicKey != "" {
+		keys = append([]PublicKey{{PublicKey: c.PublicKey, KeyValidityURL: c.KeyValidityURL}}, keys...)
+	}
+	return keys
 }
