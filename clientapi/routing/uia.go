@@ -158,12 +158,15 @@ func (a *Accounts) ChangePassword(r *http.Request, dev *uapi.Device) (httputil.R
 }
 
 // DeactivateAccount is POST /account/deactivate, behind the password: the account loses
-// its password and devices for good, and its 3PIDs are unbound from the identity servers
-// they were bound on through this server (or from id_server when the body names one) and
-// forgotten, before the account goes.
+// its password and devices for good, and with erase its events are served redacted from
+// then on to the users and servers who could not see them when they were sent (see
+// docs/auth.md). Its 3PIDs are unbound from the identity servers they were bound on through
+// this server (or from id_server when the body names one) and forgotten, before the account
+// goes.
 func (a *Accounts) DeactivateAccount(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	var body struct {
 		Auth     json.RawMessage `json:"auth"`
+		Erase    bool            `json:"erase"`
 		IDServer string          `json:"id_server"`
 	}
 	if err := decodeOptional(r, &body); err != nil {
@@ -179,7 +182,7 @@ func (a *Accounts) DeactivateAccount(r *http.Request, dev *uapi.Device) (httputi
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	_, err = a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID)})
+	_, err = a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID), Erase: body.Erase})
 	if err != nil {
 		return httputil.Response{}, err
 	}

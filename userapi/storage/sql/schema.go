@@ -147,6 +147,11 @@ CREATE TABLE IF NOT EXISTS userapi_output_seqs (
 	PRIMARY KEY (topic, partition_id)
 );
 `}, {Version: 8, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_erased_accounts (
+	localpart TEXT NOT NULL PRIMARY KEY,
+	erased_ts {bigint} NOT NULL
+);
+`}, {Version: 9, SQL: `
 CREATE TABLE IF NOT EXISTS userapi_threepids (
 	medium TEXT NOT NULL,
 	address TEXT NOT NULL,
