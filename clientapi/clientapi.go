@@ -17,6 +17,7 @@ import (
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/openid"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
@@ -44,6 +45,9 @@ type Deps struct {
 	AppServices *config.AppServiceAPI
 	// AppServiceQueries is the appservice component's API (nil: no queries to services).
 	AppServiceQueries asapi.QueryAPI
+	// IdentityServers is the client of the identity servers clients name (3PID binding,
+	// third-party invites); nil refuses those requests.
+	IdentityServers *identity.Client
 }
 
 // ClientAPI is the client API's route table.
@@ -60,9 +64,9 @@ func New(d Deps) *ClientAPI {
 		d.AppServices = &config.AppServiceAPI{}
 	}
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation,
-		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries}
+		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries, IdentityServers: d.IdentityServers}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile, AppServices: d.AppServices,
-		OpenID: openid.New(d.PrivateKey), Federation: d.Federation}
+		OpenID: openid.New(d.PrivateKey), Federation: d.Federation, IdentityServers: d.IdentityServers}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}
 	return &ClientAPI{accounts: accounts, rooms: rooms, ephemeral: ephemeral, keys: &routing.Keys{ServerName: string(d.ServerName), UserAPI: d.UserAPI, Accounts: accounts, Federation: d.Federation}}
 }

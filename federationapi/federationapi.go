@@ -25,6 +25,7 @@ import (
 	fsapi "github.com/matrix-org/dendrite/federationsender/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/openid"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
@@ -58,6 +59,9 @@ type Deps struct {
 	// Sender, when set, is told of servers that sent us requests (they are up).
 	Sender fsapi.SenderAPI
 	Logger *logrus.Entry
+	// IdentityServers checks third-party invites' signatures with their identity servers
+	// (nil: third-party invites are refused).
+	IdentityServers *identity.Client
 	// Registerer takes the component's metrics.
 	Registerer prometheus.Registerer
 	// Now is the clock (time.Now when nil); tests move it.
@@ -103,15 +107,16 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 	inbound := &internal.Inbound{ServerName: d.ServerName, Roomserver: d.Roomserver, Verifier: keys.Ring(), Client: d.Federation, Logger: logger}
 	membership := &internal.Membership{
 		ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, Client: d.Federation, KeyRing: api.NewKeyRing(keys),
-		Inbound: inbound, Logger: logger,
+		Inbound: inbound, Logger: logger, IdentityServers: d.IdentityServers,
 	}
 	rt := &routing.Routing{
 		ServerName: d.ServerName, Keys: keys, Verifier: keys.Ring(), Users: d.Users, Metrics: metrics, Now: d.Now,
 		Inbound: inbound, Rooms: d.Roomserver, Directory: d.Roomserver, DB: db,
 		EDUs: &internal.EDUs{ServerName: d.ServerName, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, DeviceLists: d.DeviceLists, Rooms: d.Roomserver,
 			Logger: logger, Now: now},
-		Alive:  &internal.Alive{Sender: d.Sender, Logger: logger},
-		OpenID: openid.New(d.PrivateKey),
+		Alive:      &internal.Alive{Sender: d.Sender, Logger: logger},
+		OpenID:     openid.New(d.PrivateKey),
+		Membership: membership,
 	}
 	if rl := d.Cfg.RateLimiting; rl.Enabled {
 		rt.Limiter = httputil.NewRateLimiter(rl.PerSecond, rl.Burst, rl.ExemptServers)

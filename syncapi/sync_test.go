@@ -30,8 +30,13 @@ func TestSyncLifecycle(t *testing.T) {
 		h.member(roomID, alice, bob, spec.Invite)
 		res := h.syncUntil(bob, first.NextBatch, func(r *types.SyncResponse) bool { return r.Rooms.Invite[roomID] != nil })
 		var stripped []string
+		inviterState := false
 		for _, e := range res.Rooms.Invite[roomID].InviteState.Events {
 			stripped = append(stripped, e.Type)
+			inviterState = inviterState || e.Type == spec.MRoomMember && e.StateKey == alice
+		}
+		if !inviterState {
+			t.Fatalf("invite_state lacks the inviter's m.room.member: %+v", res.Rooms.Invite[roomID].InviteState.Events)
 		}
 		for _, want := range []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, spec.MRoomMember} {
 			if !slices.Contains(stripped, want) {

@@ -13,6 +13,7 @@ import (
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/openid"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
@@ -44,6 +45,9 @@ type Accounts struct {
 	// Federation asks other servers for their users' profiles (nil: remote profiles are
 	// not found).
 	Federation fapi.ClientFederationAPI
+	// IdentityServers binds and unbinds users' 3PIDs on identity servers (nil: 3PID
+	// binding is refused, unbinding reports no-support).
+	IdentityServers *identity.Client
 
 	once   sync.Once
 	nonces *nonceStore
@@ -140,7 +144,9 @@ func (a *Accounts) Routes() []httputil.Route {
 		{Name: "deactivate", Method: post, Path: "/account/deactivate", Handler: auth(a.DeactivateAccount)},
 		{Name: "whois", Method: get, Path: "/admin/whois/{userID}", Handler: auth(a.WhoIs)},
 	}
-	out := clientPaths(routes)
+	threePIDs := a.threePIDRoutes(auth)
+	routes = append(routes, threePIDs...)
+	out := append(clientPaths(routes), unstableThreePIDRoutes(threePIDs)...)
 	return append(out,
 		httputil.Route{Name: "versions", Method: get, Path: "/_matrix/client/versions", Handler: a.Versions},
 		httputil.Route{Name: "sharedSecretNonce", Method: get, Path: "/_synapse/admin/v1/register", Handler: a.SharedSecretNonce},

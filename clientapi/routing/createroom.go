@@ -129,8 +129,17 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	if err := req.validate(); err != nil {
 		return httputil.Response{}, err
 	}
-	if len(req.Invite3PID) > 0 {
-		return httputil.Response{}, errNoIdentityServer
+	for _, raw := range req.Invite3PID {
+		var inv threePIDInvite
+		if err := json.Unmarshal(raw, &inv); err != nil {
+			return httputil.Response{}, matrixerr.BadJSON("invite_3pid entries must be objects")
+		}
+		if err := inv.validate(); err != nil {
+			return httputil.Response{}, err
+		}
+		if rm.IdentityServers == nil {
+			return httputil.Response{}, errNoIdentityServer
+		}
 	}
 	alias, err := req.alias(rm.ServerName)
 	if err != nil {
@@ -173,6 +182,9 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 		}
 	}
 	if err = rm.inviteRemotes(r, roomID, dev.UserID, &req); err != nil {
+		return httputil.Response{}, err
+	}
+	if err = rm.invite3PIDs(r, roomID, dev.UserID, &req); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil

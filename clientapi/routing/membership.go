@@ -67,21 +67,21 @@ func (c memberContent) MarshalJSON() ([]byte, error) {
 	return json.Marshal(out)
 }
 
-// targetBody is the body of invite, kick, ban and unban. IDServer, Medium and Address
-// are the third-party form of invite, which this server refuses.
+// targetBody is the body of invite, kick, ban and unban. IDServer, IDAccessToken, Medium
+// and Address are the third-party form of invite.
 type targetBody struct {
-	UserID   string `json:"user_id"`
-	Reason   string `json:"reason,omitempty"`
-	IDServer string `json:"id_server,omitempty"`
-	Medium   string `json:"medium,omitempty"`
-	Address  string `json:"address,omitempty"`
+	UserID        string `json:"user_id"`
+	Reason        string `json:"reason,omitempty"`
+	IDServer      string `json:"id_server,omitempty"`
+	IDAccessToken string `json:"id_access_token,omitempty"`
+	Medium        string `json:"medium,omitempty"`
+	Address       string `json:"address,omitempty"`
 }
 
 // errNoIdentityServer answers a third-party invite (POST /invite with id_server, medium and
-// address, createRoom's invite_3pid): this server trusts no identity server, so it cannot
-// look the address up nor make an m.room.third_party_invite. Refused before anything is
-// created, rather than ignored.
-var errNoIdentityServer = matrixerr.ServerNotTrusted("third-party invites are not supported: this server trusts no identity server")
+// address, createRoom's invite_3pid) when this server has no identity server client.
+// Refused before anything is created, rather than ignored.
+var errNoIdentityServer = matrixerr.ServerNotTrusted("third-party invites are not supported: this server talks to no identity server")
 
 // profileContent fills display name and avatar of a local user into a member event.
 func (rm *Rooms) profileContent(ctx context.Context, userID string, c *memberContent) error {
@@ -254,6 +254,14 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 	}
 	if m.Membership == spec.Join {
 		return httputil.OK(map[string]string{"room_id": roomID}), nil
+	}
+	if _, ok := body.Extra["third_party_signed"]; ok && m.Membership != spec.Invite {
+		if err = rm.exchangeThirdPartyInvite(ctx, roomID, body.Extra["third_party_signed"]); err != nil {
+			return httputil.Response{}, err
+		}
+		if m, err = rm.membership(ctx, roomID, dev.UserID); err != nil {
+			return httputil.Response{}, err
+		}
 	}
 	via, err := rm.restrictedJoinAuthoriser(ctx, roomID, dev.UserID, m.Membership)
 	if errors.Is(err, errRemoteAuthoriser) {
@@ -578,7 +586,14 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 		return httputil.Response{}, err
 	}
 	if membership == spec.Invite && body.UserID == "" && (body.IDServer != "" || body.Medium != "" || body.Address != "") {
-		return httputil.Response{}, errNoIdentityServer
+		if err = rm.requireJoined(r.Context(), roomID, dev.UserID); err != nil {
+			return httputil.Response{}, err
+		}
+		mxid, err := rm.invite3PID(r, roomID, dev.UserID, threePIDInvite{IDServer: body.IDServer, IDAccessToken: body.IDAccessToken, Medium: body.Medium, Address: body.Address})
+		if err != nil || mxid == "" {
+			return httputil.OK(struct{}{}), err
+		}
+		body.UserID = mxid
 	}
 	if _, err = spec.NewUserID(body.UserID, true); err != nil {
 		return httputil.Response{}, matrixerr.InvalidParam("user_id must be a valid user ID")
@@ -609,21 +624,29 @@ func (rm *Rooms) targetAction(r *http.Request, dev *uapi.Device, membership stri
 		}
 		membership = spec.Leave
 	}
-	if membership == spec.Invite && !rm.isLocalUser(body.UserID) {
-		if err = rm.inviteRemote(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: spec.Invite, Reason: body.Reason}); err != nil {
+	if membership == spec.Invite {
+		if err = rm.inviteUser(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: spec.Invite, Reason: body.Reason}); err != nil {
 			return httputil.Response{}, err
 		}
 		return httputil.OK(struct{}{}), nil
-	}
-	if membership == spec.Invite {
-		if err = rm.askAppServiceForUser(r.Context(), body.UserID); err != nil {
-			return httputil.Response{}, err
-		}
 	}
 	if _, err = rm.setMembership(r.Context(), roomID, dev.UserID, body.UserID, memberContent{Membership: membership, Reason: body.Reason}); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
+}
+
+// inviteUser sends sender's invite of invitee: through the invitee's server for another
+// server's user, after asking the application services about a local one.
+func (rm *Rooms) inviteUser(ctx context.Context, roomID, sender, invitee string, c memberContent) error {
+	if !rm.isLocalUser(invitee) {
+		return rm.inviteRemote(ctx, roomID, sender, invitee, c)
+	}
+	if err := rm.askAppServiceForUser(ctx, invitee); err != nil {
+		return err
+	}
+	_, err := rm.setMembership(ctx, roomID, sender, invitee, c)
+	return err
 }
 
 // isLocalUser reports whether userID is a valid user ID of this server.

@@ -18,6 +18,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/clientevent"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
@@ -44,6 +45,8 @@ type Rooms struct {
 	// AppServiceQueries asks the services about users and aliases of their namespaces that
 	// do not exist yet (nil: never).
 	AppServiceQueries asapi.QueryAPI
+	// IdentityServers looks up and stores third-party invites (nil: they are refused).
+	IdentityServers *identity.Client
 
 	joinedOnce sync.Once
 	joined     *joinedCache

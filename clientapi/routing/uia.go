@@ -7,6 +7,7 @@ import (
 	"net/http"
 
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -159,24 +160,33 @@ func (a *Accounts) ChangePassword(r *http.Request, dev *uapi.Device) (httputil.R
 // DeactivateAccount is POST /account/deactivate, behind the password: the account loses
 // its password and devices for good, and with erase its events are served redacted from
 // then on to the users and servers who could not see them when they were sent (see
-// docs/auth.md). This server keeps no third-party identifiers, so it unbinds nothing from
-// identity servers (id_server_unbind_result no-support).
+// docs/auth.md). Its 3PIDs are unbound from the identity servers they were bound on through
+// this server (or from id_server when the body names one) and forgotten, before the account
+// goes.
 func (a *Accounts) DeactivateAccount(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	var body struct {
-		Auth  json.RawMessage `json:"auth"`
-		Erase bool            `json:"erase"`
+		Auth     json.RawMessage `json:"auth"`
+		Erase    bool            `json:"erase"`
+		IDServer string          `json:"id_server"`
 	}
 	if err := decodeOptional(r, &body); err != nil {
 		return httputil.Response{}, err
 	}
+	if body.IDServer != "" && !identity.ValidServerName(body.IDServer) {
+		return httputil.Response{}, matrixerr.InvalidParam("id_server is not a server name")
+	}
 	if challenge, err := a.requirePassword(r, dev, body.Auth); challenge != nil || err != nil {
 		return deref(challenge), err
 	}
-	_, err := a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID), Erase: body.Erase})
+	result, err := a.unbindAll(r, dev.UserID, body.IDServer)
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	return httputil.OK(map[string]string{"id_server_unbind_result": "no-support"}), nil
+	_, err = a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID), Erase: body.Erase})
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"id_server_unbind_result": result}), nil
 }
 
 func deref(r *httputil.Response) httputil.Response {

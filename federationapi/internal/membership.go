@@ -19,6 +19,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/federationapi/api"
+	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -42,6 +43,9 @@ type Membership struct {
 	// Inbound parses, checks and writes events to the roomserver.
 	Inbound *Inbound
 	Logger  *logrus.Entry
+	// IdentityServers checks the identity servers' signatures of third-party invites and
+	// whether their keys are still valid (nil: third-party invites are refused).
+	IdentityServers *identity.Client
 
 	// profiles are recent answers of QueryRemoteProfile.
 	profiles profileCache

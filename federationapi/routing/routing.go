@@ -48,6 +48,8 @@ type Routing struct {
 	Limiter *httputil.RateLimiter
 	// OpenID checks the tokens of /openid/userinfo, which the clientapi issued.
 	OpenID *openid.Tokens
+	// Membership exchanges third-party invites into m.room.member invites.
+	Membership *internal.Membership
 }
 
 // Routes are every federation and key endpoint.
@@ -65,6 +67,8 @@ func (rt *Routing) Routes() []httputil.Route {
 		{Name: "federation_query_directory", Method: http.MethodGet, Path: "/_matrix/federation/v1/query/directory", Handler: rt.Authenticated(rt.QueryDirectory)},
 		{Name: "federation_public_rooms", Method: http.MethodGet, Path: "/_matrix/federation/v1/publicRooms", Handler: rt.Authenticated(rt.PublicRooms)},
 		{Name: "federation_public_rooms", Method: http.MethodPost, Path: "/_matrix/federation/v1/publicRooms", Handler: rt.Authenticated(rt.PublicRoomsFiltered)},
+		{Name: "federation_3pid_onbind", Method: http.MethodPost, Path: "/_matrix/federation/v1/3pid/onbind", Handler: rt.OnBind},
+		{Name: "federation_exchange_third_party_invite", Method: http.MethodPut, Path: "/_matrix/federation/v1/exchange_third_party_invite/{roomID}", Handler: rt.Authenticated(rt.ExchangeThirdPartyInvite)},
 		{Name: "federation_send", Method: http.MethodPut, Path: "/_matrix/federation/v1/send/{txnID}", Handler: rt.Authenticated(rt.Send)},
 		{Name: "federation_event", Method: http.MethodGet, Path: "/_matrix/federation/v1/event/{eventID}", Handler: rt.Authenticated(rt.GetEvent)},
 		{Name: "federation_state", Method: http.MethodGet, Path: "/_matrix/federation/v1/state/{roomID}", Handler: rt.Authenticated(rt.State)},

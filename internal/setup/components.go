@@ -32,6 +32,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/fedclient"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	"github.com/matrix-org/dendrite/internal/identity"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -340,8 +341,8 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 	d := federationapi.Deps{
 		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
-		Roomserver: e.clientRoomserver(),
-		EDU:        e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
+		Roomserver: e.clientRoomserver(), IdentityServers: e.identityServers(),
+		EDU: e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
 		DeviceLists: &uapi.DeviceListProducer{Log: e.log, Topic: e.topic(uapi.TopicInputDeviceListUpdate)},
 	}
 	if e.cfg.FederationAPI.ReceivePresence {
@@ -475,10 +476,18 @@ func (e *env) clientRoomserver() clientRoomserver {
 			Timeout: time.Duration(e.cfg.RoomServer.InputWaitTimeout)}}
 }
 
+// identityServers is a client of identity servers (3PIDs, third-party invites): through
+// global.deny_networks, certificates unchecked only with federation_api.disable_tls_validation.
+func (e *env) identityServers() *identity.Client {
+	return identity.New(identity.Options{Deny: e.outbound, SkipVerify: e.cfg.FederationAPI.DisableTLSValidation,
+		ServerName: e.serverName, KeyID: e.keyID, Key: e.key})
+}
+
 func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
-		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices}
+		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices,
+		IdentityServers: e.identityServers()}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}

@@ -190,10 +190,6 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 	return out, nil
 }
 
-// invitedRoom is an invite with its stripped state and the invite event itself. An invite
-// from another server to a room this server is not in carries the room's stripped state in
-// its unsigned invite_room_state (the only state known here); entries the current state
-// lacks come from there.
 // inviter is the sender of userID's membership event in a room's current state.
 func inviter(userID string, current []storage.StateEvent) string {
 	for _, st := range current {
@@ -209,13 +205,20 @@ func inviter(userID string, current []storage.StateEvent) string {
 	return ""
 }
 
+// invitedRoom is an invite with its stripped state: the room's stripped state events, the
+// inviter's m.room.member (which the spec recommends, and clients show) and the invite
+// event itself. An invite from another server to a room this server is not in carries the
+// room's stripped state in its unsigned invite_room_state (the only state known here);
+// entries the current state lacks come from there.
 func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom {
 	r := &types.InvitedRoom{InviteState: types.InviteState{Events: []clientevent.StrippedEvent{}}}
 	have := map[[2]string]bool{}
 	var fromInvite []clientevent.StrippedEvent
+	sender := inviter(userID, current)
 	for _, st := range current {
 		isInvite := st.Type == spec.MRoomMember && st.StateKey == userID
-		if !isInvite && (st.StateKey != "" || !slices.Contains(strippedTypes, st.Type)) {
+		isInviter := st.Type == spec.MRoomMember && sender != "" && st.StateKey == sender
+		if !isInvite && !isInviter && (st.StateKey != "" || !slices.Contains(strippedTypes, st.Type)) {
 			continue
 		}
 		c, err := clientevent.New(st.EventID, st.JSON)

@@ -329,6 +329,8 @@ type ClientUserAPI interface {
 	QueryAccount(ctx context.Context, req *QueryAccountRequest) (*QueryAccountResponse, error)
 	PerformAccountDeactivation(ctx context.Context, req *PerformAccountDeactivationRequest) (*PerformAccountDeactivationResponse, error)
 	QueryAccountByPassword(ctx context.Context, req *QueryAccountByPasswordRequest) (*QueryAccountByPasswordResponse, error)
+	PerformThreePID(ctx context.Context, req *PerformThreePIDRequest) (*PerformThreePIDResponse, error)
+	QueryThreePIDs(ctx context.Context, req *QueryThreePIDsRequest) (*QueryThreePIDsResponse, error)
 	PerformPasswordUpdate(ctx context.Context, req *PerformPasswordUpdateRequest) (*PerformPasswordUpdateResponse, error)
 	PerformDeviceCreation(ctx context.Context, req *PerformDeviceCreationRequest) (*PerformDeviceCreationResponse, error)
 	PerformDeviceDeletion(ctx context.Context, req *PerformDeviceDeletionRequest) (*PerformDeviceDeletionResponse, error)

@@ -28,6 +28,8 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformAccountDeactivation)
 	ihttp.Serve(s, a.QueryErasedUsers)
 	ihttp.Serve(s, a.QueryAccountByPassword)
+	ihttp.Serve(s, a.PerformThreePID)
+	ihttp.Serve(s, a.QueryThreePIDs)
 	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
 	ihttp.Serve(s, a.PerformDeviceDeletion)
@@ -243,4 +245,14 @@ func (c *Client) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysRe
 // QueryOutputRecords implements api.ReplayAPI.
 func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
 	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
+}
+
+// PerformThreePID implements api.ClientUserAPI.
+func (c *Client) PerformThreePID(ctx context.Context, req *api.PerformThreePIDRequest) (*api.PerformThreePIDResponse, error) {
+	return ihttp.Call[api.PerformThreePIDResponse](ctx, c.c, req)
+}
+
+// QueryThreePIDs implements api.ClientUserAPI.
+func (c *Client) QueryThreePIDs(ctx context.Context, req *api.QueryThreePIDsRequest) (*api.QueryThreePIDsResponse, error) {
+	return ihttp.Call[api.QueryThreePIDsResponse](ctx, c.c, req)
 }

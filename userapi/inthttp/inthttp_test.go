@@ -196,6 +196,17 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	same(c, "good", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "pw"})
 	same(c, "wrong", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "alice", Password: "no"})
 
+	email := api.ThreePID{Medium: "email", Address: "alice@example.org", IDServer: "id.example.org", AddedAt: 1234}
+	ok(c, r.PerformThreePID, &api.PerformThreePIDRequest{UserID: alice, ThreePID: email})
+	same(c, "no medium", d.PerformThreePID, r.PerformThreePID, &api.PerformThreePIDRequest{UserID: alice, ThreePID: api.ThreePID{Address: "a"}})
+	if tps := same(c, "one", d.QueryThreePIDs, r.QueryThreePIDs, &api.QueryThreePIDsRequest{UserID: alice}); len(tps.ThreePIDs) != 1 || tps.ThreePIDs[0] != email {
+		t.Fatalf("3pids %+v", tps)
+	}
+	ok(c, r.PerformThreePID, &api.PerformThreePIDRequest{UserID: alice, ThreePID: email, Delete: true})
+	if tps := same(c, "none", d.QueryThreePIDs, r.QueryThreePIDs, &api.QueryThreePIDsRequest{UserID: alice}); len(tps.ThreePIDs) != 0 {
+		t.Fatalf("3pids after delete %+v", tps)
+	}
+
 	name, devID := "phone", "PHONE"
 	dev := ok(c, r.PerformDeviceCreation, &api.PerformDeviceCreationRequest{Localpart: "alice", DeviceID: &devID, DisplayName: &name, IP: "127.0.0.1"})
 	if dev.Device.DeviceID != devID || !strings.HasPrefix(dev.AccessToken, "syt_") {

@@ -55,6 +55,15 @@ type AccountData struct {
 	Content []byte
 }
 
+// ThreePID is a third-party identifier (an email address, a phone number) of a local
+// account, with the identity server it was bound on through this server ("" when none).
+type ThreePID struct {
+	Medium   string
+	Address  string
+	IDServer string
+	AddedTS  int64
+}
+
 // Output is a record announcing a change, stored in the outbox in the transaction that
 // stores the change, and numbered there: Seq is dense from 1 per (Topic, Partition).
 type Output struct {
@@ -148,6 +157,13 @@ type Database interface {
 	// AccountData returns the account's data: global and every room's when roomID is "",
 	// else only that room's; only of dataType when it is set.
 	AccountData(ctx context.Context, localpart, roomID, dataType string) ([]AccountData, error)
+	// PutThreePID records that the 3PID belongs to the account, replacing what was
+	// recorded for the same medium and address (of any account).
+	PutThreePID(ctx context.Context, localpart string, tp *ThreePID) error
+	// DeleteThreePID forgets the account's 3PID; unknown ones are ignored.
+	DeleteThreePID(ctx context.Context, localpart, medium, address string) error
+	// ThreePIDs lists the account's 3PIDs ordered by medium and address.
+	ThreePIDs(ctx context.Context, localpart string) ([]ThreePID, error)
 	// PutFilter stores a filter and returns its ID; storing the same filter text for the
 	// same account again returns the same ID.
 	PutFilter(ctx context.Context, localpart string, filter []byte) (string, error)

@@ -151,4 +151,14 @@ CREATE TABLE IF NOT EXISTS userapi_erased_accounts (
 	localpart TEXT NOT NULL PRIMARY KEY,
 	erased_ts {bigint} NOT NULL
 );
+`}, {Version: 9, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_threepids (
+	medium TEXT NOT NULL,
+	address TEXT NOT NULL,
+	localpart TEXT NOT NULL,
+	id_server TEXT NOT NULL DEFAULT '',
+	added_ts {bigint} NOT NULL,
+	PRIMARY KEY (medium, address)
+);
+CREATE INDEX IF NOT EXISTS userapi_threepids_localpart ON userapi_threepids (localpart);
 `}}
