@@ -69,6 +69,10 @@ type Deps struct {
 // histories take.
 const membershipCacheShare = 0.125
 
+// lazyMembersCacheShare is the share of the process's cache budget the record of the
+// members each device was sent by lazy-loading syncs takes.
+const lazyMembersCacheShare = 0.03125
+
 // SyncAPI is a running sync API.
 type SyncAPI struct {
 	roomEvents *consumer.RoomEvents
@@ -119,7 +123,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if d.Backfill != nil {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
 	}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys, internal.NewLazyMembers(d.CacheBudget.Share(lazyMembersCacheShare), d.Registerer)), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}

@@ -25,12 +25,15 @@ type Syncer struct {
 	keys     uapi.SyncKeyAPI
 	// activity orders sliding sync's room lists.
 	activity *storage.ActivityIndex
+	// lazy remembers the members lazy-loading syncs sent to each device.
+	lazy *LazyMembers
 }
 
 // NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
-// history, keys nil when /sync reports no key counts.
-func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI) *Syncer {
-	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys}
+// history, keys nil when /sync reports no key counts, lazy nil when lazy-loading syncs
+// send redundant members every time.
+func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI, lazy *LazyMembers) *Syncer {
+	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys, lazy: lazy}
 }
 
 // SyncRequest is a parsed GET /sync.
@@ -269,6 +272,7 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 // batched query, and writes the rooms into res.
 func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, res *types.SyncResponse) error {
 	tf := &req.Filter.Room.Timeline
+	lazy := tf.LazyLoadMembers || req.Filter.Room.State.LazyLoadMembers
 	limit := req.Filter.TimelineLimit()
 	var needState []string
 	for _, p := range plans {
@@ -282,7 +286,7 @@ func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, 
 			}
 			p.page, p.limited = pg, pg.more
 		}
-		if p.kind == spec.Invite || p.kind == spec.Knock || p.full || p.limited || tf.LazyLoadMembers {
+		if p.kind == spec.Invite || p.kind == spec.Knock || p.full || p.limited || lazy {
 			needState = append(needState, p.roomID)
 		}
 	}
