@@ -10,6 +10,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
+	"github.com/matrix-org/dendrite/internal/test/roomtest"
 	"github.com/matrix-org/dendrite/syncapi/types"
 )
 
@@ -113,3 +114,32 @@ func TestLazyLoadedMembersAcrossSyncs(t *testing.T) {
 	})
 }
 
+// TestJoinAndLeaveInOneBatchGivesFullState: a user who joins and leaves a room between two
+// syncs gets the room in the leave section with its state, which the client never had
+// (sytest 31sync/06state.pl "When user joins and leaves a room in the same batch, the full
+// state is still included in the next sync").
+func TestJoinAndLeaveInOneBatchGivesFullState(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob := h.user("alice"), h.user("bob")
+		roomID := h.newRoom(alice, roomtest.Proto(alice, "a.madeup.test.state", roomtest.StateKey(""), map[string]int{"my_key": 1}))
+		h.member(roomID, alice, bob, spec.Invite)
+		h.waitConsumed()
+		const filter = `{"room":{"timeline":{"types":[]},"state":{"types":["a.madeup.test.state"]},"include_leave":true}}`
+		res := h.sync(bob, "filter", filter)
+		if res.Rooms.Invite[roomID] == nil {
+			t.Fatal("no invite")
+		}
+		h.member(roomID, bob, bob, spec.Join)
+		h.member(roomID, bob, bob, spec.Leave)
+		h.waitConsumed()
+		res = h.sync(bob, "filter", filter, "since", res.NextBatch)
+		lr := res.Rooms.Leave[roomID]
+		if lr == nil {
+			t.Fatal("the room is not in the leave section")
+		}
+		if len(lr.State.Events) != 1 || lr.State.Events[0].Type != "a.madeup.test.state" {
+			t.Fatalf("leave state %+v", lr.State.Events)
+		}
+	})
+}

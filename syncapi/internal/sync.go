@@ -247,7 +247,10 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 			if initial && !req.Filter.Room.IncludeLeave || !initial && now.Position <= since {
 				continue
 			}
-			p.kind, p.upTo, p.full = spec.Leave, now.Position, initial
+			// A room the user joined and left since the last sync comes with its full
+			// state: the client never had it.
+			p.kind, p.upTo = spec.Leave, now.Position
+			p.full = initial || h.at(since) != spec.Join && h.joinedIn(since, now.Position)
 		default:
 			continue
 		}
