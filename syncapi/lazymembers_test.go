@@ -70,8 +70,12 @@ func TestLazyLoadedMembersAcrossSyncs(t *testing.T) {
 
 		h.send(roomID, carol, "c0")
 		h.waitConsumed()
-		res = h.sync(alice, "filter", lazy, "since", res.NextBatch)
+		initial := res.NextBatch
+		res = h.sync(alice, "filter", lazy, "since", initial)
 		wantMembers(t, "carol speaks", stateMembers(t, res, roomID), carol+"=join")
+		// A client that never got that response syncs from its token again: carol's
+		// membership is not assumed known.
+		wantMembers(t, "retried sync", stateMembers(t, h.sync(alice, "filter", lazy, "since", initial), roomID), carol+"=join")
 
 		h.send(roomID, bob, "b3")
 		h.send(roomID, carol, "c1")

@@ -154,8 +154,8 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 	rf := &req.Filter.Room
 	lazy := rf.Timeline.LazyLoadMembers || rf.State.LazyLoadMembers
 	var known map[string]string
-	if lazy && !p.full && !rf.Timeline.IncludeRedundantMembers && !rf.State.IncludeRedundantMembers {
-		known = s.lazy.known(req.UserID, req.DeviceID, p.roomID)
+	if lazy && !p.full && req.Since != nil && !rf.Timeline.IncludeRedundantMembers && !rf.State.IncludeRedundantMembers {
+		known = s.lazy.known(req.UserID, req.DeviceID, p.roomID, req.Since.Position)
 	}
 	inTimeline := make(map[string]bool, len(timeline))
 	senders := map[string]bool{}
@@ -204,7 +204,7 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 				sent[*e.StateKey] = e.EventID
 			}
 		}
-		s.lazy.record(req.UserID, req.DeviceID, p.roomID, sent, p.full)
+		s.lazy.record(req.UserID, req.DeviceID, p.roomID, sent, p.upTo, p.full)
 	}
 	return out, nil
 }
