@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/dendrite/pushserver/storage"
 	pushsql "github.com/matrix-org/dendrite/pushserver/storage/sql"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // TestReaderReplayIsIdempotent consumes messages, then consumes them all again from
@@ -104,5 +105,108 @@ func TestReaderReplayIsIdempotent(t *testing.T) {
 		}
 		produce(1, 20)
 		run(4 * 3)
+	})
+}
+
+// TestReaderSkipsMembersIgnoringTheSender: a member whose m.ignored_user_list holds the
+// sender gets no notification for the sender's events, and gets them again once the list
+// no longer holds the sender (sytest 49ignore.pl "Ignore user in existing room": the room
+// must not come back in /sync for its notification count).
+func TestReaderSkipsMembersIgnoringTheSender(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		logDB, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "log.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = logDB.Close() }) // nothing to do about a failed close in cleanup
+		log, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = log.Close() }) // as above
+		const server = "ignore.test"
+		roomID := "!ignore:" + server
+		sender, ignorer, other := "@sender:"+server, "@ignorer:"+server, "@other:"+server
+		store, err := pushsql.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members := []storage.Member{{UserID: sender, Membership: "join"}, {UserID: ignorer, Membership: "join"}, {UserID: other, Membership: "join"}}
+		if err = db.WithTx(ctx, func(tx *sql.Tx) error { return store.AddRoom(ctx, tx, roomID, members, nil) }); err != nil {
+			t.Fatal(err)
+		}
+		remote := &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: server, Version: "10", RoomID: roomID}
+		depth := int64(10)
+		send := func(from string) {
+			t.Helper()
+			depth++
+			ev := remote.Event(from, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": "hi"}, depth, nil, nil)
+			value, err := json.Marshal(rsapi.OutputRoomEvent{Type: rsapi.OutputTypeNewRoomEvent, NewRoomEvent: &rsapi.OutputNewRoomEvent{Event: rsapi.Event{PDU: ev}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err = log.Produce(ctx, "out", eventlog.Message{Key: []byte(roomID), Value: value}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ignore := func(users map[string]any) {
+			t.Helper()
+			content, _ := json.Marshal(map[string]any{"ignored_users": users}) // test content always encodes
+			value, _ := json.Marshal(uapi.OutputClientData{Type: uapi.OutputClientDataTypeAccountData,
+				AccountData: &uapi.AccountDataChange{UserID: ignorer, Type: "m.ignored_user_list", Content: content}})
+			if _, err := log.Produce(ctx, "clientdata", eventlog.Message{Key: []byte(ignorer), Value: value}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		topics := pushserver.Topics{RoomEvents: "out", ClientData: "clientdata", Receipts: "receipts", KeyChanges: "keys", Notifications: "counts"}
+		logger := logrus.New()
+		logger.SetOutput(io.Discard)
+		s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &config.PushServer{}, ServerName: server, DB: db, Log: log, Topics: topics,
+			Logger: logrus.NewEntry(logger)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		// notified waits until user has want notifications (other's count is the marker
+		// that the events before it were processed).
+		notified := func(user string, want int) int {
+			t.Helper()
+			var n int
+			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications WHERE user_id = $1", user).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n == want {
+					break
+				}
+			}
+			return n
+		}
+		ignore(map[string]any{sender: map[string]any{}})
+		send(sender)
+		send(other)
+		if n := notified(sender, 1); n != 1 {
+			t.Fatalf("marker: sender has %d notifications", n)
+		}
+		if n := notified(ignorer, 1); n != 1 {
+			t.Fatalf("ignorer has %d notifications, want only the one of the other member", n)
+		}
+		if n := notified(other, 1); n != 1 {
+			t.Fatalf("other member has %d notifications", n)
+		}
+		ignore(map[string]any{})
+		send(sender)
+		if n := notified(ignorer, 2); n != 2 {
+			t.Fatalf("after unignoring, ignorer has %d notifications", n)
+		}
 	})
 }

@@ -73,6 +73,10 @@ type Deps struct {
 // histories take.
 const membershipCacheShare = 0.125
 
+// lazyMembersCacheShare is the share of the process's cache budget the record of the
+// members each device was sent by lazy-loading syncs takes.
+const lazyMembersCacheShare = 0.03125
+
 // SyncAPI is a running sync API.
 type SyncAPI struct {
 	roomEvents *consumer.RoomEvents
@@ -127,7 +131,8 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if d.Erasure != nil {
 		er = &internal.Erasure{API: d.Erasure, ServerName: d.ServerName}
 	}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys, er), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	lazy := internal.NewLazyMembers(d.CacheBudget.Share(lazyMembersCacheShare), d.Registerer)
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys, er, lazy), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}

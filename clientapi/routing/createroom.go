@@ -309,10 +309,6 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 			return nil, err
 		}
 	}
-	joinRule, guestAccess := spec.Invite, guestAccessCanJoin
-	if req.Preset == presetPublicChat {
-		joinRule, guestAccess = spec.Public, "forbidden"
-	}
 	initial := map[string]bool{}
 	for _, s := range req.InitialState {
 		initial[s.Type+"\x00"+s.StateKey] = true
@@ -321,9 +317,15 @@ func (rm *Rooms) initialEvents(ctx context.Context, sender string, req *createRo
 		evType  string
 		content any
 	}{
-		{spec.MRoomJoinRules, map[string]string{"join_rule": joinRule}},
+		{spec.MRoomJoinRules, map[string]string{"join_rule": spec.Invite}},
 		{spec.MRoomHistoryVisibility, map[string]string{"history_visibility": "shared"}},
-		{mRoomGuestAccess, map[string]string{"guest_access": guestAccess}},
+		{mRoomGuestAccess, map[string]string{"guest_access": guestAccessCanJoin}},
+	}
+	if req.Preset == presetPublicChat {
+		// The public_chat preset forbids guests, which a room without m.room.guest_access
+		// does already (spec m.room.guest_access): no event is sent for it, as Synapse does.
+		defaults[0].content = map[string]string{"join_rule": spec.Public}
+		defaults = defaults[:2]
 	}
 	for _, d := range defaults {
 		if initial[d.evType+"\x00"] {

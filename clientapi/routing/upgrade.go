@@ -209,8 +209,15 @@ func (rm *Rooms) upgradeEvents(ctx context.Context, sender string, old *upgradeS
 		return nil, err
 	}
 	add(spec.MRoomPowerLevels, "", raw)
+	guests := false
 	for _, e := range old.copied {
 		add(e.Type(), *e.StateKey(), e.Content())
+		guests = guests || e.Type() == mRoomGuestAccess && *e.StateKey() == ""
+	}
+	if !guests {
+		// The old room forbids guests by having no m.room.guest_access; the new room
+		// states it, as clients (and sytest's upgrade tests) expect the event there.
+		add(mRoomGuestAccess, "", []byte(`{"guest_access":"forbidden"}`))
 	}
 	for _, u := range old.banned {
 		add(spec.MRoomMember, u, []byte(`{"membership":"ban"}`))

@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/matrix-org/gomatrixserverlib/spec"
+
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
@@ -66,6 +68,41 @@ func (f *filterShape) limits() []*int64 {
 	return out
 }
 
+// badIDs reports which of the filter's room and user ID lists holds something that is not
+// a room ID or a user ID ("" when all are well formed).
+func (f *filterShape) badIDs() string {
+	var rooms, users [][]string
+	for _, ef := range []*eventFilter{f.Presence, f.AccountData} {
+		if ef != nil {
+			users = append(users, ef.Senders, ef.NotSenders)
+		}
+	}
+	if f.Room != nil {
+		rooms = append(rooms, f.Room.Rooms, f.Room.NotRooms)
+		for _, rf := range []*roomEventFilter{f.Room.AccountData, f.Room.Ephemeral, f.Room.State, f.Room.Timeline} {
+			if rf != nil {
+				rooms = append(rooms, rf.Rooms, rf.NotRooms)
+				users = append(users, rf.Senders, rf.NotSenders)
+			}
+		}
+	}
+	for _, list := range rooms {
+		for _, id := range list {
+			if _, err := spec.NewRoomID(id); err != nil {
+				return "rooms and not_rooms must hold room IDs"
+			}
+		}
+	}
+	for _, list := range users {
+		for _, id := range list {
+			if _, err := spec.NewUserID(id, true); err != nil {
+				return "senders and not_senders must hold user IDs"
+			}
+		}
+	}
+	return ""
+}
+
 // PutFilter is POST /user/{userId}/filter.
 func (a *Accounts) PutFilter(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	userID, err := userIDVar(r, dev)
@@ -84,6 +121,9 @@ func (a *Accounts) PutFilter(r *http.Request, dev *uapi.Device) (httputil.Respon
 	case "", "client", "federation":
 	default:
 		return httputil.Response{}, matrixerr.BadJSON("event_format must be client or federation")
+	}
+	if msg := shape.badIDs(); msg != "" {
+		return httputil.Response{}, matrixerr.BadJSON(msg)
 	}
 	for _, l := range shape.limits() {
 		if l != nil && *l < 0 {

@@ -112,6 +112,12 @@ func TestFilters(t *testing.T) {
 		}
 		e.want("POST", base, tok, `{"room": {"timeline": {"limit": 9223372036854775807}}}`, 200, "")
 		e.want("POST", base, tok, `[]`, 400, "M_BAD_JSON")
+		// Room and sender lists hold room and user IDs (sytest "Check creating invalid filters returns 4xx").
+		for _, bad := range []string{`{"room": {"timeline": {"rooms": ["not_a_room_id"]}}}`, `{"room": {"not_rooms": ["x"]}}`,
+			`{"room": {"state": {"senders": ["not_a_sender_id"]}}}`, `{"presence": {"not_senders": ["@"]}}`} {
+			e.want("POST", base, tok, bad, 400, "M_BAD_JSON")
+		}
+		e.want("POST", base, tok, `{"room": {"rooms": ["!r:x"], "timeline": {"senders": ["@a:x"], "not_rooms": ["!s:x"]}}}`, 200, "")
 		e.want("POST", base, tok, `{`, 400, "M_NOT_JSON")
 	})
 }

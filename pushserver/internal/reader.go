@@ -225,8 +225,9 @@ func stateOf(state []gomatrixserverlib.PDU) (members []storage.Member, powerLeve
 	return members, powerLevels
 }
 
-// evaluate runs the push rules of every local joined member but the sender against ev,
-// with the room's state before ev, and returns the notifications.
+// evaluate runs the push rules of every local joined member but the sender and those who
+// ignore the sender against ev, with the room's state before ev, and returns the
+// notifications.
 func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.PDU, pos int64) ([]storage.Notification, error) {
 	roomID := ev.RoomID().String()
 	st, err := r.DB.RoomState(ctx, tx, roomID)
@@ -249,6 +250,15 @@ func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.
 	ids := make([]string, len(local))
 	for i, m := range local {
 		ids[i] = m.UserID
+	}
+	// Members who ignore the sender are not notified of the sender's events.
+	ignoring, err := r.DB.IgnoredBy(ctx, tx, sender, ids)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	if len(ignoring) > 0 {
+		local = slices.DeleteFunc(local, func(m storage.Member) bool { return ignoring[m.UserID] })
+		ids = slices.DeleteFunc(ids, func(id string) bool { return ignoring[id] })
 	}
 	stored, err := r.DB.PushRules(ctx, tx, ids)
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -63,8 +65,13 @@ func (c *RuleCache) Get(userID string, stored json.RawMessage, logger *logrus.En
 	return rs
 }
 
+// ignoredUserListType is the account data type that lists the users a user ignores.
+const ignoredUserListType = "m.ignored_user_list"
+
 // ClientData is the Handle of the OutputClientData consumer: it keeps every user's
-// m.push_rules content. Replays store the same content again.
+// m.push_rules content and the users of their m.ignored_user_list, whose events notify
+// them of nothing (spec "Ignoring Users": the client no longer receives their events).
+// Replays store the same content again.
 type ClientData struct {
 	DB     storage.Database
 	Logger *logrus.Entry
@@ -78,14 +85,35 @@ func (c *ClientData) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 			return fmt.Errorf("decode client data: %w", err)
 		}
 		ad := out.AccountData
-		if out.Type != uapi.OutputClientDataTypeAccountData || ad == nil || ad.Type != pushrules.AccountDataType || ad.RoomID != "" {
+		if out.Type != uapi.OutputClientDataTypeAccountData || ad == nil || ad.RoomID != "" {
 			continue
 		}
-		if err := c.DB.SetPushRules(ctx, tx, ad.UserID, ad.Content); err != nil {
+		var err error
+		switch ad.Type {
+		case pushrules.AccountDataType:
+			err = c.DB.SetPushRules(ctx, tx, ad.UserID, ad.Content)
+		case ignoredUserListType:
+			err = c.DB.SetIgnoredUsers(ctx, tx, ad.UserID, ignoredUsers(ad.Content))
+		default:
+			continue
+		}
+		if err != nil {
 			return eventlog.Retry(err)
 		}
 	}
 	return nil
+}
+
+// ignoredUsers are the user IDs of m.ignored_user_list content, sorted; content without
+// the event's shape ignores nobody.
+func ignoredUsers(content json.RawMessage) []string {
+	var c struct {
+		IgnoredUsers map[string]json.RawMessage `json:"ignored_users"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(c.IgnoredUsers))
 }
 
 // powerLevels is what push rules need of a room's power levels.

@@ -121,6 +121,10 @@ type Database interface {
 	SetPushRules(ctx context.Context, tx *sql.Tx, userID string, content json.RawMessage) error
 	// PushRules returns the stored m.push_rules content of those of userIDs that have one.
 	PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) (map[string]json.RawMessage, error)
+	// SetIgnoredUsers replaces the users userID ignores (their m.ignored_user_list).
+	SetIgnoredUsers(ctx context.Context, tx *sql.Tx, userID string, ignored []string) error
+	// IgnoredBy returns those of userIDs who ignore sender.
+	IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, userIDs []string) (map[string]bool, error)
 	// AddNotifications records notifications; one already recorded for the same user
 	// and event is left alone.
 	AddNotifications(ctx context.Context, tx *sql.Tx, ns []Notification) error

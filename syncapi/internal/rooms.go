@@ -145,11 +145,18 @@ func hasNonEmpty(raw []byte, evType string) bool {
 }
 
 // selectState picks from the state at the timeline's start what the response carries: all
-// of it for a full sync, what changed since the last sync for a limited one, and with lazy
-// loading only the members who sent timeline events (and the user, in a full sync). Events
-// in the timeline are not repeated.
+// of it for a full sync, what changed since the last sync for a limited one. With lazy
+// loading, membership is given for the senders of timeline events (and the user, in a full
+// sync) on top of the membership changes of a limited sync's gap, less what this device was
+// sent already, unless the filter asks for redundant members. Events in the timeline are
+// not repeated.
 func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeline []storage.Event) ([]clientevent.Event, error) {
-	lazy := req.Filter.Room.Timeline.LazyLoadMembers || req.Filter.Room.State.LazyLoadMembers
+	rf := &req.Filter.Room
+	lazy := rf.Timeline.LazyLoadMembers || rf.State.LazyLoadMembers
+	var known map[string]string
+	if lazy && !p.full && req.Since != nil && !rf.Timeline.IncludeRedundantMembers && !rf.State.IncludeRedundantMembers {
+		known = s.lazy.known(req.UserID, req.DeviceID, p.roomID, req.Since.Position)
+	}
 	inTimeline := make(map[string]bool, len(timeline))
 	senders := map[string]bool{}
 	for _, e := range timeline {
@@ -163,18 +170,19 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 	for k, e := range st {
 		include := p.full || p.limited && e.position > p.after
 		if lazy && k.evType == spec.MRoomMember {
-			include = senders[k.stateKey]
+			include = (senders[k.stateKey] || !p.full && include) && known[k.stateKey] != e.eventID
 		}
 		if include && !inTimeline[e.eventID] {
 			picked = append(picked, e)
 		}
 	}
 	sort.Slice(picked, func(i, j int) bool { return picked[i].position < picked[j].position })
-	sf := &req.Filter.Room.State
+	sf := &rf.State
 	if !sf.AllowsRoom(p.roomID) {
-		return []clientevent.Event{}, nil
+		picked = nil
 	}
 	out := make([]clientevent.Event, 0, len(picked))
+	sent := map[string]string{}
 	for _, e := range picked {
 		c, err := clientevent.New(e.eventID, e.json)
 		if err != nil {
@@ -185,7 +193,18 @@ func (s *Syncer) selectState(req *SyncRequest, p *roomPlan, st roomState, timeli
 				c.UseFederationFormat(e.json)
 			}
 			out = append(out, c)
+			if e.evType == spec.MRoomMember {
+				sent[e.stateKey] = e.eventID
+			}
 		}
+	}
+	if lazy {
+		for _, e := range timeline {
+			if e.Type == spec.MRoomMember && e.StateKey != nil {
+				sent[*e.StateKey] = e.EventID
+			}
+		}
+		s.lazy.record(req.UserID, req.DeviceID, p.roomID, sent, p.upTo, p.full)
 	}
 	return out, nil
 }

@@ -26,13 +26,16 @@ type Syncer struct {
 	// activity orders sliding sync's room lists.
 	activity *storage.ActivityIndex
 	erasure  *Erasure
+	// lazy remembers the members lazy-loading syncs sent to each device.
+	lazy *LazyMembers
 }
 
 // NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
 // history, keys nil when /sync reports no key counts, er nil when no account's events are
-// served redacted for its erasure.
-func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI, er *Erasure) *Syncer {
-	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys, erasure: er}
+// served redacted for its erasure, lazy nil when lazy-loading syncs send redundant members
+// every time.
+func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI, er *Erasure, lazy *LazyMembers) *Syncer {
+	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys, erasure: er, lazy: lazy}
 }
 
 // SyncRequest is a parsed GET /sync.
@@ -246,7 +249,10 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 			if initial && !req.Filter.Room.IncludeLeave || !initial && now.Position <= since {
 				continue
 			}
-			p.kind, p.upTo, p.full = spec.Leave, now.Position, initial
+			// A room the user joined and left since the last sync comes with its full
+			// state: the client never had it.
+			p.kind, p.upTo = spec.Leave, now.Position
+			p.full = initial || h.at(since) != spec.Join && h.joinedIn(since, now.Position)
 		default:
 			continue
 		}
@@ -271,6 +277,7 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 // batched query, and writes the rooms into res.
 func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, res *types.SyncResponse) error {
 	tf := &req.Filter.Room.Timeline
+	lazy := tf.LazyLoadMembers || req.Filter.Room.State.LazyLoadMembers
 	limit := req.Filter.TimelineLimit()
 	var needState []string
 	for _, p := range plans {
@@ -284,7 +291,7 @@ func (s *Syncer) fill(ctx context.Context, req *SyncRequest, plans []*roomPlan, 
 			}
 			p.page, p.limited = pg, pg.more
 		}
-		if p.kind == spec.Invite || p.kind == spec.Knock || p.full || p.limited || tf.LazyLoadMembers {
+		if p.kind == spec.Invite || p.kind == spec.Knock || p.full || p.limited || lazy {
 			needState = append(needState, p.roomID)
 		}
 	}

@@ -28,6 +28,16 @@ func (h memberHistory) at(pos int64) string {
 	return h[i-1].Membership
 }
 
+// joinedIn reports whether the user joined in (after, upTo].
+func (h memberHistory) joinedIn(after, upTo int64) bool {
+	for _, c := range h {
+		if c.Position > after && c.Position <= upTo && c.Membership == spec.Join {
+			return true
+		}
+	}
+	return false
+}
+
 // latest is the last membership change, or a zero change when there was none.
 func (h memberHistory) latest() storage.MemberChange {
 	if len(h) == 0 {

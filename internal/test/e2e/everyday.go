@@ -629,6 +629,11 @@ func Upgrades(t *testing.T, baseURL string) {
 	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateRoomName, "", &name); err != nil || name["name"] != "Old" {
 		t.Fatalf("name in the new room %v %v", name, err)
 	}
+	// The old room (public_chat) has no m.room.guest_access; the new one states its default.
+	var guests map[string]any
+	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateGuestAccess, "", &guests); err != nil || guests["guest_access"] != "forbidden" {
+		t.Fatalf("guest access in the new room %v %v", guests, err)
+	}
 	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateMember, "@spammer:"+server, &banned); err != nil || banned["membership"] != "ban" {
 		t.Fatalf("ban in the new room %v %v", banned, err)
 	}

@@ -38,6 +38,10 @@ func Guests(t *testing.T, baseURL string) {
 	if err != nil {
 		t.Fatalf("create room: %v", err)
 	}
+	// The public_chat preset forbids guests with no m.room.guest_access event, whose absence
+	// means forbidden (spec m.room.guest_access), as Synapse creates such rooms.
+	var access map[string]any
+	WantErrCode(t, alice.StateEvent(ctx, room.RoomID, event.StateGuestAccess, "", &access), http.StatusNotFound, "M_NOT_FOUND")
 	_, err = guest.JoinRoomByID(ctx, room.RoomID)
 	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
 	_, err = guest.State(ctx, room.RoomID)

@@ -192,6 +192,50 @@ func (d *Database) PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) 
 	return out, rows.Err()
 }
 
+// ignoredSchema holds each local user's m.ignored_user_list, one row per ignored user.
+const ignoredSchema = `
+CREATE TABLE IF NOT EXISTS pushserver_ignored_users (
+	user_id TEXT NOT NULL,
+	ignored_user_id TEXT NOT NULL,
+	PRIMARY KEY (ignored_user_id, user_id)
+);
+`
+
+// SetIgnoredUsers implements storage.Database.
+func (d *Database) SetIgnoredUsers(ctx context.Context, tx *sql.Tx, userID string, ignored []string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM pushserver_ignored_users WHERE user_id = $1`, userID); err != nil {
+		return fmt.Errorf("delete ignored users: %w", err)
+	}
+	for _, other := range ignored {
+		_, err := tx.ExecContext(ctx, `INSERT INTO pushserver_ignored_users (user_id, ignored_user_id) VALUES ($1, $2)
+			ON CONFLICT DO NOTHING`, userID, other)
+		if err != nil {
+			return fmt.Errorf("store ignored user: %w", err)
+		}
+	}
+	return nil
+}
+
+// IgnoredBy implements storage.Database.
+func (d *Database) IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, userIDs []string) (map[string]bool, error) {
+	q, args := d.db.Dialect.InList(`SELECT user_id FROM pushserver_ignored_users WHERE ignored_user_id = $1 AND user_id IN ({ids})`,
+		"{ids}", []any{sender}, userIDs)
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select ignoring users: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	out := map[string]bool{}
+	for rows.Next() {
+		var userID string
+		if err := rows.Scan(&userID); err != nil {
+			return nil, fmt.Errorf("scan ignoring user: %w", err)
+		}
+		out[userID] = true
+	}
+	return out, rows.Err()
+}
+
 // Notifications implements storage.Database.
 func (d *Database) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]storage.Notification, error) {
 	query := `SELECT id, room_id, event_id, thread_id, actions, highlight, pos, ts, is_read FROM pushserver_notifications
