@@ -53,8 +53,8 @@ type Deps struct {
 	BackfillLimit int
 	// Keys, when set, gives /sync the device's one-time key counts (the userapi).
 	Keys uapi.SyncKeyAPI
-	// UserReplay, when set, gives back the OutputClientData records a wiped log lost
-	// (the userapi's outbox; uapi.OutputSequence).
+	// UserReplay, when set, gives back the OutputClientData and OutputKeyChangeEvent records
+	// a wiped log lost (the userapi's outbox; uapi.OutputSequence).
 	UserReplay   uapi.ReplayAPI
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
@@ -126,7 +126,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	var keyChanges *consumer.KeyChanges
 	if d.KeyChangeTopic != "" {
-		keyChanges = consumer.NewKeyChanges(shared, d.KeyChangeTopic)
+		keyChanges = consumer.NewKeyChanges(shared, d.KeyChangeTopic, d.UserReplay)
 	}
 	return &SyncAPI{
 		keyChanges: keyChanges,
