@@ -59,6 +59,9 @@ type Deps struct {
 	// UserReplay, if set, gives back the OutputKeyChangeEvent records a wiped log lost
 	// (uapi.OutputSequence).
 	UserReplay uapi.ReplayAPI
+	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
+	// (eduapi.OutputSequence).
+	EDUReplay eduapi.ReplayAPI
 	// Client sends the transactions (internal/fedclient, signing as ServerName).
 	Client internal.Client
 	// RequestTimeout bounds each transaction (30s when 0).
@@ -122,6 +125,8 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 			cons.Sequenced = rsapi.OutputSequence(d.Rooms)
 		case c.topic == d.Topics.KeyChanges && d.UserReplay != nil:
 			cons.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
+		case c.topic == d.Topics.ToDevice && d.EDUReplay != nil:
+			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
 		}
 		f.consumers = append(f.consumers, cons)
 	}

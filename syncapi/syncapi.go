@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
@@ -55,7 +56,10 @@ type Deps struct {
 	Keys uapi.SyncKeyAPI
 	// UserReplay, when set, gives back the OutputClientData and OutputKeyChangeEvent records
 	// a wiped log lost (the userapi's outbox; uapi.OutputSequence).
-	UserReplay   uapi.ReplayAPI
+	UserReplay uapi.ReplayAPI
+	// EDUReplay, when set, gives back the OutputSendToDeviceEvent records a wiped log lost
+	// (the eduserver's outbox; eduapi.OutputSequence).
+	EDUReplay    eduapi.ReplayAPI
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
 	Logger       *logrus.Entry
@@ -132,7 +136,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		keyChanges: keyChanges,
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
-		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
+		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName, d.EDUReplay),
 		handlers:   handlers, db: db, logger: logger,
 	}, nil
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
@@ -80,6 +82,64 @@ func TestMonolithKeyChangeSurvivesWipedLog(t *testing.T) {
 	if !slices.Contains(kc.Changed, alice.UserID) {
 		t.Fatalf("/keys/changes after the wipe: %+v", kc)
 	}
+}
+
+// TestMonolithToDeviceSurvivesWipedLog: a to-device message the eduserver took (stored in
+// its outbox with the request's transaction ID) but the sync API had not applied yet (its
+// database held locked) survives the loss of the log: the sync API's guard catches up
+// from the eduserver's QueryOutputRecords, so the recipient's /sync delivers it.
+func TestMonolithToDeviceSurvivesWipedLog(t *testing.T) {
+	dataDir := t.TempDir()
+	s := startServer(t, e2e.WriteConfig(t, dataDir))
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	alice, bob := e2e.Register(t, s.URL(), "wipedtodevice"), e2e.Register(t, s.URL(), "wipedtodevicebob")
+	send := func(body string) {
+		t.Helper()
+		_, err := alice.SendToDevice(ctx, event.NewEventType("org.example.wiped"), &mautrix.ReqSendToDevice{Messages: map[id.UserID]map[id.DeviceID]*event.Content{
+			bob.UserID: {bob.DeviceID: {Raw: map[string]any{"body": body}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := &e2e.Poller{C: bob}
+	received := func(body string) func(*mautrix.RespSync) bool {
+		return func(res *mautrix.RespSync) bool {
+			for _, ev := range res.ToDevice.Events {
+				if b, _ := ev.Content.Raw["body"].(string); b == body && ev.Sender == alice.UserID {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	// A first message the sync API applies: its offset in bob's partition is then past 0,
+	// so the deleted log is one it had read.
+	send("first")
+	p.Until(t, 30*time.Second, "the first to-device message", received("first"))
+	lostWithLog(ctx, t, s, dataDir, func() {
+		send("second")
+		waitOutbox(ctx, t, dataDir, 2)
+	})
+	p.Until(t, 60*time.Second, "the to-device message after the wipe", received("second"))
+}
+
+// waitOutbox polls the eduserver's database until its outbox holds n records.
+func waitOutbox(ctx context.Context, t *testing.T, dataDir string, n int) {
+	t.Helper()
+	db, err := sqlutil.Open("file:" + filepath.Join(dataDir, "eduserver.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // nolint: errcheck // read only
+	for ctx.Err() == nil {
+		var count int
+		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM eduserver_outbox").Scan(&count); err == nil && count >= n {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the eduserver never stored %d to-device messages: %v", n, err)
 }
 
 // loginDevice logs a new device of the account name (registered by e2e.Register) in.
