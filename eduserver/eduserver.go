@@ -46,6 +46,7 @@ type Deps struct {
 type EDUServer struct {
 	typing   *internal.Typing
 	toDevice *eventlog.Consumer
+	outbox   *internal.Outbox
 	db       *sql.Database
 	logger   *logrus.Entry
 }
@@ -61,18 +62,28 @@ func New(ctx context.Context, d Deps) (*EDUServer, error) {
 	if err != nil {
 		return nil, err
 	}
+	outbox := internal.NewOutbox(db, d.Log, d.Topics.OutputSendToDevice, d.Logger)
+	toDevice.Applied = func(int32, int64) { outbox.Wake() }
 	return &EDUServer{
+		outbox: outbox,
 		typing: &internal.Typing{Log: d.Log, InputTopic: d.Topics.InputTyping, OutputTopic: d.Topics.OutputTyping,
 			MaxTimeout: time.Duration(d.Cfg.MaxTypingTimeout), Logger: d.Logger},
 		toDevice: toDevice, db: db, logger: d.Logger,
 	}, nil
 }
 
-// Run consumes both input topics and prunes old transaction IDs until ctx ends.
+// Replay is how readers of OutputSendToDeviceEvent recover what a wiped log lost.
+func (s *EDUServer) Replay() api.ReplayAPI {
+	return s.outbox
+}
+
+// Run consumes both input topics, produces the stored to-device messages and prunes old
+// transaction IDs until ctx ends.
 func (s *EDUServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.typing.Run(ctx) })
 	g.Go(func() error { return s.toDevice.Run(ctx) })
+	g.Go(func() error { return s.outbox.Run(ctx) })
 	g.Go(func() error {
 		tick := time.NewTicker(time.Hour)
 		defer tick.Stop()

@@ -56,6 +56,12 @@ type Deps struct {
 	// Rooms answers the current state of rooms seen for the first time and a user's rooms,
 	// and replays OutputRoomEvent records a wiped log lost.
 	Rooms rsapi.FederationSenderRoomserverAPI
+	// UserReplay, if set, gives back the OutputKeyChangeEvent records a wiped log lost
+	// (uapi.OutputSequence).
+	UserReplay uapi.ReplayAPI
+	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
+	// (eduapi.OutputSequence).
+	EDUReplay eduapi.ReplayAPI
 	// Client sends the transactions (internal/fedclient, signing as ServerName).
 	Client internal.Client
 	// RequestTimeout bounds each transaction (30s when 0).
@@ -114,8 +120,13 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 			return nil, err
 		}
 		cons.Applied = c.h.Applied
-		if c.topic == d.Topics.RoomEvents {
+		switch {
+		case c.topic == d.Topics.RoomEvents:
 			cons.Sequenced = rsapi.OutputSequence(d.Rooms)
+		case c.topic == d.Topics.KeyChanges && d.UserReplay != nil:
+			cons.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
+		case c.topic == d.Topics.ToDevice && d.EDUReplay != nil:
+			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
 		}
 		f.consumers = append(f.consumers, cons)
 	}

@@ -49,8 +49,8 @@ type Deps struct {
 	Rooms      rsapi.QueryAPI
 	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
 	Replay rsapi.ReplayAPI
-	// UserReplay, if set, gives back the OutputClientData records a wiped log lost
-	// (uapi.OutputSequence).
+	// UserReplay, if set, gives back the OutputClientData and OutputKeyChangeEvent records
+	// a wiped log lost (uapi.OutputSequence).
 	UserReplay uapi.ReplayAPI
 	// Deny are the networks push gateways must not be in (global.deny_networks).
 	Deny         *outbound.Policy
@@ -136,6 +136,9 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		(&internal.KeyChanges{DB: db, ServerName: d.ServerName}).Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
+	}
+	if d.UserReplay != nil {
+		keyChanges.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
 	}
 	s.consumers = []*eventlog.Consumer{clientData, roomEvents, receipts, keyChanges}
 	if d.Cfg.NotificationRetention > 0 {

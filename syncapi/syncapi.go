@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
@@ -57,9 +58,12 @@ type Deps struct {
 	// Erasure, when set, tells which local accounts were erased, whose events are then
 	// served redacted to users who were not joined when they were sent (the userapi).
 	Erasure uapi.ErasureAPI
-	// UserReplay, when set, gives back the OutputClientData records a wiped log lost
-	// (the userapi's outbox; uapi.OutputSequence).
-	UserReplay   uapi.ReplayAPI
+	// UserReplay, when set, gives back the OutputClientData and OutputKeyChangeEvent records
+	// a wiped log lost (the userapi's outbox; uapi.OutputSequence).
+	UserReplay uapi.ReplayAPI
+	// EDUReplay, when set, gives back the OutputSendToDeviceEvent records a wiped log lost
+	// (the eduserver's outbox; eduapi.OutputSequence).
+	EDUReplay    eduapi.ReplayAPI
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
 	Logger       *logrus.Entry
@@ -139,13 +143,13 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	var keyChanges *consumer.KeyChanges
 	if d.KeyChangeTopic != "" {
-		keyChanges = consumer.NewKeyChanges(shared, d.KeyChangeTopic)
+		keyChanges = consumer.NewKeyChanges(shared, d.KeyChangeTopic, d.UserReplay)
 	}
 	return &SyncAPI{
 		keyChanges: keyChanges,
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI, d.Keys, d.ServerName),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
-		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
+		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName, d.EDUReplay),
 		handlers:   handlers, db: db, logger: logger,
 	}, nil
 }

@@ -74,7 +74,7 @@ func New(ctx context.Context, d Deps) (*UserAPI, error) {
 	}
 	u := &UserAPI{api: impl}
 	if d.DeviceListTopic != "" && d.Log != nil {
-		h := &consumer.DeviceLists{DB: db, Log: d.Log, KeyChangeTopic: d.KeyChangeTopic, Stale: impl.MarkStale}
+		h := &consumer.DeviceLists{DB: db, Announcement: impl.RemoteChange, Announce: impl.Announce, Stale: impl.MarkStale}
 		if u.deviceList, err = eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "userapi", d.DeviceListTopic, nil, logger, d.LogMetrics); err != nil {
 			return nil, err
 		}

@@ -5,8 +5,12 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
 // TopicInputTyping is where writers report that a user started or stopped typing.
@@ -35,9 +39,15 @@ const TopicInputSendToDevice = "InputSendToDevice"
 
 // TopicOutputSendToDeviceEvent carries one message for one device.
 //
-// Producer: eduserver. Key: the target user ID. Ordering: per target user, in the order the
-// eduserver expanded the requests. Payload: OutputSendToDeviceEvent, version 1. Delivery is
-// at least once: readers dedupe by MessageID.
+// Producer: eduserver, from its outbox: the messages are stored in the transaction that
+// records the request's transaction ID. Key: the target user ID. Ordering: per target user,
+// in the order the eduserver expanded the requests. Payload: OutputSendToDeviceEvent,
+// version 1. Delivery is at least once: readers dedupe by MessageID.
+//
+// Every record carries Seq, its number in its partition (dense from 1). The log is not the
+// source of truth: readers apply it with OutputSequence, which skips records at or below the
+// last Seq they applied and fetches what a gap or a wiped log lost from
+// QueryOutputRecords; the eduserver keeps the records for OutputReplayWindow.
 const TopicOutputSendToDeviceEvent = "OutputSendToDeviceEvent"
 
 // InputTypingEvent says that UserID started (Typing, for TimeoutMS) or stopped typing in
@@ -76,6 +86,9 @@ type InputSendToDeviceEvent struct {
 
 // OutputSendToDeviceEvent is one message for one device.
 type OutputSendToDeviceEvent struct {
+	// Seq is the record's number in its partition (see TopicOutputSendToDeviceEvent); 0 on
+	// records written before numbers existed.
+	Seq int64 `json:"seq,omitempty"`
 	// MessageID is unique per (sender, sender device, transaction, target user, target
 	// device): the same request always yields the same IDs.
 	MessageID string          `json:"message_id"`
@@ -107,4 +120,45 @@ func (p *Producer) InputTyping(ctx context.Context, ev *InputTypingEvent) error 
 // InputSendToDevice appends ev to the send-to-device topic.
 func (p *Producer) InputSendToDevice(ctx context.Context, ev *InputSendToDeviceEvent) error {
 	return eventlog.ProduceJSON(ctx, p.Log, p.ToDeviceTopic, ev.Sender, ev)
+}
+
+// OutputReplayWindow is how long the eduserver keeps produced OutputSendToDeviceEvent
+// records for readers that lost them with the log (QueryOutputRecords).
+const OutputReplayWindow = 7 * 24 * time.Hour
+
+// QueryOutputRecordsRequest asks for the OutputSendToDeviceEvent records of one partition
+// numbered above AfterSeq, at most Limit of them (default and cap 500).
+type QueryOutputRecordsRequest struct {
+	Partition int32 `json:"partition"`
+	AfterSeq  int64 `json:"after_seq"`
+	Limit     int   `json:"limit,omitempty"`
+}
+
+// QueryOutputRecordsResponse holds the records, in number order, exactly as they were
+// produced (each with its Seq), and the partition's last number.
+type QueryOutputRecordsResponse struct {
+	Records []json.RawMessage `json:"records"`
+	LastSeq int64             `json:"last_seq"`
+}
+
+// ReplayAPI is how readers of OutputSendToDeviceEvent recover what a wiped or truncated
+// log lost: the eduserver's outbox is the truth, the log a copy of it. Records older than
+// OutputReplayWindow are gone: asking for them is 404 M_NOT_FOUND.
+type ReplayAPI interface {
+	QueryOutputRecords(ctx context.Context, req *QueryOutputRecordsRequest) (*QueryOutputRecordsResponse, error)
+}
+
+// OutputSequence is how a reader applies OutputSendToDeviceEvent by the records' Seq and
+// fetches what its log lost from r (see eventlog.Sequenced and eventlog.Guard).
+func OutputSequence(r ReplayAPI) *eventlog.Sequenced {
+	return eventlog.OwnerSequenced(func(ctx context.Context, partition int32, after int64, limit int) ([]json.RawMessage, int64, error) {
+		res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Partition: partition, AfterSeq: after, Limit: limit})
+		if err != nil {
+			return nil, 0, err
+		}
+		return res.Records, res.LastSeq, nil
+	}, func(err error) bool {
+		var merr *matrixerr.Error
+		return errors.As(err, &merr) && merr.Status == http.StatusNotFound
+	})
 }

@@ -27,9 +27,9 @@ type DeviceLister interface {
 }
 
 // ToDevice expands send-to-device requests into one output message per target device. It
-// is the Handle of an eventlog.Consumer: the transaction record commits with the offset, and
-// outputs are written before the commit, so a crash in between writes them again with the
-// same message IDs, which readers dedupe.
+// is the Handle of an eventlog.Consumer: the transaction record and the messages, numbered
+// in their partitions and stored in the outbox, commit with the offset; the outbox produces
+// them once committed (the consumer's Applied wakes it).
 type ToDevice struct {
 	DB          storage.Database
 	Devices     DeviceLister
@@ -38,9 +38,14 @@ type ToDevice struct {
 	Log         eventlog.Log
 }
 
+// message is one expanded output message for the target user key, made from its number.
+type message struct {
+	key string
+	out api.OutputSendToDeviceEvent
+}
+
 // Handle implements eventlog.Consumer.Handle.
 func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var msgs []eventlog.Message
 	for _, rec := range recs {
 		var in api.InputSendToDeviceEvent
 		if err := json.Unmarshal(rec.Value, &in); err != nil {
@@ -60,19 +65,27 @@ func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if err != nil {
 			return eventlog.Retry(err)
 		}
-		msgs = append(msgs, out...)
+		for _, m := range out {
+			partition := eventlog.PartitionFor([]byte(m.key), t.Log.Partitions(t.OutputTopic))
+			if err = t.DB.InsertOutput(ctx, tx, partition, m.key, func(seq int64) ([]byte, error) {
+				m.out.Seq = seq
+				return json.Marshal(m.out)
+			}); err != nil {
+				return eventlog.Retry(err)
+			}
+		}
 	}
-	return eventlog.ProduceFromHandler(ctx, t.Log, t.OutputTopic, msgs)
+	return nil
 }
 
 // expand turns one request into its per-device messages, in a stable order.
-func (t *ToDevice) expand(ctx context.Context, in *api.InputSendToDeviceEvent) ([]eventlog.Message, error) {
+func (t *ToDevice) expand(ctx context.Context, in *api.InputSendToDeviceEvent) ([]message, error) {
 	users := make([]string, 0, len(in.Messages))
 	for u := range in.Messages {
 		users = append(users, u)
 	}
 	sort.Strings(users)
-	var msgs []eventlog.Message
+	var msgs []message
 	for _, userID := range users {
 		byDevice := in.Messages[userID]
 		targets := make([]string, 0, len(byDevice))
@@ -93,13 +106,8 @@ func (t *ToDevice) expand(ctx context.Context, in *api.InputSendToDeviceEvent) (
 				}
 			}
 			for _, deviceID := range devices {
-				out := api.OutputSendToDeviceEvent{MessageID: messageID(in, userID, deviceID), Sender: in.Sender, Type: in.Type,
-					UserID: userID, DeviceID: deviceID, Content: byDevice[d]}
-				value, err := json.Marshal(out)
-				if err != nil {
-					return nil, err
-				}
-				msgs = append(msgs, eventlog.Message{Key: []byte(userID), Value: value})
+				msgs = append(msgs, message{key: userID, out: api.OutputSendToDeviceEvent{MessageID: messageID(in, userID, deviceID),
+					Sender: in.Sender, Type: in.Type, UserID: userID, DeviceID: deviceID, Content: byDevice[d]}})
 			}
 		}
 	}

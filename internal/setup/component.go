@@ -20,6 +20,7 @@ import (
 
 	asinthttp "github.com/matrix-org/dendrite/appservice/inthttp"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	eduinthttp "github.com/matrix-org/dendrite/eduserver/inthttp"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
 	fsinthttp "github.com/matrix-org/dendrite/federationsender/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
@@ -122,6 +123,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	// in api.DeviceCache).
 	e.users = uapi.NewDeviceCache(uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts), uapi.DeviceCacheTTL)
 	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
+	e.edu = eduinthttp.NewClient(cfg.EDUServer.InternalAPI.Connect, clientOpts)
 	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	e.sender = fsinthttp.NewClient(cfg.FederationSender.InternalAPI.Connect, clientOpts)
 	e.appServices = asinthttp.NewClient(cfg.AppServiceAPI.InternalAPI.Connect, clientOpts)

@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/dendrite/clientapi/routing"
 	"github.com/matrix-org/dendrite/eduserver"
 	eduapi "github.com/matrix-org/dendrite/eduserver/api"
+	eduinthttp "github.com/matrix-org/dendrite/eduserver/inthttp"
 	"github.com/matrix-org/dendrite/federationapi"
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
 	finthttp "github.com/matrix-org/dendrite/federationapi/inthttp"
@@ -142,6 +143,8 @@ type built struct {
 	sender     fsapi.SenderAPI
 	// appServices is the appservice component's API.
 	appServices asapi.QueryAPI
+	// edu is the eduserver's replay of OutputSendToDeviceEvent.
+	edu eduapi.ReplayAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -165,6 +168,8 @@ type env struct {
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
+	// edu replays OutputSendToDeviceEvent records a wiped log lost (syncapi, federationsender).
+	edu eduapi.ReplayAPI
 	// keys is the federationapi's internal API: the key ring (for components that verify
 	// signatures) and membership changes through other servers (clientapi).
 	keys fapi.ServerAPI
@@ -311,7 +316,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
@@ -366,7 +371,7 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}
 	s, err := federationsender.New(ctx, federationsender.Deps{
 		Cfg: &e.cfg.FederationSender, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
-		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Client: e.federationClient(),
+		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, UserReplay: e.users, EDUReplay: e.edu, Client: e.federationClient(),
 		RequestTimeout: time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("federationsender"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -522,7 +527,8 @@ func buildEDUServer(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &built{run: s.Run}, nil
+	return &built{run: s.Run, edu: s.Replay(),
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { eduinthttp.Register(r, s.Replay(), opts) }}, nil
 }
 
 func buildReceiptServer(ctx context.Context, e *env) (*built, error) {

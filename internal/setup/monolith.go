@@ -112,6 +112,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.presence != nil {
 			e.presence = b.presence
 		}
+		if b.edu != nil {
+			e.edu = b.edu
+		}
 		if b.keys != nil {
 			e.keys = b.keys
 		}

@@ -34,10 +34,15 @@ type EphemeralTopics struct {
 }
 
 // NewEphemeral builds the consumers; only to-device messages for serverName's users are
-// stored.
-func NewEphemeral(s Shared, topics EphemeralTopics, serverName string) *Ephemeral {
+// stored. With replay set, to-device messages are applied by their numbers and what a
+// wiped log lost is recovered from the eduserver (eduapi.OutputSequence).
+func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replay eduapi.ReplayAPI) *Ephemeral {
+	toDevice := newPartitions(s, topics.ToDevice)
+	if replay != nil {
+		toDevice.sequenced = eduapi.OutputSequence(replay).Reporting(s.Logger, s.LogMetrics)
+	}
 	return &Ephemeral{typing: newPartitions(s, topics.Typing), receipts: newPartitions(s, topics.Receipts),
-		toDevice: newPartitions(s, topics.ToDevice), presence: newPartitions(s, topics.Presence),
+		toDevice: toDevice, presence: newPartitions(s, topics.Presence),
 		counts: newPartitions(s, topics.NotificationCounts), serverSuffix: ":" + serverName}
 }
 

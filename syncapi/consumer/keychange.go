@@ -20,9 +20,14 @@ type KeyChanges struct {
 	p partitions
 }
 
-// NewKeyChanges builds the consumer of topic.
-func NewKeyChanges(s Shared, topic string) *KeyChanges {
-	return &KeyChanges{p: newPartitions(s, topic)}
+// NewKeyChanges builds the consumer of topic. With replay set it applies the records by
+// their numbers and recovers what a wiped log lost from the userapi (uapi.OutputSequence).
+func NewKeyChanges(s Shared, topic string, replay uapi.ReplayAPI) *KeyChanges {
+	p := newPartitions(s, topic)
+	if replay != nil {
+		p.sequenced = uapi.OutputSequence(replay, uapi.TopicOutputKeyChangeEvent).Reporting(s.Logger, s.LogMetrics)
+	}
+	return &KeyChanges{p: p}
 }
 
 // Run consumes every partition until ctx ends.

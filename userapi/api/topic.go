@@ -40,9 +40,10 @@ type AccountDataChange struct {
 // uploaded or replaced, a device deleted) and cross-signing keys (keys uploaded,
 // signatures made).
 //
-// Producer: userapi, after the change is stored. Key: user ID (notify_only's when set);
-// per-user order, and each message carries that user's device-list stream ID, which only
-// grows. Payload: OutputKeyChangeEvent, version 1, type device_keys or cross_signing.
+// Producer: userapi, from its outbox, like TopicOutputClientData: the record is stored in
+// the transaction that stores the change. Key: user ID (notify_only's when set); per-user
+// order, and each message carries that user's device-list stream ID, which only grows.
+// Payload: OutputKeyChangeEvent, version 1, type device_keys or cross_signing.
 // Consumers: the syncapi records that the user's device list changed (device_lists.changed
 // for everyone sharing a room with them, and /keys/changes), skipping a stream ID it
 // already holds, so replays change nothing. The federationsender sends our users' changes
@@ -50,6 +51,10 @@ type AccountDataChange struct {
 // change with notify_only concerns that one local user alone (see CrossSigningKeyChange).
 // The userapi also writes changes of other servers' users (from InputDeviceListUpdate)
 // here, at a stream it keeps per remote user, for the syncapi.
+//
+// Every record carries Seq, its number in its partition, as TopicOutputClientData's do:
+// readers apply it with OutputSequence and recover what a gap or a wiped log lost from
+// QueryOutputRecords.
 const TopicOutputKeyChangeEvent = "OutputKeyChangeEvent"
 
 // OutputKeyChangeTypeDeviceKeys is the envelope type of a device key change.
@@ -61,6 +66,9 @@ const OutputKeyChangeTypeCrossSigning = "cross_signing"
 
 // OutputKeyChangeEvent is the envelope of TopicOutputKeyChangeEvent.
 type OutputKeyChangeEvent struct {
+	// Seq is the record's number in its partition (see TopicOutputKeyChangeEvent); 0 on
+	// records written before numbers existed.
+	Seq          int64                  `json:"seq,omitempty"`
 	Type         string                 `json:"type"`
 	DeviceKeys   *DeviceKeyChange       `json:"device_keys,omitempty"`
 	CrossSigning *CrossSigningKeyChange `json:"cross_signing,omitempty"`

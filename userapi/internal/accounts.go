@@ -167,12 +167,12 @@ func (u *UserAPI) PerformPasswordUpdate(ctx context.Context, req *api.PerformPas
 		return nil, err
 	}
 	if !req.KeepDevices {
-		changes, err := u.DB.DeleteDevicesExcept(ctx, req.Localpart, req.ExceptDeviceID)
+		changes, err := u.DB.DeleteDevicesExcept(ctx, req.Localpart, req.ExceptDeviceID, u.deviceChanges(u.userID(req.Localpart)))
 		if err != nil {
 			return nil, err
 		}
-		if err = u.announceKeyChanges(ctx, u.userID(req.Localpart), changes); err != nil {
-			return nil, err
+		if len(changes) > 0 {
+			u.Announce(ctx)
 		}
 	}
 	return &api.PerformPasswordUpdateResponse{}, nil

@@ -12,7 +12,6 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/matrix-org/dendrite/internal/e2ekeys"
-	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
 	"github.com/matrix-org/dendrite/userapi/storage"
@@ -114,46 +113,34 @@ func (u *UserAPI) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.P
 			}
 		}
 	}
-	stream, err := u.DB.PutCrossSigningKeys(ctx, local, changed)
-	if err != nil {
+	// Only a changed user-signing key is seen by no one else.
+	private := changed[purposeMaster] == nil && changed[purposeSelfSigning] == nil
+	if _, err = u.DB.PutCrossSigningKeys(ctx, local, changed, func(c storage.CrossSigningChange) ([]*storage.Output, error) {
+		change := &api.CrossSigningKeyChange{UserID: req.UserID, StreamID: c.StreamID, NotifyOnly: req.UserID}
+		if !private {
+			change = publicCrossSigning(req.UserID, c.StreamID, c.Keys)
+		}
+		return []*storage.Output{u.crossSigningOutput(change)}, nil
+	}); err != nil {
 		return nil, err
 	}
-	if changed[purposeMaster] == nil && changed[purposeSelfSigning] == nil {
-		// Only the user-signing key changed, which no one else sees.
-		return &api.PerformUploadDeviceSigningKeysResponse{}, u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{
-			UserID: req.UserID, StreamID: stream, NotifyOnly: req.UserID})
-	}
-	return &api.PerformUploadDeviceSigningKeysResponse{}, u.announcePublicCrossSigning(ctx, req.UserID, local, stream)
+	u.Announce(ctx)
+	return &api.PerformUploadDeviceSigningKeysResponse{}, nil
 }
 
-// announcePublicCrossSigning announces the user's cross-signing keys to everyone.
-func (u *UserAPI) announcePublicCrossSigning(ctx context.Context, userID, local string, stream int64) error {
-	keys, err := u.DB.CrossSigningKeys(ctx, local)
-	if err != nil {
-		return err
-	}
-	return u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{
-		UserID: userID, StreamID: stream, MasterKey: keys[purposeMaster], SelfSigningKey: keys[purposeSelfSigning]})
+// publicCrossSigning is the change of userID's cross-signing keys keys that everyone sees.
+func publicCrossSigning(userID string, stream int64, keys map[string][]byte) *api.CrossSigningKeyChange {
+	return &api.CrossSigningKeyChange{UserID: userID, StreamID: stream, MasterKey: keys[purposeMaster], SelfSigningKey: keys[purposeSelfSigning]}
 }
 
-// announceCrossSigning produces c on OutputKeyChangeEvent, keyed by the user whose stream
-// StreamID is.
-func (u *UserAPI) announceCrossSigning(ctx context.Context, c *api.CrossSigningKeyChange) error {
-	if u.Log == nil {
-		return nil
-	}
-	msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeCrossSigning, CrossSigning: c})
-	if err != nil {
-		return err
-	}
+// crossSigningOutput is the outbox record announcing c on OutputKeyChangeEvent, keyed by
+// the user whose stream StreamID is.
+func (u *UserAPI) crossSigningOutput(c *api.CrossSigningKeyChange) *storage.Output {
 	key := c.UserID
 	if c.NotifyOnly != "" {
 		key = c.NotifyOnly
 	}
-	if _, err = u.Log.Produce(ctx, u.KeyChangeTopic, eventlog.Message{Key: []byte(key), Value: msg}); err != nil {
-		return fmt.Errorf("produce cross-signing change: %w", err)
-	}
-	return nil
+	return u.keyChangeOutput(key, api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeCrossSigning, CrossSigning: c})
 }
 
 // signatureFailure is a per-key error of /keys/signatures/upload.
@@ -197,28 +184,34 @@ func (u *UserAPI) PerformUploadSignatures(ctx context.Context, req *api.PerformU
 	if len(sigs) == 0 {
 		return res, nil
 	}
-	streams, err := u.DB.PutKeySignatures(ctx, sigs, []string{local})
-	if err != nil {
+	if _, err = u.DB.PutKeySignatures(ctx, sigs, []string{local}, u.signatureChanges(req.UserID, local, own, sigs)); err != nil {
 		return nil, err
 	}
-	// Signatures on the user's own keys are everyone's news; a signature on another user's
-	// master key only the signer sees.
-	announced := map[string]bool{}
-	for _, sig := range sigs {
-		if announced[sig.TargetUserID] {
-			continue
-		}
-		announced[sig.TargetUserID] = true
-		if sig.TargetUserID == req.UserID {
-			err = u.announcePublicCrossSigning(ctx, req.UserID, local, streams[local])
-		} else {
-			err = u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{UserID: sig.TargetUserID, StreamID: streams[local], NotifyOnly: req.UserID})
-		}
-		if err != nil {
-			return nil, err
-		}
-	}
+	u.Announce(ctx)
 	return res, nil
+}
+
+// signatureChanges announces the signatures sigs that signer (localpart local, with the
+// cross-signing keys own, which signatures do not change) made: signatures on the
+// signer's own keys are everyone's news; a signature on another user's master key only
+// the signer sees.
+func (u *UserAPI) signatureChanges(signer, local string, own map[string][]byte, sigs []storage.KeySignature) storage.Announcement[map[string]int64] {
+	return func(streams map[string]int64) ([]*storage.Output, error) {
+		var outs []*storage.Output
+		announced := map[string]bool{}
+		for _, sig := range sigs {
+			if announced[sig.TargetUserID] {
+				continue
+			}
+			announced[sig.TargetUserID] = true
+			change := &api.CrossSigningKeyChange{UserID: sig.TargetUserID, StreamID: streams[local], NotifyOnly: signer}
+			if sig.TargetUserID == signer {
+				change = publicCrossSigning(signer, streams[local], own)
+			}
+			outs = append(outs, u.crossSigningOutput(change))
+		}
+		return outs, nil
+	}
 }
 
 // checkSignature finds and verifies the signature signer made on target's key keyID.

@@ -38,12 +38,12 @@ func (u *UserAPI) PerformDeviceCreation(ctx context.Context, req *api.PerformDev
 	if req.DisplayName != nil {
 		dev.DisplayName = *req.DisplayName
 	}
-	change, err := u.DB.PutDevice(ctx, dev, hashToken(token))
+	change, err := u.DB.PutDevice(ctx, dev, hashToken(token), u.deviceChange(u.userID(req.Localpart)))
 	if err != nil {
 		return nil, notFound(err, "no such account")
 	}
-	if err = u.announceDeviceChange(ctx, u.userID(req.Localpart), change); err != nil {
-		return nil, err
+	if change != nil {
+		u.Announce(ctx)
 	}
 	return &api.PerformDeviceCreationResponse{Device: u.device(dev), AccessToken: token}, nil
 }
@@ -137,15 +137,15 @@ func (u *UserAPI) PerformDeviceDeletion(ctx context.Context, req *api.PerformDev
 	var changes []storage.KeyChange
 	switch {
 	case req.All:
-		changes, err = u.DB.DeleteDevicesExcept(ctx, local, req.ExceptDeviceID)
+		changes, err = u.DB.DeleteDevicesExcept(ctx, local, req.ExceptDeviceID, u.deviceChanges(req.UserID))
 	case len(req.DeviceIDs) > 0:
-		changes, err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs)
+		changes, err = u.DB.DeleteDevices(ctx, local, req.DeviceIDs, u.deviceChanges(req.UserID))
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err = u.announceKeyChanges(ctx, req.UserID, changes); err != nil {
-		return nil, err
+	if len(changes) > 0 {
+		u.Announce(ctx)
 	}
 	return &api.PerformDeviceDeletionResponse{}, nil
 }
@@ -187,17 +187,12 @@ func (u *UserAPI) PerformDeviceUpdate(ctx context.Context, req *api.PerformDevic
 		}
 		return nil, matrixerr.NotFound("no such device")
 	}
-	change, err := u.DB.SetDeviceDisplayName(ctx, local, req.DeviceID, *req.DisplayName)
+	change, err := u.DB.SetDeviceDisplayName(ctx, local, req.DeviceID, *req.DisplayName, u.deviceChange(req.UserID))
 	if err != nil {
 		return nil, notFound(err, "no such device")
 	}
-	return &api.PerformDeviceUpdateResponse{}, u.announceDeviceChange(ctx, req.UserID, change)
-}
-
-// announceDeviceChange announces change, if any, as userID's key change.
-func (u *UserAPI) announceDeviceChange(ctx context.Context, userID string, change *storage.KeyChange) error {
-	if change == nil {
-		return nil
+	if change != nil {
+		u.Announce(ctx)
 	}
-	return u.announceKeyChanges(ctx, userID, []storage.KeyChange{*change})
+	return &api.PerformDeviceUpdateResponse{}, nil
 }

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/matrix-org/dendrite/internal/e2ekeys"
-	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/userapi/api"
 	"github.com/matrix-org/dendrite/userapi/storage"
@@ -25,8 +24,8 @@ const maxKeysPerUpload = 1000
 // PerformUploadKeys checks and stores a device's keys. Device keys must be a DeviceKeys
 // object of the uploading user and device; one-time and fallback keys strings or KeyObjects.
 // Signatures are not verified (see e2ekeys.CheckDeviceKeys): clients verify them before
-// they trust a key. A change of the device keys is announced on OutputKeyChangeEvent after
-// it is stored.
+// they trust a key. A change of the device keys is announced on OutputKeyChangeEvent from
+// the outbox, stored with it.
 func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadKeysRequest) (*api.PerformUploadKeysResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
@@ -50,12 +49,12 @@ func (u *UserAPI) PerformUploadKeys(ctx context.Context, req *api.PerformUploadK
 	if !uniqueAlgorithms(up.FallbackKeys) {
 		return nil, matrixerr.InvalidParam("at most one fallback key per algorithm")
 	}
-	change, counts, err := u.DB.UploadKeys(ctx, up)
+	change, counts, err := u.DB.UploadKeys(ctx, up, u.deviceChange(req.UserID))
 	if err != nil {
 		return nil, err
 	}
-	if err = u.announceDeviceChange(ctx, req.UserID, change); err != nil {
-		return nil, err
+	if change != nil {
+		u.Announce(ctx)
 	}
 	if _, ok := counts[signedCurve25519]; !ok {
 		counts[signedCurve25519] = 0
@@ -114,29 +113,37 @@ func uniqueAlgorithms(keys []storage.OneTimeKey) bool {
 	return true
 }
 
-// announceKeyChanges produces one OutputKeyChangeEvent per change, keyed by user ID. It runs
-// after the changes are stored: a crash in between loses only the announcement, which
-// the client's retry of the idempotent upload does not repeat (the keys are unchanged), so
-// the next change of the user's devices carries the news; readers treat every message as
-// "this user's device list changed".
-func (u *UserAPI) announceKeyChanges(ctx context.Context, userID string, changes []storage.KeyChange) error {
-	if u.Log == nil || len(changes) == 0 {
-		return nil
-	}
-	msgs := make([]eventlog.Message, 0, len(changes))
-	for _, c := range changes {
-		msg, err := json.Marshal(api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeDeviceKeys, DeviceKeys: &api.DeviceKeyChange{
-			UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, DisplayName: c.DisplayName, Deleted: c.Deleted, Keys: c.JSON,
-		}})
-		if err != nil {
-			return err
+// keyChangeOutput is the outbox record announcing out on OutputKeyChangeEvent under key
+// (nil without a log); its Seq is the record's number.
+func (u *UserAPI) keyChangeOutput(key string, out api.OutputKeyChangeEvent) *storage.Output {
+	return u.output(api.TopicOutputKeyChangeEvent, key, func(seq int64) ([]byte, error) {
+		out.Seq = seq
+		return json.Marshal(out)
+	})
+}
+
+// deviceChanges announces changes of userID's devices, one record each, keyed by userID.
+// The records are stored with the changes (see storage.Announcement) and produced by
+// Announce once they are committed; readers treat each as "this user's device list
+// changed", and skip a repeated one by its number.
+func (u *UserAPI) deviceChanges(userID string) storage.Announcement[[]storage.KeyChange] {
+	return func(changes []storage.KeyChange) ([]*storage.Output, error) {
+		outs := make([]*storage.Output, 0, len(changes))
+		for _, c := range changes {
+			outs = append(outs, u.keyChangeOutput(userID, api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeDeviceKeys, DeviceKeys: &api.DeviceKeyChange{
+				UserID: userID, DeviceID: c.DeviceID, StreamID: c.StreamID, DisplayName: c.DisplayName, Deleted: c.Deleted, Keys: c.JSON,
+			}}))
 		}
-		msgs = append(msgs, eventlog.Message{Key: []byte(userID), Value: msg})
+		return outs, nil
 	}
-	if _, err := u.Log.Produce(ctx, u.KeyChangeTopic, msgs...); err != nil {
-		return fmt.Errorf("produce key change: %w", err)
+}
+
+// deviceChange announces one change of userID's devices (see deviceChanges).
+func (u *UserAPI) deviceChange(userID string) storage.Announcement[*storage.KeyChange] {
+	all := u.deviceChanges(userID)
+	return func(c *storage.KeyChange) ([]*storage.Output, error) {
+		return all([]storage.KeyChange{*c})
 	}
-	return nil
 }
 
 // QueryKeys answers POST /keys/query for local users: each user's listed devices (every

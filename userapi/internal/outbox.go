@@ -53,10 +53,11 @@ func (u *UserAPI) output(topic, key string, payload func(seq int64) ([]byte, err
 	return &storage.Output{Topic: topic, Partition: eventlog.PartitionFor([]byte(key), u.Log.Partitions(full)), Key: key, Payload: payload}
 }
 
-// announce produces the stored records not yet produced, after a change was committed. A
-// failure is logged and left to RunOutbox, which retries: the change and its announcement
-// are stored, so the caller's request succeeded.
-func (u *UserAPI) announce(ctx context.Context) {
+// Announce produces the stored records not yet produced, after a change was committed (the
+// consumer of InputDeviceListUpdate calls it too). A failure is logged and left to
+// RunOutbox, which retries: the change and its announcement are stored, so the caller's
+// request succeeded.
+func (u *UserAPI) Announce(ctx context.Context) {
 	if u.Log == nil {
 		return
 	}
@@ -159,4 +160,12 @@ func (u *UserAPI) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRe
 		res.Records[i] = o.Payload
 	}
 	return res, nil
+}
+
+// RemoteChange announces a change of the remote user userID's cached device list, made by
+// change from the stream ID this server announces it at (see storage.Announcement).
+func (u *UserAPI) RemoteChange(userID string, change func(stream int64) *api.OutputKeyChangeEvent) storage.Announcement[int64] {
+	return func(stream int64) ([]*storage.Output, error) {
+		return []*storage.Output{u.keyChangeOutput(userID, *change(stream))}, nil
+	}
 }

@@ -123,16 +123,16 @@ func (u *UserAPI) fetchDeviceList(ctx context.Context, userID string) (*storage.
 		l.Devices = append(l.Devices, storage.RemoteDevice{DeviceID: d.DeviceID, DisplayName: d.DisplayName, JSON: e2ekeys.KeepDeviceKeys(d.Keys, userID, d.DeviceID)})
 	}
 	l.MasterKey, l.SelfSigningKey = e2ekeys.KeepCrossSigningKeys(userID, res.MasterKey, res.SelfSigningKey, nil)
-	stream, err := u.DB.ReplaceRemoteDeviceList(ctx, userID, l)
+	// The list may differ from what local clients were told: they query it again.
+	stream, err := u.DB.ReplaceRemoteDeviceList(ctx, userID, l, u.RemoteChange(userID, func(stream int64) *api.OutputKeyChangeEvent {
+		return &api.OutputKeyChangeEvent{Type: api.OutputKeyChangeTypeCrossSigning, CrossSigning: &api.CrossSigningKeyChange{
+			UserID: userID, StreamID: stream, MasterKey: l.MasterKey, SelfSigningKey: l.SelfSigningKey}}
+	}))
 	if err != nil {
 		return nil, err
 	}
 	if stream > 0 {
-		// The list may differ from what local clients were told: they query it again.
-		if err = u.announceCrossSigning(ctx, &api.CrossSigningKeyChange{UserID: userID, StreamID: stream,
-			MasterKey: l.MasterKey, SelfSigningKey: l.SelfSigningKey}); err != nil {
-			return nil, err
-		}
+		u.Announce(ctx)
 	}
 	cached, err := u.DB.RemoteDeviceLists(ctx, []string{userID})
 	if err != nil {

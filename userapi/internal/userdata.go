@@ -30,7 +30,7 @@ func (u *UserAPI) PerformAccountData(ctx context.Context, req *api.PerformAccoun
 		u.accountDataOutput(change)); err != nil {
 		return nil, err
 	}
-	u.announce(ctx)
+	u.Announce(ctx)
 	return &api.PerformAccountDataResponse{}, nil
 }
 
@@ -92,7 +92,7 @@ func (u *UserAPI) PerformRoomTag(ctx context.Context, req *api.PerformRoomTagReq
 	if err != nil {
 		return nil, err
 	}
-	u.announce(ctx)
+	u.Announce(ctx)
 	return &api.PerformRoomTagResponse{}, nil
 }
 

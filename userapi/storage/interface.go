@@ -76,6 +76,19 @@ type Output struct {
 	Payload func(seq int64) ([]byte, error)
 }
 
+// Announcement makes, inside the transaction that stores a key change and after it was
+// written, the outbox records announcing it from what the change gave (its stream IDs); it
+// is called only when something changed. A nil Announcement, or nil records, announce
+// nothing.
+type Announcement[T any] func(result T) ([]*Output, error)
+
+// CrossSigningChange is what a change of a user's cross-signing keys gave: the user's new
+// device-list stream ID and every cross-signing key they have after it, by purpose.
+type CrossSigningChange struct {
+	StreamID int64
+	Keys     map[string][]byte
+}
+
 // Outbound is a stored output record.
 type Outbound struct {
 	// ID is the row's key, in the order the records were stored.
@@ -88,6 +101,8 @@ type Outbound struct {
 }
 
 // Database is what the userapi stores. Every method is safe for concurrent use.
+// Every method that changes a device list (taking a device-list stream ID) takes an
+// Announcement, whose records it stores in the outbox in the same transaction.
 type Database interface {
 	// CreateAccount stores an account and its profile (with displayName) atomically. It
 	// returns ErrExists when the localpart is taken.
@@ -111,7 +126,7 @@ type Database interface {
 	// same ID replaces the old one: its previous token stops working. A new device takes a
 	// device-list stream ID in the same transaction and is returned as a KeyChange (nil for
 	// a known device). It returns ErrNotFound when the account does not exist.
-	PutDevice(ctx context.Context, d *Device, tokenHash []byte) (*KeyChange, error)
+	PutDevice(ctx context.Context, d *Device, tokenHash []byte, ann Announcement[*KeyChange]) (*KeyChange, error)
 	// DeviceByTokenHash returns the device whose token has this hash, with its account's
 	// type, or ErrNotFound.
 	DeviceByTokenHash(ctx context.Context, tokenHash []byte) (*Device, error)
@@ -119,14 +134,14 @@ type Database interface {
 	Devices(ctx context.Context, localpart string) ([]Device, error)
 	// DeleteDevices deletes the listed devices with their keys; unknown IDs are ignored.
 	// It returns a deleted KeyChange per device that existed, in the same transaction.
-	DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) ([]KeyChange, error)
+	DeleteDevices(ctx context.Context, localpart string, deviceIDs []string, ann Announcement[[]KeyChange]) ([]KeyChange, error)
 	// DeleteDevicesExcept deletes every device of the account but except ("" deletes all),
 	// like DeleteDevices.
-	DeleteDevicesExcept(ctx context.Context, localpart, except string) ([]KeyChange, error)
+	DeleteDevicesExcept(ctx context.Context, localpart, except string, ann Announcement[[]KeyChange]) ([]KeyChange, error)
 	// SetDeviceDisplayName renames a device, or returns ErrNotFound. A new name takes a
 	// device-list stream ID in the same transaction and is returned as a KeyChange with the
 	// device's keys (nil when the name is the same).
-	SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) (*KeyChange, error)
+	SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string, ann Announcement[*KeyChange]) (*KeyChange, error)
 	// TouchDevice records that the device was seen at ts (milliseconds).
 	TouchDevice(ctx context.Context, localpart, deviceID string, ts int64) error
 	// Profile returns the profile or ErrNotFound.
@@ -175,7 +190,7 @@ type Database interface {
 	// keys replace the device's key of their algorithm and are unused again. It returns the
 	// KeyChange when the device keys changed (nil otherwise) and the device's one-time key
 	// counts afterwards.
-	UploadKeys(ctx context.Context, up *KeyUpload) (*KeyChange, map[string]int, error)
+	UploadKeys(ctx context.Context, up *KeyUpload, ann Announcement[*KeyChange]) (*KeyChange, map[string]int, error)
 	// DeviceKeys returns the stored device keys of the account's devices among deviceIDs
 	// (every device when deviceIDs is empty).
 	DeviceKeys(ctx context.Context, localpart string, deviceIDs []string) ([]DeviceKeys, error)
@@ -192,11 +207,11 @@ type Database interface {
 	CrossSigningKeys(ctx context.Context, localpart string) (map[string][]byte, error)
 	// PutCrossSigningKeys replaces the account's keys of the purposes in keys and returns
 	// the account's new device-list stream ID.
-	PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte) (int64, error)
+	PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte, ann Announcement[CrossSigningChange]) (int64, error)
 	// PutKeySignatures stores signatures (replacing one by the same signer key on the same
 	// target key) and advances the device-list stream of each localpart in announce,
 	// returning the new stream IDs.
-	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string) (map[string]int64, error)
+	PutKeySignatures(ctx context.Context, sigs []KeySignature, announce []string, ann Announcement[map[string]int64]) (map[string]int64, error)
 	// DeviceListStream is the account's device-list stream ID (0 before any change).
 	DeviceListStream(ctx context.Context, localpart string) (int64, error)
 	// ApplyRemoteDeviceUpdate applies one m.device_list_update of a remote user to the cache
@@ -208,17 +223,17 @@ type Database interface {
 	// already): stale reports that, and the list must be fetched again before it is
 	// trusted. stream is the new stream ID this server announces the change at (a stream per
 	// remote user, in the same table as local users' streams, keyed by the full user ID).
-	ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUpdate) (stream int64, stale bool, err error)
+	ApplyRemoteDeviceUpdate(ctx context.Context, u *RemoteDeviceUpdate, ann Announcement[int64]) (stream int64, stale bool, err error)
 	// PutRemoteCrossSigningKeys replaces a remote user's cached master and self-signing
 	// keys (nil: left as they are), marks their cached device list stale (an
 	// m.signing_key_update has no stream ID, and the change may have come with new
 	// signatures on their devices, which only a fetch of the list shows), and returns the
 	// new stream ID as ApplyRemoteDeviceUpdate does.
-	PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte) (int64, error)
+	PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte, ann Announcement[int64]) (int64, error)
 	// ReplaceRemoteDeviceList replaces the cached device list of a remote user with l, a
 	// list fetched from their server, and marks it fresh; it returns the new stream ID, or
 	// 0 when the cache already holds a newer list (l.StreamID below the cached one).
-	ReplaceRemoteDeviceList(ctx context.Context, userID string, l *RemoteDeviceList) (int64, error)
+	ReplaceRemoteDeviceList(ctx context.Context, userID string, l *RemoteDeviceList, ann Announcement[int64]) (int64, error)
 	// MarkRemoteDeviceListsStale marks the cached device lists of those of userIDs that
 	// have one stale.
 	MarkRemoteDeviceListsStale(ctx context.Context, userIDs []string) error

@@ -19,7 +19,7 @@ const upsertDeviceSQL = "INSERT INTO userapi_devices (" + deviceColumns + ", tok
 	" last_seen_ts = excluded.last_seen_ts, last_seen_ip = excluded.last_seen_ip, user_agent = excluded.user_agent"
 
 // PutDevice implements storage.Database.
-func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash []byte) (*storage.KeyChange, error) {
+func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash []byte, ann storage.Announcement[*storage.KeyChange]) (*storage.KeyChange, error) {
 	var change *storage.KeyChange
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		var one int
@@ -40,8 +40,11 @@ func (d *Database) PutDevice(ctx context.Context, dev *storage.Device, tokenHash
 			return err
 		}
 		stream, err := bumpStream(ctx, tx, dev.Localpart)
+		if err != nil {
+			return err
+		}
 		change = &storage.KeyChange{DeviceID: dev.DeviceID, StreamID: stream, DisplayName: dev.DisplayName}
-		return err
+		return insertAnnounced(ctx, tx, ann, change)
 	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, err
@@ -93,22 +96,22 @@ func (d *Database) Devices(ctx context.Context, localpart string) ([]storage.Dev
 }
 
 // DeleteDevices implements storage.Database.
-func (d *Database) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string) ([]storage.KeyChange, error) {
+func (d *Database) DeleteDevices(ctx context.Context, localpart string, deviceIDs []string, ann storage.Announcement[[]storage.KeyChange]) ([]storage.KeyChange, error) {
 	if len(deviceIDs) == 0 {
 		return nil, nil
 	}
 	query, args := d.db.Dialect.InList("DELETE FROM userapi_devices WHERE localpart = $1 AND device_id IN ({ids}) RETURNING device_id", "{ids}", []any{localpart}, deviceIDs)
-	return d.deleteDevices(ctx, localpart, query, args...)
+	return d.deleteDevices(ctx, localpart, ann, query, args...)
 }
 
 // DeleteDevicesExcept implements storage.Database.
-func (d *Database) DeleteDevicesExcept(ctx context.Context, localpart, except string) ([]storage.KeyChange, error) {
-	return d.deleteDevices(ctx, localpart, "DELETE FROM userapi_devices WHERE localpart = $1 AND device_id <> $2 RETURNING device_id", localpart, except)
+func (d *Database) DeleteDevicesExcept(ctx context.Context, localpart, except string, ann storage.Announcement[[]storage.KeyChange]) ([]storage.KeyChange, error) {
+	return d.deleteDevices(ctx, localpart, ann, "DELETE FROM userapi_devices WHERE localpart = $1 AND device_id <> $2 RETURNING device_id", localpart, except)
 }
 
 // deleteDevices runs a DELETE ... RETURNING device_id of the account's devices and deletes
-// the deleted devices' keys in the same transaction.
-func (d *Database) deleteDevices(ctx context.Context, localpart, query string, args ...any) ([]storage.KeyChange, error) {
+// the deleted devices' keys in the same transaction, announcing the deletions with ann.
+func (d *Database) deleteDevices(ctx context.Context, localpart string, ann storage.Announcement[[]storage.KeyChange], query string, args ...any) ([]storage.KeyChange, error) {
 	var changes []storage.KeyChange
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		rows, err := tx.QueryContext(ctx, query, args...)
@@ -130,8 +133,10 @@ func (d *Database) deleteDevices(ctx context.Context, localpart, query string, a
 		if err = rows.Err(); err != nil {
 			return err
 		}
-		changes, err = deleteDeviceKeys(ctx, tx, localpart, ids)
-		return err
+		if changes, err = deleteDeviceKeys(ctx, tx, localpart, ids); err != nil || len(changes) == 0 {
+			return err
+		}
+		return insertAnnounced(ctx, tx, ann, changes)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete devices: %w", err)
@@ -140,7 +145,7 @@ func (d *Database) deleteDevices(ctx context.Context, localpart, query string, a
 }
 
 // SetDeviceDisplayName implements storage.Database.
-func (d *Database) SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string) (*storage.KeyChange, error) {
+func (d *Database) SetDeviceDisplayName(ctx context.Context, localpart, deviceID, name string, ann storage.Announcement[*storage.KeyChange]) (*storage.KeyChange, error) {
 	var change *storage.KeyChange
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		var old string
@@ -159,8 +164,11 @@ func (d *Database) SetDeviceDisplayName(ctx context.Context, localpart, deviceID
 			return err
 		}
 		stream, err := bumpStream(ctx, tx, localpart)
+		if err != nil {
+			return err
+		}
 		change = &storage.KeyChange{DeviceID: deviceID, StreamID: stream, JSON: keys, DisplayName: name}
-		return err
+		return insertAnnounced(ctx, tx, ann, change)
 	})
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, err

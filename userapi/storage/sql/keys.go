@@ -34,7 +34,7 @@ func bumpStream(ctx context.Context, tx *sql.Tx, localpart string) (int64, error
 }
 
 // UploadKeys implements storage.Database.
-func (d *Database) UploadKeys(ctx context.Context, up *storage.KeyUpload) (*storage.KeyChange, map[string]int, error) {
+func (d *Database) UploadKeys(ctx context.Context, up *storage.KeyUpload, ann storage.Announcement[*storage.KeyChange]) (*storage.KeyChange, map[string]int, error) {
 	var change *storage.KeyChange
 	var counts map[string]int
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
@@ -58,6 +58,9 @@ func (d *Database) UploadKeys(ctx context.Context, up *storage.KeyUpload) (*stor
 					return err
 				}
 				change = &storage.KeyChange{DeviceID: up.DeviceID, StreamID: id, JSON: up.DeviceKeys, DisplayName: name}
+				if err = insertAnnounced(ctx, tx, ann, change); err != nil {
+					return err
+				}
 			}
 		}
 		for _, k := range up.OneTimeKeys {
@@ -251,7 +254,12 @@ func deleteDeviceKeys(ctx context.Context, tx *sql.Tx, localpart string, deviceI
 
 // CrossSigningKeys implements storage.Database.
 func (d *Database) CrossSigningKeys(ctx context.Context, localpart string) (map[string][]byte, error) {
-	rows, err := d.db.QueryContext(ctx, "SELECT purpose, key_json FROM userapi_cross_signing_keys WHERE localpart = $1", localpart)
+	return crossSigningKeys(ctx, d.db, localpart)
+}
+
+// crossSigningKeys is the account's cross-signing keys by purpose, read through q.
+func crossSigningKeys(ctx context.Context, q sqlutil.Querier, localpart string) (map[string][]byte, error) {
+	rows, err := q.QueryContext(ctx, "SELECT purpose, key_json FROM userapi_cross_signing_keys WHERE localpart = $1", localpart)
 	if err != nil {
 		return nil, fmt.Errorf("select cross-signing keys: %w", err)
 	}
@@ -268,7 +276,7 @@ func (d *Database) CrossSigningKeys(ctx context.Context, localpart string) (map[
 }
 
 // PutCrossSigningKeys implements storage.Database.
-func (d *Database) PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte) (int64, error) {
+func (d *Database) PutCrossSigningKeys(ctx context.Context, localpart string, keys map[string][]byte, ann storage.Announcement[storage.CrossSigningChange]) (int64, error) {
 	var stream int64
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		for purpose, js := range keys {
@@ -278,8 +286,14 @@ func (d *Database) PutCrossSigningKeys(ctx context.Context, localpart string, ke
 			}
 		}
 		var err error
-		stream, err = bumpStream(ctx, tx, localpart)
-		return err
+		if stream, err = bumpStream(ctx, tx, localpart); err != nil {
+			return err
+		}
+		all, err := crossSigningKeys(ctx, tx, localpart)
+		if err != nil {
+			return err
+		}
+		return insertAnnounced(ctx, tx, ann, storage.CrossSigningChange{StreamID: stream, Keys: all})
 	})
 	if err != nil {
 		return 0, fmt.Errorf("store cross-signing keys: %w", err)
@@ -288,7 +302,7 @@ func (d *Database) PutCrossSigningKeys(ctx context.Context, localpart string, ke
 }
 
 // PutKeySignatures implements storage.Database.
-func (d *Database) PutKeySignatures(ctx context.Context, sigs []storage.KeySignature, announce []string) (map[string]int64, error) {
+func (d *Database) PutKeySignatures(ctx context.Context, sigs []storage.KeySignature, announce []string, ann storage.Announcement[map[string]int64]) (map[string]int64, error) {
 	streams := map[string]int64{}
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		for _, s := range sigs {
@@ -305,7 +319,7 @@ func (d *Database) PutKeySignatures(ctx context.Context, sigs []storage.KeySigna
 			}
 			streams[local] = id
 		}
-		return nil
+		return insertAnnounced(ctx, tx, ann, streams)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store key signatures: %w", err)

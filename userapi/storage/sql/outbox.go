@@ -34,6 +34,24 @@ func insertOutput(ctx context.Context, tx *sql.Tx, out *storage.Output) (*storag
 	return o, nil
 }
 
+// insertAnnounced stores in the outbox, inside tx, the records ann makes of result (see
+// storage.Announcement).
+func insertAnnounced[T any](ctx context.Context, tx *sql.Tx, ann storage.Announcement[T], result T) error {
+	if ann == nil {
+		return nil
+	}
+	outs, err := ann(result)
+	if err != nil {
+		return fmt.Errorf("announce key change: %w", err)
+	}
+	for _, o := range outs {
+		if _, err = insertOutput(ctx, tx, o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Outbox implements storage.Database.
 func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
 	return d.outbound(ctx, "SELECT id, topic, partition_id, partition_seq, msg_key, payload FROM userapi_outbox WHERE NOT produced ORDER BY id")

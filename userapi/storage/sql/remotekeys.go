@@ -54,7 +54,7 @@ const upsertRemoteDeviceSQL = "INSERT INTO userapi_remote_devices (user_id, devi
 	" ON CONFLICT (user_id, device_id) DO UPDATE SET display_name = excluded.display_name, key_json = excluded.key_json"
 
 // ApplyRemoteDeviceUpdate implements storage.Database.
-func (d *Database) ApplyRemoteDeviceUpdate(ctx context.Context, u *storage.RemoteDeviceUpdate) (int64, bool, error) {
+func (d *Database) ApplyRemoteDeviceUpdate(ctx context.Context, u *storage.RemoteDeviceUpdate, ann storage.Announcement[int64]) (int64, bool, error) {
 	var id int64
 	var stale bool
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
@@ -80,7 +80,10 @@ func (d *Database) ApplyRemoteDeviceUpdate(ctx context.Context, u *storage.Remot
 		if id, err = bumpStream(ctx, tx, u.UserID); err != nil {
 			return err
 		}
-		return upsertRemoteListState(ctx, tx, u.UserID, u.StreamID, stale, id)
+		if err = upsertRemoteListState(ctx, tx, u.UserID, u.StreamID, stale, id); err != nil {
+			return err
+		}
+		return insertAnnounced(ctx, tx, ann, id)
 	})
 	if err != nil {
 		return 0, false, fmt.Errorf("apply remote device list update: %w", err)
@@ -104,7 +107,7 @@ func putRemoteCrossSigning(ctx context.Context, tx *sql.Tx, userID string, keys 
 }
 
 // PutRemoteCrossSigningKeys implements storage.Database.
-func (d *Database) PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte) (int64, error) {
+func (d *Database) PutRemoteCrossSigningKeys(ctx context.Context, userID string, master, selfSigning []byte, ann storage.Announcement[int64]) (int64, error) {
 	var id int64
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		if err := putRemoteCrossSigning(ctx, tx, userID, map[string][]byte{"master": master, "self_signing": selfSigning}); err != nil {
@@ -114,14 +117,16 @@ func (d *Database) PutRemoteCrossSigningKeys(ctx context.Context, userID string,
 			return fmt.Errorf("mark remote device list stale: %w", err)
 		}
 		var err error
-		id, err = bumpStream(ctx, tx, userID)
-		return err
+		if id, err = bumpStream(ctx, tx, userID); err != nil {
+			return err
+		}
+		return insertAnnounced(ctx, tx, ann, id)
 	})
 	return id, err
 }
 
 // ReplaceRemoteDeviceList implements storage.Database.
-func (d *Database) ReplaceRemoteDeviceList(ctx context.Context, userID string, l *storage.RemoteDeviceList) (int64, error) {
+func (d *Database) ReplaceRemoteDeviceList(ctx context.Context, userID string, l *storage.RemoteDeviceList, ann storage.Announcement[int64]) (int64, error) {
 	var id int64
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		s, err := selectRemoteListState(ctx, tx, userID)
@@ -148,7 +153,10 @@ func (d *Database) ReplaceRemoteDeviceList(ctx context.Context, userID string, l
 		if id, err = bumpStream(ctx, tx, userID); err != nil {
 			return err
 		}
-		return upsertRemoteListState(ctx, tx, userID, l.StreamID, false, id)
+		if err = upsertRemoteListState(ctx, tx, userID, l.StreamID, false, id); err != nil {
+			return err
+		}
+		return insertAnnounced(ctx, tx, ann, id)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("replace remote device list: %w", err)
