@@ -38,17 +38,29 @@ var errFetchOff = errors.New("no remote device fetcher")
 
 // resyncs coordinates fetches of remote device lists: one fetch per user at a time, a
 // query that needs a list being fetched waits for that fetch, and lists marked stale by
-// device list updates wait in queue for Run.
+// device list updates wait in queue for Run. Fetches are numbered in the order they start
+// (started): a caller that saw a stale list shares only a fetch that started after it
+// looked, since one that started before may hold an older list than the one it saw.
 type resyncs struct {
 	mu       sync.Mutex
 	inFlight map[string]*resyncCall
+	started  uint64
 	queue    chan string
 }
 
 type resyncCall struct {
-	done chan struct{}
-	list *storage.RemoteDeviceList
-	err  error
+	number uint64
+	done   chan struct{}
+	list   *storage.RemoteDeviceList
+	err    error
+}
+
+// mark is the number of the last fetch started: a caller takes it before it reads a list,
+// and passes it to resyncDeviceList.
+func (r *resyncs) mark() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.started
 }
 
 // MarkStale queues userID's device list for a fetch by RunResyncs; it never blocks (a full
@@ -69,7 +81,7 @@ func (u *UserAPI) RunResyncs(ctx context.Context) error {
 			return nil
 		case userID := <-u.resync.queue:
 			fctx, cancel := context.WithTimeout(ctx, MaxRemoteTimeout)
-			if _, err := u.resyncDeviceList(fctx, userID); err != nil && ctx.Err() == nil {
+			if _, err := u.resyncDeviceList(fctx, userID, u.resync.mark()); err != nil && ctx.Err() == nil {
 				u.Logger.WithError(err).WithField("user_id", userID).Warn("resync of a remote device list failed")
 			}
 			cancel()
@@ -79,19 +91,27 @@ func (u *UserAPI) RunResyncs(ctx context.Context) error {
 
 // resyncDeviceList fetches userID's device list from their server, checks and caches it,
 // announces the change, and returns the cached list. Concurrent calls for one user share
-// one fetch.
-func (u *UserAPI) resyncDeviceList(ctx context.Context, userID string) (*storage.RemoteDeviceList, error) {
-	u.resync.mu.Lock()
-	if c, ok := u.resync.inFlight[userID]; ok {
+// one fetch, if it started after seen (the caller's resyncs.mark, taken before it read the
+// stale list); a fetch that started earlier is waited for, and then another one is made.
+func (u *UserAPI) resyncDeviceList(ctx context.Context, userID string, seen uint64) (*storage.RemoteDeviceList, error) {
+	for {
+		u.resync.mu.Lock()
+		c, ok := u.resync.inFlight[userID]
+		if !ok {
+			break
+		}
 		u.resync.mu.Unlock()
 		select {
 		case <-c.done:
-			return c.list, c.err
+			if c.number > seen {
+				return c.list, c.err
+			}
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
 	}
-	c := &resyncCall{done: make(chan struct{})}
+	u.resync.started++
+	c := &resyncCall{number: u.resync.started, done: make(chan struct{})}
 	u.resync.inFlight[userID] = c
 	u.resync.mu.Unlock()
 	c.list, c.err = u.fetchDeviceList(ctx, userID)
@@ -168,6 +188,7 @@ func (u *UserAPI) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysR
 			users = append(users, userID)
 		}
 	}
+	seen := u.resync.mark()
 	lists, err := u.DB.RemoteDeviceLists(ctx, users)
 	if err != nil {
 		return nil, err
@@ -176,7 +197,7 @@ func (u *UserAPI) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysR
 	if req.TimeoutMS > 0 {
 		timeout = min(time.Duration(req.TimeoutMS)*time.Millisecond, MaxRemoteTimeout)
 	}
-	fetched := u.fetchAll(ctx, users, lists, timeout)
+	fetched := u.fetchAll(ctx, users, lists, seen, timeout)
 	for _, userID := range users {
 		l := fetched[userID]
 		if l == nil {
@@ -203,8 +224,8 @@ func (u *UserAPI) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysR
 }
 
 // fetchAll fetches, within timeout, the lists of the users that are not cached or stale,
-// and returns those it got.
-func (u *UserAPI) fetchAll(ctx context.Context, users []string, cached map[string]*storage.RemoteDeviceList, timeout time.Duration) map[string]*storage.RemoteDeviceList {
+// and returns those it got; seen is the resyncs.mark taken before cached was read.
+func (u *UserAPI) fetchAll(ctx context.Context, users []string, cached map[string]*storage.RemoteDeviceList, seen uint64, timeout time.Duration) map[string]*storage.RemoteDeviceList {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var mu sync.Mutex
@@ -216,7 +237,7 @@ func (u *UserAPI) fetchAll(ctx context.Context, users []string, cached map[strin
 			continue
 		}
 		g.Go(func() error {
-			l, err := u.resyncDeviceList(ctx, userID)
+			l, err := u.resyncDeviceList(ctx, userID, seen)
 			if err != nil {
 				u.Logger.WithError(err).WithField("user_id", userID).Debug("could not fetch a remote device list")
 				return nil
