@@ -120,7 +120,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
 	}
 	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
-		CatchUp: progress.CatchUp}
+		CatchUp: progress.CatchUp, ResolveAlias: resolveAlias(d.RoomserverAPI)}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}
 	}
@@ -168,6 +168,17 @@ func (s *SyncAPI) Run(ctx context.Context) error {
 		}
 	})
 	return g.Wait()
+}
+
+// resolveAlias looks a local alias up in the roomserver's directory.
+func resolveAlias(rs rsapi.SyncRoomserverAPI) func(ctx context.Context, alias string) (string, error) {
+	return func(ctx context.Context, alias string) (string, error) {
+		res, err := rs.QueryRoomAlias(ctx, &rsapi.QueryRoomAliasRequest{Alias: alias})
+		if err != nil {
+			return "", err
+		}
+		return res.RoomID, nil
+	}
 }
 
 // ToDeviceRetention is how long the IDs of delivered to-device messages are kept, so that a

@@ -73,6 +73,10 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 		return nil
 	}
 	jr := joinedRoom(res, p.roomID)
+	if p.kind == kindPeek {
+		jr = types.NewJoinedRoom()
+		res.Rooms.Peek[p.roomID] = jr
+	}
 	jr.Timeline, jr.State = timeline, types.StateEvents{Events: state}
 	if current != nil {
 		jr.Summary = roomSummary(req.UserID, current)
