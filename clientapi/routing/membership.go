@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
+	"github.com/matrix-org/dendrite/internal/guestaccess"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/roomalias"
@@ -304,20 +305,7 @@ func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID string, local boo
 
 // guestAccessCanJoin reports whether the room's current m.room.guest_access is can_join.
 func (rm *Rooms) guestAccessCanJoin(ctx context.Context, roomID string) (bool, error) {
-	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID,
-		Tuples: []rsapi.StateKeyTuple{{EventType: mRoomGuestAccess}}})
-	if err != nil {
-		return false, err
-	}
-	for _, ev := range res.StateEvents {
-		var c struct {
-			GuestAccess string `json:"guest_access"`
-		}
-		if json.Unmarshal(ev.Content(), &c) == nil && c.GuestAccess == guestAccessCanJoin {
-			return true, nil
-		}
-	}
-	return false, nil
+	return guestaccess.CanJoin(ctx, rm.RSAPI, roomID)
 }
 
 // removeGuests makes every local guest joined to the room leave it, as the spec requires
@@ -325,30 +313,12 @@ func (rm *Rooms) guestAccessCanJoin(ctx context.Context, roomID string) (bool, e
 // auth rules always allow. It runs after the guest access change was accepted, so a guest
 // joining concurrently is refused by checkGuestCanJoin or removed here.
 func (rm *Rooms) removeGuests(ctx context.Context, roomID string) error {
-	ok, err := rm.guestAccessCanJoin(ctx, roomID)
-	if err != nil || ok {
-		return err
-	}
-	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+	guests, err := guestaccess.GuestsToRemove(ctx, rm.RSAPI, rm.UserAPI, rm.ServerName, roomID)
 	if err != nil {
 		return err
 	}
-	for _, ev := range res.StateEvents {
-		target := ev.StateKey()
-		if ev.Type() != spec.MRoomMember || target == nil || !rm.isLocalUser(*target) {
-			continue
-		}
-		if m, err := ev.Membership(); err != nil || m != spec.Join {
-			continue
-		}
-		acc, err := rm.UserAPI.QueryAccount(ctx, &uapi.QueryAccountRequest{Localpart: localpartOf(*target)})
-		if err != nil {
-			return err
-		}
-		if acc.Account == nil || acc.Account.AccountType != uapi.AccountTypeGuest {
-			continue
-		}
-		if _, err = rm.setMembership(ctx, roomID, *target, *target, memberContent{Membership: spec.Leave}); err != nil {
+	for _, g := range guests {
+		if _, err = rm.setMembership(ctx, roomID, g, g, memberContent{Membership: spec.Leave}); err != nil {
 			return err
 		}
 	}

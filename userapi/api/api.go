@@ -337,6 +337,8 @@ type ClientUserAPI interface {
 // FederationUserAPI is what the federationapi uses: profiles for /query/profile, and local
 // users' keys for /user/keys/query, /user/keys/claim and /user/devices.
 type FederationUserAPI interface {
+	// QueryAccount tells local guests apart when another server revokes a room's guest access.
+	QueryAccount(ctx context.Context, req *QueryAccountRequest) (*QueryAccountResponse, error)
 	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
 	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
 	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
