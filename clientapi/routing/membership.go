@@ -144,7 +144,7 @@ func (rm *Rooms) putMemberState(ctx context.Context, dev *uapi.Device, roomID, t
 			return httputil.Response{}, err
 		}
 		if dev.IsGuest() {
-			if err = rm.checkGuestCanJoin(ctx, roomID, local); err != nil {
+			if err = rm.checkGuestCanJoin(ctx, roomID, dev.UserID, local); err != nil {
 				return httputil.Response{}, err
 			}
 		}
@@ -231,7 +231,7 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		return httputil.Response{}, err
 	}
 	if dev.IsGuest() {
-		if err = rm.checkGuestCanJoin(ctx, roomID, local); err != nil {
+		if err = rm.checkGuestCanJoin(ctx, roomID, dev.UserID, local); err != nil {
 			return httputil.Response{}, err
 		}
 	}
@@ -286,12 +286,21 @@ func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
 	}
 }
 
-// checkGuestCanJoin fails with M_FORBIDDEN unless the room's current state here has
-// m.room.guest_access can_join, which the spec requires before a guest joins. A room this
-// server has no current copy of (local false) has no state to allow it.
-func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID string, local bool) error {
+// checkGuestCanJoin fails with M_FORBIDDEN unless the room's guest access is can_join, which
+// the spec requires before a guest joins: in the room's current state here, or, for a room
+// this server has no current copy of (local false), in the stripped state of the guest's
+// invite (invite_room_state, from the inviting server, which is in the room: the only
+// state known here; without it the room has no state to allow the join).
+func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID, userID string, local bool) error {
 	if !local {
-		return matrixerr.Forbidden("guests may join only rooms whose guest access this server knows")
+		ok, err := rm.inviteAllowsGuests(ctx, roomID, userID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return matrixerr.Forbidden("guests may join only rooms whose guest access this server knows")
+		}
+		return nil
 	}
 	ok, err := rm.guestAccessCanJoin(ctx, roomID)
 	if err != nil {
@@ -301,6 +310,37 @@ func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID string, local boo
 		return matrixerr.Forbidden("guest access is not allowed in this room")
 	}
 	return nil
+}
+
+// inviteAllowsGuests reports whether the user is invited to the room by an invite whose
+// stripped state has m.room.guest_access can_join.
+func (rm *Rooms) inviteAllowsGuests(ctx context.Context, roomID, userID string) (bool, error) {
+	m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: userID})
+	if err != nil || m.Membership != spec.Invite || m.EventID == "" {
+		return false, err
+	}
+	res, err := rm.RSAPI.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{m.EventID}})
+	if err != nil || len(res.Events) == 0 {
+		return false, err
+	}
+	var unsigned struct {
+		InviteRoomState []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+			Content  struct {
+				GuestAccess string `json:"guest_access"`
+			} `json:"content"`
+		} `json:"invite_room_state"`
+	}
+	if json.Unmarshal(res.Events[0].Unsigned(), &unsigned) != nil {
+		return false, nil // stripped state that does not parse allows nothing
+	}
+	for _, e := range unsigned.InviteRoomState {
+		if e.Type == guestaccess.EventType && e.StateKey == "" && e.Content.GuestAccess == guestAccessCanJoin {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // guestAccessCanJoin reports whether the room's current m.room.guest_access is can_join.
