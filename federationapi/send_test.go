@@ -289,6 +289,37 @@ func TestSendTransaction(t *testing.T) {
 	})
 }
 
+// TestSendInvalidJSONInV6Room: in a room of version 6 (which enforces canonical JSON), a
+// transaction holding a PDU with a float in it is refused as a whole with 400 M_BAD_JSON,
+// and none of its PDUs, not even the valid one before it, is applied (sytest "Server
+// rejects invalid JSON in a version 6 room").
+func TestSendInvalidJSONInV6Room(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomVersionOn(t, b, gomatrixserverlib.RoomVersionV6)
+		copyRoom(t, a, r)
+		good := r.message("good")
+		bad := strings.Replace(string(r.message("bad").JSON()), `"body":"bad"`, `"bad_val":1.1,"body":"bad"`, 1)
+		if !strings.Contains(bad, "1.1") {
+			t.Fatalf("no float in %s", bad)
+		}
+		fr := fclient.NewFederationRequest(http.MethodPut, b.name, a.name, "/_matrix/federation/v1/send/badjson")
+		if err := fr.SetContent(map[string]any{"origin": b.name, "origin_server_ts": time.Now().UnixMilli(),
+			"pdus": []json.RawMessage{good.JSON(), json.RawMessage(bad)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := fr.Sign(b.name, b.keyID, b.key); err != nil {
+			t.Fatal(err)
+		}
+		wantHTTP(t, send(t, b, &fr, nil), http.StatusBadRequest, "M_BAD_JSON")
+		if found, _ := a.placed(t, r.RoomID, good.EventID()); found {
+			t.Fatal("the valid PDU of a refused transaction was applied")
+		}
+	})
+}
+
 // TestSendAfterRejectedAndMissingEvents: an event whose prev event was rejected is placed
 // (the rejected one is kept for that, spec "Rejection") and /send answers both with empty
 // results; a pushed event whose prev events its sender does not give (/get_missing_events)

@@ -91,7 +91,8 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		Rules: internal.NewRuleCache(), ClientData: progress, Logger: d.Logger}
 	metrics := internal.NewMetrics(d.Registerer)
 	reader.Metrics = metrics
-	s.deliverer = internal.NewDeliverer(db, d.Rooms, gatewayClient(d), metrics, d.Logger)
+	limits := deliveryLimits(d.Cfg)
+	s.deliverer = internal.NewDeliverer(db, d.Rooms, gatewayClient(d, limits.PerGateway), limits, metrics, d.Logger)
 	counts := &internal.Counts{DB: db, Log: d.Log, Topic: d.Topics.Notifications}
 	reader.Notified = func(ctx context.Context, tx *stdsql.Tx, ns []storage.Notification) error {
 		if err := counts.Announce(ctx, tx, internal.ByRoom(ns)); err != nil {
@@ -164,12 +165,24 @@ func (s *PushServer) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// deliveryLimits are the configured delivery limits, or the defaults when the section
+// was not loaded from YAML (a zero limit, which Verify refuses there).
+func deliveryLimits(cfg *config.PushServer) internal.Limits {
+	if cfg.MaxDeliveries < 1 || cfg.MaxDeliveriesPerGateway < 1 {
+		def := config.Defaults().PushServer
+		return internal.Limits{Total: def.MaxDeliveries, PerGateway: def.MaxDeliveriesPerGateway}
+	}
+	return internal.Limits{Total: cfg.MaxDeliveries, PerGateway: cfg.MaxDeliveriesPerGateway}
+}
+
 // gatewayClient is the HTTP client for push gateways: through the outbound dialer, which
 // refuses the denied networks, and without certificate checks when the configuration
 // says so (logged as a warning).
-func gatewayClient(d Deps) *http.Client {
+func gatewayClient(d Deps, perGateway int) *http.Client {
 	tr := &http.Transport{Proxy: nil, DialContext: d.Deny.Dialer(10*time.Second, 30*time.Second).DialContext,
-		TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: 8, IdleConnTimeout: 90 * time.Second,
+		// As many idle connections per gateway as sends to it at once: fewer made every
+		// surplus send open a connection and leave it in TIME_WAIT.
+		TLSHandshakeTimeout: 10 * time.Second, MaxIdleConnsPerHost: perGateway, IdleConnTimeout: 90 * time.Second,
 		// A connection per push in test deployments: sytest's gateway (an HTTP/1.0-style
 		// server) reads a second request on a kept-alive connection as the first one's body.
 		DisableKeepAlives: d.Cfg.DisableTLSValidation}

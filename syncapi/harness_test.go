@@ -72,6 +72,12 @@ func start(t testing.TB, db *sqlutil.DB) *harness {
 // events at a time.
 func startWithBackfill(t testing.TB, db *sqlutil.DB, bf fapi.SyncFederationAPI, limit int) *harness {
 	t.Helper()
+	return startWith(t, db, func(d *syncapi.Deps) { d.Backfill, d.BackfillLimit = bf, limit })
+}
+
+// startWith starts a harness whose sync API's Deps are changed by opt first.
+func startWith(t testing.TB, db *sqlutil.DB, opt func(*syncapi.Deps)) *harness {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	log, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 4})
 	if err != nil {
@@ -89,11 +95,13 @@ func startWithBackfill(t testing.TB, db *sqlutil.DB, bf fapi.SyncFederationAPI, 
 	}
 	h := &harness{t: t, db: db, log: log, key: key, cancel: cancel, devices: map[string]*uapi.Device{}, filters: map[string][]byte{},
 		input: &rsapi.Input{Log: log, Topic: "in", Wait: rs.API()}}
-	sa, err := syncapi.New(ctx, syncapi.Deps{
+	deps := syncapi.Deps{
 		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic, KeyChangeTopic: keyTopic,
 		EphemeralTopics: consumer.EphemeralTopics{NotificationCounts: countsTopic, Typing: typingTopic},
-		RoomserverAPI:   rs.API(), Backfill: bf, BackfillLimit: limit, DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
-	})
+		RoomserverAPI:   rs.API(), DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
+	}
+	opt(&deps)
+	sa, err := syncapi.New(ctx, deps)
 	if err != nil {
 		t.Fatal(err)
 	}

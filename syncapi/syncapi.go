@@ -51,8 +51,12 @@ type Deps struct {
 	// (the federationapi); BackfillLimit is the events asked for at once (100 when 0).
 	Backfill      fapi.SyncFederationAPI
 	BackfillLimit int
-	// Keys, when set, gives /sync the device's one-time key counts (the userapi).
+	// Keys, when set, gives /sync the device's one-time key counts (the userapi), and is
+	// told of other servers' users this server no longer shares a room with.
 	Keys uapi.SyncKeyAPI
+	// Erasure, when set, tells which local accounts were erased, whose events are then
+	// served redacted to users who were not joined when they were sent (the userapi).
+	Erasure uapi.ErasureAPI
 	// UserReplay, when set, gives back the OutputClientData records a wiped log lost
 	// (the userapi's outbox; uapi.OutputSequence).
 	UserReplay   uapi.ReplayAPI
@@ -119,7 +123,11 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	if d.Backfill != nil {
 		bf = &internal.Backfill{API: d.Backfill, ServerName: d.ServerName, Limit: d.BackfillLimit, Logger: logger}
 	}
-	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
+	var er *internal.Erasure
+	if d.Erasure != nil {
+		er = &internal.Erasure{API: d.Erasure, ServerName: d.ServerName}
+	}
+	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys, er), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
 		CatchUp: progress.CatchUp, ResolveAlias: resolveAlias(d.RoomserverAPI)}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}
@@ -130,7 +138,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	return &SyncAPI{
 		keyChanges: keyChanges,
-		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI),
+		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI, d.Keys, d.ServerName),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
 		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName),
 		handlers:   handlers, db: db, logger: logger,

@@ -543,3 +543,41 @@ func TestOutputReplayWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestAccountErasure: deactivation with erase marks the account erased for good (a second
+// deactivation without erase keeps the mark, a restart on the same database too); one
+// without erase erases nothing; QueryErasedUsers answers only for this server's users.
+func TestAccountErasure(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		u := newAPI(t, db, nil)
+		alice, bob, carol := create(t, u, "alice", "pw"), create(t, u, "bob", "pw"), create(t, u, "carol", "pw")
+		erased := func(u api.ClientUserAPI) []string {
+			t.Helper()
+			res, err := u.QueryErasedUsers(ctx, &api.QueryErasedUsersRequest{
+				UserIDs: []string{alice.UserID, bob.UserID, carol.UserID, "@alice:elsewhere", "alice"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res.Erased
+		}
+		if got := erased(u); len(got) != 0 {
+			t.Fatalf("erased before any deactivation: %v", got)
+		}
+		for _, req := range []api.PerformAccountDeactivationRequest{
+			{Localpart: "alice", Erase: true}, {Localpart: "bob"}, {Localpart: "alice"},
+		} {
+			if _, err := u.PerformAccountDeactivation(ctx, &req); err != nil {
+				t.Fatalf("deactivate %+v: %v", req, err)
+			}
+		}
+		_, err := u.PerformAccountDeactivation(ctx, &api.PerformAccountDeactivationRequest{Localpart: "nobody", Erase: true})
+		wantCode(t, err, "M_NOT_FOUND")
+		if got := erased(u); len(got) != 1 || got[0] != alice.UserID {
+			t.Fatalf("erased %v, want only %s", got, alice.UserID)
+		}
+		if got := erased(newAPI(t, db, nil)); len(got) != 1 || got[0] != alice.UserID {
+			t.Fatalf("erased after a restart %v, want only %s", got, alice.UserID)
+		}
+	})
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/userapi"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 const (
@@ -36,6 +37,8 @@ type env struct {
 	t   testing.TB
 	url string
 	db  *sqlutil.DB
+	// users is the userapi behind the routes.
+	users uapi.ClientUserAPI
 
 	mu      sync.Mutex
 	changed []string
@@ -47,7 +50,7 @@ func newEnv(t testing.TB, db *sqlutil.DB, cfg config.ClientAPI) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, db: db}
+	e := &env{t: t, db: db, users: ua.API()}
 	acc := &routing.Accounts{Cfg: &cfg, ServerName: serverName, UserAPI: ua.API(), ProfileChanged: func(_ context.Context, userID string) error {
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -486,6 +489,30 @@ func TestDeactivateAccount(t *testing.T) {
 		e.want("GET", v3+"/account/whoami", token, nil, 401, "M_UNKNOWN_TOKEN")
 		e.want("POST", v3+"/login", "", map[string]any{"type": "m.login.password", "user": "alice", "password": "pw"}, 403, "M_FORBIDDEN")
 		e.want("GET", v3+"/register/available?username=alice", "", nil, 400, "M_USER_IN_USE")
+	})
+}
+
+// TestDeactivateAccountErase: erase: true marks the account erased in the userapi (what
+// readers ask before serving its events); a deactivation without it erases nothing, and
+// an erase that is not a boolean is 400 M_BAD_JSON.
+func TestDeactivateAccountErase(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		e := newEnv(t, db, openCfg())
+		alice, aliceToken := e.register("alice", "pw")
+		bob, bobToken := e.register("bob", "pw")
+		auth := func(user string, erase any) map[string]any {
+			return map[string]any{"erase": erase, "auth": map[string]any{"type": "m.login.password", "user": user, "password": "pw"}}
+		}
+		e.want("POST", v3+"/account/deactivate", aliceToken, auth("alice", "yes"), 400, "M_BAD_JSON")
+		e.want("POST", v3+"/account/deactivate", aliceToken, auth("alice", true), 200, "")
+		e.want("POST", v3+"/account/deactivate", bobToken, auth("bob", false), 200, "")
+		res, err := e.users.QueryErasedUsers(context.Background(), &uapi.QueryErasedUsersRequest{UserIDs: []string{alice, bob}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Erased) != 1 || res.Erased[0] != alice {
+			t.Fatalf("erased %v, want only %s", res.Erased, alice)
+		}
 	})
 }
 

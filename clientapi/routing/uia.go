@@ -157,11 +157,14 @@ func (a *Accounts) ChangePassword(r *http.Request, dev *uapi.Device) (httputil.R
 }
 
 // DeactivateAccount is POST /account/deactivate, behind the password: the account loses
-// its password and devices for good. This server keeps no third-party identifiers, so it
-// unbinds nothing from identity servers (id_server_unbind_result no-support).
+// its password and devices for good, and with erase its events are served redacted from
+// then on to the users and servers who could not see them when they were sent (see
+// docs/auth.md). This server keeps no third-party identifiers, so it unbinds nothing from
+// identity servers (id_server_unbind_result no-support).
 func (a *Accounts) DeactivateAccount(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	var body struct {
-		Auth json.RawMessage `json:"auth"`
+		Auth  json.RawMessage `json:"auth"`
+		Erase bool            `json:"erase"`
 	}
 	if err := decodeOptional(r, &body); err != nil {
 		return httputil.Response{}, err
@@ -169,7 +172,7 @@ func (a *Accounts) DeactivateAccount(r *http.Request, dev *uapi.Device) (httputi
 	if challenge, err := a.requirePassword(r, dev, body.Auth); challenge != nil || err != nil {
 		return deref(challenge), err
 	}
-	_, err := a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID)})
+	_, err := a.UserAPI.PerformAccountDeactivation(r.Context(), &uapi.PerformAccountDeactivationRequest{Localpart: localpartOf(dev.UserID), Erase: body.Erase})
 	if err != nil {
 		return httputil.Response{}, err
 	}

@@ -193,8 +193,8 @@ func TestMonolithDirectory(t *testing.T) {
 }
 
 // TestMonolithEveryday runs the everyday client feature stories (issue 11): room tags, the
-// user directory, relations and threads, spaces, room summaries, restricted joins and
-// knocking.
+// user directory, relations and threads, spaces, room summaries, restricted joins,
+// knocking and account erasure.
 func TestMonolithEveryday(t *testing.T) {
 	url := startServer(t, e2e.WriteConfig(t, t.TempDir())).URL()
 	t.Run("tags", func(t *testing.T) { e2e.Tags(t, url) })
@@ -203,6 +203,7 @@ func TestMonolithEveryday(t *testing.T) {
 	t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
 	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
+	t.Run("erasure", func(t *testing.T) { e2e.Erasure(t, url) })
 }
 
 // TestMonolithPushCounts covers the push reader: rules, counts in /sync, receipts and

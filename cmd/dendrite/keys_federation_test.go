@@ -3,6 +3,7 @@ package main
 import (
 	"testing"
 
+	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -11,4 +12,20 @@ import (
 func TestMonolithsFederateKeys(t *testing.T) {
 	a, b := startFedServer(t), startFedServer(t)
 	e2e.KeysOverFederation(t, a.URL(), string(a.name), b.URL())
+}
+
+// TestMonolithsDeviceListsAfterLeaving: a server that stops sharing every room with another
+// server's user marks its copy of their device list stale, and fetches it again at the next
+// /keys/query (both engines).
+func TestMonolithsDeviceListsAfterLeaving(t *testing.T) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		t.Run(engine, func(t *testing.T) {
+			start := func() *fedServer { return startFedServer(t) }
+			if engine == "postgres" {
+				start = func() *fedServer { return startFedServerWith(t, test.PostgresDSN(t), "") }
+			}
+			a, b := start(), start()
+			e2e.DeviceListsAfterLeaving(t, a.URL(), string(a.name), b.URL(), string(b.name))
+		})
+	}
 }

@@ -3,12 +3,15 @@ package internal
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	"github.com/matrix-org/dendrite/internal/guestaccess"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
@@ -34,7 +37,11 @@ type checkedPDU struct {
 // goes to the roomserver as one message (one log write, one wait, one transaction; each event is still
 // decided on its own). An event with a gap before it is received alone (Receive), after
 // the run before it.
-func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws []json.RawMessage) []Outcome {
+//
+// A PDU that is not valid JSON for its room's version (room versions 6 and later: a float,
+// or an integer outside the canonical JSON range) makes the whole transaction invalid: the
+// error is matrixerr.BadJSON and no PDU of the transaction is applied.
+func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws []json.RawMessage) ([]Outcome, error) {
 	out := make([]Outcome, len(raws))
 	var checked []checkedPDU
 	rooms := map[string]*rsapi.QueryRoomInfoResponse{}
@@ -66,6 +73,10 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 			denied[header.RoomID] = RoomACL(ctx, ib.Roomserver, header.RoomID, origin)
 		}
 		ev, err := v.NewEventFromUntrustedJSON(raw)
+		var badJSON gomatrixserverlib.BadJSONError
+		if errors.As(err, &badJSON) {
+			return nil, matrixerr.BadJSON(fmt.Sprintf("PDU %d is not valid JSON for room version %s", i, v.Version()))
+		}
 		if err != nil {
 			out[i].Err = rejectf("invalid event: %v", err)
 			continue
@@ -169,7 +180,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 	}
 	flush()
 	ib.removeGuests(ctx, checked, out)
-	return out
+	return out, nil
 }
 
 // removeGuests makes this server's guests leave each room where an accepted event of the

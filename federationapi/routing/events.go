@@ -3,7 +3,9 @@ package routing
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -16,6 +18,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // maxWalk bounds the events /get_missing_events and /backfill return.
@@ -53,8 +56,9 @@ func (rt *Routing) canSee(ctx context.Context, origin spec.ServerName, roomID st
 }
 
 // visibleJSON returns the events as origin may see them: whole where history visibility
-// lets one of its users see them, redacted elsewhere. Redacted copies keep the room's graph
-// whole for the walks of /backfill and /get_missing_events while hiding content.
+// lets one of its users see them and their sender's account was not erased, redacted
+// elsewhere. Redacted copies keep the room's graph whole for the walks of /backfill and
+// /get_missing_events while hiding content.
 func (rt *Routing) visibleJSON(ctx context.Context, origin spec.ServerName, roomID string, evs []gomatrixserverlib.PDU) ([]json.RawMessage, error) {
 	ids := make([]string, len(evs))
 	for i, e := range evs {
@@ -68,9 +72,22 @@ func (rt *Routing) visibleJSON(ctx context.Context, origin spec.ServerName, room
 	for _, id := range res.Allowed {
 		allowed[id] = true
 	}
+	return rt.eventJSONs(ctx, evs, func(e gomatrixserverlib.PDU) bool { return allowed[e.EventID()] })
+}
+
+// eventJSONs returns the events' JSON, whole where whole says so and their sender's account
+// was not erased, redacted elsewhere. Other servers get an erased account's events
+// redacted whoever of theirs was in the room when they were sent: a server cannot be told
+// which of its users may see them (POST /account/deactivate's erase; the erasure itself is
+// not sent over federation).
+func (rt *Routing) eventJSONs(ctx context.Context, evs []gomatrixserverlib.PDU, whole func(gomatrixserverlib.PDU) bool) ([]json.RawMessage, error) {
+	erased, err := rt.erasedSenders(ctx, evs)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]json.RawMessage, len(evs))
 	for i, e := range evs {
-		if allowed[e.EventID()] {
+		if whole(e) && !erased[string(e.SenderID())] {
 			out[i] = e.JSON()
 			continue
 		}
@@ -83,6 +100,30 @@ func (rt *Routing) visibleJSON(ctx context.Context, origin spec.ServerName, room
 		}
 	}
 	return out, nil
+}
+
+// erasedSenders returns the senders of evs that are this server's users with erased
+// accounts, asking the userapi only when some sender is local.
+func (rt *Routing) erasedSenders(ctx context.Context, evs []gomatrixserverlib.PDU) (map[string]bool, error) {
+	var local []string
+	for _, e := range evs {
+		sender := string(e.SenderID())
+		if _, domain, err := gomatrixserverlib.SplitID('@', sender); err == nil && domain == rt.ServerName && !slices.Contains(local, sender) {
+			local = append(local, sender)
+		}
+	}
+	if len(local) == 0 {
+		return nil, nil
+	}
+	res, err := rt.Users.QueryErasedUsers(ctx, &uapi.QueryErasedUsersRequest{UserIDs: local})
+	if err != nil {
+		return nil, fmt.Errorf("query erased users: %w", err)
+	}
+	erased := make(map[string]bool, len(res.Erased))
+	for _, id := range res.Erased {
+		erased[id] = true
+	}
+	return erased, nil
 }
 
 // GetEvent is GET /_matrix/federation/v1/event/{eventID}.
@@ -165,12 +206,25 @@ func (rt *Routing) State(r *http.Request, req *fclient.FederationRequest) (httpu
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	out := fclient.RespState{StateEvents: gomatrixserverlib.EventJSONs{}, AuthEvents: gomatrixserverlib.EventJSONs{}}
-	for _, e := range state {
-		out.StateEvents = append(out.StateEvents, e.JSON())
+	pdus := make([]gomatrixserverlib.PDU, len(state))
+	for i, e := range state {
+		pdus[i] = e.PDU
 	}
-	for _, e := range chain {
-		out.AuthEvents = append(out.AuthEvents, e.JSON())
+	whole := func(gomatrixserverlib.PDU) bool { return true }
+	stateJSON, err := rt.eventJSONs(r.Context(), pdus, whole)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	chainJSON, err := rt.eventJSONs(r.Context(), chain, whole)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	out := fclient.RespState{StateEvents: gomatrixserverlib.EventJSONs{}, AuthEvents: gomatrixserverlib.EventJSONs{}}
+	for _, e := range stateJSON {
+		out.StateEvents = append(out.StateEvents, spec.RawJSON(e))
+	}
+	for _, e := range chainJSON {
+		out.AuthEvents = append(out.AuthEvents, spec.RawJSON(e))
 	}
 	return httputil.OK(out), nil
 }

@@ -41,7 +41,9 @@ type sendResponse struct {
 // roomserver (internal.Inbound); its outcome is in the response, keyed by event ID: an
 // error for one that could not be processed (bad signature, wrong origin, unknown room,
 // server ACL), an empty result for one processed, including one the room's auth rules
-// rejected (which sytest's and other servers' senders expect). The
+// rejected (which sytest's and other servers' senders expect). A PDU that is not valid
+// JSON for its room's version fails the whole transaction with 400 M_BAD_JSON (as Dendrite
+// does, and sytest's "Server rejects invalid JSON in a version 6 room" expects). The
 // response is stored per origin and transaction ID, so a retried transaction gets the same
 // answer without being applied again (unless an internal failure kept it from being
 // stored, in which case it is applied again, which the roomserver makes harmless).
@@ -66,7 +68,11 @@ func (rt *Routing) Send(r *http.Request, req *fclient.FederationRequest) (httput
 	logger := httputil.Logger(r).WithField("origin", origin)
 	res := sendResponse{PDUs: map[string]pduResult{}}
 	complete := true
-	for _, o := range rt.Inbound.ProcessPDUs(ctx, origin, body.PDUs) {
+	outcomes, err := rt.Inbound.ProcessPDUs(ctx, origin, body.PDUs)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	for _, o := range outcomes {
 		eventID, err := o.EventID, o.Err
 		if err == nil {
 			res.PDUs[eventID] = pduResult{}

@@ -256,6 +256,12 @@ type PushServer struct {
 	// them forever (a zero NotificationRetention keeps highlights too).
 	NotificationRetention Duration `yaml:"notification_retention"`
 	HighlightRetention    Duration `yaml:"highlight_retention"`
+	// MaxDeliveries is how many pushers the deliverer sends to at once, over every
+	// gateway; MaxDeliveriesPerGateway how many of them may share one gateway (scheme,
+	// host and port of the pusher's URL), so a slow or failing gateway holds at most
+	// that many of the MaxDeliveries and the others' pushes go on.
+	MaxDeliveries           int `yaml:"max_deliveries"`
+	MaxDeliveriesPerGateway int `yaml:"max_deliveries_per_gateway"`
 }
 
 // PresenceServer configures the presenceserver.
@@ -319,7 +325,8 @@ func Defaults() *Dendrite {
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
 		PushServer: PushServer{Listen: ":8075", InternalAPI: InternalAPI{Listen: ":7781", Connect: "http://pushserver:7781"},
-			NotificationRetention: Duration(24 * time.Hour), HighlightRetention: Duration(30 * 24 * time.Hour)},
+			NotificationRetention: Duration(24 * time.Hour), HighlightRetention: Duration(30 * 24 * time.Hour),
+			MaxDeliveries: 64, MaxDeliveriesPerGateway: 16},
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),
@@ -451,6 +458,12 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.PushServer.HighlightRetention != 0 && c.PushServer.HighlightRetention < c.PushServer.NotificationRetention {
 		bad("push_server.highlight_retention", "must be 0 (forever) or at least push_server.notification_retention")
+	}
+	if c.PushServer.MaxDeliveries < 1 {
+		bad("push_server.max_deliveries", "must be at least 1")
+	}
+	if c.PushServer.MaxDeliveriesPerGateway < 1 || c.PushServer.MaxDeliveriesPerGateway > c.PushServer.MaxDeliveries {
+		bad("push_server.max_deliveries_per_gateway", "must be between 1 and push_server.max_deliveries")
 	}
 	if c.PresenceServer.IdleTimeout <= 0 {
 		bad("presence_server.idle_timeout", "must be positive")

@@ -377,3 +377,33 @@ func TestNotificationRetention(t *testing.T) {
 		}
 	}
 }
+
+// TestPushDeliveryLimits reads push_server.max_deliveries and
+// max_deliveries_per_gateway: 64 and 16 by default, values from YAML, and refuses a
+// limit below 1 or a per-gateway limit above the overall one.
+func TestPushDeliveryLimits(t *testing.T) {
+	const base = "global:\n  server_name: example.org\n"
+	cfg, err := LoadBytes([]byte(base), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PushServer.MaxDeliveries != 64 || cfg.PushServer.MaxDeliveriesPerGateway != 16 {
+		t.Fatalf("default limits %d and %d", cfg.PushServer.MaxDeliveries, cfg.PushServer.MaxDeliveriesPerGateway)
+	}
+	cfg, err = LoadBytes([]byte(base+"push_server:\n  max_deliveries: 8\n  max_deliveries_per_gateway: 8\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.PushServer.MaxDeliveries != 8 || cfg.PushServer.MaxDeliveriesPerGateway != 8 {
+		t.Fatalf("limits %d and %d", cfg.PushServer.MaxDeliveries, cfg.PushServer.MaxDeliveriesPerGateway)
+	}
+	for yaml, path := range map[string]string{
+		"  max_deliveries: 0\n":                                  "push_server.max_deliveries:",
+		"  max_deliveries_per_gateway: 0\n":                      "push_server.max_deliveries_per_gateway:",
+		"  max_deliveries: 4\n  max_deliveries_per_gateway: 5\n": "push_server.max_deliveries_per_gateway:",
+	} {
+		if _, err := LoadBytes([]byte(base+"push_server:\n"+yaml), nil); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: %v, want an error naming %s", yaml, err, path)
+		}
+	}
+}

@@ -27,6 +27,7 @@ func TestEverydayFeaturesBothEngines(t *testing.T) {
 			t.Run("spaces", func(t *testing.T) { e2e.Spaces(t, url) })
 			t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 			t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
+			t.Run("erasure", func(t *testing.T) { e2e.Erasure(t, url) })
 		})
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // TestEndToEndKeys runs the key, device-list, cross-signing and key backup stories
-// (e2e.Keys, e2e.DeviceLists, e2e.CrossSigning, e2e.KeyBackup) against a monolith on SQLite and then
+// (e2e.Keys, e2e.DeviceLists, e2e.CrossSigning, e2e.KeyBackup, e2e.KeyBackupAuthData) against a monolith on SQLite and then
 // PostgreSQL.
 func TestEndToEndKeys(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {
@@ -26,6 +26,7 @@ func TestEndToEndKeys(t *testing.T) {
 			t.Run("device lists", func(t *testing.T) { e2e.DeviceLists(t, base) })
 			t.Run("cross-signing", func(t *testing.T) { e2e.CrossSigning(t, base) })
 			t.Run("key backup", func(t *testing.T) { e2e.KeyBackup(t, base) })
+			t.Run("key backup auth_data", func(t *testing.T) { e2e.KeyBackupAuthData(t, base) })
 		})
 	}
 }

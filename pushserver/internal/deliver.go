@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"slices"
 	"sync"
 	"time"
@@ -22,25 +23,39 @@ import (
 // Delivery limits: a pusher's head is retried with exponential backoff up to
 // maxBackoff, and dropped (counted as a failure) once it has waited giveUpAfter.
 const (
-	minBackoff    = time.Second
-	maxBackoff    = 10 * time.Minute
-	giveUpAfter   = 24 * time.Hour
-	pollInterval  = time.Second
-	maxConcurrent = 64
-	maxRespBytes  = 64 << 10
+	minBackoff   = time.Second
+	maxBackoff   = 10 * time.Minute
+	giveUpAfter  = 24 * time.Hour
+	pollInterval = time.Second
+	maxRespBytes = 64 << 10
 	// maxAcks is how many delivered pushes one transaction removes from the queues.
 	maxAcks = 500
+	// queueBatch is how many pushes of a pusher's queue one read takes (and at most how
+	// many a crash may send twice).
+	queueBatch = 20
 	// eventCacheMax bounds the cache of what a push says about its event.
 	eventCacheMax = 1024
 )
 
+// Limits bound the deliverer's concurrent sends (push_server.max_deliveries and
+// max_deliveries_per_gateway).
+type Limits struct {
+	// Total is how many pushers are sent to at once.
+	Total int
+	// PerGateway is how many of them may share one gateway.
+	PerGateway int
+}
+
 // Deliverer sends the queued pushes to the push gateways: each pusher's queue in order,
-// one goroutine per pusher with pushes due, so a slow or failing gateway delays only its
-// own pushers, and event processing (which only queues) not at all.
+// one goroutine per pusher with pushes due, at most Limits.Total at once and
+// Limits.PerGateway per gateway, so a slow or failing gateway delays only its own
+// pushers (it holds at most PerGateway of the Total), and event processing (which only
+// queues) not at all.
 type Deliverer struct {
 	DB      storage.Database
 	Rooms   rsapi.QueryAPI
 	Client  *http.Client
+	Limits  Limits
 	Metrics *Metrics
 	Logger  *logrus.Entry
 
@@ -48,6 +63,9 @@ type Deliverer struct {
 	acks chan ack
 	mu   sync.Mutex
 	busy map[storage.PusherKey]bool
+	// gateways are the per-gateway semaphores of the gateways with pushers being
+	// delivered or waiting, by gateway; an entry goes when its last pusher is done.
+	gateways map[string]*gatewaySlots
 	// events caches, per event ID, what every push of the event says about it (the
 	// event and the room's and sender's names), so that a message to a thousand pushers
 	// queries the roomserver once, not a thousand times.
@@ -57,7 +75,7 @@ type Deliverer struct {
 // ack is a delivered push waiting to leave its queue; done receives the outcome.
 type ack struct {
 	seq  int64
-	done chan error
+	done chan<- error
 }
 
 // eventInfo is what pushes say about an event: the event (nil when the roomserver does
@@ -67,10 +85,52 @@ type eventInfo struct {
 	roomName, roomAlias, senderDisplayName string
 }
 
-// NewDeliverer returns a Deliverer; Run starts it.
-func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client, m *Metrics, logger *logrus.Entry) *Deliverer {
-	return &Deliverer{DB: db, Rooms: rooms, Client: client, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
-		acks: make(chan ack, maxConcurrent), busy: map[storage.PusherKey]bool{}, events: map[string]*eventInfo{}}
+// gatewaySlots is one gateway's semaphore and how many pushers hold or wait for it.
+type gatewaySlots struct {
+	sem   chan struct{}
+	users int
+}
+
+// NewDeliverer returns a Deliverer; Run starts it. Limits below 1 are 1.
+func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client, limits Limits, m *Metrics, logger *logrus.Entry) *Deliverer {
+	limits.Total = max(limits.Total, 1)
+	limits.PerGateway = max(limits.PerGateway, 1)
+	return &Deliverer{DB: db, Rooms: rooms, Client: client, Limits: limits, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
+		acks: make(chan ack, limits.Total), busy: map[storage.PusherKey]bool{}, gateways: map[string]*gatewaySlots{},
+		events: map[string]*eventInfo{}}
+}
+
+// gatewayOf is the gateway a pusher's URL names: its scheme, host and port.
+func gatewayOf(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return ""
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// gateway returns the gateway's semaphore, counting the caller as its user until release.
+func (d *Deliverer) gateway(gw string) chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	g := d.gateways[gw]
+	if g == nil {
+		g = &gatewaySlots{sem: make(chan struct{}, d.Limits.PerGateway)}
+		d.gateways[gw] = g
+	}
+	g.users++
+	return g.sem
+}
+
+// release ends the caller's use of the gateway's semaphore.
+func (d *Deliverer) release(gw string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if g := d.gateways[gw]; g != nil {
+		if g.users--; g.users == 0 {
+			delete(d.gateways, gw)
+		}
+	}
 }
 
 // Wake makes Run look for due pushes now (after pushes were queued and committed).
@@ -90,7 +150,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		defer wg.Done()
 		d.commitAcks(ctx)
 	}()
-	sem := make(chan struct{}, maxConcurrent)
+	sem := make(chan struct{}, d.Limits.Total)
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
@@ -98,10 +158,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		if err != nil && ctx.Err() == nil {
 			d.Logger.WithError(err).Warn("loading due pushes failed")
 		}
-		for _, k := range due {
+		for _, p := range due {
 			d.mu.Lock()
-			skip := d.busy[k]
-			d.busy[k] = true
+			skip := d.busy[p.Key]
+			d.busy[p.Key] = true
 			d.mu.Unlock()
 			if skip {
 				continue
@@ -109,14 +169,9 @@ func (d *Deliverer) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				select {
-				case sem <- struct{}{}:
-					d.drain(ctx, k)
-					<-sem
-				case <-ctx.Done():
-				}
+				d.drainLimited(ctx, p, sem)
 				d.mu.Lock()
-				delete(d.busy, k)
+				delete(d.busy, p.Key)
 				d.mu.Unlock()
 			}()
 		}
@@ -132,64 +187,121 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 }
 
+// drainLimited drains the pusher's queue once it holds a slot of its gateway and then
+// one of sem (the overall limit), in that order: a pusher waiting for a busy gateway
+// holds no overall slot, so a slow gateway takes at most Limits.PerGateway of them.
+func (d *Deliverer) drainLimited(ctx context.Context, p storage.DuePusher, sem chan struct{}) {
+	gw := gatewayOf(p.URL)
+	gwSem := d.gateway(gw)
+	defer d.release(gw)
+	select {
+	case gwSem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-gwSem }()
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	defer func() { <-sem }()
+	d.drain(ctx, p.Key)
+}
+
 // drain sends the pusher's due pushes in order until its queue is empty, a push fails
-// (the queue is postponed) or ctx ends.
+// (the queue is postponed), the gateway rejects the push key or ctx ends. It reads the
+// queue queueBatch pushes at a time, with the pusher and the user's unread count (the
+// badge every push of the batch carries) once per batch, not once per push; the batch's
+// delivered pushes leave the queue in the deliverer's shared transactions, and drain
+// waits for them to commit at the end of the batch, not after each push (a commit
+// waits for the disk: waiting for one per push held every pusher to a few pushes a
+// second). A crash before that commit sends those pushes again, at most a batch.
 func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
+	log := d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID})
 	for ctx.Err() == nil {
-		now := time.Now()
-		head, pusher, err := d.DB.QueueHead(ctx, k, now.UnixMilli())
+		heads, pusher, err := d.DB.QueueHeads(ctx, k, time.Now().UnixMilli(), queueBatch)
 		if err != nil {
-			d.Logger.WithError(err).Warn("loading a pusher's queue failed")
+			log.WithError(err).Warn("loading a pusher's queue failed")
 			return
 		}
-		if head == nil {
+		if len(heads) == 0 {
 			return
 		}
-		rejected, err := d.send(ctx, head, pusher)
-		switch {
-		case err == nil && rejected:
-			d.Metrics.delivered()
-			d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Info("push gateway rejected a push key; pusher removed")
-			err = d.DB.RemovePusher(ctx, k)
-		case err == nil:
-			d.Metrics.delivered()
-			err = d.delivered(ctx, head.Seq)
-		case now.Sub(time.UnixMilli(head.EnqueuedTS)) > giveUpAfter:
-			d.Metrics.failed()
-			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID}).Warn("push dropped after retrying for a day")
-			err = d.delivered(ctx, head.Seq)
-		default:
-			d.Metrics.failed()
-			d.Logger.WithError(err).WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID, "attempts": head.Attempts + 1}).
-				Debug("push failed; retrying later")
-			if perr := d.DB.Postpone(ctx, k, head.Seq, now.Add(backoff(head.Attempts+1)).UnixMilli()); perr != nil {
-				d.Logger.WithError(perr).Warn("postponing a pusher's queue failed")
+		unread, err := d.DB.UnreadTotal(ctx, k.UserID)
+		if err != nil {
+			log.WithError(err).Warn("counting a user's unread notifications failed")
+			return
+		}
+		var pending []<-chan error
+		more := true
+		for i := 0; i < len(heads) && more; i++ {
+			var done <-chan error
+			done, more = d.sendHead(ctx, log, &heads[i], pusher, unread)
+			if done != nil {
+				pending = append(pending, done)
 			}
+		}
+		if err := waitAcks(ctx, pending); err != nil {
+			log.WithError(err).Warn("removing delivered pushes from a pusher's queue failed")
 			return
 		}
-		if err != nil {
-			d.Logger.WithError(err).Warn("updating a pusher's queue failed")
+		if !more {
 			return
 		}
 	}
 }
 
-// delivered removes a push from its queue, in a transaction shared with the pushes that
-// other pushers delivered meanwhile (one commit per push was the deliverer's bottleneck
-// on SQLite), and returns once it committed.
-func (d *Deliverer) delivered(ctx context.Context, seq int64) error {
-	done := make(chan error, 1)
-	select {
-	case d.acks <- ack{seq: seq, done: done}:
-	case <-ctx.Done():
-		return ctx.Err()
+// sendHead sends one push of the pusher's queue and records the outcome: done, when not
+// nil, reports the commit of the push's removal from the queue; more false means the
+// queue stops here (postponed after a failure, pusher removed, or ctx ended).
+func (d *Deliverer) sendHead(ctx context.Context, log *logrus.Entry, head *storage.QueuedPush, pusher *storage.StoredPusher, unread int) (done <-chan error, more bool) {
+	now := time.Now()
+	rejected, err := d.send(ctx, head, pusher, unread)
+	switch {
+	case err == nil && rejected:
+		d.Metrics.delivered()
+		log.Info("push gateway rejected a push key; pusher removed")
+		if err := d.DB.RemovePusher(ctx, head.ID); err != nil {
+			log.WithError(err).Warn("removing a rejected pusher failed")
+		}
+		return nil, false
+	case err == nil:
+		d.Metrics.delivered()
+	case now.Sub(time.UnixMilli(head.EnqueuedTS)) > giveUpAfter:
+		d.Metrics.failed()
+		log.WithError(err).Warn("push dropped after retrying for a day")
+	default:
+		d.Metrics.failed()
+		log.WithError(err).WithField("attempts", head.Attempts+1).Debug("push failed; retrying later")
+		if perr := d.DB.Postpone(ctx, head.ID, head.Seq, now.Add(backoff(head.Attempts+1)).UnixMilli()); perr != nil {
+			log.WithError(perr).Warn("postponing a pusher's queue failed")
+		}
+		return nil, false
 	}
+	ch := make(chan error, 1)
 	select {
-	case err := <-done:
-		return err
+	case d.acks <- ack{seq: head.Seq, done: ch}:
+		return ch, true
 	case <-ctx.Done():
-		return ctx.Err()
+		return nil, false
 	}
+}
+
+// waitAcks waits until the removals of pending have committed, and returns the first
+// error.
+func waitAcks(ctx context.Context, pending []<-chan error) error {
+	for _, done := range pending {
+		select {
+		case err := <-done:
+			if err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 // commitAcks removes delivered pushes from the queues until ctx ends: each transaction
@@ -273,11 +385,7 @@ type notifyDevice struct {
 // buildNotification is the notify body for head: the event's fields for the "full"
 // format, only its ID, room, priority and counts for "event_id_only", counts alone for a
 // badge update.
-func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher) (*notification, error) {
-	unread, err := d.DB.UnreadTotal(ctx, p.UserID)
-	if err != nil {
-		return nil, err
-	}
+func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher, unread int) (*notification, error) {
 	data := map[string]json.RawMessage{}
 	if json.Unmarshal(p.Data, &data) != nil {
 		data = map[string]json.RawMessage{}
@@ -429,9 +537,9 @@ func (d *Deliverer) addNames(ctx context.Context, n *notification) error {
 }
 
 // send posts head to the pusher's gateway; rejected reports that the gateway rejected
-// the push key.
-func (d *Deliverer) send(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher) (rejected bool, err error) {
-	n, err := d.buildNotification(ctx, head, p)
+// the push key. unread is the badge, the user's unread notifications.
+func (d *Deliverer) send(ctx context.Context, head *storage.QueuedPush, p *storage.StoredPusher, unread int) (rejected bool, err error) {
+	n, err := d.buildNotification(ctx, head, p, unread)
 	if err != nil {
 		return false, err
 	}

@@ -67,6 +67,13 @@ type PusherKey struct {
 	PushKey string
 }
 
+// DuePusher is a pusher with pushes due and the URL of its push gateway (empty when the
+// pusher is gone or has none).
+type DuePusher struct {
+	Key PusherKey
+	URL string
+}
+
 // QueuedPush is a push waiting for its pusher: a notification's event, or, with EventID
 // empty, a badge update (counts only).
 type QueuedPush struct {
@@ -136,10 +143,11 @@ type Database interface {
 	// badges, a badge update for every pusher of those users.
 	EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []Notification, badges []string) error
 	// DuePushers are the pushers whose queue head is due at now (Unix ms).
-	DuePushers(ctx context.Context, now int64) ([]PusherKey, error)
-	// QueueHead is the pusher's oldest queued push and the pusher, or nils when either is
-	// gone. The head is returned only when due at now.
-	QueueHead(ctx context.Context, key PusherKey, now int64) (*QueuedPush, *StoredPusher, error)
+	DuePushers(ctx context.Context, now int64) ([]DuePusher, error)
+	// QueueHeads are the pusher's oldest queued pushes, at most limit, in queue order, and
+	// the pusher; nothing when either is gone (a queue without its pusher is removed) or
+	// the head is not due at now.
+	QueueHeads(ctx context.Context, key PusherKey, now int64, limit int) ([]QueuedPush, *StoredPusher, error)
 	// Delivered removes pushes, by their seq, from the queues, in one transaction.
 	Delivered(ctx context.Context, seqs []int64) error
 	// Postpone records a failed attempt at the pusher's head and makes its queue due

@@ -4,28 +4,35 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi/storage"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
 // RoomEvents consumes OutputRoomEvent: it stores each new event with its state delta, and
 // each backfilled event as history before everything stored.
 // Added state events the roomserver did not carry inline are fetched with QueryEventsByID
 // before the write transaction opens, so no query to another component holds it open.
+// After a batch whose membership changes left other servers' users without a joined room
+// shared with a local user has committed, it tells the userapi to mark their cached device
+// lists stale: their servers stop sending updates to this one.
 type RoomEvents struct {
-	p     partitions
-	rsAPI rsapi.SyncRoomserverAPI
+	p          partitions
+	rsAPI      rsapi.SyncRoomserverAPI
+	keys       uapi.SyncKeyAPI
+	serverName string
 }
 
-// NewRoomEvents builds the consumer of topic.
-func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI) *RoomEvents {
+// NewRoomEvents builds the consumer of topic. keys may be nil (no device lists are marked).
+func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI, keys uapi.SyncKeyAPI, serverName string) *RoomEvents {
 	p := newPartitions(s, topic)
 	p.sequenced = rsapi.OutputSequence(rs).Reporting(s.Logger, s.LogMetrics)
-	return &RoomEvents{p: p, rsAPI: rs}
+	return &RoomEvents{p: p, rsAPI: rs, keys: keys, serverName: serverName}
 }
 
 // Run consumes every partition until ctx ends.
@@ -57,7 +64,45 @@ func (c *RoomEvents) apply(ctx context.Context, recs []eventlog.Record, offset s
 		}
 		events = append(events, ev)
 	}
-	return c.p.db.WriteRoomEvents(ctx, events, dead, offset)
+	applied, err := c.p.db.WriteRoomEvents(ctx, events, dead, offset)
+	if err != nil || c.keys == nil || len(applied.Members) == 0 {
+		return applied, err
+	}
+	return applied, c.markUnshared(ctx, applied.Members)
+}
+
+// markStaleRetry is the wait between attempts to mark device lists stale.
+const markStaleRetry = time.Second
+
+// markUnshared marks stale the cached device lists of the other servers' users whom changes
+// left without a joined room shared with a local user. The batch has committed (a redelivery
+// would not report the changes again), so it retries while the partition waits, until it
+// succeeds or ctx ends; the lists are marked before the batch's changes wake any client.
+func (c *RoomEvents) markUnshared(ctx context.Context, changes []storage.MemberChange) error {
+	for {
+		err := c.tryMarkUnshared(ctx, changes)
+		if err == nil {
+			return nil
+		}
+		c.p.logger.WithError(err).WithField("topic", c.p.topic).Warn("marking device lists of users no longer sharing a room stale failed; retrying")
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(markStaleRetry):
+		}
+	}
+}
+
+func (c *RoomEvents) tryMarkUnshared(ctx context.Context, changes []storage.MemberChange) error {
+	users, err := c.p.db.UnsharedRemoteUsers(ctx, c.serverName, changes)
+	if err != nil || len(users) == 0 {
+		return err
+	}
+	_, err = c.keys.PerformMarkRemoteDeviceListsStale(ctx, &uapi.PerformMarkRemoteDeviceListsStaleRequest{UserIDs: users})
+	if err != nil {
+		return fmt.Errorf("mark device lists stale: %w", err)
+	}
+	return nil
 }
 
 // prepare resolves every added state event, fetching those not carried inline.

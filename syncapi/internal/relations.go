@@ -28,8 +28,12 @@ const (
 
 // clientEvents converts events to the client format, adding the transaction ID for the
 // device that sent them and the bundled aggregations (unsigned.m.relations) the viewer may
-// see.
+// see; erased senders' events are redacted where the Erasure applies.
 func (s *Syncer) clientEvents(ctx context.Context, evs []storage.Event, v *viewer) ([]clientevent.Event, error) {
+	evs, err := s.redactErased(ctx, evs, v)
+	if err != nil {
+		return nil, err
+	}
 	out, err := clientEvents(evs, v)
 	if err != nil {
 		return nil, err
@@ -119,6 +123,9 @@ func (s *Syncer) visibleClientEvents(ctx context.Context, ids []string, v *viewe
 	evs, err := s.db.EventsByID(ctx, ids)
 	if err != nil {
 		return nil, fmt.Errorf("load related events: %w", err)
+	}
+	if evs, err = s.redactErased(ctx, evs, v); err != nil {
+		return nil, err
 	}
 	now := time.Now().UnixMilli()
 	for i := range evs {

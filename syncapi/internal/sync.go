@@ -25,12 +25,14 @@ type Syncer struct {
 	keys     uapi.SyncKeyAPI
 	// activity orders sliding sync's room lists.
 	activity *storage.ActivityIndex
+	erasure  *Erasure
 }
 
 // NewSyncer builds a Syncer; bf is nil when /messages must not ask other servers for
-// history, keys nil when /sync reports no key counts.
-func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI) *Syncer {
-	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys}
+// history, keys nil when /sync reports no key counts, er nil when no account's events are
+// served redacted for its erasure.
+func NewSyncer(db storage.Database, n *notifier.Notifier, activity *storage.ActivityIndex, bf *Backfill, keys uapi.SyncKeyAPI, er *Erasure) *Syncer {
+	return &Syncer{db: db, notifier: n, activity: activity, backfill: bf, keys: keys, erasure: er}
 }
 
 // SyncRequest is a parsed GET /sync.
@@ -176,7 +178,7 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return nil, err
 		}
 	}
-	if changed := s.notifier.Changed(storage.StreamPresence, since); changed || since > 0 && len(newRoomMates(req.UserID, res)) > 0 {
+	if changed := s.notifier.Changed(storage.StreamPresence, since); changed || since == 0 || len(newRoomMates(req.UserID, res)) > 0 {
 		if err = s.addPresence(ctx, req, since, to, changed, res); err != nil {
 			return nil, err
 		}

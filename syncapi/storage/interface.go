@@ -117,6 +117,8 @@ type Event struct {
 	StateKey          *string
 	JSON              []byte
 	HistoryVisibility string
+	// RoomVersion is the room's version, which says how to redact the event.
+	RoomVersion string
 	// Replaces is the event this state event replaced in the current state, if any.
 	Replaces string
 	Txn      Txn
@@ -391,6 +393,12 @@ type Database interface {
 	// room userID is in, or whose room userID left, and share no joined room with userID
 	// any more.
 	DeviceListChanges(ctx context.Context, userID string, after, upTo int64) (*DeviceLists, error)
+	// UnsharedRemoteUsers returns the users of servers other than serverName whom changes
+	// (applied already) may have left without a joined room shared with a user of
+	// serverName, and who indeed share none now: other servers' users whose membership
+	// became anything but join, and the members of the rooms a local user left or was
+	// banned from.
+	UnsharedRemoteUsers(ctx context.Context, serverName string, changes []MemberChange) ([]string, error)
 	// AccountData returns the user's account data changed in (after, upTo].
 	AccountData(ctx context.Context, userID string, after, upTo int64) ([]AccountData, error)
 

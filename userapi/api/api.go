@@ -109,10 +109,32 @@ type PerformGuestUpgradeResponse struct {
 // PerformAccountDeactivationRequest deactivates a local account: no password, no devices.
 type PerformAccountDeactivationRequest struct {
 	Localpart string `json:"localpart"`
+	// Erase also erases the account (POST /account/deactivate's erase): readers then serve
+	// its events redacted to users and servers that could not see them when they were sent
+	// (QueryErasedUsers).
+	Erase bool `json:"erase,omitempty"`
 }
 
 // PerformAccountDeactivationResponse is empty.
 type PerformAccountDeactivationResponse struct{}
+
+// QueryErasedUsersRequest asks which of these users' accounts were erased. Users of other
+// servers are never erased here: this server knows nothing of their erasure.
+type QueryErasedUsersRequest struct {
+	UserIDs []string `json:"user_ids"`
+}
+
+// QueryErasedUsersResponse lists the erased users among those asked about.
+type QueryErasedUsersResponse struct {
+	Erased []string `json:"erased"`
+}
+
+// ErasureAPI is what readers use to serve erased users' events redacted: the syncapi for
+// /sync, /messages, /context and /event, the federationapi for the events it serves to
+// other servers.
+type ErasureAPI interface {
+	QueryErasedUsers(ctx context.Context, req *QueryErasedUsersRequest) (*QueryErasedUsersResponse, error)
+}
 
 // QueryAccountRequest asks for a local account.
 type QueryAccountRequest struct {
@@ -299,6 +321,7 @@ type QueryFilterResponse struct {
 // ClientUserAPI is what clientapi uses.
 type ClientUserAPI interface {
 	ReplayAPI
+	ErasureAPI
 	QueryAccessToken(ctx context.Context, req *QueryAccessTokenRequest) (*QueryAccessTokenResponse, error)
 	PerformAccountCreation(ctx context.Context, req *PerformAccountCreationRequest) (*PerformAccountCreationResponse, error)
 	QueryLocalpartAvailable(ctx context.Context, req *QueryLocalpartAvailableRequest) (*QueryLocalpartAvailableResponse, error)
@@ -328,17 +351,20 @@ type ClientUserAPI interface {
 	QueryRemoteKeys(ctx context.Context, req *QueryRemoteKeysRequest) (*QueryRemoteKeysResponse, error)
 	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
+	PerformMarkRemoteDeviceListsStale(ctx context.Context, req *PerformMarkRemoteDeviceListsStaleRequest) (*PerformMarkRemoteDeviceListsStaleResponse, error)
 	PerformUploadDeviceSigningKeys(ctx context.Context, req *PerformUploadDeviceSigningKeysRequest) (*PerformUploadDeviceSigningKeysResponse, error)
 	PerformUploadSignatures(ctx context.Context, req *PerformUploadSignaturesRequest) (*PerformUploadSignaturesResponse, error)
 	QueryDeviceList(ctx context.Context, req *QueryDeviceListRequest) (*QueryDeviceListResponse, error)
 	KeyBackupAPI
 }
 
-// FederationUserAPI is what the federationapi uses: profiles for /query/profile, and local
-// users' keys for /user/keys/query, /user/keys/claim and /user/devices.
+// FederationUserAPI is what the federationapi uses: profiles for /query/profile, local
+// users' keys for /user/keys/query, /user/keys/claim and /user/devices, and erasures for
+// the events it serves.
 type FederationUserAPI interface {
 	// QueryAccount tells local guests apart when another server revokes a room's guest access.
 	QueryAccount(ctx context.Context, req *QueryAccountRequest) (*QueryAccountResponse, error)
+	ErasureAPI
 	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
 	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)
 	PerformClaimKeys(ctx context.Context, req *PerformClaimKeysRequest) (*PerformClaimKeysResponse, error)

@@ -94,9 +94,24 @@ type QueryOneTimeKeyCountsResponse struct {
 	UnusedFallbackKeyAlgorithms []string       `json:"unused_fallback_key_algorithms"`
 }
 
-// SyncKeyAPI is what the syncapi uses: one-time key counts for /sync.
+// PerformMarkRemoteDeviceListsStaleRequest names other servers' users with whom this server
+// shares no joined room any more: their servers stop sending device list updates, so the cached
+// lists may go out of date.
+type PerformMarkRemoteDeviceListsStaleRequest struct {
+	UserIDs []string `json:"user_ids"`
+}
+
+// PerformMarkRemoteDeviceListsStaleResponse is empty.
+type PerformMarkRemoteDeviceListsStaleResponse struct{}
+
+// SyncKeyAPI is what the syncapi uses: one-time key counts for /sync, and marking the cached
+// device lists of remote users it no longer shares a room with stale.
 type SyncKeyAPI interface {
 	QueryOneTimeKeyCounts(ctx context.Context, req *QueryOneTimeKeyCountsRequest) (*QueryOneTimeKeyCountsResponse, error)
+	// PerformMarkRemoteDeviceListsStale marks the cached device lists of those of the users
+	// that belong to other servers stale, so that the next /keys/query fetches them again.
+	// Users without a cached list, and local users, are ignored; it is idempotent.
+	PerformMarkRemoteDeviceListsStale(ctx context.Context, req *PerformMarkRemoteDeviceListsStaleRequest) (*PerformMarkRemoteDeviceListsStaleResponse, error)
 }
 
 // QueryDeviceListRequest asks for a local user's devices with their keys, for another

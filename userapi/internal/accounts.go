@@ -3,6 +3,8 @@ package internal
 import (
 	"context"
 	"errors"
+	"sort"
+	"time"
 
 	"golang.org/x/crypto/bcrypt"
 
@@ -78,9 +80,10 @@ func (u *UserAPI) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuest
 }
 
 // PerformAccountDeactivation removes the account's password and logs out every device:
-// nobody can log in to it again, and its localpart stays taken. Idempotent.
+// nobody can log in to it again, and its localpart stays taken. With Erase the account is
+// also marked erased, for good. Idempotent.
 func (u *UserAPI) PerformAccountDeactivation(ctx context.Context, req *api.PerformAccountDeactivationRequest) (*api.PerformAccountDeactivationResponse, error) {
-	err := u.DB.DeactivateAccount(ctx, req.Localpart)
+	err := u.DB.DeactivateAccount(ctx, req.Localpart, req.Erase, time.Now().UnixMilli())
 	if errors.Is(err, storage.ErrNotFound) {
 		return nil, matrixerr.NotFound("no such account")
 	}
@@ -88,6 +91,34 @@ func (u *UserAPI) PerformAccountDeactivation(ctx context.Context, req *api.Perfo
 		return nil, err
 	}
 	return &api.PerformAccountDeactivationResponse{}, nil
+}
+
+// QueryErasedUsers returns the local users among req.UserIDs whose accounts were erased;
+// other servers' users and malformed IDs are never erased.
+func (u *UserAPI) QueryErasedUsers(ctx context.Context, req *api.QueryErasedUsersRequest) (*api.QueryErasedUsersResponse, error) {
+	byLocalpart := map[string]string{}
+	for _, id := range req.UserIDs {
+		if lp, err := u.localpart(id); err == nil {
+			byLocalpart[lp] = id
+		}
+	}
+	if len(byLocalpart) == 0 {
+		return &api.QueryErasedUsersResponse{Erased: []string{}}, nil
+	}
+	lps := make([]string, 0, len(byLocalpart))
+	for lp := range byLocalpart {
+		lps = append(lps, lp)
+	}
+	erased, err := u.DB.ErasedLocalparts(ctx, lps)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(erased))
+	for _, lp := range erased {
+		out = append(out, byLocalpart[lp])
+	}
+	sort.Strings(out)
+	return &api.QueryErasedUsersResponse{Erased: out}, nil
 }
 
 // QueryAccount returns a local account, or a nil Account when there is none.

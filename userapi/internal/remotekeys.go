@@ -144,6 +144,20 @@ func (u *UserAPI) fetchDeviceList(ctx context.Context, userID string) (*storage.
 	return l, nil
 }
 
+// PerformMarkRemoteDeviceListsStale implements api.ClientUserAPI.
+func (u *UserAPI) PerformMarkRemoteDeviceListsStale(ctx context.Context, req *api.PerformMarkRemoteDeviceListsStaleRequest) (*api.PerformMarkRemoteDeviceListsStaleResponse, error) {
+	var users []string
+	for _, userID := range req.UserIDs {
+		if _, err := u.localpart(userID); err != nil && strings.HasPrefix(userID, "@") && strings.Contains(userID, ":") {
+			users = append(users, userID)
+		}
+	}
+	if err := u.DB.MarkRemoteDeviceListsStale(ctx, users); err != nil {
+		return nil, err
+	}
+	return &api.PerformMarkRemoteDeviceListsStaleResponse{}, nil
+}
+
 // QueryRemoteKeys implements api.ClientUserAPI.
 func (u *UserAPI) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysRequest) (*api.QueryRemoteKeysResponse, error) {
 	res := &api.QueryRemoteKeysResponse{DeviceKeys: map[string]map[string]json.RawMessage{}, Failures: map[string]json.RawMessage{},

@@ -26,6 +26,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.PerformGuestUpgrade)
 	ihttp.Serve(s, a.QueryAccount)
 	ihttp.Serve(s, a.PerformAccountDeactivation)
+	ihttp.Serve(s, a.QueryErasedUsers)
 	ihttp.Serve(s, a.QueryAccountByPassword)
 	ihttp.Serve(s, a.PerformPasswordUpdate)
 	ihttp.Serve(s, a.PerformDeviceCreation)
@@ -45,6 +46,7 @@ func Register(router *mux.Router, a api.ClientUserAPI, opts ihttp.ServerOptions)
 	ihttp.Serve(s, a.QueryRemoteKeys)
 	ihttp.Serve(s, a.PerformClaimKeys)
 	ihttp.Serve(s, a.QueryOneTimeKeyCounts)
+	ihttp.Serve(s, a.PerformMarkRemoteDeviceListsStale)
 	ihttp.Serve(s, a.PerformUploadDeviceSigningKeys)
 	ihttp.Serve(s, a.PerformUploadSignatures)
 	ihttp.Serve(s, a.QueryDeviceList)
@@ -173,6 +175,11 @@ func (c *Client) QueryOneTimeKeyCounts(ctx context.Context, req *api.QueryOneTim
 	return ihttp.Call[api.QueryOneTimeKeyCountsResponse](ctx, c.c, req)
 }
 
+// PerformMarkRemoteDeviceListsStale implements api.ClientUserAPI.
+func (c *Client) PerformMarkRemoteDeviceListsStale(ctx context.Context, req *api.PerformMarkRemoteDeviceListsStaleRequest) (*api.PerformMarkRemoteDeviceListsStaleResponse, error) {
+	return ihttp.Call[api.PerformMarkRemoteDeviceListsStaleResponse](ctx, c.c, req)
+}
+
 // PerformUploadDeviceSigningKeys implements api.ClientUserAPI.
 func (c *Client) PerformUploadDeviceSigningKeys(ctx context.Context, req *api.PerformUploadDeviceSigningKeysRequest) (*api.PerformUploadDeviceSigningKeysResponse, error) {
 	return ihttp.Call[api.PerformUploadDeviceSigningKeysResponse](ctx, c.c, req)
@@ -216,6 +223,11 @@ func (c *Client) PerformGuestUpgrade(ctx context.Context, req *api.PerformGuestU
 // QueryAccount implements api.ClientUserAPI.
 func (c *Client) QueryAccount(ctx context.Context, req *api.QueryAccountRequest) (*api.QueryAccountResponse, error) {
 	return ihttp.Call[api.QueryAccountResponse](ctx, c.c, req)
+}
+
+// QueryErasedUsers implements api.ClientUserAPI.
+func (c *Client) QueryErasedUsers(ctx context.Context, req *api.QueryErasedUsersRequest) (*api.QueryErasedUsersResponse, error) {
+	return ihttp.Call[api.QueryErasedUsersResponse](ctx, c.c, req)
 }
 
 // PerformAccountDeactivation implements api.ClientUserAPI.

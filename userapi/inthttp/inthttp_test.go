@@ -182,8 +182,14 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 		t.Fatalf("upgraded %+v", up.Account)
 	}
 	same(c, "upgraded", d.PerformGuestUpgrade, r.PerformGuestUpgrade, &api.PerformGuestUpgradeRequest{Localpart: "guest", Password: "x"})
-	ok(c, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	same(c, "none erased", d.QueryErasedUsers, r.QueryErasedUsers, &api.QueryErasedUsersRequest{UserIDs: []string{guest.Account.UserID, alice}})
+	ok(c, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest", Erase: true})
 	same(c, "again", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "guest"})
+	erased := same(c, "erased", d.QueryErasedUsers, r.QueryErasedUsers, &api.QueryErasedUsersRequest{
+		UserIDs: []string{alice, guest.Account.UserID, "@guest:elsewhere", "not an ID"}})
+	if !slices.Equal(erased.Erased, []string{guest.Account.UserID}) {
+		t.Fatalf("erased %v", erased.Erased)
+	}
 	same(c, "unknown", d.PerformAccountDeactivation, r.PerformAccountDeactivation, &api.PerformAccountDeactivationRequest{Localpart: "nobody"})
 	same(c, "deactivated", d.QueryAccountByPassword, r.QueryAccountByPassword, &api.QueryAccountByPasswordRequest{Localpart: "guest", Password: "pw"})
 
@@ -307,6 +313,8 @@ func everyMethod(t *testing.T, e *env, c *checker) {
 	if counts.OneTimeKeyCounts["signed_curve25519"] != 1 || len(counts.UnusedFallbackKeyAlgorithms) != 1 {
 		t.Fatalf("counts %+v", counts)
 	}
+	same(c, "mark stale", d.PerformMarkRemoteDeviceListsStale, r.PerformMarkRemoteDeviceListsStale,
+		&api.PerformMarkRemoteDeviceListsStaleRequest{UserIDs: []string{"@x:elsewhere", alice}})
 	claim := func() string {
 		res := ok(c, r.PerformClaimKeys, &api.PerformClaimKeysRequest{OneTimeKeys: map[string]map[string]string{alice: {devID: "signed_curve25519"}}})
 		for id := range res.OneTimeKeys[alice][devID] {

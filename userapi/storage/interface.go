@@ -89,9 +89,13 @@ type Database interface {
 	// or returns ErrNotFound when no guest account has the localpart.
 	UpgradeGuest(ctx context.Context, localpart, hash string) error
 	// DeactivateAccount removes the account's password and devices (their tokens stop
-	// working) in one transaction; the localpart stays taken. Idempotent; ErrNotFound for
-	// an unknown account.
-	DeactivateAccount(ctx context.Context, localpart string) error
+	// working) in one transaction; the localpart stays taken. With erase it also marks the
+	// account erased, at erasedTS (milliseconds), in the same transaction; a later call
+	// never unmarks it. Idempotent; ErrNotFound for an unknown account.
+	DeactivateAccount(ctx context.Context, localpart string, erase bool, erasedTS int64) error
+	// ErasedLocalparts returns those of localparts whose accounts were erased, in no
+	// particular order.
+	ErasedLocalparts(ctx context.Context, localparts []string) ([]string, error)
 	// SetPasswordHash replaces the account's password hash, or returns ErrNotFound.
 	SetPasswordHash(ctx context.Context, localpart, hash string) error
 	// PutDevice stores a device with the hash of its new access token. A device with the
@@ -199,6 +203,9 @@ type Database interface {
 	// list fetched from their server, and marks it fresh; it returns the new stream ID, or
 	// 0 when the cache already holds a newer list (l.StreamID below the cached one).
 	ReplaceRemoteDeviceList(ctx context.Context, userID string, l *RemoteDeviceList) (int64, error)
+	// MarkRemoteDeviceListsStale marks the cached device lists of those of userIDs that
+	// have one stale.
+	MarkRemoteDeviceListsStale(ctx context.Context, userIDs []string) error
 	// RemoteDeviceLists returns the cached device lists of the users among userIDs that
 	// have one.
 	RemoteDeviceLists(ctx context.Context, userIDs []string) (map[string]*RemoteDeviceList, error)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-org/dendrite/internal/test"
@@ -477,4 +478,144 @@ func KeyBackup(t *testing.T, baseURL string) {
 	}
 	_, err = alice.MakeRequest(ctx, http.MethodGet, allURL, nil, nil)
 	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
+}
+
+// KeyBackupAuthData: auth_data is algorithm-dependent. For the spec's algorithm it must be an
+// object; for an algorithm the spec does not define (sytest's "m.megolm_backup.v1") any JSON value
+// is kept and returned as sent, through creation and update, and a user can hold more than ten
+// versions, the latest of which is the current one.
+func KeyBackupAuthData(t *testing.T, baseURL string) {
+	ctx := context.Background()
+	alice := Register(t, baseURL, "backupauthdata")
+	versionURL := alice.BuildClientURL("v3", "room_keys", "version")
+	status, body := call(t, alice, http.MethodPost, versionURL, map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": "a string"})
+	if status != http.StatusBadRequest || body["errcode"] != "M_BAD_JSON" {
+		t.Fatalf("the spec's algorithm with a string auth_data: %d %v", status, body)
+	}
+	status, body = call(t, alice, http.MethodPost, versionURL, map[string]any{"algorithm": "m.megolm_backup.v1"})
+	if status != http.StatusBadRequest || body["errcode"] != "M_MISSING_PARAM" {
+		t.Fatalf("no auth_data: %d %v", status, body)
+	}
+	type version struct {
+		Version   string          `json:"version"`
+		Algorithm string          `json:"algorithm"`
+		AuthData  json.RawMessage `json:"auth_data"`
+	}
+	var created version
+	for i := range 12 {
+		if _, err := alice.MakeRequest(ctx, http.MethodPost, versionURL, map[string]any{"algorithm": "m.megolm_backup.v1", "auth_data": "anopaquestring"}, &created); err != nil {
+			t.Fatalf("create backup version %d: %v", i+1, err)
+		}
+	}
+	var got version
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, versionURL, nil, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != created.Version || got.Algorithm != "m.megolm_backup.v1" || string(got.AuthData) != `"anopaquestring"` {
+		t.Fatalf("latest version %+v, want version %s with the string auth_data", got, created.Version)
+	}
+	thisURL := alice.BuildClientURL("v3", "room_keys", "version", created.Version)
+	update := map[string]any{"algorithm": "m.megolm_backup.v1", "auth_data": "adifferentopaquestring", "version": created.Version}
+	if _, err := alice.MakeRequest(ctx, http.MethodPut, thisURL, update, nil); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, thisURL, nil, &got); err != nil || string(got.AuthData) != `"adifferentopaquestring"` {
+		t.Fatalf("after update %+v %v", got, err)
+	}
+}
+
+// DeviceListsAfterLeaving: a server that shares no room with a user of another server gets
+// no updates of their device list, so it must not trust its copy. alice (A) and bob (B) share
+// one room. alice leaves it, bob adds a device, alice joins again: her next /keys/query shows
+// the new device. Then bob leaves, adds another device and joins again: the same.
+func DeviceListsAfterLeaving(t *testing.T, urlA, nameA, urlB, nameB string) {
+	ctx := context.Background()
+	const wait = 60 * time.Second // includes a federation sender's backoff
+	alice, bob := Register(t, urlA, "leaving-alice"), Register(t, urlB, "leaving-bob")
+	uploadKeys(t, bob, test.NewDeviceKeys(t, bob.UserID.String(), bob.DeviceID.String()), 0, "b", false)
+	created, err := bob.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	devices := func() int {
+		t.Helper()
+		q, err := alice.QueryKeys(ctx, &mautrix.ReqQueryKeys{DeviceKeys: mautrix.DeviceKeysRequest{bob.UserID: {}}, Timeout: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(q.DeviceKeys[bob.UserID])
+	}
+	addDevice := func(prefix string) {
+		t.Helper()
+		c := login(t, urlB, "leaving-bob")
+		uploadKeys(t, c, test.NewDeviceKeys(t, bob.UserID.String(), c.DeviceID.String()), 0, prefix, false)
+	}
+	waitMembership := func(c *mautrix.Client, userID id.UserID, want event.Membership) {
+		t.Helper()
+		deadline := time.Now().Add(wait)
+		for {
+			var m event.MemberEventContent
+			err := c.StateEvent(ctx, room, event.StateMember, userID.String(), &m)
+			if err == nil && m.Membership == want {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's membership as %s sees it: %q %v, want %q", userID, c.UserID, m.Membership, err, want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	ap := &Poller{C: alice}
+	ap.Drain(t, func(*mautrix.RespSync) {})
+	// A's syncapi applies the room's events in order: once alice's sync shows an event, the
+	// leave before it has been fully handled.
+	seen := func(what string, userID id.UserID, membership event.Membership) {
+		t.Helper()
+		ap.Until(t, wait, what, func(res *mautrix.RespSync) bool {
+			joined := res.Rooms.Join[room]
+			if joined == nil {
+				return false
+			}
+			for _, e := range append(joined.State.Events, joined.Timeline.Events...) {
+				var m event.MemberEventContent
+				if e.Type == event.StateMember && e.GetStateKey() == userID.String() && json.Unmarshal(e.Content.VeryRaw, &m) == nil && m.Membership == membership {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	if _, err = alice.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{nameB}}); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	if n := devices(); n != 1 {
+		t.Fatalf("bob's devices at A: %d, want 1", n)
+	}
+
+	if _, err = alice.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	waitMembership(bob, alice.UserID, event.MembershipLeave)
+	addDevice("c")
+	if _, err = alice.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{nameB}}); err != nil {
+		t.Fatalf("rejoin: %v", err)
+	}
+	seen("alice's rejoin", alice.UserID, event.MembershipJoin)
+	if n := devices(); n != 2 {
+		t.Fatalf("bob's devices at A after alice left and joined again: %d, want 2", n)
+	}
+
+	if _, err = bob.LeaveRoom(ctx, room); err != nil {
+		t.Fatal(err)
+	}
+	seen("bob's leave", bob.UserID, event.MembershipLeave)
+	addDevice("d")
+	if _, err = bob.JoinRoom(ctx, room.String(), &mautrix.ReqJoinRoom{Via: []string{nameA}}); err != nil {
+		t.Fatalf("bob's rejoin: %v", err)
+	}
+	seen("bob's rejoin", bob.UserID, event.MembershipJoin)
+	if n := devices(); n != 3 {
+		t.Fatalf("bob's devices at A after bob left and joined again: %d, want 3", n)
+	}
 }

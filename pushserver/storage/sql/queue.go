@@ -149,38 +149,57 @@ func (d *Database) queuedNextTS(ctx context.Context, tx *sql.Tx, userIDs []strin
 }
 
 // DuePushers implements storage.Database.
-func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.PusherKey, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT user_id, app_id, pushkey FROM pushserver_push_queue WHERE next_ts <= $1`, now)
+func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.DuePusher, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT q.user_id, q.app_id, q.pushkey, COALESCE(p.data, '') FROM pushserver_push_queue q
+		LEFT JOIN pushserver_pushers p ON p.user_id = q.user_id AND p.app_id = q.app_id AND p.pushkey = q.pushkey
+		WHERE q.next_ts <= $1`, now)
 	if err != nil {
 		return nil, fmt.Errorf("select due pushers: %w", err)
 	}
 	defer rows.Close() // nolint: errcheck // read-only
-	var out []storage.PusherKey
+	var out []storage.DuePusher
 	for rows.Next() {
-		var k storage.PusherKey
-		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
+		var p storage.DuePusher
+		var data string
+		if err := rows.Scan(&p.Key.UserID, &p.Key.AppID, &p.Key.PushKey, &data); err != nil {
 			return nil, fmt.Errorf("scan due pusher: %w", err)
 		}
-		out = append(out, k)
+		var d struct {
+			URL string `json:"url"`
+		}
+		if json.Unmarshal([]byte(data), &d) == nil {
+			p.URL = d.URL
+		}
+		out = append(out, p)
 	}
 	return out, rows.Err()
 }
 
-// QueueHead implements storage.Database.
-func (d *Database) QueueHead(ctx context.Context, k storage.PusherKey, now int64) (*storage.QueuedPush, *storage.StoredPusher, error) {
-	p := storage.QueuedPush{ID: k}
-	var actions string
-	var next int64
-	err := d.db.QueryRowContext(ctx, `SELECT seq, event_id, room_id, actions, attempts, enqueued_ts, next_ts FROM pushserver_push_queue
-		WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 ORDER BY seq LIMIT 1`, k.UserID, k.AppID, k.PushKey).
-		Scan(&p.Seq, &p.EventID, &p.RoomID, &actions, &p.Attempts, &p.EnqueuedTS, &next)
-	if errors.Is(err, sql.ErrNoRows) || err == nil && next > now {
-		return nil, nil, nil
-	}
+// QueueHeads implements storage.Database.
+func (d *Database) QueueHeads(ctx context.Context, k storage.PusherKey, now int64, limit int) ([]storage.QueuedPush, *storage.StoredPusher, error) {
+	rows, err := d.db.QueryContext(ctx, `SELECT seq, event_id, room_id, actions, attempts, enqueued_ts, next_ts FROM pushserver_push_queue
+		WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 ORDER BY seq LIMIT $4`, k.UserID, k.AppID, k.PushKey, limit)
 	if err != nil {
-		return nil, nil, fmt.Errorf("select queue head: %w", err)
+		return nil, nil, fmt.Errorf("select queue heads: %w", err)
 	}
-	p.Actions = json.RawMessage(actions)
+	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
+	var heads []storage.QueuedPush
+	for rows.Next() {
+		p := storage.QueuedPush{ID: k}
+		var actions string
+		var next int64
+		if err := rows.Scan(&p.Seq, &p.EventID, &p.RoomID, &actions, &p.Attempts, &p.EnqueuedTS, &next); err != nil {
+			return nil, nil, fmt.Errorf("scan queue head: %w", err)
+		}
+		if len(heads) == 0 && next > now {
+			return nil, nil, nil
+		}
+		p.Actions = json.RawMessage(actions)
+		heads = append(heads, p)
+	}
+	if err := rows.Err(); err != nil || len(heads) == 0 {
+		return nil, nil, err
+	}
 	pusher := storage.StoredPusher{UserID: k.UserID}
 	var data string
 	var created int64
@@ -195,7 +214,7 @@ func (d *Database) QueueHead(ctx context.Context, k storage.PusherKey, now int64
 		return nil, nil, fmt.Errorf("select pusher: %w", err)
 	}
 	pusher.Data, pusher.CreatedTS = json.RawMessage(data), created
-	return &p, &pusher, nil
+	return heads, &pusher, nil
 }
 
 // Delivered implements storage.Database.

@@ -50,10 +50,11 @@ func TestEnqueuePushesInBatches(t *testing.T) {
 		enqueue(0, 1)
 		a1 := storage.PusherKey{UserID: "@a:x", AppID: "app1", PushKey: "k"}
 		later := time.Now().Add(time.Hour).UnixMilli()
-		head, _, err := store.QueueHead(ctx, a1, time.Now().UnixMilli())
-		if err != nil || head == nil {
-			t.Fatalf("head %v, %v", head, err)
+		heads, _, err := store.QueueHeads(ctx, a1, time.Now().UnixMilli(), 10)
+		if err != nil || len(heads) != 1 {
+			t.Fatalf("heads %v, %v", heads, err)
 		}
+		head := heads[0]
 		if err = store.Postpone(ctx, a1, head.Seq, later); err != nil {
 			t.Fatal(err)
 		}
@@ -68,13 +69,19 @@ func TestEnqueuePushesInBatches(t *testing.T) {
 			t.Fatalf("%d pushes of the postponed pusher due before its head (%v)", early, err)
 		}
 		b2 := storage.PusherKey{UserID: "@b:x", AppID: "app2", PushKey: "k"}
-		for i := range 121 {
-			head, _, err := store.QueueHead(ctx, b2, time.Now().UnixMilli())
-			if err != nil || head == nil || head.EventID != fmt.Sprintf("$e%03d", i) {
-				t.Fatalf("push %d: head %+v, %v", i, head, err)
+		for i := 0; i < 121; {
+			heads, _, err := store.QueueHeads(ctx, b2, time.Now().UnixMilli(), 50)
+			if err != nil || len(heads) != min(50, 121-i) {
+				t.Fatalf("push %d: %d heads, %v", i, len(heads), err)
 			}
-			if err = store.Delivered(ctx, []int64{head.Seq}); err != nil {
-				t.Fatal(err)
+			for _, head := range heads {
+				if head.EventID != fmt.Sprintf("$e%03d", i) {
+					t.Fatalf("push %d: head %+v", i, head)
+				}
+				if err = store.Delivered(ctx, []int64{head.Seq}); err != nil {
+					t.Fatal(err)
+				}
+				i++
 			}
 		}
 	})

@@ -158,7 +158,7 @@ func (d *Database) RoomsWithEvents(ctx context.Context, roomIDs []string, after,
 }
 
 const eventColumns = `position, room_id, event_id, type, sender, state_key, event_json, history_visibility,
-	replaces_event_id, txn_user_id, txn_device_id, txn_id`
+	replaces_event_id, txn_user_id, txn_device_id, txn_id, room_version`
 
 func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 	defer rows.Close()
@@ -168,7 +168,7 @@ func scanEvents(rows *sql.Rows) ([]storage.Event, error) {
 		var sk sql.NullString
 		var js string
 		err := rows.Scan(&e.Position, &e.RoomID, &e.EventID, &e.Type, &e.Sender, &sk, &js, &e.HistoryVisibility,
-			&e.Replaces, &e.Txn.UserID, &e.Txn.DeviceID, &e.Txn.TxnID)
+			&e.Replaces, &e.Txn.UserID, &e.Txn.DeviceID, &e.Txn.TxnID, &e.RoomVersion)
 		if err != nil {
 			return nil, err
 		}

@@ -172,3 +172,44 @@ func TestMembershipCache(t *testing.T) {
 		}
 	})
 }
+
+// TestUnsharedRemoteUsers: after membership changes, the other servers' users who share no
+// joined room with a local user (of server x) any more: a remote user leaving the only room
+// shared, a local user leaving a room whose remote member still shares another (nothing), the
+// last local member of that other room leaving, and a ban elsewhere of a user still sharing a
+// room (nothing). The server name is matched literally, not as a LIKE pattern.
+func TestUnsharedRemoteUsers(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const a, l, r, s, u = "@a:x", "@l:x", "@r:y", "@s:y", "@u:z"
+		w := newMemberWriter(t, d, a, "r1", "r2", "r3")
+		for _, m := range [][2]string{{"r1", a}, {"r1", r}, {"r1", s}, {"r2", l}, {"r2", s}, {"r3", a}, {"r3", u}} {
+			w.member(m[0], m[1], "join")
+		}
+		check := func(what, server string, change storage.MemberChange, want []string) {
+			t.Helper()
+			w.member(change.RoomID, change.UserID, change.Membership)
+			change.RoomID = w.rooms[change.RoomID].r.RoomID
+			got, err := d.UnsharedRemoteUsers(ctx, server, []storage.MemberChange{change})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				t.Fatalf("%s: %v, want %v", what, got, want)
+			}
+		}
+		check("r leaves the only room shared", "x", storage.MemberChange{RoomID: "r1", UserID: r, Membership: "leave"}, []string{r})
+		check("a leaves r1, s still shares r2 with l", "x", storage.MemberChange{RoomID: "r1", UserID: a, Membership: "leave"}, nil)
+		check("l leaves r2, the last room shared with s", "x", storage.MemberChange{RoomID: "r2", UserID: l, Membership: "leave"}, []string{s})
+		check("u banned from r2, still in r3 with a", "x", storage.MemberChange{RoomID: "r2", UserID: u, Membership: "ban"}, nil)
+		check("a server name with a LIKE wildcard", "%", storage.MemberChange{RoomID: "r2", UserID: u, Membership: "ban"}, []string{u})
+	})
+}

@@ -185,13 +185,20 @@ func foldSearch(s string) string {
 
 // SearchUserDirectory implements storage.Database. A user matches when every word of the
 // term is in their user ID or display name; results are ordered by user ID. The searcher
-// shares no room with themself: they find themself only through a public room.
+// shares no room with themself: they find themself only through a public room. A public
+// room counts only while a user of the searcher's server is joined to it: once the last
+// one left, this server no longer follows the room and its member list here is stale
+// (sytest "User in remote room doesn't appear in user directory after server left room").
 func (d *Database) SearchUserDirectory(ctx context.Context, searcher, term string, limit int) ([]storage.DirectoryUser, bool, error) {
 	words := strings.Fields(foldSearch(term))
 	if len(words) == 0 {
 		return nil, false, nil
 	}
-	args := []any{searcher}
+	local, err := spec.NewUserID(searcher, true)
+	if err != nil {
+		return nil, false, fmt.Errorf("search user directory: searcher %q: %w", searcher, err)
+	}
+	args := []any{searcher, "%:" + sqlutil.EscapeLike(string(local.Domain()))}
 	conds := make([]string, 0, len(words))
 	for _, w := range words {
 		args = append(args, "%"+sqlutil.EscapeLike(w)+"%")
@@ -201,7 +208,8 @@ func (d *Database) SearchUserDirectory(ctx context.Context, searcher, term strin
 	query := `SELECT d.user_id, MAX(d.display_name), MAX(d.avatar_url) FROM syncapi_user_directory d
 		WHERE ` + strings.Join(conds, " AND ") + ` AND (
 			(d.user_id <> $1 AND d.room_id IN (SELECT room_id FROM syncapi_user_directory WHERE user_id = $1))
-			OR d.room_id IN (SELECT room_id FROM syncapi_user_directory_public))
+			OR d.room_id IN (SELECT p.room_id FROM syncapi_user_directory_public p WHERE EXISTS (
+				SELECT 1 FROM syncapi_user_directory l WHERE l.room_id = p.room_id AND l.user_id LIKE $2 ESCAPE '\')))
 		GROUP BY d.user_id ORDER BY d.user_id LIMIT $` + fmt.Sprint(len(args))
 	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {

@@ -59,7 +59,7 @@ func (d *Database) UpgradeGuest(ctx context.Context, localpart, hash string) err
 }
 
 // DeactivateAccount implements storage.Database.
-func (d *Database) DeactivateAccount(ctx context.Context, localpart string) error {
+func (d *Database) DeactivateAccount(ctx context.Context, localpart string, erase bool, erasedTS int64) error {
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE userapi_accounts SET password_hash = '' WHERE localpart = $1", localpart)
 		if err != nil {
@@ -68,7 +68,14 @@ func (d *Database) DeactivateAccount(ctx context.Context, localpart string) erro
 		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return storage.ErrNotFound
 		}
-		_, err = tx.ExecContext(ctx, "DELETE FROM userapi_devices WHERE localpart = $1", localpart)
+		if _, err = tx.ExecContext(ctx, "DELETE FROM userapi_devices WHERE localpart = $1", localpart); err != nil {
+			return err
+		}
+		if !erase {
+			return nil
+		}
+		_, err = tx.ExecContext(ctx, "INSERT INTO userapi_erased_accounts (localpart, erased_ts) VALUES ($1, $2) ON CONFLICT (localpart) DO NOTHING",
+			localpart, erasedTS)
 		return err
 	})
 	if errors.Is(err, storage.ErrNotFound) {
@@ -78,6 +85,23 @@ func (d *Database) DeactivateAccount(ctx context.Context, localpart string) erro
 		return fmt.Errorf("deactivate account: %w", err)
 	}
 	return nil
+}
+
+// ErasedLocalparts implements storage.Database.
+func (d *Database) ErasedLocalparts(ctx context.Context, localparts []string) ([]string, error) {
+	if len(localparts) == 0 {
+		return nil, nil
+	}
+	query, args := d.db.Dialect.InList("SELECT localpart FROM userapi_erased_accounts WHERE localpart IN ({ids})", "{ids}", nil, localparts)
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("select erased accounts: %w", err)
+	}
+	out, err := sqlutil.Column[string](rows)
+	if err != nil {
+		return nil, fmt.Errorf("select erased accounts: %w", err)
+	}
+	return out, nil
 }
 
 // SetPasswordHash implements storage.Database.

@@ -156,6 +156,15 @@ func (d *Database) ReplaceRemoteDeviceList(ctx context.Context, userID string, l
 	return id, nil
 }
 
+// MarkRemoteDeviceListsStale implements storage.Database.
+func (d *Database) MarkRemoteDeviceListsStale(ctx context.Context, userIDs []string) error {
+	if len(userIDs) == 0 {
+		return nil
+	}
+	query, args := d.db.Dialect.InList("UPDATE userapi_remote_device_lists SET stale = TRUE WHERE user_id IN ({ids})", "{ids}", nil, userIDs)
+	return d.exec(ctx, "mark remote device lists stale", query, args...)
+}
+
 // RemoteDeviceLists implements storage.Database.
 func (d *Database) RemoteDeviceLists(ctx context.Context, userIDs []string) (map[string]*storage.RemoteDeviceList, error) {
 	out := map[string]*storage.RemoteDeviceList{}

@@ -146,4 +146,9 @@ CREATE TABLE IF NOT EXISTS userapi_output_seqs (
 	last_seq {bigint} NOT NULL,
 	PRIMARY KEY (topic, partition_id)
 );
+`}, {Version: 8, SQL: `
+CREATE TABLE IF NOT EXISTS userapi_erased_accounts (
+	localpart TEXT NOT NULL PRIMARY KEY,
+	erased_ts {bigint} NOT NULL
+);
 `}}
