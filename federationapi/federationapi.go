@@ -104,7 +104,8 @@ func New(ctx context.Context, d Deps) (*FederationAPI, error) {
 		ValidityPeriod: time.Duration(d.Cfg.KeyValidityPeriod), DB: db, Client: d.Client, Notaries: notaries,
 		Logger: logger, Metrics: metrics, Now: d.Now,
 	}
-	inbound := &internal.Inbound{ServerName: d.ServerName, Roomserver: d.Roomserver, Verifier: keys.Ring(), Client: d.Federation, Logger: logger}
+	inbound := &internal.Inbound{ServerName: d.ServerName, Roomserver: d.Roomserver, Verifier: keys.Ring(), Client: d.Federation, Logger: logger,
+		Accounts: d.Users}
 	membership := &internal.Membership{
 		ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, Client: d.Federation, KeyRing: api.NewKeyRing(keys),
 		Inbound: inbound, Logger: logger, IdentityServers: d.IdentityServers,

@@ -648,8 +648,11 @@ func TestACLAllows(t *testing.T) {
 			t.Errorf("%s: allowed %v, want %v", server, got, want)
 		}
 	}
-	if !internal.ACLAllows([]byte(`{"allow": ["*"]}`), "1.2.3.4") {
+	if !internal.ACLAllows([]byte(`{"allow": ["*"]}`), "1.2.3.4") || !internal.ACLAllows([]byte(`{"allow": ["*"], "allow_ip_literals": "false"}`), "1.2.3.4") {
 		t.Error("IP literals are allowed unless allow_ip_literals is false")
+	}
+	if internal.ACLAllows([]byte(`{"allow": ["*"], "deny": ["evil.test"], "allow_ip_literals": "false"}`), "evil.test") {
+		t.Error("an allow_ip_literals that is not a boolean lifted the rest of the ACL")
 	}
 	if internal.ACLAllows([]byte(`{"deny": ["*"]}`), "a.test") || internal.ACLAllows([]byte(`{}`), "a.test") {
 		t.Error("an ACL without a matching allow glob denies")

@@ -137,7 +137,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 	}
 	lazy := internal.NewLazyMembers(d.CacheBudget.Share(lazyMembersCacheShare), d.Registerer)
 	handlers := &routing.Handlers{Syncer: internal.NewSyncer(db, n, activity, bf, d.Keys, er, lazy), DeviceLookup: d.DeviceLookup, FilterLookup: d.FilterLookup,
-		CatchUp: progress.CatchUp}
+		CatchUp: progress.CatchUp, ResolveAlias: resolveAlias(d.RoomserverAPI)}
 	if d.Presence != nil {
 		handlers.Presence = &internal.SyncPresence{Input: d.Presence}
 	}
@@ -185,6 +185,17 @@ func (s *SyncAPI) Run(ctx context.Context) error {
 		}
 	})
 	return g.Wait()
+}
+
+// resolveAlias looks a local alias up in the roomserver's directory.
+func resolveAlias(rs rsapi.SyncRoomserverAPI) func(ctx context.Context, alias string) (string, error) {
+	return func(ctx context.Context, alias string) (string, error) {
+		res, err := rs.QueryRoomAlias(ctx, &rsapi.QueryRoomAliasRequest{Alias: alias})
+		if err != nil {
+			return "", err
+		}
+		return res.RoomID, nil
+	}
 }
 
 // ToDeviceRetention is how long the IDs of delivered to-device messages are kept, so that a

@@ -11,6 +11,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
 	fapi "github.com/matrix-org/dendrite/federationapi/api"
+	"github.com/matrix-org/dendrite/internal/guestaccess"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/roomalias"
@@ -143,7 +144,7 @@ func (rm *Rooms) putMemberState(ctx context.Context, dev *uapi.Device, roomID, t
 			return httputil.Response{}, err
 		}
 		if dev.IsGuest() {
-			if err = rm.checkGuestCanJoin(ctx, roomID, local); err != nil {
+			if err = rm.checkGuestCanJoin(ctx, roomID, dev.UserID, local); err != nil {
 				return httputil.Response{}, err
 			}
 		}
@@ -230,7 +231,7 @@ func (rm *Rooms) Join(r *http.Request, dev *uapi.Device) (httputil.Response, err
 		return httputil.Response{}, err
 	}
 	if dev.IsGuest() {
-		if err = rm.checkGuestCanJoin(ctx, roomID, local); err != nil {
+		if err = rm.checkGuestCanJoin(ctx, roomID, dev.UserID, local); err != nil {
 			return httputil.Response{}, err
 		}
 	}
@@ -293,12 +294,21 @@ func (rm *Rooms) afterJoin(r *http.Request, roomID, userID string) {
 	}
 }
 
-// checkGuestCanJoin fails with M_FORBIDDEN unless the room's current state here has
-// m.room.guest_access can_join, which the spec requires before a guest joins. A room this
-// server has no current copy of (local false) has no state to allow it.
-func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID string, local bool) error {
+// checkGuestCanJoin fails with M_FORBIDDEN unless the room's guest access is can_join, which
+// the spec requires before a guest joins: in the room's current state here, or, for a room
+// this server has no current copy of (local false), in the stripped state of the guest's
+// invite (invite_room_state, from the inviting server, which is in the room: the only
+// state known here; without it the room has no state to allow the join).
+func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID, userID string, local bool) error {
 	if !local {
-		return matrixerr.Forbidden("guests may join only rooms whose guest access this server knows")
+		ok, err := rm.inviteAllowsGuests(ctx, roomID, userID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return matrixerr.Forbidden("guests may join only rooms whose guest access this server knows")
+		}
+		return nil
 	}
 	ok, err := rm.guestAccessCanJoin(ctx, roomID)
 	if err != nil {
@@ -310,22 +320,40 @@ func (rm *Rooms) checkGuestCanJoin(ctx context.Context, roomID string, local boo
 	return nil
 }
 
-// guestAccessCanJoin reports whether the room's current m.room.guest_access is can_join.
-func (rm *Rooms) guestAccessCanJoin(ctx context.Context, roomID string) (bool, error) {
-	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID,
-		Tuples: []rsapi.StateKeyTuple{{EventType: mRoomGuestAccess}}})
-	if err != nil {
+// inviteAllowsGuests reports whether the user is invited to the room by an invite whose
+// stripped state has m.room.guest_access can_join.
+func (rm *Rooms) inviteAllowsGuests(ctx context.Context, roomID, userID string) (bool, error) {
+	m, err := rm.RSAPI.QueryMembershipForUser(ctx, &rsapi.QueryMembershipForUserRequest{RoomID: roomID, UserID: userID})
+	if err != nil || m.Membership != spec.Invite || m.EventID == "" {
 		return false, err
 	}
-	for _, ev := range res.StateEvents {
-		var c struct {
-			GuestAccess string `json:"guest_access"`
-		}
-		if json.Unmarshal(ev.Content(), &c) == nil && c.GuestAccess == guestAccessCanJoin {
+	res, err := rm.RSAPI.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: roomID, EventIDs: []string{m.EventID}})
+	if err != nil || len(res.Events) == 0 {
+		return false, err
+	}
+	var unsigned struct {
+		InviteRoomState []struct {
+			Type     string `json:"type"`
+			StateKey string `json:"state_key"`
+			Content  struct {
+				GuestAccess string `json:"guest_access"`
+			} `json:"content"`
+		} `json:"invite_room_state"`
+	}
+	if json.Unmarshal(res.Events[0].Unsigned(), &unsigned) != nil {
+		return false, nil // stripped state that does not parse allows nothing
+	}
+	for _, e := range unsigned.InviteRoomState {
+		if e.Type == guestaccess.EventType && e.StateKey == "" && e.Content.GuestAccess == guestAccessCanJoin {
 			return true, nil
 		}
 	}
 	return false, nil
+}
+
+// guestAccessCanJoin reports whether the room's current m.room.guest_access is can_join.
+func (rm *Rooms) guestAccessCanJoin(ctx context.Context, roomID string) (bool, error) {
+	return guestaccess.CanJoin(ctx, rm.RSAPI, roomID)
 }
 
 // removeGuests makes every local guest joined to the room leave it, as the spec requires
@@ -333,30 +361,12 @@ func (rm *Rooms) guestAccessCanJoin(ctx context.Context, roomID string) (bool, e
 // auth rules always allow. It runs after the guest access change was accepted, so a guest
 // joining concurrently is refused by checkGuestCanJoin or removed here.
 func (rm *Rooms) removeGuests(ctx context.Context, roomID string) error {
-	ok, err := rm.guestAccessCanJoin(ctx, roomID)
-	if err != nil || ok {
-		return err
-	}
-	res, err := rm.RSAPI.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+	guests, err := guestaccess.GuestsToRemove(ctx, rm.RSAPI, rm.UserAPI, rm.ServerName, roomID)
 	if err != nil {
 		return err
 	}
-	for _, ev := range res.StateEvents {
-		target := ev.StateKey()
-		if ev.Type() != spec.MRoomMember || target == nil || !rm.isLocalUser(*target) {
-			continue
-		}
-		if m, err := ev.Membership(); err != nil || m != spec.Join {
-			continue
-		}
-		acc, err := rm.UserAPI.QueryAccount(ctx, &uapi.QueryAccountRequest{Localpart: localpartOf(*target)})
-		if err != nil {
-			return err
-		}
-		if acc.Account == nil || acc.Account.AccountType != uapi.AccountTypeGuest {
-			continue
-		}
-		if _, err = rm.setMembership(ctx, roomID, *target, *target, memberContent{Membership: spec.Leave}); err != nil {
+	for _, g := range guests {
+		if _, err = rm.setMembership(ctx, roomID, g, g, memberContent{Membership: spec.Leave}); err != nil {
 			return err
 		}
 	}

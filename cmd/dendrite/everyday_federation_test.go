@@ -223,3 +223,42 @@ func TestMonolithsHierarchy(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// TestMonolithsGuestAcceptsRemoteInvite: a guest of B invited to an invite-only room of A
+// whose guest access is can_join accepts the invite (B learns the guest access from the
+// invite's stripped state, which A fills in); a room of A without guest access stays closed
+// to B's invited guest (403, as B knows nothing that allows it).
+func TestMonolithsGuestAcceptsRemoteInvite(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	ctx := context.Background()
+	alice := e2e.Register(t, a.URL(), "alice")
+	guest := e2e.Client(t, b.URL())
+	var reg mautrix.RespRegister
+	if _, err := guest.MakeRequest(ctx, http.MethodPost, guest.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "register"}, map[string]string{"kind": "guest"}), struct{}{}, &reg); err != nil {
+		t.Fatalf("guest registration: %v", err)
+	}
+	guest.UserID, guest.AccessToken, guest.DeviceID = reg.UserID, reg.AccessToken, reg.DeviceID
+
+	for _, c := range []struct {
+		access string
+		joins  bool
+	}{{"can_join", true}, {"forbidden", false}} {
+		created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", InitialState: []*event.Event{
+			{Type: event.StateGuestAccess, StateKey: new(string), Content: event.Content{Raw: map[string]any{"guest_access": c.access}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = alice.InviteUser(ctx, created.RoomID, &mautrix.ReqInviteUser{UserID: guest.UserID}); err != nil {
+			t.Fatalf("invite the guest: %v", err)
+		}
+		_, err = guest.JoinRoom(ctx, created.RoomID.String(), nil)
+		if !c.joins {
+			e2e.WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
+			continue
+		}
+		if err != nil {
+			t.Fatalf("the guest accepts the invite to a room with guest access %s: %v", c.access, err)
+		}
+		membershipOf(t, alice, created.RoomID, guest.UserID, "join")
+	}
+}

@@ -62,7 +62,7 @@ func startFed(t testing.TB, name, tlsAddr, dsn, extra string) *fedServer {
 	if dsn != "" {
 		db = fmt.Sprintf("  database:\n    connection_string: %q\n", dsn)
 	}
-	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\n  deny_networks: []\n%sclient_api:\n  registration_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n%s", name, dir, db, extra)
+	cfg := fmt.Sprintf("global:\n  server_name: %q\n  data_dir: %s\n  deny_networks: []\n%sclient_api:\n  registration_disabled: false\n  guests_disabled: false\n  rate_limiting:\n    enabled: false\nfederation_api:\n  disable_tls_validation: true\n%s", name, dir, db, extra)
 	path := filepath.Join(dir, "fed.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -39,13 +39,14 @@ func RoomACL(ctx context.Context, rooms rsapi.QueryAPI, roomID string, origin sp
 
 // ACLAllows applies an m.room.server_acl content to a server name (spec "Server Access
 // Control Lists"): the port is ignored, IP literals are denied unless allow_ip_literals
-// (default true), then a matching deny glob denies and a matching allow glob allows;
-// without a matching allow glob the server is denied.
+// (default true; a value that is not a boolean counts as absent, as eventcontent accepts it),
+// then a matching deny glob denies and a matching allow glob allows; without a matching
+// allow glob the server is denied.
 func ACLAllows(content []byte, server spec.ServerName) bool {
 	var acl struct {
-		Allow           []string `json:"allow"`
-		Deny            []string `json:"deny"`
-		AllowIPLiterals *bool    `json:"allow_ip_literals"`
+		Allow           []string        `json:"allow"`
+		Deny            []string        `json:"deny"`
+		AllowIPLiterals json.RawMessage `json:"allow_ip_literals"`
 	}
 	if err := json.Unmarshal(content, &acl); err != nil {
 		return true // an ACL that does not parse applies no restriction
@@ -55,7 +56,7 @@ func ACLAllows(content []byte, server spec.ServerName) bool {
 		host = h
 	}
 	host = strings.Trim(host, "[]")
-	if net.ParseIP(host) != nil && acl.AllowIPLiterals != nil && !*acl.AllowIPLiterals {
+	if net.ParseIP(host) != nil && string(acl.AllowIPLiterals) == "false" {
 		return false
 	}
 	for _, g := range acl.Deny {

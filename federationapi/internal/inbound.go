@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/guestaccess"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -35,6 +36,9 @@ type Inbound struct {
 	Verifier gomatrixserverlib.JSONVerifier
 	Client   fclient.FederationClient
 	Logger   *logrus.Entry
+	// Accounts tells local guests apart: when a received event revokes a room's guest
+	// access, they leave it (nil: they stay).
+	Accounts guestaccess.AccountQuerier
 }
 
 // Rejected is the reason a received event was refused, safe to tell its sender.

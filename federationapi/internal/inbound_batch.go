@@ -10,6 +10,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/guestaccess"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -178,7 +179,45 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 		inRun[c.ev.EventID()] = true
 	}
 	flush()
+	ib.removeGuests(ctx, checked, out)
 	return out, nil
+}
+
+// removeGuests makes this server's guests leave each room where an accepted event of the
+// transaction changed m.room.guest_access, if the room's guest access no longer says
+// can_join (spec "Guest Access": the server must remove its guests then). Each leave is the
+// guest's own, which the auth rules always allow. The transaction's outcome does not
+// depend on it: a failure is logged.
+func (ib *Inbound) removeGuests(ctx context.Context, checked []checkedPDU, out []Outcome) {
+	if ib.Accounts == nil {
+		return
+	}
+	done := map[string]bool{}
+	for _, c := range checked {
+		roomID := c.ev.RoomID().String()
+		if out[c.i].Err != nil || c.ev.Type() != guestaccess.EventType || !c.ev.StateKeyEquals("") || done[roomID] {
+			continue
+		}
+		done[roomID] = true
+		logger := ib.Logger.WithField("room_id", roomID)
+		guests, err := guestaccess.GuestsToRemove(ctx, ib.Roomserver, ib.Accounts, ib.ServerName, roomID)
+		if err != nil {
+			logger.WithError(err).Warn("finding guests to remove after guest access was revoked failed")
+			continue
+		}
+		for _, g := range guests {
+			content, _ := json.Marshal(map[string]string{"membership": spec.Leave}) // a map of strings always encodes
+			target := g
+			in := rsapi.InputRoomEvent{Kind: rsapi.KindNew, Proto: &rsapi.ProtoEvent{Sender: g, Type: spec.MRoomMember, StateKey: &target, Content: content}}
+			res, err := ib.Roomserver.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, Events: []rsapi.InputRoomEvent{in}}})
+			if err == nil && res.Results[0].Err != nil {
+				err = res.Results[0].Err
+			}
+			if err != nil {
+				logger.WithError(err).WithField("user_id", g).Warn("removing a guest after guest access was revoked failed")
+			}
+		}
+	}
 }
 
 // stored reports whether an event whose processing ended with err is in the room's graph

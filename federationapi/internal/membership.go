@@ -28,8 +28,11 @@ import (
 // InputRoomEvent message, so that joining a huge room never makes one huge record.
 const outlierBatch = 100
 
-// StrippedStateTypes are the state types an invite carries (the spec's stripped state).
-var StrippedStateTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", "m.room.canonical_alias", "m.room.encryption"}
+// StrippedStateTypes are the state types an invite carries (the spec's stripped state), and
+// m.room.guest_access, which the spec allows ("the server might include events not
+// described here"): the invitee's server needs it to let a guest accept the invite.
+var StrippedStateTypes = []string{spec.MRoomCreate, spec.MRoomJoinRules, spec.MRoomName, "m.room.avatar", "m.room.canonical_alias", "m.room.encryption",
+	"m.room.guest_access"}
 
 // Membership carries out membership changes that need another server: remote joins,
 // invites of other servers' users and leaves through another server (api.ClientFederationAPI).

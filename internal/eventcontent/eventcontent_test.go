@@ -43,7 +43,7 @@ func TestValidate(t *testing.T) {
 		{"server acl", "10", "m.room.server_acl", `{"allow":["*"],"deny":["evil.example"],"allow_ip_literals":false}`, true},
 		{"server acl allow a string", "10", "m.room.server_acl", `{"allow":"*"}`, false},
 		{"server acl deny entry a number", "10", "m.room.server_acl", `{"deny":[1]}`, false},
-		{"server acl ip literals a string", "10", "m.room.server_acl", `{"allow_ip_literals":"false"}`, false},
+		{"server acl ip literals a string (ignored, as Synapse does)", "10", "m.room.server_acl", `{"allow":["*"],"allow_ip_literals":"false"}`, true},
 		{"encryption", "10", "m.room.encryption", `{"algorithm":"m.megolm.v1.aes-sha2","rotation_period_ms":604800000}`, true},
 		{"encryption without algorithm", "10", "m.room.encryption", `{}`, false},
 		{"encryption period a float", "10", "m.room.encryption", `{"algorithm":"m.megolm.v1.aes-sha2","rotation_period_msgs":1.5}`, false},

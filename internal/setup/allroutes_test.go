@@ -91,6 +91,7 @@ var clientBodies = map[string]bodySpec{
 	"POST /createRoom":                                      {sample: `{"visibility":"private","room_alias_name":"x3","name":"x","topic":"x","invite":["@bob:allroutes.test"],"invite_3pid":[],"room_version":"10","creation_content":{"m.federate":true},"initial_state":[{"type":"m.test","state_key":"","content":{"a":"b"}}],"preset":"private_chat","is_direct":false,"power_level_content_override":{}}`, freeform: []string{".initial_state[0].content"}},
 	"POST /join/{roomIDOrAlias}":                            {sample: `{"reason":"x"}`, optional: true},
 	"POST /knock/{roomIDOrAlias}":                           {sample: `{"reason":"x"}`, optional: true},
+	"POST /peek/{roomIDOrAlias}":                            {sample: `{}`},
 	"POST /rooms/{roomID}/upgrade":                          {sample: `{"new_version":"99"}`},
 	"POST /rooms/{roomID}/join":                             {sample: `{"reason":"x"}`, optional: true},
 	"POST /rooms/{roomID}/invite":                           {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},

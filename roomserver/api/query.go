@@ -211,10 +211,12 @@ type FederationRoomserverAPI interface {
 	DirectoryAPI
 }
 
-// SyncRoomserverAPI is what syncapi uses.
+// SyncRoomserverAPI is what syncapi uses; QueryRoomAlias resolves the alias of a room to
+// peek into.
 type SyncRoomserverAPI interface {
 	QueryAPI
 	ReplayAPI
+	QueryRoomAlias(ctx context.Context, req *QueryRoomAliasRequest) (*QueryRoomAliasResponse, error)
 }
 
 // FederationSenderRoomserverAPI is what the federationsender uses: queries, and the replay

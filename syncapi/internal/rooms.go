@@ -72,7 +72,13 @@ func (s *Syncer) writeRoom(ctx context.Context, req *SyncRequest, p *roomPlan, c
 		// (account data, receipts or typing may still add it), as Synapse does.
 		return nil
 	}
-	jr := joinedRoom(res, p.roomID)
+	var jr *types.JoinedRoom
+	if p.kind == kindPeek {
+		jr = types.NewJoinedRoom()
+		res.Rooms.Peek[p.roomID] = jr
+	} else {
+		jr = joinedRoom(res, p.roomID)
+	}
 	jr.Timeline, jr.State = timeline, types.StateEvents{Events: state}
 	if current != nil {
 		jr.Summary = roomSummary(req.UserID, current)

@@ -128,7 +128,7 @@ func (s *Syncer) addKeyCounts(ctx context.Context, req *SyncRequest, res *types.
 // roomPlan is what one room contributes to a sync.
 type roomPlan struct {
 	roomID string
-	kind   string // spec.Join, spec.Invite, spec.Knock or spec.Leave
+	kind   string // spec.Join, spec.Invite, spec.Knock, spec.Leave or kindPeek
 	after  int64
 	upTo   int64
 	// full asks for the complete state at the timeline's start, not changes since after.
@@ -258,6 +258,12 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 		}
 		plans = append(plans, p)
 	}
+	peeks, steadyPeeks, err := s.planPeeks(ctx, req, rooms, ignored, since, to)
+	if err != nil {
+		return nil, err
+	}
+	plans = append(plans, peeks...)
+	steady = append(steady, steadyPeeks...)
 	if len(steady) == 0 || !s.notifier.Changed(storage.StreamRoomEvents, since) {
 		return plans, nil
 	}
@@ -265,12 +271,51 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 	if err != nil {
 		return nil, fmt.Errorf("find active rooms: %w", err)
 	}
+	peeking := make(map[string]bool, len(steadyPeeks))
+	for _, roomID := range steadyPeeks {
+		peeking[roomID] = true
+	}
 	for _, roomID := range active {
 		h := rooms[roomID]
 		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: spec.Join, ignored: ignored}
-		plans = append(plans, &roomPlan{roomID: roomID, kind: spec.Join, after: since, upTo: to, viewer: v})
+		kind := spec.Join
+		if peeking[roomID] {
+			v.current, v.peeking, kind = h.latest().Membership, true, kindPeek
+		}
+		plans = append(plans, &roomPlan{roomID: roomID, kind: kind, after: since, upTo: to, viewer: v})
 	}
 	return plans, nil
+}
+
+// kindPeek is the roomPlan kind of a room the device peeks into (MSC2753): it is written
+// like a joined room, under rooms.peek.
+const kindPeek = "peek"
+
+// planPeeks plans the rooms the device peeks into and the user has not joined: a peek
+// started since the last sync (or any, in an initial or full-state sync) sends the room
+// whole, like a room just joined; the others are steady, in the sync when they have new
+// events.
+func (s *Syncer) planPeeks(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, ignored map[string]bool, since, to int64) ([]*roomPlan, []string, error) {
+	peeks, err := s.db.Peeks(ctx, req.UserID, req.DeviceID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("load peeks: %w", err)
+	}
+	var plans []*roomPlan
+	var steady []string
+	for _, pk := range peeks {
+		h := rooms[pk.RoomID]
+		if pk.Position > to || h.latest().Membership == spec.Join || !req.Filter.Room.AllowsRoom(pk.RoomID) {
+			continue
+		}
+		if req.Since != nil && !req.FullState && pk.Position <= since {
+			steady = append(steady, pk.RoomID)
+			continue
+		}
+		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: h.latest().Membership, peeking: true, ignored: ignored}
+		p := &roomPlan{roomID: pk.RoomID, kind: kindPeek, after: types.HistoryStart, upTo: to, full: true, newlyJoined: req.Since != nil, viewer: v}
+		plans = append(plans, p)
+	}
+	return plans, steady, nil
 }
 
 // fill reads every planned room's timeline, then the state of the rooms that need it in one

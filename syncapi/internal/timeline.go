@@ -18,6 +18,9 @@ type viewer struct {
 	deviceID string
 	history  memberHistory
 	current  string
+	// peeking is set for a device peeking into a world-readable room it has not joined:
+	// like a member, it sees the events that hold the room's current state.
+	peeking bool
 	// ignored are the users of the reader's m.ignored_user_list, whose non-state events a
 	// /sync leaves out (nil outside /sync).
 	ignored map[string]bool
@@ -54,7 +57,7 @@ type currentStateIDs map[string]bool
 // joined member reads the current state anyway, so the timeline shows how it came about
 // (a join during a time the viewer could not see, say). The state is loaded on first use.
 func (c *currentStateIDs) holds(ctx context.Context, db storage.Database, roomID string, v *viewer, e *storage.Event) (bool, error) {
-	if e.StateKey == nil || v.current != spec.Join {
+	if e.StateKey == nil || v.current != spec.Join && !v.peeking {
 		return false, nil
 	}
 	if *c == nil {

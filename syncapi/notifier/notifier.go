@@ -26,6 +26,10 @@ type Notifier struct {
 	// userRooms are the rooms each user, local or not, is joined to or invited to.
 	userRooms map[string]map[string]struct{}
 	users     map[string]*userStream
+	// peekers are the local users peeking into each room (MSC2753), woken like its
+	// members. A peek that ended leaves its user here until restart: a needless wake-up
+	// costs one empty look at the user's rooms.
+	peekers map[string]map[string]struct{}
 	// streams is the highest position each kind of change reached since Load, and floor
 	// the position at Load: a kind may have changed anywhere up to floor.
 	streams map[string]int64
@@ -54,7 +58,7 @@ func New(serverName string, waiting prometheus.Gauge) *Notifier {
 	return &Notifier{
 		serverSuffix: ":" + serverName, waiting: waiting,
 		rooms: map[string]map[string]struct{}{}, userRooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
-		streams: map[string]int64{}, pending: map[string]int64{},
+		peekers: map[string]map[string]struct{}{}, streams: map[string]int64{}, pending: map[string]int64{},
 	}
 }
 
@@ -68,9 +72,16 @@ func (n *Notifier) Load(ctx context.Context, db storage.Database) error {
 	if err != nil {
 		return err
 	}
+	peeks, err := db.AllPeeks(ctx)
+	if err != nil {
+		return err
+	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.floor = floor
+	for _, p := range peeks {
+		addTo(n.peekers, p.RoomID, p.UserID)
+	}
 	for roomID, users := range members {
 		for _, u := range users {
 			n.setMember(roomID, u, spec.Join)
@@ -157,8 +168,14 @@ func (n *Notifier) Notify(a *storage.Applied) {
 			n.wakeUser(u, a.Position)
 		}
 	}
+	for _, p := range a.Peeks {
+		addTo(n.peekers, p.RoomID, p.UserID)
+	}
 	for _, roomID := range a.Rooms {
 		for u := range n.rooms[roomID] {
+			wake(u)
+		}
+		for u := range n.peekers[roomID] {
 			wake(u)
 		}
 	}

@@ -44,6 +44,8 @@ type Handlers struct {
 	CatchUp func(ctx context.Context, maxWait time.Duration) error
 	// Presence, when set, hears of syncing users (set_presence).
 	Presence *internal.SyncPresence
+	// ResolveAlias is the room a local alias points at, "" when none.
+	ResolveAlias func(ctx context.Context, alias string) (string, error)
 }
 
 // catchUpWait bounds the read-your-writes wait: past it the request is answered from what
@@ -72,6 +74,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "events", Method: http.MethodGet, Path: prefix + "/events", Handler: h.authenticated(h.events)},
 			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
 			httputil.Route{Name: "keyChanges", Method: http.MethodGet, Path: prefix + "/keys/changes", Handler: h.authenticated(h.keyChanges)},
+			httputil.Route{Name: "peek", Method: http.MethodPost, Path: prefix + "/peek/{roomIDOrAlias}", Handler: h.authenticated(h.peek)},
 		)
 	}
 	const v1 = "/_matrix/client/v1/rooms/{roomId}"

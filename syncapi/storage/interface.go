@@ -79,6 +79,8 @@ const (
 	StreamToDevice    = "to_device"
 	StreamPresence    = "presence"
 	StreamKeyChanges  = "key_changes"
+	// StreamPeeks is the devices' peeks into rooms (MSC2753).
+	StreamPeeks = "peeks"
 	// StreamNotificationCounts is the pushserver's unread counts.
 	StreamNotificationCounts = "notification_counts"
 )
@@ -97,6 +99,8 @@ type Applied struct {
 	EphemeralRooms []string
 	// PresenceUsers changed presence: everyone sharing a room with them is woken.
 	PresenceUsers []string
+	// Peeks are the peeks started: their users are woken by their rooms' events from now on.
+	Peeks []Peek
 	// KeyUsers changed device keys: they and everyone sharing a room with them are woken.
 	KeyUsers []string
 	// Position is the highest position assigned.
@@ -278,8 +282,28 @@ type ThreadRoot struct {
 	Latest  int64
 }
 
+// Peek is a device's peek into a room (MSC2753), started at Position.
+type Peek struct {
+	UserID   string
+	DeviceID string
+	RoomID   string
+	Position int64
+}
+
 // Database is what the sync API needs from its store.
 type Database interface {
+	// WritePeek starts the device's peek into a room at a new position (a peek already
+	// under way starts again there, so the next /sync sends the room whole) and names the
+	// user in Applied.Users and the peek in Applied.Peeks. A peek ends when its user joins
+	// the room (in the transaction storing the join) or by DeletePeek.
+	WritePeek(ctx context.Context, userID, deviceID, roomID string) (*Applied, error)
+	// DeletePeek ends the device's peek into a room; ended reports whether there was one.
+	DeletePeek(ctx context.Context, userID, deviceID, roomID string) (ended bool, err error)
+	// Peeks returns the device's peeks.
+	Peeks(ctx context.Context, userID, deviceID string) ([]Peek, error)
+	// AllPeeks returns every peek, for waking peekers of rooms with new events.
+	AllPeeks(ctx context.Context) ([]Peek, error)
+
 	// WriteRoomEvents stores events in order (backfilled ones each below everything
 	// stored), skipping any already stored (at-least-once
 	// delivery), records dead letters and saves offset, all in one transaction.

@@ -94,6 +94,8 @@ type Rooms struct {
 	Invite map[string]*InvitedRoom `json:"invite"`
 	Knock  map[string]*KnockedRoom `json:"knock"`
 	Leave  map[string]*LeftRoom    `json:"leave"`
+	// Peek holds the rooms this device peeks into (MSC2753), each shaped like a joined room.
+	Peek map[string]*JoinedRoom `json:"peek,omitempty"`
 }
 
 // NewSyncResponse is an empty response with every map allocated.
@@ -102,7 +104,8 @@ func NewSyncResponse() *SyncResponse {
 		AccountData: AccountData{Events: []BasicEvent{}},
 		Presence:    Presence{Events: []PresenceEvent{}},
 		ToDevice:    ToDevice{Events: []ToDeviceEvent{}},
-		Rooms:       Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{}},
+		Rooms: Rooms{Join: map[string]*JoinedRoom{}, Invite: map[string]*InvitedRoom{}, Knock: map[string]*KnockedRoom{}, Leave: map[string]*LeftRoom{},
+			Peek: map[string]*JoinedRoom{}},
 
 		DeviceOneTimeKeysCount:       map[string]int{},
 		DeviceUnusedFallbackKeyTypes: []string{},
@@ -113,7 +116,7 @@ func NewSyncResponse() *SyncResponse {
 // counts do not count: they are in every response.
 func (r *SyncResponse) IsEmpty() bool {
 	return len(r.AccountData.Events) == 0 && len(r.Presence.Events) == 0 && len(r.ToDevice.Events) == 0 && len(r.Rooms.Join) == 0 &&
-		len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
+		len(r.Rooms.Invite) == 0 && len(r.Rooms.Knock) == 0 && len(r.Rooms.Leave) == 0 && len(r.Rooms.Peek) == 0 && len(r.DeviceLists.Changed) == 0 && len(r.DeviceLists.Left) == 0
 }
 
 // Timeline is a room's timeline section.

@@ -364,6 +364,8 @@ type ClientUserAPI interface {
 // users' keys for /user/keys/query, /user/keys/claim and /user/devices, and erasures for
 // the events it serves.
 type FederationUserAPI interface {
+	// QueryAccount tells local guests apart when another server revokes a room's guest access.
+	QueryAccount(ctx context.Context, req *QueryAccountRequest) (*QueryAccountResponse, error)
 	ErasureAPI
 	QueryProfile(ctx context.Context, req *QueryProfileRequest) (*QueryProfileResponse, error)
 	QueryKeys(ctx context.Context, req *QueryKeysRequest) (*QueryKeysResponse, error)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"testing"
 	"time"
 
@@ -601,6 +602,11 @@ func Upgrades(t *testing.T, baseURL string) {
 	if err = bob.AddTag(ctx, room.RoomID, "u.keep", 0.5); err != nil {
 		t.Fatal(err)
 	}
+	// allow_ip_literals as a string, as sytest sends it (accepted and ignored, as Synapse does).
+	acl := map[string]any{"allow": []any{"*"}, "allow_ip_literals": "false", "deny": []any{"*.evil.example", "evil.example"}}
+	if _, err = alice.SendStateEvent(ctx, room.RoomID, event.StateServerACL, "", acl); err != nil {
+		t.Fatalf("server ACL with a string allow_ip_literals: %v", err)
+	}
 	upgradeURL := alice.BuildClientURL("v3", "rooms", room.RoomID, "upgrade")
 	_, err = bob.MakeRequest(ctx, http.MethodPost, bob.BuildClientURL("v3", "rooms", room.RoomID, "upgrade"), map[string]any{"new_version": "11"}, nil)
 	WantErrCode(t, err, http.StatusForbidden, "M_FORBIDDEN")
@@ -633,6 +639,10 @@ func Upgrades(t *testing.T, baseURL string) {
 	var guests map[string]any
 	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateGuestAccess, "", &guests); err != nil || guests["guest_access"] != "forbidden" {
 		t.Fatalf("guest access in the new room %v %v", guests, err)
+	}
+	var newACL map[string]any
+	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateServerACL, "", &newACL); err != nil || !reflect.DeepEqual(newACL, acl) {
+		t.Fatalf("server ACL in the new room %v %v", newACL, err)
 	}
 	if err = alice.StateEvent(ctx, res.ReplacementRoom, event.StateMember, "@spammer:"+server, &banned); err != nil || banned["membership"] != "ban" {
 		t.Fatalf("ban in the new room %v %v", banned, err)

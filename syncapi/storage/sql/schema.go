@@ -151,6 +151,15 @@ CREATE TABLE IF NOT EXISTS syncapi_state_removals (
 	position {bigint} NOT NULL,
 	PRIMARY KEY (room_id, position, type, state_key)
 );
+`}, {Version: 13, SQL: `
+CREATE TABLE IF NOT EXISTS syncapi_peeks (
+	user_id TEXT NOT NULL,
+	device_id TEXT NOT NULL,
+	room_id TEXT NOT NULL,
+	position {bigint} NOT NULL,
+	PRIMARY KEY (user_id, device_id, room_id)
+);
+CREATE INDEX IF NOT EXISTS syncapi_peeks_room ON syncapi_peeks (room_id, user_id);
 `}}
 
 // dropUnreadColumns drops what the sync API's own approximation of notification counts

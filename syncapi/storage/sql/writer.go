@@ -189,6 +189,11 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 		if err != nil {
 			return fmt.Errorf("record membership: %w", err)
 		}
+		if membership == spec.Join {
+			if err = endPeeksOnJoin(ctx, tx, roomID, *sk); err != nil {
+				return err
+			}
+		}
 		applied.Members = append(applied.Members, storage.MemberChange{RoomID: roomID, UserID: *sk, Membership: membership, EventID: s.EventID(), Position: pos})
 	}
 	for _, s := range ev.AddsState {
