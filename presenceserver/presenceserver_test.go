@@ -68,7 +68,14 @@ func TestPresenceChangesAndTimeouts(t *testing.T) {
 				}
 			}
 		}
-		res, err := s.API().QueryPresence(ctx, &api.QueryPresenceRequest{UserID: "@a:x"})
+		// The announcement is produced just before its change commits: wait for the commit.
+		var res *api.QueryPresenceResponse
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			res, err = s.API().QueryPresence(ctx, &api.QueryPresenceRequest{UserID: "@a:x"})
+			if err == nil && res.Presence.Presence == api.Offline || time.Now().After(deadline) {
+				break
+			}
+		}
 		if err != nil || res.Presence.Presence != api.Offline || res.Presence.StatusMsg == nil || *res.Presence.StatusMsg != "busy" {
 			t.Fatalf("query: %+v %v", res, err)
 		}
