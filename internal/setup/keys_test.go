@@ -9,7 +9,8 @@ import (
 )
 
 // TestEndToEndKeys runs the key, device-list, cross-signing and key backup stories
-// (e2e.Keys, e2e.DeviceLists, e2e.CrossSigning, e2e.KeyBackup, e2e.KeyBackupAuthData) against a monolith on SQLite and then
+// (e2e.Keys, e2e.DeviceLists, e2e.CrossSigning, e2e.KeyBackup, e2e.KeyBackupAuthData: auth_data and session_data of an
+// algorithm the spec does not define) against a monolith on SQLite and then
 // PostgreSQL.
 func TestEndToEndKeys(t *testing.T) {
 	for _, engine := range []string{"sqlite", "postgres"} {

@@ -36,7 +36,7 @@ func (u *UserAPI) PerformKeyBackupVersion(ctx context.Context, req *api.PerformK
 	if req.Algorithm == "" {
 		return nil, matrixerr.MissingParam("algorithm is required")
 	}
-	if err := checkAuthData(req.Algorithm, req.AuthData); err != nil {
+	if err := checkBackupData(req.Algorithm, "auth_data", req.AuthData); err != nil {
 		return nil, err
 	}
 	if req.Version == "" {
@@ -60,20 +60,21 @@ func (u *UserAPI) PerformKeyBackupVersion(ctx context.Context, req *api.PerformK
 // key backups").
 const megolmBackupV1 = "m.megolm_backup.v1.curve25519-aes-sha2"
 
-// checkAuthData checks a backup version's auth_data. It is algorithm-dependent data: for the
-// spec's algorithm it must be an object (public_key, signatures); for an algorithm the spec does not
-// define, the server cannot know its format and keeps any JSON value but null, as it keeps the
-// algorithm itself (sytest's Device Key Backup tests use "m.megolm_backup.v1" with a string).
-func checkAuthData(algorithm string, authData json.RawMessage) error {
-	if len(authData) == 0 || string(authData) == "null" {
-		return matrixerr.MissingParam("auth_data is required")
+// checkBackupData checks a backup version's auth_data or a backed-up key's session_data (field
+// names which). Both are algorithm-dependent data: for the spec's algorithm they must be objects
+// (public_key and signatures; ciphertext, ephemeral and mac); for an algorithm the spec does not
+// define, the server cannot know their format and keeps any JSON value but null, as it keeps the
+// algorithm itself (sytest's Device Key Backup tests use "m.megolm_backup.v1" with strings).
+func checkBackupData(algorithm, field string, data json.RawMessage) error {
+	if len(data) == 0 || string(data) == "null" {
+		return matrixerr.MissingParam(field + " is required")
 	}
 	if algorithm != megolmBackupV1 {
 		return nil
 	}
 	var obj map[string]json.RawMessage
-	if json.Unmarshal(authData, &obj) != nil || obj == nil {
-		return matrixerr.BadJSON("auth_data must be an object")
+	if json.Unmarshal(data, &obj) != nil || obj == nil {
+		return matrixerr.BadJSON(field + " must be an object")
 	}
 	return nil
 }
@@ -108,24 +109,34 @@ func (u *UserAPI) PerformRoomKeys(ctx context.Context, req *api.PerformRoomKeysR
 	if req.Delete {
 		b, err = u.DB.DeleteRoomKeys(ctx, local, req.Version, req.RoomID, req.SessionID)
 	} else {
-		var keys []storage.RoomKey
-		for roomID, sessions := range req.Keys {
-			for sessionID, k := range sessions {
-				var obj map[string]json.RawMessage
-				if json.Unmarshal(k.SessionData, &obj) != nil || obj == nil {
-					return nil, matrixerr.BadJSON("session_data must be an object")
-				}
-				keys = append(keys, storage.RoomKey{RoomID: roomID, SessionID: sessionID, FirstMessageIndex: k.FirstMessageIndex,
-					ForwardedCount: k.ForwardedCount, IsVerified: k.IsVerified, SessionData: k.SessionData})
-			}
-		}
-		b, err = u.DB.PutRoomKeys(ctx, local, req.Version, keys)
+		b, err = u.putRoomKeys(ctx, local, req)
 	}
 	if err != nil {
 		return nil, backupError(err)
 	}
 	v := versionOf(b)
 	return &api.PerformRoomKeysResponse{Count: v.Count, ETag: v.ETag}, nil
+}
+
+// putRoomKeys stores req's keys into its version. A version's algorithm never changes and its
+// number is never reused, so the algorithm read before the store is the one of the version the
+// store writes to (or the store fails: M_NOT_FOUND, M_WRONG_ROOM_KEYS_VERSION).
+func (u *UserAPI) putRoomKeys(ctx context.Context, local string, req *api.PerformRoomKeysRequest) (*storage.KeyBackup, error) {
+	version, err := u.DB.KeyBackup(ctx, local, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	var keys []storage.RoomKey
+	for roomID, sessions := range req.Keys {
+		for sessionID, k := range sessions {
+			if err := checkBackupData(version.Algorithm, "session_data", k.SessionData); err != nil {
+				return nil, err
+			}
+			keys = append(keys, storage.RoomKey{RoomID: roomID, SessionID: sessionID, FirstMessageIndex: k.FirstMessageIndex,
+				ForwardedCount: k.ForwardedCount, IsVerified: k.IsVerified, SessionData: k.SessionData})
+		}
+	}
+	return u.DB.PutRoomKeys(ctx, local, req.Version, keys)
 }
 
 // QueryRoomKeys reads a version's keys.

@@ -480,10 +480,10 @@ func KeyBackup(t *testing.T, baseURL string) {
 	WantErrCode(t, err, http.StatusNotFound, "M_NOT_FOUND")
 }
 
-// KeyBackupAuthData: auth_data is algorithm-dependent. For the spec's algorithm it must be an
-// object; for an algorithm the spec does not define (sytest's "m.megolm_backup.v1") any JSON value
-// is kept and returned as sent, through creation and update, and a user can hold more than ten
-// versions, the latest of which is the current one.
+// KeyBackupAuthData: auth_data and session_data are algorithm-dependent. For the spec's algorithm
+// they must be objects; for an algorithm the spec does not define (sytest's "m.megolm_backup.v1")
+// any JSON value is kept and returned as sent, through creation and update of a version and through
+// storing keys, and a user can hold more than ten versions, the latest of which is the current one.
 func KeyBackupAuthData(t *testing.T, baseURL string) {
 	ctx := context.Background()
 	alice := Register(t, baseURL, "backupauthdata")
@@ -521,6 +521,61 @@ func KeyBackupAuthData(t *testing.T, baseURL string) {
 	}
 	if _, err := alice.MakeRequest(ctx, http.MethodGet, thisURL, nil, &got); err != nil || string(got.AuthData) != `"adifferentopaquestring"` {
 		t.Fatalf("after update %+v %v", got, err)
+	}
+	keyBackupSessionData(t, alice, created.Version)
+}
+
+// keyBackupSessionData: a key's session_data is algorithm-dependent like auth_data. In version v
+// (algorithm "m.megolm_backup.v1") a string is stored and returned as sent, the better-key rule and
+// the number checks still hold, and null is refused; a version of the spec's algorithm still
+// refuses a string.
+func keyBackupSessionData(t *testing.T, alice *mautrix.Client, v string) {
+	ctx := context.Background()
+	sessionURL := func(version string) string {
+		return alice.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "room_keys", "keys", "!room:x", "sess"}, map[string]string{"version": version})
+	}
+	key := func(index int, data any) map[string]any {
+		return map[string]any{"first_message_index": index, "forwarded_count": 0, "is_verified": false, "session_data": data}
+	}
+	type session struct {
+		FirstMessageIndex int             `json:"first_message_index"`
+		SessionData       json.RawMessage `json:"session_data"`
+	}
+	for _, k := range []map[string]any{key(3, "anopaquestring"), key(1, "abetteropaquestring"), key(2, "aworseopaquestring")} {
+		if _, err := alice.MakeRequest(ctx, http.MethodPut, sessionURL(v), k, nil); err != nil {
+			t.Fatalf("put a key with a string session_data: %v", err)
+		}
+	}
+	var got session
+	if _, err := alice.MakeRequest(ctx, http.MethodGet, sessionURL(v), nil, &got); err != nil || got.FirstMessageIndex != 1 || string(got.SessionData) != `"abetteropaquestring"` {
+		t.Fatalf("stored key %+v %v, want index 1 with the better string", got, err)
+	}
+	for _, c := range []struct {
+		name, errcode string
+		body          map[string]any
+	}{
+		{"null session_data", "M_MISSING_PARAM", key(0, nil)},
+		{"no session_data", "M_MISSING_PARAM", map[string]any{"first_message_index": 0, "forwarded_count": 0, "is_verified": false}},
+		{"string first_message_index", "M_BAD_JSON", map[string]any{"first_message_index": "0", "forwarded_count": 0, "is_verified": false, "session_data": "s"}},
+		{"string forwarded_count", "M_BAD_JSON", map[string]any{"first_message_index": 0, "forwarded_count": "0", "is_verified": false, "session_data": "s"}},
+		{"number is_verified", "M_BAD_JSON", map[string]any{"first_message_index": 0, "forwarded_count": 0, "is_verified": 1, "session_data": "s"}},
+	} {
+		if status, res := call(t, alice, http.MethodPut, sessionURL(v), c.body); status != http.StatusBadRequest || res["errcode"] != c.errcode {
+			t.Fatalf("%s: %d %v, want 400 %s", c.name, status, res, c.errcode)
+		}
+	}
+	var spec struct {
+		Version string `json:"version"`
+	}
+	create := map[string]any{"algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": map[string]string{"public_key": "abc"}}
+	if _, err := alice.MakeRequest(ctx, http.MethodPost, alice.BuildClientURL("v3", "room_keys", "version"), create, &spec); err != nil {
+		t.Fatal(err)
+	}
+	if status, res := call(t, alice, http.MethodPut, sessionURL(spec.Version), key(0, "a string")); status != http.StatusBadRequest || res["errcode"] != "M_BAD_JSON" {
+		t.Fatalf("the spec's algorithm with a string session_data: %d %v", status, res)
+	}
+	if status, res := call(t, alice, http.MethodPut, sessionURL(v), key(0, "s")); status != http.StatusForbidden || res["errcode"] != "M_WRONG_ROOM_KEYS_VERSION" || res["current_version"] != spec.Version {
+		t.Fatalf("a string key into the old version: %d %v", status, res)
 	}
 }
 
