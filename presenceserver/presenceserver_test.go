@@ -24,7 +24,7 @@ func TestPresenceChangesAndTimeouts(t *testing.T) {
 		defer cancel()
 		log := test.EmbeddedLog(t, 4)
 		out := test.FollowTopic(t, log, "out")
-		cfg := &config.PresenceServer{Enabled: true, IdleTimeout: config.Duration(300 * time.Millisecond), OfflineTimeout: config.Duration(2500 * time.Millisecond)}
+		cfg := &config.PresenceServer{Enabled: true, IdleTimeout: config.Duration(300 * time.Millisecond), OfflineTimeout: config.Duration(8 * time.Second)}
 		s, err := presenceserver.New(ctx, presenceserver.Deps{Cfg: cfg, DB: db, Log: log, InputTopic: "in", OutputTopic: "out",
 			Logger: logrus.NewEntry(logrus.New())})
 		if err != nil {
@@ -43,8 +43,10 @@ func TestPresenceChangesAndTimeouts(t *testing.T) {
 
 		// @a:x: unavailable (kept while syncing), then offline; @b:x: online, unavailable
 		// when idle, then offline.
+		// The offline timeout is far beyond the idle one, so that a loaded machine's late
+		// sweep still finds @b:x idle before it finds them gone.
 		var seq map[string][]string
-		deadline := time.Now().Add(15 * time.Second)
+		deadline := time.Now().Add(40 * time.Second)
 		for time.Now().Before(deadline) {
 			seq = map[string][]string{}
 			for _, rec := range out.Wait(t, 0, time.Second) {
