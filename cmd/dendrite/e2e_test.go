@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,25 @@ type server struct {
 	args []string
 	// addr is where the server listens, kept across restarts.
 	addr string
-	logs *bytes.Buffer
+	logs *logBuffer
+}
+
+// logBuffer is a server's output, safe to read while the process writes it.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
 
 var _ e2e.Homeserver = (*server)(nil)
@@ -54,11 +73,12 @@ func startServer(t *testing.T, config string, env ...string) *server {
 
 func (s *server) start(t testing.TB) {
 	t.Helper()
-	if s.addr == "" {
+	fresh := s.addr == ""
+	if fresh {
 		s.addr = e2e.FreeAddr(t)
 	}
 	addr := s.addr
-	s.url, s.logs = "http://"+addr, &bytes.Buffer{}
+	s.url, s.logs = "http://"+addr, &logBuffer{}
 	s.cmd = exec.Command(binary, append([]string{"--config", s.config, "--http-bind-address", addr}, s.args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = s.logs, s.logs
 	s.cmd.Env = append(os.Environ(), s.env...)
@@ -75,6 +95,14 @@ func (s *server) start(t testing.TB) {
 			if resp.StatusCode == http.StatusOK {
 				return
 			}
+		}
+		if fresh && strings.Contains(s.logs.String(), addr+": bind: address already in use") {
+			// Another test's server took the free port between FreeAddr and the bind: the
+			// process has exited; start again on another port.
+			_ = s.cmd.Wait() // exit status 1, logged above
+			s.addr = ""
+			s.start(t)
+			return
 		}
 		if time.Now().After(deadline) {
 			s.stop()
