@@ -132,29 +132,6 @@ func TestPresenceOfNewRoomMates(t *testing.T) {
 	})
 }
 
-// TestPresenceInInitialSync: an initial sync carries the presence of the user and of
-// everyone in their joined rooms, offline for those nobody has heard from (sytest "New
-// federated private chats get full presence information (SYN-115)" syncs from scratch
-// after a join and waits for both users' presence).
-func TestPresenceInInitialSync(t *testing.T) {
-	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
-		h := start(t, db)
-		alice, bob, carol := h.user("alice"), h.user("bob"), h.user("carol")
-		roomID := h.newRoom(alice)
-		h.member(roomID, bob, bob, spec.Join)
-		h.newRoom(carol)
-		h.waitConsumed()
-		var got []string
-		for _, p := range h.sync(alice).Presence.Events {
-			got = append(got, p.Sender+" "+p.Content.Presence)
-		}
-		slices.Sort(got)
-		if want := []string{alice + " offline", bob + " offline"}; !slices.Equal(got, want) {
-			t.Fatalf("presence in alice's initial sync: %v, want %v", got, want)
-		}
-	})
-}
-
 // TestCurrentStateVisibleInPrivateHistory: in a room whose history is visible to joined
 // members only, a member who left and rejoined sees in the timeline the join that happened
 // while away (it is current state), but not a message sent then.

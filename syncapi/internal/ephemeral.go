@@ -178,12 +178,8 @@ func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[stri
 const mainThread = "main"
 
 // addPresence adds the presence changed in (since, to] (when changed says the presence
-// stream moved) of the user and of everyone who shares a joined room with them, and the
-// presence of users who newly share a room with the user: in an incremental sync those who
-// joined one of the user's rooms or whose room the user joined, in an initial sync the user
-// and everyone in their joined rooms. Users nobody has heard from are offline, the spec's
-// default presence, so that a client learns of every user it newly shares a room with
-// (sytest "New federated private chats get full presence information (SYN-115)").
+// stream moved) of the user and of everyone who shares a joined room with them, and in an
+// incremental sync the presence of users who newly share a room with the user.
 func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to int64, changed bool, res *types.SyncResponse) error {
 	if !req.Filter.Presence.AllowsType("m.presence") {
 		return nil
@@ -195,22 +191,19 @@ func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to in
 			return fmt.Errorf("load presence: %w", err)
 		}
 	}
-	have := map[string]bool{}
-	for _, p := range presence {
-		have[p.UserID] = true
-	}
-	var ids []string
-	mates := newRoomMates(req.UserID, res)
-	if since == 0 {
-		mates = append(mates, req.UserID)
-	}
-	for _, u := range mates {
-		if !have[u] {
-			ids = append(ids, u)
-		}
-	}
 	if since > 0 {
-		// An initial sync's presence already holds everyone's in the user's rooms who has one.
+		// Users who newly share a room with the user (they joined one of the user's rooms, or
+		// the user joined theirs) come with their presence, changed or not.
+		have := map[string]bool{}
+		for _, p := range presence {
+			have[p.UserID] = true
+		}
+		var ids []string
+		for _, u := range newRoomMates(req.UserID, res) {
+			if !have[u] {
+				ids = append(ids, u)
+			}
+		}
 		more, err := s.db.PresenceOf(ctx, ids, to)
 		if err != nil {
 			return fmt.Errorf("load presence of new room mates: %w", err)
@@ -219,10 +212,11 @@ func (s *Syncer) addPresence(ctx context.Context, req *SyncRequest, since, to in
 		for _, p := range more {
 			have[p.UserID] = true
 		}
-	}
-	for _, u := range ids {
-		if !have[u] {
-			presence = append(presence, storage.Presence{UserID: u, Presence: presenceOffline})
+		for _, u := range ids {
+			if !have[u] {
+				// Nobody has heard from them: offline, as the spec's default presence is.
+				presence = append(presence, storage.Presence{UserID: u, Presence: presenceOffline})
+			}
 		}
 	}
 	writePresence(req, presence, res)

@@ -181,7 +181,7 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return nil, err
 		}
 	}
-	if changed := s.notifier.Changed(storage.StreamPresence, since); changed || since == 0 || len(newRoomMates(req.UserID, res)) > 0 {
+	if changed := s.notifier.Changed(storage.StreamPresence, since); changed || since > 0 && len(newRoomMates(req.UserID, res)) > 0 {
 		if err = s.addPresence(ctx, req, since, to, changed, res); err != nil {
 			return nil, err
 		}
