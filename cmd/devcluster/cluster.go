@@ -17,6 +17,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/freeport"
 	"github.com/matrix-org/dendrite/internal/pgcluster"
 )
 
@@ -118,15 +119,6 @@ func (c *cluster) dendriteBinary(ctx context.Context) (string, error) {
 	return bin, nil
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close() // nolint: errcheck // the port is free again either way
-	return l.Addr().String(), nil
-}
-
 // startBroker runs `devcluster broker` as a process of its own, its log in the temporary
 // directory unless --broker-in-memory, and waits for its port.
 func (c *cluster) startBroker(ctx context.Context, out *lockedWriter) error {
@@ -134,7 +126,7 @@ func (c *cluster) startBroker(ctx context.Context, out *lockedWriter) error {
 	if err != nil {
 		return err
 	}
-	addr, err := freeAddr()
+	addr, err := freeport.Addr()
 	if err != nil {
 		return err
 	}
@@ -177,35 +169,35 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 		if ia == nil {
 			continue // the roomserver shards get their addresses below
 		}
-		addr, err := freeAddr()
+		addr, err := freeport.Addr()
 		if err != nil {
 			return "", err
 		}
 		ia.Listen, ia.Connect = addr, "http://"+addr
 	}
 	var err error
-	if cfg.ClientAPI.Listen, err = freeAddr(); err != nil {
+	if cfg.ClientAPI.Listen, err = freeport.Addr(); err != nil {
 		return "", err
 	}
-	if cfg.SyncAPI.Listen, err = freeAddr(); err != nil {
+	if cfg.SyncAPI.Listen, err = freeport.Addr(); err != nil {
 		return "", err
 	}
-	if cfg.FederationAPI.Listen, err = freeAddr(); err != nil {
+	if cfg.FederationAPI.Listen, err = freeport.Addr(); err != nil {
 		return "", err
 	}
-	if cfg.MediaAPI.Listen, err = freeAddr(); err != nil {
+	if cfg.MediaAPI.Listen, err = freeport.Addr(); err != nil {
 		return "", err
 	}
-	if cfg.PushServer.Listen, err = freeAddr(); err != nil {
+	if cfg.PushServer.Listen, err = freeport.Addr(); err != nil {
 		return "", err
 	}
-	if cfg.SearchAPI.Listen, err = freeAddr(); err != nil {
+	if cfg.SearchAPI.Listen, err = freeport.Addr(); err != nil {
 		return "", err
 	}
 	cfg.RoomServer.Shards = c.o.shards
 	cfg.RoomServer.ShardConnect = nil
 	for range c.o.shards {
-		addr, err := freeAddr()
+		addr, err := freeport.Addr()
 		if err != nil {
 			return "", err
 		}

@@ -12,7 +12,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -23,6 +22,8 @@ import (
 	"time"
 
 	_ "github.com/lib/pq" // the postgres driver for the admin connection
+
+	"github.com/matrix-org/dendrite/internal/freeport"
 )
 
 // Cluster is a running throwaway cluster.
@@ -84,7 +85,7 @@ func Start(ctx context.Context) (_ *Cluster, err error) {
 	if out, err := c.asUser(initdb, "-D", c.data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync").CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	port, err := freePort()
+	port, err := freeport.Port()
 	if err != nil {
 		return nil, err
 	}
@@ -208,13 +209,4 @@ func (c *Cluster) Stop() error {
 		}
 	})
 	return c.stopErr
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close() // nolint: errcheck // the port is free again either way
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
