@@ -2,7 +2,9 @@
 // It consumes OutputRoomEvent (events our users sent, for every other server joined to the
 // room), the EDU servers' outputs (typing, public read receipts, presence, send-to-device
 // for remote users) and the userapi's OutputKeyChangeEvent (m.device_list_update and
-// m.signing_key_update for every server sharing a room with the user), stores what each destination server should get in that server's
+// m.signing_key_update for every server sharing a room with the user), and, when a
+// membership change makes servers room mates, our users' current presence for them; it
+// stores what each destination server should get in that server's
 // persistent queue, in the transaction that saves the consumer's offset, and sends each
 // queue as PUT /_matrix/federation/v1/send transactions with retries, exponential backoff
 // and a blacklist for servers that keep failing. See internal/ for the queues and consumer/
@@ -56,6 +58,9 @@ type Deps struct {
 	// Rooms answers the current state of rooms seen for the first time and a user's rooms,
 	// and replays OutputRoomEvent records a wiped log lost.
 	Rooms rsapi.FederationSenderRoomserverAPI
+	// Presence, if set, answers our users' current presence, sent to servers that newly
+	// share a room with them (only with federation_sender.send_presence on).
+	Presence presenceapi.QueryAPI
 	// UserReplay, if set, gives back the OutputKeyChangeEvent records a wiped log lost
 	// (uapi.OutputSequence).
 	UserReplay uapi.ReplayAPI
@@ -96,6 +101,9 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer),
 	})
 	shared := &consumer.Shared{ServerName: d.ServerName, DB: db, Rooms: d.Rooms, Queues: queues, Logger: d.Logger}
+	if d.Cfg.SendPresence {
+		shared.Presence = d.Presence
+	}
 	type handler interface {
 		Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error
 		Applied(partition int32, next int64)

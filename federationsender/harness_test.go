@@ -34,6 +34,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
@@ -187,6 +188,21 @@ func (s *server) waitPDUs(n int, timeout time.Duration) []string {
 	}
 }
 
+// waitPDU waits until the server got the event eventID.
+func (s *server) waitPDU(eventID string, timeout time.Duration) {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if pdus, _ := s.received(); slices.Contains(pdus, eventID) {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("%s did not get %s within %s", s.name, eventID, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // waitEDUs waits until the server got EDUs for which done is true.
 func (s *server) waitEDUs(timeout time.Duration, done func([]gomatrixserverlib.EDU) bool) []gomatrixserverlib.EDU {
 	s.t.Helper()
@@ -299,19 +315,27 @@ func (s *server) user(local string) string {
 
 // sender is server A's federationsender on db, reading an embedded log.
 type sender struct {
-	t      testing.TB
-	a      *server
-	db     *sqlutil.DB
-	log    eventlog.Log
-	rooms  *rooms
-	cfg    config.FederationSender
-	fs     *federationsender.FederationSender
-	cancel context.CancelFunc
-	done   chan error
+	t     testing.TB
+	a     *server
+	db    *sqlutil.DB
+	log   eventlog.Log
+	rooms *rooms
+	cfg   config.FederationSender
+	// presence, if set, answers the sender's presence queries.
+	presence presenceapi.QueryAPI
+	fs       *federationsender.FederationSender
+	cancel   context.CancelFunc
+	done     chan error
 }
 
 func newSender(t testing.TB, a *server, db *sqlutil.DB, log eventlog.Log, rs *rooms, cfg config.FederationSender) *sender {
-	s := &sender{t: t, a: a, db: db, log: log, rooms: rs, cfg: cfg}
+	return newSenderWithPresence(t, a, db, log, rs, cfg, nil)
+}
+
+// newSenderWithPresence is newSender whose presence queries presence answers.
+func newSenderWithPresence(t testing.TB, a *server, db *sqlutil.DB, log eventlog.Log, rs *rooms, cfg config.FederationSender,
+	presence presenceapi.QueryAPI) *sender {
+	s := &sender{t: t, a: a, db: db, log: log, rooms: rs, cfg: cfg, presence: presence}
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -326,7 +350,7 @@ func testSenderConfig() config.FederationSender {
 func (s *sender) start() {
 	s.t.Helper()
 	fs, err := federationsender.New(context.Background(), federationsender.Deps{Cfg: &s.cfg, ServerName: s.a.name, DB: s.db, Log: s.log,
-		Topics: federationsender.TopicsWithPrefix(""), Rooms: s.rooms, Client: s.a.client, RequestTimeout: 5 * time.Second, Logger: quietLogger()})
+		Topics: federationsender.TopicsWithPrefix(""), Rooms: s.rooms, Presence: s.presence, Client: s.a.client, RequestTimeout: 5 * time.Second, Logger: quietLogger()})
 	if err != nil {
 		s.t.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/matrix-org/dendrite/federationsender/storage"
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
@@ -30,9 +31,12 @@ type Shared struct {
 	ServerName spec.ServerName
 	DB         storage.Database
 	// Rooms answers the current state of rooms seen for the first time.
-	Rooms  rsapi.QueryAPI
-	Queues Waker
-	Logger *logrus.Entry
+	Rooms rsapi.QueryAPI
+	// Presence answers our users' current presence, which servers newly sharing a room with
+	// them are sent; nil sends none (federation_sender.send_presence off).
+	Presence presenceapi.QueryAPI
+	Queues   Waker
+	Logger   *logrus.Entry
 }
 
 // wakes holds, per partition, the destinations a Handle queued items for until the

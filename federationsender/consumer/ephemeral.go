@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -202,6 +203,35 @@ type presenceUpdate struct {
 	StatusMsg       *string `json:"status_msg,omitempty"`
 }
 
+// updateOf is the m.presence push entry of p at now (Unix ms).
+func updateOf(p *presenceapi.Presence, now int64) presenceUpdate {
+	return presenceUpdate{UserID: p.UserID, Presence: p.Presence, LastActiveAgo: max(now-p.LastActiveTS, 0),
+		CurrentlyActive: p.CurrentlyActive, StatusMsg: p.StatusMsg}
+}
+
+// queuePresence queues one m.presence EDU with the current presence of those of users who
+// are not offline for dests; it returns dests when it queued one.
+func (s *Shared) queuePresence(ctx context.Context, tx *sql.Tx, dests, users []string) ([]string, error) {
+	now := time.Now().UnixMilli()
+	var push []presenceUpdate
+	for _, u := range users {
+		res, err := s.Presence.QueryPresence(ctx, &presenceapi.QueryPresenceRequest{UserID: u})
+		if err != nil {
+			return nil, eventlog.Retry(fmt.Errorf("query presence of %s: %w", u, err))
+		}
+		if res.Presence.Presence != presenceapi.Offline {
+			push = append(push, updateOf(&res.Presence, now))
+		}
+	}
+	if len(push) == 0 {
+		return nil, nil
+	}
+	if err := s.queueEDU(ctx, tx, dests, EDUPresence, map[string][]presenceUpdate{"push": push}); err != nil {
+		return nil, err
+	}
+	return dests, nil
+}
+
 // Handle implements eventlog.Consumer.Handle.
 func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
 	if !p.send {
@@ -220,9 +250,7 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if err != nil {
 			return err
 		}
-		ago := max(time.Now().UnixMilli()-o.LastActiveTS, 0)
-		content := map[string][]presenceUpdate{"push": {{UserID: o.UserID, Presence: o.Presence.Presence, LastActiveAgo: ago,
-			CurrentlyActive: o.CurrentlyActive, StatusMsg: o.StatusMsg}}}
+		content := map[string][]presenceUpdate{"push": {updateOf(&o.Presence, time.Now().UnixMilli())}}
 		if err := p.s.queueEDU(ctx, tx, dests, EDUPresence, content); err != nil {
 			return err
 		}

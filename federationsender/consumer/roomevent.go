@@ -3,7 +3,9 @@ package consumer
 import (
 	"context"
 	"database/sql"
+	"slices"
 
+	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
@@ -76,9 +78,10 @@ func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNew
 	}
 	after := before
 	changed := !known
+	var newLocal []string
 	if known {
 		var err error
-		if changed, err = r.applyDelta(ctx, tx, roomID, out); err != nil {
+		if changed, newLocal, err = r.applyDelta(ctx, tx, roomID, out); err != nil {
 			return nil, err
 		}
 	}
@@ -89,36 +92,93 @@ func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNew
 		}
 	}
 	joined[roomID] = after
-	if !r.s.isLocal(string(ev.SenderID())) {
+	var dests []string
+	if r.s.isLocal(string(ev.SenderID())) {
+		dests = r.s.remote(union(before, after))
+		if len(dests) > 0 {
+			if err := r.s.DB.Enqueue(ctx, tx, dests, storage.KindPDU, ev.JSON()); err != nil {
+				return nil, eventlog.Retry(err)
+			}
+			r.s.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": ev.EventID(), "destinations": len(dests)}).Debug("event queued")
+		}
+	}
+	if !changed {
+		return dests, nil
+	}
+	shared, err := r.sharePresence(ctx, tx, roomID, before, after, newLocal)
+	if err != nil {
+		return nil, err
+	}
+	return append(dests, shared...), nil
+}
+
+// sharePresence tells the servers that newly share the room with our users of their
+// presence, as the join makes them room mates (this is how both sides of a new federated
+// chat see each other's presence without waiting for a change): every server that joined the
+// room (in after, not in before) gets the presence of all our users joined to it, and the
+// other servers get the presence of newLocal, our users who just joined. Offline users are
+// left out: offline is what a server assumes of a user it never heard of. It returns the
+// destinations it queued an m.presence EDU for.
+func (r *RoomEvents) sharePresence(ctx context.Context, tx *sql.Tx, roomID string, before, after, newLocal []string) ([]string, error) {
+	if r.s.Presence == nil {
 		return nil, nil
 	}
-	dests := r.s.remote(union(before, after))
-	if len(dests) == 0 {
-		return nil, nil
+	var gained, others []string
+	for _, srv := range r.s.remote(after) {
+		if slices.Contains(before, srv) {
+			others = append(others, srv)
+		} else {
+			gained = append(gained, srv)
+		}
 	}
-	if err := r.s.DB.Enqueue(ctx, tx, dests, storage.KindPDU, ev.JSON()); err != nil {
-		return nil, eventlog.Retry(err)
+	var woken []string
+	if len(gained) > 0 {
+		local, err := r.s.DB.JoinedUsers(ctx, tx, roomID, string(r.s.ServerName))
+		if err != nil {
+			return nil, eventlog.Retry(err)
+		}
+		queued, err := r.s.queuePresence(ctx, tx, gained, local)
+		if err != nil {
+			return nil, err
+		}
+		woken = append(woken, queued...)
 	}
-	r.s.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": ev.EventID(), "destinations": len(dests)}).Debug("event queued")
-	return dests, nil
+	if len(others) > 0 && len(newLocal) > 0 {
+		queued, err := r.s.queuePresence(ctx, tx, others, newLocal)
+		if err != nil {
+			return nil, err
+		}
+		woken = append(woken, queued...)
+	}
+	return woken, nil
 }
 
 // applyDelta applies the event's change to current state to the room's joined members:
 // removed membership events first, then the added ones (a join stores the member, any other
-// membership forgets them). It reports whether the delta touched memberships at all.
-func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, out *rsapi.OutputNewRoomEvent) (bool, error) {
+// membership forgets them). It reports whether the delta touched memberships at all, and
+// which of our users it made joined who were not before.
+func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, out *rsapi.OutputNewRoomEvent) (changed bool, newLocal []string, err error) {
 	if len(out.AddsStateEventIDs) == 0 && len(out.RemovesStateEventIDs) == 0 {
-		return false, nil
-	}
-	if err := r.s.DB.RemoveMemberEvents(ctx, tx, roomID, out.RemovesStateEventIDs); err != nil {
-		return false, eventlog.Retry(err)
+		return false, nil, nil
 	}
 	added, unknown, err := out.AddedState(ctx, r.s.Rooms)
 	if err != nil {
-		return false, eventlog.Retry(err)
+		return false, nil, eventlog.Retry(err)
 	}
 	for _, id := range unknown {
 		r.s.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+	}
+	var localBefore []string
+	if slices.ContainsFunc(added, func(ev gomatrixserverlib.PDU) bool {
+		m, joined := joinedMember(ev)
+		return joined && m.ServerName == string(r.s.ServerName)
+	}) {
+		if localBefore, err = r.s.DB.JoinedUsers(ctx, tx, roomID, string(r.s.ServerName)); err != nil {
+			return false, nil, eventlog.Retry(err)
+		}
+	}
+	if err = r.s.DB.RemoveMemberEvents(ctx, tx, roomID, out.RemovesStateEventIDs); err != nil {
+		return false, nil, eventlog.Retry(err)
 	}
 	for _, ev := range added {
 		if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
@@ -126,14 +186,17 @@ func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, 
 		}
 		if m, joined := joinedMember(ev); joined {
 			err = r.s.DB.SetJoined(ctx, tx, roomID, m)
+			if m.ServerName == string(r.s.ServerName) && !slices.Contains(localBefore, m.UserID) {
+				newLocal = append(newLocal, m.UserID)
+			}
 		} else {
 			err = r.s.DB.SetLeft(ctx, tx, roomID, *ev.StateKey())
 		}
 		if err != nil {
-			return false, eventlog.Retry(err)
+			return false, nil, eventlog.Retry(err)
 		}
 	}
-	return true, nil
+	return true, newLocal, nil
 }
 
 // union is a and b without repeats.

@@ -59,6 +59,8 @@ type Database interface {
 	RemoveMemberEvents(ctx context.Context, tx *sql.Tx, roomID string, eventIDs []string) error
 	// JoinedServers are the distinct servers of the room's joined members.
 	JoinedServers(ctx context.Context, tx *sql.Tx, roomID string) ([]string, error)
+	// JoinedUsers are the room's joined members of serverName.
+	JoinedUsers(ctx context.Context, tx *sql.Tx, roomID, serverName string) ([]string, error)
 	// ServersSharingRooms are the distinct servers with a member joined to one of the
 	// rooms where userID is joined.
 	ServersSharingRooms(ctx context.Context, tx *sql.Tx, userID string) ([]string, error)

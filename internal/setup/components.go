@@ -371,7 +371,7 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}
 	s, err := federationsender.New(ctx, federationsender.Deps{
 		Cfg: &e.cfg.FederationSender, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
-		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, UserReplay: e.users, EDUReplay: e.edu, Client: e.federationClient(),
+		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Presence: e.presence, UserReplay: e.users, EDUReplay: e.edu, Client: e.federationClient(),
 		RequestTimeout: time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("federationsender"), Registerer: e.registry,
 	})
 	if err != nil {

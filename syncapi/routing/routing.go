@@ -135,6 +135,14 @@ func (h *Handlers) events(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if req.Timeout, err = timeoutParam(q); err != nil {
 		return httputil.Response{}, err
 	}
+	// A client polling the event stream is connected, as one calling /sync is: it has no
+	// set_presence, so it counts as online (as in Synapse, whose clients and sytest's
+	// helpers rely on it). A guest's polling leaves presence alone, as there.
+	if h.Presence != nil && !dev.IsGuest() {
+		if _, err := h.Presence.Report(r.Context(), dev.UserID, "online"); err != nil {
+			httputil.Logger(r).WithError(err).Warn("reporting presence from /events failed")
+		}
+	}
 	res, err := h.Syncer.Events(r.Context(), req)
 	if err != nil {
 		return httputil.Response{}, err

@@ -103,6 +103,16 @@ func (d *Database) JoinedServers(ctx context.Context, tx *sql.Tx, roomID string)
 	return d.strings(ctx, tx, "SELECT DISTINCT server_name FROM federationsender_joined_members WHERE room_id = $1", roomID)
 }
 
+// JoinedUsers implements storage.Database.
+func (d *Database) JoinedUsers(ctx context.Context, tx *sql.Tx, roomID, serverName string) ([]string, error) {
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx,
+		"SELECT user_id FROM federationsender_joined_members WHERE room_id = $1 AND server_name = $2 ORDER BY user_id", roomID, serverName)
+	if err != nil {
+		return nil, fmt.Errorf("select joined users: %w", err)
+	}
+	return sqlutil.Column[string](rows)
+}
+
 // ServersSharingRooms implements storage.Database.
 func (d *Database) ServersSharingRooms(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
 	return d.strings(ctx, tx, `SELECT DISTINCT o.server_name FROM federationsender_joined_members m

@@ -387,3 +387,48 @@ func EDUsOverFederation(t *testing.T, urlA, nameA, urlB string) {
 		t.Fatalf("bob got the to-device message %d times, want once", got)
 	}
 }
+
+// PresenceOnFederatedJoin: a user of server A (at urlA, named nameA) and a user of server B
+// who poll GET /events are online; once B's user joins A's user's new private room, each
+// side's initial /sync (with set_presence=offline, which changes nothing) shows both users
+// online, without either changing presence: the servers send their users' presence to a
+// server that newly shares a room with them (sytest's "New federated private chats get full
+// presence information (SYN-115)").
+func PresenceOnFederatedJoin(t *testing.T, urlA, nameA, urlB string) {
+	ctx := context.Background()
+	const wait = 60 * time.Second // includes a federation sender's backoff
+	alice, bob := Register(t, urlA, "syn115-alice"), Register(t, urlB, "syn115-bob")
+	for _, c := range []*mautrix.Client{alice, bob} {
+		if _, err := c.MakeRequest(ctx, http.MethodGet, c.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "events"},
+			map[string]string{"timeout": "0"}), nil, nil); err != nil {
+			t.Fatalf("GET /events: %v", err)
+		}
+	}
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatalf("createRoom: %v", err)
+	}
+	if _, err = bob.JoinRoom(ctx, created.RoomID.String(), &mautrix.ReqJoinRoom{Via: []string{nameA}}); err != nil {
+		t.Fatalf("remote join: %v", err)
+	}
+	deadline := time.Now().Add(wait)
+	for _, c := range []*mautrix.Client{alice, bob} {
+		for {
+			res, err := c.FullSyncRequest(ctx, mautrix.ReqSync{SetPresence: event.PresenceOffline})
+			if err != nil {
+				t.Fatalf("initial sync of %s: %v", c.UserID, err)
+			}
+			pa, pb := presenceOf(res, alice.UserID), presenceOf(res, bob.UserID)
+			if pa != nil && pa["presence"] == "online" && pb != nil && pb["presence"] == "online" {
+				if _, ok := pb["last_active_ago"]; !ok {
+					t.Fatalf("%s sees %s's presence without last_active_ago: %v", c.UserID, bob.UserID, pb)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's initial sync shows presence %v of %s and %v of %s, want both online", c.UserID, pa, alice.UserID, pb, bob.UserID)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
