@@ -1,6 +1,7 @@
 package internal
 
 import (
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"testing"
@@ -54,7 +55,13 @@ func buildRoom(t *testing.T, version gomatrixserverlib.RoomVersion, roomState []
 	if !gomatrixserverlib.MustGetRoomVersion(version).DomainlessRoomIDs() {
 		roomID = "!room:a.test"
 	}
-	create := roomtest.CreateEvent(t, key, "a.test", version, alice, roomID)
+	return buildRoomFrom(t, key, roomtest.CreateEvent(t, key, "a.test", version, alice, roomID), roomState, ev)
+}
+
+// buildRoomFrom is buildRoom with the room's create event given, signed by key.
+func buildRoomFrom(t *testing.T, key ed25519.PrivateKey, create gomatrixserverlib.PDU, roomState []stateEvent, ev stateEvent) (gomatrixserverlib.PDU, *gomatrixserverlib.AuthEvents) {
+	t.Helper()
+	version := create.Version()
 	r := &roomtest.Remote{T: t, Key: key, Origin: "a.test", Version: version, RoomID: create.RoomID().String()}
 	all := []gomatrixserverlib.PDU{create}
 	prev := create

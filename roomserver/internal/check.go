@@ -238,29 +238,23 @@ func (in *Inputer) redactionTarget(ctx context.Context, p *pendingRoom, ev gomat
 	if target.SenderID() == ev.SenderID() {
 		return target, nil
 	}
-	plEvent, err := provider.PowerLevels()
-	if err != nil {
-		return nil, err
-	}
-	if !powerToRedact(ev.SenderID(), plEvent) {
+	if !powerToRedact(ev, provider) {
 		return nil, matrixerr.Forbidden("insufficient power level to redact this event")
 	}
 	return target, nil
 }
 
-// powerToRedact reports whether sender has the power to redact others' events under the
-// power levels event in force (nil when the room has none: the spec's defaults). Power
-// levels that do not parse give nobody that power.
-func powerToRedact(sender spec.SenderID, powerLevels gomatrixserverlib.PDU) bool {
-	var pl gomatrixserverlib.PowerLevelContent
-	if powerLevels == nil {
-		pl.Defaults()
-	} else if p, err := gomatrixserverlib.NewPowerLevelContentFromEvent(powerLevels); err == nil {
-		pl = p
-	} else {
+// powerToRedact reports whether the redaction's sender has the power to redact others'
+// events: a power level at least the redact level in force. auth holds the room's create
+// and power levels events (either may be missing) as the auth rules read them: the
+// creators of a v12+ room have infinite power, and without power levels the creator has
+// 100 and the redact level is 50. Power levels that do not parse give nobody that power.
+func powerToRedact(redaction gomatrixserverlib.PDU, auth *gomatrixserverlib.AuthEvents) bool {
+	rp, err := roomPowerOf(redaction, auth)
+	if err != nil {
 		return false
 	}
-	return pl.UserLevel(sender) >= pl.Redact
+	return !rp.user(string(redaction.SenderID())).below(rp.level("redact"))
 }
 
 // historyVisibility is the pending room's history visibility.

@@ -1213,15 +1213,15 @@ func (rt *remoteTx) mayRedact(ctx context.Context, redaction gomatrixserverlib.P
 	if err1 == nil && err2 == nil && sender.Domain() == targetSender.Domain() {
 		return true, nil
 	}
-	pls, err := rt.lookup(ctx, before, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomPowerLevels}})
+	power, err := rt.lookup(ctx, before, []gomatrixserverlib.StateKeyTuple{{EventType: spec.MRoomCreate}, {EventType: spec.MRoomPowerLevels}})
 	if err != nil {
 		return false, err
 	}
-	var pl gomatrixserverlib.PDU
-	if len(pls) > 0 {
-		pl = pls[0]
+	auth, err := gomatrixserverlib.NewAuthEvents(power)
+	if err != nil {
+		return false, err
 	}
-	return powerToRedact(redaction.SenderID(), pl), nil
+	return powerToRedact(redaction, auth), nil
 }
 
 // redactedByEarlier returns ev redacted when a redaction of it, placed before ev arrived

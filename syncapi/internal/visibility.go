@@ -1,6 +1,8 @@
 package internal
 
 import (
+	"encoding/json"
+	"math"
 	"sort"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -55,22 +57,47 @@ func byRoom(changes []storage.MemberChange) map[string]memberHistory {
 	return out
 }
 
-// canSee applies the history visibility in force before ev to userID, whose membership
-// history in the room is h and whose membership now is current. A user always sees their
-// own membership events.
+// canSee applies the client-server spec's history visibility rules (Room History
+// Visibility, Server behaviour) to userID, whose membership history in the room is h and
+// whose membership now is current, by the visibility in force before ev and, for a history
+// visibility change, after it too ("the user should be allowed to see the event if the
+// history_visibility before or after the event would allow them to see it"). A user always
+// sees their own membership events.
 func canSee(ev *storage.Event, userID string, h memberHistory, current string) bool {
 	if ev.Type == spec.MRoomMember && ev.StateKey != nil && *ev.StateKey == userID {
 		return true
 	}
 	m := h.at(ev.Position)
-	switch ev.HistoryVisibility {
+	// "shared, and the user joined the room at any point after the event was sent": a
+	// user joined now did, whenever they joined.
+	joinedSince := current == spec.Join || h.joinedIn(ev.Position, math.MaxInt64)
+	if visibleUnder(ev.HistoryVisibility, m, joinedSince) {
+		return true
+	}
+	if ev.Type == spec.MRoomHistoryVisibility && ev.StateKey != nil && *ev.StateKey == "" {
+		var after struct {
+			Content struct {
+				HistoryVisibility string `json:"history_visibility"`
+			} `json:"content"`
+		}
+		if json.Unmarshal(ev.JSON, &after) == nil {
+			return visibleUnder(after.Content.HistoryVisibility, m, joinedSince)
+		}
+	}
+	return false
+}
+
+// visibleUnder applies one history visibility to a user whose membership at the event was
+// m and who joined the room after it (or is joined now) when joinedSince.
+func visibleUnder(visibility, m string, joinedSince bool) bool {
+	switch visibility {
 	case visWorldReadable:
 		return true
 	case visJoined:
 		return m == spec.Join
 	case visInvited:
 		return m == spec.Join || m == spec.Invite
-	default: // shared, and the spec's default when unset
-		return m == spec.Join || current == spec.Join
+	default: // shared, and the spec's default when unset or not understood
+		return m == spec.Join || joinedSince
 	}
 }
