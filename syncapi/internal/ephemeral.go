@@ -15,10 +15,14 @@ import (
 )
 
 // joinedRoomIDs are the rooms the user is joined to now that the filter lets through.
-func joinedRoomIDs(req *SyncRequest, rooms map[string]memberHistory) []string {
+func joinedRoomIDs(req *SyncRequest, rooms storage.Memberships) []string {
+	latest := map[string]string{}
+	for _, c := range rooms.All() {
+		latest[c.RoomID] = c.Membership
+	}
 	var out []string
-	for roomID, h := range rooms {
-		if h.latest().Membership == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
+	for roomID, m := range latest {
+		if m == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
 			out = append(out, roomID)
 		}
 	}
@@ -30,10 +34,15 @@ func joinedRoomIDs(req *SyncRequest, rooms map[string]memberHistory) []string {
 // room where anyone typed, even when nobody types any more: a client that starts over (sytest's
 // helpers do, after seeing a user typing) learns of the stop there, as no later change will
 // report it; an incremental one gets emptied typing sets, so clients clear them.
-func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []string, since, to int64, res *types.SyncResponse) error {
+func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, rooms storage.Memberships, since, to int64, res *types.SyncResponse) error {
 	ef := &req.Filter.Room.Ephemeral
+	typing := ef.AllowsType("m.typing") && s.notifier.Changed(storage.StreamTyping, since)
+	receipts := ef.AllowsType("m.receipt") && s.notifier.Changed(storage.StreamReceipts, since)
+	if !typing && !receipts {
+		return nil
+	}
 	var roomIDs []string
-	for _, roomID := range joined {
+	for _, roomID := range joinedRoomIDs(req, rooms) {
 		if ef.AllowsRoom(roomID) {
 			roomIDs = append(roomIDs, roomID)
 		}
@@ -56,7 +65,7 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []st
 		jr.Ephemeral.Events = append(jr.Ephemeral.Events, b)
 		return nil
 	}
-	if ef.AllowsType("m.typing") && s.notifier.Changed(storage.StreamTyping, since) {
+	if typing {
 		typing, err := s.db.Typing(ctx, roomIDs, since, to)
 		if err != nil {
 			return fmt.Errorf("load typing: %w", err)
@@ -74,7 +83,7 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, joined []st
 			}
 		}
 	}
-	if ef.AllowsType("m.receipt") && s.notifier.Changed(storage.StreamReceipts, since) {
+	if receipts {
 		receipts, err := s.db.Receipts(ctx, req.UserID, roomIDs, since, to)
 		if err != nil {
 			return fmt.Errorf("load receipts: %w", err)
@@ -132,14 +141,14 @@ type receiptInfo struct {
 // With the timeline filter's unread_thread_notifications, unread_notifications counts the
 // main timeline and unread_thread_notifications each thread; without, every thread
 // counts in unread_notifications.
-func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, since, to int64, res *types.SyncResponse) error {
+func (s *Syncer) addUnread(ctx context.Context, req *SyncRequest, rooms storage.Memberships, since, to int64, res *types.SyncResponse) error {
 	if since > 0 && s.notifier.Changed(storage.StreamNotificationCounts, since) {
 		changed, err := s.db.NotificationCountRooms(ctx, req.UserID, since, to)
 		if err != nil {
 			return err
 		}
 		for _, roomID := range changed {
-			if rooms[roomID].latest().Membership == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
+			if memberHistory(rooms.Room(roomID)).latest().Membership == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
 				joinedRoom(res, roomID)
 			}
 		}

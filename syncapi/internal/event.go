@@ -21,7 +21,7 @@ func (s *Syncer) Event(ctx context.Context, userID, deviceID, roomID, eventID st
 	if err != nil {
 		return nil, fmt.Errorf("load memberships: %w", err)
 	}
-	v := &viewer{userID: userID, deviceID: deviceID, history: byRoom(changes)[roomID]}
+	v := &viewer{userID: userID, deviceID: deviceID, history: changes.Room(roomID)}
 	if len(v.history) > 0 {
 		v.current = v.history.latest().Membership
 	}

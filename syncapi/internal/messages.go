@@ -39,7 +39,7 @@ func (s *Syncer) roomViewer(ctx context.Context, userID, deviceID, roomID string
 	if err != nil {
 		return nil, 0, fmt.Errorf("load memberships: %w", err)
 	}
-	h := byRoom(changes)[roomID]
+	h := memberHistory(changes.Room(roomID))
 	if len(h) > 0 {
 		return &viewer{userID: userID, deviceID: deviceID, history: h, current: h.latest().Membership}, to, nil
 	}

@@ -275,7 +275,7 @@ func invitedRoom(userID string, current []storage.StateEvent) *types.InvitedRoom
 
 // addAccountData adds the account data changed in (since, to]: global data to the top level,
 // room data to joined rooms (adding a room entry when only its account data changed).
-func (s *Syncer) addAccountData(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, since, to int64, res *types.SyncResponse) error {
+func (s *Syncer) addAccountData(ctx context.Context, req *SyncRequest, rooms storage.Memberships, since, to int64, res *types.SyncResponse) error {
 	ads, err := s.db.AccountData(ctx, req.UserID, since, to)
 	if err != nil {
 		return fmt.Errorf("load account data: %w", err)
@@ -288,7 +288,7 @@ func (s *Syncer) addAccountData(ctx context.Context, req *SyncRequest, rooms map
 			}
 			continue
 		}
-		if rooms[ad.RoomID].latest().Membership != spec.Join || !req.Filter.Room.AllowsRoom(ad.RoomID) ||
+		if memberHistory(rooms.Room(ad.RoomID)).latest().Membership != spec.Join || !req.Filter.Room.AllowsRoom(ad.RoomID) ||
 			!req.Filter.Room.AccountData.Allows(ad.Type, req.UserID) {
 			continue
 		}

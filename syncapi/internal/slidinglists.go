@@ -113,7 +113,7 @@ func (b *slidingBuild) load(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("load memberships: %w", err)
 		}
-		b.rooms = byRoom(changes)
+		b.rooms = byRoom(changes.All())
 		if err = b.candidates(ctx); err != nil {
 			return err
 		}

@@ -152,11 +152,10 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return res, nil
 		}
 	}
-	changes, err := s.db.MembershipHistory(ctx, req.UserID, to)
+	rooms, err := s.db.MembershipHistory(ctx, req.UserID, to)
 	if err != nil {
 		return nil, fmt.Errorf("load memberships: %w", err)
 	}
-	rooms := byRoom(changes)
 	ignored, err := s.ignoredUsers(ctx, req.UserID)
 	if err != nil {
 		return nil, err
@@ -173,7 +172,7 @@ func (s *Syncer) build(ctx context.Context, req *SyncRequest, to int64) (*types.
 			return nil, err
 		}
 	}
-	if err = s.addEphemeral(ctx, req, joinedRoomIDs(req, rooms), since, to, res); err != nil {
+	if err = s.addEphemeral(ctx, req, rooms, since, to, res); err != nil {
 		return nil, err
 	}
 	if req.Since != nil && (s.notifier.Changed(storage.StreamKeyChanges, since) || s.notifier.Changed(storage.StreamRoomEvents, since)) {
@@ -215,12 +214,19 @@ func (s *Syncer) ignoredUsers(ctx context.Context, userID string) (map[string]bo
 	return out, nil
 }
 
-// plan decides which rooms appear and how.
-func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, ignored map[string]bool, since, to int64) ([]*roomPlan, error) {
+// plan decides which rooms appear and how. An initial or full-state sync looks at every
+// room of the user; an incremental one only at the rooms where the user's membership
+// changed since the last sync and at those with new events, so that its cost follows what
+// changed, not the number of rooms the user is in.
+func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms storage.Memberships, ignored map[string]bool, since, to int64) ([]*roomPlan, error) {
 	initial := req.Since == nil
 	var plans []*roomPlan
 	var steady []string
-	for roomID, h := range rooms {
+	considered := changedRooms(rooms, since)
+	if initial || req.FullState {
+		considered = byRoom(rooms.All())
+	}
+	for roomID, h := range considered {
 		if !req.Filter.Room.AllowsRoom(roomID) {
 			continue
 		}
@@ -264,19 +270,29 @@ func (s *Syncer) plan(ctx context.Context, req *SyncRequest, rooms map[string]me
 	}
 	plans = append(plans, peeks...)
 	steady = append(steady, steadyPeeks...)
-	if len(steady) == 0 || !s.notifier.Changed(storage.StreamRoomEvents, since) {
+	if initial || req.FullState || !s.notifier.Changed(storage.StreamRoomEvents, since) {
 		return plans, nil
 	}
-	active, err := s.db.RoomsWithEvents(ctx, steady, since, to)
+	active, err := s.db.RoomsWithEvents(ctx, since, to)
 	if err != nil {
 		return nil, fmt.Errorf("find active rooms: %w", err)
+	}
+	isSteady := make(map[string]bool, len(steady))
+	for _, roomID := range steady {
+		isSteady[roomID] = true
 	}
 	peeking := make(map[string]bool, len(steadyPeeks))
 	for _, roomID := range steadyPeeks {
 		peeking[roomID] = true
 	}
 	for _, roomID := range active {
-		h := rooms[roomID]
+		h := memberHistory(rooms.Room(roomID))
+		_, planned := considered[roomID]
+		if !isSteady[roomID] && (planned || h.latest().Membership != spec.Join || !req.Filter.Room.AllowsRoom(roomID)) {
+			// Not a room the user stayed joined to (or peeked into) since the last sync:
+			// planned above, or none of theirs.
+			continue
+		}
 		v := &viewer{userID: req.UserID, deviceID: req.DeviceID, history: h, current: spec.Join, ignored: ignored}
 		kind := spec.Join
 		if peeking[roomID] {
@@ -295,7 +311,7 @@ const kindPeek = "peek"
 // started since the last sync (or any, in an initial or full-state sync) sends the room
 // whole, like a room just joined; the others are steady, in the sync when they have new
 // events.
-func (s *Syncer) planPeeks(ctx context.Context, req *SyncRequest, rooms map[string]memberHistory, ignored map[string]bool, since, to int64) ([]*roomPlan, []string, error) {
+func (s *Syncer) planPeeks(ctx context.Context, req *SyncRequest, rooms storage.Memberships, ignored map[string]bool, since, to int64) ([]*roomPlan, []string, error) {
 	peeks, err := s.db.Peeks(ctx, req.UserID, req.DeviceID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("load peeks: %w", err)
@@ -303,7 +319,7 @@ func (s *Syncer) planPeeks(ctx context.Context, req *SyncRequest, rooms map[stri
 	var plans []*roomPlan
 	var steady []string
 	for _, pk := range peeks {
-		h := rooms[pk.RoomID]
+		h := memberHistory(rooms.Room(pk.RoomID))
 		if pk.Position > to || h.latest().Membership == spec.Join || !req.Filter.Room.AllowsRoom(pk.RoomID) {
 			continue
 		}

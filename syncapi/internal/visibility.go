@@ -48,6 +48,18 @@ func (h memberHistory) latest() storage.MemberChange {
 	return h[len(h)-1]
 }
 
+// changedRooms is the membership history, whole, of each room where the user's membership
+// changed after since.
+func changedRooms(m storage.Memberships, since int64) map[string]memberHistory {
+	out := map[string]memberHistory{}
+	for _, c := range m.After(since) {
+		if _, ok := out[c.RoomID]; !ok {
+			out[c.RoomID] = m.Room(c.RoomID)
+		}
+	}
+	return out
+}
+
 // byRoom splits a user's membership history per room.
 func byRoom(changes []storage.MemberChange) map[string]memberHistory {
 	out := map[string]memberHistory{}

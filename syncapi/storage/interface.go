@@ -337,12 +337,13 @@ type Database interface {
 	JoinedOrInvited(ctx context.Context) (map[string][]string, error)
 	// MembershipsForUser is the user's current membership event in every room.
 	MembershipsForUser(ctx context.Context, userID string) ([]StateEvent, error)
-	// MembershipHistory is every membership change of the user up to upTo, oldest first.
-	MembershipHistory(ctx context.Context, userID string, upTo int64) ([]MemberChange, error)
+	// MembershipHistory is every membership change of the user up to upTo, oldest first,
+	// indexed by room.
+	MembershipHistory(ctx context.Context, userID string, upTo int64) (Memberships, error)
 	// MembershipChanges is the user's membership changes in (after, upTo], oldest first.
 	MembershipChanges(ctx context.Context, userID string, after, upTo int64) ([]MemberChange, error)
-	// RoomsWithEvents returns those of roomIDs with events in (after, upTo].
-	RoomsWithEvents(ctx context.Context, roomIDs []string, after, upTo int64) ([]string, error)
+	// RoomsWithEvents returns the rooms with events in (after, upTo].
+	RoomsWithEvents(ctx context.Context, after, upTo int64) ([]string, error)
 	// RoomEvents returns a room's events in r, in the order of r. Backfilled events have
 	// negative positions.
 	RoomEvents(ctx context.Context, roomID string, r Range) ([]Event, error)

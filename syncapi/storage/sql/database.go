@@ -108,8 +108,12 @@ func (d *Database) CurrentState(ctx context.Context, roomIDs []string) (map[stri
 }
 
 // MembershipHistory implements storage.Database.
-func (d *Database) MembershipHistory(ctx context.Context, userID string, upTo int64) ([]storage.MemberChange, error) {
-	return d.MembershipChanges(ctx, userID, math.MinInt64, upTo)
+func (d *Database) MembershipHistory(ctx context.Context, userID string, upTo int64) (storage.Memberships, error) {
+	changes, err := d.MembershipChanges(ctx, userID, math.MinInt64, upTo)
+	if err != nil {
+		return storage.Memberships{}, err
+	}
+	return storage.NewMemberships(changes), nil
 }
 
 // MembershipChanges implements storage.Database.
@@ -131,14 +135,11 @@ func (d *Database) MembershipChanges(ctx context.Context, userID string, after, 
 	return out, rows.Err()
 }
 
-// RoomsWithEvents implements storage.Database. It scans the position range rather than
-// passing the room list: incremental syncs cover short ranges, and users can be in more
-// rooms than an engine accepts parameters.
-func (d *Database) RoomsWithEvents(ctx context.Context, roomIDs []string, after, upTo int64) ([]string, error) {
-	want := make(map[string]bool, len(roomIDs))
-	for _, r := range roomIDs {
-		want[r] = true
-	}
+// RoomsWithEvents implements storage.Database. It scans the position range: incremental
+// syncs cover short ranges, and the caller picks the user's rooms from the answer in memory,
+// so no room list of the user's is sent (users can be in more rooms than an engine accepts
+// parameters).
+func (d *Database) RoomsWithEvents(ctx context.Context, after, upTo int64) ([]string, error) {
 	rows, err := d.db.QueryContext(ctx, "SELECT DISTINCT room_id FROM syncapi_events WHERE position > $1 AND position <= $2", after, upTo)
 	if err != nil {
 		return nil, err
@@ -150,9 +151,7 @@ func (d *Database) RoomsWithEvents(ctx context.Context, roomIDs []string, after,
 		if err := rows.Scan(&r); err != nil {
 			return nil, err
 		}
-		if want[r] {
-			out = append(out, r)
-		}
+		out = append(out, r)
 	}
 	return out, rows.Err()
 }

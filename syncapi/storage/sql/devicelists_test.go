@@ -129,8 +129,9 @@ func (w *memberWriter) member(name, user, membership string) {
 }
 
 // TestMembershipCache: the cached membership history is what storage holds, at every
-// position asked (older ones included), as memberships are added; a history asked beyond
-// the committed position does not hide the changes stored later.
+// position asked (older ones included), whole, per room and after a position, as
+// memberships are added; a history asked beyond the committed position does not hide the
+// changes stored later.
 func TestMembershipCache(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
@@ -155,8 +156,19 @@ func TestMembershipCache(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fmt.Sprint(got) != fmt.Sprint(want) {
-				t.Fatalf("%s (up to %d): cached %v, stored %v", what, upTo, got, want)
+			if fmt.Sprint(got.All()) != fmt.Sprint(want.All()) {
+				t.Fatalf("%s (up to %d): cached %v, stored %v", what, upTo, got.All(), want.All())
+			}
+			for _, room := range []string{"r1", "r2", "r3"} {
+				roomID := w.rooms[room].r.RoomID
+				if g, s := got.Room(roomID), want.Room(roomID); fmt.Sprint(g) != fmt.Sprint(s) {
+					t.Fatalf("%s (up to %d), room %s: cached %v, stored %v", what, upTo, room, g, s)
+				}
+			}
+			for _, after := range []int64{0, upTo - 3, upTo - 1} {
+				if g, s := got.After(after), want.After(after); fmt.Sprint(g) != fmt.Sprint(s) {
+					t.Fatalf("%s (up to %d), after %d: cached %v, stored %v", what, upTo, after, g, s)
+				}
 			}
 		}
 		var positions []int64
