@@ -127,11 +127,12 @@ func TestDownDestinationGetsQueueAfterRestart(t *testing.T) {
 			}
 		}
 		at := ts.b.tries()
-		// Backoff: 200 ms after the first failure, 400 ms after the second. The gaps are seen at
-		// B, so the first try's slower start (a new TLS connection) may shorten the first one
-		// by a few tens of milliseconds on a loaded machine.
-		if gap1, gap2 := at[1].Sub(at[0]), at[2].Sub(at[1]); gap1 < 150*time.Millisecond || gap2 < 350*time.Millisecond || gap2 <= gap1 {
-			t.Fatalf("retries after %s and %s, want about 200ms and then about 400ms", gap1, gap2)
+		// Backoff: 200 ms after the first failure, 400 ms after the second. The sender sees a
+		// try fail after its last connection attempt reached B, and starts the next one
+		// (origin_server_ts, in milliseconds) its backoff later; a loaded machine only
+		// stretches the waits.
+		if wait1, wait2 := at[1].start.Sub(at[0].lastAttempt), at[2].start.Sub(at[1].lastAttempt); wait1 < 199*time.Millisecond || wait2 < 399*time.Millisecond {
+			t.Fatalf("retries %s and %s after the failures, want at least 200ms and then at least 400ms", wait1, wait2)
 		}
 
 		snd.stop()
@@ -168,20 +169,22 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 	snd := newSender(t, ts.a, db, log, ts.rooms, cfg)
 	ev := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "hi"})
 	produceEvents(t, log, ev)
-	for deadline := time.Now().Add(5 * time.Second); len(ts.b.tries()) < 2; time.Sleep(10 * time.Millisecond) {
+	// The second failure, once the sender has counted it, is followed by the blacklist
+	// (connection attempts seen at B may still belong to a try in progress).
+	for deadline := time.Now().Add(30 * time.Second); snd.failedTransactions() < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d tries to reach B", len(ts.b.tries()))
+			t.Fatalf("%v failed transactions, %d tries to reach B", snd.failedTransactions(), len(ts.b.tries()))
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // the second try's connection attempts end
 	ts.b.down.Store(false)
-	time.Sleep(time.Second) // over two backoffs' worth: blacklisted, nothing is tried
-	if n := len(ts.b.tries()); n != 2 {
-		t.Fatalf("%d tries while blacklisted, want 2", n)
-	}
+	time.Sleep(time.Second) // over two backoffs' worth, for a retry that must not come
+	aliveAt := time.Now().Truncate(time.Millisecond)
 	snd.alive(ts.b.name)
-	if got := ts.b.waitPDUs(1, 5*time.Second); got[0] != ev.EventID() {
+	if got := ts.b.waitPDUs(1, 30*time.Second); got[0] != ev.EventID() {
 		t.Fatalf("B got %v", got)
+	}
+	if tries := ts.b.tries(); len(tries) != 3 || tries[2].start.Before(aliveAt) {
+		t.Fatalf("tries %v, the server seen at %v: want two, then one after it was seen", tries, aliveAt)
 	}
 }
 
