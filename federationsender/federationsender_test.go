@@ -62,7 +62,7 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 
 		want := eventIDs(sent)
 		for _, s := range []*server{ts.b, ts.c} {
-			got := s.waitPDUs(len(want), 20*time.Second)
+			got := s.waitPDUs(len(want), eventually)
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s got %d PDUs %v, want %d in order", s.name, len(got), got, len(want))
 			}
@@ -87,7 +87,7 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		gotB := ts.b.waitPDUs(len(want)+2, 10*time.Second)
+		gotB := ts.b.waitPDUs(len(want)+2, eventually)
 		if !slices.Equal(gotB[len(want):], []string{kick.EventID(), after.EventID()}) {
 			t.Fatalf("B got %v after the first batch", gotB[len(want):])
 		}
@@ -95,7 +95,7 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 		// message for C queued now is sent with or after anything queued for C before it.
 		produceJSON(t, log, eduapi.TopicOutputSendToDeviceEvent, cUser, eduapi.OutputSendToDeviceEvent{MessageID: "marker",
 			Sender: ts.a.user("a"), Type: "m.test", UserID: cUser, DeviceID: "DEV", Content: json.RawMessage(`{}`)})
-		ts.c.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.direct_to_device", `"marker"`) })
+		ts.c.waitEDUs(eventually, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.direct_to_device", `"marker"`) })
 		gotC, _ := ts.c.received()
 		if !slices.Equal(gotC[len(want):], []string{kick.EventID()}) {
 			t.Fatalf("C got %v after the first batch, want only the kick", gotC[len(want):])
@@ -120,8 +120,8 @@ func TestDownDestinationGetsQueueAfterRestart(t *testing.T) {
 			sent = append(sent, ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": i}))
 		}
 		produceEvents(t, log, sent...)
-		ts.c.waitPDUs(len(sent), 10*time.Second) // C is up and unaffected
-		for deadline := time.Now().Add(10 * time.Second); len(ts.b.tries()) < 3; time.Sleep(10 * time.Millisecond) {
+		ts.c.waitPDUs(len(sent), eventually) // C is up and unaffected
+		for deadline := time.Now().Add(eventually); len(ts.b.tries()) < 3; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d tries to reach B", len(ts.b.tries()))
 			}
@@ -138,12 +138,12 @@ func TestDownDestinationGetsQueueAfterRestart(t *testing.T) {
 		snd.stop()
 		snd.start()
 		ts.b.down.Store(false)
-		ts.b.waitPDUs(len(sent), 15*time.Second)
+		ts.b.waitPDUs(len(sent), eventually)
 		// A marker queued now is sent after everything queued before it, resent
 		// transactions included: once B has it, B has all it will ever get of the others.
 		marker := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "marker"})
 		produceEvents(t, log, marker)
-		got := ts.b.waitPDUs(len(sent)+1, 15*time.Second)
+		got := ts.b.waitPDUs(len(sent)+1, eventually)
 		if want := append(eventIDs(sent), marker.EventID()); !slices.Equal(got, want) {
 			t.Fatalf("B got %d PDUs, want the %d sent, once each, in order", len(got), len(want))
 		}
@@ -171,7 +171,7 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 	produceEvents(t, log, ev)
 	// The second failure, once the sender has counted it, is followed by the blacklist
 	// (connection attempts seen at B may still belong to a try in progress).
-	for deadline := time.Now().Add(30 * time.Second); snd.failedTransactions() < 2; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(eventually); snd.failedTransactions() < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%v failed transactions, %d tries to reach B", snd.failedTransactions(), len(ts.b.tries()))
 		}
@@ -180,7 +180,7 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 	time.Sleep(time.Second) // over two backoffs' worth, for a retry that must not come
 	aliveAt := time.Now().Truncate(time.Millisecond)
 	snd.alive(ts.b.name)
-	if got := ts.b.waitPDUs(1, 30*time.Second); got[0] != ev.EventID() {
+	if got := ts.b.waitPDUs(1, eventually); got[0] != ev.EventID() {
 		t.Fatalf("B got %v", got)
 	}
 	if tries := ts.b.tries(); len(tries) != 3 || tries[2].start.Before(aliveAt) {
@@ -241,7 +241,7 @@ func TestEDUs(t *testing.T) {
 		isMarker := func(e gomatrixserverlib.EDU) bool {
 			return strings.Contains(string(e.Content), "marker") || strings.Contains(string(e.Content), presenceapi.Unavailable)
 		}
-		edus := ts.b.waitEDUs(10*time.Second, allMarkers)
+		edus := ts.b.waitEDUs(eventually, allMarkers)
 		var got []string
 		var presence []gomatrixserverlib.EDU
 		for _, e := range edus {
@@ -273,7 +273,7 @@ func TestEDUs(t *testing.T) {
 		checkPresence(t, presence, a)
 		// C shares the room: typing, receipt and presence, but no to-device message.
 		var types []string
-		for _, e := range ts.c.waitEDUs(10*time.Second, allMarkers) {
+		for _, e := range ts.c.waitEDUs(eventually, allMarkers) {
 			if !isMarker(e) {
 				types = append(types, e.Type)
 			}

@@ -43,6 +43,11 @@ import (
 
 const testRoomVersion = gomatrixserverlib.RoomVersionV10
 
+// eventually bounds the tests' waits for what the sender does. It is generous: on a
+// loaded machine (CI's two cores also run other packages' tests) each PostgreSQL round
+// trip can take tens of milliseconds, and C's first 70 PDUs took up to 13 s there.
+const eventually = 60 * time.Second
+
 func quietLogger() *logrus.Entry {
 	l := logrus.New()
 	l.SetLevel(logrus.ErrorLevel)
