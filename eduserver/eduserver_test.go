@@ -73,9 +73,11 @@ func start(t *testing.T, db *sqlutil.DB) (context.Context, *test.Follow, *test.F
 func TestTypingExpires(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, typing, _, in := start(t, db)
-		must(t, in.InputTyping(ctx, &api.InputTypingEvent{RoomID: "!r:x", UserID: "@a:x", Typing: true, TimeoutMS: 300, OriginTS: time.Now().UnixMilli()}))
+		// Long enough to be applied before it expires on a loaded machine (one applied later
+		// ends the typing at once: TestTypingExpiredInputEndsTyping).
+		must(t, in.InputTyping(ctx, &api.InputTypingEvent{RoomID: "!r:x", UserID: "@a:x", Typing: true, TimeoutMS: 3000, OriginTS: time.Now().UnixMilli()}))
 		var sets [][]api.TypingUser
-		for deadline := time.Now().Add(5 * time.Second); len(sets) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(time.Minute); len(sets) < 2 && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 			sets = nil
 			for _, rec := range typing.Wait(t, 0, time.Second) {
 				var o api.OutputTypingEvent
@@ -87,6 +89,48 @@ func TestTypingExpires(t *testing.T) {
 		}
 		if len(sets) != 2 || len(sets[0]) != 1 || sets[0][0].UserID != "@a:x" || len(sets[1]) != 0 {
 			t.Fatalf("typing sets %+v, want @a:x then nobody", sets)
+		}
+	})
+}
+
+// TestTypingExpiredInputEndsTyping: a typing input that has expired by the time the
+// eduserver applies it (a loaded or lagging consumer) ends the user's typing, as its expiry
+// would have, instead of leaving the user typing until an earlier, longer timeout.
+func TestTypingExpiredInputEndsTyping(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, typing, _, in := start(t, db)
+		now := time.Now()
+		for _, e := range []api.InputTypingEvent{
+			{RoomID: "!late:x", UserID: "@a:x", Typing: true, TimeoutMS: time.Minute.Milliseconds(), OriginTS: now.UnixMilli()},
+			{RoomID: "!late:x", UserID: "@a:x", Typing: true, TimeoutMS: 1000, OriginTS: now.Add(-10 * time.Second).UnixMilli()},
+			{RoomID: "!late:x", UserID: "@marker:x", Typing: true, TimeoutMS: time.Minute.Milliseconds(), OriginTS: now.UnixMilli()},
+		} {
+			must(t, in.InputTyping(ctx, &e))
+		}
+		setOf := func(rec eventlog.Record) []api.TypingUser {
+			var o api.OutputTypingEvent
+			must(t, json.Unmarshal(rec.Value, &o))
+			if o.RoomID != "!late:x" {
+				return nil
+			}
+			return o.Users
+		}
+		hasMarker := func(rec eventlog.Record) bool {
+			for _, u := range setOf(rec) {
+				if u.UserID == "@marker:x" {
+					return true
+				}
+			}
+			return false
+		}
+		recs := typing.Until(t, time.Minute, hasMarker)
+		for _, rec := range recs {
+			if hasMarker(rec) {
+				if users := setOf(rec); len(users) != 1 {
+					t.Fatalf("typing set %+v, want only @marker:x", users)
+				}
+				return
+			}
 		}
 	})
 }

@@ -62,7 +62,7 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 
 		want := eventIDs(sent)
 		for _, s := range []*server{ts.b, ts.c} {
-			got := s.waitPDUs(len(want), 20*time.Second)
+			got := s.waitPDUs(len(want), eventually)
 			if !slices.Equal(got, want) {
 				t.Fatalf("%s got %d PDUs %v, want %d in order", s.name, len(got), got, len(want))
 			}
@@ -87,7 +87,7 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		gotB := ts.b.waitPDUs(len(want)+2, 10*time.Second)
+		gotB := ts.b.waitPDUs(len(want)+2, eventually)
 		if !slices.Equal(gotB[len(want):], []string{kick.EventID(), after.EventID()}) {
 			t.Fatalf("B got %v after the first batch", gotB[len(want):])
 		}
@@ -95,7 +95,7 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 		// message for C queued now is sent with or after anything queued for C before it.
 		produceJSON(t, log, eduapi.TopicOutputSendToDeviceEvent, cUser, eduapi.OutputSendToDeviceEvent{MessageID: "marker",
 			Sender: ts.a.user("a"), Type: "m.test", UserID: cUser, DeviceID: "DEV", Content: json.RawMessage(`{}`)})
-		ts.c.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.direct_to_device", `"marker"`) })
+		ts.c.waitEDUs(eventually, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.direct_to_device", `"marker"`) })
 		gotC, _ := ts.c.received()
 		if !slices.Equal(gotC[len(want):], []string{kick.EventID()}) {
 			t.Fatalf("C got %v after the first batch, want only the kick", gotC[len(want):])
@@ -120,29 +120,30 @@ func TestDownDestinationGetsQueueAfterRestart(t *testing.T) {
 			sent = append(sent, ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": i}))
 		}
 		produceEvents(t, log, sent...)
-		ts.c.waitPDUs(len(sent), 10*time.Second) // C is up and unaffected
-		for deadline := time.Now().Add(10 * time.Second); len(ts.b.tries()) < 3; time.Sleep(10 * time.Millisecond) {
+		ts.c.waitPDUs(len(sent), eventually) // C is up and unaffected
+		for deadline := time.Now().Add(eventually); len(ts.b.tries()) < 3; time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("%d tries to reach B", len(ts.b.tries()))
 			}
 		}
 		at := ts.b.tries()
-		// Backoff: 200 ms after the first failure, 400 ms after the second. The gaps are seen at
-		// B, so the first try's slower start (a new TLS connection) may shorten the first one
-		// by a few tens of milliseconds on a loaded machine.
-		if gap1, gap2 := at[1].Sub(at[0]), at[2].Sub(at[1]); gap1 < 150*time.Millisecond || gap2 < 350*time.Millisecond || gap2 <= gap1 {
-			t.Fatalf("retries after %s and %s, want about 200ms and then about 400ms", gap1, gap2)
+		// Backoff: 200 ms after the first failure, 400 ms after the second. The sender sees a
+		// try fail after its last connection attempt reached B, and starts the next one
+		// (origin_server_ts, in milliseconds) its backoff later; a loaded machine only
+		// stretches the waits.
+		if wait1, wait2 := at[1].start.Sub(at[0].lastAttempt), at[2].start.Sub(at[1].lastAttempt); wait1 < 199*time.Millisecond || wait2 < 399*time.Millisecond {
+			t.Fatalf("retries %s and %s after the failures, want at least 200ms and then at least 400ms", wait1, wait2)
 		}
 
 		snd.stop()
 		snd.start()
 		ts.b.down.Store(false)
-		ts.b.waitPDUs(len(sent), 15*time.Second)
+		ts.b.waitPDUs(len(sent), eventually)
 		// A marker queued now is sent after everything queued before it, resent
 		// transactions included: once B has it, B has all it will ever get of the others.
 		marker := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "marker"})
 		produceEvents(t, log, marker)
-		got := ts.b.waitPDUs(len(sent)+1, 15*time.Second)
+		got := ts.b.waitPDUs(len(sent)+1, eventually)
 		if want := append(eventIDs(sent), marker.EventID()); !slices.Equal(got, want) {
 			t.Fatalf("B got %d PDUs, want the %d sent, once each, in order", len(got), len(want))
 		}
@@ -168,20 +169,22 @@ func TestBlacklistedDestinationResumesWhenSeen(t *testing.T) {
 	snd := newSender(t, ts.a, db, log, ts.rooms, cfg)
 	ev := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "hi"})
 	produceEvents(t, log, ev)
-	for deadline := time.Now().Add(5 * time.Second); len(ts.b.tries()) < 2; time.Sleep(10 * time.Millisecond) {
+	// The second failure, once the sender has counted it, is followed by the blacklist
+	// (connection attempts seen at B may still belong to a try in progress).
+	for deadline := time.Now().Add(eventually); snd.failedTransactions() < 2; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d tries to reach B", len(ts.b.tries()))
+			t.Fatalf("%v failed transactions, %d tries to reach B", snd.failedTransactions(), len(ts.b.tries()))
 		}
 	}
-	time.Sleep(100 * time.Millisecond) // the second try's connection attempts end
 	ts.b.down.Store(false)
-	time.Sleep(time.Second) // over two backoffs' worth: blacklisted, nothing is tried
-	if n := len(ts.b.tries()); n != 2 {
-		t.Fatalf("%d tries while blacklisted, want 2", n)
-	}
+	time.Sleep(time.Second) // over two backoffs' worth, for a retry that must not come
+	aliveAt := time.Now().Truncate(time.Millisecond)
 	snd.alive(ts.b.name)
-	if got := ts.b.waitPDUs(1, 5*time.Second); got[0] != ev.EventID() {
+	if got := ts.b.waitPDUs(1, eventually); got[0] != ev.EventID() {
 		t.Fatalf("B got %v", got)
+	}
+	if tries := ts.b.tries(); len(tries) != 3 || tries[2].start.Before(aliveAt) {
+		t.Fatalf("tries %v, the server seen at %v: want two, then one after it was seen", tries, aliveAt)
 	}
 }
 
@@ -238,7 +241,7 @@ func TestEDUs(t *testing.T) {
 		isMarker := func(e gomatrixserverlib.EDU) bool {
 			return strings.Contains(string(e.Content), "marker") || strings.Contains(string(e.Content), presenceapi.Unavailable)
 		}
-		edus := ts.b.waitEDUs(10*time.Second, allMarkers)
+		edus := ts.b.waitEDUs(eventually, allMarkers)
 		var got []string
 		var presence []gomatrixserverlib.EDU
 		for _, e := range edus {
@@ -270,7 +273,7 @@ func TestEDUs(t *testing.T) {
 		checkPresence(t, presence, a)
 		// C shares the room: typing, receipt and presence, but no to-device message.
 		var types []string
-		for _, e := range ts.c.waitEDUs(10*time.Second, allMarkers) {
+		for _, e := range ts.c.waitEDUs(eventually, allMarkers) {
 			if !isMarker(e) {
 				types = append(types, e.Type)
 			}

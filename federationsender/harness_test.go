@@ -1,11 +1,13 @@
 package federationsender_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -21,6 +23,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/fclient"
 	"github.com/matrix-org/gomatrixserverlib/spec"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/federationapi"
@@ -39,6 +42,11 @@ import (
 )
 
 const testRoomVersion = gomatrixserverlib.RoomVersionV10
+
+// eventually bounds the tests' waits for what the sender does. It is generous: on a
+// loaded machine (CI's two cores also run other packages' tests) each PostgreSQL round
+// trip can take tens of milliseconds, and C's first 70 PDUs took up to 13 s there.
+const eventually = 60 * time.Second
 
 func quietLogger() *logrus.Entry {
 	l := logrus.New()
@@ -64,13 +72,17 @@ type server struct {
 	// down makes the server drop every /send connection.
 	down atomic.Bool
 
-	mu        sync.Mutex
-	attemptAt []time.Time
-	txns      map[string]bool
-	pdus      []string // event IDs in arrival order (only from transactions not seen before)
-	edus      []gomatrixserverlib.EDU
-	txnSizes  []int
-	badAuth   int
+	mu sync.Mutex
+	// tryList are the sender's tries to send to the server, told apart by their
+	// origin_server_ts: the sender stamps a transaction each time it tries it, and the
+	// client's connection attempts within one try (each resolved address, resolved once
+	// more) send the same body.
+	tryList  []try
+	txns     map[string]bool
+	pdus     []string // event IDs in arrival order (only from transactions not seen before)
+	edus     []gomatrixserverlib.EDU
+	txnSizes []int
+	badAuth  int
 }
 
 func newServer(t testing.TB) *server {
@@ -104,8 +116,24 @@ func newServer(t testing.TB) *server {
 }
 
 func (s *server) serveSend(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return // the sender went away; nothing to record
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var stamp struct {
+		OriginServerTS spec.Timestamp `json:"origin_server_ts"`
+	}
+	if err := json.Unmarshal(body, &stamp); err != nil {
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
 	s.mu.Lock()
-	s.attemptAt = append(s.attemptAt, time.Now())
+	if n := len(s.tryList); n > 0 && s.tryList[n-1].start.Equal(stamp.OriginServerTS.Time()) {
+		s.tryList[n-1].lastAttempt = time.Now()
+	} else {
+		s.tryList = append(s.tryList, try{start: stamp.OriginServerTS.Time(), lastAttempt: time.Now()})
+	}
 	s.mu.Unlock()
 	if s.down.Load() {
 		conn, _, err := w.(http.Hijacker).Hijack()
@@ -150,20 +178,21 @@ func (s *server) serveSend(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(res) // test server
 }
 
-// tries are the times the sender tried to reach the server: connection attempts within
-// 150 ms of the previous one are the same try (the client tries each resolved address and
-// resolves once more before it gives up, which a loaded machine spreads out); tests that
-// count tries use backoffs longer than that.
-func (s *server) tries() []time.Time {
+// try is one try of the sender to send a transaction to a server.
+type try struct {
+	// start is when the sender started it (its origin_server_ts, in milliseconds).
+	start time.Time
+	// lastAttempt is when the last of its connection attempts reached the server: the
+	// sender saw the try fail after it.
+	lastAttempt time.Time
+}
+
+// tries are the sender's tries to reach the server, one per try however many connection
+// attempts it made.
+func (s *server) tries() []try {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []time.Time
-	for i, at := range s.attemptAt {
-		if i == 0 || at.Sub(s.attemptAt[i-1]) > 150*time.Millisecond {
-			out = append(out, at)
-		}
-	}
-	return out
+	return slices.Clone(s.tryList)
 }
 
 func (s *server) received() (pdus []string, edus []gomatrixserverlib.EDU) {
@@ -324,8 +353,10 @@ type sender struct {
 	// presence, if set, answers the sender's presence queries.
 	presence presenceapi.QueryAPI
 	fs       *federationsender.FederationSender
-	cancel   context.CancelFunc
-	done     chan error
+	// reg holds the running sender's metrics.
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
 }
 
 func newSender(t testing.TB, a *server, db *sqlutil.DB, log eventlog.Log, rs *rooms, cfg config.FederationSender) *sender {
@@ -349,8 +380,10 @@ func testSenderConfig() config.FederationSender {
 
 func (s *sender) start() {
 	s.t.Helper()
+	s.reg = prometheus.NewRegistry()
 	fs, err := federationsender.New(context.Background(), federationsender.Deps{Cfg: &s.cfg, ServerName: s.a.name, DB: s.db, Log: s.log,
-		Topics: federationsender.TopicsWithPrefix(""), Rooms: s.rooms, Presence: s.presence, Client: s.a.client, RequestTimeout: 5 * time.Second, Logger: quietLogger()})
+		Topics: federationsender.TopicsWithPrefix(""), Rooms: s.rooms, Presence: s.presence, Client: s.a.client, RequestTimeout: 5 * time.Second,
+		Logger: quietLogger(), Registerer: s.reg})
 	if err != nil {
 		s.t.Fatal(err)
 	}
@@ -368,6 +401,30 @@ func (s *sender) stop() {
 		s.t.Errorf("federationsender run: %v", err)
 	}
 	s.cancel = nil
+}
+
+// failedTransactions is how many tries of a transaction the running sender counted as
+// failed (dendrite_federationsender_transactions_total{outcome="failed"}). It counts each
+// failure just before it sets the backoff or blacklist wait that follows.
+func (s *sender) failedTransactions() float64 {
+	s.t.Helper()
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "dendrite_federationsender_transactions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == "failed" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
 
 // alive tells the sender that name is up, over the internal HTTP API (as the federationapi

@@ -3,7 +3,6 @@ package federationsender_test
 import (
 	"encoding/json"
 	"testing"
-	"time"
 
 	"github.com/matrix-org/gomatrixserverlib"
 
@@ -31,7 +30,7 @@ func TestKeyChangeEDUs(t *testing.T) {
 		} {
 			produceJSON(t, log, uapi.TopicOutputKeyChangeEvent, a, ev)
 		}
-		edus := ts.b.waitEDUs(10*time.Second, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.signing_key_update", "marker") })
+		edus := ts.b.waitEDUs(eventually, func(edus []gomatrixserverlib.EDU) bool { return hasEDU(edus, "m.signing_key_update", "marker") })
 		var got []string
 		for _, e := range edus {
 			if e.Type == "m.device_list_update" || e.Type == "m.signing_key_update" {

@@ -44,7 +44,7 @@ func startPresence(t *testing.T, db *sqlutil.DB, log eventlog.Log, online ...str
 		produceJSON(t, log, presenceapi.TopicInputPresence, u, presenceapi.InputPresenceEvent{UserID: u, Kind: presenceapi.InputKindSet,
 			Presence: presenceapi.Online, TS: time.Now().UnixMilli()})
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(eventually)
 	for _, u := range online {
 		for {
 			res, err := ps.API().QueryPresence(t.Context(), &presenceapi.QueryPresenceRequest{UserID: u})
@@ -137,7 +137,7 @@ func TestPresenceSentToServersJoiningRoom(t *testing.T) {
 		}
 		for s, w := range want {
 			// The marker is queued after everything the earlier events queued for s.
-			s.waitPDU(marker.EventID(), 20*time.Second)
+			s.waitPDU(marker.EventID(), eventually)
 			_, edus := s.received()
 			if got := presencePushes(t, edus); !slices.EqualFunc(got, w, slices.Equal) {
 				t.Fatalf("%s got presence %q, want %q", s.name, got, w)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/matrix-org/dendrite/cmd/devcluster/proxyroute"
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/freeport"
 )
 
 // proxyCases are raw request paths (as a client sends them) and the process that must get
@@ -101,12 +102,11 @@ func TestProxyRoutesEncodedPaths(t *testing.T) {
 // Retry-After and 502, never an empty body.
 func TestProxyComponentDown(t *testing.T) {
 	cfg := config.Defaults()
-	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	refused, err := freeport.Addr() // nothing listens there
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ClientAPI.Listen = refused.Addr().String()
-	_ = refused.Close() // now nothing listens there
+	cfg.ClientAPI.Listen = refused
 	dropper := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		conn, _, err := w.(http.Hijacker).Hijack()
 		if err == nil {

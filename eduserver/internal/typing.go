@@ -82,16 +82,11 @@ func (t *Typing) handle(ctx context.Context, recs []eventlog.Record) error {
 	return t.publish(ctx, touched)
 }
 
-// apply changes the room's set; t.mu must be held.
+// apply changes the room's set; t.mu must be held. The user's latest input decides: one
+// that has expired by the time it is applied (a loaded or lagging consumer) ends the
+// user's typing, as its expiry would have, rather than leaving an earlier, longer one.
 func (t *Typing) apply(in *api.InputTypingEvent, now int64) {
 	users := t.rooms[in.RoomID]
-	if !in.Typing {
-		delete(users, in.UserID)
-		if len(users) == 0 {
-			delete(t.rooms, in.RoomID)
-		}
-		return
-	}
 	// Clamped in milliseconds: a client's huge timeout would overflow a Duration.
 	timeout := DefaultTypingTimeout
 	if in.TimeoutMS > 0 {
@@ -99,7 +94,11 @@ func (t *Typing) apply(in *api.InputTypingEvent, now int64) {
 	}
 	timeout = min(timeout, t.MaxTimeout)
 	expires := in.OriginTS + timeout.Milliseconds()
-	if expires <= now {
+	if !in.Typing || expires <= now {
+		delete(users, in.UserID)
+		if len(users) == 0 {
+			delete(t.rooms, in.RoomID)
+		}
 		return
 	}
 	if users == nil {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/eventlog/logtest"
+	"github.com/matrix-org/dendrite/internal/freeport"
 )
 
 // newCluster starts an in-process Kafka-protocol cluster with one broker.
@@ -249,15 +249,15 @@ func TestKafkaCloseEndsConsume(t *testing.T) {
 	}
 }
 
-// freePort returns a loopback port nothing listens on (for a while).
+// freePort returns a loopback port nothing listens on, reserved for the test process:
+// brokers are restarted on it, and a port from the kernel's ephemeral range could be taken
+// in between by an outgoing connection.
 func freePort(t *testing.T) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	_ = ln.Close() // only the port number was wanted
 	return port
 }
 

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
+
+	"github.com/matrix-org/dendrite/internal/freeport"
 )
 
 // remote is a TLS test server (self-signed, so clients skip verification) answering
@@ -73,14 +75,14 @@ func (r *remote) hits() int {
 	return r.wellKnownHits
 }
 
+// closedPort is a loopback port nothing listens on, reserved for the test process
+// (internal/freeport), so that no other test's listener takes it meanwhile.
 func closedPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close() // now nothing listens there
 	return port
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"slices"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/freeport"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 	uinthttp "github.com/matrix-org/dendrite/userapi/inthttp"
@@ -32,14 +32,16 @@ func TestTableIsConfigComponents(t *testing.T) {
 	}
 }
 
+// freePort is a loopback port for a component to bind later, reserved for the test
+// process (internal/freeport: not from the ephemeral range an outgoing connection could
+// take it from first).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := freeport.Port()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close() // nolint: errcheck // the port is free again either way
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func status(url string) int {

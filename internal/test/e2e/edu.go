@@ -119,17 +119,22 @@ func EDUs(t *testing.T, hs Homeserver) {
 	ap.Drain(t, func(*mautrix.RespSync) {})
 	cp.Drain(t, func(*mautrix.RespSync) {})
 
-	// Typing appears for bob, then expires by itself. The timeout is long enough for bob to
-	// see it start on a loaded machine (the eduserver and syncapi are other processes in the
-	// polylith): with 1.5 s, CI once saw it start and end between two of bob's syncs.
-	if _, err = alice.UserTyping(ctx, roomID, true, 5*time.Second); err != nil {
+	// Typing appears for bob, then expires by itself. Its first timeout outlasts bob's wait,
+	// so that bob sees it start however loaded the machine (the eduserver and syncapi are
+	// other processes in the polylith: with 1.5 s, CI once saw typing start and end between
+	// two of bob's syncs). A second, short typing then replaces it and expires (or is
+	// expired already when the eduserver applies it, which ends the typing as well).
+	if _, err = alice.UserTyping(ctx, roomID, true, 2*time.Minute); err != nil {
 		t.Fatalf("typing: %v", err)
 	}
-	bp.Until(t, 10*time.Second, "alice typing", func(res *mautrix.RespSync) bool {
+	bp.Until(t, time.Minute, "alice typing", func(res *mautrix.RespSync) bool {
 		users, ok := typingIn(res, roomID)
 		return ok && len(users) == 1 && users[0] == alice.UserID.String()
 	})
-	bp.Until(t, 20*time.Second, "alice's typing expiring", func(res *mautrix.RespSync) bool {
+	if _, err = alice.UserTyping(ctx, roomID, true, time.Second); err != nil {
+		t.Fatalf("typing: %v", err)
+	}
+	bp.Until(t, time.Minute, "alice's typing expiring", func(res *mautrix.RespSync) bool {
 		users, ok := typingIn(res, roomID)
 		return ok && len(users) == 0
 	})
@@ -301,8 +306,10 @@ func EDUsOverFederation(t *testing.T, urlA, nameA, urlB string) {
 	})
 	bp.Drain(t, func(*mautrix.RespSync) {})
 
-	// Typing crosses both ways, and its end too.
-	if _, err = alice.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
+	// Typing crosses both ways, and its end too. Each typing outlasts the wait for it
+	// (which includes a sender's backoff): one that ended first could reach the other
+	// server together with its end, and never show in a sync.
+	if _, err = alice.UserTyping(ctx, roomID, true, 2*time.Minute); err != nil {
 		t.Fatalf("typing: %v", err)
 	}
 	bp.Until(t, wait, "alice typing at B", func(res *mautrix.RespSync) bool {
@@ -316,7 +323,7 @@ func EDUsOverFederation(t *testing.T, urlA, nameA, urlB string) {
 		users, ok := typingIn(res, roomID)
 		return ok && !slices.Contains(users, alice.UserID.String())
 	})
-	if _, err = bob.UserTyping(ctx, roomID, true, 20*time.Second); err != nil {
+	if _, err = bob.UserTyping(ctx, roomID, true, 2*time.Minute); err != nil {
 		t.Fatalf("typing: %v", err)
 	}
 	ap.Until(t, wait, "bob typing at A", func(res *mautrix.RespSync) bool {

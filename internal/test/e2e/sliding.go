@@ -201,8 +201,8 @@ func SlidingSync(t *testing.T, hs Homeserver) {
 		t.Fatalf("to-device messages delivered %v times, want once each", seen)
 	}
 
-	// Typing and receipts.
-	if _, err = bob.UserTyping(ctx, roomID, true, 10*time.Second); err != nil {
+	// Typing and receipts. The typing outlasts the wait for it, however loaded the machine.
+	if _, err = bob.UserTyping(ctx, roomID, true, 2*time.Minute); err != nil {
 		t.Fatalf("typing: %v", err)
 	}
 	conn.until(t, "bob typing", func(res *slidingResponse) bool {
