@@ -396,7 +396,7 @@ func buildAppService(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.AppServiceAPI, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		RoomEventsTopic: e.topic(rsapi.TopicOutputRoomEvent), TypingTopic: e.topic(eduapi.TopicOutputTypingEvent),
 		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), PresenceTopic: e.topic(presenceapi.TopicOutputPresenceEvent),
-		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, Retention: time.Duration(e.cfg.Global.Log.Retention),
+		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, EDUReplay: e.edu, Retention: time.Duration(e.cfg.Global.Log.Retention),
 		SkipTLSVerify: e.cfg.FederationAPI.DisableTLSValidation, Logger: e.component("appservice"), Registerer: e.registry,
 	})
 	if err != nil {
