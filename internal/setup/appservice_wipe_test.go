@@ -58,6 +58,11 @@ func TestAppServiceToDeviceSurvivesWipedLog(t *testing.T) {
 	// log is one it had read.
 	send(1)
 	received(1)
+	// The guard of a partition that was empty when its consumer started stores the log's
+	// incarnation on its next check (every second), not with the offset; until then a wiped
+	// log that grows back to the stored offset looks like the same log. This test is about
+	// the to-device reader's recovery, so it waits for the incarnation.
+	waitIncarnation(ctx, t, dataDir)
 
 	asDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "appservice.db"))
 	if err != nil {
@@ -122,4 +127,24 @@ func waitProduced(ctx context.Context, t *testing.T, dataDir string, n int) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatalf("the eduserver never produced %d to-device messages: %v", n, err)
+}
+
+// waitIncarnation polls the appservice component's database until its to-device consumer
+// stored an offset past 0 with the log's incarnation.
+func waitIncarnation(ctx context.Context, t *testing.T, dataDir string) {
+	t.Helper()
+	db, err := sqlutil.Open("file:" + filepath.Join(dataDir, "appservice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // nolint: errcheck // read only
+	for ctx.Err() == nil {
+		var count int
+		if err = db.QueryRowContext(ctx, `SELECT COUNT(*) FROM appservice_log_offsets WHERE topic LIKE '%OutputSendToDeviceEvent'
+			AND next_offset > 0 AND incarnation <> ''`).Scan(&count); err == nil && count > 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("the to-device consumer never stored its offset with the log's incarnation: %v", err)
 }
