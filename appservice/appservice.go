@@ -25,6 +25,7 @@ import (
 	"github.com/matrix-org/dendrite/appservice/consumer"
 	"github.com/matrix-org/dendrite/appservice/internal"
 	assql "github.com/matrix-org/dendrite/appservice/storage/sql"
+	eduapi "github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -48,6 +49,9 @@ type Deps struct {
 	Rooms consumer.Rooms
 	// Replay, if set, gives back what a wiped log lost (rsapi.OutputSequence).
 	Replay rsapi.ReplayAPI
+	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
+	// (the eduserver's outbox; eduapi.OutputSequence).
+	EDUReplay eduapi.ReplayAPI
 	// Retention is the event log's: how long a record may be redelivered, so how long the
 	// IDs of queued events are remembered.
 	Retention time.Duration
@@ -108,8 +112,11 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 			return nil, err
 		}
 		cons.Applied = c.h.Applied
-		if c.topic == d.RoomEventsTopic && d.Replay != nil {
+		switch {
+		case c.topic == d.RoomEventsTopic && d.Replay != nil:
 			cons.Sequenced = rsapi.OutputSequence(d.Replay)
+		case c.topic == d.ToDeviceTopic && d.EDUReplay != nil:
+			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
 		}
 		a.consumers = append(a.consumers, cons)
 	}

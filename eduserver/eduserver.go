@@ -47,6 +47,7 @@ type EDUServer struct {
 	typing   *internal.Typing
 	toDevice *eventlog.Consumer
 	outbox   *internal.Outbox
+	waiter   *internal.Waiter
 	db       *sql.Database
 	logger   *logrus.Entry
 }
@@ -62,19 +63,39 @@ func New(ctx context.Context, d Deps) (*EDUServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	outbox := internal.NewOutbox(db, d.Log, d.Topics.OutputSendToDevice, d.Logger)
-	toDevice.Applied = func(int32, int64) { outbox.Wake() }
+	outbox := internal.NewOutbox(db, d.Log, d.Topics.OutputSendToDevice, outputWindow(d.Cfg), d.Logger)
+	waiter := internal.NewWaiter(db)
+	toDevice.Applied = func(int32, int64) {
+		outbox.Wake()
+		waiter.Applied()
+	}
 	return &EDUServer{
-		outbox: outbox,
+		outbox: outbox, waiter: waiter,
 		typing: &internal.Typing{Log: d.Log, InputTopic: d.Topics.InputTyping, OutputTopic: d.Topics.OutputTyping,
 			MaxTimeout: time.Duration(d.Cfg.MaxTypingTimeout), Logger: d.Logger},
 		toDevice: toDevice, db: db, logger: d.Logger,
 	}, nil
 }
 
-// Replay is how readers of OutputSendToDeviceEvent recover what a wiped log lost.
-func (s *EDUServer) Replay() api.ReplayAPI {
-	return s.outbox
+// outputWindow is edu_server.output_replay_window, 7 days when unset.
+func outputWindow(cfg *config.EDUServer) time.Duration {
+	if cfg.OutputReplayWindow == 0 {
+		return 7 * 24 * time.Hour
+	}
+	return time.Duration(cfg.OutputReplayWindow)
+}
+
+// serverAPI is api.ServerAPI from its two parts.
+type serverAPI struct {
+	*internal.Outbox
+	*internal.Waiter
+}
+
+// API is what the eduserver serves: the replay readers of OutputSendToDeviceEvent recover
+// what a wiped log lost from, and the wait writers acknowledge send-to-device requests
+// after.
+func (s *EDUServer) API() api.ServerAPI {
+	return serverAPI{Outbox: s.outbox, Waiter: s.waiter}
 }
 
 // Run consumes both input topics, produces the stored to-device messages and prunes old

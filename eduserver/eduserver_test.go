@@ -3,6 +3,7 @@ package eduserver_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"path/filepath"
 	"sort"
@@ -16,6 +17,7 @@ import (
 	"github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/userapi"
@@ -205,5 +207,61 @@ func TestTypingHugeTimeout(t *testing.T) {
 			}
 		}
 		t.Fatal("no typing set for the room")
+	})
+}
+
+// TestOutputReplayWindow: the eduserver keeps produced OutputSendToDeviceEvent records for
+// edu_server.output_replay_window; once they are older, asking for them is 404
+// M_NOT_FOUND, which a reader's OutputSequence turns into eventlog.ReplayGoneError naming
+// the number after the last record. The records are produced by an eduserver with the
+// window unset (7 days), then served by one with a window of 1 ns.
+func TestOutputReplayWindow(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		log := test.EmbeddedLog(t, 1)
+		topics := eduserver.TopicsWithPrefix("W")
+		start := func(window time.Duration) (api.ServerAPI, func()) {
+			s, err := eduserver.New(ctx, eduserver.Deps{Cfg: &config.EDUServer{MaxTypingTimeout: config.Duration(time.Minute),
+				OutputReplayWindow: config.Duration(window)}, ServerName: "x", DB: db, Log: log, Topics: topics, Logger: logrus.NewEntry(logrus.New())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			run, stop := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- s.Run(run) }()
+			return s.API(), func() { stop(); must(t, <-done) }
+		}
+		first, stop := start(0)
+		in := &api.Producer{Log: log, TypingTopic: topics.InputTyping, ToDeviceTopic: topics.InputSendToDevice, Wait: first}
+		for _, txn := range []string{"t1", "t2"} {
+			must(t, in.InputSendToDevice(ctx, &api.InputSendToDeviceEvent{Sender: "@a:x", SenderDevice: "A", TxnID: txn, Type: "m.test",
+				Messages: map[string]map[string]json.RawMessage{"@c:remote": {"R": json.RawMessage(`{}`)}}}))
+		}
+		res, err := first.QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{AfterSeq: 1})
+		if err != nil || len(res.Records) != 1 || res.LastSeq != 2 {
+			t.Fatalf("before pruning: %+v, %v", res, err)
+		}
+		// What the first eduserver had not produced yet, the second produces at its start,
+		// and then prunes it with the rest.
+		stop()
+		pruned, stop := start(time.Nanosecond)
+		defer stop()
+		for {
+			_, err = pruned.QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{AfterSeq: 1})
+			if err != nil || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		var merr *matrixerr.Error
+		if !errors.As(err, &merr) || merr.Code != "M_NOT_FOUND" {
+			t.Fatalf("past a window of 1 ns: %v", err)
+		}
+		_, err = api.OutputSequence(pruned).Fetch(ctx, 0, 1)
+		var gone *eventlog.ReplayGoneError
+		if !errors.As(err, &gone) || gone.Oldest != 3 {
+			t.Fatalf("Fetch past the window: %v", err)
+		}
 	})
 }

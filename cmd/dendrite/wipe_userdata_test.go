@@ -180,18 +180,7 @@ func lostWithLog(ctx context.Context, t *testing.T, s *server, dataDir string, a
 	if err := errors.Join(lock.Close(), syncDB.Close()); err != nil {
 		t.Fatal(err)
 	}
-	logDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "eventlog.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, q := range []string{"DELETE FROM eventlog_records", "DELETE FROM eventlog_ends"} {
-		if _, err := logDB.ExecContext(ctx, q); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := logDB.Close(); err != nil {
-		t.Fatal(err)
-	}
+	deleteLog(ctx, t, dataDir)
 	s.start(t)
 }
 

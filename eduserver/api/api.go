@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -34,7 +35,9 @@ const TopicOutputTypingEvent = "OutputTypingEvent"
 // Producer: clientapi (and federationapi), through Producer. Key: the sender's user ID.
 // Ordering: per sender. Payload: InputSendToDeviceEvent, version 1. The eduserver applies
 // each (sender, device, transaction ID) once, expands "*" to the target's devices and writes
-// one OutputSendToDeviceEvent per target device.
+// one OutputSendToDeviceEvent per target device. Writers learn that a request was taken
+// through WaitAPI (Producer.Wait) before they acknowledge it: a request lost with the log
+// was never acknowledged, and the client's retry with its transaction ID is taken then.
 const TopicInputSendToDevice = "InputSendToDevice"
 
 // TopicOutputSendToDeviceEvent carries one message for one device.
@@ -47,7 +50,7 @@ const TopicInputSendToDevice = "InputSendToDevice"
 // Every record carries Seq, its number in its partition (dense from 1). The log is not the
 // source of truth: readers apply it with OutputSequence, which skips records at or below the
 // last Seq they applied and fetches what a gap or a wiped log lost from
-// QueryOutputRecords; the eduserver keeps the records for OutputReplayWindow.
+// QueryOutputRecords; the eduserver keeps the records for edu_server.output_replay_window.
 const TopicOutputSendToDeviceEvent = "OutputSendToDeviceEvent"
 
 // InputTypingEvent says that UserID started (Typing, for TimeoutMS) or stopped typing in
@@ -110,21 +113,83 @@ type Producer struct {
 	Log           eventlog.Log
 	TypingTopic   string // full topic names, with the configured prefix
 	ToDeviceTopic string
+	// Wait, when set, makes InputSendToDevice return only once the eduserver has taken the
+	// request (QueryToDeviceTaken): its messages are then in the eduserver's outbox, which
+	// no loss of the log can take back, so a 200 to the client is durable. Without it the
+	// request is only in the log.
+	Wait WaitAPI
+	// Timeout bounds that wait (edu_server.input_wait_timeout); 0 waits as long as ctx
+	// allows. When it expires the request stays in the log and will be taken: the caller
+	// gets ErrInputTimeout and may retry with the same transaction ID, which sends nothing
+	// twice.
+	Timeout time.Duration
 }
+
+// ErrInputTimeout is what a writer answers when the eduserver did not take a send-to-device
+// request within the input wait timeout: 504 M_UNKNOWN. The spec names no error for this;
+// a 5xx tells the client the outcome is unknown and that it may retry.
+var ErrInputTimeout = matrixerr.GatewayTimeout("the server did not finish processing the request in time; retry the request")
 
 // InputTyping appends ev to the typing topic.
 func (p *Producer) InputTyping(ctx context.Context, ev *InputTypingEvent) error {
 	return eventlog.ProduceJSON(ctx, p.Log, p.TypingTopic, ev.RoomID, ev)
 }
 
-// InputSendToDevice appends ev to the send-to-device topic.
+// InputSendToDevice appends ev to the send-to-device topic and, with Wait, waits until the
+// eduserver has taken it.
 func (p *Producer) InputSendToDevice(ctx context.Context, ev *InputSendToDeviceEvent) error {
-	return eventlog.ProduceJSON(ctx, p.Log, p.ToDeviceTopic, ev.Sender, ev)
+	if err := eventlog.ProduceJSON(ctx, p.Log, p.ToDeviceTopic, ev.Sender, ev); err != nil {
+		return err
+	}
+	if p.Wait == nil {
+		return nil
+	}
+	waitCtx := ctx
+	if p.Timeout > 0 {
+		var cancel context.CancelFunc
+		waitCtx, cancel = context.WithTimeout(ctx, p.Timeout)
+		defer cancel()
+	}
+	_, err := p.Wait.QueryToDeviceTaken(waitCtx, &QueryToDeviceTakenRequest{Sender: ev.Sender, SenderDevice: ev.SenderDevice, TxnID: ev.TxnID})
+	// The wait's deadline passed, here or at the eduserver over internal HTTP, while the
+	// caller still waits (waitCtx.Err() is not checked: the answer may come before the
+	// context's own timer has marked it done).
+	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		return ErrInputTimeout
+	}
+	if err != nil {
+		return fmt.Errorf("wait for send-to-device transaction %s: %w", ev.TxnID, err)
+	}
+	return nil
 }
 
-// OutputReplayWindow is how long the eduserver keeps produced OutputSendToDeviceEvent
-// records for readers that lost them with the log (QueryOutputRecords).
-const OutputReplayWindow = 7 * 24 * time.Hour
+// QueryToDeviceTakenRequest names one send-to-device request by its idempotency key: the
+// sender, the sender's device ("" for a request from another server) and the transaction
+// ID.
+type QueryToDeviceTakenRequest struct {
+	Sender       string `json:"sender"`
+	SenderDevice string `json:"sender_device"`
+	TxnID        string `json:"txn_id"`
+}
+
+// QueryToDeviceTakenResponse says that the request was taken.
+type QueryToDeviceTakenResponse struct{}
+
+// WaitAPI is how writers learn that the eduserver took a send-to-device request they
+// produced (read-your-writes, DESIGN.md 5): its transaction ID is recorded and its
+// messages are in the outbox, committed together.
+type WaitAPI interface {
+	// QueryToDeviceTaken returns once the request is taken, or ctx's error when ctx ends
+	// first. A transaction taken before (a client's retry) answers at once: the messages of
+	// its first delivery are the ones it sends.
+	QueryToDeviceTaken(ctx context.Context, req *QueryToDeviceTakenRequest) (*QueryToDeviceTakenResponse, error)
+}
+
+// ServerAPI is everything the eduserver serves to other components.
+type ServerAPI interface {
+	ReplayAPI
+	WaitAPI
+}
 
 // QueryOutputRecordsRequest asks for the OutputSendToDeviceEvent records of one partition
 // numbered above AfterSeq, at most Limit of them (default and cap 500).
@@ -143,7 +208,7 @@ type QueryOutputRecordsResponse struct {
 
 // ReplayAPI is how readers of OutputSendToDeviceEvent recover what a wiped or truncated
 // log lost: the eduserver's outbox is the truth, the log a copy of it. Records older than
-// OutputReplayWindow are gone: asking for them is 404 M_NOT_FOUND.
+// edu_server.output_replay_window are gone: asking for them is 404 M_NOT_FOUND.
 type ReplayAPI interface {
 	QueryOutputRecords(ctx context.Context, req *QueryOutputRecordsRequest) (*QueryOutputRecordsResponse, error)
 }

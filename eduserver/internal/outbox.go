@@ -18,7 +18,7 @@ import (
 // outboxRetry bounds the wait between attempts to produce what a failed attempt left.
 const outboxRetry = 5 * time.Second
 
-// pruneInterval is how often produced records past the replay window are deleted.
+// pruneInterval is how often, at most, produced records past the replay window are deleted.
 const pruneInterval = 10 * time.Minute
 
 // maxOutputRecords caps a QueryOutputRecords answer.
@@ -28,17 +28,20 @@ const maxOutputRecords = 500
 // order they were stored, so the records of a partition reach the log in their numbers'
 // order; it serves them to readers that lost them with the log (api.ReplayAPI).
 type Outbox struct {
-	DB     storage.Database
-	Log    eventlog.Log
-	Topic  string
+	DB    storage.Database
+	Log   eventlog.Log
+	Topic string
+	// Window is how long produced records are kept for replay
+	// (edu_server.output_replay_window); negative keeps them forever.
+	Window time.Duration
 	Logger *logrus.Entry
 	mu     sync.Mutex
 	wake   chan struct{}
 }
 
-// NewOutbox is the outbox of db producing to topic.
-func NewOutbox(db storage.Database, log eventlog.Log, topic string, logger *logrus.Entry) *Outbox {
-	return &Outbox{DB: db, Log: log, Topic: topic, Logger: logger, wake: make(chan struct{}, 1)}
+// NewOutbox is the outbox of db producing to topic, keeping produced records for window.
+func NewOutbox(db storage.Database, log eventlog.Log, topic string, window time.Duration, logger *logrus.Entry) *Outbox {
+	return &Outbox{DB: db, Log: log, Topic: topic, Window: window, Logger: logger, wake: make(chan struct{}, 1)}
 }
 
 // Wake asks Run to produce what was stored; it never blocks.
@@ -72,10 +75,10 @@ func (o *Outbox) send(ctx context.Context) error {
 }
 
 // Run produces what was stored whenever woken (and at start: what a crash left), retrying
-// a failed produce, and deletes produced records older than api.OutputReplayWindow, until
-// ctx ends.
+// a failed produce, and deletes produced records older than Window (never with a negative
+// Window), until ctx ends.
 func (o *Outbox) Run(ctx context.Context) error {
-	prune := time.NewTicker(pruneInterval)
+	prune := time.NewTicker(min(max(o.Window/2, time.Second), pruneInterval))
 	defer prune.Stop()
 	retry := time.NewTimer(0)
 	defer retry.Stop()
@@ -84,7 +87,10 @@ func (o *Outbox) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-prune.C:
-			if err := o.DB.PruneOutbox(ctx, time.Now().Add(-api.OutputReplayWindow)); err != nil && ctx.Err() == nil {
+			if o.Window < 0 {
+				continue
+			}
+			if err := o.DB.PruneOutbox(ctx, time.Now().Add(-o.Window)); err != nil && ctx.Err() == nil {
 				o.Logger.WithError(err).Warn("pruning the eduserver outbox failed")
 			}
 			continue

@@ -25,6 +25,8 @@ type Database interface {
 	// RecordTransaction records, in tx, that sender's device sent txnID at ts (Unix
 	// milliseconds). It reports false when the transaction was recorded before.
 	RecordTransaction(ctx context.Context, tx *sql.Tx, sender, device, txnID string, ts int64) (bool, error)
+	// HasTransaction reports whether sender's device's txnID is recorded (committed).
+	HasTransaction(ctx context.Context, sender, device, txnID string) (bool, error)
 	// PruneTransactions forgets transactions recorded before before; it returns how many.
 	PruneTransactions(ctx context.Context, before int64) (int64, error)
 	// InsertOutput numbers a record in partition (dense from 1) and stores it in the outbox,

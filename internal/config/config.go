@@ -229,8 +229,17 @@ type UserAPI struct {
 type EDUServer struct {
 	Database DatabaseOptions `yaml:"database"`
 	// MaxTypingTimeout caps the timeout a client asks for with PUT /typing.
-	MaxTypingTimeout Duration    `yaml:"max_typing_timeout"`
-	InternalAPI      InternalAPI `yaml:"internal_api"`
+	MaxTypingTimeout Duration `yaml:"max_typing_timeout"`
+	// InputWaitTimeout bounds how long a writer (clientapi, federationapi) waits for the
+	// eduserver to take a send-to-device request it produced, before it acknowledges the
+	// request. When it expires the client gets 504 M_UNKNOWN; the request stays in the log
+	// and is taken, and a client retrying with the same transaction ID sends nothing twice.
+	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
+	// OutputReplayWindow is how long the eduserver keeps each OutputSendToDeviceEvent
+	// record after producing it, so that a reader whose log was reset or truncated can
+	// fetch what it missed (QueryOutputRecords). A negative value keeps them forever.
+	OutputReplayWindow Duration    `yaml:"output_replay_window"`
+	InternalAPI        InternalAPI `yaml:"internal_api"`
 }
 
 // ReceiptServer configures the receiptserver.
@@ -319,8 +328,8 @@ func Defaults() *Dendrite {
 			InternalAPI: InternalAPI{Listen: ":7770", Connect: "http://roomserver-{shard}:7770"}},
 		SyncAPI: SyncAPI{Listen: ":8073", InternalAPI: InternalAPI{Listen: ":7773", Connect: "http://syncapi:7773"}},
 		UserAPI: UserAPI{BCryptCost: 10, OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
-		EDUServer: EDUServer{MaxTypingTimeout: Duration(2 * time.Minute),
-			InternalAPI: InternalAPI{Listen: ":7774", Connect: "http://eduserver:7774"}},
+		EDUServer: EDUServer{MaxTypingTimeout: Duration(2 * time.Minute), InputWaitTimeout: Duration(30 * time.Second),
+			OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7774", Connect: "http://eduserver:7774"}},
 		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
 			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
@@ -452,6 +461,9 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.EDUServer.MaxTypingTimeout <= 0 {
 		bad("edu_server.max_typing_timeout", "must be positive")
+	}
+	if c.EDUServer.InputWaitTimeout <= 0 {
+		bad("edu_server.input_wait_timeout", "must be positive")
 	}
 	if c.PushServer.NotificationRetention < 0 {
 		bad("push_server.notification_retention", "must not be negative")

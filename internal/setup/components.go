@@ -143,8 +143,9 @@ type built struct {
 	sender     fsapi.SenderAPI
 	// appServices is the appservice component's API.
 	appServices asapi.QueryAPI
-	// edu is the eduserver's replay of OutputSendToDeviceEvent.
-	edu eduapi.ReplayAPI
+	// edu is the eduserver's API: the replay of OutputSendToDeviceEvent and the writers'
+	// wait for send-to-device requests.
+	edu eduapi.ServerAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -168,8 +169,10 @@ type env struct {
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
 	presence   presenceapi.QueryAPI
-	// edu replays OutputSendToDeviceEvent records a wiped log lost (syncapi, federationsender).
-	edu eduapi.ReplayAPI
+	// edu replays OutputSendToDeviceEvent records a wiped log lost (syncapi, federationsender,
+	// appservice) and tells writers that a send-to-device request was taken (clientapi,
+	// federationapi).
+	edu eduapi.ServerAPI
 	// keys is the federationapi's internal API: the key ring (for components that verify
 	// signatures) and membership changes through other servers (clientapi).
 	keys fapi.ServerAPI
@@ -393,7 +396,7 @@ func buildAppService(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.AppServiceAPI, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		RoomEventsTopic: e.topic(rsapi.TopicOutputRoomEvent), TypingTopic: e.topic(eduapi.TopicOutputTypingEvent),
 		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), PresenceTopic: e.topic(presenceapi.TopicOutputPresenceEvent),
-		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, Retention: time.Duration(e.cfg.Global.Log.Retention),
+		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, EDUReplay: e.edu, Retention: time.Duration(e.cfg.Global.Log.Retention),
 		SkipTLSVerify: e.cfg.FederationAPI.DisableTLSValidation, Logger: e.component("appservice"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -502,7 +505,8 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU
 // servers' input topics; presenceInput is nil when presence is off.
 func (e *env) eduInput() eduapi.InputAPI {
-	return &eduapi.Producer{Log: e.log, TypingTopic: e.topic(eduapi.TopicInputTyping), ToDeviceTopic: e.topic(eduapi.TopicInputSendToDevice)}
+	return &eduapi.Producer{Log: e.log, TypingTopic: e.topic(eduapi.TopicInputTyping), ToDeviceTopic: e.topic(eduapi.TopicInputSendToDevice),
+		Wait: e.edu, Timeout: time.Duration(e.cfg.EDUServer.InputWaitTimeout)}
 }
 
 func (e *env) receiptInput() receiptapi.InputAPI {
@@ -527,8 +531,8 @@ func buildEDUServer(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &built{run: s.Run, edu: s.Replay(),
-		serve: func(r *mux.Router, opts ihttp.ServerOptions) { eduinthttp.Register(r, s.Replay(), opts) }}, nil
+	return &built{run: s.Run, edu: s.API(),
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { eduinthttp.Register(r, s.API(), opts) }}, nil
 }
 
 func buildReceiptServer(ctx context.Context, e *env) (*built, error) {

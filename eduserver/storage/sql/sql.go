@@ -64,6 +64,17 @@ func (d *Database) RecordTransaction(ctx context.Context, tx *sql.Tx, sender, de
 	return n == 1, err
 }
 
+// HasTransaction implements storage.Database.
+func (d *Database) HasTransaction(ctx context.Context, sender, device, txnID string) (bool, error) {
+	var n int
+	err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM eduserver_send_to_device_txns
+		WHERE sender = $1 AND sender_device = $2 AND txn_id = $3`, sender, device, txnID).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("select transaction: %w", err)
+	}
+	return n > 0, nil
+}
+
 // PruneTransactions implements storage.Database.
 func (d *Database) PruneTransactions(ctx context.Context, before int64) (int64, error) {
 	res, err := d.db.ExecContext(ctx, "DELETE FROM eduserver_send_to_device_txns WHERE ts < $1", before)
