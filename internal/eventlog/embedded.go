@@ -90,6 +90,9 @@ type produceReq struct {
 	msgs  []Message
 	pos   []Position
 	err   chan error
+	// open, for a request without msgs, is a partition to give its incarnation (and an
+	// end row at its current end) if it has none yet.
+	open *int32
 }
 
 // NewEmbedded opens the log in db.
@@ -196,12 +199,34 @@ func newIncarnation() string {
 }
 
 // Incarnation implements Log: a random ID stored with the partition's end when the
-// partition is first written. A new log database, or one whose eventlog_ends rows were
-// deleted (the offsets start again at 0), gives the partition a new one.
-func (e *Embedded) Incarnation(_ context.Context, topic string, partition int32) (string, error) {
+// partition is first written or first asked about, whichever comes first (both through
+// the single writer). A new log database, or one whose eventlog_ends rows were deleted
+// (the offsets start again at 0), gives the partition a new one. Made on first ask, it is
+// known to a consumer before it reads anything: the Guard stores it with the consumer's
+// offset, so a wipe right after the consumer's first records can never pass for the same
+// log grown back past its offset.
+func (e *Embedded) Incarnation(ctx context.Context, topic string, partition int32) (string, error) {
+	k := partKey{topic, partition}
+	e.mu.Lock()
+	inc, ok := e.incarnations[k]
+	e.mu.Unlock()
+	if ok {
+		return inc, nil
+	}
+	req := &produceReq{topic: topic, open: &partition, err: make(chan error, 1)}
+	select {
+	case e.queue <- req:
+	case <-e.closed:
+		return "", ErrClosed
+	case <-ctx.Done():
+		return "", ctx.Err()
+	}
+	if err := <-req.err; err != nil {
+		return "", err
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.incarnations[partKey{topic, partition}], nil
+	return e.incarnations[k], nil
 }
 
 // loadPartitions calls set for each (topic, partition, number) row of query.
@@ -297,6 +322,18 @@ func (e *Embedded) commit(batch []*produceReq) {
 	ends := make(map[partKey]int64)
 	fresh := map[partKey]string{}
 	for _, req := range batch {
+		if req.open != nil {
+			k := partKey{req.topic, *req.open}
+			if _, ok := e.incarnations[k]; !ok {
+				if _, ok := ends[k]; !ok {
+					ends[k] = e.ends[k]
+				}
+				if _, ok := fresh[k]; !ok {
+					fresh[k] = newIncarnation()
+				}
+			}
+			continue
+		}
 		n := e.cfg.partitions(req.topic)
 		req.pos = make([]Position, len(req.msgs))
 		for i, m := range req.msgs {

@@ -230,3 +230,92 @@ func TestSequencedConsumerRecoversDeletedTopic(t *testing.T) {
 	}
 	got.waitFor(ctx, t, 8)
 }
+
+// TestSequencedConsumerStartedOnEmptyLogRecoversWipe starts a Sequenced consumer on a
+// partition nothing was written to yet: it stores the log's incarnation before reading, so
+// when the log is wiped right after the consumer applied records 1-3 and the new log grows
+// back to the consumer's offset with records 4-6 (as an owner's outbox produces again after
+// a restart), the consumer still sees another log, catches up from the owner and applies
+// 4-6. Storing the incarnation only on the Guard's next check, a second later, the
+// consumer took the new log for its own and skipped them.
+func TestSequencedConsumerStartedOnEmptyLogRecoversWipe(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		open := func() *eventlog.Embedded {
+			logDB, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "log.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = logDB.Close() }) // the test's own database file
+			l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 1, Logger: quietLogger()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = l.Close() }) // Close never fails
+			return l
+		}
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "seqempty")
+		if err != nil {
+			t.Fatal(err)
+		}
+		o := &owner{}
+		got := &applied{}
+		run := func(l eventlog.Log) (stop func()) {
+			c := &eventlog.Consumer{Log: l, DB: db, Offsets: offsets, Topic: "out", Partitions: []int32{0}, Logger: quietLogger(),
+				Handle: got.handle, Sequenced: o.sequenced()}
+			cctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- c.Run(cctx) }()
+			return func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		produce := func(l eventlog.Log, v []byte) {
+			if _, err := l.Produce(ctx, "out", eventlog.Message{Value: v}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// position polls the stored position until ok accepts it.
+		position := func(ok func(eventlog.Stored) bool) eventlog.Stored {
+			for {
+				st, err := offsets.Position(ctx, "out", 0)
+				if err == nil && ok(st) {
+					return st
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("stored %+v, %v", st, err)
+				}
+				time.Sleep(10 * time.Millisecond) // polling with the test's deadline
+			}
+		}
+
+		old := open()
+		stop := run(old)
+		st := position(func(st eventlog.Stored) bool { return st.Incarnation != "" })
+		inc, err := old.Incarnation(ctx, "out", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Incarnation != inc || st.Next != 0 {
+			t.Fatalf("stored %+v before any record, want offset 0 in the log's incarnation %q", st, inc)
+		}
+		for range 3 {
+			produce(old, o.next())
+		}
+		got.waitFor(ctx, t, 3)
+		position(func(st eventlog.Stored) bool { return st.Seq == 3 })
+		stop()
+
+		wiped := open()
+		for range 3 {
+			produce(wiped, o.next()) // 4-6 at offsets 0-2: the new log's end is the consumer's offset
+		}
+		stop = run(wiped)
+		defer stop()
+		got.waitFor(ctx, t, 6)
+	})
+}
