@@ -33,6 +33,8 @@ type cluster struct {
 	procs    []*proc
 	listener net.Listener
 	client   *http.Client
+	// cgroups are the shards' CPU caps (nil without --roomserver-cpu-quota).
+	cgroups *cgroupSet
 }
 
 // start brings the whole polylith up and waits until every component is ready. On error
@@ -73,7 +75,9 @@ func start(ctx context.Context, o options, logger *logrus.Logger) (_ *cluster, e
 	if c.listener, err = net.Listen("tcp", o.bind); err != nil {
 		return nil, fmt.Errorf("front proxy: %w", err)
 	}
-	c.startComponents(binary, cfgPath, out)
+	if err = c.startComponents(binary, cfgPath, out); err != nil {
+		return nil, err
+	}
 	if err = c.waitReady(ctx, 90*time.Second); err != nil {
 		return nil, err
 	}
@@ -222,12 +226,14 @@ func (c *cluster) writeComponentConfig(dsn string) (string, error) {
 }
 
 // startComponents starts every component process; they find each other (and wait for
-// each other) through the config's connect URLs.
-func (c *cluster) startComponents(binary, cfgPath string, out *lockedWriter) {
+// each other) through the config's connect URLs. With --roomserver-cpu-quota each shard
+// gets its capped cgroup first.
+func (c *cluster) startComponents(binary, cfgPath string, out *lockedWriter) error {
 	log := c.log.WithField("component", "devcluster")
 	add := func(name, component string, shard int, internal string, extra ...string) {
 		args := append([]string{binary, "component", "--config", cfgPath, "--name", component}, extra...)
 		p := newProc(name, component, shard, "http://"+internal+"/ready", out, log, args...)
+		p.internal = internal
 		c.procs = append(c.procs, p)
 	}
 	cfg := c.cfg
@@ -241,9 +247,24 @@ func (c *cluster) startComponents(binary, cfgPath string, out *lockedWriter) {
 			add("roomserver-"+strconv.Itoa(i), "roomserver", i, internal, "--shard", strconv.Itoa(i), "--internal-listen", internal)
 		}
 	}
+	if c.o.cpuQuota > 0 {
+		c.cgroups = newCgroupSet(cgroupRoot, os.Getpid())
+		for _, p := range c.procs {
+			if p.component != "roomserver" {
+				continue
+			}
+			g, err := c.cgroups.add(p.name, c.o.cpuQuota)
+			if err != nil {
+				return err
+			}
+			p.cgroup = g
+			log.WithFields(logrus.Fields{"process": p.name, "cgroup": g.path(), "cores": c.o.cpuQuota}).Info("CPU capped")
+		}
+	}
 	for _, p := range c.procs {
 		go p.supervise()
 	}
+	return nil
 }
 
 // waitReady polls every component's /ready until all answer 200.
@@ -318,6 +339,11 @@ func (c *cluster) stop() {
 	stopAll(back)
 	if c.broker != nil {
 		c.broker.stop(5 * time.Second)
+	}
+	if c.cgroups != nil {
+		if err := c.cgroups.remove(); err != nil {
+			c.log.WithError(err).Warn("removing the shards' cgroups failed")
+		}
 	}
 	if c.listener != nil {
 		_ = c.listener.Close() // already closed when the proxy served

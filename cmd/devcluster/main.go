@@ -6,13 +6,19 @@
 // stops everything it started and removes its temporary directories.
 //
 //	devcluster --config FILE --http-bind-address 127.0.0.1:PORT [--roomserver-shards N]
-//	    [--dendrite BINARY] [--broker-in-memory]
+//	    [--dendrite BINARY] [--broker-in-memory] [--roomserver-cpu-quota CORES]
 //	devcluster broker --addr 127.0.0.1:PORT [--data DIR]
 //
 // The config is the same file the monolith takes (global.server_name, global.data_dir,
 // client_api.registration_disabled, client_api.registration_shared_secret...); devcluster
 // overrides the log kind and brokers, the database and every listen/connect address for the
 // processes it starts. docs/polylith.md documents the proxy's routing table.
+//
+// --roomserver-cpu-quota (root only, cgroup v1) caps each roomserver shard's CPU at a
+// fraction of one core, each shard in a cgroup of its own (/sys/fs/cgroup/cpu/devcluster-PID/
+// roomserver-N), removed when devcluster stops; /_devcluster/status then reports each
+// shard's cgroup and CPU time. scripts/shardbench.sh uses it to measure how throughput
+// scales with the number of shards.
 package main
 
 import (
@@ -64,6 +70,8 @@ type options struct {
 	dendrite string
 	// memoryBroker keeps the broker's log in memory only: killing the broker wipes it.
 	memoryBroker bool
+	// cpuQuota caps each roomserver shard at this many cores in a cgroup of its own (0: no cap).
+	cpuQuota float64
 }
 
 func parse(args []string) (options, error) {
@@ -74,6 +82,7 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.shards, "roomserver-shards", 1, "number of roomserver shards (processes)")
 	fs.StringVar(&o.dendrite, "dendrite", "", "prebuilt dendrite binary (default: go build ./cmd/dendrite into a temporary directory)")
 	fs.BoolVar(&o.memoryBroker, "broker-in-memory", false, "keep the broker's log in memory only, so that killing the broker wipes every topic (default: on disk in the temporary directory, so a killed broker restarts with its log)")
+	fs.Float64Var(&o.cpuQuota, "roomserver-cpu-quota", 0, "cap each roomserver shard's CPU at this fraction of one core (e.g. 0.12), each shard in a cgroup v1 of its own under /sys/fs/cgroup/cpu; needs root (default: no cap)")
 	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return o, err
 	}
@@ -82,6 +91,11 @@ func parse(args []string) (options, error) {
 	}
 	if o.shards < 1 {
 		return o, errors.New("--roomserver-shards must be at least 1")
+	}
+	if o.cpuQuota != 0 {
+		if err := checkCPUQuota(cgroupRoot, o.cpuQuota); err != nil {
+			return o, err
+		}
 	}
 	return o, nil
 }

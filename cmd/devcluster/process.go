@@ -25,8 +25,12 @@ type proc struct {
 	args      []string
 	// readyURL is polled for readiness ("" for none).
 	readyURL string
+	// internal is the host:port of the process's internal listener ("" for none).
+	internal string
 	log      *logrus.Entry
 	out      io.Writer
+	// cgroup caps the process's CPU (--roomserver-cpu-quota); nil for none.
+	cgroup *cpuCgroup
 
 	mu       sync.Mutex
 	cmd      *exec.Cmd
@@ -77,6 +81,13 @@ func (p *proc) supervise() {
 			p.starts++
 		}
 		p.mu.Unlock()
+		if err == nil && p.cgroup != nil {
+			if cerr := p.cgroup.addProcess(cmd.Process.Pid); cerr != nil {
+				// Uncapped, it would make a benchmark's figures wrong without a sign.
+				p.log.WithError(cerr).Error("could not cap the process's CPU; killing it")
+				_ = cmd.Process.Kill() // Wait below reaps it; the supervisor tries again
+			}
+		}
 		if err == nil {
 			p.log.WithField("pid", cmd.Process.Pid).Info("process started")
 			err = cmd.Wait()

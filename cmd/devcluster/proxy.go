@@ -87,6 +87,15 @@ type procStatus struct {
 	// Starts counts how often the process was started (restarts after crashes included).
 	Starts int  `json:"starts"`
 	Ready  bool `json:"ready"`
+	// Internal is the process's internal address (its /metrics and /debug/pprof/); "" for
+	// the broker.
+	Internal string `json:"internal,omitempty"`
+	// CPUCgroup is the process's cgroup under --roomserver-cpu-quota, with the CPU time its
+	// processes used since devcluster started (cpuacct.usage, restarts included) and how
+	// long the cap held them back (cpu.stat throttled_time).
+	CPUCgroup        string  `json:"cpu_cgroup,omitempty"`
+	CPUSeconds       float64 `json:"cpu_seconds,omitempty"`
+	ThrottledSeconds float64 `json:"throttled_seconds,omitempty"`
 }
 
 func (p *proxy) status(r *http.Request) clusterStatus {
@@ -98,7 +107,16 @@ func (p *proxy) status(r *http.Request) clusterStatus {
 			defer wg.Done()
 			pid, starts := pr.pid()
 			st.Processes[i] = procStatus{Name: pr.name, Component: pr.component, Shard: pr.shard, PID: pid, Starts: starts,
-				Ready: pid != 0 && pr.ready(r.Context(), p.c.client)}
+				Ready: pid != 0 && pr.ready(r.Context(), p.c.client), Internal: pr.internal}
+			if g := pr.cgroup; g != nil {
+				st.Processes[i].CPUCgroup = g.path()
+				if u, err := g.usage(); err == nil {
+					st.Processes[i].CPUSeconds = u.Seconds()
+				}
+				if d, err := g.throttled(); err == nil {
+					st.Processes[i].ThrottledSeconds = d.Seconds()
+				}
+			}
 		}()
 	}
 	wg.Wait()

@@ -109,18 +109,23 @@ func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
 
 // watch waits for the consumer to end (returning its error) and checks its log every
 // Interval; once the log was wiped it returns errWiped (the caller cancels the consumer).
+// The checks fall on the same multiples of Interval in every partition's watch, so that
+// a process's partitions share their requests to the log (Kafka: one Metadata and one
+// ListOffsets round trip serve every caller that asked before it started) instead of each
+// partition asking on its own phase.
 func (g *Guard) watch(ctx context.Context, partition int32, stored string, next *atomic.Int64, done <-chan error) error {
 	interval := g.Interval
 	if interval <= 0 {
 		interval = time.Second
 	}
-	t := time.NewTicker(interval)
+	t := time.NewTimer(untilTick(time.Now(), interval))
 	defer t.Stop()
 	for {
 		select {
 		case err := <-done:
 			return err
 		case <-t.C:
+			t.Reset(untilTick(time.Now(), interval))
 		}
 		// The position first: a batch committed while the end is read moves it past that
 		// end, which is no wipe.
@@ -137,6 +142,11 @@ func (g *Guard) watch(ctx context.Context, partition int32, stored string, next 
 			}
 		}
 	}
+}
+
+// untilTick is the time from now to the next multiple of interval since the Unix epoch.
+func untilTick(now time.Time, interval time.Duration) time.Duration {
+	return interval - time.Duration(now.UnixNano()%int64(interval))
 }
 
 // recover makes the consumer's data complete from the owner and stores the new log's start
