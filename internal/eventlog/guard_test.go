@@ -91,6 +91,63 @@ func (a *applied) waitFor(ctx context.Context, t *testing.T, n int64) {
 	}
 }
 
+// seqHarness runs Sequenced consumers of topic "out" (partition 0) of embedded logs, with
+// their offsets in db, applying an owner's records.
+type seqHarness struct {
+	ctx     context.Context
+	t       *testing.T
+	db      *sqlutil.DB
+	offsets *eventlog.OffsetStore
+	owner   *owner
+	got     *applied
+}
+
+func newSeqHarness(ctx context.Context, t *testing.T, db *sqlutil.DB, component string) *seqHarness {
+	t.Helper()
+	offsets, err := eventlog.NewOffsetStore(ctx, db, component)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &seqHarness{ctx: ctx, t: t, db: db, offsets: offsets, owner: &owner{}, got: &applied{}}
+}
+
+// open is a new, empty embedded log: opening another one is what a wipe looks like.
+func (h *seqHarness) open() *eventlog.Embedded {
+	logDB, err := sqlutil.Open("file:" + filepath.Join(h.t.TempDir(), "log.db"))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = logDB.Close() }) // the test's own database file
+	l, err := eventlog.NewEmbedded(h.ctx, logDB, eventlog.Config{DefaultPartitions: 1, Logger: quietLogger()})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(func() { _ = l.Close() }) // Close never fails
+	return l
+}
+
+// run starts a consumer of l; stop ends it and fails the test if it failed.
+func (h *seqHarness) run(l eventlog.Log) (stop func()) {
+	c := &eventlog.Consumer{Log: l, DB: h.db, Offsets: h.offsets, Topic: "out", Partitions: []int32{0}, Logger: quietLogger(),
+		Handle: h.got.handle, Sequenced: h.owner.sequenced()}
+	cctx, cancel := context.WithCancel(h.ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(cctx) }()
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
+// produce appends v to l's topic "out".
+func (h *seqHarness) produce(l eventlog.Log, v []byte) {
+	if _, err := l.Produce(h.ctx, "out", eventlog.Message{Value: v}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // TestSequencedConsumerRecoversWipedLog replaces the embedded log under a Sequenced
 // consumer (its offsets on both engines) after it applied records 1-3, with records 4-5
 // produced into the old log only and lost with it: the Guard notices the new log, the
@@ -101,43 +158,8 @@ func TestSequencedConsumerRecoversWipedLog(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		open := func() *eventlog.Embedded {
-			logDB, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "log.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = logDB.Close() }) // the test's own database file
-			l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 1, Logger: quietLogger()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = l.Close() }) // Close never fails
-			return l
-		}
-		offsets, err := eventlog.NewOffsetStore(ctx, db, "seq")
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := &owner{}
-		got := &applied{}
-		run := func(l eventlog.Log) (stop func()) {
-			c := &eventlog.Consumer{Log: l, DB: db, Offsets: offsets, Topic: "out", Partitions: []int32{0}, Logger: quietLogger(),
-				Handle: got.handle, Sequenced: o.sequenced()}
-			cctx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- c.Run(cctx) }()
-			return func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		produce := func(l eventlog.Log, v []byte) {
-			if _, err := l.Produce(ctx, "out", eventlog.Message{Value: v}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		h := newSeqHarness(ctx, t, db, "seq")
+		open, run, produce, o, got, offsets := h.open, h.run, h.produce, h.owner, h.got, h.offsets
 		old := open()
 		for range 3 {
 			produce(old, o.next())
@@ -242,43 +264,8 @@ func TestSequencedConsumerStartedOnEmptyLogRecoversWipe(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		open := func() *eventlog.Embedded {
-			logDB, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "log.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = logDB.Close() }) // the test's own database file
-			l, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 1, Logger: quietLogger()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = l.Close() }) // Close never fails
-			return l
-		}
-		offsets, err := eventlog.NewOffsetStore(ctx, db, "seqempty")
-		if err != nil {
-			t.Fatal(err)
-		}
-		o := &owner{}
-		got := &applied{}
-		run := func(l eventlog.Log) (stop func()) {
-			c := &eventlog.Consumer{Log: l, DB: db, Offsets: offsets, Topic: "out", Partitions: []int32{0}, Logger: quietLogger(),
-				Handle: got.handle, Sequenced: o.sequenced()}
-			cctx, cancel := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- c.Run(cctx) }()
-			return func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		produce := func(l eventlog.Log, v []byte) {
-			if _, err := l.Produce(ctx, "out", eventlog.Message{Value: v}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		h := newSeqHarness(ctx, t, db, "seqempty")
+		open, run, produce, o, got, offsets := h.open, h.run, h.produce, h.owner, h.got, h.offsets
 		// position polls the stored position until ok accepts it.
 		position := func(ok func(eventlog.Stored) bool) eventlog.Stored {
 			for {
