@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -166,5 +167,63 @@ func deleteLog(ctx context.Context, t *testing.T, dataDir string) {
 	}
 	if err := logDB.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMonolithToDeviceInputWaitTimeout: edu_server.input_wait_timeout bounds how long PUT
+// /sendToDevice waits for the eduserver. Set to 1s, with the eduserver's database held
+// locked, the send answers 504 M_UNKNOWN well before the 30 s default would have; once the
+// lock is gone the client's retry with the same transaction ID is acknowledged.
+func TestMonolithToDeviceInputWaitTimeout(t *testing.T) {
+	dataDir := t.TempDir()
+	cfg := e2e.WriteConfig(t, dataDir)
+	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = f.WriteString("edu_server:\n  input_wait_timeout: 1s\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err = f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s := startServer(t, cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	alice, bob := e2e.Register(t, s.URL(), "waittodevice"), e2e.Register(t, s.URL(), "waittodevicebob")
+	body := map[string]any{"messages": map[string]any{bob.UserID.String(): map[string]any{bob.DeviceID.String(): map[string]string{"body": "x"}}}}
+
+	eduDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "eduserver.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eduDB.Close() // nolint: errcheck // the test's own handle
+	lock, err := eduDB.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	code, err := putToDevice(ctx, s.URL(), alice.AccessToken, "waited", body)
+	if took := time.Since(start); code != http.StatusGatewayTimeout || took > 20*time.Second {
+		t.Fatalf("send with the eduserver locked: %d %v after %s, want 504 within the configured 1s (and well before the 30s default)", code, err, took)
+	}
+	if _, err = lock.ExecContext(ctx, "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	if err = lock.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		code, err = putToDevice(ctx, s.URL(), alice.AccessToken, "waited", body)
+		if code == http.StatusOK {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("retry after the lock: %d %v", code, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling with the test's deadline
 	}
 }
