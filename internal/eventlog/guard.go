@@ -58,6 +58,9 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 		}
 		if st.Incarnation == "" && inc != "" {
 			if err := g.Offsets.Reset(ctx, g.Topic, partition, st.Next, inc); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
 				return fmt.Errorf("store incarnation of %s/%d: %w", g.Topic, partition, err)
 			}
 			st.Incarnation = inc
