@@ -186,6 +186,9 @@ func (g *Guard) recover(ctx context.Context, log *logrus.Entry, partition int32,
 		}
 	}
 	if err := g.Offsets.Reset(ctx, g.Topic, partition, 0, inc); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return fmt.Errorf("reset offset of %s/%d: %w", g.Topic, partition, err)
 	}
 	g.Metrics.recovered(g.Topic, time.Since(start))
