@@ -29,6 +29,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
@@ -52,6 +53,9 @@ type Deps struct {
 	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
 	// (the eduserver's outbox; eduapi.OutputSequence).
 	EDUReplay eduapi.ReplayAPI
+	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
+	// (the receiptserver's outbox; receiptapi.OutputSequence).
+	ReceiptReplay receiptapi.ReplayAPI
 	// Retention is the event log's: how long a record may be redelivered, so how long the
 	// IDs of queued events are remembered.
 	Retention time.Duration
@@ -117,6 +121,8 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 			cons.Sequenced = rsapi.OutputSequence(d.Replay)
 		case c.topic == d.ToDeviceTopic && d.EDUReplay != nil:
 			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
+		case c.topic == d.ReceiptsTopic && d.ReceiptReplay != nil:
+			cons.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
 		}
 		a.consumers = append(a.consumers, cons)
 	}

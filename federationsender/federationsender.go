@@ -67,6 +67,9 @@ type Deps struct {
 	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
 	// (eduapi.OutputSequence).
 	EDUReplay eduapi.ReplayAPI
+	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
+	// (receiptapi.OutputSequence).
+	ReceiptReplay receiptapi.ReplayAPI
 	// Client sends the transactions (internal/fedclient, signing as ServerName).
 	Client internal.Client
 	// RequestTimeout bounds each transaction (30s when 0).
@@ -135,6 +138,8 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 			cons.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
 		case c.topic == d.Topics.ToDevice && d.EDUReplay != nil:
 			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
+		case c.topic == d.Topics.Receipts && d.ReceiptReplay != nil:
+			cons.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
 		}
 		f.consumers = append(f.consumers, cons)
 	}

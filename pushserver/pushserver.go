@@ -24,6 +24,7 @@ import (
 	"github.com/matrix-org/dendrite/pushserver/routing"
 	"github.com/matrix-org/dendrite/pushserver/storage"
 	"github.com/matrix-org/dendrite/pushserver/storage/sql"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -52,6 +53,9 @@ type Deps struct {
 	// UserReplay, if set, gives back the OutputClientData and OutputKeyChangeEvent records
 	// a wiped log lost (uapi.OutputSequence).
 	UserReplay uapi.ReplayAPI
+	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
+	// (receiptapi.OutputSequence): a receipt clears notification counts.
+	ReceiptReplay receiptapi.ReplayAPI
 	// Deny are the networks push gateways must not be in (global.deny_networks).
 	Deny         *outbound.Policy
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
@@ -132,6 +136,9 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	receipts.Prepare = (&internal.Receipts{DB: db, Counts: counts, ServerName: d.ServerName, RoomEvents: roomProgress,
 		Read: lowered}).Prepare
 	receipts.Applied = func(int32, int64) { s.deliverer.Wake() }
+	if d.ReceiptReplay != nil {
+		receipts.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
+	}
 	keyChanges, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.KeyChanges,
 		(&internal.KeyChanges{DB: db, ServerName: d.ServerName}).Handle, d.Logger, d.LogMetrics)
 	if err != nil {

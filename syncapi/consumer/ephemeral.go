@@ -33,17 +33,29 @@ type EphemeralTopics struct {
 	NotificationCounts string
 }
 
+// EphemeralReplays are the owners that give back what a wiped log lost, per topic; a nil
+// one leaves its topic unnumbered (a wiped log's records beyond the offset are lost).
+type EphemeralReplays struct {
+	// ToDevice is the eduserver (eduapi.OutputSequence).
+	ToDevice eduapi.ReplayAPI
+	// Receipts is the receiptserver (receiptapi.OutputSequence).
+	Receipts receiptapi.ReplayAPI
+}
+
 // NewEphemeral builds the consumers; only to-device messages for serverName's users are
-// stored. With replay set, to-device messages are applied by their numbers and what a
-// wiped log lost is recovered from the eduserver (eduapi.OutputSequence).
-func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replay eduapi.ReplayAPI) *Ephemeral {
-	toDevice := newPartitions(s, topics.ToDevice)
-	if replay != nil {
-		toDevice.sequenced = eduapi.OutputSequence(replay).Reporting(s.Logger, s.LogMetrics)
-	}
-	return &Ephemeral{typing: newPartitions(s, topics.Typing), receipts: newPartitions(s, topics.Receipts),
-		toDevice: toDevice, presence: newPartitions(s, topics.Presence),
+// stored. A topic whose owner is in replays is applied by the records' numbers, and what a
+// wiped log lost is recovered from the owner.
+func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replays EphemeralReplays) *Ephemeral {
+	e := &Ephemeral{typing: newPartitions(s, topics.Typing), receipts: newPartitions(s, topics.Receipts),
+		toDevice: newPartitions(s, topics.ToDevice), presence: newPartitions(s, topics.Presence),
 		counts: newPartitions(s, topics.NotificationCounts), serverSuffix: ":" + serverName}
+	if replays.ToDevice != nil {
+		e.toDevice.sequenced = eduapi.OutputSequence(replays.ToDevice).Reporting(s.Logger, s.LogMetrics)
+	}
+	if replays.Receipts != nil {
+		e.receipts.sequenced = receiptapi.OutputSequence(replays.Receipts).Reporting(s.Logger, s.LogMetrics)
+	}
+	return e
 }
 
 // Run consumes every partition of the five topics until ctx ends.
