@@ -22,6 +22,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi/consumer"
@@ -68,9 +69,12 @@ type Deps struct {
 	// ReceiptReplay, when set, gives back the OutputReceiptEvent records a wiped log lost
 	// (the receiptserver's outbox; receiptapi.OutputSequence).
 	ReceiptReplay receiptapi.ReplayAPI
-	DeviceLookup  func(ctx context.Context, token string) (*uapi.Device, error)
-	FilterLookup  func(ctx context.Context, localpart, filterID string) ([]byte, error)
-	Logger        *logrus.Entry
+	// PushReplay, when set, gives back the OutputNotificationData records a wiped log lost
+	// (the pushserver's outbox; pushapi.OutputSequence).
+	PushReplay   pushapi.ReplayAPI
+	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	Logger       *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
 	// CacheBudget is the process's cache budget (global.cache.max_bytes).
@@ -154,7 +158,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI, d.Keys, d.ServerName),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
 		ephemeral: consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName,
-			consumer.EphemeralReplays{ToDevice: d.EDUReplay, Receipts: d.ReceiptReplay}),
+			consumer.EphemeralReplays{ToDevice: d.EDUReplay, Receipts: d.ReceiptReplay, NotificationCounts: d.PushReplay}),
 		handlers: handlers, db: db, logger: logger,
 	}, nil
 }

@@ -43,6 +43,7 @@ import (
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
 	"github.com/matrix-org/dendrite/pushserver"
 	pushapi "github.com/matrix-org/dendrite/pushserver/api"
+	pushinthttp "github.com/matrix-org/dendrite/pushserver/inthttp"
 	"github.com/matrix-org/dendrite/receiptserver"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	receiptinthttp "github.com/matrix-org/dendrite/receiptserver/inthttp"
@@ -101,11 +102,11 @@ var components = []component{
 	{name: "searchapi", build: buildSearchAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SearchAPI.InternalAPI.Listen, c.SearchAPI.Listen
 	}},
-	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
-		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
-	}},
 	{name: "pushserver", build: buildPushServer, listen: func(c *config.Dendrite) (string, string) {
 		return c.PushServer.InternalAPI.Listen, c.PushServer.Listen
+	}},
+	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
 	}},
 	{name: "clientapi", build: buildClientAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.ClientAPI.InternalAPI.Listen, c.ClientAPI.Listen
@@ -149,6 +150,8 @@ type built struct {
 	edu eduapi.ServerAPI
 	// receipts is the receiptserver's replay of OutputReceiptEvent.
 	receipts receiptapi.ReplayAPI
+	// push is the pushserver's replay of OutputNotificationData.
+	push pushapi.ReplayAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -179,6 +182,8 @@ type env struct {
 	// receipts replays OutputReceiptEvent records a wiped log lost (syncapi,
 	// federationsender, pushserver, appservice).
 	receipts receiptapi.ReplayAPI
+	// push replays OutputNotificationData records a wiped log lost (syncapi).
+	push pushapi.ReplayAPI
 	// keys is the federationapi's internal API: the key ring (for components that verify
 	// signatures) and membership changes through other servers (clientapi).
 	keys fapi.ServerAPI
@@ -325,7 +330,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PushReplay: e.push, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
@@ -435,7 +440,8 @@ func buildPushServer(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &built{routes: s.Routes(), run: s.Run}, nil
+	return &built{routes: s.Routes(), run: s.Run, push: s.API(),
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { pushinthttp.Register(r, s.API(), opts) }}, nil
 }
 
 func buildMediaAPI(ctx context.Context, e *env) (*built, error) {

@@ -118,6 +118,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.receipts != nil {
 			e.receipts = b.receipts
 		}
+		if b.push != nil {
+			e.push = b.push
+		}
 		if b.keys != nil {
 			e.keys = b.keys
 		}

@@ -40,6 +40,8 @@ type EphemeralReplays struct {
 	ToDevice eduapi.ReplayAPI
 	// Receipts is the receiptserver (receiptapi.OutputSequence).
 	Receipts receiptapi.ReplayAPI
+	// NotificationCounts is the pushserver (pushapi.OutputSequence).
+	NotificationCounts pushapi.ReplayAPI
 }
 
 // NewEphemeral builds the consumers; only to-device messages for serverName's users are
@@ -54,6 +56,9 @@ func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replays E
 	}
 	if replays.Receipts != nil {
 		e.receipts.sequenced = receiptapi.OutputSequence(replays.Receipts).Reporting(s.Logger, s.LogMetrics)
+	}
+	if replays.NotificationCounts != nil {
+		e.counts.sequenced = pushapi.OutputSequence(replays.NotificationCounts).Reporting(s.Logger, s.LogMetrics)
 	}
 	return e
 }
