@@ -70,6 +70,9 @@ type Deps struct {
 	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
 	// (receiptapi.OutputSequence).
 	ReceiptReplay receiptapi.ReplayAPI
+	// PresenceReplay, if set, gives back the OutputPresenceEvent records a wiped log lost
+	// (presenceapi.OutputSequence).
+	PresenceReplay presenceapi.ReplayAPI
 	// Client sends the transactions (internal/fedclient, signing as ServerName).
 	Client internal.Client
 	// RequestTimeout bounds each transaction (30s when 0).
@@ -140,6 +143,8 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
 		case c.topic == d.Topics.Receipts && d.ReceiptReplay != nil:
 			cons.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
+		case c.topic == d.Topics.Presence && d.PresenceReplay != nil:
+			cons.Sequenced = presenceapi.OutputSequence(d.PresenceReplay)
 		}
 		f.consumers = append(f.consumers, cons)
 	}

@@ -71,10 +71,13 @@ type Deps struct {
 	ReceiptReplay receiptapi.ReplayAPI
 	// PushReplay, when set, gives back the OutputNotificationData records a wiped log lost
 	// (the pushserver's outbox; pushapi.OutputSequence).
-	PushReplay   pushapi.ReplayAPI
-	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
-	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
-	Logger       *logrus.Entry
+	PushReplay pushapi.ReplayAPI
+	// PresenceReplay, when set, gives back the OutputPresenceEvent records a wiped log lost
+	// (the presenceserver's outbox; presenceapi.OutputSequence).
+	PresenceReplay presenceapi.ReplayAPI
+	DeviceLookup   func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup   func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	Logger         *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
 	// CacheBudget is the process's cache budget (global.cache.max_bytes).
@@ -158,7 +161,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI, d.Keys, d.ServerName),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
 		ephemeral: consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName,
-			consumer.EphemeralReplays{ToDevice: d.EDUReplay, Receipts: d.ReceiptReplay, NotificationCounts: d.PushReplay}),
+			consumer.EphemeralReplays{ToDevice: d.EDUReplay, Receipts: d.ReceiptReplay, NotificationCounts: d.PushReplay, Presence: d.PresenceReplay}),
 		handlers: handlers, db: db, logger: logger,
 	}, nil
 }

@@ -97,7 +97,7 @@ func receiptSurvivesWipedLog(t *testing.T, a, b *fedServer, dsnA string) {
 	}
 	// Produced and marked so: the restarted receiptserver does not produce it again, and
 	// only its outbox still holds it once the log is deleted.
-	waitReceiptProduced(ctx, t, a.dataDir, dsnA, 2)
+	waitProducedCount(ctx, t, a.dataDir, dsnA, "receiptserver", 2)
 	if err = a.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +145,8 @@ func lockReaders(ctx context.Context, t *testing.T, dataDir, dsn string) func() 
 			t.Fatal(err)
 		}
 	} else {
-		lock("file:"+filepath.Join(dataDir, "syncapi.db"), "BEGIN IMMEDIATE")
-		lock("file:"+filepath.Join(dataDir, "federationsender.db"), "BEGIN IMMEDIATE")
+		lock(dbSource(dataDir, "", "syncapi"), "BEGIN IMMEDIATE")
+		lock(dbSource(dataDir, "", "federationsender"), "BEGIN IMMEDIATE")
 	}
 	return func() {
 		var errs []error
@@ -160,25 +160,38 @@ func lockReaders(ctx context.Context, t *testing.T, dataDir, dsn string) func() 
 	}
 }
 
-// waitReceiptProduced polls the receiptserver's database until n of its outbox records are
-// produced.
-func waitReceiptProduced(ctx context.Context, t *testing.T, dataDir, dsn string, n int) {
-	t.Helper()
-	source := dsn
-	if source == "" {
-		source = "file:" + filepath.Join(dataDir, "receiptserver.db")
+// dbSource is the data source of component's database on a server with data directory
+// dataDir: dsn (PostgreSQL) when set, else the component's SQLite file.
+func dbSource(dataDir, dsn, component string) string {
+	if dsn != "" {
+		return dsn
 	}
-	db, err := sqlutil.Open(source)
+	return "file:" + filepath.Join(dataDir, component+".db")
+}
+
+// producedCount is how many records of component's outbox (eventlog.Outbox) are produced.
+func producedCount(ctx context.Context, t *testing.T, dataDir, dsn, component string) int {
+	t.Helper()
+	db, err := sqlutil.Open(dbSource(dataDir, dsn, component))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close() // nolint: errcheck // read only
+	var count int
+	if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+component+"_outbox WHERE produced").Scan(&count); err != nil {
+		t.Fatal(err)
+	}
+	return count
+}
+
+// waitProducedCount polls component's outbox until n of its records are produced.
+func waitProducedCount(ctx context.Context, t *testing.T, dataDir, dsn, component string, n int) {
+	t.Helper()
 	for ctx.Err() == nil {
-		var count int
-		if err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM receiptserver_outbox WHERE produced").Scan(&count); err == nil && count >= n {
+		if producedCount(ctx, t, dataDir, dsn, component) >= n {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("the receiptserver never produced %d receipts: %v", n, err)
+	t.Fatalf("the %s never produced %d records", component, n)
 }

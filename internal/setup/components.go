@@ -140,7 +140,7 @@ type built struct {
 	// provides are the peer APIs this component implements.
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
-	presence   presenceapi.QueryAPI
+	presence   presenceapi.ServerAPI
 	keys       fapi.ServerAPI
 	sender     fsapi.SenderAPI
 	// appServices is the appservice component's API.
@@ -174,7 +174,7 @@ type env struct {
 
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
-	presence   presenceapi.QueryAPI
+	presence   presenceapi.ServerAPI
 	// edu replays OutputSendToDeviceEvent records a wiped log lost (syncapi, federationsender,
 	// appservice) and tells writers that a send-to-device request was taken (clientapi,
 	// federationapi).
@@ -330,7 +330,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PushReplay: e.push, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PushReplay: e.push, PresenceReplay: e.presence, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
@@ -385,7 +385,8 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}
 	s, err := federationsender.New(ctx, federationsender.Deps{
 		Cfg: &e.cfg.FederationSender, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
-		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Presence: e.presence, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, Client: e.federationClient(),
+		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Presence: e.presence, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PresenceReplay: e.presence,
+		Client:         e.federationClient(),
 		RequestTimeout: time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("federationsender"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -407,7 +408,7 @@ func buildAppService(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.AppServiceAPI, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		RoomEventsTopic: e.topic(rsapi.TopicOutputRoomEvent), TypingTopic: e.topic(eduapi.TopicOutputTypingEvent),
 		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), PresenceTopic: e.topic(presenceapi.TopicOutputPresenceEvent),
-		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, EDUReplay: e.edu, ReceiptReplay: e.receipts, Retention: time.Duration(e.cfg.Global.Log.Retention),
+		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, EDUReplay: e.edu, ReceiptReplay: e.receipts, PresenceReplay: e.presence, Retention: time.Duration(e.cfg.Global.Log.Retention),
 		SkipTLSVerify: e.cfg.FederationAPI.DisableTLSValidation, Logger: e.component("appservice"), Registerer: e.registry,
 	})
 	if err != nil {

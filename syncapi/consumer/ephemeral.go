@@ -42,6 +42,8 @@ type EphemeralReplays struct {
 	Receipts receiptapi.ReplayAPI
 	// NotificationCounts is the pushserver (pushapi.OutputSequence).
 	NotificationCounts pushapi.ReplayAPI
+	// Presence is the presenceserver (presenceapi.OutputSequence).
+	Presence presenceapi.ReplayAPI
 }
 
 // NewEphemeral builds the consumers; only to-device messages for serverName's users are
@@ -59,6 +61,9 @@ func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replays E
 	}
 	if replays.NotificationCounts != nil {
 		e.counts.sequenced = pushapi.OutputSequence(replays.NotificationCounts).Reporting(s.Logger, s.LogMetrics)
+	}
+	if replays.Presence != nil {
+		e.presence.sequenced = presenceapi.OutputSequence(replays.Presence).Reporting(s.Logger, s.LogMetrics)
 	}
 	return e
 }
