@@ -64,8 +64,9 @@ type Log interface {
 	// their offsets are positions in.
 	Incarnation(ctx context.Context, topic string, partition int32) (string, error)
 	// Ready reports whether the log can serve this process: the brokers answer (Kafka) and
-	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd) or recovering
-	// from its owner under a Guard (ErrRecovering).
+	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd), recovering
+	// from its owner under a Guard (ErrRecovering) or retrying a record it failed to apply
+	// (ErrStuck).
 	Ready(ctx context.Context) error
 	Close() error
 }
@@ -120,6 +121,25 @@ func Retry(err error) error {
 func IsRetry(err error) bool {
 	var r retryable
 	return errors.As(err, &r)
+}
+
+// poisonous marks an error no retry can cure.
+type poisonous struct{ err error }
+
+func (p poisonous) Error() string { return p.err.Error() }
+func (p poisonous) Unwrap() error { return p.err }
+
+// Poison marks err as permanent, the record's own fault (it does not decode, or lacks what
+// it must carry): a Consumer dead-letters the record at its first failure alone instead of
+// retrying it.
+func Poison(err error) error {
+	return poisonous{err}
+}
+
+// IsPoison reports whether err was marked with Poison.
+func IsPoison(err error) bool {
+	var p poisonous
+	return errors.As(err, &p)
 }
 
 // ProduceJSON appends v, encoded as JSON, to topic under key.
