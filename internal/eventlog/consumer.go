@@ -216,7 +216,7 @@ func (c *Consumer) Run(ctx context.Context) error {
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for i, p := range c.Partitions {
-		g.Go(func() error { return c.runPartition(ctx, p, next[i], func(int64) {}) })
+		g.Go(func() error { return c.consume(ctx, p, Stored{Next: next[i]}, func(int64) {}) })
 	}
 	err = g.Wait()
 	if errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) {
@@ -273,7 +273,10 @@ func (c *Consumer) applied(partition int32, next int64) {
 	}
 }
 
-func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64, advanced func(int64)) error {
+// consume consumes a partition from st, applying the records by their owner's numbers
+// when the consumer is Sequenced.
+func (c *Consumer) consume(ctx context.Context, partition int32, st Stored, advanced func(int64)) error {
+	next, last := st.Next, st.Seq
 	c.started(partition, next)
 	return c.Log.Consume(ctx, c.Topic, partition, next, func(ctx context.Context, recs []Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
@@ -282,7 +285,15 @@ func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64
 		if len(recs) == 0 {
 			return nil
 		}
-		if err := c.applyBatch(ctx, partition, recs, 0); err != nil {
+		var err error
+		if c.Sequenced == nil {
+			err = c.applyBatch(ctx, partition, recs, 0)
+		} else {
+			last, err = c.Sequenced.Apply(ctx, c.Topic, partition, last, recs, func(ctx context.Context, run []Record, seq, next int64) error {
+				return c.applyRun(ctx, partition, run, seq, next)
+			})
+		}
+		if err != nil {
 			return err
 		}
 		next = recs[len(recs)-1].Offset + 1
@@ -376,10 +387,7 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 	for _, p := range c.Partitions {
 		eg.Go(func() error {
 			return g.Run(ctx, p, func(ctx context.Context, st Stored, advanced func(int64)) error {
-				if c.Sequenced == nil {
-					return c.runPartition(ctx, p, st.Next, advanced)
-				}
-				return c.runSequenced(ctx, p, st, advanced)
+				return c.consume(ctx, p, st, advanced)
 			})
 		})
 	}
@@ -388,30 +396,6 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-// runSequenced consumes a partition from st, applying records by their numbers.
-func (c *Consumer) runSequenced(ctx context.Context, partition int32, st Stored, advanced func(int64)) error {
-	next, last := st.Next, st.Seq
-	c.started(partition, next)
-	return c.Log.Consume(ctx, c.Topic, partition, next, func(ctx context.Context, recs []Record) error {
-		for len(recs) > 0 && recs[0].Offset < next {
-			recs = recs[1:]
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		var err error
-		last, err = c.Sequenced.Apply(ctx, c.Topic, partition, last, recs, func(ctx context.Context, run []Record, seq, next int64) error {
-			return c.applyRun(ctx, partition, run, seq, next)
-		})
-		if err != nil {
-			return err
-		}
-		next = recs[len(recs)-1].Offset + 1
-		advanced(next)
-		return nil
-	})
 }
 
 // applyRun applies a run of numbered records ending at seq (see SeqApply); an empty run

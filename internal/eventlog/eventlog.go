@@ -106,40 +106,38 @@ func (c *Config) partitions(topic string) int32 {
 // ErrClosed is returned by a closed log.
 var ErrClosed = errors.New("event log closed")
 
-// retryable marks a transient error.
-type retryable struct{ err error }
+// marked is an error marked with how a Consumer treats it: transient (Retry) or permanent
+// (Poison).
+type marked struct {
+	err    error
+	poison bool
+}
 
-func (r retryable) Error() string { return r.err.Error() }
-func (r retryable) Unwrap() error { return r.err }
+func (m marked) Error() string { return m.err.Error() }
+func (m marked) Unwrap() error { return m.err }
 
 // Retry marks err as transient: a Consumer retries it forever instead of dead-lettering.
 func Retry(err error) error {
-	return retryable{err}
+	return marked{err: err}
 }
 
 // IsRetry reports whether err was marked with Retry.
 func IsRetry(err error) bool {
-	var r retryable
-	return errors.As(err, &r)
+	var m marked
+	return errors.As(err, &m) && !m.poison
 }
-
-// poisonous marks an error no retry can cure.
-type poisonous struct{ err error }
-
-func (p poisonous) Error() string { return p.err.Error() }
-func (p poisonous) Unwrap() error { return p.err }
 
 // Poison marks err as permanent, the record's own fault (it does not decode, or lacks what
 // it must carry): a Consumer dead-letters the record at its first failure alone instead of
 // retrying it.
 func Poison(err error) error {
-	return poisonous{err}
+	return marked{err: err, poison: true}
 }
 
 // IsPoison reports whether err was marked with Poison.
 func IsPoison(err error) bool {
-	var p poisonous
-	return errors.As(err, &p)
+	var m marked
+	return errors.As(err, &m) && m.poison
 }
 
 // ProduceJSON appends v, encoded as JSON, to topic under key.
