@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -133,4 +135,70 @@ func TestMonolithThirdPartySignedJoin(t *testing.T) {
 	if err = alice.StateEvent(ctx, room, event.StateMember, bob.UserID.String(), &m); err != nil || m.Membership != event.MembershipJoin {
 		t.Fatalf("bob's membership: %+v %v", m, err)
 	}
+}
+
+// onBind is the identity server's POST /_matrix/federation/v1/3pid/onbind to the server of
+// the user the address was bound to, with the invite stored under token.
+func (is *identityServer) onBind(t *testing.T, s *fedServer, mxid id.UserID, room id.RoomID, sender id.UserID, token string) {
+	t.Helper()
+	signed := is.sign(t, is.priv, map[string]string{"mxid": mxid.String(), "sender": sender.String(), "token": token})
+	body, err := json.Marshal(map[string]any{"medium": "email", "address": "carol@example.org", "mxid": mxid,
+		"invites": []map[string]any{{"medium": "email", "address": "carol@example.org", "mxid": mxid, "room_id": room,
+			"sender": sender, "token": token, "signed": signed}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := insecure.Post(s.fedURL+"/_matrix/federation/v1/3pid/onbind", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close() // nolint: errcheck // read-only
+	if res.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("onbind: %d %s\n%s", res.StatusCode, b, s.logs)
+	}
+}
+
+// TestMonolithsThirdPartyInviteBothServers: alice of A invites an email address to a room
+// that bob of B is in. Bob sees the m.room.third_party_invite; the address is bound to
+// carol of B, whose server gets the identity server's /3pid/onbind and has A (the
+// inviter's server) exchange the invite; alice sees carol invited with the invite's
+// display name, carol sees her invite and joins, and both alice and bob see the join.
+func TestMonolithsThirdPartyInviteBothServers(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	is := startIdentityServer(t)
+	ctx := context.Background()
+	alice, bob, carol := e2e.Register(t, a.URL(), "alice"), e2e.Register(t, b.URL(), "bob"), e2e.Register(t, b.URL(), "carol")
+	created, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{bob.UserID}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	room := created.RoomID
+	if _, err = bob.JoinRoom(ctx, room.String(), nil); err != nil {
+		t.Fatalf("bob joins: %v", err)
+	}
+	va, vb := newView("alice", alice, room), newView("bob", bob, room)
+	va.until(t, "bob's join", func(v *view) bool { return v.has(event.StateMember.Type, bob.UserID.String(), "join") })
+
+	token := is.inviteByEmail(t, alice, room)
+	vb.until(t, "the third-party invite", func(v *view) bool { return v.has("m.room.third_party_invite", token, "") })
+
+	is.onBind(t, b, carol.UserID, room, alice.UserID, token)
+	va.until(t, "carol's invite", func(v *view) bool { return v.has(event.StateMember.Type, carol.UserID.String(), "invite") })
+	var m struct {
+		Membership       string `json:"membership"`
+		ThirdPartyInvite struct {
+			DisplayName string `json:"display_name"`
+		} `json:"third_party_invite"`
+	}
+	if err = alice.StateEvent(ctx, room, event.StateMember, carol.UserID.String(), &m); err != nil || m.Membership != "invite" || m.ThirdPartyInvite.DisplayName != "c..." {
+		t.Fatalf("carol's membership: %+v %v", m, err)
+	}
+	vc := newView("carol", carol, room)
+	vc.until(t, "her invite", func(v *view) bool { return v.invite != nil })
+	if _, err = carol.JoinRoom(ctx, room.String(), nil); err != nil {
+		t.Fatalf("carol joins: %v", err)
+	}
+	va.until(t, "carol's join", func(v *view) bool { return v.has(event.StateMember.Type, carol.UserID.String(), "join") })
+	vb.until(t, "carol's join", func(v *view) bool { return v.has(event.StateMember.Type, carol.UserID.String(), "join") })
 }
