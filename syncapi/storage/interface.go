@@ -287,8 +287,9 @@ type Peek struct {
 type Database interface {
 	// WritePeek starts the device's peek into a room at a new position (a peek already
 	// under way starts again there, so the next /sync sends the room whole) and names the
-	// user in Applied.Users and the peek in Applied.Peeks. A peek ends when its user joins
-	// the room (in the transaction storing the join) or by DeletePeek.
+	// user in Applied.Users and the peek in Applied.Peeks. A peek ends when its user joins,
+	// leaves or is banned from the room (in the transaction storing the membership) or by
+	// DeletePeek.
 	WritePeek(ctx context.Context, userID, deviceID, roomID string) (*Applied, error)
 	// DeletePeek ends the device's peek into a room; ended reports whether there was one.
 	DeletePeek(ctx context.Context, userID, deviceID, roomID string) (ended bool, err error)

@@ -189,8 +189,8 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 		if err != nil {
 			return fmt.Errorf("record membership: %w", err)
 		}
-		if membership == spec.Join {
-			if err = endPeeksOnJoin(ctx, tx, roomID, *sk); err != nil {
+		if membership == spec.Join || membership == spec.Leave || membership == spec.Ban {
+			if err = endPeeks(ctx, tx, roomID, *sk); err != nil {
 				return err
 			}
 		}
