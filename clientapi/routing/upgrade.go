@@ -3,7 +3,6 @@ package routing
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 
@@ -60,14 +59,16 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 		return httputil.Response{}, err
 	}
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(body.NewVersion))
+	partition, err := rm.Placement.Reserve(ctx)
+	if err != nil {
+		return httputil.Response{}, err
+	}
 	newID := ""
 	predecessor := map[string]string{"room_id": roomID}
 	if !verImpl.DomainlessRoomIDs() {
-		local, err := randomLocalpart()
-		if err != nil {
+		if newID, err = rm.newRoomID(partition); err != nil {
 			return httputil.Response{}, err
 		}
-		newID = fmt.Sprintf("!%s:%s", local, rm.ServerName)
 		if predecessor["event_id"], err = rm.tombstone(ctx, roomID, dev.UserID, newID); err != nil {
 			return httputil.Response{}, err
 		}
@@ -86,7 +87,7 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	create, newID, err := rm.buildCreate(dev.UserID, newID, verImpl, extra)
+	create, newID, err := rm.buildCreate(dev.UserID, newID, partition, verImpl, extra)
 	if err != nil {
 		return httputil.Response{}, err
 	}
