@@ -63,6 +63,12 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 	if err != nil {
 		return httputil.Response{}, err
 	}
+	created := false
+	defer func() {
+		if !created {
+			rm.Placement.Release(partition)
+		}
+	}()
 	newID := ""
 	predecessor := map[string]string{"room_id": roomID}
 	if !verImpl.DomainlessRoomIDs() {
@@ -103,6 +109,7 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 	if _, err = rm.submit(ctx, input); err != nil {
 		return httputil.Response{}, err
 	}
+	created = true
 	if verImpl.DomainlessRoomIDs() {
 		if _, err = rm.tombstone(ctx, roomID, dev.UserID, newID); err != nil {
 			return httputil.Response{}, err
