@@ -13,7 +13,6 @@ package appservice
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -99,8 +98,7 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 	a := &AppService{db: db, queues: queues, queries: internal.NewQueries(client, services, d.Logger, d.Registerer),
 		retention: d.Retention, logger: d.Logger}
 	type handler interface {
-		Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error
-		Applied(partition int32, next int64)
+		Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error)
 	}
 	for _, c := range []struct {
 		topic string
@@ -115,11 +113,11 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 		if c.topic == "" {
 			continue
 		}
-		cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "appservice", c.topic, c.h.Handle, d.Logger, d.LogMetrics)
+		cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "appservice", c.topic, nil, d.Logger, d.LogMetrics)
 		if err != nil {
 			return nil, err
 		}
-		cons.Applied = c.h.Applied
+		cons.Prepare = c.h.Prepare
 		switch {
 		case c.topic == d.RoomEventsTopic && d.Replay != nil:
 			cons.Sequenced = rsapi.OutputSequence(d.Replay)

@@ -48,6 +48,9 @@ type Deps struct {
 	// IdentityServers is the client of the identity servers clients name (3PID binding,
 	// third-party invites); nil refuses those requests.
 	IdentityServers *identity.Client
+	// Placement spreads the rooms created here evenly over the roomserver's partitions
+	// (nil: wherever their random IDs hash).
+	Placement *rsapi.Placement
 }
 
 // ClientAPI is the client API's route table.
@@ -64,7 +67,8 @@ func New(d Deps) *ClientAPI {
 		d.AppServices = &config.AppServiceAPI{}
 	}
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation,
-		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries, IdentityServers: d.IdentityServers}
+		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries, IdentityServers: d.IdentityServers,
+		Placement: d.Placement}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile, AppServices: d.AppServices,
 		OpenID: openid.New(d.PrivateKey), Federation: d.Federation, IdentityServers: d.IdentityServers}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}

@@ -45,6 +45,7 @@ type Deps struct {
 // EDUServer is a running eduserver.
 type EDUServer struct {
 	typing   *internal.Typing
+	typingIn *eventlog.Consumer
 	toDevice *eventlog.Consumer
 	outbox   *internal.Outbox
 	waiter   *internal.Waiter
@@ -69,10 +70,12 @@ func New(ctx context.Context, d Deps) (*EDUServer, error) {
 		outbox.Wake()
 		waiter.Applied()
 	}
+	typing := internal.NewTyping(d.Log, d.Topics.OutputTyping, time.Duration(d.Cfg.MaxTypingTimeout), d.Logger)
+	typingIn := &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: toDevice.Offsets, Topic: d.Topics.InputTyping,
+		Partitions: eventlog.AllPartitions(d.Log, d.Topics.InputTyping), Name: "eduserver", FromEnd: true,
+		Prepare: typing.Prepare, Logger: d.Logger, Metrics: d.LogMetrics}
 	return &EDUServer{
-		outbox: outbox, waiter: waiter,
-		typing: &internal.Typing{Log: d.Log, InputTopic: d.Topics.InputTyping, OutputTopic: d.Topics.OutputTyping,
-			MaxTimeout: time.Duration(d.Cfg.MaxTypingTimeout), Logger: d.Logger},
+		outbox: outbox, waiter: waiter, typing: typing, typingIn: typingIn,
 		toDevice: toDevice, db: db, logger: d.Logger,
 	}, nil
 }
@@ -103,6 +106,7 @@ func (s *EDUServer) API() api.ServerAPI {
 func (s *EDUServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.typing.Run(ctx) })
+	g.Go(func() error { return s.typingIn.Run(ctx) })
 	g.Go(func() error { return s.toDevice.Run(ctx) })
 	g.Go(func() error { return s.outbox.Run(ctx) })
 	g.Go(func() error {

@@ -13,7 +13,6 @@ package federationsender
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -111,8 +110,7 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 		shared.Presence = d.Presence
 	}
 	type handler interface {
-		Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error
-		Applied(partition int32, next int64)
+		Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error)
 	}
 	f := &FederationSender{queues: queues}
 	for _, c := range []struct {
@@ -129,11 +127,11 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 		if c.topic == "" {
 			continue // a reader built without this topic (tests of other topics)
 		}
-		cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "federationsender", c.topic, c.h.Handle, d.Logger, d.LogMetrics)
+		cons, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "federationsender", c.topic, nil, d.Logger, d.LogMetrics)
 		if err != nil {
 			return nil, err
 		}
-		cons.Applied = c.h.Applied
+		cons.Prepare = c.h.Prepare
 		switch {
 		case c.topic == d.Topics.RoomEvents:
 			cons.Sequenced = rsapi.OutputSequence(d.Rooms)

@@ -14,7 +14,9 @@
 # before it, msg/s, PUT p50/p99, mxbench's verdict, and per shard its CPU seconds during the scenario
 # (cpuacct.usage of its cgroup), how long the cap held it back, and its share of the rooms (from the events
 # it accepted, dendrite_roomserver_input_events_accepted_total: every room of the scenario gets the same
-# events); then the roomserver's CPU milliseconds per message over all shards. A run mxbench could not
+# events); then the roomserver's CPU milliseconds per message over all shards, and each shard's input
+# messages per batch (a shard's per-batch costs, the topic check, transaction and produce, are shared by
+# fewer messages when its batches are small). A run mxbench could not
 # finish (on an oversubscribed machine: an event not in /sync within a minute) is listed as ERROR. At the
 # end a summary per shard count: ranges over the rounds and the speed-up against one shard; the exit
 # status is 1 if any run found problems or could not finish. Results (mxbench JSON, the
@@ -78,17 +80,20 @@ st = json.loads(sys.argv[2])
 for p in st["processes"]:
     if p["component"] != "roomserver":
         continue
-    accepted = 0.0
+    want = {"dendrite_roomserver_input_events_accepted_total": "events_accepted",
+            "dendrite_roomserver_input_messages_total": "messages", "dendrite_roomserver_input_batch_seconds_count": "batches"}
+    for k in want.values():
+        p[k] = 0.0
     with urllib.request.urlopen("http://%s/metrics" % p["internal"], timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith("dendrite_roomserver_input_events_accepted_total "):
-                accepted = float(line.split()[1])
-    p["events_accepted"] = accepted
+            f = line.split()
+            if len(f) == 2 and f[0] in want:
+                p[want[f[0]]] = float(f[1])
 json.dump(st, open(sys.argv[1], "w"))
 EOF
 }
 
-printf 'shards\tround\tload1\tmsg_per_s\tp50_ms\tp99_ms\tok\tshard_cpu_s\tshard_throttled_s\tshard_rooms\trs_cpu_ms_per_msg\n' >"$out/results.tsv"
+printf 'shards\tround\tload1\tmsg_per_s\tp50_ms\tp99_ms\tok\tshard_cpu_s\tshard_throttled_s\tshard_rooms\trs_cpu_ms_per_msg\tshard_msgs_per_batch\n' >"$out/results.tsv"
 for round in $(seq 1 "$rounds"); do
 	for n in $shards; do
 		run="$out/n$n-r$round"
@@ -123,7 +128,7 @@ for round in $(seq 1 "$rounds"); do
 			# is a result too: the run is listed as ERROR and the others go on.
 			echo "mxbench could not finish ($run/mxbench.txt):" >&2
 			cat "$run/mxbench.txt" >&2
-			printf '%s\t%s\t%s\t-\t-\t-\tERROR\t-\t-\t-\t-\n' "$n" "$round" "$load" >>"$out/results.tsv"
+			printf '%s\t%s\t%s\t-\t-\t-\tERROR\t-\t-\t-\t-\t-\n' "$n" "$round" "$load" >>"$out/results.tsv"
 			continue
 		fi
 		python3 - "$run" "$n" "$round" "$load" "$rooms" >>"$out/results.tsv" <<'EOF'
@@ -137,10 +142,12 @@ cpu = [after[i].get("cpu_seconds", 0) - before[i].get("cpu_seconds", 0) for i in
 thr = [after[i].get("throttled_seconds", 0) - before[i].get("throttled_seconds", 0) for i in sorted(after)]
 ev = [after[i]["events_accepted"] - before[i]["events_accepted"] for i in sorted(after)]
 share = [rooms * e / sum(ev) if sum(ev) else 0 for e in ev]
+delta = lambda k, i: after[i][k] - before[i][k]
+per_batch = [delta("messages", i) / delta("batches", i) if delta("batches", i) else 0 for i in sorted(after)]
 print("\t".join([n, rnd, load, "%.0f" % m["messages_per_s"], "%.0f" % m["send_latency"]["p50_ms"],
     "%.0f" % m["send_latency"]["p99_ms"], "ok" if res["ok"] else "PROBLEMS",
     "+".join("%.1f" % c for c in cpu), "+".join("%.1f" % t for t in thr), "+".join("%.1f" % s for s in share),
-    "%.2f" % (1000 * sum(cpu) / max(m["sent"], 1))]))
+    "%.2f" % (1000 * sum(cpu) / max(m["sent"], 1)), "+".join("%.1f" % b for b in per_batch)]))
 EOF
 		tail -n 1 "$out/results.tsv"
 		if ls /sys/fs/cgroup/cpu | grep -q "^devcluster-$pid$"; then

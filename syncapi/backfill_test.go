@@ -139,3 +139,74 @@ func TestMessagesBackfill(t *testing.T) {
 		}
 	})
 }
+
+// An event received over federation whose predecessors could not be fetched leaves a hole
+// in the middle of the stored history (here Q, between bob's join and R). /messages
+// backwards meets the hole at R and backfills from there: Q arrives and the walk returns
+// every event of the room once. The hole is asked for once: walking again asks nothing.
+func TestMessagesBackfillAtGap(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		rh := &remoteHistory{t: t}
+		h := startWithBackfill(t, db, rh, 1)
+		rh.h = h
+		bob := h.user("bob")
+		alice := "@alice:" + remoteServer
+		r := &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: remoteServer, Version: gomatrixserverlib.RoomVersionV10,
+			RoomID: fmt.Sprintf("!g%d:%s", time.Now().UnixNano(), remoteServer)}
+		create := roomtest.CreateEvent(t, r.Key, remoteServer, r.Version, alice, r.RoomID)
+		join := r.Event(alice, spec.MRoomMember, roomtest.StateKey(alice), map[string]string{"membership": "join"}, 2, []gomatrixserverlib.PDU{create}, []gomatrixserverlib.PDU{create})
+		pl := r.Event(alice, spec.MRoomPowerLevels, roomtest.StateKey(""), map[string]any{"users": map[string]int{alice: 100}}, 3, []gomatrixserverlib.PDU{join}, []gomatrixserverlib.PDU{create, join})
+		jr := r.Event(alice, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "public"}, 4, []gomatrixserverlib.PDU{pl}, []gomatrixserverlib.PDU{create, join, pl})
+		bobJoin := r.Event(bob, spec.MRoomMember, roomtest.StateKey(bob), map[string]string{"membership": "join"}, 5, []gomatrixserverlib.PDU{jr}, []gomatrixserverlib.PDU{create, pl, jr})
+		msg := func(body string, depth int64, prev gomatrixserverlib.PDU) gomatrixserverlib.PDU {
+			return r.Event(alice, "m.room.message", nil, map[string]string{"body": body}, depth, []gomatrixserverlib.PDU{prev}, []gomatrixserverlib.PDU{create, join, pl})
+		}
+		q := msg("Q", 6, bobJoin)
+		rEv := msg("R", 7, q)
+		s := msg("S", 8, rEv)
+		rh.events = []gomatrixserverlib.PDU{create, join, pl, jr, bobJoin, q, rEv, s}
+		rh.state = []string{create.EventID(), join.EventID(), pl.EventID(), jr.EventID(), bobJoin.EventID()}
+
+		// bob's server joins (the state as outliers, then the join with the state), then gets
+		// S, whose predecessor R it fetched with the state before R, Q missing.
+		var outliers []rsapi.InputRoomEvent
+		for _, ev := range rh.events[:4] {
+			outliers = append(outliers, roomtest.Input(rsapi.KindOutlier, ev))
+		}
+		joinIn := roomtest.Input(rsapi.KindFederated, bobJoin)
+		joinIn.StateEventIDs = rh.state[:4]
+		rIn := roomtest.Input(rsapi.KindFederated, rEv)
+		rIn.StateEventIDs = rh.state
+		ctx := context.Background()
+		for _, in := range [][]rsapi.InputRoomEvent{outliers, {joinIn}, {rIn, roomtest.Input(rsapi.KindFederated, s)}} {
+			res, err := h.input.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: r.RoomID, RoomVersion: "10", Events: in}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, res := range res.Results {
+				if res.Err != nil {
+					t.Fatal(res.Err)
+				}
+			}
+		}
+		h.waitConsumed()
+		var want []string
+		for _, ev := range rh.events {
+			want = append(want, ev.EventID())
+		}
+		got := h.walkAll(bob, r.RoomID, "b", 3)
+		if !slices.Contains(got, q.EventID()) {
+			t.Fatalf("the event in the hole was not backfilled: got %v, want Q %s", got, q.EventID())
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			t.Fatalf("backwards across the hole:\n got %v\nwant %v", got, want)
+		}
+		calls := rh.calls
+		h.walkAll(bob, r.RoomID, "b", 3)
+		if rh.calls != calls {
+			t.Fatalf("asked again for a filled hole: %d backfills", rh.calls-calls)
+		}
+	})
+}

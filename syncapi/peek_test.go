@@ -131,3 +131,93 @@ func TestPeek(t *testing.T) {
 		}
 	})
 }
+
+// unpeek runs POST /rooms/{roomId}/unpeek with body and returns the status and error code.
+func (h *harness) unpeek(token, roomID, body string) (int, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, h.srv.URL+"/_matrix/client/v3/rooms/"+url.PathEscape(roomID)+"/unpeek", bytes.NewReader([]byte(body))) // the URL is well-formed
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res struct {
+		ErrCode string `json:"errcode"`
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &res); err != nil {
+		h.t.Fatalf("unpeek %s: %d %s", roomID, resp.StatusCode, raw)
+	}
+	return resp.StatusCode, res.ErrCode
+}
+
+// TestPeekEnds: a peek ends with /unpeek (MSC2753) and when the peeking user leaves or is
+// banned (a membership event of theirs, here a ban of a user who never joined), not only
+// when they join. Each time a message sent to the peeked room after the end, then a marker
+// in a room the user is in, shows the peeked room is gone from their /sync. /unpeek of a
+// room not peeked into succeeds; a bad room ID or body is 400.
+func TestPeekEnds(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db)
+		alice, bob, carol := h.user("alice"), h.user("bob"), h.user("carol")
+		roomID := h.newRoom(alice, roomtest.Proto(alice, spec.MRoomHistoryVisibility, roomtest.StateKey(""), map[string]string{"history_visibility": "world_readable"}))
+		markers := h.newRoom(alice)
+		for _, u := range []string{bob, carol} {
+			h.member(markers, u, u, spec.Join)
+		}
+		h.waitConsumed()
+		peeking := func(user, since, body string) *types.SyncResponse {
+			t.Helper()
+			h.send(roomID, alice, body)
+			return h.syncUntil(user, since, func(r *types.SyncResponse) bool { return lastBody(r.Rooms.Peek[roomID]) == body })
+		}
+		// ended asserts that, after the end, a message in the peeked room reaches the user
+		// no more: their sync carries the marker sent after it, and no peek.
+		ended := func(user, since, body string) {
+			t.Helper()
+			h.send(roomID, alice, body)
+			h.send(markers, alice, "marker "+body)
+			var peeks []string
+			h.syncUntil(user, since, func(r *types.SyncResponse) bool {
+				for id := range r.Rooms.Peek {
+					peeks = append(peeks, id)
+				}
+				return lastBody(r.Rooms.Join[markers]) == "marker "+body
+			})
+			if len(peeks) != 0 {
+				t.Fatalf("%s still peeks after the end: %v", user, peeks)
+			}
+		}
+
+		for _, u := range []string{bob, carol} {
+			if status, got := h.peek(u, roomID); status != http.StatusOK || got != roomID {
+				t.Fatalf("peek: %d %s", status, got)
+			}
+		}
+		resBob := peeking(bob, "", "one")
+		resCarol := h.syncUntil(carol, "", func(r *types.SyncResponse) bool { return lastBody(r.Rooms.Peek[roomID]) == "one" })
+
+		if status, code := h.unpeek(bob, roomID, `{}`); status != http.StatusOK {
+			t.Fatalf("unpeek: %d %s", status, code)
+		}
+		ended(bob, resBob.NextBatch, "after unpeek")
+
+		h.member(roomID, alice, carol, spec.Ban)
+		ended(carol, resCarol.NextBatch, "after ban")
+
+		for _, c := range []struct {
+			room, body string
+			status     int
+			code       string
+		}{
+			{roomID, `{}`, http.StatusOK, ""},
+			{"not-a-room", `{}`, http.StatusBadRequest, "M_INVALID_PARAM"},
+			{roomID, `{`, http.StatusBadRequest, "M_NOT_JSON"},
+		} {
+			if status, code := h.unpeek(bob, c.room, c.body); status != c.status || code != c.code {
+				t.Fatalf("unpeek %s %s: %d %s, want %d %s", c.room, c.body, status, code, c.status, c.code)
+			}
+		}
+	})
+}

@@ -136,7 +136,7 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		topics = append(topics, d.KeyChangeTopic)
 	}
 	progress := eventlog.NewProgress(d.Log, topics...)
-	shared := consumer.Shared{Log: d.Log, Offsets: offsets, DB: db, Notifier: n, Progress: progress, Logger: logger, Metrics: consumer.NewMetrics(d.Registerer),
+	shared := consumer.Shared{Log: d.Log, SQL: d.DB, Offsets: offsets, DB: db, Notifier: n, Progress: progress, Logger: logger,
 		LogMetrics: d.LogMetrics}
 	var bf *internal.Backfill
 	if d.Backfill != nil {

@@ -45,17 +45,20 @@ const (
 type Ephemeral struct {
 	Rooms *RoomEvents
 	Kind  EphemeralKind
-	*wakes
 }
 
 // NewEphemeral builds the handler of the kind's topic.
 func NewEphemeral(rooms *RoomEvents, kind EphemeralKind) *Ephemeral {
-	return &Ephemeral{Rooms: rooms, Kind: kind, wakes: &wakes{q: rooms.q}}
+	return &Ephemeral{Rooms: rooms, Kind: kind}
 }
 
-// Handle implements eventlog.Consumer.Handle.
-func (e *Ephemeral) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	woken := map[string]bool{}
+// Prepare implements eventlog.Consumer.Prepare (see queueing).
+func (e *Ephemeral) Prepare(_ context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return queueing(e.Rooms.q, recs, e.queue), nil
+}
+
+// queue queues the batch's events for the interested services, noting them in woken.
+func (e *Ephemeral) queue(ctx context.Context, tx *sql.Tx, recs []eventlog.Record, woken map[string]bool) error {
 	for _, rec := range recs {
 		roomID, content, err := e.decode(rec)
 		if err != nil {
@@ -86,7 +89,6 @@ func (e *Ephemeral) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Reco
 			woken[as.ID] = true
 		}
 	}
-	e.remember(recs, woken)
 	return nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -48,23 +47,26 @@ type RoomEvents struct {
 	Rooms      Rooms
 	Services   []*config.ApplicationService
 	Logger     *logrus.Entry
-	// wakes gives the handler its Applied.
-	*wakes
+	q          Waker
 }
 
 // NewRoomEvents builds the OutputRoomEvent handler; fill in its other fields.
 func NewRoomEvents(q Waker) *RoomEvents {
-	return &RoomEvents{wakes: &wakes{q: q}}
+	return &RoomEvents{q: q}
 }
 
-// Handle implements eventlog.Consumer.Handle.
-func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+// Prepare implements eventlog.Consumer.Prepare (see queueing).
+func (r *RoomEvents) Prepare(_ context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return queueing(r.q, recs, r.queue), nil
+}
+
+// queue queues the batch's events for the interested services, noting them in woken.
+func (r *RoomEvents) queue(ctx context.Context, tx *sql.Tx, recs []eventlog.Record, woken map[string]bool) error {
 	aliases := map[string][]string{} // room -> aliases, asked once per batch
-	woken := map[string]bool{}
 	for _, rec := range recs {
 		var out rsapi.OutputRoomEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {
-			return fmt.Errorf("decode %s record: %w", rec.Topic, err)
+			return eventlog.Poison(fmt.Errorf("decode %s record: %w", rec.Topic, err))
 		}
 		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
 			r.Logger.WithFields(logrus.Fields{"topic": rec.Topic, "type": out.Type}).Debug("skipping output of another type")
@@ -74,51 +76,27 @@ func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 			return err
 		}
 	}
-	r.remember(recs, woken)
 	return nil
 }
 
-// wakes holds, per partition, the services a batch queued for until its transaction
-// commits (eventlog.Consumer.Applied): waking a worker before the commit could let it read
-// the queue before the items are there. Each consumer has its own.
-type wakes struct {
-	q      Waker
-	mu     sync.Mutex
-	byPart map[int32]map[string]bool
-}
-
-// remember keeps the services a batch (of one partition) queued for.
-func (w *wakes) remember(recs []eventlog.Record, woken map[string]bool) {
-	if len(woken) == 0 || len(recs) == 0 {
-		return
+// queueing is the Step of a batch that queue queues inside the consumer's transaction: the
+// services it queued for are woken once the transaction committed (waking a worker before
+// the commit could let it read the queue before the items are there).
+func queueing(q Waker, recs []eventlog.Record, queue func(ctx context.Context, tx *sql.Tx, recs []eventlog.Record, woken map[string]bool) error) eventlog.Step {
+	woken := map[string]bool{}
+	return eventlog.Step{
+		Apply: func(ctx context.Context, tx *sql.Tx) error {
+			clear(woken)
+			return queue(ctx, tx, recs, woken)
+		},
+		After: func(context.Context) {
+			ids := make([]string, 0, len(woken))
+			for id := range woken {
+				ids = append(ids, id)
+			}
+			q.Wake(ids)
+		},
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.byPart == nil {
-		w.byPart = map[int32]map[string]bool{}
-	}
-	set := w.byPart[recs[0].Partition]
-	if set == nil {
-		set = map[string]bool{}
-		w.byPart[recs[0].Partition] = set
-	}
-	for id := range woken {
-		set[id] = true
-	}
-}
-
-// Applied is the eventlog.Consumer's Applied callback: it wakes the services the committed
-// batch queued for.
-func (w *wakes) Applied(partition int32, _ int64) {
-	w.mu.Lock()
-	set := w.byPart[partition]
-	delete(w.byPart, partition)
-	w.mu.Unlock()
-	ids := make([]string, 0, len(set))
-	for id := range set {
-		ids = append(ids, id)
-	}
-	w.q.Wake(ids)
 }
 
 // apply tracks the event's membership changes and queues it for the interested services.

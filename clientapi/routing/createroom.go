@@ -145,15 +145,39 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	ctx := r.Context()
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(req.RoomVersion))
-	create, roomID, err := rm.buildCreate(dev.UserID, "", verImpl, req.CreationContent)
+	partition, err := rm.Placement.Reserve(r.Context())
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	protos, err := rm.initialEvents(ctx, dev.UserID, &req, alias)
+	roomID, err := rm.createRoom(r, dev, &req, alias, verImpl, partition)
+	if roomID == "" {
+		rm.Placement.Release(partition)
+	}
 	if err != nil {
 		return httputil.Response{}, err
+	}
+	if err = rm.inviteRemotes(r, roomID, dev.UserID, &req); err != nil {
+		return httputil.Response{}, err
+	}
+	if err = rm.invite3PIDs(r, roomID, dev.UserID, &req); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(map[string]string{"room_id": roomID}), nil
+}
+
+// createRoom creates the room, on partition when it is not -1, and returns its ID once
+// the roomserver holds it (the invites of other servers' users come after); "" when the
+// room was not created.
+func (rm *Rooms) createRoom(r *http.Request, dev *uapi.Device, req *createRoomRequest, alias *roomalias.Alias, verImpl gomatrixserverlib.IRoomVersion, partition int32) (string, error) {
+	ctx := r.Context()
+	create, roomID, err := rm.buildCreate(dev.UserID, "", partition, verImpl, req.CreationContent)
+	if err != nil {
+		return "", err
+	}
+	protos, err := rm.initialEvents(ctx, dev.UserID, req, alias)
+	if err != nil {
+		return "", err
 	}
 	input := rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: req.RoomVersion, Atomic: true,
 		Events: []rsapi.InputRoomEvent{{Kind: rsapi.KindNew, Event: &rsapi.Event{PDU: create}}}}
@@ -165,7 +189,7 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 	// room is refused.
 	if alias != nil {
 		if err = rm.createAlias(ctx, *alias, roomID, dev, matrixerr.RoomInUse); err != nil {
-			return httputil.Response{}, err
+			return "", err
 		}
 	}
 	if _, err = rm.submit(ctx, input); err != nil {
@@ -174,20 +198,14 @@ func (rm *Rooms) CreateRoom(r *http.Request, dev *uapi.Device) (httputil.Respons
 				err = errors.Join(err, rerr)
 			}
 		}
-		return httputil.Response{}, err
+		return "", err
 	}
 	if req.Visibility == visibilityPublic {
 		if _, err = rm.RSAPI.PerformSetRoomVisibility(ctx, &rsapi.PerformSetRoomVisibilityRequest{RoomID: roomID, Public: true}); err != nil {
-			return httputil.Response{}, err
+			return roomID, err
 		}
 	}
-	if err = rm.inviteRemotes(r, roomID, dev.UserID, &req); err != nil {
-		return httputil.Response{}, err
-	}
-	if err = rm.invite3PIDs(r, roomID, dev.UserID, &req); err != nil {
-		return httputil.Response{}, err
-	}
-	return httputil.OK(map[string]string{"room_id": roomID}), nil
+	return roomID, nil
 }
 
 // inviteRemotes sends the invites of other servers' users once the room exists (the last
@@ -226,8 +244,10 @@ func (rm *Rooms) inviteRemotes(r *http.Request, roomID, sender string, req *crea
 }
 
 // buildCreate builds and signs the room's create event and returns the room ID: roomID when
-// set (versions before 12, whose room IDs are chosen), else a new one.
-func (rm *Rooms) buildCreate(sender, roomID string, verImpl gomatrixserverlib.IRoomVersion, extra json.RawMessage) (gomatrixserverlib.PDU, string, error) {
+// set (versions before 12, whose room IDs are chosen), else a new one on partition (any
+// when -1; see rsapi.Placement). A v12 room's ID is its create event's hash: the event is
+// built again a millisecond earlier each time until the hash lands on the partition.
+func (rm *Rooms) buildCreate(sender, roomID string, partition int32, verImpl gomatrixserverlib.IRoomVersion, extra json.RawMessage) (gomatrixserverlib.PDU, string, error) {
 	content := map[string]any{}
 	if len(extra) > 0 && string(extra) != "null" {
 		if err := json.Unmarshal(extra, &content); err != nil {
@@ -239,22 +259,45 @@ func (rm *Rooms) buildCreate(sender, roomID string, verImpl gomatrixserverlib.IR
 		content["creator"] = sender
 	}
 	if roomID == "" && !verImpl.DomainlessRoomIDs() {
-		local, err := randomLocalpart()
-		if err != nil {
+		var err error
+		if roomID, err = rm.newRoomID(partition); err != nil {
 			return nil, "", err
 		}
-		roomID = fmt.Sprintf("!%s:%s", local, rm.ServerName)
 	}
 	empty := ""
 	proto := gomatrixserverlib.ProtoEvent{SenderID: sender, RoomID: roomID, Type: spec.MRoomCreate, StateKey: &empty, Depth: 1, Version: verImpl}
 	if err := proto.SetContent(content); err != nil {
 		return nil, "", matrixerr.BadJSON(err.Error())
 	}
-	ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(time.Now(), rm.ServerName, rm.KeyID, rm.PrivateKey)
-	if err != nil {
-		return nil, "", matrixerr.BadJSON(err.Error())
+	now := time.Now()
+	for try := 0; ; try++ {
+		ev, err := verImpl.NewEventBuilderFromProtoEvent(&proto).Build(now.Add(-time.Duration(try)*time.Millisecond), rm.ServerName, rm.KeyID, rm.PrivateKey)
+		if err != nil {
+			return nil, "", matrixerr.BadJSON(err.Error())
+		}
+		if id := ev.RoomID().String(); roomID != "" || rm.Placement.Holds(id, partition) || try == maxPlacementTries {
+			return ev, id, nil
+		}
 	}
-	return ev, ev.RoomID().String(), nil
+}
+
+// maxPlacementTries bounds the search for a room ID on the chosen partition: each try
+// lands there with probability 1/P, so 2,000 tries fail for P = 16 with probability
+// (15/16)^2000, never in practice; the room then goes where its last ID hashes.
+const maxPlacementTries = 2000
+
+// newRoomID is a random room ID of this server (versions before 12) on partition (any when -1).
+func (rm *Rooms) newRoomID(partition int32) (string, error) {
+	for try := 0; ; try++ {
+		local, err := randomLocalpart()
+		if err != nil {
+			return "", err
+		}
+		id := fmt.Sprintf("!%s:%s", local, rm.ServerName)
+		if rm.Placement.Holds(id, partition) || try == maxPlacementTries {
+			return id, nil
+		}
+	}
 }
 
 // creatorImplicit reports whether the version takes the creator from the sender (v11+).

@@ -47,6 +47,9 @@ type Rooms struct {
 	AppServiceQueries asapi.QueryAPI
 	// IdentityServers looks up and stores third-party invites (nil: they are refused).
 	IdentityServers *identity.Client
+	// Placement spreads new rooms over the roomserver's partitions (nil: wherever their
+	// random IDs hash).
+	Placement *rsapi.Placement
 
 	joinedOnce sync.Once
 	joined     *joinedCache

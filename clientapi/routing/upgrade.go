@@ -3,7 +3,6 @@ package routing
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"slices"
 
@@ -60,14 +59,22 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 		return httputil.Response{}, err
 	}
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersion(body.NewVersion))
+	partition, err := rm.Placement.Reserve(ctx)
+	if err != nil {
+		return httputil.Response{}, err
+	}
+	created := false
+	defer func() {
+		if !created {
+			rm.Placement.Release(partition)
+		}
+	}()
 	newID := ""
 	predecessor := map[string]string{"room_id": roomID}
 	if !verImpl.DomainlessRoomIDs() {
-		local, err := randomLocalpart()
-		if err != nil {
+		if newID, err = rm.newRoomID(partition); err != nil {
 			return httputil.Response{}, err
 		}
-		newID = fmt.Sprintf("!%s:%s", local, rm.ServerName)
 		if predecessor["event_id"], err = rm.tombstone(ctx, roomID, dev.UserID, newID); err != nil {
 			return httputil.Response{}, err
 		}
@@ -86,7 +93,7 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 	if err != nil {
 		return httputil.Response{}, err
 	}
-	create, newID, err := rm.buildCreate(dev.UserID, newID, verImpl, extra)
+	create, newID, err := rm.buildCreate(dev.UserID, newID, partition, verImpl, extra)
 	if err != nil {
 		return httputil.Response{}, err
 	}
@@ -102,6 +109,7 @@ func (rm *Rooms) Upgrade(r *http.Request, dev *uapi.Device) (httputil.Response, 
 	if _, err = rm.submit(ctx, input); err != nil {
 		return httputil.Response{}, err
 	}
+	created = true
 	if verImpl.DomainlessRoomIDs() {
 		if _, err = rm.tombstone(ctx, roomID, dev.UserID, newID); err != nil {
 			return httputil.Response{}, err

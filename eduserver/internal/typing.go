@@ -6,13 +6,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/matrix-org/dendrite/eduserver/api"
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -22,13 +22,14 @@ import (
 const DefaultTypingTimeout = 30 * time.Second
 
 // Typing keeps, in memory, who is typing in each room until when, and writes the room's
-// complete set to the output topic after every change, including each expiry.
+// complete set to the output topic after every change, including each expiry. Its input is
+// read by an eventlog.Consumer with FromEnd (typing from before the start has expired or
+// will be repeated by clients) whose Prepare is Typing.Prepare.
 type Typing struct {
-	Log         eventlog.Log
-	InputTopic  string
-	OutputTopic string
-	MaxTimeout  time.Duration
-	Logger      *logrus.Entry
+	log         eventlog.Log
+	outputTopic string
+	maxTimeout  time.Duration
+	logger      *logrus.Entry
 
 	mu    sync.Mutex
 	rooms map[string]map[string]int64 // room ID -> user ID -> expiry (Unix ms)
@@ -36,42 +37,44 @@ type Typing struct {
 	wake chan struct{}
 }
 
-// Run consumes the input topic from its end (typing from before the start has expired or
-// will be repeated by clients) and expires typing users, until ctx ends.
+// NewTyping is the typing state, publishing to outputTopic of log; maxTimeout caps the
+// timeout a client asks for.
+func NewTyping(log eventlog.Log, outputTopic string, maxTimeout time.Duration, logger *logrus.Entry) *Typing {
+	return &Typing{log: log, outputTopic: outputTopic, maxTimeout: maxTimeout, logger: logger,
+		rooms: map[string]map[string]int64{}, wake: make(chan struct{}, 1)}
+}
+
+// Run expires typing users until ctx ends.
 func (t *Typing) Run(ctx context.Context) error {
-	t.rooms = map[string]map[string]int64{}
-	t.wake = make(chan struct{}, 1)
-	ends, err := t.Log.EndOffsets(ctx, t.InputTopic)
-	if err != nil {
-		return err
-	}
-	g, ctx := errgroup.WithContext(ctx)
-	for p, end := range ends {
-		g.Go(func() error { return t.Log.Consume(ctx, t.InputTopic, int32(p), end, t.handle) })
-	}
-	g.Go(func() error { return t.expireLoop(ctx) })
-	err = g.Wait()
-	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
+	err := t.expireLoop(ctx)
+	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-// handle applies a batch and publishes every room it touched. Publishing complete sets makes
-// a retried batch harmless.
-func (t *Typing) handle(ctx context.Context, recs []eventlog.Record) error {
+// Prepare is the input consumer's only phase (the state is in memory, no transaction): it
+// applies a batch and publishes every room it touched. Publishing complete sets makes a
+// retried batch harmless. An undecodable input is dead-lettered (eventlog.Poison).
+func (t *Typing) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	ins := make([]api.InputTypingEvent, 0, len(recs))
+	for _, rec := range recs {
+		var in api.InputTypingEvent
+		if err := json.Unmarshal(rec.Value, &in); err != nil {
+			return eventlog.Step{}, eventlog.Poison(fmt.Errorf("decode typing input: %w", err))
+		}
+		if in.RoomID == "" || in.UserID == "" {
+			return eventlog.Step{}, eventlog.Poison(errors.New("typing input without room or user"))
+		}
+		ins = append(ins, in)
+	}
 	var touched []string
 	now := time.Now().UnixMilli()
 	t.mu.Lock()
-	for _, rec := range recs {
-		var in api.InputTypingEvent
-		if err := json.Unmarshal(rec.Value, &in); err != nil || in.RoomID == "" || in.UserID == "" {
-			t.Logger.WithFields(logrus.Fields{"partition": rec.Partition, "offset": rec.Offset}).Warn("skipping undecodable typing input")
-			continue
-		}
-		t.apply(&in, now)
-		if !slices.Contains(touched, in.RoomID) {
-			touched = append(touched, in.RoomID)
+	for i := range ins {
+		t.apply(&ins[i], now)
+		if !slices.Contains(touched, ins[i].RoomID) {
+			touched = append(touched, ins[i].RoomID)
 		}
 	}
 	t.mu.Unlock()
@@ -79,7 +82,10 @@ func (t *Typing) handle(ctx context.Context, recs []eventlog.Record) error {
 	case t.wake <- struct{}{}:
 	default:
 	}
-	return t.publish(ctx, touched)
+	if err := t.publish(ctx, touched); err != nil {
+		return eventlog.Step{}, eventlog.Retry(err)
+	}
+	return eventlog.Step{}, nil
 }
 
 // apply changes the room's set; t.mu must be held. The user's latest input decides: one
@@ -90,9 +96,9 @@ func (t *Typing) apply(in *api.InputTypingEvent, now int64) {
 	// Clamped in milliseconds: a client's huge timeout would overflow a Duration.
 	timeout := DefaultTypingTimeout
 	if in.TimeoutMS > 0 {
-		timeout = time.Duration(min(in.TimeoutMS, t.MaxTimeout.Milliseconds())) * time.Millisecond
+		timeout = time.Duration(min(in.TimeoutMS, t.maxTimeout.Milliseconds())) * time.Millisecond
 	}
-	timeout = min(timeout, t.MaxTimeout)
+	timeout = min(timeout, t.maxTimeout)
 	expires := in.OriginTS + timeout.Milliseconds()
 	if !in.Typing || expires <= now {
 		delete(users, in.UserID)
@@ -129,7 +135,7 @@ func (t *Typing) publish(ctx context.Context, roomIDs []string) error {
 		msgs = append(msgs, eventlog.Message{Key: []byte(roomID), Value: value})
 	}
 	t.mu.Unlock()
-	_, err := t.Log.Produce(ctx, t.OutputTopic, msgs...)
+	_, err := t.log.Produce(ctx, t.outputTopic, msgs...)
 	return err
 }
 
@@ -163,7 +169,7 @@ func (t *Typing) expireLoop(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			t.Logger.WithError(err).Warn("publishing expired typing failed; retrying")
+			t.logger.WithError(err).Warn("publishing expired typing failed; retrying")
 			next = min(next, now+time.Second.Milliseconds())
 		} else {
 			pending = pending[:0]

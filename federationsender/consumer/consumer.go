@@ -1,6 +1,8 @@
-// Package consumer holds the federationsender's consumers, one type per topic it reads:
-// each turns its records into PDUs or EDUs queued for the servers that should get them, in
-// the transaction that saves its offset, and wakes those servers' queues once it commits.
+// Package consumer holds the federationsender's consumers, one type per topic it reads,
+// each in the three phases of the eventlog.Consumer runtime: it decodes its records and
+// fetches what it needs from the roomserver before the transaction opens, turns them into
+// PDUs or EDUs queued for the servers that should get them in the transaction that saves
+// its offset, and wakes those servers' queues once it commits.
 package consumer
 
 import (
@@ -8,8 +10,8 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
-	"sync"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -39,51 +41,87 @@ type Shared struct {
 	Logger   *logrus.Entry
 }
 
-// wakes holds, per partition, the destinations a Handle queued items for until the
-// transaction commits (eventlog.Consumer.Applied): waking a worker before the commit could
-// let it read the queue before the items are there.
-type wakes struct {
-	mu     sync.Mutex
-	byPart map[int32]map[string]struct{}
-	q      Waker
+// applyFunc is the second phase of a batch: inside the transaction that saves the offset
+// it queues the batch's items, and returns the destinations it queued for.
+type applyFunc func(ctx context.Context, tx *sql.Tx, lk *lookups) ([]string, error)
+
+// lookups are the answers of the roomserver a batch needs, fetched in the consumer's first
+// phase, so that no query to another component holds the write transaction open.
+type lookups struct {
+	// members are the joined members of the rooms the sender did not know (from the
+	// roomserver's current state).
+	members map[string][]storage.Member
+	// userRooms are our users' joined rooms.
+	userRooms map[string][]string
+	// added are the state events each event (by ID) adds, resolved.
+	added map[string][]gomatrixserverlib.PDU
 }
 
-func newWakes(q Waker) *wakes {
-	return &wakes{byPart: map[int32]map[string]struct{}{}, q: q}
+// Prepare returns the first phase of a federationsender consumer (eventlog.Consumer.Prepare):
+// prepare decodes a batch and fetches what it needs into lookups; the items are queued in
+// the transaction, and the destinations' queues woken once it committed (waking a worker
+// before the commit could let it read the queue before the items are there).
+func (s *Shared) Prepare(prepare func(ctx context.Context, recs []eventlog.Record, lk *lookups) (applyFunc, error)) func(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return func(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+		lk := &lookups{members: map[string][]storage.Member{}, userRooms: map[string][]string{}, added: map[string][]gomatrixserverlib.PDU{}}
+		apply, err := prepare(ctx, recs, lk)
+		if err != nil {
+			return eventlog.Step{}, err
+		}
+		var woken []string
+		return eventlog.Step{
+			Apply: func(ctx context.Context, tx *sql.Tx) error {
+				woken, err = apply(ctx, tx, lk)
+				return err
+			},
+			After: func(context.Context) {
+				if len(woken) > 0 {
+					slices.Sort(woken)
+					s.Queues.Wake(slices.Compact(woken))
+				}
+			},
+		}, nil
+	}
 }
 
-// add remembers the destinations a batch (of one partition) queued for, to wake once it commits.
-func (w *wakes) add(recs []eventlog.Record, dests []string) {
-	if len(dests) == 0 || len(recs) == 0 {
-		return
+// loadRooms fetches the current state of those of roomIDs the sender does not know yet.
+func (s *Shared) loadRooms(ctx context.Context, lk *lookups, roomIDs []string) error {
+	unknown, err := s.DB.UnknownRooms(ctx, nil, roomIDs)
+	if err != nil {
+		return eventlog.Retry(err)
 	}
-	partition := recs[0].Partition
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	set := w.byPart[partition]
-	if set == nil {
-		set = map[string]struct{}{}
-		w.byPart[partition] = set
+	for _, roomID := range unknown {
+		if _, ok := lk.members[roomID]; ok {
+			continue
+		}
+		res, err := s.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
+		if err != nil {
+			return eventlog.Retry(fmt.Errorf("query current state of %s: %w", roomID, err))
+		}
+		members := []storage.Member{}
+		for _, ev := range res.StateEvents {
+			if m, joined := joinedMember(ev.PDU); joined {
+				members = append(members, m)
+			}
+		}
+		lk.members[roomID] = members
 	}
-	for _, d := range dests {
-		set[d] = struct{}{}
-	}
+	return nil
 }
 
-// Applied is the eventlog.Consumer's Applied callback.
-func (w *wakes) Applied(partition int32, _ int64) {
-	w.mu.Lock()
-	set := w.byPart[partition]
-	delete(w.byPart, partition)
-	w.mu.Unlock()
-	if len(set) == 0 {
-		return
+// loadUserRooms fetches our user's joined rooms, and the current state of those the sender
+// does not know yet. The rooms come from the roomserver (QueryRoomsForUser), so a room the
+// sender never saw an event of still counts.
+func (s *Shared) loadUserRooms(ctx context.Context, lk *lookups, userID string) error {
+	if _, ok := lk.userRooms[userID]; ok {
+		return nil
 	}
-	dests := make([]string, 0, len(set))
-	for d := range set {
-		dests = append(dests, d)
+	rooms, err := s.Rooms.QueryRoomsForUser(ctx, &rsapi.QueryRoomsForUserRequest{UserID: userID, Membership: "join"})
+	if err != nil {
+		return eventlog.Retry(err)
 	}
-	w.q.Wake(dests)
+	lk.userRooms[userID] = rooms.RoomIDs
+	return s.loadRooms(ctx, lk, rooms.RoomIDs)
 }
 
 // serverOf is the server part of a user ID, "" when it is not one.
@@ -99,23 +137,18 @@ func (s *Shared) isLocal(userID string) bool {
 	return serverOf(userID) == string(s.ServerName)
 }
 
-// ensureRoom loads the room's joined members from the roomserver's current state the first
-// time the room is seen; afterwards the OutputRoomEvent deltas keep them current. The query
-// runs inside the consumer's transaction: it happens once per room.
-func (s *Shared) ensureRoom(ctx context.Context, tx *sql.Tx, roomID string) error {
+// ensureRoom stores the room's joined members, from the roomserver's current state fetched
+// in the first phase (loadRooms), the first time the room is seen; afterwards the
+// OutputRoomEvent deltas keep them current.
+func (s *Shared) ensureRoom(ctx context.Context, tx *sql.Tx, lk *lookups, roomID string) error {
 	known, err := s.DB.RoomKnown(ctx, tx, roomID)
 	if err != nil || known {
 		return err
 	}
-	res, err := s.Rooms.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: roomID})
-	if err != nil {
-		return eventlog.Retry(fmt.Errorf("query current state of %s: %w", roomID, err))
-	}
-	var members []storage.Member
-	for _, ev := range res.StateEvents {
-		if m, joined := joinedMember(ev.PDU); joined {
-			members = append(members, m)
-		}
+	members, ok := lk.members[roomID]
+	if !ok {
+		// Known when the batch was prepared, forgotten since: prepared again, it is fetched.
+		return eventlog.Retry(fmt.Errorf("room %s unknown to the federation sender and not fetched", roomID))
 	}
 	return s.DB.AddRoom(ctx, tx, roomID, members)
 }
@@ -148,8 +181,8 @@ func (s *Shared) remote(servers []string) []string {
 }
 
 // roomDestinations are the other servers with members joined to the room.
-func (s *Shared) roomDestinations(ctx context.Context, tx *sql.Tx, roomID string) ([]string, error) {
-	if err := s.ensureRoom(ctx, tx, roomID); err != nil {
+func (s *Shared) roomDestinations(ctx context.Context, tx *sql.Tx, lk *lookups, roomID string) ([]string, error) {
+	if err := s.ensureRoom(ctx, tx, lk, roomID); err != nil {
 		return nil, err
 	}
 	servers, err := s.DB.JoinedServers(ctx, tx, roomID)
@@ -181,7 +214,7 @@ func (s *Shared) queueEDU(ctx context.Context, tx *sql.Tx, dests []string, eduTy
 // decode parses a record's JSON into v.
 func decode(rec eventlog.Record, v any) error {
 	if err := json.Unmarshal(rec.Value, v); err != nil {
-		return fmt.Errorf("decode %s record: %w", strings.TrimSpace(rec.Topic), err)
+		return eventlog.Poison(fmt.Errorf("decode %s record: %w", strings.TrimSpace(rec.Topic), err))
 	}
 	return nil
 }

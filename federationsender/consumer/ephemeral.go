@@ -13,7 +13,6 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
-	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
 // EDU types (server-server API, "EDUs").
@@ -31,35 +30,14 @@ const (
 // restart the first set of a room repeats who types, and stops nobody who stopped meanwhile:
 // receivers time typing out themselves.
 type Typing struct {
-	s *Shared
-	// wakes gives the handler its Applied: the queues the committed batch added to wake.
-	*wakes
+	s     *Shared
 	mu    sync.Mutex
 	rooms map[string]map[string]int64 // room -> our typing user -> expiry
-	// staged are, per partition, the sets of the batch being applied: they replace rooms'
-	// only once the batch has committed (Applied), so a batch that fails anywhere, its
-	// commit included, is diffed again from the same sets.
-	staged map[int32]map[string]map[string]int64
 }
 
 // NewTyping builds the OutputTypingEvent handler.
 func NewTyping(s *Shared) *Typing {
-	return &Typing{s: s, wakes: newWakes(s.Queues), rooms: map[string]map[string]int64{}, staged: map[int32]map[string]map[string]int64{}}
-}
-
-// Applied keeps the committed batch's sets and wakes the queues it added to.
-func (t *Typing) Applied(partition int32, next int64) {
-	t.mu.Lock()
-	for room, cur := range t.staged[partition] {
-		if len(cur) == 0 {
-			delete(t.rooms, room)
-		} else {
-			t.rooms[room] = cur
-		}
-	}
-	delete(t.staged, partition)
-	t.mu.Unlock()
-	t.wakes.Applied(partition, next)
+	return &Typing{s: s, rooms: map[string]map[string]int64{}}
 }
 
 type typingContent struct {
@@ -68,20 +46,66 @@ type typingContent struct {
 	Typing bool   `json:"typing"`
 }
 
-// Handle implements eventlog.Consumer.Handle. The in-memory sets change only once the batch
-// has committed (Applied).
-func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+// Prepare is the consumer's first phase (see Shared.Prepare). The in-memory sets change
+// only once the batch has committed, so a batch that fails anywhere, its commit included,
+// is diffed again from the same sets.
+func (t *Typing) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	var staged map[string]map[string]int64
+	step, err := t.s.Prepare(func(ctx context.Context, recs []eventlog.Record, lk *lookups) (applyFunc, error) {
+		var outs []eduapi.OutputTypingEvent
+		var roomIDs []string
+		for _, rec := range recs {
+			var o eduapi.OutputTypingEvent
+			if err := decode(rec, &o); err != nil {
+				return nil, err
+			}
+			if o.RoomID == "" {
+				return nil, eventlog.Poison(errors.New("typing output without a room"))
+			}
+			outs = append(outs, o)
+			roomIDs = append(roomIDs, o.RoomID)
+		}
+		if err := t.s.loadRooms(ctx, lk, roomIDs); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context, tx *sql.Tx, lk *lookups) ([]string, error) {
+			var woken []string
+			var err error
+			staged, woken, err = t.queue(ctx, tx, lk, outs)
+			return woken, err
+		}, nil
+	})(ctx, recs)
+	if err != nil {
+		return step, err
+	}
+	wake := step.After
+	step.After = func(ctx context.Context) {
+		t.keep(staged)
+		wake(ctx)
+	}
+	return step, nil
+}
+
+// keep makes the committed batch's sets the rooms' sets.
+func (t *Typing) keep(staged map[string]map[string]int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for room, cur := range staged {
+		if len(cur) == 0 {
+			delete(t.rooms, room)
+		} else {
+			t.rooms[room] = cur
+		}
+	}
+}
+
+// queue diffs each room's new set against the last one and queues the changes; it returns
+// the batch's sets and the destinations it queued for.
+func (t *Typing) queue(ctx context.Context, tx *sql.Tx, lk *lookups, outs []eduapi.OutputTypingEvent) (map[string]map[string]int64, []string, error) {
 	now := time.Now().UnixMilli()
 	staged := map[string]map[string]int64{}
 	var woken []string
-	for _, rec := range recs {
-		var o eduapi.OutputTypingEvent
-		if err := decode(rec, &o); err != nil {
-			return err
-		}
-		if o.RoomID == "" {
-			return errors.New("typing output without a room")
-		}
+	for _, o := range outs {
 		prev, ok := staged[o.RoomID]
 		if !ok {
 			t.mu.Lock()
@@ -108,24 +132,18 @@ func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record)
 		if len(changes) == 0 {
 			continue
 		}
-		dests, err := t.s.roomDestinations(ctx, tx, o.RoomID)
+		dests, err := t.s.roomDestinations(ctx, tx, lk, o.RoomID)
 		if err != nil {
-			return err
+			return nil, nil, err
 		}
 		for _, c := range changes {
 			if err := t.s.queueEDU(ctx, tx, dests, EDUTyping, c); err != nil {
-				return err
+				return nil, nil, err
 			}
 		}
 		woken = append(woken, dests...)
 	}
-	if len(recs) > 0 {
-		t.mu.Lock()
-		t.staged[recs[0].Partition] = staged
-		t.mu.Unlock()
-	}
-	t.wakes.add(recs, woken)
-	return nil
+	return staged, woken, nil
 }
 
 // Receipts consumes OutputReceiptEvent: each public read receipt of one of our users is
@@ -133,13 +151,11 @@ func (t *Typing) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record)
 // (m.read.private) never leave the server.
 type Receipts struct {
 	s *Shared
-	// wakes gives the handler its Applied: the queues the committed batch added to wake.
-	*wakes
 }
 
 // NewReceipts builds the OutputReceiptEvent handler.
 func NewReceipts(s *Shared) *Receipts {
-	return &Receipts{s: s, wakes: newWakes(s.Queues)}
+	return &Receipts{s: s}
 }
 
 type receiptData struct {
@@ -152,30 +168,44 @@ type userReceipt struct {
 	EventIDs []string    `json:"event_ids"`
 }
 
-// Handle implements eventlog.Consumer.Handle.
-func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var woken []string
+// Prepare is the consumer's first phase (see Shared.Prepare).
+func (r *Receipts) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return r.s.Prepare(r.prepare)(ctx, recs)
+}
+
+func (r *Receipts) prepare(ctx context.Context, recs []eventlog.Record, lk *lookups) (applyFunc, error) {
+	var outs []receiptapi.OutputReceiptEvent
+	var roomIDs []string
 	for _, rec := range recs {
 		var o receiptapi.OutputReceiptEvent
 		if err := decode(rec, &o); err != nil {
-			return err
+			return nil, err
 		}
 		if o.Type != receiptapi.ReceiptRead || !r.s.isLocal(o.UserID) {
 			continue
 		}
-		dests, err := r.s.roomDestinations(ctx, tx, o.RoomID)
-		if err != nil {
-			return err
-		}
-		content := map[string]map[string]map[string]userReceipt{o.RoomID: {receiptapi.ReceiptRead: {o.UserID: {
-			Data: receiptData{TS: o.TS, ThreadID: o.ThreadID}, EventIDs: []string{o.EventID}}}}}
-		if err := r.s.queueEDU(ctx, tx, dests, EDUReceipt, content); err != nil {
-			return err
-		}
-		woken = append(woken, dests...)
+		outs = append(outs, o)
+		roomIDs = append(roomIDs, o.RoomID)
 	}
-	r.wakes.add(recs, woken)
-	return nil
+	if err := r.s.loadRooms(ctx, lk, roomIDs); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, tx *sql.Tx, lk *lookups) ([]string, error) {
+		var woken []string
+		for _, o := range outs {
+			dests, err := r.s.roomDestinations(ctx, tx, lk, o.RoomID)
+			if err != nil {
+				return nil, err
+			}
+			content := map[string]map[string]map[string]userReceipt{o.RoomID: {receiptapi.ReceiptRead: {o.UserID: {
+				Data: receiptData{TS: o.TS, ThreadID: o.ThreadID}, EventIDs: []string{o.EventID}}}}}
+			if err := r.s.queueEDU(ctx, tx, dests, EDUReceipt, content); err != nil {
+				return nil, err
+			}
+			woken = append(woken, dests...)
+		}
+		return woken, nil
+	}, nil
 }
 
 // Presence consumes OutputPresenceEvent: each change of one of our users' presence is
@@ -184,15 +214,13 @@ func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 // still counts.
 type Presence struct {
 	s *Shared
-	// wakes gives the handler its Applied: the queues the committed batch added to wake.
-	*wakes
 	// send is federation_sender.send_presence: when off, records are consumed and dropped.
 	send bool
 }
 
 // NewPresence builds the OutputPresenceEvent handler; send false drops every record.
 func NewPresence(s *Shared, send bool) *Presence {
-	return &Presence{s: s, wakes: newWakes(s.Queues), send: send}
+	return &Presence{s: s, send: send}
 }
 
 type presenceUpdate struct {
@@ -232,32 +260,44 @@ func (s *Shared) queuePresence(ctx context.Context, tx *sql.Tx, dests, users []s
 	return dests, nil
 }
 
-// Handle implements eventlog.Consumer.Handle.
-func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
+// Prepare is the consumer's first phase (see Shared.Prepare).
+func (p *Presence) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
 	if !p.send {
-		return nil
+		return eventlog.Step{}, nil
 	}
-	var woken []string
+	return p.s.Prepare(p.prepare)(ctx, recs)
+}
+
+func (p *Presence) prepare(ctx context.Context, recs []eventlog.Record, lk *lookups) (applyFunc, error) {
+	var outs []presenceapi.OutputPresenceEvent
 	for _, rec := range recs {
 		var o presenceapi.OutputPresenceEvent
 		if err := decode(rec, &o); err != nil {
-			return err
+			return nil, err
 		}
 		if !p.s.isLocal(o.UserID) {
 			continue
 		}
-		dests, err := p.s.serversSharingRooms(ctx, tx, o.UserID)
-		if err != nil {
-			return err
+		if err := p.s.loadUserRooms(ctx, lk, o.UserID); err != nil {
+			return nil, err
 		}
-		content := map[string][]presenceUpdate{"push": {updateOf(&o.Presence, time.Now().UnixMilli())}}
-		if err := p.s.queueEDU(ctx, tx, dests, EDUPresence, content); err != nil {
-			return err
-		}
-		woken = append(woken, dests...)
+		outs = append(outs, o)
 	}
-	p.wakes.add(recs, woken)
-	return nil
+	return func(ctx context.Context, tx *sql.Tx, lk *lookups) ([]string, error) {
+		var woken []string
+		for _, o := range outs {
+			dests, err := p.s.serversSharingRooms(ctx, tx, lk, o.UserID)
+			if err != nil {
+				return nil, err
+			}
+			content := map[string][]presenceUpdate{"push": {updateOf(&o.Presence, time.Now().UnixMilli())}}
+			if err := p.s.queueEDU(ctx, tx, dests, EDUPresence, content); err != nil {
+				return nil, err
+			}
+			woken = append(woken, dests...)
+		}
+		return woken, nil
+	}, nil
 }
 
 // ToDevice consumes OutputSendToDeviceEvent: a message from one of our users to another
@@ -265,13 +305,11 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 // message ID, which the receiver dedupes on.
 type ToDevice struct {
 	s *Shared
-	// wakes gives the handler its Applied: the queues the committed batch added to wake.
-	*wakes
 }
 
 // NewToDevice builds the OutputSendToDeviceEvent handler.
 func NewToDevice(s *Shared) *ToDevice {
-	return &ToDevice{s: s, wakes: newWakes(s.Queues)}
+	return &ToDevice{s: s}
 }
 
 type directToDevice struct {
@@ -281,43 +319,47 @@ type directToDevice struct {
 	Messages  map[string]map[string]json.RawMessage `json:"messages"`
 }
 
-// Handle implements eventlog.Consumer.Handle.
-func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var woken []string
+// Prepare is the consumer's first phase (see Shared.Prepare).
+func (t *ToDevice) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return t.s.Prepare(t.prepare)(ctx, recs)
+}
+
+func (t *ToDevice) prepare(_ context.Context, recs []eventlog.Record, _ *lookups) (applyFunc, error) {
+	var outs []eduapi.OutputSendToDeviceEvent
 	for _, rec := range recs {
 		var o eduapi.OutputSendToDeviceEvent
 		if err := decode(rec, &o); err != nil {
-			return err
+			return nil, err
 		}
-		dest := serverOf(o.UserID)
-		if !t.s.isLocal(o.Sender) || dest == "" || dest == string(t.s.ServerName) {
-			continue
-		}
-		content := directToDevice{Sender: o.Sender, Type: o.Type, MessageID: o.MessageID,
-			Messages: map[string]map[string]json.RawMessage{o.UserID: {o.DeviceID: o.Content}}}
-		if err := t.s.queueEDU(ctx, tx, []string{dest}, EDUDirectToDevice, content); err != nil {
-			return err
-		}
-		woken = append(woken, dest)
+		outs = append(outs, o)
 	}
-	t.wakes.add(recs, woken)
-	return nil
+	return func(ctx context.Context, tx *sql.Tx, _ *lookups) ([]string, error) {
+		var woken []string
+		for _, o := range outs {
+			dest := serverOf(o.UserID)
+			if !t.s.isLocal(o.Sender) || dest == "" || dest == string(t.s.ServerName) {
+				continue
+			}
+			content := directToDevice{Sender: o.Sender, Type: o.Type, MessageID: o.MessageID,
+				Messages: map[string]map[string]json.RawMessage{o.UserID: {o.DeviceID: o.Content}}}
+			if err := t.s.queueEDU(ctx, tx, []string{dest}, EDUDirectToDevice, content); err != nil {
+				return nil, err
+			}
+			woken = append(woken, dest)
+		}
+		return woken, nil
+	}, nil
 }
 
-// serversSharingRooms is every other server in a room our user is joined to. The rooms come
-// from the roomserver (QueryRoomsForUser), so a room the sender never saw an event of still
-// counts.
-func (s *Shared) serversSharingRooms(ctx context.Context, tx *sql.Tx, userID string) ([]string, error) {
-	rooms, err := s.Rooms.QueryRoomsForUser(ctx, &rsapi.QueryRoomsForUserRequest{UserID: userID, Membership: "join"})
-	if err != nil {
-		return nil, eventlog.Retry(err)
-	}
-	unknown, err := s.DB.UnknownRooms(ctx, tx, rooms.RoomIDs)
+// serversSharingRooms is every other server in a room our user is joined to, the rooms
+// fetched in the first phase (loadUserRooms).
+func (s *Shared) serversSharingRooms(ctx context.Context, tx *sql.Tx, lk *lookups, userID string) ([]string, error) {
+	unknown, err := s.DB.UnknownRooms(ctx, tx, lk.userRooms[userID])
 	if err != nil {
 		return nil, eventlog.Retry(err)
 	}
 	for _, roomID := range unknown {
-		if err := s.ensureRoom(ctx, tx, roomID); err != nil {
+		if err := s.ensureRoom(ctx, tx, lk, roomID); err != nil {
 			return nil, err
 		}
 	}

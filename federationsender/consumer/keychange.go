@@ -21,13 +21,17 @@ const (
 // other servers' users (which the userapi announces for our syncing clients) are not sent.
 type KeyChanges struct {
 	s *Shared
-	// wakes gives the handler its Applied: the queues the committed batch added to wake.
-	*wakes
 }
 
 // NewKeyChanges builds the OutputKeyChangeEvent handler.
 func NewKeyChanges(s *Shared) *KeyChanges {
-	return &KeyChanges{s: s, wakes: newWakes(s.Queues)}
+	return &KeyChanges{s: s}
+}
+
+// keyEDU is one EDU to queue for the servers sharing a room with userID.
+type keyEDU struct {
+	userID, eduType string
+	content         any
 }
 
 type deviceListUpdate struct {
@@ -46,16 +50,21 @@ type signingKeyUpdate struct {
 	SelfSigningKey json.RawMessage `json:"self_signing_key,omitempty"`
 }
 
-// Handle implements eventlog.Consumer.Handle. The user's device-list stream counts every
-// key change, cross-signing ones too, so prev_id is the stream ID before this one: a
+// Prepare is the consumer's first phase (see Shared.Prepare).
+func (k *KeyChanges) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return k.s.Prepare(k.prepare)(ctx, recs)
+}
+
+// prepare turns our users' key changes into EDUs. The user's device-list stream counts
+// every key change, cross-signing ones too, so prev_id is the stream ID before this one: a
 // receiver that did not see it (it was a signing key update, or lost) resyncs the list
 // through /user/devices, as the spec says.
-func (k *KeyChanges) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var woken []string
+func (k *KeyChanges) prepare(ctx context.Context, recs []eventlog.Record, lk *lookups) (applyFunc, error) {
+	var edus []keyEDU
 	for _, rec := range recs {
 		var o uapi.OutputKeyChangeEvent
 		if err := decode(rec, &o); err != nil {
-			return err
+			return nil, err
 		}
 		var userID, eduType string
 		var content any
@@ -78,15 +87,23 @@ func (k *KeyChanges) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Rec
 		if !k.s.isLocal(userID) {
 			continue
 		}
-		dests, err := k.s.serversSharingRooms(ctx, tx, userID)
-		if err != nil {
-			return err
+		if err := k.s.loadUserRooms(ctx, lk, userID); err != nil {
+			return nil, err
 		}
-		if err := k.s.queueEDU(ctx, tx, dests, eduType, content); err != nil {
-			return err
-		}
-		woken = append(woken, dests...)
+		edus = append(edus, keyEDU{userID: userID, eduType: eduType, content: content})
 	}
-	k.wakes.add(recs, woken)
-	return nil
+	return func(ctx context.Context, tx *sql.Tx, lk *lookups) ([]string, error) {
+		var woken []string
+		for _, e := range edus {
+			dests, err := k.s.serversSharingRooms(ctx, tx, lk, e.userID)
+			if err != nil {
+				return nil, err
+			}
+			if err := k.s.queueEDU(ctx, tx, dests, e.eduType, e.content); err != nil {
+				return nil, err
+			}
+			woken = append(woken, dests...)
+		}
+		return woken, nil
+	}, nil
 }

@@ -21,43 +21,74 @@ import (
 // from other servers are never sent on: their origin sent them.
 type RoomEvents struct {
 	s *Shared
-	// wakes gives the handler its Applied: the queues the committed batch added to wake.
-	*wakes
 }
 
 // NewRoomEvents builds the OutputRoomEvent handler.
 func NewRoomEvents(s *Shared) *RoomEvents {
-	return &RoomEvents{s: s, wakes: newWakes(s.Queues)}
+	return &RoomEvents{s: s}
 }
 
-// Handle implements eventlog.Consumer.Handle. Within a batch each room's joined servers are
-// read once and then followed through the deltas, so a run of messages costs one queue
-// insert each.
-func (r *RoomEvents) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var woken []string
-	joined := map[string][]string{} // room -> joined servers after the batch's events so far
+// Prepare is the consumer's first phase (see Shared.Prepare).
+func (r *RoomEvents) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	return r.s.Prepare(r.prepare)(ctx, recs)
+}
+
+// prepare decodes the batch and fetches, before the transaction opens, the state each
+// event adds and the current state of the rooms the sender does not know yet.
+func (r *RoomEvents) prepare(ctx context.Context, recs []eventlog.Record, lk *lookups) (applyFunc, error) {
+	var outs []*rsapi.OutputNewRoomEvent
+	var roomIDs []string
 	for _, rec := range recs {
 		var out rsapi.OutputRoomEvent
 		if err := decode(rec, &out); err != nil {
-			return err
+			return nil, err
 		}
 		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
 			r.s.Logger.WithFields(logrus.Fields{"topic": rec.Topic, "type": out.Type}).Debug("skipping output of unknown type")
 			continue
 		}
-		dests, err := r.apply(ctx, tx, out.NewRoomEvent, joined)
+		ev := out.NewRoomEvent.Event.PDU
+		outs = append(outs, out.NewRoomEvent)
+		roomIDs = append(roomIDs, ev.RoomID().String())
+		if len(out.NewRoomEvent.AddsStateEventIDs) == 0 {
+			continue
+		}
+		added, unknown, err := out.NewRoomEvent.AddedState(ctx, r.s.Rooms)
 		if err != nil {
-			return err
+			return nil, eventlog.Retry(err)
+		}
+		for _, id := range unknown {
+			r.s.Logger.WithFields(logrus.Fields{"room_id": ev.RoomID().String(), "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+		}
+		lk.added[ev.EventID()] = added
+	}
+	if err := r.s.loadRooms(ctx, lk, roomIDs); err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context, tx *sql.Tx, lk *lookups) ([]string, error) {
+		return r.queue(ctx, tx, lk, outs)
+	}, nil
+}
+
+// queue applies the batch's events in the transaction. Within a batch each room's joined
+// servers are read once and then followed through the deltas, so a run of messages costs
+// one queue insert each.
+func (r *RoomEvents) queue(ctx context.Context, tx *sql.Tx, lk *lookups, outs []*rsapi.OutputNewRoomEvent) ([]string, error) {
+	var woken []string
+	joined := map[string][]string{} // room -> joined servers after the batch's events so far
+	for _, out := range outs {
+		dests, err := r.apply(ctx, tx, lk, out, joined)
+		if err != nil {
+			return nil, err
 		}
 		woken = append(woken, dests...)
 	}
-	r.wakes.add(recs, woken)
-	return nil
+	return woken, nil
 }
 
 // apply updates the room's members and queues the event if it is ours; it returns the
 // destinations it was queued for. joined caches each room's joined servers in the batch.
-func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNewRoomEvent, joined map[string][]string) ([]string, error) {
+func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, lk *lookups, out *rsapi.OutputNewRoomEvent, joined map[string][]string) ([]string, error) {
 	ev := out.Event.PDU
 	roomID := ev.RoomID().String()
 	before, known := joined[roomID]
@@ -70,7 +101,7 @@ func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNew
 			if before, err = r.s.DB.JoinedServers(ctx, tx, roomID); err != nil {
 				return nil, eventlog.Retry(err)
 			}
-		} else if err := r.s.ensureRoom(ctx, tx, roomID); err != nil {
+		} else if err := r.s.ensureRoom(ctx, tx, lk, roomID); err != nil {
 			// The current state already holds this event's effect (and maybe later ones,
 			// which the deltas still to come repeat).
 			return nil, err
@@ -81,7 +112,7 @@ func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, out *rsapi.OutputNew
 	var newLocal []string
 	if known {
 		var err error
-		if changed, newLocal, err = r.applyDelta(ctx, tx, roomID, out); err != nil {
+		if changed, newLocal, err = r.applyDelta(ctx, tx, roomID, out, lk.added[ev.EventID()]); err != nil {
 			return nil, err
 		}
 	}
@@ -156,17 +187,11 @@ func (r *RoomEvents) sharePresence(ctx context.Context, tx *sql.Tx, roomID strin
 // applyDelta applies the event's change to current state to the room's joined members:
 // removed membership events first, then the added ones (a join stores the member, any other
 // membership forgets them). It reports whether the delta touched memberships at all, and
-// which of our users it made joined who were not before.
-func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, out *rsapi.OutputNewRoomEvent) (changed bool, newLocal []string, err error) {
+// which of our users it made joined who were not before. added are the state events it
+// adds, resolved in the first phase.
+func (r *RoomEvents) applyDelta(ctx context.Context, tx *sql.Tx, roomID string, out *rsapi.OutputNewRoomEvent, added []gomatrixserverlib.PDU) (changed bool, newLocal []string, err error) {
 	if len(out.AddsStateEventIDs) == 0 && len(out.RemovesStateEventIDs) == 0 {
 		return false, nil, nil
-	}
-	added, unknown, err := out.AddedState(ctx, r.s.Rooms)
-	if err != nil {
-		return false, nil, eventlog.Retry(err)
-	}
-	for _, id := range unknown {
-		r.s.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
 	}
 	var localBefore []string
 	if slices.ContainsFunc(added, func(ev gomatrixserverlib.PDU) bool {

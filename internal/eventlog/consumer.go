@@ -118,24 +118,64 @@ func (s *OffsetStore) DeadLetter(ctx context.Context, tx *sql.Tx, topic string, 
 	return err
 }
 
-// Consumer applies the records of a topic's partitions exactly once from the component's
-// point of view: each batch is applied by Handle inside one transaction that also saves the
-// next offset. A failing batch is retried record by record; a record that fails MaxAttempts
-// times is written to the dead-letter table, counted and skipped. Errors marked with Retry
-// are retried forever.
+// Checkpoint is the position a batch leaves its consumer at, saved in the transaction
+// that applies it: Next is the offset to read next (0 saves none: the records were fetched
+// from their owner, or the consumer keeps no offsets), Seq the owner's number of the last
+// record applied (Sequenced; 0 saves none).
+type Checkpoint struct {
+	Topic     string
+	Partition int32
+	Next      int64
+	Seq       int64
+}
+
+// Step is a batch after the first phase of a Consumer (Prepare, outside any transaction):
+// the second phase, inside the transaction that saves the consumer's checkpoint, and the
+// third, once that transaction committed.
+type Step struct {
+	// Apply writes the batch inside the transaction in which the consumer saves its
+	// checkpoint.
+	Apply func(ctx context.Context, tx *sql.Tx) error
+	// Commit replaces Apply for a component whose storage opens its own write transactions
+	// (the sync API): it writes the batch and saves cp with it (OffsetStore.Save and
+	// SaveSeq), in one transaction.
+	Commit func(ctx context.Context, cp Checkpoint) error
+	// After, if set, runs once the batch committed: waking waiters, streams and queues.
+	// Waking them earlier could let them read before the batch is there. The batch is
+	// applied whatever After does, so After retries what must happen until ctx ends.
+	After func(ctx context.Context)
+}
+
+// Consumer is the one consumer runtime: it applies the records of a topic's partitions
+// exactly once from the component's point of view, each batch in three phases. Prepare
+// runs outside any transaction (decoding, queries to other components); the Step it returns
+// is applied in one transaction that also saves the checkpoint; its After runs once that
+// committed.
+//
+// The poison policy: a failing batch is applied again record by record. A record that
+// fails is retried with backoff (Backoff, doubling up to 5s), and after MaxAttempts
+// attempts, or at once when its error is marked Poison, written to the dead-letter table
+// with its error, counted (dendrite_eventlog_dead_letters_total), logged and passed. Errors
+// marked Retry (another component or the log is down) are retried with backoff without a
+// bound. While a record is being retried, the log's Ready reports the partition (ErrStuck).
 type Consumer struct {
-	Log         Log
-	DB          *sqlutil.DB
-	Offsets     *OffsetStore
-	Topic       string
-	Partitions  []int32
-	Name        string
+	Log        Log
+	DB         *sqlutil.DB
+	Offsets    *OffsetStore
+	Topic      string
+	Partitions []int32
+	// Name is the consuming component, the consumer label of the metrics.
+	Name string
+	// MaxAttempts bounds the attempts at a failing record (default 5).
 	MaxAttempts int
-	Handle      func(ctx context.Context, tx *sql.Tx, recs []Record) error
-	// Prepare, if set, replaces Handle: it is called with each batch before the
+	// Backoff is the first wait before a failed record is tried again (default 100ms).
+	Backoff time.Duration
+	// Handle is the second phase alone, for a consumer that needs no first or third phase.
+	Handle func(ctx context.Context, tx *sql.Tx, recs []Record) error
+	// Prepare, if set, replaces Handle: the first phase, called with each batch before the
 	// transaction opens (for the queries to other components a handler must not make
-	// while holding it) and returns what to apply inside the transaction.
-	Prepare func(ctx context.Context, recs []Record) (func(ctx context.Context, tx *sql.Tx) error, error)
+	// while holding it); it returns the batch's other phases.
+	Prepare func(ctx context.Context, recs []Record) (Step, error)
 	// Applied, if set, is called when a partition starts (with the offset it resumes at)
 	// and after each committed batch, with the partition's next offset.
 	Applied func(partition int32, next int64)
@@ -154,6 +194,10 @@ type Consumer struct {
 	// beyond its offset is lost to it (logged as an error), since the topic's owner has no
 	// replay. Without it (and without Sequenced) such a partition stops (ErrOffsetPastEnd).
 	Guarded bool
+	// FromEnd makes a consumer of state that lives in memory (typing): it keeps no
+	// offsets, starts at the end of every partition each time it runs, and opens a
+	// transaction only for a Step with Apply (and for dead letters).
+	FromEnd bool
 	Logger  *logrus.Entry
 	Metrics *Metrics
 }
@@ -163,29 +207,50 @@ func (c *Consumer) Run(ctx context.Context) error {
 	if c.Sequenced != nil || c.Guarded {
 		return c.runGuarded(ctx)
 	}
-	// The offsets are loaded one after the other: loading them in the partitions'
-	// goroutines opened a connection per partition at once (PostgreSQL: 150 connections
-	// for an idle monolith, over the server's default max_connections of 100).
-	next := make([]int64, len(c.Partitions))
-	for i, p := range c.Partitions {
-		n, err := c.Offsets.Next(ctx, c.Topic, p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("load offset of %s/%d: %w", c.Topic, p, err)
+	next, err := c.starts(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
 		}
-		next[i] = n
+		return err
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for i, p := range c.Partitions {
-		g.Go(func() error { return c.runPartition(ctx, p, next[i], func(int64) {}) })
+		g.Go(func() error { return c.consume(ctx, p, Stored{Next: next[i]}, func(int64) {}) })
 	}
-	err := g.Wait()
+	err = g.Wait()
 	if errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed) {
 		return nil
 	}
 	return err
+}
+
+// starts are the offsets the partitions resume at: the stored ones, or the partitions'
+// ends (FromEnd). The stored offsets are loaded one after the other: loading them in the
+// partitions' goroutines opened a connection per partition at once (PostgreSQL: 150
+// connections for an idle monolith, over the server's default max_connections of 100).
+func (c *Consumer) starts(ctx context.Context) ([]int64, error) {
+	next := make([]int64, len(c.Partitions))
+	if c.FromEnd {
+		ends, err := c.Log.EndOffsets(ctx, c.Topic)
+		if err != nil {
+			return nil, fmt.Errorf("load end offsets of %s: %w", c.Topic, err)
+		}
+		for i, p := range c.Partitions {
+			if int(p) < len(ends) {
+				next[i] = ends[p]
+			}
+		}
+		return next, nil
+	}
+	for i, p := range c.Partitions {
+		n, err := c.Offsets.Next(ctx, c.Topic, p)
+		if err != nil {
+			return nil, fmt.Errorf("load offset of %s/%d: %w", c.Topic, p, err)
+		}
+		next[i] = n
+	}
+	return next, nil
 }
 
 // started reports that the partition resumes at next.
@@ -208,9 +273,11 @@ func (c *Consumer) applied(partition int32, next int64) {
 	}
 }
 
-func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64, advanced func(int64)) error {
+// consume consumes a partition from st, applying the records by their owner's numbers
+// when the consumer is Sequenced.
+func (c *Consumer) consume(ctx context.Context, partition int32, st Stored, advanced func(int64)) error {
+	next, last := st.Next, st.Seq
 	c.started(partition, next)
-	attempts := map[int64]int{}
 	return c.Log.Consume(ctx, c.Topic, partition, next, func(ctx context.Context, recs []Record) error {
 		for len(recs) > 0 && recs[0].Offset < next {
 			recs = recs[1:]
@@ -218,22 +285,16 @@ func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64
 		if len(recs) == 0 {
 			return nil
 		}
-		err := c.apply(ctx, partition, recs, 0)
-		if err != nil && len(recs) > 1 {
-			// Find the poison record: apply one at a time.
-			for _, r := range recs {
-				if r.Offset < next {
-					continue
-				}
-				if err = c.applyOne(ctx, partition, r, 0, attempts); err != nil {
-					break
-				}
-				next = r.Offset + 1
-			}
-			return err
+		var err error
+		if c.Sequenced == nil {
+			err = c.applyBatch(ctx, partition, recs, 0)
+		} else {
+			last, err = c.Sequenced.Apply(ctx, c.Topic, partition, last, recs, func(ctx context.Context, run []Record, seq, next int64) error {
+				return c.applyRun(ctx, partition, run, seq, next)
+			})
 		}
 		if err != nil {
-			return c.applyOne(ctx, partition, recs[0], 0, attempts)
+			return err
 		}
 		next = recs[len(recs)-1].Offset + 1
 		advanced(next)
@@ -241,42 +302,66 @@ func (c *Consumer) runPartition(ctx context.Context, partition int32, next int64
 	})
 }
 
-// apply applies recs in one transaction that saves the offset after them (unless they
-// were fetched from the owner: Offset -1) and seq when above 0.
-func (c *Consumer) apply(ctx context.Context, partition int32, recs []Record, seq int64) error {
-	next := recs[len(recs)-1].Offset + 1
-	handle := func(ctx context.Context, tx *sql.Tx) error { return c.Handle(ctx, tx, recs) }
+// prepare runs the first phase of recs.
+func (c *Consumer) prepare(ctx context.Context, recs []Record) (Step, error) {
 	if c.Prepare != nil {
-		var err error
-		if handle, err = c.Prepare(ctx, recs); err != nil {
-			return err
-		}
+		return c.Prepare(ctx, recs)
 	}
-	err := c.DB.WithTx(ctx, func(tx *sql.Tx) error {
-		if err := handle(ctx, tx); err != nil {
-			return err
-		}
-		return c.savePosition(ctx, tx, partition, next, seq)
-	})
+	return Step{Apply: func(ctx context.Context, tx *sql.Tx) error { return c.Handle(ctx, tx, recs) }}, nil
+}
+
+// apply runs the three phases of recs: the transaction saves the offset after them (unless
+// they were fetched from the owner: Offset -1) and seq when above 0.
+func (c *Consumer) apply(ctx context.Context, partition int32, recs []Record, seq int64) error {
+	step, err := c.prepare(ctx, recs)
 	if err != nil {
 		return err
 	}
-	c.Metrics.consumed(c.Topic, len(recs))
-	if next > 0 {
+	cp := Checkpoint{Topic: c.Topic, Partition: partition, Next: recs[len(recs)-1].Offset + 1, Seq: seq}
+	if c.FromEnd {
+		cp.Next, cp.Seq = 0, 0
+	}
+	if err := c.commit(ctx, step, cp); err != nil {
+		return err
+	}
+	c.Metrics.consumed(c.Topic, c.Name, len(recs))
+	if step.After != nil {
+		step.After(ctx)
+	}
+	if next := recs[len(recs)-1].Offset + 1; next > 0 {
 		c.applied(partition, next)
 	}
 	return nil
 }
 
-// savePosition saves next (when above 0: not for fetched records) and seq (when above 0).
-func (c *Consumer) savePosition(ctx context.Context, tx *sql.Tx, partition int32, next, seq int64) error {
-	if next > 0 {
-		if err := c.Offsets.Save(ctx, tx, c.Topic, partition, next); err != nil {
+// commit runs the second phase of step and saves cp in one transaction.
+func (c *Consumer) commit(ctx context.Context, step Step, cp Checkpoint) error {
+	if step.Commit != nil {
+		return step.Commit(ctx, cp)
+	}
+	if step.Apply == nil && cp.Next <= 0 && cp.Seq <= 0 {
+		return nil
+	}
+	return c.DB.WithTx(ctx, func(tx *sql.Tx) error {
+		if step.Apply != nil {
+			if err := step.Apply(ctx, tx); err != nil {
+				return err
+			}
+		}
+		return c.savePosition(ctx, tx, cp)
+	})
+}
+
+// savePosition saves cp's next offset (when above 0: not for fetched records) and its
+// seq (when above 0).
+func (c *Consumer) savePosition(ctx context.Context, tx *sql.Tx, cp Checkpoint) error {
+	if cp.Next > 0 {
+		if err := c.Offsets.Save(ctx, tx, c.Topic, cp.Partition, cp.Next); err != nil {
 			return err
 		}
 	}
-	if seq > 0 {
-		return c.Offsets.SaveSeq(ctx, tx, c.Topic, partition, seq)
+	if cp.Seq > 0 {
+		return c.Offsets.SaveSeq(ctx, tx, c.Topic, cp.Partition, cp.Seq)
 	}
 	return nil
 }
@@ -292,9 +377,8 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 			if err != nil {
 				return err
 			}
-			attempts := map[int64]int{}
 			_, err = c.Sequenced.CatchUp(ctx, c.Topic, partition, st.Seq, 0, func(ctx context.Context, recs []Record, seq, next int64) error {
-				return c.applyRun(ctx, partition, recs, seq, next, attempts)
+				return c.applyRun(ctx, partition, recs, seq, next)
 			})
 			return err
 		}
@@ -303,10 +387,7 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 	for _, p := range c.Partitions {
 		eg.Go(func() error {
 			return g.Run(ctx, p, func(ctx context.Context, st Stored, advanced func(int64)) error {
-				if c.Sequenced == nil {
-					return c.runPartition(ctx, p, st.Next, advanced)
-				}
-				return c.runSequenced(ctx, p, st, advanced)
+				return c.consume(ctx, p, st, advanced)
 			})
 		})
 	}
@@ -317,87 +398,125 @@ func (c *Consumer) runGuarded(ctx context.Context) error {
 	return err
 }
 
-// runSequenced consumes a partition from st, applying records by their numbers.
-func (c *Consumer) runSequenced(ctx context.Context, partition int32, st Stored, advanced func(int64)) error {
-	next, last := st.Next, st.Seq
-	c.started(partition, next)
-	attempts := map[int64]int{}
-	return c.Log.Consume(ctx, c.Topic, partition, next, func(ctx context.Context, recs []Record) error {
-		for len(recs) > 0 && recs[0].Offset < next {
-			recs = recs[1:]
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		var err error
-		last, err = c.Sequenced.Apply(ctx, c.Topic, partition, last, recs, func(ctx context.Context, run []Record, seq, next int64) error {
-			return c.applyRun(ctx, partition, run, seq, next, attempts)
-		})
-		if err != nil {
-			return err
-		}
-		next = recs[len(recs)-1].Offset + 1
-		advanced(next)
-		return nil
+// applyRun applies a run of numbered records ending at seq (see SeqApply); an empty run
+// only saves the checkpoint.
+func (c *Consumer) applyRun(ctx context.Context, partition int32, run []Record, seq, next int64) error {
+	if len(run) > 0 {
+		return c.applyBatch(ctx, partition, run, seq)
+	}
+	err := c.DB.WithTx(ctx, func(tx *sql.Tx) error {
+		return c.savePosition(ctx, tx, Checkpoint{Topic: c.Topic, Partition: partition, Next: next, Seq: seq})
 	})
+	if err == nil && next > 0 {
+		c.applied(partition, next)
+	}
+	return err
 }
 
-// applyRun applies a run of numbered records ending at seq (see SeqApply); when the run
-// fails it applies them one at a time, dead-lettering a record that keeps failing.
-func (c *Consumer) applyRun(ctx context.Context, partition int32, run []Record, seq, next int64, attempts map[int64]int) error {
-	if len(run) == 0 {
-		err := c.DB.WithTx(ctx, func(tx *sql.Tx) error { return c.savePosition(ctx, tx, partition, next, seq) })
-		if err == nil && next > 0 {
-			c.applied(partition, next)
+// applyBatch applies recs (seq: the owner's number of the last, 0 for none) in one
+// transaction; when that fails it applies them one at a time under the poison policy. It
+// fails only when ctx ends.
+func (c *Consumer) applyBatch(ctx context.Context, partition int32, recs []Record, seq int64) error {
+	if len(recs) > 1 {
+		err := c.apply(ctx, partition, recs, seq)
+		if err == nil || ctx.Err() != nil {
+			return err
 		}
-		return err
+		c.Metrics.failed(c.Topic, c.Name)
+		c.Logger.WithError(err).WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": recs[0].Offset, "records": len(recs)}).
+			Warn("applying a batch failed; applying its records one at a time")
 	}
-	err := c.apply(ctx, partition, run, seq)
-	if err == nil {
-		return nil
-	}
-	for _, r := range run {
-		n, serr := c.Sequenced.Seq(r.Value)
-		if serr != nil {
-			n = 0
-		}
-		if err := c.applyOne(ctx, partition, r, n, attempts); err != nil {
+	for _, r := range recs {
+		if err := c.applyOne(ctx, partition, r, c.seqOf(r, seq, len(recs))); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// applyOne applies one record (numbered seq, or 0), dead-lettering it after too many
-// attempts.
-func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, seq int64, attempts map[int64]int) error {
-	err := c.apply(ctx, partition, []Record{r}, seq)
-	if err == nil {
-		delete(attempts, r.Offset)
-		return nil
+// seqOf is the owner's number of r, one of n records whose last is numbered seq (0: none).
+func (c *Consumer) seqOf(r Record, seq int64, n int) int64 {
+	if n == 1 || c.Sequenced == nil {
+		return seq
 	}
-	c.Metrics.failed(c.Topic)
+	s, err := c.Sequenced.Seq(r.Value)
+	if err != nil {
+		return 0
+	}
+	return s
+}
+
+// applyOne applies one record (numbered seq, or 0) under the poison policy (see Consumer).
+// It fails only when ctx ends.
+func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, seq int64) error {
+	b := newBackoffFrom(c.Backoff)
+	var unstuck func()
+	defer func() {
+		if unstuck != nil {
+			unstuck()
+		}
+	}()
 	limit := c.MaxAttempts
 	if limit <= 0 {
 		limit = 5
 	}
-	attempts[r.Offset]++
-	if IsRetry(err) || attempts[r.Offset] < limit || ctx.Err() != nil {
-		c.Logger.WithError(err).WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": r.Offset}).Warn("consumer failed; retrying")
-		return err
-	}
-	c.Logger.WithError(err).WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": r.Offset}).Error("record dead-lettered")
-	delete(attempts, r.Offset)
-	derr := c.DB.WithTx(ctx, func(tx *sql.Tx) error {
-		if err := c.Offsets.DeadLetter(ctx, tx, r.Topic, r.Partition, r.Offset, err.Error()); err != nil {
+	log := c.Logger.WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": r.Offset})
+	for attempt := 1; ; attempt++ {
+		err := c.apply(ctx, partition, []Record{r}, seq)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		c.Metrics.failed(c.Topic, c.Name)
+		if !IsRetry(err) && (IsPoison(err) || attempt >= limit) {
+			return c.deadLetter(ctx, log, partition, r, seq, err)
+		}
+		log.WithError(err).WithField("attempt", attempt).Warn("applying a record failed; retrying")
+		if unstuck == nil {
+			unstuck = c.stuck(partition)
+		}
+		if err := b.wait(ctx); err != nil {
 			return err
 		}
-		return c.savePosition(ctx, tx, partition, r.Offset+1, seq)
-	})
-	if derr != nil {
-		return derr
 	}
-	c.Metrics.deadLettered(c.Topic)
+}
+
+// stuck counts the partition in the log's Ready (ErrStuck) until the returned function is
+// called.
+func (c *Consumer) stuck(partition int32) func() {
+	if m, ok := c.Log.(recoveryMarker); ok {
+		return m.retrying(c.Topic, partition)
+	}
+	return func() {}
+}
+
+// deadLetter records that r can never be applied and why, with the checkpoint after it,
+// retrying the write with backoff until it succeeds or ctx ends; it logs and counts it.
+func (c *Consumer) deadLetter(ctx context.Context, log *logrus.Entry, partition int32, r Record, seq int64, cause error) error {
+	cp := Checkpoint{Topic: c.Topic, Partition: partition, Next: r.Offset + 1, Seq: seq}
+	if c.FromEnd {
+		cp.Next, cp.Seq = 0, 0
+	}
+	b := newBackoffFrom(c.Backoff)
+	for {
+		err := c.DB.WithTx(ctx, func(tx *sql.Tx) error {
+			if err := c.Offsets.DeadLetter(ctx, tx, r.Topic, r.Partition, r.Offset, cause.Error()); err != nil {
+				return err
+			}
+			return c.savePosition(ctx, tx, cp)
+		})
+		if err == nil {
+			break
+		}
+		log.WithError(err).Warn("recording a dead letter failed; retrying")
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+	}
+	log.WithError(cause).Error("record dead-lettered: it can never be applied")
+	c.Metrics.deadLettered(c.Topic, c.Name)
 	if r.Offset >= 0 {
 		c.applied(partition, r.Offset+1)
 	}

@@ -630,13 +630,18 @@ func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, er
 }
 
 // Ready reports ErrOffsetPastEnd while a consumer is stopped past the end of its
-// partition, and ErrRecovering while a Guard recovers one.
+// partition, ErrRecovering while a Guard recovers one, and ErrStuck while a Consumer
+// retries a record it failed to apply.
 func (e *Embedded) Ready(context.Context) error {
 	return e.stalls.err()
 }
 
 func (e *Embedded) recovering(topic string, partition int32) func() {
 	return e.stalls.recovering(topic, partition)
+}
+
+func (e *Embedded) retrying(topic string, partition int32) func() {
+	return e.stalls.retrying(topic, partition)
 }
 
 // Close stops the writer; queued produces fail with ErrClosed.

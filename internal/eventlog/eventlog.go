@@ -64,8 +64,9 @@ type Log interface {
 	// their offsets are positions in.
 	Incarnation(ctx context.Context, topic string, partition int32) (string, error)
 	// Ready reports whether the log can serve this process: the brokers answer (Kafka) and
-	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd) or recovering
-	// from its owner under a Guard (ErrRecovering).
+	// no consumer is stopped past the end of its partition (ErrOffsetPastEnd), recovering
+	// from its owner under a Guard (ErrRecovering) or retrying a record it failed to apply
+	// (ErrStuck).
 	Ready(ctx context.Context) error
 	Close() error
 }
@@ -105,21 +106,38 @@ func (c *Config) partitions(topic string) int32 {
 // ErrClosed is returned by a closed log.
 var ErrClosed = errors.New("event log closed")
 
-// retryable marks a transient error.
-type retryable struct{ err error }
+// marked is an error marked with how a Consumer treats it: transient (Retry) or permanent
+// (Poison).
+type marked struct {
+	err    error
+	poison bool
+}
 
-func (r retryable) Error() string { return r.err.Error() }
-func (r retryable) Unwrap() error { return r.err }
+func (m marked) Error() string { return m.err.Error() }
+func (m marked) Unwrap() error { return m.err }
 
 // Retry marks err as transient: a Consumer retries it forever instead of dead-lettering.
 func Retry(err error) error {
-	return retryable{err}
+	return marked{err: err}
 }
 
 // IsRetry reports whether err was marked with Retry.
 func IsRetry(err error) bool {
-	var r retryable
-	return errors.As(err, &r)
+	var m marked
+	return errors.As(err, &m) && !m.poison
+}
+
+// Poison marks err as permanent, the record's own fault (it does not decode, or lacks what
+// it must carry): a Consumer dead-letters the record at its first failure alone instead of
+// retrying it.
+func Poison(err error) error {
+	return marked{err: err, poison: true}
+}
+
+// IsPoison reports whether err was marked with Poison.
+func IsPoison(err error) bool {
+	var m marked
+	return errors.As(err, &m) && m.poison
 }
 
 // ProduceJSON appends v, encoded as JSON, to topic under key.

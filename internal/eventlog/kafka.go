@@ -182,6 +182,7 @@ func saramaConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 	sc.Producer.Partitioner = sarama.NewManualPartitioner
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.MaxWaitTime = 250 * time.Millisecond
+	sc.MetricRegistry = nilRegistry{}
 	sc.Consumer.Retry.BackoffFunc = func(retries int) time.Duration {
 		return min(100*time.Millisecond<<min(retries, 6), 5*time.Second)
 	}
@@ -638,9 +639,14 @@ func (k *Kafka) recovering(topic string, partition int32) func() {
 	return k.stalls.recovering(topic, partition)
 }
 
+func (k *Kafka) retrying(topic string, partition int32) func() {
+	return k.stalls.retrying(topic, partition)
+}
+
 // Ready reports whether the brokers answer a metadata request for every topic this process
 // uses, creating again those they do not know, and no consumer is stopped past the end of
-// its partition (ErrOffsetPastEnd) or recovering under a Guard (ErrRecovering). Concurrent
+// its partition (ErrOffsetPastEnd), recovering under a Guard (ErrRecovering) or retrying a
+// record (ErrStuck). Concurrent
 // calls share one request; a call returns early with ctx's error when ctx ends first.
 func (k *Kafka) Ready(ctx context.Context) error {
 	if !k.enter() {
@@ -709,12 +715,20 @@ func (k *Kafka) Close() error {
 	return nil
 }
 
-// backoff doubles from 100ms to 5s.
-type backoff struct{ d time.Duration }
+// backoff doubles from its first delay (100ms by default) to 5s.
+type backoff struct{ first, d time.Duration }
 
-func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+func newBackoff() *backoff { return newBackoffFrom(0) }
 
-func (b *backoff) reset() { b.d = 100 * time.Millisecond }
+// newBackoffFrom is a backoff whose first delay is first (100ms when not above 0).
+func newBackoffFrom(first time.Duration) *backoff {
+	if first <= 0 {
+		first = 100 * time.Millisecond
+	}
+	return &backoff{first: first, d: first}
+}
+
+func (b *backoff) reset() { b.d = b.first }
 
 // wait sleeps for the current delay, then doubles it; it returns ctx.Err() if ctx ends first.
 func (b *backoff) wait(ctx context.Context) error {

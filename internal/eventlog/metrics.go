@@ -22,9 +22,9 @@ type Metrics struct {
 // NewMetrics registers the log metrics on reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
-		consumedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_consumed_total", Help: "Records applied by consumers."}, []string{"topic"}),
-		failures:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_consumer_failures_total", Help: "Failed attempts to apply records."}, []string{"topic"}),
-		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_dead_letters_total", Help: "Records given up on and dead-lettered."}, []string{"topic"}),
+		consumedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_consumed_total", Help: "Records applied by consumers."}, []string{"topic", "consumer"}),
+		failures:      prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_consumer_failures_total", Help: "Failed attempts to apply records."}, []string{"topic", "consumer"}),
+		deadLetters:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_dead_letters_total", Help: "Records given up on and dead-lettered."}, []string{"topic", "consumer"}),
 		produce: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "dendrite_eventlog_produce_seconds", Help: "Time to durably append.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)}, []string{"topic"}),
 		trimFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_eventlog_retention_failures_total", Help: "Failed retention runs."}),
@@ -42,21 +42,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) consumed(topic string, n int) {
+func (m *Metrics) consumed(topic, consumer string, n int) {
 	if m != nil {
-		m.consumedTotal.WithLabelValues(topic).Add(float64(n))
+		m.consumedTotal.WithLabelValues(topic, consumer).Add(float64(n))
 	}
 }
 
-func (m *Metrics) failed(topic string) {
+func (m *Metrics) failed(topic, consumer string) {
 	if m != nil {
-		m.failures.WithLabelValues(topic).Inc()
+		m.failures.WithLabelValues(topic, consumer).Inc()
 	}
 }
 
-func (m *Metrics) deadLettered(topic string) {
+func (m *Metrics) deadLettered(topic, consumer string) {
 	if m != nil {
-		m.deadLetters.WithLabelValues(topic).Inc()
+		m.deadLetters.WithLabelValues(topic, consumer).Inc()
 	}
 }
 

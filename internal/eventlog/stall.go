@@ -21,11 +21,17 @@ var ErrOffsetPastEnd = errors.New("consumer offset past the end of its partition
 // wiped under it: its data is behind the owner's until the recovery ends.
 var ErrRecovering = errors.New("consumer recovering from the owner after its log was wiped")
 
-// recoveryMarker is implemented by the logs whose Ready reports recovering consumers
-// (Embedded, Kafka): recovering counts topic/partition as recovering until the returned
-// function is called.
+// ErrStuck is what Ready reports while a Consumer retries a record it failed to apply:
+// the partition waits behind it until it is applied or dead-lettered (or, for an error
+// marked Retry, until what it waits for answers again).
+var ErrStuck = errors.New("consumer retrying a record it failed to apply")
+
+// recoveryMarker is implemented by the logs whose Ready reports recovering and stuck
+// consumers (Embedded, Kafka): recovering and retrying count topic/partition as recovering
+// (ErrRecovering) or stuck (ErrStuck) until the returned function is called.
 type recoveryMarker interface {
 	recovering(topic string, partition int32) (done func())
+	retrying(topic string, partition int32) (done func())
 }
 
 // stalls are the partitions whose consumers stopped at an offset past the partition's end.
@@ -33,13 +39,15 @@ type stalls struct {
 	mu   sync.Mutex
 	held map[partKey]int
 	// recov are the partitions a Guard is recovering (see ErrRecovering).
-	recov   map[partKey]int
+	recov map[partKey]int
+	// stuck are the partitions a Consumer retries a record of (see ErrStuck).
+	stuck   map[partKey]int
 	metrics *Metrics
 	log     *logrus.Entry
 }
 
 func newStalls(cfg *Config) *stalls {
-	return &stalls{held: map[partKey]int{}, recov: map[partKey]int{}, metrics: cfg.Metrics, log: cfg.Logger}
+	return &stalls{held: map[partKey]int{}, recov: map[partKey]int{}, stuck: map[partKey]int{}, metrics: cfg.Metrics, log: cfg.Logger}
 }
 
 // hold stops a consumer of topic/partition whose next offset from is past the partition's
@@ -71,21 +79,31 @@ func (s *stalls) hold(ctx context.Context, closed <-chan struct{}, topic string,
 
 // recovering counts topic/partition as recovering until done is called.
 func (s *stalls) recovering(topic string, partition int32) (done func()) {
+	return s.count(s.recov, topic, partition)
+}
+
+// retrying counts topic/partition as stuck until done is called.
+func (s *stalls) retrying(topic string, partition int32) (done func()) {
+	return s.count(s.stuck, topic, partition)
+}
+
+// count counts topic/partition in m until done is called.
+func (s *stalls) count(m map[partKey]int, topic string, partition int32) (done func()) {
 	k := partKey{topic, partition}
 	s.mu.Lock()
-	s.recov[k]++
+	m[k]++
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		if s.recov[k]--; s.recov[k] == 0 {
-			delete(s.recov, k)
+		if m[k]--; m[k] == 0 {
+			delete(m, k)
 		}
 		s.mu.Unlock()
 	}
 }
 
 // err names every stopped partition (ErrOffsetPastEnd), else every recovering one
-// (ErrRecovering), or is nil when there is none.
+// (ErrRecovering), else every stuck one (ErrStuck), or is nil when there is none.
 func (s *stalls) err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -94,6 +112,9 @@ func (s *stalls) err() error {
 	}
 	if len(s.recov) > 0 {
 		return fmt.Errorf("%w: %s", ErrRecovering, partNames(s.recov))
+	}
+	if len(s.stuck) > 0 {
+		return fmt.Errorf("%w: %s", ErrStuck, partNames(s.stuck))
 	}
 	return nil
 }

@@ -92,6 +92,7 @@ var clientBodies = map[string]bodySpec{
 	"POST /join/{roomIDOrAlias}":                            {sample: `{"reason":"x"}`, optional: true},
 	"POST /knock/{roomIDOrAlias}":                           {sample: `{"reason":"x"}`, optional: true},
 	"POST /peek/{roomIDOrAlias}":                            {sample: `{}`},
+	"POST /rooms/{roomId}/unpeek":                           {sample: `{}`},
 	"POST /rooms/{roomID}/upgrade":                          {sample: `{"new_version":"99"}`},
 	"POST /rooms/{roomID}/join":                             {sample: `{"reason":"x"}`, optional: true},
 	"POST /rooms/{roomID}/invite":                           {sample: `{"user_id":"@bob:allroutes.test","reason":"x"}`},

@@ -508,7 +508,7 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
 		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices,
-		IdentityServers: e.identityServers()}
+		IdentityServers: e.identityServers(), Placement: &rsapi.Placement{Partitions: e.log.Partitions(e.topic(rsapi.TopicInputRoomEvent)), Rooms: e.roomserver}}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}

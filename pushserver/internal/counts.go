@@ -93,24 +93,24 @@ type Receipts struct {
 }
 
 // Prepare implements eventlog.Consumer.Prepare.
-func (r *Receipts) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx context.Context, tx *sql.Tx) error, error) {
+func (r *Receipts) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
 	var receipts []receiptapi.OutputReceiptEvent
 	for _, rec := range recs {
 		var o receiptapi.OutputReceiptEvent
 		if err := json.Unmarshal(rec.Value, &o); err != nil {
-			return nil, fmt.Errorf("decode receipt: %w", err)
+			return eventlog.Step{}, eventlog.Poison(fmt.Errorf("decode receipt: %w", err))
 		}
 		if (o.Type == receiptapi.ReceiptRead || o.Type == receiptapi.ReceiptReadPrivate) && strings.HasSuffix(o.UserID, ":"+r.ServerName) {
 			receipts = append(receipts, o)
 		}
 	}
 	if len(receipts) == 0 {
-		return func(context.Context, *sql.Tx) error { return nil }, nil
+		return eventlog.Step{}, nil
 	}
 	if err := r.RoomEvents.CatchUp(ctx, roomEventsWait); err != nil && !errors.Is(err, eventlog.ErrBehind) {
-		return nil, eventlog.Retry(err)
+		return eventlog.Step{}, eventlog.Retry(err)
 	}
-	return func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, receipts) }, nil
+	return eventlog.Step{Apply: func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, receipts) }}, nil
 }
 
 func (r *Receipts) apply(ctx context.Context, tx *sql.Tx, receipts []receiptapi.OutputReceiptEvent) error {

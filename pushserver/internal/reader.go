@@ -56,21 +56,21 @@ type newEvent struct {
 // Prepare implements eventlog.Consumer.Prepare: it resolves the state each event adds,
 // fetches the state of rooms the reader does not know yet, and waits for earlier push
 // rule changes, all before the transaction opens.
-func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx context.Context, tx *sql.Tx) error, error) {
+func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
 	var events []newEvent
 	var roomIDs []string
 	first := map[string]string{}
 	for _, rec := range recs {
 		var out rsapi.OutputRoomEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {
-			return nil, fmt.Errorf("decode output room event: %w", err)
+			return eventlog.Step{}, eventlog.Poison(fmt.Errorf("decode output room event: %w", err))
 		}
 		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
 			continue
 		}
 		added, unknown, err := out.NewRoomEvent.AddedState(ctx, r.Rooms)
 		if err != nil {
-			return nil, eventlog.Retry(err)
+			return eventlog.Step{}, eventlog.Retry(err)
 		}
 		ev := out.NewRoomEvent.Event.PDU
 		for _, id := range unknown {
@@ -83,11 +83,11 @@ func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx 
 		}
 	}
 	if len(events) == 0 {
-		return func(context.Context, *sql.Tx) error { return nil }, nil
+		return eventlog.Step{}, nil
 	}
 	known, err := r.DB.KnownRooms(ctx, roomIDs)
 	if err != nil {
-		return nil, eventlog.Retry(err)
+		return eventlog.Step{}, eventlog.Retry(err)
 	}
 	boot := map[string][]gomatrixserverlib.PDU{}
 	for _, roomID := range roomIDs {
@@ -96,7 +96,7 @@ func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx 
 		}
 		res, err := r.Rooms.QueryStateAtEvent(ctx, &rsapi.QueryStateAtEventRequest{RoomID: roomID, EventID: first[roomID]})
 		if err != nil {
-			return nil, eventlog.Retry(fmt.Errorf("load state of %s: %w", roomID, err))
+			return eventlog.Step{}, eventlog.Retry(fmt.Errorf("load state of %s: %w", roomID, err))
 		}
 		state := make([]gomatrixserverlib.PDU, 0, len(res.StateEvents))
 		for _, e := range res.StateEvents {
@@ -105,9 +105,9 @@ func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx 
 		boot[roomID] = state
 	}
 	if err := r.ClientData.CatchUp(ctx, clientDataWait); err != nil && !errors.Is(err, eventlog.ErrBehind) {
-		return nil, eventlog.Retry(err)
+		return eventlog.Step{}, eventlog.Retry(err)
 	}
-	return func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, events, boot) }, nil
+	return eventlog.Step{Apply: func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, events, boot) }}, nil
 }
 
 func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot map[string][]gomatrixserverlib.PDU) error {

@@ -1,10 +1,12 @@
 package internal
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -17,11 +19,18 @@ import (
 // read, for local and federated events alike. gomatrixserverlib.Allowed implements most of
 // the spec's authorisation rules, but the pinned version departs from them in places where
 // it lets through events the spec rejects (docs/auth.md lists every rule and what was
-// found); specAuth rejects those events first. A *matrixerr.Error comes back for content
-// that does not parse (400 M_BAD_JSON for a local client), any other error is a refusal.
+// found); specAuth rejects those events first. It also refuses one the spec accepts: an
+// invite completing a third-party invite whose signed block holds more than mxid, token and
+// signatures (the sender of /join's third_party_signed and of identity servers' /3pid/onbind
+// blocks), whose signature it checks over a copy without them; thirdPartyInviteAllowed
+// decides those invites in its place. A *matrixerr.Error comes back for content that does
+// not parse (400 M_BAD_JSON for a local client), any other error is a refusal.
 func allowed(ev gomatrixserverlib.PDU, auth *gomatrixserverlib.AuthEvents) error {
 	if err := specAuth(ev, auth); err != nil {
 		return err
+	}
+	if signed := thirdPartySignedBlock(ev); signed != nil {
+		return thirdPartyInviteAllowed(ev, auth, signed)
 	}
 	return gomatrixserverlib.Allowed(ev, auth, userIDForSender)
 }
@@ -340,7 +349,7 @@ func joinAuth(ev gomatrixserverlib.PDU, auth *gomatrixserverlib.AuthEvents, send
 
 // thirdPartyInviteAuth: an invite with third_party_invite is rejected if the target is
 // banned, if signed lacks mxid or token, or if the sender is not the sender of the
-// m.room.third_party_invite it names; gomatrixserverlib checks only the signatures.
+// m.room.third_party_invite it names; thirdPartyInviteAllowed checks the rest.
 func thirdPartyInviteAuth(auth *gomatrixserverlib.AuthEvents, c *memberContent, sender, target string) error {
 	if c.ThirdPartyInvite == nil {
 		return nil
@@ -358,6 +367,108 @@ func thirdPartyInviteAuth(auth *gomatrixserverlib.AuthEvents, c *memberContent, 
 	}
 	if string(tpi.SenderID()) != sender {
 		return authRefusal("only the sender of the third-party invite may complete it")
+	}
+	return nil
+}
+
+// thirdPartySignedBlock is the raw content.third_party_invite.signed of an m.room.member
+// invite, nil for any other event.
+func thirdPartySignedBlock(ev gomatrixserverlib.PDU) json.RawMessage {
+	if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+		return nil
+	}
+	var c struct {
+		Membership       string `json:"membership"`
+		ThirdPartyInvite *struct {
+			Signed json.RawMessage `json:"signed"`
+		} `json:"third_party_invite"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.Membership != spec.Invite || c.ThirdPartyInvite == nil {
+		return nil
+	}
+	return c.ThirdPartyInvite.Signed
+}
+
+// thirdPartyInviteAllowed is the spec's rule for an invite with third_party_invite, after
+// the rules every event goes through (an m.room.create of the same room in the auth events,
+// and its m.federate): specAuth has checked the target is not banned, that signed has mxid
+// and token, and that the m.room.third_party_invite for the token exists and has the
+// invite's sender. "If mxid does not match state_key, reject. If any signature in signed
+// matches any public key in the m.room.third_party_invite event, allow" (the signature
+// covers the whole block, as gomatrixserverlib.VerifyJSON computes it); "otherwise, reject".
+func thirdPartyInviteAllowed(ev gomatrixserverlib.PDU, auth *gomatrixserverlib.AuthEvents, signed json.RawMessage) error {
+	create, _ := auth.Create()
+	if create == nil || create.RoomID().String() != ev.RoomID().String() {
+		return authRefusal("no m.room.create event of the room in the auth events")
+	}
+	if err := federationAllowed(create, ev.SenderID()); err != nil {
+		return err
+	}
+	var block struct {
+		MXID       string                       `json:"mxid"`
+		Token      string                       `json:"token"`
+		Signatures map[string]map[string]string `json:"signatures"`
+	}
+	if json.Unmarshal(signed, &block) != nil || block.MXID != *ev.StateKey() {
+		return authRefusal("third_party_invite.signed.mxid is not the invited user")
+	}
+	tpi, _ := auth.ThirdPartyInvite(block.Token)
+	if tpi == nil {
+		return authRefusal("no m.room.third_party_invite for the token")
+	}
+	for _, pub := range thirdPartyInviteKeys(tpi.Content()) {
+		for domain, sigs := range block.Signatures {
+			for keyID := range sigs {
+				if strings.HasPrefix(keyID, "ed25519:") &&
+					gomatrixserverlib.VerifyJSON(domain, gomatrixserverlib.KeyID(keyID), pub, signed) == nil {
+					return nil
+				}
+			}
+		}
+	}
+	return authRefusal("no key of the third-party invite signed third_party_invite.signed")
+}
+
+// thirdPartyInviteKeys are the ed25519 keys of an m.room.third_party_invite's content:
+// public_key and every public_keys entry's public_key (unpadded or padded base64).
+func thirdPartyInviteKeys(content []byte) []ed25519.PublicKey {
+	var c struct {
+		PublicKey  string `json:"public_key"`
+		PublicKeys []struct {
+			PublicKey string `json:"public_key"`
+		} `json:"public_keys"`
+	}
+	if json.Unmarshal(content, &c) != nil {
+		return nil
+	}
+	encoded := []string{c.PublicKey}
+	for _, k := range c.PublicKeys {
+		encoded = append(encoded, k.PublicKey)
+	}
+	var out []ed25519.PublicKey
+	for _, e := range encoded {
+		var b spec.Base64Bytes
+		if e != "" && b.Decode(e) == nil && len(b) == ed25519.PublicKeySize {
+			out = append(out, ed25519.PublicKey(b))
+		}
+	}
+	return out
+}
+
+// federationAllowed: "If the create event content has the field m.federate set to false
+// and the sender domain of the event does not match the sender domain of the create event,
+// reject."
+func federationAllowed(create gomatrixserverlib.PDU, sender spec.SenderID) error {
+	var c struct {
+		Federate *bool `json:"m.federate"`
+	}
+	if json.Unmarshal(create.Content(), &c) != nil || c.Federate == nil || *c.Federate {
+		return nil
+	}
+	s, errS := spec.NewUserID(string(sender), true)
+	cr, errC := spec.NewUserID(string(create.SenderID()), true)
+	if errS != nil || errC != nil || s.Domain() != cr.Domain() {
+		return authRefusal("the room does not federate with the sender's server")
 	}
 	return nil
 }

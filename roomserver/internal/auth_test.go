@@ -2,8 +2,11 @@ package internal
 
 import (
 	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -233,4 +236,69 @@ func TestAuthEventsSelection(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestThirdPartyInviteSigned: an invite completing a third-party invite is allowed when a
+// key of the m.room.third_party_invite signed the whole signed block, whatever keys it holds
+// besides mxid and token (/join's third_party_signed and identity servers' blocks carry
+// sender; gomatrixserverlib alone refuses those), and refused when another key signed it,
+// the block was changed after signing, mxid is not the invited user, the invite's sender is
+// not the third-party invite's, or the room does not federate with the sender's server.
+func TestThirdPartyInviteSigned(t *testing.T) {
+	v := gomatrixserverlib.RoomVersionV10
+	isPub, isPriv, _ := ed25519.GenerateKey(nil)
+	_, otherPriv, _ := ed25519.GenerateKey(nil)
+	sign := func(priv ed25519.PrivateKey, block map[string]string) json.RawMessage {
+		b, _ := json.Marshal(block)
+		signed, err := gomatrixserverlib.SignJSON("id.test", "ed25519:0", priv, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return signed
+	}
+	roomState := []stateEvent{member(alice, alice, spec.Join), state(alice, spec.MRoomPowerLevels, basePowerLevels(v)),
+		state(alice, spec.MRoomJoinRules, map[string]any{"join_rule": "invite"}), member(mod, mod, spec.Join),
+		{alice, spec.MRoomThirdPartyInvite, roomtest.StateKey("tok"), map[string]any{"display_name": "c...",
+			"key_validity_url": "https://id.test/_matrix/identity/v2/pubkey/isvalid", "public_key": base64.RawStdEncoding.EncodeToString(isPub)}}}
+	invite := func(sender, target string, signed json.RawMessage) stateEvent {
+		return stateEvent{sender, spec.MRoomMember, &target, map[string]any{"membership": spec.Invite,
+			"third_party_invite": map[string]any{"display_name": "c...", "signed": signed}}}
+	}
+	block := map[string]string{"mxid": bob, "sender": alice, "token": "tok"}
+	good := sign(isPriv, block)
+	changed := json.RawMessage(strings.Replace(string(good), `"sender":"@alice:a.test"`, `"sender":"@mod:a.test"`, 1))
+	for _, tc := range []struct {
+		name       string
+		ev         stateEvent
+		allow      bool
+		gmslRefuse bool
+	}{
+		{"signed block with sender", invite(alice, bob, good), true, true},
+		{"signed by another key", invite(alice, bob, sign(otherPriv, block)), false, false},
+		{"changed after signing", invite(alice, bob, changed), false, false},
+		{"mxid is not the target", invite(alice, admin, good), false, false},
+		{"sender is not the third-party invite's", invite(mod, bob, good), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev, auth := buildRoom(t, v, roomState, tc.ev)
+			if err := allowed(ev, auth); (err == nil) != tc.allow {
+				t.Fatalf("allowed: %v, want allowed %v", err, tc.allow)
+			}
+			if tc.gmslRefuse && gomatrixserverlib.Allowed(ev, auth, userIDForSender) == nil {
+				t.Fatal("gomatrixserverlib now accepts this: thirdPartyInviteAllowed may be redundant")
+			}
+		})
+	}
+	t.Run("room that does not federate", func(t *testing.T) {
+		key := roomtest.NewKey(t)
+		r := &roomtest.Remote{T: t, Key: key, Origin: "b.test", Version: v, RoomID: "!nofed:a.test"}
+		create := r.Event(alice, spec.MRoomCreate, roomtest.StateKey(""), map[string]any{"creator": alice, "room_version": string(v), "m.federate": false}, 1, nil, nil)
+		remote := "@carol:b.test"
+		ev, auth := buildRoomFrom(t, key, create, append(roomState[:len(roomState)-1],
+			stateEvent{remote, spec.MRoomThirdPartyInvite, roomtest.StateKey("tok"), roomState[len(roomState)-1].content}),
+			invite(remote, bob, good))
+		if err := thirdPartyInviteAllowed(ev, auth, thirdPartySignedBlock(ev)); err == nil || !strings.Contains(err.Error(), "federate") {
+			t.Fatalf("a third-party invite from another server into a room that does not federate: %v", err)
+		}
+	})
 }

@@ -1,192 +1,126 @@
 // Package consumer applies the topics the sync API reads (OutputRoomEvent, OutputClientData,
 // OutputKeyChangeEvent and the EDU outputs)
-// to its storage and wakes waiting clients once each batch has committed. Each batch is
-// applied with its next offset in one transaction; handlers dedupe (by event ID, or by
-// unchanged content), so redelivery changes nothing a client can see.
+// to its storage and wakes waiting clients once each batch has committed. Every topic is read
+// by an eventlog.Consumer, the one consumer runtime: a batch is decoded (and what it needs
+// from other components fetched) before the write transaction opens, written with its
+// checkpoint in one transaction, and announced to the notifier once that committed.
+// Handlers dedupe (by event ID, or by unchanged content), so redelivery changes nothing a
+// client can see.
 package consumer
 
 import (
 	"context"
-	"errors"
+	"encoding/json"
+	"fmt"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/syncapi/notifier"
 	"github.com/matrix-org/dendrite/syncapi/storage"
+	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
-// Metrics counts consumed records and dead letters per topic; nil counts nothing.
-type Metrics struct {
-	records     *prometheus.CounterVec
-	deadLetters *prometheus.CounterVec
-}
-
-// NewMetrics registers the consumer metrics on reg (which may be nil).
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
-		records: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_syncapi_consumed_records_total",
-			Help: "Log records applied by the sync API."}, []string{"topic"}),
-		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_syncapi_dead_letters_total",
-			Help: "Log records the sync API could never apply."}, []string{"topic"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.records, m.deadLetters)
-	}
-	return m
-}
-
-// batchFunc prepares and writes one batch of records, returning what changed. It is called
-// again with the same records if it fails.
-type batchFunc func(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error)
-
-// Shared is what both consumers are built from.
+// Shared is what every consumer is built from.
 type Shared struct {
-	Log      eventlog.Log
+	Log eventlog.Log
+	// SQL is the database DB writes to, for what the consumer runtime writes itself: dead
+	// letters, and checkpoints past records that change nothing.
+	SQL      *sqlutil.DB
 	Offsets  *eventlog.OffsetStore
 	DB       storage.Database
 	Notifier *notifier.Notifier
 	Progress *eventlog.Progress
 	Logger   *logrus.Entry
-	Metrics  *Metrics
-	// LogMetrics, if set, records the guards' recoveries and records lost past the
-	// owner's replay window.
+	// LogMetrics, if set, counts the records consumed and dead-lettered, and records the
+	// guards' recoveries and the records lost past the owner's replay window.
 	LogMetrics *eventlog.Metrics
 }
 
-// partitions consumes every partition of a topic with one batchFunc.
-type partitions struct {
-	log     eventlog.Log
-	offsets *eventlog.OffsetStore
-	topic   string
-	// sequenced, if set, applies the records by their owner's numbers and guards the
-	// partitions against a wiped log (eventlog.Guard), recovering from the owner.
-	sequenced  *eventlog.Sequenced
-	db         storage.Database
-	notifier   *notifier.Notifier
-	progress   *eventlog.Progress
-	logger     *logrus.Entry
-	metrics    *Metrics
-	logMetrics *eventlog.Metrics
+// reader is what every consumer type holds: its consumer runtime, the storage it writes
+// to and the logger.
+type reader struct {
+	c      *eventlog.Consumer
+	db     storage.Database
+	logger *logrus.Entry
 }
 
-func newPartitions(s Shared, topic string) partitions {
-	return partitions{log: s.Log, offsets: s.Offsets, topic: topic, db: s.DB, notifier: s.Notifier, progress: s.Progress, logger: s.Logger, metrics: s.Metrics, logMetrics: s.LogMetrics}
+// Run consumes every partition until ctx ends.
+func (r *reader) Run(ctx context.Context) error {
+	return r.c.Run(ctx)
 }
 
-// run consumes every partition of the topic until ctx ends (see runGuarded).
-func (p *partitions) run(ctx context.Context, apply batchFunc) error {
-	return p.runGuarded(ctx, apply)
+// newReader is the reader of topic whose first phase is prepare (see newConsumer).
+func newReader(s Shared, topic string, sequenced *eventlog.Sequenced, prepare func(ctx context.Context, r *reader, recs []eventlog.Record) (writeFunc, error)) reader {
+	r := &reader{db: s.DB, logger: s.Logger}
+	r.c = newConsumer(s, topic, sequenced, func(ctx context.Context, recs []eventlog.Record) (writeFunc, error) {
+		return prepare(ctx, r, recs)
+	}, nil)
+	return *r
 }
 
-func (p *partitions) runPartition(ctx context.Context, partition int32, next int64, apply batchFunc, advanced func(int64)) error {
-	p.progress.Set(p.topic, partition, next)
-	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
-		for len(recs) > 0 && recs[0].Offset < next {
-			recs = recs[1:]
-		}
-		if len(recs) == 0 {
-			p.progress.Set(p.topic, partition, next)
-			return nil
-		}
-		end := recs[len(recs)-1].Offset + 1
-		applied, err := apply(ctx, recs, storage.Offset{Topic: p.topic, Partition: partition, Next: end})
-		if err != nil {
-			p.logger.WithError(err).WithFields(logrus.Fields{"topic": p.topic, "partition": partition, "offset": recs[0].Offset}).Warn("applying records failed; retrying")
-			return err
-		}
-		next = end
-		if p.metrics != nil {
-			p.metrics.records.WithLabelValues(p.topic).Add(float64(len(recs)))
-		}
-		p.notifier.Notify(applied)
-		advanced(end)
-		p.progress.Set(p.topic, partition, end)
+// userSequence applies a userapi topic's records by their numbers and recovers what a wiped
+// log lost from the userapi (uapi.OutputSequence); nil (no replay) applies them as they come.
+func userSequence(replay uapi.ReplayAPI, topic string) *eventlog.Sequenced {
+	if replay == nil {
 		return nil
-	})
+	}
+	return uapi.OutputSequence(replay, topic)
 }
 
-// runGuarded runs every partition under an eventlog.Guard: after a wiped log, a sequenced
-// topic (OutputRoomEvent) catches up from its owner, the others restart at the new log's
-// start (their owners have no replay; the guard logs the loss as an error).
-func (p *partitions) runGuarded(ctx context.Context, apply batchFunc) error {
-	g := &eventlog.Guard{Log: p.log, Offsets: p.offsets, Topic: p.topic, Logger: p.logger, Metrics: p.logMetrics}
-	if p.sequenced != nil {
-		g.Recover = func(ctx context.Context, partition int32) error {
-			st, err := p.offsets.Position(ctx, p.topic, partition)
+// writeFunc writes a prepared batch and saves offset with it in one transaction, returning
+// what changed.
+type writeFunc func(ctx context.Context, offset storage.Offset) (*storage.Applied, error)
+
+// prepareFunc is a consumer's first phase: it decodes a batch, failing with an error marked
+// eventlog.Poison for a record that never will, and fetches what the write needs from other
+// components.
+type prepareFunc func(ctx context.Context, recs []eventlog.Record) (writeFunc, error)
+
+// newConsumer is the guarded consumer of every partition of topic: prepare makes each
+// batch's write, and once the write committed, after (if set) runs and the notifier wakes
+// the clients waiting for what changed. With sequenced set the records are applied by
+// their owner's numbers, and what a wiped log lost is recovered from the owner.
+func newConsumer(s Shared, topic string, sequenced *eventlog.Sequenced, prepare prepareFunc,
+	after func(ctx context.Context, applied *storage.Applied)) *eventlog.Consumer {
+	return &eventlog.Consumer{Log: s.Log, DB: s.SQL, Offsets: s.Offsets, Topic: topic, Partitions: eventlog.AllPartitions(s.Log, topic),
+		Name: "syncapi", Progress: s.Progress, Sequenced: sequenced, Guarded: true, Logger: s.Logger, Metrics: s.LogMetrics,
+		Prepare: func(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+			write, err := prepare(ctx, recs)
 			if err != nil {
-				return err
+				return eventlog.Step{}, err
 			}
-			_, err = p.sequenced.CatchUp(ctx, p.topic, partition, st.Seq, 0, p.seqApply(partition, apply))
-			return err
-		}
-	}
-	eg, ctx := errgroup.WithContext(ctx)
-	for part := range p.log.Partitions(p.topic) {
-		eg.Go(func() error {
-			return g.Run(ctx, part, func(ctx context.Context, st eventlog.Stored, advanced func(int64)) error {
-				if p.sequenced == nil {
-					p.progress.Reset(p.topic, part, st.Next)
-					return p.runPartition(ctx, part, st.Next, apply, advanced)
-				}
-				return p.runSequenced(ctx, part, st, advanced, apply)
-			})
-		})
-	}
-	err := eg.Wait()
-	if errors.Is(err, context.Canceled) || errors.Is(err, eventlog.ErrClosed) {
-		return nil
-	}
-	return err
+			var applied *storage.Applied
+			return eventlog.Step{
+				Commit: func(ctx context.Context, cp eventlog.Checkpoint) error {
+					applied, err = write(ctx, storage.Offset{Topic: cp.Topic, Partition: cp.Partition, Next: cp.Next, Seq: cp.Seq})
+					return err
+				},
+				After: func(ctx context.Context) {
+					if after != nil {
+						after(ctx, applied)
+					}
+					s.Notifier.Notify(applied)
+				},
+			}, nil
+		}}
 }
 
-// seqApply writes a run of numbered records with apply (see eventlog.SeqApply).
-func (p *partitions) seqApply(partition int32, apply batchFunc) eventlog.SeqApply {
-	return func(ctx context.Context, recs []eventlog.Record, seq, next int64) error {
-		applied, err := apply(ctx, recs, storage.Offset{Topic: p.topic, Partition: partition, Next: max(next, 0), Seq: seq})
+// decodeAll decodes every record into T, failing (marked eventlog.Poison) on the first that
+// does not decode or that valid rejects.
+func decodeAll[T any](recs []eventlog.Record, valid func(*T) error) ([]T, error) {
+	out := make([]T, 0, len(recs))
+	for _, rec := range recs {
+		var v T
+		err := json.Unmarshal(rec.Value, &v)
+		if err == nil {
+			err = valid(&v)
+		}
 		if err != nil {
-			return err
+			return nil, eventlog.Poison(fmt.Errorf("decode %s: %w", rec.Topic, err))
 		}
-		if p.metrics != nil {
-			p.metrics.records.WithLabelValues(p.topic).Add(float64(len(recs)))
-		}
-		p.notifier.Notify(applied)
-		return nil
+		out = append(out, v)
 	}
-}
-
-// runSequenced consumes a partition from st, applying records by their numbers.
-func (p *partitions) runSequenced(ctx context.Context, partition int32, st eventlog.Stored, advanced func(int64), apply batchFunc) error {
-	next, last := st.Next, st.Seq
-	p.progress.Reset(p.topic, partition, next)
-	return p.log.Consume(ctx, p.topic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
-		for len(recs) > 0 && recs[0].Offset < next {
-			recs = recs[1:]
-		}
-		if len(recs) == 0 {
-			p.progress.Set(p.topic, partition, next)
-			return nil
-		}
-		var err error
-		last, err = p.sequenced.Apply(ctx, p.topic, partition, last, recs, p.seqApply(partition, apply))
-		if err != nil {
-			p.logger.WithError(err).WithFields(logrus.Fields{"topic": p.topic, "partition": partition, "offset": recs[0].Offset}).Warn("applying records failed; retrying")
-			return err
-		}
-		next = recs[len(recs)-1].Offset + 1
-		advanced(next)
-		p.progress.Set(p.topic, partition, next)
-		return nil
-	})
-}
-
-// deadLetter logs and counts a record that can never be applied.
-func (p *partitions) deadLetter(rec eventlog.Record, err error) storage.DeadLetter {
-	p.logger.WithError(err).WithFields(logrus.Fields{"topic": p.topic, "partition": rec.Partition, "offset": rec.Offset}).Error("record dead-lettered")
-	if p.metrics != nil {
-		p.metrics.deadLetters.WithLabelValues(p.topic).Inc()
-	}
-	return storage.DeadLetter{Offset: rec.Offset, Err: err.Error()}
+	return out, nil
 }

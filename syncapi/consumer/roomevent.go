@@ -22,7 +22,9 @@ import (
 // shared with a local user has committed, it tells the userapi to mark their cached device
 // lists stale: their servers stop sending updates to this one.
 type RoomEvents struct {
-	p          partitions
+	c          *eventlog.Consumer
+	db         storage.Database
+	logger     *logrus.Entry
 	rsAPI      rsapi.SyncRoomserverAPI
 	keys       uapi.SyncKeyAPI
 	serverName string
@@ -30,24 +32,24 @@ type RoomEvents struct {
 
 // NewRoomEvents builds the consumer of topic. keys may be nil (no device lists are marked).
 func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI, keys uapi.SyncKeyAPI, serverName string) *RoomEvents {
-	p := newPartitions(s, topic)
-	p.sequenced = rsapi.OutputSequence(rs).Reporting(s.Logger, s.LogMetrics)
-	return &RoomEvents{p: p, rsAPI: rs, keys: keys, serverName: serverName}
+	re := &RoomEvents{db: s.DB, logger: s.Logger, rsAPI: rs, keys: keys, serverName: serverName}
+	re.c = newConsumer(s, topic, rsapi.OutputSequence(rs), re.prepareBatch, re.afterWrite)
+	return re
 }
 
 // Run consumes every partition until ctx ends.
 func (c *RoomEvents) Run(ctx context.Context) error {
-	return c.p.run(ctx, c.apply)
+	return c.c.Run(ctx)
 }
 
-func (c *RoomEvents) apply(ctx context.Context, recs []eventlog.Record, offset storage.Offset) (*storage.Applied, error) {
+// prepareBatch decodes the batch and resolves the state its events add, before the write
+// transaction opens.
+func (c *RoomEvents) prepareBatch(ctx context.Context, recs []eventlog.Record) (writeFunc, error) {
 	var events []storage.NewRoomEvent
-	var dead []storage.DeadLetter
 	for _, rec := range recs {
 		var out rsapi.OutputRoomEvent
 		if err := json.Unmarshal(rec.Value, &out); err != nil {
-			dead = append(dead, c.p.deadLetter(rec, fmt.Errorf("decode output room event: %w", err)))
-			continue
+			return nil, eventlog.Poison(fmt.Errorf("decode output room event: %w", err))
 		}
 		if out.Type == rsapi.OutputTypeBackfilledEvent && out.BackfilledEvent != nil && out.BackfilledEvent.Event.PDU != nil {
 			b := out.BackfilledEvent
@@ -55,20 +57,26 @@ func (c *RoomEvents) apply(ctx context.Context, recs []eventlog.Record, offset s
 			continue
 		}
 		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
-			c.p.logger.WithFields(logrus.Fields{"topic": c.p.topic, "type": out.Type}).Debug("skipping output of unknown type")
+			c.logger.WithFields(logrus.Fields{"topic": rec.Topic, "type": out.Type}).Debug("skipping output of unknown type")
 			continue
 		}
 		ev, err := c.prepare(ctx, out.NewRoomEvent)
 		if err != nil {
-			return nil, err
+			return nil, eventlog.Retry(err)
 		}
 		events = append(events, ev)
 	}
-	applied, err := c.p.db.WriteRoomEvents(ctx, events, dead, offset)
-	if err != nil || c.keys == nil || len(applied.Members) == 0 {
-		return applied, err
+	return func(ctx context.Context, offset storage.Offset) (*storage.Applied, error) {
+		return c.db.WriteRoomEvents(ctx, events, offset)
+	}, nil
+}
+
+// afterWrite marks device lists stale once a batch whose membership changes left users of
+// other servers without a shared room has committed, before the batch wakes any client.
+func (c *RoomEvents) afterWrite(ctx context.Context, applied *storage.Applied) {
+	if c.keys != nil && len(applied.Members) > 0 {
+		c.markUnshared(ctx, applied.Members)
 	}
-	return applied, c.markUnshared(ctx, applied.Members)
 }
 
 // markStaleRetry is the wait between attempts to mark device lists stale.
@@ -78,23 +86,23 @@ const markStaleRetry = time.Second
 // left without a joined room shared with a local user. The batch has committed (a redelivery
 // would not report the changes again), so it retries while the partition waits, until it
 // succeeds or ctx ends; the lists are marked before the batch's changes wake any client.
-func (c *RoomEvents) markUnshared(ctx context.Context, changes []storage.MemberChange) error {
+func (c *RoomEvents) markUnshared(ctx context.Context, changes []storage.MemberChange) {
 	for {
 		err := c.tryMarkUnshared(ctx, changes)
 		if err == nil {
-			return nil
+			return
 		}
-		c.p.logger.WithError(err).WithField("topic", c.p.topic).Warn("marking device lists of users no longer sharing a room stale failed; retrying")
+		c.logger.WithError(err).WithField("topic", c.c.Topic).Warn("marking device lists of users no longer sharing a room stale failed; retrying")
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return
 		case <-time.After(markStaleRetry):
 		}
 	}
 }
 
 func (c *RoomEvents) tryMarkUnshared(ctx context.Context, changes []storage.MemberChange) error {
-	users, err := c.p.db.UnsharedRemoteUsers(ctx, c.serverName, changes)
+	users, err := c.db.UnsharedRemoteUsers(ctx, c.serverName, changes)
 	if err != nil || len(users) == 0 {
 		return err
 	}
@@ -119,7 +127,7 @@ func (c *RoomEvents) prepare(ctx context.Context, out *rsapi.OutputNewRoomEvent)
 		return ev, err
 	}
 	for _, id := range unknown {
-		c.p.logger.WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+		c.logger.WithFields(logrus.Fields{"room_id": out.Event.RoomID().String(), "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
 	}
 	ev.AddsState = added
 	return ev, nil

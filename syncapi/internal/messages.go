@@ -109,6 +109,17 @@ func (s *Syncer) Messages(ctx context.Context, req *MessagesRequest) (*types.Mes
 	if err != nil {
 		return nil, err
 	}
+	if req.Backward {
+		filled, err := s.fillGaps(ctx, req.RoomID, from, pg)
+		if err != nil {
+			return nil, err
+		}
+		if filled {
+			if pg, err = walk(ctx, s.db, req.RoomID, v, &req.Filter.EventFilter, req.Backward, from, bound, req.Limit); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if req.Backward && req.To == nil {
 		if pg, err = s.backfillPage(ctx, req, v, pg); err != nil {
 			return nil, err

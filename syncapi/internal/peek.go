@@ -11,8 +11,9 @@ import (
 )
 
 // Peek starts the device's peek into a room (MSC2753): from its next /sync on, the room is
-// in rooms.peek with its timeline and state, like a joined room, until the user joins it
-// or leaves it with /leave. Only a room this server is in, and whose history is
+// in rooms.peek with its timeline and state, like a joined room, until the user joins it,
+// leaves it (or is kicked or banned: any leave or ban membership event) or ends the peek
+// with Unpeek. Only a room this server is in, and whose history is
 // world_readable, can be peeked into: 404 M_NOT_FOUND for one it does not know,
 // 403 M_FORBIDDEN for any other history visibility.
 func (s *Syncer) Peek(ctx context.Context, userID, deviceID, roomID string) error {
@@ -45,5 +46,14 @@ func (s *Syncer) Peek(ctx context.Context, userID, deviceID, roomID string) erro
 		return fmt.Errorf("store peek into %s: %w", roomID, err)
 	}
 	s.notifier.Notify(applied)
+	return nil
+}
+
+// Unpeek ends the device's peek into a room (MSC2753's /unpeek); from its next /sync on,
+// the room is no longer in rooms.peek. Ending a peek that is not there is not an error.
+func (s *Syncer) Unpeek(ctx context.Context, userID, deviceID, roomID string) error {
+	if _, err := s.db.DeletePeek(ctx, userID, deviceID, roomID); err != nil {
+		return fmt.Errorf("end peek into %s: %w", roomID, err)
+	}
 	return nil
 }

@@ -44,3 +44,21 @@ func (h *Handlers) peek(r *http.Request, dev *uapi.Device) (httputil.Response, e
 	}
 	return httputil.OK(map[string]string{"room_id": roomID}), nil
 }
+
+// unpeek is POST /rooms/{roomId}/unpeek (MSC2753): the device's peek into the room ends,
+// and the room leaves its rooms.peek. The body is a JSON object; ending a peek that is not
+// there succeeds too, so a client may retry.
+func (h *Handlers) unpeek(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
+	var body map[string]json.RawMessage
+	if err := httputil.DecodeJSON(r, &body); err != nil {
+		return httputil.Response{}, err
+	}
+	roomID := httputil.Vars(r)["roomId"]
+	if _, err := spec.NewRoomID(roomID); err != nil {
+		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID")
+	}
+	if err := h.Syncer.Unpeek(r.Context(), dev.UserID, dev.DeviceID, roomID); err != nil {
+		return httputil.Response{}, err
+	}
+	return httputil.OK(struct{}{}), nil
+}

@@ -75,6 +75,7 @@ func (h *Handlers) Routes() []httputil.Route {
 			httputil.Route{Name: "userDirectorySearch", Method: http.MethodPost, Path: prefix + "/user_directory/search", Handler: h.authenticated(h.userDirectorySearch)},
 			httputil.Route{Name: "keyChanges", Method: http.MethodGet, Path: prefix + "/keys/changes", Handler: h.authenticated(h.keyChanges)},
 			httputil.Route{Name: "peek", Method: http.MethodPost, Path: prefix + "/peek/{roomIDOrAlias}", Handler: h.authenticated(h.peek)},
+			httputil.Route{Name: "unpeek", Method: http.MethodPost, Path: prefix + "/rooms/{roomId}/unpeek", Handler: h.authenticated(h.unpeek)},
 		)
 	}
 	const v1 = "/_matrix/client/v1/rooms/{roomId}"

@@ -24,13 +24,6 @@ type Offset struct {
 	Seq       int64
 }
 
-// DeadLetter is a record that can never be applied; it is recorded with the batch that
-// skips it.
-type DeadLetter struct {
-	Offset int64
-	Err    string
-}
-
 // Txn is the sending device's transaction for a local event.
 type Txn struct {
 	UserID   string
@@ -294,8 +287,9 @@ type Peek struct {
 type Database interface {
 	// WritePeek starts the device's peek into a room at a new position (a peek already
 	// under way starts again there, so the next /sync sends the room whole) and names the
-	// user in Applied.Users and the peek in Applied.Peeks. A peek ends when its user joins
-	// the room (in the transaction storing the join) or by DeletePeek.
+	// user in Applied.Users and the peek in Applied.Peeks. A peek ends when its user joins,
+	// leaves or is banned from the room (in the transaction storing the membership) or by
+	// DeletePeek.
 	WritePeek(ctx context.Context, userID, deviceID, roomID string) (*Applied, error)
 	// DeletePeek ends the device's peek into a room; ended reports whether there was one.
 	DeletePeek(ctx context.Context, userID, deviceID, roomID string) (ended bool, err error)
@@ -306,28 +300,29 @@ type Database interface {
 
 	// WriteRoomEvents stores events in order (backfilled ones each below everything
 	// stored), skipping any already stored (at-least-once
-	// delivery), records dead letters and saves offset, all in one transaction.
-	WriteRoomEvents(ctx context.Context, events []NewRoomEvent, dead []DeadLetter, offset Offset) (*Applied, error)
+	// delivery) and saves offset, all in one transaction (the consumer runtime's second
+	// phase: eventlog.Step.Commit).
+	WriteRoomEvents(ctx context.Context, events []NewRoomEvent, offset Offset) (*Applied, error)
 	// WriteAccountData upserts account data (unchanged content keeps its position) like
 	// WriteRoomEvents.
-	WriteAccountData(ctx context.Context, changes []AccountDataChange, dead []DeadLetter, offset Offset) (*Applied, error)
+	WriteAccountData(ctx context.Context, changes []AccountDataChange, offset Offset) (*Applied, error)
 	// WriteTyping replaces rooms' typing sets like WriteRoomEvents.
-	WriteTyping(ctx context.Context, typing []Typing, dead []DeadLetter, offset Offset) (*Applied, error)
+	WriteTyping(ctx context.Context, typing []Typing, offset Offset) (*Applied, error)
 	// WriteReceipts upserts receipts (an unchanged receipt keeps its position) like
 	// WriteRoomEvents.
-	WriteReceipts(ctx context.Context, receipts []Receipt, dead []DeadLetter, offset Offset) (*Applied, error)
+	WriteReceipts(ctx context.Context, receipts []Receipt, offset Offset) (*Applied, error)
 	// WriteNotificationCounts replaces the users' counts in the rooms (unchanged counts
 	// keep their position) and wakes the users.
-	WriteNotificationCounts(ctx context.Context, counts []NotificationCounts, dead []DeadLetter, offset Offset) (*Applied, error)
+	WriteNotificationCounts(ctx context.Context, counts []NotificationCounts, offset Offset) (*Applied, error)
 	// WriteToDevice stores messages for local devices, skipping message IDs already
 	// stored, like WriteRoomEvents.
-	WriteToDevice(ctx context.Context, msgs []ToDeviceMessage, dead []DeadLetter, offset Offset) (*Applied, error)
+	WriteToDevice(ctx context.Context, msgs []ToDeviceMessage, offset Offset) (*Applied, error)
 	// WriteKeyChanges records that users' device lists changed, each at a new position,
 	// like WriteRoomEvents; a change whose stream ID is not above the user's recorded one
 	// (a redelivery) is skipped.
-	WriteKeyChanges(ctx context.Context, changes []KeyChange, dead []DeadLetter, offset Offset) (*Applied, error)
+	WriteKeyChanges(ctx context.Context, changes []KeyChange, offset Offset) (*Applied, error)
 	// WritePresence replaces users' presence like WriteRoomEvents.
-	WritePresence(ctx context.Context, presence []Presence, dead []DeadLetter, offset Offset) (*Applied, error)
+	WritePresence(ctx context.Context, presence []Presence, offset Offset) (*Applied, error)
 	// NextOffset is where a consumer resumes.
 	NextOffset(ctx context.Context, topic string, partition int32) (int64, error)
 

@@ -5,7 +5,6 @@ package consumer
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,22 +34,22 @@ type DeviceLists struct {
 // produced once it committed (a local client told of the change reads the new list). A
 // redelivered device list update (the stream ID the cache holds) changes and announces
 // nothing: its announcement was stored with it the first time; an older one is skipped.
-// The returned function has nothing left to do in the consumer's transaction, which saves
-// the offset.
-func (c *DeviceLists) Prepare(ctx context.Context, recs []eventlog.Record) (func(ctx context.Context, tx *sql.Tx) error, error) {
+// The returned Step has nothing left to do in the consumer's transaction, which saves the
+// offset.
+func (c *DeviceLists) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
 	for _, rec := range recs {
 		var in api.InputDeviceListUpdate
 		if err := json.Unmarshal(rec.Value, &in); err != nil {
-			return nil, fmt.Errorf("decode device list update: %w", err)
+			return eventlog.Step{}, eventlog.Poison(fmt.Errorf("decode device list update: %w", err))
 		}
 		if err := c.apply(ctx, &in); err != nil {
-			return nil, err
+			return eventlog.Step{}, err
 		}
 	}
 	if len(recs) > 0 {
 		c.Announce(ctx)
 	}
-	return func(context.Context, *sql.Tx) error { return nil }, nil
+	return eventlog.Step{}, nil
 }
 
 // apply records one update in the cache of the remote user's device list with its

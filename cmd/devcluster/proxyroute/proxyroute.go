@@ -39,6 +39,7 @@ var Rules = []Rule{
 	{"/_matrix/client/{version}/rooms/{roomId}/threads", SyncAPI},
 	{"/_matrix/client/{version}/keys/changes", SyncAPI},
 	{"/_matrix/client/{version}/peek/{roomIDOrAlias}", SyncAPI},
+	{"/_matrix/client/{version}/rooms/{roomId}/unpeek", SyncAPI},
 	{"/_matrix/client/unstable/org.matrix.simplified_msc3575/sync", SyncAPI},
 	{"/_matrix/client/{version}/notifications", PushServer},
 	{"/_matrix/client/{version}/pushers", PushServer},

@@ -39,7 +39,7 @@ func TestDeviceListChanges(t *testing.T) {
 			t.Helper()
 			for _, u := range users {
 				w.off.Next++
-				applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: u, StreamID: w.off.Next}}, nil, w.off)
+				applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: u, StreamID: w.off.Next}}, w.off)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -120,7 +120,7 @@ func (w *memberWriter) member(name, user, membership string) {
 		ne.RemovesStateEventIDs = []string{old}
 	}
 	w.off.Next++
-	applied, err := w.d.WriteRoomEvents(context.Background(), []storage.NewRoomEvent{ne}, nil, w.off)
+	applied, err := w.d.WriteRoomEvents(context.Background(), []storage.NewRoomEvent{ne}, w.off)
 	if err != nil {
 		w.t.Fatal(err)
 	}

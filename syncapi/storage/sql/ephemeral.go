@@ -15,8 +15,8 @@ import (
 )
 
 // WriteTyping implements storage.Database.
-func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamTyping, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamTyping, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, t := range typing {
 			users, err := json.Marshal(t.Users)
 			if err != nil {
@@ -42,8 +42,8 @@ func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, dea
 }
 
 // WriteReceipts implements storage.Database.
-func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamReceipts, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamReceipts, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, r := range receipts {
 			var old string
 			err := tx.QueryRowContext(ctx, "SELECT event_id FROM syncapi_receipts WHERE room_id = $1 AND user_id = $2 AND receipt_type = $3 AND thread_id = $4",
@@ -77,8 +77,8 @@ func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt
 }
 
 // WriteToDevice implements storage.Database.
-func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMessage, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamToDevice, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMessage, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamToDevice, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, m := range msgs {
 			var n int
 			if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM syncapi_send_to_device WHERE message_id = $1", m.MessageID).Scan(&n); err != nil {
@@ -100,8 +100,8 @@ func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMes
 }
 
 // WritePresence implements storage.Database.
-func (d *Database) WritePresence(ctx context.Context, presence []storage.Presence, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamPresence, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WritePresence(ctx context.Context, presence []storage.Presence, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamPresence, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, p := range presence {
 			var old storage.Presence
 			var status sql.NullString
@@ -298,8 +298,8 @@ func (d *Database) queryPresence(ctx context.Context, query string, args ...any)
 }
 
 // WriteNotificationCounts implements storage.Database.
-func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage.NotificationCounts, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamNotificationCounts, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage.NotificationCounts, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamNotificationCounts, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range counts {
 			joined, err := isJoined(ctx, tx, c.UserID, c.RoomID)
 			if err != nil {

@@ -35,11 +35,11 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 		off := storage.Offset{Topic: "t", Partition: 0, Next: 1}
 
 		typing := []storage.Typing{{RoomID: "!r:x", Users: []storage.TypingUser{{UserID: "@a:x", ExpiresTS: 10}}}}
-		a, err := d.WriteTyping(ctx, typing, nil, off)
+		a, err := d.WriteTyping(ctx, typing, off)
 		if err != nil || a.Position != 1 || len(a.EphemeralRooms) != 1 {
 			t.Fatalf("typing: %+v %v", a, err)
 		}
-		if a, err = d.WriteTyping(ctx, typing, nil, off); err != nil || a.Position != 0 {
+		if a, err = d.WriteTyping(ctx, typing, off); err != nil || a.Position != 0 {
 			t.Fatalf("typing replay: %+v %v", a, err)
 		}
 		got, err := d.Typing(ctx, []string{"!r:x", "!other:x"}, 0, 1)
@@ -49,11 +49,11 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 
 		pub := storage.Receipt{RoomID: "!r:x", UserID: "@b:x", Type: "m.read", EventID: "$e1", TS: 5}
 		priv := storage.Receipt{RoomID: "!r:x", UserID: "@b:x", Type: "m.read.private", EventID: "$e1", TS: 5}
-		if a, err = d.WriteReceipts(ctx, []storage.Receipt{pub, priv}, nil, off); err != nil || a.Position != 3 ||
+		if a, err = d.WriteReceipts(ctx, []storage.Receipt{pub, priv}, off); err != nil || a.Position != 3 ||
 			len(a.EphemeralRooms) != 1 || len(a.Users) != 1 {
 			t.Fatalf("receipts: %+v %v", a, err)
 		}
-		if a, err = d.WriteReceipts(ctx, []storage.Receipt{pub}, nil, off); err != nil || a.Position != 0 {
+		if a, err = d.WriteReceipts(ctx, []storage.Receipt{pub}, off); err != nil || a.Position != 0 {
 			t.Fatalf("receipt replay: %+v %v", a, err)
 		}
 		if rs, err := d.Receipts(ctx, "@a:x", []string{"!r:x"}, 0, 3); err != nil || len(rs) != 1 || rs[0].Type != "m.read" {
@@ -64,7 +64,7 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 		}
 
 		msg := storage.ToDeviceMessage{MessageID: "m1", UserID: "@b:x", DeviceID: "D", Sender: "@a:x", Type: "m.test", Content: []byte(`{"n":1}`)}
-		if a, err = d.WriteToDevice(ctx, []storage.ToDeviceMessage{msg}, nil, off); err != nil || a.Position != 4 {
+		if a, err = d.WriteToDevice(ctx, []storage.ToDeviceMessage{msg}, off); err != nil || a.Position != 4 {
 			t.Fatalf("to-device: %+v %v", a, err)
 		}
 		if msgs, err := d.ToDevice(ctx, "@b:x", "D", 4); err != nil || len(msgs) != 1 || string(msgs[0].Content) != `{"n":1}` {
@@ -80,16 +80,16 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 			t.Fatalf("acknowledged messages must not come again: %+v %v", msgs, err)
 		}
 		// A redelivery after the acknowledgement is recognised until pruned.
-		if a, err = d.WriteToDevice(ctx, []storage.ToDeviceMessage{msg}, nil, off); err != nil || a.Position != 0 {
+		if a, err = d.WriteToDevice(ctx, []storage.ToDeviceMessage{msg}, off); err != nil || a.Position != 0 {
 			t.Fatalf("to-device redelivery: %+v %v", a, err)
 		}
 
 		status := "away"
 		p := storage.Presence{UserID: "@a:x", Presence: "unavailable", StatusMsg: &status, LastActiveTS: 7}
-		if a, err = d.WritePresence(ctx, []storage.Presence{p}, nil, off); err != nil || a.Position != 5 || len(a.PresenceUsers) != 1 {
+		if a, err = d.WritePresence(ctx, []storage.Presence{p}, off); err != nil || a.Position != 5 || len(a.PresenceUsers) != 1 {
 			t.Fatalf("presence: %+v %v", a, err)
 		}
-		if a, err = d.WritePresence(ctx, []storage.Presence{p}, nil, off); err != nil || a.Position != 0 {
+		if a, err = d.WritePresence(ctx, []storage.Presence{p}, off); err != nil || a.Position != 0 {
 			t.Fatalf("presence replay: %+v %v", a, err)
 		}
 		// Nobody shares a room with @a:x yet: only @a:x sees it.

@@ -14,8 +14,8 @@ import (
 )
 
 // WriteKeyChanges implements storage.Database.
-func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamKeyChanges, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyChange, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamKeyChanges, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range changes {
 			if c.NotifyOnly != "" {
 				if err := writePrivateKeyChange(ctx, tx, applied, c); err != nil {

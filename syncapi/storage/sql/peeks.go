@@ -10,7 +10,7 @@ import (
 
 // WritePeek implements storage.Database.
 func (d *Database) WritePeek(ctx context.Context, userID, deviceID, roomID string) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamPeeks, nil, storage.Offset{}, func(tx *sql.Tx, applied *storage.Applied) error {
+	return d.write(ctx, storage.StreamPeeks, storage.Offset{}, func(tx *sql.Tx, applied *storage.Applied) error {
 		err := storeAtNextPosition(ctx, tx, applied, "peek", `INSERT INTO syncapi_peeks (user_id, device_id, room_id, position)
 			VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id, room_id) DO UPDATE SET position = $4`, userID, deviceID, roomID)
 		if err != nil {
@@ -68,10 +68,12 @@ func scanPeeks(rows *sql.Rows) ([]storage.Peek, error) {
 	return out, rows.Err()
 }
 
-// endPeeksOnJoin ends every peek of userID into roomID: a member reads the room as joined.
-func endPeeksOnJoin(ctx context.Context, tx *sql.Tx, roomID, userID string) error {
+// endPeeks ends every peek of userID into roomID when their membership becomes join (a
+// member reads the room as joined), leave or ban (a user who left, was kicked or banned
+// stops following the room).
+func endPeeks(ctx context.Context, tx *sql.Tx, roomID, userID string) error {
 	if _, err := tx.ExecContext(ctx, "DELETE FROM syncapi_peeks WHERE user_id = $1 AND room_id = $2", userID, roomID); err != nil {
-		return fmt.Errorf("end peeks of a joined user: %w", err)
+		return fmt.Errorf("end peeks of a user whose membership changed: %w", err)
 	}
 	return nil
 }

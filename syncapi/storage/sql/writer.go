@@ -15,8 +15,8 @@ import (
 )
 
 // WriteRoomEvents implements storage.Database.
-func (d *Database) WriteRoomEvents(ctx context.Context, events []storage.NewRoomEvent, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamRoomEvents, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteRoomEvents(ctx context.Context, events []storage.NewRoomEvent, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamRoomEvents, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for i := range events {
 			if err := d.writeRoomEvent(ctx, tx, &events[i], applied); err != nil {
 				return fmt.Errorf("store event %s: %w", events[i].Event.EventID(), err)
@@ -189,8 +189,8 @@ func (d *Database) applyStateDelta(ctx context.Context, tx *sql.Tx, roomID strin
 		if err != nil {
 			return fmt.Errorf("record membership: %w", err)
 		}
-		if membership == spec.Join {
-			if err = endPeeksOnJoin(ctx, tx, roomID, *sk); err != nil {
+		if membership == spec.Join || membership == spec.Leave || membership == spec.Ban {
+			if err = endPeeks(ctx, tx, roomID, *sk); err != nil {
 				return err
 			}
 		}
@@ -294,8 +294,8 @@ func withRedactedBecause(redactedJSON []byte, by gomatrixserverlib.PDU) ([]byte,
 }
 
 // WriteAccountData implements storage.Database.
-func (d *Database) WriteAccountData(ctx context.Context, changes []storage.AccountDataChange, dead []storage.DeadLetter, offset storage.Offset) (*storage.Applied, error) {
-	return d.write(ctx, storage.StreamAccountData, dead, offset, func(tx *sql.Tx, applied *storage.Applied) error {
+func (d *Database) WriteAccountData(ctx context.Context, changes []storage.AccountDataChange, offset storage.Offset) (*storage.Applied, error) {
+	return d.write(ctx, storage.StreamAccountData, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range changes {
 			var old string
 			err := tx.QueryRowContext(ctx, "SELECT content FROM syncapi_account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
@@ -318,9 +318,9 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 	})
 }
 
-// write runs fn in a transaction that then records dead letters and saves the consumer's
-// next offset, and returns what fn applied.
-func (d *Database) write(ctx context.Context, stream string, dead []storage.DeadLetter, offset storage.Offset,
+// write runs fn in a transaction that then saves the consumer's next offset, and returns
+// what fn applied.
+func (d *Database) write(ctx context.Context, stream string, offset storage.Offset,
 	fn func(tx *sql.Tx, applied *storage.Applied) error) (*storage.Applied, error) {
 	var applied storage.Applied
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
@@ -328,7 +328,7 @@ func (d *Database) write(ctx context.Context, stream string, dead []storage.Dead
 		if err := fn(tx, &applied); err != nil {
 			return err
 		}
-		return finish(ctx, tx, d, dead, offset)
+		return finish(ctx, tx, d, offset)
 	})
 	if err != nil {
 		return nil, err
@@ -336,13 +336,8 @@ func (d *Database) write(ctx context.Context, stream string, dead []storage.Dead
 	return &applied, nil
 }
 
-// finish records dead letters and saves the consumer's next offset and sequence number.
-func finish(ctx context.Context, tx *sql.Tx, d *Database, dead []storage.DeadLetter, offset storage.Offset) error {
-	for _, dl := range dead {
-		if err := d.offsets.DeadLetter(ctx, tx, offset.Topic, offset.Partition, dl.Offset, dl.Err); err != nil {
-			return fmt.Errorf("record dead letter: %w", err)
-		}
-	}
+// finish saves the consumer's next offset and sequence number.
+func finish(ctx context.Context, tx *sql.Tx, d *Database, offset storage.Offset) error {
 	if offset.Seq > 0 {
 		if err := d.offsets.SaveSeq(ctx, tx, offset.Topic, offset.Partition, offset.Seq); err != nil {
 			return err
