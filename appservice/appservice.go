@@ -28,6 +28,8 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
@@ -51,6 +53,12 @@ type Deps struct {
 	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
 	// (the eduserver's outbox; eduapi.OutputSequence).
 	EDUReplay eduapi.ReplayAPI
+	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
+	// (the receiptserver's outbox; receiptapi.OutputSequence).
+	ReceiptReplay receiptapi.ReplayAPI
+	// PresenceReplay, if set, gives back the OutputPresenceEvent records a wiped log lost
+	// (the presenceserver's outbox; presenceapi.OutputSequence).
+	PresenceReplay presenceapi.ReplayAPI
 	// Retention is the event log's: how long a record may be redelivered, so how long the
 	// IDs of queued events are remembered.
 	Retention time.Duration
@@ -115,6 +123,10 @@ func New(ctx context.Context, d Deps) (*AppService, error) {
 			cons.Sequenced = rsapi.OutputSequence(d.Replay)
 		case c.topic == d.ToDeviceTopic && d.EDUReplay != nil:
 			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
+		case c.topic == d.ReceiptsTopic && d.ReceiptReplay != nil:
+			cons.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
+		case c.topic == d.PresenceTopic && d.PresenceReplay != nil:
+			cons.Sequenced = presenceapi.OutputSequence(d.PresenceReplay)
 		}
 		a.consumers = append(a.consumers, cons)
 	}

@@ -66,6 +66,12 @@ type Deps struct {
 	// EDUReplay, if set, gives back the OutputSendToDeviceEvent records a wiped log lost
 	// (eduapi.OutputSequence).
 	EDUReplay eduapi.ReplayAPI
+	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
+	// (receiptapi.OutputSequence).
+	ReceiptReplay receiptapi.ReplayAPI
+	// PresenceReplay, if set, gives back the OutputPresenceEvent records a wiped log lost
+	// (presenceapi.OutputSequence).
+	PresenceReplay presenceapi.ReplayAPI
 	// Client sends the transactions (internal/fedclient, signing as ServerName).
 	Client internal.Client
 	// RequestTimeout bounds each transaction (30s when 0).
@@ -133,6 +139,10 @@ func New(ctx context.Context, d Deps) (*FederationSender, error) {
 			cons.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
 		case c.topic == d.Topics.ToDevice && d.EDUReplay != nil:
 			cons.Sequenced = eduapi.OutputSequence(d.EDUReplay)
+		case c.topic == d.Topics.Receipts && d.ReceiptReplay != nil:
+			cons.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
+		case c.topic == d.Topics.Presence && d.PresenceReplay != nil:
+			cons.Sequenced = presenceapi.OutputSequence(d.PresenceReplay)
 		}
 		f.consumers = append(f.consumers, cons)
 	}

@@ -34,6 +34,7 @@ type Deps struct {
 type PresenceServer struct {
 	presence *internal.Presence
 	consumer *eventlog.Consumer
+	outbox   *eventlog.Outbox
 	sweep    time.Duration
 }
 
@@ -43,24 +44,32 @@ func New(ctx context.Context, d Deps) (*PresenceServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, OutputTopic: d.OutputTopic,
+	outbox, err := eventlog.NewOutbox(ctx, d.DB, d.Log, eventlog.OutboxOptions{Component: "presenceserver", Topic: d.OutputTopic,
+		Window: time.Duration(d.Cfg.OutputReplayWindow), Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
+	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, Outbox: outbox,
 		IdleTimeout: time.Duration(d.Cfg.IdleTimeout), OfflineTimeout: time.Duration(d.Cfg.OfflineTimeout), Logger: d.Logger}
 	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "presenceserver", d.InputTopic, p.Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
-	return &PresenceServer{presence: p, consumer: c, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
+	c.Applied = func(int32, int64) { outbox.Wake() }
+	return &PresenceServer{presence: p, consumer: c, outbox: outbox, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
 }
 
-// API is the presenceserver's query API.
-func (s *PresenceServer) API() api.QueryAPI {
+// API is the presenceserver's query API and the replay of OutputPresenceEvent.
+func (s *PresenceServer) API() api.ServerAPI {
 	return s.presence
 }
 
-// Run consumes the input topic and sweeps for timeouts until ctx ends.
+// Run consumes the input topic, produces the stored changes and sweeps for timeouts until
+// ctx ends.
 func (s *PresenceServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(ctx) })
+	g.Go(func() error { return s.outbox.Run(ctx) })
 	g.Go(func() error { return s.presence.Sweep(ctx, s.sweep) })
 	return g.Wait()
 }

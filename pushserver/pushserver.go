@@ -20,10 +20,12 @@ import (
 	"github.com/matrix-org/dendrite/internal/outbound"
 	"github.com/matrix-org/dendrite/internal/pushrules"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	"github.com/matrix-org/dendrite/pushserver/internal"
 	"github.com/matrix-org/dendrite/pushserver/routing"
 	"github.com/matrix-org/dendrite/pushserver/storage"
 	"github.com/matrix-org/dendrite/pushserver/storage/sql"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -52,6 +54,9 @@ type Deps struct {
 	// UserReplay, if set, gives back the OutputClientData and OutputKeyChangeEvent records
 	// a wiped log lost (uapi.OutputSequence).
 	UserReplay uapi.ReplayAPI
+	// ReceiptReplay, if set, gives back the OutputReceiptEvent records a wiped log lost
+	// (receiptapi.OutputSequence): a receipt clears notification counts.
+	ReceiptReplay receiptapi.ReplayAPI
 	// Deny are the networks push gateways must not be in (global.deny_networks).
 	Deny         *outbound.Policy
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
@@ -65,6 +70,8 @@ type PushServer struct {
 	consumers []*eventlog.Consumer
 	deliverer *internal.Deliverer
 	pruner    *internal.Pruner
+	// counts announces unread counts from its outbox (nil without a log).
+	counts *internal.Counts
 }
 
 // New opens the storage and builds the consumers; Run starts them.
@@ -93,7 +100,13 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	reader.Metrics = metrics
 	limits := deliveryLimits(d.Cfg)
 	s.deliverer = internal.NewDeliverer(db, d.Rooms, gatewayClient(d, limits.PerGateway), limits, metrics, d.Logger)
-	counts := &internal.Counts{DB: db, Log: d.Log, Topic: d.Topics.Notifications}
+	outbox, err := eventlog.NewOutbox(ctx, d.DB, d.Log, eventlog.OutboxOptions{Component: "pushserver", Topic: d.Topics.Notifications,
+		Window: time.Duration(d.Cfg.OutputReplayWindow), Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
+	counts := &internal.Counts{DB: db, Outbox: outbox}
+	s.counts = counts
 	reader.Notified = func(ctx context.Context, tx *stdsql.Tx, ns []storage.Notification) error {
 		if err := counts.Announce(ctx, tx, internal.ByRoom(ns)); err != nil {
 			return err
@@ -124,14 +137,23 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	}
 	roomProgress := eventlog.NewProgress(d.Log, d.Topics.RoomEvents)
 	roomEvents.Progress = roomProgress
-	roomEvents.Applied = func(int32, int64) { s.deliverer.Wake() }
+	roomEvents.Applied = func(int32, int64) {
+		outbox.Wake()
+		s.deliverer.Wake()
+	}
 	receipts, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.Receipts, nil, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
 	receipts.Prepare = (&internal.Receipts{DB: db, Counts: counts, ServerName: d.ServerName, RoomEvents: roomProgress,
 		Read: lowered}).Prepare
-	receipts.Applied = func(int32, int64) { s.deliverer.Wake() }
+	receipts.Applied = func(int32, int64) {
+		outbox.Wake()
+		s.deliverer.Wake()
+	}
+	if d.ReceiptReplay != nil {
+		receipts.Sequenced = receiptapi.OutputSequence(d.ReceiptReplay)
+	}
 	keyChanges, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "pushserver", d.Topics.KeyChanges,
 		(&internal.KeyChanges{DB: db, ServerName: d.ServerName}).Handle, d.Logger, d.LogMetrics)
 	if err != nil {
@@ -153,6 +175,12 @@ func (s *PushServer) Routes() []httputil.Route {
 	return s.handlers.Routes()
 }
 
+// API is how readers of OutputNotificationData recover what a wiped log lost; only for a
+// push server built with a log (one without announces nothing).
+func (s *PushServer) API() pushapi.ReplayAPI {
+	return s.counts
+}
+
 // Run consumes the push server's topics and delivers pushes until ctx ends.
 func (s *PushServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
@@ -161,6 +189,9 @@ func (s *PushServer) Run(ctx context.Context) error {
 	}
 	if s.pruner != nil {
 		g.Go(func() error { return s.pruner.Run(ctx) })
+	}
+	if s.counts != nil {
+		g.Go(func() error { return s.counts.Outbox.Run(ctx) })
 	}
 	for _, c := range s.consumers {
 		g.Go(func() error { return c.Run(ctx) })

@@ -5,17 +5,22 @@ package receiptserver
 
 import (
 	"context"
+	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
+	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
+	"github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/receiptserver/internal"
 	"github.com/matrix-org/dendrite/receiptserver/storage/sql"
 )
 
 // Deps is what the receiptserver is built from. Topics are full names, with the prefix.
 type Deps struct {
+	Cfg         *config.ReceiptServer
 	DB          *sqlutil.DB
 	Log         eventlog.Log
 	LogMetrics  *eventlog.Metrics
@@ -27,6 +32,8 @@ type Deps struct {
 // ReceiptServer is a running receiptserver.
 type ReceiptServer struct {
 	consumer *eventlog.Consumer
+	receipts *internal.Receipts
+	outbox   *eventlog.Outbox
 }
 
 // New opens the storage. Run starts consuming.
@@ -35,15 +42,29 @@ func New(ctx context.Context, d Deps) (*ReceiptServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &internal.Receipts{DB: db, Log: d.Log, OutputTopic: d.OutputTopic}
+	outbox, err := eventlog.NewOutbox(ctx, d.DB, d.Log, eventlog.OutboxOptions{Component: "receiptserver", Topic: d.OutputTopic,
+		Window: time.Duration(d.Cfg.OutputReplayWindow), Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
+	h := &internal.Receipts{DB: db, Outbox: outbox}
 	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "receiptserver", d.InputTopic, h.Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
-	return &ReceiptServer{consumer: c}, nil
+	c.Applied = func(int32, int64) { outbox.Wake() }
+	return &ReceiptServer{consumer: c, receipts: h, outbox: outbox}, nil
 }
 
-// Run consumes the input topic until ctx ends.
+// API is how readers of OutputReceiptEvent recover what a wiped log lost.
+func (s *ReceiptServer) API() api.ReplayAPI {
+	return s.receipts
+}
+
+// Run consumes the input topic and produces the stored receipts until ctx ends.
 func (s *ReceiptServer) Run(ctx context.Context) error {
-	return s.consumer.Run(ctx)
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.consumer.Run(ctx) })
+	g.Go(func() error { return s.outbox.Run(ctx) })
+	return g.Wait()
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/receiptserver"
@@ -22,7 +23,7 @@ func TestReceiptsMoveOnlyForward(t *testing.T) {
 		defer cancel()
 		log := test.EmbeddedLog(t, 4)
 		out := test.FollowTopic(t, log, "out")
-		s, err := receiptserver.New(ctx, receiptserver.Deps{DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logrus.New())})
+		s, err := receiptserver.New(ctx, receiptserver.Deps{Cfg: &config.Defaults().ReceiptServer, DB: db, Log: log, InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logrus.New())})
 		if err != nil {
 			t.Fatal(err)
 		}

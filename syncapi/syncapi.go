@@ -22,6 +22,8 @@ import (
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
+	pushapi "github.com/matrix-org/dendrite/pushserver/api"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi/consumer"
 	"github.com/matrix-org/dendrite/syncapi/internal"
@@ -63,10 +65,19 @@ type Deps struct {
 	UserReplay uapi.ReplayAPI
 	// EDUReplay, when set, gives back the OutputSendToDeviceEvent records a wiped log lost
 	// (the eduserver's outbox; eduapi.OutputSequence).
-	EDUReplay    eduapi.ReplayAPI
-	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
-	FilterLookup func(ctx context.Context, localpart, filterID string) ([]byte, error)
-	Logger       *logrus.Entry
+	EDUReplay eduapi.ReplayAPI
+	// ReceiptReplay, when set, gives back the OutputReceiptEvent records a wiped log lost
+	// (the receiptserver's outbox; receiptapi.OutputSequence).
+	ReceiptReplay receiptapi.ReplayAPI
+	// PushReplay, when set, gives back the OutputNotificationData records a wiped log lost
+	// (the pushserver's outbox; pushapi.OutputSequence).
+	PushReplay pushapi.ReplayAPI
+	// PresenceReplay, when set, gives back the OutputPresenceEvent records a wiped log lost
+	// (the presenceserver's outbox; presenceapi.OutputSequence).
+	PresenceReplay presenceapi.ReplayAPI
+	DeviceLookup   func(ctx context.Context, token string) (*uapi.Device, error)
+	FilterLookup   func(ctx context.Context, localpart, filterID string) ([]byte, error)
+	Logger         *logrus.Entry
 	// Registerer may be nil.
 	Registerer prometheus.Registerer
 	// CacheBudget is the process's cache budget (global.cache.max_bytes).
@@ -149,8 +160,9 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 		keyChanges: keyChanges,
 		roomEvents: consumer.NewRoomEvents(shared, d.OutputRoomEventTopic, d.RoomserverAPI, d.Keys, d.ServerName),
 		clientData: consumer.NewClientData(shared, d.ClientDataTopic, d.UserReplay),
-		ephemeral:  consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName, d.EDUReplay),
-		handlers:   handlers, db: db, logger: logger,
+		ephemeral: consumer.NewEphemeral(shared, d.EphemeralTopics, d.ServerName,
+			consumer.EphemeralReplays{ToDevice: d.EDUReplay, Receipts: d.ReceiptReplay, NotificationCounts: d.PushReplay, Presence: d.PresenceReplay}),
+		handlers: handlers, db: db, logger: logger,
 	}, nil
 }
 

@@ -244,8 +244,12 @@ type EDUServer struct {
 
 // ReceiptServer configures the receiptserver.
 type ReceiptServer struct {
-	Database    DatabaseOptions `yaml:"database"`
-	InternalAPI InternalAPI     `yaml:"internal_api"`
+	Database DatabaseOptions `yaml:"database"`
+	// OutputReplayWindow is how long the receiptserver keeps each OutputReceiptEvent record
+	// after producing it, so that a reader whose log was reset or truncated can fetch what
+	// it missed (QueryOutputRecords). A negative value keeps them forever.
+	OutputReplayWindow Duration    `yaml:"output_replay_window"`
+	InternalAPI        InternalAPI `yaml:"internal_api"`
 }
 
 // PushServer configures the pushserver: the push reader, pushers, /notifications and
@@ -271,6 +275,12 @@ type PushServer struct {
 	// that many of the MaxDeliveries and the others' pushes go on.
 	MaxDeliveries           int `yaml:"max_deliveries"`
 	MaxDeliveriesPerGateway int `yaml:"max_deliveries_per_gateway"`
+	// OutputReplayWindow is how long the pushserver keeps each OutputNotificationData
+	// record after producing it, so that a reader (the sync API) whose log was reset or
+	// truncated can fetch what it missed (QueryOutputRecords). A negative value keeps them
+	// forever. Shorter than the other owners' windows by default: there is a record per
+	// notified user and event.
+	OutputReplayWindow Duration `yaml:"output_replay_window"`
 }
 
 // PresenceServer configures the presenceserver.
@@ -283,8 +293,12 @@ type PresenceServer struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// OfflineTimeout turns a user offline after this long with no /sync and no activity.
 	// It must exceed the longest /sync long-poll clients use.
-	OfflineTimeout Duration    `yaml:"offline_timeout"`
-	InternalAPI    InternalAPI `yaml:"internal_api"`
+	OfflineTimeout Duration `yaml:"offline_timeout"`
+	// OutputReplayWindow is how long the presenceserver keeps each OutputPresenceEvent
+	// record after producing it, so that a reader whose log was reset or truncated can
+	// fetch what it missed (QueryOutputRecords). A negative value keeps them forever.
+	OutputReplayWindow Duration    `yaml:"output_replay_window"`
+	InternalAPI        InternalAPI `yaml:"internal_api"`
 }
 
 // Duration is a time.Duration written as "30s" in YAML.
@@ -330,12 +344,13 @@ func Defaults() *Dendrite {
 		UserAPI: UserAPI{BCryptCost: 10, OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
 		EDUServer: EDUServer{MaxTypingTimeout: Duration(2 * time.Minute), InputWaitTimeout: Duration(30 * time.Second),
 			OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7774", Connect: "http://eduserver:7774"}},
-		ReceiptServer: ReceiptServer{InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
+		ReceiptServer: ReceiptServer{OutputReplayWindow: Duration(7 * 24 * time.Hour),
+			InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
 		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
-			InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
+			OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
 		PushServer: PushServer{Listen: ":8075", InternalAPI: InternalAPI{Listen: ":7781", Connect: "http://pushserver:7781"},
 			NotificationRetention: Duration(24 * time.Hour), HighlightRetention: Duration(30 * 24 * time.Hour),
-			MaxDeliveries: 64, MaxDeliveriesPerGateway: 16},
+			MaxDeliveries: 64, MaxDeliveriesPerGateway: 16, OutputReplayWindow: Duration(24 * time.Hour)},
 		FederationAPI:    defaultFederationAPI(),
 		FederationSender: defaultFederationSender(),
 		MediaAPI:         defaultMediaAPI(),

@@ -30,7 +30,9 @@ import (
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
 	pushapi "github.com/matrix-org/dendrite/pushserver/api"
+	pushinthttp "github.com/matrix-org/dendrite/pushserver/inthttp"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
+	receiptinthttp "github.com/matrix-org/dendrite/receiptserver/inthttp"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
@@ -124,6 +126,8 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	e.users = uapi.NewDeviceCache(uinthttp.NewClient(cfg.UserAPI.InternalAPI.Connect, clientOpts), uapi.DeviceCacheTTL)
 	e.presence = presenceinthttp.NewClient(cfg.PresenceServer.InternalAPI.Connect, clientOpts)
 	e.edu = eduinthttp.NewClient(cfg.EDUServer.InternalAPI.Connect, clientOpts)
+	e.receipts = receiptinthttp.NewClient(cfg.ReceiptServer.InternalAPI.Connect, clientOpts)
+	e.push = pushinthttp.NewClient(cfg.PushServer.InternalAPI.Connect, clientOpts)
 	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	e.sender = fsinthttp.NewClient(cfg.FederationSender.InternalAPI.Connect, clientOpts)
 	e.appServices = asinthttp.NewClient(cfg.AppServiceAPI.InternalAPI.Connect, clientOpts)

@@ -43,8 +43,10 @@ import (
 	presenceinthttp "github.com/matrix-org/dendrite/presenceserver/inthttp"
 	"github.com/matrix-org/dendrite/pushserver"
 	pushapi "github.com/matrix-org/dendrite/pushserver/api"
+	pushinthttp "github.com/matrix-org/dendrite/pushserver/inthttp"
 	"github.com/matrix-org/dendrite/receiptserver"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
+	receiptinthttp "github.com/matrix-org/dendrite/receiptserver/inthttp"
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
@@ -100,11 +102,11 @@ var components = []component{
 	{name: "searchapi", build: buildSearchAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.SearchAPI.InternalAPI.Listen, c.SearchAPI.Listen
 	}},
-	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
-		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
-	}},
 	{name: "pushserver", build: buildPushServer, listen: func(c *config.Dendrite) (string, string) {
 		return c.PushServer.InternalAPI.Listen, c.PushServer.Listen
+	}},
+	{name: "syncapi", build: buildSyncAPI, listen: func(c *config.Dendrite) (string, string) {
+		return c.SyncAPI.InternalAPI.Listen, c.SyncAPI.Listen
 	}},
 	{name: "clientapi", build: buildClientAPI, listen: func(c *config.Dendrite) (string, string) {
 		return c.ClientAPI.InternalAPI.Listen, c.ClientAPI.Listen
@@ -138,7 +140,7 @@ type built struct {
 	// provides are the peer APIs this component implements.
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
-	presence   presenceapi.QueryAPI
+	presence   presenceapi.ServerAPI
 	keys       fapi.ServerAPI
 	sender     fsapi.SenderAPI
 	// appServices is the appservice component's API.
@@ -146,6 +148,10 @@ type built struct {
 	// edu is the eduserver's API: the replay of OutputSendToDeviceEvent and the writers'
 	// wait for send-to-device requests.
 	edu eduapi.ServerAPI
+	// receipts is the receiptserver's replay of OutputReceiptEvent.
+	receipts receiptapi.ReplayAPI
+	// push is the pushserver's replay of OutputNotificationData.
+	push pushapi.ReplayAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -168,11 +174,16 @@ type env struct {
 
 	roomserver rsapi.ServerAPI
 	users      uapi.ClientUserAPI
-	presence   presenceapi.QueryAPI
+	presence   presenceapi.ServerAPI
 	// edu replays OutputSendToDeviceEvent records a wiped log lost (syncapi, federationsender,
 	// appservice) and tells writers that a send-to-device request was taken (clientapi,
 	// federationapi).
 	edu eduapi.ServerAPI
+	// receipts replays OutputReceiptEvent records a wiped log lost (syncapi,
+	// federationsender, pushserver, appservice).
+	receipts receiptapi.ReplayAPI
+	// push replays OutputNotificationData records a wiped log lost (syncapi).
+	push pushapi.ReplayAPI
 	// keys is the federationapi's internal API: the key ring (for components that verify
 	// signatures) and membership changes through other servers (clientapi).
 	keys fapi.ServerAPI
@@ -319,7 +330,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
 		Presence:      e.presenceInput(),
-		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
+		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PushReplay: e.push, PresenceReplay: e.presence, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {
@@ -374,7 +385,8 @@ func buildFederationSender(ctx context.Context, e *env) (*built, error) {
 	}
 	s, err := federationsender.New(ctx, federationsender.Deps{
 		Cfg: &e.cfg.FederationSender, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
-		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Presence: e.presence, UserReplay: e.users, EDUReplay: e.edu, Client: e.federationClient(),
+		Topics: federationsender.TopicsWithPrefix(e.cfg.Global.Log.TopicPrefix), Rooms: e.roomserver, Presence: e.presence, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PresenceReplay: e.presence,
+		Client:         e.federationClient(),
 		RequestTimeout: time.Duration(e.cfg.FederationAPI.RequestTimeout), Logger: e.component("federationsender"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -396,7 +408,7 @@ func buildAppService(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.AppServiceAPI, ServerName: e.serverName, DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		RoomEventsTopic: e.topic(rsapi.TopicOutputRoomEvent), TypingTopic: e.topic(eduapi.TopicOutputTypingEvent),
 		ReceiptsTopic: e.topic(receiptapi.TopicOutputReceiptEvent), PresenceTopic: e.topic(presenceapi.TopicOutputPresenceEvent),
-		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, EDUReplay: e.edu, Retention: time.Duration(e.cfg.Global.Log.Retention),
+		ToDeviceTopic: e.topic(eduapi.TopicOutputSendToDeviceEvent), Rooms: e.roomserver, Replay: e.roomserver, EDUReplay: e.edu, ReceiptReplay: e.receipts, PresenceReplay: e.presence, Retention: time.Duration(e.cfg.Global.Log.Retention),
 		SkipTLSVerify: e.cfg.FederationAPI.DisableTLSValidation, Logger: e.component("appservice"), Registerer: e.registry,
 	})
 	if err != nil {
@@ -424,12 +436,13 @@ func buildPushServer(ctx context.Context, e *env) (*built, error) {
 		LogMetrics: e.logMetrics, Topics: pushserver.Topics{RoomEvents: e.topic(rsapi.TopicOutputRoomEvent),
 			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
-		Rooms: e.roomserver, Replay: e.roomserver, UserReplay: e.users, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
+		Rooms: e.roomserver, Replay: e.roomserver, UserReplay: e.users, ReceiptReplay: e.receipts, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
 		Logger: e.component("pushserver"), Registerer: e.registry})
 	if err != nil {
 		return nil, err
 	}
-	return &built{routes: s.Routes(), run: s.Run}, nil
+	return &built{routes: s.Routes(), run: s.Run, push: s.API(),
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { pushinthttp.Register(r, s.API(), opts) }}, nil
 }
 
 func buildMediaAPI(ctx context.Context, e *env) (*built, error) {
@@ -540,13 +553,14 @@ func buildReceiptServer(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := receiptserver.New(ctx, receiptserver.Deps{DB: db, Log: e.log, LogMetrics: e.logMetrics,
+	s, err := receiptserver.New(ctx, receiptserver.Deps{Cfg: &e.cfg.ReceiptServer, DB: db, Log: e.log, LogMetrics: e.logMetrics,
 		InputTopic: e.topic(receiptapi.TopicInputReceipt), OutputTopic: e.topic(receiptapi.TopicOutputReceiptEvent),
 		Logger: e.component("receiptserver")})
 	if err != nil {
 		return nil, err
 	}
-	return &built{run: s.Run}, nil
+	return &built{run: s.Run, receipts: s.API(),
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { receiptinthttp.Register(r, s.API(), opts) }}, nil
 }
 
 func buildPresenceServer(ctx context.Context, e *env) (*built, error) {

@@ -115,6 +115,12 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.edu != nil {
 			e.edu = b.edu
 		}
+		if b.receipts != nil {
+			e.receipts = b.receipts
+		}
+		if b.push != nil {
+			e.push = b.push
+		}
 		if b.keys != nil {
 			e.keys = b.keys
 		}

@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 )
@@ -21,6 +22,12 @@ const TopicInputPresence = "InputPresence"
 // changes it). Key: user ID. Ordering: per user. Payload: OutputPresenceEvent, version 1.
 // Every message is the user's complete presence: readers replace their copy, so redelivery
 // changes nothing.
+//
+// Every record carries Seq, its number in its partition (dense from 1), given in the
+// transaction that stores the change. The log is not the source of truth: the
+// presenceserver keeps the records in its outbox for presence_server.output_replay_window,
+// and readers apply them with OutputSequence, which skips records at or below the last Seq
+// they applied and fetches what a gap or a wiped log lost from QueryOutputRecords.
 const TopicOutputPresenceEvent = "OutputPresenceEvent"
 
 // Presence states.
@@ -70,6 +77,9 @@ type Presence struct {
 
 // OutputPresenceEvent is a user's presence after a change.
 type OutputPresenceEvent struct {
+	// Seq is the record's number in its partition (see TopicOutputPresenceEvent); 0 on
+	// records written before numbers existed.
+	Seq int64 `json:"seq,omitempty"`
 	Presence
 	// Changed is when the presence changed, in Unix milliseconds.
 	Changed int64 `json:"changed"`
@@ -89,6 +99,46 @@ type QueryPresenceResponse struct {
 // QueryAPI is the presenceserver's query API (clientapi: GET /presence).
 type QueryAPI interface {
 	QueryPresence(ctx context.Context, req *QueryPresenceRequest) (*QueryPresenceResponse, error)
+}
+
+// ServerAPI is everything the presenceserver serves to other components.
+type ServerAPI interface {
+	QueryAPI
+	ReplayAPI
+}
+
+// QueryOutputRecordsRequest asks for the OutputPresenceEvent records of one partition
+// numbered above AfterSeq, at most Limit of them (default and cap 500).
+type QueryOutputRecordsRequest struct {
+	Partition int32 `json:"partition"`
+	AfterSeq  int64 `json:"after_seq"`
+	Limit     int   `json:"limit,omitempty"`
+}
+
+// QueryOutputRecordsResponse holds the records, in number order, exactly as they were
+// produced (each with its Seq), and the partition's last number.
+type QueryOutputRecordsResponse struct {
+	Records []json.RawMessage `json:"records"`
+	LastSeq int64             `json:"last_seq"`
+}
+
+// ReplayAPI is how readers of OutputPresenceEvent recover what a wiped or truncated log
+// lost: the presenceserver's outbox is the truth, the log a copy of it. Records older than
+// presence_server.output_replay_window are gone: asking for them is 404 M_NOT_FOUND.
+type ReplayAPI interface {
+	QueryOutputRecords(ctx context.Context, req *QueryOutputRecordsRequest) (*QueryOutputRecordsResponse, error)
+}
+
+// OutputSequence is how a reader applies OutputPresenceEvent by the records' Seq and
+// fetches what its log lost from r (see eventlog.Sequenced and eventlog.Guard).
+func OutputSequence(r ReplayAPI) *eventlog.Sequenced {
+	return eventlog.OwnerSequenced(func(ctx context.Context, partition int32, after int64, limit int) ([]json.RawMessage, int64, error) {
+		res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Partition: partition, AfterSeq: after, Limit: limit})
+		if err != nil {
+			return nil, 0, err
+		}
+		return res.Records, res.LastSeq, nil
+	}, eventlog.HTTPNotFound)
 }
 
 // InputAPI is what writers use to submit presence input.

@@ -24,20 +24,20 @@ const ActiveWindow = time.Minute
 // Presence applies presence input (the Handle of the presenceserver's eventlog.Consumer),
 // sweeps for timeouts and answers queries.
 type Presence struct {
-	DB             storage.Database
-	Log            eventlog.Log
-	InputTopic     string
-	OutputTopic    string
+	DB         storage.Database
+	Log        eventlog.Log
+	InputTopic string
+	// Outbox numbers and keeps the announcements; it produces them once the consumer's
+	// transaction committed (the consumer's Applied wakes it).
+	Outbox         *eventlog.Outbox
 	IdleTimeout    time.Duration
 	OfflineTimeout time.Duration
 	Logger         *logrus.Entry
 }
 
-// Handle implements eventlog.Consumer.Handle. Changes commit with the offset; their
-// announcements are written before the commit, so a crash in between announces them again,
-// which readers (replacing) ignore.
+// Handle implements eventlog.Consumer.Handle. Changes commit with the offset and with their
+// announcements, numbered in the outbox, so no loss of the log takes a change back.
 func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var msgs []eventlog.Message
 	for _, rec := range recs {
 		var in api.InputPresenceEvent
 		if err := json.Unmarshal(rec.Value, &in); err != nil {
@@ -64,13 +64,24 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if old != nil && !visibleChange(old, next) {
 			continue
 		}
-		value, err := json.Marshal(api.OutputPresenceEvent{Presence: view(next, in.TS), Changed: in.TS})
-		if err != nil {
-			return err
+		out := api.OutputPresenceEvent{Presence: view(next, in.TS), Changed: in.TS}
+		if err = p.Outbox.Insert(ctx, tx, in.UserID, func(seq int64) ([]byte, error) {
+			out.Seq = seq
+			return json.Marshal(out)
+		}); err != nil {
+			return eventlog.Retry(err)
 		}
-		msgs = append(msgs, eventlog.Message{Key: []byte(in.UserID), Value: value})
 	}
-	return eventlog.ProduceFromHandler(ctx, p.Log, p.OutputTopic, msgs)
+	return nil
+}
+
+// QueryOutputRecords implements api.ReplayAPI from the outbox.
+func (p *Presence) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	recs, last, err := p.Outbox.Records(ctx, req.Partition, req.AfterSeq, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryOutputRecordsResponse{Records: recs, LastSeq: last}, nil
 }
 
 // apply is the presence after in; ok is false for input it does not understand.

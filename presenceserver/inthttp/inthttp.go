@@ -1,4 +1,4 @@
-// Package inthttp carries the presenceserver's api.QueryAPI over internal HTTP for the
+// Package inthttp carries the presenceserver's api.ServerAPI over internal HTTP for the
 // polylith deployment; it has no logic (see internal/inthttp).
 package inthttp
 
@@ -15,18 +15,19 @@ import (
 const Component = "presenceserver"
 
 // Register serves every method of a on router.
-func Register(router *mux.Router, a api.QueryAPI, opts ihttp.ServerOptions) *ihttp.Server {
+func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ihttp.Server {
 	s := ihttp.NewServer(router, Component, opts)
 	ihttp.Serve(s, a.QueryPresence)
+	ihttp.Serve(s, a.QueryOutputRecords)
 	return s
 }
 
-// Client calls the presenceserver at one base URL. It implements api.QueryAPI.
+// Client calls the presenceserver at one base URL. It implements api.ServerAPI.
 type Client struct {
 	c *ihttp.Client
 }
 
-var _ api.QueryAPI = (*Client)(nil)
+var _ api.ServerAPI = (*Client)(nil)
 
 // NewClient calls the presenceserver at baseURL.
 func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
@@ -36,4 +37,9 @@ func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
 // QueryPresence implements api.QueryAPI.
 func (c *Client) QueryPresence(ctx context.Context, req *api.QueryPresenceRequest) (*api.QueryPresenceResponse, error) {
 	return ihttp.Call[api.QueryPresenceResponse](ctx, c.c, req)
+}
+
+// QueryOutputRecords implements api.ReplayAPI.
+func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
 }

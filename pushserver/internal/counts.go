@@ -22,36 +22,46 @@ const roomEventsWait = 10 * time.Second
 
 // Counts announces users' unread counts on OutputNotificationData.
 type Counts struct {
-	DB    storage.Database
-	Log   eventlog.Log
-	Topic string
+	DB storage.Database
+	// Outbox numbers and keeps the announcements; it produces them once the consumer's
+	// transaction committed (the consumer's Applied wakes it).
+	Outbox *eventlog.Outbox
 }
 
-// Announce writes, from inside a consumer transaction, the current counts of each
-// room's users: roomUsers maps a room ID to user IDs. The messages are written before
-// the transaction commits; a crash in between writes them again, which readers
-// (replacing) ignore.
+// Announce stores, from inside a consumer transaction, the current counts of each room's
+// users in the outbox: roomUsers maps a room ID to user IDs. They commit with the change
+// that caused them, so no loss of the log takes them back.
 func (c *Counts) Announce(ctx context.Context, tx *sql.Tx, roomUsers map[string][]string) error {
 	roomIDs := make([]string, 0, len(roomUsers))
 	for roomID := range roomUsers {
 		roomIDs = append(roomIDs, roomID)
 	}
 	sort.Strings(roomIDs)
-	var msgs []eventlog.Message
 	for _, roomID := range roomIDs {
 		counts, err := c.DB.UnreadCounts(ctx, tx, roomID, roomUsers[roomID])
 		if err != nil {
 			return eventlog.Retry(err)
 		}
 		for _, userID := range roomUsers[roomID] {
-			value, err := json.Marshal(api.OutputNotificationData{UserID: userID, RoomID: roomID, Threads: counts[userID]})
-			if err != nil {
-				return err
+			out := api.OutputNotificationData{UserID: userID, RoomID: roomID, Threads: counts[userID]}
+			if err = c.Outbox.Insert(ctx, tx, userID, func(seq int64) ([]byte, error) {
+				out.Seq = seq
+				return json.Marshal(out)
+			}); err != nil {
+				return eventlog.Retry(err)
 			}
-			msgs = append(msgs, eventlog.Message{Key: []byte(userID), Value: value})
 		}
 	}
-	return eventlog.ProduceFromHandler(ctx, c.Log, c.Topic, msgs)
+	return nil
+}
+
+// QueryOutputRecords implements api.ReplayAPI from the outbox.
+func (c *Counts) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	recs, last, err := c.Outbox.Records(ctx, req.Partition, req.AfterSeq, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryOutputRecordsResponse{Records: recs, LastSeq: last}, nil
 }
 
 // ByRoom groups the notifications' users by room, each user once.

@@ -15,17 +15,15 @@ import (
 )
 
 // Receipts is the Handle of the receiptserver's eventlog.Consumer. The moves commit with the
-// offset; their announcements are written before the commit, so a crash in between announces
-// them again, which readers (upserting) ignore.
+// offset and with their announcements, numbered in the outbox; the outbox produces them once
+// committed (the consumer's Applied wakes it), so no loss of the log takes a move back.
 type Receipts struct {
-	DB          storage.Database
-	Log         eventlog.Log
-	OutputTopic string
+	DB     storage.Database
+	Outbox *eventlog.Outbox
 }
 
 // Handle implements eventlog.Consumer.Handle.
 func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Record) error {
-	var msgs []eventlog.Message
 	for _, rec := range recs {
 		var in api.InputReceiptEvent
 		if err := json.Unmarshal(rec.Value, &in); err != nil {
@@ -42,12 +40,22 @@ func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if !moved {
 			continue
 		}
-		value, err := json.Marshal(api.OutputReceiptEvent{RoomID: in.RoomID, UserID: in.UserID, Type: in.Type, EventID: in.EventID,
-			ThreadID: in.ThreadID, TS: in.TS})
-		if err != nil {
-			return err
+		out := api.OutputReceiptEvent{RoomID: in.RoomID, UserID: in.UserID, Type: in.Type, EventID: in.EventID, ThreadID: in.ThreadID, TS: in.TS}
+		if err = r.Outbox.Insert(ctx, tx, in.RoomID, func(seq int64) ([]byte, error) {
+			out.Seq = seq
+			return json.Marshal(out)
+		}); err != nil {
+			return eventlog.Retry(err)
 		}
-		msgs = append(msgs, eventlog.Message{Key: []byte(in.RoomID), Value: value})
 	}
-	return eventlog.ProduceFromHandler(ctx, r.Log, r.OutputTopic, msgs)
+	return nil
+}
+
+// QueryOutputRecords implements api.ReplayAPI from the outbox.
+func (r *Receipts) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	recs, last, err := r.Outbox.Records(ctx, req.Partition, req.AfterSeq, req.Limit)
+	if err != nil {
+		return nil, err
+	}
+	return &api.QueryOutputRecordsResponse{Records: recs, LastSeq: last}, nil
 }

@@ -37,21 +37,43 @@ type EphemeralTopics struct {
 	NotificationCounts string
 }
 
+// EphemeralReplays are the owners that give back what a wiped log lost, per topic; a nil
+// one leaves its topic unnumbered (a wiped log's records beyond the offset are lost).
+type EphemeralReplays struct {
+	// ToDevice is the eduserver (eduapi.OutputSequence).
+	ToDevice eduapi.ReplayAPI
+	// Receipts is the receiptserver (receiptapi.OutputSequence).
+	Receipts receiptapi.ReplayAPI
+	// NotificationCounts is the pushserver (pushapi.OutputSequence).
+	NotificationCounts pushapi.ReplayAPI
+	// Presence is the presenceserver (presenceapi.OutputSequence).
+	Presence presenceapi.ReplayAPI
+}
+
 // NewEphemeral builds the consumers; only to-device messages for serverName's users are
-// stored. With replay set, to-device messages are applied by their numbers and what a
-// wiped log lost is recovered from the eduserver (eduapi.OutputSequence).
-func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replay eduapi.ReplayAPI) *Ephemeral {
-	var toDeviceSeq *eventlog.Sequenced
-	if replay != nil {
-		toDeviceSeq = eduapi.OutputSequence(replay)
+// stored. A topic whose owner is in replays is applied by the records' numbers, and what a
+// wiped log lost is recovered from the owner.
+func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replays EphemeralReplays) *Ephemeral {
+	var toDeviceSeq, receiptsSeq, presenceSeq, countsSeq *eventlog.Sequenced
+	if replays.ToDevice != nil {
+		toDeviceSeq = eduapi.OutputSequence(replays.ToDevice)
+	}
+	if replays.Receipts != nil {
+		receiptsSeq = receiptapi.OutputSequence(replays.Receipts)
+	}
+	if replays.Presence != nil {
+		presenceSeq = presenceapi.OutputSequence(replays.Presence)
+	}
+	if replays.NotificationCounts != nil {
+		countsSeq = pushapi.OutputSequence(replays.NotificationCounts)
 	}
 	e := &Ephemeral{db: s.DB, progress: s.Progress, logger: s.Logger, serverSuffix: ":" + serverName}
 	e.consumers = []*eventlog.Consumer{
 		newConsumer(s, topics.Typing, nil, e.prepareTyping, nil),
-		newConsumer(s, topics.Receipts, nil, e.prepareReceipts, nil),
+		newConsumer(s, topics.Receipts, receiptsSeq, e.prepareReceipts, nil),
 		newConsumer(s, topics.ToDevice, toDeviceSeq, e.prepareToDevice, nil),
-		newConsumer(s, topics.Presence, nil, e.preparePresence, nil),
-		newConsumer(s, topics.NotificationCounts, nil, e.prepareCounts, nil),
+		newConsumer(s, topics.Presence, presenceSeq, e.preparePresence, nil),
+		newConsumer(s, topics.NotificationCounts, countsSeq, e.prepareCounts, nil),
 	}
 	return e
 }

@@ -439,3 +439,9 @@ func PresenceOnFederatedJoin(t *testing.T, urlA, nameA, urlB string) {
 		}
 	}
 }
+
+// ReceiptsIn lists the receipts of the room's m.receipt events in res as (event ID,
+// receipt type, user ID).
+func ReceiptsIn(res *mautrix.RespSync, roomID id.RoomID) [][3]string {
+	return receiptsIn(res, roomID)
+}

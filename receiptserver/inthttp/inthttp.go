@@ -1,0 +1,39 @@
+// Package inthttp carries the receiptserver's api.ReplayAPI over internal HTTP for the
+// polylith deployment; it has no logic (see internal/inthttp).
+package inthttp
+
+import (
+	"context"
+
+	"github.com/gorilla/mux"
+
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/receiptserver/api"
+)
+
+// Component is the receiptserver's name in internal API paths.
+const Component = "receiptserver"
+
+// Register serves every method of a on router.
+func Register(router *mux.Router, a api.ReplayAPI, opts ihttp.ServerOptions) *ihttp.Server {
+	s := ihttp.NewServer(router, Component, opts)
+	ihttp.Serve(s, a.QueryOutputRecords)
+	return s
+}
+
+// Client calls the receiptserver at one base URL. It implements api.ReplayAPI.
+type Client struct {
+	c *ihttp.Client
+}
+
+var _ api.ReplayAPI = (*Client)(nil)
+
+// NewClient calls the receiptserver at baseURL.
+func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
+	return &Client{c: ihttp.NewClient(baseURL, Component, opts)}
+}
+
+// QueryOutputRecords implements api.ReplayAPI.
+func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
+	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
+}
