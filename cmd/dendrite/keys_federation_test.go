@@ -29,3 +29,11 @@ func TestMonolithsDeviceListsAfterLeaving(t *testing.T) {
 		})
 	}
 }
+
+// TestMonolithsKeysVerbatim: keys carrying fields the spec does not name and unusual
+// content reach another server's client as they were signed, through /keys/query and
+// /keys/claim, and their signatures verify.
+func TestMonolithsKeysVerbatim(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	e2e.KeysVerbatimOverFederation(t, a.URL(), string(a.name), b.URL())
+}
