@@ -37,3 +37,10 @@ func TestMonolithsKeysVerbatim(t *testing.T) {
 	a, b := startFedServer(t), startFedServer(t)
 	e2e.KeysVerbatimOverFederation(t, a.URL(), string(a.name), b.URL())
 }
+
+// TestMonolithsSignaturesOnRemoteKeys: a user's signature on another server's user's master
+// key is stored and shown to her alone.
+func TestMonolithsSignaturesOnRemoteKeys(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	e2e.SignaturesOnRemoteKeys(t, a.URL(), b.URL())
+}
