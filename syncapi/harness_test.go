@@ -28,6 +28,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	"github.com/matrix-org/dendrite/roomserver"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi"
@@ -37,12 +38,13 @@ import (
 )
 
 const (
-	serverName  = "test.local"
-	outTopic    = "out"
-	clientTopic = "clientdata"
-	keyTopic    = "keychanges"
-	countsTopic = "counts"
-	typingTopic = "typing"
+	serverName   = "test.local"
+	outTopic     = "out"
+	clientTopic  = "clientdata"
+	keyTopic     = "keychanges"
+	countsTopic  = "counts"
+	typingTopic  = "typing"
+	receiptTopic = "receipts"
 )
 
 var roomCounter atomic.Int64
@@ -97,7 +99,7 @@ func startWith(t testing.TB, db *sqlutil.DB, opt func(*syncapi.Deps)) *harness {
 		input: &rsapi.Input{Log: log, Topic: "in", Wait: rs.API()}}
 	deps := syncapi.Deps{
 		Cfg: &config.SyncAPI{}, ServerName: serverName, DB: db, Log: log, OutputRoomEventTopic: outTopic, ClientDataTopic: clientTopic, KeyChangeTopic: keyTopic,
-		EphemeralTopics: consumer.EphemeralTopics{NotificationCounts: countsTopic, Typing: typingTopic},
+		EphemeralTopics: consumer.EphemeralTopics{NotificationCounts: countsTopic, Typing: typingTopic, Receipts: receiptTopic},
 		RoomserverAPI:   rs.API(), DeviceLookup: h.lookupDevice, FilterLookup: h.lookupFilter, Logger: logrus.NewEntry(logger),
 	}
 	opt(&deps)
@@ -225,6 +227,15 @@ func (h *harness) accountData(userID, roomID, evType string, content any) {
 	}
 }
 
+// receipt produces userID's m.read receipt on eventID the way the receiptserver does.
+func (h *harness) receipt(roomID, userID, eventID string) {
+	h.t.Helper()
+	b, _ := json.Marshal(receiptapi.OutputReceiptEvent{RoomID: roomID, UserID: userID, Type: "m.read", EventID: eventID, TS: time.Now().UnixMilli()}) // plain data
+	if _, err := h.log.Produce(context.Background(), receiptTopic, eventlog.Message{Key: []byte(roomID), Value: b}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
 // get performs an authenticated GET and decodes a 200 answer into out, returning the status.
 func (h *harness) get(token, path string, q url.Values, out any) int {
 	h.t.Helper()
@@ -283,7 +294,7 @@ func (h *harness) waitConsumed() {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		var want, got int64
-		for _, topic := range []string{outTopic, clientTopic, keyTopic, countsTopic, typingTopic} {
+		for _, topic := range []string{outTopic, clientTopic, keyTopic, countsTopic, typingTopic, receiptTopic} {
 			ends, err := h.log.EndOffsets(ctx, topic)
 			if err != nil {
 				h.t.Fatal(err)

@@ -2,11 +2,14 @@ package userapi_test
 
 import (
 	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/matrix-org/gomatrixserverlib"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -242,6 +245,117 @@ func TestRemoteDeviceListCache(t *testing.T) {
 		}
 		cancel()
 		if err = <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestSignaturesOnRemoteKeys: a local user's user-signing key signs another server's user's
+// master key, read from the copy of their device list (fetched when nothing is cached).
+// The signer sees the signature in /keys/query, another local user does not; the change
+// is announced to the signer alone (notify_only), so no other server is told. Their
+// devices, unknown keys, forged signatures and objects that are not the stored key fail
+// per key, and nothing of them is stored.
+func TestSignaturesOnRemoteKeys(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		log := keyChangeLog(t, ctx)
+		carol := "@carol:remote.example"
+		carolMaster := test.NewCrossSigningKey(t, carol, "master")
+		remote := &remoteServer{list: api.QueryDeviceListResponse{UserID: carol, StreamID: 2, Devices: []api.DeviceListEntry{
+			{DeviceID: "C1", Keys: test.NewDeviceKeys(t, carol, "C1").JSON(t)}}, MasterKey: carolMaster.JSON(t, nil)}}
+		ua, err := userapi.New(ctx, userapi.Deps{Cfg: &config.UserAPI{BCryptCost: 4}, ServerName: serverName, DB: db, Log: log,
+			KeyChangeTopic: keyTopic, DeviceListTopic: "devicelists", Remote: remote})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- ua.Run(ctx) }()
+		u := ua.API()
+		alice, bob := create(t, u, "alice", "pw").UserID, create(t, u, "bob", "pw").UserID
+		master := test.NewCrossSigningKey(t, alice, "master")
+		user := test.NewCrossSigningKey(t, alice, "user_signing")
+		if _, err = u.PerformUploadDeviceSigningKeys(ctx, &api.PerformUploadDeviceSigningKeysRequest{UserID: alice,
+			MasterKey: master.JSON(t, nil), UserSigningKey: user.JSON(t, master)}); err != nil {
+			t.Fatal(err)
+		}
+		carolKey := carolMaster.JSON(t, nil)
+		sign := func(sigs map[string]json.RawMessage) map[string]json.RawMessage {
+			t.Helper()
+			res, err := u.PerformUploadSignatures(ctx, &api.PerformUploadSignaturesRequest{UserID: alice,
+				Signatures: map[string]map[string]json.RawMessage{carol: sigs}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res.Failures[carol]
+		}
+		errcode := func(raw json.RawMessage) string {
+			var e struct {
+				Code string `json:"errcode"`
+			}
+			_ = json.Unmarshal(raw, &e) // an empty code fails the comparison below
+			return e.Code
+		}
+		failures := sign(map[string]json.RawMessage{
+			"C1":                 signedBy(t, user, remote.list.Devices[0].Keys),
+			"nokey":              signedBy(t, user, carolKey),
+			carolMaster.Public(): signedBy(t, test.NewCrossSigningKey(t, alice, "user_signing"), carolKey),
+		})
+		if errcode(failures["C1"]) != "M_INVALID_PARAM" || errcode(failures["nokey"]) != "M_NOT_FOUND" ||
+			errcode(failures[carolMaster.Public()]) != "M_INVALID_SIGNATURE" || remote.count() != 1 {
+			t.Fatalf("failures %s, %d fetches", failures, remote.count())
+		}
+		// The signed object must be carol's master key as fetched.
+		var other map[string]any
+		_ = json.Unmarshal(carolKey, &other) // test data
+		other["usage"] = []string{"master", "self_signing"}
+		otherJSON, _ := json.Marshal(other) // plain data
+		if f := sign(map[string]json.RawMessage{carolMaster.Public(): user.Sign(t, otherJSON)}); errcode(f[carolMaster.Public()]) != "M_INVALID_PARAM" {
+			t.Fatalf("a signed object that is not the stored key: %s", f)
+		}
+
+		signature := func(viewer string) string {
+			t.Helper()
+			q, err := u.QueryRemoteKeys(ctx, &api.QueryRemoteKeysRequest{UserID: viewer, DeviceKeys: map[string][]string{carol: nil}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var k struct {
+				Signatures map[string]map[string]string `json:"signatures"`
+			}
+			if err = json.Unmarshal(q.MasterKeys[carol], &k); err != nil {
+				t.Fatalf("carol's master key as %s sees it: %s", viewer, q.MasterKeys[carol])
+			}
+			return k.Signatures[alice]["ed25519:"+user.Public()]
+		}
+		if s := signature(alice); s != "" {
+			t.Fatalf("a signature that failed was stored: %s", s)
+		}
+		if f := sign(map[string]json.RawMessage{carolMaster.Public(): signedBy(t, user, carolKey)}); len(f) != 0 {
+			t.Fatalf("signature of carol's master key: %s", f)
+		}
+		if signature(alice) == "" || signature(bob) != "" || signature("") != "" {
+			t.Fatalf("alice's signature on carol's master key: alice sees %q, bob %q", signature(alice), signature(bob))
+		}
+		q, err := u.QueryRemoteKeys(ctx, &api.QueryRemoteKeysRequest{UserID: alice, DeviceKeys: map[string][]string{carol: nil}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err = gomatrixserverlib.VerifyJSON(alice, gomatrixserverlib.KeyID("ed25519:"+user.Public()), user.Private.Public().(ed25519.PublicKey), q.MasterKeys[carol]); err != nil {
+			t.Fatalf("alice's signature on carol's master key as alice sees it: %v", err)
+		}
+
+		// Announced: alice's cross-signing keys, carol's fetched list, the signature for
+		// alice alone.
+		var last api.OutputKeyChangeEvent
+		recs := collectTopic(t, log, keyTopic, 3)
+		if err = json.Unmarshal(recs[2].Value, &last); err != nil || string(recs[2].Key) != alice || last.CrossSigning == nil ||
+			last.CrossSigning.UserID != carol || last.CrossSigning.NotifyOnly != alice {
+			t.Fatalf("announcement of the signature: %s %s", recs[2].Key, recs[2].Value)
+		}
+		cancel()
+		if err = <-done; err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -161,7 +161,7 @@ func (k *Keys) Query(r *http.Request, dev *uapi.Device) (httputil.Response, erro
 		maps.Copy(others, users)
 	}
 	if len(others) > 0 {
-		q, err := k.UserAPI.QueryRemoteKeys(r.Context(), &uapi.QueryRemoteKeysRequest{DeviceKeys: others, TimeoutMS: remoteTimeout(body.Timeout).Milliseconds()})
+		q, err := k.UserAPI.QueryRemoteKeys(r.Context(), &uapi.QueryRemoteKeysRequest{DeviceKeys: others, TimeoutMS: remoteTimeout(body.Timeout).Milliseconds(), UserID: dev.UserID})
 		if err != nil {
 			return httputil.Response{}, err
 		}

@@ -29,3 +29,18 @@ func TestMonolithsDeviceListsAfterLeaving(t *testing.T) {
 		})
 	}
 }
+
+// TestMonolithsKeysVerbatim: keys carrying fields the spec does not name and unusual
+// content reach another server's client as they were signed, through /keys/query and
+// /keys/claim, and their signatures verify.
+func TestMonolithsKeysVerbatim(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	e2e.KeysVerbatimOverFederation(t, a.URL(), string(a.name), b.URL())
+}
+
+// TestMonolithsSignaturesOnRemoteKeys: a user's signature on another server's user's master
+// key is stored and shown to her alone.
+func TestMonolithsSignaturesOnRemoteKeys(t *testing.T) {
+	a, b := startFedServer(t), startFedServer(t)
+	e2e.SignaturesOnRemoteKeys(t, a.URL(), b.URL())
+}

@@ -29,6 +29,36 @@ func joinedRoomIDs(req *SyncRequest, rooms storage.Memberships) []string {
 	return out
 }
 
+// ephemeralRooms are the joined rooms that the filters let through and where changed (a
+// storage query for the rooms with changes in a position range) reports changes in
+// (since, to]. An initial sync takes every joined room instead; an incremental one asks
+// changed and looks each room up, so that its cost follows the changes, not the number
+// of rooms the user is in.
+func ephemeralRooms(ctx context.Context, req *SyncRequest, rooms storage.Memberships, since, to int64,
+	changed func(ctx context.Context, after, upTo int64) ([]string, error)) ([]string, error) {
+	var candidates []string
+	if since <= 0 {
+		candidates = joinedRoomIDs(req, rooms)
+	} else {
+		active, err := changed(ctx, since, to)
+		if err != nil {
+			return nil, err
+		}
+		for _, roomID := range active {
+			if memberHistory(rooms.Room(roomID)).latest().Membership == spec.Join && req.Filter.Room.AllowsRoom(roomID) {
+				candidates = append(candidates, roomID)
+			}
+		}
+	}
+	var out []string
+	for _, roomID := range candidates {
+		if req.Filter.Room.Ephemeral.AllowsRoom(roomID) {
+			out = append(out, roomID)
+		}
+	}
+	return out, nil
+}
+
 // addEphemeral adds typing and receipts changed in (since, to] to joined rooms (adding a
 // room entry when only those changed). An initial sync gets the current typing set of every
 // room where anyone typed, even when nobody types any more: a client that starts over (sytest's
@@ -39,15 +69,6 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, rooms stora
 	typing := ef.AllowsType("m.typing") && s.notifier.Changed(storage.StreamTyping, since)
 	receipts := ef.AllowsType("m.receipt") && s.notifier.Changed(storage.StreamReceipts, since)
 	if !typing && !receipts {
-		return nil
-	}
-	var roomIDs []string
-	for _, roomID := range joinedRoomIDs(req, rooms) {
-		if ef.AllowsRoom(roomID) {
-			roomIDs = append(roomIDs, roomID)
-		}
-	}
-	if len(roomIDs) == 0 {
 		return nil
 	}
 	counts := map[string]int{}
@@ -66,6 +87,10 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, rooms stora
 		return nil
 	}
 	if typing {
+		roomIDs, err := ephemeralRooms(ctx, req, rooms, since, to, s.db.TypingRooms)
+		if err != nil {
+			return fmt.Errorf("find rooms with typing: %w", err)
+		}
 		typing, err := s.db.Typing(ctx, roomIDs, since, to)
 		if err != nil {
 			return fmt.Errorf("load typing: %w", err)
@@ -84,6 +109,10 @@ func (s *Syncer) addEphemeral(ctx context.Context, req *SyncRequest, rooms stora
 		}
 	}
 	if receipts {
+		roomIDs, err := ephemeralRooms(ctx, req, rooms, since, to, s.db.ReceiptRooms)
+		if err != nil {
+			return fmt.Errorf("find rooms with receipts: %w", err)
+		}
 		receipts, err := s.db.Receipts(ctx, req.UserID, roomIDs, since, to)
 		if err != nil {
 			return fmt.Errorf("load receipts: %w", err)

@@ -353,6 +353,13 @@ type Database interface {
 	// Receipts returns the receipts in roomIDs changed in (after, upTo], private ones only
 	// of userID.
 	Receipts(ctx context.Context, userID string, roomIDs []string, after, upTo int64) ([]Receipt, error)
+	// TypingRooms returns the rooms whose typing set changed in (after, upTo]: an
+	// incremental sync picks the user's rooms from them instead of listing every room of
+	// the user.
+	TypingRooms(ctx context.Context, after, upTo int64) ([]string, error)
+	// ReceiptRooms returns the rooms with receipts changed in (after, upTo] (private ones
+	// included), for the same use.
+	ReceiptRooms(ctx context.Context, after, upTo int64) ([]string, error)
 	// ToDevice returns the device's messages not yet acknowledged, up to upTo, oldest first.
 	ToDevice(ctx context.Context, userID, deviceID string, upTo int64) ([]ToDeviceMessage, error)
 	// AckToDevice marks the device's messages up to upTo delivered: their content is

@@ -140,10 +140,13 @@ type QueryDeviceListResponse struct {
 
 // QueryRemoteKeysRequest is POST /keys/query for other servers' users: DeviceKeys maps a
 // user ID to the device IDs wanted (empty: every device). TimeoutMS bounds how long
-// fetching lists from other servers may take (0: DefaultRemoteTimeout).
+// fetching lists from other servers may take (0: DefaultRemoteTimeout). UserID is the
+// local user asking: the signatures they made on these users' master keys, which only
+// they see, are added.
 type QueryRemoteKeysRequest struct {
 	DeviceKeys map[string][]string `json:"device_keys"`
 	TimeoutMS  int64               `json:"timeout_ms,omitempty"`
+	UserID     string              `json:"user_id,omitempty"`
 }
 
 // QueryRemoteKeysResponse is the other servers' users' part of POST /keys/query's answer:

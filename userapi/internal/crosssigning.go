@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -151,9 +152,12 @@ func signatureFailure(e *matrixerr.Error) json.RawMessage {
 
 // PerformUploadSignatures stores signatures made by req.UserID: on their own devices (by
 // their self-signing key), on their own master key (by one of their devices), and on
-// other local users' master keys (by their user-signing key). Each signed object must be
-// the stored key with signatures added, and each signature must verify; failures are
-// reported per key and store nothing for that key.
+// other users' master keys (by their user-signing key), local users' or other servers'
+// (whose keys are read from the copy of their device list, fetched when missing or
+// stale). Each signed object must be the stored key with signatures added, and each
+// signature must verify; failures are reported per key and store nothing for that key.
+// A signature on another user's master key is seen by its signer alone (the spec's
+// "Cross-signing"): it is announced to the signer and sent to no other server.
 func (u *UserAPI) PerformUploadSignatures(ctx context.Context, req *api.PerformUploadSignaturesRequest) (*api.PerformUploadSignaturesResponse, error) {
 	local, err := u.localpart(req.UserID)
 	if err != nil {
@@ -170,10 +174,14 @@ func (u *UserAPI) PerformUploadSignatures(ctx context.Context, req *api.PerformU
 		}
 		res.Failures[userID][keyID] = signatureFailure(e)
 	}
+	remote, err := u.remoteTargets(ctx, req.Signatures)
+	if err != nil {
+		return nil, err
+	}
 	var sigs []storage.KeySignature
 	for target, keys := range req.Signatures {
 		for keyID, obj := range keys {
-			sig, merr := u.checkSignature(ctx, req.UserID, own, target, keyID, obj)
+			sig, merr := u.checkSignature(ctx, req.UserID, own, target, keyID, obj, remote)
 			if merr != nil {
 				fail(target, keyID, merr)
 				continue
@@ -214,18 +222,69 @@ func (u *UserAPI) signatureChanges(signer, local string, own map[string][]byte, 
 	}
 }
 
-// checkSignature finds and verifies the signature signer made on target's key keyID.
-func (u *UserAPI) checkSignature(ctx context.Context, signer string, own map[string][]byte, target, keyID string, obj json.RawMessage) (*storage.KeySignature, *matrixerr.Error) {
+// remoteTargets is the device lists of the other servers' users among the signature
+// upload's targets: the copies this server holds, fetched first when missing or stale
+// (within DefaultRemoteTimeout; a stale copy stands when its server cannot be asked).
+func (u *UserAPI) remoteTargets(ctx context.Context, targets map[string]map[string]json.RawMessage) (map[string]*storage.RemoteDeviceList, error) {
+	var users []string
+	for userID := range targets {
+		if u.isRemoteUser(userID) {
+			users = append(users, userID)
+		}
+	}
+	if len(users) == 0 {
+		return nil, nil
+	}
+	seen := u.resync.mark()
+	lists, err := u.DB.RemoteDeviceLists(ctx, users)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(lists, u.fetchAll(ctx, users, lists, seen, DefaultRemoteTimeout))
+	return lists, nil
+}
+
+// remoteTargetKey is the key keyID of another server's user from the copy l of their
+// device list: their master key when its public key is keyID. Their devices may not be
+// signed by other users.
+func remoteTargetKey(l *storage.RemoteDeviceList, userID, keyID string) (json.RawMessage, *matrixerr.Error) {
+	if l == nil {
+		return nil, matrixerr.NotFound("no keys of this user are known")
+	}
+	if l.MasterKey != nil {
+		if k, err := e2ekeys.ParseCrossSigningKey(l.MasterKey, userID, purposeMaster); err == nil && k.PublicBase64 == keyID {
+			return l.MasterKey, nil
+		}
+	}
+	for _, d := range l.Devices {
+		if d.DeviceID == keyID {
+			return nil, matrixerr.InvalidParam("only master keys of other users can be signed")
+		}
+	}
+	return nil, matrixerr.NotFound("no such key")
+}
+
+// checkSignature finds and verifies the signature signer made on target's key keyID;
+// remote holds the device lists of the targets of other servers (remoteTargets).
+func (u *UserAPI) checkSignature(ctx context.Context, signer string, own map[string][]byte, target, keyID string, obj json.RawMessage,
+	remote map[string]*storage.RemoteDeviceList) (*storage.KeySignature, *matrixerr.Error) {
+	var storedKey json.RawMessage
 	targetLocal, err := u.localpart(target)
-	if err != nil {
-		return nil, matrixerr.NotFound("not a local user")
-	}
-	storedKey, err := u.targetKey(ctx, target, targetLocal, keyID)
-	if err != nil {
-		return nil, matrixerr.Unknown("the key could not be read")
-	}
-	if storedKey == nil {
-		return nil, matrixerr.NotFound("no such key")
+	switch {
+	case err == nil:
+		if storedKey, err = u.targetKey(ctx, target, targetLocal, keyID); err != nil {
+			return nil, matrixerr.Unknown("the key could not be read")
+		}
+		if storedKey == nil {
+			return nil, matrixerr.NotFound("no such key")
+		}
+	case u.isRemoteUser(target):
+		var merr *matrixerr.Error
+		if storedKey, merr = remoteTargetKey(remote[target], target, keyID); merr != nil {
+			return nil, merr
+		}
+	default:
+		return nil, matrixerr.NotFound("not a user ID")
 	}
 	if !sameKey(storedKey, obj) {
 		return nil, matrixerr.InvalidParam("the signed object is not the stored key")

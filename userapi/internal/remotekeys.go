@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -168,7 +170,7 @@ func (u *UserAPI) fetchDeviceList(ctx context.Context, userID string) (*storage.
 func (u *UserAPI) PerformMarkRemoteDeviceListsStale(ctx context.Context, req *api.PerformMarkRemoteDeviceListsStaleRequest) (*api.PerformMarkRemoteDeviceListsStaleResponse, error) {
 	var users []string
 	for _, userID := range req.UserIDs {
-		if _, err := u.localpart(userID); err != nil && strings.HasPrefix(userID, "@") && strings.Contains(userID, ":") {
+		if u.isRemoteUser(userID) {
 			users = append(users, userID)
 		}
 	}
@@ -184,7 +186,7 @@ func (u *UserAPI) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysR
 		MasterKeys: map[string]json.RawMessage{}, SelfSigningKeys: map[string]json.RawMessage{}}
 	var users []string
 	for userID := range req.DeviceKeys {
-		if _, err := u.localpart(userID); err != nil && strings.HasPrefix(userID, "@") && strings.Contains(userID, ":") {
+		if u.isRemoteUser(userID) {
 			users = append(users, userID)
 		}
 	}
@@ -220,7 +222,36 @@ func (u *UserAPI) QueryRemoteKeys(ctx context.Context, req *api.QueryRemoteKeysR
 			res.SelfSigningKeys[userID] = l.SelfSigningKey
 		}
 	}
+	if err = u.addSignaturesBy(ctx, req.UserID, res.MasterKeys); err != nil {
+		return nil, err
+	}
 	return res, nil
+}
+
+// addSignaturesBy adds to other servers' users' master keys (user ID -> key) the
+// signatures viewer made on them, which only viewer sees.
+func (u *UserAPI) addSignaturesBy(ctx context.Context, viewer string, masterKeys map[string]json.RawMessage) error {
+	if viewer == "" || len(masterKeys) == 0 {
+		return nil
+	}
+	sigs, err := u.DB.KeySignaturesBy(ctx, viewer, slices.Collect(maps.Keys(masterKeys)))
+	if err != nil || len(sigs) == 0 {
+		return err
+	}
+	byTarget := map[string][]storage.KeySignature{}
+	for _, s := range sigs {
+		byTarget[s.TargetUserID] = append(byTarget[s.TargetUserID], s)
+	}
+	for userID, targetSigs := range byTarget {
+		k, err := e2ekeys.ParseCrossSigningKey(masterKeys[userID], userID, purposeMaster)
+		if err != nil {
+			continue // a copy that fails the checks is not kept; nothing to sign
+		}
+		if masterKeys[userID], err = withSignatures(masterKeys[userID], userID, viewer, k.PublicBase64, targetSigs); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // fetchAll fetches, within timeout, the lists of the users that are not cached or stale,

@@ -106,6 +106,13 @@ func (u *UserAPI) localpart(userID string) (string, error) {
 	return local, nil
 }
 
+// isRemoteUser reports whether userID is a user ID of another server.
+func (u *UserAPI) isRemoteUser(userID string) bool {
+	_, err := u.localpart(userID)
+	var merr *matrixerr.Error
+	return errors.As(err, &merr) && merr.Code == "M_NOT_FOUND"
+}
+
 // ValidateLocalpart checks a localpart against the spec's grammar (a-z, 0-9 and
 // "-._=/+") and the 255-byte limit on the whole user ID.
 func ValidateLocalpart(localpart, serverName string) error {

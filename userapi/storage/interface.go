@@ -259,6 +259,9 @@ type Database interface {
 	DeleteRoomKeys(ctx context.Context, localpart, version, roomID, sessionID string) (*KeyBackup, error)
 	// KeySignatures returns the stored signatures on targetUserID's keys.
 	KeySignatures(ctx context.Context, targetUserID string) ([]KeySignature, error)
+	// KeySignaturesBy returns the stored signatures signerUserID made on the keys of
+	// targetUserIDs.
+	KeySignaturesBy(ctx context.Context, signerUserID string, targetUserIDs []string) ([]KeySignature, error)
 }
 
 // KeySignature is a signature of SignerUserID's key SignerKeyID ("ed25519:<key>") on

@@ -140,20 +140,7 @@ func (d *Database) MembershipChanges(ctx context.Context, userID string, after, 
 // so no room list of the user's is sent (users can be in more rooms than an engine accepts
 // parameters).
 func (d *Database) RoomsWithEvents(ctx context.Context, after, upTo int64) ([]string, error) {
-	rows, err := d.db.QueryContext(ctx, "SELECT DISTINCT room_id FROM syncapi_events WHERE position > $1 AND position <= $2", after, upTo)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var r string
-		if err := rows.Scan(&r); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return d.roomIDs(ctx, "SELECT DISTINCT room_id FROM syncapi_events WHERE position > $1 AND position <= $2", after, upTo)
 }
 
 const eventColumns = `position, room_id, event_id, type, sender, state_key, event_json, history_visibility,

@@ -178,6 +178,34 @@ func (d *Database) Receipts(ctx context.Context, userID string, roomIDs []string
 	return out, rows.Err()
 }
 
+// TypingRooms implements storage.Database.
+func (d *Database) TypingRooms(ctx context.Context, after, upTo int64) ([]string, error) {
+	return d.roomIDs(ctx, "SELECT room_id FROM syncapi_typing WHERE position > $1 AND position <= $2", after, upTo)
+}
+
+// ReceiptRooms implements storage.Database.
+func (d *Database) ReceiptRooms(ctx context.Context, after, upTo int64) ([]string, error) {
+	return d.roomIDs(ctx, "SELECT DISTINCT room_id FROM syncapi_receipts WHERE position > $1 AND position <= $2", after, upTo)
+}
+
+// roomIDs runs query, which selects room IDs, with args.
+func (d *Database) roomIDs(ctx context.Context, query string, args ...any) ([]string, error) {
+	rows, err := d.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close() // nolint: errcheck // read-only
+	var out []string
+	for rows.Next() {
+		var roomID string
+		if err := rows.Scan(&roomID); err != nil {
+			return nil, err
+		}
+		out = append(out, roomID)
+	}
+	return out, rows.Err()
+}
+
 // ToDevice implements storage.Database.
 func (d *Database) ToDevice(ctx context.Context, userID, deviceID string, upTo int64) ([]storage.ToDeviceMessage, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT position, message_id, sender, type, content FROM syncapi_send_to_device

@@ -62,6 +62,16 @@ func TestEphemeralWritesDedupe(t *testing.T) {
 		if rs, err := d.Receipts(ctx, "@b:x", []string{"!r:x"}, 0, 3); err != nil || len(rs) != 2 {
 			t.Fatalf("the receipt's user sees both: %+v %v", rs, err)
 		}
+		for _, c := range []struct {
+			what        string
+			find        func(ctx context.Context, after, upTo int64) ([]string, error)
+			after, upTo int64
+			want        int
+		}{{"typing", d.TypingRooms, 0, 1, 1}, {"typing later", d.TypingRooms, 1, 3, 0}, {"receipts", d.ReceiptRooms, 1, 3, 1}, {"receipts earlier", d.ReceiptRooms, 0, 1, 0}} {
+			if rooms, err := c.find(ctx, c.after, c.upTo); err != nil || len(rooms) != c.want || c.want == 1 && rooms[0] != "!r:x" {
+				t.Fatalf("rooms with %s in (%d, %d]: %v %v", c.what, c.after, c.upTo, rooms, err)
+			}
+		}
 
 		msg := storage.ToDeviceMessage{MessageID: "m1", UserID: "@b:x", DeviceID: "D", Sender: "@a:x", Type: "m.test", Content: []byte(`{"n":1}`)}
 		if a, err = d.WriteToDevice(ctx, []storage.ToDeviceMessage{msg}, off); err != nil || a.Position != 4 {

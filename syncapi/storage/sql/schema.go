@@ -160,6 +160,8 @@ CREATE TABLE IF NOT EXISTS syncapi_peeks (
 	PRIMARY KEY (user_id, device_id, room_id)
 );
 CREATE INDEX IF NOT EXISTS syncapi_peeks_room ON syncapi_peeks (room_id, user_id);
+`}, {Version: 14, SQL: `
+CREATE INDEX IF NOT EXISTS syncapi_receipts_position ON syncapi_receipts (position);
 `}}
 
 // dropUnreadColumns drops what the sync API's own approximation of notification counts

@@ -346,6 +346,24 @@ func (d *Database) KeySignatures(ctx context.Context, targetUserID string) ([]st
 	return out, rows.Err()
 }
 
+// KeySignaturesBy implements storage.Database.
+func (d *Database) KeySignaturesBy(ctx context.Context, signerUserID string, targetUserIDs []string) ([]storage.KeySignature, error) {
+	query, args := d.db.Dialect.InList("SELECT target_user_id, target_key_id, signer_key_id, signature FROM userapi_key_signatures"+
+		" WHERE target_user_id IN ({ids}) AND signer_user_id = $1", "{ids}", []any{signerUserID}, targetUserIDs)
+	var out []storage.KeySignature
+	if err := d.scanRows(ctx, query, args, func(rows *sql.Rows) error {
+		s := storage.KeySignature{SignerUserID: signerUserID}
+		if err := rows.Scan(&s.TargetUserID, &s.TargetKeyID, &s.SignerKeyID, &s.Signature); err != nil {
+			return err
+		}
+		out = append(out, s)
+		return nil
+	}); err != nil {
+		return nil, fmt.Errorf("select key signatures by %s: %w", signerUserID, err)
+	}
+	return out, nil
+}
+
 // DeviceListStream implements storage.Database.
 func (d *Database) DeviceListStream(ctx context.Context, localpart string) (int64, error) {
 	var id int64
