@@ -207,7 +207,7 @@ func benchPushReader(b *testing.B, dsn func() string) {
 
 // benchRoom creates a public room of users (users[0] its creator, with power level 100)
 // through the roomserver, joining the others a hundred per input.
-func benchRoom(b *testing.B, input *rsapi.Input, key ed25519.PrivateKey, server spec.ServerName, users []string) string {
+func benchRoom(b testing.TB, input *rsapi.Input, key ed25519.PrivateKey, server spec.ServerName, users []string) string {
 	roomID := fmt.Sprintf("!bench%d:%s", time.Now().UnixNano(), server)
 	verImpl := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV10)
 	pe := gomatrixserverlib.ProtoEvent{SenderID: users[0], RoomID: roomID, Type: spec.MRoomCreate, StateKey: roomtest.StateKey(""), Depth: 1, Version: verImpl}
@@ -236,7 +236,7 @@ func benchRoom(b *testing.B, input *rsapi.Input, key ed25519.PrivateKey, server 
 	return roomID
 }
 
-func benchSubmit(b *testing.B, input *rsapi.Input, roomID string, evs ...rsapi.InputRoomEvent) {
+func benchSubmit(b testing.TB, input *rsapi.Input, roomID string, evs ...rsapi.InputRoomEvent) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := input.InputRoomEvents(ctx, &rsapi.InputRoomEventsRequest{Input: rsapi.InputRoomEvents{RoomID: roomID, RoomVersion: "10", Events: evs}})
@@ -251,7 +251,7 @@ func benchSubmit(b *testing.B, input *rsapi.Input, roomID string, evs ...rsapi.I
 }
 
 // waitJoined waits until the push reader knows n joined members of the room.
-func waitJoined(b *testing.B, db *sqlutil.DB, roomID string, n int) {
+func waitJoined(b testing.TB, db *sqlutil.DB, roomID string, n int) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		var got int

@@ -163,6 +163,11 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 		keyChanges.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
 	}
 	s.consumers = []*eventlog.Consumer{clientData, roomEvents, receipts, keyChanges}
+	backlog := internal.NewBacklog(d.Log, db, d.Registerer, d.Logger)
+	for i, name := range []string{"client_data", "room_events", "receipts", "key_changes"} {
+		c := s.consumers[i]
+		c.Applied = backlog.Track(name, c.Topic, c.Applied)
+	}
 	if d.Cfg.NotificationRetention > 0 {
 		s.pruner = &internal.Pruner{DB: db, Notify: time.Duration(d.Cfg.NotificationRetention),
 			Highlight: time.Duration(d.Cfg.HighlightRetention), Logger: d.Logger}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"testing"
 	"time"
@@ -207,6 +208,117 @@ func TestReaderSkipsMembersIgnoringTheSender(t *testing.T) {
 		send(sender)
 		if n := notified(ignorer, 2); n != 2 {
 			t.Fatalf("after unignoring, ignorer has %d notifications", n)
+		}
+	})
+}
+
+// TestReaderBatchSeesStateChanges: events consumed in one batch are each evaluated with
+// the room's members as the batch's earlier events left them (the reader reads a room's
+// state once per batch): a member who joins is notified of the messages after the join,
+// one who leaves is not, and a new display name highlights from the next message on.
+func TestReaderBatchSeesStateChanges(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		logDB, err := sqlutil.Open("file:" + filepath.Join(t.TempDir(), "log.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = logDB.Close() }) // nothing to do about a failed close in cleanup
+		log, err := eventlog.NewEmbedded(ctx, logDB, eventlog.Config{DefaultPartitions: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = log.Close() }) // as above
+		const server = "batch.test"
+		roomID := "!batch:" + server
+		sender, leaver, joiner, renamed := "@sender:"+server, "@leaver:"+server, "@joiner:"+server, "@renamed:"+server
+		store, err := pushsql.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		members := []storage.Member{{UserID: sender, Membership: "join"}, {UserID: leaver, Membership: "join"}, {UserID: renamed, Membership: "join", DisplayName: "Old"}}
+		if err = db.WithTx(ctx, func(tx *sql.Tx) error { return store.AddRoom(ctx, tx, roomID, members, nil) }); err != nil {
+			t.Fatal(err)
+		}
+		remote := &roomtest.Remote{T: t, Key: roomtest.NewKey(t), Origin: server, Version: "10", RoomID: roomID}
+		depth := int64(10)
+		produce := func(out rsapi.OutputNewRoomEvent) string {
+			t.Helper()
+			value, err := json.Marshal(rsapi.OutputRoomEvent{Type: rsapi.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err = log.Produce(ctx, "out", eventlog.Message{Key: []byte(roomID), Value: value}); err != nil {
+				t.Fatal(err)
+			}
+			return out.Event.EventID()
+		}
+		message := func(body string) string {
+			depth++
+			return produce(rsapi.OutputNewRoomEvent{Event: rsapi.Event{PDU: remote.Event(sender, "m.room.message", nil,
+				map[string]string{"msgtype": "m.text", "body": body}, depth, nil, nil)}})
+		}
+		member := func(user, membership, name string) {
+			depth++
+			ev := remote.Event(user, "m.room.member", &user, map[string]string{"membership": membership, "displayname": name}, depth, nil, nil)
+			produce(rsapi.OutputNewRoomEvent{Event: rsapi.Event{PDU: ev}, AddsStateEventIDs: []string{ev.EventID()}})
+		}
+		m1 := message("one")
+		member(joiner, "join", "")
+		member(leaver, "leave", "")
+		member(renamed, "join", "New")
+		m2 := message("hello New")
+		marker := message("marker")
+		topics := pushserver.Topics{RoomEvents: "out", ClientData: "clientdata", Receipts: "receipts", KeyChanges: "keys", Notifications: "counts"}
+		logger := logrus.New()
+		logger.SetOutput(io.Discard)
+		s, err := pushserver.New(ctx, pushserver.Deps{Cfg: &config.PushServer{}, ServerName: server, DB: db, Log: log, Topics: topics,
+			Logger: logrus.NewEntry(logger)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- s.Run(ctx) }()
+		defer func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
+			var n int
+			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications WHERE event_id = $1", marker).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the marker was not evaluated")
+			}
+		}
+		rows, err := db.QueryContext(ctx, "SELECT user_id, event_id, highlight FROM pushserver_notifications WHERE event_id <> $1", marker)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close() // nolint: errcheck // read-only
+		got := map[string]bool{}
+		for rows.Next() {
+			var user, event string
+			var highlight bool
+			if err := rows.Scan(&user, &event, &highlight); err != nil {
+				t.Fatal(err)
+			}
+			got[fmt.Sprintf("%s %s %v", user, event, highlight)] = true
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]bool{leaver + " " + m1 + " false": true, renamed + " " + m1 + " false": true,
+			joiner + " " + m2 + " false": true, renamed + " " + m2 + " true": true}
+		if !maps.Equal(got, want) {
+			t.Fatalf("notifications %v, want %v", got, want)
 		}
 	})
 }

@@ -110,8 +110,78 @@ func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.
 	return eventlog.Step{Apply: func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, events, boot) }}, nil
 }
 
+// batchState is what the events of one batch share: each room's state, read once and
+// then kept up to date as the batch's events change it, and the stored push rules read so
+// far. A batch of a room's messages (a reader behind the senders) reads the room's
+// thousand members once, not once per message.
+type batchState struct {
+	rooms map[string]*storage.RoomState
+	rules map[string]json.RawMessage
+	read  map[string]bool // the users whose stored rules were read
+}
+
+func newBatchState() *batchState {
+	return &batchState{rooms: map[string]*storage.RoomState{}, rules: map[string]json.RawMessage{}, read: map[string]bool{}}
+}
+
+// roomState is the room's state as the batch's events so far left it.
+func (r *Reader) roomState(ctx context.Context, tx *sql.Tx, b *batchState, roomID string) (*storage.RoomState, error) {
+	if st, ok := b.rooms[roomID]; ok {
+		return st, nil
+	}
+	st, err := r.DB.RoomState(ctx, tx, roomID)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	b.rooms[roomID] = st
+	return st, nil
+}
+
+// changed applies the memberships and power levels an event set (and SetMember and
+// SetPowerLevels stored) to the room's state in b.
+func (b *batchState) changed(roomID string, members []storage.Member, powerLevels json.RawMessage) {
+	st, ok := b.rooms[roomID]
+	if !ok {
+		return
+	}
+	for _, m := range members {
+		st.Joined = slices.DeleteFunc(st.Joined, func(j storage.Member) bool { return j.UserID == m.UserID })
+		if m.Membership == "join" {
+			st.Joined = append(st.Joined, storage.Member{UserID: m.UserID, Membership: m.Membership, DisplayName: m.DisplayName})
+		}
+	}
+	if powerLevels != nil {
+		st.PowerLevels = powerLevels
+	}
+}
+
+// pushRules are the stored push rules of (at least) userIDs, read once per batch.
+func (r *Reader) pushRules(ctx context.Context, tx *sql.Tx, b *batchState, userIDs []string) (map[string]json.RawMessage, error) {
+	var missing []string
+	for _, u := range userIDs {
+		if !b.read[u] {
+			missing = append(missing, u)
+		}
+	}
+	if len(missing) == 0 {
+		return b.rules, nil
+	}
+	stored, err := r.DB.PushRules(ctx, tx, missing)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	for _, u := range missing {
+		b.read[u] = true
+		if content, ok := stored[u]; ok {
+			b.rules[u] = content
+		}
+	}
+	return b.rules, nil
+}
+
 func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot map[string][]gomatrixserverlib.PDU) error {
 	var all, joins []storage.Notification
+	b := newBatchState()
 	for _, ne := range events {
 		roomID := ne.event.RoomID().String()
 		if state, ok := boot[roomID]; ok {
@@ -120,6 +190,7 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 				return eventlog.Retry(err)
 			}
 			delete(boot, roomID)
+			delete(b.rooms, roomID)
 		}
 		pos, isNew, err := r.DB.AddEvent(ctx, tx, roomID, ne.event.EventID())
 		if err != nil {
@@ -128,13 +199,13 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 		if !isNew {
 			continue
 		}
-		ns, err := r.evaluate(ctx, tx, ne.event, pos)
+		ns, err := r.evaluate(ctx, tx, b, ne.event, pos)
 		if err != nil {
 			return err
 		}
 		all = append(all, ns...)
 		members, pl := stateOf(ne.added)
-		newJoins, err := r.newLocalJoins(ctx, tx, roomID, members)
+		newJoins, err := r.newLocalJoins(ctx, tx, b, roomID, members)
 		if err != nil {
 			return err
 		}
@@ -151,6 +222,7 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 				return eventlog.Retry(err)
 			}
 		}
+		b.changed(roomID, members, pl)
 	}
 	if len(all) > 0 {
 		if err := r.DB.AddNotifications(ctx, tx, all); err != nil {
@@ -181,7 +253,7 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 
 // newLocalJoins are the local users members makes joined who were not joined before (a
 // profile change of a joined member is no join).
-func (r *Reader) newLocalJoins(ctx context.Context, tx *sql.Tx, roomID string, members []storage.Member) ([]string, error) {
+func (r *Reader) newLocalJoins(ctx context.Context, tx *sql.Tx, b *batchState, roomID string, members []storage.Member) ([]string, error) {
 	var candidates []string
 	for _, m := range members {
 		if m.Membership == "join" && strings.HasSuffix(m.UserID, ":"+r.ServerName) {
@@ -191,9 +263,9 @@ func (r *Reader) newLocalJoins(ctx context.Context, tx *sql.Tx, roomID string, m
 	if len(candidates) == 0 {
 		return nil, nil
 	}
-	st, err := r.DB.RoomState(ctx, tx, roomID)
+	st, err := r.roomState(ctx, tx, b, roomID)
 	if err != nil {
-		return nil, eventlog.Retry(err)
+		return nil, err
 	}
 	return slices.DeleteFunc(candidates, func(u string) bool {
 		return slices.ContainsFunc(st.Joined, func(m storage.Member) bool { return m.UserID == u })
@@ -228,11 +300,11 @@ func stateOf(state []gomatrixserverlib.PDU) (members []storage.Member, powerLeve
 // evaluate runs the push rules of every local joined member but the sender and those who
 // ignore the sender against ev, with the room's state before ev, and returns the
 // notifications.
-func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.PDU, pos int64) ([]storage.Notification, error) {
+func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, b *batchState, ev gomatrixserverlib.PDU, pos int64) ([]storage.Notification, error) {
 	roomID := ev.RoomID().String()
-	st, err := r.DB.RoomState(ctx, tx, roomID)
+	st, err := r.roomState(ctx, tx, b, roomID)
 	if err != nil {
-		return nil, eventlog.Retry(err)
+		return nil, err
 	}
 	sender := string(ev.SenderID())
 	var local []storage.Member
@@ -260,9 +332,9 @@ func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, ev gomatrixserverlib.
 		local = slices.DeleteFunc(local, func(m storage.Member) bool { return ignoring[m.UserID] })
 		ids = slices.DeleteFunc(ids, func(id string) bool { return ignoring[id] })
 	}
-	stored, err := r.DB.PushRules(ctx, tx, ids)
+	stored, err := r.pushRules(ctx, tx, b, ids)
 	if err != nil {
-		return nil, eventlog.Retry(err)
+		return nil, err
 	}
 	var event map[string]any
 	if err := json.Unmarshal(ev.JSON(), &event); err != nil {

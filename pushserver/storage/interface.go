@@ -165,4 +165,7 @@ type Database interface {
 	UnreadTotal(ctx context.Context, userID string) (int, error)
 	// QueueDepth is the number of queued pushes.
 	QueueDepth(ctx context.Context) (int, error)
+	// DuePushes is the number of queued pushes whose pusher is due at now (ms): not
+	// waiting out a backoff.
+	DuePushes(ctx context.Context, now int64) (int, error)
 }

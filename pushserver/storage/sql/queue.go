@@ -50,22 +50,11 @@ func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.N
 	if len(ids) == 0 {
 		return nil
 	}
-	q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey FROM pushserver_pushers WHERE user_id IN ({ids})`, "{ids}", nil, ids)
-	rows, err := tx.QueryContext(ctx, q, args...)
-	if err != nil {
-		return fmt.Errorf("select pushers to push to: %w", err)
-	}
 	pushers := map[string][]storage.PusherKey{}
-	for rows.Next() {
-		var k storage.PusherKey
-		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
-			_ = rows.Close() // the scan error is the one to report
-			return fmt.Errorf("scan pusher: %w", err)
+	for _, chunk := range chunks(ids) {
+		if err := d.pushersOf(ctx, tx, chunk, pushers); err != nil {
+			return err
 		}
-		pushers[k.UserID] = append(pushers[k.UserID], k)
-	}
-	if err := rows.Close(); err != nil {
-		return err
 	}
 	due, err := d.queuedNextTS(ctx, tx, ids)
 	if err != nil {
@@ -91,6 +80,24 @@ func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.N
 		}
 	}
 	return insertQueueRows(ctx, tx, queue, now)
+}
+
+// pushersOf adds the pushers of userIDs, one IN list, to out.
+func (d *Database) pushersOf(ctx context.Context, tx *sql.Tx, userIDs []string, out map[string][]storage.PusherKey) error {
+	q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey FROM pushserver_pushers WHERE user_id IN ({ids})`, "{ids}", nil, userIDs)
+	rows, err := tx.QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("select pushers to push to: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
+	for rows.Next() {
+		var k storage.PusherKey
+		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
+			return fmt.Errorf("scan pusher: %w", err)
+		}
+		out[k.UserID] = append(out[k.UserID], k)
+	}
+	return rows.Err()
 }
 
 // queueRow is one push to queue; next is its pusher's next_ts.
@@ -129,23 +136,33 @@ func insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queueRow, now int64
 // queuedNextTS is the next_ts of the pushers of userIDs that have pushes queued: a push
 // queued behind others waits as long as they do.
 func (d *Database) queuedNextTS(ctx context.Context, tx *sql.Tx, userIDs []string) (map[storage.PusherKey]int64, error) {
-	q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey, MAX(next_ts) FROM pushserver_push_queue WHERE user_id IN ({ids})
-		GROUP BY user_id, app_id, pushkey`, "{ids}", nil, userIDs)
-	rows, err := tx.QueryContext(ctx, q, args...)
+	out := map[storage.PusherKey]int64{}
+	for _, chunk := range chunks(userIDs) {
+		q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey, MAX(next_ts) FROM pushserver_push_queue WHERE user_id IN ({ids})
+			GROUP BY user_id, app_id, pushkey`, "{ids}", nil, chunk)
+		if err := scanNextTS(ctx, tx, q, args, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// scanNextTS adds the pushers and next_ts query returns to out.
+func scanNextTS(ctx context.Context, tx *sql.Tx, query string, args []any, out map[storage.PusherKey]int64) error {
+	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("select queued pushers: %w", err)
+		return fmt.Errorf("select queued pushers: %w", err)
 	}
 	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
-	out := map[storage.PusherKey]int64{}
 	for rows.Next() {
 		var k storage.PusherKey
 		var next int64
 		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey, &next); err != nil {
-			return nil, fmt.Errorf("scan queued pusher: %w", err)
+			return fmt.Errorf("scan queued pusher: %w", err)
 		}
 		out[k] = next
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // DuePushers implements storage.Database.
@@ -300,6 +317,15 @@ func (d *Database) QueueDepth(ctx context.Context) (int, error) {
 	var n int
 	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_push_queue`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("count queued pushes: %w", err)
+	}
+	return n, nil
+}
+
+// DuePushes implements storage.Database.
+func (d *Database) DuePushes(ctx context.Context, now int64) (int, error) {
+	var n int
+	if err := d.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_push_queue WHERE next_ts <= $1`, now).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count due pushes: %w", err)
 	}
 	return n, nil
 }

@@ -175,21 +175,31 @@ func (d *Database) SetPushRules(ctx context.Context, tx *sql.Tx, userID string, 
 
 // PushRules implements storage.Database.
 func (d *Database) PushRules(ctx context.Context, tx *sql.Tx, userIDs []string) (map[string]json.RawMessage, error) {
+	out := map[string]json.RawMessage{}
+	for _, ids := range chunks(userIDs) {
+		if err := d.pushRules(ctx, tx, ids, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// pushRules adds the stored rules of userIDs, one IN list, to out.
+func (d *Database) pushRules(ctx context.Context, tx *sql.Tx, userIDs []string, out map[string]json.RawMessage) error {
 	q, args := d.db.Dialect.InList(`SELECT user_id, rules FROM pushserver_push_rules WHERE user_id IN ({ids})`, "{ids}", nil, userIDs)
 	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("select push rules: %w", err)
+		return fmt.Errorf("select push rules: %w", err)
 	}
 	defer rows.Close() // nolint: errcheck // read-only
-	out := map[string]json.RawMessage{}
 	for rows.Next() {
 		var userID, rules string
 		if err := rows.Scan(&userID, &rules); err != nil {
-			return nil, fmt.Errorf("scan push rules: %w", err)
+			return fmt.Errorf("scan push rules: %w", err)
 		}
 		out[userID] = json.RawMessage(rules)
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // ignoredSchema holds each local user's m.ignored_user_list, one row per ignored user.
@@ -216,24 +226,33 @@ func (d *Database) SetIgnoredUsers(ctx context.Context, tx *sql.Tx, userID strin
 	return nil
 }
 
-// IgnoredBy implements storage.Database.
+// IgnoredBy implements storage.Database. It reads everyone who ignores sender (the
+// primary key's prefix; few users ignore any one sender) rather than passing userIDs, a
+// room's members, as a list.
 func (d *Database) IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, userIDs []string) (map[string]bool, error) {
-	q, args := d.db.Dialect.InList(`SELECT user_id FROM pushserver_ignored_users WHERE ignored_user_id = $1 AND user_id IN ({ids})`,
-		"{ids}", []any{sender}, userIDs)
-	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, `SELECT user_id FROM pushserver_ignored_users WHERE ignored_user_id = $1`, sender)
 	if err != nil {
 		return nil, fmt.Errorf("select ignoring users: %w", err)
 	}
 	defer rows.Close() // nolint: errcheck // read-only
-	out := map[string]bool{}
+	ignoring := map[string]bool{}
 	for rows.Next() {
 		var userID string
 		if err := rows.Scan(&userID); err != nil {
 			return nil, fmt.Errorf("scan ignoring user: %w", err)
 		}
-		out[userID] = true
+		ignoring[userID] = true
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := map[string]bool{}
+	for _, u := range userIDs {
+		if ignoring[u] {
+			out[u] = true
+		}
+	}
+	return out, nil
 }
 
 // Notifications implements storage.Database.

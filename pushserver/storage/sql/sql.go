@@ -97,3 +97,21 @@ func (d *Database) Pushers(ctx context.Context, userID string) ([]storage.Stored
 	}
 	return out, rows.Err()
 }
+
+// listChunk is how many user IDs one IN list holds. A room's members are read in
+// statements of a hundred: SQLite looks each numbered parameter up in a list of the
+// statement's parameters, so preparing a statement with a thousand took longer than
+// running it (a tenth of a second per event in a room of a thousand), and PostgreSQL
+// plans long lists slowly too.
+const listChunk = 100
+
+// chunks splits ids into slices of at most listChunk.
+func chunks(ids []string) [][]string {
+	var out [][]string
+	for len(ids) > 0 {
+		n := min(len(ids), listChunk)
+		out = append(out, ids[:n])
+		ids = ids[n:]
+	}
+	return out
+}

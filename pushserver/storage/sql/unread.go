@@ -221,26 +221,36 @@ func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, thr
 
 // UnreadCounts implements storage.Database.
 func (d *Database) UnreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string) (map[string]map[string]api.Counts, error) {
-	q, args := d.db.Dialect.InList(`SELECT user_id, thread_id, notifs, highlights FROM pushserver_unread
-		WHERE room_id = $1 AND notifs > 0 AND user_id IN ({ids})`, "{ids}", []any{roomID}, userIDs)
-	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("select unread counts: %w", err)
-	}
-	defer rows.Close() // nolint: errcheck // read-only
 	out := make(map[string]map[string]api.Counts, len(userIDs))
 	for _, u := range userIDs {
 		out[u] = map[string]api.Counts{}
 	}
+	for _, ids := range chunks(userIDs) {
+		if err := d.unreadCounts(ctx, tx, roomID, ids, out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// unreadCounts adds the counts of userIDs, one IN list, to out.
+func (d *Database) unreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string, out map[string]map[string]api.Counts) error {
+	q, args := d.db.Dialect.InList(`SELECT user_id, thread_id, notifs, highlights FROM pushserver_unread
+		WHERE room_id = $1 AND notifs > 0 AND user_id IN ({ids})`, "{ids}", []any{roomID}, userIDs)
+	rows, err := sqlutil.Conn(d.db, tx).QueryContext(ctx, q, args...)
+	if err != nil {
+		return fmt.Errorf("select unread counts: %w", err)
+	}
+	defer rows.Close() // nolint: errcheck // read-only
 	for rows.Next() {
 		var userID, threadID string
 		var c api.Counts
 		if err := rows.Scan(&userID, &threadID, &c.NotificationCount, &c.HighlightCount); err != nil {
-			return nil, fmt.Errorf("scan unread counts: %w", err)
+			return fmt.Errorf("scan unread counts: %w", err)
 		}
 		out[userID][threadID] = c
 	}
-	return out, rows.Err()
+	return rows.Err()
 }
 
 // PruneNotifications implements storage.Database. It reads up to c.Batch rows after
