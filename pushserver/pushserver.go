@@ -162,11 +162,13 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	if d.UserReplay != nil {
 		keyChanges.Sequenced = uapi.OutputSequence(d.UserReplay, uapi.TopicOutputKeyChangeEvent)
 	}
-	s.consumers = []*eventlog.Consumer{clientData, roomEvents, receipts, keyChanges}
 	backlog := internal.NewBacklog(d.Log, db, d.Registerer, d.Logger)
-	for i, name := range []string{"client_data", "room_events", "receipts", "key_changes"} {
-		c := s.consumers[i]
-		c.Applied = backlog.Track(name, c.Topic, c.Applied)
+	for _, n := range []struct {
+		name string
+		c    *eventlog.Consumer
+	}{{"client_data", clientData}, {"room_events", roomEvents}, {"receipts", receipts}, {"key_changes", keyChanges}} {
+		n.c.Applied = backlog.Track(n.name, n.c.Topic, n.c.Applied)
+		s.consumers = append(s.consumers, n.c)
 	}
 	if d.Cfg.NotificationRetention > 0 {
 		s.pruner = &internal.Pruner{DB: db, Notify: time.Duration(d.Cfg.NotificationRetention),
