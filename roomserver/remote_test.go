@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
@@ -768,5 +769,84 @@ func TestRemoteRejoinReplacesStaleCopy(t *testing.T) {
 		// Local events build on the rejoin alone.
 		res = h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "back"})}})
 		wantOK(t, "local message after the rejoin", res)
+	})
+}
+
+// A redaction is applied only to a valid target (spec, room versions 3 and later,
+// "Handling redactions": both events must have been seen and be valid): a federated
+// redaction of an event that was rejected and kept is accepted and stored, but redacts
+// nothing, and its output names no target.
+func TestRedactionOfRejectedEventNotApplied(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		out := test.FollowTopic(t, h.log, "out")
+		alice, carol := "@alice:"+remoteServer, "@carol:"+remoteServer
+		r := newRemoteRoom(t, alice)
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		spam := r.Event(carol, "m.room.message", nil, map[string]string{"body": "spam"}, 5, r.pdus(r.jr), r.pdus(r.create, r.pl))
+		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, spam)); res[0].Err == nil || res[0].Err.Code != "M_FORBIDDEN" {
+			t.Fatalf("carol's message: %+v", res[0])
+		}
+		redaction := r.Event(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": spam.EventID()}, 6, r.pdus(spam), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "redaction of the rejected event", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, redaction)))
+		events, redacts := outputEvents(t, out, 5)
+		if events[redaction.EventID()] == nil {
+			t.Fatalf("no output of the redaction: %v", events)
+		}
+		if len(redacts) != 0 {
+			t.Fatalf("redactions applied %v, want none (the target was rejected)", redacts)
+		}
+	})
+}
+
+// One batch holds local and remote messages of a room: a federated event and a local
+// user's message produced together are applied in log order, the local event built on
+// the room as the federated one left it (its only prev event, and the only forward
+// extremity after it).
+func TestLocalAndRemoteMessagesInOneBatch(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, local := "@alice:"+remoteServer, "@local:"+serverName
+		r := newRemoteRoom(t, alice)
+		join, _ := h.joinAt(r, local, []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr}, r.jr)
+		out := test.FollowTopic(t, h.log, "out")
+		remote := r.Event(alice, "m.room.message", nil, map[string]string{"body": "remote"}, join.Depth()+1, r.pdus(join), r.pdus(r.create, r.pl, r.aliceJoin))
+		var msgs []eventlog.Message
+		for _, in := range []api.InputRoomEvents{
+			{RoomID: r.RoomID, RoomVersion: string(r.Version), Events: []api.InputRoomEvent{roomtest.Input(api.KindFederated, remote)}},
+			{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "local"})}},
+		} {
+			b, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, eventlog.Message{Key: []byte(r.RoomID), Value: b})
+		}
+		if _, err := h.log.Produce(context.Background(), "in", msgs...); err != nil {
+			t.Fatal(err)
+		}
+		events, _ := outputEvents(t, out, 2)
+		var localEv gomatrixserverlib.PDU
+		for id, ev := range events {
+			if id != remote.EventID() {
+				localEv = ev
+			}
+		}
+		if events[remote.EventID()] == nil || localEv == nil {
+			t.Fatalf("outputs %v, want the remote event and the local one", events)
+		}
+		if !slices.Equal(localEv.PrevEventIDs(), []string{remote.EventID()}) {
+			t.Fatalf("local event's prev events %v, want [%s]", localEv.PrevEventIDs(), remote.EventID())
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{localEv.EventID()}) {
+			t.Fatalf("forward extremities %+v %v, want only the local event", info, err)
+		}
 	})
 }
