@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -191,39 +190,17 @@ type ServerAPI interface {
 	WaitAPI
 }
 
-// QueryOutputRecordsRequest asks for the OutputSendToDeviceEvent records of one partition
-// numbered above AfterSeq, at most Limit of them (default and cap 500).
-type QueryOutputRecordsRequest struct {
-	Partition int32 `json:"partition"`
-	AfterSeq  int64 `json:"after_seq"`
-	Limit     int   `json:"limit,omitempty"`
-}
+// QueryOutputRecordsRequest asks for the OutputSendToDeviceEvent records of one partition.
+type QueryOutputRecordsRequest = eventlog.QueryOutputRecordsRequest
 
-// QueryOutputRecordsResponse holds the records, in number order, exactly as they were
-// produced (each with its Seq), and the partition's last number.
-type QueryOutputRecordsResponse struct {
-	Records []json.RawMessage `json:"records"`
-	LastSeq int64             `json:"last_seq"`
-}
+// QueryOutputRecordsResponse holds OutputSendToDeviceEvent records as they were produced.
+type QueryOutputRecordsResponse = eventlog.QueryOutputRecordsResponse
 
-// ReplayAPI is how readers of OutputSendToDeviceEvent recover what a wiped or truncated
-// log lost: the eduserver's outbox is the truth, the log a copy of it. Records older than
-// edu_server.output_replay_window are gone: asking for them is 404 M_NOT_FOUND.
-type ReplayAPI interface {
-	QueryOutputRecords(ctx context.Context, req *QueryOutputRecordsRequest) (*QueryOutputRecordsResponse, error)
-}
+// ReplayAPI is how readers of OutputSendToDeviceEvent recover what a wiped or truncated log lost.
+type ReplayAPI = eventlog.ReplayAPI
 
-// OutputSequence is how a reader applies OutputSendToDeviceEvent by the records' Seq and
-// fetches what its log lost from r (see eventlog.Sequenced and eventlog.Guard).
+// OutputSequence is how a reader applies OutputSendToDeviceEvent by the records' Seq and fetches what
+// its log lost from r (see eventlog.Sequenced and eventlog.Guard).
 func OutputSequence(r ReplayAPI) *eventlog.Sequenced {
-	return eventlog.OwnerSequenced(func(ctx context.Context, partition int32, after int64, limit int) ([]json.RawMessage, int64, error) {
-		res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Partition: partition, AfterSeq: after, Limit: limit})
-		if err != nil {
-			return nil, 0, err
-		}
-		return res.Records, res.LastSeq, nil
-	}, func(err error) bool {
-		var merr *matrixerr.Error
-		return errors.As(err, &merr) && merr.Status == http.StatusNotFound
-	})
+	return eventlog.ReplaySequenced(r)
 }

@@ -4,7 +4,6 @@ package api
 
 import (
 	"context"
-	"encoding/json"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 )
@@ -107,38 +106,19 @@ type ServerAPI interface {
 	ReplayAPI
 }
 
-// QueryOutputRecordsRequest asks for the OutputPresenceEvent records of one partition
-// numbered above AfterSeq, at most Limit of them (default and cap 500).
-type QueryOutputRecordsRequest struct {
-	Partition int32 `json:"partition"`
-	AfterSeq  int64 `json:"after_seq"`
-	Limit     int   `json:"limit,omitempty"`
-}
+// QueryOutputRecordsRequest asks for the OutputPresenceEvent records of one partition.
+type QueryOutputRecordsRequest = eventlog.QueryOutputRecordsRequest
 
-// QueryOutputRecordsResponse holds the records, in number order, exactly as they were
-// produced (each with its Seq), and the partition's last number.
-type QueryOutputRecordsResponse struct {
-	Records []json.RawMessage `json:"records"`
-	LastSeq int64             `json:"last_seq"`
-}
+// QueryOutputRecordsResponse holds OutputPresenceEvent records as they were produced.
+type QueryOutputRecordsResponse = eventlog.QueryOutputRecordsResponse
 
-// ReplayAPI is how readers of OutputPresenceEvent recover what a wiped or truncated log
-// lost: the presenceserver's outbox is the truth, the log a copy of it. Records older than
-// presence_server.output_replay_window are gone: asking for them is 404 M_NOT_FOUND.
-type ReplayAPI interface {
-	QueryOutputRecords(ctx context.Context, req *QueryOutputRecordsRequest) (*QueryOutputRecordsResponse, error)
-}
+// ReplayAPI is how readers of OutputPresenceEvent recover what a wiped or truncated log lost.
+type ReplayAPI = eventlog.ReplayAPI
 
-// OutputSequence is how a reader applies OutputPresenceEvent by the records' Seq and
-// fetches what its log lost from r (see eventlog.Sequenced and eventlog.Guard).
+// OutputSequence is how a reader applies OutputPresenceEvent by the records' Seq and fetches what
+// its log lost from r (see eventlog.Sequenced and eventlog.Guard).
 func OutputSequence(r ReplayAPI) *eventlog.Sequenced {
-	return eventlog.OwnerSequenced(func(ctx context.Context, partition int32, after int64, limit int) ([]json.RawMessage, int64, error) {
-		res, err := r.QueryOutputRecords(ctx, &QueryOutputRecordsRequest{Partition: partition, AfterSeq: after, Limit: limit})
-		if err != nil {
-			return nil, 0, err
-		}
-		return res.Records, res.LastSeq, nil
-	}, eventlog.HTTPNotFound)
+	return eventlog.ReplaySequenced(r)
 }
 
 // InputAPI is what writers use to submit presence input.
