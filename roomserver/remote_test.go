@@ -311,6 +311,57 @@ func TestSoftFailedEventsAreNoExtremities(t *testing.T) {
 	})
 }
 
+// An invite of a local user received with /invite (KindRemoteMembership) for a room this
+// server is in, whose prev_events are here, is placed in the timeline at once: the user's
+// membership is in the current state, so a join right after it passes auth here (it was
+// an outlier until the room's server sent it again, and a quick join was refused). One
+// whose prev_events are not here stays an outlier the user is told about; the room's
+// server sending it again (federated) places it.
+func TestRemoteInviteInAJoinedRoom(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, carol, dave := "@alice:"+remoteServer, "@carol:"+string(serverName), "@dave:"+string(serverName)
+		r := newRemoteRoom(t, alice)
+		jr := r.Event(alice, spec.MRoomJoinRules, roomtest.StateKey(""), map[string]string{"join_rule": "invite"}, 5, r.pdus(r.jr), r.pdus(r.create, r.aliceJoin, r.pl))
+		var in []api.InputRoomEvent
+		for _, ev := range []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr, jr} {
+			in = append(in, roomtest.Input(api.KindFederated, ev))
+		}
+		wantOK(t, "room from another server", h.submitRemote(r.RoomID, r.Version, in...))
+		inState := func(user string) bool {
+			return h.currentState(r.RoomID, api.StateKeyTuple{EventType: spec.MRoomMember, StateKey: user})[spec.MRoomMember+"|"+user] != ""
+		}
+
+		invite := r.Event(alice, spec.MRoomMember, roomtest.StateKey(carol), map[string]string{"membership": "invite"}, 6, r.pdus(jr), r.pdus(r.create, r.aliceJoin, r.pl, jr))
+		wantOK(t, "carol's invite", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindRemoteMembership, invite)))
+		if m := h.membership(r.RoomID, carol); m != spec.Invite || !inState(carol) {
+			t.Fatalf("carol's membership %q, in the current state: %v", m, inState(carol))
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{invite.EventID()}) {
+			t.Fatalf("forward extremities %+v %v, want the invite", info, err)
+		}
+		wantOK(t, "carol's invite sent again", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, invite)))
+		join := roomtest.Proto(carol, spec.MRoomMember, roomtest.StateKey(carol), map[string]string{"membership": "join"})
+		wantOK(t, "carol's join", h.submitRemote(r.RoomID, r.Version, join))
+		if m := h.membership(r.RoomID, carol); m != spec.Join {
+			t.Fatalf("carol's membership after joining %q", m)
+		}
+
+		unseen := r.Event(alice, "m.room.message", nil, map[string]string{"body": "not sent yet"}, 7, r.pdus(invite), r.pdus(r.create, r.aliceJoin, r.pl))
+		late := r.Event(alice, spec.MRoomMember, roomtest.StateKey(dave), map[string]string{"membership": "invite"}, 8, r.pdus(unseen), r.pdus(r.create, r.aliceJoin, r.pl, jr))
+		wantOK(t, "dave's invite", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindRemoteMembership, late)))
+		if m := h.membership(r.RoomID, dave); m != spec.Invite || inState(dave) {
+			t.Fatalf("dave's membership %q, in the current state: %v (want an outlier)", m, inState(dave))
+		}
+		wantOK(t, "the rest of the room", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, unseen), roomtest.Input(api.KindFederated, late)))
+		if !inState(dave) {
+			t.Fatal("dave's invite sent by the room's server is not in the current state")
+		}
+	})
+}
+
 // A gap the writer fills with the state before each missing prev event (PrevStates): the
 // prev event is stored as an outlier, and the state before the event is the resolution of
 // the state after it (the given state plus the prev event) and of the states after the

@@ -42,7 +42,10 @@ const (
 	// and that it concerns a local user), so it stores it as an outlier, leaves its own
 	// state alone, and writes it to OutputRoomEvent with the event as the one added state
 	// event, so readers show the invite (or its end) to the user. Sent again as an event
-	// of the room (federated), it is placed like any outlier.
+	// of the room (federated), it is placed like any outlier. In a room this server is in,
+	// whose events before it are here and whose state allows it, it is placed at once as
+	// KindFederated, so that the user's next act (joining) is checked against a state that
+	// has it.
 	KindRemoteMembership Kind = "remote_membership"
 	// KindBackfilled is a complete event from another server that is older than the
 	// room's known timeline, fetched with /backfill. It is placed like KindFederated (auth

@@ -254,7 +254,16 @@ func (rt *remoteTx) apply(ctx context.Context, ie *api.InputRoomEvent) (api.Resu
 		return api.Result{}, err
 	}
 	if ie.Kind == api.KindRemoteMembership {
-		return rt.remoteMembership(ctx, ev)
+		inRoom, err := rt.placeable(ctx, ev)
+		if err != nil {
+			return api.Result{}, err
+		}
+		if !inRoom {
+			return rt.remoteMembership(ctx, ev)
+		}
+		federated := *ie
+		federated.Kind = api.KindFederated
+		ie = &federated
 	}
 	// A room stored only for a remote invite (no timeline) gets its create event with the
 	// join that follows.
@@ -405,6 +414,38 @@ func (rt *remoteTx) outputBackfilled() error {
 		}
 	}
 	return nil
+}
+
+// placeable reports whether a membership event settled with another server can go in the
+// timeline of a room this server is in, as the room's server will send it later: its
+// prev_events and auth_events are here (placed), and it passes auth against its auth events
+// and the room's current state. Placed, it is in the room's state before the user is shown
+// it: an invite received with /invite that the user accepts at once is then joined here
+// (kept as an outlier until its /send, the local join was checked against state without it
+// and refused).
+func (rt *remoteTx) placeable(ctx context.Context, ev gomatrixserverlib.PDU) (bool, error) {
+	prevs := ev.PrevEventIDs()
+	if len(rt.h.room.Latest) == 0 || len(prevs) == 0 {
+		return false, nil
+	}
+	known, err := rt.events(ctx, prevs)
+	if err != nil {
+		return false, err
+	}
+	for _, id := range prevs {
+		if k := known[id]; k == nil || k.row.RoomNID != rt.h.room.NID || k.row.Outlier {
+			return false, nil
+		}
+	}
+	auth, merr, err := rt.authEvents(ctx, ev)
+	if err != nil || merr != nil || allowed(ev, auth) != nil {
+		return false, err
+	}
+	cur, err := rt.authFromState(ctx, rt.h.state, ev)
+	if err != nil {
+		return false, err
+	}
+	return allowed(ev, cur) == nil, nil
 }
 
 // remoteMembership stores a membership event settled with another server as an outlier
