@@ -35,6 +35,7 @@ type PresenceServer struct {
 	presence *internal.Presence
 	consumer *eventlog.Consumer
 	outbox   *eventlog.Outbox
+	taken    *eventlog.Taken
 	sweep    time.Duration
 }
 
@@ -49,27 +50,37 @@ func New(ctx context.Context, d Deps) (*PresenceServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, Outbox: outbox,
+	taken, err := eventlog.NewTaken(ctx, d.DB, eventlog.TakenOptions{Component: "presenceserver",
+		Keep: 2 * time.Duration(d.Cfg.InputWaitTimeout), Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
+	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, Outbox: outbox, Taken: taken,
 		IdleTimeout: time.Duration(d.Cfg.IdleTimeout), OfflineTimeout: time.Duration(d.Cfg.OfflineTimeout), Logger: d.Logger}
 	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "presenceserver", d.InputTopic, p.Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
-	c.Applied = func(int32, int64) { outbox.Wake() }
-	return &PresenceServer{presence: p, consumer: c, outbox: outbox, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
+	c.Applied = func(int32, int64) {
+		outbox.Wake()
+		taken.Applied()
+	}
+	return &PresenceServer{presence: p, consumer: c, outbox: outbox, taken: taken, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
 }
 
-// API is the presenceserver's query API and the replay of OutputPresenceEvent.
+// API is the presenceserver's query API, the replay of OutputPresenceEvent and how writers
+// learn that a presence input was taken.
 func (s *PresenceServer) API() api.ServerAPI {
 	return s.presence
 }
 
-// Run consumes the input topic, produces the stored changes and sweeps for timeouts until
-// ctx ends.
+// Run consumes the input topic, produces the stored changes, sweeps for timeouts and
+// forgets expired taken inputs until ctx ends.
 func (s *PresenceServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(ctx) })
 	g.Go(func() error { return s.outbox.Run(ctx) })
 	g.Go(func() error { return s.presence.Sweep(ctx, s.sweep) })
+	g.Go(func() error { return s.taken.Run(ctx) })
 	return g.Wait()
 }

@@ -34,6 +34,7 @@ type ReceiptServer struct {
 	consumer *eventlog.Consumer
 	receipts *internal.Receipts
 	outbox   *eventlog.Outbox
+	taken    *eventlog.Taken
 }
 
 // New opens the storage. Run starts consuming.
@@ -47,24 +48,35 @@ func New(ctx context.Context, d Deps) (*ReceiptServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &internal.Receipts{DB: db, Outbox: outbox}
+	taken, err := eventlog.NewTaken(ctx, d.DB, eventlog.TakenOptions{Component: "receiptserver",
+		Keep: 2 * time.Duration(d.Cfg.InputWaitTimeout), Logger: d.Logger})
+	if err != nil {
+		return nil, err
+	}
+	h := &internal.Receipts{DB: db, Outbox: outbox, Taken: taken}
 	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "receiptserver", d.InputTopic, h.Handle, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
-	c.Applied = func(int32, int64) { outbox.Wake() }
-	return &ReceiptServer{consumer: c, receipts: h, outbox: outbox}, nil
+	c.Applied = func(int32, int64) {
+		outbox.Wake()
+		taken.Applied()
+	}
+	return &ReceiptServer{consumer: c, receipts: h, outbox: outbox, taken: taken}, nil
 }
 
-// API is how readers of OutputReceiptEvent recover what a wiped log lost.
-func (s *ReceiptServer) API() api.ReplayAPI {
+// API is how readers of OutputReceiptEvent recover what a wiped log lost, and how writers
+// learn that a receipt was taken.
+func (s *ReceiptServer) API() api.ServerAPI {
 	return s.receipts
 }
 
-// Run consumes the input topic and produces the stored receipts until ctx ends.
+// Run consumes the input topic, produces the stored receipts and forgets expired taken
+// inputs until ctx ends.
 func (s *ReceiptServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.consumer.Run(ctx) })
 	g.Go(func() error { return s.outbox.Run(ctx) })
+	g.Go(func() error { return s.taken.Run(ctx) })
 	return g.Wait()
 }

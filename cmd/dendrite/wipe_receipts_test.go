@@ -7,6 +7,7 @@ import (
 	"errors"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,10 +121,19 @@ func receiptSurvivesWipedLog(t *testing.T, a, b *fedServer, dsnA string) {
 	}
 }
 
-// lockReaders holds the databases of server A's sync API and federation sender locked (on
-// PostgreSQL: their offset tables, which every batch they apply writes) until the returned
-// function is called, so that neither applies anything meanwhile.
+// lockReaders holds the databases of server A's sync API and federation sender locked until
+// the returned function is called, so that neither applies anything meanwhile.
 func lockReaders(ctx context.Context, t *testing.T, dataDir, dsn string) func() {
+	t.Helper()
+	return lockComponents(ctx, t, dataDir, dsn, "syncapi", "federationsender")
+}
+
+// lockComponents holds the databases of the components of the server with data directory
+// dataDir locked against their consumers (SQLite: each component's file; PostgreSQL: their
+// offset tables, which every batch a consumer applies writes, in one transaction) until the
+// returned function is called: nothing they consume is applied meanwhile, while their
+// databases still answer reads.
+func lockComponents(ctx context.Context, t *testing.T, dataDir, dsn string, components ...string) func() {
 	t.Helper()
 	var conns []*sql.Conn
 	var dbs []*sqlutil.DB
@@ -143,12 +153,17 @@ func lockReaders(ctx context.Context, t *testing.T, dataDir, dsn string) func() 
 	}
 	if dsn != "" {
 		lock(dsn, "BEGIN")
-		if _, err := conns[0].ExecContext(ctx, "LOCK TABLE syncapi_log_offsets, federationsender_log_offsets IN ACCESS EXCLUSIVE MODE"); err != nil {
+		tables := make([]string, len(components))
+		for i, c := range components {
+			tables[i] = c + "_log_offsets"
+		}
+		if _, err := conns[0].ExecContext(ctx, "LOCK TABLE "+strings.Join(tables, ", ")+" IN ACCESS EXCLUSIVE MODE"); err != nil {
 			t.Fatal(err)
 		}
 	} else {
-		lock(dbSource(dataDir, "", "syncapi"), "BEGIN IMMEDIATE")
-		lock(dbSource(dataDir, "", "federationsender"), "BEGIN IMMEDIATE")
+		for _, c := range components {
+			lock(dbSource(dataDir, "", c), "BEGIN IMMEDIATE")
+		}
 	}
 	return func() {
 		var errs []error

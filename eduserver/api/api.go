@@ -5,12 +5,10 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
-	"github.com/matrix-org/dendrite/internal/matrixerr"
 )
 
 // TopicInputTyping is where writers report that a user started or stopped typing.
@@ -119,15 +117,10 @@ type Producer struct {
 	Wait WaitAPI
 	// Timeout bounds that wait (edu_server.input_wait_timeout); 0 waits as long as ctx
 	// allows. When it expires the request stays in the log and will be taken: the caller
-	// gets ErrInputTimeout and may retry with the same transaction ID, which sends nothing
-	// twice.
+	// gets eventlog.ErrInputTimeout and may retry with the same transaction ID, which sends
+	// nothing twice.
 	Timeout time.Duration
 }
-
-// ErrInputTimeout is what a writer answers when the eduserver did not take a send-to-device
-// request within the input wait timeout: 504 M_UNKNOWN. The spec names no error for this;
-// a 5xx tells the client the outcome is unknown and that it may retry.
-var ErrInputTimeout = matrixerr.GatewayTimeout("the server did not finish processing the request in time; retry the request")
 
 // InputTyping appends ev to the typing topic.
 func (p *Producer) InputTyping(ctx context.Context, ev *InputTypingEvent) error {
@@ -143,19 +136,10 @@ func (p *Producer) InputSendToDevice(ctx context.Context, ev *InputSendToDeviceE
 	if p.Wait == nil {
 		return nil
 	}
-	waitCtx := ctx
-	if p.Timeout > 0 {
-		var cancel context.CancelFunc
-		waitCtx, cancel = context.WithTimeout(ctx, p.Timeout)
-		defer cancel()
-	}
-	_, err := p.Wait.QueryToDeviceTaken(waitCtx, &QueryToDeviceTakenRequest{Sender: ev.Sender, SenderDevice: ev.SenderDevice, TxnID: ev.TxnID})
-	// The wait's deadline passed, here or at the eduserver over internal HTTP, while the
-	// caller still waits (waitCtx.Err() is not checked: the answer may come before the
-	// context's own timer has marked it done).
-	if err != nil && errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
-		return ErrInputTimeout
-	}
+	err := eventlog.AwaitTaken(ctx, p.Timeout, func(ctx context.Context) error {
+		_, err := p.Wait.QueryToDeviceTaken(ctx, &QueryToDeviceTakenRequest{Sender: ev.Sender, SenderDevice: ev.SenderDevice, TxnID: ev.TxnID})
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("wait for send-to-device transaction %s: %w", ev.TxnID, err)
 	}

@@ -245,6 +245,11 @@ type EDUServer struct {
 // ReceiptServer configures the receiptserver.
 type ReceiptServer struct {
 	Database DatabaseOptions `yaml:"database"`
+	// InputWaitTimeout bounds how long the clientapi waits for the receiptserver to take a
+	// receipt it produced (POST /receipt, POST /read_markers), before it acknowledges the
+	// receipt. When it expires the client gets 504 M_UNKNOWN; the receipt stays in the log
+	// and is taken, and a client retrying announces nothing twice.
+	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
 	// OutputReplayWindow is how long the receiptserver keeps each OutputReceiptEvent record
 	// after producing it, so that a reader whose log was reset or truncated can fetch what
 	// it missed (QueryOutputRecords). A negative value keeps them forever.
@@ -294,6 +299,11 @@ type PresenceServer struct {
 	// OfflineTimeout turns a user offline after this long with no /sync and no activity.
 	// It must exceed the longest /sync long-poll clients use.
 	OfflineTimeout Duration `yaml:"offline_timeout"`
+	// InputWaitTimeout bounds how long the clientapi waits for the presenceserver to take a
+	// presence it produced (PUT /presence), before it acknowledges it. When it expires the
+	// client gets 504 M_UNKNOWN; the presence stays in the log and is taken, and a client
+	// retrying announces nothing twice.
+	InputWaitTimeout Duration `yaml:"input_wait_timeout"`
 	// OutputReplayWindow is how long the presenceserver keeps each OutputPresenceEvent
 	// record after producing it, so that a reader whose log was reset or truncated can
 	// fetch what it missed (QueryOutputRecords). A negative value keeps them forever.
@@ -344,9 +354,9 @@ func Defaults() *Dendrite {
 		UserAPI: UserAPI{BCryptCost: 10, OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7772", Connect: "http://userapi:7772"}},
 		EDUServer: EDUServer{MaxTypingTimeout: Duration(2 * time.Minute), InputWaitTimeout: Duration(30 * time.Second),
 			OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7774", Connect: "http://eduserver:7774"}},
-		ReceiptServer: ReceiptServer{OutputReplayWindow: Duration(7 * 24 * time.Hour),
+		ReceiptServer: ReceiptServer{InputWaitTimeout: Duration(30 * time.Second), OutputReplayWindow: Duration(7 * 24 * time.Hour),
 			InternalAPI: InternalAPI{Listen: ":7775", Connect: "http://receiptserver:7775"}},
-		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second),
+		PresenceServer: PresenceServer{Enabled: true, IdleTimeout: Duration(5 * time.Minute), OfflineTimeout: Duration(90 * time.Second), InputWaitTimeout: Duration(30 * time.Second),
 			OutputReplayWindow: Duration(7 * 24 * time.Hour), InternalAPI: InternalAPI{Listen: ":7776", Connect: "http://presenceserver:7776"}},
 		PushServer: PushServer{Listen: ":8075", InternalAPI: InternalAPI{Listen: ":7781", Connect: "http://pushserver:7781"},
 			NotificationRetention: Duration(24 * time.Hour), HighlightRetention: Duration(30 * 24 * time.Hour),
@@ -479,6 +489,12 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.EDUServer.InputWaitTimeout <= 0 {
 		bad("edu_server.input_wait_timeout", "must be positive")
+	}
+	if c.ReceiptServer.InputWaitTimeout <= 0 {
+		bad("receipt_server.input_wait_timeout", "must be positive")
+	}
+	if c.PresenceServer.InputWaitTimeout <= 0 {
+		bad("presence_server.input_wait_timeout", "must be positive")
 	}
 	if c.PushServer.NotificationRetention < 0 {
 		bad("push_server.notification_retention", "must not be negative")

@@ -60,12 +60,14 @@ func TestContractKeysAndEnvironment(t *testing.T) {
 }
 
 func TestVerifyReportsEveryProblem(t *testing.T) {
-	_, err := LoadBytes([]byte("global:\n  server_name: \"\"\n  log:\n    partitions: 0\nroom_server:\n  shards: 0\nuser_api:\n  bcrypt_cost: 99\n"), nil)
+	_, err := LoadBytes([]byte("global:\n  server_name: \"\"\n  log:\n    partitions: 0\nroom_server:\n  shards: 0\nuser_api:\n  bcrypt_cost: 99\n"+
+		"receipt_server:\n  input_wait_timeout: 0s\npresence_server:\n  input_wait_timeout: -1s\n"), nil)
 	var errs ConfigErrors
 	if !errors.As(err, &errs) {
 		t.Fatalf("want ConfigErrors, got %v", err)
 	}
-	for _, path := range []string{"global.server_name", "global.log.partitions", "room_server.shards", "user_api.bcrypt_cost"} {
+	for _, path := range []string{"global.server_name", "global.log.partitions", "room_server.shards", "user_api.bcrypt_cost",
+		"receipt_server.input_wait_timeout", "presence_server.input_wait_timeout"} {
 		if !strings.Contains(err.Error(), path+":") {
 			t.Errorf("missing error for %s in %v", path, err)
 		}

@@ -148,8 +148,9 @@ type built struct {
 	// edu is the eduserver's API: the replay of OutputSendToDeviceEvent and the writers'
 	// wait for send-to-device requests.
 	edu eduapi.ServerAPI
-	// receipts is the receiptserver's replay of OutputReceiptEvent.
-	receipts receiptapi.ReplayAPI
+	// receipts is the receiptserver's replay of OutputReceiptEvent and its wait for taken
+	// receipts.
+	receipts receiptapi.ServerAPI
 	// push is the pushserver's replay of OutputNotificationData.
 	push pushapi.ReplayAPI
 }
@@ -180,8 +181,9 @@ type env struct {
 	// federationapi).
 	edu eduapi.ServerAPI
 	// receipts replays OutputReceiptEvent records a wiped log lost (syncapi,
-	// federationsender, pushserver, appservice).
-	receipts receiptapi.ReplayAPI
+	// federationsender, pushserver, appservice) and tells writers that a receipt was taken
+	// (clientapi).
+	receipts receiptapi.ServerAPI
 	// push replays OutputNotificationData records a wiped log lost (syncapi).
 	push pushapi.ReplayAPI
 	// keys is the federationapi's internal API: the key ring (for components that verify
@@ -329,7 +331,7 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 		KeyChangeTopic: e.topic(uapi.TopicOutputKeyChangeEvent),
 		EphemeralTopics: synccons.EphemeralTopics{Typing: e.topic(eduapi.TopicOutputTypingEvent), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			ToDevice: e.topic(eduapi.TopicOutputSendToDeviceEvent), Presence: e.topic(presenceapi.TopicOutputPresenceEvent), NotificationCounts: e.topic(pushapi.TopicOutputNotificationData)},
-		Presence:      e.presenceInput(),
+		Presence:      e.presenceInput(nil),
 		RoomserverAPI: e.roomserver, Backfill: e.keys, Keys: e.users, Erasure: e.users, UserReplay: e.users, EDUReplay: e.edu, ReceiptReplay: e.receipts, PushReplay: e.push, PresenceReplay: e.presence, DeviceLookup: routing.GuestDeviceLookup(e.users), FilterLookup: filterLookup(e.users),
 		Logger: e.component("syncapi"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
@@ -361,11 +363,11 @@ func buildFederationAPI(ctx context.Context, e *env) (*built, error) {
 		Cfg: &e.cfg.FederationAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db,
 		Client: e.federationClient(), Federation: e.federationClient(), Users: e.users, Logger: e.component("federationapi"), Registerer: e.registry,
 		Roomserver: e.clientRoomserver(), IdentityServers: e.identityServers(),
-		EDU: e.eduInput(), Receipts: e.receiptInput(), Sender: e.sender,
+		EDU: e.eduInput(), Receipts: e.receiptInput(nil), Sender: e.sender,
 		DeviceLists: &uapi.DeviceListProducer{Log: e.log, Topic: e.topic(uapi.TopicInputDeviceListUpdate)},
 	}
 	if e.cfg.FederationAPI.ReceivePresence {
-		d.Presence = e.presenceInput()
+		d.Presence = e.presenceInput(nil)
 	}
 	f, err := federationapi.New(ctx, d)
 	if err != nil {
@@ -507,7 +509,7 @@ func (e *env) identityServers() *identity.Client {
 func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
-		EDU: e.eduInput(), Receipts: e.receiptInput(), Presence: e.presenceInput(), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices,
+		EDU: e.eduInput(), Receipts: e.receiptInput(e.receipts), Presence: e.presenceInput(e.presence), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices,
 		IdentityServers: e.identityServers(), Placement: &rsapi.Placement{Partitions: e.log.Partitions(e.topic(rsapi.TopicInputRoomEvent)), Rooms: e.roomserver}}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
@@ -516,21 +518,26 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 }
 
 // eduInput, receiptInput and presenceInput are the writers' producers for the EDU
-// servers' input topics; presenceInput is nil when presence is off.
+// servers' input topics; presenceInput is nil when presence is off. Given a TakenAPI
+// (the clientapi's), receiptInput and presenceInput return only once the owner took the
+// input, bounded by the owner's input_wait_timeout; without one (the syncapi's presence,
+// federated EDUs, which are best effort) once the input is in the log.
 func (e *env) eduInput() eduapi.InputAPI {
 	return &eduapi.Producer{Log: e.log, TypingTopic: e.topic(eduapi.TopicInputTyping), ToDeviceTopic: e.topic(eduapi.TopicInputSendToDevice),
 		Wait: e.edu, Timeout: time.Duration(e.cfg.EDUServer.InputWaitTimeout)}
 }
 
-func (e *env) receiptInput() receiptapi.InputAPI {
-	return &receiptapi.Producer{Log: e.log, Topic: e.topic(receiptapi.TopicInputReceipt)}
+func (e *env) receiptInput(wait receiptapi.TakenAPI) receiptapi.InputAPI {
+	return &receiptapi.Producer{Log: e.log, Topic: e.topic(receiptapi.TopicInputReceipt),
+		Wait: wait, Timeout: time.Duration(e.cfg.ReceiptServer.InputWaitTimeout)}
 }
 
-func (e *env) presenceInput() presenceapi.InputAPI {
+func (e *env) presenceInput(wait presenceapi.TakenAPI) presenceapi.InputAPI {
 	if !e.cfg.PresenceServer.Enabled {
 		return nil
 	}
-	return &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence)}
+	return &presenceapi.Producer{Log: e.log, Topic: e.topic(presenceapi.TopicInputPresence),
+		Wait: wait, Timeout: time.Duration(e.cfg.PresenceServer.InputWaitTimeout)}
 }
 
 func buildEDUServer(ctx context.Context, e *env) (*built, error) {

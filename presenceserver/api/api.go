@@ -4,6 +4,8 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 )
@@ -12,7 +14,10 @@ import (
 //
 // Producer: clientapi (PUT /presence) and syncapi (a /sync with set_presence), and
 // federationapi, through Producer. Key: user ID. Ordering: per user, applied in log order.
-// Payload: InputPresenceEvent, version 1.
+// Payload: InputPresenceEvent, version 1. The clientapi learns that a presence it set was
+// taken through TakenAPI (Producer.Wait) before it acknowledges PUT /presence: a presence
+// lost with the log was never acknowledged, and the client's retry is taken then. A
+// /sync's presence and a federated m.presence are not waited for.
 const TopicInputPresence = "InputPresence"
 
 // TopicOutputPresenceEvent carries every change of a user's presence.
@@ -61,6 +66,9 @@ type InputPresenceEvent struct {
 	StatusMsg *string `json:"status_msg,omitempty"`
 	// TS is when it happened, in Unix milliseconds.
 	TS int64 `json:"ts"`
+	// InputID, set by a writer that waits for the input to be taken (QueryInputTaken),
+	// names this input; "" for writers that do not wait.
+	InputID string `json:"input_id,omitempty"`
 }
 
 // Presence is a user's presence.
@@ -104,7 +112,19 @@ type QueryAPI interface {
 type ServerAPI interface {
 	QueryAPI
 	ReplayAPI
+	TakenAPI
 }
+
+// QueryInputTakenRequest names one presence input a writer produced by its InputID.
+type QueryInputTakenRequest = eventlog.QueryInputTakenRequest
+
+// QueryInputTakenResponse says that the input was taken.
+type QueryInputTakenResponse = eventlog.QueryInputTakenResponse
+
+// TakenAPI is how writers learn that the presenceserver took a presence input they
+// produced (read-your-writes, DESIGN.md 5): the user's presence, and its announcement if
+// it changed visibly, are committed together with the input's InputID.
+type TakenAPI = eventlog.TakenAPI
 
 // QueryOutputRecordsRequest asks for the OutputPresenceEvent records of one partition.
 type QueryOutputRecordsRequest = eventlog.QueryOutputRecordsRequest
@@ -130,9 +150,37 @@ type InputAPI interface {
 type Producer struct {
 	Log   eventlog.Log
 	Topic string // full topic name, with the configured prefix
+	// Wait, when set, makes InputPresence return only once the presenceserver has taken
+	// the input (QueryInputTaken): the presence is then stored, with its announcement in the
+	// presenceserver's outbox, which no loss of the log can take back, so a 200 to the
+	// client is durable. Without it the input is only in the log.
+	Wait TakenAPI
+	// Timeout bounds that wait (presence_server.input_wait_timeout); 0 waits as long as
+	// ctx allows. When it expires the input stays in the log and will be taken: the caller
+	// gets eventlog.ErrInputTimeout and may retry, which announces nothing twice (setting
+	// the presence a user already has changes nothing visible).
+	Timeout time.Duration
 }
 
-// InputPresence appends ev to the input topic.
+// InputPresence appends ev to the input topic and, with Wait, waits until the
+// presenceserver has taken it.
 func (p *Producer) InputPresence(ctx context.Context, ev *InputPresenceEvent) error {
-	return eventlog.ProduceJSON(ctx, p.Log, p.Topic, ev.UserID, ev)
+	in := *ev
+	if p.Wait != nil {
+		in.InputID = eventlog.NewInputID()
+	}
+	if err := eventlog.ProduceJSON(ctx, p.Log, p.Topic, in.UserID, &in); err != nil {
+		return err
+	}
+	if p.Wait == nil {
+		return nil
+	}
+	err := eventlog.AwaitTaken(ctx, p.Timeout, func(ctx context.Context) error {
+		_, err := p.Wait.QueryInputTaken(ctx, &QueryInputTakenRequest{InputID: in.InputID})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the presence of %s: %w", in.UserID, err)
+	}
+	return nil
 }

@@ -29,7 +29,10 @@ type Presence struct {
 	InputTopic string
 	// Outbox numbers and keeps the announcements; it produces them once the consumer's
 	// transaction committed (the consumer's Applied wakes it).
-	Outbox         *eventlog.Outbox
+	Outbox *eventlog.Outbox
+	// Taken records each input's InputID in the transaction that applies it, for the
+	// writer that waits for it.
+	Taken          *eventlog.Taken
 	IdleTimeout    time.Duration
 	OfflineTimeout time.Duration
 	Logger         *logrus.Entry
@@ -45,6 +48,9 @@ func (p *Presence) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		if in.UserID == "" {
 			return errors.New("presence input without user")
+		}
+		if err := p.Taken.Take(ctx, tx, in.InputID); err != nil {
+			return eventlog.Retry(err)
 		}
 		old, err := p.DB.Presence(ctx, tx, in.UserID)
 		if err != nil {
@@ -82,6 +88,11 @@ func (p *Presence) QueryOutputRecords(ctx context.Context, req *api.QueryOutputR
 		return nil, err
 	}
 	return &api.QueryOutputRecordsResponse{Records: recs, LastSeq: last}, nil
+}
+
+// QueryInputTaken implements api.TakenAPI.
+func (p *Presence) QueryInputTaken(ctx context.Context, req *api.QueryInputTakenRequest) (*api.QueryInputTakenResponse, error) {
+	return p.Taken.QueryInputTaken(ctx, req)
 }
 
 // apply is the presence after in; ok is false for input it does not understand.

@@ -19,6 +19,7 @@ func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ih
 	s := ihttp.NewServer(router, Component, opts)
 	ihttp.Serve(s, a.QueryPresence)
 	ihttp.Serve(s, a.QueryOutputRecords)
+	ihttp.Serve(s, a.QueryInputTaken)
 	return s
 }
 
@@ -42,4 +43,9 @@ func (c *Client) QueryPresence(ctx context.Context, req *api.QueryPresenceReques
 // QueryOutputRecords implements api.ReplayAPI.
 func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
 	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
+}
+
+// QueryInputTaken implements api.TakenAPI.
+func (c *Client) QueryInputTaken(ctx context.Context, req *api.QueryInputTakenRequest) (*api.QueryInputTakenResponse, error) {
+	return ihttp.Call[api.QueryInputTakenResponse](ctx, c.c, req)
 }

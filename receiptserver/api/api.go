@@ -4,6 +4,8 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"time"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 )
@@ -12,7 +14,10 @@ import (
 //
 // Producer: clientapi (and federationapi), through Producer. Key: room ID. Ordering: per
 // room, applied in log order. Payload: InputReceiptEvent, version 1. The receiptserver keeps
-// each (room, user, type, thread) receipt and moves it only forward, by event depth.
+// each (room, user, type, thread) receipt and moves it only forward, by event depth. The
+// clientapi learns that a receipt was taken through TakenAPI (Producer.Wait) before it
+// acknowledges it: a receipt lost with the log was never acknowledged, and the client's
+// retry is taken then. A federated m.receipt is not waited for (EDUs are best effort).
 const TopicInputReceipt = "InputReceipt"
 
 // TopicOutputReceiptEvent carries every receipt that moved.
@@ -48,6 +53,9 @@ type InputReceiptEvent struct {
 	Depth    int64  `json:"depth"`
 	// TS is when the receipt was sent, in Unix milliseconds.
 	TS int64 `json:"ts"`
+	// InputID, set by a writer that waits for the receipt to be taken
+	// (QueryInputTaken), names this input; "" for writers that do not wait.
+	InputID string `json:"input_id,omitempty"`
 }
 
 // OutputReceiptEvent is a receipt that moved forward.
@@ -72,11 +80,56 @@ type InputAPI interface {
 type Producer struct {
 	Log   eventlog.Log
 	Topic string // full topic name, with the configured prefix
+	// Wait, when set, makes InputReceipt return only once the receiptserver has taken the
+	// receipt (QueryInputTaken): it is then stored, with its announcement in the
+	// receiptserver's outbox, which no loss of the log can take back, so a 200 to the
+	// client is durable. Without it the receipt is only in the log.
+	Wait TakenAPI
+	// Timeout bounds that wait (receipt_server.input_wait_timeout); 0 waits as long as
+	// ctx allows. When it expires the receipt stays in the log and will be taken: the
+	// caller gets eventlog.ErrInputTimeout and may retry, which announces nothing twice
+	// (a receipt only moves forward).
+	Timeout time.Duration
 }
 
-// InputReceipt appends ev to the input topic.
+// InputReceipt appends ev to the input topic and, with Wait, waits until the receiptserver
+// has taken it.
 func (p *Producer) InputReceipt(ctx context.Context, ev *InputReceiptEvent) error {
-	return eventlog.ProduceJSON(ctx, p.Log, p.Topic, ev.RoomID, ev)
+	in := *ev
+	if p.Wait != nil {
+		in.InputID = eventlog.NewInputID()
+	}
+	if err := eventlog.ProduceJSON(ctx, p.Log, p.Topic, in.RoomID, &in); err != nil {
+		return err
+	}
+	if p.Wait == nil {
+		return nil
+	}
+	err := eventlog.AwaitTaken(ctx, p.Timeout, func(ctx context.Context) error {
+		_, err := p.Wait.QueryInputTaken(ctx, &QueryInputTakenRequest{InputID: in.InputID})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("wait for the receipt in %s: %w", in.RoomID, err)
+	}
+	return nil
+}
+
+// QueryInputTakenRequest names one receipt a writer produced by its InputID.
+type QueryInputTakenRequest = eventlog.QueryInputTakenRequest
+
+// QueryInputTakenResponse says that the receipt was taken.
+type QueryInputTakenResponse = eventlog.QueryInputTakenResponse
+
+// TakenAPI is how writers learn that the receiptserver took a receipt they produced
+// (read-your-writes, DESIGN.md 5): its move, if any, and the move's announcement are
+// committed together with the receipt's InputID.
+type TakenAPI = eventlog.TakenAPI
+
+// ServerAPI is everything the receiptserver serves to other components.
+type ServerAPI interface {
+	ReplayAPI
+	TakenAPI
 }
 
 // QueryOutputRecordsRequest asks for the OutputReceiptEvent records of one partition.

@@ -17,9 +17,12 @@ import (
 // Receipts is the Handle of the receiptserver's eventlog.Consumer. The moves commit with the
 // offset and with their announcements, numbered in the outbox; the outbox produces them once
 // committed (the consumer's Applied wakes it), so no loss of the log takes a move back.
+// Each receipt's InputID is recorded as taken in the same transaction, for the writer that
+// waits for it.
 type Receipts struct {
 	DB     storage.Database
 	Outbox *eventlog.Outbox
+	Taken  *eventlog.Taken
 }
 
 // Handle implements eventlog.Consumer.Handle.
@@ -31,6 +34,9 @@ func (r *Receipts) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		}
 		if in.RoomID == "" || in.UserID == "" || in.EventID == "" || (in.Type != api.ReceiptRead && in.Type != api.ReceiptReadPrivate) {
 			return errors.New("receipt input without room, user, event or a known type")
+		}
+		if err := r.Taken.Take(ctx, tx, in.InputID); err != nil {
+			return eventlog.Retry(err)
 		}
 		moved, err := r.DB.MoveReceipt(ctx, tx, &storage.Receipt{RoomID: in.RoomID, UserID: in.UserID, Type: in.Type,
 			ThreadID: in.ThreadID, EventID: in.EventID, Depth: in.Depth, TS: in.TS})
@@ -58,4 +64,9 @@ func (r *Receipts) QueryOutputRecords(ctx context.Context, req *api.QueryOutputR
 		return nil, err
 	}
 	return &api.QueryOutputRecordsResponse{Records: recs, LastSeq: last}, nil
+}
+
+// QueryInputTaken implements api.TakenAPI.
+func (r *Receipts) QueryInputTaken(ctx context.Context, req *api.QueryInputTakenRequest) (*api.QueryInputTakenResponse, error) {
+	return r.Taken.QueryInputTaken(ctx, req)
 }

@@ -1,4 +1,4 @@
-// Package inthttp carries the receiptserver's api.ReplayAPI over internal HTTP for the
+// Package inthttp carries the receiptserver's api.ServerAPI over internal HTTP for the
 // polylith deployment; it has no logic (see internal/inthttp).
 package inthttp
 
@@ -15,18 +15,19 @@ import (
 const Component = "receiptserver"
 
 // Register serves every method of a on router.
-func Register(router *mux.Router, a api.ReplayAPI, opts ihttp.ServerOptions) *ihttp.Server {
+func Register(router *mux.Router, a api.ServerAPI, opts ihttp.ServerOptions) *ihttp.Server {
 	s := ihttp.NewServer(router, Component, opts)
+	ihttp.Serve(s, a.QueryInputTaken)
 	ihttp.Serve(s, a.QueryOutputRecords)
 	return s
 }
 
-// Client calls the receiptserver at one base URL. It implements api.ReplayAPI.
+// Client calls the receiptserver at one base URL. It implements api.ServerAPI.
 type Client struct {
 	c *ihttp.Client
 }
 
-var _ api.ReplayAPI = (*Client)(nil)
+var _ api.ServerAPI = (*Client)(nil)
 
 // NewClient calls the receiptserver at baseURL.
 func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
@@ -36,4 +37,9 @@ func NewClient(baseURL string, opts ihttp.ClientOptions) *Client {
 // QueryOutputRecords implements api.ReplayAPI.
 func (c *Client) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRecordsRequest) (*api.QueryOutputRecordsResponse, error) {
 	return ihttp.Call[api.QueryOutputRecordsResponse](ctx, c.c, req)
+}
+
+// QueryInputTaken implements api.TakenAPI.
+func (c *Client) QueryInputTaken(ctx context.Context, req *api.QueryInputTakenRequest) (*api.QueryInputTakenResponse, error) {
+	return ihttp.Call[api.QueryInputTakenResponse](ctx, c.c, req)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
@@ -16,6 +17,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
+	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/receiptserver"
@@ -23,16 +25,62 @@ import (
 	"github.com/matrix-org/dendrite/receiptserver/inthttp"
 )
 
-// TestEveryMethodServed fails when a method is added to api.ReplayAPI and not to Register.
+// TestEveryMethodServed fails when a method is added to api.ServerAPI and not to Register.
 func TestEveryMethodServed(t *testing.T) {
 	srv := inthttp.Register(mux.NewRouter(), (*inthttp.Client)(nil), ihttp.ServerOptions{})
-	want, err := ihttp.Methods(reflect.TypeFor[api.ReplayAPI]())
+	want, err := ihttp.Methods(reflect.TypeFor[api.ServerAPI]())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := srv.Methods(); !slices.Equal(got, want) {
-		t.Fatalf("served %v, api.ReplayAPI has %v", got, want)
+		t.Fatalf("served %v, api.ServerAPI has %v", got, want)
 	}
+}
+
+// TestReceiptWaitOverHTTP: a writer whose wait goes over internal HTTP (the polylith)
+// acknowledges a receipt only once the receiptserver took it. While the receiptserver does
+// not run, the wait ends at its timeout with 504 M_UNKNOWN; once it runs, the client's retry
+// is acknowledged, and at that moment the receipt's move is already in the outbox, exactly
+// once (QueryOutputRecords over HTTP, not polled).
+func TestReceiptWaitOverHTTP(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		log := test.EmbeddedLog(t, 1)
+		s, err := receiptserver.New(ctx, receiptserver.Deps{Cfg: &config.Defaults().ReceiptServer, DB: db, Log: log,
+			InputTopic: "in", OutputTopic: "out", Logger: logrus.NewEntry(logrus.New())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		router := mux.NewRouter()
+		inthttp.Register(router, s.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logrus.New())})
+		srv := httptest.NewServer(router)
+		t.Cleanup(srv.Close)
+		client := inthttp.NewClient(srv.URL, ihttp.ClientOptions{})
+		in := &api.Producer{Log: log, Topic: "in", Wait: client, Timeout: 300 * time.Millisecond}
+		receipt := &api.InputReceiptEvent{RoomID: "!r:x", UserID: "@a:x", Type: api.ReceiptRead, EventID: "$1", Depth: 1, TS: 1}
+		var merr *matrixerr.Error
+		if err = in.InputReceipt(ctx, receipt); !errors.As(err, &merr) || merr.Status != http.StatusGatewayTimeout || merr.Code != "M_UNKNOWN" {
+			t.Fatalf("a receipt the receiptserver cannot take yet: %v", err)
+		}
+		run, stop := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- s.Run(run) }()
+		defer func() {
+			stop()
+			if err := <-done; err != nil {
+				t.Error(err)
+			}
+		}()
+		in.Timeout = 30 * time.Second
+		if err = in.InputReceipt(ctx, receipt); err != nil {
+			t.Fatalf("the retry: %v", err)
+		}
+		res, err := client.QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{})
+		if err != nil || len(res.Records) != 1 || res.LastSeq != 1 {
+			t.Fatalf("the outbox once the retry was acknowledged: %+v %v", res, err)
+		}
+	})
 }
 
 // TestReceiptReplayOverHTTP: over internal HTTP (the polylith's path) the receiptserver
