@@ -22,6 +22,7 @@ import (
 	presenceapi "github.com/matrix-org/dendrite/presenceserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	peekapi "github.com/matrix-org/dendrite/syncapi/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -51,6 +52,9 @@ type Deps struct {
 	// Placement spreads the rooms created here evenly over the roomserver's partitions
 	// (nil: wherever their random IDs hash).
 	Placement *rsapi.Placement
+	// Peeks is the sync API's internal API, which /leave ends a device's peek through
+	// (nil: /leave leaves peeks alone).
+	Peeks peekapi.PeekAPI
 }
 
 // ClientAPI is the client API's route table.
@@ -68,7 +72,7 @@ func New(d Deps) *ClientAPI {
 	}
 	rooms := &routing.Rooms{Cfg: d.Cfg, ServerName: d.ServerName, KeyID: d.KeyID, PrivateKey: d.PrivateKey, RSAPI: d.RSAPI, UserAPI: d.UserAPI, Federation: d.Federation,
 		AppServices: d.AppServices, AppServiceQueries: d.AppServiceQueries, IdentityServers: d.IdentityServers,
-		Placement: d.Placement}
+		Placement: d.Placement, Peeks: d.Peeks}
 	accounts := &routing.Accounts{Cfg: d.Cfg, ServerName: string(d.ServerName), UserAPI: d.UserAPI, ProfileChanged: rooms.ReflectProfile, AppServices: d.AppServices,
 		OpenID: openid.New(d.PrivateKey), Federation: d.Federation, IdentityServers: d.IdentityServers}
 	ephemeral := &routing.Ephemeral{Rooms: rooms, EDU: d.EDU, Receipts: d.Receipts, Presence: d.Presence, PresenceQuery: d.PresenceQuery}

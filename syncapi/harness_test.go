@@ -25,6 +25,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
+	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
@@ -33,6 +34,7 @@ import (
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/syncapi"
 	"github.com/matrix-org/dendrite/syncapi/consumer"
+	syncinthttp "github.com/matrix-org/dendrite/syncapi/inthttp"
 	"github.com/matrix-org/dendrite/syncapi/types"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -63,6 +65,9 @@ type harness struct {
 	mu      sync.Mutex
 	devices map[string]*uapi.Device
 	filters map[string][]byte
+	// peeks is the sync API's internal API, called over internal HTTP as the clientapi
+	// of the polylith does.
+	peeks *syncinthttp.Client
 }
 
 func start(t testing.TB, db *sqlutil.DB) *harness {
@@ -109,7 +114,9 @@ func startWith(t testing.TB, db *sqlutil.DB, opt func(*syncapi.Deps)) *harness {
 	}
 	router := mux.NewRouter().UseEncodedPath()
 	(&httputil.Server{Component: "syncapi", Logger: logrus.NewEntry(logger)}).Register(router, sa.Routes())
+	syncinthttp.Register(router, sa.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logger)})
 	h.srv = httptest.NewServer(router)
+	h.peeks = syncinthttp.NewClient(h.srv.URL, ihttp.ClientOptions{})
 	h.wg.Add(2)
 	go func() { defer h.wg.Done(); _ = rs.Run(ctx) }() // errors surface as failed requests
 	go func() { defer h.wg.Done(); _ = sa.Run(ctx) }()

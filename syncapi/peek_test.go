@@ -2,6 +2,7 @@ package syncapi_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
+	"github.com/matrix-org/dendrite/syncapi/api"
 	"github.com/matrix-org/dendrite/syncapi/types"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
@@ -154,9 +156,11 @@ func (h *harness) unpeek(token, roomID, body string) (int, string) {
 
 // TestPeekEnds: a peek ends with /unpeek (MSC2753) and when the peeking user leaves or is
 // banned (a membership event of theirs, here a ban of a user who never joined), not only
-// when they join. Each time a message sent to the peeked room after the end, then a marker
-// in a room the user is in, shows the peeked room is gone from their /sync. /unpeek of a
-// room not peeked into succeeds; a bad room ID or body is 400.
+// when they join, and through the internal API's PerformUnpeek over internal HTTP (the
+// clientapi's /leave of a peeker), which says whether it ended a peek. Each time a message
+// sent to the peeked room after the end, then a marker in a room the user is in, shows the
+// peeked room is gone from their /sync. /unpeek of a room not peeked into succeeds; a bad
+// room ID or body is 400.
 func TestPeekEnds(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		h := start(t, db)
@@ -205,6 +209,18 @@ func TestPeekEnds(t *testing.T) {
 
 		h.member(roomID, alice, carol, spec.Ban)
 		ended(carol, resCarol.NextBatch, "after ban")
+
+		if status, got := h.peek(bob, roomID); status != http.StatusOK || got != roomID {
+			t.Fatalf("peek again: %d %s", status, got)
+		}
+		resBob = peeking(bob, "", "two")
+		for _, want := range []bool{true, false} {
+			res, err := h.peeks.PerformUnpeek(context.Background(), &api.PerformUnpeekRequest{UserID: bob, DeviceID: "DEVbob", RoomID: roomID})
+			if err != nil || res.Ended != want {
+				t.Fatalf("PerformUnpeek: %+v %v, want ended %v", res, err, want)
+			}
+		}
+		ended(bob, resBob.NextBatch, "after PerformUnpeek")
 
 		for _, c := range []struct {
 			room, body string

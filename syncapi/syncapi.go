@@ -25,6 +25,7 @@ import (
 	pushapi "github.com/matrix-org/dendrite/pushserver/api"
 	receiptapi "github.com/matrix-org/dendrite/receiptserver/api"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	"github.com/matrix-org/dendrite/syncapi/api"
 	"github.com/matrix-org/dendrite/syncapi/consumer"
 	"github.com/matrix-org/dendrite/syncapi/internal"
 	"github.com/matrix-org/dendrite/syncapi/notifier"
@@ -170,6 +171,26 @@ func New(ctx context.Context, d Deps) (*SyncAPI, error) {
 // /_matrix/client/r0.
 func (s *SyncAPI) Routes() []httputil.Route {
 	return s.handlers.Routes()
+}
+
+// API is the sync API's internal API: the clientapi ends a device's peek through it when
+// the user leaves a room they were only peeking into.
+func (s *SyncAPI) API() api.PeekAPI {
+	return peeks{syncer: s.handlers.Syncer}
+}
+
+// peeks implements api.PeekAPI over the Syncer that /peek and /unpeek use.
+type peeks struct {
+	syncer *internal.Syncer
+}
+
+// PerformUnpeek implements api.PeekAPI.
+func (p peeks) PerformUnpeek(ctx context.Context, req *api.PerformUnpeekRequest) (*api.PerformUnpeekResponse, error) {
+	ended, err := p.syncer.Unpeek(ctx, req.UserID, req.DeviceID, req.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	return &api.PerformUnpeekResponse{Ended: ended}, nil
 }
 
 // Run consumes every topic, and forgets delivered send-to-device messages after a day,

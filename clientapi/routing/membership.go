@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/roomalias"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	peekapi "github.com/matrix-org/dendrite/syncapi/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -522,7 +524,8 @@ func (rm *Rooms) knockRemote(ctx context.Context, servers []string, roomID, user
 // room like any other (the federationsender tells the other servers), and so is rejecting
 // an invite to a room of this server that none of our users is joined to any more;
 // rejecting an invite to another server's room this server is not in goes through another
-// server (make_leave, send_leave).
+// server (make_leave, send_leave). A device that only peeks into the room (MSC2753), with
+// no membership, leaves it by ending the peek, as /unpeek does (200; with neither, 403).
 func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, error) {
 	ctx := r.Context()
 	roomID, err := roomIDVar(r)
@@ -541,9 +544,22 @@ func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, er
 	}
 	switch m.Membership {
 	case spec.Leave:
+		// No membership event to send, but a peek to end, as /unpeek does (a leave event
+		// ends peeks in the sync API by itself).
+		if _, err = rm.endPeek(ctx, dev, roomID); err != nil {
+			return httputil.Response{}, err
+		}
 		return httputil.OK(struct{}{}), nil
 	case spec.Join, spec.Invite, spec.Knock:
 	default:
+		// A device peeking into a room it has no membership of leaves it by ending the peek.
+		ended, err := rm.endPeek(ctx, dev, roomID)
+		if err != nil {
+			return httputil.Response{}, err
+		}
+		if ended {
+			return httputil.OK(struct{}{}), nil
+		}
 		return httputil.Response{}, matrixerr.Forbidden("you are not a member of this room")
 	}
 	if m.Membership != spec.Join && rm.Federation != nil {
@@ -566,6 +582,19 @@ func (rm *Rooms) Leave(r *http.Request, dev *uapi.Device) (httputil.Response, er
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
+}
+
+// endPeek ends the device's peek (MSC2753) into the room, which the sync API keeps, and
+// reports whether there was one (never without Peeks).
+func (rm *Rooms) endPeek(ctx context.Context, dev *uapi.Device, roomID string) (bool, error) {
+	if rm.Peeks == nil {
+		return false, nil
+	}
+	res, err := rm.Peeks.PerformUnpeek(ctx, &peekapi.PerformUnpeekRequest{UserID: dev.UserID, DeviceID: dev.DeviceID, RoomID: roomID})
+	if err != nil {
+		return false, fmt.Errorf("end peek into %s: %w", roomID, err)
+	}
+	return res.Ended, nil
 }
 
 // Forget is POST /rooms/{roomId}/forget. The room must have been left.

@@ -21,6 +21,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/identity"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
+	peekapi "github.com/matrix-org/dendrite/syncapi/api"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
@@ -50,6 +51,9 @@ type Rooms struct {
 	// Placement spreads new rooms over the roomserver's partitions (nil: wherever their
 	// random IDs hash).
 	Placement *rsapi.Placement
+	// Peeks ends the device's peek (MSC2753) when its user leaves a room they have no
+	// membership of (nil: peeks are left alone).
+	Peeks peekapi.PeekAPI
 
 	joinedOnce sync.Once
 	joined     *joinedCache

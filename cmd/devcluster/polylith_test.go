@@ -230,8 +230,9 @@ func TestPolylithDirectory(t *testing.T) {
 
 // TestPolylithEveryday runs the everyday client feature stories through the polylith's
 // proxy: tags, spaces, knocking and upgrades in the client API, the user directory,
-// relations and threads in the sync API, and account erasure (the sync API asking the
-// userapi process over internal HTTP).
+// relations and threads in the sync API, account erasure (the sync API asking the
+// userapi process over internal HTTP), and a peek ended by /leave (the client API asking
+// the sync API process over internal HTTP).
 func TestPolylithEveryday(t *testing.T) {
 	t.Parallel()
 	url := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2).URL()
@@ -242,6 +243,7 @@ func TestPolylithEveryday(t *testing.T) {
 	t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 	t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
 	t.Run("erasure", func(t *testing.T) { e2e.Erasure(t, url) })
+	t.Run("peek ended by leave", func(t *testing.T) { e2e.PeekLeave(t, url) })
 }
 
 // TestPolylithSearch runs the /search story through the polylith's proxy: the searchapi

@@ -35,6 +35,7 @@ import (
 	receiptinthttp "github.com/matrix-org/dendrite/receiptserver/inthttp"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
+	syncinthttp "github.com/matrix-org/dendrite/syncapi/inthttp"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 	uinthttp "github.com/matrix-org/dendrite/userapi/inthttp"
 )
@@ -131,6 +132,7 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 	e.keys = finthttp.NewClient(cfg.FederationAPI.InternalAPI.Connect, clientOpts)
 	e.sender = fsinthttp.NewClient(cfg.FederationSender.InternalAPI.Connect, clientOpts)
 	e.appServices = asinthttp.NewClient(cfg.AppServiceAPI.InternalAPI.Connect, clientOpts)
+	e.peeks = syncinthttp.NewClient(cfg.SyncAPI.InternalAPI.Connect, clientOpts)
 	p.setWaiting("starting")
 	internal, public := c.listen(cfg)
 	if opts.InternalListen != "" {

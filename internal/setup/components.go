@@ -52,7 +52,9 @@ import (
 	rsinthttp "github.com/matrix-org/dendrite/roomserver/inthttp"
 	"github.com/matrix-org/dendrite/searchapi"
 	"github.com/matrix-org/dendrite/syncapi"
+	peekapi "github.com/matrix-org/dendrite/syncapi/api"
 	synccons "github.com/matrix-org/dendrite/syncapi/consumer"
+	syncinthttp "github.com/matrix-org/dendrite/syncapi/inthttp"
 	"github.com/matrix-org/dendrite/userapi"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 	uinthttp "github.com/matrix-org/dendrite/userapi/inthttp"
@@ -153,6 +155,8 @@ type built struct {
 	receipts receiptapi.ServerAPI
 	// push is the pushserver's replay of OutputNotificationData.
 	push pushapi.ReplayAPI
+	// peeks is the sync API's internal API.
+	peeks peekapi.PeekAPI
 }
 
 // env is what components are built from: the config, the process's shared resources and
@@ -193,6 +197,8 @@ type env struct {
 	sender fsapi.SenderAPI
 	// appServices asks application services about their users and aliases (clientapi).
 	appServices asapi.QueryAPI
+	// peeks ends devices' peeks, which the sync API keeps (clientapi's /leave).
+	peeks peekapi.PeekAPI
 	// fedClient is the process's outbound federation client, made on first use.
 	fedClient *fedclient.Client
 	// outbound is global.deny_networks: what outbound connections to addresses others
@@ -338,7 +344,8 @@ func buildSyncAPI(ctx context.Context, e *env) (*built, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &built{routes: s.Routes(), run: s.Run}, nil
+	return &built{routes: s.Routes(), run: s.Run, peeks: s.API(),
+		serve: func(r *mux.Router, opts ihttp.ServerOptions) { syncinthttp.Register(r, s.API(), opts) }}, nil
 }
 
 // federationClient is the process's outbound federation client, shared by the components
@@ -510,7 +517,7 @@ func buildClientAPI(ctx context.Context, e *env) (*built, error) {
 	rs := e.clientRoomserver()
 	d := clientapi.Deps{Cfg: &e.cfg.ClientAPI, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, RSAPI: rs, UserAPI: e.users, Federation: e.keys,
 		EDU: e.eduInput(), Receipts: e.receiptInput(e.receipts), Presence: e.presenceInput(e.presence), AppServices: &e.cfg.AppServiceAPI, AppServiceQueries: e.appServices,
-		IdentityServers: e.identityServers(), Placement: &rsapi.Placement{Partitions: e.log.Partitions(e.topic(rsapi.TopicInputRoomEvent)), Rooms: e.roomserver}}
+		IdentityServers: e.identityServers(), Peeks: e.peeks, Placement: &rsapi.Placement{Partitions: e.log.Partitions(e.topic(rsapi.TopicInputRoomEvent)), Rooms: e.roomserver}}
 	if d.Presence != nil {
 		d.PresenceQuery = e.presence
 	}

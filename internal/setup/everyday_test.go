@@ -28,6 +28,7 @@ func TestEverydayFeaturesBothEngines(t *testing.T) {
 			t.Run("knocking", func(t *testing.T) { e2e.Knocking(t, url) })
 			t.Run("upgrades", func(t *testing.T) { e2e.Upgrades(t, url) })
 			t.Run("erasure", func(t *testing.T) { e2e.Erasure(t, url) })
+			t.Run("peek ended by leave", func(t *testing.T) { e2e.PeekLeave(t, url) })
 		})
 	}
 }

@@ -130,6 +130,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		if b.appServices != nil {
 			e.appServices = b.appServices
 		}
+		if b.peeks != nil {
+			e.peeks = b.peeks
+		}
 	}
 	m.router = publicRouter(e, "monolith", routes, fedRoutes, mediaRoutes, e.ready)
 	return m, nil

@@ -50,10 +50,11 @@ func (s *Syncer) Peek(ctx context.Context, userID, deviceID, roomID string) erro
 }
 
 // Unpeek ends the device's peek into a room (MSC2753's /unpeek); from its next /sync on,
-// the room is no longer in rooms.peek. Ending a peek that is not there is not an error.
-func (s *Syncer) Unpeek(ctx context.Context, userID, deviceID, roomID string) error {
-	if _, err := s.db.DeletePeek(ctx, userID, deviceID, roomID); err != nil {
-		return fmt.Errorf("end peek into %s: %w", roomID, err)
+// the room is no longer in rooms.peek. Ending a peek that is not there is not an error;
+// ended reports whether there was one.
+func (s *Syncer) Unpeek(ctx context.Context, userID, deviceID, roomID string) (ended bool, err error) {
+	if ended, err = s.db.DeletePeek(ctx, userID, deviceID, roomID); err != nil {
+		return false, fmt.Errorf("end peek into %s: %w", roomID, err)
 	}
-	return nil
+	return ended, nil
 }

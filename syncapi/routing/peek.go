@@ -57,7 +57,7 @@ func (h *Handlers) unpeek(r *http.Request, dev *uapi.Device) (httputil.Response,
 	if _, err := spec.NewRoomID(roomID); err != nil {
 		return httputil.Response{}, matrixerr.InvalidParam("invalid room ID")
 	}
-	if err := h.Syncer.Unpeek(r.Context(), dev.UserID, dev.DeviceID, roomID); err != nil {
+	if _, err := h.Syncer.Unpeek(r.Context(), dev.UserID, dev.DeviceID, roomID); err != nil {
 		return httputil.Response{}, err
 	}
 	return httputil.OK(struct{}{}), nil
