@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/matrix-org/dendrite/pushserver/storage"
@@ -79,7 +78,7 @@ func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.N
 			add(k, "", "", json.RawMessage("[]"))
 		}
 	}
-	return insertQueueRows(ctx, tx, queue, now)
+	return d.insertQueueRows(ctx, tx, queue, now)
 }
 
 // pushersOf adds the pushers of userIDs, one IN list, to out.
@@ -112,21 +111,17 @@ const queueRowsPerInsert = 100
 
 // insertQueueRows queues rows, a hundred per statement: a message in a room of a
 // thousand members with a pusher each queues a thousand pushes.
-func insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queueRow, now int64) error {
+func (d *Database) insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queueRow, now int64) error {
 	for len(rows) > 0 {
 		chunk := rows[:min(len(rows), queueRowsPerInsert)]
 		rows = rows[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts) VALUES `)
 		args := make([]any, 0, 8*len(chunk))
-		for i, r := range chunk {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+		for _, r := range chunk {
 			args = append(args, r.k.UserID, r.k.AppID, r.k.PushKey, r.eventID, r.roomID, r.actions, now, r.next)
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		q := `INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts) VALUES ` +
+			d.db.Dialect.Rows(len(chunk), 8)
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("queue pushes: %w", err)
 		}
 	}
