@@ -5,11 +5,14 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,6 +40,11 @@ import (
 
 // benchMembers is the room size of BenchmarkPushReader.
 const benchMembers = 1000
+
+// benchProfile, when set, is a file for the CPU profile of BenchmarkPushReader's timed
+// part only (-test.cpuprofile also covers making the room, whose thousand joins the
+// reader evaluates too, and which outweighs the messages).
+var benchProfile = flag.String("push-cpuprofile", "", "write the CPU profile of BenchmarkPushReader's timed part to this file")
 
 // BenchmarkPushReader measures the push server in a room of 1,000 local members, each
 // with the default rules and an HTTP pusher to a push gateway on loopback: b.N messages
@@ -161,6 +169,7 @@ func benchPushReader(b *testing.B, dsn func() string) {
 	go func() { defer wg.Done(); _ = s.Run(ctx) }() // its end is the benchmark's
 	waitJoined(b, db, roomID, benchMembers)
 
+	stopProfile := startBenchProfile(b)
 	b.ResetTimer()
 	start := time.Now()
 	want := b.N * (benchMembers - 1)
@@ -194,6 +203,7 @@ func benchPushReader(b *testing.B, dsn func() string) {
 		evaluated = elapsed
 	}
 	b.StopTimer()
+	stopProfile()
 	gw.mu.Lock()
 	lat := slices.Clone(gw.latencies)
 	gw.mu.Unlock()
@@ -203,6 +213,27 @@ func benchPushReader(b *testing.B, dsn func() string) {
 	b.ReportMetric(float64(want)/elapsed.Seconds(), "pushes/s")
 	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "p50-ms")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Milliseconds()), "p99-ms")
+}
+
+// startBenchProfile starts the CPU profile -push-cpuprofile asks for and returns what
+// stops it.
+func startBenchProfile(b *testing.B) func() {
+	if *benchProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(*benchProfile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
 }
 
 // benchRoom creates a public room of users (users[0] its creator, with power level 100)

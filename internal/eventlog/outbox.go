@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -93,19 +94,61 @@ CREATE TABLE IF NOT EXISTS ` + o.seqs + ` (
 // record becomes visible only after every record numbered below it in its partition. Call
 // Wake once tx committed.
 func (o *Outbox) Insert(ctx context.Context, tx *sql.Tx, key string, payload func(seq int64) ([]byte, error)) error {
-	partition := PartitionFor([]byte(key), o.log.Partitions(o.opts.Topic))
-	var seq int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO `+o.seqs+` (partition_id, last_seq) VALUES ($1, 1)
-		ON CONFLICT (partition_id) DO UPDATE SET last_seq = `+o.seqs+`.last_seq + 1 RETURNING last_seq`, partition).Scan(&seq); err != nil {
-		return fmt.Errorf("number output: %w", err)
+	return o.InsertBatch(ctx, tx, []OutboxRecord{{Key: key, Payload: payload}})
+}
+
+// OutboxRecord is a record for InsertBatch: its key, and what makes it from its number.
+type OutboxRecord struct {
+	Key     string
+	Payload func(seq int64) ([]byte, error)
+}
+
+// outboxRows is how many records one INSERT of InsertBatch stores.
+const outboxRows = 100
+
+// InsertBatch stores recs in tx as Insert stores each, in their order within each
+// partition, with one statement per partition to number them and one per outboxRows
+// records to store them: the push server announces the counts of a thousand members
+// after a message, which record by record took two thousand statements. Partitions are
+// numbered in ascending order, so that transactions lock their rows in one order.
+func (o *Outbox) InsertBatch(ctx context.Context, tx *sql.Tx, recs []OutboxRecord) error {
+	parts := o.log.Partitions(o.opts.Topic)
+	byPartition := map[int32][]OutboxRecord{}
+	for _, r := range recs {
+		p := PartitionFor([]byte(r.Key), parts)
+		byPartition[p] = append(byPartition[p], r)
 	}
-	value, err := payload(seq)
-	if err != nil {
-		return err
+	partitions := make([]int32, 0, len(byPartition))
+	for p := range byPartition {
+		partitions = append(partitions, p)
 	}
-	if _, err = tx.ExecContext(ctx, `INSERT INTO `+o.table+` (partition_id, partition_seq, msg_key, payload, created_ms)
-		VALUES ($1, $2, $3, $4, $5)`, partition, seq, key, value, time.Now().UnixMilli()); err != nil {
-		return fmt.Errorf("insert output: %w", err)
+	slices.Sort(partitions)
+	now := time.Now().UnixMilli()
+	args := make([]any, 0, 5*len(recs))
+	for _, p := range partitions {
+		precs := byPartition[p]
+		var last int64
+		if err := tx.QueryRowContext(ctx, `INSERT INTO `+o.seqs+` (partition_id, last_seq) VALUES ($1, $2)
+			ON CONFLICT (partition_id) DO UPDATE SET last_seq = `+o.seqs+`.last_seq + $2 RETURNING last_seq`,
+			p, int64(len(precs))).Scan(&last); err != nil {
+			return fmt.Errorf("number output: %w", err)
+		}
+		for i, r := range precs {
+			seq := last - int64(len(precs)) + int64(i) + 1
+			value, err := r.Payload(seq)
+			if err != nil {
+				return err
+			}
+			args = append(args, p, seq, r.Key, value, now)
+		}
+	}
+	for len(args) > 0 {
+		chunk := args[:min(len(args), 5*outboxRows)]
+		args = args[len(chunk):]
+		if _, err := tx.ExecContext(ctx, `INSERT INTO `+o.table+` (partition_id, partition_seq, msg_key, payload, created_ms) VALUES `+
+			o.db.Dialect.Rows(len(chunk)/5, 5), chunk...); err != nil {
+			return fmt.Errorf("insert output: %w", err)
+		}
 	}
 	return nil
 }

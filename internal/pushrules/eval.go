@@ -20,23 +20,35 @@ type Context struct {
 	NotificationPowerLevels map[string]int64
 }
 
-// Evaluator evaluates rulesets; it keeps the compiled glob patterns, so one Evaluator
-// serves every evaluation of a process. It is safe for concurrent use.
+// Evaluator evaluates rulesets; it keeps the compiled glob patterns and the split
+// property paths, so one Evaluator serves every evaluation of a process (the push reader
+// evaluates a message for each of a room's members, with the same rules' patterns and
+// paths). It is safe for concurrent use.
 type Evaluator struct {
 	mu    sync.Mutex
-	globs map[string]*regexp.Regexp
+	exprs map[string]*regexp.Regexp
+	globs map[globKey]*regexp.Regexp
+	names map[string]*regexp.Regexp
+	paths map[string][]string
 }
 
-// NewEvaluator returns an Evaluator with an empty pattern cache.
+// globKey names a compiled glob pattern.
+type globKey struct {
+	pattern string
+	words   bool
+}
+
+// NewEvaluator returns an Evaluator with empty caches.
 func NewEvaluator() *Evaluator {
-	return &Evaluator{globs: map[string]*regexp.Regexp{}}
+	return &Evaluator{exprs: map[string]*regexp.Regexp{}, globs: map[globKey]*regexp.Regexp{},
+		names: map[string]*regexp.Regexp{}, paths: map[string][]string{}}
 }
 
 // Match returns the first enabled rule of rs that matches the event (client format JSON
 // object), or nil when none does.
 // The legacy mention rules never match an event whose content has m.mentions.
 func (e *Evaluator) Match(rs *Ruleset, event map[string]any, ctx *Context) *Rule {
-	_, mentions := lookupFound(event, `content.m\.mentions`)
+	_, mentions := e.lookupFound(event, `content.m\.mentions`)
 	for _, k := range Kinds {
 		for _, r := range *rs.List(k) {
 			if mentions && isLegacyMention(r.RuleID) {
@@ -57,7 +69,7 @@ func isLegacyMention(ruleID string) bool {
 func (e *Evaluator) ruleMatches(k Kind, r *Rule, event map[string]any, ctx *Context) bool {
 	switch k {
 	case KindContent:
-		body, ok := lookup(event, "content.body").(string)
+		body, ok := e.lookup(event, "content.body").(string)
 		return ok && r.Pattern != nil && e.glob(*r.Pattern, true).MatchString(body)
 	case KindRoom:
 		roomID, _ := event["room_id"].(string)
@@ -77,13 +89,13 @@ func (e *Evaluator) ruleMatches(k Kind, r *Rule, event map[string]any, ctx *Cont
 func (e *Evaluator) conditionMatches(c *Condition, event map[string]any, ctx *Context) bool {
 	switch c.Kind {
 	case "event_match":
-		s, ok := lookup(event, c.Key).(string)
+		s, ok := e.lookup(event, c.Key).(string)
 		return ok && c.Pattern != nil && e.glob(*c.Pattern, c.Key == "content.body").MatchString(s)
 	case "event_property_is":
-		v, found := lookupFound(event, c.Key)
+		v, found := e.lookupFound(event, c.Key)
 		return found && isScalar(v) && scalarEqual(v, c.Value)
 	case "event_property_contains":
-		arr, ok := lookup(event, c.Key).([]any)
+		arr, ok := e.lookup(event, c.Key).([]any)
 		if !ok {
 			return false
 		}
@@ -94,8 +106,8 @@ func (e *Evaluator) conditionMatches(c *Condition, event map[string]any, ctx *Co
 		}
 		return false
 	case "contains_display_name":
-		body, ok := lookup(event, "content.body").(string)
-		return ok && ctx.DisplayName != "" && e.compile(wordExpr(regexp.QuoteMeta(ctx.DisplayName))).MatchString(body)
+		body, ok := e.lookup(event, "content.body").(string)
+		return ok && ctx.DisplayName != "" && e.displayName(ctx.DisplayName).MatchString(body)
 	case "room_member_count":
 		return memberCountMatches(c.Is, ctx.MemberCount)
 	case "sender_notification_permission":
@@ -168,14 +180,14 @@ func splitPath(path string) []string {
 	return append(parts, cur.String())
 }
 
-func lookup(event map[string]any, path string) any {
-	v, _ := lookupFound(event, path)
+func (e *Evaluator) lookup(event map[string]any, path string) any {
+	v, _ := e.lookupFound(event, path)
 	return v
 }
 
-func lookupFound(event map[string]any, path string) (any, bool) {
+func (e *Evaluator) lookupFound(event map[string]any, path string) (any, bool) {
 	var cur any = event
-	for _, p := range splitPath(path) {
+	for _, p := range e.split(path) {
 		obj, ok := cur.(map[string]any)
 		if !ok {
 			return nil, false
@@ -187,13 +199,35 @@ func lookupFound(event map[string]any, path string) (any, bool) {
 	return cur, true
 }
 
-// globCacheMax bounds the Evaluator's pattern cache; it is emptied when full.
+// globCacheMax bounds each of the Evaluator's caches; one is emptied when full.
 const globCacheMax = 4096
+
+// split is splitPath(path), from the cache (its result is shared: never modified).
+func (e *Evaluator) split(path string) []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if parts, ok := e.paths[path]; ok {
+		return parts
+	}
+	parts := splitPath(path)
+	if len(e.paths) >= globCacheMax {
+		e.paths = map[string][]string{}
+	}
+	e.paths[path] = parts
+	return parts
+}
 
 // glob compiles a glob pattern (* any run, ? one character) to a case-insensitive
 // regexp matching the whole value, or with words, any run of it that starts and ends
 // at a word boundary (content.body's special case).
 func (e *Evaluator) glob(pattern string, words bool) *regexp.Regexp {
+	k := globKey{pattern: pattern, words: words}
+	e.mu.Lock()
+	re, ok := e.globs[k]
+	e.mu.Unlock()
+	if ok {
+		return re
+	}
 	var b strings.Builder
 	for _, r := range pattern {
 		switch r {
@@ -205,24 +239,50 @@ func (e *Evaluator) glob(pattern string, words bool) *regexp.Regexp {
 			b.WriteString(regexp.QuoteMeta(string(r)))
 		}
 	}
+	expr := `(?is)^` + b.String() + `$`
 	if words {
-		return e.compile(wordExpr(b.String()))
+		expr = wordExpr(b.String())
 	}
-	return e.compile(`(?is)^` + b.String() + `$`)
+	re = e.compile(expr)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.globs) >= globCacheMax {
+		e.globs = map[globKey]*regexp.Regexp{}
+	}
+	e.globs[k] = re
+	return re
+}
+
+// displayName matches a display name as a word (contains_display_name), from the cache.
+func (e *Evaluator) displayName(name string) *regexp.Regexp {
+	e.mu.Lock()
+	re, ok := e.names[name]
+	e.mu.Unlock()
+	if ok {
+		return re
+	}
+	re = e.compile(wordExpr(regexp.QuoteMeta(name)))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.names) >= globCacheMax {
+		e.names = map[string]*regexp.Regexp{}
+	}
+	e.names[name] = re
+	return re
 }
 
 // compile returns the compiled expr from the cache, compiling it on a miss.
 func (e *Evaluator) compile(expr string) *regexp.Regexp {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if re, ok := e.globs[expr]; ok {
+	if re, ok := e.exprs[expr]; ok {
 		return re
 	}
 	re := regexp.MustCompile(expr)
-	if len(e.globs) >= globCacheMax {
-		e.globs = map[string]*regexp.Regexp{}
+	if len(e.exprs) >= globCacheMax {
+		e.exprs = map[string]*regexp.Regexp{}
 	}
-	e.globs[expr] = re
+	e.exprs[expr] = re
 	return re
 }
 

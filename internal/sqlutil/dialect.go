@@ -33,6 +33,38 @@ func (d Dialect) InList(query, marker string, args []any, list any) (string, []a
 	return strings.Replace(query, marker, b.String(), 1), out
 }
 
+// Rows is the placeholders of a multi-row VALUES list of rows rows of cols columns,
+// "($1, $2), ($3, $4)", numbered from 1, for a statement whose every parameter is one of
+// them. On SQLite they are anonymous, "(?, ?), (?, ?)": SQLite keeps "$N" and "?N" in a
+// list of parameter names that it searches for each of them as it prepares and again as
+// the driver binds each, so preparing and binding an INSERT of a hundred rows of eight
+// columns took longer than running it.
+func (d Dialect) Rows(rows, cols int) string {
+	var b strings.Builder
+	b.Grow(rows * cols * 7)
+	n := 0
+	for r := 0; r < rows; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := 0; c < cols; c++ {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			n++
+			if d.Engine == SQLite {
+				b.WriteByte('?')
+				continue
+			}
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
 // Schema rewrites engine-neutral DDL: {serial} is an auto-increment primary key, {bytes} a
 // binary column and {bigint} a 64-bit integer.
 func (d Dialect) Schema(ddl string) string {

@@ -166,3 +166,50 @@ func TestConcurrentMigrations(t *testing.T) {
 		}
 	})
 }
+
+// TestDialectRows inserts 300 rows of three columns with one statement whose placeholders
+// Rows wrote, and reads them back; on SQLite the placeholders are anonymous ("?"), which
+// SQLite neither names nor looks up.
+func TestDialectRows(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE t_rows (a TEXT NOT NULL, b BIGINT NOT NULL, c BOOLEAN NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		const n = 300
+		var args []any
+		for i := range n {
+			args = append(args, fmt.Sprintf("row %d", i), int64(i)*1000, i%3 == 0)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO t_rows (a, b, c) VALUES "+db.Dialect.Rows(n, 3), args...); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := db.QueryContext(ctx, "SELECT a, b, c FROM t_rows ORDER BY b")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close() // nolint: errcheck // read-only
+		i := 0
+		for ; rows.Next(); i++ {
+			var a string
+			var b int64
+			var c bool
+			if err := rows.Scan(&a, &b, &c); err != nil {
+				t.Fatal(err)
+			}
+			if a != fmt.Sprintf("row %d", i) || b != int64(i)*1000 || c != (i%3 == 0) {
+				t.Fatalf("row %d: %q %d %v", i, a, b, c)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if i != n {
+			t.Fatalf("%d rows, want %d", i, n)
+		}
+		want := map[sqlutil.Engine]string{sqlutil.SQLite: "(?, ?), (?, ?)", sqlutil.Postgres: "($1, $2), ($3, $4)"}[db.Engine()]
+		if got := db.Dialect.Rows(2, 2); got != want {
+			t.Fatalf("Rows(2, 2) = %q, want %q", got, want)
+		}
+	})
+}

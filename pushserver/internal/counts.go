@@ -30,13 +30,15 @@ type Counts struct {
 
 // Announce stores, from inside a consumer transaction, the current counts of each room's
 // users in the outbox: roomUsers maps a room ID to user IDs. They commit with the change
-// that caused them, so no loss of the log takes them back.
+// that caused them, so no loss of the log takes them back. A record per (user, room), as
+// the syncapi applies them, stored together (Outbox.InsertBatch).
 func (c *Counts) Announce(ctx context.Context, tx *sql.Tx, roomUsers map[string][]string) error {
 	roomIDs := make([]string, 0, len(roomUsers))
 	for roomID := range roomUsers {
 		roomIDs = append(roomIDs, roomID)
 	}
 	sort.Strings(roomIDs)
+	var recs []eventlog.OutboxRecord
 	for _, roomID := range roomIDs {
 		counts, err := c.DB.UnreadCounts(ctx, tx, roomID, roomUsers[roomID])
 		if err != nil {
@@ -44,13 +46,14 @@ func (c *Counts) Announce(ctx context.Context, tx *sql.Tx, roomUsers map[string]
 		}
 		for _, userID := range roomUsers[roomID] {
 			out := api.OutputNotificationData{UserID: userID, RoomID: roomID, Threads: counts[userID]}
-			if err = c.Outbox.Insert(ctx, tx, userID, func(seq int64) ([]byte, error) {
+			recs = append(recs, eventlog.OutboxRecord{Key: userID, Payload: func(seq int64) ([]byte, error) {
 				out.Seq = seq
 				return json.Marshal(out)
-			}); err != nil {
-				return eventlog.Retry(err)
-			}
+			}})
 		}
+	}
+	if err := c.Outbox.InsertBatch(ctx, tx, recs); err != nil {
+		return eventlog.Retry(err)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/matrix-org/dendrite/pushserver/storage"
@@ -51,14 +50,11 @@ func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.N
 		return nil
 	}
 	pushers := map[string][]storage.PusherKey{}
+	due := map[storage.PusherKey]int64{}
 	for _, chunk := range chunks(ids) {
-		if err := d.pushersOf(ctx, tx, chunk, pushers); err != nil {
+		if err := d.pushersOf(ctx, tx, chunk, pushers, due); err != nil {
 			return err
 		}
-	}
-	due, err := d.queuedNextTS(ctx, tx, ids)
-	if err != nil {
-		return err
 	}
 	now := time.Now().UnixMilli()
 	var queue []queueRow
@@ -79,12 +75,19 @@ func (d *Database) EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []storage.N
 			add(k, "", "", json.RawMessage("[]"))
 		}
 	}
-	return insertQueueRows(ctx, tx, queue, now)
+	return d.insertQueueRows(ctx, tx, queue, now)
 }
 
-// pushersOf adds the pushers of userIDs, one IN list, to out.
-func (d *Database) pushersOf(ctx context.Context, tx *sql.Tx, userIDs []string, out map[string][]storage.PusherKey) error {
-	q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey FROM pushserver_pushers WHERE user_id IN ({ids})`, "{ids}", nil, userIDs)
+// pushersOf adds the pushers of userIDs, one IN list, to pushers, and the next_ts of
+// those with pushes queued to due: a push queued behind others waits as long as they do.
+// A pusher's queued rows share next_ts, so its head's is read, one index lookup per
+// pusher rather than a scan of every push queued (which a reader behind its gateways
+// paid for each message).
+func (d *Database) pushersOf(ctx context.Context, tx *sql.Tx, userIDs []string, pushers map[string][]storage.PusherKey,
+	due map[storage.PusherKey]int64) error {
+	q, args := d.db.Dialect.InList(`SELECT p.user_id, p.app_id, p.pushkey, (SELECT q.next_ts FROM pushserver_push_queue q
+		WHERE q.user_id = p.user_id AND q.app_id = p.app_id AND q.pushkey = p.pushkey ORDER BY q.seq LIMIT 1)
+		FROM pushserver_pushers p WHERE p.user_id IN ({ids})`, "{ids}", nil, userIDs)
 	rows, err := tx.QueryContext(ctx, q, args...)
 	if err != nil {
 		return fmt.Errorf("select pushers to push to: %w", err)
@@ -92,10 +95,14 @@ func (d *Database) pushersOf(ctx context.Context, tx *sql.Tx, userIDs []string, 
 	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
 	for rows.Next() {
 		var k storage.PusherKey
-		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey); err != nil {
+		var next sql.NullInt64
+		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey, &next); err != nil {
 			return fmt.Errorf("scan pusher: %w", err)
 		}
-		out[k.UserID] = append(out[k.UserID], k)
+		pushers[k.UserID] = append(pushers[k.UserID], k)
+		if next.Valid {
+			due[k] = next.Int64
+		}
 	}
 	return rows.Err()
 }
@@ -112,57 +119,21 @@ const queueRowsPerInsert = 100
 
 // insertQueueRows queues rows, a hundred per statement: a message in a room of a
 // thousand members with a pusher each queues a thousand pushes.
-func insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queueRow, now int64) error {
+func (d *Database) insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queueRow, now int64) error {
 	for len(rows) > 0 {
 		chunk := rows[:min(len(rows), queueRowsPerInsert)]
 		rows = rows[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts) VALUES `)
 		args := make([]any, 0, 8*len(chunk))
-		for i, r := range chunk {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+		for _, r := range chunk {
 			args = append(args, r.k.UserID, r.k.AppID, r.k.PushKey, r.eventID, r.roomID, r.actions, now, r.next)
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		q := `INSERT INTO pushserver_push_queue (user_id, app_id, pushkey, event_id, room_id, actions, enqueued_ts, next_ts) VALUES ` +
+			d.db.Dialect.Rows(len(chunk), 8)
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("queue pushes: %w", err)
 		}
 	}
 	return nil
-}
-
-// queuedNextTS is the next_ts of the pushers of userIDs that have pushes queued: a push
-// queued behind others waits as long as they do.
-func (d *Database) queuedNextTS(ctx context.Context, tx *sql.Tx, userIDs []string) (map[storage.PusherKey]int64, error) {
-	out := map[storage.PusherKey]int64{}
-	for _, chunk := range chunks(userIDs) {
-		q, args := d.db.Dialect.InList(`SELECT user_id, app_id, pushkey, MAX(next_ts) FROM pushserver_push_queue WHERE user_id IN ({ids})
-			GROUP BY user_id, app_id, pushkey`, "{ids}", nil, chunk)
-		if err := scanNextTS(ctx, tx, q, args, out); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// scanNextTS adds the pushers and next_ts query returns to out.
-func scanNextTS(ctx context.Context, tx *sql.Tx, query string, args []any, out map[storage.PusherKey]int64) error {
-	rows, err := tx.QueryContext(ctx, query, args...)
-	if err != nil {
-		return fmt.Errorf("select queued pushers: %w", err)
-	}
-	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
-	for rows.Next() {
-		var k storage.PusherKey
-		var next int64
-		if err := rows.Scan(&k.UserID, &k.AppID, &k.PushKey, &next); err != nil {
-			return fmt.Errorf("scan queued pusher: %w", err)
-		}
-		out[k] = next
-	}
-	return rows.Err()
 }
 
 // DuePushers implements storage.Database.

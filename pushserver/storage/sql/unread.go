@@ -111,22 +111,18 @@ func (d *Database) AddNotifications(ctx context.Context, tx *sql.Tx, ns []storag
 	for len(ns) > 0 {
 		chunk := ns[:min(len(ns), notificationRows)]
 		ns = ns[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts) VALUES `)
 		args := make([]any, 0, 8*len(chunk))
-		for i, n := range chunk {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $%d)", 8*i+1, 8*i+2, 8*i+3, 8*i+4, 8*i+5, 8*i+6, 8*i+7, 8*i+8)
+		for _, n := range chunk {
 			args = append(args, n.UserID, n.RoomID, n.EventID, n.ThreadID, compactActions(n.Actions), n.Highlight, n.Pos, n.TS)
 		}
-		q.WriteString(" ON CONFLICT (user_id, event_id) DO NOTHING RETURNING user_id, room_id, thread_id, highlight, pos, NOT is_read")
-		if _, err := scanDeltas(ctx, tx, added, q.String(), args...); err != nil {
+		q := `INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts) VALUES ` +
+			d.db.Dialect.Rows(len(chunk), 8) +
+			` ON CONFLICT (user_id, event_id) DO NOTHING RETURNING user_id, room_id, thread_id, highlight, pos, NOT is_read`
+		if _, err := scanDeltas(ctx, tx, added, q, args...); err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
 	}
-	return addUnread(ctx, tx, added)
+	return d.addUnread(ctx, tx, added)
 }
 
 // scanDeltas runs query, which returns user_id, room_id, thread_id, highlight, pos and
@@ -155,24 +151,19 @@ func scanDeltas(ctx context.Context, tx *sql.Tx, ds deltas, query string, args .
 }
 
 // addUnread adds ds to the summary's counts.
-func addUnread(ctx context.Context, tx *sql.Tx, ds deltas) error {
+func (d *Database) addUnread(ctx context.Context, tx *sql.Tx, ds deltas) error {
 	keys := ds.sortedKeys()
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), notificationRows)]
 		keys = keys[len(chunk):]
-		var q strings.Builder
-		q.WriteString(`INSERT INTO pushserver_unread (user_id, room_id, thread_id, notifs, highlights) VALUES `)
 		args := make([]any, 0, 5*len(chunk))
-		for i, k := range chunk {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d)", 5*i+1, 5*i+2, 5*i+3, 5*i+4, 5*i+5)
+		for _, k := range chunk {
 			args = append(args, k.userID, k.roomID, k.threadID, ds[k].notifs, ds[k].highlights)
 		}
-		q.WriteString(` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET notifs = pushserver_unread.notifs + excluded.notifs,
-			highlights = pushserver_unread.highlights + excluded.highlights`)
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		q := `INSERT INTO pushserver_unread (user_id, room_id, thread_id, notifs, highlights) VALUES ` + d.db.Dialect.Rows(len(chunk), 5) +
+			` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET notifs = pushserver_unread.notifs + excluded.notifs,
+			highlights = pushserver_unread.highlights + excluded.highlights`
+		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("count unread notifications: %w", err)
 		}
 	}
