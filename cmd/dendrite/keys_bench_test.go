@@ -159,9 +159,12 @@ type listWatcher struct {
 	ready chan struct{}
 }
 
-func watchDeviceList(ctx context.Context, c *mautrix.Client, of id.UserID) *listWatcher {
+// watchDeviceList starts a watcher, which ends (wg.Done) once ctx is cancelled.
+func watchDeviceList(ctx context.Context, wg *sync.WaitGroup, c *mautrix.Client, of id.UserID) *listWatcher {
 	w := &listWatcher{ready: make(chan struct{})}
+	wg.Add(1)
 	go func() {
+		defer wg.Done()
 		since := ""
 		for ctx.Err() == nil {
 			res, err := c.SyncRequest(ctx, 30000, since, `{"room":{"timeline":{"limit":1}},"presence":{"types":[]}}`, false, "")
@@ -249,6 +252,9 @@ func BenchmarkDeviceListFanOut(b *testing.B) {
 	benchEngines(b, func(b *testing.B, start func(testing.TB) *fedServer) {
 		sa, sb := start(b), start(b)
 		ctx, cancel := context.WithCancel(context.Background())
+		var watchers sync.WaitGroup
+		// The long-polls end before the servers stop (cleanup): a server waits for them.
+		defer watchers.Wait()
 		defer cancel()
 		setup := time.Now()
 		alice := benchClient(b, sa.URL(), "alice")
@@ -266,7 +272,7 @@ func BenchmarkDeviceListFanOut(b *testing.B) {
 		watch := func(cs []*mautrix.Client) []*listWatcher {
 			ws := make([]*listWatcher, len(cs))
 			for i, c := range cs {
-				ws[i] = watchDeviceList(ctx, c, alice.UserID)
+				ws[i] = watchDeviceList(ctx, &watchers, c, alice.UserID)
 			}
 			for _, w := range ws {
 				<-w.ready
