@@ -83,6 +83,66 @@ func TestDeviceListChanges(t *testing.T) {
 	})
 }
 
+// TestDeviceListChangesRoomCounts: a room-mate's new keys reach device_lists.changed and a
+// stranger's do not, whichever side is in many rooms (sharingARoom starts from the user's
+// rooms when they are few, from the candidates' memberships otherwise): a user in one room
+// with a mate in twelve, a user in twelve rooms with a mate in one, and a user in no room.
+func TestDeviceListChangesRoomCounts(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const few, many, busy, lonely, stranger = "@few:x", "@many:x", "@busy:x", "@lonely:x", "@stranger:x"
+		var names []string
+		for i := range 12 {
+			names = append(names, fmt.Sprint("r", i))
+		}
+		w := newMemberWriter(t, d, busy, append(names, "elsewhere")...)
+		for _, name := range names {
+			w.member(name, busy, "join")
+		}
+		w.member("r3", few, "join")
+		for _, name := range names {
+			w.member(name, many, "join")
+		}
+		w.member("r5", lonely, "join")
+		w.member("r5", lonely, "leave")
+		w.member("elsewhere", stranger, "join")
+		from := w.pos
+		for _, u := range []string{busy, few, stranger} {
+			w.off.Next++
+			applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: u, StreamID: w.off.Next}}, w.off)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.pos = applied.Position
+		}
+		for _, c := range []struct {
+			user string
+			want []string
+		}{
+			{few, []string{busy, few}},
+			{many, []string{busy, few}},
+			{busy, []string{busy, few}},
+			{lonely, nil},
+		} {
+			dl, err := d.DeviceListChanges(ctx, c.user, from, w.pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(dl.Changed) != fmt.Sprint(c.want) || len(dl.Left) != 0 {
+				t.Errorf("%s: changed %v left %v, want changed %v", c.user, dl.Changed, dl.Left, c.want)
+			}
+		}
+	})
+}
+
 // memberWriter writes membership events of rooms it creates into a syncapi database, as
 // the OutputRoomEvent consumer would.
 type memberWriter struct {
