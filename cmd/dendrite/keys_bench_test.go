@@ -1,12 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"math"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -41,6 +45,21 @@ func reportRanks(b *testing.B, lat []time.Duration, prefix string) {
 	}
 	b.ReportMetric(rank(0.5), prefix+"p50-ms")
 	b.ReportMetric(rank(0.99), prefix+"p99-ms")
+}
+
+// cpuSeconds is the CPU time (user and system) a process has used, from /proc/<pid>/stat.
+func cpuSeconds(b testing.TB, pid int) float64 {
+	b.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name (in parentheses, which may hold spaces): utime and
+	// stime are the 12th and 13th, in clock ticks (100 per second on Linux).
+	fields := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100
 }
 
 // benchLogin logs a new device of an account registered by e2e.Register in.
@@ -246,8 +265,9 @@ func fanOutRooms(b *testing.B, url, prefix string, n int, rooms []id.RoomID, via
 // of alice in and times, for every room-mate, the delay until their /sync's
 // device_lists.changed names alice: local ones through A's syncapi, B's through the
 // m.device_list_update EDU and B's syncapi. The next iteration starts once all have seen
-// it. Reported: p50/p99 and the slowest (all-) delay of each group, and A's and B's peak RSS
-// (VmHWM, the whole run). Full size (issue 9): -fanout-rooms 200 -fanout-users 500.
+// it. Reported: p50/p99 and the slowest (all-) delay of each group, A's CPU time per
+// iteration (user and system, less sensitive to other load than the delays), and A's and
+// B's peak RSS (VmHWM, the whole run). Full size (issue 9): -fanout-rooms 200 -fanout-users 500.
 func BenchmarkDeviceListFanOut(b *testing.B) {
 	benchEngines(b, func(b *testing.B, start func(testing.TB) *fedServer) {
 		sa, sb := start(b), start(b)
@@ -289,6 +309,7 @@ func BenchmarkDeviceListFanOut(b *testing.B) {
 			waitAll(b, wr, begin, "warm-up, remote")
 		}
 		var latL, latR, allL, allR []time.Duration
+		cpuA := cpuSeconds(b, sa.cmd.Process.Pid)
 		b.ResetTimer()
 		for range b.N {
 			begin := time.Now()
@@ -299,6 +320,7 @@ func BenchmarkDeviceListFanOut(b *testing.B) {
 			allL, allR = append(allL, slices.Max(l)), append(allR, slices.Max(r))
 		}
 		b.StopTimer()
+		b.ReportMetric((cpuSeconds(b, sa.cmd.Process.Pid)-cpuA)*1000/float64(b.N), "A-cpu-ms/op")
 		peakA, _ := procStatus(b, sa.cmd.Process.Pid)
 		peakB, _ := procStatus(b, sb.cmd.Process.Pid)
 		reportRanks(b, latL, "local-")
