@@ -3,6 +3,7 @@ package sql_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"testing"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -83,10 +84,121 @@ func TestDeviceListChanges(t *testing.T) {
 	})
 }
 
+// TestDeviceListChangesRoomCounts: a room-mate's new keys reach device_lists.changed and a
+// stranger's do not, whichever side is in many rooms (sharingARoom starts from the user's
+// rooms when they are few, from the candidates' memberships otherwise): a user in one room
+// with a mate in twelve, a user in twelve rooms with a mate in one, and a user in no room.
+func TestDeviceListChangesRoomCounts(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := sql.Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const few, many, busy, lonely, stranger = "@few:x", "@many:x", "@busy:x", "@lonely:x", "@stranger:x"
+		var names []string
+		for i := range 12 {
+			names = append(names, fmt.Sprint("r", i))
+		}
+		w := newMemberWriter(t, d, busy, append(names, "elsewhere")...)
+		for _, name := range names {
+			w.member(name, busy, "join")
+		}
+		w.member("r3", few, "join")
+		for _, name := range names {
+			w.member(name, many, "join")
+		}
+		w.member("r5", lonely, "join")
+		w.member("r5", lonely, "leave")
+		w.member("elsewhere", stranger, "join")
+		from := w.pos
+		for _, u := range []string{busy, few, stranger} {
+			w.off.Next++
+			applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: u, StreamID: w.off.Next}}, w.off)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.pos = applied.Position
+		}
+		for _, c := range []struct {
+			user string
+			want []string
+		}{
+			{few, []string{busy, few}},
+			{many, []string{busy, few}},
+			{busy, []string{busy, few}},
+			{lonely, nil},
+		} {
+			dl, err := d.DeviceListChanges(ctx, c.user, from, w.pos)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(dl.Changed) != fmt.Sprint(c.want) || len(dl.Left) != 0 {
+				t.Errorf("%s: changed %v left %v, want changed %v", c.user, dl.Changed, dl.Left, c.want)
+			}
+		}
+	})
+}
+
+// BenchmarkDeviceListChangesFanOut is one room-mate's device_lists after a key change of a
+// user in 200 rooms, the room-mate being in one of them: what each of the user's hundreds
+// of room-mates' syncs asks when the user adds a device.
+func BenchmarkDeviceListChangesFanOut(b *testing.B) {
+	for _, engine := range []string{"sqlite", "postgres"} {
+		b.Run(engine, func(b *testing.B) {
+			dsn := "file:" + filepath.Join(b.TempDir(), "bench.db")
+			if engine == "postgres" {
+				dsn = test.PostgresDSN(b)
+			}
+			db, err := sqlutil.Open(dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { _ = db.Close() }) // nothing to do about a failed close in cleanup
+			ctx := context.Background()
+			offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+			if err != nil {
+				b.Fatal(err)
+			}
+			d, err := sql.Open(ctx, db, offsets)
+			if err != nil {
+				b.Fatal(err)
+			}
+			const alice, mate = "@alice:x", "@mate:x"
+			var names []string
+			for i := range 200 {
+				names = append(names, fmt.Sprint("r", i))
+			}
+			w := newMemberWriter(b, d, alice, names...)
+			for _, name := range names {
+				w.member(name, alice, "join")
+			}
+			w.member("r7", mate, "join")
+			from := w.pos
+			w.off.Next++
+			applied, err := d.WriteKeyChanges(ctx, []storage.KeyChange{{UserID: alice, StreamID: 1}}, w.off)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ResetTimer()
+			for b.Loop() {
+				dl, err := d.DeviceListChanges(ctx, mate, from, applied.Position)
+				if err != nil || len(dl.Changed) != 1 {
+					b.Fatalf("changed %v, %v", dl.Changed, err)
+				}
+			}
+		})
+	}
+}
+
 // memberWriter writes membership events of rooms it creates into a syncapi database, as
 // the OutputRoomEvent consumer would.
 type memberWriter struct {
-	t     *testing.T
+	t     testing.TB
 	d     *sql.Database
 	rooms map[string]*memberRoom
 	off   storage.Offset
@@ -99,7 +211,7 @@ type memberRoom struct {
 	members map[string]string // user -> current member event ID
 }
 
-func newMemberWriter(t *testing.T, d *sql.Database, creator string, names ...string) *memberWriter {
+func newMemberWriter(t testing.TB, d *sql.Database, creator string, names ...string) *memberWriter {
 	key := roomtest.NewKey(t)
 	w := &memberWriter{t: t, d: d, rooms: map[string]*memberRoom{}, off: storage.Offset{Topic: "out"}}
 	for _, name := range names {

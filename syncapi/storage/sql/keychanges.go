@@ -204,19 +204,42 @@ func (d *Database) memberChangesBetween(ctx context.Context, after, upTo int64) 
 // sharingARoomBatch bounds the users of one sharingARoom query (SQLite's parameter limit).
 const sharingARoomBatch = 500
 
+// fewRooms is the number of joined rooms up to which sharingARoom starts from the user's
+// rooms rather than from the candidates' memberships.
+const fewRooms = 8
+
 // sharingARoom returns which of users share a joined room with userID now; userID itself
-// is always in the set.
+// is always in the set. Either side can be the large one: a user in hundreds of rooms
+// asking about a few candidates, or (device-list fan-out) hundreds of room-mates in a
+// room or two each, all asking about one candidate in hundreds of rooms. So it reads up to
+// fewRooms+1 of the user's rooms first: with at most fewRooms it looks the candidates up
+// in those rooms by primary key (rooms x candidates lookups); otherwise it starts from
+// the candidates' memberships, each checked against the user's membership of that room.
 func (d *Database) sharingARoom(ctx context.Context, userID string, users []string) (map[string]bool, error) {
 	out := map[string]bool{userID: true}
+	if len(users) == 0 {
+		return out, nil
+	}
+	rooms, err := d.strings(ctx, "SELECT room_id FROM syncapi_current_state WHERE type = 'm.room.member' AND state_key = $1 AND membership = 'join' LIMIT $2",
+		userID, fewRooms+1)
+	if err != nil || len(rooms) == 0 {
+		return out, err
+	}
 	for len(users) > 0 {
 		batch := users[:min(len(users), sharingARoomBatch)]
 		users = users[len(batch):]
-		// Driven by the candidates' memberships (few), each checked against the user's
-		// membership of that room through the primary key, not by the user's rooms (many).
-		q, args := d.db.Dialect.InList(`SELECT DISTINCT o.state_key FROM syncapi_current_state o
-			WHERE o.type = 'm.room.member' AND o.membership = 'join' AND o.state_key IN ({ids})
-			AND EXISTS (SELECT 1 FROM syncapi_current_state m WHERE m.room_id = o.room_id
-				AND m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join')`, "{ids}", []any{userID}, batch)
+		var q string
+		var args []any
+		if len(rooms) <= fewRooms {
+			q, args = d.db.Dialect.InList(`SELECT DISTINCT state_key FROM syncapi_current_state
+				WHERE room_id IN ({rooms}) AND type = 'm.room.member' AND state_key IN ({ids}) AND membership = 'join'`, "{rooms}", nil, rooms)
+			q, args = d.db.Dialect.InList(q, "{ids}", args, batch)
+		} else {
+			q, args = d.db.Dialect.InList(`SELECT DISTINCT o.state_key FROM syncapi_current_state o
+				WHERE o.type = 'm.room.member' AND o.membership = 'join' AND o.state_key IN ({ids})
+				AND EXISTS (SELECT 1 FROM syncapi_current_state m WHERE m.room_id = o.room_id
+					AND m.type = 'm.room.member' AND m.state_key = $1 AND m.membership = 'join')`, "{ids}", []any{userID}, batch)
+		}
 		found, err := d.strings(ctx, q, args...)
 		if err != nil {
 			return nil, err
