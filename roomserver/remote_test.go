@@ -13,6 +13,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
@@ -276,6 +277,14 @@ func TestRejectedEventsAreKept(t *testing.T) {
 		crossRedaction := r.Event(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": other.aliceJoin.EventID()}, 8, r.pdus(after), r.pdus(r.create, r.pl, r.aliceJoin))
 		if res := h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, crossRedaction)); res[0].Err == nil || !strings.Contains(res[0].Err.Message, "another room") {
 			t.Fatalf("redaction of another room's event: %+v", res[0])
+		}
+		// A redaction of the rejected message is accepted, but it redacts nothing: a
+		// redaction applies only to a valid target (spec, room versions 3 and later,
+		// "Handling redactions").
+		redaction := r.Event(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": spam.EventID()}, 8, r.pdus(after), r.pdus(r.create, r.pl, r.aliceJoin))
+		wantOK(t, "redaction of a rejected event", h.submitRemote(r.RoomID, r.Version, roomtest.Input(api.KindFederated, redaction)))
+		if events, redacts := outputEvents(t, out, 8); events[redaction.EventID()] == nil || len(redacts) != 0 {
+			t.Fatalf("outputs %v applied redactions %v, want the redaction applying none", events, redacts)
 		}
 	})
 }
@@ -819,5 +828,52 @@ func TestRemoteRejoinReplacesStaleCopy(t *testing.T) {
 		// Local events build on the rejoin alone.
 		res = h.submit(api.InputRoomEvents{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "back"})}})
 		wantOK(t, "local message after the rejoin", res)
+	})
+}
+
+// One batch holds local and remote messages of a room: a federated event and a local
+// user's message produced together are applied in log order, the local event built on
+// the room as the federated one left it (its only prev event, and the only forward
+// extremity after it).
+func TestLocalAndRemoteMessagesInOneBatch(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		h := start(t, db, roomtest.NewKey(t))
+		defer h.stop()
+		alice, local := "@alice:"+remoteServer, "@local:"+serverName
+		r := newRemoteRoom(t, alice)
+		join, _ := h.joinAt(r, local, []gomatrixserverlib.PDU{r.create, r.aliceJoin, r.pl, r.jr}, r.jr)
+		out := test.FollowTopic(t, h.log, "out")
+		remote := r.Event(alice, "m.room.message", nil, map[string]string{"body": "remote"}, join.Depth()+1, r.pdus(join), r.pdus(r.create, r.pl, r.aliceJoin))
+		var msgs []eventlog.Message
+		for _, in := range []api.InputRoomEvents{
+			{RoomID: r.RoomID, RoomVersion: string(r.Version), Events: []api.InputRoomEvent{roomtest.Input(api.KindFederated, remote)}},
+			{RoomID: r.RoomID, Events: []api.InputRoomEvent{roomtest.Proto(local, "m.room.message", nil, map[string]string{"body": "local"})}},
+		} {
+			b, err := json.Marshal(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			msgs = append(msgs, eventlog.Message{Key: []byte(r.RoomID), Value: b})
+		}
+		if _, err := h.log.Produce(context.Background(), "in", msgs...); err != nil {
+			t.Fatal(err)
+		}
+		events, _ := outputEvents(t, out, 2)
+		var localEv gomatrixserverlib.PDU
+		for id, ev := range events {
+			if id != remote.EventID() {
+				localEv = ev
+			}
+		}
+		if events[remote.EventID()] == nil || localEv == nil {
+			t.Fatalf("outputs %v, want the remote event and the local one", events)
+		}
+		if !slices.Equal(localEv.PrevEventIDs(), []string{remote.EventID()}) {
+			t.Fatalf("local event's prev events %v, want [%s]", localEv.PrevEventIDs(), remote.EventID())
+		}
+		info, err := h.rs.API().QueryRoomInfo(context.Background(), &api.QueryRoomInfoRequest{RoomID: r.RoomID})
+		if err != nil || !slices.Equal(info.LatestEventIDs, []string{localEv.EventID()}) {
+			t.Fatalf("forward extremities %+v %v, want only the local event", info, err)
+		}
 	})
 }

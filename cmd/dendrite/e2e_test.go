@@ -122,7 +122,9 @@ func (s *server) Restart(t *testing.T) {
 	s.start(t)
 }
 
-// stop sends SIGTERM and waits for a clean exit.
+// stop sends SIGTERM and waits for a clean exit. A server still running 20 s later gets
+// SIGQUIT, on which the Go runtime writes every goroutine's stack to stderr and exits: the
+// failure then shows what the shutdown was waiting for.
 func (s *server) stop() {
 	if s.cmd.ProcessState != nil {
 		return
@@ -136,9 +138,22 @@ func (s *server) stop() {
 			s.t.Errorf("server exited with %v\n%s", err, s.logs)
 		}
 	case <-time.After(20 * time.Second):
-		_ = s.cmd.Process.Kill() // it ignored SIGTERM; the test already failed
-		s.t.Errorf("server did not stop on SIGTERM\n%s", s.logs)
+		s.t.Errorf("server did not stop on SIGTERM within 20 s; its output and goroutine dump (SIGQUIT):\n%s", s.dump(done))
 	}
+}
+
+// dump sends SIGQUIT to a server that ignored SIGTERM and returns its output once it has
+// exited (done reports the exit), with the goroutine dump the Go runtime writes on SIGQUIT
+// at its end. A process still running 20 s after SIGQUIT is killed.
+func (s *server) dump(done <-chan error) string {
+	_ = s.cmd.Process.Signal(syscall.SIGQUIT) // the process may have exited just now
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = s.cmd.Process.Kill() // not even SIGQUIT stopped it; the output so far is all there is
+		<-done
+	}
+	return s.logs.String()
 }
 
 // TestMonolithStory drives two users through a room's life with a real Matrix client, with a

@@ -220,6 +220,9 @@ func (m *Monolith) Run(ctx context.Context, l net.Listener, tlsListeners ...TLSL
 		return errors.Join(errs...)
 	})
 	err := g.Wait()
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		err = nil // stopped while a component was still starting
+	}
 	if cerr := m.env.log.Close(); cerr != nil && err == nil {
 		err = cerr
 	}

@@ -61,10 +61,13 @@ func Conn(db *DB, tx *sql.Tx) Querier {
 // directory (privfs.MkdirAll).
 func Open(dsn string) (*DB, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		db, err := sql.Open("postgres", withBinaryParameters(dsn))
+		// Cancellation gives up a connection being opened but lets a statement already
+		// sent run to its end (pqconn.go).
+		connector, err := newPQConnector(withBinaryParameters(dsn))
 		if err != nil {
 			return nil, err
 		}
+		db := sql.OpenDB(connector)
 		// Keep as many idle connections as may be open: a PostgreSQL connection is a forked
 		// backend that warms its caches on first use, so closing the ones over a smaller
 		// idle limit after every burst (20 long-polling /sync requests, say) and opening them

@@ -195,7 +195,8 @@ type QueryInputResultResponse struct {
 }
 
 // Remote reports whether the message holds events from other servers (federated,
-// outlier, remote_membership or backfilled), which the roomserver applies each in their own transaction.
+// outlier, remote_membership, backfilled or remote_join), which the roomserver decides one
+// by one (Atomic does not apply to them).
 func (m *InputRoomEvents) Remote() bool {
 	for _, e := range m.Events {
 		if e.Kind == KindFederated || e.Kind == KindOutlier || e.Kind == KindRemoteMembership || e.Kind == KindBackfilled || e.Kind == KindRemoteJoin {

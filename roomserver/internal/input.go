@@ -3,11 +3,13 @@
 package internal
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -227,33 +229,165 @@ func (in *Inputer) consume(ctx context.Context, partition int32) error {
 	})
 }
 
-// processBatch applies records of one partition. Runs of messages holding local events
-// are decided against pending rooms and written in one transaction; a message holding
-// events from other servers (federated, outlier) is applied alone in its own transaction,
-// after what came before it was written, because it may change the room's state in ways a
-// pending overlay cannot express (forks, state resolution).
+// processBatch applies records of one partition in one write transaction, which also
+// stores the partition's next offset and the outbox of outputs. Every room of the batch
+// has one roomTx, the engine that places its events, local and remote messages alike and
+// in log order; the outputs are produced after the commit and only then are the writers
+// told the results.
 func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eventlog.Record) error {
-	var run []eventlog.Record
-	var msgs []*api.InputRoomEvents
-	for _, rec := range recs {
+	start := time.Now()
+	msgs := make([]*api.InputRoomEvents, len(recs))
+	offsets := make([]int64, len(recs))
+	ids := make([]string, len(recs))
+	results := make([][]api.Result, len(recs))
+	kept := make([][]int, len(recs))
+	for i, rec := range recs {
+		offsets[i] = rec.Offset
 		msg, err := decodeInput(rec.Value)
 		if err != nil {
 			in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
-		}
-		if msg != nil && msg.Remote() {
-			if err := in.applyLocal(ctx, partition, run, msgs); err != nil {
-				return err
-			}
-			run, msgs = nil, nil
-			if err := in.applyRemote(ctx, partition, rec, msg); err != nil {
-				return err
-			}
+			results[i] = []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}
 			continue
 		}
-		run = append(run, rec)
-		msgs = append(msgs, msg)
+		ids[i] = msg.MessageID
+		if msg.Remote() {
+			results[i] = make([]api.Result, len(msg.Events))
+			msg, kept[i] = withoutUnstorable(msg, results[i])
+		}
+		msgs[i] = msg
 	}
-	return in.applyLocal(ctx, partition, run, msgs)
+	heads, txns, err := in.prepare(ctx, msgs)
+	if err != nil {
+		return err
+	}
+	next := recs[len(recs)-1].Offset + 1
+	var rooms map[string]*roomTx
+	produced := in.takeProduced()
+	err = in.db.Write(ctx, func(w storage.Writer) error {
+		rooms = map[string]*roomTx{}
+		if err := w.MarkProduced(produced); err != nil {
+			return fmt.Errorf("mark produced outputs: %w", err)
+		}
+		for i, msg := range msgs {
+			if msg == nil {
+				continue
+			}
+			rt := rooms[msg.RoomID]
+			if rt == nil {
+				rt = newRoomTx(in, w, msg.RoomID, heads[msg.RoomID], maps.Clone(txns[msg.RoomID]))
+				rooms[msg.RoomID] = rt
+			}
+			var err error
+			if kept[i] != nil {
+				err = rt.applyRemote(ctx, msg, results[i], kept[i])
+			} else {
+				results[i], err = rt.applyLocal(ctx, msg)
+			}
+			if err != nil {
+				return err
+			}
+		}
+		for _, rt := range rooms {
+			if rt.headChanged {
+				if err := w.UpdateRoom(&rt.h.room); err != nil {
+					return fmt.Errorf("update room %s: %w", rt.roomID, err)
+				}
+			}
+		}
+		return w.SaveOffset(in.InputTopic, partition, next)
+	})
+	if err != nil {
+		in.returnProduced(produced)
+		return err
+	}
+	var outbound []storage.Outbound
+	accepted := 0
+	for _, rt := range rooms {
+		for _, c := range rt.inserted {
+			in.cache.putEvent(c.nid, c.pdu)
+		}
+		in.cache.dropEvents(rt.redacted)
+		if rt.headChanged {
+			in.cache.setHead(rt.h)
+		}
+		outbound = append(outbound, rt.outbound...)
+		accepted += len(rt.inserted)
+	}
+	slices.SortFunc(outbound, func(a, b storage.Outbound) int { return cmp.Compare(a.Seq, b.Seq) })
+	if err = in.flush(ctx, outbound); err != nil {
+		return err
+	}
+	in.results.publish(partition, offsets, ids, results, next)
+	in.Metrics.observeBatch(len(recs), accepted, time.Since(start))
+	return nil
+}
+
+// prepare does, before the batch's write transaction, what cannot be done inside it: it
+// loads the head of every room of the batch, the stored transactions among the batch's
+// transaction IDs (so that a repeated send returns the first event), and gives a NID to
+// every type and state key the batch's events hold or need for their auth checks.
+func (in *Inputer) prepare(ctx context.Context, msgs []*api.InputRoomEvents) (map[string]*roomHead, map[string]map[api.TransactionID]string, error) {
+	heads := map[string]*roomHead{}
+	asked := map[string][]storage.Transaction{}
+	typeNames := []string{spec.MRoomCreate, spec.MRoomPowerLevels, spec.MRoomJoinRules, spec.MRoomMember, spec.MRoomHistoryVisibility, spec.MRoomThirdPartyInvite}
+	keys := []string{""}
+	for _, msg := range msgs {
+		if msg == nil {
+			continue
+		}
+		if _, ok := heads[msg.RoomID]; !ok {
+			h, err := in.cache.head(ctx, msg.RoomID)
+			if err != nil {
+				return nil, nil, err
+			}
+			heads[msg.RoomID] = h
+		}
+		for _, ie := range msg.Events {
+			if t := ie.TxnID; t != nil {
+				asked[msg.RoomID] = append(asked[msg.RoomID], storage.Transaction{UserID: t.UserID, DeviceID: t.DeviceID, TxnID: t.TransactionID})
+			}
+			if pe := ie.Proto; pe != nil {
+				typeNames = append(typeNames, pe.Type)
+				if pe.StateKey != nil {
+					keys = append(keys, *pe.StateKey)
+				}
+			}
+			if ie.Event == nil || ie.Event.PDU == nil {
+				continue
+			}
+			ev := ie.Event.PDU
+			typeNames = append(typeNames, ev.Type())
+			keys = append(keys, string(ev.SenderID()))
+			if sk := ev.StateKey(); sk != nil {
+				keys = append(keys, *sk)
+			}
+			for _, t := range gomatrixserverlib.StateNeededForAuth([]gomatrixserverlib.PDU{ev}).Tuples() {
+				typeNames = append(typeNames, t.EventType)
+				keys = append(keys, t.StateKey)
+			}
+		}
+	}
+	if _, err := in.cache.typeNIDs(ctx, typeNames...); err != nil {
+		return nil, nil, fmt.Errorf("assign type NIDs: %w", err)
+	}
+	if _, err := in.cache.keyNIDs(ctx, keys...); err != nil {
+		return nil, nil, fmt.Errorf("assign state key NIDs: %w", err)
+	}
+	txns := map[string]map[api.TransactionID]string{}
+	for roomID, h := range heads {
+		txns[roomID] = map[api.TransactionID]string{}
+		if h == nil || len(asked[roomID]) == 0 {
+			continue
+		}
+		stored, err := in.db.Transactions(ctx, h.room.NID, asked[roomID])
+		if err != nil {
+			return nil, nil, fmt.Errorf("load transactions of %s: %w", roomID, err)
+		}
+		for _, t := range stored {
+			txns[roomID][api.TransactionID{UserID: t.UserID, DeviceID: t.DeviceID, TransactionID: t.TxnID}] = t.EventID
+		}
+	}
+	return heads, txns, nil
 }
 
 func decodeInput(b []byte) (*api.InputRoomEvents, error) {
@@ -264,143 +398,12 @@ func decodeInput(b []byte) (*api.InputRoomEvents, error) {
 	return &msg, nil
 }
 
-// applyLocal decides and writes a run of messages holding local events (msgs[i] is nil
-// for an undecodable record).
-func (in *Inputer) applyLocal(ctx context.Context, partition int32, recs []eventlog.Record, msgs []*api.InputRoomEvents) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	start := time.Now()
-	rooms := map[string]*pendingRoom{}
-	offsets := make([]int64, len(recs))
-	ids := make([]string, len(recs))
-	results := make([][]api.Result, len(recs))
-	txns := map[string][]storage.Transaction{}
-	for i, rec := range recs {
-		offsets[i] = rec.Offset
-		msg := msgs[i]
-		if msg == nil {
-			results[i] = []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}
-			continue
-		}
-		for _, ie := range msg.Events {
-			if t := ie.TxnID; t != nil {
-				txns[msg.RoomID] = append(txns[msg.RoomID], storage.Transaction{UserID: t.UserID, DeviceID: t.DeviceID, TxnID: t.TransactionID})
-			}
-		}
-	}
-	var accepted []*acceptedEvent
-	for i, msg := range msgs {
-		if msg == nil {
-			continue
-		}
-		res, acc, err := in.processMessage(ctx, rooms, msg, txns[msg.RoomID])
-		if err != nil {
-			return err
-		}
-		results[i] = res
-		ids[i] = msg.MessageID
-		accepted = append(accepted, acc...)
-	}
-	outbound, heads, err := in.write(ctx, partition, recs[len(recs)-1].Offset+1, rooms, accepted)
-	if err != nil {
-		return err
-	}
-	for _, h := range heads {
-		in.cache.setHead(h)
-	}
-	if err = in.flush(ctx, outbound); err != nil {
-		return err
-	}
-	in.results.publish(partition, offsets, ids, results, recs[len(recs)-1].Offset+1)
-	in.Metrics.observeBatch(len(recs), len(accepted), time.Since(start))
-	return nil
-}
-
-// processMessage decides every event of one InputRoomEvents message against the pending
-// rooms. It returns the results to report and the events to write.
-// txns are the transaction IDs of the batch's events in the message's room.
-func (in *Inputer) processMessage(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents, txns []storage.Transaction) ([]api.Result, []*acceptedEvent, error) {
-	p, err := in.pending(ctx, rooms, msg, txns)
-	if err != nil {
-		var merr *matrixerr.Error
-		if errors.As(err, &merr) {
-			return failAll(len(msg.Events), merr), nil, nil
-		}
-		return nil, nil, err
-	}
-	work := p.clone()
-	res := make([]api.Result, len(msg.Events))
-	var accepted []*acceptedEvent
-	for i := range msg.Events {
-		acc, err := in.checkEvent(ctx, work, &msg.Events[i])
-		var merr *matrixerr.Error
-		switch {
-		case errors.As(err, &merr):
-			if msg.Atomic {
-				return failAll(len(msg.Events), merr), nil, nil
-			}
-			res[i] = api.Result{Err: merr}
-		case err != nil:
-			return nil, nil, err
-		default:
-			res[i] = *acc.result
-			if acc.pdu != nil {
-				accepted = append(accepted, acc)
-			}
-		}
-	}
-	for _, acc := range accepted {
-		acc.room = work
-	}
-	rooms[msg.RoomID] = work
-	return res, accepted, nil
-}
-
 func failAll(n int, err *matrixerr.Error) []api.Result {
 	res := make([]api.Result, n)
 	for i := range res {
 		res[i] = api.Result{Err: err}
 	}
 	return res
-}
-
-// pending returns the batch's working copy of the message's room. Made for the first
-// message of the room in the batch, it knows which of the batch's transaction IDs (txns)
-// are stored already, so that a repeated send returns the first event.
-func (in *Inputer) pending(ctx context.Context, rooms map[string]*pendingRoom, msg *api.InputRoomEvents, txns []storage.Transaction) (*pendingRoom, error) {
-	if p, ok := rooms[msg.RoomID]; ok {
-		return p, nil
-	}
-	head, err := in.cache.head(ctx, msg.RoomID)
-	if err != nil {
-		return nil, err
-	}
-	p := &pendingRoom{
-		head:     head,
-		roomID:   msg.RoomID,
-		overlay:  map[gomatrixserverlib.StateKeyTuple]gomatrixserverlib.PDU{},
-		txns:     map[api.TransactionID]string{},
-		accepted: map[string]gomatrixserverlib.PDU{},
-	}
-	version := msg.RoomVersion
-	if head != nil {
-		p.exists = true
-		version = head.room.RoomVersion
-		p.latestIDs = head.latestIDs
-		p.depth = head.room.Depth
-		stored, err := in.db.Transactions(ctx, head.room.NID, txns)
-		if err != nil {
-			return nil, fmt.Errorf("load transactions of %s: %w", msg.RoomID, err)
-		}
-		for _, t := range stored {
-			p.txns[api.TransactionID{UserID: t.UserID, DeviceID: t.DeviceID, TransactionID: t.TxnID}] = t.EventID
-		}
-	}
-	if p.version, err = gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(version)); err != nil {
-		return nil, matrixerr.UnsupportedRoomVersion(err.Error())
-	}
-	return p, nil
 }
 
 // flush produces outbound OutputRoomEvents; the next write transaction (or a timer)
@@ -434,75 +437,6 @@ func (in *Inputer) flush(ctx context.Context, outbound []storage.Outbound) error
 	return nil
 }
 
-// write stores the accepted events of a batch, with the new room heads, the outbox and the
-// partition's next offset, in one transaction.
-func (in *Inputer) write(ctx context.Context, partition int32, next int64, rooms map[string]*pendingRoom, accepted []*acceptedEvent) ([]storage.Outbound, []*roomHead, error) {
-	if err := in.assignNIDs(ctx, accepted); err != nil {
-		return nil, nil, err
-	}
-	var outbound []storage.Outbound
-	// One head per room, advanced by every accepted event of the batch in order: the
-	// messages of a batch each work on their own clone of the room, but all of them start
-	// from the committed head and follow one another.
-	heads := map[string]*roomHead{}
-	var cached []cachedEvent
-	var redacted []types.EventNID
-	inserted := map[string]types.EventNID{}
-	produced := in.takeProduced()
-	err := in.db.Write(ctx, func(w storage.Writer) error {
-		outbound, cached, redacted = nil, nil, nil
-		clear(heads)
-		clear(inserted)
-		if err := w.MarkProduced(produced); err != nil {
-			return fmt.Errorf("mark produced outputs: %w", err)
-		}
-		for _, acc := range accepted {
-			h := heads[acc.room.roomID]
-			if h == nil {
-				h = startHead(acc.room)
-				heads[acc.room.roomID] = h
-			}
-			nid, err := in.writeEvent(ctx, w, h, acc)
-			if err != nil {
-				return fmt.Errorf("store event %s: %w", acc.pdu.EventID(), err)
-			}
-			inserted[acc.pdu.EventID()] = nid
-			if acc.redacts != nil {
-				target, err := in.redact(ctx, w, h, acc.redacts, inserted)
-				if err != nil {
-					return fmt.Errorf("redact %s: %w", acc.redacts.EventID(), err)
-				}
-				redacted = append(redacted, target)
-			}
-			cached = append(cached, cachedEvent{nid, acc.pdu})
-			o, err := in.storeOutput(w, acc.room.roomID, outputOf(acc))
-			if err != nil {
-				return err
-			}
-			outbound = append(outbound, o)
-		}
-		for _, h := range heads {
-			if err := w.UpdateRoom(&h.room); err != nil {
-				return fmt.Errorf("update room %s: %w", h.room.RoomID, err)
-			}
-		}
-		return w.SaveOffset(in.InputTopic, partition, next)
-	})
-	if err != nil {
-		in.returnProduced(produced)
-		return nil, nil, err
-	}
-	for _, c := range cached {
-		in.cache.putEvent(c.nid, c.pdu)
-	}
-	in.cache.dropEvents(redacted)
-	out := make([]*roomHead, 0, len(heads))
-	for _, h := range heads {
-		out = append(out, h)
-	}
-	return outbound, out, nil
-}
-
 // storeOutput numbers an output in its OutputRoomEvent partition and stores it in the
 // outbox, inside the write transaction; it is produced after the commit and kept for
 // replay (QueryOutputRecords) for the OutputWindow.
@@ -524,144 +458,10 @@ func (in *Inputer) storeOutput(w storage.Writer, roomID string, out api.OutputRo
 	return o, nil
 }
 
+// cachedEvent is an event stored by a batch, for the cache once the batch committed.
 type cachedEvent struct {
 	nid types.EventNID
 	pdu gomatrixserverlib.PDU
-}
-
-// startHead is a mutable copy of a room's committed head for the write transaction.
-func startHead(p *pendingRoom) *roomHead {
-	if p.head == nil {
-		return &roomHead{room: storage.Room{RoomID: p.roomID, RoomVersion: string(p.version.Version())}, state: &types.State{}}
-	}
-	h := *p.head
-	h.room.Latest = append([]types.EventNID(nil), p.head.room.Latest...)
-	return &h
-}
-
-// assignNIDs makes sure every type and state key of the accepted events has a NID.
-func (in *Inputer) assignNIDs(ctx context.Context, accepted []*acceptedEvent) error {
-	var typeNames, keys []string
-	for _, acc := range accepted {
-		typeNames = append(typeNames, acc.pdu.Type())
-		if sk := acc.pdu.StateKey(); sk != nil {
-			keys = append(keys, *sk)
-		}
-	}
-	if _, err := in.cache.typeNIDs(ctx, typeNames...); err != nil {
-		return fmt.Errorf("assign type NIDs: %w", err)
-	}
-	if _, err := in.cache.keyNIDs(ctx, keys...); err != nil {
-		return fmt.Errorf("assign state key NIDs: %w", err)
-	}
-	return nil
-}
-
-// writeEvent stores one event and advances the head past it.
-func (in *Inputer) writeEvent(ctx context.Context, w storage.Writer, h *roomHead, acc *acceptedEvent) (types.EventNID, error) {
-	ev := acc.pdu
-	if h.room.NID == 0 {
-		nid, err := w.InsertRoom(h.room.RoomID, h.room.RoomVersion)
-		if err != nil {
-			return 0, err
-		}
-		h.room.NID = nid
-	}
-	tn, err := in.cache.typeNIDs(ctx, ev.Type())
-	if err != nil {
-		return 0, err
-	}
-	row := &storage.Event{RoomNID: h.room.NID, EventID: ev.EventID(), Type: tn[ev.Type()], Depth: ev.Depth(), Before: h.room.Snapshot,
-		Redacts: redactsOf(ev), JSON: ev.JSON()}
-	var tuple types.StateTuple
-	if sk := ev.StateKey(); sk != nil {
-		kn, err := in.cache.keyNIDs(ctx, *sk)
-		if err != nil {
-			return 0, err
-		}
-		row.IsState, row.StateKey = true, kn[*sk]
-		tuple = types.StateTuple{Type: row.Type, Key: row.StateKey}
-	}
-	nid, err := w.InsertEvent(row)
-	if err != nil {
-		return 0, err
-	}
-	if row.IsState {
-		if err = in.advanceState(w, h, tuple, nid); err != nil {
-			return 0, err
-		}
-		if ev.Type() == spec.MRoomMember {
-			membership, _ := ev.Membership()
-			if err = w.SetMembership(h.room.NID, storage.Membership{UserID: *ev.StateKey(), Membership: membership, EventID: ev.EventID()}); err != nil {
-				return 0, err
-			}
-		}
-	}
-	if acc.txnID != nil {
-		t := storage.Transaction{UserID: acc.txnID.UserID, DeviceID: acc.txnID.DeviceID, TxnID: acc.txnID.TransactionID, EventID: ev.EventID()}
-		if err = w.InsertTransaction(h.room.NID, t); err != nil {
-			return 0, err
-		}
-	}
-	h.room.Latest = []types.EventNID{nid}
-	h.latestIDs = []string{ev.EventID()}
-	h.room.Depth = ev.Depth()
-	return nid, nil
-}
-
-// advanceState makes the event current state: the changed block and a new snapshot are
-// stored, every other block is shared with the previous snapshot.
-func (in *Inputer) advanceState(w storage.Writer, h *roomHead, t types.StateTuple, nid types.EventNID) error {
-	next := h.state.With(t, nid)
-	var blockNIDs [types.Buckets]types.BlockNID
-	for i, b := range next.Blocks {
-		if b == nil {
-			continue
-		}
-		if b.NID == 0 {
-			bn, err := w.InsertBlock(b.Entries)
-			if err != nil {
-				return err
-			}
-			b.NID = bn
-		}
-		blockNIDs[i] = b.NID
-	}
-	snap, err := w.InsertSnapshot(h.room.NID, blockNIDs)
-	if err != nil {
-		return err
-	}
-	h.state = next
-	h.room.Snapshot = snap
-	return nil
-}
-
-// redact replaces the stored target by its redacted form and returns its NID.
-func (in *Inputer) redact(ctx context.Context, w storage.Writer, h *roomHead, target gomatrixserverlib.PDU, inserted map[string]types.EventNID) (types.EventNID, error) {
-	nid, ok := inserted[target.EventID()]
-	if !ok {
-		rows, err := in.db.EventsByID(ctx, []string{target.EventID()})
-		if err != nil {
-			return 0, err
-		}
-		if len(rows) == 0 {
-			return 0, fmt.Errorf("redaction target %s vanished", target.EventID())
-		}
-		nid = rows[0].NID
-	}
-	redacted, err := h.redactedJSON(target)
-	if err != nil {
-		return 0, err
-	}
-	return nid, w.RedactEvent(nid, redacted)
-}
-
-func (h *roomHead) redactedJSON(target gomatrixserverlib.PDU) ([]byte, error) {
-	verImpl, err := gomatrixserverlib.GetRoomVersion(gomatrixserverlib.RoomVersion(h.room.RoomVersion))
-	if err != nil {
-		return nil, err
-	}
-	return verImpl.RedactEventJSON(target.JSON())
 }
 
 // redactsOf is the target of a redaction event, "" for every other event.
