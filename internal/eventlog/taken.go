@@ -85,6 +85,35 @@ func (w *Waiter) Wait(ctx context.Context, holds func(ctx context.Context) (bool
 	}
 }
 
+// TakenInput is a writer's wait for inputs an owner with a Taken record takes: Wait is the
+// owner's TakenAPI (nil: the writer does not wait) and Timeout its input_wait_timeout.
+type TakenInput struct {
+	Wait    TakenAPI
+	Timeout time.Duration
+}
+
+// Produce appends value to topic under key and, with Wait, returns only once the owner has
+// taken it (AwaitTaken): setID is first given the input's fresh ID to put in value. The
+// input is then stored with its output in the owner's outbox, which no loss of the log
+// can take back, so a 200 to the client is durable. Without Wait it is only in the log.
+func (w TakenInput) Produce(ctx context.Context, log Log, topic, key string, value any, setID func(inputID string)) error {
+	var id string
+	if w.Wait != nil {
+		id = NewInputID()
+		setID(id)
+	}
+	if err := ProduceJSON(ctx, log, topic, key, value); err != nil {
+		return err
+	}
+	if w.Wait == nil {
+		return nil
+	}
+	return AwaitTaken(ctx, w.Timeout, func(ctx context.Context) error {
+		_, err := w.Wait.QueryInputTaken(ctx, &QueryInputTakenRequest{InputID: id})
+		return err
+	})
+}
+
 // NewInputID is a fresh ID for an input a writer will wait for (QueryInputTakenRequest).
 func NewInputID() string {
 	id := make([]byte, 16)

@@ -166,21 +166,9 @@ type Producer struct {
 // presenceserver has taken it.
 func (p *Producer) InputPresence(ctx context.Context, ev *InputPresenceEvent) error {
 	in := *ev
-	if p.Wait != nil {
-		in.InputID = eventlog.NewInputID()
-	}
-	if err := eventlog.ProduceJSON(ctx, p.Log, p.Topic, in.UserID, &in); err != nil {
-		return err
-	}
-	if p.Wait == nil {
-		return nil
-	}
-	err := eventlog.AwaitTaken(ctx, p.Timeout, func(ctx context.Context) error {
-		_, err := p.Wait.QueryInputTaken(ctx, &QueryInputTakenRequest{InputID: in.InputID})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("wait for the presence of %s: %w", in.UserID, err)
+	w := eventlog.TakenInput{Wait: p.Wait, Timeout: p.Timeout}
+	if err := w.Produce(ctx, p.Log, p.Topic, in.UserID, &in, func(id string) { in.InputID = id }); err != nil {
+		return fmt.Errorf("presence of %s: %w", in.UserID, err)
 	}
 	return nil
 }

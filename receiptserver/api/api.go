@@ -96,21 +96,9 @@ type Producer struct {
 // has taken it.
 func (p *Producer) InputReceipt(ctx context.Context, ev *InputReceiptEvent) error {
 	in := *ev
-	if p.Wait != nil {
-		in.InputID = eventlog.NewInputID()
-	}
-	if err := eventlog.ProduceJSON(ctx, p.Log, p.Topic, in.RoomID, &in); err != nil {
-		return err
-	}
-	if p.Wait == nil {
-		return nil
-	}
-	err := eventlog.AwaitTaken(ctx, p.Timeout, func(ctx context.Context) error {
-		_, err := p.Wait.QueryInputTaken(ctx, &QueryInputTakenRequest{InputID: in.InputID})
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("wait for the receipt in %s: %w", in.RoomID, err)
+	w := eventlog.TakenInput{Wait: p.Wait, Timeout: p.Timeout}
+	if err := w.Produce(ctx, p.Log, p.Topic, in.RoomID, &in, func(id string) { in.InputID = id }); err != nil {
+		return fmt.Errorf("receipt in %s: %w", in.RoomID, err)
 	}
 	return nil
 }
