@@ -201,8 +201,10 @@ func TestUnavailableDatabaseIsRetried(t *testing.T) {
 			err error
 		}
 		done := make(chan outcome, 1)
+		// No input wait timeout: on SQLite each attempt waits out the busy timeout (10s).
+		input := &api.Input{Log: h.log, Topic: "in", Wait: h.rs.API()}
 		go func() {
-			res, err := h.input.InputRoomEvents(ctx, &api.InputRoomEventsRequest{Input: api.InputRoomEvents{RoomID: roomID,
+			res, err := input.InputRoomEvents(ctx, &api.InputRoomEventsRequest{Input: api.InputRoomEvents{RoomID: roomID,
 				Events: []api.InputRoomEvent{roomtest.Proto(alice, "m.room.message", nil, map[string]string{"body": "while down"})}}})
 			done <- outcome{res, err}
 		}()
