@@ -38,6 +38,8 @@ type Deps struct {
 	Shard      int
 	Logger     *logrus.Entry
 	Registerer prometheus.Registerer
+	// LogMetrics, if set, counts the input records consumed, failed and dead-lettered.
+	LogMetrics *eventlog.Metrics
 	// CacheBudget is the process's cache budget in bytes (global.cache.max_bytes).
 	CacheBudget caching.Budget
 }
@@ -66,7 +68,7 @@ func New(ctx context.Context, d Deps) (*RoomServer, error) {
 		}
 	}
 	in := internal.NewInputer(internal.Inputer{
-		DB: db, Log: d.Log, Offsets: offsets,
+		DB: db, SQL: d.DB, Log: d.Log, Offsets: offsets, LogMetrics: d.LogMetrics,
 		InputTopic: d.InputTopic, OutputTopic: d.OutputTopic, Partitions: partitions,
 		ServerName: d.ServerName, KeyID: d.KeyID, Key: d.PrivateKey,
 		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer), OutputWindow: outputWindow(d.Cfg),

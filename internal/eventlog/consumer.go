@@ -177,8 +177,12 @@ type Consumer struct {
 	// while holding it); it returns the batch's other phases.
 	Prepare func(ctx context.Context, recs []Record) (Step, error)
 	// Applied, if set, is called when a partition starts (with the offset it resumes at)
-	// and after each committed batch, with the partition's next offset.
+	// and after each committed batch or dead letter, with the partition's next offset.
 	Applied func(partition int32, next int64)
+	// DeadLettered, if set, is called once a record's dead letter committed, with the error
+	// it failed with, before Applied reports the partition past it: for a consumer whose
+	// writers wait for their record's outcome, to tell them it failed.
+	DeadLettered func(partition int32, r Record, cause error)
 	// Progress, if set, follows how far the consumer has applied each partition, for
 	// another consumer or a request handler to wait on (Progress.CatchUp): each partition
 	// is Reset to the offset it resumes at when it starts, so a consumer that resumes at
@@ -517,6 +521,9 @@ func (c *Consumer) deadLetter(ctx context.Context, log *logrus.Entry, partition 
 	}
 	log.WithError(cause).Error("record dead-lettered: it can never be applied")
 	c.Metrics.deadLettered(c.Topic, c.Name)
+	if c.DeadLettered != nil {
+		c.DeadLettered(partition, r, cause)
+	}
 	if r.Offset >= 0 {
 		c.applied(partition, r.Offset+1)
 	}

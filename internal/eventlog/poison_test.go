@@ -44,8 +44,9 @@ func labelledCounter(t *testing.T, reg *prometheus.Registry, name string, labels
 
 // TestConsumerPoisonPolicy: a record that keeps failing is tried MaxAttempts times alone,
 // with the waits between attempts growing from Backoff (no hot loop), then written to the
-// dead-letter table with its error, counted and logged, and the records after it are
-// applied; a record whose error is marked Poison is dead-lettered at its first attempt alone.
+// dead-letter table with its error, counted, logged and reported (DeadLettered, before
+// Applied passes it), and the records after it are applied; a record whose error is marked
+// Poison is dead-lettered at its first attempt alone.
 func TestConsumerPoisonPolicy(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -68,7 +69,8 @@ func TestConsumerPoisonPolicy(t *testing.T) {
 		logger, hook := logtesthook.NewNullLogger()
 		var mu sync.Mutex
 		alone := map[string][]time.Time{} // record -> times it was tried alone
-		var applied []string
+		var applied, reported []string
+		var next int64
 		const backoff = 50 * time.Millisecond
 		cctx, stop := context.WithCancel(ctx)
 		defer stop()
@@ -97,8 +99,19 @@ func TestConsumerPoisonPolicy(t *testing.T) {
 					mu.Unlock()
 				}}, nil
 			},
-			Applied: func(_ int32, next int64) {
-				if next >= 5 {
+			DeadLettered: func(p int32, r eventlog.Record, cause error) {
+				mu.Lock()
+				defer mu.Unlock()
+				if next > r.Offset {
+					t.Errorf("dead letter at %d reported after Applied passed it (next %d)", r.Offset, next)
+				}
+				reported = append(reported, string(r.Value)+":"+cause.Error())
+			},
+			Applied: func(_ int32, n int64) {
+				mu.Lock()
+				next = n
+				mu.Unlock()
+				if n >= 5 {
 					stop()
 				}
 			}}
@@ -109,6 +122,9 @@ func TestConsumerPoisonPolicy(t *testing.T) {
 		defer mu.Unlock()
 		if strings.Join(applied, ",") != "a,b,c" {
 			t.Fatalf("applied %v, want a,b,c", applied)
+		}
+		if want := "failing:cannot apply the failing record,undecodable:record does not decode"; strings.Join(reported, ",") != want {
+			t.Fatalf("dead letters reported %q, want %q", strings.Join(reported, ","), want)
 		}
 		tries := alone["failing"]
 		if len(tries) != 3 {

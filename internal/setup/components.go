@@ -273,7 +273,7 @@ func buildRoomserver(ctx context.Context, e *env) (*built, error) {
 	rs, err := roomserver.New(ctx, roomserver.Deps{
 		Cfg: &e.cfg.RoomServer, ServerName: e.serverName, KeyID: e.keyID, PrivateKey: e.key, DB: db, Log: e.log,
 		InputTopic: e.topic(rsapi.TopicInputRoomEvent), OutputTopic: e.topic(rsapi.TopicOutputRoomEvent), Shard: e.shard,
-		Logger: e.component("roomserver").WithField("shard", e.shard), Registerer: e.registry,
+		Logger: e.component("roomserver").WithField("shard", e.shard), Registerer: e.registry, LogMetrics: e.logMetrics,
 		CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes),
 	})
 	if err != nil {

@@ -6,11 +6,15 @@ package sqlutil
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/lib/pq"
@@ -169,6 +173,42 @@ func IsUniqueViolation(err error) bool {
 		return liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE || liteErr.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 	}
 	return false
+}
+
+// IsUnavailable reports whether err says the database could not serve a statement at the
+// time (it is unreachable, shutting down, out of connections, memory or disk, failing its
+// I/O, locked by another writer, or it aborted the transaction in a conflict) rather than
+// refused the statement for what it held: the same statement may succeed later. Errors
+// that end a PostgreSQL session (severity FATAL or PANIC, including every error met while
+// connecting) count, and so do the classes 08 (connection), 40 (transaction rollback), 53
+// (insufficient resources), 57 (operator intervention) and 58 (system error); on SQLite,
+// BUSY, LOCKED, IOERR, FULL, NOMEM, CANTOPEN, READONLY, PROTOCOL and INTERRUPT; and the
+// network and connection errors of either driver.
+func IsUnavailable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		switch pqErr.Code.Class() {
+		case "08", "40", "53", "57", "58":
+			return true
+		}
+		return pqErr.Fatal() || pqErr.Severity == "PANIC"
+	}
+	var liteErr *sqlite.Error
+	if errors.As(err, &liteErr) {
+		switch liteErr.Code() & 0xff {
+		case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_NOMEM,
+			sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_INTERRUPT:
+			return true
+		}
+		return false
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // Column reads every row of a one-column result into a slice and closes rows.

@@ -213,3 +213,66 @@ func TestDialectRows(t *testing.T) {
 		}
 	})
 }
+
+// TestIsUnavailable: a database that cannot serve a statement now (SQLite locked by another
+// writer; a PostgreSQL session ended by the server) is unavailable, and a statement refused
+// for what it holds (a unique violation, an unknown table) is not, on either engine.
+func TestIsUnavailable(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE t_u (name TEXT NOT NULL UNIQUE)"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO t_u (name) VALUES ('a')"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := db.ExecContext(ctx, "INSERT INTO t_u (name) VALUES ('a')")
+		if err == nil || sqlutil.IsUnavailable(err) {
+			t.Fatalf("unique violation: %v counted unavailable", err)
+		}
+		_, err = db.ExecContext(ctx, "SELECT * FROM t_missing")
+		if err == nil || sqlutil.IsUnavailable(err) {
+			t.Fatalf("unknown table: %v counted unavailable", err)
+		}
+		if sqlutil.IsUnavailable(nil) {
+			t.Fatal("nil counted unavailable")
+		}
+		if db.Engine() == sqlutil.SQLite {
+			var seq int
+			var name, path string
+			if err := db.QueryRowContext(ctx, "PRAGMA database_list").Scan(&seq, &name, &path); err != nil {
+				t.Fatal(err)
+			}
+			holder, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer holder.Rollback() // nolint: errcheck // only releases the lock
+			if _, err := holder.ExecContext(ctx, "INSERT INTO t_u (name) VALUES ('b')"); err != nil {
+				t.Fatal(err)
+			}
+			other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(0)&_txlock=immediate")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer other.Close() // nolint: errcheck // a test connection
+			_, err = other.BeginTx(ctx, nil)
+			if err == nil || !sqlutil.IsUnavailable(err) {
+				t.Fatalf("locked database: %v not counted unavailable", err)
+			}
+			return
+		}
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close() // nolint: errcheck // the connection is gone
+		_, err = conn.ExecContext(ctx, "SELECT pg_terminate_backend(pg_backend_pid())")
+		if err == nil {
+			_, err = conn.ExecContext(ctx, "SELECT 1")
+		}
+		if err == nil || !sqlutil.IsUnavailable(err) {
+			t.Fatalf("terminated session: %v not counted unavailable", err)
+		}
+	})
+}

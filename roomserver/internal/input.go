@@ -23,18 +23,34 @@ import (
 	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/roomserver/api"
 	"github.com/matrix-org/dendrite/roomserver/storage"
 	"github.com/matrix-org/dendrite/roomserver/types"
 )
 
-// Inputer consumes the roomserver's partitions of InputRoomEvent. Each partition is one
-// goroutine, so a room's events are applied strictly in log order while rooms in other
-// partitions proceed in parallel. A batch of records is applied in one transaction that
-// also stores the partition's next offset and the outbox of OutputRoomEvents; the outputs
-// are produced after the commit and only then are the writers told the results.
+// Inputer consumes the roomserver's partitions of InputRoomEvent on the one consumer
+// runtime (eventlog.Consumer). Each partition is one goroutine, so a room's events are
+// applied strictly in log order while rooms in other partitions proceed in parallel. A
+// batch of records is applied in one transaction that also stores the partition's next
+// offset and the outbox of OutputRoomEvents; the outputs are produced after the commit and
+// only then are the writers told the results.
+//
+// The runtime's poison policy decides what a failure costs. A record that does not decode
+// is dead-lettered at once (eventlog.Poison) and its writer gets M_BAD_JSON. A failure
+// that says the database is unavailable (sqlutil.IsUnavailable: unreachable, shutting down,
+// locked, out of connections or disk) is marked eventlog.Retry: the record is retried
+// without bound and the partition reported stuck, so an outage never dead-letters a
+// client's message. Producing the outputs after the commit retries until it succeeds, so a
+// log that is down holds the partition too. Any other failure (the database refusing what
+// the record holds, an output that does not encode) is the record's own: after
+// MaxAttempts attempts it is dead-lettered and its writer gets a 500 M_UNKNOWN at once;
+// the records after it go on. Events the room refuses are not failures: their rejections
+// are the writers' results.
 type Inputer struct {
-	DB          storage.Database
+	DB storage.Database
+	// SQL is the database DB writes to, where the consumer runtime writes dead letters.
+	SQL         *sqlutil.DB
 	Log         eventlog.Log
 	Offsets     *eventlog.OffsetStore
 	InputTopic  string
@@ -45,6 +61,8 @@ type Inputer struct {
 	Key         ed25519.PrivateKey
 	Logger      *logrus.Entry
 	Metrics     *Metrics
+	// LogMetrics, if set, counts the records consumed, failed and dead-lettered.
+	LogMetrics *eventlog.Metrics
 	// CacheBudget is the process's cache budget (global.cache.max_bytes); the roomserver's
 	// caches take their shares of it and report themselves on Registerer (may be nil).
 	CacheBudget caching.Budget
@@ -73,7 +91,11 @@ func NewInputer(in Inputer) *Inputer {
 }
 
 // Run flushes what an earlier run stored but did not produce, then consumes every owned
-// partition until ctx ends.
+// partition until ctx ends. Every partition runs under an eventlog.Guard (Guarded): when
+// the input log is wiped, the partition starts again at the new log's start. Nothing is
+// recovered: a message lost with the log was never acknowledged (its writer is still
+// waiting, or got 503), and the client's retry with the same transaction ID is applied as
+// a new message, or confirmed with the stored event (see pending).
 func (in *Inputer) Run(ctx context.Context) error {
 	pending, err := in.db.Outbox(ctx)
 	if err != nil {
@@ -82,10 +104,12 @@ func (in *Inputer) Run(ctx context.Context) error {
 	if err = in.flush(ctx, in.owned(pending)); err != nil {
 		return err
 	}
+	c := &eventlog.Consumer{Log: in.Log, DB: in.SQL, Offsets: in.Offsets, Topic: in.InputTopic, Partitions: in.Partitions,
+		Name: "roomserver", Guarded: true,
+		Prepare: in.prepareBatch, Applied: in.results.advance, DeadLettered: in.deadLettered,
+		Logger: in.Logger, Metrics: in.LogMetrics}
 	g, ctx := errgroup.WithContext(ctx)
-	for _, p := range in.Partitions {
-		g.Go(func() error { return in.consume(ctx, p) })
-	}
+	g.Go(func() error { return c.Run(ctx) })
 	g.Go(func() error { return in.pruneOutbox(ctx) })
 	err = g.Wait()
 	in.markProduced(context.Background())
@@ -200,109 +224,110 @@ func (in *Inputer) owned(outbox []storage.Outbound) []storage.Outbound {
 	return out
 }
 
-// consume runs the partition under an eventlog.Guard: when the input log is wiped, the
-// partition starts again at the new log's start. Nothing is recovered: a message lost with
-// the log was never acknowledged (its writer is still waiting, or got 503), and the
-// client's retry with the same transaction ID is applied as a new message, or confirmed
-// with the stored event (see pending).
-func (in *Inputer) consume(ctx context.Context, partition int32) error {
-	g := &eventlog.Guard{Log: in.Log, Offsets: in.Offsets, Topic: in.InputTopic, Logger: in.Logger}
-	return g.Run(ctx, partition, func(ctx context.Context, st eventlog.Stored, advanced func(int64)) error {
-		next := st.Next
-		in.results.start(partition, next)
-		return in.Log.Consume(ctx, in.InputTopic, partition, next, func(ctx context.Context, recs []eventlog.Record) error {
-			for len(recs) > 0 && recs[0].Offset < next {
-				recs = recs[1:]
-			}
-			if len(recs) == 0 {
-				return nil
-			}
-			if err := in.processBatch(ctx, partition, recs); err != nil {
-				in.Metrics.failure()
-				in.Logger.WithError(err).WithField("partition", partition).Error("roomserver input batch failed; retrying")
-				return err
-			}
-			next = recs[len(recs)-1].Offset + 1
-			advanced(next)
-			return nil
-		})
-	})
+// errUndecodable marks the failure of a record that does not decode.
+var errUndecodable = errors.New("undecodable roomserver input")
+
+// batch is a batch of input records between the phases of the consumer runtime: decoded,
+// with what prepare loaded, then the rooms its write transaction placed events in.
+type batch struct {
+	in        *Inputer
+	start     time.Time
+	partition int32
+	msgs      []*api.InputRoomEvents
+	offsets   []int64
+	ids       []string
+	results   [][]api.Result
+	kept      [][]int
+	heads     map[string]*roomHead
+	txns      map[string]map[api.TransactionID]string
+	rooms     map[string]*roomTx
 }
 
-// processBatch applies records of one partition in one write transaction, which also
-// stores the partition's next offset and the outbox of outputs. Every room of the batch
-// has one roomTx, the engine that places its events, local and remote messages alike and
-// in log order; the outputs are produced after the commit and only then are the writers
-// told the results.
-func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eventlog.Record) error {
-	start := time.Now()
-	msgs := make([]*api.InputRoomEvents, len(recs))
-	offsets := make([]int64, len(recs))
-	ids := make([]string, len(recs))
-	results := make([][]api.Result, len(recs))
-	kept := make([][]int, len(recs))
+// prepareBatch is the runtime's first phase, outside any transaction: it decodes the
+// records and loads what the write transaction needs (prepare).
+func (in *Inputer) prepareBatch(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
+	b := &batch{in: in, start: time.Now(), partition: recs[0].Partition, msgs: make([]*api.InputRoomEvents, len(recs)),
+		offsets: make([]int64, len(recs)), ids: make([]string, len(recs)), results: make([][]api.Result, len(recs)), kept: make([][]int, len(recs))}
 	for i, rec := range recs {
-		offsets[i] = rec.Offset
+		b.offsets[i] = rec.Offset
 		msg, err := decodeInput(rec.Value)
 		if err != nil {
-			in.Logger.WithError(err).WithField("offset", rec.Offset).Warn("undecodable roomserver input skipped")
-			results[i] = []api.Result{{Err: matrixerr.BadJSON("undecodable input")}}
-			continue
+			return eventlog.Step{}, eventlog.Poison(fmt.Errorf("%w: %v", errUndecodable, err))
 		}
-		ids[i] = msg.MessageID
+		b.ids[i] = msg.MessageID
 		if msg.Remote() {
-			results[i] = make([]api.Result, len(msg.Events))
-			msg, kept[i] = withoutUnstorable(msg, results[i])
+			b.results[i] = make([]api.Result, len(msg.Events))
+			msg, b.kept[i] = withoutUnstorable(msg, b.results[i])
 		}
-		msgs[i] = msg
+		b.msgs[i] = msg
 	}
-	heads, txns, err := in.prepare(ctx, msgs)
-	if err != nil {
-		return err
+	var err error
+	if b.heads, b.txns, err = in.prepare(ctx, b.msgs); err != nil {
+		return eventlog.Step{}, retryUnavailable(err)
 	}
-	next := recs[len(recs)-1].Offset + 1
-	var rooms map[string]*roomTx
+	return eventlog.Step{Commit: b.commit, After: b.after}, nil
+}
+
+// retryUnavailable marks err eventlog.Retry when it says the database is unavailable (see
+// Inputer): such a record is retried until the database is back, never dead-lettered.
+func retryUnavailable(err error) error {
+	if sqlutil.IsUnavailable(err) {
+		return eventlog.Retry(err)
+	}
+	return err
+}
+
+// commit is the runtime's second phase: one write transaction places every room's events
+// with one roomTx per room (local and remote messages alike, in log order), marks the
+// produced outbox rows and saves cp, the partition's next offset.
+func (b *batch) commit(ctx context.Context, cp eventlog.Checkpoint) error {
+	in := b.in
 	produced := in.takeProduced()
-	err = in.db.Write(ctx, func(w storage.Writer) error {
-		rooms = map[string]*roomTx{}
+	err := in.db.Write(ctx, func(w storage.Writer) error {
+		b.rooms = map[string]*roomTx{}
 		if err := w.MarkProduced(produced); err != nil {
 			return fmt.Errorf("mark produced outputs: %w", err)
 		}
-		for i, msg := range msgs {
-			if msg == nil {
-				continue
-			}
-			rt := rooms[msg.RoomID]
+		for i, msg := range b.msgs {
+			rt := b.rooms[msg.RoomID]
 			if rt == nil {
-				rt = newRoomTx(in, w, msg.RoomID, heads[msg.RoomID], maps.Clone(txns[msg.RoomID]))
-				rooms[msg.RoomID] = rt
+				rt = newRoomTx(in, w, msg.RoomID, b.heads[msg.RoomID], maps.Clone(b.txns[msg.RoomID]))
+				b.rooms[msg.RoomID] = rt
 			}
 			var err error
-			if kept[i] != nil {
-				err = rt.applyRemote(ctx, msg, results[i], kept[i])
+			if b.kept[i] != nil {
+				err = rt.applyRemote(ctx, msg, b.results[i], b.kept[i])
 			} else {
-				results[i], err = rt.applyLocal(ctx, msg)
+				b.results[i], err = rt.applyLocal(ctx, msg)
 			}
 			if err != nil {
 				return err
 			}
 		}
-		for _, rt := range rooms {
+		for _, rt := range b.rooms {
 			if rt.headChanged {
 				if err := w.UpdateRoom(&rt.h.room); err != nil {
 					return fmt.Errorf("update room %s: %w", rt.roomID, err)
 				}
 			}
 		}
-		return w.SaveOffset(in.InputTopic, partition, next)
+		return w.SaveOffset(cp.Topic, cp.Partition, cp.Next)
 	})
 	if err != nil {
 		in.returnProduced(produced)
-		return err
+		return retryUnavailable(err)
 	}
+	return nil
+}
+
+// after is the runtime's third phase, once the batch committed: it updates the caches,
+// produces the outputs and only then records the writers' results, which the runtime's
+// Applied (results.advance) hands them.
+func (b *batch) after(ctx context.Context) {
+	in := b.in
 	var outbound []storage.Outbound
 	accepted := 0
-	for _, rt := range rooms {
+	for _, rt := range b.rooms {
 		for _, c := range rt.inserted {
 			in.cache.putEvent(c.nid, c.pdu)
 		}
@@ -314,12 +339,28 @@ func (in *Inputer) processBatch(ctx context.Context, partition int32, recs []eve
 		accepted += len(rt.inserted)
 	}
 	slices.SortFunc(outbound, func(a, b storage.Outbound) int { return cmp.Compare(a.Seq, b.Seq) })
-	if err = in.flush(ctx, outbound); err != nil {
-		return err
+	if in.flush(ctx, outbound) != nil {
+		// ctx ended: the outputs stay in the outbox, produced at the next start.
+		return
 	}
-	in.results.publish(partition, offsets, ids, results, next)
-	in.Metrics.observeBatch(len(recs), accepted, time.Since(start))
-	return nil
+	in.results.record(b.partition, b.offsets, b.ids, b.results)
+	in.Metrics.observeBatch(len(b.msgs), accepted, time.Since(b.start))
+}
+
+// deadLettered tells the writer of a dead-lettered record that it failed, before the
+// runtime's Applied passes it: M_BAD_JSON for every event of a record that does not
+// decode, else 500 M_UNKNOWN.
+func (in *Inputer) deadLettered(partition int32, r eventlog.Record, cause error) {
+	var head struct {
+		MessageID string            `json:"message_id"`
+		Events    []json.RawMessage `json:"events"`
+	}
+	_ = json.Unmarshal(r.Value, &head) // a record that is not even this leaves one result without an ID
+	err := matrixerr.Unknown("the roomserver could not apply the event")
+	if errors.Is(cause, errUndecodable) {
+		err = matrixerr.BadJSON("undecodable input")
+	}
+	in.results.record(partition, []int64{r.Offset}, []string{head.MessageID}, [][]api.Result{failAll(max(len(head.Events), 1), err)})
 }
 
 // prepare does, before the batch's write transaction, what cannot be done inside it: it
@@ -332,9 +373,6 @@ func (in *Inputer) prepare(ctx context.Context, msgs []*api.InputRoomEvents) (ma
 	typeNames := []string{spec.MRoomCreate, spec.MRoomPowerLevels, spec.MRoomJoinRules, spec.MRoomMember, spec.MRoomHistoryVisibility, spec.MRoomThirdPartyInvite}
 	keys := []string{""}
 	for _, msg := range msgs {
-		if msg == nil {
-			continue
-		}
 		if _, ok := heads[msg.RoomID]; !ok {
 			h, err := in.cache.head(ctx, msg.RoomID)
 			if err != nil {

@@ -10,7 +10,6 @@ import (
 type Metrics struct {
 	messages prometheus.Counter
 	events   prometheus.Counter
-	failures prometheus.Counter
 	batch    prometheus.Histogram
 }
 
@@ -19,12 +18,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		messages: prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_roomserver_input_messages_total", Help: "InputRoomEvent messages applied."}),
 		events:   prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_roomserver_input_events_accepted_total", Help: "Events accepted into rooms."}),
-		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "dendrite_roomserver_input_batch_failures_total", Help: "Input batches that failed and were retried."}),
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "dendrite_roomserver_input_batch_seconds", Help: "Time to apply one input batch.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.events, m.failures, m.batch)
+		reg.MustRegister(m.messages, m.events, m.batch)
 	}
 	return m
 }
@@ -36,11 +34,4 @@ func (m *Metrics) observeBatch(messages, events int, d time.Duration) {
 	m.messages.Add(float64(messages))
 	m.events.Add(float64(events))
 	m.batch.Observe(d.Seconds())
-}
-
-func (m *Metrics) failure() {
-	if m == nil {
-		return
-	}
-	m.failures.Inc()
 }

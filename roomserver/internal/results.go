@@ -41,8 +41,10 @@ func newResults(partitions []int32) *results {
 	return r
 }
 
-// start records where the partition's consumer begins.
-func (r *results) start(partition int32, next int64) {
+// advance records the partition's first offset not yet processed (where its consumer
+// starts, or how far it has applied) and wakes the waiters: the consumer runtime's Applied.
+// The results of the messages it passes were recorded before.
+func (r *results) advance(partition int32, next int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pr := r.parts[partition]
@@ -51,10 +53,9 @@ func (r *results) start(partition int32, next int64) {
 	pr.changed = make(chan struct{})
 }
 
-// publish records the results of processed messages and wakes their waiters. offsets,
-// ids (the messages' MessageID) and res are parallel; next is the partition's new first
-// unprocessed offset.
-func (r *results) publish(partition int32, offsets []int64, ids []string, res [][]api.Result, next int64) {
+// record keeps the results of processed messages for their waiters, who see them once
+// advance passes their offsets. offsets, ids (the messages' MessageID) and res are parallel.
+func (r *results) record(partition int32, offsets []int64, ids []string, res [][]api.Result) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pr := r.parts[partition]
@@ -66,9 +67,6 @@ func (r *results) publish(partition int32, offsets []int64, ids []string, res []
 		delete(pr.byOff, pr.order[0])
 		pr.order = pr.order[1:]
 	}
-	pr.next = next
-	close(pr.changed)
-	pr.changed = make(chan struct{})
 }
 
 // wait blocks until the message at offset has been processed and returns its results.
