@@ -29,6 +29,8 @@ type cluster struct {
 	cfg    *config.Dendrite
 	pg     *pgcluster.Cluster
 	broker *proc
+	// brokerData is the broker's log directory ("" with --broker-in-memory).
+	brokerData string
 	// procs are the components, in start order; stopped in reverse.
 	procs    []*proc
 	listener net.Listener
@@ -139,7 +141,8 @@ func (c *cluster) startBroker(ctx context.Context, out *lockedWriter) error {
 	if !c.o.memoryBroker {
 		// On disk, so that the supervisor's restart after a crash (or a kill -9 in a
 		// fault test) is a broker restart, not a wiped log.
-		args = append(args, "--data", filepath.Join(c.tmp, "broker"))
+		c.brokerData = filepath.Join(c.tmp, "broker")
+		args = append(args, "--data", c.brokerData)
 	}
 	c.broker = newProc("broker", "broker", 0, "", out, c.log.WithField("component", "devcluster"), args...)
 	go c.broker.supervise()

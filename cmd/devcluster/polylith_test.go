@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -301,4 +303,35 @@ func TestPolylithAppServiceBridge(t *testing.T) {
 	cfg := e2e.WriteConfig(t, t.TempDir())
 	bridge := e2e.AddBridge(t, cfg)
 	e2e.AppServiceBridge(t, startCluster(t, cfg, 1), bridge, 5*time.Second)
+}
+
+// TestStatusStorage checks what /_devcluster/status tells a harness about storage
+// (scripts/soak.sh measures with it): the PostgreSQL server's PID, the DSN of the database
+// that holds the components' tables, and the broker's log directory.
+func TestStatusStorage(t *testing.T) {
+	t.Parallel()
+	d := startCluster(t, e2e.WriteConfig(t, t.TempDir()), 2)
+	st, ok := d.status()
+	if !ok {
+		t.Fatal("devcluster does not answer")
+	}
+	comm, err := os.ReadFile("/proc/" + strconv.Itoa(st.Postgres.PID) + "/comm")
+	if err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+		t.Fatalf("postgres pid %d is not the server: %q, %v", st.Postgres.PID, comm, err)
+	}
+	db, err := sql.Open("postgres", st.Postgres.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close() // nolint: errcheck // read-only
+	var tables int
+	if err = db.QueryRow(`SELECT count(*) FROM pg_tables WHERE tablename LIKE 'roomserver\_%'`).Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables == 0 {
+		t.Fatalf("no roomserver tables in %s", st.Postgres.DSN)
+	}
+	if entries, err := os.ReadDir(st.Broker.Data); err != nil || len(entries) == 0 {
+		t.Fatalf("broker log directory %q: %d entries, %v", st.Broker.Data, len(entries), err)
+	}
 }

@@ -77,6 +77,16 @@ type clusterStatus struct {
 	Processes  []procStatus `json:"processes"`
 	// Broker is the Kafka-protocol broker's process (ready while it runs).
 	Broker procStatus `json:"broker"`
+	// Postgres is the throwaway PostgreSQL cluster the components share.
+	Postgres pgStatus `json:"postgres"`
+}
+
+// pgStatus is the PostgreSQL server: its postmaster's PID (the backends serving the
+// components' connections are its children; 0 if its pid file cannot be read) and the DSN
+// of the components' database.
+type pgStatus struct {
+	PID int    `json:"pid"`
+	DSN string `json:"dsn"`
 }
 
 type procStatus struct {
@@ -90,6 +100,9 @@ type procStatus struct {
 	// Internal is the process's internal address (its /metrics and /debug/pprof/); "" for
 	// the broker.
 	Internal string `json:"internal,omitempty"`
+	// Data is the broker's log directory ("" for the components, and for a broker kept in
+	// memory by --broker-in-memory).
+	Data string `json:"data,omitempty"`
 	// CPUCgroup is the process's cgroup under --roomserver-cpu-quota, with the CPU time its
 	// processes used since devcluster started (cpuacct.usage, restarts included) and how
 	// long the cap held them back (cpu.stat throttled_time).
@@ -124,8 +137,11 @@ func (p *proxy) status(r *http.Request) clusterStatus {
 		st.Ready = st.Ready && ps.Ready
 	}
 	pid, starts := p.c.broker.pid()
-	st.Broker = procStatus{Name: p.c.broker.name, Component: p.c.broker.component, PID: pid, Starts: starts, Ready: pid != 0}
+	st.Broker = procStatus{Name: p.c.broker.name, Component: p.c.broker.component, PID: pid, Starts: starts, Ready: pid != 0,
+		Data: p.c.brokerData}
 	st.Ready = st.Ready && st.Broker.Ready
+	st.Postgres.DSN = p.c.cfg.Global.Database.ConnectionString
+	st.Postgres.PID, _ = p.c.pg.PID() // 0 when the pid file is unreadable, as documented
 	return st
 }
 

@@ -159,6 +159,17 @@ func (c *Cluster) waitReady(ctx context.Context) error {
 	}
 }
 
+// PID is the server's (postmaster's) process ID, from its postmaster.pid; the backends
+// serving connections are its children.
+func (c *Cluster) PID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(c.data, "postmaster.pid"))
+	if err != nil {
+		return 0, err
+	}
+	first, _, _ := strings.Cut(string(b), "\n")
+	return strconv.Atoi(strings.TrimSpace(first))
+}
+
 // CreateDatabase creates a new empty database with a random name and returns its DSN.
 func (c *Cluster) CreateDatabase(ctx context.Context) (string, error) {
 	return CreateDatabase(ctx, c.DSN)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -22,6 +24,13 @@ func TestStartStop(t *testing.T) {
 	dsn, err := c.CreateDatabase(ctx)
 	if err != nil {
 		t.Fatal(err)
+	}
+	pid, err := c.PID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid)); err != nil || strings.TrimSpace(string(comm)) != "postgres" {
+		t.Fatalf("pid %d is not the server: %q, %v", pid, comm, err)
 	}
 	db, err := sql.Open("postgres", dsn)
 	if err != nil {
