@@ -20,7 +20,8 @@
 # and mxbench. "After" is when the deployment has gone idle again (consumers that lag the last request
 # still work for those messages), at most 30 s after mxbench ends. Before the scenario it also measures
 # each process's CPU over 5 s of idling, so that the per-message figures can be told from the fixed cost
-# of idle processes polling their logs. Reported per run: load averages before and after, msg/s,
+# of idle processes polling their logs ("less idle": the run's CPU less each process's idle rate times
+# the run's length, from the start of mxbench to idle again). Reported per run: load averages before and after, msg/s,
 # mxbench's verdict, and per process CPU milliseconds per message sent; then per process the range over
 # rounds and the ratio of the polylith's server CPU per message (every process but mxbench) to the
 # monolith's. CPU seconds do not depend on how long a process waited for a core, so they hold on a busy
@@ -311,7 +312,7 @@ run_scenario() {
 	set -e
 }
 
-printf 'mode\tround\tload_before\tload_after\tmsg_per_s\tok\tserver_cpu_ms_per_msg\tidle_cpu_per_s\tprocesses_ms_per_msg\n' >"$out/results.tsv"
+printf 'mode\tround\tload_before\tload_after\tmsg_per_s\tok\tserver_cpu_ms_per_msg\tidle_cpu_per_s\twindow_s\tnet_ms_per_msg\tprocesses_ms_per_msg\n' >"$out/results.tsv"
 for round in $(seq 1 "$rounds"); do
 	for mode in mono poly; do
 		run="$out/$mode-r$round"
@@ -326,6 +327,8 @@ try:
     res = json.loads(open(run + "/mxbench.json").read().splitlines()[-1])
     m = res["metrics"]
     sent, rate, ok = m["sent"], "%.0f" % m["messages_per_s"], "ok" if res["ok"] else "PROBLEMS"
+    if res.get("error"):
+        ok = "ERROR"
 except (IndexError, KeyError, ValueError):
     sent, rate, ok = 0, "-", "ERROR"
 if c["restarted"]:
@@ -333,8 +336,10 @@ if c["restarted"]:
 per = {k: 1000 * v / max(sent, 1) for k, v in c["cpu_s"].items()}
 per["mxbench"] = 1000 * c["mxbench_cpu_s"] / max(sent, 1)
 server = sum(v for k, v in per.items() if k != "mxbench")
+idle = sum(c["idle_cpu_per_s"].values())
+net = server - 1000 * idle * c["window_s"] / max(sent, 1)
 print("\t".join([mode, rnd, "/".join(c["load_before"]), "/".join(c["load_after"]), rate, ok, "%.3f" % server,
-    "%.3f" % sum(c["idle_cpu_per_s"].values()), " ".join("%s=%.3f" % kv for kv in sorted(per.items()))]))
+    "%.3f" % idle, "%.1f" % c["window_s"], "%.3f" % net, " ".join("%s=%.3f" % kv for kv in sorted(per.items()))]))
 EOF
 		tail -n 1 "$out/results.tsv"
 	done
@@ -355,11 +360,17 @@ for k in sorted(per, key=lambda k: (k == "mxbench", k)):
     print("%-18s %-14s %-14s" % (k, rng(per[k]["mono"]) if "mono" in per[k] else "-", rng(per[k]["poly"]) if "poly" in per[k] else "-"))
 srv = {m: [float(r["server_cpu_ms_per_msg"]) for r in good if r["mode"] == m] for m in ("mono", "poly")}
 idle = {m: [float(r["idle_cpu_per_s"]) for r in good if r["mode"] == m] for m in ("mono", "poly")}
+net = {m: [float(r["net_ms_per_msg"]) for r in good if r["mode"] == m] for m in ("mono", "poly")}
+win = {m: [float(r["window_s"]) for r in good if r["mode"] == m] for m in ("mono", "poly")}
 if srv["mono"] and srv["poly"]:
     print("%-18s %-14s %-14s" % ("server total", rng(srv["mono"]), rng(srv["poly"])))
     print("%-18s %-14s %-14s" % ("idle CPU s/s", rng(idle["mono"]), rng(idle["poly"])))
-    m, p = sum(srv["mono"]) / len(srv["mono"]), sum(srv["poly"]) / len(srv["poly"])
-    print("polylith / monolith (means of server totals): %.2f (%.2f / %.2f ms per message)" % (p / m, p, m))
+    print("%-18s %-14s %-14s" % ("window s", rng(win["mono"]), rng(win["poly"])))
+    print("%-18s %-14s %-14s" % ("total less idle", rng(net["mono"]), rng(net["poly"])))
+    mean = lambda xs: sum(xs) / len(xs)
+    print("polylith / monolith (means): %.2f (%.2f / %.2f ms per message); less the idle cost: %.2f (%.2f / %.2f)" % (
+        mean(srv["poly"]) / mean(srv["mono"]), mean(srv["poly"]), mean(srv["mono"]),
+        mean(net["poly"]) / mean(net["mono"]), mean(net["poly"]), mean(net["mono"])))
 print("load averages: " + ", ".join(r["load_before"] for r in rows))
 bad = [r for r in rows if r["ok"] != "ok"]
 if bad:
