@@ -347,7 +347,9 @@ done
 python3 - "$out/results.tsv" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-good = [r for r in rows if r["ok"] == "ok"]
+# A run whose only problems are mxbench's live /sync falling behind (limited timelines, on an
+# oversubscribed machine) still sent and measured every message: its CPU counts.
+good = [r for r in rows if r["ok"] in ("ok", "PROBLEMS")]
 rng = lambda xs: ("%.2f" % min(xs)) if "%.2f" % min(xs) == "%.2f" % max(xs) else "%.2f-%.2f" % (min(xs), max(xs))
 per = {}
 for r in good:
@@ -373,6 +375,7 @@ if srv["mono"] and srv["poly"]:
         mean(net["poly"]) / mean(net["mono"]), mean(net["poly"]), mean(net["mono"])))
 print("load averages: " + ", ".join(r["load_before"] for r in rows))
 bad = [r for r in rows if r["ok"] != "ok"]
+print("%d run(s) left out (ERROR or a process restarted)" % len([r for r in rows if r not in good]))
 if bad:
     print("%d run(s) found problems or could not finish: see their mxbench.txt" % len(bad))
     sys.exit(1)
