@@ -64,9 +64,12 @@ type Kafka struct {
 	// metaClient asks for topic IDs (see topicID) on a connection of its own.
 	metaClient sarama.Client
 	version    sarama.KafkaVersion
-	// idLock (capacity 1) is held while a topic-ID request runs; ids is the last answer.
-	idLock chan struct{}
-	ids    topicIDs
+	// idLock (capacity 1) is held while a topic-ID request runs; ids is the last answer and
+	// identified every topic whose ID was asked for (the topics this process reads), which
+	// each request asks about (guarded by idLock).
+	idLock     chan struct{}
+	ids        topicIDs
+	identified map[string]bool
 	// extra are the consumers of partitions the shared consumer already reads (see
 	// extraConsumer), closed with the clients.
 	extraMu sync.Mutex
@@ -110,7 +113,7 @@ func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
 		return nil, err
 	}
 	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}, used: map[string]bool{}, recreating: map[string]bool{},
-		version: sc.Version, idLock: make(chan struct{}, 1), stalls: newStalls(&cfg.Config)}
+		version: sc.Version, idLock: make(chan struct{}, 1), identified: map[string]bool{}, stalls: newStalls(&cfg.Config)}
 	k.closing, k.close = context.WithCancel(context.Background())
 	b := newBackoff()
 	for {

@@ -25,7 +25,9 @@ type topicIDs struct {
 
 // topicID is topic's ID in an answer the brokers gave to a request sent after after. The
 // zero ID means brokers too old to have topic IDs. Concurrent callers share requests: one
-// request asks for every topic this process uses, on a connection of its own (the
+// request asks for every topic whose ID this process asked for so far (the topics it
+// reads, not every topic it produces to or created: every consumer asks once per batch, and
+// the brokers' answer lists each topic's partitions), on a connection of its own (the
 // producer's and the fetches' connections would make it wait).
 func (k *Kafka) topicID(ctx context.Context, topic string, after time.Time) (sarama.Uuid, error) {
 	// idLock is held during the request: callers queue, and reuse an answer newer than theirs.
@@ -44,14 +46,13 @@ func (k *Kafka) topicID(ctx context.Context, topic string, after time.Time) (sar
 			return sarama.Uuid{}, err
 		}
 	}
-	k.topicMu.Lock()
+	k.identified[topic] = true
 	topics := []string{topic}
-	for t := range k.used {
+	for t := range k.identified {
 		if t != topic {
 			topics = append(topics, t)
 		}
 	}
-	k.topicMu.Unlock()
 	asked := time.Now()
 	broker := k.metaClient.LeastLoadedBroker()
 	if broker == nil {
