@@ -3,9 +3,11 @@ package federationapi_test
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -286,6 +288,76 @@ func TestSendTransaction(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantHTTP(t, send(t, b, &fr, nil), http.StatusUnauthorized, "M_UNAUTHORIZED")
+	})
+}
+
+// TestSendThirdPartyInvite: the invitee's server may make a third-party invite for its
+// sender and send it (spec server-server API, "Third-party invites"; "the server which
+// actually sends the event may be a different server"). B, the room's server, accepts from
+// A an invite of A's user that alice (B) sent by email, signed by A alone, when the identity
+// server signed its block with the m.room.third_party_invite's key. Refused: the same with
+// a block signed by another key (the auth rules: handled, not stored), one of a user of
+// another server than its origin, a plain invite (no third_party_invite) in alice's name,
+// and an invite not signed by A's key.
+func TestSendThirdPartyInvite(t *testing.T) {
+	t.Parallel()
+	forEngine(t, func(t *testing.T, newDSN func() string) {
+		clk := &clock{}
+		a, b := newNode(t, newDSN(), clk, nodeOpts{}), newNode(t, newDSN(), clk, nodeOpts{})
+		r := newRoomOn(t, b)
+		isPub, isKey, _ := ed25519.GenerateKey(nil)
+		pub := base64.RawStdEncoding.EncodeToString(isPub)
+		tpi := r.next("m.room.third_party_invite", roomtest.StateKey("tok"), map[string]any{"display_name": "c...", "public_key": pub,
+			"public_keys": []map[string]string{{"public_key": pub}}})
+		b.inputAll(t, r.RoomID, tpi)
+		auth := append(slices.Clone(r.auth), tpi)
+
+		byA := &roomtest.Remote{T: t, Key: a.key, KeyID: a.keyID, Origin: a.name, Version: r.Version, RoomID: r.RoomID}
+		invite := func(by *roomtest.Remote, invitee string, signer ed25519.PrivateKey) gomatrixserverlib.PDU {
+			block, err := json.Marshal(map[string]string{"mxid": invitee, "token": "tok"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			signed, err := gomatrixserverlib.SignJSON("id.example", "ed25519:0", signer, block)
+			if err != nil {
+				t.Fatal(err)
+			}
+			content := map[string]any{"membership": spec.Invite, "third_party_invite": map[string]any{"display_name": "c...", "signed": json.RawMessage(signed)}}
+			return by.Event(r.alice, spec.MRoomMember, &invitee, content, r.depth+1, []gomatrixserverlib.PDU{r.last}, auth)
+		}
+		carol := "@carol:" + string(a.name)
+		good := invite(byA, carol, isKey)
+		res, err := sendTxn(t, a, b, "t1", good)
+		if err != nil || res.PDUs[good.EventID()].Error != "" {
+			t.Fatalf("third-party invite made by the invitee's server: %+v %v", res, err)
+		}
+		cur, err := b.rs.API().QueryCurrentState(context.Background(), &rsapi.QueryCurrentStateRequest{RoomID: r.RoomID,
+			Tuples: []rsapi.StateKeyTuple{{EventType: spec.MRoomMember, StateKey: carol}}})
+		if err != nil || len(cur.StateEvents) != 1 || cur.StateEvents[0].EventID() != good.EventID() {
+			t.Fatalf("carol's membership on B: %+v %v", cur, err)
+		}
+
+		_, otherKey, _ := ed25519.GenerateKey(nil)
+		badBlock := invite(byA, "@dave:"+string(a.name), otherKey)
+		notOrigins := invite(byA, "@erin:"+string(b.name), isKey)
+		plain := byA.Event(r.alice, spec.MRoomMember, roomtest.StateKey("@fred:"+string(a.name)), map[string]string{"membership": spec.Invite},
+			r.depth+1, []gomatrixserverlib.PDU{r.last}, auth)
+		forged := invite(&roomtest.Remote{T: t, Key: otherKey, KeyID: a.keyID, Origin: a.name, Version: r.Version, RoomID: r.RoomID}, "@gina:"+string(a.name), isKey)
+		if res, err = sendTxn(t, a, b, "t2", badBlock, notOrigins, plain, forged); err != nil {
+			t.Fatal(err)
+		}
+		for name, c := range map[string]struct {
+			ev      gomatrixserverlib.PDU
+			wantErr string
+		}{"block of another key": {badBlock, ""}, "invitee of another server": {notOrigins, "not a user of"}, "plain invite": {plain, "not a user of"},
+			"not signed by A": {forged, "signature"}} {
+			if got := res.PDUs[c.ev.EventID()].Error; c.wantErr == "" && got != "" || !strings.Contains(got, c.wantErr) {
+				t.Errorf("%s: answered %q, want %q", name, got, c.wantErr)
+			}
+			if found, _ := b.placed(t, r.RoomID, c.ev.EventID()); found {
+				t.Errorf("%s: stored and served", name)
+			}
+		}
 	})
 }
 

@@ -103,6 +103,38 @@ func TestEventsReachEveryServerInOrder(t *testing.T) {
 	})
 }
 
+// TestThirdPartyInvitesMadeHere: a third-party invite is sent by the server that made it.
+// One A made for B's user (an invitee of A, signed by A alone) reaches B and C, as does an
+// invite A's user sent that B countersigned; one B made for A's user and sent here (signed
+// by B alone, its sender a user of A) is not sent on. Before, the sender's server decided,
+// so A sent B's invite back out and never sent its own.
+func TestThirdPartyInvitesMadeHere(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ts := newThreeServers(t)
+		log := test.EmbeddedLog(t, 4)
+		newSender(t, ts.a, db, log, ts.rooms, testSenderConfig())
+
+		tpi := func(from *server, sender, invitee string) gomatrixserverlib.PDU {
+			return from.event(t, ts.roomID, sender, spec.MRoomMember, &invitee, map[string]any{"membership": spec.Invite,
+				"third_party_invite": map[string]any{"display_name": "c...", "signed": map[string]any{"mxid": invitee, "token": "tok"}}})
+		}
+		madeHere := tpi(ts.a, ts.b.user("b"), ts.a.user("x"))
+		madeByB := tpi(ts.b, ts.a.user("a"), ts.b.user("y"))
+		z := ts.b.user("z")
+		countersigned := ts.a.event(t, ts.roomID, ts.a.user("a"), spec.MRoomMember, &z, map[string]string{"membership": spec.Invite}).
+			Sign(string(ts.b.name), ts.b.keyID, ts.b.key)
+		marker := ts.a.event(t, ts.roomID, ts.a.user("a"), "m.room.message", nil, map[string]any{"body": "marker"})
+		produceEvents(t, log, madeHere, madeByB, countersigned, marker)
+
+		want := eventIDs([]gomatrixserverlib.PDU{madeHere, countersigned, marker})
+		for _, s := range []*server{ts.b, ts.c} {
+			if got := s.waitPDUs(len(want), eventually); !slices.Equal(got, want) {
+				t.Fatalf("%s got %v, want %v", s.name, got, want)
+			}
+		}
+	})
+}
+
 // TestDownDestinationGetsQueueAfterRestart: while B is down its transactions are retried
 // with growing waits; the sender restarts meanwhile; once B is up it gets every event once,
 // in order.

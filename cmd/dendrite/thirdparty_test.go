@@ -161,11 +161,15 @@ func (is *identityServer) onBind(t *testing.T, s *fedServer, mxid id.UserID, roo
 
 // TestMonolithsThirdPartyInviteBothServers: alice of A invites an email address to a room
 // that bob of B is in. Bob sees the m.room.third_party_invite; the address is bound to
-// carol of B, whose server gets the identity server's /3pid/onbind and has A (the
-// inviter's server) exchange the invite; alice sees carol invited with the invite's
-// display name, carol sees her invite and joins, and both alice and bob see the join.
+// carol of B, whose server gets the identity server's /3pid/onbind while A is unreachable.
+// B, in the room, makes carol's invite itself (spec "Third-party invites": the invited
+// server auths the event and sends it when it is in the room): onbind succeeds, bob and
+// carol see the invite at once, and alice sees it, with the invite's display name, once A
+// can be reached (A accepts the invite signed by B alone, as the spec allows for
+// third-party invites). Carol joins, and both alice and bob see the join. Before, B had A
+// make the invite (exchange_third_party_invite) and onbind failed while A was down.
 func TestMonolithsThirdPartyInviteBothServers(t *testing.T) {
-	a, b := startFedServer(t), startFedServer(t)
+	a, b, partition := startPartitionable(t)
 	is := startIdentityServer(t)
 	ctx := context.Background()
 	alice, bob, carol := e2e.Register(t, a.URL(), "alice"), e2e.Register(t, b.URL(), "bob"), e2e.Register(t, b.URL(), "carol")
@@ -183,7 +187,13 @@ func TestMonolithsThirdPartyInviteBothServers(t *testing.T) {
 	token := is.inviteByEmail(t, alice, room)
 	vb.until(t, "the third-party invite", func(v *view) bool { return v.has("m.room.third_party_invite", token, "") })
 
+	partition(true)
 	is.onBind(t, b, carol.UserID, room, alice.UserID, token)
+	vb.until(t, "carol's invite", func(v *view) bool { return v.has(event.StateMember.Type, carol.UserID.String(), "invite") })
+	vc := newView("carol", carol, room)
+	vc.until(t, "her invite", func(v *view) bool { return v.invite != nil })
+	partition(false)
+
 	va.until(t, "carol's invite", func(v *view) bool { return v.has(event.StateMember.Type, carol.UserID.String(), "invite") })
 	var m struct {
 		Membership       string `json:"membership"`
@@ -194,8 +204,6 @@ func TestMonolithsThirdPartyInviteBothServers(t *testing.T) {
 	if err = alice.StateEvent(ctx, room, event.StateMember, carol.UserID.String(), &m); err != nil || m.Membership != "invite" || m.ThirdPartyInvite.DisplayName != "c..." {
 		t.Fatalf("carol's membership: %+v %v", m, err)
 	}
-	vc := newView("carol", carol, room)
-	vc.until(t, "her invite", func(v *view) bool { return v.invite != nil })
 	if _, err = carol.JoinRoom(ctx, room.String(), nil); err != nil {
 		t.Fatalf("carol joins: %v", err)
 	}

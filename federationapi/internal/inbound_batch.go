@@ -31,9 +31,9 @@ type checkedPDU struct {
 }
 
 // ProcessPDUs handles the PDUs of one transaction from origin, in order, and returns an
-// outcome per PDU. Events whose sender is not a user of origin are refused before any key
-// is fetched. Round trips are few: each room's events are looked up with one query, and a
-// run of events of a room whose prev_events are all in the timeline or earlier in the run
+// outcome per PDU. Events whose sender is not a user of origin (nor, for a third-party
+// invite, whose invitee: sentByOrigin) are refused before any key is fetched. Round trips
+// are few: each room's events are looked up with one query, and a run of events of a room whose prev_events are all in the timeline or earlier in the run
 // goes to the roomserver as one message (one log write, one wait, one transaction; each event is still
 // decided on its own). An event with a gap before it is received alone (Receive), after
 // the run before it.
@@ -86,8 +86,7 @@ func (ib *Inbound) ProcessPDUs(ctx context.Context, origin spec.ServerName, raws
 			out[i].Err = err
 			continue
 		}
-		sender, err := spec.NewUserID(string(ev.SenderID()), true)
-		if err != nil || sender.Domain() != origin {
+		if !sentByOrigin(ev, origin) {
 			out[i].Err = rejectf("the event's sender is not a user of %s", origin)
 			continue
 		}

@@ -3,6 +3,7 @@ package internal
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
@@ -49,29 +50,84 @@ func (t *ThirdPartyInvite) memberProto(displayName string) gomatrixserverlib.Pro
 }
 
 // OnBind hands the invites an identity server reports, once a 3PID is bound to a local
-// user, to the servers of their rooms: each invite is exchanged here when its sender is a
-// local user (the room is here then), else sent to the sender's server
-// (exchange_third_party_invite). Every invite is tried; the first failure is returned.
+// user, to the rooms they are for (spec server-server API, "Third-party invites": the
+// invited server makes the m.room.member invite, auths it and sends it when it is in the
+// room, else has the inviting server do so). An invite of a local sender is made here
+// (ExchangeThirdPartyInvite). One of another server's user is made here too when one of
+// our users is joined to the room and this server has its m.room.third_party_invite
+// (inviteHere), and the federationsender sends it to the room's servers; otherwise it goes
+// to the sender's server (exchange_third_party_invite). Every invite is tried; the first
+// failure is returned.
 func (m *Membership) OnBind(ctx context.Context, invites []ThirdPartyInvite) error {
 	var first error
 	for i := range invites {
-		inv := &invites[i]
-		sender, err := spec.NewUserID(inv.Sender, true)
-		if err == nil {
-			if sender.Domain() == m.ServerName {
-				err = m.ExchangeThirdPartyInvite(ctx, inv)
-			} else {
-				err = m.Client.ExchangeThirdPartyInvite(ctx, m.ServerName, sender.Domain(), inv.memberProto(""))
-			}
-		}
-		if err != nil {
-			m.Logger.WithError(err).WithField("room_id", inv.RoomID).Warn("a third-party invite could not be exchanged")
+		if err := m.bindInvite(ctx, &invites[i]); err != nil {
+			m.Logger.WithError(err).WithField("room_id", invites[i].RoomID).Warn("a third-party invite could not be exchanged")
 			if first == nil {
 				first = err
 			}
 		}
 	}
 	return first
+}
+
+// bindInvite makes one invite of OnBind.
+func (m *Membership) bindInvite(ctx context.Context, inv *ThirdPartyInvite) error {
+	sender, err := spec.NewUserID(inv.Sender, true)
+	if err != nil {
+		return matrixerr.InvalidParam("the invite's sender is not a user ID")
+	}
+	if sender.Domain() == m.ServerName {
+		return m.ExchangeThirdPartyInvite(ctx, inv)
+	}
+	if done, err := m.inviteHere(ctx, inv); err != nil || done {
+		return err
+	}
+	return m.Client.ExchangeThirdPartyInvite(ctx, m.ServerName, sender.Domain(), inv.memberProto(""))
+}
+
+// inviteState is what this server's copy of a room says of a third-party invite.
+type inviteState struct {
+	v gomatrixserverlib.IRoomVersion
+	// displayName and keys are those of the m.room.third_party_invite of the invite's
+	// token and sender (no keys: there is none).
+	displayName string
+	keys        []identity.PublicKey
+	// joinedHere reports whether one of our users is joined to the room.
+	joinedHere bool
+}
+
+// inviteState reads the room's current state here for inv (the token of its signed block);
+// nil when the room has no timeline here.
+func (m *Membership) inviteState(ctx context.Context, inv *ThirdPartyInvite, token string) (*inviteState, error) {
+	v, info, err := m.Inbound.RoomVersion(ctx, inv.RoomID)
+	if errors.Is(err, ErrUnknownRoom) || err == nil && len(info.LatestEventIDs) == 0 {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	cur, err := m.Inbound.Roomserver.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: inv.RoomID, Types: []string{mRoomThirdPartyInvite, spec.MRoomMember}})
+	if err != nil {
+		return nil, err
+	}
+	st := &inviteState{v: v}
+	for _, e := range cur.StateEvents {
+		switch {
+		case e.Type() == mRoomThirdPartyInvite && e.StateKeyEquals(token) && string(e.SenderID()) == inv.Sender:
+			var c struct {
+				DisplayName string `json:"display_name"`
+			}
+			if json.Unmarshal(e.Content(), &c) == nil {
+				st.displayName, st.keys = c.DisplayName, identity.InviteKeys(e.Content())
+			}
+		case e.Type() == spec.MRoomMember && e.StateKey() != nil && !st.joinedHere:
+			uid, err := spec.NewUserID(*e.StateKey(), true)
+			membership, _ := e.Membership()
+			st.joinedHere = err == nil && uid.Domain() == m.ServerName && membership == spec.Join
+		}
+	}
+	return st, nil
 }
 
 // ExchangeThirdPartyInvite turns a third-party invite of a room here, sent by a local
@@ -83,49 +139,58 @@ func (m *Membership) ExchangeThirdPartyInvite(ctx context.Context, inv *ThirdPar
 	if _, err := m.localUser(inv.Sender); err != nil {
 		return err
 	}
-	invitee, err := spec.NewUserID(inv.MXID, true)
-	if err != nil {
-		return matrixerr.InvalidParam("mxid is not a user ID")
-	}
 	token, err := inv.signedToken()
 	if err != nil {
 		return err
 	}
-	v, info, err := m.Inbound.RoomVersion(ctx, inv.RoomID)
-	if err != nil || len(info.LatestEventIDs) == 0 {
-		return matrixerr.Forbidden("unknown room")
-	}
-	cur, err := m.Inbound.Roomserver.QueryCurrentState(ctx, &rsapi.QueryCurrentStateRequest{RoomID: inv.RoomID})
+	st, err := m.inviteState(ctx, inv, token)
 	if err != nil {
 		return err
 	}
-	var displayName string
-	var keys []identity.PublicKey
-	for _, e := range cur.StateEvents {
-		if e.Type() == mRoomThirdPartyInvite && e.StateKeyEquals(token) && string(e.SenderID()) == inv.Sender {
-			var c struct {
-				DisplayName string `json:"display_name"`
-			}
-			if json.Unmarshal(e.Content(), &c) == nil {
-				displayName, keys = c.DisplayName, identity.InviteKeys(e.Content())
-			}
-		}
+	if st == nil {
+		return matrixerr.Forbidden("unknown room")
 	}
-	if len(keys) == 0 {
+	return m.completeInvite(ctx, inv, st)
+}
+
+// inviteHere makes the invite of a local user that another server's user sent, when this
+// server is in the room and has the m.room.third_party_invite; it reports false, having
+// done nothing, when not. The sender's server gets the event like any other of the room.
+func (m *Membership) inviteHere(ctx context.Context, inv *ThirdPartyInvite) (bool, error) {
+	token, err := inv.signedToken()
+	if err != nil {
+		return false, err
+	}
+	st, err := m.inviteState(ctx, inv, token)
+	if err != nil || st == nil || !st.joinedHere || len(st.keys) == 0 {
+		return false, err
+	}
+	return true, m.completeInvite(ctx, inv, st)
+}
+
+// completeInvite checks the identity server's signature of inv against the keys of its
+// m.room.third_party_invite (st) and makes the m.room.member invite: here for a local
+// invitee, through the invitee's server otherwise.
+func (m *Membership) completeInvite(ctx context.Context, inv *ThirdPartyInvite, st *inviteState) error {
+	invitee, err := spec.NewUserID(inv.MXID, true)
+	if err != nil {
+		return matrixerr.InvalidParam("mxid is not a user ID")
+	}
+	if len(st.keys) == 0 {
 		return matrixerr.Forbidden("no third-party invite of this sender has this token")
 	}
 	if m.IdentityServers == nil {
 		return matrixerr.Forbidden("this server cannot check third-party invites")
 	}
-	if err = m.IdentityServers.CheckInviteSigned(ctx, inv.Signed, keys); err != nil {
+	if err = m.IdentityServers.CheckInviteSigned(ctx, inv.Signed, st.keys); err != nil {
 		m.Logger.WithError(err).WithField("room_id", inv.RoomID).Info("a third-party invite's signature was refused")
 		return matrixerr.Forbidden("the third-party invite is not signed by a valid key of its identity server")
 	}
-	proto := inv.memberProto(displayName)
+	proto := inv.memberProto(st.displayName)
 	if invitee.Domain() != m.ServerName {
 		_, err = m.PerformInvite(ctx, &api.PerformInviteRequest{RoomID: inv.RoomID, Sender: inv.Sender, UserID: inv.MXID, Content: json.RawMessage(proto.Content)})
 		return err
 	}
-	return m.Inbound.input(ctx, inv.RoomID, v, rsapi.InputRoomEvent{Kind: rsapi.KindNew,
+	return m.Inbound.input(ctx, inv.RoomID, st.v, rsapi.InputRoomEvent{Kind: rsapi.KindNew,
 		Proto: &rsapi.ProtoEvent{Sender: inv.Sender, Type: spec.MRoomMember, StateKey: proto.StateKey, Content: json.RawMessage(proto.Content)}})
 }

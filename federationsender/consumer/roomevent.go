@@ -3,6 +3,7 @@ package consumer
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"slices"
 
 	"github.com/matrix-org/gomatrixserverlib"
@@ -17,7 +18,8 @@ import (
 // RoomEvents consumes OutputRoomEvent. Every event's state delta keeps the room's joined
 // members current (rooms seen for the first time are loaded from the roomserver's current
 // state); events our users sent are queued for every other server joined to the room before
-// or after the event (so a server whose last user was kicked or banned learns it). Events
+// or after the event (so a server whose last user was kicked or banned learns it), and so
+// are third-party invites this server made for another server's user (madeHere). Events
 // from other servers are never sent on: their origin sent them.
 type RoomEvents struct {
 	s *Shared
@@ -124,7 +126,7 @@ func (r *RoomEvents) apply(ctx context.Context, tx *sql.Tx, lk *lookups, out *rs
 	}
 	joined[roomID] = after
 	var dests []string
-	if r.s.isLocal(string(ev.SenderID())) {
+	if r.s.madeHere(ev) {
 		dests = r.s.remote(union(before, after))
 		if len(dests) > 0 {
 			if err := r.s.DB.Enqueue(ctx, tx, dests, storage.KindPDU, ev.JSON()); err != nil {
@@ -237,4 +239,31 @@ func union(a, b []string) []string {
 		}
 	}
 	return out
+}
+
+// madeHere reports whether this server made ev, and so sends it to the room's other
+// servers. An event is made by its sender's server, which signs it; but the invitee's
+// server may make a third-party invite for its sender and sign it alone (spec server-server
+// API, "Third-party invites"), and that is the only event the federationapi accepts
+// without its sender's server's signature. An invite the sender's server made and the
+// invitee's server countersigned (invite v2) is the sender's server's.
+func (s *Shared) madeHere(ev gomatrixserverlib.PDU) bool {
+	sender := serverOf(string(ev.SenderID()))
+	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil && !signedBy(ev, sender) {
+		return serverOf(*ev.StateKey()) == string(s.ServerName)
+	}
+	return sender == string(s.ServerName)
+}
+
+// signedBy reports whether ev carries a signature of server (checked when the event was
+// received or made, not here).
+func signedBy(ev gomatrixserverlib.PDU, server string) bool {
+	var e struct {
+		Signatures map[string]json.RawMessage `json:"signatures"`
+	}
+	if json.Unmarshal(ev.JSON(), &e) != nil {
+		return false
+	}
+	_, ok := e.Signatures[server]
+	return ok
 }
