@@ -59,17 +59,15 @@ func New(ctx context.Context, d Deps) (*EDUServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	td := &internal.ToDevice{DB: db, Devices: d.Devices, ServerName: d.ServerName, OutputTopic: d.Topics.OutputSendToDevice, Log: d.Log}
-	toDevice, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "eduserver", d.Topics.InputSendToDevice, td.Handle, d.Logger, d.LogMetrics)
+	waiter := internal.NewWaiter(db)
+	td := &internal.ToDevice{DB: db, Waiter: waiter, Devices: d.Devices, ServerName: d.ServerName, OutputTopic: d.Topics.OutputSendToDevice, Log: d.Log}
+	toDevice, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "eduserver", d.Topics.InputSendToDevice, nil, d.Logger, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
+	toDevice.Prepare = waiter.Prepare(td.Handle)
 	outbox := internal.NewOutbox(db, d.Log, d.Topics.OutputSendToDevice, outputWindow(d.Cfg), d.Logger)
-	waiter := internal.NewWaiter(db)
-	toDevice.Applied = func(int32, int64) {
-		outbox.Wake()
-		waiter.Applied()
-	}
+	toDevice.Applied = func(int32, int64) { outbox.Wake() }
 	typing := internal.NewTyping(d.Log, d.Topics.OutputTyping, time.Duration(d.Cfg.MaxTypingTimeout), d.Logger)
 	typingIn := &eventlog.Consumer{Log: d.Log, DB: d.DB, Offsets: toDevice.Offsets, Topic: d.Topics.InputTyping,
 		Partitions: eventlog.AllPartitions(d.Log, d.Topics.InputTyping), Name: "eduserver", FromEnd: true,

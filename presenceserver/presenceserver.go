@@ -33,9 +33,7 @@ type Deps struct {
 // PresenceServer is a running presenceserver.
 type PresenceServer struct {
 	presence *internal.Presence
-	consumer *eventlog.Consumer
-	outbox   *eventlog.Outbox
-	taken    *eventlog.Taken
+	intake   *eventlog.Intake
 	sweep    time.Duration
 }
 
@@ -57,15 +55,11 @@ func New(ctx context.Context, d Deps) (*PresenceServer, error) {
 	}
 	p := &internal.Presence{DB: db, Log: d.Log, InputTopic: d.InputTopic, Outbox: outbox, Taken: taken,
 		IdleTimeout: time.Duration(d.Cfg.IdleTimeout), OfflineTimeout: time.Duration(d.Cfg.OfflineTimeout), Logger: d.Logger}
-	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "presenceserver", d.InputTopic, p.Handle, d.Logger, d.LogMetrics)
+	intake, err := taken.Intake(ctx, d.Log, d.InputTopic, outbox, p.Handle, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
-	c.Applied = func(int32, int64) {
-		outbox.Wake()
-		taken.Applied()
-	}
-	return &PresenceServer{presence: p, consumer: c, outbox: outbox, taken: taken, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
+	return &PresenceServer{presence: p, intake: intake, sweep: min(max(time.Duration(d.Cfg.IdleTimeout)/10, time.Second), 10*time.Second)}, nil
 }
 
 // API is the presenceserver's query API, the replay of OutputPresenceEvent and how writers
@@ -78,9 +72,7 @@ func (s *PresenceServer) API() api.ServerAPI {
 // forgets expired taken inputs until ctx ends.
 func (s *PresenceServer) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.consumer.Run(ctx) })
-	g.Go(func() error { return s.outbox.Run(ctx) })
+	g.Go(func() error { return s.intake.Run(ctx) })
 	g.Go(func() error { return s.presence.Sweep(ctx, s.sweep) })
-	g.Go(func() error { return s.taken.Run(ctx) })
 	return g.Wait()
 }

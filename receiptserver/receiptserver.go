@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
@@ -31,10 +30,8 @@ type Deps struct {
 
 // ReceiptServer is a running receiptserver.
 type ReceiptServer struct {
-	consumer *eventlog.Consumer
+	intake   *eventlog.Intake
 	receipts *internal.Receipts
-	outbox   *eventlog.Outbox
-	taken    *eventlog.Taken
 }
 
 // New opens the storage. Run starts consuming.
@@ -54,15 +51,11 @@ func New(ctx context.Context, d Deps) (*ReceiptServer, error) {
 		return nil, err
 	}
 	h := &internal.Receipts{DB: db, Outbox: outbox, Taken: taken}
-	c, err := eventlog.NewComponentConsumer(ctx, d.Log, d.DB, "receiptserver", d.InputTopic, h.Handle, d.Logger, d.LogMetrics)
+	intake, err := taken.Intake(ctx, d.Log, d.InputTopic, outbox, h.Handle, d.LogMetrics)
 	if err != nil {
 		return nil, err
 	}
-	c.Applied = func(int32, int64) {
-		outbox.Wake()
-		taken.Applied()
-	}
-	return &ReceiptServer{consumer: c, receipts: h, outbox: outbox, taken: taken}, nil
+	return &ReceiptServer{intake: intake, receipts: h}, nil
 }
 
 // API is how readers of OutputReceiptEvent recover what a wiped log lost, and how writers
@@ -74,9 +67,5 @@ func (s *ReceiptServer) API() api.ServerAPI {
 // Run consumes the input topic, produces the stored receipts and forgets expired taken
 // inputs until ctx ends.
 func (s *ReceiptServer) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.consumer.Run(ctx) })
-	g.Go(func() error { return s.outbox.Run(ctx) })
-	g.Go(func() error { return s.taken.Run(ctx) })
-	return g.Wait()
+	return s.intake.Run(ctx)
 }

@@ -14,7 +14,6 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -31,32 +30,21 @@ const answerBound = 20 * time.Second
 // acknowledged, and bob sees alice's receipt exactly once (a marker receipt for a later
 // event, sent after it, shows nothing else comes). Both engines.
 func TestMonolithReceiptInputWaitTimeout(t *testing.T) {
-	for _, engine := range []string{"sqlite", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
-			dsn := ""
-			if engine == "postgres" {
-				dsn = test.PostgresDSN(t)
-			}
-			receiptInputWait(t, startFedServerWith(t, dsn, "receipt_server:\n  input_wait_timeout: 1s\n"), dsn)
-		})
-	}
+	onEachEngine(t, func(t *testing.T, newDSN func() string) {
+		dsn := newDSN()
+		receiptInputWait(t, startFedServerWith(t, dsn, "receipt_server:\n  input_wait_timeout: 1s\n"), dsn)
+	})
 }
 
 func receiptInputWait(t *testing.T, s *fedServer, dsn string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	const wait = 60 * time.Second
-	alice, bob := e2e.Register(t, s.URL(), "ackreceipt"), e2e.Register(t, s.URL(), "ackreceiptbob")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	users, room := e2e.UsersInRoom(t, s.URL(), "ackreceipt", 2)
+	alice, bob := users[0], users[1]
 	var events []id.EventID
 	for _, body := range []string{"first", "marker"} {
-		sent, err := alice.SendText(ctx, room.RoomID, body)
+		sent, err := alice.SendText(ctx, room, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -67,7 +55,7 @@ func receiptInputWait(t *testing.T, s *fedServer, dsn string) {
 	counts := map[id.EventID]int{}
 	receipted := func(eventID id.EventID) func(*mautrix.RespSync) bool {
 		return func(res *mautrix.RespSync) bool {
-			for _, r := range e2e.ReceiptsIn(res, room.RoomID) {
+			for _, r := range e2e.ReceiptsIn(res, room) {
 				if r[1] == string(event.ReceiptTypeRead) && r[2] == alice.UserID.String() {
 					counts[id.EventID(r[0])]++
 				}
@@ -75,29 +63,17 @@ func receiptInputWait(t *testing.T, s *fedServer, dsn string) {
 			return counts[eventID] > 0
 		}
 	}
-	roomPath := "/rooms/" + url.PathEscape(room.RoomID.String())
+	roomPath := "/rooms/" + url.PathEscape(room.String())
 	receiptPath := roomPath + "/receipt/m.read/" + url.PathEscape(read.String())
 	markersBody := map[string]string{"m.read": read.String()}
 
-	unlock := lockComponents(ctx, t, s.dataDir, dsn, "receiptserver")
-	for _, req := range []struct {
-		path string
-		body any
-	}{{receiptPath, struct{}{}}, {roomPath + "/read_markers", markersBody}} {
-		start := time.Now()
-		code, errcode, err := clientPost(ctx, s.URL(), alice.AccessToken, req.path, req.body)
-		if took := time.Since(start); code != http.StatusGatewayTimeout || errcode != "M_UNKNOWN" || took > answerBound {
-			t.Fatalf("POST %s with the receiptserver locked: %d %s %v after %s, want 504 M_UNKNOWN within the configured 1s", req.path, code, errcode, err, took)
-		}
-	}
-	unlock()
-
-	retry(ctx, t, "POST /receipt", func() (int, string, error) {
-		return clientPost(ctx, s.URL(), alice.AccessToken, receiptPath, struct{}{})
-	})
-	retry(ctx, t, "POST /read_markers", func() (int, string, error) {
-		return clientPost(ctx, s.URL(), alice.AccessToken, roomPath+"/read_markers", markersBody)
-	})
+	lockedThenRetried(ctx, t, s, dsn, "receiptserver",
+		clientCall{"POST /receipt", func() (int, string, error) {
+			return clientPost(ctx, s.URL(), alice.AccessToken, receiptPath, struct{}{})
+		}},
+		clientCall{"POST /read_markers", func() (int, string, error) {
+			return clientPost(ctx, s.URL(), alice.AccessToken, roomPath+"/read_markers", markersBody)
+		}})
 	p.Until(t, wait, "alice's receipt", receipted(read))
 	if code, errcode, err := clientPost(ctx, s.URL(), alice.AccessToken, roomPath+"/receipt/m.read/"+url.PathEscape(marker.String()), struct{}{}); code != http.StatusOK {
 		t.Fatalf("marker receipt: %d %s %v", code, errcode, err)
@@ -116,29 +92,18 @@ func receiptInputWait(t *testing.T, s *fedServer, dsn string) {
 // acknowledged, and bob sees the status exactly once (a marker status set after it shows
 // nothing else comes). Both engines.
 func TestMonolithPresenceInputWaitTimeout(t *testing.T) {
-	for _, engine := range []string{"sqlite", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
-			dsn := ""
-			if engine == "postgres" {
-				dsn = test.PostgresDSN(t)
-			}
-			presenceInputWait(t, startFedServerWith(t, dsn, "presence_server:\n  input_wait_timeout: 1s\n"), dsn)
-		})
-	}
+	onEachEngine(t, func(t *testing.T, newDSN func() string) {
+		dsn := newDSN()
+		presenceInputWait(t, startFedServerWith(t, dsn, "presence_server:\n  input_wait_timeout: 1s\n"), dsn)
+	})
 }
 
 func presenceInputWait(t *testing.T, s *fedServer, dsn string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 180*time.Second)
 	defer cancel()
 	const wait = 60 * time.Second
-	alice, bob := e2e.Register(t, s.URL(), "ackpresence"), e2e.Register(t, s.URL(), "ackpresencebob")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	users, _ := e2e.UsersInRoom(t, s.URL(), "ackpresence", 2)
+	alice, bob := users[0], users[1]
 	p := &e2e.Poller{C: bob}
 	counts := map[string]int{}
 	status := func(msg string) func(*mautrix.RespSync) bool {
@@ -156,15 +121,7 @@ func presenceInputWait(t *testing.T, s *fedServer, dsn string) {
 		return clientDo(ctx, http.MethodPut, s.URL(), alice.AccessToken, statusPath, map[string]string{"presence": "unavailable", "status_msg": msg})
 	}
 
-	unlock := lockComponents(ctx, t, s.dataDir, dsn, "presenceserver")
-	start := time.Now()
-	code, errcode, err := put("waited")
-	if took := time.Since(start); code != http.StatusGatewayTimeout || errcode != "M_UNKNOWN" || took > answerBound {
-		t.Fatalf("PUT /presence with the presenceserver locked: %d %s %v after %s, want 504 M_UNKNOWN within the configured 1s", code, errcode, err, took)
-	}
-	unlock()
-
-	retry(ctx, t, "PUT /presence", func() (int, string, error) { return put("waited") })
+	lockedThenRetried(ctx, t, s, dsn, "presenceserver", clientCall{"PUT /presence", func() (int, string, error) { return put("waited") }})
 	got, err := alice.GetPresence(ctx, alice.UserID)
 	if err != nil || got.StatusMsg != "waited" {
 		t.Fatalf("GET /presence right after the acknowledged PUT: %+v %v", got, err)
@@ -179,6 +136,50 @@ func presenceInputWait(t *testing.T, s *fedServer, dsn string) {
 	}
 }
 
+// TestMonolithToDeviceInputWaitTimeout: edu_server.input_wait_timeout bounds how long PUT
+// /sendToDevice waits for the eduserver. Set to 1s, with the eduserver's database held
+// locked, the send answers 504 M_UNKNOWN within answerBound; once the lock is gone the
+// client's retry with the same transaction ID is acknowledged. Both engines.
+func TestMonolithToDeviceInputWaitTimeout(t *testing.T) {
+	onEachEngine(t, func(t *testing.T, newDSN func() string) {
+		dsn := newDSN()
+		s := startFedServerWith(t, dsn, "edu_server:\n  input_wait_timeout: 1s\n")
+		ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+		defer cancel()
+		alice, bob := e2e.Register(t, s.URL(), "waittodevice"), e2e.Register(t, s.URL(), "waittodevicebob")
+		body := map[string]any{"messages": map[string]any{bob.UserID.String(): map[string]any{bob.DeviceID.String(): map[string]string{"body": "x"}}}}
+		lockedThenRetried(ctx, t, s, dsn, "eduserver", clientCall{"PUT /sendToDevice", func() (int, string, error) {
+			return putToDevice(ctx, s.URL(), alice.AccessToken, "waited", body)
+		}})
+	})
+}
+
+// clientCall is a client request by its name, for the test's messages.
+type clientCall struct {
+	name string
+	do   func() (int, string, error)
+}
+
+// lockedThenRetried holds component's database locked (lockComponents) while it makes each
+// call, each of which must answer 504 M_UNKNOWN within answerBound (the owner's
+// input_wait_timeout, set to 1s, and not the 30s default); then it lets the lock go and
+// retries each call, as a client would, until it answers 200.
+func lockedThenRetried(ctx context.Context, t *testing.T, s *fedServer, dsn, component string, calls ...clientCall) {
+	t.Helper()
+	unlock := lockComponents(ctx, t, s.dataDir, dsn, component)
+	for _, c := range calls {
+		start := time.Now()
+		code, errcode, err := c.do()
+		if took := time.Since(start); code != http.StatusGatewayTimeout || errcode != "M_UNKNOWN" || took > answerBound {
+			t.Fatalf("%s with the %s locked: %d %s %v after %s, want 504 M_UNKNOWN within the configured 1s", c.name, component, code, errcode, err, took)
+		}
+	}
+	unlock()
+	for _, c := range calls {
+		retry(ctx, t, c.name, c.do)
+	}
+}
+
 // retry repeats do, as a client retries after a 5xx, until it answers 200 or ctx ends.
 func retry(ctx context.Context, t *testing.T, what string, do func() (int, string, error)) {
 	t.Helper()
@@ -188,10 +189,15 @@ func retry(ctx context.Context, t *testing.T, what string, do func() (int, strin
 			return
 		}
 		if ctx.Err() != nil {
-			t.Fatalf("%s after the lock: %d %s %v", what, code, errcode, err)
+			t.Fatalf("%s, retried: %d %s %v", what, code, errcode, err)
 		}
 		time.Sleep(50 * time.Millisecond) // polling with the test's deadline
 	}
+}
+
+// putToDevice is one PUT /sendToDevice (clientDo) of a message of type org.example.taken.
+func putToDevice(ctx context.Context, baseURL, token, txnID string, body any) (int, string, error) {
+	return clientDo(ctx, http.MethodPut, baseURL, token, "/sendToDevice/org.example.taken/"+url.PathEscape(txnID), body)
 }
 
 // clientPost is clientDo with POST.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/fedclient"
+	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -45,6 +46,14 @@ func startFedServerWith(t testing.TB, dsn, extra string) *fedServer {
 	t.Helper()
 	tlsAddr := e2e.FreeAddr(t)
 	return startFed(t, tlsAddr, tlsAddr, dsn, extra)
+}
+
+// onEachEngine runs fn as the subtests "sqlite" and "postgres", with newDSN giving the
+// database of one server on that engine for startFedServerWith: "" on SQLite (the server's
+// own files), a new PostgreSQL database each call otherwise.
+func onEachEngine(t *testing.T, fn func(t *testing.T, newDSN func() string)) {
+	t.Run("sqlite", func(t *testing.T) { fn(t, func() string { return "" }) })
+	t.Run("postgres", func(t *testing.T) { fn(t, func() string { return test.PostgresDSN(t) }) })
 }
 
 // startFedServerNamed starts a fedServer whose TLS listener is on tlsAddr and whose server

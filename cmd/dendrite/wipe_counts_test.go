@@ -8,7 +8,6 @@ import (
 
 	"maunium.net/go/mautrix"
 
-	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -20,15 +19,10 @@ import (
 // count the message raised (the pushserver, having evaluated the message before the wipe,
 // never counts it again). A later message raises it by exactly one. Both engines.
 func TestMonolithNotificationCountsSurviveWipedLog(t *testing.T) {
-	for _, engine := range []string{"sqlite", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
-			dsn := ""
-			if engine == "postgres" {
-				dsn = test.PostgresDSN(t)
-			}
-			countsSurviveWipedLog(t, startFedServerWith(t, dsn, ""), dsn)
-		})
-	}
+	onEachEngine(t, func(t *testing.T, newDSN func() string) {
+		dsn := newDSN()
+		countsSurviveWipedLog(t, startFedServerWith(t, dsn, ""), dsn)
+	})
 }
 
 func countsSurviveWipedLog(t *testing.T, s *fedServer, dsn string) {

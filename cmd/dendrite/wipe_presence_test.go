@@ -8,7 +8,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 
-	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -19,15 +18,10 @@ import (
 // catches up from the presenceserver's QueryOutputRecords, and a room-mate's /sync shows
 // the status set before the wipe. Both engines.
 func TestMonolithPresenceSurvivesWipedLog(t *testing.T) {
-	for _, engine := range []string{"sqlite", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
-			dsn := ""
-			if engine == "postgres" {
-				dsn = test.PostgresDSN(t)
-			}
-			presenceSurvivesWipedLog(t, startFedServerWith(t, dsn, ""), dsn)
-		})
-	}
+	onEachEngine(t, func(t *testing.T, newDSN func() string) {
+		dsn := newDSN()
+		presenceSurvivesWipedLog(t, startFedServerWith(t, dsn, ""), dsn)
+	})
 }
 
 func presenceSurvivesWipedLog(t *testing.T, s *fedServer, dsn string) {
@@ -39,14 +33,8 @@ func presenceSurvivesWipedLog(t *testing.T, s *fedServer, dsn string) {
 			t.Logf("the restarted server's log:\n%s", s.logs)
 		}
 	})
-	alice, bob := e2e.Register(t, s.URL(), "wipedpresence"), e2e.Register(t, s.URL(), "wipedpresencebob")
-	room, err := alice.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "public_chat"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = bob.JoinRoomByID(ctx, room.RoomID); err != nil {
-		t.Fatal(err)
-	}
+	users, _ := e2e.UsersInRoom(t, s.URL(), "wipedpresence", 2)
+	alice, bob := users[0], users[1]
 	p := &e2e.Poller{C: bob}
 	status := func(msg string) func(*mautrix.RespSync) bool {
 		return func(res *mautrix.RespSync) bool {
@@ -74,7 +62,7 @@ func presenceSurvivesWipedLog(t *testing.T, s *fedServer, dsn string) {
 	// Produced and marked so: the restarted presenceserver does not produce it again, and
 	// only its outbox still holds it once the log is deleted.
 	waitProduced(ctx, t, s.dataDir, dsn, "presenceserver", alice.UserID.String(), `"during"`)
-	if err = s.cmd.Process.Kill(); err != nil {
+	if err := s.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.cmd.Wait() // killed: the exit status says so

@@ -16,7 +16,6 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/matrix-org/dendrite/internal/sqlutil"
-	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -28,16 +27,10 @@ import (
 // receipt reaches /sync of carol (a room-mate on A) and of bob (on server B), exactly once
 // each (a marker receipt sent after the restart shows nothing else comes). Both engines.
 func TestMonolithReceiptSurvivesWipedLog(t *testing.T) {
-	for _, engine := range []string{"sqlite", "postgres"} {
-		t.Run(engine, func(t *testing.T) {
-			dsnA, dsnB := "", ""
-			if engine == "postgres" {
-				dsnA, dsnB = test.PostgresDSN(t), test.PostgresDSN(t)
-			}
-			a, b := startFedServerWith(t, dsnA, ""), startFedServerWith(t, dsnB, "")
-			receiptSurvivesWipedLog(t, a, b, dsnA)
-		})
-	}
+	onEachEngine(t, func(t *testing.T, newDSN func() string) {
+		dsnA := newDSN()
+		receiptSurvivesWipedLog(t, startFedServerWith(t, dsnA, ""), startFedServerWith(t, newDSN(), ""), dsnA)
+	})
 }
 
 func receiptSurvivesWipedLog(t *testing.T, a, b *fedServer, dsnA string) {

@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -32,7 +27,7 @@ func TestMonolithToDeviceAcknowledgedOnlyWhenTaken(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	alice, bob := e2e.Register(t, s.URL(), "takentodevice"), e2e.Register(t, s.URL(), "takentodevicebob")
-	send := func(ctx context.Context, txnID, body string) (int, error) {
+	send := func(ctx context.Context, txnID, body string) (int, string, error) {
 		return putToDevice(ctx, s.URL(), alice.AccessToken, txnID, map[string]any{
 			"messages": map[string]any{bob.UserID.String(): map[string]any{bob.DeviceID.String(): map[string]string{"body": body}}}})
 	}
@@ -50,87 +45,44 @@ func TestMonolithToDeviceAcknowledgedOnlyWhenTaken(t *testing.T) {
 	}
 	// A first message applied everywhere: the eduserver's and the sync API's offsets are
 	// then past 0, so the deleted log is one they had read.
-	if code, err := send(ctx, "first", "first"); code != http.StatusOK {
-		t.Fatalf("first send: %d %v", code, err)
+	if code, errcode, err := send(ctx, "first", "first"); code != http.StatusOK {
+		t.Fatalf("first send: %d %s %v", code, errcode, err)
 	}
 	p.Until(t, 30*time.Second, "the first to-device message", received("first"))
 
-	eduDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "eduserver.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := eduDB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
+	unlock := lockComponents(ctx, t, dataDir, "", "eduserver")
 	type outcome struct {
 		code int
 		err  error
 	}
 	inFlight := make(chan outcome, 1)
 	go func() {
-		code, err := send(ctx, "second", "second")
+		code, _, err := send(ctx, "second", "second")
 		inFlight <- outcome{code, err}
 	}()
 	waitInputRecord(ctx, t, dataDir, `"txn_id":"second"`)
-	if err = s.cmd.Process.Kill(); err != nil {
+	if err := s.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = s.cmd.Wait() // killed: the exit status says so
 	if first := <-inFlight; first.code == http.StatusOK {
 		t.Fatal("the send was acknowledged although the eduserver could not take it")
 	}
-	if _, err = lock.ExecContext(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
-	if err = errors.Join(lock.Close(), eduDB.Close()); err != nil {
-		t.Fatal(err)
-	}
+	unlock()
 	deleteLog(ctx, t, dataDir)
 	s.start(t)
 
-	for code := 0; code != http.StatusOK; {
-		if ctx.Err() != nil {
-			t.Fatalf("the retried send was never acknowledged: %d %v", code, err)
-		}
-		if code, err = send(ctx, "second", "second"); code != http.StatusOK {
-			time.Sleep(100 * time.Millisecond)
-		}
+	retry(ctx, t, "the send lost with the log", func() (int, string, error) { return send(ctx, "second", "second") })
+	if code, errcode, err := send(ctx, "second", "second"); code != http.StatusOK {
+		t.Fatalf("a repeated transaction after the wipe: %d %s %v", code, errcode, err)
 	}
-	if code, err := send(ctx, "second", "second"); code != http.StatusOK {
-		t.Fatalf("a repeated transaction after the wipe: %d %v", code, err)
-	}
-	if code, err := send(ctx, "marker", "marker"); code != http.StatusOK {
-		t.Fatalf("marker: %d %v", code, err)
+	if code, errcode, err := send(ctx, "marker", "marker"); code != http.StatusOK {
+		t.Fatalf("marker: %d %s %v", code, errcode, err)
 	}
 	p.Until(t, 60*time.Second, "the marker after the wipe", received("marker"))
 	if seen["second"] != 1 {
 		t.Fatalf("the acknowledged message arrived %d times, want once", seen["second"])
 	}
-}
-
-// putToDevice sends one PUT /sendToDevice request with plain HTTP (no client retries) and
-// returns its status.
-func putToDevice(ctx context.Context, baseURL, token, txnID string, body any) (int, error) {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return 0, err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPut,
-		fmt.Sprintf("%s/_matrix/client/v3/sendToDevice/org.example.taken/%s", baseURL, txnID), bytes.NewReader(b))
-	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close() // nolint: errcheck // only the status matters
-	return resp.StatusCode, nil
 }
 
 // waitInputRecord polls the embedded log until an InputSendToDevice record holds want.
@@ -167,63 +119,5 @@ func deleteLog(ctx context.Context, t *testing.T, dataDir string) {
 	}
 	if err := logDB.Close(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestMonolithToDeviceInputWaitTimeout: edu_server.input_wait_timeout bounds how long PUT
-// /sendToDevice waits for the eduserver. Set to 1s, with the eduserver's database held
-// locked, the send answers 504 M_UNKNOWN well before the 30 s default would have; once the
-// lock is gone the client's retry with the same transaction ID is acknowledged.
-func TestMonolithToDeviceInputWaitTimeout(t *testing.T) {
-	dataDir := t.TempDir()
-	cfg := e2e.WriteConfig(t, dataDir)
-	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = f.WriteString("edu_server:\n  input_wait_timeout: 1s\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err = f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s := startServer(t, cfg)
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	alice, bob := e2e.Register(t, s.URL(), "waittodevice"), e2e.Register(t, s.URL(), "waittodevicebob")
-	body := map[string]any{"messages": map[string]any{bob.UserID.String(): map[string]any{bob.DeviceID.String(): map[string]string{"body": "x"}}}}
-
-	eduDB, err := sqlutil.Open("file:" + filepath.Join(dataDir, "eduserver.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eduDB.Close() // nolint: errcheck // the test's own handle
-	lock, err := eduDB.Conn(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err = lock.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	code, err := putToDevice(ctx, s.URL(), alice.AccessToken, "waited", body)
-	if took := time.Since(start); code != http.StatusGatewayTimeout || took > 20*time.Second {
-		t.Fatalf("send with the eduserver locked: %d %v after %s, want 504 within the configured 1s (and well before the 30s default)", code, err, took)
-	}
-	if _, err = lock.ExecContext(ctx, "ROLLBACK"); err != nil {
-		t.Fatal(err)
-	}
-	if err = lock.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		code, err = putToDevice(ctx, s.URL(), alice.AccessToken, "waited", body)
-		if code == http.StatusOK {
-			return
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("retry after the lock: %d %v", code, err)
-		}
-		time.Sleep(50 * time.Millisecond) // polling with the test's deadline
 	}
 }

@@ -27,11 +27,13 @@ type DeviceLister interface {
 }
 
 // ToDevice expands send-to-device requests into one output message per target device. It
-// is the Handle of an eventlog.Consumer: the transaction record and the messages, numbered
-// in their partitions and stored in the outbox, commit with the offset; the outbox produces
-// them once committed (the consumer's Applied wakes it).
+// is the Handle of an eventlog.Consumer, run through Waiter.Prepare: the transaction record
+// and the messages, numbered in their partitions and stored in the outbox, commit with the
+// offset; the outbox produces them once committed (the consumer's Applied wakes it), and
+// the writers waiting for the transactions are woken.
 type ToDevice struct {
 	DB          storage.Database
+	Waiter      *Waiter
 	Devices     DeviceLister
 	ServerName  string
 	OutputTopic string
@@ -58,6 +60,7 @@ func (t *ToDevice) Handle(ctx context.Context, tx *sql.Tx, recs []eventlog.Recor
 		if err != nil {
 			return eventlog.Retry(err)
 		}
+		t.Waiter.Took(tx, in.Sender, in.SenderDevice, in.TxnID)
 		if !fresh {
 			continue
 		}

@@ -3,9 +3,6 @@ package inthttp_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"slices"
 	"testing"
@@ -19,7 +16,6 @@ import (
 	"github.com/matrix-org/dendrite/eduserver/inthttp"
 	"github.com/matrix-org/dendrite/internal/config"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
-	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 )
@@ -52,31 +48,15 @@ func TestSendToDeviceWaitOverHTTP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		router := mux.NewRouter()
-		inthttp.Register(router, s.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logrus.New())})
-		srv := httptest.NewServer(router)
-		t.Cleanup(srv.Close)
-		client := inthttp.NewClient(srv.URL, ihttp.ClientOptions{})
-		in := &api.Producer{Log: log, TypingTopic: topics.InputTyping, ToDeviceTopic: topics.InputSendToDevice, Wait: client, Timeout: 300 * time.Millisecond}
+		client := inthttp.NewClient(test.InternalServer(t, func(r *mux.Router, o ihttp.ServerOptions) { inthttp.Register(r, s.API(), o) }),
+			ihttp.ClientOptions{})
+		in := &api.Producer{Log: log, TypingTopic: topics.InputTyping, ToDeviceTopic: topics.InputSendToDevice, Wait: client}
 		req := &api.InputSendToDeviceEvent{Sender: "@a:x", SenderDevice: "A", TxnID: "t1", Type: "m.test",
 			Messages: map[string]map[string]json.RawMessage{"@c:remote": {"R": json.RawMessage(`{"n":1}`)}}}
-		var merr *matrixerr.Error
-		if err = in.InputSendToDevice(ctx, req); !errors.As(err, &merr) || merr.Status != http.StatusGatewayTimeout || merr.Code != "M_UNKNOWN" {
-			t.Fatalf("a request the eduserver cannot take yet: %v", err)
-		}
-		run, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- s.Run(run) }()
-		defer func() {
-			stop()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
-		in.Timeout = 30 * time.Second
-		if err = in.InputSendToDevice(ctx, req); err != nil {
-			t.Fatalf("the retry: %v", err)
-		}
+		test.InputTakenOnceRunning(ctx, t, s.Run, func(timeout time.Duration) error {
+			in.Timeout = timeout
+			return in.InputSendToDevice(ctx, req)
+		})
 		res, err := client.QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{})
 		if err != nil || len(res.Records) != 1 || res.LastSeq != 1 {
 			t.Fatalf("the outbox after the retry: %+v %v", res, err)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -45,42 +46,105 @@ func AwaitTaken(ctx context.Context, timeout time.Duration, wait func(ctx contex
 	return err
 }
 
-// Waiter lets request handlers wait for what a consumer commits: the consumer calls
-// Applied after each commit (Consumer.Applied), and Wait looks again then.
+// Waiter lets request handlers wait for the inputs a consumer commits, each named by a key
+// (an input ID, a request's idempotency key). The consumer's handler, run through Prepare,
+// notes each key it takes in its transaction (Took); once that transaction committed, the
+// waiters of those keys, and only those, are woken: a woken waiter needs no look-up.
 type Waiter struct {
 	mu      sync.Mutex
-	changed chan struct{}
+	waiting map[string]*waiting
+	open    map[*sql.Tx][]string // the keys taken so far in each running Prepare transaction
+}
+
+// waiting is the wait of every request for one key: done closes once the key is committed.
+type waiting struct {
+	done chan struct{}
+	n    int
 }
 
 // NewWaiter is a Waiter nobody waits on yet.
 func NewWaiter() *Waiter {
-	return &Waiter{changed: make(chan struct{})}
+	return &Waiter{waiting: map[string]*waiting{}, open: map[*sql.Tx][]string{}}
 }
 
-// Applied wakes the waiters: the consumer committed input.
-func (w *Waiter) Applied() {
+// Prepare is the Consumer.Prepare of handle, which notes in its transaction the keys it
+// takes (Took): once the batch committed, the waiters of those keys are woken. Keys taken
+// in a transaction that rolled back wake nobody.
+func (w *Waiter) Prepare(handle func(ctx context.Context, tx *sql.Tx, recs []Record) error) func(ctx context.Context, recs []Record) (Step, error) {
+	return func(_ context.Context, recs []Record) (Step, error) {
+		var keys []string
+		return Step{
+			Apply: func(ctx context.Context, tx *sql.Tx) error {
+				w.mu.Lock()
+				w.open[tx] = nil
+				w.mu.Unlock()
+				err := handle(ctx, tx, recs)
+				w.mu.Lock()
+				keys = w.open[tx]
+				delete(w.open, tx)
+				w.mu.Unlock()
+				return err
+			},
+			After: func(context.Context) { w.applied(keys) },
+		}, nil
+	}
+}
+
+// Took notes that key was taken in tx, the transaction of a handler run through Prepare:
+// its waiters are woken once tx committed. In any other transaction it notes nothing.
+func (w *Waiter) Took(tx *sql.Tx, key string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	close(w.changed)
-	w.changed = make(chan struct{})
+	if keys, ok := w.open[tx]; ok {
+		w.open[tx] = append(keys, key)
+	}
 }
 
-// Wait returns once holds reports true, or with holds' error, or ctx's error when ctx ends
-// first. It takes the channel before it looks, so a commit between the look and the wait
-// still wakes it.
-func (w *Waiter) Wait(ctx context.Context, holds func(ctx context.Context) (bool, error)) error {
-	for {
-		w.mu.Lock()
-		ch := w.changed
-		w.mu.Unlock()
-		ok, err := holds(ctx)
-		if err != nil || ok {
-			return err
+// applied wakes the waiters of keys: the consumer committed them.
+func (w *Waiter) applied(keys []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, k := range keys {
+		if wt, ok := w.waiting[k]; ok {
+			close(wt.done)
+			delete(w.waiting, k)
 		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return ctx.Err()
+	}
+}
+
+// Wait returns once key is committed, or with holds' error, or ctx's error when ctx ends
+// first. holds looks key up once, after the wait is registered: a key committed before
+// is found there, and one committed from then on wakes the wait.
+func (w *Waiter) Wait(ctx context.Context, key string, holds func(ctx context.Context) (bool, error)) error {
+	done, stop := w.watch(key)
+	defer stop()
+	ok, err := holds(ctx)
+	if err != nil || ok {
+		return err
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// watch registers a wait for key: done closes once key is committed; stop ends the wait.
+func (w *Waiter) watch(key string) (done <-chan struct{}, stop func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt := w.waiting[key]
+	if wt == nil {
+		wt = &waiting{done: make(chan struct{})}
+		w.waiting[key] = wt
+	}
+	wt.n++
+	return wt.done, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if wt.n--; wt.n == 0 && w.waiting[key] == wt {
+			delete(w.waiting, key)
 		}
 	}
 }
@@ -156,9 +220,9 @@ type TakenOptions struct {
 }
 
 // Taken is an owner's record of the inputs it took, for the writers that wait for them
-// (TakenAPI): the consumer's handler records an input's ID (Take) in the transaction that
-// applies it, and the consumer's Applied wakes the waiters. Inputs without an ID (from
-// writers that do not wait) are not recorded.
+// (TakenAPI): the consumer's handler, run through Prepare (Intake), records an input's ID
+// (Take) in the transaction that applies it, and once that committed the input's writers
+// are woken. Inputs without an ID (from writers that do not wait) are not recorded.
 type Taken struct {
 	db     *sqlutil.DB
 	table  string
@@ -186,7 +250,8 @@ CREATE INDEX IF NOT EXISTS ` + t.table + `_taken_ms ON ` + t.table + ` (taken_ms
 }
 
 // Take records, in tx, that the input inputID was taken; "" records nothing. Taking an
-// input twice (a redelivery) is harmless.
+// input twice (a redelivery) is harmless. When tx is the transaction of a handler run
+// through Prepare, the input's writers are woken once it committed.
 func (t *Taken) Take(ctx context.Context, tx *sql.Tx, inputID string) error {
 	if inputID == "" {
 		return nil
@@ -195,20 +260,23 @@ func (t *Taken) Take(ctx context.Context, tx *sql.Tx, inputID string) error {
 		ON CONFLICT (input_id) DO NOTHING`, inputID, time.Now().UnixMilli()); err != nil {
 		return fmt.Errorf("record taken input: %w", err)
 	}
+	t.waiter.Took(tx, inputID)
 	return nil
 }
 
-// Applied wakes the writers waiting in QueryInputTaken: the consumer committed input.
-func (t *Taken) Applied() {
-	t.waiter.Applied()
+// Prepare is the Consumer.Prepare of handle, which records the inputs it takes (Take) in
+// its transaction: once that committed, their writers are woken (Waiter.Prepare).
+func (t *Taken) Prepare(handle func(ctx context.Context, tx *sql.Tx, recs []Record) error) func(ctx context.Context, recs []Record) (Step, error) {
+	return t.waiter.Prepare(handle)
 }
 
-// QueryInputTaken implements TakenAPI.
+// QueryInputTaken implements TakenAPI. It looks the input up once; from then on the
+// commit that takes it wakes it.
 func (t *Taken) QueryInputTaken(ctx context.Context, req *QueryInputTakenRequest) (*QueryInputTakenResponse, error) {
 	if req.InputID == "" {
 		return nil, matrixerr.MissingParam("input_id is required")
 	}
-	err := t.waiter.Wait(ctx, func(ctx context.Context) (bool, error) {
+	err := t.waiter.Wait(ctx, req.InputID, func(ctx context.Context) (bool, error) {
 		var n int
 		if err := t.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM `+t.table+` WHERE input_id = $1`, req.InputID).Scan(&n); err != nil {
 			return false, fmt.Errorf("look up taken input: %w", err)
@@ -219,6 +287,39 @@ func (t *Taken) QueryInputTaken(ctx context.Context, req *QueryInputTakenRequest
 		return nil, err
 	}
 	return &QueryInputTakenResponse{}, nil
+}
+
+// Intake is an owner's input side for writers that wait (TakenInput): the consumer of its
+// input topic, the outbox its handler stores output in, and its record of taken inputs.
+type Intake struct {
+	consumer *Consumer
+	outbox   *Outbox
+	taken    *Taken
+}
+
+// Intake is the consumer of topic for the owner (TakenOptions.Component) whose handle
+// records the inputs it takes (Take) and stores its output in outbox, in each batch's
+// transaction: once a batch committed, the outbox is woken, and so are the writers of the
+// inputs it took.
+func (t *Taken) Intake(ctx context.Context, log Log, topic string, outbox *Outbox,
+	handle func(ctx context.Context, tx *sql.Tx, recs []Record) error, metrics *Metrics) (*Intake, error) {
+	c, err := NewComponentConsumer(ctx, log, t.db, t.opts.Component, topic, nil, t.opts.Logger, metrics)
+	if err != nil {
+		return nil, err
+	}
+	c.Prepare = t.Prepare(handle)
+	c.Applied = func(int32, int64) { outbox.Wake() }
+	return &Intake{consumer: c, outbox: outbox, taken: t}, nil
+}
+
+// Run consumes the input topic, produces the stored output and forgets expired taken
+// inputs until ctx ends.
+func (in *Intake) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return in.consumer.Run(ctx) })
+	g.Go(func() error { return in.outbox.Run(ctx) })
+	g.Go(func() error { return in.taken.Run(ctx) })
+	return g.Wait()
 }
 
 // Run deletes the IDs older than Keep, at once and then every takenPruneInterval (or Keep,

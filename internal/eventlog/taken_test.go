@@ -2,7 +2,6 @@ package eventlog_test
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"net/http"
 	"testing"
@@ -15,7 +14,7 @@ import (
 )
 
 // TestTakenInputs: QueryInputTaken answers once the input's ID is committed (Take in the
-// consumer's transaction, then Applied), wakes a writer that waited before the commit,
+// transaction of a handler run through Prepare), wakes a writer that waited before the commit,
 // answers at once for an input taken before, and never for an input not taken; AwaitTaken
 // turns its bound into 504 M_UNKNOWN (ErrInputTimeout) but not the caller's own
 // cancellation; Run forgets IDs older than Keep and keeps the others. Both engines.
@@ -27,12 +26,9 @@ func TestTakenInputs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		take := func(id string) {
+		take := func(ids ...string) {
 			t.Helper()
-			if err := db.WithTx(ctx, func(tx *sql.Tx) error { return taken.Take(ctx, tx, id) }); err != nil {
-				t.Fatal(err)
-			}
-			taken.Applied()
+			takeInputs(ctx, t, db, taken, ids...)
 		}
 		query := func(ctx context.Context, id string) error {
 			_, err := taken.QueryInputTaken(ctx, &eventlog.QueryInputTakenRequest{InputID: id})
@@ -40,8 +36,7 @@ func TestTakenInputs(t *testing.T) {
 		}
 		waited := make(chan error, 1)
 		go func() { waited <- query(ctx, "a") }()
-		// A marker: another input taken and answered, so the waiter for "a" was woken and
-		// looked again; "a" is not taken yet.
+		// A marker: another input taken and answered; "a" is not taken yet.
 		take("b")
 		if err = query(ctx, "b"); err != nil {
 			t.Fatal(err)
@@ -103,4 +98,12 @@ func TestTakenInputs(t *testing.T) {
 			t.Fatal("input IDs younger than Keep were forgotten")
 		}
 	})
+}
+
+// takeInputs takes ids in one batch (takeBatch).
+func takeInputs(ctx context.Context, t testing.TB, db *sqlutil.DB, taken *eventlog.Taken, ids ...string) {
+	t.Helper()
+	if err := takeBatch(ctx, db, taken, ids); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -276,3 +276,57 @@ func TestIsUnavailable(t *testing.T) {
 		}
 	})
 }
+
+// TestInList: InList's placeholders stand for the list's elements on both engines wherever
+// the query's own parameters stand: before the list (on SQLite then anonymous, "?"), after
+// it, out of order, in a second list, and with a quoted '?' and '$1' before it.
+func TestInList(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		if _, err := db.ExecContext(ctx, "CREATE TABLE t_in (id BIGINT PRIMARY KEY, tag TEXT NOT NULL)"); err != nil {
+			t.Fatal(err)
+		}
+		for id := int64(1); id <= 10; id++ {
+			tag := map[bool]string{true: "a", false: "b"}[id%2 == 1]
+			if _, err := db.ExecContext(ctx, "INSERT INTO t_in (id, tag) VALUES ($1, $2)", id, tag); err != nil {
+				t.Fatal(err)
+			}
+		}
+		count := func(q string, args []any) int {
+			t.Helper()
+			var n int
+			if err := db.QueryRowContext(ctx, q, args...).Scan(&n); err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			return n
+		}
+		q, args := db.Dialect.InList("SELECT COUNT(*) FROM t_in WHERE tag = $1 AND id IN ({ids})", "{ids}", []any{"a"}, []int64{1, 2, 3, 5})
+		if n := count(q, args); n != 3 {
+			t.Fatalf("parameter before the list: %d rows, want 3", n)
+		}
+		if anonymous := strings.Contains(q, "?"); anonymous != (db.Engine() == sqlutil.SQLite) {
+			t.Fatalf("anonymous placeholders on %v: %s", db.Engine(), q)
+		}
+		for _, tc := range []struct {
+			query string
+			args  []any
+			list  []int64
+			want  int
+		}{
+			{"SELECT COUNT(*) FROM t_in WHERE id IN ({ids}) AND tag = $1", []any{"a"}, []int64{1, 2, 3, 5}, 3},
+			{"SELECT COUNT(*) FROM t_in WHERE tag = $2 AND id > $1 AND id IN ({ids})", []any{int64(1), "a"}, []int64{1, 3, 5}, 2},
+			{"SELECT COUNT(*) FROM t_in WHERE tag <> '?$1' AND tag = $1 AND id IN ({ids})", []any{"a"}, []int64{1, 2, 3}, 2},
+			{"SELECT COUNT(*) FROM t_in WHERE id IN ({ids})", nil, []int64{4, 5, 6, 40}, 3},
+		} {
+			q, args := db.Dialect.InList(tc.query, "{ids}", tc.args, tc.list)
+			if n := count(q, args); n != tc.want {
+				t.Fatalf("%s with %v: %d rows, want %d", q, args, n, tc.want)
+			}
+		}
+		q, args = db.Dialect.InList("SELECT COUNT(*) FROM t_in WHERE tag = $1 AND id IN ({a}) AND id IN ({b})", "{a}", []any{"a"}, []int64{1, 3, 5, 7})
+		q, args = db.Dialect.InList(q, "{b}", args, []int64{3, 4, 5, 6})
+		if n := count(q, args); n != 2 {
+			t.Fatalf("two lists, %s: %d rows, want 2", q, n)
+		}
+	})
+}

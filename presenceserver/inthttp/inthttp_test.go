@@ -2,9 +2,6 @@ package inthttp_test
 
 import (
 	"context"
-	"errors"
-	"net/http"
-	"net/http/httptest"
 	"reflect"
 	"slices"
 	"testing"
@@ -15,7 +12,6 @@ import (
 
 	"github.com/matrix-org/dendrite/internal/config"
 	ihttp "github.com/matrix-org/dendrite/internal/inthttp"
-	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/presenceserver"
@@ -50,32 +46,16 @@ func TestPresenceWaitOverHTTP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		router := mux.NewRouter()
-		inthttp.Register(router, s.API(), ihttp.ServerOptions{Logger: logrus.NewEntry(logrus.New())})
-		srv := httptest.NewServer(router)
-		t.Cleanup(srv.Close)
-		client := inthttp.NewClient(srv.URL, ihttp.ClientOptions{})
-		in := &api.Producer{Log: log, Topic: "in", Wait: client, Timeout: 300 * time.Millisecond}
+		client := inthttp.NewClient(test.InternalServer(t, func(r *mux.Router, o ihttp.ServerOptions) { inthttp.Register(r, s.API(), o) }),
+			ihttp.ClientOptions{})
+		in := &api.Producer{Log: log, Topic: "in", Wait: client}
 		status := "away"
 		set := &api.InputPresenceEvent{UserID: "@a:x", Kind: api.InputKindSet, Presence: api.Unavailable, StatusMsg: &status,
 			TS: time.Now().UnixMilli()}
-		var merr *matrixerr.Error
-		if err = in.InputPresence(ctx, set); !errors.As(err, &merr) || merr.Status != http.StatusGatewayTimeout || merr.Code != "M_UNKNOWN" {
-			t.Fatalf("a presence the presenceserver cannot take yet: %v", err)
-		}
-		run, stop := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- s.Run(run) }()
-		defer func() {
-			stop()
-			if err := <-done; err != nil {
-				t.Error(err)
-			}
-		}()
-		in.Timeout = 30 * time.Second
-		if err = in.InputPresence(ctx, set); err != nil {
-			t.Fatalf("the retry: %v", err)
-		}
+		test.InputTakenOnceRunning(ctx, t, s.Run, func(timeout time.Duration) error {
+			in.Timeout = timeout
+			return in.InputPresence(ctx, set)
+		})
 		got, err := client.QueryPresence(ctx, &api.QueryPresenceRequest{UserID: "@a:x"})
 		if err != nil || got.Presence.Presence != api.Unavailable || got.Presence.StatusMsg == nil || *got.Presence.StatusMsg != status {
 			t.Fatalf("the presence once the retry was acknowledged: %+v %v", got, err)
