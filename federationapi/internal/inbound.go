@@ -2,7 +2,6 @@ package internal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -13,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib/spec"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/eventcontent"
 	"github.com/matrix-org/dendrite/internal/guestaccess"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
@@ -133,20 +133,11 @@ func (ib *Inbound) verify(ctx context.Context, ev gomatrixserverlib.PDU) error {
 // which actually sends the event may be a different server" ("Validating hashes and
 // signatures on received events"): the roomserver's auth rules hold every such event to
 // the third-party invite's rule (the identity server's signature of the block with a key
-// of the m.room.third_party_invite its sender sent), and this test is the one they use to
-// pick that rule. An event whose content hash did not match was redacted when it was
+// of the m.room.third_party_invite its sender sent), picked by the same test
+// (eventcontent.ThirdPartySigned). An event whose content hash did not match was redacted when it was
 // parsed, so the test sees only content its signatures cover.
 func thirdPartyInvite(ev gomatrixserverlib.PDU) bool {
-	if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
-		return false
-	}
-	var c struct {
-		Membership       string `json:"membership"`
-		ThirdPartyInvite *struct {
-			Signed json.RawMessage `json:"signed"`
-		} `json:"third_party_invite"`
-	}
-	return json.Unmarshal(ev.Content(), &c) == nil && c.Membership == spec.Invite && c.ThirdPartyInvite != nil && len(c.ThirdPartyInvite.Signed) > 0
+	return eventcontent.ThirdPartySigned(ev) != nil
 }
 
 // sentByOrigin reports whether origin may push ev to us: its sender is one of origin's

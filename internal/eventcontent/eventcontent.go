@@ -285,3 +285,22 @@ func asString(raw json.RawMessage) (string, bool) {
 	}
 	return s, true
 }
+
+// ThirdPartySigned is the raw content.third_party_invite.signed of an m.room.member invite,
+// nil for any other event: the test that picks the auth rules' third-party invite rule, in
+// the roomserver's auth and in the federation API's signature checks alike.
+func ThirdPartySigned(ev gomatrixserverlib.PDU) json.RawMessage {
+	if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
+		return nil
+	}
+	var c struct {
+		Membership       string `json:"membership"`
+		ThirdPartyInvite *struct {
+			Signed json.RawMessage `json:"signed"`
+		} `json:"third_party_invite"`
+	}
+	if json.Unmarshal(ev.Content(), &c) != nil || c.Membership != spec.Invite || c.ThirdPartyInvite == nil {
+		return nil
+	}
+	return c.ThirdPartyInvite.Signed
+}

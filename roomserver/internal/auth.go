@@ -29,7 +29,7 @@ func allowed(ev gomatrixserverlib.PDU, auth *gomatrixserverlib.AuthEvents) error
 	if err := specAuth(ev, auth); err != nil {
 		return err
 	}
-	if signed := thirdPartySignedBlock(ev); signed != nil {
+	if signed := eventcontent.ThirdPartySigned(ev); signed != nil {
 		return thirdPartyInviteAllowed(ev, auth, signed)
 	}
 	return gomatrixserverlib.Allowed(ev, auth, userIDForSender)
@@ -369,24 +369,6 @@ func thirdPartyInviteAuth(auth *gomatrixserverlib.AuthEvents, c *memberContent, 
 		return authRefusal("only the sender of the third-party invite may complete it")
 	}
 	return nil
-}
-
-// thirdPartySignedBlock is the raw content.third_party_invite.signed of an m.room.member
-// invite, nil for any other event.
-func thirdPartySignedBlock(ev gomatrixserverlib.PDU) json.RawMessage {
-	if ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
-		return nil
-	}
-	var c struct {
-		Membership       string `json:"membership"`
-		ThirdPartyInvite *struct {
-			Signed json.RawMessage `json:"signed"`
-		} `json:"third_party_invite"`
-	}
-	if json.Unmarshal(ev.Content(), &c) != nil || c.Membership != spec.Invite || c.ThirdPartyInvite == nil {
-		return nil
-	}
-	return c.ThirdPartyInvite.Signed
 }
 
 // thirdPartyInviteAllowed is the spec's rule for an invite with third_party_invite, after

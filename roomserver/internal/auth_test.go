@@ -12,6 +12,7 @@ import (
 	"github.com/matrix-org/gomatrixserverlib"
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
+	"github.com/matrix-org/dendrite/internal/eventcontent"
 	"github.com/matrix-org/dendrite/internal/matrixerr"
 	"github.com/matrix-org/dendrite/internal/test/roomtest"
 )
@@ -297,7 +298,7 @@ func TestThirdPartyInviteSigned(t *testing.T) {
 		ev, auth := buildRoomFrom(t, key, create, append(roomState[:len(roomState)-1],
 			stateEvent{remote, spec.MRoomThirdPartyInvite, roomtest.StateKey("tok"), roomState[len(roomState)-1].content}),
 			invite(remote, bob, good))
-		if err := thirdPartyInviteAllowed(ev, auth, thirdPartySignedBlock(ev)); err == nil || !strings.Contains(err.Error(), "federate") {
+		if err := thirdPartyInviteAllowed(ev, auth, eventcontent.ThirdPartySigned(ev)); err == nil || !strings.Contains(err.Error(), "federate") {
 			t.Fatalf("a third-party invite from another server into a room that does not federate: %v", err)
 		}
 	})
