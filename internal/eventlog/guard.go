@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 )
 
 // Guard runs a consumer of one partition and restarts it at the start of the log when the
@@ -35,6 +37,24 @@ type Guard struct {
 // errWiped ends a consumer whose log was wiped under it.
 var errWiped = errors.New("log wiped under the consumer")
 
+// whileUnavailable runs f again, with backoff, while it fails because the database is
+// unavailable (sqlutil.IsUnavailable: locked, unreachable, shutting down), as the consumer
+// runtime retries a record in that case: a partition's (re)start waits for its database
+// instead of stopping the consumer.
+func (g *Guard) whileUnavailable(ctx context.Context, log *logrus.Entry, f func() error) error {
+	b := newBackoffFrom(0)
+	for {
+		err := f()
+		if err == nil || ctx.Err() != nil || !sqlutil.IsUnavailable(err) {
+			return err
+		}
+		log.WithError(err).Warn("the consumer's position could not be read or stored: the database is unavailable; retrying")
+		if err := b.wait(ctx); err != nil {
+			return err
+		}
+	}
+}
+
 // Run consumes partition with consume until ctx ends or consume fails. consume starts at
 // st.Next and calls advanced with the next offset after each committed batch; it is
 // cancelled and called again (after recovery, from the new log's start) when the log was
@@ -42,7 +62,11 @@ var errWiped = errors.New("log wiped under the consumer")
 func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx context.Context, st Stored, advanced func(next int64)) error) error {
 	log := g.Logger.WithFields(logrus.Fields{"topic": g.Topic, "partition": partition})
 	for {
-		st, err := g.Offsets.Position(ctx, g.Topic, partition)
+		var st Stored
+		err := g.whileUnavailable(ctx, log, func() (err error) {
+			st, err = g.Offsets.Position(ctx, g.Topic, partition)
+			return err
+		})
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -57,7 +81,8 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 			continue
 		}
 		if st.Incarnation == "" && inc != "" {
-			if err := g.Offsets.Reset(ctx, g.Topic, partition, st.Next, inc); err != nil {
+			err := g.whileUnavailable(ctx, log, func() error { return g.Offsets.Reset(ctx, g.Topic, partition, st.Next, inc) })
+			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
