@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/federationsender/storage"
+	"github.com/matrix-org/dendrite/internal/eventcontent"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
@@ -245,11 +246,13 @@ func union(a, b []string) []string {
 // servers. An event is made by its sender's server, which signs it; but the invitee's
 // server may make a third-party invite for its sender and sign it alone (spec server-server
 // API, "Third-party invites"), and that is the only event the federationapi accepts
-// without its sender's server's signature. An invite the sender's server made and the
-// invitee's server countersigned (invite v2) is the sender's server's.
+// without its sender's server's signature. Third-party invites are told apart by
+// eventcontent.ThirdPartySigned, the test the federationapi and the auth rules use, and
+// only their signatures are read. An invite the sender's server made and the invitee's
+// server countersigned (invite v2) is the sender's server's.
 func (s *Shared) madeHere(ev gomatrixserverlib.PDU) bool {
 	sender := serverOf(string(ev.SenderID()))
-	if ev.Type() == spec.MRoomMember && ev.StateKey() != nil && !signedBy(ev, sender) {
+	if eventcontent.ThirdPartySigned(ev) != nil && !signedBy(ev, sender) {
 		return serverOf(*ev.StateKey()) == string(s.ServerName)
 	}
 	return sender == string(s.ServerName)
