@@ -266,7 +266,7 @@ EOF
 
 # run_poly RUN_DIR: devcluster with one roomserver shard.
 run_poly() {
-	local run=$1 port dpid cfgpath pgport
+	local run=$1 port dpid
 	port=$(freeport)
 	"$out/devcluster" --config "$out/config.yaml" --http-bind-address "127.0.0.1:$port" --roomserver-shards 1 \
 		--dendrite "$out/dendrite" >"$run/devcluster.log" 2>&1 &
@@ -274,30 +274,15 @@ run_poly() {
 	pids+=("$dpid")
 	wait_url "http://127.0.0.1:$port/_devcluster/status" "$dpid" "$run/devcluster.log"
 	curl -sf "http://127.0.0.1:$port/_devcluster/status" >"$run/status.json"
-	# PostgreSQL's postmaster: the one listening on the port of the components' DSN (in the config
-	# devcluster wrote, named on every component's command line).
-	cfgpath=$(python3 -c 'import json,sys; st=json.load(open(sys.argv[1])); a=open("/proc/%d/cmdline" % st["processes"][0]["pid"]).read().split("\0"); print(a[a.index("--config")+1])' "$run/status.json")
-	pgport=$(python3 -c 'import sys,yaml,urllib.parse; print(urllib.parse.urlparse(yaml.safe_load(open(sys.argv[1]))["global"]["database"]["connection_string"]).port)' "$cfgpath")
-	python3 - "$run/spec.json" "$run/status.json" "$dpid" "$pgport" "$profile" <<'EOF'
-import json, os, sys
-_, path, status, dpid, pgport, prof = sys.argv
+	python3 - "$run/spec.json" "$run/status.json" "$dpid" "$profile" <<'EOF'
+import json, sys
+_, path, status, dpid, prof = sys.argv
 st = json.load(open(status))
 procs = [{"name": p["name"], "pid": p["pid"], "debug": p["internal"]} for p in st["processes"]]
 procs.append({"name": "broker", "pid": st["broker"]["pid"]})
 procs.append({"name": "proxy", "pid": int(dpid)})
-pm = None
-for d in os.listdir("/proc"):
-    try:
-        args = open("/proc/%s/cmdline" % d).read().split("\0")
-    except (OSError, ValueError):
-        continue
-    # The postmaster runs as "postgres -D DIR -p PORT ..."; its backends rename themselves
-    # ("postgres: user db ...").
-    if os.path.basename(args[0]) == "postgres" and "-p" in args and args[args.index("-p") + 1] == pgport:
-        pm = int(d)
-if pm is None:
-    sys.exit("PostgreSQL on port %s not found" % pgport)
-procs.append({"name": "postgres", "pid": pm, "kind": "postgres"})
+# devcluster reports its PostgreSQL server's postmaster; the backends are its children.
+procs.append({"name": "postgres", "pid": st["postgres"]["pid"], "kind": "postgres"})
 json.dump({"profile": prof, "processes": procs}, open(path, "w"))
 EOF
 	run_scenario "$run" "http://127.0.0.1:$port"
