@@ -52,9 +52,9 @@ func (r *reader) Run(ctx context.Context) error {
 }
 
 // newReader is the reader of topic whose first phase is prepare (see newConsumer).
-func newReader(s Shared, topic string, sequenced *eventlog.Sequenced, prepare func(ctx context.Context, r *reader, recs []eventlog.Record) (writeFunc, error)) reader {
+func newReader(s Shared, topic, stream string, sequenced *eventlog.Sequenced, prepare func(ctx context.Context, r *reader, recs []eventlog.Record) (writeFunc, error)) reader {
 	r := &reader{db: s.DB, logger: s.Logger}
-	r.c = newConsumer(s, topic, sequenced, func(ctx context.Context, recs []eventlog.Record) (writeFunc, error) {
+	r.c = newConsumer(s, topic, stream, sequenced, func(ctx context.Context, recs []eventlog.Record) (writeFunc, error) {
 		return prepare(ctx, r, recs)
 	}, nil)
 	return *r
@@ -82,7 +82,7 @@ type prepareFunc func(ctx context.Context, recs []eventlog.Record) (writeFunc, e
 // batch's write, and once the write committed, after (if set) runs and the notifier wakes
 // the clients waiting for what changed. With sequenced set the records are applied by
 // their owner's numbers, and what a wiped log lost is recovered from the owner.
-func newConsumer(s Shared, topic string, sequenced *eventlog.Sequenced, prepare prepareFunc,
+func newConsumer(s Shared, topic, stream string, sequenced *eventlog.Sequenced, prepare prepareFunc,
 	after func(ctx context.Context, applied *storage.Applied)) *eventlog.Consumer {
 	return &eventlog.Consumer{Log: s.Log, DB: s.SQL, Offsets: s.Offsets, Topic: topic, Partitions: eventlog.AllPartitions(s.Log, topic),
 		Name: "syncapi", Progress: s.Progress, Sequenced: sequenced, Guarded: true, Logger: s.Logger, Metrics: s.LogMetrics,
@@ -92,9 +92,16 @@ func newConsumer(s Shared, topic string, sequenced *eventlog.Sequenced, prepare 
 				return eventlog.Step{}, err
 			}
 			var applied *storage.Applied
+			end := func() {}
 			return eventlog.Step{
 				Commit: func(ctx context.Context, cp eventlog.Checkpoint) error {
+					// From its commit until Notify, a sync may see what the write stored but
+					// not know of it: the notifier reports stream as changed meanwhile.
+					end = s.Notifier.Writing(stream)
 					applied, err = write(ctx, storage.Offset{Topic: cp.Topic, Partition: cp.Partition, Next: cp.Next, Seq: cp.Seq})
+					if err != nil {
+						end()
+					}
 					return err
 				},
 				After: func(ctx context.Context) {
@@ -102,6 +109,7 @@ func newConsumer(s Shared, topic string, sequenced *eventlog.Sequenced, prepare 
 						after(ctx, applied)
 					}
 					s.Notifier.Notify(applied)
+					end()
 				},
 			}, nil
 		}}

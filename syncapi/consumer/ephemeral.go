@@ -69,11 +69,11 @@ func NewEphemeral(s Shared, topics EphemeralTopics, serverName string, replays E
 	}
 	e := &Ephemeral{db: s.DB, progress: s.Progress, logger: s.Logger, serverSuffix: ":" + serverName}
 	e.consumers = []*eventlog.Consumer{
-		newConsumer(s, topics.Typing, nil, e.prepareTyping, nil),
-		newConsumer(s, topics.Receipts, receiptsSeq, e.prepareReceipts, nil),
-		newConsumer(s, topics.ToDevice, toDeviceSeq, e.prepareToDevice, nil),
-		newConsumer(s, topics.Presence, presenceSeq, e.preparePresence, nil),
-		newConsumer(s, topics.NotificationCounts, countsSeq, e.prepareCounts, nil),
+		newConsumer(s, topics.Typing, storage.StreamTyping, nil, e.prepareTyping, nil),
+		newConsumer(s, topics.Receipts, storage.StreamReceipts, receiptsSeq, e.prepareReceipts, nil),
+		newConsumer(s, topics.ToDevice, storage.StreamToDevice, toDeviceSeq, e.prepareToDevice, nil),
+		newConsumer(s, topics.Presence, storage.StreamPresence, presenceSeq, e.preparePresence, nil),
+		newConsumer(s, topics.NotificationCounts, storage.StreamNotificationCounts, countsSeq, e.prepareCounts, nil),
 	}
 	return e
 }

@@ -33,7 +33,7 @@ type RoomEvents struct {
 // NewRoomEvents builds the consumer of topic. keys may be nil (no device lists are marked).
 func NewRoomEvents(s Shared, topic string, rs rsapi.SyncRoomserverAPI, keys uapi.SyncKeyAPI, serverName string) *RoomEvents {
 	re := &RoomEvents{db: s.DB, logger: s.Logger, rsAPI: rs, keys: keys, serverName: serverName}
-	re.c = newConsumer(s, topic, rsapi.OutputSequence(rs), re.prepareBatch, re.afterWrite)
+	re.c = newConsumer(s, topic, storage.StreamRoomEvents, rsapi.OutputSequence(rs), re.prepareBatch, re.afterWrite)
 	return re
 }
 

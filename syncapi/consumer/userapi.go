@@ -21,7 +21,7 @@ type ClientData struct {
 // NewClientData builds the consumer of topic. With replay set it applies the records by
 // their numbers and recovers what a wiped log lost from the userapi (uapi.OutputSequence).
 func NewClientData(s Shared, topic string, replay uapi.ReplayAPI) *ClientData {
-	return &ClientData{newReader(s, topic, userSequence(replay, uapi.TopicOutputClientData), prepareClientData)}
+	return &ClientData{newReader(s, topic, storage.StreamAccountData, userSequence(replay, uapi.TopicOutputClientData), prepareClientData)}
 }
 
 func prepareClientData(_ context.Context, c *reader, recs []eventlog.Record) (writeFunc, error) {
@@ -56,7 +56,7 @@ type KeyChanges struct {
 // NewKeyChanges builds the consumer of topic. With replay set it applies the records by
 // their numbers and recovers what a wiped log lost from the userapi (uapi.OutputSequence).
 func NewKeyChanges(s Shared, topic string, replay uapi.ReplayAPI) *KeyChanges {
-	return &KeyChanges{newReader(s, topic, userSequence(replay, uapi.TopicOutputKeyChangeEvent), prepareKeyChanges)}
+	return &KeyChanges{newReader(s, topic, storage.StreamKeyChanges, userSequence(replay, uapi.TopicOutputKeyChangeEvent), prepareKeyChanges)}
 }
 
 func prepareKeyChanges(_ context.Context, c *reader, recs []eventlog.Record) (writeFunc, error) {

@@ -34,6 +34,9 @@ type Notifier struct {
 	// the position at Load: a kind may have changed anywhere up to floor.
 	streams map[string]int64
 	floor   int64
+	// writing counts, per kind of change, the writes under way: a write can make its
+	// changes visible to a sync (commit them) before Notify hears of them.
+	writing map[string]int
 	// pending are users to wake for presence changes, at the highest position concerning
 	// them, once presenceDelay has passed (flushing is set meanwhile).
 	pending  map[string]int64
@@ -58,7 +61,7 @@ func New(serverName string, waiting prometheus.Gauge) *Notifier {
 	return &Notifier{
 		serverSuffix: ":" + serverName, waiting: waiting,
 		rooms: map[string]map[string]struct{}{}, userRooms: map[string]map[string]struct{}{}, users: map[string]*userStream{},
-		peekers: map[string]map[string]struct{}{}, streams: map[string]int64{}, pending: map[string]int64{},
+		peekers: map[string]map[string]struct{}{}, streams: map[string]int64{}, writing: map[string]int{}, pending: map[string]int64{},
 	}
 }
 
@@ -257,11 +260,29 @@ func (n *Notifier) Wait(ctx context.Context, userID string, since int64, timeout
 }
 
 // Changed reports whether changes of the kind stream (storage.Stream*) may exist after
-// position since, so that a sync can skip looking for those that cannot.
+// position since, so that a sync can skip looking for those that cannot. While a write of
+// that kind is under way (Writing) they may: it can have committed them already.
 func (n *Notifier) Changed(stream string, since int64) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return max(n.streams[stream], n.floor) > since
+	return n.writing[stream] > 0 || max(n.streams[stream], n.floor) > since
+}
+
+// Writing marks a write of changes of the kind stream as under way until end is called:
+// after Notify was told what it committed, or when it failed.
+func (n *Notifier) Writing(stream string) (end func()) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.writing[stream]++
+	var ended bool
+	return func() {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		if !ended {
+			ended = true
+			n.writing[stream]--
+		}
+	}
 }
 
 // Members returns the local users joined to or invited to roomID.

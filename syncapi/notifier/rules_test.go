@@ -101,6 +101,24 @@ func TestChanged(t *testing.T) {
 			t.Errorf("Changed(%s, %d) = %v, want %v", tc.stream, tc.since, got, tc.want)
 		}
 	}
+	// A write under way may have committed changes Notify has not heard of: its kind
+	// counts as changed until the write ends, and only its kind.
+	end := n.Writing(storage.StreamTyping)
+	if !n.Changed(storage.StreamTyping, 7) || n.Changed(storage.StreamRoomEvents, 0) {
+		t.Fatal("a typing write under way: typing must count as changed, room events not")
+	}
+	n.Notify(&storage.Applied{Stream: storage.StreamTyping, EphemeralRooms: []string{"!r"}, Position: 8})
+	end()
+	end() // ending twice ends once
+	if n.Changed(storage.StreamTyping, 8) {
+		t.Fatal("typing still changed after the write ended")
+	}
+	other := n.Writing(storage.StreamTyping)
+	defer other()
+	end()
+	if !n.Changed(storage.StreamTyping, 8) {
+		t.Fatal("ending one write twice ended another")
+	}
 }
 
 // setup is a notifier with the memberships TestNotifyWakes describes and a stream at
