@@ -72,7 +72,7 @@ type Inputer struct {
 	OutputWindow time.Duration
 	// ResultWindow is how long a processed message's results are kept for its writer to
 	// collect (QueryInputResult): twice room_server.input_wait_timeout, how long writers
-	// wait; 10 s when not positive.
+	// wait; a minute when not positive.
 	ResultWindow time.Duration
 
 	db         storage.Database

@@ -14,8 +14,8 @@ import (
 const keepResults = 4096
 
 // defaultResultWindow is how long results are kept without a configured window: twice the
-// writers' default wait (room_server.input_wait_timeout).
-const defaultResultWindow = 10 * time.Second
+// writers' default wait (room_server.input_wait_timeout, 30 s).
+const defaultResultWindow = time.Minute
 
 // results lets writers wait for the outcome of the input message at a log position. A
 // message's results are kept for window after it was processed (at most keepResults per
