@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/config"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
@@ -62,7 +63,17 @@ type Deps struct {
 	DeviceLookup func(ctx context.Context, token string) (*uapi.Device, error)
 	Logger       *logrus.Entry
 	Registerer   prometheus.Registerer
+	// CacheBudget is the process's cache budget (global.cache.max_bytes); the push
+	// reader's rulesets and compiled patterns take shares of it.
+	CacheBudget caching.Budget
 }
+
+// Shares of the process's cache budget the push reader takes: the users' rulesets, and
+// the compiled glob patterns and split property paths of the rules.
+const (
+	rulesCacheShare     = 0.0625
+	evaluatorCacheShare = 0.015625
+)
 
 // PushServer is a built push server.
 type PushServer struct {
@@ -94,8 +105,8 @@ func New(ctx context.Context, d Deps) (*PushServer, error) {
 	}
 	progress := eventlog.NewProgress(d.Log, d.Topics.ClientData)
 	clientData.Progress = progress
-	reader := &internal.Reader{DB: db, Rooms: d.Rooms, ServerName: d.ServerName, Evaluator: pushrules.NewEvaluator(),
-		Rules: internal.NewRuleCache(), ClientData: progress, Logger: d.Logger}
+	reader := &internal.Reader{DB: db, Rooms: d.Rooms, ServerName: d.ServerName, Evaluator: pushrules.NewEvaluator(d.CacheBudget.Share(evaluatorCacheShare), d.Registerer),
+		Rules: internal.NewRuleCache(d.CacheBudget.Share(rulesCacheShare), d.Registerer), ClientData: progress, Logger: d.Logger}
 	metrics := internal.NewMetrics(d.Registerer)
 	reader.Metrics = metrics
 	limits := deliveryLimits(d.Cfg)

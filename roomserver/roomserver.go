@@ -72,7 +72,8 @@ func New(ctx context.Context, d Deps) (*RoomServer, error) {
 		InputTopic: d.InputTopic, OutputTopic: d.OutputTopic, Partitions: partitions,
 		ServerName: d.ServerName, KeyID: d.KeyID, Key: d.PrivateKey,
 		Logger: d.Logger, Metrics: internal.NewMetrics(d.Registerer), OutputWindow: outputWindow(d.Cfg),
-		CacheBudget: d.CacheBudget, Registerer: d.Registerer,
+		ResultWindow: 2 * time.Duration(d.Cfg.InputWaitTimeout),
+		CacheBudget:  d.CacheBudget, Registerer: d.Registerer,
 	})
 	return &RoomServer{inputer: in, querier: internal.NewQuerier(in)}, nil
 }

@@ -80,7 +80,7 @@ func start(ctx context.Context, o options, logger *logrus.Logger) (_ *cluster, e
 	if err = c.startComponents(binary, cfgPath, out); err != nil {
 		return nil, err
 	}
-	if err = c.waitReady(ctx, 90*time.Second); err != nil {
+	if err = c.waitReady(ctx, o.readyTimeout); err != nil {
 		return nil, err
 	}
 	return c, nil

@@ -6,13 +6,14 @@
 // stops everything it started and removes its temporary directories.
 //
 //	devcluster --config FILE --http-bind-address 127.0.0.1:PORT [--roomserver-shards N]
-//	    [--dendrite BINARY] [--broker-in-memory] [--roomserver-cpu-quota CORES]
+//	    [--dendrite BINARY] [--broker-in-memory] [--roomserver-cpu-quota CORES] [--ready-timeout DURATION]
 //	devcluster broker --addr 127.0.0.1:PORT [--data DIR]
 //
 // The config is the same file the monolith takes (global.server_name, global.data_dir,
 // client_api.registration_disabled, client_api.registration_shared_secret...); devcluster
 // overrides the log kind and brokers, the database and every listen/connect address for the
-// processes it starts. docs/polylith.md documents the proxy's routing table.
+// processes it starts. docs/polylith.md documents the proxy's routing table. It gives up when
+// a component is not ready within --ready-timeout (default 3m) of start-up.
 //
 // --roomserver-cpu-quota (root only, cgroup v1) caps each roomserver shard's CPU at a
 // fraction of one core, each shard in a cgroup of its own (/sys/fs/cgroup/cpu/devcluster-PID/
@@ -29,6 +30,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/sirupsen/logrus"
 
@@ -72,6 +74,8 @@ type options struct {
 	memoryBroker bool
 	// cpuQuota caps each roomserver shard at this many cores in a cgroup of its own (0: no cap).
 	cpuQuota float64
+	// readyTimeout bounds how long start waits for every component to be ready.
+	readyTimeout time.Duration
 }
 
 func parse(args []string) (options, error) {
@@ -83,6 +87,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.dendrite, "dendrite", "", "prebuilt dendrite binary (default: go build ./cmd/dendrite into a temporary directory)")
 	fs.BoolVar(&o.memoryBroker, "broker-in-memory", false, "keep the broker's log in memory only, so that killing the broker wipes every topic (default: on disk in the temporary directory, so a killed broker restarts with its log)")
 	fs.Float64Var(&o.cpuQuota, "roomserver-cpu-quota", 0, "cap each roomserver shard's CPU at this fraction of one core (e.g. 0.12), each shard in a cgroup v1 of its own under /sys/fs/cgroup/cpu; needs root (default: no cap)")
+	fs.DurationVar(&o.readyTimeout, "ready-timeout", 3*time.Minute, "how long to wait for every component's /ready at start-up before giving up (a loaded machine starts twenty processes slowly)")
 	if err := fs.Parse(setup.NormaliseFlags(args)); err != nil {
 		return o, err
 	}
@@ -91,6 +96,9 @@ func parse(args []string) (options, error) {
 	}
 	if o.shards < 1 {
 		return o, errors.New("--roomserver-shards must be at least 1")
+	}
+	if o.readyTimeout <= 0 {
+		return o, errors.New("--ready-timeout must be positive")
 	}
 	if o.cpuQuota != 0 {
 		if err := checkCPUQuota(cgroupRoot, o.cpuQuota); err != nil {

@@ -5,7 +5,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/matrix-org/dendrite/internal/caching"
 )
 
 // Context is what the evaluation of one event for one user needs besides the event: the
@@ -20,16 +25,15 @@ type Context struct {
 	NotificationPowerLevels map[string]int64
 }
 
-// Evaluator evaluates rulesets; it keeps the compiled glob patterns and the split
-// property paths, so one Evaluator serves every evaluation of a process (the push reader
-// evaluates a message for each of a room's members, with the same rules' patterns and
-// paths). It is safe for concurrent use.
+// Evaluator evaluates rulesets. Patterns without wildcards (the user's ID and localpart,
+// display names, event types) are matched as text, with no compiled form to keep; it
+// keeps the compiled glob patterns with wildcards and the split property paths, so one
+// Evaluator serves every evaluation of a process (the push reader evaluates a message for
+// each of a room's members, with the same rules' patterns and paths), in caches bounded
+// in bytes. It is safe for concurrent use.
 type Evaluator struct {
-	mu    sync.Mutex
-	exprs map[string]*regexp.Regexp
-	globs map[globKey]*regexp.Regexp
-	names map[string]*regexp.Regexp
-	paths map[string][]string
+	globs *caching.Cache[globKey, *regexp.Regexp]
+	paths *caching.Cache[string, []string]
 }
 
 // globKey names a compiled glob pattern.
@@ -38,10 +42,23 @@ type globKey struct {
 	words   bool
 }
 
-// NewEvaluator returns an Evaluator with empty caches.
-func NewEvaluator() *Evaluator {
-	return &Evaluator{exprs: map[string]*regexp.Regexp{}, globs: map[globKey]*regexp.Regexp{},
-		names: map[string]*regexp.Regexp{}, paths: map[string][]string{}}
+// NewEvaluator returns an Evaluator with empty caches that hold at most maxBytes in all;
+// reg, when not nil, gets their metrics (caches pushrules_globs and pushrules_paths).
+func NewEvaluator(maxBytes int64, reg prometheus.Registerer) *Evaluator {
+	return &Evaluator{
+		globs: caching.New("pushrules_globs", maxBytes*3/4, func(k globKey, _ *regexp.Regexp) int { return regexpBytes(len(k.pattern), k.words) }, reg),
+		paths: caching.New("pushrules_paths", maxBytes/4, func(path string, parts []string) int { return len(path) + 40*len(parts) }, reg),
+	}
+}
+
+// regexpBytes estimates what a compiled glob of n bytes keeps: 600 bytes of program and
+// tables, 60 per character, and 1,300 more for the word boundaries of a words glob
+// (measured on typical patterns; see TestRegexpBytesEstimate).
+func regexpBytes(n int, words bool) int {
+	if words {
+		return 1900 + 60*n
+	}
+	return 600 + 60*n
 }
 
 // Match returns the first enabled rule of rs that matches the event (client format JSON
@@ -70,7 +87,7 @@ func (e *Evaluator) ruleMatches(k Kind, r *Rule, event map[string]any, ctx *Cont
 	switch k {
 	case KindContent:
 		body, ok := e.lookup(event, "content.body").(string)
-		return ok && r.Pattern != nil && e.glob(*r.Pattern, true).MatchString(body)
+		return ok && r.Pattern != nil && e.globMatches(*r.Pattern, true, body)
 	case KindRoom:
 		roomID, _ := event["room_id"].(string)
 		return roomID == r.RuleID
@@ -90,7 +107,7 @@ func (e *Evaluator) conditionMatches(c *Condition, event map[string]any, ctx *Co
 	switch c.Kind {
 	case "event_match":
 		s, ok := e.lookup(event, c.Key).(string)
-		return ok && c.Pattern != nil && e.glob(*c.Pattern, c.Key == "content.body").MatchString(s)
+		return ok && c.Pattern != nil && e.globMatches(*c.Pattern, c.Key == "content.body", s)
 	case "event_property_is":
 		v, found := e.lookupFound(event, c.Key)
 		return found && isScalar(v) && scalarEqual(v, c.Value)
@@ -107,7 +124,7 @@ func (e *Evaluator) conditionMatches(c *Condition, event map[string]any, ctx *Co
 		return false
 	case "contains_display_name":
 		body, ok := e.lookup(event, "content.body").(string)
-		return ok && ctx.DisplayName != "" && e.displayName(ctx.DisplayName).MatchString(body)
+		return ok && ctx.DisplayName != "" && literalMatches(ctx.DisplayName, true, body)
 	case "room_member_count":
 		return memberCountMatches(c.Is, ctx.MemberCount)
 	case "sender_notification_permission":
@@ -199,35 +216,35 @@ func (e *Evaluator) lookupFound(event map[string]any, path string) (any, bool) {
 	return cur, true
 }
 
-// globCacheMax bounds each of the Evaluator's caches; one is emptied when full.
-const globCacheMax = 4096
-
 // split is splitPath(path), from the cache (its result is shared: never modified).
 func (e *Evaluator) split(path string) []string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if parts, ok := e.paths[path]; ok {
+	if parts, ok := e.paths.Get(path); ok {
 		return parts
 	}
 	parts := splitPath(path)
-	if len(e.paths) >= globCacheMax {
-		e.paths = map[string][]string{}
-	}
-	e.paths[path] = parts
+	e.paths.Put(path, parts)
 	return parts
 }
 
-// glob compiles a glob pattern (* any run, ? one character) to a case-insensitive
-// regexp matching the whole value, or with words, any run of it that starts and ends
-// at a word boundary (content.body's special case).
-func (e *Evaluator) glob(pattern string, words bool) *regexp.Regexp {
-	k := globKey{pattern: pattern, words: words}
-	e.mu.Lock()
-	re, ok := e.globs[k]
-	e.mu.Unlock()
-	if ok {
-		return re
+// globMatches reports whether s matches the glob pattern (* any run, ? one character),
+// case-insensitively, as a whole, or with words, in any run of it that starts and ends at
+// a word boundary (content.body's special case). A pattern without wildcards is compared
+// as text; one with wildcards is compiled to a regexp, kept in the cache.
+func (e *Evaluator) globMatches(pattern string, words bool, s string) bool {
+	if !strings.ContainsAny(pattern, "*?") {
+		return literalMatches(pattern, words, s)
 	}
+	k := globKey{pattern: pattern, words: words}
+	re, ok := e.globs.Get(k)
+	if !ok {
+		re = compileGlob(pattern, words)
+		e.globs.Put(k, re)
+	}
+	return re.MatchString(s)
+}
+
+// compileGlob compiles a glob pattern to a case-insensitive regexp (see globMatches).
+func compileGlob(pattern string, words bool) *regexp.Regexp {
 	var b strings.Builder
 	for _, r := range pattern {
 		switch r {
@@ -239,51 +256,70 @@ func (e *Evaluator) glob(pattern string, words bool) *regexp.Regexp {
 			b.WriteString(regexp.QuoteMeta(string(r)))
 		}
 	}
-	expr := `(?is)^` + b.String() + `$`
 	if words {
-		expr = wordExpr(b.String())
+		return regexp.MustCompile(wordExpr(b.String()))
 	}
-	re = e.compile(expr)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.globs) >= globCacheMax {
-		e.globs = map[globKey]*regexp.Regexp{}
-	}
-	e.globs[k] = re
-	return re
+	return regexp.MustCompile(`(?is)^` + b.String() + `$`)
 }
 
-// displayName matches a display name as a word (contains_display_name), from the cache.
-func (e *Evaluator) displayName(name string) *regexp.Regexp {
-	e.mu.Lock()
-	re, ok := e.names[name]
-	e.mu.Unlock()
-	if ok {
-		return re
+// literalMatches is globMatches for a pattern without wildcards: s equals it, or with
+// words, holds it between word boundaries, under simple Unicode case folding (what a
+// regexp's (?i) does).
+func literalMatches(lit string, words bool, s string) bool {
+	if !words {
+		return strings.EqualFold(lit, s)
 	}
-	re = e.compile(wordExpr(regexp.QuoteMeta(name)))
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if len(e.names) >= globCacheMax {
-		e.names = map[string]*regexp.Regexp{}
+	for i := 0; i <= len(s); {
+		if before, _ := utf8.DecodeLastRuneInString(s[:i]); i == 0 || !isWordRune(before) {
+			if n, ok := foldPrefix(s[i:], lit); ok {
+				if after, _ := utf8.DecodeRuneInString(s[i+n:]); i+n == len(s) || !isWordRune(after) {
+					return true
+				}
+			}
+		}
+		if i == len(s) {
+			break
+		}
+		_, size := utf8.DecodeRuneInString(s[i:])
+		i += size
 	}
-	e.names[name] = re
-	return re
+	return false
 }
 
-// compile returns the compiled expr from the cache, compiling it on a miss.
-func (e *Evaluator) compile(expr string) *regexp.Regexp {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if re, ok := e.exprs[expr]; ok {
-		return re
+// foldPrefix reports whether s starts with a case-folded form of prefix, and the bytes of
+// s that form takes (case folding may change a character's length in UTF-8).
+func foldPrefix(s, prefix string) (int, bool) {
+	n := 0
+	for _, p := range prefix {
+		if n == len(s) {
+			return 0, false
+		}
+		r, size := utf8.DecodeRuneInString(s[n:])
+		if !sameFold(r, p) {
+			return 0, false
+		}
+		n += size
 	}
-	re := regexp.MustCompile(expr)
-	if len(e.exprs) >= globCacheMax {
-		e.exprs = map[string]*regexp.Regexp{}
+	return n, true
+}
+
+// sameFold reports whether two runes are equal under simple Unicode case folding.
+func sameFold(a, b rune) bool {
+	if a == b {
+		return true
 	}
-	e.exprs[expr] = re
-	return re
+	for f := unicode.SimpleFold(a); f != a; f = unicode.SimpleFold(f) {
+		if f == b {
+			return true
+		}
+	}
+	return false
+}
+
+// isWordRune reports whether r is in [A-Za-z0-9_] under case folding, as wordExpr's
+// case-insensitive classes see it: the Kelvin sign folds to k and the long s to s.
+func isWordRune(r rune) bool {
+	return r == '_' || '0' <= r && r <= '9' || 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || r == '\u212a' || r == '\u017f'
 }
 
 // wordExpr matches expr case-insensitively where it starts and ends at word boundaries

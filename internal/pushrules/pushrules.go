@@ -7,7 +7,9 @@ package pushrules
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 )
 
 // Kind is a rule kind; Kinds lists them in the order they are checked.
@@ -201,11 +203,7 @@ func Defaults(userID string) (*Ruleset, error) {
 	if err != nil {
 		return nil, err
 	}
-	localpart := strings.TrimPrefix(userID, "@")
-	if i := strings.IndexByte(localpart, ':'); i >= 0 {
-		localpart = localpart[:i]
-	}
-	quotedLocal, err := json.Marshal(localpart)
+	quotedLocal, err := json.Marshal(localpartOf(userID))
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +225,148 @@ func Load(userID string, stored json.RawMessage) (*Ruleset, error) {
 	if err != nil {
 		return nil, err
 	}
+	return merge(defaults, stored, false)
+}
+
+// LoadShared returns what Load does, but the default rules that neither name the user nor
+// were changed by them are shared with every other ruleset LoadShared returned: the
+// caller must not modify the ruleset. It keeps a few hundred bytes per user instead of
+// the whole default ruleset (the push reader keeps one per user).
+func LoadShared(userID string, stored json.RawMessage) (*Ruleset, error) {
+	tmpl, err := sharedDefaults()
+	if err != nil {
+		return nil, err
+	}
+	quoted, err := json.Marshal(userID)
+	if err != nil {
+		return nil, err
+	}
+	defaults := &Ruleset{}
+	for _, k := range Kinds {
+		rules := make([]*Rule, len(*tmpl.List(k)))
+		for i, r := range *tmpl.List(k) {
+			rules[i] = personal(r, userID, localpartOf(userID), quoted)
+		}
+		*defaults.List(k) = rules
+	}
+	return merge(defaults, stored, true)
+}
+
+// sharedDefaults is defaultRules parsed once, with its placeholders left in.
+var sharedDefaults = sync.OnceValues(func() (*Ruleset, error) {
+	var rs Ruleset
+	if err := json.Unmarshal([]byte(defaultRules), &rs); err != nil {
+		return nil, fmt.Errorf("parse default push rules: %w", err)
+	}
+	return &rs, nil
+})
+
+// personal returns the template rule r for the user: r itself when it has no placeholder,
+// else a copy with the user's ID and localpart in place of the placeholders, as Defaults
+// puts them.
+func personal(r *Rule, userID, localpart string, quotedUserID []byte) *Rule {
+	sub := func(p *string) *string {
+		switch {
+		case p == nil:
+			return nil
+		case `"`+*p+`"` == userIDPlaceholder:
+			return &userID
+		case `"`+*p+`"` == localpartPlaceholder:
+			return &localpart
+		}
+		return p
+	}
+	named := sub(r.Pattern) != r.Pattern
+	for _, c := range r.Conditions {
+		named = named || sub(c.Pattern) != c.Pattern || string(c.Value) == userIDPlaceholder
+	}
+	if !named {
+		return r
+	}
+	c := *r
+	c.Pattern = sub(r.Pattern)
+	c.Conditions = slices.Clone(r.Conditions)
+	for i := range c.Conditions {
+		cond := &c.Conditions[i]
+		cond.Pattern = sub(cond.Pattern)
+		if string(cond.Value) == userIDPlaceholder {
+			cond.Value = quotedUserID
+		}
+	}
+	return &c
+}
+
+// OwnBytes estimates the bytes the ruleset keeps in memory apart from what it shares
+// with other rulesets (LoadShared): its lists, its own rules, and of its copies of default
+// rules, the parts that differ from the shared default.
+func (rs *Ruleset) OwnBytes() int {
+	tmpl, _ := sharedDefaults()
+	n := 5 * 24
+	for _, k := range Kinds {
+		list := *rs.List(k)
+		n += 8 * cap(list)
+		for _, r := range list {
+			var base *Rule
+			if tmpl != nil {
+				if slices.Contains(*tmpl.List(k), r) {
+					continue
+				}
+				base = tmpl.Find(k, r.RuleID)
+			}
+			n += r.bytes(base)
+		}
+	}
+	return n
+}
+
+// bytes estimates what a rule keeps: the struct, its strings, conditions and actions (the
+// byte slices of raw JSON with their 24-byte headers), less what it shares with base, the
+// default it is a copy of (nil for a rule of the user's own).
+func (r *Rule) bytes(base *Rule) int {
+	n := 80 + 80*cap(r.Conditions)
+	if base == nil {
+		n += len(r.RuleID)
+	}
+	if r.Pattern != nil && (base == nil || base.Pattern == nil || *r.Pattern != *base.Pattern) {
+		n += 16 + len(*r.Pattern)
+	}
+	if base == nil || !sameBacking(r.Actions, base.Actions) {
+		n += 24 * cap(r.Actions)
+		for _, a := range r.Actions {
+			n += cap(a)
+		}
+	}
+	for i, c := range r.Conditions {
+		if base == nil || i >= len(base.Conditions) {
+			n += len(c.Kind) + len(c.Key) + len(c.Is)
+		}
+		if base == nil || i >= len(base.Conditions) || !sameBacking(c.Value, base.Conditions[i].Value) {
+			n += cap(c.Value)
+		}
+		if c.Pattern != nil && (base == nil || i >= len(base.Conditions) || base.Conditions[i].Pattern == nil || *c.Pattern != *base.Conditions[i].Pattern) {
+			n += 16 + len(*c.Pattern)
+		}
+	}
+	return n
+}
+
+// sameBacking reports whether two slices share their first element's memory.
+func sameBacking[T any](a, b []T) bool {
+	return cap(a) > 0 && cap(b) > 0 && &a[:1][0] == &b[:1][0]
+}
+
+// localpartOf is the localpart of a user ID (what follows "@", up to ":").
+func localpartOf(userID string) string {
+	localpart := strings.TrimPrefix(userID, "@")
+	if i := strings.IndexByte(localpart, ':'); i >= 0 {
+		localpart = localpart[:i]
+	}
+	return localpart
+}
+
+// merge puts the user's stored rules together with defaults (Load). With shared, the
+// default rules belong to other rulesets too and are copied before they are changed.
+func merge(defaults *Ruleset, stored json.RawMessage, shared bool) (*Ruleset, error) {
 	var ad AccountData
 	if len(stored) > 0 {
 		if err := json.Unmarshal(stored, &ad); err != nil {
@@ -246,6 +386,10 @@ func Load(userID string, stored json.RawMessage) (*Ruleset, error) {
 		}
 		for _, d := range *defaults.List(k) {
 			if s := ad.Global.Find(k, d.RuleID); s != nil && s.Default {
+				if shared {
+					c := *d
+					d = &c
+				}
 				d.Enabled = s.Enabled
 				d.Actions = s.Actions
 			}
@@ -255,7 +399,7 @@ func Load(userID string, stored json.RawMessage) (*Ruleset, error) {
 				tail = append(tail, d)
 			}
 		}
-		rules := append(append(head, user...), tail...)
+		rules := slices.Concat(head, user, tail)
 		for _, r := range rules {
 			if r.Actions == nil {
 				r.Actions = []json.RawMessage{}

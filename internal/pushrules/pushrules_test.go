@@ -20,7 +20,7 @@ func str(s string) *string { return &s }
 
 // TestConditions checks each condition kind with the spec's examples.
 func TestConditions(t *testing.T) {
-	e := NewEvaluator()
+	e := NewEvaluator(1<<20, nil)
 	ctx := &Context{UserID: "@alice:x", DisplayName: "Alice", MemberCount: 3, SenderPowerLevel: 50,
 		NotificationPowerLevels: map[string]int64{"room": 50, "high": 100}}
 	topic := func(v string) string { return `{"type":"m.room.topic","content":{"topic":` + v + `}}` }
@@ -77,7 +77,11 @@ func TestDefaultRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := NewEvaluator()
+	shared, err := LoadShared("@alice:x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEvaluator(1<<20, nil)
 	for _, c := range []struct {
 		name, event    string
 		members        int
@@ -112,7 +116,11 @@ func TestDefaultRules(t *testing.T) {
 			if strings.Contains(c.event, `"sender":"@eve:x"`) {
 				level = 0
 			}
-			r := e.Match(rs, event(t, c.event), &Context{UserID: "@alice:x", DisplayName: "White Rabbit", MemberCount: c.members, SenderPowerLevel: level})
+			ctx := &Context{UserID: "@alice:x", DisplayName: "White Rabbit", MemberCount: c.members, SenderPowerLevel: level}
+			r := e.Match(rs, event(t, c.event), ctx)
+			if rShared := e.Match(shared, event(t, c.event), ctx); (rShared == nil) != (r == nil) || r != nil && rShared.RuleID != r.RuleID {
+				t.Fatalf("LoadShared's ruleset matched %+v, Load's %+v", rShared, r)
+			}
 			id := ""
 			var out Outcome
 			if r != nil {
@@ -169,7 +177,7 @@ func TestEditAndLoad(t *testing.T) {
 // BenchmarkMatch evaluates a plain message against the default rules of a thousand
 // users, as the push reader does for a message in a room of a thousand members.
 func BenchmarkMatch(b *testing.B) {
-	e := NewEvaluator()
+	e := NewEvaluator(1<<20, nil)
 	var rulesets []*Ruleset
 	for i := range 1000 {
 		rs, err := Defaults(fmt.Sprintf("@user%d:bench.test", i))

@@ -446,7 +446,7 @@ func buildPushServer(ctx context.Context, e *env) (*built, error) {
 			ClientData: e.topic(uapi.TopicOutputClientData), Receipts: e.topic(receiptapi.TopicOutputReceiptEvent),
 			KeyChanges: e.topic(uapi.TopicOutputKeyChangeEvent), Notifications: e.topic(pushapi.TopicOutputNotificationData)},
 		Rooms: e.roomserver, Replay: e.roomserver, UserReplay: e.users, ReceiptReplay: e.receipts, Deny: e.outbound, DeviceLookup: routing.DeviceLookup(e.users),
-		Logger: e.component("pushserver"), Registerer: e.registry})
+		Logger: e.component("pushserver"), Registerer: e.registry, CacheBudget: caching.Budget(e.cfg.Global.Cache.MaxBytes)})
 	if err != nil {
 		return nil, err
 	}

@@ -9,25 +9,24 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/sirupsen/logrus"
 
+	"github.com/matrix-org/dendrite/internal/caching"
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/pushrules"
 	"github.com/matrix-org/dendrite/pushserver/storage"
 	uapi "github.com/matrix-org/dendrite/userapi/api"
 )
 
-// ruleCacheMax bounds the RuleCache; it is emptied when full.
-const ruleCacheMax = 100000
-
 // RuleCache keeps users' effective rulesets parsed, keyed by the stored content they
 // came from, so a room of a thousand members does not parse a thousand rulesets per
-// event. It is safe for concurrent use.
+// event. The rulesets share the default rules (pushrules.LoadShared), so a user who
+// changed nothing costs under 1 KiB; the cache is bounded in bytes. It is safe for
+// concurrent use.
 type RuleCache struct {
-	mu    sync.Mutex
-	rules map[string]cachedRules
+	rules *caching.Cache[string, cachedRules]
 }
 
 type cachedRules struct {
@@ -35,33 +34,28 @@ type cachedRules struct {
 	rs     *pushrules.Ruleset
 }
 
-// NewRuleCache returns an empty cache.
-func NewRuleCache() *RuleCache {
-	return &RuleCache{rules: map[string]cachedRules{}}
+// NewRuleCache returns an empty cache holding at most maxBytes (cache pushserver_rules;
+// reg, when not nil, gets its metrics).
+func NewRuleCache(maxBytes int64, reg prometheus.Registerer) *RuleCache {
+	weigh := func(userID string, c cachedRules) int { return len(userID) + 16 + len(c.stored) + 8 + c.rs.OwnBytes() }
+	return &RuleCache{rules: caching.New("pushserver_rules", maxBytes, weigh, reg)}
 }
 
 // Get returns the user's effective ruleset for the stored m.push_rules content (nil: the
-// defaults). Content that cannot be parsed counts as no content, with a warning.
+// defaults), which the caller must not modify. Content that cannot be parsed counts as
+// no content, with a warning.
 func (c *RuleCache) Get(userID string, stored json.RawMessage, logger *logrus.Entry) *pushrules.Ruleset {
-	c.mu.Lock()
-	hit, ok := c.rules[userID]
-	c.mu.Unlock()
-	if ok && hit.stored == string(stored) {
+	if hit, ok := c.rules.Get(userID); ok && hit.stored == string(stored) {
 		return hit.rs
 	}
-	rs, err := pushrules.Load(userID, stored)
+	rs, err := pushrules.LoadShared(userID, stored)
 	if err != nil {
 		logger.WithError(err).WithField("user_id", userID).Warn("stored push rules unreadable; using the defaults")
-		if rs, err = pushrules.Load(userID, nil); err != nil {
+		if rs, err = pushrules.LoadShared(userID, nil); err != nil {
 			rs = &pushrules.Ruleset{}
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.rules) >= ruleCacheMax {
-		c.rules = map[string]cachedRules{}
-	}
-	c.rules[userID] = cachedRules{stored: string(stored), rs: rs}
+	c.rules.Put(userID, cachedRules{stored: string(stored), rs: rs})
 	return rs
 }
 

@@ -70,6 +70,10 @@ type Inputer struct {
 	// OutputWindow is how long produced OutputRoomEvent records stay in the outbox for
 	// replay (QueryOutputRecords); negative keeps them forever.
 	OutputWindow time.Duration
+	// ResultWindow is how long a processed message's results are kept for its writer to
+	// collect (QueryInputResult): twice room_server.input_wait_timeout, how long writers
+	// wait; a minute when not positive.
+	ResultWindow time.Duration
 
 	db         storage.Database
 	cache      *cache
@@ -84,7 +88,7 @@ type Inputer struct {
 func NewInputer(in Inputer) *Inputer {
 	in.db = in.DB
 	in.cache = newCache(in.DB, in.CacheBudget, in.Registerer)
-	in.results = newResults(in.Partitions)
+	in.results = newResults(in.Partitions, in.ResultWindow)
 	in.produced = &producedOutbox{}
 	in.serverName, in.keyID, in.key = in.ServerName, in.KeyID, in.Key
 	return &in

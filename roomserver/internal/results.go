@@ -13,10 +13,18 @@ import (
 // waiting writers. Writers wait right after producing, so only the newest matter.
 const keepResults = 4096
 
-// results lets writers wait for the outcome of the input message at a log position.
+// defaultResultWindow is how long results are kept without a configured window: twice the
+// writers' default wait (room_server.input_wait_timeout, 30 s).
+const defaultResultWindow = time.Minute
+
+// results lets writers wait for the outcome of the input message at a log position. A
+// message's results are kept for window after it was processed (at most keepResults per
+// partition): a writer waits at most its input_wait_timeout from producing, so after that
+// nobody asks for them; an idle partition forgets them too.
 type results struct {
-	mu    sync.Mutex
-	parts map[int32]*partitionResults
+	mu     sync.Mutex
+	window time.Duration
+	parts  map[int32]*partitionResults
 }
 
 // published is the outcome of the message at an offset, with the writer's ID for it.
@@ -25,16 +33,28 @@ type published struct {
 	res       []api.Result
 }
 
+// recorded is when the result at an offset was recorded.
+type recorded struct {
+	offset int64
+	at     time.Time
+}
+
 type partitionResults struct {
 	// next is the first offset not yet processed; -1 until the consumer has started.
 	next    int64
 	byOff   map[int64]published
-	order   []int64
+	order   []recorded
 	changed chan struct{}
+	// expiry forgets the oldest results when they are past the window; nil when none is kept.
+	expiry *time.Timer
 }
 
-func newResults(partitions []int32) *results {
-	r := &results{parts: make(map[int32]*partitionResults, len(partitions))}
+// newResults keeps results for window (defaultResultWindow when not positive).
+func newResults(partitions []int32, window time.Duration) *results {
+	if window <= 0 {
+		window = defaultResultWindow
+	}
+	r := &results{window: window, parts: make(map[int32]*partitionResults, len(partitions))}
 	for _, p := range partitions {
 		r.parts[p] = &partitionResults{next: -1, byOff: map[int64]published{}, changed: make(chan struct{})}
 	}
@@ -59,14 +79,40 @@ func (r *results) record(partition int32, offsets []int64, ids []string, res [][
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	pr := r.parts[partition]
+	now := time.Now()
 	for i, off := range offsets {
 		pr.byOff[off] = published{messageID: ids[i], res: res[i]}
-		pr.order = append(pr.order, off)
+		pr.order = append(pr.order, recorded{offset: off, at: now})
 	}
-	for len(pr.order) > keepResults {
-		delete(pr.byOff, pr.order[0])
-		pr.order = pr.order[1:]
+	r.trim(partition, pr, now)
+}
+
+// trim forgets the partition's results past the window or beyond keepResults, and sets
+// the timer that forgets the rest when they pass the window.
+func (r *results) trim(partition int32, pr *partitionResults, now time.Time) {
+	drop := 0
+	for drop < len(pr.order) && (len(pr.order)-drop > keepResults || now.Sub(pr.order[drop].at) >= r.window) {
+		delete(pr.byOff, pr.order[drop].offset)
+		drop++
 	}
+	pr.order = pr.order[drop:]
+	if len(pr.order) == 0 {
+		// A map keeps its buckets when emptied: a fresh one releases them.
+		pr.byOff, pr.order = map[int64]published{}, nil
+		return
+	}
+	if pr.expiry == nil {
+		pr.expiry = time.AfterFunc(pr.order[0].at.Add(r.window).Sub(now), func() { r.expire(partition) })
+	}
+}
+
+// expire is the expiry timer's: it forgets what passed the window.
+func (r *results) expire(partition int32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pr := r.parts[partition]
+	pr.expiry = nil
+	r.trim(partition, pr, time.Now())
 }
 
 // wait blocks until the message at offset has been processed and returns its results.
