@@ -30,9 +30,12 @@ const (
 	maxRespBytes = 64 << 10
 	// maxAcks is how many delivered pushes one transaction removes from the queues.
 	maxAcks = 500
-	// queueBatch is how many pushes of a pusher's queue one read takes (and at most how
-	// many a crash may send twice).
+	// queueBatch is how many pushes of a pusher's queue one read takes.
 	queueBatch = 20
+	// maxUnacked is how many of a pusher's delivered pushes may wait for their removal
+	// from the queue to commit while the pusher's next pushes are sent (and at most how
+	// many of its pushes a crash may send twice).
+	maxUnacked = 2 * queueBatch
 	// eventCacheMax bounds the cache of what a push says about its event.
 	eventCacheMax = 1024
 )
@@ -212,15 +215,31 @@ func (d *Deliverer) drainLimited(ctx context.Context, p storage.DuePusher, sem c
 // drain sends the pusher's due pushes in order until its queue is empty, a push fails
 // (the queue is postponed), the gateway rejects the push key or ctx ends. It reads the
 // queue queueBatch pushes at a time, with the pusher and the user's unread count (the
-// badge every push of the batch carries) once per batch, not once per push; the batch's
-// delivered pushes leave the queue in the deliverer's shared transactions, and drain
-// waits for them to commit at the end of the batch, not after each push (a commit
-// waits for the disk: waiting for one per push held every pusher to a few pushes a
-// second). A crash before that commit sends those pushes again, at most a batch.
+// badge every push of the batch carries) once per batch, not once per push. The
+// delivered pushes leave the queue in the deliverer's shared transactions; drain does
+// not wait for those to commit before it reads and sends the next pushes (it reads past
+// the last one sent) until maxUnacked are waiting, and waits for them all before it
+// returns. On SQLite a commit waits for the push reader's transaction to end: waiting for
+// each batch's held a pusher to a batch per reader transaction. A crash before the
+// commits sends those pushes again, at most maxUnacked per pusher.
 func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
 	log := d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID})
+	var pending []<-chan error
+	acked := func(n int) bool {
+		err := waitAcks(ctx, pending[:n])
+		pending = pending[n:]
+		if err != nil && ctx.Err() == nil {
+			log.WithError(err).Warn("removing delivered pushes from a pusher's queue failed")
+		}
+		return err == nil
+	}
+	defer func() { acked(len(pending)) }()
+	var after int64
 	for ctx.Err() == nil {
-		heads, pusher, err := d.DB.QueueHeads(ctx, k, time.Now().UnixMilli(), queueBatch)
+		if over := len(pending) + queueBatch - maxUnacked; over > 0 && !acked(over) {
+			return
+		}
+		heads, pusher, err := d.DB.QueueHeads(ctx, k, time.Now().UnixMilli(), after, queueBatch)
 		if err != nil {
 			log.WithError(err).Warn("loading a pusher's queue failed")
 			return
@@ -233,21 +252,15 @@ func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
 			log.WithError(err).Warn("counting a user's unread notifications failed")
 			return
 		}
-		var pending []<-chan error
-		more := true
-		for i := 0; i < len(heads) && more; i++ {
-			var done <-chan error
-			done, more = d.sendHead(ctx, log, &heads[i], pusher, unread)
+		for i := range heads {
+			done, more := d.sendHead(ctx, log, &heads[i], pusher, unread)
 			if done != nil {
 				pending = append(pending, done)
 			}
-		}
-		if err := waitAcks(ctx, pending); err != nil {
-			log.WithError(err).Warn("removing delivered pushes from a pusher's queue failed")
-			return
-		}
-		if !more {
-			return
+			if !more {
+				return
+			}
+			after = heads[i].Seq
 		}
 	}
 }
