@@ -73,7 +73,7 @@ func TestReaderTransactionsBounded(t *testing.T) {
 		if step.Take != 16 {
 			t.Fatalf("the first step takes %d of 20 records, want 16", step.Take)
 		}
-		if err = db.WithTx(ctx, step.Apply); err != nil {
+		if err = db.WithTx(ctx, func(tx *sql.Tx) error { return step.Apply(ctx, tx) }); err != nil {
 			t.Fatal(err)
 		}
 		rest, err := r.Prepare(ctx, recs[16:])
@@ -83,7 +83,7 @@ func TestReaderTransactionsBounded(t *testing.T) {
 		if rest.Take != 4 {
 			t.Fatalf("the second step takes %d of 4 records, want 4", rest.Take)
 		}
-		if err = db.WithTx(ctx, rest.Apply); err != nil {
+		if err = db.WithTx(ctx, func(tx *sql.Tx) error { return rest.Apply(ctx, tx) }); err != nil {
 			t.Fatal(err)
 		}
 		var n, distinct int

@@ -209,11 +209,12 @@ func (d *Database) QueueHeads(ctx context.Context, k storage.PusherKey, now, aft
 
 // Delivered implements storage.Database.
 func (d *Database) Delivered(ctx context.Context, seqs []int64) error {
-	q, args := d.db.Dialect.InList(`DELETE FROM pushserver_push_queue WHERE seq IN ({seqs})`, "{seqs}", nil, seqs)
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("dequeue push: %w", err)
+		for _, chunk := range chunks(seqs) {
+			q, args := d.db.Dialect.InList(`DELETE FROM pushserver_push_queue WHERE seq IN ({seqs})`, "{seqs}", nil, chunk)
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return fmt.Errorf("dequeue push: %w", err)
+			}
 		}
 		return nil
 	})
