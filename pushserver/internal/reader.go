@@ -67,69 +67,97 @@ const maxTxNotifications = 1000
 // state of rooms the reader does not know yet, and waits for earlier push rule changes,
 // all before the transaction opens.
 func (r *Reader) Prepare(ctx context.Context, recs []eventlog.Record) (eventlog.Step, error) {
-	type newRecord struct {
-		out *rsapi.OutputNewRoomEvent
-		i   int // its index in recs
-	}
-	var news []newRecord
-	var roomIDs []string
-	seen := map[string]bool{}
-	for i, rec := range recs {
-		var out rsapi.OutputRoomEvent
-		if err := json.Unmarshal(rec.Value, &out); err != nil {
-			return eventlog.Step{}, eventlog.Poison(fmt.Errorf("decode output room event: %w", err))
-		}
-		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
-			continue
-		}
-		news = append(news, newRecord{out: out.NewRoomEvent, i: i})
-		if roomID := out.NewRoomEvent.Event.PDU.RoomID().String(); !seen[roomID] {
-			seen[roomID] = true
-			roomIDs = append(roomIDs, roomID)
-		}
-	}
-	if len(news) == 0 {
-		return eventlog.Step{}, nil
-	}
-	joined, err := r.DB.JoinedCounts(ctx, roomIDs)
-	if err != nil {
-		return eventlog.Step{}, eventlog.Retry(err)
-	}
 	var events []newEvent
 	boot := map[string][]gomatrixserverlib.PDU{}
+	joined := map[string]int{}
 	take, total := len(recs), 0
-	for _, n := range news {
-		ev := n.out.Event.PDU
-		roomID := ev.RoomID().String()
-		members, known := joined[roomID]
-		var state []gomatrixserverlib.PDU
-		if !known {
-			if state, err = r.roomStateAt(ctx, roomID, ev.EventID()); err != nil {
-				return eventlog.Step{}, err
-			}
-			members = joinedIn(state)
-		}
-		if len(events) > 0 && total+members > maxTxNotifications {
-			take = n.i
-			break
-		}
-		if !known {
-			boot[roomID], joined[roomID] = state, members
-		}
-		total += members
-		added, unknown, err := n.out.AddedState(ctx, r.Rooms)
+	// The records are decoded a chunk at a time, as far as the bound takes them: the rest
+	// of the batch is prepared again for the next transaction.
+chunks:
+	for start := 0; start < len(recs); start += prepareChunk {
+		news, err := r.decodeNew(ctx, recs, start, min(start+prepareChunk, len(recs)), joined)
 		if err != nil {
-			return eventlog.Step{}, eventlog.Retry(err)
+			return eventlog.Step{}, err
 		}
-		for _, id := range unknown {
-			r.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+		for _, n := range news {
+			ev := n.out.Event.PDU
+			roomID := ev.RoomID().String()
+			members, known := joined[roomID]
+			var state []gomatrixserverlib.PDU
+			if !known {
+				if state, err = r.roomStateAt(ctx, roomID, ev.EventID()); err != nil {
+					return eventlog.Step{}, err
+				}
+				members = joinedIn(state)
+			}
+			if len(events) > 0 && total+members > maxTxNotifications {
+				take = n.i
+				break chunks
+			}
+			if !known {
+				boot[roomID], joined[roomID] = state, members
+			}
+			total += members
+			added, unknown, err := n.out.AddedState(ctx, r.Rooms)
+			if err != nil {
+				return eventlog.Step{}, eventlog.Retry(err)
+			}
+			for _, id := range unknown {
+				r.Logger.WithFields(logrus.Fields{"room_id": roomID, "event_id": id}).Warn("added state event unknown to the roomserver; skipped")
+			}
+			events = append(events, newEvent{event: ev, added: added})
 		}
-		events = append(events, newEvent{event: ev, added: added})
+	}
+	if len(events) == 0 {
+		return eventlog.Step{}, nil
 	}
 	if err := r.ClientData.CatchUp(ctx, clientDataWait); err != nil && !errors.Is(err, eventlog.ErrBehind) {
 		return eventlog.Step{}, eventlog.Retry(err)
 	}
 	return eventlog.Step{Take: take, Apply: func(ctx context.Context, tx *sql.Tx) error { return r.apply(ctx, tx, events, boot) }}, nil
+}
+
+// prepareChunk is how many records Prepare decodes at a time.
+const prepareChunk = 32
+
+// newRecord is a new room event of a batch and its index in the batch.
+type newRecord struct {
+	out *rsapi.OutputNewRoomEvent
+	i   int
+}
+
+// decodeNew decodes recs[from:to] and returns their new room events; it adds to joined the
+// joined-member counts of their rooms that it lacks and the database knows.
+func (r *Reader) decodeNew(ctx context.Context, recs []eventlog.Record, from, to int, joined map[string]int) ([]newRecord, error) {
+	var news []newRecord
+	var roomIDs []string
+	seen := map[string]bool{}
+	for i := from; i < to; i++ {
+		var out rsapi.OutputRoomEvent
+		if err := json.Unmarshal(recs[i].Value, &out); err != nil {
+			return nil, eventlog.Poison(fmt.Errorf("decode output room event: %w", err))
+		}
+		if out.Type != rsapi.OutputTypeNewRoomEvent || out.NewRoomEvent == nil || out.NewRoomEvent.Event.PDU == nil {
+			continue
+		}
+		news = append(news, newRecord{out: out.NewRoomEvent, i: i})
+		roomID := out.NewRoomEvent.Event.PDU.RoomID().String()
+		if _, ok := joined[roomID]; !ok && !seen[roomID] {
+			seen[roomID] = true
+			roomIDs = append(roomIDs, roomID)
+		}
+	}
+	if len(roomIDs) == 0 {
+		return news, nil
+	}
+	counts, err := r.DB.JoinedCounts(ctx, roomIDs)
+	if err != nil {
+		return nil, eventlog.Retry(err)
+	}
+	for id, n := range counts {
+		joined[id] = n
+	}
+	return news, nil
 }
 
 // roomStateAt is the state of a room the reader does not know yet at its first event.
