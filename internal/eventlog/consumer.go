@@ -144,6 +144,11 @@ type Step struct {
 	// Waking them earlier could let them read before the batch is there. The batch is
 	// applied whatever After does, so After retries what must happen until ctx ends.
 	After func(ctx context.Context)
+	// Take, if above 0 and below the batch's length, makes the step cover only the batch's
+	// first Take records: they commit with the checkpoint after the last of them, and the
+	// rest is prepared again as a batch of its own. A consumer whose batches can be large
+	// to write (the push reader) keeps its transactions short with it.
+	Take int
 }
 
 // Consumer is the one consumer runtime: it applies the records of a topic's partitions
@@ -314,28 +319,36 @@ func (c *Consumer) prepare(ctx context.Context, recs []Record) (Step, error) {
 	return Step{Apply: func(ctx context.Context, tx *sql.Tx) error { return c.Handle(ctx, tx, recs) }}, nil
 }
 
-// apply runs the three phases of recs: the transaction saves the offset after them (unless
-// they were fetched from the owner: Offset -1) and seq when above 0.
-func (c *Consumer) apply(ctx context.Context, partition int32, recs []Record, seq int64) error {
+// apply runs the three phases of recs (seq: the owner's number of the last, 0 for none)
+// and returns how many of them it applied: all, or the first Step.Take. The transaction
+// saves the offset after the last applied (unless they were fetched from the owner:
+// Offset -1) and its seq when above 0.
+func (c *Consumer) apply(ctx context.Context, partition int32, recs []Record, seq int64) (int, error) {
 	step, err := c.prepare(ctx, recs)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	cp := Checkpoint{Topic: c.Topic, Partition: partition, Next: recs[len(recs)-1].Offset + 1, Seq: seq}
+	n := len(recs)
+	if step.Take > 0 && step.Take < n {
+		n = step.Take
+		seq = c.seqOf(recs[n-1], seq, len(recs))
+	}
+	last := recs[n-1]
+	cp := Checkpoint{Topic: c.Topic, Partition: partition, Next: last.Offset + 1, Seq: seq}
 	if c.FromEnd {
 		cp.Next, cp.Seq = 0, 0
 	}
 	if err := c.commit(ctx, step, cp); err != nil {
-		return err
+		return 0, err
 	}
-	c.Metrics.consumed(c.Topic, c.Name, len(recs))
+	c.Metrics.consumed(c.Topic, c.Name, n)
 	if step.After != nil {
 		step.After(ctx)
 	}
-	if next := recs[len(recs)-1].Offset + 1; next > 0 {
+	if next := last.Offset + 1; next > 0 {
 		c.applied(partition, next)
 	}
-	return nil
+	return n, nil
 }
 
 // commit runs the second phase of step and saves cp in one transaction.
@@ -418,17 +431,23 @@ func (c *Consumer) applyRun(ctx context.Context, partition int32, run []Record, 
 }
 
 // applyBatch applies recs (seq: the owner's number of the last, 0 for none) in one
-// transaction; when that fails it applies them one at a time under the poison policy. It
-// fails only when ctx ends.
+// transaction, or in several when the steps take parts of it (Step.Take); when that fails
+// it applies the records not applied yet one at a time under the poison policy. It fails
+// only when ctx ends.
 func (c *Consumer) applyBatch(ctx context.Context, partition int32, recs []Record, seq int64) error {
-	if len(recs) > 1 {
-		err := c.apply(ctx, partition, recs, seq)
-		if err == nil || ctx.Err() != nil {
+	for len(recs) > 1 {
+		n, err := c.apply(ctx, partition, recs, seq)
+		if err == nil {
+			recs = recs[n:]
+			continue
+		}
+		if ctx.Err() != nil {
 			return err
 		}
 		c.Metrics.failed(c.Topic, c.Name)
 		c.Logger.WithError(err).WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": recs[0].Offset, "records": len(recs)}).
 			Warn("applying a batch failed; applying its records one at a time")
+		break
 	}
 	for _, r := range recs {
 		if err := c.applyOne(ctx, partition, r, c.seqOf(r, seq, len(recs))); err != nil {
@@ -466,7 +485,7 @@ func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, seq 
 	}
 	log := c.Logger.WithFields(logrus.Fields{"topic": c.Topic, "partition": partition, "offset": r.Offset})
 	for attempt := 1; ; attempt++ {
-		err := c.apply(ctx, partition, []Record{r}, seq)
+		_, err := c.apply(ctx, partition, []Record{r}, seq)
 		if err == nil {
 			return nil
 		}

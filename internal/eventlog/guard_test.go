@@ -187,7 +187,11 @@ func TestSequencedConsumerRecoversWipedLog(t *testing.T) {
 		o.next() // 8: never produced
 		produce(wiped, o.next())
 		got.waitFor(ctx, t, 9)
+		// Handle ran for 9; its transaction may not have committed yet.
 		st, err := offsets.Position(ctx, "out", 0)
+		for ; err == nil && st.Seq < 9 && ctx.Err() == nil; st, err = offsets.Position(ctx, "out", 0) {
+			time.Sleep(10 * time.Millisecond) // polling with the test's deadline
+		}
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -27,12 +27,17 @@ const (
 	maxBackoff   = 10 * time.Minute
 	giveUpAfter  = 24 * time.Hour
 	pollInterval = time.Second
+	// minWakeGap is the least time between two looks for due pushes that Wake asks for:
+	// the push reader wakes the deliverer after each of its transactions, and a look reads
+	// every due push of the queue (thousands in a backlog).
+	minWakeGap   = 100 * time.Millisecond
 	maxRespBytes = 64 << 10
-	// maxAcks is how many delivered pushes one transaction removes from the queues.
-	maxAcks = 500
-	// queueBatch is how many pushes of a pusher's queue one read takes (and at most how
-	// many a crash may send twice).
+	// queueBatch is how many pushes of a pusher's queue one read takes.
 	queueBatch = 20
+	// maxUnacked is how many of a pusher's delivered pushes may wait for their removal
+	// from the queue to commit while the pusher's next pushes are sent (and at most how
+	// many of its pushes a crash may send twice).
+	maxUnacked = 2 * queueBatch
 	// eventCacheMax bounds the cache of what a push says about its event.
 	eventCacheMax = 1024
 )
@@ -60,9 +65,14 @@ type Deliverer struct {
 	Logger  *logrus.Entry
 
 	wake chan struct{}
-	acks chan ack
-	mu   sync.Mutex
-	busy map[storage.PusherKey]bool
+	// acked are the delivered pushes waiting to leave their queues, and ackWake
+	// signals the first of them to commitAcks. While a removal commits (on SQLite, after
+	// the push reader's transaction) the next pile up here, at most maxUnacked per pusher.
+	ackMu   sync.Mutex
+	acked   []ack
+	ackWake chan struct{}
+	mu      sync.Mutex
+	busy    map[storage.PusherKey]bool
 	// gateways are the per-gateway semaphores of the gateways with pushers being
 	// delivered or waiting, by gateway; an entry goes when its last pusher is done.
 	gateways map[string]*gatewaySlots
@@ -96,7 +106,7 @@ func NewDeliverer(db storage.Database, rooms rsapi.QueryAPI, client *http.Client
 	limits.Total = max(limits.Total, 1)
 	limits.PerGateway = max(limits.PerGateway, 1)
 	return &Deliverer{DB: db, Rooms: rooms, Client: client, Limits: limits, Metrics: m, Logger: logger, wake: make(chan struct{}, 1),
-		acks: make(chan ack, limits.Total), busy: map[storage.PusherKey]bool{}, gateways: map[string]*gatewaySlots{},
+		ackWake: make(chan struct{}, 1), busy: map[storage.PusherKey]bool{}, gateways: map[string]*gatewaySlots{},
 		events: map[string]*eventInfo{}}
 }
 
@@ -154,7 +164,8 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	tick := time.NewTicker(pollInterval)
 	defer tick.Stop()
 	for {
-		due, err := d.DB.DuePushers(ctx, time.Now().UnixMilli())
+		looked := time.Now()
+		due, err := d.DB.DuePushers(ctx, looked.UnixMilli())
 		if err != nil && ctx.Err() == nil {
 			d.Logger.WithError(err).Warn("loading due pushes failed")
 		}
@@ -182,6 +193,11 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-d.wake:
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Until(looked.Add(minWakeGap))):
+			}
 		case <-tick.C:
 		}
 	}
@@ -212,15 +228,31 @@ func (d *Deliverer) drainLimited(ctx context.Context, p storage.DuePusher, sem c
 // drain sends the pusher's due pushes in order until its queue is empty, a push fails
 // (the queue is postponed), the gateway rejects the push key or ctx ends. It reads the
 // queue queueBatch pushes at a time, with the pusher and the user's unread count (the
-// badge every push of the batch carries) once per batch, not once per push; the batch's
-// delivered pushes leave the queue in the deliverer's shared transactions, and drain
-// waits for them to commit at the end of the batch, not after each push (a commit
-// waits for the disk: waiting for one per push held every pusher to a few pushes a
-// second). A crash before that commit sends those pushes again, at most a batch.
+// badge every push of the batch carries) once per batch, not once per push. The
+// delivered pushes leave the queue in the deliverer's shared transactions; drain does
+// not wait for those to commit before it reads and sends the next pushes (it reads past
+// the last one sent) until maxUnacked are waiting, and waits for them all before it
+// returns. On SQLite a commit waits for the push reader's transaction to end: waiting for
+// each batch's held a pusher to a batch per reader transaction. A crash before the
+// commits sends those pushes again, at most maxUnacked per pusher.
 func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
 	log := d.Logger.WithFields(logrus.Fields{"user_id": k.UserID, "app_id": k.AppID})
+	var pending []<-chan error
+	acked := func(n int) bool {
+		err := waitAcks(ctx, pending[:n])
+		pending = pending[n:]
+		if err != nil && ctx.Err() == nil {
+			log.WithError(err).Warn("removing delivered pushes from a pusher's queue failed")
+		}
+		return err == nil
+	}
+	defer func() { acked(len(pending)) }()
+	var after int64
 	for ctx.Err() == nil {
-		heads, pusher, err := d.DB.QueueHeads(ctx, k, time.Now().UnixMilli(), queueBatch)
+		if over := len(pending) + queueBatch - maxUnacked; over > 0 && !acked(over) {
+			return
+		}
+		heads, pusher, err := d.DB.QueueHeads(ctx, k, time.Now().UnixMilli(), after, queueBatch)
 		if err != nil {
 			log.WithError(err).Warn("loading a pusher's queue failed")
 			return
@@ -233,21 +265,15 @@ func (d *Deliverer) drain(ctx context.Context, k storage.PusherKey) {
 			log.WithError(err).Warn("counting a user's unread notifications failed")
 			return
 		}
-		var pending []<-chan error
-		more := true
-		for i := 0; i < len(heads) && more; i++ {
-			var done <-chan error
-			done, more = d.sendHead(ctx, log, &heads[i], pusher, unread)
+		for i := range heads {
+			done, more := d.sendHead(ctx, log, &heads[i], pusher, unread)
 			if done != nil {
 				pending = append(pending, done)
 			}
-		}
-		if err := waitAcks(ctx, pending); err != nil {
-			log.WithError(err).Warn("removing delivered pushes from a pusher's queue failed")
-			return
-		}
-		if !more {
-			return
+			if !more {
+				return
+			}
+			after = heads[i].Seq
 		}
 	}
 }
@@ -280,12 +306,14 @@ func (d *Deliverer) sendHead(ctx context.Context, log *logrus.Entry, head *stora
 		return nil, false
 	}
 	ch := make(chan error, 1)
+	d.ackMu.Lock()
+	d.acked = append(d.acked, ack{seq: head.Seq, done: ch})
+	d.ackMu.Unlock()
 	select {
-	case d.acks <- ack{seq: head.Seq, done: ch}:
-		return ch, true
-	case <-ctx.Done():
-		return nil, false
+	case d.ackWake <- struct{}{}:
+	default:
 	}
+	return ch, true
 }
 
 // waitAcks waits until the removals of pending have committed, and returns the first
@@ -305,32 +333,30 @@ func waitAcks(ctx context.Context, pending []<-chan error) error {
 }
 
 // commitAcks removes delivered pushes from the queues until ctx ends: each transaction
-// takes every ack waiting when it starts, up to maxAcks.
+// takes every ack waiting when it starts.
 func (d *Deliverer) commitAcks(ctx context.Context) {
 	for {
-		var batch []ack
 		select {
-		case a := <-d.acks:
-			batch = append(batch, a)
+		case <-d.ackWake:
 		case <-ctx.Done():
 			return
 		}
-	more:
-		for len(batch) < maxAcks {
-			select {
-			case a := <-d.acks:
-				batch = append(batch, a)
-			default:
-				break more
+		for {
+			d.ackMu.Lock()
+			batch := d.acked
+			d.acked = nil
+			d.ackMu.Unlock()
+			if len(batch) == 0 {
+				break
 			}
-		}
-		seqs := make([]int64, len(batch))
-		for i, a := range batch {
-			seqs[i] = a.seq
-		}
-		err := d.DB.Delivered(ctx, seqs)
-		for _, a := range batch {
-			a.done <- err
+			seqs := make([]int64, len(batch))
+			for i, a := range batch {
+				seqs[i] = a.seq
+			}
+			err := d.DB.Delivered(ctx, seqs)
+			for _, a := range batch {
+				a.done <- err
+			}
 		}
 	}
 }

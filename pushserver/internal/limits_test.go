@@ -292,3 +292,38 @@ func TestSendsDoNotWaitForEachCommit(t *testing.T) {
 		})
 	})
 }
+
+// TestDeliveryGoesOnWhileCommitsWait: while removing delivered pushes from the queue is
+// held up (on SQLite a commit waits for the push reader's transaction to end), a pusher
+// with 50 pushes queued gets maxUnacked (40) of them, more than one read of its queue (20:
+// it waited for the removals of each read's pushes before reading on), and no more until
+// the removals commit; then the others arrive, each push once, and the queue empties.
+func TestDeliveryGoesOnWhileCommitsWait(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		store, err := pushsql.Open(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		gw := &testGateway{}
+		addPushers(t, store, startGateway(t, gw), "@a:test")
+		for range 50 {
+			queueBadges(t, db, store, "@a:test")
+		}
+		gated := &countingDB{Database: store, gate: make(chan struct{})}
+		startDeliverer(t, gated, Limits{Total: 4, PerGateway: 2})
+		waitFor(t, "40 pushes while the commits are held", func() bool { got, _, _ := gw.state(); return len(got) >= maxUnacked })
+		time.Sleep(300 * time.Millisecond)
+		if got, _, _ := gw.state(); len(got) != maxUnacked {
+			t.Fatalf("%d pushes sent with their removals held, want %d", len(got), maxUnacked)
+		}
+		close(gated.gate)
+		waitFor(t, "an empty queue", func() bool {
+			depth, err := store.QueueDepth(ctx)
+			return err == nil && depth == 0
+		})
+		if got, _, _ := gw.state(); len(got) != 50 {
+			t.Fatalf("the gateway got %d pushes, want 50", len(got))
+		}
+	})
+}

@@ -100,8 +100,9 @@ type Database interface {
 	// Pushers lists the user's pushers, oldest first.
 	Pushers(ctx context.Context, userID string) ([]StoredPusher, error)
 
-	// KnownRooms reports which of roomIDs the push reader has state for.
-	KnownRooms(ctx context.Context, roomIDs []string) (map[string]bool, error)
+	// JoinedCounts are the numbers of joined members (local and remote) of those of
+	// roomIDs the push reader has state for; a room it has no state for is absent.
+	JoinedCounts(ctx context.Context, roomIDs []string) (map[string]int, error)
 	// AddRoom records a room's state as the push reader first sees it; a room already
 	// known is left alone.
 	AddRoom(ctx context.Context, tx *sql.Tx, roomID string, members []Member, powerLevels json.RawMessage) error
@@ -148,10 +149,10 @@ type Database interface {
 	EnqueuePushes(ctx context.Context, tx *sql.Tx, ns []Notification, badges []string) error
 	// DuePushers are the pushers whose queue head is due at now (Unix ms).
 	DuePushers(ctx context.Context, now int64) ([]DuePusher, error)
-	// QueueHeads are the pusher's oldest queued pushes, at most limit, in queue order, and
-	// the pusher; nothing when either is gone (a queue without its pusher is removed) or
-	// the head is not due at now.
-	QueueHeads(ctx context.Context, key PusherKey, now int64, limit int) ([]QueuedPush, *StoredPusher, error)
+	// QueueHeads are the pusher's oldest queued pushes after seq `after` (0: from the
+	// head), at most limit, in queue order, and the pusher; nothing when either is gone (a
+	// queue without its pusher is removed) or the queue is not due at now.
+	QueueHeads(ctx context.Context, key PusherKey, now, after int64, limit int) ([]QueuedPush, *StoredPusher, error)
 	// Delivered removes pushes, by their seq, from the queues, in one transaction.
 	Delivered(ctx context.Context, seqs []int64) error
 	// Postpone records a failed attempt at the pusher's head and makes its queue due

@@ -136,11 +136,13 @@ func (d *Database) insertQueueRows(ctx context.Context, tx *sql.Tx, rows []queue
 	return nil
 }
 
-// DuePushers implements storage.Database.
+// DuePushers implements storage.Database. The due pushers are picked out of the queue
+// first and joined with their pushers after: joining every queued push (thousands in a
+// backlog) with its pusher's data before DISTINCT was the deliverer's costliest query.
 func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.DuePusher, error) {
-	rows, err := d.db.QueryContext(ctx, `SELECT DISTINCT q.user_id, q.app_id, q.pushkey, COALESCE(p.data, '') FROM pushserver_push_queue q
-		LEFT JOIN pushserver_pushers p ON p.user_id = q.user_id AND p.app_id = q.app_id AND p.pushkey = q.pushkey
-		WHERE q.next_ts <= $1`, now)
+	rows, err := d.db.QueryContext(ctx, `SELECT q.user_id, q.app_id, q.pushkey, COALESCE(p.data, '') FROM
+		(SELECT DISTINCT user_id, app_id, pushkey FROM pushserver_push_queue WHERE next_ts <= $1) q
+		LEFT JOIN pushserver_pushers p ON p.user_id = q.user_id AND p.app_id = q.app_id AND p.pushkey = q.pushkey`, now)
 	if err != nil {
 		return nil, fmt.Errorf("select due pushers: %w", err)
 	}
@@ -164,9 +166,9 @@ func (d *Database) DuePushers(ctx context.Context, now int64) ([]storage.DuePush
 }
 
 // QueueHeads implements storage.Database.
-func (d *Database) QueueHeads(ctx context.Context, k storage.PusherKey, now int64, limit int) ([]storage.QueuedPush, *storage.StoredPusher, error) {
+func (d *Database) QueueHeads(ctx context.Context, k storage.PusherKey, now, after int64, limit int) ([]storage.QueuedPush, *storage.StoredPusher, error) {
 	rows, err := d.db.QueryContext(ctx, `SELECT seq, event_id, room_id, actions, attempts, enqueued_ts, next_ts FROM pushserver_push_queue
-		WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 ORDER BY seq LIMIT $4`, k.UserID, k.AppID, k.PushKey, limit)
+		WHERE user_id = $1 AND app_id = $2 AND pushkey = $3 AND seq > $4 ORDER BY seq LIMIT $5`, k.UserID, k.AppID, k.PushKey, after, limit)
 	if err != nil {
 		return nil, nil, fmt.Errorf("select queue heads: %w", err)
 	}
@@ -207,11 +209,12 @@ func (d *Database) QueueHeads(ctx context.Context, k storage.PusherKey, now int6
 
 // Delivered implements storage.Database.
 func (d *Database) Delivered(ctx context.Context, seqs []int64) error {
-	q, args := d.db.Dialect.InList(`DELETE FROM pushserver_push_queue WHERE seq IN ({seqs})`, "{seqs}", nil, seqs)
 	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, q, args...)
-		if err != nil {
-			return fmt.Errorf("dequeue push: %w", err)
+		for _, chunk := range chunks(seqs) {
+			q, args := d.db.Dialect.InList(`DELETE FROM pushserver_push_queue WHERE seq IN ({seqs})`, "{seqs}", nil, chunk)
+			if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+				return fmt.Errorf("dequeue push: %w", err)
+			}
 		}
 		return nil
 	})

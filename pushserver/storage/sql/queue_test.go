@@ -50,7 +50,7 @@ func TestEnqueuePushesInBatches(t *testing.T) {
 		enqueue(0, 1)
 		a1 := storage.PusherKey{UserID: "@a:x", AppID: "app1", PushKey: "k"}
 		later := time.Now().Add(time.Hour).UnixMilli()
-		heads, _, err := store.QueueHeads(ctx, a1, time.Now().UnixMilli(), 10)
+		heads, _, err := store.QueueHeads(ctx, a1, time.Now().UnixMilli(), 0, 10)
 		if err != nil || len(heads) != 1 {
 			t.Fatalf("heads %v, %v", heads, err)
 		}
@@ -69,8 +69,12 @@ func TestEnqueuePushesInBatches(t *testing.T) {
 			t.Fatalf("%d pushes of the postponed pusher due before its head (%v)", early, err)
 		}
 		b2 := storage.PusherKey{UserID: "@b:x", AppID: "app2", PushKey: "k"}
+		// Read past the pushes read before (the deliverer's cursor, before their removal
+		// commits), then from the head once they are removed.
+		var after int64
+		var read []int64
 		for i := 0; i < 121; {
-			heads, _, err := store.QueueHeads(ctx, b2, time.Now().UnixMilli(), 50)
+			heads, _, err := store.QueueHeads(ctx, b2, time.Now().UnixMilli(), after, 50)
 			if err != nil || len(heads) != min(50, 121-i) {
 				t.Fatalf("push %d: %d heads, %v", i, len(heads), err)
 			}
@@ -78,11 +82,17 @@ func TestEnqueuePushesInBatches(t *testing.T) {
 				if head.EventID != fmt.Sprintf("$e%03d", i) {
 					t.Fatalf("push %d: head %+v", i, head)
 				}
-				if err = store.Delivered(ctx, []int64{head.Seq}); err != nil {
-					t.Fatal(err)
-				}
+				after = head.Seq
+				read = append(read, head.Seq)
 				i++
 			}
+		}
+		if err = store.Delivered(ctx, read[:100]); err != nil {
+			t.Fatal(err)
+		}
+		heads, _, err = store.QueueHeads(ctx, b2, time.Now().UnixMilli(), 0, 50)
+		if err != nil || len(heads) != 21 || heads[0].EventID != "$e100" {
+			t.Fatalf("after removing 100: %d heads (%v)", len(heads), err)
 		}
 	})
 }

@@ -52,22 +52,26 @@ CREATE TABLE IF NOT EXISTS pushserver_notifications (
 CREATE INDEX IF NOT EXISTS pushserver_notifications_unread ON pushserver_notifications (user_id, room_id, is_read, pos);
 `
 
-// KnownRooms implements storage.Database.
-func (d *Database) KnownRooms(ctx context.Context, roomIDs []string) (map[string]bool, error) {
-	q, args := d.db.Dialect.InList(`SELECT room_id FROM pushserver_rooms WHERE room_id IN ({ids})`, "{ids}", nil, roomIDs)
+// JoinedCounts implements storage.Database.
+func (d *Database) JoinedCounts(ctx context.Context, roomIDs []string) (map[string]int, error) {
+	q, args := d.db.Dialect.InList(`SELECT r.room_id, COUNT(m.user_id) FROM pushserver_rooms r
+		LEFT JOIN pushserver_members m ON m.room_id = r.room_id AND m.membership = 'join'
+		WHERE r.room_id IN ({ids}) GROUP BY r.room_id`, "{ids}", nil, roomIDs)
 	rows, err := d.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("select known rooms: %w", err)
 	}
-	ids, err := sqlutil.Column[string](rows)
-	if err != nil {
-		return nil, fmt.Errorf("select known rooms: %w", err)
+	defer rows.Close() // nolint: errcheck // rows.Err below reports what matters
+	out := map[string]int{}
+	for rows.Next() {
+		var roomID string
+		var n int
+		if err := rows.Scan(&roomID, &n); err != nil {
+			return nil, fmt.Errorf("scan known room: %w", err)
+		}
+		out[roomID] = n
 	}
-	out := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		out[id] = true
-	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // AddRoom implements storage.Database.

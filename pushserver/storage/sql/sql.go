@@ -106,8 +106,8 @@ func (d *Database) Pushers(ctx context.Context, userID string) ([]storage.Stored
 const listChunk = 100
 
 // chunks splits ids into slices of at most listChunk.
-func chunks(ids []string) [][]string {
-	var out [][]string
+func chunks[T any](ids []T) [][]T {
+	var out [][]T
 	for len(ids) > 0 {
 		n := min(len(ids), listChunk)
 		out = append(out, ids[:n])
