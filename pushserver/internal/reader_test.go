@@ -64,7 +64,7 @@ func TestReaderTransactionsBounded(t *testing.T) {
 		}
 		logger := logrus.New()
 		logger.SetOutput(io.Discard)
-		r := &Reader{DB: store, ServerName: server, Evaluator: pushrules.NewEvaluator(), Rules: NewRuleCache(),
+		r := &Reader{DB: store, ServerName: server, Evaluator: pushrules.NewEvaluator(1<<20, nil), Rules: NewRuleCache(1<<20, nil),
 			ClientData: eventlog.NewProgress(log, "clientdata"), Logger: logrus.NewEntry(logger)}
 		step, err := r.Prepare(ctx, recs)
 		if err != nil {
