@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
+	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -43,12 +44,17 @@ func pushCounts(t *testing.T, c *mautrix.Client, roomID id.RoomID, threaded bool
 // counts are wantThread).
 func waitCounts(t *testing.T, c *mautrix.Client, roomID id.RoomID, want unreadCounts, thread string, wantThread unreadCounts) {
 	t.Helper()
-	var got unreadCounts
-	var threads map[string]unreadCounts
-	waitFor(t, fmt.Sprintf("counts %+v, thread %s %+v", want, thread, wantThread), func() bool {
-		got, threads = pushCounts(t, c, roomID, thread != "")
-		return got == want && (thread == "" || threads[thread] == wantThread)
-	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, threads := pushCounts(t, c, roomID, thread != "")
+		if got == want && (thread == "" || threads[thread] == wantThread) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for counts %+v, thread %s %+v; last seen %+v, threads %+v", want, thread, wantThread, got, threads)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // notificationsOf is GET /notifications with query.
