@@ -304,7 +304,7 @@ done
 log_share=
 if [ -z "$poly" ]; then
 	curl -fsS "http://127.0.0.1:$metrics/debug/pprof/heap" -o "$out/heap.pprof"
-	log_share="$( (cd "$out/data" && du -ck -- eventlog.db* 2>/dev/null || echo 0 total) | awk '$2 == "total" {print $1 * 1024}') $(du -sk "$out/data" | awk '{print $1 * 1024}')"
+	log_share="$( (cd "$out/data" && du -ck -- eventlog.db* 2>/dev/null || echo 0 total) | awk '$2 == "total" {printf "%.0f\n", $1 * 1024}') $(du -sk "$out/data" | awk '{printf "%.0f\n", $1 * 1024}')"
 fi
 echo "soak.sh: $problems of $runs mxbench runs found problems (see $out/mxbench.txt: a live /sync that fell" \
 	"behind more than its timeline limit, on a machine busy with other work, reports the gap as lost)"
