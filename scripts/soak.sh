@@ -12,8 +12,8 @@
 # lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's RSS and Go heap (in use,
 # from /metrics), the bytes of every cache, and the data directory's size per database (with its WAL; those
 # over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
-# script goes on after a run that found a problem, counts them, and exits 1 at the end if there was any (or at
-# once when mxbench could not run). Results (mxbench JSON lines, the samples as TSV and the server log) go to
+# script goes on after a run that found a problem, counts them, and exits 1 at the end if any was more than a
+# live /sync's limited timeline (below), or at once when mxbench could not run. Results (mxbench JSON lines, the samples as TSV and the server log) go to
 # OUT_DIR (default /tmp/dendrite-soak), and at the end a heap profile (heap.pprof, for `go tool pprof`).
 #
 # -p runs the polylith instead: devcluster (built here too; -s roomserver shards, default 1) with PostgreSQL
@@ -31,8 +31,10 @@
 # 10% of the first), RSS at the end against 150 MB (each component process in the polylith; the broker,
 # PostgreSQL and devcluster are listed without a target), the growth in bytes on disk per message of every
 # database (and, in the polylith, of the WAL and the broker's log), the embedded log's share of the data
-# directory (monolith; under 10%), and what mxbench found lost, duplicated or out of order. Only mxbench's
-# findings make the exit status non-zero.
+# directory (monolith; under 10%), and what mxbench found lost, duplicated or out of order. A run whose only
+# finding is events missing from a live /sync whose timeline came back limited (more new events between two
+# syncs than the filter's limit of 100; the client pages back from prev_batch), with its /messages walk
+# complete, is counted apart as a gap. Only mxbench's other findings make the exit status non-zero.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 messages=200000
@@ -306,8 +308,8 @@ if [ -z "$poly" ]; then
 	curl -fsS "http://127.0.0.1:$metrics/debug/pprof/heap" -o "$out/heap.pprof"
 	log_share="$( (cd "$out/data" && du -ck -- eventlog.db* 2>/dev/null || echo 0 total) | awk '$2 == "total" {printf "%.0f\n", $1 * 1024}') $(du -sk "$out/data" | awk '{printf "%.0f\n", $1 * 1024}')"
 fi
-echo "soak.sh: $problems of $runs mxbench runs found problems (see $out/mxbench.txt: a live /sync that fell" \
-	"behind more than its timeline limit, on a machine busy with other work, reports the gap as lost)"
+echo "soak.sh: $problems of $runs mxbench runs reported problems (see $out/mxbench.txt); the summary tells gaps in" \
+	"a live /sync's limited timelines from losses"
 
 # The summary against issue 18's targets.
 python3 - "$out" "${poly:-0}" "$sent" "$log_share" <<'EOF'
@@ -388,9 +390,25 @@ for r in results:
         for k in ("lost", "duplicates", "out_of_order", "unexpected"):
             count[k] += m[check][k]
     count["txn_replay_mismatches"] += m["txn_replay_mismatches"]
-found = sum(1 for r in results if not r["ok"])
-print("  mxbench: %d of %d runs found problems (lost %d, duplicated %d, out of order %d, unexpected %d, transaction replay mismatches %d): %s"
+# A run whose only finding is events missing from a live /sync that had limited timelines
+# (more new events than the filter's limit between two syncs: the spec's answer is a gap
+# the client fills from prev_batch), while its /messages walk held every event once and in
+# order, found a gap, not a loss.
+def gap_only(r):
+    m = r["metrics"]
+    h, s = m["history_check"], m["sync_check"]
+    return (m.get("sync_limited_timelines", 0) > 0 and m["txn_replay_mismatches"] == 0
+            and all(h[k] == 0 for k in ("lost", "duplicates", "out_of_order", "unexpected"))
+            and all(s[k] == 0 for k in ("duplicates", "out_of_order", "unexpected")))
+failed = [r for r in results if not r["ok"]]
+gapped = [r for r in failed if gap_only(r)]
+found = len(failed) - len(gapped)
+print("  mxbench: %d of %d runs had a live /sync with limited timelines and nothing else (%d events left to the client "
+      "to page back; each run's /messages walk held every event once, in order)"
+      % (len(gapped), len(results), sum(r["metrics"]["sync_check"]["lost"] for r in gapped)))
+print("  mxbench: %d of %d runs found problems (lost %d, duplicated %d, out of order %d, unexpected %d, transaction replay "
+      "mismatches %d; lost counts the gaps above): %s"
       % (found, len(results), count["lost"], count["duplicates"], count["out_of_order"], count["unexpected"],
          count["txn_replay_mismatches"], verdict(found == 0)))
+sys.exit(1 if found else 0)
 EOF
-[ "$problems" -eq 0 ]
