@@ -21,11 +21,12 @@ import (
 	rsapi "github.com/matrix-org/dendrite/roomserver/api"
 )
 
-// TestReaderTransactionsBounded: 20 messages to a room of 60 joined members (1,180
-// notifications) are more than one of the reader's transactions takes (1,000): Prepare
-// takes the first 16 records (960 members to notify) and leaves the others, which the
-// next Prepare takes whole; applied one after the other, the two steps record each
-// member's notification of each message once. (The whole batch was one transaction.)
+// TestReaderTransactionsBounded: 20 messages to a room whose joined members are 6% of
+// what one of the reader's transactions takes (maxTxNotifications) are more than one
+// transaction: Prepare takes the first 16 records (96% of the bound in members to
+// notify) and leaves the others, which the next Prepare takes whole; applied one after
+// the other, the two steps record each member's notification of each message once. (The
+// whole batch was one transaction.)
 func TestReaderTransactionsBounded(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
@@ -36,7 +37,8 @@ func TestReaderTransactionsBounded(t *testing.T) {
 		const server = "bound.test"
 		roomID := "!bound:" + server
 		var members []storage.Member
-		for i := range 60 {
+		size := maxTxNotifications * 6 / 100
+		for i := range size {
 			members = append(members, storage.Member{UserID: fmt.Sprintf("@u%d:%s", i, server), Membership: "join"})
 		}
 		if err = db.WithTx(ctx, func(tx *sql.Tx) error { return store.AddRoom(ctx, tx, roomID, members, nil) }); err != nil {
@@ -91,8 +93,8 @@ func TestReaderTransactionsBounded(t *testing.T) {
 			Scan(&n, &distinct); err != nil {
 			t.Fatal(err)
 		}
-		if n != 20*59 || distinct != 20 {
-			t.Fatalf("%d notifications of %d events, want %d of 20", n, distinct, 20*59)
+		if n != 20*(size-1) || distinct != 20 {
+			t.Fatalf("%d notifications of %d events, want %d of 20", n, distinct, 20*(size-1))
 		}
 	})
 }
