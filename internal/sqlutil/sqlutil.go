@@ -104,10 +104,11 @@ func Open(dsn string) (*DB, error) {
 		q.Add("_pragma", p)
 	}
 	q.Set("_txlock", "immediate")
-	db, err := sql.Open("sqlite", "file:"+path+"?"+q.Encode())
+	connector, err := sqlite.NewConnector("file:" + path + "?" + q.Encode())
 	if err != nil {
 		return nil, err
 	}
+	db := sql.OpenDB(stmtCacheConnector{connector})
 	db.SetMaxOpenConns(8)
 	db.SetMaxIdleConns(8)
 	if err = db.Ping(); err != nil {
