@@ -91,6 +91,10 @@ type ack struct {
 // eventInfo is what pushes say about an event: the event (nil when the roomserver does
 // not have it) and the names of a full-format notification.
 type eventInfo struct {
+	// ready is closed once the fields below are filled in (or err is set): the pushers
+	// of one event, which go out together, share one lookup.
+	ready                                  chan struct{}
+	err                                    error
 	ev                                     gomatrixserverlib.PDU
 	roomName, roomAlias, senderDisplayName string
 }
@@ -467,36 +471,62 @@ func (d *Deliverer) buildNotification(ctx context.Context, head *storage.QueuedP
 func (d *Deliverer) eventInfo(ctx context.Context, head *storage.QueuedPush) (*eventInfo, error) {
 	d.mu.Lock()
 	info, ok := d.events[head.EventID]
+	if !ok {
+		if len(d.events) >= eventCacheMax {
+			d.events = map[string]*eventInfo{}
+		}
+		info = &eventInfo{ready: make(chan struct{})}
+		d.events[head.EventID] = info
+	}
 	d.mu.Unlock()
 	if ok {
+		select {
+		case <-info.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if info.err != nil {
+			return nil, info.err
+		}
 		return info, nil
 	}
+	info.err = d.lookUpEvent(ctx, head, info)
+	if info.err != nil || info.ev == nil {
+		// Failed, or not found: the next push of the event asks again.
+		d.mu.Lock()
+		if d.events[head.EventID] == info {
+			delete(d.events, head.EventID)
+		}
+		d.mu.Unlock()
+	}
+	close(info.ready)
+	if info.err != nil {
+		return nil, info.err
+	}
+	return info, nil
+}
+
+// lookUpEvent fills in info for head's event from the roomserver.
+func (d *Deliverer) lookUpEvent(ctx context.Context, head *storage.QueuedPush, info *eventInfo) error {
 	res, err := d.Rooms.QueryEventsByID(ctx, &rsapi.QueryEventsByIDRequest{RoomID: head.RoomID, EventIDs: []string{head.EventID}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(res.Events) == 0 {
-		// Not cached: the next push of the event asks again.
-		return &eventInfo{}, nil
+		return nil
 	}
-	info = &eventInfo{ev: res.Events[0]}
-	n := &notification{RoomID: head.RoomID, Sender: string(info.ev.SenderID())}
+	ev := res.Events[0]
+	n := &notification{RoomID: head.RoomID, Sender: string(ev.SenderID())}
 	if err := d.addNames(ctx, n); err != nil {
-		return nil, err
+		return err
 	}
-	fillFromInviteState(n, info.ev.Unsigned())
+	fillFromInviteState(n, ev.Unsigned())
 	if n.RoomName == "" {
 		// A room without a name is called by its canonical alias, as clients do.
 		n.RoomName = n.RoomAlias
 	}
-	info.roomName, info.roomAlias, info.senderDisplayName = n.RoomName, n.RoomAlias, n.SenderDisplayName
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if len(d.events) >= eventCacheMax {
-		d.events = map[string]*eventInfo{}
-	}
-	d.events[head.EventID] = info
-	return info, nil
+	info.ev, info.roomName, info.roomAlias, info.senderDisplayName = ev, n.RoomName, n.RoomAlias, n.SenderDisplayName
+	return nil
 }
 
 // fillFromInviteState fills in the names the room's current state did not give from the
