@@ -7,10 +7,10 @@ import (
 	"fmt"
 )
 
-// stmtCacheSize bounds the statements each SQLite connection keeps prepared. A component's
-// hot paths use a few dozen statements; a prepared statement takes a few KiB of SQLite's
-// memory.
-const stmtCacheSize = 64
+// stmtCacheSize bounds the statements each SQLite connection keeps prepared: a monolith
+// has about 70 SQLite connections, and 64 statements each took some 20 MiB (soak.sh);
+// 16 keep most of the CPU saved (docs/benchmarks.md).
+const stmtCacheSize = 16
 
 // stmtCacheConnector opens SQLite connections that keep their statements prepared. The
 // modernc driver parses and compiles a statement's SQL on every Exec and Query that is not
