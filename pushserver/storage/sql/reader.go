@@ -140,10 +140,10 @@ func (d *Database) RoomState(ctx context.Context, tx *sql.Tx, roomID string) (*s
 }
 
 // AddEvent implements storage.Database.
-func (d *Database) AddEvent(ctx context.Context, tx *sql.Tx, roomID, eventID string) (int64, bool, error) {
+func (d *Database) AddEvent(ctx context.Context, tx *sql.Tx, eventID string, ts int64) (int64, bool, error) {
 	var pos int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO pushserver_events (event_id, room_id) VALUES ($1, $2)
-		ON CONFLICT (event_id) DO NOTHING RETURNING pos`, eventID, roomID).Scan(&pos)
+	err := tx.QueryRowContext(ctx, `INSERT INTO pushserver_events (event_id, ts) VALUES ($1, $2)
+		ON CONFLICT (event_id) DO NOTHING RETURNING pos`, eventID, ts).Scan(&pos)
 	if err == nil {
 		return pos, true, nil
 	}
@@ -259,14 +259,22 @@ func (d *Database) IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, use
 	return out, nil
 }
 
-// Notifications implements storage.Database.
+// Notifications implements storage.Database. The user's notifications are read newest
+// first from pushserver_notifications_user; their event's ID and timestamp, and the
+// room's ID, are looked up by their primary keys, for the page only.
 func (d *Database) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]storage.Notification, error) {
-	query := `SELECT id, room_id, event_id, thread_id, actions, highlight, pos, ts, is_read FROM pushserver_notifications
-		WHERE user_id = $1 AND ($2 = 0 OR id < $2)`
-	if onlyHighlight {
-		query += " AND highlight"
+	query := `SELECT n.pos, r.id, e.event_id, n.thread_id, n.actions, n.highlight, e.ts, n.is_read FROM pushserver_notifications n
+		JOIN pushserver_events e ON e.pos = n.pos JOIN pushserver_nids r ON r.nid = n.room_nid
+		WHERE n.user_nid = (SELECT nid FROM pushserver_nids WHERE id = $1)`
+	args := []any{userID, limit}
+	if before > 0 {
+		query += " AND n.pos < $3"
+		args = append(args, before)
 	}
-	rows, err := d.db.QueryContext(ctx, query+" ORDER BY id DESC LIMIT $3", userID, before, limit)
+	if onlyHighlight {
+		query += " AND n.highlight"
+	}
+	rows, err := d.db.QueryContext(ctx, query+" ORDER BY n.pos DESC LIMIT $2", args...)
 	if err != nil {
 		return nil, fmt.Errorf("select notifications: %w", err)
 	}
@@ -275,9 +283,10 @@ func (d *Database) Notifications(ctx context.Context, userID string, before int6
 	for rows.Next() {
 		n := storage.Notification{UserID: userID}
 		var actions string
-		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.Pos, &n.TS, &n.Read); err != nil {
+		if err := rows.Scan(&n.Pos, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.TS, &n.Read); err != nil {
 			return nil, fmt.Errorf("scan notification: %w", err)
 		}
+		n.ID = n.Pos
 		n.Actions = expandActions(actions)
 		out = append(out, n)
 	}

@@ -117,7 +117,7 @@ func recordMessage(ctx context.Context, b *testing.B, db *sqlutil.DB, store *pus
 	roomID := fmt.Sprintf("!room%d:bench.test", i%sizeRooms)
 	eventID := fmt.Sprintf("$event%08d-abcdefghijklmnopqrstuvwxyz0123456", i)
 	err := db.WithTx(ctx, func(tx *sql.Tx) error {
-		pos, _, err := store.AddEvent(ctx, tx, roomID, eventID)
+		pos, _, err := store.AddEvent(ctx, tx, eventID, ts.UnixMilli())
 		if err != nil {
 			return err
 		}
@@ -128,7 +128,7 @@ func recordMessage(ctx context.Context, b *testing.B, db *sqlutil.DB, store *pus
 				continue
 			}
 			n := storage.Notification{UserID: fmt.Sprintf("@user%d:bench.test", m), RoomID: roomID, EventID: eventID,
-				Actions: json.RawMessage(`["notify"]`), Pos: pos, TS: ts.UnixMilli()}
+				Actions: json.RawMessage(`["notify"]`), Pos: pos}
 			if i%50 == 0 {
 				n.Highlight = true
 				n.Actions = json.RawMessage(`["notify",{"set_tweak":"sound","value":"default"},{"set_tweak":"highlight"}]`)
