@@ -112,7 +112,7 @@ func benchNotificationBytes(b *testing.B, dsn func(b *testing.B) string, size fu
 }
 
 // recordMessage records message i, sent at ts, as the push reader does.
-func recordMessage(ctx context.Context, b *testing.B, db *sqlutil.DB, store *pushsql.Database, i int, ts time.Time) {
+func recordMessage(ctx context.Context, b testing.TB, db *sqlutil.DB, store *pushsql.Database, i int, ts time.Time) {
 	b.Helper()
 	roomID := fmt.Sprintf("!room%d:bench.test", i%sizeRooms)
 	eventID := fmt.Sprintf("$event%08d-abcdefghijklmnopqrstuvwxyz0123456", i)
