@@ -18,6 +18,9 @@ import (
 //     newest first (GET /notifications);
 //   - pushserver_notifications_unread (user_nid, room_nid, pos) holds only the unread
 //     rows, which receipts mark read (MarkRead).
+//   - pushserver_notifications_highlights (user_nid, pos) holds only the highlights
+//     (GET /notifications?only=highlight; a few in a hundred rows), which were found by
+//     reading all of the user's notifications.
 //
 // An empty thread_id (the main timeline) and actions ("" for the plain ["notify"]) take
 // a byte each or nothing, as a NULL would. The event's room ID is no longer kept in
@@ -45,7 +48,7 @@ CREATE TABLE pushserver_notifications_slim (
 	is_read BOOLEAN NOT NULL DEFAULT FALSE,
 	thread_id TEXT NOT NULL,
 	actions TEXT NOT NULL,
-	PRIMARY KEY (pos, user_nid)
+	CONSTRAINT pushserver_notifications_order PRIMARY KEY (pos, user_nid)
 ) {without_rowid};
 INSERT INTO pushserver_notifications_slim (pos, user_nid, room_nid, highlight, is_read, thread_id, actions)
 	SELECT e.pos, u.nid, r.nid, n.highlight, n.is_read, n.thread_id, n.actions FROM pushserver_notifications n
@@ -57,6 +60,7 @@ DROP TABLE pushserver_notifications;
 ALTER TABLE pushserver_notifications_slim RENAME TO pushserver_notifications;
 CREATE INDEX pushserver_notifications_user ON pushserver_notifications (user_nid, pos);
 CREATE INDEX pushserver_notifications_unread ON pushserver_notifications (user_nid, room_nid, pos) WHERE NOT is_read;
+CREATE INDEX pushserver_notifications_highlights ON pushserver_notifications (user_nid, pos) WHERE highlight;
 ALTER TABLE pushserver_events DROP COLUMN room_id;
 `
 

@@ -259,22 +259,14 @@ func (d *Database) IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, use
 	return out, nil
 }
 
-// Notifications implements storage.Database. The user's notifications are read newest
-// first from pushserver_notifications_user; their event's ID and timestamp, and the
-// room's ID, are looked up by their primary keys, for the page only.
+// Notifications implements storage.Database.
 func (d *Database) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]storage.Notification, error) {
-	query := `SELECT n.pos, r.id, e.event_id, n.thread_id, n.actions, n.highlight, e.ts, n.is_read FROM pushserver_notifications n
-		JOIN pushserver_events e ON e.pos = n.pos JOIN pushserver_nids r ON r.nid = n.room_nid
-		WHERE n.user_nid = (SELECT nid FROM pushserver_nids WHERE id = $1)`
 	args := []any{userID, limit}
 	if before > 0 {
-		query += " AND n.pos < $3"
 		args = append(args, before)
 	}
-	if onlyHighlight {
-		query += " AND n.highlight"
-	}
-	rows, err := d.db.QueryContext(ctx, query+" ORDER BY n.pos DESC LIMIT $2", args...)
+	query := notificationsSQL(before > 0, onlyHighlight)
+	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("select notifications: %w", err)
 	}
@@ -291,4 +283,24 @@ func (d *Database) Notifications(ctx context.Context, userID string, before int6
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// notificationsSQL is the statement of Notifications, whose parameters are the user ID,
+// the limit and, when before, the position to list from. The page is picked first,
+// newest first from pushserver_notifications_user (or _highlights), and then its events'
+// IDs and timestamps, and its rooms' IDs, are looked up by their primary keys: as one
+// join, SQLite carried the position bound over to pushserver_events and read every event
+// below it.
+func notificationsSQL(before, onlyHighlight bool) string {
+	page := `SELECT pos, room_nid, thread_id, actions, highlight, is_read FROM pushserver_notifications
+		WHERE user_nid = (SELECT nid FROM pushserver_nids WHERE id = $1)`
+	if before {
+		page += " AND pos < $3"
+	}
+	if onlyHighlight {
+		page += " AND highlight"
+	}
+	return `SELECT n.pos, r.id, e.event_id, n.thread_id, n.actions, n.highlight, e.ts, n.is_read FROM (` + page +
+		` ORDER BY pos DESC LIMIT $2) n JOIN pushserver_events e ON e.pos = n.pos JOIN pushserver_nids r ON r.nid = n.room_nid
+		ORDER BY n.pos DESC`
 }

@@ -214,13 +214,11 @@ func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, thr
 		return false, err
 	}
 	if len(nids) == 2 {
-		q := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_nid = $1 AND room_nid = $2 AND NOT is_read AND pos <= $3`
 		args := []any{nids[userID], nids[roomID], pos}
 		if threadID != "" {
-			q += " AND thread_id = $4"
 			args = append(args, threadID)
 		}
-		rows, err := scanChanged(ctx, tx, q+" RETURNING "+changedColumns("is_read"), args...)
+		rows, err := scanChanged(ctx, tx, markReadSQL(threadID != ""), args...)
 		if err != nil {
 			return false, fmt.Errorf("mark notifications read: %w", err)
 		}
@@ -255,6 +253,16 @@ func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, thr
 		return false, fmt.Errorf("delete read summaries: %w", err)
 	}
 	return true, nil
+}
+
+// markReadSQL is the statement that marks notifications read, whose parameters are the
+// user's and the room's numbers, the position and, when threaded, the thread ID.
+func markReadSQL(threaded bool) string {
+	q := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_nid = $1 AND room_nid = $2 AND NOT is_read AND pos <= $3`
+	if threaded {
+		q += " AND thread_id = $4"
+	}
+	return q + " RETURNING " + changedColumns("is_read")
 }
 
 // UnreadCounts implements storage.Database.
@@ -308,9 +316,7 @@ func (d *Database) PruneNotifications(ctx context.Context, after int64, c storag
 		if err != nil || last == after {
 			return err
 		}
-		rows, err := scanChanged(ctx, tx, `DELETE FROM pushserver_notifications WHERE pos > $1 AND pos <= $2
-			AND (SELECT ts FROM pushserver_events e WHERE e.pos = pushserver_notifications.pos) < CASE WHEN highlight THEN CAST($4 AS BIGINT) ELSE CAST($3 AS BIGINT) END
-			RETURNING `+changedColumns("NOT is_read"), after, last, c.NotifyBefore, c.HighlightBefore)
+		rows, err := scanChanged(ctx, tx, pruneSQL, after, last, c.NotifyBefore, c.HighlightBefore)
 		if err != nil {
 			return err
 		}
@@ -347,13 +353,24 @@ func (d *Database) PruneNotifications(ctx context.Context, after int64, c storag
 	return last, deleted, done, nil
 }
 
+// pruneSQL deletes the notifications with a position in ($1, $2] older than their
+// retention: their event older than $3, or than $4 for highlights.
+var pruneSQL = `DELETE FROM pushserver_notifications WHERE pos > $1 AND pos <= $2
+	AND (SELECT ts FROM pushserver_events e WHERE e.pos = pushserver_notifications.pos) < CASE WHEN highlight THEN CAST($4 AS BIGINT) ELSE CAST($3 AS BIGINT) END
+	RETURNING ` + changedColumns("NOT is_read")
+
+// pruneScanSQL reads up to $2 notifications' positions after $1, and their events'
+// timestamps. The timestamp is a subquery, not a join: joined, SQLite read
+// pushserver_events from $1 to the end and sorted before the LIMIT.
+const pruneScanSQL = `SELECT pos, (SELECT ts FROM pushserver_events e WHERE e.pos = n.pos)
+	FROM pushserver_notifications n WHERE pos > $1 ORDER BY pos LIMIT $2`
+
 // pruneRange reads up to c.Batch notifications after position `after`, in position
 // order, up to the first whose event is newer than c.NotifyBefore, and returns the last
 // position of which it read every row (a batch filled by one event's rows takes that
 // event whole), and done when the scan ended: at a newer event or the table's end.
 func pruneRange(ctx context.Context, tx *sql.Tx, after int64, c storage.PruneCutoffs) (last int64, done bool, err error) {
-	rows, err := tx.QueryContext(ctx, `SELECT n.pos, e.ts FROM pushserver_notifications n JOIN pushserver_events e ON e.pos = n.pos
-		WHERE n.pos > $1 ORDER BY n.pos LIMIT $2`, after, c.Batch)
+	rows, err := tx.QueryContext(ctx, pruneScanSQL, after, c.Batch)
 	if err != nil {
 		return 0, false, err
 	}
