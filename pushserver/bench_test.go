@@ -191,7 +191,8 @@ func benchPushReader(b *testing.B, dsn func() string) {
 		}
 		if evaluated == 0 {
 			var recorded int
-			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications WHERE room_id = $1", roomID).Scan(&recorded); err != nil {
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_notifications n
+				JOIN pushserver_nids r ON r.nid = n.room_nid WHERE r.id = $1`, roomID).Scan(&recorded); err != nil {
 				b.Fatal(err)
 			}
 			if recorded == want {

@@ -93,7 +93,8 @@ func TestNotificationRetention(t *testing.T) {
 				if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications").Scan(&rows); err != nil {
 					t.Fatal(err)
 				}
-				if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications WHERE user_id <> $1", "@u1:"+server).Scan(&others); err != nil {
+				if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_notifications n
+					JOIN pushserver_nids u ON u.nid = n.user_nid WHERE u.id <> $1`, "@u1:"+server).Scan(&others); err != nil {
 					t.Fatal(err)
 				}
 				ns, err := store.Notifications(ctx, "@u1:"+server, 0, 10, false)

@@ -183,7 +183,8 @@ func TestReaderSkipsMembersIgnoringTheSender(t *testing.T) {
 			t.Helper()
 			var n int
 			for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-				if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications WHERE user_id = $1", user).Scan(&n); err != nil {
+				if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_notifications n
+					JOIN pushserver_nids u ON u.nid = n.user_nid WHERE u.id = $1`, user).Scan(&n); err != nil {
 					t.Fatal(err)
 				}
 				if n == want {
@@ -288,7 +289,8 @@ func TestReaderBatchSeesStateChanges(t *testing.T) {
 		}()
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 			var n int
-			if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pushserver_notifications WHERE event_id = $1", marker).Scan(&n); err != nil {
+			if err := db.QueryRowContext(ctx, `SELECT COUNT(*) FROM pushserver_notifications n
+				JOIN pushserver_events e ON e.pos = n.pos WHERE e.event_id = $1`, marker).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
 			if n > 0 {
@@ -298,7 +300,8 @@ func TestReaderBatchSeesStateChanges(t *testing.T) {
 				t.Fatal("the marker was not evaluated")
 			}
 		}
-		rows, err := db.QueryContext(ctx, "SELECT user_id, event_id, highlight FROM pushserver_notifications WHERE event_id <> $1", marker)
+		rows, err := db.QueryContext(ctx, `SELECT u.id, e.event_id, n.highlight FROM pushserver_notifications n
+			JOIN pushserver_nids u ON u.nid = n.user_nid JOIN pushserver_events e ON e.pos = n.pos WHERE e.event_id <> $1`, marker)
 		if err != nil {
 			t.Fatal(err)
 		}

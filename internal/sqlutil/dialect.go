@@ -118,11 +118,16 @@ func (d Dialect) Rows(rows, cols int) string {
 }
 
 // Schema rewrites engine-neutral DDL: {serial} is an auto-increment primary key, {bytes} a
-// binary column and {bigint} a 64-bit integer.
+// binary column and {bigint} a 64-bit integer. {without_rowid}, after a CREATE TABLE's
+// closing parenthesis, stores a SQLite table in its primary key's B-tree instead of
+// beside it (no rowid, no separate index for the key: a table of small rows keyed by
+// several columns takes about half the space); PostgreSQL has no such choice, and it
+// stands for nothing there.
 func (d Dialect) Schema(ddl string) string {
-	r := strings.NewReplacer("{serial}", "BIGSERIAL PRIMARY KEY", "{bytes}", "BYTEA", "{bigint}", "BIGINT")
+	r := strings.NewReplacer("{serial}", "BIGSERIAL PRIMARY KEY", "{bytes}", "BYTEA", "{bigint}", "BIGINT", "{without_rowid}", "")
 	if d.Engine == SQLite {
-		r = strings.NewReplacer("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{bytes}", "BLOB", "{bigint}", "INTEGER")
+		r = strings.NewReplacer("{serial}", "INTEGER PRIMARY KEY AUTOINCREMENT", "{bytes}", "BLOB", "{bigint}", "INTEGER",
+			"{without_rowid}", "WITHOUT ROWID")
 	}
 	return r.Replace(ddl)
 }

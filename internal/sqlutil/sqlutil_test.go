@@ -19,6 +19,7 @@ import (
 var migrations = []sqlutil.Migration{
 	{Version: 1, SQL: "CREATE TABLE t_items (id {serial}, name TEXT NOT NULL UNIQUE, data {bytes}); CREATE INDEX t_items_name ON t_items (name)"},
 	{Version: 2, SQL: "ALTER TABLE t_items ADD COLUMN n {bigint} NOT NULL DEFAULT 0"},
+	{Version: 3, SQL: "CREATE TABLE t_pairs (a {bigint} NOT NULL, b {bigint} NOT NULL, PRIMARY KEY (a, b)) {without_rowid}"},
 }
 
 func TestSQLOnBothEngines(t *testing.T) {
@@ -68,6 +69,18 @@ func TestSQLOnBothEngines(t *testing.T) {
 			}
 			if n != tc.want {
 				t.Fatalf("list %v: want %d rows, got %d", tc.list, tc.want, n)
+			}
+		}
+		if _, err := db.ExecContext(ctx, "INSERT INTO t_pairs (a, b) VALUES (1, 2), (1, 3)"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.ExecContext(ctx, "INSERT INTO t_pairs (a, b) VALUES (1, 2)")
+		if !sqlutil.IsUniqueViolation(err) {
+			t.Fatalf("duplicate key in t_pairs: want unique violation, got %v", err)
+		}
+		if db.Engine() == sqlutil.SQLite {
+			if _, err := db.ExecContext(ctx, "SELECT rowid FROM t_pairs"); err == nil {
+				t.Fatal("t_pairs has a rowid: {without_rowid} was left out")
 			}
 		}
 		var rolledBack int

@@ -270,7 +270,7 @@ func (r *Reader) apply(ctx context.Context, tx *sql.Tx, events []newEvent, boot 
 			delete(boot, roomID)
 			delete(b.rooms, roomID)
 		}
-		pos, isNew, err := r.DB.AddEvent(ctx, tx, roomID, ne.event.EventID())
+		pos, isNew, err := r.DB.AddEvent(ctx, tx, ne.event.EventID(), int64(ne.event.OriginServerTS()))
 		if err != nil {
 			return eventlog.Retry(err)
 		}
@@ -440,7 +440,7 @@ func (r *Reader) evaluate(ctx context.Context, tx *sql.Tx, b *batchState, ev gom
 			return nil, err
 		}
 		out = append(out, storage.Notification{UserID: m.UserID, RoomID: roomID, EventID: ev.EventID(), ThreadID: threadID,
-			Actions: actions, Highlight: outcome.Highlight, Pos: pos, TS: int64(ev.OriginServerTS())})
+			Actions: actions, Highlight: outcome.Highlight, Pos: pos})
 	}
 	return out, nil
 }

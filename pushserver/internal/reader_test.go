@@ -89,7 +89,8 @@ func TestReaderTransactionsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 		var n, distinct int
-		if err = db.QueryRowContext(ctx, "SELECT COUNT(*), COUNT(DISTINCT event_id) FROM pushserver_notifications WHERE room_id = $1", roomID).
+		if err = db.QueryRowContext(ctx, `SELECT COUNT(*), COUNT(DISTINCT n.pos) FROM pushserver_notifications n
+			JOIN pushserver_nids r ON r.nid = n.room_nid WHERE r.id = $1`, roomID).
 			Scan(&n, &distinct); err != nil {
 			t.Fatal(err)
 		}

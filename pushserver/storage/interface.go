@@ -36,7 +36,8 @@ type RoomState struct {
 
 // Notification is one event that notified one user.
 type Notification struct {
-	// ID orders notifications (the /notifications pagination token).
+	// ID orders a user's notifications (the /notifications pagination token); it is
+	// Pos.
 	ID       int64
 	UserID   string
 	RoomID   string
@@ -46,7 +47,8 @@ type Notification struct {
 	// Highlight is whether the actions set the highlight tweak.
 	Highlight bool
 	// Pos is the event's position in the push reader's order of the room's events.
-	Pos  int64
+	Pos int64
+	// TS is the event's timestamp (Unix ms).
 	TS   int64
 	Read bool
 }
@@ -112,9 +114,10 @@ type Database interface {
 	SetPowerLevels(ctx context.Context, tx *sql.Tx, roomID string, content json.RawMessage) error
 	// RoomState is the room's state as recorded so far.
 	RoomState(ctx context.Context, tx *sql.Tx, roomID string) (*RoomState, error)
-	// AddEvent gives the event the next position of the push reader's order; isNew is
-	// false (and pos the one given before) when the event was seen already.
-	AddEvent(ctx context.Context, tx *sql.Tx, roomID, eventID string) (pos int64, isNew bool, err error)
+	// AddEvent gives the event, sent at ts (Unix ms, its origin_server_ts), the next
+	// position of the push reader's order; isNew is false (and pos the one given before)
+	// when the event was seen already.
+	AddEvent(ctx context.Context, tx *sql.Tx, eventID string, ts int64) (pos int64, isNew bool, err error)
 	// EventPosition is the position AddEvent gave eventID; ok is false for an event the
 	// push reader never saw.
 	EventPosition(ctx context.Context, tx *sql.Tx, eventID string) (pos int64, ok bool, err error)
@@ -127,16 +130,17 @@ type Database interface {
 	// IgnoredBy returns those of userIDs who ignore sender.
 	IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, userIDs []string) (map[string]bool, error)
 	// AddNotifications records notifications; one already recorded for the same user
-	// and event is left alone.
+	// and event is left alone. A notification's TS is its event's, given to AddEvent.
 	AddNotifications(ctx context.Context, tx *sql.Tx, ns []Notification) error
 	// MarkRead marks the user's unread notifications in the room at or before pos read:
 	// all of them for threadID "", else those of that thread. It reports whether any was.
 	MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error)
 	// PruneNotifications deletes, in one transaction, notifications older than their
-	// retention among up to c.Batch of those with an ID after `after`; their unread ones
-	// stay counted (a receipt at or after the newest of them clears them). It reports the
-	// last ID it passed (the next call's `after`), how many it deleted, and done when it
-	// reached the notifications still kept.
+	// retention among up to c.Batch of those with a position after `after` (and all of
+	// an event's, should one event have more); their unread ones stay counted (a receipt
+	// at or after the newest of them clears them). It reports the last position it passed
+	// (the next call's `after`), how many it deleted, and done when it reached the
+	// notifications still kept.
 	PruneNotifications(ctx context.Context, after int64, c PruneCutoffs) (last int64, deleted int, done bool, err error)
 	// UnreadCounts are, per user among userIDs, the unread counts in the room per thread.
 	UnreadCounts(ctx context.Context, tx *sql.Tx, roomID string, userIDs []string) (map[string]map[string]api.Counts, error)

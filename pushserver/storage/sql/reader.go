@@ -140,10 +140,10 @@ func (d *Database) RoomState(ctx context.Context, tx *sql.Tx, roomID string) (*s
 }
 
 // AddEvent implements storage.Database.
-func (d *Database) AddEvent(ctx context.Context, tx *sql.Tx, roomID, eventID string) (int64, bool, error) {
+func (d *Database) AddEvent(ctx context.Context, tx *sql.Tx, eventID string, ts int64) (int64, bool, error) {
 	var pos int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO pushserver_events (event_id, room_id) VALUES ($1, $2)
-		ON CONFLICT (event_id) DO NOTHING RETURNING pos`, eventID, roomID).Scan(&pos)
+	err := tx.QueryRowContext(ctx, `INSERT INTO pushserver_events (event_id, ts) VALUES ($1, $2)
+		ON CONFLICT (event_id) DO NOTHING RETURNING pos`, eventID, ts).Scan(&pos)
 	if err == nil {
 		return pos, true, nil
 	}
@@ -261,12 +261,12 @@ func (d *Database) IgnoredBy(ctx context.Context, tx *sql.Tx, sender string, use
 
 // Notifications implements storage.Database.
 func (d *Database) Notifications(ctx context.Context, userID string, before int64, limit int, onlyHighlight bool) ([]storage.Notification, error) {
-	query := `SELECT id, room_id, event_id, thread_id, actions, highlight, pos, ts, is_read FROM pushserver_notifications
-		WHERE user_id = $1 AND ($2 = 0 OR id < $2)`
-	if onlyHighlight {
-		query += " AND highlight"
+	args := []any{userID, limit}
+	if before > 0 {
+		args = append(args, before)
 	}
-	rows, err := d.db.QueryContext(ctx, query+" ORDER BY id DESC LIMIT $3", userID, before, limit)
+	query := notificationsSQL(before > 0, onlyHighlight)
+	rows, err := d.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("select notifications: %w", err)
 	}
@@ -275,11 +275,32 @@ func (d *Database) Notifications(ctx context.Context, userID string, before int6
 	for rows.Next() {
 		n := storage.Notification{UserID: userID}
 		var actions string
-		if err := rows.Scan(&n.ID, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.Pos, &n.TS, &n.Read); err != nil {
+		if err := rows.Scan(&n.Pos, &n.RoomID, &n.EventID, &n.ThreadID, &actions, &n.Highlight, &n.TS, &n.Read); err != nil {
 			return nil, fmt.Errorf("scan notification: %w", err)
 		}
+		n.ID = n.Pos
 		n.Actions = expandActions(actions)
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// notificationsSQL is the statement of Notifications, whose parameters are the user ID,
+// the limit and, when before, the position to list from. The page is picked first,
+// newest first from pushserver_notifications_user (or _highlights), and then its events'
+// IDs and timestamps, and its rooms' IDs, are looked up by their primary keys: as one
+// join, SQLite carried the position bound over to pushserver_events and read every event
+// below it.
+func notificationsSQL(before, onlyHighlight bool) string {
+	page := `SELECT pos, room_nid, thread_id, actions, highlight, is_read FROM pushserver_notifications
+		WHERE user_nid = (SELECT nid FROM pushserver_nids WHERE id = $1)`
+	if before {
+		page += " AND pos < $3"
+	}
+	if onlyHighlight {
+		page += " AND highlight"
+	}
+	return `SELECT n.pos, r.id, e.event_id, n.thread_id, n.actions, n.highlight, e.ts, n.is_read FROM (` + page +
+		` ORDER BY pos DESC LIMIT $2) n JOIN pushserver_events e ON e.pos = n.pos JOIN pushserver_nids r ON r.nid = n.room_nid
+		ORDER BY n.pos DESC`
 }

@@ -75,17 +75,24 @@ type unreadDelta struct {
 // deltas accumulates summary changes per row.
 type deltas map[unreadKey]*unreadDelta
 
-func (ds deltas) add(k unreadKey, highlight bool, pos int64) {
-	d := ds[k]
-	if d == nil {
-		d = &unreadDelta{}
-		ds[k] = d
+// add adds the rows that count, their users and rooms named by names.
+func (ds deltas) add(rows []changedRow, names map[int64]string) {
+	for _, r := range rows {
+		if !r.count {
+			continue
+		}
+		k := unreadKey{userID: names[r.userNID], roomID: names[r.roomNID], threadID: r.threadID}
+		d := ds[k]
+		if d == nil {
+			d = &unreadDelta{}
+			ds[k] = d
+		}
+		d.notifs++
+		if r.highlight {
+			d.highlights++
+		}
+		d.pos = max(d.pos, r.pos)
 	}
-	d.notifs++
-	if highlight {
-		d.highlights++
-	}
-	d.pos = max(d.pos, pos)
 }
 
 // sortedKeys orders the rows so that concurrent transactions lock them in one order.
@@ -107,47 +114,75 @@ const notificationRows = 100
 // AddNotifications implements storage.Database. The summary counts only the rows that
 // were inserted, so recording an event twice counts it once.
 func (d *Database) AddNotifications(ctx context.Context, tx *sql.Tx, ns []storage.Notification) error {
+	var ids []string
+	seen := map[string]bool{}
+	for _, n := range ns {
+		for _, id := range []string{n.UserID, n.RoomID} {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+	}
+	nids, err := d.nids(ctx, tx, ids)
+	if err != nil {
+		return err
+	}
+	names := make(map[int64]string, len(nids))
+	for id, nid := range nids {
+		names[nid] = id
+	}
 	added := deltas{}
 	for len(ns) > 0 {
 		chunk := ns[:min(len(ns), notificationRows)]
 		ns = ns[len(chunk):]
-		args := make([]any, 0, 8*len(chunk))
+		args := make([]any, 0, 6*len(chunk))
 		for _, n := range chunk {
-			args = append(args, n.UserID, n.RoomID, n.EventID, n.ThreadID, compactActions(n.Actions), n.Highlight, n.Pos, n.TS)
+			args = append(args, n.Pos, nids[n.UserID], nids[n.RoomID], n.Highlight, n.ThreadID, compactActions(n.Actions))
 		}
-		q := `INSERT INTO pushserver_notifications (user_id, room_id, event_id, thread_id, actions, highlight, pos, ts) VALUES ` +
-			d.db.Dialect.Rows(len(chunk), 8) +
-			` ON CONFLICT (user_id, event_id) DO NOTHING RETURNING user_id, room_id, thread_id, highlight, pos, NOT is_read`
-		if _, err := scanDeltas(ctx, tx, added, q, args...); err != nil {
+		q := `INSERT INTO pushserver_notifications (pos, user_nid, room_nid, highlight, thread_id, actions) VALUES ` +
+			d.db.Dialect.Rows(len(chunk), 6) + ` ON CONFLICT (pos, user_nid) DO NOTHING RETURNING ` + changedColumns("NOT is_read")
+		rows, err := scanChanged(ctx, tx, q, args...)
+		if err != nil {
 			return fmt.Errorf("insert notifications: %w", err)
 		}
+		added.add(rows, names)
 	}
 	return d.addUnread(ctx, tx, added)
 }
 
-// scanDeltas runs query, which returns user_id, room_id, thread_id, highlight, pos and
-// whether to count it of notifications, adds those to count to ds and reports how many
-// rows the query returned.
-func scanDeltas(ctx context.Context, tx *sql.Tx, ds deltas, query string, args ...any) (int, error) {
+// changedRow is a notification inserted, marked read or deleted, as its statement
+// returns it (changedColumns); count is whether it counts as unread.
+type changedRow struct {
+	userNID, roomNID int64
+	threadID         string
+	highlight        bool
+	pos              int64
+	count            bool
+}
+
+// changedColumns are the columns a statement returns for scanChanged, count the
+// expression of whether a row counts.
+func changedColumns(count string) string {
+	return "user_nid, room_nid, thread_id, highlight, pos, " + count
+}
+
+// scanChanged runs query, which returns changedColumns.
+func scanChanged(ctx context.Context, tx *sql.Tx, query string, args ...any) ([]changedRow, error) {
 	rows, err := tx.QueryContext(ctx, query, args...)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer rows.Close() // nolint: errcheck // the error that matters is rows.Err
-	n := 0
+	var out []changedRow
 	for rows.Next() {
-		var k unreadKey
-		var highlight, count bool
-		var pos int64
-		if err := rows.Scan(&k.userID, &k.roomID, &k.threadID, &highlight, &pos, &count); err != nil {
-			return 0, err
+		var r changedRow
+		if err := rows.Scan(&r.userNID, &r.roomNID, &r.threadID, &r.highlight, &r.pos, &r.count); err != nil {
+			return nil, err
 		}
-		n++
-		if count {
-			ds.add(k, highlight, pos)
-		}
+		out = append(out, r)
 	}
-	return n, rows.Err()
+	return out, rows.Err()
 }
 
 // addUnread adds ds to the summary's counts.
@@ -173,23 +208,33 @@ func (d *Database) addUnread(ctx context.Context, tx *sql.Tx, ds deltas) error {
 // MarkRead implements storage.Database: the rows marked read leave the summary's counts,
 // and so do the pruned unread notifications when pos is at or after the newest of them.
 func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error) {
-	where := ` WHERE user_id = $1 AND room_id = $2`
-	args := []any{userID, roomID, pos}
-	if threadID != "" {
-		where += " AND thread_id = $4"
-		args = append(args, threadID)
-	}
 	read := deltas{}
-	_, err := scanDeltas(ctx, tx, read, `UPDATE pushserver_notifications SET is_read = TRUE`+where+` AND NOT is_read AND pos <= $3
-		RETURNING user_id, room_id, thread_id, highlight, pos, is_read`, args...)
+	nids, err := d.knownNIDs(ctx, tx, []string{userID, roomID})
 	if err != nil {
-		return false, fmt.Errorf("mark notifications read: %w", err)
+		return false, err
+	}
+	if len(nids) == 2 {
+		args := []any{nids[userID], nids[roomID], pos}
+		if threadID != "" {
+			args = append(args, threadID)
+		}
+		rows, err := scanChanged(ctx, tx, markReadSQL(threadID != ""), args...)
+		if err != nil {
+			return false, fmt.Errorf("mark notifications read: %w", err)
+		}
+		read.add(rows, map[int64]string{nids[userID]: userID, nids[roomID]: roomID})
 	}
 	for _, k := range read.sortedKeys() {
 		if _, err := tx.ExecContext(ctx, `UPDATE pushserver_unread SET notifs = notifs - $4, highlights = highlights - $5
 			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3`, k.userID, k.roomID, k.threadID, read[k].notifs, read[k].highlights); err != nil {
 			return false, fmt.Errorf("uncount read notifications: %w", err)
 		}
+	}
+	where := ` WHERE user_id = $1 AND room_id = $2`
+	args := []any{userID, roomID, pos}
+	if threadID != "" {
+		where += " AND thread_id = $4"
+		args = append(args, threadID)
 	}
 	res, err := tx.ExecContext(ctx, `UPDATE pushserver_unread SET notifs = notifs - pruned_notifs, highlights = highlights - pruned_highlights,
 		pruned_notifs = 0, pruned_highlights = 0, pruned_pos = 0`+where+` AND pruned_notifs > 0 AND pruned_pos <= $3`, args...)
@@ -208,6 +253,16 @@ func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, thr
 		return false, fmt.Errorf("delete read summaries: %w", err)
 	}
 	return true, nil
+}
+
+// markReadSQL is the statement that marks notifications read, whose parameters are the
+// user's and the room's numbers, the position and, when threaded, the thread ID.
+func markReadSQL(threaded bool) string {
+	q := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_nid = $1 AND room_nid = $2 AND NOT is_read AND pos <= $3`
+	if threaded {
+		q += " AND thread_id = $4"
+	}
+	return q + " RETURNING " + changedColumns("is_read")
 }
 
 // UnreadCounts implements storage.Database.
@@ -244,32 +299,44 @@ func (d *Database) unreadCounts(ctx context.Context, tx *sql.Tx, roomID string, 
 	return rows.Err()
 }
 
-// PruneNotifications implements storage.Database. It reads up to c.Batch rows after
-// `after` in ID order, deletes those older than their retention and moves the unread ones
-// among them to the summary's pruned counts. IDs follow the order events were recorded,
-// and so, nearly, their timestamps: the scan ends at the first row newer than
-// c.NotifyBefore, so that a run reads the rows it deletes and the highlights it keeps,
+// PruneNotifications implements storage.Database. It reads up to c.Batch rows with a
+// position after `after`, in position order (the primary key's), up to the first whose
+// event is newer than c.NotifyBefore, and deletes, among the events it read whole, the
+// notifications older than their retention, moving the unread ones among them to the
+// summary's pruned counts. Positions follow the order events were recorded, and so,
+// nearly, their timestamps: a run reads the rows it deletes and the highlights it keeps,
 // not the whole table.
 func (d *Database) PruneNotifications(ctx context.Context, after int64, c storage.PruneCutoffs) (int64, int, bool, error) {
 	var last int64
 	var deleted int
 	var done bool
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		var ids []int64
 		var err error
-		ids, last, done, err = pruneCandidates(ctx, tx, after, c)
-		if err != nil || len(ids) == 0 {
+		last, done, err = pruneRange(ctx, tx, after, c)
+		if err != nil || last == after {
 			return err
 		}
-		// The DELETE checks the rows again and returns them as they are now: a receipt
-		// may have marked some read since they were selected.
-		q, args := d.db.Dialect.InList(`DELETE FROM pushserver_notifications WHERE id IN ({ids})
-			AND ((ts < $1 AND NOT highlight) OR ts < $2) RETURNING user_id, room_id, thread_id, highlight, pos, NOT is_read`,
-			"{ids}", []any{c.NotifyBefore, c.HighlightBefore}, ids)
+		rows, err := scanChanged(ctx, tx, pruneSQL, after, last, c.NotifyBefore, c.HighlightBefore)
+		if err != nil {
+			return err
+		}
+		deleted = len(rows)
+		seen := map[int64]bool{}
+		var nids []int64
+		for _, r := range rows {
+			for _, nid := range []int64{r.userNID, r.roomNID} {
+				if r.count && !seen[nid] {
+					seen[nid] = true
+					nids = append(nids, nid)
+				}
+			}
+		}
+		names, err := d.names(ctx, tx, nids)
+		if err != nil {
+			return err
+		}
 		pruned := deltas{}
-		if deleted, err = scanDeltas(ctx, tx, pruned, q, args...); err != nil {
-			return err
-		}
+		pruned.add(rows, names)
 		for _, k := range pruned.sortedKeys() {
 			p := pruned[k]
 			if _, err := tx.ExecContext(ctx, `UPDATE pushserver_unread SET pruned_notifs = pruned_notifs + $4,
@@ -286,31 +353,51 @@ func (d *Database) PruneNotifications(ctx context.Context, after int64, c storag
 	return last, deleted, done, nil
 }
 
-// pruneCandidates are the IDs of the rows after `after`, up to c.Batch of them and up to
-// the first newer than c.NotifyBefore, that are older than their retention; last is the
-// last ID read that is not newer, and done whether the scan ended.
-func pruneCandidates(ctx context.Context, tx *sql.Tx, after int64, c storage.PruneCutoffs) (ids []int64, last int64, done bool, err error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, ts, highlight FROM pushserver_notifications WHERE id > $1 ORDER BY id LIMIT $2`,
-		after, c.Batch)
+// pruneSQL deletes the notifications with a position in ($1, $2] older than their
+// retention: their event older than $3, or than $4 for highlights.
+var pruneSQL = `DELETE FROM pushserver_notifications WHERE pos > $1 AND pos <= $2
+	AND (SELECT ts FROM pushserver_events e WHERE e.pos = pushserver_notifications.pos) < CASE WHEN highlight THEN CAST($4 AS BIGINT) ELSE CAST($3 AS BIGINT) END
+	RETURNING ` + changedColumns("NOT is_read")
+
+// pruneScanSQL reads up to $2 notifications' positions after $1, and their events'
+// timestamps. The timestamp is a subquery, not a join: joined, SQLite read
+// pushserver_events from $1 to the end and sorted before the LIMIT.
+const pruneScanSQL = `SELECT pos, (SELECT ts FROM pushserver_events e WHERE e.pos = n.pos)
+	FROM pushserver_notifications n WHERE pos > $1 ORDER BY pos LIMIT $2`
+
+// pruneRange reads up to c.Batch notifications after position `after`, in position
+// order, up to the first whose event is newer than c.NotifyBefore, and returns the last
+// position of which it read every row (a batch filled by one event's rows takes that
+// event whole), and done when the scan ended: at a newer event or the table's end.
+func pruneRange(ctx context.Context, tx *sql.Tx, after int64, c storage.PruneCutoffs) (last int64, done bool, err error) {
+	rows, err := tx.QueryContext(ctx, pruneScanSQL, after, c.Batch)
 	if err != nil {
-		return nil, 0, false, err
+		return 0, false, err
 	}
 	defer rows.Close() // nolint: errcheck // the error that matters is rows.Err
 	last, read := after, 0
+	var cur int64
 	for rows.Next() {
-		var id, ts int64
-		var highlight bool
-		if err := rows.Scan(&id, &ts, &highlight); err != nil {
-			return nil, 0, false, err
+		var pos, ts int64
+		if err := rows.Scan(&pos, &ts); err != nil {
+			return 0, false, err
 		}
 		read++
-		if ts >= c.NotifyBefore {
-			return ids, last, true, nil
+		if pos != cur {
+			if cur != 0 {
+				last = cur
+			}
+			cur = pos
 		}
-		last = id
-		if !highlight || ts < c.HighlightBefore {
-			ids = append(ids, id)
+		if ts >= c.NotifyBefore {
+			return last, true, nil
 		}
 	}
-	return ids, last, read < c.Batch, rows.Err()
+	if err := rows.Err(); err != nil {
+		return 0, false, err
+	}
+	if read < c.Batch || last == after {
+		last = max(last, cur)
+	}
+	return last, read < c.Batch, nil
 }

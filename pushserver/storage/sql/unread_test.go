@@ -23,8 +23,9 @@ func recount(t *testing.T, db *sqlutil.DB, roomID string, users []string) map[st
 	for _, u := range users {
 		out[u] = map[string]api.Counts{}
 	}
-	rows, err := db.QueryContext(context.Background(), `SELECT user_id, thread_id, COUNT(*), SUM(CASE WHEN highlight THEN 1 ELSE 0 END)
-		FROM pushserver_notifications WHERE room_id = $1 AND NOT is_read GROUP BY user_id, thread_id`, roomID)
+	rows, err := db.QueryContext(context.Background(), `SELECT u.id, n.thread_id, COUNT(*), SUM(CASE WHEN n.highlight THEN 1 ELSE 0 END)
+		FROM pushserver_notifications n JOIN pushserver_nids u ON u.nid = n.user_nid JOIN pushserver_nids r ON r.nid = n.room_nid
+		WHERE r.id = $1 AND NOT n.is_read GROUP BY u.id, n.thread_id`, roomID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,13 +58,13 @@ func addEvent(t *testing.T, db *sqlutil.DB, store *pushsql.Database, roomID, eve
 	var pos int64
 	withTx(t, db, func(tx *sql.Tx) error {
 		var err error
-		if pos, _, err = store.AddEvent(context.Background(), tx, roomID, eventID); err != nil {
+		if pos, _, err = store.AddEvent(context.Background(), tx, eventID, ts); err != nil {
 			return err
 		}
 		var ns []storage.Notification
 		for _, u := range users {
 			ns = append(ns, storage.Notification{UserID: u, RoomID: roomID, EventID: eventID, ThreadID: thread,
-				Actions: json.RawMessage(`["notify"]`), Highlight: highlight, Pos: pos, TS: ts})
+				Actions: json.RawMessage(`["notify"]`), Highlight: highlight, Pos: pos})
 		}
 		return store.AddNotifications(context.Background(), tx, ns)
 	})
