@@ -119,9 +119,7 @@ func newConsumer(s Shared, topic, stream string, sequenced *eventlog.Sequenced, 
 // retryUnavailable marks err eventlog.Retry when it says the database could not serve the
 // write at the time (sqlutil.IsUnavailable: unreachable, shutting down, out of connections,
 // or the transaction aborted in a deadlock or a serialization conflict): the record is
-// retried until it succeeds, never dead-lettered, as the roomserver's input does. On
-// PostgreSQL the sync API's writers run in parallel, so another transaction can break a
-// deadlock by aborting one of them.
+// retried until it succeeds, never dead-lettered, as the roomserver's input does.
 func retryUnavailable(err error) error {
 	if sqlutil.IsUnavailable(err) {
 		return eventlog.Retry(err)
