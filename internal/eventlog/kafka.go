@@ -185,7 +185,7 @@ func saramaConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 	sc.Producer.Partitioner = sarama.NewManualPartitioner
 	sc.Consumer.Return.Errors = true
 	sc.Consumer.MaxWaitTime = 250 * time.Millisecond
-	sc.MetricRegistry = nilRegistry{}
+	sc.MetricRegistry = cfg.Metrics.saramaRegistry()
 	sc.Consumer.Retry.BackoffFunc = func(retries int) time.Duration {
 		return min(100*time.Millisecond<<min(retries, 6), 5*time.Second)
 	}

@@ -17,6 +17,7 @@ type Metrics struct {
 	stoppedParts  *prometheus.GaugeVec
 	recoveries    *prometheus.HistogramVec
 	replayLosses  *prometheus.CounterVec
+	kafkaRequests *prometheus.CounterVec
 }
 
 // NewMetrics registers the log metrics on reg.
@@ -35,11 +36,21 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14)}, []string{"topic"}),
 		replayLosses: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_replay_lost_records_total",
 			Help: "Owner records a reader skipped because it was further behind than the owner's replay window (Sequenced)."}, []string{"topic"}),
+		kafkaRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dendrite_eventlog_kafka_requests_total",
+			Help: "Requests the Kafka log sent to the brokers, by API."}, []string{"api"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts, m.recoveries, m.replayLosses)
+		reg.MustRegister(m.consumedTotal, m.failures, m.deadLetters, m.produce, m.trimFailures, m.stoppedParts, m.recoveries, m.replayLosses, m.kafkaRequests)
 	}
 	return m
+}
+
+// saramaRegistry is the go-metrics registry for sarama: it counts requests in m.
+func (m *Metrics) saramaRegistry() nilRegistry {
+	if m == nil {
+		return nilRegistry{}
+	}
+	return nilRegistry{requests: m.kafkaRequests}
 }
 
 func (m *Metrics) consumed(topic, consumer string, n int) {
