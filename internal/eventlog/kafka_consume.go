@@ -223,13 +223,11 @@ func (k *Kafka) deliver(ctx context.Context, pc sarama.PartitionConsumer, id sar
 	b := newBackoff()
 	for {
 		var batch []Record
-		var received time.Time
 		select {
 		case m, ok := <-pc.Messages():
 			if !ok {
 				return next, nil
 			}
-			received = time.Now()
 			batch = appendRecord(batch, m, next)
 		case <-ctx.Done():
 			return next, ctx.Err()
@@ -249,6 +247,10 @@ func (k *Kafka) deliver(ctx context.Context, pc sarama.PartitionConsumer, id sar
 		if len(batch) == 0 {
 			continue
 		}
+		// Every record of the batch has arrived by now; a record gathered after the
+		// first may have come with a later fetch than the first, so the time the first
+		// arrived would let an answer older than it prove it.
+		received := time.Now()
 		// A topic deleted and created again under a running partition consumer is read
 		// on at the old offset without any error: check, after the records arrived, that
 		// they come from the topic the consumer opened.
