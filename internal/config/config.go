@@ -115,8 +115,8 @@ type LogOptions struct {
 	Retention Duration `yaml:"retention"`
 	// ConsumedRetention is how long the embedded log keeps a record that every consumer of
 	// its partition has processed; it never deletes one a consumer still needs. Records are
-	// trimmed every minute and the space is given back to the file system (SQLite's
-	// incremental vacuum).
+	// trimmed every quarter of it (from a second to a minute) and the space is given back
+	// to the file system (SQLite's incremental vacuum).
 	ConsumedRetention Duration     `yaml:"consumed_retention"`
 	Kafka             KafkaOptions `yaml:"kafka"`
 }
