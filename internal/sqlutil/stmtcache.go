@@ -8,9 +8,9 @@ import (
 )
 
 // stmtCacheSize bounds the statements each SQLite connection keeps prepared: a monolith
-// has about 70 SQLite connections, and 64 statements each took some 20 MiB (soak.sh);
-// 16 keep most of the CPU saved (docs/benchmarks.md).
-const stmtCacheSize = 16
+// has about 70 SQLite connections, and 64 statements each took some 20 MiB (soak.sh), 16
+// some 5 more than 8 (docs/benchmarks.md).
+const stmtCacheSize = 8
 
 // stmtCacheConnector opens SQLite connections that keep their statements prepared. The
 // modernc driver parses and compiles a statement's SQL on every Exec and Query that is not
