@@ -215,10 +215,17 @@ func UserDirectory(t *testing.T, baseURL string) {
 // waitFor polls cond until it holds, or fails after a deadline.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitForSaying(t, func() string { return what }, cond)
+}
+
+// waitForSaying is waitFor whose timeout message is what() at the time, so that it can say
+// what cond last saw.
+func waitForSaying(t *testing.T, what func() string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out waiting for %s", what())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/url"
 	"testing"
-	"time"
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -44,17 +43,14 @@ func pushCounts(t *testing.T, c *mautrix.Client, roomID id.RoomID, threaded bool
 // counts are wantThread).
 func waitCounts(t *testing.T, c *mautrix.Client, roomID id.RoomID, want unreadCounts, thread string, wantThread unreadCounts) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, threads := pushCounts(t, c, roomID, thread != "")
-		if got == want && (thread == "" || threads[thread] == wantThread) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for counts %+v, thread %s %+v; last seen %+v, threads %+v", want, thread, wantThread, got, threads)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	var got unreadCounts
+	var threads map[string]unreadCounts
+	waitForSaying(t, func() string {
+		return fmt.Sprintf("counts %+v, thread %s %+v; last seen %+v, threads %+v", want, thread, wantThread, got, threads)
+	}, func() bool {
+		got, threads = pushCounts(t, c, roomID, thread != "")
+		return got == want && (thread == "" || threads[thread] == wantThread)
+	})
 }
 
 // notificationsOf is GET /notifications with query.
