@@ -10,7 +10,7 @@
 # running during its own run. After every INTERVAL messages (default 20000; a multiple of 2000, or of 20 below
 # 2000, when each run sends INTERVAL messages, 20 users x INTERVAL/20, so that a short run prints several
 # lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's RSS and Go heap (in use,
-# from /metrics), the bytes of every cache, and the data directory's size per database (with its WAL; those
+# from /metrics), the bytes of every cache, SQLite's memory, and the data directory's size per database (with its WAL; those
 # over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
 # script goes on after a run that found a problem, counts them, and exits 1 at the end if any was more than a
 # live /sync's limited timeline (below), or at once when mxbench could not run. Results (mxbench JSON lines, the samples as TSV and the server log) go to
@@ -141,22 +141,25 @@ else
 	mkdir -p "$out/heap"
 fi
 
-# sample prints one TSV line: messages, msg/s and p99 of the last run, RSS, Go heap in use, cache bytes, and
+# sample prints one TSV line: messages, msg/s and p99 of the last run, RSS, Go heap in use, cache bytes, SQLite's
+# memory (all of it, and in brackets its cached pages), and
 # the size of each file of the data directory in MiB. The size of every database, in bytes, also goes to
 # disk.tsv for the summary.
 sample() {
 	local sent=$1 rate=$2 p99=$3
-	local rss heap cache files
+	local rss heap cache sqlite files
 	rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
 	local m
 	m=$(curl -fsS "http://127.0.0.1:$metrics/metrics")
 	heap=$(echo "$m" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%.1f", $2/1048576}')
 	cache=$(echo "$m" | awk '/^dendrite_cache_bytes/ {s += $2} END {printf "%.1f", s/1048576}')
+	sqlite=$(echo "$m" | awk '/^dendrite_sqlite_memory_bytes\{kind="total"/ {t = $2} /^dendrite_sqlite_memory_bytes\{kind="page_cache"/ {p = $2}
+		END {printf "%.1f(%.1f)", t/1048576, p/1048576}')
 	files=$(cd "$out/data" && du -k -- *.db* 2>/dev/null | awk '{n = $2; sub(/\.db.*/, "", n); s[n] += $1; t += $1}
 		END {for (n in s) if (s[n] >= 102.4) printf "%s=%.1f ", n, s[n]/1024; printf "total=%.1f", t/1024}')
 	(cd "$out/data" && du -k -- *.db* 2>/dev/null) | awk -v sent="$sent" '{n = $2; sub(/\.db.*/, "", n); s[n] += $1; t += $1}
 		END {for (n in s) printf "%s\t%s\t%d\n", sent, n, s[n]*1024; printf "%s\ttotal\t%d\n", sent, t*1024}' >>"$out/disk.tsv"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sent" "$rate" "$p99" "$rss" "$heap" "$cache" "$files" | tee -a "$out/samples.tsv"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sent" "$rate" "$p99" "$rss" "$heap" "$cache" "$sqlite" "$files" | tee -a "$out/samples.tsv"
 }
 
 # sample_poly prints the polylith's line (with the header first when asked) from /_devcluster/status, /proc,
@@ -266,7 +269,7 @@ EOF
 }
 
 if [ -z "$poly" ]; then
-	printf 'messages\tmsg/s\tp99_ms\trss_mib\theap_mib\tcache_mib\tdata_mib\n' | tee "$out/samples.tsv"
+	printf 'messages\tmsg/s\tp99_ms\trss_mib\theap_mib\tcache_mib\tsqlite_mib\tdata_mib\n' | tee "$out/samples.tsv"
 	sample 0 - -
 else
 	sample_poly 0 - - header

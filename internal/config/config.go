@@ -88,6 +88,12 @@ type CacheOptions struct {
 	// monolith is one process). Each component takes fixed shares of it; docs/deploy.md
 	// lists them. Each cache's size, hits and evictions are the dendrite_cache_* metrics.
 	MaxBytes int64 `yaml:"max_bytes"`
+	// SQLiteMaxBytes is a soft limit on SQLite's memory in one process, every connection to
+	// every SQLite database together (page caches, prepared statements, parsed schemas): over
+	// it, SQLite reuses its least recently used cached pages instead of allocating more.
+	// 0: no limit (each connection's cache then grows to SQLite's 2 MB). Reported as
+	// dendrite_sqlite_memory_bytes.
+	SQLiteMaxBytes int64 `yaml:"sqlite_max_bytes"`
 }
 
 // DatabaseOptions names a database.
@@ -341,7 +347,7 @@ func Defaults() *Dendrite {
 				Kafka:             KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
 			Logging: LoggingOptions{Level: "info", Format: "text"},
 			Metrics: MetricsOptions{Enabled: true},
-			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget)},
+			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget), SQLiteMaxBytes: 16 << 20},
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
@@ -453,6 +459,9 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.Global.Cache.MaxBytes < 1<<20 {
 		bad("global.cache.max_bytes", "must be at least 1048576 (1 MiB)")
+	}
+	if c.Global.Cache.SQLiteMaxBytes < 0 {
+		bad("global.cache.sqlite_max_bytes", "must not be negative (0: no limit)")
 	}
 	if c.Global.MemoryLimit < 0 {
 		bad("global.memory_limit", "must not be negative (0: no limit)")

@@ -110,7 +110,9 @@ func newProcess(cfg *config.Dendrite, logger *logrus.Logger, c component, opts C
 		p.log = p.log.WithField("shard", opts.Shard)
 	}
 	warnConfig(cfg, p.log, c.name == "clientapi")
-	applyMemoryLimit(cfg, p.log)
+	if err = applyMemoryLimits(cfg, p.log); err != nil {
+		return nil, err
+	}
 	p.base.MustRegister(processCollectors()...)
 	metrics := ihttp.NewMetrics(p.base)
 	p.server = ihttp.ServerOptions{Logger: p.log, Metrics: metrics}

@@ -17,6 +17,7 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/matrix-org/dendrite/internal/config"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test/e2e"
 )
 
@@ -154,14 +155,21 @@ func TestMonolithMetricsAddressInUse(t *testing.T) {
 }
 
 // TestCacheAndMemoryConfig: global.cache.max_bytes sets the caches' budgets (the roomserver's
-// state-event cache takes half of it, as docs/deploy.md says) and global.memory_limit the Go
-// runtime's soft memory limit.
+// state-event cache takes half of it, as docs/deploy.md says), global.cache.sqlite_max_bytes
+// SQLite's soft memory limit (what it does: sqlutil's TestSQLiteMemoryLimit) and
+// global.memory_limit the Go runtime's soft memory limit.
 func TestCacheAndMemoryConfig(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
+	sqliteBefore, err := sqlutil.SetSQLiteMemoryLimit(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _, _ = sqlutil.SetSQLiteMemoryLimit(sqliteBefore) })
 	addr := e2e.FreeAddr(t)
 	cfg := metricsConfig(t, true, addr)
 	cfg.Global.Cache.MaxBytes = 8 << 20
+	cfg.Global.Cache.SQLiteMaxBytes = 5 << 20
 	cfg.Global.MemoryLimit = 3 << 30
 	runMonolithTLS(t, cfg)
 	if got := debug.SetMemoryLimit(-1); got != 3<<30 {
@@ -175,6 +183,9 @@ func TestCacheAndMemoryConfig(t *testing.T) {
 		`dendrite_cache_max_bytes{cache="roomserver_state_events"} 4.194304e+06`,
 		`dendrite_cache_max_bytes{cache="roomserver_state_key_nids"} 524288`,
 		`dendrite_cache_hits_total{cache="roomserver_state_events"}`,
+		`dendrite_sqlite_memory_limit_bytes 5.24288e+06`,
+		`dendrite_sqlite_memory_bytes{kind="page_cache"}`,
+		`dendrite_sqlite_memory_bytes{kind="total"}`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)

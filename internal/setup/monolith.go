@@ -23,6 +23,7 @@ import (
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/httputil"
 	"github.com/matrix-org/dendrite/internal/privfs"
+	"github.com/matrix-org/dendrite/internal/sqlutil"
 )
 
 // Monolith is every component in one process, over the embedded log or, when configured,
@@ -85,7 +86,9 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 		}
 	}()
 	warnConfig(cfg, logrus.NewEntry(logger), true)
-	applyMemoryLimit(cfg, logrus.NewEntry(logger))
+	if err = applyMemoryLimits(cfg, logrus.NewEntry(logger)); err != nil {
+		return nil, err
+	}
 	m = &Monolith{env: e, metrics: metrics, metricsL: metricsL}
 	e.registry.MustRegister(processCollectors()...)
 	if e.log, err = openMonolithLog(ctx, e, logger); err != nil {
@@ -139,7 +142,8 @@ func NewMonolith(ctx context.Context, cfg *config.Dendrite, logger *logrus.Logge
 }
 
 func processCollectors() []prometheus.Collector {
-	return []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	return []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		sqlutil.SQLiteMemoryCollector()}
 }
 
 // Handler is the monolith's public HTTP handler (client, federation and key APIs, health).

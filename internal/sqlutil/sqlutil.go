@@ -98,7 +98,8 @@ func Open(dsn string) (*DB, error) {
 	// cache_size(-2000) is SQLite's own default, 2 MB of pages per connection: with eight
 	// connections to each of a monolith's ten databases, 16 MB each (what this was) let the
 	// page caches alone outgrow the Go heap (docs/benchmarks.md, soak); the file's pages stay
-	// in the kernel's page cache either way.
+	// in the kernel's page cache either way. All connections together are held under
+	// SetSQLiteMemoryLimit's limit (sqlitemem.go).
 	q := url.Values{}
 	for _, p := range []string{"journal_mode(WAL)", "busy_timeout(10000)", "synchronous(NORMAL)", "foreign_keys(ON)", "cache_size(-2000)"} {
 		q.Add("_pragma", p)
