@@ -28,7 +28,7 @@
 #
 # At the end, both modes print a summary with PASS/FAIL against issue 18's targets: the throughput of the
 # first and the last INTERVAL (sent messages over the runs' sending time) and their ratio (the last within
-# 10% of the first), RSS at the end against 150 MB (each component process in the polylith; the broker,
+# 10% of the first; beside it the trend of every run's msg/s, a least-squares line), RSS at the end against 150 MB (each component process in the polylith; the broker,
 # PostgreSQL and devcluster are listed without a target), the growth in bytes on disk per message of every
 # database (and, in the polylith, of the WAL and the broker's log), the embedded log's share of the data
 # directory (monolith; under 10%), and what mxbench found lost, duplicated or out of order. A run whose only
@@ -339,6 +339,16 @@ if len(keys) < 2:
 else:
     print("  throughput: first step (to %d) %.0f msg/s, last step (to %d) %.0f msg/s, ratio %.2f (target >= 0.90): %s"
           % (keys[0], rate(first), min(keys[-1], sent), rate(last), ratio, verdict(ratio >= 0.9)))
+    # The two steps' rates swing by 10-15% from one soak to the next on a quiet machine (a step is
+    # 10 runs); a least-squares line through every run's msg/s shows the trend under that noise.
+    if len(results) >= 3:
+        ys = [r["metrics"]["messages_per_s"] for r in results]
+        n = len(ys)
+        mx, my = (n - 1) / 2, sum(ys) / n
+        slope = sum((x - mx) * (y - my) for x, y in enumerate(ys)) / sum((x - mx) ** 2 for x in range(n))
+        at0, atn = my - slope * mx, my + slope * mx
+        print("  throughput trend (least squares over the %d runs' msg/s): %.0f at the first run, %.0f at the last, ratio %.2f"
+              % (n, at0, atn, atn / at0 if at0 else 0.0))
 
 if poly:
     procs = collections.OrderedDict()
