@@ -347,7 +347,7 @@ func Defaults() *Dendrite {
 				Kafka:             KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
 			Logging: LoggingOptions{Level: "info", Format: "text"},
 			Metrics: MetricsOptions{Enabled: true},
-			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget), SQLiteMaxBytes: 16 << 20},
+			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget), SQLiteMaxBytes: 32 << 20},
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
