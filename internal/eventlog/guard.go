@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,10 +33,25 @@ type Guard struct {
 	Interval time.Duration
 	Logger   *logrus.Entry
 	Metrics  *Metrics
+
+	// mu guards watched and checking: the partitions running under this Guard, which one
+	// goroutine (check, while any runs) checks every Interval, rather than a goroutine per
+	// partition (a monolith runs 29 consumers of 16 partitions each).
+	mu       sync.Mutex
+	watched  map[*watch]struct{}
+	checking bool
 }
 
-// errWiped ends a consumer whose log was wiped under it.
-var errWiped = errors.New("log wiped under the consumer")
+// watch is a partition running under a Guard: what the check compares its log with, and
+// how it stops the consumer once the log was wiped.
+type watch struct {
+	ctx       context.Context
+	partition int32
+	stored    string // the incarnation the offsets belong to; only check writes it after start
+	next      *atomic.Int64
+	cancel    context.CancelFunc
+	wiped     atomic.Bool
+}
 
 // whileUnavailable runs f again, with backoff, while it fails because the database is
 // unavailable (sqlutil.IsUnavailable: locked, unreachable, shutting down), as the consumer
@@ -93,14 +109,14 @@ func (g *Guard) Run(ctx context.Context, partition int32, consume func(ctx conte
 		var next atomic.Int64
 		next.Store(st.Next)
 		run, cancel := context.WithCancel(ctx)
-		done := make(chan error, 1)
-		go func() { done <- consume(run, st, next.Store) }()
-		err = g.watch(run, partition, st.Incarnation, &next, done)
+		w := &watch{ctx: run, partition: partition, stored: st.Incarnation, next: &next, cancel: cancel}
+		g.start(w)
+		err = consume(run, st, next.Store)
+		g.stop(w)
 		cancel()
-		if !errors.Is(err, errWiped) {
+		if !w.wiped.Load() {
 			return err
 		}
-		<-done
 	}
 }
 
@@ -135,39 +151,80 @@ func (g *Guard) state(ctx context.Context, partition int32) (string, int64) {
 	return inc, ends[partition]
 }
 
-// watch waits for the consumer to end (returning its error) and checks its log every
-// Interval; once the log was wiped it returns errWiped (the caller cancels the consumer).
-// The checks fall on the same multiples of Interval in every partition's watch, so that
-// a process's partitions share their requests to the log (Kafka: one Metadata and one
-// ListOffsets round trip serve every caller that asked before it started) instead of each
-// partition asking on its own phase.
-func (g *Guard) watch(ctx context.Context, partition int32, stored string, next *atomic.Int64, done <-chan error) error {
+// start adds w to the partitions check looks at, and starts check if it was not running.
+func (g *Guard) start(w *watch) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.watched == nil {
+		g.watched = map[*watch]struct{}{}
+	}
+	g.watched[w] = struct{}{}
+	if !g.checking {
+		g.checking = true
+		go g.check()
+	}
+}
+
+// stop removes w from the partitions check looks at.
+func (g *Guard) stop(w *watch) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.watched, w)
+}
+
+// check checks the log of every running partition every Interval, until none runs; a
+// partition whose log was wiped is marked and its consumer cancelled (Run then recovers
+// it). The checks fall on the same multiples of Interval in every Guard, and each tick
+// checks its partitions at once, so that a process's partitions share their requests to
+// the log (Kafka: one Metadata and one ListOffsets round trip serve every caller that
+// asked before it started) instead of each partition asking on its own phase.
+func (g *Guard) check() {
 	interval := g.Interval
 	if interval <= 0 {
 		interval = time.Second
 	}
 	t := time.NewTimer(untilTick(time.Now(), interval))
 	defer t.Stop()
-	for {
-		select {
-		case err := <-done:
-			return err
-		case <-t.C:
-			t.Reset(untilTick(time.Now(), interval))
+	for range t.C {
+		g.mu.Lock()
+		if len(g.watched) == 0 {
+			g.checking = false
+			g.mu.Unlock()
+			return
 		}
-		// The position first: a batch committed while the end is read moves it past that
-		// end, which is no wipe.
-		at := next.Load()
-		inc, end := g.state(ctx, partition)
-		if wiped(stored, at, inc, end) {
-			return errWiped
+		ws := make([]*watch, 0, len(g.watched))
+		for w := range g.watched {
+			ws = append(ws, w)
 		}
-		if stored == "" && inc != "" {
-			// The partition got its first record since the consumer started: remember
-			// which log its offsets are positions in.
-			if err := g.Offsets.SetIncarnation(ctx, g.Topic, partition, inc); err == nil {
-				stored = inc
-			}
+		g.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, w := range ws {
+			wg.Go(func() { g.checkOne(w) })
+		}
+		wg.Wait()
+		t.Reset(untilTick(time.Now(), interval))
+	}
+}
+
+// checkOne checks one partition's log.
+func (g *Guard) checkOne(w *watch) {
+	if w.ctx.Err() != nil {
+		return
+	}
+	// The position first: a batch committed while the end is read moves it past that end,
+	// which is no wipe.
+	at := w.next.Load()
+	inc, end := g.state(w.ctx, w.partition)
+	if wiped(w.stored, at, inc, end) {
+		w.wiped.Store(true)
+		w.cancel()
+		return
+	}
+	if w.stored == "" && inc != "" {
+		// The partition got its first record since the consumer started: remember which
+		// log its offsets are positions in.
+		if err := g.Offsets.SetIncarnation(w.ctx, g.Topic, w.partition, inc); err == nil {
+			w.stored = inc
 		}
 	}
 }

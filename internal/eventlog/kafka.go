@@ -57,10 +57,12 @@ type Kafka struct {
 	// producerMu guards producer, which renewProducer replaces.
 	producerMu sync.RWMutex
 	// fetchClient carries the consumers' fetches on connections of their own: a fetch
-	// long-polls for up to Consumer.MaxWaitTime, and on a connection shared with the producer
-	// (one request in flight, for the idempotent producer's order) every Produce would wait
+	// long-polls for up to fetchWait, and on a connection shared with the producer (one
+	// request in flight, for the idempotent producer's order) every Produce would wait
 	// behind it.
 	fetchClient sarama.Client
+	// sc is the sarama configuration every client is made with.
+	sc *sarama.Config
 	// metaClient asks for topic IDs (see topicID) on a connection of its own.
 	metaClient sarama.Client
 	version    sarama.KafkaVersion
@@ -71,9 +73,9 @@ type Kafka struct {
 	ids        topicIDs
 	identified map[string]bool
 	// extra are the consumers of partitions the shared consumer already reads (see
-	// extraConsumer), closed with the clients.
+	// extraConsumer), each on a client (connection) of its own, closed with the clients.
 	extraMu sync.Mutex
-	extra   []sarama.Consumer
+	extra   []extraReader
 
 	// closing is cancelled by Close; running counts the calls Close waits for.
 	closing context.Context
@@ -113,7 +115,7 @@ func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
 		return nil, err
 	}
 	k := &Kafka{cfg: cfg, log: cfg.Logger, topics: map[string]int32{}, used: map[string]bool{}, recreating: map[string]bool{},
-		version: sc.Version, idLock: make(chan struct{}, 1), identified: map[string]bool{}, stalls: newStalls(&cfg.Config)}
+		version: sc.Version, sc: sc, idLock: make(chan struct{}, 1), identified: map[string]bool{}, stalls: newStalls(&cfg.Config)}
 	k.closing, k.close = context.WithCancel(context.Background())
 	b := newBackoff()
 	for {
@@ -137,6 +139,13 @@ func NewKafka(ctx context.Context, cfg KafkaConfig) (*Kafka, error) {
 	}
 	return k, nil
 }
+
+// fetchWait is how long the brokers hold a consumer's fetch when none of its partitions has
+// a record to deliver: a fetch is answered as soon as one has, so it bounds only how often an
+// idle consumer asks, which every process with a consumer pays per second whatever its
+// traffic (docs/benchmarks.md, issue 17: a roomserver shard's fixed cost). New partitions
+// join a consumer's fetches, and closed ones leave them, when the fetch in flight ends.
+const fetchWait = time.Second
 
 func saramaConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 	if len(cfg.Brokers) == 0 {
@@ -184,7 +193,7 @@ func saramaConfig(cfg *KafkaConfig) (*sarama.Config, error) {
 	sc.Producer.MaxMessageBytes = cfg.MaxMessageBytes
 	sc.Producer.Partitioner = sarama.NewManualPartitioner
 	sc.Consumer.Return.Errors = true
-	sc.Consumer.MaxWaitTime = 250 * time.Millisecond
+	sc.Consumer.MaxWaitTime = fetchWait
 	sc.MetricRegistry = cfg.Metrics.saramaRegistry()
 	sc.Consumer.Retry.BackoffFunc = func(retries int) time.Duration {
 		return min(100*time.Millisecond<<min(retries, 6), 5*time.Second)
@@ -250,8 +259,9 @@ func (k *Kafka) closeClients() {
 		_ = k.consumer.Close()
 	}
 	k.extraMu.Lock()
-	for _, c := range k.extra {
-		_ = c.Close()
+	for _, x := range k.extra {
+		_ = x.consumer.Close()
+		_ = x.client.Close()
 	}
 	k.extra = nil
 	k.extraMu.Unlock()

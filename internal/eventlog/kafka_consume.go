@@ -188,23 +188,37 @@ func (k *Kafka) startOffset(log *logrus.Entry, topic string, partition int32, ne
 	return next, nil
 }
 
+// extraReader is an extra consumer (extraConsumer) with the client it fetches through.
+type extraReader struct {
+	client   sarama.Client
+	consumer sarama.Consumer
+}
+
 // extraConsumer reads a partition that the shared consumer already reads (another
 // component of the same process reads the topic too). The i-th concurrent reader of any
 // partition goes through the i-th extra sarama consumer, so each consumer still fetches
 // all its partitions with one long-poll per broker: a consumer per reader and partition
-// would each hold a long-poll on the one fetch connection and starve the others.
+// would each hold a long-poll. Each extra consumer fetches on a client (connection) of its
+// own: on a shared connection (one request in flight) its fetches would wait behind the
+// others' long-polls, up to fetchWait each.
 func (k *Kafka) extraConsumer(topic string, partition int32, start int64) (sarama.PartitionConsumer, error) {
 	for i := 0; ; i++ {
 		k.extraMu.Lock()
 		if i == len(k.extra) {
-			c, err := sarama.NewConsumerFromClient(k.fetchClient)
+			client, err := sarama.NewClient(k.cfg.Brokers, k.sc)
 			if err != nil {
 				k.extraMu.Unlock()
 				return nil, err
 			}
-			k.extra = append(k.extra, c)
+			c, err := sarama.NewConsumerFromClient(client)
+			if err != nil {
+				_ = client.Close() // it served nothing
+				k.extraMu.Unlock()
+				return nil, err
+			}
+			k.extra = append(k.extra, extraReader{client: client, consumer: c})
 		}
-		c := k.extra[i]
+		c := k.extra[i].consumer
 		k.extraMu.Unlock()
 		pc, err := c.ConsumePartition(topic, partition, start)
 		var cerr sarama.ConfigurationError

@@ -424,7 +424,7 @@ func BenchmarkKafkaProduce(b *testing.B) {
 }
 
 // TestKafkaProduceWhileConsuming: a process that consumes (the roomserver) produces at once,
-// not behind its consumer's long-polling fetch (Consumer.MaxWaitTime, 250 ms).
+// not behind its consumer's long-polling fetch (fetchWait).
 func TestKafkaProduceWhileConsuming(t *testing.T) {
 	c := newCluster(t)
 	k := newKafka(t, kafkaConfig(c.ListenAddrs(), 2))
