@@ -161,8 +161,8 @@ type Step struct {
 // fails is retried with backoff (Backoff, doubling up to 5s), and after MaxAttempts
 // attempts, or at once when its error is marked Poison, written to the dead-letter table
 // with its error, counted (dendrite_eventlog_dead_letters_total), logged and passed. Errors
-// marked Retry (another component or the log is down) are retried with backoff without a
-// bound. While a record is being retried, the log's Ready reports the partition (ErrStuck).
+// marked Retry (another component or the log is down), and those saying the database is
+// unavailable (see transient), are retried with backoff without a bound. While a record is being retried, the log's Ready reports the partition (ErrStuck).
 type Consumer struct {
 	Log        Log
 	DB         *sqlutil.DB
@@ -493,7 +493,7 @@ func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, seq 
 			return ctx.Err()
 		}
 		c.Metrics.failed(c.Topic, c.Name)
-		if !IsRetry(err) && (IsPoison(err) || attempt >= limit) {
+		if !transient(err) && (IsPoison(err) || attempt >= limit) {
 			return c.deadLetter(ctx, log, partition, r, seq, err)
 		}
 		log.WithError(err).WithField("attempt", attempt).Warn("applying a record failed; retrying")
@@ -504,6 +504,15 @@ func (c *Consumer) applyOne(ctx context.Context, partition int32, r Record, seq 
 			return err
 		}
 	}
+}
+
+// transient reports whether a failure is retried without bound rather than dead-lettered
+// after MaxAttempts: marked Retry by the handler, or, unless marked Poison, saying that the
+// database could not serve the write at the time (sqlutil.IsUnavailable: unreachable,
+// shutting down, out of connections, or the transaction aborted in a deadlock or a
+// serialization conflict), so that an outage never dead-letters a record.
+func transient(err error) bool {
+	return IsRetry(err) || (!IsPoison(err) && sqlutil.IsUnavailable(err))
 }
 
 // stuck counts the partition in the log's Ready (ErrStuck) until the returned function is

@@ -39,7 +39,7 @@ import (
 // The runtime's poison policy decides what a failure costs. A record that does not decode
 // is dead-lettered at once (eventlog.Poison) and its writer gets M_BAD_JSON. A failure
 // that says the database is unavailable (sqlutil.IsUnavailable: unreachable, shutting down,
-// locked, out of connections or disk) is marked eventlog.Retry: the record is retried
+// locked, out of connections or disk) is transient to the runtime: the record is retried
 // without bound and the partition reported stuck, so an outage never dead-letters a
 // client's message. Producing the outputs after the commit retries until it succeeds, so a
 // log that is down holds the partition too. Any other failure (the database refusing what
@@ -267,18 +267,9 @@ func (in *Inputer) prepareBatch(ctx context.Context, recs []eventlog.Record) (ev
 	}
 	var err error
 	if b.heads, b.txns, err = in.prepare(ctx, b.msgs); err != nil {
-		return eventlog.Step{}, retryUnavailable(err)
+		return eventlog.Step{}, err
 	}
 	return eventlog.Step{Commit: b.commit, After: b.after}, nil
-}
-
-// retryUnavailable marks err eventlog.Retry when it says the database is unavailable (see
-// Inputer): such a record is retried until the database is back, never dead-lettered.
-func retryUnavailable(err error) error {
-	if sqlutil.IsUnavailable(err) {
-		return eventlog.Retry(err)
-	}
-	return err
 }
 
 // commit is the runtime's second phase: one write transaction places every room's events
@@ -319,7 +310,7 @@ func (b *batch) commit(ctx context.Context, cp eventlog.Checkpoint) error {
 	})
 	if err != nil {
 		in.returnProduced(produced)
-		return retryUnavailable(err)
+		return err
 	}
 	return nil
 }
