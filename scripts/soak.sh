@@ -9,7 +9,8 @@
 # messages have been sent: 100 rooms and 2,000 registered users for the default, every user's live /sync loop
 # running during its own run. After every INTERVAL messages (default 20000; a multiple of 2000, or of 20 below
 # 2000, when each run sends INTERVAL messages, 20 users x INTERVAL/20, so that a short run prints several
-# lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's RSS and Go heap (in use,
+# lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's CPU per message over the
+# step (cpu_ms: everything it did, background work included, over the messages sent), its RSS and Go heap (in use,
 # from /metrics), the bytes of every cache, SQLite's memory, and the data directory's size per database (with its WAL; those
 # over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
 # script goes on after a run that found a problem, counts them, and exits 1 at the end if any was more than a
@@ -147,8 +148,15 @@ fi
 # disk.tsv for the summary.
 sample() {
 	local sent=$1 rate=$2 p99=$3
-	local rss heap cache sqlite files
+	local rss heap cache sqlite files ticks cpu=-
 	rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
+	# The server's CPU (user + system, after the command name, which has no spaces here) since the last
+	# line, per message sent in between.
+	ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+	if [ "$sent" -gt "$cpu_sent" ]; then
+		cpu=$(awk -v t=$((ticks - cpu_ticks)) -v hz="$clk_tck" -v n=$((sent - cpu_sent)) 'BEGIN {printf "%.2f", t * 1000 / hz / n}')
+	fi
+	cpu_ticks=$ticks cpu_sent=$sent
 	local m
 	m=$(curl -fsS "http://127.0.0.1:$metrics/metrics")
 	heap=$(echo "$m" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%.1f", $2/1048576}')
@@ -159,7 +167,8 @@ sample() {
 		END {for (n in s) if (s[n] >= 102.4) printf "%s=%.1f ", n, s[n]/1024; printf "total=%.1f", t/1024}')
 	(cd "$out/data" && du -k -- *.db* 2>/dev/null) | awk -v sent="$sent" '{n = $2; sub(/\.db.*/, "", n); s[n] += $1; t += $1}
 		END {for (n in s) printf "%s\t%s\t%d\n", sent, n, s[n]*1024; printf "%s\ttotal\t%d\n", sent, t*1024}' >>"$out/disk.tsv"
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sent" "$rate" "$p99" "$rss" "$heap" "$cache" "$sqlite" "$files" | tee -a "$out/samples.tsv"
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$sent" "$rate" "$p99" "$cpu" "$rss" "$heap" "$cache" "$sqlite" "$files" |
+		tee -a "$out/samples.tsv"
 }
 
 # sample_poly prints the polylith's line (with the header first when asked) from /_devcluster/status, /proc,
@@ -269,7 +278,8 @@ EOF
 }
 
 if [ -z "$poly" ]; then
-	printf 'messages\tmsg/s\tp99_ms\trss_mib\theap_mib\tcache_mib\tsqlite_mib\tdata_mib\n' | tee "$out/samples.tsv"
+	printf 'messages\tmsg/s\tp99_ms\tcpu_ms\trss_mib\theap_mib\tcache_mib\tsqlite_mib\tdata_mib\n' | tee "$out/samples.tsv"
+	clk_tck=$(getconf CLK_TCK) cpu_ticks=0 cpu_sent=0
 	sample 0 - -
 else
 	sample_poly 0 - - header
@@ -374,10 +384,17 @@ if poly:
         print(s)
     print("  RSS of every component process <= 150 MB: %s" % verdict(bad == 0))
 else:
-    last_sample = open(out + "/samples.tsv").read().splitlines()[-1].split("\t")
-    rss = float(last_sample[3])
+    samples = [l.split("\t") for l in open(out + "/samples.tsv").read().splitlines()[1:]]
+    last_sample = samples[-1]
+    rss = float(last_sample[4])
     print("  RSS at %s messages: %.1f MiB (Go heap %s MiB), target <= 150 MB (143.1 MiB): %s"
-          % (last_sample[0], rss, last_sample[4], verdict(rss * 1048576 <= MB)))
+          % (last_sample[0], rss, last_sample[5], verdict(rss * 1048576 <= MB)))
+    # The server's CPU per message over a step does not depend on how busy the rest of the machine is (mxbench
+    # shares it), so it tells a server that got slower from a machine that did.
+    cpu = [(s[0], float(s[3])) for s in samples if s[3] != "-"]
+    if len(cpu) >= 2:
+        print("  server CPU per message (everything it did during the step, over the messages sent): first step %.2f ms, "
+              "last step %.2f ms, ratio %.2f (no target)" % (cpu[0][1], cpu[-1][1], cpu[-1][1] / cpu[0][1]))
 
 disk = collections.defaultdict(dict)
 for l in open(out + "/disk.tsv"):
