@@ -4,8 +4,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
+
+	"github.com/lib/pq"
 
 	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
@@ -95,6 +98,97 @@ func TestPositionsVisibleInOrder(t *testing.T) {
 			if max, err := d.MaxPosition(ctx); err != nil || max != a.Position {
 				t.Fatalf("visible position %d (%v), want %d", max, err, a.Position)
 			}
+		}
+	})
+}
+
+// TestPositionsAfterDeadlock: a write that PostgreSQL aborts to break a deadlock fails with
+// an error the consumers retry (sqlutil.IsUnavailable) and leaves no position in flight: a
+// later write returns and is visible. The deadlock is with an outside transaction: the
+// write holds one row and waits for a second that the outside transaction holds, which
+// then waits for the first. SQLite serializes whole writes, so it has no such deadlock.
+func TestPositionsAfterDeadlock(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		if db.Engine() != sqlutil.Postgres {
+			t.Skip("SQLite serializes whole writes: they cannot deadlock")
+		}
+		ctx := context.Background()
+		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Open(ctx, db, offsets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change := func(user string, n int) storage.AccountDataChange {
+			return storage.AccountDataChange{UserID: user, Type: "m.t", Content: []byte(fmt.Sprintf(`{"n":%d}`, n))}
+		}
+		if _, err = d.WriteAccountData(ctx, []storage.AccountDataChange{change("@a:x", 0), change("@b:x", 0)}, storage.Offset{}); err != nil {
+			t.Fatal(err)
+		}
+		outside, err := db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer outside.Rollback() // nolint: errcheck // committed below when the test gets there
+		// The write, whose own deadlock_timeout runs out first, is the one aborted.
+		if _, err = outside.ExecContext(ctx, "SET LOCAL deadlock_timeout = '60s'"); err != nil {
+			t.Fatal(err)
+		}
+		const update = `UPDATE syncapi_account_data SET content = '{"n":2}' WHERE user_id = $1`
+		if _, err = outside.ExecContext(ctx, update, "@b:x"); err != nil {
+			t.Fatal(err)
+		}
+		failed := make(chan error, 1)
+		go func() {
+			_, err := d.WriteAccountData(ctx, []storage.AccountDataChange{change("@a:x", 1), change("@b:x", 1)}, storage.Offset{})
+			failed <- err
+		}()
+		// The write holds @a's row and waits for @b's.
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			var waiting int
+			err = db.QueryRowContext(ctx, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").Scan(&waiting)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if waiting == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the write did not wait for the row the outside transaction holds")
+			}
+		}
+		if _, err = outside.ExecContext(ctx, update, "@a:x"); err != nil {
+			t.Fatalf("the outside transaction was aborted instead of the write: %v", err)
+		}
+		err = <-failed
+		var pqErr *pq.Error
+		if !errors.As(err, &pqErr) || pqErr.Code != "40P01" || !sqlutil.IsUnavailable(err) {
+			t.Fatalf("the write failed with %v, want a deadlock that counts as unavailable", err)
+		}
+		if err = outside.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		later := make(chan *storage.Applied, 1)
+		go func() {
+			applied, err := d.WriteAccountData(ctx, []storage.AccountDataChange{change("@c:x", 1)}, storage.Offset{})
+			if err != nil {
+				t.Error(err)
+			}
+			later <- applied
+		}()
+		select {
+		case a := <-later:
+			if max, err := d.MaxPosition(ctx); err != nil || a == nil || max != a.Position {
+				t.Fatalf("visible position %d (%v) after a write applied %+v", max, err, a)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a write after the deadlock did not return: the aborted write's positions stay in flight")
+		}
+		var content string
+		if err = db.QueryRowContext(ctx, "SELECT content FROM syncapi_account_data WHERE user_id = '@a:x'").Scan(&content); err != nil || content != `{"n":2}` {
+			t.Fatalf("@a's account data %q (%v): the aborted write left a change", content, err)
 		}
 	})
 }
