@@ -16,6 +16,16 @@ import (
 // anyone) only once its own positions are visible. This holds while one process writes
 // the database, as one sync API does. On SQLite the writes are serialized whole, so the
 // one-row syncapi_stream_position table serves both purposes and positions is not used.
+//
+// The writers running in parallel cannot deadlock one another. Each topic's consumer
+// writes tables of its own, keyed by what its topic is partitioned by (room ID for room
+// events, typing and receipts, user ID for the others), and one partition's batches are
+// written one after the other, so two writers meet on a row in two places only, neither
+// of which closes a cycle: syncapi_stream_position's backfill counter, the one row room
+// events of different rooms share; and a peek, which a room's membership change deletes
+// and a peek request (WritePeek) writes as the only row of its transaction. A write that
+// PostgreSQL aborts in a deadlock with some other transaction ends like any failed write:
+// its positions are abandoned, and the consumer retries it.
 type positions struct {
 	take sync.Mutex // held from asking the sequence until the answer is recorded
 
