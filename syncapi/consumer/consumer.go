@@ -101,9 +101,8 @@ func newConsumer(s Shared, topic, stream string, sequenced *eventlog.Sequenced, 
 					applied, err = write(ctx, storage.Offset{Topic: cp.Topic, Partition: cp.Partition, Next: cp.Next, Seq: cp.Seq})
 					if err != nil {
 						end()
-						return retryUnavailable(err)
 					}
-					return nil
+					return err
 				},
 				After: func(ctx context.Context) {
 					if after != nil {
@@ -114,19 +113,6 @@ func newConsumer(s Shared, topic, stream string, sequenced *eventlog.Sequenced, 
 				},
 			}, nil
 		}}
-}
-
-// retryUnavailable marks err eventlog.Retry when it says the database could not serve the
-// write at the time (sqlutil.IsUnavailable: unreachable, shutting down, out of connections,
-// or the transaction aborted in a deadlock or a serialization conflict): the record is
-// retried until it succeeds, never dead-lettered, as the roomserver's input does. On
-// PostgreSQL the sync API's writers run in parallel, so another transaction can break a
-// deadlock by aborting one of them.
-func retryUnavailable(err error) error {
-	if sqlutil.IsUnavailable(err) {
-		return eventlog.Retry(err)
-	}
-	return err
 }
 
 // decodeAll decodes every record into T, failing (marked eventlog.Poison) on the first that
