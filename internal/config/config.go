@@ -80,11 +80,6 @@ type Global struct {
 	// default, or GOMEMLIMIT from the environment. It bounds the heap, not the process's
 	// whole RSS; see docs/deploy.md for its measured effect.
 	MemoryLimit int64 `yaml:"memory_limit"`
-	// GCHeapFloor is the heap size in bytes below which the garbage collector does not
-	// collect (0: none), so that a process with a small live heap (a polylith component,
-	// a roomserver shard) does not collect every few MiB it allocates. A process whose
-	// live heap is over half of it keeps GOGC. See docs/deploy.md.
-	GCHeapFloor int64 `yaml:"gc_heap_floor"`
 }
 
 // CacheOptions bounds the in-memory caches.
@@ -350,10 +345,9 @@ func Defaults() *Dendrite {
 			Log: LogOptions{Kind: "embedded", TopicPrefix: "Dendrite", Partitions: 16, Retention: Duration(7 * 24 * time.Hour),
 				ConsumedRetention: Duration(time.Minute),
 				Kafka:             KafkaOptions{MaxMessageBytes: 1 << 20, ReplicationFactor: 1}},
-			Logging:     LoggingOptions{Level: "info", Format: "text"},
-			Metrics:     MetricsOptions{Enabled: true},
-			Cache:       CacheOptions{MaxBytes: int64(caching.DefaultBudget), SQLiteMaxBytes: 32 << 20},
-			GCHeapFloor: 32 << 20,
+			Logging: LoggingOptions{Level: "info", Format: "text"},
+			Metrics: MetricsOptions{Enabled: true},
+			Cache:   CacheOptions{MaxBytes: int64(caching.DefaultBudget), SQLiteMaxBytes: 32 << 20},
 		},
 		ClientAPI: ClientAPI{
 			RegistrationDisabled: true, GuestsDisabled: true, MaxBodyBytes: 10 << 20,
@@ -471,9 +465,6 @@ func (c *Dendrite) Verify() error {
 	}
 	if c.Global.MemoryLimit < 0 {
 		bad("global.memory_limit", "must not be negative (0: no limit)")
-	}
-	if c.Global.GCHeapFloor < 0 {
-		bad("global.gc_heap_floor", "must not be negative (0: none)")
 	}
 	if c.Global.Database.MaxOpenConns < 0 {
 		bad("global.database.max_open_conns", "must not be negative")

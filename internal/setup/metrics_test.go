@@ -156,14 +156,11 @@ func TestMonolithMetricsAddressInUse(t *testing.T) {
 
 // TestCacheAndMemoryConfig: global.cache.max_bytes sets the caches' budgets (the roomserver's
 // state-event cache takes half of it, as docs/deploy.md says), global.cache.sqlite_max_bytes
-// SQLite's soft memory limit (what it does: sqlutil's TestSQLiteMemoryLimit),
-// global.gc_heap_floor the garbage collector's heap floor (what it does: TestGCHeapFloor)
-// and global.memory_limit the Go runtime's soft memory limit.
+// SQLite's soft memory limit (what it does: sqlutil's TestSQLiteMemoryLimit) and
+// global.memory_limit the Go runtime's soft memory limit.
 func TestCacheAndMemoryConfig(t *testing.T) {
 	before := debug.SetMemoryLimit(-1)
 	t.Cleanup(func() { debug.SetMemoryLimit(before) })
-	floorBefore := SetGCHeapFloor(0)
-	t.Cleanup(func() { SetGCHeapFloor(floorBefore) })
 	sqliteBefore, err := sqlutil.SetSQLiteMemoryLimit(0)
 	if err != nil {
 		t.Fatal(err)
@@ -174,13 +171,9 @@ func TestCacheAndMemoryConfig(t *testing.T) {
 	cfg.Global.Cache.MaxBytes = 8 << 20
 	cfg.Global.Cache.SQLiteMaxBytes = 5 << 20
 	cfg.Global.MemoryLimit = 3 << 30
-	cfg.Global.GCHeapFloor = 48 << 20
 	runMonolithTLS(t, cfg)
 	if got := debug.SetMemoryLimit(-1); got != 3<<30 {
 		t.Fatalf("Go memory limit %d, want %d", got, 3<<30)
-	}
-	if got := SetGCHeapFloor(0); got != 48<<20 {
-		t.Fatalf("heap floor %d, want %d", got, 48<<20)
 	}
 	status, body := get(t, "http://"+addr+"/metrics")
 	if status != http.StatusOK {

@@ -10,15 +10,13 @@ import (
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 )
 
-// applyMemoryLimits sets SQLite's soft memory limit from global.cache.sqlite_max_bytes, the
-// garbage collector's heap floor from global.gc_heap_floor, and the Go runtime's soft memory
-// limit from global.memory_limit when the operator set one; otherwise the
+// applyMemoryLimits sets SQLite's soft memory limit from global.cache.sqlite_max_bytes, and
+// the Go runtime's from global.memory_limit when the operator set one; otherwise the
 // runtime keeps its own (GOMEMLIMIT from the environment, or none).
 func applyMemoryLimits(cfg *config.Dendrite, log *logrus.Entry) error {
 	if _, err := sqlutil.SetSQLiteMemoryLimit(cfg.Global.Cache.SQLiteMaxBytes); err != nil {
 		return fmt.Errorf("global.cache.sqlite_max_bytes: %w", err)
 	}
-	SetGCHeapFloor(cfg.Global.GCHeapFloor)
 	if cfg.Global.MemoryLimit <= 0 {
 		return nil
 	}
