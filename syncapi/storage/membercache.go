@@ -17,8 +17,8 @@ const memberChangeCost = 168
 // reads only the changes after what it remembers, so that a /sync of a user in thousands of
 // rooms does not read every membership the user ever had. The history is append-only: a
 // membership is stored once at the position of the write that stores it, and every
-// position up to MaxPosition is committed (positions are taken in one row that serialises
-// the writes), so a history read up to a committed position never misses a change.
+// position up to MaxPosition is committed (or abandoned), so a history read up to a
+// committed position never misses a change.
 type membershipCache struct {
 	Database
 	histories *caching.Cache[string, *memberHistory]

@@ -18,6 +18,8 @@ import (
 type Database struct {
 	db      *sqlutil.DB
 	offsets *eventlog.OffsetStore
+	// pos hands out stream positions on PostgreSQL (nil on SQLite).
+	pos *positions
 }
 
 // Open migrates the schema and returns the store. offsets keeps the consumers' positions in
@@ -26,7 +28,14 @@ func Open(ctx context.Context, db *sqlutil.DB, offsets *eventlog.OffsetStore) (*
 	if err := sqlutil.Migrate(ctx, db, "syncapi", migrations); err != nil {
 		return nil, fmt.Errorf("migrate syncapi schema: %w", err)
 	}
-	return &Database{db: db, offsets: offsets}, nil
+	d := &Database{db: db, offsets: offsets}
+	if db.Engine() == sqlutil.Postgres {
+		var err error
+		if d.pos, err = loadPositions(ctx, db.DB); err != nil {
+			return nil, err
+		}
+	}
+	return d, nil
 }
 
 // NextOffset implements storage.Database.
@@ -36,6 +45,9 @@ func (d *Database) NextOffset(ctx context.Context, topic string, partition int32
 
 // MaxPosition implements storage.Database.
 func (d *Database) MaxPosition(ctx context.Context) (int64, error) {
+	if d.pos != nil {
+		return d.pos.current(), nil
+	}
 	var pos int64
 	err := d.db.QueryRowContext(ctx, "SELECT position FROM syncapi_stream_position WHERE id = 1").Scan(&pos)
 	return pos, err

@@ -30,7 +30,7 @@ func (d *Database) WriteTyping(ctx context.Context, typing []storage.Typing, off
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			err = storeAtNextPosition(ctx, tx, applied, "typing", `INSERT INTO syncapi_typing (room_id, users, position) VALUES ($1, $2, $3)
+			err = d.storeAtNextPosition(ctx, tx, applied, "typing", `INSERT INTO syncapi_typing (room_id, users, position) VALUES ($1, $2, $3)
 				ON CONFLICT (room_id) DO UPDATE SET users = $2, position = $3`, t.RoomID, string(users))
 			if err != nil {
 				return err
@@ -59,7 +59,7 @@ func (d *Database) WriteReceipts(ctx context.Context, receipts []storage.Receipt
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			err = storeAtNextPosition(ctx, tx, applied, "receipt", `INSERT INTO syncapi_receipts (room_id, user_id, receipt_type, thread_id, event_id, event_position, ts, position)
+			err = d.storeAtNextPosition(ctx, tx, applied, "receipt", `INSERT INTO syncapi_receipts (room_id, user_id, receipt_type, thread_id, event_id, event_position, ts, position)
 				VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (room_id, user_id, receipt_type, thread_id)
 				DO UPDATE SET event_id = $5, event_position = $6, ts = $7, position = $8`,
 				r.RoomID, r.UserID, r.Type, r.ThreadID, r.EventID, eventPos, r.TS)
@@ -87,7 +87,7 @@ func (d *Database) WriteToDevice(ctx context.Context, msgs []storage.ToDeviceMes
 			if n > 0 {
 				continue
 			}
-			err := storeAtNextPosition(ctx, tx, applied, "to-device message", `INSERT INTO syncapi_send_to_device
+			err := d.storeAtNextPosition(ctx, tx, applied, "to-device message", `INSERT INTO syncapi_send_to_device
 				(message_id, user_id, device_id, sender, type, content, position) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
 				m.MessageID, m.UserID, m.DeviceID, m.Sender, m.Type, string(m.Content))
 			if err != nil {
@@ -114,7 +114,7 @@ func (d *Database) WritePresence(ctx context.Context, presence []storage.Presenc
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			err = storeAtNextPosition(ctx, tx, applied, "presence", `INSERT INTO syncapi_presence (user_id, presence, status_msg, last_active_ts, currently_active, position)
+			err = d.storeAtNextPosition(ctx, tx, applied, "presence", `INSERT INTO syncapi_presence (user_id, presence, status_msg, last_active_ts, currently_active, position)
 				VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (user_id)
 				DO UPDATE SET presence = $2, status_msg = $3, last_active_ts = $4, currently_active = $5, position = $6`,
 				p.UserID, p.Presence, p.StatusMsg, p.LastActiveTS, p.CurrentlyActive)
@@ -355,7 +355,7 @@ func (d *Database) WriteNotificationCounts(ctx context.Context, counts []storage
 			if err != nil && len(c.Threads) == 0 {
 				continue // no counts before and none now: nothing a client could see changed
 			}
-			err = storeAtNextPosition(ctx, tx, applied, "notification counts", `INSERT INTO syncapi_notification_counts
+			err = d.storeAtNextPosition(ctx, tx, applied, "notification counts", `INSERT INTO syncapi_notification_counts
 				(user_id, room_id, threads, position) VALUES ($1, $2, $3, $4)
 				ON CONFLICT (user_id, room_id) DO UPDATE SET threads = $3, position = $4`, c.UserID, c.RoomID, string(threads))
 			if err != nil {

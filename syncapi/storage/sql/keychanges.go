@@ -18,7 +18,7 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 	return d.write(ctx, storage.StreamKeyChanges, offset, func(tx *sql.Tx, applied *storage.Applied) error {
 		for _, c := range changes {
 			if c.NotifyOnly != "" {
-				if err := writePrivateKeyChange(ctx, tx, applied, c); err != nil {
+				if err := d.writePrivateKeyChange(ctx, tx, applied, c); err != nil {
 					return err
 				}
 				continue
@@ -31,7 +31,7 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 			if err == nil && c.StreamID <= old {
 				continue
 			}
-			err = storeAtNextPosition(ctx, tx, applied, "key change", `INSERT INTO syncapi_key_changes (user_id, stream_id, position)
+			err = d.storeAtNextPosition(ctx, tx, applied, "key change", `INSERT INTO syncapi_key_changes (user_id, stream_id, position)
 				VALUES ($1, $2, $3) ON CONFLICT (user_id) DO UPDATE SET stream_id = $2, position = $3`, c.UserID, c.StreamID)
 			if err != nil {
 				return err
@@ -49,7 +49,7 @@ func (d *Database) WriteKeyChanges(ctx context.Context, changes []storage.KeyCha
 }
 
 // writePrivateKeyChange records a change only c.NotifyOnly is told of, once per stream ID.
-func writePrivateKeyChange(ctx context.Context, tx *sql.Tx, applied *storage.Applied, c storage.KeyChange) error {
+func (d *Database) writePrivateKeyChange(ctx context.Context, tx *sql.Tx, applied *storage.Applied, c storage.KeyChange) error {
 	var old int64
 	err := tx.QueryRowContext(ctx, "SELECT stream_id FROM syncapi_private_key_changes WHERE notify_user_id = $1 AND user_id = $2",
 		c.NotifyOnly, c.UserID).Scan(&old)
@@ -59,7 +59,7 @@ func writePrivateKeyChange(ctx context.Context, tx *sql.Tx, applied *storage.App
 	if err == nil && c.StreamID <= old {
 		return nil
 	}
-	err = storeAtNextPosition(ctx, tx, applied, "private key change", `INSERT INTO syncapi_private_key_changes (notify_user_id, user_id, stream_id, position)
+	err = d.storeAtNextPosition(ctx, tx, applied, "private key change", `INSERT INTO syncapi_private_key_changes (notify_user_id, user_id, stream_id, position)
 		VALUES ($1, $2, $3, $4) ON CONFLICT (notify_user_id, user_id) DO UPDATE SET stream_id = $3, position = $4`, c.NotifyOnly, c.UserID, c.StreamID)
 	if err != nil {
 		return err

@@ -11,7 +11,7 @@ import (
 // WritePeek implements storage.Database.
 func (d *Database) WritePeek(ctx context.Context, userID, deviceID, roomID string) (*storage.Applied, error) {
 	return d.write(ctx, storage.StreamPeeks, storage.Offset{}, func(tx *sql.Tx, applied *storage.Applied) error {
-		err := storeAtNextPosition(ctx, tx, applied, "peek", `INSERT INTO syncapi_peeks (user_id, device_id, room_id, position)
+		err := d.storeAtNextPosition(ctx, tx, applied, "peek", `INSERT INTO syncapi_peeks (user_id, device_id, room_id, position)
 			VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, device_id, room_id) DO UPDATE SET position = $4`, userID, deviceID, roomID)
 		if err != nil {
 			return err

@@ -9,9 +9,11 @@ import (
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 )
 
-// The one-row syncapi_stream_position table is the sequence every stream position comes
-// from. Taking a position locks the row until the writing transaction commits, so positions
-// become visible in order: a reader that sees position N sees everything below N.
+// On SQLite the one-row syncapi_stream_position table is the sequence every stream position
+// comes from. Taking a position locks the row until the writing transaction commits (SQLite
+// serializes whole writes anyway), so positions become visible in order: a reader that sees
+// position N sees everything below N. On PostgreSQL, where that lock made every writer wait
+// for the one before it to commit, positions come from a sequence (migration 15, positions).
 // Backfilled events (history older than everything stored) take negative positions from
 // the row's backfill_position, counting down: each is placed before every event stored so
 // far, so a room's events sort by position in timeline order, and no /sync token (always
@@ -162,7 +164,16 @@ CREATE TABLE IF NOT EXISTS syncapi_peeks (
 CREATE INDEX IF NOT EXISTS syncapi_peeks_room ON syncapi_peeks (room_id, user_id);
 `}, {Version: 14, SQL: `
 CREATE INDEX IF NOT EXISTS syncapi_receipts_position ON syncapi_receipts (position);
-`}}
+`}, {Version: 15, Up: positionSequence}}
+
+// positionSequence moves PostgreSQL's stream positions to a sequence (see positions).
+func positionSequence(ctx context.Context, tx *sql.Tx, d sqlutil.Dialect) error {
+	if d.Engine != sqlutil.Postgres {
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, positionSequenceSQL)
+	return err
+}
 
 // dropUnreadColumns drops what the sync API's own approximation of notification counts
 // used (the pushserver's counts replaced it). It can run again after a test reset the

@@ -26,9 +26,15 @@ func (d *Database) WriteRoomEvents(ctx context.Context, events []storage.NewRoom
 	})
 }
 
-func nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
+// nextPosition takes the next stream position for tx.
+func (d *Database) nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
 	var pos int64
-	err := tx.QueryRowContext(ctx, "UPDATE syncapi_stream_position SET position = position + 1 WHERE id = 1 RETURNING position").Scan(&pos)
+	var err error
+	if d.pos != nil {
+		pos, err = d.pos.next(ctx, tx)
+	} else {
+		err = tx.QueryRowContext(ctx, "UPDATE syncapi_stream_position SET position = position + 1 WHERE id = 1 RETURNING position").Scan(&pos)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("take stream position: %w", err)
 	}
@@ -37,8 +43,8 @@ func nextPosition(ctx context.Context, tx *sql.Tx) (int64, error) {
 
 // storeAtNextPosition takes the next stream position, runs query with args and the position
 // as its last parameter, and records the position in applied.
-func storeAtNextPosition(ctx context.Context, tx *sql.Tx, applied *storage.Applied, what, query string, args ...any) error {
-	pos, err := nextPosition(ctx, tx)
+func (d *Database) storeAtNextPosition(ctx context.Context, tx *sql.Tx, applied *storage.Applied, what, query string, args ...any) error {
+	pos, err := d.nextPosition(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -67,7 +73,7 @@ func (d *Database) writeRoomEvent(ctx context.Context, tx *sql.Tx, ev *storage.N
 	if ev.Backfilled {
 		return d.writeBackfilled(ctx, tx, ev)
 	}
-	pos, err := nextPosition(ctx, tx)
+	pos, err := d.nextPosition(ctx, tx)
 	if err != nil {
 		return err
 	}
@@ -306,7 +312,7 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 			if err != nil && !errors.Is(err, sql.ErrNoRows) {
 				return err
 			}
-			err = storeAtNextPosition(ctx, tx, applied, "account data", `INSERT INTO syncapi_account_data (user_id, room_id, type, content, position)
+			err = d.storeAtNextPosition(ctx, tx, applied, "account data", `INSERT INTO syncapi_account_data (user_id, room_id, type, content, position)
 				VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, room_id, type) DO UPDATE SET content = $4, position = $5`,
 				c.UserID, c.RoomID, c.Type, string(c.Content))
 			if err != nil {
@@ -323,13 +329,30 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 func (d *Database) write(ctx context.Context, stream string, offset storage.Offset,
 	fn func(tx *sql.Tx, applied *storage.Applied) error) (*storage.Applied, error) {
 	var applied storage.Applied
+	var written *sql.Tx
+	if d.pos != nil {
+		defer func() {
+			if written != nil {
+				d.pos.done(written) // on a panic in fn too; done again below is a no-op
+			}
+		}()
+	}
 	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		written = tx
 		applied = storage.Applied{Stream: stream}
 		if err := fn(tx, &applied); err != nil {
 			return err
 		}
 		return finish(ctx, tx, d, offset)
 	})
+	if d.pos != nil && written != nil {
+		// Committed or rolled back: its positions are no longer in flight. A committed
+		// write is reported (and wakes its readers) once everything before it is visible.
+		d.pos.done(written)
+		if err == nil {
+			d.pos.wait(applied.Position)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
