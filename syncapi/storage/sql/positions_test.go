@@ -16,6 +16,21 @@ import (
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
 
+// openDatabase opens the sync API's database on db.
+func openDatabase(t *testing.T, db *sqlutil.DB) *Database {
+	t.Helper()
+	ctx := context.Background()
+	offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(ctx, db, offsets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
 // TestPositionsVisibleInOrder: a write that took a position and has not ended hides every
 // later position, and a later write returns only once it has ended, committed or rolled
 // back. On PostgreSQL the later write commits meanwhile: it no longer waits for the earlier
@@ -23,14 +38,7 @@ import (
 func TestPositionsVisibleInOrder(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
-		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := Open(ctx, db, offsets)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := openDatabase(t, db)
 		for _, outcome := range []error{nil, errors.New("the held write fails")} {
 			before, err := d.MaxPosition(ctx)
 			if err != nil {
@@ -113,18 +121,11 @@ func TestPositionsAfterDeadlock(t *testing.T) {
 			t.Skip("SQLite serializes whole writes: they cannot deadlock")
 		}
 		ctx := context.Background()
-		offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := Open(ctx, db, offsets)
-		if err != nil {
-			t.Fatal(err)
-		}
+		d := openDatabase(t, db)
 		change := func(user string, n int) storage.AccountDataChange {
 			return storage.AccountDataChange{UserID: user, Type: "m.t", Content: []byte(fmt.Sprintf(`{"n":%d}`, n))}
 		}
-		if _, err = d.WriteAccountData(ctx, []storage.AccountDataChange{change("@a:x", 0), change("@b:x", 0)}, storage.Offset{}); err != nil {
+		if _, err := d.WriteAccountData(ctx, []storage.AccountDataChange{change("@a:x", 0), change("@b:x", 0)}, storage.Offset{}); err != nil {
 			t.Fatal(err)
 		}
 		outside, err := db.BeginTx(ctx, nil)
