@@ -15,7 +15,8 @@
 # over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
 # script goes on after a run that found a problem, counts them, and exits 1 at the end if any was more than a
 # live /sync's limited timeline (below), or at once when mxbench could not run. Results (mxbench JSON lines, the samples as TSV and the server log) go to
-# OUT_DIR (default /tmp/dendrite-soak), and at the end a heap profile (heap.pprof, for `go tool pprof`).
+# OUT_DIR (default /tmp/dendrite-soak), and with every line a heap profile (heap/dendrite-MESSAGES.pprof; compare
+# two with `go tool pprof -base`).
 #
 # -p runs the polylith instead: devcluster (built here too; -s roomserver shards, default 1) with PostgreSQL
 # and the Kafka-protocol broker, the same config. Its lines have, after messages, msg/s and PUT p99, every
@@ -139,8 +140,8 @@ else
 		fi
 		sleep 0.5
 	done
-	mkdir -p "$out/heap"
 fi
+mkdir -p "$out/heap"
 
 # sample prints one TSV line: messages, msg/s and p99 of the last run, RSS, Go heap in use, cache bytes, SQLite's
 # memory (all of it, and in brackets its cached pages), and
@@ -159,6 +160,7 @@ sample() {
 	cpu_ticks=$ticks cpu_sent=$sent
 	local m
 	m=$(curl -fsS "http://127.0.0.1:$metrics/metrics")
+	curl -fsS "http://127.0.0.1:$metrics/debug/pprof/heap" -o "$out/heap/dendrite-$sent.pprof"
 	heap=$(echo "$m" | awk '$1 == "go_memstats_heap_inuse_bytes" {printf "%.1f", $2/1048576}')
 	cache=$(echo "$m" | awk '/^dendrite_cache_bytes/ {s += $2} END {printf "%.1f", s/1048576}')
 	sqlite=$(echo "$m" | awk '/^dendrite_sqlite_memory_bytes\{kind="total"/ {t = $2} /^dendrite_sqlite_memory_bytes\{kind="page_cache"/ {p = $2}
@@ -318,7 +320,6 @@ print(round(m["messages_per_s"]), round(m["send_latency"]["p99_ms"], 1))')
 done
 log_share=
 if [ -z "$poly" ]; then
-	curl -fsS "http://127.0.0.1:$metrics/debug/pprof/heap" -o "$out/heap.pprof"
 	log_share="$( (cd "$out/data" && du -ck -- eventlog.db* 2>/dev/null || echo 0 total) | awk '$2 == "total" {printf "%.0f\n", $1 * 1024}') $(du -sk "$out/data" | awk '{printf "%.0f\n", $1 * 1024}')"
 fi
 echo "soak.sh: $problems of $runs mxbench runs reported problems (see $out/mxbench.txt); the summary tells gaps in" \
