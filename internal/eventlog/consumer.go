@@ -162,7 +162,8 @@ type Step struct {
 // attempts, or at once when its error is marked Poison, written to the dead-letter table
 // with its error, counted (dendrite_eventlog_dead_letters_total), logged and passed. Errors
 // marked Retry (another component or the log is down), and those saying the database is
-// unavailable (see transient), are retried with backoff without a bound. While a record is being retried, the log's Ready reports the partition (ErrStuck).
+// unavailable (see transient), are retried with backoff without a bound. While a record is
+// being retried, the log's Ready reports the partition (ErrStuck).
 type Consumer struct {
 	Log        Log
 	DB         *sqlutil.DB

@@ -4,26 +4,11 @@ import (
 	"context"
 	"testing"
 
-	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 	"github.com/matrix-org/dendrite/syncapi/storage/sql"
 )
-
-func openSync(t *testing.T, db *sqlutil.DB) *sql.Database {
-	t.Helper()
-	ctx := context.Background()
-	offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := sql.Open(ctx, db, offsets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // TestEphemeralWritesDedupe checks that typing, receipts, to-device messages and presence
 // take a position only when they change, so redelivery changes nothing, and what the
@@ -31,7 +16,7 @@ func openSync(t *testing.T, db *sqlutil.DB) *sql.Database {
 func TestEphemeralWritesDedupe(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
-		d := openSync(t, db)
+		d := sql.OpenForTest(t, db)
 		off := storage.Offset{Topic: "t", Partition: 0, Next: 1}
 
 		typing := []storage.Typing{{RoomID: "!r:x", Users: []storage.TypingUser{{UserID: "@a:x", ExpiresTS: 10}}}}

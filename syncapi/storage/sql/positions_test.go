@@ -10,26 +10,10 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/matrix-org/dendrite/internal/eventlog"
 	"github.com/matrix-org/dendrite/internal/sqlutil"
 	"github.com/matrix-org/dendrite/internal/test"
 	"github.com/matrix-org/dendrite/syncapi/storage"
 )
-
-// openDatabase opens the sync API's database on db.
-func openDatabase(t *testing.T, db *sqlutil.DB) *Database {
-	t.Helper()
-	ctx := context.Background()
-	offsets, err := eventlog.NewOffsetStore(ctx, db, "syncapi")
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := Open(ctx, db, offsets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // TestPositionsVisibleInOrder: a write that took a position and has not ended hides every
 // later position, and a later write returns only once it has ended, committed or rolled
@@ -38,7 +22,7 @@ func openDatabase(t *testing.T, db *sqlutil.DB) *Database {
 func TestPositionsVisibleInOrder(t *testing.T) {
 	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
 		ctx := context.Background()
-		d := openDatabase(t, db)
+		d := OpenForTest(t, db)
 		for _, outcome := range []error{nil, errors.New("the held write fails")} {
 			before, err := d.MaxPosition(ctx)
 			if err != nil {
@@ -121,7 +105,7 @@ func TestPositionsAfterDeadlock(t *testing.T) {
 			t.Skip("SQLite serializes whole writes: they cannot deadlock")
 		}
 		ctx := context.Background()
-		d := openDatabase(t, db)
+		d := OpenForTest(t, db)
 		change := func(user string, n int) storage.AccountDataChange {
 			return storage.AccountDataChange{UserID: user, Type: "m.t", Content: []byte(fmt.Sprintf(`{"n":%d}`, n))}
 		}

@@ -325,38 +325,43 @@ func (d *Database) WriteAccountData(ctx context.Context, changes []storage.Accou
 }
 
 // write runs fn in a transaction that then saves the consumer's next offset, and returns
-// what fn applied.
+// what fn applied. On PostgreSQL a committed write returns (and wakes its readers) only once
+// everything before its positions is visible.
 func (d *Database) write(ctx context.Context, stream string, offset storage.Offset,
 	fn func(tx *sql.Tx, applied *storage.Applied) error) (*storage.Applied, error) {
 	var applied storage.Applied
-	var written *sql.Tx
-	if d.pos != nil {
-		defer func() {
-			if written != nil {
-				d.pos.done(written) // on a panic in fn too; done again below is a no-op
-			}
-		}()
-	}
-	err := d.db.WithTx(ctx, func(tx *sql.Tx) error {
-		written = tx
+	err := d.withPositions(ctx, func(tx *sql.Tx) error {
 		applied = storage.Applied{Stream: stream}
 		if err := fn(tx, &applied); err != nil {
 			return err
 		}
 		return finish(ctx, tx, d, offset)
 	})
-	if d.pos != nil && written != nil {
-		// Committed or rolled back: its positions are no longer in flight. A committed
-		// write is reported (and wakes its readers) once everything before it is visible.
-		d.pos.done(written)
-		if err == nil {
-			d.pos.wait(applied.Position)
-		}
-	}
 	if err != nil {
 		return nil, err
 	}
+	if d.pos != nil {
+		d.pos.wait(applied.Position)
+	}
 	return &applied, nil
+}
+
+// withPositions runs fn in a transaction. On PostgreSQL the positions the transaction took
+// stop being in flight once it has ended, however it ends (a panic in fn included).
+func (d *Database) withPositions(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	if d.pos == nil {
+		return d.db.WithTx(ctx, fn)
+	}
+	var written *sql.Tx
+	defer func() {
+		if written != nil {
+			d.pos.done(written)
+		}
+	}()
+	return d.db.WithTx(ctx, func(tx *sql.Tx) error {
+		written = tx
+		return fn(tx)
+	})
 }
 
 // finish saves the consumer's next offset and sequence number.
