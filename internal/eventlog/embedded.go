@@ -522,19 +522,20 @@ func (e *Embedded) EndOffsetsOf(ctx context.Context, topics []string) ([][]int64
 	return out, nil
 }
 
-// wait returns a channel closed when the partition's end moves past from.
-func (e *Embedded) wait(k partKey, from int64) (chan struct{}, bool) {
+// wait returns the partition's end when it is past from, or else a channel closed when it
+// moves past from.
+func (e *Embedded) wait(k partKey, from int64) (int64, chan struct{}) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.ends[k] > from {
-		return nil, true
+	if end := e.ends[k]; end > from {
+		return end, nil
 	}
 	ch, ok := e.wakes[k]
 	if !ok {
 		ch = make(chan struct{})
 		e.wakes[k] = ch
 	}
-	return ch, false
+	return 0, ch
 }
 
 // Consume implements Log. A from past the partition's end (the log's database was
@@ -556,8 +557,8 @@ func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, f
 	defer remove()
 	backoff := 100 * time.Millisecond
 	for {
-		ch, ready := e.wait(k, from)
-		if !ready {
+		end, ch := e.wait(k, from)
+		if ch != nil {
 			select {
 			case <-ch:
 			case <-ctx.Done():
@@ -567,11 +568,11 @@ func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, f
 			}
 			continue
 		}
-		recs, err := e.read(ctx, k, from)
+		recs, err := e.read(ctx, k, from, end)
 		if err == nil && len(recs) == 0 {
 			// Everything from here to the end was trimmed: only a reader new to the partition
 			// starts before what retention kept. Start at the oldest kept.
-			from, err = e.oldest(ctx, k, from)
+			from, err = e.oldest(ctx, k, from, end)
 			if err == nil {
 				e.advance(r, from)
 			}
@@ -600,9 +601,14 @@ func (e *Embedded) Consume(ctx context.Context, topic string, partition int32, f
 
 const batchSize = 256
 
-func (e *Embedded) read(ctx context.Context, k partKey, from int64) ([]Record, error) {
+// read returns the records of partition k from from, up to end (the end the log has
+// published: the writer commits a batch before it publishes the batch's end, and a reader
+// that went past the published end would look to EndOffsets' callers, the Guard, like a
+// reader of a truncated log), at most batchSize of them.
+func (e *Embedded) read(ctx context.Context, k partKey, from, end int64) ([]Record, error) {
 	rows, err := e.db.QueryContext(ctx, `SELECT record_offset, record_key, record_value, created_ms FROM eventlog_records
-		WHERE topic = $1 AND partition_id = $2 AND record_offset >= $3 ORDER BY record_offset LIMIT $4`, k.topic, k.partition, from, batchSize)
+		WHERE topic = $1 AND partition_id = $2 AND record_offset >= $3 AND record_offset < $4 ORDER BY record_offset LIMIT $5`,
+		k.topic, k.partition, from, end, batchSize)
 	if err != nil {
 		return nil, fmt.Errorf("read log: %w", err)
 	}
@@ -620,20 +626,19 @@ func (e *Embedded) read(ctx context.Context, k partKey, from int64) ([]Record, e
 	return recs, rows.Err()
 }
 
-// oldest is the first kept offset at or after from, or the end if none is kept.
-func (e *Embedded) oldest(ctx context.Context, k partKey, from int64) (int64, error) {
+// oldest is the first kept offset at or after from and below end (the published end; see
+// read), or end if none is kept.
+func (e *Embedded) oldest(ctx context.Context, k partKey, from, end int64) (int64, error) {
 	var next sql.NullInt64
-	err := e.db.QueryRowContext(ctx, "SELECT MIN(record_offset) FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset >= $3",
-		k.topic, k.partition, from).Scan(&next)
+	err := e.db.QueryRowContext(ctx, "SELECT MIN(record_offset) FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset >= $3 AND record_offset < $4",
+		k.topic, k.partition, from, end).Scan(&next)
 	if err != nil {
 		return from, err
 	}
 	if next.Valid {
 		return next.Int64, nil
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.ends[k], nil
+	return end, nil
 }
 
 // Ready reports ErrOffsetPastEnd while a consumer is stopped past the end of its
