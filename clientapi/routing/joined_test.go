@@ -2,8 +2,10 @@ package routing
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/matrix-org/gomatrixserverlib/spec"
 
@@ -73,5 +75,34 @@ func TestJoinedCache(t *testing.T) {
 	api.set(bob, leave)
 	if err := rm.requireJoined(ctx, room, bob); err == nil {
 		t.Fatal("requireJoined answered from the cache")
+	}
+}
+
+// TestJoinedCacheDropsExpired: entries go within a TTL of expiring, not only once the cache
+// is full; an invalidation during a query keeps its answer out.
+func TestJoinedCacheDropsExpired(t *testing.T) {
+	c := newJoinedCache()
+	start := time.Now()
+	for i := range 100 {
+		key := joinedKey{"!r:test", fmt.Sprintf("@u%d:test", i)}
+		_, gen := c.get(key, start)
+		c.put(key, gen, start)
+	}
+	if ok, _ := c.get(joinedKey{"!r:test", "@u7:test"}, start.Add(joinedTTL/2)); !ok {
+		t.Fatal("an entry expired before its TTL")
+	}
+	later := start.Add(2 * joinedTTL)
+	late := joinedKey{"!r:test", "@late:test"}
+	_, gen := c.get(late, later)
+	c.put(late, gen, later)
+	if len(c.entries) != 1 {
+		t.Fatalf("%d entries two TTLs later, want 1 (the new one)", len(c.entries))
+	}
+	other := joinedKey{"!r:test", "@other:test"}
+	_, gen = c.get(other, later)
+	c.forget("!r:test", "@late:test")
+	c.put(other, gen, later)
+	if ok, _ := c.get(other, later); ok {
+		t.Fatal("an answer from before an invalidation was stored")
 	}
 }
