@@ -7,7 +7,8 @@
 # fresh data directory with the default config (open registration, rate limiting off, logging at warn), then
 # runs mxbench `send` (20 users x 100 messages into a new room) again and again until MESSAGES (default 200000)
 # messages have been sent: 100 rooms and 2,000 registered users for the default, every user's live /sync loop
-# running during its own run. After every INTERVAL messages (default 20000; a multiple of 2000, or of 20 below
+# running during its own run. Each run starts once the server is idle (under a tenth of a core for half a
+# second; see settle), so that no run inherits the previous one's backlog. After every INTERVAL messages (default 20000; a multiple of 2000, or of 20 below
 # 2000, when each run sends INTERVAL messages, 20 users x INTERVAL/20, so that a short run prints several
 # lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's CPU per message over the
 # step (cpu_ms: everything it did, background work included, over the messages sent), its RSS and Go heap (in use,
@@ -279,18 +280,41 @@ print("\t".join([sent, rate, p99] + cols + [mib(broker), mib(devcluster), mib(ps
 EOF
 }
 
+clk_tck=$(getconf CLK_TCK)
 if [ -z "$poly" ]; then
 	printf 'messages\tmsg/s\tp99_ms\tcpu_ms\trss_mib\theap_mib\tcache_mib\tsqlite_mib\tdata_mib\n' | tee "$out/samples.tsv"
-	clk_tck=$(getconf CLK_TCK) cpu_ticks=0 cpu_sent=0
+	cpu_ticks=0 cpu_sent=0
 	sample 0 - -
 else
 	sample_poly 0 - - header
 fi
+# tree_ticks prints the CPU ticks (user + system) of process $1 and all its descendants (the polylith's
+# components, broker and PostgreSQL are devcluster's).
+tree_ticks() {
+	cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '{ppid[$1] = $4; t[$1] = $14 + $15}
+		END {n = 0; for (p in t) {q = p; while (q != "" && q != root && q > 1) q = ppid[q]; if (q == root) n += t[p]} print n}'
+}
+# settle waits until the server is idle: under a tenth of a core over half a second (at most two minutes).
+# mxbench's sends return before the push reader, the search indexer and the other consumers have applied
+# them; run back to back, the first run would start with nothing behind it and every later one with the
+# last run's backlog, so the first step's throughput would count work the second step pays for. Every run
+# starts from an idle server instead; the CPU per message still counts all the work.
+settle() {
+	local before after
+	for _ in $(seq 240); do
+		before=$(tree_ticks "$pid")
+		sleep 0.5
+		after=$(tree_ticks "$pid")
+		[ $((after - before)) -ge $((clk_tck / 20)) ] || return 0
+	done
+	echo "soak.sh: the server did not go idle within two minutes after $sent messages; running on" >&2
+}
 sent=0
 problems=0
 runs=0
 next=$interval
 while [ "$sent" -lt "$messages" ]; do
+	settle
 	status=0
 	"$out/mxbench" -hs "$url" -scenario send -users 20 -messages $((run / 20)) -settle 0 \
 		>>"$out/mxbench.jsonl" 2>>"$out/mxbench.txt" || status=$?
@@ -306,6 +330,7 @@ while [ "$sent" -lt "$messages" ]; do
 	sent=$((sent + run))
 	echo "$next" >>"$out/runs.txt" # the line (messages) this run is reported in, for the summary
 	if [ "$sent" -ge "$next" ] || [ "$sent" -ge "$messages" ]; then
+		settle # the step's line counts the work its runs left behind
 		read -r rate p99 < <(tail -1 "$out/mxbench.jsonl" | python3 -c '
 import json, sys
 m = json.load(sys.stdin)["metrics"]
