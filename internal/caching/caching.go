@@ -80,8 +80,11 @@ func (c *Cache[K, V]) Len() int {
 	return c.c.EstimatedSize()
 }
 
-// DefaultBudget is global.cache.max_bytes's default.
-const DefaultBudget Budget = 64 << 20
+// DefaultBudget is global.cache.max_bytes's default. The caches are live heap, and at the
+// Go runtime's default GOGC each MiB in them costs about two of RSS. A small server fills
+// a fraction of it (the soak benchmark's 100 rooms and 2,000 users, 7 MiB); 32 MiB keeps
+// what a monolith that joins large federated rooms adds to its RSS near 64 MiB.
+const DefaultBudget Budget = 32 << 20
 
 // Budget is a process's cache budget in bytes (`global.cache.max_bytes`), from which each
 // component takes fixed shares for its caches. The zero Budget is DefaultBudget.
