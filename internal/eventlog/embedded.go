@@ -273,24 +273,43 @@ func (e *Embedded) Produce(ctx context.Context, topic string, msgs ...Message) (
 	return req.pos, err
 }
 
-// write is the single writer: it commits every queued request in one transaction.
+// write is the single writer: it commits every queued request in one transaction, and
+// trims the log every trimInterval, a chunk at a time between the produce batches (see
+// trimStep), so that a trim never holds produces back for longer than one chunk.
 func (e *Embedded) write() {
 	defer close(e.done)
 	retention := time.NewTicker(trimInterval(e.cfg.Retention))
 	defer retention.Stop()
+	var trim *trimRun
 	for {
 		var batch []*produceReq
-		select {
-		case req := <-e.queue:
-			batch = append(batch, req)
-		case <-retention.C:
-			if err := e.Trim(context.Background()); err != nil {
-				e.cfg.Metrics.trimFailed()
+		if trim != nil {
+			if more, err := e.trimStep(context.Background(), trim); err != nil || !more {
+				if err != nil {
+					e.cfg.Metrics.trimFailed()
+				}
+				trim = nil
 			}
-			continue
-		case <-e.closed:
-			e.failQueued()
-			return
+			select {
+			case req := <-e.queue:
+				batch = append(batch, req)
+			case <-e.closed:
+				e.failQueued()
+				return
+			default:
+				continue
+			}
+		} else {
+			select {
+			case req := <-e.queue:
+				batch = append(batch, req)
+			case <-retention.C:
+				trim = e.planTrim()
+				continue
+			case <-e.closed:
+				e.failQueued()
+				return
+			}
 		}
 	drain:
 		for len(batch) < 1024 {
@@ -411,14 +430,44 @@ func trimInterval(retention time.Duration) time.Duration {
 
 // Trim deletes the records older than the retention period that every reader of their
 // partition has processed (see Embedded), and on SQLite gives their pages back to the file
-// system. The log runs it every trimInterval.
+// system. The log's writer runs it every trimInterval, a chunk at a time.
 func (e *Embedded) Trim(ctx context.Context) error {
+	run := e.planTrim()
+	for run != nil {
+		more, err := e.trimStep(ctx, run)
+		if err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// trimChunk is the most offsets of a partition one trim transaction deletes, and
+// trimPages the most pages one incremental vacuum gives back. At the monolith's 600
+// messages a second a trim deletes some 40,000 records; in one transaction, a trim of
+// 40,000 records of 1 KB held a produce back for 1.1 s, and in these chunks for 41-43 ms.
+const (
+	trimChunk = 256
+	trimPages = 128
+)
+
+// trimRun is a trim under way: below each partition's offset every reader is done (the
+// partitions left to trim), and cutoff is the retention's (created_ms).
+type trimRun struct {
+	below  map[partKey]int64
+	cutoff int64
+	vacuum bool
+}
+
+// planTrim returns the trim of the partitions all of whose readers run, or nil when there
+// is nothing to trim.
+func (e *Embedded) planTrim() *trimRun {
 	if e.cfg.Retention < 0 {
 		return nil
 	}
-	cutoff := time.Now().Add(-e.cfg.Retention).UnixMilli()
-	below := map[partKey]int64{}
+	run := &trimRun{below: map[partKey]int64{}, cutoff: time.Now().Add(-e.cfg.Retention).UnixMilli()}
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	for k, readers := range e.active {
 		if len(readers) == 0 || len(readers) < e.known[k] {
 			continue
@@ -429,32 +478,55 @@ func (e *Embedded) Trim(ctx context.Context) error {
 				low = r.next
 			}
 		}
-		below[k] = low
+		run.below[k] = low
 	}
-	e.mu.Unlock()
-	if len(below) == 0 {
+	if len(run.below) == 0 {
 		return nil
 	}
-	deleted := int64(0)
-	err := e.db.WithTx(ctx, func(tx *sql.Tx) error {
-		for k, low := range below {
-			res, err := tx.ExecContext(ctx, "DELETE FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset < $3 AND created_ms < $4",
-				k.topic, k.partition, low, cutoff)
-			if err != nil {
-				return fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
-			}
-			n, _ := res.RowsAffected() // both drivers report it
-			deleted += n
+	return run
+}
+
+// trimStep does one transaction of run: it deletes up to trimChunk offsets of a partition
+// left to trim, or when none is left, on SQLite gives up to trimPages pages back. It
+// reports whether run has more to do.
+func (e *Embedded) trimStep(ctx context.Context, run *trimRun) (bool, error) {
+	for k, low := range run.below {
+		var oldest sql.NullInt64
+		if err := e.db.QueryRowContext(ctx, "SELECT MIN(record_offset) FROM eventlog_records WHERE topic = $1 AND partition_id = $2",
+			k.topic, k.partition).Scan(&oldest); err != nil {
+			return false, fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
 		}
-		return nil
-	})
-	if err != nil || deleted == 0 || e.db.Engine() != sqlutil.SQLite {
-		return err
+		if !oldest.Valid || oldest.Int64 >= low {
+			delete(run.below, k)
+			continue
+		}
+		upto := min(low, oldest.Int64+trimChunk)
+		res, err := e.db.ExecContext(ctx, "DELETE FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset < $3 AND created_ms < $4",
+			k.topic, k.partition, upto, run.cutoff)
+		if err != nil {
+			return false, fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
+		}
+		n, _ := res.RowsAffected() // both drivers report it
+		run.vacuum = run.vacuum || n > 0
+		if upto == low || n < upto-oldest.Int64 {
+			// Done: past the readers, or at records younger than the retention (the
+			// offsets are dense, so fewer rows than offsets means one was kept).
+			delete(run.below, k)
+		}
+		return true, nil
 	}
-	if _, err := e.db.ExecContext(ctx, "PRAGMA incremental_vacuum"); err != nil {
-		return fmt.Errorf("give trimmed pages back: %w", err)
+	if !run.vacuum || e.db.Engine() != sqlutil.SQLite {
+		return false, nil
 	}
-	return nil
+	if _, err := e.db.ExecContext(ctx, fmt.Sprintf("PRAGMA incremental_vacuum(%d)", trimPages)); err != nil {
+		return false, fmt.Errorf("give trimmed pages back: %w", err)
+	}
+	var free int64
+	if err := e.db.QueryRowContext(ctx, "PRAGMA freelist_count").Scan(&free); err != nil {
+		return false, fmt.Errorf("count free pages: %w", err)
+	}
+	run.vacuum = free > 0
+	return run.vacuum, nil
 }
 
 // register adds a reader of partition k starting at from, storing the partition's reader

@@ -245,3 +245,45 @@ func TestEmbeddedTrimsOnItsOwn(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestEmbeddedTrimsInChunks: a trim deletes a partition's records a chunk of offsets per
+// transaction (so that produces wait for one chunk, not the whole trim), and across the
+// chunks it deletes exactly what one transaction did: every record older than the
+// retention below the readers' offset, up to the first younger one.
+func TestEmbeddedTrimsInChunks(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		ctx := context.Background()
+		l, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1, Retention: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()                 // nolint: errcheck // test log
+		const records, old = 2600, 2300 // more than two chunks; the cutoff inside the third
+		msgs := make([]eventlog.Message, records)
+		for i := range msgs {
+			msgs[i] = eventlog.Message{Key: []byte("k"), Value: []byte("v")}
+		}
+		if _, err := l.Produce(ctx, "chunks", msgs...); err != nil {
+			t.Fatal(err)
+		}
+		r := startReader(t, l, "chunks", 0, false)
+		r.waitFor(t, records-1)
+		if _, err := l.Produce(ctx, "chunks", eventlog.Message{Key: []byte("k"), Value: []byte("marker")}); err != nil {
+			t.Fatal(err)
+		}
+		r.waitFor(t, records) // handed the marker: it has processed every record before it
+		if _, err := db.ExecContext(ctx, "UPDATE eventlog_records SET created_ms = 0 WHERE topic = 'chunks' AND record_offset < $1", old); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.Trim(ctx); err != nil {
+			t.Fatal(err)
+		}
+		var n, oldest int64
+		if err := db.QueryRowContext(ctx, "SELECT COUNT(*), MIN(record_offset) FROM eventlog_records WHERE topic = 'chunks'").Scan(&n, &oldest); err != nil {
+			t.Fatal(err)
+		}
+		if n != records+1-old || oldest != old {
+			t.Fatalf("after the trim %d records from offset %d are kept; want %d from %d", n, oldest, records+1-old, old)
+		}
+	})
+}
