@@ -257,8 +257,9 @@ func TestEmbeddedTrimsInChunks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer l.Close()                 // nolint: errcheck // test log
-		const records, old = 2600, 2300 // more than two chunks; the cutoff inside the third
+		defer l.Close() // nolint: errcheck // test log
+		// More than two chunks of records, the first old ones older than the retention.
+		const records, old = 2600, 2300
 		msgs := make([]eventlog.Message, records)
 		for i := range msgs {
 			msgs[i] = eventlog.Message{Key: []byte("k"), Value: []byte("v")}
