@@ -289,9 +289,10 @@ else
 	sample_poly 0 - - header
 fi
 # tree_ticks prints the CPU ticks (user + system) of process $1 and all its descendants (the polylith's
-# components, broker and PostgreSQL are devcluster's).
+# components, broker and PostgreSQL are devcluster's). A process that ends between the glob and cat is
+# skipped, not an error (which would end the script under set -e).
 tree_ticks() {
-	cat /proc/[0-9]*/stat 2>/dev/null | awk -v root="$1" '{ppid[$1] = $4; t[$1] = $14 + $15}
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{ppid[$1] = $4; t[$1] = $14 + $15}
 		END {n = 0; for (p in t) {q = p; while (q != "" && q != root && q > 1) q = ppid[q]; if (q == root) n += t[p]} print n}'
 }
 # settle waits until the server is idle: under a tenth of a core over half a second (at most two minutes).
