@@ -45,6 +45,18 @@ func startReader(t *testing.T, l eventlog.Log, topic string, from int64, blocked
 	return r
 }
 
+// readThrough starts a reader of topic's partition 0 and returns once it has processed the
+// first records records: it is handed a marker produced after them.
+func readThrough(t *testing.T, l eventlog.Log, topic string, records int64) {
+	t.Helper()
+	r := startReader(t, l, topic, 0, false)
+	r.waitFor(t, records-1)
+	if _, err := l.Produce(context.Background(), topic, eventlog.Message{Key: []byte("k"), Value: []byte("marker")}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, records)
+}
+
 func (r *retentionReader) stop() {
 	if r.cancel != nil {
 		r.cancel()
@@ -187,12 +199,7 @@ func TestEmbeddedTrimGivesSpaceBack(t *testing.T) {
 		}
 	}
 	full := pages()
-	r := startReader(t, l, "big", 0, false)
-	r.waitFor(t, records-1)
-	if _, err := l.Produce(ctx, "big", eventlog.Message{Key: []byte("k"), Value: []byte("marker")}); err != nil {
-		t.Fatal(err)
-	}
-	r.waitFor(t, records) // handed the marker: it has processed every record before it
+	readThrough(t, l, "big", records)
 	if err := l.Trim(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -224,12 +231,7 @@ func TestEmbeddedTrimsOnItsOwn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := startReader(t, l, "t", 0, false)
-	r.waitFor(t, records-1)
-	if _, err := l.Produce(ctx, "t", eventlog.Message{Key: []byte("k"), Value: []byte("marker")}); err != nil {
-		t.Fatal(err)
-	}
-	r.waitFor(t, records) // handed the marker: it has processed every record before it
+	readThrough(t, l, "t", records)
 	stored := func() int {
 		var n int
 		if err := db.QueryRowContext(ctx, "SELECT COUNT(*) FROM eventlog_records").Scan(&n); err != nil {
@@ -267,12 +269,7 @@ func TestEmbeddedTrimsInChunks(t *testing.T) {
 		if _, err := l.Produce(ctx, "chunks", msgs...); err != nil {
 			t.Fatal(err)
 		}
-		r := startReader(t, l, "chunks", 0, false)
-		r.waitFor(t, records-1)
-		if _, err := l.Produce(ctx, "chunks", eventlog.Message{Key: []byte("k"), Value: []byte("marker")}); err != nil {
-			t.Fatal(err)
-		}
-		r.waitFor(t, records) // handed the marker: it has processed every record before it
+		readThrough(t, l, "chunks", records)
 		if _, err := db.ExecContext(ctx, "UPDATE eventlog_records SET created_ms = 0 WHERE topic = 'chunks' AND record_offset < $1", old); err != nil {
 			t.Fatal(err)
 		}
