@@ -8,9 +8,9 @@
 # runs mxbench `send` (20 users x 100 messages into a new room) again and again until MESSAGES (default 200000)
 # messages have been sent: 100 rooms and 2,000 registered users for the default, every user's live /sync loop
 # running during its own run. Each run starts once the server is idle (under a tenth of a core for half a
-# second; see settle), so that no run inherits the previous one's backlog. After every INTERVAL messages (default 20000; a multiple of 2000, or of 20 below
-# 2000, when each run sends INTERVAL messages, 20 users x INTERVAL/20, so that a short run prints several
-# lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's CPU per message over the
+# second; see settle), so that no run inherits the previous one's backlog. After every INTERVAL messages
+# (default 20000; a multiple of 2000, or of 20 below 2000, when each run sends INTERVAL messages, 20 users x
+# INTERVAL/20, so that a short run prints several lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's CPU per message over the
 # step (cpu_ms: everything it did, background work included, over the messages sent), its RSS and Go heap (in use,
 # from /metrics), the bytes of every cache, SQLite's memory, and the data directory's size per database (with its WAL; those
 # over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
@@ -141,6 +141,12 @@ else
 		fi
 		sleep 0.5
 	done
+fi
+# The processes whose CPU tells whether the server is idle (settle): the monolith, or devcluster with its
+# children (the components and the broker) and PostgreSQL's postmaster, which pg_ctl started apart.
+busy_pids=$pid
+if [ -n "$poly" ]; then
+	busy_pids="$pid $(curl -sS "$url/_devcluster/status" | python3 -c 'import json, sys; print(json.load(sys.stdin)["postgres"]["pid"])')"
 fi
 mkdir -p "$out/heap"
 
@@ -288,12 +294,12 @@ if [ -z "$poly" ]; then
 else
 	sample_poly 0 - - header
 fi
-# tree_ticks prints the CPU ticks (user + system) of process $1 and all its descendants (the polylith's
-# components, broker and PostgreSQL are devcluster's). A process that ends between the glob and cat is
-# skipped, not an error (which would end the script under set -e).
+# tree_ticks prints the CPU ticks (user + system) of the processes $@ and all their descendants. A process
+# that ends between the glob and cat is skipped, not an error (which would end the script under set -e).
 tree_ticks() {
-	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '{ppid[$1] = $4; t[$1] = $14 + $15}
-		END {n = 0; for (p in t) {q = p; while (q != "" && q != root && q > 1) q = ppid[q]; if (q == root) n += t[p]} print n}'
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$*" '{ppid[$1] = $4; t[$1] = $14 + $15}
+		END {split(roots, r, " "); for (i in r) root[r[i]] = 1
+			n = 0; for (p in t) {q = p; while (q != "" && !(q in root) && q > 1) q = ppid[q]; if (q in root) n += t[p]} print n}'
 }
 # settle waits until the server is idle: under a tenth of a core over half a second (at most two minutes).
 # mxbench's sends return before the push reader, the search indexer and the other consumers have applied
@@ -303,9 +309,9 @@ tree_ticks() {
 settle() {
 	local before after
 	for _ in $(seq 240); do
-		before=$(tree_ticks "$pid")
+		before=$(tree_ticks $busy_pids)
 		sleep 0.5
-		after=$(tree_ticks "$pid")
+		after=$(tree_ticks $busy_pids)
 		[ $((after - before)) -ge $((clk_tck / 20)) ] || return 0
 	done
 	echo "soak.sh: the server did not go idle within two minutes after $sent messages; running on" >&2
