@@ -10,9 +10,9 @@
 # running during its own run. Each run starts once the server is idle (under a tenth of a core for half a
 # second; see settle), so that no run inherits the previous one's backlog. After every INTERVAL messages
 # (default 20000; a multiple of 2000, or of 20 below 2000, when each run sends INTERVAL messages, 20 users x
-# INTERVAL/20, so that a short run prints several lines) it prints one line: messages sent, the run's msg/s and PUT p99, the server's CPU per message over the
-# step (cpu_ms: everything it did, background work included, over the messages sent), its RSS and Go heap (in use,
-# from /metrics), the bytes of every cache, SQLite's memory, and the data directory's size per database (with its WAL; those
+# INTERVAL/20, so that a short run prints several lines) it prints one line: messages sent, the run's msg/s
+# and PUT p99, the server's CPU per message over the step (cpu_ms: everything it did, background work
+# included, over the messages sent), its RSS and Go heap (in use, from /metrics), the bytes of every cache, SQLite's memory, and the data directory's size per database (with its WAL; those
 # over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
 # script goes on after a run that found a problem, counts them, and exits 1 at the end if any was more than a
 # live /sync's limited timeline (below), or at once when mxbench could not run. Results (mxbench JSON lines, the samples as TSV and the server log) go to
@@ -150,6 +150,28 @@ if [ -n "$poly" ]; then
 fi
 mkdir -p "$out/heap"
 
+# tree_ticks prints the CPU ticks (user + system) of the processes $@ and all their descendants. A process
+# that ends between the glob and cat is skipped, not an error (which would end the script under set -e).
+tree_ticks() {
+	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$*" '{ppid[$1] = $4; t[$1] = $14 + $15}
+		END {split(roots, r, " "); for (i in r) root[r[i]] = 1
+			n = 0; for (p in t) {q = p; while (q != "" && !(q in root) && q > 1) q = ppid[q]; if (q in root) n += t[p]} print n}'
+}
+# settle waits until the server is idle: under a tenth of a core over half a second (at most two minutes).
+# mxbench's sends return before the push reader, the search indexer and the other consumers have applied
+# them; run back to back, the first run would start with nothing behind it and every later one with the
+# last run's backlog, so the first step's throughput would count work the second step pays for. Every run
+# starts from an idle server instead; the CPU per message still counts all the work.
+settle() {
+	local before after
+	for _ in $(seq 240); do
+		before=$(tree_ticks $busy_pids)
+		sleep 0.5
+		after=$(tree_ticks $busy_pids)
+		[ $((after - before)) -ge $((clk_tck / 20)) ] || return 0
+	done
+	echo "soak.sh: the server did not go idle within two minutes after $sent messages; running on" >&2
+}
 # sample prints one TSV line: messages, msg/s and p99 of the last run, RSS, Go heap in use, cache bytes, SQLite's
 # memory (all of it, and in brackets its cached pages), and
 # the size of each file of the data directory in MiB. The size of every database, in bytes, also goes to
@@ -158,9 +180,8 @@ sample() {
 	local sent=$1 rate=$2 p99=$3
 	local rss heap cache sqlite files ticks cpu=-
 	rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$pid/status")
-	# The server's CPU (user + system, after the command name, which has no spaces here) since the last
-	# line, per message sent in between.
-	ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+	# The server's CPU (user + system; tree_ticks) since the last line, per message sent in between.
+	ticks=$(tree_ticks "$pid")
 	if [ "$sent" -gt "$cpu_sent" ]; then
 		cpu=$(awk -v t=$((ticks - cpu_ticks)) -v hz="$clk_tck" -v n=$((sent - cpu_sent)) 'BEGIN {printf "%.2f", t * 1000 / hz / n}')
 	fi
@@ -294,28 +315,6 @@ if [ -z "$poly" ]; then
 else
 	sample_poly 0 - - header
 fi
-# tree_ticks prints the CPU ticks (user + system) of the processes $@ and all their descendants. A process
-# that ends between the glob and cat is skipped, not an error (which would end the script under set -e).
-tree_ticks() {
-	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$*" '{ppid[$1] = $4; t[$1] = $14 + $15}
-		END {split(roots, r, " "); for (i in r) root[r[i]] = 1
-			n = 0; for (p in t) {q = p; while (q != "" && !(q in root) && q > 1) q = ppid[q]; if (q in root) n += t[p]} print n}'
-}
-# settle waits until the server is idle: under a tenth of a core over half a second (at most two minutes).
-# mxbench's sends return before the push reader, the search indexer and the other consumers have applied
-# them; run back to back, the first run would start with nothing behind it and every later one with the
-# last run's backlog, so the first step's throughput would count work the second step pays for. Every run
-# starts from an idle server instead; the CPU per message still counts all the work.
-settle() {
-	local before after
-	for _ in $(seq 240); do
-		before=$(tree_ticks $busy_pids)
-		sleep 0.5
-		after=$(tree_ticks $busy_pids)
-		[ $((after - before)) -ge $((clk_tck / 20)) ] || return 0
-	done
-	echo "soak.sh: the server did not go idle within two minutes after $sent messages; running on" >&2
-}
 sent=0
 problems=0
 runs=0

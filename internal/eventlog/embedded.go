@@ -452,9 +452,11 @@ const (
 )
 
 // trimRun is a trim under way: below each partition's offset every reader is done (the
-// partitions left to trim), and cutoff is the retention's (created_ms).
+// partitions left to trim), oldest is the oldest kept offset of a partition once a chunk of
+// it was deleted (the offsets are dense), and cutoff is the retention's (created_ms).
 type trimRun struct {
 	below  map[partKey]int64
+	oldest map[partKey]int64
 	cutoff int64
 	vacuum bool
 }
@@ -465,7 +467,7 @@ func (e *Embedded) planTrim() *trimRun {
 	if e.cfg.Retention < 0 {
 		return nil
 	}
-	run := &trimRun{below: map[partKey]int64{}, cutoff: time.Now().Add(-e.cfg.Retention).UnixMilli()}
+	run := &trimRun{below: map[partKey]int64{}, oldest: map[partKey]int64{}, cutoff: time.Now().Add(-e.cfg.Retention).UnixMilli()}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for k, readers := range e.active {
@@ -491,16 +493,23 @@ func (e *Embedded) planTrim() *trimRun {
 // reports whether run has more to do.
 func (e *Embedded) trimStep(ctx context.Context, run *trimRun) (bool, error) {
 	for k, low := range run.below {
-		var oldest sql.NullInt64
-		if err := e.db.QueryRowContext(ctx, "SELECT MIN(record_offset) FROM eventlog_records WHERE topic = $1 AND partition_id = $2",
-			k.topic, k.partition).Scan(&oldest); err != nil {
-			return false, fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
+		oldest, known := run.oldest[k]
+		if !known {
+			var first sql.NullInt64
+			if err := e.db.QueryRowContext(ctx, "SELECT MIN(record_offset) FROM eventlog_records WHERE topic = $1 AND partition_id = $2",
+				k.topic, k.partition).Scan(&first); err != nil {
+				return false, fmt.Errorf("trim %s/%d: %w", k.topic, k.partition, err)
+			}
+			oldest = first.Int64
+			if !first.Valid {
+				oldest = low
+			}
 		}
-		if !oldest.Valid || oldest.Int64 >= low {
+		if oldest >= low {
 			delete(run.below, k)
 			continue
 		}
-		upto := min(low, oldest.Int64+trimChunk)
+		upto := min(low, oldest+trimChunk)
 		res, err := e.db.ExecContext(ctx, "DELETE FROM eventlog_records WHERE topic = $1 AND partition_id = $2 AND record_offset < $3 AND created_ms < $4",
 			k.topic, k.partition, upto, run.cutoff)
 		if err != nil {
@@ -508,10 +517,12 @@ func (e *Embedded) trimStep(ctx context.Context, run *trimRun) (bool, error) {
 		}
 		n, _ := res.RowsAffected() // both drivers report it
 		run.vacuum = run.vacuum || n > 0
-		if upto == low || n < upto-oldest.Int64 {
+		if upto == low || n < upto-oldest {
 			// Done: past the readers, or at records younger than the retention (the
 			// offsets are dense, so fewer rows than offsets means one was kept).
 			delete(run.below, k)
+		} else {
+			run.oldest[k] = upto
 		}
 		return true, nil
 	}

@@ -249,12 +249,14 @@ func TestEmbeddedTrimsOnItsOwn(t *testing.T) {
 }
 
 // TestEmbeddedTrimsInChunks: a trim deletes a partition's records a chunk of offsets per
-// transaction (so that produces wait for one chunk, not the whole trim), and across the
-// chunks it deletes exactly what one transaction did: every record older than the
-// retention below the readers' offset, up to the first younger one.
+// transaction (so that produces wait for one chunk, not the whole trim; 2,300 records take
+// 9 chunks of 256, after one query for the oldest offset), and across the chunks it deletes
+// exactly what one transaction did: every record older than the retention below the
+// readers' offset, up to the first younger one.
 func TestEmbeddedTrimsInChunks(t *testing.T) {
-	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+	withCountingDatabases(t, func(t *testing.T, counted *countingDB) {
 		ctx := context.Background()
+		db := counted.DB
 		l, err := eventlog.NewEmbedded(ctx, db, eventlog.Config{DefaultPartitions: 1, Retention: time.Hour})
 		if err != nil {
 			t.Fatal(err)
@@ -273,8 +275,12 @@ func TestEmbeddedTrimsInChunks(t *testing.T) {
 		if _, err := db.ExecContext(ctx, "UPDATE eventlog_records SET created_ms = 0 WHERE topic = 'chunks' AND record_offset < $1", old); err != nil {
 			t.Fatal(err)
 		}
+		deletes, mins := counted.Count("DELETE", "eventlog_records"), counted.Count("SELECT MIN(record_offset)", "eventlog_records")
 		if err := l.Trim(ctx); err != nil {
 			t.Fatal(err)
+		}
+		if d, m := counted.Count("DELETE", "eventlog_records")-deletes, counted.Count("SELECT MIN(record_offset)", "eventlog_records")-mins; d != 9 || m != 1 {
+			t.Fatalf("the trim ran %d deletes and %d queries for the oldest offset; want 9 and 1", d, m)
 		}
 		var n, oldest int64
 		if err := db.QueryRowContext(ctx, "SELECT COUNT(*), MIN(record_offset) FROM eventlog_records WHERE topic = 'chunks'").Scan(&n, &oldest); err != nil {
