@@ -54,20 +54,11 @@ rm -rf "$out"
 mkdir -p "$out"
 chmod 700 "$out"
 (cd "$mxbench_dir" && go build -o "$out/mxbench" .)
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# ticks prints the CPU ticks (user + system) of process $1.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-# settle waits until process $1 uses under a tenth of a core over half a second (at most two minutes).
+# shellcheck source=scripts/idle.sh
+. "$root/scripts/idle.sh"
+# settle waits until the server $1 is idle (wait_idle), or says it did not go idle and runs on.
 settle() {
-	local hz a b
-	hz=$(getconf CLK_TCK)
-	for _ in $(seq 240); do
-		a=$(ticks "$1")
-		sleep 0.5
-		b=$(ticks "$1")
-		[ $((b - a)) -lt $((hz / 20)) ] && return 0
-	done
+	wait_idle "$1" || echo "grownab.sh: the server did not go idle within two minutes; running on" >&2
 }
 
 pid=
@@ -102,14 +93,14 @@ EOF
 		sleep 0.2
 	done
 	settle "$pid"
-	c0=$(ticks "$pid")
+	c0=$(tree_ticks "$pid")
 	for _ in $(seq "$runs"); do
 		settle "$pid"
 		"$out/mxbench" -hs "http://127.0.0.1:$port" -scenario send -users 20 -messages 100 -settle 0 \
 			>>"$dir/mxbench.jsonl" 2>>"$dir/mxbench.txt" || [ $? -eq 2 ] # 2: a problem found, reported
 	done
 	settle "$pid"
-	c1=$(ticks "$pid")
+	c1=$(tree_ticks "$pid")
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
 	trap - EXIT

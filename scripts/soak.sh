@@ -12,8 +12,9 @@
 # (default 20000; a multiple of 2000, or of 20 below 2000, when each run sends INTERVAL messages, 20 users x
 # INTERVAL/20, so that a short run prints several lines) it prints one line: messages sent, the run's msg/s
 # and PUT p99, the server's CPU per message over the step (cpu_ms: everything it did, background work
-# included, over the messages sent), its RSS and Go heap (in use, from /metrics), the bytes of every cache, SQLite's memory, and the data directory's size per database (with its WAL; those
-# over 0.1 MiB) and in total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
+# included, over the messages sent), its RSS and Go heap (in use, from /metrics), the bytes of every cache,
+# SQLite's memory, and the data directory's size per database (with its WAL; those over 0.1 MiB) and in
+# total. Every mxbench run also checks that nothing was lost, duplicated or reordered; the
 # script goes on after a run that found a problem, counts them, and exits 1 at the end if any was more than a
 # live /sync's limited timeline (below), or at once when mxbench could not run. Results (mxbench JSON lines, the samples as TSV and the server log) go to
 # OUT_DIR (default /tmp/dendrite-soak), and with every line a heap profile (heap/dendrite-MESSAGES.pprof; compare
@@ -88,7 +89,8 @@ chmod 700 "$out" "$out/data"
 [ -z "$poly" ] || (cd "$root" && go build -o "$out/devcluster" ./cmd/devcluster)
 (cd "$mxbench_dir" && go build -o "$out/mxbench" .)
 
-freeport() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/idle.sh
+. "$root/scripts/idle.sh"
 port=$(freeport)
 metrics=$(freeport)
 if [ -z "$poly" ]; then
@@ -150,27 +152,15 @@ if [ -n "$poly" ]; then
 fi
 mkdir -p "$out/heap"
 
-# tree_ticks prints the CPU ticks (user + system) of the processes $@ and all their descendants. A process
-# that ends between the glob and cat is skipped, not an error (which would end the script under set -e).
-tree_ticks() {
-	{ cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$*" '{ppid[$1] = $4; t[$1] = $14 + $15}
-		END {split(roots, r, " "); for (i in r) root[r[i]] = 1
-			n = 0; for (p in t) {q = p; while (q != "" && !(q in root) && q > 1) q = ppid[q]; if (q in root) n += t[p]} print n}'
-}
 # settle waits until the server is idle: under a tenth of a core over half a second (at most two minutes).
 # mxbench's sends return before the push reader, the search indexer and the other consumers have applied
 # them; run back to back, the first run would start with nothing behind it and every later one with the
 # last run's backlog, so the first step's throughput would count work the second step pays for. Every run
 # starts from an idle server instead; the CPU per message still counts all the work.
 settle() {
-	local before after
-	for _ in $(seq 240); do
-		before=$(tree_ticks $busy_pids)
-		sleep 0.5
-		after=$(tree_ticks $busy_pids)
-		[ $((after - before)) -ge $((clk_tck / 20)) ] || return 0
-	done
-	echo "soak.sh: the server did not go idle within two minutes after $sent messages; running on" >&2
+	# shellcheck disable=SC2086 # one argument per PID
+	wait_idle $busy_pids ||
+		echo "soak.sh: the server did not go idle within two minutes after $sent messages; running on" >&2
 }
 # sample prints one TSV line: messages, msg/s and p99 of the last run, RSS, Go heap in use, cache bytes, SQLite's
 # memory (all of it, and in brackets its cached pages), and
