@@ -503,3 +503,128 @@ func TestOutputReplayWindow(t *testing.T) {
 		}
 	})
 }
+
+// TestOutputsStoreEventsOnce: an outbox row keeps its event's number, not its JSON, which
+// roomserver_events holds. Replay (QueryOutputRecords) and a restart that produces the rows
+// not marked produced put the event back: the records are those produced first, except
+// that an event redacted since comes back redacted.
+func TestOutputsStoreEventsOnce(t *testing.T) {
+	test.WithAllDatabases(t, func(t *testing.T, db *sqlutil.DB) {
+		key := roomtest.NewKey(t)
+		h := start(t, db, key)
+		alice := "@alice:" + serverName
+		roomID := h.newRoom(gomatrixserverlib.RoomVersionV11, alice)
+		message := func(body string) string {
+			res := h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{
+				roomtest.Proto(alice, "m.room.message", nil, map[string]string{"msgtype": "m.text", "body": body})}})
+			wantOK(t, "message", res)
+			return res[0].EventID
+		}
+		message("kept")
+		gone := message("secret")
+		redaction := roomtest.Proto(alice, spec.MRoomRedaction, nil, map[string]string{"redacts": gone})
+		redaction.Proto.Redacts = gone
+		wantOK(t, "redaction", h.submit(api.InputRoomEvents{RoomID: roomID, Events: []api.InputRoomEvent{redaction}}))
+
+		ctx := context.Background()
+		var whole, withBody int
+		if err := db.QueryRowContext(ctx, `SELECT COUNT(CASE WHEN event_nid = 0 THEN 1 END),
+			COUNT(CASE WHEN payload LIKE '%"body"%' THEN 1 END) FROM roomserver_outbox`).Scan(&whole, &withBody); err != nil {
+			t.Fatal(err)
+		}
+		if whole != 0 || withBody != 0 {
+			t.Fatalf("outbox rows holding their event: %d without its number, %d with a message body", whole, withBody)
+		}
+
+		partition := eventlog.PartitionFor([]byte(roomID), 4)
+		produced := h.records(partition)
+		if len(produced) != 7 {
+			t.Fatalf("produced %d records, want 7", len(produced))
+		}
+		res, err := h.rs.API().QueryOutputRecords(ctx, &api.QueryOutputRecordsRequest{Partition: partition})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameOutputs(t, "replayed", produced, res.Records, gone)
+
+		h.stop()
+		if _, err := db.ExecContext(ctx, "UPDATE roomserver_outbox SET produced = FALSE"); err != nil {
+			t.Fatal(err)
+		}
+		h = start(t, db, key)
+		defer h.stop()
+		deadline := time.Now().Add(10 * time.Second)
+		again := h.records(partition)
+		for len(again) < 2*len(produced) && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond) // polling with the test's deadline
+			again = h.records(partition)
+		}
+		raw := make([]json.RawMessage, 0, len(produced))
+		for _, r := range again[len(produced):] {
+			raw = append(raw, r)
+		}
+		sameOutputs(t, "produced again at start", produced, raw, gone)
+	})
+}
+
+// sameOutputs fails unless the records of got are those of want, except that the event
+// gone is redacted in got.
+func sameOutputs(t *testing.T, what string, want [][]byte, got []json.RawMessage, gone string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s %d records, want %d", what, len(got), len(want))
+	}
+	for i, raw := range got {
+		var was, now api.OutputRoomEvent
+		if err := json.Unmarshal(want[i], &was); err != nil {
+			t.Fatal(err)
+		}
+		if err := json.Unmarshal(raw, &now); err != nil {
+			t.Fatal(err)
+		}
+		ev := now.NewRoomEvent.Event
+		if ev.PDU == nil || now.Seq != was.Seq || ev.EventID() != was.NewRoomEvent.Event.EventID() ||
+			now.NewRoomEvent.RedactsEventID != was.NewRoomEvent.RedactsEventID ||
+			!slices.Equal(now.NewRoomEvent.AddsStateEventIDs, was.NewRoomEvent.AddsStateEventIDs) {
+			t.Fatalf("%s record %d is %s, produced as %s", what, i, raw, want[i])
+		}
+		wantJSON, wantRedacted := string(was.NewRoomEvent.Event.JSON()), false
+		if ev.EventID() == gone {
+			redacted, err := gomatrixserverlib.MustGetRoomVersion(gomatrixserverlib.RoomVersionV11).RedactEventJSON(was.NewRoomEvent.Event.JSON())
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantJSON, wantRedacted = string(redacted), true
+		}
+		if string(ev.JSON()) != wantJSON || ev.Redacted() != wantRedacted {
+			t.Fatalf("%s record %d has event %s (redacted %v), want %s (redacted %v)", what, i, ev.JSON(), ev.Redacted(), wantJSON, wantRedacted)
+		}
+	}
+}
+
+// records reads every record of the output topic's partition.
+func (h *harness) records(partition int32) [][]byte {
+	h.t.Helper()
+	ctx := context.Background()
+	ends, err := h.log.EndOffsets(ctx, h.output)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	end := ends[partition]
+	var out [][]byte
+	if end == 0 {
+		return out
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_ = h.log.Consume(cctx, h.output, partition, 0, func(_ context.Context, recs []eventlog.Record) error { // ends when cancelled
+		for _, r := range recs {
+			out = append(out, r.Value)
+			if r.Offset == end-1 {
+				cancel()
+			}
+		}
+		return nil
+	})
+	return out
+}

@@ -38,8 +38,11 @@ func (e Event) MarshalJSON() ([]byte, error) {
 }
 
 // UnmarshalJSON parses an event written by MarshalJSON. The JSON is trusted: it was checked
-// by the roomserver before it was ever written.
+// by the roomserver before it was ever written. null leaves e as it is.
 func (e *Event) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
 	var w eventWire
 	if err := json.Unmarshal(b, &w); err != nil {
 		return err

@@ -105,7 +105,11 @@ func (in *Inputer) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("load roomserver outbox: %w", err)
 	}
-	if err = in.flush(ctx, in.owned(pending)); err != nil {
+	pending = in.owned(pending)
+	if err = in.completeOutputs(ctx, pending); err != nil {
+		return fmt.Errorf("load roomserver outbox: %w", err)
+	}
+	if err = in.flush(ctx, pending); err != nil {
 		return err
 	}
 	c := &eventlog.Consumer{Log: in.Log, DB: in.SQL, Offsets: in.Offsets, Topic: in.InputTopic, Partitions: in.Partitions,
@@ -472,8 +476,10 @@ func (in *Inputer) flush(ctx context.Context, outbound []storage.Outbound) error
 
 // storeOutput numbers an output in its OutputRoomEvent partition and stores it in the
 // outbox, inside the write transaction; it is produced after the commit and kept for
-// replay (QueryOutputRecords) for the OutputWindow.
-func (in *Inputer) storeOutput(w storage.Writer, roomID string, out api.OutputRoomEvent) (storage.Outbound, error) {
+// replay (QueryOutputRecords) for the OutputWindow. When nid is not 0 the output's event is
+// that stored event: the row keeps its number instead of its JSON (withoutEvent), which
+// completeOutputs puts back when the row is read.
+func (in *Inputer) storeOutput(w storage.Writer, roomID string, out api.OutputRoomEvent, nid types.EventNID) (storage.Outbound, error) {
 	partition := eventlog.PartitionFor([]byte(roomID), in.Log.Partitions(in.OutputTopic))
 	seq, err := w.NextOutputSeq(partition)
 	if err != nil {
@@ -485,10 +491,95 @@ func (in *Inputer) storeOutput(w storage.Writer, roomID string, out api.OutputRo
 		return storage.Outbound{}, fmt.Errorf("encode output: %w", err)
 	}
 	o := storage.Outbound{RoomID: roomID, Partition: partition, PartitionSeq: seq, Payload: payload}
-	if o.Seq, err = w.InsertOutbox(o); err != nil {
+	stored := o
+	if nid != 0 {
+		stored.EventNID = nid
+		if stored.Payload, err = json.Marshal(withoutEvent(out)); err != nil {
+			return storage.Outbound{}, fmt.Errorf("encode output: %w", err)
+		}
+	}
+	if o.Seq, err = w.InsertOutbox(stored); err != nil {
 		return storage.Outbound{}, fmt.Errorf("store output: %w", err)
 	}
 	return o, nil
+}
+
+// withoutEvent is out with its event left out (encoded as null).
+func withoutEvent(out api.OutputRoomEvent) api.OutputRoomEvent {
+	switch {
+	case out.NewRoomEvent != nil:
+		e := *out.NewRoomEvent
+		e.Event = api.Event{}
+		out.NewRoomEvent = &e
+	case out.BackfilledEvent != nil:
+		e := *out.BackfilledEvent
+		e.Event = api.Event{}
+		out.BackfilledEvent = &e
+	}
+	return out
+}
+
+// completeOutputs puts back into outbox rows read from the database the events that
+// storeOutput left out, as roomserver_events holds them now: an event redacted since its
+// output was stored comes back redacted (its redaction's own output follows it).
+func (in *Inputer) completeOutputs(ctx context.Context, rows []storage.Outbound) error {
+	for chunk := range slices.Chunk(rows, maxOutputRecords) {
+		var nids []types.EventNID
+		for _, o := range chunk {
+			if o.EventNID != 0 {
+				nids = append(nids, o.EventNID)
+			}
+		}
+		if len(nids) == 0 {
+			continue
+		}
+		stored, err := in.db.EventsByNID(ctx, nids)
+		if err != nil {
+			return fmt.Errorf("load the events of stored outputs: %w", err)
+		}
+		byNID := make(map[types.EventNID]*storage.Event, len(stored))
+		for i := range stored {
+			byNID[stored[i].NID] = &stored[i]
+		}
+		for i := range chunk {
+			if chunk[i].EventNID == 0 {
+				continue
+			}
+			if chunk[i].Payload, err = in.withEvent(ctx, chunk[i], byNID[chunk[i].EventNID]); err != nil {
+				return fmt.Errorf("output %d of partition %d: %w", chunk[i].PartitionSeq, chunk[i].Partition, err)
+			}
+		}
+	}
+	return nil
+}
+
+// withEvent is o's payload with ev in place of the event left out.
+func (in *Inputer) withEvent(ctx context.Context, o storage.Outbound, ev *storage.Event) ([]byte, error) {
+	if ev == nil {
+		return nil, fmt.Errorf("its event (NID %d) is not stored", o.EventNID)
+	}
+	h, err := in.cache.head(ctx, o.RoomID)
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, fmt.Errorf("its room %s is not stored", o.RoomID)
+	}
+	pdu, err := api.ParseTrusted(h.room.RoomVersion, ev.EventID, ev.JSON, ev.Redacted)
+	if err != nil {
+		return nil, err
+	}
+	var out api.OutputRoomEvent
+	if err = json.Unmarshal(o.Payload, &out); err != nil {
+		return nil, fmt.Errorf("decode stored output: %w", err)
+	}
+	switch {
+	case out.NewRoomEvent != nil:
+		out.NewRoomEvent.Event = api.Event{PDU: pdu}
+	case out.BackfilledEvent != nil:
+		out.BackfilledEvent.Event = api.Event{PDU: pdu}
+	}
+	return json.Marshal(out)
 }
 
 // cachedEvent is an event stored by a batch, for the cache once the batch committed.

@@ -50,6 +50,9 @@ func (q *Querier) QueryOutputRecords(ctx context.Context, req *api.QueryOutputRe
 	if err != nil {
 		return nil, err
 	}
+	if err = q.in.completeOutputs(ctx, rows); err != nil {
+		return nil, err
+	}
 	next := req.AfterSeq + 1
 	// AfterSeq 0 asks for the oldest records kept and is never past the window: it is how a
 	// reader past the window learns where the kept records start, also when none is kept.

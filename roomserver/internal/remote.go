@@ -262,7 +262,7 @@ func (rt *roomTx) outputBackfilled() error {
 			}
 			rt.backfilled[i].Event = api.Event{PDU: pdu}
 		}
-		if err := rt.output(api.OutputRoomEvent{Type: api.OutputTypeBackfilledEvent, BackfilledEvent: &rt.backfilled[i]}); err != nil {
+		if err := rt.output(api.OutputRoomEvent{Type: api.OutputTypeBackfilledEvent, BackfilledEvent: &rt.backfilled[i]}, 0); err != nil {
 			return err
 		}
 	}
@@ -308,7 +308,8 @@ func (rt *roomTx) remoteMembership(ctx context.Context, ev gomatrixserverlib.PDU
 	if err != nil || ev.Type() != spec.MRoomMember || ev.StateKey() == nil {
 		return reject(matrixerr.BadJSON("not a membership event"))
 	}
-	if _, err = rt.insert(ctx, ev, storage.Event{Outlier: true}); err != nil {
+	k, err := rt.insert(ctx, ev, storage.Event{Outlier: true})
+	if err != nil {
 		return api.Result{}, err
 	}
 	// The user's membership as queries report it; the room's state stays as it was.
@@ -319,7 +320,7 @@ func (rt *roomTx) remoteMembership(ctx context.Context, ev gomatrixserverlib.PDU
 		Event: api.Event{PDU: ev}, AddsStateEventIDs: []string{ev.EventID()}, AddsStateEvents: []api.Event{{PDU: ev}},
 		HistoryVisibility: string(gomatrixserverlib.HistoryVisibilityShared),
 	}
-	if err = rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out}); err != nil {
+	if err = rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out}, k.row.NID); err != nil {
 		return api.Result{}, err
 	}
 	return api.Result{EventID: ev.EventID()}, nil

@@ -536,7 +536,7 @@ func (rt *roomTx) advance(ctx context.Context, k *knownEvent, before stateRef, p
 	if out.RedactsEventID, err = rt.redact(ctx, ev, before.st); err != nil {
 		return err
 	}
-	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out})
+	return rt.output(api.OutputRoomEvent{Type: api.OutputTypeNewRoomEvent, NewRoomEvent: &out}, k.row.NID)
 }
 
 // extendsAll reports whether ev names every forward extremity of the room as a prev event.
@@ -621,9 +621,10 @@ func (rt *roomTx) superseded(ctx context.Context, ev gomatrixserverlib.PDU) (map
 	return out, nil
 }
 
-// output encodes an output and stores it in the outbox (storeOutput).
-func (rt *roomTx) output(out api.OutputRoomEvent) error {
-	o, err := rt.in.storeOutput(rt.w, rt.roomID, out)
+// output encodes an output and stores it in the outbox (storeOutput); nid, when not 0, is
+// the stored event the output carries.
+func (rt *roomTx) output(out api.OutputRoomEvent, nid types.EventNID) error {
+	o, err := rt.in.storeOutput(rt.w, rt.roomID, out, nid)
 	if err != nil {
 		return err
 	}

@@ -83,6 +83,10 @@ type Outbound struct {
 	Partition    int32
 	PartitionSeq int64
 	Payload      []byte
+	// EventNID, when not 0, is the stored event that the stored Payload leaves out (its
+	// "event" is null): the event is in roomserver_events already, so the row does not
+	// hold it twice, and whoever reads the row back puts it in.
+	EventNID types.EventNID
 }
 
 // Alias is a local room alias and who created it.

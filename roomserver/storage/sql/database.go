@@ -367,7 +367,7 @@ func (d *Database) UsersOfServer(ctx context.Context, roomNID types.RoomNID, ser
 
 // Outbox implements storage.Database.
 func (d *Database) Outbox(ctx context.Context) ([]storage.Outbound, error) {
-	return d.outbound(ctx, "SELECT seq, room_id, partition_id, partition_seq, payload FROM roomserver_outbox WHERE NOT produced ORDER BY seq")
+	return d.outbound(ctx, "SELECT seq, room_id, partition_id, partition_seq, payload, event_nid FROM roomserver_outbox WHERE NOT produced ORDER BY seq")
 }
 
 func (d *Database) outbound(ctx context.Context, query string, args ...any) ([]storage.Outbound, error) {
@@ -379,7 +379,7 @@ func (d *Database) outbound(ctx context.Context, query string, args ...any) ([]s
 	var out []storage.Outbound
 	for rows.Next() {
 		var o storage.Outbound
-		if err := rows.Scan(&o.Seq, &o.RoomID, &o.Partition, &o.PartitionSeq, &o.Payload); err != nil {
+		if err := rows.Scan(&o.Seq, &o.RoomID, &o.Partition, &o.PartitionSeq, &o.Payload, &o.EventNID); err != nil {
 			return nil, err
 		}
 		out = append(out, o)
@@ -414,7 +414,7 @@ func (d *Database) OutputsAfter(ctx context.Context, partition int32, after int6
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return nil, 0, fmt.Errorf("select output sequence: %w", err)
 	}
-	out, err := d.outbound(ctx, `SELECT seq, room_id, partition_id, partition_seq, payload FROM roomserver_outbox
+	out, err := d.outbound(ctx, `SELECT seq, room_id, partition_id, partition_seq, payload, event_nid FROM roomserver_outbox
 		WHERE partition_id = $1 AND partition_seq > $2 ORDER BY partition_seq LIMIT $3`, partition, after, limit)
 	return out, last, err
 }

@@ -100,4 +100,6 @@ CREATE TABLE IF NOT EXISTS roomserver_output_seqs (
 );
 `}, {Version: 8, SQL: `
 CREATE INDEX IF NOT EXISTS roomserver_events_room ON roomserver_events (room_nid, event_nid);
+`}, {Version: 9, SQL: `
+ALTER TABLE roomserver_outbox ADD COLUMN event_nid {bigint} NOT NULL DEFAULT 0;
 `}}

@@ -111,8 +111,8 @@ func (w *writer) NextOutputSeq(partition int32) (int64, error) {
 }
 
 func (w *writer) InsertOutbox(o storage.Outbound) (int64, error) {
-	return w.insertReturning(`INSERT INTO roomserver_outbox (room_id, partition_id, partition_seq, payload, created_ms)
-		VALUES ($1, $2, $3, $4, $5) RETURNING seq`, o.RoomID, o.Partition, o.PartitionSeq, o.Payload, time.Now().UnixMilli())
+	return w.insertReturning(`INSERT INTO roomserver_outbox (room_id, partition_id, partition_seq, payload, event_nid, created_ms)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING seq`, o.RoomID, o.Partition, o.PartitionSeq, o.Payload, o.EventNID, time.Now().UnixMilli())
 }
 
 func (w *writer) MarkProduced(seqs []int64) error {
