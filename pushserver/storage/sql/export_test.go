@@ -22,8 +22,8 @@ func HotQueries(userID string, userNID, roomNID int64) []HotQuery {
 		{"list", notificationsSQL(false, false), []any{userID, 20}},
 		{"list before", notificationsSQL(true, false), []any{userID, 20, 500}},
 		{"list highlights before", notificationsSQL(true, true), []any{userID, 20, 500}},
-		{"mark read", markReadSQL(false), []any{userNID, roomNID, 500}},
-		{"mark thread read", markReadSQL(true), []any{userNID, roomNID, 500, "$root"}},
+		{"mark read", markReadSQL(false), []any{userNID, roomNID, 500, 100}},
+		{"mark thread read", markReadSQL(true), []any{userNID, roomNID, 500, 100, "$root"}},
 		{"prune scan", pruneScanSQL, []any{100, 1000}},
 		{"prune", pruneSQL, []any{100, 150, 1, 0}},
 	}

@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS pushserver_pushers (
 );
 CREATE INDEX IF NOT EXISTS pushserver_pushers_key ON pushserver_pushers (app_id, pushkey);
 `}, {Version: 2, SQL: readerSchema}, {Version: 3, SQL: queueSchema},
-	{Version: 4, SQL: unreadSchema}, {Version: 5, SQL: ignoredSchema}, {Version: 6, SQL: slimSchema}}
+	{Version: 4, SQL: unreadSchema}, {Version: 5, SQL: ignoredSchema}, {Version: 6, SQL: slimSchema},
+	{Version: 7, SQL: unreadAfterSchema}}
 
 // Database is the SQL push server store.
 type Database struct {

@@ -40,6 +40,19 @@ INSERT INTO pushserver_unread (user_id, room_id, thread_id, notifs, highlights)
 UPDATE pushserver_notifications SET actions = '' WHERE actions = '["notify"]';
 `
 
+// unreadAfterSchema drops the index of unread notifications, (user_nid, room_nid, pos)
+// WHERE NOT is_read: every notification went into it as well as into the table and
+// pushserver_notifications_user, at a place of its own for each member notified, and it
+// held every notification nobody had read (a user who never reads a room keeps them all).
+// MarkRead reads pushserver_notifications_user instead, from unread_after on: each summary
+// row keeps a position at or after which all of its unread notifications come (a lower
+// bound: 0 for the rows there are, then the position before the first notification the row
+// counts, raised to a receipt's position when the receipt marks some read).
+const unreadAfterSchema = `
+DROP INDEX pushserver_notifications_unread;
+ALTER TABLE pushserver_unread ADD COLUMN unread_after {bigint} NOT NULL DEFAULT 0;
+`
+
 // plainActions are the actions of most notifications (the default message rules),
 // stored as "".
 const plainActions = `["notify"]`
@@ -65,11 +78,11 @@ type unreadKey struct {
 	userID, roomID, threadID string
 }
 
-// unreadDelta is a change to one summary row: counts, and for pruned notifications the
-// newest position among them.
+// unreadDelta is a change to one summary row: counts, and the oldest and newest positions
+// among the notifications counted.
 type unreadDelta struct {
 	notifs, highlights int64
-	pos                int64
+	first, pos         int64
 }
 
 // deltas accumulates summary changes per row.
@@ -84,9 +97,10 @@ func (ds deltas) add(rows []changedRow, names map[int64]string) {
 		k := unreadKey{userID: names[r.userNID], roomID: names[r.roomNID], threadID: r.threadID}
 		d := ds[k]
 		if d == nil {
-			d = &unreadDelta{}
+			d = &unreadDelta{first: r.pos}
 			ds[k] = d
 		}
+		d.first = min(d.first, r.pos)
 		d.notifs++
 		if r.highlight {
 			d.highlights++
@@ -191,13 +205,14 @@ func (d *Database) addUnread(ctx context.Context, tx *sql.Tx, ds deltas) error {
 	for len(keys) > 0 {
 		chunk := keys[:min(len(keys), notificationRows)]
 		keys = keys[len(chunk):]
-		args := make([]any, 0, 5*len(chunk))
+		args := make([]any, 0, 6*len(chunk))
 		for _, k := range chunk {
-			args = append(args, k.userID, k.roomID, k.threadID, ds[k].notifs, ds[k].highlights)
+			args = append(args, k.userID, k.roomID, k.threadID, ds[k].notifs, ds[k].highlights, ds[k].first-1)
 		}
-		q := `INSERT INTO pushserver_unread (user_id, room_id, thread_id, notifs, highlights) VALUES ` + d.db.Dialect.Rows(len(chunk), 5) +
+		q := `INSERT INTO pushserver_unread (user_id, room_id, thread_id, notifs, highlights, unread_after) VALUES ` + d.db.Dialect.Rows(len(chunk), 6) +
 			` ON CONFLICT (user_id, room_id, thread_id) DO UPDATE SET notifs = pushserver_unread.notifs + excluded.notifs,
-			highlights = pushserver_unread.highlights + excluded.highlights`
+			highlights = pushserver_unread.highlights + excluded.highlights,
+			unread_after = CASE WHEN excluded.unread_after < pushserver_unread.unread_after THEN excluded.unread_after ELSE pushserver_unread.unread_after END`
 		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
 			return fmt.Errorf("count unread notifications: %w", err)
 		}
@@ -209,24 +224,31 @@ func (d *Database) addUnread(ctx context.Context, tx *sql.Tx, ds deltas) error {
 // and so do the pruned unread notifications when pos is at or after the newest of them.
 func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string, pos int64) (bool, error) {
 	read := deltas{}
-	nids, err := d.knownNIDs(ctx, tx, []string{userID, roomID})
+	after, err := d.unreadAfter(ctx, tx, userID, roomID, threadID)
 	if err != nil {
 		return false, err
 	}
-	if len(nids) == 2 {
-		args := []any{nids[userID], nids[roomID], pos}
-		if threadID != "" {
-			args = append(args, threadID)
-		}
-		rows, err := scanChanged(ctx, tx, markReadSQL(threadID != ""), args...)
+	if after.Valid && after.Int64 < pos {
+		nids, err := d.knownNIDs(ctx, tx, []string{userID, roomID})
 		if err != nil {
-			return false, fmt.Errorf("mark notifications read: %w", err)
+			return false, err
 		}
-		read.add(rows, map[int64]string{nids[userID]: userID, nids[roomID]: roomID})
+		if len(nids) == 2 {
+			args := []any{nids[userID], nids[roomID], pos, after.Int64}
+			if threadID != "" {
+				args = append(args, threadID)
+			}
+			rows, err := scanChanged(ctx, tx, markReadSQL(threadID != ""), args...)
+			if err != nil {
+				return false, fmt.Errorf("mark notifications read: %w", err)
+			}
+			read.add(rows, map[int64]string{nids[userID]: userID, nids[roomID]: roomID})
+		}
 	}
 	for _, k := range read.sortedKeys() {
-		if _, err := tx.ExecContext(ctx, `UPDATE pushserver_unread SET notifs = notifs - $4, highlights = highlights - $5
-			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3`, k.userID, k.roomID, k.threadID, read[k].notifs, read[k].highlights); err != nil {
+		if _, err := tx.ExecContext(ctx, `UPDATE pushserver_unread SET notifs = notifs - $4, highlights = highlights - $5,
+			unread_after = CASE WHEN unread_after < $6 THEN $6 ELSE unread_after END
+			WHERE user_id = $1 AND room_id = $2 AND thread_id = $3`, k.userID, k.roomID, k.threadID, read[k].notifs, read[k].highlights, pos); err != nil {
 			return false, fmt.Errorf("uncount read notifications: %w", err)
 		}
 	}
@@ -255,12 +277,31 @@ func (d *Database) MarkRead(ctx context.Context, tx *sql.Tx, userID, roomID, thr
 	return true, nil
 }
 
+// unreadAfter is the position after which the user's unread notifications in the room
+// (in the thread, if threadID is not "") all come, as the summary keeps it; not valid when
+// none of them is stored (read, or pruned).
+func (d *Database) unreadAfter(ctx context.Context, tx *sql.Tx, userID, roomID, threadID string) (sql.NullInt64, error) {
+	q := `SELECT MIN(unread_after) FROM pushserver_unread WHERE user_id = $1 AND room_id = $2 AND notifs > pruned_notifs`
+	args := []any{userID, roomID}
+	if threadID != "" {
+		q += " AND thread_id = $3"
+		args = append(args, threadID)
+	}
+	var after sql.NullInt64
+	if err := tx.QueryRowContext(ctx, q, args...).Scan(&after); err != nil {
+		return after, fmt.Errorf("select unread notifications' start: %w", err)
+	}
+	return after, nil
+}
+
 // markReadSQL is the statement that marks notifications read, whose parameters are the
-// user's and the room's numbers, the position and, when threaded, the thread ID.
+// user's and the room's numbers, the position, the position after which the unread ones
+// all come (unreadAfter) and, when threaded, the thread ID. It reads the user's
+// notifications of every room between the two positions (pushserver_notifications_user).
 func markReadSQL(threaded bool) string {
-	q := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_nid = $1 AND room_nid = $2 AND NOT is_read AND pos <= $3`
+	q := `UPDATE pushserver_notifications SET is_read = TRUE WHERE user_nid = $1 AND pos > $4 AND pos <= $3 AND room_nid = $2 AND NOT is_read`
 	if threaded {
-		q += " AND thread_id = $4"
+		q += " AND thread_id = $5"
 	}
 	return q + " RETURNING " + changedColumns("is_read")
 }

@@ -137,6 +137,41 @@ func TestUnreadSummaryMatchesRows(t *testing.T) {
 			return err
 		})
 		check("all read")
+
+		// More after the receipts: each receipt reads on from where the last one left
+		// (the summary's unread_after), one behind reads nothing.
+		for i := 6; i < 10; i++ {
+			thread := ""
+			if i%2 == 1 {
+				thread = "$root"
+			}
+			pos = append(pos, addEvent(t, db, store, room, fmt.Sprintf("$e%d", i), thread, 1000, false, users...))
+		}
+		check("recorded after the receipts")
+		markRead := func(user, thread string, at int64, wantChanged bool) {
+			t.Helper()
+			withTx(t, db, func(tx *sql.Tx) error {
+				changed, err := store.MarkRead(ctx, tx, user, room, thread, at)
+				if err == nil && changed != wantChanged {
+					err = fmt.Errorf("receipt of %s in %q at %d changed %v, want %v", user, thread, at, changed, wantChanged)
+				}
+				return err
+			})
+		}
+		markRead("@a:x", "$root", pos[9], true)
+		check("thread read again")
+		markRead("@a:x", "", pos[2], false)
+		check("a receipt behind")
+		markRead("@a:x", "", pos[6], true)
+		check("room read to the first new")
+		markRead("@a:x", "", pos[9], true)
+		check("room read again")
+		markRead("@b:x", "$root", pos[7], true)
+		markRead("@b:x", "", pos[9], true)
+		check("all read again")
+		if left := recount(t, db, room, users); len(left["@a:x"])+len(left["@b:x"]) != 0 {
+			t.Fatalf("unread after reading everything: %v", left)
+		}
 	})
 }
 
@@ -305,6 +340,20 @@ func TestMigrateUnreadSummary(t *testing.T) {
 			if w := rows[len(ns)-1-i].actions; string(n.Actions) != w {
 				t.Fatalf("actions of %s = %s, want %s", n.EventID, n.Actions, w)
 			}
+		}
+		// The migrated summary's rows read from the start.
+		withTx(t, db, func(tx *sql.Tx) error {
+			changed, err := store.MarkRead(ctx, tx, "@a:x", "!r:x", "", 3)
+			if err == nil && !changed {
+				err = fmt.Errorf("reading the migrated notifications changed nothing")
+			}
+			if err == nil {
+				got, err = store.UnreadCounts(ctx, tx, "!r:x", []string{"@a:x"})
+			}
+			return err
+		})
+		if len(got["@a:x"]) != 0 {
+			t.Fatalf("counts of @a:x after reading everything = %v", got["@a:x"])
 		}
 	})
 }
