@@ -32,13 +32,16 @@
 #
 # At the end, both modes print a summary with PASS/FAIL against issue 18's targets: the throughput of the
 # first and the last INTERVAL (sent messages over the runs' sending time) and their ratio (the last within
-# 10% of the first; beside it the trend of every run's msg/s, a least-squares line), RSS at the end against 150 MB (each component process in the polylith; the broker,
-# PostgreSQL and devcluster are listed without a target), the growth in bytes on disk per message of every
-# database (and, in the polylith, of the WAL and the broker's log), the embedded log's share of the data
-# directory (monolith; under 10%), and what mxbench found lost, duplicated or out of order. A run whose only
-# finding is events missing from a live /sync whose timeline came back limited (more new events between two
-# syncs than the filter's limit of 100; the client pages back from prev_batch), with its /messages walk
-# complete, is counted apart as a gap. Only mxbench's other findings make the exit status non-zero.
+# 10% of the first; beside it the trend of every run's msg/s, a least-squares line; the two steps are minutes
+# apart, on a machine whose speed may change as much: scripts/grownab.sh -s -d - -D OUT_DIR/data compares the
+# grown server with an empty one at the same time), RSS at the end against 150 MB (each component process in
+# the polylith; the broker, PostgreSQL and devcluster are listed without a target), the growth in bytes on
+# disk per message of every database (and, in the polylith, of the WAL and the broker's log), the embedded
+# log's share of the data directory (monolith; under 10%), and what mxbench found lost, duplicated or out of
+# order. A run whose only finding is events missing from a live /sync whose timeline came back limited (more
+# new events between two syncs than the filter's limit of 100; the client pages back from prev_batch), with
+# its /messages walk complete, is counted apart as a gap. Only mxbench's other findings make the exit status
+# non-zero.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 messages=200000
