@@ -273,35 +273,23 @@ func TestRestartKeepsRoomsAndOutputs(t *testing.T) {
 			t.Fatalf("send after restart: %v", res[0].Err)
 		}
 		// Every accepted event reached the output log exactly once, in order.
-		ctx := context.Background()
 		seen := map[string]int{}
 		var order []string
 		var total int64
-		ends, err := h.log.EndOffsets(ctx, "out")
+		ends, err := h.log.EndOffsets(context.Background(), "out")
 		if err != nil {
 			t.Fatal(err)
 		}
 		for p, end := range ends {
 			total += end
-			if end == 0 {
-				continue
-			}
-			cctx, cancel := context.WithCancel(ctx)
-			_ = h.log.Consume(cctx, "out", int32(p), 0, func(_ context.Context, recs []eventlog.Record) error { // returns ctx.Err() once cancelled below
-				for _, r := range recs {
-					var out api.OutputRoomEvent
-					if err := json.Unmarshal(r.Value, &out); err != nil {
-						t.Fatal(err)
-					}
-					id := out.NewRoomEvent.Event.EventID()
-					seen[id]++
-					order = append(order, out.NewRoomEvent.Event.Type())
-					if r.Offset == end-1 {
-						cancel()
-					}
+			for _, value := range h.records(int32(p)) {
+				var out api.OutputRoomEvent
+				if err := json.Unmarshal(value, &out); err != nil {
+					t.Fatal(err)
 				}
-				return nil
-			})
+				seen[out.NewRoomEvent.Event.EventID()]++
+				order = append(order, out.NewRoomEvent.Event.Type())
+			}
 		}
 		if total != 6 || len(seen) != 6 {
 			t.Fatalf("want 6 outputs for 6 events, got %d records, %d distinct: %v", total, len(seen), order)
@@ -545,7 +533,11 @@ func TestOutputsStoreEventsOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sameOutputs(t, "replayed", produced, res.Records, gone)
+		replayed := make([][]byte, len(res.Records))
+		for i, r := range res.Records {
+			replayed[i] = r
+		}
+		sameOutputs(t, "replayed", produced, replayed, gone)
 
 		h.stop()
 		if _, err := db.ExecContext(ctx, "UPDATE roomserver_outbox SET produced = FALSE"); err != nil {
@@ -559,17 +551,13 @@ func TestOutputsStoreEventsOnce(t *testing.T) {
 			time.Sleep(10 * time.Millisecond) // polling with the test's deadline
 			again = h.records(partition)
 		}
-		raw := make([]json.RawMessage, 0, len(produced))
-		for _, r := range again[len(produced):] {
-			raw = append(raw, r)
-		}
-		sameOutputs(t, "produced again at start", produced, raw, gone)
+		sameOutputs(t, "produced again at start", produced, again[len(produced):], gone)
 	})
 }
 
 // sameOutputs fails unless the records of got are those of want, except that the event
 // gone is redacted in got.
-func sameOutputs(t *testing.T, what string, want [][]byte, got []json.RawMessage, gone string) {
+func sameOutputs(t *testing.T, what string, want, got [][]byte, gone string) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%s %d records, want %d", what, len(got), len(want))
